@@ -1,0 +1,436 @@
+//! The local SQLite cache: a rebuildable copy of what the repository says, plus the file
+//! cache that lets a backup skip unchanged files.
+//!
+//! Nothing here is authoritative. Deleting the cache directory costs downloads and re-reads,
+//! never data: every table is refilled from the repository or from the next backup.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{BlobEntry, BlobKind, Compression};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trees (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT NULL,
+    content BLOB NOT NULL, run INTEGER NOT NULL,
+    PRIMARY KEY (set_key, path)
+) WITHOUT ROWID;
+";
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: BlobEntry,
+}
+
+/// A file as the last backup of its set saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+}
+
+pub struct Cache {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Cache {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join("cache.sqlite");
+        let cache = Self::open_file(&path)?;
+        let version: Option<i64> = cache
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(|e| cache.err(e))?
+            .and_then(|v| v.parse().ok());
+        match version {
+            Some(SCHEMA_VERSION) => Ok(cache),
+            None => {
+                cache
+                    .lock()
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(|e| cache.err(e))?;
+                Ok(cache)
+            }
+            Some(_) => {
+                // Another version's cache: it is only a cache, so start afresh.
+                drop(cache);
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                Self::open(dir)
+            }
+        }
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        let err = |e| Error::Cache {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Cache {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Cache {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn begin(&self) -> Result<()> {
+        self.lock()
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn commit(&self) -> Result<()> {
+        self.lock().execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    // ---- blob index ----
+
+    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id FROM index_files")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(id) = IndexId::from_slice(&r.map_err(|e| self.err(e))?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets the whole blob index (before a rebuild).
+    pub fn clear_index(&self) -> Result<()> {
+        self.lock()
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn add_index_file(&self, id: &IndexId, file: &IndexFile) -> Result<()> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<()> {
+            let mut blob = conn.prepare_cached(
+                "INSERT OR IGNORE INTO blobs (id, kind, pack, offset, length, raw_length, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut pack = conn.prepare_cached(
+                "INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)",
+            )?;
+            for p in &file.packs {
+                pack.execute(params![&p.id.0[..], p.kind as u8, p.size as i64])?;
+                for b in &p.blobs {
+                    blob.execute(params![
+                        &b.id.0[..],
+                        b.kind as u8,
+                        &p.id.0[..],
+                        b.offset as i64,
+                        b.length,
+                        b.raw_length,
+                        b.compression as u8
+                    ])?;
+                }
+            }
+            conn.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", [&id.0[..]])?;
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    pub fn lookup_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT kind, pack, offset, length, raw_length, compression FROM blobs WHERE id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_row([&id.0[..]], |r| {
+            let kind: u8 = r.get(0)?;
+            let pack: Vec<u8> = r.get(1)?;
+            let comp: u8 = r.get(5)?;
+            Ok((kind, pack, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, comp))
+        })
+        .optional()
+        .map_err(|e| self.err(e))?
+        .map(|(kind, pack, offset, length, raw_length, comp)| {
+            Ok(BlobLocation {
+                pack: PackId::from_slice(&pack)
+                    .ok_or_else(|| Error::Invalid("cache: bad pack id".into()))?,
+                entry: BlobEntry {
+                    id: *id,
+                    kind: BlobKind::try_from(kind).map_err(Error::Invalid)?,
+                    offset: offset as u64,
+                    length,
+                    raw_length,
+                    compression: Compression::try_from(comp).map_err(Error::Invalid)?,
+                },
+            })
+        })
+        .transpose()
+    }
+
+    pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Every pack the index names, with kind and size.
+    pub fn packs(&self) -> Result<Vec<(PackId, BlobKind, u64)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id, kind, size FROM packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, size) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push((id, kind, size as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blobs the index places in one pack, by offset.
+    pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, kind, offset, length, raw_length, compression FROM blobs
+                 WHERE pack = ?1 ORDER BY offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&pack.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u8>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, offset, length, raw_length, comp) = r.map_err(|e| self.err(e))?;
+            out.push(BlobEntry {
+                id: BlobId::from_slice(&id).ok_or_else(|| Error::Invalid("cache: bad id".into()))?,
+                kind: BlobKind::try_from(kind).map_err(Error::Invalid)?,
+                offset: offset as u64,
+                length,
+                raw_length,
+                compression: Compression::try_from(comp).map_err(Error::Invalid)?,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- snapshots and trees ----
+
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id FROM snapshots")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(id) = SnapshotId::from_slice(&r.map_err(|e| self.err(e))?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {
+        self.get("snapshots", &id.0)
+    }
+
+    pub fn put_snapshot(&self, id: &SnapshotId, data: &[u8]) -> Result<()> {
+        self.put("snapshots", &id.0, data)
+    }
+
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn get_tree(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        self.get("trees", &id.0)
+    }
+
+    pub fn put_tree(&self, id: &BlobId, data: &[u8]) -> Result<()> {
+        self.put("trees", &id.0, data)
+    }
+
+    fn get(&self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(&format!("SELECT data FROM {table} WHERE id = ?1"))
+            .map_err(|e| self.err(e))?;
+        st.query_row([id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn put(&self, table: &str, id: &[u8], data: &[u8]) -> Result<()> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (id, data) VALUES (?1, ?2)"
+            ))
+            .map_err(|e| self.err(e))?;
+        st.execute(params![id, data])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    // ---- file cache ----
+
+    pub fn file_lookup(&self, set: &str, path: &[u8]) -> Result<Option<(FileStat, Vec<BlobId>)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT size, mtime_ns, ctime_ns, inode, device, content FROM files
+                 WHERE set_key = ?1 AND path = ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let row = st
+            .query_row(params![set, path], |r| {
+                Ok((
+                    FileStat {
+                        size: r.get::<_, i64>(0)? as u64,
+                        mtime_ns: r.get(1)?,
+                        ctime_ns: r.get(2)?,
+                        inode: r.get::<_, i64>(3)? as u64,
+                        device: r.get::<_, i64>(4)? as u64,
+                    },
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|(stat, content)| {
+            let ids = content
+                .chunks_exact(32)
+                .filter_map(BlobId::from_slice)
+                .collect();
+            (stat, ids)
+        }))
+    }
+
+    pub fn file_store(
+        &self,
+        set: &str,
+        path: &[u8],
+        stat: &FileStat,
+        content: &[BlobId],
+        run: i64,
+    ) -> Result<()> {
+        let ids: Vec<u8> = content.iter().flat_map(|id| id.0).collect();
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO files
+                 (set_key, path, size, mtime_ns, ctime_ns, inode, device, content, run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(|e| self.err(e))?;
+        st.execute(params![
+            set,
+            path,
+            stat.size as i64,
+            stat.mtime_ns,
+            stat.ctime_ns,
+            stat.inode as i64,
+            stat.device as i64,
+            ids,
+            run
+        ])
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn file_touch(&self, set: &str, path: &[u8], run: i64) -> Result<()> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("UPDATE files SET run = ?3 WHERE set_key = ?1 AND path = ?2")
+            .map_err(|e| self.err(e))?;
+        st.execute(params![set, path, run])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drops files the latest run of a set did not see (deleted since).
+    pub fn file_sweep(&self, set: &str, run: i64) -> Result<()> {
+        self.lock()
+            .execute(
+                "DELETE FROM files WHERE set_key = ?1 AND run <> ?2",
+                params![set, run],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,210 @@
+//! Keys, key derivation, authenticated encryption and keyed hashing.
+//!
+//! The master secret is 32 random bytes. Everything else is derived from it with BLAKE3's
+//! key-derivation mode, so one wrapped secret per password suffices:
+//! - the XChaCha20-Poly1305 key that seals every blob and file,
+//! - the BLAKE3 key that names blobs (so ids reveal nothing about content),
+//! - the seed of the FastCDC gear table (so chunk sizes do not fingerprint files).
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+pub const NONCE_LEN: usize = 24;
+pub const TAG_LEN: usize = 16;
+/// Bytes an encrypted envelope adds to its plaintext.
+pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+const CTX_ENCRYPTION: &str = "strata v1 2026-11 encryption key";
+const CTX_BLOB_ID: &str = "strata v1 2026-11 blob id key";
+const CTX_CHUNKER: &str = "strata v1 2026-11 chunker seed";
+
+/// The repository's master secret and the keys derived from it.
+#[derive(Clone)]
+pub struct MasterKey {
+    secret: [u8; 32],
+    aead: XChaCha20Poly1305,
+    id_key: [u8; 32],
+}
+
+impl MasterKey {
+    pub fn generate() -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Self::from_secret(secret)
+    }
+
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        let enc = blake3::derive_key(CTX_ENCRYPTION, &secret);
+        Self {
+            secret,
+            aead: XChaCha20Poly1305::new(&enc.into()),
+            id_key: blake3::derive_key(CTX_BLOB_ID, &secret),
+        }
+    }
+
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext.
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// Seed XOR-ed into the FastCDC gear table; never zero (zero disables seeding).
+    pub fn chunker_seed(&self) -> u64 {
+        let k = blake3::derive_key(CTX_CHUNKER, &self.secret);
+        u64::from_le_bytes(k[..8].try_into().unwrap()) | 1
+    }
+
+    /// `nonce || ciphertext || tag`, with a fresh random nonce.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        seal_with(&self.aead, plaintext, aad)
+    }
+
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.aead, sealed, aad)
+    }
+}
+
+fn seal_with(aead: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ct = aead
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
+    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn open_with(aead: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < OVERHEAD {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    aead.decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
+}
+
+/// Argon2id parameters, stored in each key file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    pub algorithm: String,
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    #[serde(with = "serde_bytes")]
+    pub salt: Vec<u8>,
+}
+
+impl KdfParams {
+    /// Defaults: 64 MiB, 3 passes, 1 lane (OWASP's second Argon2id recommendation is
+    /// 19 MiB/2 passes; we spend more because a key is unwrapped once per command).
+    /// `STRATA_TEST_FAST_KDF=1` lowers the cost for test suites only.
+    pub fn generate() -> Self {
+        let mut salt = vec![0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let fast = std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1");
+        KdfParams {
+            algorithm: "argon2id".into(),
+            memory_kib: if fast { 64 } else { 64 * 1024 },
+            iterations: if fast { 1 } else { 3 },
+            parallelism: 1,
+            salt,
+        }
+    }
+
+    pub fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
+        if self.algorithm != "argon2id" {
+            return Err(Error::Invalid(format!(
+                "key derivation {:?} is not supported",
+                self.algorithm
+            )));
+        }
+        let params = Params::new(
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            Some(32),
+        )
+        .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
+        let mut out = [0u8; 32];
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password_into(password, &self.salt, &mut out)
+            .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// Wraps the master secret under a password-derived key.
+pub fn wrap_secret(kek: &[u8; 32], secret: &[u8; 32], aad: &[u8]) -> Vec<u8> {
+    seal_with(&XChaCha20Poly1305::new(kek.into()), secret, aad)
+}
+
+pub fn unwrap_secret(kek: &[u8; 32], wrapped: &[u8], aad: &[u8]) -> Option<[u8; 32]> {
+    let plain = open_with(&XChaCha20Poly1305::new(kek.into()), wrapped, aad)?;
+    plain.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..4096),
+                                aad in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let key = MasterKey::generate();
+            let sealed = key.seal(&data, &aad);
+            prop_assert_eq!(sealed.len(), data.len() + OVERHEAD);
+            prop_assert_eq!(key.open(&sealed, &aad).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn tamper_and_wrong_aad_are_rejected() {
+        let key = MasterKey::generate();
+        let mut sealed = key.seal(b"hello", b"a");
+        assert!(key.open(&sealed, b"b").is_none());
+        sealed[NONCE_LEN] ^= 1;
+        assert!(key.open(&sealed, b"a").is_none());
+        assert!(MasterKey::generate().open(&key.seal(b"x", b""), b"").is_none());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate();
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x").0, *blake3::hash(b"x").as_bytes());
+    }
+
+    #[test]
+    fn wrap_unwrap() {
+        std::env::set_var("STRATA_TEST_FAST_KDF", "1");
+        let params = KdfParams::generate();
+        let kek = params.derive(b"pw").unwrap();
+        let secret = [7u8; 32];
+        let wrapped = wrap_secret(&kek, &secret, b"k");
+        assert_eq!(unwrap_secret(&kek, &wrapped, b"k"), Some(secret));
+        let other = params.derive(b"pw2").unwrap();
+        assert_eq!(unwrap_secret(&other, &wrapped, b"k"), None);
+    }
+}

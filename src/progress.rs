@@ -1,0 +1,13 @@
+//! Progress reporting hooks; the CLI renders them, the library only counts.
+
+/// Receives progress from long operations. Every method has a no-op default.
+pub trait Progress: Sync {
+    /// Total work is known (bytes or items, as the operation defines).
+    fn set_total(&self, _total: u64) {}
+    fn advance(&self, _amount: u64) {}
+    fn message(&self, _msg: &str) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}

@@ -1,0 +1,58 @@
+//! Index files: which blobs live in which packs.
+
+use serde::{Deserialize, Serialize};
+
+use super::pack::{BlobEntry, BlobKind};
+use crate::id::{IndexId, PackId};
+
+/// `index/<id>`: an encrypted CBOR [`IndexFile`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexFile {
+    pub version: u32,
+    /// Index files whose content this one includes (written by prune); readers may ignore
+    /// those once this one is present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supersedes: Vec<IndexId>,
+    pub packs: Vec<IndexedPack>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexedPack {
+    pub id: PackId,
+    pub kind: BlobKind,
+    /// Size of the pack file in bytes.
+    pub size: u64,
+    pub blobs: Vec<BlobEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+    use crate::repo::pack::Compression;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cbor_round_trip(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+                           size in any::<u64>()) {
+            let blobs: Vec<BlobEntry> = ids.iter().enumerate().map(|(i, id)| BlobEntry {
+                id: BlobId(*id),
+                kind: BlobKind::Data,
+                offset: i as u64 * 100,
+                length: 100,
+                raw_length: 60 + i as u32,
+                compression: if i % 2 == 0 { Compression::Zstd } else { Compression::None },
+            }).collect();
+            let f = IndexFile {
+                version: 1,
+                supersedes: vec![IndexId([3; 32])],
+                packs: vec![IndexedPack { id: PackId([1; 32]), kind: BlobKind::Tree, size, blobs }],
+            };
+            let mut buf = Vec::new();
+            ciborium::into_writer(&f, &mut buf).unwrap();
+            let back: IndexFile = ciborium::from_reader(&buf[..]).unwrap();
+            prop_assert_eq!(back, f);
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Key files: the master secret wrapped under a password-derived key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, KdfParams, MasterKey};
+use crate::error::{Error, Result};
+
+const WRAP_AAD: &[u8] = b"strata/key/v1";
+
+/// `keys/<id>`: plain CBOR (it must be readable before any key is known).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyFile {
+    pub version: u32,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub host: String,
+    pub user: String,
+    pub kdf: KdfParams,
+    /// `nonce || XChaCha20-Poly1305(kek, master secret) || tag`, AAD `strata/key/v1`.
+    #[serde(with = "serde_bytes")]
+    pub wrapped: Vec<u8>,
+}
+
+impl KeyFile {
+    pub fn create(master: &MasterKey, password: &[u8]) -> Result<Self> {
+        let kdf = KdfParams::generate();
+        let kek = kdf.derive(password)?;
+        Ok(KeyFile {
+            version: 1,
+            created: chrono::Local::now().to_rfc3339(),
+            host: crate::util::hostname(),
+            user: crate::util::username(),
+            wrapped: crypto::wrap_secret(&kek, master.secret(), WRAP_AAD),
+            kdf,
+        })
+    }
+
+    /// The master key, if `password` is this key's password.
+    pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
+        let kek = self.kdf.derive(password)?;
+        Ok(crypto::unwrap_secret(&kek, &self.wrapped, WRAP_AAD).map(MasterKey::from_secret))
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(self, &mut buf).expect("CBOR encoding into memory cannot fail");
+        buf
+    }
+
+    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
+        ciborium::from_reader(bytes).map_err(|e| Error::corrupt(format!("key {name}"), e.to_string()))
+    }
+}

@@ -1,0 +1,381 @@
+//! The repository: objects on a backend, encrypted and named by content, plus the local
+//! cache that mirrors them.
+
+pub mod config;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::backend::{BackendRef, FileKind};
+use crate::cache::{BlobLocation, Cache};
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+use config::{Config, FORMAT_VERSION};
+use index::{IndexFile, IndexedPack};
+use keys::KeyFile;
+use pack::{open_blob, FinishedPack};
+use snapshot::Snapshot;
+use tree::Tree;
+
+
+/// An open repository.
+pub struct Repository {
+    backend: BackendRef,
+    key: MasterKey,
+    key_id: KeyId,
+    config: Config,
+    cache: Cache,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut buf = Vec::new();
+    ciborium::into_writer(value, &mut buf).expect("CBOR into memory");
+    buf
+}
+
+fn aad(kind: FileKind) -> &'static [u8] {
+    match kind {
+        FileKind::Config => b"strata/config/v1",
+        FileKind::Snapshot => b"strata/snapshot/v1",
+        FileKind::Index => b"strata/index/v1",
+        FileKind::Lock => b"strata/lock/v1",
+        FileKind::Key | FileKind::Data | FileKind::Tree => b"",
+    }
+}
+
+impl Repository {
+    /// Creates a repository; refuses a location that already holds one.
+    pub fn init(backend: BackendRef, password: &[u8], config: Config) -> Result<Config> {
+        if backend.exists()? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        backend.create()?;
+        let key = MasterKey::generate();
+        let keyfile = KeyFile::create(&key, password)?.encode();
+        backend.write(FileKind::Key, &hex::encode(content_address(&keyfile)), &keyfile)?;
+        // The config comes last: its presence is what makes the location a repository.
+        let sealed = key.seal(&encode(&config), aad(FileKind::Config));
+        backend.write(FileKind::Config, "config", &sealed)?;
+        Ok(config)
+    }
+
+    /// Opens a repository with a password; `cache_base` holds one cache per repository id.
+    pub fn open(backend: BackendRef, password: &[u8], cache_base: &Path) -> Result<Self> {
+        if !backend.exists()? {
+            return Err(Error::NoRepository(backend.location()));
+        }
+        let (key, key_id) = Self::unlock(&backend, password)?;
+        let sealed = backend.read(FileKind::Config, "config")?;
+        let plain = key
+            .open(&sealed, aad(FileKind::Config))
+            .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
+        let config: Config = ciborium::from_reader(&plain[..])
+            .map_err(|e| Error::corrupt("config", e.to_string()))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(config.version));
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e))?;
+        let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+        let repo = Repository {
+            backend,
+            key,
+            key_id,
+            config,
+            cache,
+        };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    fn unlock(backend: &BackendRef, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+        let mut keys = backend.list(FileKind::Key)?;
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        for info in keys {
+            let bytes = backend.read(FileKind::Key, &info.name)?;
+            let Ok(kf) = KeyFile::decode(&bytes, &info.name) else {
+                continue;
+            };
+            if let Some(key) = kf.open(password)? {
+                let id = info
+                    .name
+                    .parse()
+                    .map_err(|_| Error::corrupt(format!("key {}", info.name), "bad name"))?;
+                return Ok((key, id));
+            }
+        }
+        Err(Error::WrongPassword)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    // ---- encrypted files ----
+
+    /// Seals and stores a CBOR value; its name is the hash of the stored bytes.
+    pub fn save_file<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<[u8; 32]> {
+        let sealed = self.key.seal(&encode(value), aad(kind));
+        let id = content_address(&sealed);
+        self.backend.write(kind, &hex::encode(id), &sealed)?;
+        Ok(id)
+    }
+
+    /// Reads a file, checks it against its name, decrypts and decodes it.
+    pub fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
+        let plain = self.load_file_bytes(kind, name)?;
+        ciborium::from_reader(&plain[..])
+            .map_err(|e| Error::corrupt(format!("{kind} {name}"), format!("CBOR: {e}")))
+    }
+
+    fn load_file_bytes(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        let sealed = self.backend.read(kind, name)?;
+        let object = || format!("{kind} {name}");
+        if hex::encode(content_address(&sealed)) != name {
+            return Err(Error::corrupt(object(), "content does not match its name"));
+        }
+        self.key
+            .open(&sealed, aad(kind))
+            .ok_or_else(|| Error::corrupt(object(), "authentication failed"))
+    }
+
+    // ---- index ----
+
+    /// Brings the cached blob index in line with the repository's index files: reads new
+    /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
+    pub fn sync_index(&self) -> Result<()> {
+        let listed: HashSet<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let known: HashSet<IndexId> = self.cache.known_index_files()?.into_iter().collect();
+        let stale = known.iter().any(|id| !listed.contains(id));
+        self.cache.begin()?;
+        let result = (|| {
+            if stale {
+                self.cache.clear_index()?;
+            }
+            for id in &listed {
+                if stale || !known.contains(id) {
+                    let file: IndexFile = self.load_file(FileKind::Index, &id.to_hex())?;
+                    self.cache.add_index_file(id, &file)?;
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => self.cache.commit(),
+            Err(e) => {
+                let _ = self.cache.commit();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
+        let file = IndexFile {
+            version: FORMAT_VERSION,
+            supersedes: Vec::new(),
+            packs,
+        };
+        let id = IndexId(self.save_file(FileKind::Index, &file)?);
+        self.cache.add_index_file(&id, &file)?;
+        Ok(id)
+    }
+
+    /// Uploads a finished pack; the caller must get it into an index file afterwards.
+    pub fn write_pack(&self, pack: FinishedPack) -> Result<IndexedPack> {
+        let kind = match pack.kind {
+            pack::BlobKind::Data => FileKind::Data,
+            pack::BlobKind::Tree => FileKind::Tree,
+        };
+        self.backend.write(kind, &pack.id.to_hex(), &pack.bytes)?;
+        Ok(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            blobs: pack.entries,
+        })
+    }
+
+    pub fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.cache.lookup_blob(id)?.ok_or_else(|| Error::NotFound {
+            object: format!("blob {id} (in the index)"),
+        })
+    }
+
+    /// Reads, decrypts and verifies one blob with a range read.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.lookup_blob(id)?;
+        let sealed = self.backend.read_range(
+            pack_file_kind(loc.entry.kind),
+            &loc.pack.to_hex(),
+            loc.entry.offset,
+            loc.entry.length as u64,
+        )?;
+        open_blob(&self.key, &loc.entry, &sealed).map_err(|e| in_pack(e, &loc.pack))
+    }
+
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
+        let bytes = match self.cache.get_tree(id)? {
+            Some(b) => b,
+            None => {
+                let b = self.read_blob(id)?;
+                self.cache.put_tree(id, &b)?;
+                b
+            }
+        };
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+    }
+
+    // ---- snapshots ----
+
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let id = SnapshotId(self.save_file(FileKind::Snapshot, snap)?);
+        self.cache.put_snapshot(&id, &encode(snap))?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first; manifests come from the cache when it has them.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let listed: HashSet<SnapshotId> = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        for id in self.cache.snapshot_ids()? {
+            if !listed.contains(&id) {
+                self.cache.remove_snapshot(&id)?;
+            }
+        }
+        let mut out = Vec::with_capacity(listed.len());
+        for id in listed {
+            let snap: Snapshot = match self.cache.get_snapshot(&id)? {
+                Some(bytes) => ciborium::from_reader(&bytes[..])
+                    .map_err(|e| Error::corrupt(format!("cached snapshot {id}"), e.to_string()))?,
+                None => {
+                    let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
+                    self.cache.put_snapshot(&id, &encode(&s))?;
+                    s
+                }
+            };
+            out.push((id, snap));
+        }
+        out.sort_by(|a, b| {
+            a.1.datetime()
+                .cmp(&b.1.datetime())
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        let mut all = self.snapshots()?;
+        if spec == "latest" {
+            return all.pop().ok_or_else(|| Error::NotFound {
+                object: "a snapshot (the repository has none)".into(),
+            });
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut hits: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits.pop().unwrap()),
+            0 => Err(Error::NotFound {
+                object: format!("snapshot {spec}"),
+            }),
+            n => Err(Error::Invalid(format!(
+                "snapshot prefix {spec} is ambiguous ({n} snapshots match)"
+            ))),
+        }
+    }
+
+    // ---- keys ----
+
+    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
+        let mut out = Vec::new();
+        for info in self.backend.list(FileKind::Key)? {
+            let bytes = self.backend.read(FileKind::Key, &info.name)?;
+            let id = info
+                .name
+                .parse()
+                .map_err(|_| Error::corrupt(format!("key {}", info.name), "bad name"))?;
+            out.push((id, KeyFile::decode(&bytes, &info.name)?));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    pub fn add_key(&self, password: &[u8]) -> Result<KeyId> {
+        let bytes = KeyFile::create(&self.key, password)?.encode();
+        let id = KeyId(content_address(&bytes));
+        self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn remove_key(&self, id: &KeyId) -> Result<()> {
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|(k, _)| k == id) {
+            return Err(Error::NotFound {
+                object: format!("key {id}"),
+            });
+        }
+        if keys.len() == 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key: the repository would be unreadable".into(),
+            ));
+        }
+        self.backend.delete(FileKind::Key, &id.to_hex())
+    }
+}
+
+pub fn pack_file_kind(kind: pack::BlobKind) -> FileKind {
+    match kind {
+        pack::BlobKind::Data => FileKind::Data,
+        pack::BlobKind::Tree => FileKind::Tree,
+    }
+}
+
+/// Adds the pack's name to a blob error, so a report names the file on the backend.
+pub fn in_pack(e: Error, pack: &PackId) -> Error {
+    match e {
+        Error::Corrupt { object, reason } => Error::Corrupt {
+            object: format!("{object} in pack {pack}"),
+            reason,
+        },
+        e => e,
+    }
+}

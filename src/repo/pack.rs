@@ -1,0 +1,261 @@
+//! Pack files: many encrypted blobs, then an encrypted header listing them.
+//!
+//! ```text
+//! blob 0 | blob 1 | ... | blob n-1 | sealed header | header length (u32 LE)
+//! ```
+//! Each blob is `nonce || ciphertext || tag` with AAD `kind byte || blob id`; the header is
+//! the CBOR list of [`BlobEntry`] sealed with AAD `strata/pack-header/v1`. The pack's name
+//! is the BLAKE3 hash of all its bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::{content_address, BlobId, PackId};
+
+const HEADER_AAD: &[u8] = b"strata/pack-header/v1";
+pub const TRAILER_LEN: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl From<BlobKind> for u8 {
+    fn from(k: BlobKind) -> u8 {
+        k as u8
+    }
+}
+
+impl TryFrom<u8> for BlobKind {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            v => Err(format!("unknown blob kind {v}")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl From<Compression> for u8 {
+    fn from(c: Compression) -> u8 {
+        c as u8
+    }
+}
+
+impl TryFrom<u8> for Compression {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            0 => Ok(Compression::None),
+            1 => Ok(Compression::Zstd),
+            v => Err(format!("unknown compression {v}")),
+        }
+    }
+}
+
+/// Where a blob sits in its pack and how to decode it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobEntry {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    /// Byte offset of the sealed blob in the pack.
+    pub offset: u64,
+    /// Length of the sealed blob (nonce + ciphertext + tag).
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+    pub compression: Compression,
+}
+
+fn blob_aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
+    let mut aad = [0u8; 33];
+    aad[0] = kind as u8;
+    aad[1..].copy_from_slice(id.as_bytes());
+    aad
+}
+
+/// A blob compressed (when that helps) and sealed, ready to append to a pack.
+pub struct SealedBlob {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub raw_length: u32,
+    pub compression: Compression,
+    pub bytes: Vec<u8>,
+}
+
+impl SealedBlob {
+    pub fn seal(key: &MasterKey, id: BlobId, kind: BlobKind, plain: &[u8], level: i32) -> Self {
+        let compressed = if level != 0 {
+            zstd::bulk::compress(plain, level)
+                .ok()
+                .filter(|c| c.len() < plain.len())
+        } else {
+            None
+        };
+        let (payload, compression) = match &compressed {
+            Some(c) => (c.as_slice(), Compression::Zstd),
+            None => (plain, Compression::None),
+        };
+        SealedBlob {
+            id,
+            kind,
+            raw_length: plain.len() as u32,
+            compression,
+            bytes: key.seal(payload, &blob_aad(&id, kind)),
+        }
+    }
+}
+
+/// Decrypts, decompresses and verifies one blob read from a pack.
+pub fn open_blob(key: &MasterKey, entry: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
+    let bad = |reason: &str| Error::corrupt(format!("blob {}", entry.id), reason.to_string());
+    let payload = key
+        .open(sealed, &blob_aad(&entry.id, entry.kind))
+        .ok_or_else(|| bad("authentication failed (tampered, truncated or wrong key)"))?;
+    let plain = match entry.compression {
+        Compression::None => payload,
+        Compression::Zstd => zstd::bulk::decompress(&payload, entry.raw_length as usize)
+            .map_err(|e| bad(&format!("zstd: {e}")))?,
+    };
+    if plain.len() != entry.raw_length as usize {
+        return Err(bad("length differs from the index"));
+    }
+    if key.blob_id(&plain) != entry.id {
+        return Err(bad("content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// Accumulates sealed blobs into one pack.
+pub struct PackBuilder {
+    kind: BlobKind,
+    buf: Vec<u8>,
+    entries: Vec<BlobEntry>,
+}
+
+/// A finished pack: its name, bytes and contents.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub kind: BlobKind,
+    pub bytes: Vec<u8>,
+    pub entries: Vec<BlobEntry>,
+}
+
+impl PackBuilder {
+    pub fn new(kind: BlobKind) -> Self {
+        PackBuilder {
+            kind,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, blob: SealedBlob) {
+        self.entries.push(BlobEntry {
+            id: blob.id,
+            kind: blob.kind,
+            offset: self.buf.len() as u64,
+            length: blob.bytes.len() as u32,
+            raw_length: blob.raw_length,
+            compression: blob.compression,
+        });
+        self.buf.extend_from_slice(&blob.bytes);
+    }
+
+    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+        let mut header = Vec::new();
+        ciborium::into_writer(&self.entries, &mut header).expect("CBOR into memory");
+        let sealed = key.seal(&header, HEADER_AAD);
+        let mut bytes = self.buf;
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        FinishedPack {
+            id: PackId(content_address(&bytes)),
+            kind: self.kind,
+            bytes,
+            entries: self.entries,
+        }
+    }
+}
+
+/// Reads the header of a whole pack (the pack's own list of blobs).
+pub fn read_header(key: &MasterKey, id: &PackId, bytes: &[u8]) -> Result<Vec<BlobEntry>> {
+    let bad = |reason: String| Error::corrupt(format!("pack {id}"), reason);
+    if bytes.len() < TRAILER_LEN {
+        return Err(bad("shorter than its trailer".into()));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
+    let hlen = u32::from_le_bytes(trailer.try_into().unwrap()) as usize;
+    if hlen > body.len() {
+        return Err(bad(format!("header length {hlen} exceeds the pack")));
+    }
+    let sealed = &body[body.len() - hlen..];
+    let header = key
+        .open(sealed, HEADER_AAD)
+        .ok_or_else(|| bad("header authentication failed".into()))?;
+    ciborium::from_reader(&header[..]).map_err(|e| bad(format!("header: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn pack_round_trip(blobs in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..3000), 1..8)) {
+            let key = MasterKey::generate();
+            let mut b = PackBuilder::new(BlobKind::Data);
+            for (i, plain) in blobs.iter().enumerate() {
+                let level = if i % 2 == 0 { 3 } else { 0 };
+                b.add(SealedBlob::seal(&key, key.blob_id(plain), BlobKind::Data, plain, level));
+            }
+            let pack = b.finish(&key);
+            prop_assert_eq!(pack.id.0, content_address(&pack.bytes));
+            let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
+            prop_assert_eq!(&header, &pack.entries);
+            for (e, plain) in header.iter().zip(&blobs) {
+                let s = &pack.bytes[e.offset as usize..(e.offset + e.length as u64) as usize];
+                prop_assert_eq!(&open_blob(&key, e, s).unwrap(), plain);
+            }
+        }
+    }
+
+    #[test]
+    fn compressible_blobs_shrink_and_flipped_bytes_fail() {
+        let key = MasterKey::generate();
+        let plain = vec![b'a'; 10_000];
+        let id = key.blob_id(&plain);
+        let s = SealedBlob::seal(&key, id, BlobKind::Data, &plain, 3);
+        assert_eq!(s.compression, Compression::Zstd);
+        assert!(s.bytes.len() < 1000);
+        let mut b = PackBuilder::new(BlobKind::Data);
+        b.add(s);
+        let mut pack = b.finish(&key);
+        let e = pack.entries[0];
+        pack.bytes[30] ^= 0x40;
+        let err = open_blob(&key, &e, &pack.bytes[..e.length as usize]).unwrap_err();
+        assert!(err.to_string().contains(&id.to_hex()));
+    }
+}

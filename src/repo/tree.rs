@@ -1,0 +1,184 @@
+//! Trees: one CBOR blob per directory, entries sorted by raw name bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{BlobId, TreeId};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Tree {
+    pub entries: Vec<Node>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    Chardev,
+    Blockdev,
+}
+
+/// Seconds and nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub fn as_nanos(&self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Xattr {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Node {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits, including set-id and sticky bits (st_mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inode: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub device: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nlink: u64,
+    /// File contents, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<BlobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<TreeId>,
+    /// Symlink target, raw bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub target: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// Device number of character and block devices.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    /// The file had holes (fewer blocks allocated than its size); restore keeps zero runs
+    /// as holes.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sparse: bool,
+}
+
+impl Node {
+    pub fn new(name: Vec<u8>, kind: NodeKind) -> Self {
+        Node {
+            name,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: Timespec::default(),
+            ctime: Timespec::default(),
+            size: 0,
+            inode: 0,
+            device: 0,
+            nlink: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            xattrs: Vec::new(),
+            rdev: 0,
+            sparse: false,
+        }
+    }
+}
+
+impl Tree {
+    /// Canonical encoding: entries sorted by raw name bytes, so equal directories give equal
+    /// bytes and therefore equal tree ids.
+    pub fn encode(&mut self) -> Vec<u8> {
+        self.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut buf = Vec::new();
+        ciborium::into_writer(&*self, &mut buf).expect("CBOR into memory");
+        buf
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_node() -> impl Strategy<Value = Node> {
+        (
+            proptest::collection::vec(any::<u8>(), 1..40),
+            0u32..0o7777,
+            any::<(u32, u32, i64, u32, u64)>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|(name, mode, (uid, gid, sec, nsec, size), target, content, sparse)| {
+                let mut n = Node::new(name, if target.is_some() { NodeKind::Symlink } else { NodeKind::File });
+                n.mode = mode;
+                n.uid = uid;
+                n.gid = gid;
+                n.mtime = Timespec { sec, nsec: nsec % 1_000_000_000 };
+                n.size = size;
+                n.target = target;
+                n.content = content.into_iter().map(BlobId).collect();
+                n.sparse = sparse;
+                n.xattrs = vec![Xattr { name: b"user.k".to_vec(), value: vec![0, 255] }];
+                n
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn tree_round_trip(nodes in proptest::collection::vec(arb_node(), 0..10)) {
+            let mut t = Tree { entries: nodes };
+            let bytes = t.encode();
+            let back = Tree::decode(&bytes).unwrap();
+            prop_assert_eq!(&back, &t);
+            let mut again = back.clone();
+            prop_assert_eq!(again.encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn order_does_not_change_encoding() {
+        let a = Node::new(b"a".to_vec(), NodeKind::File);
+        let b = Node::new(vec![0xff, 0x01], NodeKind::Dir);
+        let mut t1 = Tree { entries: vec![a.clone(), b.clone()] };
+        let mut t2 = Tree { entries: vec![b, a] };
+        assert_eq!(t1.encode(), t2.encode());
+    }
+}

@@ -1,0 +1,47 @@
+//! Small helpers about the running system.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn username() -> String {
+    user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+pub fn user_name(uid: u32) -> Option<String> {
+    static NAMES: Mutex<Option<HashMap<u32, Option<String>>>> = Mutex::new(None);
+    let mut g = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .entry(uid)
+        .or_insert_with(|| {
+            nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .clone()
+}
+
+pub fn group_name(gid: u32) -> Option<String> {
+    static NAMES: Mutex<Option<HashMap<u32, Option<String>>>> = Mutex::new(None);
+    let mut g = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .entry(gid)
+        .or_insert_with(|| {
+            nix::unistd::Group::from_gid(gid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .clone()
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
