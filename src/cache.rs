@@ -126,8 +126,24 @@ impl Cache {
             .map_err(|e| self.err(e))
     }
 
+    /// Commits the open transaction, if any.
     pub fn commit(&self) -> Result<()> {
-        self.lock().execute_batch("COMMIT").map_err(|e| self.err(e))
+        let conn = self.lock();
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    /// Commits what a long operation wrote so far and goes on in a new transaction, so other
+    /// processes sharing the cache are not shut out for the whole of a backup.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self.lock();
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.execute_batch("COMMIT; BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
     }
 
     // ---- blob index ----
@@ -180,7 +196,10 @@ impl Cache {
                     ])?;
                 }
             }
-            conn.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", [&id.0[..]])?;
+            conn.execute(
+                "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
+                [&id.0[..]],
+            )?;
             Ok(())
         };
         run().map_err(|e| self.err(e))
@@ -234,7 +253,11 @@ impl Cache {
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -272,7 +295,8 @@ impl Cache {
         for r in rows {
             let (id, kind, offset, length, raw_length, comp) = r.map_err(|e| self.err(e))?;
             out.push(BlobEntry {
-                id: BlobId::from_slice(&id).ok_or_else(|| Error::Invalid("cache: bad id".into()))?,
+                id: BlobId::from_slice(&id)
+                    .ok_or_else(|| Error::Invalid("cache: bad id".into()))?,
                 kind: BlobKind::try_from(kind).map_err(Error::Invalid)?,
                 offset: offset as u64,
                 length,

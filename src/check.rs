@@ -1,0 +1,367 @@
+//! Integrity audits: structure (every reference resolves) and, on request, data (every byte
+//! of the chosen packs re-read, decrypted and re-hashed).
+//!
+//! A problem names the damaged object and then every snapshot and path it hits, so an
+//! operator knows what a damaged pack costs before deciding what to do.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SnapshotId, TreeId};
+use crate::progress::Progress;
+use crate::repo::pack::{open_blob, read_header, BlobKind};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::NodeKind;
+use crate::repo::{pack_file_kind, Repository};
+use crate::walk::safe_name;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// Packs whose first id byte modulo `m` is `n - 1` (so n = 1..=m covers everything).
+    Subset {
+        n: u32,
+        m: u32,
+    },
+    /// About this share of packs, chosen at random.
+    Percent(f64),
+}
+
+impl ReadData {
+    pub fn parse_subset(s: &str) -> std::result::Result<Self, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad percentage {s:?}"))?;
+            if !(0.0..=100.0).contains(&v) || v == 0.0 {
+                return Err(format!("percentage {s} must be in (0, 100]"));
+            }
+            return Ok(ReadData::Percent(v));
+        }
+        let (n, m) = s
+            .split_once('/')
+            .ok_or_else(|| format!("subset {s:?} is neither N/M nor P%"))?;
+        let n: u32 = n.trim().parse().map_err(|_| format!("bad subset {s:?}"))?;
+        let m: u32 = m.trim().parse().map_err(|_| format!("bad subset {s:?}"))?;
+        if m == 0 || n == 0 || n > m || m > 256 {
+            return Err(format!("subset {s}: need 1 <= N <= M <= 256"));
+        }
+        Ok(ReadData::Subset { n, m })
+    }
+
+    fn selects(&self, id: &PackId) -> bool {
+        match *self {
+            ReadData::None => false,
+            ReadData::All => true,
+            ReadData::Subset { n, m } => u32::from(id.0[0]) % m == n - 1,
+            ReadData::Percent(p) => rand::thread_rng().gen::<f64>() * 100.0 < p,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Problem {
+    pub object: String,
+    pub reason: String,
+    /// `snapshot <id> <time>: <path>` for everything the damage reaches.
+    pub hits: Vec<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+    pub unreferenced_packs: usize,
+    pub problems: Vec<Problem>,
+}
+
+pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut problems: Vec<Problem> = Vec::new();
+    let problem = |object: String, reason: String| Problem {
+        object,
+        reason,
+        hits: Vec::new(),
+    };
+
+    // 1. Index files, each verified; the cache is rebuilt from them.
+    progress.message("index");
+    for (id, e) in repo.rebuild_index()? {
+        problems.push(problem(format!("index {id}"), e.to_string()));
+    }
+
+    // 2. Every pack the index names exists with the right size.
+    progress.message("packs");
+    let indexed = repo.cache().packs()?;
+    report.packs = indexed.len();
+    let mut listed: HashMap<String, u64> = HashMap::new();
+    for kind in [FileKind::Data, FileKind::Tree] {
+        for f in repo.backend().list(kind)? {
+            listed.insert(f.name, f.size);
+        }
+    }
+    let mut damaged_blobs: HashMap<BlobId, String> = HashMap::new();
+    let mut missing_packs = HashSet::new();
+    for (id, _, size) in &indexed {
+        let name = id.to_hex();
+        let reason = match listed.remove(&name) {
+            None => Some("missing from the backend".to_string()),
+            Some(s) if s != *size => Some(format!("size {s} but the index says {size}")),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            missing_packs.insert(*id);
+            for b in repo.cache().pack_blobs(id)? {
+                damaged_blobs.insert(b.id, format!("pack {id}"));
+            }
+            problems.push(problem(format!("pack {id}"), reason));
+        }
+    }
+    report.unreferenced_packs = listed.len();
+
+    // 3 + 4. Snapshots and the trees they reach; every blob they name is indexed.
+    progress.message("snapshots and trees");
+    let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    for f in repo.backend().list(FileKind::Snapshot)? {
+        match repo.load_file::<Snapshot>(FileKind::Snapshot, &f.name) {
+            Ok(s) => snapshots.push((
+                f.name
+                    .parse()
+                    .map_err(|_| Error::corrupt(format!("snapshot {}", f.name), "bad name"))?,
+                s,
+            )),
+            Err(e) => problems.push(problem(format!("snapshot {}", f.name), e.to_string())),
+        }
+    }
+    snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    report.snapshots = snapshots.len();
+    let mut seen_trees: HashSet<TreeId> = HashSet::new();
+    for (_, snap) in &snapshots {
+        let mut stack = vec![snap.tree];
+        while let Some(tid) = stack.pop() {
+            if !seen_trees.insert(tid) {
+                continue;
+            }
+            let tree = match repo.load_tree_uncached(&tid) {
+                Ok(t) => t,
+                Err(e) => {
+                    if !damaged_blobs.contains_key(&tid) {
+                        damaged_blobs.insert(tid, format!("tree {tid}"));
+                        problems.push(problem(format!("tree {tid}"), e.to_string()));
+                    }
+                    continue;
+                }
+            };
+            for node in &tree.entries {
+                if let Err(e) = safe_name(node, &tid) {
+                    problems.push(problem(format!("tree {tid}"), e.to_string()));
+                }
+                if let Some(sub) = node.subtree {
+                    stack.push(sub);
+                }
+                for id in &node.content {
+                    if !damaged_blobs.contains_key(id) && !repo.cache().has_blob(id)? {
+                        damaged_blobs.insert(*id, format!("blob {id}"));
+                        problems.push(problem(
+                            format!("blob {id}"),
+                            "not in any index file".into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    report.trees = seen_trees.len();
+
+    // 5. Data: re-read, decrypt and re-hash the chosen packs.
+    let chosen: Vec<(PackId, BlobKind)> = indexed
+        .iter()
+        .filter(|(id, _, _)| !missing_packs.contains(id) && read_data.selects(id))
+        .map(|(id, k, _)| (*id, *k))
+        .collect();
+    report.packs_read = chosen.len();
+    if !chosen.is_empty() {
+        progress.message("reading data");
+        progress.set_total(chosen.len() as u64);
+        let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
+        chosen.par_iter().for_each(|(id, kind)| {
+            let (probs, bad, bytes) = read_pack(repo, id, *kind);
+            let mut f = found.lock().unwrap();
+            f.0.extend(probs);
+            f.1.extend(bad);
+            f.2 += bytes;
+            progress.advance(1);
+        });
+        let (probs, bad, bytes) = found.into_inner().unwrap();
+        report.bytes_read = bytes;
+        problems.extend(probs);
+        for (blob, pack) in bad {
+            damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
+        }
+    }
+
+    // 6. Name what the damage reaches.
+    if !damaged_blobs.is_empty() {
+        let hits = find_hits(repo, &snapshots, &damaged_blobs)?;
+        for p in &mut problems {
+            if let Some(h) = hits.get(&p.object) {
+                p.hits = h.clone();
+            }
+        }
+    }
+    report.problems = problems;
+    Ok(report)
+}
+
+/// Reads one pack whole; returns problems, damaged blobs and bytes read.
+fn read_pack(
+    repo: &Repository,
+    id: &PackId,
+    kind: BlobKind,
+) -> (Vec<Problem>, Vec<(BlobId, PackId)>, u64) {
+    let object = format!("pack {id}");
+    let mut problems = Vec::new();
+    let mut bad = Vec::new();
+    let entries = match repo.cache().pack_blobs(id) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(Problem {
+                object,
+                reason: e.to_string(),
+                hits: vec![],
+            });
+            return (problems, bad, 0);
+        }
+    };
+    let bytes = match repo.backend().read(pack_file_kind(kind), &id.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            bad.extend(entries.iter().map(|e| (e.id, *id)));
+            problems.push(Problem {
+                object,
+                reason: e.to_string(),
+                hits: vec![],
+            });
+            return (problems, bad, 0);
+        }
+    };
+    let mut reasons = Vec::new();
+    if crate::id::content_address(&bytes) != id.0 {
+        reasons.push("content does not match its name".to_string());
+    }
+    match read_header(repo.key(), id, &bytes) {
+        Ok(header) => {
+            let mut h = header.clone();
+            h.sort_by_key(|e| e.offset);
+            if h != entries {
+                reasons.push("pack header and index disagree".into());
+            }
+        }
+        Err(e) => reasons.push(e.to_string()),
+    }
+    for e in &entries {
+        let end = e.offset as usize + e.length as usize;
+        let result = bytes
+            .get(e.offset as usize..end)
+            .ok_or_else(|| Error::corrupt(format!("blob {}", e.id), "beyond the end of the pack"))
+            .and_then(|sealed| open_blob(repo.key(), e, sealed));
+        if let Err(err) = result {
+            reasons.push(err.to_string());
+            bad.push((e.id, *id));
+        }
+    }
+    if !reasons.is_empty() {
+        problems.push(Problem {
+            object,
+            reason: reasons.join("; "),
+            hits: vec![],
+        });
+    }
+    (problems, bad, bytes.len() as u64)
+}
+
+/// Maps each damaged object (as named in problems) to the snapshot paths it hits.
+fn find_hits(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    damaged: &HashMap<BlobId, String>,
+) -> Result<HashMap<String, Vec<String>>> {
+    let mut hits: HashMap<String, Vec<String>> = HashMap::new();
+    for (sid, snap) in snapshots {
+        let label = format!("snapshot {} ({})", sid.short(), snap.time);
+        if let Some(obj) = damaged.get(&snap.tree) {
+            hits.entry(obj.clone())
+                .or_default()
+                .push(format!("{label}: /"));
+            continue;
+        }
+        let mut stack = vec![(snap.tree, Path::new("/").to_path_buf())];
+        while let Some((tid, dir)) = stack.pop() {
+            let Ok(tree) = repo.load_tree_uncached(&tid) else {
+                continue;
+            };
+            for node in &tree.entries {
+                let Ok(name) = safe_name(node, &tid) else {
+                    continue;
+                };
+                let path = dir.join(name);
+                if let Some(sub) = node.subtree {
+                    if let Some(obj) = damaged.get(&sub) {
+                        hits.entry(obj.clone())
+                            .or_default()
+                            .push(format!("{label}: {}/ (directory)", path.display()));
+                    } else if node.kind == NodeKind::Dir {
+                        stack.push((sub, path.clone()));
+                    }
+                }
+                let mut reported = HashSet::new();
+                for id in &node.content {
+                    if let Some(obj) = damaged.get(id) {
+                        if reported.insert(obj) {
+                            hits.entry(obj.clone())
+                                .or_default()
+                                .push(format!("{label}: {}", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_cover_every_pack_once() {
+        for m in [1u32, 3, 7] {
+            for b in 0..=255u8 {
+                let id = PackId([b; 32]);
+                let count = (1..=m)
+                    .filter(|n| ReadData::Subset { n: *n, m }.selects(&id))
+                    .count();
+                assert_eq!(count, 1);
+            }
+        }
+        assert_eq!(
+            ReadData::parse_subset("2/5"),
+            Ok(ReadData::Subset { n: 2, m: 5 })
+        );
+        assert_eq!(ReadData::parse_subset("10%"), Ok(ReadData::Percent(10.0)));
+        assert!(ReadData::parse_subset("6/5").is_err());
+        assert!(ReadData::parse_subset("0%").is_err());
+    }
+}

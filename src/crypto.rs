@@ -136,13 +136,8 @@ impl KdfParams {
                 self.algorithm
             )));
         }
-        let params = Params::new(
-            self.memory_kib,
-            self.iterations,
-            self.parallelism,
-            Some(32),
-        )
-        .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
+        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+            .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
         let mut out = [0u8; 32];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(password, &self.salt, &mut out)
@@ -184,7 +179,9 @@ mod tests {
         assert!(key.open(&sealed, b"b").is_none());
         sealed[NONCE_LEN] ^= 1;
         assert!(key.open(&sealed, b"a").is_none());
-        assert!(MasterKey::generate().open(&key.seal(b"x", b""), b"").is_none());
+        assert!(MasterKey::generate()
+            .open(&key.seal(b"x", b""), b"")
+            .is_none());
     }
 
     #[test]

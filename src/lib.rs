@@ -17,6 +17,7 @@ pub mod repo;
 pub mod restore;
 pub mod timespec;
 pub mod util;
+pub mod walk;
 
 pub use error::{Error, Result};
 pub use repo::Repository;

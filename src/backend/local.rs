@@ -117,7 +117,10 @@ impl Backend for LocalBackend {
         if buf.len() as u64 != len {
             return Err(Error::corrupt(
                 format!("{kind} {name}"),
-                format!("short read: wanted {len} bytes at {offset}, got {}", buf.len()),
+                format!(
+                    "short read: wanted {len} bytes at {offset}, got {}",
+                    buf.len()
+                ),
             ));
         }
         Ok(buf)
@@ -171,11 +174,20 @@ mod tests {
         b.write(FileKind::Data, "abcdef", b"0123456789").unwrap();
         b.write(FileKind::Snapshot, "s1", b"x").unwrap();
         assert_eq!(b.read(FileKind::Data, "abcdef").unwrap(), b"0123456789");
-        assert_eq!(b.read_range(FileKind::Data, "abcdef", 2, 3).unwrap(), b"234");
+        assert_eq!(
+            b.read_range(FileKind::Data, "abcdef", 2, 3).unwrap(),
+            b"234"
+        );
         assert!(b.read_range(FileKind::Data, "abcdef", 8, 3).is_err());
         assert!(dir.path().join("data/ab/abcdef").is_file());
         let list = b.list(FileKind::Data).unwrap();
-        assert_eq!(list, vec![FileInfo { name: "abcdef".into(), size: 10 }]);
+        assert_eq!(
+            list,
+            vec![FileInfo {
+                name: "abcdef".into(),
+                size: 10
+            }]
+        );
         b.delete(FileKind::Data, "abcdef").unwrap();
         assert!(b.list(FileKind::Data).unwrap().is_empty());
         assert!(matches!(

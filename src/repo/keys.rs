@@ -48,6 +48,7 @@ impl KeyFile {
     }
 
     pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
-        ciborium::from_reader(bytes).map_err(|e| Error::corrupt(format!("key {name}"), e.to_string()))
+        ciborium::from_reader(bytes)
+            .map_err(|e| Error::corrupt(format!("key {name}"), e.to_string()))
     }
 }

@@ -26,7 +26,6 @@ use pack::{open_blob, FinishedPack};
 use snapshot::Snapshot;
 use tree::Tree;
 
-
 /// An open repository.
 pub struct Repository {
     backend: BackendRef,
@@ -61,7 +60,11 @@ impl Repository {
         backend.create()?;
         let key = MasterKey::generate();
         let keyfile = KeyFile::create(&key, password)?.encode();
-        backend.write(FileKind::Key, &hex::encode(content_address(&keyfile)), &keyfile)?;
+        backend.write(
+            FileKind::Key,
+            &hex::encode(content_address(&keyfile)),
+            &keyfile,
+        )?;
         // The config comes last: its presence is what makes the location a repository.
         let sealed = key.seal(&encode(&config), aad(FileKind::Config));
         backend.write(FileKind::Config, "config", &sealed)?;
@@ -201,6 +204,26 @@ impl Repository {
         }
     }
 
+    /// Rebuilds the cached blob index from every index file, verifying each; returns the
+    /// index files that could not be read (their packs are then unknown).
+    pub fn rebuild_index(&self) -> Result<Vec<(IndexId, Error)>> {
+        let listed = self.backend.list(FileKind::Index)?;
+        let mut bad = Vec::new();
+        self.cache.begin()?;
+        self.cache.clear_index()?;
+        for info in listed {
+            let Ok(id) = info.name.parse::<IndexId>() else {
+                continue;
+            };
+            match self.load_file::<IndexFile>(FileKind::Index, &info.name) {
+                Ok(file) => self.cache.add_index_file(&id, &file)?,
+                Err(e) => bad.push((id, e)),
+            }
+        }
+        self.cache.commit()?;
+        Ok(bad)
+    }
+
     pub fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
         let file = IndexFile {
             version: FORMAT_VERSION,
@@ -243,6 +266,12 @@ impl Repository {
             loc.entry.length as u64,
         )?;
         open_blob(&self.key, &loc.entry, &sealed).map_err(|e| in_pack(e, &loc.pack))
+    }
+
+    /// Loads a tree from the repository, bypassing the cache (for `check`).
+    pub fn load_tree_uncached(&self, id: &TreeId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
     }
 
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {

@@ -49,10 +49,109 @@ impl Snapshot {
     }
 }
 
+/// Which snapshots a command considers; empty fields match everything.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFilter {
+    pub hosts: Vec<String>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+    pub sets: Vec<String>,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        (self.hosts.is_empty() || self.hosts.contains(&s.host))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| s.paths.contains(p))
+            && (self.sets.is_empty() || s.set.as_ref().is_some_and(|x| self.sets.contains(x)))
+    }
+}
+
+/// The newest snapshot taken at or before `at` among those the filter accepts.
+/// The error names the oldest candidate when every one is younger than `at`.
+pub fn select_at(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    at: DateTime<FixedOffset>,
+    filter: &SnapshotFilter,
+) -> Result<(SnapshotId, Snapshot), String> {
+    let mut candidates: Vec<_> = snapshots
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .filter_map(|(id, s)| Some((s.datetime()?, id, s)))
+        .collect();
+    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let oldest = candidates.first().map(|(t, id, _)| (*t, *id));
+    match candidates.into_iter().rev().find(|(t, _, _)| *t <= at) {
+        Some((_, id, s)) => Ok((id, s)),
+        None => Err(match oldest {
+            Some((t, id)) => format!(
+                "no snapshot is as old as {}: the oldest matching one is {} from {}",
+                at.to_rfc3339(),
+                id.short(),
+                t.to_rfc3339()
+            ),
+            None => "no snapshot matches the filters".to_string(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn snap(time: &str, host: &str) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: time.into(),
+            host: host.into(),
+            user: "u".into(),
+            paths: vec!["/d".into()],
+            tags: vec![],
+            set: None,
+            parent: None,
+            tree: crate::id::BlobId([0; 32]),
+            excludes: vec![],
+            summary: Summary::default(),
+            program: String::new(),
+        }
+    }
+
+    #[test]
+    fn select_at_picks_newest_not_after() {
+        let all = vec![
+            (SnapshotId([1; 32]), snap("2026-01-01T10:00:00Z", "a")),
+            (SnapshotId([2; 32]), snap("2026-01-01T11:00:00+00:00", "a")),
+            (SnapshotId([3; 32]), snap("2026-01-01T13:30:00+02:00", "a")),
+            (SnapshotId([4; 32]), snap("2026-01-01T11:45:00Z", "b")),
+        ];
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap();
+        let f = SnapshotFilter::default();
+        assert_eq!(
+            select_at(all.clone(), at("2026-01-01T11:00:00Z"), &f)
+                .unwrap()
+                .0,
+            SnapshotId([2; 32])
+        );
+        assert_eq!(
+            select_at(all.clone(), at("2026-01-01T11:40:00Z"), &f)
+                .unwrap()
+                .0,
+            SnapshotId([3; 32])
+        );
+        let only_a = SnapshotFilter {
+            hosts: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            select_at(all.clone(), at("2026-01-01T12:00:00Z"), &only_a)
+                .unwrap()
+                .0,
+            SnapshotId([3; 32])
+        );
+        let err = select_at(all, at("2026-01-01T09:00:00Z"), &f).unwrap_err();
+        assert!(err.contains("01010101"), "{err}");
+    }
 
     proptest! {
         #[test]

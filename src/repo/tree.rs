@@ -146,19 +146,34 @@ mod tests {
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             any::<bool>(),
         )
-            .prop_map(|(name, mode, (uid, gid, sec, nsec, size), target, content, sparse)| {
-                let mut n = Node::new(name, if target.is_some() { NodeKind::Symlink } else { NodeKind::File });
-                n.mode = mode;
-                n.uid = uid;
-                n.gid = gid;
-                n.mtime = Timespec { sec, nsec: nsec % 1_000_000_000 };
-                n.size = size;
-                n.target = target;
-                n.content = content.into_iter().map(BlobId).collect();
-                n.sparse = sparse;
-                n.xattrs = vec![Xattr { name: b"user.k".to_vec(), value: vec![0, 255] }];
-                n
-            })
+            .prop_map(
+                |(name, mode, (uid, gid, sec, nsec, size), target, content, sparse)| {
+                    let mut n = Node::new(
+                        name,
+                        if target.is_some() {
+                            NodeKind::Symlink
+                        } else {
+                            NodeKind::File
+                        },
+                    );
+                    n.mode = mode;
+                    n.uid = uid;
+                    n.gid = gid;
+                    n.mtime = Timespec {
+                        sec,
+                        nsec: nsec % 1_000_000_000,
+                    };
+                    n.size = size;
+                    n.target = target;
+                    n.content = content.into_iter().map(BlobId).collect();
+                    n.sparse = sparse;
+                    n.xattrs = vec![Xattr {
+                        name: b"user.k".to_vec(),
+                        value: vec![0, 255],
+                    }];
+                    n
+                },
+            )
     }
 
     proptest! {
@@ -177,8 +192,12 @@ mod tests {
     fn order_does_not_change_encoding() {
         let a = Node::new(b"a".to_vec(), NodeKind::File);
         let b = Node::new(vec![0xff, 0x01], NodeKind::Dir);
-        let mut t1 = Tree { entries: vec![a.clone(), b.clone()] };
-        let mut t2 = Tree { entries: vec![b, a] };
+        let mut t1 = Tree {
+            entries: vec![a.clone(), b.clone()],
+        };
+        let mut t2 = Tree {
+            entries: vec![b, a],
+        };
         assert_eq!(t1.encode(), t2.encode());
     }
 }

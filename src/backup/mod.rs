@@ -1,0 +1,565 @@
+//! The backup pipeline: walk, detect changes, chunk, store, build trees, write a snapshot.
+//!
+//! Directories are walked in sorted order; the entries of one directory are archived in
+//! parallel on the rayon pool, and a large file's chunks are sealed in parallel batch by
+//! batch, so both many small files and one huge file keep every core busy while memory
+//! stays bounded by the batch and pack sizes (never by the file or repository size).
+
+mod saver;
+
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, FixedOffset};
+use globset::GlobSet;
+use rayon::prelude::*;
+
+pub use saver::{BlobSaver, SaverShared};
+
+use crate::cache::FileStat;
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::progress::Progress;
+use crate::repo::config::FORMAT_VERSION;
+use crate::repo::pack::BlobKind;
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
+use crate::repo::Repository;
+use crate::util;
+
+/// Bytes read from a file before its chunks are sealed in parallel.
+const BATCH_SIZE: usize = 4 << 20;
+
+pub enum Source<'a> {
+    Paths(Vec<PathBuf>),
+    /// Standard input (or any reader) stored as one file under this name.
+    Stdin {
+        reader: Box<dyn Read + Send + 'a>,
+        name: String,
+    },
+}
+
+pub struct BackupOptions<'a> {
+    pub source: Source<'a>,
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub set: Option<String>,
+    pub excludes: Option<GlobSet>,
+    pub exclude_patterns: Vec<String>,
+    pub one_file_system: bool,
+    pub time: Option<DateTime<FixedOffset>>,
+    pub uploaders: usize,
+}
+
+impl Default for BackupOptions<'_> {
+    fn default() -> Self {
+        BackupOptions {
+            source: Source::Paths(Vec::new()),
+            host: None,
+            tags: Vec::new(),
+            set: None,
+            excludes: None,
+            exclude_patterns: Vec::new(),
+            one_file_system: false,
+            time: None,
+            uploaders: 2,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub snapshot_id: SnapshotId,
+    pub snapshot: Snapshot,
+    /// Paths that could not be read; the snapshot lacks them.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unchanged: AtomicU64,
+    dirs: AtomicU64,
+    bytes_read: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Archiver<'a, 's, 'r> {
+    repo: &'r Repository,
+    saver: &'a BlobSaver<'s, 'r>,
+    progress: &'a dyn Progress,
+    excludes: Option<&'a GlobSet>,
+    one_file_system: bool,
+    set_key: String,
+    run: i64,
+    counters: Counters,
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+pub fn run(
+    repo: &Repository,
+    opts: BackupOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    let time = opts.time.unwrap_or_else(crate::timespec::now);
+    let host = opts.host.clone().unwrap_or_else(util::hostname);
+
+    // Resolve every source before writing anything: a missing path is an error, not a
+    // snapshot without it.
+    let (paths, display_paths) = match &opts.source {
+        Source::Paths(p) => {
+            if p.is_empty() {
+                return Err(Error::Invalid(
+                    "nothing to back up: give at least one path".into(),
+                ));
+            }
+            let mut abs = Vec::new();
+            for path in p {
+                let a = absolute(path)?;
+                fs::symlink_metadata(&a).map_err(|e| Error::io(path, e))?;
+                abs.push(a);
+            }
+            abs.sort();
+            abs.dedup();
+            // A path inside another source path is already covered by it.
+            let covered: Vec<PathBuf> = abs
+                .iter()
+                .filter(|a| !abs.iter().any(|b| b != *a && a.starts_with(b)))
+                .cloned()
+                .collect();
+            let shown = covered.iter().map(|p| p.display().to_string()).collect();
+            (covered, shown)
+        }
+        Source::Stdin { name, .. } => (Vec::new(), vec![format!("/{name}")]),
+    };
+
+    let set_key = match &opts.set {
+        Some(s) => format!("set:{s}"),
+        None => format!("host:{host}\0{}", display_paths.join("\0")),
+    };
+    let parent = repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| match &opts.set {
+            Some(set) => s.set.as_deref() == Some(set.as_str()),
+            None => s.set.is_none() && s.host == host && s.paths == display_paths,
+        })
+        .map(|(id, _)| id);
+
+    let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let shared = SaverShared::default();
+    repo.cache().begin()?;
+    let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
+        let saver = BlobSaver::new(repo, &shared, scope, opts.uploaders);
+        let archiver = Archiver {
+            repo,
+            saver: &saver,
+            progress,
+            excludes: opts.excludes.as_ref(),
+            one_file_system: opts.one_file_system,
+            set_key: set_key.clone(),
+            run: run_id,
+            counters: Counters::default(),
+            warnings: Default::default(),
+        };
+        let tree = match opts.source {
+            Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths)?,
+            Source::Stdin { reader, name } => {
+                let mut node = Node::new(name.into_bytes(), NodeKind::File);
+                node.mode = 0o644;
+                node.uid = nix::unistd::getuid().as_raw();
+                node.gid = nix::unistd::getgid().as_raw();
+                let secs = time.timestamp();
+                node.mtime = Timespec {
+                    sec: secs,
+                    nsec: time.timestamp_subsec_nanos(),
+                };
+                node.ctime = node.mtime;
+                let (content, size) = archiver.store_content(reader, "standard input")?;
+                node.content = content;
+                node.size = size;
+                archiver.counters.files_new.fetch_add(1, Ordering::Relaxed);
+                Tree {
+                    entries: vec![node],
+                }
+            }
+        };
+        let root = archiver.save_tree(tree)?;
+        let warnings = std::mem::take(&mut *archiver.warnings.lock().unwrap());
+        let c = archiver.counters;
+        let stats_blobs = saver.stats.blobs_added.load(Ordering::Relaxed);
+        let stats_added = saver.stats.bytes_added.load(Ordering::Relaxed);
+        let stats_stored = saver.stats.bytes_stored.load(Ordering::Relaxed);
+        let summary = Summary {
+            files_new: c.files_new.load(Ordering::Relaxed),
+            files_changed: c.files_changed.load(Ordering::Relaxed),
+            files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_added: stats_added,
+            bytes_stored: stats_stored,
+            blobs_added: stats_blobs,
+            errors: c.errors.load(Ordering::Relaxed),
+            duration_secs: 0.0,
+        };
+        // Packs and their index files must be durable before the snapshot names them.
+        saver.finish()?;
+        Ok((root, summary, warnings))
+    });
+    let (root, mut summary, warnings) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            // What was uploaded is indexed and worth keeping in the cache for the rerun.
+            let _ = repo.cache().commit();
+            return Err(e);
+        }
+    };
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        version: FORMAT_VERSION,
+        time: time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+        host,
+        user: util::username(),
+        paths: display_paths,
+        tags: opts.tags,
+        set: opts.set,
+        parent,
+        tree: root,
+        excludes: opts.exclude_patterns,
+        summary,
+        program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+    };
+    let snapshot_id = repo.write_snapshot(&snapshot)?;
+    if warnings.is_empty() {
+        // Only a complete run may forget files it did not see: an unreadable directory
+        // would otherwise drop its files from the cache.
+        repo.cache().file_sweep(&set_key, run_id)?;
+    }
+    repo.cache().commit()?;
+    Ok(BackupReport {
+        snapshot_id,
+        snapshot,
+        warnings,
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    // Lexical clean-up only: `..` is resolved against the path as written, symlinks in the
+    // source path are kept as the operator named them.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn timespec(sec: i64, nsec: i64) -> Timespec {
+    Timespec {
+        sec,
+        nsec: nsec as u32,
+    }
+}
+
+fn file_stat(meta: &Metadata) -> FileStat {
+    FileStat {
+        size: meta.size(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+        device: meta.dev(),
+    }
+}
+
+impl Archiver<'_, '_, '_> {
+    fn warn(&self, msg: String) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.progress.warning(&msg);
+        self.warnings.lock().unwrap().push(msg);
+    }
+
+    fn save_tree(&self, mut tree: Tree) -> Result<TreeId> {
+        let bytes = tree.encode();
+        let id = self.repo.key().blob_id(&bytes);
+        self.saver.save(BlobKind::Tree, id, &bytes)?;
+        Ok(id)
+    }
+
+    /// The tree of `dir` holding only what leads to the source paths; the directories on
+    /// the way keep their real metadata.
+    fn virtual_tree(&self, dir: &Path, targets: &[PathBuf]) -> Result<Tree> {
+        if targets.iter().any(|t| t == dir) {
+            let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+            return self.dir_tree(dir, meta.dev());
+        }
+        let mut children: Vec<&OsStr> = targets
+            .iter()
+            .filter_map(|t| t.strip_prefix(dir).ok()?.components().next())
+            .map(|c| c.as_os_str())
+            .collect();
+        children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        children.dedup();
+        let mut entries = Vec::new();
+        for name in children {
+            let path = dir.join(name);
+            if targets.contains(&path) {
+                if let Some(node) = self.archive_entry(&path, name, None)? {
+                    entries.push(node);
+                }
+            } else {
+                let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+                let mut node = self.base_node(&path, name, &meta, NodeKind::Dir);
+                let below: Vec<PathBuf> = targets
+                    .iter()
+                    .filter(|t| t.starts_with(&path))
+                    .cloned()
+                    .collect();
+                node.subtree = Some(self.save_tree(self.virtual_tree(&path, &below)?)?);
+                entries.push(node);
+            }
+        }
+        Ok(Tree { entries })
+    }
+
+    /// Archives the contents of a directory.
+    fn dir_tree(&self, dir: &Path, root_dev: u64) -> Result<Tree> {
+        self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+        let mut names = Vec::new();
+        match fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => names.push(e.file_name()),
+                        Err(e) => self.warn(format!("{}: {e}", dir.display())),
+                    }
+                }
+            }
+            Err(e) => {
+                self.warn(format!("{}: cannot read directory: {e}", dir.display()));
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let nodes: Vec<Result<Option<Node>>> = names
+            .par_iter()
+            .map(|name| self.archive_entry(&dir.join(name), name, Some(root_dev)))
+            .collect();
+        let mut entries = Vec::with_capacity(nodes.len());
+        for n in nodes {
+            if let Some(n) = n? {
+                entries.push(n);
+            }
+        }
+        Ok(Tree { entries })
+    }
+
+    fn excluded(&self, path: &Path) -> bool {
+        self.excludes.is_some_and(|g| g.is_match(path))
+    }
+
+    /// One directory entry; `None` when it is excluded or could not be read (a warning).
+    fn archive_entry(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        root_dev: Option<u64>,
+    ) -> Result<Option<Node>> {
+        if self.excluded(path) {
+            return Ok(None);
+        }
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            NodeKind::Dir
+        } else if ft.is_file() {
+            NodeKind::File
+        } else if ft.is_symlink() {
+            NodeKind::Symlink
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else if ft.is_socket() {
+            NodeKind::Socket
+        } else if ft.is_char_device() {
+            NodeKind::Chardev
+        } else {
+            NodeKind::Blockdev
+        };
+        let mut node = self.base_node(path, name, &meta, kind);
+        match kind {
+            NodeKind::Dir => {
+                let root_dev = root_dev.unwrap_or(meta.dev());
+                let tree = if self.one_file_system && meta.dev() != root_dev {
+                    // A mount point: keep the directory itself, not the other file system.
+                    Tree::default()
+                } else {
+                    self.dir_tree(path, root_dev)?
+                };
+                node.subtree = Some(self.save_tree(tree)?);
+            }
+            NodeKind::File => {
+                if !self.archive_file(path, &meta, &mut node)? {
+                    return Ok(None);
+                }
+            }
+            NodeKind::Symlink => match fs::read_link(path) {
+                Ok(t) => node.target = Some(t.as_os_str().as_bytes().to_vec()),
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            },
+            NodeKind::Chardev | NodeKind::Blockdev => node.rdev = meta.rdev(),
+            NodeKind::Fifo | NodeKind::Socket => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn base_node(&self, path: &Path, name: &OsStr, meta: &Metadata, kind: NodeKind) -> Node {
+        let mut node = Node::new(name.as_bytes().to_vec(), kind);
+        node.mode = meta.mode() & 0o7777;
+        node.uid = meta.uid();
+        node.gid = meta.gid();
+        node.user = util::user_name(meta.uid());
+        node.group = util::group_name(meta.gid());
+        node.mtime = timespec(meta.mtime(), meta.mtime_nsec());
+        node.ctime = timespec(meta.ctime(), meta.ctime_nsec());
+        node.inode = meta.ino();
+        node.device = meta.dev();
+        node.nlink = meta.nlink();
+        if kind == NodeKind::File {
+            node.size = meta.size();
+        }
+        node.xattrs = read_xattrs(path);
+        node
+    }
+
+    /// Fills in a file's content; false if it could not be read (a warning, not an error).
+    fn archive_file(&self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<bool> {
+        node.sparse = meta.blocks() * 512 < meta.size();
+        let stat = file_stat(meta);
+        let key = path.as_os_str().as_bytes();
+        let cached = self.repo.cache().file_lookup(&self.set_key, key)?;
+        if let Some((old, content)) = &cached {
+            if *old == stat && self.all_known(content)? {
+                node.content = content.clone();
+                self.repo.cache().file_touch(&self.set_key, key, self.run)?;
+                self.counters
+                    .files_unchanged
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(false);
+            }
+        };
+        let (content, size) = match self.store_content(file, &path.display().to_string()) {
+            Ok(v) => v,
+            Err(Error::Io { path: p, source }) => {
+                self.warn(format!("{}: {source}", p.display()));
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        // The size actually read wins over a stat taken before a concurrent append.
+        node.size = size;
+        let counter = if cached.is_some() {
+            &self.counters.files_changed
+        } else {
+            &self.counters.files_new
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if size == stat.size {
+            self.repo
+                .cache()
+                .file_store(&self.set_key, key, &stat, &content, self.run)?;
+        }
+        node.content = content;
+        Ok(true)
+    }
+
+    fn all_known(&self, ids: &[BlobId]) -> Result<bool> {
+        for id in ids {
+            if !self.saver.is_known(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Chunks a stream and stores its new chunks; returns the chunk ids and the length.
+    fn store_content(&self, reader: impl Read, what: &str) -> Result<(Vec<BlobId>, u64)> {
+        let key = self.repo.key();
+        let mut chunker = Chunker::new(
+            reader,
+            self.repo.config().chunker,
+            key.chunker_seed(),
+            BATCH_SIZE,
+        );
+        let mut ids = Vec::new();
+        let mut size = 0u64;
+        loop {
+            let batch = match chunker.next_batch() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Err(Error::io(what, e)),
+            };
+            let batch_ids: Vec<BlobId> = (0..batch.chunks.len())
+                .into_par_iter()
+                .map(|i| {
+                    let chunk = batch.chunk(i);
+                    let id = key.blob_id(chunk);
+                    self.saver.save(BlobKind::Data, id, chunk)?;
+                    Ok(id)
+                })
+                .collect::<Result<_>>()?;
+            ids.extend(batch_ids);
+            let n = batch.data.len() as u64;
+            size += n;
+            self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+            self.progress.advance(n);
+        }
+        Ok((ids, size))
+    }
+}
+
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|name| {
+            let value = xattr::get(path, &name).ok()??;
+            Some(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

@@ -1,0 +1,213 @@
+//! Read-only commands: snapshots, ls, cat.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use clap::Args;
+use serde_json::json;
+use strata::error::exit;
+use strata::repo::snapshot::{Snapshot, SnapshotFilter};
+use strata::repo::tree::{Node, NodeKind};
+use strata::walk;
+
+use super::output;
+use super::Global;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+            sets: Vec::new(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
+    json!({
+        "id": id,
+        "time": s.time,
+        "host": s.host,
+        "user": s.user,
+        "paths": s.paths,
+        "tags": s.tags,
+        "set": s.set,
+        "parent": s.parent.map(|p| p.to_hex()),
+        "tree": s.tree.to_hex(),
+        "summary": s.summary,
+    })
+}
+
+pub fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let f = a.filter.filter();
+    let list: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s))
+        .collect();
+    if g.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|(id, s)| snapshot_json(&id.to_hex(), s))
+            .collect();
+        output::print_json(&serde_json::Value::Array(v));
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  paths",
+        "id", "time", "host", "tags", "added"
+    );
+    for (id, s) in &list {
+        println!(
+            "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  {}",
+            id.short(),
+            s.datetime()
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
+                .unwrap_or_else(|| s.time.clone()),
+            s.host,
+            s.tags.join(","),
+            output::bytes(s.summary.bytes_stored),
+            s.paths.join(" ")
+        );
+    }
+    if !g.quiet {
+        println!("{} snapshot(s)", list.len());
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id, unique id prefix, or "latest".
+    snapshot: String,
+    /// Only below this path of the snapshot.
+    path: Option<PathBuf>,
+}
+
+fn kind_char(k: NodeKind) -> char {
+    match k {
+        NodeKind::Dir => 'd',
+        NodeKind::File => '-',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+    }
+}
+
+fn node_json(path: &Path, n: &Node) -> serde_json::Value {
+    json!({
+        "path": path.to_string_lossy(),
+        "type": format!("{:?}", n.kind).to_lowercase(),
+        "mode": n.mode,
+        "size": n.size,
+        "uid": n.uid,
+        "gid": n.gid,
+        "mtime": {"sec": n.mtime.sec, "nsec": n.mtime.nsec},
+        "target": n.target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+    })
+}
+
+pub fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let base = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut json_items = Vec::new();
+    let mut emit = |path: &Path, n: &Node, out: &mut dyn Write| -> anyhow::Result<()> {
+        if g.json {
+            json_items.push(node_json(path, n));
+        } else {
+            let mut line = format!(
+                "{}{:04o} {:>6} {:>6} {:>12} ",
+                kind_char(n.kind),
+                n.mode,
+                n.uid,
+                n.gid,
+                n.size
+            )
+            .into_bytes();
+            line.extend_from_slice(path.as_os_str().as_bytes());
+            if let Some(t) = &n.target {
+                line.extend_from_slice(b" -> ");
+                line.extend_from_slice(t);
+            }
+            line.push(b'\n');
+            out.write_all(&line)?;
+        }
+        Ok(())
+    };
+    let root = match walk::lookup(&repo, &snap.tree, &base)? {
+        None => Some(snap.tree),
+        Some(node) => {
+            emit(&base, &node, &mut out)?;
+            node.subtree
+        }
+    };
+    if let Some(root) = root {
+        let mut err = None;
+        walk::walk(&repo, &root, &mut |rel, n| {
+            if let Err(e) = emit(&base.join(rel), n, &mut out) {
+                err.get_or_insert(e);
+            }
+            Ok(true)
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+    }
+    if g.json {
+        output::print_json(&serde_json::Value::Array(json_items));
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Snapshot id, unique id prefix, or "latest".
+    snapshot: String,
+    /// Absolute path of a file in the snapshot.
+    path: PathBuf,
+}
+
+pub fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let node = walk::lookup(&repo, &snap.tree, &a.path)?
+        .ok_or_else(|| anyhow!("{} is a directory", a.path.display()))?;
+    if node.kind != NodeKind::File {
+        return Err(anyhow!("{} is not a regular file", a.path.display()));
+    }
+    let mut out = std::io::stdout().lock();
+    for id in &node.content {
+        let data = repo.read_blob(id)?;
+        out.write_all(&data)?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,67 @@
+use anyhow::anyhow;
+use clap::Args;
+use strata::check::{self, ReadData};
+use strata::error::exit;
+
+use super::output::{self, Bar};
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Read, decrypt and re-hash every pack.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Read a subset of packs: N/M (the N-th of M parts) or P% (a random share).
+    #[arg(long)]
+    read_data_subset: Option<String>,
+}
+
+pub fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
+    let mode = match (&a.read_data, &a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => ReadData::parse_subset(s).map_err(|e| anyhow!(e))?,
+        (false, None) => ReadData::None,
+    };
+    let repo = g.open()?;
+    let bar = Bar::new(g.show_progress(), false, "check");
+    let report = check::run(&repo, mode, &bar)?;
+    bar.finish();
+    if g.json {
+        output::print_json(&serde_json::to_value(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("error: {}: {}", p.object, p.reason);
+            for h in &p.hits {
+                println!("  hits {h}");
+            }
+        }
+        if !g.quiet {
+            println!(
+                "{} snapshots, {} trees, {} packs; {} packs read ({}){}",
+                report.snapshots,
+                report.trees,
+                report.packs,
+                report.packs_read,
+                output::bytes(report.bytes_read),
+                if report.unreferenced_packs > 0 {
+                    format!(
+                        "; {} unreferenced packs (left by interrupted backups; prune removes them)",
+                        report.unreferenced_packs
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if report.problems.is_empty() {
+                println!("no errors found");
+            } else {
+                println!("{} problem(s) found", report.problems.len());
+            }
+        }
+    }
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}

@@ -1,0 +1,50 @@
+use clap::Args;
+use serde_json::json;
+use strata::chunker::ChunkerParams;
+use strata::error::exit;
+use strata::repo::config::Config;
+use strata::Repository;
+
+use super::{output, Global};
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// zstd level for blobs (0 = no compression).
+    #[arg(long, default_value_t = 3)]
+    compression: i32,
+    /// Average chunk size in bytes (minimum and maximum follow at 1/4 and 4x).
+    #[arg(long)]
+    chunk_avg: Option<u32>,
+}
+
+pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
+    let backend = g.backend()?;
+    if backend.exists()? {
+        return Err(strata::Error::RepositoryExists(backend.location()).into());
+    }
+    let password = g.password("new repository password: ", true)?;
+    let chunker = match a.chunk_avg {
+        Some(avg) => ChunkerParams {
+            min_size: avg / 4,
+            avg_size: avg,
+            max_size: avg * 4,
+        },
+        None => ChunkerParams::default(),
+    };
+    chunker.validate().map_err(anyhow::Error::msg)?;
+    let config = Repository::init(
+        backend.clone(),
+        &password,
+        Config::new(chunker, a.compression),
+    )?;
+    if g.json {
+        output::print_json(&json!({"id": config.id.to_hex(), "location": backend.location()}));
+    } else if !g.quiet {
+        println!(
+            "created repository {} at {}",
+            config.id.to_hex(),
+            backend.location()
+        );
+    }
+    Ok(exit::OK)
+}

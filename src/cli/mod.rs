@@ -1,0 +1,172 @@
+//! Command-line parsing and the global options every command shares.
+
+mod backup;
+mod browse;
+mod check;
+mod init;
+mod key;
+mod output;
+mod restore;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use strata::error::exit;
+use strata::{backend, Repository};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Deduplicating, encrypted snapshots of your data"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Repository: a local directory.
+    #[arg(short = 'r', long = "repo", env = "STRATA_REPOSITORY", global = true)]
+    repo: Option<String>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Cache directory (one sub-directory per repository id).
+    #[arg(long, env = "STRATA_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More detail.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository.
+    Init(init::InitArgs),
+    /// Back up paths or standard input.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(browse::SnapshotsArgs),
+    /// List the contents of a snapshot.
+    Ls(browse::LsArgs),
+    /// Write a file from a snapshot to standard output.
+    Cat(browse::CatArgs),
+    /// Restore a snapshot, or the state at a point in time.
+    Restore(restore::RestoreArgs),
+    /// Verify the repository's integrity.
+    Check(check::CheckArgs),
+    /// Manage the passwords that open the repository.
+    Key(key::KeyArgs),
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => init::run(&cli.global, a),
+        Command::Backup(a) => backup::run(&cli.global, a),
+        Command::Snapshots(a) => browse::snapshots(&cli.global, a),
+        Command::Ls(a) => browse::ls(&cli.global, a),
+        Command::Cat(a) => browse::cat(&cli.global, a),
+        Command::Restore(a) => restore::run(&cli.global, a),
+        Command::Check(a) => check::run(&cli.global, a),
+        Command::Key(a) => key::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.chain()
+                .find_map(|c| c.downcast_ref::<strata::Error>())
+                .map(|e| e.exit_code())
+                .unwrap_or(exit::FAILURE)
+        }
+    }
+}
+
+impl Global {
+    fn repo_url(&self) -> anyhow::Result<&str> {
+        self.repo
+            .as_deref()
+            .ok_or_else(|| anyhow!("no repository given: use -r/--repo or STRATA_REPOSITORY"))
+    }
+
+    fn backend(&self) -> anyhow::Result<backend::BackendRef> {
+        Ok(backend::open(self.repo_url()?)?)
+    }
+
+    /// The password: `STRATA_PASSWORD`, then the password file, then a prompt on a terminal.
+    fn password(&self, prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
+        if let Some(p) = std::env::var_os("STRATA_PASSWORD") {
+            return Ok(p.into_encoded_bytes());
+        }
+        if let Some(f) = &self.password_file {
+            return read_password_file(f);
+        }
+        prompt_password(prompt, confirm)
+    }
+
+    fn cache_base(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.cache_dir {
+            return Ok(d.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| anyhow!("no cache directory: set STRATA_CACHE_DIR or HOME"))?;
+        Ok(base.join("strata"))
+    }
+
+    fn open(&self) -> anyhow::Result<Repository> {
+        let backend = self.backend()?;
+        if !backend.exists()? {
+            return Err(strata::Error::NoRepository(backend.location()).into());
+        }
+        let password = self.password("repository password: ", false)?;
+        let cache = self.cache_base()?;
+        Repository::open(backend, &password, &cache)
+            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))
+    }
+
+    /// Progress bars only for a person watching.
+    fn show_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let line = s.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+pub fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        return Err(anyhow!(
+            "no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or use --password-file"
+        ));
+    }
+    let p = rpassword::prompt_password(prompt).context("reading password")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ").context("reading password")?;
+        if again != p {
+            return Err(anyhow!("the passwords differ"));
+        }
+    }
+    if p.is_empty() {
+        return Err(anyhow!("empty password"));
+    }
+    Ok(p.into_bytes())
+}

@@ -1,0 +1,112 @@
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+use serde_json::json;
+use strata::error::exit;
+use strata::repo::snapshot::select_at;
+use strata::restore::{self, RestoreOptions};
+use strata::timespec;
+
+use super::backup::globset;
+use super::browse::FilterArgs;
+use super::output::{self, Bar};
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique id prefix, or "latest" (or use --at).
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    snapshot: Option<String>,
+    /// Restore the newest snapshot taken at or before this time (RFC 3339,
+    /// "YYYY-MM-DD HH:MM[:SS]" local time, or a duration ago such as 90m, 2h, 3d).
+    #[arg(long)]
+    at: Option<String>,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only paths matching this glob (and what lies below them).
+    #[arg(long = "include")]
+    includes: Vec<String>,
+    /// Do not restore paths matching this glob.
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Re-read restored files and check them against the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Read, decrypt and verify everything, but write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let (id, snap) = match (&a.snapshot, &a.at) {
+        (_, Some(at)) => {
+            let t =
+                timespec::parse_instant(at, timespec::now()).map_err(|e| anyhow!("--at: {e}"))?;
+            select_at(repo.snapshots()?, t, &a.filter.filter()).map_err(anyhow::Error::msg)?
+        }
+        (Some(s), None) => repo.find_snapshot(s)?,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let opts = RestoreOptions {
+        target: a.target.clone(),
+        includes: globset(&a.includes)?,
+        excludes: globset(&a.excludes)?,
+        verify: a.verify,
+        dry_run: a.dry_run,
+    };
+    if !g.quiet && !g.json {
+        eprintln!(
+            "restoring snapshot {} from {} to {}",
+            id.short(),
+            snap.time,
+            a.target.display()
+        );
+    }
+    let bar = Bar::new(g.show_progress(), true, "restore");
+    let report = restore::run(&repo, &snap, &opts, &bar)?;
+    bar.finish();
+    for e in &report.errors {
+        eprintln!("error: {e}");
+    }
+    if g.json {
+        output::print_json(&json!({
+            "snapshot_id": id.to_hex(),
+            "time": snap.time,
+            "files": report.files,
+            "dirs": report.dirs,
+            "other": report.other,
+            "bytes": report.bytes,
+            "verified_files": report.verified_files,
+            "dry_run": a.dry_run,
+            "errors": report.errors,
+        }));
+    } else if !g.quiet {
+        println!(
+            "{} {} files, {} dirs, {} others, {}{}",
+            if a.dry_run {
+                "verified (dry run)"
+            } else {
+                "restored"
+            },
+            report.files,
+            report.dirs,
+            report.other,
+            output::bytes(report.bytes),
+            if a.verify {
+                format!("; {} files re-read and verified", report.verified_files)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if report.errors.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILURE
+    })
+}
