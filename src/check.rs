@@ -156,8 +156,8 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             let tree = match repo.load_tree_uncached(&tid) {
                 Ok(t) => t,
                 Err(e) => {
-                    if !damaged_blobs.contains_key(&tid) {
-                        damaged_blobs.insert(tid, format!("tree {tid}"));
+                    if let std::collections::hash_map::Entry::Vacant(v) = damaged_blobs.entry(tid) {
+                        v.insert(format!("tree {tid}"));
                         problems.push(problem(format!("tree {tid}"), e.to_string()));
                     }
                     continue;
