@@ -329,7 +329,7 @@ fn restore_pack(
                 let item = &items[*idx];
                 written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                 progress.advance(plain.len() as u64);
-                if opts.dry_run || (item.node.sparse && plain.iter().all(|b| *b == 0)) {
+                if opts.dry_run {
                     continue;
                 }
                 let path = dest(item);
@@ -337,11 +337,44 @@ fn restore_pack(
                     .write(true)
                     .open(&path)
                     .map_err(|e| Error::io(&path, e))?;
-                file.write_all_at(&plain, *offset)
-                    .map_err(|e| Error::io(&path, e))?;
+                let result = if item.node.sparse {
+                    write_sparse(&file, &plain, *offset)
+                } else {
+                    file.write_all_at(&plain, *offset)
+                };
+                result.map_err(|e| Error::io(&path, e))?;
             }
         }
         i = j;
+    }
+    Ok(())
+}
+
+/// Writes only the non-zero blocks of `data`: the file was sized in advance, so the
+/// skipped zero blocks stay holes.
+fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    const BLOCK: u64 = 4096;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        // Block boundaries follow the file, not the chunk.
+        let abs = offset + pos as u64;
+        let end = ((abs / BLOCK + 1) * BLOCK - offset).min(data.len() as u64) as usize;
+        let start = pos;
+        let mut stop = end;
+        if data[start..end].iter().all(|b| *b == 0) {
+            pos = end;
+            continue;
+        }
+        // Extend the run over following non-zero blocks, so data is written in few calls.
+        while stop < data.len() {
+            let next = (stop + BLOCK as usize).min(data.len());
+            if data[stop..next].iter().all(|b| *b == 0) {
+                break;
+            }
+            stop = next;
+        }
+        file.write_all_at(&data[start..stop], offset + start as u64)?;
+        pos = stop;
     }
     Ok(())
 }

@@ -1,0 +1,327 @@
+//! Shared test harness: a repository in a temp dir, the `strata` binary, and a generator
+//! for source trees holding every kind of file Strata must restore faithfully.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The uid tests run the binary as when the suite runs as root, so that permission errors
+/// (an unreadable file) can happen at all.
+pub const NOBODY: u32 = 65534;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: String,
+    pub cache: PathBuf,
+    /// Run the binary as this uid/gid (set only when the suite runs as root and asks).
+    pub run_as: Option<u32>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo").display().to_string();
+        let cache = dir.path().join("cache");
+        Env {
+            dir,
+            repo,
+            cache,
+            run_as: None,
+        }
+    }
+
+    /// An environment whose commands run unprivileged even under root.
+    pub fn unprivileged() -> Self {
+        let mut env = Self::new();
+        if nix::unistd::geteuid().is_root() {
+            env.run_as = Some(NOBODY);
+            fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        env
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        std_cmd
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("STRATA_REPOSITORY", &self.repo)
+            .env("STRATA_PASSWORD", PASSWORD)
+            .env("STRATA_CACHE_DIR", &self.cache)
+            .env("STRATA_TEST_FAST_KDF", "1")
+            .env("TZ", "UTC");
+        if let Some(uid) = self.run_as {
+            std_cmd.uid(uid).gid(uid);
+        }
+        assert_cmd::Command::from_std(std_cmd)
+    }
+
+    /// Runs strata with arguments and returns the output, whatever the exit code.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs strata, asserting success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn init(&self) -> &Self {
+        self.ok(&["init"]);
+        self
+    }
+
+    /// Backs up and returns the JSON summary.
+    pub fn backup(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["backup"];
+        a.extend_from_slice(args);
+        self.json(&a)
+    }
+
+    /// Files of the repository of one kind directory (`data`, `snapshots`, ...).
+    pub fn repo_files(&self, kind: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let root = Path::new(&self.repo).join(kind);
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let t = TimeSpec::new(sec, nsec);
+    utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Builds a tree with every kind of entry a restore must reproduce.
+pub fn make_rich_tree(root: &Path) {
+    fs::create_dir_all(root.join("docs/nested/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("docs/readme.txt"), "hello strata\n".repeat(50)).unwrap();
+    fs::write(root.join("docs/nested/data.json"), br#"{"k": [1, 2, 3]}"#).unwrap();
+    fs::write(root.join("docs/nested/deeper/blob.bin"), noise(3 << 20, 1)).unwrap();
+    fs::write(root.join("empty-file"), b"").unwrap();
+    fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::write(root.join("secret"), b"s3cr3t").unwrap();
+    fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    // Non-UTF-8 file name.
+    fs::write(root.join(OsStr::from_bytes(b"caf\xe9-latin1.txt")), b"latin-1 name").unwrap();
+    // Symlinks: relative, absolute-looking and dangling.
+    std::os::unix::fs::symlink("docs/readme.txt", root.join("link-to-readme")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    // Hard links.
+    fs::write(root.join("hard-a"), noise(100_000, 2)).unwrap();
+    fs::hard_link(root.join("hard-a"), root.join("docs/hard-b")).unwrap();
+    // A sparse file: 16 MiB with two small data islands.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(root.join("sparse.img")).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&noise(4096, 3), 1 << 20).unwrap();
+        f.write_all_at(b"tail", (16 << 20) - 4).unwrap();
+    }
+    // A FIFO.
+    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640))
+        .unwrap();
+    // User extended attributes.
+    xattr::set(root.join("docs/readme.txt"), "user.origin", b"test-suite").unwrap();
+    xattr::set(root.join("docs"), "user.dir-attr", b"\x00\x01binary").unwrap();
+    // Owner and group, when we may set them.
+    if is_root() {
+        std::os::unix::fs::lchown(root.join("secret"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(root.join("link-to-readme"), Some(4321), Some(8765)).unwrap();
+    }
+    // Nanosecond times on files, symlinks and directories, set bottom-up last.
+    let mut n = 0i64;
+    for rel in [
+        "docs/nested/deeper/blob.bin",
+        "docs/nested/data.json",
+        "docs/readme.txt",
+        "link-to-readme",
+        "dangling",
+        "secret",
+        "sparse.img",
+        "fifo",
+        "docs/nested/deeper",
+        "docs/nested",
+        "empty-dir",
+        "docs",
+    ] {
+        n += 1;
+        set_mtime(&root.join(rel), 1_700_000_000 + n * 3600, 123_456_789 + n);
+    }
+}
+
+/// Compares two trees with GNU tar (`--compare` of an archive of `src` against `dst`), and
+/// then what tar does not compare: directory and symlink mtimes in nanoseconds, xattrs,
+/// sparseness and hard links. Returns every difference found.
+pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let tar = src.parent().unwrap().join(format!(
+        "compare-{}.tar",
+        src.file_name().unwrap().to_string_lossy()
+    ));
+    let st = std::process::Command::new("tar")
+        .args(["--create", "--format=posix", "--sparse", "--xattrs", "--numeric-owner", "--file"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar --create failed");
+    let out = std::process::Command::new("tar")
+        .args(["--compare", "--xattrs", "--numeric-owner", "--file"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(dst)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || !text.trim().is_empty() {
+        diffs.push(format!("tar --compare: {text}"));
+    }
+    fs::remove_file(&tar).unwrap();
+
+    let mut inodes_src = std::collections::HashMap::new();
+    let mut inodes_dst = std::collections::HashMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let s = src.join(&rel);
+        let d = dst.join(&rel);
+        let (ms, md) = match (fs::symlink_metadata(&s), fs::symlink_metadata(&d)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (_, Err(e)) => {
+                diffs.push(format!("{}: missing in restore: {e}", rel.display()));
+                continue;
+            }
+            (Err(e), _) => panic!("{e}"),
+        };
+        if (ms.mtime(), ms.mtime_nsec()) != (md.mtime(), md.mtime_nsec()) && !rel.as_os_str().is_empty() {
+            diffs.push(format!(
+                "{}: mtime {}.{:09} != {}.{:09}",
+                rel.display(),
+                ms.mtime(),
+                ms.mtime_nsec(),
+                md.mtime(),
+                md.mtime_nsec()
+            ));
+        }
+        if ms.mode() != md.mode() {
+            diffs.push(format!("{}: mode {:o} != {:o}", rel.display(), ms.mode(), md.mode()));
+        }
+        if (ms.uid(), ms.gid()) != (md.uid(), md.gid()) && is_root() {
+            diffs.push(format!("{}: owner differs", rel.display()));
+        }
+        if !ms.file_type().is_symlink() {
+            let xs: Vec<_> = xattr::list(&s).map(|l| l.collect()).unwrap_or_default();
+            for name in xs {
+                let a = xattr::get(&s, &name).unwrap();
+                let b = xattr::get(&d, &name).ok().flatten();
+                if a != b {
+                    diffs.push(format!("{}: xattr {:?} differs", rel.display(), name));
+                }
+            }
+        }
+        if ms.is_file() {
+            // Holes stay holes: the restore allocates no more than the source (plus a block).
+            if ms.blocks() * 512 < ms.size() && md.blocks() > ms.blocks() + 8 {
+                diffs.push(format!(
+                    "{}: sparse file restored with {} blocks, source has {}",
+                    rel.display(),
+                    md.blocks(),
+                    ms.blocks()
+                ));
+            }
+            if ms.nlink() > 1 {
+                inodes_src.entry(ms.ino()).or_insert_with(Vec::new).push(rel.clone());
+                inodes_dst.entry(md.ino()).or_insert_with(Vec::new).push(rel.clone());
+            }
+        }
+        if ms.is_dir() {
+            for e in fs::read_dir(&s).unwrap() {
+                stack.push(rel.join(e.unwrap().file_name()));
+            }
+        }
+    }
+    let mut groups_src: Vec<Vec<PathBuf>> = inodes_src.into_values().map(|mut v| { v.sort(); v }).collect();
+    let mut groups_dst: Vec<Vec<PathBuf>> = inodes_dst.into_values().map(|mut v| { v.sort(); v }).collect();
+    groups_src.sort();
+    groups_dst.sort();
+    if groups_src != groups_dst {
+        diffs.push(format!("hard links differ: {groups_src:?} != {groups_dst:?}"));
+    }
+    diffs
+}
+
+/// Where a source directory lands inside a restore target.
+pub fn restored(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
