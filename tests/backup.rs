@@ -1,0 +1,181 @@
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("docs/{i}.json")), format!("{{\"doc\": {i}, \"pad\": \"{}\"}}", "x".repeat(i * 10))).unwrap();
+    }
+    let db = src.join("db.pages");
+    fs::write(&db, noise(8 << 20, 11)).unwrap();
+    let s = src.to_str().unwrap();
+
+    let first = env.backup(&[s]);
+    assert_eq!(first["files_new"], 51);
+    assert!(first["bytes_added"].as_u64().unwrap() >= 8 << 20);
+    assert!(first["parent"].is_null());
+
+    let second = env.backup(&[s]);
+    assert_eq!(second["files_unchanged"], 51, "{second}");
+    assert_eq!(second["files_new"], 0);
+    assert_eq!(second["bytes_read"], 0, "unchanged files must not be read");
+    // Only the trees of the directories above the source (whose mtimes other tests change)
+    // may be new; the source's own tree is identical.
+    assert!(second["bytes_added"].as_u64().unwrap() < 2048, "{second}");
+    let tree_of = |snap: &serde_json::Value| {
+        let repo = open_repo(&env);
+        let (_, snap) = repo.find_snapshot(snap["snapshot_id"].as_str().unwrap()).unwrap();
+        strata::walk::lookup(&repo, &snap.tree, &src).unwrap().unwrap().subtree.unwrap()
+    };
+    assert_eq!(tree_of(&first), tree_of(&second));
+    assert_eq!(second["parent"], first["snapshot_id"]);
+
+    // Rewrite one 4 KiB page in the middle of the database file.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.write_all_at(&noise(4096, 99), 4 << 20).unwrap();
+    }
+    let third = env.backup(&[s]);
+    assert_eq!(third["files_changed"], 1);
+    assert_eq!(third["files_unchanged"], 50);
+    assert_eq!(third["bytes_read"].as_u64().unwrap(), 8 << 20);
+    let added = third["bytes_added"].as_u64().unwrap();
+    // The chunk(s) around the page (max chunk 256 KiB; a boundary shift touches two) plus
+    // two small trees: far below the file's 8 MiB.
+    assert!(added >= 4096 && added < 600 << 10, "added {added} bytes");
+
+    // All three restore to what they were.
+    let snaps = env.json(&["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn identical_content_in_new_files_is_stored_once() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = noise(2 << 20, 5);
+    fs::write(src.join("a"), &data).unwrap();
+    let first = env.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("copy-of-a"), &data).unwrap();
+    let second = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(second["files_new"], 1);
+    assert_eq!(second["bytes_read"].as_u64().unwrap(), 2 << 20);
+    // Only the changed directory tree is new.
+    assert!(second["bytes_added"].as_u64().unwrap() < 4096, "{second}");
+    assert!(first["bytes_added"].as_u64().unwrap() >= 2 << 20);
+}
+
+#[test]
+fn stdin_backup_and_cat() {
+    let env = Env::new();
+    env.init();
+    let dump = noise(1 << 20, 8);
+    let out = env
+        .cmd()
+        .args(["--json", "backup", "--stdin", "--stdin-filename", "db.sql", "--tag", "pg"])
+        .write_stdin(dump.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bytes_read"].as_u64().unwrap(), 1 << 20);
+    let cat = env.cmd().args(["cat", "latest", "/db.sql"]).output().unwrap();
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, dump);
+    let snaps = env.json(&["snapshots", "--tag", "pg"]);
+    assert_eq!(snaps[0]["paths"][0], "/db.sql");
+}
+
+#[test]
+fn an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3() {
+    let env = Env::unprivileged();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("ok.txt"), "readable").unwrap();
+    fs::write(src.join("locked.txt"), "not for you").unwrap();
+    fs::set_permissions(src.join("locked.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked.txt"), "{}", stderr(&out));
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("ok.txt"));
+    assert!(!listing.contains("locked.txt"));
+}
+
+#[test]
+fn a_missing_source_path_is_an_error_and_writes_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap(), env.path("does-not-exist").to_str().unwrap()]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
+    assert!(env.repo_files("snapshots").is_empty());
+    assert!(env.repo_files("data").is_empty());
+    assert!(env.repo_files("index").is_empty());
+}
+
+#[test]
+fn excludes_and_snapshot_filters() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::write(src.join("keep.txt"), "k").unwrap();
+    fs::write(src.join("scratch.tmp"), "t").unwrap();
+    fs::write(src.join("cache/big"), "c").unwrap();
+    let excl = env.path("excludes");
+    fs::write(&excl, "# comment\ncache\n").unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s, "--exclude", "*.tmp", "--exclude-file", excl.to_str().unwrap(), "--host", "h1", "--tag", "a"]);
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains("keep.txt"));
+    assert!(!listing.contains("scratch.tmp"));
+    assert!(!listing.contains("cache"));
+    env.backup(&[s, "--host", "h2", "--tag", "b"]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    let h1 = env.json(&["snapshots", "--host", "h1"]);
+    assert_eq!(h1.as_array().unwrap().len(), 1);
+    assert_eq!(h1[0]["tags"][0], "a");
+    assert_eq!(env.json(&["snapshots", "--tag", "b"])[0]["host"], "h2");
+    assert_eq!(env.json(&["snapshots", "--path", s]).as_array().unwrap().len(), 2);
+    assert_eq!(env.json(&["snapshots", "--path", "/elsewhere"]).as_array().unwrap().len(), 0);
+    let table = env.ok(&["snapshots"]);
+    assert!(table.contains("h1") && table.contains("h2") && table.contains("2 snapshot(s)"), "{table}");
+}
+
+#[test]
+fn several_paths_and_the_summary_output() {
+    let env = Env::new();
+    env.init();
+    let a = env.path("a");
+    let b = env.path("b/inner");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("1"), "one").unwrap();
+    fs::write(b.join("2"), "two").unwrap();
+    let out = env.ok(&["backup", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.contains("files: 2 new, 0 changed, 0 unchanged"), "{out}");
+    assert!(out.contains("snapshot ") && out.contains(" saved"), "{out}");
+    let listing = env.ok(&["ls", "latest"]);
+    assert!(listing.contains(&format!("{}/1", a.display())));
+    assert!(listing.contains(&format!("{}/2", b.display())));
+    // Siblings of the sources are not in the snapshot.
+    assert!(!listing.contains("/repo"));
+    let cat = env.ok(&["cat", "latest", &format!("{}/2", b.display())]);
+    assert_eq!(cat, "two");
+}
