@@ -62,7 +62,22 @@ impl Cache {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("cache.sqlite");
-        let cache = Self::open_file(&path)?;
+        let cache = match Self::open_file(&path) {
+            Ok(c) => c,
+            Err(_) => {
+                // A damaged cache is rebuilt, not repaired: drop it and start afresh.
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = dir.join(format!("cache.sqlite{suffix}"));
+                    match std::fs::remove_file(&f) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io(&f, e))
+                        }
+                        _ => {}
+                    }
+                }
+                Self::open_file(&path)?
+            }
+        };
         let version: Option<i64> = cache
             .lock()
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
@@ -86,7 +101,9 @@ impl Cache {
             Some(_) => {
                 // Another version's cache: it is only a cache, so start afresh.
                 drop(cache);
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(dir.join(format!("cache.sqlite{suffix}")));
+                }
                 Self::open(dir)
             }
         }

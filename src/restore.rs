@@ -133,7 +133,7 @@ pub fn run(
         .collect();
     packs.sort_by_key(|(p, _)| *p);
     packs.par_iter().for_each(|(pack, fetches)| {
-        if let Err(e) = restore_pack(repo, pack, fetches, &items, &dest, opts, progress, &written) {
+        if let Err(e) = restore_pack(repo, pack, fetches, &items, &dest, opts, progress, &written, &errors) {
             errors.lock().unwrap().push(e.to_string());
         }
     });
@@ -289,6 +289,7 @@ fn restore_pack(
     opts: &RestoreOptions,
     progress: &dyn Progress,
     written: &AtomicU64,
+    errors: &Mutex<Vec<String>>,
 ) -> Result<()> {
     let mut i = 0;
     while i < fetches.len() {
@@ -311,38 +312,9 @@ fn restore_pack(
         for f in &fetches[i..j] {
             let lo = (f.entry.offset - start) as usize;
             let sealed = &bytes[lo..lo + f.entry.length as usize];
-            let plain = open_blob(repo.key(), &f.entry, sealed).map_err(|e| {
-                let files: Vec<String> = f
-                    .targets
-                    .iter()
-                    .map(|(idx, _)| items[*idx].path.display().to_string())
-                    .collect();
-                match in_pack(e, pack) {
-                    Error::Corrupt { object, reason } => Error::Corrupt {
-                        object,
-                        reason: format!("{reason}; affects {}", files.join(", ")),
-                    },
-                    e => e,
-                }
-            })?;
-            for (idx, offset) in &f.targets {
-                let item = &items[*idx];
-                written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                progress.advance(plain.len() as u64);
-                if opts.dry_run {
-                    continue;
-                }
-                let path = dest(item);
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(&path, e))?;
-                let result = if item.node.sparse {
-                    write_sparse(&file, &plain, *offset)
-                } else {
-                    file.write_all_at(&plain, *offset)
-                };
-                result.map_err(|e| Error::io(&path, e))?;
+            // One damaged blob must not cost the rest of the pack: report it and go on.
+            if let Err(e) = restore_blob(repo, pack, f, sealed, items, dest, opts, progress, written) {
+                errors.lock().unwrap().push(e.to_string());
             }
         }
         i = j;
@@ -375,6 +347,54 @@ fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> std::io::Result<()
         }
         file.write_all_at(&data[start..stop], offset + start as u64)?;
         pos = stop;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn restore_blob(
+    repo: &Repository,
+    pack: &PackId,
+    f: &Fetch,
+    sealed: &[u8],
+    items: &[Item],
+    dest: &(dyn Fn(&Item) -> PathBuf + Sync),
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+    written: &AtomicU64,
+) -> Result<()> {
+    let plain = open_blob(repo.key(), &f.entry, sealed).map_err(|e| {
+        let files: Vec<String> = f
+            .targets
+            .iter()
+            .map(|(idx, _)| items[*idx].path.display().to_string())
+            .collect();
+        match in_pack(e, pack) {
+            Error::Corrupt { object, reason } => Error::Corrupt {
+                object,
+                reason: format!("{reason}; affects {}", files.join(", ")),
+            },
+            e => e,
+        }
+    })?;
+    for (idx, offset) in &f.targets {
+        let item = &items[*idx];
+        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        progress.advance(plain.len() as u64);
+        if opts.dry_run {
+            continue;
+        }
+        let path = dest(item);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let result = if item.node.sparse {
+            write_sparse(&file, &plain, *offset)
+        } else {
+            file.write_all_at(&plain, *offset)
+        };
+        result.map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }

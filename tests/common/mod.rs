@@ -86,7 +86,7 @@ impl Env {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
