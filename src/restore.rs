@@ -133,7 +133,9 @@ pub fn run(
         .collect();
     packs.sort_by_key(|(p, _)| *p);
     packs.par_iter().for_each(|(pack, fetches)| {
-        if let Err(e) = restore_pack(repo, pack, fetches, &items, &dest, opts, progress, &written, &errors) {
+        if let Err(e) = restore_pack(
+            repo, pack, fetches, &items, &dest, opts, progress, &written, &errors,
+        ) {
             errors.lock().unwrap().push(e.to_string());
         }
     });
@@ -313,7 +315,9 @@ fn restore_pack(
             let lo = (f.entry.offset - start) as usize;
             let sealed = &bytes[lo..lo + f.entry.length as usize];
             // One damaged blob must not cost the rest of the pack: report it and go on.
-            if let Err(e) = restore_blob(repo, pack, f, sealed, items, dest, opts, progress, written) {
+            if let Err(e) =
+                restore_blob(repo, pack, f, sealed, items, dest, opts, progress, written)
+            {
                 errors.lock().unwrap().push(e.to_string());
             }
         }

@@ -12,7 +12,11 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
     let src = env.path("src");
     fs::create_dir_all(src.join("docs")).unwrap();
     for i in 0..50 {
-        fs::write(src.join(format!("docs/{i}.json")), format!("{{\"doc\": {i}, \"pad\": \"{}\"}}", "x".repeat(i * 10))).unwrap();
+        fs::write(
+            src.join(format!("docs/{i}.json")),
+            format!("{{\"doc\": {i}, \"pad\": \"{}\"}}", "x".repeat(i * 10)),
+        )
+        .unwrap();
     }
     let db = src.join("db.pages");
     fs::write(&db, noise(8 << 20, 11)).unwrap();
@@ -32,8 +36,14 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
     assert!(second["bytes_added"].as_u64().unwrap() < 2048, "{second}");
     let tree_of = |snap: &serde_json::Value| {
         let repo = open_repo(&env);
-        let (_, snap) = repo.find_snapshot(snap["snapshot_id"].as_str().unwrap()).unwrap();
-        strata::walk::lookup(&repo, &snap.tree, &src).unwrap().unwrap().subtree.unwrap()
+        let (_, snap) = repo
+            .find_snapshot(snap["snapshot_id"].as_str().unwrap())
+            .unwrap();
+        strata::walk::lookup(&repo, &snap.tree, &src)
+            .unwrap()
+            .unwrap()
+            .subtree
+            .unwrap()
     };
     assert_eq!(tree_of(&first), tree_of(&second));
     assert_eq!(second["parent"], first["snapshot_id"]);
@@ -51,7 +61,7 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
     let added = third["bytes_added"].as_u64().unwrap();
     // The chunk(s) around the page (max chunk 256 KiB; a boundary shift touches two) plus
     // two small trees: far below the file's 8 MiB.
-    assert!(added >= 4096 && added < 600 << 10, "added {added} bytes");
+    assert!((4096..600 << 10).contains(&added), "added {added} bytes");
 
     // All three restore to what they were.
     let snaps = env.json(&["snapshots"]);
@@ -83,14 +93,26 @@ fn stdin_backup_and_cat() {
     let dump = noise(1 << 20, 8);
     let out = env
         .cmd()
-        .args(["--json", "backup", "--stdin", "--stdin-filename", "db.sql", "--tag", "pg"])
+        .args([
+            "--json",
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "db.sql",
+            "--tag",
+            "pg",
+        ])
         .write_stdin(dump.clone())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bytes_read"].as_u64().unwrap(), 1 << 20);
-    let cat = env.cmd().args(["cat", "latest", "/db.sql"]).output().unwrap();
+    let cat = env
+        .cmd()
+        .args(["cat", "latest", "/db.sql"])
+        .output()
+        .unwrap();
     assert!(cat.status.success());
     assert_eq!(cat.stdout, dump);
     let snaps = env.json(&["snapshots", "--tag", "pg"]);
@@ -121,7 +143,11 @@ fn a_missing_source_path_is_an_error_and_writes_nothing() {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    let out = env.run(&["backup", src.to_str().unwrap(), env.path("does-not-exist").to_str().unwrap()]);
+    let out = env.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        env.path("does-not-exist").to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
     assert!(env.repo_files("snapshots").is_empty());
@@ -141,7 +167,17 @@ fn excludes_and_snapshot_filters() {
     let excl = env.path("excludes");
     fs::write(&excl, "# comment\ncache\n").unwrap();
     let s = src.to_str().unwrap();
-    env.backup(&[s, "--exclude", "*.tmp", "--exclude-file", excl.to_str().unwrap(), "--host", "h1", "--tag", "a"]);
+    env.backup(&[
+        s,
+        "--exclude",
+        "*.tmp",
+        "--exclude-file",
+        excl.to_str().unwrap(),
+        "--host",
+        "h1",
+        "--tag",
+        "a",
+    ]);
     let listing = env.ok(&["ls", "latest"]);
     assert!(listing.contains("keep.txt"));
     assert!(!listing.contains("scratch.tmp"));
@@ -152,10 +188,25 @@ fn excludes_and_snapshot_filters() {
     assert_eq!(h1.as_array().unwrap().len(), 1);
     assert_eq!(h1[0]["tags"][0], "a");
     assert_eq!(env.json(&["snapshots", "--tag", "b"])[0]["host"], "h2");
-    assert_eq!(env.json(&["snapshots", "--path", s]).as_array().unwrap().len(), 2);
-    assert_eq!(env.json(&["snapshots", "--path", "/elsewhere"]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        env.json(&["snapshots", "--path", s])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        env.json(&["snapshots", "--path", "/elsewhere"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let table = env.ok(&["snapshots"]);
-    assert!(table.contains("h1") && table.contains("h2") && table.contains("2 snapshot(s)"), "{table}");
+    assert!(
+        table.contains("h1") && table.contains("h2") && table.contains("2 snapshot(s)"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -169,7 +220,10 @@ fn several_paths_and_the_summary_output() {
     fs::write(a.join("1"), "one").unwrap();
     fs::write(b.join("2"), "two").unwrap();
     let out = env.ok(&["backup", a.to_str().unwrap(), b.to_str().unwrap()]);
-    assert!(out.contains("files: 2 new, 0 changed, 0 unchanged"), "{out}");
+    assert!(
+        out.contains("files: 2 new, 0 changed, 0 unchanged"),
+        "{out}"
+    );
     assert!(out.contains("snapshot ") && out.contains(" saved"), "{out}");
     let listing = env.ok(&["ls", "latest"]);
     assert!(listing.contains(&format!("{}/1", a.display())));

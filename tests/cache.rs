@@ -22,7 +22,10 @@ fn every_command_works_after_the_cache_is_deleted() {
     assert!(env.ok(&["ls", "latest"]).contains("readme.txt"));
 
     fs::remove_dir_all(&env.cache).unwrap();
-    assert_eq!(env.ok(&["cat", "latest", &format!("{s}/docs/nested/data.json")]), r#"{"k": [1, 2, 3]}"#);
+    assert_eq!(
+        env.ok(&["cat", "latest", &format!("{s}/docs/nested/data.json")]),
+        r#"{"k": [1, 2, 3]}"#
+    );
 
     fs::remove_dir_all(&env.cache).unwrap();
     let target = env.path("r");
@@ -31,7 +34,9 @@ fn every_command_works_after_the_cache_is_deleted() {
     assert!(diffs.is_empty(), "{diffs:?}");
 
     fs::remove_dir_all(&env.cache).unwrap();
-    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
 
     // A backup on a fresh cache re-reads files but stores no data again.
     fs::remove_dir_all(&env.cache).unwrap();
@@ -61,7 +66,11 @@ fn a_corrupt_cache_file_is_replaced() {
         let dir = e.unwrap().path();
         for f in fs::read_dir(&dir).unwrap() {
             let f = f.unwrap().path();
-            fs::write(&f, b"this is not a sqlite database at all, not even close........").unwrap();
+            fs::write(
+                &f,
+                b"this is not a sqlite database at all, not even close........",
+            )
+            .unwrap();
         }
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);

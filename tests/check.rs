@@ -45,10 +45,17 @@ fn check_and_read_data_are_clean_on_a_good_repository() {
     assert!(v["problems"].as_array().unwrap().is_empty());
     // The subsets together read every pack exactly once.
     let total: u64 = (1..=3)
-        .map(|n| env.json(&["check", "--read-data-subset", &format!("{n}/3")])["packs_read"].as_u64().unwrap())
+        .map(|n| {
+            env.json(&["check", "--read-data-subset", &format!("{n}/3")])["packs_read"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(total, v["packs"].as_u64().unwrap());
-    assert_eq!(env.json(&["check", "--read-data-subset", "100%"])["packs_read"], v["packs"]);
+    assert_eq!(
+        env.json(&["check", "--read-data-subset", "100%"])["packs_read"],
+        v["packs"]
+    );
 }
 
 #[test]
@@ -65,14 +72,26 @@ fn a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&pack_id), "{text}");
     let file = format!("{}/db/pages.bin", src.display());
-    assert!(text.contains(&file), "the report must name the file hit: {text}");
+    assert!(
+        text.contains(&file),
+        "the report must name the file hit: {text}"
+    );
     // Both snapshots hold that file, and both are named.
     assert_eq!(text.matches(&file).count(), 2, "{text}");
     assert!(!text.contains("notes.txt"), "{text}");
     // A restore of the file fails loudly, naming the blob's pack and the file.
-    let out = env.run(&["restore", "latest", "--target", env.path("r").to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("r").to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains(&pack_id) && stderr(&out).contains("pages.bin"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&pack_id) && stderr(&out).contains("pages.bin"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -81,11 +100,19 @@ fn a_truncated_pack_is_found_by_the_structure_check() {
     repo_with_data(&env);
     let pack = biggest_data_pack(&env);
     let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len / 2).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&pack.file_name().unwrap().to_string_lossy().into_owned()), "{text}");
+    assert!(
+        text.contains(&pack.file_name().unwrap().to_string_lossy().into_owned()),
+        "{text}"
+    );
     assert!(text.contains("pages.bin"), "{text}");
 }
 
@@ -111,7 +138,12 @@ fn a_tampered_snapshot_or_index_file_is_named() {
     let snap = env.repo_files("snapshots").pop().unwrap();
     let name = snap.file_name().unwrap().to_string_lossy().into_owned();
     let len = fs::metadata(&snap).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&snap).unwrap().set_len(len - 3).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&snap)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     // A fresh cache has to read it.
     fs::remove_dir_all(&env.cache).unwrap();
     let out = env.run(&["snapshots"]);
@@ -128,5 +160,9 @@ fn a_tampered_snapshot_or_index_file_is_named() {
     fs::remove_dir_all(&env.cache).unwrap();
     let out = env.run(&["snapshots"]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains(&index.file_name().unwrap().to_string_lossy().into_owned()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&index.file_name().unwrap().to_string_lossy().into_owned()),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -20,7 +20,12 @@ fn init_prints_the_id_and_refuses_an_existing_repository() {
 fn wrong_password_exits_12() {
     let env = Env::new();
     env.init();
-    let out = env.cmd().env("STRATA_PASSWORD", "not the password").args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "not the password")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 12, "{}", stderr(&out));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
 }
@@ -28,7 +33,12 @@ fn wrong_password_exits_12() {
 #[test]
 fn no_repository_exits_10() {
     let env = Env::new();
-    for args in [&["snapshots"][..], &["check"], &["restore", "latest", "--target", "/tmp/x"], &["backup", "/etc/hostname"]] {
+    for args in [
+        &["snapshots"][..],
+        &["check"],
+        &["restore", "latest", "--target", "/tmp/x"],
+        &["backup", "/etc/hostname"],
+    ] {
         let out = env.run(args);
         assert_eq!(code(&out), 10, "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("no repository"), "{}", stderr(&out));
@@ -41,13 +51,33 @@ fn password_from_a_file_and_none_at_all() {
     env.init();
     let pw = env.path("pw");
     fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    let out = env.cmd().env_remove("STRATA_PASSWORD").args(["--password-file", pw.to_str().unwrap(), "snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-file", pw.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = env.cmd().env_remove("STRATA_PASSWORD").env("STRATA_PASSWORD_FILE", &pw).args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .env("STRATA_PASSWORD_FILE", &pw)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = env.cmd().env_remove("STRATA_PASSWORD").args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("no password given"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no password given"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -61,7 +91,11 @@ fn unknown_snapshots_and_paths_are_clear_errors() {
     fs::create_dir_all(&src).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     let out = env.run(&["ls", "deadbeef"]);
-    assert!(stderr(&out).contains("snapshot deadbeef not found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("snapshot deadbeef not found"),
+        "{}",
+        stderr(&out)
+    );
     let out = env.run(&["cat", "latest", "/no/such/file"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
@@ -71,24 +105,65 @@ fn unknown_snapshots_and_paths_are_clear_errors() {
 fn keys_add_list_remove_passwd() {
     let env = Env::new();
     env.init();
-    let out = env.cmd().env("STRATA_NEW_PASSWORD", "second").args(["key", "add"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_NEW_PASSWORD", "second")
+        .args(["key", "add"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
     // Both passwords open the repository.
-    let second = env.cmd().env("STRATA_PASSWORD", "second").args(["--json", "key", "list"]).output().unwrap();
+    let second = env
+        .cmd()
+        .env("STRATA_PASSWORD", "second")
+        .args(["--json", "key", "list"])
+        .output()
+        .unwrap();
     assert!(second.status.success());
     // The key in use cannot be removed; the other can.
-    let current = keys.as_array().unwrap().iter().find(|k| k["current"] == true).unwrap()["id"].as_str().unwrap().to_string();
-    let other = keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let current = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(code(&env.run(&["key", "remove", &current[..12]])), 1);
     env.ok(&["key", "remove", &other[..12]]);
-    let out = env.cmd().env("STRATA_PASSWORD", "second").args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "second")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 12);
     // passwd: the new password works, the old one no longer does.
-    let out = env.cmd().env("STRATA_NEW_PASSWORD", "third").args(["key", "passwd"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_NEW_PASSWORD", "third")
+        .args(["key", "passwd"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(code(&env.run(&["snapshots"])), 12);
-    let out = env.cmd().env("STRATA_PASSWORD", "third").args(["snapshots"]).output().unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "third")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
     assert_eq!(code(&out), 0);
 }

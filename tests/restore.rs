@@ -14,7 +14,13 @@ fn round_trip_of_every_file_kind_compares_clean_with_tar() {
     let b = env.backup(&[src.to_str().unwrap()]);
     assert_eq!(b["errors"], 0);
     let target = env.path("restore");
-    let out = env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--verify"]);
+    let out = env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
     assert!(out.contains("re-read and verified"), "{out}");
     let diffs = compare_trees(&src, &restored(&target, &src));
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
@@ -27,14 +33,29 @@ fn the_comparison_itself_notices_differences() {
     let a = env.path("a");
     make_rich_tree(&a);
     let b = env.path("b");
-    let st = std::process::Command::new("cp").args(["-a"]).arg(&a).arg(&b).status().unwrap();
+    let st = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
     assert!(st.success());
-    assert!(compare_trees(&a, &b).is_empty(), "{:?}", compare_trees(&a, &b));
+    assert!(
+        compare_trees(&a, &b).is_empty(),
+        "{:?}",
+        compare_trees(&a, &b)
+    );
     set_mtime(&b.join("docs"), 1, 2);
     fs::write(b.join("docs/readme.txt"), "changed").unwrap();
     let diffs = compare_trees(&a, &b);
-    assert!(diffs.iter().any(|d| d.contains("tar --compare")), "{diffs:?}");
-    assert!(diffs.iter().any(|d| d.starts_with("docs: mtime")), "{diffs:?}");
+    assert!(
+        diffs.iter().any(|d| d.contains("tar --compare")),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs.iter().any(|d| d.starts_with("docs: mtime")),
+        "{diffs:?}"
+    );
 }
 
 #[test]
@@ -44,7 +65,11 @@ fn restore_at_picks_the_newest_snapshot_not_after_the_instant() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     let s = src.to_str().unwrap();
-    for (v, t) in [("v1", "2026-01-01T10:00:00Z"), ("v2", "2026-01-01T11:00:00Z"), ("v3", "2026-01-01T12:00:00Z")] {
+    for (v, t) in [
+        ("v1", "2026-01-01T10:00:00Z"),
+        ("v2", "2026-01-01T11:00:00Z"),
+        ("v3", "2026-01-01T12:00:00Z"),
+    ] {
         fs::write(src.join("state.txt"), v).unwrap();
         env.backup(&[s, "--time", t]);
     }
@@ -60,10 +85,20 @@ fn restore_at_picks_the_newest_snapshot_not_after_the_instant() {
     assert_eq!(read("2026-01-01 12:00"), "v3");
     assert_eq!(read("2026-01-02T00:00:00+01:00"), "v3");
     // Older than every snapshot: an error that names the oldest.
-    let out = env.run(&["restore", "--at", "2026-01-01T09:00:00Z", "--target", env.path("none").to_str().unwrap()]);
+    let out = env.run(&[
+        "restore",
+        "--at",
+        "2026-01-01T09:00:00Z",
+        "--target",
+        env.path("none").to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("oldest"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("2026-01-01T10:00:00"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2026-01-01T10:00:00"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!env.path("none").exists());
 }
 
@@ -81,7 +116,10 @@ fn restore_at_a_duration_ago_and_with_filters() {
     fs::write(src.join("f"), "ten minutes ago").unwrap();
     env.backup(&[s, "--time", "10m", "--host", "alpha", "--tag", "hourly"]);
     let read = |args: &[&str]| -> String {
-        let target = env.path(&format!("r{}", args.join("_").replace([':', ' ', '/'], "_")));
+        let target = env.path(&format!(
+            "r{}",
+            args.join("_").replace([':', ' ', '/'], "_")
+        ));
         let mut a = vec!["restore", "--target", target.to_str().unwrap()];
         a.extend_from_slice(args);
         env.ok(&a);
@@ -102,7 +140,16 @@ fn partial_restore_with_include_and_exclude() {
     env.backup(&[src.to_str().unwrap()]);
     let target = env.path("partial");
     let inc = format!("{}/docs/nested", src.display());
-    env.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--include", &inc, "--exclude", "*.bin"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        &inc,
+        "--exclude",
+        "*.bin",
+    ]);
     let root = restored(&target, &src);
     assert!(root.join("docs/nested/data.json").is_file());
     assert!(root.join("docs/nested/deeper").is_dir());
@@ -119,10 +166,18 @@ fn dry_run_reads_everything_and_writes_nothing() {
     make_rich_tree(&src);
     env.backup(&[src.to_str().unwrap()]);
     let target = env.path("dry");
-    let v = env.json(&["restore", "latest", "--target", target.to_str().unwrap(), "--dry-run"]);
+    let v = env.json(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert!(!target.exists());
     // Every byte of file content went through decryption and verification.
-    let expected: u64 = [3u64 << 20, 650, 16, 18, 6, 12, 100_000, 16 << 20].iter().sum();
+    let expected: u64 = [3u64 << 20, 650, 16, 18, 6, 12, 100_000, 16 << 20]
+        .iter()
+        .sum();
     assert_eq!(v["bytes"].as_u64().unwrap(), expected);
 }
 

@@ -172,7 +172,11 @@ pub fn make_rich_tree(root: &Path) {
     fs::write(root.join("secret"), b"s3cr3t").unwrap();
     fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o600)).unwrap();
     // Non-UTF-8 file name.
-    fs::write(root.join(OsStr::from_bytes(b"caf\xe9-latin1.txt")), b"latin-1 name").unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(b"caf\xe9-latin1.txt")),
+        b"latin-1 name",
+    )
+    .unwrap();
     // Symlinks: relative, absolute-looking and dangling.
     std::os::unix::fs::symlink("docs/readme.txt", root.join("link-to-readme")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
@@ -188,8 +192,11 @@ pub fn make_rich_tree(root: &Path) {
         f.write_all_at(b"tail", (16 << 20) - 4).unwrap();
     }
     // A FIFO.
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     // User extended attributes.
     xattr::set(root.join("docs/readme.txt"), "user.origin", b"test-suite").unwrap();
     xattr::set(root.join("docs"), "user.dir-attr", b"\x00\x01binary").unwrap();
@@ -229,7 +236,14 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
         src.file_name().unwrap().to_string_lossy()
     ));
     let st = std::process::Command::new("tar")
-        .args(["--create", "--format=posix", "--sparse", "--xattrs", "--numeric-owner", "--file"])
+        .args([
+            "--create",
+            "--format=posix",
+            "--sparse",
+            "--xattrs",
+            "--numeric-owner",
+            "--file",
+        ])
         .arg(&tar)
         .arg("-C")
         .arg(src)
@@ -244,7 +258,8 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
         .arg(dst)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if !out.status.success() || !text.trim().is_empty() {
         diffs.push(format!("tar --compare: {text}"));
     }
@@ -264,7 +279,9 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
             }
             (Err(e), _) => panic!("{e}"),
         };
-        if (ms.mtime(), ms.mtime_nsec()) != (md.mtime(), md.mtime_nsec()) && !rel.as_os_str().is_empty() {
+        if (ms.mtime(), ms.mtime_nsec()) != (md.mtime(), md.mtime_nsec())
+            && !rel.as_os_str().is_empty()
+        {
             diffs.push(format!(
                 "{}: mtime {}.{:09} != {}.{:09}",
                 rel.display(),
@@ -275,7 +292,12 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
             ));
         }
         if ms.mode() != md.mode() {
-            diffs.push(format!("{}: mode {:o} != {:o}", rel.display(), ms.mode(), md.mode()));
+            diffs.push(format!(
+                "{}: mode {:o} != {:o}",
+                rel.display(),
+                ms.mode(),
+                md.mode()
+            ));
         }
         if (ms.uid(), ms.gid()) != (md.uid(), md.gid()) && is_root() {
             diffs.push(format!("{}: owner differs", rel.display()));
@@ -301,8 +323,14 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
                 ));
             }
             if ms.nlink() > 1 {
-                inodes_src.entry(ms.ino()).or_insert_with(Vec::new).push(rel.clone());
-                inodes_dst.entry(md.ino()).or_insert_with(Vec::new).push(rel.clone());
+                inodes_src
+                    .entry(ms.ino())
+                    .or_insert_with(Vec::new)
+                    .push(rel.clone());
+                inodes_dst
+                    .entry(md.ino())
+                    .or_insert_with(Vec::new)
+                    .push(rel.clone());
             }
         }
         if ms.is_dir() {
@@ -311,12 +339,26 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
             }
         }
     }
-    let mut groups_src: Vec<Vec<PathBuf>> = inodes_src.into_values().map(|mut v| { v.sort(); v }).collect();
-    let mut groups_dst: Vec<Vec<PathBuf>> = inodes_dst.into_values().map(|mut v| { v.sort(); v }).collect();
+    let mut groups_src: Vec<Vec<PathBuf>> = inodes_src
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
+    let mut groups_dst: Vec<Vec<PathBuf>> = inodes_dst
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
     groups_src.sort();
     groups_dst.sort();
     if groups_src != groups_dst {
-        diffs.push(format!("hard links differ: {groups_src:?} != {groups_dst:?}"));
+        diffs.push(format!(
+            "hard links differ: {groups_src:?} != {groups_dst:?}"
+        ));
     }
     diffs
 }
