@@ -6,6 +6,8 @@ pub trait Progress: Sync {
     fn set_total(&self, _total: u64) {}
     fn advance(&self, _amount: u64) {}
     fn message(&self, _msg: &str) {}
+    /// One item was handled (`what` is e.g. "new" or "changed"); shown with `-v`.
+    fn item(&self, _what: &str, _path: &std::path::Path) {}
     /// Something was skipped or went wrong without stopping the operation.
     fn warning(&self, _msg: &str) {}
 }

@@ -233,3 +233,50 @@ fn several_paths_and_the_summary_output() {
     let cat = env.ok(&["cat", "latest", &format!("{}/2", b.display())]);
     assert_eq!(cat, "two");
 }
+
+#[test]
+fn verbose_lists_new_and_changed_files() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "1").unwrap();
+    fs::write(src.join("b"), "2").unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    fs::write(src.join("a"), "changed").unwrap();
+    fs::write(src.join("c"), "3").unwrap();
+    let out = env.run(&["-v", "backup", src.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("changed  {}/a", src.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("new      {}/c", src.display())),
+        "{err}"
+    );
+    assert!(!err.contains("/b"), "{err}");
+}
+
+/// Memory is bounded by batch and pack sizes, not by the file: a 1 GiB file of fresh data
+/// must back up with far less than 1 GiB resident.
+#[test]
+fn memory_stays_bounded_for_a_large_file() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let st = std::process::Command::new("head")
+        .args(["-c", "1G", "/dev/urandom"])
+        .stdout(fs::File::create(src.join("big")).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = max_child_rss_kib();
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["bytes_read"].as_u64().unwrap(), 1 << 30);
+    let rss = max_child_rss_kib();
+    // The largest child so far is this backup unless an earlier one was larger.
+    assert!(rss >= before);
+    assert!(rss < 400 * 1024, "peak RSS {rss} KiB for a 1 GiB file");
+}

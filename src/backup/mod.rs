@@ -487,12 +487,13 @@ impl Archiver<'_, '_, '_> {
         };
         // The size actually read wins over a stat taken before a concurrent append.
         node.size = size;
-        let counter = if cached.is_some() {
-            &self.counters.files_changed
+        let (counter, what) = if cached.is_some() {
+            (&self.counters.files_changed, "changed")
         } else {
-            &self.counters.files_new
+            (&self.counters.files_new, "new")
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.progress.item(what, path);
         if size == stat.size {
             self.repo
                 .cache()

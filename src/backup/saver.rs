@@ -62,8 +62,8 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     where
         'r: 'e,
     {
-        // Two packs queued per uploader bound the memory held by finished packs.
-        let (tx, rx) = bounded::<FinishedPack>(2 * uploaders.max(1));
+        // One queued pack per uploader bounds the memory held by finished packs.
+        let (tx, rx) = bounded::<FinishedPack>(uploaders.max(1));
         let handles = (0..uploaders.max(1))
             .map(|_| {
                 let rx = rx.clone();
@@ -95,7 +95,10 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             repo,
             level: repo.config().compression_level,
             pending: Mutex::new(HashSet::new()),
-            data: Mutex::new(PackBuilder::new(BlobKind::Data)),
+            data: Mutex::new(PackBuilder::with_capacity(
+                BlobKind::Data,
+                DATA_PACK_SIZE + (1 << 20),
+            )),
             tree: Mutex::new(PackBuilder::new(BlobKind::Tree)),
             tx: Some(tx),
             uploaders: handles,
@@ -146,7 +149,9 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         let full = {
             let mut b = builder.lock().unwrap();
             b.add(sealed);
-            (b.len() >= limit).then(|| std::mem::replace(&mut *b, PackBuilder::new(kind)))
+            (b.len() >= limit).then(|| {
+                std::mem::replace(&mut *b, PackBuilder::with_capacity(kind, limit + (1 << 20)))
+            })
         };
         if let Some(b) = full {
             self.send(b)?;

@@ -93,7 +93,7 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     } else {
         Source::Paths(a.paths.clone())
     };
-    let bar = Bar::new(g.show_progress(), true, "backup");
+    let bar = Bar::new(g.show_progress(), true, "backup").verbose(g.verbose > 0);
     let report = backup::run(
         &repo,
         BackupOptions {

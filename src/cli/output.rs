@@ -7,9 +7,16 @@ use strata::progress::Progress;
 pub struct Bar {
     bar: Option<ProgressBar>,
     bytes: bool,
+    verbose: bool,
 }
 
 impl Bar {
+    /// `-v` lists items as they are handled.
+    pub fn verbose(mut self, on: bool) -> Self {
+        self.verbose = on;
+        self
+    }
+
     pub fn new(show: bool, bytes: bool, what: &str) -> Self {
         let bar = show.then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -18,7 +25,11 @@ impl Bar {
             b.enable_steady_tick(std::time::Duration::from_millis(200));
             b
         });
-        Bar { bar, bytes }
+        Bar {
+            bar,
+            bytes,
+            verbose: false,
+        }
     }
 
     pub fn finish(&self) {
@@ -59,6 +70,16 @@ impl Progress for Bar {
     fn message(&self, msg: &str) {
         if let Some(b) = &self.bar {
             b.set_message(msg.to_string());
+        }
+    }
+
+    fn item(&self, what: &str, path: &std::path::Path) {
+        if self.verbose {
+            let line = format!("{what:<8} {}", path.display());
+            match &self.bar {
+                Some(b) => b.suspend(|| eprintln!("{line}")),
+                None => eprintln!("{line}"),
+            }
         }
     }
 

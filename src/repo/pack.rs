@@ -154,9 +154,15 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     pub fn new(kind: BlobKind) -> Self {
+        Self::with_capacity(kind, 0)
+    }
+
+    /// Reserving the target size up front avoids doubling reallocations that would hold up
+    /// to twice the pack in memory.
+    pub fn with_capacity(kind: BlobKind, bytes: usize) -> Self {
         PackBuilder {
             kind,
-            buf: Vec::new(),
+            buf: Vec::with_capacity(bytes),
             entries: Vec::new(),
         }
     }

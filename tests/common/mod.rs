@@ -374,3 +374,13 @@ pub fn open_repo(env: &Env) -> strata::Repository {
     let backend = strata::backend::open(&env.repo).unwrap();
     strata::Repository::open(backend, PASSWORD.as_bytes(), &env.path("lib-cache")).unwrap()
 }
+
+/// Peak resident set size of the largest child process waited for so far, in KiB.
+pub fn max_child_rss_kib() -> i64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init().ru_maxrss
+    }
+}
