@@ -56,7 +56,11 @@ pub struct FileStat {
 pub struct Cache {
     conn: Mutex<Connection>,
     path: PathBuf,
+    last_commit: Mutex<std::time::Instant>,
 }
+
+/// How long a long operation may hold the cache's write lock before letting others in.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Cache {
     pub fn open(dir: &Path) -> Result<Self> {
@@ -123,6 +127,7 @@ impl Cache {
         Ok(Cache {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            last_commit: Mutex::new(std::time::Instant::now()),
         })
     }
 
@@ -160,7 +165,19 @@ impl Cache {
             return Ok(());
         }
         conn.execute_batch("COMMIT; BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        *self.last_commit.lock().unwrap() = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// [`Cache::checkpoint`] when the last one is a while ago, so that two backups sharing
+    /// a cache (two sets started by the same cron minute) take turns instead of one waiting
+    /// out the other's whole run.
+    pub fn checkpoint_if_due(&self) -> Result<()> {
+        if self.last_commit.lock().unwrap().elapsed() >= CHECKPOINT_INTERVAL {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     // ---- blob index ----

@@ -280,3 +280,50 @@ fn memory_stays_bounded_for_a_large_file() {
     assert!(rss >= before);
     assert!(rss < 400 * 1024, "peak RSS {rss} KiB for a 1 GiB file");
 }
+
+#[test]
+fn two_backups_at_once_share_repository_and_cache() {
+    let env = Env::new();
+    env.init();
+    let mut children = Vec::new();
+    for name in ["one", "two"] {
+        let src = env.path(name);
+        fs::create_dir_all(&src).unwrap();
+        for i in 0..20u64 {
+            fs::write(
+                src.join(format!("f{i}")),
+                noise(2 << 20, i + name.len() as u64 * 100),
+            )
+            .unwrap();
+        }
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        cmd.env("STRATA_REPOSITORY", &env.repo)
+            .env("STRATA_PASSWORD", PASSWORD)
+            .env("STRATA_CACHE_DIR", &env.cache)
+            .env("STRATA_TEST_FAST_KDF", "1")
+            .args(["backup", "-q", src.to_str().unwrap()]);
+        children.push(cmd.spawn().unwrap());
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    for name in ["one", "two"] {
+        let target = env.path(&format!("r-{name}"));
+        let src = env.path(name);
+        env.ok(&[
+            "restore",
+            "latest",
+            "--path",
+            &src.display().to_string(),
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert!(compare_trees(&src, &restored(&target, &src)).is_empty());
+        let other = env.path(if name == "one" { "two" } else { "one" });
+        assert!(!restored(&target, &other).exists());
+    }
+}

@@ -456,6 +456,7 @@ impl Archiver<'_, '_, '_> {
 
     /// Fills in a file's content; false if it could not be read (a warning, not an error).
     fn archive_file(&self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<bool> {
+        self.repo.cache().checkpoint_if_due()?;
         node.sparse = meta.blocks() * 512 < meta.size();
         let stat = file_stat(meta);
         let key = path.as_os_str().as_bytes();

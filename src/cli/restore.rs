@@ -49,7 +49,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
                 timespec::parse_instant(at, timespec::now()).map_err(|e| anyhow!("--at: {e}"))?;
             select_at(repo.snapshots()?, t, &a.filter.filter()).map_err(anyhow::Error::msg)?
         }
-        (Some(s), None) => repo.find_snapshot(s)?,
+        (Some(s), None) => repo.find_snapshot_in(s, &a.filter.filter())?,
         (None, None) => unreachable!("clap requires one"),
     };
     let opts = RestoreOptions {

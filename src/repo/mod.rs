@@ -330,10 +330,20 @@ impl Repository {
 
     /// Resolves `latest`, a full id or a unique prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.find_snapshot_in(spec, &snapshot::SnapshotFilter::default())
+    }
+
+    /// As [`Repository::find_snapshot`]; `latest` means the newest that passes the filter.
+    pub fn find_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &snapshot::SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
         let mut all = self.snapshots()?;
         if spec == "latest" {
+            all.retain(|(_, s)| filter.matches(s));
             return all.pop().ok_or_else(|| Error::NotFound {
-                object: "a snapshot (the repository has none)".into(),
+                object: "a snapshot (the repository has none matching)".into(),
             });
         }
         let spec_l = spec.to_ascii_lowercase();
