@@ -405,6 +405,32 @@ impl Cache {
             .map_err(|e| self.err(e))
     }
 
+    // ---- per-set state ----
+
+    /// The last snapshot this cache saw written for a backup set.
+    pub fn last_snapshot(&self, set: &str) -> Result<Option<SnapshotId>> {
+        let conn = self.lock();
+        let v: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("last:{set}")],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    pub fn set_last_snapshot(&self, set: &str, id: &SnapshotId) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![format!("last:{set}"), id.to_hex()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     // ---- file cache ----
 
     pub fn file_lookup(&self, set: &str, path: &[u8]) -> Result<Option<(FileStat, Vec<BlobId>)>> {

@@ -1,3 +1,4 @@
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -5,9 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::*;
 
-#[test]
-fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
-    let env = Env::new();
+fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(src.join("docs")).unwrap();
@@ -35,7 +34,7 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
     // may be new; the source's own tree is identical.
     assert!(second["bytes_added"].as_u64().unwrap() < 2048, "{second}");
     let tree_of = |snap: &serde_json::Value| {
-        let repo = open_repo(&env);
+        let repo = open_repo(env);
         let (_, snap) = repo
             .find_snapshot(snap["snapshot_id"].as_str().unwrap())
             .unwrap();
@@ -68,9 +67,7 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks() {
     assert_eq!(snaps.as_array().unwrap().len(), 3);
 }
 
-#[test]
-fn identical_content_in_new_files_is_stored_once() {
-    let env = Env::new();
+fn identical_content_in_new_files_is_stored_once(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -86,9 +83,7 @@ fn identical_content_in_new_files_is_stored_once() {
     assert!(first["bytes_added"].as_u64().unwrap() >= 2 << 20);
 }
 
-#[test]
-fn stdin_backup_and_cat() {
-    let env = Env::new();
+fn stdin_backup_and_cat(env: &Env) {
     env.init();
     let dump = noise(1 << 20, 8);
     let out = env
@@ -119,9 +114,8 @@ fn stdin_backup_and_cat() {
     assert_eq!(snaps[0]["paths"][0], "/db.sql");
 }
 
-#[test]
-fn an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3() {
-    let env = Env::unprivileged();
+fn an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3(env: &Env) {
+    let env = &env.unprivileged();
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -137,9 +131,7 @@ fn an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3() {
     assert!(!listing.contains("locked.txt"));
 }
 
-#[test]
-fn a_missing_source_path_is_an_error_and_writes_nothing() {
-    let env = Env::new();
+fn a_missing_source_path_is_an_error_and_writes_nothing(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -150,14 +142,12 @@ fn a_missing_source_path_is_an_error_and_writes_nothing() {
     ]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("does-not-exist"), "{}", stderr(&out));
-    assert!(env.repo_files("snapshots").is_empty());
-    assert!(env.repo_files("data").is_empty());
-    assert!(env.repo_files("index").is_empty());
+    assert!(env.objects("snapshots").is_empty());
+    assert!(env.objects("data").is_empty());
+    assert!(env.objects("index").is_empty());
 }
 
-#[test]
-fn excludes_and_snapshot_filters() {
-    let env = Env::new();
+fn excludes_and_snapshot_filters(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(src.join("cache")).unwrap();
@@ -209,9 +199,7 @@ fn excludes_and_snapshot_filters() {
     );
 }
 
-#[test]
-fn several_paths_and_the_summary_output() {
-    let env = Env::new();
+fn several_paths_and_the_summary_output(env: &Env) {
     env.init();
     let a = env.path("a");
     let b = env.path("b/inner");
@@ -234,9 +222,7 @@ fn several_paths_and_the_summary_output() {
     assert_eq!(cat, "two");
 }
 
-#[test]
-fn verbose_lists_new_and_changed_files() {
-    let env = Env::new();
+fn verbose_lists_new_and_changed_files(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -262,7 +248,7 @@ fn verbose_lists_new_and_changed_files() {
 /// must back up with far less than 1 GiB resident.
 #[test]
 fn memory_stays_bounded_for_a_large_file() {
-    let env = Env::new();
+    let env = &Env::local();
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -281,9 +267,7 @@ fn memory_stays_bounded_for_a_large_file() {
     assert!(rss < 400 * 1024, "peak RSS {rss} KiB for a 1 GiB file");
 }
 
-#[test]
-fn two_backups_at_once_share_repository_and_cache() {
-    let env = Env::new();
+fn two_backups_at_once_share_repository_and_cache(env: &Env) {
     env.init();
     let mut children = Vec::new();
     for name in ["one", "two"] {
@@ -327,3 +311,15 @@ fn two_backups_at_once_share_repository_and_cache() {
         assert!(!restored(&target, &other).exists());
     }
 }
+
+conformance!(
+    unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks,
+    identical_content_in_new_files_is_stored_once,
+    stdin_backup_and_cat,
+    an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3,
+    a_missing_source_path_is_an_error_and_writes_nothing,
+    excludes_and_snapshot_filters,
+    several_paths_and_the_summary_output,
+    verbose_lists_new_and_changed_files,
+    two_backups_at_once_share_repository_and_cache
+);

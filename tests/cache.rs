@@ -1,13 +1,12 @@
 //! The cache is disposable: every command works after it is deleted.
+#[macro_use]
 mod common;
 
 use std::fs;
 
 use common::*;
 
-#[test]
-fn every_command_works_after_the_cache_is_deleted() {
-    let env = Env::new();
+fn every_command_works_after_the_cache_is_deleted(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
@@ -53,9 +52,7 @@ fn every_command_works_after_the_cache_is_deleted() {
     assert_eq!(env.ok(&["key", "list"]).lines().count(), 1);
 }
 
-#[test]
-fn a_corrupt_cache_file_is_replaced() {
-    let env = Env::new();
+fn a_corrupt_cache_file_is_replaced(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -75,3 +72,8 @@ fn a_corrupt_cache_file_is_replaced() {
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
+
+conformance!(
+    every_command_works_after_the_cache_is_deleted,
+    a_corrupt_cache_file_is_replaced
+);

@@ -1,3 +1,4 @@
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -17,24 +18,16 @@ fn repo_with_data(env: &Env) -> PathBuf {
     src
 }
 
-fn flip_byte(path: &std::path::Path, at: usize) {
-    let mut bytes = fs::read(path).unwrap();
-    bytes[at] ^= 0x01;
-    fs::write(path, bytes).unwrap();
-}
-
 /// The data pack holding the most bytes (the one with the big file's chunks).
-fn biggest_data_pack(env: &Env) -> PathBuf {
-    env.repo_files("data")
+fn biggest_data_pack(env: &Env) -> (String, u64) {
+    env.objects("data")
         .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .max_by_key(|(_, size)| *size)
         .unwrap()
 }
 
-#[test]
-fn check_and_read_data_are_clean_on_a_good_repository() {
-    let env = Env::new();
-    repo_with_data(&env);
+fn check_and_read_data_are_clean_on_a_good_repository(env: &Env) {
+    repo_with_data(env);
     let out = env.ok(&["check"]);
     assert!(out.contains("no errors found"), "{out}");
     let out = env.ok(&["check", "--read-data"]);
@@ -58,13 +51,10 @@ fn check_and_read_data_are_clean_on_a_good_repository() {
     );
 }
 
-#[test]
-fn a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits() {
-    let env = Env::new();
-    let src = repo_with_data(&env);
-    let pack = biggest_data_pack(&env);
-    let pack_id = pack.file_name().unwrap().to_string_lossy().into_owned();
-    flip_byte(&pack, 1000);
+fn a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits(env: &Env) {
+    let src = repo_with_data(env);
+    let (pack_id, _) = biggest_data_pack(env);
+    env.flip_byte("data", &pack_id, 1000);
     // Structure alone cannot see it: the pack is there with the right size.
     assert_eq!(code(&env.run(&["check"])), 0);
     let out = env.run(&["check", "--read-data"]);
@@ -94,35 +84,22 @@ fn a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits() {
     );
 }
 
-#[test]
-fn a_truncated_pack_is_found_by_the_structure_check() {
-    let env = Env::new();
-    repo_with_data(&env);
-    let pack = biggest_data_pack(&env);
-    let len = fs::metadata(&pack).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&pack)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+fn a_truncated_pack_is_found_by_the_structure_check(env: &Env) {
+    repo_with_data(env);
+    let (pack, len) = biggest_data_pack(env);
+    env.truncate_object("data", &pack, len as usize / 2);
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(&pack.file_name().unwrap().to_string_lossy().into_owned()),
-        "{text}"
-    );
+    assert!(text.contains(&pack), "{text}");
     assert!(text.contains("pages.bin"), "{text}");
 }
 
-#[test]
-fn a_damaged_tree_pack_names_the_directories_it_hits() {
-    let env = Env::new();
-    repo_with_data(&env);
+fn a_damaged_tree_pack_names_the_directories_it_hits(env: &Env) {
+    repo_with_data(env);
     // Damage every tree pack: each snapshot's root tree is then unreadable.
-    for p in env.repo_files("tree") {
-        flip_byte(&p, 50);
+    for (p, _) in env.objects("tree") {
+        env.flip_byte("tree", &p, 50);
     }
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
@@ -131,19 +108,10 @@ fn a_damaged_tree_pack_names_the_directories_it_hits() {
     assert!(text.contains("hits snapshot"), "{text}");
 }
 
-#[test]
-fn a_tampered_snapshot_or_index_file_is_named() {
-    let env = Env::new();
-    repo_with_data(&env);
-    let snap = env.repo_files("snapshots").pop().unwrap();
-    let name = snap.file_name().unwrap().to_string_lossy().into_owned();
-    let len = fs::metadata(&snap).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&snap)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+fn a_tampered_snapshot_file_is_named(env: &Env) {
+    repo_with_data(env);
+    let (name, len) = env.objects("snapshots").pop().unwrap();
+    env.truncate_object("snapshots", &name, len as usize - 3);
     // A fresh cache has to read it.
     fs::remove_dir_all(&env.cache).unwrap();
     let out = env.run(&["snapshots"]);
@@ -152,17 +120,23 @@ fn a_tampered_snapshot_or_index_file_is_named() {
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
+}
 
-    let env = Env::new();
-    repo_with_data(&env);
-    let index = env.repo_files("index").pop().unwrap();
-    flip_byte(&index, 40);
+fn a_tampered_index_file_is_named(env: &Env) {
+    repo_with_data(env);
+    let (index, _) = env.objects("index").pop().unwrap();
+    env.flip_byte("index", &index, 40);
     fs::remove_dir_all(&env.cache).unwrap();
     let out = env.run(&["snapshots"]);
     assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains(&index.file_name().unwrap().to_string_lossy().into_owned()),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains(&index), "{}", stderr(&out));
 }
+
+conformance!(
+    check_and_read_data_are_clean_on_a_good_repository,
+    a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits,
+    a_truncated_pack_is_found_by_the_structure_check,
+    a_damaged_tree_pack_names_the_directories_it_hits,
+    a_tampered_snapshot_file_is_named,
+    a_tampered_index_file_is_named
+);

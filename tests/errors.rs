@@ -1,24 +1,21 @@
 //! Exit codes and messages for bad input.
+#[macro_use]
 mod common;
 
 use std::fs;
 
 use common::*;
 
-#[test]
-fn init_prints_the_id_and_refuses_an_existing_repository() {
-    let env = Env::new();
+fn init_prints_the_id_and_refuses_an_existing_repository(env: &Env) {
     let v = env.json(&["init"]);
     assert_eq!(v["id"].as_str().unwrap().len(), 64);
     let out = env.run(&["init"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
-    assert!(env.path("repo/config").is_file());
+    assert!(env.backend().exists().unwrap());
 }
 
-#[test]
-fn wrong_password_exits_12() {
-    let env = Env::new();
+fn wrong_password_exits_12(env: &Env) {
     env.init();
     let out = env
         .cmd()
@@ -30,9 +27,7 @@ fn wrong_password_exits_12() {
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
 }
 
-#[test]
-fn no_repository_exits_10() {
-    let env = Env::new();
+fn no_repository_exits_10(env: &Env) {
     for args in [
         &["snapshots"][..],
         &["check"],
@@ -45,9 +40,7 @@ fn no_repository_exits_10() {
     }
 }
 
-#[test]
-fn password_from_a_file_and_none_at_all() {
-    let env = Env::new();
+fn password_from_a_file_and_none_at_all(env: &Env) {
     env.init();
     let pw = env.path("pw");
     fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
@@ -80,9 +73,7 @@ fn password_from_a_file_and_none_at_all() {
     );
 }
 
-#[test]
-fn unknown_snapshots_and_paths_are_clear_errors() {
-    let env = Env::new();
+fn unknown_snapshots_and_paths_are_clear_errors(env: &Env) {
     env.init();
     let out = env.run(&["ls", "latest"]);
     assert_eq!(code(&out), 1);
@@ -101,9 +92,7 @@ fn unknown_snapshots_and_paths_are_clear_errors() {
     assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
 }
 
-#[test]
-fn keys_add_list_remove_passwd() {
-    let env = Env::new();
+fn keys_add_list_remove_passwd(env: &Env) {
     env.init();
     let out = env
         .cmd()
@@ -167,3 +156,12 @@ fn keys_add_list_remove_passwd() {
         .unwrap();
     assert_eq!(code(&out), 0);
 }
+
+conformance!(
+    init_prints_the_id_and_refuses_an_existing_repository,
+    wrong_password_exits_12,
+    no_repository_exits_10,
+    password_from_a_file_and_none_at_all,
+    unknown_snapshots_and_paths_are_clear_errors,
+    keys_add_list_remove_passwd
+);

@@ -1,3 +1,4 @@
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -5,9 +6,7 @@ use std::path::Path;
 
 use common::*;
 
-#[test]
-fn round_trip_of_every_file_kind_compares_clean_with_tar() {
-    let env = Env::new();
+fn round_trip_of_every_file_kind_compares_clean_with_tar(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
@@ -28,8 +27,8 @@ fn round_trip_of_every_file_kind_compares_clean_with_tar() {
 
 #[test]
 fn the_comparison_itself_notices_differences() {
+    let env = &Env::local();
     // Guards the guard: a restore that lost metadata must not compare clean.
-    let env = Env::new();
     let a = env.path("a");
     make_rich_tree(&a);
     let b = env.path("b");
@@ -58,9 +57,7 @@ fn the_comparison_itself_notices_differences() {
     );
 }
 
-#[test]
-fn restore_at_picks_the_newest_snapshot_not_after_the_instant() {
-    let env = Env::new();
+fn restore_at_picks_the_newest_snapshot_not_after_the_instant(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -102,9 +99,7 @@ fn restore_at_picks_the_newest_snapshot_not_after_the_instant() {
     assert!(!env.path("none").exists());
 }
 
-#[test]
-fn restore_at_a_duration_ago_and_with_filters() {
-    let env = Env::new();
+fn restore_at_a_duration_ago_and_with_filters(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -131,9 +126,7 @@ fn restore_at_a_duration_ago_and_with_filters() {
     assert_eq!(read(&["--at", "2h"]), "three hours ago");
 }
 
-#[test]
-fn partial_restore_with_include_and_exclude() {
-    let env = Env::new();
+fn partial_restore_with_include_and_exclude(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
@@ -158,9 +151,7 @@ fn partial_restore_with_include_and_exclude() {
     assert!(!root.join("secret").exists());
 }
 
-#[test]
-fn dry_run_reads_everything_and_writes_nothing() {
-    let env = Env::new();
+fn dry_run_reads_everything_and_writes_nothing(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
@@ -181,9 +172,7 @@ fn dry_run_reads_everything_and_writes_nothing() {
     assert_eq!(v["bytes"].as_u64().unwrap(), expected);
 }
 
-#[test]
-fn restore_into_a_missing_nested_target_and_over_existing_files() {
-    let env = Env::new();
+fn restore_into_a_missing_nested_target_and_over_existing_files(env: &Env) {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -197,3 +186,12 @@ fn restore_into_a_missing_nested_target_and_over_existing_files() {
     assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "new content");
     assert!(Path::new(&root).is_dir());
 }
+
+conformance!(
+    round_trip_of_every_file_kind_compares_clean_with_tar,
+    restore_at_picks_the_newest_snapshot_not_after_the_instant,
+    restore_at_a_duration_ago_and_with_filters,
+    partial_restore_with_include_and_exclude,
+    dry_run_reads_everything_and_writes_nothing,
+    restore_into_a_missing_nested_target_and_over_existing_files
+);

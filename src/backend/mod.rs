@@ -5,6 +5,7 @@
 //! injection, request counting) and swapped without touching the rest.
 
 mod local;
+pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
@@ -95,6 +96,19 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// Storage class for new files of a kind (object stores only).
+    fn set_storage_class(&self, _kind: FileKind, _class: Option<&str>) {}
+
+    /// How many uploads to keep in flight.
+    fn upload_concurrency(&self) -> usize {
+        2
+    }
+
+    /// Requests made so far, where the backend counts them.
+    fn request_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 pub type BackendRef = Arc<dyn Backend>;
@@ -102,9 +116,7 @@ pub type BackendRef = Arc<dyn Backend>;
 /// Opens the backend named by a repository URL.
 pub fn open(url: &str) -> Result<BackendRef> {
     if url.starts_with("s3:") {
-        return Err(crate::error::Error::Invalid(format!(
-            "{url}: the S3 backend is not available in this build yet"
-        )));
+        return Ok(Arc::new(s3::S3Backend::open(url)?));
     }
     let path = url.strip_prefix("local:").unwrap_or(url);
     Ok(Arc::new(LocalBackend::new(path)))

@@ -55,7 +55,10 @@ pub struct BackupOptions<'a> {
     pub exclude_patterns: Vec<String>,
     pub one_file_system: bool,
     pub time: Option<DateTime<FixedOffset>>,
+    /// Uploads in flight; 0 means the backend's default.
     pub uploaders: usize,
+    /// Storage class for this backup's data packs, overriding the repository's.
+    pub data_storage_class: Option<String>,
 }
 
 impl Default for BackupOptions<'_> {
@@ -69,7 +72,8 @@ impl Default for BackupOptions<'_> {
             exclude_patterns: Vec::new(),
             one_file_system: false,
             time: None,
-            uploaders: 2,
+            uploaders: 0,
+            data_storage_class: None,
         }
     }
 }
@@ -146,21 +150,33 @@ pub fn run(
         Some(s) => format!("set:{s}"),
         None => format!("host:{host}\0{}", display_paths.join("\0")),
     };
-    let parent = repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|(_, s)| match &opts.set {
-            Some(set) => s.set.as_deref() == Some(set.as_str()),
-            None => s.set.is_none() && s.host == host && s.paths == display_paths,
-        })
-        .map(|(id, _)| id);
+    // The cache remembers the set's last snapshot; only a fresh cache lists snapshots.
+    let parent = match repo.cache().last_snapshot(&set_key)? {
+        Some(id) => Some(id),
+        None => repo
+            .snapshots()?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| match &opts.set {
+                Some(set) => s.set.as_deref() == Some(set.as_str()),
+                None => s.set.is_none() && s.host == host && s.paths == display_paths,
+            })
+            .map(|(id, _)| id),
+    };
 
     let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    if let Some(class) = &opts.data_storage_class {
+        repo.backend()
+            .set_storage_class(crate::backend::FileKind::Data, Some(class));
+    }
+    let uploaders = match opts.uploaders {
+        0 => repo.backend().upload_concurrency(),
+        n => n,
+    };
     let shared = SaverShared::default();
     repo.cache().begin()?;
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
-        let saver = BlobSaver::new(repo, &shared, scope, opts.uploaders);
+        let saver = BlobSaver::new(repo, &shared, scope, uploaders);
         let archiver = Archiver {
             repo,
             saver: &saver,
@@ -240,6 +256,7 @@ pub fn run(
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
+    repo.cache().set_last_snapshot(&set_key, &snapshot_id)?;
     if warnings.is_empty() {
         // Only a complete run may forget files it did not see: an unreadable directory
         // would otherwise drop its files from the cache.

@@ -36,6 +36,12 @@ pub struct BackupArgs {
     /// Back up standard input as one file.
     #[arg(long, conflicts_with = "paths")]
     stdin: bool,
+    /// Uploads in flight (default: 4 for S3, 2 for a local directory).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    uploads: usize,
+    /// Storage class for this backup's data packs (S3), overriding the repository's.
+    #[arg(long)]
+    data_storage_class: Option<String>,
     /// File name for --stdin.
     #[arg(long, default_value = "stdin", requires = "stdin")]
     stdin_filename: String,
@@ -105,7 +111,8 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             exclude_patterns: patterns,
             one_file_system: a.one_file_system,
             time,
-            uploaders: 2,
+            uploaders: a.uploads,
+            data_storage_class: a.data_storage_class,
         },
         &bar,
     )?;

@@ -15,6 +15,10 @@ pub struct InitArgs {
     /// Average chunk size in bytes (minimum and maximum follow at 1/4 and 4x).
     #[arg(long)]
     chunk_avg: Option<u32>,
+    /// Storage class for data packs on S3 (STANDARD, STANDARD_IA, INTELLIGENT_TIERING,
+    /// GLACIER_IR, ...); config, keys, index, snapshots and trees stay STANDARD.
+    #[arg(long)]
+    data_storage_class: Option<String>,
 }
 
 pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
@@ -32,11 +36,9 @@ pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
         None => ChunkerParams::default(),
     };
     chunker.validate().map_err(anyhow::Error::msg)?;
-    let config = Repository::init(
-        backend.clone(),
-        &password,
-        Config::new(chunker, a.compression),
-    )?;
+    let mut config = Config::new(chunker, a.compression);
+    config.data_storage_class = a.data_storage_class;
+    let config = Repository::init(backend.clone(), &password, config)?;
     if g.json {
         output::print_json(&json!({"id": config.id.to_hex(), "location": backend.location()}));
     } else if !g.quiet {

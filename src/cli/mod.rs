@@ -131,12 +131,12 @@ impl Global {
 
     fn open(&self) -> anyhow::Result<Repository> {
         let backend = self.backend()?;
-        if !backend.exists()? {
-            return Err(strata::Error::NoRepository(backend.location()).into());
-        }
-        let password = self.password("repository password: ", false)?;
         let cache = self.cache_base()?;
-        Repository::open(backend, &password, &cache)
+        let mut password = || {
+            self.password("repository password: ", false)
+                .map_err(|e| strata::Error::Invalid(format!("{e:#}")))
+        };
+        Repository::open_with(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))
     }
 

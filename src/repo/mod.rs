@@ -73,16 +73,65 @@ impl Repository {
 
     /// Opens a repository with a password; `cache_base` holds one cache per repository id.
     pub fn open(backend: BackendRef, password: &[u8], cache_base: &Path) -> Result<Self> {
-        if !backend.exists()? {
-            return Err(Error::NoRepository(backend.location()));
-        }
-        let (key, key_id) = Self::unlock(&backend, password)?;
-        let sealed = backend.read(FileKind::Config, "config")?;
-        let plain = key
-            .open(&sealed, aad(FileKind::Config))
-            .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
-        let config: Config = ciborium::from_reader(&plain[..])
-            .map_err(|e| Error::corrupt("config", e.to_string()))?;
+        Self::open_with(backend, &mut || Ok(password.to_vec()), cache_base)
+    }
+
+    /// As [`Repository::open`], asking for the password only once the repository is known
+    /// to exist (so a wrong URL is reported before anyone types a password).
+    pub fn open_with(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        // Reading the config doubles as the existence check: one request, not two.
+        let sealed = match backend.read(FileKind::Config, "config") {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
+        };
+        let password = password()?;
+        let key_cache = key_cache_path(cache_base, &backend.location());
+        let open_config = |key: &MasterKey| -> Option<Config> {
+            let plain = key.open(&sealed, aad(FileKind::Config))?;
+            ciborium::from_reader(&plain[..]).ok()
+        };
+        // The key file that opened this repository last time saves listing and reading keys.
+        let cached = std::fs::read(&key_cache).ok().and_then(|bytes| {
+            let (name, file): (String, serde_bytes::ByteBuf) =
+                ciborium::from_reader(&bytes[..]).ok()?;
+            let kf = KeyFile::decode(&file, &name).ok()?;
+            let key = kf.open(&password).ok()??;
+            let config = open_config(&key)?;
+            Some((key, name.parse::<KeyId>().ok()?, config))
+        });
+        // A key removed from the repository must stop working here too: one listing checks.
+        let cached = match cached {
+            Some(c) => {
+                let listed = backend.list(FileKind::Key)?;
+                listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c)
+            }
+            None => None,
+        };
+        let (key, key_id, config) = match cached {
+            Some(c) => c,
+            None => {
+                let (key, key_id, file) = Self::unlock(&backend, &password)?;
+                let config = open_config(&key)
+                    .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
+                let mut buf = Vec::new();
+                ciborium::into_writer(
+                    &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
+                    &mut buf,
+                )
+                .expect("CBOR into memory");
+                // Only a speed-up: failing to write it changes nothing.
+                if let Some(dir) = key_cache.parent() {
+                    let _ =
+                        std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&key_cache, buf));
+                }
+                (key, key_id, config)
+            }
+        };
         if config.version != FORMAT_VERSION {
             return Err(Error::UnsupportedVersion(config.version));
         }
@@ -90,6 +139,7 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::corrupt("config", e))?;
+        backend.set_storage_class(FileKind::Data, config.data_storage_class.as_deref());
         let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
         let repo = Repository {
             backend,
@@ -102,7 +152,7 @@ impl Repository {
         Ok(repo)
     }
 
-    fn unlock(backend: &BackendRef, password: &[u8]) -> Result<(MasterKey, KeyId)> {
+    fn unlock(backend: &BackendRef, password: &[u8]) -> Result<(MasterKey, KeyId, Vec<u8>)> {
         let mut keys = backend.list(FileKind::Key)?;
         keys.sort_by(|a, b| a.name.cmp(&b.name));
         for info in keys {
@@ -115,7 +165,7 @@ impl Repository {
                     .name
                     .parse()
                     .map_err(|_| Error::corrupt(format!("key {}", info.name), "bad name"))?;
-                return Ok((key, id));
+                return Ok((key, id, bytes));
             }
         }
         Err(Error::WrongPassword)
@@ -399,6 +449,12 @@ impl Repository {
         }
         self.backend.delete(FileKind::Key, &id.to_hex())
     }
+}
+
+/// Where the key file that last opened a repository is kept, by repository location.
+fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
+    let h = blake3::hash(location.as_bytes());
+    cache_base.join("keys").join(&h.to_hex()[..32])
 }
 
 pub fn pack_file_kind(kind: pack::BlobKind) -> FileKind {

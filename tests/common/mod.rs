@@ -21,14 +21,31 @@ pub const NOBODY: u32 = 65534;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Repository URL: a local directory or an S3 URL on the test Garage.
     pub repo: String,
     pub cache: PathBuf,
     /// Run the binary as this uid/gid (set only when the suite runs as root and asks).
     pub run_as: Option<u32>,
+    pub s3: bool,
+}
+
+/// Generates one test per backend for each scenario function `fn(&Env)`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $( #[test] fn $name() { super::$name(&super::common::Env::local()) } )*
+        }
+        mod s3 {
+            $( #[test] fn $name() {
+                if let Some(env) = super::common::Env::s3() { super::$name(&env) }
+            } )*
+        }
+    };
 }
 
 impl Env {
-    pub fn new() -> Self {
+    pub fn local() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo").display().to_string();
         let cache = dir.path().join("cache");
@@ -37,17 +54,84 @@ impl Env {
             repo,
             cache,
             run_as: None,
+            s3: false,
         }
     }
 
-    /// An environment whose commands run unprivileged even under root.
-    pub fn unprivileged() -> Self {
-        let mut env = Self::new();
+    /// A repository under a fresh prefix of the test bucket, or `None` (said loudly) when no
+    /// S3 server is configured. Under `tools/test` a missing server is a failure.
+    pub fn s3() -> Option<Self> {
+        let (Ok(endpoint), Ok(bucket)) = (
+            std::env::var("STRATA_TEST_S3_ENDPOINT"),
+            std::env::var("STRATA_TEST_S3_BUCKET"),
+        ) else {
+            if std::env::var_os("STRATA_TEST_S3_REQUIRED").is_some() {
+                panic!("STRATA_TEST_S3_REQUIRED is set but the S3 endpoint is not");
+            }
+            eprintln!("NOT RUN: S3 variant needs a Garage server (run tools/test)");
+            return None;
+        };
+        let mut env = Self::local();
+        let prefix: String = hex_id();
+        env.repo = format!("s3:{endpoint}/{bucket}/{prefix}");
+        env.s3 = true;
+        Some(env)
+    }
+
+    /// A fresh environment on the same kind of backend whose commands run unprivileged even
+    /// under root (so that permission errors can happen at all).
+    pub fn unprivileged(&self) -> Self {
+        let mut env = if self.s3 {
+            Self::s3().unwrap()
+        } else {
+            Self::local()
+        };
         if nix::unistd::geteuid().is_root() {
             env.run_as = Some(NOBODY);
             fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
         }
         env
+    }
+
+    /// The repository's backend, for tests that inspect or damage stored objects.
+    pub fn backend(&self) -> strata::backend::BackendRef {
+        strata::backend::open(&self.repo).unwrap()
+    }
+
+    /// Names of the stored objects of one kind (`data`, `tree`, `snapshots`, `index`, `keys`).
+    pub fn objects(&self, kind: &str) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = self
+            .backend()
+            .list(file_kind(kind))
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.name, f.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn read_object(&self, kind: &str, name: &str) -> Vec<u8> {
+        self.backend().read(file_kind(kind), name).unwrap()
+    }
+
+    /// Replaces an object's bytes (tests only: the repository never overwrites).
+    pub fn overwrite_object(&self, kind: &str, name: &str, data: &[u8]) {
+        let b = self.backend();
+        b.delete(file_kind(kind), name).unwrap();
+        b.write(file_kind(kind), name, data).unwrap();
+    }
+
+    pub fn flip_byte(&self, kind: &str, name: &str, at: usize) {
+        let mut bytes = self.read_object(kind, name);
+        bytes[at] ^= 0x01;
+        self.overwrite_object(kind, name, &bytes);
+    }
+
+    pub fn truncate_object(&self, kind: &str, name: &str, len: usize) {
+        let mut bytes = self.read_object(kind, name);
+        bytes.truncate(len);
+        self.overwrite_object(kind, name, &bytes);
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -64,7 +148,13 @@ impl Env {
             .env("STRATA_PASSWORD", PASSWORD)
             .env("STRATA_CACHE_DIR", &self.cache)
             .env("STRATA_TEST_FAST_KDF", "1")
-            .env("TZ", "UTC");
+            .env("TZ", "UTC")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        for (k, v) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                std_cmd.env(k, v);
+            }
+        }
         if let Some(uid) = self.run_as {
             std_cmd.uid(uid).gid(uid);
         }
@@ -106,26 +196,26 @@ impl Env {
         a.extend_from_slice(args);
         self.json(&a)
     }
+}
 
-    /// Files of the repository of one kind directory (`data`, `snapshots`, ...).
-    pub fn repo_files(&self, kind: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let root = Path::new(&self.repo).join(kind);
-        let mut stack = vec![root];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
-            for e in rd {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
+pub fn file_kind(kind: &str) -> strata::backend::FileKind {
+    use strata::backend::FileKind;
+    match kind {
+        "data" => FileKind::Data,
+        "tree" => FileKind::Tree,
+        "snapshots" => FileKind::Snapshot,
+        "index" => FileKind::Index,
+        "keys" => FileKind::Key,
+        "locks" => FileKind::Lock,
+        other => panic!("unknown kind {other}"),
     }
+}
+
+pub fn hex_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut b);
+    hex::encode(b)
 }
 
 pub fn code(out: &Output) -> i32 {

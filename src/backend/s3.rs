@@ -1,0 +1,534 @@
+//! A repository in an S3 bucket (AWS or any S3-compatible store).
+//!
+//! The backend owns one tokio runtime and offers the synchronous [`Backend`] API to the rest
+//! of Strata; the SDK's standard retry mode (exponential backoff with jitter on 5xx,
+//! throttling and dropped connections) and bounded time-outs keep a flaky network from
+//! hanging a backup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::Client;
+
+use super::{Backend, FileInfo, FileKind};
+use crate::error::{Error, Result};
+
+/// Objects larger than this go up in parts.
+const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
+const PART_SIZE: usize = 16 << 20;
+
+/// Where an S3 repository lives, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `None` for AWS's own endpoints (from the environment), else `http(s)://host:port`.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// `s3://bucket/prefix` or `s3:http(s)://host:port/bucket/prefix`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "{url}: {why} (use s3://bucket/prefix or s3:https://host:port/bucket/prefix)"
+            ))
+        };
+        let (endpoint, rest) = if let Some(rest) = url.strip_prefix("s3://") {
+            (None, rest)
+        } else if let Some(rest) = url.strip_prefix("s3:") {
+            let scheme_end = rest.find("://").ok_or_else(|| bad("no endpoint scheme"))?;
+            let scheme = &rest[..scheme_end];
+            if scheme != "http" && scheme != "https" {
+                return Err(bad("the endpoint must be http:// or https://"));
+            }
+            let after = &rest[scheme_end + 3..];
+            let host_end = after.find('/').ok_or_else(|| bad("no bucket"))?;
+            (
+                Some(format!("{scheme}://{}", &after[..host_end])),
+                &after[host_end + 1..],
+            )
+        } else {
+            return Err(bad("not an S3 URL"));
+        };
+        let rest = rest.trim_matches('/');
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
+            None => (rest, String::new()),
+        };
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        Ok(S3Location {
+            endpoint,
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+/// Requests made, by kind, for reports and tests of request economy.
+#[derive(Default, Debug)]
+pub struct RequestCounts {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        [&self.get, &self.put, &self.list, &self.head, &self.delete]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+pub struct S3Backend {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    loc: S3Location,
+    url: String,
+    data_class: RwLock<Option<StorageClass>>,
+    multipart_threshold: usize,
+    pub requests: RequestCounts,
+}
+
+impl S3Backend {
+    pub fn open(url: &str) -> Result<Self> {
+        let loc = S3Location::parse(url)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend {
+                object: url.to_string(),
+                source: e,
+            })?;
+        let endpoint = loc.endpoint.clone();
+        let (client, creds) = rt.block_on(async move {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(RegionProviderChain::default_provider().or_else("us-east-1"))
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(6)
+                        .with_initial_backoff(Duration::from_millis(200)),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .read_timeout(Duration::from_secs(60))
+                        .operation_attempt_timeout(Duration::from_secs(300))
+                        .build(),
+                );
+            if let Some(ep) = &endpoint {
+                loader = loader.endpoint_url(ep);
+            }
+            let conf = loader.load().await;
+            let creds = match conf.credentials_provider() {
+                None => Err("no credentials provider".to_string()),
+                Some(p) => {
+                    use aws_sdk_s3::config::ProvideCredentials;
+                    p.provide_credentials()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| DisplayErrorContext(e).to_string())
+                }
+            };
+            let s3conf = aws_sdk_s3::config::Builder::from(&conf)
+                .force_path_style(endpoint.is_some())
+                .build();
+            (Client::from_conf(s3conf), creds)
+        });
+        if let Err(e) = creds {
+            return Err(Error::Invalid(format!(
+                "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (or AWS_PROFILE) ({e})"
+            )));
+        }
+        let multipart_threshold = std::env::var("STRATA_S3_MULTIPART_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
+            .max(5 << 20);
+        Ok(S3Backend {
+            rt,
+            client,
+            loc,
+            url: url.to_string(),
+            data_class: RwLock::new(None),
+            multipart_threshold,
+            requests: RequestCounts::default(),
+        })
+    }
+
+    fn key(&self, kind: FileKind, name: &str) -> String {
+        format!("{}{}", self.loc.prefix, kind.path(name))
+    }
+
+    fn object(kind: FileKind, name: &str) -> String {
+        format!("{kind} {name}")
+    }
+
+    fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Translates an SDK error into one that says what to do.
+    fn error<E>(&self, e: SdkError<E, HttpResponse>, object: &str) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        use std::io::{Error as IoError, ErrorKind};
+        let status = match &e {
+            SdkError::ServiceError(se) => status_of(se.raw()),
+            SdkError::ResponseError(re) => status_of(re.raw()),
+            _ => None,
+        };
+        let code = e.code().unwrap_or("").to_string();
+        let endpoint = self.loc.endpoint.as_deref().unwrap_or("AWS S3");
+        let io = match (&e, status) {
+            (_, Some(404)) if code == "NoSuchBucket" => {
+                return Error::NoRepository(format!(
+                    "{} (bucket {} does not exist)",
+                    self.url, self.loc.bucket
+                ))
+            }
+            (_, Some(404)) => {
+                return Error::NotFound {
+                    object: object.to_string(),
+                }
+            }
+            (_, Some(403)) | (_, Some(401)) => IoError::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "access denied by {endpoint} ({code}): check AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY and the key's rights on bucket {}",
+                    self.loc.bucket
+                ),
+            ),
+            (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => IoError::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "cannot reach {endpoint} (after retries): {}",
+                    DisplayErrorContext(&e)
+                ),
+            ),
+            _ => IoError::other(format!("{}", DisplayErrorContext(&e))),
+        };
+        Error::Backend {
+            object: object.to_string(),
+            source: io,
+        }
+    }
+
+    fn put(&self, kind: FileKind, key: &str, data: &[u8]) -> Result<()> {
+        let object = key.to_string();
+        let class = if kind == FileKind::Data {
+            self.data_class.read().unwrap().clone()
+        } else {
+            None
+        };
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(key, data, class);
+        }
+        self.count(&self.requests.put);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .body(ByteStream::from(data.to_vec()));
+        // Content-addressed objects are never overwritten where the store honours it; where
+        // it does not (Garage 2.5 ignores it) a repeated write stores the same bytes again.
+        if kind != FileKind::Lock {
+            req = req.if_none_match("*");
+        }
+        if let Some(c) = class {
+            req = req.storage_class(c);
+        }
+        match self.rt.block_on(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(&e, SdkError::ServiceError(se) if status_of(se.raw()) == Some(412)) => {
+                Ok(())
+            }
+            Err(e) => Err(self.error(e, &object)),
+        }
+    }
+
+    fn put_multipart(&self, key: &str, data: &[u8], class: Option<StorageClass>) -> Result<()> {
+        let object = key.to_string();
+        self.count(&self.requests.put);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.loc.bucket)
+            .key(key);
+        if let Some(c) = class {
+            create = create.storage_class(c);
+        }
+        let upload = self
+            .rt
+            .block_on(create.send())
+            .map_err(|e| self.error(e, &object))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| Error::Invalid(format!("{object}: no multipart upload id")))?
+            .to_string();
+        let result = (|| {
+            let mut parts = Vec::new();
+            for (i, part) in data.chunks(PART_SIZE).enumerate() {
+                let n = i as i32 + 1;
+                self.count(&self.requests.put);
+                let out = self
+                    .rt
+                    .block_on(
+                        self.client
+                            .upload_part()
+                            .bucket(&self.loc.bucket)
+                            .key(key)
+                            .upload_id(&upload_id)
+                            .part_number(n)
+                            .body(ByteStream::from(part.to_vec()))
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &object))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(String::from))
+                        .build(),
+                );
+            }
+            self.count(&self.requests.put);
+            self.rt
+                .block_on(
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(&self.loc.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .map_err(|e| self.error(e, &object))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            self.count(&self.requests.delete);
+            let _ = self.rt.block_on(
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send(),
+            );
+        }
+        result
+    }
+
+    fn get(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        self.count(&self.requests.get);
+        let mut req = self.client.get_object().bucket(&self.loc.bucket).key(key);
+        if let Some((offset, len)) = range {
+            req = req.range(format!("bytes={}-{}", offset, offset + len - 1));
+        }
+        self.rt.block_on(async {
+            let out = req.send().await.map_err(|e| self.error(e, object))?;
+            let body = out.body.collect().await.map_err(|e| Error::Backend {
+                object: object.to_string(),
+                source: std::io::Error::other(e),
+            })?;
+            Ok(body.into_bytes().to_vec())
+        })
+    }
+}
+
+fn status_of(raw: &HttpResponse) -> Option<u16> {
+    Some(raw.status().as_u16())
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn exists(&self) -> Result<bool> {
+        self.count(&self.requests.head);
+        let key = self.key(FileKind::Config, "config");
+        match self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.loc.bucket)
+                .key(&key)
+                .send(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) => match self.error(e, "config") {
+                Error::NotFound { .. } => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        self.count(&self.requests.head);
+        match self
+            .rt
+            .block_on(self.client.head_bucket().bucket(&self.loc.bucket).send())
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(e, &format!("bucket {}", self.loc.bucket)) {
+                Error::NotFound { .. } | Error::NoRepository(_) => {
+                    Err(Error::NoRepository(format!(
+                        "{} (bucket {} does not exist: create it first)",
+                        self.url, self.loc.bucket
+                    )))
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        let prefix = format!("{}{}/", self.loc.prefix, kind.dir());
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            self.count(&self.requests.list);
+            let resp = self
+                .rt
+                .block_on(
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.loc.bucket)
+                        .prefix(&prefix)
+                        .set_continuation_token(token.take())
+                        .send(),
+                )
+                .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))?;
+            for obj in resp.contents() {
+                let Some(key) = obj.key() else { continue };
+                let name = key.rsplit('/').next().unwrap_or(key);
+                if name.is_empty() || name.starts_with('.') {
+                    continue;
+                }
+                out.push(FileInfo {
+                    name: name.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.get(&self.key(kind, name), &Self::object(kind, name), None)
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let object = Self::object(kind, name);
+        let bytes = self.get(&self.key(kind, name), &object, Some((offset, len)))?;
+        if bytes.len() as u64 != len {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "short read: wanted {len} bytes at {offset}, got {}",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put(kind, &self.key(kind, name), data)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.count(&self.requests.delete);
+        let key = self.key(kind, name);
+        self.rt
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.loc.bucket)
+                    .key(&key)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e, &Self::object(kind, name)))
+    }
+
+    fn set_storage_class(&self, kind: FileKind, class: Option<&str>) {
+        if kind == FileKind::Data {
+            *self.data_class.write().unwrap() = class.map(StorageClass::from);
+        }
+    }
+
+    fn upload_concurrency(&self) -> usize {
+        4
+    }
+
+    fn request_count(&self) -> Option<u64> {
+        Some(self.requests.total())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            S3Location::parse("s3://bucket/some/prefix").unwrap(),
+            S3Location {
+                endpoint: None,
+                bucket: "bucket".into(),
+                prefix: "some/prefix/".into()
+            }
+        );
+        assert_eq!(
+            S3Location::parse("s3:http://127.0.0.1:3900/b").unwrap(),
+            S3Location {
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            S3Location::parse("s3:https://s3.example.net/backups/cortex/")
+                .unwrap()
+                .prefix,
+            "cortex/"
+        );
+        assert!(S3Location::parse("s3:ftp://x/b").is_err());
+        assert!(S3Location::parse("s3://").is_err());
+        assert!(S3Location::parse("s3:http://host:1").is_err());
+    }
+}

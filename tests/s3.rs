@@ -1,0 +1,223 @@
+//! S3-specific behaviour against the real Garage server that `tools/test` starts: error
+//! reporting, storage classes, request economy and the disaster-recovery drill.
+#[macro_use]
+mod common;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use common::*;
+
+/// Sum of Garage's S3 request counters (admin API `/metrics`).
+fn garage_requests() -> u64 {
+    let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
+    let addr = admin.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("api_s3_request_counter{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn s3_env() -> Option<Env> {
+    Env::s3()
+}
+
+fn with_repo(url: &str, env: &Env) -> assert_cmd::Command {
+    let mut c = env.cmd();
+    c.env("STRATA_REPOSITORY", url);
+    c
+}
+
+#[test]
+fn clear_errors_for_credentials_buckets_and_endpoints() {
+    let Some(env) = s3_env() else { return };
+    env.init();
+    // No credentials at all.
+    let out = env
+        .cmd()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no S3 credentials"),
+        "{}",
+        stderr(&out)
+    );
+    // Wrong secret.
+    let out = env
+        .cmd()
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("access denied"), "{}", stderr(&out));
+    // A bucket that does not exist: no repository there.
+    let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+    let missing = format!("s3:{endpoint}/no-such-bucket-{}/x", hex_id());
+    let out = with_repo(&missing, &env)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    let out = with_repo(&missing, &env).args(["init"]).output().unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("no-such-bucket"), "{}", stderr(&out));
+    // An empty prefix of an existing bucket: no repository either.
+    let bucket = std::env::var("STRATA_TEST_S3_BUCKET").unwrap();
+    let empty = format!("s3:{endpoint}/{bucket}/empty-{}", hex_id());
+    let out = with_repo(&empty, &env)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    // Nothing listens: a clear error after bounded retries, not a hang.
+    let started = Instant::now();
+    let out = with_repo("s3:http://127.0.0.1:1/bucket/x", &env)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    assert!(started.elapsed().as_secs() < 120);
+}
+
+#[test]
+fn an_unchanged_hourly_backup_costs_at_most_five_requests() {
+    let Some(env) = s3_env() else { return };
+    env.init();
+    // Outside /tmp, whose mtime other tests change all the time: like /srv in production,
+    // the directories above the source stay put, so their trees dedup too.
+    let stable = tempfile::Builder::new()
+        .prefix("strata-requests-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let src = stable.path().join("src");
+    make_rich_tree(&src);
+    let s = src.to_str().unwrap();
+    let before = garage_requests();
+    env.backup(&[s]);
+    let initial = garage_requests() - before;
+    env.backup(&[s]);
+    let before = garage_requests();
+    let v = env.backup(&[s]);
+    let unchanged = garage_requests() - before;
+    assert_eq!(v["bytes_added"], 0, "{v}");
+    eprintln!("S3 requests: initial backup {initial}, unchanged backup {unchanged}");
+    assert!(
+        unchanged <= 5,
+        "an unchanged backup made {unchanged} requests"
+    );
+}
+
+#[test]
+fn storage_class_is_stored_in_the_config_and_overridable() {
+    let Some(env) = s3_env() else { return };
+    env.ok(&["init", "--data-storage-class", "STANDARD_IA"]);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(100_000, 1)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let repo = open_repo(&env);
+    assert_eq!(
+        repo.config().data_storage_class.as_deref(),
+        Some("STANDARD_IA")
+    );
+    // Garage accepts and ignores storage classes; the data must still round-trip.
+    fs::write(src.join("g"), noise(100_000, 2)).unwrap();
+    env.backup(&[src.to_str().unwrap(), "--data-storage-class", "GLACIER_IR"]);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+}
+
+#[test]
+fn large_packs_go_up_in_parts() {
+    let Some(env) = s3_env() else { return };
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), noise(24 << 20, 3)).unwrap();
+    // Packs close at 16 MiB; a 5 MiB threshold sends them in multipart uploads.
+    let out = env
+        .cmd()
+        .env("STRATA_S3_MULTIPART_THRESHOLD", (5 << 20).to_string())
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.objects("data").iter().any(|(_, size)| *size > 5 << 20));
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    let target = env.path("r");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+}
+
+/// Back up to S3, lose the machine (cache and source), restore on a "new machine" that
+/// knows only the URL, the credentials and the password.
+#[test]
+fn disaster_recovery_drill() {
+    let Some(env) = s3_env() else { return };
+    env.init();
+    let src = env.path("src");
+    make_rich_tree(&src);
+    fs::write(src.join("db.bin"), noise(200 << 20, 42)).unwrap();
+    let reference = env.path("reference");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&reference)
+        .status()
+        .unwrap()
+        .success());
+    env.backup(&[src.to_str().unwrap(), "--tag", "critical"]);
+    fs::remove_dir_all(&src).unwrap();
+    fs::remove_dir_all(&env.cache).unwrap();
+
+    // The new machine: a fresh cache directory and nothing else.
+    let new_cache = env.path("new-machine-cache");
+    let snaps = env
+        .cmd()
+        .env("STRATA_CACHE_DIR", &new_cache)
+        .args(["--json", "snapshots"])
+        .output()
+        .unwrap();
+    assert!(snaps.status.success());
+    let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(snaps[0]["tags"][0], "critical");
+
+    let target = env.path("restored");
+    let before = garage_requests();
+    let started = Instant::now();
+    let out = env
+        .cmd()
+        .env("STRATA_CACHE_DIR", &new_cache)
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let requests = garage_requests() - before;
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!("DR drill: restore of ~220 MiB from S3 took {secs:.2}s and {requests} requests");
+    // The restored tree sits where the source was; compare it with the reference copy.
+    let restored_src = restored(&target, &src);
+    let diffs = compare_trees(&reference, &restored_src);
+    assert!(diffs.is_empty(), "{diffs:?}");
+}
