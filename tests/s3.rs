@@ -221,3 +221,96 @@ fn disaster_recovery_drill() {
     let diffs = compare_trees(&reference, &restored_src);
     assert!(diffs.is_empty(), "{diffs:?}");
 }
+
+/// A TCP proxy in front of the real Garage that answers some connections with
+/// `503 Slow Down` and drops others after reading the request: the faults a busy or flaky
+/// object store produces.
+struct FaultyProxy {
+    url_base: String,
+    faults: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn faulty_proxy(upstream: &str) -> FaultyProxy {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let faults = Arc::new(AtomicU64::new(0));
+    let f = faults.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let read_head = |c: &mut TcpStream| {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n")
+                    && c.read(&mut b).map(|n| n == 1).unwrap_or(false)
+                {
+                    head.push(b[0]);
+                }
+            };
+            match i % 4 {
+                1 => {
+                    read_head(&mut conn);
+                    let body = "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>";
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                3 => {
+                    read_head(&mut conn);
+                    drop(conn);
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    let Ok(up) = TcpStream::connect(&upstream) else {
+                        continue;
+                    };
+                    let (mut a, mut b) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+                    let (mut c, mut d) = (up, conn);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c, &mut d);
+                        let _ = d.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        }
+    });
+    FaultyProxy {
+        url_base: format!("http://{addr}"),
+        faults,
+    }
+}
+
+#[test]
+fn backups_and_restores_ride_out_503s_and_dropped_connections() {
+    let Some(env) = s3_env() else { return };
+    let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+    let bucket = std::env::var("STRATA_TEST_S3_BUCKET").unwrap();
+    let proxy = faulty_proxy(&endpoint);
+    let url = format!("s3:{}/{bucket}/flaky-{}", proxy.url_base, hex_id());
+    let src = env.path("src");
+    make_rich_tree(&src);
+    let run = |args: &[&str]| {
+        let out = with_repo(&url, &env).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["init"]);
+    run(&["backup", src.to_str().unwrap(), "--uploads", "4"]);
+    let target = env.path("r");
+    run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(compare_trees(&src, &restored(&target, &src)).is_empty());
+    assert!(run(&["check", "--read-data"]).contains("no errors found"));
+    let faults = proxy.faults.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(faults >= 2, "only {faults} faults were injected");
+}

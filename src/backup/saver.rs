@@ -21,9 +21,11 @@ use crate::repo::Repository;
 /// enough that a restore's range reads and a prune's repacking stay cheap.
 pub const DATA_PACK_SIZE: usize = 16 << 20;
 pub const TREE_PACK_SIZE: usize = 4 << 20;
-/// An index file is written every this many packs, so an interrupted backup keeps its
-/// uploads (the next run finds them in the index and does not send them again).
+/// An index file is written every this many packs or this often, whichever comes first, so
+/// an interrupted backup keeps its uploads (the next run finds them in the index and does
+/// not send them again).
 const PACKS_PER_INDEX: usize = 64;
+const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
 
 #[derive(Default)]
 pub struct SaverStats {
@@ -46,10 +48,20 @@ pub struct BlobSaver<'s, 'r> {
 }
 
 /// State shared with the uploader threads; owned by the caller so it outlives the scope.
-#[derive(Default)]
 pub struct SaverShared {
     unindexed: Mutex<Vec<IndexedPack>>,
     error: Mutex<Option<Error>>,
+    last_index: Mutex<std::time::Instant>,
+}
+
+impl Default for SaverShared {
+    fn default() -> Self {
+        SaverShared {
+            unindexed: Mutex::default(),
+            error: Mutex::default(),
+            last_index: Mutex::new(std::time::Instant::now()),
+        }
+    }
 }
 
 impl<'s, 'r: 's> BlobSaver<'s, 'r> {
@@ -73,7 +85,13 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
                             let full = {
                                 let mut u = shared.unindexed.lock().unwrap();
                                 u.push(indexed);
-                                (u.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut *u))
+                                let mut last = shared.last_index.lock().unwrap();
+                                let due = u.len() >= PACKS_PER_INDEX
+                                    || last.elapsed() >= INDEX_INTERVAL;
+                                if due {
+                                    *last = std::time::Instant::now();
+                                }
+                                due.then(|| std::mem::take(&mut *u))
                             };
                             match full {
                                 // Packs above are on the backend: naming them is now safe.
