@@ -312,7 +312,50 @@ fn two_backups_at_once_share_repository_and_cache(env: &Env) {
     }
 }
 
+fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40u64 {
+        fs::write(src.join(format!("f{i}")), noise(4 << 20, 500 + i)).unwrap();
+    }
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .envs(
+            env.cmd()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .args(["backup", "-q", src.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // Let it upload some packs, then pull the plug.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the backup finished before it could be killed"
+    );
+    assert!(env.objects("snapshots").is_empty());
+    // Only unreferenced leftovers: the repository checks clean and the rerun completes.
+    assert!(env.ok(&["check"]).contains("no errors found"));
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["files_new"], 40);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    let target = env.path("r");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+}
+
 conformance!(
+    a_killed_backup_leaves_a_consistent_repository,
     unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks,
     identical_content_in_new_files_is_stored_once,
     stdin_backup_and_cat,

@@ -86,8 +86,8 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
                                 let mut u = shared.unindexed.lock().unwrap();
                                 u.push(indexed);
                                 let mut last = shared.last_index.lock().unwrap();
-                                let due = u.len() >= PACKS_PER_INDEX
-                                    || last.elapsed() >= INDEX_INTERVAL;
+                                let due =
+                                    u.len() >= PACKS_PER_INDEX || last.elapsed() >= INDEX_INTERVAL;
                                 if due {
                                     *last = std::time::Instant::now();
                                 }
