@@ -15,6 +15,7 @@ pub mod id;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod timespec;
 pub mod util;
 pub mod walk;

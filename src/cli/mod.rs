@@ -3,6 +3,7 @@
 mod backup;
 mod browse;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod output;
@@ -67,6 +68,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's integrity.
     Check(check::CheckArgs),
+    /// Remove snapshots by a retention policy (data stays until prune).
+    Forget(forget::ForgetArgs),
     /// Manage the passwords that open the repository.
     Key(key::KeyArgs),
 }
@@ -81,6 +84,7 @@ pub fn main() -> i32 {
         Command::Cat(a) => browse::cat(&cli.global, a),
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Forget(a) => forget::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
     };
     match result {

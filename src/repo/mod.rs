@@ -412,6 +412,12 @@ impl Repository {
         }
     }
 
+    /// Deletes a snapshot manifest. The data it referenced stays until prune.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.delete(FileKind::Snapshot, &id.to_hex())?;
+        self.cache.remove_snapshot(id)
+    }
+
     // ---- keys ----
 
     pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {

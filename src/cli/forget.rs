@@ -1,0 +1,124 @@
+use anyhow::anyhow;
+use clap::Args;
+use serde_json::json;
+use strata::error::exit;
+use strata::retention::{self, Policy};
+
+use super::browse::FilterArgs;
+use super::output;
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the N newest hours.
+    #[arg(long, default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest snapshot of each of the N newest days (local time).
+    #[arg(long, default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each of the N newest ISO weeks.
+    #[arg(long, default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest snapshot of each of the N newest months.
+    #[arg(long, default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep the newest snapshot of each of the N newest years.
+    #[arg(long, default_value_t = 0)]
+    keep_yearly: u32,
+    /// Keep every snapshot younger than this, counted back from the newest (e.g. 7d, 36h).
+    #[arg(long)]
+    keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long = "keep-tag")]
+    keep_tags: Vec<String>,
+    /// Show what would be kept and removed, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
+    let within = a
+        .keep_within
+        .as_deref()
+        .map(|d| {
+            humantime::parse_duration(d)
+                .map_err(|e| anyhow!("--keep-within {d}: {e}"))
+                .and_then(|d| Ok(chrono::Duration::from_std(d)?))
+        })
+        .transpose()?;
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within,
+        tags: a.keep_tags.clone(),
+    };
+    if policy.is_empty() {
+        return Err(anyhow!(
+            "no --keep-* rule given: refusing to forget every snapshot"
+        ));
+    }
+    let repo = g.open()?;
+    let f = a.filter.filter();
+    let snaps = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| f.matches(s))
+        .collect();
+    let plans = retention::plan(snaps, &policy);
+    if !a.dry_run {
+        for p in &plans {
+            for (id, _) in &p.remove {
+                repo.remove_snapshot(id)?;
+            }
+        }
+    }
+    if g.json {
+        let v: Vec<_> = plans
+            .iter()
+            .map(|p| {
+                json!({
+                    "group": p.group,
+                    "keep": p.keep.iter().map(|(id, s, r)| json!({"id": id.to_hex(), "time": s.time, "reasons": r})).collect::<Vec<_>>(),
+                    "remove": p.remove.iter().map(|(id, s)| json!({"id": id.to_hex(), "time": s.time})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        output::print_json(&json!({"dry_run": a.dry_run, "groups": v}));
+    } else if !g.quiet {
+        for p in &plans {
+            println!(
+                "{}: keep {}, remove {}",
+                p.group,
+                p.keep.len(),
+                p.remove.len()
+            );
+            for (id, s, reasons) in &p.keep {
+                println!(
+                    "  keep    {}  {}  {}",
+                    id.short(),
+                    s.time,
+                    reasons.join(", ")
+                );
+            }
+            for (id, s) in &p.remove {
+                println!("  remove  {}  {}", id.short(), s.time);
+            }
+        }
+        let removed: usize = plans.iter().map(|p| p.remove.len()).sum();
+        if a.dry_run {
+            println!("dry run: {removed} snapshot(s) would be removed");
+        } else {
+            println!("{removed} snapshot(s) removed; their data stays until prune");
+        }
+    }
+    Ok(exit::OK)
+}
