@@ -13,8 +13,11 @@ use super::Global;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and directories to back up.
+    /// Files and directories to back up, or the names of backup sets from the config file.
     paths: Vec<PathBuf>,
+    /// Back up every set of the config file.
+    #[arg(long, conflicts_with_all = ["paths", "stdin"])]
+    all: bool,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     host: Option<String>,
@@ -62,9 +65,9 @@ pub fn globset(patterns: &[String]) -> anyhow::Result<Option<GlobSet>> {
     Ok(Some(b.build()?))
 }
 
-pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
-    let mut patterns = a.excludes.clone();
-    for f in &a.exclude_files {
+fn read_patterns(excludes: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut patterns = excludes.to_vec();
+    for f in files {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading exclude file {}", f.display()))?;
         patterns.extend(
@@ -74,68 +77,178 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
                 .map(String::from),
         );
     }
-    let excludes = globset(&patterns)?;
+    Ok(patterns)
+}
+
+/// One backup to run: from the command line, or a named set with the flags on top.
+struct Job {
+    set: Option<String>,
+    paths: Vec<PathBuf>,
+    patterns: Vec<String>,
+    tags: Vec<String>,
+    host: Option<String>,
+    class: Option<String>,
+    one_file_system: bool,
+}
+
+fn jobs(g: &Global, a: &BackupArgs) -> anyhow::Result<Vec<Job>> {
+    let cli_patterns = read_patterns(&a.excludes, &a.exclude_files)?;
+    let names: Vec<String> = if a.all {
+        if g.file.sets.is_empty() {
+            return Err(anyhow!("--all: the config file defines no backup sets"));
+        }
+        g.file.sets.keys().cloned().collect()
+    } else if !a.paths.is_empty()
+        && a.paths
+            .iter()
+            .all(|p| g.file.sets.contains_key(&*p.to_string_lossy()))
+    {
+        a.paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect()
+    } else {
+        return Ok(vec![Job {
+            set: None,
+            paths: a.paths.clone(),
+            patterns: cli_patterns,
+            tags: a.tags.clone(),
+            host: a.host.clone(),
+            class: a.data_storage_class.clone(),
+            one_file_system: a.one_file_system,
+        }]);
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let set = g.file.set(&name)?;
+            // The set's excludes plus the command line's; other flags replace the set's.
+            let mut patterns = read_patterns(&set.exclude, &set.exclude_file)?;
+            patterns.extend(cli_patterns.iter().cloned());
+            Ok(Job {
+                paths: set.paths.clone(),
+                patterns,
+                tags: if a.tags.is_empty() {
+                    set.tags.clone()
+                } else {
+                    a.tags.clone()
+                },
+                host: a.host.clone().or_else(|| set.host.clone()),
+                class: a
+                    .data_storage_class
+                    .clone()
+                    .or_else(|| set.data_storage_class.clone()),
+                one_file_system: a.one_file_system || set.one_file_system,
+                set: Some(name),
+            })
+        })
+        .collect()
+}
+
+pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
     let time = a
         .time
         .as_deref()
         .map(|t| timespec::parse_instant(t, timespec::now()))
         .transpose()
         .map_err(|e| anyhow!("--time: {e}"))?;
-    if !a.stdin && a.paths.is_empty() {
-        return Err(anyhow!("nothing to back up: give paths, or --stdin"));
+    if !a.stdin && a.paths.is_empty() && !a.all {
+        return Err(anyhow!(
+            "nothing to back up: give paths, a set name, --all, or --stdin"
+        ));
     }
+    let jobs = if a.stdin { Vec::new() } else { jobs(g, &a)? };
     // Missing sources are refused before the repository is touched.
-    for p in &a.paths {
-        std::fs::symlink_metadata(p)
-            .map_err(|e| strata::Error::io(p, e))
-            .context("source path")?;
+    for job in &jobs {
+        for p in &job.paths {
+            std::fs::symlink_metadata(p)
+                .map_err(|e| strata::Error::io(p, e))
+                .with_context(|| match &job.set {
+                    Some(s) => format!("source path of set {s}"),
+                    None => "source path".to_string(),
+                })?;
+        }
     }
     let repo = g.open()?;
-    let source = if a.stdin {
-        Source::Stdin {
+    let mut results = Vec::new();
+    let mut code = exit::OK;
+    if a.stdin {
+        let source = Source::Stdin {
             reader: Box::new(std::io::stdin()),
             name: a.stdin_filename.clone(),
-        }
-    } else {
-        Source::Paths(a.paths.clone())
-    };
-    let bar = Bar::new(g.show_progress(), true, "backup").verbose(g.verbose > 0);
-    let report = backup::run(
-        &repo,
-        BackupOptions {
+        };
+        let opts = BackupOptions {
             source,
-            host: a.host,
-            tags: a.tags,
-            set: None,
-            excludes,
-            exclude_patterns: patterns,
-            one_file_system: a.one_file_system,
+            host: a.host.clone(),
+            tags: a.tags.clone(),
             time,
             uploaders: a.uploads,
-            data_storage_class: a.data_storage_class,
-        },
-        &bar,
-    )?;
+            data_storage_class: a.data_storage_class.clone(),
+            ..Default::default()
+        };
+        let (v, c) = one(g, &repo, opts)?;
+        results.push(v);
+        code = code.max(c);
+    }
+    for job in jobs {
+        let opts = BackupOptions {
+            source: Source::Paths(job.paths),
+            host: job.host,
+            tags: job.tags,
+            set: job.set.clone(),
+            excludes: globset(&job.patterns)?,
+            exclude_patterns: job.patterns,
+            one_file_system: job.one_file_system,
+            time,
+            uploaders: a.uploads,
+            data_storage_class: job.class,
+        };
+        if let (Some(set), false, false) = (&job.set, g.json, g.quiet) {
+            println!("== set {set}");
+        }
+        let (v, c) = one(g, &repo, opts)?;
+        results.push(v);
+        code = code.max(c);
+    }
+    if g.json {
+        if results.len() == 1 {
+            output::print_json(&results[0]);
+        } else {
+            output::print_json(&serde_json::Value::Array(results));
+        }
+    }
+    Ok(code)
+}
+
+/// Runs one backup and prints its summary; returns its JSON form and exit code.
+fn one(
+    g: &Global,
+    repo: &strata::Repository,
+    opts: BackupOptions<'_>,
+) -> anyhow::Result<(serde_json::Value, i32)> {
+    let set = opts.set.clone();
+    let bar = Bar::new(g.show_progress(), true, "backup").verbose(g.verbose > 0);
+    let report = backup::run(repo, opts, &bar)?;
     bar.finish();
     let s = &report.snapshot.summary;
-    if g.json {
-        output::print_json(&json!({
-            "snapshot_id": report.snapshot_id.to_hex(),
-            "time": report.snapshot.time,
-            "parent": report.snapshot.parent.map(|p| p.to_hex()),
-            "files_new": s.files_new,
-            "files_changed": s.files_changed,
-            "files_unchanged": s.files_unchanged,
-            "dirs": s.dirs,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "bytes_stored": s.bytes_stored,
-            "blobs_added": s.blobs_added,
-            "errors": s.errors,
-            "duration_secs": s.duration_secs,
-            "warnings": report.warnings,
-        }));
-    } else if !g.quiet {
+    let v = json!({
+        "snapshot_id": report.snapshot_id.to_hex(),
+        "set": set,
+        "time": report.snapshot.time,
+        "parent": report.snapshot.parent.map(|p| p.to_hex()),
+        "files_new": s.files_new,
+        "files_changed": s.files_changed,
+        "files_unchanged": s.files_unchanged,
+        "dirs": s.dirs,
+        "bytes_read": s.bytes_read,
+        "bytes_added": s.bytes_added,
+        "bytes_stored": s.bytes_stored,
+        "blobs_added": s.blobs_added,
+        "errors": s.errors,
+        "duration_secs": s.duration_secs,
+        "warnings": report.warnings,
+    });
+    if !g.json && !g.quiet {
         println!(
             "files: {} new, {} changed, {} unchanged; dirs: {}",
             s.files_new, s.files_changed, s.files_unchanged, s.dirs
@@ -154,7 +267,7 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             "warning: {} path(s) could not be read; the snapshot was saved without them",
             report.warnings.len()
         );
-        return Ok(exit::PARTIAL);
+        return Ok((v, exit::PARTIAL));
     }
-    Ok(exit::OK)
+    Ok((v, exit::OK))
 }

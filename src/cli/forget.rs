@@ -10,6 +10,11 @@ use super::Global;
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// Backup sets from the config file, each with its own `keep` policy.
+    sets: Vec<String>,
+    /// Every set of the config file.
+    #[arg(long, conflicts_with = "sets")]
+    all: bool,
     /// Keep the N newest snapshots.
     #[arg(long, default_value_t = 0)]
     keep_last: u32,
@@ -51,7 +56,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
                 .and_then(|d| Ok(chrono::Duration::from_std(d)?))
         })
         .transpose()?;
-    let policy = Policy {
+    let flags = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
         daily: a.keep_daily,
@@ -61,19 +66,49 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
         within,
         tags: a.keep_tags.clone(),
     };
-    if policy.is_empty() {
-        return Err(anyhow!(
-            "no --keep-* rule given: refusing to forget every snapshot"
-        ));
+    let names: Vec<String> = if a.all {
+        g.file.sets.keys().cloned().collect()
+    } else {
+        a.sets.clone()
+    };
+    // (set filter, policy) pairs; keep-* flags override a set's own policy.
+    let mut jobs = Vec::new();
+    if names.is_empty() {
+        if a.all {
+            return Err(anyhow!("--all: the config file defines no backup sets"));
+        }
+        jobs.push((None, flags.clone()));
+    }
+    for name in names {
+        let set = g.file.set(&name)?;
+        let policy = if flags.is_empty() {
+            set.keep.policy()?
+        } else {
+            flags.clone()
+        };
+        jobs.push((Some(name), policy));
+    }
+    for (name, policy) in &jobs {
+        if policy.is_empty() {
+            return Err(anyhow!(
+                "no --keep-* rule given{}: refusing to forget every snapshot",
+                name.as_ref()
+                    .map(|n| format!(" and set {n} has no keep policy"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     let repo = g.open()?;
-    let f = a.filter.filter();
-    let snaps = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|(_, s)| f.matches(s))
-        .collect();
-    let plans = retention::plan(snaps, &policy);
+    let all = repo.snapshots()?;
+    let mut plans = Vec::new();
+    for (name, policy) in &jobs {
+        let mut f = a.filter.filter();
+        if let Some(n) = name {
+            f.sets = vec![n.clone()];
+        }
+        let snaps = all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
+        plans.extend(retention::plan(snaps, policy));
+    }
     if !a.dry_run {
         for p in &plans {
             for (id, _) in &p.remove {

@@ -3,6 +3,7 @@
 mod backup;
 mod browse;
 mod check;
+mod config;
 mod forget;
 mod init;
 mod key;
@@ -32,6 +33,11 @@ pub struct Cli {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
+    /// Config file (repository, password source, backup sets).
+    #[arg(long, env = "STRATA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[arg(skip)]
+    file: config::ConfigFile,
     /// Repository: a local directory.
     #[arg(short = 'r', long = "repo", env = "STRATA_REPOSITORY", global = true)]
     repo: Option<String>,
@@ -75,7 +81,14 @@ enum Command {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match config::ConfigFile::load(cli.global.config.as_deref()) {
+        Ok(f) => cli.global.file = f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::FAILURE;
+        }
+    }
     let result = match cli.command {
         Command::Init(a) => init::run(&cli.global, a),
         Command::Backup(a) => backup::run(&cli.global, a),
@@ -103,7 +116,10 @@ impl Global {
     fn repo_url(&self) -> anyhow::Result<&str> {
         self.repo
             .as_deref()
-            .ok_or_else(|| anyhow!("no repository given: use -r/--repo or STRATA_REPOSITORY"))
+            .or(self.file.repository.as_deref())
+            .ok_or_else(|| {
+                anyhow!("no repository given: use -r/--repo, STRATA_REPOSITORY or the config file")
+            })
     }
 
     fn backend(&self) -> anyhow::Result<backend::BackendRef> {
@@ -115,14 +131,30 @@ impl Global {
         if let Some(p) = std::env::var_os("STRATA_PASSWORD") {
             return Ok(p.into_encoded_bytes());
         }
-        if let Some(f) = &self.password_file {
+        if let Some(f) = self
+            .password_file
+            .as_ref()
+            .or(self.file.password_file.as_ref())
+        {
             return read_password_file(f);
+        }
+        if let Some(cmd) = &self.file.password_command {
+            let out = std::process::Command::new("sh")
+                .args(["-c", cmd])
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .with_context(|| format!("running password-command {cmd:?}"))?;
+            if !out.status.success() {
+                return Err(anyhow!("password-command {cmd:?} failed ({})", out.status));
+            }
+            let line = out.stdout.split(|b| *b == b'\n').next().unwrap_or_default();
+            return Ok(line.to_vec());
         }
         prompt_password(prompt, confirm)
     }
 
     fn cache_base(&self) -> anyhow::Result<PathBuf> {
-        if let Some(d) = &self.cache_dir {
+        if let Some(d) = self.cache_dir.as_ref().or(self.file.cache_dir.as_ref()) {
             return Ok(d.clone());
         }
         let base = std::env::var_os("XDG_CACHE_HOME")

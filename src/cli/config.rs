@@ -1,0 +1,182 @@
+//! The operator's config file: repository, password source and named backup sets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use serde::Deserialize;
+use strata::retention::Policy;
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConfigFile {
+    pub repository: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// A command whose standard output (first line) is the password.
+    pub password_command: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub sets: BTreeMap<String, SetConfig>,
+}
+
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SetConfig {
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub exclude_file: Vec<PathBuf>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub keep: Keep,
+    pub data_storage_class: Option<String>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub one_file_system: bool,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    #[serde(default)]
+    pub last: u32,
+    #[serde(default)]
+    pub hourly: u32,
+    #[serde(default)]
+    pub daily: u32,
+    #[serde(default)]
+    pub weekly: u32,
+    #[serde(default)]
+    pub monthly: u32,
+    #[serde(default)]
+    pub yearly: u32,
+    pub within: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Keep {
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let within = self
+            .within
+            .as_deref()
+            .map(|d| -> anyhow::Result<chrono::Duration> {
+                Ok(chrono::Duration::from_std(
+                    humantime::parse_duration(d).map_err(|e| anyhow!("keep.within {d}: {e}"))?,
+                )?)
+            })
+            .transpose()?;
+        Ok(Policy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within,
+            tags: self.tags.clone(),
+        })
+    }
+}
+
+impl ConfigFile {
+    /// `--config`/`STRATA_CONFIG` must exist; the default location is optional.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match default_path() {
+                Some(p) => (p, false),
+                None => return Ok(Self::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        };
+        Self::parse(&text, &path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Self> {
+        let cfg: ConfigFile =
+            toml::from_str(text).map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
+        for (name, set) in &cfg.sets {
+            if set.paths.is_empty() {
+                return Err(anyhow!(
+                    "invalid config {}: set {name:?} has no paths",
+                    path.display()
+                ));
+            }
+            set.keep
+                .policy()
+                .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
+        }
+        if cfg.password_file.is_some() && cfg.password_command.is_some() {
+            return Err(anyhow!(
+                "invalid config {}: give password-file or password-command, not both",
+                path.display()
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn set(&self, name: &str) -> anyhow::Result<&SetConfig> {
+        self.sets.get(name).ok_or_else(|| {
+            anyhow!(
+                "no backup set {name:?} in the config (sets: {})",
+                self.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+}
+
+fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("strata/config.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../../docs/strata.example.toml");
+        let cfg = ConfigFile::parse(text, Path::new("example")).unwrap();
+        assert_eq!(cfg.sets.len(), 4);
+        assert_eq!(cfg.sets["critical"].keep.hourly, 168);
+        assert_eq!(
+            cfg.sets["metrics"].data_storage_class.as_deref(),
+            Some("STANDARD_IA")
+        );
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let text = "repository = \"/r\"\n\n[sets.a]\npaths = [\"/x\"]\nkeeep = { daily = 1 }\n";
+        let e = ConfigFile::parse(text, Path::new("/etc/strata/config.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/strata/config.toml"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("keeep"), "{e}");
+        let e = ConfigFile::parse(
+            "[sets.a]\npaths = [\"/x\"]\nkeep = { daily = \"many\" }\n",
+            Path::new("c"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3"), "{e}");
+        let e = ConfigFile::parse("[sets.a]\npaths = []\n", Path::new("c"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no paths"), "{e}");
+    }
+}
