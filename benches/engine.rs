@@ -156,6 +156,7 @@ fn index_lookups(c: &mut Criterion) {
                 version: 1,
                 supersedes: vec![],
                 packs,
+                obsolete: vec![],
             },
         )
         .unwrap();

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
     length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS packs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -337,6 +338,68 @@ impl Cache {
                 raw_length,
                 compression: Compression::try_from(comp).map_err(Error::Invalid)?,
             });
+        }
+        Ok(out)
+    }
+
+    // ---- prune's mark table ----
+
+    /// Starts an empty set of used blobs (a temporary table: never in RAM as a whole).
+    pub fn used_reset(&self) -> Result<()> {
+        self.lock()
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS used (id BLOB PRIMARY KEY) WITHOUT ROWID;
+                 DELETE FROM used;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a blob used; returns whether it was new to the set.
+    pub fn used_add(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("INSERT OR IGNORE INTO used (id) VALUES (?1)")
+            .map_err(|e| self.err(e))?;
+        st.execute([&id.0[..]])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn used_contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM used WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Per pack: kind, size and the bytes of its blobs that are used.
+    pub fn pack_usage(&self) -> Result<Vec<(PackId, BlobKind, u64, u64)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT p.id, p.kind, p.size,
+                        COALESCE(SUM(CASE WHEN u.id IS NOT NULL THEN b.length ELSE 0 END), 0)
+                 FROM packs p LEFT JOIN blobs b ON b.pack = p.id LEFT JOIN used u ON u.id = b.id
+                 GROUP BY p.id ORDER BY p.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, size, used) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push((id, kind, size as u64, used as u64));
+            }
         }
         Ok(out)
     }

@@ -20,7 +20,7 @@ use chrono::{DateTime, FixedOffset};
 use globset::GlobSet;
 use rayon::prelude::*;
 
-pub use saver::{BlobSaver, SaverShared};
+pub use saver::{BlobSaver, SaverShared, DATA_PACK_SIZE};
 
 use crate::cache::FileStat;
 use crate::chunker::Chunker;

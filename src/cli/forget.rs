@@ -42,6 +42,11 @@ pub struct ForgetArgs {
     /// Show what would be kept and removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    #[command(flatten)]
+    prune_opts: super::prune::PruneOpts,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -154,6 +159,9 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
         } else {
             println!("{removed} snapshot(s) removed; their data stays until prune");
         }
+    }
+    if a.prune && !a.dry_run {
+        return super::prune::run_on(g, &repo, &a.prune_opts.options(false)?);
     }
     Ok(exit::OK)
 }

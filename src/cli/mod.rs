@@ -8,6 +8,7 @@ mod forget;
 mod init;
 mod key;
 mod output;
+mod prune;
 mod restore;
 
 use std::io::IsTerminal;
@@ -76,6 +77,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Remove snapshots by a retention policy (data stays until prune).
     Forget(forget::ForgetArgs),
+    /// Reclaim the space of data no snapshot references (safe while backups run).
+    Prune(prune::PruneArgs),
+    /// Remove stale maintenance locks (or all with --all).
+    Unlock(prune::UnlockArgs),
     /// Manage the passwords that open the repository.
     Key(key::KeyArgs),
 }
@@ -98,6 +103,8 @@ pub fn main() -> i32 {
         Command::Restore(a) => restore::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Forget(a) => forget::run(&cli.global, a),
+        Command::Prune(a) => prune::run(&cli.global, a),
+        Command::Unlock(a) => prune::unlock(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
     };
     match result {

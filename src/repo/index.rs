@@ -14,6 +14,21 @@ pub struct IndexFile {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supersedes: Vec<IndexId>,
     pub packs: Vec<IndexedPack>,
+    /// Packs marked for deletion by prune (see format-spec, deletion protocol). Their blobs
+    /// are not part of the index; the packs may already be gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub obsolete: Vec<ObsoletePack>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObsoletePack {
+    pub id: PackId,
+    pub kind: BlobKind,
+    /// When prune first found the pack unused, RFC 3339.
+    pub marked: String,
+    /// The pack's blobs when marked; empty for a pack that no index named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<crate::id::BlobId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +63,7 @@ mod tests {
                 version: 1,
                 supersedes: vec![IndexId([3; 32])],
                 packs: vec![IndexedPack { id: PackId([1; 32]), kind: BlobKind::Tree, size, blobs }],
+                obsolete: vec![ObsoletePack { id: PackId([2; 32]), kind: BlobKind::Data, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![BlobId([4; 32])] }],
             };
             let mut buf = Vec::new();
             ciborium::into_writer(&f, &mut buf).unwrap();

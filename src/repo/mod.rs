@@ -279,6 +279,7 @@ impl Repository {
             version: FORMAT_VERSION,
             supersedes: Vec::new(),
             packs,
+            obsolete: Vec::new(),
         };
         let id = IndexId(self.save_file(FileKind::Index, &file)?);
         self.cache.add_index_file(&id, &file)?;

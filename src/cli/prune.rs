@@ -1,0 +1,107 @@
+use anyhow::anyhow;
+use clap::Args;
+use serde_json::json;
+use strata::error::exit;
+use strata::prune::{self, PruneOptions};
+
+use super::output::{self, Bar};
+use super::Global;
+
+#[derive(Args, Debug, Clone)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    opts: PruneOpts,
+    /// Show what would be freed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Prune's tuning, shared with `forget --prune`.
+#[derive(Args, Debug, Clone)]
+pub struct PruneOpts {
+    /// Repack a pack when more than this share of it is unused (e.g. 10%).
+    #[arg(long, default_value = "10%")]
+    max_unused: String,
+    /// How long unused packs stay marked before deletion; longer than any backup runs.
+    #[arg(long, default_value = "24h")]
+    grace: String,
+    /// Delete unused packs now, without the grace period. Only safe when no backup runs.
+    #[arg(long)]
+    instant_delete: bool,
+}
+
+impl PruneOpts {
+    pub fn options(&self, dry_run: bool) -> anyhow::Result<PruneOptions> {
+        let share = self.max_unused.trim_end_matches('%').trim();
+        let max_unused: f64 = share
+            .parse::<f64>()
+            .map_err(|_| anyhow!("--max-unused {}: give a percentage", self.max_unused))?
+            / 100.0;
+        if !(0.0..=1.0).contains(&max_unused) {
+            return Err(anyhow!(
+                "--max-unused {} is not between 0% and 100%",
+                self.max_unused
+            ));
+        }
+        let grace = humantime::parse_duration(&self.grace)
+            .map_err(|e| anyhow!("--grace {}: {e}", self.grace))?;
+        Ok(PruneOptions {
+            max_unused,
+            grace: chrono::Duration::from_std(grace)?,
+            instant_delete: self.instant_delete,
+            dry_run,
+        })
+    }
+}
+
+pub fn run(g: &Global, a: PruneArgs) -> anyhow::Result<i32> {
+    let opts = a.opts.options(a.dry_run)?;
+    let repo = g.open()?;
+    run_on(g, &repo, &opts)
+}
+
+pub fn run_on(g: &Global, repo: &strata::Repository, opts: &PruneOptions) -> anyhow::Result<i32> {
+    let bar = Bar::new(g.show_progress(), false, "prune");
+    let r = prune::run(repo, opts, &bar)?;
+    bar.finish();
+    if g.json {
+        output::print_json(&json!(r));
+    } else if !g.quiet {
+        println!(
+            "{}{} packs: {} deleted, {} repacked, {} newly marked unused, {} waiting out the grace period, {} revived",
+            if opts.dry_run { "dry run: " } else { "" },
+            r.packs,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_marked,
+            r.packs_waiting,
+            r.packs_resurrected
+        );
+        println!(
+            "{} {} in {:.2}s",
+            if opts.dry_run { "would free" } else { "freed" },
+            output::bytes(r.bytes_freed),
+            r.duration_secs
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones.
+    #[arg(long)]
+    all: bool,
+}
+
+pub fn unlock(g: &Global, a: UnlockArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let removed = strata::lock::unlock(&repo, a.all)?;
+    if !g.quiet {
+        for r in &removed {
+            println!("removed lock: {r}");
+        }
+        println!("{} lock(s) removed", removed.len());
+    }
+    Ok(exit::OK)
+}

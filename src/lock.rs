@@ -1,0 +1,176 @@
+//! The maintenance lock: one prune at a time. Backups never take it.
+//!
+//! Object stores offer no atomic create-if-absent everywhere (Garage ignores
+//! `If-None-Match`), so a lock is taken by write-then-list: write our lock, list all locks,
+//! and back off if any other live one exists. Two racing writers both see each other and both
+//! back off, which is safe. A lock names its owner and is refreshed while held; one not
+//! refreshed within [`LOCK_EXPIRY`] is stale: it is reported with owner and age, and
+//! `strata unlock` removes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::util;
+
+pub const LOCK_EXPIRY: Duration = Duration::from_secs(30 * 60);
+const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LockFile {
+    pub version: u32,
+    pub operation: String,
+    pub host: String,
+    pub user: String,
+    pub pid: u32,
+    /// When the lock was first taken, RFC 3339.
+    pub created: String,
+    /// When it was last refreshed, RFC 3339.
+    pub refreshed: String,
+}
+
+impl LockFile {
+    pub fn age(&self) -> chrono::Duration {
+        DateTime::parse_from_rfc3339(&self.refreshed)
+            .map(|t| crate::timespec::now() - t)
+            .unwrap_or(chrono::Duration::MAX)
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.age() > chrono::Duration::from_std(LOCK_EXPIRY).unwrap()
+    }
+
+    pub fn describe(&self) -> String {
+        let age = self.age();
+        format!(
+            "{} by {}@{} (pid {}) since {}, refreshed {} min ago{}",
+            self.operation,
+            self.user,
+            self.host,
+            self.pid,
+            self.created,
+            age.num_minutes(),
+            if self.is_stale() {
+                " — stale: if that process is gone, run `strata unlock`"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// All locks in the repository with their names (unreadable ones are reported as such).
+pub fn list(repo: &Repository) -> Result<Vec<(String, Result<LockFile>)>> {
+    let mut out = Vec::new();
+    for f in repo.backend().list(FileKind::Lock)? {
+        let lock = repo.load_file::<LockFile>(FileKind::Lock, &f.name);
+        out.push((f.name, lock));
+    }
+    Ok(out)
+}
+
+/// Held while the guard lives; refreshed in the background.
+pub struct LockGuard<'r> {
+    repo: &'r Repository,
+    name: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    refresher: Option<std::thread::JoinHandle<()>>,
+}
+
+fn now() -> DateTime<FixedOffset> {
+    crate::timespec::now()
+}
+
+pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r>> {
+    let t = now().to_rfc3339();
+    let mine = LockFile {
+        version: 1,
+        operation: operation.into(),
+        host: util::hostname(),
+        user: util::username(),
+        pid: std::process::id(),
+        created: t.clone(),
+        refreshed: t,
+    };
+    let name = hex::encode(repo.save_file(FileKind::Lock, &mine)?);
+    // Write, then list: whoever else wrote before our listing is seen.
+    let others: Vec<String> = list(repo)?
+        .into_iter()
+        .filter(|(n, _)| *n != name)
+        .map(|(n, l)| match l {
+            Ok(l) => l.describe(),
+            Err(e) => format!("unreadable lock {n}: {e}"),
+        })
+        .collect();
+    if !others.is_empty() {
+        repo.backend().delete(FileKind::Lock, &name)?;
+        return Err(Error::Locked(others.join("; ")));
+    }
+    let name = Arc::new(Mutex::new(name));
+    let stop = Arc::new(AtomicBool::new(false));
+    // The refresher needs its own handle on the repository's backend and key.
+    let backend = repo.backend().clone();
+    let key = repo.key().clone();
+    let (n2, s2) = (name.clone(), stop.clone());
+    let refresher = std::thread::spawn(move || {
+        let mut waited = Duration::ZERO;
+        while !s2.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            waited += Duration::from_millis(200);
+            if waited < REFRESH_EVERY {
+                continue;
+            }
+            waited = Duration::ZERO;
+            let mut lock = mine.clone();
+            lock.refreshed = now().to_rfc3339();
+            let mut cbor = Vec::new();
+            ciborium::into_writer(&lock, &mut cbor).expect("CBOR into memory");
+            let sealed = key.seal(&cbor, b"strata/lock/v1");
+            let new = hex::encode(crate::id::content_address(&sealed));
+            // The new lock is in place before the old one goes.
+            if backend.write(FileKind::Lock, &new, &sealed).is_ok() {
+                let old = std::mem::replace(&mut *n2.lock().unwrap(), new);
+                let _ = backend.delete(FileKind::Lock, &old);
+            }
+        }
+    });
+    Ok(LockGuard {
+        repo,
+        name,
+        stop,
+        refresher: Some(refresher),
+    })
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.refresher.take() {
+            let _ = h.join();
+        }
+        let name = self.name.lock().unwrap().clone();
+        let _ = self.repo.backend().delete(FileKind::Lock, &name);
+    }
+}
+
+/// Removes stale locks, or every lock with `all`; returns descriptions of what went.
+pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (name, lock) in list(repo)? {
+        let (stale, what) = match &lock {
+            Ok(l) => (l.is_stale(), l.describe()),
+            Err(e) => (true, format!("unreadable lock {name}: {e}")),
+        };
+        if all || stale {
+            repo.backend().delete(FileKind::Lock, &name)?;
+            removed.push(what);
+        }
+    }
+    Ok(removed)
+}

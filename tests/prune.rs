@@ -1,0 +1,239 @@
+//! `prune`: space comes back, kept snapshots stay whole, backups running across a prune
+//! stay restorable, and only one prune runs at a time.
+#[macro_use]
+mod common;
+
+use std::fs;
+
+use common::*;
+
+fn stored_bytes(env: &Env) -> u64 {
+    env.objects("data")
+        .iter()
+        .chain(env.objects("tree").iter())
+        .map(|(_, s)| s)
+        .sum()
+}
+
+/// Six hours of a service whose 3 MiB database file is rewritten every hour.
+fn six_hours(env: &Env) -> std::path::PathBuf {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("config.json"), "{}").unwrap();
+    for h in 0..6u64 {
+        fs::write(src.join("db.bin"), noise(3 << 20, 900 + h)).unwrap();
+        env.backup(&[
+            src.to_str().unwrap(),
+            "--time",
+            &format!("2026-05-01T{h:02}:00:00Z"),
+        ]);
+    }
+    src
+}
+
+fn prune_after_forget_frees_space_and_kept_snapshots_restore(env: &Env) {
+    let src = six_hours(env);
+    let before = stored_bytes(env);
+    env.ok(&["forget", "--keep-last", "2"]);
+    let dry = env.json(&["prune", "--dry-run", "--instant-delete"]);
+    assert_eq!(stored_bytes(env), before, "a dry run deletes nothing");
+    let r = env.json(&["prune", "--instant-delete"]);
+    assert_eq!(r["packs_deleted"], dry["packs_deleted"], "{r} vs {dry}");
+    let after = stored_bytes(env);
+    let freed = r["bytes_freed"].as_u64().unwrap();
+    assert!(freed >= 4 * (3 << 20), "{r}");
+    assert_eq!(before - after, freed, "{r}");
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    for at in ["2026-05-01T04:00:00Z", "2026-05-01T05:00:00Z"] {
+        let target = env.path(&format!("r{}", &at[11..13]));
+        env.ok(&[
+            "restore",
+            "--at",
+            at,
+            "--target",
+            target.to_str().unwrap(),
+            "--verify",
+        ]);
+        let h: u64 = at[11..13].parse().unwrap();
+        assert_eq!(
+            fs::read(restored(&target, &src).join("db.bin")).unwrap(),
+            noise(3 << 20, 900 + h)
+        );
+    }
+    // Nothing left to do: a second prune frees nothing.
+    let again = env.json(&["prune", "--instant-delete"]);
+    assert_eq!(again["bytes_freed"], 0, "{again}");
+}
+
+fn unused_packs_wait_out_the_grace_period(env: &Env) {
+    six_hours(env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let before = stored_bytes(env);
+    let first = env.json(&["prune", "--grace", "1h"]);
+    assert!(first["packs_marked"].as_u64().unwrap() >= 5, "{first}");
+    assert_eq!(first["packs_deleted"], 0);
+    // Marked packs stay during the grace period (repacking may add a small pack).
+    assert!(stored_bytes(env) >= before);
+    // Marked packs are no longer in the index, yet the repository is consistent.
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    let second = env.json(&["prune", "--grace", "1h"]);
+    assert_eq!(second["packs_deleted"], 0, "{second}");
+    let third = env.json(&["prune", "--grace", "0s"]);
+    assert!(third["packs_deleted"].as_u64().unwrap() >= 5, "{third}");
+    assert!(stored_bytes(env) < before);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("r").to_str().unwrap(),
+        "--verify",
+    ]);
+}
+
+/// A backup on another host (its own cache) starts, deduplicates against data that a prune
+/// then finds unused and marks, and finishes after the prune: its snapshot must survive the
+/// next prune, which revives the pack instead of deleting it.
+fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let shared = noise(2 << 20, 77);
+    fs::write(src.join("a-shared.bin"), &shared).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    // The only snapshot holding the shared data goes; its pack is now unused.
+    env.ok(&[
+        "forget",
+        "--keep-last",
+        "0",
+        "--keep-tag",
+        "nothing-has-this-tag",
+    ]);
+    assert!(env.objects("snapshots").is_empty());
+    // The slow backup: the shared file first (deduplicated), then lots of fresh data.
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("a-shared.bin"), &shared).unwrap();
+    fs::write(other.join("z-big.bin"), noise(300 << 20, 78)).unwrap();
+    let mut backup = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+    backup
+        .envs(
+            env.cmd()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("STRATA_CACHE_DIR", env.path("host-a-cache"))
+        .args([
+            "--json",
+            "backup",
+            other.to_str().unwrap(),
+            "--uploads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped());
+    // Give the host its cache (the index with the shared blobs) before it starts.
+    let warm = env
+        .cmd()
+        .env("STRATA_CACHE_DIR", env.path("host-a-cache"))
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert!(warm.status.success());
+    let child = backup.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let p1 = env.json(&["prune", "--grace", "2s"]);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("prune during backup: {p1}\nbackup: {b}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let p2 = env.json(&["prune", "--grace", "2s"]);
+    eprintln!("prune after backup: {p2}");
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    let target = env.path("r");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(
+        fs::read(restored(&target, &other).join("a-shared.bin")).unwrap(),
+        shared
+    );
+    // When the backup did dedup against the marked pack, the second prune revived it.
+    if b["bytes_read"].as_u64().unwrap() > 0
+        && p1["packs_marked"].as_u64().unwrap() > 0
+        && b["bytes_added"].as_u64().unwrap() < (302 << 20)
+    {
+        assert!(p2["packs_resurrected"].as_u64().unwrap() >= 1, "{p2}");
+    }
+}
+
+fn a_second_prune_is_refused_and_stale_locks_are_reported(env: &Env) {
+    six_hours(env);
+    let repo = open_repo(env);
+    {
+        let _held = strata::lock::acquire(&repo, "prune").unwrap();
+        let out = env.run(&["prune"]);
+        assert_eq!(code(&out), 11, "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("locked") && stderr(&out).contains("prune by"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A lock left by a crashed prune an hour ago: stale, reported, removable.
+    let old = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    repo.save_file(
+        strata::backend::FileKind::Lock,
+        &strata::lock::LockFile {
+            version: 1,
+            operation: "prune".into(),
+            host: "crashed-host".into(),
+            user: "root".into(),
+            pid: 4242,
+            created: old.clone(),
+            refreshed: old,
+        },
+    )
+    .unwrap();
+    let out = env.run(&["prune"]);
+    assert_eq!(code(&out), 11);
+    assert!(
+        stderr(&out).contains("crashed-host") && stderr(&out).contains("stale"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.ok(&["unlock"]).contains("1 lock(s) removed"));
+    env.ok(&["prune"]);
+    assert!(env.objects("locks").is_empty(), "prune releases its lock");
+}
+
+fn forget_with_prune(env: &Env) {
+    six_hours(env);
+    let before = stored_bytes(env);
+    env.ok(&["forget", "--keep-last", "1", "--prune", "--instant-delete"]);
+    assert!(stored_bytes(env) < before);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+}
+
+conformance!(
+    prune_after_forget_frees_space_and_kept_snapshots_restore,
+    unused_packs_wait_out_the_grace_period,
+    a_backup_running_across_a_prune_stays_restorable,
+    a_second_prune_is_refused_and_stale_locks_are_reported,
+    forget_with_prune
+);
