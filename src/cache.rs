@@ -44,6 +44,18 @@ pub struct BlobLocation {
     pub entry: BlobEntry,
 }
 
+/// How much of a pack the snapshots use (prune's view).
+#[derive(Clone, Copy, Debug)]
+pub struct PackUsage {
+    pub id: PackId,
+    pub kind: BlobKind,
+    pub size: u64,
+    /// Bytes of blobs some snapshot references.
+    pub used: u64,
+    /// Bytes of all blobs the index places in this pack.
+    pub indexed: u64,
+}
+
 /// A file as the last backup of its set saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileStat {
@@ -373,13 +385,14 @@ impl Cache {
         st.exists([&id.0[..]]).map_err(|e| self.err(e))
     }
 
-    /// Per pack: kind, size and the bytes of its blobs that are used.
-    pub fn pack_usage(&self) -> Result<Vec<(PackId, BlobKind, u64, u64)>> {
+    /// Per pack: kind, size, the bytes of its used blobs and of all its indexed blobs.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
         let conn = self.lock();
         let mut st = conn
             .prepare_cached(
                 "SELECT p.id, p.kind, p.size,
-                        COALESCE(SUM(CASE WHEN u.id IS NOT NULL THEN b.length ELSE 0 END), 0)
+                        COALESCE(SUM(CASE WHEN u.id IS NOT NULL THEN b.length ELSE 0 END), 0),
+                        COALESCE(SUM(b.length), 0)
                  FROM packs p LEFT JOIN blobs b ON b.pack = p.id LEFT JOIN used u ON u.id = b.id
                  GROUP BY p.id ORDER BY p.id",
             )
@@ -391,14 +404,21 @@ impl Cache {
                     r.get::<_, u8>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, kind, size, used) = r.map_err(|e| self.err(e))?;
+            let (id, kind, size, used, total) = r.map_err(|e| self.err(e))?;
             if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
-                out.push((id, kind, size as u64, used as u64));
+                out.push(PackUsage {
+                    id,
+                    kind,
+                    size: size as u64,
+                    used: used as u64,
+                    indexed: total as u64,
+                });
             }
         }
         Ok(out)

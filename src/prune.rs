@@ -120,11 +120,12 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     // 3. Decide per live pack: keep, repack, or mark.
     let usage = cache.pack_usage()?;
     report.packs = usage.len();
-    let live: HashSet<PackId> = usage.iter().map(|(id, ..)| *id).collect();
+    let live: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
     let mut keep: Vec<PackId> = Vec::new();
     let mut repack: Vec<(PackId, BlobKind)> = Vec::new();
     let mut new_marks: Vec<ObsoletePack> = Vec::new();
-    for (id, kind, size, used) in &usage {
+    for u in &usage {
+        let (id, kind, size, used) = (&u.id, &u.kind, &u.size, &u.used);
         if *used == 0 {
             let blobs = cache.pack_blobs(id)?.into_iter().map(|b| b.id).collect();
             report.bytes_marked += size;
@@ -134,7 +135,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 marked: now.to_rfc3339(),
                 blobs,
             });
-        } else if (size - used) as f64 > opts.max_unused * *size as f64 {
+        } else if u.indexed.saturating_sub(*used) as f64 > opts.max_unused * *size as f64 {
+            // Header and trailer are not waste: only unused blobs count.
             repack.push((*id, *kind));
             report.bytes_repacked += used;
         } else {
@@ -328,8 +330,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             } else if let Some(id) = keep_iter.next() {
                 let (kind, size) = usage
                     .iter()
-                    .find(|(i, ..)| *i == id)
-                    .map(|(_, k, s, _)| (*k, *s))
+                    .find(|u| u.id == id)
+                    .map(|u| (u.kind, u.size))
                     .expect("kept packs come from the usage list");
                 pending.push(IndexedPack {
                     id,

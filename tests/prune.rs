@@ -237,3 +237,89 @@ conformance!(
     a_second_prune_is_refused_and_stale_locks_are_reported,
     forget_with_prune
 );
+
+/// A year of hourly snapshots under the runbook's critical+daily+weekly style policy keeps
+/// exactly the expected ones; prune then frees their space and everything kept restores.
+#[test]
+fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
+    use rayon::prelude::*;
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("state.json"), "{}").unwrap();
+    let first = env.backup(&[src.to_str().unwrap(), "--time", "2026-01-01T00:00:00Z"]);
+    let repo = open_repo(env);
+    let (_, template) = repo
+        .find_snapshot(first["snapshot_id"].as_str().unwrap())
+        .unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
+    (1..365 * 24).into_par_iter().for_each(|h| {
+        let mut s = template.clone();
+        s.time = (start + chrono::Duration::hours(h)).to_rfc3339();
+        repo.write_snapshot(&s).unwrap();
+    });
+    assert_eq!(env.objects("snapshots").len(), 365 * 24);
+    let plan = env.json(&[
+        "forget",
+        "--keep-hourly",
+        "168",
+        "--keep-daily",
+        "30",
+        "--keep-weekly",
+        "52",
+        "--dry-run",
+    ]);
+    let keep = plan["groups"][0]["keep"].as_array().unwrap();
+    // As the unit test of the policy: 168 hourly + 23 more daily + 47 more weekly.
+    assert_eq!(keep.len(), 238);
+    assert_eq!(
+        plan["groups"][0]["remove"].as_array().unwrap().len(),
+        365 * 24 - 238
+    );
+    let times: std::collections::HashSet<&str> =
+        keep.iter().map(|k| k["time"].as_str().unwrap()).collect();
+    assert!(times.contains("2026-12-31T23:00:00+00:00"));
+    assert!(
+        times.contains("2026-12-24T23:00:00+00:00"),
+        "a daily beyond the hourly week"
+    );
+    assert!(
+        times.contains("2026-01-11T23:00:00+00:00"),
+        "the oldest weekly (W02's Sunday)"
+    );
+    assert!(
+        !times.contains("2026-01-04T23:00:00+00:00"),
+        "W01 is the 53rd week back"
+    );
+    let started = std::time::Instant::now();
+    let out = env.json(&[
+        "forget",
+        "--keep-hourly",
+        "168",
+        "--keep-daily",
+        "30",
+        "--keep-weekly",
+        "52",
+        "--prune",
+        "--instant-delete",
+    ]);
+    eprintln!(
+        "forget+prune of 8760 snapshots took {:.2}s: {}",
+        started.elapsed().as_secs_f64(),
+        out["prune"]
+    );
+    // All the snapshots share one tree and one file: there is nothing to free or repack.
+    assert_eq!(out["prune"]["packs_repacked"], 0, "{}", out["prune"]);
+    assert_eq!(env.objects("snapshots").len(), 238);
+    assert!(env
+        .ok(&["check", "--read-data"])
+        .contains("no errors found"));
+    env.ok(&[
+        "restore",
+        "--at",
+        "2026-06-01T00:00:00Z",
+        "--target",
+        env.path("r").to_str().unwrap(),
+    ]);
+}

@@ -121,6 +121,15 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    let pruned = if a.prune && !a.dry_run {
+        Some(super::prune::execute(
+            g,
+            &repo,
+            &a.prune_opts.options(false)?,
+        )?)
+    } else {
+        None
+    };
     if g.json {
         let v: Vec<_> = plans
             .iter()
@@ -132,7 +141,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
                 })
             })
             .collect();
-        output::print_json(&json!({"dry_run": a.dry_run, "groups": v}));
+        output::print_json(&json!({"dry_run": a.dry_run, "groups": v, "prune": pruned}));
     } else if !g.quiet {
         for p in &plans {
             println!(
@@ -160,8 +169,8 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             println!("{removed} snapshot(s) removed; their data stays until prune");
         }
     }
-    if a.prune && !a.dry_run {
-        return super::prune::run_on(g, &repo, &a.prune_opts.options(false)?);
+    if let (Some(r), false) = (&pruned, g.json) {
+        super::prune::print(g, r, false);
     }
     Ok(exit::OK)
 }

@@ -61,30 +61,46 @@ pub fn run(g: &Global, a: PruneArgs) -> anyhow::Result<i32> {
 }
 
 pub fn run_on(g: &Global, repo: &strata::Repository, opts: &PruneOptions) -> anyhow::Result<i32> {
+    let r = execute(g, repo, opts)?;
+    if g.json {
+        output::print_json(&json!(r));
+    } else {
+        print(g, &r, opts.dry_run);
+    }
+    Ok(exit::OK)
+}
+
+pub fn execute(
+    g: &Global,
+    repo: &strata::Repository,
+    opts: &PruneOptions,
+) -> anyhow::Result<prune::PruneReport> {
     let bar = Bar::new(g.show_progress(), false, "prune");
     let r = prune::run(repo, opts, &bar)?;
     bar.finish();
-    if g.json {
-        output::print_json(&json!(r));
-    } else if !g.quiet {
-        println!(
-            "{}{} packs: {} deleted, {} repacked, {} newly marked unused, {} waiting out the grace period, {} revived",
-            if opts.dry_run { "dry run: " } else { "" },
-            r.packs,
-            r.packs_deleted,
-            r.packs_repacked,
-            r.packs_marked,
-            r.packs_waiting,
-            r.packs_resurrected
-        );
-        println!(
-            "{} {} in {:.2}s",
-            if opts.dry_run { "would free" } else { "freed" },
-            output::bytes(r.bytes_freed),
-            r.duration_secs
-        );
+    Ok(r)
+}
+
+pub fn print(g: &Global, r: &prune::PruneReport, dry_run: bool) {
+    if g.quiet {
+        return;
     }
-    Ok(exit::OK)
+    println!(
+        "{}{} packs: {} deleted, {} repacked, {} newly marked unused, {} waiting out the grace period, {} revived",
+        if dry_run { "dry run: " } else { "" },
+        r.packs,
+        r.packs_deleted,
+        r.packs_repacked,
+        r.packs_marked,
+        r.packs_waiting,
+        r.packs_resurrected
+    );
+    println!(
+        "{} {} in {:.2}s",
+        if dry_run { "would free" } else { "freed" },
+        output::bytes(r.bytes_freed),
+        r.duration_secs
+    );
 }
 
 #[derive(Args, Debug)]
