@@ -195,21 +195,28 @@ impl Cache {
 
     // ---- blob index ----
 
-    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+    /// The 32-byte ids a one-column query returns (malformed rows are skipped).
+    fn ids(&self, sql: &str) -> Result<Vec<[u8; 32]>> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT id FROM index_files")
-            .map_err(|e| self.err(e))?;
+        let mut st = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            if let Some(id) = IndexId::from_slice(&r.map_err(|e| self.err(e))?) {
+            if let Ok(id) = <[u8; 32]>::try_from(r.map_err(|e| self.err(e))?) {
                 out.push(id);
             }
         }
         Ok(out)
+    }
+
+    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+        Ok(self
+            .ids("SELECT id FROM index_files")?
+            .into_iter()
+            .map(IndexId)
+            .collect())
     }
 
     /// Forgets the whole blob index (before a rebuild).
@@ -427,20 +434,11 @@ impl Cache {
     // ---- snapshots and trees ----
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT id FROM snapshots")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            if let Some(id) = SnapshotId::from_slice(&r.map_err(|e| self.err(e))?) {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        Ok(self
+            .ids("SELECT id FROM snapshots")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect())
     }
 
     pub fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {

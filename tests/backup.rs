@@ -280,12 +280,8 @@ fn two_backups_at_once_share_repository_and_cache(env: &Env) {
             )
             .unwrap();
         }
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
-        cmd.env("STRATA_REPOSITORY", &env.repo)
-            .env("STRATA_PASSWORD", PASSWORD)
-            .env("STRATA_CACHE_DIR", &env.cache)
-            .env("STRATA_TEST_FAST_KDF", "1")
-            .args(["backup", "-q", src.to_str().unwrap()]);
+        let mut cmd = env.std_cmd();
+        cmd.args(["backup", "-q", src.to_str().unwrap()]);
         children.push(cmd.spawn().unwrap());
     }
     for mut c in children {
@@ -319,12 +315,8 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
     for i in 0..40u64 {
         fs::write(src.join(format!("f{i}")), noise(4 << 20, 500 + i)).unwrap();
     }
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
-        .envs(
-            env.cmd()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
+    let mut child = env
+        .std_cmd()
         .args(["backup", "-q", src.to_str().unwrap()])
         .spawn()
         .unwrap();

@@ -122,13 +122,8 @@ fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("a-shared.bin"), &shared).unwrap();
     fs::write(other.join("z-big.bin"), noise(300 << 20, 78)).unwrap();
-    let mut backup = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+    let mut backup = env.std_cmd();
     backup
-        .envs(
-            env.cmd()
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
         .env("STRATA_CACHE_DIR", env.path("host-a-cache"))
         .args([
             "--json",

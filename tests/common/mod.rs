@@ -139,6 +139,11 @@ impl Env {
     }
 
     pub fn cmd(&self) -> assert_cmd::Command {
+        assert_cmd::Command::from_std(self.std_cmd())
+    }
+
+    /// The `strata` command with this environment, for tests that spawn it in the background.
+    pub fn std_cmd(&self) -> std::process::Command {
         let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
         std_cmd
             .env_clear()
@@ -158,7 +163,7 @@ impl Env {
         if let Some(uid) = self.run_as {
             std_cmd.uid(uid).gid(uid);
         }
-        assert_cmd::Command::from_std(std_cmd)
+        std_cmd
     }
 
     /// Runs strata with arguments and returns the output, whatever the exit code.
