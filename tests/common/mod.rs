@@ -93,6 +93,21 @@ impl Env {
         env
     }
 
+    /// The binary to run: for an unprivileged run a world-executable copy inside the test's
+    /// directory, since the build directory may sit where that user cannot reach (/root).
+    fn binary(&self) -> PathBuf {
+        let built = assert_cmd::cargo::cargo_bin("strata");
+        if self.run_as.is_none() {
+            return built;
+        }
+        let copy = self.dir.path().join("strata-bin");
+        if !copy.exists() {
+            fs::copy(&built, &copy).unwrap();
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        copy
+    }
+
     /// The repository's backend, for tests that inspect or damage stored objects.
     pub fn backend(&self) -> strata::backend::BackendRef {
         strata::backend::open(&self.repo).unwrap()
@@ -144,7 +159,7 @@ impl Env {
 
     /// The `strata` command with this environment, for tests that spawn it in the background.
     pub fn std_cmd(&self) -> std::process::Command {
-        let mut std_cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"));
+        let mut std_cmd = std::process::Command::new(self.binary());
         std_cmd
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
