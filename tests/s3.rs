@@ -23,8 +23,13 @@ fn garage_requests() -> u64 {
         .sum::<f64>() as u64
 }
 
-fn s3_env() -> Option<Env> {
-    Env::s3()
+/// Garage's request counters are server-wide: the tests of this file run one at a time so
+/// that the request-economy test counts only its own requests.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn s3_env() -> Option<(Env, std::sync::MutexGuard<'static, ()>)> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    Env::s3().map(|e| (e, guard))
 }
 
 fn with_repo(url: &str, env: &Env) -> assert_cmd::Command {
@@ -35,7 +40,9 @@ fn with_repo(url: &str, env: &Env) -> assert_cmd::Command {
 
 #[test]
 fn clear_errors_for_credentials_buckets_and_endpoints() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     env.init();
     // No credentials at all.
     let out = env
@@ -94,7 +101,9 @@ fn clear_errors_for_credentials_buckets_and_endpoints() {
 
 #[test]
 fn an_unchanged_hourly_backup_costs_at_most_five_requests() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     env.init();
     // Outside /tmp, whose mtime other tests change all the time: like /srv in production,
     // the directories above the source stay put, so their trees dedup too.
@@ -122,7 +131,9 @@ fn an_unchanged_hourly_backup_costs_at_most_five_requests() {
 
 #[test]
 fn storage_class_is_stored_in_the_config_and_overridable() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     env.ok(&["init", "--data-storage-class", "STANDARD_IA"]);
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -143,7 +154,9 @@ fn storage_class_is_stored_in_the_config_and_overridable() {
 
 #[test]
 fn large_packs_go_up_in_parts() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
@@ -174,7 +187,9 @@ fn large_packs_go_up_in_parts() {
 /// knows only the URL, the credentials and the password.
 #[test]
 fn disaster_recovery_drill() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
@@ -293,7 +308,9 @@ fn faulty_proxy(upstream: &str) -> FaultyProxy {
 
 #[test]
 fn backups_and_restores_ride_out_503s_and_dropped_connections() {
-    let Some(env) = s3_env() else { return };
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
     let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
     let bucket = std::env::var("STRATA_TEST_S3_BUCKET").unwrap();
     let proxy = faulty_proxy(&endpoint);
