@@ -288,9 +288,7 @@ fn two_backups_at_once_share_repository_and_cache(env: &Env) {
         assert!(c.wait().unwrap().success());
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 2);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     for name in ["one", "two"] {
         let target = env.path(&format!("r-{name}"));
         let src = env.path(name);
@@ -333,9 +331,7 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
     assert!(env.ok(&["check"]).contains("no errors found"));
     let v = env.backup(&[src.to_str().unwrap()]);
     assert_eq!(v["files_new"], 40);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     let target = env.path("r");
     env.ok(&[
         "restore",

@@ -117,9 +117,7 @@ fn forget_by_policy_per_group_with_dry_run(env: &Env) {
         fs::read_to_string(restored(&target, &src).join("state")).unwrap(),
         "day 9 hour 18"
     );
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
 }
 
 fn forget_refuses_without_a_rule(env: &Env) {

@@ -44,9 +44,7 @@ fn prune_after_forget_frees_space_and_kept_snapshots_restore(env: &Env) {
     let freed = r["bytes_freed"].as_u64().unwrap();
     assert!(freed >= 4 * (3 << 20), "{r}");
     assert_eq!(before - after, freed, "{r}");
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     for at in ["2026-05-01T04:00:00Z", "2026-05-01T05:00:00Z"] {
         let target = env.path(&format!("r{}", &at[11..13]));
         env.ok(&[
@@ -78,17 +76,13 @@ fn unused_packs_wait_out_the_grace_period(env: &Env) {
     // Marked packs stay during the grace period (repacking may add a small pack).
     assert!(stored_bytes(env) >= before);
     // Marked packs are no longer in the index, yet the repository is consistent.
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     let second = env.json(&["prune", "--grace", "1h"]);
     assert_eq!(second["packs_deleted"], 0, "{second}");
     let third = env.json(&["prune", "--grace", "0s"]);
     assert!(third["packs_deleted"].as_u64().unwrap() >= 5, "{third}");
     assert!(stored_bytes(env) < before);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     env.ok(&[
         "restore",
         "latest",
@@ -151,9 +145,7 @@ fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let p2 = env.json(&["prune", "--grace", "2s"]);
     eprintln!("prune after backup: {p2}");
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     let target = env.path("r");
     env.ok(&[
         "restore",
@@ -220,9 +212,7 @@ fn forget_with_prune(env: &Env) {
     let before = stored_bytes(env);
     env.ok(&["forget", "--keep-last", "1", "--prune", "--instant-delete"]);
     assert!(stored_bytes(env) < before);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
 }
 
 conformance!(
@@ -307,9 +297,7 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
     // All the snapshots share one tree and one file: there is nothing to free or repack.
     assert_eq!(out["prune"]["packs_repacked"], 0, "{}", out["prune"]);
     assert_eq!(env.objects("snapshots").len(), 238);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     env.ok(&[
         "restore",
         "--at",

@@ -147,9 +147,7 @@ fn storage_class_is_stored_in_the_config_and_overridable() {
     // Garage accepts and ignores storage classes; the data must still round-trip.
     fs::write(src.join("g"), noise(100_000, 2)).unwrap();
     env.backup(&[src.to_str().unwrap(), "--data-storage-class", "GLACIER_IR"]);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
 }
 
 #[test]
@@ -170,9 +168,7 @@ fn large_packs_go_up_in_parts() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(env.objects("data").iter().any(|(_, size)| *size > 5 << 20));
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    env.assert_read_data_clean();
     let target = env.path("r");
     env.ok(&[
         "restore",

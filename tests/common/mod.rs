@@ -108,6 +108,12 @@ impl Env {
         copy
     }
 
+    /// `check --read-data` succeeds and finds nothing.
+    pub fn assert_read_data_clean(&self) {
+        let out = self.ok(&["check", "--read-data"]);
+        assert!(out.contains("no errors found"), "{out}");
+    }
+
     /// The repository's backend, for tests that inspect or damage stored objects.
     pub fn backend(&self) -> strata::backend::BackendRef {
         strata::backend::open(&self.repo).unwrap()
