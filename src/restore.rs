@@ -90,12 +90,28 @@ pub fn run(
             NodeKind::File => report.files += 1,
             _ => report.other += 1,
         }
-        if opts.dry_run {
-            continue;
-        }
-        if let Err(e) = create(item, &dest(item), &items, &dest) {
-            errors.lock().unwrap().push(e.to_string());
-        }
+    }
+    if !opts.dry_run {
+        let make = |item: &Item| {
+            if let Err(e) = create(item, &dest(item), &items, &dest) {
+                errors.lock().unwrap().push(e.to_string());
+            }
+        };
+        // Directories in order (parents first); then every other entry in parallel, since
+        // allocating an inode is most of a small file's cost; hard links last, as they need
+        // their first name in place.
+        items
+            .iter()
+            .filter(|i| i.node.kind == NodeKind::Dir)
+            .for_each(make);
+        items
+            .par_iter()
+            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_none())
+            .for_each(make);
+        items
+            .iter()
+            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_some())
+            .for_each(make);
     }
 
     // Plan: pack -> blobs -> (file, offset) targets.
@@ -144,11 +160,20 @@ pub fn run(
     if !opts.dry_run {
         // Children before parents: setting a file's metadata never touches its directory,
         // but creating a file does, so directories come last.
-        for item in items.iter().rev() {
+        let apply = |item: &Item| {
             if let Err(e) = set_metadata(&item.node, &dest(item)) {
                 errors.lock().unwrap().push(e.to_string());
             }
-        }
+        };
+        items
+            .par_iter()
+            .filter(|i| i.node.kind != NodeKind::Dir)
+            .for_each(apply);
+        items
+            .iter()
+            .rev()
+            .filter(|i| i.node.kind == NodeKind::Dir)
+            .for_each(apply);
         if opts.verify {
             for item in &items {
                 if item.node.kind == NodeKind::File && item.link_to.is_none() {

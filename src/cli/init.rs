@@ -27,14 +27,10 @@ pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
         return Err(strata::Error::RepositoryExists(backend.location()).into());
     }
     let password = g.password("new repository password: ", true)?;
-    let chunker = match a.chunk_avg {
-        Some(avg) => ChunkerParams {
-            min_size: avg / 4,
-            avg_size: avg,
-            max_size: avg * 4,
-        },
-        None => ChunkerParams::default(),
-    };
+    let chunker = a
+        .chunk_avg
+        .map(ChunkerParams::with_average)
+        .unwrap_or_default();
     chunker.validate().map_err(anyhow::Error::msg)?;
     let mut config = Config::new(chunker, a.compression);
     config.data_storage_class = a.data_storage_class;

@@ -7,6 +7,8 @@
 //! the CBOR list of [`BlobEntry`] sealed with AAD `strata/pack-header/v1`. The pack's name
 //! is the BLAKE3 hash of all its bytes.
 
+use std::cell::RefCell;
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::MasterKey;
@@ -85,6 +87,45 @@ fn blob_aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
     aad
 }
 
+// A zstd context costs an allocation and a few hundred KiB of zeroing to create: far more
+// than compressing one 32 KiB chunk. Each worker thread keeps one of each and reuses it.
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// The zstd frame for `plain`, or `None` when it would not be smaller.
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().map(|(l, _)| *l) != Some(level) {
+            *cell = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = cell.as_mut()?;
+        // Room for less than the input only: zstd gives up with "destination too small"
+        // on data that does not shrink, which is then stored raw.
+        let mut out = Vec::with_capacity(plain.len().saturating_sub(1));
+        compressor.compress_to_buffer(plain, &mut out).ok()?;
+        Some(out)
+    })
+}
+
+fn decompress(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            *cell = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let mut out = Vec::with_capacity(raw_length);
+        cell.as_mut()
+            .expect("set above")
+            .decompress_to_buffer(frame, &mut out)?;
+        Ok(out)
+    })
+}
+
 /// A blob compressed (when that helps) and sealed, ready to append to a pack.
 pub struct SealedBlob {
     pub id: BlobId,
@@ -97,9 +138,7 @@ pub struct SealedBlob {
 impl SealedBlob {
     pub fn seal(key: &MasterKey, id: BlobId, kind: BlobKind, plain: &[u8], level: i32) -> Self {
         let compressed = if level != 0 {
-            zstd::bulk::compress(plain, level)
-                .ok()
-                .filter(|c| c.len() < plain.len())
+            compress(plain, level)
         } else {
             None
         };
@@ -125,7 +164,7 @@ pub fn open_blob(key: &MasterKey, entry: &BlobEntry, sealed: &[u8]) -> Result<Ve
         .ok_or_else(|| bad("authentication failed (tampered, truncated or wrong key)"))?;
     let plain = match entry.compression {
         Compression::None => payload,
-        Compression::Zstd => zstd::bulk::decompress(&payload, entry.raw_length as usize)
+        Compression::Zstd => decompress(&payload, entry.raw_length as usize)
             .map_err(|e| bad(&format!("zstd: {e}")))?,
     };
     if plain.len() != entry.raw_length as usize {
