@@ -195,13 +195,15 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         progress.message("reading data");
         progress.set_total(chosen.len() as u64);
         let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
-        chosen.par_iter().for_each(|(id, kind)| {
-            let (probs, bad, bytes) = read_pack(repo, id, *kind);
-            let mut f = found.lock().unwrap();
-            f.0.extend(probs);
-            f.1.extend(bad);
-            f.2 += bytes;
-            progress.advance(1);
+        crate::util::with_read_pool(repo.backend().as_ref(), || {
+            chosen.par_iter().for_each(|(id, kind)| {
+                let (probs, bad, bytes) = read_pack(repo, id, *kind);
+                let mut f = found.lock().unwrap();
+                f.0.extend(probs);
+                f.1.extend(bad);
+                f.2 += bytes;
+                progress.advance(1);
+            })
         });
         let (probs, bad, bytes) = found.into_inner().unwrap();
         report.bytes_read = bytes;

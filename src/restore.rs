@@ -148,12 +148,14 @@ pub fn run(
         })
         .collect();
     packs.sort_by_key(|(p, _)| *p);
-    packs.par_iter().for_each(|(pack, fetches)| {
-        if let Err(e) = restore_pack(
-            repo, pack, fetches, &items, &dest, opts, progress, &written, &errors,
-        ) {
-            errors.lock().unwrap().push(e.to_string());
-        }
+    crate::util::with_read_pool(repo.backend().as_ref(), || {
+        packs.par_iter().for_each(|(pack, fetches)| {
+            if let Err(e) = restore_pack(
+                repo, pack, fetches, &items, &dest, opts, progress, &written, &errors,
+            ) {
+                errors.lock().unwrap().push(e.to_string());
+            }
+        })
     });
     report.bytes = written.load(Ordering::Relaxed);
 

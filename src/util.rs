@@ -45,3 +45,16 @@ pub fn group_name(gid: u32) -> Option<String> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// Runs `f` on a thread pool sized for the backend's reads (at least one thread per core), so
+/// that network latency does not leave the cores idle.
+pub fn with_read_pool<R: Send>(
+    backend: &dyn crate::backend::Backend,
+    f: impl FnOnce() -> R + Send,
+) -> R {
+    let threads = backend.read_concurrency().max(rayon::current_num_threads());
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}

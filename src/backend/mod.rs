@@ -105,6 +105,12 @@ pub trait Backend: Send + Sync {
         2
     }
 
+    /// How many whole-pack or range reads to keep in flight (restore, check --read-data).
+    /// Local disks gain nothing past one per core; object stores hide latency with more.
+    fn read_concurrency(&self) -> usize {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+
     /// Requests made so far, where the backend counts them.
     fn request_count(&self) -> Option<u64> {
         None

@@ -494,6 +494,12 @@ impl Backend for S3Backend {
         4
     }
 
+    fn read_concurrency(&self) -> usize {
+        // Each read holds up to a pack (16 MiB) or a 32 MiB range: 6 bounds that near
+        // 200 MiB while keeping a high-latency link busy.
+        6
+    }
+
     fn request_count(&self) -> Option<u64> {
         Some(self.requests.total())
     }
