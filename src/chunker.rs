@@ -112,15 +112,12 @@ impl<R: Read> Chunker<R> {
         let mut data = std::mem::take(&mut self.carry);
         data.reserve(self.batch_size.saturating_sub(data.len()));
         while !self.eof && data.len() < self.batch_size {
-            let start = data.len();
-            data.resize(self.batch_size, 0);
-            match self.reader.read(&mut data[start..]) {
-                Ok(0) => {
-                    data.truncate(start);
-                    self.eof = true;
-                }
-                Ok(n) => data.truncate(start + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => data.truncate(start),
+            // `read_to_end` through `take` reads into spare capacity without zeroing it first.
+            let want = (self.batch_size - data.len()) as u64;
+            match (&mut self.reader).take(want).read_to_end(&mut data) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
