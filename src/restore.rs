@@ -31,8 +31,9 @@ use crate::walk;
 
 /// Blobs of one pack closer than this are fetched in one range read.
 const MAX_GAP: u64 = 256 << 10;
-/// Largest single range read.
-const MAX_RANGE: u64 = 32 << 20;
+/// Largest single range read: a whole data pack (16 MiB of blobs plus its header) fits, so a
+/// pack costs one request, and each reader thread holds at most this much.
+const MAX_RANGE: u64 = 17 << 20;
 
 #[derive(Default)]
 pub struct RestoreOptions {
@@ -147,7 +148,19 @@ pub fn run(
             (p, v)
         })
         .collect();
-    packs.sort_by_key(|(p, _)| *p);
+    // In the order of the files they fill: a backup writes a file's chunks into consecutive
+    // packs, and rayon splits this list in halves, so the threads work on different files
+    // instead of queueing on one file's inode lock.
+    packs.sort_by_key(|(p, fetches)| {
+        (
+            fetches
+                .iter()
+                .filter_map(|f| f.targets.first())
+                .min()
+                .copied(),
+            *p,
+        )
+    });
     crate::util::with_read_pool(repo.backend().as_ref(), || {
         packs.par_iter().for_each(|(pack, fetches)| {
             if let Err(e) = restore_pack(

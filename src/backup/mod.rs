@@ -34,8 +34,10 @@ use crate::repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 use crate::repo::Repository;
 use crate::util;
 
-/// Bytes read from a file before its chunks are sealed in parallel.
-const BATCH_SIZE: usize = 4 << 20;
+/// Bytes read from a file before its chunks are sealed in parallel: ~32 chunks, enough to
+/// keep every core busy. Small on purpose: rayon's work stealing can leave several files'
+/// batches in flight at once, and peak memory grows with each.
+const BATCH_SIZE: usize = 1 << 20;
 
 pub enum Source<'a> {
     Paths(Vec<PathBuf>),

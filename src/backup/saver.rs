@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::{Scope, ScopedJoinHandle};
 
-use crossbeam_channel::{bounded, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -41,6 +41,8 @@ pub struct BlobSaver<'s, 'r> {
     data: Mutex<PackBuilder>,
     tree: Mutex<PackBuilder>,
     tx: Option<Sender<FinishedPack>>,
+    /// Buffers of uploaded data packs, for the next ones.
+    spare: Receiver<Vec<u8>>,
     uploaders: Vec<ScopedJoinHandle<'s, ()>>,
     unindexed: &'r Mutex<Vec<IndexedPack>>,
     error: &'r Mutex<Option<Error>>,
@@ -74,14 +76,23 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     where
         'r: 'e,
     {
-        // One queued pack per uploader bounds the memory held by finished packs.
-        let (tx, rx) = bounded::<FinishedPack>(uploaders.max(1));
+        // A finished pack is handed straight to an idle uploader (or its sender waits): peak
+        // memory is the open pack plus one per uploader. Filling packs is slower than writing
+        // them, so a queue would only hold memory.
+        let (tx, rx) = bounded::<FinishedPack>(0);
+        let (spare_tx, spare_rx) = bounded::<Vec<u8>>(uploaders.max(1) + 2);
         let handles = (0..uploaders.max(1))
             .map(|_| {
                 let rx = rx.clone();
+                let spare_tx = spare_tx.clone();
                 scope.spawn(move || {
                     for pack in rx {
-                        let result = repo.write_pack(pack).and_then(|indexed| {
+                        let result = repo.write_pack(&pack);
+                        if pack.kind == BlobKind::Data {
+                            // Full means enough spares already: then this one is freed.
+                            let _ = spare_tx.try_send(pack.bytes);
+                        }
+                        let result = result.and_then(|indexed| {
                             let full = {
                                 let mut u = shared.unindexed.lock().unwrap();
                                 u.push(indexed);
@@ -119,6 +130,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             )),
             tree: Mutex::new(PackBuilder::new(BlobKind::Tree)),
             tx: Some(tx),
+            spare: spare_rx,
             uploaders: handles,
             unindexed: &shared.unindexed,
             error: &shared.error,
@@ -168,7 +180,11 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             let mut b = builder.lock().unwrap();
             b.add(sealed);
             (b.len() >= limit).then(|| {
-                std::mem::replace(&mut *b, PackBuilder::with_capacity(kind, limit + (1 << 20)))
+                let next = match (kind, self.spare.try_recv()) {
+                    (BlobKind::Data, Ok(buf)) => PackBuilder::with_buffer(kind, buf),
+                    _ => PackBuilder::with_capacity(kind, limit + (1 << 20)),
+                };
+                std::mem::replace(&mut *b, next)
             })
         };
         if let Some(b) = full {

@@ -287,7 +287,7 @@ impl Repository {
     }
 
     /// Uploads a finished pack; the caller must get it into an index file afterwards.
-    pub fn write_pack(&self, pack: FinishedPack) -> Result<IndexedPack> {
+    pub fn write_pack(&self, pack: &FinishedPack) -> Result<IndexedPack> {
         let kind = match pack.kind {
             pack::BlobKind::Data => FileKind::Data,
             pack::BlobKind::Tree => FileKind::Tree,
@@ -297,7 +297,7 @@ impl Repository {
             id: pack.id,
             kind: pack.kind,
             size: pack.bytes.len() as u64,
-            blobs: pack.entries,
+            blobs: pack.entries.clone(),
         })
     }
 

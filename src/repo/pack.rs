@@ -242,6 +242,18 @@ impl PackBuilder {
         }
     }
 
+    /// A builder writing into `buf` (emptied first): recycling one finished pack's buffer
+    /// for the next keeps a backup's memory at a few packs, where fresh allocations of this
+    /// size scatter over the allocator's per-thread arenas and stay resident.
+    pub fn with_buffer(kind: BlobKind, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackBuilder {
+            kind,
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }
