@@ -351,12 +351,18 @@ impl S3Backend {
             req = req.range(format!("bytes={}-{}", offset, offset + len - 1));
         }
         self.rt.block_on(async {
-            let out = req.send().await.map_err(|e| self.error(e, object))?;
-            let body = out.body.collect().await.map_err(|e| Error::Backend {
+            let mut out = req.send().await.map_err(|e| self.error(e, object))?;
+            // Streamed into one buffer of the announced size: collecting the body first and
+            // then flattening it would hold the object two or three times over.
+            let size = out.content_length().unwrap_or(0).max(0) as usize;
+            let mut data = Vec::with_capacity(size);
+            while let Some(piece) = out.body.try_next().await.map_err(|e| Error::Backend {
                 object: object.to_string(),
                 source: std::io::Error::other(e),
-            })?;
-            Ok(body.into_bytes().to_vec())
+            })? {
+                data.extend_from_slice(&piece);
+            }
+            Ok(data)
         })
     }
 }
@@ -495,9 +501,9 @@ impl Backend for S3Backend {
     }
 
     fn read_concurrency(&self) -> usize {
-        // Each read holds up to a pack (16 MiB) or a 32 MiB range: 6 bounds that near
-        // 200 MiB while keeping a high-latency link busy.
-        6
+        // Each read holds up to a pack (~17 MiB) while it is decrypted: 4 keeps that under
+        // 100 MiB and a high-latency link busy.
+        4
     }
 
     fn request_count(&self) -> Option<u64> {
