@@ -154,19 +154,8 @@ impl<R: Read> Chunker<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::pseudo_random;
     use proptest::prelude::*;
-
-    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn cut_all(data: &[u8], batch: usize) -> Vec<Vec<u8>> {
         let mut c = Chunker::new(data, ChunkerParams::default(), 42, batch);

@@ -58,3 +58,17 @@ pub fn with_read_pool<R: Send>(
         Err(_) => f(),
     }
 }
+
+/// Deterministic bytes that look random (xorshift64), for unit tests.
+#[cfg(test)]
+pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -311,50 +311,39 @@ pub fn read_header(key: &MasterKey, id: &PackId, bytes: &[u8]) -> Result<Vec<Blo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::pseudo_random;
     use proptest::prelude::*;
-
-    fn xorshift(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn random_data_is_recognised_and_compressible_data_is_not() {
         for len in [4096, 8192, 32 << 10, 131072] {
             assert!(
-                looks_incompressible(&xorshift(len, len as u64)),
+                looks_incompressible(&pseudo_random(len, len as u64)),
                 "random {len}"
             );
             let text: Vec<u8> = (0..len).map(|i| b"route-17 weight 0.25 "[i % 21]).collect();
             assert!(!looks_incompressible(&text), "text {len}");
             // Database pages: half random, half zeros.
-            let mut pages = xorshift(len, 7);
+            let mut pages = pseudo_random(len, 7);
             for page in pages.chunks_mut(4096) {
                 page[2048..].fill(0);
             }
             assert!(!looks_incompressible(&pages), "pages {len}");
             // Hex-encoded random bytes: 4 bits per byte, compressible by half.
-            let hex = hex::encode(xorshift(len / 2, 9)).into_bytes();
+            let hex = hex::encode(pseudo_random(len / 2, 9)).into_bytes();
             assert!(!looks_incompressible(&hex), "hex {len}");
         }
         assert!(
-            !looks_incompressible(&xorshift(4095, 3)),
+            !looks_incompressible(&pseudo_random(4095, 3)),
             "too small to judge"
         );
         // Mostly random with a compressible quarter: still worth compressing.
-        let mut mixed = xorshift(32 << 10, 4);
+        let mut mixed = pseudo_random(32 << 10, 4);
         mixed[..8 << 10].fill(b'a');
         assert!(!looks_incompressible(&mixed));
         // Random chunks are stored raw, as zstd would have decided anyway.
         let key = MasterKey::generate();
-        let data = xorshift(32 << 10, 5);
+        let data = pseudo_random(32 << 10, 5);
         let sealed = SealedBlob::seal(&key, key.blob_id(&data), BlobKind::Data, &data, 3);
         assert_eq!(sealed.compression, Compression::None);
     }
