@@ -336,14 +336,7 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
     let v = env.backup(&[src.to_str().unwrap()]);
     assert_eq!(v["files_new"], 40);
     env.assert_read_data_clean();
-    let target = env.path("r");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore_latest_verified("r");
 }
 
 conformance!(

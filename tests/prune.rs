@@ -83,13 +83,7 @@ fn unused_packs_wait_out_the_grace_period(env: &Env) {
     assert!(third["packs_deleted"].as_u64().unwrap() >= 5, "{third}");
     assert!(stored_bytes(env) < before);
     env.assert_read_data_clean();
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        env.path("r").to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore_latest_verified("r");
 }
 
 /// A backup on another host (its own cache) starts, deduplicates against data that a prune
@@ -146,14 +140,7 @@ fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
     let p2 = env.json(&["prune", "--grace", "2s"]);
     eprintln!("prune after backup: {p2}");
     env.assert_read_data_clean();
-    let target = env.path("r");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    let target = env.restore_latest_verified("r");
     assert_eq!(
         fs::read(restored(&target, &other).join("a-shared.bin")).unwrap(),
         shared
@@ -245,7 +232,8 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
         repo.write_snapshot(&s).unwrap();
     });
     assert_eq!(env.objects("snapshots").len(), 365 * 24);
-    let plan = env.json(&[
+    // The runbook's policy: a week of hourlies, a month of dailies, a year of weeklies.
+    let policy = [
         "forget",
         "--keep-hourly",
         "168",
@@ -253,8 +241,8 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
         "30",
         "--keep-weekly",
         "52",
-        "--dry-run",
-    ]);
+    ];
+    let plan = env.json(&[&policy[..], &["--dry-run"]].concat());
     let keep = plan["groups"][0]["keep"].as_array().unwrap();
     // As the unit test of the policy: 168 hourly + 23 more daily + 47 more weekly.
     assert_eq!(keep.len(), 238);
@@ -278,17 +266,7 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
         "W01 is the 53rd week back"
     );
     let started = std::time::Instant::now();
-    let out = env.json(&[
-        "forget",
-        "--keep-hourly",
-        "168",
-        "--keep-daily",
-        "30",
-        "--keep-weekly",
-        "52",
-        "--prune",
-        "--instant-delete",
-    ]);
+    let out = env.json(&[&policy[..], &["--prune", "--instant-delete"]].concat());
     eprintln!(
         "forget+prune of 8760 snapshots took {:.2}s: {}",
         started.elapsed().as_secs_f64(),

@@ -169,14 +169,7 @@ fn large_packs_go_up_in_parts() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(env.objects("data").iter().any(|(_, size)| *size > 5 << 20));
     env.assert_read_data_clean();
-    let target = env.path("r");
-    env.ok(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-    ]);
+    env.restore_latest_verified("r");
 }
 
 /// Back up to S3, lose the machine (cache and source), restore on a "new machine" that

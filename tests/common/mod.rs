@@ -114,6 +114,20 @@ impl Env {
         assert!(out.contains("no errors found"), "{out}");
     }
 
+    /// Restores the latest snapshot into `self.path(dir)` with `--verify` (which re-reads
+    /// every restored file against the snapshot) and returns that directory.
+    pub fn restore_latest_verified(&self, dir: &str) -> PathBuf {
+        let target = self.path(dir);
+        self.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--verify",
+        ]);
+        target
+    }
+
     /// The repository's backend, for tests that inspect or damage stored objects.
     pub fn backend(&self) -> strata::backend::BackendRef {
         strata::backend::open(&self.repo).unwrap()
