@@ -14,7 +14,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,6 +26,14 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS packs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marked_packs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marked_blobs (
+    id BLOB NOT NULL, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trees (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
@@ -72,12 +80,38 @@ pub struct Cache {
     last_commit: Mutex<std::time::Instant>,
 }
 
+/// Creates a directory (and its parents) readable by its owner only, and narrows an
+/// existing one: the cache holds file names, decrypted manifests and trees.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a file readable by its owner only if it is missing, and narrows it if not.
+pub fn private_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(f)
+}
+
 /// How long a long operation may hold the cache's write lock before letting others in.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Cache {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        private_dir(dir)?;
         let path = dir.join("cache.sqlite");
         let cache = match Self::open_file(&path) {
             Ok(c) => c,
@@ -131,6 +165,9 @@ impl Cache {
             path: path.to_path_buf(),
             source: e,
         };
+        // Created (or narrowed) to 0600 before SQLite opens it: SQLite gives its -wal and
+        // -shm files the database file's mode.
+        private_file(path)?;
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
             .map_err(err)?;
@@ -222,7 +259,10 @@ impl Cache {
     /// Forgets the whole blob index (before a rebuild).
     pub fn clear_index(&self) -> Result<()> {
         self.lock()
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;")
+            .execute_batch(
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
+                 DELETE FROM marked_packs; DELETE FROM marked_blobs;",
+            )
             .map_err(|e| self.err(e))
     }
 
@@ -250,6 +290,29 @@ impl Cache {
                     ])?;
                 }
             }
+            // Marked packs stay readable until deleted (format-spec §7): a backup that
+            // deduplicated against them before the mark must restore at every moment.
+            let mut mpack = conn
+                .prepare_cached("INSERT OR IGNORE INTO marked_packs (id, kind) VALUES (?1, ?2)")?;
+            let mut mblob = conn.prepare_cached(
+                "INSERT OR IGNORE INTO marked_blobs
+                 (id, kind, pack, offset, length, raw_length, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for m in &file.obsolete {
+                mpack.execute(params![&m.id.0[..], m.kind as u8])?;
+                for b in &m.entries {
+                    mblob.execute(params![
+                        &b.id.0[..],
+                        b.kind as u8,
+                        &m.id.0[..],
+                        b.offset as i64,
+                        b.length,
+                        b.raw_length,
+                        b.compression as u8
+                    ])?;
+                }
+            }
             conn.execute(
                 "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
                 [&id.0[..]],
@@ -259,12 +322,27 @@ impl Cache {
         run().map_err(|e| self.err(e))
     }
 
+    /// Where to read a blob: from a live pack, else from a pack marked obsolete (which
+    /// may be gone by now; the read then fails with the pack named).
     pub fn lookup_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        match self.lookup_in("blobs", id)? {
+            Some(loc) => Ok(Some(loc)),
+            None => self.lookup_in("marked_blobs", id),
+        }
+    }
+
+    /// Where a blob is in a live pack only (what a backup may deduplicate against).
+    pub fn lookup_live_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.lookup_in("blobs", id)
+    }
+
+    fn lookup_in(&self, table: &str, id: &BlobId) -> Result<Option<BlobLocation>> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached(
-                "SELECT kind, pack, offset, length, raw_length, compression FROM blobs WHERE id = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT kind, pack, offset, length, raw_length, compression FROM {table}
+                 WHERE id = ?1 LIMIT 1"
+            ))
             .map_err(|e| self.err(e))?;
         st.query_row([&id.0[..]], |r| {
             let kind: u8 = r.get(0)?;
@@ -291,6 +369,27 @@ impl Cache {
         .transpose()
     }
 
+    /// Packs marked obsolete by prune, with their kinds.
+    pub fn marked_packs(&self) -> Result<Vec<(PackId, BlobKind)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id, kind FROM marked_packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push((id, kind));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a blob is in a live pack: backups deduplicate only against these, so that
+    /// nothing new comes to depend on a pack that prune marked.
     pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
         let conn = self.lock();
         let mut st = conn

@@ -128,6 +128,13 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             problems.push(problem(format!("pack {id}"), reason));
         }
     }
+    // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
+    let mut marked_gone: HashSet<PackId> = HashSet::new();
+    for (id, _) in repo.cache().marked_packs()? {
+        if listed.remove(&id.to_hex()).is_none() {
+            marked_gone.insert(id);
+        }
+    }
     report.unreferenced_packs = listed.len();
 
     // 3 + 4. Snapshots and the trees they reach; every blob they name is indexed.
@@ -171,13 +178,19 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
                     stack.push(sub);
                 }
                 for id in &node.content {
-                    if !damaged_blobs.contains_key(id) && !repo.cache().has_blob(id)? {
-                        damaged_blobs.insert(*id, format!("blob {id}"));
-                        problems.push(problem(
-                            format!("blob {id}"),
-                            "not in any index file".into(),
-                        ));
+                    if damaged_blobs.contains_key(id) {
+                        continue;
                     }
+                    let reason = match repo.cache().lookup_blob(id)? {
+                        None => "not in any index file".to_string(),
+                        Some(loc) if marked_gone.contains(&loc.pack) => format!(
+                            "only in pack {}, which prune marked unused and which is gone",
+                            loc.pack
+                        ),
+                        Some(_) => continue,
+                    };
+                    damaged_blobs.insert(*id, format!("blob {id}"));
+                    problems.push(problem(format!("blob {id}"), reason));
                 }
             }
         }

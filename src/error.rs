@@ -21,8 +21,19 @@ pub enum Error {
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),
 
-    #[error("wrong password: no key in the repository opens with it")]
-    WrongPassword,
+    /// No intact key opens with the password; `damaged` names key files that could not be
+    /// tried (one of them may have been this password's).
+    #[error("wrong password: no key in the repository opens with it{}",
+        if damaged.is_empty() { String::new() }
+        else { format!(" (damaged key files that could not be tried: {})", damaged.join("; ")) })]
+    WrongPassword { damaged: Vec<String> },
+
+    #[error(
+        "{location} is not empty: it holds {found} but no config; refusing to create a \
+             repository over it (if it is a repository whose config was lost, put the config \
+             back from a copy; otherwise choose an empty location)"
+    )]
+    NotEmpty { location: String, found: String },
 
     #[error("repository is locked: {0}")]
     Locked(String),
@@ -65,7 +76,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoRepository(_) => exit::NO_REPOSITORY,
-            Error::WrongPassword => exit::WRONG_PASSWORD,
+            Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
             Error::Locked(_) => exit::LOCKED,
             _ => exit::FAILURE,
         }

@@ -46,6 +46,16 @@ impl LockFile {
         self.age() > chrono::Duration::from_std(LOCK_EXPIRY).unwrap()
     }
 
+    /// The lock was taken on this host by a process that no longer exists (killed, or the
+    /// machine rebooted): nobody will refresh or release it.
+    pub fn owner_gone(&self) -> bool {
+        self.host == crate::util::hostname()
+            && i32::try_from(self.pid).is_ok_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            })
+    }
+
     pub fn describe(&self) -> String {
         let age = self.age();
         format!(
@@ -56,7 +66,9 @@ impl LockFile {
             self.pid,
             self.created,
             age.num_minutes(),
-            if self.is_stale() {
+            if self.owner_gone() {
+                " — its process is gone: run `strata unlock`"
+            } else if self.is_stale() {
                 " — stale: if that process is gone, run `strata unlock`"
             } else {
                 ""
@@ -159,12 +171,13 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// Removes stale locks, or every lock with `all`; returns descriptions of what went.
+/// Removes stale locks and those whose process on this host is gone, or every lock with
+/// `all`; returns descriptions of what went.
 pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (name, lock) in list(repo)? {
         let (stale, what) = match &lock {
-            Ok(l) => (l.is_stale(), l.describe()),
+            Ok(l) => (l.is_stale() || l.owner_gone(), l.describe()),
             Err(e) => (true, format!("unreadable lock {name}: {e}")),
         };
         if all || stale {

@@ -58,6 +58,9 @@ pub struct PruneReport {
     pub bytes_marked: u64,
     pub bytes_repacked: u64,
     pub index_files_replaced: usize,
+    /// Temporary files of interrupted writes (local repositories) removed.
+    pub temporaries_removed: usize,
+    pub temporaries_bytes: u64,
     pub duration_secs: f64,
 }
 
@@ -127,13 +130,13 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     for u in &usage {
         let (id, kind, size, used) = (&u.id, &u.kind, &u.size, &u.used);
         if *used == 0 {
-            let blobs = cache.pack_blobs(id)?.into_iter().map(|b| b.id).collect();
             report.bytes_marked += size;
             new_marks.push(ObsoletePack {
                 id: *id,
                 kind: *kind,
                 marked: now.to_rfc3339(),
-                blobs,
+                blobs: Vec::new(),
+                entries: cache.pack_blobs(id)?,
             });
         } else if u.indexed.saturating_sub(*used) as f64 > opts.max_unused * *size as f64 {
             // Header and trailer are not waste: only unused blobs count.
@@ -163,6 +166,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                     },
                     marked: now.to_rfc3339(),
                     blobs: Vec::new(),
+                    entries: Vec::new(),
                 });
             }
         }
@@ -188,7 +192,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         due_marks.append(&mut new_marks);
     }
     for m in due_marks {
-        let blobs = if m.blobs.is_empty() {
+        let blobs = if !m.entries.is_empty() || !m.blobs.is_empty() {
+            m.blob_ids()
+        } else {
             // An unnamed pack: its own header says what it holds.
             match repo.backend().read(pack_file_kind(m.kind), &m.id.to_hex()) {
                 Ok(bytes) => read_header(repo.key(), &m.id, &bytes)
@@ -197,8 +203,6 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 Err(Error::NotFound { .. }) => Vec::new(),
                 Err(e) => return Err(e),
             }
-        } else {
-            m.blobs.clone()
         };
         let mut referenced = false;
         for b in &blobs {
@@ -285,7 +289,8 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 id: *id,
                 kind: *kind,
                 marked: now.to_rfc3339(),
-                blobs: entries.iter().map(|e| e.id).collect(),
+                blobs: Vec::new(),
+                entries,
             });
         }
     }
@@ -305,6 +310,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             .into_iter()
             .filter(|m| !delete.iter().any(|(d, _)| *d == m.id)),
     );
+    // Repacked packs are marked like unused ones (§10.1 step 3): one grace period, then
+    // gone, and readable through the mark until then.
+    report.packs_waiting += repacked_marks.len();
+    obsolete.extend(repacked_marks);
     let mut packs: Vec<IndexedPack> = revived;
     packs.extend(new_packs);
     let mut files_written = 0usize;
@@ -375,6 +384,18 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
     report.bytes_freed = bytes_deleted.saturating_sub(bytes_added);
     report.packs_deleted = delete.len();
+    // Temporaries of writes killed or failed (a full disk): older than the grace period, no
+    // write can still be going on, here or on another host.
+    let stale_after = if opts.instant_delete {
+        std::time::Duration::ZERO
+    } else {
+        opts.grace.to_std().unwrap_or_default()
+    };
+    for t in repo.backend().remove_stale_temporaries(stale_after)? {
+        report.temporaries_removed += 1;
+        report.temporaries_bytes += t.size;
+    }
+    report.bytes_freed += report.temporaries_bytes;
     repo.sync_index()?;
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
@@ -391,7 +412,7 @@ fn load_marked_tree(
     };
     let m = marks
         .values()
-        .find(|m| m.blobs.contains(tid))
+        .find(|m| m.blob_ids().contains(tid))
         .ok_or_else(not_found)?;
     let bytes = repo
         .backend()

@@ -38,6 +38,16 @@ pub struct Item<'a, Tz: TimeZone> {
 
 /// For each item (in input order), the rules that keep it; empty means forget it.
 pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_, Tz>]) -> Vec<Vec<String>> {
+    apply_at(policy, items, None)
+}
+
+/// As [`apply`]; `--keep-within` counts back from the newest snapshot, but never from later
+/// than `now`: a snapshot dated in the future must not push every real one out of the window.
+pub fn apply_at<Tz: TimeZone>(
+    policy: &Policy,
+    items: &[Item<'_, Tz>],
+    now: Option<DateTime<Tz>>,
+) -> Vec<Vec<String>> {
     let mut order: Vec<usize> = (0..items.len()).collect();
     // Newest first; the policy walks back in time.
     order.sort_by(|a, b| items[*b].time.cmp(&items[*a].time).then(a.cmp(b)));
@@ -75,9 +85,15 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_, Tz>]) -> Vec<Vec<S
     for (n, &i) in order.iter().take(policy.last as usize).enumerate() {
         reasons[i].push(format!("last {}", n + 1));
     }
-    if let (Some(within), Some(newest)) = (policy.within, newest) {
+    let anchor = match (newest, now) {
+        (Some(n), Some(now)) => Some(if now < n { now } else { n }),
+        (n, _) => n,
+    };
+    if let (Some(within), Some(anchor)) = (policy.within, anchor) {
+        // A window reaching before any representable time keeps everything.
+        let start = anchor.checked_sub_signed(within);
         for &i in &order {
-            if items[i].time >= newest.clone() - within {
+            if start.as_ref().is_none_or(|s| items[i].time >= *s) {
                 reasons[i].push("within".into());
             }
         }
@@ -127,7 +143,7 @@ pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<Grou
                     tags: &s.tags,
                 })
                 .collect();
-            let verdicts = apply(policy, &items);
+            let verdicts = apply_at(policy, &items, Some(chrono::Local::now()));
             let mut plan = GroupPlan {
                 group,
                 keep: Vec::new(),
@@ -345,6 +361,37 @@ mod tests {
         );
         assert_eq!(r[1], vec!["tag keep".to_string()]);
         assert!(r[0].is_empty() && r[2].is_empty());
+    }
+
+    #[test]
+    fn within_is_anchored_no_later_than_now() {
+        // 48 hourly snapshots and one dated a year ahead: the window still ends at `now`.
+        let mut t = hours("2026-01-01T00:00:00Z", 48);
+        t.push(utc("2027-01-01T00:00:00Z"));
+        let items: Vec<Item<Utc>> = t
+            .iter()
+            .map(|t| Item {
+                time: *t,
+                tags: &[],
+            })
+            .collect();
+        let p = Policy {
+            within: Some(Duration::hours(5)),
+            ..Default::default()
+        };
+        let now = utc("2026-01-02T23:30:00Z");
+        let r = apply_at(&p, &items, Some(now));
+        let kept: Vec<usize> = (0..r.len()).filter(|i| !r[*i].is_empty()).collect();
+        assert_eq!(kept, (43..49).collect::<Vec<_>>());
+        // Older backups stopping does not empty the window: it counts from the newest.
+        let r = apply_at(&p, &items[..48], Some(utc("2026-03-01T00:00:00Z")));
+        assert_eq!(r.iter().filter(|r| !r.is_empty()).count(), 6);
+        // A window longer than time itself keeps everything instead of panicking.
+        let huge = Policy {
+            within: Some(Duration::days(365 * 300_000)),
+            ..Default::default()
+        };
+        assert!(apply(&huge, &items).iter().all(|r| !r.is_empty()));
     }
 
     #[test]

@@ -26,13 +26,26 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
         }
     }
     if let Ok(d) = humantime::parse_duration(s) {
-        let d = chrono::Duration::from_std(d).map_err(|e| e.to_string())?;
-        return Ok(now - d);
+        return chrono::Duration::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .ok_or_else(|| format!("{s} ago is before any representable time"));
     }
     Err(format!(
         "cannot read {s:?} as a time: use RFC 3339 (2026-11-25T14:30:00Z), \
          \"YYYY-MM-DD HH:MM[:SS]\" in local time, or a duration ago such as 90m, 2h or 3d"
     ))
+}
+
+/// A duration as operators type it (`90m`, `7d`), bounded so that any instant it is
+/// subtracted from or added to stays representable (a few thousand years either way).
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    const MAX_YEARS: i64 = 10_000;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d <= chrono::Duration::days(365 * MAX_YEARS))
+        .ok_or_else(|| format!("{s} is too long (at most {MAX_YEARS} years)"))
 }
 
 pub fn now() -> DateTime<FixedOffset> {
@@ -61,5 +74,15 @@ mod tests {
         let local = parse_instant("2026-06-01 12:34", now).unwrap();
         assert_eq!(local.naive_local().to_string(), "2026-06-01 12:34:00");
         assert!(parse_instant("yesterday-ish", now).is_err());
+    }
+
+    #[test]
+    fn out_of_range_is_an_error_not_a_panic() {
+        let now = DateTime::parse_from_rfc3339("2026-11-25T18:00:00Z").unwrap();
+        for s in ["99999999d", "300000y", "9999999999999999s"] {
+            assert!(parse_instant(s, now).is_err(), "{s}");
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_duration("7d").unwrap(), chrono::Duration::days(7));
     }
 }

@@ -50,6 +50,51 @@ fn walk_from(
     Ok(())
 }
 
+/// As [`walk`], but a tree that cannot be read, or an entry whose name could escape its
+/// directory, is reported to `on_error(tree, directory, error)` and skipped, so damage costs
+/// only its own subtree. Errors from `visit` still end the walk.
+pub fn walk_tolerant(
+    repo: &Repository,
+    root: &TreeId,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    on_error: &mut dyn FnMut(&TreeId, &Path, Error),
+) -> Result<()> {
+    walk_tolerant_from(repo, root, &PathBuf::new(), visit, on_error)
+}
+
+fn walk_tolerant_from(
+    repo: &Repository,
+    id: &TreeId,
+    prefix: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    on_error: &mut dyn FnMut(&TreeId, &Path, Error),
+) -> Result<()> {
+    let tree = match repo.load_tree(id) {
+        Ok(t) => t,
+        Err(e) => {
+            on_error(id, prefix, e);
+            return Ok(());
+        }
+    };
+    for node in &tree.entries {
+        let name = match safe_name(node, id) {
+            Ok(n) => n,
+            Err(e) => {
+                on_error(id, prefix, e);
+                continue;
+            }
+        };
+        let path = prefix.join(name);
+        let descend = visit(&path, node)?;
+        if descend && node.kind == NodeKind::Dir {
+            if let Some(sub) = &node.subtree {
+                walk_tolerant_from(repo, sub, &path, visit, on_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The node at `path` (absolute in the snapshot, e.g. `/srv/data/file`); `None` for `/`.
 pub fn lookup(repo: &Repository, root: &TreeId, path: &Path) -> Result<Option<Node>> {
     let mut tree_id = *root;

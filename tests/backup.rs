@@ -322,8 +322,12 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
         .args(["backup", "-q", src.to_str().unwrap()])
         .spawn()
         .unwrap();
-    // Let it upload some packs, then pull the plug.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Let it upload a pack or two, then pull the plug. Polling, not sleeping: how long
+    // that takes depends on the machine and its load.
+    let started = std::time::Instant::now();
+    while env.objects("data").is_empty() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(

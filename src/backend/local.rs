@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, FileInfo, FileKind};
@@ -34,6 +35,26 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Repository directories are the owner's alone, whatever the umask: file names and sizes
+/// say something about the data too.
+fn create_dirs(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The kinds whose directories hold repository files (and so temporaries of their writes).
+const KINDS: [FileKind; 7] = [
+    FileKind::Config,
+    FileKind::Key,
+    FileKind::Snapshot,
+    FileKind::Index,
+    FileKind::Data,
+    FileKind::Tree,
+    FileKind::Lock,
+];
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -53,7 +74,7 @@ impl Backend for LocalBackend {
             FileKind::Lock,
         ] {
             let dir = self.root.join(kind.dir());
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            create_dirs(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         Ok(())
     }
@@ -130,13 +151,19 @@ impl Backend for LocalBackend {
         let path = self.file(kind, name);
         let dir = path.parent().expect("repository files live in a directory");
         let result = (|| -> io::Result<()> {
-            fs::create_dir_all(dir)?;
+            create_dirs(dir)?;
             // Write aside, fsync, then rename: a crash never leaves a half-written file
             // under a real name.
-            let mut tmp = tempfile_in(dir, name)?;
-            tmp.1.write_all(data)?;
-            tmp.1.sync_all()?;
-            fs::rename(&tmp.0, &path)?;
+            let (tmp, mut file) = tempfile_in(dir, name)?;
+            let written = file
+                .write_all(data)
+                .and_then(|_| file.sync_all())
+                .and_then(|_| fs::rename(&tmp, &path));
+            if written.is_err() {
+                // A full disk must not also keep the partial file: take it away now.
+                let _ = fs::remove_file(&tmp);
+            }
+            written?;
             sync_dir(dir)
         })();
         result.map_err(|e| Self::err(kind, name, e))
@@ -149,6 +176,42 @@ impl Backend for LocalBackend {
             Err(e) => Err(Self::err(kind, name, e)),
         }
     }
+
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for kind in KINDS {
+            let dir = self.root.join(kind.dir());
+            if kind.fanned_out() {
+                if let Ok(rd) = fs::read_dir(&dir) {
+                    dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                }
+            }
+            dirs.push(dir);
+        }
+        dirs.sort();
+        dirs.dedup();
+        let mut removed = Vec::new();
+        for dir in dirs {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                    continue;
+                }
+                let Ok(meta) = e.metadata() else { continue };
+                let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
+                // Younger ones may belong to a write in progress, here or on another host.
+                if meta.is_file() && age.is_some_and(|a| a >= older_than) {
+                    fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                    removed.push(FileInfo {
+                        name,
+                        size: meta.len(),
+                    });
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 fn tempfile_in(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
@@ -158,6 +221,7 @@ fn tempfile_in(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
     let f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)?;
     Ok((path, f))
 }

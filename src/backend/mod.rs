@@ -97,6 +97,12 @@ pub trait Backend: Send + Sync {
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
+    /// Removes temporaries of interrupted writes older than `older_than` (local directories
+    /// only: an object store's PUT leaves none); returns what it removed.
+    fn remove_stale_temporaries(&self, _older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
+        Ok(Vec::new())
+    }
+
     /// Storage class for new files of a kind (object stores only).
     fn set_storage_class(&self, _kind: FileKind, _class: Option<&str>) {}
 

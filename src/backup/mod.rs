@@ -136,6 +136,37 @@ pub fn run(
             }
             abs.sort();
             abs.dedup();
+            // A path below another one is covered by it only through real directories: the
+            // outer backup stores a symlink on the way as a link, without what it points to.
+            for a in &abs {
+                for b in abs.iter().filter(|b| *b != a && a.starts_with(b)) {
+                    let rest: Vec<_> = a.strip_prefix(b).unwrap_or(a).components().collect();
+                    let mut dir = b.clone();
+                    let mut between = vec![dir.clone()];
+                    for c in &rest[..rest.len().saturating_sub(1)] {
+                        dir.push(c);
+                        between.push(dir.clone());
+                    }
+                    for dir in between {
+                        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+                        if !meta.is_dir() {
+                            return Err(Error::Invalid(format!(
+                                "{} lies below {}, which is not a directory but a {}: the \
+                                 backup of {} stores it as such, without what is below it; \
+                                 back up the link's target instead",
+                                a.display(),
+                                dir.display(),
+                                if meta.file_type().is_symlink() {
+                                    "symlink"
+                                } else {
+                                    "file"
+                                },
+                                b.display()
+                            )));
+                        }
+                    }
+                }
+            }
             // A path inside another source path is already covered by it.
             let covered: Vec<PathBuf> = abs
                 .iter()
@@ -145,7 +176,10 @@ pub fn run(
             let shown = covered.iter().map(|p| p.display().to_string()).collect();
             (covered, shown)
         }
-        Source::Stdin { name, .. } => (Vec::new(), vec![format!("/{name}")]),
+        Source::Stdin { name, .. } => (
+            Vec::new(),
+            vec![format!("/{}", stdin_path(name)?.join("/"))],
+        ),
     };
 
     let set_key = match &opts.set {
@@ -193,7 +227,9 @@ pub fn run(
         let tree = match opts.source {
             Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths)?,
             Source::Stdin { reader, name } => {
-                let mut node = Node::new(name.into_bytes(), NodeKind::File);
+                let parts = stdin_path(&name)?;
+                let (file_name, dirs) = parts.split_last().expect("stdin_path is never empty");
+                let mut node = Node::new(file_name.as_bytes().to_vec(), NodeKind::File);
                 node.mode = 0o644;
                 node.uid = nix::unistd::getuid().as_raw();
                 node.gid = nix::unistd::getgid().as_raw();
@@ -207,6 +243,19 @@ pub fn run(
                 node.content = content;
                 node.size = size;
                 archiver.counters.files_new.fetch_add(1, Ordering::Relaxed);
+                // `pg/db.sql` becomes the directory `pg` holding `db.sql`.
+                for dir in dirs.iter().rev() {
+                    let mut parent = Node::new(dir.as_bytes().to_vec(), NodeKind::Dir);
+                    parent.mode = 0o755;
+                    parent.uid = node.uid;
+                    parent.gid = node.gid;
+                    parent.mtime = node.mtime;
+                    parent.ctime = node.ctime;
+                    parent.subtree = Some(archiver.save_tree(Tree {
+                        entries: vec![node],
+                    })?);
+                    node = parent;
+                }
                 Tree {
                     entries: vec![node],
                 }
@@ -270,6 +319,23 @@ pub fn run(
         snapshot,
         warnings,
     })
+}
+
+/// The directories and file name that `--stdin-filename` stands for, checked before
+/// anything is written: a name no reader could restore must never reach a snapshot.
+pub fn stdin_path(name: &str) -> Result<Vec<&str>> {
+    let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|p| *p == "." || *p == ".." || p.contains('\0'))
+    {
+        return Err(Error::Invalid(format!(
+            "invalid --stdin-filename {name:?}: give a name such as db.sql or pg/db.sql \
+             (no empty name, no '.' or '..' components, no NUL)"
+        )));
+    }
+    Ok(parts)
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {
@@ -490,21 +556,64 @@ impl Archiver<'_, '_, '_> {
                 return Ok(true);
             }
         }
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(false);
+        // A file written while it is read is stored torn. Its stat before and after the
+        // read tells; such a file is read once more, and if it changes again what was read
+        // is kept, with a warning (exit 3) and without a file-cache entry, so the next run
+        // reads it again.
+        let mut attempt = 0;
+        let (content, size, stat) = loop {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(false);
+                }
+            };
+            let before = match file.metadata() {
+                Ok(m) => file_stat(&m),
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(false);
+                }
+            };
+            let (content, size) = match self.store_content(&file, &path.display().to_string()) {
+                Ok(v) => v,
+                Err(Error::Io { path: p, source }) => {
+                    self.warn(format!("{}: {source}", p.display()));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
+            let after = file.metadata().map(|m| file_stat(&m)).ok();
+            let stable = after.as_ref().is_some_and(|a| {
+                a.size == before.size
+                    && a.mtime_ns == before.mtime_ns
+                    && a.ctime_ns == before.ctime_ns
+            }) && size == before.size;
+            if stable {
+                break (content, size, Some(before));
             }
-        };
-        let (content, size) = match self.store_content(file, &path.display().to_string()) {
-            Ok(v) => v,
-            Err(Error::Io { path: p, source }) => {
-                self.warn(format!("{}: {source}", p.display()));
-                return Ok(false);
+            if attempt == 1 {
+                self.warn(format!(
+                    "{}: changed while being read (twice); stored as read ({} bytes), \
+                     which may mix old and new content",
+                    path.display(),
+                    size
+                ));
+                break (content, size, None);
             }
-            Err(e) => return Err(e),
+            attempt += 1;
         };
+        if let Some(st) = &stat {
+            node.mtime = timespec(
+                st.mtime_ns.div_euclid(1_000_000_000),
+                st.mtime_ns.rem_euclid(1_000_000_000),
+            );
+            node.ctime = timespec(
+                st.ctime_ns.div_euclid(1_000_000_000),
+                st.ctime_ns.rem_euclid(1_000_000_000),
+            );
+        }
         // The size actually read wins over a stat taken before a concurrent append.
         node.size = size;
         let (counter, what) = if cached.is_some() {
@@ -514,7 +623,7 @@ impl Archiver<'_, '_, '_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.progress.item(what, path);
-        if size == stat.size {
+        if let Some(stat) = stat {
             self.repo
                 .cache()
                 .file_store(&self.set_key, key, &stat, &content, self.run)?;

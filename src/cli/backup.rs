@@ -45,10 +45,17 @@ pub struct BackupArgs {
     /// Storage class for this backup's data packs (S3), overriding the repository's.
     #[arg(long)]
     data_storage_class: Option<String>,
-    /// File name for --stdin.
+    /// File name for --stdin; may hold directories (`pg/db.sql`).
     #[arg(long, default_value = "stdin", requires = "stdin")]
     stdin_filename: String,
+    /// Accept a --time more than five minutes in the future.
+    #[arg(long)]
+    force: bool,
 }
+
+/// How far ahead of the clock `--time` may be without `--force`: a snapshot from the
+/// future would be `latest` until then, and retention counts back from it.
+const MAX_FUTURE: chrono::Duration = chrono::Duration::minutes(5);
 
 pub fn globset(patterns: &[String]) -> anyhow::Result<Option<GlobSet>> {
     if patterns.is_empty() {
@@ -152,6 +159,14 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
         .map(|t| timespec::parse_instant(t, timespec::now()))
         .transpose()
         .map_err(|e| anyhow!("--time: {e}"))?;
+    if let Some(t) = time {
+        if t > timespec::now() + MAX_FUTURE && !a.force {
+            return Err(anyhow!(
+                "--time {t} is in the future: such a snapshot would count as the newest until \
+                 then (add --force if that is what you want)"
+            ));
+        }
+    }
     if !a.stdin && a.paths.is_empty() && !a.all {
         return Err(anyhow!(
             "nothing to back up: give paths, a set name, --all, or --stdin"

@@ -132,6 +132,21 @@ fn node_json(path: &Path, n: &Node) -> serde_json::Value {
     })
 }
 
+/// Appends a name with control characters and backslashes escaped (`\n`, `\x1b`, `\\`),
+/// so a hostile file name can neither forge lines nor drive the terminal.
+pub fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
+    for &b in name {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            b => out.push(b),
+        }
+    }
+}
+
 pub fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
     let repo = g.open()?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
@@ -151,10 +166,10 @@ pub fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
                 n.size
             )
             .into_bytes();
-            line.extend_from_slice(path.as_os_str().as_bytes());
+            escape_into(&mut line, path.as_os_str().as_bytes());
             if let Some(t) = &n.target {
                 line.extend_from_slice(b" -> ");
-                line.extend_from_slice(t);
+                escape_into(&mut line, t);
             }
             line.push(b'\n');
             out.write_all(&line)?;

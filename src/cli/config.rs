@@ -14,6 +14,9 @@ pub struct ConfigFile {
     pub password_file: Option<PathBuf>,
     /// A command whose standard output (first line) is the password.
     pub password_command: Option<String>,
+    /// How long password-command may take (default 60s): a hung secret store must not
+    /// leave cron jobs piling up.
+    pub password_command_timeout: Option<String>,
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub sets: BTreeMap<String, SetConfig>,
@@ -62,10 +65,8 @@ impl Keep {
         let within = self
             .within
             .as_deref()
-            .map(|d| -> anyhow::Result<chrono::Duration> {
-                Ok(chrono::Duration::from_std(
-                    humantime::parse_duration(d).map_err(|e| anyhow!("keep.within {d}: {e}"))?,
-                )?)
+            .map(|d| {
+                strata::timespec::parse_duration(d).map_err(|e| anyhow!("keep.within {d}: {e}"))
             })
             .transpose()?;
         Ok(Policy {

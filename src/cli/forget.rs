@@ -55,11 +55,7 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
     let within = a
         .keep_within
         .as_deref()
-        .map(|d| {
-            humantime::parse_duration(d)
-                .map_err(|e| anyhow!("--keep-within {d}: {e}"))
-                .and_then(|d| Ok(chrono::Duration::from_std(d)?))
-        })
+        .map(|d| strata::timespec::parse_duration(d).map_err(|e| anyhow!("--keep-within {d}: {e}")))
         .transpose()?;
     let flags = Policy {
         last: a.keep_last,

@@ -23,6 +23,7 @@ pub struct InitArgs {
 
 pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
     let backend = g.backend()?;
+    // Refused before anyone types a password; Repository::init checks again.
     if backend.exists()? {
         return Err(strata::Error::RepositoryExists(backend.location()).into());
     }

@@ -12,6 +12,7 @@ mod prune;
 mod restore;
 
 use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
@@ -146,16 +147,13 @@ impl Global {
             return read_password_file(f);
         }
         if let Some(cmd) = &self.file.password_command {
-            let out = std::process::Command::new("sh")
-                .args(["-c", cmd])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("running password-command {cmd:?}"))?;
-            if !out.status.success() {
-                return Err(anyhow!("password-command {cmd:?} failed ({})", out.status));
-            }
-            let line = out.stdout.split(|b| *b == b'\n').next().unwrap_or_default();
-            return Ok(line.to_vec());
+            let timeout = match &self.file.password_command_timeout {
+                Some(t) => strata::timespec::parse_duration(t)
+                    .map_err(|e| anyhow!("password-command-timeout: {e}"))?
+                    .to_std()?,
+                None => std::time::Duration::from_secs(60),
+            };
+            return run_password_command(cmd, timeout);
         }
         prompt_password(prompt, confirm)
     }
@@ -187,6 +185,52 @@ impl Global {
     fn show_progress(&self) -> bool {
         !self.quiet && !self.json && std::io::stderr().is_terminal()
     }
+}
+
+/// Runs `password-command`; its first output line is the password. A command still
+/// running after `timeout` is killed and reported.
+fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running password-command {cmd:?}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            // The whole process group: `sh -c` may have started the real command as a child.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            return Err(anyhow!(
+                "password-command {cmd:?} did not finish within {} (raise \
+                 password-command-timeout if it needs longer)",
+                humantime::format_duration(timeout)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(anyhow!("password-command {cmd:?} failed ({status})"));
+    }
+    let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(line.to_vec())
 }
 
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {

@@ -43,11 +43,11 @@ impl PruneOpts {
                 self.max_unused
             ));
         }
-        let grace = humantime::parse_duration(&self.grace)
+        let grace = strata::timespec::parse_duration(&self.grace)
             .map_err(|e| anyhow!("--grace {}: {e}", self.grace))?;
         Ok(PruneOptions {
             max_unused,
-            grace: chrono::Duration::from_std(grace)?,
+            grace,
             instant_delete: self.instant_delete,
             dry_run,
         })
@@ -95,6 +95,13 @@ pub fn print(g: &Global, r: &prune::PruneReport, dry_run: bool) {
         r.packs_waiting,
         r.packs_resurrected
     );
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} temporary file(s) of interrupted writes ({})",
+            r.temporaries_removed,
+            output::bytes(r.temporaries_bytes)
+        );
+    }
     println!(
         "{} {} in {:.2}s",
         if dry_run { "would free" } else { "freed" },

@@ -70,9 +70,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
     let bar = Bar::new(g.show_progress(), true, "restore");
     let report = restore::run(&repo, &snap, &opts, &bar)?;
     bar.finish();
-    for e in &report.errors {
-        eprintln!("error: {e}");
-    }
+    print_errors(&report.errors);
     if g.json {
         output::print_json(&json!({
             "snapshot_id": id.to_hex(),
@@ -83,7 +81,8 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             "bytes": report.bytes,
             "verified_files": report.verified_files,
             "dry_run": a.dry_run,
-            "errors": report.errors,
+            "damaged_files": report.damaged_files,
+            "errors": report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         }));
     } else if !g.quiet {
         println!(
@@ -104,9 +103,42 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             }
         );
     }
-    Ok(if report.errors.is_empty() {
-        exit::OK
-    } else {
-        exit::FAILURE
-    })
+    if !report.errors.is_empty() {
+        eprintln!(
+            "restore incomplete: {} error(s); {} file(s) not restored exactly{}",
+            report.errors.len(),
+            report.damaged_files.len(),
+            if report.damaged_files.is_empty() || a.dry_run {
+                ""
+            } else {
+                " (renamed with the suffix .strata-damaged)"
+            }
+        );
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+/// Errors grouped by cause: a full disk fails thousands of files for one reason, and the
+/// operator needs the reason and a few examples, not thousands of lines.
+fn print_errors(errors: &[restore::RestoreError]) {
+    const EXAMPLES: usize = 3;
+    let mut causes: Vec<(&str, Vec<&restore::RestoreError>)> = Vec::new();
+    for e in errors {
+        match causes.iter_mut().find(|(c, _)| *c == e.cause) {
+            Some((_, v)) => v.push(e),
+            None => causes.push((&e.cause, vec![e])),
+        }
+    }
+    for (cause, list) in causes {
+        for e in list.iter().take(EXAMPLES) {
+            eprintln!("error: {e}");
+        }
+        if list.len() > EXAMPLES {
+            eprintln!(
+                "error: ... and {} more path(s) with the same error: {cause}",
+                list.len() - EXAMPLES
+            );
+        }
+    }
 }

@@ -26,9 +26,24 @@ pub struct ObsoletePack {
     pub kind: BlobKind,
     /// When prune first found the pack unused, RFC 3339.
     pub marked: String,
-    /// The pack's blobs when marked; empty for a pack that no index named.
+    /// Blob ids only, as marks were written before `entries` (still read, never written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<crate::id::BlobId>,
+    /// The pack's blobs when marked, with their places, so that readers can still resolve
+    /// blobs a backup deduplicated against before the mark; empty for a pack no index named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<BlobEntry>,
+}
+
+impl ObsoletePack {
+    /// The ids of the blobs the pack held when marked (empty for an unnamed pack).
+    pub fn blob_ids(&self) -> Vec<crate::id::BlobId> {
+        if self.entries.is_empty() {
+            self.blobs.clone()
+        } else {
+            self.entries.iter().map(|e| e.id).collect()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,8 +77,11 @@ mod tests {
             let f = IndexFile {
                 version: 1,
                 supersedes: vec![IndexId([3; 32])],
-                packs: vec![IndexedPack { id: PackId([1; 32]), kind: BlobKind::Tree, size, blobs }],
-                obsolete: vec![ObsoletePack { id: PackId([2; 32]), kind: BlobKind::Data, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![BlobId([4; 32])] }],
+                packs: vec![IndexedPack { id: PackId([1; 32]), kind: BlobKind::Tree, size, blobs: blobs.clone() }],
+                obsolete: vec![
+                    ObsoletePack { id: PackId([2; 32]), kind: BlobKind::Data, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![BlobId([4; 32])], entries: vec![] },
+                    ObsoletePack { id: PackId([5; 32]), kind: BlobKind::Data, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![], entries: blobs.clone() },
+                ],
             };
             let mut buf = Vec::new();
             ciborium::into_writer(&f, &mut buf).unwrap();

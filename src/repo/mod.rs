@@ -58,6 +58,27 @@ impl Repository {
             return Err(Error::RepositoryExists(backend.location()));
         }
         backend.create()?;
+        // A location with repository files but no config is a repository that lost its
+        // config, not an empty one: a second master key there would hide the first.
+        let mut found = Vec::new();
+        for kind in [
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Data,
+            FileKind::Tree,
+        ] {
+            let n = backend.list(kind)?.len();
+            if n > 0 {
+                found.push(format!("{n} file(s) under {}/", kind.dir()));
+            }
+        }
+        if !found.is_empty() {
+            return Err(Error::NotEmpty {
+                location: backend.location(),
+                found: found.join(", "),
+            });
+        }
         let key = MasterKey::generate();
         let keyfile = KeyFile::create(&key, password)?.encode();
         backend.write(
@@ -124,10 +145,16 @@ impl Repository {
                     &mut buf,
                 )
                 .expect("CBOR into memory");
-                // Only a speed-up: failing to write it changes nothing.
+                // Only a speed-up: failing to write it changes nothing. Private, like the
+                // rest of the cache (a key file is only as strong as its password).
                 if let Some(dir) = key_cache.parent() {
-                    let _ =
-                        std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&key_cache, buf));
+                    let _ = crate::cache::private_dir(dir).and_then(|_| {
+                        use std::io::Write;
+                        let mut f = crate::cache::private_file(&key_cache)?;
+                        f.set_len(0)
+                            .and_then(|_| f.write_all(&buf))
+                            .map_err(|e| Error::io(&key_cache, e))
+                    });
                 }
                 (key, key_id, config)
             }
@@ -155,20 +182,41 @@ impl Repository {
     fn unlock(backend: &BackendRef, password: &[u8]) -> Result<(MasterKey, KeyId, Vec<u8>)> {
         let mut keys = backend.list(FileKind::Key)?;
         keys.sort_by(|a, b| a.name.cmp(&b.name));
+        // A damaged key file is named as damaged, never mistaken for a wrong password.
+        let mut damaged = Vec::new();
+        let mut intact = 0usize;
         for info in keys {
-            let bytes = backend.read(FileKind::Key, &info.name)?;
-            let Ok(kf) = KeyFile::decode(&bytes, &info.name) else {
-                continue;
+            let Ok(id) = info.name.parse::<KeyId>() else {
+                continue; // not a key file name: ignored, as the format says
             };
-            if let Some(key) = kf.open(password)? {
-                let id = info
-                    .name
-                    .parse()
-                    .map_err(|_| Error::corrupt(format!("key {}", info.name), "bad name"))?;
-                return Ok((key, id, bytes));
+            let bytes = backend.read(FileKind::Key, &info.name)?;
+            if content_address(&bytes) != id.0 {
+                damaged.push(format!(
+                    "key {}: content does not match its name",
+                    info.name
+                ));
+                continue;
+            }
+            let kf = match KeyFile::decode(&bytes, &info.name) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    damaged.push(e.to_string());
+                    continue;
+                }
+            };
+            match kf.open(password) {
+                Ok(Some(key)) => return Ok((key, id, bytes)),
+                Ok(None) => intact += 1,
+                Err(e) => damaged.push(format!("key {}: {e}", info.name)),
             }
         }
-        Err(Error::WrongPassword)
+        if intact == 0 && !damaged.is_empty() {
+            return Err(Error::corrupt(
+                "every key file",
+                format!("none is intact: {}", damaged.join("; ")),
+            ));
+        }
+        Err(Error::WrongPassword { damaged })
     }
 
     pub fn config(&self) -> &Config {

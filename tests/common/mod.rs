@@ -146,6 +146,12 @@ impl Env {
         v
     }
 
+    pub fn read_object_config(&self) -> Vec<u8> {
+        self.backend()
+            .read(strata::backend::FileKind::Config, "config")
+            .unwrap()
+    }
+
     pub fn read_object(&self, kind: &str, name: &str) -> Vec<u8> {
         self.backend().read(file_kind(kind), name).unwrap()
     }

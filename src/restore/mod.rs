@@ -1,0 +1,547 @@
+//! Restoring a snapshot: structure first, then contents pack by pack, then metadata.
+//!
+//! Contents are planned per pack so that each pack is read once, in few range reads, and
+//! packs are processed in parallel. Metadata comes last and bottom-up, so writing a file
+//! cannot disturb its directory's restored mtime. Every file-system operation goes through
+//! [`target::Target`], which never leaves the target directory.
+//!
+//! Damage costs only what it must: a damaged tree loses its own subtree, a damaged or
+//! missing blob only the files that hold it (those are named, and renamed with a
+//! `.strata-damaged` suffix rather than left looking complete), and a damaged pack only
+//! its damaged blobs.
+
+mod target;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use globset::GlobSet;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, TreeId};
+use crate::progress::Progress;
+use crate::repo::pack::{open_blob, BlobEntry};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{Node, NodeKind};
+use crate::repo::{in_pack, pack_file_kind, Repository};
+use crate::util;
+use crate::walk;
+
+pub use target::Target;
+
+/// Blobs of one pack closer than this are fetched in one range read.
+const MAX_GAP: u64 = 256 << 10;
+/// Largest single range read: a whole data pack (16 MiB of blobs plus its header) fits, so a
+/// pack costs one request, and each reader thread holds at most this much.
+const MAX_RANGE: u64 = 17 << 20;
+
+#[derive(Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub includes: Option<GlobSet>,
+    pub excludes: Option<GlobSet>,
+    pub verify: bool,
+    pub dry_run: bool,
+}
+
+/// One thing that went wrong: where, and why. Causes repeat (a full disk fails every
+/// file), so the CLI groups by cause.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RestoreError {
+    /// The path in the snapshot, when the error concerns one.
+    pub path: Option<PathBuf>,
+    pub cause: String,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}: {}", p.display(), self.cause),
+            None => f.write_str(&self.cause),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    pub bytes: u64,
+    pub verified_files: u64,
+    /// Files that could not be restored exactly (snapshot paths); each is also in `errors`.
+    pub damaged_files: Vec<PathBuf>,
+    pub errors: Vec<RestoreError>,
+}
+
+struct Item {
+    /// Path in the snapshot, e.g. `/srv/data/a.json`.
+    path: PathBuf,
+    node: Node,
+    /// For the second and later names of a hard-linked file: the item holding the content.
+    link_to: Option<usize>,
+}
+
+impl Item {
+    /// The path relative to the target.
+    fn rel(&self) -> &Path {
+        self.path.strip_prefix("/").unwrap_or(&self.path)
+    }
+}
+
+/// One blob to fetch and where its plaintext goes.
+struct Fetch {
+    entry: BlobEntry,
+    targets: Vec<(usize, u64)>,
+}
+
+/// Errors and damaged files, gathered from the parallel phases.
+#[derive(Default)]
+struct Trouble {
+    errors: Mutex<Vec<RestoreError>>,
+    /// Items (by index) whose content is not what the snapshot holds.
+    damaged: Mutex<HashSet<usize>>,
+}
+
+impl Trouble {
+    fn error(&self, path: Option<&Path>, cause: impl fmt::Display) {
+        self.errors.lock().unwrap().push(RestoreError {
+            path: path.map(Path::to_path_buf),
+            cause: cause.to_string(),
+        });
+    }
+
+    fn damaged(&self, items: &[Item], idx: usize, cause: impl fmt::Display) {
+        if self.damaged.lock().unwrap().insert(idx) {
+            self.error(Some(&items[idx].path), cause);
+        }
+    }
+}
+
+pub fn run(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let trouble = Trouble::default();
+    let items = select(repo, snapshot, opts, &trouble)?;
+    let mut report = RestoreReport::default();
+    for item in &items {
+        match item.node.kind {
+            NodeKind::Dir => report.dirs += 1,
+            NodeKind::File => report.files += 1,
+            _ => report.other += 1,
+        }
+    }
+    let target = if opts.dry_run {
+        None
+    } else {
+        Some(Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?)
+    };
+    if let Some(t) = &target {
+        let make = |item: &Item| {
+            if let Err(e) = create(t, item, &items) {
+                trouble.error(Some(&item.path), e);
+            }
+        };
+        // Directories in order (parents first); then every other entry in parallel, since
+        // allocating an inode is most of a small file's cost; hard links last, as they need
+        // their first name in place.
+        items
+            .iter()
+            .filter(|i| i.node.kind == NodeKind::Dir)
+            .for_each(make);
+        items
+            .par_iter()
+            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_none())
+            .for_each(make);
+        items
+            .iter()
+            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_some())
+            .for_each(make);
+    }
+
+    // Plan: pack -> blobs -> (file, offset) targets. A blob the index does not know costs
+    // the files holding it, not the restore.
+    let mut plan: HashMap<PackId, HashMap<BlobId, Fetch>> = HashMap::new();
+    let mut total = 0u64;
+    for (idx, item) in items.iter().enumerate() {
+        if item.node.kind != NodeKind::File || item.link_to.is_some() {
+            continue;
+        }
+        let mut offset = 0u64;
+        for id in &item.node.content {
+            let loc = match repo.lookup_blob(id) {
+                Ok(loc) => loc,
+                Err(e) => {
+                    trouble.damaged(&items, idx, e);
+                    break;
+                }
+            };
+            plan.entry(loc.pack)
+                .or_default()
+                .entry(*id)
+                .or_insert_with(|| Fetch {
+                    entry: loc.entry,
+                    targets: Vec::new(),
+                })
+                .targets
+                .push((idx, offset));
+            offset += loc.entry.raw_length as u64;
+            total += loc.entry.raw_length as u64;
+        }
+    }
+    progress.set_total(total);
+    let written = AtomicU64::new(0);
+    let mut packs: Vec<(PackId, Vec<Fetch>)> = plan
+        .into_iter()
+        .map(|(p, blobs)| {
+            let mut v: Vec<Fetch> = blobs.into_values().collect();
+            v.sort_by_key(|f| f.entry.offset);
+            (p, v)
+        })
+        .collect();
+    // In the order of the files they fill: a backup writes a file's chunks into consecutive
+    // packs, and rayon splits this list in halves, so the threads work on different files
+    // instead of queueing on one file's inode lock.
+    packs.sort_by_key(|(p, fetches)| {
+        (
+            fetches
+                .iter()
+                .filter_map(|f| f.targets.first())
+                .min()
+                .copied(),
+            *p,
+        )
+    });
+    let ctx = Ctx {
+        repo,
+        items: &items,
+        target: target.as_ref(),
+        progress,
+        written: &written,
+        trouble: &trouble,
+    };
+    crate::util::with_read_pool(repo.backend().as_ref(), || {
+        packs
+            .par_iter()
+            .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
+    });
+    report.bytes = written.load(Ordering::Relaxed);
+
+    // Second and later names of a damaged file are damaged too.
+    {
+        let mut damaged = trouble.damaged.lock().unwrap();
+        let links: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.link_to.is_some_and(|f| damaged.contains(&f)))
+            .map(|(n, _)| n)
+            .collect();
+        damaged.extend(links);
+    }
+
+    if let Some(t) = &target {
+        // Children before parents: setting a file's metadata never touches its directory,
+        // but creating a file does, so directories come last.
+        let as_root = util::is_root();
+        let apply = |item: &Item| {
+            if let Err(e) = t.set_metadata(item.rel(), &item.node, as_root) {
+                trouble.error(Some(&item.path), e);
+            }
+        };
+        items
+            .par_iter()
+            .filter(|i| i.node.kind != NodeKind::Dir)
+            .for_each(apply);
+        items
+            .iter()
+            .rev()
+            .filter(|i| i.node.kind == NodeKind::Dir)
+            .for_each(apply);
+        if opts.verify {
+            let damaged = trouble.damaged.lock().unwrap().clone();
+            for (idx, item) in items.iter().enumerate() {
+                if item.node.kind == NodeKind::File
+                    && item.link_to.is_none()
+                    && !damaged.contains(&idx)
+                {
+                    match verify_file(repo, t, item) {
+                        Ok(()) => report.verified_files += 1,
+                        Err(e) => trouble.damaged(&items, idx, e),
+                    }
+                }
+            }
+        }
+        // A file that is not what the snapshot holds must not pass for it.
+        let mut damaged: Vec<usize> = trouble.damaged.lock().unwrap().iter().copied().collect();
+        damaged.sort_unstable();
+        for idx in &damaged {
+            let item = &items[*idx];
+            if let Err(e) = t.mark_damaged(item.rel()) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    trouble.error(Some(&item.path), format!("cannot mark as damaged: {e}"));
+                }
+            }
+        }
+    }
+    let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
+    damaged.sort_unstable();
+    report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
+    report.errors = trouble.errors.into_inner().unwrap();
+    Ok(report)
+}
+
+/// The snapshot's items that pass the include and exclude patterns, parents first. A tree
+/// that cannot be read, or an entry with a name that could escape its directory, is an
+/// error for that subtree only.
+fn select(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    opts: &RestoreOptions,
+    trouble: &Trouble,
+) -> Result<Vec<Item>> {
+    // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
+    let mut all: Vec<(Item, bool)> = Vec::new();
+    let mut stack: Vec<(PathBuf, bool)> = Vec::new();
+    let mut on_error = |tree: &TreeId, dir: &Path, e: Error| {
+        trouble.error(
+            Some(&Path::new("/").join(dir)),
+            format!("not restored: tree {tree}: {e}"),
+        );
+    };
+    walk::walk_tolerant(
+        repo,
+        &snapshot.tree,
+        &mut |rel, node| {
+            let path = Path::new("/").join(rel);
+            while stack.last().is_some_and(|(dir, _)| !path.starts_with(dir)) {
+                stack.pop();
+            }
+            if opts.excludes.as_ref().is_some_and(|g| g.is_match(&path)) {
+                return Ok(false);
+            }
+            let matched = stack.last().is_some_and(|s| s.1)
+                || opts.includes.as_ref().is_none_or(|g| g.is_match(&path));
+            if node.kind == NodeKind::Dir {
+                stack.push((path.clone(), matched));
+            }
+            all.push((
+                Item {
+                    path,
+                    node: node.clone(),
+                    link_to: None,
+                },
+                matched,
+            ));
+            Ok(true)
+        },
+        &mut on_error,
+    )?;
+    // Pass 2, bottom-up: keep matches and the directories leading to them.
+    let mut needed: HashSet<PathBuf> = Default::default();
+    let mut keep = vec![false; all.len()];
+    for (i, (item, matched)) in all.iter().enumerate().rev() {
+        if *matched || needed.contains(&item.path) {
+            keep[i] = true;
+            if let Some(parent) = item.path.parent() {
+                needed.insert(parent.to_path_buf());
+            }
+        }
+    }
+    // Pass 3: the first kept name of a hard-linked file holds the content.
+    let mut links: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut out = Vec::new();
+    for ((mut item, _), k) in all.into_iter().zip(keep) {
+        if !k {
+            continue;
+        }
+        let n = &item.node;
+        if n.kind == NodeKind::File && n.nlink > 1 && n.inode != 0 {
+            match links.get(&(n.device, n.inode)) {
+                Some(first) => item.link_to = Some(*first),
+                None => {
+                    links.insert((n.device, n.inode), out.len());
+                }
+            }
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+fn create(t: &Target, item: &Item, items: &[Item]) -> std::io::Result<()> {
+    let node = &item.node;
+    let rel = item.rel();
+    match node.kind {
+        NodeKind::Dir => t.make_dir(rel),
+        NodeKind::File => match item.link_to {
+            Some(first) => t.hard_link(items[first].rel(), rel),
+            // Sized up front: unwritten (zero) ranges of sparse files stay holes.
+            None => t.create_file(rel, node.size),
+        },
+        NodeKind::Symlink => t.symlink(rel, node.target.as_deref().unwrap_or_default()),
+        NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => t.special(rel, node),
+        NodeKind::Socket => Ok(()),
+    }
+}
+
+/// What the parallel content phase shares.
+struct Ctx<'a> {
+    repo: &'a Repository,
+    items: &'a [Item],
+    target: Option<&'a Target>,
+    progress: &'a dyn Progress,
+    written: &'a AtomicU64,
+    trouble: &'a Trouble,
+}
+
+fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
+    let mut i = 0;
+    while i < fetches.len() {
+        // Coalesce neighbouring blobs into one range read.
+        let start = fetches[i].entry.offset;
+        let mut end = start + fetches[i].entry.length as u64;
+        let mut j = i + 1;
+        while j < fetches.len() {
+            let e = &fetches[j].entry;
+            if e.offset > end + MAX_GAP || e.offset + e.length as u64 - start > MAX_RANGE {
+                break;
+            }
+            end = end.max(e.offset + e.length as u64);
+            j += 1;
+        }
+        let kind = pack_file_kind(fetches[i].entry.kind);
+        match ctx
+            .repo
+            .backend()
+            .read_range(kind, &pack.to_hex(), start, end - start)
+        {
+            Ok(bytes) => {
+                for f in &fetches[i..j] {
+                    let lo = (f.entry.offset - start) as usize;
+                    restore_blob(ctx, pack, f, &bytes[lo..lo + f.entry.length as usize]);
+                }
+            }
+            // A truncated pack fails the coalesced read; its intact blobs may still be
+            // there, so each blob is tried on its own.
+            Err(_) if j - i > 1 => {
+                for f in &fetches[i..j] {
+                    match ctx.repo.backend().read_range(
+                        kind,
+                        &pack.to_hex(),
+                        f.entry.offset,
+                        f.entry.length as u64,
+                    ) {
+                        Ok(bytes) => restore_blob(ctx, pack, f, &bytes),
+                        Err(e) => blob_lost(ctx, pack, f, in_pack(e, pack)),
+                    }
+                }
+            }
+            Err(e) => blob_lost(ctx, pack, &fetches[i], in_pack(e, pack)),
+        }
+        i = j;
+    }
+}
+
+/// Every file holding a blob that could not be had is damaged.
+fn blob_lost(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, e: Error) {
+    for (idx, _) in &f.targets {
+        ctx.trouble.damaged(
+            ctx.items,
+            *idx,
+            format!(
+                "not restored exactly: blob {} in pack {pack}: {e}",
+                f.entry.id
+            ),
+        );
+    }
+}
+
+/// Writes only the non-zero blocks of `data`: the file was sized in advance, so the
+/// skipped zero blocks stay holes.
+fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> std::io::Result<()> {
+    const BLOCK: u64 = 4096;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        // Block boundaries follow the file, not the chunk.
+        let abs = offset + pos as u64;
+        let end = ((abs / BLOCK + 1) * BLOCK - offset).min(data.len() as u64) as usize;
+        let start = pos;
+        let mut stop = end;
+        if data[start..end].iter().all(|b| *b == 0) {
+            pos = end;
+            continue;
+        }
+        // Extend the run over following non-zero blocks, so data is written in few calls.
+        while stop < data.len() {
+            let next = (stop + BLOCK as usize).min(data.len());
+            if data[stop..next].iter().all(|b| *b == 0) {
+                break;
+            }
+            stop = next;
+        }
+        file.write_all_at(&data[start..stop], offset + start as u64)?;
+        pos = stop;
+    }
+    Ok(())
+}
+
+fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, sealed: &[u8]) {
+    let plain = match open_blob(ctx.repo.key(), &f.entry, sealed) {
+        Ok(p) => p,
+        Err(e) => return blob_lost(ctx, pack, f, e),
+    };
+    for (idx, offset) in &f.targets {
+        let item = &ctx.items[*idx];
+        ctx.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        ctx.progress.advance(plain.len() as u64);
+        let Some(t) = ctx.target else {
+            continue;
+        };
+        let result = t.open_write(item.rel()).and_then(|file| {
+            if item.node.sparse {
+                write_sparse(&file, &plain, *offset)
+            } else {
+                file.write_all_at(&plain, *offset)
+            }
+        });
+        if let Err(e) = result {
+            ctx.trouble.damaged(ctx.items, *idx, e);
+        }
+    }
+}
+
+/// Re-reads a restored file and checks every chunk against its id.
+fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
+    let dest = t.display(item.rel());
+    let mut f = t.open_read(item.rel()).map_err(|e| Error::io(&dest, e))?;
+    let mut buf = Vec::new();
+    for id in &item.node.content {
+        let len = repo.lookup_blob(id)?.entry.raw_length as usize;
+        buf.resize(len, 0);
+        f.read_exact(&mut buf).map_err(|e| Error::io(&dest, e))?;
+        if repo.key().blob_id(&buf) != *id {
+            return Err(Error::corrupt(
+                dest.display().to_string(),
+                "restored content differs from the snapshot",
+            ));
+        }
+    }
+    let mut rest = [0u8; 1];
+    if f.read(&mut rest).map_err(|e| Error::io(&dest, e))? != 0 {
+        return Err(Error::corrupt(
+            dest.display().to_string(),
+            "restored file is longer than in the snapshot",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! The restore target: every write, link, chmod and chown stays beneath it.
+//!
+//! A target may already hold symlinks (a previous restore of a snapshot where `x -> /etc`,
+//! or someone else's doing). Paths are therefore never handed to the kernel whole: every
+//! open resolves relative to the target directory's descriptor with `openat2`'s
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so no symlink on the way is followed and nothing
+//! outside the target is reached; metadata is applied through descriptors of the restored
+//! object itself, or `*at` calls that do not follow a final symlink. An entry of the wrong
+//! kind in the way (a symlink where a directory goes) is replaced, never followed.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
+
+use crate::repo::tree::{Node, NodeKind};
+
+pub struct Target {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+fn to_io(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+impl Target {
+    /// Creates the target directory if needed and holds it open. The target path itself is
+    /// the operator's choice and is resolved as given.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(path)?;
+        let dir = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(to_io)?;
+        Ok(Target {
+            dir,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where a snapshot path lands, for messages.
+    pub fn display(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Opens `rel` beneath the target without following any symlink, at the end or on the
+    /// way. `rel` must be relative and free of `..` (names come from checked trees).
+    fn open_beneath(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        debug_assert!(rel
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir)));
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        match rfs::openat2(
+            &self.dir,
+            rel,
+            flags,
+            mode,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(rustix::io::Errno::NOSYS) => self.open_walking(rel, flags, mode),
+            r => r.map_err(to_io),
+        }
+    }
+
+    /// Kernels before 5.6 lack `openat2`: walk component by component with `O_NOFOLLOW`.
+    fn open_walking(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let comps: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let Some((last, dirs)) = comps.split_last() else {
+            return rfs::openat(&self.dir, ".", flags, mode).map_err(to_io);
+        };
+        let mut fd: Option<OwnedFd> = None;
+        for d in dirs {
+            let parent = fd.as_ref().map_or(self.dir.as_fd(), |f| f.as_fd());
+            fd = Some(
+                rfs::openat(
+                    parent,
+                    *d,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(to_io)?,
+            );
+        }
+        let parent = fd.as_ref().map_or(self.dir.as_fd(), |f| f.as_fd());
+        rfs::openat(parent, *last, flags, mode).map_err(to_io)
+    }
+
+    /// The directory holding `rel` (opened beneath the target) and `rel`'s last name.
+    fn parent<'p>(&self, rel: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let fd = self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        Ok((fd, name))
+    }
+
+    /// Makes `rel` a directory: an existing one is kept, anything else in the way (a
+    /// symlink above all) is removed first.
+    pub fn make_dir(&self, rel: &Path) -> io::Result<()> {
+        if rel.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let (parent, name) = self.parent(rel)?;
+        match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => return Ok(()),
+            Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(to_io(e)),
+        }
+        rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(to_io)
+    }
+
+    /// Removes whatever is at `rel` (an empty directory too, never one with contents) and
+    /// returns the parent directory to create the new entry in.
+    fn clear<'p>(&self, rel: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
+        let (parent, name) = self.parent(rel)?;
+        match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let flags = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                rfs::unlinkat(&parent, name, flags).map_err(to_io)?;
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(to_io(e)),
+        }
+        Ok((parent, name))
+    }
+
+    /// Creates an empty regular file of `size` bytes (holes until written).
+    pub fn create_file(&self, rel: &Path, size: u64) -> io::Result<()> {
+        let (parent, name) = self.clear(rel)?;
+        let fd = rfs::openat(
+            &parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(to_io)?;
+        File::from(fd).set_len(size)
+    }
+
+    /// Opens a restored regular file for writing its content.
+    pub fn open_write(&self, rel: &Path) -> io::Result<File> {
+        self.open_beneath(rel, OFlags::WRONLY, Mode::empty())
+            .map(File::from)
+    }
+
+    /// Opens a restored regular file for reading (verification).
+    pub fn open_read(&self, rel: &Path) -> io::Result<File> {
+        self.open_beneath(rel, OFlags::RDONLY, Mode::empty())
+            .map(File::from)
+    }
+
+    pub fn hard_link(&self, existing: &Path, rel: &Path) -> io::Result<()> {
+        let (from_dir, from_name) = self.parent(existing)?;
+        let (to_dir, to_name) = self.clear(rel)?;
+        // Flags 0: a symlink at `existing` is linked itself, never followed.
+        rfs::linkat(&from_dir, from_name, &to_dir, to_name, AtFlags::empty()).map_err(to_io)
+    }
+
+    pub fn symlink(&self, rel: &Path, target: &[u8]) -> io::Result<()> {
+        let (parent, name) = self.clear(rel)?;
+        rfs::symlinkat(OsStr::from_bytes(target), &parent, name).map_err(to_io)
+    }
+
+    pub fn special(&self, rel: &Path, node: &Node) -> io::Result<()> {
+        let file_type = match node.kind {
+            NodeKind::Fifo => FileType::Fifo,
+            NodeKind::Chardev => FileType::CharacterDevice,
+            NodeKind::Blockdev => FileType::BlockDevice,
+            _ => return Ok(()),
+        };
+        let (parent, name) = self.clear(rel)?;
+        rfs::mknodat(
+            &parent,
+            name,
+            file_type,
+            Mode::from_raw_mode(0o600),
+            node.rdev as rfs::Dev,
+        )
+        .map_err(to_io)
+    }
+
+    /// Owner (when root), mode, user xattrs and times of a restored entry, applied to the
+    /// entry itself: never through a symlink.
+    pub fn set_metadata(&self, rel: &Path, node: &Node, as_root: bool) -> io::Result<()> {
+        let times = Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: node.mtime.sec,
+                tv_nsec: node.mtime.nsec as _,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: node.mtime.sec,
+                tv_nsec: node.mtime.nsec as _,
+            },
+        };
+        let owner = || {
+            (
+                Some(rfs::Uid::from_raw(node.uid)),
+                Some(rfs::Gid::from_raw(node.gid)),
+            )
+        };
+        match node.kind {
+            NodeKind::Socket => Ok(()),
+            NodeKind::Symlink => {
+                let (parent, name) = self.parent(rel)?;
+                if as_root {
+                    let (u, g) = owner();
+                    rfs::chownat(&parent, name, u, g, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+                }
+                rfs::utimensat(&parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)
+            }
+            NodeKind::File | NodeKind::Dir => {
+                let flags = if node.kind == NodeKind::Dir {
+                    OFlags::RDONLY | OFlags::DIRECTORY
+                } else {
+                    OFlags::RDONLY | OFlags::NONBLOCK
+                };
+                let fd = self.open_beneath(rel, flags, Mode::empty())?;
+                if as_root {
+                    let (u, g) = owner();
+                    rfs::fchown(&fd, u, g).map_err(to_io)?;
+                }
+                // After chown, which clears set-id bits.
+                rfs::fchmod(&fd, Mode::from_raw_mode(node.mode)).map_err(to_io)?;
+                for x in &node.xattrs {
+                    let set = rfs::fsetxattr(
+                        &fd,
+                        OsStr::from_bytes(&x.name),
+                        &x.value,
+                        rfs::XattrFlags::empty(),
+                    );
+                    // Only user attributes are portable; others need privileges or file
+                    // systems the target may not have.
+                    if let Err(e) = set {
+                        if x.name.starts_with(b"user.") {
+                            return Err(to_io(e));
+                        }
+                    }
+                }
+                rfs::futimens(&fd, &times).map_err(to_io)
+            }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
+                // pins the entry, and its /proc magic link reaches it for chmod and times.
+                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                if as_root {
+                    let (u, g) = owner();
+                    rfs::chownat(&fd, "", u, g, AtFlags::EMPTY_PATH).map_err(to_io)?;
+                }
+                let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+                rfs::chmodat(
+                    rfs::CWD,
+                    proc.as_str(),
+                    Mode::from_raw_mode(node.mode),
+                    AtFlags::empty(),
+                )
+                .map_err(to_io)?;
+                rfs::utimensat(rfs::CWD, proc.as_str(), &times, AtFlags::empty()).map_err(to_io)
+            }
+        }
+    }
+
+    /// Renames a restored file that could not be restored exactly, so that no one takes it
+    /// for the real thing; returns the new path (relative).
+    pub fn mark_damaged(&self, rel: &Path) -> io::Result<PathBuf> {
+        let (parent, name) = self.parent(rel)?;
+        let mut marked = name.to_os_string();
+        marked.push(".strata-damaged");
+        let _ = rfs::unlinkat(&parent, marked.as_os_str(), AtFlags::empty());
+        rfs::renameat(&parent, name, &parent, marked.as_os_str()).map_err(to_io)?;
+        Ok(rel.with_file_name(marked))
+    }
+}

@@ -1,0 +1,635 @@
+//! Data-safety regressions: what a hostile, unlucky operator broke, each proven fixed.
+//! Numbers refer to the items of the issue that found them.
+
+#[macro_use]
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::*;
+use strata::backup::{self, BackupOptions, Source};
+use strata::progress::NoProgress;
+
+/// Item 1: a backup that deduplicated against packs a concurrent prune then marked (or
+/// repacked) writes a snapshot that restores and checks clean at every moment; a backup
+/// that starts after the mark stores the data afresh.
+fn prune_racing_a_backup_leaves_its_snapshot_restorable(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/big.bin"), noise(600_000, 7)).unwrap();
+    fs::write(src.join("d/small.txt"), "small\n".repeat(100)).unwrap();
+    let s = src.to_str().unwrap();
+    let first = env.backup(&[s, "--host", "a"]);
+
+    // "Host b" opens the repository (its index now names the packs) and starts a backup
+    // of the same data after the prune below marked them.
+    let repo = open_repo(env);
+    assert!(first["snapshot_id"].is_string());
+    env.ok(&["forget", "--keep-tag", "none-has-it"]);
+    let pruned = env.json(&["prune"]);
+    assert!(pruned["packs_marked"].as_u64().unwrap() >= 2, "{pruned}");
+    let report = backup::run(
+        &repo,
+        BackupOptions {
+            source: Source::Paths(vec![src.clone()]),
+            host: Some("b".into()),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    // Only trees are new (the test directory's own metadata changed); the data was
+    // deduplicated against the packs the prune has just marked.
+    assert!(
+        report.snapshot.summary.bytes_added < 10_000,
+        "the racing backup deduplicated: {:?}",
+        report.snapshot.summary
+    );
+    drop(repo);
+
+    // Restorable and clean now (the packs are marked, not yet deleted) ...
+    env.assert_read_data_clean();
+    let check = env.json(&["check"]);
+    assert_eq!(check["unreferenced_packs"], 0, "{check}");
+    let root = env.restore_latest_verified("r1");
+    assert_eq!(
+        fs::read(restored(&root, &src).join("d/big.bin")).unwrap(),
+        noise(600_000, 7)
+    );
+    // ... also from a fresh cache (a bare machine).
+    fs::remove_dir_all(&env.cache).unwrap();
+    env.restore_latest_verified("r2");
+
+    // A backup starting after the mark does not depend on the marked packs.
+    fs::write(src.join("d/other.txt"), "x").unwrap();
+    let later = env.backup(&[s, "--host", "c"]);
+    assert!(
+        later["bytes_added"].as_u64().unwrap() >= 600_000,
+        "stored afresh: {later}"
+    );
+    // The prune after the grace period revives what the racing snapshot uses, and the
+    // repository stays whole.
+    env.ok(&["prune", "--grace", "0s"]);
+    env.assert_read_data_clean();
+    env.restore_latest_verified("r3");
+}
+
+/// Item 1, repacking: a repacked pack is marked in the new index (one grace period, not
+/// two; never reported as left by an interrupted backup).
+fn repacked_packs_are_marked_in_the_new_index(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep.bin"), noise(400_000, 1)).unwrap();
+    fs::write(src.join("drop.bin"), noise(400_000, 2)).unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    fs::remove_file(src.join("drop.bin")).unwrap();
+    env.backup(&[s, "--tag", "keep"]);
+    env.ok(&["forget", "--keep-tag", "keep"]);
+    let p = env.json(&["prune", "--max-unused", "10%"]);
+    assert_eq!(p["packs_repacked"], 1, "{p}");
+    let waiting = p["packs_waiting"].as_u64().unwrap();
+    assert!(waiting >= 1, "the repacked pack waits out its grace: {p}");
+    let check = env.json(&["check"]);
+    assert_eq!(check["unreferenced_packs"], 0, "{check}");
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+    let data_packs = env.objects("data").len();
+    // One grace period later the repacked pack goes.
+    let p = env.json(&["prune", "--grace", "0s"]);
+    assert_eq!(p["packs_deleted"].as_u64().unwrap(), waiting, "{p}");
+    assert_eq!(env.objects("data").len(), data_packs - 1);
+    env.assert_read_data_clean();
+}
+
+/// Item 2: `--stdin-filename` with directories is stored as directories; names no reader
+/// could restore are refused before anything is written.
+fn stdin_filenames_with_directories_or_dots(env: &Env) {
+    env.init();
+    let dump = "CREATE TABLE t (x int);\n".repeat(1000);
+    let out = env
+        .cmd()
+        .args(["backup", "--stdin", "--stdin-filename", "pg/db.sql"])
+        .write_stdin(dump.clone())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let cat = env
+        .cmd()
+        .args(["cat", "latest", "/pg/db.sql"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), dump);
+    let root = env.restore_latest_verified("r");
+    assert_eq!(fs::read_to_string(root.join("pg/db.sql")).unwrap(), dump);
+    assert!(root.join("pg").is_dir());
+    let snaps_before = env.objects("snapshots").len();
+    for bad in ["", "..", ".", "a/../b", "/", "x/./y"] {
+        let out = env
+            .cmd()
+            .args(["backup", "--stdin", "--stdin-filename", bad])
+            .write_stdin("data")
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 1, "{bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("stdin-filename"), "{}", stderr(&out));
+    }
+    assert_eq!(env.objects("snapshots").len(), snaps_before);
+}
+
+/// Item 5: a missing or truncated data pack and a damaged tree cost only what they hold;
+/// every file not restored exactly is named, not left zero-filled under its own name.
+fn restore_names_and_marks_what_damage_costs(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    // Enough data for several packs, so that one lost pack is not all of it.
+    for i in 0..6u64 {
+        fs::write(src.join(format!("a/f{i}.bin")), noise(7 << 20, i)).unwrap();
+    }
+    for i in 0..20 {
+        fs::write(src.join(format!("b/n{i}.txt")), format!("note {i}\n")).unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let mut packs = env.objects("data");
+    packs.sort_by_key(|p| std::cmp::Reverse(p.1));
+    assert!(packs.len() >= 2, "{packs:?}");
+    // Truncate the largest pack halfway: blobs before the cut are intact.
+    let (name, size) = &packs[0];
+    env.truncate_object("data", name, (*size / 2) as usize);
+    let target = env.path("r");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("not restored exactly"), "{err}");
+    assert!(err.contains(name.as_str()), "names the pack: {err}");
+    let root = restored(&target, &src);
+    let mut intact = 0;
+    let mut marked = 0;
+    for i in 0..6u64 {
+        let p = root.join(format!("a/f{i}.bin"));
+        if p.exists() {
+            assert_eq!(fs::read(&p).unwrap(), noise(7 << 20, i), "f{i} is exact");
+            intact += 1;
+        } else {
+            assert!(root.join(format!("a/f{i}.bin.strata-damaged")).exists());
+            assert!(err.contains(&format!("a/f{i}.bin")), "{err}");
+            marked += 1;
+        }
+    }
+    assert!(
+        marked >= 1 && intact >= 1,
+        "marked {marked}, intact {intact}"
+    );
+    // Intact blobs of the truncated pack were used: fewer files lost than the pack touches.
+    assert!(err.contains("file(s) not restored exactly"), "{err}");
+    for i in 0..20 {
+        assert!(root.join(format!("b/n{i}.txt")).is_file());
+    }
+}
+
+/// Item 5: one damaged tree loses its own subtree only.
+#[test]
+fn a_damaged_tree_costs_only_its_subtree() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    for d in ["a", "b"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        for i in 0..10 {
+            fs::write(src.join(format!("{d}/{i}.txt")), format!("{d}{i}")).unwrap();
+        }
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    // Damage the tree blob of directory `a` in its pack: find it through the library.
+    let repo = open_repo(env);
+    let (_, snap) = repo.find_snapshot("latest").unwrap();
+    let mut tree_id = snap.tree;
+    for comp in src.join("a").strip_prefix("/").unwrap().components() {
+        let t = repo.load_tree(&tree_id).unwrap();
+        let n = t
+            .entries
+            .iter()
+            .find(|n| n.name == comp.as_os_str().as_encoded_bytes())
+            .unwrap();
+        tree_id = n.subtree.unwrap();
+    }
+    let loc = repo.lookup_blob(&tree_id).unwrap();
+    drop(repo);
+    env.flip_byte("tree", &loc.pack.to_hex(), loc.entry.offset as usize + 30);
+    fs::remove_dir_all(&env.cache).unwrap();
+    let target = env.path("r");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("tree {tree_id}")),
+        "{}",
+        stderr(&out)
+    );
+    let root = restored(&target, &src);
+    for i in 0..10 {
+        assert_eq!(
+            fs::read_to_string(root.join(format!("b/{i}.txt"))).unwrap(),
+            format!("b{i}")
+        );
+    }
+    assert!(!root.join("a/0.txt").exists());
+}
+
+/// Item 7: a path below a symlink that is itself backed up is refused, not dropped.
+#[test]
+fn a_path_below_a_backed_up_symlink_is_an_error() {
+    let env = &Env::local();
+    env.init();
+    let p = env.path("p");
+    fs::create_dir_all(p.join("real")).unwrap();
+    fs::write(p.join("real/inner.txt"), "inner").unwrap();
+    std::os::unix::fs::symlink("real", p.join("lnk")).unwrap();
+    let lnk = p.join("lnk");
+    let inner = p.join("lnk/inner.txt");
+    let out = env.run(&["backup", lnk.to_str().unwrap(), inner.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inner.txt"), "{}", stderr(&out));
+    assert!(env.objects("snapshots").is_empty());
+    // Below a real directory it is covered as before.
+    let real = p.join("real");
+    let inner = p.join("real/inner.txt");
+    env.backup(&[real.to_str().unwrap(), inner.to_str().unwrap()]);
+}
+
+/// Item 8: init refuses a location that holds repository files but lost its config.
+fn init_refuses_a_repository_without_its_config(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "precious").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let config = env.read_object_config();
+    env.backend()
+        .delete(strata::backend::FileKind::Config, "config")
+        .unwrap();
+    let keys = env.objects("keys").len();
+    let out = env.run(&["init"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("keys/"), "{}", stderr(&out));
+    assert_eq!(env.objects("keys").len(), keys);
+    // Putting the config back makes everything readable again.
+    env.backend()
+        .write(strata::backend::FileKind::Config, "config", &config)
+        .unwrap();
+    env.restore_latest_verified("r");
+}
+
+/// Item 12: a damaged key file is named as damaged, not taken for a wrong password.
+fn a_damaged_key_is_not_a_wrong_password(env: &Env) {
+    env.init();
+    let keys = env.objects("keys");
+    let name = &keys[0].0;
+    env.flip_byte("keys", name, 40);
+    let _ = fs::remove_dir_all(&env.cache);
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(name.as_str()), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wrong password"), "{}", stderr(&out));
+}
+
+#[test]
+fn wrong_password_with_a_damaged_key_says_both() {
+    let env = &Env::local();
+    env.init();
+    let pw = env.path("pw2");
+    fs::write(&pw, "second password\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["key", "add", "--new-password-file", pw.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Damage the first key; the second password still opens the repository.
+    let repo = open_repo(env);
+    let own = repo.key_id().to_hex();
+    drop(repo);
+    env.flip_byte("keys", &own, 40);
+    fs::remove_dir_all(&env.cache).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&own),
+        "names the damaged key: {}",
+        stderr(&out)
+    );
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-file", pw.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+/// Item 9: temporaries of failed or killed writes are removed by prune once stale.
+#[test]
+fn prune_removes_stale_temporaries_only() {
+    let env = &Env::local();
+    env.init();
+    let dir = Path::new(&env.repo).join("data/ab");
+    fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(".abcdef.0123456789abcdef.tmp");
+    let young = dir.join(".abcdef.fedcba9876543210.tmp");
+    fs::write(&old, vec![0u8; 100_000]).unwrap();
+    fs::write(&young, vec![0u8; 10]).unwrap();
+    set_mtime(&old, 1_000_000_000, 0);
+    let p = env.json(&["prune", "--grace", "1h"]);
+    assert_eq!(p["temporaries_removed"], 1, "{p}");
+    assert!(!old.exists());
+    assert!(young.exists(), "a write in progress keeps its temporary");
+}
+
+/// Item 10: restore never writes, chmods or chowns outside its target, whatever symlinks
+/// the target already holds.
+#[test]
+fn restore_does_not_follow_symlinks_in_the_target() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("tmp")).unwrap();
+    fs::write(src.join("tmp/payload"), "payload").unwrap();
+    fs::set_permissions(src.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o700)).unwrap();
+    let target = env.path("t");
+    let root = restored(&target, &src);
+    fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("tmp")).unwrap();
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o700);
+    let restored_tmp = fs::symlink_metadata(root.join("tmp")).unwrap();
+    assert!(
+        restored_tmp.is_dir(),
+        "the symlink was replaced by the directory"
+    );
+    assert_eq!(restored_tmp.mode() & 0o7777, 0o1777);
+    assert_eq!(
+        fs::read_to_string(root.join("tmp/payload")).unwrap(),
+        "payload"
+    );
+}
+
+#[test]
+fn restoring_a_symlink_then_a_directory_of_the_same_name_stays_inside() {
+    let env = &Env::local();
+    env.init();
+    let abs = env.path("abs");
+    fs::create_dir_all(&abs).unwrap();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    std::os::unix::fs::symlink(&abs, src.join("x")).unwrap();
+    let first = env.backup(&[s]);
+    fs::remove_file(src.join("x")).unwrap();
+    fs::create_dir_all(src.join("x")).unwrap();
+    fs::write(src.join("x/evil"), "evil").unwrap();
+    env.backup(&[s]);
+    let target = env.path("t");
+    let t = target.to_str().unwrap();
+    let first_id = first["snapshot_id"].as_str().unwrap();
+    env.ok(&["restore", &first_id[..12], "--target", t]);
+    assert!(fs::symlink_metadata(restored(&target, &src).join("x"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    env.ok(&["restore", "latest", "--target", t]);
+    assert!(!abs.join("evil").exists(), "wrote through the symlink");
+    assert_eq!(
+        fs::read_to_string(restored(&target, &src).join("x/evil")).unwrap(),
+        "evil"
+    );
+}
+
+/// Item 11: repository and cache files are the owner's alone, whatever the umask.
+#[test]
+fn repository_and_cache_are_private() {
+    let env = &Env::local();
+    let out = env.cmd().args(["init"]).output().expect("init runs");
+    assert_eq!(code(&out), 0);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let mut checked = 0;
+    for root in [Path::new(&env.repo), env.cache.as_path()] {
+        for e in walk(root) {
+            let m = fs::symlink_metadata(&e).unwrap();
+            let mode = m.mode() & 0o777;
+            if m.is_dir() {
+                if e != env.cache {
+                    assert_eq!(mode, 0o700, "{}", e.display());
+                }
+            } else {
+                assert_eq!(mode, 0o600, "{}", e.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "{checked}");
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            for e in fs::read_dir(&out[i]).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Item 13: out-of-range times and durations are errors, not panics.
+#[test]
+fn out_of_range_times_are_clear_errors() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let t = env.path("t");
+    let t = t.to_str().unwrap();
+    let s = src.to_str().unwrap();
+    for args in [
+        vec!["restore", "--at", "99999999d", "--target", t],
+        vec!["restore", "--at", "300000y", "--target", t],
+        vec!["backup", "--time", "99999999d", s],
+        vec!["forget", "--keep-within", "99999999d"],
+        vec!["prune", "--grace", "99999999d"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    }
+}
+
+/// Item 15: a snapshot from the future needs --force.
+#[test]
+fn backup_time_in_the_future_needs_force() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    let ahead = (chrono::Utc::now() + chrono::Duration::days(365)).to_rfc3339();
+    let out = env.run(&["backup", s, "--time", &ahead]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("future"), "{}", stderr(&out));
+    assert!(env.objects("snapshots").is_empty());
+    env.backup(&[s, "--time", &ahead, "--force"]);
+    // Slightly ahead (clock skew between hosts) is fine.
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    env.backup(&[s, "--time", &soon]);
+}
+
+/// Item 15: a lock whose process on this host is gone is cleared by `unlock` at once.
+#[test]
+fn unlock_clears_a_lock_whose_process_is_gone() {
+    let env = &Env::local();
+    env.init();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = child.id();
+    child.wait().unwrap();
+    let repo = open_repo(env);
+    let now = chrono::Local::now().to_rfc3339();
+    repo.save_file(
+        strata::backend::FileKind::Lock,
+        &strata::lock::LockFile {
+            version: 1,
+            operation: "prune".into(),
+            host: strata::util::hostname(),
+            user: "root".into(),
+            pid: dead_pid,
+            created: now.clone(),
+            refreshed: now,
+        },
+    )
+    .unwrap();
+    drop(repo);
+    let out = env.run(&["prune"]);
+    assert_eq!(code(&out), 11, "{}", stderr(&out));
+    assert!(stderr(&out).contains("process is gone"), "{}", stderr(&out));
+    let out = env.ok(&["unlock"]);
+    assert!(out.contains("1 lock(s) removed"), "{out}");
+    env.ok(&["prune"]);
+}
+
+/// Item 15: `ls` escapes control characters in names.
+#[test]
+fn ls_escapes_control_characters() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("evil\nname\x1b[31m"), "x").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env.ok(&["ls", "latest"]);
+    assert!(out.contains("evil\\nname\\x1b[31m"), "{out}");
+    assert!(!out.contains('\x1b'));
+    assert!(!out.lines().any(|l| l.starts_with("name")), "{out}");
+}
+
+/// Item 15: a password command that hangs is stopped and named.
+#[test]
+fn password_command_times_out() {
+    let env = &Env::local();
+    env.init();
+    let config = env.path("strata.toml");
+    fs::write(
+        &config,
+        format!(
+            "repository = {:?}\npassword-command = \"sleep 30\"\npassword-command-timeout = \"1s\"\n",
+            env.repo
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--config", config.to_str().unwrap(), "snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+conformance!(
+    prune_racing_a_backup_leaves_its_snapshot_restorable,
+    repacked_packs_are_marked_in_the_new_index,
+    stdin_filenames_with_directories_or_dots,
+    restore_names_and_marks_what_damage_costs,
+    init_refuses_a_repository_without_its_config,
+    a_damaged_key_is_not_a_wrong_password,
+);
+
+/// Item 6: a file written while it is read is re-read, and if it keeps changing, stored as
+/// read with a warning naming it (exit 3), never silently.
+#[test]
+fn a_file_changing_while_read_is_reported() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let busy = src.join("busy.db");
+    fs::write(&busy, noise(64 << 20, 3)).unwrap();
+    fs::write(src.join("calm.txt"), "calm").unwrap();
+    let stop = AtomicBool::new(false);
+    let out = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let f = fs::OpenOptions::new().write(true).open(&busy).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all_at(&i.to_le_bytes(), (i * 4096) % (64 << 20))
+                    .unwrap();
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        });
+        let out = env.run(&["backup", src.to_str().unwrap()]);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed while being read"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("busy.db"), "{}", stderr(&out));
+    // The snapshot holds both files; once the writer stops, the next run stores it clean.
+    let ls = env.ok(&["ls", "latest"]);
+    assert!(ls.contains("busy.db") && ls.contains("calm.txt"), "{ls}");
+    let again = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(again["errors"], 0);
+    assert_eq!(again["files_unchanged"], 1, "{again}");
+    let reread = again["files_new"].as_u64().unwrap() + again["files_changed"].as_u64().unwrap();
+    assert_eq!(reread, 1, "the torn file is read again: {again}");
+}
