@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId, TreeId};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::repo::pack::{open_blob, read_header, BlobKind};
 use crate::repo::snapshot::Snapshot;
@@ -73,6 +73,33 @@ pub struct Problem {
     pub reason: String,
     /// `snapshot <id> <time>: <path>` for everything the damage reaches.
     pub hits: Vec<String>,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+/// The remedy for a kind of problem, by the object it names.
+fn fix_for(p: &Problem) -> Option<String> {
+    const LOST: &str = "run `strata repair index` (the index then matches the packs that \
+                        exist, and the next backup stores lost data again), then `strata repair \
+                        snapshots` (new snapshots without the files that are lost)";
+    let fix = if p.object.starts_with("index ") {
+        "run `strata repair index`: it indexes the packs this file named from their headers"
+            .to_string()
+    } else if p.object.starts_with("snapshot ") {
+        "the snapshot cannot be read; `strata repair snapshots --forget` removes it".to_string()
+    } else if p.object.starts_with("pack ") && p.reason.contains("missing from the backend") {
+        LOST.to_string()
+    } else if p.object.starts_with("pack ") {
+        format!(
+            "if a second read finds the same damage, move the pack out of the repository \
+             (keep a copy), then {LOST}"
+        )
+    } else if p.object.starts_with("blob ") || p.object.starts_with("tree ") {
+        LOST.to_string()
+    } else {
+        return None;
+    };
+    Some(fix)
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -93,24 +120,43 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         object,
         reason,
         hits: Vec::new(),
+        fix: None,
     };
 
-    // 1. Index files, each verified; the cache is rebuilt from them.
-    progress.message("index");
-    for (id, e) in repo.rebuild_index()? {
+    // 1. Index files, each verified; the cache is rebuilt from them. 2. Every pack the
+    // index names exists with the right size. A prune that replaced the index and deleted
+    // packs between the two steps would look like lost packs: then both run again.
+    let mut attempt = 0;
+    let (bad_index, indexed, mut listed) = loop {
+        progress.message("index");
+        let bad = repo.rebuild_index()?;
+        progress.message("packs");
+        let indexed = repo.cache().packs()?;
+        let mut listed: HashMap<String, u64> = HashMap::new();
+        for kind in [FileKind::Data, FileKind::Tree] {
+            for f in repo.backend().list(kind)? {
+                listed.insert(f.name, f.size);
+            }
+        }
+        let all_there = indexed
+            .iter()
+            .all(|(id, _, _)| listed.contains_key(&id.to_hex()));
+        let read: HashSet<IndexId> = repo.cache().known_index_files()?.into_iter().collect();
+        let now: HashSet<IndexId> = repo
+            .backend()
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        if all_there || attempt == 1 || read == now {
+            break (bad, indexed, listed);
+        }
+        attempt += 1;
+    };
+    for (id, e) in bad_index {
         problems.push(problem(format!("index {id}"), e.to_string()));
     }
-
-    // 2. Every pack the index names exists with the right size.
-    progress.message("packs");
-    let indexed = repo.cache().packs()?;
     report.packs = indexed.len();
-    let mut listed: HashMap<String, u64> = HashMap::new();
-    for kind in [FileKind::Data, FileKind::Tree] {
-        for f in repo.backend().list(kind)? {
-            listed.insert(f.name, f.size);
-        }
-    }
     let mut damaged_blobs: HashMap<BlobId, String> = HashMap::new();
     let mut missing_packs = HashSet::new();
     for (id, _, size) in &indexed {
@@ -142,6 +188,8 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
     for f in repo.backend().list(FileKind::Snapshot)? {
         match repo.load_file::<Snapshot>(FileKind::Snapshot, &f.name) {
+            // Forgotten since the listing: not damage.
+            Err(Error::NotFound { .. }) => {}
             Ok(s) => snapshots.push((
                 f.name
                     .parse()
@@ -235,6 +283,9 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             }
         }
     }
+    for p in &mut problems {
+        p.fix = fix_for(p);
+    }
     report.problems = problems;
     Ok(report)
 }
@@ -255,6 +306,7 @@ fn read_pack(
                 object,
                 reason: e.to_string(),
                 hits: vec![],
+                fix: None,
             });
             return (problems, bad, 0);
         }
@@ -267,6 +319,7 @@ fn read_pack(
                 object,
                 reason: e.to_string(),
                 hits: vec![],
+                fix: None,
             });
             return (problems, bad, 0);
         }
@@ -304,6 +357,7 @@ fn read_pack(
             object,
             reason: reasons.join("; "),
             hits: vec![],
+            fix: None,
         });
     }
     (problems, bad, bytes.len() as u64)

@@ -15,6 +15,7 @@ pub mod id;
 pub mod lock;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

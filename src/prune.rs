@@ -84,7 +84,17 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         let Ok(id) = f.name.parse::<IndexId>() else {
             continue;
         };
-        let file: IndexFile = repo.load_file(FileKind::Index, &f.name)?;
+        // Prune rewrites the index from what it reads: a damaged file must be repaired
+        // first, or the packs only it names would look unused.
+        let file: IndexFile = repo
+            .load_file(FileKind::Index, &f.name)
+            .map_err(|e| match e {
+                Error::Corrupt { object, reason } => Error::Corrupt {
+                    object,
+                    reason: format!("{reason}; run `strata repair index` before pruning"),
+                },
+                e => e,
+            })?;
         repo.cache().add_index_file(&id, &file)?;
         for o in file.obsolete {
             marks.entry(o.id).or_insert(o);
@@ -97,7 +107,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     progress.message("marking used blobs");
     let cache = repo.cache();
     cache.used_reset()?;
-    for (_, snap) in repo.snapshots()? {
+    for (_, snap) in repo.all_snapshots_intact()? {
         let mut stack = vec![snap.tree];
         while let Some(tid) = stack.pop() {
             if !cache.used_add(&tid)? {

@@ -320,3 +320,103 @@ fn backups_and_restores_ride_out_503s_and_dropped_connections() {
     let faults = proxy.faults.load(std::sync::atomic::Ordering::Relaxed);
     assert!(faults >= 2, "only {faults} faults were injected");
 }
+
+/// A TCP proxy in front of the real Garage that cuts every third connection's response
+/// after its first `keep` bytes: the headers arrive, the body stops mid-stream.
+fn cutting_proxy(upstream: &str, keep: usize) -> FaultyProxy {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let faults = Arc::new(AtomicU64::new(0));
+    let f = faults.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(conn) = conn else { continue };
+            let Ok(up) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut client_in, mut up_out) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut up_out);
+                let _ = up_out.shutdown(Shutdown::Write);
+            });
+            let cut = i % 3 == 2;
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let (mut up_in, mut client_out) = (up, conn);
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = match up_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let n_send = if cut { n.min(keep - sent) } else { n };
+                    if client_out.write_all(&buf[..n_send]).is_err() {
+                        break;
+                    }
+                    sent += n_send;
+                    if cut && sent >= keep {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        let _ = client_out.shutdown(Shutdown::Both);
+                        let _ = up_in.shutdown(Shutdown::Both);
+                        break;
+                    }
+                }
+                let _ = client_out.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    FaultyProxy {
+        url_base: format!("http://{addr}"),
+        faults,
+    }
+}
+
+#[test]
+fn reads_ride_out_responses_cut_mid_body() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+    let bucket = std::env::var("STRATA_TEST_S3_BUCKET").unwrap();
+    let prefix = format!("cut-{}", hex_id());
+    let direct = format!("s3:{endpoint}/{bucket}/{prefix}");
+    let src = env.path("src");
+    make_rich_tree(&src);
+    for i in 0..8u64 {
+        fs::write(src.join(format!("bulk-{i}.bin")), noise(3 << 20, 40 + i)).unwrap();
+    }
+    let run = |url: &str, args: &[&str]| {
+        let out = with_repo(url, &env).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&direct, &["init"]);
+    run(&direct, &["backup", src.to_str().unwrap()]);
+    // Reads through a proxy that cuts responses, from an empty cache each time.
+    let proxy = cutting_proxy(&endpoint, 2000);
+    let flaky = format!("s3:{}/{bucket}/{prefix}", proxy.url_base);
+    for round in 0..2 {
+        let _ = fs::remove_dir_all(&env.cache);
+        let target = env.path(&format!("r{round}"));
+        run(
+            &flaky,
+            &[
+                "restore",
+                "latest",
+                "--verify",
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        assert!(compare_trees(&src, &restored(&target, &src)).is_empty());
+        let _ = fs::remove_dir_all(&env.cache);
+        assert!(run(&flaky, &["check", "--read-data"]).contains("no errors found"));
+    }
+    let faults = proxy.faults.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(faults >= 2, "only {faults} responses were cut");
+}

@@ -586,6 +586,9 @@ conformance!(
     restore_names_and_marks_what_damage_costs,
     init_refuses_a_repository_without_its_config,
     a_damaged_key_is_not_a_wrong_password,
+    a_lost_pack_heals_through_repair,
+    a_damaged_snapshot_is_skipped_not_fatal,
+    a_damaged_index_file_is_skipped_not_fatal,
 );
 
 /// Item 6: a file written while it is read is re-read, and if it keeps changing, stored as
@@ -632,4 +635,177 @@ fn a_file_changing_while_read_is_reported() {
     assert_eq!(again["files_unchanged"], 1, "{again}");
     let reread = again["files_new"].as_u64().unwrap() + again["files_changed"].as_u64().unwrap();
     assert_eq!(reread, 1, "the torn file is read again: {again}");
+}
+
+/// Item 3: a lost pack is named by `check` with the files it hits and the fix; `repair
+/// index` makes the next backup store the data again; `repair snapshots` writes snapshots
+/// without what is lost.
+fn a_lost_pack_heals_through_repair(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Files over a pack's worth each, so a lost pack hits one of them only.
+    fs::write(src.join("a.bin"), noise(17 << 20, 11)).unwrap();
+    fs::write(src.join("b.txt"), "b\n".repeat(1000)).unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    let lose_pack_of = |file: &str| -> String {
+        let repo = open_repo(env);
+        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        let node = strata::walk::lookup(&repo, &snap.tree, &src.join(file))
+            .unwrap()
+            .unwrap();
+        let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
+        env.backend()
+            .delete(strata::backend::FileKind::Data, &pack)
+            .unwrap();
+        pack
+    };
+    let lost = lose_pack_of("a.bin");
+
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains(&lost), "names the pack: {text}");
+    assert!(text.contains("a.bin"), "names the file: {text}");
+    assert!(
+        text.contains("strata repair index"),
+        "names the fix: {text}"
+    );
+
+    // Without repair a backup would keep pointing at the lost blobs; after it, the next
+    // backup stores a.bin again, which heals the old snapshot too (same blob ids).
+    let r = env.json(&["repair", "index"]);
+    assert_eq!(r["packs_missing"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["blobs_dropped"].as_u64().unwrap() > 0, "{r}");
+    let again = env.backup(&[s]);
+    assert!(
+        again["bytes_added"].as_u64().unwrap() >= 1 << 20,
+        "stored again: {again}"
+    );
+    env.assert_read_data_clean();
+
+    // Data whose source is gone too cannot come back: repair writes a snapshot without it.
+    fs::write(src.join("c.bin"), noise(17 << 20, 12)).unwrap();
+    env.backup(&[s]);
+    fs::remove_file(src.join("c.bin")).unwrap();
+    lose_pack_of("c.bin");
+    env.json(&["repair", "index"]);
+    env.backup(&[s]);
+    assert_eq!(
+        code(&env.run(&["check"])),
+        1,
+        "the snapshot with c.bin is broken"
+    );
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    let repaired = r["repaired"].as_array().unwrap();
+    assert_eq!(repaired.len(), 1, "{r}");
+    let lost_paths: Vec<&str> = repaired[0]["lost"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(lost_paths, vec![src.join("c.bin").to_str().unwrap()]);
+    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    env.assert_read_data_clean();
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 4);
+    // The repaired snapshot restores what is left, and says what it lost.
+    let repaired_id = repaired[0]["new"].as_str().unwrap();
+    let t = env.path("r2");
+    env.ok(&[
+        "restore",
+        &repaired_id[..12],
+        "--target",
+        t.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert!(restored(&t, &src).join("a.bin").is_file());
+    assert!(!restored(&t, &src).join("c.bin").exists());
+}
+
+/// Item 4: one damaged snapshot file costs that snapshot only.
+fn a_damaged_snapshot_is_skipped_not_fatal(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("version {i}")).unwrap();
+        let b = env.backup(&[s, "--time", &format!("2026-01-0{}T00:00:00Z", i + 1)]);
+        ids.push(b["snapshot_id"].as_str().unwrap().to_string());
+    }
+    env.flip_byte("snapshots", &ids[1], 60);
+    let _ = fs::remove_dir_all(&env.cache);
+    let out = env.run(&["--json", "snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&ids[1]), "warns: {}", stderr(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let t = env.path("r");
+    env.ok(&["restore", &ids[0][..12], "--target", t.to_str().unwrap()]);
+    assert_eq!(
+        fs::read_to_string(restored(&t, &src).join("f")).unwrap(),
+        "version 0"
+    );
+    env.backup(&[s]);
+    env.ok(&["forget", "--keep-last", "3"]);
+    // check reports it; prune refuses to guess what it references.
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&ids[1]));
+    let out = env.run(&["prune"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&ids[1]), "{}", stderr(&out));
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
+    env.ok(&["prune"]);
+    env.assert_read_data_clean();
+}
+
+/// Item 4: one damaged index file costs nothing that its packs' headers can tell.
+fn a_damaged_index_file_is_skipped_not_fatal(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    fs::write(src.join("one"), noise(300_000, 1)).unwrap();
+    env.backup(&[s]);
+    let first_index = env.objects("index");
+    fs::write(src.join("two"), noise(300_000, 2)).unwrap();
+    env.backup(&[s]);
+    assert_eq!(first_index.len(), 1);
+    env.flip_byte("index", &first_index[0].0, 50);
+    let _ = fs::remove_dir_all(&env.cache);
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&first_index[0].0), "{}", stderr(&out));
+    env.restore_latest_verified("r1");
+    fs::write(src.join("three"), "3").unwrap();
+    env.backup(&[s]);
+    env.ok(&["forget", "--keep-last", "5"]);
+    // check names the index file, and only it.
+    let out = env.run(&["--json", "check"]);
+    assert_eq!(code(&out), 1);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert!(problems[0]["object"]
+        .as_str()
+        .unwrap()
+        .starts_with("index "));
+    assert!(problems[0]["fix"]
+        .as_str()
+        .unwrap()
+        .contains("repair index"));
+    // prune needs a whole index: it says how to get one.
+    let out = env.run(&["prune"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("repair index"), "{}", stderr(&out));
+    let r = env.json(&["repair", "index"]);
+    assert_eq!(r["index_files_damaged"].as_array().unwrap().len(), 1, "{r}");
+    env.assert_read_data_clean();
+    env.ok(&["prune"]);
+    env.restore_latest_verified("r2");
 }

@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 /// Objects larger than this go up in parts.
 const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
 const PART_SIZE: usize = 16 << 20;
+/// Attempts for a read whose response is cut off mid-body, and the first pause between
+/// them (doubling).
+const READ_ATTEMPTS: u32 = 6;
+const READ_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where an S3 repository lives, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +223,11 @@ impl S3Backend {
                     self.loc.bucket
                 ),
             ),
+            // A response that arrived but could not be read whole: worth another try.
+            (SdkError::ResponseError(_), _) => IoError::new(
+                ErrorKind::UnexpectedEof,
+                format!("response cut off: {}", DisplayErrorContext(&e)),
+            ),
             (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => IoError::new(
                 ErrorKind::TimedOut,
                 format!(
@@ -344,25 +353,64 @@ impl S3Backend {
         result
     }
 
+    /// Runs a read again when its response was cut off. The SDK retries a request until
+    /// its response headers arrive; a connection that drops while the body streams (or an
+    /// unreadable response) surfaces after that, as an [`ErrorKind::UnexpectedEof`] here.
+    ///
+    /// [`ErrorKind::UnexpectedEof`]: std::io::ErrorKind::UnexpectedEof
+    fn with_read_retries<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut delay = READ_RETRY_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match read() {
+                Err(Error::Backend { source, .. })
+                    if attempt < READ_ATTEMPTS
+                        && source.kind() == std::io::ErrorKind::UnexpectedEof =>
+                {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn get(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        self.with_read_retries(|| self.get_once(key, object, range))
+    }
+
+    fn get_once(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         self.count(&self.requests.get);
         let mut req = self.client.get_object().bucket(&self.loc.bucket).key(key);
         if let Some((offset, len)) = range {
             req = req.range(format!("bytes={}-{}", offset, offset + len - 1));
         }
+        let cut = |why: String| Error::Backend {
+            object: object.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why),
+        };
         self.rt.block_on(async {
             let mut out = req.send().await.map_err(|e| self.error(e, object))?;
             // Streamed into one buffer of the announced size: collecting the body first and
             // then flattening it would hold the object two or three times over.
-            let size = out.content_length().unwrap_or(0).max(0) as usize;
-            let mut data = Vec::with_capacity(size);
-            while let Some(piece) = out.body.try_next().await.map_err(|e| Error::Backend {
-                object: object.to_string(),
-                source: std::io::Error::other(e),
-            })? {
+            let announced = out.content_length().filter(|n| *n >= 0).map(|n| n as usize);
+            let mut data = Vec::with_capacity(announced.unwrap_or(0));
+            while let Some(piece) = out
+                .body
+                .try_next()
+                .await
+                .map_err(|e| cut(format!("response body cut off: {e}")))?
+            {
                 data.extend_from_slice(&piece);
             }
-            Ok(data)
+            match announced {
+                Some(n) if n != data.len() => Err(cut(format!(
+                    "response body cut off after {} of {n} bytes",
+                    data.len()
+                ))),
+                _ => Ok(data),
+            }
         })
     }
 }
@@ -418,18 +466,19 @@ impl Backend for S3Backend {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            self.count(&self.requests.list);
-            let resp = self
-                .rt
-                .block_on(
-                    self.client
-                        .list_objects_v2()
-                        .bucket(&self.loc.bucket)
-                        .prefix(&prefix)
-                        .set_continuation_token(token.take())
-                        .send(),
-                )
-                .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))?;
+            let resp = self.with_read_retries(|| {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_objects_v2()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&prefix)
+                            .set_continuation_token(token.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))
+            })?;
             for obj in resp.contents() {
                 let Some(key) = obj.key() else { continue };
                 let name = key.rsplit('/').next().unwrap_or(key);

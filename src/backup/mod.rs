@@ -305,6 +305,7 @@ pub fn run(
         excludes: opts.exclude_patterns,
         summary,
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
+        repaired: None,
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
     repo.cache().set_last_snapshot(&set_key, &snapshot_id)?;

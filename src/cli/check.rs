@@ -34,6 +34,9 @@ pub fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
             for h in &p.hits {
                 println!("  hits {h}");
             }
+            if let Some(f) = &p.fix {
+                println!("  fix: {f}");
+            }
         }
         if !g.quiet {
             println!(

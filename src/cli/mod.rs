@@ -9,6 +9,7 @@ mod init;
 mod key;
 mod output;
 mod prune;
+mod repair;
 mod restore;
 
 use std::io::IsTerminal;
@@ -82,6 +83,8 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Remove stale maintenance locks (or all with --all).
     Unlock(prune::UnlockArgs),
+    /// Repair after loss: rebuild the index, or rewrite snapshots without lost files.
+    Repair(repair::RepairArgs),
     /// Manage the passwords that open the repository.
     Key(key::KeyArgs),
 }
@@ -106,6 +109,7 @@ pub fn main() -> i32 {
         Command::Forget(a) => forget::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Unlock(a) => prune::unlock(&cli.global, a),
+        Command::Repair(a) => repair::run(&cli.global, a),
         Command::Key(a) => key::run(&cli.global, a),
     };
     match result {
@@ -177,8 +181,10 @@ impl Global {
             self.password("repository password: ", false)
                 .map_err(|e| strata::Error::Invalid(format!("{e:#}")))
         };
-        Repository::open_with(backend, &mut password, &cache)
-            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))
+        let repo = Repository::open_with(backend, &mut password, &cache)
+            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
+        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {msg}")));
+        Ok(repo)
     }
 
     /// Progress bars only for a person watching.

@@ -26,6 +26,9 @@ use pack::{open_blob, FinishedPack};
 use snapshot::Snapshot;
 use tree::Tree;
 
+/// Receives warnings about damage that an operation skipped (the CLI prints them).
+pub type WarningSink = Box<dyn Fn(&str) + Send + Sync>;
+
 /// An open repository.
 pub struct Repository {
     backend: BackendRef,
@@ -33,6 +36,8 @@ pub struct Repository {
     key_id: KeyId,
     config: Config,
     cache: Cache,
+    /// Warnings not yet handed to a sink, and the sink once there is one.
+    warnings: std::sync::Mutex<(Vec<String>, Option<WarningSink>, HashSet<String>)>,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -174,6 +179,7 @@ impl Repository {
             key_id,
             config,
             cache,
+            warnings: Default::default(),
         };
         repo.sync_index()?;
         Ok(repo)
@@ -221,6 +227,34 @@ impl Repository {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Damage that an operation skipped instead of failing (a damaged snapshot or index
+    /// file) is reported once per message: to the sink, or kept until one is set.
+    pub fn warn(&self, msg: String) {
+        let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.2.insert(msg.clone()) {
+            return;
+        }
+        match &w.1 {
+            Some(sink) => sink(&msg),
+            None => w.0.push(msg),
+        }
+    }
+
+    /// Sends warnings to `sink` from now on, starting with those already raised.
+    pub fn set_warning_sink(&self, sink: WarningSink) {
+        let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        for msg in std::mem::take(&mut w.0) {
+            sink(&msg);
+        }
+        w.1 = Some(sink);
+    }
+
+    /// Warnings raised so far and not handed to a sink.
+    pub fn take_warnings(&self) -> Vec<String> {
+        let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut w.0)
     }
 
     pub fn key(&self) -> &MasterKey {
@@ -285,11 +319,24 @@ impl Repository {
             if stale {
                 self.cache.clear_index()?;
             }
+            let mut damaged = Vec::new();
             for id in &listed {
                 if stale || !known.contains(id) {
-                    let file: IndexFile = self.load_file(FileKind::Index, &id.to_hex())?;
-                    self.cache.add_index_file(id, &file)?;
+                    match self.load_file::<IndexFile>(FileKind::Index, &id.to_hex()) {
+                        Ok(file) => self.cache.add_index_file(id, &file)?,
+                        // One damaged index file must not stop every operation: its packs
+                        // are found from their own headers once the intact ones are known.
+                        Err(e @ Error::Corrupt { .. }) => damaged.push((*id, e)),
+                        Err(e) => return Err(e),
+                    }
                 }
+            }
+            for (id, e) in damaged {
+                let n = self.index_from_headers(&id)?;
+                self.warn(format!(
+                    "{e}; skipped it and read the headers of {n} pack(s) no intact index \
+                     names instead (`strata repair index` writes a new index)"
+                ));
             }
             Ok(())
         })();
@@ -302,9 +349,86 @@ impl Repository {
         }
     }
 
+    /// Stands in for a damaged index file: every pack on the backend that no intact index
+    /// file names (nor marks) is read by its header and made readable in the cache, under
+    /// the damaged file's id so that it is not read again. Readable, not live: like a
+    /// marked pack, backups do not deduplicate against it (nothing in the repository names
+    /// it yet). Returns the number of packs so found.
+    fn index_from_headers(&self, damaged: &IndexId) -> Result<usize> {
+        let mut known: HashSet<PackId> = self.cache.packs()?.into_iter().map(|p| p.0).collect();
+        known.extend(self.cache.marked_packs()?.into_iter().map(|p| p.0));
+        let now = crate::timespec::now().to_rfc3339();
+        let mut found = Vec::new();
+        for kind in [FileKind::Data, FileKind::Tree] {
+            for f in self.backend.list(kind)? {
+                let Ok(id) = f.name.parse::<PackId>() else {
+                    continue;
+                };
+                if known.contains(&id) {
+                    continue;
+                }
+                match self.read_pack_header(kind, &id, f.size) {
+                    Ok(entries) => found.push(index::ObsoletePack {
+                        id,
+                        kind: if kind == FileKind::Data {
+                            pack::BlobKind::Data
+                        } else {
+                            pack::BlobKind::Tree
+                        },
+                        marked: now.clone(),
+                        blobs: Vec::new(),
+                        entries,
+                    }),
+                    Err(e) => self.warn(format!("{e} (its blobs cannot be found)")),
+                }
+            }
+        }
+        let n = found.len();
+        let stand_in = IndexFile {
+            version: FORMAT_VERSION,
+            supersedes: Vec::new(),
+            packs: Vec::new(),
+            obsolete: found,
+        };
+        self.cache.add_index_file(damaged, &stand_in)?;
+        Ok(n)
+    }
+
+    /// A pack's header, read from its end (one range read for any usual header size).
+    pub fn read_pack_header(
+        &self,
+        kind: FileKind,
+        id: &PackId,
+        size: u64,
+    ) -> Result<Vec<pack::BlobEntry>> {
+        const TAIL: u64 = 64 << 10;
+        let name = id.to_hex();
+        let take = size.min(TAIL);
+        let mut tail = self.backend.read_range(kind, &name, size - take, take)?;
+        if tail.len() >= pack::TRAILER_LEN {
+            let t = &tail[tail.len() - pack::TRAILER_LEN..];
+            let hlen = u32::from_le_bytes(t.try_into().expect("4 bytes")) as u64;
+            let need = hlen + pack::TRAILER_LEN as u64;
+            if need > take && need <= size {
+                tail = self.backend.read_range(kind, &name, size - need, need)?;
+            }
+        }
+        pack::read_header(&self.key, id, &tail)
+    }
+
     /// Rebuilds the cached blob index from every index file, verifying each; returns the
     /// index files that could not be read (their packs are then unknown).
     pub fn rebuild_index(&self) -> Result<Vec<(IndexId, Error)>> {
+        let bad = self.rebuild_index_once()?;
+        // A prune running meanwhile replaces index files between our listing and reading:
+        // a file that vanished is no damage, so list again and read what is there now.
+        if bad.iter().any(|(_, e)| matches!(e, Error::NotFound { .. })) {
+            return self.rebuild_index_once();
+        }
+        Ok(bad)
+    }
+
+    fn rebuild_index_once(&self) -> Result<Vec<(IndexId, Error)>> {
         let listed = self.backend.list(FileKind::Index)?;
         let mut bad = Vec::new();
         self.cache.begin()?;
@@ -316,6 +440,13 @@ impl Repository {
             match self.load_file::<IndexFile>(FileKind::Index, &info.name) {
                 Ok(file) => self.cache.add_index_file(&id, &file)?,
                 Err(e) => bad.push((id, e)),
+            }
+        }
+        // As in sync_index: the packs a damaged file named are found by their headers, so
+        // that what they hold is not also reported as lost.
+        for (id, e) in &bad {
+            if matches!(e, Error::Corrupt { .. }) {
+                self.index_from_headers(id)?;
             }
         }
         self.cache.commit()?;
@@ -393,8 +524,37 @@ impl Repository {
         Ok(id)
     }
 
-    /// All snapshots, oldest first; manifests come from the cache when it has them.
+    /// All snapshots, oldest first; manifests come from the cache when it has them. A
+    /// damaged snapshot file is skipped with a warning (`check` reports it).
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.snapshots_and_damage()?;
+        for (id, e) in damaged {
+            self.warn(format!("skipped snapshot {id}: {e}"));
+        }
+        Ok(snaps)
+    }
+
+    /// Every snapshot, or an error naming the first damaged one: for operations that must
+    /// see all of them (prune would otherwise delete what a damaged one references).
+    pub fn all_snapshots_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.snapshots_and_damage()?;
+        match damaged.into_iter().next() {
+            None => Ok(snaps),
+            Some((id, e)) => Err(Error::corrupt(
+                format!("snapshot {id}"),
+                format!(
+                    "{e}; stopping, since what it references cannot be known (remove it with \
+                     `strata repair snapshots --forget` once you have a copy)"
+                ),
+            )),
+        }
+    }
+
+    /// Every readable snapshot, and the damaged ones with their errors.
+    #[allow(clippy::type_complexity)]
+    pub fn snapshots_and_damage(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let listed: HashSet<SnapshotId> = self
             .backend
             .list(FileKind::Snapshot)?
@@ -407,15 +567,25 @@ impl Repository {
             }
         }
         let mut out = Vec::with_capacity(listed.len());
+        let mut damaged = Vec::new();
         for id in listed {
-            let snap: Snapshot = match self.cache.get_snapshot(&id)? {
-                Some(bytes) => ciborium::from_reader(&bytes[..])
-                    .map_err(|e| Error::corrupt(format!("cached snapshot {id}"), e.to_string()))?,
-                None => {
-                    let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
-                    self.cache.put_snapshot(&id, &encode(&s))?;
-                    s
-                }
+            let cached = self
+                .cache
+                .get_snapshot(&id)?
+                .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok());
+            let snap = match cached {
+                Some(s) => s,
+                None => match self.load_file::<Snapshot>(FileKind::Snapshot, &id.to_hex()) {
+                    Ok(s) => {
+                        self.cache.put_snapshot(&id, &encode(&s))?;
+                        s
+                    }
+                    Err(e @ Error::Corrupt { .. }) => {
+                        damaged.push((id, e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             out.push((id, snap));
         }
@@ -424,7 +594,8 @@ impl Repository {
                 .cmp(&b.1.datetime())
                 .then_with(|| a.0.cmp(&b.0))
         });
-        Ok(out)
+        damaged.sort_by_key(|d| d.0);
+        Ok((out, damaged))
     }
 
     /// Resolves `latest`, a full id or a unique prefix.

@@ -24,6 +24,16 @@ pub struct Snapshot {
     pub excludes: Vec<String>,
     pub summary: Summary,
     pub program: String,
+    /// Written by `repair snapshots`: the snapshot this one replaces and what it lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Repaired>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Repaired {
+    pub from: SnapshotId,
+    /// Paths (in the snapshot) of files and directory contents that could not be kept.
+    pub lost: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -114,6 +124,7 @@ mod tests {
             excludes: vec![],
             summary: Summary::default(),
             program: String::new(),
+            repaired: None,
         }
     }
 
@@ -170,6 +181,7 @@ mod tests {
                 excludes: vec![],
                 summary: Summary { files_new: files, duration_secs: 1.5, ..Default::default() },
                 program: "strata 0.1.0".into(),
+                repaired: parent.map(|p| Repaired { from: SnapshotId(p), lost: vec!["/srv/a b".into()] }),
             };
             let mut buf = Vec::new();
             ciborium::into_writer(&s, &mut buf).unwrap();

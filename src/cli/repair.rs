@@ -1,0 +1,109 @@
+use clap::{Args, Subcommand};
+use strata::error::exit;
+use strata::repair;
+
+use super::output::{self, Bar};
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    what: RepairCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairCmd {
+    /// Rebuild the index from the packs that exist: lost packs leave it (the next backup
+    /// stores their data again), packs no intact index names are read by their headers.
+    Index {
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write new snapshots without the files whose data is lost (listed in each new
+    /// snapshot); run `repair index` first.
+    Snapshots {
+        /// Remove the originals once their replacements are written, and snapshot files
+        /// that cannot be read at all.
+        #[arg(long)]
+        forget: bool,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(g: &Global, a: RepairArgs) -> anyhow::Result<i32> {
+    let repo = g.open()?;
+    let bar = Bar::new(g.show_progress(), false, "repair");
+    match a.what {
+        RepairCmd::Index { dry_run } => {
+            let r = repair::repair_index(&repo, dry_run, &bar)?;
+            bar.finish();
+            if g.json {
+                output::print_json(&serde_json::to_value(&r)?);
+            } else if !g.quiet {
+                for e in &r.index_files_damaged {
+                    println!("damaged index file replaced: {e}");
+                }
+                for p in &r.packs_missing {
+                    println!("pack {p} is gone: its blobs leave the index");
+                }
+                for p in &r.packs_unreadable {
+                    println!("unreadable pack left out: {p}");
+                }
+                println!(
+                    "{}{} packs indexed ({} from their headers); {} missing pack(s), {} blob(s) dropped; {} index file(s) replaced",
+                    if dry_run { "dry run: " } else { "" },
+                    r.packs,
+                    r.packs_from_headers,
+                    r.packs_missing.len(),
+                    r.blobs_dropped,
+                    r.index_files_replaced
+                );
+                if r.blobs_dropped > 0 && !dry_run {
+                    println!(
+                        "the next backup stores dropped data again if the source still has it; \
+                         `strata repair snapshots` writes snapshots without what is lost"
+                    );
+                }
+            }
+        }
+        RepairCmd::Snapshots { forget, dry_run } => {
+            let r = repair::repair_snapshots(&repo, forget, dry_run, &bar)?;
+            bar.finish();
+            if g.json {
+                output::print_json(&serde_json::to_value(&r)?);
+            } else if !g.quiet {
+                for s in &r.repaired {
+                    println!(
+                        "snapshot {} ({}): {} path(s) lost{}",
+                        &s.original[..12],
+                        s.time,
+                        s.lost.len(),
+                        match &s.new {
+                            Some(n) => format!(", replaced by {}", &n[..12]),
+                            None => String::new(),
+                        }
+                    );
+                    for l in &s.lost {
+                        println!("  lost {l}");
+                    }
+                }
+                for d in &r.damaged {
+                    println!("damaged snapshot file: {d}");
+                }
+                for id in &r.removed {
+                    println!("removed snapshot {}", &id[..12]);
+                }
+                println!(
+                    "{}{} snapshot(s) checked, {} repaired",
+                    if dry_run { "dry run: " } else { "" },
+                    r.snapshots,
+                    r.repaired.len()
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}

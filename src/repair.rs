@@ -1,0 +1,413 @@
+//! Repairs after loss: an index that matches the packs that exist, and snapshots without
+//! the files that cannot be restored.
+//!
+//! Both write new state first and remove the old only once the new is durable, like prune
+//! (format-spec §10). `repair index` takes the maintenance lock, since it rewrites the index
+//! as prune does; `repair snapshots` only adds trees, packs, index files and snapshots, as a
+//! backup does.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::backend::FileKind;
+use crate::backup::{BlobSaver, SaverShared};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use crate::lock;
+use crate::progress::Progress;
+use crate::repo::config::FORMAT_VERSION;
+use crate::repo::index::{IndexFile, IndexedPack, ObsoletePack};
+use crate::repo::pack::BlobKind;
+use crate::repo::snapshot::{Repaired, Snapshot};
+use crate::repo::tree::{NodeKind, Tree};
+use crate::repo::Repository;
+use crate::walk::safe_name;
+
+/// Packs named per index file written by a repair.
+const PACKS_PER_INDEX_FILE: usize = 4096;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct IndexRepair {
+    /// Packs the new index names.
+    pub packs: usize,
+    /// Packs indexed from their own headers (named by no intact index file).
+    pub packs_from_headers: usize,
+    /// Packs an index named that are gone; their blobs left the index.
+    pub packs_missing: Vec<String>,
+    /// Packs on the backend whose header cannot be read (left for prune to mark).
+    pub packs_unreadable: Vec<String>,
+    pub blobs_dropped: usize,
+    pub index_files_damaged: Vec<String>,
+    pub index_files_replaced: usize,
+    pub dry_run: bool,
+}
+
+/// Rebuilds the index from the packs that exist: what an intact index file says of a pack
+/// that is there with its indexed size is kept; packs no intact index names are read by
+/// their headers; what is gone leaves the index, so the next backup stores it again.
+pub fn repair_index(
+    repo: &Repository,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<IndexRepair> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(lock::acquire(repo, "repair index")?)
+    };
+    let mut report = IndexRepair {
+        dry_run,
+        ..Default::default()
+    };
+    progress.message("listing packs");
+    let mut stored: HashMap<PackId, (FileKind, u64)> = HashMap::new();
+    for kind in [FileKind::Data, FileKind::Tree] {
+        for f in repo.backend().list(kind)? {
+            if let Ok(id) = f.name.parse::<PackId>() {
+                stored.insert(id, (kind, f.size));
+            }
+        }
+    }
+
+    progress.message("reading index");
+    let mut read: Vec<IndexId> = Vec::new();
+    let mut live: HashMap<PackId, IndexedPack> = HashMap::new();
+    let mut marks: HashMap<PackId, ObsoletePack> = HashMap::new();
+    let mut resized: Vec<PackId> = Vec::new();
+    for f in repo.backend().list(FileKind::Index)? {
+        let Ok(id) = f.name.parse::<IndexId>() else {
+            continue;
+        };
+        read.push(id);
+        let file = match repo.load_file::<IndexFile>(FileKind::Index, &f.name) {
+            Ok(file) => file,
+            Err(e @ Error::Corrupt { .. }) => {
+                report.index_files_damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for p in file.packs {
+            match stored.get(&p.id) {
+                Some((_, size)) if *size == p.size => {
+                    live.insert(p.id, p);
+                }
+                Some(_) => resized.push(p.id),
+                None => {
+                    if !live.contains_key(&p.id) && !report.packs_missing.contains(&p.id.to_hex()) {
+                        report.blobs_dropped += p.blobs.len();
+                        report.packs_missing.push(p.id.to_hex());
+                    }
+                }
+            }
+        }
+        for m in file.obsolete {
+            if stored.contains_key(&m.id) {
+                marks.entry(m.id).or_insert(m);
+            }
+        }
+    }
+    // A pack named again by some index is live: its mark lapsed.
+    marks.retain(|id, _| !live.contains_key(id));
+    // Missing packs that another index file names as present were not missing after all.
+    report.packs_missing.retain(|p| {
+        p.parse::<PackId>()
+            .map_or(true, |id| !live.contains_key(&id))
+    });
+
+    progress.message("reading pack headers");
+    let mut unnamed: Vec<(PackId, FileKind, u64)> = stored
+        .iter()
+        .filter(|(id, _)| !live.contains_key(*id) && !marks.contains_key(*id))
+        .map(|(id, (k, s))| (*id, *k, *s))
+        .collect();
+    unnamed.sort_by_key(|u| u.0);
+    for id in &resized {
+        if !unnamed.iter().any(|u| u.0 == *id) && !live.contains_key(id) {
+            if let Some((k, s)) = stored.get(id) {
+                unnamed.push((*id, *k, *s));
+            }
+        }
+    }
+    for (id, kind, size) in unnamed {
+        match repo.read_pack_header(kind, &id, size) {
+            Ok(entries) => {
+                report.packs_from_headers += 1;
+                live.insert(
+                    id,
+                    IndexedPack {
+                        id,
+                        kind: if kind == FileKind::Data {
+                            BlobKind::Data
+                        } else {
+                            BlobKind::Tree
+                        },
+                        size,
+                        blobs: entries,
+                    },
+                );
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e @ Error::Corrupt { .. }) => report.packs_unreadable.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    report.packs = live.len();
+    if dry_run {
+        return Ok(report);
+    }
+
+    // New index files first; the ones they replace go only once these are durable.
+    progress.message("writing index");
+    let mut packs: Vec<IndexedPack> = live.into_values().collect();
+    packs.sort_by_key(|p| p.id);
+    let mut obsolete: Vec<ObsoletePack> = marks.into_values().collect();
+    obsolete.sort_by_key(|m| m.id);
+    let mut first = true;
+    let mut rest = packs.as_slice();
+    while first || !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rest.len().min(PACKS_PER_INDEX_FILE));
+        rest = tail;
+        let file = IndexFile {
+            version: FORMAT_VERSION,
+            supersedes: if first { read.clone() } else { Vec::new() },
+            packs: chunk.to_vec(),
+            obsolete: if first {
+                std::mem::take(&mut obsolete)
+            } else {
+                Vec::new()
+            },
+        };
+        repo.save_file(FileKind::Index, &file)?;
+        first = false;
+    }
+    for id in &read {
+        repo.backend().delete(FileKind::Index, &id.to_hex())?;
+    }
+    report.index_files_replaced = read.len();
+    repo.sync_index()?;
+    Ok(report)
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RepairedSnapshot {
+    pub original: String,
+    /// The new snapshot (absent in a dry run).
+    pub new: Option<String>,
+    pub time: String,
+    /// Paths (in the snapshot) of the files and directory contents left out.
+    pub lost: Vec<String>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct SnapshotRepair {
+    pub snapshots: usize,
+    pub repaired: Vec<RepairedSnapshot>,
+    /// Damaged snapshot files (removed with `forget`).
+    pub damaged: Vec<String>,
+    pub removed: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Writes, for each snapshot that references data the repository no longer has, a new
+/// snapshot without those files (the list of what was left out is in it). The originals
+/// stay unless `forget`, which also removes snapshot files that cannot be read at all.
+pub fn repair_snapshots(
+    repo: &Repository,
+    forget: bool,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<SnapshotRepair> {
+    let mut stored: HashSet<PackId> = HashSet::new();
+    for kind in [FileKind::Data, FileKind::Tree] {
+        for f in repo.backend().list(kind)? {
+            if let Ok(id) = f.name.parse() {
+                stored.insert(id);
+            }
+        }
+    }
+    // A blob the index places in a pack that is gone would be deduplicated against by the
+    // rewrite and stay lost: the index must match the packs first.
+    if let Some((p, _, _)) = repo
+        .cache()
+        .packs()?
+        .into_iter()
+        .find(|(p, _, _)| !stored.contains(p))
+    {
+        return Err(Error::Invalid(format!(
+            "the index names pack {p}, which is gone: run `strata repair index` first"
+        )));
+    }
+    let (snapshots, damaged) = repo.snapshots_and_damage()?;
+    let mut report = SnapshotRepair {
+        snapshots: snapshots.len(),
+        dry_run,
+        damaged: damaged.iter().map(|(id, e)| format!("{id}: {e}")).collect(),
+        ..Default::default()
+    };
+    let blob_ok = |id: &BlobId| -> Result<bool> {
+        Ok(repo
+            .cache()
+            .lookup_blob(id)?
+            .is_some_and(|loc| stored.contains(&loc.pack)))
+    };
+
+    repo.cache().begin()?;
+    let shared = SaverShared::default();
+    let outcome = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
+        let saver = BlobSaver::new(repo, &shared, scope, repo.backend().upload_concurrency());
+        let mut fixed = Vec::new();
+        let mut done: HashMap<TreeId, Rewritten> = HashMap::new();
+        for (id, snap) in &snapshots {
+            progress.message(&format!("snapshot {}", id.short()));
+            let (new_root, lost) =
+                rewrite_tree(repo, &saver, &blob_ok, &snap.tree, &mut done, dry_run)?;
+            if let Some(root) = new_root {
+                fixed.push((*id, snap.clone(), lost, root));
+            }
+        }
+        if !dry_run {
+            // Trees first, then their index: the snapshots below may only name durable data.
+            saver.finish()?;
+        }
+        Ok(fixed)
+    });
+    let fixed = match outcome {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = repo.cache().commit();
+            return Err(e);
+        }
+    };
+    repo.cache().commit()?;
+    for (id, mut snap, lost, root) in fixed {
+        let mut entry = RepairedSnapshot {
+            original: id.to_hex(),
+            new: None,
+            time: snap.time.clone(),
+            lost: lost.clone(),
+        };
+        if !dry_run {
+            snap.tree = root;
+            snap.repaired = Some(Repaired { from: id, lost });
+            if !snap.tags.iter().any(|t| t == "repaired") {
+                snap.tags.push("repaired".into());
+            }
+            let new = repo.write_snapshot(&snap)?;
+            entry.new = Some(new.to_hex());
+            // Only once the replacement is durable.
+            if forget {
+                repo.remove_snapshot(&id)?;
+                report.removed.push(id.to_hex());
+            }
+        }
+        report.repaired.push(entry);
+    }
+    if forget && !dry_run {
+        for (id, _) in &damaged {
+            repo.remove_snapshot(id)?;
+            report.removed.push(id.to_hex());
+        }
+    }
+    Ok(report)
+}
+
+/// A snapshot to replace: its id and manifest, the paths it lost, its new root tree.
+type Fixed = (SnapshotId, Snapshot, Vec<String>, TreeId);
+
+/// What rewriting one tree gives: its replacement (`None` when nothing is missing) and the
+/// paths left out, relative to it (`/a/b.txt`).
+type Rewritten = (Option<TreeId>, Vec<String>);
+
+/// The tree without what cannot be restored. A directory whose tree is lost is kept, empty,
+/// and named in the lost list; so is a file missing a blob. Identical trees (in this
+/// snapshot or another) are rewritten once.
+fn rewrite_tree(
+    repo: &Repository,
+    saver: &BlobSaver<'_, '_>,
+    blob_ok: &dyn Fn(&BlobId) -> Result<bool>,
+    id: &TreeId,
+    done: &mut HashMap<TreeId, Rewritten>,
+    dry_run: bool,
+) -> Result<Rewritten> {
+    if let Some(r) = done.get(id) {
+        return Ok(r.clone());
+    }
+    let tree = if blob_ok(id)? {
+        repo.load_tree(id).ok()
+    } else {
+        None
+    };
+    let result = match tree {
+        None => {
+            let new = save_tree(repo, saver, Tree::default(), dry_run)?;
+            (Some(new), vec!["/ (directory contents)".to_string()])
+        }
+        Some(tree) => {
+            let mut changed = false;
+            let mut lost = Vec::new();
+            let mut entries = Vec::with_capacity(tree.entries.len());
+            for mut node in tree.entries {
+                let Ok(name) = safe_name(&node, id) else {
+                    lost.push(format!(
+                        "/{} (invalid name)",
+                        String::from_utf8_lossy(&node.name).escape_debug()
+                    ));
+                    changed = true;
+                    continue;
+                };
+                let rel = format!("/{}", name.to_string_lossy());
+                match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(sub)) => {
+                        let (new, sub_lost) =
+                            rewrite_tree(repo, saver, blob_ok, &sub, done, dry_run)?;
+                        if let Some(new) = new {
+                            node.subtree = Some(new);
+                            changed = true;
+                            lost.extend(sub_lost.into_iter().map(|l| format!("{rel}{l}")));
+                        }
+                    }
+                    (NodeKind::File, _) => {
+                        let mut whole = true;
+                        for b in &node.content {
+                            if !blob_ok(b)? {
+                                whole = false;
+                                break;
+                            }
+                        }
+                        if !whole {
+                            lost.push(rel);
+                            changed = true;
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+                entries.push(node);
+            }
+            if changed {
+                (
+                    Some(save_tree(repo, saver, Tree { entries }, dry_run)?),
+                    lost,
+                )
+            } else {
+                (None, Vec::new())
+            }
+        }
+    };
+    done.insert(*id, result.clone());
+    Ok(result)
+}
+
+fn save_tree(
+    repo: &Repository,
+    saver: &BlobSaver<'_, '_>,
+    mut tree: Tree,
+    dry_run: bool,
+) -> Result<TreeId> {
+    let bytes = tree.encode();
+    let id = repo.key().blob_id(&bytes);
+    if !dry_run {
+        saver.save(BlobKind::Tree, id, &bytes)?;
+    }
+    Ok(id)
+}
