@@ -589,6 +589,7 @@ conformance!(
     a_lost_pack_heals_through_repair,
     a_damaged_snapshot_is_skipped_not_fatal,
     a_damaged_index_file_is_skipped_not_fatal,
+    check_during_a_prune_reports_nothing_false,
 );
 
 /// Item 6: a file written while it is read is re-read, and if it keeps changing, stored as
@@ -808,4 +809,262 @@ fn a_damaged_index_file_is_skipped_not_fatal(env: &Env) {
     env.assert_read_data_clean();
     env.ok(&["prune"]);
     env.restore_latest_verified("r2");
+}
+
+/// A small tmpfs mounted for one test (root only: the suite runs as root in CI), unmounted
+/// whatever the outcome.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
+        fs::create_dir_all(&path).unwrap();
+        if !is_root() {
+            eprintln!("NOT RUN: a full-disk test needs root to mount a small tmpfs");
+            return None;
+        }
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", path.display());
+        Some(SmallDisk(path))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Items 9 and 15: a backup onto a full disk fails without leaving temporaries; a restore
+/// onto one reports each cause once with a count, not thousands of identical lines.
+#[test]
+fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
+    let env = &Env::local();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..60u64 {
+        fs::write(src.join(format!("f{i:02}")), noise(100_000, i)).unwrap();
+    }
+    // The repository on a disk too small for the backup.
+    let Some(_disk) = SmallDisk::mount(env.path("repo"), "2m") else {
+        return;
+    };
+    env.init();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left"), "{}", stderr(&out));
+    let leftovers: Vec<_> = walk(Path::new(&env.repo))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A restore target too small for the snapshot.
+    let env = &Env::local();
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let Some(_target) = SmallDisk::mount(env.path("t"), "1m") else {
+        return;
+    };
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("No space left"), "{err}");
+    assert!(err.contains("more path(s) with the same error"), "{err}");
+    assert!(err.lines().count() < 20, "{err}");
+    assert!(err.contains("not restored exactly"), "{err}");
+}
+
+/// A backend that runs a hook (once) just before the first listing of data packs: how a
+/// test puts another process's prune between two steps of a check.
+struct HookBeforePackListing {
+    inner: strata::backend::BackendRef,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl strata::backend::Backend for HookBeforePackListing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn exists(&self) -> strata::Result<bool> {
+        self.inner.exists()
+    }
+    fn create(&self) -> strata::Result<()> {
+        self.inner.create()
+    }
+    fn list(
+        &self,
+        kind: strata::backend::FileKind,
+    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
+        if kind == strata::backend::FileKind::Data {
+            if let Some(hook) = self.hook.lock().unwrap().take() {
+                hook();
+            }
+        }
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        self.inner.read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> strata::Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+    ) -> strata::Result<()> {
+        self.inner.write(kind, name, data)
+    }
+    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
+        self.inner.delete(kind, name)
+    }
+}
+
+/// Item 15: a check that reads the index before a prune and lists packs after it reports
+/// nothing false.
+fn check_during_a_prune_reports_nothing_false(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    fs::write(src.join("old.bin"), noise(500_000, 1)).unwrap();
+    env.backup(&[s]);
+    fs::remove_file(src.join("old.bin")).unwrap();
+    fs::write(src.join("new.bin"), noise(500_000, 2)).unwrap();
+    env.backup(&[s, "--tag", "keep"]);
+    env.ok(&["forget", "--keep-tag", "keep"]);
+    let mut prune = env.std_cmd();
+    prune.args(["prune", "--instant-delete"]);
+    let hooked = HookBeforePackListing {
+        inner: strata::backend::open(&env.repo).unwrap(),
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            let out = prune.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }))),
+    };
+    std::env::set_var("STRATA_TEST_FAST_KDF", "1");
+    let repo = strata::Repository::open(
+        std::sync::Arc::new(hooked),
+        PASSWORD.as_bytes(),
+        &env.path("lib-cache"),
+    )
+    .unwrap();
+    let report = strata::check::run(&repo, strata::check::ReadData::None, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.snapshots, 1);
+}
+
+/// Item 10: a tree (written by anyone holding the key) with entry names `..`, `.`, empty or
+/// holding `/` cannot make restore write outside the target; the rest restores.
+#[test]
+fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
+    use strata::backup::{BlobSaver, SaverShared};
+    use strata::repo::pack::BlobKind;
+    use strata::repo::snapshot::{Snapshot, Summary};
+    use strata::repo::tree::{Node, NodeKind, Tree};
+    let env = &Env::local();
+    env.init();
+    let repo = open_repo(env);
+    let shared = SaverShared::default();
+    repo.cache().begin().unwrap();
+    let root = std::thread::scope(|scope| {
+        let saver = BlobSaver::new(&repo, &shared, scope, 1);
+        let save_tree = |mut t: Tree| {
+            let bytes = t.encode();
+            let id = repo.key().blob_id(&bytes);
+            saver.save(BlobKind::Tree, id, &bytes).unwrap();
+            id
+        };
+        let evil = b"escaped".to_vec();
+        let evil_id = repo.key().blob_id(&evil);
+        saver.save(BlobKind::Data, evil_id, &evil).unwrap();
+        let file = |name: &[u8]| {
+            let mut n = Node::new(name.to_vec(), NodeKind::File);
+            n.mode = 0o644;
+            n.size = evil.len() as u64;
+            n.content = vec![evil_id];
+            n
+        };
+        let inner = save_tree(Tree {
+            entries: vec![file(b"evil")],
+        });
+        let mut up = Node::new(b"..".to_vec(), NodeKind::Dir);
+        up.mode = 0o755;
+        up.subtree = Some(inner);
+        let mut dot = Node::new(b".".to_vec(), NodeKind::Dir);
+        dot.mode = 0o755;
+        dot.subtree = Some(inner);
+        let root = save_tree(Tree {
+            entries: vec![file(b""), up, dot, file(b"../../outside"), file(b"ok.txt")],
+        });
+        saver.finish().unwrap();
+        root
+    });
+    repo.cache().commit().unwrap();
+    repo.write_snapshot(&Snapshot {
+        version: 1,
+        time: "2026-01-01T00:00:00Z".into(),
+        host: "h".into(),
+        user: "u".into(),
+        paths: vec!["/".into()],
+        tags: vec![],
+        set: None,
+        parent: None,
+        tree: root,
+        excludes: vec![],
+        summary: Summary::default(),
+        program: "crafted".into(),
+        repaired: None,
+    })
+    .unwrap();
+    drop(repo);
+    let target = env.path("deep/t");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid entry name"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("ok.txt")).unwrap(),
+        "escaped"
+    );
+    for p in [
+        "deep/evil",
+        "evil",
+        "outside",
+        "deep/outside",
+        "deep/t/evil",
+    ] {
+        assert!(!env.path(p).exists(), "{p} was written");
+    }
+    let entries: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("ok.txt")]);
 }
