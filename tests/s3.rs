@@ -420,3 +420,78 @@ fn reads_ride_out_responses_cut_mid_body() {
     let faults = proxy.faults.load(std::sync::atomic::Ordering::Relaxed);
     assert!(faults >= 2, "only {faults} responses were cut");
 }
+
+/// An S3 client on the test Garage, for tests that must do what strata never does.
+fn raw_client() -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+    let client = rt.block_on(async {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .load()
+            .await;
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&conf)
+                .force_path_style(true)
+                .build(),
+        )
+    });
+    (rt, client)
+}
+
+/// Item 9 on S3: the multipart upload of a writer killed mid-pack leaves parts the store
+/// keeps (and bills); prune aborts those older than the grace period.
+#[test]
+fn prune_aborts_stale_multipart_uploads() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    env.init();
+    let bucket = std::env::var("STRATA_TEST_S3_BUCKET").unwrap();
+    let prefix = env.repo.rsplit('/').next().unwrap().to_string();
+    let (rt, client) = raw_client();
+    let key = format!("{prefix}/data/ab/{}", "ab".repeat(32));
+    let pending = |c: &aws_sdk_s3::Client| -> usize {
+        rt.block_on(
+            c.list_multipart_uploads()
+                .bucket(&bucket)
+                .prefix(format!("{prefix}/"))
+                .send(),
+        )
+        .unwrap()
+        .uploads()
+        .len()
+    };
+    let upload = rt
+        .block_on(
+            client
+                .create_multipart_upload()
+                .bucket(&bucket)
+                .key(&key)
+                .send(),
+        )
+        .unwrap();
+    rt.block_on(
+        client
+            .upload_part()
+            .bucket(&bucket)
+            .key(&key)
+            .upload_id(upload.upload_id().unwrap())
+            .part_number(1)
+            .body(aws_sdk_s3::primitives::ByteStream::from(vec![7u8; 1 << 20]))
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(pending(&client), 1);
+    // Younger than the grace period: a backup may still be sending it.
+    let p = env.json(&["prune", "--grace", "1h"]);
+    assert_eq!(p["temporaries_removed"], 0, "{p}");
+    assert_eq!(pending(&client), 1);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let p = env.json(&["prune", "--grace", "1s"]);
+    assert_eq!(p["temporaries_removed"], 1, "{p}");
+    assert_eq!(pending(&client), 0);
+}

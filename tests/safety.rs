@@ -886,11 +886,21 @@ fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
     assert!(err.contains("not restored exactly"), "{err}");
 }
 
-/// A backend that runs a hook (once) just before the first listing of data packs: how a
-/// test puts another process's prune between two steps of a check.
+/// A backend that runs a hook (once) just before the first listing of data packs, or the
+/// first read of an index file: how a test puts another process's prune between two steps
+/// of a check.
 struct HookBeforePackListing {
     inner: strata::backend::BackendRef,
     hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    on_index_read: bool,
+}
+
+impl HookBeforePackListing {
+    fn fire(&self) {
+        if let Some(hook) = self.hook.lock().unwrap().take() {
+            hook();
+        }
+    }
 }
 
 impl strata::backend::Backend for HookBeforePackListing {
@@ -907,14 +917,15 @@ impl strata::backend::Backend for HookBeforePackListing {
         &self,
         kind: strata::backend::FileKind,
     ) -> strata::Result<Vec<strata::backend::FileInfo>> {
-        if kind == strata::backend::FileKind::Data {
-            if let Some(hook) = self.hook.lock().unwrap().take() {
-                hook();
-            }
+        if kind == strata::backend::FileKind::Data && !self.on_index_read {
+            self.fire();
         }
         self.inner.list(kind)
     }
     fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        if kind == strata::backend::FileKind::Index && self.on_index_read {
+            self.fire();
+        }
         self.inner.read(kind, name)
     }
     fn read_range(
@@ -939,42 +950,61 @@ impl strata::backend::Backend for HookBeforePackListing {
     }
 }
 
-/// Item 15: a check that reads the index before a prune and lists packs after it reports
-/// nothing false.
+/// Item 15: a check that reads the index before a prune and lists packs after it, or lists
+/// index files before a prune and reads them after it, reports nothing false.
 fn check_during_a_prune_reports_nothing_false(env: &Env) {
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    let s = src.to_str().unwrap();
-    fs::write(src.join("old.bin"), noise(500_000, 1)).unwrap();
-    env.backup(&[s]);
-    fs::remove_file(src.join("old.bin")).unwrap();
-    fs::write(src.join("new.bin"), noise(500_000, 2)).unwrap();
-    env.backup(&[s, "--tag", "keep"]);
-    env.ok(&["forget", "--keep-tag", "keep"]);
-    let mut prune = env.std_cmd();
-    prune.args(["prune", "--instant-delete"]);
-    let hooked = HookBeforePackListing {
-        inner: strata::backend::open(&env.repo).unwrap(),
-        hook: std::sync::Mutex::new(Some(Box::new(move || {
+    // (hook on the first index read instead of the first pack listing, armed before open)
+    for (on_index_read, during_open) in [(false, false), (true, false), (true, true)] {
+        let env = &if env.s3 {
+            Env::s3().unwrap()
+        } else {
+            Env::local()
+        };
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        let s = src.to_str().unwrap();
+        fs::write(src.join("old.bin"), noise(500_000, 1)).unwrap();
+        env.backup(&[s]);
+        fs::remove_file(src.join("old.bin")).unwrap();
+        fs::write(src.join("new.bin"), noise(500_000, 2)).unwrap();
+        env.backup(&[s, "--tag", "keep"]);
+        env.ok(&["forget", "--keep-tag", "keep"]);
+        let mut prune = env.std_cmd();
+        prune.args(["prune", "--instant-delete"]);
+        let hook: Box<dyn FnOnce() + Send> = Box::new(move || {
             let out = prune.output().unwrap();
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-        }))),
-    };
-    std::env::set_var("STRATA_TEST_FAST_KDF", "1");
-    let repo = strata::Repository::open(
-        std::sync::Arc::new(hooked),
-        PASSWORD.as_bytes(),
-        &env.path("lib-cache"),
-    )
-    .unwrap();
-    let report = strata::check::run(&repo, strata::check::ReadData::None, &NoProgress).unwrap();
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.snapshots, 1);
+        });
+        let hooked = std::sync::Arc::new(HookBeforePackListing {
+            inner: strata::backend::open(&env.repo).unwrap(),
+            hook: std::sync::Mutex::new(None),
+            on_index_read,
+        });
+        let mut hook = Some(hook);
+        if during_open {
+            *hooked.hook.lock().unwrap() = hook.take();
+        }
+        std::env::set_var("STRATA_TEST_FAST_KDF", "1");
+        let repo =
+            strata::Repository::open(hooked.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
+                .unwrap();
+        if let Some(h) = hook.take() {
+            *hooked.hook.lock().unwrap() = Some(h);
+        }
+        let report = strata::check::run(&repo, strata::check::ReadData::None, &NoProgress).unwrap();
+        assert!(hooked.hook.lock().unwrap().is_none(), "the prune ran");
+        assert!(
+            report.problems.is_empty(),
+            "hook on index read {on_index_read}, during open {during_open}: {:?}",
+            report.problems
+        );
+        assert_eq!(report.snapshots, 1);
+    }
 }
 
 /// Item 10: a tree (written by anyone holding the key) with entry names `..`, `.`, empty or

@@ -539,6 +539,67 @@ impl Backend for S3Backend {
             .map_err(|e| self.error(e, &Self::object(kind, name)))
     }
 
+    /// Multipart uploads that a killed or failed writer never completed: the store keeps
+    /// (and bills) their parts until they are aborted.
+    fn remove_stale_temporaries(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let resp = self.with_read_retries(|| {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_multipart_uploads()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&self.loc.prefix)
+                            .set_key_marker(key_marker.clone())
+                            .set_upload_id_marker(id_marker.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, "listing multipart uploads"))
+            })?;
+            for u in resp.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let initiated = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                // Younger ones may be a backup's upload in progress, here or elsewhere.
+                if initiated.is_none_or(|t| t > cutoff) {
+                    continue;
+                }
+                self.count(&self.requests.delete);
+                self.rt
+                    .block_on(
+                        self.client
+                            .abort_multipart_upload()
+                            .bucket(&self.loc.bucket)
+                            .key(key)
+                            .upload_id(id)
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, key))?;
+                removed.push(FileInfo {
+                    name: key.to_string(),
+                    size: 0,
+                });
+            }
+            match (resp.is_truncated(), resp.next_key_marker()) {
+                (Some(true), Some(k)) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = resp.next_upload_id_marker().map(String::from);
+                }
+                _ => break,
+            }
+        }
+        Ok(removed)
+    }
+
     fn set_storage_class(&self, kind: FileKind, class: Option<&str>) {
         if kind == FileKind::Data {
             *self.data_class.write().unwrap() = class.map(StorageClass::from);

@@ -306,6 +306,18 @@ impl Repository {
     /// Brings the cached blob index in line with the repository's index files: reads new
     /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
     pub fn sync_index(&self) -> Result<()> {
+        // A prune running meanwhile deletes index files between our listing and reading
+        // (after writing the ones that replace them): list again and read what is there now.
+        for _ in 0..3 {
+            match self.sync_index_once() {
+                Err(Error::NotFound { object }) if object.starts_with("index ") => continue,
+                r => return r,
+            }
+        }
+        self.sync_index_once()
+    }
+
+    fn sync_index_once(&self) -> Result<()> {
         let listed: HashSet<IndexId> = self
             .backend
             .list(FileKind::Index)?
