@@ -190,6 +190,27 @@ fn restore_names_and_marks_what_damage_costs(env: &Env) {
     for i in 0..20 {
         assert!(root.join(format!("b/n{i}.txt")).is_file());
     }
+
+    // A pack deleted outright: its files are named and marked too, never zero-filled.
+    let (gone, _) = &packs[1];
+    env.backend()
+        .delete(strata::backend::FileKind::Data, gone)
+        .unwrap();
+    let target = env.path("r2");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(gone.as_str()), "{}", stderr(&out));
+    let root = restored(&target, &src);
+    let mut marked_now = 0;
+    for i in 0..6u64 {
+        let p = root.join(format!("a/f{i}.bin"));
+        if p.exists() {
+            assert_eq!(fs::read(&p).unwrap(), noise(7 << 20, i), "f{i} is exact");
+        } else {
+            marked_now += 1;
+        }
+    }
+    assert!(marked_now > marked, "{marked_now} > {marked}");
 }
 
 /// Item 5: one damaged tree loses its own subtree only.
