@@ -69,12 +69,16 @@ impl Target {
             mode,
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         ) {
-            Err(rustix::io::Errno::NOSYS) => self.open_walking(rel, flags, mode),
+            // No openat2 (before Linux 5.6), or a seccomp filter that does not know it
+            // (older container runtimes answer EPERM).
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                self.open_walking(rel, flags, mode)
+            }
             r => r.map_err(to_io),
         }
     }
 
-    /// Kernels before 5.6 lack `openat2`: walk component by component with `O_NOFOLLOW`.
+    /// Without `openat2`: walk component by component with `O_NOFOLLOW`.
     fn open_walking(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
         let comps: Vec<&OsStr> = rel
             .components()
@@ -292,5 +296,41 @@ impl Target {
         let _ = rfs::unlinkat(&parent, marked.as_os_str(), AtFlags::empty());
         rfs::renameat(&parent, name, &parent, marked.as_os_str()).map_err(to_io)?;
         Ok(rel.with_file_name(marked))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_symlink_is_followed_with_or_without_openat2() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("t/link")).unwrap();
+        std::fs::write(outside.path().join("file"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("file"), dir.path().join("t/lf")).unwrap();
+        t.make_dir(Path::new("real")).unwrap();
+        let create = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(0o600);
+        for walking in [false, true] {
+            let open = |rel: &str, flags: OFlags| {
+                if walking {
+                    t.open_walking(Path::new(rel), flags | OFlags::NOFOLLOW, mode)
+                } else {
+                    t.open_beneath(Path::new(rel), flags, mode)
+                }
+            };
+            assert!(open("link/x", create).is_err(), "walking {walking}");
+            assert!(open("lf", OFlags::RDONLY).is_err(), "walking {walking}");
+            assert!(open("real/x", create).is_ok(), "walking {walking}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+        // A symlink where a directory goes is replaced, not followed.
+        t.make_dir(Path::new("link")).unwrap();
+        assert!(std::fs::symlink_metadata(dir.path().join("t/link"))
+            .unwrap()
+            .is_dir());
     }
 }
