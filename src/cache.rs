@@ -563,6 +563,39 @@ impl Cache {
         self.put("trees", &id.0, data)
     }
 
+    pub fn has_tree(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM trees WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Caches many trees in one transaction (or in the one already open).
+    pub fn put_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
+        let conn = self.lock();
+        let own = conn.is_autocommit();
+        let run = || -> rusqlite::Result<()> {
+            if own {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            let mut st =
+                conn.prepare_cached("INSERT OR REPLACE INTO trees (id, data) VALUES (?1, ?2)")?;
+            for (id, data) in trees {
+                st.execute(params![&id.0[..], data])?;
+            }
+            if own {
+                conn.execute_batch("COMMIT")?;
+            }
+            Ok(())
+        };
+        let r = run();
+        if r.is_err() && own && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        r.map_err(|e| self.err(e))
+    }
+
     fn get(&self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
         let conn = self.lock();
         let mut st = conn

@@ -107,7 +107,11 @@ pub struct CheckReport {
     pub snapshots: usize,
     pub trees: usize,
     pub packs: usize,
+    /// Packs read whole: every tree pack (the structure check reads them), and the data
+    /// packs `--read-data` chose.
     pub packs_read: usize,
+    pub tree_packs_read: usize,
+    pub data_packs_read: usize,
     pub bytes_read: u64,
     pub unreferenced_packs: usize,
     pub problems: Vec<Problem>,
@@ -183,7 +187,25 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     }
     report.unreferenced_packs = listed.len();
 
-    // 3 + 4. Snapshots and the trees they reach; every blob they name is indexed.
+    // 3. Tree packs: each read whole, once, concurrently; every tree in it is verified
+    //    (content against the index, each blob against its id) and cached, so the walk
+    //    below makes no requests. One request per tree pack, not one per directory.
+    progress.message("tree packs");
+    let tree_packs: Vec<PackId> = indexed
+        .iter()
+        .filter(|(id, kind, _)| *kind == BlobKind::Tree && !missing_packs.contains(id))
+        .map(|(id, _, _)| *id)
+        .collect();
+    let (probs, bad, bytes) = read_packs(repo, &tree_packs, BlobKind::Tree, progress);
+    problems.extend(probs);
+    for (blob, pack) in bad {
+        damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
+    }
+    report.packs_read += tree_packs.len();
+    report.tree_packs_read = tree_packs.len();
+    report.bytes_read += bytes;
+
+    // 4. Snapshots and the trees they reach; every blob they name is indexed.
     progress.message("snapshots and trees");
     let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
     for f in repo.backend().list(FileKind::Snapshot)? {
@@ -208,7 +230,10 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             if !seen_trees.insert(tid) {
                 continue;
             }
-            let tree = match repo.load_tree_uncached(&tid) {
+            if damaged_blobs.contains_key(&tid) {
+                continue; // reported with its pack
+            }
+            let tree = match repo.load_tree(&tid) {
                 Ok(t) => t,
                 Err(e) => {
                     if let std::collections::hash_map::Entry::Vacant(v) = damaged_blobs.entry(tid) {
@@ -245,29 +270,21 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     }
     report.trees = seen_trees.len();
 
-    // 5. Data: re-read, decrypt and re-hash the chosen packs.
-    let chosen: Vec<(PackId, BlobKind)> = indexed
+    // 5. Data: re-read, decrypt and re-hash the chosen data packs (tree packs were read
+    //    whole in step 3 already).
+    let chosen: Vec<PackId> = indexed
         .iter()
-        .filter(|(id, _, _)| !missing_packs.contains(id) && read_data.selects(id))
-        .map(|(id, k, _)| (*id, *k))
+        .filter(|(id, kind, _)| {
+            *kind == BlobKind::Data && !missing_packs.contains(id) && read_data.selects(id)
+        })
+        .map(|(id, _, _)| *id)
         .collect();
-    report.packs_read = chosen.len();
     if !chosen.is_empty() {
         progress.message("reading data");
-        progress.set_total(chosen.len() as u64);
-        let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
-        crate::util::with_read_pool(repo.backend().as_ref(), || {
-            chosen.par_iter().for_each(|(id, kind)| {
-                let (probs, bad, bytes) = read_pack(repo, id, *kind);
-                let mut f = found.lock().unwrap();
-                f.0.extend(probs);
-                f.1.extend(bad);
-                f.2 += bytes;
-                progress.advance(1);
-            })
-        });
-        let (probs, bad, bytes) = found.into_inner().unwrap();
-        report.bytes_read = bytes;
+        let (probs, bad, bytes) = read_packs(repo, &chosen, BlobKind::Data, progress);
+        report.packs_read += chosen.len();
+        report.data_packs_read = chosen.len();
+        report.bytes_read += bytes;
         problems.extend(probs);
         for (blob, pack) in bad {
             damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
@@ -288,6 +305,31 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     }
     report.problems = problems;
     Ok(report)
+}
+
+/// What reading packs found: problems, damaged blobs (with their packs), bytes read.
+type PackFindings = (Vec<Problem>, Vec<(BlobId, PackId)>, u64);
+
+/// Reads packs whole, several in flight; tree packs' verified trees go into the cache.
+fn read_packs(
+    repo: &Repository,
+    packs: &[PackId],
+    kind: BlobKind,
+    progress: &dyn Progress,
+) -> PackFindings {
+    progress.set_total(packs.len() as u64);
+    let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
+    crate::util::with_read_pool(repo.backend().as_ref(), || {
+        packs.par_iter().for_each(|id| {
+            let (probs, bad, bytes) = read_pack(repo, id, kind);
+            let mut f = found.lock().unwrap();
+            f.0.extend(probs);
+            f.1.extend(bad);
+            f.2 += bytes;
+            progress.advance(1);
+        })
+    });
+    found.into_inner().unwrap()
 }
 
 /// Reads one pack whole; returns problems, damaged blobs and bytes read.
@@ -352,6 +394,17 @@ fn read_pack(
             bad.push((e.id, *id));
         }
     }
+    if kind == BlobKind::Tree {
+        // Verified blob by blob (each against its id): the walk reads them from the cache.
+        match repo.trees_of_pack(id, &bytes) {
+            Ok(trees) => {
+                if let Err(e) = repo.cache().put_trees(&trees) {
+                    reasons.push(e.to_string());
+                }
+            }
+            Err(e) => reasons.push(e.to_string()),
+        }
+    }
     if !reasons.is_empty() {
         problems.push(Problem {
             object,
@@ -380,7 +433,7 @@ fn find_hits(
         }
         let mut stack = vec![(snap.tree, Path::new("/").to_path_buf())];
         while let Some((tid, dir)) = stack.pop() {
-            let Ok(tree) = repo.load_tree_uncached(&tid) else {
+            let Ok(tree) = repo.load_tree(&tid) else {
                 continue;
             };
             for node in &tree.entries {

@@ -36,15 +36,21 @@ fn check_and_read_data_are_clean_on_a_good_repository(env: &Env) {
     assert_eq!(v["packs_read"], v["packs"]);
     assert_eq!(v["snapshots"], 2);
     assert!(v["problems"].as_array().unwrap().is_empty());
-    // The subsets together read every pack exactly once.
+    // The structure check reads each tree pack once, whole; no data pack.
+    let tree_packs = env.objects("tree").len() as u64;
+    let data_packs = env.objects("data").len() as u64;
+    let plain = env.json(&["check"]);
+    assert_eq!(plain["tree_packs_read"].as_u64().unwrap(), tree_packs);
+    assert_eq!(plain["data_packs_read"], 0);
+    // The subsets together read every data pack exactly once.
     let total: u64 = (1..=3)
         .map(|n| {
-            env.json(&["check", "--read-data-subset", &format!("{n}/3")])["packs_read"]
+            env.json(&["check", "--read-data-subset", &format!("{n}/3")])["data_packs_read"]
                 .as_u64()
                 .unwrap()
         })
         .sum();
-    assert_eq!(total, v["packs"].as_u64().unwrap());
+    assert_eq!(total, data_packs);
     assert_eq!(
         env.json(&["check", "--read-data-subset", "100%"])["packs_read"],
         v["packs"]
@@ -104,7 +110,7 @@ fn a_damaged_tree_pack_names_the_directories_it_hits(env: &Env) {
     let out = env.run(&["check"]);
     assert_eq!(code(&out), 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("tree "), "{text}");
+    assert!(text.contains("(directory)"), "{text}");
     assert!(text.contains("hits snapshot"), "{text}");
 }
 

@@ -495,3 +495,59 @@ fn prune_aborts_stale_multipart_uploads() {
     assert_eq!(p["temporaries_removed"], 1, "{p}");
     assert_eq!(pending(&client), 0);
 }
+
+/// Issue 10: a bare-machine restore of a tree of thousands of directories costs about one
+/// request per pack, not one per directory; a warm cache makes no tree requests; check reads
+/// each tree pack once.
+#[test]
+fn restore_and_check_fetch_trees_by_the_pack() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    env.init();
+    let src = env.path("src");
+    for a in 0..50 {
+        for b in 0..41 {
+            let d = src.join(format!("d{a:02}/e{b:02}"));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("f.json"), format!("{{\"a\": {a}, \"b\": {b}}}\n")).unwrap();
+        }
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let tree_packs = env.objects("tree").len() as u64;
+    let data_packs = env.objects("data").len() as u64;
+    let index_files = env.objects("index").len() as u64;
+    // Config, key list and key, index list, snapshot list and manifest, lock-free: a few.
+    let metadata = 8 + index_files;
+
+    let _ = fs::remove_dir_all(&env.cache);
+    let before = garage_requests();
+    let cold = env.restore_latest_verified("cold");
+    let cold_requests = garage_requests() - before;
+    assert!(compare_trees(&src, &restored(&cold, &src)).is_empty());
+    eprintln!(
+        "bare-machine restore of 2,051 directories: {cold_requests} requests \
+         ({tree_packs} tree packs, {data_packs} data packs, {index_files} index files)"
+    );
+    assert!(
+        cold_requests <= tree_packs + data_packs + metadata,
+        "{cold_requests} requests for {tree_packs} tree and {data_packs} data packs"
+    );
+
+    let before = garage_requests();
+    env.restore_latest_verified("warm");
+    let warm_requests = garage_requests() - before;
+    assert!(
+        warm_requests <= data_packs + metadata,
+        "warm restore made {warm_requests} requests: trees were fetched again"
+    );
+
+    let before = garage_requests();
+    let v = env.json(&["check"]);
+    let check_requests = garage_requests() - before;
+    assert_eq!(v["tree_packs_read"].as_u64().unwrap(), tree_packs);
+    assert!(
+        check_requests <= tree_packs + metadata + 2,
+        "check made {check_requests} requests for {tree_packs} tree packs"
+    );
+}
