@@ -710,6 +710,15 @@ impl Cache {
         .map_err(|e| self.err(e))
     }
 
+    /// Whether the file cache knows any file of a set.
+    pub fn file_cache_has(&self, set: &str) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM files WHERE set_key = ?1 LIMIT 1")
+            .map_err(|e| self.err(e))?;
+        st.exists([set]).map_err(|e| self.err(e))
+    }
+
     pub fn file_touch(&self, set: &str, path: &[u8], run: i64) -> Result<()> {
         let conn = self.lock();
         let mut st = conn

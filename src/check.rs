@@ -137,14 +137,19 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         progress.message("packs");
         let indexed = repo.cache().packs()?;
         let mut listed: HashMap<String, u64> = HashMap::new();
-        for kind in [FileKind::Data, FileKind::Tree] {
-            for f in repo.backend().list(kind)? {
-                listed.insert(f.name, f.size);
-            }
+        let (data, tree) = rayon::join(
+            || repo.backend().list(FileKind::Data),
+            || repo.backend().list(FileKind::Tree),
+        );
+        for f in data?.into_iter().chain(tree?) {
+            listed.insert(f.name, f.size);
         }
         let all_there = indexed
             .iter()
             .all(|(id, _, _)| listed.contains_key(&id.to_hex()));
+        if all_there || attempt == 1 {
+            break (bad, indexed, listed);
+        }
         let read: HashSet<IndexId> = repo.cache().known_index_files()?.into_iter().collect();
         let now: HashSet<IndexId> = repo
             .backend()
@@ -152,7 +157,7 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        if all_there || attempt == 1 || read == now {
+        if read == now {
             break (bad, indexed, listed);
         }
         attempt += 1;
@@ -208,17 +213,18 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     // 4. Snapshots and the trees they reach; every blob they name is indexed.
     progress.message("snapshots and trees");
     let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
-    for f in repo.backend().list(FileKind::Snapshot)? {
-        match repo.load_file::<Snapshot>(FileKind::Snapshot, &f.name) {
+    let ids: Vec<SnapshotId> = repo
+        .backend()
+        .list(FileKind::Snapshot)?
+        .into_iter()
+        .filter_map(|f| f.name.parse().ok())
+        .collect();
+    for (id, loaded) in repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids) {
+        match loaded {
             // Forgotten since the listing: not damage.
             Err(Error::NotFound { .. }) => {}
-            Ok(s) => snapshots.push((
-                f.name
-                    .parse()
-                    .map_err(|_| Error::corrupt(format!("snapshot {}", f.name), "bad name"))?,
-                s,
-            )),
-            Err(e) => problems.push(problem(format!("snapshot {}", f.name), e.to_string())),
+            Ok(s) => snapshots.push((id, s)),
+            Err(e) => problems.push(problem(format!("snapshot {id}"), e.to_string())),
         }
     }
     snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));

@@ -343,7 +343,42 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
     env.restore_latest_verified("r");
 }
 
+/// A host whose cache is gone (a new machine, a wiped cache) does not read unchanged files
+/// again: the parent snapshot's nodes tell, fetched by tree pack.
+fn an_empty_cache_backup_skips_unchanged_files_by_the_parent_snapshot(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    make_rich_tree(&src);
+    let s = src.to_str().unwrap();
+    let first = env.backup(&[s]);
+    let files = first["files_new"].as_u64().unwrap();
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::write(
+        src.join("docs/readme.txt"),
+        "changed while the cache was gone",
+    )
+    .unwrap();
+    let v = env.backup(&[s]);
+    assert_eq!(
+        v["files_changed"].as_u64().unwrap() + v["files_new"].as_u64().unwrap(),
+        1,
+        "{v}"
+    );
+    assert_eq!(v["files_unchanged"].as_u64().unwrap(), files - 1, "{v}");
+    assert_eq!(
+        v["bytes_read"].as_u64().unwrap(),
+        32,
+        "only the changed file is read: {v}"
+    );
+    // The file cache is filled again: the next run skips by it.
+    let again = env.backup(&[s]);
+    assert_eq!(again["files_unchanged"].as_u64().unwrap(), files, "{again}");
+    env.restore_latest_verified("r");
+    assert!(compare_trees(&src, &restored(&env.path("r"), &src)).is_empty());
+}
+
 conformance!(
+    an_empty_cache_backup_skips_unchanged_files_by_the_parent_snapshot,
     a_killed_backup_leaves_a_consistent_repository,
     unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks,
     identical_content_in_new_files_is_stored_once,

@@ -520,10 +520,30 @@ fn restore_and_check_fetch_trees_by_the_pack() {
     // Config, key list and key, index list, snapshot list and manifest, lock-free: a few.
     let metadata = 8 + index_files;
 
+    // A bare machine, through tools/latency-proxy: every request pays 20 ms, as on S3.
     let _ = fs::remove_dir_all(&env.cache);
+    let proxy = LatencyProxy::start(20);
+    let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+    let slow_repo = env.repo.replace(&endpoint, &proxy.url_base);
+    let cold = env.path("cold");
     let before = garage_requests();
-    let cold = env.restore_latest_verified("cold");
+    let started = Instant::now();
+    let out = with_repo(&slow_repo, &env)
+        .args([
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            cold.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     let cold_requests = garage_requests() - before;
+    eprintln!(
+        "bare-machine restore at 20 ms per request: {:?}",
+        started.elapsed()
+    );
     assert!(compare_trees(&src, &restored(&cold, &src)).is_empty());
     eprintln!(
         "bare-machine restore of 2,051 directories: {cold_requests} requests \
@@ -550,4 +570,50 @@ fn restore_and_check_fetch_trees_by_the_pack() {
         check_requests <= tree_packs + metadata + 2,
         "check made {check_requests} requests for {tree_packs} tree packs"
     );
+}
+
+/// tools/latency-proxy in front of the test Garage, stopped on drop.
+struct LatencyProxy {
+    child: std::process::Child,
+    url_base: String,
+}
+
+impl LatencyProxy {
+    fn start(latency_ms: u32) -> Self {
+        use std::io::BufRead;
+        let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
+        let upstream = endpoint.trim_start_matches("http://").to_string();
+        let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/latency-proxy");
+        let mut child = std::process::Command::new("python3")
+            .arg(tool)
+            .args([
+                "--upstream",
+                &upstream,
+                "--latency-ms",
+                &latency_ms.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        LatencyProxy {
+            child,
+            url_base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -200,6 +200,18 @@ pub fn run(
             .map(|(id, _)| id),
     };
 
+    // A cache that knows no file of this set (another host, a wiped cache) would read
+    // every file again: the parent snapshot's trees say which are unchanged instead, at the
+    // cost of fetching its tree packs.
+    let parent_root = match parent {
+        Some(pid) if !repo.cache().file_cache_has(&set_key)? => {
+            match repo.snapshots()?.into_iter().find(|(id, _)| *id == pid) {
+                Some((_, snap)) => Some(snap.tree),
+                None => None,
+            }
+        }
+        _ => None,
+    };
     let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     if let Some(class) = &opts.data_storage_class {
         repo.backend()
@@ -225,7 +237,7 @@ pub fn run(
             warnings: Default::default(),
         };
         let tree = match opts.source {
-            Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths)?,
+            Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths, parent_root)?,
             Source::Stdin { reader, name } => {
                 let parts = stdin_path(&name)?;
                 let (file_name, dirs) = parts.split_last().expect("stdin_path is never empty");
@@ -387,12 +399,29 @@ impl Archiver<'_, '_, '_> {
         Ok(id)
     }
 
+    /// The parent snapshot's entries of a directory, by name (empty without a parent).
+    fn parent_entries(&self, tree: Option<TreeId>) -> std::collections::HashMap<Vec<u8>, Node> {
+        let Some(id) = tree else {
+            return Default::default();
+        };
+        // A parent tree that cannot be read only costs re-reading the files.
+        match self.repo.load_tree(&id) {
+            Ok(t) => t.entries.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            Err(_) => Default::default(),
+        }
+    }
+
     /// The tree of `dir` holding only what leads to the source paths; the directories on
     /// the way keep their real metadata.
-    fn virtual_tree(&self, dir: &Path, targets: &[PathBuf]) -> Result<Tree> {
+    fn virtual_tree(
+        &self,
+        dir: &Path,
+        targets: &[PathBuf],
+        parent: Option<TreeId>,
+    ) -> Result<Tree> {
         if targets.iter().any(|t| t == dir) {
             let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
-            return self.dir_tree(dir, meta.dev());
+            return self.dir_tree(dir, meta.dev(), parent);
         }
         let mut children: Vec<&OsStr> = targets
             .iter()
@@ -401,11 +430,13 @@ impl Archiver<'_, '_, '_> {
             .collect();
         children.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         children.dedup();
+        let before = self.parent_entries(parent);
         let mut entries = Vec::new();
         for name in children {
             let path = dir.join(name);
+            let old = before.get(name.as_bytes());
             if targets.contains(&path) {
-                if let Some(node) = self.archive_entry(&path, name, None)? {
+                if let Some(node) = self.archive_entry(&path, name, None, old)? {
                     entries.push(node);
                 }
             } else {
@@ -416,7 +447,8 @@ impl Archiver<'_, '_, '_> {
                     .filter(|t| t.starts_with(&path))
                     .cloned()
                     .collect();
-                node.subtree = Some(self.save_tree(self.virtual_tree(&path, &below)?)?);
+                let sub = old.and_then(|n| n.subtree);
+                node.subtree = Some(self.save_tree(self.virtual_tree(&path, &below, sub)?)?);
                 entries.push(node);
             }
         }
@@ -424,7 +456,7 @@ impl Archiver<'_, '_, '_> {
     }
 
     /// Archives the contents of a directory.
-    fn dir_tree(&self, dir: &Path, root_dev: u64) -> Result<Tree> {
+    fn dir_tree(&self, dir: &Path, root_dev: u64, parent: Option<TreeId>) -> Result<Tree> {
         self.counters.dirs.fetch_add(1, Ordering::Relaxed);
         let mut names = Vec::new();
         match fs::read_dir(dir) {
@@ -441,9 +473,13 @@ impl Archiver<'_, '_, '_> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let before = self.parent_entries(parent);
         let nodes: Vec<Result<Option<Node>>> = names
             .par_iter()
-            .map(|name| self.archive_entry(&dir.join(name), name, Some(root_dev)))
+            .map(|name| {
+                let old = before.get(name.as_bytes());
+                self.archive_entry(&dir.join(name), name, Some(root_dev), old)
+            })
             .collect();
         let mut entries = Vec::with_capacity(nodes.len());
         for n in nodes {
@@ -464,6 +500,7 @@ impl Archiver<'_, '_, '_> {
         path: &Path,
         name: &OsStr,
         root_dev: Option<u64>,
+        old: Option<&Node>,
     ) -> Result<Option<Node>> {
         if self.excluded(path) {
             return Ok(None);
@@ -499,12 +536,16 @@ impl Archiver<'_, '_, '_> {
                     // A mount point: keep the directory itself, not the other file system.
                     Tree::default()
                 } else {
-                    self.dir_tree(path, root_dev)?
+                    let sub = old
+                        .filter(|n| n.kind == NodeKind::Dir)
+                        .and_then(|n| n.subtree);
+                    self.dir_tree(path, root_dev, sub)?
                 };
                 node.subtree = Some(self.save_tree(tree)?);
             }
             NodeKind::File => {
-                if !self.archive_file(path, &meta, &mut node)? {
+                let old = old.filter(|n| n.kind == NodeKind::File);
+                if !self.archive_file(path, &meta, &mut node, old)? {
                     return Ok(None);
                 }
             }
@@ -541,7 +582,13 @@ impl Archiver<'_, '_, '_> {
     }
 
     /// Fills in a file's content; false if it could not be read (a warning, not an error).
-    fn archive_file(&self, path: &Path, meta: &Metadata, node: &mut Node) -> Result<bool> {
+    fn archive_file(
+        &self,
+        path: &Path,
+        meta: &Metadata,
+        node: &mut Node,
+        old: Option<&Node>,
+    ) -> Result<bool> {
         self.repo.cache().checkpoint_if_due()?;
         node.sparse = meta.blocks() * 512 < meta.size();
         let stat = file_stat(meta);
@@ -551,6 +598,24 @@ impl Archiver<'_, '_, '_> {
             if *old == stat && self.all_known(content)? {
                 node.content = content.clone();
                 self.repo.cache().file_touch(&self.set_key, key, self.run)?;
+                self.counters
+                    .files_unchanged
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+        // No file cache yet: the parent snapshot's node, if every stat field matches.
+        if let (None, Some(old)) = (&cached, old) {
+            let same = old.size == stat.size
+                && old.inode == stat.inode
+                && old.device == stat.device
+                && i64::from(old.mtime.nsec) + old.mtime.sec * 1_000_000_000 == stat.mtime_ns
+                && i64::from(old.ctime.nsec) + old.ctime.sec * 1_000_000_000 == stat.ctime_ns;
+            if same && self.all_known(&old.content)? {
+                node.content = old.content.clone();
+                self.repo
+                    .cache()
+                    .file_store(&self.set_key, key, &stat, &node.content, self.run)?;
                 self.counters
                     .files_unchanged
                     .fetch_add(1, Ordering::Relaxed);

@@ -332,15 +332,18 @@ impl Repository {
                 self.cache.clear_index()?;
             }
             let mut damaged = Vec::new();
-            for id in &listed {
-                if stale || !known.contains(id) {
-                    match self.load_file::<IndexFile>(FileKind::Index, &id.to_hex()) {
-                        Ok(file) => self.cache.add_index_file(id, &file)?,
-                        // One damaged index file must not stop every operation: its packs
-                        // are found from their own headers once the intact ones are known.
-                        Err(e @ Error::Corrupt { .. }) => damaged.push((*id, e)),
-                        Err(e) => return Err(e),
-                    }
+            let new: Vec<IndexId> = listed
+                .iter()
+                .filter(|id| stale || !known.contains(id))
+                .copied()
+                .collect();
+            for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &new) {
+                match loaded {
+                    Ok(file) => self.cache.add_index_file(&id, &file)?,
+                    // One damaged index file must not stop every operation: its packs are
+                    // found from their own headers once the intact ones are known.
+                    Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
+                    Err(e) => return Err(e),
                 }
             }
             for (id, e) in damaged {
@@ -359,6 +362,30 @@ impl Repository {
                 Err(e)
             }
         }
+    }
+
+    /// Loads sealed files of one kind, several requests in flight (a bare machine reads
+    /// every index file and snapshot manifest: one round trip each, one after the other,
+    /// would dominate its time on an object store). Batches keep memory bounded.
+    pub fn load_many<T, I>(&self, kind: FileKind, ids: &[I]) -> Vec<(I, Result<T>)>
+    where
+        T: DeserializeOwned + Send,
+        I: Copy + Send + Sync + std::fmt::Display,
+    {
+        use rayon::prelude::*;
+        let batch = self.backend.read_concurrency().max(1) * 4;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(batch) {
+            let loaded: Vec<(I, Result<T>)> =
+                crate::util::with_read_pool(self.backend.as_ref(), || {
+                    chunk
+                        .par_iter()
+                        .map(|id| (*id, self.load_file::<T>(kind, &id.to_string())))
+                        .collect()
+                });
+            out.extend(loaded);
+        }
+        out
     }
 
     /// Stands in for a damaged index file: every pack on the backend that no intact index
@@ -441,15 +468,17 @@ impl Repository {
     }
 
     fn rebuild_index_once(&self) -> Result<Vec<(IndexId, Error)>> {
-        let listed = self.backend.list(FileKind::Index)?;
+        let listed: Vec<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
         let mut bad = Vec::new();
         self.cache.begin()?;
         self.cache.clear_index()?;
-        for info in listed {
-            let Ok(id) = info.name.parse::<IndexId>() else {
-                continue;
-            };
-            match self.load_file::<IndexFile>(FileKind::Index, &info.name) {
+        for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
+            match loaded {
                 Ok(file) => self.cache.add_index_file(&id, &file)?,
                 Err(e) => bad.push((id, e)),
             }
@@ -680,26 +709,28 @@ impl Repository {
         }
         let mut out = Vec::with_capacity(listed.len());
         let mut damaged = Vec::new();
+        let mut missing = Vec::new();
         for id in listed {
             let cached = self
                 .cache
                 .get_snapshot(&id)?
                 .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok());
-            let snap = match cached {
-                Some(s) => s,
-                None => match self.load_file::<Snapshot>(FileKind::Snapshot, &id.to_hex()) {
-                    Ok(s) => {
-                        self.cache.put_snapshot(&id, &encode(&s))?;
-                        s
-                    }
-                    Err(e @ Error::Corrupt { .. }) => {
-                        damaged.push((id, e));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
-            out.push((id, snap));
+            match cached {
+                Some(s) => out.push((id, s)),
+                None => missing.push(id),
+            }
+        }
+        for (id, loaded) in self.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {
+            match loaded {
+                Ok(s) => {
+                    self.cache.put_snapshot(&id, &encode(&s))?;
+                    out.push((id, s));
+                }
+                Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
+                // Forgotten since the listing: not there, not damaged.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.1.datetime()
