@@ -14,7 +14,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +36,10 @@ CREATE TABLE IF NOT EXISTS marked_blobs (
     PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS trees (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trees (
+    id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trees_by_age ON trees (added);
 CREATE TABLE IF NOT EXISTS files (
     set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT NULL,
@@ -105,6 +108,9 @@ pub fn private_file(path: &Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(path, e))?;
     Ok(f)
 }
+
+/// How many bytes of decrypted trees the cache keeps (oldest evicted first).
+pub const TREE_CACHE_BYTES: u64 = 512 << 20;
 
 /// How long a long operation may hold the cache's write lock before letting others in.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -559,8 +565,56 @@ impl Cache {
         self.get("trees", &id.0)
     }
 
-    pub fn put_tree(&self, id: &BlobId, data: &[u8]) -> Result<()> {
-        self.put("trees", &id.0, data)
+    /// Bytes of cached trees, as counted when they were added.
+    fn tree_bytes(conn: &Connection) -> rusqlite::Result<i64> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = 'tree_bytes'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Keeps the cached trees under `limit` bytes: when over, the oldest go until a quarter
+    /// of the room is free again (they come back by the pack when needed).
+    pub fn bound_trees(&self, limit: u64) -> Result<()> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<()> {
+            let total = Self::tree_bytes(&conn)?;
+            if total as u64 <= limit {
+                return Ok(());
+            }
+            let goal = (limit / 4 * 3) as i64;
+            let own = conn.is_autocommit();
+            if own {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            let mut left = total;
+            let mut oldest = Vec::new();
+            {
+                let mut st = conn.prepare("SELECT id, LENGTH(data) FROM trees ORDER BY added")?;
+                let mut rows = st.query([])?;
+                while left > goal {
+                    let Some(r) = rows.next()? else { break };
+                    left -= r.get::<_, i64>(1)?;
+                    oldest.push(r.get::<_, Vec<u8>>(0)?);
+                }
+            }
+            let mut del = conn.prepare_cached("DELETE FROM trees WHERE id = ?1")?;
+            for id in &oldest {
+                del.execute([id])?;
+            }
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('tree_bytes', ?1)",
+                [left.max(0).to_string()],
+            )?;
+            if own {
+                conn.execute_batch("COMMIT")?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
     }
 
     pub fn has_tree(&self, id: &BlobId) -> Result<bool> {
@@ -579,10 +633,22 @@ impl Cache {
             if own {
                 conn.execute_batch("BEGIN IMMEDIATE")?;
             }
-            let mut st =
-                conn.prepare_cached("INSERT OR REPLACE INTO trees (id, data) VALUES (?1, ?2)")?;
+            // Content-addressed: a tree already cached is the same bytes, and counts once.
+            let mut st = conn.prepare_cached(
+                "INSERT OR IGNORE INTO trees (id, data, added) VALUES (?1, ?2, ?3)",
+            )?;
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let mut added = 0i64;
             for (id, data) in trees {
-                st.execute(params![&id.0[..], data])?;
+                if st.execute(params![&id.0[..], data, now])? == 1 {
+                    added += data.len() as i64;
+                }
+            }
+            if added > 0 {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('tree_bytes', ?1)",
+                    [(Self::tree_bytes(&conn)? + added).to_string()],
+                )?;
             }
             if own {
                 conn.execute_batch("COMMIT")?;
@@ -738,5 +804,47 @@ impl Cache {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_cache_is_bounded_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        for i in 0..10u8 {
+            cache
+                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .unwrap();
+            // The same tree again counts once.
+            cache
+                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        cache.bound_trees(20_000).unwrap();
+        assert!(
+            cache.has_tree(&BlobId([0; 32])).unwrap(),
+            "under the limit: all kept"
+        );
+        cache.bound_trees(8_000).unwrap();
+        // Down to three quarters of the limit: the four oldest went.
+        for i in 0..10u8 {
+            assert_eq!(
+                cache.has_tree(&BlobId([i; 32])).unwrap(),
+                i >= 4,
+                "tree {i}"
+            );
+        }
+        drop(cache);
+        let cache = Cache::open(dir.path()).unwrap();
+        cache.bound_trees(8_000).unwrap();
+        assert!(
+            cache.has_tree(&BlobId([4; 32])).unwrap(),
+            "the count survived reopening"
+        );
     }
 }

@@ -132,15 +132,20 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     // packs between the two steps would look like lost packs: then both run again.
     let mut attempt = 0;
     let (bad_index, indexed, mut listed) = loop {
-        progress.message("index");
-        let bad = repo.rebuild_index()?;
-        progress.message("packs");
+        progress.message("index and packs");
+        // Both at once: on an object store each is a round trip or more.
+        let (bad, (data, tree)) = rayon::join(
+            || repo.rebuild_index(),
+            || {
+                rayon::join(
+                    || repo.backend().list(FileKind::Data),
+                    || repo.backend().list(FileKind::Tree),
+                )
+            },
+        );
+        let bad = bad?;
         let indexed = repo.cache().packs()?;
         let mut listed: HashMap<String, u64> = HashMap::new();
-        let (data, tree) = rayon::join(
-            || repo.backend().list(FileKind::Data),
-            || repo.backend().list(FileKind::Tree),
-        );
         for f in data?.into_iter().chain(tree?) {
             listed.insert(f.name, f.size);
         }
@@ -201,7 +206,19 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
         .filter(|(id, kind, _)| *kind == BlobKind::Tree && !missing_packs.contains(id))
         .map(|(id, _, _)| *id)
         .collect();
-    let (probs, bad, bytes) = read_packs(repo, &tree_packs, BlobKind::Tree, progress);
+    // The snapshot manifests come meanwhile: another round trip or two saved.
+    let ((probs, bad, bytes), snapshot_files) = rayon::join(
+        || read_packs(repo, &tree_packs, BlobKind::Tree, progress),
+        || -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+            let ids: Vec<SnapshotId> = repo
+                .backend()
+                .list(FileKind::Snapshot)?
+                .into_iter()
+                .filter_map(|f| f.name.parse().ok())
+                .collect();
+            Ok(repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids))
+        },
+    );
     problems.extend(probs);
     for (blob, pack) in bad {
         damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
@@ -213,13 +230,7 @@ pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> R
     // 4. Snapshots and the trees they reach; every blob they name is indexed.
     progress.message("snapshots and trees");
     let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
-    let ids: Vec<SnapshotId> = repo
-        .backend()
-        .list(FileKind::Snapshot)?
-        .into_iter()
-        .filter_map(|f| f.name.parse().ok())
-        .collect();
-    for (id, loaded) in repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids) {
+    for (id, loaded) in snapshot_files? {
         match loaded {
             // Forgotten since the listing: not damage.
             Err(Error::NotFound { .. }) => {}

@@ -173,6 +173,9 @@ impl Repository {
             .map_err(|e| Error::corrupt("config", e))?;
         backend.set_storage_class(FileKind::Data, config.data_storage_class.as_deref());
         let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+        // Trees are cached as they are read; bounded here, once per process, so that the
+        // cache of a long-lived repository does not grow without end.
+        cache.bound_trees(crate::cache::TREE_CACHE_BYTES)?;
         let repo = Repository {
             backend,
             key,
