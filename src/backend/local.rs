@@ -44,17 +44,6 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// The kinds whose directories hold repository files (and so temporaries of their writes).
-const KINDS: [FileKind; 7] = [
-    FileKind::Config,
-    FileKind::Key,
-    FileKind::Snapshot,
-    FileKind::Index,
-    FileKind::Data,
-    FileKind::Tree,
-    FileKind::Lock,
-];
-
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -65,14 +54,7 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
-        for kind in [
-            FileKind::Key,
-            FileKind::Snapshot,
-            FileKind::Index,
-            FileKind::Data,
-            FileKind::Tree,
-            FileKind::Lock,
-        ] {
+        for kind in &FileKind::ALL[1..] {
             let dir = self.root.join(kind.dir());
             create_dirs(&dir).map_err(|e| Error::io(&dir, e))?;
         }
@@ -179,7 +161,8 @@ impl Backend for LocalBackend {
 
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for kind in KINDS {
+        // Temporaries lie beside the files whose writes they were.
+        for kind in FileKind::ALL {
             let dir = self.root.join(kind.dir());
             if kind.fanned_out() {
                 if let Ok(rd) = fs::read_dir(&dir) {

@@ -27,6 +27,17 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Every kind, `config` first.
+    pub const ALL: [FileKind; 7] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Lock,
+    ];
+
     pub fn dir(self) -> &'static str {
         match self {
             FileKind::Config => "",

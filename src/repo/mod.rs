@@ -66,13 +66,10 @@ impl Repository {
         // A location with repository files but no config is a repository that lost its
         // config, not an empty one: a second master key there would hide the first.
         let mut found = Vec::new();
-        for kind in [
-            FileKind::Key,
-            FileKind::Snapshot,
-            FileKind::Index,
-            FileKind::Data,
-            FileKind::Tree,
-        ] {
+        for kind in FileKind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, FileKind::Config | FileKind::Lock))
+        {
             let n = backend.list(kind)?.len();
             if n > 0 {
                 found.push(format!("{n} file(s) under {}/", kind.dir()));
