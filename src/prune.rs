@@ -287,7 +287,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             });
             if b.len() >= DATA_PACK_SIZE {
                 let full = std::mem::replace(b, PackBuilder::new(*kind));
-                new_packs.push(repo.write_pack(&full.finish(repo.key()))?);
+                new_packs.push(repo.write_pack(&full.finish(repo.key()), None)?);
             }
         }
         // Its used blobs now live in new packs, but a running backup may still reference
@@ -306,7 +306,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
     for (_, b) in builders {
         if !b.is_empty() {
-            new_packs.push(repo.write_pack(&b.finish(repo.key()))?);
+            new_packs.push(repo.write_pack(&b.finish(repo.key()), None)?);
         }
     }
     let bytes_added: u64 = new_packs.iter().map(|p| p.size).sum();

@@ -390,3 +390,125 @@ conformance!(
     verbose_lists_new_and_changed_files,
     two_backups_at_once_share_repository_and_cache
 );
+
+/// A real backend that records the storage class each write asks for.
+struct RecordingBackend {
+    inner: strata::backend::BackendRef,
+    data_writes: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl strata::backend::Backend for RecordingBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn exists(&self) -> strata::Result<bool> {
+        self.inner.exists()
+    }
+    fn create(&self) -> strata::Result<()> {
+        self.inner.create()
+    }
+    fn list(
+        &self,
+        kind: strata::backend::FileKind,
+    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        self.inner.read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> strata::Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+    ) -> strata::Result<()> {
+        self.write_in_class(kind, name, data, None)
+    }
+    fn write_in_class(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+    ) -> strata::Result<()> {
+        if kind == strata::backend::FileKind::Data {
+            self.data_writes
+                .lock()
+                .unwrap()
+                .push(class.map(String::from));
+        }
+        self.inner.write(kind, name, data)
+    }
+    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
+        self.inner.delete(kind, name)
+    }
+}
+
+/// One run's storage class never leaks into the next run on the same repository (the sets
+/// of `backup --all`): a set without a class gets the repository's.
+#[test]
+fn a_sets_storage_class_does_not_leak_into_the_next_set() {
+    use strata::backup::{self, BackupOptions, Source};
+    let env = &Env::local();
+    env.ok(&["init", "--data-storage-class", "STANDARD_IA"]);
+    let recording = std::sync::Arc::new(RecordingBackend {
+        inner: strata::backend::open(&env.repo).unwrap(),
+        data_writes: Default::default(),
+    });
+    std::env::set_var("STRATA_TEST_FAST_KDF", "1");
+    let repo = strata::Repository::open(
+        recording.clone(),
+        PASSWORD.as_bytes(),
+        &env.path("lib-cache"),
+    )
+    .unwrap();
+    let mut classes = Vec::new();
+    for (set, class, seed) in [
+        ("weekly", Some("GLACIER_IR"), 1),
+        ("critical", None, 2),
+        ("weekly", Some("GLACIER_IR"), 3),
+    ] {
+        let src = env.path(&format!("src-{seed}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), noise(200_000, seed)).unwrap();
+        backup::run(
+            &repo,
+            BackupOptions {
+                source: Source::Paths(vec![src]),
+                set: Some(set.into()),
+                data_storage_class: class.map(String::from),
+                ..Default::default()
+            },
+            &strata::progress::NoProgress,
+        )
+        .unwrap();
+        let writes = std::mem::take(&mut *recording.data_writes.lock().unwrap());
+        assert!(!writes.is_empty());
+        classes.push(writes);
+    }
+    let want = |c: &str| Some(c.to_string());
+    assert!(
+        classes[0].iter().all(|c| *c == want("GLACIER_IR")),
+        "{:?}",
+        classes[0]
+    );
+    assert!(
+        classes[1].iter().all(|c| *c == want("STANDARD_IA")),
+        "{:?}",
+        classes[1]
+    );
+    assert!(
+        classes[2].iter().all(|c| *c == want("GLACIER_IR")),
+        "{:?}",
+        classes[2]
+    );
+}

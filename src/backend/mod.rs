@@ -114,8 +114,18 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Storage class for new files of a kind (object stores only).
-    fn set_storage_class(&self, _kind: FileKind, _class: Option<&str>) {}
+    /// As [`Backend::write`], in a storage class (object stores; others ignore it). The
+    /// class is an argument of each write, never state of the backend: two backups sharing
+    /// a backend (two sets of one `backup --all`) must not leak classes into each other.
+    fn write_in_class(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        _class: Option<&str>,
+    ) -> Result<()> {
+        self.write(kind, name, data)
+    }
 
     /// How many uploads to keep in flight.
     fn upload_concurrency(&self) -> usize {

@@ -6,7 +6,6 @@
 //! hanging a backup.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
@@ -105,7 +104,6 @@ pub struct S3Backend {
     client: Client,
     loc: S3Location,
     url: String,
-    data_class: RwLock<Option<StorageClass>>,
     multipart_threshold: usize,
     pub requests: RequestCounts,
 }
@@ -172,7 +170,6 @@ impl S3Backend {
             client,
             loc,
             url: url.to_string(),
-            data_class: RwLock::new(None),
             multipart_threshold,
             requests: RequestCounts::default(),
         })
@@ -243,13 +240,12 @@ impl S3Backend {
         }
     }
 
-    fn put(&self, kind: FileKind, key: &str, data: &[u8]) -> Result<()> {
+    fn put(&self, kind: FileKind, key: &str, data: &[u8], class: Option<&str>) -> Result<()> {
         let object = key.to_string();
-        let class = if kind == FileKind::Data {
-            self.data_class.read().unwrap().clone()
-        } else {
-            None
-        };
+        // Only data packs leave the default class: everything else is read on every run.
+        let class = class
+            .filter(|_| kind == FileKind::Data)
+            .map(StorageClass::from);
         if data.len() > self.multipart_threshold {
             return self.put_multipart(key, data, class);
         }
@@ -521,7 +517,17 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data)
+        self.put(kind, &self.key(kind, name), data, None)
+    }
+
+    fn write_in_class(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+    ) -> Result<()> {
+        self.put(kind, &self.key(kind, name), data, class)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -598,12 +604,6 @@ impl Backend for S3Backend {
             }
         }
         Ok(removed)
-    }
-
-    fn set_storage_class(&self, kind: FileKind, class: Option<&str>) {
-        if kind == FileKind::Data {
-            *self.data_class.write().unwrap() = class.map(StorageClass::from);
-        }
     }
 
     fn upload_concurrency(&self) -> usize {

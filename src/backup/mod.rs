@@ -213,15 +213,11 @@ pub fn run(
         _ => None,
     };
     let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    if let Some(class) = &opts.data_storage_class {
-        repo.backend()
-            .set_storage_class(crate::backend::FileKind::Data, Some(class));
-    }
     let uploaders = match opts.uploaders {
         0 => repo.backend().upload_concurrency(),
         n => n,
     };
-    let shared = SaverShared::default();
+    let shared = SaverShared::with_data_class(opts.data_storage_class.clone());
     repo.cache().begin()?;
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
         let saver = BlobSaver::new(repo, &shared, scope, uploaders);

@@ -50,10 +50,14 @@ pub struct BlobSaver<'s, 'r> {
 }
 
 /// State shared with the uploader threads; owned by the caller so it outlives the scope.
+/// One per run: what belongs to a run (its data storage class) lives here, never in the
+/// repository or the backend that several runs share.
 pub struct SaverShared {
     unindexed: Mutex<Vec<IndexedPack>>,
     error: Mutex<Option<Error>>,
     last_index: Mutex<std::time::Instant>,
+    /// Storage class of this run's data packs (else the repository's).
+    data_class: Option<String>,
 }
 
 impl Default for SaverShared {
@@ -62,6 +66,17 @@ impl Default for SaverShared {
             unindexed: Mutex::default(),
             error: Mutex::default(),
             last_index: Mutex::new(std::time::Instant::now()),
+            data_class: None,
+        }
+    }
+}
+
+impl SaverShared {
+    /// For a run whose data packs go to `class` instead of the repository's class.
+    pub fn with_data_class(class: Option<String>) -> Self {
+        SaverShared {
+            data_class: class,
+            ..Default::default()
         }
     }
 }
@@ -87,7 +102,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
                 let spare_tx = spare_tx.clone();
                 scope.spawn(move || {
                     for pack in rx {
-                        let result = repo.write_pack(&pack);
+                        let result = repo.write_pack(&pack, shared.data_class.as_deref());
                         if pack.kind == BlobKind::Data {
                             // Full means enough spares already: then this one is freed.
                             let _ = spare_tx.try_send(pack.bytes);

@@ -168,7 +168,6 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::corrupt("config", e))?;
-        backend.set_storage_class(FileKind::Data, config.data_storage_class.as_deref());
         let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
         // Trees are cached as they are read; bounded here, once per process, so that the
         // cache of a long-lived repository does not grow without end.
@@ -507,12 +506,15 @@ impl Repository {
     }
 
     /// Uploads a finished pack; the caller must get it into an index file afterwards.
-    pub fn write_pack(&self, pack: &FinishedPack) -> Result<IndexedPack> {
+    /// Data packs go to `class`, else to the repository's data storage class.
+    pub fn write_pack(&self, pack: &FinishedPack, class: Option<&str>) -> Result<IndexedPack> {
         let kind = match pack.kind {
             pack::BlobKind::Data => FileKind::Data,
             pack::BlobKind::Tree => FileKind::Tree,
         };
-        self.backend.write(kind, &pack.id.to_hex(), &pack.bytes)?;
+        let class = class.or(self.config.data_storage_class.as_deref());
+        self.backend
+            .write_in_class(kind, &pack.id.to_hex(), &pack.bytes, class)?;
         Ok(IndexedPack {
             id: pack.id,
             kind: pack.kind,
