@@ -112,22 +112,51 @@ pub struct KdfParams {
     pub salt: Vec<u8>,
 }
 
-impl KdfParams {
-    /// Defaults: 46 MiB, 1 pass, 1 lane, the first of OWASP's (equally strong) Argon2id
+/// How much a new key's Argon2id costs. An explicit argument of key creation: the library
+/// never weakens keys on its own (no environment variable can lower the cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl KdfCost {
+    /// 46 MiB, 1 pass, 1 lane, the first of OWASP's (equally strong) Argon2id
     /// recommendations. Every command unwraps the key once, so the cost lands on each hourly
     /// run: the memory-heavy, single-pass choice keeps that at ~40 ms and peak RSS low while
     /// costing an attacker as much per guess as 19 MiB/2 passes. Key files record their own
     /// parameters, so this default may rise without breaking existing keys.
-    /// `STRATA_TEST_FAST_KDF=1` lowers the cost for test suites only.
-    pub fn generate() -> Self {
+    pub const DEFAULT: KdfCost = KdfCost {
+        memory_kib: 46 * 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    /// For test suites only: a key anyone can brute-force, made in microseconds.
+    pub const INSECURE_FOR_TESTS: KdfCost = KdfCost {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+}
+
+impl Default for KdfCost {
+    fn default() -> Self {
+        KdfCost::DEFAULT
+    }
+}
+
+impl KdfParams {
+    /// Fresh parameters (a new random salt) at the given cost.
+    pub fn generate(cost: &KdfCost) -> Self {
         let mut salt = vec![0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let fast = std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1");
         KdfParams {
             algorithm: "argon2id".into(),
-            memory_kib: if fast { 64 } else { 46 * 1024 },
-            iterations: 1,
-            parallelism: 1,
+            memory_kib: cost.memory_kib,
+            iterations: cost.iterations,
+            parallelism: cost.parallelism,
             salt,
         }
     }
@@ -197,9 +226,16 @@ mod tests {
     }
 
     #[test]
-    fn wrap_unwrap() {
+    fn no_environment_variable_weakens_keys() {
         std::env::set_var("STRATA_TEST_FAST_KDF", "1");
-        let params = KdfParams::generate();
+        let params = KdfParams::generate(&KdfCost::DEFAULT);
+        assert_eq!(params.memory_kib, 46 * 1024);
+        assert_eq!(KdfCost::default(), KdfCost::DEFAULT);
+    }
+
+    #[test]
+    fn wrap_unwrap() {
+        let params = KdfParams::generate(&KdfCost::INSECURE_FOR_TESTS);
         let kek = params.derive(b"pw").unwrap();
         let secret = [7u8; 32];
         let wrapped = wrap_secret(&kek, &secret, b"k");

@@ -464,7 +464,6 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
         inner: strata::backend::open(&env.repo).unwrap(),
         data_writes: Default::default(),
     });
-    std::env::set_var("STRATA_TEST_FAST_KDF", "1");
     let repo = strata::Repository::open(
         recording.clone(),
         PASSWORD.as_bytes(),

@@ -1010,7 +1010,6 @@ fn check_during_a_prune_reports_nothing_false(env: &Env) {
         if during_open {
             *hooked.hook.lock().unwrap() = hook.take();
         }
-        std::env::set_var("STRATA_TEST_FAST_KDF", "1");
         let repo =
             strata::Repository::open(hooked.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
                 .unwrap();

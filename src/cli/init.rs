@@ -35,7 +35,7 @@ pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
     chunker.validate().map_err(anyhow::Error::msg)?;
     let mut config = Config::new(chunker, a.compression);
     config.data_storage_class = a.data_storage_class;
-    let config = Repository::init(backend.clone(), &password, config)?;
+    let config = Repository::init(backend.clone(), &password, config, &g.kdf_cost())?;
     if g.json {
         output::print_json(&json!({"id": config.id.to_hex(), "location": backend.location()}));
     } else if !g.quiet {

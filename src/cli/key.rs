@@ -64,7 +64,7 @@ pub fn run(g: &Global, a: KeyArgs) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Add(p) => {
-            let id = repo.add_key(&p.get()?)?;
+            let id = repo.add_key(&p.get()?, &g.kdf_cost())?;
             if !g.quiet {
                 println!("added key {}", id.to_hex());
             }
@@ -90,7 +90,7 @@ pub fn run(g: &Global, a: KeyArgs) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Passwd(p) => {
-            let new = repo.add_key(&p.get()?)?;
+            let new = repo.add_key(&p.get()?, &g.kdf_cost())?;
             // The new key is durable before the old one goes.
             repo.remove_key(&repo.key_id())?;
             if !g.quiet {

@@ -187,6 +187,16 @@ impl Global {
         Ok(repo)
     }
 
+    /// The cost of new keys. `STRATA_TEST_FAST_KDF=1` makes them cheap for test suites: read
+    /// here, in the CLI, never by the library.
+    fn kdf_cost(&self) -> strata::crypto::KdfCost {
+        if std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1") {
+            strata::crypto::KdfCost::INSECURE_FOR_TESTS
+        } else {
+            strata::crypto::KdfCost::DEFAULT
+        }
+    }
+
     /// Progress bars only for a person watching.
     fn show_progress(&self) -> bool {
         !self.quiet && !self.json && std::io::stderr().is_terminal()

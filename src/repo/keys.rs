@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{self, KdfParams, MasterKey};
+use crate::crypto::{self, KdfCost, KdfParams, MasterKey};
 use crate::error::{Error, Result};
 
 const WRAP_AAD: &[u8] = b"strata/key/v1";
@@ -22,8 +22,8 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    pub fn create(master: &MasterKey, password: &[u8]) -> Result<Self> {
-        let kdf = KdfParams::generate();
+    pub fn create(master: &MasterKey, password: &[u8], cost: &KdfCost) -> Result<Self> {
+        let kdf = KdfParams::generate(cost);
         let kek = kdf.derive(password)?;
         Ok(KeyFile {
             version: 1,

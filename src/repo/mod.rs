@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::backend::{BackendRef, FileKind};
 use crate::cache::{BlobLocation, Cache};
-use crate::crypto::MasterKey;
+use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use config::{Config, FORMAT_VERSION};
@@ -57,8 +57,14 @@ fn aad(kind: FileKind) -> &'static [u8] {
 }
 
 impl Repository {
-    /// Creates a repository; refuses a location that already holds one.
-    pub fn init(backend: BackendRef, password: &[u8], config: Config) -> Result<Config> {
+    /// Creates a repository; refuses a location that already holds one. `cost` is the
+    /// first key's Argon2id cost ([`KdfCost::DEFAULT`] outside tests).
+    pub fn init(
+        backend: BackendRef,
+        password: &[u8],
+        config: Config,
+        cost: &KdfCost,
+    ) -> Result<Config> {
         if backend.exists()? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -82,7 +88,7 @@ impl Repository {
             });
         }
         let key = MasterKey::generate();
-        let keyfile = KeyFile::create(&key, password)?.encode();
+        let keyfile = KeyFile::create(&key, password, cost)?.encode();
         backend.write(
             FileKind::Key,
             &hex::encode(content_address(&keyfile)),
@@ -799,8 +805,8 @@ impl Repository {
         Ok(out)
     }
 
-    pub fn add_key(&self, password: &[u8]) -> Result<KeyId> {
-        let bytes = KeyFile::create(&self.key, password)?.encode();
+    pub fn add_key(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
+        let bytes = KeyFile::create(&self.key, password, cost)?.encode();
         let id = KeyId(content_address(&bytes));
         self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
         Ok(id)

@@ -506,7 +506,6 @@ pub fn restored(target: &Path, src: &Path) -> PathBuf {
 
 /// Opens the test repository through the library, as the binary would.
 pub fn open_repo(env: &Env) -> strata::Repository {
-    std::env::set_var("STRATA_TEST_FAST_KDF", "1");
     let backend = strata::backend::open(&env.repo).unwrap();
     strata::Repository::open(backend, PASSWORD.as_bytes(), &env.path("lib-cache")).unwrap()
 }
