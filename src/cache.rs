@@ -627,6 +627,9 @@ impl Cache {
 
     /// Caches many trees in one transaction (or in the one already open).
     pub fn put_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
+        if trees.is_empty() {
+            return Ok(());
+        }
         let conn = self.lock();
         let own = conn.is_autocommit();
         let run = || -> rusqlite::Result<()> {

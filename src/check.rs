@@ -400,27 +400,26 @@ fn read_pack(
         }
         Err(e) => reasons.push(e.to_string()),
     }
+    // Trees verified here (each against its id) go into the cache: the walk reads them
+    // from there instead of decrypting them again.
+    let mut trees = Vec::new();
     for e in &entries {
         let end = e.offset as usize + e.length as usize;
         let result = bytes
             .get(e.offset as usize..end)
             .ok_or_else(|| Error::corrupt(format!("blob {}", e.id), "beyond the end of the pack"))
             .and_then(|sealed| open_blob(repo.key(), e, sealed));
-        if let Err(err) = result {
-            reasons.push(err.to_string());
-            bad.push((e.id, *id));
+        match result {
+            Ok(plain) if kind == BlobKind::Tree => trees.push((e.id, plain)),
+            Ok(_) => {}
+            Err(err) => {
+                reasons.push(err.to_string());
+                bad.push((e.id, *id));
+            }
         }
     }
-    if kind == BlobKind::Tree {
-        // Verified blob by blob (each against its id): the walk reads them from the cache.
-        match repo.trees_of_pack(id, &bytes) {
-            Ok(trees) => {
-                if let Err(e) = repo.cache().put_trees(&trees) {
-                    reasons.push(e.to_string());
-                }
-            }
-            Err(e) => reasons.push(e.to_string()),
-        }
+    if let Err(e) = repo.cache().put_trees(&trees) {
+        reasons.push(e.to_string());
     }
     if !reasons.is_empty() {
         problems.push(Problem {

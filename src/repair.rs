@@ -72,7 +72,8 @@ pub fn repair_index(
     let mut read: Vec<IndexId> = Vec::new();
     let mut live: HashMap<PackId, IndexedPack> = HashMap::new();
     let mut marks: HashMap<PackId, ObsoletePack> = HashMap::new();
-    let mut resized: Vec<PackId> = Vec::new();
+    // Packs an index names but the backend lacks, with their blob counts.
+    let mut missing: HashMap<PackId, usize> = HashMap::new();
     for f in repo.backend().list(FileKind::Index)? {
         let Ok(id) = f.name.parse::<IndexId>() else {
             continue;
@@ -91,12 +92,10 @@ pub fn repair_index(
                 Some((_, size)) if *size == p.size => {
                     live.insert(p.id, p);
                 }
-                Some(_) => resized.push(p.id),
+                // Another size than indexed: read by its own header below, as unnamed.
+                Some(_) => {}
                 None => {
-                    if !live.contains_key(&p.id) && !report.packs_missing.contains(&p.id.to_hex()) {
-                        report.blobs_dropped += p.blobs.len();
-                        report.packs_missing.push(p.id.to_hex());
-                    }
+                    missing.insert(p.id, p.blobs.len());
                 }
             }
         }
@@ -108,11 +107,10 @@ pub fn repair_index(
     }
     // A pack named again by some index is live: its mark lapsed.
     marks.retain(|id, _| !live.contains_key(id));
-    // Missing packs that another index file names as present were not missing after all.
-    report.packs_missing.retain(|p| {
-        p.parse::<PackId>()
-            .map_or(true, |id| !live.contains_key(&id))
-    });
+    report.blobs_dropped = missing.values().sum();
+    let mut missing: Vec<String> = missing.keys().map(|id| id.to_hex()).collect();
+    missing.sort();
+    report.packs_missing = missing;
 
     progress.message("reading pack headers");
     let mut unnamed: Vec<(PackId, FileKind, u64)> = stored
@@ -121,13 +119,6 @@ pub fn repair_index(
         .map(|(id, (k, s))| (*id, *k, *s))
         .collect();
     unnamed.sort_by_key(|u| u.0);
-    for id in &resized {
-        if !unnamed.iter().any(|u| u.0 == *id) && !live.contains_key(id) {
-            if let Some((k, s)) = stored.get(id) {
-                unnamed.push((*id, *k, *s));
-            }
-        }
-    }
     for (id, kind, size) in unnamed {
         match repo.read_pack_header(kind, &id, size) {
             Ok(entries) => {

@@ -391,68 +391,6 @@ conformance!(
     two_backups_at_once_share_repository_and_cache
 );
 
-/// A real backend that records the storage class each write asks for.
-struct RecordingBackend {
-    inner: strata::backend::BackendRef,
-    data_writes: std::sync::Mutex<Vec<Option<String>>>,
-}
-
-impl strata::backend::Backend for RecordingBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn exists(&self) -> strata::Result<bool> {
-        self.inner.exists()
-    }
-    fn create(&self) -> strata::Result<()> {
-        self.inner.create()
-    }
-    fn list(
-        &self,
-        kind: strata::backend::FileKind,
-    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
-        self.inner.list(kind)
-    }
-    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
-        self.inner.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        offset: u64,
-        len: u64,
-    ) -> strata::Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn write(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        data: &[u8],
-    ) -> strata::Result<()> {
-        self.write_in_class(kind, name, data, None)
-    }
-    fn write_in_class(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> strata::Result<()> {
-        if kind == strata::backend::FileKind::Data {
-            self.data_writes
-                .lock()
-                .unwrap()
-                .push(class.map(String::from));
-        }
-        self.inner.write(kind, name, data)
-    }
-    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
-        self.inner.delete(kind, name)
-    }
-}
-
 /// One run's storage class never leaks into the next run on the same repository (the sets
 /// of `backup --all`): a set without a class gets the repository's.
 #[test]
@@ -460,12 +398,19 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
     use strata::backup::{self, BackupOptions, Source};
     let env = &Env::local();
     env.ok(&["init", "--data-storage-class", "STANDARD_IA"]);
-    let recording = std::sync::Arc::new(RecordingBackend {
+    // The storage class each data-pack write asks for.
+    let data_writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let seen = data_writes.clone();
+    let recording = Intercept {
         inner: strata::backend::open(&env.repo).unwrap(),
-        data_writes: Default::default(),
-    });
+        observe: Box::new(move |call| {
+            if let Call::Write(strata::backend::FileKind::Data, class) = call {
+                seen.lock().unwrap().push(class.map(String::from));
+            }
+        }),
+    };
     let repo = strata::Repository::open(
-        recording.clone(),
+        std::sync::Arc::new(recording),
         PASSWORD.as_bytes(),
         &env.path("lib-cache"),
     )
@@ -490,7 +435,7 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
             &strata::progress::NoProgress,
         )
         .unwrap();
-        let writes = std::mem::take(&mut *recording.data_writes.lock().unwrap());
+        let writes = std::mem::take(&mut *data_writes.lock().unwrap());
         assert!(!writes.is_empty());
         classes.push(writes);
     }

@@ -907,69 +907,8 @@ fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
     assert!(err.contains("not restored exactly"), "{err}");
 }
 
-/// A backend that runs a hook (once) just before the first listing of data packs, or the
-/// first read of an index file: how a test puts another process's prune between two steps
-/// of a check.
-struct HookBeforePackListing {
-    inner: strata::backend::BackendRef,
-    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    on_index_read: bool,
-}
-
-impl HookBeforePackListing {
-    fn fire(&self) {
-        if let Some(hook) = self.hook.lock().unwrap().take() {
-            hook();
-        }
-    }
-}
-
-impl strata::backend::Backend for HookBeforePackListing {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn exists(&self) -> strata::Result<bool> {
-        self.inner.exists()
-    }
-    fn create(&self) -> strata::Result<()> {
-        self.inner.create()
-    }
-    fn list(
-        &self,
-        kind: strata::backend::FileKind,
-    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
-        if kind == strata::backend::FileKind::Data && !self.on_index_read {
-            self.fire();
-        }
-        self.inner.list(kind)
-    }
-    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
-        if kind == strata::backend::FileKind::Index && self.on_index_read {
-            self.fire();
-        }
-        self.inner.read(kind, name)
-    }
-    fn read_range(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        offset: u64,
-        len: u64,
-    ) -> strata::Result<Vec<u8>> {
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn write(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        data: &[u8],
-    ) -> strata::Result<()> {
-        self.inner.write(kind, name, data)
-    }
-    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
-        self.inner.delete(kind, name)
-    }
-}
+/// Work a test puts between two steps of the engine.
+type Hook = Box<dyn FnOnce() + Send>;
 
 /// Item 15: a check that reads the index before a prune and lists packs after it, or lists
 /// index files before a prune and reads them after it, reports nothing false.
@@ -993,7 +932,7 @@ fn check_during_a_prune_reports_nothing_false(env: &Env) {
         env.ok(&["forget", "--keep-tag", "keep"]);
         let mut prune = env.std_cmd();
         prune.args(["prune", "--instant-delete"]);
-        let hook: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let hook: Hook = Box::new(move || {
             let out = prune.output().unwrap();
             assert!(
                 out.status.success(),
@@ -1001,23 +940,43 @@ fn check_during_a_prune_reports_nothing_false(env: &Env) {
                 String::from_utf8_lossy(&out.stderr)
             );
         });
-        let hooked = std::sync::Arc::new(HookBeforePackListing {
+        // The prune runs (once) just before the first listing of data packs, or the first
+        // read of an index file, once the hook is armed.
+        let armed: std::sync::Arc<std::sync::Mutex<Option<Hook>>> = Default::default();
+        let slot = armed.clone();
+        let hooked = Intercept {
             inner: strata::backend::open(&env.repo).unwrap(),
-            hook: std::sync::Mutex::new(None),
-            on_index_read,
-        });
+            observe: Box::new(move |call| {
+                let due = match call {
+                    Call::List(strata::backend::FileKind::Data) => !on_index_read,
+                    Call::Read(strata::backend::FileKind::Index) => on_index_read,
+                    _ => false,
+                };
+                let hook = if due {
+                    slot.lock().unwrap().take()
+                } else {
+                    None
+                };
+                if let Some(hook) = hook {
+                    hook();
+                }
+            }),
+        };
         let mut hook = Some(hook);
         if during_open {
-            *hooked.hook.lock().unwrap() = hook.take();
+            *armed.lock().unwrap() = hook.take();
         }
-        let repo =
-            strata::Repository::open(hooked.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
-                .unwrap();
+        let repo = strata::Repository::open(
+            std::sync::Arc::new(hooked),
+            PASSWORD.as_bytes(),
+            &env.path("lib-cache"),
+        )
+        .unwrap();
         if let Some(h) = hook.take() {
-            *hooked.hook.lock().unwrap() = Some(h);
+            *armed.lock().unwrap() = Some(h);
         }
         let report = strata::check::run(&repo, strata::check::ReadData::None, &NoProgress).unwrap();
-        assert!(hooked.hook.lock().unwrap().is_none(), "the prune ran");
+        assert!(armed.lock().unwrap().is_none(), "the prune ran");
         assert!(
             report.problems.is_empty(),
             "hook on index read {on_index_read}, during open {during_open}: {:?}",

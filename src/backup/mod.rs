@@ -204,11 +204,9 @@ pub fn run(
     // every file again: the parent snapshot's trees say which are unchanged instead, at the
     // cost of fetching its tree packs.
     let parent_root = match parent {
+        // A parent that cannot be read only costs reading the files.
         Some(pid) if !repo.cache().file_cache_has(&set_key)? => {
-            match repo.snapshots()?.into_iter().find(|(id, _)| *id == pid) {
-                Some((_, snap)) => Some(snap.tree),
-                None => None,
-            }
+            repo.snapshot(&pid).ok().map(|s| s.tree)
         }
         _ => None,
     };

@@ -649,7 +649,7 @@ impl Repository {
 
     /// The verified plaintext of every tree in a pack's bytes: by its header, or by the
     /// index when the header is damaged. Damaged blobs are left out.
-    pub fn trees_of_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<Vec<(TreeId, Vec<u8>)>> {
+    fn trees_of_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<Vec<(TreeId, Vec<u8>)>> {
         let entries = match pack::read_header(&self.key, pack, bytes) {
             Ok(e) => e,
             Err(_) => self.cache.pack_blobs(pack)?,
@@ -681,6 +681,20 @@ impl Repository {
             self.warn(format!("skipped snapshot {id}: {e}"));
         }
         Ok(snaps)
+    }
+
+    /// One snapshot's manifest by id: from the cache, else one read (no listing).
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        if let Some(s) = self
+            .cache
+            .get_snapshot(id)?
+            .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok())
+        {
+            return Ok(s);
+        }
+        let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
+        self.cache.put_snapshot(id, &encode(&s))?;
+        Ok(s)
     }
 
     /// Every snapshot, or an error naming the first damaged one: for operations that must

@@ -519,3 +519,71 @@ pub fn max_child_rss_kib() -> i64 {
         usage.assume_init().ru_maxrss
     }
 }
+
+/// A call an [`Intercept`] backend sees before passing it on.
+pub enum Call<'a> {
+    List(strata::backend::FileKind),
+    Read(strata::backend::FileKind),
+    /// A write and the storage class it asks for.
+    Write(strata::backend::FileKind, Option<&'a str>),
+}
+
+/// A real backend with an observer called before each listing, whole read and write: for
+/// tests that record what the engine asks for or put another process's work in between.
+pub struct Intercept {
+    pub inner: strata::backend::BackendRef,
+    pub observe: Box<dyn Fn(Call) + Send + Sync>,
+}
+
+impl strata::backend::Backend for Intercept {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn exists(&self) -> strata::Result<bool> {
+        self.inner.exists()
+    }
+    fn create(&self) -> strata::Result<()> {
+        self.inner.create()
+    }
+    fn list(
+        &self,
+        kind: strata::backend::FileKind,
+    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
+        (self.observe)(Call::List(kind));
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        (self.observe)(Call::Read(kind));
+        self.inner.read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> strata::Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+    ) -> strata::Result<()> {
+        self.write_in_class(kind, name, data, None)
+    }
+    fn write_in_class(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+    ) -> strata::Result<()> {
+        (self.observe)(Call::Write(kind, class));
+        self.inner.write_in_class(kind, name, data, class)
+    }
+    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
+        self.inner.delete(kind, name)
+    }
+}
