@@ -14,7 +14,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS marked_blobs (
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trees (
     id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS trees_by_age ON trees (added);
 CREATE TABLE IF NOT EXISTS files (
     set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,

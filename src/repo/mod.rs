@@ -8,13 +8,13 @@ pub mod pack;
 pub mod snapshot;
 pub mod tree;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{BackendRef, FileKind};
+use crate::backend::{BackendRef, FileInfo, FileKind};
 use crate::cache::{BlobLocation, Cache};
 use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Result};
@@ -118,75 +118,87 @@ impl Repository {
             Err(Error::NotFound { .. }) => return Err(Error::NoRepository(backend.location())),
             Err(e) => return Err(e),
         };
-        let password = password()?;
         let key_cache = key_cache_path(cache_base, &backend.location());
-        let open_config = |key: &MasterKey| -> Option<Config> {
-            let plain = key.open(&sealed, aad(FileKind::Config))?;
-            ciborium::from_reader(&plain[..]).ok()
-        };
-        // The key file that opened this repository last time saves listing and reading keys.
-        let cached = std::fs::read(&key_cache).ok().and_then(|bytes| {
-            let (name, file): (String, serde_bytes::ByteBuf) =
-                ciborium::from_reader(&bytes[..]).ok()?;
-            let kf = KeyFile::decode(&file, &name).ok()?;
-            let key = kf.open(&password).ok()??;
-            let config = open_config(&key)?;
-            Some((key, name.parse::<KeyId>().ok()?, config))
-        });
-        // A key removed from the repository must stop working here too: one listing checks.
-        let cached = match cached {
-            Some(c) => {
-                let listed = backend.list(FileKind::Key)?;
-                listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c)
-            }
-            None => None,
-        };
-        let (key, key_id, config) = match cached {
-            Some(c) => c,
-            None => {
-                let (key, key_id, file) = Self::unlock(&backend, &password)?;
-                let config = open_config(&key)
-                    .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
-                let mut buf = Vec::new();
-                ciborium::into_writer(
-                    &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
-                    &mut buf,
-                )
-                .expect("CBOR into memory");
-                // Only a speed-up: failing to write it changes nothing. Private, like the
-                // rest of the cache (a key file is only as strong as its password).
-                if let Some(dir) = key_cache.parent() {
-                    let _ = crate::cache::private_dir(dir).and_then(|_| {
-                        use std::io::Write;
-                        let mut f = crate::cache::private_file(&key_cache)?;
-                        f.set_len(0)
-                            .and_then(|_| f.write_all(&buf))
-                            .map_err(|e| Error::io(&key_cache, e))
-                    });
+        // The index listing needs no key, nor (on a machine that never opened this
+        // repository: no key is cached for it) do the first index files: they are fetched
+        // while the password is asked for and the key derived, instead of one round trip
+        // after the other.
+        let bare = !key_cache.exists();
+        let (opened, early) = std::thread::scope(|s| {
+            let early = s.spawn(|| EarlyIndex::fetch(&backend, bare));
+            let opened = (|| -> Result<Repository> {
+                let password = password()?;
+                let open_config = |key: &MasterKey| -> Option<Config> {
+                    let plain = key.open(&sealed, aad(FileKind::Config))?;
+                    ciborium::from_reader(&plain[..]).ok()
+                };
+                // The key file that opened this repository last time saves listing and reading keys.
+                let cached = std::fs::read(&key_cache).ok().and_then(|bytes| {
+                    let (name, file): (String, serde_bytes::ByteBuf) =
+                        ciborium::from_reader(&bytes[..]).ok()?;
+                    let kf = KeyFile::decode(&file, &name).ok()?;
+                    let key = kf.open(&password).ok()??;
+                    let config = open_config(&key)?;
+                    Some((key, name.parse::<KeyId>().ok()?, config))
+                });
+                // A key removed from the repository must stop working here too: one listing checks.
+                let cached = match cached {
+                    Some(c) => {
+                        let listed = backend.list(FileKind::Key)?;
+                        listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c)
+                    }
+                    None => None,
+                };
+                let (key, key_id, config) = match cached {
+                    Some(c) => c,
+                    None => {
+                        let (key, key_id, file) = Self::unlock(&backend, &password)?;
+                        let config = open_config(&key)
+                            .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
+                        let mut buf = Vec::new();
+                        ciborium::into_writer(
+                            &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
+                            &mut buf,
+                        )
+                        .expect("CBOR into memory");
+                        // Only a speed-up: failing to write it changes nothing. Private, like the
+                        // rest of the cache (a key file is only as strong as its password).
+                        if let Some(dir) = key_cache.parent() {
+                            let _ = crate::cache::private_dir(dir).and_then(|_| {
+                                use std::io::Write;
+                                let mut f = crate::cache::private_file(&key_cache)?;
+                                f.set_len(0)
+                                    .and_then(|_| f.write_all(&buf))
+                                    .map_err(|e| Error::io(&key_cache, e))
+                            });
+                        }
+                        (key, key_id, config)
+                    }
+                };
+                if config.version != FORMAT_VERSION {
+                    return Err(Error::UnsupportedVersion(config.version));
                 }
-                (key, key_id, config)
-            }
-        };
-        if config.version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion(config.version));
-        }
-        config
-            .chunker
-            .validate()
-            .map_err(|e| Error::corrupt("config", e))?;
-        let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
-        // Trees are cached as they are read; bounded here, once per process, so that the
-        // cache of a long-lived repository does not grow without end.
-        cache.bound_trees(crate::cache::TREE_CACHE_BYTES)?;
-        let repo = Repository {
-            backend,
-            key,
-            key_id,
-            config,
-            cache,
-            warnings: Default::default(),
-        };
-        repo.sync_index()?;
+                config
+                    .chunker
+                    .validate()
+                    .map_err(|e| Error::corrupt("config", e))?;
+                let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+                // Trees are cached as they are read; bounded here, once per process, so that the
+                // cache of a long-lived repository does not grow without end.
+                cache.bound_trees(crate::cache::TREE_CACHE_BYTES)?;
+                Ok(Repository {
+                    backend: backend.clone(),
+                    key,
+                    key_id,
+                    config,
+                    cache,
+                    warnings: Default::default(),
+                })
+            })();
+            (opened, early.join().expect("index prefetch thread"))
+        });
+        let repo = opened?;
+        repo.sync_index_from(early.ok())?;
         Ok(repo)
     }
 
@@ -290,19 +302,29 @@ impl Repository {
 
     /// Reads a file, checks it against its name, decrypts and decodes it.
     pub fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
-        let plain = self.load_file_bytes(kind, name)?;
+        let sealed = self.backend.read(kind, name)?;
+        self.open_file(kind, name, &sealed)
+    }
+
+    /// A sealed file already read: decrypted and decoded.
+    fn open_file<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<T> {
+        let plain = self.open_sealed(kind, name, sealed)?;
         ciborium::from_reader(&plain[..])
             .map_err(|e| Error::corrupt(format!("{kind} {name}"), format!("CBOR: {e}")))
     }
 
-    fn load_file_bytes(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        let sealed = self.backend.read(kind, name)?;
+    fn open_sealed(&self, kind: FileKind, name: &str, sealed: &[u8]) -> Result<Vec<u8>> {
         let object = || format!("{kind} {name}");
-        if hex::encode(content_address(&sealed)) != name {
+        if hex::encode(content_address(sealed)) != name {
             return Err(Error::corrupt(object(), "content does not match its name"));
         }
         self.key
-            .open(&sealed, aad(kind))
+            .open(sealed, aad(kind))
             .ok_or_else(|| Error::corrupt(object(), "authentication failed"))
     }
 
@@ -311,21 +333,28 @@ impl Repository {
     /// Brings the cached blob index in line with the repository's index files: reads new
     /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
     pub fn sync_index(&self) -> Result<()> {
+        self.sync_index_from(None)
+    }
+
+    /// As [`Repository::sync_index`], starting from what `open` fetched early.
+    fn sync_index_from(&self, mut early: Option<EarlyIndex>) -> Result<()> {
         // A prune running meanwhile deletes index files between our listing and reading
         // (after writing the ones that replace them): list again and read what is there now.
         for _ in 0..3 {
-            match self.sync_index_once() {
+            match self.sync_index_once(early.take()) {
                 Err(Error::NotFound { object }) if object.starts_with("index ") => continue,
                 r => return r,
             }
         }
-        self.sync_index_once()
+        self.sync_index_once(None)
     }
 
-    fn sync_index_once(&self) -> Result<()> {
-        let listed: HashSet<IndexId> = self
-            .backend
-            .list(FileKind::Index)?
+    fn sync_index_once(&self, early: Option<EarlyIndex>) -> Result<()> {
+        let (listed, mut sealed) = match early {
+            Some(e) => (e.listed, e.sealed),
+            None => (self.backend.list(FileKind::Index)?, HashMap::new()),
+        };
+        let listed: HashSet<IndexId> = listed
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
@@ -342,7 +371,18 @@ impl Repository {
                 .filter(|id| stale || !known.contains(id))
                 .copied()
                 .collect();
-            for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &new) {
+            let (ready, to_load): (Vec<IndexId>, Vec<IndexId>) =
+                new.iter().partition(|id| sealed.contains_key(id));
+            let ready = ready.into_iter().map(|id| {
+                let bytes = sealed.remove(&id).unwrap_or_default();
+                (
+                    id,
+                    self.open_file::<IndexFile>(FileKind::Index, &id.to_hex(), &bytes),
+                )
+            });
+            for (id, loaded) in
+                ready.chain(self.load_many::<IndexFile, _>(FileKind::Index, &to_load))
+            {
                 match loaded {
                     Ok(file) => self.cache.add_index_file(&id, &file)?,
                     // One damaged index file must not stop every operation: its packs are
@@ -843,6 +883,39 @@ impl Repository {
 }
 
 /// Where the key file that last opened a repository is kept, by repository location.
+/// The index listing, and some index files still sealed, fetched before the key is known.
+struct EarlyIndex {
+    listed: Vec<FileInfo>,
+    sealed: HashMap<IndexId, Vec<u8>>,
+}
+
+impl EarlyIndex {
+    /// The listing; with `files`, also the first batch of index files (memory stays
+    /// bounded: the rest are read as usual, once the key is known).
+    fn fetch(backend: &BackendRef, files: bool) -> Result<Self> {
+        use rayon::prelude::*;
+        let listed = backend.list(FileKind::Index)?;
+        let mut sealed = HashMap::new();
+        if files {
+            let first: Vec<IndexId> = listed
+                .iter()
+                .filter_map(|f| f.name.parse().ok())
+                .take(backend.read_concurrency().max(1) * 4)
+                .collect();
+            sealed = crate::util::with_read_pool(backend.as_ref(), || {
+                first
+                    .par_iter()
+                    .filter_map(|id| {
+                        let bytes = backend.read(FileKind::Index, &id.to_hex()).ok()?;
+                        Some((*id, bytes))
+                    })
+                    .collect()
+            });
+        }
+        Ok(EarlyIndex { listed, sealed })
+    }
+}
+
 fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
     let h = blake3::hash(location.as_bytes());
     cache_base.join("keys").join(&h.to_hex()[..32])

@@ -18,8 +18,8 @@ use std::fs;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -146,92 +146,31 @@ pub fn run(
     } else {
         Some(Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?)
     };
-    if let Some(t) = &target {
-        let make = |item: &Item| {
-            if let Err(e) = create(t, item, &items) {
-                trouble.error(Some(&item.path), e);
+    let as_root = util::is_root();
+    let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
+    // Planning asks the index; creating directories asks the file system: both at once.
+    let (plan, ()) = rayon::join(
+        || ContentPlan::new(repo, &items, &files, &trouble),
+        || {
+            if let Some(t) = &target {
+                create_entries(t, &items, &files, as_root, &trouble);
             }
-        };
-        // Directories in order (parents first); then every other entry in parallel, since
-        // allocating an inode is most of a small file's cost; hard links last, as they need
-        // their first name in place.
-        items
-            .iter()
-            .filter(|i| i.node.kind == NodeKind::Dir)
-            .for_each(make);
-        items
-            .par_iter()
-            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_none())
-            .for_each(make);
-        items
-            .iter()
-            .filter(|i| i.node.kind != NodeKind::Dir && i.link_to.is_some())
-            .for_each(make);
-    }
-
-    // Plan: pack -> blobs -> (file, offset) targets. A blob the index does not know costs
-    // the files holding it, not the restore.
-    let mut plan: HashMap<PackId, HashMap<BlobId, Fetch>> = HashMap::new();
-    let mut total = 0u64;
-    for (idx, item) in items.iter().enumerate() {
-        if item.node.kind != NodeKind::File || item.link_to.is_some() {
-            continue;
-        }
-        let mut offset = 0u64;
-        for id in &item.node.content {
-            let loc = match repo.lookup_blob(id) {
-                Ok(loc) => loc,
-                Err(e) => {
-                    trouble.damaged(&items, idx, e);
-                    break;
-                }
-            };
-            plan.entry(loc.pack)
-                .or_default()
-                .entry(*id)
-                .or_insert_with(|| Fetch {
-                    entry: loc.entry,
-                    targets: Vec::new(),
-                })
-                .targets
-                .push((idx, offset));
-            offset += loc.entry.raw_length as u64;
-            total += loc.entry.raw_length as u64;
-        }
-    }
-    progress.set_total(total);
+        },
+    );
+    progress.set_total(plan.bytes);
     let written = AtomicU64::new(0);
-    let mut packs: Vec<(PackId, Vec<Fetch>)> = plan
-        .into_iter()
-        .map(|(p, blobs)| {
-            let mut v: Vec<Fetch> = blobs.into_values().collect();
-            v.sort_by_key(|f| f.entry.offset);
-            (p, v)
-        })
-        .collect();
-    // In the order of the files they fill: a backup writes a file's chunks into consecutive
-    // packs, and rayon splits this list in halves, so the threads work on different files
-    // instead of queueing on one file's inode lock.
-    packs.sort_by_key(|(p, fetches)| {
-        (
-            fetches
-                .iter()
-                .filter_map(|f| f.targets.first())
-                .min()
-                .copied(),
-            *p,
-        )
-    });
     let ctx = Ctx {
         repo,
         items: &items,
+        files: &files,
+        as_root,
         target: target.as_ref(),
         progress,
         written: &written,
         trouble: &trouble,
     };
     crate::util::with_read_pool(repo.backend().as_ref(), || {
-        packs
+        plan.packs
             .par_iter()
             .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
     });
@@ -250,23 +189,51 @@ pub fn run(
     }
 
     if let Some(t) = &target {
+        // Files none of whose content arrived still exist (to be marked damaged below);
+        // hard links need their first name in place.
+        let make = |(idx, item): (usize, &Item)| {
+            let made = match item.link_to {
+                Some(first) => t.hard_link(items[first].rel(), item.rel()),
+                None => files[idx].open(t, item).map(drop),
+            };
+            if let Err(e) = made {
+                trouble.error(Some(&item.path), e);
+            }
+        };
+        items
+            .par_iter()
+            .enumerate()
+            .filter(|(idx, i)| {
+                i.node.kind == NodeKind::File && i.link_to.is_none() && !files[*idx].created()
+            })
+            .for_each(make);
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
+            .for_each(make);
         // Children before parents: setting a file's metadata never touches its directory,
-        // but creating a file does, so directories come last.
-        let as_root = util::is_root();
-        let apply = |item: &Item| {
+        // but creating a file does, so directories come last. Files written whole had
+        // theirs applied when their last blob was written.
+        let apply = |(_, item): (usize, &Item)| {
             if let Err(e) = t.set_metadata(item.rel(), &item.node, as_root) {
                 trouble.error(Some(&item.path), e);
             }
         };
         items
             .par_iter()
-            .filter(|i| i.node.kind != NodeKind::Dir)
+            .enumerate()
+            .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
             .for_each(apply);
-        items
-            .iter()
-            .rev()
-            .filter(|i| i.node.kind == NodeKind::Dir)
-            .for_each(apply);
+        // Deepest first, so that a directory that loses its owner's search permission
+        // already holds what it should; one level in parallel.
+        for level in dir_levels(&items).iter().rev() {
+            level.par_iter().for_each(|item| {
+                if let Err(e) = t.set_metadata(item.rel(), &item.node, as_root) {
+                    trouble.error(Some(&item.path), e);
+                }
+            });
+        }
         if opts.verify {
             let damaged = trouble.damaged.lock().unwrap().clone();
             for (idx, item) in items.iter().enumerate() {
@@ -378,26 +345,198 @@ fn select(
     Ok(out)
 }
 
-fn create(t: &Target, item: &Item, items: &[Item]) -> std::io::Result<()> {
+/// What the content phase reads: packs in the order of the files they fill, each pack's
+/// blobs by offset, each blob with the places its plaintext goes.
+struct ContentPlan {
+    packs: Vec<(PackId, Vec<Fetch>)>,
+    /// Plaintext bytes to write.
+    bytes: u64,
+}
+
+impl ContentPlan {
+    /// Also counts each file's pieces in its slot. A blob the index does not know costs
+    /// the files holding it, not the restore.
+    fn new(repo: &Repository, items: &[Item], files: &[FileSlot], trouble: &Trouble) -> Self {
+        let mut by_pack: HashMap<PackId, HashMap<BlobId, Fetch>> = HashMap::new();
+        let mut bytes = 0u64;
+        for (idx, item) in items.iter().enumerate() {
+            if item.node.kind != NodeKind::File || item.link_to.is_some() {
+                continue;
+            }
+            let mut offset = 0u64;
+            for id in &item.node.content {
+                let loc = match repo.lookup_blob(id) {
+                    Ok(loc) => loc,
+                    Err(e) => {
+                        trouble.damaged(items, idx, e);
+                        break;
+                    }
+                };
+                by_pack
+                    .entry(loc.pack)
+                    .or_default()
+                    .entry(*id)
+                    .or_insert_with(|| Fetch {
+                        entry: loc.entry,
+                        targets: Vec::new(),
+                    })
+                    .targets
+                    .push((idx, offset));
+                files[idx].remaining.fetch_add(1, Ordering::Relaxed);
+                offset += loc.entry.raw_length as u64;
+                bytes += loc.entry.raw_length as u64;
+            }
+        }
+        let mut packs: Vec<(PackId, Vec<Fetch>)> = by_pack
+            .into_iter()
+            .map(|(p, blobs)| {
+                let mut v: Vec<Fetch> = blobs.into_values().collect();
+                v.sort_by_key(|f| f.entry.offset);
+                (p, v)
+            })
+            .collect();
+        // In the order of the files they fill: a backup writes a file's chunks into
+        // consecutive packs, and rayon splits this list in halves, so the threads work on
+        // different files instead of queueing on one file's inode lock.
+        packs.sort_by_key(|(p, fetches)| {
+            (
+                fetches
+                    .iter()
+                    .filter_map(|f| f.targets.first())
+                    .min()
+                    .copied(),
+                *p,
+            )
+        });
+        ContentPlan { packs, bytes }
+    }
+}
+
+/// Directories, then symlinks, devices and empty files. Files with content are created
+/// when their first blob arrives, so that fetching does not wait for 10^4 inodes, and
+/// each file is opened once for its content and metadata.
+fn create_entries(
+    t: &Target,
+    items: &[Item],
+    files: &[FileSlot],
+    as_root: bool,
+    trouble: &Trouble,
+) {
+    make_dirs(t, items, trouble);
+    items
+        .par_iter()
+        .enumerate()
+        .filter(|(_, i)| i.node.kind != NodeKind::Dir && i.link_to.is_none())
+        .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
+        .for_each(|(idx, item)| {
+            let made = if item.node.kind == NodeKind::File {
+                files[idx]
+                    .open(t, item)
+                    .and_then(|f| finish_file(t, &f, item, &files[idx], as_root))
+            } else {
+                create(t, item)
+            };
+            if let Err(e) = made {
+                trouble.error(Some(&item.path), e);
+            }
+        });
+}
+
+/// Directories, parents first: one level of depth at a time, each level in parallel.
+fn make_dirs(t: &Target, items: &[Item], trouble: &Trouble) {
+    for level in dir_levels(items) {
+        level.par_iter().for_each(|item| {
+            if let Err(e) = t.make_dir(item.rel()) {
+                trouble.error(Some(&item.path), e);
+            }
+        });
+    }
+}
+
+/// Directories by depth, the target's own entries first.
+fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
+    let mut levels: Vec<Vec<&Item>> = Vec::new();
+    for item in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
+        let depth = item.rel().components().count();
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push(item);
+    }
+    levels
+}
+
+/// Entries other than directories and regular files.
+fn create(t: &Target, item: &Item) -> std::io::Result<()> {
     let node = &item.node;
     let rel = item.rel();
     match node.kind {
-        NodeKind::Dir => t.make_dir(rel),
-        NodeKind::File => match item.link_to {
-            Some(first) => t.hard_link(items[first].rel(), rel),
-            // Sized up front: unwritten (zero) ranges of sparse files stay holes.
-            None => t.create_file(rel, node.size),
-        },
         NodeKind::Symlink => t.symlink(rel, node.target.as_deref().unwrap_or_default()),
         NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => t.special(rel, node),
-        NodeKind::Socket => Ok(()),
+        NodeKind::Dir | NodeKind::File | NodeKind::Socket => Ok(()),
     }
+}
+
+/// A regular file's progress through the content phase, shared by the threads writing
+/// its blobs.
+#[derive(Default)]
+struct FileSlot {
+    /// Set once the file was created (or could not be: the error, for every later writer).
+    created: OnceLock<std::result::Result<(), String>>,
+    /// Blobs still to be written; whoever writes the last one applies the metadata.
+    remaining: AtomicUsize,
+    finished: AtomicBool,
+}
+
+impl FileSlot {
+    /// The file open for writing: created by the first caller, opened again by later ones.
+    fn open(&self, t: &Target, item: &Item) -> std::io::Result<fs::File> {
+        let mut fresh = None;
+        let created = self.created.get_or_init(|| {
+            let file = t.create_file(item.rel()).and_then(|f| {
+                // Sized up front: unwritten (zero) ranges of sparse files stay holes.
+                if item.node.sparse {
+                    f.set_len(item.node.size)?;
+                }
+                Ok(f)
+            });
+            file.map(|f| fresh = Some(f)).map_err(|e| e.to_string())
+        });
+        match (fresh, created) {
+            (Some(f), _) => Ok(f),
+            (None, Ok(())) => t.open_write(item.rel()),
+            (None, Err(e)) => Err(std::io::Error::other(e.clone())),
+        }
+    }
+
+    fn created(&self) -> bool {
+        self.created.get().is_some()
+    }
+
+    fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+}
+
+/// Applies a complete file's metadata through the descriptor that wrote it.
+fn finish_file(
+    t: &Target,
+    file: &fs::File,
+    item: &Item,
+    slot: &FileSlot,
+    as_root: bool,
+) -> std::io::Result<()> {
+    // Finished even if this fails: the error is reported once, here.
+    slot.finished.store(true, Ordering::Release);
+    t.set_metadata_of(file, &item.node, as_root)
 }
 
 /// What the parallel content phase shares.
 struct Ctx<'a> {
     repo: &'a Repository,
     items: &'a [Item],
+    files: &'a [FileSlot],
+    as_root: bool,
     target: Option<&'a Target>,
     progress: &'a dyn Progress,
     written: &'a AtomicU64,
@@ -425,12 +564,11 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
             .backend()
             .read_range(kind, &pack.to_hex(), start, end - start)
         {
-            Ok(bytes) => {
-                for f in &fetches[i..j] {
-                    let lo = (f.entry.offset - start) as usize;
-                    restore_blob(ctx, pack, f, &bytes[lo..lo + f.entry.length as usize]);
-                }
-            }
+            // One read may hold thousands of small files: they are written in parallel.
+            Ok(bytes) => fetches[i..j].par_iter().for_each(|f| {
+                let lo = (f.entry.offset - start) as usize;
+                restore_blob(ctx, pack, f, &bytes[lo..lo + f.entry.length as usize]);
+            }),
             // A truncated pack fails the coalesced read; its intact blobs may still be
             // there, so each blob is tried on its own.
             Err(_) if j - i > 1 => {
@@ -507,12 +645,21 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, sealed: &[u8]) {
         let Some(t) = ctx.target else {
             continue;
         };
-        let result = t.open_write(item.rel()).and_then(|file| {
+        let slot = &ctx.files[*idx];
+        let result = slot.open(t, item).and_then(|file| {
             if item.node.sparse {
-                write_sparse(&file, &plain, *offset)
+                write_sparse(&file, &plain, *offset)?;
             } else {
-                file.write_all_at(&plain, *offset)
+                file.write_all_at(&plain, *offset)?;
             }
+            // The last writer sees every other write done (AcqRel), so the times it sets
+            // stay set.
+            if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                if let Err(e) = finish_file(t, &file, item, slot, ctx.as_root) {
+                    ctx.trouble.error(Some(&item.path), e);
+                }
+            }
+            Ok(())
         });
         if let Err(e) = result {
             ctx.trouble.damaged(ctx.items, *idx, e);

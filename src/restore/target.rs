@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -152,17 +152,26 @@ impl Target {
         Ok((parent, name))
     }
 
-    /// Creates an empty regular file of `size` bytes (holes until written).
-    pub fn create_file(&self, rel: &Path, size: u64) -> io::Result<()> {
-        let (parent, name) = self.clear(rel)?;
-        let fd = rfs::openat(
-            &parent,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(to_io)?;
-        File::from(fd).set_len(size)
+    /// Creates an empty regular file and returns it open for writing. Whatever is in the
+    /// way is removed first; a fresh target (the common case) costs one `openat2`.
+    pub fn create_file(&self, rel: &Path) -> io::Result<File> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        let mode = Mode::from_raw_mode(0o600);
+        match self.open_beneath(rel, flags, mode) {
+            // O_EXCL fails on any entry, a symlink included (it is never followed).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let (parent, name) = self.clear(rel)?;
+                rfs::openat(
+                    &parent,
+                    name,
+                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    mode,
+                )
+                .map_err(to_io)
+            }
+            r => r,
+        }
+        .map(File::from)
     }
 
     /// Opens a restored regular file for writing its content.
@@ -210,16 +219,7 @@ impl Target {
     /// Owner (when root), mode, user xattrs and times of a restored entry, applied to the
     /// entry itself: never through a symlink.
     pub fn set_metadata(&self, rel: &Path, node: &Node, as_root: bool) -> io::Result<()> {
-        let times = Timestamps {
-            last_access: rfs::Timespec {
-                tv_sec: node.mtime.sec,
-                tv_nsec: node.mtime.nsec as _,
-            },
-            last_modification: rfs::Timespec {
-                tv_sec: node.mtime.sec,
-                tv_nsec: node.mtime.nsec as _,
-            },
-        };
+        let times = timestamps(node);
         let owner = || {
             (
                 Some(rfs::Uid::from_raw(node.uid)),
@@ -243,28 +243,7 @@ impl Target {
                     OFlags::RDONLY | OFlags::NONBLOCK
                 };
                 let fd = self.open_beneath(rel, flags, Mode::empty())?;
-                if as_root {
-                    let (u, g) = owner();
-                    rfs::fchown(&fd, u, g).map_err(to_io)?;
-                }
-                // After chown, which clears set-id bits.
-                rfs::fchmod(&fd, Mode::from_raw_mode(node.mode)).map_err(to_io)?;
-                for x in &node.xattrs {
-                    let set = rfs::fsetxattr(
-                        &fd,
-                        OsStr::from_bytes(&x.name),
-                        &x.value,
-                        rfs::XattrFlags::empty(),
-                    );
-                    // Only user attributes are portable; others need privileges or file
-                    // systems the target may not have.
-                    if let Err(e) = set {
-                        if x.name.starts_with(b"user.") {
-                            return Err(to_io(e));
-                        }
-                    }
-                }
-                rfs::futimens(&fd, &times).map_err(to_io)
+                apply_through(fd.as_fd(), node, as_root)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                 // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
@@ -287,6 +266,12 @@ impl Target {
         }
     }
 
+    /// As [`Target::set_metadata`], for a regular file or directory already open (a file
+    /// just written needs no second lookup of its path).
+    pub fn set_metadata_of(&self, file: &File, node: &Node, as_root: bool) -> io::Result<()> {
+        apply_through(file.as_fd(), node, as_root)
+    }
+
     /// Renames a restored file that could not be restored exactly, so that no one takes it
     /// for the real thing; returns the new path (relative).
     pub fn mark_damaged(&self, rel: &Path) -> io::Result<PathBuf> {
@@ -297,6 +282,46 @@ impl Target {
         rfs::renameat(&parent, name, &parent, marked.as_os_str()).map_err(to_io)?;
         Ok(rel.with_file_name(marked))
     }
+}
+
+fn timestamps(node: &Node) -> Timestamps {
+    let t = rfs::Timespec {
+        tv_sec: node.mtime.sec,
+        tv_nsec: node.mtime.nsec as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// Owner (when root), mode, user xattrs and times through a descriptor of the entry itself.
+fn apply_through(fd: BorrowedFd<'_>, node: &Node, as_root: bool) -> io::Result<()> {
+    if as_root {
+        let (u, g) = (
+            Some(rfs::Uid::from_raw(node.uid)),
+            Some(rfs::Gid::from_raw(node.gid)),
+        );
+        rfs::fchown(fd, u, g).map_err(to_io)?;
+    }
+    // After chown, which clears set-id bits.
+    rfs::fchmod(fd, Mode::from_raw_mode(node.mode)).map_err(to_io)?;
+    for x in &node.xattrs {
+        let set = rfs::fsetxattr(
+            fd,
+            OsStr::from_bytes(&x.name),
+            &x.value,
+            rfs::XattrFlags::empty(),
+        );
+        // Only user attributes are portable; others need privileges or file systems the
+        // target may not have.
+        if let Err(e) = set {
+            if x.name.starts_with(b"user.") {
+                return Err(to_io(e));
+            }
+        }
+    }
+    rfs::futimens(fd, &timestamps(node)).map_err(to_io)
 }
 
 #[cfg(test)]
