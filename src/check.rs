@@ -118,210 +118,290 @@ pub struct CheckReport {
 }
 
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    let mut problems: Vec<Problem> = Vec::new();
-    let problem = |object: String, reason: String| Problem {
+    let mut audit = Audit {
+        repo,
+        progress,
+        report: CheckReport::default(),
+        problems: Vec::new(),
+        damaged: HashMap::new(),
+    };
+    let packs = audit.index_and_packs()?;
+    let snapshot_files = audit.tree_packs(&packs)?;
+    let snapshots = audit.snapshots(snapshot_files);
+    audit.walk(&snapshots, &packs)?;
+    audit.read_data(&packs, read_data);
+    audit.finish(&snapshots)
+}
+
+/// A check in progress: what it found so far.
+struct Audit<'a> {
+    repo: &'a Repository,
+    progress: &'a dyn Progress,
+    report: CheckReport,
+    problems: Vec<Problem>,
+    /// Damaged or lost blobs and trees, each with the object (as its problem names it)
+    /// that it is lost with.
+    damaged: HashMap<BlobId, String>,
+}
+
+/// The packs as the index and the backend see them.
+struct Packs {
+    indexed: Vec<(PackId, BlobKind, u64)>,
+    /// Indexed but missing, or of the wrong size.
+    missing: HashSet<PackId>,
+    /// Marked by prune and deleted since (their blobs no longer resolve).
+    marked_gone: HashSet<PackId>,
+}
+
+type SnapshotFiles = Vec<(SnapshotId, Result<Snapshot>)>;
+
+/// Damaged index files, the packs the index names, and the pack files listed (by name).
+type IndexAndListing = (
+    Vec<(IndexId, Error)>,
+    Vec<(PackId, BlobKind, u64)>,
+    HashMap<String, u64>,
+);
+
+fn problem(object: String, reason: String) -> Problem {
+    Problem {
         object,
         reason,
         hits: Vec::new(),
         fix: None,
-    };
-
-    // 1. Index files, each verified; the cache is rebuilt from them. 2. Every pack the
-    // index names exists with the right size. A prune that replaced the index and deleted
-    // packs between the two steps would look like lost packs: then both run again.
-    let mut attempt = 0;
-    let (bad_index, indexed, mut listed) = loop {
-        progress.message("index and packs");
-        // Both at once: on an object store each is a round trip or more.
-        let (bad, (data, tree)) = rayon::join(
-            || repo.rebuild_index(),
-            || {
-                rayon::join(
-                    || repo.backend().list(FileKind::Data),
-                    || repo.backend().list(FileKind::Tree),
-                )
-            },
-        );
-        let bad = bad?;
-        let indexed = repo.cache().packs()?;
-        let mut listed: HashMap<String, u64> = HashMap::new();
-        for f in data?.into_iter().chain(tree?) {
-            listed.insert(f.name, f.size);
-        }
-        let all_there = indexed
-            .iter()
-            .all(|(id, _, _)| listed.contains_key(&id.to_hex()));
-        if all_there || attempt == 1 {
-            break (bad, indexed, listed);
-        }
-        let read: HashSet<IndexId> = repo.cache().known_index_files()?.into_iter().collect();
-        let now: HashSet<IndexId> = repo
-            .backend()
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|f| f.name.parse().ok())
-            .collect();
-        if read == now {
-            break (bad, indexed, listed);
-        }
-        attempt += 1;
-    };
-    for (id, e) in bad_index {
-        problems.push(problem(format!("index {id}"), e.to_string()));
     }
-    report.packs = indexed.len();
-    let mut damaged_blobs: HashMap<BlobId, String> = HashMap::new();
-    let mut missing_packs = HashSet::new();
-    for (id, _, size) in &indexed {
-        let name = id.to_hex();
-        let reason = match listed.remove(&name) {
-            None => Some("missing from the backend".to_string()),
-            Some(s) if s != *size => Some(format!("size {s} but the index says {size}")),
-            Some(_) => None,
-        };
-        if let Some(reason) = reason {
-            missing_packs.insert(*id);
-            for b in repo.cache().pack_blobs(id)? {
-                damaged_blobs.insert(b.id, format!("pack {id}"));
+}
+
+impl Audit<'_> {
+    /// Index files, each verified (the cache is rebuilt from them), and every pack the
+    /// index names present with the right size.
+    fn index_and_packs(&mut self) -> Result<Packs> {
+        let repo = self.repo;
+        let (bad_index, indexed, mut listed) = self.index_and_listing()?;
+        for (id, e) in bad_index {
+            self.problems
+                .push(problem(format!("index {id}"), e.to_string()));
+        }
+        self.report.packs = indexed.len();
+        let mut missing = HashSet::new();
+        for (id, _, size) in &indexed {
+            let reason = match listed.remove(&id.to_hex()) {
+                None => Some("missing from the backend".to_string()),
+                Some(s) if s != *size => Some(format!("size {s} but the index says {size}")),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                missing.insert(*id);
+                for b in repo.cache().pack_blobs(id)? {
+                    self.damaged.insert(b.id, format!("pack {id}"));
+                }
+                self.problems.push(problem(format!("pack {id}"), reason));
             }
-            problems.push(problem(format!("pack {id}"), reason));
         }
-    }
-    // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
-    let mut marked_gone: HashSet<PackId> = HashSet::new();
-    for (id, _) in repo.cache().marked_packs()? {
-        if listed.remove(&id.to_hex()).is_none() {
-            marked_gone.insert(id);
+        // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
+        let mut marked_gone = HashSet::new();
+        for (id, _) in repo.cache().marked_packs()? {
+            if listed.remove(&id.to_hex()).is_none() {
+                marked_gone.insert(id);
+            }
         }
+        self.report.unreferenced_packs = listed.len();
+        Ok(Packs {
+            indexed,
+            missing,
+            marked_gone,
+        })
     }
-    report.unreferenced_packs = listed.len();
 
-    // 3. Tree packs: each read whole, once, concurrently; every tree in it is verified
-    //    (content against the index, each blob against its id) and cached, so the walk
-    //    below makes no requests. One request per tree pack, not one per directory.
-    progress.message("tree packs");
-    let tree_packs: Vec<PackId> = indexed
-        .iter()
-        .filter(|(id, kind, _)| *kind == BlobKind::Tree && !missing_packs.contains(id))
-        .map(|(id, _, _)| *id)
-        .collect();
-    // The snapshot manifests come meanwhile: another round trip or two saved.
-    let ((probs, bad, bytes), snapshot_files) = rayon::join(
-        || read_packs(repo, &tree_packs, BlobKind::Tree, progress),
-        || -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-            let ids: Vec<SnapshotId> = repo
+    /// The index (rebuilt) and the pack listing. A prune that replaced the index and
+    /// deleted packs between the two would look like lost packs: then both run again.
+    fn index_and_listing(&self) -> Result<IndexAndListing> {
+        let repo = self.repo;
+        let mut attempt = 0;
+        loop {
+            self.progress.message("index and packs");
+            // Both at once: on an object store each is a round trip or more.
+            let (bad, (data, tree)) = rayon::join(
+                || repo.rebuild_index(),
+                || {
+                    rayon::join(
+                        || repo.backend().list(FileKind::Data),
+                        || repo.backend().list(FileKind::Tree),
+                    )
+                },
+            );
+            let bad = bad?.damaged;
+            let indexed = repo.cache().packs()?;
+            let mut listed: HashMap<String, u64> = HashMap::new();
+            for f in data?.into_iter().chain(tree?) {
+                listed.insert(f.name, f.size);
+            }
+            let all_there = indexed
+                .iter()
+                .all(|(id, _, _)| listed.contains_key(&id.to_hex()));
+            if all_there || attempt == 1 {
+                return Ok((bad, indexed, listed));
+            }
+            let read: HashSet<IndexId> = repo.cache().known_index_files()?.into_iter().collect();
+            let now: HashSet<IndexId> = repo
                 .backend()
-                .list(FileKind::Snapshot)?
+                .list(FileKind::Index)?
                 .into_iter()
                 .filter_map(|f| f.name.parse().ok())
                 .collect();
-            Ok(repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids))
-        },
-    );
-    problems.extend(probs);
-    for (blob, pack) in bad {
-        damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
-    }
-    report.packs_read += tree_packs.len();
-    report.tree_packs_read = tree_packs.len();
-    report.bytes_read += bytes;
-
-    // 4. Snapshots and the trees they reach; every blob they name is indexed.
-    progress.message("snapshots and trees");
-    let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
-    for (id, loaded) in snapshot_files? {
-        match loaded {
-            // Forgotten since the listing: not damage.
-            Err(Error::NotFound { .. }) => {}
-            Ok(s) => snapshots.push((id, s)),
-            Err(e) => problems.push(problem(format!("snapshot {id}"), e.to_string())),
+            if read == now {
+                return Ok((bad, indexed, listed));
+            }
+            attempt += 1;
         }
     }
-    snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
-    report.snapshots = snapshots.len();
-    let mut seen_trees: HashSet<TreeId> = HashSet::new();
-    for (_, snap) in &snapshots {
-        let mut stack = vec![snap.tree];
-        while let Some(tid) = stack.pop() {
-            if !seen_trees.insert(tid) {
-                continue;
+
+    /// Tree packs: each read whole, once, concurrently; every tree in it is verified
+    /// (content against the index, each blob against its id) and cached, so the walk
+    /// makes no requests. The snapshot manifests come meanwhile.
+    fn tree_packs(&mut self, packs: &Packs) -> Result<SnapshotFiles> {
+        let repo = self.repo;
+        self.progress.message("tree packs");
+        let tree_packs: Vec<PackId> = packs
+            .indexed
+            .iter()
+            .filter(|(id, kind, _)| *kind == BlobKind::Tree && !packs.missing.contains(id))
+            .map(|(id, _, _)| *id)
+            .collect();
+        let (findings, snapshot_files) = rayon::join(
+            || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress),
+            || -> Result<SnapshotFiles> {
+                let ids: Vec<SnapshotId> = repo
+                    .backend()
+                    .list(FileKind::Snapshot)?
+                    .into_iter()
+                    .filter_map(|f| f.name.parse().ok())
+                    .collect();
+                Ok(repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids))
+            },
+        );
+        self.add_findings(findings);
+        self.report.packs_read += tree_packs.len();
+        self.report.tree_packs_read = tree_packs.len();
+        snapshot_files
+    }
+
+    fn add_findings(&mut self, (problems, bad, bytes): PackFindings) {
+        self.problems.extend(problems);
+        for (blob, pack) in bad {
+            self.damaged.entry(blob).or_insert(format!("pack {pack}"));
+        }
+        self.report.bytes_read += bytes;
+    }
+
+    /// The snapshots that could be read, oldest first.
+    fn snapshots(&mut self, files: SnapshotFiles) -> Vec<(SnapshotId, Snapshot)> {
+        let mut snapshots = Vec::new();
+        for (id, loaded) in files {
+            match loaded {
+                // Forgotten since the listing: not damage.
+                Err(Error::NotFound { .. }) => {}
+                Ok(s) => snapshots.push((id, s)),
+                Err(e) => self
+                    .problems
+                    .push(problem(format!("snapshot {id}"), e.to_string())),
             }
-            if damaged_blobs.contains_key(&tid) {
-                continue; // reported with its pack
-            }
-            let tree = match repo.load_tree(&tid) {
-                Ok(t) => t,
-                Err(e) => {
-                    if let std::collections::hash_map::Entry::Vacant(v) = damaged_blobs.entry(tid) {
-                        v.insert(format!("tree {tid}"));
-                        problems.push(problem(format!("tree {tid}"), e.to_string()));
-                    }
+        }
+        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        self.report.snapshots = snapshots.len();
+        snapshots
+    }
+
+    /// Every tree the snapshots reach, and every blob they name is indexed.
+    fn walk(&mut self, snapshots: &[(SnapshotId, Snapshot)], packs: &Packs) -> Result<()> {
+        self.progress.message("snapshots and trees");
+        let mut seen: HashSet<TreeId> = HashSet::new();
+        for (_, snap) in snapshots {
+            let mut stack = vec![snap.tree];
+            while let Some(tid) = stack.pop() {
+                // A damaged tree is reported with its pack.
+                if !seen.insert(tid) || self.damaged.contains_key(&tid) {
                     continue;
                 }
-            };
-            for node in &tree.entries {
-                if let Err(e) = safe_name(node, &tid) {
-                    problems.push(problem(format!("tree {tid}"), e.to_string()));
-                }
-                if let Some(sub) = node.subtree {
-                    stack.push(sub);
-                }
-                for id in &node.content {
-                    if damaged_blobs.contains_key(id) {
+                let tree = match self.repo.load_tree(&tid) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.damaged.insert(tid, format!("tree {tid}"));
+                        self.problems
+                            .push(problem(format!("tree {tid}"), e.to_string()));
                         continue;
                     }
-                    let reason = match repo.cache().lookup_blob(id)? {
-                        None => "not in any index file".to_string(),
-                        Some(loc) if marked_gone.contains(&loc.pack) => format!(
-                            "only in pack {}, which prune marked unused and which is gone",
-                            loc.pack
-                        ),
-                        Some(_) => continue,
-                    };
-                    damaged_blobs.insert(*id, format!("blob {id}"));
-                    problems.push(problem(format!("blob {id}"), reason));
+                };
+                for node in &tree.entries {
+                    if let Err(e) = safe_name(node, &tid) {
+                        self.problems
+                            .push(problem(format!("tree {tid}"), e.to_string()));
+                    }
+                    stack.extend(node.subtree);
+                    for id in &node.content {
+                        self.check_blob(id, packs)?;
+                    }
                 }
             }
         }
+        self.report.trees = seen.len();
+        Ok(())
     }
-    report.trees = seen_trees.len();
 
-    // 5. Data: re-read, decrypt and re-hash the chosen data packs (tree packs were read
-    //    whole in step 3 already).
-    let chosen: Vec<PackId> = indexed
-        .iter()
-        .filter(|(id, kind, _)| {
-            *kind == BlobKind::Data && !missing_packs.contains(id) && read_data.selects(id)
-        })
-        .map(|(id, _, _)| *id)
-        .collect();
-    if !chosen.is_empty() {
-        progress.message("reading data");
-        let (probs, bad, bytes) = read_packs(repo, &chosen, BlobKind::Data, progress);
-        report.packs_read += chosen.len();
-        report.data_packs_read = chosen.len();
-        report.bytes_read += bytes;
-        problems.extend(probs);
-        for (blob, pack) in bad {
-            damaged_blobs.entry(blob).or_insert(format!("pack {pack}"));
+    /// A blob a tree names must resolve to a pack that is there.
+    fn check_blob(&mut self, id: &BlobId, packs: &Packs) -> Result<()> {
+        if self.damaged.contains_key(id) {
+            return Ok(());
         }
+        let reason = match self.repo.cache().lookup_blob(id)? {
+            None => "not in any index file".to_string(),
+            Some(loc) if packs.marked_gone.contains(&loc.pack) => format!(
+                "only in pack {}, which prune marked unused and which is gone",
+                loc.pack
+            ),
+            Some(_) => return Ok(()),
+        };
+        self.damaged.insert(*id, format!("blob {id}"));
+        self.problems.push(problem(format!("blob {id}"), reason));
+        Ok(())
     }
 
-    // 6. Name what the damage reaches.
-    if !damaged_blobs.is_empty() {
-        let hits = find_hits(repo, &snapshots, &damaged_blobs)?;
-        for p in &mut problems {
-            if let Some(h) = hits.get(&p.object) {
-                p.hits = h.clone();
+    /// Re-reads, decrypts and re-hashes the chosen data packs (tree packs were read whole
+    /// already).
+    fn read_data(&mut self, packs: &Packs, read_data: ReadData) {
+        let chosen: Vec<PackId> = packs
+            .indexed
+            .iter()
+            .filter(|(id, kind, _)| {
+                *kind == BlobKind::Data && !packs.missing.contains(id) && read_data.selects(id)
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        if chosen.is_empty() {
+            return;
+        }
+        self.progress.message("reading data");
+        let findings = read_packs(self.repo, &chosen, BlobKind::Data, self.progress);
+        self.add_findings(findings);
+        self.report.packs_read += chosen.len();
+        self.report.data_packs_read = chosen.len();
+    }
+
+    /// Names what the damage reaches, and what to do about each problem.
+    fn finish(mut self, snapshots: &[(SnapshotId, Snapshot)]) -> Result<CheckReport> {
+        if !self.damaged.is_empty() {
+            let hits = find_hits(self.repo, snapshots, &self.damaged)?;
+            for p in &mut self.problems {
+                if let Some(h) = hits.get(&p.object) {
+                    p.hits = h.clone();
+                }
             }
         }
+        for p in &mut self.problems {
+            p.fix = fix_for(p);
+        }
+        self.report.problems = self.problems;
+        Ok(self.report)
     }
-    for p in &mut problems {
-        p.fix = fix_for(p);
-    }
-    report.problems = problems;
-    Ok(report)
 }
 
 /// What reading packs found: problems, damaged blobs (with their packs), bytes read.

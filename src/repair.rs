@@ -14,16 +14,12 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::lock;
 use crate::progress::Progress;
-use crate::repo::config::FORMAT_VERSION;
 use crate::repo::index::{IndexFile, IndexedPack, ObsoletePack};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Repaired, Snapshot};
 use crate::repo::tree::{NodeKind, Tree};
-use crate::repo::Repository;
+use crate::repo::{pack_file_kind, Repository};
 use crate::walk::safe_name;
-
-/// Packs named per index file written by a repair.
-const PACKS_PER_INDEX_FILE: usize = 4096;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct IndexRepair {
@@ -59,26 +55,54 @@ pub fn repair_index(
         ..Default::default()
     };
     progress.message("listing packs");
-    let mut stored: HashMap<PackId, (FileKind, u64)> = HashMap::new();
-    for kind in [FileKind::Data, FileKind::Tree] {
-        for f in repo.backend().list(kind)? {
-            if let Ok(id) = f.name.parse::<PackId>() {
-                stored.insert(id, (kind, f.size));
-            }
-        }
-    }
-
+    let stored = repo.stored_packs()?;
     progress.message("reading index");
-    let mut read: Vec<IndexId> = Vec::new();
-    let mut live: HashMap<PackId, IndexedPack> = HashMap::new();
-    let mut marks: HashMap<PackId, ObsoletePack> = HashMap::new();
+    let mut found = read_intact_index(repo, &stored, &mut report)?;
+    progress.message("reading pack headers");
+    index_unnamed(repo, &stored, &mut found, &mut report)?;
+    report.packs = found.live.len();
+    if dry_run {
+        return Ok(report);
+    }
+    // New index files first; the ones they replace go only once these are durable.
+    progress.message("writing index");
+    let mut packs: Vec<IndexedPack> = found.live.into_values().collect();
+    packs.sort_by_key(|p| p.id);
+    let mut obsolete: Vec<ObsoletePack> = found.marks.into_values().collect();
+    obsolete.sort_by_key(|m| m.id);
+    repo.replace_index(&mut packs.into_iter().map(Ok), obsolete, &found.read)?;
+    report.index_files_replaced = found.read.len();
+    repo.sync_index()?;
+    Ok(report)
+}
+
+/// What the intact index files say about the packs that exist.
+struct Found {
+    /// Every index file listed (the new index replaces them all).
+    read: Vec<IndexId>,
+    live: HashMap<PackId, IndexedPack>,
+    marks: HashMap<PackId, ObsoletePack>,
+}
+
+/// Keeps what intact index files say of packs that are there with their indexed size;
+/// packs that are gone are reported, with the blobs that leave the index.
+fn read_intact_index(
+    repo: &Repository,
+    stored: &HashMap<PackId, (BlobKind, u64)>,
+    report: &mut IndexRepair,
+) -> Result<Found> {
+    let mut found = Found {
+        read: Vec::new(),
+        live: HashMap::new(),
+        marks: HashMap::new(),
+    };
     // Packs an index names but the backend lacks, with their blob counts.
     let mut missing: HashMap<PackId, usize> = HashMap::new();
     for f in repo.backend().list(FileKind::Index)? {
         let Ok(id) = f.name.parse::<IndexId>() else {
             continue;
         };
-        read.push(id);
+        found.read.push(id);
         let file = match repo.load_file::<IndexFile>(FileKind::Index, &f.name) {
             Ok(file) => file,
             Err(e @ Error::Corrupt { .. }) => {
@@ -90,9 +114,9 @@ pub fn repair_index(
         for p in file.packs {
             match stored.get(&p.id) {
                 Some((_, size)) if *size == p.size => {
-                    live.insert(p.id, p);
+                    found.live.insert(p.id, p);
                 }
-                // Another size than indexed: read by its own header below, as unnamed.
+                // Another size than indexed: read by its own header, as unnamed.
                 Some(_) => {}
                 None => {
                     missing.insert(p.id, p.blobs.len());
@@ -101,37 +125,41 @@ pub fn repair_index(
         }
         for m in file.obsolete {
             if stored.contains_key(&m.id) {
-                marks.entry(m.id).or_insert(m);
+                found.marks.entry(m.id).or_insert(m);
             }
         }
     }
     // A pack named again by some index is live: its mark lapsed.
-    marks.retain(|id, _| !live.contains_key(id));
+    found.marks.retain(|id, _| !found.live.contains_key(id));
     report.blobs_dropped = missing.values().sum();
     let mut missing: Vec<String> = missing.keys().map(|id| id.to_hex()).collect();
     missing.sort();
     report.packs_missing = missing;
+    Ok(found)
+}
 
-    progress.message("reading pack headers");
-    let mut unnamed: Vec<(PackId, FileKind, u64)> = stored
+/// Packs no intact index names (nor marks): indexed from their own headers.
+fn index_unnamed(
+    repo: &Repository,
+    stored: &HashMap<PackId, (BlobKind, u64)>,
+    found: &mut Found,
+    report: &mut IndexRepair,
+) -> Result<()> {
+    let mut unnamed: Vec<(PackId, BlobKind, u64)> = stored
         .iter()
-        .filter(|(id, _)| !live.contains_key(*id) && !marks.contains_key(*id))
+        .filter(|(id, _)| !found.live.contains_key(*id) && !found.marks.contains_key(*id))
         .map(|(id, (k, s))| (*id, *k, *s))
         .collect();
     unnamed.sort_by_key(|u| u.0);
     for (id, kind, size) in unnamed {
-        match repo.read_pack_header(kind, &id, size) {
+        match repo.read_pack_header(pack_file_kind(kind), &id, size) {
             Ok(entries) => {
                 report.packs_from_headers += 1;
-                live.insert(
+                found.live.insert(
                     id,
                     IndexedPack {
                         id,
-                        kind: if kind == FileKind::Data {
-                            BlobKind::Data
-                        } else {
-                            BlobKind::Tree
-                        },
+                        kind,
                         size,
                         blobs: entries,
                     },
@@ -142,41 +170,7 @@ pub fn repair_index(
             Err(e) => return Err(e),
         }
     }
-    report.packs = live.len();
-    if dry_run {
-        return Ok(report);
-    }
-
-    // New index files first; the ones they replace go only once these are durable.
-    progress.message("writing index");
-    let mut packs: Vec<IndexedPack> = live.into_values().collect();
-    packs.sort_by_key(|p| p.id);
-    let mut obsolete: Vec<ObsoletePack> = marks.into_values().collect();
-    obsolete.sort_by_key(|m| m.id);
-    let mut first = true;
-    let mut rest = packs.as_slice();
-    while first || !rest.is_empty() {
-        let (chunk, tail) = rest.split_at(rest.len().min(PACKS_PER_INDEX_FILE));
-        rest = tail;
-        let file = IndexFile {
-            version: FORMAT_VERSION,
-            supersedes: if first { read.clone() } else { Vec::new() },
-            packs: chunk.to_vec(),
-            obsolete: if first {
-                std::mem::take(&mut obsolete)
-            } else {
-                Vec::new()
-            },
-        };
-        repo.save_file(FileKind::Index, &file)?;
-        first = false;
-    }
-    for id in &read {
-        repo.backend().delete(FileKind::Index, &id.to_hex())?;
-    }
-    report.index_files_replaced = read.len();
-    repo.sync_index()?;
-    Ok(report)
+    Ok(())
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -208,14 +202,7 @@ pub fn repair_snapshots(
     dry_run: bool,
     progress: &dyn Progress,
 ) -> Result<SnapshotRepair> {
-    let mut stored: HashSet<PackId> = HashSet::new();
-    for kind in [FileKind::Data, FileKind::Tree] {
-        for f in repo.backend().list(kind)? {
-            if let Ok(id) = f.name.parse() {
-                stored.insert(id);
-            }
-        }
-    }
+    let stored: HashSet<PackId> = repo.stored_packs()?.into_keys().collect();
     // A blob the index places in a pack that is gone would be deduplicated against by the
     // rewrite and stay lost: the index must match the packs first.
     if let Some((p, _, _)) = repo

@@ -11,6 +11,11 @@ use common::*;
 
 /// Sum of Garage's S3 request counters (admin API `/metrics`).
 fn garage_requests() -> u64 {
+    garage_requests_of("")
+}
+
+/// Garage's request count for one S3 operation (e.g. "CreateMultipartUpload"), or all ("").
+fn garage_requests_of(operation: &str) -> u64 {
     let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
     let addr = admin.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -19,6 +24,7 @@ fn garage_requests() -> u64 {
     s.read_to_string(&mut body).unwrap();
     body.lines()
         .filter(|l| l.starts_with("api_s3_request_counter{"))
+        .filter(|l| operation.is_empty() || l.contains(&format!("api_endpoint=\"{operation}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -159,15 +165,69 @@ fn large_packs_go_up_in_parts() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("big"), noise(24 << 20, 3)).unwrap();
-    // Packs close at 16 MiB; a 5 MiB threshold sends them in multipart uploads.
+    // Packs close at 16 MiB: below the default threshold (64 MiB) they go up whole...
+    let multipart = || garage_requests_of("CreateMultipartUpload");
+    let before = multipart();
+    env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(
+        multipart(),
+        before,
+        "a 16 MiB pack went up in parts by default"
+    );
+    // ...and with a 5 MiB threshold (the option, or the config file's key) in parts.
+    fs::write(src.join("big2"), noise(24 << 20, 4)).unwrap();
+    let before = multipart();
     let out = env
         .cmd()
-        .env("STRATA_S3_MULTIPART_THRESHOLD", (5 << 20).to_string())
-        .args(["backup", src.to_str().unwrap()])
+        .args([
+            "backup",
+            "--s3-multipart-threshold",
+            "5MiB",
+            src.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(env.objects("data").iter().any(|(_, size)| *size > 5 << 20));
+    assert!(
+        multipart() > before,
+        "no multipart upload with a 5 MiB threshold"
+    );
+    let config = env.path("strata.toml");
+    fs::write(&config, "s3-multipart-threshold = \"5 MiB\"\n").unwrap();
+    fs::write(src.join("big3"), noise(24 << 20, 5)).unwrap();
+    let before = multipart();
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        multipart() > before,
+        "the config file's threshold was not used"
+    );
+    // A threshold that is not a size is refused before anything is written.
+    let out = env
+        .cmd()
+        .args([
+            "backup",
+            "--s3-multipart-threshold",
+            "lots",
+            src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("s3-multipart-threshold"),
+        "{}",
+        stderr(&out)
+    );
     env.assert_read_data_clean();
     env.restore_latest_verified("r");
 }

@@ -146,10 +146,23 @@ pub trait Backend: Send + Sync {
 
 pub type BackendRef = Arc<dyn Backend>;
 
-/// Opens the backend named by a repository URL.
+/// How a backend is set up, beyond its URL. Options of one process, never read from the
+/// environment by the library.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// S3: objects larger than this go up in parts (default 64 MiB, at least 5 MiB).
+    pub s3_multipart_threshold: Option<u64>,
+}
+
+/// Opens the backend named by a repository URL, with default options.
 pub fn open(url: &str) -> Result<BackendRef> {
+    open_with(url, &BackendOptions::default())
+}
+
+/// Opens the backend named by a repository URL.
+pub fn open_with(url: &str, opts: &BackendOptions) -> Result<BackendRef> {
     if url.starts_with("s3:") {
-        return Ok(Arc::new(s3::S3Backend::open(url)?));
+        return Ok(Arc::new(s3::S3Backend::open(url, opts)?));
     }
     let path = url.strip_prefix("local:").unwrap_or(url);
     Ok(Arc::new(LocalBackend::new(path)))

@@ -18,11 +18,12 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use aws_sdk_s3::Client;
 
-use super::{Backend, FileInfo, FileKind};
+use super::{Backend, BackendOptions, FileInfo, FileKind};
 use crate::error::{Error, Result};
 
 /// Objects larger than this go up in parts.
 const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
+const MIN_PART: usize = 5 << 20;
 const PART_SIZE: usize = 16 << 20;
 /// Attempts for a read whose response is cut off mid-body, and the first pause between
 /// them (doubling).
@@ -109,7 +110,7 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
-    pub fn open(url: &str) -> Result<Self> {
+    pub fn open(url: &str, opts: &BackendOptions) -> Result<Self> {
         let loc = S3Location::parse(url)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -160,11 +161,13 @@ impl S3Backend {
                  (or AWS_PROFILE) ({e})"
             )));
         }
-        let multipart_threshold = std::env::var("STRATA_S3_MULTIPART_THRESHOLD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
-            .max(5 << 20);
+        // S3 refuses parts under 5 MiB (but the last).
+        let multipart_threshold = opts
+            .s3_multipart_threshold
+            .map_or(DEFAULT_MULTIPART_THRESHOLD, |t| {
+                usize::try_from(t).unwrap_or(usize::MAX)
+            })
+            .max(MIN_PART);
         Ok(S3Backend {
             rt,
             client,

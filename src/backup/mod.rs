@@ -88,6 +88,9 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
 }
 
+/// A file's blob ids and size as read, and its stat when it did not change meanwhile.
+type ReadContent = (Vec<BlobId>, u64, Option<FileStat>);
+
 #[derive(Default)]
 struct Counters {
     files_new: AtomicU64,
@@ -119,97 +122,15 @@ pub fn run(
     let time = opts.time.unwrap_or_else(crate::timespec::now);
     let host = opts.host.clone().unwrap_or_else(util::hostname);
 
-    // Resolve every source before writing anything: a missing path is an error, not a
-    // snapshot without it.
-    let (paths, display_paths) = match &opts.source {
-        Source::Paths(p) => {
-            if p.is_empty() {
-                return Err(Error::Invalid(
-                    "nothing to back up: give at least one path".into(),
-                ));
-            }
-            let mut abs = Vec::new();
-            for path in p {
-                let a = absolute(path)?;
-                fs::symlink_metadata(&a).map_err(|e| Error::io(path, e))?;
-                abs.push(a);
-            }
-            abs.sort();
-            abs.dedup();
-            // A path below another one is covered by it only through real directories: the
-            // outer backup stores a symlink on the way as a link, without what it points to.
-            for a in &abs {
-                for b in abs.iter().filter(|b| *b != a && a.starts_with(b)) {
-                    let rest: Vec<_> = a.strip_prefix(b).unwrap_or(a).components().collect();
-                    let mut dir = b.clone();
-                    let mut between = vec![dir.clone()];
-                    for c in &rest[..rest.len().saturating_sub(1)] {
-                        dir.push(c);
-                        between.push(dir.clone());
-                    }
-                    for dir in between {
-                        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
-                        if !meta.is_dir() {
-                            return Err(Error::Invalid(format!(
-                                "{} lies below {}, which is not a directory but a {}: the \
-                                 backup of {} stores it as such, without what is below it; \
-                                 back up the link's target instead",
-                                a.display(),
-                                dir.display(),
-                                if meta.file_type().is_symlink() {
-                                    "symlink"
-                                } else {
-                                    "file"
-                                },
-                                b.display()
-                            )));
-                        }
-                    }
-                }
-            }
-            // A path inside another source path is already covered by it.
-            let covered: Vec<PathBuf> = abs
-                .iter()
-                .filter(|a| !abs.iter().any(|b| b != *a && a.starts_with(b)))
-                .cloned()
-                .collect();
-            let shown = covered.iter().map(|p| p.display().to_string()).collect();
-            (covered, shown)
-        }
-        Source::Stdin { name, .. } => (
-            Vec::new(),
-            vec![format!("/{}", stdin_path(name)?.join("/"))],
-        ),
-    };
+    let (paths, display_paths) = resolve_sources(&opts.source)?;
 
     let set_key = match &opts.set {
         Some(s) => format!("set:{s}"),
         None => format!("host:{host}\0{}", display_paths.join("\0")),
     };
-    // The cache remembers the set's last snapshot; only a fresh cache lists snapshots.
-    let parent = match repo.cache().last_snapshot(&set_key)? {
-        Some(id) => Some(id),
-        None => repo
-            .snapshots()?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| match &opts.set {
-                Some(set) => s.set.as_deref() == Some(set.as_str()),
-                None => s.set.is_none() && s.host == host && s.paths == display_paths,
-            })
-            .map(|(id, _)| id),
-    };
+    let parent = find_parent(repo, &set_key, opts.set.as_deref(), &host, &display_paths)?;
 
-    // A cache that knows no file of this set (another host, a wiped cache) would read
-    // every file again: the parent snapshot's trees say which are unchanged instead, at the
-    // cost of fetching its tree packs.
-    let parent_root = match parent {
-        // A parent that cannot be read only costs reading the files.
-        Some(pid) if !repo.cache().file_cache_has(&set_key)? => {
-            repo.snapshot(&pid).ok().map(|s| s.tree)
-        }
-        _ => None,
-    };
+    let parent_root = parent_root(repo, parent, &set_key)?;
     let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let uploaders = match opts.uploaders {
         0 => repo.backend().upload_concurrency(),
@@ -232,59 +153,11 @@ pub fn run(
         };
         let tree = match opts.source {
             Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths, parent_root)?,
-            Source::Stdin { reader, name } => {
-                let parts = stdin_path(&name)?;
-                let (file_name, dirs) = parts.split_last().expect("stdin_path is never empty");
-                let mut node = Node::new(file_name.as_bytes().to_vec(), NodeKind::File);
-                node.mode = 0o644;
-                node.uid = nix::unistd::getuid().as_raw();
-                node.gid = nix::unistd::getgid().as_raw();
-                let secs = time.timestamp();
-                node.mtime = Timespec {
-                    sec: secs,
-                    nsec: time.timestamp_subsec_nanos(),
-                };
-                node.ctime = node.mtime;
-                let (content, size) = archiver.store_content(reader, "standard input")?;
-                node.content = content;
-                node.size = size;
-                archiver.counters.files_new.fetch_add(1, Ordering::Relaxed);
-                // `pg/db.sql` becomes the directory `pg` holding `db.sql`.
-                for dir in dirs.iter().rev() {
-                    let mut parent = Node::new(dir.as_bytes().to_vec(), NodeKind::Dir);
-                    parent.mode = 0o755;
-                    parent.uid = node.uid;
-                    parent.gid = node.gid;
-                    parent.mtime = node.mtime;
-                    parent.ctime = node.ctime;
-                    parent.subtree = Some(archiver.save_tree(Tree {
-                        entries: vec![node],
-                    })?);
-                    node = parent;
-                }
-                Tree {
-                    entries: vec![node],
-                }
-            }
+            Source::Stdin { reader, name } => archiver.stdin_tree(reader, &name, &time)?,
         };
         let root = archiver.save_tree(tree)?;
         let warnings = std::mem::take(&mut *archiver.warnings.lock().unwrap());
-        let c = archiver.counters;
-        let stats_blobs = saver.stats.blobs_added.load(Ordering::Relaxed);
-        let stats_added = saver.stats.bytes_added.load(Ordering::Relaxed);
-        let stats_stored = saver.stats.bytes_stored.load(Ordering::Relaxed);
-        let summary = Summary {
-            files_new: c.files_new.load(Ordering::Relaxed),
-            files_changed: c.files_changed.load(Ordering::Relaxed),
-            files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
-            dirs: c.dirs.load(Ordering::Relaxed),
-            bytes_read: c.bytes_read.load(Ordering::Relaxed),
-            bytes_added: stats_added,
-            bytes_stored: stats_stored,
-            blobs_added: stats_blobs,
-            errors: c.errors.load(Ordering::Relaxed),
-            duration_secs: 0.0,
-        };
+        let summary = archiver.summary();
         // Packs and their index files must be durable before the snapshot names them.
         saver.finish()?;
         Ok((root, summary, warnings))
@@ -314,18 +187,142 @@ pub fn run(
         repaired: None,
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
-    repo.cache().set_last_snapshot(&set_key, &snapshot_id)?;
-    if warnings.is_empty() {
-        // Only a complete run may forget files it did not see: an unreadable directory
-        // would otherwise drop its files from the cache.
-        repo.cache().file_sweep(&set_key, run_id)?;
-    }
-    repo.cache().commit()?;
+    remember(repo, &set_key, &snapshot_id, run_id, warnings.is_empty())?;
     Ok(BackupReport {
         snapshot_id,
         snapshot,
         warnings,
     })
+}
+
+/// A cache that knows no file of this set (another host, a wiped cache) would read every
+/// file again: the parent snapshot's trees say which are unchanged instead, at the cost of
+/// fetching its tree packs. A parent that cannot be read only costs reading the files.
+fn parent_root(
+    repo: &Repository,
+    parent: Option<SnapshotId>,
+    set_key: &str,
+) -> Result<Option<TreeId>> {
+    Ok(match parent {
+        Some(pid) if !repo.cache().file_cache_has(set_key)? => {
+            repo.snapshot(&pid).ok().map(|s| s.tree)
+        }
+        _ => None,
+    })
+}
+
+/// The set's last snapshot, and (after a complete run only) the files it no longer has:
+/// an unreadable directory must not drop its files from the cache.
+fn remember(
+    repo: &Repository,
+    set_key: &str,
+    snapshot: &SnapshotId,
+    run_id: i64,
+    complete: bool,
+) -> Result<()> {
+    repo.cache().set_last_snapshot(set_key, snapshot)?;
+    if complete {
+        repo.cache().file_sweep(set_key, run_id)?;
+    }
+    repo.cache().commit()
+}
+
+/// Every source resolved before anything is written (a missing path is an error, not a
+/// snapshot without it): the absolute paths to walk, and the paths the snapshot shows.
+fn resolve_sources(source: &Source<'_>) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let p = match source {
+        Source::Paths(p) => p,
+        Source::Stdin { name, .. } => {
+            return Ok((
+                Vec::new(),
+                vec![format!("/{}", stdin_path(name)?.join("/"))],
+            ))
+        }
+    };
+    if p.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path".into(),
+        ));
+    }
+    let mut abs = Vec::new();
+    for path in p {
+        let a = absolute(path)?;
+        fs::symlink_metadata(&a).map_err(|e| Error::io(path, e))?;
+        abs.push(a);
+    }
+    abs.sort();
+    abs.dedup();
+    for a in &abs {
+        for b in abs.iter().filter(|b| *b != a && a.starts_with(b)) {
+            only_directories_between(b, a)?;
+        }
+    }
+    // A path inside another source path is already covered by it.
+    let covered: Vec<PathBuf> = abs
+        .iter()
+        .filter(|a| !abs.iter().any(|b| b != *a && a.starts_with(b)))
+        .cloned()
+        .collect();
+    let shown = covered.iter().map(|p| p.display().to_string()).collect();
+    Ok((covered, shown))
+}
+
+/// A source path below another one is covered by it only through real directories: the
+/// outer backup stores a symlink on the way as a link, without what it points to.
+fn only_directories_between(outer: &Path, inner: &Path) -> Result<()> {
+    let rest: Vec<_> = inner
+        .strip_prefix(outer)
+        .unwrap_or(inner)
+        .components()
+        .collect();
+    let mut dir = outer.to_path_buf();
+    let mut between = vec![dir.clone()];
+    for c in &rest[..rest.len().saturating_sub(1)] {
+        dir.push(c);
+        between.push(dir.clone());
+    }
+    for dir in between {
+        let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} lies below {}, which is not a directory but a {}: the backup of {} \
+                 stores it as such, without what is below it; back up the link's target \
+                 instead",
+                inner.display(),
+                dir.display(),
+                if meta.file_type().is_symlink() {
+                    "symlink"
+                } else {
+                    "file"
+                },
+                outer.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The snapshot this backup follows: the cache remembers the set's last one; only a fresh
+/// cache lists snapshots.
+fn find_parent(
+    repo: &Repository,
+    set_key: &str,
+    set: Option<&str>,
+    host: &str,
+    paths: &[String],
+) -> Result<Option<SnapshotId>> {
+    if let Some(id) = repo.cache().last_snapshot(set_key)? {
+        return Ok(Some(id));
+    }
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| match set {
+            Some(set) => s.set.as_deref() == Some(set),
+            None => s.set.is_none() && s.host == host && s.paths == paths,
+        })
+        .map(|(id, _)| id))
 }
 
 /// The directories and file name that `--stdin-filename` stands for, checked before
@@ -380,6 +377,64 @@ fn file_stat(meta: &Metadata) -> FileStat {
 }
 
 impl Archiver<'_, '_, '_> {
+    /// Standard input as one file, under the directories its name gives: `pg/db.sql`
+    /// becomes the directory `pg` holding `db.sql`.
+    fn stdin_tree(
+        &self,
+        reader: Box<dyn Read + Send + '_>,
+        name: &str,
+        time: &DateTime<FixedOffset>,
+    ) -> Result<Tree> {
+        let parts = stdin_path(name)?;
+        let (file_name, dirs) = parts.split_last().expect("stdin_path is never empty");
+        let mut node = Node::new(file_name.as_bytes().to_vec(), NodeKind::File);
+        node.mode = 0o644;
+        node.uid = nix::unistd::getuid().as_raw();
+        node.gid = nix::unistd::getgid().as_raw();
+        node.mtime = Timespec {
+            sec: time.timestamp(),
+            nsec: time.timestamp_subsec_nanos(),
+        };
+        node.ctime = node.mtime;
+        let (content, size) = self.store_content(reader, "standard input")?;
+        node.content = content;
+        node.size = size;
+        self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+        for dir in dirs.iter().rev() {
+            let mut parent = Node::new(dir.as_bytes().to_vec(), NodeKind::Dir);
+            parent.mode = 0o755;
+            parent.uid = node.uid;
+            parent.gid = node.gid;
+            parent.mtime = node.mtime;
+            parent.ctime = node.ctime;
+            parent.subtree = Some(self.save_tree(Tree {
+                entries: vec![node],
+            })?);
+            node = parent;
+        }
+        Ok(Tree {
+            entries: vec![node],
+        })
+    }
+
+    /// What this run did, as the snapshot records it (its duration is set last).
+    fn summary(&self) -> Summary {
+        let c = &self.counters;
+        let stats = &self.saver.stats;
+        Summary {
+            files_new: c.files_new.load(Ordering::Relaxed),
+            files_changed: c.files_changed.load(Ordering::Relaxed),
+            files_unchanged: c.files_unchanged.load(Ordering::Relaxed),
+            dirs: c.dirs.load(Ordering::Relaxed),
+            bytes_read: c.bytes_read.load(Ordering::Relaxed),
+            bytes_added: stats.bytes_added.load(Ordering::Relaxed),
+            bytes_stored: stats.bytes_stored.load(Ordering::Relaxed),
+            blobs_added: stats.blobs_added.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            duration_secs: 0.0,
+        }
+    }
+
     fn warn(&self, msg: String) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.progress.warning(&msg);
@@ -616,53 +671,8 @@ impl Archiver<'_, '_, '_> {
                 return Ok(true);
             }
         }
-        // A file written while it is read is stored torn. Its stat before and after the
-        // read tells; such a file is read once more, and if it changes again what was read
-        // is kept, with a warning (exit 3) and without a file-cache entry, so the next run
-        // reads it again.
-        let mut attempt = 0;
-        let (content, size, stat) = loop {
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) => {
-                    self.warn(format!("{}: {e}", path.display()));
-                    return Ok(false);
-                }
-            };
-            let before = match file.metadata() {
-                Ok(m) => file_stat(&m),
-                Err(e) => {
-                    self.warn(format!("{}: {e}", path.display()));
-                    return Ok(false);
-                }
-            };
-            let (content, size) = match self.store_content(&file, &path.display().to_string()) {
-                Ok(v) => v,
-                Err(Error::Io { path: p, source }) => {
-                    self.warn(format!("{}: {source}", p.display()));
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
-            };
-            let after = file.metadata().map(|m| file_stat(&m)).ok();
-            let stable = after.as_ref().is_some_and(|a| {
-                a.size == before.size
-                    && a.mtime_ns == before.mtime_ns
-                    && a.ctime_ns == before.ctime_ns
-            }) && size == before.size;
-            if stable {
-                break (content, size, Some(before));
-            }
-            if attempt == 1 {
-                self.warn(format!(
-                    "{}: changed while being read (twice); stored as read ({} bytes), \
-                     which may mix old and new content",
-                    path.display(),
-                    size
-                ));
-                break (content, size, None);
-            }
-            attempt += 1;
+        let Some((content, size, stat)) = self.read_stable(path)? else {
+            return Ok(false);
         };
         if let Some(st) = &stat {
             node.mtime = timespec(
@@ -690,6 +700,59 @@ impl Archiver<'_, '_, '_> {
         }
         node.content = content;
         Ok(true)
+    }
+
+    /// A file's content, stored; `None` if it could not be read (warned).
+    ///
+    /// A file written while it is read is stored torn. Its stat before and after the
+    /// read tells; such a file is read once more, and if it changes again what was read
+    /// is kept, with a warning (exit 3) and without a file-cache entry, so the next run
+    /// reads it again.
+    fn read_stable(&self, path: &Path) -> Result<Option<ReadContent>> {
+        let mut attempt = 0;
+        loop {
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            let before = match file.metadata() {
+                Ok(m) => file_stat(&m),
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            let (content, size) = match self.store_content(&file, &path.display().to_string()) {
+                Ok(v) => v,
+                Err(Error::Io { path: p, source }) => {
+                    self.warn(format!("{}: {source}", p.display()));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let after = file.metadata().map(|m| file_stat(&m)).ok();
+            let stable = after.as_ref().is_some_and(|a| {
+                a.size == before.size
+                    && a.mtime_ns == before.mtime_ns
+                    && a.ctime_ns == before.ctime_ns
+            }) && size == before.size;
+            if stable {
+                return Ok(Some((content, size, Some(before))));
+            }
+            if attempt == 1 {
+                self.warn(format!(
+                    "{}: changed while being read (twice); stored as read ({} bytes), \
+                     which may mix old and new content",
+                    path.display(),
+                    size
+                ));
+                return Ok(Some((content, size, None)));
+            }
+            attempt += 1;
+        }
     }
 
     fn all_known(&self, ids: &[BlobId]) -> Result<bool> {

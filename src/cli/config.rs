@@ -18,6 +18,8 @@ pub struct ConfigFile {
     /// leave cron jobs piling up.
     pub password_command_timeout: Option<String>,
     pub cache_dir: Option<PathBuf>,
+    /// S3: objects larger than this go up in parts, e.g. "64MiB".
+    pub s3_multipart_threshold: Option<String>,
     #[serde(default)]
     pub sets: BTreeMap<String, SetConfig>,
 }

@@ -50,6 +50,14 @@ pub struct Global {
     /// Cache directory (one sub-directory per repository id).
     #[arg(long, env = "STRATA_CACHE_DIR", global = true)]
     cache_dir: Option<PathBuf>,
+    /// S3: upload objects larger than this in parts (default 64MiB, at least 5MiB).
+    #[arg(
+        long,
+        env = "STRATA_S3_MULTIPART_THRESHOLD",
+        global = true,
+        value_name = "SIZE"
+    )]
+    s3_multipart_threshold: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -135,7 +143,20 @@ impl Global {
     }
 
     fn backend(&self) -> anyhow::Result<backend::BackendRef> {
-        Ok(backend::open(self.repo_url()?)?)
+        let threshold = self
+            .s3_multipart_threshold
+            .as_deref()
+            .or(self.file.s3_multipart_threshold.as_deref())
+            .map(|s| {
+                s.parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|e| anyhow!("s3-multipart-threshold {s:?}: {e}"))
+            })
+            .transpose()?;
+        let opts = backend::BackendOptions {
+            s3_multipart_threshold: threshold,
+        };
+        Ok(backend::open_with(self.repo_url()?, &opts)?)
     }
 
     /// The password: `STRATA_PASSWORD`, then the password file, then a prompt on a terminal.

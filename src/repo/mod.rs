@@ -20,7 +20,7 @@ use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use config::{Config, FORMAT_VERSION};
-use index::{IndexFile, IndexedPack};
+use index::{IndexFile, IndexedPack, ObsoletePack};
 use keys::KeyFile;
 use pack::{open_blob, FinishedPack};
 use snapshot::Snapshot;
@@ -442,29 +442,23 @@ impl Repository {
         let mut known: HashSet<PackId> = self.cache.packs()?.into_iter().map(|p| p.0).collect();
         known.extend(self.cache.marked_packs()?.into_iter().map(|p| p.0));
         let now = crate::timespec::now().to_rfc3339();
+        let mut unknown: Vec<(PackId, (pack::BlobKind, u64))> = self
+            .stored_packs()?
+            .into_iter()
+            .filter(|(id, _)| !known.contains(id))
+            .collect();
+        unknown.sort_by_key(|u| u.0);
         let mut found = Vec::new();
-        for kind in [FileKind::Data, FileKind::Tree] {
-            for f in self.backend.list(kind)? {
-                let Ok(id) = f.name.parse::<PackId>() else {
-                    continue;
-                };
-                if known.contains(&id) {
-                    continue;
-                }
-                match self.read_pack_header(kind, &id, f.size) {
-                    Ok(entries) => found.push(index::ObsoletePack {
-                        id,
-                        kind: if kind == FileKind::Data {
-                            pack::BlobKind::Data
-                        } else {
-                            pack::BlobKind::Tree
-                        },
-                        marked: now.clone(),
-                        blobs: Vec::new(),
-                        entries,
-                    }),
-                    Err(e) => self.warn(format!("{e} (its blobs cannot be found)")),
-                }
+        for (id, (kind, size)) in unknown {
+            match self.read_pack_header(pack_file_kind(kind), &id, size) {
+                Ok(entries) => found.push(ObsoletePack {
+                    id,
+                    kind,
+                    marked: now.clone(),
+                    blobs: Vec::new(),
+                    entries,
+                }),
+                Err(e) => self.warn(format!("{e} (its blobs cannot be found)")),
             }
         }
         let n = found.len();
@@ -500,43 +494,105 @@ impl Repository {
         pack::read_header(&self.key, id, &tail)
     }
 
-    /// Rebuilds the cached blob index from every index file, verifying each; returns the
-    /// index files that could not be read (their packs are then unknown).
-    pub fn rebuild_index(&self) -> Result<Vec<(IndexId, Error)>> {
-        let bad = self.rebuild_index_once()?;
+    /// Rebuilds the cached blob index from every index file, verifying each; returns what
+    /// was read, the files that could not be (their packs are then found by their headers)
+    /// and the marks of earlier prunes.
+    pub fn rebuild_index(&self) -> Result<IndexRead> {
+        let read = self.rebuild_index_once()?;
         // A prune running meanwhile replaces index files between our listing and reading:
         // a file that vanished is no damage, so list again and read what is there now.
-        if bad.iter().any(|(_, e)| matches!(e, Error::NotFound { .. })) {
+        if read
+            .damaged
+            .iter()
+            .any(|(_, e)| matches!(e, Error::NotFound { .. }))
+        {
             return self.rebuild_index_once();
         }
-        Ok(bad)
+        Ok(read)
     }
 
-    fn rebuild_index_once(&self) -> Result<Vec<(IndexId, Error)>> {
+    fn rebuild_index_once(&self) -> Result<IndexRead> {
         let listed: Vec<IndexId> = self
             .backend
             .list(FileKind::Index)?
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        let mut bad = Vec::new();
+        let mut out = IndexRead::default();
         self.cache.begin()?;
-        self.cache.clear_index()?;
-        for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
-            match loaded {
-                Ok(file) => self.cache.add_index_file(&id, &file)?,
-                Err(e) => bad.push((id, e)),
+        let rebuilt = (|| {
+            self.cache.clear_index()?;
+            for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
+                match loaded {
+                    Ok(file) => {
+                        self.cache.add_index_file(&id, &file)?;
+                        for m in file.obsolete {
+                            out.marks.entry(m.id).or_insert(m);
+                        }
+                        out.read.push(id);
+                    }
+                    Err(e) => out.damaged.push((id, e)),
+                }
             }
-        }
-        // As in sync_index: the packs a damaged file named are found by their headers, so
-        // that what they hold is not also reported as lost.
-        for (id, e) in &bad {
-            if matches!(e, Error::Corrupt { .. }) {
-                self.index_from_headers(id)?;
+            // As in sync_index: the packs a damaged file named are found by their headers,
+            // so that what they hold is not also reported as lost.
+            for (id, e) in &out.damaged {
+                if matches!(e, Error::Corrupt { .. }) {
+                    self.index_from_headers(id)?;
+                }
             }
-        }
+            Ok(())
+        })();
         self.cache.commit()?;
-        Ok(bad)
+        rebuilt.map(|()| out)
+    }
+
+    /// Every pack file the backend holds, with its kind and size.
+    pub fn stored_packs(&self) -> Result<HashMap<PackId, (pack::BlobKind, u64)>> {
+        let mut stored = HashMap::new();
+        for kind in [pack::BlobKind::Data, pack::BlobKind::Tree] {
+            for f in self.backend.list(pack_file_kind(kind))? {
+                if let Ok(id) = f.name.parse::<PackId>() {
+                    stored.insert(id, (kind, f.size));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Writes a new index that replaces `supersedes`: files of at most
+    /// [`PACKS_PER_INDEX_FILE`] packs, the first also carrying the marks (at least one file
+    /// is written). The replaced files are deleted only after every new one is durable.
+    /// Returns the number of files written.
+    pub fn replace_index(
+        &self,
+        packs: &mut dyn Iterator<Item = Result<IndexedPack>>,
+        obsolete: Vec<ObsoletePack>,
+        supersedes: &[IndexId],
+    ) -> Result<usize> {
+        let mut first = Some((obsolete, supersedes.to_vec()));
+        let mut written = 0;
+        loop {
+            let pending = (&mut *packs)
+                .take(PACKS_PER_INDEX_FILE)
+                .collect::<Result<Vec<IndexedPack>>>()?;
+            if pending.is_empty() && first.is_none() {
+                break;
+            }
+            let (obsolete, supersedes) = first.take().unwrap_or_default();
+            let file = IndexFile {
+                version: FORMAT_VERSION,
+                supersedes,
+                packs: pending,
+                obsolete,
+            };
+            self.save_file(FileKind::Index, &file)?;
+            written += 1;
+        }
+        for id in supersedes {
+            self.backend.delete(FileKind::Index, &id.to_hex())?;
+        }
+        Ok(written)
     }
 
     pub fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
@@ -883,6 +939,20 @@ impl Repository {
 }
 
 /// Where the key file that last opened a repository is kept, by repository location.
+/// Packs named per index file that replaces others (prune, repair).
+pub const PACKS_PER_INDEX_FILE: usize = 4096;
+
+/// What [`Repository::rebuild_index`] read.
+#[derive(Debug, Default)]
+pub struct IndexRead {
+    /// The index files read.
+    pub read: Vec<IndexId>,
+    /// Index files that could not be read, and why.
+    pub damaged: Vec<(IndexId, Error)>,
+    /// The marks of earlier prunes, one per pack.
+    pub marks: HashMap<PackId, index::ObsoletePack>,
+}
+
 /// The index listing, and some index files still sealed, fetched before the key is known.
 struct EarlyIndex {
     listed: Vec<FileInfo>,

@@ -146,120 +146,36 @@ pub fn run(
     } else {
         Some(Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?)
     };
-    let as_root = util::is_root();
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
-    // Planning asks the index; creating directories asks the file system: both at once.
-    let (plan, ()) = rayon::join(
-        || ContentPlan::new(repo, &items, &files, &trouble),
-        || {
-            if let Some(t) = &target {
-                create_entries(t, &items, &files, as_root, &trouble);
-            }
-        },
-    );
-    progress.set_total(plan.bytes);
     let written = AtomicU64::new(0);
     let ctx = Ctx {
         repo,
         items: &items,
         files: &files,
-        as_root,
+        as_root: util::is_root(),
         target: target.as_ref(),
         progress,
         written: &written,
         trouble: &trouble,
     };
+    // Planning asks the index; creating directories asks the file system: both at once.
+    let (plan, ()) = rayon::join(
+        || ContentPlan::new(repo, &items, &files, &trouble),
+        || ctx.create_entries(),
+    );
+    progress.set_total(plan.bytes);
     crate::util::with_read_pool(repo.backend().as_ref(), || {
         plan.packs
             .par_iter()
             .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
     });
     report.bytes = written.load(Ordering::Relaxed);
-
-    // Second and later names of a damaged file are damaged too.
-    {
-        let mut damaged = trouble.damaged.lock().unwrap();
-        let links: Vec<usize> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.link_to.is_some_and(|f| damaged.contains(&f)))
-            .map(|(n, _)| n)
-            .collect();
-        damaged.extend(links);
+    ctx.damage_links();
+    ctx.finish_entries();
+    if opts.verify {
+        report.verified_files = ctx.verify();
     }
-
-    if let Some(t) = &target {
-        // Files none of whose content arrived still exist (to be marked damaged below);
-        // hard links need their first name in place.
-        let make = |(idx, item): (usize, &Item)| {
-            let made = match item.link_to {
-                Some(first) => t.hard_link(items[first].rel(), item.rel()),
-                None => files[idx].open(t, item).map(drop),
-            };
-            if let Err(e) = made {
-                trouble.error(Some(&item.path), e);
-            }
-        };
-        items
-            .par_iter()
-            .enumerate()
-            .filter(|(idx, i)| {
-                i.node.kind == NodeKind::File && i.link_to.is_none() && !files[*idx].created()
-            })
-            .for_each(make);
-        items
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
-            .for_each(make);
-        // Children before parents: setting a file's metadata never touches its directory,
-        // but creating a file does, so directories come last. Files written whole had
-        // theirs applied when their last blob was written.
-        let apply = |(_, item): (usize, &Item)| {
-            if let Err(e) = t.set_metadata(item.rel(), &item.node, as_root) {
-                trouble.error(Some(&item.path), e);
-            }
-        };
-        items
-            .par_iter()
-            .enumerate()
-            .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
-            .for_each(apply);
-        // Deepest first, so that a directory that loses its owner's search permission
-        // already holds what it should; one level in parallel.
-        for level in dir_levels(&items).iter().rev() {
-            level.par_iter().for_each(|item| {
-                if let Err(e) = t.set_metadata(item.rel(), &item.node, as_root) {
-                    trouble.error(Some(&item.path), e);
-                }
-            });
-        }
-        if opts.verify {
-            let damaged = trouble.damaged.lock().unwrap().clone();
-            for (idx, item) in items.iter().enumerate() {
-                if item.node.kind == NodeKind::File
-                    && item.link_to.is_none()
-                    && !damaged.contains(&idx)
-                {
-                    match verify_file(repo, t, item) {
-                        Ok(()) => report.verified_files += 1,
-                        Err(e) => trouble.damaged(&items, idx, e),
-                    }
-                }
-            }
-        }
-        // A file that is not what the snapshot holds must not pass for it.
-        let mut damaged: Vec<usize> = trouble.damaged.lock().unwrap().iter().copied().collect();
-        damaged.sort_unstable();
-        for idx in &damaged {
-            let item = &items[*idx];
-            if let Err(e) = t.mark_damaged(item.rel()) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    trouble.error(Some(&item.path), format!("cannot mark as damaged: {e}"));
-                }
-            }
-        }
-    }
+    ctx.mark_damaged();
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
     report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
@@ -412,36 +328,6 @@ impl ContentPlan {
     }
 }
 
-/// Directories, then symlinks, devices and empty files. Files with content are created
-/// when their first blob arrives, so that fetching does not wait for 10^4 inodes, and
-/// each file is opened once for its content and metadata.
-fn create_entries(
-    t: &Target,
-    items: &[Item],
-    files: &[FileSlot],
-    as_root: bool,
-    trouble: &Trouble,
-) {
-    make_dirs(t, items, trouble);
-    items
-        .par_iter()
-        .enumerate()
-        .filter(|(_, i)| i.node.kind != NodeKind::Dir && i.link_to.is_none())
-        .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
-        .for_each(|(idx, item)| {
-            let made = if item.node.kind == NodeKind::File {
-                files[idx]
-                    .open(t, item)
-                    .and_then(|f| finish_file(t, &f, item, &files[idx], as_root))
-            } else {
-                create(t, item)
-            };
-            if let Err(e) = made {
-                trouble.error(Some(&item.path), e);
-            }
-        });
-}
-
 /// Directories, parents first: one level of depth at a time, each level in parallel.
 fn make_dirs(t: &Target, items: &[Item], trouble: &Trouble) {
     for level in dir_levels(items) {
@@ -541,6 +427,141 @@ struct Ctx<'a> {
     progress: &'a dyn Progress,
     written: &'a AtomicU64,
     trouble: &'a Trouble,
+}
+
+impl Ctx<'_> {
+    /// Directories, then symlinks, devices and empty files. Files with content are
+    /// created when their first blob arrives, so that fetching does not wait for 10^4
+    /// inodes, and each file is opened once for its content and metadata.
+    fn create_entries(&self) {
+        let Some(t) = self.target else {
+            return;
+        };
+        make_dirs(t, self.items, self.trouble);
+        self.items
+            .par_iter()
+            .enumerate()
+            .filter(|(_, i)| i.node.kind != NodeKind::Dir && i.link_to.is_none())
+            .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
+            .for_each(|(idx, item)| {
+                let made = if item.node.kind == NodeKind::File {
+                    let slot = &self.files[idx];
+                    slot.open(t, item)
+                        .and_then(|f| finish_file(t, &f, item, slot, self.as_root))
+                } else {
+                    create(t, item)
+                };
+                if let Err(e) = made {
+                    self.trouble.error(Some(&item.path), e);
+                }
+            });
+    }
+
+    /// Second and later names of a damaged file are damaged too.
+    fn damage_links(&self) {
+        let mut damaged = self.trouble.damaged.lock().unwrap();
+        let links: Vec<usize> = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.link_to.is_some_and(|f| damaged.contains(&f)))
+            .map(|(n, _)| n)
+            .collect();
+        damaged.extend(links);
+    }
+
+    /// After the contents: files none of whose content arrived (they are marked damaged
+    /// later), hard links, and the metadata not applied yet, directories last.
+    fn finish_entries(&self) {
+        let Some(t) = self.target else {
+            return;
+        };
+        let (items, files) = (self.items, self.files);
+        let make = |(idx, item): (usize, &Item)| {
+            let made = match item.link_to {
+                Some(first) => t.hard_link(items[first].rel(), item.rel()),
+                None => files[idx].open(t, item).map(drop),
+            };
+            if let Err(e) = made {
+                self.trouble.error(Some(&item.path), e);
+            }
+        };
+        items
+            .par_iter()
+            .enumerate()
+            .filter(|(idx, i)| {
+                i.node.kind == NodeKind::File && i.link_to.is_none() && !files[*idx].created()
+            })
+            .for_each(make);
+        // Hard links need their first name in place.
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
+            .for_each(make);
+        let apply = |item: &Item| {
+            if let Err(e) = t.set_metadata(item.rel(), &item.node, self.as_root) {
+                self.trouble.error(Some(&item.path), e);
+            }
+        };
+        // Children before parents: setting a file's metadata never touches its directory,
+        // but creating a file does, so directories come last. Files written whole had
+        // theirs applied when their last blob was written.
+        items
+            .par_iter()
+            .enumerate()
+            .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
+            .for_each(|(_, item)| apply(item));
+        // Deepest first, so that a directory that loses its owner's search permission
+        // already holds what it should; one level in parallel.
+        for level in dir_levels(items).iter().rev() {
+            level.par_iter().for_each(|item| apply(item));
+        }
+    }
+
+    /// Re-reads every restored file that is not known damaged; returns how many passed.
+    fn verify(&self) -> u64 {
+        let Some(t) = self.target else {
+            return 0;
+        };
+        let damaged = self.trouble.damaged.lock().unwrap().clone();
+        let mut verified = 0;
+        for (idx, item) in self.items.iter().enumerate() {
+            if item.node.kind == NodeKind::File && item.link_to.is_none() && !damaged.contains(&idx)
+            {
+                match verify_file(self.repo, t, item) {
+                    Ok(()) => verified += 1,
+                    Err(e) => self.trouble.damaged(self.items, idx, e),
+                }
+            }
+        }
+        verified
+    }
+
+    /// A file that is not what the snapshot holds must not pass for it: renamed.
+    fn mark_damaged(&self) {
+        let Some(t) = self.target else {
+            return;
+        };
+        let mut damaged: Vec<usize> = self
+            .trouble
+            .damaged
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        damaged.sort_unstable();
+        for idx in &damaged {
+            let item = &self.items[*idx];
+            if let Err(e) = t.mark_damaged(item.rel()) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.trouble
+                        .error(Some(&item.path), format!("cannot mark as damaged: {e}"));
+                }
+            }
+        }
+    }
 }
 
 fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {

@@ -1,0 +1,191 @@
+//! Carrying out a [`PrunePlan`]: new packs first, then the new index, then deletions
+//! (format-spec §10.1). Every state a reader can see on the way is complete.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, FixedOffset};
+
+use super::plan::{PrunePlan, Rules};
+use super::PruneReport;
+use crate::backup::DATA_PACK_SIZE;
+use crate::cache::PackUsage;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::progress::Progress;
+use crate::repo::index::{IndexedPack, ObsoletePack};
+use crate::repo::pack::{open_blob, read_header, BlobKind, PackBuilder, SealedBlob};
+use crate::repo::{pack_file_kind, Repository};
+
+/// What the plan was made from, and what executing it needs besides.
+pub(super) struct Inputs<'a> {
+    pub repo: &'a Repository,
+    pub usage: &'a [PackUsage],
+    pub stored: &'a HashMap<PackId, (BlobKind, u64)>,
+    /// The index files read; the new index replaces them.
+    pub superseded: &'a [IndexId],
+    pub now: DateTime<FixedOffset>,
+    pub rules: &'a Rules,
+    pub progress: &'a dyn Progress,
+}
+
+pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneReport) -> Result<()> {
+    let repo = inp.repo;
+    let marked = inp.now.to_rfc3339();
+    let mut delete = plan.delete;
+    // 1. Repack: the used blobs of wasteful packs into new packs, uploaded first.
+    inp.progress.message("repacking");
+    let (new_packs, repacked) = repack(repo, &plan.repack)?;
+    let bytes_added: u64 = new_packs.iter().map(|p| p.size).sum();
+    let mut obsolete: Vec<ObsoletePack> = plan.carry;
+    for (id, kind, entries) in repacked {
+        // Its used blobs now live in new packs, but a running backup may still reference
+        // one of its unused blobs: like any unused pack it is marked (§10.1 step 3), one
+        // grace period, readable through the mark until then.
+        if inp.rules.instant_delete {
+            delete.push((id, kind));
+        } else {
+            report.packs_waiting += 1;
+            obsolete.push(ObsoletePack {
+                id,
+                kind,
+                marked: marked.clone(),
+                blobs: Vec::new(),
+                entries,
+            });
+        }
+    }
+    for m in &plan.mark {
+        obsolete.push(ObsoletePack {
+            id: m.id,
+            kind: m.kind,
+            marked: marked.clone(),
+            blobs: Vec::new(),
+            entries: if m.indexed {
+                repo.cache().pack_blobs(&m.id)?
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    let mut packs = revive(repo, &plan.revive)?;
+    packs.extend(new_packs);
+
+    // 2. The new index: revived, new and kept packs, and the marks. Written before
+    //    anything is deleted.
+    inp.progress.message("writing index");
+    write_index(inp, packs, &plan.keep, obsolete)?;
+    // 3. The new index is durable and the files it replaces are gone: now the packs.
+    report.index_files_replaced = inp.superseded.len();
+    inp.progress.message("deleting packs");
+    let mut bytes_deleted = 0u64;
+    for (id, kind) in &delete {
+        bytes_deleted += inp.stored.get(id).map_or(0, |s| s.1);
+        repo.backend().delete(pack_file_kind(*kind), &id.to_hex())?;
+    }
+    report.bytes_freed = bytes_deleted.saturating_sub(bytes_added);
+    report.packs_deleted = delete.len();
+    // Temporaries of writes killed or failed (a full disk): older than the grace period, no
+    // write can still be going on, here or on another host.
+    let stale_after = if inp.rules.instant_delete {
+        std::time::Duration::ZERO
+    } else {
+        inp.rules.grace.to_std().unwrap_or_default()
+    };
+    for t in repo.backend().remove_stale_temporaries(stale_after)? {
+        report.temporaries_removed += 1;
+        report.temporaries_bytes += t.size;
+    }
+    report.bytes_freed += report.temporaries_bytes;
+    repo.sync_index()
+}
+
+type Repacked = (PackId, BlobKind, Vec<crate::repo::pack::BlobEntry>);
+
+/// Copies the used blobs of `packs` into new packs, each verified before it is copied
+/// (prune never spreads damage). Returns the new packs and, per repacked pack, its
+/// entries (for its mark).
+fn repack(
+    repo: &Repository,
+    packs: &[(PackId, BlobKind)],
+) -> Result<(Vec<IndexedPack>, Vec<Repacked>)> {
+    let cache = repo.cache();
+    let mut new_packs: Vec<IndexedPack> = Vec::new();
+    let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
+    let mut copied: HashSet<BlobId> = HashSet::new();
+    let mut repacked = Vec::new();
+    for (id, kind) in packs {
+        let bytes = repo.backend().read(pack_file_kind(*kind), &id.to_hex())?;
+        let entries = cache.pack_blobs(id)?;
+        for e in entries.iter().copied() {
+            if !cache.used_contains(&e.id)? || !copied.insert(e.id) {
+                continue;
+            }
+            let sealed = bytes
+                .get(e.offset as usize..(e.offset + e.length as u64) as usize)
+                .ok_or_else(|| Error::corrupt(format!("pack {id}"), "blob beyond the end"))?;
+            open_blob(repo.key(), &e, sealed)?;
+            let b = builders
+                .entry(*kind)
+                .or_insert_with(|| PackBuilder::new(*kind));
+            b.add(SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                raw_length: e.raw_length,
+                compression: e.compression,
+                bytes: sealed.to_vec(),
+            });
+            if b.len() >= DATA_PACK_SIZE {
+                let full = std::mem::replace(b, PackBuilder::new(*kind));
+                new_packs.push(repo.write_pack(&full.finish(repo.key()), None)?);
+            }
+        }
+        repacked.push((*id, *kind, entries));
+    }
+    for (_, b) in builders {
+        if !b.is_empty() {
+            new_packs.push(repo.write_pack(&b.finish(repo.key()), None)?);
+        }
+    }
+    Ok((new_packs, repacked))
+}
+
+/// Marked packs a snapshot needs again, by their own headers.
+fn revive(repo: &Repository, packs: &[(PackId, BlobKind)]) -> Result<Vec<IndexedPack>> {
+    let mut out = Vec::new();
+    for (id, kind) in packs {
+        let bytes = repo.backend().read(pack_file_kind(*kind), &id.to_hex())?;
+        let entries = read_header(repo.key(), id, &bytes)?;
+        out.push(IndexedPack {
+            id: *id,
+            kind: *kind,
+            size: bytes.len() as u64,
+            blobs: entries,
+        });
+    }
+    Ok(out)
+}
+
+/// The new index: `packs`, then the kept packs (their entries read from the cache one
+/// index file at a time), and the marks; it supersedes every index file prune read.
+fn write_index(
+    inp: &Inputs<'_>,
+    packs: Vec<IndexedPack>,
+    keep: &[PackId],
+    obsolete: Vec<ObsoletePack>,
+) -> Result<()> {
+    let repo = inp.repo;
+    let sizes: HashMap<PackId, (BlobKind, u64)> =
+        inp.usage.iter().map(|u| (u.id, (u.kind, u.size))).collect();
+    let kept = keep.iter().map(|id| {
+        let (kind, size) = sizes[id];
+        Ok(IndexedPack {
+            id: *id,
+            kind,
+            size,
+            blobs: repo.cache().pack_blobs(id)?,
+        })
+    });
+    let mut all = packs.into_iter().rev().map(Ok).chain(kept);
+    repo.replace_index(&mut all, obsolete, inp.superseded)?;
+    Ok(())
+}

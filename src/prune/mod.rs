@@ -1,0 +1,229 @@
+//! Prune: reclaim the space of data no snapshot references, without stopping backups.
+//!
+//! Backups take no lock, so a backup that started before a prune may still reference blobs
+//! the prune finds unused. Hence the deletion protocol (format-spec §10.1): an unused pack is
+//! first *marked* in a new index file (its blobs leave the index, so later backups store
+//! them afresh), and deleted by a later prune only once the grace period has passed and only
+//! if no snapshot references it by then; a pack that gained references is put back in the
+//! index instead. Only one prune runs at a time (the maintenance lock).
+
+mod execute;
+pub mod plan;
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::lock;
+use crate::progress::Progress;
+use crate::repo::index::ObsoletePack;
+use crate::repo::pack::{open_blob, read_header, BlobKind};
+use crate::repo::{pack_file_kind, Repository};
+use plan::{BlobUse, PrunePlan, Rules};
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Repack a partly used pack when more than this share of it is unused (0.0 ..= 1.0).
+    pub max_unused: f64,
+    /// How long a marked pack must stay before it may be deleted; longer than any backup.
+    pub grace: chrono::Duration,
+    /// Delete unused packs in this run (no grace): only when no backup can be running.
+    pub instant_delete: bool,
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: 0.10,
+            grace: chrono::Duration::hours(24),
+            instant_delete: false,
+            dry_run: false,
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub packs: usize,
+    pub packs_marked: usize,
+    pub packs_repacked: usize,
+    pub packs_deleted: usize,
+    pub packs_resurrected: usize,
+    pub packs_waiting: usize,
+    pub bytes_freed: u64,
+    /// Bytes of unused data in packs marked now (freed once they are deleted).
+    pub bytes_marked: u64,
+    pub bytes_repacked: u64,
+    pub index_files_replaced: usize,
+    /// Temporary files of interrupted writes (local repositories) removed.
+    pub temporaries_removed: usize,
+    pub temporaries_bytes: u64,
+    pub duration_secs: f64,
+}
+
+pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+    let started = std::time::Instant::now();
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock::acquire(repo, "prune")?)
+    };
+    let now = crate::timespec::now();
+    progress.message("reading index");
+    let (superseded, marks) = read_index(repo)?;
+    progress.message("marking used blobs");
+    mark_used(repo, &marks)?;
+
+    let cache = repo.cache();
+    let usage = cache.pack_usage()?;
+    let stored = repo.stored_packs()?;
+    let rules = Rules {
+        max_unused: opts.max_unused,
+        grace: opts.grace,
+        instant_delete: opts.instant_delete,
+    };
+    let marks: Vec<ObsoletePack> = marks.into_values().collect();
+    let plan = PrunePlan::new(&usage, &stored, marks, now, &rules, &SnapshotUse { repo })?;
+
+    let mut report = PruneReport {
+        packs: usage.len(),
+        packs_marked: plan.mark.len(),
+        packs_resurrected: plan.revive.len(),
+        packs_waiting: plan.carry.len() + plan.mark.len(),
+        packs_repacked: plan.repack.len(),
+        bytes_marked: plan.bytes_marked,
+        bytes_repacked: plan.bytes_repacked,
+        ..Default::default()
+    };
+    if opts.dry_run {
+        let gone: Vec<&(PackId, BlobKind)> = plan.gone(&rules).collect();
+        report.packs_deleted = gone.len();
+        report.bytes_freed = gone
+            .into_iter()
+            .map(|(id, _)| stored.get(id).map_or(0, |s| s.1))
+            .sum::<u64>()
+            .saturating_sub(report.bytes_repacked);
+    } else {
+        execute::execute(
+            &execute::Inputs {
+                repo,
+                usage: &usage,
+                stored: &stored,
+                superseded: &superseded,
+                now,
+                rules: &rules,
+                progress,
+            },
+            plan,
+            &mut report,
+        )?;
+    }
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The whole index, fresh from the repository, into the cache; returns the index files
+/// read (the new index supersedes them) and the marks of earlier prunes, one per pack.
+fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, ObsoletePack>)> {
+    let read = repo.rebuild_index()?;
+    // Prune rewrites the index from what it reads: a damaged file must be repaired first,
+    // or the packs only it names would look unused.
+    if let Some((_, e)) = read.damaged.into_iter().next() {
+        return Err(match e {
+            Error::Corrupt { object, reason } => Error::Corrupt {
+                object,
+                reason: format!("{reason}; run `strata repair index` before pruning"),
+            },
+            e => e,
+        });
+    }
+    Ok((read.read, read.marks))
+}
+
+/// Every blob some snapshot reaches, into the cache's mark table.
+fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result<()> {
+    let cache = repo.cache();
+    cache.used_reset()?;
+    for (_, snap) in repo.all_snapshots_intact()? {
+        let mut stack = vec![snap.tree];
+        while let Some(tid) = stack.pop() {
+            if !cache.used_add(&tid)? {
+                continue;
+            }
+            let tree = match repo.load_tree(&tid) {
+                Ok(t) => t,
+                // A tree a running backup deduplicated against a pack an earlier prune marked.
+                Err(Error::NotFound { .. }) => load_marked_tree(repo, marks, &tid)?,
+                Err(e) => return Err(e),
+            };
+            for node in &tree.entries {
+                if let Some(sub) = node.subtree {
+                    stack.push(sub);
+                }
+                for id in &node.content {
+                    cache.used_add(id)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The plan's view of the snapshots: the used-blob marks in the cache, and pack headers.
+struct SnapshotUse<'a> {
+    repo: &'a Repository,
+}
+
+impl BlobUse for SnapshotUse<'_> {
+    fn needed(&self, blob: &BlobId) -> Result<bool> {
+        let cache = self.repo.cache();
+        Ok(cache.used_contains(blob)? && !cache.has_blob(blob)?)
+    }
+
+    fn blobs_of(&self, mark: &ObsoletePack) -> Result<Vec<BlobId>> {
+        let ids = mark.blob_ids();
+        if !ids.is_empty() {
+            return Ok(ids);
+        }
+        // An unnamed pack: its own header says what it holds.
+        let repo = self.repo;
+        match repo
+            .backend()
+            .read(pack_file_kind(mark.kind), &mark.id.to_hex())
+        {
+            Ok(bytes) => Ok(read_header(repo.key(), &mark.id, &bytes)
+                .map(|h| h.into_iter().map(|e| e.id).collect())
+                .unwrap_or_default()),
+            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Reads a tree from a pack that an earlier prune marked (so it is not in the index).
+fn load_marked_tree(
+    repo: &Repository,
+    marks: &HashMap<PackId, ObsoletePack>,
+    tid: &BlobId,
+) -> Result<crate::repo::tree::Tree> {
+    let not_found = || Error::NotFound {
+        object: format!("tree {tid} (in the index or a marked pack)"),
+    };
+    let m = marks
+        .values()
+        .find(|m| m.blob_ids().contains(tid))
+        .ok_or_else(not_found)?;
+    let bytes = repo
+        .backend()
+        .read(pack_file_kind(m.kind), &m.id.to_hex())?;
+    let entry = read_header(repo.key(), &m.id, &bytes)?
+        .into_iter()
+        .find(|e| e.id == *tid)
+        .ok_or_else(not_found)?;
+    let sealed = bytes
+        .get(entry.offset as usize..(entry.offset + entry.length as u64) as usize)
+        .ok_or_else(not_found)?;
+    let plain = open_blob(repo.key(), &entry, sealed)?;
+    crate::repo::tree::Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {tid}"), e))
+}
