@@ -4,13 +4,16 @@
 //! format all live above this trait, so a backend can be tested, wrapped (retries, fault
 //! injection, request counting) and swapped without touching the rest.
 
+pub mod faulty;
 mod local;
+mod mem;
 pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use local::LocalBackend;
+pub use mem::MemBackend;
 
 use crate::error::Result;
 

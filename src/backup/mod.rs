@@ -186,8 +186,19 @@ pub fn run(
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,
     };
-    let snapshot_id = repo.write_snapshot(&snapshot)?;
-    remember(repo, &set_key, &snapshot_id, run_id, warnings.is_empty())?;
+    let written = repo.write_snapshot(&snapshot).and_then(|id| {
+        remember(repo, &set_key, &id, run_id, warnings.is_empty())?;
+        Ok(id)
+    });
+    let snapshot_id = match written {
+        Ok(id) => id,
+        Err(e) => {
+            // As above: the cache's transaction ends here too, or the next backup of this
+            // process (`backup --all`) could not start one.
+            let _ = repo.cache().commit();
+            return Err(e);
+        }
+    };
     Ok(BackupReport {
         snapshot_id,
         snapshot,

@@ -1,0 +1,173 @@
+//! One conformance suite for every backend: local directory, memory and S3 (Garage). What
+//! the engine relies on from a backend is written down here, once, and holds for all.
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use common::*;
+use strata::backend::{self, Backend, BackendRef, FileKind, MemBackend};
+use strata::Error;
+
+fn names(b: &dyn Backend, kind: FileKind) -> BTreeSet<(String, u64)> {
+    b.list(kind)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.name, f.size))
+        .collect()
+}
+
+fn conformance(b: &dyn Backend) {
+    assert!(!b.exists().unwrap(), "a fresh location holds no repository");
+    b.create().unwrap();
+    for kind in FileKind::ALL {
+        assert!(
+            names(b, kind).is_empty(),
+            "{kind} listed on an empty location"
+        );
+    }
+
+    // Files of every kind, packs fanned out by their first two hex digits.
+    let pack = "ab".to_string() + &"0".repeat(62);
+    let other = "cd".to_string() + &"1".repeat(62);
+    b.write(FileKind::Data, &pack, &noise(100_000, 1)).unwrap();
+    b.write(FileKind::Data, &other, b"").unwrap();
+    b.write(FileKind::Tree, &pack, b"tree").unwrap();
+    b.write(FileKind::Index, "0123", b"index").unwrap();
+    b.write(FileKind::Snapshot, "4567", b"snapshot").unwrap();
+    assert!(!b.exists().unwrap(), "no config, no repository");
+    b.write(FileKind::Config, "config", b"config").unwrap();
+    assert!(b.exists().unwrap());
+
+    // Listings name each file once with its size, and only files of that kind.
+    assert_eq!(
+        names(b, FileKind::Data),
+        BTreeSet::from([(pack.clone(), 100_000), (other.clone(), 0)])
+    );
+    assert_eq!(
+        names(b, FileKind::Tree),
+        BTreeSet::from([(pack.clone(), 4)])
+    );
+    assert_eq!(
+        names(b, FileKind::Index),
+        BTreeSet::from([("0123".into(), 5)])
+    );
+    assert_eq!(
+        names(b, FileKind::Snapshot),
+        BTreeSet::from([("4567".into(), 8)])
+    );
+    assert!(names(b, FileKind::Key).is_empty());
+
+    // Whole and ranged reads return exactly what was written.
+    assert_eq!(b.read(FileKind::Data, &pack).unwrap(), noise(100_000, 1));
+    assert_eq!(b.read(FileKind::Data, &other).unwrap(), b"");
+    assert_eq!(b.read(FileKind::Config, "config").unwrap(), b"config");
+    assert_eq!(
+        b.read_range(FileKind::Data, &pack, 99_000, 1_000).unwrap(),
+        noise(100_000, 1)[99_000..]
+    );
+    assert_eq!(
+        b.read_range(FileKind::Data, &pack, 0, 1).unwrap(),
+        noise(100_000, 1)[..1]
+    );
+    // A range past the end is an error, never fewer bytes passed off as the range.
+    if let Ok(bytes) = b.read_range(FileKind::Data, &pack, 99_990, 100) {
+        panic!("a range past the end gave {} bytes", bytes.len());
+    }
+
+    // A missing file is NotFound, for every kind of read.
+    let missing = "ef".to_string() + &"2".repeat(62);
+    assert!(matches!(
+        b.read(FileKind::Data, &missing),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        b.read_range(FileKind::Data, &missing, 0, 10),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        b.read(FileKind::Snapshot, "89ab"),
+        Err(Error::NotFound { .. })
+    ));
+
+    // Writing a name again replaces it whole (names are content addresses, so in practice
+    // with the same bytes).
+    b.write(FileKind::Index, "0123", b"index again").unwrap();
+    assert_eq!(b.read(FileKind::Index, "0123").unwrap(), b"index again");
+    assert_eq!(
+        names(b, FileKind::Index),
+        BTreeSet::from([("0123".into(), 11)])
+    );
+
+    // Deleting removes a file from reads and listings; deleting what is gone is no error
+    // (a prune that is run again after being cut off must get through).
+    b.delete(FileKind::Data, &pack).unwrap();
+    assert!(matches!(
+        b.read(FileKind::Data, &pack),
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        names(b, FileKind::Data),
+        BTreeSet::from([(other.clone(), 0)])
+    );
+    b.delete(FileKind::Data, &pack).unwrap();
+    // Kinds are separate: the tree pack of the same name is still there.
+    assert_eq!(b.read(FileKind::Tree, &pack).unwrap(), b"tree");
+
+    // Many files of one kind are all listed (S3 pages listings at 1,000 keys).
+    for i in 0..1_050u32 {
+        b.write(FileKind::Lock, &format!("{i:08x}"), &i.to_le_bytes())
+            .unwrap();
+    }
+    let locks = names(b, FileKind::Lock);
+    assert_eq!(locks.len(), 1_050);
+    assert!(locks.iter().all(|(_, size)| *size == 4));
+
+    // A large file (over S3's multipart threshold below) round-trips.
+    let big = noise(7 << 20, 9);
+    b.write(FileKind::Data, &missing, &big).unwrap();
+    assert_eq!(b.read(FileKind::Data, &missing).unwrap(), big);
+    assert_eq!(
+        b.read_range(FileKind::Data, &missing, 6 << 20, 1 << 20)
+            .unwrap(),
+        big[6 << 20..]
+    );
+}
+
+#[test]
+fn local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&backend::LocalBackend::new(dir.path().join("repo")));
+}
+
+#[test]
+fn memory() {
+    conformance(&MemBackend::new());
+}
+
+#[test]
+fn s3() {
+    let Some(env) = Env::s3() else {
+        return;
+    };
+    let opts = backend::BackendOptions {
+        s3_multipart_threshold: Some(5 << 20),
+    };
+    let b: BackendRef = backend::open_with(&env.repo, &opts).unwrap();
+    conformance(b.as_ref());
+}
+
+/// The wrappers pass every operation through unchanged.
+#[test]
+fn counting_and_fault_free_wrappers() {
+    use strata::backend::faulty::{Counting, Faulty, Op};
+    let counting = Arc::new(Counting::new(Arc::new(MemBackend::new())));
+    conformance(&Faulty::new(counting.clone()));
+    // Once empty, once with 1,050 locks.
+    assert_eq!(counting.count(Op::List, Some(FileKind::Lock)), 2);
+    assert!(counting.count(Op::Write, None) > 1_050);
+    assert!(counting.count(Op::Read, Some(FileKind::Data)) >= 6);
+    assert_eq!(counting.count(Op::Delete, None), 2);
+}
