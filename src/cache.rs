@@ -361,14 +361,15 @@ impl Cache {
         .map(|(kind, pack, offset, length, raw_length, comp)| {
             Ok(BlobLocation {
                 pack: PackId::from_slice(&pack)
-                    .ok_or_else(|| Error::Invalid("cache: bad pack id".into()))?,
+                    .ok_or_else(|| Error::corrupt("local cache", "bad pack id"))?,
                 entry: BlobEntry {
                     id: *id,
-                    kind: BlobKind::try_from(kind).map_err(Error::Invalid)?,
+                    kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
                     offset: offset as u64,
                     length,
                     raw_length,
-                    compression: Compression::try_from(comp).map_err(Error::Invalid)?,
+                    compression: Compression::try_from(comp)
+                        .map_err(|e| Error::corrupt("local cache", e))?,
                 },
             })
         })
@@ -455,12 +456,13 @@ impl Cache {
             let (id, kind, offset, length, raw_length, comp) = r.map_err(|e| self.err(e))?;
             out.push(BlobEntry {
                 id: BlobId::from_slice(&id)
-                    .ok_or_else(|| Error::Invalid("cache: bad id".into()))?,
-                kind: BlobKind::try_from(kind).map_err(Error::Invalid)?,
+                    .ok_or_else(|| Error::corrupt("local cache", "bad blob id"))?,
+                kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
                 offset: offset as u64,
                 length,
                 raw_length,
-                compression: Compression::try_from(comp).map_err(Error::Invalid)?,
+                compression: Compression::try_from(comp)
+                    .map_err(|e| Error::corrupt("local cache", e))?,
             });
         }
         Ok(out)

@@ -163,17 +163,14 @@ impl KdfParams {
 
     pub fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
         if self.algorithm != "argon2id" {
-            return Err(Error::Invalid(format!(
-                "key derivation {:?} is not supported",
-                self.algorithm
-            )));
+            return Err(Error::UnsupportedKdf(self.algorithm.clone()));
         }
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| Error::Invalid(format!("bad Argon2id parameters: {e}")))?;
+            .map_err(|e| Error::corrupt("key file", format!("bad Argon2id parameters: {e}")))?;
         let mut out = [0u8; 32];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(password, &self.salt, &mut out)
-            .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
+            .map_err(|e| Error::corrupt("key file", format!("Argon2id: {e}")))?;
         Ok(out)
     }
 }

@@ -13,7 +13,10 @@ pub mod exit {
     pub const WRONG_PASSWORD: i32 = 12;
 }
 
+/// What went wrong, by kind, so that callers can match what happened (the CLI maps kinds to
+/// exit codes). New kinds may come: match with a catch-all arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("no repository at {0} (create one with `strata init`)")]
     NoRepository(String),
@@ -68,8 +71,63 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
-    #[error("{0}")]
-    Invalid(String),
+    /// A repository URL that names no backend location.
+    #[error("{url}: {reason} (use s3://bucket/prefix or s3:https://host:port/bucket/prefix)")]
+    BadLocation { url: String, reason: String },
+
+    #[error(
+        "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
+         AWS_PROFILE) ({reason})"
+    )]
+    NoCredentials { url: String, reason: String },
+
+    #[error("cannot read the password: {0}")]
+    Password(String),
+
+    #[error("key derivation {0:?} is not supported")]
+    UnsupportedKdf(String),
+
+    #[error("snapshot prefix {prefix} is ambiguous ({matches} snapshots match)")]
+    AmbiguousSnapshot { prefix: String, matches: usize },
+
+    #[error("refusing to remove the last key: the repository would be unreadable")]
+    LastKey,
+
+    #[error("nothing to back up: give at least one path")]
+    NothingToBackUp,
+
+    /// A source path below another source path, through something that is not a directory
+    /// (the outer backup stores that as it is, without what is below it).
+    #[error(
+        "{} lies below {}, which is not a directory but a {what}: the backup of {} stores it \
+         as such, without what is below it; back up the link's target instead",
+        path.display(), through.display(), outer.display()
+    )]
+    SourceBelowNonDirectory {
+        path: PathBuf,
+        through: PathBuf,
+        what: &'static str,
+        outer: PathBuf,
+    },
+
+    #[error(
+        "invalid --stdin-filename {0:?}: give a name such as db.sql or pg/db.sql (no empty \
+         name, no '.' or '..' components, no NUL)"
+    )]
+    InvalidStdinName(String),
+
+    /// A path inside a snapshot given with `..` or relative.
+    #[error("{}: use an absolute path without ..", .0.display())]
+    NotAbsolute(PathBuf),
+
+    /// The index names a pack that is gone; a repair that rewrites snapshots must not
+    /// deduplicate against it.
+    #[error("the index names pack {0}, which is gone: run `strata repair index` first")]
+    RepairIndexFirst(crate::id::PackId),
+
+    /// A bug or a broken invariant inside strata, never the user's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -80,6 +138,19 @@ impl Error {
             Error::Locked(_) => exit::LOCKED,
             _ => exit::FAILURE,
         }
+    }
+
+    /// Worth another try: the backend may well answer the next attempt (a connection cut
+    /// mid-response, a timeout). Everything else is permanent.
+    pub fn is_transient(&self) -> bool {
+        use io::ErrorKind::*;
+        matches!(
+            self,
+            Error::Backend { source, .. } if matches!(
+                source.kind(),
+                UnexpectedEof | TimedOut | ConnectionReset | ConnectionAborted | Interrupted
+            )
+        )
     }
 
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {

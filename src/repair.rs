@@ -211,9 +211,7 @@ pub fn repair_snapshots(
         .into_iter()
         .find(|(p, _, _)| !stored.contains(p))
     {
-        return Err(Error::Invalid(format!(
-            "the index names pack {p}, which is gone: run `strata repair index` first"
-        )));
+        return Err(Error::RepairIndexFirst(p));
     }
     let (snapshots, damaged) = repo.snapshots_and_damage()?;
     let mut report = SnapshotRepair {

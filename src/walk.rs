@@ -103,12 +103,7 @@ pub fn lookup(repo: &Repository, root: &TreeId, path: &Path) -> Result<Option<No
         let name = match comp {
             Component::RootDir | Component::CurDir => continue,
             Component::Normal(n) => n,
-            _ => {
-                return Err(Error::Invalid(format!(
-                    "{}: use an absolute path without ..",
-                    path.display()
-                )))
-            }
+            _ => return Err(Error::NotAbsolute(path.to_path_buf())),
         };
         if let Some(node) = &found {
             tree_id = node.subtree.ok_or_else(|| Error::NotFound {

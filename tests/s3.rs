@@ -381,8 +381,10 @@ fn backups_and_restores_ride_out_503s_and_dropped_connections() {
     assert!(faults >= 2, "only {faults} faults were injected");
 }
 
-/// A TCP proxy in front of the real Garage that cuts every third connection's response
-/// after its first `keep` bytes: the headers arrive, the body stops mid-stream.
+/// A TCP proxy in front of the real Garage that cuts every other connection (of the first
+/// eight) that carries more than `keep` bytes of responses, after its first `keep` bytes: the headers arrive,
+/// the body stops mid-stream. (Deciding by size, not by connection number, keeps the count
+/// of cuts independent of how the client spreads its requests over connections.)
 fn cutting_proxy(upstream: &str, keep: usize) -> FaultyProxy {
     use std::net::{Shutdown, TcpListener, TcpStream};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -392,8 +394,9 @@ fn cutting_proxy(upstream: &str, keep: usize) -> FaultyProxy {
     let addr = listener.local_addr().unwrap();
     let faults = Arc::new(AtomicU64::new(0));
     let f = faults.clone();
+    let large = Arc::new(AtomicU64::new(0));
     std::thread::spawn(move || {
-        for (i, conn) in listener.incoming().enumerate() {
+        for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             let Ok(up) = TcpStream::connect(&upstream) else {
                 continue;
@@ -403,17 +406,23 @@ fn cutting_proxy(upstream: &str, keep: usize) -> FaultyProxy {
                 let _ = std::io::copy(&mut client_in, &mut up_out);
                 let _ = up_out.shutdown(Shutdown::Write);
             });
-            let cut = i % 3 == 2;
-            let f = f.clone();
+            let (f, large) = (f.clone(), large.clone());
             std::thread::spawn(move || {
                 let (mut up_in, mut client_out) = (up, conn);
                 let mut sent = 0usize;
+                let mut cut = None;
                 let mut buf = vec![0u8; 64 << 10];
                 loop {
                     let n = match up_in.read(&mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
+                    if cut.is_none() && sent + n > keep {
+                        // At most 4 cuts in all: no read can run out of its 6 attempts.
+                        let k = large.fetch_add(1, Ordering::Relaxed);
+                        cut = Some(k % 2 == 0 && k < 8);
+                    }
+                    let cut = cut == Some(true);
                     let n_send = if cut { n.min(keep - sent) } else { n };
                     if client_out.write_all(&buf[..n_send]).is_err() {
                         break;

@@ -43,10 +43,9 @@ pub struct S3Location {
 impl S3Location {
     /// `s3://bucket/prefix` or `s3:http(s)://host:port/bucket/prefix`.
     pub fn parse(url: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::Invalid(format!(
-                "{url}: {why} (use s3://bucket/prefix or s3:https://host:port/bucket/prefix)"
-            ))
+        let bad = |why: &str| Error::BadLocation {
+            url: url.to_string(),
+            reason: why.to_string(),
         };
         let (endpoint, rest) = if let Some(rest) = url.strip_prefix("s3://") {
             (None, rest)
@@ -156,10 +155,10 @@ impl S3Backend {
             (Client::from_conf(s3conf), creds)
         });
         if let Err(e) = creds {
-            return Err(Error::Invalid(format!(
-                "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-                 (or AWS_PROFILE) ({e})"
-            )));
+            return Err(Error::NoCredentials {
+                url: url.to_string(),
+                reason: e,
+            });
         }
         // S3 refuses parts under 5 MiB (but the last).
         let multipart_threshold = opts
@@ -293,7 +292,10 @@ impl S3Backend {
             .map_err(|e| self.error(e, &object))?;
         let upload_id = upload
             .upload_id()
-            .ok_or_else(|| Error::Invalid(format!("{object}: no multipart upload id")))?
+            .ok_or_else(|| Error::Backend {
+                object: object.clone(),
+                source: std::io::Error::other("the server gave no multipart upload id"),
+            })?
             .to_string();
         let result = (|| {
             let mut parts = Vec::new();
@@ -362,10 +364,7 @@ impl S3Backend {
         let mut attempt = 1;
         loop {
             match read() {
-                Err(Error::Backend { source, .. })
-                    if attempt < READ_ATTEMPTS
-                        && source.kind() == std::io::ErrorKind::UnexpectedEof =>
-                {
+                Err(e) if attempt < READ_ATTEMPTS && e.is_transient() => {
                     std::thread::sleep(delay);
                     delay *= 2;
                     attempt += 1;

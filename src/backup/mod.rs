@@ -251,9 +251,7 @@ fn resolve_sources(source: &Source<'_>) -> Result<(Vec<PathBuf>, Vec<String>)> {
         }
     };
     if p.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to back up: give at least one path".into(),
-        ));
+        return Err(Error::NothingToBackUp);
     }
     let mut abs = Vec::new();
     for path in p {
@@ -295,19 +293,16 @@ fn only_directories_between(outer: &Path, inner: &Path) -> Result<()> {
     for dir in between {
         let meta = fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
         if !meta.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{} lies below {}, which is not a directory but a {}: the backup of {} \
-                 stores it as such, without what is below it; back up the link's target \
-                 instead",
-                inner.display(),
-                dir.display(),
-                if meta.file_type().is_symlink() {
+            return Err(Error::SourceBelowNonDirectory {
+                path: inner.to_path_buf(),
+                through: dir,
+                what: if meta.file_type().is_symlink() {
                     "symlink"
                 } else {
                     "file"
                 },
-                outer.display()
-            )));
+                outer: outer.to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -345,10 +340,7 @@ pub fn stdin_path(name: &str) -> Result<Vec<&str>> {
             .iter()
             .any(|p| *p == "." || *p == ".." || p.contains('\0'))
     {
-        return Err(Error::Invalid(format!(
-            "invalid --stdin-filename {name:?}: give a name such as db.sql or pg/db.sql \
-             (no empty name, no '.' or '..' components, no NUL)"
-        )));
+        return Err(Error::InvalidStdinName(name.to_string()));
     }
     Ok(parts)
 }

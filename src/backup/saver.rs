@@ -214,7 +214,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             .as_ref()
             .expect("sender lives until finish")
             .send(pack)
-            .map_err(|_| Error::Invalid("pack uploader stopped".into()))
+            .map_err(|_| Error::Internal("pack uploader stopped".into()))
     }
 
     /// Flushes partial packs, waits for every upload, and writes the last index file.
@@ -229,7 +229,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         drop(self.tx.take());
         for h in self.uploaders.drain(..) {
             if h.join().is_err() {
-                return Err(Error::Invalid("a pack uploader panicked".into()));
+                return Err(Error::Internal("a pack uploader panicked".into()));
             }
         }
         if let Some(e) = self.error.lock().unwrap().take() {

@@ -200,7 +200,7 @@ impl Global {
         let cache = self.cache_base()?;
         let mut password = || {
             self.password("repository password: ", false)
-                .map_err(|e| strata::Error::Invalid(format!("{e:#}")))
+                .map_err(|e| strata::Error::Password(format!("{e:#}")))
         };
         let repo = Repository::open_with(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;

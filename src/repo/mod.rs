@@ -887,9 +887,10 @@ impl Repository {
             0 => Err(Error::NotFound {
                 object: format!("snapshot {spec}"),
             }),
-            n => Err(Error::Invalid(format!(
-                "snapshot prefix {spec} is ambiguous ({n} snapshots match)"
-            ))),
+            n => Err(Error::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+                matches: n,
+            }),
         }
     }
 
@@ -930,9 +931,7 @@ impl Repository {
             });
         }
         if keys.len() == 1 {
-            return Err(Error::Invalid(
-                "refusing to remove the last key: the repository would be unreadable".into(),
-            ));
+            return Err(Error::LastKey);
         }
         self.backend.delete(FileKind::Key, &id.to_hex())
     }
