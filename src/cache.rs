@@ -755,7 +755,7 @@ impl Cache {
         path: &[u8],
         stat: &FileStat,
         content: &[BlobId],
-        run: i64,
+        mark: i64,
     ) -> Result<()> {
         let ids: Vec<u8> = content.iter().flat_map(|id| id.0).collect();
         let conn = self.lock();
@@ -775,7 +775,7 @@ impl Cache {
             stat.inode as i64,
             stat.device as i64,
             ids,
-            run
+            mark
         ])
         .map(|_| ())
         .map_err(|e| self.err(e))
@@ -790,22 +790,23 @@ impl Cache {
         st.exists([set]).map_err(|e| self.err(e))
     }
 
-    pub fn file_touch(&self, set: &str, path: &[u8], run: i64) -> Result<()> {
+    pub fn file_touch(&self, set: &str, path: &[u8], mark: i64) -> Result<()> {
         let conn = self.lock();
         let mut st = conn
             .prepare_cached("UPDATE files SET run = ?3 WHERE set_key = ?1 AND path = ?2")
             .map_err(|e| self.err(e))?;
-        st.execute(params![set, path, run])
+        st.execute(params![set, path, mark])
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
-    /// Drops files the latest run of a set did not see (deleted since).
-    pub fn file_sweep(&self, set: &str, run: i64) -> Result<()> {
+    /// Drops files the latest run of a set did not see (deleted since): those without that
+    /// run's `mark`, which every file it saw got by `file_store` or `file_touch`.
+    pub fn file_sweep(&self, set: &str, mark: i64) -> Result<()> {
         self.lock()
             .execute(
                 "DELETE FROM files WHERE set_key = ?1 AND run <> ?2",
-                params![set, run],
+                params![set, mark],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

@@ -87,11 +87,22 @@ pub enum Error {
     #[error("key derivation {0:?} is not supported")]
     UnsupportedKdf(String),
 
-    #[error("snapshot prefix {prefix} is ambiguous ({matches} snapshots match)")]
-    AmbiguousSnapshot { prefix: String, matches: usize },
+    /// An id prefix that names more than one snapshot or key.
+    #[error("{what} prefix {prefix} is ambiguous ({matches} {what}s match)")]
+    Ambiguous {
+        what: &'static str,
+        prefix: String,
+        matches: usize,
+    },
 
     #[error("refusing to remove the last key: the repository would be unreadable")]
     LastKey,
+
+    #[error(
+        "refusing to remove the key in use; open the repository with another password (or \
+         use `key passwd`)"
+    )]
+    KeyInUse,
 
     #[error("nothing to back up: give at least one path")]
     NothingToBackUp,

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike};
 
 use crate::id::SnapshotId;
-use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::{Lineage, Snapshot};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -109,26 +109,18 @@ pub fn apply_at<Tz: TimeZone>(
 /// A group's verdict: what stays (with the rules that keep it) and what goes.
 #[derive(Debug)]
 pub struct GroupPlan {
-    /// `set NAME`, or `host H, paths P` for snapshots made without a set.
-    pub group: String,
+    pub group: Lineage,
     pub keep: Vec<(SnapshotId, Snapshot, Vec<String>)>,
     pub remove: Vec<(SnapshotId, Snapshot)>,
-}
-
-fn group_of(s: &Snapshot) -> String {
-    match &s.set {
-        Some(set) => format!("set {set}"),
-        None => format!("host {}, paths {}", s.host, s.paths.join(" ")),
-    }
 }
 
 /// Applies a policy to each group of the snapshots (by set, else by host and paths), with
 /// calendar buckets in local time.
 pub fn plan(snapshots: Vec<(SnapshotId, Snapshot)>, policy: &Policy) -> Vec<GroupPlan> {
-    let mut groups: std::collections::BTreeMap<String, Vec<(SnapshotId, Snapshot)>> =
+    let mut groups: std::collections::BTreeMap<Lineage, Vec<(SnapshotId, Snapshot)>> =
         Default::default();
     for (id, s) in snapshots {
-        groups.entry(group_of(&s)).or_default().push((id, s));
+        groups.entry(s.lineage()).or_default().push((id, s));
     }
     groups
         .into_iter()

@@ -130,7 +130,17 @@ fn keys_add_list_remove_passwd(env: &Env) {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(code(&env.run(&["key", "remove", &current[..12]])), 1);
+    let out = env.run(&["key", "remove", &current[..12]]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("key in use"), "{}", stderr(&out));
+    // A prefix both keys share names neither.
+    let out = env.run(&["key", "remove", ""]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("ambiguous (2 keys match)"),
+        "{}",
+        stderr(&out)
+    );
     env.ok(&["key", "remove", &other[..12]]);
     let out = env
         .cmd()

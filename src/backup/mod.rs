@@ -29,7 +29,7 @@ use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::repo::config::FORMAT_VERSION;
 use crate::repo::pack::BlobKind;
-use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::snapshot::{Lineage, Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 use crate::repo::Repository;
 use crate::util;
@@ -108,7 +108,8 @@ struct Archiver<'a, 's, 'r> {
     excludes: Option<&'a GlobSet>,
     one_file_system: bool,
     set_key: String,
-    run: i64,
+    /// This run's mark on the file-cache entries it saw (see `Cache::file_sweep`).
+    mark: i64,
     counters: Counters,
     warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -124,14 +125,19 @@ pub fn run(
 
     let (paths, display_paths) = resolve_sources(&opts.source)?;
 
-    let set_key = match &opts.set {
-        Some(s) => format!("set:{s}"),
-        None => format!("host:{host}\0{}", display_paths.join("\0")),
+    let lineage = match &opts.set {
+        Some(s) => Lineage::Set(s.clone()),
+        None => Lineage::HostPaths {
+            host: host.clone(),
+            paths: display_paths.clone(),
+        },
     };
-    let parent = find_parent(repo, &set_key, opts.set.as_deref(), &host, &display_paths)?;
+    let set_key = lineage.cache_key();
+    let parent = find_parent(repo, &lineage)?;
 
     let parent_root = parent_root(repo, parent, &set_key)?;
-    let run_id = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    // Start time in ns: distinct from every earlier run's mark.
+    let mark = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let uploaders = match opts.uploaders {
         0 => repo.backend().upload_concurrency(),
         n => n,
@@ -147,7 +153,7 @@ pub fn run(
             excludes: opts.excludes.as_ref(),
             one_file_system: opts.one_file_system,
             set_key: set_key.clone(),
-            run: run_id,
+            mark,
             counters: Counters::default(),
             warnings: Default::default(),
         };
@@ -187,7 +193,7 @@ pub fn run(
         repaired: None,
     };
     let written = repo.write_snapshot(&snapshot).and_then(|id| {
-        remember(repo, &set_key, &id, run_id, warnings.is_empty())?;
+        remember(repo, &set_key, &id, mark, warnings.is_empty())?;
         Ok(id)
     });
     let snapshot_id = match written {
@@ -228,12 +234,12 @@ fn remember(
     repo: &Repository,
     set_key: &str,
     snapshot: &SnapshotId,
-    run_id: i64,
+    mark: i64,
     complete: bool,
 ) -> Result<()> {
     repo.cache().set_last_snapshot(set_key, snapshot)?;
     if complete {
-        repo.cache().file_sweep(set_key, run_id)?;
+        repo.cache().file_sweep(set_key, mark)?;
     }
     repo.cache().commit()
 }
@@ -308,26 +314,17 @@ fn only_directories_between(outer: &Path, inner: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The snapshot this backup follows: the cache remembers the set's last one; only a fresh
-/// cache lists snapshots.
-fn find_parent(
-    repo: &Repository,
-    set_key: &str,
-    set: Option<&str>,
-    host: &str,
-    paths: &[String],
-) -> Result<Option<SnapshotId>> {
-    if let Some(id) = repo.cache().last_snapshot(set_key)? {
+/// The snapshot this backup follows: the cache remembers the lineage's last one; only a
+/// fresh cache lists snapshots.
+fn find_parent(repo: &Repository, lineage: &Lineage) -> Result<Option<SnapshotId>> {
+    if let Some(id) = repo.cache().last_snapshot(&lineage.cache_key())? {
         return Ok(Some(id));
     }
     Ok(repo
         .snapshots()?
         .into_iter()
         .rev()
-        .find(|(_, s)| match set {
-            Some(set) => s.set.as_deref() == Some(set),
-            None => s.set.is_none() && s.host == host && s.paths == paths,
-        })
+        .find(|(_, s)| s.lineage() == *lineage)
         .map(|(id, _)| id))
 }
 
@@ -649,7 +646,9 @@ impl Archiver<'_, '_, '_> {
         if let Some((old, content)) = &cached {
             if *old == stat && self.all_known(content)? {
                 node.content = content.clone();
-                self.repo.cache().file_touch(&self.set_key, key, self.run)?;
+                self.repo
+                    .cache()
+                    .file_touch(&self.set_key, key, self.mark)?;
                 self.counters
                     .files_unchanged
                     .fetch_add(1, Ordering::Relaxed);
@@ -665,9 +664,13 @@ impl Archiver<'_, '_, '_> {
                 && i64::from(old.ctime.nsec) + old.ctime.sec * 1_000_000_000 == stat.ctime_ns;
             if same && self.all_known(&old.content)? {
                 node.content = old.content.clone();
-                self.repo
-                    .cache()
-                    .file_store(&self.set_key, key, &stat, &node.content, self.run)?;
+                self.repo.cache().file_store(
+                    &self.set_key,
+                    key,
+                    &stat,
+                    &node.content,
+                    self.mark,
+                )?;
                 self.counters
                     .files_unchanged
                     .fetch_add(1, Ordering::Relaxed);
@@ -699,7 +702,7 @@ impl Archiver<'_, '_, '_> {
         if let Some(stat) = stat {
             self.repo
                 .cache()
-                .file_store(&self.set_key, key, &stat, &content, self.run)?;
+                .file_store(&self.set_key, key, &stat, &content, self.mark)?;
         }
         node.content = content;
         Ok(true)

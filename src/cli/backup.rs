@@ -98,81 +98,86 @@ struct Job {
     one_file_system: bool,
 }
 
-fn jobs(g: &Global, a: &BackupArgs) -> anyhow::Result<Vec<Job>> {
-    let cli_patterns = read_patterns(&a.excludes, &a.exclude_files)?;
-    let names: Vec<String> = if a.all {
-        if g.file.sets.is_empty() {
+fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
+    let cli_patterns = read_patterns(&args.excludes, &args.exclude_files)?;
+    let names: Vec<String> = if args.all {
+        if global.file.sets.is_empty() {
             return Err(anyhow!("--all: the config file defines no backup sets"));
         }
-        g.file.sets.keys().cloned().collect()
-    } else if !a.paths.is_empty()
-        && a.paths
+        global.file.sets.keys().cloned().collect()
+    } else if !args.paths.is_empty()
+        && args
+            .paths
             .iter()
-            .all(|p| g.file.sets.contains_key(&*p.to_string_lossy()))
+            .all(|p| global.file.sets.contains_key(&*p.to_string_lossy()))
     {
-        a.paths
+        args.paths
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     } else {
         return Ok(vec![Job {
             set: None,
-            paths: a.paths.clone(),
+            paths: args.paths.clone(),
             patterns: cli_patterns,
-            tags: a.tags.clone(),
-            host: a.host.clone(),
-            class: a.data_storage_class.clone(),
-            one_file_system: a.one_file_system,
+            tags: args.tags.clone(),
+            host: args.host.clone(),
+            class: args.data_storage_class.clone(),
+            one_file_system: args.one_file_system,
         }]);
     };
     names
         .into_iter()
         .map(|name| {
-            let set = g.file.set(&name)?;
+            let set = global.file.set(&name)?;
             // The set's excludes plus the command line's; other flags replace the set's.
             let mut patterns = read_patterns(&set.exclude, &set.exclude_file)?;
             patterns.extend(cli_patterns.iter().cloned());
             Ok(Job {
                 paths: set.paths.clone(),
                 patterns,
-                tags: if a.tags.is_empty() {
+                tags: if args.tags.is_empty() {
                     set.tags.clone()
                 } else {
-                    a.tags.clone()
+                    args.tags.clone()
                 },
-                host: a.host.clone().or_else(|| set.host.clone()),
-                class: a
+                host: args.host.clone().or_else(|| set.host.clone()),
+                class: args
                     .data_storage_class
                     .clone()
                     .or_else(|| set.data_storage_class.clone()),
-                one_file_system: a.one_file_system || set.one_file_system,
+                one_file_system: args.one_file_system || set.one_file_system,
                 set: Some(name),
             })
         })
         .collect()
 }
 
-pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
-    let time = a
+pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
+    let time = args
         .time
         .as_deref()
         .map(|t| timespec::parse_instant(t, timespec::now()))
         .transpose()
         .map_err(|e| anyhow!("--time: {e}"))?;
     if let Some(t) = time {
-        if t > timespec::now() + MAX_FUTURE && !a.force {
+        if t > timespec::now() + MAX_FUTURE && !args.force {
             return Err(anyhow!(
                 "--time {t} is in the future: such a snapshot would count as the newest until \
                  then (add --force if that is what you want)"
             ));
         }
     }
-    if !a.stdin && a.paths.is_empty() && !a.all {
+    if !args.stdin && args.paths.is_empty() && !args.all {
         return Err(anyhow!(
             "nothing to back up: give paths, a set name, --all, or --stdin"
         ));
     }
-    let jobs = if a.stdin { Vec::new() } else { jobs(g, &a)? };
+    let jobs = if args.stdin {
+        Vec::new()
+    } else {
+        jobs(global, &args)?
+    };
     // Missing sources are refused before the repository is touched.
     for job in &jobs {
         for p in &job.paths {
@@ -184,24 +189,24 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
                 })?;
         }
     }
-    let repo = g.open()?;
+    let repo = global.open()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
-    if a.stdin {
+    if args.stdin {
         let source = Source::Stdin {
             reader: Box::new(std::io::stdin()),
-            name: a.stdin_filename.clone(),
+            name: args.stdin_filename.clone(),
         };
         let opts = BackupOptions {
             source,
-            host: a.host.clone(),
-            tags: a.tags.clone(),
+            host: args.host.clone(),
+            tags: args.tags.clone(),
             time,
-            uploaders: a.uploads,
-            data_storage_class: a.data_storage_class.clone(),
+            uploaders: args.uploads,
+            data_storage_class: args.data_storage_class.clone(),
             ..Default::default()
         };
-        let (v, c) = one(g, &repo, opts)?;
+        let (v, c) = one(global, &repo, opts)?;
         results.push(v);
         code = code.max(c);
     }
@@ -215,17 +220,17 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
             exclude_patterns: job.patterns,
             one_file_system: job.one_file_system,
             time,
-            uploaders: a.uploads,
+            uploaders: args.uploads,
             data_storage_class: job.class,
         };
-        if let (Some(set), false, false) = (&job.set, g.json, g.quiet) {
+        if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
             println!("== set {set}");
         }
-        let (v, c) = one(g, &repo, opts)?;
+        let (v, c) = one(global, &repo, opts)?;
         results.push(v);
         code = code.max(c);
     }
-    if g.json {
+    if global.json {
         if results.len() == 1 {
             output::print_json(&results[0]);
         } else {
@@ -237,12 +242,12 @@ pub fn run(g: &Global, a: BackupArgs) -> anyhow::Result<i32> {
 
 /// Runs one backup and prints its summary; returns its JSON form and exit code.
 fn one(
-    g: &Global,
+    global: &Global,
     repo: &strata::Repository,
     opts: BackupOptions<'_>,
 ) -> anyhow::Result<(serde_json::Value, i32)> {
     let set = opts.set.clone();
-    let bar = Bar::new(g.show_progress(), true, "backup").verbose(g.verbose > 0);
+    let bar = Bar::new(global.show_progress(), true, "backup").verbose(global.verbose > 0);
     let report = backup::run(repo, opts, &bar)?;
     bar.finish();
     let s = &report.snapshot.summary;
@@ -263,7 +268,7 @@ fn one(
         "duration_secs": s.duration_secs,
         "warnings": report.warnings,
     });
-    if !g.json && !g.quiet {
+    if !global.json && !global.quiet {
         println!(
             "files: {} new, {} changed, {} unchanged; dirs: {}",
             s.files_new, s.files_changed, s.files_unchanged, s.dirs

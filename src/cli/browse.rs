@@ -60,15 +60,15 @@ pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
     })
 }
 
-pub fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let f = a.filter.filter();
+pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let f = args.filter.filter();
     let list: Vec<_> = repo
         .snapshots()?
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();
-    if g.json {
+    if global.json {
         let v: Vec<_> = list
             .iter()
             .map(|(id, s)| snapshot_json(&id.to_hex(), s))
@@ -93,7 +93,7 @@ pub fn snapshots(g: &Global, a: SnapshotsArgs) -> anyhow::Result<i32> {
             s.paths.join(" ")
         );
     }
-    if !g.quiet {
+    if !global.quiet {
         println!("{} snapshot(s)", list.len());
     }
     Ok(exit::OK)
@@ -147,14 +147,14 @@ pub fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
     }
 }
 
-pub fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let base = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
+pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let base = args.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut json_items = Vec::new();
     let mut emit = |path: &Path, n: &Node, out: &mut dyn Write| -> anyhow::Result<()> {
-        if g.json {
+        if global.json {
             json_items.push(node_json(path, n));
         } else {
             let mut line = format!(
@@ -195,7 +195,7 @@ pub fn ls(g: &Global, a: LsArgs) -> anyhow::Result<i32> {
             return Err(e);
         }
     }
-    if g.json {
+    if global.json {
         output::print_json(&serde_json::Value::Array(json_items));
     }
     out.flush()?;
@@ -210,13 +210,13 @@ pub struct CatArgs {
     path: PathBuf,
 }
 
-pub fn cat(g: &Global, a: CatArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
-    let node = walk::lookup(&repo, &snap.tree, &a.path)?
-        .ok_or_else(|| anyhow!("{} is a directory", a.path.display()))?;
+pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let node = walk::lookup(&repo, &snap.tree, &args.path)?
+        .ok_or_else(|| anyhow!("{} is a directory", args.path.display()))?;
     if node.kind != NodeKind::File {
-        return Err(anyhow!("{} is not a regular file", a.path.display()));
+        return Err(anyhow!("{} is not a regular file", args.path.display()));
     }
     let mut out = std::io::stdout().lock();
     for id in &node.content {

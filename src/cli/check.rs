@@ -16,17 +16,17 @@ pub struct CheckArgs {
     read_data_subset: Option<String>,
 }
 
-pub fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
-    let mode = match (&a.read_data, &a.read_data_subset) {
+pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
+    let mode = match (&args.read_data, &args.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => ReadData::parse_subset(s).map_err(|e| anyhow!(e))?,
         (false, None) => ReadData::None,
     };
-    let repo = g.open()?;
-    let bar = Bar::new(g.show_progress(), false, "check");
+    let repo = global.open()?;
+    let bar = Bar::new(global.show_progress(), false, "check");
     let report = check::run(&repo, mode, &bar)?;
     bar.finish();
-    if g.json {
+    if global.json {
         output::print_json(&serde_json::to_value(&report)?);
     } else {
         for p in &report.problems {
@@ -38,7 +38,7 @@ pub fn run(g: &Global, a: CheckArgs) -> anyhow::Result<i32> {
                 println!("  fix: {f}");
             }
         }
-        if !g.quiet {
+        if !global.quiet {
             println!(
                 "{} snapshots, {} trees, {} packs; {} packs read ({}){}",
                 report.snapshots,

@@ -51,37 +51,37 @@ pub struct ForgetArgs {
     filter: FilterArgs,
 }
 
-pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
-    let within = a
+pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
+    let within = args
         .keep_within
         .as_deref()
         .map(|d| strata::timespec::parse_duration(d).map_err(|e| anyhow!("--keep-within {d}: {e}")))
         .transpose()?;
     let flags = Policy {
-        last: a.keep_last,
-        hourly: a.keep_hourly,
-        daily: a.keep_daily,
-        weekly: a.keep_weekly,
-        monthly: a.keep_monthly,
-        yearly: a.keep_yearly,
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
         within,
-        tags: a.keep_tags.clone(),
+        tags: args.keep_tags.clone(),
     };
-    let names: Vec<String> = if a.all {
-        g.file.sets.keys().cloned().collect()
+    let names: Vec<String> = if args.all {
+        global.file.sets.keys().cloned().collect()
     } else {
-        a.sets.clone()
+        args.sets.clone()
     };
     // (set filter, policy) pairs; keep-* flags override a set's own policy.
     let mut jobs = Vec::new();
     if names.is_empty() {
-        if a.all {
+        if args.all {
             return Err(anyhow!("--all: the config file defines no backup sets"));
         }
         jobs.push((None, flags.clone()));
     }
     for name in names {
-        let set = g.file.set(&name)?;
+        let set = global.file.set(&name)?;
         let policy = if flags.is_empty() {
             set.keep.policy()?
         } else {
@@ -99,46 +99,46 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             ));
         }
     }
-    let repo = g.open()?;
+    let repo = global.open()?;
     let all = repo.snapshots()?;
     let mut plans = Vec::new();
     for (name, policy) in &jobs {
-        let mut f = a.filter.filter();
+        let mut f = args.filter.filter();
         if let Some(n) = name {
             f.sets = vec![n.clone()];
         }
         let snaps = all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
         plans.extend(retention::plan(snaps, policy));
     }
-    if !a.dry_run {
+    if !args.dry_run {
         for p in &plans {
             for (id, _) in &p.remove {
                 repo.remove_snapshot(id)?;
             }
         }
     }
-    let pruned = if a.prune && !a.dry_run {
+    let pruned = if args.prune && !args.dry_run {
         Some(super::prune::execute(
-            g,
+            global,
             &repo,
-            &a.prune_opts.options(false)?,
+            &args.prune_opts.options(false)?,
         )?)
     } else {
         None
     };
-    if g.json {
+    if global.json {
         let v: Vec<_> = plans
             .iter()
             .map(|p| {
                 json!({
-                    "group": p.group,
+                    "group": p.group.to_string(),
                     "keep": p.keep.iter().map(|(id, s, r)| json!({"id": id.to_hex(), "time": s.time, "reasons": r})).collect::<Vec<_>>(),
                     "remove": p.remove.iter().map(|(id, s)| json!({"id": id.to_hex(), "time": s.time})).collect::<Vec<_>>(),
                 })
             })
             .collect();
-        output::print_json(&json!({"dry_run": a.dry_run, "groups": v, "prune": pruned}));
-    } else if !g.quiet {
+        output::print_json(&json!({"dry_run": args.dry_run, "groups": v, "prune": pruned}));
+    } else if !global.quiet {
         for p in &plans {
             println!(
                 "{}: keep {}, remove {}",
@@ -159,14 +159,14 @@ pub fn run(g: &Global, a: ForgetArgs) -> anyhow::Result<i32> {
             }
         }
         let removed: usize = plans.iter().map(|p| p.remove.len()).sum();
-        if a.dry_run {
+        if args.dry_run {
             println!("dry run: {removed} snapshot(s) would be removed");
         } else {
             println!("{removed} snapshot(s) removed; their data stays until prune");
         }
     }
-    if let (Some(r), false) = (&pruned, g.json) {
-        super::prune::print(g, r, false);
+    if let (Some(r), false) = (&pruned, global.json) {
+        super::prune::print(global, r, false);
     }
     Ok(exit::OK)
 }

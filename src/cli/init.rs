@@ -21,24 +21,24 @@ pub struct InitArgs {
     data_storage_class: Option<String>,
 }
 
-pub fn run(g: &Global, a: InitArgs) -> anyhow::Result<i32> {
-    let backend = g.backend()?;
+pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
+    let backend = global.backend()?;
     // Refused before anyone types a password; Repository::init checks again.
     if backend.exists()? {
         return Err(strata::Error::RepositoryExists(backend.location()).into());
     }
-    let password = g.password("new repository password: ", true)?;
-    let chunker = a
+    let password = global.password("new repository password: ", true)?;
+    let chunker = args
         .chunk_avg
         .map(ChunkerParams::with_average)
         .unwrap_or_default();
     chunker.validate().map_err(anyhow::Error::msg)?;
-    let mut config = Config::new(chunker, a.compression);
-    config.data_storage_class = a.data_storage_class;
-    let config = Repository::init(backend.clone(), &password, config, &g.kdf_cost())?;
-    if g.json {
+    let mut config = Config::new(chunker, args.compression);
+    config.data_storage_class = args.data_storage_class;
+    let config = Repository::init(backend.clone(), &password, config, &global.kdf_cost())?;
+    if global.json {
         output::print_json(&json!({"id": config.id.to_hex(), "location": backend.location()}));
-    } else if !g.quiet {
+    } else if !global.quiet {
         println!(
             "created repository {} at {}",
             config.id.to_hex(),

@@ -1,10 +1,8 @@
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use strata::error::exit;
-use strata::id::KeyId;
 
 use super::{output, prompt_password, read_password_file, Global};
 
@@ -45,12 +43,12 @@ impl NewPassword {
     }
 }
 
-pub fn run(g: &Global, a: KeyArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    match a.cmd {
+pub fn run(global: &Global, args: KeyArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    match args.cmd {
         KeyCmd::List => {
             let keys = repo.list_keys()?;
-            if g.json {
+            if global.json {
                 let v: Vec<_> = keys
                     .iter()
                     .map(|(id, k)| json!({"id": id.to_hex(), "created": k.created, "host": k.host, "user": k.user, "current": *id == repo.key_id()}))
@@ -64,36 +62,21 @@ pub fn run(g: &Global, a: KeyArgs) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Add(p) => {
-            let id = repo.add_key(&p.get()?, &g.kdf_cost())?;
-            if !g.quiet {
+            let id = repo.add_key(&p.get()?, &global.kdf_cost())?;
+            if !global.quiet {
                 println!("added key {}", id.to_hex());
             }
         }
         KeyCmd::Remove { id } => {
-            let keys = repo.list_keys()?;
-            let hits: Vec<KeyId> = keys
-                .iter()
-                .map(|(k, _)| *k)
-                .filter(|k| k.to_hex().starts_with(&id.to_ascii_lowercase()))
-                .collect();
-            let [target] = hits[..] else {
-                return Err(anyhow!("key {id}: {} keys match", hits.len()));
-            };
-            if target == repo.key_id() {
-                return Err(anyhow!(
-                    "refusing to remove the key in use; open the repository with another password (or use `key passwd`)"
-                ));
-            }
+            let target = repo.find_key(&id)?;
             repo.remove_key(&target)?;
-            if !g.quiet {
+            if !global.quiet {
                 println!("removed key {}", target.to_hex());
             }
         }
         KeyCmd::Passwd(p) => {
-            let new = repo.add_key(&p.get()?, &g.kdf_cost())?;
-            // The new key is durable before the old one goes.
-            repo.remove_key(&repo.key_id())?;
-            if !g.quiet {
+            let new = repo.change_password(&p.get()?, &global.kdf_cost())?;
+            if !global.quiet {
                 println!(
                     "password changed: key {} replaces {}",
                     new.short(),

@@ -107,18 +107,18 @@ pub fn main() -> i32 {
         }
     }
     let result = match cli.command {
-        Command::Init(a) => init::run(&cli.global, a),
-        Command::Backup(a) => backup::run(&cli.global, a),
-        Command::Snapshots(a) => browse::snapshots(&cli.global, a),
-        Command::Ls(a) => browse::ls(&cli.global, a),
-        Command::Cat(a) => browse::cat(&cli.global, a),
-        Command::Restore(a) => restore::run(&cli.global, a),
-        Command::Check(a) => check::run(&cli.global, a),
-        Command::Forget(a) => forget::run(&cli.global, a),
-        Command::Prune(a) => prune::run(&cli.global, a),
-        Command::Unlock(a) => prune::unlock(&cli.global, a),
-        Command::Repair(a) => repair::run(&cli.global, a),
-        Command::Key(a) => key::run(&cli.global, a),
+        Command::Init(args) => init::run(&cli.global, args),
+        Command::Backup(args) => backup::run(&cli.global, args),
+        Command::Snapshots(args) => browse::snapshots(&cli.global, args),
+        Command::Ls(args) => browse::ls(&cli.global, args),
+        Command::Cat(args) => browse::cat(&cli.global, args),
+        Command::Restore(args) => restore::run(&cli.global, args),
+        Command::Check(args) => check::run(&cli.global, args),
+        Command::Forget(args) => forget::run(&cli.global, args),
+        Command::Prune(args) => prune::run(&cli.global, args),
+        Command::Unlock(args) => prune::unlock(&cli.global, args),
+        Command::Repair(args) => repair::run(&cli.global, args),
+        Command::Key(args) => key::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,

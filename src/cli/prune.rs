@@ -54,35 +54,39 @@ impl PruneOpts {
     }
 }
 
-pub fn run(g: &Global, a: PruneArgs) -> anyhow::Result<i32> {
-    let opts = a.opts.options(a.dry_run)?;
-    let repo = g.open()?;
-    run_on(g, &repo, &opts)
+pub fn run(global: &Global, args: PruneArgs) -> anyhow::Result<i32> {
+    let opts = args.opts.options(args.dry_run)?;
+    let repo = global.open()?;
+    run_on(global, &repo, &opts)
 }
 
-pub fn run_on(g: &Global, repo: &strata::Repository, opts: &PruneOptions) -> anyhow::Result<i32> {
-    let r = execute(g, repo, opts)?;
-    if g.json {
+pub fn run_on(
+    global: &Global,
+    repo: &strata::Repository,
+    opts: &PruneOptions,
+) -> anyhow::Result<i32> {
+    let r = execute(global, repo, opts)?;
+    if global.json {
         output::print_json(&json!(r));
     } else {
-        print(g, &r, opts.dry_run);
+        print(global, &r, opts.dry_run);
     }
     Ok(exit::OK)
 }
 
 pub fn execute(
-    g: &Global,
+    global: &Global,
     repo: &strata::Repository,
     opts: &PruneOptions,
 ) -> anyhow::Result<prune::PruneReport> {
-    let bar = Bar::new(g.show_progress(), false, "prune");
+    let bar = Bar::new(global.show_progress(), false, "prune");
     let r = prune::run(repo, opts, &bar)?;
     bar.finish();
     Ok(r)
 }
 
-pub fn print(g: &Global, r: &prune::PruneReport, dry_run: bool) {
-    if g.quiet {
+pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
+    if global.quiet {
         return;
     }
     println!(
@@ -117,10 +121,10 @@ pub struct UnlockArgs {
     all: bool,
 }
 
-pub fn unlock(g: &Global, a: UnlockArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let removed = strata::lock::unlock(&repo, a.all)?;
-    if !g.quiet {
+pub fn unlock(global: &Global, args: UnlockArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let removed = strata::lock::unlock(&repo, args.all)?;
+    if !global.quiet {
         for r in &removed {
             println!("removed lock: {r}");
         }

@@ -33,16 +33,16 @@ enum RepairCmd {
     },
 }
 
-pub fn run(g: &Global, a: RepairArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let bar = Bar::new(g.show_progress(), false, "repair");
-    match a.what {
+pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let bar = Bar::new(global.show_progress(), false, "repair");
+    match args.what {
         RepairCmd::Index { dry_run } => {
             let r = repair::repair_index(&repo, dry_run, &bar)?;
             bar.finish();
-            if g.json {
+            if global.json {
                 output::print_json(&serde_json::to_value(&r)?);
-            } else if !g.quiet {
+            } else if !global.quiet {
                 for e in &r.index_files_damaged {
                     println!("damaged index file replaced: {e}");
                 }
@@ -72,9 +72,9 @@ pub fn run(g: &Global, a: RepairArgs) -> anyhow::Result<i32> {
         RepairCmd::Snapshots { forget, dry_run } => {
             let r = repair::repair_snapshots(&repo, forget, dry_run, &bar)?;
             bar.finish();
-            if g.json {
+            if global.json {
                 output::print_json(&serde_json::to_value(&r)?);
-            } else if !g.quiet {
+            } else if !global.quiet {
                 for s in &r.repaired {
                     println!(
                         "snapshot {} ({}): {} path(s) lost{}",

@@ -41,37 +41,37 @@ pub struct RestoreArgs {
     filter: FilterArgs,
 }
 
-pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
-    let repo = g.open()?;
-    let (id, snap) = match (&a.snapshot, &a.at) {
+pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let (id, snap) = match (&args.snapshot, &args.at) {
         (_, Some(at)) => {
             let t =
                 timespec::parse_instant(at, timespec::now()).map_err(|e| anyhow!("--at: {e}"))?;
-            select_at(repo.snapshots()?, t, &a.filter.filter()).map_err(anyhow::Error::msg)?
+            select_at(repo.snapshots()?, t, &args.filter.filter()).map_err(anyhow::Error::msg)?
         }
-        (Some(s), None) => repo.find_snapshot_in(s, &a.filter.filter())?,
+        (Some(s), None) => repo.find_snapshot_in(s, &args.filter.filter())?,
         (None, None) => unreachable!("clap requires one"),
     };
     let opts = RestoreOptions {
-        target: a.target.clone(),
-        includes: globset(&a.includes)?,
-        excludes: globset(&a.excludes)?,
-        verify: a.verify,
-        dry_run: a.dry_run,
+        target: args.target.clone(),
+        includes: globset(&args.includes)?,
+        excludes: globset(&args.excludes)?,
+        verify: args.verify,
+        dry_run: args.dry_run,
     };
-    if !g.quiet && !g.json {
+    if !global.quiet && !global.json {
         eprintln!(
             "restoring snapshot {} from {} to {}",
             id.short(),
             snap.time,
-            a.target.display()
+            args.target.display()
         );
     }
-    let bar = Bar::new(g.show_progress(), true, "restore");
+    let bar = Bar::new(global.show_progress(), true, "restore");
     let report = restore::run(&repo, &snap, &opts, &bar)?;
     bar.finish();
     print_errors(&report.errors);
-    if g.json {
+    if global.json {
         output::print_json(&json!({
             "snapshot_id": id.to_hex(),
             "time": snap.time,
@@ -80,14 +80,14 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             "other": report.other,
             "bytes": report.bytes,
             "verified_files": report.verified_files,
-            "dry_run": a.dry_run,
+            "dry_run": args.dry_run,
             "damaged_files": report.damaged_files,
             "errors": report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         }));
-    } else if !g.quiet {
+    } else if !global.quiet {
         println!(
             "{} {} files, {} dirs, {} others, {}{}",
-            if a.dry_run {
+            if args.dry_run {
                 "verified (dry run)"
             } else {
                 "restored"
@@ -96,7 +96,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             report.dirs,
             report.other,
             output::bytes(report.bytes),
-            if a.verify {
+            if args.verify {
                 format!("; {} files re-read and verified", report.verified_files)
             } else {
                 String::new()
@@ -108,7 +108,7 @@ pub fn run(g: &Global, a: RestoreArgs) -> anyhow::Result<i32> {
             "restore incomplete: {} error(s); {} file(s) not restored exactly{}",
             report.errors.len(),
             report.damaged_files.len(),
-            if report.damaged_files.is_empty() || a.dry_run {
+            if report.damaged_files.is_empty() || args.dry_run {
                 ""
             } else {
                 " (renamed with the suffix .strata-damaged)"

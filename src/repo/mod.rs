@@ -887,7 +887,8 @@ impl Repository {
             0 => Err(Error::NotFound {
                 object: format!("snapshot {spec}"),
             }),
-            n => Err(Error::AmbiguousSnapshot {
+            n => Err(Error::Ambiguous {
+                what: "snapshot",
                 prefix: spec.to_string(),
                 matches: n,
             }),
@@ -923,7 +924,45 @@ impl Repository {
         Ok(id)
     }
 
+    /// The key whose id starts with `prefix` (hex, any case).
+    pub fn find_key(&self, prefix: &str) -> Result<KeyId> {
+        let prefix = prefix.to_ascii_lowercase();
+        let hits: Vec<KeyId> = self
+            .list_keys()?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.to_hex().starts_with(&prefix))
+            .collect();
+        match hits[..] {
+            [one] => Ok(one),
+            [] => Err(Error::NotFound {
+                object: format!("key {prefix}"),
+            }),
+            _ => Err(Error::Ambiguous {
+                what: "key",
+                prefix,
+                matches: hits.len(),
+            }),
+        }
+    }
+
+    /// Removes another password's key; never the one in use, never the last.
     pub fn remove_key(&self, id: &KeyId) -> Result<()> {
+        if *id == self.key_id {
+            return Err(Error::KeyInUse);
+        }
+        self.remove_key_file(id)
+    }
+
+    /// Replaces the password in use: the new key is durable before the old one goes.
+    /// Returns the new key's id.
+    pub fn change_password(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
+        let new = self.add_key(password, cost)?;
+        self.remove_key_file(&self.key_id)?;
+        Ok(new)
+    }
+
+    fn remove_key_file(&self, id: &KeyId) -> Result<()> {
         let keys = self.list_keys()?;
         if !keys.iter().any(|(k, _)| k == id) {
             return Err(Error::NotFound {
@@ -937,7 +976,6 @@ impl Repository {
     }
 }
 
-/// Where the key file that last opened a repository is kept, by repository location.
 /// Packs named per index file that replaces others (prune, repair).
 pub const PACKS_PER_INDEX_FILE: usize = 4096;
 
@@ -985,6 +1023,7 @@ impl EarlyIndex {
     }
 }
 
+/// Where the key file that last opened a repository is kept, by repository location.
 fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
     let h = blake3::hash(location.as_bytes());
     cache_base.join("keys").join(&h.to_hex()[..32])

@@ -57,6 +57,47 @@ impl Snapshot {
     pub fn datetime(&self) -> Option<DateTime<FixedOffset>> {
         DateTime::parse_from_rfc3339(&self.time).ok()
     }
+
+    /// The line of snapshots this one continues.
+    pub fn lineage(&self) -> Lineage {
+        match &self.set {
+            Some(set) => Lineage::Set(set.clone()),
+            None => Lineage::HostPaths {
+                host: self.host.clone(),
+                paths: self.paths.clone(),
+            },
+        }
+    }
+}
+
+/// The line of snapshots a snapshot continues: its backup set, else its host and paths. A
+/// backup's parent is the newest snapshot of its lineage, and retention keeps per lineage.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lineage {
+    Set(String),
+    HostPaths { host: String, paths: Vec<String> },
+}
+
+impl Lineage {
+    /// The key the local cache keeps this lineage's state under (its file cache and last
+    /// snapshot); caches written before keep working.
+    pub fn cache_key(&self) -> String {
+        match self {
+            Lineage::Set(set) => format!("set:{set}"),
+            Lineage::HostPaths { host, paths } => format!("host:{host}\0{}", paths.join("\0")),
+        }
+    }
+}
+
+impl std::fmt::Display for Lineage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lineage::Set(set) => write!(f, "set {set}"),
+            Lineage::HostPaths { host, paths } => {
+                write!(f, "host {host}, paths {}", paths.join(" "))
+            }
+        }
+    }
 }
 
 /// Which snapshots a command considers; empty fields match everything.
@@ -188,5 +229,35 @@ mod tests {
             let back: Snapshot = ciborium::from_reader(&buf[..]).unwrap();
             prop_assert_eq!(back, s);
         }
+    }
+}
+
+#[cfg(test)]
+mod lineage_tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_stay_as_caches_have_them_and_lineages_tell_apart() {
+        let set = Lineage::Set("critical".into());
+        let hp = Lineage::HostPaths {
+            host: "db1".into(),
+            paths: vec!["/srv/a".into(), "/srv/b".into()],
+        };
+        // Caches written by earlier versions key their state so: changing it would make
+        // every host re-read every file once.
+        assert_eq!(set.cache_key(), "set:critical");
+        assert_eq!(hp.cache_key(), "host:db1\0/srv/a\0/srv/b");
+        assert_eq!(set.to_string(), "set critical");
+        assert_eq!(hp.to_string(), "host db1, paths /srv/a /srv/b");
+        // Paths are a list, not a joined string: ["/a b"] and ["/a", "b"] differ.
+        let one = Lineage::HostPaths {
+            host: "h".into(),
+            paths: vec!["/a b".into()],
+        };
+        let two = Lineage::HostPaths {
+            host: "h".into(),
+            paths: vec!["/a".into(), "b".into()],
+        };
+        assert_ne!(one, two);
     }
 }
