@@ -35,24 +35,34 @@ pub enum ReadData {
 }
 
 impl ReadData {
-    pub fn parse_subset(s: &str) -> std::result::Result<Self, String> {
+    pub fn parse_subset(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadInput {
+            what: "check subset",
+            reason,
+        };
         if let Some(p) = s.strip_suffix('%') {
             let v: f64 = p
                 .trim()
                 .parse()
-                .map_err(|_| format!("bad percentage {s:?}"))?;
+                .map_err(|_| bad(format!("bad percentage {s:?}")))?;
             if !(0.0..=100.0).contains(&v) || v == 0.0 {
-                return Err(format!("percentage {s} must be in (0, 100]"));
+                return Err(bad(format!("percentage {s} must be in (0, 100]")));
             }
             return Ok(ReadData::Percent(v));
         }
         let (n, m) = s
             .split_once('/')
-            .ok_or_else(|| format!("subset {s:?} is neither N/M nor P%"))?;
-        let n: u32 = n.trim().parse().map_err(|_| format!("bad subset {s:?}"))?;
-        let m: u32 = m.trim().parse().map_err(|_| format!("bad subset {s:?}"))?;
+            .ok_or_else(|| bad(format!("subset {s:?} is neither N/M nor P%")))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("bad subset {s:?}")))?;
+        let m: u32 = m
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("bad subset {s:?}")))?;
         if m == 0 || n == 0 || n > m || m > 256 {
-            return Err(format!("subset {s}: need 1 <= N <= M <= 256"));
+            return Err(bad(format!("subset {s}: need 1 <= N <= M <= 256")));
         }
         Ok(ReadData::Subset { n, m })
     }
@@ -578,10 +588,13 @@ mod tests {
             }
         }
         assert_eq!(
-            ReadData::parse_subset("2/5"),
-            Ok(ReadData::Subset { n: 2, m: 5 })
+            ReadData::parse_subset("2/5").unwrap(),
+            ReadData::Subset { n: 2, m: 5 }
         );
-        assert_eq!(ReadData::parse_subset("10%"), Ok(ReadData::Percent(10.0)));
+        assert_eq!(
+            ReadData::parse_subset("10%").unwrap(),
+            ReadData::Percent(10.0)
+        );
         assert!(ReadData::parse_subset("6/5").is_err());
         assert!(ReadData::parse_subset("0%").is_err());
     }

@@ -48,7 +48,7 @@ impl ChunkerParams {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> crate::error::Result<()> {
         use fastcdc::v2020::*;
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
@@ -59,7 +59,10 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(format!("invalid chunker parameters {self:?}"))
+            Err(crate::error::Error::BadInput {
+                what: "chunker parameters",
+                reason: format!("invalid chunker parameters {self:?}"),
+            })
         }
     }
 

@@ -136,6 +136,23 @@ pub enum Error {
     #[error("the index names pack {0}, which is gone: run `strata repair index` first")]
     RepairIndexFirst(crate::id::PackId),
 
+    /// A value given by the caller (a time, a duration, a subset, chunker parameters) that
+    /// does not parse or is out of range.
+    #[error("{reason}")]
+    BadInput { what: &'static str, reason: String },
+
+    /// No snapshot (of those the filters accept) is as old as the instant asked for.
+    #[error("{}", match oldest {
+        Some((id, time)) => format!(
+            "no snapshot is as old as {at}: the oldest matching one is {id} from {time}"),
+        None => "no snapshot matches the filters".to_string(),
+    })]
+    NoSnapshotAt {
+        at: String,
+        /// The oldest candidate: short id and time.
+        oldest: Option<(String, String)>,
+    },
+
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]
     Internal(String),

@@ -2,8 +2,14 @@
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone};
 
+use crate::error::{Error, Result};
+
+fn bad(what: &'static str, reason: String) -> Error {
+    Error::BadInput { what, reason }
+}
+
 /// RFC 3339, `YYYY-MM-DD HH:MM[:SS]` in local time, or a duration ago (`90m`, `2h`, `3d`).
-pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>, String> {
+pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>> {
     let s = s.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t);
@@ -19,9 +25,10 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
                 chrono::LocalResult::Single(t) => Ok(t.fixed_offset()),
                 // In a DST fold the earlier instant is the conservative choice for `--at`.
                 chrono::LocalResult::Ambiguous(a, _) => Ok(a.fixed_offset()),
-                chrono::LocalResult::None => {
-                    Err(format!("{s} does not exist in local time (a DST gap)"))
-                }
+                chrono::LocalResult::None => Err(bad(
+                    "time",
+                    format!("{s} does not exist in local time (a DST gap)"),
+                )),
             };
         }
     }
@@ -29,23 +36,32 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
         return chrono::Duration::from_std(d)
             .ok()
             .and_then(|d| now.checked_sub_signed(d))
-            .ok_or_else(|| format!("{s} ago is before any representable time"));
+            .ok_or_else(|| bad("time", format!("{s} ago is before any representable time")));
     }
-    Err(format!(
-        "cannot read {s:?} as a time: use RFC 3339 (2026-11-25T14:30:00Z), \
-         \"YYYY-MM-DD HH:MM[:SS]\" in local time, or a duration ago such as 90m, 2h or 3d"
+    Err(bad(
+        "time",
+        format!(
+            "cannot read {s:?} as a time: use RFC 3339 (2026-11-25T14:30:00Z), \
+             \"YYYY-MM-DD HH:MM[:SS]\" in local time, or a duration ago such as 90m, 2h or 3d"
+        ),
     ))
 }
 
 /// A duration as operators type it (`90m`, `7d`), bounded so that any instant it is
 /// subtracted from or added to stays representable (a few thousand years either way).
-pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
     const MAX_YEARS: i64 = 10_000;
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?}: {e}"))?;
+    let d =
+        humantime::parse_duration(s.trim()).map_err(|e| bad("duration", format!("{s:?}: {e}")))?;
     chrono::Duration::from_std(d)
         .ok()
         .filter(|d| *d <= chrono::Duration::days(365 * MAX_YEARS))
-        .ok_or_else(|| format!("{s} is too long (at most {MAX_YEARS} years)"))
+        .ok_or_else(|| {
+            bad(
+                "duration",
+                format!("{s} is too long (at most {MAX_YEARS} years)"),
+            )
+        })
 }
 
 pub fn now() -> DateTime<FixedOffset> {

@@ -288,3 +288,27 @@ fn reads_cut_off_are_retried_blob_by_blob_and_a_lasting_outage_fails_loudly() {
         assert_eq!(&fs::read(root.join(name)).unwrap(), content);
     }
 }
+
+#[test]
+fn init_refuses_a_chunker_that_open_would_call_damaged() {
+    use strata::backend::Backend;
+    let mem = Arc::new(MemBackend::new());
+    let config = Config::new(ChunkerParams::with_average(16), 3);
+    let err =
+        Repository::init(mem.clone(), PASSWORD, config, &KdfCost::INSECURE_FOR_TESTS).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            strata::Error::BadInput {
+                what: "chunker parameters",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!mem.exists().unwrap(), "a config was written");
+    assert!(
+        mem.list(FileKind::Key).unwrap().is_empty(),
+        "a key was written"
+    );
+}

@@ -1,4 +1,3 @@
-use anyhow::anyhow;
 use clap::Args;
 use strata::check::{self, ReadData};
 use strata::error::exit;
@@ -19,7 +18,7 @@ pub struct CheckArgs {
 pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     let mode = match (&args.read_data, &args.read_data_subset) {
         (true, _) => ReadData::All,
-        (false, Some(s)) => ReadData::parse_subset(s).map_err(|e| anyhow!(e))?,
+        (false, Some(s)) => ReadData::parse_subset(s)?,
         (false, None) => ReadData::None,
     };
     let repo = global.open()?;

@@ -32,7 +32,8 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
         .chunk_avg
         .map(ChunkerParams::with_average)
         .unwrap_or_default();
-    chunker.validate().map_err(anyhow::Error::msg)?;
+    // Before anyone types a password; Repository::init checks again.
+    chunker.validate()?;
     let mut config = Config::new(chunker, args.compression);
     config.data_storage_class = args.data_storage_class;
     let config = Repository::init(backend.clone(), &password, config, &global.kdf_cost())?;

@@ -47,7 +47,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         (_, Some(at)) => {
             let t =
                 timespec::parse_instant(at, timespec::now()).map_err(|e| anyhow!("--at: {e}"))?;
-            select_at(repo.snapshots()?, t, &args.filter.filter()).map_err(anyhow::Error::msg)?
+            select_at(repo.snapshots()?, t, &args.filter.filter())?
         }
         (Some(s), None) => repo.find_snapshot_in(s, &args.filter.filter())?,
         (None, None) => unreachable!("clap requires one"),

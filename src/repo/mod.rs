@@ -65,6 +65,8 @@ impl Repository {
         config: Config,
         cost: &KdfCost,
     ) -> Result<Config> {
+        // What `open` would call a damaged config is never written.
+        config.chunker.validate()?;
         if backend.exists()? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -181,7 +183,7 @@ impl Repository {
                 config
                     .chunker
                     .validate()
-                    .map_err(|e| Error::corrupt("config", e))?;
+                    .map_err(|e| Error::corrupt("config", e.to_string()))?;
                 let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
                 // Trees are cached as they are read; bounded here, once per process, so that the
                 // cache of a long-lived repository does not grow without end.

@@ -124,7 +124,7 @@ pub fn select_at(
     snapshots: Vec<(SnapshotId, Snapshot)>,
     at: DateTime<FixedOffset>,
     filter: &SnapshotFilter,
-) -> Result<(SnapshotId, Snapshot), String> {
+) -> crate::error::Result<(SnapshotId, Snapshot)> {
     let mut candidates: Vec<_> = snapshots
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
@@ -134,14 +134,9 @@ pub fn select_at(
     let oldest = candidates.first().map(|(t, id, _)| (*t, *id));
     match candidates.into_iter().rev().find(|(t, _, _)| *t <= at) {
         Some((_, id, s)) => Ok((id, s)),
-        None => Err(match oldest {
-            Some((t, id)) => format!(
-                "no snapshot is as old as {}: the oldest matching one is {} from {}",
-                at.to_rfc3339(),
-                id.short(),
-                t.to_rfc3339()
-            ),
-            None => "no snapshot matches the filters".to_string(),
+        None => Err(crate::error::Error::NoSnapshotAt {
+            at: at.to_rfc3339(),
+            oldest: oldest.map(|(t, id)| (id.short(), t.to_rfc3339())),
         }),
     }
 }
@@ -201,7 +196,9 @@ mod tests {
                 .0,
             SnapshotId([3; 32])
         );
-        let err = select_at(all, at("2026-01-01T09:00:00Z"), &f).unwrap_err();
+        let err = select_at(all, at("2026-01-01T09:00:00Z"), &f)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("01010101"), "{err}");
     }
 
