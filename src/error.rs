@@ -153,6 +153,11 @@ pub enum Error {
         oldest: Option<(String, String)>,
     },
 
+    /// A forget without any keep rule would remove every snapshot.
+    #[error("no --keep-* rule given{}: refusing to forget every snapshot",
+        set.as_ref().map(|n| format!(" and set {n} has no keep policy")).unwrap_or_default())]
+    EmptyPolicy { set: Option<String> },
+
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]
     Internal(String),

@@ -196,6 +196,8 @@ pub struct SnapshotRepair {
 /// Writes, for each snapshot that references data the repository no longer has, a new
 /// snapshot without those files (the list of what was left out is in it). The originals
 /// stay unless `forget`, which also removes snapshot files that cannot be read at all.
+/// Long on purpose: the write order (trees, their index, then snapshots, then removals)
+/// reads best as one sequence.
 pub fn repair_snapshots(
     repo: &Repository,
     forget: bool,

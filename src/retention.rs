@@ -106,7 +106,8 @@ pub fn apply_at<Tz: TimeZone>(
     reasons
 }
 
-/// A group's verdict: what stays (with the rules that keep it) and what goes.
+/// A group's verdict: what stays (with the rules that keep it) and what goes. Serialized
+/// as `{group, keep: [{id, time, reasons}], remove: [{id, time}]}`.
 #[derive(Debug)]
 pub struct GroupPlan {
     pub group: Lineage,
@@ -421,4 +422,82 @@ mod tests {
         // Dec 6, 13, 20 and 27 are daily picks already).
         assert_eq!(got.len(), 168 + 23 + 47);
     }
+}
+
+impl serde::Serialize for GroupPlan {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            id: String,
+            time: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reasons: Option<&'a [String]>,
+        }
+        let keep: Vec<Entry> = self
+            .keep
+            .iter()
+            .map(|(id, s, r)| Entry {
+                id: id.to_hex(),
+                time: &s.time,
+                reasons: Some(r),
+            })
+            .collect();
+        let remove: Vec<Entry> = self
+            .remove
+            .iter()
+            .map(|(id, s)| Entry {
+                id: id.to_hex(),
+                time: &s.time,
+                reasons: None,
+            })
+            .collect();
+        let mut st = ser.serialize_struct("GroupPlan", 3)?;
+        st.serialize_field("group", &self.group.to_string())?;
+        st.serialize_field("keep", &keep)?;
+        st.serialize_field("remove", &remove)?;
+        st.end()
+    }
+}
+
+/// One policy applied by [`forget`]: to a backup set's snapshots, or (no set) to every
+/// snapshot the filter accepts, group by group.
+#[derive(Clone, Debug)]
+pub struct ForgetJob {
+    pub set: Option<String>,
+    pub policy: Policy,
+}
+
+/// Applies each job's policy to the snapshots `filter` accepts and, unless `dry_run`,
+/// removes what no rule keeps (manifests only: the data stays until prune). A job without
+/// any rule is refused before anything is removed.
+pub fn forget(
+    repo: &crate::repo::Repository,
+    jobs: &[ForgetJob],
+    filter: &crate::repo::snapshot::SnapshotFilter,
+    dry_run: bool,
+) -> crate::error::Result<Vec<GroupPlan>> {
+    if let Some(job) = jobs.iter().find(|j| j.policy.is_empty()) {
+        return Err(crate::error::Error::EmptyPolicy {
+            set: job.set.clone(),
+        });
+    }
+    let all = repo.snapshots()?;
+    let mut plans = Vec::new();
+    for job in jobs {
+        let mut f = filter.clone();
+        if let Some(set) = &job.set {
+            f.sets = vec![set.clone()];
+        }
+        let snaps = all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
+        plans.extend(plan(snaps, &job.policy));
+    }
+    if !dry_run {
+        for p in &plans {
+            for (id, _) in &p.remove {
+                repo.remove_snapshot(id)?;
+            }
+        }
+    }
+    Ok(plans)
 }

@@ -114,6 +114,9 @@ struct Archiver<'a, 's, 'r> {
     warnings: std::sync::Mutex<Vec<String>>,
 }
 
+/// Backs up `opts.source` and writes a snapshot. Long on purpose: it is the pipeline's
+/// order in one place (sources, parent, archive, packs and index durable, snapshot, cache),
+/// and every step hands several values to the next.
 pub fn run(
     repo: &Repository,
     opts: BackupOptions<'_>,
@@ -125,13 +128,13 @@ pub fn run(
 
     let (paths, display_paths) = resolve_sources(&opts.source)?;
 
-    let lineage = match &opts.set {
-        Some(s) => Lineage::Set(s.clone()),
-        None => Lineage::HostPaths {
+    let lineage = opts.set.clone().map_or_else(
+        || Lineage::HostPaths {
             host: host.clone(),
             paths: display_paths.clone(),
         },
-    };
+        Lineage::Set,
+    );
     let set_key = lineage.cache_key();
     let parent = find_parent(repo, &lineage)?;
 
@@ -168,14 +171,14 @@ pub fn run(
         saver.finish()?;
         Ok((root, summary, warnings))
     });
-    let (root, mut summary, warnings) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            // What was uploaded is indexed and worth keeping in the cache for the rerun.
-            let _ = repo.cache().commit();
-            return Err(e);
-        }
+    // However the run ends, the cache's transaction ends with it: what was uploaded is
+    // indexed and worth keeping for the rerun, and the next backup of this process
+    // (`backup --all`) must be able to start one.
+    let ended = |e: Error| {
+        let _ = repo.cache().commit();
+        e
     };
+    let (root, mut summary, warnings) = outcome.map_err(ended)?;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: FORMAT_VERSION,
@@ -192,19 +195,13 @@ pub fn run(
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,
     };
-    let written = repo.write_snapshot(&snapshot).and_then(|id| {
-        remember(repo, &set_key, &id, mark, warnings.is_empty())?;
-        Ok(id)
-    });
-    let snapshot_id = match written {
-        Ok(id) => id,
-        Err(e) => {
-            // As above: the cache's transaction ends here too, or the next backup of this
-            // process (`backup --all`) could not start one.
-            let _ = repo.cache().commit();
-            return Err(e);
-        }
-    };
+    let snapshot_id = repo
+        .write_snapshot(&snapshot)
+        .and_then(|id| {
+            remember(repo, &set_key, &id, mark, warnings.is_empty())?;
+            Ok(id)
+        })
+        .map_err(ended)?;
     Ok(BackupReport {
         snapshot_id,
         snapshot,

@@ -2,7 +2,7 @@ use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
 use strata::error::exit;
-use strata::retention::{self, Policy};
+use strata::retention::{self, ForgetJob, Policy};
 
 use super::browse::FilterArgs;
 use super::output;
@@ -67,56 +67,16 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
         within,
         tags: args.keep_tags.clone(),
     };
-    let names: Vec<String> = if args.all {
-        global.file.sets.keys().cloned().collect()
-    } else {
-        args.sets.clone()
-    };
-    // (set filter, policy) pairs; keep-* flags override a set's own policy.
-    let mut jobs = Vec::new();
-    if names.is_empty() {
-        if args.all {
-            return Err(anyhow!("--all: the config file defines no backup sets"));
+    let jobs = jobs(global, &args, flags)?;
+    if let Some(job) = jobs.iter().find(|j| j.policy.is_empty()) {
+        // Before the password is asked for; the library refuses it too.
+        return Err(strata::Error::EmptyPolicy {
+            set: job.set.clone(),
         }
-        jobs.push((None, flags.clone()));
-    }
-    for name in names {
-        let set = global.file.set(&name)?;
-        let policy = if flags.is_empty() {
-            set.keep.policy()?
-        } else {
-            flags.clone()
-        };
-        jobs.push((Some(name), policy));
-    }
-    for (name, policy) in &jobs {
-        if policy.is_empty() {
-            return Err(anyhow!(
-                "no --keep-* rule given{}: refusing to forget every snapshot",
-                name.as_ref()
-                    .map(|n| format!(" and set {n} has no keep policy"))
-                    .unwrap_or_default()
-            ));
-        }
+        .into());
     }
     let repo = global.open()?;
-    let all = repo.snapshots()?;
-    let mut plans = Vec::new();
-    for (name, policy) in &jobs {
-        let mut f = args.filter.filter();
-        if let Some(n) = name {
-            f.sets = vec![n.clone()];
-        }
-        let snaps = all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
-        plans.extend(retention::plan(snaps, policy));
-    }
-    if !args.dry_run {
-        for p in &plans {
-            for (id, _) in &p.remove {
-                repo.remove_snapshot(id)?;
-            }
-        }
-    }
+    let plans = retention::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
     let pruned = if args.prune && !args.dry_run {
         Some(super::prune::execute(
             global,
@@ -127,46 +87,73 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
         None
     };
     if global.json {
-        let v: Vec<_> = plans
-            .iter()
-            .map(|p| {
-                json!({
-                    "group": p.group.to_string(),
-                    "keep": p.keep.iter().map(|(id, s, r)| json!({"id": id.to_hex(), "time": s.time, "reasons": r})).collect::<Vec<_>>(),
-                    "remove": p.remove.iter().map(|(id, s)| json!({"id": id.to_hex(), "time": s.time})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        output::print_json(&json!({"dry_run": args.dry_run, "groups": v, "prune": pruned}));
+        output::print_json(&json!({"dry_run": args.dry_run, "groups": plans, "prune": pruned}));
     } else if !global.quiet {
-        for p in &plans {
-            println!(
-                "{}: keep {}, remove {}",
-                p.group,
-                p.keep.len(),
-                p.remove.len()
-            );
-            for (id, s, reasons) in &p.keep {
-                println!(
-                    "  keep    {}  {}  {}",
-                    id.short(),
-                    s.time,
-                    reasons.join(", ")
-                );
-            }
-            for (id, s) in &p.remove {
-                println!("  remove  {}  {}", id.short(), s.time);
-            }
-        }
-        let removed: usize = plans.iter().map(|p| p.remove.len()).sum();
-        if args.dry_run {
-            println!("dry run: {removed} snapshot(s) would be removed");
-        } else {
-            println!("{removed} snapshot(s) removed; their data stays until prune");
-        }
+        print_plans(&plans, args.dry_run);
     }
     if let (Some(r), false) = (&pruned, global.json) {
         super::prune::print(global, r, false);
     }
     Ok(exit::OK)
+}
+
+/// One job per set named (or `--all`), each with its own policy unless keep-* flags
+/// override it; without sets, one job for the flags alone.
+fn jobs(global: &Global, args: &ForgetArgs, flags: Policy) -> anyhow::Result<Vec<ForgetJob>> {
+    let names: Vec<String> = if args.all {
+        global.file.sets.keys().cloned().collect()
+    } else {
+        args.sets.clone()
+    };
+    let mut jobs = Vec::new();
+    if names.is_empty() {
+        if args.all {
+            return Err(anyhow!("--all: the config file defines no backup sets"));
+        }
+        jobs.push(ForgetJob {
+            set: None,
+            policy: flags.clone(),
+        });
+    }
+    for name in names {
+        let set = global.file.set(&name)?;
+        let policy = if flags.is_empty() {
+            set.keep.policy()?
+        } else {
+            flags.clone()
+        };
+        jobs.push(ForgetJob {
+            set: Some(name),
+            policy,
+        });
+    }
+    Ok(jobs)
+}
+
+fn print_plans(plans: &[retention::GroupPlan], dry_run: bool) {
+    for p in plans {
+        println!(
+            "{}: keep {}, remove {}",
+            p.group,
+            p.keep.len(),
+            p.remove.len()
+        );
+        for (id, s, reasons) in &p.keep {
+            println!(
+                "  keep    {}  {}  {}",
+                id.short(),
+                s.time,
+                reasons.join(", ")
+            );
+        }
+        for (id, s) in &p.remove {
+            println!("  remove  {}  {}", id.short(), s.time);
+        }
+    }
+    let removed: usize = plans.iter().map(|p| p.remove.len()).sum();
+    if dry_run {
+        println!("dry run: {removed} snapshot(s) would be removed");
+    } else {
+        println!("{removed} snapshot(s) removed; their data stays until prune");
+    }
 }

@@ -109,6 +109,8 @@ impl Repository {
 
     /// As [`Repository::open`], asking for the password only once the repository is known
     /// to exist (so a wrong URL is reported before anyone types a password).
+    /// Long on purpose: the order of opening (config, password, key, cache, index) with
+    /// the index listing fetched alongside is easier to check in one place.
     pub fn open_with(
         backend: BackendRef,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
