@@ -153,8 +153,9 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
         .collect()
 }
 
-/// One backup per job (a set, or the paths given); a set that fails does not stop the
-/// others. Long because it also renders each job's outcome and the run's exit code.
+/// One backup per job (a set, or the paths given), every job's sources checked before the
+/// repository is touched. Long because it also builds each job's options and renders the
+/// outcomes and the run's exit code.
 pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     let time = args
         .time
