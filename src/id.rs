@@ -59,14 +59,24 @@ macro_rules! typed_id {
             }
         }
 
+        /// A byte string in the repository's CBOR; hex in human-readable formats (the
+        /// CLI's JSON), as operators see ids everywhere else.
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.serialize_bytes(&self.0)
+                if s.is_human_readable() {
+                    s.serialize_str(&self.to_hex())
+                } else {
+                    s.serialize_bytes(&self.0)
+                }
             }
         }
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let hex = String::deserialize(d)?;
+                    return hex.parse().map_err(serde::de::Error::custom);
+                }
                 let bytes = serde_bytes::ByteBuf::deserialize(d)?;
                 Self::from_slice(&bytes).ok_or_else(|| {
                     serde::de::Error::invalid_length(bytes.len(), &"32 bytes")
@@ -129,6 +139,15 @@ mod tests {
             // A 32-byte CBOR byte string: major type 2, one length byte.
             prop_assert_eq!(&buf[..2], &[0x58, 32]);
             let back: BlobId = ciborium::from_reader(&buf[..]).unwrap();
+            prop_assert_eq!(back, id);
+        }
+
+        #[test]
+        fn json_is_hex(bytes in proptest::array::uniform32(any::<u8>())) {
+            let id = SnapshotId(bytes);
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(&json, &format!("\"{}\"", id.to_hex()));
+            let back: SnapshotId = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back, id);
         }
     }

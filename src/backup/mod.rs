@@ -88,6 +88,31 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
 }
 
+/// `{snapshot_id, set, time, parent, <summary fields>, warnings}`.
+impl serde::Serialize for BackupReport {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            snapshot_id: &'a SnapshotId,
+            set: &'a Option<String>,
+            time: &'a str,
+            parent: &'a Option<SnapshotId>,
+            #[serde(flatten)]
+            summary: &'a Summary,
+            warnings: &'a [String],
+        }
+        View {
+            snapshot_id: &self.snapshot_id,
+            set: &self.snapshot.set,
+            time: &self.snapshot.time,
+            parent: &self.snapshot.parent,
+            summary: &self.snapshot.summary,
+            warnings: &self.warnings,
+        }
+        .serialize(ser)
+    }
+}
+
 /// A file's blob ids and size as read, and its stat when it did not change meanwhile.
 type ReadContent = (Vec<BlobId>, u64, Option<FileStat>);
 

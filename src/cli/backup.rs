@@ -3,7 +3,6 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde_json::json;
 use strata::backup::{self, BackupOptions, Source};
 use strata::error::exit;
 use strata::timespec;
@@ -249,28 +248,11 @@ fn one(
     repo: &strata::Repository,
     opts: BackupOptions<'_>,
 ) -> anyhow::Result<(serde_json::Value, i32)> {
-    let set = opts.set.clone();
     let bar = Bar::new(global.show_progress(), true, "backup").verbose(global.verbose > 0);
     let report = backup::run(repo, opts, &bar)?;
     bar.finish();
     let s = &report.snapshot.summary;
-    let v = json!({
-        "snapshot_id": report.snapshot_id.to_hex(),
-        "set": set,
-        "time": report.snapshot.time,
-        "parent": report.snapshot.parent.map(|p| p.to_hex()),
-        "files_new": s.files_new,
-        "files_changed": s.files_changed,
-        "files_unchanged": s.files_unchanged,
-        "dirs": s.dirs,
-        "bytes_read": s.bytes_read,
-        "bytes_added": s.bytes_added,
-        "bytes_stored": s.bytes_stored,
-        "blobs_added": s.blobs_added,
-        "errors": s.errors,
-        "duration_secs": s.duration_secs,
-        "warnings": report.warnings,
-    });
+    let v = serde_json::to_value(&report)?;
     if !global.json && !global.quiet {
         println!(
             "files: {} new, {} changed, {} unchanged; dirs: {}",

@@ -95,6 +95,6 @@ pub fn bytes(n: u64) -> String {
     HumanBytes(n).to_string()
 }
 
-pub fn print_json(value: &serde_json::Value) {
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }

@@ -1,6 +1,5 @@
 use anyhow::anyhow;
 use clap::Args;
-use serde_json::json;
 use strata::error::exit;
 use strata::prune::{self, PruneOptions};
 
@@ -67,7 +66,7 @@ pub fn run_on(
 ) -> anyhow::Result<i32> {
     let r = execute(global, repo, opts)?;
     if global.json {
-        output::print_json(&json!(r));
+        output::print_json(&r);
     } else {
         print(global, &r, opts.dry_run);
     }

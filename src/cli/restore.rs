@@ -2,7 +2,6 @@ use std::path::PathBuf;
 
 use anyhow::anyhow;
 use clap::Args;
-use serde_json::json;
 use strata::error::exit;
 use strata::repo::snapshot::select_at;
 use strata::restore::{self, RestoreOptions};
@@ -72,18 +71,20 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     bar.finish();
     print_errors(&report.errors);
     if global.json {
-        output::print_json(&json!({
-            "snapshot_id": id.to_hex(),
-            "time": snap.time,
-            "files": report.files,
-            "dirs": report.dirs,
-            "other": report.other,
-            "bytes": report.bytes,
-            "verified_files": report.verified_files,
-            "dry_run": args.dry_run,
-            "damaged_files": report.damaged_files,
-            "errors": report.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        }));
+        #[derive(serde::Serialize)]
+        struct Restored<'a> {
+            snapshot_id: strata::id::SnapshotId,
+            time: &'a str,
+            dry_run: bool,
+            #[serde(flatten)]
+            report: &'a restore::RestoreReport,
+        }
+        output::print_json(&Restored {
+            snapshot_id: id,
+            time: &snap.time,
+            dry_run: args.dry_run,
+            report: &report,
+        });
     } else if !global.quiet {
         println!(
             "{} {} files, {} dirs, {} others, {}{}",

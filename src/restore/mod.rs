@@ -69,7 +69,7 @@ impl fmt::Display for RestoreError {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
@@ -78,7 +78,16 @@ pub struct RestoreReport {
     pub verified_files: u64,
     /// Files that could not be restored exactly (snapshot paths); each is also in `errors`.
     pub damaged_files: Vec<PathBuf>,
+    /// Serialized as `path: cause` lines.
+    #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
+}
+
+fn as_lines<S: serde::Serializer>(
+    errors: &[RestoreError],
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    ser.collect_seq(errors.iter().map(|e| e.to_string()))
 }
 
 struct Item {
