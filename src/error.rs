@@ -1,17 +1,7 @@
-//! Library errors and the exit codes they map to.
+//! Library errors: what went wrong, by kind, with the object or path it concerns.
 
 use std::io;
 use std::path::PathBuf;
-
-/// Exit codes, as restic's users expect them.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILURE: i32 = 1;
-    pub const PARTIAL: i32 = 3;
-    pub const NO_REPOSITORY: i32 = 10;
-    pub const LOCKED: i32 = 11;
-    pub const WRONG_PASSWORD: i32 = 12;
-}
 
 /// What went wrong, by kind, so that callers can match what happened (the CLI maps kinds to
 /// exit codes). New kinds may come: match with a catch-all arm.
@@ -164,15 +154,6 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::NoRepository(_) => exit::NO_REPOSITORY,
-            Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
-            Error::Locked(_) => exit::LOCKED,
-            _ => exit::FAILURE,
-        }
-    }
-
     /// Worth another try: the backend may well answer the next attempt (a connection cut
     /// mid-response, a timeout). Everything else is permanent.
     pub fn is_transient(&self) -> bool {

@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
+use super::exit;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use strata::backup::{self, BackupOptions, Source};
-use strata::error::exit;
 use strata::timespec;
 
 use super::output::{self, Bar};

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::exit;
 use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
-use strata::error::exit;
 use strata::repo::snapshot::{Snapshot, SnapshotFilter};
 use strata::repo::tree::{Node, NodeKind};
 use strata::walk;

@@ -1,6 +1,6 @@
+use super::exit;
 use clap::Args;
 use strata::check::{self, ReadData};
-use strata::error::exit;
 
 use super::output::{self, Bar};
 use super::Global;

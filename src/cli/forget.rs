@@ -1,7 +1,7 @@
+use super::exit;
 use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
-use strata::error::exit;
 use strata::retention::{self, ForgetJob, Policy};
 
 use super::browse::FilterArgs;

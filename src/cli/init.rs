@@ -1,7 +1,7 @@
+use super::exit;
 use clap::Args;
 use serde_json::json;
 use strata::chunker::ChunkerParams;
-use strata::error::exit;
 use strata::repo::config::Config;
 use strata::Repository;
 

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
+use super::exit;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use strata::error::exit;
 
 use super::{output, prompt_password, read_password_file, Global};
 

@@ -4,6 +4,7 @@ mod backup;
 mod browse;
 mod check;
 mod config;
+mod exit;
 mod forget;
 mod init;
 mod key;
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use strata::error::exit;
+
 use strata::{backend, Repository};
 
 #[derive(Parser, Debug)]
@@ -126,7 +127,7 @@ pub fn main() -> i32 {
             eprintln!("error: {e:#}");
             e.chain()
                 .find_map(|c| c.downcast_ref::<strata::Error>())
-                .map(|e| e.exit_code())
+                .map(exit::code_of)
                 .unwrap_or(exit::FAILURE)
         }
     }

@@ -1,6 +1,6 @@
+use super::exit;
 use anyhow::anyhow;
 use clap::Args;
-use strata::error::exit;
 use strata::prune::{self, PruneOptions};
 
 use super::output::{self, Bar};

@@ -1,5 +1,5 @@
+use super::exit;
 use clap::{Args, Subcommand};
-use strata::error::exit;
 use strata::repair;
 
 use super::output::{self, Bar};

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
+use super::exit;
 use anyhow::anyhow;
 use clap::Args;
-use strata::error::exit;
 use strata::repo::snapshot::select_at;
 use strata::restore::{self, RestoreOptions};
 use strata::timespec;
