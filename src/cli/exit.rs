@@ -1,0 +1,20 @@
+//! Exit codes, as restic's users expect them, and which library error gives which.
+
+use strata::Error;
+
+pub const OK: i32 = 0;
+pub const FAILURE: i32 = 1;
+/// The snapshot was written, but some source files could not be read.
+pub const PARTIAL: i32 = 3;
+pub const NO_REPOSITORY: i32 = 10;
+pub const LOCKED: i32 = 11;
+pub const WRONG_PASSWORD: i32 = 12;
+
+pub fn code_of(e: &Error) -> i32 {
+    match e {
+        Error::NoRepository(_) => NO_REPOSITORY,
+        Error::WrongPassword { .. } => WRONG_PASSWORD,
+        Error::Locked(_) => LOCKED,
+        _ => FAILURE,
+    }
+}
