@@ -17,9 +17,8 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::repo::pack::{open_blob, read_header, BlobKind};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
 use crate::repo::{pack_file_kind, Repository};
-use crate::walk::safe_name;
+use crate::walk::{safe_name, TreeWalk, Visit};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReadData {
@@ -321,7 +320,9 @@ impl Audit<'_> {
         snapshots
     }
 
-    /// Every tree the snapshots reach, and every blob they name is indexed.
+    /// Every tree the snapshots reach, and every blob they name is indexed. By tree, not by
+    /// `TreeWalk`: each tree once across all snapshots, and a bad name is a problem to
+    /// report while what the entry names is still checked.
     fn walk(&mut self, snapshots: &[(SnapshotId, Snapshot)], packs: &Packs) -> Result<()> {
         self.progress.message("snapshots and trees");
         let mut seen: HashSet<TreeId> = HashSet::new();
@@ -537,33 +538,26 @@ fn find_hits(
                 .push(format!("{label}: /"));
             continue;
         }
-        let mut stack = vec![(snap.tree, Path::new("/").to_path_buf())];
-        while let Some((tid, dir)) = stack.pop() {
-            let Ok(tree) = repo.load_tree(&tid) else {
+        let mut walk = TreeWalk::new(repo, &snap.tree);
+        while let Some(visit) = walk.next() {
+            // Unreadable trees and bad names are problems of their own already.
+            let Visit::Node { path, node, .. } = visit else {
                 continue;
             };
-            for node in &tree.entries {
-                let Ok(name) = safe_name(node, &tid) else {
-                    continue;
-                };
-                let path = dir.join(name);
-                if let Some(sub) = node.subtree {
-                    if let Some(obj) = damaged.get(&sub) {
+            let path = Path::new("/").join(path);
+            if let Some(obj) = node.subtree.and_then(|sub| damaged.get(&sub)) {
+                hits.entry(obj.clone())
+                    .or_default()
+                    .push(format!("{label}: {}/ (directory)", path.display()));
+                walk.skip_subtree();
+            }
+            let mut reported = HashSet::new();
+            for id in &node.content {
+                if let Some(obj) = damaged.get(id) {
+                    if reported.insert(obj) {
                         hits.entry(obj.clone())
                             .or_default()
-                            .push(format!("{label}: {}/ (directory)", path.display()));
-                    } else if node.kind == NodeKind::Dir {
-                        stack.push((sub, path.clone()));
-                    }
-                }
-                let mut reported = HashSet::new();
-                for id in &node.content {
-                    if let Some(obj) = damaged.get(id) {
-                        if reported.insert(obj) {
-                            hits.entry(obj.clone())
-                                .or_default()
-                                .push(format!("{label}: {}", path.display()));
-                        }
+                            .push(format!("{label}: {}", path.display()));
                     }
                 }
             }

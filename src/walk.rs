@@ -1,4 +1,4 @@
-//! Reading snapshot trees: depth-first walks and path look-ups.
+//! Reading snapshot trees: the one depth-first traversal ([`TreeWalk`]) and path look-ups.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::id::TreeId;
-use crate::repo::tree::{Node, NodeKind};
+use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
 
 /// A name from a tree, refused if it could escape its directory.
@@ -21,30 +21,124 @@ pub fn safe_name<'n>(node: &'n Node, tree: &TreeId) -> Result<&'n OsStr> {
     Ok(OsStr::from_bytes(n))
 }
 
+/// Loads a tree by id: [`Repository::load_tree`], or a caller's own (prune also reads
+/// trees from packs an earlier prune marked).
+pub type TreeLoader<'a> = Box<dyn FnMut(&TreeId) -> Result<Tree> + 'a>;
+
+/// What a [`TreeWalk`] meets.
+pub enum Visit {
+    /// A node, with its path relative to the walk's root and the tree that holds it.
+    Node {
+        path: PathBuf,
+        node: Node,
+        tree: TreeId,
+    },
+    /// A tree that cannot be read (its subtree is skipped), or an entry of `tree` whose
+    /// name could escape its directory (that entry is skipped).
+    Damaged {
+        tree: TreeId,
+        dir: PathBuf,
+        error: Error,
+    },
+}
+
+/// Every node below a root, depth-first pre-order, each with its path: the one traversal
+/// that listing, restore, check and prune share. After a directory's node, the walk goes
+/// into it unless [`TreeWalk::skip_subtree`] is called first. Memory: one tree per level.
+pub struct TreeWalk<'a> {
+    load: TreeLoader<'a>,
+    stack: Vec<Frame>,
+    /// The directory just yielded, entered on the next step.
+    enter: Option<(PathBuf, TreeId)>,
+}
+
+struct Frame {
+    tree: TreeId,
+    dir: PathBuf,
+    entries: std::vec::IntoIter<Node>,
+}
+
+impl<'a> TreeWalk<'a> {
+    pub fn new(repo: &'a Repository, root: &TreeId) -> Self {
+        Self::with_loader(Box::new(move |id| repo.load_tree(id)), root)
+    }
+
+    pub fn with_loader(load: TreeLoader<'a>, root: &TreeId) -> Self {
+        TreeWalk {
+            load,
+            stack: Vec::new(),
+            enter: Some((PathBuf::new(), *root)),
+        }
+    }
+
+    /// Does not go into the directory whose node was yielded last.
+    pub fn skip_subtree(&mut self) {
+        self.enter = None;
+    }
+}
+
+impl Iterator for TreeWalk<'_> {
+    type Item = Visit;
+
+    fn next(&mut self) -> Option<Visit> {
+        if let Some((dir, id)) = self.enter.take() {
+            match (self.load)(&id) {
+                Ok(tree) => self.stack.push(Frame {
+                    tree: id,
+                    dir,
+                    entries: tree.entries.into_iter(),
+                }),
+                Err(error) => {
+                    return Some(Visit::Damaged {
+                        tree: id,
+                        dir,
+                        error,
+                    })
+                }
+            }
+        }
+        loop {
+            let frame = self.stack.last_mut()?;
+            let Some(node) = frame.entries.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let tree = frame.tree;
+            let path = match safe_name(&node, &tree) {
+                Ok(name) => frame.dir.join(name),
+                Err(error) => {
+                    return Some(Visit::Damaged {
+                        tree,
+                        dir: frame.dir.clone(),
+                        error,
+                    })
+                }
+            };
+            if node.kind == NodeKind::Dir {
+                self.enter = node.subtree.map(|sub| (path.clone(), sub));
+            }
+            return Some(Visit::Node { path, node, tree });
+        }
+    }
+}
+
 /// Calls `visit(path, node)` for every node below `root` in depth-first pre-order; paths are
-/// relative to the root. `visit` returns whether to descend into a directory.
+/// relative to the root. `visit` returns whether to descend into a directory. The first
+/// damaged tree or entry name ends the walk with its error.
 pub fn walk(
     repo: &Repository,
     root: &TreeId,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    walk_from(repo, root, &PathBuf::new(), visit)
-}
-
-fn walk_from(
-    repo: &Repository,
-    id: &TreeId,
-    prefix: &Path,
-    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
-) -> Result<()> {
-    let tree = repo.load_tree(id)?;
-    for node in &tree.entries {
-        let path = prefix.join(safe_name(node, id)?);
-        let descend = visit(&path, node)?;
-        if descend && node.kind == NodeKind::Dir {
-            if let Some(sub) = &node.subtree {
-                walk_from(repo, sub, &path, visit)?;
+    let mut walk = TreeWalk::new(repo, root);
+    while let Some(v) = walk.next() {
+        match v {
+            Visit::Node { path, node, .. } => {
+                if !visit(&path, &node)? {
+                    walk.skip_subtree();
+                }
             }
+            Visit::Damaged { error, .. } => return Err(error),
         }
     }
     Ok(())
@@ -59,37 +153,15 @@ pub fn walk_tolerant(
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
     on_error: &mut dyn FnMut(&TreeId, &Path, Error),
 ) -> Result<()> {
-    walk_tolerant_from(repo, root, &PathBuf::new(), visit, on_error)
-}
-
-fn walk_tolerant_from(
-    repo: &Repository,
-    id: &TreeId,
-    prefix: &Path,
-    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
-    on_error: &mut dyn FnMut(&TreeId, &Path, Error),
-) -> Result<()> {
-    let tree = match repo.load_tree(id) {
-        Ok(t) => t,
-        Err(e) => {
-            on_error(id, prefix, e);
-            return Ok(());
-        }
-    };
-    for node in &tree.entries {
-        let name = match safe_name(node, id) {
-            Ok(n) => n,
-            Err(e) => {
-                on_error(id, prefix, e);
-                continue;
+    let mut walk = TreeWalk::new(repo, root);
+    while let Some(v) = walk.next() {
+        match v {
+            Visit::Node { path, node, .. } => {
+                if !visit(&path, &node)? {
+                    walk.skip_subtree();
+                }
             }
-        };
-        let path = prefix.join(name);
-        let descend = visit(&path, node)?;
-        if descend && node.kind == NodeKind::Dir {
-            if let Some(sub) = &node.subtree {
-                walk_tolerant_from(repo, sub, &path, visit, on_error)?;
-            }
+            Visit::Damaged { tree, dir, error } => on_error(&tree, &dir, error),
         }
     }
     Ok(())

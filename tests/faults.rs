@@ -312,3 +312,47 @@ fn init_refuses_a_chunker_that_open_would_call_damaged() {
         "a key was written"
     );
 }
+
+#[test]
+fn the_tree_walk_goes_depth_first_and_skips_what_it_is_told_to() {
+    use strata::walk::{TreeWalk, Visit};
+    let lab = Lab::new();
+    write_files(&lab.src(), 1);
+    fs::create_dir_all(lab.src().join("sub/deeper")).unwrap();
+    fs::write(lab.src().join("sub/deeper/d.txt"), b"d").unwrap();
+    let repo = lab.open("a");
+    let snap = lab.backup(&repo).unwrap().snapshot;
+    let src = lab.src();
+    let rel = src.strip_prefix("/").unwrap();
+    let paths = |skip: Option<&str>| -> Vec<String> {
+        let mut walk = TreeWalk::new(&repo, &snap.tree);
+        let mut out = Vec::new();
+        while let Some(v) = walk.next() {
+            let Visit::Node { path, .. } = v else {
+                panic!("damage in a sound snapshot");
+            };
+            let Ok(inside) = path.strip_prefix(rel) else {
+                continue; // the directories above the source
+            };
+            let p = inside.display().to_string();
+            if skip == Some(p.as_str()) {
+                walk.skip_subtree();
+            }
+            out.push(p);
+        }
+        out
+    };
+    let all = paths(None);
+    let expected = [
+        "",
+        "a.bin",
+        "c.bin",
+        "sub",
+        "sub/b.txt",
+        "sub/deeper",
+        "sub/deeper/d.txt",
+    ];
+    assert_eq!(all, expected, "sorted names, parents before children");
+    let skipped = paths(Some("sub"));
+    assert_eq!(skipped, ["", "a.bin", "c.bin", "sub"]);
+}

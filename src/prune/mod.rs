@@ -141,7 +141,9 @@ fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, Obsole
     Ok((read.read, read.marks))
 }
 
-/// Every blob some snapshot reaches, into the cache's mark table.
+/// Every blob some snapshot reaches, into the cache's mark table. By tree, not by
+/// [`crate::walk::TreeWalk`]: prune must keep whatever a snapshot reaches, entries with
+/// names a restore would refuse included, and each tree once across all snapshots.
 fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result<()> {
     let cache = repo.cache();
     cache.used_reset()?;
