@@ -148,7 +148,7 @@ fn index_lookups(c: &mut Criterion) {
                 .collect(),
         })
         .collect();
-    cache.begin().unwrap();
+    let tx = cache.transaction().unwrap();
     cache
         .add_index_file(
             &IndexId([0; 32]),
@@ -160,7 +160,7 @@ fn index_lookups(c: &mut Criterion) {
             },
         )
         .unwrap();
-    cache.commit().unwrap();
+    tx.commit().unwrap();
     let mut g = c.benchmark_group("index");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("lookup_1000_of_100k", |b| {

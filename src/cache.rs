@@ -115,6 +115,34 @@ pub const TREE_CACHE_BYTES: u64 = 512 << 20;
 /// How long a long operation may hold the cache's write lock before letting others in.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// An open cache transaction. Dropped without [`Transaction::commit`] it rolls back what
+/// was written since it began (or since the last [`Cache::checkpoint`]), so no error path
+/// can leave a transaction open for the next operation of the same process (`backup --all`
+/// runs several). Rolling back never loses anything the repository has: the cache is
+/// rebuilt from it.
+pub struct Transaction<'c> {
+    cache: &'c Cache,
+    open: bool,
+}
+
+impl Transaction<'_> {
+    pub fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.cache.commit()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let conn = self.cache.lock();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
+
 impl Cache {
     pub fn open(dir: &Path) -> Result<Self> {
         private_dir(dir)?;
@@ -198,14 +226,21 @@ impl Cache {
         }
     }
 
-    pub fn begin(&self) -> Result<()> {
+    /// Opens a transaction: what is written through the cache until
+    /// [`Transaction::commit`] becomes visible at once, or (dropped uncommitted, on any
+    /// error path) not at all.
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
         self.lock()
             .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        Ok(Transaction {
+            cache: self,
+            open: true,
+        })
     }
 
     /// Commits the open transaction, if any.
-    pub fn commit(&self) -> Result<()> {
+    fn commit(&self) -> Result<()> {
         let conn = self.lock();
         if conn.is_autocommit() {
             return Ok(());
@@ -816,6 +851,31 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_dropped_uncommitted_rolls_back_and_frees_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let (a, b) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+        {
+            let _tx = cache.transaction().unwrap();
+            cache.set_last_snapshot("set:x", &a).unwrap();
+            // An error path: the guard goes without a commit.
+        }
+        assert_eq!(cache.last_snapshot("set:x").unwrap(), None);
+        // No transaction is left open: the next one begins.
+        let tx = cache.transaction().unwrap();
+        cache.set_last_snapshot("set:x", &b).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(cache.last_snapshot("set:x").unwrap(), Some(b));
+        drop(cache);
+        let cache = Cache::open(dir.path()).unwrap();
+        assert_eq!(
+            cache.last_snapshot("set:x").unwrap(),
+            Some(b),
+            "committed for good"
+        );
+    }
 
     #[test]
     fn the_tree_cache_is_bounded_oldest_first() {

@@ -229,7 +229,7 @@ pub fn repair_snapshots(
             .is_some_and(|loc| stored.contains(&loc.pack)))
     };
 
-    repo.cache().begin()?;
+    let tx = repo.cache().transaction()?;
     let shared = SaverShared::default();
     let outcome = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
         let saver = BlobSaver::new(repo, &shared, scope, repo.backend().upload_concurrency());
@@ -249,14 +249,8 @@ pub fn repair_snapshots(
         }
         Ok(fixed)
     });
-    let fixed = match outcome {
-        Ok(f) => f,
-        Err(e) => {
-            let _ = repo.cache().commit();
-            return Err(e);
-        }
-    };
-    repo.cache().commit()?;
+    let fixed = outcome?;
+    tx.commit()?;
     for (id, mut snap, lost, root) in fixed {
         let mut entry = RepairedSnapshot {
             original: id.to_hex(),

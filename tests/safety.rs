@@ -998,7 +998,7 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
     env.init();
     let repo = open_repo(env);
     let shared = SaverShared::default();
-    repo.cache().begin().unwrap();
+    let tx = repo.cache().transaction().unwrap();
     let root = std::thread::scope(|scope| {
         let saver = BlobSaver::new(&repo, &shared, scope, 1);
         let save_tree = |mut t: Tree| {
@@ -1032,7 +1032,7 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         saver.finish().unwrap();
         root
     });
-    repo.cache().commit().unwrap();
+    tx.commit().unwrap();
     repo.write_snapshot(&Snapshot {
         version: 1,
         time: "2026-01-01T00:00:00Z".into(),

@@ -171,7 +171,9 @@ pub fn run(
         n => n,
     };
     let shared = SaverShared::with_data_class(opts.data_storage_class.clone());
-    repo.cache().begin()?;
+    // Dropped on any error below, it rolls back: what packs and index files the failed run
+    // wrote is in the repository, and the next open reads it into the cache from there.
+    let tx = repo.cache().transaction()?;
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
         let saver = BlobSaver::new(repo, &shared, scope, uploaders);
         let archiver = Archiver {
@@ -196,14 +198,7 @@ pub fn run(
         saver.finish()?;
         Ok((root, summary, warnings))
     });
-    // However the run ends, the cache's transaction ends with it: what was uploaded is
-    // indexed and worth keeping for the rerun, and the next backup of this process
-    // (`backup --all`) must be able to start one.
-    let ended = |e: Error| {
-        let _ = repo.cache().commit();
-        e
-    };
-    let (root, mut summary, warnings) = outcome.map_err(ended)?;
+    let (root, mut summary, warnings) = outcome?;
     summary.duration_secs = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: FORMAT_VERSION,
@@ -220,13 +215,9 @@ pub fn run(
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,
     };
-    let snapshot_id = repo
-        .write_snapshot(&snapshot)
-        .and_then(|id| {
-            remember(repo, &set_key, &id, mark, warnings.is_empty())?;
-            Ok(id)
-        })
-        .map_err(ended)?;
+    let snapshot_id = repo.write_snapshot(&snapshot)?;
+    remember(repo, &set_key, &snapshot_id, mark, warnings.is_empty())?;
+    tx.commit()?;
     Ok(BackupReport {
         snapshot_id,
         snapshot,
@@ -263,7 +254,7 @@ fn remember(
     if complete {
         repo.cache().file_sweep(set_key, mark)?;
     }
-    repo.cache().commit()
+    Ok(())
 }
 
 /// Every source resolved before anything is written (a missing path is an error, not a

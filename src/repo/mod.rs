@@ -364,7 +364,7 @@ impl Repository {
             .collect();
         let known: HashSet<IndexId> = self.cache.known_index_files()?.into_iter().collect();
         let stale = known.iter().any(|id| !listed.contains(id));
-        self.cache.begin()?;
+        let tx = self.cache.transaction()?;
         let result = (|| {
             if stale {
                 self.cache.clear_index()?;
@@ -404,13 +404,8 @@ impl Repository {
             }
             Ok(())
         })();
-        match result {
-            Ok(()) => self.cache.commit(),
-            Err(e) => {
-                let _ = self.cache.commit();
-                Err(e)
-            }
-        }
+        result?;
+        tx.commit()
     }
 
     /// Loads sealed files of one kind, several requests in flight (a bare machine reads
@@ -523,7 +518,7 @@ impl Repository {
             .filter_map(|f| f.name.parse().ok())
             .collect();
         let mut out = IndexRead::default();
-        self.cache.begin()?;
+        let tx = self.cache.transaction()?;
         let rebuilt = (|| {
             self.cache.clear_index()?;
             for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
@@ -547,8 +542,9 @@ impl Repository {
             }
             Ok(())
         })();
-        self.cache.commit()?;
-        rebuilt.map(|()| out)
+        rebuilt?;
+        tx.commit()?;
+        Ok(out)
     }
 
     /// Every pack file the backend holds, with its kind and size.
