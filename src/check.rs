@@ -15,7 +15,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
-use crate::repo::pack::{open_blob, read_header, BlobKind};
+use crate::repo::pack::{read_header, BlobKind};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{pack_file_kind, Repository};
 use crate::walk::{safe_name, TreeWalk, Visit};
@@ -495,11 +495,7 @@ fn read_pack(
     // from there instead of decrypting them again.
     let mut trees = Vec::new();
     for e in &entries {
-        let end = e.offset as usize + e.length as usize;
-        let result = bytes
-            .get(e.offset as usize..end)
-            .ok_or_else(|| Error::corrupt(format!("blob {}", e.id), "beyond the end of the pack"))
-            .and_then(|sealed| open_blob(repo.key(), e, sealed));
+        let result = repo.open_blob_in(id, &bytes, 0, e);
         match result {
             Ok(plain) if kind == BlobKind::Tree => trees.push((e.id, plain)),
             Ok(_) => {}

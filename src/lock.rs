@@ -141,10 +141,8 @@ pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r
             waited = Duration::ZERO;
             let mut lock = mine.clone();
             lock.refreshed = now().to_rfc3339();
-            let mut cbor = Vec::new();
-            ciborium::into_writer(&lock, &mut cbor).expect("CBOR into memory");
-            let sealed = key.seal(&cbor, b"strata/lock/v1");
-            let new = hex::encode(crate::id::content_address(&sealed));
+            let (id, sealed) = crate::repo::seal_file(&key, FileKind::Lock, &lock);
+            let new = hex::encode(id);
             // The new lock is in place before the old one goes.
             if backend.write(FileKind::Lock, &new, &sealed).is_ok() {
                 let old = std::mem::replace(&mut *n2.lock().unwrap(), new);

@@ -9,12 +9,12 @@ use super::plan::{PrunePlan, Rules};
 use super::PruneReport;
 use crate::backup::DATA_PACK_SIZE;
 use crate::cache::PackUsage;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::progress::Progress;
 use crate::repo::index::{IndexedPack, ObsoletePack};
-use crate::repo::pack::{open_blob, read_header, BlobKind, PackBuilder, SealedBlob};
-use crate::repo::{pack_file_kind, Repository};
+use crate::repo::pack::{read_header, BlobKind, PackBuilder, SealedBlob};
+use crate::repo::{pack_file_kind, sealed_in, Repository};
 
 /// What the plan was made from, and what executing it needs besides.
 pub(super) struct Inputs<'a> {
@@ -120,10 +120,9 @@ fn repack(
             if !cache.used_contains(&e.id)? || !copied.insert(e.id) {
                 continue;
             }
-            let sealed = bytes
-                .get(e.offset as usize..(e.offset + e.length as u64) as usize)
-                .ok_or_else(|| Error::corrupt(format!("pack {id}"), "blob beyond the end"))?;
-            open_blob(repo.key(), &e, sealed)?;
+            // Verified before it is copied: prune never spreads damage.
+            repo.open_blob_in(id, &bytes, 0, &e)?;
+            let sealed = sealed_in(id, &bytes, 0, &e)?;
             let b = builders
                 .entry(*kind)
                 .or_insert_with(|| PackBuilder::new(*kind));

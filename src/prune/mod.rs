@@ -17,7 +17,7 @@ use crate::id::{BlobId, IndexId, PackId};
 use crate::lock;
 use crate::progress::Progress;
 use crate::repo::index::ObsoletePack;
-use crate::repo::pack::{open_blob, read_header, BlobKind};
+use crate::repo::pack::{read_header, BlobKind};
 use crate::repo::{pack_file_kind, Repository};
 use plan::{BlobUse, PrunePlan, Rules};
 
@@ -223,9 +223,6 @@ fn load_marked_tree(
         .into_iter()
         .find(|e| e.id == *tid)
         .ok_or_else(not_found)?;
-    let sealed = bytes
-        .get(entry.offset as usize..(entry.offset + entry.length as u64) as usize)
-        .ok_or_else(not_found)?;
-    let plain = open_blob(repo.key(), &entry, sealed)?;
+    let plain = repo.open_blob_in(&m.id, &bytes, 0, &entry)?;
     crate::repo::tree::Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {tid}"), e))
 }

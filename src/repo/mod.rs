@@ -298,8 +298,7 @@ impl Repository {
 
     /// Seals and stores a CBOR value; its name is the hash of the stored bytes.
     pub fn save_file<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<[u8; 32]> {
-        let sealed = self.key.seal(&encode(value), aad(kind));
-        let id = content_address(&sealed);
+        let (id, sealed) = seal_file(&self.key, kind, value);
         self.backend.write(kind, &hex::encode(id), &sealed)?;
         Ok(id)
     }
@@ -640,7 +639,22 @@ impl Repository {
             loc.entry.offset,
             loc.entry.length as u64,
         )?;
-        open_blob(&self.key, &loc.entry, &sealed).map_err(|e| in_pack(e, &loc.pack))
+        self.open_blob_in(&loc.pack, &sealed, loc.entry.offset, &loc.entry)
+    }
+
+    /// A blob's plaintext from `buf`, bytes of pack `pack` from offset `at` on (the whole
+    /// pack, or one range read of it): cut out, decrypted, decompressed and checked against
+    /// its id. Restore, check, prune and tree fetches all open blobs here; errors name the
+    /// blob and its pack.
+    pub fn open_blob_in(
+        &self,
+        pack: &PackId,
+        buf: &[u8],
+        at: u64,
+        entry: &pack::BlobEntry,
+    ) -> Result<Vec<u8>> {
+        let sealed = sealed_in(pack, buf, at, entry)?;
+        open_blob(&self.key, entry, sealed).map_err(|e| in_pack(e, pack))
     }
 
     /// A tree, from the cache or else from the repository.
@@ -753,11 +767,7 @@ impl Repository {
         Ok(entries
             .iter()
             .filter(|e| e.kind == pack::BlobKind::Tree)
-            .filter_map(|e| {
-                let end = e.offset.checked_add(e.length as u64)? as usize;
-                let sealed = bytes.get(e.offset as usize..end)?;
-                open_blob(&self.key, e, sealed).ok().map(|p| (e.id, p))
-            })
+            .filter_map(|e| self.open_blob_in(pack, bytes, 0, e).ok().map(|p| (e.id, p)))
             .collect())
     }
 
@@ -1037,6 +1047,34 @@ pub fn pack_file_kind(kind: pack::BlobKind) -> FileKind {
 }
 
 /// Adds the pack's name to a blob error, so a report names the file on the backend.
+/// A repository file's sealed bytes and the content address that names it: the one way
+/// config, snapshots, index and lock files are sealed (a lock's refresher, on a thread of
+/// its own, seals through here too).
+pub fn seal_file<T: Serialize>(key: &MasterKey, kind: FileKind, value: &T) -> ([u8; 32], Vec<u8>) {
+    let sealed = key.seal(&encode(value), aad(kind));
+    (content_address(&sealed), sealed)
+}
+
+/// The sealed bytes of `entry` in `buf`, bytes of pack `pack` from offset `at` on.
+pub fn sealed_in<'b>(
+    pack: &PackId,
+    buf: &'b [u8],
+    at: u64,
+    entry: &pack::BlobEntry,
+) -> Result<&'b [u8]> {
+    entry
+        .offset
+        .checked_sub(at)
+        .and_then(|lo| Some((lo, lo.checked_add(entry.length as u64)?)))
+        .and_then(|(lo, hi)| buf.get(usize::try_from(lo).ok()?..usize::try_from(hi).ok()?))
+        .ok_or_else(|| {
+            Error::corrupt(
+                format!("blob {} in pack {pack}", entry.id),
+                "beyond the end of the pack",
+            )
+        })
+}
+
 pub fn in_pack(e: Error, pack: &PackId) -> Error {
     match e {
         Error::Corrupt { object, reason } => Error::Corrupt {
@@ -1044,5 +1082,51 @@ pub fn in_pack(e: Error, pack: &PackId) -> Error {
             reason,
         },
         e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pack::{BlobEntry, BlobKind, Compression};
+
+    fn entry(offset: u64, length: u32) -> BlobEntry {
+        BlobEntry {
+            id: BlobId([7; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: 0,
+            compression: Compression::None,
+        }
+    }
+
+    #[test]
+    fn blobs_are_cut_only_from_inside_the_bytes_read() {
+        let pack = PackId([1; 32]);
+        let buf: Vec<u8> = (0..100).collect();
+        // The whole pack, and a range read starting at 40.
+        assert_eq!(
+            sealed_in(&pack, &buf, 0, &entry(10, 5)).unwrap(),
+            &buf[10..15]
+        );
+        assert_eq!(
+            sealed_in(&pack, &buf, 40, &entry(50, 5)).unwrap(),
+            &buf[10..15]
+        );
+        assert_eq!(
+            sealed_in(&pack, &buf, 0, &entry(95, 5)).unwrap(),
+            &buf[95..]
+        );
+        // Hostile or stale entries: past the end, before the read, overflowing.
+        for (at, e) in [
+            (0, entry(96, 5)),
+            (40, entry(39, 1)),
+            (0, entry(u64::MAX, 2)),
+            (0, entry(u64::MAX - 1, u32::MAX)),
+        ] {
+            let err = sealed_in(&pack, &buf, at, &e).unwrap_err();
+            assert!(err.to_string().contains("beyond the end"), "{err}");
+        }
     }
 }

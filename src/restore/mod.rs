@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, TreeId};
 use crate::progress::Progress;
-use crate::repo::pack::{open_blob, BlobEntry};
+use crate::repo::pack::BlobEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::{in_pack, pack_file_kind, Repository};
@@ -595,10 +595,9 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
             .read_range(kind, &pack.to_hex(), start, end - start)
         {
             // One read may hold thousands of small files: they are written in parallel.
-            Ok(bytes) => fetches[i..j].par_iter().for_each(|f| {
-                let lo = (f.entry.offset - start) as usize;
-                restore_blob(ctx, pack, f, &bytes[lo..lo + f.entry.length as usize]);
-            }),
+            Ok(bytes) => fetches[i..j]
+                .par_iter()
+                .for_each(|f| restore_blob(ctx, pack, f, &bytes, start)),
             // A truncated pack fails the coalesced read; its intact blobs may still be
             // there, so each blob is tried on its own.
             Err(_) if j - i > 1 => {
@@ -609,7 +608,7 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
                         f.entry.offset,
                         f.entry.length as u64,
                     ) {
-                        Ok(bytes) => restore_blob(ctx, pack, f, &bytes),
+                        Ok(bytes) => restore_blob(ctx, pack, f, &bytes, f.entry.offset),
                         Err(e) => blob_lost(ctx, pack, f, in_pack(e, pack)),
                     }
                 }
@@ -663,8 +662,10 @@ fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> std::io::Result<()
     Ok(())
 }
 
-fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, sealed: &[u8]) {
-    let plain = match open_blob(ctx.repo.key(), &f.entry, sealed) {
+/// Opens one blob of a read (`buf`, the pack's bytes from `at` on) and writes it wherever
+/// the snapshot has it.
+fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
+    let plain = match ctx.repo.open_blob_in(pack, buf, at, &f.entry) {
         Ok(p) => p,
         Err(e) => return blob_lost(ctx, pack, f, e),
     };
