@@ -62,6 +62,7 @@ pub mod crypto;
 pub mod error;
 pub mod id;
 pub mod lock;
+pub mod patterns;
 pub mod progress;
 pub mod prune;
 pub mod repair;

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
-use globset::GlobSet;
 use rayon::prelude::*;
 
 pub use saver::{BlobSaver, SaverShared, DATA_PACK_SIZE};
@@ -26,6 +25,7 @@ use crate::cache::FileStat;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
+use crate::patterns::Patterns;
 use crate::progress::Progress;
 use crate::repo::config::FORMAT_VERSION;
 use crate::repo::pack::BlobKind;
@@ -53,8 +53,8 @@ pub struct BackupOptions<'a> {
     pub host: Option<String>,
     pub tags: Vec<String>,
     pub set: Option<String>,
-    pub excludes: Option<GlobSet>,
-    pub exclude_patterns: Vec<String>,
+    /// Paths matching these are left out (recorded in the snapshot).
+    pub excludes: Option<Patterns>,
     pub one_file_system: bool,
     pub time: Option<DateTime<FixedOffset>>,
     /// Uploads in flight; 0 means the backend's default.
@@ -71,7 +71,6 @@ impl Default for BackupOptions<'_> {
             tags: Vec::new(),
             set: None,
             excludes: None,
-            exclude_patterns: Vec::new(),
             one_file_system: false,
             time: None,
             uploaders: 0,
@@ -130,7 +129,7 @@ struct Archiver<'a, 's, 'r> {
     repo: &'r Repository,
     saver: &'a BlobSaver<'s, 'r>,
     progress: &'a dyn Progress,
-    excludes: Option<&'a GlobSet>,
+    excludes: Option<&'a Patterns>,
     one_file_system: bool,
     set_key: String,
     /// This run's mark on the file-cache entries it saw (see `Cache::file_sweep`).
@@ -210,7 +209,11 @@ pub fn run(
         set: opts.set,
         parent,
         tree: root,
-        excludes: opts.exclude_patterns,
+        excludes: opts
+            .excludes
+            .as_ref()
+            .map(|p| p.source().to_vec())
+            .unwrap_or_default(),
         summary,
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use super::exit;
 use anyhow::{anyhow, Context};
 use clap::Args;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use strata::backup::{self, BackupOptions, Source};
+use strata::patterns::{self, Patterns};
 use strata::timespec;
 
 use super::output::{self, Bar};
@@ -56,31 +56,12 @@ pub struct BackupArgs {
 /// future would be `latest` until then, and retention counts back from it.
 const MAX_FUTURE: chrono::Duration = chrono::Duration::minutes(5);
 
-pub fn globset(patterns: &[String]) -> anyhow::Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).with_context(|| format!("bad pattern {p:?}"))?);
-        // A pattern without a slash matches a name at any depth (as in .gitignore).
-        if !p.contains('/') {
-            b.add(Glob::new(&format!("**/{p}")).with_context(|| format!("bad pattern {p:?}"))?);
-        }
-    }
-    Ok(Some(b.build()?))
-}
-
 fn read_patterns(excludes: &[String], files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut patterns = excludes.to_vec();
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading exclude file {}", f.display()))?;
         patterns.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
+            patterns::read_file(f)
+                .with_context(|| format!("reading exclude file {}", f.display()))?,
         );
     }
     Ok(patterns)
@@ -218,8 +199,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             host: job.host,
             tags: job.tags,
             set: job.set.clone(),
-            excludes: globset(&job.patterns)?,
-            exclude_patterns: job.patterns,
+            excludes: Patterns::new(&job.patterns)?,
             one_file_system: job.one_file_system,
             time,
             uploaders: args.uploads,

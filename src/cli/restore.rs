@@ -3,11 +3,11 @@ use std::path::PathBuf;
 use super::exit;
 use anyhow::anyhow;
 use clap::Args;
+use strata::patterns::Patterns;
 use strata::repo::snapshot::select_at;
 use strata::restore::{self, RestoreOptions};
 use strata::timespec;
 
-use super::backup::globset;
 use super::browse::FilterArgs;
 use super::output::{self, Bar};
 use super::Global;
@@ -53,8 +53,8 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     };
     let opts = RestoreOptions {
         target: args.target.clone(),
-        includes: globset(&args.includes)?,
-        excludes: globset(&args.excludes)?,
+        includes: Patterns::new(&args.includes)?,
+        excludes: Patterns::new(&args.excludes)?,
         verify: args.verify,
         dry_run: args.dry_run,
     };

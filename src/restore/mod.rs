@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use globset::GlobSet;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId, TreeId};
+use crate::patterns::Patterns;
 use crate::progress::Progress;
 use crate::repo::pack::BlobEntry;
 use crate::repo::snapshot::Snapshot;
@@ -45,8 +45,9 @@ const MAX_RANGE: u64 = 17 << 20;
 #[derive(Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
-    pub includes: Option<GlobSet>,
-    pub excludes: Option<GlobSet>,
+    /// Only what matches (with the directories leading to it); everything when `None`.
+    pub includes: Option<Patterns>,
+    pub excludes: Option<Patterns>,
     pub verify: bool,
     pub dry_run: bool,
 }

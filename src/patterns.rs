@@ -1,0 +1,94 @@
+//! Include and exclude patterns as operators write them: globs matched against absolute
+//! paths, and (as in `.gitignore`) a pattern without a `/` matches a name at any depth.
+
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::error::{Error, Result};
+
+/// Compiled patterns, with the text they came from (a snapshot records its excludes).
+#[derive(Clone, Debug)]
+pub struct Patterns {
+    set: GlobSet,
+    source: Vec<String>,
+}
+
+impl Patterns {
+    /// `None` for no patterns at all (nothing excluded, everything included).
+    pub fn new(patterns: &[String]) -> Result<Option<Self>> {
+        if patterns.is_empty() {
+            return Ok(None);
+        }
+        let bad = |p: &str, e: globset::Error| Error::BadInput {
+            what: "pattern",
+            reason: format!("bad pattern {p:?}: {e}"),
+        };
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            b.add(Glob::new(p).map_err(|e| bad(p, e))?);
+            if !p.contains('/') {
+                b.add(Glob::new(&format!("**/{p}")).map_err(|e| bad(p, e))?);
+            }
+        }
+        let set = b.build().map_err(|e| bad(&patterns.join(" "), e))?;
+        Ok(Some(Patterns {
+            set,
+            source: patterns.to_vec(),
+        }))
+    }
+
+    pub fn is_match(&self, path: &Path) -> bool {
+        self.set.is_match(path)
+    }
+
+    /// The patterns as given.
+    pub fn source(&self) -> &[String] {
+        &self.source
+    }
+}
+
+/// The patterns of a file, one per line; blank lines and lines starting with `#` are
+/// skipped.
+pub fn read_file(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_at_any_depth_paths_only_where_they_say() {
+        let p = Patterns::new(&["*.tmp".into(), "/srv/cache/**".into()])
+            .unwrap()
+            .unwrap();
+        assert!(p.is_match(Path::new("/a.tmp")));
+        assert!(p.is_match(Path::new("/srv/app/x/b.tmp")));
+        assert!(p.is_match(Path::new("/srv/cache/one/two")));
+        assert!(!p.is_match(Path::new("/srv/app/cache/one")));
+        assert!(!p.is_match(Path::new("/srv/app/a.tmp.keep")));
+        assert_eq!(p.source(), ["*.tmp", "/srv/cache/**"]);
+        assert!(Patterns::new(&[]).unwrap().is_none());
+        let err = Patterns::new(&["a[".into()]).unwrap_err();
+        assert!(err.to_string().contains("bad pattern \"a[\""), "{err}");
+    }
+
+    #[test]
+    fn pattern_files_skip_comments_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("excludes");
+        std::fs::write(&f, "# caches\n*.tmp\n\n  /srv/cache/**  \n#x\n").unwrap();
+        assert_eq!(read_file(&f).unwrap(), ["*.tmp", "/srv/cache/**"]);
+        assert!(matches!(
+            read_file(&dir.path().join("missing")),
+            Err(Error::Io { .. })
+        ));
+    }
+}
