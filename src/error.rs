@@ -143,6 +143,10 @@ pub enum Error {
         oldest: Option<(String, String)>,
     },
 
+    /// A path in a snapshot that is not a regular file where one is needed (`cat`).
+    #[error("{} is {what} in the snapshot, not a regular file", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+
     /// A forget without any keep rule would remove every snapshot.
     #[error("no --keep-* rule given{}: refusing to forget every snapshot",
         set.as_ref().map(|n| format!(" and set {n} has no keep policy")).unwrap_or_default())]

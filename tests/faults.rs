@@ -356,3 +356,55 @@ fn the_tree_walk_goes_depth_first_and_skips_what_it_is_told_to() {
     let skipped = paths(Some("sub"));
     assert_eq!(skipped, ["", "a.bin", "c.bin", "sub"]);
 }
+
+#[test]
+fn cat_writes_a_file_in_order_with_a_read_per_pack_not_per_chunk() {
+    use strata::backend::faulty::Counting;
+    let counting = Arc::new(Counting::new(Arc::new(MemBackend::new())));
+    let config = Config::new(ChunkerParams::default(), 3);
+    Repository::init(
+        counting.clone(),
+        PASSWORD,
+        config,
+        &KdfCost::INSECURE_FOR_TESTS,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = noise(2 << 20, 5);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    let repo = Repository::open(counting.clone(), PASSWORD, &dir.path().join("cache")).unwrap();
+    let report = backup::run(
+        &repo,
+        BackupOptions {
+            source: Source::Paths(vec![src.clone()]),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let snap = report.snapshot;
+    let before = counting.count(Op::Read, Some(FileKind::Data));
+    let mut out = Vec::new();
+    let n = restore::cat_file(&repo, &snap, &src.join("big.bin"), &mut out).unwrap();
+    assert_eq!(n, big.len() as u64);
+    assert!(out == big, "cat gave other bytes");
+    assert_eq!(
+        counting.count(Op::Read, Some(FileKind::Data)) - before,
+        1,
+        "the file's {} chunks sit in one pack: one read",
+        out.len() / (32 << 10)
+    );
+    for (path, what) in [
+        (src.clone(), "a directory"),
+        (src.join("link"), "a symlink"),
+    ] {
+        let err = restore::cat_file(&repo, &snap, &path, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, strata::Error::NotAFile { what: w, .. } if *w == what),
+            "{err}"
+        );
+    }
+}

@@ -5,7 +5,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::exit;
-use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
 use strata::repo::snapshot::{Snapshot, SnapshotFilter};
@@ -213,16 +212,8 @@ pub struct CatArgs {
 pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let (_, snap) = repo.find_snapshot(&args.snapshot)?;
-    let node = walk::lookup(&repo, &snap.tree, &args.path)?
-        .ok_or_else(|| anyhow!("{} is a directory", args.path.display()))?;
-    if node.kind != NodeKind::File {
-        return Err(anyhow!("{} is not a regular file", args.path.display()));
-    }
     let mut out = std::io::stdout().lock();
-    for id in &node.content {
-        let data = repo.read_blob(id)?;
-        out.write_all(&data)?;
-    }
+    strata::restore::cat_file(&repo, &snap, &args.path, &mut out)?;
     out.flush()?;
     Ok(exit::OK)
 }

@@ -699,6 +699,68 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
     }
 }
 
+/// Writes the content of the regular file at `path` (absolute in the snapshot) to `out`, in
+/// order; returns the bytes written. Consecutive chunks stored in the same pack come in one
+/// range read (a backup seals a file's chunks in parallel, so they lie near each other but
+/// not in order), so a large file costs about a request per pack, not one per chunk.
+pub fn cat_file(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
+    let node = walk::lookup(repo, &snapshot.tree, path)?;
+    let node = match node {
+        Some(n) if n.kind == NodeKind::File => n,
+        other => {
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                what: match other.map(|n| n.kind) {
+                    None | Some(NodeKind::Dir) => "a directory",
+                    Some(NodeKind::Symlink) => "a symlink",
+                    _ => "a special file",
+                },
+            })
+        }
+    };
+    let locations = node
+        .content
+        .iter()
+        .map(|id| repo.lookup_blob(id))
+        .collect::<Result<Vec<_>>>()?;
+    let mut written = 0u64;
+    let mut i = 0;
+    while i < locations.len() {
+        // The next chunks while they are in the same pack and the span read stays bounded.
+        let pack = locations[i].pack;
+        let mut start = locations[i].entry.offset;
+        let mut end = start + locations[i].entry.length as u64;
+        let mut j = i + 1;
+        while let Some(next) = locations.get(j).filter(|l| l.pack == pack) {
+            let lo = start.min(next.entry.offset);
+            let hi = end.max(next.entry.offset + next.entry.length as u64);
+            if hi - lo > MAX_RANGE {
+                break;
+            }
+            (start, end) = (lo, hi);
+            j += 1;
+        }
+        let kind = pack_file_kind(locations[i].entry.kind);
+        let bytes = repo
+            .backend()
+            .read_range(kind, &pack.to_hex(), start, end - start)
+            .map_err(|e| in_pack(e, &pack))?;
+        for loc in &locations[i..j] {
+            let plain = repo.open_blob_in(&pack, &bytes, start, &loc.entry)?;
+            out.write_all(&plain)
+                .map_err(|e| Error::io("standard output", e))?;
+            written += plain.len() as u64;
+        }
+        i = j;
+    }
+    Ok(written)
+}
+
 /// Re-reads a restored file and checks every chunk against its id.
 fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
     let dest = t.display(item.rel());
