@@ -1,7 +1,49 @@
 //! Library errors: what went wrong, by kind, with the object or path it concerns.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
+
+use crate::backend::FileKind;
+use crate::id::{BlobId, TreeId};
+
+/// What a [`Error::NotFound`] did not find.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Missing {
+    /// A repository file, as the backend names it.
+    File { kind: FileKind, name: String },
+    /// Something else the backend was asked for (a bucket, a listing), in its words.
+    Object(String),
+    /// A blob no index file names.
+    Blob(BlobId),
+    /// A tree no index names (`in_pack` false), or absent from the pack the index names.
+    Tree { id: TreeId, in_pack: bool },
+    /// A snapshot by id prefix; `latest` when none matches the filters.
+    Snapshot(String),
+    /// A key by id prefix.
+    Key(String),
+    /// A path inside a snapshot.
+    Path(PathBuf),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::File { kind, name } => write!(f, "{kind} {name}"),
+            Missing::Object(what) => f.write_str(what),
+            Missing::Blob(id) => write!(f, "blob {id} (in the index)"),
+            Missing::Tree { id, in_pack: false } => write!(f, "tree {id} (in the index)"),
+            Missing::Tree { id, in_pack: true } => write!(f, "tree {id} (in its pack)"),
+            Missing::Snapshot(s) if s == "latest" => {
+                f.write_str("a snapshot (the repository has none matching)")
+            }
+            Missing::Snapshot(s) => write!(f, "snapshot {s}"),
+            Missing::Key(k) => write!(f, "key {k}"),
+            Missing::Path(p) => write!(f, "{} in the snapshot", p.display()),
+        }
+    }
+}
 
 /// What went wrong, by kind, so that callers can match what happened (the CLI maps kinds to
 /// exit codes). New kinds may come: match with a catch-all arm.
@@ -34,8 +76,8 @@ pub enum Error {
     #[error("unsupported repository format version {0} (this strata reads version 1)")]
     UnsupportedVersion(u32),
 
-    #[error("{object} not found in the repository")]
-    NotFound { object: String },
+    #[error("{what} not found in the repository")]
+    NotFound { what: Missing },
 
     #[error("backend: {object}: {source}")]
     Backend {
@@ -169,6 +211,18 @@ impl Error {
                 UnexpectedEof | TimedOut | ConnectionReset | ConnectionAborted | Interrupted
             )
         )
+    }
+
+    pub fn not_found(what: Missing) -> Self {
+        Error::NotFound { what }
+    }
+
+    /// A repository file the backend does not have.
+    pub fn no_file(kind: FileKind, name: &str) -> Self {
+        Self::not_found(Missing::File {
+            kind,
+            name: name.to_string(),
+        })
     }
 
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {

@@ -4,7 +4,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::id::TreeId;
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
@@ -178,18 +178,16 @@ pub fn lookup(repo: &Repository, root: &TreeId, path: &Path) -> Result<Option<No
             _ => return Err(Error::NotAbsolute(path.to_path_buf())),
         };
         if let Some(node) = &found {
-            tree_id = node.subtree.ok_or_else(|| Error::NotFound {
-                object: format!("{} in the snapshot", path.display()),
-            })?;
+            tree_id = node
+                .subtree
+                .ok_or_else(|| Error::not_found(Missing::Path(path.to_path_buf())))?;
         }
         let tree = repo.load_tree(&tree_id)?;
         found = Some(
             tree.entries
                 .into_iter()
                 .find(|n| n.name == name.as_bytes())
-                .ok_or_else(|| Error::NotFound {
-                    object: format!("{} in the snapshot", path.display()),
-                })?,
+                .ok_or_else(|| Error::not_found(Missing::Path(path.to_path_buf())))?,
         );
     }
     Ok(found)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::*;
 use strata::backend::{self, Backend, BackendRef, FileKind, MemBackend};
+use strata::error::Missing;
 use strata::Error;
 
 fn names(b: &dyn Backend, kind: FileKind) -> BTreeSet<(String, u64)> {
@@ -77,20 +78,25 @@ fn conformance(b: &dyn Backend) {
         panic!("a range past the end gave {} bytes", bytes.len());
     }
 
-    // A missing file is NotFound, for every kind of read.
+    // A missing file is NotFound, for every kind of read, and says which file.
     let missing = "ef".to_string() + &"2".repeat(62);
-    assert!(matches!(
+    let not_found = |kind, name: &str| Missing::File {
+        kind,
+        name: name.to_string(),
+    };
+    for result in [
         b.read(FileKind::Data, &missing),
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
         b.read_range(FileKind::Data, &missing, 0, 10),
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        b.read(FileKind::Snapshot, "89ab"),
-        Err(Error::NotFound { .. })
-    ));
+    ] {
+        match result {
+            Err(Error::NotFound { what }) => assert_eq!(what, not_found(FileKind::Data, &missing)),
+            other => panic!("{:?}", other.map(|b| b.len())),
+        }
+    }
+    match b.read(FileKind::Snapshot, "89ab") {
+        Err(Error::NotFound { what }) => assert_eq!(what, not_found(FileKind::Snapshot, "89ab")),
+        other => panic!("{:?}", other.map(|b| b.len())),
+    }
 
     // Writing a name again replaces it whole (names are content addresses, so in practice
     // with the same bytes).

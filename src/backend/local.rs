@@ -22,11 +22,13 @@ impl LocalBackend {
     }
 
     fn err(kind: FileKind, name: &str, e: io::Error) -> Error {
-        let object = format!("{kind} {name}");
         if e.kind() == io::ErrorKind::NotFound {
-            Error::NotFound { object }
+            Error::no_file(kind, name)
         } else {
-            Error::Backend { object, source: e }
+            Error::Backend {
+                object: format!("{kind} {name}"),
+                source: e,
+            }
         }
     }
 }

@@ -31,9 +31,7 @@ impl MemBackend {
             .unwrap_or_else(|p| p.into_inner())
             .get(&Self::key(kind, name))
             .cloned()
-            .ok_or_else(|| Error::NotFound {
-                object: format!("{kind} {name}"),
-            })
+            .ok_or_else(|| Error::no_file(kind, name))
     }
 }
 

@@ -19,7 +19,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use aws_sdk_s3::Client;
 
 use super::{Backend, BackendOptions, FileInfo, FileKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 
 /// Objects larger than this go up in parts.
 const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
@@ -185,6 +185,14 @@ impl S3Backend {
         format!("{kind} {name}")
     }
 
+    /// A 404 on a repository file says which file, typed.
+    fn as_file(e: Error, kind: FileKind, name: &str) -> Error {
+        match e {
+            Error::NotFound { .. } => Error::no_file(kind, name),
+            e => e,
+        }
+    }
+
     fn count(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -209,11 +217,7 @@ impl S3Backend {
                     self.url, self.loc.bucket
                 ))
             }
-            (_, Some(404)) => {
-                return Error::NotFound {
-                    object: object.to_string(),
-                }
-            }
+            (_, Some(404)) => return Error::not_found(Missing::Object(object.to_string())),
             (_, Some(403)) | (_, Some(401)) => IoError::new(
                 ErrorKind::PermissionDenied,
                 format!(
@@ -498,6 +502,7 @@ impl Backend for S3Backend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.get(&self.key(kind, name), &Self::object(kind, name), None)
+            .map_err(|e| Self::as_file(e, kind, name))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -505,7 +510,9 @@ impl Backend for S3Backend {
             return Ok(Vec::new());
         }
         let object = Self::object(kind, name);
-        let bytes = self.get(&self.key(kind, name), &object, Some((offset, len)))?;
+        let bytes = self
+            .get(&self.key(kind, name), &object, Some((offset, len)))
+            .map_err(|e| Self::as_file(e, kind, name))?;
         if bytes.len() as u64 != len {
             return Err(Error::corrupt(
                 object,

@@ -12,7 +12,7 @@ pub mod plan;
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::lock;
 use crate::progress::Progress;
@@ -209,8 +209,11 @@ fn load_marked_tree(
     marks: &HashMap<PackId, ObsoletePack>,
     tid: &BlobId,
 ) -> Result<crate::repo::tree::Tree> {
-    let not_found = || Error::NotFound {
-        object: format!("tree {tid} (in the index or a marked pack)"),
+    let not_found = || {
+        Error::not_found(Missing::Tree {
+            id: *tid,
+            in_pack: false,
+        })
     };
     let m = marks
         .values()

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::backend::{BackendRef, FileInfo, FileKind};
 use crate::cache::{BlobLocation, Cache};
 use crate::crypto::{KdfCost, MasterKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Missing, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 use config::{Config, FORMAT_VERSION};
 use index::{IndexFile, IndexedPack, ObsoletePack};
@@ -345,7 +345,13 @@ impl Repository {
         // (after writing the ones that replace them): list again and read what is there now.
         for _ in 0..3 {
             match self.sync_index_once(early.take()) {
-                Err(Error::NotFound { object }) if object.starts_with("index ") => continue,
+                Err(Error::NotFound {
+                    what:
+                        Missing::File {
+                            kind: FileKind::Index,
+                            ..
+                        },
+                }) => continue,
                 r => return r,
             }
         }
@@ -625,9 +631,9 @@ impl Repository {
     }
 
     pub fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.cache.lookup_blob(id)?.ok_or_else(|| Error::NotFound {
-            object: format!("blob {id} (in the index)"),
-        })
+        self.cache
+            .lookup_blob(id)?
+            .ok_or_else(|| Error::not_found(Missing::Blob(*id)))
     }
 
     /// Reads, decrypts and verifies one blob with a range read.
@@ -668,8 +674,11 @@ impl Repository {
             Some(b) => b,
             None => {
                 self.fetch_trees_below(id)?;
-                self.cache.get_tree(id)?.ok_or_else(|| Error::NotFound {
-                    object: format!("tree {id} (in its pack)"),
+                self.cache.get_tree(id)?.ok_or_else(|| {
+                    Error::not_found(Missing::Tree {
+                        id: *id,
+                        in_pack: true,
+                    })
                 })?
             }
         };
@@ -695,9 +704,10 @@ impl Repository {
                         packs.insert(loc.pack);
                     }
                     None if first => {
-                        return Err(Error::NotFound {
-                            object: format!("tree {id} (in the index)"),
-                        })
+                        return Err(Error::not_found(Missing::Tree {
+                            id: *id,
+                            in_pack: false,
+                        }))
                     }
                     None => {}
                 }
@@ -883,9 +893,9 @@ impl Repository {
         let mut all = self.snapshots()?;
         if spec == "latest" {
             all.retain(|(_, s)| filter.matches(s));
-            return all.pop().ok_or_else(|| Error::NotFound {
-                object: "a snapshot (the repository has none matching)".into(),
-            });
+            return all
+                .pop()
+                .ok_or_else(|| Error::not_found(Missing::Snapshot("latest".into())));
         }
         let spec_l = spec.to_ascii_lowercase();
         let mut hits: Vec<_> = all
@@ -894,9 +904,7 @@ impl Repository {
             .collect();
         match hits.len() {
             1 => Ok(hits.pop().unwrap()),
-            0 => Err(Error::NotFound {
-                object: format!("snapshot {spec}"),
-            }),
+            0 => Err(Error::not_found(Missing::Snapshot(spec.to_string()))),
             n => Err(Error::Ambiguous {
                 what: "snapshot",
                 prefix: spec.to_string(),
@@ -945,9 +953,7 @@ impl Repository {
             .collect();
         match hits[..] {
             [one] => Ok(one),
-            [] => Err(Error::NotFound {
-                object: format!("key {prefix}"),
-            }),
+            [] => Err(Error::not_found(Missing::Key(prefix))),
             _ => Err(Error::Ambiguous {
                 what: "key",
                 prefix,
@@ -975,9 +981,7 @@ impl Repository {
     fn remove_key_file(&self, id: &KeyId) -> Result<()> {
         let keys = self.list_keys()?;
         if !keys.iter().any(|(k, _)| k == id) {
-            return Err(Error::NotFound {
-                object: format!("key {id}"),
-            });
+            return Err(Error::not_found(Missing::Key(id.to_hex())));
         }
         if keys.len() == 1 {
             return Err(Error::LastKey);
