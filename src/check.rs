@@ -15,9 +15,9 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
-use crate::repo::pack::{read_header, BlobKind};
+use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{pack_file_kind, Repository};
+use crate::repo::Repository;
 use crate::walk::{safe_name, TreeWalk, Visit};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -427,7 +427,7 @@ fn read_packs(
 ) -> PackFindings {
     progress.set_total(packs.len() as u64);
     let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
-    crate::util::with_read_pool(repo.backend().as_ref(), || {
+    repo.with_read_pool(|| {
         packs.par_iter().for_each(|id| {
             let (probs, bad, bytes) = read_pack(repo, id, kind);
             let mut f = found.lock().unwrap();
@@ -461,7 +461,7 @@ fn read_pack(
             return (problems, bad, 0);
         }
     };
-    let bytes = match repo.backend().read(pack_file_kind(kind), &id.to_hex()) {
+    let bytes = match repo.read_pack(kind, id) {
         Ok(b) => b,
         Err(e) => {
             bad.extend(entries.iter().map(|e| (e.id, *id)));
@@ -478,7 +478,7 @@ fn read_pack(
     if crate::id::content_address(&bytes) != id.0 {
         reasons.push("content does not match its name".to_string());
     }
-    match read_header(repo.key(), id, &bytes) {
+    match repo.pack_header(id, &bytes) {
         Ok(header) => {
             // Every indexed blob must be in the header as indexed; the header may list more
             // (a blob stored twice by concurrent backups is indexed in one pack only).

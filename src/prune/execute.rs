@@ -13,8 +13,8 @@ use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::progress::Progress;
 use crate::repo::index::{IndexedPack, ObsoletePack};
-use crate::repo::pack::{read_header, BlobKind, PackBuilder, SealedBlob};
-use crate::repo::{pack_file_kind, sealed_in, Repository};
+use crate::repo::pack::{BlobKind, PackBuilder, SealedBlob};
+use crate::repo::{sealed_in, Repository};
 
 /// What the plan was made from, and what executing it needs besides.
 pub(super) struct Inputs<'a> {
@@ -80,7 +80,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
     let mut bytes_deleted = 0u64;
     for (id, kind) in &delete {
         bytes_deleted += inp.stored.get(id).map_or(0, |s| s.1);
-        repo.backend().delete(pack_file_kind(*kind), &id.to_hex())?;
+        repo.delete_pack(*kind, id)?;
     }
     report.bytes_freed = bytes_deleted.saturating_sub(bytes_added);
     report.packs_deleted = delete.len();
@@ -114,7 +114,7 @@ fn repack(
     let mut copied: HashSet<BlobId> = HashSet::new();
     let mut repacked = Vec::new();
     for (id, kind) in packs {
-        let bytes = repo.backend().read(pack_file_kind(*kind), &id.to_hex())?;
+        let bytes = repo.read_pack(*kind, id)?;
         let entries = cache.pack_blobs(id)?;
         for e in entries.iter().copied() {
             if !cache.used_contains(&e.id)? || !copied.insert(e.id) {
@@ -152,8 +152,8 @@ fn repack(
 fn revive(repo: &Repository, packs: &[(PackId, BlobKind)]) -> Result<Vec<IndexedPack>> {
     let mut out = Vec::new();
     for (id, kind) in packs {
-        let bytes = repo.backend().read(pack_file_kind(*kind), &id.to_hex())?;
-        let entries = read_header(repo.key(), id, &bytes)?;
+        let bytes = repo.read_pack(*kind, id)?;
+        let entries = repo.pack_header(id, &bytes)?;
         out.push(IndexedPack {
             id: *id,
             kind: *kind,

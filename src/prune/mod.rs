@@ -17,8 +17,8 @@ use crate::id::{BlobId, IndexId, PackId};
 use crate::lock;
 use crate::progress::Progress;
 use crate::repo::index::ObsoletePack;
-use crate::repo::pack::{read_header, BlobKind};
-use crate::repo::{pack_file_kind, Repository};
+use crate::repo::pack::BlobKind;
+use crate::repo::Repository;
 use plan::{BlobUse, PrunePlan, Rules};
 
 #[derive(Clone, Debug)]
@@ -190,11 +190,9 @@ impl BlobUse for SnapshotUse<'_> {
         }
         // An unnamed pack: its own header says what it holds.
         let repo = self.repo;
-        match repo
-            .backend()
-            .read(pack_file_kind(mark.kind), &mark.id.to_hex())
-        {
-            Ok(bytes) => Ok(read_header(repo.key(), &mark.id, &bytes)
+        match repo.read_pack(mark.kind, &mark.id) {
+            Ok(bytes) => Ok(repo
+                .pack_header(&mark.id, &bytes)
                 .map(|h| h.into_iter().map(|e| e.id).collect())
                 .unwrap_or_default()),
             Err(Error::NotFound { .. }) => Ok(Vec::new()),
@@ -219,10 +217,9 @@ fn load_marked_tree(
         .values()
         .find(|m| m.blob_ids().contains(tid))
         .ok_or_else(not_found)?;
-    let bytes = repo
-        .backend()
-        .read(pack_file_kind(m.kind), &m.id.to_hex())?;
-    let entry = read_header(repo.key(), &m.id, &bytes)?
+    let bytes = repo.read_pack(m.kind, &m.id)?;
+    let entry = repo
+        .pack_header(&m.id, &bytes)?
         .into_iter()
         .find(|e| e.id == *tid)
         .ok_or_else(not_found)?;

@@ -294,6 +294,44 @@ impl Repository {
         &self.cache
     }
 
+    // ---- packs ----
+
+    /// A whole pack file.
+    pub fn read_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<Vec<u8>> {
+        self.backend.read(pack_file_kind(kind), &id.to_hex())
+    }
+
+    /// `len` bytes of a pack file from `offset` on.
+    pub fn read_pack_range(
+        &self,
+        kind: pack::BlobKind,
+        id: &PackId,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        self.backend
+            .read_range(pack_file_kind(kind), &id.to_hex(), offset, len)
+    }
+
+    /// The entries of a pack's own header, from the pack's bytes.
+    pub fn pack_header(&self, id: &PackId, bytes: &[u8]) -> Result<Vec<pack::BlobEntry>> {
+        pack::read_header(&self.key, id, bytes)
+    }
+
+    pub fn delete_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<()> {
+        self.backend.delete(pack_file_kind(kind), &id.to_hex())
+    }
+
+    /// The keyed id of a blob's plaintext.
+    pub fn blob_id(&self, plain: &[u8]) -> BlobId {
+        self.key.blob_id(plain)
+    }
+
+    /// Runs `f` on a pool sized for this backend's reads (several in flight on S3).
+    pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        crate::util::with_read_pool(self.backend.as_ref(), f)
+    }
+
     // ---- encrypted files ----
 
     /// Seals and stores a CBOR value; its name is the hash of the stored bytes.

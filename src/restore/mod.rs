@@ -30,7 +30,7 @@ use crate::progress::Progress;
 use crate::repo::pack::BlobEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
-use crate::repo::{in_pack, pack_file_kind, Repository};
+use crate::repo::Repository;
 use crate::util;
 use crate::walk;
 
@@ -174,7 +174,7 @@ pub fn run(
         || ctx.create_entries(),
     );
     progress.set_total(plan.bytes);
-    crate::util::with_read_pool(repo.backend().as_ref(), || {
+    repo.with_read_pool(|| {
         plan.packs
             .par_iter()
             .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
@@ -589,12 +589,8 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
             end = end.max(e.offset + e.length as u64);
             j += 1;
         }
-        let kind = pack_file_kind(fetches[i].entry.kind);
-        match ctx
-            .repo
-            .backend()
-            .read_range(kind, &pack.to_hex(), start, end - start)
-        {
+        let kind = fetches[i].entry.kind;
+        match ctx.repo.read_pack_range(kind, pack, start, end - start) {
             // One read may hold thousands of small files: they are written in parallel.
             Ok(bytes) => fetches[i..j]
                 .par_iter()
@@ -603,18 +599,14 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
             // there, so each blob is tried on its own.
             Err(_) if j - i > 1 => {
                 for f in &fetches[i..j] {
-                    match ctx.repo.backend().read_range(
-                        kind,
-                        &pack.to_hex(),
-                        f.entry.offset,
-                        f.entry.length as u64,
-                    ) {
-                        Ok(bytes) => restore_blob(ctx, pack, f, &bytes, f.entry.offset),
-                        Err(e) => blob_lost(ctx, pack, f, in_pack(e, pack)),
+                    let (at, len) = (f.entry.offset, f.entry.length as u64);
+                    match ctx.repo.read_pack_range(kind, pack, at, len) {
+                        Ok(bytes) => restore_blob(ctx, pack, f, &bytes, at),
+                        Err(e) => blob_lost(ctx, pack, f, e),
                     }
                 }
             }
-            Err(e) => blob_lost(ctx, pack, &fetches[i], in_pack(e, pack)),
+            Err(e) => blob_lost(ctx, pack, &fetches[i], e),
         }
         i = j;
     }
@@ -745,11 +737,7 @@ pub fn cat_file(
             (start, end) = (lo, hi);
             j += 1;
         }
-        let kind = pack_file_kind(locations[i].entry.kind);
-        let bytes = repo
-            .backend()
-            .read_range(kind, &pack.to_hex(), start, end - start)
-            .map_err(|e| in_pack(e, &pack))?;
+        let bytes = repo.read_pack_range(locations[i].entry.kind, &pack, start, end - start)?;
         for loc in &locations[i..j] {
             let plain = repo.open_blob_in(&pack, &bytes, start, &loc.entry)?;
             out.write_all(&plain)
@@ -770,7 +758,7 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
         let len = repo.lookup_blob(id)?.entry.raw_length as usize;
         buf.resize(len, 0);
         f.read_exact(&mut buf).map_err(|e| Error::io(&dest, e))?;
-        if repo.key().blob_id(&buf) != *id {
+        if repo.blob_id(&buf) != *id {
             return Err(Error::corrupt(
                 dest.display().to_string(),
                 "restored content differs from the snapshot",
