@@ -76,9 +76,37 @@ impl ReadData {
     }
 }
 
+/// What a problem is about. Shown (and serialized) as `pack <id>`, `blob <id>`, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
+    Index(IndexId),
+    Pack(PackId),
+    Blob(BlobId),
+    Tree(TreeId),
+    Snapshot(SnapshotId),
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Object::Index(id) => write!(f, "index {id}"),
+            Object::Pack(id) => write!(f, "pack {id}"),
+            Object::Blob(id) => write!(f, "blob {id}"),
+            Object::Tree(id) => write!(f, "tree {id}"),
+            Object::Snapshot(id) => write!(f, "snapshot {id}"),
+        }
+    }
+}
+
+impl serde::Serialize for Object {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
-    pub object: String,
+    pub object: Object,
     pub reason: String,
     /// `snapshot <id> <time>: <path>` for everything the damage reaches.
     pub hits: Vec<String>,
@@ -87,29 +115,29 @@ pub struct Problem {
 }
 
 /// The remedy for a kind of problem, by the object it names.
-fn fix_for(p: &Problem) -> Option<String> {
+fn fix_for(p: &Problem) -> String {
     const LOST: &str = "run `strata repair index` (the index then matches the packs that \
                         exist, and the next backup stores lost data again), then `strata repair \
                         snapshots` (new snapshots without the files that are lost)";
-    let fix = if p.object.starts_with("index ") {
-        "run `strata repair index`: it indexes the packs this file named from their headers"
-            .to_string()
-    } else if p.object.starts_with("snapshot ") {
-        "the snapshot cannot be read; `strata repair snapshots --forget` removes it".to_string()
-    } else if p.object.starts_with("pack ") && p.reason.contains("missing from the backend") {
-        LOST.to_string()
-    } else if p.object.starts_with("pack ") {
-        format!(
+    match p.object {
+        Object::Index(_) => {
+            "run `strata repair index`: it indexes the packs this file named from their headers"
+                .to_string()
+        }
+        Object::Snapshot(_) => {
+            "the snapshot cannot be read; `strata repair snapshots --forget` removes it".to_string()
+        }
+        Object::Pack(_) if p.reason.contains(MISSING) => LOST.to_string(),
+        Object::Pack(_) => format!(
             "if a second read finds the same damage, move the pack out of the repository \
              (keep a copy), then {LOST}"
-        )
-    } else if p.object.starts_with("blob ") || p.object.starts_with("tree ") {
-        LOST.to_string()
-    } else {
-        return None;
-    };
-    Some(fix)
+        ),
+        Object::Blob(_) | Object::Tree(_) => LOST.to_string(),
+    }
 }
+
+/// Why an indexed pack is reported: it is not on the backend.
+const MISSING: &str = "missing from the backend";
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
@@ -150,7 +178,7 @@ struct Audit<'a> {
     problems: Vec<Problem>,
     /// Damaged or lost blobs and trees, each with the object (as its problem names it)
     /// that it is lost with.
-    damaged: HashMap<BlobId, String>,
+    damaged: HashMap<BlobId, Object>,
 }
 
 /// The packs as the index and the backend see them.
@@ -171,7 +199,7 @@ type IndexAndListing = (
     HashMap<String, u64>,
 );
 
-fn problem(object: String, reason: String) -> Problem {
+fn problem(object: Object, reason: String) -> Problem {
     Problem {
         object,
         reason,
@@ -188,22 +216,22 @@ impl Audit<'_> {
         let (bad_index, indexed, mut listed) = self.index_and_listing()?;
         for (id, e) in bad_index {
             self.problems
-                .push(problem(format!("index {id}"), e.to_string()));
+                .push(problem(Object::Index(id), e.to_string()));
         }
         self.report.packs = indexed.len();
         let mut missing = HashSet::new();
         for (id, _, size) in &indexed {
             let reason = match listed.remove(&id.to_hex()) {
-                None => Some("missing from the backend".to_string()),
+                None => Some(MISSING.to_string()),
                 Some(s) if s != *size => Some(format!("size {s} but the index says {size}")),
                 Some(_) => None,
             };
             if let Some(reason) = reason {
                 missing.insert(*id);
                 for b in repo.cache().pack_blobs(id)? {
-                    self.damaged.insert(b.id, format!("pack {id}"));
+                    self.damaged.insert(b.id, Object::Pack(*id));
                 }
-                self.problems.push(problem(format!("pack {id}"), reason));
+                self.problems.push(problem(Object::Pack(*id), reason));
             }
         }
         // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
@@ -297,7 +325,7 @@ impl Audit<'_> {
     fn add_findings(&mut self, (problems, bad, bytes): PackFindings) {
         self.problems.extend(problems);
         for (blob, pack) in bad {
-            self.damaged.entry(blob).or_insert(format!("pack {pack}"));
+            self.damaged.entry(blob).or_insert(Object::Pack(pack));
         }
         self.report.bytes_read += bytes;
     }
@@ -312,7 +340,7 @@ impl Audit<'_> {
                 Ok(s) => snapshots.push((id, s)),
                 Err(e) => self
                     .problems
-                    .push(problem(format!("snapshot {id}"), e.to_string())),
+                    .push(problem(Object::Snapshot(id), e.to_string())),
             }
         }
         snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
@@ -336,16 +364,16 @@ impl Audit<'_> {
                 let tree = match self.repo.load_tree(&tid) {
                     Ok(t) => t,
                     Err(e) => {
-                        self.damaged.insert(tid, format!("tree {tid}"));
+                        self.damaged.insert(tid, Object::Tree(tid));
                         self.problems
-                            .push(problem(format!("tree {tid}"), e.to_string()));
+                            .push(problem(Object::Tree(tid), e.to_string()));
                         continue;
                     }
                 };
                 for node in &tree.entries {
                     if let Err(e) = safe_name(node, &tid) {
                         self.problems
-                            .push(problem(format!("tree {tid}"), e.to_string()));
+                            .push(problem(Object::Tree(tid), e.to_string()));
                     }
                     stack.extend(node.subtree);
                     for id in &node.content {
@@ -371,8 +399,8 @@ impl Audit<'_> {
             ),
             Some(_) => return Ok(()),
         };
-        self.damaged.insert(*id, format!("blob {id}"));
-        self.problems.push(problem(format!("blob {id}"), reason));
+        self.damaged.insert(*id, Object::Blob(*id));
+        self.problems.push(problem(Object::Blob(*id), reason));
         Ok(())
     }
 
@@ -408,7 +436,7 @@ impl Audit<'_> {
             }
         }
         for p in &mut self.problems {
-            p.fix = fix_for(p);
+            p.fix = Some(fix_for(p));
         }
         self.report.problems = self.problems;
         Ok(self.report)
@@ -446,7 +474,7 @@ fn read_pack(
     id: &PackId,
     kind: BlobKind,
 ) -> (Vec<Problem>, Vec<(BlobId, PackId)>, u64) {
-    let object = format!("pack {id}");
+    let object = Object::Pack(*id);
     let mut problems = Vec::new();
     let mut bad = Vec::new();
     let entries = match repo.cache().pack_blobs(id) {
@@ -523,15 +551,13 @@ fn read_pack(
 fn find_hits(
     repo: &Repository,
     snapshots: &[(SnapshotId, Snapshot)],
-    damaged: &HashMap<BlobId, String>,
-) -> Result<HashMap<String, Vec<String>>> {
-    let mut hits: HashMap<String, Vec<String>> = HashMap::new();
+    damaged: &HashMap<BlobId, Object>,
+) -> Result<HashMap<Object, Vec<String>>> {
+    let mut hits: HashMap<Object, Vec<String>> = HashMap::new();
     for (sid, snap) in snapshots {
         let label = format!("snapshot {} ({})", sid.short(), snap.time);
         if let Some(obj) = damaged.get(&snap.tree) {
-            hits.entry(obj.clone())
-                .or_default()
-                .push(format!("{label}: /"));
+            hits.entry(*obj).or_default().push(format!("{label}: /"));
             continue;
         }
         let mut walk = TreeWalk::new(repo, &snap.tree);
@@ -542,7 +568,7 @@ fn find_hits(
             };
             let path = Path::new("/").join(path);
             if let Some(obj) = node.subtree.and_then(|sub| damaged.get(&sub)) {
-                hits.entry(obj.clone())
+                hits.entry(*obj)
                     .or_default()
                     .push(format!("{label}: {}/ (directory)", path.display()));
                 walk.skip_subtree();
@@ -551,7 +577,7 @@ fn find_hits(
             for id in &node.content {
                 if let Some(obj) = damaged.get(id) {
                     if reported.insert(obj) {
-                        hits.entry(obj.clone())
+                        hits.entry(*obj)
                             .or_default()
                             .push(format!("{label}: {}", path.display()));
                     }
