@@ -1,0 +1,296 @@
+//! The blob index (from the repository's index files, with prune's marked packs) and
+//! prune's table of used blobs.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{BlobLocation, Cache, PackUsage};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, IndexId, PackId};
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{BlobEntry, BlobKind, Compression};
+
+impl Cache {
+    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+        Ok(self
+            .ids("SELECT id FROM index_files")?
+            .into_iter()
+            .map(IndexId)
+            .collect())
+    }
+
+    /// Forgets the whole blob index (before a rebuild).
+    pub fn clear_index(&self) -> Result<()> {
+        self.lock()
+            .execute_batch(
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
+                 DELETE FROM marked_packs; DELETE FROM marked_blobs;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn add_index_file(&self, id: &IndexId, file: &IndexFile) -> Result<()> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<()> {
+            let mut blob = conn.prepare_cached(
+                "INSERT OR IGNORE INTO blobs (id, kind, pack, offset, length, raw_length, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut pack = conn.prepare_cached(
+                "INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)",
+            )?;
+            for p in &file.packs {
+                pack.execute(params![&p.id.0[..], p.kind as u8, p.size as i64])?;
+                for b in &p.blobs {
+                    blob.execute(params![
+                        &b.id.0[..],
+                        b.kind as u8,
+                        &p.id.0[..],
+                        b.offset as i64,
+                        b.length,
+                        b.raw_length,
+                        b.compression as u8
+                    ])?;
+                }
+            }
+            // Marked packs stay readable until deleted (format-spec §7): a backup that
+            // deduplicated against them before the mark must restore at every moment.
+            let mut mpack = conn
+                .prepare_cached("INSERT OR IGNORE INTO marked_packs (id, kind) VALUES (?1, ?2)")?;
+            let mut mblob = conn.prepare_cached(
+                "INSERT OR IGNORE INTO marked_blobs
+                 (id, kind, pack, offset, length, raw_length, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for m in &file.obsolete {
+                mpack.execute(params![&m.id.0[..], m.kind as u8])?;
+                for b in &m.entries {
+                    mblob.execute(params![
+                        &b.id.0[..],
+                        b.kind as u8,
+                        &m.id.0[..],
+                        b.offset as i64,
+                        b.length,
+                        b.raw_length,
+                        b.compression as u8
+                    ])?;
+                }
+            }
+            conn.execute(
+                "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
+                [&id.0[..]],
+            )?;
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Where to read a blob: from a live pack, else from a pack marked obsolete (which
+    /// may be gone by now; the read then fails with the pack named).
+    pub fn lookup_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        match self.lookup_in("blobs", id)? {
+            Some(loc) => Ok(Some(loc)),
+            None => self.lookup_in("marked_blobs", id),
+        }
+    }
+
+    /// Where a blob is in a live pack only (what a backup may deduplicate against).
+    pub fn lookup_live_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        self.lookup_in("blobs", id)
+    }
+
+    fn lookup_in(&self, table: &str, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT kind, pack, offset, length, raw_length, compression FROM {table}
+                 WHERE id = ?1 LIMIT 1"
+            ))
+            .map_err(|e| self.err(e))?;
+        st.query_row([&id.0[..]], |r| {
+            let kind: u8 = r.get(0)?;
+            let pack: Vec<u8> = r.get(1)?;
+            let comp: u8 = r.get(5)?;
+            Ok((kind, pack, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, comp))
+        })
+        .optional()
+        .map_err(|e| self.err(e))?
+        .map(|(kind, pack, offset, length, raw_length, comp)| {
+            Ok(BlobLocation {
+                pack: PackId::from_slice(&pack)
+                    .ok_or_else(|| Error::corrupt("local cache", "bad pack id"))?,
+                entry: BlobEntry {
+                    id: *id,
+                    kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
+                    offset: offset as u64,
+                    length,
+                    raw_length,
+                    compression: Compression::try_from(comp)
+                        .map_err(|e| Error::corrupt("local cache", e))?,
+                },
+            })
+        })
+        .transpose()
+    }
+
+    /// Packs marked obsolete by prune, with their kinds.
+    pub fn marked_packs(&self) -> Result<Vec<(PackId, BlobKind)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id, kind FROM marked_packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push((id, kind));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a blob is in a live pack: backups deduplicate only against these, so that
+    /// nothing new comes to depend on a pack that prune marked.
+    pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Every pack the index names, with kind and size.
+    pub fn packs(&self) -> Result<Vec<(PackId, BlobKind, u64)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id, kind, size FROM packs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, size) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push((id, kind, size as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The blobs the index places in one pack, by offset.
+    pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, kind, offset, length, raw_length, compression FROM blobs
+                 WHERE pack = ?1 ORDER BY offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&pack.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u8>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, offset, length, raw_length, comp) = r.map_err(|e| self.err(e))?;
+            out.push(BlobEntry {
+                id: BlobId::from_slice(&id)
+                    .ok_or_else(|| Error::corrupt("local cache", "bad blob id"))?,
+                kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
+                offset: offset as u64,
+                length,
+                raw_length,
+                compression: Compression::try_from(comp)
+                    .map_err(|e| Error::corrupt("local cache", e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    // ---- prune's mark table ----
+
+    /// Starts an empty set of used blobs (a temporary table: never in RAM as a whole).
+    pub fn used_reset(&self) -> Result<()> {
+        self.lock()
+            .execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS used (id BLOB PRIMARY KEY) WITHOUT ROWID;
+                 DELETE FROM used;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a blob used; returns whether it was new to the set.
+    pub fn used_add(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("INSERT OR IGNORE INTO used (id) VALUES (?1)")
+            .map_err(|e| self.err(e))?;
+        st.execute([&id.0[..]])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn used_contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM used WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Per pack: kind, size, the bytes of its used blobs and of all its indexed blobs.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT p.id, p.kind, p.size,
+                        COALESCE(SUM(CASE WHEN u.id IS NOT NULL THEN b.length ELSE 0 END), 0),
+                        COALESCE(SUM(b.length), 0)
+                 FROM packs p LEFT JOIN blobs b ON b.pack = p.id LEFT JOIN used u ON u.id = b.id
+                 GROUP BY p.id ORDER BY p.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, kind, size, used, total) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
+                out.push(PackUsage {
+                    id,
+                    kind,
+                    size: size as u64,
+                    used: used as u64,
+                    indexed: total as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,360 @@
+//! The local SQLite cache: a rebuildable copy of what the repository says, plus the file
+//! cache that lets a backup skip unchanged files.
+//!
+//! Nothing here is authoritative. Deleting the cache directory costs downloads and re-reads,
+//! never data: every table is refilled from the repository or from the next backup.
+
+mod files;
+mod index;
+mod trees;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::id::PackId;
+use crate::repo::pack::{BlobEntry, BlobKind};
+
+const SCHEMA_VERSION: i64 = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
+CREATE TABLE IF NOT EXISTS packs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marked_packs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marked_blobs (
+    id BLOB NOT NULL, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trees (
+    id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trees_by_age ON trees (added);
+CREATE TABLE IF NOT EXISTS files (
+    set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT NULL,
+    content BLOB NOT NULL, run INTEGER NOT NULL,
+    PRIMARY KEY (set_key, path)
+) WITHOUT ROWID;
+";
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: BlobEntry,
+}
+
+/// How much of a pack the snapshots use (prune's view).
+#[derive(Clone, Copy, Debug)]
+pub struct PackUsage {
+    pub id: PackId,
+    pub kind: BlobKind,
+    pub size: u64,
+    /// Bytes of blobs some snapshot references.
+    pub used: u64,
+    /// Bytes of all blobs the index places in this pack.
+    pub indexed: u64,
+}
+
+/// A file as the last backup of its set saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+}
+
+pub struct Cache {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    last_commit: Mutex<std::time::Instant>,
+}
+
+/// Creates a directory (and its parents) readable by its owner only, and narrows an
+/// existing one: the cache holds file names, decrypted manifests and trees.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a file readable by its owner only if it is missing, and narrows it if not.
+pub fn private_file(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(f)
+}
+
+/// How many bytes of decrypted trees the cache keeps (oldest evicted first).
+pub const TREE_CACHE_BYTES: u64 = 512 << 20;
+
+/// How long a long operation may hold the cache's write lock before letting others in.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An open cache transaction. Dropped without [`Transaction::commit`] it rolls back what
+/// was written since it began (or since the last [`Cache::checkpoint`]), so no error path
+/// can leave a transaction open for the next operation of the same process (`backup --all`
+/// runs several). Rolling back never loses anything the repository has: the cache is
+/// rebuilt from it.
+pub struct Transaction<'c> {
+    cache: &'c Cache,
+    open: bool,
+}
+
+impl Transaction<'_> {
+    pub fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.cache.commit()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let conn = self.cache.lock();
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+    }
+}
+
+impl Cache {
+    pub fn open(dir: &Path) -> Result<Self> {
+        private_dir(dir)?;
+        let path = dir.join("cache.sqlite");
+        let cache = match Self::open_file(&path) {
+            Ok(c) => c,
+            Err(_) => {
+                // A damaged cache is rebuilt, not repaired: drop it and start afresh.
+                for suffix in ["", "-wal", "-shm"] {
+                    let f = dir.join(format!("cache.sqlite{suffix}"));
+                    match std::fs::remove_file(&f) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::io(&f, e))
+                        }
+                        _ => {}
+                    }
+                }
+                Self::open_file(&path)?
+            }
+        };
+        let version: Option<i64> = cache
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .map_err(|e| cache.err(e))?
+            .and_then(|v| v.parse().ok());
+        match version {
+            Some(SCHEMA_VERSION) => Ok(cache),
+            None => {
+                cache
+                    .lock()
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(|e| cache.err(e))?;
+                Ok(cache)
+            }
+            Some(_) => {
+                // Another version's cache: it is only a cache, so start afresh.
+                drop(cache);
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(dir.join(format!("cache.sqlite{suffix}")));
+                }
+                Self::open(dir)
+            }
+        }
+    }
+
+    fn open_file(path: &Path) -> Result<Self> {
+        let err = |e| Error::Cache {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        // Created (or narrowed) to 0600 before SQLite opens it: SQLite gives its -wal and
+        // -shm files the database file's mode.
+        private_file(path)?;
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Cache {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            last_commit: Mutex::new(std::time::Instant::now()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Cache {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The 32-byte ids a one-column query returns (malformed rows are skipped).
+    fn ids(&self, sql: &str) -> Result<Vec<[u8; 32]>> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(r.map_err(|e| self.err(e))?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a transaction: what is written through the cache until
+    /// [`Transaction::commit`] becomes visible at once, or (dropped uncommitted, on any
+    /// error path) not at all.
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        self.lock()
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        Ok(Transaction {
+            cache: self,
+            open: true,
+        })
+    }
+
+    /// Commits the open transaction, if any.
+    fn commit(&self) -> Result<()> {
+        let conn = self.lock();
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    /// Commits what a long operation wrote so far and goes on in a new transaction, so other
+    /// processes sharing the cache are not shut out for the whole of a backup.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self.lock();
+        if conn.is_autocommit() {
+            return Ok(());
+        }
+        conn.execute_batch("COMMIT; BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        *self.last_commit.lock().unwrap() = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// [`Cache::checkpoint`] when the last one is a while ago, so that two backups sharing
+    /// a cache (two sets started by the same cron minute) take turns instead of one waiting
+    /// out the other's whole run.
+    pub fn checkpoint_if_due(&self) -> Result<()> {
+        if self.last_commit.lock().unwrap().elapsed() >= CHECKPOINT_INTERVAL {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{BlobId, SnapshotId};
+
+    #[test]
+    fn a_transaction_dropped_uncommitted_rolls_back_and_frees_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let (a, b) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+        {
+            let _tx = cache.transaction().unwrap();
+            cache.set_last_snapshot("set:x", &a).unwrap();
+            // An error path: the guard goes without a commit.
+        }
+        assert_eq!(cache.last_snapshot("set:x").unwrap(), None);
+        // No transaction is left open: the next one begins.
+        let tx = cache.transaction().unwrap();
+        cache.set_last_snapshot("set:x", &b).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(cache.last_snapshot("set:x").unwrap(), Some(b));
+        drop(cache);
+        let cache = Cache::open(dir.path()).unwrap();
+        assert_eq!(
+            cache.last_snapshot("set:x").unwrap(),
+            Some(b),
+            "committed for good"
+        );
+    }
+
+    #[test]
+    fn the_tree_cache_is_bounded_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        for i in 0..10u8 {
+            cache
+                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .unwrap();
+            // The same tree again counts once.
+            cache
+                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        cache.bound_trees(20_000).unwrap();
+        assert!(
+            cache.has_tree(&BlobId([0; 32])).unwrap(),
+            "under the limit: all kept"
+        );
+        cache.bound_trees(8_000).unwrap();
+        // Down to three quarters of the limit: the four oldest went.
+        for i in 0..10u8 {
+            assert_eq!(
+                cache.has_tree(&BlobId([i; 32])).unwrap(),
+                i >= 4,
+                "tree {i}"
+            );
+        }
+        drop(cache);
+        let cache = Cache::open(dir.path()).unwrap();
+        cache.bound_trees(8_000).unwrap();
+        assert!(
+            cache.has_tree(&BlobId([4; 32])).unwrap(),
+            "the count survived reopening"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Decrypted snapshot manifests and trees, the trees bounded in size.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::Cache;
+use crate::error::Result;
+use crate::id::{BlobId, SnapshotId};
+
+impl Cache {
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .ids("SELECT id FROM snapshots")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect())
+    }
+
+    pub fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {
+        self.get("snapshots", &id.0)
+    }
+
+    pub fn put_snapshot(&self, id: &SnapshotId, data: &[u8]) -> Result<()> {
+        self.put("snapshots", &id.0, data)
+    }
+
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn get_tree(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        self.get("trees", &id.0)
+    }
+
+    /// Bytes of cached trees, as counted when they were added.
+    fn tree_bytes(conn: &Connection) -> rusqlite::Result<i64> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = 'tree_bytes'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Keeps the cached trees under `limit` bytes: when over, the oldest go until a quarter
+    /// of the room is free again (they come back by the pack when needed).
+    pub fn bound_trees(&self, limit: u64) -> Result<()> {
+        let conn = self.lock();
+        let run = || -> rusqlite::Result<()> {
+            let total = Self::tree_bytes(&conn)?;
+            if total as u64 <= limit {
+                return Ok(());
+            }
+            let goal = (limit / 4 * 3) as i64;
+            let own = conn.is_autocommit();
+            if own {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            let mut left = total;
+            let mut oldest = Vec::new();
+            {
+                let mut st = conn.prepare("SELECT id, LENGTH(data) FROM trees ORDER BY added")?;
+                let mut rows = st.query([])?;
+                while left > goal {
+                    let Some(r) = rows.next()? else { break };
+                    left -= r.get::<_, i64>(1)?;
+                    oldest.push(r.get::<_, Vec<u8>>(0)?);
+                }
+            }
+            let mut del = conn.prepare_cached("DELETE FROM trees WHERE id = ?1")?;
+            for id in &oldest {
+                del.execute([id])?;
+            }
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('tree_bytes', ?1)",
+                [left.max(0).to_string()],
+            )?;
+            if own {
+                conn.execute_batch("COMMIT")?;
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    pub fn has_tree(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM trees WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Caches many trees in one transaction (or in the one already open).
+    pub fn put_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
+        if trees.is_empty() {
+            return Ok(());
+        }
+        let conn = self.lock();
+        let own = conn.is_autocommit();
+        let run = || -> rusqlite::Result<()> {
+            if own {
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
+            // Content-addressed: a tree already cached is the same bytes, and counts once.
+            let mut st = conn.prepare_cached(
+                "INSERT OR IGNORE INTO trees (id, data, added) VALUES (?1, ?2, ?3)",
+            )?;
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            let mut added = 0i64;
+            for (id, data) in trees {
+                if st.execute(params![&id.0[..], data, now])? == 1 {
+                    added += data.len() as i64;
+                }
+            }
+            if added > 0 {
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('tree_bytes', ?1)",
+                    [(Self::tree_bytes(&conn)? + added).to_string()],
+                )?;
+            }
+            if own {
+                conn.execute_batch("COMMIT")?;
+            }
+            Ok(())
+        };
+        let r = run();
+        if r.is_err() && own && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        r.map_err(|e| self.err(e))
+    }
+
+    fn get(&self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(&format!("SELECT data FROM {table} WHERE id = ?1"))
+            .map_err(|e| self.err(e))?;
+        st.query_row([id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn put(&self, table: &str, id: &[u8], data: &[u8]) -> Result<()> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO {table} (id, data) VALUES (?1, ?2)"
+            ))
+            .map_err(|e| self.err(e))?;
+        st.execute(params![id, data])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
