@@ -480,12 +480,7 @@ fn read_pack(
     let entries = match repo.cache().pack_blobs(id) {
         Ok(e) => e,
         Err(e) => {
-            problems.push(Problem {
-                object,
-                reason: e.to_string(),
-                hits: vec![],
-                fix: None,
-            });
+            problems.push(problem(object, e.to_string()));
             return (problems, bad, 0);
         }
     };
@@ -493,12 +488,7 @@ fn read_pack(
         Ok(b) => b,
         Err(e) => {
             bad.extend(entries.iter().map(|e| (e.id, *id)));
-            problems.push(Problem {
-                object,
-                reason: e.to_string(),
-                hits: vec![],
-                fix: None,
-            });
+            problems.push(problem(object, e.to_string()));
             return (problems, bad, 0);
         }
     };
@@ -537,12 +527,7 @@ fn read_pack(
         reasons.push(e.to_string());
     }
     if !reasons.is_empty() {
-        problems.push(Problem {
-            object,
-            reason: reasons.join("; "),
-            hits: vec![],
-            fix: None,
-        });
+        problems.push(problem(object, reasons.join("; ")));
     }
     (problems, bad, bytes.len() as u64)
 }

@@ -130,18 +130,7 @@ pub fn walk(
     root: &TreeId,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    let mut walk = TreeWalk::new(repo, root);
-    while let Some(v) = walk.next() {
-        match v {
-            Visit::Node { path, node, .. } => {
-                if !visit(&path, &node)? {
-                    walk.skip_subtree();
-                }
-            }
-            Visit::Damaged { error, .. } => return Err(error),
-        }
-    }
-    Ok(())
+    drive(repo, root, visit, &mut |_, _, e| Err(e))
 }
 
 /// As [`walk`], but a tree that cannot be read, or an entry whose name could escape its
@@ -153,6 +142,19 @@ pub fn walk_tolerant(
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
     on_error: &mut dyn FnMut(&TreeId, &Path, Error),
 ) -> Result<()> {
+    drive(repo, root, visit, &mut |tree, dir, e| {
+        on_error(tree, dir, e);
+        Ok(())
+    })
+}
+
+/// A [`TreeWalk`] with callbacks; `on_damage` ends the walk by returning an error.
+fn drive(
+    repo: &Repository,
+    root: &TreeId,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+    on_damage: &mut dyn FnMut(&TreeId, &Path, Error) -> Result<()>,
+) -> Result<()> {
     let mut walk = TreeWalk::new(repo, root);
     while let Some(v) = walk.next() {
         match v {
@@ -161,7 +163,7 @@ pub fn walk_tolerant(
                     walk.skip_subtree();
                 }
             }
-            Visit::Damaged { tree, dir, error } => on_error(&tree, &dir, error),
+            Visit::Damaged { tree, dir, error } => on_damage(&tree, &dir, error)?,
         }
     }
     Ok(())

@@ -359,8 +359,7 @@ fn the_tree_walk_goes_depth_first_and_skips_what_it_is_told_to() {
 
 #[test]
 fn cat_writes_a_file_in_order_with_a_read_per_pack_not_per_chunk() {
-    use strata::backend::faulty::Counting;
-    let counting = Arc::new(Counting::new(Arc::new(MemBackend::new())));
+    let counting = Arc::new(Faulty::new(Arc::new(MemBackend::new())));
     let config = Config::new(ChunkerParams::default(), 3);
     Repository::init(
         counting.clone(),

@@ -1,6 +1,6 @@
-//! Wrappers around a real backend for tests: one that counts operations, one that injects
-//! faults (as kopia's `blobtesting/faulty` store does). Neither changes what a successful
-//! operation does; they only observe it, or make one fail the way networks and disks do.
+//! A wrapper around a real backend for tests (as kopia's `blobtesting/faulty` store): it
+//! counts every operation and, on cue, makes one fail the way networks and disks do. It
+//! never changes what a successful operation does.
 
 use std::collections::HashMap;
 use std::io;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{Backend, BackendRef, FileInfo, FileKind};
 use crate::error::{Error, Result};
 
-/// The operations a backend offers that the wrappers tell apart.
+/// The operations a backend offers that the wrapper tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     List,
@@ -18,99 +18,6 @@ pub enum Op {
     Read,
     Write,
     Delete,
-}
-
-/// Counts every operation by kind of operation and kind of file.
-pub struct Counting {
-    inner: BackendRef,
-    counts: Mutex<HashMap<(Op, FileKind), u64>>,
-}
-
-impl Counting {
-    pub fn new(inner: BackendRef) -> Self {
-        Counting {
-            inner,
-            counts: Mutex::default(),
-        }
-    }
-
-    /// Operations `op` on files of `kind` so far (of any kind when `None`).
-    pub fn count(&self, op: Op, kind: Option<FileKind>) -> u64 {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts
-            .iter()
-            .filter(|((o, k), _)| *o == op && kind.is_none_or(|kind| kind == *k))
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Every operation so far.
-    pub fn total(&self) -> u64 {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        counts.values().sum()
-    }
-
-    fn note(&self, op: Op, kind: FileKind) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((op, kind))
-            .or_default() += 1;
-    }
-}
-
-impl Backend for Counting {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn exists(&self) -> Result<bool> {
-        self.inner.exists()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
-        self.note(Op::List, kind);
-        self.inner.list(kind)
-    }
-    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.note(Op::Read, kind);
-        self.inner.read(kind, name)
-    }
-    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.note(Op::Read, kind);
-        self.inner.read_range(kind, name, offset, len)
-    }
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.write_in_class(kind, name, data, None)
-    }
-    fn write_in_class(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> Result<()> {
-        self.note(Op::Write, kind);
-        self.inner.write_in_class(kind, name, data, class)
-    }
-    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.note(Op::Delete, kind);
-        self.inner.delete(kind, name)
-    }
-    fn remove_stale_temporaries(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
-        self.inner.remove_stale_temporaries(older_than)
-    }
-    fn upload_concurrency(&self) -> usize {
-        self.inner.upload_concurrency()
-    }
-    fn read_concurrency(&self) -> usize {
-        self.inner.read_concurrency()
-    }
-    fn request_count(&self) -> Option<u64> {
-        self.inner.request_count()
-    }
 }
 
 /// What goes wrong.
@@ -138,10 +45,12 @@ struct Rule {
     fault: Fault,
 }
 
-/// A backend that misbehaves on cue; otherwise the real one below.
+/// A backend that misbehaves on cue, and counts what it is asked; otherwise the real one
+/// below.
 pub struct Faulty {
     inner: BackendRef,
     rules: Mutex<Vec<Rule>>,
+    counts: Mutex<HashMap<(Op, FileKind), u64>>,
 }
 
 impl Faulty {
@@ -149,7 +58,19 @@ impl Faulty {
         Faulty {
             inner,
             rules: Mutex::default(),
+            counts: Mutex::default(),
         }
+    }
+
+    /// Operations `op` on files of `kind` so far (of any kind when `None`), failed ones
+    /// included.
+    pub fn count(&self, op: Op, kind: Option<FileKind>) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .iter()
+            .filter(|((o, k), _)| *o == op && kind.is_none_or(|kind| kind == *k))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// `fault` hits the `nth` (1-based, counted from now) operation `op` on files of
@@ -192,6 +113,12 @@ impl Faulty {
 
     /// The fault this operation meets, if any.
     fn fault(&self, op: Op, kind: FileKind) -> Option<Fault> {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((op, kind))
+            .or_default() += 1;
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
         let mut hit = None;
         for r in rules.iter_mut() {

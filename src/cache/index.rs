@@ -102,31 +102,21 @@ impl Cache {
         let conn = self.lock();
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT kind, pack, offset, length, raw_length, compression FROM {table}
+                "SELECT pack, id, kind, offset, length, raw_length, compression FROM {table}
                  WHERE id = ?1 LIMIT 1"
             ))
             .map_err(|e| self.err(e))?;
-        st.query_row([&id.0[..]], |r| {
-            let kind: u8 = r.get(0)?;
-            let pack: Vec<u8> = r.get(1)?;
-            let comp: u8 = r.get(5)?;
-            Ok((kind, pack, r.get::<_, i64>(2)?, r.get(3)?, r.get(4)?, comp))
-        })
-        .optional()
-        .map_err(|e| self.err(e))?
-        .map(|(kind, pack, offset, length, raw_length, comp)| {
+        let row = st
+            .query_row([&id.0[..]], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, EntryRow::read(r, 1)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        row.map(|(pack, entry)| {
             Ok(BlobLocation {
                 pack: PackId::from_slice(&pack)
                     .ok_or_else(|| Error::corrupt("local cache", "bad pack id"))?,
-                entry: BlobEntry {
-                    id: *id,
-                    kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
-                    offset: offset as u64,
-                    length,
-                    raw_length,
-                    compression: Compression::try_from(comp)
-                        .map_err(|e| Error::corrupt("local cache", e))?,
-                },
+                entry: entry.entry()?,
             })
         })
         .transpose()
@@ -196,30 +186,11 @@ impl Cache {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([&pack.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u8>(5)?,
-                ))
-            })
+            .query_map([&pack.0[..]], |r| EntryRow::read(r, 0))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, kind, offset, length, raw_length, comp) = r.map_err(|e| self.err(e))?;
-            out.push(BlobEntry {
-                id: BlobId::from_slice(&id)
-                    .ok_or_else(|| Error::corrupt("local cache", "bad blob id"))?,
-                kind: BlobKind::try_from(kind).map_err(|e| Error::corrupt("local cache", e))?,
-                offset: offset as u64,
-                length,
-                raw_length,
-                compression: Compression::try_from(comp)
-                    .map_err(|e| Error::corrupt("local cache", e))?,
-            });
+            out.push(r.map_err(|e| self.err(e))?.entry()?);
         }
         Ok(out)
     }
@@ -292,5 +263,41 @@ impl Cache {
             }
         }
         Ok(out)
+    }
+}
+
+/// A blob entry as the tables store it: `id, kind, offset, length, raw_length,
+/// compression` from column `at` on.
+struct EntryRow {
+    id: Vec<u8>,
+    kind: u8,
+    offset: i64,
+    length: u32,
+    raw_length: u32,
+    compression: u8,
+}
+
+impl EntryRow {
+    fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(EntryRow {
+            id: r.get(at)?,
+            kind: r.get(at + 1)?,
+            offset: r.get(at + 2)?,
+            length: r.get(at + 3)?,
+            raw_length: r.get(at + 4)?,
+            compression: r.get(at + 5)?,
+        })
+    }
+
+    fn entry(self) -> Result<BlobEntry> {
+        let bad = |what: String| Error::corrupt("local cache", what);
+        Ok(BlobEntry {
+            id: BlobId::from_slice(&self.id).ok_or_else(|| bad("bad blob id".into()))?,
+            kind: BlobKind::try_from(self.kind).map_err(bad)?,
+            offset: self.offset as u64,
+            length: self.length,
+            raw_length: self.raw_length,
+            compression: Compression::try_from(self.compression).map_err(bad)?,
+        })
     }
 }
