@@ -407,3 +407,76 @@ fn cat_writes_a_file_in_order_with_a_read_per_pack_not_per_chunk() {
         );
     }
 }
+
+/// Check and prune on repositories the test damages through the backend itself: check
+/// names the damaged object, the files it hits and the fix; prune refuses to rewrite an
+/// index it cannot read.
+#[test]
+fn check_and_prune_on_damaged_repositories() {
+    use strata::backend::Backend;
+    use strata::check::{self, Object, ReadData};
+    let lab = Lab::new();
+    write_files(&lab.src(), 1);
+    let repo = lab.open("a");
+    lab.backup(&repo).unwrap();
+    let data = lab.backend.list(FileKind::Data).unwrap();
+    assert_eq!(data.len(), 1, "one data pack");
+    let pack = data[0].name.clone();
+    let original = lab.backend.read(FileKind::Data, &pack).unwrap();
+
+    // One flipped byte in the middle of the data pack: structure is fine, the data is not.
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 0x40;
+    lab.backend.write(FileKind::Data, &pack, &flipped).unwrap();
+    let structure = check::run(&lab.fresh(), ReadData::None, &NoProgress).unwrap();
+    assert!(structure.problems.is_empty(), "{:?}", structure.problems);
+    let full = check::run(&lab.fresh(), ReadData::All, &NoProgress).unwrap();
+    let p = full
+        .problems
+        .iter()
+        .find(|p| matches!(p.object, Object::Pack(id) if id.to_hex() == pack))
+        .unwrap_or_else(|| panic!("the pack is not named: {:?}", full.problems));
+    assert!(
+        p.hits
+            .iter()
+            .any(|h| h.contains(".bin") || h.contains(".txt")),
+        "no file named: {:?}",
+        p.hits
+    );
+    assert!(
+        p.fix.as_deref().unwrap().contains("second read"),
+        "{:?}",
+        p.fix
+    );
+
+    // The pack gone altogether: a structure check already says so, and how to go on.
+    lab.backend.delete(FileKind::Data, &pack).unwrap();
+    let gone = check::run(&lab.fresh(), ReadData::None, &NoProgress).unwrap();
+    let p = gone
+        .problems
+        .iter()
+        .find(|p| matches!(p.object, Object::Pack(_)))
+        .unwrap_or_else(|| panic!("{:?}", gone.problems));
+    assert!(
+        p.reason.contains("missing from the backend"),
+        "{}",
+        p.reason
+    );
+    assert!(p.fix.as_deref().unwrap().contains("strata repair index"));
+    lab.backend.write(FileKind::Data, &pack, &original).unwrap();
+
+    // A damaged index file: prune stops before it rewrites anything.
+    let index = lab.backend.list(FileKind::Index).unwrap();
+    let name = &index[0].name;
+    let mut bytes = lab.backend.read(FileKind::Index, name).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    lab.backend.write(FileKind::Index, name, &bytes).unwrap();
+    let err = prune::run(&lab.fresh(), &PruneOptions::default(), &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("strata repair index"), "{err}");
+    assert_eq!(
+        lab.backend.read(FileKind::Index, name).unwrap(),
+        bytes,
+        "prune touched the index"
+    );
+}
