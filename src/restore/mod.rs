@@ -78,10 +78,19 @@ pub struct RestoreReport {
     pub bytes: u64,
     pub verified_files: u64,
     /// Files that could not be restored exactly (snapshot paths); each is also in `errors`.
+    /// Serialized lossily: a name that is not UTF-8 must not make the report unprintable.
+    #[serde(serialize_with = "lossy_paths")]
     pub damaged_files: Vec<PathBuf>,
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
+}
+
+fn lossy_paths<S: serde::Serializer>(
+    paths: &[PathBuf],
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    ser.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
 }
 
 fn as_lines<S: serde::Serializer>(
@@ -773,4 +782,27 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_report_naming_files_that_are_not_utf8_still_serializes() {
+        let name = PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9\nx"));
+        let report = RestoreReport {
+            files: 1,
+            damaged_files: vec![name.clone()],
+            errors: vec![RestoreError {
+                path: Some(name),
+                cause: "blob lost".into(),
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["damaged_files"][0], "/srv/caf\u{fffd}\nx");
+        assert_eq!(json["errors"][0], "/srv/caf\u{fffd}\nx: blob lost");
+    }
 }
