@@ -135,6 +135,28 @@ fn an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3(env: &En
     assert!(!listing.contains("locked.txt"));
 }
 
+/// A file name with a newline and an escape sequence, in a warning: escaped, so it can
+/// neither forge a line of output nor drive the terminal.
+fn hostile_names_in_messages_are_escaped(env: &Env) {
+    let env = &env.unprivileged();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let name = "evil\nerror: forged\x1b[31m.txt";
+    fs::write(src.join(name), "x").unwrap();
+    fs::set_permissions(src.join(name), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("evil\\nerror: forged\\x1b[31m.txt"), "{err}");
+    assert!(!err.contains('\x1b'), "raw escape in {err:?}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("error: forged")),
+        "a forged line: {err}"
+    );
+}
+
 fn a_missing_source_path_is_an_error_and_writes_nothing(env: &Env) {
     env.init();
     let src = env.path("src");
@@ -384,6 +406,7 @@ conformance!(
     identical_content_in_new_files_is_stored_once,
     stdin_backup_and_cat,
     an_unreadable_file_is_a_warning_the_snapshot_is_still_written_exit_3,
+    hostile_names_in_messages_are_escaped,
     a_missing_source_path_is_an_error_and_writes_nothing,
     excludes_and_snapshot_filters,
     several_paths_and_the_summary_output,

@@ -29,9 +29,9 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
         output::print_json(&serde_json::to_value(&report)?);
     } else {
         for p in &report.problems {
-            println!("error: {}: {}", p.object, p.reason);
+            println!("error: {}: {}", p.object, output::plain(&p.reason));
             for h in &p.hits {
-                println!("  hits {h}");
+                println!("  hits {}", output::plain(h));
             }
             if let Some(f) = &p.fix {
                 println!("  fix: {f}");

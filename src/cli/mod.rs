@@ -103,7 +103,7 @@ pub fn main() -> i32 {
     match config::ConfigFile::load(cli.global.config.as_deref()) {
         Ok(f) => cli.global.file = f,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::plain_lines(&format!("{e:#}")));
             return exit::FAILURE;
         }
     }
@@ -124,7 +124,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", output::plain_lines(&format!("{e:#}")));
             e.chain()
                 .find_map(|c| c.downcast_ref::<strata::Error>())
                 .map(exit::code_of)
@@ -205,7 +205,7 @@ impl Global {
         };
         let repo = Repository::open_with(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
-        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {msg}")));
+        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
         Ok(repo)
     }
 

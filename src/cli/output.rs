@@ -75,7 +75,7 @@ impl Progress for Bar {
 
     fn item(&self, what: &str, path: &std::path::Path) {
         if self.verbose {
-            let line = format!("{what:<8} {}", path.display());
+            let line = plain(&format!("{what:<8} {}", path.display()));
             match &self.bar {
                 Some(b) => b.suspend(|| eprintln!("{line}")),
                 None => eprintln!("{line}"),
@@ -85,10 +85,34 @@ impl Progress for Bar {
 
     fn warning(&self, msg: &str) {
         match &self.bar {
-            Some(b) => b.suspend(|| eprintln!("warning: {msg}")),
-            None => eprintln!("warning: {msg}"),
+            Some(b) => b.suspend(|| eprintln!("warning: {}", plain(msg))),
+            None => eprintln!("warning: {}", plain(msg)),
         }
     }
+}
+
+/// A message for the terminal with control characters escaped (`\n`, `\x1b`, ...): file
+/// names come from sources and snapshots, and a hostile one must neither forge lines nor
+/// drive the terminal.
+pub fn plain(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// As [`plain`], but a message spanning lines (a config file's parse error shows the line
+/// at fault) keeps them, each continuation indented, so no line of it passes for one of
+/// strata's own.
+pub fn plain_lines(msg: &str) -> String {
+    msg.split('\n').map(plain).collect::<Vec<_>>().join("\n  ")
 }
 
 pub fn bytes(n: u64) -> String {

@@ -133,12 +133,13 @@ fn print_errors(errors: &[restore::RestoreError]) {
     }
     for (cause, list) in causes {
         for e in list.iter().take(EXAMPLES) {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::plain(&e.to_string()));
         }
         if list.len() > EXAMPLES {
             eprintln!(
-                "error: ... and {} more path(s) with the same error: {cause}",
-                list.len() - EXAMPLES
+                "error: ... and {} more path(s) with the same error: {}",
+                list.len() - EXAMPLES,
+                output::plain(cause)
             );
         }
     }
