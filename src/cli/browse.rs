@@ -86,10 +86,10 @@ pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
             s.datetime()
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
                 .unwrap_or_else(|| s.time.clone()),
-            s.host,
-            s.tags.join(","),
+            output::plain(&s.host),
+            output::plain(&s.tags.join(",")),
             output::bytes(s.summary.bytes_stored),
-            s.paths.join(" ")
+            output::plain(&s.paths.join(" "))
         );
     }
     if !global.quiet {

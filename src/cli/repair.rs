@@ -87,7 +87,7 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
                         }
                     );
                     for l in &s.lost {
-                        println!("  lost {l}");
+                        println!("  lost {}", output::plain(l));
                     }
                 }
                 for d in &r.damaged {
