@@ -143,6 +143,30 @@ fn sets_from_the_config_file_for_backup_and_forget(env: &Env) {
     assert_eq!(code(&out), 1);
 }
 
+/// A set with a bad exclude pattern stops `backup --all` before any set is backed up, not
+/// half-way through.
+fn a_bad_pattern_in_any_set_is_refused_before_anything_is_written(env: &Env) {
+    env.init();
+    let cfg = write_config(env);
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(
+        &cfg,
+        format!("{text}\n[sets.zz]\npaths = [\"/tmp\"]\nexclude = [\"a[\"]\n"),
+    )
+    .unwrap();
+    let out = with_config(env, &cfg, &["backup", "--all"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("excludes of set zz"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        env.objects("snapshots").is_empty(),
+        "a set was backed up first"
+    );
+}
+
 fn invalid_config_files_are_named_with_line_and_key(env: &Env) {
     let cfg = env.path("bad.toml");
     fs::write(
@@ -164,6 +188,7 @@ fn invalid_config_files_are_named_with_line_and_key(env: &Env) {
 }
 
 conformance!(
+    a_bad_pattern_in_any_set_is_refused_before_anything_is_written,
     sets_from_the_config_file_for_backup_and_forget,
     invalid_config_files_are_named_with_line_and_key
 );

@@ -161,7 +161,17 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     } else {
         jobs(global, &args)?
     };
-    // Missing sources are refused before the repository is touched.
+    // Missing sources and bad patterns are refused before the repository is touched: a
+    // run must not stop half-way through its sets for either.
+    let mut excludes = Vec::new();
+    for job in &jobs {
+        excludes.push(
+            Patterns::new(&job.patterns).with_context(|| match &job.set {
+                Some(s) => format!("excludes of set {s}"),
+                None => "excludes".to_string(),
+            })?,
+        );
+    }
     for job in &jobs {
         for p in &job.paths {
             std::fs::symlink_metadata(p)
@@ -193,13 +203,13 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         results.push(v);
         code = code.max(c);
     }
-    for job in jobs {
+    for (job, excludes) in jobs.into_iter().zip(excludes) {
         let opts = BackupOptions {
             source: Source::Paths(job.paths),
             host: job.host,
             tags: job.tags,
             set: job.set.clone(),
-            excludes: Patterns::new(&job.patterns)?,
+            excludes,
             one_file_system: job.one_file_system,
             time,
             uploaders: args.uploads,
