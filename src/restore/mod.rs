@@ -56,9 +56,20 @@ pub struct RestoreOptions {
 /// file), so the CLI groups by cause.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RestoreError {
-    /// The path in the snapshot, when the error concerns one.
+    /// The path in the snapshot, when the error concerns one (serialized lossily).
+    #[serde(serialize_with = "lossy_path")]
     pub path: Option<PathBuf>,
     pub cause: String,
+}
+
+fn lossy_path<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    ser: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => ser.serialize_some(&p.to_string_lossy()),
+        None => ser.serialize_none(),
+    }
 }
 
 impl fmt::Display for RestoreError {
@@ -804,5 +815,8 @@ mod tests {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["damaged_files"][0], "/srv/caf\u{fffd}\nx");
         assert_eq!(json["errors"][0], "/srv/caf\u{fffd}\nx: blob lost");
+        // The error on its own too.
+        let one = serde_json::to_value(&report.errors[0]).unwrap();
+        assert_eq!(one["path"], "/srv/caf\u{fffd}\nx");
     }
 }
