@@ -18,7 +18,7 @@ use crate::repo::index::{IndexFile, IndexedPack, ObsoletePack};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Repaired, Snapshot};
 use crate::repo::tree::{NodeKind, Tree};
-use crate::repo::{pack_file_kind, Repository};
+use crate::repo::Repository;
 use crate::walk::safe_name;
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -152,7 +152,7 @@ fn index_unnamed(
         .collect();
     unnamed.sort_by_key(|u| u.0);
     for (id, kind, size) in unnamed {
-        match repo.read_pack_header(pack_file_kind(kind), &id, size) {
+        match repo.read_pack_header(kind, &id, size) {
             Ok(entries) => {
                 report.packs_from_headers += 1;
                 found.live.insert(

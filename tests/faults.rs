@@ -82,6 +82,29 @@ impl Lab {
         )
     }
 
+    /// Restores `snap` (verified) into `target` under the lab; returns the report and
+    /// where the source directory landed.
+    fn restore(
+        &self,
+        repo: &Repository,
+        snap: &strata::repo::snapshot::Snapshot,
+        target: &str,
+    ) -> (restore::RestoreReport, PathBuf) {
+        let target = self.dir.path().join(target);
+        let report = restore::run(
+            repo,
+            snap,
+            &RestoreOptions {
+                target: target.clone(),
+                verify: true,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        (report, target.join(self.src().strip_prefix("/").unwrap()))
+    }
+
     /// Check finds nothing wrong, and every snapshot restores to exactly what its files
     /// held (`expected`: file name -> content, per snapshot time).
     fn assert_sound(&self, expected: &[(String, Files)]) {
@@ -93,24 +116,13 @@ impl Lab {
             let Some((_, files)) = expected.iter().find(|(t, _)| *t == snap.time) else {
                 panic!("snapshot {id} at {} is none the test wrote", snap.time);
             };
-            let target = self.dir.path().join(format!("restore-{}", id.short()));
-            let r = restore::run(
-                &repo,
-                snap,
-                &RestoreOptions {
-                    target: target.clone(),
-                    verify: true,
-                    ..Default::default()
-                },
-                &NoProgress,
-            )
-            .unwrap();
+            let target = format!("restore-{}", id.short());
+            let (r, root) = self.restore(&repo, snap, &target);
             assert!(r.errors.is_empty(), "snapshot {id}: {:?}", r.errors);
-            let root = target.join(self.src().strip_prefix("/").unwrap());
             for (name, content) in files {
                 assert_eq!(&fs::read(root.join(name)).unwrap(), content, "{name}");
             }
-            fs::remove_dir_all(&target).unwrap();
+            fs::remove_dir_all(self.dir.path().join(&target)).unwrap();
         }
     }
 }
@@ -242,21 +254,7 @@ fn reads_cut_off_are_retried_blob_by_blob_and_a_lasting_outage_fails_loudly() {
     let files = write_files(&lab.src(), 1);
     let repo = lab.open("a");
     let snap = lab.backup(&repo).unwrap().snapshot;
-    let restore_into = |name: &str| {
-        let target = lab.dir.path().join(name);
-        let report = restore::run(
-            &repo,
-            &snap,
-            &RestoreOptions {
-                target: target.clone(),
-                verify: true,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-        (report, target.join(lab.src().strip_prefix("/").unwrap()))
-    };
+    let restore_into = |name: &str| lab.restore(&repo, &snap, name);
 
     // One read cut off mid-way: the blobs it held are read again on their own.
     lab.backend

@@ -177,16 +177,12 @@ fn large_packs_go_up_in_parts() {
     // ...and with a 5 MiB threshold (the option, or the config file's key) in parts.
     fs::write(src.join("big2"), noise(24 << 20, 4)).unwrap();
     let before = multipart();
-    let out = env
-        .cmd()
-        .args([
-            "backup",
-            "--s3-multipart-threshold",
-            "5MiB",
-            src.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = env.run(&[
+        "backup",
+        "--s3-multipart-threshold",
+        "5MiB",
+        src.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         multipart() > before,
@@ -196,32 +192,24 @@ fn large_packs_go_up_in_parts() {
     fs::write(&config, "s3-multipart-threshold = \"5 MiB\"\n").unwrap();
     fs::write(src.join("big3"), noise(24 << 20, 5)).unwrap();
     let before = multipart();
-    let out = env
-        .cmd()
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "backup",
-            src.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = env.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "backup",
+        src.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         multipart() > before,
         "the config file's threshold was not used"
     );
     // A threshold that is not a size is refused before anything is written.
-    let out = env
-        .cmd()
-        .args([
-            "backup",
-            "--s3-multipart-threshold",
-            "lots",
-            src.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = env.run(&[
+        "backup",
+        "--s3-multipart-threshold",
+        "lots",
+        src.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("s3-multipart-threshold"),

@@ -111,7 +111,8 @@ impl Faulty {
         rules.iter().filter(|r| !r.fired).count()
     }
 
-    /// The fault this operation meets, if any.
+    /// The fault this operation meets, if any. A delay is served here (the operation then
+    /// goes ahead), so the operations only tell failures apart.
     fn fault(&self, op: Op, kind: FileKind) -> Option<Fault> {
         *self
             .counts
@@ -130,6 +131,11 @@ impl Faulty {
                 r.fired = true;
                 hit.get_or_insert(r.fault.clone());
             }
+        }
+        drop(rules);
+        if let Some(Fault::Delay(d)) = hit {
+            std::thread::sleep(d);
+            return None;
         }
         hit
     }
@@ -150,10 +156,6 @@ impl Faulty {
     ) -> Result<Vec<u8>> {
         match self.fault(Op::Read, kind) {
             None => read(),
-            Some(Fault::Delay(d)) => {
-                std::thread::sleep(d);
-                read()
-            }
             Some(Fault::CutAfter(n)) => {
                 let got = read()?.len().min(n);
                 Err(Self::failure(
@@ -185,18 +187,14 @@ impl Backend for Faulty {
     }
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
         match self.fault(Op::List, kind) {
-            Some(Fault::Delay(d)) => std::thread::sleep(d),
-            Some(_) => {
-                return Err(Self::failure(
-                    kind,
-                    "",
-                    "listing failed",
-                    io::ErrorKind::Other,
-                ))
-            }
-            None => {}
+            None => self.inner.list(kind),
+            Some(_) => Err(Self::failure(
+                kind,
+                "",
+                "listing failed",
+                io::ErrorKind::Other,
+            )),
         }
-        self.inner.list(kind)
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.guard_read(kind, name, || self.inner.read(kind, name))
@@ -218,10 +216,6 @@ impl Backend for Faulty {
     ) -> Result<()> {
         match self.fault(Op::Write, kind) {
             None => self.inner.write_in_class(kind, name, data, class),
-            Some(Fault::Delay(d)) => {
-                std::thread::sleep(d);
-                self.inner.write_in_class(kind, name, data, class)
-            }
             Some(Fault::FailAfterWrite) => {
                 self.inner.write_in_class(kind, name, data, class)?;
                 Err(Self::failure(
@@ -242,10 +236,6 @@ impl Backend for Faulty {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         match self.fault(Op::Delete, kind) {
             None => self.inner.delete(kind, name),
-            Some(Fault::Delay(d)) => {
-                std::thread::sleep(d);
-                self.inner.delete(kind, name)
-            }
             Some(_) => Err(Self::failure(
                 kind,
                 name,

@@ -492,7 +492,7 @@ impl Repository {
         unknown.sort_by_key(|u| u.0);
         let mut found = Vec::new();
         for (id, (kind, size)) in unknown {
-            match self.read_pack_header(pack_file_kind(kind), &id, size) {
+            match self.read_pack_header(kind, &id, size) {
                 Ok(entries) => found.push(ObsoletePack {
                     id,
                     kind,
@@ -517,20 +517,19 @@ impl Repository {
     /// A pack's header, read from its end (one range read for any usual header size).
     pub fn read_pack_header(
         &self,
-        kind: FileKind,
+        kind: pack::BlobKind,
         id: &PackId,
         size: u64,
     ) -> Result<Vec<pack::BlobEntry>> {
         const TAIL: u64 = 64 << 10;
-        let name = id.to_hex();
         let take = size.min(TAIL);
-        let mut tail = self.backend.read_range(kind, &name, size - take, take)?;
+        let mut tail = self.read_pack_range(kind, id, size - take, take)?;
         if tail.len() >= pack::TRAILER_LEN {
             let t = &tail[tail.len() - pack::TRAILER_LEN..];
             let hlen = u32::from_le_bytes(t.try_into().expect("4 bytes")) as u64;
             let need = hlen + pack::TRAILER_LEN as u64;
             if need > take && need <= size {
-                tail = self.backend.read_range(kind, &name, size - need, need)?;
+                tail = self.read_pack_range(kind, id, size - need, need)?;
             }
         }
         pack::read_header(&self.key, id, &tail)
@@ -677,9 +676,9 @@ impl Repository {
     /// Reads, decrypts and verifies one blob with a range read.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.lookup_blob(id)?;
-        let sealed = self.backend.read_range(
-            pack_file_kind(loc.entry.kind),
-            &loc.pack.to_hex(),
+        let sealed = self.read_pack_range(
+            loc.entry.kind,
+            &loc.pack,
             loc.entry.offset,
             loc.entry.length as u64,
         )?;
@@ -798,7 +797,7 @@ impl Repository {
 
     /// Reads a tree pack whole, verifies each tree in it and caches them; returns their ids.
     fn fetch_tree_pack(&self, pack: &PackId) -> Result<Vec<TreeId>> {
-        let bytes = self.backend.read(FileKind::Tree, &pack.to_hex())?;
+        let bytes = self.read_pack(pack::BlobKind::Tree, pack)?;
         let trees = self.trees_of_pack(pack, &bytes)?;
         let ids = trees.iter().map(|(id, _)| *id).collect();
         self.cache.put_trees(&trees)?;
