@@ -1,10 +1,12 @@
 //! Throughput of the backup pipeline's stages.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use strata::chunker::{Chunker, ChunkerParams};
-use strata::crypto::MasterKey;
-use strata::repo::pack::{open_blob, BlobKind, PackBuilder, SealedBlob};
-use strata::repo::tree::{Node, NodeKind, Tree};
+use strata::internals::Chunker;
+use strata::internals::MasterKey;
+use strata::internals::{open_blob, PackBuilder, SealedBlob};
+use strata::BlobKind;
+use strata::ChunkerParams;
+use strata::{Node, NodeKind, Tree};
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -118,11 +120,11 @@ fn pack_writing(c: &mut Criterion) {
 }
 
 fn index_lookups(c: &mut Criterion) {
-    use strata::id::{IndexId, PackId};
-    use strata::repo::index::{IndexFile, IndexedPack};
-    use strata::repo::pack::{BlobEntry, Compression};
+    use strata::internals::{BlobEntry, Compression};
+    use strata::internals::{IndexFile, IndexedPack};
+    use strata::{IndexId, PackId};
     let dir = tempfile::tempdir().unwrap();
-    let cache = strata::cache::Cache::open(dir.path()).unwrap();
+    let cache = strata::internals::Cache::open(dir.path()).unwrap();
     let key = MasterKey::generate();
     let ids: Vec<_> = (0..100_000u32)
         .map(|i| key.blob_id(&i.to_le_bytes()))
@@ -150,7 +152,8 @@ fn index_lookups(c: &mut Criterion) {
         .collect();
     let tx = cache.transaction().unwrap();
     cache
-        .add_index_file(
+        .index()
+        .add_file(
             &IndexId([0; 32]),
             &IndexFile {
                 version: 1,
@@ -167,7 +170,7 @@ fn index_lookups(c: &mut Criterion) {
         b.iter(|| {
             ids.iter()
                 .step_by(100)
-                .filter(|id| cache.has_blob(id).unwrap())
+                .filter(|id| cache.index().contains(id).unwrap())
                 .count()
         })
     });
@@ -181,7 +184,7 @@ fn trees(c: &mut Criterion) {
                 let mut n = Node::new(format!("file-{i:05}.json").into_bytes(), NodeKind::File);
                 n.mode = 0o644;
                 n.size = 1234;
-                n.content = vec![strata::id::BlobId([i as u8; 32])];
+                n.content = vec![strata::BlobId([i as u8; 32])];
                 n
             })
             .collect(),
@@ -191,7 +194,12 @@ fn trees(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     g.bench_function("encode_1000_entries", |b| b.iter(|| tree.encode().len()));
     g.bench_function("decode_1000_entries", |b| {
-        b.iter(|| Tree::decode(&bytes).unwrap().entries.len())
+        b.iter(|| {
+            Tree::decode(&bytes, &strata::BlobId([0; 32]))
+                .unwrap()
+                .entries
+                .len()
+        })
     });
     g.finish();
 }

@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use strata::backup::{BlobSaver, SaverShared};
-use strata::repo::pack::BlobKind;
+use strata::internals::{BlobSaver, SaverShared};
+use strata::BlobKind;
 
 const PER_INDEX: u64 = 16384;
 
@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
                     .update(&i.to_le_bytes())
                     .finalize_xof()
                     .fill(&mut data);
-                saver.save(BlobKind::Data, repo.key().blob_id(&data), &data)?;
+                saver.save(BlobKind::Data, repo.blob_id(&data), &data)?;
             }
             // Packs, then their index file: the saver keeps the repository's write order.
             saver.finish()

@@ -20,13 +20,18 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use crate::walk::{safe_name, TreeWalk, Visit};
 
+/// Which data packs a check reads and verifies byte by byte (tree packs are always read).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReadData {
+    /// None: structure only.
     None,
+    /// Every data pack.
     All,
     /// Packs whose first id byte modulo `m` is `n - 1` (so n = 1..=m covers everything).
     Subset {
+        /// Which part, 1-based.
         n: u32,
+        /// Of how many parts.
         m: u32,
     },
     /// About this share of packs, chosen at random.
@@ -34,6 +39,7 @@ pub enum ReadData {
 }
 
 impl ReadData {
+    /// Parses `N/M` or `P%`.
     pub fn parse_subset(s: &str) -> Result<Self> {
         let bad = |reason: String| Error::BadInput {
             what: "check subset",
@@ -79,10 +85,15 @@ impl ReadData {
 /// What a problem is about. Shown (and serialized) as `pack <id>`, `blob <id>`, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Object {
+    /// An index file.
     Index(IndexId),
+    /// A pack file.
     Pack(PackId),
+    /// A data blob.
     Blob(BlobId),
+    /// A tree.
     Tree(TreeId),
+    /// A snapshot manifest.
     Snapshot(SnapshotId),
 }
 
@@ -104,9 +115,12 @@ impl serde::Serialize for Object {
     }
 }
 
+/// One piece of damage a check found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Problem {
+    /// The damaged or missing object.
     pub object: Object,
+    /// What is wrong with it.
     pub reason: String,
     /// `snapshot <id> <time>: <path>` for everything the damage reaches.
     pub hits: Vec<String>,
@@ -139,21 +153,33 @@ fn fix_for(p: &Problem) -> String {
 /// Why an indexed pack is reported: it is not on the backend.
 const MISSING: &str = "missing from the backend";
 
+/// What a check looked at and found.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Snapshots checked.
     pub snapshots: usize,
+    /// Distinct trees walked.
     pub trees: usize,
+    /// Packs the index names.
     pub packs: usize,
     /// Packs read whole: every tree pack (the structure check reads them), and the data
     /// packs `--read-data` chose.
     pub packs_read: usize,
+    /// Of those, tree packs.
     pub tree_packs_read: usize,
+    /// Of those, data packs.
     pub data_packs_read: usize,
+    /// Bytes read from the backend.
     pub bytes_read: u64,
+    /// Packs on the backend that no index names (left by an interrupted backup: harmless,
+    /// prune removes them).
     pub unreferenced_packs: usize,
+    /// The damage found; empty when the repository is sound.
     pub problems: Vec<Problem>,
 }
 
+/// Audits the repository: index against packs, every snapshot's trees against the index,
+/// and the data packs `read_data` selects byte by byte. Damage is reported, not an error.
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let mut audit = Audit {
         repo,
@@ -228,7 +254,7 @@ impl Audit<'_> {
             };
             if let Some(reason) = reason {
                 missing.insert(*id);
-                for b in repo.cache().pack_blobs(id)? {
+                for b in repo.index().pack_blobs(id)? {
                     self.damaged.insert(b.id, Object::Pack(*id));
                 }
                 self.problems.push(problem(Object::Pack(*id), reason));
@@ -236,7 +262,7 @@ impl Audit<'_> {
         }
         // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
         let mut marked_gone = HashSet::new();
-        for (id, _) in repo.cache().marked_packs()? {
+        for (id, _) in repo.index().marked_packs()? {
             if listed.remove(&id.to_hex()).is_none() {
                 marked_gone.insert(id);
             }
@@ -261,13 +287,13 @@ impl Audit<'_> {
                 || repo.rebuild_index(),
                 || {
                     rayon::join(
-                        || repo.backend().list(FileKind::Data),
-                        || repo.backend().list(FileKind::Tree),
+                        || repo.list_files(FileKind::Data),
+                        || repo.list_files(FileKind::Tree),
                     )
                 },
             );
             let bad = bad?.damaged;
-            let indexed = repo.cache().packs()?;
+            let indexed = repo.index().packs()?;
             let mut listed: HashMap<String, u64> = HashMap::new();
             for f in data?.into_iter().chain(tree?) {
                 listed.insert(f.name, f.size);
@@ -278,10 +304,9 @@ impl Audit<'_> {
             if all_there || attempt == 1 {
                 return Ok((bad, indexed, listed));
             }
-            let read: HashSet<IndexId> = repo.cache().known_index_files()?.into_iter().collect();
+            let read: HashSet<IndexId> = repo.index().files()?.into_iter().collect();
             let now: HashSet<IndexId> = repo
-                .backend()
-                .list(FileKind::Index)?
+                .list_files(FileKind::Index)?
                 .into_iter()
                 .filter_map(|f| f.name.parse().ok())
                 .collect();
@@ -308,8 +333,7 @@ impl Audit<'_> {
             || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress),
             || -> Result<SnapshotFiles> {
                 let ids: Vec<SnapshotId> = repo
-                    .backend()
-                    .list(FileKind::Snapshot)?
+                    .list_files(FileKind::Snapshot)?
                     .into_iter()
                     .filter_map(|f| f.name.parse().ok())
                     .collect();
@@ -391,7 +415,7 @@ impl Audit<'_> {
         if self.damaged.contains_key(id) {
             return Ok(());
         }
-        let reason = match self.repo.cache().lookup_blob(id)? {
+        let reason = match self.repo.index().lookup(id)? {
             None => "not in any index file".to_string(),
             Some(loc) if packs.marked_gone.contains(&loc.pack) => format!(
                 "only in pack {}, which prune marked unused and which is gone",
@@ -477,7 +501,7 @@ fn read_pack(
     let object = Object::Pack(*id);
     let mut problems = Vec::new();
     let mut bad = Vec::new();
-    let entries = match repo.cache().pack_blobs(id) {
+    let entries = match repo.index().pack_blobs(id) {
         Ok(e) => e,
         Err(e) => {
             problems.push(problem(object, e.to_string()));
@@ -523,7 +547,7 @@ fn read_pack(
             }
         }
     }
-    if let Err(e) = repo.cache().put_trees(&trees) {
+    if let Err(e) = repo.cache_trees(&trees) {
         reasons.push(e.to_string());
     }
     if !reasons.is_empty() {

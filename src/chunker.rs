@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 /// writer cuts alike.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerParams {
+    /// No chunk is smaller (but a file's last).
     pub min_size: u32,
+    /// The size chunks aim at.
     pub avg_size: u32,
+    /// No chunk is larger.
     pub max_size: u32,
     /// FastCDC normalization level (0-3); configs written before it existed used 1.
     #[serde(default = "level_one")]
@@ -48,6 +51,7 @@ impl ChunkerParams {
         }
     }
 
+    /// Refuses sizes the chunker cannot work with (format-spec §5 gives the bounds).
     pub fn validate(&self) -> crate::error::Result<()> {
         use fastcdc::v2020::*;
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
@@ -88,6 +92,7 @@ impl Batch {
     }
 }
 
+/// Cuts a stream into content-defined chunks, a batch of them at a time.
 pub struct Chunker<R> {
     reader: R,
     params: ChunkerParams,

@@ -33,12 +33,14 @@ pub struct MasterKey {
 }
 
 impl MasterKey {
+    /// A new random key.
     pub fn generate() -> Self {
         let mut secret = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut secret);
         Self::from_secret(secret)
     }
 
+    /// The key with this secret.
     pub fn from_secret(secret: [u8; 32]) -> Self {
         let enc = blake3::derive_key(CTX_ENCRYPTION, &secret);
         Self {
@@ -48,6 +50,7 @@ impl MasterKey {
         }
     }
 
+    /// The secret, to be sealed in a key file.
     pub fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
@@ -68,6 +71,7 @@ impl MasterKey {
         seal_with(&self.aead, plaintext, aad)
     }
 
+    /// Decrypts and authenticates what [`MasterKey::seal`] made with the same `aad`.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
         open_with(&self.aead, sealed, aad)
     }
@@ -103,11 +107,15 @@ fn open_with(aead: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8]) -> Option<Vec<
 /// Argon2id parameters, stored in each key file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KdfParams {
+    /// The derivation: `argon2id`.
     pub algorithm: String,
     /// Memory in KiB.
     pub memory_kib: u32,
+    /// Passes.
     pub iterations: u32,
+    /// Lanes.
     pub parallelism: u32,
+    /// Random salt.
     #[serde(with = "serde_bytes")]
     pub salt: Vec<u8>,
 }
@@ -116,8 +124,11 @@ pub struct KdfParams {
 /// never weakens keys on its own (no environment variable can lower the cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KdfCost {
+    /// Argon2id memory in KiB.
     pub memory_kib: u32,
+    /// Argon2id passes.
     pub iterations: u32,
+    /// Argon2id lanes.
     pub parallelism: u32,
 }
 
@@ -161,7 +172,7 @@ impl KdfParams {
         }
     }
 
-    pub fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
+    pub(crate) fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
         if self.algorithm != "argon2id" {
             return Err(Error::UnsupportedKdf(self.algorithm.clone()));
         }

@@ -12,13 +12,23 @@ use crate::id::{BlobId, TreeId};
 #[non_exhaustive]
 pub enum Missing {
     /// A repository file, as the backend names it.
-    File { kind: FileKind, name: String },
+    File {
+        /// The file's kind (its directory).
+        kind: FileKind,
+        /// Its name on the backend.
+        name: String,
+    },
     /// Something else the backend was asked for (a bucket, a listing), in its words.
     Object(String),
     /// A blob no index file names.
     Blob(BlobId),
     /// A tree no index names (`in_pack` false), or absent from the pack the index names.
-    Tree { id: TreeId, in_pack: bool },
+    Tree {
+        /// The tree's id.
+        id: TreeId,
+        /// Whether the index named a pack that then lacked it.
+        in_pack: bool,
+    },
     /// A snapshot by id prefix; `latest` when none matches the filters.
     Snapshot(String),
     /// A key by id prefix.
@@ -50,9 +60,11 @@ impl fmt::Display for Missing {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// No repository (no config file) at the location given.
     #[error("no repository at {0} (create one with `strata init`)")]
     NoRepository(String),
 
+    /// `init` at a location that already holds a repository.
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),
 
@@ -61,81 +73,131 @@ pub enum Error {
     #[error("wrong password: no key in the repository opens with it{}",
         if damaged.is_empty() { String::new() }
         else { format!(" (damaged key files that could not be tried: {})", damaged.join("; ")) })]
-    WrongPassword { damaged: Vec<String> },
+    WrongPassword {
+        /// Key files that could not be read or decoded, with why.
+        damaged: Vec<String>,
+    },
 
+    /// `init` at a location that holds files but no config.
     #[error(
         "{location} is not empty: it holds {found} but no config; refusing to create a \
              repository over it (if it is a repository whose config was lost, put the config \
              back from a copy; otherwise choose an empty location)"
     )]
-    NotEmpty { location: String, found: String },
+    NotEmpty {
+        /// The location given.
+        location: String,
+        /// What was found there.
+        found: String,
+    },
 
+    /// Another process holds a lock that this operation cannot share; the text describes
+    /// the holders.
     #[error("repository is locked: {0}")]
     Locked(String),
 
+    /// A repository written in a format version this build does not read.
     #[error("unsupported repository format version {0} (this strata reads version 1)")]
     UnsupportedVersion(u32),
 
+    /// Something asked for is not in the repository.
     #[error("{what} not found in the repository")]
-    NotFound { what: Missing },
+    NotFound {
+        /// What was not found.
+        what: Missing,
+    },
 
+    /// The backend failed on an object; see [`Error::is_transient`].
     #[error("backend: {object}: {source}")]
     Backend {
+        /// The object (file, bucket, listing) the request was about.
         object: String,
+        /// The failure.
         #[source]
         source: io::Error,
     },
 
+    /// An object's bytes are not what its name or the index says.
     #[error("{object} is damaged: {reason}")]
-    Corrupt { object: String, reason: String },
+    Corrupt {
+        /// The damaged object (`pack <id>`, `index <id>`, `blob <id> in pack <id>`, …).
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The failure.
         #[source]
         source: io::Error,
     },
 
+    /// The local cache's database failed (it is rebuilt from the repository when deleted).
     #[error("local cache {}: {source}", path.display())]
     Cache {
+        /// The cache's database file.
         path: PathBuf,
+        /// The failure.
         #[source]
         source: rusqlite::Error,
     },
 
     /// A repository URL that names no backend location.
     #[error("{url}: {reason} (use s3://bucket/prefix or s3:https://host:port/bucket/prefix)")]
-    BadLocation { url: String, reason: String },
+    BadLocation {
+        /// The location as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// An S3 location without credentials in the environment.
     #[error(
         "{url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or \
          AWS_PROFILE) ({reason})"
     )]
-    NoCredentials { url: String, reason: String },
+    NoCredentials {
+        /// The location as given.
+        url: String,
+        /// Why the credentials could not be loaded.
+        reason: String,
+    },
 
+    /// The password could not be read (from a file, a command or the terminal).
     #[error("cannot read the password: {0}")]
     Password(String),
 
+    /// A key file whose key derivation this build does not know.
     #[error("key derivation {0:?} is not supported")]
     UnsupportedKdf(String),
 
     /// An id prefix that names more than one snapshot or key.
     #[error("{what} prefix {prefix} is ambiguous ({matches} {what}s match)")]
     Ambiguous {
+        /// "snapshot" or "key".
         what: &'static str,
+        /// The prefix given.
         prefix: String,
+        /// How many ids start with it.
         matches: usize,
     },
 
+    /// Removing the only key would leave the repository unreadable.
     #[error("refusing to remove the last key: the repository would be unreadable")]
     LastKey,
 
+    /// The key that opened the repository cannot be removed through it.
     #[error(
         "refusing to remove the key in use; open the repository with another password (or \
          use `key passwd`)"
     )]
     KeyInUse,
 
+    /// A backup with no source.
     #[error("nothing to back up: give at least one path")]
     NothingToBackUp,
 
@@ -147,12 +209,17 @@ pub enum Error {
         path.display(), through.display(), outer.display()
     )]
     SourceBelowNonDirectory {
+        /// The inner source path.
         path: PathBuf,
+        /// The non-directory it lies below.
         through: PathBuf,
+        /// What that is ("symlink", "file", …).
         what: &'static str,
+        /// The outer source path.
         outer: PathBuf,
     },
 
+    /// A name for data from standard input that is not a relative path of normal parts.
     #[error(
         "invalid --stdin-filename {0:?}: give a name such as db.sql or pg/db.sql (no empty \
          name, no '.' or '..' components, no NUL)"
@@ -171,7 +238,12 @@ pub enum Error {
     /// A value given by the caller (a time, a duration, a subset, chunker parameters) that
     /// does not parse or is out of range.
     #[error("{reason}")]
-    BadInput { what: &'static str, reason: String },
+    BadInput {
+        /// What the value was for.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// No snapshot (of those the filters accept) is as old as the instant asked for.
     #[error("{}", match oldest {
@@ -180,6 +252,7 @@ pub enum Error {
         None => "no snapshot matches the filters".to_string(),
     })]
     NoSnapshotAt {
+        /// The instant asked for.
         at: String,
         /// The oldest candidate: short id and time.
         oldest: Option<(String, String)>,
@@ -187,12 +260,20 @@ pub enum Error {
 
     /// A path in a snapshot that is not a regular file where one is needed (`cat`).
     #[error("{} is {what} in the snapshot, not a regular file", path.display())]
-    NotAFile { path: PathBuf, what: &'static str },
+    NotAFile {
+        /// The path in the snapshot.
+        path: PathBuf,
+        /// What it is instead.
+        what: &'static str,
+    },
 
     /// A forget without any keep rule would remove every snapshot.
     #[error("no --keep-* rule given{}: refusing to forget every snapshot",
         set.as_ref().map(|n| format!(" and set {n} has no keep policy")).unwrap_or_default())]
-    EmptyPolicy { set: Option<String> },
+    EmptyPolicy {
+        /// The set whose policy is empty, if one was named.
+        set: Option<String>,
+    },
 
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]
@@ -213,6 +294,7 @@ impl Error {
         )
     }
 
+    /// [`Error::NotFound`] of `what`.
     pub fn not_found(what: Missing) -> Self {
         Error::NotFound { what }
     }
@@ -225,6 +307,7 @@ impl Error {
         })
     }
 
+    /// [`Error::Io`] on `path`.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),
@@ -232,6 +315,7 @@ impl Error {
         }
     }
 
+    /// [`Error::Corrupt`]: `object` is damaged for `reason`.
     pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             object: object.into(),
@@ -240,4 +324,5 @@ impl Error {
     }
 }
 
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -20,15 +20,18 @@ macro_rules! typed_id {
         pub struct $name(pub [u8; ID_LEN]);
 
         impl $name {
+            /// The id in these 32 bytes; `None` if there are not 32.
             pub fn from_slice(bytes: &[u8]) -> Option<Self> {
                 Some(Self(bytes.try_into().ok()?))
             }
 
+            /// The id's bytes.
             pub fn as_bytes(&self) -> &[u8; ID_LEN] {
                 &self.0
             }
 
-            pub fn to_hex(&self) -> String {
+            /// The id in lowercase hex, as files are named.
+            pub fn to_hex(self) -> String {
                 hex::encode(self.0)
             }
 

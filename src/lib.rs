@@ -1,20 +1,22 @@
 //! Strata: a content-addressed, deduplicating, encrypted snapshot engine.
 //!
-//! The layers, bottom up: [`backend`] stores opaque files; [`crypto`] and [`repo`] turn them
-//! into typed, encrypted, content-addressed objects; [`cache`] mirrors the index locally;
-//! [`backup`], [`restore`] and [`check`] are the operations the CLI calls.
+//! The layers, bottom up: a [`backend`] stores opaque files; a [`Repository`] turns them
+//! into typed, encrypted, content-addressed objects (packs of blobs, an index, snapshots)
+//! and keeps a rebuildable local cache of the index and trees; the operations —
+//! [`backup`], [`restore`], [`check`], [`retention`] (forget), [`prune`], [`repair`] — each
+//! take an open repository, an options value and a [`Progress`], and return a report that
+//! serializes to the CLI's JSON. Failures are an [`Error`] to match on.
+//!
+//! The API is what this page lists. The repository format it reads and writes is specified
+//! in `format-spec/` of the source tree.
 //!
 //! A repository in a directory, one backup, a restore and a check:
 //!
 //! ```
 //! use strata::backup::{self, BackupOptions, Source};
 //! use strata::check::{self, ReadData};
-//! use strata::chunker::ChunkerParams;
-//! use strata::crypto::KdfCost;
-//! use strata::progress::NoProgress;
-//! use strata::repo::config::Config;
 //! use strata::restore::{self, RestoreOptions};
-//! use strata::{backend, Repository};
+//! use strata::{backend, ChunkerParams, Config, KdfCost, NoProgress, Repository};
 //!
 //! # fn main() -> strata::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
@@ -53,25 +55,52 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod backup;
-pub mod cache;
 pub mod check;
-pub mod chunker;
-pub mod crypto;
-pub mod error;
-pub mod id;
 pub mod lock;
 pub mod patterns;
-pub mod progress;
 pub mod prune;
 pub mod repair;
-pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod timespec;
-pub mod util;
 pub mod walk;
 
-pub use error::{Error, Result};
-pub use repo::Repository;
+mod cache;
+mod chunker;
+mod crypto;
+mod error;
+mod id;
+mod progress;
+mod repo;
+mod util;
+
+pub use chunker::ChunkerParams;
+pub use crypto::{KdfCost, KdfParams};
+pub use error::{Error, Missing, Result};
+pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+pub use patterns::Patterns;
+pub use progress::{NoProgress, Progress};
+pub use repo::config::Config;
+pub use repo::keys::KeyFile;
+pub use repo::pack::BlobKind;
+pub use repo::snapshot::{select_at, Lineage, Repaired, Snapshot, SnapshotFilter, Summary};
+pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
+pub use repo::{Repository, WarningSink};
+
+/// Engine internals for this crate's own benchmarks, examples and tests (which build
+/// repositories by hand, damage them, or time one layer alone). Not part of the API: no
+/// documentation, no stability.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::backup::saver::{BlobSaver, SaverShared};
+    pub use crate::cache::{BlobLocation, Cache};
+    pub use crate::chunker::Chunker;
+    pub use crate::crypto::MasterKey;
+    pub use crate::repo::index::{IndexFile, IndexedPack};
+    pub use crate::repo::pack::{open_blob, BlobEntry, Compression, PackBuilder, SealedBlob};
+    pub use crate::util::hostname;
+}

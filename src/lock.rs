@@ -19,15 +19,22 @@ use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::util;
 
+/// A lock not refreshed for this long belongs to a process that is gone.
 pub const LOCK_EXPIRY: Duration = Duration::from_secs(30 * 60);
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
+/// A lock file's content (format-spec §10).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LockFile {
+    /// Lock format version (1).
     pub version: u32,
+    /// What holds it: "backup", "prune", ….
     pub operation: String,
+    /// The holder's host.
     pub host: String,
+    /// The holder's user.
     pub user: String,
+    /// The holder's process id.
     pub pid: u32,
     /// When the lock was first taken, RFC 3339.
     pub created: String,
@@ -36,12 +43,14 @@ pub struct LockFile {
 }
 
 impl LockFile {
+    /// Time since the last refresh.
     pub fn age(&self) -> chrono::Duration {
         DateTime::parse_from_rfc3339(&self.refreshed)
             .map(|t| crate::timespec::now() - t)
             .unwrap_or(chrono::Duration::MAX)
     }
 
+    /// Not refreshed for [`LOCK_EXPIRY`].
     pub fn is_stale(&self) -> bool {
         self.age() > chrono::Duration::from_std(LOCK_EXPIRY).unwrap()
     }
@@ -56,6 +65,7 @@ impl LockFile {
             })
     }
 
+    /// One line for messages: who, what, since when, and whether it looks stale.
     pub fn describe(&self) -> String {
         let age = self.age();
         format!(
@@ -80,7 +90,7 @@ impl LockFile {
 /// All locks in the repository with their names (unreadable ones are reported as such).
 pub fn list(repo: &Repository) -> Result<Vec<(String, Result<LockFile>)>> {
     let mut out = Vec::new();
-    for f in repo.backend().list(FileKind::Lock)? {
+    for f in repo.list_files(FileKind::Lock)? {
         let lock = repo.load_file::<LockFile>(FileKind::Lock, &f.name);
         out.push((f.name, lock));
     }
@@ -99,6 +109,8 @@ fn now() -> DateTime<FixedOffset> {
     crate::timespec::now()
 }
 
+/// Takes an exclusive lock for `operation`; fails with [`crate::Error::Locked`] naming
+/// the holders when another process holds one. Released when the guard drops.
 pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r>> {
     let t = now().to_rfc3339();
     let mine = LockFile {
@@ -110,7 +122,8 @@ pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r
         created: t.clone(),
         refreshed: t,
     };
-    let name = hex::encode(repo.save_file(FileKind::Lock, &mine)?);
+    let store = repo.file_store();
+    let name = store.save(FileKind::Lock, &mine)?;
     // Write, then list: whoever else wrote before our listing is seen.
     let others: Vec<String> = list(repo)?
         .into_iter()
@@ -121,14 +134,11 @@ pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r
         })
         .collect();
     if !others.is_empty() {
-        repo.backend().delete(FileKind::Lock, &name)?;
+        repo.delete_file(FileKind::Lock, &name)?;
         return Err(Error::Locked(others.join("; ")));
     }
     let name = Arc::new(Mutex::new(name));
     let stop = Arc::new(AtomicBool::new(false));
-    // The refresher needs its own handle on the repository's backend and key.
-    let backend = repo.backend().clone();
-    let key = repo.key().clone();
     let (n2, s2) = (name.clone(), stop.clone());
     let refresher = std::thread::spawn(move || {
         let mut waited = Duration::ZERO;
@@ -141,12 +151,10 @@ pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r
             waited = Duration::ZERO;
             let mut lock = mine.clone();
             lock.refreshed = now().to_rfc3339();
-            let (id, sealed) = crate::repo::seal_file(&key, FileKind::Lock, &lock);
-            let new = hex::encode(id);
             // The new lock is in place before the old one goes.
-            if backend.write(FileKind::Lock, &new, &sealed).is_ok() {
+            if let Ok(new) = store.save(FileKind::Lock, &lock) {
                 let old = std::mem::replace(&mut *n2.lock().unwrap(), new);
-                let _ = backend.delete(FileKind::Lock, &old);
+                let _ = store.delete(FileKind::Lock, &old);
             }
         }
     });
@@ -165,7 +173,7 @@ impl Drop for LockGuard<'_> {
             let _ = h.join();
         }
         let name = self.name.lock().unwrap().clone();
-        let _ = self.repo.backend().delete(FileKind::Lock, &name);
+        let _ = self.repo.delete_file(FileKind::Lock, &name);
     }
 }
 
@@ -179,7 +187,7 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
             Err(e) => (true, format!("unreadable lock {name}: {e}")),
         };
         if all || stale {
-            repo.backend().delete(FileKind::Lock, &name)?;
+            repo.delete_file(FileKind::Lock, &name)?;
             removed.push(what);
         }
     }

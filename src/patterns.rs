@@ -38,6 +38,7 @@ impl Patterns {
         }))
     }
 
+    /// Whether `path` (absolute) matches any pattern.
     pub fn is_match(&self, path: &Path) -> bool {
         self.set.is_match(path)
     }

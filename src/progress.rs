@@ -4,7 +4,9 @@
 pub trait Progress: Sync {
     /// Total work is known (bytes or items, as the operation defines).
     fn set_total(&self, _total: u64) {}
+    /// Some work was done.
     fn advance(&self, _amount: u64) {}
+    /// The operation moved to a new phase.
     fn message(&self, _msg: &str) {}
     /// One item was handled (`what` is e.g. "new" or "changed"); shown with `-v`.
     fn item(&self, _what: &str, _path: &std::path::Path) {}

@@ -21,6 +21,7 @@ use crate::repo::tree::{NodeKind, Tree};
 use crate::repo::Repository;
 use crate::walk::safe_name;
 
+/// What `repair index` did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct IndexRepair {
     /// Packs the new index names.
@@ -31,9 +32,13 @@ pub struct IndexRepair {
     pub packs_missing: Vec<String>,
     /// Packs on the backend whose header cannot be read (left for prune to mark).
     pub packs_unreadable: Vec<String>,
+    /// Index entries dropped because their pack is gone.
     pub blobs_dropped: usize,
+    /// Index files that could not be read, with why.
     pub index_files_damaged: Vec<String>,
+    /// Index files the new index superseded.
     pub index_files_replaced: usize,
+    /// Whether nothing was changed.
     pub dry_run: bool,
 }
 
@@ -98,7 +103,7 @@ fn read_intact_index(
     };
     // Packs an index names but the backend lacks, with their blob counts.
     let mut missing: HashMap<PackId, usize> = HashMap::new();
-    for f in repo.backend().list(FileKind::Index)? {
+    for f in repo.list_files(FileKind::Index)? {
         let Ok(id) = f.name.parse::<IndexId>() else {
             continue;
         };
@@ -173,23 +178,31 @@ fn index_unnamed(
     Ok(())
 }
 
+/// A snapshot `repair snapshots` rewrote.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RepairedSnapshot {
+    /// The damaged snapshot's id.
     pub original: String,
     /// The new snapshot (absent in a dry run).
     pub new: Option<String>,
+    /// Its time.
     pub time: String,
     /// Paths (in the snapshot) of the files and directory contents left out.
     pub lost: Vec<String>,
 }
 
+/// What `repair snapshots` did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct SnapshotRepair {
+    /// Snapshots examined.
     pub snapshots: usize,
+    /// Snapshots rewritten without what was lost.
     pub repaired: Vec<RepairedSnapshot>,
     /// Damaged snapshot files (removed with `forget`).
     pub damaged: Vec<String>,
+    /// Snapshots removed (`--forget`): unreadable, or nothing left.
     pub removed: Vec<String>,
+    /// Whether nothing was changed.
     pub dry_run: bool,
 }
 
@@ -208,7 +221,7 @@ pub fn repair_snapshots(
     // A blob the index places in a pack that is gone would be deduplicated against by the
     // rewrite and stay lost: the index must match the packs first.
     if let Some((p, _, _)) = repo
-        .cache()
+        .index()
         .packs()?
         .into_iter()
         .find(|(p, _, _)| !stored.contains(p))
@@ -224,15 +237,15 @@ pub fn repair_snapshots(
     };
     let blob_ok = |id: &BlobId| -> Result<bool> {
         Ok(repo
-            .cache()
-            .lookup_blob(id)?
+            .index()
+            .lookup(id)?
             .is_some_and(|loc| stored.contains(&loc.pack)))
     };
 
-    let tx = repo.cache().transaction()?;
+    let tx = repo.transaction()?;
     let shared = SaverShared::default();
     let outcome = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
-        let saver = BlobSaver::new(repo, &shared, scope, repo.backend().upload_concurrency());
+        let saver = BlobSaver::new(repo, &shared, scope, repo.upload_concurrency());
         let mut fixed = Vec::new();
         let mut done: HashMap<TreeId, Rewritten> = HashMap::new();
         for (id, snap) in &snapshots {
@@ -377,7 +390,7 @@ fn save_tree(
     dry_run: bool,
 ) -> Result<TreeId> {
     let bytes = tree.encode();
-    let id = repo.key().blob_id(&bytes);
+    let id = repo.blob_id(&bytes);
     if !dry_run {
         saver.save(BlobKind::Tree, id, &bytes)?;
     }

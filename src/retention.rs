@@ -9,13 +9,20 @@ use chrono::{DateTime, Datelike, Duration, TimeZone, Timelike};
 use crate::id::SnapshotId;
 use crate::repo::snapshot::{Lineage, Snapshot};
 
+/// How many snapshots to keep per period (format-spec does not apply: this is policy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// The newest this many.
     pub last: u32,
+    /// The newest of each of this many hours.
     pub hourly: u32,
+    /// The newest of each of this many days.
     pub daily: u32,
+    /// The newest of each of this many weeks.
     pub weekly: u32,
+    /// The newest of each of this many months.
     pub monthly: u32,
+    /// The newest of each of this many years.
     pub yearly: u32,
     /// Keep everything this much younger than the newest snapshot.
     pub within: Option<Duration>,
@@ -24,6 +31,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether no rule keeps anything.
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
@@ -32,7 +40,9 @@ impl Policy {
 /// One snapshot as the policy sees it.
 #[derive(Clone, Debug)]
 pub struct Item<'a, Tz: TimeZone> {
+    /// When it was taken.
     pub time: DateTime<Tz>,
+    /// Its tags.
     pub tags: &'a [String],
 }
 
@@ -110,8 +120,11 @@ pub fn apply_at<Tz: TimeZone>(
 /// as `{group, keep: [{id, time, reasons}], remove: [{id, time}]}`.
 #[derive(Debug)]
 pub struct GroupPlan {
+    /// The lineage.
     pub group: Lineage,
+    /// Snapshots kept, with the rules that keep each.
     pub keep: Vec<(SnapshotId, Snapshot, Vec<String>)>,
+    /// Snapshots removed.
     pub remove: Vec<(SnapshotId, Snapshot)>,
 }
 
@@ -464,7 +477,9 @@ impl serde::Serialize for GroupPlan {
 /// snapshot the filter accepts, group by group.
 #[derive(Clone, Debug)]
 pub struct ForgetJob {
+    /// The backup set, or none for every snapshot the filter accepts.
     pub set: Option<String>,
+    /// The policy.
     pub policy: Policy,
 }
 

@@ -64,6 +64,7 @@ pub fn parse_duration(s: &str) -> Result<chrono::Duration> {
         })
 }
 
+/// Now, in the local time zone.
 pub fn now() -> DateTime<FixedOffset> {
     Local::now().fixed_offset()
 }

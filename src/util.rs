@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// This host's name.
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()

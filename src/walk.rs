@@ -29,15 +29,21 @@ pub type TreeLoader<'a> = Box<dyn FnMut(&TreeId) -> Result<Tree> + 'a>;
 pub enum Visit {
     /// A node, with its path relative to the walk's root and the tree that holds it.
     Node {
+        /// The path relative to the walk's root.
         path: PathBuf,
+        /// The node.
         node: Node,
+        /// The tree that holds it.
         tree: TreeId,
     },
     /// A tree that cannot be read (its subtree is skipped), or an entry of `tree` whose
     /// name could escape its directory (that entry is skipped).
     Damaged {
+        /// The tree.
         tree: TreeId,
+        /// Its path relative to the walk's root.
         dir: PathBuf,
+        /// Why.
         error: Error,
     },
 }
@@ -59,10 +65,12 @@ struct Frame {
 }
 
 impl<'a> TreeWalk<'a> {
+    /// A walk of the tree `root` of `repo`.
     pub fn new(repo: &'a Repository, root: &TreeId) -> Self {
         Self::with_loader(Box::new(move |id| repo.load_tree(id)), root)
     }
 
+    /// A walk that loads trees through `load` (tests damage them on the way).
     pub fn with_loader(load: TreeLoader<'a>, root: &TreeId) -> Self {
         TreeWalk {
             load,

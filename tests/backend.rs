@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use common::*;
 use strata::backend::{self, Backend, BackendRef, FileKind, MemBackend};
-use strata::error::Missing;
 use strata::Error;
+use strata::Missing;
 
 fn names(b: &dyn Backend, kind: FileKind) -> BTreeSet<(String, u64)> {
     b.list(kind)

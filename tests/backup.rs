@@ -455,7 +455,7 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
                 data_storage_class: class.map(String::from),
                 ..Default::default()
             },
-            &strata::progress::NoProgress,
+            &strata::NoProgress,
         )
         .unwrap();
         let writes = std::mem::take(&mut *data_writes.lock().unwrap());

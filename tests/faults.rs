@@ -14,12 +14,12 @@ use common::noise;
 use strata::backend::faulty::{Fault, Faulty, Op};
 use strata::backend::{BackendRef, FileKind, MemBackend};
 use strata::backup::{self, BackupOptions, Source};
-use strata::chunker::ChunkerParams;
-use strata::crypto::KdfCost;
-use strata::progress::NoProgress;
 use strata::prune::{self, PruneOptions};
-use strata::repo::config::Config;
 use strata::restore::{self, RestoreOptions};
+use strata::ChunkerParams;
+use strata::Config;
+use strata::KdfCost;
+use strata::NoProgress;
 use strata::Repository;
 
 const PASSWORD: &[u8] = b"faults";
@@ -87,7 +87,7 @@ impl Lab {
     fn restore(
         &self,
         repo: &Repository,
-        snap: &strata::repo::snapshot::Snapshot,
+        snap: &strata::Snapshot,
         target: &str,
     ) -> (restore::RestoreReport, PathBuf) {
         let target = self.dir.path().join(target);

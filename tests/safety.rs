@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::*;
 use strata::backup::{self, BackupOptions, Source};
-use strata::progress::NoProgress;
+use strata::NoProgress;
 
 /// Item 1: a backup that deduplicated against packs a concurrent prune then marked (or
 /// repacked) writes a snapshot that restores and checks clean at every moment; a backup
@@ -542,7 +542,7 @@ fn unlock_clears_a_lock_whose_process_is_gone() {
         &strata::lock::LockFile {
             version: 1,
             operation: "prune".into(),
-            host: strata::util::hostname(),
+            host: strata::internals::hostname(),
             user: "root".into(),
             pid: dead_pid,
             created: now.clone(),
@@ -990,25 +990,25 @@ fn check_during_a_prune_reports_nothing_false(env: &Env) {
 /// holding `/` cannot make restore write outside the target; the rest restores.
 #[test]
 fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
-    use strata::backup::{BlobSaver, SaverShared};
-    use strata::repo::pack::BlobKind;
-    use strata::repo::snapshot::{Snapshot, Summary};
-    use strata::repo::tree::{Node, NodeKind, Tree};
+    use strata::internals::{BlobSaver, SaverShared};
+    use strata::BlobKind;
+    use strata::{Node, NodeKind, Tree};
+    use strata::{Snapshot, Summary};
     let env = &Env::local();
     env.init();
     let repo = open_repo(env);
     let shared = SaverShared::default();
-    let tx = repo.cache().transaction().unwrap();
+    let tx = repo.transaction().unwrap();
     let root = std::thread::scope(|scope| {
         let saver = BlobSaver::new(&repo, &shared, scope, 1);
         let save_tree = |mut t: Tree| {
             let bytes = t.encode();
-            let id = repo.key().blob_id(&bytes);
+            let id = repo.blob_id(&bytes);
             saver.save(BlobKind::Tree, id, &bytes).unwrap();
             id
         };
         let evil = b"escaped".to_vec();
-        let evil_id = repo.key().blob_id(&evil);
+        let evil_id = repo.blob_id(&evil);
         saver.save(BlobKind::Data, evil_id, &evil).unwrap();
         let file = |name: &[u8]| {
             let mut n = Node::new(name.to_vec(), NodeKind::File);

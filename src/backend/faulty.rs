@@ -13,10 +13,13 @@ use crate::error::{Error, Result};
 /// The operations a backend offers that the wrapper tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
+    /// Listing a kind of file.
     List,
     /// Whole reads and range reads.
     Read,
+    /// Writes.
     Write,
+    /// Deletes.
     Delete,
 }
 
@@ -54,6 +57,7 @@ pub struct Faulty {
 }
 
 impl Faulty {
+    /// Wraps `inner`, with no fault armed.
     pub fn new(inner: BackendRef) -> Self {
         Faulty {
             inner,

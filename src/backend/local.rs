@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use super::{Backend, FileInfo, FileKind};
 use crate::error::{Error, Result};
 
+/// A repository in a local directory (format-spec §3 gives the layout).
 pub struct LocalBackend {
     root: PathBuf,
 }
 
 impl LocalBackend {
+    /// The repository at `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalBackend { root: root.into() }
     }

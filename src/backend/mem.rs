@@ -11,12 +11,14 @@ use crate::error::{Error, Result};
 /// Files by (directory of their kind, path), so that a kind's files list as one range.
 type Files = BTreeMap<(String, String), Arc<Vec<u8>>>;
 
+/// A repository in memory, for tests: shared by its clones, gone when the last goes.
 #[derive(Default)]
 pub struct MemBackend {
     files: Mutex<Files>,
 }
 
 impl MemBackend {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }

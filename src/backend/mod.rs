@@ -7,25 +7,33 @@
 pub mod faulty;
 mod local;
 mod mem;
-pub mod s3;
+mod s3;
 
 use std::fmt;
 use std::sync::Arc;
 
 pub use local::LocalBackend;
 pub use mem::MemBackend;
+pub use s3::S3Backend;
 
 use crate::error::Result;
 
 /// The kinds of files in a repository; each has its own directory or prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
+    /// The one `config` file.
     Config,
+    /// Key files, one per password.
     Key,
+    /// Snapshot manifests.
     Snapshot,
+    /// Index files.
     Index,
+    /// Packs of data blobs.
     Data,
+    /// Packs of tree blobs.
     Tree,
+    /// Lock files.
     Lock,
 }
 
@@ -41,6 +49,7 @@ impl FileKind {
         FileKind::Lock,
     ];
 
+    /// The directory (or key prefix) files of this kind live under.
     pub fn dir(self) -> &'static str {
         match self {
             FileKind::Config => "",
@@ -85,10 +94,15 @@ impl fmt::Display for FileKind {
 /// Listing entry: a file's name and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {
+    /// The file's name (a content address in hex, or `config`).
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
 }
 
+/// Where repository files are stored: a flat namespace per [`FileKind`]. Files are
+/// written whole and never changed; implementations retry what is worth retrying and
+/// report the rest as [`crate::Error::Backend`] or [`crate::Error::NotFound`].
 pub trait Backend: Send + Sync {
     /// Human-readable location, used in messages.
     fn location(&self) -> String;
@@ -99,16 +113,20 @@ pub trait Backend: Send + Sync {
     /// Prepares an empty location (directories, bucket check).
     fn create(&self) -> Result<()>;
 
+    /// The files of one kind, with sizes.
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
 
+    /// A whole file.
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
 
+    /// `len` bytes of a file from `offset` on; fewer only at its end.
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
     /// Stores a file durably. Names are content addresses, so writing an existing name again
     /// is harmless; implementations must never expose a partially written file.
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
 
+    /// Removes a file; removing one that is gone is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
     /// Removes temporaries of interrupted writes older than `older_than` (local directories
@@ -147,6 +165,7 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// A shared backend.
 pub type BackendRef = Arc<dyn Backend>;
 
 /// How a backend is set up, beyond its URL. Options of one process, never read from the

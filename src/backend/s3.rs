@@ -99,16 +99,20 @@ impl RequestCounts {
     }
 }
 
+/// A repository in an S3 bucket (any S3-compatible server).
 pub struct S3Backend {
     rt: tokio::runtime::Runtime,
     client: Client,
     loc: S3Location,
     url: String,
     multipart_threshold: usize,
+    /// Requests sent so far, by kind.
     pub requests: RequestCounts,
 }
 
 impl S3Backend {
+    /// The repository at `s3://bucket/prefix` or `s3:http(s)://host:port/bucket/prefix`;
+    /// credentials from the environment.
     pub fn open(url: &str, opts: &BackendOptions) -> Result<Self> {
         let loc = S3Location::parse(url)?;
         let rt = tokio::runtime::Builder::new_multi_thread()

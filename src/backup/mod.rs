@@ -5,7 +5,7 @@
 //! batch, so both many small files and one huge file keep every core busy while memory
 //! stays bounded by the batch and pack sizes (never by the file or repository size).
 
-mod saver;
+pub(crate) mod saver;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
@@ -19,10 +19,9 @@ use std::time::Instant;
 use chrono::{DateTime, FixedOffset};
 use rayon::prelude::*;
 
-pub use saver::{BlobSaver, SaverShared, DATA_PACK_SIZE};
+pub(crate) use saver::{BlobSaver, SaverShared, DATA_PACK_SIZE};
 
 use crate::cache::FileStat;
-use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::patterns::Patterns;
@@ -39,23 +38,34 @@ use crate::util;
 /// batches in flight at once, and peak memory grows with each.
 const BATCH_SIZE: usize = 1 << 20;
 
+/// What a backup reads.
 pub enum Source<'a> {
+    /// Files and directories, walked recursively.
     Paths(Vec<PathBuf>),
     /// Standard input (or any reader) stored as one file under this name.
     Stdin {
+        /// The data.
         reader: Box<dyn Read + Send + 'a>,
+        /// The file name it gets in the snapshot (a relative path of normal parts).
         name: String,
     },
 }
 
+/// What a backup reads and how it records it.
 pub struct BackupOptions<'a> {
+    /// What to read.
     pub source: Source<'a>,
+    /// The host recorded (default: this host's name).
     pub host: Option<String>,
+    /// Tags recorded.
     pub tags: Vec<String>,
+    /// The backup set, which names the lineage (parent, retention, file cache).
     pub set: Option<String>,
     /// Paths matching these are left out (recorded in the snapshot).
     pub excludes: Option<Patterns>,
+    /// Stay on the file system of each source path.
     pub one_file_system: bool,
+    /// The time recorded (default: now).
     pub time: Option<DateTime<FixedOffset>>,
     /// Uploads in flight; 0 means the backend's default.
     pub uploaders: usize,
@@ -79,9 +89,12 @@ impl Default for BackupOptions<'_> {
     }
 }
 
+/// What a backup wrote.
 #[derive(Debug)]
 pub struct BackupReport {
+    /// The new snapshot's id.
     pub snapshot_id: SnapshotId,
+    /// The new snapshot.
     pub snapshot: Snapshot,
     /// Paths that could not be read; the snapshot lacks them.
     pub warnings: Vec<String>,
@@ -166,13 +179,13 @@ pub fn run(
     // Start time in ns: distinct from every earlier run's mark.
     let mark = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
     let uploaders = match opts.uploaders {
-        0 => repo.backend().upload_concurrency(),
+        0 => repo.upload_concurrency(),
         n => n,
     };
     let shared = SaverShared::with_data_class(opts.data_storage_class.clone());
     // Dropped on any error below, it rolls back: what packs and index files the failed run
     // wrote is in the repository, and the next open reads it into the cache from there.
-    let tx = repo.cache().transaction()?;
+    let tx = repo.transaction()?;
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
         let saver = BlobSaver::new(repo, &shared, scope, uploaders);
         let archiver = Archiver {
@@ -237,7 +250,7 @@ fn parent_root(
     set_key: &str,
 ) -> Result<Option<TreeId>> {
     Ok(match parent {
-        Some(pid) if !repo.cache().file_cache_has(set_key)? => {
+        Some(pid) if !repo.set_state(set_key).has_files()? => {
             repo.snapshot(&pid).ok().map(|s| s.tree)
         }
         _ => None,
@@ -253,9 +266,9 @@ fn remember(
     mark: i64,
     complete: bool,
 ) -> Result<()> {
-    repo.cache().set_last_snapshot(set_key, snapshot)?;
+    repo.set_state(set_key).set_last_snapshot(snapshot)?;
     if complete {
-        repo.cache().file_sweep(set_key, mark)?;
+        repo.set_state(set_key).sweep(mark)?;
     }
     Ok(())
 }
@@ -333,7 +346,7 @@ fn only_directories_between(outer: &Path, inner: &Path) -> Result<()> {
 /// The snapshot this backup follows: the cache remembers the lineage's last one; only a
 /// fresh cache lists snapshots.
 fn find_parent(repo: &Repository, lineage: &Lineage) -> Result<Option<SnapshotId>> {
-    if let Some(id) = repo.cache().last_snapshot(&lineage.cache_key())? {
+    if let Some(id) = repo.set_state(&lineage.cache_key()).last_snapshot()? {
         return Ok(Some(id));
     }
     Ok(repo
@@ -459,7 +472,7 @@ impl Archiver<'_, '_, '_> {
 
     fn save_tree(&self, mut tree: Tree) -> Result<TreeId> {
         let bytes = tree.encode();
-        let id = self.repo.key().blob_id(&bytes);
+        let id = self.repo.blob_id(&bytes);
         self.saver.save(BlobKind::Tree, id, &bytes)?;
         Ok(id)
     }
@@ -654,17 +667,15 @@ impl Archiver<'_, '_, '_> {
         node: &mut Node,
         old: Option<&Node>,
     ) -> Result<bool> {
-        self.repo.cache().checkpoint_if_due()?;
+        self.repo.checkpoint_if_due()?;
         node.sparse = meta.blocks() * 512 < meta.size();
         let stat = file_stat(meta);
         let key = path.as_os_str().as_bytes();
-        let cached = self.repo.cache().file_lookup(&self.set_key, key)?;
+        let cached = self.repo.set_state(&self.set_key).file(key)?;
         if let Some((old, content)) = &cached {
             if *old == stat && self.all_known(content)? {
                 node.content = content.clone();
-                self.repo
-                    .cache()
-                    .file_touch(&self.set_key, key, self.mark)?;
+                self.repo.set_state(&self.set_key).touch(key, self.mark)?;
                 self.counters
                     .files_unchanged
                     .fetch_add(1, Ordering::Relaxed);
@@ -680,8 +691,7 @@ impl Archiver<'_, '_, '_> {
                 && i64::from(old.ctime.nsec) + old.ctime.sec * 1_000_000_000 == stat.ctime_ns;
             if same && self.all_known(&old.content)? {
                 node.content = old.content.clone();
-                self.repo.cache().file_store(
-                    &self.set_key,
+                self.repo.set_state(&self.set_key).store_file(
                     key,
                     &stat,
                     &node.content,
@@ -717,8 +727,8 @@ impl Archiver<'_, '_, '_> {
         self.progress.item(what, path);
         if let Some(stat) = stat {
             self.repo
-                .cache()
-                .file_store(&self.set_key, key, &stat, &content, self.mark)?;
+                .set_state(&self.set_key)
+                .store_file(key, &stat, &content, self.mark)?;
         }
         node.content = content;
         Ok(true)
@@ -788,13 +798,7 @@ impl Archiver<'_, '_, '_> {
 
     /// Chunks a stream and stores its new chunks; returns the chunk ids and the length.
     fn store_content(&self, reader: impl Read, what: &str) -> Result<(Vec<BlobId>, u64)> {
-        let key = self.repo.key();
-        let mut chunker = Chunker::new(
-            reader,
-            self.repo.config().chunker,
-            key.chunker_seed(),
-            BATCH_SIZE,
-        );
+        let mut chunker = self.repo.chunker(reader, BATCH_SIZE);
         let mut ids = Vec::new();
         let mut size = 0u64;
         loop {
@@ -807,7 +811,7 @@ impl Archiver<'_, '_, '_> {
                 .into_par_iter()
                 .map(|i| {
                     let chunk = batch.chunk(i);
-                    let id = key.blob_id(chunk);
+                    let id = self.repo.blob_id(chunk);
                     self.saver.save(BlobKind::Data, id, chunk)?;
                     Ok(id)
                 })

@@ -14,7 +14,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::repo::index::IndexedPack;
-use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder, SealedBlob};
+use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder};
 use crate::repo::Repository;
 
 /// Packs are closed at about this size: big enough for few objects and requests, small
@@ -34,6 +34,7 @@ pub struct SaverStats {
     pub bytes_stored: AtomicU64,
 }
 
+/// Deduplicates, seals and packs blobs, uploading full packs on a pool of threads.
 pub struct BlobSaver<'s, 'r> {
     repo: &'r Repository,
     level: i32,
@@ -46,6 +47,7 @@ pub struct BlobSaver<'s, 'r> {
     uploaders: Vec<ScopedJoinHandle<'s, ()>>,
     unindexed: &'r Mutex<Vec<IndexedPack>>,
     error: &'r Mutex<Option<Error>>,
+    /// Counters of what was saved.
     pub stats: SaverStats,
 }
 
@@ -82,6 +84,7 @@ impl SaverShared {
 }
 
 impl<'s, 'r: 's> BlobSaver<'s, 'r> {
+    /// A saver whose uploads run on `scope` with `uploaders` in flight.
     pub fn new<'e>(
         repo: &'r Repository,
         shared: &'r SaverShared,
@@ -123,7 +126,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
                                 // Packs above are on the backend: naming them is now safe.
                                 Some(packs) => {
                                     repo.write_index(packs)?;
-                                    repo.cache().checkpoint()
+                                    repo.checkpoint()
                                 }
                                 None => Ok(()),
                             }
@@ -158,13 +161,13 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         if self.pending.lock().unwrap().contains(id) {
             return Ok(true);
         }
-        self.repo.cache().has_blob(id)
+        self.repo.index().contains(id)
     }
 
     /// Claims a blob for this run; false if it is stored or claimed already.
     fn claim(&self, id: &BlobId) -> Result<bool> {
         let mut pending = self.pending.lock().unwrap();
-        if pending.contains(id) || self.repo.cache().has_blob(id)? {
+        if pending.contains(id) || self.repo.index().contains(id)? {
             return Ok(false);
         }
         pending.insert(*id);
@@ -179,7 +182,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         if !self.claim(&id)? {
             return Ok(false);
         }
-        let sealed = SealedBlob::seal(self.repo.key(), id, kind, plain, self.level);
+        let sealed = self.repo.seal_blob(id, kind, plain, self.level);
         self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_added
@@ -209,7 +212,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     }
 
     fn send(&self, builder: PackBuilder) -> Result<()> {
-        let pack = builder.finish(self.repo.key());
+        let pack = self.repo.finish_pack(builder);
         self.tx
             .as_ref()
             .expect("sender lives until finish")

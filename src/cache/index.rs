@@ -1,5 +1,5 @@
 //! The blob index (from the repository's index files, with prune's marked packs) and
-//! prune's table of used blobs.
+//! prune's set of used blobs.
 
 use rusqlite::{params, OptionalExtension};
 
@@ -9,9 +9,30 @@ use crate::id::{BlobId, IndexId, PackId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
+/// The cached blob index: where each blob is, which packs and index files exist.
+pub struct BlobIndex<'c>(&'c Cache);
+
+/// Prune's set of blobs some snapshot uses, a temporary table so it never has to fit in
+/// memory, and what it makes of each pack.
+pub struct UsedBlobs<'c>(&'c Cache);
+
 impl Cache {
-    pub fn known_index_files(&self) -> Result<Vec<IndexId>> {
+    /// The blob index.
+    pub fn index(&self) -> BlobIndex<'_> {
+        BlobIndex(self)
+    }
+
+    /// Prune's used-blob set.
+    pub fn used_blobs(&self) -> UsedBlobs<'_> {
+        UsedBlobs(self)
+    }
+}
+
+impl BlobIndex<'_> {
+    /// The index files whose entries are in the cache.
+    pub fn files(&self) -> Result<Vec<IndexId>> {
         Ok(self
+            .0
             .ids("SELECT id FROM index_files")?
             .into_iter()
             .map(IndexId)
@@ -19,17 +40,19 @@ impl Cache {
     }
 
     /// Forgets the whole blob index (before a rebuild).
-    pub fn clear_index(&self) -> Result<()> {
-        self.lock()
+    pub fn clear(&self) -> Result<()> {
+        self.0
+            .lock()
             .execute_batch(
                 "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
                  DELETE FROM marked_packs; DELETE FROM marked_blobs;",
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))
     }
 
-    pub fn add_index_file(&self, id: &IndexId, file: &IndexFile) -> Result<()> {
-        let conn = self.lock();
+    /// Adds an index file's entries (and its marked packs).
+    pub fn add_file(&self, id: &IndexId, file: &IndexFile) -> Result<()> {
+        let conn = self.0.lock();
         let run = || -> rusqlite::Result<()> {
             let mut blob = conn.prepare_cached(
                 "INSERT OR IGNORE INTO blobs (id, kind, pack, offset, length, raw_length, compression)
@@ -81,12 +104,12 @@ impl Cache {
             )?;
             Ok(())
         };
-        run().map_err(|e| self.err(e))
+        run().map_err(|e| self.0.err(e))
     }
 
     /// Where to read a blob: from a live pack, else from a pack marked obsolete (which
     /// may be gone by now; the read then fails with the pack named).
-    pub fn lookup_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         match self.lookup_in("blobs", id)? {
             Some(loc) => Ok(Some(loc)),
             None => self.lookup_in("marked_blobs", id),
@@ -94,24 +117,24 @@ impl Cache {
     }
 
     /// Where a blob is in a live pack only (what a backup may deduplicate against).
-    pub fn lookup_live_blob(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+    pub fn lookup_live(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         self.lookup_in("blobs", id)
     }
 
     fn lookup_in(&self, table: &str, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let conn = self.lock();
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT pack, id, kind, offset, length, raw_length, compression FROM {table}
                  WHERE id = ?1 LIMIT 1"
             ))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let row = st
             .query_row([&id.0[..]], |r| {
                 Ok((r.get::<_, Vec<u8>>(0)?, EntryRow::read(r, 1)?))
             })
             .optional()
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         row.map(|(pack, entry)| {
             Ok(BlobLocation {
                 pack: PackId::from_slice(&pack)
@@ -124,16 +147,16 @@ impl Cache {
 
     /// Packs marked obsolete by prune, with their kinds.
     pub fn marked_packs(&self) -> Result<Vec<(PackId, BlobKind)>> {
-        let conn = self.lock();
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("SELECT id, kind FROM marked_packs ORDER BY id")
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, u8>(1)?)))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, kind) = r.map_err(|e| self.err(e))?;
+            let (id, kind) = r.map_err(|e| self.0.err(e))?;
             if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
                 out.push((id, kind));
             }
@@ -143,20 +166,20 @@ impl Cache {
 
     /// Whether a blob is in a live pack: backups deduplicate only against these, so that
     /// nothing new comes to depend on a pack that prune marked.
-    pub fn has_blob(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.lock();
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
     }
 
     /// Every pack the index names, with kind and size.
     pub fn packs(&self) -> Result<Vec<(PackId, BlobKind, u64)>> {
-        let conn = self.lock();
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("SELECT id, kind, size FROM packs ORDER BY id")
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let rows = st
             .query_map([], |r| {
                 Ok((
@@ -165,10 +188,10 @@ impl Cache {
                     r.get::<_, i64>(2)?,
                 ))
             })
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, kind, size) = r.map_err(|e| self.err(e))?;
+            let (id, kind, size) = r.map_err(|e| self.0.err(e))?;
             if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
                 out.push((id, kind, size as u64));
             }
@@ -178,57 +201,58 @@ impl Cache {
 
     /// The blobs the index places in one pack, by offset.
     pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
-        let conn = self.lock();
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached(
                 "SELECT id, kind, offset, length, raw_length, compression FROM blobs
                  WHERE pack = ?1 ORDER BY offset",
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let rows = st
             .query_map([&pack.0[..]], |r| EntryRow::read(r, 0))
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            out.push(r.map_err(|e| self.err(e))?.entry()?);
+            out.push(r.map_err(|e| self.0.err(e))?.entry()?);
         }
         Ok(out)
     }
+}
 
-    // ---- prune's mark table ----
-
+impl UsedBlobs<'_> {
     /// Starts an empty set of used blobs (a temporary table: never in RAM as a whole).
-    pub fn used_reset(&self) -> Result<()> {
-        self.lock()
+    pub fn reset(&self) -> Result<()> {
+        self.0
+            .lock()
             .execute_batch(
                 "CREATE TEMP TABLE IF NOT EXISTS used (id BLOB PRIMARY KEY) WITHOUT ROWID;
                  DELETE FROM used;",
             )
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))
     }
 
     /// Marks a blob used; returns whether it was new to the set.
-    pub fn used_add(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.lock();
+    pub fn add(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("INSERT OR IGNORE INTO used (id) VALUES (?1)")
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         st.execute([&id.0[..]])
             .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))
     }
 
-    pub fn used_contains(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.lock();
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("SELECT 1 FROM used WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
     }
 
     /// Per pack: kind, size, the bytes of its used blobs and of all its indexed blobs.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
-        let conn = self.lock();
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached(
                 "SELECT p.id, p.kind, p.size,
@@ -237,7 +261,7 @@ impl Cache {
                  FROM packs p LEFT JOIN blobs b ON b.pack = p.id LEFT JOIN used u ON u.id = b.id
                  GROUP BY p.id ORDER BY p.id",
             )
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let rows = st
             .query_map([], |r| {
                 Ok((
@@ -248,10 +272,10 @@ impl Cache {
                     r.get::<_, i64>(4)?,
                 ))
             })
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.0.err(e))?;
         let mut out = Vec::new();
         for r in rows {
-            let (id, kind, size, used, total) = r.map_err(|e| self.err(e))?;
+            let (id, kind, size, used, total) = r.map_err(|e| self.0.err(e))?;
             if let (Some(id), Ok(kind)) = (PackId::from_slice(&id), BlobKind::try_from(kind)) {
                 out.push(PackUsage {
                     id,

@@ -8,6 +8,9 @@ mod files;
 mod index;
 mod trees;
 
+pub use files::SetState;
+pub use index::{BlobIndex, UsedBlobs};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -54,7 +57,9 @@ CREATE TABLE IF NOT EXISTS files (
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
+    /// The pack.
     pub pack: PackId,
+    /// The blob's entry in it.
     pub entry: BlobEntry,
 }
 
@@ -80,6 +85,7 @@ pub struct FileStat {
     pub device: u64,
 }
 
+/// The local cache database of one repository.
 pub struct Cache {
     conn: Mutex<Connection>,
     path: PathBuf,
@@ -147,6 +153,7 @@ impl Drop for Transaction<'_> {
 }
 
 impl Cache {
+    /// Opens (or creates, or rebuilds when damaged or of another version) the cache in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         private_dir(dir)?;
         let path = dir.join("cache.sqlite");
@@ -303,19 +310,19 @@ mod tests {
         let (a, b) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
         {
             let _tx = cache.transaction().unwrap();
-            cache.set_last_snapshot("set:x", &a).unwrap();
+            cache.set_state("set:x").set_last_snapshot(&a).unwrap();
             // An error path: the guard goes without a commit.
         }
-        assert_eq!(cache.last_snapshot("set:x").unwrap(), None);
+        assert_eq!(cache.set_state("set:x").last_snapshot().unwrap(), None);
         // No transaction is left open: the next one begins.
         let tx = cache.transaction().unwrap();
-        cache.set_last_snapshot("set:x", &b).unwrap();
+        cache.set_state("set:x").set_last_snapshot(&b).unwrap();
         tx.commit().unwrap();
-        assert_eq!(cache.last_snapshot("set:x").unwrap(), Some(b));
+        assert_eq!(cache.set_state("set:x").last_snapshot().unwrap(), Some(b));
         drop(cache);
         let cache = Cache::open(dir.path()).unwrap();
         assert_eq!(
-            cache.last_snapshot("set:x").unwrap(),
+            cache.set_state("set:x").last_snapshot().unwrap(),
             Some(b),
             "committed for good"
         );
@@ -327,33 +334,35 @@ mod tests {
         let cache = Cache::open(dir.path()).unwrap();
         for i in 0..10u8 {
             cache
-                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .trees()
+                .put(&[(BlobId([i; 32]), vec![i; 1000])])
                 .unwrap();
             // The same tree again counts once.
             cache
-                .put_trees(&[(BlobId([i; 32]), vec![i; 1000])])
+                .trees()
+                .put(&[(BlobId([i; 32]), vec![i; 1000])])
                 .unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        cache.bound_trees(20_000).unwrap();
+        cache.trees().bound(20_000).unwrap();
         assert!(
-            cache.has_tree(&BlobId([0; 32])).unwrap(),
+            cache.trees().contains(&BlobId([0; 32])).unwrap(),
             "under the limit: all kept"
         );
-        cache.bound_trees(8_000).unwrap();
+        cache.trees().bound(8_000).unwrap();
         // Down to three quarters of the limit: the four oldest went.
         for i in 0..10u8 {
             assert_eq!(
-                cache.has_tree(&BlobId([i; 32])).unwrap(),
+                cache.trees().contains(&BlobId([i; 32])).unwrap(),
                 i >= 4,
                 "tree {i}"
             );
         }
         drop(cache);
         let cache = Cache::open(dir.path()).unwrap();
-        cache.bound_trees(8_000).unwrap();
+        cache.trees().bound(8_000).unwrap();
         assert!(
-            cache.has_tree(&BlobId([4; 32])).unwrap(),
+            cache.trees().contains(&BlobId([4; 32])).unwrap(),
             "the count survived reopening"
         );
     }

@@ -6,51 +6,73 @@ use super::Cache;
 use crate::error::Result;
 use crate::id::{BlobId, SnapshotId};
 
+/// Decrypted snapshot manifests, by id.
+pub struct SnapshotCache<'c>(&'c Cache);
+
+/// Decrypted trees, by id, bounded in bytes.
+pub struct TreeCache<'c>(&'c Cache);
+
 impl Cache {
-    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+    /// The snapshot manifest cache.
+    pub fn snapshots(&self) -> SnapshotCache<'_> {
+        SnapshotCache(self)
+    }
+
+    /// The tree cache.
+    pub fn trees(&self) -> TreeCache<'_> {
+        TreeCache(self)
+    }
+}
+
+impl SnapshotCache<'_> {
+    pub fn ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
+            .0
             .ids("SELECT id FROM snapshots")?
             .into_iter()
             .map(SnapshotId)
             .collect())
     }
 
-    pub fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {
-        self.get("snapshots", &id.0)
+    pub fn get(&self, id: &SnapshotId) -> Result<Option<Vec<u8>>> {
+        self.0.get("snapshots", &id.0)
     }
 
-    pub fn put_snapshot(&self, id: &SnapshotId, data: &[u8]) -> Result<()> {
-        self.put("snapshots", &id.0, data)
+    pub fn put(&self, id: &SnapshotId, data: &[u8]) -> Result<()> {
+        self.0.put("snapshots", &id.0, data)
     }
 
-    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.lock()
+    pub fn remove(&self, id: &SnapshotId) -> Result<()> {
+        self.0
+            .lock()
             .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
             .map(|_| ())
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))
     }
+}
 
-    pub fn get_tree(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
-        self.get("trees", &id.0)
-    }
+/// Bytes of cached trees, as counted when they were added.
+fn tree_bytes(conn: &Connection) -> rusqlite::Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = 'tree_bytes'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
 
-    /// Bytes of cached trees, as counted when they were added.
-    fn tree_bytes(conn: &Connection) -> rusqlite::Result<i64> {
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = 'tree_bytes'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+impl TreeCache<'_> {
+    pub fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        self.0.get("trees", &id.0)
     }
 
     /// Keeps the cached trees under `limit` bytes: when over, the oldest go until a quarter
     /// of the room is free again (they come back by the pack when needed).
-    pub fn bound_trees(&self, limit: u64) -> Result<()> {
-        let conn = self.lock();
+    pub fn bound(&self, limit: u64) -> Result<()> {
+        let conn = self.0.lock();
         let run = || -> rusqlite::Result<()> {
-            let total = Self::tree_bytes(&conn)?;
+            let total = tree_bytes(&conn)?;
             if total as u64 <= limit {
                 return Ok(());
             }
@@ -83,23 +105,23 @@ impl Cache {
             }
             Ok(())
         };
-        run().map_err(|e| self.err(e))
+        run().map_err(|e| self.0.err(e))
     }
 
-    pub fn has_tree(&self, id: &BlobId) -> Result<bool> {
-        let conn = self.lock();
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let conn = self.0.lock();
         let mut st = conn
             .prepare_cached("SELECT 1 FROM trees WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+            .map_err(|e| self.0.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
     }
 
     /// Caches many trees in one transaction (or in the one already open).
-    pub fn put_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
+    pub fn put(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
         if trees.is_empty() {
             return Ok(());
         }
-        let conn = self.lock();
+        let conn = self.0.lock();
         let own = conn.is_autocommit();
         let run = || -> rusqlite::Result<()> {
             if own {
@@ -119,7 +141,7 @@ impl Cache {
             if added > 0 {
                 conn.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('tree_bytes', ?1)",
-                    [(Self::tree_bytes(&conn)? + added).to_string()],
+                    [(tree_bytes(&conn)? + added).to_string()],
                 )?;
             }
             if own {
@@ -131,9 +153,11 @@ impl Cache {
         if r.is_err() && own && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        r.map_err(|e| self.err(e))
+        r.map_err(|e| self.0.err(e))
     }
+}
 
+impl Cache {
     fn get(&self, table: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
         let conn = self.lock();
         let mut st = conn

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use super::exit;
 use clap::Args;
 use serde_json::json;
-use strata::repo::snapshot::{Snapshot, SnapshotFilter};
-use strata::repo::tree::{Node, NodeKind};
 use strata::walk;
+use strata::{Node, NodeKind};
+use strata::{Snapshot, SnapshotFilter};
 
 use super::output;
 use super::Global;

@@ -1,8 +1,8 @@
 use super::exit;
 use clap::Args;
 use serde_json::json;
-use strata::chunker::ChunkerParams;
-use strata::repo::config::Config;
+use strata::ChunkerParams;
+use strata::Config;
 use strata::Repository;
 
 use super::{output, Global};

@@ -211,11 +211,11 @@ impl Global {
 
     /// The cost of new keys. `STRATA_TEST_FAST_KDF=1` makes them cheap for test suites: read
     /// here, in the CLI, never by the library.
-    fn kdf_cost(&self) -> strata::crypto::KdfCost {
+    fn kdf_cost(&self) -> strata::KdfCost {
         if std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1") {
-            strata::crypto::KdfCost::INSECURE_FOR_TESTS
+            strata::KdfCost::INSECURE_FOR_TESTS
         } else {
-            strata::crypto::KdfCost::DEFAULT
+            strata::KdfCost::DEFAULT
         }
     }
 

@@ -1,7 +1,7 @@
 //! Progress bars and small formatting helpers.
 
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use strata::progress::Progress;
+use strata::Progress;
 
 /// Progress on a terminal; warnings always reach stderr, bars only when wanted.
 pub struct Bar {

@@ -4,8 +4,8 @@ use super::exit;
 use anyhow::anyhow;
 use clap::Args;
 use strata::patterns::Patterns;
-use strata::repo::snapshot::select_at;
 use strata::restore::{self, RestoreOptions};
+use strata::select_at;
 use strata::timespec;
 
 use super::browse::FilterArgs;
@@ -73,7 +73,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     if global.json {
         #[derive(serde::Serialize)]
         struct Restored<'a> {
-            snapshot_id: strata::id::SnapshotId,
+            snapshot_id: strata::SnapshotId,
             time: &'a str,
             dry_run: bool,
             #[serde(flatten)]

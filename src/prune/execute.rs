@@ -61,7 +61,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
             marked: marked.clone(),
             blobs: Vec::new(),
             entries: if m.indexed {
-                repo.cache().pack_blobs(&m.id)?
+                repo.index().pack_blobs(&m.id)?
             } else {
                 Vec::new()
             },
@@ -91,7 +91,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
     } else {
         inp.rules.grace.to_std().unwrap_or_default()
     };
-    for t in repo.backend().remove_stale_temporaries(stale_after)? {
+    for t in repo.remove_stale_temporaries(stale_after)? {
         report.temporaries_removed += 1;
         report.temporaries_bytes += t.size;
     }
@@ -108,16 +108,16 @@ fn repack(
     repo: &Repository,
     packs: &[(PackId, BlobKind)],
 ) -> Result<(Vec<IndexedPack>, Vec<Repacked>)> {
-    let cache = repo.cache();
+    let used = repo.used_blobs();
     let mut new_packs: Vec<IndexedPack> = Vec::new();
     let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
     let mut copied: HashSet<BlobId> = HashSet::new();
     let mut repacked = Vec::new();
     for (id, kind) in packs {
         let bytes = repo.read_pack(*kind, id)?;
-        let entries = cache.pack_blobs(id)?;
+        let entries = repo.index().pack_blobs(id)?;
         for e in entries.iter().copied() {
-            if !cache.used_contains(&e.id)? || !copied.insert(e.id) {
+            if !used.contains(&e.id)? || !copied.insert(e.id) {
                 continue;
             }
             // Verified before it is copied: prune never spreads damage.
@@ -135,14 +135,14 @@ fn repack(
             });
             if b.len() >= DATA_PACK_SIZE {
                 let full = std::mem::replace(b, PackBuilder::new(*kind));
-                new_packs.push(repo.write_pack(&full.finish(repo.key()), None)?);
+                new_packs.push(repo.write_pack(&repo.finish_pack(full), None)?);
             }
         }
         repacked.push((*id, *kind, entries));
     }
     for (_, b) in builders {
         if !b.is_empty() {
-            new_packs.push(repo.write_pack(&b.finish(repo.key()), None)?);
+            new_packs.push(repo.write_pack(&repo.finish_pack(b), None)?);
         }
     }
     Ok((new_packs, repacked))
@@ -181,7 +181,7 @@ fn write_index(
             id: *id,
             kind,
             size,
-            blobs: repo.cache().pack_blobs(id)?,
+            blobs: repo.index().pack_blobs(id)?,
         })
     });
     let mut all = packs.into_iter().rev().map(Ok).chain(kept);

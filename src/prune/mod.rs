@@ -8,7 +8,7 @@
 //! index instead. Only one prune runs at a time (the maintenance lock).
 
 mod execute;
-pub mod plan;
+mod plan;
 
 use std::collections::HashMap;
 
@@ -21,6 +21,7 @@ use crate::repo::pack::BlobKind;
 use crate::repo::Repository;
 use plan::{BlobUse, PrunePlan, Rules};
 
+/// How prune decides.
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     /// Repack a partly used pack when more than this share of it is unused (0.0 ..= 1.0).
@@ -29,6 +30,7 @@ pub struct PruneOptions {
     pub grace: chrono::Duration,
     /// Delete unused packs in this run (no grace): only when no backup can be running.
     pub instant_delete: bool,
+    /// Plan and report only; change nothing.
     pub dry_run: bool,
 }
 
@@ -43,25 +45,40 @@ impl Default for PruneOptions {
     }
 }
 
+/// What a prune did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PruneReport {
+    /// Packs the index named.
     pub packs: usize,
+    /// Packs found unused and marked.
     pub packs_marked: usize,
+    /// Partly used packs whose used blobs were copied out.
     pub packs_repacked: usize,
+    /// Packs deleted.
     pub packs_deleted: usize,
+    /// Marked packs a snapshot needed again, put back into the index.
     pub packs_resurrected: usize,
+    /// Marked packs still waiting out their grace period.
     pub packs_waiting: usize,
+    /// Bytes deleted from the backend.
     pub bytes_freed: u64,
     /// Bytes of unused data in packs marked now (freed once they are deleted).
     pub bytes_marked: u64,
+    /// Used bytes copied out of repacked packs.
     pub bytes_repacked: u64,
+    /// Index files the new index superseded.
     pub index_files_replaced: usize,
     /// Temporary files of interrupted writes (local repositories) removed.
     pub temporaries_removed: usize,
+    /// Their bytes.
     pub temporaries_bytes: u64,
+    /// Wall-clock time.
     pub duration_secs: f64,
 }
 
+/// Reclaims space: marks packs no snapshot uses, repacks partly used ones, deletes marked
+/// packs once their grace period is over. Takes the exclusive lock; backups may run
+/// meanwhile on other hosts only with a grace period (see format-spec §7).
 pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
     let started = std::time::Instant::now();
     let _lock = if opts.dry_run {
@@ -75,8 +92,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     progress.message("marking used blobs");
     mark_used(repo, &marks)?;
 
-    let cache = repo.cache();
-    let usage = cache.pack_usage()?;
+    let usage = repo.used_blobs().pack_usage()?;
     let stored = repo.stored_packs()?;
     let rules = Rules {
         max_unused: opts.max_unused,
@@ -145,12 +161,12 @@ fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, Obsole
 /// [`crate::walk::TreeWalk`]: prune must keep whatever a snapshot reaches, entries with
 /// names a restore would refuse included, and each tree once across all snapshots.
 fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result<()> {
-    let cache = repo.cache();
-    cache.used_reset()?;
+    let used = repo.used_blobs();
+    used.reset()?;
     for (_, snap) in repo.all_snapshots_intact()? {
         let mut stack = vec![snap.tree];
         while let Some(tid) = stack.pop() {
-            if !cache.used_add(&tid)? {
+            if !used.add(&tid)? {
                 continue;
             }
             let tree = match repo.load_tree(&tid) {
@@ -164,7 +180,7 @@ fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result
                     stack.push(sub);
                 }
                 for id in &node.content {
-                    cache.used_add(id)?;
+                    used.add(id)?;
                 }
             }
         }
@@ -179,8 +195,7 @@ struct SnapshotUse<'a> {
 
 impl BlobUse for SnapshotUse<'_> {
     fn needed(&self, blob: &BlobId) -> Result<bool> {
-        let cache = self.repo.cache();
-        Ok(cache.used_contains(blob)? && !cache.has_blob(blob)?)
+        Ok(self.repo.used_blobs().contains(blob)? && !self.repo.index().contains(blob)?)
     }
 
     fn blobs_of(&self, mark: &ObsoletePack) -> Result<Vec<BlobId>> {
@@ -224,5 +239,5 @@ fn load_marked_tree(
         .find(|e| e.id == *tid)
         .ok_or_else(not_found)?;
     let plain = repo.open_blob_in(&m.id, &bytes, 0, &entry)?;
-    crate::repo::tree::Tree::decode(&plain).map_err(|e| Error::corrupt(format!("tree {tid}"), e))
+    crate::repo::tree::Tree::decode(&plain, tid)
 }

@@ -7,10 +7,14 @@ use crate::id::RepoId;
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The repository's config file (format-spec §4): fixed at `init`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Config {
+    /// Format version.
     pub version: u32,
+    /// The repository's random id.
     pub id: RepoId,
+    /// How files are cut into chunks.
     pub chunker: ChunkerParams,
     /// zstd level for blobs; 0 disables compression.
     pub compression_level: i32,
@@ -20,6 +24,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// A config for a new repository, with a fresh id.
     pub fn new(chunker: ChunkerParams, compression_level: i32) -> Self {
         use rand::RngCore;
         let mut id = [0u8; 32];

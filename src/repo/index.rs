@@ -8,11 +8,13 @@ use crate::id::{IndexId, PackId};
 /// `index/<id>`: an encrypted CBOR [`IndexFile`].
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IndexFile {
+    /// Index format version (1).
     pub version: u32,
     /// Index files whose content this one includes (written by prune); readers may ignore
     /// those once this one is present.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supersedes: Vec<IndexId>,
+    /// The packs this file indexes.
     pub packs: Vec<IndexedPack>,
     /// Packs marked for deletion by prune (see format-spec, deletion protocol). Their blobs
     /// are not part of the index; the packs may already be gone.
@@ -46,12 +48,16 @@ impl ObsoletePack {
     }
 }
 
+/// One pack in an index file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IndexedPack {
+    /// The pack.
     pub id: PackId,
+    /// The kind of blobs it holds.
     pub kind: BlobKind,
     /// Size of the pack file in bytes.
     pub size: u64,
+    /// Its blobs, by offset.
     pub blobs: Vec<BlobEntry>,
 }
 

@@ -10,11 +10,15 @@ const WRAP_AAD: &[u8] = b"strata/key/v1";
 /// `keys/<id>`: plain CBOR (it must be readable before any key is known).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyFile {
+    /// Key file format version (1).
     pub version: u32,
     /// RFC 3339 creation time.
     pub created: String,
+    /// The host that created it.
     pub host: String,
+    /// The user that created it.
     pub user: String,
+    /// How the password is stretched.
     pub kdf: KdfParams,
     /// `nonce || XChaCha20-Poly1305(kek, master secret) || tag`, AAD `strata/key/v1`.
     #[serde(with = "serde_bytes")]
@@ -22,7 +26,7 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    pub fn create(master: &MasterKey, password: &[u8], cost: &KdfCost) -> Result<Self> {
+    pub(crate) fn create(master: &MasterKey, password: &[u8], cost: &KdfCost) -> Result<Self> {
         let kdf = KdfParams::generate(cost);
         let kek = kdf.derive(password)?;
         Ok(KeyFile {
@@ -41,13 +45,13 @@ impl KeyFile {
         Ok(crypto::unwrap_secret(&kek, &self.wrapped, WRAP_AAD).map(MasterKey::from_secret))
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         ciborium::into_writer(self, &mut buf).expect("CBOR encoding into memory cannot fail");
         buf
     }
 
-    pub fn decode(bytes: &[u8], name: &str) -> Result<Self> {
+    pub(crate) fn decode(bytes: &[u8], name: &str) -> Result<Self> {
         ciborium::from_reader(bytes)
             .map_err(|e| Error::corrupt(format!("key {name}"), e.to_string()))
     }

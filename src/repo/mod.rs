@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{BackendRef, FileInfo, FileKind};
-use crate::cache::{BlobLocation, Cache};
+use crate::cache::{BlobIndex, BlobLocation, Cache, SetState, Transaction, UsedBlobs};
 use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Missing, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
@@ -189,7 +189,7 @@ impl Repository {
                 let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
                 // Trees are cached as they are read; bounded here, once per process, so that the
                 // cache of a long-lived repository does not grow without end.
-                cache.bound_trees(crate::cache::TREE_CACHE_BYTES)?;
+                cache.trees().bound(crate::cache::TREE_CACHE_BYTES)?;
                 Ok(Repository {
                     backend: backend.clone(),
                     key,
@@ -246,13 +246,14 @@ impl Repository {
         Err(Error::WrongPassword { damaged })
     }
 
+    /// The repository's config.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
     /// Damage that an operation skipped instead of failing (a damaged snapshot or index
     /// file) is reported once per message: to the sink, or kept until one is set.
-    pub fn warn(&self, msg: String) {
+    pub(crate) fn warn(&self, msg: String) {
         let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
         if !w.2.insert(msg.clone()) {
             return;
@@ -278,31 +279,121 @@ impl Repository {
         std::mem::take(&mut w.0)
     }
 
-    pub fn key(&self) -> &MasterKey {
-        &self.key
-    }
-
+    /// The key file that opened the repository.
     pub fn key_id(&self) -> KeyId {
         self.key_id
     }
 
-    pub fn backend(&self) -> &BackendRef {
-        &self.backend
+    // ---- files on the backend ----
+
+    /// The files of one kind on the backend, with their sizes.
+    pub(crate) fn list_files(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        self.backend.list(kind)
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
+    /// Deletes one file from the backend.
+    pub(crate) fn delete_file(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.backend.delete(kind, name)
+    }
+
+    /// How many uploads to keep in flight on this backend.
+    pub(crate) fn upload_concurrency(&self) -> usize {
+        self.backend.upload_concurrency()
+    }
+
+    /// Removes what interrupted writes left behind that is older than `older_than`;
+    /// returns what went.
+    pub(crate) fn remove_stale_temporaries(
+        &self,
+        older_than: std::time::Duration,
+    ) -> Result<Vec<FileInfo>> {
+        self.backend.remove_stale_temporaries(older_than)
+    }
+
+    /// A handle that seals, stores and deletes repository files on its own, for work that
+    /// outlives a borrow of the repository (a lock's refresher thread).
+    pub(crate) fn file_store(&self) -> FileStore {
+        FileStore {
+            backend: self.backend.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    // ---- blobs ----
+
+    /// A chunker over `reader` with this repository's parameters and secret seed.
+    pub(crate) fn chunker<R: std::io::Read>(
+        &self,
+        reader: R,
+        batch: usize,
+    ) -> crate::chunker::Chunker<R> {
+        crate::chunker::Chunker::new(reader, self.config.chunker, self.key.chunker_seed(), batch)
+    }
+
+    /// A blob compressed (at `level`, 0 for none) and encrypted, ready for a pack.
+    pub(crate) fn seal_blob(
+        &self,
+        id: BlobId,
+        kind: pack::BlobKind,
+        plain: &[u8],
+        level: i32,
+    ) -> pack::SealedBlob {
+        pack::SealedBlob::seal(&self.key, id, kind, plain, level)
+    }
+
+    /// A pack's bytes with its sealed header, ready to write.
+    pub(crate) fn finish_pack(&self, builder: pack::PackBuilder) -> FinishedPack {
+        builder.finish(&self.key)
+    }
+
+    // ---- the local cache, by part ----
+
+    /// The cached blob index.
+    pub(crate) fn index(&self) -> BlobIndex<'_> {
+        self.cache.index()
+    }
+
+    /// The cached state of one lineage (its last snapshot and file cache).
+    pub(crate) fn set_state<'a>(&'a self, lineage_key: &'a str) -> SetState<'a> {
+        self.cache.set_state(lineage_key)
+    }
+
+    /// Prune's set of used blobs.
+    pub(crate) fn used_blobs(&self) -> UsedBlobs<'_> {
+        self.cache.used_blobs()
+    }
+
+    /// Caches trees already read and verified.
+    pub(crate) fn cache_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
+        self.cache.trees().put(trees)
+    }
+
+    /// A cache transaction that rolls back unless committed.
+    #[doc(hidden)]
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        self.cache.transaction()
+    }
+
+    /// Commits what a long operation cached so far, if a while has passed since the last
+    /// time, and goes on.
+    pub(crate) fn checkpoint_if_due(&self) -> Result<()> {
+        self.cache.checkpoint_if_due()
+    }
+
+    /// Commits what a long operation cached so far and goes on.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        self.cache.checkpoint()
     }
 
     // ---- packs ----
 
     /// A whole pack file.
-    pub fn read_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<Vec<u8>> {
+    pub(crate) fn read_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<Vec<u8>> {
         self.backend.read(pack_file_kind(kind), &id.to_hex())
     }
 
     /// `len` bytes of a pack file from `offset` on.
-    pub fn read_pack_range(
+    pub(crate) fn read_pack_range(
         &self,
         kind: pack::BlobKind,
         id: &PackId,
@@ -314,11 +405,11 @@ impl Repository {
     }
 
     /// The entries of a pack's own header, from the pack's bytes.
-    pub fn pack_header(&self, id: &PackId, bytes: &[u8]) -> Result<Vec<pack::BlobEntry>> {
+    pub(crate) fn pack_header(&self, id: &PackId, bytes: &[u8]) -> Result<Vec<pack::BlobEntry>> {
         pack::read_header(&self.key, id, bytes)
     }
 
-    pub fn delete_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<()> {
+    pub(crate) fn delete_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<()> {
         self.backend.delete(pack_file_kind(kind), &id.to_hex())
     }
 
@@ -328,13 +419,14 @@ impl Repository {
     }
 
     /// Runs `f` on a pool sized for this backend's reads (several in flight on S3).
-    pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub(crate) fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         crate::util::with_read_pool(self.backend.as_ref(), f)
     }
 
     // ---- encrypted files ----
 
     /// Seals and stores a CBOR value; its name is the hash of the stored bytes.
+    #[doc(hidden)]
     pub fn save_file<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<[u8; 32]> {
         let (id, sealed) = seal_file(&self.key, kind, value);
         self.backend.write(kind, &hex::encode(id), &sealed)?;
@@ -342,7 +434,7 @@ impl Repository {
     }
 
     /// Reads a file, checks it against its name, decrypts and decodes it.
-    pub fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
+    pub(crate) fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
         let sealed = self.backend.read(kind, name)?;
         self.open_file(kind, name, &sealed)
     }
@@ -373,7 +465,7 @@ impl Repository {
 
     /// Brings the cached blob index in line with the repository's index files: reads new
     /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
-    pub fn sync_index(&self) -> Result<()> {
+    pub(crate) fn sync_index(&self) -> Result<()> {
         self.sync_index_from(None)
     }
 
@@ -405,12 +497,12 @@ impl Repository {
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        let known: HashSet<IndexId> = self.cache.known_index_files()?.into_iter().collect();
+        let known: HashSet<IndexId> = self.cache.index().files()?.into_iter().collect();
         let stale = known.iter().any(|id| !listed.contains(id));
         let tx = self.cache.transaction()?;
         let result = (|| {
             if stale {
-                self.cache.clear_index()?;
+                self.cache.index().clear()?;
             }
             let mut damaged = Vec::new();
             let new: Vec<IndexId> = listed
@@ -431,7 +523,7 @@ impl Repository {
                 ready.chain(self.load_many::<IndexFile, _>(FileKind::Index, &to_load))
             {
                 match loaded {
-                    Ok(file) => self.cache.add_index_file(&id, &file)?,
+                    Ok(file) => self.cache.index().add_file(&id, &file)?,
                     // One damaged index file must not stop every operation: its packs are
                     // found from their own headers once the intact ones are known.
                     Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
@@ -454,7 +546,7 @@ impl Repository {
     /// Loads sealed files of one kind, several requests in flight (a bare machine reads
     /// every index file and snapshot manifest: one round trip each, one after the other,
     /// would dominate its time on an object store). Batches keep memory bounded.
-    pub fn load_many<T, I>(&self, kind: FileKind, ids: &[I]) -> Vec<(I, Result<T>)>
+    pub(crate) fn load_many<T, I>(&self, kind: FileKind, ids: &[I]) -> Vec<(I, Result<T>)>
     where
         T: DeserializeOwned + Send,
         I: Copy + Send + Sync + std::fmt::Display,
@@ -481,8 +573,14 @@ impl Repository {
     /// marked pack, backups do not deduplicate against it (nothing in the repository names
     /// it yet). Returns the number of packs so found.
     fn index_from_headers(&self, damaged: &IndexId) -> Result<usize> {
-        let mut known: HashSet<PackId> = self.cache.packs()?.into_iter().map(|p| p.0).collect();
-        known.extend(self.cache.marked_packs()?.into_iter().map(|p| p.0));
+        let mut known: HashSet<PackId> = self
+            .cache
+            .index()
+            .packs()?
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        known.extend(self.cache.index().marked_packs()?.into_iter().map(|p| p.0));
         let now = crate::timespec::now().to_rfc3339();
         let mut unknown: Vec<(PackId, (pack::BlobKind, u64))> = self
             .stored_packs()?
@@ -510,12 +608,12 @@ impl Repository {
             packs: Vec::new(),
             obsolete: found,
         };
-        self.cache.add_index_file(damaged, &stand_in)?;
+        self.cache.index().add_file(damaged, &stand_in)?;
         Ok(n)
     }
 
     /// A pack's header, read from its end (one range read for any usual header size).
-    pub fn read_pack_header(
+    pub(crate) fn read_pack_header(
         &self,
         kind: pack::BlobKind,
         id: &PackId,
@@ -538,7 +636,7 @@ impl Repository {
     /// Rebuilds the cached blob index from every index file, verifying each; returns what
     /// was read, the files that could not be (their packs are then found by their headers)
     /// and the marks of earlier prunes.
-    pub fn rebuild_index(&self) -> Result<IndexRead> {
+    pub(crate) fn rebuild_index(&self) -> Result<IndexRead> {
         let read = self.rebuild_index_once()?;
         // A prune running meanwhile replaces index files between our listing and reading:
         // a file that vanished is no damage, so list again and read what is there now.
@@ -562,11 +660,11 @@ impl Repository {
         let mut out = IndexRead::default();
         let tx = self.cache.transaction()?;
         let rebuilt = (|| {
-            self.cache.clear_index()?;
+            self.cache.index().clear()?;
             for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
                 match loaded {
                     Ok(file) => {
-                        self.cache.add_index_file(&id, &file)?;
+                        self.cache.index().add_file(&id, &file)?;
                         for m in file.obsolete {
                             out.marks.entry(m.id).or_insert(m);
                         }
@@ -590,7 +688,7 @@ impl Repository {
     }
 
     /// Every pack file the backend holds, with its kind and size.
-    pub fn stored_packs(&self) -> Result<HashMap<PackId, (pack::BlobKind, u64)>> {
+    pub(crate) fn stored_packs(&self) -> Result<HashMap<PackId, (pack::BlobKind, u64)>> {
         let mut stored = HashMap::new();
         for kind in [pack::BlobKind::Data, pack::BlobKind::Tree] {
             for f in self.backend.list(pack_file_kind(kind))? {
@@ -606,7 +704,7 @@ impl Repository {
     /// [`PACKS_PER_INDEX_FILE`] packs, the first also carrying the marks (at least one file
     /// is written). The replaced files are deleted only after every new one is durable.
     /// Returns the number of files written.
-    pub fn replace_index(
+    pub(crate) fn replace_index(
         &self,
         packs: &mut dyn Iterator<Item = Result<IndexedPack>>,
         obsolete: Vec<ObsoletePack>,
@@ -637,7 +735,7 @@ impl Repository {
         Ok(written)
     }
 
-    pub fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
+    pub(crate) fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
         let file = IndexFile {
             version: FORMAT_VERSION,
             supersedes: Vec::new(),
@@ -645,13 +743,17 @@ impl Repository {
             obsolete: Vec::new(),
         };
         let id = IndexId(self.save_file(FileKind::Index, &file)?);
-        self.cache.add_index_file(&id, &file)?;
+        self.cache.index().add_file(&id, &file)?;
         Ok(id)
     }
 
     /// Uploads a finished pack; the caller must get it into an index file afterwards.
     /// Data packs go to `class`, else to the repository's data storage class.
-    pub fn write_pack(&self, pack: &FinishedPack, class: Option<&str>) -> Result<IndexedPack> {
+    pub(crate) fn write_pack(
+        &self,
+        pack: &FinishedPack,
+        class: Option<&str>,
+    ) -> Result<IndexedPack> {
         let kind = match pack.kind {
             pack::BlobKind::Data => FileKind::Data,
             pack::BlobKind::Tree => FileKind::Tree,
@@ -667,9 +769,12 @@ impl Repository {
         })
     }
 
+    /// Where a blob is stored; not found if the index does not name it.
+    #[doc(hidden)]
     pub fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
         self.cache
-            .lookup_blob(id)?
+            .index()
+            .lookup(id)?
             .ok_or_else(|| Error::not_found(Missing::Blob(*id)))
     }
 
@@ -689,7 +794,7 @@ impl Repository {
     /// pack, or one range read of it): cut out, decrypted, decompressed and checked against
     /// its id. Restore, check, prune and tree fetches all open blobs here; errors name the
     /// blob and its pack.
-    pub fn open_blob_in(
+    pub(crate) fn open_blob_in(
         &self,
         pack: &PackId,
         buf: &[u8],
@@ -707,11 +812,11 @@ impl Repository {
     /// in them. A walk of a snapshot on an empty cache (a bare machine) thus costs about one
     /// request per tree pack instead of one round trip per directory.
     pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
-        let bytes = match self.cache.get_tree(id)? {
+        let bytes = match self.cache.trees().get(id)? {
             Some(b) => b,
             None => {
                 self.fetch_trees_below(id)?;
-                self.cache.get_tree(id)?.ok_or_else(|| {
+                self.cache.trees().get(id)?.ok_or_else(|| {
                     Error::not_found(Missing::Tree {
                         id: *id,
                         in_pack: true,
@@ -719,7 +824,7 @@ impl Repository {
                 })?
             }
         };
-        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+        Tree::decode(&bytes, id)
     }
 
     /// Caches `root` and the trees below it that are not cached yet, by whole tree packs.
@@ -733,10 +838,10 @@ impl Repository {
         while !level.is_empty() {
             let mut packs: HashSet<PackId> = HashSet::new();
             for id in &level {
-                if fresh.contains(id) || self.cache.has_tree(id)? {
+                if fresh.contains(id) || self.cache.trees().contains(id)? {
                     continue;
                 }
-                match self.cache.lookup_blob(id)? {
+                match self.cache.index().lookup(id)? {
                     Some(loc) => {
                         packs.insert(loc.pack);
                     }
@@ -762,7 +867,7 @@ impl Repository {
                     Err(_) => {}
                 }
             }
-            if first && !fresh.contains(root) && !self.cache.has_tree(root)? {
+            if first && !fresh.contains(root) && !self.cache.trees().contains(root)? {
                 return Err(Error::corrupt(
                     format!("tree {root}"),
                     "not in the pack the index names",
@@ -775,10 +880,10 @@ impl Repository {
                 if !fresh.contains(id) {
                     continue;
                 }
-                let Some(bytes) = self.cache.get_tree(id)? else {
+                let Some(bytes) = self.cache.trees().get(id)? else {
                     continue;
                 };
-                let Ok(tree) = Tree::decode(&bytes) else {
+                let Ok(tree) = Tree::decode(&bytes, id) else {
                     continue;
                 };
                 for node in tree.entries {
@@ -800,7 +905,7 @@ impl Repository {
         let bytes = self.read_pack(pack::BlobKind::Tree, pack)?;
         let trees = self.trees_of_pack(pack, &bytes)?;
         let ids = trees.iter().map(|(id, _)| *id).collect();
-        self.cache.put_trees(&trees)?;
+        self.cache.trees().put(&trees)?;
         Ok(ids)
     }
 
@@ -809,7 +914,7 @@ impl Repository {
     fn trees_of_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<Vec<(TreeId, Vec<u8>)>> {
         let entries = match pack::read_header(&self.key, pack, bytes) {
             Ok(e) => e,
-            Err(_) => self.cache.pack_blobs(pack)?,
+            Err(_) => self.cache.index().pack_blobs(pack)?,
         };
         Ok(entries
             .iter()
@@ -820,9 +925,11 @@ impl Repository {
 
     // ---- snapshots ----
 
+    /// Stores a snapshot manifest (after its packs and index are durable: write order,
+    /// format-spec §7).
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let id = SnapshotId(self.save_file(FileKind::Snapshot, snap)?);
-        self.cache.put_snapshot(&id, &encode(snap))?;
+        self.cache.snapshots().put(&id, &encode(snap))?;
         Ok(id)
     }
 
@@ -840,19 +947,20 @@ impl Repository {
     pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         if let Some(s) = self
             .cache
-            .get_snapshot(id)?
+            .snapshots()
+            .get(id)?
             .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok())
         {
             return Ok(s);
         }
         let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
-        self.cache.put_snapshot(id, &encode(&s))?;
+        self.cache.snapshots().put(id, &encode(&s))?;
         Ok(s)
     }
 
     /// Every snapshot, or an error naming the first damaged one: for operations that must
     /// see all of them (prune would otherwise delete what a damaged one references).
-    pub fn all_snapshots_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    pub(crate) fn all_snapshots_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let (snaps, damaged) = self.snapshots_and_damage()?;
         match damaged.into_iter().next() {
             None => Ok(snaps),
@@ -868,7 +976,7 @@ impl Repository {
 
     /// Every readable snapshot, and the damaged ones with their errors.
     #[allow(clippy::type_complexity)]
-    pub fn snapshots_and_damage(
+    pub(crate) fn snapshots_and_damage(
         &self,
     ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let listed: HashSet<SnapshotId> = self
@@ -877,9 +985,9 @@ impl Repository {
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        for id in self.cache.snapshot_ids()? {
+        for id in self.cache.snapshots().ids()? {
             if !listed.contains(&id) {
-                self.cache.remove_snapshot(&id)?;
+                self.cache.snapshots().remove(&id)?;
             }
         }
         let mut out = Vec::with_capacity(listed.len());
@@ -888,7 +996,8 @@ impl Repository {
         for id in listed {
             let cached = self
                 .cache
-                .get_snapshot(&id)?
+                .snapshots()
+                .get(&id)?
                 .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok());
             match cached {
                 Some(s) => out.push((id, s)),
@@ -898,7 +1007,7 @@ impl Repository {
         for (id, loaded) in self.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {
             match loaded {
                 Ok(s) => {
-                    self.cache.put_snapshot(&id, &encode(&s))?;
+                    self.cache.snapshots().put(&id, &encode(&s))?;
                     out.push((id, s));
                 }
                 Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
@@ -953,11 +1062,12 @@ impl Repository {
     /// Deletes a snapshot manifest. The data it referenced stays until prune.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.backend.delete(FileKind::Snapshot, &id.to_hex())?;
-        self.cache.remove_snapshot(id)
+        self.cache.snapshots().remove(id)
     }
 
     // ---- keys ----
 
+    /// Every key file, unreadable ones left out.
     pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
         let mut out = Vec::new();
         for info in self.backend.list(FileKind::Key)? {
@@ -972,6 +1082,7 @@ impl Repository {
         Ok(out)
     }
 
+    /// Adds a key file for `password` to the repository's master key.
     pub fn add_key(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
         let bytes = KeyFile::create(&self.key, password, cost)?.encode();
         let id = KeyId(content_address(&bytes));
@@ -1032,7 +1143,7 @@ pub const PACKS_PER_INDEX_FILE: usize = 4096;
 
 /// What [`Repository::rebuild_index`] read.
 #[derive(Debug, Default)]
-pub struct IndexRead {
+pub(crate) struct IndexRead {
     /// The index files read.
     pub read: Vec<IndexId>,
     /// Index files that could not be read, and why.
@@ -1074,30 +1185,55 @@ impl EarlyIndex {
     }
 }
 
+/// Seals, stores and deletes repository files with its own handles on the backend and
+/// key; see [`Repository::file_store`].
+#[derive(Clone)]
+pub(crate) struct FileStore {
+    backend: BackendRef,
+    key: MasterKey,
+}
+
+impl FileStore {
+    /// Seals and stores a CBOR value; returns its name.
+    pub fn save<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<String> {
+        let (id, sealed) = seal_file(&self.key, kind, value);
+        let name = hex::encode(id);
+        self.backend.write(kind, &name, &sealed)?;
+        Ok(name)
+    }
+
+    pub fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.backend.delete(kind, name)
+    }
+}
+
 /// Where the key file that last opened a repository is kept, by repository location.
 fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
     let h = blake3::hash(location.as_bytes());
     cache_base.join("keys").join(&h.to_hex()[..32])
 }
 
-pub fn pack_file_kind(kind: pack::BlobKind) -> FileKind {
+pub(crate) fn pack_file_kind(kind: pack::BlobKind) -> FileKind {
     match kind {
         pack::BlobKind::Data => FileKind::Data,
         pack::BlobKind::Tree => FileKind::Tree,
     }
 }
 
-/// Adds the pack's name to a blob error, so a report names the file on the backend.
 /// A repository file's sealed bytes and the content address that names it: the one way
 /// config, snapshots, index and lock files are sealed (a lock's refresher, on a thread of
-/// its own, seals through here too).
-pub fn seal_file<T: Serialize>(key: &MasterKey, kind: FileKind, value: &T) -> ([u8; 32], Vec<u8>) {
+/// its own, seals through [`FileStore`]).
+pub(crate) fn seal_file<T: Serialize>(
+    key: &MasterKey,
+    kind: FileKind,
+    value: &T,
+) -> ([u8; 32], Vec<u8>) {
     let sealed = key.seal(&encode(value), aad(kind));
     (content_address(&sealed), sealed)
 }
 
 /// The sealed bytes of `entry` in `buf`, bytes of pack `pack` from offset `at` on.
-pub fn sealed_in<'b>(
+pub(crate) fn sealed_in<'b>(
     pack: &PackId,
     buf: &'b [u8],
     at: u64,
@@ -1116,7 +1252,8 @@ pub fn sealed_in<'b>(
         })
 }
 
-pub fn in_pack(e: Error, pack: &PackId) -> Error {
+/// Adds the pack's name to a blob error, so a report names the file on the backend.
+pub(crate) fn in_pack(e: Error, pack: &PackId) -> Error {
     match e {
         Error::Corrupt { object, reason } => Error::Corrupt {
             object: format!("{object} in pack {pack}"),

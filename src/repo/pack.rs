@@ -18,10 +18,13 @@ use crate::id::{content_address, BlobId, PackId};
 const HEADER_AAD: &[u8] = b"strata/pack-header/v1";
 pub const TRAILER_LEN: usize = 4;
 
+/// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
 pub enum BlobKind {
+    /// File content.
     Data = 0,
+    /// A tree.
     Tree = 1,
 }
 
@@ -42,10 +45,13 @@ impl TryFrom<u8> for BlobKind {
     }
 }
 
+/// How a blob's plaintext is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
 pub enum Compression {
+    /// As is.
     None = 0,
+    /// Compressed with zstd.
     Zstd = 1,
 }
 
@@ -69,7 +75,9 @@ impl TryFrom<u8> for Compression {
 /// Where a blob sits in its pack and how to decode it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobEntry {
+    /// The blob's id.
     pub id: BlobId,
+    /// Its kind.
     pub kind: BlobKind,
     /// Byte offset of the sealed blob in the pack.
     pub offset: u64,
@@ -77,6 +85,7 @@ pub struct BlobEntry {
     pub length: u32,
     /// Length of the plaintext.
     pub raw_length: u32,
+    /// How its plaintext is stored.
     pub compression: Compression,
 }
 
@@ -164,14 +173,20 @@ fn decompress(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
 
 /// A blob compressed (when that helps) and sealed, ready to append to a pack.
 pub struct SealedBlob {
+    /// The blob's id.
     pub id: BlobId,
+    /// Its kind.
     pub kind: BlobKind,
+    /// Its plaintext length.
     pub raw_length: u32,
+    /// How its plaintext is stored.
     pub compression: Compression,
+    /// The sealed bytes.
     pub bytes: Vec<u8>,
 }
 
 impl SealedBlob {
+    /// Compresses (unless `level` is 0 or it does not pay) and encrypts a blob.
     pub fn seal(key: &MasterKey, id: BlobId, kind: BlobKind, plain: &[u8], level: i32) -> Self {
         let compressed = if level != 0 {
             compress(plain, level)
@@ -228,6 +243,7 @@ pub struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// An empty pack of `kind` blobs.
     pub fn new(kind: BlobKind) -> Self {
         Self::with_capacity(kind, 0)
     }
@@ -254,14 +270,17 @@ impl PackBuilder {
         }
     }
 
+    /// Blobs added.
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether none was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Appends a sealed blob.
     pub fn add(&mut self, blob: SealedBlob) {
         self.entries.push(BlobEntry {
             id: blob.id,
@@ -274,6 +293,7 @@ impl PackBuilder {
         self.buf.extend_from_slice(&blob.bytes);
     }
 
+    /// The pack's bytes: the blobs, then the sealed header and its length.
     pub fn finish(self, key: &MasterKey) -> FinishedPack {
         let mut header = Vec::new();
         ciborium::into_writer(&self.entries, &mut header).expect("CBOR into memory");

@@ -5,42 +5,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{SnapshotId, TreeId};
 
+/// A snapshot manifest (format-spec §8): what was backed up, when, from where, and the
+/// root tree.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
+    /// Manifest version (1).
     pub version: u32,
     /// RFC 3339 with nanoseconds and the writer's UTC offset.
     pub time: String,
+    /// The host the backup ran on.
     pub host: String,
+    /// The user it ran as.
     pub user: String,
+    /// The source paths, absolute.
     pub paths: Vec<String>,
+    /// Tags given at backup time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The backup set this snapshot belongs to, if any.
     pub set: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The snapshot of the same lineage this backup compared against.
     pub parent: Option<SnapshotId>,
+    /// The root tree.
     pub tree: TreeId,
+    /// The exclude patterns in effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excludes: Vec<String>,
+    /// What the backup did.
     pub summary: Summary,
+    /// The program and version that wrote it.
     pub program: String,
     /// Written by `repair snapshots`: the snapshot this one replaces and what it lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
 }
 
+/// What `repair snapshots` records in a snapshot it rewrote.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Repaired {
+    /// The damaged snapshot this one replaces.
     pub from: SnapshotId,
     /// Paths (in the snapshot) of files and directory contents that could not be kept.
     pub lost: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// Counters of one backup run.
 pub struct Summary {
+    /// Files the parent snapshot did not have.
     pub files_new: u64,
+    /// Files read again because their stat changed.
     pub files_changed: u64,
+    /// Files skipped by stat.
     pub files_unchanged: u64,
+    /// Directories.
     pub dirs: u64,
     /// Bytes read from source files (unchanged files are not read).
     pub bytes_read: u64,
@@ -48,12 +68,16 @@ pub struct Summary {
     pub bytes_added: u64,
     /// Bytes those blobs take in packs after compression and encryption.
     pub bytes_stored: u64,
+    /// New blobs.
     pub blobs_added: u64,
+    /// Files or directories that could not be read (the snapshot lacks them).
     pub errors: u64,
+    /// Wall-clock time of the run.
     pub duration_secs: f64,
 }
 
 impl Snapshot {
+    /// The snapshot's time, if it parses.
     pub fn datetime(&self) -> Option<DateTime<FixedOffset>> {
         DateTime::parse_from_rfc3339(&self.time).ok()
     }
@@ -74,8 +98,15 @@ impl Snapshot {
 /// backup's parent is the newest snapshot of its lineage, and retention keeps per lineage.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Lineage {
+    /// A named backup set.
     Set(String),
-    HostPaths { host: String, paths: Vec<String> },
+    /// Snapshots without a set: by host and source paths.
+    HostPaths {
+        /// The host.
+        host: String,
+        /// The source paths.
+        paths: Vec<String>,
+    },
 }
 
 impl Lineage {
@@ -103,13 +134,18 @@ impl std::fmt::Display for Lineage {
 /// Which snapshots a command considers; empty fields match everything.
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotFilter {
+    /// Taken on one of these hosts.
     pub hosts: Vec<String>,
+    /// Carrying all these tags.
     pub tags: Vec<String>,
+    /// Covering all these source paths.
     pub paths: Vec<String>,
+    /// Of one of these sets.
     pub sets: Vec<String>,
 }
 
 impl SnapshotFilter {
+    /// Whether the filter accepts `s`.
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))

@@ -4,40 +4,56 @@ use serde::{Deserialize, Serialize};
 
 use crate::id::{BlobId, TreeId};
 
+/// One directory's entries (format-spec §9).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Tree {
+    /// The entries, sorted by name once encoded.
     pub entries: Vec<Node>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+/// What a tree entry is.
 pub enum NodeKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A symbolic link.
     Symlink,
+    /// A named pipe.
     Fifo,
+    /// A Unix socket.
     Socket,
+    /// A character device.
     Chardev,
+    /// A block device.
     Blockdev,
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Timespec {
+    /// Whole seconds.
     pub sec: i64,
+    /// Nanoseconds, below 10⁹.
     pub nsec: u32,
 }
 
 impl Timespec {
+    /// Nanoseconds since the epoch.
     pub fn as_nanos(&self) -> i128 {
         self.sec as i128 * 1_000_000_000 + self.nsec as i128
     }
 }
 
+/// An extended attribute.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Xattr {
+    /// Its name, raw bytes.
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
+    /// Its value, raw bytes.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
@@ -49,38 +65,53 @@ fn is_false(v: &bool) -> bool {
     !*v
 }
 
+/// One entry of a directory and its metadata.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Node {
+    /// The entry's name, raw bytes (one path component).
     #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
+    /// What it is.
     pub kind: NodeKind,
     /// Permission bits, including set-id and sticky bits (st_mode & 0o7777).
     pub mode: u32,
+    /// Owner's user id.
     pub uid: u32,
+    /// Owner's group id.
     pub gid: u32,
+    /// Owner's user name, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Owner's group name, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Modification time.
     pub mtime: Timespec,
+    /// Status change time.
     pub ctime: Timespec,
+    /// Size in bytes (files).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
+    /// Inode number at backup time (hard links share it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub inode: u64,
+    /// Device of the file system it was on.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub device: u64,
+    /// Number of hard links.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub nlink: u64,
     /// File contents, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<BlobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A directory's tree.
     pub subtree: Option<TreeId>,
     /// Symlink target, raw bytes.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
     pub target: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Extended attributes, sorted by name.
     pub xattrs: Vec<Xattr>,
     /// Device number of character and block devices.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -92,6 +123,7 @@ pub struct Node {
 }
 
 impl Node {
+    /// An entry with no metadata yet.
     pub fn new(name: Vec<u8>, kind: NodeKind) -> Self {
         Node {
             name,
@@ -127,8 +159,10 @@ impl Tree {
         buf
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        ciborium::from_reader(bytes).map_err(|e| e.to_string())
+    /// The tree in `bytes` (tree `id`, named in the error).
+    pub fn decode(bytes: &[u8], id: &TreeId) -> crate::Result<Self> {
+        ciborium::from_reader(bytes)
+            .map_err(|e| crate::Error::corrupt(format!("tree {id}"), format!("CBOR: {e}")))
     }
 }
 
@@ -181,7 +215,7 @@ mod tests {
         fn tree_round_trip(nodes in proptest::collection::vec(arb_node(), 0..10)) {
             let mut t = Tree { entries: nodes };
             let bytes = t.encode();
-            let back = Tree::decode(&bytes).unwrap();
+            let back = Tree::decode(&bytes, &BlobId([0; 32])).unwrap();
             prop_assert_eq!(&back, &t);
             let mut again = back.clone();
             prop_assert_eq!(again.encode(), bytes);

@@ -3,7 +3,7 @@
 //! Contents are planned per pack so that each pack is read once, in few range reads, and
 //! packs are processed in parallel. Metadata comes last and bottom-up, so writing a file
 //! cannot disturb its directory's restored mtime. Every file-system operation goes through
-//! [`target::Target`], which never leaves the target directory.
+//! `Target`, which never leaves the target directory.
 //!
 //! Damage costs only what it must: a damaged tree loses its own subtree, a damaged or
 //! missing blob only the files that hold it (those are named, and renamed with a
@@ -34,7 +34,7 @@ use crate::repo::Repository;
 use crate::util;
 use crate::walk;
 
-pub use target::Target;
+pub(crate) use target::Target;
 
 /// Blobs of one pack closer than this are fetched in one range read.
 const MAX_GAP: u64 = 256 << 10;
@@ -42,13 +42,18 @@ const MAX_GAP: u64 = 256 << 10;
 /// pack costs one request, and each reader thread holds at most this much.
 const MAX_RANGE: u64 = 17 << 20;
 
+/// Where and how a restore writes.
 #[derive(Default)]
 pub struct RestoreOptions {
+    /// The directory the snapshot's paths are restored below.
     pub target: PathBuf,
     /// Only what matches (with the directories leading to it); everything when `None`.
     pub includes: Option<Patterns>,
+    /// Paths matching these are not restored.
     pub excludes: Option<Patterns>,
+    /// Read every restored file back and compare it with the snapshot.
     pub verify: bool,
+    /// Report what would be restored; write nothing.
     pub dry_run: bool,
 }
 
@@ -59,6 +64,7 @@ pub struct RestoreError {
     /// The path in the snapshot, when the error concerns one (serialized lossily).
     #[serde(serialize_with = "lossy_path")]
     pub path: Option<PathBuf>,
+    /// What went wrong.
     pub cause: String,
 }
 
@@ -81,12 +87,18 @@ impl fmt::Display for RestoreError {
     }
 }
 
+/// What a restore did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreReport {
+    /// Files restored.
     pub files: u64,
+    /// Directories restored.
     pub dirs: u64,
+    /// Symlinks, devices, fifos and sockets restored.
     pub other: u64,
+    /// Bytes of file content written.
     pub bytes: u64,
+    /// Files read back and found identical (with `verify`).
     pub verified_files: u64,
     /// Files that could not be restored exactly (snapshot paths); each is also in `errors`.
     /// Serialized lossily: a name that is not UTF-8 must not make the report unprintable.
@@ -155,6 +167,8 @@ impl Trouble {
     }
 }
 
+/// Restores `snap` below `opts.target`. Never writes outside the target, never follows a
+/// symlink in it; errors on single files are collected in the report, not fatal.
 pub fn run(
     repo: &Repository,
     snapshot: &Snapshot,
