@@ -1,3 +1,4 @@
+use chrono::{DateTime, FixedOffset};
 use std::path::PathBuf;
 
 use super::exit;
@@ -134,23 +135,9 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
 }
 
 /// One backup per job (a set, or the paths given), every job's sources checked before the
-/// repository is touched. Long because it also builds each job's options and renders the
-/// outcomes and the run's exit code.
+/// repository is touched.
 pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
-    let time = args
-        .time
-        .as_deref()
-        .map(|t| timespec::parse_instant(t, timespec::now()))
-        .transpose()
-        .map_err(|e| anyhow!("--time: {e}"))?;
-    if let Some(t) = time {
-        if t > timespec::now() + MAX_FUTURE && !args.force {
-            return Err(anyhow!(
-                "--time {t} is in the future: such a snapshot would count as the newest until \
-                 then (add --force if that is what you want)"
-            ));
-        }
-    }
+    let time = backup_time(&args)?;
     if !args.stdin && args.paths.is_empty() && !args.all {
         return Err(anyhow!(
             "nothing to back up: give paths, a set name, --all, or --stdin"
@@ -161,27 +148,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     } else {
         jobs(global, &args)?
     };
-    // Missing sources and bad patterns are refused before the repository is touched: a
-    // run must not stop half-way through its sets for either.
-    let mut excludes = Vec::new();
-    for job in &jobs {
-        excludes.push(
-            Patterns::new(&job.patterns).with_context(|| match &job.set {
-                Some(s) => format!("excludes of set {s}"),
-                None => "excludes".to_string(),
-            })?,
-        );
-    }
-    for job in &jobs {
-        for p in &job.paths {
-            std::fs::symlink_metadata(p)
-                .map_err(|e| strata::Error::io(p, e))
-                .with_context(|| match &job.set {
-                    Some(s) => format!("source path of set {s}"),
-                    None => "source path".to_string(),
-                })?;
-        }
-    }
+    let excludes = check_jobs(&jobs)?;
     let repo = global.open()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
@@ -230,6 +197,45 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// `--time`, refused in the future unless forced.
+fn backup_time(args: &BackupArgs) -> anyhow::Result<Option<DateTime<FixedOffset>>> {
+    let time = args
+        .time
+        .as_deref()
+        .map(|t| timespec::parse_instant(t, timespec::now()))
+        .transpose()
+        .map_err(|e| anyhow!("--time: {e}"))?;
+    if let Some(t) = time {
+        if t > timespec::now() + MAX_FUTURE && !args.force {
+            return Err(anyhow!(
+                "--time {t} is in the future: such a snapshot would count as the newest until \
+                 then (add --force if that is what you want)"
+            ));
+        }
+    }
+    Ok(time)
+}
+
+/// Every job's exclude patterns, compiled, and its sources, looked at: missing sources and
+/// bad patterns are refused before the repository is touched, so a run never stops
+/// half-way through its sets for either.
+fn check_jobs(jobs: &[Job]) -> anyhow::Result<Vec<Option<Patterns>>> {
+    let mut excludes = Vec::new();
+    for job in jobs {
+        let what = |thing: &str| match &job.set {
+            Some(s) => format!("{thing} of set {s}"),
+            None => thing.to_string(),
+        };
+        excludes.push(Patterns::new(&job.patterns).with_context(|| what("excludes"))?);
+        for p in &job.paths {
+            std::fs::symlink_metadata(p)
+                .map_err(|e| strata::Error::io(p, e))
+                .with_context(|| what("source path"))?;
+        }
+    }
+    Ok(excludes)
 }
 
 /// Runs one backup and prints its summary; returns its JSON form and exit code.

@@ -132,78 +132,53 @@ impl Repository {
             let early = s.spawn(|| EarlyIndex::fetch(&backend, bare));
             let opened = (|| -> Result<Repository> {
                 let password = password()?;
-                let open_config = |key: &MasterKey| -> Option<Config> {
-                    let plain = key.open(&sealed, aad(FileKind::Config))?;
-                    ciborium::from_reader(&plain[..]).ok()
-                };
-                // The key file that opened this repository last time saves listing and reading keys.
-                let cached = std::fs::read(&key_cache).ok().and_then(|bytes| {
-                    let (name, file): (String, serde_bytes::ByteBuf) =
-                        ciborium::from_reader(&bytes[..]).ok()?;
-                    let kf = KeyFile::decode(&file, &name).ok()?;
-                    let key = kf.open(&password).ok()??;
-                    let config = open_config(&key)?;
-                    Some((key, name.parse::<KeyId>().ok()?, config))
-                });
-                // A key removed from the repository must stop working here too: one listing checks.
-                let cached = match cached {
-                    Some(c) => {
-                        let listed = backend.list(FileKind::Key)?;
-                        listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c)
-                    }
-                    None => None,
-                };
-                let (key, key_id, config) = match cached {
-                    Some(c) => c,
-                    None => {
-                        let (key, key_id, file) = Self::unlock(&backend, &password)?;
-                        let config = open_config(&key)
-                            .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
-                        let mut buf = Vec::new();
-                        ciborium::into_writer(
-                            &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
-                            &mut buf,
-                        )
-                        .expect("CBOR into memory");
-                        // Only a speed-up: failing to write it changes nothing. Private, like the
-                        // rest of the cache (a key file is only as strong as its password).
-                        if let Some(dir) = key_cache.parent() {
-                            let _ = crate::cache::private_dir(dir).and_then(|_| {
-                                use std::io::Write;
-                                let mut f = crate::cache::private_file(&key_cache)?;
-                                f.set_len(0)
-                                    .and_then(|_| f.write_all(&buf))
-                                    .map_err(|e| Error::io(&key_cache, e))
-                            });
+                let (key, key_id, config) =
+                    match cached_key(&backend, &key_cache, &password, &sealed)? {
+                        Some(c) => c,
+                        None => {
+                            let (key, key_id, file) = Self::unlock(&backend, &password)?;
+                            let config = open_config(&key, &sealed)
+                                .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
+                            remember_key(&key_cache, &key_id, file);
+                            (key, key_id, config)
                         }
-                        (key, key_id, config)
-                    }
-                };
-                if config.version != FORMAT_VERSION {
-                    return Err(Error::UnsupportedVersion(config.version));
-                }
-                config
-                    .chunker
-                    .validate()
-                    .map_err(|e| Error::corrupt("config", e.to_string()))?;
-                let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
-                // Trees are cached as they are read; bounded here, once per process, so that the
-                // cache of a long-lived repository does not grow without end.
-                cache.trees().bound(crate::cache::TREE_CACHE_BYTES)?;
-                Ok(Repository {
-                    backend: backend.clone(),
-                    key,
-                    key_id,
-                    config,
-                    cache,
-                    warnings: Default::default(),
-                })
+                    };
+                Self::with_key(backend.clone(), key, key_id, config, cache_base)
             })();
             (opened, early.join().expect("index prefetch thread"))
         });
         let repo = opened?;
         repo.sync_index_from(early.ok())?;
         Ok(repo)
+    }
+
+    /// The repository open with `key`, once its config is one this build can work with.
+    fn with_key(
+        backend: BackendRef,
+        key: MasterKey,
+        key_id: KeyId,
+        config: Config,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        if config.version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion(config.version));
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+        // Trees are cached as they are read; bounded here, once per process, so that the
+        // cache of a long-lived repository does not grow without end.
+        cache.trees().bound(crate::cache::TREE_CACHE_BYTES)?;
+        Ok(Repository {
+            backend,
+            key,
+            key_id,
+            config,
+            cache,
+            warnings: Default::default(),
+        })
     }
 
     fn unlock(backend: &BackendRef, password: &[u8]) -> Result<(MasterKey, KeyId, Vec<u8>)> {
@@ -1204,6 +1179,55 @@ impl FileStore {
 
     pub fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.backend.delete(kind, name)
+    }
+}
+
+/// The config, decrypted with `key`; `None` if the key does not open it.
+fn open_config(key: &MasterKey, sealed: &[u8]) -> Option<Config> {
+    let plain = key.open(sealed, aad(FileKind::Config))?;
+    ciborium::from_reader(&plain[..]).ok()
+}
+
+/// The key file that opened this repository last time, if the password still opens it and
+/// the repository still has it (a key removed there must stop working here too: one
+/// listing checks). Saves listing and reading every key file.
+fn cached_key(
+    backend: &BackendRef,
+    key_cache: &Path,
+    password: &[u8],
+    sealed_config: &[u8],
+) -> Result<Option<(MasterKey, KeyId, Config)>> {
+    let cached = std::fs::read(key_cache).ok().and_then(|bytes| {
+        let (name, file): (String, serde_bytes::ByteBuf) =
+            ciborium::from_reader(&bytes[..]).ok()?;
+        let kf = KeyFile::decode(&file, &name).ok()?;
+        let key = kf.open(password).ok()??;
+        let config = open_config(&key, sealed_config)?;
+        Some((key, name.parse::<KeyId>().ok()?, config))
+    });
+    let Some(c) = cached else { return Ok(None) };
+    let listed = backend.list(FileKind::Key)?;
+    Ok(listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c))
+}
+
+/// Keeps the key file that opened the repository for next time. Only a speed-up: failing
+/// to write it changes nothing. Private, like the rest of the cache (a key file is only as
+/// strong as its password).
+fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>) {
+    let mut buf = Vec::new();
+    ciborium::into_writer(
+        &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
+        &mut buf,
+    )
+    .expect("CBOR into memory");
+    if let Some(dir) = key_cache.parent() {
+        let _ = crate::cache::private_dir(dir).and_then(|_| {
+            use std::io::Write;
+            let mut f = crate::cache::private_file(key_cache)?;
+            f.set_len(0)
+                .and_then(|_| f.write_all(&buf))
+                .map_err(|e| Error::io(key_cache, e))
+        });
     }
 }
 
