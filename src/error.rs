@@ -275,6 +275,20 @@ pub enum Error {
         set: Option<String>,
     },
 
+    /// A backup stopped on request before its snapshot. What it uploaded is indexed, so the
+    /// next backup does not upload it again.
+    #[error(
+        "interrupted: no snapshot written; {packs} packs ({}) of this run are saved and \
+         indexed, and the next backup continues from there without uploading them again",
+        bytesize::ByteSize(*bytes)
+    )]
+    Interrupted {
+        /// Packs this run uploaded and indexed.
+        packs: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]
     Internal(String),

@@ -478,3 +478,129 @@ fn check_and_prune_on_damaged_repositories() {
         "prune touched the index"
     );
 }
+
+/// Source files for several data packs (16 MiB each); returns them.
+fn write_big_files(src: &Path) -> Files {
+    fs::create_dir_all(src).unwrap();
+    let files: Files = (0..4)
+        .map(|i| (format!("big{i}.bin"), noise(12 << 20, 100 + i)))
+        .collect();
+    for (name, content) in &files {
+        fs::write(src.join(name), content).unwrap();
+    }
+    files
+}
+
+/// Bytes of data packs the repository holds.
+fn data_bytes(lab: &Lab) -> u64 {
+    use strata::backend::Backend;
+    let listed = lab.backend.list(FileKind::Data).unwrap();
+    listed.iter().map(|f| f.size).sum()
+}
+
+/// A backup killed at any write (every write after it fails, so nothing more reaches the
+/// repository, as when the process dies) is resumed from another host: the rerun uploads
+/// what the first run had not, plus at most the one pack whose index write was under way.
+#[test]
+fn a_backup_killed_at_any_write_is_resumed_elsewhere_without_uploading_again() {
+    // A pack closes once it holds 16 MiB, so it may hold one chunk more.
+    const PACK: u64 = 17 << 20;
+    let one_uploader = |lab: &Lab, repo: &Repository| {
+        backup::run(
+            repo,
+            BackupOptions {
+                source: Source::Paths(vec![lab.src()]),
+                host: Some("lab".into()),
+                uploaders: 1,
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+    };
+    let clean = Lab::new();
+    write_big_files(&clean.src());
+    let repo = clean.open("a");
+    let writes_before = clean.backend.count(Op::Write, None);
+    one_uploader(&clean, &repo).unwrap();
+    let writes = clean.backend.count(Op::Write, None) - writes_before;
+    let total = data_bytes(&clean);
+    assert!(total > 2 * PACK, "{total} bytes: too few packs to test");
+
+    let mut kills = 0;
+    for k in 1..=writes {
+        let lab = Lab::new();
+        let files = write_big_files(&lab.src());
+        let repo = lab.open("a");
+        lab.backend.inject_from(Op::Write, None, k, Fault::Fail);
+        assert!(one_uploader(&lab, &repo).is_err(), "killed at write {k}");
+        drop(repo);
+        lab.backend.heal();
+        let uploaded = data_bytes(&lab);
+        let not_yet = total.saturating_sub(uploaded);
+        // Another host, with a cache of its own, runs the next backup.
+        let repo = lab.open("b");
+        let t = one_uploader(&lab, &repo).unwrap().snapshot.time;
+        let rerun = data_bytes(&lab) - uploaded;
+        assert!(
+            rerun <= not_yet + PACK,
+            "killed at write {k} of {writes}: {uploaded} bytes were up, {not_yet} were not, \
+             and the rerun uploaded {rerun}"
+        );
+        lab.assert_sound(&[(t, files)]);
+        kills += 1;
+    }
+    assert!(kills >= 6, "only {kills} kills");
+}
+
+/// A backup asked to stop (SIGTERM in the CLI) uploads the pack in flight, indexes all it
+/// uploaded, writes no snapshot and says what it saved; the rerun uploads only the rest.
+#[test]
+fn a_backup_asked_to_stop_saves_what_it_uploaded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    struct StopAfter<'a>(&'a AtomicBool, &'a Faulty);
+    impl strata::Progress for StopAfter<'_> {
+        fn advance(&self, _: u64) {
+            if self.1.count(Op::Write, Some(FileKind::Data)) >= 2 {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let lab = Lab::new();
+    let files = write_big_files(&lab.src());
+    let repo = lab.open("a");
+    let stop = AtomicBool::new(false);
+    let outcome = backup::run(
+        &repo,
+        BackupOptions {
+            source: Source::Paths(vec![lab.src()]),
+            host: Some("lab".into()),
+            uploaders: 1,
+            cancel: Some(&stop),
+            ..Default::default()
+        },
+        &StopAfter(&stop, &lab.backend),
+    );
+    let (packs, bytes) = match outcome {
+        Err(strata::Error::Interrupted { packs, bytes }) => (packs, bytes),
+        other => panic!("{other:?}"),
+    };
+    assert!(packs >= 2, "{packs} packs saved");
+    assert!(repo.snapshots().unwrap().is_empty(), "no snapshot");
+    let uploaded = data_bytes(&lab);
+    assert!(
+        bytes >= uploaded,
+        "saved {bytes}, data packs hold {uploaded}"
+    );
+    // Everything uploaded is in the index: a new host finds it there.
+    let repo = lab.open("b");
+    let before = lab.backend.count(Op::Write, Some(FileKind::Data));
+    let report = lab.backup(&repo).unwrap();
+    let files_total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+    assert!(
+        report.snapshot.summary.bytes_added <= files_total - (uploaded * 9 / 10),
+        "the rerun added {} of {files_total} bytes though {uploaded} were saved",
+        report.snapshot.summary.bytes_added
+    );
+    assert!(lab.backend.count(Op::Write, Some(FileKind::Data)) > before);
+    lab.assert_sound(&[(report.snapshot.time, files)]);
+}

@@ -13,7 +13,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, FixedOffset};
@@ -71,6 +71,11 @@ pub struct BackupOptions<'a> {
     pub uploaders: usize,
     /// Storage class for this backup's data packs, overriding the repository's.
     pub data_storage_class: Option<String>,
+    /// Set (by a signal handler, say) to stop early: the backup stops reading, uploads the
+    /// pack in flight, indexes every pack it uploaded and fails with
+    /// [`Error::Interrupted`], writing no snapshot. The next backup, from any host, does
+    /// not upload those packs again.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 impl Default for BackupOptions<'_> {
@@ -85,6 +90,7 @@ impl Default for BackupOptions<'_> {
             time: None,
             uploaders: 0,
             data_storage_class: None,
+            cancel: None,
         }
     }
 }
@@ -145,8 +151,11 @@ struct Archiver<'a, 's, 'r> {
     excludes: Option<&'a Patterns>,
     one_file_system: bool,
     set_key: String,
-    /// This run's mark on the file-cache entries it saw (see `Cache::file_sweep`).
+    /// This run's mark on the file-cache entries it saw (see `SetState::sweep`).
     mark: i64,
+    /// Whether the lineage has a snapshot to compare with (else every file is new).
+    has_parent: bool,
+    cancel: Option<&'a AtomicBool>,
     counters: Counters,
     warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -165,29 +174,18 @@ pub fn run(
 
     let (paths, display_paths) = resolve_sources(&opts.source)?;
 
-    let lineage = opts.set.clone().map_or_else(
-        || Lineage::HostPaths {
-            host: host.clone(),
-            paths: display_paths.clone(),
-        },
-        Lineage::Set,
-    );
+    let lineage = Lineage::of(opts.set.as_deref(), &host, &display_paths);
     let set_key = lineage.cache_key();
     let parent = find_parent(repo, &lineage)?;
-
     let parent_root = parent_root(repo, parent, &set_key)?;
     // Start time in ns: distinct from every earlier run's mark.
     let mark = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let uploaders = match opts.uploaders {
-        0 => repo.upload_concurrency(),
-        n => n,
-    };
     let shared = SaverShared::with_data_class(opts.data_storage_class.clone());
     // Dropped on any error below, it rolls back: what packs and index files the failed run
     // wrote is in the repository, and the next open reads it into the cache from there.
     let tx = repo.transaction()?;
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
-        let saver = BlobSaver::new(repo, &shared, scope, uploaders);
+        let saver = BlobSaver::new(repo, &shared, scope, opts.uploaders);
         let archiver = Archiver {
             repo,
             saver: &saver,
@@ -196,18 +194,24 @@ pub fn run(
             one_file_system: opts.one_file_system,
             set_key: set_key.clone(),
             mark,
+            has_parent: parent.is_some(),
+            cancel: opts.cancel,
             counters: Counters::default(),
             warnings: Default::default(),
         };
-        let tree = match opts.source {
-            Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths, parent_root)?,
-            Source::Stdin { reader, name } => archiver.stdin_tree(reader, &name, &time)?,
-        };
-        let root = archiver.save_tree(tree)?;
+        let root = match opts.source {
+            Source::Paths(_) => archiver.virtual_tree(Path::new("/"), &paths, parent_root),
+            Source::Stdin { reader, name } => archiver.stdin_tree(reader, &name, &time),
+        }
+        .and_then(|tree| archiver.save_tree(tree));
         let warnings = std::mem::take(&mut *archiver.warnings.lock().unwrap());
         let summary = archiver.summary();
-        // Packs and their index files must be durable before the snapshot names them.
-        saver.finish()?;
+        drop(archiver);
+        // Packs and their index files must be durable before the snapshot names them. On
+        // an error too, what reached the backend is indexed, for the next run to reuse.
+        let finished = saver.finish();
+        let root = root.map_err(|e| shared.account(e))?;
+        finished?;
         Ok((root, summary, warnings))
     });
     let (root, mut summary, warnings) = outcome?;
@@ -395,6 +399,19 @@ fn timespec(sec: i64, nsec: i64) -> Timespec {
     }
 }
 
+fn timespec_of(ns: i64) -> Timespec {
+    timespec(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
+/// Whether a parent snapshot's node has the stat a file has now.
+fn same_stat(old: &Node, stat: &FileStat) -> bool {
+    old.size == stat.size
+        && old.inode == stat.inode
+        && old.device == stat.device
+        && old.mtime.as_nanos() == i128::from(stat.mtime_ns)
+        && old.ctime.as_nanos() == i128::from(stat.ctime_ns)
+}
+
 fn file_stat(meta: &Metadata) -> FileStat {
     FileStat {
         size: meta.size(),
@@ -568,6 +585,14 @@ impl Archiver<'_, '_, '_> {
         Ok(Tree { entries })
     }
 
+    /// Fails with [`Error::Interrupted`] once the caller asked the backup to stop.
+    fn go_on(&self) -> Result<()> {
+        match self.cancel {
+            Some(c) if c.load(Ordering::Relaxed) => Err(Error::Interrupted { packs: 0, bytes: 0 }),
+            _ => Ok(()),
+        }
+    }
+
     fn excluded(&self, path: &Path) -> bool {
         self.excludes.is_some_and(|g| g.is_match(path))
     }
@@ -580,6 +605,7 @@ impl Archiver<'_, '_, '_> {
         root_dev: Option<u64>,
         old: Option<&Node>,
     ) -> Result<Option<Node>> {
+        self.go_on()?;
         if self.excluded(path) {
             return Ok(None);
         }
@@ -672,24 +698,26 @@ impl Archiver<'_, '_, '_> {
         let stat = file_stat(meta);
         let key = path.as_os_str().as_bytes();
         let cached = self.repo.set_state(&self.set_key).file(key)?;
-        if let Some((old, content)) = &cached {
-            if *old == stat && self.all_known(content)? {
+        if let Some((cached_stat, content)) = &cached {
+            if *cached_stat == stat && self.all_known(content)? {
                 node.content = content.clone();
                 self.repo.set_state(&self.set_key).touch(key, self.mark)?;
-                self.counters
-                    .files_unchanged
-                    .fetch_add(1, Ordering::Relaxed);
+                // Not read again. Without a parent snapshot the entry is an interrupted
+                // run's, and the file is new to this lineage.
+                if self.has_parent {
+                    self.counters
+                        .files_unchanged
+                        .fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+                    self.progress.item("new", path);
+                }
                 return Ok(true);
             }
         }
         // No file cache yet: the parent snapshot's node, if every stat field matches.
         if let (None, Some(old)) = (&cached, old) {
-            let same = old.size == stat.size
-                && old.inode == stat.inode
-                && old.device == stat.device
-                && i64::from(old.mtime.nsec) + old.mtime.sec * 1_000_000_000 == stat.mtime_ns
-                && i64::from(old.ctime.nsec) + old.ctime.sec * 1_000_000_000 == stat.ctime_ns;
-            if same && self.all_known(&old.content)? {
+            if same_stat(old, &stat) && self.all_known(&old.content)? {
                 node.content = old.content.clone();
                 self.repo.set_state(&self.set_key).store_file(
                     key,
@@ -707,18 +735,14 @@ impl Archiver<'_, '_, '_> {
             return Ok(false);
         };
         if let Some(st) = &stat {
-            node.mtime = timespec(
-                st.mtime_ns.div_euclid(1_000_000_000),
-                st.mtime_ns.rem_euclid(1_000_000_000),
-            );
-            node.ctime = timespec(
-                st.ctime_ns.div_euclid(1_000_000_000),
-                st.ctime_ns.rem_euclid(1_000_000_000),
-            );
+            node.mtime = timespec_of(st.mtime_ns);
+            node.ctime = timespec_of(st.ctime_ns);
         }
         // The size actually read wins over a stat taken before a concurrent append.
         node.size = size;
-        let (counter, what) = if cached.is_some() {
+        // Without a parent snapshot every file is new, even one an interrupted run left in
+        // the file cache.
+        let (counter, what) = if cached.is_some() && self.has_parent {
             (&self.counters.files_changed, "changed")
         } else {
             (&self.counters.files_new, "new")
@@ -802,6 +826,7 @@ impl Archiver<'_, '_, '_> {
         let mut ids = Vec::new();
         let mut size = 0u64;
         loop {
+            self.go_on()?;
             let batch = match chunker.next_batch() {
                 Ok(Some(b)) => b,
                 Ok(None) => break,

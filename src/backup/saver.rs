@@ -12,7 +12,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::id::{BlobId, IndexId};
 use crate::repo::index::IndexedPack;
 use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder};
 use crate::repo::Repository;
@@ -21,11 +21,14 @@ use crate::repo::Repository;
 /// enough that a restore's range reads and a prune's repacking stay cheap.
 pub const DATA_PACK_SIZE: usize = 16 << 20;
 pub const TREE_PACK_SIZE: usize = 4 << 20;
-/// An index file is written every this many packs or this often, whichever comes first, so
-/// an interrupted backup keeps its uploads (the next run finds them in the index and does
-/// not send them again).
-const PACKS_PER_INDEX: usize = 64;
-const INDEX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
+// Every pack is indexed as soon as it is uploaded (a checkpoint index file), so that a
+// backup killed at any moment loses at most the packs whose index write was still under way,
+// one per uploader: the next run, from any host, finds the rest in the index and does not
+// send them again. An index write costs one small request against a 16 MiB pack's.
+/// Checkpoint files are merged into one index file (which supersedes them) at the end of the
+/// run, or once they name this many packs, so that frequent checkpoints do not leave
+/// thousands of small index files. Bounds the entries held in memory for the merge.
+const PACKS_PER_MERGE: usize = 256;
 
 #[derive(Default)]
 pub struct SaverStats {
@@ -41,12 +44,13 @@ pub struct BlobSaver<'s, 'r> {
     pending: Mutex<HashSet<BlobId>>,
     data: Mutex<PackBuilder>,
     tree: Mutex<PackBuilder>,
-    tx: Option<Sender<FinishedPack>>,
+    /// Packs for the uploaders, with whether to index each at once (all but the last ones,
+    /// which [`BlobSaver::finish`] indexes together).
+    tx: Option<Sender<(FinishedPack, bool)>>,
     /// Buffers of uploaded data packs, for the next ones.
     spare: Receiver<Vec<u8>>,
     uploaders: Vec<ScopedJoinHandle<'s, ()>>,
-    unindexed: &'r Mutex<Vec<IndexedPack>>,
-    error: &'r Mutex<Option<Error>>,
+    shared: &'r SaverShared,
     /// Counters of what was saved.
     pub stats: SaverStats,
 }
@@ -55,9 +59,14 @@ pub struct BlobSaver<'s, 'r> {
 /// One per run: what belongs to a run (its data storage class) lives here, never in the
 /// repository or the backend that several runs share.
 pub struct SaverShared {
+    /// Packs uploaded and not yet in an index file.
     unindexed: Mutex<Vec<IndexedPack>>,
+    /// Checkpoint index files of this run not merged yet, and the packs they name.
+    checkpoints: Mutex<(Vec<IndexId>, Vec<IndexedPack>)>,
+    /// Packs and bytes of this run that an index file names: what an interrupted run saved.
+    saved_packs: AtomicU64,
+    saved_bytes: AtomicU64,
     error: Mutex<Option<Error>>,
-    last_index: Mutex<std::time::Instant>,
     /// Storage class of this run's data packs (else the repository's).
     data_class: Option<String>,
 }
@@ -66,8 +75,10 @@ impl Default for SaverShared {
     fn default() -> Self {
         SaverShared {
             unindexed: Mutex::default(),
+            checkpoints: Mutex::default(),
+            saved_packs: AtomicU64::new(0),
+            saved_bytes: AtomicU64::new(0),
             error: Mutex::default(),
-            last_index: Mutex::new(std::time::Instant::now()),
             data_class: None,
         }
     }
@@ -81,10 +92,83 @@ impl SaverShared {
             ..Default::default()
         }
     }
+
+    /// An interruption, with what this run saved (once the saver has finished).
+    pub fn account(&self, e: Error) -> Error {
+        match e {
+            Error::Interrupted { .. } => Error::Interrupted {
+                packs: self.saved_packs.load(Ordering::Relaxed),
+                bytes: self.saved_bytes.load(Ordering::Relaxed),
+            },
+            e => e,
+        }
+    }
+
+    /// An uploader's pack is on the backend: index it at once. If that fails, the pack is
+    /// left for [`BlobSaver::finish`] to index.
+    fn uploaded(&self, repo: &Repository, pack: IndexedPack) -> Result<()> {
+        self.checkpoint(repo, vec![pack.clone()]).inspect_err(|_| {
+            self.unindexed.lock().unwrap().push(pack);
+        })
+    }
+
+    /// Writes an index file naming `packs` (all on the backend by now) and merges the
+    /// checkpoints when they have grown.
+    fn checkpoint(&self, repo: &Repository, packs: Vec<IndexedPack>) -> Result<()> {
+        let id = self.index(repo, packs.clone())?;
+        repo.checkpoint()?;
+        let mut c = self.checkpoints.lock().unwrap();
+        c.0.push(id);
+        c.1.extend(packs);
+        if c.1.len() >= PACKS_PER_MERGE && c.0.len() > 1 {
+            let (files, packs) = std::mem::take(&mut *c);
+            merge(repo, files, packs)?;
+        }
+        Ok(())
+    }
+
+    fn index(&self, repo: &Repository, packs: Vec<IndexedPack>) -> Result<IndexId> {
+        let counted = Saved::of(&packs);
+        let id = repo.write_index(packs)?;
+        self.add_saved(counted);
+        Ok(id)
+    }
+
+    fn add_saved(&self, s: Saved) {
+        self.saved_packs.fetch_add(s.packs, Ordering::Relaxed);
+        self.saved_bytes.fetch_add(s.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Packs and their bytes.
+#[derive(Clone, Copy)]
+struct Saved {
+    packs: u64,
+    bytes: u64,
+}
+
+impl Saved {
+    fn of(packs: &[IndexedPack]) -> Self {
+        Saved {
+            packs: packs.len() as u64,
+            bytes: packs.iter().map(|p| p.size).sum(),
+        }
+    }
+}
+
+/// One index file for the packs of checkpoint files, which it supersedes and which go once
+/// it is durable (write order: the merged file first, deletions after).
+fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<()> {
+    repo.write_index_superseding(packs, &files)?;
+    for id in &files {
+        repo.delete_index_file(id)?;
+    }
+    Ok(())
 }
 
 impl<'s, 'r: 's> BlobSaver<'s, 'r> {
-    /// A saver whose uploads run on `scope` with `uploaders` in flight.
+    /// A saver whose uploads run on `scope` with `uploaders` in flight (0: as many as the
+    /// backend likes).
     pub fn new<'e>(
         repo: &'r Repository,
         shared: &'r SaverShared,
@@ -94,41 +178,32 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     where
         'r: 'e,
     {
+        let uploaders = match uploaders {
+            0 => repo.upload_concurrency(),
+            n => n,
+        };
         // A finished pack is handed straight to an idle uploader (or its sender waits): peak
         // memory is the open pack plus one per uploader. Filling packs is slower than writing
         // them, so a queue would only hold memory.
-        let (tx, rx) = bounded::<FinishedPack>(0);
+        let (tx, rx) = bounded::<(FinishedPack, bool)>(0);
         let (spare_tx, spare_rx) = bounded::<Vec<u8>>(uploaders.max(1) + 2);
         let handles = (0..uploaders.max(1))
             .map(|_| {
                 let rx = rx.clone();
                 let spare_tx = spare_tx.clone();
                 scope.spawn(move || {
-                    for pack in rx {
+                    for (pack, checkpoint) in rx {
                         let result = repo.write_pack(&pack, shared.data_class.as_deref());
                         if pack.kind == BlobKind::Data {
                             // Full means enough spares already: then this one is freed.
                             let _ = spare_tx.try_send(pack.bytes);
                         }
-                        let result = result.and_then(|indexed| {
-                            let full = {
-                                let mut u = shared.unindexed.lock().unwrap();
-                                u.push(indexed);
-                                let mut last = shared.last_index.lock().unwrap();
-                                let due =
-                                    u.len() >= PACKS_PER_INDEX || last.elapsed() >= INDEX_INTERVAL;
-                                if due {
-                                    *last = std::time::Instant::now();
-                                }
-                                due.then(|| std::mem::take(&mut *u))
-                            };
-                            match full {
-                                // Packs above are on the backend: naming them is now safe.
-                                Some(packs) => {
-                                    repo.write_index(packs)?;
-                                    repo.checkpoint()
-                                }
-                                None => Ok(()),
+                        // Only a pack that is on the backend is ever named by an index file.
+                        let result = result.and_then(|indexed| match checkpoint {
+                            true => shared.uploaded(repo, indexed),
+                            false => {
+                                shared.unindexed.lock().unwrap().push(indexed);
+                                Ok(())
                             }
                         });
                         if let Err(e) = result {
@@ -150,8 +225,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             tx: Some(tx),
             spare: spare_rx,
             uploaders: handles,
-            unindexed: &shared.unindexed,
-            error: &shared.error,
+            shared,
             stats: SaverStats::default(),
         }
     }
@@ -176,7 +250,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Stores a blob unless the repository has it; returns whether it was new.
     pub fn save(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
-        if let Some(e) = self.error.lock().unwrap().take() {
+        if let Some(e) = self.shared.error.lock().unwrap().take() {
             return Err(e);
         }
         if !self.claim(&id)? {
@@ -206,42 +280,65 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             })
         };
         if let Some(b) = full {
-            self.send(b)?;
+            self.send(b, true)?;
         }
         Ok(true)
     }
 
-    fn send(&self, builder: PackBuilder) -> Result<()> {
+    fn send(&self, builder: PackBuilder, checkpoint: bool) -> Result<()> {
         let pack = self.repo.finish_pack(builder);
         self.tx
             .as_ref()
             .expect("sender lives until finish")
-            .send(pack)
+            .send((pack, checkpoint))
             .map_err(|_| Error::Internal("pack uploader stopped".into()))
     }
 
-    /// Flushes partial packs, waits for every upload, and writes the last index file.
-    /// After this returns Ok, every blob saved is on the backend and in an index file.
+    /// Flushes partial packs, waits for every upload, and writes the last index file,
+    /// merging this run's checkpoints into it. After this returns Ok, every blob saved is on
+    /// the backend and in an index file. On an error, what did reach the backend is still
+    /// indexed, so that the next run does not upload it again.
     pub fn finish(mut self) -> Result<()> {
+        let mut first_error = None;
         for (b, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
             let builder = std::mem::replace(&mut *b.lock().unwrap(), PackBuilder::new(kind));
             if !builder.is_empty() {
-                self.send(builder)?;
+                if let Err(e) = self.send(builder, false) {
+                    first_error.get_or_insert(e);
+                }
             }
         }
         drop(self.tx.take());
         for h in self.uploaders.drain(..) {
             if h.join().is_err() {
-                return Err(Error::Internal("a pack uploader panicked".into()));
+                first_error.get_or_insert(Error::Internal("a pack uploader panicked".into()));
             }
         }
-        if let Some(e) = self.error.lock().unwrap().take() {
+        if let Some(e) = self.shared.error.lock().unwrap().take() {
+            first_error.get_or_insert(e);
+        }
+        let rest = std::mem::take(&mut *self.shared.unindexed.lock().unwrap());
+        if let Some(e) = first_error {
+            if !rest.is_empty() {
+                let _ = self.shared.index(self.repo, rest);
+            }
             return Err(e);
         }
-        let rest = std::mem::take(&mut *self.unindexed.lock().unwrap());
-        if !rest.is_empty() {
-            self.repo.write_index(rest)?;
+        let (files, mut packs) = std::mem::take(&mut *self.shared.checkpoints.lock().unwrap());
+        if rest.is_empty() {
+            return match files.len() {
+                0 | 1 => Ok(()),
+                _ => merge(self.repo, files, packs),
+            };
         }
+        if files.is_empty() {
+            return self.shared.index(self.repo, rest).map(|_| ());
+        }
+        // The last packs go into the merged file with the checkpoints' packs.
+        let counted = Saved::of(&rest);
+        packs.extend(rest);
+        merge(self.repo, files, packs)?;
+        self.shared.add_saved(counted);
         Ok(())
     }
 }

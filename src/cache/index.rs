@@ -39,6 +39,15 @@ impl BlobIndex<'_> {
             .collect())
     }
 
+    /// Forgets that an index file was read, keeping its entries (another file has them).
+    pub fn forget_file(&self, id: &IndexId) -> Result<()> {
+        self.0
+            .lock()
+            .execute("DELETE FROM index_files WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.0.err(e))
+    }
+
     /// Forgets the whole blob index (before a rebuild).
     pub fn clear(&self) -> Result<()> {
         self.0

@@ -1,5 +1,7 @@
 use chrono::{DateTime, FixedOffset};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use super::exit;
 use anyhow::{anyhow, Context};
@@ -150,6 +152,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     };
     let excludes = check_jobs(&jobs)?;
     let repo = global.open()?;
+    let stop = stop_on_signals()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
     if args.stdin {
@@ -164,6 +167,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             time,
             uploaders: args.uploads,
             data_storage_class: args.data_storage_class.clone(),
+            cancel: Some(&stop),
             ..Default::default()
         };
         let (v, c) = one(global, &repo, opts)?;
@@ -181,6 +185,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             time,
             uploaders: args.uploads,
             data_storage_class: job.class,
+            cancel: Some(&stop),
         };
         if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
             println!("== set {set}");
@@ -197,6 +202,20 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// A flag SIGINT and SIGTERM set: the backup then stops reading, saves and indexes what it
+/// uploaded, and exits 130 naming it. A second signal ends the process at once (what was
+/// indexed by then stays saved).
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// `--time`, refused in the future unless forced.

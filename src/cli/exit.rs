@@ -9,12 +9,15 @@ pub const PARTIAL: i32 = 3;
 pub const NO_REPOSITORY: i32 = 10;
 pub const LOCKED: i32 = 11;
 pub const WRONG_PASSWORD: i32 = 12;
+/// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: i32 = 130;
 
 pub fn code_of(e: &Error) -> i32 {
     match e {
         Error::NoRepository(_) => NO_REPOSITORY,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         Error::Locked(_) => LOCKED,
+        Error::Interrupted { .. } => INTERRUPTED,
         _ => FAILURE,
     }
 }

@@ -711,15 +711,33 @@ impl Repository {
     }
 
     pub(crate) fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
+        self.write_index_superseding(packs, &[])
+    }
+
+    /// An index file naming `packs` that includes, and so may replace, the index files
+    /// `supersedes` (format-spec §7).
+    pub(crate) fn write_index_superseding(
+        &self,
+        packs: Vec<IndexedPack>,
+        supersedes: &[IndexId],
+    ) -> Result<IndexId> {
         let file = IndexFile {
             version: FORMAT_VERSION,
-            supersedes: Vec::new(),
+            supersedes: supersedes.to_vec(),
             packs,
             obsolete: Vec::new(),
         };
         let id = IndexId(self.save_file(FileKind::Index, &file)?);
         self.cache.index().add_file(&id, &file)?;
         Ok(id)
+    }
+
+    /// Deletes an index file that a durable one supersedes. The cache forgets the file but
+    /// keeps its entries (the superseding file has them), so the next open does not take
+    /// the deletion for a prune's and rebuild the whole index.
+    pub(crate) fn delete_index_file(&self, id: &IndexId) -> Result<()> {
+        self.backend.delete(FileKind::Index, &id.to_hex())?;
+        self.cache.index().forget_file(id)
     }
 
     /// Uploads a finished pack; the caller must get it into an index file afterwards.

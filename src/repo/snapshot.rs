@@ -84,13 +84,7 @@ impl Snapshot {
 
     /// The line of snapshots this one continues.
     pub fn lineage(&self) -> Lineage {
-        match &self.set {
-            Some(set) => Lineage::Set(set.clone()),
-            None => Lineage::HostPaths {
-                host: self.host.clone(),
-                paths: self.paths.clone(),
-            },
-        }
+        Lineage::of(self.set.as_deref(), &self.host, &self.paths)
     }
 }
 
@@ -110,6 +104,17 @@ pub enum Lineage {
 }
 
 impl Lineage {
+    /// The lineage of a backup of `paths` on `host`, in `set` if it has one.
+    pub fn of(set: Option<&str>, host: &str, paths: &[String]) -> Self {
+        match set {
+            Some(set) => Lineage::Set(set.to_string()),
+            None => Lineage::HostPaths {
+                host: host.to_string(),
+                paths: paths.to_vec(),
+            },
+        }
+    }
+
     /// The key the local cache keeps this lineage's state under (its file cache and last
     /// snapshot); caches written before keep working.
     pub fn cache_key(&self) -> String {
