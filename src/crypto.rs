@@ -172,10 +172,34 @@ impl KdfParams {
         }
     }
 
-    pub(crate) fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
+    /// Refuses parameters beyond any strata writes: anyone who can add a file to the
+    /// repository can add a key file, and opening tries every key file, so a crafted one
+    /// must not make it allocate gigabytes or derive for hours.
+    pub(crate) fn check_bounds(&self) -> Result<()> {
+        const MAX_MEMORY_KIB: u32 = 4 << 20;
+        const MAX_ITERATIONS: u32 = 100;
+        const MAX_PARALLELISM: u32 = 64;
         if self.algorithm != "argon2id" {
             return Err(Error::UnsupportedKdf(self.algorithm.clone()));
         }
+        if self.memory_kib > MAX_MEMORY_KIB
+            || self.iterations > MAX_ITERATIONS
+            || self.parallelism > MAX_PARALLELISM
+            || self.salt.len() > 1024
+        {
+            return Err(Error::corrupt(
+                "key file",
+                format!(
+                    "Argon2id parameters beyond any strata writes (m={} KiB, t={}, p={})",
+                    self.memory_kib, self.iterations, self.parallelism
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn derive(&self, password: &[u8]) -> Result<[u8; 32]> {
+        self.check_bounds()?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|e| Error::corrupt("key file", format!("bad Argon2id parameters: {e}")))?;
         let mut out = [0u8; 32];
@@ -222,6 +246,18 @@ mod tests {
         assert!(MasterKey::generate()
             .open(&key.seal(b"x", b""), b"")
             .is_none());
+    }
+
+    #[test]
+    fn a_crafted_key_file_cannot_make_opening_allocate_or_spin() {
+        let mut kdf = KdfParams::generate(&KdfCost::INSECURE_FOR_TESTS);
+        kdf.memory_kib = u32::MAX;
+        let started = std::time::Instant::now();
+        assert!(matches!(kdf.derive(b"pw"), Err(Error::Corrupt { .. })));
+        kdf.memory_kib = 64;
+        kdf.iterations = u32::MAX;
+        assert!(matches!(kdf.derive(b"pw"), Err(Error::Corrupt { .. })));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

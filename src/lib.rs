@@ -73,6 +73,7 @@ mod cache;
 mod chunker;
 mod crypto;
 mod error;
+mod fuzz;
 mod id;
 mod progress;
 mod repo;
@@ -100,6 +101,7 @@ pub mod internals {
     pub use crate::cache::{BlobLocation, Cache};
     pub use crate::chunker::Chunker;
     pub use crate::crypto::MasterKey;
+    pub use crate::fuzz::{target as fuzz_target, TARGETS as FUZZ_TARGETS};
     pub use crate::repo::index::{IndexFile, IndexedPack};
     pub use crate::repo::pack::{open_blob, BlobEntry, Compression, PackBuilder, SealedBlob};
     pub use crate::util::hostname;

@@ -157,7 +157,40 @@ fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// No blob strata writes is larger: chunks are at most 16 MiB, and a tree this size would
+/// hold millions of entries. A larger length in an index entry is damage (or a crafted
+/// repository), refused before anything is allocated for it.
+const MAX_BLOB_LEN: usize = 1 << 30;
+/// Up to this length the output buffer is allocated at once (every data chunk); a longer
+/// blob (a huge tree) grows with what actually decompresses, not with what its entry claims.
+const PREALLOCATE_MAX: usize = 16 << 20;
+
+/// Decompresses a blob that must come out `raw_length` bytes long.
+pub(crate) fn decompress_checked(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
+    let out = decompress(frame, raw_length)?;
+    if out.len() != raw_length {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, not the {raw_length} of its entry",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 fn decompress(frame: &[u8], raw_length: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    if raw_length > MAX_BLOB_LEN {
+        return Err(std::io::Error::other(format!(
+            "claims {raw_length} bytes, more than any blob"
+        )));
+    }
+    if raw_length > PREALLOCATE_MAX {
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::with_buffer(frame)?
+            .take(raw_length as u64 + 1)
+            .read_to_end(&mut out)?;
+        return Ok(out);
+    }
     DECOMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {

@@ -1,0 +1,6 @@
+//! Fuzz target: the `zstd_blob` decoder (see strata's src/fuzz.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    strata::internals::fuzz_target("zstd_blob").expect("a target of src/fuzz.rs")(data);
+});
