@@ -862,8 +862,9 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Items 9 and 15: a backup onto a full disk fails without leaving temporaries; a restore
-/// onto one reports each cause once with a count, not thousands of identical lines.
+/// Items 9 and 15: a backup onto a full disk fails without leaving temporaries, leaves a
+/// repository that checks clean, and completes once there is room; a restore onto a full
+/// disk reports each cause once with a count, not thousands of identical lines, and exits 1.
 #[test]
 fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
     let env = &Env::local();
@@ -885,6 +886,19 @@ fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
         .filter(|p| p.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // What the full disk left is sound; with room again, the rerun completes.
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(env.path("repo"))
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let v = env.backup(&[src.to_str().unwrap()]);
+    assert_eq!(v["files_new"], 60);
+    env.assert_read_data_clean();
+    env.restore_latest_verified("r-after-full");
 
     // A restore target too small for the snapshot.
     let env = &Env::local();
