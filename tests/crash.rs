@@ -252,4 +252,77 @@ fn commands_killed_at_random_moments_lose_nothing(env: &Env) {
     );
 }
 
-conformance!(commands_killed_at_random_moments_lose_nothing);
+/// Bytes of the data packs in the repository.
+fn data_bytes(env: &Env) -> u64 {
+    env.objects("data").iter().map(|(_, n)| n).sum()
+}
+
+/// A first backup killed at a random moment, then run again: the rerun uploads what the
+/// first run had not, plus at most the packs whose index write was under way. Size and
+/// trials from `STRATA_TORTURE_RESUME_MIB` (128 here; 1024 in `tools/torture`, where the
+/// excess must stay within 5% of the backup) and `STRATA_TORTURE_RESUME_TRIALS` (2).
+fn a_killed_first_backup_resumes_without_uploading_again(env: &Env) {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (mib, trials) = (
+        var("STRATA_TORTURE_RESUME_MIB", 128),
+        var("STRATA_TORTURE_RESUME_TRIALS", 2),
+    );
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..mib / 8 {
+        fs::write(src.join(format!("f{i:04}")), noise(8 << 20, 9000 + i)).unwrap();
+    }
+    let s = src.to_str().unwrap();
+    // The whole backup, uninterrupted, for its size and duration.
+    let whole = Env::local();
+    whole.init();
+    let started = std::time::Instant::now();
+    whole.backup(&[s]);
+    let (total, took) = (data_bytes(&whole), started.elapsed());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(mib);
+    let mut worst = 0f64;
+    for trial in 0..trials {
+        let env = if env.s3 {
+            Env::s3().unwrap()
+        } else {
+            Env::local()
+        };
+        env.init();
+        let delay = took.mul_f64(rng.gen_range(0.1..0.9));
+        let killed = run_killed(&env, &["backup".into(), "-q".into(), s.into()], delay);
+        let up = data_bytes(&env);
+        env.backup(&[s]);
+        let rerun = data_bytes(&env) - up;
+        let not_yet = total.saturating_sub(up);
+        let excess = rerun.saturating_sub(not_yet);
+        worst = worst.max(excess as f64 / total as f64);
+        // One pack per upload in flight (two), each at most 16 MiB and a chunk.
+        assert!(
+            excess <= 2 * (17 << 20),
+            "trial {trial} (killed {killed} after {delay:?}): {up} of {total} bytes were up; \
+             the rerun uploaded {rerun}, {excess} more than was missing"
+        );
+        if mib >= 1024 {
+            assert!(
+                excess * 20 <= total,
+                "{excess} bytes uploaded twice of {total}"
+            );
+        }
+        env.assert_read_data_clean();
+    }
+    let backend = if env.s3 { "s3" } else { "local" };
+    eprintln!(
+        "TORTURE resume backend={backend} mib={mib} trials={trials} worst_excess_pct={:.2}",
+        worst * 100.0
+    );
+}
+
+conformance!(
+    commands_killed_at_random_moments_lose_nothing,
+    a_killed_first_backup_resumes_without_uploading_again
+);

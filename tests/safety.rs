@@ -440,6 +440,7 @@ fn restoring_a_symlink_then_a_directory_of_the_same_name_stays_inside() {
         fs::read_to_string(restored(&target, &src).join("x/evil")).unwrap(),
         "evil"
     );
+    eprintln!("TORTURE hostile case=symlink-then-directory handled=1");
 }
 
 /// Item 11: repository and cache files are the owner's alone, whatever the umask.
@@ -1090,4 +1091,5 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("ok.txt")]);
+    eprintln!("TORTURE hostile case=crafted-tree-names handled=4");
 }

@@ -300,10 +300,14 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     /// indexed, so that the next run does not upload it again.
     pub fn finish(mut self) -> Result<()> {
         let mut first_error = None;
+        // The last packs of a long run are indexed at once too, like every pack before them
+        // (a kill now would lose them); those of a short run (an hourly backup's one or two)
+        // only in the run's one index file, saving requests where little is at stake.
+        let long_run = !self.shared.checkpoints.lock().unwrap().0.is_empty();
         for (b, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
             let builder = std::mem::replace(&mut *b.lock().unwrap(), PackBuilder::new(kind));
             if !builder.is_empty() {
-                if let Err(e) = self.send(builder, false) {
+                if let Err(e) = self.send(builder, long_run) {
                     first_error.get_or_insert(e);
                 }
             }
