@@ -604,3 +604,93 @@ fn a_backup_asked_to_stop_saves_what_it_uploaded() {
     assert!(lab.backend.count(Op::Write, Some(FileKind::Data)) > before);
     lab.assert_sound(&[(report.snapshot.time, files)]);
 }
+
+/// A password change that fails at its write or at its delete (the two operations it
+/// makes, in that order): the repository opens with the old password or the new one, never
+/// with neither, and the change done again completes.
+#[test]
+fn a_password_change_that_fails_anywhere_locks_nobody_out() {
+    for (op, fault) in [
+        (Op::Write, Fault::Fail),
+        (Op::Write, Fault::FailAfterWrite),
+        (Op::Delete, Fault::Fail),
+        (Op::Delete, Fault::FailAfterWrite),
+    ] {
+        let lab = Lab::new();
+        let repo = lab.open("a");
+        lab.backend
+            .inject(op, Some(FileKind::Key), 1, fault.clone());
+        assert!(
+            repo.change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
+                .is_err(),
+            "{op:?} {fault:?}"
+        );
+        lab.backend.heal();
+        let opens = |pw: &[u8]| {
+            Repository::open(lab.backend.clone(), pw, &lab.dir.path().join("c2")).is_ok()
+        };
+        assert!(
+            opens(PASSWORD) || opens(b"new"),
+            "{op:?} {fault:?}: locked out"
+        );
+        // Done again with whichever password opens it, the change completes.
+        let (pw, again): (&[u8], bool) = if opens(PASSWORD) {
+            (PASSWORD, true)
+        } else {
+            (b"new", false)
+        };
+        let repo = Repository::open(lab.backend.clone(), pw, &lab.dir.path().join("c3")).unwrap();
+        if again {
+            repo.change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
+                .unwrap();
+        }
+        assert!(opens(b"new"));
+    }
+}
+
+/// A forget that fails at any of its snapshot deletions removes some snapshots and keeps
+/// the rest whole; done again it completes.
+#[test]
+fn a_forget_that_fails_at_any_delete_leaves_the_rest_whole() {
+    use strata::retention::{self, ForgetJob, Policy};
+    for nth in 1..=3 {
+        let lab = Lab::new();
+        let repo = lab.open("a");
+        let mut expected = Vec::new();
+        for seed in 1..=4 {
+            let files = write_files(&lab.src(), seed);
+            expected.push((lab.backup(&repo).unwrap().snapshot.time, files));
+        }
+        let job = ForgetJob {
+            set: None,
+            policy: Policy {
+                last: 1,
+                ..Default::default()
+            },
+        };
+        lab.backend
+            .inject(Op::Delete, Some(FileKind::Snapshot), nth, Fault::Fail);
+        let filter = strata::SnapshotFilter::default();
+        assert!(retention::forget(&repo, std::slice::from_ref(&job), &filter, false).is_err());
+        lab.backend.heal();
+        let left: Vec<String> = lab
+            .fresh()
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|(_, s)| s.time)
+            .collect();
+        assert_eq!(left.len(), 4 - (nth as usize - 1), "delete {nth} failed");
+        lab.assert_sound(
+            &expected
+                .iter()
+                .filter(|(t, _)| left.contains(t))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let repo = lab.fresh();
+        retention::forget(&repo, &[job], &filter, false).unwrap();
+        assert_eq!(repo.snapshots().unwrap().len(), 1);
+        lab.assert_sound(&expected[3..]);
+    }
+}

@@ -1011,6 +1011,7 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
     use strata::{Snapshot, Summary};
     let env = &Env::local();
     env.init();
+    fs::create_dir_all(env.path("abs")).unwrap();
     let repo = open_repo(env);
     let shared = SaverShared::default();
     let tx = repo.transaction().unwrap();
@@ -1041,8 +1042,23 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         let mut dot = Node::new(b".".to_vec(), NodeKind::Dir);
         dot.mode = 0o755;
         dot.subtree = Some(inner);
+        // A symlink out of the target and a directory of the same name beneath which a
+        // file is to be written: whichever comes first, nothing goes through the link.
+        let mut link = Node::new(b"x".to_vec(), NodeKind::Symlink);
+        link.target = Some(env.path("abs").to_str().unwrap().as_bytes().to_vec());
+        let mut through = Node::new(b"x".to_vec(), NodeKind::Dir);
+        through.mode = 0o755;
+        through.subtree = Some(inner);
         let root = save_tree(Tree {
-            entries: vec![file(b""), up, dot, file(b"../../outside"), file(b"ok.txt")],
+            entries: vec![
+                file(b""),
+                up,
+                dot,
+                file(b"../../outside"),
+                file(b"ok.txt"),
+                link,
+                through,
+            ],
         });
         saver.finish().unwrap();
         root
@@ -1083,13 +1099,18 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         "outside",
         "deep/outside",
         "deep/t/evil",
+        "abs/evil",
     ] {
         assert!(!env.path(p).exists(), "{p} was written");
     }
-    let entries: Vec<_> = fs::read_dir(&target)
+    let mut entries: Vec<_> = fs::read_dir(&target)
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(entries, vec![std::ffi::OsString::from("ok.txt")]);
-    eprintln!("TORTURE hostile case=crafted-tree-names handled=4");
+    entries.sort();
+    assert_eq!(
+        entries,
+        vec![std::ffi::OsString::from("ok.txt"), "x".into()]
+    );
+    eprintln!("TORTURE hostile case=crafted-tree-names handled=5");
 }
