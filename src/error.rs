@@ -101,7 +101,10 @@ pub enum Error {
     UnsupportedVersion(u32),
 
     /// Something asked for is not in the repository.
-    #[error("{what} not found in the repository")]
+    #[error("{}", match what {
+        Missing::Path(p) => format!("{} does not exist in the snapshot", p.display()),
+        what => format!("{what} not found in the repository"),
+    })]
     NotFound {
         /// What was not found.
         what: Missing,
@@ -256,6 +259,18 @@ pub enum Error {
         at: String,
         /// The oldest candidate: short id and time.
         oldest: Option<(String, String)>,
+    },
+
+    /// `latest` or a time picks one snapshot per lineage, and the filters left several
+    /// lineages (backup sets, or hosts and paths) where one snapshot is needed.
+    #[error(
+        "the snapshots selected belong to {} lineages: {}; pick one with --set NAME (or \
+         --host and --path), or name a snapshot by id; restore --all-sets restores each",
+        lineages.len(), lineages.join("; ")
+    )]
+    SeveralLineages {
+        /// Each lineage, with the snapshot it would give.
+        lineages: Vec<String>,
     },
 
     /// A path in a snapshot that is not a regular file where one is needed (`cat`).

@@ -88,7 +88,9 @@ pub use progress::{NoProgress, Progress};
 pub use repo::config::Config;
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;
-pub use repo::snapshot::{select_at, Lineage, Repaired, Snapshot, SnapshotFilter, Summary};
+pub use repo::snapshot::{
+    select_at, select_per_lineage, Lineage, Repaired, Snapshot, SnapshotFilter, Summary,
+};
 pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 pub use repo::{Repository, WarningSink};
 

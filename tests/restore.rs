@@ -120,7 +120,24 @@ fn restore_at_a_duration_ago_and_with_filters(env: &Env) {
         env.ok(&a);
         fs::read_to_string(restored(&target, &src).join("f")).unwrap()
     };
-    assert_eq!(read(&["--at", "1h"]), "ninety minutes ago, other host");
+    // Two hosts had a snapshot an hour ago: which one is the operator's choice.
+    let out = env.run(&[
+        "restore",
+        "--target",
+        env.path("x").to_str().unwrap(),
+        "--at",
+        "1h",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("host alpha") && stderr(&out).contains("host beta"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        read(&["--at", "1h", "--host", "beta"]),
+        "ninety minutes ago, other host"
+    );
     assert_eq!(read(&["--at", "1h", "--host", "alpha"]), "three hours ago");
     assert_eq!(read(&["--at", "1m", "--tag", "hourly"]), "ten minutes ago");
     assert_eq!(read(&["--at", "2h"]), "three hours ago");

@@ -74,7 +74,18 @@ fn prune_racing_a_backup_leaves_its_snapshot_restorable(env: &Env) {
     // repository stays whole.
     env.ok(&["prune", "--grace", "0s"]);
     env.assert_read_data_clean();
-    env.restore_latest_verified("r3");
+    for host in ["b", "c"] {
+        let t = env.path(&format!("r3-{host}"));
+        env.ok(&[
+            "restore",
+            "latest",
+            "--host",
+            host,
+            "--target",
+            t.to_str().unwrap(),
+            "--verify",
+        ]);
+    }
 }
 
 /// Item 1, repacking: a repacked pack is marked in the new index (one grace period, not

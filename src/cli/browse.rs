@@ -5,6 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::exit;
+use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use strata::walk;
@@ -25,6 +26,9 @@ pub struct FilterArgs {
     /// Only snapshots that include this path (repeatable).
     #[arg(long = "path")]
     pub paths: Vec<String>,
+    /// Only snapshots of this backup set (repeatable).
+    #[arg(long = "set", id = "filter_set", value_name = "SET")]
+    pub sets: Vec<String>,
 }
 
 impl FilterArgs {
@@ -33,7 +37,7 @@ impl FilterArgs {
             hosts: self.hosts.clone(),
             tags: self.tags.clone(),
             paths: self.paths.clone(),
-            sets: Vec::new(),
+            sets: self.sets.clone(),
         }
     }
 }
@@ -42,6 +46,22 @@ impl FilterArgs {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     filter: FilterArgs,
+    /// Only the newest N of each lineage (set, else host and paths).
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
+}
+
+/// Which snapshot a command looked in, for its errors: id, time and set.
+pub fn in_snapshot(id: &strata::SnapshotId, s: &Snapshot) -> String {
+    format!(
+        "in snapshot {} ({}{})",
+        id.short(),
+        s.time,
+        s.set
+            .as_ref()
+            .map(|set| format!(", set {set}"))
+            .unwrap_or_default()
+    )
 }
 
 pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
@@ -62,11 +82,22 @@ pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
 pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let f = args.filter.filter();
-    let list: Vec<_> = repo
+    let mut list: Vec<_> = repo
         .snapshots()?
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();
+    if let Some(n) = args.latest {
+        // Newest last in the listing: keep each lineage's last n.
+        let mut seen: std::collections::HashMap<strata::Lineage, usize> = Default::default();
+        list.reverse();
+        list.retain(|(_, s)| {
+            let count = seen.entry(s.lineage()).or_default();
+            *count += 1;
+            *count <= n
+        });
+        list.reverse();
+    }
     if global.json {
         let v: Vec<_> = list
             .iter()
@@ -76,16 +107,17 @@ pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  paths",
-        "id", "time", "host", "tags", "added"
+        "{:<8}  {:<25}  {:<10}  {:<12}  {:<12}  {:>10}  paths",
+        "id", "time", "set", "host", "tags", "added"
     );
     for (id, s) in &list {
         println!(
-            "{:<8}  {:<25}  {:<12}  {:<12}  {:>10}  {}",
+            "{:<8}  {:<25}  {:<10}  {:<12}  {:<12}  {:>10}  {}",
             id.short(),
             s.datetime()
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
                 .unwrap_or_else(|| s.time.clone()),
+            output::plain(s.set.as_deref().unwrap_or("-")),
             output::plain(&s.host),
             output::plain(&s.tags.join(",")),
             output::bytes(s.summary.bytes_stored),
@@ -100,10 +132,13 @@ pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id, unique id prefix, or "latest".
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the one lineage the
+    /// filters leave).
     snapshot: String,
     /// Only below this path of the snapshot.
     path: Option<PathBuf>,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 fn kind_char(k: NodeKind) -> char {
@@ -148,7 +183,7 @@ pub fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
 
 pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
     let base = args.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut json_items = Vec::new();
@@ -175,7 +210,8 @@ pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
         }
         Ok(())
     };
-    let root = match walk::lookup(&repo, &snap.tree, &base)? {
+    let found = walk::lookup(&repo, &snap.tree, &base).with_context(|| in_snapshot(&id, &snap))?;
+    let root = match found {
         None => Some(snap.tree),
         Some(node) => {
             emit(&base, &node, &mut out)?;
@@ -203,17 +239,21 @@ pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Snapshot id, unique id prefix, or "latest".
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the one lineage the
+    /// filters leave).
     snapshot: String,
     /// Absolute path of a file in the snapshot.
     path: PathBuf,
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (_, snap) = repo.find_snapshot(&args.snapshot)?;
+    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
     let mut out = std::io::stdout().lock();
-    strata::restore::cat_file(&repo, &snap, &args.path, &mut out)?;
+    strata::restore::cat_file(&repo, &snap, &args.path, &mut out)
+        .with_context(|| in_snapshot(&id, &snap))?;
     out.flush()?;
     Ok(exit::OK)
 }

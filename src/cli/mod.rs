@@ -295,3 +295,14 @@ pub fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
     }
     Ok(p.into_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's arguments are consistent (unique names, valid relations): clap
+    /// checks only when a command is parsed, so a clash would otherwise first show in use.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

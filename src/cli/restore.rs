@@ -5,17 +5,18 @@ use anyhow::anyhow;
 use clap::Args;
 use strata::patterns::Patterns;
 use strata::restore::{self, RestoreOptions};
-use strata::select_at;
 use strata::timespec;
+use strata::{select_at, select_per_lineage};
 
-use super::browse::FilterArgs;
+use super::browse::{in_snapshot, FilterArgs};
 use super::output::{self, Bar};
 use super::Global;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id, unique id prefix, or "latest" (or use --at).
-    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the one lineage the filters
+    /// leave; or use --at).
+    #[arg(required_unless_present_any = ["at", "all_sets"], conflicts_with = "at")]
     snapshot: Option<String>,
     /// Restore the newest snapshot taken at or before this time (RFC 3339,
     /// "YYYY-MM-DD HH:MM[:SS]" local time, or a duration ago such as 90m, 2h, 3d).
@@ -36,20 +37,39 @@ pub struct RestoreArgs {
     /// Read, decrypt and verify everything, but write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// With --at or "latest": restore the chosen snapshot of every backup set (and of every
+    /// host and paths without a set) into the target, the whole service as of one moment.
+    #[arg(long)]
+    all_sets: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
 
 pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (id, snap) = match (&args.snapshot, &args.at) {
-        (_, Some(at)) => {
-            let t =
-                timespec::parse_instant(at, timespec::now()).map_err(|e| anyhow!("--at: {e}"))?;
-            select_at(repo.snapshots()?, t, &args.filter.filter())?
+    let filter = args.filter.filter();
+    let at = args
+        .at
+        .as_deref()
+        .map(|at| timespec::parse_instant(at, timespec::now()))
+        .transpose()
+        .map_err(|e| anyhow!("--at: {e}"))?;
+    let picks = match (&args.snapshot, args.all_sets) {
+        (Some(s), true) if s != "latest" => {
+            return Err(anyhow!(
+                "--all-sets picks one snapshot per set: give --at or \"latest\", not {s}"
+            ))
         }
-        (Some(s), None) => repo.find_snapshot_in(s, &args.filter.filter())?,
-        (None, None) => unreachable!("clap requires one"),
+        (_, true) => {
+            let picks = select_per_lineage(repo.snapshots()?, at, &filter);
+            if picks.is_empty() {
+                // The same error a single pick gives: what is missing, and the oldest.
+                select_at(repo.snapshots()?, at, &filter)?;
+            }
+            picks.into_iter().map(|(_, id, s)| (id, s)).collect()
+        }
+        (Some(s), false) if at.is_none() => vec![repo.find_snapshot_in(s, &filter)?],
+        _ => vec![select_at(repo.snapshots()?, at, &filter)?],
     };
     let opts = RestoreOptions {
         target: args.target.clone(),
@@ -58,34 +78,63 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         verify: args.verify,
         dry_run: args.dry_run,
     };
+    let mut code = exit::OK;
+    let mut results = Vec::new();
+    for (id, snap) in &picks {
+        let (c, json) = one(global, &repo, (id, snap), &opts, &args)?;
+        code = code.max(c);
+        results.push(json);
+    }
+    if global.json {
+        match results.len() {
+            1 => output::print_json(&results[0]),
+            _ => output::print_json(&serde_json::Value::Array(results)),
+        }
+    }
+    Ok(code)
+}
+
+/// Restores one snapshot and reports it; returns the exit code and the JSON report.
+fn one(
+    global: &Global,
+    repo: &strata::Repository,
+    (id, snap): (&strata::SnapshotId, &strata::Snapshot),
+    opts: &RestoreOptions,
+    args: &RestoreArgs,
+) -> anyhow::Result<(i32, serde_json::Value)> {
     if !global.quiet && !global.json {
         eprintln!(
-            "restoring snapshot {} from {} to {}",
+            "restoring snapshot {}{} from {} to {}",
             id.short(),
+            snap.set
+                .as_ref()
+                .map(|s| format!(" of set {s}"))
+                .unwrap_or_default(),
             snap.time,
             args.target.display()
         );
     }
     let bar = Bar::new(global.show_progress(), true, "restore");
-    let report = restore::run(&repo, &snap, &opts, &bar)?;
+    let report = restore::run(repo, snap, opts, &bar)?;
     bar.finish();
     print_errors(&report.errors);
-    if global.json {
-        #[derive(serde::Serialize)]
-        struct Restored<'a> {
-            snapshot_id: strata::SnapshotId,
-            time: &'a str,
-            dry_run: bool,
-            #[serde(flatten)]
-            report: &'a restore::RestoreReport,
-        }
-        output::print_json(&Restored {
-            snapshot_id: id,
-            time: &snap.time,
-            dry_run: args.dry_run,
-            report: &report,
-        });
-    } else if !global.quiet {
+    #[derive(serde::Serialize)]
+    struct Restored<'a> {
+        snapshot_id: strata::SnapshotId,
+        time: &'a str,
+        set: &'a Option<String>,
+        dry_run: bool,
+        #[serde(flatten)]
+        report: &'a restore::RestoreReport,
+    }
+    let json = serde_json::to_value(Restored {
+        snapshot_id: *id,
+        time: &snap.time,
+        set: &snap.set,
+        dry_run: args.dry_run,
+        report: &report,
+    })?;
+    if !global.quiet && !global.json {
         println!(
             "{} {} files, {} dirs, {} others, {}{}",
             if args.dry_run {
@@ -115,9 +164,18 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
                 " (renamed with the suffix .strata-damaged)"
             }
         );
-        return Ok(exit::FAILURE);
+        return Ok((exit::FAILURE, json));
     }
-    Ok(exit::OK)
+    // An empty restore during an incident must not pass for a success.
+    if !args.includes.is_empty() && report.files + report.other == 0 {
+        eprintln!(
+            "error: nothing matched --include {} {}: nothing restored",
+            output::plain(&args.includes.join(" --include ")),
+            in_snapshot(id, snap)
+        );
+        return Ok((exit::FAILURE, json));
+    }
+    Ok((exit::OK, json))
 }
 
 /// Errors grouped by cause: a full disk fails thousands of files for one reason, and the

@@ -1023,18 +1023,16 @@ impl Repository {
         self.find_snapshot_in(spec, &snapshot::SnapshotFilter::default())
     }
 
-    /// As [`Repository::find_snapshot`]; `latest` means the newest that passes the filter.
+    /// As [`Repository::find_snapshot`]; `latest` means the newest that passes the filter,
+    /// which must leave one lineage (see [`snapshot::select_at`]).
     pub fn find_snapshot_in(
         &self,
         spec: &str,
         filter: &snapshot::SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
-        let mut all = self.snapshots()?;
+        let all = self.snapshots()?;
         if spec == "latest" {
-            all.retain(|(_, s)| filter.matches(s));
-            return all
-                .pop()
-                .ok_or_else(|| Error::not_found(Missing::Snapshot("latest".into())));
+            return snapshot::select_at(all, None, filter);
         }
         let spec_l = spec.to_ascii_lowercase();
         let mut hits: Vec<_> = all

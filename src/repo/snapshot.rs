@@ -159,25 +159,73 @@ impl SnapshotFilter {
     }
 }
 
-/// The newest snapshot taken at or before `at` among those the filter accepts.
-/// The error names the oldest candidate when every one is younger than `at`.
+/// Per lineage (set, else host and paths), the newest snapshot the filter accepts taken at
+/// or before `at` (any time when `None`), oldest lineage first. Lineages whose snapshots
+/// are all younger than `at` have no entry.
+pub fn select_per_lineage(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    at: Option<DateTime<FixedOffset>>,
+    filter: &SnapshotFilter,
+) -> Vec<(Lineage, SnapshotId, Snapshot)> {
+    let mut newest: std::collections::BTreeMap<
+        Lineage,
+        (DateTime<FixedOffset>, SnapshotId, Snapshot),
+    > = Default::default();
+    for (id, s) in snapshots.into_iter().filter(|(_, s)| filter.matches(s)) {
+        let Some(t) = s.datetime() else { continue };
+        if at.is_some_and(|at| t > at) {
+            continue;
+        }
+        let lineage = s.lineage();
+        let newer = newest
+            .get(&lineage)
+            .is_none_or(|(nt, nid, _)| (t, id) > (*nt, *nid));
+        if newer {
+            newest.insert(lineage, (t, id, s));
+        }
+    }
+    let mut out: Vec<_> = newest
+        .into_iter()
+        .map(|(l, (t, id, s))| (t, l, id, s))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    out.into_iter().map(|(_, l, id, s)| (l, id, s)).collect()
+}
+
+/// The newest snapshot taken at or before `at` (any time when `None`) among those the
+/// filter accepts, which must all be of one lineage: a choice across sets or hosts is the
+/// caller's to make, and the error lists the lineages to choose from. When every candidate
+/// is younger than `at`, the error names the oldest.
 pub fn select_at(
     snapshots: Vec<(SnapshotId, Snapshot)>,
-    at: DateTime<FixedOffset>,
+    at: Option<DateTime<FixedOffset>>,
     filter: &SnapshotFilter,
 ) -> crate::error::Result<(SnapshotId, Snapshot)> {
-    let mut candidates: Vec<_> = snapshots
-        .into_iter()
+    let oldest = snapshots
+        .iter()
         .filter(|(_, s)| filter.matches(s))
-        .filter_map(|(id, s)| Some((s.datetime()?, id, s)))
-        .collect();
-    candidates.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    let oldest = candidates.first().map(|(t, id, _)| (*t, *id));
-    match candidates.into_iter().rev().find(|(t, _, _)| *t <= at) {
-        Some((_, id, s)) => Ok((id, s)),
-        None => Err(crate::error::Error::NoSnapshotAt {
-            at: at.to_rfc3339(),
-            oldest: oldest.map(|(t, id)| (id.short(), t.to_rfc3339())),
+        .filter_map(|(id, s)| Some((s.datetime()?, *id)))
+        .min();
+    let mut picks = select_per_lineage(snapshots, at, filter);
+    match picks.len() {
+        1 => {
+            let (_, id, s) = picks.pop().expect("one");
+            Ok((id, s))
+        }
+        0 => match at {
+            Some(at) => Err(crate::error::Error::NoSnapshotAt {
+                at: at.to_rfc3339(),
+                oldest: oldest.map(|(t, id)| (id.short(), t.to_rfc3339())),
+            }),
+            None => Err(crate::error::Error::not_found(
+                crate::error::Missing::Snapshot("latest".into()),
+            )),
+        },
+        _ => Err(crate::error::Error::SeveralLineages {
+            lineages: picks
+                .iter()
+                .map(|(l, id, s)| format!("{l} (would be {} of {})", id.short(), s.time))
+                .collect(),
         }),
     }
 }
@@ -213,7 +261,7 @@ mod tests {
             (SnapshotId([3; 32]), snap("2026-01-01T13:30:00+02:00", "a")),
             (SnapshotId([4; 32]), snap("2026-01-01T11:45:00Z", "b")),
         ];
-        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap();
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap());
         let f = SnapshotFilter::default();
         assert_eq!(
             select_at(all.clone(), at("2026-01-01T11:00:00Z"), &f)
@@ -237,6 +285,17 @@ mod tests {
                 .0,
             SnapshotId([3; 32])
         );
+        // Both hosts have a snapshot by noon: one is not for this function to choose.
+        let err = select_at(all.clone(), at("2026-01-01T12:00:00Z"), &f).unwrap_err();
+        assert!(
+            matches!(&err, crate::error::Error::SeveralLineages { lineages } if lineages.len() == 2),
+            "{err}"
+        );
+        let per: Vec<SnapshotId> = select_per_lineage(all.clone(), at("2026-01-01T12:00:00Z"), &f)
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
+        assert_eq!(per, [SnapshotId([3; 32]), SnapshotId([4; 32])]);
         let err = select_at(all, at("2026-01-01T09:00:00Z"), &f)
             .unwrap_err()
             .to_string();
