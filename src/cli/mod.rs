@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod exit;
 mod forget;
+mod history;
 mod init;
 mod key;
 mod output;
@@ -82,6 +83,10 @@ enum Command {
     Ls(browse::LsArgs),
     /// Write a file from a snapshot to standard output.
     Cat(browse::CatArgs),
+    /// Every version of the paths matching a pattern, across snapshots.
+    Find(history::FindArgs),
+    /// What changed between two snapshots.
+    Diff(history::DiffArgs),
     /// Restore a snapshot, or the state at a point in time.
     Restore(restore::RestoreArgs),
     /// Verify the repository's integrity.
@@ -113,6 +118,8 @@ pub fn main() -> i32 {
         Command::Snapshots(args) => browse::snapshots(&cli.global, args),
         Command::Ls(args) => browse::ls(&cli.global, args),
         Command::Cat(args) => browse::cat(&cli.global, args),
+        Command::Find(args) => history::find(&cli.global, args),
+        Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Forget(args) => forget::run(&cli.global, args),

@@ -1,0 +1,136 @@
+//! `find` and `diff`: which versions of a path exist, and what changed between snapshots.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+use strata::history::{self, ChangeKind, FindOptions};
+use strata::patterns::Patterns;
+use strata::timespec;
+
+use super::browse::{escape_into, FilterArgs};
+use super::exit;
+use super::output;
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Globs matched against absolute paths in the snapshots; one without a `/` matches a
+    /// name at any depth (as in .gitignore).
+    #[arg(required = true)]
+    patterns: Vec<String>,
+    /// Only snapshots taken at or after this time (as --at takes it).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only snapshots taken at or before this time.
+    #[arg(long)]
+    until: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let instant = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|t| timespec::parse_instant(t, timespec::now()))
+            .transpose()
+            .map_err(|e| anyhow!("--{flag}: {e}"))
+    };
+    let opts = FindOptions {
+        patterns: Patterns::new(&args.patterns)?,
+        filter: args.filter.filter(),
+        since: instant("since", &args.since)?,
+        until: instant("until", &args.until)?,
+    };
+    let versions = history::find(&repo, &opts)?;
+    if global.json {
+        output::print_json(&versions);
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for v in &versions {
+            let mut line = Vec::new();
+            escape_into(&mut line, v.path.as_os_str().as_bytes());
+            writeln!(
+                out,
+                "{}\n    {:?}, {} bytes, modified {}; in {} snapshot(s): {} ({}) .. {} ({}){}",
+                String::from_utf8_lossy(&line),
+                v.kind,
+                v.size,
+                v.mtime,
+                v.snapshots,
+                v.first.id.short(),
+                v.first.time,
+                v.last.id.short(),
+                v.last.time,
+                v.first
+                    .set
+                    .as_ref()
+                    .map(|s| format!(", set {s}"))
+                    .unwrap_or_default()
+            )?;
+        }
+        out.flush()?;
+    }
+    if versions.is_empty() {
+        eprintln!(
+            "nothing matched {} in the snapshots selected",
+            output::plain(&args.patterns.join(" "))
+        );
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The earlier snapshot: id, unique id prefix, or "latest".
+    first: String,
+    /// The later snapshot.
+    second: String,
+    /// Only below this path.
+    path: Option<PathBuf>,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn diff(global: &Global, args: DiffArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let f = args.filter.filter();
+    let (_, a) = repo.find_snapshot_in(&args.first, &f)?;
+    let (_, b) = repo.find_snapshot_in(&args.second, &f)?;
+    let report = history::diff(&repo, &a, &b, args.path.as_deref())?;
+    if global.json {
+        output::print_json(&report);
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for c in &report.changes {
+        let mut line = match c.change {
+            ChangeKind::Added => b"+ ".to_vec(),
+            ChangeKind::Removed => b"- ".to_vec(),
+            ChangeKind::Changed => b"M ".to_vec(),
+        };
+        escape_into(&mut line, c.path.as_os_str().as_bytes());
+        if !c.what.is_empty() {
+            line.extend_from_slice(format!("  ({})", c.what.join(", ")).as_bytes());
+        }
+        line.push(b'\n');
+        out.write_all(&line)?;
+    }
+    if !global.quiet {
+        writeln!(
+            out,
+            "{} added, {} removed, {} changed; +{} -{}",
+            report.added,
+            report.removed,
+            report.changed,
+            output::bytes(report.bytes_added),
+            output::bytes(report.bytes_removed)
+        )?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,376 @@
+//! Questions about the past, answered from trees alone (hot storage, cached locally; never
+//! file data): every version of the paths that match a pattern across snapshots ([`find`]),
+//! and what changed between two snapshots ([`diff`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::id::{SnapshotId, TreeId};
+use crate::patterns::Patterns;
+use crate::repo::snapshot::{Snapshot, SnapshotFilter};
+use crate::repo::tree::{Node, NodeKind};
+use crate::repo::Repository;
+use crate::walk::safe_name;
+
+/// A snapshot as a result names it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SnapshotRef {
+    /// Its id.
+    pub id: SnapshotId,
+    /// Its time (RFC 3339).
+    pub time: String,
+    /// Its backup set, if any.
+    pub set: Option<String>,
+}
+
+impl SnapshotRef {
+    fn of(id: &SnapshotId, s: &Snapshot) -> Self {
+        SnapshotRef {
+            id: *id,
+            time: s.time.clone(),
+            set: s.set.clone(),
+        }
+    }
+}
+
+/// What `find` looks for.
+#[derive(Clone, Debug, Default)]
+pub struct FindOptions {
+    /// Paths (absolute in the snapshot) matching any of these.
+    pub patterns: Option<Patterns>,
+    /// In the snapshots this accepts.
+    pub filter: SnapshotFilter,
+    /// Taken at or after this instant.
+    pub since: Option<DateTime<FixedOffset>>,
+    /// Taken at or before this instant.
+    pub until: Option<DateTime<FixedOffset>>,
+}
+
+/// One version of a path: the same kind, content and metadata from its first to its last
+/// snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Version {
+    /// The path in the snapshots (shown lossily where it is not UTF-8).
+    #[serde(serialize_with = "lossy")]
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: NodeKind,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (RFC 3339).
+    pub mtime: String,
+    /// The first snapshot holding this version.
+    pub first: SnapshotRef,
+    /// The last snapshot holding it.
+    pub last: SnapshotRef,
+    /// How many snapshots hold it.
+    pub snapshots: usize,
+    #[serde(skip)]
+    signature: u64,
+}
+
+fn lossy<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
+}
+
+/// Everything a version is told apart by: kind, content, size and metadata.
+fn signature(n: &Node) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (n.kind as u8, &n.content, n.size, n.mode, n.uid, n.gid).hash(&mut h);
+    (n.mtime.sec, n.mtime.nsec, &n.target, n.subtree).hash(&mut h);
+    for x in &n.xattrs {
+        (&x.name, &x.value).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn mtime_text(n: &Node) -> String {
+    DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The matches below one directory, shared by every snapshot whose tree there is the same.
+type Matches = Rc<Vec<(PathBuf, Node)>>;
+
+/// Every version of every path that matches, across the snapshots selected, oldest
+/// snapshot first; a version spans the snapshots in which its path is unchanged. A subtree
+/// unchanged between snapshots (same tree id at the same path) is searched once.
+pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
+    let mut snapshots: Vec<(DateTime<FixedOffset>, SnapshotId, Snapshot)> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .filter_map(|(id, s)| Some((s.datetime()?, id, s)))
+        .filter(|(t, _, _)| {
+            opts.since.is_none_or(|x| *t >= x) && opts.until.is_none_or(|x| *t <= x)
+        })
+        .collect();
+    snapshots.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut memo: HashMap<(TreeId, PathBuf), Matches> = HashMap::new();
+    let mut versions: BTreeMap<PathBuf, Vec<Version>> = BTreeMap::new();
+    for (_, id, snap) in &snapshots {
+        let here = SnapshotRef::of(id, snap);
+        let matches = search(repo, opts, &snap.tree, Path::new("/"), &mut memo)?;
+        for (path, node) in matches.iter() {
+            let list = versions.entry(path.clone()).or_default();
+            let sig = signature(node);
+            match list.last_mut() {
+                Some(v) if v.signature == sig => {
+                    v.last = here.clone();
+                    v.snapshots += 1;
+                }
+                _ => list.push(Version {
+                    path: path.clone(),
+                    kind: node.kind,
+                    size: node.size,
+                    mtime: mtime_text(node),
+                    first: here.clone(),
+                    last: here.clone(),
+                    snapshots: 1,
+                    signature: sig,
+                }),
+            }
+        }
+    }
+    Ok(versions.into_values().flatten().collect())
+}
+
+fn search(
+    repo: &Repository,
+    opts: &FindOptions,
+    tree: &TreeId,
+    dir: &Path,
+    memo: &mut HashMap<(TreeId, PathBuf), Matches>,
+) -> Result<Matches> {
+    if let Some(m) = memo.get(&(*tree, dir.to_path_buf())) {
+        return Ok(m.clone());
+    }
+    let mut out = Vec::new();
+    for node in repo.load_tree(tree)?.entries {
+        // A name that could escape its directory names no path: skipped, as restore does.
+        let Ok(name) = safe_name(&node, tree) else {
+            continue;
+        };
+        let path = dir.join(name);
+        if opts.patterns.as_ref().is_none_or(|p| p.is_match(&path)) {
+            out.push((path.clone(), node.clone()));
+        }
+        if let Some(sub) = node.subtree {
+            out.extend(search(repo, opts, &sub, &path, memo)?.iter().cloned());
+        }
+    }
+    let out = Rc::new(out);
+    memo.insert((*tree, dir.to_path_buf()), out.clone());
+    Ok(out)
+}
+
+/// How a path differs between two snapshots.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// Only in the second snapshot.
+    Added,
+    /// Only in the first.
+    Removed,
+    /// In both, different.
+    Changed,
+}
+
+/// One path that differs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// The path (shown lossily where it is not UTF-8).
+    #[serde(serialize_with = "lossy")]
+    pub path: PathBuf,
+    /// Added, removed or changed.
+    pub change: ChangeKind,
+    /// For a change: what differs (`kind`, `content`, `size`, `mode`, `owner`, `mtime`,
+    /// `target`, `xattrs`).
+    pub what: Vec<&'static str>,
+    /// Size in the first snapshot (0 when added).
+    pub size_before: u64,
+    /// Size in the second (0 when removed).
+    pub size_after: u64,
+}
+
+/// What changed from one snapshot to another.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiffReport {
+    /// Every path that differs, in path order.
+    pub changes: Vec<Change>,
+    /// Paths added, removed and changed.
+    pub added: usize,
+    /// See `added`.
+    pub removed: usize,
+    /// See `added`.
+    pub changed: usize,
+    /// Bytes of files added, and the growth of changed files.
+    pub bytes_added: u64,
+    /// Bytes of files removed, and the shrinkage of changed files.
+    pub bytes_removed: u64,
+}
+
+/// What differs between snapshot `a` and snapshot `b`, below `path` (the whole snapshots
+/// when `None`). Subtrees with equal ids are skipped without being read.
+pub fn diff(
+    repo: &Repository,
+    a: &Snapshot,
+    b: &Snapshot,
+    path: Option<&Path>,
+) -> Result<DiffReport> {
+    let base = path.unwrap_or(Path::new("/")).to_path_buf();
+    let start = |s: &Snapshot| -> Result<Option<Node>> {
+        Ok(match crate::walk::lookup(repo, &s.tree, &base)? {
+            Some(n) => Some(n),
+            None => {
+                let mut root = Node::new(Vec::new(), NodeKind::Dir);
+                root.subtree = Some(s.tree);
+                Some(root)
+            }
+        })
+    };
+    let (na, nb) = (start(a)?, start(b)?);
+    let mut report = DiffReport::default();
+    compare(repo, &base, na.as_ref(), nb.as_ref(), &mut report, true)?;
+    report.changes.sort_by(|x, y| {
+        x.path
+            .as_os_str()
+            .as_bytes()
+            .cmp(y.path.as_os_str().as_bytes())
+    });
+    Ok(report)
+}
+
+fn compare(
+    repo: &Repository,
+    path: &Path,
+    a: Option<&Node>,
+    b: Option<&Node>,
+    report: &mut DiffReport,
+    is_base: bool,
+) -> Result<()> {
+    match (a, b) {
+        (None, None) => {}
+        (Some(n), None) => whole(repo, path, n, ChangeKind::Removed, report, is_base)?,
+        (None, Some(n)) => whole(repo, path, n, ChangeKind::Added, report, is_base)?,
+        (Some(x), Some(y)) if x.kind != y.kind => {
+            whole(repo, path, x, ChangeKind::Removed, report, false)?;
+            whole(repo, path, y, ChangeKind::Added, report, false)?;
+        }
+        (Some(x), Some(y)) => {
+            let what = differences(x, y);
+            if !what.is_empty() && !is_base {
+                record(report, path, ChangeKind::Changed, what, x.size, y.size);
+            }
+            if x.subtree != y.subtree {
+                let (ea, eb) = (entries(repo, x)?, entries(repo, y)?);
+                let mut names: Vec<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
+                names.sort();
+                names.dedup();
+                for name in names {
+                    let child = path.join(std::ffi::OsStr::from_bytes(name));
+                    compare(repo, &child, ea.get(name), eb.get(name), report, false)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A directory's entries by name (none for anything else); names that could escape their
+/// directory are left out, as restore leaves them out.
+fn entries(repo: &Repository, n: &Node) -> Result<BTreeMap<Vec<u8>, Node>> {
+    let Some(tree) = n.subtree else {
+        return Ok(BTreeMap::new());
+    };
+    Ok(repo
+        .load_tree(&tree)?
+        .entries
+        .into_iter()
+        .filter(|e| safe_name(e, &tree).is_ok())
+        .map(|e| (e.name.clone(), e))
+        .collect())
+}
+
+/// A node added or removed, with everything below it.
+fn whole(
+    repo: &Repository,
+    path: &Path,
+    n: &Node,
+    change: ChangeKind,
+    report: &mut DiffReport,
+    is_base: bool,
+) -> Result<()> {
+    if !is_base {
+        let (before, after) = match change {
+            ChangeKind::Removed => (n.size, 0),
+            _ => (0, n.size),
+        };
+        record(report, path, change, Vec::new(), before, after);
+    }
+    for (name, child) in entries(repo, n)? {
+        let p = path.join(std::ffi::OsStr::from_bytes(&name));
+        whole(repo, &p, &child, change, report, false)?;
+    }
+    Ok(())
+}
+
+fn record(
+    report: &mut DiffReport,
+    path: &Path,
+    change: ChangeKind,
+    what: Vec<&'static str>,
+    size_before: u64,
+    size_after: u64,
+) {
+    match change {
+        ChangeKind::Added => report.added += 1,
+        ChangeKind::Removed => report.removed += 1,
+        ChangeKind::Changed => report.changed += 1,
+    }
+    report.bytes_added += size_after.saturating_sub(size_before);
+    report.bytes_removed += size_before.saturating_sub(size_after);
+    report.changes.push(Change {
+        path: path.to_path_buf(),
+        change,
+        what,
+        size_before,
+        size_after,
+    });
+}
+
+/// What differs between two nodes of the same kind (a directory's entries are compared
+/// on their own).
+fn differences(x: &Node, y: &Node) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if x.content != y.content {
+        what.push("content");
+    }
+    if x.size != y.size {
+        what.push("size");
+    }
+    if x.mode != y.mode {
+        what.push("mode");
+    }
+    if (x.uid, x.gid) != (y.uid, y.gid) {
+        what.push("owner");
+    }
+    if x.mtime != y.mtime && x.kind != NodeKind::Dir {
+        what.push("mtime");
+    }
+    if x.target != y.target {
+        what.push("target");
+    }
+    if x.xattrs != y.xattrs {
+        what.push("xattrs");
+    }
+    what
+}
