@@ -135,23 +135,7 @@ fn one(
         report: &report,
     })?;
     if !global.quiet && !global.json {
-        println!(
-            "{} {} files, {} dirs, {} others, {}{}",
-            if args.dry_run {
-                "verified (dry run)"
-            } else {
-                "restored"
-            },
-            report.files,
-            report.dirs,
-            report.other,
-            output::bytes(report.bytes),
-            if args.verify {
-                format!("; {} files re-read and verified", report.verified_files)
-            } else {
-                String::new()
-            }
-        );
+        print_summary(&report, args);
     }
     if !report.errors.is_empty() {
         eprintln!(
@@ -176,6 +160,26 @@ fn one(
         return Ok((exit::FAILURE, json));
     }
     Ok((exit::OK, json))
+}
+
+fn print_summary(report: &restore::RestoreReport, args: &RestoreArgs) {
+    println!(
+        "{} {} files, {} dirs, {} others, {}{}",
+        if args.dry_run {
+            "verified (dry run)"
+        } else {
+            "restored"
+        },
+        report.files,
+        report.dirs,
+        report.other,
+        output::bytes(report.bytes),
+        if args.verify {
+            format!("; {} files re-read and verified", report.verified_files)
+        } else {
+            String::new()
+        }
+    );
 }
 
 /// Errors grouped by cause: a full disk fails thousands of files for one reason, and the
