@@ -60,6 +60,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod dump;
 pub mod history;
 pub mod lock;
 pub mod patterns;

@@ -257,3 +257,33 @@ pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
     out.flush()?;
     Ok(exit::OK)
 }
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Snapshot id, unique id prefix, or "latest" (the newest of the one lineage the
+    /// filters leave).
+    snapshot: String,
+    /// Absolute path in the snapshot: a file is written as it is, a directory (or `/`) as
+    /// a tar archive with full metadata.
+    path: PathBuf,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
+    let node =
+        walk::lookup(&repo, &snap.tree, &args.path).with_context(|| in_snapshot(&id, &snap))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match node {
+        Some(n) if n.kind == NodeKind::File => {
+            strata::restore::cat_file(&repo, &snap, &args.path, &mut out)?;
+        }
+        _ => {
+            strata::dump::tar(&repo, &snap, &args.path, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}

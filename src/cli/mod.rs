@@ -83,6 +83,8 @@ enum Command {
     Ls(browse::LsArgs),
     /// Write a file from a snapshot to standard output.
     Cat(browse::CatArgs),
+    /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
+    Dump(browse::DumpArgs),
     /// Every version of the paths matching a pattern, across snapshots.
     Find(history::FindArgs),
     /// What changed between two snapshots.
@@ -118,6 +120,7 @@ pub fn main() -> i32 {
         Command::Snapshots(args) => browse::snapshots(&cli.global, args),
         Command::Ls(args) => browse::ls(&cli.global, args),
         Command::Cat(args) => browse::cat(&cli.global, args),
+        Command::Dump(args) => browse::dump(&cli.global, args),
         Command::Find(args) => history::find(&cli.global, args),
         Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),

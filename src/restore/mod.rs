@@ -749,14 +749,56 @@ pub fn cat_file(
             })
         }
     };
-    let locations = node
-        .content
-        .iter()
-        .map(|id| repo.lookup_blob(id))
-        .collect::<Result<Vec<_>>>()?;
-    let mut written = 0u64;
-    let mut i = 0;
-    while i < locations.len() {
+    let mut reader = ContentReader::new(repo, &node)?;
+    std::io::copy(&mut reader, out).map_err(|e| match reader.error.take() {
+        Some(e) => e,
+        None => Error::io("standard output", e),
+    })
+}
+
+/// A file's content as a reader, blob after blob, in order. Consecutive chunks stored in
+/// the same pack come in one range read (a backup seals a file's chunks in parallel, so
+/// they lie near each other but not in order), so a large file costs about a request per
+/// pack, not one per chunk. A repository error is kept in `error` (the `io::Error` the
+/// reader returns only says that one happened).
+pub(crate) struct ContentReader<'r> {
+    repo: &'r Repository,
+    locations: Vec<crate::cache::BlobLocation>,
+    next: usize,
+    ready: std::collections::VecDeque<Vec<u8>>,
+    at: usize,
+    pub(crate) error: Option<Error>,
+}
+
+impl<'r> ContentReader<'r> {
+    pub(crate) fn new(repo: &'r Repository, node: &Node) -> Result<Self> {
+        let locations = node
+            .content
+            .iter()
+            .map(|id| repo.lookup_blob(id))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ContentReader {
+            repo,
+            locations,
+            next: 0,
+            ready: Default::default(),
+            at: 0,
+            error: None,
+        })
+    }
+
+    /// The bytes the content will give: its chunks' lengths as the index records them.
+    pub(crate) fn len(&self) -> u64 {
+        self.locations
+            .iter()
+            .map(|l| u64::from(l.entry.raw_length))
+            .sum()
+    }
+
+    /// Reads the next run of chunks that lie in one pack.
+    fn fill(&mut self) -> Result<()> {
+        let locations = &self.locations;
+        let i = self.next;
         // The next chunks while they are in the same pack and the span read stays bounded.
         let pack = locations[i].pack;
         let mut start = locations[i].entry.offset;
@@ -771,16 +813,39 @@ pub fn cat_file(
             (start, end) = (lo, hi);
             j += 1;
         }
+        let repo = self.repo;
         let bytes = repo.read_pack_range(locations[i].entry.kind, &pack, start, end - start)?;
         for loc in &locations[i..j] {
-            let plain = repo.open_blob_in(&pack, &bytes, start, &loc.entry)?;
-            out.write_all(&plain)
-                .map_err(|e| Error::io("standard output", e))?;
-            written += plain.len() as u64;
+            self.ready
+                .push_back(repo.open_blob_in(&pack, &bytes, start, &loc.entry)?);
         }
-        i = j;
+        self.next = j;
+        Ok(())
     }
-    Ok(written)
+}
+
+impl std::io::Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.ready.front().is_none_or(|b| self.at == b.len()) {
+            if self.ready.pop_front().is_some() {
+                self.at = 0;
+                continue;
+            }
+            if self.next == self.locations.len() {
+                return Ok(0);
+            }
+            if let Err(e) = self.fill() {
+                let msg = e.to_string();
+                self.error = Some(e);
+                return Err(std::io::Error::other(msg));
+            }
+        }
+        let front = self.ready.front().expect("filled above");
+        let n = buf.len().min(front.len() - self.at);
+        buf[..n].copy_from_slice(&front[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Re-reads a restored file and checks every chunk against its id.

@@ -1,0 +1,174 @@
+//! `dump`: a snapshot's file, or a directory as a tar stream, written to any writer.
+//!
+//! The archive holds what a restore would write: every entry with its mode, owner (ids and
+//! names), modification time, symlink targets, devices, fifos, hard links (a later path of
+//! the same file is a link to the first) and extended attributes (PAX `SCHILY.xattr.*`
+//! records, which GNU tar restores with `--xattrs`), times to the nanosecond (PAX `mtime`).
+//! Sparse files are archived dense. Names that could escape their directory are left out,
+//! as restore leaves them out.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{Node, NodeKind};
+use crate::repo::Repository;
+use crate::restore::ContentReader;
+use crate::walk;
+
+/// What a dump wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DumpReport {
+    /// Entries in the archive.
+    pub entries: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+}
+
+/// Writes the directory (or file) at `path` of `snapshot` to `out` as a tar archive whose
+/// names start with that directory's own name (the whole snapshot's relative paths for
+/// `/`).
+pub fn tar(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    path: &Path,
+    out: &mut dyn Write,
+) -> Result<DumpReport> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    let mut dump = Dump {
+        repo,
+        links: HashMap::new(),
+        report: DumpReport::default(),
+    };
+    let io = |e| Error::io("the archive", e);
+    match walk::lookup(repo, &snapshot.tree, path)? {
+        // The whole snapshot: its top-level entries and everything below.
+        None => {
+            walk::walk(repo, &snapshot.tree, &mut |rel, node| {
+                dump.entry(&mut builder, rel, node)?;
+                Ok(true)
+            })?;
+        }
+        Some(node) => {
+            let name = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name));
+            dump.entry(&mut builder, &name, &node)?;
+            if let Some(tree) = node.subtree {
+                walk::walk(repo, &tree, &mut |rel, n| {
+                    dump.entry(&mut builder, &name.join(rel), n)?;
+                    Ok(true)
+                })?;
+            }
+        }
+    }
+    builder.finish().map_err(io)?;
+    Ok(dump.report)
+}
+
+struct Dump<'r> {
+    repo: &'r Repository,
+    /// The first path of each multiply linked file, by (device, inode).
+    links: HashMap<(u64, u64), PathBuf>,
+    report: DumpReport,
+}
+
+impl Dump<'_> {
+    fn entry(&mut self, b: &mut tar::Builder<&mut dyn Write>, path: &Path, n: &Node) -> Result<()> {
+        let io = |e| Error::io(path, e);
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(n.mode);
+        h.set_uid(u64::from(n.uid));
+        h.set_gid(u64::from(n.gid));
+        h.set_mtime(n.mtime.sec.max(0) as u64);
+        if let Some(user) = &n.user {
+            let _ = h.set_username(user);
+        }
+        if let Some(group) = &n.group {
+            let _ = h.set_groupname(group);
+        }
+        h.set_size(0);
+        // The header holds whole seconds; a PAX record carries the nanoseconds, and one per
+        // extended attribute carries those.
+        let mtime = format!("{}.{:09}", n.mtime.sec, n.mtime.nsec);
+        let mut records: Vec<(String, &[u8])> = vec![("mtime".into(), mtime.as_bytes())];
+        for x in &n.xattrs {
+            let name = String::from_utf8_lossy(&x.name);
+            records.push((format!("SCHILY.xattr.{name}"), &x.value[..]));
+        }
+        b.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .map_err(io)?;
+        self.report.entries += 1;
+        match n.kind {
+            NodeKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                b.append_data(&mut h, path, std::io::empty()).map_err(io)
+            }
+            NodeKind::Symlink => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                let target = std::ffi::OsStr::from_bytes(n.target.as_deref().unwrap_or(b""));
+                b.append_link(&mut h, path, target).map_err(io)
+            }
+            NodeKind::File => self.file(b, h, path, n),
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
+                h.set_entry_type(match n.kind {
+                    NodeKind::Fifo => tar::EntryType::Fifo,
+                    NodeKind::Chardev => tar::EntryType::Char,
+                    _ => tar::EntryType::Block,
+                });
+                let dev = n.rdev as libc::dev_t;
+                h.set_device_major(libc::major(dev)).map_err(io)?;
+                h.set_device_minor(libc::minor(dev)).map_err(io)?;
+                b.append_data(&mut h, path, std::io::empty()).map_err(io)
+            }
+            // A socket is not a file an archive can hold (restore recreates none either).
+            NodeKind::Socket => {
+                self.report.entries -= 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn file(
+        &mut self,
+        b: &mut tar::Builder<&mut dyn Write>,
+        mut h: tar::Header,
+        path: &Path,
+        n: &Node,
+    ) -> Result<()> {
+        let io = |e| Error::io(path, e);
+        if n.nlink > 1 {
+            let key = (n.device, n.inode);
+            if let Some(first) = self.links.get(&key) {
+                h.set_entry_type(tar::EntryType::Link);
+                return b.append_link(&mut h, path, first).map_err(io);
+            }
+            self.links.insert(key, path.to_path_buf());
+        }
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(n.size);
+        let mut content = ContentReader::new(self.repo, n)?;
+        // Exactly the size the header states, or the dump fails: content of another length
+        // (damage) would shift every entry after it.
+        if content.len() != n.size {
+            return Err(Error::corrupt(
+                format!("{} in the snapshot", path.display()),
+                format!(
+                    "content of {} bytes for a size of {}",
+                    content.len(),
+                    n.size
+                ),
+            ));
+        }
+        let mut exact = std::io::Read::take(&mut content, n.size);
+        let appended = b.append_data(&mut h, path, &mut exact);
+        if let Some(e) = content.error.take() {
+            return Err(e);
+        }
+        appended.map_err(io)?;
+        self.report.bytes += n.size;
+        Ok(())
+    }
+}
