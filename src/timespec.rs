@@ -21,15 +21,12 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
         "%Y-%m-%dT%H:%M",
     ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
-            return match Local.from_local_datetime(&naive) {
-                chrono::LocalResult::Single(t) => Ok(t.fixed_offset()),
-                // In a DST fold the earlier instant is the conservative choice for `--at`.
-                chrono::LocalResult::Ambiguous(a, _) => Ok(a.fixed_offset()),
-                chrono::LocalResult::None => Err(bad(
+            return from_local(&Local, naive).ok_or_else(|| {
+                bad(
                     "time",
                     format!("{s} does not exist in local time (a DST gap)"),
-                )),
-            };
+                )
+            });
         }
     }
     if let Ok(d) = humantime::parse_duration(s) {
@@ -45,6 +42,22 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
              \"YYYY-MM-DD HH:MM[:SS]\" in local time, or a duration ago such as 90m, 2h or 3d"
         ),
     ))
+}
+
+/// The instant a wall-clock time in `tz` names; in a DST fold (the hour that happens twice
+/// when clocks go back) the first of the two, the conservative choice for `--at`; `None` in
+/// a gap. Worked out from the zone's offsets half a day either side, because what time zone
+/// libraries answer for a repeated hour varies.
+pub fn from_local<Tz: TimeZone>(tz: &Tz, naive: NaiveDateTime) -> Option<DateTime<FixedOffset>> {
+    use chrono::Offset;
+    let half_day = chrono::Duration::hours(12);
+    let candidates = [naive - half_day, naive + half_day].map(|probe| {
+        let offset = tz.offset_from_utc_datetime(&probe).fix();
+        let utc = naive - chrono::Duration::seconds(i64::from(offset.local_minus_utc()));
+        // Valid only if the zone has that offset at that instant.
+        (tz.offset_from_utc_datetime(&utc).fix() == offset).then(|| offset.from_utc_datetime(&utc))
+    });
+    candidates.into_iter().flatten().min()
 }
 
 /// A duration as operators type it (`90m`, `7d`), bounded so that any instant it is
@@ -71,6 +84,32 @@ pub fn now() -> DateTime<FixedOffset> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_repeated_local_hour_means_its_first_occurrence_and_a_skipped_one_none() {
+        use chrono_tz::Europe::Berlin;
+        let at = |s: &str| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        let utc = |t: Option<DateTime<FixedOffset>>| t.map(|t| t.naive_utc().to_string());
+        // Clocks went back at 03:00 CEST on 2026-10-25: 02:40 happened at 00:40Z and 01:40Z.
+        assert_eq!(
+            utc(from_local(&Berlin, at("2026-10-25 02:40"))),
+            Some("2026-10-25 00:40:00".into())
+        );
+        assert_eq!(
+            utc(from_local(&Berlin, at("2026-10-25 03:10"))),
+            Some("2026-10-25 02:10:00".into())
+        );
+        assert_eq!(
+            utc(from_local(&Berlin, at("2026-10-25 01:50"))),
+            Some("2026-10-24 23:50:00".into())
+        );
+        // Clocks went forward at 02:00 CET on 2026-03-29: 02:30 never happened.
+        assert_eq!(from_local(&Berlin, at("2026-03-29 02:30")), None);
+        assert_eq!(
+            utc(from_local(&Berlin, at("2026-07-01 12:00"))),
+            Some("2026-07-01 10:00:00".into())
+        );
+    }
+
     use super::*;
 
     #[test]

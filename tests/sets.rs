@@ -243,8 +243,163 @@ fn output_into_a_closed_pipe_ends_quietly(env: &Env) {
     }
 }
 
+/// Runbook scenario 3: 24 hourly snapshots of two sets (one on the hour, one at half past),
+/// across the night the clocks go back in Berlin; every `--at` picks, per set, the newest
+/// snapshot at or before the instant: on the hour, between, before the first, and in the
+/// repeated local hour (which means its first occurrence).
+fn point_in_time_picks_per_set_across_a_dst_fold(env: &Env) {
+    let (a, b) = (env.path("app"), env.path("metrics"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    let config = env.path("strata.toml");
+    fs::write(
+        &config,
+        format!(
+            "[sets.critical]\npaths = [{a:?}]\nkeep = {{ hourly = 48 }}\n\
+             [sets.metrics]\npaths = [{b:?}]\nkeep = {{ hourly = 48 }}\n"
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap().to_string();
+    env.init();
+    for h in 0..24 {
+        fs::write(a.join("hour"), format!("{h}")).unwrap();
+        fs::write(b.join("hour"), format!("{h}")).unwrap();
+        let (on, half) = (
+            format!("2026-10-25T{h:02}:00:00Z"),
+            format!("2026-10-25T{h:02}:30:00Z"),
+        );
+        env.ok(&["--config", &c, "backup", "critical", "--time", &on]);
+        env.ok(&["--config", &c, "backup", "metrics", "--time", &half]);
+    }
+    // Each set's pick for an instant, as (set, UTC hour:minute) of the snapshot chosen.
+    let picks = |at: &str| -> Result<Vec<(String, String)>, String> {
+        let t = env.path("t");
+        let _ = fs::remove_dir_all(&t);
+        let out = env
+            .std_cmd()
+            .env("TZ", "Europe/Berlin")
+            .args([
+                "--config",
+                &c,
+                "--json",
+                "restore",
+                "--all-sets",
+                "--dry-run",
+                "--at",
+                at,
+            ])
+            .args(["--target", t.to_str().unwrap()])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(stderr(&out));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let list = v.as_array().cloned().unwrap_or_else(|| vec![v]);
+        Ok(list
+            .iter()
+            .map(|r| {
+                let time = chrono::DateTime::parse_from_rfc3339(r["time"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc);
+                (
+                    r["set"].as_str().unwrap().to_string(),
+                    time.format("%H:%M").to_string(),
+                )
+            })
+            .collect())
+    };
+    let picks = |at: &str| {
+        picks(at).map(|mut v| {
+            v.sort();
+            v
+        })
+    };
+    let pair = |x: &str, y: &str| vec![("critical".into(), x.into()), ("metrics".into(), y.into())];
+    assert_eq!(
+        picks("2026-10-25T05:00:00Z").unwrap(),
+        pair("05:00", "04:30")
+    );
+    assert_eq!(
+        picks("2026-10-25T05:15:00Z").unwrap(),
+        pair("05:00", "04:30")
+    );
+    assert_eq!(
+        picks("2026-10-25T05:45:00+00:00").unwrap(),
+        pair("05:00", "05:30")
+    );
+    // Before the first snapshot: an error naming the oldest.
+    let err = picks("2026-10-24T23:59:00Z").unwrap_err();
+    assert!(err.contains("no snapshot is as old as"), "{err}");
+    // 02:40 Berlin time happens twice that night (00:40Z in summer time, 01:40Z after the
+    // clocks went back): the first is taken.
+    assert_eq!(picks("2026-10-25 02:40").unwrap(), pair("00:00", "00:30"));
+    // 03:10 Berlin is after the fold: 02:10Z.
+    assert_eq!(picks("2026-10-25 03:10").unwrap(), pair("02:00", "01:30"));
+    // Only one set existed at 00:10Z.
+    assert_eq!(
+        picks("2026-10-25T00:10:00Z").unwrap(),
+        vec![("critical".into(), "00:00".into())]
+    );
+}
+
+/// Runbook scenario 2: a new machine with only the repository and the password lists the
+/// snapshots and restores every set as of an instant; the result matches the sources then.
+fn a_bare_machine_restores_the_whole_service_as_of_an_instant(env: &Env) {
+    let c = two_sets(env);
+    let (a, b) = (env.path("app"), env.path("metrics"));
+    // The state the restore must reproduce: both sets as backed up by 11:45.
+    let expect = env.path("expected");
+    fs::create_dir_all(&expect).unwrap();
+    for (src, name) in [(&a, "app"), (&b, "metrics")] {
+        let st = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(src)
+            .arg(expect.join(name))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fs::write(a.join("tasks/t1"), "changed after the instant").unwrap();
+    env.ok(&[
+        "--config",
+        &c,
+        "backup",
+        "critical",
+        "--time",
+        "2026-03-01T12:00:00Z",
+    ]);
+    // The new machine: no cache, no config with sets, nothing but repository and password.
+    fs::remove_dir_all(&env.cache).unwrap();
+    let started = std::time::Instant::now();
+    let list = env.ok(&["snapshots"]);
+    assert!(list.contains("4 snapshot(s)"), "{list}");
+    let t = env.path("rebuilt");
+    let v = env.json(&[
+        "restore",
+        "--all-sets",
+        "--at",
+        "2026-03-01T11:45:00Z",
+        "--target",
+        t.to_str().unwrap(),
+        "--verify",
+    ]);
+    eprintln!(
+        "bare-machine restore of two sets took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    for (src, name) in [(&a, "app"), (&b, "metrics")] {
+        let diffs = compare_trees(&expect.join(name), &restored(&t, src));
+        assert!(diffs.is_empty(), "{name}: {diffs:#?}");
+    }
+}
+
 conformance!(
     sets_pick_per_set_and_refuse_to_guess,
     an_empty_restore_fails_and_errors_name_the_snapshot,
-    output_into_a_closed_pipe_ends_quietly
+    output_into_a_closed_pipe_ends_quietly,
+    point_in_time_picks_per_set_across_a_dst_fold,
+    a_bare_machine_restores_the_whole_service_as_of_an_instant
 );
