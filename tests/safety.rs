@@ -610,6 +610,28 @@ fn password_command_times_out() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // A command given on the command line (or in STRATA_PASSWORD_COMMAND) wins over the
+    // config file's, and opens the repository.
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--config", config.to_str().unwrap()])
+        .args([
+            "--password-command",
+            &format!("echo {PASSWORD}"),
+            "snapshots",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .env("STRATA_PASSWORD_COMMAND", "echo wrong")
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
 }
 
 conformance!(

@@ -36,38 +36,60 @@ pub struct Cli {
     command: Command,
 }
 
+/// The heading of the options every command takes, apart from its own.
+const GLOBAL: &str = "Global options";
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
     /// Config file (repository, password source, backup sets).
-    #[arg(long, env = "STRATA_CONFIG", global = true)]
+    #[arg(long, env = "STRATA_CONFIG", global = true, help_heading = GLOBAL)]
     config: Option<PathBuf>,
     #[arg(skip)]
     file: config::ConfigFile,
-    /// Repository: a local directory.
-    #[arg(short = 'r', long = "repo", env = "STRATA_REPOSITORY", global = true)]
+    /// Repository: a local directory, s3://bucket/prefix (AWS), or
+    /// s3:http(s)://host:port/bucket/prefix (any S3 server).
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "STRATA_REPOSITORY",
+        global = true,
+        help_heading = GLOBAL
+    )]
     repo: Option<String>,
-    /// Read the password from this file (first line).
-    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true)]
+    /// Read the password from this file (first line). The password is taken from
+    /// STRATA_PASSWORD if set, else from this file, else from --password-command, else
+    /// asked for on the terminal.
+    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true, help_heading = GLOBAL)]
     password_file: Option<PathBuf>,
+    /// Run this shell command and take its first line of output as the password (a secret
+    /// store's client, say).
+    #[arg(
+        long,
+        env = "STRATA_PASSWORD_COMMAND",
+        global = true,
+        help_heading = GLOBAL
+    )]
+    password_command: Option<String>,
     /// Cache directory (one sub-directory per repository id).
-    #[arg(long, env = "STRATA_CACHE_DIR", global = true)]
+    #[arg(long, env = "STRATA_CACHE_DIR", global = true, help_heading = GLOBAL)]
     cache_dir: Option<PathBuf>,
     /// S3: upload objects larger than this in parts (default 64MiB, at least 5MiB).
     #[arg(
         long,
         env = "STRATA_S3_MULTIPART_THRESHOLD",
         global = true,
-        value_name = "SIZE"
+        value_name = "SIZE",
+        help_heading = GLOBAL
     )]
     s3_multipart_threshold: Option<String>,
     /// Machine-readable JSON output.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
     /// Print nothing but errors and warnings.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
     /// More detail.
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     verbose: u8,
 }
 
@@ -170,19 +192,26 @@ impl Global {
         Ok(backend::open_with(self.repo_url()?, &opts)?)
     }
 
-    /// The password: `STRATA_PASSWORD`, then the password file, then a prompt on a terminal.
+    /// The password: `STRATA_PASSWORD`, then the password file, then the password command,
+    /// then a prompt on a terminal.
     fn password(&self, prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
         if let Some(p) = std::env::var_os("STRATA_PASSWORD") {
             return Ok(p.into_encoded_bytes());
         }
-        if let Some(f) = self
-            .password_file
-            .as_ref()
-            .or(self.file.password_file.as_ref())
-        {
+        // What the command line (or environment) gives wins over the config file.
+        let file = self.password_file.as_ref();
+        let command = self.password_command.as_ref();
+        let (file, command) = match (file, command) {
+            (None, None) => (
+                self.file.password_file.as_ref(),
+                self.file.password_command.as_ref(),
+            ),
+            given => given,
+        };
+        if let Some(f) = file {
             return read_password_file(f);
         }
-        if let Some(cmd) = &self.file.password_command {
+        if let Some(cmd) = command {
             let timeout = match &self.file.password_command_timeout {
                 Some(t) => strata::timespec::parse_duration(t)
                     .map_err(|e| anyhow!("password-command-timeout: {e}"))?
@@ -290,7 +319,7 @@ pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 pub fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
     if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
         return Err(anyhow!(
-            "no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or use --password-file"
+            "no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or use --password-file or --password-command"
         ));
     }
     let p = rpassword::prompt_password(prompt).context("reading password")?;

@@ -13,10 +13,11 @@ use super::output::{self, Bar};
 use super::Global;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").args(["snapshot", "at", "all_sets"]).required(true).multiple(true)))]
 pub struct RestoreArgs {
     /// Snapshot id, unique id prefix, or "latest" (the newest of the one lineage the filters
     /// leave; or use --at).
-    #[arg(required_unless_present_any = ["at", "all_sets"], conflicts_with = "at")]
+    #[arg(conflicts_with = "at")]
     snapshot: Option<String>,
     /// Restore the newest snapshot taken at or before this time (RFC 3339,
     /// "YYYY-MM-DD HH:MM[:SS]" local time, or a duration ago such as 90m, 2h, 3d).
