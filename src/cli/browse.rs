@@ -56,7 +56,7 @@ pub fn in_snapshot(id: &strata::SnapshotId, s: &Snapshot) -> String {
     format!(
         "in snapshot {} ({}{})",
         id.short(),
-        s.time,
+        output::when(&s.time),
         s.set
             .as_ref()
             .map(|set| format!(", set {set}"))
@@ -114,9 +114,7 @@ pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
         println!(
             "{:<8}  {:<25}  {:<10}  {:<12}  {:<12}  {:>10}  {}",
             id.short(),
-            s.datetime()
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
-                .unwrap_or_else(|| s.time.clone()),
+            output::when(&s.time),
             output::plain(s.set.as_deref().unwrap_or("-")),
             output::plain(&s.host),
             output::plain(&s.tags.join(",")),

@@ -142,12 +142,12 @@ fn print_plans(plans: &[retention::GroupPlan], dry_run: bool) {
             println!(
                 "  keep    {}  {}  {}",
                 id.short(),
-                s.time,
+                output::when(&s.time),
                 reasons.join(", ")
             );
         }
         for (id, s) in &p.remove {
-            println!("  remove  {}  {}", id.short(), s.time);
+            println!("  remove  {}  {}", id.short(), output::when(&s.time));
         }
     }
     let removed: usize = plans.iter().map(|p| p.remove.len()).sum();

@@ -59,12 +59,12 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
                 String::from_utf8_lossy(&line),
                 v.kind,
                 v.size,
-                v.mtime,
+                output::when(&v.mtime),
                 v.snapshots,
                 v.first.id.short(),
-                v.first.time,
+                output::when(&v.first.time),
                 v.last.id.short(),
-                v.last.time,
+                output::when(&v.last.time),
                 v.first
                     .set
                     .as_ref()

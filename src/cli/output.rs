@@ -122,3 +122,15 @@ pub fn bytes(n: u64) -> String {
 pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
 }
+
+/// A time for people: local `YYYY-MM-DD HH:MM:SS` with the zone's offset, the one format
+/// every command prints (JSON keeps RFC 3339). Text that is not a time is shown as it is.
+pub fn when(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        })
+        .unwrap_or_else(|_| plain(rfc3339))
+}

@@ -79,7 +79,7 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
                     println!(
                         "snapshot {} ({}): {} path(s) lost{}",
                         &s.original[..12],
-                        s.time,
+                        output::when(&s.time),
                         s.lost.len(),
                         match &s.new {
                             Some(n) => format!(", replaced by {}", &n[..12]),

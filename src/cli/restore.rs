@@ -111,7 +111,7 @@ fn one(
                 .as_ref()
                 .map(|s| format!(" of set {s}"))
                 .unwrap_or_default(),
-            snap.time,
+            output::when(&snap.time),
             args.target.display()
         );
     }
