@@ -532,7 +532,17 @@ fn a_backup_killed_at_any_write_is_resumed_elsewhere_without_uploading_again() {
         let files = write_big_files(&lab.src());
         let repo = lab.open("a");
         lab.backend.inject_from(Op::Write, None, k, Fault::Fail);
-        assert!(one_uploader(&lab, &repo).is_err(), "killed at write {k}");
+        let outcome = one_uploader(&lab, &repo);
+        if lab.backend.armed() == 1 {
+            // This run made fewer writes than the clean one (its last packs happened to be
+            // indexed together): every boundary it has was tried.
+            outcome.unwrap();
+            continue;
+        }
+        assert!(
+            outcome.is_err(),
+            "killed at write {k}, yet the backup succeeded"
+        );
         drop(repo);
         lab.backend.heal();
         let uploaded = data_bytes(&lab);
