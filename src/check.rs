@@ -16,14 +16,15 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::repo::pack::BlobKind;
-use crate::repo::snapshot::Snapshot;
+use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use crate::repo::Repository;
 use crate::walk::{safe_name, TreeWalk, Visit};
 
 /// Which data packs a check reads and verifies byte by byte (tree packs are always read).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum ReadData {
     /// None: structure only.
+    #[default]
     None,
     /// Every data pack.
     All,
@@ -181,18 +182,43 @@ pub struct CheckReport {
 /// Audits the repository: index against packs, every snapshot's trees against the index,
 /// and the data packs `read_data` selects byte by byte. Damage is reported, not an error.
 pub fn run(repo: &Repository, read_data: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    let opts = CheckOptions {
+        read_data,
+        ..Default::default()
+    };
+    run_with(repo, &opts, progress)
+}
+
+/// What a check covers.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Which data packs to read byte by byte.
+    pub read_data: ReadData,
+    /// Only the snapshots this accepts are walked, and only the data packs they use are
+    /// read (the index, the pack listing and the tree packs are checked whole).
+    pub filter: SnapshotFilter,
+}
+
+/// As [`run`], for the snapshots `opts.filter` accepts (say, one backup set's).
+pub fn run_with(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
+    let narrowed = !opts.filter.is_empty();
     let mut audit = Audit {
         repo,
         progress,
         report: CheckReport::default(),
         problems: Vec::new(),
         damaged: HashMap::new(),
+        used_packs: narrowed.then(HashSet::new),
     };
     let packs = audit.index_and_packs()?;
     let snapshot_files = audit.tree_packs(&packs)?;
-    let snapshots = audit.snapshots(snapshot_files);
+    let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
-    audit.read_data(&packs, read_data);
+    audit.read_data(&packs, opts.read_data);
     audit.finish(&snapshots)
 }
 
@@ -205,6 +231,8 @@ struct Audit<'a> {
     /// Damaged or lost blobs and trees, each with the object (as its problem names it)
     /// that it is lost with.
     damaged: HashMap<BlobId, Object>,
+    /// When the check covers some snapshots only: the data packs they use.
+    used_packs: Option<HashSet<PackId>>,
 }
 
 /// The packs as the index and the backend see them.
@@ -355,12 +383,17 @@ impl Audit<'_> {
     }
 
     /// The snapshots that could be read, oldest first.
-    fn snapshots(&mut self, files: SnapshotFiles) -> Vec<(SnapshotId, Snapshot)> {
+    fn snapshots(
+        &mut self,
+        files: SnapshotFiles,
+        filter: &SnapshotFilter,
+    ) -> Vec<(SnapshotId, Snapshot)> {
         let mut snapshots = Vec::new();
         for (id, loaded) in files {
             match loaded {
                 // Forgotten since the listing: not damage.
                 Err(Error::NotFound { .. }) => {}
+                Ok(s) if !filter.matches(&s) => {}
                 Ok(s) => snapshots.push((id, s)),
                 Err(e) => self
                     .problems
@@ -421,7 +454,12 @@ impl Audit<'_> {
                 "only in pack {}, which prune marked unused and which is gone",
                 loc.pack
             ),
-            Some(_) => return Ok(()),
+            Some(loc) => {
+                if let Some(used) = &mut self.used_packs {
+                    used.insert(loc.pack);
+                }
+                return Ok(());
+            }
         };
         self.damaged.insert(*id, Object::Blob(*id));
         self.problems.push(problem(Object::Blob(*id), reason));
@@ -435,7 +473,10 @@ impl Audit<'_> {
             .indexed
             .iter()
             .filter(|(id, kind, _)| {
-                *kind == BlobKind::Data && !packs.missing.contains(id) && read_data.selects(id)
+                *kind == BlobKind::Data
+                    && !packs.missing.contains(id)
+                    && self.used_packs.as_ref().is_none_or(|u| u.contains(id))
+                    && read_data.selects(id)
             })
             .map(|(id, _, _)| *id)
             .collect();

@@ -396,10 +396,67 @@ fn a_bare_machine_restores_the_whole_service_as_of_an_instant(env: &Env) {
     }
 }
 
+/// `check --set`: the snapshots of one set are walked and only the data packs they use are
+/// read, so damage in another set's data does not fail it; the damaged set's check does.
+fn check_covers_one_set_when_asked(env: &Env) {
+    let c = two_sets(env);
+    let repo = open_repo(env);
+    let (_, snap) = repo
+        .find_snapshot_in(
+            "latest",
+            &strata::SnapshotFilter {
+                sets: vec!["metrics".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let node = strata::walk::lookup(&repo, &snap.tree, &env.path("metrics").join("m"))
+        .unwrap()
+        .unwrap();
+    let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
+    drop(repo);
+    let len = env.read_object("data", &pack).len();
+    env.flip_byte("data", &pack, len / 4);
+    let critical = env.run(&[
+        "--config",
+        &c,
+        "--json",
+        "check",
+        "--read-data",
+        "--set",
+        "critical",
+    ]);
+    assert_eq!(
+        code(&critical),
+        0,
+        "{}",
+        String::from_utf8_lossy(&critical.stdout)
+    );
+    let metrics = env.run(&[
+        "--config",
+        &c,
+        "--json",
+        "check",
+        "--read-data",
+        "--set",
+        "metrics",
+    ]);
+    assert_eq!(code(&metrics), 1);
+    let (a, b): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&critical.stdout).unwrap(),
+        serde_json::from_slice(&metrics.stdout).unwrap(),
+    );
+    assert!(b.to_string().contains(&pack), "{b}");
+    let all = env.objects("data").len() as u64;
+    assert!(a["data_packs_read"].as_u64().unwrap() < all, "{a}");
+    assert_eq!(b["snapshots"], 1, "{b}");
+}
+
 conformance!(
     sets_pick_per_set_and_refuse_to_guess,
     an_empty_restore_fails_and_errors_name_the_snapshot,
     output_into_a_closed_pipe_ends_quietly,
     point_in_time_picks_per_set_across_a_dst_fold,
-    a_bare_machine_restores_the_whole_service_as_of_an_instant
+    a_bare_machine_restores_the_whole_service_as_of_an_instant,
+    check_covers_one_set_when_asked
 );

@@ -2,6 +2,7 @@ use super::exit;
 use clap::Args;
 use strata::check::{self, ReadData};
 
+use super::browse::FilterArgs;
 use super::output::{self, Bar};
 use super::Global;
 
@@ -13,6 +14,10 @@ pub struct CheckArgs {
     /// Read a subset of packs: N/M (the N-th of M parts) or P% (a random share).
     #[arg(long)]
     read_data_subset: Option<String>,
+    /// Walk only these snapshots (and read only the data packs they use); the index and
+    /// the packs are checked whole.
+    #[command(flatten)]
+    filter: FilterArgs,
 }
 
 pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
@@ -23,7 +28,11 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     };
     let repo = global.open()?;
     let bar = Bar::new(global.show_progress(), false, "check");
-    let report = check::run(&repo, mode, &bar)?;
+    let opts = check::CheckOptions {
+        read_data: mode,
+        filter: args.filter.filter(),
+    };
+    let report = check::run_with(&repo, &opts, &bar)?;
     bar.finish();
     if global.json {
         output::print_json(&serde_json::to_value(&report)?);

@@ -150,6 +150,14 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// Whether it accepts every snapshot.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+            && self.tags.is_empty()
+            && self.paths.is_empty()
+            && self.sets.is_empty()
+    }
+
     /// Whether the filter accepts `s`.
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
