@@ -91,18 +91,22 @@ fn signature(n: &Node) -> u64 {
     h.finish()
 }
 
-fn mtime_text(n: &Node) -> String {
-    DateTime::from_timestamp(n.mtime.sec, n.mtime.nsec)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+/// A path that matched in some tree, with what versions are told apart by.
+struct Match {
+    path: Rc<Path>,
+    signature: u64,
+    kind: NodeKind,
+    size: u64,
+    mtime: crate::repo::tree::Timespec,
 }
 
 /// The matches below one directory, shared by every snapshot whose tree there is the same.
-type Matches = Rc<Vec<(PathBuf, Node)>>;
+type Matches = Rc<Vec<Rc<Match>>>;
 
 /// Every version of every path that matches, across the snapshots selected, oldest
 /// snapshot first; a version spans the snapshots in which its path is unchanged. A subtree
-/// unchanged between snapshots (same tree id at the same path) is searched once.
+/// unchanged between snapshots (same tree id at the same path) is searched once, and its
+/// matches are shared, not copied.
 pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     let mut snapshots: Vec<(DateTime<FixedOffset>, SnapshotId, Snapshot)> = repo
         .snapshots()?
@@ -115,32 +119,38 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
         .collect();
     snapshots.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut memo: HashMap<(TreeId, PathBuf), Matches> = HashMap::new();
-    let mut versions: BTreeMap<PathBuf, Vec<Version>> = BTreeMap::new();
+    let mut versions: HashMap<Rc<Path>, Vec<Version>> = HashMap::new();
     for (_, id, snap) in &snapshots {
         let here = SnapshotRef::of(id, snap);
         let matches = search(repo, opts, &snap.tree, Path::new("/"), &mut memo)?;
-        for (path, node) in matches.iter() {
-            let list = versions.entry(path.clone()).or_default();
-            let sig = signature(node);
+        for m in matches.iter() {
+            let list = versions.entry(m.path.clone()).or_default();
             match list.last_mut() {
-                Some(v) if v.signature == sig => {
+                Some(v) if v.signature == m.signature => {
                     v.last = here.clone();
                     v.snapshots += 1;
                 }
                 _ => list.push(Version {
-                    path: path.clone(),
-                    kind: node.kind,
-                    size: node.size,
-                    mtime: mtime_text(node),
+                    path: m.path.to_path_buf(),
+                    kind: m.kind,
+                    size: m.size,
+                    mtime: DateTime::from_timestamp(m.mtime.sec, m.mtime.nsec)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default(),
                     first: here.clone(),
                     last: here.clone(),
                     snapshots: 1,
-                    signature: sig,
+                    signature: m.signature,
                 }),
             }
         }
     }
-    Ok(versions.into_values().flatten().collect())
+    let mut versions: Vec<Version> = versions.into_values().flatten().collect();
+    versions.sort_by(|a, b| {
+        (a.path.as_os_str().as_bytes(), &a.first.time)
+            .cmp(&(b.path.as_os_str().as_bytes(), &b.first.time))
+    });
+    Ok(versions)
 }
 
 fn search(
@@ -161,7 +171,13 @@ fn search(
         };
         let path = dir.join(name);
         if opts.patterns.as_ref().is_none_or(|p| p.is_match(&path)) {
-            out.push((path.clone(), node.clone()));
+            out.push(Rc::new(Match {
+                path: Rc::from(path.as_path()),
+                signature: signature(&node),
+                kind: node.kind,
+                size: node.size,
+                mtime: node.mtime,
+            }));
         }
         if let Some(sub) = node.subtree {
             out.extend(search(repo, opts, &sub, &path, memo)?.iter().cloned());
