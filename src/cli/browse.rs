@@ -285,3 +285,53 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
     out.flush()?;
     Ok(exit::OK)
 }
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// An empty directory to mount on; unmounted on SIGINT or SIGTERM.
+    mountpoint: PathBuf,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
+    let mp = &args.mountpoint;
+    let meta = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("mountpoint {} is not a directory", mp.display());
+    }
+    if std::fs::read_dir(mp)?.next().is_some() {
+        anyhow::bail!(
+            "mountpoint {} is not empty (or already mounted): give an empty directory",
+            mp.display()
+        );
+    }
+    let repo = global.open()?;
+    let fs = strata::mount::SnapshotFs::new(repo, &args.filter.filter())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let options = [
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("strata".into()),
+        fuser::MountOption::Subtype("strata".into()),
+    ];
+    let session = fuser::spawn_mount2(fs, mp, &options)
+        .with_context(|| format!("mounting on {}", mp.display()))?;
+    if !global.quiet {
+        eprintln!(
+            "mounted on {} (read-only); Ctrl-C or SIGTERM unmounts",
+            mp.display()
+        );
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Dropping the session unmounts.
+    drop(session);
+    if !global.quiet {
+        eprintln!("unmounted {}", mp.display());
+    }
+    Ok(exit::OK)
+}

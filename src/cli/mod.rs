@@ -107,6 +107,8 @@ enum Command {
     Cat(browse::CatArgs),
     /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
     Dump(browse::DumpArgs),
+    /// Mount the snapshots as a read-only file system (FUSE) until interrupted.
+    Mount(browse::MountArgs),
     /// Every version of the paths matching a pattern, across snapshots.
     Find(history::FindArgs),
     /// What changed between two snapshots.
@@ -143,6 +145,7 @@ pub fn main() -> i32 {
         Command::Ls(args) => browse::ls(&cli.global, args),
         Command::Cat(args) => browse::cat(&cli.global, args),
         Command::Dump(args) => browse::dump(&cli.global, args),
+        Command::Mount(args) => browse::mount(&cli.global, args),
         Command::Find(args) => history::find(&cli.global, args),
         Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),

@@ -1,0 +1,435 @@
+//! `mount`: the repository as a read-only file system (FUSE).
+//!
+//! ```text
+//! snapshots/<id>/...           every snapshot, its tree as it was backed up
+//! sets/<set>/<time>  -> ../../snapshots/<id>      one link per snapshot of a set
+//! sets/<set>/latest  -> ../../snapshots/<id>
+//! hosts/<host>/latest -> ../../snapshots/<id>     for snapshots without a set
+//! ```
+//!
+//! Directory listings and attributes come from tree blobs only; file reads fetch the blobs
+//! that cover the range asked for, and keep the last ones decoded for the next read.
+//! Inodes are handed out as paths are first looked up; the files of a hard-link group in
+//! one snapshot share one.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyXattr,
+    Request,
+};
+
+use crate::error::Result;
+use crate::id::{BlobId, SnapshotId};
+use crate::repo::snapshot::{Snapshot, SnapshotFilter};
+use crate::repo::tree::{Node, NodeKind, Timespec};
+use crate::repo::Repository;
+use crate::walk::safe_name;
+
+/// Snapshots do not change under a mount: the kernel may cache what it was told.
+const TTL: Duration = Duration::from_secs(3600);
+/// Decoded blobs kept for the next reads (sequential reads hit the same chunk many times).
+const BLOB_CACHE: usize = 32;
+
+/// A directory's entries: names and inodes.
+type Entries = Vec<(Vec<u8>, u64)>;
+
+enum Inode {
+    /// A directory of the layout, with its entries.
+    Dir(Entries),
+    /// A link of the layout.
+    Link(Vec<u8>),
+    /// A node of a snapshot's tree; `group` is the snapshot's own inode (for hard links).
+    Node { node: Box<Node>, group: u64 },
+}
+
+/// The file system over one open repository.
+pub struct SnapshotFs {
+    repo: Repository,
+    inodes: Vec<Inode>,
+    /// A tree directory's entries, once listed.
+    children: HashMap<u64, Entries>,
+    /// The inode of each multiply linked file, by (snapshot, device, inode).
+    links: HashMap<(u64, u64, u64), u64>,
+    blobs: VecDeque<(BlobId, Vec<u8>)>,
+    /// Seconds of the newest snapshot: the time of the layout's own directories.
+    epoch: SystemTime,
+}
+
+impl SnapshotFs {
+    /// The layout for the snapshots `filter` accepts.
+    pub fn new(repo: Repository, filter: &SnapshotFilter) -> Result<Self> {
+        let mut snapshots: Vec<(SnapshotId, Snapshot)> = repo
+            .snapshots()?
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect();
+        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        let mut fs = SnapshotFs {
+            repo,
+            inodes: Vec::new(),
+            children: HashMap::new(),
+            links: HashMap::new(),
+            blobs: VecDeque::new(),
+            epoch: UNIX_EPOCH,
+        };
+        let root = fs.add(Inode::Dir(Vec::new()));
+        debug_assert_eq!(root, fuser::FUSE_ROOT_ID);
+        let mut by_id = Vec::new();
+        let mut sets: BTreeMap<String, Entries> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, Entries> = BTreeMap::new();
+        for (id, snap) in &snapshots {
+            let mut top = Node::new(id.to_hex().into_bytes(), NodeKind::Dir);
+            top.mode = 0o755;
+            top.subtree = Some(snap.tree);
+            if let Some(t) = snap.datetime() {
+                top.mtime = Timespec {
+                    sec: t.timestamp(),
+                    nsec: t.timestamp_subsec_nanos(),
+                };
+                fs.epoch = fs
+                    .epoch
+                    .max(UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64));
+            }
+            let ino = fs.inodes.len() as u64 + 1;
+            fs.add(Inode::Node {
+                node: Box::new(top),
+                group: ino,
+            });
+            by_id.push((id.to_hex().into_bytes(), ino));
+            let target = format!("../../snapshots/{}", id.to_hex()).into_bytes();
+            let name = snap
+                .datetime()
+                .map(|t| {
+                    t.with_timezone(&chrono::Utc)
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string()
+                })
+                .unwrap_or_else(|| snap.time.clone());
+            let (dir, key) = match &snap.set {
+                Some(set) => (&mut sets, set.clone()),
+                None => (&mut hosts, snap.host.clone()),
+            };
+            let entries = dir.entry(key).or_default();
+            if snap.set.is_some() {
+                let link = fs.add(Inode::Link(target.clone()));
+                entries.retain(|(n, _)| *n != name.as_bytes());
+                entries.push((name.into_bytes(), link));
+            }
+            // Oldest first: the last one written is the newest.
+            let latest = fs.add(Inode::Link(target));
+            entries.retain(|(n, _)| n != b"latest");
+            entries.push((b"latest".to_vec(), latest));
+        }
+        let snapshots_dir = fs.add(Inode::Dir(by_id));
+        let group = |fs: &mut SnapshotFs, dirs: BTreeMap<String, Entries>| {
+            let entries: Entries = dirs
+                .into_iter()
+                .map(|(name, entries)| (name.into_bytes(), fs.add(Inode::Dir(entries))))
+                .collect();
+            fs.add(Inode::Dir(entries))
+        };
+        let sets_dir = group(&mut fs, sets);
+        let hosts_dir = group(&mut fs, hosts);
+        fs.inodes[0] = Inode::Dir(vec![
+            (b"snapshots".to_vec(), snapshots_dir),
+            (b"sets".to_vec(), sets_dir),
+            (b"hosts".to_vec(), hosts_dir),
+        ]);
+        Ok(fs)
+    }
+
+    fn add(&mut self, inode: Inode) -> u64 {
+        self.inodes.push(inode);
+        self.inodes.len() as u64
+    }
+
+    fn get(&self, ino: u64) -> Option<&Inode> {
+        self.inodes.get(ino.checked_sub(1)? as usize)
+    }
+
+    /// A directory's entries, listing a tree the first time.
+    fn entries(&mut self, ino: u64) -> Result<Option<Entries>> {
+        let (tree, group) = match self.get(ino) {
+            Some(Inode::Dir(e)) => return Ok(Some(e.clone())),
+            Some(Inode::Node { node, group }) if node.kind == NodeKind::Dir => {
+                (node.subtree, *group)
+            }
+            _ => return Ok(None),
+        };
+        if let Some(c) = self.children.get(&ino) {
+            return Ok(Some(c.clone()));
+        }
+        let mut out = Vec::new();
+        if let Some(tree) = tree {
+            for node in self.repo.load_tree(&tree)?.entries {
+                // Names that could escape their directory are not shown, as restore
+                // does not write them.
+                if safe_name(&node, &tree).is_err() {
+                    continue;
+                }
+                let name = node.name.clone();
+                let key = (group, node.device, node.inode);
+                let shared = (node.kind == NodeKind::File && node.nlink > 1)
+                    .then(|| self.links.get(&key).copied())
+                    .flatten();
+                let child = match shared {
+                    Some(i) => i,
+                    None => {
+                        let multi = node.kind == NodeKind::File && node.nlink > 1;
+                        let i = self.add(Inode::Node {
+                            node: Box::new(node),
+                            group,
+                        });
+                        if multi {
+                            self.links.insert(key, i);
+                        }
+                        i
+                    }
+                };
+                out.push((name, child));
+            }
+        }
+        self.children.insert(ino, out.clone());
+        Ok(Some(out))
+    }
+
+    fn attr(&self, ino: u64) -> Option<FileAttr> {
+        let base = |kind, perm, size: u64| FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.epoch,
+            mtime: self.epoch,
+            ctime: self.epoch,
+            crtime: self.epoch,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        Some(match self.get(ino)? {
+            Inode::Dir(_) => base(FileType::Directory, 0o555, 0),
+            Inode::Link(t) => base(FileType::Symlink, 0o777, t.len() as u64),
+            Inode::Node { node: n, .. } => {
+                let kind = match n.kind {
+                    NodeKind::File => FileType::RegularFile,
+                    NodeKind::Dir => FileType::Directory,
+                    NodeKind::Symlink => FileType::Symlink,
+                    NodeKind::Fifo => FileType::NamedPipe,
+                    NodeKind::Socket => FileType::Socket,
+                    NodeKind::Chardev => FileType::CharDevice,
+                    NodeKind::Blockdev => FileType::BlockDevice,
+                };
+                let size = match n.kind {
+                    NodeKind::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
+                    _ => n.size,
+                };
+                let time = |t: &Timespec| UNIX_EPOCH + Duration::new(t.sec.max(0) as u64, t.nsec);
+                FileAttr {
+                    mtime: time(&n.mtime),
+                    ctime: time(&n.ctime),
+                    atime: time(&n.mtime),
+                    perm: (n.mode & 0o7777) as u16,
+                    uid: n.uid,
+                    gid: n.gid,
+                    rdev: n.rdev as u32,
+                    nlink: if n.kind == NodeKind::Dir {
+                        2
+                    } else {
+                        n.nlink.max(1) as u32
+                    },
+                    ..base(kind, 0, size)
+                }
+            }
+        })
+    }
+
+    /// `size` bytes of a file's content from `offset` on.
+    fn read_at(&mut self, node: &Node, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(size);
+        let mut start = 0u64;
+        for id in &node.content {
+            if out.len() >= size {
+                break;
+            }
+            let len = u64::from(self.repo.lookup_blob(id)?.entry.raw_length);
+            let end = start + len;
+            if end > offset {
+                let blob = self.blob(id)?;
+                let from = offset.saturating_sub(start) as usize;
+                let take = (size - out.len()).min(blob.len().saturating_sub(from));
+                out.extend_from_slice(&blob[from..from + take]);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn blob(&mut self, id: &BlobId) -> Result<&[u8]> {
+        if let Some(i) = self.blobs.iter().position(|(b, _)| b == id) {
+            let hit = self.blobs.remove(i).expect("found");
+            self.blobs.push_back(hit);
+        } else {
+            let plain = self.repo.read_blob(id)?;
+            if self.blobs.len() == BLOB_CACHE {
+                self.blobs.pop_front();
+            }
+            self.blobs.push_back((*id, plain));
+        }
+        Ok(&self.blobs.back().expect("just placed").1)
+    }
+
+    fn node(&self, ino: u64) -> Option<Node> {
+        match self.get(ino)? {
+            Inode::Node { node, .. } => Some((**node).clone()),
+            _ => None,
+        }
+    }
+}
+
+fn errno(e: &crate::error::Error) -> i32 {
+    match e {
+        crate::error::Error::NotFound { .. } => libc::ENOENT,
+        _ => libc::EIO,
+    }
+}
+
+impl Filesystem for SnapshotFs {
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        match self.entries(parent) {
+            Ok(Some(entries)) => {
+                match entries
+                    .iter()
+                    .find(|(n, _)| n.as_slice() == name.as_bytes())
+                {
+                    Some((_, ino)) => match self.attr(*ino) {
+                        Some(a) => reply.entry(&TTL, &a, 0),
+                        None => reply.error(libc::ENOENT),
+                    },
+                    None => reply.error(libc::ENOENT),
+                }
+            }
+            Ok(None) => reply.error(libc::ENOTDIR),
+            Err(e) => {
+                self.repo.warn(format!("listing a directory: {e}"));
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.attr(ino) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(libc::ENOENT),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.get(ino) {
+            Some(Inode::Link(t)) => reply.data(t),
+            Some(Inode::Node { node, .. }) if node.kind == NodeKind::Symlink => {
+                reply.data(node.target.as_deref().unwrap_or_default())
+            }
+            _ => reply.error(libc::EINVAL),
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let Some(node) = self.node(ino).filter(|n| n.kind == NodeKind::File) else {
+            reply.error(libc::EISDIR);
+            return;
+        };
+        match self.read_at(&node, offset.max(0) as u64, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => {
+                self.repo.warn(format!("reading a file: {e}"));
+                reply.error(errno(&e))
+            }
+        }
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.entries(ino) {
+            Ok(Some(e)) => e,
+            Ok(None) => return reply.error(libc::ENOTDIR),
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let all = [(b".".to_vec(), ino), (b"..".to_vec(), ino)]
+            .into_iter()
+            .chain(entries);
+        for (i, (name, child)) in all.enumerate().skip(offset.max(0) as usize) {
+            let kind = self.attr(child).map_or(FileType::RegularFile, |a| a.kind);
+            if reply.add(child, (i + 1) as i64, kind, OsStr::from_bytes(&name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        let mut names = Vec::new();
+        if let Some(n) = self.node(ino) {
+            for x in &n.xattrs {
+                names.extend_from_slice(&x.name);
+                names.push(0);
+            }
+        }
+        xattr_reply(&names, size, reply);
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let value = self.node(ino).and_then(|n| {
+            n.xattrs
+                .into_iter()
+                .find(|x| x.name == name.as_bytes())
+                .map(|x| x.value)
+        });
+        match value {
+            Some(v) => xattr_reply(&v, size, reply),
+            None => reply.error(libc::ENODATA),
+        }
+    }
+}
+
+/// The size asked about (`size` 0), the data, or ERANGE when it does not fit.
+fn xattr_reply(data: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() <= size as usize {
+        reply.data(data);
+    } else {
+        reply.error(libc::ERANGE);
+    }
+}
