@@ -142,31 +142,22 @@ mod tests {
 
     /// Valid encodings to mutate: what strata itself writes.
     fn seeds() -> Vec<Vec<u8>> {
-        let enc = |v: &dyn erased::Encode| v.encode();
         let key = fixed_key();
         let kf = KeyFile::create(&key, b"pw", &crate::crypto::KdfCost::INSECURE_FOR_TESTS)
             .unwrap()
             .encode();
-        let cfg = Config::new(crate::chunker::ChunkerParams::default(), 3);
+        let mut cfg = Vec::new();
+        ciborium::into_writer(
+            &Config::new(crate::chunker::ChunkerParams::default(), 3),
+            &mut cfg,
+        )
+        .unwrap();
         let mut tree = Tree::default();
         tree.entries.push(crate::repo::tree::Node::new(
             b"a".to_vec(),
             crate::repo::tree::NodeKind::File,
         ));
-        vec![kf, enc(&cfg), tree.encode()]
-    }
-
-    mod erased {
-        pub trait Encode {
-            fn encode(&self) -> Vec<u8>;
-        }
-        impl<T: serde::Serialize> Encode for T {
-            fn encode(&self) -> Vec<u8> {
-                let mut v = Vec::new();
-                ciborium::into_writer(self, &mut v).unwrap();
-                v
-            }
-        }
+        vec![kf, cfg, tree.encode()]
     }
 
     proptest! {

@@ -243,19 +243,19 @@ pub fn diff(
     path: Option<&Path>,
 ) -> Result<DiffReport> {
     let base = path.unwrap_or(Path::new("/")).to_path_buf();
-    let start = |s: &Snapshot| -> Result<Option<Node>> {
-        Ok(match crate::walk::lookup(repo, &s.tree, &base)? {
-            Some(n) => Some(n),
-            None => {
+    // The node at `base`, or for `/` a directory node holding the root tree.
+    let start = |s: &Snapshot| -> Result<Node> {
+        Ok(
+            crate::walk::lookup(repo, &s.tree, &base)?.unwrap_or_else(|| {
                 let mut root = Node::new(Vec::new(), NodeKind::Dir);
                 root.subtree = Some(s.tree);
-                Some(root)
-            }
-        })
+                root
+            }),
+        )
     };
     let (na, nb) = (start(a)?, start(b)?);
     let mut report = DiffReport::default();
-    compare(repo, &base, na.as_ref(), nb.as_ref(), &mut report, true)?;
+    compare(repo, &base, Some(&na), Some(&nb), &mut report, true)?;
     report.changes.sort_by(|x, y| {
         x.path
             .as_os_str()

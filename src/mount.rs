@@ -55,6 +55,9 @@ pub struct SnapshotFs {
     /// The inode of each multiply linked file, by (snapshot, device, inode).
     links: HashMap<(u64, u64, u64), u64>,
     blobs: VecDeque<(BlobId, Vec<u8>)>,
+    /// Where each chunk of a file begins, once the file is read: a read far into a large
+    /// file finds its chunks without looking every earlier one up again.
+    offsets: HashMap<u64, std::sync::Arc<Vec<u64>>>,
     /// Seconds of the newest snapshot: the time of the layout's own directories.
     epoch: SystemTime,
 }
@@ -74,6 +77,7 @@ impl SnapshotFs {
             children: HashMap::new(),
             links: HashMap::new(),
             blobs: VecDeque::new(),
+            offsets: HashMap::new(),
             epoch: UNIX_EPOCH,
         };
         let root = fs.add(Inode::Dir(Vec::new()));
@@ -252,23 +256,33 @@ impl SnapshotFs {
         })
     }
 
-    /// `size` bytes of a file's content from `offset` on.
-    fn read_at(&mut self, node: &Node, offset: u64, size: usize) -> Result<Vec<u8>> {
+    /// `size` bytes of file `ino`'s content from `offset` on.
+    fn read_at(&mut self, ino: u64, node: &Node, offset: u64, size: usize) -> Result<Vec<u8>> {
+        let starts = match self.offsets.get(&ino) {
+            Some(s) => s.clone(),
+            None => {
+                let mut at = 0u64;
+                let mut starts = Vec::with_capacity(node.content.len());
+                for id in &node.content {
+                    starts.push(at);
+                    at += u64::from(self.repo.lookup_blob(id)?.entry.raw_length);
+                }
+                let starts = std::sync::Arc::new(starts);
+                self.offsets.insert(ino, starts.clone());
+                starts
+            }
+        };
+        // The chunk holding `offset`: the last that starts at or before it.
+        let first = starts.partition_point(|&s| s <= offset).saturating_sub(1);
         let mut out = Vec::with_capacity(size);
-        let mut start = 0u64;
-        for id in &node.content {
+        for (id, start) in node.content.iter().zip(starts.iter()).skip(first) {
             if out.len() >= size {
                 break;
             }
-            let len = u64::from(self.repo.lookup_blob(id)?.entry.raw_length);
-            let end = start + len;
-            if end > offset {
-                let blob = self.blob(id)?;
-                let from = offset.saturating_sub(start) as usize;
-                let take = (size - out.len()).min(blob.len().saturating_sub(from));
-                out.extend_from_slice(&blob[from..from + take]);
-            }
-            start = end;
+            let blob = self.blob(id)?;
+            let from = offset.saturating_sub(*start) as usize;
+            let take = (size - out.len()).min(blob.len().saturating_sub(from));
+            out.extend_from_slice(&blob[from..from + take]);
         }
         Ok(out)
     }
@@ -357,7 +371,7 @@ impl Filesystem for SnapshotFs {
             reply.error(libc::EISDIR);
             return;
         };
-        match self.read_at(&node, offset.max(0) as u64, size as usize) {
+        match self.read_at(ino, &node, offset.max(0) as u64, size as usize) {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 self.repo.warn(format!("reading a file: {e}"));

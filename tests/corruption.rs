@@ -245,20 +245,7 @@ fn key_case(env: &Env, how: Damage) {
 fn lock_case(env: &Env, how: Damage) {
     populate(env);
     let repo = open_repo(env);
-    let now = chrono::Local::now().to_rfc3339();
-    repo.save_file(
-        strata::backend::FileKind::Lock,
-        &strata::lock::LockFile {
-            version: 1,
-            operation: "prune".into(),
-            host: "elsewhere".into(),
-            user: "root".into(),
-            pid: 1,
-            created: now.clone(),
-            refreshed: now,
-        },
-    )
-    .unwrap();
+    plant_lock(&repo, "elsewhere", 1, &chrono::Local::now().to_rfc3339());
     drop(repo);
     let name = damage(env, "locks", how);
     let out = run(env, &["prune"]);

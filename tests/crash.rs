@@ -34,21 +34,6 @@ fn manifest(root: &Path) -> Manifest {
     m
 }
 
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p.clone());
-            }
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn snapshot_ids(env: &Env) -> Vec<String> {
     env.json(&["snapshots"])
         .as_array()

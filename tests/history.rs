@@ -156,19 +156,9 @@ fn diff_names_every_kind_of_change(env: &Env) {
 /// exactly that subtree, byte for byte, and nothing else.
 fn a_damaged_subtree_is_found_and_restored_from_its_last_good_version(env: &Env) {
     let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let c = &two_sets_config(env, &app, &metrics, "hourly = 24");
     fs::create_dir_all(app.join("tasks")).unwrap();
     fs::create_dir_all(app.join("config")).unwrap();
-    fs::create_dir_all(&metrics).unwrap();
-    let config = env.path("strata.toml");
-    fs::write(
-        &config,
-        format!(
-            "[sets.critical]\npaths = [{app:?}]\nkeep = {{ hourly = 24 }}\n\
-             [sets.metrics]\npaths = [{metrics:?}]\nkeep = {{ hourly = 24 }}\n"
-        ),
-    )
-    .unwrap();
-    let c = config.to_str().unwrap();
     env.init();
     let good: Vec<(String, Vec<u8>)> = (0..5)
         .map(|i| (format!("task-{i}.json"), noise(10_000 + i, i as u64)))

@@ -169,19 +169,7 @@ fn a_second_prune_is_refused_and_stale_locks_are_reported(env: &Env) {
     }
     // A lock left by a crashed prune an hour ago: stale, reported, removable.
     let old = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-    repo.save_file(
-        strata::backend::FileKind::Lock,
-        &strata::lock::LockFile {
-            version: 1,
-            operation: "prune".into(),
-            host: "crashed-host".into(),
-            user: "root".into(),
-            pid: 4242,
-            created: old.clone(),
-            refreshed: old,
-        },
-    )
-    .unwrap();
+    plant_lock(&repo, "crashed-host", 4242, &old);
     let out = env.run(&["prune"]);
     assert_eq!(code(&out), 11);
     assert!(

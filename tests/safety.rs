@@ -482,20 +482,6 @@ fn repository_and_cache_are_private() {
     assert!(checked > 10, "{checked}");
 }
 
-fn walk(root: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![root.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if out[i].is_dir() {
-            for e in fs::read_dir(&out[i]).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
 /// Item 13: out-of-range times and durations are errors, not panics.
 #[test]
 fn out_of_range_times_are_clear_errors() {
@@ -549,19 +535,7 @@ fn unlock_clears_a_lock_whose_process_is_gone() {
     child.wait().unwrap();
     let repo = open_repo(env);
     let now = chrono::Local::now().to_rfc3339();
-    repo.save_file(
-        strata::backend::FileKind::Lock,
-        &strata::lock::LockFile {
-            version: 1,
-            operation: "prune".into(),
-            host: strata::internals::hostname(),
-            user: "root".into(),
-            pid: dead_pid,
-            created: now.clone(),
-            refreshed: now,
-        },
-    )
-    .unwrap();
+    plant_lock(&repo, &strata::internals::hostname(), dead_pid, &now);
     drop(repo);
     let out = env.run(&["prune"]);
     assert_eq!(code(&out), 11, "{}", stderr(&out));

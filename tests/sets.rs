@@ -15,20 +15,10 @@ use common::*;
 /// a config naming them; returns the config path.
 fn two_sets(env: &Env) -> String {
     let (a, b) = (env.path("app"), env.path("metrics"));
+    let c = two_sets_config(env, &a, &b, "last = 5");
     fs::create_dir_all(a.join("tasks")).unwrap();
-    fs::create_dir_all(&b).unwrap();
     fs::write(a.join("tasks/t1"), "task one v1").unwrap();
     fs::write(b.join("m"), "metric").unwrap();
-    let config = env.path("strata.toml");
-    fs::write(
-        &config,
-        format!(
-            "[sets.critical]\npaths = [{a:?}]\nkeep = {{ last = 5 }}\n\
-             [sets.metrics]\npaths = [{b:?}]\nkeep = {{ last = 5 }}\n"
-        ),
-    )
-    .unwrap();
-    let c = config.to_str().unwrap().to_string();
     env.init();
     env.ok(&[
         "--config",
@@ -249,18 +239,7 @@ fn output_into_a_closed_pipe_ends_quietly(env: &Env) {
 /// repeated local hour (which means its first occurrence).
 fn point_in_time_picks_per_set_across_a_dst_fold(env: &Env) {
     let (a, b) = (env.path("app"), env.path("metrics"));
-    fs::create_dir_all(&a).unwrap();
-    fs::create_dir_all(&b).unwrap();
-    let config = env.path("strata.toml");
-    fs::write(
-        &config,
-        format!(
-            "[sets.critical]\npaths = [{a:?}]\nkeep = {{ hourly = 48 }}\n\
-             [sets.metrics]\npaths = [{b:?}]\nkeep = {{ hourly = 48 }}\n"
-        ),
-    )
-    .unwrap();
-    let c = config.to_str().unwrap().to_string();
+    let c = two_sets_config(env, &a, &b, "hourly = 48");
     env.init();
     for h in 0..24 {
         fs::write(a.join("hour"), format!("{h}")).unwrap();

@@ -587,3 +587,53 @@ impl strata::backend::Backend for Intercept {
         self.inner.delete(kind, name)
     }
 }
+
+/// Every path below `root`, `root` included (directories followed, breadth first).
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            for e in fs::read_dir(&out[i]).unwrap() {
+                out.push(e.unwrap().path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Writes a prune lock as `host`'s process `pid` would have, last refreshed at `at`.
+pub fn plant_lock(repo: &strata::Repository, host: &str, pid: u32, at: &str) {
+    repo.save_file(
+        strata::backend::FileKind::Lock,
+        &strata::lock::LockFile {
+            version: 1,
+            operation: "prune".into(),
+            host: host.into(),
+            user: "root".into(),
+            pid,
+            created: at.into(),
+            refreshed: at.into(),
+        },
+    )
+    .unwrap();
+}
+
+/// A config file with two backup sets, `critical` backing up `app` and `metrics` backing
+/// up `metrics` (both created), each with the retention `keep` (a TOML inline table's
+/// inside, e.g. `last = 5`); returns the config's path.
+pub fn two_sets_config(env: &Env, app: &Path, metrics: &Path, keep: &str) -> String {
+    fs::create_dir_all(app).unwrap();
+    fs::create_dir_all(metrics).unwrap();
+    let config = env.path("strata.toml");
+    fs::write(
+        &config,
+        format!(
+            "[sets.critical]\npaths = [{app:?}]\nkeep = {{ {keep} }}\n\
+             [sets.metrics]\npaths = [{metrics:?}]\nkeep = {{ {keep} }}\n"
+        ),
+    )
+    .unwrap();
+    config.to_str().unwrap().to_string()
+}
