@@ -108,6 +108,10 @@ enum Command {
     /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
     Dump(browse::DumpArgs),
     /// Mount the snapshots as a read-only file system (FUSE) until interrupted.
+    ///
+    /// The layout: snapshots/<id>/, sets/<set>/<time> and sets/<set>/latest,
+    /// hosts/<host>/latest, and at/<time>/<set> (each set as of any time --at takes,
+    /// e.g. "at/2026-11-25 14:30").
     Mount(browse::MountArgs),
     /// Every version of the paths matching a pattern, across snapshots.
     Find(history::FindArgs),

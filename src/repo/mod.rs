@@ -393,6 +393,13 @@ impl Repository {
         self.key.blob_id(plain)
     }
 
+    /// How many reads to keep in flight on this backend (at least one per core).
+    pub(crate) fn read_concurrency(&self) -> usize {
+        self.backend
+            .read_concurrency()
+            .max(rayon::current_num_threads())
+    }
+
     /// Runs `f` on a pool sized for this backend's reads (several in flight on S3).
     pub(crate) fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         crate::util::with_read_pool(self.backend.as_ref(), f)

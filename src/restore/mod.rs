@@ -40,7 +40,7 @@ pub(crate) use target::Target;
 const MAX_GAP: u64 = 256 << 10;
 /// Largest single range read: a whole data pack (16 MiB of blobs plus its header) fits, so a
 /// pack costs one request, and each reader thread holds at most this much.
-const MAX_RANGE: u64 = 17 << 20;
+pub(crate) const MAX_RANGE: u64 = 17 << 20;
 
 /// Where and how a restore writes.
 #[derive(Default)]

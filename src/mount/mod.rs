@@ -5,17 +5,28 @@
 //! sets/<set>/<time>  -> ../../snapshots/<id>      one link per snapshot of a set
 //! sets/<set>/latest  -> ../../snapshots/<id>
 //! hosts/<host>/latest -> ../../snapshots/<id>     for snapshots without a set
+//! at/<time>/<set>    -> ../../snapshots/<id>      every set as of <time>
 //! ```
 //!
-//! Directory listings and attributes come from tree blobs only; file reads fetch the blobs
-//! that cover the range asked for, and keep the last ones decoded for the next read.
+//! `at/` lists the instants of the snapshots, and takes any other time `--at` takes
+//! (`at/2026-03-01 14:30`, `at/2026-03-01T14:30:00+01:00`, `at/2h` from the mount's
+//! start): in it, each set (or host, for snapshots without one) links to its newest
+//! snapshot at or before that time.
+//!
+//! Directory listings and attributes come from tree blobs only; file reads go through
+//! a reader that fetches pack ranges ahead of the file being read, several in flight.
 //! Inodes are handed out as paths are first looked up; the files of a hard-link group in
 //! one snapshot share one.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod read;
+
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, FixedOffset};
 
 use fuser::{
     FileAttr, FileType, Filesystem, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyXattr,
@@ -23,16 +34,14 @@ use fuser::{
 };
 
 use crate::error::Result;
-use crate::id::{BlobId, SnapshotId};
-use crate::repo::snapshot::{Snapshot, SnapshotFilter};
+use crate::id::SnapshotId;
+use crate::repo::snapshot::{select_per_lineage, Lineage, Snapshot, SnapshotFilter};
 use crate::repo::tree::{Node, NodeKind, Timespec};
 use crate::repo::Repository;
 use crate::walk::safe_name;
 
 /// Snapshots do not change under a mount: the kernel may cache what it was told.
 const TTL: Duration = Duration::from_secs(3600);
-/// Decoded blobs kept for the next reads (sequential reads hit the same chunk many times).
-const BLOB_CACHE: usize = 32;
 
 /// A directory's entries: names and inodes.
 type Entries = Vec<(Vec<u8>, u64)>;
@@ -48,16 +57,21 @@ enum Inode {
 
 /// The file system over one open repository.
 pub struct SnapshotFs {
-    repo: Repository,
+    repo: Arc<Repository>,
+    reader: read::Reader,
+    /// The snapshots shown, oldest first.
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    filter: SnapshotFilter,
+    /// When the mount began: what relative times under `at/` count from.
+    now: DateTime<FixedOffset>,
     inodes: Vec<Inode>,
+    /// `at/`, and the instants looked up in it that it does not list.
+    at_dir: u64,
+    at_lookups: HashMap<Vec<u8>, u64>,
     /// A tree directory's entries, once listed.
     children: HashMap<u64, Entries>,
     /// The inode of each multiply linked file, by (snapshot, device, inode).
     links: HashMap<(u64, u64, u64), u64>,
-    blobs: VecDeque<(BlobId, Vec<u8>)>,
-    /// Where each chunk of a file begins, once the file is read: a read far into a large
-    /// file finds its chunks without looking every earlier one up again.
-    offsets: HashMap<u64, std::sync::Arc<Vec<u64>>>,
     /// Seconds of the newest snapshot: the time of the layout's own directories.
     epoch: SystemTime,
 }
@@ -70,14 +84,19 @@ impl SnapshotFs {
             .into_iter()
             .filter(|(_, s)| filter.matches(s))
             .collect();
-        snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+        snapshots.sort_by_key(|(_, s)| s.datetime());
+        let repo = Arc::new(repo);
         let mut fs = SnapshotFs {
+            reader: read::Reader::new(repo.clone())?,
             repo,
+            snapshots: snapshots.clone(),
+            filter: filter.clone(),
+            now: crate::timespec::now(),
             inodes: Vec::new(),
+            at_dir: 0,
+            at_lookups: HashMap::new(),
             children: HashMap::new(),
             links: HashMap::new(),
-            blobs: VecDeque::new(),
-            offsets: HashMap::new(),
             epoch: UNIX_EPOCH,
         };
         let root = fs.add(Inode::Dir(Vec::new()));
@@ -107,11 +126,7 @@ impl SnapshotFs {
             let target = format!("../../snapshots/{}", id.to_hex()).into_bytes();
             let name = snap
                 .datetime()
-                .map(|t| {
-                    t.with_timezone(&chrono::Utc)
-                        .format("%Y-%m-%dT%H:%M:%SZ")
-                        .to_string()
-                })
+                .map(instant_name)
                 .unwrap_or_else(|| snap.time.clone());
             let (dir, key) = match &snap.set {
                 Some(set) => (&mut sets, set.clone()),
@@ -138,12 +153,64 @@ impl SnapshotFs {
         };
         let sets_dir = group(&mut fs, sets);
         let hosts_dir = group(&mut fs, hosts);
+        let mut instants: Vec<DateTime<FixedOffset>> =
+            snapshots.iter().filter_map(|(_, s)| s.datetime()).collect();
+        instants.dedup_by_key(|t| t.timestamp());
+        let at_entries = instants
+            .into_iter()
+            .map(|t| (instant_name(t).into_bytes(), fs.at(t)))
+            .collect();
+        fs.at_dir = fs.add(Inode::Dir(at_entries));
         fs.inodes[0] = Inode::Dir(vec![
             (b"snapshots".to_vec(), snapshots_dir),
             (b"sets".to_vec(), sets_dir),
             (b"hosts".to_vec(), hosts_dir),
+            (b"at".to_vec(), fs.at_dir),
         ]);
         Ok(fs)
+    }
+
+    /// A directory of links, one per lineage, to its newest snapshot at or before `t`.
+    fn at(&mut self, t: DateTime<FixedOffset>) -> u64 {
+        let picks = select_per_lineage(self.snapshots.clone(), Some(t), &self.filter);
+        let mut entries: Entries = Vec::new();
+        for (lineage, id, _) in picks {
+            let mut name = match lineage {
+                Lineage::Set(set) => set,
+                Lineage::HostPaths { host, .. } => format!("host-{host}"),
+            };
+            // Several path lineages of one host: numbered after the first.
+            let base = name.clone();
+            let mut n = 1;
+            while entries.iter().any(|(e, _)| *e == name.as_bytes()) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            let link = self.add(Inode::Link(
+                format!("../../snapshots/{}", id.to_hex()).into_bytes(),
+            ));
+            entries.push((name.into_bytes(), link));
+        }
+        self.add(Inode::Dir(entries))
+    }
+
+    /// `at/<name>` for a name `at/` does not list: any time `--at` takes.
+    fn at_lookup(&mut self, name: &[u8]) -> Option<u64> {
+        if let Some(ino) = self.at_lookups.get(name) {
+            return Some(*ino);
+        }
+        let t = crate::timespec::parse_instant(std::str::from_utf8(name).ok()?, self.now).ok()?;
+        // Before the first snapshot there is nothing to show: no such entry.
+        if !self
+            .snapshots
+            .iter()
+            .any(|(_, s)| s.datetime().is_some_and(|st| st <= t) && self.filter.matches(s))
+        {
+            return None;
+        }
+        let ino = self.at(t);
+        self.at_lookups.insert(name.to_vec(), ino);
+        Some(ino)
     }
 
     fn add(&mut self, inode: Inode) -> u64 {
@@ -256,51 +323,6 @@ impl SnapshotFs {
         })
     }
 
-    /// `size` bytes of file `ino`'s content from `offset` on.
-    fn read_at(&mut self, ino: u64, node: &Node, offset: u64, size: usize) -> Result<Vec<u8>> {
-        let starts = match self.offsets.get(&ino) {
-            Some(s) => s.clone(),
-            None => {
-                let mut at = 0u64;
-                let mut starts = Vec::with_capacity(node.content.len());
-                for id in &node.content {
-                    starts.push(at);
-                    at += u64::from(self.repo.lookup_blob(id)?.entry.raw_length);
-                }
-                let starts = std::sync::Arc::new(starts);
-                self.offsets.insert(ino, starts.clone());
-                starts
-            }
-        };
-        // The chunk holding `offset`: the last that starts at or before it.
-        let first = starts.partition_point(|&s| s <= offset).saturating_sub(1);
-        let mut out = Vec::with_capacity(size);
-        for (id, start) in node.content.iter().zip(starts.iter()).skip(first) {
-            if out.len() >= size {
-                break;
-            }
-            let blob = self.blob(id)?;
-            let from = offset.saturating_sub(*start) as usize;
-            let take = (size - out.len()).min(blob.len().saturating_sub(from));
-            out.extend_from_slice(&blob[from..from + take]);
-        }
-        Ok(out)
-    }
-
-    fn blob(&mut self, id: &BlobId) -> Result<&[u8]> {
-        if let Some(i) = self.blobs.iter().position(|(b, _)| b == id) {
-            let hit = self.blobs.remove(i).expect("found");
-            self.blobs.push_back(hit);
-        } else {
-            let plain = self.repo.read_blob(id)?;
-            if self.blobs.len() == BLOB_CACHE {
-                self.blobs.pop_front();
-            }
-            self.blobs.push_back((*id, plain));
-        }
-        Ok(&self.blobs.back().expect("just placed").1)
-    }
-
     fn node(&self, ino: u64) -> Option<Node> {
         match self.get(ino)? {
             Inode::Node { node, .. } => Some((**node).clone()),
@@ -320,11 +342,17 @@ impl Filesystem for SnapshotFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.entries(parent) {
             Ok(Some(entries)) => {
-                match entries
+                let found = entries
                     .iter()
                     .find(|(n, _)| n.as_slice() == name.as_bytes())
-                {
-                    Some((_, ino)) => match self.attr(*ino) {
+                    .map(|(_, ino)| *ino)
+                    .or_else(|| {
+                        (parent == self.at_dir)
+                            .then(|| self.at_lookup(name.as_bytes()))
+                            .flatten()
+                    });
+                match found {
+                    Some(ino) => match self.attr(ino) {
                         Some(a) => reply.entry(&TTL, &a, 0),
                         None => reply.error(libc::ENOENT),
                     },
@@ -371,7 +399,10 @@ impl Filesystem for SnapshotFs {
             reply.error(libc::EISDIR);
             return;
         };
-        match self.read_at(ino, &node, offset.max(0) as u64, size as usize) {
+        match self
+            .reader
+            .read(ino, &node, offset.max(0) as u64, size as usize)
+        {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 self.repo.warn(format!("reading a file: {e}"));
@@ -446,4 +477,11 @@ fn xattr_reply(data: &[u8], size: u32, reply: ReplyXattr) {
     } else {
         reply.error(libc::ERANGE);
     }
+}
+
+/// How the layout names an instant: UTC, to the second.
+fn instant_name(t: DateTime<FixedOffset>) -> String {
+    t.with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
