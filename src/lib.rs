@@ -63,6 +63,7 @@ pub mod check;
 pub mod dump;
 pub mod history;
 pub mod lock;
+pub mod metrics;
 pub mod mount;
 pub mod patterns;
 pub mod prune;

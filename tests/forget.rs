@@ -131,7 +131,57 @@ fn forget_refuses_without_a_rule(env: &Env) {
     );
 }
 
+/// An hourly `forget` prints a line per group, not every kept snapshot (cron mails it);
+/// `-v` lists them, a dry run lists what would go; `prune --dry-run` tells what it would
+/// delete, repack and mark apart.
+fn forget_summarizes_per_group_and_prune_dry_run_says_what_it_would_do(env: &Env) {
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let c = &two_sets_config(env, &app, &metrics, "last = 2");
+    env.init();
+    for h in 0..5 {
+        std::fs::write(app.join("f"), common::noise(50_000, h)).unwrap();
+        env.ok(&[
+            "--config",
+            c,
+            "backup",
+            "critical",
+            "--time",
+            &format!("2026-03-01T{h:02}:00:00Z"),
+        ]);
+    }
+    let dry = env.ok(&["--config", c, "forget", "critical", "--dry-run"]);
+    assert!(
+        dry.contains("set critical: keep 2 (last 2), would remove 3"),
+        "{dry}"
+    );
+    assert_eq!(dry.matches("  remove  ").count(), 3, "{dry}");
+    assert!(!dry.contains("  keep  "), "{dry}");
+    let verbose = env.ok(&["--config", c, "forget", "critical", "--dry-run", "-v"]);
+    assert_eq!(verbose.matches("  keep  ").count(), 2, "{verbose}");
+    let done = env.ok(&["--config", c, "forget", "critical"]);
+    assert!(
+        done.contains("set critical: keep 2 (last 2), removed 3"),
+        "{done}"
+    );
+    assert_eq!(
+        done.lines().filter(|l| l.starts_with("  ")).count(),
+        0,
+        "{done}"
+    );
+    let plan = env.ok(&["prune", "--dry-run"]);
+    assert!(plan.contains("dry run: of "), "{plan}");
+    for part in ["would delete", "repack", "unused ("] {
+        assert!(plan.contains(part), "{part}: {plan}");
+    }
+    let v = env.json(&["prune", "--dry-run"]);
+    assert!(
+        v["bytes_marked"].as_u64().unwrap() + v["bytes_repacked"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+}
+
 conformance!(
     forget_by_policy_per_group_with_dry_run,
-    forget_refuses_without_a_rule
+    forget_refuses_without_a_rule,
+    forget_summarizes_per_group_and_prune_dry_run_says_what_it_would_do
 );

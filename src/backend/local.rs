@@ -102,6 +102,7 @@ impl Backend for LocalBackend {
                     out.push(FileInfo {
                         name,
                         size: meta.len(),
+                        storage_class: None,
                     });
                 }
             }
@@ -193,6 +194,7 @@ impl Backend for LocalBackend {
                     removed.push(FileInfo {
                         name,
                         size: meta.len(),
+                        storage_class: None,
                     });
                 }
             }
@@ -236,7 +238,8 @@ mod tests {
             list,
             vec![FileInfo {
                 name: "abcdef".into(),
-                size: 10
+                size: 10,
+                storage_class: None,
             }]
         );
         b.delete(FileKind::Data, "abcdef").unwrap();

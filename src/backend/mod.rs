@@ -98,6 +98,9 @@ pub struct FileInfo {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// Its S3 storage class as the listing gives it; `None` where there are none (a
+    /// local directory).
+    pub storage_class: Option<String>,
 }
 
 /// Where repository files are stored: a flat namespace per [`FileKind`]. Files are

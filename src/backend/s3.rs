@@ -494,6 +494,7 @@ impl Backend for S3Backend {
                 out.push(FileInfo {
                     name: name.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
+                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
                 });
             }
             match resp.next_continuation_token() {
@@ -606,6 +607,7 @@ impl Backend for S3Backend {
                 removed.push(FileInfo {
                     name: key.to_string(),
                     size: 0,
+                    storage_class: None,
                 });
             }
             match (resp.is_truncated(), resp.next_key_marker()) {

@@ -183,6 +183,25 @@ impl BlobIndex<'_> {
         st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
     }
 
+    /// How many blobs of each kind the index holds.
+    pub fn blob_counts(&self) -> Result<Vec<(BlobKind, u64)>> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached("SELECT kind, COUNT(*) FROM blobs GROUP BY kind ORDER BY kind")
+            .map_err(|e| self.0.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, u8>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.0.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (kind, n) = r.map_err(|e| self.0.err(e))?;
+            if let Ok(kind) = BlobKind::try_from(kind) {
+                out.push((kind, n as u64));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every pack the index names, with kind and size.
     pub fn packs(&self) -> Result<Vec<(PackId, BlobKind, u64)>> {
         let conn = self.0.lock();

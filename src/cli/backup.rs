@@ -6,10 +6,13 @@ use std::sync::Arc;
 use super::exit;
 use anyhow::{anyhow, Context};
 use clap::Args;
-use strata::backup::{self, BackupOptions, Source};
+use strata::backup::{self, BackupOptions, BackupReport, Source};
+use strata::metrics;
 use strata::patterns::{self, Patterns};
 use strata::timespec;
 
+use super::config::SetConfig;
+use super::monitor;
 use super::output::{self, Bar};
 use super::Global;
 
@@ -151,7 +154,26 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         jobs(global, &args)?
     };
     let excludes = check_jobs(&jobs)?;
-    let repo = global.open()?;
+    let started = timespec::now();
+    let repo = match global.open() {
+        Ok(r) => r,
+        Err(e) => {
+            // A run that cannot open the repository (wrong password, unreachable) is a
+            // failed backup of every set it was to back up.
+            let code = exit::code_of_anyhow(&e);
+            for job in &jobs {
+                let label = job_label(job);
+                let run = Run {
+                    label: &label,
+                    hooks: job.set.as_ref().and_then(|s| global.file.sets.get(s)),
+                    started,
+                    duration_secs: 0.0,
+                };
+                run.tell(global, None, code, None, Some(&e));
+            }
+            return Err(e);
+        }
+    };
     let stop = stop_on_signals()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
@@ -170,11 +192,15 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             cancel: Some(&stop),
             ..Default::default()
         };
-        let (v, c) = one(global, &repo, opts)?;
+        let label = format!("host:{}", host_of(&args.host));
+        let (v, c) = observed(global, &repo, &label, None, opts)?;
         results.push(v);
-        code = code.max(c);
+        code = c;
     }
+    let several = jobs.len() > 1;
     for (job, excludes) in jobs.into_iter().zip(excludes) {
+        let label = job_label(&job);
+        let hooks = job.set.as_ref().and_then(|s| global.file.sets.get(s));
         let opts = BackupOptions {
             source: Source::Paths(job.paths),
             host: job.host,
@@ -190,9 +216,22 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
             println!("== set {set}");
         }
-        let (v, c) = one(global, &repo, opts)?;
-        results.push(v);
-        code = code.max(c);
+        match observed(global, &repo, &label, hooks, opts) {
+            Ok((v, c)) => {
+                results.push(v);
+                code = exit::worse(code, c);
+            }
+            // One set failing does not keep the others from their backups; an interrupt
+            // stops them all.
+            Err(e) if several && exit::code_of_anyhow(&e) != exit::INTERRUPTED => {
+                let c = exit::code_of_anyhow(&e);
+                let msg = format!("{e:#}");
+                eprintln!("error: set {label}: {}", output::plain_lines(&msg));
+                results.push(serde_json::json!({"set": label, "error": msg, "exit_code": c}));
+                code = exit::worse(code, c);
+            }
+            Err(e) => return Err(e),
+        }
     }
     if global.json {
         if results.len() == 1 {
@@ -202,6 +241,19 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// The set a job's metrics go under: its set, else `host:<host>`.
+fn job_label(job: &Job) -> String {
+    match &job.set {
+        Some(set) => set.clone(),
+        None => format!("host:{}", host_of(&job.host)),
+    }
+}
+
+/// The host a backup records: the one given, else this machine's name.
+fn host_of(given: &Option<String>) -> String {
+    given.clone().unwrap_or_else(strata::internals::hostname)
 }
 
 /// A flag SIGINT and SIGTERM set: the backup then stops reading, saves and indexes what it
@@ -257,17 +309,16 @@ fn check_jobs(jobs: &[Job]) -> anyhow::Result<Vec<Option<Patterns>>> {
     Ok(excludes)
 }
 
-/// Runs one backup and prints its summary; returns its JSON form and exit code.
+/// Runs one backup and prints its summary; returns its report and exit code.
 fn one(
     global: &Global,
     repo: &strata::Repository,
     opts: BackupOptions<'_>,
-) -> anyhow::Result<(serde_json::Value, i32)> {
+) -> anyhow::Result<(BackupReport, i32)> {
     let bar = Bar::new(global.show_progress(), true, "backup").verbose(global.verbose > 0);
     let report = backup::run(repo, opts, &bar)?;
     bar.finish();
     let s = &report.snapshot.summary;
-    let v = serde_json::to_value(&report)?;
     if !global.json && !global.quiet {
         println!(
             "files: {} new, {} changed, {} unchanged; dirs: {}",
@@ -287,7 +338,88 @@ fn one(
             "warning: {} path(s) could not be read; the snapshot was saved without them",
             report.warnings.len()
         );
-        return Ok((v, exit::PARTIAL));
+        return Ok((report, exit::PARTIAL));
     }
-    Ok((v, exit::OK))
+    Ok((report, exit::OK))
+}
+
+/// A backup run of one set (or of paths), for the metrics and the hooks.
+struct Run<'a> {
+    label: &'a str,
+    hooks: Option<&'a SetConfig>,
+    started: DateTime<FixedOffset>,
+    duration_secs: f64,
+}
+
+impl Run<'_> {
+    /// Tells the metrics file and the set's hook how the run went.
+    fn tell(
+        &self,
+        global: &Global,
+        repo: Option<&strata::Repository>,
+        code: i32,
+        report: Option<&BackupReport>,
+        error: Option<&anyhow::Error>,
+    ) {
+        if global.metrics().is_some() {
+            // The set's snapshot count: a listing (cached snapshots are not fetched again).
+            let snapshots = repo.and_then(|r| r.snapshots().ok()).map(|all| {
+                all.iter()
+                    .filter(|(_, s)| metrics::set_label(s) == self.label)
+                    .count()
+            });
+            monitor::record_backup(
+                global,
+                &metrics::BackupRun {
+                    set: self.label,
+                    started: self.started,
+                    duration_secs: self.duration_secs,
+                    exit_code: code,
+                    report,
+                    snapshots,
+                },
+            );
+        }
+        let hook = self.hooks.and_then(|h| match code {
+            exit::OK => h.on_success.as_deref().map(|c| ("on-success", c)),
+            _ => h.on_failure.as_deref().map(|c| ("on-failure", c)),
+        });
+        if let Some((what, cmd)) = hook {
+            let error = error.map(|e| format!("{e:#}"));
+            let env = monitor::backup_hook_env(
+                self.label,
+                code,
+                self.duration_secs,
+                report,
+                error.as_deref(),
+            );
+            monitor::run_hook(&format!("set {}: {what}", self.label), cmd, &env);
+        }
+    }
+}
+
+/// Runs one job's backup, then tells the metrics file and the set's hooks how it went:
+/// on-success after exit 0, on-failure after anything else (3 included: files were missed).
+fn observed(
+    global: &Global,
+    repo: &strata::Repository,
+    label: &str,
+    hooks: Option<&SetConfig>,
+    opts: BackupOptions<'_>,
+) -> anyhow::Result<(serde_json::Value, i32)> {
+    let started = timespec::now();
+    let clock = std::time::Instant::now();
+    let result = one(global, repo, opts);
+    let run = Run {
+        label,
+        hooks,
+        started,
+        duration_secs: clock.elapsed().as_secs_f64(),
+    };
+    match &result {
+        Ok((r, c)) => run.tell(global, Some(repo), *c, Some(r), None),
+        Err(e) => run.tell(global, Some(repo), exit::code_of_anyhow(e), None, Some(e)),
+    }
+    let (report, code) = result?;
+    Ok((serde_json::to_value(&report)?, code))
 }

@@ -34,6 +34,18 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     };
     let report = check::run_with(&repo, &opts, &bar)?;
     bar.finish();
+    if global.metrics().is_some() {
+        let sizes = {
+            let mut s = strata::metrics::Samples::default();
+            strata::metrics::record_repository(&mut s, &repo).map(|()| s)
+        };
+        global.update_metrics(|s| {
+            strata::metrics::record_check(s, &report);
+            if let Ok(sizes) = sizes {
+                s.merge(sizes);
+            }
+        });
+    }
     if global.json {
         output::print_json(&serde_json::to_value(&report)?);
     } else {

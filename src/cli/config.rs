@@ -20,6 +20,8 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     /// S3: objects larger than this go up in parts, e.g. "64MiB".
     pub s3_multipart_threshold: Option<String>,
+    /// Prometheus metrics, rewritten after every run (node_exporter's textfile directory).
+    pub metrics_file: Option<PathBuf>,
     #[serde(default)]
     pub sets: BTreeMap<String, SetConfig>,
 }
@@ -40,6 +42,11 @@ pub struct SetConfig {
     pub host: Option<String>,
     #[serde(default)]
     pub one_file_system: bool,
+    /// Run (`sh -c`) after a backup of the set that exits 0, with its summary in the
+    /// environment (STRATA_SET, STRATA_SNAPSHOT_ID, STRATA_EXIT_CODE, ...).
+    pub on_success: Option<String>,
+    /// Run after a backup of the set that does not exit 0 (3 included).
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, PartialEq)]

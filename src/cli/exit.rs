@@ -21,3 +21,22 @@ pub fn code_of(e: &Error) -> i32 {
         _ => FAILURE,
     }
 }
+
+/// The exit code of an error from anywhere in a command: its library error's, else 1.
+pub fn code_of_anyhow(e: &anyhow::Error) -> i32 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map(code_of)
+        .unwrap_or(FAILURE)
+}
+
+/// The code for a run of several parts: a failure outranks a part that missed files (3),
+/// which outranks success.
+pub fn worse(a: i32, b: i32) -> i32 {
+    let rank = |c: i32| match c {
+        OK => (0, c),
+        PARTIAL => (1, c),
+        _ => (2, c),
+    };
+    rank(a).max(rank(b)).1
+}

@@ -2,6 +2,7 @@ use super::exit;
 use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
+use strata::metrics;
 use strata::retention::{self, ForgetJob, Policy};
 
 use super::browse::FilterArgs;
@@ -86,10 +87,22 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
+    if !args.dry_run && global.metrics().is_some() {
+        let removed = plans.iter().map(|p| p.remove.len()).sum();
+        let left = repo.snapshots();
+        global.update_metrics(|s| {
+            if let Ok(left) = &left {
+                metrics::record_forget(s, removed, left);
+            }
+            if let Some(r) = &pruned {
+                metrics::record_prune(s, r);
+            }
+        });
+    }
     if global.json {
         output::print_json(&json!({"dry_run": args.dry_run, "groups": plans, "prune": pruned}));
     } else if !global.quiet {
-        print_plans(&plans, args.dry_run);
+        print_plans(&plans, args.dry_run, global.verbose > 0);
     }
     if let (Some(r), false) = (&pruned, global.json) {
         super::prune::print(global, r, false);
@@ -130,24 +143,44 @@ fn jobs(global: &Global, args: &ForgetArgs, flags: Policy) -> anyhow::Result<Vec
     Ok(jobs)
 }
 
-fn print_plans(plans: &[retention::GroupPlan], dry_run: bool) {
+/// One line per group (kept by which rules, removed); with `verbose` every snapshot, and
+/// on a dry run every snapshot that would go.
+fn print_plans(plans: &[retention::GroupPlan], dry_run: bool, verbose: bool) {
     for p in plans {
+        // How many snapshots each rule keeps ("hourly 3" counts as hourly).
+        let mut rules: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (_, _, reasons) in &p.keep {
+            for r in reasons {
+                *rules.entry(r.split(' ').next().unwrap_or(r)).or_default() += 1;
+            }
+        }
+        let rules: Vec<String> = rules.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!(
-            "{}: keep {}, remove {}",
+            "{}: keep {} ({}), {} {}",
             p.group,
             p.keep.len(),
+            if rules.is_empty() {
+                "no rule".to_string()
+            } else {
+                rules.join(", ")
+            },
+            if dry_run { "would remove" } else { "removed" },
             p.remove.len()
         );
-        for (id, s, reasons) in &p.keep {
-            println!(
-                "  keep    {}  {}  {}",
-                id.short(),
-                output::when(&s.time),
-                reasons.join(", ")
-            );
+        if verbose {
+            for (id, s, reasons) in &p.keep {
+                println!(
+                    "  keep    {}  {}  {}",
+                    id.short(),
+                    output::when(&s.time),
+                    reasons.join(", ")
+                );
+            }
         }
-        for (id, s) in &p.remove {
-            println!("  remove  {}  {}", id.short(), output::when(&s.time));
+        if verbose || dry_run {
+            for (id, s) in &p.remove {
+                println!("  remove  {}  {}", id.short(), output::when(&s.time));
+            }
         }
     }
     let removed: usize = plans.iter().map(|p| p.remove.len()).sum();

@@ -9,6 +9,7 @@ mod forget;
 mod history;
 mod init;
 mod key;
+mod monitor;
 mod output;
 mod prune;
 mod repair;
@@ -82,6 +83,10 @@ pub struct Global {
         help_heading = GLOBAL
     )]
     s3_multipart_threshold: Option<String>,
+    /// Write Prometheus metrics to this file after every backup, forget, prune and check
+    /// (node_exporter's textfile collector; the other runs' series are kept).
+    #[arg(long, env = "STRATA_METRICS_FILE", global = true, help_heading = GLOBAL)]
+    metrics_file: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -164,10 +169,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", output::plain_lines(&format!("{e:#}")));
-            e.chain()
-                .find_map(|c| c.downcast_ref::<strata::Error>())
-                .map(exit::code_of)
-                .unwrap_or(exit::FAILURE)
+            exit::code_of_anyhow(&e)
         }
     }
 }
@@ -289,25 +291,12 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
         let _ = stdout.read_to_end(&mut out);
         out
     });
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() >= timeout {
-            // The whole process group: `sh -c` may have started the real command as a child.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            return Err(anyhow!(
-                "password-command {cmd:?} did not finish within {} (raise \
-                 password-command-timeout if it needs longer)",
-                humantime::format_duration(timeout)
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let Some(status) = wait_or_kill(&mut child, timeout)? else {
+        return Err(anyhow!(
+            "password-command {cmd:?} did not finish within {} (raise \
+             password-command-timeout if it needs longer)",
+            humantime::format_duration(timeout)
+        ));
     };
     let out = reader.join().unwrap_or_default();
     if !status.success() {
@@ -315,6 +304,29 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
     }
     let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(line.to_vec())
+}
+
+/// Waits for a child started in its own process group; after `timeout` kills the group
+/// (`sh -c` may have started the real command as a child) and returns `None`.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if started.elapsed() >= timeout {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {

@@ -81,6 +81,18 @@ pub fn execute(
     let bar = Bar::new(global.show_progress(), false, "prune");
     let r = prune::run(repo, opts, &bar)?;
     bar.finish();
+    if !opts.dry_run && global.metrics().is_some() {
+        let sizes = {
+            let mut s = strata::metrics::Samples::default();
+            strata::metrics::record_repository(&mut s, repo).map(|()| s)
+        };
+        global.update_metrics(|s| {
+            strata::metrics::record_prune(s, &r);
+            if let Ok(sizes) = sizes {
+                s.merge(sizes);
+            }
+        });
+    }
     Ok(r)
 }
 
@@ -88,16 +100,32 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
     if global.quiet {
         return;
     }
-    println!(
-        "{}{} packs: {} deleted, {} repacked, {} newly marked unused, {} waiting out the grace period, {} revived",
-        if dry_run { "dry run: " } else { "" },
-        r.packs,
-        r.packs_deleted,
-        r.packs_repacked,
-        r.packs_marked,
-        r.packs_waiting,
-        r.packs_resurrected
-    );
+    if dry_run {
+        println!(
+            "dry run: of {} packs, would delete {} ({}), repack {} ({} rewritten), mark {} \
+             unused ({}, deleted by a later prune after the grace period); {} wait out the \
+             grace period, {} would be revived",
+            r.packs,
+            r.packs_deleted,
+            output::bytes(r.bytes_freed),
+            r.packs_repacked,
+            output::bytes(r.bytes_repacked),
+            r.packs_marked,
+            output::bytes(r.bytes_marked),
+            r.packs_waiting,
+            r.packs_resurrected
+        );
+    } else {
+        println!(
+            "{} packs: {} deleted, {} repacked, {} newly marked unused, {} waiting out the grace period, {} revived",
+            r.packs,
+            r.packs_deleted,
+            r.packs_repacked,
+            r.packs_marked,
+            r.packs_waiting,
+            r.packs_resurrected
+        );
+    }
     if r.temporaries_removed > 0 {
         println!(
             "removed {} temporary file(s) of interrupted writes ({})",
@@ -107,7 +135,7 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
     }
     println!(
         "{} {} in {:.2}s",
-        if dry_run { "would free" } else { "freed" },
+        if dry_run { "would free now" } else { "freed" },
         output::bytes(r.bytes_freed),
         r.duration_secs
     );

@@ -209,7 +209,18 @@ impl Env {
 
     /// Runs strata with arguments and returns the output, whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
+        // A fresh copy of the binary (unprivileged runs) may be busy for a moment: a
+        // process another test thread forks meanwhile holds its write descriptor until it
+        // executes.
+        for _ in 0..200 {
+            match self.cmd().args(args).output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                out => return out.unwrap(),
+            }
+        }
+        panic!("{} stayed busy", self.binary().display());
     }
 
     /// Runs strata, asserting success.

@@ -1,0 +1,104 @@
+//! What a run tells the outside: the metrics file and the sets' hook commands.
+
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use strata::metrics::{self, MetricsFile, Samples};
+
+use super::output;
+use super::Global;
+
+/// How long a hook may run before it is killed.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Global {
+    /// The metrics file, if one is configured.
+    pub fn metrics(&self) -> Option<MetricsFile> {
+        self.metrics_file
+            .as_ref()
+            .or(self.file.metrics_file.as_ref())
+            .map(MetricsFile::new)
+    }
+
+    /// Updates the metrics file, if there is one. A metrics file that cannot be written is
+    /// reported and does not change the run's outcome: the backup is what matters.
+    pub fn update_metrics(&self, f: impl FnOnce(&mut Samples)) {
+        if let Some(m) = self.metrics() {
+            if let Err(e) = m.update(f) {
+                eprintln!(
+                    "warning: metrics file {}: {}",
+                    m.path().display(),
+                    output::plain(&e.to_string())
+                );
+            }
+        }
+    }
+}
+
+/// Runs a set's hook with the run's summary in its environment; its output goes to
+/// standard error (standard output may be JSON). A hook that fails or hangs is reported
+/// and changes nothing else.
+pub fn run_hook(what: &str, cmd: &str, env: &[(&str, String)]) {
+    let stdout = match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::process::Stdio::from(fd),
+        Err(_) => std::process::Stdio::null(),
+    };
+    let child = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(stdout)
+        .process_group(0)
+        .spawn();
+    let outcome = match child {
+        Ok(mut child) => match super::wait_or_kill(&mut child, HOOK_TIMEOUT) {
+            Ok(Some(status)) if status.success() => return,
+            Ok(Some(status)) => format!("failed ({status})"),
+            Ok(None) => format!(
+                "did not finish within {} and was killed",
+                humantime::format_duration(HOOK_TIMEOUT)
+            ),
+            Err(e) => format!("could not be waited for: {e}"),
+        },
+        Err(e) => format!("could not be started: {e}"),
+    };
+    eprintln!("warning: {what} hook {cmd:?} {outcome}");
+}
+
+/// The environment a backup hook sees.
+pub fn backup_hook_env(
+    set: &str,
+    code: i32,
+    duration: f64,
+    report: Option<&strata::backup::BackupReport>,
+    error: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("STRATA_SET", set.to_string()),
+        ("STRATA_EXIT_CODE", code.to_string()),
+        ("STRATA_DURATION_SECONDS", format!("{duration:.3}")),
+    ];
+    if let Some(r) = report {
+        let s = &r.snapshot.summary;
+        env.extend([
+            ("STRATA_SNAPSHOT_ID", r.snapshot_id.to_hex()),
+            ("STRATA_FILES_NEW", s.files_new.to_string()),
+            ("STRATA_FILES_CHANGED", s.files_changed.to_string()),
+            ("STRATA_FILES_UNCHANGED", s.files_unchanged.to_string()),
+            ("STRATA_FILES_ERRORS", r.warnings.len().to_string()),
+            ("STRATA_BYTES_READ", s.bytes_read.to_string()),
+            ("STRATA_BYTES_ADDED", s.bytes_added.to_string()),
+            ("STRATA_BYTES_STORED", s.bytes_stored.to_string()),
+        ]);
+    }
+    if let Some(e) = error {
+        env.push(("STRATA_ERROR", e.to_string()));
+    }
+    env
+}
+
+/// Records a backup run in the metrics file.
+pub fn record_backup(global: &Global, run: &metrics::BackupRun<'_>) {
+    global.update_metrics(|s| metrics::record_backup(s, run));
+}

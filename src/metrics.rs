@@ -1,0 +1,641 @@
+//! The metrics file: Prometheus's text format, for node_exporter's textfile collector.
+//!
+//! Each run (backup, forget, prune, check, drill) updates its own series and keeps every
+//! other series the file holds: the file is read, changed and written again under an
+//! exclusive lock (`flock` on a `.lock` file beside it), the new text written to a
+//! temporary file and renamed over the old one, so the collector never sees half a file.
+//! Reading it needs no password: it holds no secrets, only counts, sizes and times.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::backend::FileKind;
+use crate::backup::BackupReport;
+use crate::check::CheckReport;
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::prune::PruneReport;
+use crate::repo::pack::BlobKind;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
+
+/// Every metric Strata writes: name, type, help. Series of other names found in an old
+/// file are dropped, so a renamed metric does not linger.
+pub const CATALOGUE: &[(&str, &str, &str)] = &[
+    (
+        "strata_backup_last_attempt_timestamp_seconds",
+        "gauge",
+        "When the set's last backup started.",
+    ),
+    (
+        "strata_backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the set's last backup that read every file ended.",
+    ),
+    (
+        "strata_backup_last_snapshot_timestamp_seconds",
+        "gauge",
+        "The time of the set's last snapshot written (also by a backup that missed files).",
+    ),
+    (
+        "strata_backup_last_exit_code",
+        "gauge",
+        "Exit code of the set's last backup (0 ok, 3 files missed, else failed).",
+    ),
+    (
+        "strata_backup_last_duration_seconds",
+        "gauge",
+        "How long the set's last backup took.",
+    ),
+    (
+        "strata_backup_last_files",
+        "gauge",
+        "Files of the set's last backup, by state (new, changed, unchanged, errors).",
+    ),
+    (
+        "strata_backup_last_read_bytes",
+        "gauge",
+        "Bytes the set's last backup read from changed files.",
+    ),
+    (
+        "strata_backup_last_added_bytes",
+        "gauge",
+        "New data the set's last backup added, before compression.",
+    ),
+    (
+        "strata_backup_last_stored_bytes",
+        "gauge",
+        "What the set's last backup added to the repository, after compression and encryption.",
+    ),
+    (
+        "strata_backup_runs_total",
+        "counter",
+        "Backups of the set run, by result (success, partial, failure).",
+    ),
+    (
+        "strata_snapshots",
+        "gauge",
+        "Snapshots of the set in the repository.",
+    ),
+    (
+        "strata_forget_last_timestamp_seconds",
+        "gauge",
+        "When forget last ran.",
+    ),
+    (
+        "strata_forget_last_removed_snapshots",
+        "gauge",
+        "Snapshots the last forget removed.",
+    ),
+    (
+        "strata_prune_last_timestamp_seconds",
+        "gauge",
+        "When prune last ran.",
+    ),
+    (
+        "strata_prune_last_freed_bytes",
+        "gauge",
+        "Bytes the last prune deleted.",
+    ),
+    (
+        "strata_prune_last_duration_seconds",
+        "gauge",
+        "How long the last prune took.",
+    ),
+    (
+        "strata_repository_bytes",
+        "gauge",
+        "Bytes stored, by kind of object and storage class.",
+    ),
+    (
+        "strata_repository_objects",
+        "gauge",
+        "Objects stored, by kind of object and storage class.",
+    ),
+    (
+        "strata_repository_blobs",
+        "gauge",
+        "Blobs in the index, by kind.",
+    ),
+    (
+        "strata_check_last_timestamp_seconds",
+        "gauge",
+        "When check last ran.",
+    ),
+    (
+        "strata_check_last_success_timestamp_seconds",
+        "gauge",
+        "When check last found no problem.",
+    ),
+    (
+        "strata_check_last_errors",
+        "gauge",
+        "Problems the last check found.",
+    ),
+    (
+        "strata_check_last_read_bytes",
+        "gauge",
+        "Bytes of packs the last check read and verified.",
+    ),
+];
+
+/// A series: its metric name and labels (sorted by name).
+pub type Series = (String, Vec<(String, String)>);
+
+/// The samples of a metrics file, by series.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Samples(BTreeMap<Series, f64>);
+
+fn series(name: &str, labels: &[(&str, &str)]) -> Series {
+    let mut labels: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    labels.sort();
+    (name.to_string(), labels)
+}
+
+impl Samples {
+    /// Sets a gauge.
+    pub fn set(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        debug_assert!(CATALOGUE.iter().any(|(n, ..)| *n == name), "{name}");
+        self.0.insert(series(name, labels), value);
+    }
+
+    /// Adds to a counter (from 0 when the file had none).
+    pub fn add(&mut self, name: &str, labels: &[(&str, &str)], delta: f64) {
+        debug_assert!(CATALOGUE.iter().any(|(n, ..)| *n == name), "{name}");
+        *self.0.entry(series(name, labels)).or_insert(0.0) += delta;
+    }
+
+    /// A sample's value.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.get(&series(name, labels)).copied()
+    }
+
+    /// Removes every series of `name` (before setting those that exist now).
+    pub fn clear(&mut self, name: &str) {
+        self.0.retain(|(n, _), _| n != name);
+    }
+
+    /// Takes every metric `other` has, replacing all series of that metric here.
+    pub fn merge(&mut self, other: Samples) {
+        for (name, _) in other.0.keys() {
+            let name = name.clone();
+            self.clear(&name);
+        }
+        self.0.extend(other.0);
+    }
+
+    /// Reads the samples of a file in the text format; series of unknown metrics and lines
+    /// that are not samples are skipped.
+    pub fn parse(text: &str) -> Self {
+        let mut out = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((s, v)) = parse_sample(line) {
+                if CATALOGUE.iter().any(|(n, ..)| *n == s.0) {
+                    out.insert(s, v);
+                }
+            }
+        }
+        Samples(out)
+    }
+
+    /// The text format: each metric's HELP and TYPE, then its series.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, kind, help) in CATALOGUE {
+            let mut first = true;
+            for ((n, labels), value) in &self.0 {
+                if n != name {
+                    continue;
+                }
+                if first {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                    first = false;
+                }
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape(v));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", number(*value));
+            }
+        }
+        out
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// `name{k="v",...} value [timestamp]`.
+fn parse_sample(line: &str) -> Option<(Series, f64)> {
+    let name_end = line.find(['{', ' '])?;
+    let name = &line[..name_end];
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(r) = rest.strip_prefix('{') {
+        rest = r;
+        loop {
+            rest = rest.trim_start_matches(',');
+            if let Some(r) = rest.strip_prefix('}') {
+                rest = r;
+                break;
+            }
+            let eq = rest.find("=\"")?;
+            let key = rest[..eq].to_string();
+            let mut value = String::new();
+            let mut chars = rest[eq + 2..].char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            rest = &rest[eq + 2 + end + 1..];
+            labels.push((key, value));
+        }
+    }
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    labels.sort();
+    Some(((name.to_string(), labels), value))
+}
+
+/// A metrics file on disk.
+#[derive(Clone, Debug)]
+pub struct MetricsFile {
+    path: PathBuf,
+}
+
+impl MetricsFile {
+    /// The file at `path` (created on first update; its directory must exist).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        MetricsFile { path: path.into() }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The samples the file holds now (none if it does not exist).
+    pub fn read(&self) -> Result<Samples> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(Samples::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Samples::default()),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
+    }
+
+    /// Changes the file's samples with `f`, atomically and serialized with other runs.
+    pub fn update(&self, f: impl FnOnce(&mut Samples)) -> Result<()> {
+        let io = |e| Error::io(&self.path, e);
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| io(std::io::Error::other("not a file name")))?
+            .to_string_lossy()
+            .into_owned();
+        // A dot file: the collector only reads `*.prom`.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!(".{name}.lock")))
+            .map_err(io)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
+        let mut samples = self.read()?;
+        f(&mut samples);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        tmp.write_all(samples.render().as_bytes()).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        // Readable by the collector (tempfile creates 0600); nothing in it is secret.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+        tmp.persist(&self.path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch of a time, as the timestamps are written.
+pub fn seconds(t: DateTime<FixedOffset>) -> f64 {
+    t.timestamp() as f64 + f64::from(t.timestamp_subsec_millis()) / 1000.0
+}
+
+/// One backup run, as the metrics record it.
+pub struct BackupRun<'a> {
+    /// The set, or `host:<host>` for a backup outside the config's sets.
+    pub set: &'a str,
+    /// When it started.
+    pub started: DateTime<FixedOffset>,
+    /// How long it took.
+    pub duration_secs: f64,
+    /// Its exit code (0 ok, 3 files missed, others failed).
+    pub exit_code: i32,
+    /// What it did, when it wrote a snapshot.
+    pub report: Option<&'a BackupReport>,
+    /// The set's snapshots after it, when known.
+    pub snapshots: Option<usize>,
+}
+
+/// A backup run's series: the set's last attempt, outcome and sizes, and its run counters.
+pub fn record_backup(s: &mut Samples, run: &BackupRun<'_>) {
+    let set = [("set", run.set)];
+    s.set(
+        "strata_backup_last_attempt_timestamp_seconds",
+        &set,
+        seconds(run.started),
+    );
+    s.set(
+        "strata_backup_last_exit_code",
+        &set,
+        f64::from(run.exit_code),
+    );
+    s.set(
+        "strata_backup_last_duration_seconds",
+        &set,
+        run.duration_secs,
+    );
+    let result = match (run.report, run.exit_code) {
+        (Some(_), 0) => "success",
+        (Some(_), _) => "partial",
+        (None, _) => "failure",
+    };
+    // Every result's counter exists from the first run, so that rate() sees each from 0.
+    for r in ["success", "partial", "failure"] {
+        let delta = if r == result { 1.0 } else { 0.0 };
+        s.add(
+            "strata_backup_runs_total",
+            &[("set", run.set), ("result", r)],
+            delta,
+        );
+    }
+    if let Some(report) = run.report {
+        let sum = &report.snapshot.summary;
+        if let Some(t) = report.snapshot.datetime() {
+            s.set(
+                "strata_backup_last_snapshot_timestamp_seconds",
+                &set,
+                seconds(t),
+            );
+        }
+        if run.exit_code == 0 {
+            let ended = seconds(run.started) + run.duration_secs;
+            s.set("strata_backup_last_success_timestamp_seconds", &set, ended);
+        }
+        for (state, n) in [
+            ("new", sum.files_new),
+            ("changed", sum.files_changed),
+            ("unchanged", sum.files_unchanged),
+            ("errors", report.warnings.len() as u64),
+        ] {
+            s.set(
+                "strata_backup_last_files",
+                &[("set", run.set), ("state", state)],
+                n as f64,
+            );
+        }
+        s.set("strata_backup_last_read_bytes", &set, sum.bytes_read as f64);
+        s.set(
+            "strata_backup_last_added_bytes",
+            &set,
+            sum.bytes_added as f64,
+        );
+        s.set(
+            "strata_backup_last_stored_bytes",
+            &set,
+            sum.bytes_stored as f64,
+        );
+    }
+    if let Some(n) = run.snapshots {
+        s.set("strata_snapshots", &set, n as f64);
+    }
+}
+
+/// The snapshot count of every set (snapshots outside sets count under `host:<host>`);
+/// sets with none left disappear.
+pub fn record_snapshot_counts(s: &mut Samples, snapshots: &[(SnapshotId, Snapshot)]) {
+    s.clear("strata_snapshots");
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, snap) in snapshots {
+        *counts.entry(set_label(snap)).or_default() += 1;
+    }
+    for (set, n) in counts {
+        s.set("strata_snapshots", &[("set", &set)], n as f64);
+    }
+}
+
+/// The label a snapshot's lineage has in the metrics: its set, else `host:<host>`.
+pub fn set_label(snap: &Snapshot) -> String {
+    match &snap.set {
+        Some(set) => set.clone(),
+        None => format!("host:{}", snap.host),
+    }
+}
+
+/// A forget's series.
+pub fn record_forget(s: &mut Samples, removed: usize, left: &[(SnapshotId, Snapshot)]) {
+    s.set(
+        "strata_forget_last_timestamp_seconds",
+        &[],
+        seconds(crate::timespec::now()),
+    );
+    s.set("strata_forget_last_removed_snapshots", &[], removed as f64);
+    record_snapshot_counts(s, left);
+}
+
+/// A prune's series.
+pub fn record_prune(s: &mut Samples, report: &PruneReport) {
+    s.set(
+        "strata_prune_last_timestamp_seconds",
+        &[],
+        seconds(crate::timespec::now()),
+    );
+    s.set(
+        "strata_prune_last_freed_bytes",
+        &[],
+        report.bytes_freed as f64,
+    );
+    s.set(
+        "strata_prune_last_duration_seconds",
+        &[],
+        report.duration_secs,
+    );
+}
+
+/// A check's series.
+pub fn record_check(s: &mut Samples, report: &CheckReport) {
+    let now = seconds(crate::timespec::now());
+    s.set("strata_check_last_timestamp_seconds", &[], now);
+    s.set(
+        "strata_check_last_errors",
+        &[],
+        report.problems.len() as f64,
+    );
+    s.set(
+        "strata_check_last_read_bytes",
+        &[],
+        report.bytes_read as f64,
+    );
+    if report.problems.is_empty() {
+        s.set("strata_check_last_success_timestamp_seconds", &[], now);
+    }
+}
+
+/// What the repository holds: objects and bytes by kind and storage class (one listing
+/// per kind), and blobs by kind (from the index cache).
+pub fn record_repository(s: &mut Samples, repo: &Repository) -> Result<()> {
+    let mut sizes: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
+    for kind in [
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Key,
+    ] {
+        for f in repo.list_files(kind)? {
+            let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
+            let e = sizes.entry((kind.dir(), class)).or_default();
+            e.0 += 1;
+            e.1 += f.size;
+        }
+    }
+    s.clear("strata_repository_objects");
+    s.clear("strata_repository_bytes");
+    for ((kind, class), (objects, bytes)) in sizes {
+        let labels = [("kind", kind), ("storage_class", class.as_str())];
+        s.set("strata_repository_objects", &labels, objects as f64);
+        s.set("strata_repository_bytes", &labels, bytes as f64);
+    }
+    s.clear("strata_repository_blobs");
+    for (kind, n) in repo.index().blob_counts()? {
+        let kind = match kind {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+        };
+        s.set("strata_repository_blobs", &[("kind", kind)], n as f64);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn updates_keep_the_other_series_and_counters_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = MetricsFile::new(dir.path().join("strata.prom"));
+        for set in ["critical", "metrics", "critical"] {
+            file.update(|s| {
+                s.set("strata_backup_last_exit_code", &[("set", set)], 0.0);
+                s.add(
+                    "strata_backup_runs_total",
+                    &[("set", set), ("result", "success")],
+                    1.0,
+                );
+            })
+            .unwrap();
+        }
+        let s = file.read().unwrap();
+        let runs = |set| {
+            s.get(
+                "strata_backup_runs_total",
+                &[("result", "success"), ("set", set)],
+            )
+        };
+        assert_eq!(runs("critical"), Some(2.0));
+        assert_eq!(runs("metrics"), Some(1.0));
+        let text = std::fs::read_to_string(file.path()).unwrap();
+        assert_eq!(
+            text.matches("# TYPE strata_backup_runs_total counter")
+                .count(),
+            1
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // Nothing else left beside it but the lock.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn unknown_metrics_and_junk_lines_are_dropped() {
+        let s = Samples::parse(
+            "# HELP x y\nold_metric 3\nstrata_snapshots{set=\"a\"} 4\nnot a sample\n\
+             strata_snapshots{set=\"b\"} 5 1700000000000\n",
+        );
+        assert_eq!(s.get("strata_snapshots", &[("set", "a")]), Some(4.0));
+        assert_eq!(s.get("strata_snapshots", &[("set", "b")]), Some(5.0));
+        assert!(!s.render().contains("old_metric"));
+    }
+
+    proptest! {
+        #[test]
+        fn render_then_parse_gives_the_same_samples(
+            entries in proptest::collection::vec(
+                (0..CATALOGUE.len(), "[a-zé \"\\\\\n{}=,.-]{0,12}", "[a-z_]{1,6}", -1e12f64..1e12),
+                0..20,
+            )
+        ) {
+            let mut s = Samples::default();
+            for (i, value, key, v) in entries {
+                let labels = [("set", value.as_str()), (key.as_str(), "x")];
+                let labels = if key == "set" { &labels[..1] } else { &labels[..] };
+                s.set(CATALOGUE[i].0, labels, v);
+            }
+            prop_assert_eq!(Samples::parse(&s.render()), s);
+        }
+    }
+}
