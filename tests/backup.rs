@@ -492,13 +492,18 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
     env.ok(&["init", "--data-storage-class", "STANDARD_IA"]);
     // The storage class each data-pack write asks for.
     let data_writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
-    let seen = data_writes.clone();
+    let tree_writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let (seen, trees) = (data_writes.clone(), tree_writes.clone());
     let recording = Intercept {
         inner: strata::backend::open(&env.repo).unwrap(),
-        observe: Box::new(move |call| {
-            if let Call::Write(strata::backend::FileKind::Data, class) = call {
-                seen.lock().unwrap().push(class.map(String::from));
+        observe: Box::new(move |call| match call {
+            Call::Write(strata::backend::FileKind::Data, class) => {
+                seen.lock().unwrap().push(class.map(String::from))
             }
+            Call::Write(strata::backend::FileKind::Tree, class) => {
+                trees.lock().unwrap().push(class.map(String::from))
+            }
+            _ => {}
         }),
     };
     let repo = strata::Repository::open(
@@ -547,4 +552,66 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
         "{:?}",
         classes[2]
     );
+    // A pack under 128 KiB stays in the default class (the cold classes bill 128 KiB per
+    // object), as do tree packs, which every listing reads.
+    let src = env.path("small");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(20_000, 9)).unwrap();
+    backup::run(
+        &repo,
+        BackupOptions {
+            source: Source::Paths(vec![src]),
+            set: Some("weekly".into()),
+            data_storage_class: Some("GLACIER_IR".into()),
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    let writes = std::mem::take(&mut *data_writes.lock().unwrap());
+    assert_eq!(writes, vec![None], "a small pack went cold");
+    assert!(
+        tree_writes.lock().unwrap().iter().all(|c| c.is_none()),
+        "a tree pack went cold"
+    );
+}
+
+/// Storage classes S3 does not have are refused before anything is written, naming the
+/// valid ones: on init, on backup, and in a set of the config file.
+#[test]
+fn unknown_storage_classes_are_refused() {
+    let env = &Env::local();
+    let out = env.run(&["init", "--data-storage-class", "GLACIER_DEEP"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("DEEP_ARCHIVE"), "{}", stderr(&out));
+    assert!(!std::path::Path::new(&env.repo).join("config").exists());
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let out = env.run(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--data-storage-class",
+        "BOGUS",
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("\"BOGUS\" is not an S3 storage class"),
+        "{}",
+        stderr(&out)
+    );
+    let config = env.path("c.toml");
+    fs::write(
+        &config,
+        format!("[sets.a]\npaths = [{src:?}]\ndata-storage-class = \"cold\"\n"),
+    )
+    .unwrap();
+    let out = env.run(&["--config", config.to_str().unwrap(), "backup", "a"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("set \"a\"") && stderr(&out).contains("STANDARD_IA"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 }

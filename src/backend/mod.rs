@@ -91,6 +91,36 @@ impl fmt::Display for FileKind {
     }
 }
 
+/// The S3 storage classes a repository may put data packs in.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "REDUCED_REDUNDANCY",
+];
+
+/// Objects smaller than this go to the default class whatever the setting: the
+/// infrequent-access and archive classes bill each object as at least 128 KiB.
+pub const MIN_CLASSED_OBJECT: usize = 128 << 10;
+
+/// Refuses a storage class S3 does not have, naming those it does.
+pub fn check_storage_class(class: &str) -> crate::Result<()> {
+    if STORAGE_CLASSES.contains(&class) {
+        return Ok(());
+    }
+    Err(crate::Error::BadInput {
+        what: "storage class",
+        reason: format!(
+            "{class:?} is not an S3 storage class (one of {})",
+            STORAGE_CLASSES.join(", ")
+        ),
+    })
+}
+
 /// Listing entry: a file's name and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInfo {

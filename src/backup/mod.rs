@@ -168,6 +168,9 @@ pub fn run(
     opts: BackupOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    if let Some(class) = &opts.data_storage_class {
+        crate::backend::check_storage_class(class)?;
+    }
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(crate::timespec::now);
     let host = opts.host.clone().unwrap_or_else(util::hostname);

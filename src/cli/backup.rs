@@ -148,6 +148,9 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             "nothing to back up: give paths, a set name, --all, or --stdin"
         ));
     }
+    if let Some(class) = &args.data_storage_class {
+        strata::backend::check_storage_class(class).context("--data-storage-class")?;
+    }
     let jobs = if args.stdin {
         Vec::new()
     } else {
@@ -300,6 +303,10 @@ fn check_jobs(jobs: &[Job]) -> anyhow::Result<Vec<Option<Patterns>>> {
             None => thing.to_string(),
         };
         excludes.push(Patterns::new(&job.patterns).with_context(|| what("excludes"))?);
+        if let Some(class) = &job.class {
+            strata::backend::check_storage_class(class)
+                .with_context(|| what("data storage class"))?;
+        }
         for p in &job.paths {
             std::fs::symlink_metadata(p)
                 .map_err(|e| strata::Error::io(p, e))

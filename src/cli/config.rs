@@ -124,6 +124,10 @@ impl ConfigFile {
             set.keep
                 .policy()
                 .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
+            if let Some(class) = &set.data_storage_class {
+                strata::backend::check_storage_class(class)
+                    .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
+            }
         }
         if cfg.password_file.is_some() && cfg.password_command.is_some() {
             return Err(anyhow!(

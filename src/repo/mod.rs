@@ -67,6 +67,9 @@ impl Repository {
     ) -> Result<Config> {
         // What `open` would call a damaged config is never written.
         config.chunker.validate()?;
+        if let Some(class) = &config.data_storage_class {
+            crate::backend::check_storage_class(class)?;
+        }
         if backend.exists()? {
             return Err(Error::RepositoryExists(backend.location()));
         }
@@ -758,7 +761,14 @@ impl Repository {
             pack::BlobKind::Data => FileKind::Data,
             pack::BlobKind::Tree => FileKind::Tree,
         };
-        let class = class.or(self.config.data_storage_class.as_deref());
+        // Only data packs go cold (trees are read by every listing and restore), and only
+        // those big enough not to be billed as 128 KiB each.
+        let class = match pack.kind {
+            pack::BlobKind::Data if pack.bytes.len() >= crate::backend::MIN_CLASSED_OBJECT => {
+                class.or(self.config.data_storage_class.as_deref())
+            }
+            _ => None,
+        };
         self.backend
             .write_in_class(kind, &pack.id.to_hex(), &pack.bytes, class)?;
         Ok(IndexedPack {
