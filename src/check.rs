@@ -37,6 +37,77 @@ pub enum ReadData {
     },
     /// About this share of packs, chosen at random.
     Percent(f64),
+    /// The packs verified least recently (never verified first), up to a budget; the
+    /// verification state in the repository's audit records says which those are.
+    Budget(Budget),
+}
+
+/// How much a budgeted check reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// This percentage of the data packs' bytes.
+    Percent(f64),
+    /// This many bytes.
+    Bytes(u64),
+}
+
+impl Budget {
+    /// Parses `P%` or a size (`500MiB`, `2GB`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadInput {
+            what: "check budget",
+            reason,
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("bad percentage {s:?}")))?;
+            if !(v > 0.0 && v <= 100.0) {
+                return Err(bad(format!("percentage {s} must be in (0, 100]")));
+            }
+            return Ok(Budget::Percent(v));
+        }
+        let b: bytesize::ByteSize = s
+            .trim()
+            .parse()
+            .map_err(|e| bad(format!("{s:?} is neither P% nor a size: {e}")))?;
+        if b.as_u64() == 0 {
+            return Err(bad("a budget of 0 bytes reads nothing".into()));
+        }
+        Ok(Budget::Bytes(b.as_u64()))
+    }
+
+    /// The bytes this budget allows out of `total`.
+    fn of(self, total: u64) -> u64 {
+        match self {
+            Budget::Percent(p) => (total as f64 * p / 100.0).ceil() as u64,
+            Budget::Bytes(b) => b,
+        }
+    }
+}
+
+/// The packs a budget reads: never verified first, then the least recently verified, until
+/// the budget is spent (at least one).
+fn budgeted(
+    candidates: &[(PackId, u64)],
+    state: &HashMap<PackId, (i64, bool)>,
+    budget: Budget,
+) -> Vec<PackId> {
+    let total: u64 = candidates.iter().map(|(_, size)| size).sum();
+    let allowed = budget.of(total);
+    let mut order: Vec<&(PackId, u64)> = candidates.iter().collect();
+    order.sort_by_key(|(id, _)| (state.get(id).map(|(t, _)| *t), *id));
+    let mut spent = 0;
+    let mut out = Vec::new();
+    for (id, size) in order {
+        if spent >= allowed && !out.is_empty() {
+            break;
+        }
+        spent += size;
+        out.push(*id);
+    }
+    out
 }
 
 impl ReadData {
@@ -79,6 +150,8 @@ impl ReadData {
             ReadData::All => true,
             ReadData::Subset { n, m } => u32::from(id.0[0]) % m == n - 1,
             ReadData::Percent(p) => rand::thread_rng().gen::<f64>() * 100.0 < p,
+            // Chosen by `budgeted` from the verification state instead.
+            ReadData::Budget(_) => false,
         }
     }
 }
@@ -177,6 +250,9 @@ pub struct CheckReport {
     pub unreferenced_packs: usize,
     /// The damage found; empty when the repository is sound.
     pub problems: Vec<Problem>,
+    /// How much of the repository verification has covered, after this check's reads
+    /// were recorded (none when recording failed).
+    pub verification: Option<crate::audit::Coverage>,
 }
 
 /// Audits the repository: index against packs, every snapshot's trees against the index,
@@ -213,12 +289,14 @@ pub fn run_with(
         problems: Vec::new(),
         damaged: HashMap::new(),
         used_packs: narrowed.then(HashSet::new),
+        read: Vec::new(),
     };
     let packs = audit.index_and_packs()?;
     let snapshot_files = audit.tree_packs(&packs)?;
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
     audit.read_data(&packs, opts.read_data);
+    audit.record(&packs);
     audit.finish(&snapshots)
 }
 
@@ -233,6 +311,8 @@ struct Audit<'a> {
     damaged: HashMap<BlobId, Object>,
     /// When the check covers some snapshots only: the data packs they use.
     used_packs: Option<HashSet<PackId>>,
+    /// Every pack read whole, for the verification record.
+    read: Vec<PackId>,
 }
 
 /// The packs as the index and the backend see them.
@@ -371,6 +451,7 @@ impl Audit<'_> {
         self.add_findings(findings);
         self.report.packs_read += tree_packs.len();
         self.report.tree_packs_read = tree_packs.len();
+        self.read.extend(&tree_packs);
         snapshot_files
     }
 
@@ -469,17 +550,36 @@ impl Audit<'_> {
     /// Re-reads, decrypts and re-hashes the chosen data packs (tree packs were read whole
     /// already).
     fn read_data(&mut self, packs: &Packs, read_data: ReadData) {
-        let chosen: Vec<PackId> = packs
+        let candidates: Vec<(PackId, u64)> = packs
             .indexed
             .iter()
             .filter(|(id, kind, _)| {
                 *kind == BlobKind::Data
                     && !packs.missing.contains(id)
                     && self.used_packs.as_ref().is_none_or(|u| u.contains(id))
-                    && read_data.selects(id)
             })
-            .map(|(id, _, _)| *id)
+            .map(|(id, _, size)| (*id, *size))
             .collect();
+        let chosen: Vec<PackId> = match read_data {
+            ReadData::Budget(budget) => {
+                let records = match crate::audit::load(self.repo) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Without the state every pack counts as never verified.
+                        self.repo
+                            .warn(format!("reading the verification state: {e}"));
+                        Vec::new()
+                    }
+                };
+                let state = crate::audit::verification_state(&records);
+                budgeted(&candidates, &state, budget)
+            }
+            other => candidates
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| other.selects(id))
+                .collect(),
+        };
         if chosen.is_empty() {
             return;
         }
@@ -488,6 +588,62 @@ impl Audit<'_> {
         self.add_findings(findings);
         self.report.packs_read += chosen.len();
         self.report.data_packs_read = chosen.len();
+        self.read.extend(chosen);
+    }
+
+    /// Records in the repository which packs this check read and whether each was whole.
+    /// A check that cannot write (read-only credentials) still reports what it found.
+    fn record(&mut self, packs: &Packs) {
+        let damaged: HashSet<PackId> = self
+            .problems
+            .iter()
+            .filter_map(|p| match p.object {
+                Object::Pack(id) => Some(id),
+                _ => None,
+            })
+            .chain(self.damaged.values().filter_map(|o| match o {
+                Object::Pack(id) => Some(*id),
+                _ => None,
+            }))
+            .collect();
+        let now = crate::timespec::now();
+        let marks: Vec<crate::audit::PackMark> = self
+            .read
+            .iter()
+            .map(|id| crate::audit::PackMark(*id, now.timestamp_millis(), !damaged.contains(id)))
+            .collect();
+        let stored: HashSet<PackId> = packs
+            .indexed
+            .iter()
+            .map(|(id, _, _)| *id)
+            .filter(|id| !packs.missing.contains(id))
+            .collect();
+        let recorded = (|| -> Result<crate::audit::Coverage> {
+            // After a write the new record is the whole verification state.
+            let records = if marks.is_empty() {
+                crate::audit::load(self.repo)?
+            } else {
+                let summary = (
+                    self.read.len() as u64,
+                    self.report.bytes_read,
+                    self.problems.len() as u64,
+                );
+                vec![crate::audit::record_verification(
+                    self.repo, &marks, &stored, summary,
+                )?]
+            };
+            Ok(crate::audit::coverage(
+                &records,
+                stored.iter().copied(),
+                now,
+            ))
+        })();
+        match recorded {
+            Ok(c) => self.report.verification = Some(c),
+            Err(e) => self
+                .repo
+                .warn(format!("recording what this check verified: {e}")),
+        }
     }
 
     /// Names what the damage reaches, and what to do about each problem.

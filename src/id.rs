@@ -113,6 +113,10 @@ typed_id!(
     /// Random id chosen at `init`.
     RepoId
 );
+typed_id!(
+    /// BLAKE3 of an audit record's bytes.
+    AuditId
+);
 
 /// A tree is a blob; the alias documents intent where a tree is expected.
 pub type TreeId = BlobId;

@@ -57,9 +57,11 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod dump;
 pub mod history;
 pub mod lock;
@@ -70,6 +72,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod stats;
 pub mod timespec;
 pub mod walk;
 
@@ -86,7 +89,7 @@ mod util;
 pub use chunker::ChunkerParams;
 pub use crypto::{KdfCost, KdfParams};
 pub use error::{Error, Missing, Result};
-pub use id::{BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+pub use id::{AuditId, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
 pub use repo::config::Config;

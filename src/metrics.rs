@@ -25,122 +25,42 @@ use crate::repo::Repository;
 
 /// Every metric Strata writes: name, type, help. Series of other names found in an old
 /// file are dropped, so a renamed metric does not linger.
+#[rustfmt::skip]
 pub const CATALOGUE: &[(&str, &str, &str)] = &[
-    (
-        "strata_backup_last_attempt_timestamp_seconds",
-        "gauge",
-        "When the set's last backup started.",
-    ),
-    (
-        "strata_backup_last_success_timestamp_seconds",
-        "gauge",
-        "When the set's last backup that read every file ended.",
-    ),
-    (
-        "strata_backup_last_snapshot_timestamp_seconds",
-        "gauge",
-        "The time of the set's last snapshot written (also by a backup that missed files).",
-    ),
-    (
-        "strata_backup_last_exit_code",
-        "gauge",
-        "Exit code of the set's last backup (0 ok, 3 files missed, else failed).",
-    ),
-    (
-        "strata_backup_last_duration_seconds",
-        "gauge",
-        "How long the set's last backup took.",
-    ),
-    (
-        "strata_backup_last_files",
-        "gauge",
-        "Files of the set's last backup, by state (new, changed, unchanged, errors).",
-    ),
-    (
-        "strata_backup_last_read_bytes",
-        "gauge",
-        "Bytes the set's last backup read from changed files.",
-    ),
-    (
-        "strata_backup_last_added_bytes",
-        "gauge",
-        "New data the set's last backup added, before compression.",
-    ),
-    (
-        "strata_backup_last_stored_bytes",
-        "gauge",
-        "What the set's last backup added to the repository, after compression and encryption.",
-    ),
-    (
-        "strata_backup_runs_total",
-        "counter",
-        "Backups of the set run, by result (success, partial, failure).",
-    ),
-    (
-        "strata_snapshots",
-        "gauge",
-        "Snapshots of the set in the repository.",
-    ),
-    (
-        "strata_forget_last_timestamp_seconds",
-        "gauge",
-        "When forget last ran.",
-    ),
-    (
-        "strata_forget_last_removed_snapshots",
-        "gauge",
-        "Snapshots the last forget removed.",
-    ),
-    (
-        "strata_prune_last_timestamp_seconds",
-        "gauge",
-        "When prune last ran.",
-    ),
-    (
-        "strata_prune_last_freed_bytes",
-        "gauge",
-        "Bytes the last prune deleted.",
-    ),
-    (
-        "strata_prune_last_duration_seconds",
-        "gauge",
-        "How long the last prune took.",
-    ),
-    (
-        "strata_repository_bytes",
-        "gauge",
-        "Bytes stored, by kind of object and storage class.",
-    ),
-    (
-        "strata_repository_objects",
-        "gauge",
-        "Objects stored, by kind of object and storage class.",
-    ),
-    (
-        "strata_repository_blobs",
-        "gauge",
-        "Blobs in the index, by kind.",
-    ),
-    (
-        "strata_check_last_timestamp_seconds",
-        "gauge",
-        "When check last ran.",
-    ),
-    (
-        "strata_check_last_success_timestamp_seconds",
-        "gauge",
-        "When check last found no problem.",
-    ),
-    (
-        "strata_check_last_errors",
-        "gauge",
-        "Problems the last check found.",
-    ),
-    (
-        "strata_check_last_read_bytes",
-        "gauge",
-        "Bytes of packs the last check read and verified.",
-    ),
+    ("strata_backup_last_attempt_timestamp_seconds", "gauge", "When the set's last backup started."),
+    ("strata_backup_last_success_timestamp_seconds", "gauge", "When the set's last backup that read every file ended."),
+    ("strata_backup_last_snapshot_timestamp_seconds", "gauge", "The time of the set's last snapshot written (also by a backup that missed files)."),
+    ("strata_backup_last_exit_code", "gauge", "Exit code of the set's last backup (0 ok, 3 files missed, else failed)."),
+    ("strata_backup_last_duration_seconds", "gauge", "How long the set's last backup took."),
+    ("strata_backup_last_files", "gauge", "Files of the set's last backup, by state (new, changed, unchanged, errors)."),
+    ("strata_backup_last_read_bytes", "gauge", "Bytes the set's last backup read from changed files."),
+    ("strata_backup_last_added_bytes", "gauge", "New data the set's last backup added, before compression."),
+    ("strata_backup_last_stored_bytes", "gauge", "What the set's last backup added to the repository, after compression and encryption."),
+    ("strata_backup_runs_total", "counter", "Backups of the set run, by result (success, partial, failure)."),
+    ("strata_snapshots", "gauge", "Snapshots of the set in the repository."),
+    ("strata_forget_last_timestamp_seconds", "gauge", "When forget last ran."),
+    ("strata_forget_last_removed_snapshots", "gauge", "Snapshots the last forget removed."),
+    ("strata_prune_last_timestamp_seconds", "gauge", "When prune last ran."),
+    ("strata_prune_last_freed_bytes", "gauge", "Bytes the last prune deleted."),
+    ("strata_prune_last_duration_seconds", "gauge", "How long the last prune took."),
+    ("strata_repository_bytes", "gauge", "Bytes stored, by kind of object and storage class."),
+    ("strata_repository_objects", "gauge", "Objects stored, by kind of object and storage class."),
+    ("strata_repository_blobs", "gauge", "Blobs in the index, by kind."),
+    ("strata_check_last_timestamp_seconds", "gauge", "When check last ran."),
+    ("strata_check_last_success_timestamp_seconds", "gauge", "When check last found no problem."),
+    ("strata_check_last_errors", "gauge", "Problems the last check found."),
+    ("strata_check_last_read_bytes", "gauge", "Bytes of packs the last check read and verified."),
+    ("strata_drill_last_timestamp_seconds", "gauge", "When the set's last restore drill ran."),
+    ("strata_drill_last_bytes", "gauge", "Bytes the set's last drill restored and verified."),
+    ("strata_drill_last_throughput_bytes_per_second", "gauge", "Restore-and-verify speed of the set's last drill."),
+    ("strata_drill_last_projected_restore_seconds", "gauge", "Restore time of the set's whole newest snapshot at the last drill's speed (RTO estimate)."),
+    ("strata_drill_last_errors", "gauge", "Files the set's last drill could not restore or verify."),
+    ("strata_backup_size_anomaly", "gauge", "1 when the set's newest snapshot added far more than its recent range (stats), else 0."),
+    ("strata_repository_monthly_cost", "gauge", "Estimated monthly storage cost from the config's prices, by storage class."),
+    ("strata_verification_recent_ratio", "gauge", "Share of the packs verified byte by byte in the last 30 days."),
+    ("strata_verification_oldest_age_seconds", "gauge", "Age of the oldest last verification among the packs ever verified."),
+    ("strata_verification_unverified_packs", "gauge", "Packs never verified byte by byte."),
+    ("strata_verification_damaged_packs", "gauge", "Packs found damaged when last read (until repaired)."),
 ];
 
 /// A series: its metric name and labels (sorted by name).
@@ -382,6 +302,9 @@ pub struct BackupRun<'a> {
     pub report: Option<&'a BackupReport>,
     /// The set's snapshots after it, when known.
     pub snapshots: Option<usize>,
+    /// Whether its newest snapshot added far more than the recent ones
+    /// ([`crate::stats::SetGrowth::anomaly`]), when known.
+    pub anomaly: Option<bool>,
 }
 
 /// A backup run's series: the set's last attempt, outcome and sizes, and its run counters.
@@ -456,6 +379,13 @@ pub fn record_backup(s: &mut Samples, run: &BackupRun<'_>) {
     if let Some(n) = run.snapshots {
         s.set("strata_snapshots", &set, n as f64);
     }
+    if let Some(a) = run.anomaly {
+        s.set(
+            "strata_backup_size_anomaly",
+            &set,
+            if a { 1.0 } else { 0.0 },
+        );
+    }
 }
 
 /// The snapshot count of every set (snapshots outside sets count under `host:<host>`);
@@ -525,6 +455,28 @@ pub fn record_check(s: &mut Samples, report: &CheckReport) {
     );
     if report.problems.is_empty() {
         s.set("strata_check_last_success_timestamp_seconds", &[], now);
+    }
+    if let Some(v) = &report.verification {
+        record_coverage(s, v);
+    }
+}
+
+/// How much verification covers.
+pub fn record_coverage(s: &mut Samples, v: &crate::audit::Coverage) {
+    s.set("strata_verification_recent_ratio", &[], v.fraction_recent());
+    s.set(
+        "strata_verification_unverified_packs",
+        &[],
+        v.never_verified as f64,
+    );
+    s.set(
+        "strata_verification_damaged_packs",
+        &[],
+        v.damaged.len() as f64,
+    );
+    match v.oldest_verification_secs {
+        Some(age) => s.set("strata_verification_oldest_age_seconds", &[], age),
+        None => s.clear("strata_verification_oldest_age_seconds"),
     }
 }
 

@@ -212,4 +212,253 @@ fn metrics_and_hooks_follow_every_run(env: &Env) {
     promtool_accepts(&prom);
 }
 
-conformance!(metrics_and_hooks_follow_every_run);
+/// `check --read-data-budget` reads the packs verified least recently, never verified
+/// first, and records it in the repository: twenty runs at 5% verify every pack, a damaged
+/// pack stays damaged in the record until it is read whole again, and another machine
+/// (no cache) sees the same state.
+fn budgeted_checks_cover_every_pack_and_remember_damage(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // One data pack per backup, forty of about the same size.
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i}")), noise(20_000, i)).unwrap();
+        env.backup(&[src.to_str().unwrap()]);
+    }
+    let data = env.objects("data");
+    assert_eq!(data.len(), 40);
+    let mut read = 0;
+    for run in 0..20 {
+        let v = env.json(&["check", "--read-data-budget", "5%"]);
+        read += v["data_packs_read"].as_u64().unwrap();
+        assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+        if run == 0 {
+            // 5% of forty packs of about the same size: two or three of them.
+            let never = v["verification"]["never_verified"].as_u64().unwrap();
+            assert!((37..=38).contains(&never), "{v}");
+        }
+    }
+    assert!((40..=60).contains(&read), "{read} pack reads for 40 packs");
+    let v = env.json(&["check"]);
+    assert_eq!(v["verification"]["never_verified"], 0, "{v}");
+    assert_eq!(
+        v["verification"]["verified_recently"],
+        v["verification"]["packs"]
+    );
+    // A pack damaged on the store: the budget that reads it finds it, and later checks
+    // that do not read it still say so.
+    let (victim, len) = data[7].clone();
+    env.flip_byte("data", &victim, len as usize / 2);
+    let mut found = false;
+    for _ in 0..20 {
+        let out = env.run(&["--json", "check", "--read-data-budget", "5%"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !v["problems"].as_array().unwrap().is_empty() {
+            assert_eq!(code(&out), 1);
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "twenty budgeted checks never read the damaged pack");
+    fs::remove_dir_all(&env.cache).unwrap();
+    let v = env.json(&["status", "--all"]);
+    let damaged = v["verification"]["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{v}");
+    assert_eq!(damaged[0], victim.as_str());
+    let v = env.json(&["check", "--read-data-budget", "1B"]);
+    assert_eq!(
+        v["verification"]["damaged"].as_array().unwrap().len(),
+        1,
+        "{v}"
+    );
+}
+
+/// `drill` restores the newest snapshot of each set (or a sample of its files), verifies
+/// it, leaves nothing behind, and records it; `status` shows it and the sets' freshness and
+/// exits 1 when a set is older than its max-age.
+fn drills_and_status(env: &Env) {
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(env, &app, &metrics, "hourly = 24");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        text.replace("[sets.metrics]\n", "[sets.metrics]\nmax-age = \"10m\"\n"),
+    )
+    .unwrap();
+    let c = config.as_str();
+    for i in 0..50 {
+        fs::write(app.join(format!("f{i}")), noise(10_000, i)).unwrap();
+    }
+    fs::write(metrics.join("m"), "1").unwrap();
+    env.init();
+    // critical now; metrics an hour ago, past its 10-minute max-age.
+    env.ok(&["--config", c, "backup", "critical"]);
+    env.ok(&["--config", c, "backup", "metrics", "--time", "1h"]);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let v = env.json(&[
+        "--config",
+        c,
+        "drill",
+        "critical",
+        "--target",
+        scratch.to_str().unwrap(),
+    ]);
+    let d = &v[0]["report"]["drill"];
+    assert_eq!(d["files"], 50, "{v}");
+    assert_eq!(d["bytes"], 500_000, "{v}");
+    assert_eq!(d["errors"], 0, "{v}");
+    assert_eq!(d["snapshot_bytes"], 500_000, "{v}");
+    assert!(d["projected_secs"].as_f64().unwrap() > 0.0, "{v}");
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the drill left files"
+    );
+    let v = env.json(&[
+        "--config",
+        c,
+        "drill",
+        "critical",
+        "--sample",
+        "10%",
+        "--target",
+        scratch.to_str().unwrap(),
+    ]);
+    assert_eq!(v[0]["report"]["drill"]["files"], 5, "{v}");
+    // From a machine without the cache: the records are in the repository.
+    fs::remove_dir_all(&env.cache).unwrap();
+    let out = env.run(&["--config", c, "--json", "status"]);
+    assert_eq!(code(&out), 1, "metrics is stale: {}", stderr(&out));
+    assert!(stderr(&out).contains("stale: metrics"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sets = v["sets"].as_array().unwrap();
+    let critical = sets.iter().find(|s| s["set"] == "critical").unwrap();
+    assert_eq!(critical["stale"], false);
+    assert_eq!(critical["max_age_secs"], 7200, "twice the hourly interval");
+    assert_eq!(critical["last_drill"]["sample"], 0.1, "{v}");
+    assert_eq!(critical["snapshot"]["files"], 50);
+    let m = sets.iter().find(|s| s["set"] == "metrics").unwrap();
+    assert_eq!(m["stale"], true);
+    assert!(m["last_drill"].is_null());
+    // Fresh enough when the operator allows more.
+    let out = env.run(&["--config", c, "status", "--max-age", "2h"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("last drill"));
+    // A damaged file in the snapshot fails the drill (exit 1) and says which.
+    let repo = open_repo(env);
+    let (_, snap) = repo
+        .find_snapshot_in(
+            "latest",
+            &strata::SnapshotFilter {
+                sets: vec!["critical".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let node = strata::walk::lookup(&repo, &snap.tree, &app.join("f3"))
+        .unwrap()
+        .unwrap();
+    let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
+    drop(repo);
+    let len = env.read_object("data", &pack).len();
+    env.flip_byte("data", &pack, len / 2);
+    let out = env.run(&[
+        "--config",
+        c,
+        "drill",
+        "critical",
+        "--target",
+        scratch.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: set critical"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the drill left files"
+    );
+}
+
+/// `stats`: logical against unique bytes (deduplication), plaintext against stored
+/// (compression), bytes and cost by storage class from the config's prices, and a set's
+/// sudden growth flagged, in its output and in the metrics (also from the backup itself).
+fn stats_report_savings_costs_and_anomalies(env: &Env) {
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(env, &app, &metrics, "hourly = 24");
+    let prom = env.path("strata.prom");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        format!("metrics-file = {prom:?}\n{text}[prices]\nSTANDARD = 0.023\n"),
+    )
+    .unwrap();
+    let c = config.as_str();
+    env.init();
+    // Compressible and incompressible data; then an hour adding 8 MiB at once.
+    fs::write(app.join("log.txt"), "the same line again\n".repeat(50_000)).unwrap();
+    fs::write(app.join("blob"), noise(1 << 20, 1)).unwrap();
+    for h in 0..6 {
+        fs::write(app.join("counter"), noise(30_000, 100 + h)).unwrap();
+        env.ok(&[
+            "--config",
+            c,
+            "backup",
+            "critical",
+            "--time",
+            &format!("2026-03-01T{h:02}:00:00Z"),
+        ]);
+    }
+    let v = env.json(&["--config", c, "stats"]);
+    let g = &v["sets"][0];
+    assert_eq!(g["set"], "critical", "{v}");
+    assert_eq!(g["anomaly"], false, "{v}");
+    assert_eq!(g["snapshots"], 6);
+    let newest = 1_000_000 + (1 << 20) + 30_000;
+    assert_eq!(g["latest_bytes"], newest, "{v}");
+    assert_eq!(v["restore_bytes"], newest);
+    assert_eq!(v["logical_bytes"], 6 * newest);
+    assert!(v["dedup_ratio"].as_f64().unwrap() > 4.0, "{v}");
+    assert!(v["compression_ratio"].as_f64().unwrap() > 1.5, "{v}");
+    let data: u64 = env.objects("data").iter().map(|(_, n)| n).sum();
+    let classes = v["classes"].as_array().unwrap();
+    let data_class = classes.iter().find(|c| c["kind"] == "data").unwrap();
+    assert_eq!(data_class["bytes"], data);
+    assert_eq!(data_class["storage_class"], "STANDARD");
+    let stored = v["stored_bytes"].as_f64().unwrap();
+    let cost = v["monthly_cost"]["STANDARD"].as_f64().unwrap();
+    assert!((cost - stored / 1e9 * 0.023).abs() < 1e-12, "{v}");
+
+    fs::write(app.join("dump"), noise(8 << 20, 7)).unwrap();
+    env.ok(&[
+        "--config",
+        c,
+        "backup",
+        "critical",
+        "--time",
+        "2026-03-01T06:00:00Z",
+    ]);
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        s.get("strata_backup_size_anomaly", &[("set", "critical")]),
+        Some(1.0)
+    );
+    let out = env.ok(&["--config", c, "stats", "critical"]);
+    assert!(
+        out.contains("critical: 7 snapshots") && out.contains("ANOMALY"),
+        "{out}"
+    );
+    assert!(out.contains("monthly storage cost"), "{out}");
+    promtool_accepts(&prom);
+}
+
+conformance!(
+    metrics_and_hooks_follow_every_run,
+    budgeted_checks_cover_every_pack_and_remember_damage,
+    drills_and_status,
+    stats_report_savings_costs_and_anomalies
+);

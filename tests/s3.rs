@@ -623,8 +623,9 @@ fn restore_and_check_fetch_trees_by_the_pack() {
     let v = env.json(&["check"]);
     let check_requests = garage_requests() - before;
     assert_eq!(v["tree_packs_read"].as_u64().unwrap(), tree_packs);
+    // + the verification record: its listing, its write, an older one's deletion.
     assert!(
-        check_requests <= tree_packs + metadata + 2,
+        check_requests <= tree_packs + metadata + 2 + 3,
         "check made {check_requests} requests for {tree_packs} tree packs"
     );
 }
@@ -756,6 +757,32 @@ fn a_bare_machine_recovers_the_service_in_a_bounded_number_of_requests() {
     let diffed = step("diff", &["diff", &oldest, &newest]);
     assert!(diffed <= metadata, "diff: {diffed}");
     eprintln!("bare-machine recovery at 20 ms per request ({snapshots} snapshots, {index_files} index files, {tree_packs} tree packs, {data_packs} data packs):\n  {}", steps.join("\n  "));
+}
+
+/// `status` is cheap enough for a monitoring loop: with a warm cache, four requests
+/// (config, key, snapshot and audit listings), whatever the repository's size.
+#[test]
+fn status_costs_four_requests_with_a_warm_cache() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("f{i}")), noise(50_000, i)).unwrap();
+        env.backup(&[src.to_str().unwrap()]);
+    }
+    env.ok(&["check", "--read-data-budget", "50%"]);
+    env.ok(&["drill"]);
+    env.ok(&["status"]);
+    let before = garage_requests();
+    let v = env.json(&["status"]);
+    let requests = garage_requests() - before;
+    assert!(v["verification"]["last_check"].is_string(), "{v}");
+    assert!(v["sets"][0]["last_drill"].is_object(), "{v}");
+    eprintln!("status with a warm cache: {requests} requests");
+    assert!(requests <= 4, "status made {requests} requests");
 }
 
 /// tools/latency-proxy in front of the test Garage, stopped on drop.

@@ -35,11 +35,13 @@ pub enum FileKind {
     Tree,
     /// Lock files.
     Lock,
+    /// Audit records: what verification and restore drills found.
+    Audit,
 }
 
 impl FileKind {
     /// Every kind, `config` first.
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 8] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -47,6 +49,7 @@ impl FileKind {
         FileKind::Data,
         FileKind::Tree,
         FileKind::Lock,
+        FileKind::Audit,
     ];
 
     /// The directory (or key prefix) files of this kind live under.
@@ -59,6 +62,7 @@ impl FileKind {
             FileKind::Data => "data",
             FileKind::Tree => "tree",
             FileKind::Lock => "locks",
+            FileKind::Audit => "audit",
         }
     }
 
@@ -87,6 +91,7 @@ impl fmt::Display for FileKind {
             FileKind::Data => "data pack",
             FileKind::Tree => "tree pack",
             FileKind::Lock => "lock",
+            FileKind::Audit => "audit record",
         })
     }
 }

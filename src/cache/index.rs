@@ -183,6 +183,21 @@ impl BlobIndex<'_> {
         st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
     }
 
+    /// Plaintext and stored bytes of the blobs of `kind` the index holds.
+    pub fn byte_totals(&self, kind: BlobKind) -> Result<(u64, u64)> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(raw_length), 0), COALESCE(SUM(length), 0) \
+                 FROM blobs WHERE kind = ?1",
+            )
+            .map_err(|e| self.0.err(e))?;
+        st.query_row([kind as u8], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(|e| self.0.err(e))
+    }
+
     /// How many blobs of each kind the index holds.
     pub fn blob_counts(&self) -> Result<Vec<(BlobKind, u64)>> {
         let conn = self.0.lock();

@@ -10,6 +10,7 @@ mod trees;
 
 pub use files::SetState;
 pub use index::{BlobIndex, UsedBlobs};
+pub use trees::AuditCache;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS marked_blobs (
     PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audits (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trees (
     id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
 );

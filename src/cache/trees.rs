@@ -1,13 +1,16 @@
-//! Decrypted snapshot manifests and trees, the trees bounded in size.
+//! Decrypted snapshot manifests, audit records and trees, the trees bounded in size.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::Cache;
 use crate::error::Result;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{AuditId, BlobId, SnapshotId};
 
 /// Decrypted snapshot manifests, by id.
 pub struct SnapshotCache<'c>(&'c Cache);
+
+/// Decrypted audit records, by id.
+pub struct AuditCache<'c>(&'c Cache);
 
 /// Decrypted trees, by id, bounded in bytes.
 pub struct TreeCache<'c>(&'c Cache);
@@ -21,6 +24,38 @@ impl Cache {
     /// The tree cache.
     pub fn trees(&self) -> TreeCache<'_> {
         TreeCache(self)
+    }
+
+    /// The audit record cache.
+    pub fn audits(&self) -> AuditCache<'_> {
+        AuditCache(self)
+    }
+}
+
+impl AuditCache<'_> {
+    pub fn ids(&self) -> Result<Vec<AuditId>> {
+        Ok(self
+            .0
+            .ids("SELECT id FROM audits")?
+            .into_iter()
+            .map(AuditId)
+            .collect())
+    }
+
+    pub fn get(&self, id: &AuditId) -> Result<Option<Vec<u8>>> {
+        self.0.get("audits", &id.0)
+    }
+
+    pub fn put(&self, id: &AuditId, data: &[u8]) -> Result<()> {
+        self.0.put("audits", &id.0, data)
+    }
+
+    pub fn remove(&self, id: &AuditId) -> Result<()> {
+        self.0
+            .lock()
+            .execute("DELETE FROM audits WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.0.err(e))
     }
 }
 

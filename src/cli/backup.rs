@@ -369,11 +369,20 @@ impl Run<'_> {
         error: Option<&anyhow::Error>,
     ) {
         if global.metrics().is_some() {
-            // The set's snapshot count: a listing (cached snapshots are not fetched again).
-            let snapshots = repo.and_then(|r| r.snapshots().ok()).map(|all| {
-                all.iter()
-                    .filter(|(_, s)| metrics::set_label(s) == self.label)
-                    .count()
+            // The set's snapshots: a listing (cached snapshots are not fetched again).
+            let line: Option<Vec<(strata::SnapshotId, strata::Snapshot)>> =
+                repo.and_then(|r| r.snapshots().ok()).map(|all| {
+                    let mut line: Vec<_> = all
+                        .into_iter()
+                        .filter(|(_, s)| metrics::set_label(s) == self.label)
+                        .collect();
+                    line.sort_by_key(|(_, s)| s.datetime());
+                    line
+                });
+            let snapshots = line.as_ref().map(|l| l.len());
+            let anomaly = line.as_ref().map(|l| {
+                let refs: Vec<_> = l.iter().collect();
+                strata::stats::set_growth(self.label, &refs).anomaly
             });
             monitor::record_backup(
                 global,
@@ -384,6 +393,7 @@ impl Run<'_> {
                     exit_code: code,
                     report,
                     snapshots,
+                    anomaly,
                 },
             );
         }

@@ -22,6 +22,9 @@ pub struct ConfigFile {
     pub s3_multipart_threshold: Option<String>,
     /// Prometheus metrics, rewritten after every run (node_exporter's textfile directory).
     pub metrics_file: Option<PathBuf>,
+    /// Storage prices per GB-month by storage class, for `stats`' cost estimate.
+    #[serde(default)]
+    pub prices: BTreeMap<String, f64>,
     #[serde(default)]
     pub sets: BTreeMap<String, SetConfig>,
 }
@@ -42,6 +45,9 @@ pub struct SetConfig {
     pub host: Option<String>,
     #[serde(default)]
     pub one_file_system: bool,
+    /// `status` calls the set stale when its newest snapshot is older than this (default:
+    /// twice its smallest keep interval).
+    pub max_age: Option<String>,
     /// Run (`sh -c`) after a backup of the set that exits 0, with its summary in the
     /// environment (STRATA_SET, STRATA_SNAPSHOT_ID, STRATA_EXIT_CODE, ...).
     pub on_success: Option<String>,
@@ -91,6 +97,30 @@ impl Keep {
     }
 }
 
+impl SetConfig {
+    /// How old the set's newest snapshot may be: `max-age`, else twice the smallest keep
+    /// interval (hourly: 2h, daily: 2d, weekly: 14d, monthly: 62d, yearly: 732d), else none.
+    pub fn max_age(&self) -> anyhow::Result<Option<chrono::Duration>> {
+        if let Some(d) = &self.max_age {
+            return strata::timespec::parse_duration(d)
+                .map(Some)
+                .map_err(|e| anyhow!("max-age {d}: {e}"));
+        }
+        let k = &self.keep;
+        let hours = [
+            (k.hourly, 1),
+            (k.daily, 24),
+            (k.weekly, 24 * 7),
+            (k.monthly, 24 * 31),
+            (k.yearly, 24 * 366),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, h)| h);
+        Ok(hours.map(|h| chrono::Duration::hours(2 * h)))
+    }
+}
+
 impl ConfigFile {
     /// `--config`/`STRATA_CONFIG` must exist; the default location is optional.
     pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
@@ -123,6 +153,8 @@ impl ConfigFile {
             }
             set.keep
                 .policy()
+                .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
+            set.max_age()
                 .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
             if let Some(class) = &set.data_storage_class {
                 strata::backend::check_storage_class(class)

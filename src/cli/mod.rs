@@ -4,6 +4,7 @@ mod backup;
 mod browse;
 mod check;
 mod config;
+mod docs;
 mod exit;
 mod forget;
 mod history;
@@ -14,6 +15,7 @@ mod output;
 mod prune;
 mod repair;
 mod restore;
+mod watch;
 
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
@@ -112,6 +114,16 @@ enum Command {
     Cat(browse::CatArgs),
     /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
     Dump(browse::DumpArgs),
+    /// Per set: the newest snapshot and its age, the last drill, and how much verification
+    /// covers; exits 1 when a set's newest snapshot is older than its max-age.
+    Status(watch::StatusArgs),
+    /// Restore drill: restore the newest snapshot of each set (or a sample of its files)
+    /// into a temporary directory, verify every byte, remove it, and record the speed and
+    /// the projected full-restore time in the repository.
+    Drill(watch::DrillArgs),
+    /// Sizes, deduplication and compression, bytes and estimated monthly cost by storage
+    /// class, and each set's growth with a size-anomaly flag.
+    Stats(watch::StatsArgs),
     /// Mount the snapshots as a read-only file system (FUSE) until interrupted.
     ///
     /// The layout: snapshots/<id>/, sets/<set>/<time> and sets/<set>/latest,
@@ -136,6 +148,10 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Manage the passwords that open the repository.
     Key(key::KeyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write man pages (strata.1 and one per command) into a directory.
+    Man(docs::ManArgs),
 }
 
 pub fn main() -> i32 {
@@ -155,6 +171,9 @@ pub fn main() -> i32 {
         Command::Cat(args) => browse::cat(&cli.global, args),
         Command::Dump(args) => browse::dump(&cli.global, args),
         Command::Mount(args) => browse::mount(&cli.global, args),
+        Command::Status(args) => watch::status(&cli.global, args),
+        Command::Drill(args) => watch::drill(&cli.global, args),
+        Command::Stats(args) => watch::stats(&cli.global, args),
         Command::Find(args) => history::find(&cli.global, args),
         Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
@@ -164,6 +183,8 @@ pub fn main() -> i32 {
         Command::Unlock(args) => prune::unlock(&cli.global, args),
         Command::Repair(args) => repair::run(&cli.global, args),
         Command::Key(args) => key::run(&cli.global, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     };
     match result {
         Ok(code) => code,
@@ -173,6 +194,13 @@ pub fn main() -> i32 {
         }
     }
 }
+
+/// [`Repository::open_with`] or [`Repository::open_metadata`].
+type OpenFn = fn(
+    backend::BackendRef,
+    &mut dyn FnMut() -> strata::Result<Vec<u8>>,
+    &std::path::Path,
+) -> strata::Result<Repository>;
 
 impl Global {
     fn repo_url(&self) -> anyhow::Result<&str> {
@@ -245,13 +273,22 @@ impl Global {
     }
 
     fn open(&self) -> anyhow::Result<Repository> {
+        self.open_how(Repository::open_with)
+    }
+
+    /// For commands that need snapshots and audit records only: no index listing.
+    fn open_metadata(&self) -> anyhow::Result<Repository> {
+        self.open_how(Repository::open_metadata)
+    }
+
+    fn open_how(&self, open: OpenFn) -> anyhow::Result<Repository> {
         let backend = self.backend()?;
         let cache = self.cache_base()?;
         let mut password = || {
             self.password("repository password: ", false)
                 .map_err(|e| strata::Error::Password(format!("{e:#}")))
         };
-        let repo = Repository::open_with(backend, &mut password, &cache)
+        let repo = open(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
         repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
         Ok(repo)

@@ -134,3 +134,20 @@ pub fn when(rfc3339: &str) -> String {
         })
         .unwrap_or_else(|_| plain(rfc3339))
 }
+
+/// A duration in seconds as people read an age: `3d 4h`, `2h 5m`, `40s`.
+pub fn age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    let (d, h, m) = (s / 86_400, s % 86_400 / 3_600, s % 3_600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {}s", s % 60)
+    } else if s > 0 {
+        format!("{s}s")
+    } else {
+        "under 1s".into()
+    }
+}

@@ -52,6 +52,7 @@ fn aad(kind: FileKind) -> &'static [u8] {
         FileKind::Snapshot => b"strata/snapshot/v1",
         FileKind::Index => b"strata/index/v1",
         FileKind::Lock => b"strata/lock/v1",
+        FileKind::Audit => b"strata/audit/v1",
         FileKind::Key | FileKind::Data | FileKind::Tree => b"",
     }
 }
@@ -119,6 +120,26 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
+        Self::open_inner(backend, password, cache_base, true)
+    }
+
+    /// As [`Repository::open_with`] for commands that read snapshots and audit records
+    /// only (`status`): the index is not brought up to date (no listing), so what the
+    /// cache says about blobs and packs may lag behind the repository.
+    pub fn open_metadata(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        Self::open_inner(backend, password, cache_base, false)
+    }
+
+    fn open_inner(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+        sync_index: bool,
+    ) -> Result<Self> {
         // Reading the config doubles as the existence check: one request, not two.
         let sealed = match backend.read(FileKind::Config, "config") {
             Ok(b) => b,
@@ -132,7 +153,7 @@ impl Repository {
         // after the other.
         let bare = !key_cache.exists();
         let (opened, early) = std::thread::scope(|s| {
-            let early = s.spawn(|| EarlyIndex::fetch(&backend, bare));
+            let early = s.spawn(|| sync_index.then(|| EarlyIndex::fetch(&backend, bare)));
             let opened = (|| -> Result<Repository> {
                 let password = password()?;
                 let (key, key_id, config) =
@@ -151,7 +172,9 @@ impl Repository {
             (opened, early.join().expect("index prefetch thread"))
         });
         let repo = opened?;
-        repo.sync_index_from(early.ok())?;
+        if let Some(early) = early {
+            repo.sync_index_from(early.ok())?;
+        }
         Ok(repo)
     }
 
@@ -337,6 +360,10 @@ impl Repository {
     }
 
     /// Prune's set of used blobs.
+    pub(crate) fn audit_cache(&self) -> crate::cache::AuditCache<'_> {
+        self.cache.audits()
+    }
+
     pub(crate) fn used_blobs(&self) -> UsedBlobs<'_> {
         self.cache.used_blobs()
     }

@@ -1,0 +1,431 @@
+//! Audit records (`audit/<id>`, format-spec §9.1): what verification and restore drills
+//! found, kept in the repository so that every machine with the password sees them.
+//!
+//! A check that reads packs writes one verification record holding the whole verification
+//! state: every pack's last verification (time and result), merged from the records before
+//! it, which it then deletes (after its own is durable). A pack found damaged stays damaged
+//! in that state until a later read finds it whole (after a repair) or it is gone. A drill
+//! writes one record per set; older drills of the set beyond the last few are deleted.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{AuditId, PackId, SnapshotId};
+use crate::repo::Repository;
+
+/// Drills kept per set (older ones are deleted when a new one is recorded).
+const DRILLS_KEPT: usize = 12;
+/// The window of "recently verified".
+pub const RECENT_DAYS: i64 = 30;
+
+/// One pack's last verification: when (Unix milliseconds) and whether it was whole.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackMark(pub PackId, pub i64, pub bool);
+
+/// An audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Audit {
+    /// A check's verification state.
+    Verification(Verification),
+    /// A restore drill.
+    Drill(Drill),
+}
+
+/// The verification state after a check that read packs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Record version (1).
+    pub version: u32,
+    /// When the check ran (RFC 3339).
+    pub time: String,
+    /// Where it ran.
+    pub host: String,
+    /// Every pack's last verification, this check's and those of the records it merged.
+    pub packs: Vec<PackMark>,
+    /// The verification records merged into this one (deleted once it is durable).
+    #[serde(default)]
+    pub supersedes: Vec<AuditId>,
+    /// Packs this check read.
+    pub packs_read: u64,
+    /// Bytes it read.
+    pub bytes_read: u64,
+    /// Problems it found.
+    pub problems: u64,
+}
+
+/// A restore drill: a snapshot (or a sample of its files) restored, verified and removed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Drill {
+    /// Record version (1).
+    pub version: u32,
+    /// When the drill ran (RFC 3339).
+    pub time: String,
+    /// Where it ran.
+    pub host: String,
+    /// The set drilled (none for snapshots outside sets).
+    pub set: Option<String>,
+    /// The snapshot restored.
+    pub snapshot: SnapshotId,
+    /// The share of the snapshot's files restored (1.0: all).
+    pub sample: f64,
+    /// Files restored and verified.
+    pub files: u64,
+    /// Bytes restored and verified.
+    pub bytes: u64,
+    /// Wall time of restore and verification.
+    pub duration_secs: f64,
+    /// Bytes of file content in the whole snapshot.
+    pub snapshot_bytes: u64,
+    /// The whole snapshot's restore time at this drill's throughput (the RTO estimate).
+    pub projected_secs: f64,
+    /// Files that could not be restored or did not verify.
+    pub errors: u64,
+}
+
+impl Drill {
+    /// Bytes per second restored and verified.
+    pub fn throughput(&self) -> f64 {
+        if self.duration_secs > 0.0 {
+            self.bytes as f64 / self.duration_secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Every audit record, from the cache where it has them (one listing).
+pub fn load(repo: &Repository) -> Result<Vec<(AuditId, Audit)>> {
+    let listed: Vec<AuditId> = repo
+        .list_files(FileKind::Audit)?
+        .into_iter()
+        .filter_map(|f| f.name.parse().ok())
+        .collect();
+    let cache = repo.audit_cache();
+    let present: HashSet<AuditId> = listed.iter().copied().collect();
+    for id in cache.ids()? {
+        if !present.contains(&id) {
+            cache.remove(&id)?;
+        }
+    }
+    let mut out = Vec::new();
+    for id in listed {
+        let audit = match cache.get(&id)? {
+            Some(bytes) => ciborium::from_reader(&bytes[..])
+                .map_err(|e| Error::corrupt(format!("cached audit record {id}"), e.to_string()))?,
+            None => match repo.load_file::<Audit>(FileKind::Audit, &id.to_hex()) {
+                Ok(a) => {
+                    let mut buf = Vec::new();
+                    ciborium::into_writer(&a, &mut buf).expect("CBOR into memory");
+                    cache.put(&id, &buf)?;
+                    a
+                }
+                // A damaged record is skipped: verification state is advisory, and the
+                // next check writes it whole again.
+                Err(e) => {
+                    repo.warn(format!("skipped audit record {id}: {e}"));
+                    continue;
+                }
+            },
+        };
+        out.push((id, audit));
+    }
+    Ok(out)
+}
+
+/// Every pack's last verification, merged from the verification records.
+pub fn verification_state(records: &[(AuditId, Audit)]) -> HashMap<PackId, (i64, bool)> {
+    let mut state: HashMap<PackId, (i64, bool)> = HashMap::new();
+    for (_, a) in records {
+        if let Audit::Verification(v) = a {
+            for PackMark(pack, time, ok) in &v.packs {
+                let e = state.entry(*pack).or_insert((*time, *ok));
+                if *time >= e.0 {
+                    *e = (*time, *ok);
+                }
+            }
+        }
+    }
+    state
+}
+
+/// How much of the repository's packs verification has covered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Coverage {
+    /// Packs in the repository.
+    pub packs: u64,
+    /// Of them, verified in the last [`RECENT_DAYS`] days.
+    pub verified_recently: u64,
+    /// Of them, never verified.
+    pub never_verified: u64,
+    /// Of them, damaged when last read.
+    pub damaged: Vec<PackId>,
+    /// Age of the oldest last verification among packs verified at all, in seconds.
+    pub oldest_verification_secs: Option<f64>,
+    /// When a check last recorded a verification.
+    pub last_check: Option<String>,
+}
+
+impl Coverage {
+    /// Share of the packs verified in the last [`RECENT_DAYS`] days (1 for no packs).
+    pub fn fraction_recent(&self) -> f64 {
+        if self.packs == 0 {
+            1.0
+        } else {
+            self.verified_recently as f64 / self.packs as f64
+        }
+    }
+}
+
+/// Coverage of `packs` (those stored now) by the verification state, as of `now`.
+pub fn coverage(
+    records: &[(AuditId, Audit)],
+    packs: impl IntoIterator<Item = PackId>,
+    now: DateTime<FixedOffset>,
+) -> Coverage {
+    let state = verification_state(records);
+    let now = now.timestamp_millis();
+    let recent = now - RECENT_DAYS * 86_400_000;
+    let mut c = Coverage {
+        last_check: records
+            .iter()
+            .filter_map(|(_, a)| match a {
+                Audit::Verification(v) => Some(v.time.clone()),
+                _ => None,
+            })
+            .max_by_key(|t| DateTime::parse_from_rfc3339(t).ok()),
+        ..Default::default()
+    };
+    let mut oldest: Option<i64> = None;
+    for pack in packs {
+        c.packs += 1;
+        match state.get(&pack) {
+            None => c.never_verified += 1,
+            Some((time, ok)) => {
+                if *time >= recent {
+                    c.verified_recently += 1;
+                }
+                if !ok {
+                    c.damaged.push(pack);
+                }
+                oldest = Some(oldest.map_or(*time, |o| o.min(*time)));
+            }
+        }
+    }
+    c.oldest_verification_secs = oldest.map(|o| (now - o).max(0) as f64 / 1000.0);
+    c
+}
+
+/// Coverage of the packs the index cache names and those the records name (no listing:
+/// as current as the cache, or on a machine without one, as the last check).
+pub fn repository_coverage(
+    repo: &Repository,
+    records: &[(AuditId, Audit)],
+    now: DateTime<FixedOffset>,
+) -> Result<Coverage> {
+    let mut packs: HashSet<PackId> = repo
+        .index()
+        .packs()?
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    packs.extend(verification_state(records).into_keys());
+    Ok(coverage(records, packs, now))
+}
+
+/// Records a check's pack reads: one new verification record holding the whole state
+/// (this check's marks over the merged earlier ones, limited to `stored` packs), which it
+/// returns; the records it merges are deleted once it is durable.
+pub fn record_verification(
+    repo: &Repository,
+    marks: &[PackMark],
+    stored: &HashSet<PackId>,
+    summary: (u64, u64, u64),
+) -> Result<(AuditId, Audit)> {
+    let records = load(repo)?;
+    let mut state = verification_state(&records);
+    for PackMark(pack, time, ok) in marks {
+        state.insert(*pack, (*time, *ok));
+    }
+    let mut packs: Vec<PackMark> = state
+        .into_iter()
+        .filter(|(p, _)| stored.contains(p))
+        .map(|(p, (t, ok))| PackMark(p, t, ok))
+        .collect();
+    packs.sort_by_key(|m| m.0);
+    let supersedes: Vec<AuditId> = records
+        .iter()
+        .filter(|(_, a)| matches!(a, Audit::Verification(_)))
+        .map(|(id, _)| *id)
+        .collect();
+    let (packs_read, bytes_read, problems) = summary;
+    let record = Audit::Verification(Verification {
+        version: 1,
+        time: crate::timespec::now().to_rfc3339(),
+        host: crate::util::hostname(),
+        packs,
+        supersedes: supersedes.clone(),
+        packs_read,
+        bytes_read,
+        problems,
+    });
+    let id = save(repo, &record)?;
+    // Deletion only after the new state is durable: a crash in between leaves both,
+    // and readers merge them.
+    for old in supersedes {
+        delete(repo, &old)?;
+    }
+    Ok((id, record))
+}
+
+/// Records a drill; the set's drills beyond the newest twelve are deleted.
+pub fn record_drill(repo: &Repository, drill: Drill) -> Result<AuditId> {
+    let set = drill.set.clone();
+    let id = save(repo, &Audit::Drill(drill))?;
+    let mut older: Vec<(DateTime<FixedOffset>, AuditId)> = load(repo)?
+        .into_iter()
+        .filter_map(|(i, a)| match a {
+            Audit::Drill(d) if d.set == set && i != id => {
+                Some((DateTime::parse_from_rfc3339(&d.time).ok()?, i))
+            }
+            _ => None,
+        })
+        .collect();
+    older.sort();
+    let excess = (older.len() + 1).saturating_sub(DRILLS_KEPT);
+    for (_, old) in older.into_iter().take(excess) {
+        delete(repo, &old)?;
+    }
+    Ok(id)
+}
+
+/// The newest drill of each set (`None`: snapshots outside sets).
+pub fn last_drills(records: &[(AuditId, Audit)]) -> HashMap<Option<String>, Drill> {
+    let mut out: HashMap<Option<String>, Drill> = HashMap::new();
+    for (_, a) in records {
+        if let Audit::Drill(d) = a {
+            let newer = out.get(&d.set).is_none_or(|o| {
+                DateTime::parse_from_rfc3339(&d.time).ok()
+                    > DateTime::parse_from_rfc3339(&o.time).ok()
+            });
+            if newer {
+                out.insert(d.set.clone(), d.clone());
+            }
+        }
+    }
+    out
+}
+
+fn save(repo: &Repository, record: &Audit) -> Result<AuditId> {
+    let id = AuditId(repo.save_file(FileKind::Audit, record)?);
+    let mut buf = Vec::new();
+    ciborium::into_writer(record, &mut buf).expect("CBOR into memory");
+    repo.audit_cache().put(&id, &buf)?;
+    Ok(id)
+}
+
+fn delete(repo: &Repository, id: &AuditId) -> Result<()> {
+    match repo.delete_file(FileKind::Audit, &id.to_hex()) {
+        Ok(()) | Err(Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    repo.audit_cache().remove(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pack(n: u8) -> PackId {
+        PackId([n; 32])
+    }
+
+    fn verification(time: &str, packs: Vec<PackMark>) -> Audit {
+        Audit::Verification(Verification {
+            version: 1,
+            time: time.into(),
+            host: "h".into(),
+            packs,
+            supersedes: vec![],
+            packs_read: 0,
+            bytes_read: 0,
+            problems: 0,
+        })
+    }
+
+    #[test]
+    fn the_newest_mark_wins_and_damage_stays_until_read_whole() {
+        let records = vec![
+            (
+                AuditId([1; 32]),
+                verification(
+                    "2026-01-01T00:00:00Z",
+                    vec![PackMark(pack(1), 100, false), PackMark(pack(2), 100, true)],
+                ),
+            ),
+            (
+                AuditId([2; 32]),
+                verification(
+                    "2026-01-02T00:00:00Z",
+                    vec![PackMark(pack(2), 50, false), PackMark(pack(3), 200, true)],
+                ),
+            ),
+        ];
+        let state = verification_state(&records);
+        assert_eq!(state[&pack(1)], (100, false));
+        assert_eq!(state[&pack(2)], (100, true), "an older mark does not win");
+        let now = DateTime::parse_from_rfc3339("1970-01-01T00:00:00.300Z").unwrap();
+        let c = coverage(&records, [pack(1), pack(2), pack(3), pack(4)], now);
+        assert_eq!(c.packs, 4);
+        assert_eq!(c.never_verified, 1);
+        assert_eq!(c.damaged, vec![pack(1)]);
+        assert_eq!(c.verified_recently, 3);
+        assert_eq!(c.oldest_verification_secs, Some(0.2));
+        assert_eq!(c.last_check.as_deref(), Some("2026-01-02T00:00:00Z"));
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_through_cbor(
+            marks in proptest::collection::vec((any::<[u8; 32]>(), any::<i64>(), any::<bool>()), 0..20),
+            files in any::<u64>(),
+            set in proptest::option::of("[a-z]{1,8}"),
+        ) {
+            let v = Audit::Verification(Verification {
+                version: 1,
+                time: "2026-11-26T10:00:00+00:00".into(),
+                host: "h".into(),
+                packs: marks.iter().map(|(p, t, ok)| PackMark(PackId(*p), *t, *ok)).collect(),
+                supersedes: vec![AuditId([7; 32])],
+                packs_read: 3,
+                bytes_read: 4,
+                problems: 0,
+            });
+            let d = Audit::Drill(Drill {
+                version: 1,
+                time: "2026-11-26T10:00:00+00:00".into(),
+                host: "h".into(),
+                set,
+                snapshot: SnapshotId([9; 32]),
+                sample: 0.02,
+                files,
+                bytes: 5,
+                duration_secs: 1.5,
+                snapshot_bytes: 100,
+                projected_secs: 30.0,
+                errors: 0,
+            });
+            for a in [v, d] {
+                let mut buf = Vec::new();
+                ciborium::into_writer(&a, &mut buf).unwrap();
+                let back: Audit = ciborium::from_reader(&buf[..]).unwrap();
+                prop_assert_eq!(back, a);
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! `drill` and `status`: is the data there, and could we get it back in time?
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::Args;
+use serde_json::json;
+use strata::audit::{self, Coverage, Drill};
+use strata::drill::{self, DrillOptions};
+use strata::metrics;
+use strata::{Lineage, Snapshot, SnapshotFilter, SnapshotId};
+
+use super::exit;
+use super::output::{self, Bar};
+use super::Global;
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// Sets to drill (default: every set of the config file, else the newest snapshot of
+    /// every lineage).
+    sets: Vec<String>,
+    /// Restore a random share of the files (e.g. 2%) instead of all of them.
+    #[arg(long, value_name = "P%", conflicts_with = "full")]
+    sample: Option<String>,
+    /// Restore every file (the default).
+    #[arg(long)]
+    full: bool,
+    /// Where to restore (a temporary directory is made in it and removed again; default:
+    /// the system's temporary directory). Give one on the disk a real restore would use.
+    #[arg(long)]
+    target: Option<PathBuf>,
+}
+
+/// A set's (or lineage's) name and its newest snapshot, if it has one.
+type Pick = (String, Option<(SnapshotId, Snapshot)>);
+
+/// The snapshots to look at: the newest of each set named, else of each configured set,
+/// else of every lineage.
+fn newest(
+    global: &Global,
+    all: Vec<(SnapshotId, Snapshot)>,
+    names: &[String],
+) -> anyhow::Result<Vec<Pick>> {
+    let names: Vec<String> = if names.is_empty() {
+        global.file.sets.keys().cloned().collect()
+    } else {
+        names.to_vec()
+    };
+    if names.is_empty() {
+        return Ok(
+            strata::select_per_lineage(all, None, &SnapshotFilter::default())
+                .into_iter()
+                .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
+                .collect(),
+        );
+    }
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let filter = SnapshotFilter {
+                sets: vec![name.clone()],
+                ..Default::default()
+            };
+            let pick = strata::select_per_lineage(all.clone(), None, &filter)
+                .into_iter()
+                .next()
+                .map(|(_, id, s)| (id, s));
+            (name, pick)
+        })
+        .collect())
+}
+
+fn label(lineage: &Lineage, s: &Snapshot) -> String {
+    match lineage {
+        Lineage::Set(set) => set.clone(),
+        Lineage::HostPaths { .. } => metrics::set_label(s),
+    }
+}
+
+pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
+    let sample = match &args.sample {
+        Some(s) => {
+            let p: f64 = s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse().ok())
+                .filter(|p| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| anyhow!("--sample {s:?}: give a percentage in (0, 100], e.g. 2%"))?;
+            p / 100.0
+        }
+        None => 1.0,
+    };
+    let scratch = args.target.clone().unwrap_or_else(std::env::temp_dir);
+    let repo = global.open()?;
+    let picks = newest(global, repo.snapshots()?, &args.sets)?;
+    let mut code = exit::OK;
+    let mut reports = Vec::new();
+    for (name, pick) in picks {
+        let Some((id, snap)) = pick else {
+            eprintln!("error: set {name}: no snapshot to drill");
+            code = exit::FAILURE;
+            continue;
+        };
+        let bar = Bar::new(global.show_progress(), false, "drill");
+        let opts = DrillOptions {
+            sample,
+            scratch: scratch.clone(),
+        };
+        let report = drill::run(&repo, &id, &snap, &opts, &bar)?;
+        bar.finish();
+        global.update_metrics(|s| record_drill(s, &name, &report.drill));
+        if !report.errors.is_empty() {
+            code = exit::FAILURE;
+        }
+        if !global.json {
+            print_drill(&name, &report, global.quiet);
+        }
+        reports.push(json!({"set": name, "report": report}));
+    }
+    if global.json {
+        output::print_json(&serde_json::Value::Array(reports));
+    }
+    Ok(code)
+}
+
+fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
+    for e in &r.errors {
+        eprintln!("error: set {name}: {}", output::plain(e));
+    }
+    if quiet {
+        return;
+    }
+    let d = &r.drill;
+    println!(
+        "set {name}: snapshot {} restored {} files, {} in {:.2}s ({}/s){}, {}",
+        d.snapshot.short(),
+        d.files,
+        output::bytes(d.bytes),
+        d.duration_secs,
+        output::bytes(r.throughput as u64),
+        if d.sample < 1.0 {
+            format!(" (a {:.1}% sample)", d.sample * 100.0)
+        } else {
+            String::new()
+        },
+        if d.errors == 0 {
+            "every byte verified".to_string()
+        } else {
+            format!("{} error(s)", d.errors)
+        }
+    );
+    println!(
+        "  a full restore of its {} would take about {}",
+        output::bytes(d.snapshot_bytes),
+        output::age(d.projected_secs)
+    );
+}
+
+fn record_drill(s: &mut metrics::Samples, set: &str, d: &Drill) {
+    let set = [("set", set)];
+    let when = chrono::DateTime::parse_from_rfc3339(&d.time)
+        .map(metrics::seconds)
+        .unwrap_or_default();
+    s.set("strata_drill_last_timestamp_seconds", &set, when);
+    s.set("strata_drill_last_bytes", &set, d.bytes as f64);
+    s.set(
+        "strata_drill_last_throughput_bytes_per_second",
+        &set,
+        d.throughput(),
+    );
+    s.set(
+        "strata_drill_last_projected_restore_seconds",
+        &set,
+        d.projected_secs,
+    );
+    s.set("strata_drill_last_errors", &set, d.errors as f64);
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Sets to report (default: every set of the config file, else every lineage).
+    sets: Vec<String>,
+    /// Every lineage in the repository, configured or not.
+    #[arg(long, conflicts_with = "sets")]
+    all: bool,
+    /// A set whose newest snapshot is older than this is stale (exit 1); default: the
+    /// set's max-age in the config, else twice its smallest keep interval.
+    #[arg(long, value_name = "DURATION")]
+    max_age: Option<String>,
+}
+
+/// `status`: per set the newest snapshot and its age, the last drill, and the repository's
+/// verification; exit 1 when a set is stale. Cheap: the index is not synced, and a warm
+/// cache leaves four requests (config, keys, snapshots and audit listings).
+pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
+    let given_max = args
+        .max_age
+        .as_deref()
+        .map(|d| strata::timespec::parse_duration(d).map_err(|e| anyhow!("--max-age {d}: {e}")))
+        .transpose()?;
+    let repo = global.open_metadata()?;
+    let all = repo.snapshots()?;
+    let picks = if args.all {
+        strata::select_per_lineage(all, None, &SnapshotFilter::default())
+            .into_iter()
+            .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
+            .collect()
+    } else {
+        newest(global, all, &args.sets)?
+    };
+    let records = audit::load(&repo)?;
+    let drills = audit::last_drills(&records);
+    let now = strata::timespec::now();
+    let coverage = audit::repository_coverage(&repo, &records, now)?;
+    let mut stale_sets = Vec::new();
+    let mut rows = Vec::new();
+    for (name, pick) in &picks {
+        let max_age = match given_max {
+            Some(d) => Some(d),
+            None => global
+                .file
+                .sets
+                .get(name)
+                .map(|c| c.max_age())
+                .transpose()?
+                .flatten(),
+        };
+        let age = pick
+            .as_ref()
+            .and_then(|(_, s)| s.datetime())
+            .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+        let stale = match (age, max_age) {
+            (None, _) => global.file.sets.contains_key(name),
+            (Some(a), Some(m)) => a > m.num_seconds() as f64,
+            (Some(_), None) => false,
+        };
+        if stale {
+            stale_sets.push(name.clone());
+        }
+        let drill = pick.as_ref().and_then(|(_, s)| drills.get(&s.set)).cloned();
+        rows.push((name.clone(), pick.clone(), age, max_age, stale, drill));
+    }
+    if global.json {
+        let sets: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(name, pick, age, max_age, stale, drill)| {
+                json!({
+                    "set": name,
+                    "snapshot": pick.as_ref().map(|(id, s)| json!({
+                        "id": id.to_hex(),
+                        "time": s.time,
+                        "age_secs": age,
+                        "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+                        "bytes_added": s.summary.bytes_added,
+                        "bytes_stored": s.summary.bytes_stored,
+                    })),
+                    "max_age_secs": max_age.map(|m| m.num_seconds()),
+                    "stale": stale,
+                    "last_drill": drill,
+                })
+            })
+            .collect();
+        output::print_json(&json!({
+            "sets": sets,
+            "verification": coverage_json(&coverage),
+        }));
+    } else {
+        print_status(&rows, &coverage);
+    }
+    if !stale_sets.is_empty() {
+        eprintln!(
+            "stale: {} (newest snapshot older than its max-age, or none)",
+            stale_sets.join(", ")
+        );
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+type Row = (
+    String,
+    Option<(SnapshotId, Snapshot)>,
+    Option<f64>,
+    Option<chrono::Duration>,
+    bool,
+    Option<Drill>,
+);
+
+fn coverage_json(c: &Coverage) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    v["fraction_recent"] = json!(c.fraction_recent());
+    v
+}
+
+fn print_status(rows: &[Row], coverage: &Coverage) {
+    for (name, pick, age, max_age, stale, drill) in rows {
+        match pick {
+            None => println!("{name}: no snapshot{}", if *stale { "  STALE" } else { "" }),
+            Some((id, s)) => println!(
+                "{name}: {} {} ({} ago{}), {} files, added {} ({} stored){}",
+                id.short(),
+                output::when(&s.time),
+                output::age(age.unwrap_or_default()),
+                max_age
+                    .map(|m| format!(", max {}", output::age(m.num_seconds() as f64)))
+                    .unwrap_or_default(),
+                s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+                output::bytes(s.summary.bytes_added),
+                output::bytes(s.summary.bytes_stored),
+                if *stale { "  STALE" } else { "" }
+            ),
+        }
+        match drill {
+            Some(d) => println!(
+                "  last drill {}: {} files, {}/s, full restore about {}{}",
+                output::when(&d.time),
+                d.files,
+                output::bytes(d.throughput() as u64),
+                output::age(d.projected_secs),
+                if d.errors > 0 {
+                    format!(", {} ERRORS", d.errors)
+                } else {
+                    String::new()
+                }
+            ),
+            None => println!("  no drill yet"),
+        }
+    }
+    match &coverage.last_check {
+        Some(t) => println!(
+            "verification: last check {}; {:.1}% of {} packs verified in the last {} days, {} never{}",
+            output::when(t),
+            100.0 * coverage.fraction_recent(),
+            coverage.packs,
+            audit::RECENT_DAYS,
+            coverage.never_verified,
+            if coverage.damaged.is_empty() {
+                String::new()
+            } else {
+                format!("; {} packs DAMAGED (see strata check)", coverage.damaged.len())
+            }
+        ),
+        None => println!("verification: no check has read data yet"),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Sets whose growth to show (default: every set and lineage).
+    sets: Vec<String>,
+}
+
+/// `stats`: sizes, savings, storage classes with an estimated monthly cost (from the
+/// config's `[prices]`), and each set's growth with the size-anomaly flag.
+pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let st = strata::stats::run(&repo, &args.sets)?;
+    let prices = &global.file.prices;
+    // Per class, GB-month (10^9 bytes) as providers bill.
+    let mut cost: std::collections::BTreeMap<&str, f64> = Default::default();
+    for c in &st.classes {
+        if let Some(p) = prices.get(&c.storage_class) {
+            *cost.entry(c.storage_class.as_str()).or_default() += c.bytes as f64 / 1e9 * p;
+        }
+    }
+    let unpriced: Vec<&str> = st
+        .classes
+        .iter()
+        .map(|c| c.storage_class.as_str())
+        .filter(|c| !prices.is_empty() && !prices.contains_key(*c))
+        .collect();
+    global.update_metrics(|s| {
+        s.clear("strata_repository_objects");
+        s.clear("strata_repository_bytes");
+        for c in &st.classes {
+            let labels = [
+                ("kind", c.kind),
+                ("storage_class", c.storage_class.as_str()),
+            ];
+            s.set("strata_repository_objects", &labels, c.objects as f64);
+            s.set("strata_repository_bytes", &labels, c.bytes as f64);
+        }
+        for g in &st.sets {
+            let flag = if g.anomaly { 1.0 } else { 0.0 };
+            s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);
+        }
+        s.clear("strata_repository_monthly_cost");
+        for (class, c) in &cost {
+            s.set(
+                "strata_repository_monthly_cost",
+                &[("storage_class", class)],
+                *c,
+            );
+        }
+    });
+    if global.json {
+        let mut v = serde_json::to_value(&st)?;
+        v["monthly_cost"] = json!(cost);
+        output::print_json(&v);
+        return Ok(exit::OK);
+    }
+    println!(
+        "newest snapshot of each set: {}; all {} snapshots: {}",
+        output::bytes(st.restore_bytes),
+        st.sets.iter().map(|g| g.snapshots).sum::<usize>(),
+        output::bytes(st.logical_bytes)
+    );
+    println!(
+        "stored: {} in all; file data {} distinct ({:.1}x deduplication), {} in packs ({:.2}x compression)",
+        output::bytes(st.stored_bytes),
+        output::bytes(st.unique_bytes),
+        st.dedup_ratio,
+        output::bytes(st.unique_stored_bytes),
+        st.compression_ratio
+    );
+    for c in &st.classes {
+        println!(
+            "  {:<10} {:<20} {:>8} objects {:>12}",
+            c.kind,
+            c.storage_class,
+            c.objects,
+            output::bytes(c.bytes)
+        );
+    }
+    if !cost.is_empty() {
+        let total: f64 = cost.values().sum();
+        let parts: Vec<String> = cost.iter().map(|(c, v)| format!("{c} {v:.2}")).collect();
+        println!("monthly storage cost: {total:.2} ({})", parts.join(", "));
+    }
+    if !unpriced.is_empty() {
+        println!("no price for: {}", unpriced.join(", "));
+    }
+    for g in &st.sets {
+        println!(
+            "{}: {} snapshots, newest {}, adds {}/day, last +{}{}{}",
+            g.set,
+            g.snapshots,
+            output::bytes(g.latest_bytes),
+            output::bytes(g.added_per_day as u64),
+            output::bytes(g.last_added),
+            match g.recent_range {
+                Some((lo, hi)) =>
+                    format!(" (recent {} to {})", output::bytes(lo), output::bytes(hi)),
+                None => String::new(),
+            },
+            if g.anomaly { "  ANOMALY" } else { "" }
+        );
+    }
+    Ok(exit::OK)
+}

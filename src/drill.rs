@@ -1,0 +1,148 @@
+//! Restore drills: the runbook's monthly restore test, run and recorded.
+//!
+//! A drill restores a snapshot (or a random sample of its files) into a fresh directory,
+//! reads every restored byte back against the snapshot, removes the directory and records
+//! in the repository what it restored, how fast, and how long the whole snapshot would take
+//! at that speed: the recovery-time estimate the runbook asks operators to keep current.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+
+use crate::audit::{self, Drill};
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::patterns::Patterns;
+use crate::progress::Progress;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::NodeKind;
+use crate::repo::Repository;
+use crate::restore::{self, RestoreOptions};
+use crate::walk::{TreeWalk, Visit};
+
+/// How a drill runs.
+#[derive(Clone, Debug)]
+pub struct DrillOptions {
+    /// The share of the snapshot's files to restore, in (0, 1]; 1 restores all.
+    pub sample: f64,
+    /// Where the drill's temporary directory is made (and removed again).
+    pub scratch: PathBuf,
+}
+
+/// What a drill found, with the record it wrote.
+#[derive(Debug, serde::Serialize)]
+pub struct DrillReport {
+    /// The record (also stored in the repository).
+    pub drill: Drill,
+    /// Bytes per second restored and verified.
+    pub throughput: f64,
+    /// What went wrong, file by file.
+    pub errors: Vec<String>,
+}
+
+/// Restores `snapshot` (or a sample of its files) below `opts.scratch`, verifies every
+/// byte, removes it again and records the drill in the repository.
+pub fn run(
+    repo: &Repository,
+    id: &SnapshotId,
+    snapshot: &Snapshot,
+    opts: &DrillOptions,
+    progress: &dyn Progress,
+) -> Result<DrillReport> {
+    if !(opts.sample > 0.0 && opts.sample <= 1.0) {
+        return Err(Error::BadInput {
+            what: "drill sample",
+            reason: format!("{} is not a share in (0, 1]", opts.sample),
+        });
+    }
+    let (files, snapshot_bytes) = files_of(repo, snapshot);
+    let includes = if opts.sample < 1.0 {
+        Some(sample(&files, opts.sample)?)
+    } else {
+        None
+    };
+    let dir = tempfile::Builder::new()
+        .prefix(".strata-drill-")
+        .tempdir_in(&opts.scratch)
+        .map_err(|e| Error::io(&opts.scratch, e))?;
+    let started = Instant::now();
+    let restored = restore::run(
+        repo,
+        snapshot,
+        &RestoreOptions {
+            target: dir.path().to_path_buf(),
+            includes: includes.flatten(),
+            verify: true,
+            ..Default::default()
+        },
+        progress,
+    )?;
+    let duration_secs = started.elapsed().as_secs_f64();
+    // Removed before the record is written: a drill leaves nothing behind.
+    dir.close().map_err(|e| Error::io(&opts.scratch, e))?;
+    let mut errors: Vec<String> = restored.errors.iter().map(|e| e.to_string()).collect();
+    errors.extend(
+        restored
+            .damaged_files
+            .iter()
+            .map(|p| format!("{}: does not verify", p.display())),
+    );
+    let mut drill = Drill {
+        version: 1,
+        time: crate::timespec::now().to_rfc3339(),
+        host: crate::util::hostname(),
+        set: snapshot.set.clone(),
+        snapshot: *id,
+        sample: opts.sample,
+        files: restored.files,
+        bytes: restored.bytes,
+        duration_secs,
+        snapshot_bytes,
+        projected_secs: 0.0,
+        errors: errors.len() as u64,
+    };
+    let throughput = drill.throughput();
+    drill.projected_secs = if throughput > 0.0 {
+        snapshot_bytes as f64 / throughput
+    } else {
+        duration_secs
+    };
+    audit::record_drill(repo, drill.clone())?;
+    Ok(DrillReport {
+        drill,
+        throughput,
+        errors,
+    })
+}
+
+/// The snapshot's regular files (absolute paths, UTF-8 ones: a sample is a set of
+/// patterns) and the bytes of all its files.
+fn files_of(repo: &Repository, snapshot: &Snapshot) -> (Vec<PathBuf>, u64) {
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for visit in TreeWalk::new(repo, &snapshot.tree) {
+        if let Visit::Node { path, node, .. } = visit {
+            if node.kind == NodeKind::File {
+                bytes += node.size;
+                files.push(Path::new("/").join(path));
+            }
+        }
+    }
+    (files, bytes)
+}
+
+/// Include patterns for a random `share` of `files` (at least one, when there are any).
+fn sample(files: &[PathBuf], share: f64) -> Result<Option<Patterns>> {
+    let n = ((files.len() as f64 * share).ceil() as usize).clamp(1, files.len().max(1));
+    let mut rng = rand::thread_rng();
+    let patterns: Vec<String> = files
+        .choose_multiple(&mut rng, n)
+        .filter_map(|p| p.to_str().map(globset::escape))
+        .collect();
+    if patterns.is_empty() {
+        // Nothing to sample: a pattern nothing matches, so the restore is empty.
+        return Patterns::new(&["/.strata-drill-nothing".to_string()]);
+    }
+    Patterns::new(&patterns)
+}

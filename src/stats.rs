@@ -1,0 +1,244 @@
+//! `stats`: what the repository holds, what it saves, and how each set grows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::Result;
+use crate::id::{SnapshotId, TreeId};
+use crate::repo::pack::BlobKind;
+use crate::repo::snapshot::{select_per_lineage, Snapshot, SnapshotFilter};
+use crate::repo::tree::NodeKind;
+use crate::repo::Repository;
+
+/// Snapshots per set the growth figures look back over.
+pub const GROWTH_WINDOW: usize = 14;
+
+/// What the repository holds.
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Bytes of files in the newest snapshot of each set (what restoring them all writes).
+    pub restore_bytes: u64,
+    /// Bytes of files over every snapshot (what restoring each one would write).
+    pub logical_bytes: u64,
+    /// Plaintext bytes of the distinct file chunks stored.
+    pub unique_bytes: u64,
+    /// Bytes those chunks take in packs, compressed and encrypted.
+    pub unique_stored_bytes: u64,
+    /// Bytes of every object of the repository.
+    pub stored_bytes: u64,
+    /// `logical_bytes / unique_bytes`: what deduplication saves.
+    pub dedup_ratio: f64,
+    /// `unique_bytes / unique_stored_bytes`: what compression saves.
+    pub compression_ratio: f64,
+    /// Objects and bytes by kind and storage class.
+    pub classes: Vec<ClassUsage>,
+    /// Per set (or `host:<host>`), growth over its recent snapshots.
+    pub sets: Vec<SetGrowth>,
+}
+
+/// Objects of one kind in one storage class.
+#[derive(Debug, Serialize)]
+pub struct ClassUsage {
+    /// `data`, `tree`, `index`, `snapshots`, `keys` or `audit`.
+    pub kind: &'static str,
+    /// The S3 storage class (`STANDARD` where the store has none).
+    pub storage_class: String,
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// How one set grows.
+#[derive(Debug, Serialize)]
+pub struct SetGrowth {
+    /// The set, or `host:<host>` for snapshots outside sets.
+    pub set: String,
+    /// Its snapshots.
+    pub snapshots: usize,
+    /// Bytes of files in its newest snapshot.
+    pub latest_bytes: u64,
+    /// Bytes its snapshots added per day, over the last [`GROWTH_WINDOW`] snapshots.
+    pub added_per_day: f64,
+    /// What its newest snapshot added.
+    pub last_added: u64,
+    /// The least and most the snapshots before it (in the window) added.
+    pub recent_range: Option<(u64, u64)>,
+    /// The newest snapshot added far more than the recent range: more than its maximum
+    /// plus twice its width, and over 1 MiB more than the maximum.
+    pub anomaly: bool,
+}
+
+/// The repository's statistics; `sets` narrows the growth section (empty: every set).
+pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
+    let snapshots = repo.snapshots()?;
+    let mut sizes: HashMap<TreeId, u64> = HashMap::new();
+    let mut logical = 0;
+    for (_, s) in &snapshots {
+        logical += tree_bytes(repo, &s.tree, &mut sizes)?;
+    }
+    let newest = select_per_lineage(snapshots.clone(), None, &SnapshotFilter::default());
+    let mut restore_bytes = 0;
+    for (_, _, s) in &newest {
+        restore_bytes += tree_bytes(repo, &s.tree, &mut sizes)?;
+    }
+    let (unique, unique_stored) = repo.index().byte_totals(BlobKind::Data)?;
+    let mut classes: BTreeMap<(&'static str, String), (u64, u64)> = BTreeMap::new();
+    for kind in [
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Key,
+        FileKind::Audit,
+    ] {
+        for f in repo.list_files(kind)? {
+            let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
+            let e = classes.entry((kind.dir(), class)).or_default();
+            e.0 += 1;
+            e.1 += f.size;
+        }
+    }
+    let stored_bytes = classes.values().map(|(_, b)| b).sum();
+    let mut growth = Vec::new();
+    for (_, _, latest) in &newest {
+        let label = crate::metrics::set_label(latest);
+        if !sets.is_empty() && !sets.contains(&label) {
+            continue;
+        }
+        let lineage = latest.lineage();
+        let mut line: Vec<&(SnapshotId, Snapshot)> = snapshots
+            .iter()
+            .filter(|(_, s)| s.lineage() == lineage)
+            .collect();
+        line.sort_by_key(|(_, s)| s.datetime());
+        let mut g = set_growth(&label, &line);
+        g.latest_bytes = tree_bytes(repo, &latest.tree, &mut sizes)?;
+        growth.push(g);
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    Ok(Stats {
+        restore_bytes,
+        logical_bytes: logical,
+        unique_bytes: unique,
+        unique_stored_bytes: unique_stored,
+        stored_bytes,
+        dedup_ratio: ratio(logical, unique),
+        compression_ratio: ratio(unique, unique_stored),
+        classes: classes
+            .into_iter()
+            .map(|((kind, storage_class), (objects, bytes))| ClassUsage {
+                kind,
+                storage_class,
+                objects,
+                bytes,
+            })
+            .collect(),
+        sets: growth,
+    })
+}
+
+/// Growth figures of one lineage's snapshots, oldest first (`latest_bytes` is left 0:
+/// it needs the tree).
+pub fn set_growth(label: &str, line: &[&(SnapshotId, Snapshot)]) -> SetGrowth {
+    let window = &line[line.len().saturating_sub(GROWTH_WINDOW)..];
+    let added: Vec<u64> = window.iter().map(|(_, s)| s.summary.bytes_added).collect();
+    let last_added = added.last().copied().unwrap_or(0);
+    let before = &added[..added.len().saturating_sub(1)];
+    let recent_range = (before.len() >= 3).then(|| {
+        (
+            *before.iter().min().expect("three"),
+            *before.iter().max().expect("three"),
+        )
+    });
+    let anomaly = recent_range
+        .is_some_and(|(lo, hi)| last_added > hi + 2 * (hi - lo) && last_added - hi > 1 << 20);
+    let days = match (window.first(), window.last()) {
+        (Some((_, a)), Some((_, b))) => match (a.datetime(), b.datetime()) {
+            (Some(a), Some(b)) => (b - a).num_seconds() as f64 / 86_400.0,
+            _ => 0.0,
+        },
+        _ => 0.0,
+    };
+    // The first snapshot's additions predate the window's span.
+    let spread: u64 = added.iter().skip(1).sum();
+    SetGrowth {
+        set: label.to_string(),
+        snapshots: line.len(),
+        latest_bytes: 0,
+        added_per_day: if days > 0.0 {
+            spread as f64 / days
+        } else {
+            0.0
+        },
+        last_added,
+        recent_range,
+        anomaly,
+    }
+}
+
+/// Bytes of the files below a tree, each subtree counted once per tree id.
+fn tree_bytes(repo: &Repository, id: &TreeId, memo: &mut HashMap<TreeId, u64>) -> Result<u64> {
+    if let Some(n) = memo.get(id) {
+        return Ok(*n);
+    }
+    let mut n = 0;
+    for node in repo.load_tree(id)?.entries {
+        match (node.kind, node.subtree) {
+            (NodeKind::File, _) => n += node.size,
+            (NodeKind::Dir, Some(sub)) => n += tree_bytes(repo, &sub, memo)?,
+            _ => {}
+        }
+    }
+    memo.insert(*id, n);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(hour: u32, added: u64) -> (SnapshotId, Snapshot) {
+        let mut s: Snapshot = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "time": format!("2026-03-01T{hour:02}:00:00Z"),
+            "host": "h", "user": "u", "paths": ["/x"],
+            "tree": "0000000000000000000000000000000000000000000000000000000000000000",
+            "program": "test",
+            "summary": {"files_new": 0, "files_changed": 0, "files_unchanged": 0, "dirs": 0,
+                        "bytes_read": 0, "bytes_added": 0, "bytes_stored": 0, "blobs_added": 0,
+                        "errors": 0, "duration_secs": 0.0}
+        }))
+        .unwrap();
+        s.summary.bytes_added = added;
+        (SnapshotId([hour as u8; 32]), s)
+    }
+
+    #[test]
+    fn a_jump_far_above_the_recent_range_is_an_anomaly() {
+        let mib = 1 << 20;
+        let steady: Vec<_> = (0..6).map(|h| snap(h, 10 * mib + h as u64 * mib)).collect();
+        let refs: Vec<&(SnapshotId, Snapshot)> = steady.iter().collect();
+        let g = set_growth("s", &refs);
+        assert!(!g.anomaly);
+        assert_eq!(g.recent_range, Some((10 * mib, 14 * mib)));
+        // 15 MiB per hour over 5 hours after the first: 24 hours' worth a day.
+        assert!(
+            (g.added_per_day - (11 + 12 + 13 + 14 + 15) as f64 * mib as f64 * 24.0 / 5.0).abs()
+                < 1.0
+        );
+        let mut jump = steady.clone();
+        jump.push(snap(6, 40 * mib));
+        let refs: Vec<&(SnapshotId, Snapshot)> = jump.iter().collect();
+        assert!(set_growth("s", &refs).anomaly);
+        // A small absolute jump on a quiet set is no alarm.
+        let quiet: Vec<_> = (0..6)
+            .map(|h| snap(h, 100))
+            .chain([snap(6, 5000)])
+            .collect();
+        let refs: Vec<&(SnapshotId, Snapshot)> = quiet.iter().collect();
+        assert!(!set_growth("s", &refs).anomaly);
+    }
+}
