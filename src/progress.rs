@@ -12,6 +12,11 @@ pub trait Progress: Sync {
     fn item(&self, _what: &str, _path: &std::path::Path) {}
     /// Something was skipped or went wrong without stopping the operation.
     fn warning(&self, _msg: &str) {}
+    /// A scan beside the operation found this many files and bytes so far; `complete`
+    /// once it has seen everything (a backup's total, for a percentage and an estimate).
+    fn found(&self, _files: u64, _bytes: u64, _complete: bool) {}
+    /// One file was handled: read, or skipped as unchanged (its bytes go to `advance`).
+    fn file_done(&self, _path: &std::path::Path) {}
 }
 
 /// Reports nothing.

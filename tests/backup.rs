@@ -467,7 +467,103 @@ fn an_empty_cache_backup_skips_unchanged_files_by_the_parent_snapshot(env: &Env)
     assert!(compare_trees(&src, &restored(&env.path("r"), &src)).is_empty());
 }
 
+/// The summary tells file data from metadata (trees), counts the files the parent had and
+/// this snapshot lacks (deleted, in a deleted directory, or now excluded), and the bytes of
+/// all its files; the text output says the same.
+fn the_summary_separates_data_from_metadata_and_counts_removed_files(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b/c")).unwrap();
+    for (name, len) in [
+        ("a/f1", 1000),
+        ("a/f2", 2000),
+        ("b/c/f3", 3000),
+        ("b/f4", 4000),
+    ] {
+        fs::write(src.join(name), noise(len, len as u64)).unwrap();
+    }
+    let s = src.to_str().unwrap();
+    let v = env.backup(&[s]);
+    assert_eq!(v["total_bytes"], 10_000, "{v}");
+    assert_eq!(v["data_added"], 10_000, "{v}");
+    let trees = v["bytes_added"].as_u64().unwrap() - 10_000;
+    assert!(trees > 0, "the trees are metadata: {v}");
+    assert!(v["data_stored"].as_u64().unwrap() < v["bytes_stored"].as_u64().unwrap());
+    assert_eq!(v["files_removed"], 0);
+    fs::remove_file(src.join("a/f1")).unwrap();
+    fs::remove_dir_all(src.join("b")).unwrap();
+    let v = env.backup(&[s]);
+    assert_eq!(v["files_removed"], 3, "{v}");
+    assert_eq!(v["total_bytes"], 2000, "{v}");
+    assert_eq!(v["data_added"], 0, "{v}");
+    let out = env.ok(&["backup", s, "--exclude", "f2"]);
+    assert!(out.contains("0 unchanged, 1 removed"), "{out}");
+    assert!(out.contains("new file data 0 B"), "{out}");
+    // Without the file cache the parent snapshot's trees tell what went.
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::write(src.join("a/f5"), "new").unwrap();
+    let v = env.backup(&[s, "--exclude", "f2"]);
+    assert_eq!(v["files_removed"], 0, "{v}");
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::remove_file(src.join("a/f5")).unwrap();
+    let v = env.backup(&[s, "--exclude", "f2"]);
+    assert_eq!(v["files_removed"], 1, "{v}");
+}
+
+/// A backup reports what its scan found (files and bytes, complete) beside what it has
+/// done, so a progress bar has a total: every byte of a run, read or unchanged, advances it.
+#[test]
+fn progress_has_a_total_from_the_scan() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Seen {
+        found: Mutex<Option<(u64, u64, bool)>>,
+        done: AtomicU64,
+        files: AtomicU64,
+    }
+    impl strata::Progress for Seen {
+        fn found(&self, files: u64, bytes: u64, complete: bool) {
+            *self.found.lock().unwrap() = Some((files, bytes, complete));
+        }
+        fn advance(&self, n: u64) {
+            self.done.fetch_add(n, Ordering::Relaxed);
+        }
+        fn file_done(&self, _: &std::path::Path) {
+            self.files.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    for i in 0..30 {
+        let d = src.join(format!("d{}", i % 4));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(format!("f{i}")), noise(5_000 + i, i as u64)).unwrap();
+    }
+    let total: u64 = (0..30).map(|i| 5_000 + i as u64).sum();
+    let repo = open_repo(env);
+    for run in 0..2 {
+        let seen = Seen::default();
+        let opts = strata::backup::BackupOptions {
+            source: strata::backup::Source::Paths(vec![src.clone()]),
+            ..Default::default()
+        };
+        strata::backup::run(&repo, opts, &seen).unwrap();
+        assert_eq!(
+            *seen.found.lock().unwrap(),
+            Some((30, total, true)),
+            "run {run}"
+        );
+        assert_eq!(seen.files.load(Ordering::Relaxed), 30, "run {run}");
+        // Read the first time, skipped as unchanged the second: the same bytes either way.
+        assert_eq!(seen.done.load(Ordering::Relaxed), total, "run {run}");
+    }
+}
+
 conformance!(
+    the_summary_separates_data_from_metadata_and_counts_removed_files,
     an_empty_cache_backup_skips_unchanged_files_by_the_parent_snapshot,
     a_killed_backup_leaves_a_consistent_repository,
     sigterm_saves_what_was_uploaded_and_the_rerun_goes_on_from_there,

@@ -6,6 +6,7 @@
 //! stays bounded by the batch and pack sizes (never by the file or repository size).
 
 pub(crate) mod saver;
+mod scan;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
@@ -142,6 +143,8 @@ struct Counters {
     dirs: AtomicU64,
     bytes_read: AtomicU64,
     errors: AtomicU64,
+    files_removed: AtomicU64,
+    total_bytes: AtomicU64,
 }
 
 struct Archiver<'a, 's, 'r> {
@@ -187,7 +190,13 @@ pub fn run(
     // Dropped on any error below, it rolls back: what packs and index files the failed run
     // wrote is in the repository, and the next open reads it into the cache from there.
     let tx = repo.transaction()?;
+    let scan_done = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
+        if matches!(opts.source, Source::Paths(_)) {
+            let (paths, excludes, done) = (&paths, opts.excludes.as_ref(), &scan_done);
+            let one_fs = opts.one_file_system;
+            scope.spawn(move || scan::scan(paths, excludes, one_fs, progress, done));
+        }
         let saver = BlobSaver::new(repo, &shared, scope, opts.uploaders);
         let archiver = Archiver {
             repo,
@@ -207,6 +216,7 @@ pub fn run(
             Source::Stdin { reader, name } => archiver.stdin_tree(reader, &name, &time),
         }
         .and_then(|tree| archiver.save_tree(tree));
+        scan_done.store(true, Ordering::Relaxed);
         let warnings = std::mem::take(&mut *archiver.warnings.lock().unwrap());
         let summary = archiver.summary();
         drop(archiver);
@@ -219,6 +229,11 @@ pub fn run(
     });
     let (root, mut summary, warnings) = outcome?;
     summary.duration_secs = started.elapsed().as_secs_f64();
+    // With a warm file cache the parent's trees are not read: the files it knows and this
+    // run did not see are the removed ones (a run that missed files cannot tell).
+    if parent.is_some() && warnings.is_empty() && parent_root.is_none() {
+        summary.files_removed += repo.set_state(&set_key).unseen(mark)?;
+    }
     let snapshot = Snapshot {
         version: FORMAT_VERSION,
         time: time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
@@ -449,6 +464,7 @@ impl Archiver<'_, '_, '_> {
         node.content = content;
         node.size = size;
         self.counters.files_new.fetch_add(1, Ordering::Relaxed);
+        self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
         for dir in dirs.iter().rev() {
             let mut parent = Node::new(dir.as_bytes().to_vec(), NodeKind::Dir);
             parent.mode = 0o755;
@@ -481,6 +497,10 @@ impl Archiver<'_, '_, '_> {
             blobs_added: stats.blobs_added.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             duration_secs: 0.0,
+            data_added: stats.data_added.load(Ordering::Relaxed),
+            data_stored: stats.data_stored.load(Ordering::Relaxed),
+            files_removed: c.files_removed.load(Ordering::Relaxed),
+            total_bytes: c.total_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -585,7 +605,42 @@ impl Archiver<'_, '_, '_> {
                 entries.push(n);
             }
         }
+        self.count_removed(&before, &entries);
         Ok(Tree { entries })
+    }
+
+    /// Counts the files of the parent's directory that this one no longer has (below a
+    /// directory that is gone, every file of it).
+    fn count_removed(&self, before: &std::collections::HashMap<Vec<u8>, Node>, now: &[Node]) {
+        let kept: std::collections::HashSet<&[u8]> =
+            now.iter().map(|n| n.name.as_slice()).collect();
+        let removed: u64 = before
+            .iter()
+            .filter(|(name, _)| !kept.contains(name.as_slice()))
+            .map(|(_, old)| match (old.kind, old.subtree) {
+                (NodeKind::File, _) => 1,
+                (NodeKind::Dir, Some(tree)) => self.files_below(&tree),
+                _ => 0,
+            })
+            .sum();
+        self.counters
+            .files_removed
+            .fetch_add(removed, Ordering::Relaxed);
+    }
+
+    /// Files below a parent tree (a tree that cannot be read counts none).
+    fn files_below(&self, tree: &TreeId) -> u64 {
+        let Ok(t) = self.repo.load_tree(tree) else {
+            return 0;
+        };
+        t.entries
+            .iter()
+            .map(|n| match (n.kind, n.subtree) {
+                (NodeKind::File, _) => 1,
+                (NodeKind::Dir, Some(sub)) => self.files_below(&sub),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Fails with [`Error::Interrupted`] once the caller asked the backup to stop.
@@ -655,6 +710,9 @@ impl Archiver<'_, '_, '_> {
                 if !self.archive_file(path, &meta, &mut node, old)? {
                     return Ok(None);
                 }
+                self.counters
+                    .total_bytes
+                    .fetch_add(node.size, Ordering::Relaxed);
             }
             NodeKind::Symlink => match fs::read_link(path) {
                 Ok(t) => node.target = Some(t.as_os_str().as_bytes().to_vec()),
@@ -707,6 +765,8 @@ impl Archiver<'_, '_, '_> {
                 self.repo.set_state(&self.set_key).touch(key, self.mark)?;
                 // Not read again. Without a parent snapshot the entry is an interrupted
                 // run's, and the file is new to this lineage.
+                self.progress.advance(node.size);
+                self.progress.file_done(path);
                 if self.has_parent {
                     self.counters
                         .files_unchanged
@@ -728,6 +788,8 @@ impl Archiver<'_, '_, '_> {
                     &node.content,
                     self.mark,
                 )?;
+                self.progress.advance(node.size);
+                self.progress.file_done(path);
                 self.counters
                     .files_unchanged
                     .fetch_add(1, Ordering::Relaxed);
@@ -752,6 +814,7 @@ impl Archiver<'_, '_, '_> {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.progress.item(what, path);
+        self.progress.file_done(path);
         if let Some(stat) = stat {
             self.repo
                 .set_state(&self.set_key)

@@ -35,6 +35,9 @@ pub struct SaverStats {
     pub blobs_added: AtomicU64,
     pub bytes_added: AtomicU64,
     pub bytes_stored: AtomicU64,
+    /// Of those, file content.
+    pub data_added: AtomicU64,
+    pub data_stored: AtomicU64,
 }
 
 /// Deduplicates, seals and packs blobs, uploading full packs on a pool of threads.
@@ -264,6 +267,14 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         self.stats
             .bytes_stored
             .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        if kind == BlobKind::Data {
+            self.stats
+                .data_added
+                .fetch_add(plain.len() as u64, Ordering::Relaxed);
+            self.stats
+                .data_stored
+                .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
+        }
         let (builder, limit) = match kind {
             BlobKind::Data => (&self.data, DATA_PACK_SIZE),
             BlobKind::Tree => (&self.tree, TREE_PACK_SIZE),

@@ -130,6 +130,20 @@ impl SetState<'_> {
             .map_err(|e| self.cache.err(e))
     }
 
+    /// Files the cache holds that the run with `mark` did not see: those a complete run
+    /// found deleted (or now excluded), before [`SetState::sweep`] drops them.
+    pub fn unseen(&self, mark: i64) -> Result<u64> {
+        self.cache
+            .lock()
+            .query_row(
+                "SELECT COUNT(*) FROM files WHERE set_key = ?1 AND run <> ?2",
+                params![self.set, mark],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.cache.err(e))
+    }
+
     /// Drops files the latest run of the lineage did not see (deleted since): those without that
     /// run's `mark`, which every file it saw got by `store_file` or `touch`.
     pub fn sweep(&self, mark: i64) -> Result<()> {

@@ -328,14 +328,21 @@ fn one(
     let s = &report.snapshot.summary;
     if !global.json && !global.quiet {
         println!(
-            "files: {} new, {} changed, {} unchanged; dirs: {}",
-            s.files_new, s.files_changed, s.files_unchanged, s.dirs
+            "files: {} new, {} changed, {} unchanged, {} removed; dirs: {}; {} in all",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.files_removed,
+            s.dirs,
+            output::bytes(s.total_bytes)
         );
         println!(
-            "read {}, added {} ({} stored after compression) in {:.2}s",
+            "read {}; new file data {} ({} stored), new metadata {} ({} stored); {:.2}s",
             output::bytes(s.bytes_read),
-            output::bytes(s.bytes_added),
-            output::bytes(s.bytes_stored),
+            output::bytes(s.data_added),
+            output::bytes(s.data_stored),
+            output::bytes(s.bytes_added.saturating_sub(s.data_added)),
+            output::bytes(s.bytes_stored.saturating_sub(s.data_stored)),
             s.duration_secs
         );
         println!("snapshot {} saved", report.snapshot_id.to_hex());

@@ -1,5 +1,7 @@
 //! Progress bars and small formatting helpers.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata::Progress;
 
@@ -8,6 +10,12 @@ pub struct Bar {
     bar: Option<ProgressBar>,
     bytes: bool,
     verbose: bool,
+    /// Files handled, and found by the scan (backup).
+    files_done: AtomicU64,
+    files_found: AtomicU64,
+    /// When the message last changed (ms since `started`): at most ten times a second.
+    shown: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Bar {
@@ -29,7 +37,41 @@ impl Bar {
             bar,
             bytes,
             verbose: false,
+            files_done: AtomicU64::new(0),
+            files_found: AtomicU64::new(0),
+            shown: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// `files done/found` and the current file, at most ten times a second.
+    fn show_files(&self, path: Option<&std::path::Path>) {
+        let Some(b) = &self.bar else { return };
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.shown.load(Ordering::Relaxed);
+        if path.is_some() && now < last + 100 {
+            return;
+        }
+        self.shown.store(now, Ordering::Relaxed);
+        let (done, found) = (
+            self.files_done.load(Ordering::Relaxed),
+            self.files_found.load(Ordering::Relaxed),
+        );
+        let mut msg = format!("{done}/{found} files");
+        if let Some(p) = path {
+            let p = plain(&p.display().to_string());
+            // The end of the path: it is what changes.
+            let tail: String = p
+                .chars()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            msg.push_str(&format!(" {tail}"));
+        }
+        b.set_message(msg);
     }
 
     pub fn finish(&self) {
@@ -81,6 +123,29 @@ impl Progress for Bar {
                 None => eprintln!("{line}"),
             }
         }
+    }
+
+    fn found(&self, files: u64, bytes: u64, complete: bool) {
+        let Some(b) = &self.bar else { return };
+        self.files_found.store(files, Ordering::Relaxed);
+        if b.length().is_none() {
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{percent:>3}% [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+        }
+        // Until the scan is complete the total is a floor: the bar shows it as found so far.
+        b.set_length(bytes.max(b.position()));
+        if complete {
+            self.show_files(None);
+        }
+    }
+
+    fn file_done(&self, path: &std::path::Path) {
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+        self.show_files(Some(path));
     }
 
     fn warning(&self, msg: &str) {

@@ -250,6 +250,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
                         "time": s.time,
                         "age_secs": age,
                         "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+                        "total_bytes": s.summary.total_bytes,
                         "bytes_added": s.summary.bytes_added,
                         "bytes_stored": s.summary.bytes_stored,
                     })),
@@ -296,7 +297,7 @@ fn print_status(rows: &[Row], coverage: &Coverage) {
         match pick {
             None => println!("{name}: no snapshot{}", if *stale { "  STALE" } else { "" }),
             Some((id, s)) => println!(
-                "{name}: {} {} ({} ago{}), {} files, added {} ({} stored){}",
+                "{name}: {} {} ({} ago{}), {} files, {}, added {} ({} stored){}",
                 id.short(),
                 output::when(&s.time),
                 output::age(age.unwrap_or_default()),
@@ -304,6 +305,7 @@ fn print_status(rows: &[Row], coverage: &Coverage) {
                     .map(|m| format!(", max {}", output::age(m.num_seconds() as f64)))
                     .unwrap_or_default(),
                 s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+                output::bytes(s.summary.total_bytes),
                 output::bytes(s.summary.bytes_added),
                 output::bytes(s.summary.bytes_stored),
                 if *stale { "  STALE" } else { "" }

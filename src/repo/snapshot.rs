@@ -74,6 +74,18 @@ pub struct Summary {
     pub errors: u64,
     /// Wall-clock time of the run.
     pub duration_secs: f64,
+    /// Of `bytes_added`, file content (the rest is trees: metadata).
+    #[serde(default)]
+    pub data_added: u64,
+    /// Of `bytes_stored`, file content.
+    #[serde(default)]
+    pub data_stored: u64,
+    /// Files the parent snapshot had and this one does not (deleted, or now excluded).
+    #[serde(default)]
+    pub files_removed: u64,
+    /// Bytes of all the snapshot's files (what a restore writes).
+    #[serde(default)]
+    pub total_bytes: u64,
 }
 
 impl Snapshot {
