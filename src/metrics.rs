@@ -56,7 +56,7 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ("strata_drill_last_projected_restore_seconds", "gauge", "Restore time of the set's whole newest snapshot at the last drill's speed (RTO estimate)."),
     ("strata_drill_last_errors", "gauge", "Files the set's last drill could not restore or verify."),
     ("strata_backup_size_anomaly", "gauge", "1 when the set's newest snapshot added far more than its recent range (stats), else 0."),
-    ("strata_repository_monthly_cost", "gauge", "Estimated monthly storage cost from the config's prices, by storage class."),
+    ("strata_repository_monthly_cost", "gauge", "Estimated monthly cost from the config's prices, by item: a storage class, or PUT or GET requests."),
     ("strata_verification_recent_ratio", "gauge", "Share of the packs verified byte by byte in the last 30 days."),
     ("strata_verification_oldest_age_seconds", "gauge", "Age of the oldest last verification among the packs ever verified."),
     ("strata_verification_unverified_packs", "gauge", "Packs never verified byte by byte."),

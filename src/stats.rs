@@ -36,6 +36,43 @@ pub struct Stats {
     pub classes: Vec<ClassUsage>,
     /// Per set (or `host:<host>`), growth over its recent snapshots.
     pub sets: Vec<SetGrowth>,
+    /// The requests the last 30 days of backups made, estimated.
+    pub requests_30d: RequestEstimate,
+}
+
+/// Requests backups make, estimated from their snapshots: per backup its snapshot, index
+/// and tree pack writes and one data pack write per 16 MiB stored; four reads (the config,
+/// and the key, index and snapshot listings). Checks, prunes and restores come on top.
+#[derive(Debug, Default, Serialize)]
+pub struct RequestEstimate {
+    /// Backups counted.
+    pub backups: usize,
+    /// Writes (PUT).
+    pub writes: u64,
+    /// Reads and listings (GET, LIST).
+    pub reads: u64,
+}
+
+fn requests_since(
+    snapshots: &[(SnapshotId, Snapshot)],
+    since: chrono::DateTime<chrono::FixedOffset>,
+) -> RequestEstimate {
+    let pack = crate::backup::saver::DATA_PACK_SIZE as u64;
+    let mut e = RequestEstimate::default();
+    for (_, s) in snapshots {
+        if s.datetime().is_none_or(|t| t < since) {
+            continue;
+        }
+        let data = if s.summary.data_stored > 0 {
+            s.summary.data_stored
+        } else {
+            s.summary.bytes_stored
+        };
+        e.backups += 1;
+        e.writes += 3 + data.div_ceil(pack);
+        e.reads += 4;
+    }
+    e
 }
 
 /// Objects of one kind in one storage class.
@@ -119,6 +156,10 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
         growth.push(g);
     }
     let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    let requests_30d = requests_since(
+        &snapshots,
+        crate::timespec::now() - chrono::Duration::days(30),
+    );
     Ok(Stats {
         restore_bytes,
         logical_bytes: logical,
@@ -137,6 +178,7 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
             })
             .collect(),
         sets: growth,
+        requests_30d,
     })
 }
 

@@ -394,7 +394,10 @@ fn stats_report_savings_costs_and_anomalies(env: &Env) {
     let text = fs::read_to_string(&config).unwrap();
     fs::write(
         &config,
-        format!("metrics-file = {prom:?}\n{text}[prices]\nSTANDARD = 0.023\n"),
+        format!(
+            "metrics-file = {prom:?}\n{text}[prices]\nSTANDARD = 0.023\n\
+                 put-per-1000 = 0.005\nget-per-1000 = 0.0004\n"
+        ),
     )
     .unwrap();
     let c = config.as_str();
@@ -452,7 +455,16 @@ fn stats_report_savings_costs_and_anomalies(env: &Env) {
         out.contains("critical: 7 snapshots") && out.contains("ANOMALY"),
         "{out}"
     );
-    assert!(out.contains("monthly storage cost"), "{out}");
+    assert!(out.contains("monthly cost"), "{out}");
+    // Requests are estimated from the last 30 days' backups (those above are older).
+    env.ok(&["--config", c, "backup", "critical"]);
+    let v = env.json(&["--config", c, "stats"]);
+    let r = &v["requests_30d"];
+    assert_eq!(r["backups"], 1, "{v}");
+    let writes = r["writes"].as_f64().unwrap();
+    assert!(writes >= 3.0, "{v}");
+    let put = v["monthly_cost"]["PUT requests"].as_f64().unwrap();
+    assert!((put - writes / 1000.0 * 0.005).abs() < 1e-12, "{v}");
     promtool_accepts(&prom);
 }
 

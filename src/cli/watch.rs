@@ -364,12 +364,22 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
             *cost.entry(c.storage_class.as_str()).or_default() += c.bytes as f64 / 1e9 * p;
         }
     }
-    let unpriced: Vec<&str> = st
+    let r = &st.requests_30d;
+    for (key, n, label) in [
+        ("put-per-1000", r.writes, "PUT requests"),
+        ("get-per-1000", r.reads, "GET requests"),
+    ] {
+        if let Some(p) = prices.get(key) {
+            *cost.entry(label).or_default() += n as f64 / 1000.0 * p;
+        }
+    }
+    let mut unpriced: Vec<&str> = st
         .classes
         .iter()
         .map(|c| c.storage_class.as_str())
         .filter(|c| !prices.is_empty() && !prices.contains_key(*c))
         .collect();
+    unpriced.dedup();
     global.update_metrics(|s| {
         s.clear("strata_repository_objects");
         s.clear("strata_repository_bytes");
@@ -386,12 +396,8 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
             s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);
         }
         s.clear("strata_repository_monthly_cost");
-        for (class, c) in &cost {
-            s.set(
-                "strata_repository_monthly_cost",
-                &[("storage_class", class)],
-                *c,
-            );
+        for (item, c) in &cost {
+            s.set("strata_repository_monthly_cost", &[("item", item)], *c);
         }
     });
     if global.json {
@@ -426,7 +432,11 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
     if !cost.is_empty() {
         let total: f64 = cost.values().sum();
         let parts: Vec<String> = cost.iter().map(|(c, v)| format!("{c} {v:.2}")).collect();
-        println!("monthly storage cost: {total:.2} ({})", parts.join(", "));
+        println!("monthly cost: {total:.2} ({})", parts.join(", "));
+        println!(
+            "  requests: {} writes and {} reads by {} backups in the last 30 days (estimated)",
+            r.writes, r.reads, r.backups
+        );
     }
     if !unpriced.is_empty() {
         println!("no price for: {}", unpriced.join(", "));
