@@ -42,6 +42,21 @@ pub enum ReadData {
     Budget(Budget),
 }
 
+/// `P%` with P in (0, 100]; `None` when `s` is no percentage at all.
+fn percentage(s: &str) -> std::result::Result<Option<f64>, String> {
+    let Some(p) = s.strip_suffix('%') else {
+        return Ok(None);
+    };
+    let v: f64 = p
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad percentage {s:?}"))?;
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(format!("percentage {s} must be in (0, 100]"));
+    }
+    Ok(Some(v))
+}
+
 /// How much a budgeted check reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Budget {
@@ -58,14 +73,7 @@ impl Budget {
             what: "check budget",
             reason,
         };
-        if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("bad percentage {s:?}")))?;
-            if !(v > 0.0 && v <= 100.0) {
-                return Err(bad(format!("percentage {s} must be in (0, 100]")));
-            }
+        if let Some(v) = percentage(s).map_err(bad)? {
             return Ok(Budget::Percent(v));
         }
         let b: bytesize::ByteSize = s
@@ -117,14 +125,7 @@ impl ReadData {
             what: "check subset",
             reason,
         };
-        if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("bad percentage {s:?}")))?;
-            if !(0.0..=100.0).contains(&v) || v == 0.0 {
-                return Err(bad(format!("percentage {s} must be in (0, 100]")));
-            }
+        if let Some(v) = percentage(s).map_err(bad)? {
             return Ok(ReadData::Percent(v));
         }
         let (n, m) = s

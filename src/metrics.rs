@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::backend::FileKind;
 use crate::backup::BackupReport;
 use crate::check::CheckReport;
 use crate::error::{Error, Result};
@@ -409,6 +408,20 @@ pub fn set_label(snap: &Snapshot) -> String {
     }
 }
 
+/// Objects and bytes by kind and storage class.
+pub fn record_usage(s: &mut Samples, usage: &[crate::stats::ClassUsage]) {
+    s.clear("strata_repository_objects");
+    s.clear("strata_repository_bytes");
+    for c in usage {
+        let labels = [
+            ("kind", c.kind),
+            ("storage_class", c.storage_class.as_str()),
+        ];
+        s.set("strata_repository_objects", &labels, c.objects as f64);
+        s.set("strata_repository_bytes", &labels, c.bytes as f64);
+    }
+}
+
 /// A forget's series.
 pub fn record_forget(s: &mut Samples, removed: usize, left: &[(SnapshotId, Snapshot)]) {
     s.set(
@@ -483,28 +496,7 @@ pub fn record_coverage(s: &mut Samples, v: &crate::audit::Coverage) {
 /// What the repository holds: objects and bytes by kind and storage class (one listing
 /// per kind), and blobs by kind (from the index cache).
 pub fn record_repository(s: &mut Samples, repo: &Repository) -> Result<()> {
-    let mut sizes: BTreeMap<(&str, String), (u64, u64)> = BTreeMap::new();
-    for kind in [
-        FileKind::Data,
-        FileKind::Tree,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Key,
-    ] {
-        for f in repo.list_files(kind)? {
-            let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
-            let e = sizes.entry((kind.dir(), class)).or_default();
-            e.0 += 1;
-            e.1 += f.size;
-        }
-    }
-    s.clear("strata_repository_objects");
-    s.clear("strata_repository_bytes");
-    for ((kind, class), (objects, bytes)) in sizes {
-        let labels = [("kind", kind), ("storage_class", class.as_str())];
-        s.set("strata_repository_objects", &labels, objects as f64);
-        s.set("strata_repository_bytes", &labels, bytes as f64);
-    }
+    record_usage(s, &crate::stats::usage_by_class(repo)?);
     s.clear("strata_repository_blobs");
     for (kind, n) in repo.index().blob_counts()? {
         let kind = match kind {

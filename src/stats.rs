@@ -122,23 +122,8 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
         restore_bytes += tree_bytes(repo, &s.tree, &mut sizes)?;
     }
     let (unique, unique_stored) = repo.index().byte_totals(BlobKind::Data)?;
-    let mut classes: BTreeMap<(&'static str, String), (u64, u64)> = BTreeMap::new();
-    for kind in [
-        FileKind::Data,
-        FileKind::Tree,
-        FileKind::Index,
-        FileKind::Snapshot,
-        FileKind::Key,
-        FileKind::Audit,
-    ] {
-        for f in repo.list_files(kind)? {
-            let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
-            let e = classes.entry((kind.dir(), class)).or_default();
-            e.0 += 1;
-            e.1 += f.size;
-        }
-    }
-    let stored_bytes = classes.values().map(|(_, b)| b).sum();
+    let classes = usage_by_class(repo)?;
+    let stored_bytes = classes.iter().map(|c| c.bytes).sum();
     let mut growth = Vec::new();
     for (_, _, latest) in &newest {
         let label = crate::metrics::set_label(latest);
@@ -168,18 +153,39 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
         stored_bytes,
         dedup_ratio: ratio(logical, unique),
         compression_ratio: ratio(unique, unique_stored),
-        classes: classes
-            .into_iter()
-            .map(|((kind, storage_class), (objects, bytes))| ClassUsage {
-                kind,
-                storage_class,
-                objects,
-                bytes,
-            })
-            .collect(),
+        classes,
         sets: growth,
         requests_30d,
     })
+}
+
+/// Objects and bytes by kind and storage class: one listing per kind.
+pub fn usage_by_class(repo: &Repository) -> Result<Vec<ClassUsage>> {
+    let mut classes: BTreeMap<(&'static str, String), (u64, u64)> = BTreeMap::new();
+    for kind in [
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Key,
+        FileKind::Audit,
+    ] {
+        for f in repo.list_files(kind)? {
+            let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
+            let e = classes.entry((kind.dir(), class)).or_default();
+            e.0 += 1;
+            e.1 += f.size;
+        }
+    }
+    Ok(classes
+        .into_iter()
+        .map(|((kind, storage_class), (objects, bytes))| ClassUsage {
+            kind,
+            storage_class,
+            objects,
+            bytes,
+        })
+        .collect())
 }
 
 /// Growth figures of one lineage's snapshots, oldest first (`latest_bytes` is left 0:

@@ -346,21 +346,7 @@ fn drills_and_status(env: &Env) {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("last drill"));
     // A damaged file in the snapshot fails the drill (exit 1) and says which.
-    let repo = open_repo(env);
-    let (_, snap) = repo
-        .find_snapshot_in(
-            "latest",
-            &strata::SnapshotFilter {
-                sets: vec!["critical".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let node = strata::walk::lookup(&repo, &snap.tree, &app.join("f3"))
-        .unwrap()
-        .unwrap();
-    let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
-    drop(repo);
+    let pack = pack_of_file_in_set(env, "critical", &app.join("f3"));
     let len = env.read_object("data", &pack).len();
     env.flip_byte("data", &pack, len / 2);
     let out = env.run(&[

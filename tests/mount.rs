@@ -11,16 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn copy_tree(from: &Path, to: &Path) {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
 /// `strata mount MP` with `args` in the background, once the layout is there.
 fn mount(env: &Env, mp: &Path, args: &[&str]) -> std::process::Child {
     fs::create_dir_all(mp).unwrap();

@@ -32,13 +32,7 @@ fn the_comparison_itself_notices_differences() {
     let a = env.path("a");
     make_rich_tree(&a);
     let b = env.path("b");
-    let st = std::process::Command::new("cp")
-        .args(["-a"])
-        .arg(&a)
-        .arg(&b)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    copy_tree(&a, &b);
     assert!(
         compare_trees(&a, &b).is_empty(),
         "{:?}",

@@ -676,13 +676,7 @@ fn a_bare_machine_recovers_the_service_in_a_bounded_number_of_requests() {
     let expect = env.path("expected");
     fs::create_dir_all(&expect).unwrap();
     for (src, name) in [(&app, "app"), (&metrics, "metrics")] {
-        let st = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(src)
-            .arg(expect.join(name))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(src, &expect.join(name));
     }
     fs::write(app.join("kb/d00/doc1.json"), "after the instant").unwrap();
     env.ok(&[

@@ -332,13 +332,7 @@ fn a_bare_machine_restores_the_whole_service_as_of_an_instant(env: &Env) {
     let expect = env.path("expected");
     fs::create_dir_all(&expect).unwrap();
     for (src, name) in [(&a, "app"), (&b, "metrics")] {
-        let st = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(src)
-            .arg(expect.join(name))
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_tree(src, &expect.join(name));
     }
     fs::write(a.join("tasks/t1"), "changed after the instant").unwrap();
     env.ok(&[
@@ -379,21 +373,7 @@ fn a_bare_machine_restores_the_whole_service_as_of_an_instant(env: &Env) {
 /// read, so damage in another set's data does not fail it; the damaged set's check does.
 fn check_covers_one_set_when_asked(env: &Env) {
     let c = two_sets(env);
-    let repo = open_repo(env);
-    let (_, snap) = repo
-        .find_snapshot_in(
-            "latest",
-            &strata::SnapshotFilter {
-                sets: vec!["metrics".into()],
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let node = strata::walk::lookup(&repo, &snap.tree, &env.path("metrics").join("m"))
-        .unwrap()
-        .unwrap();
-    let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
-    drop(repo);
+    let pack = pack_of_file_in_set(env, "metrics", &env.path("metrics").join("m"));
     let len = env.read_object("data", &pack).len();
     env.flip_byte("data", &pack, len / 4);
     let critical = env.run(&[

@@ -381,16 +381,7 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
         .collect();
     unpriced.dedup();
     global.update_metrics(|s| {
-        s.clear("strata_repository_objects");
-        s.clear("strata_repository_bytes");
-        for c in &st.classes {
-            let labels = [
-                ("kind", c.kind),
-                ("storage_class", c.storage_class.as_str()),
-            ];
-            s.set("strata_repository_objects", &labels, c.objects as f64);
-            s.set("strata_repository_bytes", &labels, c.bytes as f64);
-        }
+        metrics::record_usage(s, &st.classes);
         for g in &st.sets {
             let flag = if g.anomaly { 1.0 } else { 0.0 };
             s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);

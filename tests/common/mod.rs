@@ -648,3 +648,32 @@ pub fn two_sets_config(env: &Env, app: &Path, metrics: &Path, keep: &str) -> Str
     .unwrap();
     config.to_str().unwrap().to_string()
 }
+
+/// `cp -a from to`: a reference copy of a tree, metadata and all.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+/// The data pack holding the first chunk of `file` in the newest snapshot of `set`.
+pub fn pack_of_file_in_set(env: &Env, set: &str, file: &Path) -> String {
+    let repo = open_repo(env);
+    let (_, snap) = repo
+        .find_snapshot_in(
+            "latest",
+            &strata::SnapshotFilter {
+                sets: vec![set.into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let node = strata::walk::lookup(&repo, &snap.tree, file)
+        .unwrap()
+        .unwrap();
+    repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex()
+}
