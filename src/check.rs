@@ -254,6 +254,8 @@ pub struct CheckReport {
     /// How much of the repository verification has covered, after this check's reads
     /// were recorded (none when recording failed).
     pub verification: Option<crate::audit::Coverage>,
+    /// Lifecycle rules of the bucket that would harm the repository.
+    pub lifecycle: Vec<crate::backend::lifecycle::Danger>,
 }
 
 /// Audits the repository: index against packs, every snapshot's trees against the index,
@@ -292,6 +294,10 @@ pub fn run_with(
         used_packs: narrowed.then(HashSet::new),
         read: Vec::new(),
     };
+    match repo.lifecycle_dangers(None) {
+        Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
+        Err(e) => repo.warn(format!("could not read the bucket's lifecycle rules: {e}")),
+    }
     let packs = audit.index_and_packs()?;
     let snapshot_files = audit.tree_packs(&packs)?;
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);

@@ -454,7 +454,54 @@ fn stats_report_savings_costs_and_anomalies(env: &Env) {
     promtool_accepts(&prom);
 }
 
+/// `backup --all`: a set that fails does not keep the others from their backups; the run
+/// exits with the failure, names the set, and the metrics and JSON say which failed.
+fn one_failing_set_does_not_stop_the_others(env: &Env) {
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(env, &app, &metrics, "last = 5");
+    // critical's second source lies below a symlink inside its first: refused when that set
+    // runs, after the repository is open.
+    let real = env.path("real");
+    fs::create_dir_all(real.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&real, app.join("link")).unwrap();
+    let below = app.join("link/sub");
+    let prom = env.path("strata.prom");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        &format!("paths = [{app:?}]"),
+        &format!("paths = [{app:?}, {below:?}]"),
+    );
+    fs::write(&config, format!("metrics-file = {prom:?}\n{text}")).unwrap();
+    fs::write(metrics.join("m"), "1").unwrap();
+    env.init();
+    let out = env.run(&["--config", &config, "--json", "backup", "--all"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("error: set critical"),
+        "{}",
+        stderr(&out)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["set"], "critical", "{v}");
+    assert_eq!(v[0]["exit_code"], 1, "{v}");
+    assert!(
+        v[1]["snapshot_id"].is_string(),
+        "metrics was backed up: {v}"
+    );
+    let snaps = env.json(&["snapshots", "--set", "metrics"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        s.get("strata_backup_last_exit_code", &[("set", "critical")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("strata_backup_last_exit_code", &[("set", "metrics")]),
+        Some(0.0)
+    );
+}
+
 conformance!(
+    one_failing_set_does_not_stop_the_others,
     metrics_and_hooks_follow_every_run,
     budgeted_checks_cover_every_pack_and_remember_damage,
     drills_and_status,

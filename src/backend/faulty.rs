@@ -260,4 +260,7 @@ impl Backend for Faulty {
     fn request_count(&self) -> Option<u64> {
         self.inner.request_count()
     }
+    fn lifecycle(&self) -> crate::Result<Option<(String, Vec<super::lifecycle::LifecycleRule>)>> {
+        self.inner.lifecycle()
+    }
 }

@@ -5,6 +5,7 @@
 //! injection, request counting) and swapped without touching the rest.
 
 pub mod faulty;
+pub mod lifecycle;
 mod local;
 mod mem;
 mod s3;
@@ -200,6 +201,12 @@ pub trait Backend: Send + Sync {
     /// Requests made so far, where the backend counts them.
     fn request_count(&self) -> Option<u64> {
         None
+    }
+
+    /// The bucket's lifecycle rules and the repository's key prefix in it; `None` where
+    /// the store has no lifecycle (a local directory).
+    fn lifecycle(&self) -> crate::Result<Option<(String, Vec<lifecycle::LifecycleRule>)>> {
+        Ok(None)
     }
 }
 

@@ -18,6 +18,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use aws_sdk_s3::Client;
 
+use super::lifecycle::LifecycleRule;
 use super::{Backend, BackendOptions, FileInfo, FileKind};
 use crate::error::{Error, Missing, Result};
 
@@ -633,6 +634,60 @@ impl Backend for S3Backend {
 
     fn request_count(&self) -> Option<u64> {
         Some(self.requests.total())
+    }
+
+    fn lifecycle(&self) -> Result<Option<(String, Vec<LifecycleRule>)>> {
+        self.count(&self.requests.get);
+        let resp = self.rt.block_on(
+            self.client
+                .get_bucket_lifecycle_configuration()
+                .bucket(&self.loc.bucket)
+                .send(),
+        );
+        let resp = match resp {
+            Ok(r) => r,
+            // A bucket without rules answers 404 NoSuchLifecycleConfiguration.
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => {
+                return Ok(Some((self.loc.prefix.clone(), Vec::new())))
+            }
+            Err(e) => return Err(self.error(e, "the bucket's lifecycle configuration")),
+        };
+        let rules = resp.rules().iter().map(lifecycle_rule).collect();
+        Ok(Some((self.loc.prefix.clone(), rules)))
+    }
+}
+
+/// A rule as the SDK gives it, reduced to what matters to a repository.
+fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
+    use aws_sdk_s3::types::ExpirationStatus;
+    let filter = r.filter();
+    #[allow(deprecated)] // the rule-level prefix of older configurations
+    let prefix = filter
+        .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+        .or(r.prefix())
+        .unwrap_or("")
+        .to_string();
+    let tagged =
+        filter.is_some_and(|f| f.tag().is_some() || f.and().is_some_and(|a| !a.tags().is_empty()));
+    let when = |days: Option<i32>, date: Option<&aws_smithy_types::DateTime>| match (days, date) {
+        (Some(d), _) => Some(format!("after {d} days")),
+        (None, Some(t)) => Some(format!("on {t}")),
+        (None, None) => None,
+    };
+    LifecycleRule {
+        id: r.id().unwrap_or("").to_string(),
+        enabled: *r.status() == ExpirationStatus::Enabled,
+        prefix,
+        tagged,
+        expiration: r.expiration().and_then(|e| when(e.days(), e.date())),
+        transitions: r
+            .transitions()
+            .iter()
+            .filter_map(|t| {
+                let class = t.storage_class()?.as_str().to_string();
+                Some((when(t.days(), t.date())?, class))
+            })
+            .collect(),
     }
 }
 

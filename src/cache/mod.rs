@@ -155,6 +155,28 @@ impl Drop for Transaction<'_> {
 }
 
 impl Cache {
+    /// A value of the cache's own bookkeeping.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.lock()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets a value of the cache's own bookkeeping.
+    pub fn meta_put(&self, key: &str, value: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                [key, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+impl Cache {
     /// Opens (or creates, or rebuilds when damaged or of another version) the cache in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         private_dir(dir)?;

@@ -56,6 +56,9 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
             }
         });
     }
+    for d in &report.lifecycle {
+        eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
+    }
     if global.json {
         output::print_json(&serde_json::to_value(&report)?);
     } else {

@@ -27,6 +27,7 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
     if backend.exists()? {
         return Err(strata::Error::RepositoryExists(backend.location()).into());
     }
+    lifecycle_allows_a_repository(backend.as_ref())?;
     let password = global.password("new repository password: ", true)?;
     let chunker = args
         .chunk_avg
@@ -47,4 +48,39 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Refuses a bucket whose lifecycle rules would expire repository objects or archive its
+/// metadata; warns about data packs going to an archive class, and when the rules cannot be
+/// read (credentials without s3:GetLifecycleConfiguration).
+fn lifecycle_allows_a_repository(backend: &dyn strata::backend::Backend) -> anyhow::Result<()> {
+    use strata::backend::lifecycle;
+    let (prefix, rules) = match backend.lifecycle() {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            eprintln!(
+                "warning: could not read the bucket's lifecycle rules ({e}); make sure none \
+                 expires objects of the repository or archives its metadata"
+            );
+            return Ok(());
+        }
+    };
+    let dangers = lifecycle::dangers(&rules, &prefix);
+    for d in dangers.iter().filter(|d| !d.severe) {
+        eprintln!("warning: {d}");
+    }
+    let severe: Vec<String> = dangers
+        .iter()
+        .filter(|d| d.severe)
+        .map(|d| d.to_string())
+        .collect();
+    if !severe.is_empty() {
+        anyhow::bail!(
+            "the bucket's lifecycle rules would destroy a repository: {}; {}",
+            severe.join("; "),
+            lifecycle::FIX
+        );
+    }
+    Ok(())
 }

@@ -209,6 +209,17 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     };
     let records = audit::load(&repo)?;
     let drills = audit::last_drills(&records);
+    // Asked of the store once a day from one machine: status stays a few requests.
+    let lifecycle = match repo.lifecycle_dangers(Some(std::time::Duration::from_secs(86_400))) {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("warning: could not read the bucket's lifecycle rules: {e}");
+            Vec::new()
+        }
+    };
+    for d in &lifecycle {
+        eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
+    }
     let now = strata::timespec::now();
     let coverage = audit::repository_coverage(&repo, &records, now)?;
     let mut stale_sets = Vec::new();
@@ -263,6 +274,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         output::print_json(&json!({
             "sets": sets,
             "verification": coverage_json(&coverage),
+            "lifecycle": lifecycle,
         }));
     } else {
         print_status(&rows, &coverage);

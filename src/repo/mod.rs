@@ -423,6 +423,37 @@ impl Repository {
         self.key.blob_id(plain)
     }
 
+    /// Lifecycle rules of the bucket that would harm this repository (`None` where the
+    /// store has none). With `fresh_for`, a result this machine found that recently is
+    /// taken from the cache instead of asking the store again.
+    pub fn lifecycle_dangers(
+        &self,
+        fresh_for: Option<std::time::Duration>,
+    ) -> Result<Option<Vec<crate::backend::lifecycle::Danger>>> {
+        const KEY: &str = "lifecycle";
+        let now = crate::timespec::now().timestamp();
+        if let Some(fresh) = fresh_for {
+            let cached = self.cache.meta_get(KEY)?.and_then(|v| {
+                let (at, json) = v.split_once(' ')?;
+                let at: i64 = at.parse().ok()?;
+                (now - at < fresh.as_secs() as i64)
+                    .then(|| serde_json::from_str(json).ok())
+                    .flatten()
+            });
+            if let Some(c) = cached {
+                return Ok(c);
+            }
+        }
+        let found = self
+            .backend
+            .lifecycle()?
+            .map(|(prefix, rules)| crate::backend::lifecycle::dangers(&rules, &prefix));
+        if let Ok(json) = serde_json::to_string(&found) {
+            self.cache.meta_put(KEY, &format!("{now} {json}"))?;
+        }
+        Ok(found)
+    }
+
     /// How many reads to keep in flight on this backend (at least one per core).
     pub(crate) fn read_concurrency(&self) -> usize {
         self.backend
