@@ -304,6 +304,17 @@ pub enum Error {
         bytes: u64,
     },
 
+    /// An object in an archive storage class (GLACIER, DEEP_ARCHIVE) cannot be read until a
+    /// restore (thaw) of it has finished.
+    #[error(
+        "{object} is in archive storage: thaw what you need with `strata warm-up` (it \
+         requests the packs a snapshot needs), then read it once the thaw is done"
+    )]
+    Archived {
+        /// The object.
+        object: String,
+    },
+
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]
     Internal(String),

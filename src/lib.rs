@@ -73,6 +73,7 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod thaw;
 pub mod timespec;
 pub mod walk;
 

@@ -13,34 +13,6 @@ use aws_sdk_s3::types::{
 };
 use common::*;
 
-/// The moto endpoint, when tools/test started one (required when the S3 tests are).
-fn moto() -> Option<String> {
-    match std::env::var("STRATA_TEST_MOTO_ENDPOINT") {
-        Ok(e) => Some(e),
-        Err(_) if std::env::var_os("STRATA_TEST_S3_REQUIRED").is_some() => {
-            panic!("STRATA_TEST_MOTO_ENDPOINT is not set: run the suite through tools/test")
-        }
-        Err(_) => {
-            eprintln!("NOT RUN: no moto server (tools/test starts one)");
-            None
-        }
-    }
-}
-
-fn client(endpoint: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let conf = rt.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(endpoint)
-            .load(),
-    );
-    let s3 = aws_sdk_s3::config::Builder::from(&conf)
-        .force_path_style(true)
-        .build();
-    (rt, aws_sdk_s3::Client::from_conf(s3))
-}
-
 fn rule(id: &str, prefix: &str) -> aws_sdk_s3::types::builders::LifecycleRuleBuilder {
     LifecycleRule::builder()
         .id(id)
@@ -105,7 +77,7 @@ fn put_rules(
 #[test]
 fn lifecycle_rules_that_would_destroy_a_repository_are_refused_and_named() {
     let Some(endpoint) = moto() else { return };
-    let (rt, s3) = client(&endpoint);
+    let (rt, s3) = moto_client(&endpoint);
     let bucket = format!("lifecycle-{}", std::process::id());
     rt.block_on(s3.create_bucket().bucket(&bucket).send())
         .unwrap();

@@ -260,6 +260,18 @@ impl Backend for Faulty {
     fn request_count(&self) -> Option<u64> {
         self.inner.request_count()
     }
+    fn thaw_state(&self, kind: FileKind, name: &str) -> crate::Result<super::ThawState> {
+        self.inner.thaw_state(kind, name)
+    }
+    fn thaw(
+        &self,
+        kind: FileKind,
+        name: &str,
+        days: u32,
+        tier: super::ThawTier,
+    ) -> crate::Result<()> {
+        self.inner.thaw(kind, name, days, tier)
+    }
     fn lifecycle(&self) -> crate::Result<Option<(String, Vec<super::lifecycle::LifecycleRule>)>> {
         self.inner.lifecycle()
     }

@@ -97,6 +97,46 @@ impl fmt::Display for FileKind {
     }
 }
 
+/// Whether an object can be read now, as far as archive storage goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThawState {
+    /// In a class read at once.
+    Hot,
+    /// Archived, no restore asked for (or its copy expired).
+    Archived,
+    /// Archived, a restore is in progress.
+    Thawing,
+    /// Archived, with a restored copy that can be read until it expires.
+    Thawed,
+}
+
+/// How fast (and dear) a thaw is: S3's restore tiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThawTier {
+    /// Minutes (GLACIER only).
+    Expedited,
+    /// Hours.
+    Standard,
+    /// Many hours, cheapest.
+    Bulk,
+}
+
+impl ThawTier {
+    /// The wait S3 documents for this tier in `class`; `None` where it does not exist.
+    pub fn expected_wait(self, class: &str) -> Option<&'static str> {
+        match (class, self) {
+            ("DEEP_ARCHIVE", ThawTier::Expedited) => None,
+            ("DEEP_ARCHIVE", ThawTier::Standard) => Some("within 12 hours"),
+            ("DEEP_ARCHIVE", ThawTier::Bulk) => Some("within 48 hours"),
+            (_, ThawTier::Expedited) => Some("1-5 minutes"),
+            (_, ThawTier::Standard) => Some("3-5 hours"),
+            (_, ThawTier::Bulk) => Some("5-12 hours"),
+        }
+    }
+}
+
 /// The S3 storage classes a repository may put data packs in.
 pub const STORAGE_CLASSES: &[&str] = &[
     "STANDARD",
@@ -201,6 +241,17 @@ pub trait Backend: Send + Sync {
     /// Requests made so far, where the backend counts them.
     fn request_count(&self) -> Option<u64> {
         None
+    }
+
+    /// Whether a file can be read now or must be thawed first (one HEAD on S3).
+    fn thaw_state(&self, _kind: FileKind, _name: &str) -> crate::Result<ThawState> {
+        Ok(ThawState::Hot)
+    }
+
+    /// Asks for a readable copy of an archived file for `days` days; a thaw already in
+    /// progress is not an error.
+    fn thaw(&self, _kind: FileKind, _name: &str, _days: u32, _tier: ThawTier) -> crate::Result<()> {
+        Ok(())
     }
 
     /// The bucket's lifecycle rules and the repository's key prefix in it; `None` where

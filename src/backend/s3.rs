@@ -18,8 +18,9 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use aws_sdk_s3::Client;
 
-use super::lifecycle::LifecycleRule;
+use super::lifecycle::{LifecycleRule, ARCHIVE_CLASSES};
 use super::{Backend, BackendOptions, FileInfo, FileKind};
+use super::{ThawState, ThawTier};
 use crate::error::{Error, Missing, Result};
 
 /// Objects larger than this go up in parts.
@@ -216,6 +217,11 @@ impl S3Backend {
         let code = e.code().unwrap_or("").to_string();
         let endpoint = self.loc.endpoint.as_deref().unwrap_or("AWS S3");
         let io = match (&e, status) {
+            (_, Some(403)) if code == "InvalidObjectState" => {
+                return Error::Archived {
+                    object: object.to_string(),
+                }
+            }
             (_, Some(404)) if code == "NoSuchBucket" => {
                 return Error::NoRepository(format!(
                     "{} (bucket {} does not exist)",
@@ -634,6 +640,65 @@ impl Backend for S3Backend {
 
     fn request_count(&self) -> Option<u64> {
         Some(self.requests.total())
+    }
+
+    fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState> {
+        self.count(&self.requests.head);
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .send(),
+            )
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+        let archived = resp
+            .storage_class()
+            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c.as_str()));
+        Ok(match (archived, resp.restore()) {
+            (false, _) => ThawState::Hot,
+            (true, None) => ThawState::Archived,
+            (true, Some(r)) if r.contains("ongoing-request=\"true\"") => ThawState::Thawing,
+            (true, Some(_)) => ThawState::Thawed,
+        })
+    }
+
+    fn thaw(&self, kind: FileKind, name: &str, days: u32, tier: ThawTier) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let tier = match tier {
+            ThawTier::Expedited => Tier::Expedited,
+            ThawTier::Standard => Tier::Standard,
+            ThawTier::Bulk => Tier::Bulk,
+        };
+        let request = RestoreRequest::builder()
+            .days(days.min(i32::MAX as u32) as i32)
+            .glacier_job_parameters(
+                GlacierJobParameters::builder()
+                    .tier(tier)
+                    .build()
+                    .expect("tier is set"),
+            )
+            .build();
+        self.count(&self.requests.put);
+        match self.rt.block_on(
+            self.client
+                .restore_object()
+                .bucket(&self.loc.bucket)
+                .key(self.key(kind, name))
+                .restore_request(request)
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            // A thaw already under way.
+            Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(Self::as_file(
+                self.error(e, &Self::object(kind, name)),
+                kind,
+                name,
+            )),
+        }
     }
 
     fn lifecycle(&self) -> Result<Option<(String, Vec<LifecycleRule>)>> {

@@ -9,6 +9,8 @@ pub const PARTIAL: i32 = 3;
 pub const NO_REPOSITORY: i32 = 10;
 pub const LOCKED: i32 = 11;
 pub const WRONG_PASSWORD: i32 = 12;
+/// `warm-up`: thaws were requested or are under way; run it again to follow them.
+pub const PENDING: i32 = 4;
 /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: i32 = 130;
 

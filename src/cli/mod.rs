@@ -124,6 +124,9 @@ enum Command {
     /// Sizes, deduplication and compression, bytes and estimated monthly cost by storage
     /// class, and each set's growth with a size-anomaly flag.
     Stats(watch::StatsArgs),
+    /// Request thaws of the archived (GLACIER, DEEP_ARCHIVE) data packs a snapshot needs;
+    /// exit 0 once all are readable, 4 while thaws are pending.
+    WarmUp(restore::WarmUpArgs),
     /// Mount the snapshots as a read-only file system (FUSE) until interrupted.
     ///
     /// The layout: snapshots/<id>/, sets/<set>/<time> and sets/<set>/latest,
@@ -172,6 +175,7 @@ pub fn main() -> i32 {
         Command::Dump(args) => browse::dump(&cli.global, args),
         Command::Mount(args) => browse::mount(&cli.global, args),
         Command::Status(args) => watch::status(&cli.global, args),
+        Command::WarmUp(args) => restore::warm_up(&cli.global, args),
         Command::Drill(args) => watch::drill(&cli.global, args),
         Command::Stats(args) => watch::stats(&cli.global, args),
         Command::Find(args) => history::find(&cli.global, args),

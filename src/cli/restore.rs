@@ -207,3 +207,87 @@ fn print_errors(errors: &[restore::RestoreError]) {
         }
     }
 }
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").args(["snapshot", "at"]).required(true)))]
+pub struct WarmUpArgs {
+    /// Snapshot id, unique id prefix, or "latest".
+    #[arg(conflicts_with = "at")]
+    snapshot: Option<String>,
+    /// The newest snapshot taken at or before this time (as restore --at).
+    #[arg(long)]
+    at: Option<String>,
+    /// Only the packs of paths matching this glob (and what lies below them).
+    #[arg(long = "include")]
+    includes: Vec<String>,
+    /// Restore tier: expedited (minutes; GLACIER only), standard (hours) or bulk.
+    #[arg(long, value_enum, default_value = "standard")]
+    tier: Tier,
+    /// How many days the thawed copies stay readable.
+    #[arg(long, default_value_t = 7)]
+    days: u32,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Tier {
+    Expedited,
+    Standard,
+    Bulk,
+}
+
+/// `warm-up`: requests thaws of the archived data packs a snapshot (or the paths
+/// `--include` picks in it) needs; exit 0 when everything is readable now, else it says
+/// what was requested and how long S3 says the wait is.
+pub fn warm_up(global: &Global, args: WarmUpArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let filter = args.filter.filter();
+    let (id, snap) = match (&args.snapshot, &args.at) {
+        (Some(s), _) => repo.find_snapshot_in(s, &filter)?,
+        (None, at) => {
+            let at = at
+                .as_deref()
+                .map(|at| timespec::parse_instant(at, timespec::now()))
+                .transpose()
+                .map_err(|e| anyhow!("--at: {e}"))?;
+            select_at(repo.snapshots()?, at, &filter)?
+        }
+    };
+    let includes = Patterns::new(&args.includes)?;
+    let packs = strata::thaw::packs_needed(&repo, &snap, includes.as_ref())?;
+    let tier = match args.tier {
+        Tier::Expedited => strata::backend::ThawTier::Expedited,
+        Tier::Standard => strata::backend::ThawTier::Standard,
+        Tier::Bulk => strata::backend::ThawTier::Bulk,
+    };
+    let opts = strata::thaw::WarmUpOptions {
+        tier,
+        days: args.days,
+    };
+    let r = strata::thaw::warm_up(&repo, &packs, opts)?;
+    if global.json {
+        output::print_json(&serde_json::json!({"snapshot": id.to_hex(), "report": r}));
+    } else if !global.quiet {
+        println!(
+            "snapshot {} needs {} data packs ({}): {} hot, {} thawed, {} thawing, {} requested now ({})",
+            id.short(),
+            r.packs,
+            output::bytes(r.bytes),
+            r.hot,
+            r.thawed,
+            r.thawing,
+            r.requested,
+            output::bytes(r.requested_bytes)
+        );
+        for (class, wait) in &r.expected_wait {
+            println!("  {class} at the {:?} tier: ready {wait}", args.tier);
+        }
+        if r.ready() {
+            println!("everything is readable: restore can start");
+        } else {
+            println!("run warm-up again to follow the thaw (it requests nothing twice)");
+        }
+    }
+    Ok(if r.ready() { exit::OK } else { exit::PENDING })
+}

@@ -423,6 +423,26 @@ impl Repository {
         self.key.blob_id(plain)
     }
 
+    /// Whether a file can be read now or must be thawed first.
+    pub(crate) fn thaw_state(
+        &self,
+        kind: FileKind,
+        name: &str,
+    ) -> Result<crate::backend::ThawState> {
+        self.backend.thaw_state(kind, name)
+    }
+
+    /// Asks the store for a readable copy of an archived file.
+    pub(crate) fn thaw(
+        &self,
+        kind: FileKind,
+        name: &str,
+        days: u32,
+        tier: crate::backend::ThawTier,
+    ) -> Result<()> {
+        self.backend.thaw(kind, name, days, tier)
+    }
+
     /// Lifecycle rules of the bucket that would harm this repository (`None` where the
     /// store has none). With `fresh_for`, a result this machine found that recently is
     /// taken from the cache instead of asking the store again.

@@ -677,3 +677,31 @@ pub fn pack_of_file_in_set(env: &Env, set: &str, file: &Path) -> String {
         .unwrap();
     repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex()
 }
+
+/// The moto endpoint, when tools/test started one (required when the S3 tests are).
+pub fn moto() -> Option<String> {
+    match std::env::var("STRATA_TEST_MOTO_ENDPOINT") {
+        Ok(e) => Some(e),
+        Err(_) if std::env::var_os("STRATA_TEST_S3_REQUIRED").is_some() => {
+            panic!("STRATA_TEST_MOTO_ENDPOINT is not set: run the suite through tools/test")
+        }
+        Err(_) => {
+            eprintln!("NOT RUN: no moto server (tools/test starts one)");
+            None
+        }
+    }
+}
+
+pub fn moto_client(endpoint: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conf = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .load(),
+    );
+    let s3 = aws_sdk_s3::config::Builder::from(&conf)
+        .force_path_style(true)
+        .build();
+    (rt, aws_sdk_s3::Client::from_conf(s3))
+}
