@@ -90,6 +90,38 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     assert_eq!(code(&out), 0, "all readable now: {}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 requested now"));
 
+    // Requests of a warm-up with nothing left to ask for, and of the restore after it,
+    // counted by the S3 backend itself (moto keeps no metrics).
+    let backend = strata::backend::open(&repo).unwrap();
+    let lib =
+        strata::Repository::open(backend.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
+            .unwrap();
+    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let packs = strata::thaw::packs_needed(&lib, &snap, None).unwrap();
+    let before = backend.request_count().unwrap();
+    let opts = strata::thaw::WarmUpOptions {
+        tier: strata::backend::ThawTier::Standard,
+        days: 1,
+    };
+    let r = strata::thaw::warm_up(&lib, &packs, opts).unwrap();
+    let requests = backend.request_count().unwrap() - before;
+    eprintln!("warm-up of {} archived packs: {requests} requests", r.packs);
+    // One listing, one HEAD per archived pack, no request for a thawed one.
+    assert_eq!(requests, 1 + packs.len() as u64);
+    let before = backend.request_count().unwrap();
+    strata::restore::run(
+        &lib,
+        &snap,
+        &strata::restore::RestoreOptions {
+            target: env.path("restored-lib"),
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    let requests = backend.request_count().unwrap() - before;
+    eprintln!("restore of the thawed snapshot: {requests} requests");
+    assert!(requests <= packs.len() as u64 + 2, "{requests} requests");
     let out = strata(&[
         "restore",
         "latest",
