@@ -238,16 +238,16 @@ pub fn repository_coverage(
 }
 
 /// Records a check's pack reads: one new verification record holding the whole state
-/// (this check's marks over the merged earlier ones, limited to `stored` packs), which it
-/// returns; the records it merges are deleted once it is durable.
+/// (this check's marks over those of `records`, the records [`load`] found, limited to
+/// `stored` packs), which it returns; the records it merges are deleted once it is durable.
 pub fn record_verification(
     repo: &Repository,
+    records: &[(AuditId, Audit)],
     marks: &[PackMark],
     stored: &HashSet<PackId>,
     summary: (u64, u64, u64),
 ) -> Result<(AuditId, Audit)> {
-    let records = load(repo)?;
-    let mut state = verification_state(&records);
+    let mut state = verification_state(records);
     for PackMark(pack, time, ok) in marks {
         state.insert(*pack, (*time, *ok));
     }

@@ -293,6 +293,7 @@ pub fn run_with(
         damaged: HashMap::new(),
         used_packs: narrowed.then(HashSet::new),
         read: Vec::new(),
+        records: None,
     };
     match repo.lifecycle_dangers(None) {
         Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
@@ -320,6 +321,8 @@ struct Audit<'a> {
     used_packs: Option<HashSet<PackId>>,
     /// Every pack read whole, for the verification record.
     read: Vec<PackId>,
+    /// The audit records, once read (a budget reads them to choose packs).
+    records: Option<Vec<(crate::id::AuditId, crate::audit::Audit)>>,
 }
 
 /// The packs as the index and the backend see them.
@@ -579,6 +582,7 @@ impl Audit<'_> {
                     }
                 };
                 let state = crate::audit::verification_state(&records);
+                self.records = Some(records);
                 budgeted(&candidates, &state, budget)
             }
             other => candidates
@@ -626,9 +630,14 @@ impl Audit<'_> {
             .filter(|id| !packs.missing.contains(id))
             .collect();
         let recorded = (|| -> Result<crate::audit::Coverage> {
+            // The state a budget was chosen by, else read now.
+            let records = match self.records.take() {
+                Some(r) => r,
+                None => crate::audit::load(self.repo)?,
+            };
             // After a write the new record is the whole verification state.
             let records = if marks.is_empty() {
-                crate::audit::load(self.repo)?
+                records
             } else {
                 let summary = (
                     self.read.len() as u64,
@@ -636,7 +645,7 @@ impl Audit<'_> {
                     self.problems.len() as u64,
                 );
                 vec![crate::audit::record_verification(
-                    self.repo, &marks, &stored, summary,
+                    self.repo, &records, &marks, &stored, summary,
                 )?]
             };
             Ok(crate::audit::coverage(

@@ -56,11 +56,16 @@ pub fn run(
             reason: format!("{} is not a share in (0, 1]", opts.sample),
         });
     }
-    let (files, snapshot_bytes) = files_of(repo, snapshot);
-    let includes = if opts.sample < 1.0 {
-        Some(sample(&files, opts.sample)?)
+    // A sample needs the file list; a full drill only the total, which snapshots written
+    // since it was recorded carry in their summary.
+    let (includes, snapshot_bytes) = if opts.sample < 1.0 || snapshot.summary.total_bytes == 0 {
+        let (files, bytes) = files_of(repo, snapshot);
+        let includes = (opts.sample < 1.0)
+            .then(|| sample(&files, opts.sample))
+            .transpose()?;
+        (includes, bytes)
     } else {
-        None
+        (None, snapshot.summary.total_bytes)
     };
     let dir = tempfile::Builder::new()
         .prefix(".strata-drill-")

@@ -72,8 +72,8 @@ pub fn packs_needed(
             continue;
         }
         let path = std::path::Path::new("/").join(path);
-        if includes.is_some_and(|p| !p.is_match(&path) && !path.ancestors().any(|a| p.is_match(a)))
-        {
+        // A path is picked when it or a directory above it matches, as restore picks it.
+        if includes.is_some_and(|p| !path.ancestors().any(|a| p.is_match(a))) {
             continue;
         }
         for id in &node.content {

@@ -12,20 +12,11 @@ use common::*;
 #[test]
 fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     let Some(endpoint) = moto() else { return };
-    let (rt, s3) = moto_client(&endpoint);
     let bucket = format!("cold-{}", std::process::id());
-    rt.block_on(s3.create_bucket().bucket(&bucket).send())
-        .unwrap();
+    let (rt, s3) = moto_bucket(&endpoint, &bucket);
     let env = &Env::local();
     let repo = format!("s3:{endpoint}/{bucket}/strata");
-    let strata = |args: &[&str]| {
-        env.cmd()
-            .env("STRATA_REPOSITORY", &repo)
-            .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let strata = |args: &[&str]| on_moto(env, &repo, args);
     let out = strata(&["init", "--data-storage-class", "GLACIER"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let src = env.path("src");

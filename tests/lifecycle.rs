@@ -77,22 +77,13 @@ fn put_rules(
 #[test]
 fn lifecycle_rules_that_would_destroy_a_repository_are_refused_and_named() {
     let Some(endpoint) = moto() else { return };
-    let (rt, s3) = moto_client(&endpoint);
     let bucket = format!("lifecycle-{}", std::process::id());
-    rt.block_on(s3.create_bucket().bucket(&bucket).send())
-        .unwrap();
+    let (rt, s3) = moto_bucket(&endpoint, &bucket);
     put_rules(&rt, &s3, &bucket, runbook_rules());
 
     let env = &Env::local();
     let repo = format!("s3:{endpoint}/{bucket}/strata");
-    let strata = |args: &[&str]| {
-        env.cmd()
-            .env("STRATA_REPOSITORY", &repo)
-            .env("AWS_REGION", "us-east-1")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let strata = |args: &[&str]| on_moto(env, &repo, args);
     // init refuses, naming the rules that expire objects and archive metadata.
     let out = strata(&["init"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -166,16 +157,7 @@ fn lifecycle_rules_that_would_destroy_a_repository_are_refused_and_named() {
             .build()
             .unwrap()],
     );
-    let out = env
-        .cmd()
-        .env(
-            "STRATA_REPOSITORY",
-            format!("s3:{endpoint}/{bucket2}/strata"),
-        )
-        .env("AWS_REGION", "us-east-1")
-        .args(["init"])
-        .output()
-        .unwrap();
+    let out = on_moto(env, &format!("s3:{endpoint}/{bucket2}/strata"), &["init"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("thawed"), "{}", stderr(&out));
 }

@@ -46,25 +46,24 @@ fn newest(
     } else {
         names.to_vec()
     };
+    let newest = strata::select_per_lineage(all, None, &SnapshotFilter::default());
     if names.is_empty() {
-        return Ok(
-            strata::select_per_lineage(all, None, &SnapshotFilter::default())
-                .into_iter()
-                .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
-                .collect(),
-        );
+        return Ok(newest
+            .into_iter()
+            .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
+            .collect());
     }
+    let by_set: std::collections::HashMap<String, (SnapshotId, Snapshot)> = newest
+        .into_iter()
+        .filter_map(|(lineage, id, s)| match lineage {
+            Lineage::Set(set) => Some((set, (id, s))),
+            Lineage::HostPaths { .. } => None,
+        })
+        .collect();
     Ok(names
         .into_iter()
         .map(|name| {
-            let filter = SnapshotFilter {
-                sets: vec![name.clone()],
-                ..Default::default()
-            };
-            let pick = strata::select_per_lineage(all.clone(), None, &filter)
-                .into_iter()
-                .next()
-                .map(|(_, id, s)| (id, s));
+            let pick = by_set.get(&name).cloned();
             (name, pick)
         })
         .collect())

@@ -705,3 +705,20 @@ pub fn moto_client(endpoint: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Clie
         .build();
     (rt, aws_sdk_s3::Client::from_conf(s3))
 }
+
+/// A new bucket `name` on moto, with the client that made it.
+pub fn moto_bucket(endpoint: &str, name: &str) -> (tokio::runtime::Runtime, aws_sdk_s3::Client) {
+    let (rt, s3) = moto_client(endpoint);
+    rt.block_on(s3.create_bucket().bucket(name).send()).unwrap();
+    (rt, s3)
+}
+
+/// strata with `args` on the repository at `repo` (on moto, which lives in us-east-1).
+pub fn on_moto(env: &Env, repo: &str, args: &[&str]) -> Output {
+    env.cmd()
+        .env("STRATA_REPOSITORY", repo)
+        .env("AWS_REGION", "us-east-1")
+        .args(args)
+        .output()
+        .unwrap()
+}
