@@ -256,6 +256,12 @@ pub struct CheckReport {
     pub verification: Option<crate::audit::Coverage>,
     /// Lifecycle rules of the bucket that would harm the repository.
     pub lifecycle: Vec<crate::backend::lifecycle::Danger>,
+    /// Data packs chosen for reading that are in archive storage and were not read (no
+    /// thaw allowed, or a budgeted check, which never pays for one).
+    pub archived_not_read: usize,
+    /// What thawing archived packs cost, when the check waited for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thaw: Option<crate::thaw::WaitReport>,
 }
 
 /// Audits the repository: index against packs, every snapshot's trees against the index,
@@ -276,6 +282,8 @@ pub struct CheckOptions {
     /// Only the snapshots this accepts are walked, and only the data packs they use are
     /// read (the index, the pack listing and the tree packs are checked whole).
     pub filter: SnapshotFilter,
+    /// How data packs in archive storage are thawed for reading (not for a budget).
+    pub cold: Option<crate::thaw::ThawWait>,
 }
 
 /// As [`run`], for the snapshots `opts.filter` accepts (say, one backup set's).
@@ -303,7 +311,7 @@ pub fn run_with(
     let snapshot_files = audit.tree_packs(&packs)?;
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
-    audit.read_data(&packs, opts.read_data);
+    audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
     audit.record(&packs);
     audit.finish(&snapshots)
 }
@@ -448,7 +456,7 @@ impl Audit<'_> {
             .map(|(id, _, _)| *id)
             .collect();
         let (findings, snapshot_files) = rayon::join(
-            || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress),
+            || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress, None),
             || -> Result<SnapshotFiles> {
                 let ids: Vec<SnapshotId> = repo
                     .list_files(FileKind::Snapshot)?
@@ -559,7 +567,12 @@ impl Audit<'_> {
 
     /// Re-reads, decrypts and re-hashes the chosen data packs (tree packs were read whole
     /// already).
-    fn read_data(&mut self, packs: &Packs, read_data: ReadData) {
+    fn read_data(
+        &mut self,
+        packs: &Packs,
+        read_data: ReadData,
+        cold: Option<&crate::thaw::ThawWait>,
+    ) {
         let candidates: Vec<(PackId, u64)> = packs
             .indexed
             .iter()
@@ -595,11 +608,65 @@ impl Audit<'_> {
             return;
         }
         self.progress.message("reading data");
-        let findings = read_packs(self.repo, &chosen, BlobKind::Data, self.progress);
+        let cold = cold.filter(|_| !matches!(read_data, ReadData::Budget(_)));
+        let archived = Mutex::new(Vec::new());
+        let findings = read_packs(
+            self.repo,
+            &chosen,
+            BlobKind::Data,
+            self.progress,
+            Some(&archived),
+        );
         self.add_findings(findings);
-        self.report.packs_read += chosen.len();
-        self.report.data_packs_read = chosen.len();
-        self.read.extend(chosen);
+        let archived: HashSet<PackId> = archived.into_inner().unwrap().into_iter().collect();
+        let mut read: Vec<PackId> = chosen
+            .into_iter()
+            .filter(|p| !archived.contains(p))
+            .collect();
+        let mut archived: Vec<PackId> = archived.into_iter().collect();
+        archived.sort_unstable();
+        if let (Some(wait), false) = (cold, archived.is_empty()) {
+            let mut found = Vec::new();
+            let waited =
+                crate::thaw::thaw_then_read(self.repo, &archived, wait, self.progress, |batch| {
+                    found.push(read_packs(
+                        self.repo,
+                        batch,
+                        BlobKind::Data,
+                        self.progress,
+                        None,
+                    ));
+                    read.extend_from_slice(batch);
+                });
+            for f in found {
+                self.add_findings(f);
+            }
+            match waited {
+                Ok(w) => self.report.thaw = Some(w),
+                Err((e, left)) => {
+                    for p in &left {
+                        self.problems.push(problem(
+                            Object::Pack(*p),
+                            format!("not read: thawing it failed: {e}"),
+                        ));
+                    }
+                }
+            }
+        } else if !archived.is_empty() {
+            self.report.archived_not_read = archived.len();
+            self.repo.warn(format!(
+                "{} data pack(s) chosen for reading are in archive storage and were not read{}",
+                archived.len(),
+                if cold.is_none() && !matches!(read_data, ReadData::Budget(_)) {
+                    ""
+                } else {
+                    " (a budgeted check never pays for a thaw)"
+                }
+            ));
+        }
+        self.report.packs_read += read.len();
+        self.report.data_packs_read = read.len();
+        self.read.extend(read);
     }
 
     /// Records in the repository which packs this check read and whether each was whole.
@@ -689,12 +756,13 @@ fn read_packs(
     packs: &[PackId],
     kind: BlobKind,
     progress: &dyn Progress,
+    archived: Option<&Mutex<Vec<PackId>>>,
 ) -> PackFindings {
     progress.set_total(packs.len() as u64);
     let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
     repo.with_read_pool(|| {
         packs.par_iter().for_each(|id| {
-            let (probs, bad, bytes) = read_pack(repo, id, kind);
+            let (probs, bad, bytes) = read_pack(repo, id, kind, archived);
             let mut f = found.lock().unwrap();
             f.0.extend(probs);
             f.1.extend(bad);
@@ -710,6 +778,7 @@ fn read_pack(
     repo: &Repository,
     id: &PackId,
     kind: BlobKind,
+    archived: Option<&Mutex<Vec<PackId>>>,
 ) -> (Vec<Problem>, Vec<(BlobId, PackId)>, u64) {
     let object = Object::Pack(*id);
     let mut problems = Vec::new();
@@ -723,6 +792,11 @@ fn read_pack(
     };
     let bytes = match repo.read_pack(kind, id) {
         Ok(b) => b,
+        // In archive storage: not damage, only not readable yet.
+        Err(Error::Archived { .. }) if archived.is_some() => {
+            archived.unwrap().lock().unwrap().push(*id);
+            return (problems, bad, 0);
+        }
         Err(e) => {
             bad.extend(entries.iter().map(|e| (e.id, *id)));
             problems.push(problem(object, e.to_string()));

@@ -28,6 +28,9 @@ pub struct DrillOptions {
     pub sample: f64,
     /// Where the drill's temporary directory is made (and removed again).
     pub scratch: PathBuf,
+    /// How data packs in archive storage are thawed (as a real restore would); without
+    /// it their files count as errors.
+    pub cold: Option<crate::thaw::ThawWait>,
 }
 
 /// What a drill found, with the record it wrote.
@@ -79,6 +82,7 @@ pub fn run(
             target: dir.path().to_path_buf(),
             includes: includes.flatten(),
             verify: true,
+            cold: opts.cold,
             ..Default::default()
         },
         progress,

@@ -7,6 +7,7 @@
 //! requested: running warm-up again, or after an interruption, requests nothing twice.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -15,6 +16,7 @@ use crate::backend::{FileKind, ThawState, ThawTier};
 use crate::error::Result;
 use crate::id::PackId;
 use crate::patterns::Patterns;
+use crate::progress::Progress;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
@@ -83,11 +85,197 @@ pub fn packs_needed(
     Ok(packs)
 }
 
+/// How a read that meets archived packs gets them: it requests thaws of those not yet
+/// thawing, then polls (HEAD, backing off) and reads each pack as soon as it is readable.
+#[derive(Clone, Copy, Debug)]
+pub struct ThawWait {
+    /// How the thaws are requested.
+    pub request: WarmUpOptions,
+    /// The first pause between polls; it doubles up to `max_poll`.
+    pub first_poll: Duration,
+    /// The longest pause between polls.
+    pub max_poll: Duration,
+}
+
+impl ThawWait {
+    /// Polls from `first_poll` on, doubling up to 15 minutes (thaws take minutes to hours;
+    /// each poll is one HEAD per pack still thawing).
+    pub fn new(request: WarmUpOptions, first_poll: Duration) -> Self {
+        ThawWait {
+            request,
+            first_poll,
+            max_poll: first_poll.max(Duration::from_secs(15 * 60)),
+        }
+    }
+}
+
+/// What waiting for thaws cost.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitReport {
+    /// Archived packs the read met.
+    pub packs: usize,
+    /// Thaws requested (the others were under way already, or done).
+    pub requested: usize,
+    /// HEAD requests made to follow the thaws.
+    pub polls: u64,
+    /// Seconds spent waiting.
+    pub waited_seconds: f64,
+}
+
+/// Thaws `packs` and hands them to `ready` in batches, each as soon as it can be read.
+/// A pack thawing already (an earlier, interrupted run) is not requested again. Returns
+/// when every pack was handed over; on an error, the packs not handed over are in it.
+pub fn thaw_then_read(
+    repo: &Repository,
+    packs: &[PackId],
+    wait: &ThawWait,
+    progress: &dyn Progress,
+    mut ready: impl FnMut(&[PackId]),
+) -> std::result::Result<WaitReport, (crate::Error, Vec<PackId>)> {
+    let started = Instant::now();
+    let mut report = WaitReport {
+        packs: packs.len(),
+        ..Default::default()
+    };
+    let mut pending: Vec<PackId> = Vec::new();
+    let mut now: Vec<PackId> = Vec::new();
+    for (i, pack) in packs.iter().enumerate() {
+        let name = pack.to_hex();
+        let state = repo.thaw_state(FileKind::Data, &name).and_then(|s| {
+            if s == ThawState::Archived {
+                repo.thaw(FileKind::Data, &name, wait.request.days, wait.request.tier)?;
+                report.requested += 1;
+            }
+            Ok(s)
+        });
+        match state {
+            Ok(ThawState::Hot | ThawState::Thawed) => now.push(*pack),
+            Ok(_) => pending.push(*pack),
+            Err(e) => {
+                ready(&now);
+                let mut left = pending;
+                left.extend_from_slice(&packs[i..]);
+                return Err((e, left));
+            }
+        }
+    }
+    ready(&now);
+    let mut pause = wait.first_poll;
+    while !pending.is_empty() {
+        progress.message(&format!(
+            "waiting for {} archived pack(s) to thaw ({} requested now); next look in {}",
+            pending.len(),
+            report.requested,
+            humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)))
+        ));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(wait.max_poll);
+        let mut still = Vec::new();
+        let mut now = Vec::new();
+        for (i, pack) in pending.iter().enumerate() {
+            report.polls += 1;
+            match repo.thaw_state(FileKind::Data, &pack.to_hex()) {
+                Ok(ThawState::Thawing) => still.push(*pack),
+                // Archived again: the copy expired before it was read; ask once more.
+                Ok(ThawState::Archived) => {
+                    match repo.thaw(
+                        FileKind::Data,
+                        &pack.to_hex(),
+                        wait.request.days,
+                        wait.request.tier,
+                    ) {
+                        Ok(()) => {
+                            report.requested += 1;
+                            still.push(*pack);
+                        }
+                        Err(e) => {
+                            ready(&now);
+                            still.extend_from_slice(&pending[i..]);
+                            return Err((e, still));
+                        }
+                    }
+                }
+                Ok(_) => now.push(*pack),
+                Err(e) => {
+                    ready(&now);
+                    still.extend_from_slice(&pending[i..]);
+                    return Err((e, still));
+                }
+            }
+        }
+        ready(&now);
+        pending = still;
+    }
+    report.waited_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Thaws the archived ones among `packs` and waits until every one is readable: for a
+/// reader that cannot take packs out of order (a tar stream). One listing finds them.
+pub fn wait_until_readable(
+    repo: &Repository,
+    packs: &BTreeSet<PackId>,
+    wait: &ThawWait,
+    progress: &dyn Progress,
+) -> Result<Option<WaitReport>> {
+    let archived: Vec<PackId> = {
+        let listed: HashMap<String, Option<String>> = repo
+            .list_files(FileKind::Data)?
+            .into_iter()
+            .map(|f| (f.name, f.storage_class))
+            .collect();
+        packs
+            .iter()
+            .filter(|p| {
+                listed
+                    .get(&p.to_hex())
+                    .and_then(|c| c.as_deref())
+                    .is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
+            })
+            .copied()
+            .collect()
+    };
+    if archived.is_empty() {
+        return Ok(None);
+    }
+    thaw_then_read(repo, &archived, wait, progress, |_| {})
+        .map(Some)
+        .map_err(|(e, _)| e)
+}
+
 /// Requests thaws of the archived ones among `packs`.
 pub fn warm_up(
     repo: &Repository,
     packs: &BTreeSet<PackId>,
     opts: WarmUpOptions,
+) -> Result<WarmUpReport> {
+    survey(repo, packs, Some(opts))
+}
+
+/// What thawing `packs` would cost and how long it would take at `tier`, requesting
+/// nothing: what `--no-warm-up` reports instead of waiting.
+pub fn cost(repo: &Repository, packs: &BTreeSet<PackId>, tier: ThawTier) -> Result<WarmUpReport> {
+    let mut r = survey(repo, packs, None)?;
+    // Nothing was requested: the waits are those a request would have.
+    r.expected_wait = r
+        .expected_wait
+        .into_iter()
+        .map(|(class, _)| {
+            let wait = tier
+                .expected_wait(&class)
+                .unwrap_or("not offered at this tier");
+            (class, wait.to_string())
+        })
+        .collect();
+    Ok(r)
+}
+
+/// Finds the archived packs among `packs` and requests thaws with `request` (or only
+/// counts them). Without a request, `requested` counts the packs that would be.
+fn survey(
+    repo: &Repository,
+    packs: &BTreeSet<PackId>,
+    request: Option<WarmUpOptions>,
 ) -> Result<WarmUpReport> {
     let listed: HashMap<String, (u64, Option<String>)> = repo
         .list_files(FileKind::Data)?
@@ -110,7 +298,13 @@ pub fn warm_up(
             ThawState::Hot => report.hot += 1,
             ThawState::Thawed => report.thawed += 1,
             ThawState::Thawing => report.thawing += 1,
+            ThawState::Archived if request.is_none() => {
+                report.requested += 1;
+                report.requested_bytes += size;
+                waits.insert((class.clone(), String::new()));
+            }
             ThawState::Archived => {
+                let opts = request.expect("checked above");
                 let wait =
                     opts.tier
                         .expected_wait(&class)

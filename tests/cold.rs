@@ -49,12 +49,48 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("other/b"));
 
-    // A restore meets the archived packs: it says which and what to do, and fails.
+    // A restore told not to thaw stops before writing anything and says what a thaw
+    // would take; exit 4, as warm-up's "pending".
     let target = env.path("restored");
-    let out = strata(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("archive storage"), "{}", stderr(&out));
+    let out = strata(&[
+        "restore",
+        "latest",
+        "--no-warm-up",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 of the 2 data packs needed are in archive storage"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("GLACIER at the Standard tier: 3-5 hours"));
     assert!(stderr(&out).contains("strata warm-up"), "{}", stderr(&out));
+    assert!(!target.exists(), "nothing written");
+    // The library without a thaw policy names the files it could not restore.
+    let backend = strata::backend::open(&repo).unwrap();
+    let lib =
+        strata::Repository::open(backend.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
+            .unwrap();
+    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let r = strata::restore::run(
+        &lib,
+        &snap,
+        &strata::restore::RestoreOptions {
+            target: env.path("no-thaw"),
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    assert_eq!(r.archived_packs, 2);
+    assert_eq!(r.damaged_files.len(), 2, "{:?}", r.errors);
+    assert!(
+        r.errors[0].cause.contains("archive storage"),
+        "{:?}",
+        r.errors
+    );
 
     // warm-up of one path requests its pack only; exit 4 while the thaw is pending.
     let include = format!("{}/cold", src.display());
@@ -83,11 +119,6 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
 
     // Requests of a warm-up with nothing left to ask for, and of the restore after it,
     // counted by the S3 backend itself (moto keeps no metrics).
-    let backend = strata::backend::open(&repo).unwrap();
-    let lib =
-        strata::Repository::open(backend.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
-            .unwrap();
-    let (_, snap) = lib.find_snapshot("latest").unwrap();
     let packs = strata::thaw::packs_needed(&lib, &snap, None).unwrap();
     let before = backend.request_count().unwrap();
     let opts = strata::thaw::WarmUpOptions {
@@ -124,4 +155,175 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     let back = restored(&target, &src);
     assert!(fs::read(back.join("cold/a")).unwrap() == noise(400_000, 1));
     assert!(fs::read(back.join("other/b")).unwrap() == noise(400_000, 2));
+}
+
+/// A library handle on `repo` with its own cache, and its backend (to count requests).
+fn open_lib(
+    repo: &str,
+    cache: &std::path::Path,
+) -> (strata::Repository, strata::backend::BackendRef) {
+    let backend = strata::backend::open(repo).unwrap();
+    let lib = strata::Repository::open(backend.clone(), PASSWORD.as_bytes(), cache).unwrap();
+    (lib, backend)
+}
+
+fn thaw_wait(poll_ms: u64) -> strata::thaw::ThawWait {
+    strata::thaw::ThawWait::new(
+        strata::thaw::WarmUpOptions {
+            tier: strata::backend::ThawTier::Standard,
+            days: 1,
+        },
+        std::time::Duration::from_millis(poll_ms),
+    )
+}
+
+#[test]
+fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("thaw-{}", std::process::id());
+    let (rt, s3) = moto_bucket(&endpoint, &bucket);
+    // Every thaw takes three looks: two HEADs answer "ongoing", as S3 does for hours.
+    let proxy = Proxy::start("s3-proxy", &endpoint, &["--thaw-polls", "2"]);
+    let env = &Env::local();
+    let repo = format!("s3:{}/{bucket}/strata", proxy.url_base);
+    let strata = |args: &[&str]| on_moto(env, &repo, args);
+    let out = strata(&["init", "--data-storage-class", "GLACIER"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let backup = |name: &str, seed: u64| {
+        fs::write(src.join(name), noise(300_000, seed)).unwrap();
+        let out = strata(&["backup", src.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    backup("a", 1);
+    backup("b", 2);
+
+    // restore: the hot part first, then each archived pack once it thaws; counted.
+    let (lib, backend) = open_lib(&repo, &env.path("lib-cache"));
+    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let before = backend.request_count().unwrap();
+    let r = strata::restore::run(
+        &lib,
+        &snap,
+        &strata::restore::RestoreOptions {
+            target: env.path("r1"),
+            cold: Some(thaw_wait(10)),
+            verify: true,
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    let requests = backend.request_count().unwrap() - before;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.verified_files, 2);
+    let t = r.thaw.expect("the restore waited");
+    assert_eq!((t.packs, t.requested), (2, 2), "{t:?}");
+    // Each pack: two looks answered "thawing", the third "thawed".
+    assert_eq!(t.polls, 6, "{t:?}");
+    eprintln!("restore of a cold snapshot (2 archived packs): {requests} requests, {t:?}");
+    // The tree pack (hot) and, per data pack: the GET that met the archive, a HEAD, the
+    // thaw request, three looks, and the GET of the thawed pack.
+    assert_eq!(requests, 1 + 2 * 7, "{requests} requests");
+    let back = restored(&env.path("r1"), &src);
+    assert!(fs::read(back.join("a")).unwrap() == noise(300_000, 1));
+
+    // An interrupted wait resumes without requesting the thaw again.
+    backup("c", 3);
+    let target = env.path("r2");
+    let mut child = env
+        .std_cmd()
+        .env("STRATA_REPOSITORY", &repo)
+        .env("AWS_REGION", "us-east-1")
+        .args(["restore", "latest", "--thaw-poll", "1h", "--target"])
+        .arg(&target)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pack_c = {
+        let (lib, _) = open_lib(&repo, &env.path("lib-cache-pack"));
+        let (_, snap) = lib.find_snapshot("latest").unwrap();
+        let node = strata::walk::lookup(&lib, &snap.tree, &src.join("c"))
+            .unwrap()
+            .unwrap();
+        lib.lookup_blob(&node.content[0]).unwrap().pack.to_hex()
+    };
+    let key = format!("strata/data/{}/{pack_c}", &pack_c[..2]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let head = rt
+            .block_on(s3.head_object().bucket(&bucket).key(&key).send())
+            .unwrap();
+        if head.restore().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no thaw requested");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (lib, _) = open_lib(&repo, &env.path("lib-cache-2"));
+    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let r = strata::restore::run(
+        &lib,
+        &snap,
+        &strata::restore::RestoreOptions {
+            target: target.clone(),
+            cold: Some(thaw_wait(10)),
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let t = r.thaw.expect("waited");
+    assert_eq!((t.packs, t.requested), (1, 0), "not requested twice: {t:?}");
+
+    // dump: everything thawed before the first byte of the tar stream.
+    backup("d", 4);
+    let out = strata(&["dump", "latest", "/", "--thaw-poll", "10ms"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listing = tar_list(&out.stdout);
+    assert!(listing.iter().any(|l| l.ends_with("/d")), "{listing:?}");
+
+    // check --read-data: reads the hot packs, then each archived one once thawed.
+    backup("e", 5);
+    let out = strata(&["--json", "check", "--read-data", "--thaw-poll", "10ms"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["thaw"]["requested"], 1, "{v}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(v["data_packs_read"], 5, "{v}");
+    // A budgeted check never pays for a thaw: the archived pack is left unread.
+    backup("f", 6);
+    let out = strata(&["--json", "check", "--read-data-budget", "100%"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["archived_not_read"], 1, "{v}");
+    assert!(v["thaw"].is_null(), "{v}");
+
+    // drill: a real restore, so it thaws as one would.
+    let out = strata(&["--json", "drill", "--thaw-poll", "10ms"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.to_string().contains("\"errors\":[]"), "{v}");
+}
+
+/// The member names of a tar stream, by GNU tar.
+fn tar_list(tar: &[u8]) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("tar")
+        .args(["-t", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(tar).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("/{}", l.trim_end_matches('/')))
+        .collect()
 }

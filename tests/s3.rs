@@ -579,7 +579,11 @@ fn restore_and_check_fetch_trees_by_the_pack() {
 
     // A bare machine, through tools/latency-proxy: every request pays 20 ms, as on S3.
     let _ = fs::remove_dir_all(&env.cache);
-    let proxy = LatencyProxy::start(20);
+    let proxy = Proxy::start(
+        "latency-proxy",
+        &std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap(),
+        &["--latency-ms", "20"],
+    );
     let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
     let slow_repo = env.repo.replace(&endpoint, &proxy.url_base);
     let cold = env.path("cold");
@@ -702,7 +706,11 @@ fn a_bare_machine_recovers_the_service_in_a_bounded_number_of_requests() {
     let metadata = 10;
 
     let _ = fs::remove_dir_all(&env.cache);
-    let proxy = LatencyProxy::start(20);
+    let proxy = Proxy::start(
+        "latency-proxy",
+        &std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap(),
+        &["--latency-ms", "20"],
+    );
     let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
     let slow = env.repo.replace(&endpoint, &proxy.url_base);
     let mut steps = Vec::new();
@@ -777,50 +785,4 @@ fn status_costs_four_requests_with_a_warm_cache() {
     assert!(v["sets"][0]["last_drill"].is_object(), "{v}");
     eprintln!("status with a warm cache: {requests} requests");
     assert!(requests <= 4, "status made {requests} requests");
-}
-
-/// tools/latency-proxy in front of the test Garage, stopped on drop.
-struct LatencyProxy {
-    child: std::process::Child,
-    url_base: String,
-}
-
-impl LatencyProxy {
-    fn start(latency_ms: u32) -> Self {
-        use std::io::BufRead;
-        let endpoint = std::env::var("STRATA_TEST_S3_ENDPOINT").unwrap();
-        let upstream = endpoint.trim_start_matches("http://").to_string();
-        let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/latency-proxy");
-        let mut child = std::process::Command::new("python3")
-            .arg(tool)
-            .args([
-                "--upstream",
-                &upstream,
-                "--latency-ms",
-                &latency_ms.to_string(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string();
-        LatencyProxy {
-            child,
-            url_base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for LatencyProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -8,11 +8,12 @@ use super::exit;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
+use strata::patterns::Patterns;
 use strata::walk;
 use strata::{Node, NodeKind};
 use strata::{Snapshot, SnapshotFilter};
 
-use super::output;
+use super::output::{self, Bar};
 use super::Global;
 
 #[derive(Args, Debug, Clone, Default)]
@@ -266,6 +267,8 @@ pub struct DumpArgs {
     path: PathBuf,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    cold: super::restore::ColdArgs,
 }
 
 pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
@@ -273,6 +276,21 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
     let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
     let node =
         walk::lookup(&repo, &snap.tree, &args.path).with_context(|| in_snapshot(&id, &snap))?;
+    // A tar stream cannot wait for one pack midway: every archived pack it needs is thawed
+    // before the first byte goes out.
+    let only = Patterns::new(std::slice::from_ref(&args.path.display().to_string()))?;
+    if let Some(code) = args
+        .cold
+        .refuse_if_cold(global, &repo, &[&snap], only.as_ref())?
+    {
+        return Ok(code);
+    }
+    if let Some(wait) = args.cold.wait() {
+        let packs = strata::thaw::packs_needed(&repo, &snap, only.as_ref())?;
+        let bar = Bar::new(global.show_progress(), false, "thaw");
+        strata::thaw::wait_until_readable(&repo, &packs, &wait, &bar)?;
+        bar.finish();
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match node {
         Some(n) if n.kind == NodeKind::File => {

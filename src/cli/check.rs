@@ -23,6 +23,8 @@ pub struct CheckArgs {
     /// the packs are checked whole.
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    cold: super::restore::ColdArgs,
 }
 
 pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
@@ -41,6 +43,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     let opts = check::CheckOptions {
         read_data: mode,
         filter: args.filter.filter(),
+        cold: args.cold.wait(),
     };
     let report = check::run_with(&repo, &opts, &bar)?;
     bar.finish();
@@ -88,6 +91,13 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
                     String::new()
                 }
             );
+            if let Some(t) = &report.thaw {
+                println!(
+                    "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) \
+                     while waiting",
+                    t.packs, t.requested, t.polls
+                );
+            }
             if let Some(v) = &report.verification {
                 println!(
                     "verified in the last {} days: {:.1}% of {} packs ({} never verified{}{})",

@@ -44,6 +44,82 @@ pub struct RestoreArgs {
     all_sets: bool,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    cold: ColdArgs,
+}
+
+/// What a command that reads file contents does about data packs in archive storage.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Archive storage")]
+pub struct ColdArgs {
+    /// Do not thaw data packs in archive storage (GLACIER, DEEP_ARCHIVE): stop before
+    /// reading and say how many packs and bytes a thaw would take, and how long.
+    #[arg(long)]
+    no_warm_up: bool,
+    /// Restore tier of the thaws this command requests: expedited (minutes; GLACIER only),
+    /// standard (hours) or bulk.
+    #[arg(long = "thaw-tier", value_enum, default_value = "standard")]
+    tier: Tier,
+    /// How many days thawed copies stay readable.
+    #[arg(long, default_value_t = 1)]
+    thaw_days: u32,
+    /// The first pause between looks at packs still thawing; it doubles up to 15 minutes.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    thaw_poll: std::time::Duration,
+}
+
+impl ColdArgs {
+    /// How the library thaws and waits; `None` with `--no-warm-up`.
+    pub fn wait(&self) -> Option<strata::thaw::ThawWait> {
+        (!self.no_warm_up).then(|| {
+            strata::thaw::ThawWait::new(
+                strata::thaw::WarmUpOptions {
+                    tier: self.tier.into(),
+                    days: self.thaw_days,
+                },
+                self.thaw_poll,
+            )
+        })
+    }
+
+    /// With `--no-warm-up`: `Some(exit code)` after saying what a thaw of the packs the
+    /// selection needs would take, when any of them is archived; `None` when the command
+    /// may go on.
+    pub fn refuse_if_cold(
+        &self,
+        global: &Global,
+        repo: &strata::Repository,
+        snaps: &[&strata::Snapshot],
+        includes: Option<&Patterns>,
+    ) -> anyhow::Result<Option<i32>> {
+        if !self.no_warm_up {
+            return Ok(None);
+        }
+        let mut packs = std::collections::BTreeSet::new();
+        for snap in snaps {
+            packs.extend(strata::thaw::packs_needed(repo, snap, includes)?);
+        }
+        let r = strata::thaw::cost(repo, &packs, self.tier.into())?;
+        if r.ready() {
+            return Ok(None);
+        }
+        if global.json {
+            output::print_json(&serde_json::json!({"archived": r}));
+        }
+        eprintln!(
+            "error: {} of the {} data packs needed are in archive storage: {} to thaw, {} \
+             thawing already; nothing read (--no-warm-up)",
+            r.requested + r.thawing,
+            r.packs,
+            output::bytes(r.requested_bytes),
+            r.thawing
+        );
+        for (class, wait) in &r.expected_wait {
+            eprintln!("  {class} at the {:?} tier: {wait}", self.tier);
+        }
+        eprintln!("run `strata warm-up` (or this command without --no-warm-up) to thaw them");
+        Ok(Some(exit::PENDING))
+    }
 }
 
 pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
@@ -78,7 +154,17 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         excludes: Patterns::new(&args.excludes)?,
         verify: args.verify,
         dry_run: args.dry_run,
+        cold: args.cold.wait(),
     };
+    let snaps: Vec<&strata::Snapshot> = picks.iter().map(|(_, s)| s).collect();
+    if !args.dry_run {
+        if let Some(code) =
+            args.cold
+                .refuse_if_cold(global, &repo, &snaps, opts.includes.as_ref())?
+        {
+            return Ok(code);
+        }
+    }
     let mut code = exit::OK;
     let mut results = Vec::new();
     for (id, snap) in &picks {
@@ -118,6 +204,22 @@ fn one(
     let bar = Bar::new(global.show_progress(), true, "restore");
     let report = restore::run(repo, snap, opts, &bar)?;
     bar.finish();
+    if let (Some(t), false) = (&report.thaw, global.quiet || global.json) {
+        eprintln!(
+            "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) while \
+             waiting, {} waited",
+            t.packs,
+            t.requested,
+            t.polls,
+            humantime::format_duration(std::time::Duration::from_secs(t.waited_seconds as u64))
+        );
+    }
+    if args.dry_run && report.archived_packs > 0 && !global.quiet {
+        eprintln!(
+            "{} data pack(s) are in archive storage and were not read (a dry run thaws nothing)",
+            report.archived_packs
+        );
+    }
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {
@@ -237,6 +339,16 @@ enum Tier {
     Bulk,
 }
 
+impl From<Tier> for strata::backend::ThawTier {
+    fn from(t: Tier) -> Self {
+        match t {
+            Tier::Expedited => Self::Expedited,
+            Tier::Standard => Self::Standard,
+            Tier::Bulk => Self::Bulk,
+        }
+    }
+}
+
 /// `warm-up`: requests thaws of the archived data packs a snapshot (or the paths
 /// `--include` picks in it) needs; exit 0 when everything is readable now, else it says
 /// what was requested and how long S3 says the wait is.
@@ -256,13 +368,8 @@ pub fn warm_up(global: &Global, args: WarmUpArgs) -> anyhow::Result<i32> {
     };
     let includes = Patterns::new(&args.includes)?;
     let packs = strata::thaw::packs_needed(&repo, &snap, includes.as_ref())?;
-    let tier = match args.tier {
-        Tier::Expedited => strata::backend::ThawTier::Expedited,
-        Tier::Standard => strata::backend::ThawTier::Standard,
-        Tier::Bulk => strata::backend::ThawTier::Bulk,
-    };
     let opts = strata::thaw::WarmUpOptions {
-        tier,
+        tier: args.tier.into(),
         days: args.days,
     };
     let r = strata::thaw::warm_up(&repo, &packs, opts)?;

@@ -29,6 +29,8 @@ pub struct DrillArgs {
     /// the system's temporary directory). Give one on the disk a real restore would use.
     #[arg(long)]
     target: Option<PathBuf>,
+    #[command(flatten)]
+    cold: super::restore::ColdArgs,
 }
 
 /// A set's (or lineage's) name and its newest snapshot, if it has one.
@@ -103,6 +105,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
         let opts = DrillOptions {
             sample,
             scratch: scratch.clone(),
+            cold: args.cold.wait(),
         };
         let report = drill::run(&repo, &id, &snap, &opts, &bar)?;
         bar.finish();

@@ -31,6 +31,7 @@ use crate::repo::pack::BlobEntry;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::Repository;
+use crate::thaw::{ThawWait, WaitReport};
 use crate::util;
 use crate::walk;
 
@@ -55,6 +56,10 @@ pub struct RestoreOptions {
     pub verify: bool,
     /// Report what would be restored; write nothing.
     pub dry_run: bool,
+    /// How packs in archive storage are thawed and waited for. Without it (and in a dry
+    /// run, which must not cost a thaw) their files are not restored: archived packs are
+    /// counted, and their files named as errors unless it is a dry run.
+    pub cold: Option<ThawWait>,
 }
 
 /// One thing that went wrong: where, and why. Causes repeat (a full disk fails every
@@ -107,6 +112,11 @@ pub struct RestoreReport {
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
+    /// Data packs met in archive storage.
+    pub archived_packs: usize,
+    /// What thawing them cost, when the restore waited for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thaw: Option<WaitReport>,
 }
 
 fn lossy_paths<S: serde::Serializer>(
@@ -192,7 +202,8 @@ pub fn run(
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
     let written = AtomicU64::new(0);
-    let ctx = Ctx {
+    let archived = Mutex::new(Vec::new());
+    let mut ctx = Ctx {
         repo,
         items: &items,
         files: &files,
@@ -201,6 +212,7 @@ pub fn run(
         progress,
         written: &written,
         trouble: &trouble,
+        archived: Some(&archived),
     };
     // Planning asks the index; creating directories asks the file system: both at once.
     let (plan, ()) = rayon::join(
@@ -213,6 +225,44 @@ pub fn run(
             .par_iter()
             .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
     });
+    let archived = std::mem::take(&mut *archived.lock().unwrap());
+    report.archived_packs = archived.len();
+    if let (Some(wait), false, false) = (&opts.cold, opts.dry_run, archived.is_empty()) {
+        // Hot packs are restored; the archived ones follow each as soon as it thaws. A
+        // pack that is archived again by then is lost like any unreadable one.
+        ctx.archived = None;
+        let fetches: HashMap<PackId, &Vec<Fetch>> =
+            plan.packs.iter().map(|(p, f)| (*p, f)).collect();
+        let restore_batch = |batch: &[PackId]| {
+            repo.with_read_pool(|| {
+                batch
+                    .par_iter()
+                    .for_each(|p| restore_pack(&ctx, p, fetches[p]))
+            })
+        };
+        match crate::thaw::thaw_then_read(repo, &archived, wait, progress, restore_batch) {
+            Ok(w) => report.thaw = Some(w),
+            Err((e, left)) => {
+                for p in &left {
+                    for f in fetches[p] {
+                        blob_lost(&ctx, p, f, &e);
+                    }
+                }
+            }
+        }
+    } else if !opts.dry_run {
+        // No thawing asked for: the archived packs' files are not restored.
+        let fetches: HashMap<PackId, &Vec<Fetch>> =
+            plan.packs.iter().map(|(p, f)| (*p, f)).collect();
+        for p in &archived {
+            for f in fetches[p] {
+                let e = Error::Archived {
+                    object: format!("data pack {p}"),
+                };
+                blob_lost(&ctx, p, f, &e);
+            }
+        }
+    }
     report.bytes = written.load(Ordering::Relaxed);
     ctx.damage_links();
     ctx.finish_entries();
@@ -471,6 +521,9 @@ struct Ctx<'a> {
     progress: &'a dyn Progress,
     written: &'a AtomicU64,
     trouble: &'a Trouble,
+    /// Where packs in archive storage are put aside, to be thawed (or counted), rather
+    /// than lost; `None` once they are being thawed.
+    archived: Option<&'a Mutex<Vec<PackId>>>,
 }
 
 impl Ctx<'_> {
@@ -625,6 +678,12 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
         }
         let kind = fetches[i].entry.kind;
         match ctx.repo.read_pack_range(kind, pack, start, end - start) {
+            // A pack in archive storage is all or nothing: put aside before any blob of it
+            // was written, it can be restored whole once thawed.
+            Err(Error::Archived { .. }) if i == 0 && ctx.archived.is_some() => {
+                ctx.archived.unwrap().lock().unwrap().push(*pack);
+                return;
+            }
             // One read may hold thousands of small files: they are written in parallel.
             Ok(bytes) => fetches[i..j]
                 .par_iter()
@@ -636,24 +695,24 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
                     let (at, len) = (f.entry.offset, f.entry.length as u64);
                     match ctx.repo.read_pack_range(kind, pack, at, len) {
                         Ok(bytes) => restore_blob(ctx, pack, f, &bytes, at),
-                        Err(e) => blob_lost(ctx, pack, f, e),
+                        Err(e) => blob_lost(ctx, pack, f, &e),
                     }
                 }
             }
-            Err(e) => blob_lost(ctx, pack, &fetches[i], e),
+            Err(e) => blob_lost(ctx, pack, &fetches[i], &e),
         }
         i = j;
     }
 }
 
 /// Every file holding a blob that could not be had is damaged.
-fn blob_lost(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, e: Error) {
+fn blob_lost(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, cause: &dyn fmt::Display) {
     for (idx, _) in &f.targets {
         ctx.trouble.damaged(
             ctx.items,
             *idx,
             format!(
-                "not restored exactly: blob {} in pack {pack}: {e}",
+                "not restored exactly: blob {} in pack {pack}: {cause}",
                 f.entry.id
             ),
         );
@@ -694,7 +753,7 @@ fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> std::io::Result<()
 fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
     let plain = match ctx.repo.open_blob_in(pack, buf, at, &f.entry) {
         Ok(p) => p,
-        Err(e) => return blob_lost(ctx, pack, f, e),
+        Err(e) => return blob_lost(ctx, pack, f, &e),
     };
     for (idx, offset) in &f.targets {
         let item = &ctx.items[*idx];

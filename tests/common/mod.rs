@@ -722,3 +722,48 @@ pub fn on_moto(env: &Env, repo: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// One of the proxies in tools/ (latency-proxy, s3-proxy) in front of the S3 server at
+/// `endpoint`, stopped on drop.
+pub struct Proxy {
+    child: std::process::Child,
+    /// `http://HOST:PORT` of the proxy.
+    pub url_base: String,
+}
+
+impl Proxy {
+    pub fn start(tool: &str, endpoint: &str, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let upstream = endpoint.trim_start_matches("http://").to_string();
+        let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tools")
+            .join(tool);
+        let mut child = std::process::Command::new("python3")
+            .arg(tool)
+            .args(["--upstream", &upstream])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("proxy said {line:?}"))
+            .to_string();
+        Proxy {
+            child,
+            url_base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
