@@ -327,3 +327,87 @@ fn tar_list(tar: &[u8]) -> Vec<String> {
         .map(|l| format!("/{}", l.trim_end_matches('/')))
         .collect()
 }
+
+#[test]
+fn prune_keeps_cold_packs_whole_and_unused_ones_until_their_minimum_duration() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("cold-prune-{}", std::process::id());
+    let (rt, s3) = moto_bucket(&endpoint, &bucket);
+    let env = &Env::local();
+    let repo = format!("s3:{endpoint}/{bucket}/strata");
+    let strata = |args: &[&str]| on_moto(env, &repo, args);
+    let out = strata(&["init", "--data-storage-class", "GLACIER"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // x and y share one pack; z has its own.
+    fs::write(src.join("x"), noise(300_000, 1)).unwrap();
+    fs::write(src.join("y"), noise(300_000, 2)).unwrap();
+    let out = strata(&["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::remove_file(src.join("y")).unwrap();
+    fs::write(src.join("z"), noise(300_000, 3)).unwrap();
+    let out = strata(&["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::remove_file(src.join("z")).unwrap();
+    let out = strata(&["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Only the newest snapshot (x) stays: the x+y pack is half unused, z's pack unused.
+    let out = strata(&["forget", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data_objects = || {
+        rt.block_on(
+            s3.list_objects_v2()
+                .bucket(&bucket)
+                .prefix("strata/data/")
+                .send(),
+        )
+        .unwrap()
+        .key_count()
+        .unwrap_or(0)
+    };
+    assert_eq!(data_objects(), 2);
+
+    let out = strata(&["--json", "prune", "--instant-delete"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs_repacked"], 0, "{v}");
+    assert_eq!(v["packs_cold_not_repacked"], 1, "{v}");
+    // The forgotten snapshots' tree packs (hot) go; no data pack does.
+    assert!(v["bytes_freed"].as_u64().unwrap() < 10_000, "{v}");
+    let held = v["packs_held"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{v}");
+    assert_eq!(held[0][1], "GLACIER");
+    // Written just now: held for 90 days from now.
+    let until = chrono::DateTime::parse_from_rfc3339(held[0][2].as_str().unwrap()).unwrap();
+    let days = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((89..=90).contains(&days), "{until}");
+    assert_eq!(data_objects(), 2, "nothing deleted");
+    // The human report says why.
+    let out = strata(&["prune", "--instant-delete"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kept until their minimum storage duration"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = strata(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // An operator who accepts the early-deletion fee says so per class.
+    let out = strata(&[
+        "--json",
+        "prune",
+        "--instant-delete",
+        "--min-storage",
+        "GLACIER=0s",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs_deleted"], 1, "{v}");
+    assert_eq!(data_objects(), 1);
+    let out = strata(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = strata(&["prune", "--min-storage", "GLACIER"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("CLASS=DURATION"), "{}", stderr(&out));
+}

@@ -103,6 +103,7 @@ impl Backend for LocalBackend {
                         name,
                         size: meta.len(),
                         storage_class: None,
+                        modified: None,
                     });
                 }
             }
@@ -195,6 +196,7 @@ impl Backend for LocalBackend {
                         name,
                         size: meta.len(),
                         storage_class: None,
+                        modified: None,
                     });
                 }
             }
@@ -240,6 +242,7 @@ mod tests {
                 name: "abcdef".into(),
                 size: 10,
                 storage_class: None,
+                modified: None,
             }]
         );
         b.delete(FileKind::Data, "abcdef").unwrap();

@@ -60,6 +60,7 @@ impl Backend for MemBackend {
                 name: path.rsplit('/').next().unwrap_or(path).to_string(),
                 size: data.len() as u64,
                 storage_class: None,
+                modified: None,
             })
             // The config is the only file of its kind, under the empty directory name.
             .filter(|f| kind != FileKind::Config || f.name == "config")

@@ -177,6 +177,9 @@ pub struct FileInfo {
     /// Its S3 storage class as the listing gives it; `None` where there are none (a
     /// local directory).
     pub storage_class: Option<String>,
+    /// When it was written (Unix seconds), where the listing says (object stores: the
+    /// minimum storage duration of a class runs from there).
+    pub modified: Option<i64>,
 }
 
 /// Where repository files are stored: a flat namespace per [`FileKind`]. Files are

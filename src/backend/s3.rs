@@ -502,6 +502,7 @@ impl Backend for S3Backend {
                     name: name.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+                    modified: obj.last_modified().map(|t| t.secs()),
                 });
             }
             match resp.next_continuation_token() {
@@ -615,6 +616,7 @@ impl Backend for S3Backend {
                     name: key.to_string(),
                     size: 0,
                     storage_class: None,
+                    modified: None,
                 });
             }
             match (resp.is_truncated(), resp.next_key_marker()) {

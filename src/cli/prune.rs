@@ -27,6 +27,11 @@ pub struct PruneOpts {
     /// Delete unused packs now, without the grace period. Only safe when no backup runs.
     #[arg(long)]
     instant_delete: bool,
+    /// Keep unused packs of CLASS until they have been stored this long (the class's
+    /// minimum storage duration, billed anyway). Defaults: GLACIER=90d, DEEP_ARCHIVE=180d,
+    /// GLACIER_IR=90d, STANDARD_IA=30d, ONEZONE_IA=30d; CLASS=0 deletes at once.
+    #[arg(long, value_name = "CLASS=DURATION")]
+    min_storage: Vec<String>,
 }
 
 impl PruneOpts {
@@ -44,11 +49,23 @@ impl PruneOpts {
         }
         let grace = strata::timespec::parse_duration(&self.grace)
             .map_err(|e| anyhow!("--grace {}: {e}", self.grace))?;
+        let mut min_storage = PruneOptions::default().min_storage;
+        for m in &self.min_storage {
+            let (class, d) = m.split_once('=').ok_or_else(|| {
+                anyhow!("--min-storage {m}: give CLASS=DURATION, e.g. GLACIER=90d")
+            })?;
+            strata::backend::check_storage_class(class)?;
+            let d = strata::timespec::parse_duration(d)
+                .map_err(|e| anyhow!("--min-storage {m}: {e}"))?;
+            min_storage.retain(|(c, _)| c != class);
+            min_storage.push((class.to_string(), d));
+        }
         Ok(PruneOptions {
             max_unused,
             grace,
             instant_delete: self.instant_delete,
             dry_run,
+            min_storage,
         })
     }
 }
@@ -124,6 +141,25 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
             r.packs_marked,
             r.packs_waiting,
             r.packs_resurrected
+        );
+    }
+    if r.packs_cold_not_repacked > 0 {
+        println!(
+            "{} partly used pack(s) in archive storage kept whole (repacking needs a thaw)",
+            r.packs_cold_not_repacked
+        );
+    }
+    if !r.packs_held.is_empty() {
+        let last = r.packs_held.iter().map(|(_, _, t)| t).max().unwrap();
+        let classes: std::collections::BTreeSet<&str> =
+            r.packs_held.iter().map(|(_, c, _)| c.as_str()).collect();
+        println!(
+            "{} unused pack(s) ({}) kept until their minimum storage duration ends ({}; the \
+             last on {}): deleting them earlier is billed all the same",
+            r.packs_held.len(),
+            output::bytes(r.bytes_held),
+            classes.into_iter().collect::<Vec<_>>().join(", "),
+            last
         );
     }
     if r.temporaries_removed > 0 {

@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::repo::index::ObsoletePack;
 use crate::repo::pack::BlobKind;
 use crate::repo::Repository;
-use plan::{BlobUse, PrunePlan, Rules};
+use plan::{BlobUse, ClassedPack, PrunePlan, Rules};
 
 /// How prune decides.
 #[derive(Clone, Debug)]
@@ -32,7 +32,20 @@ pub struct PruneOptions {
     pub instant_delete: bool,
     /// Plan and report only; change nothing.
     pub dry_run: bool,
+    /// The minimum storage duration per storage class: an unused pack in one of these
+    /// classes is deleted only once it has been stored this long (earlier deletion is
+    /// billed as if it had stayed).
+    pub min_storage: Vec<(String, chrono::Duration)>,
 }
+
+/// S3's minimum storage durations, per class.
+pub const MIN_STORAGE_DAYS: &[(&str, i64)] = &[
+    ("STANDARD_IA", 30),
+    ("ONEZONE_IA", 30),
+    ("GLACIER_IR", 90),
+    ("GLACIER", 90),
+    ("DEEP_ARCHIVE", 180),
+];
 
 impl Default for PruneOptions {
     fn default() -> Self {
@@ -41,6 +54,10 @@ impl Default for PruneOptions {
             grace: chrono::Duration::hours(24),
             instant_delete: false,
             dry_run: false,
+            min_storage: MIN_STORAGE_DAYS
+                .iter()
+                .map(|(c, d)| (c.to_string(), chrono::Duration::days(*d)))
+                .collect(),
         }
     }
 }
@@ -72,6 +89,13 @@ pub struct PruneReport {
     pub temporaries_removed: usize,
     /// Their bytes.
     pub temporaries_bytes: u64,
+    /// Partly used packs in archive storage, kept whole (repacking would need a thaw).
+    pub packs_cold_not_repacked: usize,
+    /// Unused packs kept until their class's minimum storage duration ends: pack, class,
+    /// and when (RFC 3339).
+    pub packs_held: Vec<(PackId, String, String)>,
+    /// Their bytes.
+    pub bytes_held: u64,
     /// Wall-clock time.
     pub duration_secs: f64,
 }
@@ -93,14 +117,23 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     mark_used(repo, &marks)?;
 
     let usage = repo.used_blobs().pack_usage()?;
-    let stored = repo.stored_packs()?;
+    let (stored, classed) = repo.stored_packs_classed()?;
+    let classed = classed_packs(classed, &opts.min_storage, now);
     let rules = Rules {
         max_unused: opts.max_unused,
         grace: opts.grace,
         instant_delete: opts.instant_delete,
     };
     let marks: Vec<ObsoletePack> = marks.into_values().collect();
-    let plan = PrunePlan::new(&usage, &stored, marks, now, &rules, &SnapshotUse { repo })?;
+    let plan = PrunePlan::new(
+        &usage,
+        &stored,
+        &classed,
+        marks,
+        now,
+        &rules,
+        &SnapshotUse { repo },
+    )?;
 
     let mut report = PruneReport {
         packs: usage.len(),
@@ -110,6 +143,17 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         packs_repacked: plan.repack.len(),
         bytes_marked: plan.bytes_marked,
         bytes_repacked: plan.bytes_repacked,
+        packs_cold_not_repacked: plan.cold_not_repacked.len(),
+        bytes_held: plan
+            .held
+            .iter()
+            .map(|(id, _, _)| stored.get(id).map_or(0, |s| s.1))
+            .sum(),
+        packs_held: plan
+            .held
+            .iter()
+            .map(|(id, class, until)| (*id, class.clone(), until.to_rfc3339()))
+            .collect(),
         ..Default::default()
     };
     if opts.dry_run {
@@ -137,6 +181,41 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The packs whose class bills a minimum storage duration (or that are archived), with
+/// when that duration ends; a pack of unknown write time counts as written `now`.
+fn classed_packs(
+    listed: Vec<(PackId, String, Option<i64>)>,
+    min_storage: &[(String, chrono::Duration)],
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> HashMap<PackId, ClassedPack> {
+    use crate::backend::lifecycle::ARCHIVE_CLASSES;
+    listed
+        .into_iter()
+        .filter_map(|(id, class, modified)| {
+            let min = min_storage
+                .iter()
+                .find(|(c, _)| *c == class)
+                .map(|(_, d)| *d);
+            let archived = ARCHIVE_CLASSES.contains(&class.as_str());
+            if min.is_none() && !archived {
+                return None;
+            }
+            let written = modified
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map_or(now, |t| t.fixed_offset());
+            let deletable_from = written + min.unwrap_or_default();
+            Some((
+                id,
+                ClassedPack {
+                    class,
+                    archived,
+                    deletable_from,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The whole index, fresh from the repository, into the cache; returns the index files

@@ -31,6 +31,31 @@ pub struct Rules {
     pub instant_delete: bool,
 }
 
+/// A pack in a storage class with a minimum storage duration (an archive class, or an
+/// infrequent-access one): deleting it earlier is billed as keeping it, and an archived
+/// one cannot be read to be repacked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassedPack {
+    /// Its storage class.
+    pub class: String,
+    /// In archive storage (not readable without a thaw).
+    pub archived: bool,
+    /// When its minimum storage duration ends.
+    pub deletable_from: DateTime<FixedOffset>,
+}
+
+/// When `id` is in a class whose minimum storage duration has not ended by `now`: its end.
+fn held_until(
+    classed: &HashMap<PackId, ClassedPack>,
+    id: &PackId,
+    now: DateTime<FixedOffset>,
+) -> Option<DateTime<FixedOffset>> {
+    classed
+        .get(id)
+        .map(|c| c.deletable_from)
+        .filter(|until| *until > now)
+}
+
 /// A pack to mark now: unused by every snapshot, or named by no index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NewMark {
@@ -60,15 +85,21 @@ pub struct PrunePlan {
     pub bytes_marked: u64,
     /// Used bytes copied out of repacked packs.
     pub bytes_repacked: u64,
+    /// Partly used packs in archive storage: kept whole, since repacking needs a thaw.
+    pub cold_not_repacked: Vec<PackId>,
+    /// Unused packs whose deletion waits for their class's minimum storage duration (they
+    /// stay marked): the pack, its class, and the end of the duration.
+    pub held: Vec<(PackId, String, DateTime<FixedOffset>)>,
 }
 
 impl PrunePlan {
     /// `usage`: the live packs (those an index names) with their used bytes; `stored`:
-    /// every pack the backend holds, with its kind and size; `marks`: the earlier marks,
-    /// one per pack.
+    /// every pack the backend holds, with its kind and size; `classed`: those of them in
+    /// classes with a minimum storage duration; `marks`: the earlier marks, one per pack.
     pub fn new(
         usage: &[PackUsage],
         stored: &HashMap<PackId, (BlobKind, u64)>,
+        classed: &HashMap<PackId, ClassedPack>,
         marks: Vec<ObsoletePack>,
         now: DateTime<FixedOffset>,
         rules: &Rules,
@@ -76,7 +107,7 @@ impl PrunePlan {
     ) -> Result<PrunePlan> {
         let mut plan = PrunePlan::default();
         let live: HashSet<PackId> = usage.iter().map(|u| u.id).collect();
-        plan.classify(usage, rules);
+        plan.classify(usage, rules, classed);
         plan.mark_unnamed(stored, &live, &marks);
         // Earlier marks: due ones go unless a snapshot needs them again.
         let mut due = Vec::new();
@@ -95,7 +126,10 @@ impl PrunePlan {
             // Nothing waits: what would be marked is due now. An indexed pack with no used
             // blob has nothing to revive; an unnamed one is asked like any mark.
             for m in std::mem::take(&mut plan.mark) {
-                if m.indexed {
+                if let Some(until) = held_until(classed, &m.id, now) {
+                    plan.held.push((m.id, classed[&m.id].class.clone(), until));
+                    plan.mark.push(m);
+                } else if m.indexed {
                     plan.delete.push((m.id, m.kind));
                 } else {
                     due.push(ObsoletePack {
@@ -109,6 +143,15 @@ impl PrunePlan {
             }
         }
         for m in due {
+            // Unused, but its class bills it until its minimum storage duration ends; an
+            // archived pack no index names cannot have its header read to be asked about.
+            let unreadable =
+                classed.get(&m.id).is_some_and(|c| c.archived) && m.blob_ids().is_empty();
+            if let Some(until) = held_until(classed, &m.id, now).or(unreadable.then_some(now)) {
+                plan.held.push((m.id, classed[&m.id].class.clone(), until));
+                plan.carry.push(m);
+                continue;
+            }
             let mut needed = false;
             for b in blob_use.blobs_of(&m)? {
                 if blob_use.needed(&b)? {
@@ -127,7 +170,12 @@ impl PrunePlan {
     }
 
     /// Live packs: kept, repacked when wasteful, marked when unused.
-    fn classify(&mut self, usage: &[PackUsage], rules: &Rules) {
+    fn classify(
+        &mut self,
+        usage: &[PackUsage],
+        rules: &Rules,
+        classed: &HashMap<PackId, ClassedPack>,
+    ) {
         for u in usage {
             if u.used == 0 {
                 self.bytes_marked += u.size;
@@ -137,6 +185,11 @@ impl PrunePlan {
                     indexed: true,
                     size: u.size,
                 });
+            } else if u.indexed.saturating_sub(u.used) as f64 > rules.max_unused * u.size as f64
+                && classed.get(&u.id).is_some_and(|c| c.archived)
+            {
+                self.cold_not_repacked.push(u.id);
+                self.keep.push(u.id);
             } else if u.indexed.saturating_sub(u.used) as f64 > rules.max_unused * u.size as f64 {
                 // Header and trailer are not waste: only unused blobs count.
                 self.repack.push((u.id, u.kind));
@@ -264,6 +317,7 @@ mod tests {
         let plan = PrunePlan::new(
             &usage,
             &stored(&[1, 2, 3]),
+            &HashMap::new(),
             vec![],
             now(),
             &rules(),
@@ -284,6 +338,7 @@ mod tests {
         let plan = PrunePlan::new(
             &[usage(1, 1000, 900)],
             &stored(&[1, 9]),
+            &HashMap::new(),
             vec![],
             now(),
             &rules(),
@@ -309,6 +364,7 @@ mod tests {
         let plan = PrunePlan::new(
             &[usage(1, 1000, 900)],
             &stored(&[1, 5, 6, 7]),
+            &HashMap::new(),
             marks,
             now(),
             &rules(),
@@ -330,6 +386,7 @@ mod tests {
         let plan = PrunePlan::new(
             &[usage(5, 1000, 900)],
             &stored(&[5]),
+            &HashMap::new(),
             vec![mark(5, 48, &[50])],
             now(),
             &rules(),
@@ -348,7 +405,16 @@ mod tests {
             needed: HashSet::from([blob(80)]),
             headers: HashMap::from([(pack(8), vec![blob(80)])]),
         };
-        let plan = PrunePlan::new(&[], &stored(&[8]), vec![m], now(), &rules(), &blob_use).unwrap();
+        let plan = PrunePlan::new(
+            &[],
+            &stored(&[8]),
+            &HashMap::new(),
+            vec![m],
+            now(),
+            &rules(),
+            &blob_use,
+        )
+        .unwrap();
         assert_eq!(plan.revive, vec![(pack(8), BlobKind::Data)]);
     }
 
@@ -361,6 +427,7 @@ mod tests {
         let plan = PrunePlan::new(
             &[usage(1, 1000, 0), usage(3, 1000, 300)],
             &stored(&[1, 3, 9]),
+            &HashMap::new(),
             vec![mark(5, 1, &[50])],
             now(),
             &rules,
@@ -371,5 +438,73 @@ mod tests {
         let mut gone: Vec<PackId> = plan.gone(&rules).map(|(id, _)| *id).collect();
         gone.sort();
         assert_eq!(gone, vec![pack(1), pack(3), pack(5), pack(9)]);
+    }
+
+    #[test]
+    fn archived_packs_are_never_repacked_and_unused_ones_wait_for_their_minimum_duration() {
+        let classed = |n: u8, days_left: i64| {
+            (
+                pack(n),
+                ClassedPack {
+                    class: "GLACIER".into(),
+                    archived: true,
+                    deletable_from: now() + chrono::Duration::days(days_left),
+                },
+            )
+        };
+        // 1: wasteful but cold; 2: unused, 80 days to go; 5: marked long ago, 10 days to
+        // go; 6: marked long ago, its 90 days are over.
+        let classes = HashMap::from([
+            classed(1, 0),
+            classed(2, 80),
+            classed(5, 10),
+            classed(6, -1),
+        ]);
+        let plan = PrunePlan::new(
+            &[usage(1, 1000, 300), usage(2, 1000, 0)],
+            &stored(&[1, 2, 5, 6]),
+            &classes,
+            vec![mark(5, 48, &[50]), mark(6, 48, &[60])],
+            now(),
+            &rules(),
+            &nothing_needed(),
+        )
+        .unwrap();
+        assert!(plan.repack.is_empty());
+        assert_eq!(plan.cold_not_repacked, vec![pack(1)]);
+        assert_eq!(plan.keep, vec![pack(1)]);
+        // 2 is marked as usual (the grace period runs first).
+        assert_eq!(plan.mark.len(), 1);
+        assert_eq!(plan.delete, vec![(pack(6), BlobKind::Data)]);
+        assert_eq!(
+            plan.carry.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [pack(5)]
+        );
+        assert_eq!(
+            plan.held,
+            vec![(
+                pack(5),
+                "GLACIER".to_string(),
+                now() + chrono::Duration::days(10)
+            )]
+        );
+        // With instant delete, an unused pack within its duration stays marked, held.
+        let instant = Rules {
+            instant_delete: true,
+            ..rules()
+        };
+        let plan = PrunePlan::new(
+            &[usage(2, 1000, 0)],
+            &stored(&[2]),
+            &classes,
+            vec![],
+            now(),
+            &instant,
+            &nothing_needed(),
+        )
+        .unwrap();
+        assert!(plan.delete.is_empty());
+        assert_eq!(plan.mark.len(), 1);
+        assert_eq!(plan.held.len(), 1);
     }
 }

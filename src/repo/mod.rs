@@ -29,6 +29,14 @@ use tree::Tree;
 /// Receives warnings about damage that an operation skipped (the CLI prints them).
 pub type WarningSink = Box<dyn Fn(&str) + Send + Sync>;
 
+/// The packs the backend holds (kind and size), and those in a class other than STANDARD
+/// with their class and write time (Unix seconds), as [`Repository::stored_packs_classed`]
+/// lists them.
+pub(crate) type StoredPacks = (
+    HashMap<PackId, (pack::BlobKind, u64)>,
+    Vec<(PackId, String, Option<i64>)>,
+);
+
 /// An open repository.
 pub struct Repository {
     backend: BackendRef,
@@ -752,15 +760,25 @@ impl Repository {
 
     /// Every pack file the backend holds, with its kind and size.
     pub(crate) fn stored_packs(&self) -> Result<HashMap<PackId, (pack::BlobKind, u64)>> {
+        Ok(self.stored_packs_classed()?.0)
+    }
+
+    /// As [`Repository::stored_packs`], with the storage class and write time of each
+    /// pack the listing gives a class other than STANDARD.
+    pub(crate) fn stored_packs_classed(&self) -> Result<StoredPacks> {
         let mut stored = HashMap::new();
+        let mut classed = Vec::new();
         for kind in [pack::BlobKind::Data, pack::BlobKind::Tree] {
             for f in self.backend.list(pack_file_kind(kind))? {
                 if let Ok(id) = f.name.parse::<PackId>() {
                     stored.insert(id, (kind, f.size));
+                    if let Some(class) = f.storage_class.filter(|c| c != "STANDARD") {
+                        classed.push((id, class, f.modified));
+                    }
                 }
             }
         }
-        Ok(stored)
+        Ok((stored, classed))
     }
 
     /// Writes a new index that replaces `supersedes`: files of at most
