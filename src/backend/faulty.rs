@@ -218,10 +218,23 @@ impl Backend for Faulty {
         data: &[u8],
         class: Option<&str>,
     ) -> Result<()> {
+        self.write_retained(kind, name, data, class, None)
+    }
+    fn write_retained(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+        retention: Option<super::Retention>,
+    ) -> Result<()> {
         match self.fault(Op::Write, kind) {
-            None => self.inner.write_in_class(kind, name, data, class),
+            None => self
+                .inner
+                .write_retained(kind, name, data, class, retention),
             Some(Fault::FailAfterWrite) => {
-                self.inner.write_in_class(kind, name, data, class)?;
+                self.inner
+                    .write_retained(kind, name, data, class, retention)?;
                 Err(Self::failure(
                     kind,
                     name,
@@ -274,5 +287,20 @@ impl Backend for Faulty {
     }
     fn lifecycle(&self) -> crate::Result<Option<(String, Vec<super::lifecycle::LifecycleRule>)>> {
         self.inner.lifecycle()
+    }
+    fn object_lock_enabled(&self) -> Result<Option<bool>> {
+        self.inner.object_lock_enabled()
+    }
+    fn retain(&self, kind: FileKind, name: &str, retention: super::Retention) -> Result<()> {
+        self.inner.retain(kind, name, retention)
+    }
+    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
+        self.inner.retention(kind, name)
+    }
+    fn versions(&self, kind: FileKind) -> Result<Vec<super::ObjectVersion>> {
+        self.inner.versions(kind)
+    }
+    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<super::Purge> {
+        self.inner.purge_version(kind, name, version_id)
     }
 }

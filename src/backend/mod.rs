@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod lifecycle;
 mod local;
 mod mem;
+pub(crate) mod retaining;
 mod s3;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 pub use local::LocalBackend;
 pub use mem::MemBackend;
+pub use retaining::Retaining;
 pub use s3::S3Backend;
 
 use crate::error::Result;
@@ -135,6 +137,60 @@ impl ThawTier {
             (_, ThawTier::Bulk) => Some("5-12 hours"),
         }
     }
+}
+
+/// S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Credentials with `s3:BypassGovernanceRetention` may still delete or shorten.
+    Governance,
+    /// No one, the account's root included, can delete a version before its date.
+    Compliance,
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        })
+    }
+}
+
+/// An Object Lock retention: the object's versions cannot be deleted before `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// How strict.
+    pub mode: LockMode,
+    /// Unix seconds.
+    pub until: i64,
+}
+
+/// One version of an object in a versioned bucket, as a version listing gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The file's name.
+    pub name: String,
+    /// The store's version id.
+    pub version_id: String,
+    /// A delete marker (what a DELETE without version leaves in a versioned bucket).
+    pub delete_marker: bool,
+    /// The newest version of its key: a delete marker here hides the object.
+    pub latest: bool,
+    /// Its bytes (0 for a delete marker).
+    pub size: u64,
+    /// When it was written (Unix seconds).
+    pub modified: i64,
+}
+
+/// What deleting one version came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Gone for good.
+    Deleted,
+    /// Refused by Object Lock: retained until then (Unix seconds), where the store says.
+    Held(Option<i64>),
 }
 
 /// The S3 storage classes a repository may put data packs in.
@@ -261,6 +317,56 @@ pub trait Backend: Send + Sync {
     /// the store has no lifecycle (a local directory).
     fn lifecycle(&self) -> crate::Result<Option<(String, Vec<lifecycle::LifecycleRule>)>> {
         Ok(None)
+    }
+
+    /// Whether the bucket has Object Lock enabled; `None` where the store has no such
+    /// thing (a local directory).
+    fn object_lock_enabled(&self) -> crate::Result<Option<bool>> {
+        Ok(None)
+    }
+
+    /// As [`Backend::write_in_class`], with an Object Lock retention. A store without
+    /// Object Lock refuses a retention rather than drop it.
+    fn write_retained(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
+        if retention.is_some() {
+            return Err(no_object_lock(self));
+        }
+        self.write_in_class(kind, name, data, class)
+    }
+
+    /// Sets a later retention on a file's current version.
+    fn retain(&self, _kind: FileKind, _name: &str, _retention: Retention) -> Result<()> {
+        Err(no_object_lock(self))
+    }
+
+    /// The retention date (Unix seconds) of a file's current version, if it has one.
+    fn retention(&self, _kind: FileKind, _name: &str) -> Result<Option<i64>> {
+        Ok(None)
+    }
+
+    /// Every version of the files of one kind, delete markers included (versioned
+    /// buckets); empty where the store keeps no versions.
+    fn versions(&self, _kind: FileKind) -> Result<Vec<ObjectVersion>> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes one version for good (a delete marker included); Object Lock may refuse.
+    fn purge_version(&self, _kind: FileKind, _name: &str, _version_id: &str) -> Result<Purge> {
+        Err(no_object_lock(self))
+    }
+}
+
+fn no_object_lock<B: Backend + ?Sized>(b: &B) -> crate::Error {
+    crate::Error::BadInput {
+        what: "object lock",
+        reason: format!("{} has no Object Lock (S3 buckets only)", b.location()),
     }
 }
 

@@ -20,6 +20,7 @@ use aws_sdk_s3::Client;
 
 use super::lifecycle::{LifecycleRule, ARCHIVE_CLASSES};
 use super::{Backend, BackendOptions, FileInfo, FileKind};
+use super::{LockMode, ObjectVersion, Purge, Retention};
 use super::{ThawState, ThawTier};
 use crate::error::{Error, Missing, Result};
 
@@ -191,6 +192,28 @@ impl S3Backend {
         format!("{kind} {name}")
     }
 
+    /// The retention date of a file's current version (or of `version`), by HEAD.
+    fn head_retention(
+        &self,
+        kind: FileKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<i64>> {
+        self.count(&self.requests.head);
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .set_version_id(version.map(String::from))
+                    .send(),
+            )
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+        Ok(resp.object_lock_retain_until_date().map(|t| t.secs()))
+    }
+
     /// A 404 on a repository file says which file, typed.
     fn as_file(e: Error, kind: FileKind, name: &str) -> Error {
         match e {
@@ -257,14 +280,21 @@ impl S3Backend {
         }
     }
 
-    fn put(&self, kind: FileKind, key: &str, data: &[u8], class: Option<&str>) -> Result<()> {
+    fn put(
+        &self,
+        kind: FileKind,
+        key: &str,
+        data: &[u8],
+        class: Option<&str>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
         let object = key.to_string();
         // Only data packs leave the default class: everything else is read on every run.
         let class = class
             .filter(|_| kind == FileKind::Data)
             .map(StorageClass::from);
         if data.len() > self.multipart_threshold {
-            return self.put_multipart(key, data, class);
+            return self.put_multipart(key, data, class, retention);
         }
         self.count(&self.requests.put);
         let mut req = self
@@ -281,6 +311,11 @@ impl S3Backend {
         if let Some(c) = class {
             req = req.storage_class(c);
         }
+        if let Some(r) = retention {
+            req = req
+                .object_lock_mode(lock_mode(r.mode))
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(r.until));
+        }
         match self.rt.block_on(req.send()) {
             Ok(_) => Ok(()),
             Err(e) if matches!(&e, SdkError::ServiceError(se) if status_of(se.raw()) == Some(412)) => {
@@ -290,7 +325,13 @@ impl S3Backend {
         }
     }
 
-    fn put_multipart(&self, key: &str, data: &[u8], class: Option<StorageClass>) -> Result<()> {
+    fn put_multipart(
+        &self,
+        key: &str,
+        data: &[u8],
+        class: Option<StorageClass>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
         let object = key.to_string();
         self.count(&self.requests.put);
         let mut create = self
@@ -300,6 +341,11 @@ impl S3Backend {
             .key(key);
         if let Some(c) = class {
             create = create.storage_class(c);
+        }
+        if let Some(r) = retention {
+            create = create
+                .object_lock_mode(lock_mode(r.mode))
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(r.until));
         }
         let upload = self
             .rt
@@ -539,7 +585,7 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data, None)
+        self.put(kind, &self.key(kind, name), data, None, None)
     }
 
     fn write_in_class(
@@ -549,7 +595,18 @@ impl Backend for S3Backend {
         data: &[u8],
         class: Option<&str>,
     ) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data, class)
+        self.put(kind, &self.key(kind, name), data, class, None)
+    }
+
+    fn write_retained(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        class: Option<&str>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
+        self.put(kind, &self.key(kind, name), data, class, retention)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -703,6 +760,148 @@ impl Backend for S3Backend {
         }
     }
 
+    fn object_lock_enabled(&self) -> Result<Option<bool>> {
+        use aws_sdk_s3::types::ObjectLockEnabled;
+        self.count(&self.requests.get);
+        let resp = self.rt.block_on(
+            self.client
+                .get_object_lock_configuration()
+                .bucket(&self.loc.bucket)
+                .send(),
+        );
+        match resp {
+            Ok(r) => Ok(Some(
+                r.object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    == Some(&ObjectLockEnabled::Enabled),
+            )),
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(Some(false)),
+            Err(e) => Err(self.error(e, "the bucket's object lock configuration")),
+        }
+    }
+
+    fn retain(&self, kind: FileKind, name: &str, retention: Retention) -> Result<()> {
+        use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+        let mode = match retention.mode {
+            LockMode::Governance => ObjectLockRetentionMode::Governance,
+            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        };
+        self.count(&self.requests.put);
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_retention()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .retention(
+                        ObjectLockRetention::builder()
+                            .mode(mode)
+                            .retain_until_date(aws_smithy_types::DateTime::from_secs(
+                                retention.until,
+                            ))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))
+    }
+
+    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
+        self.head_retention(kind, name, None)
+    }
+
+    fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>> {
+        let prefix = match kind {
+            FileKind::Config => self.key(kind, "config"),
+            _ => format!("{}{}/", self.loc.prefix, kind.dir()),
+        };
+        let name_of = |key: &str| key.rsplit('/').next().unwrap_or(key).to_string();
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let resp = self.with_read_retries(|| {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_object_versions()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&prefix)
+                            .set_key_marker(key_marker.clone())
+                            .set_version_id_marker(id_marker.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &format!("listing versions of {}", kind.dir())))
+            })?;
+            for v in resp.versions() {
+                let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
+                    continue;
+                };
+                out.push(ObjectVersion {
+                    name: name_of(key),
+                    version_id: id.to_string(),
+                    delete_marker: false,
+                    latest: v.is_latest() == Some(true),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    modified: v.last_modified().map_or(0, |t| t.secs()),
+                });
+            }
+            for m in resp.delete_markers() {
+                let (Some(key), Some(id)) = (m.key(), m.version_id()) else {
+                    continue;
+                };
+                out.push(ObjectVersion {
+                    name: name_of(key),
+                    version_id: id.to_string(),
+                    delete_marker: true,
+                    latest: m.is_latest() == Some(true),
+                    size: 0,
+                    modified: m.last_modified().map_or(0, |t| t.secs()),
+                });
+            }
+            match (resp.is_truncated(), resp.next_key_marker()) {
+                (Some(true), Some(k)) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = resp.next_version_id_marker().map(String::from);
+                }
+                _ => break,
+            }
+        }
+        out.retain(|v| !v.name.is_empty() && !v.name.starts_with('.'));
+        Ok(out)
+    }
+
+    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<Purge> {
+        self.count(&self.requests.delete);
+        let resp = self.rt.block_on(
+            self.client
+                .delete_object()
+                .bucket(&self.loc.bucket)
+                .key(self.key(kind, name))
+                .version_id(version_id)
+                .send(),
+        );
+        match resp {
+            Ok(_) => Ok(Purge::Deleted),
+            Err(e) => {
+                let e = self.error(e, &Self::object(kind, name));
+                // Object Lock answers 403 as a missing permission does: the version's own
+                // retention date tells them apart.
+                if let Error::Backend { source, .. } = &e {
+                    if source.kind() == std::io::ErrorKind::PermissionDenied {
+                        let until = self.head_retention(kind, name, Some(version_id))?;
+                        let now = chrono::Utc::now().timestamp();
+                        if until.is_some_and(|u| u > now) {
+                            return Ok(Purge::Held(until));
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn lifecycle(&self) -> Result<Option<(String, Vec<LifecycleRule>)>> {
         self.count(&self.requests.get);
         let resp = self.rt.block_on(
@@ -725,6 +924,13 @@ impl Backend for S3Backend {
 }
 
 /// A rule as the SDK gives it, reduced to what matters to a repository.
+fn lock_mode(m: LockMode) -> aws_sdk_s3::types::ObjectLockMode {
+    match m {
+        LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+        LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+    }
+}
+
 fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
     use aws_sdk_s3::types::ExpirationStatus;
     let filter = r.filter();

@@ -105,6 +105,8 @@ pub struct BackupReport {
     pub snapshot: Snapshot,
     /// Paths that could not be read; the snapshot lacks them.
     pub warnings: Vec<String>,
+    /// Under Object Lock: files whose retention this run extended.
+    pub retention_extended: usize,
 }
 
 /// `{snapshot_id, set, time, parent, <summary fields>, warnings}`.
@@ -119,6 +121,8 @@ impl serde::Serialize for BackupReport {
             #[serde(flatten)]
             summary: &'a Summary,
             warnings: &'a [String],
+            #[serde(skip_serializing_if = "is_zero")]
+            retention_extended: usize,
         }
         View {
             snapshot_id: &self.snapshot_id,
@@ -127,9 +131,14 @@ impl serde::Serialize for BackupReport {
             parent: &self.snapshot.parent,
             summary: &self.snapshot.summary,
             warnings: &self.warnings,
+            retention_extended: self.retention_extended,
         }
         .serialize(ser)
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A file's blob ids and size as read, and its stat when it did not change meanwhile.
@@ -228,6 +237,9 @@ pub fn run(
         Ok((root, summary, warnings))
     });
     let (root, mut summary, warnings) = outcome?;
+    // Under Object Lock, what the snapshot reuses must be retained as long as the snapshot
+    // itself before the snapshot names it (write order: packs, index, retention, snapshot).
+    let retention_extended = repo.extend_retention(&shared.reused.lock().unwrap())?;
     summary.duration_secs = started.elapsed().as_secs_f64();
     // With a warm file cache the parent's trees are not read: the files it knows and this
     // run did not see are the removed ones (a run that missed files cannot tell).
@@ -260,6 +272,7 @@ pub fn run(
         snapshot_id,
         snapshot,
         warnings,
+        retention_extended,
     })
 }
 

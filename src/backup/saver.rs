@@ -12,7 +12,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId};
+use crate::id::{BlobId, IndexId, PackId};
 use crate::repo::index::IndexedPack;
 use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder};
 use crate::repo::Repository;
@@ -72,6 +72,9 @@ pub struct SaverShared {
     error: Mutex<Option<Error>>,
     /// Storage class of this run's data packs (else the repository's).
     data_class: Option<String>,
+    /// Under Object Lock: the packs this run deduplicated against, whose retention must
+    /// cover the snapshot's before it is written.
+    pub reused: Mutex<HashSet<(BlobKind, PackId)>>,
 }
 
 impl Default for SaverShared {
@@ -83,6 +86,7 @@ impl Default for SaverShared {
             saved_bytes: AtomicU64::new(0),
             error: Mutex::default(),
             data_class: None,
+            reused: Mutex::default(),
         }
     }
 }
@@ -163,8 +167,15 @@ impl Saved {
 /// it is durable (write order: the merged file first, deletions after).
 fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<()> {
     repo.write_index_superseding(packs, &files)?;
+    // A superseded file left behind costs nothing but a listing entry (readers skip it,
+    // prune deletes it): credentials without the right to delete (append-only backup
+    // hosts) must not fail the backup over it.
     for id in &files {
-        repo.delete_index_file(id)?;
+        if let Err(e) = repo.delete_index_file(id) {
+            repo.warn(format!(
+                "superseded checkpoint index {id} left for prune to delete: {e}"
+            ));
+        }
     }
     Ok(())
 }
@@ -238,13 +249,31 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         if self.pending.lock().unwrap().contains(id) {
             return Ok(true);
         }
-        self.repo.index().contains(id)
+        self.stored(id)
+    }
+
+    /// Whether a live pack holds the blob; under Object Lock, which pack is remembered.
+    fn stored(&self, id: &BlobId) -> Result<bool> {
+        if self.repo.object_lock().is_none() {
+            return self.repo.index().contains(id);
+        }
+        Ok(match self.repo.index().lookup_live(id)? {
+            Some(loc) => {
+                self.shared
+                    .reused
+                    .lock()
+                    .unwrap()
+                    .insert((loc.entry.kind, loc.pack));
+                true
+            }
+            None => false,
+        })
     }
 
     /// Claims a blob for this run; false if it is stored or claimed already.
     fn claim(&self, id: &BlobId) -> Result<bool> {
         let mut pending = self.pending.lock().unwrap();
-        if pending.contains(id) || self.repo.index().contains(id)? {
+        if pending.contains(id) || self.stored(id)? {
             return Ok(false);
         }
         pending.insert(*id);

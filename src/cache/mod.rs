@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS trees (
     id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS trees_by_age ON trees (added);
+CREATE TABLE IF NOT EXISTS retention (
+    kind TEXT NOT NULL, name TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files (
     set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT NULL,
@@ -155,6 +158,35 @@ impl Drop for Transaction<'_> {
 }
 
 impl Cache {
+    /// The Object Lock retention date known for a file (Unix seconds).
+    pub fn retention_get(&self, kind: &str, name: &str) -> Result<Option<i64>> {
+        use rusqlite::OptionalExtension;
+        self.lock()
+            .query_row(
+                "SELECT until FROM retention WHERE kind = ?1 AND name = ?2",
+                [kind, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records retention dates of files (a later date only ever replaces an earlier one).
+    pub fn retention_put(&self, dates: &[(&str, String, i64)]) -> Result<()> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "INSERT INTO retention (kind, name, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kind, name) DO UPDATE SET until = MAX(until, excluded.until)",
+            )
+            .map_err(|e| self.err(e))?;
+        for (kind, name, until) in dates {
+            st.execute(rusqlite::params![kind, name, until])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// A value of the cache's own bookkeeping.
     pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
         use rusqlite::OptionalExtension;

@@ -345,6 +345,12 @@ fn one(
             output::bytes(s.bytes_stored.saturating_sub(s.data_stored)),
             s.duration_secs
         );
+        if report.retention_extended > 0 {
+            println!(
+                "object lock: extended the retention of {} reused file(s)",
+                report.retention_extended
+            );
+        }
         println!("snapshot {} saved", report.snapshot_id.to_hex());
     }
     if !report.warnings.is_empty() {

@@ -19,6 +19,41 @@ pub struct InitArgs {
     /// GLACIER_IR, ...); config, keys, index, snapshots and trees stay STANDARD.
     #[arg(long)]
     data_storage_class: Option<String>,
+    /// S3 Object Lock: retain every file written for this long (days, or a duration such
+    /// as 90d), so that stolen credentials cannot delete history. The bucket must have
+    /// Object Lock enabled.
+    #[arg(long, value_name = "DAYS")]
+    object_lock: Option<String>,
+    /// Governance (credentials with s3:BypassGovernanceRetention may still delete) or
+    /// compliance (no one can, the account's root included).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "governance",
+        requires = "object_lock"
+    )]
+    lock_mode: LockMode,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LockMode {
+    Governance,
+    Compliance,
+}
+
+/// `--object-lock`: a number of days, or a duration.
+fn lock_period(s: &str) -> anyhow::Result<u64> {
+    let secs = match s.trim().parse::<u64>() {
+        Ok(days) => days * 86_400,
+        Err(_) => strata::timespec::parse_duration(s)
+            .map_err(|e| anyhow::anyhow!("--object-lock {s}: {e}"))?
+            .num_seconds()
+            .max(0) as u64,
+    };
+    if secs == 0 {
+        anyhow::bail!("--object-lock {s}: give a period longer than zero");
+    }
+    Ok(secs)
 }
 
 pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
@@ -28,6 +63,27 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
         return Err(strata::Error::RepositoryExists(backend.location()).into());
     }
     lifecycle_allows_a_repository(backend.as_ref())?;
+    let object_lock = args
+        .object_lock
+        .as_deref()
+        .map(|p| -> anyhow::Result<_> {
+            Ok(strata::ObjectLock {
+                mode: match args.lock_mode {
+                    LockMode::Governance => strata::backend::LockMode::Governance,
+                    LockMode::Compliance => strata::backend::LockMode::Compliance,
+                },
+                period_secs: lock_period(p)?,
+            })
+        })
+        .transpose()?;
+    if object_lock.is_some() && backend.object_lock_enabled()? != Some(true) {
+        anyhow::bail!(
+            "--object-lock: the bucket of {} does not have Object Lock enabled (it can only \
+             be turned on when the bucket is created: `aws s3api create-bucket \
+             --object-lock-enabled-for-bucket ...`)",
+            backend.location()
+        );
+    }
     let password = global.password("new repository password: ", true)?;
     let chunker = args
         .chunk_avg
@@ -37,6 +93,7 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
     chunker.validate()?;
     let mut config = Config::new(chunker, args.compression);
     config.data_storage_class = args.data_storage_class;
+    config.object_lock = object_lock;
     let config = Repository::init(backend.clone(), &password, config, &global.kdf_cost())?;
     if global.json {
         output::print_json(&json!({"id": config.id.to_hex(), "location": backend.location()}));
@@ -46,6 +103,14 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
             config.id.to_hex(),
             backend.location()
         );
+        if let Some(l) = &config.object_lock {
+            println!(
+                "object lock: every file is retained ({} mode) for {} after it is written or \
+                 last reused",
+                l.mode,
+                humantime::format_duration(l.period())
+            );
+        }
     }
     Ok(exit::OK)
 }

@@ -162,6 +162,29 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
             last
         );
     }
+    if let Some(l) = &r.object_lock {
+        if l.purged > 0 {
+            println!(
+                "{} deleted file version(s) whose retention has passed {} ({})",
+                l.purged,
+                if dry_run { "would be purged" } else { "purged" },
+                output::bytes(l.purged_bytes)
+            );
+        }
+        if let (Some(from), Some(until)) = (&l.held_from, &l.held_until) {
+            println!(
+                "{} deleted file version(s) ({}) held by object lock until {from}{}: a later \
+                 prune purges them",
+                l.held,
+                output::bytes(l.held_bytes),
+                if from == until {
+                    String::new()
+                } else {
+                    format!(" (the last until {until})")
+                }
+            );
+        }
+    }
     if r.temporaries_removed > 0 {
         println!(
             "removed {} temporary file(s) of interrupted writes ({})",

@@ -8,6 +8,7 @@
 //! index instead. Only one prune runs at a time (the maintenance lock).
 
 mod execute;
+mod locked;
 mod plan;
 
 use std::collections::HashMap;
@@ -96,6 +97,9 @@ pub struct PruneReport {
     pub packs_held: Vec<(PackId, String, String)>,
     /// Their bytes.
     pub bytes_held: u64,
+    /// Under Object Lock: deleted files purged for good, and those still held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<locked::LockReport>,
     /// Wall-clock time.
     pub duration_secs: f64,
 }
@@ -178,6 +182,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
             plan,
             &mut report,
         )?;
+    }
+    // After the deletions above, so that what they hid is counted as held.
+    if repo.object_lock().is_some() {
+        report.object_lock = Some(locked::purge_hidden(repo, opts.dry_run, progress)?);
     }
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)

@@ -21,6 +21,32 @@ pub struct Config {
     /// Storage class for data packs on object stores; metadata is always standard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_storage_class: Option<String>,
+    /// S3 Object Lock: how long every file written is retained (format-spec §13.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// The repository's Object Lock settings.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Governance or compliance.
+    pub mode: crate::backend::LockMode,
+    /// Each file is retained this long from its write (and reused ones as long from the
+    /// backup that reuses them).
+    pub period_secs: u64,
+}
+
+impl ObjectLock {
+    /// The retention period.
+    pub fn period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.period_secs)
+    }
+
+    /// What writes and extensions add beyond the period (a quarter of it), so that hourly
+    /// backups extend a reused file about once a quarter period, not every hour.
+    pub fn slack(&self) -> std::time::Duration {
+        std::time::Duration::from_secs((self.period_secs / 4).max(1))
+    }
 }
 
 impl Config {
@@ -35,6 +61,7 @@ impl Config {
             chunker,
             compression_level,
             data_storage_class: None,
+            object_lock: None,
         }
     }
 }

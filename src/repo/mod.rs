@@ -40,12 +40,29 @@ pub(crate) type StoredPacks = (
 /// An open repository.
 pub struct Repository {
     backend: BackendRef,
+    /// Under Object Lock: the retention dates this process's writes got.
+    written: Option<crate::backend::retaining::Written>,
     key: MasterKey,
     key_id: KeyId,
     config: Config,
     cache: Cache,
     /// Warnings not yet handed to a sink, and the sink once there is one.
     warnings: std::sync::Mutex<(Vec<String>, Option<WarningSink>, HashSet<String>)>,
+}
+
+/// The backend with the Object Lock layer the config asks for (every write retained).
+fn lock_layer(
+    backend: BackendRef,
+    config: &Config,
+) -> (BackendRef, Option<crate::backend::retaining::Written>) {
+    match &config.object_lock {
+        Some(l) => {
+            let r = crate::backend::Retaining::new(backend, l.mode, l.period() + l.slack());
+            let written = r.written();
+            (std::sync::Arc::new(r), Some(written))
+        }
+        None => (backend, None),
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -83,6 +100,32 @@ impl Repository {
             return Err(Error::RepositoryExists(backend.location()));
         }
         backend.create()?;
+        if config.object_lock.is_some() {
+            match backend.object_lock_enabled()? {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(Error::BadInput {
+                        what: "object lock",
+                        reason: format!(
+                            "the bucket of {} does not have Object Lock enabled (it can only \
+                             be turned on when a bucket is created: `aws s3api create-bucket \
+                             --object-lock-enabled-for-bucket`)",
+                            backend.location()
+                        ),
+                    })
+                }
+                None => {
+                    return Err(Error::BadInput {
+                        what: "object lock",
+                        reason: format!(
+                            "{} is not an S3 bucket: Object Lock needs one",
+                            backend.location()
+                        ),
+                    })
+                }
+            }
+        }
+        let backend = lock_layer(backend, &config).0;
         // A location with repository files but no config is a repository that lost its
         // config, not an empty one: a second master key there would hide the first.
         let mut found = Vec::new();
@@ -205,8 +248,10 @@ impl Repository {
         // Trees are cached as they are read; bounded here, once per process, so that the
         // cache of a long-lived repository does not grow without end.
         cache.trees().bound(crate::cache::TREE_CACHE_BYTES)?;
+        let (backend, written) = lock_layer(backend, &config);
         Ok(Repository {
             backend,
+            written,
             key,
             key_id,
             config,
@@ -253,6 +298,95 @@ impl Repository {
             ));
         }
         Err(Error::WrongPassword { damaged })
+    }
+
+    /// The backend, with the layers the repository put over it.
+    pub(crate) fn backend(&self) -> &BackendRef {
+        &self.backend
+    }
+
+    /// The repository's Object Lock settings, if it has any.
+    pub fn object_lock(&self) -> Option<&config::ObjectLock> {
+        self.config.object_lock.as_ref()
+    }
+
+    /// Under Object Lock, makes sure `packs`, every index file, the config and this key
+    /// stay retained at least as long as a snapshot written now: a kept snapshot must
+    /// never point at a file that can be deleted. A file whose date is known to be late
+    /// enough costs nothing; the others are extended to the period plus its slack from
+    /// now. Returns how many files were extended. Call before the snapshot is written.
+    pub fn extend_retention(&self, packs: &HashSet<(pack::BlobKind, PackId)>) -> Result<usize> {
+        use rayon::prelude::*;
+        let (Some(lock), Some(written)) = (self.object_lock(), &self.written) else {
+            return Ok(0);
+        };
+        let period = lock.period_secs as i64;
+        let now = chrono::Utc::now().timestamp();
+        let needed = now + period;
+        let target = crate::backend::Retention {
+            mode: lock.mode,
+            until: needed + lock.slack().as_secs() as i64,
+        };
+        let mut files: Vec<(FileKind, String)> = packs
+            .iter()
+            .map(|(k, id)| (pack_file_kind(*k), id.to_hex()))
+            .collect();
+        files.extend(
+            self.cache
+                .index()
+                .files()?
+                .into_iter()
+                .map(|id| (FileKind::Index, id.to_hex())),
+        );
+        files.push((FileKind::Config, "config".to_string()));
+        files.push((FileKind::Key, self.key_id.to_hex()));
+        let written = written.lock().unwrap().clone();
+        // What this process wrote is remembered for the next runs too.
+        let dates: Vec<(&str, String, i64)> = written
+            .iter()
+            .map(|((kind, name), until)| (kind.dir(), name.clone(), *until))
+            .collect();
+        self.cache.retention_put(&dates)?;
+        let mut due = Vec::new();
+        for (kind, name) in files {
+            let known = match written.get(&(kind, name.clone())) {
+                Some(u) => Some(*u),
+                None => self.cache.retention_get(kind.dir(), &name)?,
+            };
+            if known.is_none_or(|u| u < needed) {
+                due.push((kind, name));
+            }
+        }
+        let extended: Vec<Result<(FileKind, String, i64)>> = self.with_read_pool(|| {
+            due.into_par_iter()
+                .map(
+                    |(kind, name)| match self.backend.retain(kind, &name, target) {
+                        Ok(()) => Ok((kind, name, target.until)),
+                        // Compliance mode refuses to shorten: another host extended further.
+                        Err(e) => match self.backend.retention(kind, &name) {
+                            Ok(Some(u)) if u >= needed => Ok((kind, name, u)),
+                            _ => Err(e),
+                        },
+                    },
+                )
+                .collect()
+        });
+        let mut dates = Vec::new();
+        let mut first_error = None;
+        for r in extended {
+            match r {
+                Ok((kind, name, until)) => dates.push((kind.dir(), name, until)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // What was extended is remembered even when something else failed.
+        self.cache.retention_put(&dates)?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(dates.len()),
+        }
     }
 
     /// The repository's config.
