@@ -17,6 +17,9 @@ pub trait Progress: Sync {
     fn found(&self, _files: u64, _bytes: u64, _complete: bool) {}
     /// One file was handled: read, or skipped as unchanged (its bytes go to `advance`).
     fn file_done(&self, _path: &std::path::Path) {}
+    /// A long wait with no work to show (thaws of archived packs): worth a line in a log
+    /// too, where no bar is drawn.
+    fn waiting(&self, _msg: &str) {}
 }
 
 /// Reports nothing.

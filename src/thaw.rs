@@ -162,7 +162,7 @@ pub fn thaw_then_read(
     ready(&now);
     let mut pause = wait.first_poll;
     while !pending.is_empty() {
-        progress.message(&format!(
+        progress.waiting(&format!(
             "waiting for {} archived pack(s) to thaw ({} requested now); next look in {}",
             pending.len(),
             report.requested,

@@ -284,6 +284,12 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
     backup("d", 4);
     let out = strata(&["dump", "latest", "/", "--thaw-poll", "10ms"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Without a terminal each look is a line, for the log of a long wait.
+    assert!(
+        stderr(&out).contains("waiting for 1 archived pack(s) to thaw (1 requested now)"),
+        "{}",
+        stderr(&out)
+    );
     let listing = tar_list(&out.stdout);
     assert!(listing.iter().any(|l| l.ends_with("/d")), "{listing:?}");
 

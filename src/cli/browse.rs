@@ -287,7 +287,7 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
     }
     if let Some(wait) = args.cold.wait() {
         let packs = strata::thaw::packs_needed(&repo, &snap, only.as_ref())?;
-        let bar = Bar::new(global.show_progress(), false, "thaw");
+        let bar = Bar::new(global.show_progress(), false, "thaw").quiet(global.quiet);
         strata::thaw::wait_until_readable(&repo, &packs, &wait, &bar)?;
         bar.finish();
     }

@@ -39,7 +39,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
         (false, None, None) => ReadData::None,
     };
     let repo = global.open()?;
-    let bar = Bar::new(global.show_progress(), false, "check");
+    let bar = Bar::new(global.show_progress(), false, "check").quiet(global.quiet);
     let opts = check::CheckOptions {
         read_data: mode,
         filter: args.filter.filter(),

@@ -10,6 +10,7 @@ pub struct Bar {
     bar: Option<ProgressBar>,
     bytes: bool,
     verbose: bool,
+    quiet: bool,
     /// Files handled, and found by the scan (backup).
     files_done: AtomicU64,
     files_found: AtomicU64,
@@ -25,6 +26,12 @@ impl Bar {
         self
     }
 
+    /// `-q`: no lines about waits either.
+    pub fn quiet(mut self, on: bool) -> Self {
+        self.quiet = on;
+        self
+    }
+
     pub fn new(show: bool, bytes: bool, what: &str) -> Self {
         let bar = show.then(|| {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -37,6 +44,7 @@ impl Bar {
             bar,
             bytes,
             verbose: false,
+            quiet: false,
             files_done: AtomicU64::new(0),
             files_found: AtomicU64::new(0),
             shown: AtomicU64::new(0),
@@ -146,6 +154,14 @@ impl Progress for Bar {
     fn file_done(&self, path: &std::path::Path) {
         self.files_done.fetch_add(1, Ordering::Relaxed);
         self.show_files(Some(path));
+    }
+
+    fn waiting(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(msg.to_string()),
+            None if !self.quiet => eprintln!("{}", plain(msg)),
+            None => {}
+        }
     }
 
     fn warning(&self, msg: &str) {

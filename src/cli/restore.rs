@@ -201,7 +201,7 @@ fn one(
             args.target.display()
         );
     }
-    let bar = Bar::new(global.show_progress(), true, "restore");
+    let bar = Bar::new(global.show_progress(), true, "restore").quiet(global.quiet);
     let report = restore::run(repo, snap, opts, &bar)?;
     bar.finish();
     if let (Some(t), false) = (&report.thaw, global.quiet || global.json) {

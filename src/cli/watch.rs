@@ -101,7 +101,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
             code = exit::FAILURE;
             continue;
         };
-        let bar = Bar::new(global.show_progress(), false, "drill");
+        let bar = Bar::new(global.show_progress(), false, "drill").quiet(global.quiet);
         let opts = DrillOptions {
             sample,
             scratch: scratch.clone(),
