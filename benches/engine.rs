@@ -81,7 +81,7 @@ fn seal(c: &mut Criterion) {
         let sealed = SealedBlob::seal(&key, id, BlobKind::Data, &data, 3);
         let mut pb = PackBuilder::new(BlobKind::Data);
         pb.add(sealed);
-        let pack = pb.finish(&key);
+        let pack = pb.finish(&key, true);
         let e = pack.entries[0];
         g.bench_with_input(BenchmarkId::new("open", name), &pack, |b, p| {
             b.iter(|| open_blob(&key, &e, &p.bytes[..e.length as usize]).unwrap())
@@ -113,7 +113,7 @@ fn pack_writing(c: &mut Criterion) {
                     bytes: s.bytes.clone(),
                 });
             }
-            pb.finish(&key).bytes.len()
+            pb.finish(&key, true).bytes.len()
         })
     });
     g.finish();

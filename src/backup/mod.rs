@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::patterns::Patterns;
 use crate::progress::Progress;
-use crate::repo::config::FORMAT_VERSION;
+use crate::repo::config::FILE_VERSION;
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Lineage, Snapshot, Summary};
 use crate::repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
@@ -247,7 +247,7 @@ pub fn run(
         summary.files_removed += repo.set_state(&set_key).unseen(mark)?;
     }
     let snapshot = Snapshot {
-        version: FORMAT_VERSION,
+        version: FILE_VERSION,
         time: time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
         host,
         user: util::username(),

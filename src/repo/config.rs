@@ -5,7 +5,12 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version new repositories get: 2, the compact metadata encoding (§6.1).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads and writes.
+pub const OLDEST_VERSION: u32 = 1;
+/// The `version` field of snapshots and index files, unchanged since format version 1.
+pub const FILE_VERSION: u32 = 1;
 
 /// The repository's config file (format-spec §4): fixed at `init`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,6 +55,11 @@ impl ObjectLock {
 }
 
 impl Config {
+    /// Whether index files and pack headers are written in the compact encoding.
+    pub fn compact(&self) -> bool {
+        self.version >= 2
+    }
+
     /// A config for a new repository, with a fresh id.
     pub fn new(chunker: ChunkerParams, compression_level: i32) -> Self {
         use rand::RngCore;

@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 use super::pack::{BlobEntry, BlobKind};
 use crate::id::{IndexId, PackId};
 
-/// `index/<id>`: an encrypted CBOR [`IndexFile`].
+/// `index/<id>`: an encrypted CBOR [`IndexFile`]: a map (format version 1, what
+/// `Serialize` writes) or, zstd-compressed, a compact array (version 2, format-spec §7.1). Both are
+/// read.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "IndexForm")]
 pub struct IndexFile {
     /// Index format version (1).
     pub version: u32,
@@ -45,6 +48,125 @@ impl ObsoletePack {
         } else {
             self.entries.iter().map(|e| e.id).collect()
         }
+    }
+}
+
+/// The map form of format version 1, as read.
+#[derive(Deserialize)]
+struct MapForm {
+    version: u32,
+    #[serde(default)]
+    supersedes: Vec<IndexId>,
+    packs: Vec<IndexedPack>,
+    #[serde(default)]
+    obsolete: Vec<ObsoletePack>,
+}
+
+/// The compact form (format-spec §7): `[version, supersedes, packs, obsolete]`, each pack
+/// `[id, kind, size, entries]` and each mark `[id, kind, marked, entries]`, with the
+/// entries in the column encoding of pack headers.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CompactIndex(u32, Vec<IndexId>, Vec<CompactPack>, Vec<CompactMark>);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CompactPack(
+    PackId,
+    BlobKind,
+    u64,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+);
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct CompactMark(
+    PackId,
+    BlobKind,
+    String,
+    #[serde(with = "serde_bytes")] Vec<u8>,
+);
+
+impl From<&IndexFile> for CompactIndex {
+    fn from(f: &IndexFile) -> Self {
+        use super::compact::encode_entries;
+        CompactIndex(
+            f.version,
+            f.supersedes.clone(),
+            f.packs
+                .iter()
+                .map(|p| CompactPack(p.id, p.kind, p.size, encode_entries(&p.blobs)))
+                .collect(),
+            f.obsolete
+                .iter()
+                .map(|m| CompactMark(m.id, m.kind, m.marked.clone(), encode_entries(&m.entries)))
+                .collect(),
+        )
+    }
+}
+
+/// Either form, told apart by the CBOR item: a map or an array.
+enum IndexForm {
+    Map(MapForm),
+    Compact(CompactIndex),
+}
+
+impl<'de> Deserialize<'de> for IndexForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = IndexForm;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an index file: a map (version 1) or an array (compact)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<IndexForm, A::Error> {
+                MapForm::deserialize(MapAccessDeserializer::new(a)).map(IndexForm::Map)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<IndexForm, A::Error> {
+                CompactIndex::deserialize(SeqAccessDeserializer::new(a)).map(IndexForm::Compact)
+            }
+        }
+        d.deserialize_any(Form)
+    }
+}
+
+impl TryFrom<IndexForm> for IndexFile {
+    type Error = String;
+    fn try_from(form: IndexForm) -> Result<Self, String> {
+        use super::compact::decode_entries;
+        Ok(match form {
+            IndexForm::Map(m) => IndexFile {
+                version: m.version,
+                supersedes: m.supersedes,
+                packs: m.packs,
+                obsolete: m.obsolete,
+            },
+            IndexForm::Compact(CompactIndex(version, supersedes, packs, marks)) => IndexFile {
+                version,
+                supersedes,
+                packs: packs
+                    .into_iter()
+                    .map(|CompactPack(id, kind, size, entries)| {
+                        Ok(IndexedPack {
+                            id,
+                            kind,
+                            size,
+                            blobs: decode_entries(kind, &entries)?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+                obsolete: marks
+                    .into_iter()
+                    .map(|CompactMark(id, kind, marked, entries)| {
+                        Ok(ObsoletePack {
+                            id,
+                            kind,
+                            marked,
+                            blobs: Vec::new(),
+                            entries: decode_entries(kind, &entries)?,
+                        })
+                    })
+                    .collect::<Result<_, String>>()?,
+            },
+        })
     }
 }
 
@@ -94,5 +216,54 @@ mod tests {
             let back: IndexFile = ciborium::from_reader(&buf[..]).unwrap();
             prop_assert_eq!(back, f);
         }
+
+        #[test]
+        fn compact_round_trip(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+                              size in any::<u64>(), kind in prop_oneof![Just(BlobKind::Data), Just(BlobKind::Tree)]) {
+            let blobs: Vec<BlobEntry> = ids.iter().enumerate().map(|(i, id)| BlobEntry {
+                id: BlobId(*id),
+                kind,
+                offset: i as u64 * 100,
+                length: 100,
+                raw_length: 60 + i as u32,
+                compression: if i % 2 == 0 { Compression::Zstd } else { Compression::None },
+            }).collect();
+            let f = IndexFile {
+                version: 1,
+                supersedes: vec![IndexId([3; 32])],
+                packs: vec![IndexedPack { id: PackId([1; 32]), kind, size, blobs: blobs.clone() }],
+                obsolete: vec![
+                    ObsoletePack { id: PackId([2; 32]), kind, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![], entries: vec![] },
+                    ObsoletePack { id: PackId([5; 32]), kind, marked: "2026-11-25T00:00:00Z".into(), blobs: vec![], entries: blobs.clone() },
+                ],
+            };
+            let mut buf = Vec::new();
+            ciborium::into_writer(&CompactIndex::from(&f), &mut buf).unwrap();
+            let back: IndexFile = ciborium::from_reader(&buf[..]).unwrap();
+            prop_assert_eq!(&back, &f);
+            // Smaller than the map form as soon as there are entries.
+            let mut map = Vec::new();
+            ciborium::into_writer(&f, &mut map).unwrap();
+            prop_assert!(ids.is_empty() || buf.len() < map.len());
+        }
+    }
+
+    #[test]
+    fn a_compact_index_with_damaged_entries_is_refused() {
+        let mut buf = Vec::new();
+        let bad = CompactIndex(
+            1,
+            vec![],
+            vec![CompactPack(
+                PackId([1; 32]),
+                BlobKind::Data,
+                10,
+                vec![1, 0, 0, 0],
+            )],
+            vec![],
+        );
+        ciborium::into_writer(&bad, &mut buf).unwrap();
+        let err = ciborium::from_reader::<IndexFile, _>(&buf[..]).unwrap_err();
+        assert!(err.to_string().contains("entries"), "{err}");
     }
 }

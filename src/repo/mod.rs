@@ -1,6 +1,7 @@
 //! The repository: objects on a backend, encrypted and named by content, plus the local
 //! cache that mirrors them.
 
+mod compact;
 pub mod config;
 pub mod index;
 pub mod keys;
@@ -19,7 +20,7 @@ use crate::cache::{BlobIndex, BlobLocation, Cache, SetState, Transaction, UsedBl
 use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Missing, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
-use config::{Config, FORMAT_VERSION};
+use config::{Config, FILE_VERSION, FORMAT_VERSION, OLDEST_VERSION};
 use index::{IndexFile, IndexedPack, ObsoletePack};
 use keys::KeyFile;
 use pack::{open_blob, FinishedPack};
@@ -237,7 +238,7 @@ impl Repository {
         config: Config,
         cache_base: &Path,
     ) -> Result<Self> {
-        if config.version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&config.version) {
             return Err(Error::UnsupportedVersion(config.version));
         }
         config
@@ -486,7 +487,7 @@ impl Repository {
 
     /// A pack's bytes with its sealed header, ready to write.
     pub(crate) fn finish_pack(&self, builder: pack::PackBuilder) -> FinishedPack {
-        builder.finish(&self.key)
+        builder.finish(&self.key, self.config.compact())
     }
 
     // ---- the local cache, by part ----
@@ -638,6 +639,19 @@ impl Repository {
         Ok(id)
     }
 
+    /// Seals and stores an index file, in the compact encoding where the format has it.
+    fn save_index(&self, file: &IndexFile) -> Result<[u8; 32]> {
+        if !self.config.compact() {
+            return self.save_file(FileKind::Index, file);
+        }
+        let plain = compact::compress(&encode(&index::CompactIndex::from(file)));
+        let sealed = self.key.seal(&plain, aad(FileKind::Index));
+        let id = content_address(&sealed);
+        self.backend
+            .write(FileKind::Index, &hex::encode(id), &sealed)?;
+        Ok(id)
+    }
+
     /// Reads a file, checks it against its name, decrypts and decodes it.
     pub(crate) fn load_file<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<T> {
         let sealed = self.backend.read(kind, name)?;
@@ -651,7 +665,11 @@ impl Repository {
         name: &str,
         sealed: &[u8],
     ) -> Result<T> {
-        let plain = self.open_sealed(kind, name, sealed)?;
+        let mut plain = self.open_sealed(kind, name, sealed)?;
+        if plain.starts_with(&compact::ZSTD_MAGIC) {
+            plain = compact::decompress(&plain)
+                .map_err(|e| Error::corrupt(format!("{kind} {name}"), e))?;
+        }
         ciborium::from_reader(&plain[..])
             .map_err(|e| Error::corrupt(format!("{kind} {name}"), format!("CBOR: {e}")))
     }
@@ -808,7 +826,7 @@ impl Repository {
         }
         let n = found.len();
         let stand_in = IndexFile {
-            version: FORMAT_VERSION,
+            version: FILE_VERSION,
             supersedes: Vec::new(),
             packs: Vec::new(),
             obsolete: found,
@@ -936,12 +954,12 @@ impl Repository {
             }
             let (obsolete, supersedes) = first.take().unwrap_or_default();
             let file = IndexFile {
-                version: FORMAT_VERSION,
+                version: FILE_VERSION,
                 supersedes,
                 packs: pending,
                 obsolete,
             };
-            self.save_file(FileKind::Index, &file)?;
+            self.save_index(&file)?;
             written += 1;
         }
         for id in supersedes {
@@ -962,12 +980,12 @@ impl Repository {
         supersedes: &[IndexId],
     ) -> Result<IndexId> {
         let file = IndexFile {
-            version: FORMAT_VERSION,
+            version: FILE_VERSION,
             supersedes: supersedes.to_vec(),
             packs,
             obsolete: Vec::new(),
         };
-        let id = IndexId(self.save_file(FileKind::Index, &file)?);
+        let id = IndexId(self.save_index(&file)?);
         self.cache.index().add_file(&id, &file)?;
         Ok(id)
     }

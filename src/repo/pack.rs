@@ -327,9 +327,14 @@ impl PackBuilder {
     }
 
     /// The pack's bytes: the blobs, then the sealed header and its length.
-    pub fn finish(self, key: &MasterKey) -> FinishedPack {
-        let mut header = Vec::new();
-        ciborium::into_writer(&self.entries, &mut header).expect("CBOR into memory");
+    pub fn finish(self, key: &MasterKey, compact: bool) -> FinishedPack {
+        let header = if compact {
+            super::compact::encode_header(self.kind, &self.entries)
+        } else {
+            let mut header = Vec::new();
+            ciborium::into_writer(&self.entries, &mut header).expect("CBOR into memory");
+            header
+        };
         let sealed = key.seal(&header, HEADER_AAD);
         let mut bytes = self.buf;
         bytes.extend_from_slice(&sealed);
@@ -358,6 +363,9 @@ pub fn read_header(key: &MasterKey, id: &PackId, bytes: &[u8]) -> Result<Vec<Blo
     let header = key
         .open(sealed, HEADER_AAD)
         .ok_or_else(|| bad("header authentication failed".into()))?;
+    if header.starts_with(&super::compact::ZSTD_MAGIC) {
+        return super::compact::decode_header(&header).map_err(|e| bad(format!("header: {e}")));
+    }
     ciborium::from_reader(&header[..]).map_err(|e| bad(format!("header: {e}")))
 }
 
@@ -405,14 +413,14 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn pack_round_trip(blobs in proptest::collection::vec(
-            proptest::collection::vec(any::<u8>(), 0..3000), 1..8)) {
+            proptest::collection::vec(any::<u8>(), 0..3000), 1..8), compact in any::<bool>()) {
             let key = MasterKey::generate();
             let mut b = PackBuilder::new(BlobKind::Data);
             for (i, plain) in blobs.iter().enumerate() {
                 let level = if i % 2 == 0 { 3 } else { 0 };
                 b.add(SealedBlob::seal(&key, key.blob_id(plain), BlobKind::Data, plain, level));
             }
-            let pack = b.finish(&key);
+            let pack = b.finish(&key, compact);
             prop_assert_eq!(pack.id.0, content_address(&pack.bytes));
             let header = read_header(&key, &pack.id, &pack.bytes).unwrap();
             prop_assert_eq!(&header, &pack.entries);
@@ -433,7 +441,7 @@ mod tests {
         assert!(s.bytes.len() < 1000);
         let mut b = PackBuilder::new(BlobKind::Data);
         b.add(s);
-        let mut pack = b.finish(&key);
+        let mut pack = b.finish(&key, true);
         let e = pack.entries[0];
         pack.bytes[30] ^= 0x40;
         let err = open_blob(&key, &e, &pack.bytes[..e.length as usize]).unwrap_err();
