@@ -180,8 +180,45 @@ fn forget_summarizes_per_group_and_prune_dry_run_says_what_it_would_do(env: &Env
     );
 }
 
+/// `forget --snapshot ID`: exactly the snapshots named (a unique prefix will do), no
+/// policy, with a dry run and `--prune`; an unknown id is an error and removes nothing.
+fn forget_named_snapshots(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3u64 {
+        fs::write(src.join("f"), noise(50_000, i)).unwrap();
+        let v = env.backup(&[src.to_str().unwrap()]);
+        ids.push(v["snapshot_id"].as_str().unwrap().to_string());
+    }
+    let out = env.run(&["forget", "--snapshot", &ids[0], "--keep-last", "1"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = env.run(&["forget", "--snapshot", "0000000000"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let v = env.json(&["forget", "--dry-run", "--snapshot", &ids[0][..12]]);
+    assert_eq!(v["removed"][0], ids[0].as_str(), "{v}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+    let v = env.json(&[
+        "forget",
+        "--snapshot",
+        &ids[0][..12],
+        "--snapshot",
+        &ids[1],
+        "--prune",
+        "--instant-delete",
+    ]);
+    assert_eq!(v["removed"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["prune"]["packs_deleted"].as_u64().unwrap() > 0, "{v}");
+    let left = env.json(&["snapshots"]);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["id"], ids[2].as_str());
+    env.assert_read_data_clean();
+}
+
 conformance!(
     forget_by_policy_per_group_with_dry_run,
+    forget_named_snapshots,
     forget_refuses_without_a_rule,
     forget_summarizes_per_group_and_prune_dry_run_says_what_it_would_do
 );

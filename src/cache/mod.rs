@@ -271,8 +271,14 @@ impl Cache {
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
             .map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(err)?;
+        // A 32 MiB page cache (SQLite's default is 2 MiB): an index of 10^6 blobs is
+        // ~100 MiB of B-tree, and with 2 MiB every insert of a rebuild and every lookup of a
+        // prune went to the kernel for its pages (two thirds of a rebuild's time). Bounded,
+        // so memory stays flat however large the repository grows.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;",
+        )
+        .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Cache {
             conn: Mutex::new(conn),

@@ -40,6 +40,9 @@ pub struct ForgetArgs {
     /// Keep snapshots with this tag (repeatable).
     #[arg(long = "keep-tag")]
     keep_tags: Vec<String>,
+    /// Remove this snapshot (id or unique prefix; repeatable), whatever any policy says.
+    #[arg(long = "snapshot", value_name = "ID", conflicts_with_all = ["sets", "all"])]
+    snapshots: Vec<String>,
     /// Show what would be kept and removed, remove nothing.
     #[arg(long)]
     dry_run: bool,
@@ -68,6 +71,14 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
         within,
         tags: args.keep_tags.clone(),
     };
+    if !args.snapshots.is_empty() {
+        if !flags.is_empty() {
+            return Err(anyhow!(
+                "--snapshot removes the snapshots named: give no --keep-* rule"
+            ));
+        }
+        return forget_named(global, &args);
+    }
     let jobs = jobs(global, &args, flags)?;
     if let Some(job) = jobs.iter().find(|j| j.policy.is_empty()) {
         // Before the password is asked for; the library refuses it too.
@@ -87,22 +98,86 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     } else {
         None
     };
-    if !args.dry_run && global.metrics().is_some() {
+    if !args.dry_run {
         let removed = plans.iter().map(|p| p.remove.len()).sum();
-        let left = repo.snapshots();
-        global.update_metrics(|s| {
-            if let Ok(left) = &left {
-                metrics::record_forget(s, removed, left);
-            }
-            if let Some(r) = &pruned {
-                metrics::record_prune(s, r);
-            }
-        });
+        update_metrics(global, &repo, removed, pruned.as_ref());
     }
     if global.json {
         output::print_json(&json!({"dry_run": args.dry_run, "groups": plans, "prune": pruned}));
     } else if !global.quiet {
         print_plans(&plans, args.dry_run, global.verbose > 0);
+    }
+    if let (Some(r), false) = (&pruned, global.json) {
+        super::prune::print(global, r, false);
+    }
+    Ok(exit::OK)
+}
+
+/// The forget (and prune) series of the metrics file, when there is one.
+fn update_metrics(
+    global: &Global,
+    repo: &strata::Repository,
+    removed: usize,
+    pruned: Option<&strata::prune::PruneReport>,
+) {
+    if global.metrics().is_none() {
+        return;
+    }
+    let left = repo.snapshots();
+    global.update_metrics(|s| {
+        if let Ok(left) = &left {
+            metrics::record_forget(s, removed, left);
+        }
+        if let Some(r) = pruned {
+            metrics::record_prune(s, r);
+        }
+    });
+}
+
+/// `--snapshot ID...`: exactly those, each found first (a prefix must be unique), then
+/// removed; `--prune` and `--dry-run` as with a policy.
+fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let filter = args.filter.filter();
+    let mut found = Vec::new();
+    for s in &args.snapshots {
+        found.push(repo.find_snapshot_in(s, &filter)?);
+    }
+    found.sort_by_key(|(id, _)| *id);
+    found.dedup_by_key(|(id, _)| *id);
+    if !args.dry_run {
+        for (id, _) in &found {
+            repo.remove_snapshot(id)?;
+        }
+    }
+    let pruned = if args.prune && !args.dry_run {
+        Some(super::prune::execute(
+            global,
+            &repo,
+            &args.prune_opts.options(false)?,
+        )?)
+    } else {
+        None
+    };
+    if !args.dry_run {
+        update_metrics(global, &repo, found.len(), pruned.as_ref());
+    }
+    if global.json {
+        let removed: Vec<String> = found.iter().map(|(id, _)| id.to_hex()).collect();
+        output::print_json(&json!({"dry_run": args.dry_run, "removed": removed, "prune": pruned}));
+    } else if !global.quiet {
+        for (id, snap) in &found {
+            println!(
+                "  {}  {}  {}",
+                if args.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                id.short(),
+                output::when(&snap.time)
+            );
+        }
     }
     if let (Some(r), false) = (&pruned, global.json) {
         super::prune::print(global, r, false);
