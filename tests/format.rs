@@ -30,9 +30,11 @@ fn bytes_under(dir: &Path) -> u64 {
         .sum()
 }
 
-fn init_version_1(env: &Env) {
+/// A repository of format `version`, made through the library (`init` makes only the
+/// newest).
+fn init_version(env: &Env, version: u32) {
     let mut config = strata::Config::new(strata::ChunkerParams::default(), 3);
-    config.version = 1;
+    config.version = version;
     let backend = strata::backend::open(&env.repo).unwrap();
     strata::Repository::init(
         backend,
@@ -46,7 +48,7 @@ fn init_version_1(env: &Env) {
 #[test]
 fn a_version_1_repository_stays_readable_and_keeps_its_encoding() {
     let old = &Env::local();
-    init_version_1(old);
+    init_version(old, 1);
     let new = &Env::local();
     assert!(new.cmd().arg("init").output().unwrap().status.success());
     let src = old.path("src");
@@ -109,16 +111,7 @@ fn a_version_1_repository_stays_readable_and_keeps_its_encoding() {
 #[test]
 fn a_build_refuses_a_format_version_it_does_not_know() {
     let env = &Env::local();
-    let mut config = strata::Config::new(strata::ChunkerParams::default(), 3);
-    config.version = 3;
-    let backend = strata::backend::open(&env.repo).unwrap();
-    strata::Repository::init(
-        backend,
-        PASSWORD.as_bytes(),
-        config,
-        &strata::KdfCost::INSECURE_FOR_TESTS,
-    )
-    .unwrap();
+    init_version(env, 3);
     let out = env.cmd().arg("snapshots").output().unwrap();
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("version 3"), "{}", stderr(&out));

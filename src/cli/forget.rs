@@ -89,19 +89,8 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     }
     let repo = global.open()?;
     let plans = retention::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
-    let pruned = if args.prune && !args.dry_run {
-        Some(super::prune::execute(
-            global,
-            &repo,
-            &args.prune_opts.options(false)?,
-        )?)
-    } else {
-        None
-    };
-    if !args.dry_run {
-        let removed = plans.iter().map(|p| p.remove.len()).sum();
-        update_metrics(global, &repo, removed, pruned.as_ref());
-    }
+    let removed = plans.iter().map(|p| p.remove.len()).sum();
+    let pruned = prune_after(global, &repo, &args, removed)?;
     if global.json {
         output::print_json(&json!({"dry_run": args.dry_run, "groups": plans, "prune": pruned}));
     } else if !global.quiet {
@@ -113,25 +102,37 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-/// The forget (and prune) series of the metrics file, when there is one.
-fn update_metrics(
+/// After `removed` snapshots went: `--prune`, then the forget (and prune) series of the
+/// metrics file, when there is one. A dry run does neither.
+fn prune_after(
     global: &Global,
     repo: &strata::Repository,
+    args: &ForgetArgs,
     removed: usize,
-    pruned: Option<&strata::prune::PruneReport>,
-) {
-    if global.metrics().is_none() {
-        return;
+) -> anyhow::Result<Option<strata::prune::PruneReport>> {
+    if args.dry_run {
+        return Ok(None);
     }
-    let left = repo.snapshots();
-    global.update_metrics(|s| {
-        if let Ok(left) = &left {
-            metrics::record_forget(s, removed, left);
-        }
-        if let Some(r) = pruned {
-            metrics::record_prune(s, r);
-        }
-    });
+    let pruned = match args.prune {
+        true => Some(super::prune::execute(
+            global,
+            repo,
+            &args.prune_opts.options(false)?,
+        )?),
+        false => None,
+    };
+    if global.metrics().is_some() {
+        let left = repo.snapshots();
+        global.update_metrics(|s| {
+            if let Ok(left) = &left {
+                metrics::record_forget(s, removed, left);
+            }
+            if let Some(r) = &pruned {
+                metrics::record_prune(s, r);
+            }
+        });
+    }
+    Ok(pruned)
 }
 
 /// `--snapshot ID...`: exactly those, each found first (a prefix must be unique), then
@@ -150,18 +151,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
             repo.remove_snapshot(id)?;
         }
     }
-    let pruned = if args.prune && !args.dry_run {
-        Some(super::prune::execute(
-            global,
-            &repo,
-            &args.prune_opts.options(false)?,
-        )?)
-    } else {
-        None
-    };
-    if !args.dry_run {
-        update_metrics(global, &repo, found.len(), pruned.as_ref());
-    }
+    let pruned = prune_after(global, &repo, args, found.len())?;
     if global.json {
         let removed: Vec<String> = found.iter().map(|(id, _)| id.to_hex()).collect();
         output::print_json(&json!({"dry_run": args.dry_run, "removed": removed, "prune": pruned}));
