@@ -742,9 +742,7 @@ impl Repository {
                     self.open_file::<IndexFile>(FileKind::Index, &id.to_hex(), &bytes),
                 )
             });
-            for (id, loaded) in
-                ready.chain(self.load_many::<IndexFile, _>(FileKind::Index, &to_load))
-            {
+            for (id, loaded) in ready.chain(self.load_index_files(&to_load)) {
                 match loaded {
                     Ok(file) => self.cache.index().add_file(&id, &file)?,
                     // One damaged index file must not stop every operation: its packs are
@@ -764,6 +762,17 @@ impl Repository {
         })();
         result?;
         tx.commit()
+    }
+
+    /// Index files, decoded a batch at a time as the caller consumes them: a rebuild holds
+    /// one batch of decoded entries, not the whole index (10^6 blobs are ~64 MB decoded).
+    fn load_index_files<'a>(
+        &'a self,
+        ids: &'a [IndexId],
+    ) -> impl Iterator<Item = (IndexId, Result<IndexFile>)> + 'a {
+        let batch = self.backend.read_concurrency().max(1) * 4;
+        ids.chunks(batch)
+            .flat_map(move |chunk| self.load_many::<IndexFile, _>(FileKind::Index, chunk))
     }
 
     /// Loads sealed files of one kind, several requests in flight (a bare machine reads
@@ -890,7 +899,7 @@ impl Repository {
             if !in_sync {
                 self.cache.index().clear()?;
             }
-            for (id, loaded) in self.load_many::<IndexFile, _>(FileKind::Index, &listed) {
+            for (id, loaded) in self.load_index_files(&listed) {
                 match loaded {
                     Ok(file) => {
                         if !in_sync {
