@@ -14,11 +14,11 @@ use serde::Serialize;
 use crate::backend::lifecycle::ARCHIVE_CLASSES;
 use crate::backend::{FileKind, ThawState, ThawTier};
 use crate::error::Result;
-use crate::id::PackId;
+use crate::id::{PackId, TreeId};
 use crate::patterns::Patterns;
 use crate::progress::Progress;
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::NodeKind;
+use crate::repo::tree::{Node, NodeKind};
 use crate::repo::Repository;
 use crate::walk::{TreeWalk, Visit};
 
@@ -65,8 +65,37 @@ pub fn packs_needed(
     snapshot: &Snapshot,
     includes: Option<&Patterns>,
 ) -> Result<BTreeSet<PackId>> {
+    packs_of_tree(repo, &snapshot.tree, includes)
+}
+
+/// The data packs of what `dump` of `node` reads: a file's, or those of a directory and
+/// everything below it; `None` (the root) is the whole snapshot.
+pub fn packs_below(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    node: Option<&Node>,
+) -> Result<BTreeSet<PackId>> {
+    match node {
+        None => packs_of_tree(repo, &snapshot.tree, None),
+        Some(n) if n.kind == NodeKind::File => n
+            .content
+            .iter()
+            .map(|id| Ok(repo.lookup_blob(id)?.pack))
+            .collect(),
+        Some(n) => match &n.subtree {
+            Some(tree) => packs_of_tree(repo, tree, None),
+            None => Ok(BTreeSet::new()),
+        },
+    }
+}
+
+fn packs_of_tree(
+    repo: &Repository,
+    tree: &TreeId,
+    includes: Option<&Patterns>,
+) -> Result<BTreeSet<PackId>> {
     let mut packs = BTreeSet::new();
-    for visit in TreeWalk::new(repo, &snapshot.tree) {
+    for visit in TreeWalk::new(repo, tree) {
         let Visit::Node { path, node, .. } = visit else {
             continue;
         };
@@ -137,65 +166,40 @@ pub fn thaw_then_read(
         packs: packs.len(),
         ..Default::default()
     };
-    let mut pending: Vec<PackId> = Vec::new();
-    let mut now: Vec<PackId> = Vec::new();
-    for (i, pack) in packs.iter().enumerate() {
+    // One look: HEAD, and a thaw request where none is under way (never asked for, or a
+    // thawed copy that expired before it was read). True when the pack can be read.
+    let look = |pack: &PackId, report: &mut WaitReport| -> Result<bool> {
         let name = pack.to_hex();
-        let state = repo.thaw_state(FileKind::Data, &name).and_then(|s| {
-            if s == ThawState::Archived {
+        Ok(match repo.thaw_state(FileKind::Data, &name)? {
+            ThawState::Hot | ThawState::Thawed => true,
+            ThawState::Thawing => false,
+            ThawState::Archived => {
                 repo.thaw(FileKind::Data, &name, wait.request.days, wait.request.tier)?;
                 report.requested += 1;
+                false
             }
-            Ok(s)
-        });
-        match state {
-            Ok(ThawState::Hot | ThawState::Thawed) => now.push(*pack),
-            Ok(_) => pending.push(*pack),
-            Err(e) => {
-                ready(&now);
-                let mut left = pending;
-                left.extend_from_slice(&packs[i..]);
-                return Err((e, left));
-            }
-        }
-    }
-    ready(&now);
+        })
+    };
+    let mut pending = packs.to_vec();
     let mut pause = wait.first_poll;
-    while !pending.is_empty() {
-        progress.waiting(&format!(
-            "waiting for {} archived pack(s) to thaw ({} requested now); next look in {}",
-            pending.len(),
-            report.requested,
-            humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)))
-        ));
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(wait.max_poll);
-        let mut still = Vec::new();
-        let mut now = Vec::new();
+    for round in 0.. {
+        if round > 0 {
+            progress.waiting(&format!(
+                "waiting for {} archived pack(s) to thaw ({} requested now); next look in {}",
+                pending.len(),
+                report.requested,
+                humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)))
+            ));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(wait.max_poll);
+        }
+        let (mut now, mut still) = (Vec::new(), Vec::new());
         for (i, pack) in pending.iter().enumerate() {
-            report.polls += 1;
-            match repo.thaw_state(FileKind::Data, &pack.to_hex()) {
-                Ok(ThawState::Thawing) => still.push(*pack),
-                // Archived again: the copy expired before it was read; ask once more.
-                Ok(ThawState::Archived) => {
-                    match repo.thaw(
-                        FileKind::Data,
-                        &pack.to_hex(),
-                        wait.request.days,
-                        wait.request.tier,
-                    ) {
-                        Ok(()) => {
-                            report.requested += 1;
-                            still.push(*pack);
-                        }
-                        Err(e) => {
-                            ready(&now);
-                            still.extend_from_slice(&pending[i..]);
-                            return Err((e, still));
-                        }
-                    }
-                }
-                Ok(_) => now.push(*pack),
+            // The first round finds out and requests; the later ones are the polls.
+            report.polls += u64::from(round > 0);
+            match look(pack, &mut report) {
+                Ok(true) => now.push(*pack),
+                Ok(false) => still.push(*pack),
                 Err(e) => {
                     ready(&now);
                     still.extend_from_slice(&pending[i..]);
@@ -204,6 +208,9 @@ pub fn thaw_then_read(
             }
         }
         ready(&now);
+        if still.is_empty() {
+            break;
+        }
         pending = still;
     }
     report.waited_seconds = started.elapsed().as_secs_f64();
@@ -218,23 +225,16 @@ pub fn wait_until_readable(
     wait: &ThawWait,
     progress: &dyn Progress,
 ) -> Result<Option<WaitReport>> {
-    let archived: Vec<PackId> = {
-        let listed: HashMap<String, Option<String>> = repo
-            .list_files(FileKind::Data)?
-            .into_iter()
-            .map(|f| (f.name, f.storage_class))
-            .collect();
-        packs
-            .iter()
-            .filter(|p| {
-                listed
-                    .get(&p.to_hex())
-                    .and_then(|c| c.as_deref())
-                    .is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
-            })
-            .copied()
-            .collect()
-    };
+    let listed = listed_data(repo)?;
+    let archived: Vec<PackId> = packs
+        .iter()
+        .filter(|p| {
+            listed
+                .get(&p.to_hex())
+                .is_some_and(|(_, c)| archived_class(c))
+        })
+        .copied()
+        .collect();
     if archived.is_empty() {
         return Ok(None);
     }
@@ -249,39 +249,39 @@ pub fn warm_up(
     packs: &BTreeSet<PackId>,
     opts: WarmUpOptions,
 ) -> Result<WarmUpReport> {
-    survey(repo, packs, Some(opts))
+    survey(repo, packs, opts.tier, Some(opts.days))
 }
 
 /// What thawing `packs` would cost and how long it would take at `tier`, requesting
 /// nothing: what `--no-warm-up` reports instead of waiting.
 pub fn cost(repo: &Repository, packs: &BTreeSet<PackId>, tier: ThawTier) -> Result<WarmUpReport> {
-    let mut r = survey(repo, packs, None)?;
-    // Nothing was requested: the waits are those a request would have.
-    r.expected_wait = r
-        .expected_wait
-        .into_iter()
-        .map(|(class, _)| {
-            let wait = tier
-                .expected_wait(&class)
-                .unwrap_or("not offered at this tier");
-            (class, wait.to_string())
-        })
-        .collect();
-    Ok(r)
+    survey(repo, packs, tier, None)
 }
 
-/// Finds the archived packs among `packs` and requests thaws with `request` (or only
-/// counts them). Without a request, `requested` counts the packs that would be.
-fn survey(
-    repo: &Repository,
-    packs: &BTreeSet<PackId>,
-    request: Option<WarmUpOptions>,
-) -> Result<WarmUpReport> {
-    let listed: HashMap<String, (u64, Option<String>)> = repo
+/// Every data pack's size and storage class, by name: one listing.
+fn listed_data(repo: &Repository) -> Result<HashMap<String, (u64, Option<String>)>> {
+    Ok(repo
         .list_files(FileKind::Data)?
         .into_iter()
         .map(|f| (f.name, (f.size, f.storage_class)))
-        .collect();
+        .collect())
+}
+
+fn archived_class(class: &Option<String>) -> bool {
+    class
+        .as_deref()
+        .is_some_and(|c| ARCHIVE_CLASSES.contains(&c))
+}
+
+/// Finds the archived packs among `packs` and, with `request` (days), requests their
+/// thaws at `tier`; without, `requested` counts the packs that would be requested.
+fn survey(
+    repo: &Repository,
+    packs: &BTreeSet<PackId>,
+    tier: ThawTier,
+    request: Option<u32>,
+) -> Result<WarmUpReport> {
+    let listed = listed_data(repo)?;
     let mut report = WarmUpReport::default();
     let mut waits: BTreeSet<(String, String)> = BTreeSet::new();
     for pack in packs {
@@ -289,36 +289,30 @@ fn survey(
         let (size, class) = listed.get(&name).cloned().unwrap_or_default();
         report.packs += 1;
         report.bytes += size;
-        let class = class.unwrap_or_default();
-        if !ARCHIVE_CLASSES.contains(&class.as_str()) {
+        if !archived_class(&class) {
             report.hot += 1;
             continue;
         }
+        let class = class.unwrap_or_default();
         match repo.thaw_state(FileKind::Data, &name)? {
             ThawState::Hot => report.hot += 1,
             ThawState::Thawed => report.thawed += 1,
             ThawState::Thawing => report.thawing += 1,
-            ThawState::Archived if request.is_none() => {
-                report.requested += 1;
-                report.requested_bytes += size;
-                waits.insert((class.clone(), String::new()));
-            }
             ThawState::Archived => {
-                let opts = request.expect("checked above");
-                let wait =
-                    opts.tier
-                        .expected_wait(&class)
-                        .ok_or_else(|| crate::Error::BadInput {
+                let wait = tier.expected_wait(&class);
+                if let Some(days) = request {
+                    if wait.is_none() {
+                        return Err(crate::Error::BadInput {
                             what: "thaw tier",
-                            reason: format!(
-                                "{class} has no {:?} tier: use standard or bulk",
-                                opts.tier
-                            ),
-                        })?;
-                repo.thaw(FileKind::Data, &name, opts.days, opts.tier)?;
+                            reason: format!("{class} has no {tier:?} tier: use standard or bulk"),
+                        });
+                    }
+                    repo.thaw(FileKind::Data, &name, days, tier)?;
+                }
                 report.requested += 1;
                 report.requested_bytes += size;
-                waits.insert((class.clone(), wait.to_string()));
+                let wait = wait.unwrap_or("not offered at this tier");
+                waits.insert((class, wait.to_string()));
             }
         }
     }

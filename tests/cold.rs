@@ -9,16 +9,23 @@ use std::fs;
 
 use common::*;
 
+/// A new repository in `bucket` at `url_base` (moto, or a proxy in front of it) whose data
+/// packs go to GLACIER.
+fn glacier_repo(env: &Env, url_base: &str, bucket: &str) -> String {
+    let repo = format!("s3:{url_base}/{bucket}/strata");
+    let out = on_moto(env, &repo, &["init", "--data-storage-class", "GLACIER"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    repo
+}
+
 #[test]
 fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     let Some(endpoint) = moto() else { return };
     let bucket = format!("cold-{}", std::process::id());
     let (rt, s3) = moto_bucket(&endpoint, &bucket);
     let env = &Env::local();
-    let repo = format!("s3:{endpoint}/{bucket}/strata");
+    let repo = glacier_repo(env, &endpoint, &bucket);
     let strata = |args: &[&str]| on_moto(env, &repo, args);
-    let out = strata(&["init", "--data-storage-class", "GLACIER"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let src = env.path("src");
     fs::create_dir_all(src.join("cold")).unwrap();
     fs::create_dir_all(src.join("other")).unwrap();
@@ -185,10 +192,8 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
     // Every thaw takes three looks: two HEADs answer "ongoing", as S3 does for hours.
     let proxy = Proxy::start("s3-proxy", &endpoint, &["--thaw-polls", "2"]);
     let env = &Env::local();
-    let repo = format!("s3:{}/{bucket}/strata", proxy.url_base);
+    let repo = glacier_repo(env, &proxy.url_base, &bucket);
     let strata = |args: &[&str]| on_moto(env, &repo, args);
-    let out = strata(&["init", "--data-storage-class", "GLACIER"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     let backup = |name: &str, seed: u64| {
@@ -340,10 +345,8 @@ fn prune_keeps_cold_packs_whole_and_unused_ones_until_their_minimum_duration() {
     let bucket = format!("cold-prune-{}", std::process::id());
     let (rt, s3) = moto_bucket(&endpoint, &bucket);
     let env = &Env::local();
-    let repo = format!("s3:{endpoint}/{bucket}/strata");
+    let repo = glacier_repo(env, &endpoint, &bucket);
     let strata = |args: &[&str]| on_moto(env, &repo, args);
-    let out = strata(&["init", "--data-storage-class", "GLACIER"]);
-    assert!(out.status.success(), "{}", stderr(&out));
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     // x and y share one pack; z has its own.

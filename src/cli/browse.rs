@@ -8,7 +8,6 @@ use super::exit;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use strata::patterns::Patterns;
 use strata::walk;
 use strata::{Node, NodeKind};
 use strata::{Snapshot, SnapshotFilter};
@@ -278,15 +277,12 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
         walk::lookup(&repo, &snap.tree, &args.path).with_context(|| in_snapshot(&id, &snap))?;
     // A tar stream cannot wait for one pack midway: every archived pack it needs is thawed
     // before the first byte goes out.
-    let only = Patterns::new(std::slice::from_ref(&args.path.display().to_string()))?;
-    if let Some(code) = args
-        .cold
-        .refuse_if_cold(global, &repo, &[&snap], only.as_ref())?
-    {
+    let packs = || strata::thaw::packs_below(&repo, &snap, node.as_ref());
+    if let Some(code) = args.cold.refuse_if_cold(global, &repo, packs)? {
         return Ok(code);
     }
     if let Some(wait) = args.cold.wait() {
-        let packs = strata::thaw::packs_needed(&repo, &snap, only.as_ref())?;
+        let packs = packs()?;
         let bar = Bar::new(global.show_progress(), false, "thaw").quiet(global.quiet);
         strata::thaw::wait_until_readable(&repo, &packs, &wait, &bar)?;
         bar.finish();

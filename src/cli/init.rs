@@ -76,6 +76,7 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
             })
         })
         .transpose()?;
+    // Before anyone types a password, as the lifecycle check; Repository::init checks again.
     if object_lock.is_some() && backend.object_lock_enabled()? != Some(true) {
         anyhow::bail!(
             "--object-lock: the bucket of {} does not have Object Lock enabled (it can only \

@@ -83,22 +83,18 @@ impl ColdArgs {
     }
 
     /// With `--no-warm-up`: `Some(exit code)` after saying what a thaw of the packs the
-    /// selection needs would take, when any of them is archived; `None` when the command
-    /// may go on.
+    /// command needs (`packs` finds them, only then) would take, when any of them is
+    /// archived; `None` when the command may go on.
     pub fn refuse_if_cold(
         &self,
         global: &Global,
         repo: &strata::Repository,
-        snaps: &[&strata::Snapshot],
-        includes: Option<&Patterns>,
+        packs: impl FnOnce() -> strata::Result<std::collections::BTreeSet<strata::PackId>>,
     ) -> anyhow::Result<Option<i32>> {
         if !self.no_warm_up {
             return Ok(None);
         }
-        let mut packs = std::collections::BTreeSet::new();
-        for snap in snaps {
-            packs.extend(strata::thaw::packs_needed(repo, snap, includes)?);
-        }
+        let packs = packs()?;
         let r = strata::thaw::cost(repo, &packs, self.tier.into())?;
         if r.ready() {
             return Ok(None);
@@ -156,12 +152,19 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         dry_run: args.dry_run,
         cold: args.cold.wait(),
     };
-    let snaps: Vec<&strata::Snapshot> = picks.iter().map(|(_, s)| s).collect();
+    let packs = || {
+        let mut packs = std::collections::BTreeSet::new();
+        for (_, snap) in &picks {
+            packs.extend(strata::thaw::packs_needed(
+                &repo,
+                snap,
+                opts.includes.as_ref(),
+            )?);
+        }
+        Ok(packs)
+    };
     if !args.dry_run {
-        if let Some(code) =
-            args.cold
-                .refuse_if_cold(global, &repo, &snaps, opts.includes.as_ref())?
-        {
+        if let Some(code) = args.cold.refuse_if_cold(global, &repo, packs)? {
             return Ok(code);
         }
     }

@@ -190,18 +190,30 @@ mod tests {
     use crate::repo::pack::Compression;
     use proptest::prelude::*;
 
+    /// Entries end to end, one per id, alternately compressed.
+    fn entries(ids: &[[u8; 32]], kind: BlobKind) -> Vec<BlobEntry> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| BlobEntry {
+                id: BlobId(*id),
+                kind,
+                offset: i as u64 * 100,
+                length: 100,
+                raw_length: 60 + i as u32,
+                compression: if i % 2 == 0 {
+                    Compression::Zstd
+                } else {
+                    Compression::None
+                },
+            })
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn cbor_round_trip(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
                            size in any::<u64>()) {
-            let blobs: Vec<BlobEntry> = ids.iter().enumerate().map(|(i, id)| BlobEntry {
-                id: BlobId(*id),
-                kind: BlobKind::Data,
-                offset: i as u64 * 100,
-                length: 100,
-                raw_length: 60 + i as u32,
-                compression: if i % 2 == 0 { Compression::Zstd } else { Compression::None },
-            }).collect();
+            let blobs = entries(&ids, BlobKind::Data);
             let f = IndexFile {
                 version: 1,
                 supersedes: vec![IndexId([3; 32])],
@@ -220,14 +232,7 @@ mod tests {
         #[test]
         fn compact_round_trip(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..20),
                               size in any::<u64>(), kind in prop_oneof![Just(BlobKind::Data), Just(BlobKind::Tree)]) {
-            let blobs: Vec<BlobEntry> = ids.iter().enumerate().map(|(i, id)| BlobEntry {
-                id: BlobId(*id),
-                kind,
-                offset: i as u64 * 100,
-                length: 100,
-                raw_length: 60 + i as u32,
-                compression: if i % 2 == 0 { Compression::Zstd } else { Compression::None },
-            }).collect();
+            let blobs = entries(&ids, kind);
             let f = IndexFile {
                 version: 1,
                 supersedes: vec![IndexId([3; 32])],

@@ -227,12 +227,14 @@ pub fn run(
     });
     let archived = std::mem::take(&mut *archived.lock().unwrap());
     report.archived_packs = archived.len();
+    let fetches: HashMap<PackId, &Vec<Fetch>> = match archived.is_empty() {
+        true => HashMap::new(),
+        false => plan.packs.iter().map(|(p, f)| (*p, f)).collect(),
+    };
     if let (Some(wait), false, false) = (&opts.cold, opts.dry_run, archived.is_empty()) {
         // Hot packs are restored; the archived ones follow each as soon as it thaws. A
         // pack that is archived again by then is lost like any unreadable one.
         ctx.archived = None;
-        let fetches: HashMap<PackId, &Vec<Fetch>> =
-            plan.packs.iter().map(|(p, f)| (*p, f)).collect();
         let restore_batch = |batch: &[PackId]| {
             repo.with_read_pool(|| {
                 batch
@@ -252,8 +254,6 @@ pub fn run(
         }
     } else if !opts.dry_run {
         // No thawing asked for: the archived packs' files are not restored.
-        let fetches: HashMap<PackId, &Vec<Fetch>> =
-            plan.packs.iter().map(|(p, f)| (*p, f)).collect();
         for p in &archived {
             for f in fetches[p] {
                 let e = Error::Archived {
