@@ -531,6 +531,9 @@ impl Audit<'_> {
                         self.problems
                             .push(problem(Object::Tree(tid), e.to_string()));
                     }
+                    if let Some(e) = inline_mismatch(node) {
+                        self.problems.push(problem(Object::Tree(tid), e));
+                    }
                     stack.extend(node.subtree);
                     for id in &node.content {
                         self.check_blob(id, packs)?;
@@ -882,6 +885,25 @@ fn find_hits(
         }
     }
     Ok(hits)
+}
+
+/// What is wrong with a node's inline bytes (format-spec §8), if anything.
+fn inline_mismatch(node: &crate::repo::tree::Node) -> Option<String> {
+    let data = node.data.as_ref()?;
+    let name = String::from_utf8_lossy(&node.name);
+    if node.kind != crate::repo::tree::NodeKind::File || !node.content.is_empty() {
+        return Some(format!(
+            "entry {name:?}: inline data on a {:?} node or beside content blobs",
+            node.kind
+        ));
+    }
+    (data.len() as u64 != node.size).then(|| {
+        format!(
+            "entry {name:?}: {} bytes of inline data for a size of {}",
+            data.len(),
+            node.size
+        )
+    })
 }
 
 #[cfg(test)]

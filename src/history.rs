@@ -83,7 +83,16 @@ fn lossy<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::
 /// Everything a version is told apart by: kind, content, size and metadata.
 fn signature(n: &Node) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (n.kind as u8, &n.content, n.size, n.mode, n.uid, n.gid).hash(&mut h);
+    (
+        n.kind as u8,
+        &n.content,
+        &n.data,
+        n.size,
+        n.mode,
+        n.uid,
+        n.gid,
+    )
+        .hash(&mut h);
     (n.mtime.sec, n.mtime.nsec, &n.target, n.subtree).hash(&mut h);
     for x in &n.xattrs {
         (&x.name, &x.value).hash(&mut h);
@@ -367,7 +376,7 @@ fn record(
 /// on their own).
 fn differences(x: &Node, y: &Node) -> Vec<&'static str> {
     let mut what = Vec::new();
-    if x.content != y.content {
+    if x.content != y.content || x.data != y.data {
         what.push("content");
     }
     if x.size != y.size {

@@ -93,7 +93,7 @@ pub use error::{Error, Missing, Result};
 pub use id::{AuditId, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
-pub use repo::config::{Config, ObjectLock};
+pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;
 pub use repo::snapshot::{

@@ -67,9 +67,10 @@ fn metrics_and_hooks_follow_every_run(env: &Env) {
         );
     fs::write(&config, format!("metrics-file = {prom:?}\n{text}")).unwrap();
     let c = config.as_str();
-    fs::write(app.join("a.txt"), "alpha").unwrap();
-    fs::write(app.join("b.txt"), "beta").unwrap();
-    fs::write(metrics.join("m.csv"), "1,2\n").unwrap();
+    // Above the inline limit, so that the repository has data packs to measure.
+    fs::write(app.join("a.txt"), "alpha\n".repeat(100)).unwrap();
+    fs::write(app.join("b.txt"), "beta\n".repeat(100)).unwrap();
+    fs::write(metrics.join("m.csv"), "1,2\n".repeat(100)).unwrap();
     fs::write(metrics.join("locked"), "no").unwrap();
     fs::set_permissions(metrics.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     env.init();
@@ -173,7 +174,7 @@ fn metrics_and_hooks_follow_every_run(env: &Env) {
         .contains("fail critical 12\n"));
 
     // forget, prune and check: their own series, and the repository's size.
-    fs::write(app.join("a.txt"), "alpha 2").unwrap();
+    fs::write(app.join("a.txt"), "alpha 2\n".repeat(100)).unwrap();
     env.ok(&["--config", c, "backup", "critical"]);
     env.ok(&[
         "--config",

@@ -18,7 +18,8 @@ fn two_sets(env: &Env) -> String {
     let c = two_sets_config(env, &a, &b, "last = 5");
     fs::create_dir_all(a.join("tasks")).unwrap();
     fs::write(a.join("tasks/t1"), "task one v1").unwrap();
-    fs::write(b.join("m"), "metric").unwrap();
+    // Above the inline limit: check --set must find it in a data pack.
+    fs::write(b.join("m"), "metric\n".repeat(40)).unwrap();
     env.init();
     env.ok(&[
         "--config",
@@ -130,7 +131,7 @@ fn sets_pick_per_set_and_refuse_to_guess(env: &Env) {
     );
     assert_eq!(
         fs::read_to_string(restored(&all, &env.path("metrics")).join("m")).unwrap(),
-        "metric"
+        "metric\n".repeat(40)
     );
     // Before metrics' first snapshot, --all-sets restores only what existed then.
     let early = env.path("early");

@@ -27,10 +27,10 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::patterns::Patterns;
 use crate::progress::Progress;
-use crate::repo::config::FILE_VERSION;
+use crate::repo::config::{FILE_VERSION, INLINE_LIMIT};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Lineage, Snapshot, Summary};
-use crate::repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
+use crate::repo::tree::{FileContent, Node, NodeKind, Timespec, Tree, Xattr};
 use crate::repo::Repository;
 use crate::util;
 
@@ -141,8 +141,8 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-/// A file's blob ids and size as read, and its stat when it did not change meanwhile.
-type ReadContent = (Vec<BlobId>, u64, Option<FileStat>);
+/// A file's content as stored, its size, and its stat when it did not change meanwhile.
+type ReadContent = (FileContent, u64, Option<FileStat>);
 
 #[derive(Default)]
 struct Counters {
@@ -774,7 +774,7 @@ impl Archiver<'_, '_, '_> {
         let cached = self.repo.set_state(&self.set_key).file(key)?;
         if let Some((cached_stat, content)) = &cached {
             if *cached_stat == stat && self.all_known(content)? {
-                node.content = content.clone();
+                node.set_content(content.clone());
                 self.repo.set_state(&self.set_key).touch(key, self.mark)?;
                 // Not read again. Without a parent snapshot the entry is an interrupted
                 // run's, and the file is new to this lineage.
@@ -793,14 +793,12 @@ impl Archiver<'_, '_, '_> {
         }
         // No file cache yet: the parent snapshot's node, if every stat field matches.
         if let (None, Some(old)) = (&cached, old) {
-            if same_stat(old, &stat) && self.all_known(&old.content)? {
-                node.content = old.content.clone();
-                self.repo.set_state(&self.set_key).store_file(
-                    key,
-                    &stat,
-                    &node.content,
-                    self.mark,
-                )?;
+            let content = old.file_content();
+            if same_stat(old, &stat) && self.all_known(&content)? {
+                self.repo
+                    .set_state(&self.set_key)
+                    .store_file(key, &stat, &content, self.mark)?;
+                node.set_content(content);
                 self.progress.advance(node.size);
                 self.progress.file_done(path);
                 self.counters
@@ -833,7 +831,7 @@ impl Archiver<'_, '_, '_> {
                 .set_state(&self.set_key)
                 .store_file(key, &stat, &content, self.mark)?;
         }
-        node.content = content;
+        node.set_content(content);
         Ok(true)
     }
 
@@ -860,7 +858,7 @@ impl Archiver<'_, '_, '_> {
                     return Ok(None);
                 }
             };
-            let (content, size) = match self.store_content(&file, &path.display().to_string()) {
+            let (content, size) = match self.store_file_content(&file, &before, path) {
                 Ok(v) => v,
                 Err(Error::Io { path: p, source }) => {
                     self.warn(format!("{}: {source}", p.display()));
@@ -890,13 +888,53 @@ impl Archiver<'_, '_, '_> {
         }
     }
 
-    fn all_known(&self, ids: &[BlobId]) -> Result<bool> {
+    /// Whether every blob of `content` is in the repository (inline bytes always are).
+    fn all_known(&self, content: &FileContent) -> Result<bool> {
+        let FileContent::Blobs(ids) = content else {
+            return Ok(true);
+        };
         for id in ids {
             if !self.saver.is_known(id)? {
                 return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// Stores an open file's content: in its tree node if the repository inlines and the
+    /// file turns out small, else as blobs.
+    fn store_file_content(
+        &self,
+        mut file: &File,
+        stat: &FileStat,
+        path: &Path,
+    ) -> Result<(FileContent, u64)> {
+        let what = path.display().to_string();
+        if !self.repo.config().inline() || stat.size > INLINE_LIMIT as u64 {
+            let (ids, size) = self.store_content(file, &what)?;
+            return Ok((FileContent::Blobs(ids), size));
+        }
+        // One byte more than the limit tells a file that grew since its stat.
+        let mut head = Vec::with_capacity(INLINE_LIMIT + 1);
+        (&mut file)
+            .take(INLINE_LIMIT as u64 + 1)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io(&what, e))?;
+        if head.len() > INLINE_LIMIT {
+            let rest = std::io::Cursor::new(head).chain(file);
+            let (ids, size) = self.store_content(rest, &what)?;
+            return Ok((FileContent::Blobs(ids), size));
+        }
+        let n = head.len() as u64;
+        self.counters.bytes_read.fetch_add(n, Ordering::Relaxed);
+        self.progress.advance(n);
+        // An empty file has neither blobs nor data.
+        let content = if head.is_empty() {
+            FileContent::Blobs(Vec::new())
+        } else {
+            FileContent::Inline(head)
+        };
+        Ok((content, n))
     }
 
     /// Chunks a stream and stores its new chunks; returns the chunk ids and the length.

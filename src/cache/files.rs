@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{Cache, FileStat};
 use crate::error::Result;
 use crate::id::{BlobId, SnapshotId};
+use crate::repo::tree::FileContent;
 
 /// One lineage's state in the cache: its last snapshot and its file cache.
 pub struct SetState<'c> {
@@ -48,11 +49,12 @@ impl SetState<'_> {
 
     // ---- file cache ----
 
-    pub fn file(&self, path: &[u8]) -> Result<Option<(FileStat, Vec<BlobId>)>> {
+    /// What the last run stored for the file at `path`, and its stat then.
+    pub fn file(&self, path: &[u8]) -> Result<Option<(FileStat, FileContent)>> {
         let conn = self.cache.lock();
         let mut st = conn
             .prepare_cached(
-                "SELECT size, mtime_ns, ctime_ns, inode, device, content FROM files
+                "SELECT size, mtime_ns, ctime_ns, inode, device, content, data FROM files
                  WHERE set_key = ?1 AND path = ?2",
             )
             .map_err(|e| self.cache.err(e))?;
@@ -67,33 +69,43 @@ impl SetState<'_> {
                         device: r.get::<_, i64>(4)? as u64,
                     },
                     r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             })
             .optional()
             .map_err(|e| self.cache.err(e))?;
-        Ok(row.map(|(stat, content)| {
-            let ids = content
-                .chunks_exact(32)
-                .filter_map(BlobId::from_slice)
-                .collect();
-            (stat, ids)
+        Ok(row.map(|(stat, content, data)| {
+            let content = match data {
+                Some(bytes) => FileContent::Inline(bytes),
+                None => FileContent::Blobs(
+                    content
+                        .chunks_exact(32)
+                        .filter_map(BlobId::from_slice)
+                        .collect(),
+                ),
+            };
+            (stat, content)
         }))
     }
 
+    /// Remembers what this run (`mark`) stored for the file at `path`.
     pub fn store_file(
         &self,
         path: &[u8],
         stat: &FileStat,
-        content: &[BlobId],
+        content: &FileContent,
         mark: i64,
     ) -> Result<()> {
-        let ids: Vec<u8> = content.iter().flat_map(|id| id.0).collect();
+        let (ids, data): (Vec<u8>, Option<&[u8]>) = match content {
+            FileContent::Blobs(ids) => (ids.iter().flat_map(|id| id.0).collect(), None),
+            FileContent::Inline(bytes) => (Vec::new(), Some(bytes)),
+        };
         let conn = self.cache.lock();
         let mut st = conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO files
-                 (set_key, path, size, mtime_ns, ctime_ns, inode, device, content, run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 (set_key, path, size, mtime_ns, ctime_ns, inode, device, content, data, run)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )
             .map_err(|e| self.cache.err(e))?;
         st.execute(params![
@@ -105,6 +117,7 @@ impl SetState<'_> {
             stat.inode as i64,
             stat.device as i64,
             ids,
+            data,
             mark
         ])
         .map(|_| ())

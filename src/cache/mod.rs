@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::id::PackId;
 use crate::repo::pack::{BlobEntry, BlobKind};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS retention (
 CREATE TABLE IF NOT EXISTS files (
     set_key TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, device INTEGER NOT NULL,
-    content BLOB NOT NULL, run INTEGER NOT NULL,
+    content BLOB NOT NULL, data BLOB, run INTEGER NOT NULL,
     PRIMARY KEY (set_key, path)
 ) WITHOUT ROWID;
 ";

@@ -159,6 +159,11 @@ impl Reader {
         offset: u64,
         size: usize,
     ) -> Result<Vec<u8>> {
+        if let Some(data) = &node.data {
+            let from = (offset.min(data.len() as u64)) as usize;
+            let to = from.saturating_add(size).min(data.len());
+            return Ok(data[from..to].to_vec());
+        }
         let mut file = match self.files.remove(&ino) {
             Some(f) => f,
             None => File::new(&self.repo, node)?,
@@ -379,6 +384,19 @@ mod tests {
         let before = data_reads(&f);
         reader.read(1, &f.node, 5 << 20, 1 << 20).unwrap();
         assert_eq!(data_reads(&f), before, "cached chunks fetched again");
+    }
+
+    #[test]
+    fn a_small_file_is_read_from_its_node_without_a_request() {
+        let f = repo_with_file(100);
+        assert!(f.node.data.is_some() && f.node.content.is_empty());
+        let mut reader = Reader::new(f.repo.clone()).unwrap();
+        let before = data_reads(&f);
+        assert_eq!(reader.read(1, &f.node, 0, 4096).unwrap(), f.content);
+        assert_eq!(reader.read(1, &f.node, 90, 20).unwrap(), f.content[90..]);
+        assert!(reader.read(1, &f.node, 100, 20).unwrap().is_empty());
+        assert!(reader.read(1, &f.node, u64::MAX, 20).unwrap().is_empty());
+        assert_eq!(data_reads(&f), before);
     }
 
     #[test]

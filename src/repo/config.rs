@@ -5,8 +5,16 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
-/// The format version new repositories get: 2, the compact metadata encoding (§6.1).
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version new repositories get: 3, files of at most [`INLINE_LIMIT`] bytes
+/// inside their tree node (format-spec §8), on top of version 2's compact metadata (§6.1).
+pub const FORMAT_VERSION: u32 = 3;
+/// The largest file a version 3 writer stores in its tree node rather than as a blob.
+///
+/// A blob costs about 140 bytes once (seal, pack header and index entries, its id in the
+/// tree); inline bytes cost their length again in every new version of the directory's
+/// tree. Up to 128 bytes, inlining wins unless the directory's tree is rewritten more than
+/// about three times while the file stays the same.
+pub const INLINE_LIMIT: usize = 128;
 /// The oldest format version this build reads and writes.
 pub const OLDEST_VERSION: u32 = 1;
 /// The `version` field of snapshots and index files, unchanged since format version 1.
@@ -58,6 +66,11 @@ impl Config {
     /// Whether index files and pack headers are written in the compact encoding.
     pub fn compact(&self) -> bool {
         self.version >= 2
+    }
+
+    /// Whether files of at most [`INLINE_LIMIT`] bytes are written into their tree node.
+    pub fn inline(&self) -> bool {
+        self.version >= 3
     }
 
     /// A config for a new repository, with a fresh id.

@@ -104,6 +104,9 @@ pub struct Node {
     /// File contents, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub content: Vec<BlobId>,
+    /// A small file's content itself, in place of `content` (format version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// A directory's tree.
     pub subtree: Option<TreeId>,
@@ -122,7 +125,32 @@ pub struct Node {
     pub sparse: bool,
 }
 
+/// Where a file's content is: in blobs, or inline in its tree node (format version 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileContent {
+    /// Its blobs, in order (none for an empty file).
+    Blobs(Vec<BlobId>),
+    /// Its bytes.
+    Inline(Vec<u8>),
+}
+
 impl Node {
+    /// A file's content as stored: its inline bytes, else its blobs.
+    pub fn file_content(&self) -> FileContent {
+        match &self.data {
+            Some(bytes) => FileContent::Inline(bytes.clone()),
+            None => FileContent::Blobs(self.content.clone()),
+        }
+    }
+
+    /// Sets a file's content: `data` or `content`, never both.
+    pub fn set_content(&mut self, content: FileContent) {
+        (self.content, self.data) = match content {
+            FileContent::Blobs(ids) => (ids, None),
+            FileContent::Inline(bytes) => (Vec::new(), Some(bytes)),
+        };
+    }
+
     /// An entry with no metadata yet.
     pub fn new(name: Vec<u8>, kind: NodeKind) -> Self {
         Node {
@@ -140,6 +168,7 @@ impl Node {
             device: 0,
             nlink: 0,
             content: Vec::new(),
+            data: None,
             subtree: None,
             target: None,
             xattrs: Vec::new(),
@@ -179,9 +208,10 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
             proptest::collection::vec(any::<[u8; 32]>(), 0..4),
             any::<bool>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
         )
             .prop_map(
-                |(name, mode, (uid, gid, sec, nsec, size), target, content, sparse)| {
+                |(name, mode, (uid, gid, sec, nsec, size), target, content, sparse, data)| {
                     let mut n = Node::new(
                         name,
                         if target.is_some() {
@@ -200,6 +230,9 @@ mod tests {
                     n.size = size;
                     n.target = target;
                     n.content = content.into_iter().map(BlobId).collect();
+                    if n.content.is_empty() && n.target.is_none() {
+                        n.data = data;
+                    }
                     n.sparse = sparse;
                     n.xattrs = vec![Xattr {
                         name: b"user.k".to_vec(),

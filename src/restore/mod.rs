@@ -15,7 +15,7 @@ mod target;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -527,11 +527,19 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Directories, then symlinks, devices and empty files. Files with content are
+    /// Directories, then symlinks, devices, empty files and files held inline in their
+    /// tree node. Files with blobs are
     /// created when their first blob arrives, so that fetching does not wait for 10^4
     /// inodes, and each file is opened once for its content and metadata.
     fn create_entries(&self) {
         let Some(t) = self.target else {
+            // A dry run reports the inline bytes as it does blobs it would write.
+            let inline = (self.items.iter())
+                .filter(|i| i.link_to.is_none())
+                .filter_map(|i| i.node.data.as_ref())
+                .map(|d| d.len() as u64)
+                .sum();
+            self.written.fetch_add(inline, Ordering::Relaxed);
             return;
         };
         make_dirs(t, self.items, self.trouble);
@@ -543,8 +551,14 @@ impl Ctx<'_> {
             .for_each(|(idx, item)| {
                 let made = if item.node.kind == NodeKind::File {
                     let slot = &self.files[idx];
-                    slot.open(t, item)
-                        .and_then(|f| finish_file(t, &f, item, slot, self.as_root))
+                    slot.open(t, item).and_then(|f| {
+                        if let Some(data) = &item.node.data {
+                            (&f).write_all(data)?;
+                            self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                            self.progress.advance(data.len() as u64);
+                        }
+                        finish_file(t, &f, item, slot, self.as_root)
+                    })
                 } else {
                     create(t, item)
                 };
@@ -840,18 +854,24 @@ impl<'r> ContentReader<'r> {
             repo,
             locations,
             next: 0,
-            ready: Default::default(),
+            // Inline bytes come first; a node has them or blobs, never both.
+            ready: node.data.iter().cloned().collect(),
             at: 0,
             error: None,
         })
     }
 
-    /// The bytes the content will give: its chunks' lengths as the index records them.
+    /// The bytes the content will give (asked before reading): its inline bytes or its
+    /// chunks' lengths as the index records them.
     pub(crate) fn len(&self) -> u64 {
-        self.locations
+        // Before the first read, `ready` holds just the inline bytes.
+        let inline: usize = self.ready.iter().map(Vec::len).sum();
+        let blobs: u64 = self
+            .locations
             .iter()
             .map(|l| u64::from(l.entry.raw_length))
-            .sum()
+            .sum();
+        blobs + inline as u64
     }
 
     /// Reads the next run of chunks that lie in one pack.
@@ -912,6 +932,16 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
     let dest = t.display(item.rel());
     let mut f = t.open_read(item.rel()).map_err(|e| Error::io(&dest, e))?;
     let mut buf = Vec::new();
+    if let Some(data) = &item.node.data {
+        buf.resize(data.len(), 0);
+        f.read_exact(&mut buf).map_err(|e| Error::io(&dest, e))?;
+        if buf != *data {
+            return Err(Error::corrupt(
+                dest.display().to_string(),
+                "restored content differs from the snapshot",
+            ));
+        }
+    }
     for id in &item.node.content {
         let len = repo.lookup_blob(id)?.entry.raw_length as usize;
         buf.resize(len, 0);
