@@ -22,6 +22,8 @@ use crate::id::PackId;
 use crate::repo::pack::{BlobEntry, BlobKind};
 
 const SCHEMA_VERSION: i64 = 5;
+/// The SQLite page cache, KiB.
+const PAGE_CACHE_KIB: u32 = 32 << 10;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,7 +32,6 @@ CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
     length INTEGER NOT NULL, raw_length INTEGER NOT NULL, compression INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS packs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, size INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -95,6 +96,8 @@ pub struct Cache {
     conn: Mutex<Connection>,
     path: PathBuf,
     last_commit: Mutex<std::time::Instant>,
+    /// Whether the by-pack index of blobs is known to exist (see `BlobIndex::by_pack`).
+    by_pack: std::sync::atomic::AtomicBool,
 }
 
 /// Creates a directory (and its parents) readable by its owner only, and narrows an
@@ -275,16 +278,31 @@ impl Cache {
         // ~100 MiB of B-tree, and with 2 MiB every insert of a rebuild and every lookup of a
         // prune went to the kernel for its pages (two thirds of a rebuild's time). Bounded,
         // so memory stays flat however large the repository grows.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768;",
-        )
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA cache_size = -{PAGE_CACHE_KIB};"
+        ))
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Cache {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
             last_commit: Mutex::new(std::time::Instant::now()),
+            by_pack: Default::default(),
         })
+    }
+
+    /// Runs statements that sort much (a bulk copy in key order, an index built), with a
+    /// quarter of the page cache: SQLite's sorter may take as much memory as the page cache,
+    /// and the two together would double the peak.
+    fn sorting(&self, sql: &str) -> Result<()> {
+        let conn = self.lock();
+        let result = conn.execute_batch(&format!(
+            "PRAGMA cache_size = -{}; {sql}",
+            PAGE_CACHE_KIB / 4
+        ));
+        let restored = conn.execute_batch(&format!("PRAGMA cache_size = -{PAGE_CACHE_KIB};"));
+        result.and(restored).map_err(|e| self.err(e))
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -388,6 +406,79 @@ mod tests {
             Some(b),
             "committed for good"
         );
+    }
+
+    fn index_file(packs: &[(u8, &[u8])]) -> crate::repo::index::IndexFile {
+        use crate::repo::index::{IndexFile, IndexedPack};
+        use crate::repo::pack::{BlobEntry, BlobKind, Compression};
+        IndexFile {
+            version: 1,
+            supersedes: Vec::new(),
+            packs: packs
+                .iter()
+                .map(|(pack, blobs)| IndexedPack {
+                    id: crate::id::PackId([*pack; 32]),
+                    kind: BlobKind::Data,
+                    size: 1000,
+                    blobs: blobs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| BlobEntry {
+                            id: BlobId([*b; 32]),
+                            kind: BlobKind::Data,
+                            offset: 100 * i as u64,
+                            length: 100,
+                            raw_length: 60,
+                            compression: Compression::None,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            obsolete: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_bulk_load_finds_what_file_by_file_inserts_would() {
+        use crate::id::{IndexId, PackId};
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        // Blob 5 is in two packs: the first file read wins, as file by file.
+        let first = index_file(&[(1, &[9, 5, 7]), (2, &[3])]);
+        let second = index_file(&[(3, &[5, 1])]);
+        let tx = cache.transaction().unwrap();
+        let loader = cache.index().loader().unwrap();
+        loader.add_file(&IndexId([1; 32]), &first).unwrap();
+        loader.add_file(&IndexId([2; 32]), &second).unwrap();
+        // Staged: not visible before the end.
+        assert!(cache.index().lookup(&BlobId([9; 32])).unwrap().is_none());
+        loader.finish().unwrap();
+        tx.commit().unwrap();
+        let at = |b: u8| cache.index().lookup(&BlobId([b; 32])).unwrap().unwrap();
+        assert_eq!(at(5).pack, PackId([1; 32]));
+        assert_eq!((at(5).entry.offset, at(7).entry.offset), (100, 200));
+        assert_eq!(at(1).pack, PackId([3; 32]));
+        let by_pack: Vec<u8> = (cache.index().pack_blobs(&PackId([1; 32])).unwrap())
+            .iter()
+            .map(|e| e.id.0[0])
+            .collect();
+        assert_eq!(by_pack, [9, 5, 7], "by offset");
+        // Into a table that has entries, a loader inserts as it goes.
+        let third = index_file(&[(4, &[2])]);
+        let loader = cache.index().loader().unwrap();
+        loader.add_file(&IndexId([3; 32]), &third).unwrap();
+        assert_eq!(at(2).pack, PackId([4; 32]));
+        loader.finish().unwrap();
+        assert_eq!(cache.index().pack_blobs(&PackId([4; 32])).unwrap().len(), 1);
+        // Rolled back, a bulk load leaves nothing.
+        cache.index().clear().unwrap();
+        {
+            let _tx = cache.transaction().unwrap();
+            let loader = cache.index().loader().unwrap();
+            loader.add_file(&IndexId([1; 32]), &first).unwrap();
+            loader.finish().unwrap();
+        }
+        assert!(cache.index().lookup(&BlobId([9; 32])).unwrap().is_none());
     }
 
     #[test]

@@ -742,15 +742,17 @@ impl Repository {
                     self.open_file::<IndexFile>(FileKind::Index, &id.to_hex(), &bytes),
                 )
             });
+            let loader = self.cache.index().loader()?;
             for (id, loaded) in ready.chain(self.load_index_files(&to_load)) {
                 match loaded {
-                    Ok(file) => self.cache.index().add_file(&id, &file)?,
+                    Ok(file) => loader.add_file(&id, &file)?,
                     // One damaged index file must not stop every operation: its packs are
                     // found from their own headers once the intact ones are known.
                     Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
                     Err(e) => return Err(e),
                 }
             }
+            loader.finish()?;
             for (id, e) in damaged {
                 let n = self.index_from_headers(&id)?;
                 self.warn(format!(
@@ -899,11 +901,12 @@ impl Repository {
             if !in_sync {
                 self.cache.index().clear()?;
             }
+            let loader = self.cache.index().loader()?;
             for (id, loaded) in self.load_index_files(&listed) {
                 match loaded {
                     Ok(file) => {
                         if !in_sync {
-                            self.cache.index().add_file(&id, &file)?;
+                            loader.add_file(&id, &file)?;
                         }
                         for m in file.obsolete {
                             out.marks.entry(m.id).or_insert(m);
@@ -913,6 +916,7 @@ impl Repository {
                     Err(e) => out.damaged.push((id, e)),
                 }
             }
+            loader.finish()?;
             // As in sync_index: the packs a damaged file named are found by their headers,
             // so that what they hold is not also reported as lost.
             for (id, e) in &out.damaged {
