@@ -29,6 +29,10 @@ pub const TREE_PACK_SIZE: usize = 4 << 20;
 /// run, or once they name this many packs, so that frequent checkpoints do not leave
 /// thousands of small index files. Bounds the entries held in memory for the merge.
 const PACKS_PER_MERGE: usize = 256;
+/// Checkpoints are merged once they name this many blobs, too: a 16 MiB pack of 1 KiB
+/// files holds 16,000 of them, and 256 such packs would hold 4 million entries (~600 MB)
+/// in memory until the merge.
+const BLOBS_PER_MERGE: usize = 1 << 16;
 
 #[derive(Default)]
 pub struct SaverStats {
@@ -44,7 +48,6 @@ pub struct SaverStats {
 pub struct BlobSaver<'s, 'r> {
     repo: &'r Repository,
     level: i32,
-    pending: Mutex<HashSet<BlobId>>,
     data: Mutex<PackBuilder>,
     tree: Mutex<PackBuilder>,
     /// Packs for the uploaders, with whether to index each at once (all but the last ones,
@@ -62,6 +65,10 @@ pub struct BlobSaver<'s, 'r> {
 /// One per run: what belongs to a run (its data storage class) lives here, never in the
 /// repository or the backend that several runs share.
 pub struct SaverShared {
+    /// Blobs this run took that no index file names yet. Once a checkpoint indexes their
+    /// pack, the cached index answers for them: the set stays as small as the packs in
+    /// flight, however many files the run backs up.
+    pending: Mutex<HashSet<BlobId>>,
     /// Packs uploaded and not yet in an index file.
     unindexed: Mutex<Vec<IndexedPack>>,
     /// Checkpoint index files of this run not merged yet, and the packs they name.
@@ -80,6 +87,7 @@ pub struct SaverShared {
 impl Default for SaverShared {
     fn default() -> Self {
         SaverShared {
+            pending: Mutex::default(),
             unindexed: Mutex::default(),
             checkpoints: Mutex::default(),
             saved_packs: AtomicU64::new(0),
@@ -124,10 +132,17 @@ impl SaverShared {
     fn checkpoint(&self, repo: &Repository, packs: Vec<IndexedPack>) -> Result<()> {
         let id = self.index(repo, packs.clone())?;
         repo.checkpoint()?;
+        // In the cached index now (write_index added them), which dedup asks after this.
+        let mut pending = self.pending.lock().unwrap();
+        for b in packs.iter().flat_map(|p| &p.blobs) {
+            pending.remove(&b.id);
+        }
+        drop(pending);
         let mut c = self.checkpoints.lock().unwrap();
         c.0.push(id);
         c.1.extend(packs);
-        if c.1.len() >= PACKS_PER_MERGE && c.0.len() > 1 {
+        let blobs: usize = c.1.iter().map(|p| p.blobs.len()).sum();
+        if (c.1.len() >= PACKS_PER_MERGE || blobs >= BLOBS_PER_MERGE) && c.0.len() > 1 {
             let (files, packs) = std::mem::take(&mut *c);
             merge(repo, files, packs)?;
         }
@@ -230,7 +245,6 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         BlobSaver {
             repo,
             level: repo.config().compression_level,
-            pending: Mutex::new(HashSet::new()),
             data: Mutex::new(PackBuilder::with_capacity(
                 BlobKind::Data,
                 DATA_PACK_SIZE + (1 << 20),
@@ -246,7 +260,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// True if the repository has the blob or this run already took it.
     pub fn is_known(&self, id: &BlobId) -> Result<bool> {
-        if self.pending.lock().unwrap().contains(id) {
+        if self.shared.pending.lock().unwrap().contains(id) {
             return Ok(true);
         }
         self.stored(id)
@@ -272,7 +286,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Claims a blob for this run; false if it is stored or claimed already.
     fn claim(&self, id: &BlobId) -> Result<bool> {
-        let mut pending = self.pending.lock().unwrap();
+        let mut pending = self.shared.pending.lock().unwrap();
         if pending.contains(id) || self.stored(id)? {
             return Ok(false);
         }
@@ -384,5 +398,56 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         merge(self.repo, files, packs)?;
         self.shared.add_saved(counted);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    #[test]
+    fn blobs_leave_the_pending_set_once_their_pack_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: crate::backend::BackendRef = std::sync::Arc::new(MemBackend::default());
+        let config = crate::Config::new(crate::ChunkerParams::with_average(64 << 10), 0);
+        Repository::init(
+            store.clone(),
+            b"pw",
+            config,
+            &crate::KdfCost::INSECURE_FOR_TESTS,
+        )
+        .unwrap();
+        let repo = Repository::open(store, b"pw", &dir.path().join("cache")).unwrap();
+        let shared = SaverShared::default();
+        // Three and a bit data packs of 64 KiB blobs.
+        let blobs: Vec<Vec<u8>> = (0..800)
+            .map(|i| crate::util::pseudo_random(64 << 10, 2 * i + 1))
+            .collect();
+        let ids: Vec<BlobId> = blobs.iter().map(|b| repo.blob_id(b)).collect();
+        std::thread::scope(|scope| {
+            let saver = BlobSaver::new(&repo, &shared, scope, 1);
+            for (id, b) in ids.iter().zip(&blobs) {
+                assert!(saver.save(BlobKind::Data, *id, b).unwrap());
+            }
+            // Every blob is known while its pack is open, in flight or indexed.
+            for id in &ids {
+                assert!(saver.is_known(id).unwrap());
+                assert!(!saver.save(BlobKind::Data, *id, b"again").unwrap());
+            }
+            saver.finish().unwrap();
+        });
+        for id in &ids {
+            assert!(repo.index().contains(id).unwrap());
+        }
+        // The checkpointed packs' blobs went; only the last pack's, indexed at the end with
+        // no checkpoint, may stay.
+        let pending = shared.pending.lock().unwrap().len();
+        let per_pack = DATA_PACK_SIZE / (64 << 10);
+        assert!(
+            pending <= per_pack,
+            "{pending} of {} blobs pending",
+            ids.len()
+        );
     }
 }
