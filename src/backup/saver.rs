@@ -410,15 +410,7 @@ mod tests {
     fn blobs_leave_the_pending_set_once_their_pack_is_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let store: crate::backend::BackendRef = std::sync::Arc::new(MemBackend::default());
-        let config = crate::Config::new(crate::ChunkerParams::with_average(64 << 10), 0);
-        Repository::init(
-            store.clone(),
-            b"pw",
-            config,
-            &crate::KdfCost::INSECURE_FOR_TESTS,
-        )
-        .unwrap();
-        let repo = Repository::open(store, b"pw", &dir.path().join("cache")).unwrap();
+        let repo = crate::repo::for_tests(store, 0, dir.path());
         let shared = SaverShared::default();
         // Three and a bit data packs of 64 KiB blobs.
         let blobs: Vec<Vec<u8>> = (0..800)

@@ -328,15 +328,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let faults = Arc::new(Faulty::new(Arc::new(MemBackend::default())));
         let store: crate::backend::BackendRef = faults.clone();
-        let config = crate::Config::new(crate::ChunkerParams::with_average(64 << 10), 3);
-        Repository::init(
-            store.clone(),
-            b"pw",
-            config,
-            &crate::KdfCost::INSECURE_FOR_TESTS,
-        )
-        .unwrap();
-        let repo = Repository::open(store, b"pw", &dir.path().join("cache")).unwrap();
+        let repo = crate::repo::for_tests(store, 3, dir.path());
         let content = crate::util::pseudo_random(len, 7);
         let path = dir.path().join("f");
         std::fs::write(&path, &content).unwrap();

@@ -1589,6 +1589,21 @@ pub(crate) fn in_pack(e: Error, pack: &PackId) -> Error {
     }
 }
 
+/// A fresh repository over `store` (64 KiB chunks, zstd `level`, a cheap KDF), opened with
+/// its cache in `dir`: the unit tests' fixture.
+#[cfg(test)]
+pub(crate) fn for_tests(store: BackendRef, level: i32, dir: &std::path::Path) -> Repository {
+    let config = crate::Config::new(crate::ChunkerParams::with_average(64 << 10), level);
+    Repository::init(
+        store.clone(),
+        b"pw",
+        config,
+        &crate::KdfCost::INSECURE_FOR_TESTS,
+    )
+    .unwrap();
+    Repository::open(store, b"pw", &dir.join("cache")).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
