@@ -23,6 +23,7 @@ pub const OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 const CTX_ENCRYPTION: &str = "strata v1 2026-11 encryption key";
 const CTX_BLOB_ID: &str = "strata v1 2026-11 blob id key";
 const CTX_CHUNKER: &str = "strata v1 2026-11 chunker seed";
+const CTX_WAL_NAME: &str = "strata v1 2026-11 wal record name";
 
 /// The repository's master secret and the keys derived from it.
 #[derive(Clone)]
@@ -58,6 +59,17 @@ impl MasterKey {
     /// Keyed BLAKE3 of a blob's plaintext.
     pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
         BlobId(*blake3::keyed_hash(&self.id_key, plaintext).as_bytes())
+    }
+
+    /// The name of the WAL record for file `name` of PostgreSQL cluster `cluster`: a keyed
+    /// BLAKE3, so that a fetch finds it with one request and names reveal nothing.
+    pub fn wal_name(&self, cluster: &str, name: &str) -> [u8; 32] {
+        let k = blake3::derive_key(CTX_WAL_NAME, &self.secret);
+        let mut h = blake3::Hasher::new_keyed(&k);
+        h.update(cluster.as_bytes())
+            .update(&[0])
+            .update(name.as_bytes());
+        *h.finalize().as_bytes()
     }
 
     /// Seed XOR-ed into the FastCDC gear table; never zero (zero disables seeding).

@@ -68,6 +68,7 @@ pub mod lock;
 pub mod metrics;
 pub mod mount;
 pub mod patterns;
+pub mod postgres;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -75,6 +76,7 @@ pub mod retention;
 pub mod stats;
 pub mod thaw;
 pub mod timespec;
+pub mod wal;
 pub mod walk;
 
 mod cache;

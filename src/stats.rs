@@ -169,6 +169,7 @@ pub fn usage_by_class(repo: &Repository) -> Result<Vec<ClassUsage>> {
         FileKind::Snapshot,
         FileKind::Key,
         FileKind::Audit,
+        FileKind::Wal,
     ] {
         for f in repo.list_files(kind)? {
             let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());

@@ -1085,6 +1085,7 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         summary: Summary::default(),
         program: "crafted".into(),
         repaired: None,
+        postgres: None,
     })
     .unwrap();
     drop(repo);

@@ -40,11 +40,13 @@ pub enum FileKind {
     Lock,
     /// Audit records: what verification and restore drills found.
     Audit,
+    /// PostgreSQL WAL archive records, one per archived file, named by what they archive.
+    Wal,
 }
 
 impl FileKind {
     /// Every kind, `config` first.
-    pub const ALL: [FileKind; 8] = [
+    pub const ALL: [FileKind; 9] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -53,6 +55,7 @@ impl FileKind {
         FileKind::Tree,
         FileKind::Lock,
         FileKind::Audit,
+        FileKind::Wal,
     ];
 
     /// The directory (or key prefix) files of this kind live under.
@@ -66,6 +69,7 @@ impl FileKind {
             FileKind::Tree => "tree",
             FileKind::Lock => "locks",
             FileKind::Audit => "audit",
+            FileKind::Wal => "wal",
         }
     }
 
@@ -95,6 +99,7 @@ impl fmt::Display for FileKind {
             FileKind::Tree => "tree pack",
             FileKind::Lock => "lock",
             FileKind::Audit => "audit record",
+            FileKind::Wal => "WAL record",
         })
     }
 }

@@ -77,7 +77,19 @@ pub struct BackupOptions<'a> {
     /// [`Error::Interrupted`], writing no snapshot. The next backup, from any host, does
     /// not upload those packs again.
     pub cancel: Option<&'a AtomicBool>,
+    /// Files may change or vanish while they are read, and that is expected: a PostgreSQL
+    /// data directory between `pg_backup_start` and `pg_backup_stop`, whose WAL repairs
+    /// torn pages. What is read is stored without a second read or a warning, a file that
+    /// vanished is left out silently, and neither gets a file-cache entry.
+    pub tolerate_changes: bool,
+    /// Called once the snapshot's data is durable, just before the snapshot is written: it
+    /// may add to the snapshot (`pg basebackup` records `pg_backup_stop`'s answer) or fail
+    /// the backup, which then writes no snapshot.
+    pub before_snapshot: Option<BeforeSnapshot<'a>>,
 }
+
+/// See [`BackupOptions::before_snapshot`].
+pub type BeforeSnapshot<'a> = Box<dyn FnOnce(&mut Snapshot) -> Result<()> + 'a>;
 
 impl Default for BackupOptions<'_> {
     fn default() -> Self {
@@ -92,6 +104,8 @@ impl Default for BackupOptions<'_> {
             uploaders: 0,
             data_storage_class: None,
             cancel: None,
+            tolerate_changes: false,
+            before_snapshot: None,
         }
     }
 }
@@ -168,6 +182,7 @@ struct Archiver<'a, 's, 'r> {
     /// Whether the lineage has a snapshot to compare with (else every file is new).
     has_parent: bool,
     cancel: Option<&'a AtomicBool>,
+    tolerate_changes: bool,
     counters: Counters,
     warnings: std::sync::Mutex<Vec<String>>,
 }
@@ -217,6 +232,7 @@ pub fn run(
             mark,
             has_parent: parent.is_some(),
             cancel: opts.cancel,
+            tolerate_changes: opts.tolerate_changes,
             counters: Counters::default(),
             warnings: Default::default(),
         };
@@ -246,7 +262,7 @@ pub fn run(
     if parent.is_some() && warnings.is_empty() && parent_root.is_none() {
         summary.files_removed += repo.set_state(&set_key).unseen(mark)?;
     }
-    let snapshot = Snapshot {
+    let mut snapshot = Snapshot {
         version: FILE_VERSION,
         time: time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
         host,
@@ -264,6 +280,18 @@ pub fn run(
         summary,
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,
+        postgres: None,
+    };
+    let tx = match opts.before_snapshot {
+        Some(hook) => {
+            // The hook may wait on other processes sharing this cache (pg_backup_stop waits
+            // for `wal push`), which must not wait on this transaction meanwhile. What it
+            // holds is safe to commit: packs and index files are durable (above).
+            tx.commit()?;
+            hook(&mut snapshot)?;
+            repo.transaction()?
+        }
+        None => tx,
     };
     let snapshot_id = repo.write_snapshot(&snapshot)?;
     remember(repo, &set_key, &snapshot_id, mark, warnings.is_empty())?;
@@ -846,6 +874,9 @@ impl Archiver<'_, '_, '_> {
         loop {
             let file = match File::open(path) {
                 Ok(f) => f,
+                Err(e) if self.tolerate_changes && e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.warn(format!("{}: {e}", path.display()));
                     return Ok(None);
@@ -874,6 +905,9 @@ impl Archiver<'_, '_, '_> {
             }) && size == before.size;
             if stable {
                 return Ok(Some((content, size, Some(before))));
+            }
+            if self.tolerate_changes {
+                return Ok(Some((content, size, None)));
             }
             if attempt == 1 {
                 self.warn(format!(

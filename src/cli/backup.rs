@@ -215,6 +215,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             uploaders: args.uploads,
             data_storage_class: job.class,
             cancel: Some(&stop),
+            ..Default::default()
         };
         if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
             println!("== set {set}");

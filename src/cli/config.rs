@@ -27,6 +27,23 @@ pub struct ConfigFile {
     pub prices: BTreeMap<String, f64>,
     #[serde(default)]
     pub sets: BTreeMap<String, SetConfig>,
+    /// PostgreSQL clusters whose WAL the repository archives (`strata wal`).
+    #[serde(default)]
+    pub postgres: BTreeMap<String, PostgresConfig>,
+}
+
+/// A PostgreSQL cluster (`[postgres.NAME]`). `wal` needs only the section to exist;
+/// `pg basebackup` the data directory and connection.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresConfig {
+    /// The cluster's data directory.
+    pub data_directory: Option<PathBuf>,
+    /// libpq conninfo for the cluster (`port=5432 user=postgres`).
+    pub connection: Option<String>,
+    /// Base backups kept; the WAL they need follows them.
+    #[serde(default)]
+    pub keep: Keep,
 }
 
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -170,6 +187,18 @@ impl ConfigFile {
         Ok(cfg)
     }
 
+    /// The keep policy of set `name`: a `[sets.NAME]`, or `postgres.CLUSTER` for the base
+    /// backups of a `[postgres.CLUSTER]`.
+    pub fn keep_of(&self, name: &str) -> anyhow::Result<&Keep> {
+        if let Some(pg) = name
+            .strip_prefix("postgres.")
+            .and_then(|c| self.postgres.get(c))
+        {
+            return Ok(&pg.keep);
+        }
+        Ok(&self.set(name)?.keep)
+    }
+
     pub fn set(&self, name: &str) -> anyhow::Result<&SetConfig> {
         self.sets.get(name).ok_or_else(|| {
             anyhow!(
@@ -198,6 +227,7 @@ mod tests {
         let cfg = ConfigFile::parse(text, Path::new("example")).unwrap();
         assert_eq!(cfg.sets.len(), 4);
         assert_eq!(cfg.sets["critical"].keep.hourly, 168);
+        assert_eq!(cfg.postgres["main"].keep.weekly, 4);
         assert_eq!(
             cfg.sets["metrics"].data_storage_class.as_deref(),
             Some("STANDARD_IA")

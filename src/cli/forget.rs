@@ -89,12 +89,39 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     }
     let repo = global.open()?;
     let plans = retention::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
+    // The WAL that only base backups forgotten just now needed goes with them.
+    let mut wal = Vec::new();
+    for job in &jobs {
+        if let Some(cluster) = job.set.as_deref().and_then(|s| s.strip_prefix("postgres.")) {
+            if global.file.postgres.contains_key(cluster) {
+                wal.push(strata::postgres::expire_wal(&repo, cluster, args.dry_run)?);
+            }
+        }
+    }
     let removed = plans.iter().map(|p| p.remove.len()).sum();
     let pruned = prune_after(global, &repo, &args, removed)?;
     if global.json {
-        output::print_json(&json!({"dry_run": args.dry_run, "groups": plans, "prune": pruned}));
+        output::print_json(
+            &json!({"dry_run": args.dry_run, "groups": plans, "wal": wal, "prune": pruned}),
+        );
     } else if !global.quiet {
         print_plans(&plans, args.dry_run, global.verbose > 0);
+        for w in &wal {
+            println!(
+                "postgres {}: {} {} archived WAL file(s) older than the oldest base backup kept{}",
+                w.cluster,
+                if args.dry_run {
+                    "would remove"
+                } else {
+                    "removed"
+                },
+                w.removed.len(),
+                w.kept_from
+                    .as_deref()
+                    .map(|f| format!(" (WAL from {f} on is kept)"))
+                    .unwrap_or_default()
+            );
+        }
     }
     if let (Some(r), false) = (&pruned, global.json) {
         super::prune::print(global, r, false);
@@ -179,7 +206,12 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
 /// override it; without sets, one job for the flags alone.
 fn jobs(global: &Global, args: &ForgetArgs, flags: Policy) -> anyhow::Result<Vec<ForgetJob>> {
     let names: Vec<String> = if args.all {
-        global.file.sets.keys().cloned().collect()
+        let pg = global
+            .file
+            .postgres
+            .keys()
+            .map(|c| strata::postgres::set_of(c));
+        global.file.sets.keys().cloned().chain(pg).collect()
     } else {
         args.sets.clone()
     };
@@ -194,9 +226,9 @@ fn jobs(global: &Global, args: &ForgetArgs, flags: Policy) -> anyhow::Result<Vec
         });
     }
     for name in names {
-        let set = global.file.set(&name)?;
+        let keep = global.file.keep_of(&name)?;
         let policy = if flags.is_empty() {
-            set.keep.policy()?
+            keep.policy()?
         } else {
             flags.clone()
         };

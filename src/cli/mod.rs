@@ -12,9 +12,11 @@ mod init;
 mod key;
 mod monitor;
 mod output;
+mod pg;
 mod prune;
 mod repair;
 mod restore;
+mod wal;
 mod watch;
 
 use std::io::IsTerminal;
@@ -151,6 +153,11 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Manage the passwords that open the repository.
     Key(key::KeyArgs),
+    /// PostgreSQL's WAL archive: `wal push` for archive_command, `wal fetch` for
+    /// restore_command.
+    Wal(wal::WalArgs),
+    /// PostgreSQL base backups and point-in-time restores (`pg basebackup`, `pg restore`).
+    Pg(pg::PgArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Write man pages (strata.1 and one per command) into a directory.
@@ -187,6 +194,8 @@ pub fn main() -> i32 {
         Command::Unlock(args) => prune::unlock(&cli.global, args),
         Command::Repair(args) => repair::run(&cli.global, args),
         Command::Key(args) => key::run(&cli.global, args),
+        Command::Wal(args) => wal::run(&cli.global, args),
+        Command::Pg(args) => pg::run(&cli.global, args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
     };

@@ -244,7 +244,7 @@ fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, Obsole
     Ok((read.read, read.marks))
 }
 
-/// Every blob some snapshot reaches, into the cache's mark table. By tree, not by
+/// Every blob some snapshot or WAL record reaches, into the cache's mark table. By tree, not by
 /// [`crate::walk::TreeWalk`]: prune must keep whatever a snapshot reaches, entries with
 /// names a restore would refuse included, and each tree once across all snapshots.
 fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result<()> {
@@ -270,6 +270,14 @@ fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result
                     used.add(id)?;
                 }
             }
+        }
+    }
+    // The PostgreSQL WAL archive is a root of its own (format-spec §14): a record written
+    // after this listing deduplicated against packs in the index, which the deletion
+    // protocol revives as it does for a snapshot written meanwhile.
+    for (_, rec) in crate::wal::all_records(repo)? {
+        for id in &rec.content {
+            used.add(id)?;
         }
     }
     Ok(())

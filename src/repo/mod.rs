@@ -79,6 +79,7 @@ fn aad(kind: FileKind) -> &'static [u8] {
         FileKind::Index => b"strata/index/v1",
         FileKind::Lock => b"strata/lock/v1",
         FileKind::Audit => b"strata/audit/v1",
+        FileKind::Wal => b"strata/wal/v1",
         FileKind::Key | FileKind::Data | FileKind::Tree => b"",
     }
 }
@@ -637,6 +638,51 @@ impl Repository {
         let (id, sealed) = seal_file(&self.key, kind, value);
         self.backend.write(kind, &hex::encode(id), &sealed)?;
         Ok(id)
+    }
+
+    /// Seals and stores a file under a name of the caller's choosing rather than its
+    /// content address (WAL records, format-spec §14): the name must say what the file is,
+    /// and readers check the decrypted content against it.
+    pub(crate) fn save_named<T: Serialize>(
+        &self,
+        kind: FileKind,
+        name: &str,
+        value: &T,
+    ) -> Result<()> {
+        let sealed = self.key.seal(&encode(value), aad(kind));
+        self.backend.write(kind, name, &sealed)
+    }
+
+    /// A file [`Repository::save_named`] stored, decrypted and decoded; `None` if there is
+    /// none by that name (one request either way).
+    pub(crate) fn load_named<T: DeserializeOwned>(
+        &self,
+        kind: FileKind,
+        name: &str,
+    ) -> Result<Option<T>> {
+        let sealed = match self.backend.read(kind, name) {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let object = || format!("{kind} {name}");
+        let plain = self
+            .key
+            .open(&sealed, aad(kind))
+            .ok_or_else(|| Error::corrupt(object(), "authentication failed"))?;
+        ciborium::from_reader(&plain[..])
+            .map(Some)
+            .map_err(|e| Error::corrupt(object(), format!("CBOR: {e}")))
+    }
+
+    /// Deletes a file [`Repository::save_named`] stored.
+    pub(crate) fn remove_named(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.backend.delete(kind, name)
+    }
+
+    /// The name [`crate::wal`] files a PostgreSQL cluster's archived file under.
+    pub(crate) fn wal_name(&self, cluster: &str, name: &str) -> String {
+        hex::encode(self.key.wal_name(cluster, name))
     }
 
     /// Seals and stores an index file, in the compact encoding where the format has it.

@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// Written by `repair snapshots`: the snapshot this one replaces and what it lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
+    /// Written by `pg basebackup`: the PostgreSQL base backup this snapshot holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::postgres::BaseBackup>,
 }
 
 /// What `repair snapshots` records in a snapshot it rewrote.
@@ -270,6 +273,7 @@ mod tests {
             summary: Summary::default(),
             program: String::new(),
             repaired: None,
+            postgres: None,
         }
     }
 
@@ -340,6 +344,20 @@ mod tests {
                 summary: Summary { files_new: files, duration_secs: 1.5, ..Default::default() },
                 program: "strata 0.1.0".into(),
                 repaired: parent.map(|p| Repaired { from: SnapshotId(p), lost: vec!["/srv/a b".into()] }),
+                postgres: parent.map(|_| crate::postgres::BaseBackup {
+                    cluster: "main".into(),
+                    data_directory: "/var/lib/postgresql/15/main".into(),
+                    server_version: 150018,
+                    timeline: (files % 7) as u32 + 1,
+                    segment_size: 16 << 20,
+                    start_lsn: "0/2000028".into(),
+                    stop_lsn: "0/2000100".into(),
+                    start_wal: "000000010000000000000002".into(),
+                    stop_wal: "000000010000000000000002".into(),
+                    stop_time: "2026-11-25T18:00:01Z".into(),
+                    backup_label: "START WAL LOCATION: 0/2000028\n".into(),
+                    tablespace_map: (files % 2 == 0).then(|| "16384 /x\n".into()),
+                }),
             };
             let mut buf = Vec::new();
             ciborium::into_writer(&s, &mut buf).unwrap();

@@ -264,6 +264,7 @@ pub fn file_kind(kind: &str) -> strata::backend::FileKind {
         "index" => FileKind::Index,
         "keys" => FileKind::Key,
         "locks" => FileKind::Lock,
+        "wal" => FileKind::Wal,
         other => panic!("unknown kind {other}"),
     }
 }

@@ -1,0 +1,188 @@
+//! `strata pg basebackup|restore`: PostgreSQL base backups and point-in-time restores.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use strata::postgres::{self, Cluster};
+use strata::timespec;
+
+use super::output::{self, Bar};
+use super::{exit, Global};
+
+#[derive(Args, Debug)]
+pub struct PgArgs {
+    #[command(subcommand)]
+    cmd: PgCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum PgCmd {
+    /// Take a base backup: pg_backup_start, a backup of the data directory into the set
+    /// postgres.NAME, pg_backup_stop (which waits until its WAL is archived). Needs
+    /// data-directory and connection in [postgres.NAME], and archiving through `wal push`.
+    Basebackup {
+        /// The cluster, as `[postgres.NAME]` in the config file.
+        name: String,
+    },
+    /// Restore the cluster as of --at (default: the end of the WAL archive) into a new
+    /// data directory, set up to recover when PostgreSQL starts there: the newest base
+    /// backup consistent by then, its backup_label, recovery.signal, restore_command
+    /// through `wal fetch`, recovery_target_time and recovery_target_action = promote.
+    /// Refuses when the WAL archive has a gap on the way.
+    Restore {
+        /// The cluster, as `[postgres.NAME]` in the config file.
+        name: String,
+        /// The instant to recover to: RFC 3339, "YYYY-MM-DD HH:MM[:SS]" (local time), or
+        /// an age such as "2h" (ago).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// The new data directory (absent or empty).
+        #[arg(long)]
+        target: PathBuf,
+        /// Say which base backup and WAL would be used; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
+    let name = match &args.cmd {
+        PgCmd::Basebackup { name } | PgCmd::Restore { name, .. } => name.clone(),
+    };
+    let Some(section) = global.file.postgres.get(&name) else {
+        return Err(anyhow!("no [postgres.{name}] in the config file"));
+    };
+    match args.cmd {
+        PgCmd::Basebackup { .. } => {
+            let data_directory = section
+                .data_directory
+                .clone()
+                .ok_or_else(|| anyhow!("[postgres.{name}] has no data-directory"))?;
+            let cluster = Cluster {
+                name: name.clone(),
+                data_directory,
+                connection: section.connection.clone().unwrap_or_default(),
+            };
+            let repo = global.open()?;
+            let bar = Bar::new(global.show_progress(), true, "base backup").quiet(global.quiet);
+            let report = postgres::basebackup(&repo, &cluster, &bar);
+            bar.finish();
+            let report = report?;
+            let pg = report.snapshot.postgres.as_ref().expect("recorded");
+            if global.json {
+                output::print_json(&json!({
+                    "snapshot_id": report.snapshot_id.to_hex(),
+                    "set": cluster.set(),
+                    "postgres": pg,
+                    "summary": report.snapshot.summary,
+                }));
+            } else if !global.quiet {
+                println!(
+                    "base backup of {name}: snapshot {} in set {}, WAL {} to {}, consistent \
+                     from {} on",
+                    report.snapshot_id.short(),
+                    cluster.set(),
+                    pg.start_wal,
+                    pg.stop_wal,
+                    output::when(&pg.stop_time)
+                );
+            }
+            Ok(exit::OK)
+        }
+        PgCmd::Restore {
+            at,
+            target,
+            dry_run,
+            ..
+        } => {
+            let at = at
+                .map(|t| timespec::parse_instant(&t, timespec::now()))
+                .transpose()?;
+            let repo = global.open()?;
+            let plan = postgres::plan_restore(&repo, &name, at)?;
+            let target = std::path::absolute(&target)?;
+            if dry_run {
+                if global.json {
+                    output::print_json(&plan);
+                } else {
+                    describe(&name, &plan);
+                }
+                return Ok(exit::OK);
+            }
+            let bar = Bar::new(global.show_progress(), true, "restore").quiet(global.quiet);
+            let report = postgres::restore(
+                &repo,
+                &plan,
+                &target,
+                &restore_command(global, &name)?,
+                &bar,
+            );
+            bar.finish();
+            let report = report?;
+            if global.json {
+                output::print_json(&json!({"plan": plan, "target": target, "restore": report}));
+            } else if !global.quiet {
+                describe(&name, &plan);
+                println!(
+                    "restored {} files ({}) to {}; start PostgreSQL there to recover",
+                    report.files,
+                    output::bytes(report.bytes),
+                    target.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn describe(name: &str, plan: &postgres::RestorePlan) {
+    println!(
+        "{name}: base backup {} (consistent from {} on), then {} archived WAL segment(s) \
+         on timeline {} up to {}; recovery to {}",
+        plan.snapshot.short(),
+        output::when(&plan.base.stop_time),
+        plan.wal.segments,
+        plan.wal.timeline,
+        plan.wal.last.as_deref().unwrap_or("-"),
+        plan.target_time
+            .as_deref()
+            .unwrap_or("the end of the archive")
+    );
+}
+
+/// The restore_command PostgreSQL runs (through `sh -c`): this strata, with the same
+/// config and repository, so that it finds the archive and its password without this
+/// process's environment.
+fn restore_command(global: &Global, name: &str) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let mut words = vec![exe.to_string_lossy().into_owned()];
+    if let Some(c) = &global.config {
+        words.push("--config".into());
+        words.push(std::path::absolute(c)?.to_string_lossy().into_owned());
+    }
+    if let Some(r) = &global.repo {
+        words.push("--repo".into());
+        words.push(r.clone());
+    }
+    words.extend(["wal".into(), "fetch".into(), name.to_string()]);
+    let mut cmd = words
+        .iter()
+        .map(|w| sh_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    cmd.push_str(" %f %p");
+    if global.file.password_file.is_none() && global.file.password_command.is_none() {
+        eprintln!(
+            "warning: the config names no password-file or password-command: PostgreSQL's \
+             restore_command will need STRATA_PASSWORD_FILE in the server's environment"
+        );
+    }
+    Ok(cmd)
+}
+
+/// A word for `sh -c`, single-quoted.
+fn sh_quote(w: &str) -> String {
+    format!("'{}'", w.replace('\'', r"'\''"))
+}

@@ -1,0 +1,972 @@
+//! PostgreSQL base backups and point-in-time restores (format-spec §14), on top of the WAL
+//! archive of [`crate::wal`].
+//!
+//! A base backup is an ordinary snapshot of the data directory, taken between
+//! `pg_backup_start` and `pg_backup_stop` through one `psql` session, so successive base
+//! backups deduplicate against each other like any hourly backup. The snapshot records what
+//! `pg_backup_stop` answered (the backup label, the WAL positions and timeline): a restore
+//! writes the label back and lets PostgreSQL replay the archived WAL to the instant asked.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::{self, BackupOptions, BackupReport, Source};
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::patterns::Patterns;
+use crate::progress::Progress;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
+use crate::wal;
+
+/// What a snapshot taken by `pg basebackup` records (format-spec §14.2).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseBackup {
+    /// The cluster's name in the config (`[postgres.NAME]`).
+    pub cluster: String,
+    /// The server's data directory (the snapshot's one path).
+    pub data_directory: String,
+    /// `server_version_num`.
+    pub server_version: u32,
+    /// The timeline the backup started on.
+    pub timeline: u32,
+    /// WAL segment size in bytes.
+    pub segment_size: u64,
+    /// Where replay starts (`pg_backup_start`), as PostgreSQL writes an LSN (`0/2000028`).
+    pub start_lsn: String,
+    /// Where the backup becomes consistent (`pg_backup_stop`).
+    pub stop_lsn: String,
+    /// The WAL file holding `start_lsn`.
+    pub start_wal: String,
+    /// The WAL file holding the last byte before `stop_lsn`.
+    pub stop_wal: String,
+    /// When `pg_backup_stop` returned (RFC 3339): no earlier instant can be restored
+    /// from this backup.
+    pub stop_time: String,
+    /// The `backup_label` file `pg_backup_stop` returned, written back by a restore.
+    pub backup_label: String,
+    /// The `tablespace_map` file, when there are tablespaces (never, so far: refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace_map: Option<String>,
+}
+
+impl BaseBackup {
+    /// `stop_time`, parsed.
+    pub fn consistent_at(&self) -> Option<DateTime<FixedOffset>> {
+        DateTime::parse_from_rfc3339(&self.stop_time).ok()
+    }
+}
+
+/// A cluster as the config describes it.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// `[postgres.NAME]`.
+    pub name: String,
+    /// The data directory (it must be the one the connection reaches).
+    pub data_directory: PathBuf,
+    /// libpq conninfo for psql (`host=/run/postgresql port=5432 user=postgres`).
+    pub connection: String,
+}
+
+impl Cluster {
+    /// The backup set its base backups belong to.
+    pub fn set(&self) -> String {
+        set_of(&self.name)
+    }
+
+    fn err(&self, reason: impl Into<String>) -> Error {
+        Error::Postgres {
+            cluster: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The backup set of cluster `name`'s base backups.
+pub fn set_of(name: &str) -> String {
+    format!("postgres.{name}")
+}
+
+/// A log sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(pub u64);
+
+impl Lsn {
+    /// PostgreSQL's `X/Y` form.
+    pub fn parse(s: &str) -> Option<Lsn> {
+        let (hi, lo) = s.trim().split_once('/')?;
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+/// A WAL segment: timeline and segment number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Timeline.
+    pub tli: u32,
+    /// Segment number (LSN / segment size).
+    pub no: u64,
+}
+
+impl Segment {
+    /// The file name PostgreSQL gives it.
+    pub fn name(&self, segment_size: u64) -> String {
+        let per_id = 0x1_0000_0000 / segment_size;
+        format!(
+            "{:08X}{:08X}{:08X}",
+            self.tli,
+            self.no / per_id,
+            self.no % per_id
+        )
+    }
+
+    /// The segment a file name (24 hex digits) stands for.
+    pub fn parse(name: &str, segment_size: u64) -> Option<Segment> {
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let tli = u32::from_str_radix(&name[..8], 16).ok()?;
+        let hi = u64::from_str_radix(&name[8..16], 16).ok()?;
+        let lo = u64::from_str_radix(&name[16..], 16).ok()?;
+        Some(Segment {
+            tli,
+            no: hi * (0x1_0000_0000 / segment_size) + lo,
+        })
+    }
+}
+
+/// One psql session: a non-exclusive base backup lasts as long as the session that
+/// started it, so start and stop must go through the same connection.
+struct Session {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    stderr: tempfile::NamedTempFile,
+    cluster: String,
+}
+
+/// Separates fields in psql's unaligned output: no value we ask for contains it.
+const FIELD_SEP: &str = "\x1f";
+const DONE: &str = "strata:done";
+
+impl Session {
+    fn connect(cluster: &Cluster) -> Result<Session> {
+        let stderr = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
+        let err_file = stderr.reopen().map_err(|e| Error::io(stderr.path(), e))?;
+        let mut child = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-F",
+                FIELD_SEP,
+            ])
+            .arg("-d")
+            .arg(&cluster.connection)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err_file)
+            .spawn()
+            .map_err(|e| cluster.err(format!("cannot run psql: {e}")))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Session {
+            child,
+            stdin,
+            stdout,
+            stderr,
+            cluster: cluster.name.clone(),
+        })
+    }
+
+    fn failed(&mut self, what: &str) -> Error {
+        let _ = self.child.wait();
+        let msg = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+        Error::Postgres {
+            cluster: self.cluster.clone(),
+            reason: format!("{what}: {}", msg.trim()),
+        }
+    }
+
+    /// The rows `sql` (one statement) returns, each split into its fields.
+    fn query(&mut self, sql: &str) -> Result<Vec<Vec<String>>> {
+        if writeln!(self.stdin, "{sql};\n\\echo {DONE}")
+            .and_then(|_| self.stdin.flush())
+            .is_err()
+        {
+            return Err(self.failed(sql));
+        }
+        let mut rows = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.stdout.read_line(&mut line) {
+                Ok(0) | Err(_) => return Err(self.failed(sql)),
+                Ok(_) => {}
+            }
+            let line = line.trim_end_matches('\n');
+            if line == DONE {
+                return Ok(rows);
+            }
+            rows.push(line.split(FIELD_SEP).map(String::from).collect());
+        }
+    }
+
+    /// The one row of `sql`, with `n` fields.
+    fn row(&mut self, sql: &str, n: usize) -> Result<Vec<String>> {
+        let rows = self.query(sql)?;
+        match rows.into_iter().next() {
+            Some(r) if r.len() == n => Ok(r),
+            other => Err(Error::Postgres {
+                cluster: self.cluster.clone(),
+                reason: format!("unexpected answer to {sql}: {other:?}"),
+            }),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Ending the session aborts a base backup still in progress.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unhex(cluster: &Cluster, hex_text: &str) -> Result<String> {
+    hex::decode(hex_text.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| cluster.err("pg_backup_stop returned an unreadable label"))
+}
+
+/// What the data directory holds that a base backup leaves out (as pg_basebackup does):
+/// the WAL (archived on its own), the server's runtime state, temporary files. Directories
+/// whose contents are left out are kept, empty.
+fn excludes(data_dir: &Path) -> Result<Patterns> {
+    let dd = globset::escape(&data_dir.to_string_lossy());
+    let mut p: Vec<String> = [
+        "pg_wal",
+        "pg_replslot",
+        "pg_dynshmem",
+        "pg_notify",
+        "pg_serial",
+        "pg_snapshots",
+        "pg_stat_tmp",
+        "pg_subtrans",
+    ]
+    .iter()
+    .map(|d| format!("{dd}/{d}/*"))
+    .collect();
+    for f in [
+        "postmaster.pid",
+        "postmaster.opts",
+        "backup_label",
+        "backup_label.old",
+        "tablespace_map",
+        "recovery.signal",
+        "standby.signal",
+        "postgresql.auto.conf.tmp",
+        "current_logfiles.tmp",
+    ] {
+        p.push(format!("{dd}/{f}"));
+    }
+    p.extend(["pg_internal.init".into(), "pgsql_tmp*".into()]);
+    Ok(Patterns::new(&p)?.expect("patterns given"))
+}
+
+/// Takes a base backup of `cluster` into a snapshot of its set: `pg_backup_start`, a
+/// backup of the data directory, `pg_backup_stop` (which waits until the WAL up to the
+/// backup's end is archived), then the snapshot, recording the label. A failure anywhere
+/// ends the psql session, which aborts the backup on the server, and writes no snapshot.
+pub fn basebackup(
+    repo: &Repository,
+    cluster: &Cluster,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let mut s = Session::connect(cluster)?;
+    let info = s.row(
+        "SELECT current_setting('data_directory'), current_setting('server_version_num'), \
+         current_setting('archive_mode'), pg_is_in_recovery()::text, \
+         (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
+        5,
+    )?;
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let data_dir = canon(&cluster.data_directory);
+    if canon(Path::new(&info[0])) != data_dir {
+        return Err(cluster.err(format!(
+            "the connection reaches the server of {}, not the data-directory {} of the \
+             config",
+            info[0],
+            cluster.data_directory.display()
+        )));
+    }
+    let version: u32 = info[1].parse().unwrap_or(0);
+    if info[2] == "off" {
+        return Err(cluster.err(
+            "archive_mode is off: without the WAL archive a base backup cannot be \
+             restored; set archive_mode = on and archive_command to `strata wal push`",
+        ));
+    }
+    if info[3] == "true" {
+        return Err(cluster.err("the server is a standby: take base backups on the primary"));
+    }
+    let segment_size: u64 = info[4].parse().unwrap_or(0);
+    if !segment_size.is_power_of_two() || segment_size < (1 << 20) {
+        return Err(cluster.err(format!("unexpected wal_segment_size {}", info[4])));
+    }
+    let tblspc = data_dir.join("pg_tblspc");
+    if std::fs::read_dir(&tblspc)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+    {
+        return Err(cluster.err(
+            "the cluster has tablespaces outside its data directory (pg_tblspc), which \
+             base backups do not cover yet",
+        ));
+    }
+    let (start_fn, stop_fn) = if version >= 150000 {
+        ("pg_backup_start('strata', true)", "pg_backup_stop(true)")
+    } else {
+        (
+            "pg_start_backup('strata', true, false)",
+            "pg_stop_backup(false, true)",
+        )
+    };
+    let start = s.row(
+        &format!("SELECT l, pg_walfile_name(l) FROM {start_fn} AS l"),
+        2,
+    )?;
+    let (start_lsn, start_wal) = (start[0].clone(), start[1].clone());
+    let timeline = u32::from_str_radix(start_wal.get(..8).unwrap_or(""), 16)
+        .map_err(|_| cluster.err(format!("unexpected WAL file name {start_wal}")))?;
+    let name = cluster.name.clone();
+    let dd_text = data_dir.to_string_lossy().into_owned();
+    let stop = move |snap: &mut Snapshot| -> Result<()> {
+        let r = s.row(
+            &format!(
+                "SELECT b.lsn, pg_walfile_name(b.lsn), \
+                 encode(convert_to(b.labelfile, 'UTF8'), 'hex'), \
+                 encode(convert_to(coalesce(b.spcmapfile, ''), 'UTF8'), 'hex') \
+                 FROM {stop_fn} AS b"
+            ),
+            4,
+        )?;
+        let c = Cluster {
+            name: name.clone(),
+            data_directory: PathBuf::new(),
+            connection: String::new(),
+        };
+        let map = unhex(&c, &r[3])?;
+        snap.postgres = Some(BaseBackup {
+            cluster: name,
+            data_directory: dd_text,
+            server_version: version,
+            timeline,
+            segment_size,
+            start_lsn,
+            stop_lsn: r[0].clone(),
+            start_wal,
+            stop_wal: r[1].clone(),
+            stop_time: crate::timespec::now().to_rfc3339(),
+            backup_label: unhex(&c, &r[2])?,
+            tablespace_map: (!map.is_empty()).then_some(map),
+        });
+        Ok(())
+    };
+    backup::run(
+        repo,
+        BackupOptions {
+            source: Source::Paths(vec![data_dir.clone()]),
+            set: Some(cluster.set()),
+            tags: vec!["postgres".into()],
+            excludes: Some(excludes(&data_dir)?),
+            tolerate_changes: true,
+            before_snapshot: Some(Box::new(stop)),
+            ..Default::default()
+        },
+        progress,
+    )
+}
+
+/// The base backups of `cluster`, oldest first.
+pub fn base_backups(repo: &Repository, cluster: &str) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| {
+            s.postgres.as_ref().is_some_and(|p| p.cluster == cluster)
+                && s.set.as_deref() == Some(set_of(cluster).as_str())
+        })
+        .collect())
+}
+
+/// The WAL a recovery from one base backup replays, as found in the archive.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalChain {
+    /// The timeline recovery follows to its end (the newest descending from the backup's).
+    pub timeline: u32,
+    /// WAL segments found, from the backup's first on.
+    pub segments: u64,
+    /// The last one found.
+    pub last: Option<String>,
+    /// When that one was archived.
+    pub last_archived: Option<String>,
+    /// Whether a segment archived at or after the instant asked for was reached.
+    pub reaches_target: bool,
+}
+
+/// How many segments are probed at once, and looked for past the end of the archive (a
+/// gap is a missing segment with archived ones after it).
+const PROBE_BATCH: u64 = 16;
+
+/// The timelines from `base`'s to the newest one descending from it, each with the first
+/// segment it owns: the `.history` files PostgreSQL archived at each promotion say where
+/// each timeline branched off.
+fn timelines(repo: &Repository, cluster: &str, base: &BaseBackup) -> Result<Vec<(u32, u64)>> {
+    let mut newest = base.timeline;
+    let mut history = None;
+    while let Some(text) = fetch_text(repo, cluster, &format!("{:08X}.history", newest + 1))? {
+        newest += 1;
+        history = Some(text);
+    }
+    let mut out = vec![(base.timeline, 0)];
+    let Some(text) = history else {
+        return Ok(out);
+    };
+    // Each line: parent timeline, the LSN where the next one branched off, a reason.
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(tli), Some(lsn)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(tli), Some(lsn)) = (tli.parse::<u32>(), Lsn::parse(lsn)) {
+            entries.push((tli, lsn));
+        }
+    }
+    if !entries.iter().any(|(t, _)| *t == base.timeline) {
+        // The newest timeline does not descend from the backup's: PostgreSQL would refuse
+        // to follow it, and recovery stays on the backup's own.
+        return Ok(out);
+    }
+    out.clear();
+    let mut begin = 0;
+    for (i, (tli, switch)) in entries.iter().enumerate() {
+        if *tli >= base.timeline {
+            out.push((*tli, begin));
+        }
+        begin = switch.0 / base.segment_size;
+        if i + 1 == entries.len() {
+            out.push((newest, begin));
+        }
+    }
+    Ok(out)
+}
+
+fn fetch_text(repo: &Repository, cluster: &str, name: &str) -> Result<Option<String>> {
+    let Some(rec) = wal::record(repo, cluster, name)? else {
+        return Ok(None);
+    };
+    let bytes = wal::content(repo, &rec)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Follows the WAL that a recovery from `base` replays through the archive, one request
+/// per segment (in parallel batches), up to the first segment archived at or after
+/// `until` (to its end without). Fails on a gap: a missing segment the backup itself needs,
+/// or one with archived segments after it.
+pub fn wal_chain(
+    repo: &Repository,
+    base: &BaseBackup,
+    until: Option<DateTime<FixedOffset>>,
+) -> Result<WalChain> {
+    let cluster = &base.cluster;
+    let size = base.segment_size;
+    let err = |reason: String| Error::Postgres {
+        cluster: cluster.clone(),
+        reason,
+    };
+    let first = Segment::parse(&base.start_wal, size)
+        .ok_or_else(|| err(format!("bad start WAL file {}", base.start_wal)))?;
+    let stop = Segment::parse(&base.stop_wal, size)
+        .ok_or_else(|| err(format!("bad stop WAL file {}", base.stop_wal)))?;
+    let tls = timelines(repo, cluster, base)?;
+    let name_of = |no: u64| {
+        let tli = tls
+            .iter()
+            .rev()
+            .find(|(_, begin)| *begin <= no)
+            .map_or(base.timeline, |(t, _)| *t);
+        Segment { tli, no }.name(size)
+    };
+    let mut chain = WalChain {
+        timeline: tls.last().map_or(base.timeline, |(t, _)| *t),
+        segments: 0,
+        last: None,
+        last_archived: None,
+        reaches_target: false,
+    };
+    let mut no = first.no;
+    loop {
+        let names: Vec<String> = (no..no + PROBE_BATCH).map(name_of).collect();
+        let found = probe(repo, cluster, &names)?;
+        for (i, rec) in found.iter().enumerate() {
+            let Some(rec) = rec else {
+                let missing = &names[i];
+                if no + (i as u64) <= stop.no {
+                    return Err(Error::WalGap {
+                        cluster: cluster.clone(),
+                        missing: missing.clone(),
+                        needed: format!(
+                            "and the base backup of {} needs every segment from {} to {}",
+                            base.stop_time, base.start_wal, base.stop_wal
+                        ),
+                    });
+                }
+                // The end of the archive, unless something was archived after it.
+                let mut after: Vec<&String> = found[i..]
+                    .iter()
+                    .zip(&names[i..])
+                    .filter_map(|(r, n)| r.as_ref().map(|_| n))
+                    .collect();
+                if after.is_empty() {
+                    let more: Vec<String> = (no + PROBE_BATCH..no + 2 * PROBE_BATCH)
+                        .map(name_of)
+                        .collect();
+                    let later = probe(repo, cluster, &more)?;
+                    if let Some(n) = later
+                        .iter()
+                        .zip(&more)
+                        .find_map(|(r, n)| r.as_ref().map(|_| n))
+                    {
+                        return Err(Error::WalGap {
+                            cluster: cluster.clone(),
+                            missing: missing.clone(),
+                            needed: format!("and {n} after it is archived"),
+                        });
+                    }
+                    return Ok(chain);
+                }
+                after.truncate(1);
+                return Err(Error::WalGap {
+                    cluster: cluster.clone(),
+                    missing: missing.clone(),
+                    needed: format!("and {} after it is archived", after[0]),
+                });
+            };
+            chain.segments += 1;
+            chain.last = Some(names[i].clone());
+            chain.last_archived = Some(rec.time.clone());
+            if let Some(at) = until {
+                if DateTime::parse_from_rfc3339(&rec.time).is_ok_and(|t| t >= at) {
+                    chain.reaches_target = true;
+                    return Ok(chain);
+                }
+            }
+        }
+        no += PROBE_BATCH;
+    }
+}
+
+/// The records of `names` (or `None`s), fetched in parallel: each is one request.
+fn probe(
+    repo: &Repository,
+    cluster: &str,
+    names: &[String],
+) -> Result<Vec<Option<wal::WalRecord>>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| scope.spawn(move || wal::record(repo, cluster, n)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("probe".into())))
+            })
+            .collect()
+    })
+}
+
+/// Whether the WAL files `archived` (names) of `base`'s cluster leave a gap in what
+/// recovery from `base` replays: every segment from its start to the newest archived one
+/// (at least to its end), on its timeline or a later one. Says what is missing.
+pub fn chain_gap(base: &BaseBackup, archived: &[String]) -> Option<String> {
+    let size = base.segment_size;
+    let (Some(first), Some(stop)) = (
+        Segment::parse(&base.start_wal, size),
+        Segment::parse(&base.stop_wal, size),
+    ) else {
+        return Some(format!(
+            "base backup records bad WAL file names {} and {}",
+            base.start_wal, base.stop_wal
+        ));
+    };
+    let have: std::collections::HashSet<u64> = archived
+        .iter()
+        .filter_map(|n| Segment::parse(n, size))
+        .filter(|s| s.tli >= base.timeline)
+        .map(|s| s.no)
+        .collect();
+    let newest = have.iter().copied().max().unwrap_or(0).max(stop.no);
+    let missing: Vec<u64> = (first.no..=newest).filter(|n| !have.contains(n)).collect();
+    let name = |no| {
+        Segment {
+            tli: base.timeline,
+            no,
+        }
+        .name(size)
+    };
+    missing.first().map(|&no| {
+        format!(
+            "the WAL of base backup {} ({} to {}) has a gap: {} segment(s) missing, the \
+             first {}{}",
+            base.stop_time,
+            base.start_wal,
+            base.stop_wal,
+            missing.len(),
+            name(no),
+            if no <= stop.no {
+                ": the backup cannot be restored at all"
+            } else {
+                ": recovery stops before it"
+            }
+        )
+    })
+}
+
+/// What [`expire_wal`] removed.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalExpiry {
+    /// The cluster.
+    pub cluster: String,
+    /// The first WAL file kept: the start of the oldest base backup left. `None` when no
+    /// base backup is left, and then nothing is removed.
+    pub kept_from: Option<String>,
+    /// The WAL files removed (or, in a dry run, that would be).
+    pub removed: Vec<String>,
+}
+
+/// Removes the archived WAL of `cluster` that no base backup left needs: segments (and
+/// `.partial` and `.backup` files) before the start of the oldest one. Timeline history
+/// files stay, whatever their age: recovery reads them to pick its timeline. Without any
+/// base backup nothing is removed: the archive may be all there is. Their blobs go with
+/// the next prune.
+pub fn expire_wal(repo: &Repository, cluster: &str, dry_run: bool) -> Result<WalExpiry> {
+    let bases = base_backups(repo, cluster)?;
+    let oldest = bases
+        .iter()
+        .filter_map(|(_, s)| s.postgres.as_ref())
+        .filter_map(|b| Segment::parse(&b.start_wal, b.segment_size).map(|s| (s.no, b)))
+        .min_by_key(|(no, _)| *no);
+    let mut out = WalExpiry {
+        cluster: cluster.to_string(),
+        kept_from: oldest.map(|(_, b)| b.start_wal.clone()),
+        removed: Vec::new(),
+    };
+    let Some((first, base)) = oldest else {
+        return Ok(out);
+    };
+    for (file, rec) in wal::all_records(repo)? {
+        if rec.cluster != cluster || rec.name.ends_with(".history") {
+            continue;
+        }
+        let old = rec
+            .name
+            .get(..24)
+            .and_then(|n| Segment::parse(n, base.segment_size))
+            .is_some_and(|s| s.no < first);
+        if old {
+            if !dry_run {
+                repo.remove_named(crate::backend::FileKind::Wal, &file)?;
+            }
+            out.removed.push(rec.name);
+        }
+    }
+    out.removed.sort();
+    Ok(out)
+}
+
+/// What a point-in-time restore will do, decided before anything is written.
+#[derive(Clone, Debug, Serialize)]
+pub struct RestorePlan {
+    /// The base backup's snapshot.
+    pub snapshot: SnapshotId,
+    /// Its record.
+    pub base: BaseBackup,
+    /// The instant recovery stops at; `None`: the end of the archive.
+    pub target_time: Option<String>,
+    /// The WAL it replays.
+    pub wal: WalChain,
+}
+
+/// Picks the newest base backup of `cluster` consistent at `at` (the newest of all without)
+/// and checks the WAL from it to `at` is archived without a gap.
+pub fn plan_restore(
+    repo: &Repository,
+    cluster: &str,
+    at: Option<DateTime<FixedOffset>>,
+) -> Result<RestorePlan> {
+    let err = |reason: String| Error::Postgres {
+        cluster: cluster.to_string(),
+        reason,
+    };
+    let all = base_backups(repo, cluster)?;
+    if all.is_empty() {
+        return Err(err(format!(
+            "no base backup in the repository (take one with `strata pg basebackup {cluster}`)"
+        )));
+    }
+    let fits = |s: &Snapshot| {
+        let p = s.postgres.as_ref().expect("filtered");
+        at.is_none_or(|at| p.consistent_at().is_some_and(|t| t <= at))
+    };
+    let Some((id, snap)) = all.iter().rev().find(|(_, s)| fits(s)) else {
+        let first = all[0].1.postgres.as_ref().expect("filtered");
+        return Err(err(format!(
+            "no base backup is consistent at {}: the earliest one is consistent from {} on",
+            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            first.stop_time
+        )));
+    };
+    let base = snap.postgres.clone().expect("filtered");
+    let wal = wal_chain(repo, &base, at)?;
+    if let Some(at) = at {
+        if !wal.reaches_target {
+            return Err(err(format!(
+                "the WAL archive ends at {} (archived {}), before {}: PostgreSQL would \
+                 refuse to stop short of the target; leave out --at to restore to the end \
+                 of the archive",
+                wal.last.as_deref().unwrap_or(&base.stop_wal),
+                wal.last_archived.as_deref().unwrap_or("never"),
+                at.to_rfc3339()
+            )));
+        }
+    }
+    Ok(RestorePlan {
+        snapshot: *id,
+        base,
+        target_time: at.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string()),
+        wal,
+    })
+}
+
+/// A string as PostgreSQL's configuration files quote it.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Restores `plan`'s base backup as the data directory `target` (absent or empty), then
+/// writes what makes the next start of PostgreSQL a recovery to the plan's target:
+/// `backup_label`, `recovery.signal` and, appended to `postgresql.auto.conf`,
+/// `restore_command` (which the caller gives: `strata wal fetch` with its config),
+/// `recovery_target_time` and `recovery_target_action = 'promote'`.
+pub fn restore(
+    repo: &Repository,
+    plan: &RestorePlan,
+    target: &Path,
+    restore_command: &str,
+    progress: &dyn Progress,
+) -> Result<crate::restore::RestoreReport> {
+    let bad = |reason: String| Error::Postgres {
+        cluster: plan.base.cluster.clone(),
+        reason,
+    };
+    let occupied = match std::fs::read_dir(target) {
+        Ok(mut d) => d.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Error::io(target, e)),
+    };
+    if occupied {
+        return Err(bad(format!(
+            "{} is not empty: restore into a new or empty directory",
+            target.display()
+        )));
+    }
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    // The snapshot holds the data directory under its absolute path: restore into a
+    // staging directory beside the target, then move the data directory into place.
+    let staging = tempfile::Builder::new()
+        .prefix(".strata-pg-restore-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
+    let snapshot = repo.snapshot(&plan.snapshot)?;
+    let report = crate::restore::run(
+        repo,
+        &snapshot,
+        &crate::restore::RestoreOptions {
+            target: staging.path().to_path_buf(),
+            includes: None,
+            excludes: None,
+            verify: false,
+            dry_run: false,
+            cold: None,
+        },
+        progress,
+    )?;
+    if !report.errors.is_empty() {
+        return Err(bad(format!(
+            "the base backup did not restore cleanly ({} errors, the first: {}); nothing \
+             was moved to {}",
+            report.errors.len(),
+            report.errors[0],
+            target.display()
+        )));
+    }
+    let restored = staging
+        .path()
+        .join(plan.base.data_directory.trim_start_matches('/'));
+    if target.exists() {
+        std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
+    }
+    std::fs::rename(&restored, target).map_err(|e| Error::io(target, e))?;
+    drop(staging);
+    let meta = std::fs::metadata(target).map_err(|e| Error::io(target, e))?;
+    use std::os::unix::fs::MetadataExt;
+    let owner = (meta.uid(), meta.gid());
+    use std::os::unix::fs::OpenOptionsExt;
+    let write = |name: &str, text: &str, append: bool| -> Result<()> {
+        let path = target.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        f.write_all(text.as_bytes())
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        // The server reads them as the data directory's owner.
+        if crate::util::is_root() {
+            std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    };
+    write("backup_label", &plan.base.backup_label, false)?;
+    if let Some(map) = &plan.base.tablespace_map {
+        write("tablespace_map", map, false)?;
+    }
+    let mut conf = format!(
+        "\n# strata pg restore, {}: recovery of {} from base backup {}\n\
+         restore_command = {}\n",
+        crate::timespec::now().to_rfc3339(),
+        plan.base.cluster,
+        plan.snapshot.to_hex(),
+        conf_quote(restore_command)
+    );
+    if let Some(t) = &plan.target_time {
+        conf += &format!(
+            "recovery_target_time = {}\nrecovery_target_action = 'promote'\n",
+            conf_quote(t)
+        );
+    }
+    write("postgresql.auto.conf", &conf, true)?;
+    write("recovery.signal", "", false)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        let mb16 = 16 << 20;
+        for (name, tli, no) in [
+            ("000000010000000000000001", 1, 1),
+            ("0000000100000000000000FF", 1, 255),
+            ("000000010000000100000000", 1, 256),
+            ("00000002000000A1000000FE", 2, 0xA1 * 256 + 0xFE),
+        ] {
+            let s = Segment::parse(name, mb16).unwrap();
+            assert_eq!(s, Segment { tli, no }, "{name}");
+            assert_eq!(s.name(mb16), name);
+        }
+        // 64 MiB segments: 64 per "xlogid".
+        let s = Segment { tli: 1, no: 64 };
+        assert_eq!(s.name(64 << 20), "000000010000000100000000");
+        assert_eq!(Segment::parse("00000001000000000000000", mb16), None);
+    }
+
+    #[test]
+    fn chain_gaps_are_found_in_names() {
+        let mb16 = 16 << 20;
+        let base = BaseBackup {
+            cluster: "main".into(),
+            data_directory: "/d".into(),
+            server_version: 150000,
+            timeline: 1,
+            segment_size: mb16,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/3000100".into(),
+            start_wal: "000000010000000000000002".into(),
+            stop_wal: "000000010000000000000003".into(),
+            stop_time: "2026-11-27T00:00:00Z".into(),
+            backup_label: String::new(),
+            tablespace_map: None,
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = names(&[
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "00000002.history",
+            // After a promotion the segment numbers go on, on the new timeline.
+            "000000020000000000000005",
+        ]);
+        assert_eq!(chain_gap(&base, &ok), None);
+        let gap = chain_gap(
+            &base,
+            &names(&["000000010000000000000002", "000000010000000000000005"]),
+        );
+        let gap = gap.unwrap();
+        assert!(
+            gap.contains("2 segment(s) missing, the first 000000010000000000000003"),
+            "{gap}"
+        );
+        assert!(gap.contains("cannot be restored"), "{gap}");
+        let later = chain_gap(
+            &base,
+            &names(&[
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000010000000000000005",
+            ]),
+        )
+        .unwrap();
+        assert!(
+            later.contains("000000010000000000000004") && later.contains("stops before"),
+            "{later}"
+        );
+    }
+
+    #[test]
+    fn lsns_parse() {
+        assert_eq!(Lsn::parse("0/2000028"), Some(Lsn(0x2000028)));
+        assert_eq!(Lsn::parse("A/FF"), Some(Lsn((0xA << 32) | 0xFF)));
+        assert_eq!(Lsn::parse("x"), None);
+    }
+
+    #[test]
+    fn conf_strings_double_quotes() {
+        assert_eq!(conf_quote("a 'b' c"), "'a ''b'' c'");
+    }
+}

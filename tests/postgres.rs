@@ -1,0 +1,599 @@
+//! Point-in-time recovery of a real PostgreSQL (Debian's `postgresql`) through the
+//! repository: `archive_command = strata wal push`, `strata pg basebackup`, `strata pg
+//! restore --at`, and the restored server started to show exactly the rows of the instant
+//! asked for. Throwaway clusters run as the `postgres` user when the suite runs as root.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{code, stderr, Env};
+
+/// The newest installed server's programs (initdb, pg_ctl).
+fn pg_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (tools/test installs Debian's postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|b| b.join("initdb").exists())
+        .collect();
+    versions.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+    });
+    versions.pop().expect("no initdb under /usr/lib/postgresql")
+}
+
+/// The postgres user's uid and gid, when running as root (PostgreSQL refuses root).
+fn pg_user() -> Option<(u32, u32)> {
+    if !common::is_root() {
+        return None;
+    }
+    let u = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("no postgres user (Debian's postgresql package creates it)");
+    Some((u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// One throwaway cluster: its data directory, socket directory and log.
+struct Cluster<'e> {
+    env: &'e Env,
+    data: PathBuf,
+    sock: PathBuf,
+    log: PathBuf,
+    running: bool,
+}
+
+impl<'e> Cluster<'e> {
+    /// A command as the cluster's user, with the test's strata environment (the
+    /// archive_command and restore_command inherit it from the server).
+    fn command(env: &Env, program: &Path) -> Command {
+        let base = env.std_cmd();
+        let mut cmd = Command::new(program);
+        cmd.env_clear();
+        for (k, v) in base.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("LC_ALL", "C.UTF-8");
+        if let Some((uid, gid)) = pg_user() {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// A new cluster `name` with WAL archived to the repository by `archive_command`.
+    fn init(env: &'e Env, name: &str, archive_command: &str) -> Self {
+        let c = Self::at(env, name);
+        let out = Self::command(env, &pg_bin().join("initdb"))
+            .args([
+                "-D",
+                c.data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", stderr(&out));
+        let mut conf = fs::read_to_string(c.data.join("postgresql.conf")).unwrap();
+        conf += &format!(
+            "wal_level = replica\narchive_mode = on\narchive_command = '{}'\n",
+            archive_command.replace('\'', "''")
+        );
+        fs::write(c.data.join("postgresql.conf"), conf).unwrap();
+        c
+    }
+
+    /// The cluster whose data directory is (or will be) `name` under the test directory.
+    fn at(env: &'e Env, name: &str) -> Self {
+        let sock = env.path(&format!("sock-{name}"));
+        fs::create_dir_all(&sock).unwrap();
+        chown_to_pg(&sock);
+        Cluster {
+            env,
+            data: env.path(name),
+            sock,
+            log: env.path(&format!("{name}.log")),
+            running: false,
+        }
+    }
+
+    fn start(&mut self, extra: &str) {
+        let opts = format!(
+            "-c port=5432 -c listen_addresses='' -c unix_socket_directories='{}' {extra}",
+            self.sock.display()
+        );
+        let out = Self::command(self.env, &pg_bin().join("pg_ctl"))
+            .args([
+                "-D",
+                self.data.to_str().unwrap(),
+                "-l",
+                self.log.to_str().unwrap(),
+            ])
+            .args(["-o", &opts, "-w", "-t", "120", "start"])
+            .output()
+            .unwrap();
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{log}",
+            stderr(&out)
+        );
+        self.running = true;
+    }
+
+    fn stop(&mut self) {
+        if self.running {
+            let _ = Self::command(self.env, &pg_bin().join("pg_ctl"))
+                .args([
+                    "-D",
+                    self.data.to_str().unwrap(),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ])
+                .output();
+            self.running = false;
+        }
+    }
+
+    fn conninfo(&self) -> String {
+        format!(
+            "host={} port=5432 user=postgres dbname=postgres",
+            self.sock.display()
+        )
+    }
+
+    /// The rows `sql` returns, as psql prints them unaligned.
+    fn sql(&self, sql: &str) -> String {
+        let out = Self::command(self.env, Path::new("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.conninfo(),
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "psql {sql}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Ends the current WAL segment and waits until it is archived.
+    fn switch_and_archive(&self) -> String {
+        let seg = self.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        self.sql("SELECT pg_switch_wal()");
+        for _ in 0..1200 {
+            let (done, failed) = {
+                let r = self.sql(
+                    "SELECT coalesce(last_archived_wal, ''), failed_count FROM pg_stat_archiver",
+                );
+                let (a, f) = r.split_once('|').unwrap();
+                (a >= seg.as_str(), f.to_string())
+            };
+            if done {
+                return seg;
+            }
+            let _ = failed;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{seg} not archived in 120 s: {}",
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// The values of column `i` in table `t`.
+    fn rows(&self) -> Vec<i32> {
+        self.sql("SELECT i FROM t ORDER BY i")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn chown_to_pg(path: &Path) {
+    if let Some((uid, gid)) = pg_user() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// A test environment whose strata runs as the postgres user (so that the server's
+/// archive_command and the tests' own commands share the cache and the repository files),
+/// and the config naming cluster `main`.
+fn pg_env(env: Env) -> (Env, String) {
+    let mut env = env;
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    chown_to_pg(env.dir.path());
+    if let Some((uid, _)) = pg_user() {
+        env.run_as = Some(uid);
+    }
+    let cfg = env.path("strata.toml");
+    let sock = env.path("sock-data");
+    fs::write(
+        &cfg,
+        format!(
+            "[postgres.main]\ndata-directory = \"{}\"\nconnection = \"host={} port=5432 \
+             user=postgres dbname=postgres\"\nkeep = {{ last = 1 }}\n",
+            env.path("data").display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    (env, cfg)
+}
+
+fn strata_bin(env: &Env) -> String {
+    env.std_cmd().get_program().to_string_lossy().into_owned()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Restores `main` as of `at` (the end of the archive with `None`) into a new data
+/// directory, starts a server there without archiving, and returns the rows it has.
+fn restore_and_read(env: &Env, cfg: &str, at: Option<&str>, name: &str) -> (Vec<i32>, String) {
+    let target = env.path(name);
+    let mut args = vec!["--config", cfg, "pg", "restore", "main", "--target"];
+    let t = target.to_str().unwrap().to_string();
+    args.push(&t);
+    if let Some(at) = at {
+        args.extend(["--at", at]);
+    }
+    let plan = env.json(&args);
+    let snapshot = plan["plan"]["snapshot"].as_str().unwrap().to_string();
+    assert!(target.join("recovery.signal").exists());
+    assert!(target.join("backup_label").exists());
+    let mut c = Cluster::at(env, name);
+    c.start("-c archive_mode=off");
+    // Recovery ends with a promotion: wait until the server leaves recovery.
+    for _ in 0..600 {
+        if c.sql("SELECT pg_is_in_recovery()") == "f" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.sql("SELECT pg_is_in_recovery()"), "f");
+    let rows = c.rows();
+    c.stop();
+    (rows, snapshot)
+}
+
+fn insert(c: &Cluster, i: i32) {
+    c.sql(&format!("INSERT INTO t (i) VALUES ({i})"));
+}
+
+/// Between two inserts, an instant clearly after the first's commit and before the second.
+fn instant_between() -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = now();
+    std::thread::sleep(Duration::from_millis(1100));
+    t
+}
+
+fn point_in_time_recovery_to_three_instants(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let push = format!("{} --config {cfg} wal push main %p", strata_bin(&env));
+    let mut db = Cluster::init(&env, "data", &push);
+    db.start("");
+    db.sql("CREATE TABLE t (i int, at timestamptz DEFAULT clock_timestamp())");
+    insert(&db, 1);
+    db.switch_and_archive();
+    let before_any_backup = now();
+
+    let b1 = env.json(&["--config", &cfg, "pg", "basebackup", "main"]);
+    let b1_id = b1["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(b1["set"], "postgres.main");
+    assert_eq!(b1["postgres"]["timeline"], 1, "{b1}");
+    insert(&db, 2);
+    db.switch_and_archive();
+    let between_2_and_3 = instant_between();
+    insert(&db, 3);
+    db.switch_and_archive();
+
+    // A second base backup: the data directory deduplicates against the first.
+    let b2 = env.json(&["--config", &cfg, "pg", "basebackup", "main"]);
+    let b2_id = b2["snapshot_id"].as_str().unwrap().to_string();
+    let added = b2["summary"]["data_added"].as_u64().unwrap();
+    let total = b2["summary"]["total_bytes"].as_u64().unwrap();
+    assert!(
+        added < total / 2,
+        "second base backup added {added} of {total} bytes"
+    );
+    insert(&db, 4);
+    db.switch_and_archive();
+    let between_4_and_5 = instant_between();
+    insert(&db, 5);
+    db.switch_and_archive();
+
+    // Before the first base backup was consistent: nothing can give that instant.
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--at",
+        &before_any_backup,
+        "--target",
+        env.path("r0").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no base backup is consistent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.path("r0").exists());
+
+    // Never over a data directory: the live one is refused, untouched.
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--target",
+        db.data.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert!(!db.data.join("recovery.signal").exists());
+    assert_eq!(db.rows(), vec![1, 2, 3, 4, 5]);
+
+    // Between inserts 2 and 3: the first base backup, replayed to the instant.
+    let (rows, used) = restore_and_read(&env, &cfg, Some(&between_2_and_3), "r1");
+    assert_eq!(rows, vec![1, 2]);
+    assert_eq!(used, b1_id);
+    // Between 4 and 5: the second.
+    let (rows, used) = restore_and_read(&env, &cfg, Some(&between_4_and_5), "r2");
+    assert_eq!(rows, vec![1, 2, 3, 4]);
+    assert_eq!(used, b2_id);
+    // The end of the archive.
+    let (rows, used) = restore_and_read(&env, &cfg, None, "r3");
+    assert_eq!(rows, vec![1, 2, 3, 4, 5]);
+    assert_eq!(used, b2_id);
+
+    // Later than the archive reaches: refused, as PostgreSQL would stop short of it.
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--at",
+        &future,
+        "--target",
+        env.path("r4").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("WAL archive ends at"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Retention: the policy keeps the newest base backup; the WAL only the first one
+    // needed goes with it, and prune reclaims it. The second one still restores.
+    let out = env.json(&[
+        "--config",
+        &cfg,
+        "forget",
+        "postgres.main",
+        "--prune",
+        "--instant-delete",
+    ]);
+    let removed: Vec<String> = out["wal"][0]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let b2_start = b2["postgres"]["start_wal"].as_str().unwrap();
+    assert!(!removed.is_empty(), "{out}");
+    assert!(
+        removed.iter().all(|n| n.as_str() < b2_start),
+        "{removed:?} vs {b2_start}"
+    );
+    assert_eq!(out["wal"][0]["kept_from"], b2_start);
+    let gone = env.path("gone");
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        &removed[0],
+        gone.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--at",
+        &between_2_and_3,
+        "--target",
+        env.path("r6").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("no base backup is consistent"),
+        "{}",
+        stderr(&out)
+    );
+    let (rows, used) = restore_and_read(&env, &cfg, Some(&between_4_and_5), "r7");
+    assert_eq!(rows, vec![1, 2, 3, 4]);
+    assert_eq!(used, b2_id);
+    env.assert_read_data_clean();
+
+    // A hole in the archive: a segment after one that is missing. Restoring past it is
+    // refused, naming the missing file; the instants before it still restore.
+    let last = db.switch_and_archive();
+    db.stop();
+    let no = u64::from_str_radix(&last[16..], 16).unwrap();
+    let missing = format!("{}{:08X}", &last[..16], no + 1);
+    let after = format!("{}{:08X}", &last[..16], no + 2);
+    let stray = env.path("stray");
+    fs::create_dir_all(&stray).unwrap();
+    chown_to_pg(&stray);
+    fs::write(stray.join(&after), vec![0u8; 1 << 20]).unwrap();
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        stray.join(&after).to_str().unwrap(),
+    ]);
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--dry-run",
+        "--target",
+        env.path("r5").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("gap") && err.contains(&missing) && err.contains(&after),
+        "{err}"
+    );
+    env.ok(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--dry-run",
+        "--at",
+        &between_4_and_5,
+        "--target",
+        env.path("r5").to_str().unwrap(),
+    ]);
+    // check names the gap, against the base backup it hits.
+    let out = env.run(&["check"]);
+    assert_ne!(code(&out), 0);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        all.contains("gap") && all.contains(&missing) && all.contains(&b2_id[..8]),
+        "{all}"
+    );
+}
+
+/// `Env` is not Clone: a fresh one on the same kind of backend.
+fn clone_env(env: &Env) -> Env {
+    if env.s3 {
+        Env::s3().unwrap()
+    } else {
+        Env::local()
+    }
+}
+
+/// archive_command killed with SIGKILL at points all through its push, every other
+/// attempt: PostgreSQL retries, every segment ends up archived once, and the archive
+/// restores to the end.
+fn killed_pushes_leave_no_hole(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let bin = strata_bin(&env);
+    let script = env.path("archive.sh");
+    let count = env.path("attempts");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             n=$(cat {count} 2>/dev/null || echo 0); echo $((n+1)) > {count}\n\
+             if [ $((n % 2)) -eq 0 ] && [ $n -lt 24 ]; then\n\
+               {bin} --config {cfg} wal push main \"$1\" & pid=$!\n\
+               sleep $(echo \"0.000 0.015 0.030 0.050 0.070 0.100 0.140 0.200 0.280 0.400 0.600 0.900\" | cut -d' ' -f$((n/2+1)))\n\
+               kill -9 $pid 2>/dev/null; wait $pid; exit 1\n\
+             fi\n\
+             exec {bin} --config {cfg} wal push main \"$1\"\n",
+            count = count.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut db = Cluster::init(&env, "data", &format!("{} %p", script.display()));
+    db.start("");
+    db.sql("CREATE TABLE t (i int, at timestamptz DEFAULT clock_timestamp())");
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    for i in 1..=6 {
+        insert(&db, i);
+        // Enough WAL that a push takes a while to kill.
+        db.sql("CREATE TABLE IF NOT EXISTS filler AS SELECT g FROM generate_series(1, 1) g");
+        db.sql("INSERT INTO filler SELECT g FROM generate_series(1, 50000) g");
+        db.switch_and_archive();
+    }
+    let attempts: u32 = fs::read_to_string(&count).unwrap().trim().parse().unwrap();
+    assert!(attempts >= 12, "only {attempts} archive attempts");
+    db.stop();
+    let (rows, _) = restore_and_read(&env, &cfg, None, "restored");
+    assert_eq!(rows, vec![1, 2, 3, 4, 5, 6]);
+    env.assert_read_data_clean();
+}
+
+fn a_base_backup_needs_archiving(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let mut db = Cluster::init(&env, "data", "false");
+    fs::write(db.data.join("postgresql.auto.conf"), "archive_mode = off\n").unwrap();
+    db.start("");
+    let out = env.run(&["--config", &cfg, "pg", "basebackup", "main"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("archive_mode is off"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().map(Vec::len), Some(0));
+    // No base backup at all: a restore says so.
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--target",
+        env.path("r").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("no base backup"), "{}", stderr(&out));
+    db.stop();
+}
+
+conformance!(
+    point_in_time_recovery_to_three_instants,
+    killed_pushes_leave_no_hole,
+    a_base_backup_needs_archiving,
+);

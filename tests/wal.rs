@@ -1,0 +1,319 @@
+//! `strata wal push|fetch`, PostgreSQL's archive_command and restore_command, without a
+//! server: what PostgreSQL relies on (exit 0 means archived, retries are harmless, a probe
+//! for a missing file fails cheaply and writes nothing) on both backends. The end-to-end
+//! tests with a real PostgreSQL are in tests/postgres.rs.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::{code, noise, stderr, Env};
+
+const SEG: &str = "000000010000000000000003";
+
+/// A config with the cluster `main`; the repository and password come from the
+/// environment.
+fn config(env: &Env) -> String {
+    let path = env.path("strata.toml");
+    fs::write(&path, "[postgres.main]\n").unwrap();
+    path.display().to_string()
+}
+
+fn segment(env: &Env, name: &str, seed: u64) -> std::path::PathBuf {
+    let dir = env.path("pg_wal");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    // A WAL segment: mostly repeated records, partly fresh bytes.
+    let mut bytes = noise(1 << 20, seed);
+    bytes.extend(std::iter::repeat_n(7u8, 3 << 20));
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn pushes_fetches_and_refuses_other_content(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    let seg = segment(env, SEG, 1);
+    let p = seg.to_str().unwrap();
+    let out = env.json(&["--config", &cfg, "wal", "push", "main", p]);
+    assert_eq!(out["result"], "stored", "{out}");
+    // PostgreSQL retries a push whose exit it did not see: the same bytes are a success.
+    let out = env.json(&["--config", &cfg, "wal", "push", "main", p]);
+    assert_eq!(out["result"], "already_archived", "{out}");
+
+    let dest = env.path("fetched");
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        SEG,
+        dest.to_str().unwrap(),
+    ]);
+    assert!(fs::read(&dest).unwrap() == fs::read(&seg).unwrap());
+
+    // Other bytes under an archived name: refused, and the archive keeps the first.
+    let first = fs::read(&seg).unwrap();
+    let other = segment(env, SEG, 2);
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        other.to_str().unwrap(),
+    ]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("other content"), "{}", stderr(&out));
+    fs::remove_file(&dest).unwrap();
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        SEG,
+        dest.to_str().unwrap(),
+    ]);
+    assert!(fs::read(&dest).unwrap() == first);
+
+    // A name never archived: exit 1, nothing written where PostgreSQL would read it.
+    let missing = env.path("missing");
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        "000000010000000000000004",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not archived"), "{}", stderr(&out));
+    assert!(!missing.exists());
+    assert!(fs::read_dir(env.dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+
+    // Another cluster's archive is another namespace.
+    fs::write(&cfg, "[postgres.main]\n[postgres.other]\n").unwrap();
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "other",
+        SEG,
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1);
+
+    // Archived WAL is what snapshots are to prune: kept.
+    env.ok(&["forget", "--keep-last", "1"]);
+    env.ok(&["prune", "--instant-delete"]);
+    fs::remove_file(&dest).unwrap();
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        SEG,
+        dest.to_str().unwrap(),
+    ]);
+    assert!(fs::read(&dest).unwrap() == first);
+    let check = env.json(&["check", "--read-data"]);
+    assert_eq!(check["wal_records"], 1, "{check}");
+    env.assert_read_data_clean();
+}
+
+fn refuses_what_is_not_a_wal_file(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    for name in ["postgresql.conf", "0000000100000000000000", "..history"] {
+        let path = env.path(name);
+        fs::write(&path, b"x").unwrap();
+        let out = env.run(&[
+            "--config",
+            &cfg,
+            "wal",
+            "push",
+            "main",
+            path.to_str().unwrap(),
+        ]);
+        assert_ne!(code(&out), 0, "{name}");
+        assert!(stderr(&out).contains("not a WAL"), "{}", stderr(&out));
+    }
+    let dest = env.path("d");
+    for name in ["../../etc/passwd", "..", "000000010000000000000001/x"] {
+        let out = env.run(&[
+            "--config",
+            &cfg,
+            "wal",
+            "fetch",
+            "main",
+            name,
+            dest.to_str().unwrap(),
+        ]);
+        assert_ne!(code(&out), 0, "{name}");
+        assert!(stderr(&out).contains("not a WAL"), "{}", stderr(&out));
+    }
+    // A cluster the config does not name: refused before anything is written, so a typo
+    // cannot start a second archive.
+    let seg = segment(env, SEG, 3);
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "mian",
+        seg.to_str().unwrap(),
+    ]);
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("no [postgres.mian]"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.objects("wal").is_empty());
+}
+
+fn a_push_that_cannot_reach_the_repository_fails(env: &Env) {
+    // No repository there: exit 10, and the segment stays for PostgreSQL to retry.
+    let cfg = config(env);
+    let seg = segment(env, SEG, 4);
+    let before = fs::read(&seg).unwrap();
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        seg.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert!(fs::read(&seg).unwrap() == before);
+    // A wrong password: exit 12.
+    env.init();
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "wrong")
+        .args([
+            "--config",
+            &cfg,
+            "wal",
+            "push",
+            "main",
+            seg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+}
+
+/// Recovery fetches one file per command: after a fetch, the next segments come ahead in
+/// the background, and fetching them then needs no request (nor even the password).
+fn a_fetch_prefetches_the_next_segments(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    let names: Vec<String> = (1..=5)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    let mut originals = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let p = segment(env, n, 10 + i as u64);
+        env.ok(&["--config", &cfg, "wal", "push", "main", p.to_str().unwrap()]);
+        originals.push(fs::read(&p).unwrap());
+    }
+    let dest = env.path("restored");
+    fs::create_dir_all(&dest).unwrap();
+    let d = |n: &str| dest.join(n).to_str().unwrap().to_string();
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        &names[0],
+        &d(&names[0]),
+    ]);
+    assert!(fs::read(dest.join(&names[0])).unwrap() == originals[0]);
+    let spooled = |n: &str| common::walk(&env.cache).iter().any(|p| p.ends_with(n));
+    let t = std::time::Instant::now();
+    while !spooled(&names[4]) && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(spooled(&names[4]), "{:?}", common::walk(&env.cache));
+    // Files in the cache are private.
+    for p in common::walk(&env.cache) {
+        let mode = fs::metadata(&p).unwrap().permissions().mode();
+        let private = if p.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode & 0o777 & !private, 0, "{} is {mode:o}", p.display());
+    }
+    for (n, original) in names.iter().zip(&originals).skip(1) {
+        let out = env
+            .cmd()
+            .env("STRATA_PASSWORD", "wrong")
+            .args(["--config", &cfg, "wal", "fetch", "main", n, &d(n)])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{n}: {}", stderr(&out));
+        assert!(fs::read(dest.join(n)).unwrap() == *original, "{n}");
+    }
+    // Taken from the spool, not left there; what was not fetched ahead needs the
+    // repository again.
+    assert!(!spooled(&names[2]));
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "wrong")
+        .args([
+            "--config",
+            &cfg,
+            "wal",
+            "fetch",
+            "main",
+            "000000010000000000000006",
+            &d("x"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+}
+
+conformance!(
+    a_fetch_prefetches_the_next_segments,
+    pushes_fetches_and_refuses_other_content,
+    refuses_what_is_not_a_wal_file,
+    a_push_that_cannot_reach_the_repository_fails,
+);
+
+/// An unreachable S3 endpoint fails the push (non-zero) instead of hanging or claiming it.
+#[test]
+fn a_push_to_an_unreachable_object_store_fails() {
+    let env = Env::local();
+    let cfg = config(&env);
+    let seg = segment(&env, SEG, 5);
+    let out = env
+        .cmd()
+        .env("STRATA_REPOSITORY", "s3:http://127.0.0.1:9/bucket/repo")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_REGION", "garage")
+        .args([
+            "--config",
+            &cfg,
+            "wal",
+            "push",
+            "main",
+            seg.to_str().unwrap(),
+        ])
+        .timeout(std::time::Duration::from_secs(120))
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert!(seg.exists());
+}
