@@ -216,11 +216,11 @@ pub fn run(
     let tx = repo.transaction()?;
     let scan_done = AtomicBool::new(false);
     let outcome = std::thread::scope(|scope| -> Result<(TreeId, Summary, Vec<String>)> {
-        if matches!(opts.source, Source::Paths(_)) {
+        let scanner = matches!(opts.source, Source::Paths(_)).then(|| {
             let (paths, excludes, done) = (&paths, opts.excludes.as_ref(), &scan_done);
             let one_fs = opts.one_file_system;
-            scope.spawn(move || scan::scan(paths, excludes, one_fs, progress, done));
-        }
+            scope.spawn(move || scan::scan(paths, excludes, one_fs, progress, done))
+        });
         let saver = BlobSaver::new(repo, &shared, scope, opts.uploaders);
         let archiver = Archiver {
             repo,
@@ -244,6 +244,13 @@ pub fn run(
         scan_done.store(true, Ordering::Relaxed);
         let warnings = std::mem::take(&mut *archiver.warnings.lock().unwrap());
         let summary = archiver.summary();
+        // A walk that overtook its scan (a small tree, a busy machine) knows the totals
+        // itself: the progress gets them all the same.
+        let scanned = scanner.map(|h| h.join().unwrap_or(false));
+        if scanned == Some(false) && root.is_ok() {
+            let files = summary.files_new + summary.files_changed + summary.files_unchanged;
+            progress.found(files, summary.total_bytes, true);
+        }
         drop(archiver);
         // Packs and their index files must be durable before the snapshot names them. On
         // an error too, what reached the backend is indexed, for the next run to reuse.

@@ -15,14 +15,14 @@ use crate::progress::Progress;
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
 /// Counts the files and bytes below `paths`, reporting to `progress` as it goes; gives up
-/// quietly when `stop` is set.
+/// quietly when `stop` is set. Whether it counted everything.
 pub(crate) fn scan(
     paths: &[PathBuf],
     excludes: Option<&Patterns>,
     one_file_system: bool,
     progress: &dyn Progress,
     stop: &AtomicBool,
-) {
+) -> bool {
     let mut found = Found {
         files: 0,
         bytes: 0,
@@ -35,10 +35,11 @@ pub(crate) fn scan(
             continue;
         };
         if !found.visit(p, &meta, meta.dev(), excludes, one_file_system) {
-            return;
+            return false;
         }
     }
     progress.found(found.files, found.bytes, true);
+    true
 }
 
 struct Found<'a> {
