@@ -197,6 +197,20 @@ impl<'e> Cluster<'e> {
         );
     }
 
+    /// Recovery ends with a promotion: waits until the server leaves recovery.
+    fn wait_promoted(&self) {
+        for _ in 0..600 {
+            if self.sql("SELECT pg_is_in_recovery()") == "f" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "still in recovery after 60 s: {}",
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
     /// The values of column `i` in table `t`.
     fn rows(&self) -> Vec<i32> {
         self.sql("SELECT i FROM t ORDER BY i")
@@ -268,17 +282,30 @@ fn restore_and_read(env: &Env, cfg: &str, at: Option<&str>, name: &str) -> (Vec<
     assert!(target.join("backup_label").exists());
     let mut c = Cluster::at(env, name);
     c.start("-c archive_mode=off");
-    // Recovery ends with a promotion: wait until the server leaves recovery.
-    for _ in 0..600 {
-        if c.sql("SELECT pg_is_in_recovery()") == "f" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(c.sql("SELECT pg_is_in_recovery()"), "f");
+    c.wait_promoted();
     let rows = c.rows();
     c.stop();
     (rows, snapshot)
+}
+
+/// A started cluster `data` archiving through `wal push`, with the empty table `t`.
+fn archiving_primary<'e>(env: &'e Env, cfg: &str) -> Cluster<'e> {
+    let push = format!("{} --config {cfg} wal push main %p", strata_bin(env));
+    let mut db = Cluster::init(env, "data", &push);
+    db.start("");
+    db.sql("CREATE TABLE t (i int, at timestamptz DEFAULT clock_timestamp())");
+    db
+}
+
+/// `strata --config CFG ARGS` fails (exit 1) saying `why`; returns what it said.
+fn refused(env: &Env, cfg: &str, args: &[&str], why: &str) -> String {
+    let mut all = vec!["--config", cfg];
+    all.extend_from_slice(args);
+    let out = env.run(&all);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{args:?}: {err}");
+    assert!(err.contains(why), "{args:?}: {err}");
+    err
 }
 
 fn insert(c: &Cluster, i: i32) {
@@ -296,10 +323,7 @@ fn instant_between() -> String {
 fn point_in_time_recovery_to_three_instants(env: &Env) {
     let (env, cfg) = pg_env(clone_env(env));
     env.init();
-    let push = format!("{} --config {cfg} wal push main %p", strata_bin(&env));
-    let mut db = Cluster::init(&env, "data", &push);
-    db.start("");
-    db.sql("CREATE TABLE t (i int, at timestamptz DEFAULT clock_timestamp())");
+    let mut db = archiving_primary(&env, &cfg);
     insert(&db, 1);
     db.switch_and_archive();
     let before_any_backup = now();
@@ -330,37 +354,35 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
     db.switch_and_archive();
 
     // Before the first base backup was consistent: nothing can give that instant.
-    let out = env.run(&[
-        "--config",
+    refused(
+        &env,
         &cfg,
-        "pg",
-        "restore",
-        "main",
-        "--at",
-        &before_any_backup,
-        "--target",
-        env.path("r0").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no base backup is consistent"),
-        "{}",
-        stderr(&out)
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--at",
+            &before_any_backup,
+            "--target",
+            env.path("r0").to_str().unwrap(),
+        ],
+        "no base backup is consistent",
     );
     assert!(!env.path("r0").exists());
 
     // Never over a data directory: the live one is refused, untouched.
-    let out = env.run(&[
-        "--config",
+    refused(
+        &env,
         &cfg,
-        "pg",
-        "restore",
-        "main",
-        "--target",
-        db.data.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--target",
+            db.data.to_str().unwrap(),
+        ],
+        "not empty",
+    );
     assert!(!db.data.join("recovery.signal").exists());
     assert_eq!(db.rows(), vec![1, 2, 3, 4, 5]);
 
@@ -379,22 +401,19 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
 
     // Later than the archive reaches: refused, as PostgreSQL would stop short of it.
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let out = env.run(&[
-        "--config",
+    refused(
+        &env,
         &cfg,
-        "pg",
-        "restore",
-        "main",
-        "--at",
-        &future,
-        "--target",
-        env.path("r4").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("WAL archive ends at"),
-        "{}",
-        stderr(&out)
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--at",
+            &future,
+            "--target",
+            env.path("r4").to_str().unwrap(),
+        ],
+        "WAL archive ends at",
     );
 
     // Retention: the policy keeps the newest base backup; the WAL only the first one
@@ -431,22 +450,19 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
         gone.to_str().unwrap(),
     ]);
     assert_eq!(code(&out), 1);
-    let out = env.run(&[
-        "--config",
+    refused(
+        &env,
         &cfg,
-        "pg",
-        "restore",
-        "main",
-        "--at",
-        &between_2_and_3,
-        "--target",
-        env.path("r6").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("no base backup is consistent"),
-        "{}",
-        stderr(&out)
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--at",
+            &between_2_and_3,
+            "--target",
+            env.path("r6").to_str().unwrap(),
+        ],
+        "no base backup is consistent",
     );
     let (rows, used) = restore_and_read(&env, &cfg, Some(&between_4_and_5), "r7");
     assert_eq!(rows, vec![1, 2, 3, 4]);
@@ -508,6 +524,66 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
         all.contains("gap") && all.contains(&missing) && all.contains(&b2_id[..8]),
         "{all}"
     );
+}
+
+/// After a point-in-time recovery the promoted server archives a new timeline (its
+/// `.history` file first) into the same archive; the next recovery to the end follows that
+/// timeline, as PostgreSQL does, and not the old one past the branch point.
+fn recovery_follows_a_promoted_timeline(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let mut db = archiving_primary(&env, &cfg);
+    insert(&db, 1);
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    insert(&db, 2);
+    db.switch_and_archive();
+    let branch = instant_between();
+    insert(&db, 3);
+    db.switch_and_archive();
+    db.stop();
+
+    // Recovered to between 2 and 3, promoted, and archiving again (its own config).
+    let t = env.path("r1");
+    env.ok(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--at",
+        &branch,
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    let mut r1 = Cluster::at(&env, "r1");
+    r1.start("");
+    r1.wait_promoted();
+    assert_eq!(r1.rows(), vec![1, 2]);
+    assert_eq!(
+        r1.sql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    insert(&r1, 10);
+    let last = r1.switch_and_archive();
+    assert!(last.starts_with("00000002"), "{last}");
+    r1.stop();
+
+    let plan = env.json(&[
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--dry-run",
+        "--target",
+        env.path("r2").to_str().unwrap(),
+    ]);
+    assert_eq!(plan["wal"]["timeline"], 2, "{plan}");
+    assert_eq!(plan["wal"]["last"], last.as_str(), "{plan}");
+    let (rows, _) = restore_and_read(&env, &cfg, None, "r2");
+    assert_eq!(rows, vec![1, 2, 10]);
+    // Both timelines' WAL are whole, as check sees them.
+    env.assert_read_data_clean();
 }
 
 /// `Env` is not Clone: a fresh one on the same kind of backend.
@@ -578,21 +654,23 @@ fn a_base_backup_needs_archiving(env: &Env) {
     );
     assert_eq!(env.json(&["snapshots"]).as_array().map(Vec::len), Some(0));
     // No base backup at all: a restore says so.
-    let out = env.run(&[
-        "--config",
+    refused(
+        &env,
         &cfg,
-        "pg",
-        "restore",
-        "main",
-        "--target",
-        env.path("r").to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("no base backup"), "{}", stderr(&out));
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--target",
+            env.path("r").to_str().unwrap(),
+        ],
+        "no base backup",
+    );
     db.stop();
 }
 
 conformance!(
+    recovery_follows_a_promoted_timeline,
     point_in_time_recovery_to_three_instants,
     killed_pushes_leave_no_hole,
     a_base_backup_needs_archiving,

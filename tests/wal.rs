@@ -31,65 +31,73 @@ fn segment(env: &Env, name: &str, seed: u64) -> std::path::PathBuf {
     path
 }
 
+/// `strata --config CFG wal ARGS`, whatever the exit code.
+fn wal_run(env: &Env, cfg: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--config", cfg, "wal"];
+    all.extend_from_slice(args);
+    env.run(&all)
+}
+
+/// The same, asserting success.
+fn wal_ok(env: &Env, cfg: &str, args: &[&str]) -> String {
+    let mut all = vec!["--config", cfg, "wal"];
+    all.extend_from_slice(args);
+    env.ok(&all)
+}
+
+/// The same, with `--json`.
+fn wal_json(env: &Env, cfg: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--config", cfg, "wal"];
+    all.extend_from_slice(args);
+    env.json(&all)
+}
+
+/// strata with `args` and a password that opens nothing.
+fn wrong_password(env: &Env, args: &[&str]) -> std::process::Output {
+    env.cmd()
+        .env("STRATA_PASSWORD", "wrong")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn pushes_fetches_and_refuses_other_content(env: &Env) {
     env.init();
     let cfg = config(env);
     let seg = segment(env, SEG, 1);
     let p = seg.to_str().unwrap();
-    let out = env.json(&["--config", &cfg, "wal", "push", "main", p]);
+    let out = wal_json(env, &cfg, &["push", "main", p]);
     assert_eq!(out["result"], "stored", "{out}");
     // PostgreSQL retries a push whose exit it did not see: the same bytes are a success.
-    let out = env.json(&["--config", &cfg, "wal", "push", "main", p]);
+    let out = wal_json(env, &cfg, &["push", "main", p]);
     assert_eq!(out["result"], "already_archived", "{out}");
 
     let dest = env.path("fetched");
-    env.ok(&[
-        "--config",
-        &cfg,
-        "wal",
-        "fetch",
-        "main",
-        SEG,
-        dest.to_str().unwrap(),
-    ]);
+    wal_ok(env, &cfg, &["fetch", "main", SEG, dest.to_str().unwrap()]);
     assert!(fs::read(&dest).unwrap() == fs::read(&seg).unwrap());
 
     // Other bytes under an archived name: refused, and the archive keeps the first.
     let first = fs::read(&seg).unwrap();
     let other = segment(env, SEG, 2);
-    let out = env.run(&[
-        "--config",
-        &cfg,
-        "wal",
-        "push",
-        "main",
-        other.to_str().unwrap(),
-    ]);
+    let out = wal_run(env, &cfg, &["push", "main", other.to_str().unwrap()]);
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("other content"), "{}", stderr(&out));
     fs::remove_file(&dest).unwrap();
-    env.ok(&[
-        "--config",
-        &cfg,
-        "wal",
-        "fetch",
-        "main",
-        SEG,
-        dest.to_str().unwrap(),
-    ]);
+    wal_ok(env, &cfg, &["fetch", "main", SEG, dest.to_str().unwrap()]);
     assert!(fs::read(&dest).unwrap() == first);
 
     // A name never archived: exit 1, nothing written where PostgreSQL would read it.
     let missing = env.path("missing");
-    let out = env.run(&[
-        "--config",
+    let out = wal_run(
+        env,
         &cfg,
-        "wal",
-        "fetch",
-        "main",
-        "000000010000000000000004",
-        missing.to_str().unwrap(),
-    ]);
+        &[
+            "fetch",
+            "main",
+            "000000010000000000000004",
+            missing.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("not archived"), "{}", stderr(&out));
     assert!(!missing.exists());
@@ -101,30 +109,18 @@ fn pushes_fetches_and_refuses_other_content(env: &Env) {
 
     // Another cluster's archive is another namespace.
     fs::write(&cfg, "[postgres.main]\n[postgres.other]\n").unwrap();
-    let out = env.run(&[
-        "--config",
+    let out = wal_run(
+        env,
         &cfg,
-        "wal",
-        "fetch",
-        "other",
-        SEG,
-        missing.to_str().unwrap(),
-    ]);
+        &["fetch", "other", SEG, missing.to_str().unwrap()],
+    );
     assert_eq!(code(&out), 1);
 
     // Archived WAL is what snapshots are to prune: kept.
     env.ok(&["forget", "--keep-last", "1"]);
     env.ok(&["prune", "--instant-delete"]);
     fs::remove_file(&dest).unwrap();
-    env.ok(&[
-        "--config",
-        &cfg,
-        "wal",
-        "fetch",
-        "main",
-        SEG,
-        dest.to_str().unwrap(),
-    ]);
+    wal_ok(env, &cfg, &["fetch", "main", SEG, dest.to_str().unwrap()]);
     assert!(fs::read(&dest).unwrap() == first);
     let check = env.json(&["check", "--read-data"]);
     assert_eq!(check["wal_records"], 1, "{check}");
@@ -137,42 +133,20 @@ fn refuses_what_is_not_a_wal_file(env: &Env) {
     for name in ["postgresql.conf", "0000000100000000000000", "..history"] {
         let path = env.path(name);
         fs::write(&path, b"x").unwrap();
-        let out = env.run(&[
-            "--config",
-            &cfg,
-            "wal",
-            "push",
-            "main",
-            path.to_str().unwrap(),
-        ]);
+        let out = wal_run(env, &cfg, &["push", "main", path.to_str().unwrap()]);
         assert_ne!(code(&out), 0, "{name}");
         assert!(stderr(&out).contains("not a WAL"), "{}", stderr(&out));
     }
     let dest = env.path("d");
     for name in ["../../etc/passwd", "..", "000000010000000000000001/x"] {
-        let out = env.run(&[
-            "--config",
-            &cfg,
-            "wal",
-            "fetch",
-            "main",
-            name,
-            dest.to_str().unwrap(),
-        ]);
+        let out = wal_run(env, &cfg, &["fetch", "main", name, dest.to_str().unwrap()]);
         assert_ne!(code(&out), 0, "{name}");
         assert!(stderr(&out).contains("not a WAL"), "{}", stderr(&out));
     }
     // A cluster the config does not name: refused before anything is written, so a typo
     // cannot start a second archive.
     let seg = segment(env, SEG, 3);
-    let out = env.run(&[
-        "--config",
-        &cfg,
-        "wal",
-        "push",
-        "mian",
-        seg.to_str().unwrap(),
-    ]);
+    let out = wal_run(env, &cfg, &["push", "mian", seg.to_str().unwrap()]);
     assert_ne!(code(&out), 0);
     assert!(
         stderr(&out).contains("no [postgres.mian]"),
@@ -187,31 +161,22 @@ fn a_push_that_cannot_reach_the_repository_fails(env: &Env) {
     let cfg = config(env);
     let seg = segment(env, SEG, 4);
     let before = fs::read(&seg).unwrap();
-    let out = env.run(&[
-        "--config",
-        &cfg,
-        "wal",
-        "push",
-        "main",
-        seg.to_str().unwrap(),
-    ]);
+    let out = wal_run(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
     assert_eq!(code(&out), 10, "{}", stderr(&out));
     assert!(fs::read(&seg).unwrap() == before);
     // A wrong password: exit 12.
     env.init();
-    let out = env
-        .cmd()
-        .env("STRATA_PASSWORD", "wrong")
-        .args([
+    let out = wrong_password(
+        env,
+        &[
             "--config",
             &cfg,
             "wal",
             "push",
             "main",
             seg.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(code(&out), 12, "{}", stderr(&out));
 }
 
@@ -226,21 +191,13 @@ fn a_fetch_prefetches_the_next_segments(env: &Env) {
     let mut originals = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let p = segment(env, n, 10 + i as u64);
-        env.ok(&["--config", &cfg, "wal", "push", "main", p.to_str().unwrap()]);
+        wal_ok(env, &cfg, &["push", "main", p.to_str().unwrap()]);
         originals.push(fs::read(&p).unwrap());
     }
     let dest = env.path("restored");
     fs::create_dir_all(&dest).unwrap();
     let d = |n: &str| dest.join(n).to_str().unwrap().to_string();
-    env.ok(&[
-        "--config",
-        &cfg,
-        "wal",
-        "fetch",
-        "main",
-        &names[0],
-        &d(&names[0]),
-    ]);
+    wal_ok(env, &cfg, &["fetch", "main", &names[0], &d(&names[0])]);
     assert!(fs::read(dest.join(&names[0])).unwrap() == originals[0]);
     let spooled = |n: &str| common::walk(&env.cache).iter().any(|p| p.ends_with(n));
     let t = std::time::Instant::now();
@@ -255,36 +212,91 @@ fn a_fetch_prefetches_the_next_segments(env: &Env) {
         assert_eq!(mode & 0o777 & !private, 0, "{} is {mode:o}", p.display());
     }
     for (n, original) in names.iter().zip(&originals).skip(1) {
-        let out = env
-            .cmd()
-            .env("STRATA_PASSWORD", "wrong")
-            .args(["--config", &cfg, "wal", "fetch", "main", n, &d(n)])
-            .output()
-            .unwrap();
+        let out = wrong_password(env, &["--config", &cfg, "wal", "fetch", "main", n, &d(n)]);
         assert_eq!(code(&out), 0, "{n}: {}", stderr(&out));
         assert!(fs::read(dest.join(n)).unwrap() == *original, "{n}");
     }
     // Taken from the spool, not left there; what was not fetched ahead needs the
     // repository again.
     assert!(!spooled(&names[2]));
-    let out = env
-        .cmd()
-        .env("STRATA_PASSWORD", "wrong")
-        .args([
-            "--config",
-            &cfg,
-            "wal",
-            "fetch",
-            "main",
-            "000000010000000000000006",
-            &d("x"),
-        ])
-        .output()
-        .unwrap();
+    let next = "000000010000000000000006";
+    let out = wrong_password(
+        env,
+        &["--config", &cfg, "wal", "fetch", "main", next, &d("x")],
+    );
     assert_eq!(code(&out), 12, "{}", stderr(&out));
 }
 
+/// The first push starts an agent that keeps the repository open; the next push hands it
+/// the file, and it archives what else PostgreSQL has ready (archive_status/*.ready) along
+/// with it, so the pushes for those answer at once.
+fn pushes_go_through_an_agent_that_archives_ready_wal_along(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    let names: Vec<String> = (1..=6)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    let status = env.path("pg_wal/archive_status");
+    fs::create_dir_all(&status).unwrap();
+    let mut paths = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        paths.push(segment(env, n, 20 + i as u64));
+        fs::write(status.join(format!("{n}.ready")), b"").unwrap();
+    }
+    let push = |i: usize| {
+        let out = wal_json(env, &cfg, &["push", "main", paths[i].to_str().unwrap()]);
+        out["result"].as_str().unwrap().to_string()
+    };
+    let done = |i: usize| {
+        fs::rename(
+            status.join(format!("{}.ready", names[i])),
+            status.join(format!("{}.done", names[i])),
+        )
+        .unwrap()
+    };
+    assert_eq!(push(0), "stored");
+    done(0);
+    let agent = || {
+        use std::os::unix::fs::FileTypeExt;
+        common::walk(&env.cache)
+            .into_iter()
+            .find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+    };
+    let t = std::time::Instant::now();
+    while agent().is_none() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let socket = agent().expect("no agent started");
+    assert_eq!(push(1), "stored");
+    done(1);
+    // The rest went along.
+    assert_eq!(env.objects("wal").len(), 6);
+    assert_eq!(push(2), "already_archived");
+    // Other content under a name the agent archived: refused, the archive keeps the first.
+    let first = fs::read(&paths[3]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&paths[3], noise(1 << 20, 99)).unwrap();
+    let out = wal_run(env, &cfg, &["push", "main", paths[3].to_str().unwrap()]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("other content"), "{}", stderr(&out));
+    // No agent (gone, or its socket with it): the push runs by itself.
+    fs::remove_file(&socket).unwrap();
+    assert_eq!(push(4), "already_archived");
+    for (i, n) in names.iter().enumerate() {
+        let dest = env.path(&format!("back-{n}"));
+        wal_ok(env, &cfg, &["fetch", "main", n, dest.to_str().unwrap()]);
+        let want = if i == 3 {
+            first.clone()
+        } else {
+            fs::read(&paths[i]).unwrap()
+        };
+        assert!(fs::read(&dest).unwrap() == want, "{n}");
+    }
+    env.assert_read_data_clean();
+}
+
 conformance!(
+    pushes_go_through_an_agent_that_archives_ready_wal_along,
     a_fetch_prefetches_the_next_segments,
     pushes_fetches_and_refuses_other_content,
     refuses_what_is_not_a_wal_file,

@@ -294,6 +294,12 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         Ok(true)
     }
 
+    /// Compresses at zstd `level` instead of the repository's.
+    pub fn with_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
     /// Stores a blob unless the repository has it; returns whether it was new.
     pub fn save(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
         if let Some(e) = self.shared.error.lock().unwrap().take() {

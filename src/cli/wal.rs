@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use strata::wal::{Spool, PREFETCH};
+use strata::wal::{Pushed, Spool, PREFETCH};
 
 use super::{exit, output, Global};
 
@@ -41,13 +41,17 @@ enum WalCmd {
     /// Fetch the segments after FILE into the cache for `wal fetch` (started by it).
     #[command(hide = true)]
     Prefetch { name: String, file: String },
+    /// Keep the repository open and serve `wal push` (started by it): see `agent`.
+    #[command(hide = true)]
+    Agent { name: String },
 }
 
 pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
     let name = match &args.cmd {
-        WalCmd::Push { name, .. } | WalCmd::Fetch { name, .. } | WalCmd::Prefetch { name, .. } => {
-            name
-        }
+        WalCmd::Push { name, .. }
+        | WalCmd::Fetch { name, .. }
+        | WalCmd::Prefetch { name, .. }
+        | WalCmd::Agent { name } => name,
     };
     // A typo must not start a second archive beside the real one.
     if !global.file.postgres.contains_key(name) {
@@ -59,6 +63,11 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             }
         ));
     }
+    if let WalCmd::Push { name, path } = &args.cmd {
+        if let Some(code) = agent::push(global, name, path)? {
+            return Ok(code);
+        }
+    }
     if let WalCmd::Fetch { name, file, dest } = &args.cmd {
         // Fetched ahead: no need to open the repository at all.
         let spool = Spool::new(&global.cache_base()?, global.repo_url()?, name)?;
@@ -69,13 +78,16 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             return Ok(exit::OK);
         }
     }
+    if let WalCmd::Agent { name } = &args.cmd {
+        return agent::serve(global, name);
+    }
     let repo = global.open()?;
     match args.cmd {
         WalCmd::Push { name, path } => {
             let pushed = strata::wal::push(&repo, &name, &path)?;
-            if global.json {
-                output::print_json(&json!({"cluster": name, "path": path, "result": pushed}));
-            }
+            // The next pushes go to an agent that keeps the repository open.
+            agent::spawn(global, &name);
+            print_pushed(global, &name, &path, pushed);
             Ok(exit::OK)
         }
         WalCmd::Fetch { name, file, dest } => {
@@ -89,6 +101,7 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
                 Ok(exit::FAILURE)
             }
         }
+        WalCmd::Agent { .. } => unreachable!("served before the repository is opened"),
         WalCmd::Prefetch { name, file } => {
             let spool = Spool::new(&global.cache_base()?, global.repo_url()?, &name)?;
             // The segment size the cluster's base backups record (PostgreSQL's default
@@ -103,16 +116,15 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// Starts `wal prefetch` in the background for the segments after `file`, with this
-/// command's repository, config and cache; PostgreSQL does not wait for it. Only a
-/// segment has a next one.
-fn prefetch(global: &Global, name: &str, file: &str) {
-    if file.len() != 24 {
-        return;
+fn print_pushed(global: &Global, name: &str, path: &std::path::Path, pushed: Pushed) {
+    if global.json {
+        output::print_json(&json!({"cluster": name, "path": path, "result": pushed}));
     }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
+}
+
+/// This command's repository, config and cache, for a strata started in the background.
+fn background(global: &Global) -> Option<std::process::Command> {
+    let exe = std::env::current_exe().ok()?;
     let mut cmd = std::process::Command::new(exe);
     if let Some(c) = &global.config {
         cmd.arg("--config").arg(c);
@@ -123,11 +135,246 @@ fn prefetch(global: &Global, name: &str, file: &str) {
     if let Some(d) = &global.cache_dir {
         cmd.arg("--cache-dir").arg(d);
     }
-    cmd.args(["--quiet", "wal", "prefetch", name, file])
-        .stdin(std::process::Stdio::null())
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    Some(cmd)
+}
+
+/// Starts `wal prefetch` in the background for the segments after `file`, with this
+/// command's repository, config and cache; PostgreSQL does not wait for it. Only a
+/// segment has a next one.
+fn prefetch(global: &Global, name: &str, file: &str) {
+    if file.len() != 24 {
+        return;
+    }
+    let Some(mut cmd) = background(global) else {
+        return;
+    };
+    cmd.args(["--quiet", "wal", "prefetch", name, file]);
     // Not waited for: it ends on its own, and a failure only costs the fetches it would
     // have saved.
     let _ = cmd.spawn();
+}
+
+/// The archive agent: `archive_command` runs one `wal push` per WAL file, and each would
+/// pay for opening the repository (Argon2id, the cache, an index listing) before its few
+/// milliseconds of work. The first push starts an agent that keeps the repository open
+/// and listens on a socket in the cache (a 0700 directory: only the same user reaches
+/// it); later pushes hand it their path and wait for its answer, which it gives only once
+/// the file is durable in the repository, as a push of its own would. Asked for one file,
+/// it archives the others PostgreSQL has ready along with it, sharing packs and one index
+/// file, so that the pushes for those find them archived and answer at once.
+mod agent {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use strata::wal::Pushed;
+    use strata::Repository;
+
+    use super::super::{exit, Global};
+
+    /// Idle this long, the agent exits.
+    const IDLE: Duration = Duration::from_secs(30);
+    /// The longest an agent lives: its view of the index must stay far younger than
+    /// prune's grace period (24 h), like a backup's.
+    const LIFE: Duration = Duration::from_secs(600);
+    /// WAL files archived along with the one asked for.
+    const READ_AHEAD: usize = 15;
+
+    fn disabled() -> bool {
+        std::env::var_os("STRATA_WAL_AGENT").is_some_and(|v| v == "off")
+    }
+
+    fn socket(global: &Global, name: &str) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::DirBuilderExt;
+        let url = global.repo_url()?;
+        let key = blake3::hash(url.as_bytes()).to_hex();
+        let dir = global.cache_base()?.join("wal-agent");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        // Short: a socket path has room for about 100 bytes.
+        Ok(dir.join(format!("{}-{}", &key[..16], hex::encode(name.as_bytes()))))
+    }
+
+    /// Hands `path` to a running agent: its exit code, or `None` when no agent answered
+    /// (none runs, or it went away mid-request): then the push runs here. Pushing twice
+    /// is harmless, so a lost answer costs nothing but time.
+    pub fn push(global: &Global, name: &str, path: &Path) -> anyhow::Result<Option<i32>> {
+        if disabled() {
+            return Ok(None);
+        }
+        let path = std::path::absolute(path)?;
+        let Some(text) = path.to_str().filter(|t| !t.contains('\n')) else {
+            return Ok(None);
+        };
+        let Ok(mut conn) = UnixStream::connect(socket(global, name)?) else {
+            return Ok(None);
+        };
+        if writeln!(conn, "push {text}").is_err() {
+            return Ok(None);
+        }
+        let mut answer = String::new();
+        if BufReader::new(&conn).read_line(&mut answer).is_err() || !answer.ends_with('\n') {
+            return Ok(None);
+        }
+        let pushed = match answer.trim_end() {
+            "stored" => Pushed::Stored,
+            "already_archived" => Pushed::AlreadyArchived,
+            other => {
+                let msg = other.strip_prefix("error ").unwrap_or(other);
+                return Err(anyhow::anyhow!("{msg}"));
+            }
+        };
+        super::print_pushed(global, name, &path, pushed);
+        Ok(Some(exit::OK))
+    }
+
+    /// Starts an agent for cluster `name` in the background, in a process group of its
+    /// own (PostgreSQL signals its archiver's group when it stops).
+    pub fn spawn(global: &Global, name: &str) {
+        use std::os::unix::process::CommandExt;
+        if disabled() {
+            return;
+        }
+        if let Some(mut cmd) = super::background(global) {
+            cmd.args(["--quiet", "wal", "agent", name]).process_group(0);
+            let _ = cmd.spawn();
+        }
+    }
+
+    struct State {
+        busy: bool,
+        last: Instant,
+    }
+
+    /// Serves pushes until idle or old; exits the process then. The socket is taken
+    /// before the repository is opened: pushes meanwhile wait for this agent instead of
+    /// starting more agents, each opening the repository in vain.
+    pub fn serve(global: &Global, name: &str) -> anyhow::Result<i32> {
+        let sock = socket(global, name)?;
+        if UnixStream::connect(&sock).is_ok() {
+            return Ok(exit::OK); // Another agent serves already.
+        }
+        let _ = std::fs::remove_file(&sock);
+        let Ok(listener) = UnixListener::bind(&sock) else {
+            return Ok(exit::OK); // Another agent bound it first.
+        };
+        // The directory (0700) keeps others out already; the socket says so too.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+        }
+        let repo = match global.open() {
+            Ok(r) => r,
+            Err(e) => {
+                // Waiting pushes see the connection close and do the work themselves.
+                let _ = std::fs::remove_file(&sock);
+                return Err(e);
+            }
+        };
+        let repo = &repo;
+        let started = Instant::now();
+        let state = Arc::new(Mutex::new(State {
+            busy: false,
+            last: Instant::now(),
+        }));
+        {
+            let (state, sock) = (state.clone(), sock.clone());
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(200));
+                let st = state.lock().unwrap();
+                if !st.busy && (st.last.elapsed() > IDLE || started.elapsed() > LIFE) {
+                    let _ = std::fs::remove_file(&sock);
+                    std::process::exit(exit::OK);
+                }
+            });
+        }
+        // Files this agent archived: name → the file's fingerprint when it was read.
+        let mut done: HashMap<String, Fingerprint> = HashMap::new();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            state.lock().unwrap().busy = true;
+            let answer = handle(repo, name, &conn, &mut done);
+            let _ = writeln!(conn, "{answer}");
+            let mut st = state.lock().unwrap();
+            st.busy = false;
+            st.last = Instant::now();
+        }
+        Ok(exit::OK)
+    }
+
+    /// What tells a file changed: PostgreSQL never writes a WAL file it marked ready, and
+    /// recycles one (for a later segment) by renaming and rewriting it, which changes
+    /// its name, size or modification time.
+    type Fingerprint = (u64, u64, u64, i64, i64);
+
+    fn fingerprint(path: &Path) -> Option<Fingerprint> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+    }
+
+    fn handle(
+        repo: &Repository,
+        name: &str,
+        conn: &UnixStream,
+        done: &mut HashMap<String, Fingerprint>,
+    ) -> String {
+        let mut line = String::new();
+        if BufReader::new(conn).read_line(&mut line).is_err() {
+            return "error unreadable request".into();
+        }
+        let Some(path) = line.trim_end_matches('\n').strip_prefix("push ") else {
+            return "error unknown request".into();
+        };
+        let path = PathBuf::from(path);
+        let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        // Archived by this agent already: the same bytes need no request.
+        if let Some(known) = file(&path).and_then(|f| done.get(&f)) {
+            if fingerprint(&path).as_ref() == Some(known) {
+                return "already_archived".into();
+            }
+        }
+        let mut batch = vec![path.clone()];
+        batch.extend(
+            strata::wal::ready_after(&path, READ_AHEAD)
+                .into_iter()
+                .filter(|p| file(p).is_some_and(|f| !done.contains_key(&f))),
+        );
+        // Read before the push and again after it: a file PostgreSQL recycled meanwhile
+        // must not be remembered with bytes other than those stored.
+        let prints: Vec<_> = batch.iter().map(|p| fingerprint(p)).collect();
+        let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
+        let outcomes = match strata::wal::push_many(repo, name, &refs) {
+            Ok(o) => o,
+            Err(e) => return format!("error {}", one_line(&e.to_string())),
+        };
+        let mut answer = String::new();
+        for (i, (p, outcome)) in batch.iter().zip(outcomes).enumerate() {
+            if let (Ok(_), Some(f), Some(print)) = (&outcome, file(p), prints[i]) {
+                if fingerprint(p) == Some(print) {
+                    done.insert(f, print);
+                }
+            }
+            if i == 0 {
+                answer = match outcome {
+                    Ok(Pushed::Stored) => "stored".into(),
+                    Ok(Pushed::AlreadyArchived) => "already_archived".into(),
+                    Err(e) => format!("error {}", one_line(&e.to_string())),
+                };
+            }
+        }
+        answer
+    }
+
+    fn one_line(s: &str) -> String {
+        s.replace('\n', " ")
+    }
 }
