@@ -295,7 +295,81 @@ fn pushes_go_through_an_agent_that_archives_ready_wal_along(env: &Env) {
     env.assert_read_data_clean();
 }
 
+/// The agents serving this test's cache (their environment names it), by pid.
+fn agents_of(env: &Env) -> Vec<i32> {
+    let mine = format!("STRATA_CACHE_DIR={}", env.cache.display());
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let has = |hay: &[u8], needle: &[u8]| hay.split(|b| *b == 0).any(|w| w == needle);
+            has(&cmd, b"agent") && has(&environ, mine.as_bytes())
+        })
+        .collect()
+}
+
+/// An agent killed (SIGKILL) while it archives: the push waiting on it does the work
+/// itself, every push succeeds, and the archive holds every file whole.
+fn a_killed_agent_loses_nothing(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    let status = env.path("pg_wal/archive_status");
+    fs::create_dir_all(&status).unwrap();
+    let mut paths = Vec::new();
+    for i in 1..=12u64 {
+        let n = format!("0000000100000000000000{i:02X}");
+        paths.push(segment(env, &n, 40 + i));
+        fs::write(status.join(format!("{n}.ready")), b"").unwrap();
+    }
+    let push = |p: &std::path::Path| {
+        let out = wal_run(env, &cfg, &["push", "main", p.to_str().unwrap()]);
+        assert_eq!(code(&out), 0, "{}: {}", p.display(), stderr(&out));
+        let n = p.file_name().unwrap().to_str().unwrap();
+        fs::rename(
+            status.join(format!("{n}.ready")),
+            status.join(format!("{n}.done")),
+        )
+        .unwrap();
+    };
+    push(&paths[0]);
+    let t = std::time::Instant::now();
+    while agents_of(env).is_empty() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut killed = 0;
+    for (i, p) in paths.iter().enumerate().skip(1) {
+        std::thread::scope(|scope| {
+            if i % 4 == 1 {
+                // Mid-batch or just after it: either way the push must end archived.
+                scope.spawn(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(15 * i as u64));
+                    for pid in agents_of(env) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        killed += 1;
+                    }
+                });
+            }
+            push(p);
+        });
+    }
+    assert!(killed > 0, "no agent was there to kill");
+    assert_eq!(env.objects("wal").len(), paths.len());
+    for p in &paths {
+        let n = p.file_name().unwrap().to_str().unwrap();
+        let dest = env.path(&format!("back-{n}"));
+        wal_ok(env, &cfg, &["fetch", "main", n, dest.to_str().unwrap()]);
+        assert!(fs::read(&dest).unwrap() == fs::read(p).unwrap(), "{n}");
+    }
+    env.assert_read_data_clean();
+}
+
 conformance!(
+    a_killed_agent_loses_nothing,
     pushes_go_through_an_agent_that_archives_ready_wal_along,
     a_fetch_prefetches_the_next_segments,
     pushes_fetches_and_refuses_other_content,
