@@ -241,11 +241,14 @@ impl Drop for Session {
     }
 }
 
-fn unhex(cluster: &Cluster, hex_text: &str) -> Result<String> {
+fn unhex(cluster: &str, hex_text: &str) -> Result<String> {
     hex::decode(hex_text.trim())
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| cluster.err("pg_backup_stop returned an unreadable label"))
+        .ok_or_else(|| Error::Postgres {
+            cluster: cluster.to_string(),
+            reason: "pg_backup_stop returned an unreadable label".into(),
+        })
 }
 
 /// What the data directory holds that a base backup leaves out (as pg_basebackup does):
@@ -360,12 +363,8 @@ pub fn basebackup(
             ),
             4,
         )?;
-        let c = Cluster {
-            name: name.clone(),
-            data_directory: PathBuf::new(),
-            connection: String::new(),
-        };
-        let map = unhex(&c, &r[3])?;
+        let map = unhex(&name, &r[3])?;
+        let backup_label = unhex(&name, &r[2])?;
         snap.postgres = Some(BaseBackup {
             cluster: name,
             data_directory: dd_text,
@@ -377,7 +376,7 @@ pub fn basebackup(
             start_wal,
             stop_wal: r[1].clone(),
             stop_time: crate::timespec::now().to_rfc3339(),
-            backup_label: unhex(&c, &r[2])?,
+            backup_label,
             tablespace_map: (!map.is_empty()).then_some(map),
         });
         Ok(())
@@ -518,7 +517,9 @@ pub fn wal_chain(
     let mut no = first.no;
     loop {
         let names: Vec<String> = (no..no + PROBE_BATCH).map(name_of).collect();
-        let found = probe(repo, cluster, &names)?;
+        let found = wal::records(repo, cluster, &names)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         for (i, rec) in found.iter().enumerate() {
             let Some(rec) = rec else {
                 let missing = &names[i];
@@ -532,36 +533,29 @@ pub fn wal_chain(
                         ),
                     });
                 }
-                // The end of the archive, unless something was archived after it.
-                let mut after: Vec<&String> = found[i..]
-                    .iter()
-                    .zip(&names[i..])
-                    .filter_map(|(r, n)| r.as_ref().map(|_| n))
+                // The end of the archive, unless something was archived after it (in the
+                // rest of this batch or the next).
+                let more: Vec<String> = (no + PROBE_BATCH..no + 2 * PROBE_BATCH)
+                    .map(name_of)
                     .collect();
-                if after.is_empty() {
-                    let more: Vec<String> = (no + PROBE_BATCH..no + 2 * PROBE_BATCH)
-                        .map(name_of)
-                        .collect();
-                    let later = probe(repo, cluster, &more)?;
-                    if let Some(n) = later
-                        .iter()
-                        .zip(&more)
-                        .find_map(|(r, n)| r.as_ref().map(|_| n))
-                    {
-                        return Err(Error::WalGap {
-                            cluster: cluster.clone(),
-                            missing: missing.clone(),
-                            needed: format!("and {n} after it is archived"),
-                        });
-                    }
-                    return Ok(chain);
-                }
-                after.truncate(1);
-                return Err(Error::WalGap {
-                    cluster: cluster.clone(),
-                    missing: missing.clone(),
-                    needed: format!("and {} after it is archived", after[0]),
-                });
+                let mut after = found[i..].iter().zip(&names[i..]);
+                let archived_after = match after.find(|(r, _)| r.is_some()) {
+                    Some((_, n)) => Some(n.clone()),
+                    None => wal::records(repo, cluster, &more)
+                        .into_iter()
+                        .collect::<Result<Vec<_>>>()?
+                        .into_iter()
+                        .zip(more)
+                        .find_map(|(r, n)| r.map(|_| n)),
+                };
+                return match archived_after {
+                    None => Ok(chain),
+                    Some(n) => Err(Error::WalGap {
+                        cluster: cluster.clone(),
+                        missing: missing.clone(),
+                        needed: format!("and {n} after it is archived"),
+                    }),
+                };
             };
             chain.segments += 1;
             chain.last = Some(names[i].clone());
@@ -575,27 +569,6 @@ pub fn wal_chain(
         }
         no += PROBE_BATCH;
     }
-}
-
-/// The records of `names` (or `None`s), fetched in parallel: each is one request.
-fn probe(
-    repo: &Repository,
-    cluster: &str,
-    names: &[String],
-) -> Result<Vec<Option<wal::WalRecord>>> {
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|n| scope.spawn(move || wal::record(repo, cluster, n)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Internal("probe".into())))
-            })
-            .collect()
-    })
 }
 
 /// Whether the WAL files `archived` (names) of `base`'s cluster leave a gap in what

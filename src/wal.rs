@@ -71,12 +71,21 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 fn check_name(cluster: &str, name: &str) -> Result<()> {
+    check_cluster(cluster)?;
+    check_file_name(name)
+}
+
+fn check_cluster(cluster: &str) -> Result<()> {
     if cluster.is_empty() || cluster.contains(['/', '\0']) {
         return Err(Error::BadInput {
             what: "postgres cluster name",
             reason: format!("{cluster:?} is not a cluster name"),
         });
     }
+    Ok(())
+}
+
+fn check_file_name(name: &str) -> Result<()> {
     if !valid_name(name) {
         return Err(Error::BadInput {
             what: "WAL file name",
@@ -107,6 +116,28 @@ pub fn record(repo: &Repository, cluster: &str, name: &str) -> Result<Option<Wal
     Ok(Some(rec))
 }
 
+/// The records of `names`, looked up at once: each is one request, so on an object store
+/// a batch costs one round trip's time, not one per name.
+pub fn records<S: AsRef<str> + Sync>(
+    repo: &Repository,
+    cluster: &str,
+    names: &[S],
+) -> Vec<Result<Option<WalRecord>>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| scope.spawn(move || record(repo, cluster, n.as_ref())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("WAL record lookup panicked".into())))
+            })
+            .collect()
+    })
+}
+
 /// Archives the file at `path` for `cluster` (`archive_command`'s `%p`). When this returns
 /// Ok, the file's packs, their index file and its record are on the backend, in that
 /// order: PostgreSQL may delete the segment. The same bytes pushed again are a success;
@@ -135,25 +166,15 @@ pub fn push_many(repo: &Repository, cluster: &str, paths: &[&Path]) -> Result<Ve
             check_name(cluster, &name).map(|_| name)
         })
         .collect();
-    // One request each, all at once.
-    let existing: Vec<Result<Option<WalRecord>>> = std::thread::scope(|scope| {
-        let probes: Vec<_> = names
-            .iter()
-            .map(|n| {
-                scope.spawn(move || match n {
-                    Ok(n) => record(repo, cluster, n),
-                    Err(_) => Ok(None),
-                })
-            })
-            .collect();
-        probes
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::Internal("probe".into())))
-            })
-            .collect()
-    });
+    let valid: Vec<&str> = names.iter().filter_map(|n| n.as_deref().ok()).collect();
+    let mut found = records(repo, cluster, &valid).into_iter();
+    let existing: Vec<Result<Option<WalRecord>>> = names
+        .iter()
+        .map(|n| match n {
+            Ok(_) => found.next().unwrap_or(Ok(None)),
+            Err(_) => Ok(None),
+        })
+        .collect();
     let shared = SaverShared::default();
     // Files in parallel, a few at a time (the rayon pool's width): each is read whole.
     let done: Vec<(Option<Result<Pushed>>, Option<WalRecord>)> =
@@ -405,7 +426,7 @@ pub struct Spool {
 impl Spool {
     /// The spool of `cluster` in the repository at `url`, under the cache base directory.
     pub fn new(cache_base: &Path, url: &str, cluster: &str) -> Result<Spool> {
-        check_name(cluster, "00000001.history")?;
+        check_cluster(cluster)?;
         let key = blake3::hash(url.as_bytes()).to_hex();
         let dir = cache_base
             .join("wal-spool")
@@ -418,14 +439,7 @@ impl Spool {
     /// Moves the spooled file `name` to `dest`, complete or not at all; false if the
     /// spool does not hold it.
     pub fn take(&self, name: &str, dest: &Path) -> Result<bool> {
-        if !valid_name(name) {
-            return Err(Error::BadInput {
-                what: "WAL file name",
-                reason: format!(
-                    "{name:?} is not a WAL segment, timeline history or backup history file name"
-                ),
-            });
-        }
+        check_file_name(name)?;
         let src = self.dir.join(name);
         if !src.exists() {
             return Ok(false);
