@@ -786,3 +786,69 @@ fn status_costs_four_requests_with_a_warm_cache() {
     eprintln!("status with a warm cache: {requests} requests");
     assert!(requests <= 4, "status made {requests} requests");
 }
+
+/// PostgreSQL archives one file per command: through the archive agent, which archives
+/// the ready WAL in batches, a push costs a few requests, not the 7 of opening the
+/// repository each time; a restore's probe for a file never archived lists nothing.
+#[test]
+fn the_wal_archive_costs_few_requests_per_segment() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    env.init();
+    let cfg = env.path("strata.toml");
+    fs::write(&cfg, "[postgres.main]\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let status = env.path("pg_wal/archive_status");
+    fs::create_dir_all(&status).unwrap();
+    let names: Vec<String> = (1..=12)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        fs::write(
+            env.path(&format!("pg_wal/{n}")),
+            noise(1 << 20, 60 + i as u64),
+        )
+        .unwrap();
+        fs::write(status.join(format!("{n}.ready")), b"").unwrap();
+    }
+    let before = garage_requests();
+    for n in &names {
+        let p = env.path(&format!("pg_wal/{n}"));
+        env.ok(&["--config", cfg, "wal", "push", "main", p.to_str().unwrap()]);
+        fs::rename(
+            status.join(format!("{n}.ready")),
+            status.join(format!("{n}.done")),
+        )
+        .unwrap();
+    }
+    let pushes = garage_requests() - before;
+    eprintln!("S3 requests: {pushes} for {} WAL pushes", names.len());
+    assert!(
+        pushes <= 4 * names.len() as u64,
+        "{pushes} requests for {} pushes",
+        names.len()
+    );
+
+    let dest = env.path("probe");
+    let (before, lists) = (garage_requests(), garage_requests_of("ListObjectsV2"));
+    let out = env.run(&[
+        "--config",
+        cfg,
+        "wal",
+        "fetch",
+        "main",
+        "0000000100000000000000FF",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let (probe, listed) = (
+        garage_requests() - before,
+        garage_requests_of("ListObjectsV2") - lists,
+    );
+    eprintln!("S3 requests: {probe} for a probe, {listed} of them listings");
+    // Opening the repository reads the config and lists keys and index files; the probe
+    // itself is one GET, and lists nothing.
+    assert!(listed <= 2, "a probe listed {listed} times");
+    assert!(probe <= 4, "a probe made {probe} requests");
+}
