@@ -89,6 +89,7 @@ mod progress;
 mod repo;
 mod util;
 
+pub use cache::{private_dir, private_dirs};
 pub use chunker::ChunkerParams;
 pub use crypto::{KdfCost, KdfParams};
 pub use error::{Error, Missing, Result};

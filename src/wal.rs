@@ -432,7 +432,7 @@ impl Spool {
             .join("wal-spool")
             .join(&key[..32])
             .join(hex::encode(cluster.as_bytes()));
-        crate::cache::private_dir(&dir)?;
+        crate::cache::private_dirs(cache_base, &dir)?;
         Ok(Spool { dir })
     }
 

@@ -368,7 +368,49 @@ fn a_killed_agent_loses_nothing(env: &Env) {
     env.assert_read_data_clean();
 }
 
+/// Starts the archive agent with a first push and waits until it serves.
+fn start_agent(env: &Env, cfg: &str) {
+    let first = segment(env, "000000010000000000000001", 61);
+    wal_ok(env, cfg, &["push", "main", first.to_str().unwrap()]);
+    let t = std::time::Instant::now();
+    while agents_of(env).is_empty() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!agents_of(env).is_empty(), "no agent started");
+    // Bound, not just started: a push now goes through it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+/// A push with a wrong password fails with 12 while an agent (opened with the right
+/// one) serves: the push proves its password to the agent.
+fn a_push_through_the_agent_checks_the_password(env: &Env) {
+    env.init();
+    let cfg = config(env);
+    start_agent(env, &cfg);
+    let seg = segment(env, SEG, 62);
+    let args = [
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        seg.to_str().unwrap(),
+    ];
+    let out = wrong_password(env, &args);
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+    assert!(
+        !env.objects("wal").iter().any(|(n, _)| n.contains(SEG)),
+        "a push with a wrong password archived {SEG}"
+    );
+    assert!(
+        !agents_of(env).is_empty(),
+        "the agent went away: nothing was tested"
+    );
+    wal_ok(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+}
+
 conformance!(
+    a_push_through_the_agent_checks_the_password,
     a_killed_agent_loses_nothing,
     pushes_go_through_an_agent_that_archives_ready_wal_along,
     a_fetch_prefetches_the_next_segments,
@@ -402,4 +444,178 @@ fn a_push_to_an_unreachable_object_store_fails() {
         .unwrap();
     assert_ne!(code(&out), 0, "{}", stderr(&out));
     assert!(seg.exists());
+}
+
+/// A repository moved away while the archive agent has it open: the next push fails
+/// (PostgreSQL keeps the segment and retries), nothing re-creates the repository, and
+/// once it is back the push succeeds and `check` finds no gap. The same without an agent,
+/// and for a backup whose repository goes away mid-run.
+#[test]
+fn a_vanished_repository_is_never_recreated() {
+    let env = Env::local();
+    env.init();
+    let cfg = config(&env);
+    start_agent(&env, &cfg);
+    let repo = std::path::PathBuf::from(&env.repo);
+    let away = env.path("repo.away");
+    fs::rename(&repo, &away).unwrap();
+    let seg = segment(&env, "000000010000000000000002", 63);
+    let out = wal_run(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    assert_ne!(code(&out), 0, "a push into a vanished repository succeeded");
+    assert!(!repo.exists(), "the agent re-created {}", repo.display());
+    let out = env
+        .cmd()
+        .env("STRATA_WAL_AGENT", "off")
+        .args([
+            "--config",
+            &cfg,
+            "wal",
+            "push",
+            "main",
+            seg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert!(!repo.exists());
+    fs::rename(&away, &repo).unwrap();
+    wal_ok(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    assert_eq!(env.objects("wal").len(), 2);
+    env.assert_read_data_clean();
+
+    // A backup from standard input: the repository goes away after its first pack.
+    use std::io::Write;
+    let mut child = env
+        .std_cmd()
+        .args(["backup", "--stdin", "--stdin-filename", "big"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let packs = || env.objects("data").len();
+    let before = packs();
+    let t = std::time::Instant::now();
+    let mut seed = 100;
+    while packs() == before && t.elapsed() < std::time::Duration::from_secs(60) {
+        stdin.write_all(&noise(4 << 20, seed)).unwrap();
+        seed += 1;
+    }
+    assert!(packs() > before, "no pack was written");
+    fs::rename(&repo, &away).unwrap();
+    // The rest: the backup may fail (and stop reading) before all of it is sent.
+    for i in 0..16 {
+        if stdin.write_all(&noise(4 << 20, 500 + i)).is_err() {
+            break;
+        }
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!repo.exists(), "the backup re-created {}", repo.display());
+}
+
+/// A cache directory someone else made first (under a shared parent such as /tmp), with
+/// a socket of theirs in the agent's place answering "stored": the push refuses the
+/// directory and fails; it never takes that answer.
+#[test]
+fn a_cache_directory_of_another_user_is_refused() {
+    if !common::is_root() {
+        panic!("this test needs root to play a second Unix user (run it under tools/test)");
+    }
+    let env = Env::local();
+    env.init();
+    let cfg = config(&env);
+    // The other user's directory, inside the cache, with a socket of theirs in it.
+    let agent_dir = env.cache.join("wal-agent");
+    fs::create_dir_all(&agent_dir).unwrap();
+    fs::set_permissions(&agent_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    nix::unistd::chown(
+        &agent_dir,
+        Some(nix::unistd::Uid::from_raw(common::NOBODY)),
+        Some(nix::unistd::Gid::from_raw(common::NOBODY)),
+    )
+    .unwrap();
+    let seg = segment(&env, SEG, 64);
+    let out = wal_run(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    assert_ne!(code(&out), 0, "a push used another user's directory");
+    assert!(stderr(&out).contains("owned by uid"), "{}", stderr(&out));
+    assert!(env.objects("wal").is_empty());
+    // The cache itself owned by someone else: every command refuses it.
+    fs::remove_dir(&agent_dir).unwrap();
+    nix::unistd::chown(
+        &env.cache,
+        Some(nix::unistd::Uid::from_raw(common::NOBODY)),
+        None,
+    )
+    .unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("owned by uid"), "{}", stderr(&out));
+}
+
+/// A socket in the agent's place served by another user (the directory is ours, yet the
+/// socket's other end is not): SO_PEERCRED tells, and the push refuses the answer.
+#[test]
+fn an_agent_socket_served_by_another_user_is_refused() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    if !common::is_root() {
+        panic!("this test needs root to play a second Unix user (run it under tools/test)");
+    }
+    let env = Env::local();
+    env.init();
+    let cfg = config(&env);
+    start_agent(&env, &cfg);
+    let socket = common::walk(&env.cache)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("wal-agent/"))
+        .expect("the agent's socket");
+    for pid in agents_of(&env) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = fs::remove_file(&socket);
+    // nobody binds the name (the directory opened for a moment, then ours again) and
+    // answers "stored" to anything.
+    let dir = socket.parent().unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(env.cache.as_path(), fs::Permissions::from_mode(0o711)).unwrap();
+    let script = "import socket, os, sys\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()\n\
+        print('ready', flush=True)\n\
+        c, _ = s.accept(); c.recv(4096); c.sendall(b'stored\\n')\n";
+    let mut impostor = std::process::Command::new("python3")
+        .args(["-c", script, socket.to_str().unwrap()])
+        .uid(common::NOBODY)
+        .gid(common::NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(impostor.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let seg = segment(&env, SEG, 65);
+    let out = wal_run(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    assert_ne!(code(&out), 0, "the push took the impostor's answer");
+    assert!(
+        stderr(&out).contains("not by this user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.objects("wal").iter().any(|(n, _)| n.contains(SEG)));
 }

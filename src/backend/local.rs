@@ -48,6 +48,35 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
+impl LocalBackend {
+    /// The directory a file of `kind` goes in, created if missing, but only inside a
+    /// repository that is still there: nothing but `init` creates a repository, and a
+    /// write into one that was moved away must fail (PostgreSQL keeps a WAL segment whose
+    /// push failed; it deletes one whose push "succeeded" into a re-created skeleton).
+    /// Each level is made on its own, never recursively, so a repository that vanishes
+    /// between the check and the mkdir is not re-created either.
+    fn ensure_dir(&self, kind: FileKind, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if !self.exists()? {
+            return Err(Error::NoRepository(self.location()));
+        }
+        let top = self.root.join(kind.dir());
+        for d in [top.as_path(), dir] {
+            match fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::NoRepository(self.location()))
+                }
+                Err(e) => return Err(Error::io(d, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -138,8 +167,8 @@ impl Backend for LocalBackend {
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
         let path = self.file(kind, name);
         let dir = path.parent().expect("repository files live in a directory");
+        self.ensure_dir(kind, dir)?;
         let result = (|| -> io::Result<()> {
-            create_dirs(dir)?;
             // Write aside, fsync, then rename: a crash never leaves a half-written file
             // under a real name.
             let (tmp, mut file) = tempfile_in(dir, name)?;
@@ -154,7 +183,13 @@ impl Backend for LocalBackend {
             written?;
             sync_dir(dir)
         })();
-        result.map_err(|e| Self::err(kind, name, e))
+        result.map_err(|e| match e.kind() {
+            // The directory was there a moment ago: the repository went away meanwhile.
+            io::ErrorKind::NotFound if !self.exists().unwrap_or(false) => {
+                Error::NoRepository(self.location())
+            }
+            _ => Self::err(kind, name, e),
+        })
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -226,6 +261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path());
         b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
         b.write(FileKind::Data, "abcdef", b"0123456789").unwrap();
         b.write(FileKind::Snapshot, "s1", b"x").unwrap();
         assert_eq!(b.read(FileKind::Data, "abcdef").unwrap(), b"0123456789");
@@ -251,5 +287,39 @@ mod tests {
             b.read(FileKind::Data, "abcdef"),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// A repository moved away is not re-created by a write: the write fails as "no
+    /// repository" and leaves nothing behind; a missing kind directory (a repository made
+    /// before that kind existed) is created while the config is there.
+    #[test]
+    fn writes_never_recreate_a_vanished_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        fs::remove_dir(root.join("wal")).unwrap();
+        b.write(FileKind::Wal, "w1", b"x").unwrap();
+        assert!(root.join("wal/w1").is_file());
+
+        fs::rename(&root, dir.path().join("away")).unwrap();
+        for kind in [
+            FileKind::Data,
+            FileKind::Index,
+            FileKind::Wal,
+            FileKind::Snapshot,
+        ] {
+            let e = b.write(kind, "abcdef", b"x").unwrap_err();
+            assert!(matches!(e, Error::NoRepository(_)), "{kind}: {e}");
+        }
+        assert!(!root.exists(), "a write re-created {}", root.display());
+
+        // Emptied in place (the config gone, the directories left): no new directories.
+        fs::rename(dir.path().join("away"), &root).unwrap();
+        fs::remove_file(root.join("config")).unwrap();
+        let e = b.write(FileKind::Data, "ffeedd", b"x").unwrap_err();
+        assert!(matches!(e, Error::NoRepository(_)), "{e}");
+        assert!(!root.join("data/ff").exists());
     }
 }

@@ -101,15 +101,50 @@ pub struct Cache {
 }
 
 /// Creates a directory (and its parents) readable by its owner only, and narrows an
-/// existing one: the cache holds file names, decrypted manifests and trees.
+/// existing one: the cache holds file names, decrypted manifests, trees and the WAL
+/// agent's socket. An existing directory must be this user's own: one that another user
+/// made first (a cache under a shared parent such as /tmp) is refused, not narrowed,
+/// since its owner could change it back or put a socket of their own in it. A symlink
+/// is followed only if this user made it.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| Error::io(dir, e))
+        .map_err(|e| Error::io(dir, e))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let link = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+    let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+    for (what, uid) in [("symlink", link.uid()), ("directory", meta.uid())] {
+        if uid != me {
+            return Err(Error::BadInput {
+                what: "cache directory",
+                reason: format!(
+                    "{} is a {what} owned by uid {uid}, not by this user (uid {me}); \
+                     refusing to keep private data there: remove it or choose another \
+                     cache directory (--cache-dir)",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// [`private_dir`] for `dir` and every directory between it and `base`, `base` included:
+/// each level is checked, not just the last.
+pub fn private_dirs(base: &Path, dir: &Path) -> Result<()> {
+    let mut levels: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| a.starts_with(base))
+        .collect();
+    levels.reverse();
+    levels.into_iter().try_for_each(private_dir)
 }
 
 /// Creates a file readable by its owner only if it is missing, and narrows it if not.

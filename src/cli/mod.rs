@@ -294,6 +294,16 @@ impl Global {
         self.open_how(Repository::open_metadata)
     }
 
+    /// [`Global::open`] with a password already read (the WAL agent keeps it to check
+    /// the pushes it serves).
+    fn open_with_password(&self, password: &[u8]) -> anyhow::Result<Repository> {
+        let backend = self.backend()?;
+        let repo = Repository::open(backend, password, &self.cache_base()?)
+            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
+        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
+        Ok(repo)
+    }
+
     fn open_how(&self, open: OpenFn) -> anyhow::Result<Repository> {
         let backend = self.backend()?;
         let cache = self.cache_base()?;

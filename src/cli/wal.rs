@@ -191,16 +191,39 @@ mod agent {
     }
 
     fn socket(global: &Global, name: &str) -> anyhow::Result<PathBuf> {
-        use std::os::unix::fs::DirBuilderExt;
         let url = global.repo_url()?;
         let key = blake3::hash(url.as_bytes()).to_hex();
-        let dir = global.cache_base()?.join("wal-agent");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        let base = global.cache_base()?;
+        let dir = base.join("wal-agent");
+        // Only this user may have made the directories the socket lies in: another user
+        // who could would serve pushes from a socket of their own.
+        strata::private_dirs(&base, &dir)?;
         // Short: a socket path has room for about 100 bytes.
         Ok(dir.join(format!("{}-{}", &key[..16], hex::encode(name.as_bytes()))))
+    }
+
+    /// The uid of the process at the other end of `conn` (SO_PEERCRED), which must be
+    /// this user: the directory's mode keeps others out, this makes sure of it.
+    fn same_user(conn: &UnixStream) -> anyhow::Result<()> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        let peer = getsockopt(conn, PeerCredentials)?.uid();
+        let me = nix::unistd::geteuid().as_raw();
+        if peer != me {
+            anyhow::bail!("the WAL agent's socket is held by uid {peer}, not by this user (uid {me}): refusing it");
+        }
+        Ok(())
+    }
+
+    /// What a push shows the agent of its password: a hash of it, bound to the
+    /// repository, that the agent compares with the one of the password it opened the
+    /// repository with. A push must prove it could open the repository itself (only
+    /// the same user ever sees the hash: both ends check).
+    fn proof(global: &Global, password: &[u8]) -> anyhow::Result<blake3::Hash> {
+        let mut h = blake3::Hasher::new_derive_key("strata wal agent password proof v1");
+        h.update(global.repo_url()?.as_bytes());
+        h.update(&[0]);
+        h.update(password);
+        Ok(h.finalize())
     }
 
     /// Hands `path` to a running agent: its exit code, or `None` when no agent answered
@@ -217,7 +240,9 @@ mod agent {
         let Ok(mut conn) = UnixStream::connect(socket(global, name)?) else {
             return Ok(None);
         };
-        if writeln!(conn, "push {text}").is_err() {
+        same_user(&conn)?;
+        let password = global.password("repository password: ", false)?;
+        if writeln!(conn, "push {} {text}", proof(global, &password)?.to_hex()).is_err() {
             return Ok(None);
         }
         let mut answer = String::new();
@@ -227,6 +252,9 @@ mod agent {
         let pushed = match answer.trim_end() {
             "stored" => Pushed::Stored,
             "already_archived" => Pushed::AlreadyArchived,
+            "wrong_password" => {
+                return Err(strata::Error::WrongPassword { damaged: vec![] }.into());
+            }
             other => {
                 let msg = other.strip_prefix("error ").unwrap_or(other);
                 return Err(anyhow::anyhow!("{msg}"));
@@ -271,7 +299,10 @@ mod agent {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
         }
-        let repo = match global.open() {
+        let password = global.password("repository password: ", false);
+        let opened =
+            password.and_then(|p| Ok((global.open_with_password(&p)?, proof(global, &p)?)));
+        let (repo, proof) = match opened {
             Ok(r) => r,
             Err(e) => {
                 // Waiting pushes see the connection close and do the work themselves.
@@ -300,8 +331,11 @@ mod agent {
         let mut done: HashMap<String, Fingerprint> = HashMap::new();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
+            if same_user(&conn).is_err() {
+                continue;
+            }
             state.lock().unwrap().busy = true;
-            let answer = handle(repo, name, &conn, &mut done);
+            let answer = handle(repo, name, &proof, &conn, &mut done);
             let _ = writeln!(conn, "{answer}");
             let mut st = state.lock().unwrap();
             st.busy = false;
@@ -324,6 +358,7 @@ mod agent {
     fn handle(
         repo: &Repository,
         name: &str,
+        proof: &blake3::Hash,
         conn: &UnixStream,
         done: &mut HashMap<String, Fingerprint>,
     ) -> String {
@@ -331,9 +366,17 @@ mod agent {
         if BufReader::new(conn).read_line(&mut line).is_err() {
             return "error unreadable request".into();
         }
-        let Some(path) = line.trim_end_matches('\n').strip_prefix("push ") else {
+        let Some((given, path)) = line
+            .trim_end_matches('\n')
+            .strip_prefix("push ")
+            .and_then(|rest| rest.split_once(' '))
+        else {
             return "error unknown request".into();
         };
+        // blake3::Hash compares in constant time.
+        if blake3::Hash::from_hex(given).ok().as_ref() != Some(proof) {
+            return "wrong_password".into();
+        }
         let path = PathBuf::from(path);
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
         // Archived by this agent already: the same bytes need no request.
@@ -352,6 +395,11 @@ mod agent {
         // must not be remembered with bytes other than those stored.
         let prints: Vec<_> = batch.iter().map(|p| fingerprint(p)).collect();
         let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
+        // The agent may have opened the repository minutes ago: it must still be there,
+        // or PostgreSQL would delete segments archived into nothing.
+        if let Err(e) = repo.ensure_present() {
+            return format!("error {}", one_line(&e.to_string()));
+        }
         let outcomes = match strata::wal::push_many(repo, name, &refs) {
             Ok(o) => o,
             Err(e) => return format!("error {}", one_line(&e.to_string())),

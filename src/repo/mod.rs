@@ -199,6 +199,8 @@ impl Repository {
             Err(Error::NotFound { .. }) => return Err(Error::NoRepository(backend.location())),
             Err(e) => return Err(e),
         };
+        // Ours before anything is kept there (see `private_dir`).
+        crate::cache::private_dir(cache_base)?;
         let key_cache = key_cache_path(cache_base, &backend.location());
         // The index listing needs no key, nor (on a machine that never opened this
         // repository: no key is cached for it) do the first index files: they are fetched
@@ -394,6 +396,31 @@ impl Repository {
     /// The repository's config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Fails unless the repository this handle opened is still where it was: its config
+    /// there, and the same repository's. A long-lived handle (the WAL archive agent)
+    /// calls this before each batch of writes: a repository moved away, or replaced by
+    /// another, must make the write fail rather than land where nobody will look.
+    pub fn ensure_present(&self) -> Result<()> {
+        let sealed = match self.backend.read(FileKind::Config, "config") {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) | Err(Error::NoRepository(_)) => {
+                return Err(Error::NoRepository(self.backend.location()))
+            }
+            Err(e) => return Err(e),
+        };
+        match open_config(&self.key, &sealed) {
+            Some(c) if c.id == self.config.id => Ok(()),
+            _ => Err(Error::BadInput {
+                what: "repository",
+                reason: format!(
+                    "{} now holds another repository than the one opened (id {})",
+                    self.backend.location(),
+                    self.config.id.to_hex()
+                ),
+            }),
+        }
     }
 
     /// Damage that an operation skipped instead of failing (a damaged snapshot or index
