@@ -175,3 +175,58 @@ conformance!(
     unknown_snapshots_and_paths_are_clear_errors,
     keys_add_list_remove_passwd
 );
+
+/// Host names that could not name a directory (`mount`'s hosts/) or a line are refused
+/// before anything is written; set names from the config file too.
+#[test]
+fn host_and_set_names_are_checked() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "x").unwrap();
+    for bad in ["evil/../../x", "", "..", ".", "a\nb"] {
+        let out = env.run(&["backup", "--host", bad, src.to_str().unwrap()]);
+        assert_eq!(code(&out), 1, "--host {bad:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("host name"), "{}", stderr(&out));
+    }
+    let cfg = env.path("strata.toml");
+    std::fs::write(&cfg, format!("[sets.\"a/b\"]\npaths = [{src:?}]\n")).unwrap();
+    let out = env.run(&["--config", cfg.to_str().unwrap(), "backup", "--all"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("set name"), "{}", stderr(&out));
+    assert!(env.objects("snapshots").is_empty());
+    env.ok(&["backup", "--host", "vm-1.example", src.to_str().unwrap()]);
+}
+
+/// A set name that neither the config file nor any snapshot knows is an error, not a set
+/// with no snapshot (a typo in a monitoring command must not read as healthy).
+#[test]
+fn unknown_sets_are_errors() {
+    let env = Env::local();
+    env.init();
+    let app = env.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("f"), "x").unwrap();
+    let cfg = env.path("strata.toml");
+    std::fs::write(&cfg, format!("[sets.critical]\npaths = [{app:?}]\n")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    env.ok(&["--config", cfg, "backup", "critical"]);
+    for args in [
+        vec!["status", "critcal", "--max-age", "1s"],
+        vec!["stats", "nosuchset"],
+        vec!["drill", "critcal"],
+    ] {
+        let mut all = vec!["--config", cfg];
+        all.extend(&args);
+        let out = env.run(&all);
+        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no set named") && stderr(&out).contains("critical"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    env.ok(&["--config", cfg, "status", "critical"]);
+    env.ok(&["--config", cfg, "stats", "critical"]);
+}

@@ -501,7 +501,53 @@ fn one_failing_set_does_not_stop_the_others(env: &Env) {
     );
 }
 
+/// A set whose path does not exist (a typo, an unmounted disk) fails alone: the healthy
+/// set is backed up, the broken one's on-failure hook runs, and the metrics count it.
+fn a_set_with_a_missing_path_fails_alone(env: &Env) {
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(env, &app, &metrics, "last = 5");
+    let prom = env.path("strata.prom");
+    let hooks = env.path("hooks.log");
+    let gone = env.path("no-such-dir");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        &format!("paths = [{app:?}]"),
+        &format!(
+            "paths = [{gone:?}]\non-failure = 'echo \"fail $STRATA_SET $STRATA_EXIT_CODE\" >> {hooks:?}'"
+        ),
+    );
+    fs::write(&config, format!("metrics-file = {prom:?}\n{text}")).unwrap();
+    fs::write(metrics.join("m"), "1").unwrap();
+    env.init();
+    let out = env.run(&["--config", &config, "backup", "--all"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no-such-dir"), "{}", stderr(&out));
+    let snaps = env.json(&["snapshots", "--set", "metrics"]);
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "the healthy set was not backed up"
+    );
+    let log = fs::read_to_string(&hooks).unwrap_or_default();
+    assert!(
+        log.contains("fail critical 1"),
+        "on-failure did not run: {log:?}"
+    );
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        s.get("strata_backup_last_exit_code", &[("set", "critical")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        s.get("strata_backup_last_exit_code", &[("set", "metrics")]),
+        Some(0.0)
+    );
+    // Named alone, the broken set fails before the repository is touched.
+    let out = env.run(&["--config", &config, "backup", "critical"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+}
+
 conformance!(
+    a_set_with_a_missing_path_fails_alone,
     one_failing_set_does_not_stop_the_others,
     metrics_and_hooks_follow_every_run,
     budgeted_checks_cover_every_pack_and_remember_damage,

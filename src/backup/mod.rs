@@ -201,6 +201,10 @@ pub fn run(
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(crate::timespec::now);
     let host = opts.host.clone().unwrap_or_else(util::hostname);
+    crate::repo::snapshot::check_name("host name", &host)?;
+    if let Some(set) = &opts.set {
+        crate::repo::snapshot::check_name("set name", set)?;
+    }
 
     let (paths, display_paths) = resolve_sources(&opts.source)?;
 

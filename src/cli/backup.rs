@@ -156,7 +156,13 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     } else {
         jobs(global, &args)?
     };
-    let excludes = check_jobs(&jobs)?;
+    let several = jobs.len() > 1;
+    let mut excludes = check_jobs(&jobs);
+    // One set alone (or paths): its error is the run's, before the repository is opened.
+    // Of several, a set that fails its checks fails alone, told like any failed set.
+    if !several && excludes.first().is_some_and(|x| x.is_err()) {
+        return Err(excludes.remove(0).unwrap_err());
+    }
     let started = timespec::now();
     let repo = match global.open() {
         Ok(r) => r,
@@ -200,10 +206,27 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         results.push(v);
         code = c;
     }
-    let several = jobs.len() > 1;
     for (job, excludes) in jobs.into_iter().zip(excludes) {
         let label = job_label(&job);
         let hooks = job.set.as_ref().and_then(|s| global.file.sets.get(s));
+        let excludes = match excludes {
+            Ok(x) => x,
+            Err(e) => {
+                let c = exit::code_of_anyhow(&e);
+                let run = Run {
+                    label: &label,
+                    hooks,
+                    started: timespec::now(),
+                    duration_secs: 0.0,
+                };
+                run.tell(global, Some(&repo), c, None, Some(&e));
+                let msg = format!("{e:#}");
+                eprintln!("error: set {label}: {}", output::plain_lines(&msg));
+                results.push(serde_json::json!({"set": label, "error": msg, "exit_code": c}));
+                code = exit::worse(code, c);
+                continue;
+            }
+        };
         let opts = BackupOptions {
             source: Source::Paths(job.paths),
             host: job.host,
@@ -293,26 +316,26 @@ fn backup_time(args: &BackupArgs) -> anyhow::Result<Option<DateTime<FixedOffset>
     Ok(time)
 }
 
-/// Every job's exclude patterns, compiled, and its sources, looked at: missing sources and
-/// bad patterns are refused before the repository is touched, so a run never stops
-/// half-way through its sets for either.
-fn check_jobs(jobs: &[Job]) -> anyhow::Result<Vec<Option<Patterns>>> {
-    let mut excludes = Vec::new();
-    for job in jobs {
-        let what = |thing: &str| match &job.set {
-            Some(s) => format!("{thing} of set {s}"),
-            None => thing.to_string(),
-        };
-        excludes.push(Patterns::new(&job.patterns).with_context(|| what("excludes"))?);
-        if let Some(class) = &job.class {
-            strata::backend::check_storage_class(class)
-                .with_context(|| what("data storage class"))?;
-        }
-        for p in &job.paths {
-            std::fs::symlink_metadata(p)
-                .map_err(|e| strata::Error::io(p, e))
-                .with_context(|| what("source path"))?;
-        }
+/// Each job's exclude patterns, compiled, and its sources, looked at before the
+/// repository is touched: a job with a missing source or a bad pattern is refused as a
+/// whole, never stopped half-way.
+fn check_jobs(jobs: &[Job]) -> Vec<anyhow::Result<Option<Patterns>>> {
+    jobs.iter().map(check_job).collect()
+}
+
+fn check_job(job: &Job) -> anyhow::Result<Option<Patterns>> {
+    let what = |thing: &str| match &job.set {
+        Some(s) => format!("{thing} of set {s}"),
+        None => thing.to_string(),
+    };
+    let excludes = Patterns::new(&job.patterns).with_context(|| what("excludes"))?;
+    if let Some(class) = &job.class {
+        strata::backend::check_storage_class(class).with_context(|| what("data storage class"))?;
+    }
+    for p in &job.paths {
+        std::fs::symlink_metadata(p)
+            .map_err(|e| strata::Error::io(p, e))
+            .with_context(|| what("source path"))?;
     }
     Ok(excludes)
 }

@@ -46,6 +46,7 @@ fn newest(
     let names: Vec<String> = if names.is_empty() {
         global.file.sets.keys().cloned().collect()
     } else {
+        check_known(global, &all, names)?;
         names.to_vec()
     };
     let newest = strata::select_per_lineage(all, None, &SnapshotFilter::default());
@@ -69,6 +70,36 @@ fn newest(
             (name, pick)
         })
         .collect())
+}
+
+/// Refuses a set name that neither the config file nor any snapshot knows: a misspelled
+/// set must not read as a set with no snapshot (`status` exits 0 on that, when nothing
+/// configures a max-age for it).
+fn check_known(
+    global: &Global,
+    all: &[(SnapshotId, Snapshot)],
+    names: &[String],
+) -> anyhow::Result<()> {
+    let mut known: std::collections::BTreeSet<String> = global.file.sets.keys().cloned().collect();
+    known.extend(all.iter().map(|(_, s)| metrics::set_label(s)));
+    let unknown: Vec<&String> = names.iter().filter(|n| !known.contains(*n)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list = |v: Vec<&String>| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    Err(strata::Error::BadInput {
+        what: "set",
+        reason: format!(
+            "no set named {} in the config file or in any snapshot (known: {})",
+            list(unknown),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                list(known.iter().collect())
+            }
+        ),
+    }
+    .into())
 }
 
 fn label(lineage: &Lineage, s: &Snapshot) -> String {
@@ -369,6 +400,9 @@ pub struct StatsArgs {
 /// config's `[prices]`), and each set's growth with the size-anomaly flag.
 pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
+    if !args.sets.is_empty() {
+        check_known(global, &repo.snapshots()?, &args.sets)?;
+    }
     let st = strata::stats::run(&repo, &args.sets)?;
     let prices = &global.file.prices;
     // Per class, GB-month (10^9 bytes) as providers bill.

@@ -147,7 +147,9 @@ impl SnapshotFs {
         let group = |fs: &mut SnapshotFs, dirs: BTreeMap<String, Entries>| {
             let entries: Entries = dirs
                 .into_iter()
-                .map(|(name, entries)| (name.into_bytes(), fs.add(Inode::Dir(entries))))
+                .map(|(name, entries)| {
+                    (entry_name(&name).into_bytes(), fs.add(Inode::Dir(entries)))
+                })
                 .collect();
             fs.add(Inode::Dir(entries))
         };
@@ -176,8 +178,8 @@ impl SnapshotFs {
         let mut entries: Entries = Vec::new();
         for (lineage, id, _) in picks {
             let mut name = match lineage {
-                Lineage::Set(set) => set,
-                Lineage::HostPaths { host, .. } => format!("host-{host}"),
+                Lineage::Set(set) => entry_name(&set),
+                Lineage::HostPaths { host, .. } => format!("host-{}", entry_name(&host)),
             };
             // Several path lineages of one host: numbered after the first.
             let base = name.clone();
@@ -484,4 +486,45 @@ fn instant_name(t: DateTime<FixedOffset>) -> String {
     t.with_timezone(&chrono::Utc)
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
+}
+
+/// A set's or host's name as one directory entry. Names come from snapshots, which a key
+/// holder may have crafted: a `/`, a control character, or nothing but dots could not be
+/// one entry, so such characters (and `%`, the escape) are shown %-escaped.
+fn entry_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == '/' || c == '%' || c.is_control() {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    if out.chars().all(|c| c == '.') {
+        // "", "." and "..": each dot escaped, the empty name as "%".
+        out = if out.is_empty() {
+            "%".to_string()
+        } else {
+            out.replace('.', "%2E")
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod names {
+    #[test]
+    fn every_name_is_one_entry() {
+        for (name, shown) in [
+            ("vm", "vm"),
+            ("evil/../../x", "evil%2F..%2F..%2Fx"),
+            ("", "%"),
+            ("..", "%2E%2E"),
+            (".", "%2E"),
+            ("a\nb", "a%0Ab"),
+            ("50%", "50%25"),
+        ] {
+            assert_eq!(super::entry_name(name), shown);
+        }
+    }
 }

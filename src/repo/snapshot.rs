@@ -253,6 +253,29 @@ pub fn select_at(
     }
 }
 
+/// Refuses a host or set name that could not name a directory of its own (`mount` shows
+/// `hosts/<host>` and `sets/<set>`) or a line of output: empty, `.` or `..`, with a `/`,
+/// a control character, or longer than 255 bytes.
+pub fn check_name(what: &'static str, name: &str) -> crate::error::Result<()> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name == "." || name == ".." {
+        "it is . or .."
+    } else if name.contains('/') {
+        "it holds a /"
+    } else if name.chars().any(char::is_control) {
+        "it holds a control character"
+    } else if name.len() > 255 {
+        "it is longer than 255 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::BadInput {
+        what,
+        reason: format!("{what} {name:?}: {reason}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
