@@ -88,9 +88,10 @@ pub struct Drill {
 }
 
 impl Drill {
-    /// Bytes per second restored and verified.
+    /// Bytes per second restored and verified; 0 for a drill with errors, which measured
+    /// no speed worth reporting.
     pub fn throughput(&self) -> f64 {
-        if self.duration_secs > 0.0 {
+        if self.errors == 0 && self.duration_secs > 0.0 {
             self.bytes as f64 / self.duration_secs
         } else {
             0.0

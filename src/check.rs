@@ -786,10 +786,42 @@ impl Audit<'_> {
             ))
         })();
         match recorded {
-            Ok(c) => self.report.verification = Some(c),
+            Ok(c) => {
+                self.known_damage(&c);
+                self.report.verification = Some(c);
+            }
             Err(e) => self
                 .repo
                 .warn(format!("recording what this check verified: {e}")),
+        }
+    }
+
+    /// Packs an earlier check found damaged and this one did not read again: still
+    /// problems. Known damage keeps `check` failing (and its alert firing) until a read
+    /// finds the pack whole or a repair takes it out of the repository.
+    fn known_damage(&mut self, coverage: &crate::audit::Coverage) {
+        let reported: HashSet<PackId> = self
+            .problems
+            .iter()
+            .filter_map(|p| match p.object {
+                Object::Pack(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        for pack in &coverage.damaged {
+            if self.read.contains(pack) || reported.contains(pack) {
+                continue;
+            }
+            self.problems.push(problem(
+                Object::Pack(*pack),
+                "found damaged by an earlier check and not read again by this one".into(),
+            ));
+            // Its blobs, for the snapshots and paths it hits.
+            if let Ok(entries) = self.repo.index().pack_blobs(pack) {
+                for e in entries {
+                    self.damaged.entry(e.id).or_insert(Object::Pack(*pack));
+                }
+            }
         }
     }
 

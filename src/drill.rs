@@ -71,7 +71,7 @@ pub fn run(
         (None, snapshot.summary.total_bytes)
     };
     let dir = tempfile::Builder::new()
-        .prefix(".strata-drill-")
+        .prefix(&scratch_prefix())
         .tempdir_in(&opts.scratch)
         .map_err(|e| Error::io(&opts.scratch, e))?;
     let started = Instant::now();
@@ -111,11 +111,15 @@ pub fn run(
         projected_secs: 0.0,
         errors: errors.len() as u64,
     };
+    // A failed drill measured nothing but its failure: no speed, no restore time (a
+    // restore into a full disk is fast and worthless).
     let throughput = drill.throughput();
-    drill.projected_secs = if throughput > 0.0 {
+    drill.projected_secs = if errors.is_empty() && throughput > 0.0 {
         snapshot_bytes as f64 / throughput
-    } else {
+    } else if errors.is_empty() {
         duration_secs
+    } else {
+        0.0
     };
     audit::record_drill(repo, drill.clone())?;
     Ok(DrillReport {
@@ -123,6 +127,38 @@ pub fn run(
         throughput,
         errors,
     })
+}
+
+/// How this process names its drills' temporary directories: `.strata-drill-<pid>-`, so
+/// that whoever stops it (a signal handler) can find and remove what it restored.
+pub fn scratch_prefix() -> String {
+    format!(".strata-drill-{}-", std::process::id())
+}
+
+/// Removes what this process's drills left in `scratch` (their temporary directories),
+/// for a drill stopped by a signal: decrypted data must not outlive it. Returns the
+/// directories removed.
+pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
+    let prefix = scratch_prefix();
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        // The restore may still be creating files in it: again until it is gone (once
+        // the directory itself is unlinked nothing can be created below it).
+        for _ in 0..20 {
+            match std::fs::remove_dir_all(e.path()) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => continue,
+                _ => break,
+            }
+        }
+        removed.push(e.path());
+    }
+    removed
 }
 
 /// The snapshot's regular files (absolute paths, UTF-8 ones: a sample is a set of

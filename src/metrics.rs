@@ -96,6 +96,11 @@ impl Samples {
         self.0.get(&series(name, labels)).copied()
     }
 
+    /// Removes one series.
+    pub fn remove(&mut self, name: &str, labels: &[(&str, &str)]) {
+        self.0.remove(&series(name, labels));
+    }
+
     /// Removes every series of `name` (before setting those that exist now).
     pub fn clear(&mut self, name: &str) {
         self.0.retain(|(n, _), _| n != name);

@@ -266,14 +266,33 @@ fn budgeted_checks_cover_every_pack_and_remember_damage(env: &Env) {
     let damaged = v["verification"]["damaged"].as_array().unwrap();
     assert_eq!(damaged.len(), 1, "{v}");
     assert_eq!(damaged[0], victim.as_str());
-    let v = env.json(&["check", "--read-data-budget", "1B"]);
-    assert_eq!(
-        v["verification"]["damaged"].as_array().unwrap().len(),
-        1,
-        "{v}"
-    );
+    // Known damage keeps every later check failing, whether or not it reads the pack.
+    for args in [
+        vec!["--json", "check", "--read-data-budget", "1B"],
+        vec!["--json", "check"],
+    ] {
+        let out = env.run(&args);
+        assert_eq!(code(&out), 1, "{args:?} passed over known damage");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["verification"]["damaged"].as_array().unwrap().len(),
+            1,
+            "{v}"
+        );
+        let problems = v["problems"].as_array().unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p["object"] == format!("pack {victim}")
+                    && p["reason"].as_str().unwrap().contains("earlier check")),
+            "{v}"
+        );
+    }
+    // Mended (the byte flipped back): the read that finds it whole clears it.
+    env.flip_byte("data", &victim, len as usize / 2);
+    env.assert_read_data_clean();
+    env.ok(&["check"]);
 }
-
 /// `drill` restores the newest snapshot of each set (or a sample of its files), verifies
 /// it, leaves nothing behind, and records it; `status` shows it and the sets' freshness and
 /// exits 1 when a set is older than its max-age.
@@ -554,3 +573,102 @@ conformance!(
     drills_and_status,
     stats_report_savings_costs_and_anomalies
 );
+
+/// A drill stopped by SIGTERM removes what it restored (decrypted data must not outlive
+/// it), records nothing and exits 130.
+#[test]
+fn a_drill_stopped_by_a_signal_leaves_nothing() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..64 {
+        fs::write(src.join(format!("f{i}")), noise(1 << 20, i)).unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let child = env
+        .std_cmd()
+        .args(["drill", "--target", scratch.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let restoring = || {
+        fs::read_dir(&scratch)
+            .unwrap()
+            .flatten()
+            .any(|e| fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()))
+    };
+    while !restoring() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(restoring(), "the drill never started restoring");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "the interrupted drill left its restore behind"
+    );
+    let v = env.json(&["status", "--all"]);
+    assert!(v["sets"][0]["last_drill"].is_null(), "{v}");
+}
+
+/// A drill onto a full disk fails: exit 1, and what it records (in the repository and the
+/// metrics) is a failure, never a speed or a restore time.
+#[test]
+fn a_drill_onto_a_full_disk_records_a_failure_not_a_speed() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), noise(1 << 20, i)).unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let Some(disk) = SmallDisk::mount(env.path("small"), "2m") else {
+        panic!("this test needs root to mount a small tmpfs (run it under tools/test)");
+    };
+    let prom = env.path("strata.prom");
+    // A good drill first: its speed must not stand for the failed one's.
+    env.ok(&["--metrics-file", prom.to_str().unwrap(), "drill"]);
+    let out = env.run(&[
+        "--json",
+        "--metrics-file",
+        prom.to_str().unwrap(),
+        "drill",
+        "--target",
+        disk.0.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v[0]["report"];
+    assert!(r["drill"]["errors"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(r["throughput"], 0.0, "{v}");
+    assert_eq!(r["drill"]["projected_secs"], 0.0, "{v}");
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    let set = v[0]["set"].as_str().unwrap();
+    assert!(s.get("strata_drill_last_errors", &[("set", set)]).unwrap() > 0.0);
+    for name in [
+        "strata_drill_last_throughput_bytes_per_second",
+        "strata_drill_last_projected_restore_seconds",
+    ] {
+        assert_eq!(
+            s.get(name, &[("set", set)]),
+            None,
+            "{name} after a failed drill"
+        );
+    }
+    promtool_accepts(&prom);
+    let out = env.ok(&["status", "--all"]);
+    assert!(out.contains("FAILED"), "{out}");
+    assert_eq!(fs::read_dir(&disk.0).unwrap().count(), 0);
+}

@@ -840,36 +840,6 @@ fn a_damaged_index_file_is_skipped_not_fatal(env: &Env) {
     env.restore_latest_verified("r2");
 }
 
-/// A small tmpfs mounted for one test (root only: the suite runs as root in CI), unmounted
-/// whatever the outcome.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
-        fs::create_dir_all(&path).unwrap();
-        if !is_root() {
-            eprintln!("NOT RUN: a full-disk test needs root to mount a small tmpfs");
-            return None;
-        }
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs on {}", path.display());
-        Some(SmallDisk(path))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// Items 9 and 15: a backup onto a full disk fails without leaving temporaries, leaves a
 /// repository that checks clean, and completes once there is room; a restore onto a full
 /// disk reports each cause once with a count, not thousands of identical lines, and exits 1.

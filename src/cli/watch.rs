@@ -122,6 +122,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
         None => 1.0,
     };
     let scratch = args.target.clone().unwrap_or_else(std::env::temp_dir);
+    remove_scratch_on_signals(&scratch)?;
     let repo = global.open()?;
     let picks = newest(global, repo.snapshots()?, &args.sets)?;
     let mut code = exit::OK;
@@ -155,6 +156,23 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// SIGINT or SIGTERM during a drill: what it restored is decrypted data, which must not
+/// outlive it. The drill's directories are removed, then the process exits 130.
+fn remove_scratch_on_signals(scratch: &std::path::Path) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let scratch = scratch.to_path_buf();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            for dir in drill::remove_scratch(&scratch) {
+                eprintln!("drill interrupted: removed {}", dir.display());
+            }
+            std::process::exit(exit::INTERRUPTED);
+        }
+    });
+    Ok(())
+}
+
 fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
     for e in &r.errors {
         eprintln!("error: set {name}: {}", output::plain(e));
@@ -163,6 +181,16 @@ fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
         return;
     }
     let d = &r.drill;
+    if d.errors > 0 {
+        println!(
+            "set {name}: drill of snapshot {} FAILED: {} error(s) in {} files; no restore time \
+             projected",
+            d.snapshot.short(),
+            d.errors,
+            d.files
+        );
+        return;
+    }
     println!(
         "set {name}: snapshot {} restored {} files, {} in {:.2}s ({}/s){}, {}",
         d.snapshot.short(),
@@ -195,17 +223,25 @@ fn record_drill(s: &mut metrics::Samples, set: &str, d: &Drill) {
         .unwrap_or_default();
     s.set("strata_drill_last_timestamp_seconds", &set, when);
     s.set("strata_drill_last_bytes", &set, d.bytes as f64);
-    s.set(
-        "strata_drill_last_throughput_bytes_per_second",
-        &set,
-        d.throughput(),
-    );
-    s.set(
-        "strata_drill_last_projected_restore_seconds",
-        &set,
-        d.projected_secs,
-    );
     s.set("strata_drill_last_errors", &set, d.errors as f64);
+    // A failed drill measured no speed: an earlier drill's must not stand for it either.
+    let speed = [
+        (
+            "strata_drill_last_throughput_bytes_per_second",
+            d.throughput(),
+        ),
+        (
+            "strata_drill_last_projected_restore_seconds",
+            d.projected_secs,
+        ),
+    ];
+    for (name, value) in speed {
+        if d.errors == 0 {
+            s.set(name, &set, value);
+        } else {
+            s.remove(name, &set);
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +393,11 @@ fn print_status(rows: &[Row], coverage: &Coverage) {
             ),
         }
         match drill {
+            Some(d) if d.errors > 0 => println!(
+                "  last drill {}: FAILED with {} error(s)",
+                output::when(&d.time),
+                d.errors
+            ),
             Some(d) => println!(
                 "  last drill {}: {} files, {}/s, full restore about {}{}",
                 output::when(&d.time),

@@ -768,3 +768,33 @@ impl Drop for Proxy {
         let _ = self.child.wait();
     }
 }
+
+/// A small tmpfs mounted for one test (root only: the suite runs as root in CI), unmounted
+/// whatever the outcome.
+pub struct SmallDisk(pub std::path::PathBuf);
+
+impl SmallDisk {
+    pub fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
+        fs::create_dir_all(&path).unwrap();
+        if !is_root() {
+            eprintln!("NOT RUN: a full-disk test needs root to mount a small tmpfs");
+            return None;
+        }
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", path.display());
+        Some(SmallDisk(path))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
