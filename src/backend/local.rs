@@ -86,10 +86,18 @@ impl Backend for LocalBackend {
         Ok(self.root.join("config").is_file())
     }
 
+    /// Every directory a file can go in, the packs' 256 fan-out directories included:
+    /// writes never create one while the config is missing (see `ensure_dir`).
     fn create(&self) -> Result<()> {
         for kind in &FileKind::ALL[1..] {
             let dir = self.root.join(kind.dir());
             create_dirs(&dir).map_err(|e| Error::io(&dir, e))?;
+            if kind.fanned_out() {
+                for i in 0..=255u8 {
+                    let sub = dir.join(format!("{i:02x}"));
+                    create_dirs(&sub).map_err(|e| Error::io(&sub, e))?;
+                }
+            }
         }
         Ok(())
     }
@@ -315,9 +323,10 @@ mod tests {
         }
         assert!(!root.exists(), "a write re-created {}", root.display());
 
-        // Emptied in place (the config gone, the directories left): no new directories.
+        // Emptied in place (the config gone, a directory missing): none is made.
         fs::rename(dir.path().join("away"), &root).unwrap();
         fs::remove_file(root.join("config")).unwrap();
+        fs::remove_dir(root.join("data/ff")).unwrap();
         let e = b.write(FileKind::Data, "ffeedd", b"x").unwrap_err();
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
         assert!(!root.join("data/ff").exists());
