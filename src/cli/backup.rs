@@ -157,7 +157,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         jobs(global, &args)?
     };
     let several = jobs.len() > 1;
-    let mut excludes = check_jobs(&jobs);
+    let mut excludes = check_jobs(&jobs)?;
     // One set alone (or paths): its error is the run's, before the repository is opened.
     // Of several, a set that fails its checks fails alone, told like any failed set.
     if !several && excludes.first().is_some_and(|x| x.is_err()) {
@@ -317,27 +317,41 @@ fn backup_time(args: &BackupArgs) -> anyhow::Result<Option<DateTime<FixedOffset>
 }
 
 /// Each job's exclude patterns, compiled, and its sources, looked at before the
-/// repository is touched: a job with a missing source or a bad pattern is refused as a
-/// whole, never stopped half-way.
-fn check_jobs(jobs: &[Job]) -> Vec<anyhow::Result<Option<Patterns>>> {
-    jobs.iter().map(check_job).collect()
+/// repository is touched. A bad pattern or storage class is a mistake in the config file
+/// and refuses the whole run, before any set is backed up; a missing source (an unmounted
+/// disk) is that job's failure alone: its error is in the job's slot.
+fn check_jobs(jobs: &[Job]) -> anyhow::Result<Vec<anyhow::Result<Option<Patterns>>>> {
+    let mut checked = Vec::new();
+    for job in jobs {
+        let excludes = check_config(job)?;
+        checked.push(check_sources(job).map(|_| excludes));
+    }
+    Ok(checked)
 }
 
-fn check_job(job: &Job) -> anyhow::Result<Option<Patterns>> {
-    let what = |thing: &str| match &job.set {
+fn what(job: &Job, thing: &str) -> String {
+    match &job.set {
         Some(s) => format!("{thing} of set {s}"),
         None => thing.to_string(),
-    };
-    let excludes = Patterns::new(&job.patterns).with_context(|| what("excludes"))?;
-    if let Some(class) = &job.class {
-        strata::backend::check_storage_class(class).with_context(|| what("data storage class"))?;
     }
+}
+
+fn check_config(job: &Job) -> anyhow::Result<Option<Patterns>> {
+    let excludes = Patterns::new(&job.patterns).with_context(|| what(job, "excludes"))?;
+    if let Some(class) = &job.class {
+        strata::backend::check_storage_class(class)
+            .with_context(|| what(job, "data storage class"))?;
+    }
+    Ok(excludes)
+}
+
+fn check_sources(job: &Job) -> anyhow::Result<()> {
     for p in &job.paths {
         std::fs::symlink_metadata(p)
             .map_err(|e| strata::Error::io(p, e))
-            .with_context(|| what("source path"))?;
+            .with_context(|| what(job, "source path"))?;
     }
-    Ok(excludes)
+    Ok(())
 }
 
 /// Runs one backup and prints its summary; returns its report and exit code.
