@@ -755,6 +755,22 @@ pub fn restore(
         cluster: plan.base.cluster.clone(),
         reason,
     };
+    // A symlink (or a file) where the data directory goes is refused before anything is
+    // restored: the restored directory is moved into place by rename, which cannot
+    // replace one, and following it would put the cluster somewhere else.
+    if let Ok(m) = std::fs::symlink_metadata(target) {
+        if !m.is_dir() {
+            let kind = if m.file_type().is_symlink() {
+                "a symlink"
+            } else {
+                "not a directory"
+            };
+            return Err(bad(format!(
+                "{} is {kind}: give a new or empty directory (the real path, not a link)",
+                target.display()
+            )));
+        }
+    }
     let occupied = match std::fs::read_dir(target) {
         Ok(mut d) => d.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,

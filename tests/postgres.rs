@@ -385,6 +385,25 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
     );
     assert!(!db.data.join("recovery.signal").exists());
     assert_eq!(db.rows(), vec![1, 2, 3, 4, 5]);
+    // Nor onto a symlink (to an empty directory): refused before anything is restored.
+    let empty = env.path("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let link = env.path("link-to-empty");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    refused(
+        &env,
+        &cfg,
+        &["pg", "restore", "main", "--target", link.to_str().unwrap()],
+        "is a symlink",
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert!(
+        !std::fs::read_dir(env.path("")).unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".strata-pg-restore-")),
+        "a refused restore left its staging directory"
+    );
 
     // Between inserts 2 and 3: the first base backup, replayed to the instant.
     let (rows, used) = restore_and_read(&env, &cfg, Some(&between_2_and_3), "r1");
