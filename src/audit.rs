@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{AuditId, PackId, SnapshotId};
+use crate::repo::snapshot::Lineage;
 use crate::repo::Repository;
 
 /// Drills kept per set (older ones are deleted when a new one is recorded).
@@ -304,18 +305,31 @@ pub fn record_drill(repo: &Repository, drill: Drill) -> Result<AuditId> {
     Ok(id)
 }
 
-/// The newest drill of each set (`None`: snapshots outside sets).
-pub fn last_drills(records: &[(AuditId, Audit)]) -> HashMap<Option<String>, Drill> {
-    let mut out: HashMap<Option<String>, Drill> = HashMap::new();
+/// The newest drill of each lineage: a set's by its name, another lineage's by the
+/// snapshot drilled (`lineage_of` says whose it is; a drill of a snapshot it does not know
+/// counts for no lineage).
+pub fn last_drills(
+    records: &[(AuditId, Audit)],
+    lineage_of: impl Fn(&SnapshotId) -> Option<Lineage>,
+) -> HashMap<Lineage, Drill> {
+    let mut out: HashMap<Lineage, Drill> = HashMap::new();
     for (_, a) in records {
-        if let Audit::Drill(d) = a {
-            let newer = out.get(&d.set).is_none_or(|o| {
-                DateTime::parse_from_rfc3339(&d.time).ok()
-                    > DateTime::parse_from_rfc3339(&o.time).ok()
-            });
-            if newer {
-                out.insert(d.set.clone(), d.clone());
-            }
+        let Audit::Drill(d) = a else {
+            continue;
+        };
+        let Some(lineage) = d
+            .set
+            .clone()
+            .map(Lineage::Set)
+            .or_else(|| lineage_of(&d.snapshot))
+        else {
+            continue;
+        };
+        let newer = out.get(&lineage).is_none_or(|o| {
+            DateTime::parse_from_rfc3339(&d.time).ok() > DateTime::parse_from_rfc3339(&o.time).ok()
+        });
+        if newer {
+            out.insert(lineage, d.clone());
         }
     }
     out

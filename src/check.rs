@@ -216,6 +216,12 @@ fn fix_for(p: &Problem) -> String {
             "run `strata repair index`: it indexes the packs this file named from their headers"
                 .to_string()
         }
+        Object::Snapshot(_) if p.reason.contains("WAL") => {
+            "the missing WAL cannot be made again: see that archiving works \
+             (pg_stat_archiver), then take a new base backup (`strata pg basebackup`), from \
+             which recovery no longer needs it"
+                .to_string()
+        }
         Object::Snapshot(_) => {
             "the snapshot cannot be read; `strata repair snapshots --forget` removes it".to_string()
         }
@@ -225,6 +231,12 @@ fn fix_for(p: &Problem) -> String {
              (keep a copy), then {LOST}"
         ),
         Object::Blob(_) | Object::Tree(_) => LOST.to_string(),
+        Object::Wal(_) if p.reason.contains("two servers archive") => {
+            "stop the server that should not archive as this cluster (a restored copy: \
+             archive_mode = off there); `strata pg restore --timeline N` chooses the line to \
+             recover, and a new base backup starts a clean one"
+                .to_string()
+        }
         Object::Wal(_) => "the archived WAL file cannot be read: take a new base backup of \
                            the cluster, so that recovery no longer needs it"
             .to_string(),
@@ -257,6 +269,9 @@ pub struct CheckReport {
     /// Packs on the backend that no index names (left by an interrupted backup: harmless,
     /// prune removes them).
     pub unreferenced_packs: usize,
+    /// Packs prune marked unused that a live index still names (a prune or a backup in
+    /// progress, or one that raced the other): harmless, the next prune settles them.
+    pub marked_and_live_packs: usize,
     /// The damage found; empty when the repository is sound.
     pub problems: Vec<Problem>,
     /// How much of the repository verification has covered, after this check's reads
@@ -398,9 +413,15 @@ impl Audit<'_> {
             }
         }
         // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
+        // A pack both marked and named by a live index (a check between a prune's new
+        // index and its removal of the old ones, or a backup that raced it) is no damage:
+        // the next prune lets the mark lapse.
+        let live: HashSet<PackId> = indexed.iter().map(|(id, _, _)| *id).collect();
         let mut marked_gone = HashSet::new();
         for (id, _) in repo.index().marked_packs()? {
-            if listed.remove(&id.to_hex()).is_none() {
+            if live.contains(&id) {
+                self.report.marked_and_live_packs += 1;
+            } else if listed.remove(&id.to_hex()).is_none() {
                 marked_gone.insert(id);
             }
         }
@@ -561,6 +582,8 @@ impl Audit<'_> {
     /// gap (format-spec §14).
     fn walk_wal(&mut self, packs: &Packs, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
         let mut names: HashMap<String, Vec<String>> = HashMap::new();
+        let mut histories = Vec::new();
+        let mut times: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for f in self.repo.list_files(crate::backend::FileKind::Wal)? {
             let mut name = [0u8; 32];
             if hex::decode_to_slice(&f.name, &mut name).is_err() {
@@ -592,18 +615,68 @@ impl Audit<'_> {
             for id in &rec.content {
                 self.check_blob(id, packs)?;
             }
+            if rec.name.ends_with(".history") {
+                histories.push((object, rec.clone()));
+            }
+            times
+                .entry(rec.cluster.clone())
+                .or_default()
+                .push((rec.name.clone(), rec.time.clone()));
             names.entry(rec.cluster).or_default().push(rec.name);
         }
+        let mut sizes = HashMap::new();
         for (id, snap) in snapshots {
             let Some(base) = &snap.postgres else {
                 continue;
             };
+            sizes.insert(base.cluster.clone(), base.segment_size);
             let archived = names.get(&base.cluster).map(Vec::as_slice).unwrap_or(&[]);
             if let Some(reason) = crate::postgres::chain_gap(base, archived) {
                 self.problems.push(problem(Object::Snapshot(*id), reason));
             }
         }
+        self.diverged_timelines(&histories, &times, &sizes);
         Ok(())
+    }
+
+    /// A parent timeline archived past the point where a child branched off it, after
+    /// the child began: a restored copy (or an old primary) archived under the cluster's
+    /// name beside the primary.
+    fn diverged_timelines(
+        &mut self,
+        histories: &[(Object, crate::wal::WalRecord)],
+        times: &HashMap<String, Vec<(String, String)>>,
+        sizes: &HashMap<String, u64>,
+    ) {
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+        for (object, rec) in histories {
+            let (Some(&size), Some(began)) = (sizes.get(&rec.cluster), parse(&rec.time)) else {
+                continue;
+            };
+            let Some(child) = rec
+                .name
+                .get(..8)
+                .and_then(|t| u32::from_str_radix(t, 16).ok())
+            else {
+                continue;
+            };
+            // Its blobs were checked above: a read error is reported there.
+            let Ok(text) = crate::wal::content(self.repo, rec) else {
+                continue;
+            };
+            let segments: Vec<_> = times
+                .get(&rec.cluster)
+                .into_iter()
+                .flatten()
+                .filter_map(|(n, t)| Some((crate::postgres::Segment::parse(n, size)?, parse(t)?)))
+                .collect();
+            let text = String::from_utf8_lossy(&text);
+            if let Some(reason) = crate::postgres::divergence(child, &text, began, &segments, size)
+            {
+                self.problems
+                    .push(problem(*object, format!("{}: {reason}", rec.cluster)));
+            }
+        }
     }
 
     /// A blob a tree names must resolve to a pack that is there.

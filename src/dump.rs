@@ -92,7 +92,7 @@ impl Dump<'_> {
         h.set_size(0);
         // The header holds whole seconds; a PAX record carries the nanoseconds, and one per
         // extended attribute carries those.
-        let mtime = format!("{}.{:09}", n.mtime.sec, n.mtime.nsec);
+        let mtime = n.mtime.pax_decimal();
         let mut records: Vec<(String, &[u8])> = vec![("mtime".into(), mtime.as_bytes())];
         for x in &n.xattrs {
             let name = String::from_utf8_lossy(&x.name);

@@ -5,16 +5,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Missing, Result};
 use crate::id::{SnapshotId, TreeId};
 use crate::patterns::Patterns;
-use crate::repo::snapshot::{Snapshot, SnapshotFilter};
+use crate::repo::snapshot::{Lineage, Snapshot, SnapshotFilter};
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::Repository;
 use crate::walk::safe_name;
@@ -28,6 +28,8 @@ pub struct SnapshotRef {
     pub time: String,
     /// Its backup set, if any.
     pub set: Option<String>,
+    /// The host it was taken on.
+    pub host: String,
 }
 
 impl SnapshotRef {
@@ -36,6 +38,7 @@ impl SnapshotRef {
             id: *id,
             time: s.time.clone(),
             set: s.set.clone(),
+            host: s.host.clone(),
         }
     }
 }
@@ -72,6 +75,9 @@ pub struct Version {
     pub last: SnapshotRef,
     /// How many snapshots hold it.
     pub snapshots: usize,
+    /// The lineage of those snapshots (its set, else `host:<host>:<paths>`): versions are
+    /// told apart per lineage, as one host's file is not another's.
+    pub lineage: String,
     #[serde(skip)]
     signature: u64,
 }
@@ -128,12 +134,15 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
         .collect();
     snapshots.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut memo: HashMap<(TreeId, PathBuf), Matches> = HashMap::new();
-    let mut versions: HashMap<Rc<Path>, Vec<Version>> = HashMap::new();
+    let mut versions: HashMap<(Lineage, Rc<Path>), Vec<Version>> = HashMap::new();
     for (_, id, snap) in &snapshots {
         let here = SnapshotRef::of(id, snap);
+        let lineage = snap.lineage();
         let matches = search(repo, opts, &snap.tree, Path::new("/"), &mut memo)?;
         for m in matches.iter() {
-            let list = versions.entry(m.path.clone()).or_default();
+            let list = versions
+                .entry((lineage.clone(), m.path.clone()))
+                .or_default();
             match list.last_mut() {
                 Some(v) if v.signature == m.signature => {
                     v.last = here.clone();
@@ -149,6 +158,7 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
                     first: here.clone(),
                     last: here.clone(),
                     snapshots: 1,
+                    lineage: lineage.label(),
                     signature: m.signature,
                 }),
             }
@@ -156,8 +166,11 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     }
     let mut versions: Vec<Version> = versions.into_values().flatten().collect();
     versions.sort_by(|a, b| {
-        (a.path.as_os_str().as_bytes(), &a.first.time)
-            .cmp(&(b.path.as_os_str().as_bytes(), &b.first.time))
+        (a.path.as_os_str().as_bytes(), &a.lineage, &a.first.time).cmp(&(
+            b.path.as_os_str().as_bytes(),
+            &b.lineage,
+            &b.first.time,
+        ))
     });
     Ok(versions)
 }
@@ -252,19 +265,31 @@ pub fn diff(
     path: Option<&Path>,
 ) -> Result<DiffReport> {
     let base = path.unwrap_or(Path::new("/")).to_path_buf();
-    // The node at `base`, or for `/` a directory node holding the root tree.
-    let start = |s: &Snapshot| -> Result<Node> {
-        Ok(
-            crate::walk::lookup(repo, &s.tree, &base)?.unwrap_or_else(|| {
+    // The node at `base` (`None` where a snapshot lacks it), or for `/` a directory node
+    // holding the root tree.
+    let start = |s: &Snapshot| -> Result<Option<Node>> {
+        match crate::walk::lookup(repo, &s.tree, &base) {
+            Ok(Some(n)) => Ok(Some(n)),
+            Ok(None) => {
                 let mut root = Node::new(Vec::new(), NodeKind::Dir);
                 root.subtree = Some(s.tree);
-                root
-            }),
-        )
+                Ok(Some(root))
+            }
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     };
     let (na, nb) = (start(a)?, start(b)?);
+    if na.is_none() && nb.is_none() {
+        return Err(Error::not_found(Missing::Path(base)));
+    }
+    // The root is no entry of its own; any other path given is compared itself too (a
+    // file's change is the whole answer).
+    let is_root = base
+        .components()
+        .all(|c| matches!(c, Component::RootDir | Component::CurDir));
     let mut report = DiffReport::default();
-    compare(repo, &base, Some(&na), Some(&nb), &mut report, true)?;
+    compare(repo, &base, na.as_ref(), nb.as_ref(), &mut report, is_root)?;
     report.changes.sort_by(|x, y| {
         x.path
             .as_os_str()

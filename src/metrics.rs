@@ -407,10 +407,7 @@ pub fn record_snapshot_counts(s: &mut Samples, snapshots: &[(SnapshotId, Snapsho
 
 /// The label a snapshot's lineage has in the metrics: its set, else `host:<host>`.
 pub fn set_label(snap: &Snapshot) -> String {
-    match &snap.set {
-        Some(set) => set.clone(),
-        None => format!("host:{}", snap.host),
-    }
+    snap.lineage().label()
 }
 
 /// Objects and bytes by kind and storage class.

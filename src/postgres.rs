@@ -23,6 +23,11 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::Repository;
 use crate::wal;
 
+mod timeline;
+mod waldump;
+
+pub use timeline::{divergence, Line};
+
 /// What a snapshot taken by `pg basebackup` records (format-spec §14.2).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BaseBackup {
@@ -293,6 +298,7 @@ fn excludes(data_dir: &Path) -> Result<Patterns> {
 pub fn basebackup(
     repo: &Repository,
     cluster: &Cluster,
+    wal_timeout: std::time::Duration,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let mut s = Session::connect(cluster)?;
@@ -337,11 +343,11 @@ pub fn basebackup(
         ));
     }
     let (start_fn, stop_fn) = if version >= 150000 {
-        ("pg_backup_start('strata', true)", "pg_backup_stop(true)")
+        ("pg_backup_start('strata', true)", "pg_backup_stop(false)")
     } else {
         (
             "pg_start_backup('strata', true, false)",
-            "pg_stop_backup(false, true)",
+            "pg_stop_backup(false, false)",
         )
     };
     let start = s.row(
@@ -363,6 +369,9 @@ pub fn basebackup(
             ),
             4,
         )?;
+        // The backup is over in the server; its WAL must be archived before the snapshot
+        // may say it restores (write order: the WAL, then the snapshot).
+        wait_archived(repo, &mut s, &name, &r[1], wal_timeout, progress)?;
         let map = unhex(&name, &r[3])?;
         let backup_label = unhex(&name, &r[2])?;
         snap.postgres = Some(BaseBackup {
@@ -396,6 +405,72 @@ pub fn basebackup(
     )
 }
 
+/// Waits until `segment`, the last WAL a base backup needs, is in the archive, saying what
+/// it waits for (and how archiving fails, when it does), for at most `timeout`.
+/// `pg_backup_stop` could wait instead, but silently and for ever, with the backup
+/// running in the server all the while.
+fn wait_archived(
+    repo: &Repository,
+    s: &mut Session,
+    cluster: &str,
+    segment: &str,
+    timeout: std::time::Duration,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut said = std::time::Instant::now();
+    let mut archiver = String::new();
+    loop {
+        if wal::record(repo, cluster, segment)?.is_some() {
+            return Ok(());
+        }
+        if said.elapsed() >= std::time::Duration::from_secs(2) || archiver.is_empty() {
+            archiver = archiver_state(s)?;
+            if started.elapsed() >= std::time::Duration::from_secs(2) {
+                progress.waiting(&format!(
+                    "waiting for PostgreSQL to archive {segment}, the base backup's last WAL \
+                     segment ({}s of {}s){archiver}",
+                    started.elapsed().as_secs(),
+                    timeout.as_secs()
+                ));
+            }
+            said = std::time::Instant::now();
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Postgres {
+                cluster: cluster.to_string(),
+                reason: format!(
+                    "{segment}, the base backup's last WAL segment, was not archived within \
+                     {}s{archiver}; no snapshot was written (the backup is stopped in the \
+                     server). Check archive_command and the server's log, or give \
+                     --wal-timeout",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `; archiving fails: …` from `pg_stat_archiver` when the last attempt failed.
+fn archiver_state(s: &mut Session) -> Result<String> {
+    let r = s.row(
+        "SELECT failed_count::text, coalesce(last_failed_wal, ''), \
+         coalesce(last_failed_time::text, ''), \
+         (last_failed_time IS NOT NULL AND last_failed_time > \
+          coalesce(last_archived_time, '-infinity'))::text FROM pg_stat_archiver",
+        4,
+    )?;
+    Ok(if r[3] == "true" {
+        format!(
+            "; archiving fails: {} failure(s), the last for {} at {}",
+            r[0], r[1], r[2]
+        )
+    } else {
+        String::new()
+    })
+}
+
 /// The base backups of `cluster`, oldest first.
 pub fn base_backups(repo: &Repository, cluster: &str) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(repo
@@ -427,45 +502,27 @@ pub struct WalChain {
 /// gap is a missing segment with archived ones after it).
 const PROBE_BATCH: u64 = 16;
 
-/// The timelines from `base`'s to the newest one descending from it, each with the first
-/// segment it owns: the `.history` files PostgreSQL archived at each promotion say where
-/// each timeline branched off.
-fn timelines(repo: &Repository, cluster: &str, base: &BaseBackup) -> Result<Vec<(u32, u64)>> {
-    let mut newest = base.timeline;
-    let mut history = None;
-    while let Some(text) = fetch_text(repo, cluster, &format!("{:08X}.history", newest + 1))? {
-        newest += 1;
-        history = Some(text);
-    }
-    let mut out = vec![(base.timeline, 0)];
-    let Some(text) = history else {
-        return Ok(out);
-    };
-    // Each line: parent timeline, the LSN where the next one branched off, a reason.
-    let mut entries = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(tli), Some(lsn)) = (f.next(), f.next()) else {
-            continue;
+/// The lines recovery from `base` can follow: its own timeline, and each later one whose
+/// `.history` file descends from it (PostgreSQL numbers timelines one after another, so the
+/// history files are probed in order; `also`, when given, is probed too).
+fn lines(
+    repo: &Repository,
+    cluster: &str,
+    base: &BaseBackup,
+    also: Option<u32>,
+) -> Result<Vec<Line>> {
+    let mut out = vec![Line::own(base)];
+    let mut tli = base.timeline;
+    loop {
+        tli += 1;
+        let Some(text) = fetch_text(repo, cluster, &format!("{tli:08X}.history"))? else {
+            break;
         };
-        if let (Ok(tli), Some(lsn)) = (tli.parse::<u32>(), Lsn::parse(lsn)) {
-            entries.push((tli, lsn));
-        }
+        out.extend(Line::from_history(&text, tli, base));
     }
-    if !entries.iter().any(|(t, _)| *t == base.timeline) {
-        // The newest timeline does not descend from the backup's: PostgreSQL would refuse
-        // to follow it, and recovery stays on the backup's own.
-        return Ok(out);
-    }
-    out.clear();
-    let mut begin = 0;
-    for (i, (tli, switch)) in entries.iter().enumerate() {
-        if *tli >= base.timeline {
-            out.push((*tli, begin));
-        }
-        begin = switch.0 / base.segment_size;
-        if i + 1 == entries.len() {
-            out.push((newest, begin));
+    if let Some(t) = also.filter(|t| *t > tli) {
+        if let Some(text) = fetch_text(repo, cluster, &format!("{t:08X}.history"))? {
+            out.extend(Line::from_history(&text, t, base));
         }
     }
     Ok(out)
@@ -486,6 +543,7 @@ fn fetch_text(repo: &Repository, cluster: &str, name: &str) -> Result<Option<Str
 pub fn wal_chain(
     repo: &Repository,
     base: &BaseBackup,
+    line: &Line,
     until: Option<DateTime<FixedOffset>>,
 ) -> Result<WalChain> {
     let cluster = &base.cluster;
@@ -498,17 +556,9 @@ pub fn wal_chain(
         .ok_or_else(|| err(format!("bad start WAL file {}", base.start_wal)))?;
     let stop = Segment::parse(&base.stop_wal, size)
         .ok_or_else(|| err(format!("bad stop WAL file {}", base.stop_wal)))?;
-    let tls = timelines(repo, cluster, base)?;
-    let name_of = |no: u64| {
-        let tli = tls
-            .iter()
-            .rev()
-            .find(|(_, begin)| *begin <= no)
-            .map_or(base.timeline, |(t, _)| *t);
-        Segment { tli, no }.name(size)
-    };
+    let name_of = |no: u64| line.segment(no).name(size);
     let mut chain = WalChain {
-        timeline: tls.last().map_or(base.timeline, |(t, _)| *t),
+        timeline: line.timeline(),
         segments: 0,
         last: None,
         last_archived: None,
@@ -679,21 +729,37 @@ pub struct RestorePlan {
     pub base: BaseBackup,
     /// The instant recovery stops at; `None`: the end of the archive.
     pub target_time: Option<String>,
-    /// The WAL it replays.
+    /// The WAL it replays; its timeline is the one recovery follows.
     pub wal: WalChain,
+    /// The other timelines recovery from this base backup could follow (`--timeline`).
+    pub other_timelines: Vec<u32>,
+    /// What the plan decided that was not asked (a timeline chosen among several, a
+    /// target PostgreSQL cannot stop at).
+    pub notes: Vec<String>,
 }
 
-/// Picks the newest base backup of `cluster` consistent at `at` (the newest of all without)
-/// and checks the WAL from it to `at` is archived without a gap.
+/// What a restore asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreTarget {
+    /// The instant; `None`: the end of the archive.
+    pub at: Option<DateTime<FixedOffset>>,
+    /// The timeline to follow; `None`: the one archived most recently (the primary's).
+    pub timeline: Option<u32>,
+}
+
+/// Picks the newest base backup of `cluster` consistent at the instant asked (the newest
+/// of all without) and the timeline to follow, checks the WAL from it is archived without a
+/// gap, and that recovery can stop at the instant.
 pub fn plan_restore(
     repo: &Repository,
     cluster: &str,
-    at: Option<DateTime<FixedOffset>>,
+    target: RestoreTarget,
 ) -> Result<RestorePlan> {
     let err = |reason: String| Error::Postgres {
         cluster: cluster.to_string(),
         reason,
     };
+    let at = target.at;
     let all = base_backups(repo, cluster)?;
     if all.is_empty() {
         return Err(err(format!(
@@ -713,7 +779,14 @@ pub fn plan_restore(
         )));
     };
     let base = snap.postgres.clone().expect("filtered");
-    let wal = wal_chain(repo, &base, at)?;
+    let mut notes = Vec::new();
+    let (line, other_timelines) =
+        choose_line(repo, &base, target.timeline, &mut notes).map_err(|e| match e {
+            Error::Postgres { reason, .. } => err(format!("base backup {}: {reason}", id.short())),
+            e => e,
+        })?;
+    let mut wal = wal_chain(repo, &base, &line, at)?;
+    let mut target_time = at;
     if let Some(at) = at {
         if !wal.reaches_target {
             return Err(err(format!(
@@ -725,13 +798,124 @@ pub fn plan_restore(
                 at.to_rfc3339()
             )));
         }
+        if let Some(note) = unreachable_instant(repo, &base, &line, &wal, at)? {
+            notes.push(note);
+            target_time = None;
+            wal = wal_chain(repo, &base, &line, None)?;
+        }
     }
     Ok(RestorePlan {
         snapshot: *id,
         base,
-        target_time: at.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string()),
+        target_time: target_time.map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f%:z").to_string()),
         wal,
+        other_timelines,
+        notes,
     })
+}
+
+/// The line recovery from `base` follows: timeline `asked`, or else the one whose WAL was
+/// archived most recently. A restored copy or an old primary may have archived a line
+/// with a newer number that nobody writes any more; the newest number is not the
+/// primary's. Returns the other timelines too.
+fn choose_line(
+    repo: &Repository,
+    base: &BaseBackup,
+    asked: Option<u32>,
+    notes: &mut Vec<String>,
+) -> Result<(Line, Vec<u32>)> {
+    let mut all = lines(repo, &base.cluster, base, asked)?;
+    let numbers = |ls: &[Line]| ls.iter().map(Line::timeline).collect::<Vec<_>>();
+    let chosen = match asked {
+        Some(t) => all
+            .iter()
+            .position(|l| l.timeline() == t)
+            .ok_or_else(|| Error::Postgres {
+                cluster: base.cluster.clone(),
+                reason: format!(
+                    "recovery from it (timeline {}) cannot follow timeline {t}; it can follow \
+                     {:?}",
+                    base.timeline,
+                    numbers(&all)
+                ),
+            })?,
+        None if all.len() == 1 => 0,
+        None => {
+            let mut ends = Vec::new();
+            for (i, l) in all.iter().enumerate() {
+                // A line whose WAL cannot be followed (a gap) is no candidate.
+                if let Ok(c) = wal_chain(repo, base, l, None) {
+                    let t = c
+                        .last_archived
+                        .as_deref()
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+                    ends.push((t, i, c.last_archived));
+                }
+            }
+            let Some((_, i, when)) = ends.into_iter().max() else {
+                return Err(Error::Postgres {
+                    cluster: base.cluster.clone(),
+                    reason: format!("none of the timelines {:?} can be followed", numbers(&all)),
+                });
+            };
+            notes.push(format!(
+                "timelines {:?} descend from the base backup; following {}, archived most \
+                 recently ({}); --timeline chooses another",
+                numbers(&all),
+                all[i].timeline(),
+                when.as_deref().unwrap_or("never")
+            ));
+            i
+        }
+    };
+    let line = all.swap_remove(chosen);
+    let mut others = numbers(&all);
+    others.sort_unstable();
+    Ok((line, others))
+}
+
+/// Recovery to an instant stops at the first transaction that ended after it; with none in
+/// the archive PostgreSQL stops with "recovery ended before configured recovery target was
+/// reached". Reads the WAL from the first segment archived after `at` on (nothing before it
+/// was written after `at`) until such a transaction. With none: the state at `at` is the
+/// archive's end, and the note says so.
+fn unreachable_instant(
+    repo: &Repository,
+    base: &BaseBackup,
+    line: &Line,
+    wal: &WalChain,
+    at: DateTime<FixedOffset>,
+) -> Result<Option<String>> {
+    let size = base.segment_size;
+    let Some(first) = wal.last.as_deref().and_then(|n| Segment::parse(n, size)) else {
+        return Ok(None);
+    };
+    let tool = waldump::find(&base.cluster, base.server_version)?;
+    let dir = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
+    let mut last_end = None;
+    for no in first.no.. {
+        let name = line.segment(no).name(size);
+        let path = dir.path().join(&name);
+        if !wal::fetch(repo, &base.cluster, &name, &path)? {
+            break;
+        }
+        let ends = waldump::commit_times(&tool, &path)?;
+        let _ = std::fs::remove_file(&path);
+        if ends.iter().any(|t| *t > at) {
+            return Ok(None);
+        }
+        last_end = ends.last().copied().or(last_end);
+    }
+    Ok(Some(format!(
+        "no transaction in the archived WAL ended after {} ({}): PostgreSQL cannot stop at \
+         that instant, so recovery replays the archive to its end, which holds the state as \
+         of then",
+        at.to_rfc3339(),
+        match last_end {
+            Some(t) => format!("the last before it ended at {}", t.to_rfc3339()),
+            None => "none ended in the WAL archived since".to_string(),
+        }
+    )))
 }
 
 /// A string as PostgreSQL's configuration files quote it.
@@ -743,12 +927,15 @@ fn conf_quote(s: &str) -> String {
 /// writes what makes the next start of PostgreSQL a recovery to the plan's target:
 /// `backup_label`, `recovery.signal` and, appended to `postgresql.auto.conf`,
 /// `restore_command` (which the caller gives: `strata wal fetch` with its config),
-/// `recovery_target_time` and `recovery_target_action = 'promote'`.
+/// `recovery_target_timeline`, `recovery_target_time` and `recovery_target_action =
+/// 'promote'`, and `archive_mode = off` unless `keep_archiving` (a failover that replaces
+/// the primary).
 pub fn restore(
     repo: &Repository,
     plan: &RestorePlan,
     target: &Path,
     restore_command: &str,
+    keep_archiving: bool,
     progress: &dyn Progress,
 ) -> Result<crate::restore::RestoreReport> {
     let bad = |reason: String| Error::Postgres {
@@ -860,11 +1047,18 @@ pub fn restore(
         plan.snapshot.to_hex(),
         conf_quote(restore_command)
     );
+    // PostgreSQL would follow the newest timeline in the archive, whoever archived it.
+    conf += &format!("recovery_target_timeline = '{}'\n", plan.wal.timeline);
     if let Some(t) = &plan.target_time {
         conf += &format!(
             "recovery_target_time = {}\nrecovery_target_action = 'promote'\n",
             conf_quote(t)
         );
+    }
+    if !keep_archiving {
+        // A copy archiving under the cluster's name would start a timeline that competes
+        // with the primary's in the archive (`--keep-archiving` for a failover).
+        conf += "archive_mode = off\n";
     }
     write("postgresql.auto.conf", &conf, true)?;
     write("recovery.signal", "", false)?;

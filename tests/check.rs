@@ -142,7 +142,50 @@ fn a_tampered_index_file_is_named(env: &Env) {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&index));
 }
 
+/// A check that runs between a prune's new index (which marks packs) and its removal of
+/// the old index files, or after a backup raced the prune, finds packs both marked and
+/// named by a live index: a note, not damage (issue 25, item 10).
+fn a_pack_both_marked_and_live_is_no_damage(env: &Env) {
+    repo_with_data(env);
+    let saved = |kind: &str| -> Vec<(String, Vec<u8>)> {
+        env.objects(kind)
+            .into_iter()
+            .map(|(n, _)| {
+                let bytes = env.read_object(kind, &n);
+                (n, bytes)
+            })
+            .collect()
+    };
+    let (index, snapshots) = (saved("index"), saved("snapshots"));
+    for (id, _) in &snapshots {
+        env.ok(&["forget", "--snapshot", id]);
+    }
+    env.ok(&["prune", "--grace", "1h"]);
+    // The old index files and the snapshots back, as a racing backup or a check between
+    // a prune's two steps sees them.
+    let b = env.backend();
+    for (kind, files) in [("index", &index), ("snapshots", &snapshots)] {
+        for (name, bytes) in files {
+            if env.objects(kind).iter().all(|(n, _)| n != name) {
+                b.write(file_kind(kind), name, bytes).unwrap();
+            }
+        }
+    }
+    let out = env.ok(&["check", "--read-data"]);
+    assert!(out.contains("no errors found"), "{out}");
+    assert!(out.contains("still named by a live index"), "{out}");
+    let v = env.json(&["check"]);
+    assert!(v["marked_and_live_packs"].as_u64().unwrap() > 0, "{v}");
+    env.assert_read_data_clean();
+    // The next prune lets the marks lapse, and the check no longer notes them.
+    env.ok(&["prune", "--grace", "1h"]);
+    let v = env.json(&["check"]);
+    assert_eq!(v["marked_and_live_packs"], 0, "{v}");
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+}
+
 conformance!(
+    a_pack_both_marked_and_live_is_no_damage,
     check_and_read_data_are_clean_on_a_good_repository,
     a_flipped_byte_in_a_data_pack_is_found_and_named_with_the_file_it_hits,
     a_truncated_pack_is_found_by_the_structure_check,

@@ -18,6 +18,7 @@ fn a_dumped_directory_extracts_with_gnu_tar_as_restore_writes_it(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
+    let old = add_file_from_1960(&src);
     env.backup(&[src.to_str().unwrap()]);
 
     let tarball = env.path("dump.tar");
@@ -33,6 +34,11 @@ fn a_dumped_directory_extracts_with_gnu_tar_as_restore_writes_it(env: &Env) {
         .unwrap();
     assert!(st.success());
     let root = out.join(src.file_name().unwrap());
+    assert_eq!(
+        mtime_of(&root.join("from-1960.txt")),
+        mtime_of(&old),
+        "a time before 1970 extracted off by its fraction"
+    );
     // Everything but allocation: the archive holds sparse files dense.
     let diffs: Vec<String> = compare_trees(&src, &root)
         .into_iter()

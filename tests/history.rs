@@ -149,6 +149,68 @@ fn diff_names_every_kind_of_change(env: &Env) {
         text.contains("+ ") && text.contains("- ") && text.contains("M "),
         "{text}"
     );
+    // One file (issue 25, item 15): its own change is the answer.
+    let v = env.json(&["diff", ia, ib, &format!("{s}/keep/content")]);
+    assert_eq!(v["changed"], 1, "{v}");
+    assert_eq!(v["changes"][0]["path"], format!("{s}/keep/content"), "{v}");
+    let text = env.ok(&["diff", ia, ib, &format!("{s}/keep/content")]);
+    assert!(text.contains("M ") && text.contains("1 changed"), "{text}");
+    // A path removed in the second: shown as removed, with what was below it.
+    let v = env.json(&["diff", ia, ib, &format!("{s}/gone")]);
+    assert_eq!(v["removed"], 3, "{v}");
+    assert_eq!(v["changes"][0]["path"], format!("{s}/gone"), "{v}");
+    assert_eq!(v["changes"][0]["change"], "removed", "{v}");
+    // Added, the other way round; in neither: an error naming it.
+    let v = env.json(&["diff", ib, ia, &format!("{s}/gone/inner/a")]);
+    assert_eq!(v["added"], 1, "{v}");
+    let out = env.run(&["diff", ia, ib, &format!("{s}/never")]);
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("never"), "{}", stderr(&out));
+}
+
+/// One path backed up from two hosts in turn (issue 25, item 16): two histories, one per
+/// host, each a single version, not six versions without hosts.
+fn find_keeps_lineages_apart(env: &Env) {
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let file = src.join("hostname");
+    let s = src.to_str().unwrap();
+    for round in 0..3 {
+        for host in ["alpha", "beta"] {
+            fs::write(&file, host).unwrap();
+            set_mtime(&file, 1_700_000_000, 0);
+            env.backup(&[
+                s,
+                "--host",
+                host,
+                "--time",
+                &hour(round * 2 + (host == "beta") as u32),
+            ]);
+        }
+    }
+    let v = env.json(&["find", "hostname"]);
+    let versions = v.as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{v}");
+    let mut hosts: Vec<&str> = versions
+        .iter()
+        .map(|x| {
+            assert_eq!(x["snapshots"], 3, "{x}");
+            assert_eq!(x["first"]["host"], x["last"]["host"], "{x}");
+            x["first"]["host"].as_str().unwrap()
+        })
+        .collect();
+    hosts.sort();
+    assert_eq!(hosts, ["alpha", "beta"]);
+    let text = env.ok(&["find", "hostname"]);
+    assert!(
+        text.contains("host:alpha:") && text.contains("host:beta:"),
+        "{text}"
+    );
+    // An empty pattern is refused, not a match for everything.
+    let out = env.run(&["find", ""]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty pattern"), "{}", stderr(&out));
 }
 
 /// Runbook scenario 1: a subtree of the critical set is damaged in the source; `find`
@@ -213,6 +275,7 @@ fn a_damaged_subtree_is_found_and_restored_from_its_last_good_version(env: &Env)
 }
 
 conformance!(
+    find_keeps_lineages_apart,
     find_collapses_versions_to_their_changes,
     diff_names_every_kind_of_change,
     a_damaged_subtree_is_found_and_restored_from_its_last_good_version

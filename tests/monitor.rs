@@ -672,3 +672,110 @@ fn a_drill_onto_a_full_disk_records_a_failure_not_a_speed() {
     assert!(out.contains("FAILED"), "{out}");
     assert_eq!(fs::read_dir(&disk.0).unwrap().count(), 0);
 }
+
+/// SIGTERM while a set's hook runs (issue 25, item 7): the hook's process group gets it
+/// too (no orphan, no five-minute wait), the saved snapshot stays, and the exit code and
+/// the metrics agree that the backup succeeded.
+#[test]
+fn a_signal_during_a_hook_reaches_the_hook() {
+    let env = Env::local();
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(&env, &app, &metrics, "last = 5");
+    let prom = env.path("strata.prom");
+    let pid_file = env.path("hook.pid");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "[sets.critical]\n",
+        &format!("[sets.critical]\non-success = 'echo $$ > {pid_file:?}; exec sleep 400'\n"),
+    );
+    fs::write(&config, format!("metrics-file = {prom:?}\n{text}")).unwrap();
+    fs::write(app.join("a"), "data").unwrap();
+    env.init();
+    let child = env
+        .std_cmd()
+        .args(["--config", &config, "backup", "critical"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let hook_pid = loop {
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the hook never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let signalled = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(20),
+        "strata took {:?} to stop",
+        signalled.elapsed()
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("was ended: strata was interrupted"), "{err}");
+    // Neither the hook's shell nor its sleep survives.
+    let hook = nix::unistd::Pid::from_raw(hook_pid);
+    assert!(
+        nix::sys::signal::killpg(hook, None).is_err(),
+        "the hook's process group outlived strata"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        s.get("strata_backup_last_exit_code", &[("set", "critical")]),
+        Some(0.0)
+    );
+}
+
+/// Two lineages on one host, outside any set (issue 25, item 17): each has its own label,
+/// its own drill series in the metrics and its own last drill in `status`.
+#[test]
+fn lineages_sharing_a_host_keep_their_own_drills() {
+    let env = Env::local();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for (dir, size) in [(&a, 3000), (&b, 5000)] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("f"), noise(size, 7)).unwrap();
+    }
+    let sa = env.backup(&[a.to_str().unwrap(), "--host", "vm"]);
+    let sb = env.backup(&[b.to_str().unwrap(), "--host", "vm"]);
+    let prom = env.path("strata.prom");
+    env.ok(&["--metrics-file", prom.to_str().unwrap(), "drill"]);
+    let v = env.json(&["status", "--all"]);
+    let sets = v["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{v}");
+    let labels: Vec<&str> = sets.iter().map(|s| s["set"].as_str().unwrap()).collect();
+    let (la, lb) = (
+        format!("host:vm:{}", a.display()),
+        format!("host:vm:{}", b.display()),
+    );
+    assert!(
+        labels.contains(&la.as_str()) && labels.contains(&lb.as_str()),
+        "{v}"
+    );
+    for s in sets {
+        assert_eq!(s["last_drill"]["snapshot"], s["snapshot"]["id"], "{v}");
+    }
+    let ids: Vec<&str> = sets
+        .iter()
+        .map(|s| s["last_drill"]["snapshot"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&sa["snapshot_id"].as_str().unwrap()), "{v}");
+    assert!(ids.contains(&sb["snapshot_id"].as_str().unwrap()), "{v}");
+    let s = Samples::parse(&fs::read_to_string(&prom).unwrap());
+    let bytes = |l: &str| s.get("strata_drill_last_bytes", &[("set", l)]);
+    assert_eq!(bytes(&la), Some(3000.0));
+    assert_eq!(bytes(&lb), Some(5000.0));
+    promtool_accepts(&prom);
+}

@@ -54,6 +54,7 @@ fn mounted_snapshots_read_back_as_their_sources(env: &Env) {
     env.init();
     let src = env.path("src");
     make_rich_tree(&src);
+    let old = add_file_from_1960(&src);
     let first = env.backup(&[src.to_str().unwrap(), "--host", "h1"]);
     let then = env.path("then");
     copy_tree(&src, &then);
@@ -83,10 +84,16 @@ fn mounted_snapshots_read_back_as_their_sources(env: &Env) {
     let via_link = mp.join("hosts/h1").join(&latest);
     let latest_readme = restored(&via_link, &src).join("docs/readme.txt");
     let read = fs::read_to_string(&latest_readme);
+    let old_time = mtime_of(&restored(&via_link, &src).join("from-1960.txt"));
 
     let status = unmount(child);
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(read.unwrap(), "changed");
+    assert_eq!(
+        old_time,
+        mtime_of(&old),
+        "a time before 1970 through the mount"
+    );
     assert!(status.success(), "{status}");
     assert_eq!(fs::read_dir(&mp).unwrap().count(), 0, "unmounted");
 
@@ -193,3 +200,105 @@ conformance!(
     mounted_snapshots_read_back_as_their_sources,
     the_at_directory_shows_every_set_as_of_a_time
 );
+
+/// Issue 25, item 20: what an unlucky operator meets with a mount. A file whose pack is lost
+/// reads as EIO (not "no such file"); a backup made while mounted appears; SIGTERM with a
+/// file open leaves no dead mount; `fusermount3 -u` from outside ends the process.
+#[test]
+fn a_mount_survives_what_operators_do_to_it() {
+    if no_fuse() {
+        panic!("this test needs /dev/fuse (run it under tools/test)");
+    }
+    let env = Env::local();
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let c = &two_sets_config(&env, &app, &metrics, "last = 5");
+    env.init();
+    fs::write(app.join("lost"), noise(300_000, 5)).unwrap();
+    fs::write(metrics.join("kept"), "kept").unwrap();
+    env.ok(&["--config", c, "backup", "critical"]);
+    env.ok(&["--config", c, "backup", "metrics"]);
+    let pack = pack_of_file_in_set(&env, "critical", &app.join("lost"));
+    fs::remove_file(
+        Path::new(&env.repo)
+            .join("data")
+            .join(&pack[..2])
+            .join(&pack),
+    )
+    .unwrap();
+
+    let mp = env.path("mnt");
+    let child = mount(&env, &mp, &["--config", c]);
+    let in_set = |set: &str, file: &Path| restored(&mp.join("sets").join(set).join("latest"), file);
+    let lost = fs::read(in_set("critical", &app).join("lost"));
+    // A backup made while mounted: listed within the refresh interval.
+    fs::write(metrics.join("new"), "new").unwrap();
+    let v = env.json(&["--config", c, "backup", "metrics"]);
+    let id = v["snapshot_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let appeared = loop {
+        let listed = fs::read_dir(mp.join("snapshots"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_str() == Some(id.as_str()));
+        if listed || started.elapsed() > Duration::from_secs(30) {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let latest_new = fs::read_to_string(in_set("metrics", &metrics).join("new"));
+    // SIGTERM while a file is open there.
+    let open = fs::File::open(in_set("metrics", &metrics).join("kept")).unwrap();
+    let status = {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let mut child = child;
+        child.wait().unwrap()
+    };
+    let after = fs::read_dir(&mp).map(|d| d.count());
+    drop(open);
+    let err = lost.expect_err("a file whose pack is lost read whole");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(appeared, "a snapshot made while mounted never appeared");
+    assert_eq!(
+        latest_new.unwrap(),
+        "new",
+        "sets/metrics/latest did not move on"
+    );
+    assert!(status.success(), "{status}");
+    assert_eq!(after.unwrap(), 0, "a dead mount was left behind");
+
+    // Unmounted from outside: the process ends by itself.
+    let mut child = mount(&env, &mp, &["--config", c]);
+    let bin = if which("fusermount3") {
+        "fusermount3"
+    } else {
+        "fusermount"
+    };
+    let out = std::process::Command::new(bin)
+        .args(["-u"])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "strata mount still running after fusermount -u"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
+
+fn which(bin: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {bin}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

@@ -561,7 +561,8 @@ fn recovery_follows_a_promoted_timeline(env: &Env) {
     db.switch_and_archive();
     db.stop();
 
-    // Recovered to between 2 and 3, promoted, and archiving again (its own config).
+    // Recovered to between 2 and 3, promoted, and archiving again as the cluster (a
+    // failover: the old primary is gone).
     let t = env.path("r1");
     env.ok(&[
         "--config",
@@ -571,6 +572,7 @@ fn recovery_follows_a_promoted_timeline(env: &Env) {
         "main",
         "--at",
         &branch,
+        "--keep-archiving",
         "--target",
         t.to_str().unwrap(),
     ]);
@@ -603,6 +605,219 @@ fn recovery_follows_a_promoted_timeline(env: &Env) {
     assert_eq!(rows, vec![1, 2, 10]);
     // Both timelines' WAL are whole, as check sees them.
     env.assert_read_data_clean();
+}
+
+/// `pg restore main ARGS --target <name>` (JSON); the plan.
+fn pg_restore(env: &Env, cfg: &str, args: &[&str], name: &str) -> serde_json::Value {
+    let target = env.path(name);
+    let mut all = vec!["--config", cfg, "pg", "restore", "main"];
+    all.extend_from_slice(args);
+    let t = target.to_str().unwrap().to_string();
+    all.extend(["--target", &t]);
+    let out = env.json(&all);
+    if args.contains(&"--dry-run") {
+        out
+    } else {
+        out["plan"].clone()
+    }
+}
+
+/// Starts the restored copy `name` as the README shows (no options of our own), waits for
+/// its promotion, and returns it running.
+fn start_copy<'e>(env: &'e Env, name: &str) -> Cluster<'e> {
+    let mut c = Cluster::at(env, name);
+    c.start("");
+    c.wait_promoted();
+    c
+}
+
+/// Issue 25, item 2: a copy restored to test a recovery, started as the README shows, must
+/// not archive into the cluster's archive (its new timeline would be the one the next
+/// restore follows); a copy kept archiving on purpose while the primary lives is a
+/// diverged timeline that check reports, and restore follows the primary's line unless
+/// --timeline says otherwise.
+fn a_restored_copy_never_takes_over_the_archive(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let db = archiving_primary(&env, &cfg);
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    insert(&db, 1);
+    db.switch_and_archive();
+    let branch = instant_between();
+    insert(&db, 2);
+    db.switch_and_archive();
+
+    let plan = pg_restore(&env, &cfg, &["--at", &branch], "r1");
+    let conf = fs::read_to_string(env.path("r1/postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("archive_mode = off"), "{conf}");
+    assert!(conf.contains("recovery_target_timeline = '1'"), "{conf}");
+    assert_eq!(plan["wal"]["timeline"], 1);
+    let mut r1 = start_copy(&env, "r1");
+    assert_eq!(r1.rows(), vec![1]);
+    insert(&r1, 10);
+    r1.sql("SELECT pg_switch_wal()");
+    r1.stop();
+    // Nothing of the copy's reached the archive: no timeline 2 there.
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        "00000002.history",
+        env.path("h").to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    insert(&db, 3);
+    let live = db.switch_and_archive();
+    let plan = pg_restore(&env, &cfg, &["--dry-run"], "r2");
+    assert_eq!(plan["wal"]["timeline"], 1, "{plan}");
+    assert_eq!(plan["wal"]["last"], live.as_str(), "{plan}");
+    let out = env.ok(&["check"]);
+    assert!(out.contains("no errors found"), "{out}");
+
+    // A copy that archives (--keep-archiving) while the primary goes on: two lines in the
+    // archive. The default follows the one archived last (the primary's).
+    pg_restore(&env, &cfg, &["--at", &branch, "--keep-archiving"], "r3");
+    let conf = fs::read_to_string(env.path("r3/postgresql.auto.conf")).unwrap();
+    assert!(!conf.contains("archive_mode = off"), "{conf}");
+    let r3 = start_copy(&env, "r3");
+    insert(&r3, 20);
+    let copy_last = r3.switch_and_archive();
+    assert!(copy_last.starts_with("00000002"), "{copy_last}");
+    drop(r3);
+    insert(&db, 4);
+    let live = db.switch_and_archive();
+    let plan = pg_restore(&env, &cfg, &["--dry-run"], "r4");
+    assert_eq!(plan["wal"]["timeline"], 1, "{plan}");
+    assert_eq!(plan["wal"]["last"], live.as_str(), "{plan}");
+    assert_eq!(plan["other_timelines"], serde_json::json!([2]), "{plan}");
+    assert!(
+        plan["notes"][0].as_str().unwrap().contains("--timeline"),
+        "{plan}"
+    );
+    let (rows, _) = restore_and_read(&env, &cfg, None, "r5");
+    assert_eq!(rows, vec![1, 2, 3, 4]);
+    // --timeline 2 follows the copy's line; an unknown one is refused.
+    let plan = pg_restore(&env, &cfg, &["--dry-run", "--timeline", "2"], "r6");
+    assert_eq!(plan["wal"]["timeline"], 2, "{plan}");
+    assert_eq!(plan["wal"]["last"], copy_last.as_str(), "{plan}");
+    pg_restore(&env, &cfg, &["--timeline", "2"], "r6");
+    let mut r6 = start_copy(&env, "r6");
+    assert_eq!(r6.rows(), vec![1, 20]);
+    r6.stop();
+    refused(
+        &env,
+        &cfg,
+        &[
+            "pg",
+            "restore",
+            "main",
+            "--timeline",
+            "7",
+            "--target",
+            env.path("r7").to_str().unwrap(),
+        ],
+        "cannot follow timeline 7",
+    );
+    // check names the divergence.
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("timeline 1 goes on after timeline 2 branched off")
+            && text.contains("two servers archive")
+            && text.contains("archive_mode = off"),
+        "{text}"
+    );
+}
+
+/// Issue 25, item 3: an instant after the last commit, in WAL archived after it. Recovery
+/// to the instant would never find a transaction to stop at; the restore says so and
+/// recovers to the end of the archive, which is the same state, and the copy starts.
+fn an_instant_after_the_last_commit_still_restores(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let db = archiving_primary(&env, &cfg);
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    insert(&db, 1);
+    db.switch_and_archive();
+    let between = instant_between();
+    insert(&db, 2);
+    let quiet = instant_between();
+    db.switch_and_archive();
+    // Before the last commit: PostgreSQL stops at it, as asked.
+    let plan = pg_restore(&env, &cfg, &["--dry-run", "--at", &between], "r0");
+    assert!(plan["target_time"].is_string(), "{plan}");
+    assert_eq!(plan["notes"], serde_json::json!([]), "{plan}");
+    let (rows, _) = restore_and_read(&env, &cfg, Some(&between), "r1");
+    assert_eq!(rows, vec![1]);
+    // After it: no target time (it could not be reached), a note, and the copy starts.
+    let plan = pg_restore(&env, &cfg, &["--dry-run", "--at", &quiet], "r0");
+    assert!(plan["target_time"].is_null(), "{plan}");
+    let note = plan["notes"][0].as_str().unwrap();
+    assert!(
+        note.contains("no transaction in the archived WAL ended after"),
+        "{note}"
+    );
+    let (rows, _) = restore_and_read(&env, &cfg, Some(&quiet), "r2");
+    assert_eq!(rows, vec![1, 2]);
+}
+
+/// Issue 25, item 8: a base backup whose WAL is not archived (archiving fails) says what it
+/// waits for, gives up after --wal-timeout with exit 1 and no snapshot, and leaves no
+/// backup running in the server.
+fn a_base_backup_waits_for_archiving_and_gives_up(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let flag = env.path("archiving-broken");
+    let script = env.path("archive.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && exit 1\nexec {} --config {cfg} wal push main \"$1\"\n",
+            flag.display(),
+            strata_bin(&env)
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut db = Cluster::init(&env, "data", &format!("{} %p", script.display()));
+    db.start("");
+    fs::write(&flag, "").unwrap();
+    let began = std::time::Instant::now();
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "pg",
+        "basebackup",
+        "main",
+        "--wal-timeout",
+        "6s",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        err.contains("waiting for PostgreSQL to archive")
+            && err.contains("archiving fails")
+            && err.contains("was not archived within 6s"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["snapshots"]).as_array().map(Vec::len), Some(0));
+    let stuck = db.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%backup_st%' \
+         AND pid <> pg_backend_pid()",
+    );
+    assert_eq!(stuck, "0");
+    // Archiving repaired: the next one succeeds.
+    fs::remove_file(&flag).unwrap();
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    db.stop();
 }
 
 /// `Env` is not Clone: a fresh one on the same kind of backend.
@@ -689,6 +904,9 @@ fn a_base_backup_needs_archiving(env: &Env) {
 }
 
 conformance!(
+    a_restored_copy_never_takes_over_the_archive,
+    an_instant_after_the_last_commit_still_restores,
+    a_base_backup_waits_for_archiving_and_gives_up,
     recovery_follows_a_promoted_timeline,
     point_in_time_recovery_to_three_instants,
     killed_pushes_leave_no_hole,

@@ -375,14 +375,42 @@ fn resolve_sources(source: &Source<'_>) -> Result<(Vec<PathBuf>, Vec<String>)> {
             only_directories_between(b, a)?;
         }
     }
-    // A path inside another source path is already covered by it.
-    let covered: Vec<PathBuf> = abs
-        .iter()
-        .filter(|a| !abs.iter().any(|b| b != *a && a.starts_with(b)))
-        .cloned()
-        .collect();
+    let covered = outermost(abs);
     let shown = covered.iter().map(|p| p.display().to_string()).collect();
     Ok((covered, shown))
+}
+
+/// Sorted absolute paths without those inside another one (which it covers).
+fn outermost(abs: Vec<PathBuf>) -> Vec<PathBuf> {
+    abs.iter()
+        .filter(|a| !abs.iter().any(|b| b != *a && a.starts_with(b)))
+        .cloned()
+        .collect()
+}
+
+/// The lineage a backup of `source` continues, as its snapshot will record it, worked out
+/// without reading the sources: the name its metrics and hooks go under, whether the
+/// backup succeeds or not.
+pub fn lineage_of(set: Option<&str>, host: &str, source: &Source<'_>) -> Lineage {
+    let shown = match source {
+        Source::Paths(p) => {
+            let mut abs: Vec<PathBuf> = p
+                .iter()
+                .map(|p| absolute(p).unwrap_or_else(|_| p.clone()))
+                .collect();
+            abs.sort();
+            abs.dedup();
+            outermost(abs)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        }
+        Source::Stdin { name, .. } => vec![match stdin_path(name) {
+            Ok(parts) => format!("/{}", parts.join("/")),
+            Err(_) => name.clone(),
+        }],
+    };
+    Lineage::of(set, host, &shown)
 }
 
 /// A source path below another one is covered by it only through real directories: the

@@ -175,6 +175,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
                 let run = Run {
                     label: &label,
                     hooks: job.set.as_ref().and_then(|s| global.file.sets.get(s)),
+                    stop: None,
                     started,
                     duration_secs: 0.0,
                 };
@@ -191,6 +192,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             reader: Box::new(std::io::stdin()),
             name: args.stdin_filename.clone(),
         };
+        let label = strata::backup::lineage_of(None, &host_of(&args.host), &source).label();
         let opts = BackupOptions {
             source,
             host: args.host.clone(),
@@ -201,7 +203,6 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             cancel: Some(&stop),
             ..Default::default()
         };
-        let label = format!("host:{}", host_of(&args.host));
         let (v, c) = observed(global, &repo, &label, None, opts)?;
         results.push(v);
         code = c;
@@ -216,6 +217,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
                 let run = Run {
                     label: &label,
                     hooks,
+                    stop: Some(&stop),
                     started: timespec::now(),
                     duration_secs: 0.0,
                 };
@@ -270,12 +272,14 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// The set a job's metrics go under: its set, else `host:<host>`.
+/// The name a job's metrics go under: its set, else `host:<host>:<paths>`.
 fn job_label(job: &Job) -> String {
-    match &job.set {
-        Some(set) => set.clone(),
-        None => format!("host:{}", host_of(&job.host)),
-    }
+    strata::backup::lineage_of(
+        job.set.as_deref(),
+        &host_of(&job.host),
+        &Source::Paths(job.paths.clone()),
+    )
+    .label()
 }
 
 /// The host a backup records: the one given, else this machine's name.
@@ -405,6 +409,8 @@ fn one(
 struct Run<'a> {
     label: &'a str,
     hooks: Option<&'a SetConfig>,
+    /// Set by SIGINT/SIGTERM: a running hook is told to end too.
+    stop: Option<&'a AtomicBool>,
     started: DateTime<FixedOffset>,
     duration_secs: f64,
 }
@@ -461,7 +467,7 @@ impl Run<'_> {
                 report,
                 error.as_deref(),
             );
-            monitor::run_hook(&format!("set {}: {what}", self.label), cmd, &env);
+            monitor::run_hook(&format!("set {}: {what}", self.label), cmd, &env, self.stop);
         }
     }
 }
@@ -477,10 +483,12 @@ fn observed(
 ) -> anyhow::Result<(serde_json::Value, i32)> {
     let started = timespec::now();
     let clock = std::time::Instant::now();
+    let stop = opts.cancel;
     let result = one(global, repo, opts);
     let run = Run {
         label,
         hooks,
+        stop,
         started,
         duration_secs: clock.elapsed().as_secs_f64(),
     };

@@ -339,13 +339,50 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
             mp.display()
         );
     }
+    // Until a signal, or an unmount from outside (`fusermount3 -u`, `umount`), which ends
+    // the session's loop.
+    let mut outside = false;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if session.guard.is_finished() {
+            outside = true;
+            break;
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    // Dropping the session unmounts.
+    let detached = outside || detach(mp);
     drop(session);
     if !global.quiet {
-        eprintln!("unmounted {}", mp.display());
+        if detached {
+            eprintln!("unmounted {}", mp.display());
+        } else {
+            eprintln!(
+                "could not unmount {}: run `fusermount3 -u -z {}`",
+                mp.display(),
+                mp.display()
+            );
+        }
     }
-    Ok(exit::OK)
+    Ok(if detached { exit::OK } else { exit::FAILURE })
+}
+
+/// Unmounts `mp` lazily: a file still open there (a shell's cwd, a reader) must not leave
+/// a dead mount ("Transport endpoint is not connected") once this process is gone. The
+/// kernel's umount2 as root, else the setuid fusermount.
+fn detach(mp: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path; umount2 reads it and nothing else.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return true;
+        }
+    }
+    ["fusermount3", "fusermount"].iter().any(|bin| {
+        std::process::Command::new(bin)
+            .args(["-u", "-z", "--"])
+            .arg(mp)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }

@@ -91,6 +91,14 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
                     String::new()
                 }
             );
+            if report.marked_and_live_packs > 0 {
+                println!(
+                    "note: {} pack(s) marked unused by prune are still named by a live index \
+                     (a prune or backup in progress, or one that raced the other): the next \
+                     prune settles them",
+                    report.marked_and_live_packs
+                );
+            }
             if let Some(t) = &report.thaw {
                 println!(
                     "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) \

@@ -39,6 +39,13 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
             .transpose()
             .map_err(|e| anyhow!("--{flag}: {e}"))
     };
+    if args.patterns.iter().any(|p| p.trim().is_empty()) {
+        return Err(strata::Error::BadInput {
+            what: "pattern",
+            reason: "an empty pattern would match every path: give a name or a glob".into(),
+        }
+        .into());
+    }
     let opts = FindOptions {
         patterns: Patterns::new(&args.patterns)?,
         filter: args.filter.filter(),
@@ -65,11 +72,10 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
                 output::when(&v.first.time),
                 v.last.id.short(),
                 output::when(&v.last.time),
-                v.first
-                    .set
-                    .as_ref()
-                    .map(|s| format!(", set {s}"))
-                    .unwrap_or_default()
+                match &v.first.set {
+                    Some(s) => format!(", set {s}"),
+                    None => format!(", {}", output::plain(&v.lineage)),
+                }
             )?;
         }
         out.flush()?;

@@ -8,6 +8,7 @@ use strata::metrics::{self, MetricsFile, Samples};
 
 use super::output;
 use super::Global;
+use super::Waited;
 
 /// How long a hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -39,7 +40,12 @@ impl Global {
 /// Runs a set's hook with the run's summary in its environment; its output goes to
 /// standard error (standard output may be JSON). A hook that fails or hangs is reported
 /// and changes nothing else.
-pub fn run_hook(what: &str, cmd: &str, env: &[(&str, String)]) {
+pub fn run_hook(
+    what: &str,
+    cmd: &str,
+    env: &[(&str, String)],
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) {
     let stdout = match std::io::stderr().as_fd().try_clone_to_owned() {
         Ok(fd) => std::process::Stdio::from(fd),
         Err(_) => std::process::Stdio::null(),
@@ -52,13 +58,16 @@ pub fn run_hook(what: &str, cmd: &str, env: &[(&str, String)]) {
         .process_group(0)
         .spawn();
     let outcome = match child {
-        Ok(mut child) => match super::wait_or_kill(&mut child, HOOK_TIMEOUT) {
-            Ok(Some(status)) if status.success() => return,
-            Ok(Some(status)) => format!("failed ({status})"),
-            Ok(None) => format!(
+        Ok(mut child) => match super::wait_or_kill(&mut child, HOOK_TIMEOUT, stop) {
+            Ok(Waited::Exited(status)) if status.success() => return,
+            Ok(Waited::Exited(status)) => format!("failed ({status})"),
+            Ok(Waited::TimedOut) => format!(
                 "did not finish within {} and was killed",
                 humantime::format_duration(HOOK_TIMEOUT)
             ),
+            Ok(Waited::Stopped) => "was ended: strata was interrupted (SIGINT or SIGTERM) \
+                                    while it ran"
+                .to_string(),
             Err(e) => format!("could not be waited for: {e}"),
         },
         Err(e) => format!("could not be started: {e}"),

@@ -25,12 +25,18 @@ enum PgCmd {
     Basebackup {
         /// The cluster, as `[postgres.NAME]` in the config file.
         name: String,
+        /// How long to wait for the server to archive the backup's last WAL segment
+        /// before failing (no snapshot is written then).
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+        wal_timeout: std::time::Duration,
     },
     /// Restore the cluster as of --at (default: the end of the WAL archive) into a new
     /// data directory, set up to recover when PostgreSQL starts there: the newest base
     /// backup consistent by then, its backup_label, recovery.signal, restore_command
-    /// through `wal fetch`, recovery_target_time and recovery_target_action = promote.
-    /// Refuses when the WAL archive has a gap on the way.
+    /// through `wal fetch`, recovery_target_timeline, recovery_target_time,
+    /// recovery_target_action = promote, and archive_mode = off (a copy never archives
+    /// into the cluster's archive unless --keep-archiving). Refuses when the WAL archive
+    /// has a gap on the way.
     Restore {
         /// The cluster, as `[postgres.NAME]` in the config file.
         name: String,
@@ -41,6 +47,14 @@ enum PgCmd {
         /// The new data directory (absent or empty).
         #[arg(long)]
         target: PathBuf,
+        /// The timeline to follow (default: the one archived most recently, which is the
+        /// primary's, whatever restored copies archived).
+        #[arg(long, value_name = "N")]
+        timeline: Option<u32>,
+        /// Leave archiving on in the restored cluster: for a failover, where it replaces
+        /// the primary and goes on archiving as the cluster.
+        #[arg(long)]
+        keep_archiving: bool,
         /// Say which base backup and WAL would be used; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -49,13 +63,13 @@ enum PgCmd {
 
 pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
     let name = match &args.cmd {
-        PgCmd::Basebackup { name } | PgCmd::Restore { name, .. } => name.clone(),
+        PgCmd::Basebackup { name, .. } | PgCmd::Restore { name, .. } => name.clone(),
     };
     let Some(section) = global.file.postgres.get(&name) else {
         return Err(anyhow!("no [postgres.{name}] in the config file"));
     };
     match args.cmd {
-        PgCmd::Basebackup { .. } => {
+        PgCmd::Basebackup { wal_timeout, .. } => {
             let data_directory = section
                 .data_directory
                 .clone()
@@ -67,7 +81,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             };
             let repo = global.open()?;
             let bar = Bar::new(global.show_progress(), true, "base backup").quiet(global.quiet);
-            let report = postgres::basebackup(&repo, &cluster, &bar);
+            let report = postgres::basebackup(&repo, &cluster, wal_timeout, &bar);
             bar.finish();
             let report = report?;
             let pg = report.snapshot.postgres.as_ref().expect("recorded");
@@ -94,6 +108,8 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
         PgCmd::Restore {
             at,
             target,
+            timeline,
+            keep_archiving,
             dry_run,
             ..
         } => {
@@ -101,7 +117,8 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 .map(|t| timespec::parse_instant(&t, timespec::now()))
                 .transpose()?;
             let repo = global.open()?;
-            let plan = postgres::plan_restore(&repo, &name, at)?;
+            let plan =
+                postgres::plan_restore(&repo, &name, postgres::RestoreTarget { at, timeline })?;
             let target = std::path::absolute(&target)?;
             if dry_run {
                 if global.json {
@@ -117,6 +134,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 &plan,
                 &target,
                 &restore_command(global, &name)?,
+                keep_archiving,
                 &bar,
             );
             bar.finish();
@@ -126,10 +144,15 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             } else if !global.quiet {
                 describe(&name, &plan);
                 println!(
-                    "restored {} files ({}) to {}; start PostgreSQL there to recover",
+                    "restored {} files ({}) to {}; start PostgreSQL there to recover{}",
                     report.files,
                     output::bytes(report.bytes),
-                    target.display()
+                    target.display(),
+                    if keep_archiving {
+                        " (it archives as the cluster once promoted: stop the old primary first)"
+                    } else {
+                        " (archive_mode is off there: it archives nothing as the cluster)"
+                    }
                 );
             }
             Ok(exit::OK)
@@ -150,6 +173,9 @@ fn describe(name: &str, plan: &postgres::RestorePlan) {
             .as_deref()
             .unwrap_or("the end of the archive")
     );
+    for n in &plan.notes {
+        println!("note: {n}");
+    }
 }
 
 /// The restore_command PostgreSQL runs (through `sh -c`): this strata, with the same

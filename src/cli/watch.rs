@@ -53,7 +53,7 @@ fn newest(
     if names.is_empty() {
         return Ok(newest
             .into_iter()
-            .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
+            .map(|(lineage, id, s)| (lineage.label(), Some((id, s))))
             .collect());
     }
     let by_set: std::collections::HashMap<String, (SnapshotId, Snapshot)> = newest
@@ -100,13 +100,6 @@ fn check_known(
         ),
     }
     .into())
-}
-
-fn label(lineage: &Lineage, s: &Snapshot) -> String {
-    match lineage {
-        Lineage::Set(set) => set.clone(),
-        Lineage::HostPaths { .. } => metrics::set_label(s),
-    }
 }
 
 pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
@@ -268,16 +261,18 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let repo = global.open_metadata()?;
     let all = repo.snapshots()?;
+    let lineages: std::collections::HashMap<SnapshotId, Lineage> =
+        all.iter().map(|(id, s)| (*id, s.lineage())).collect();
     let picks = if args.all {
         strata::select_per_lineage(all, None, &SnapshotFilter::default())
             .into_iter()
-            .map(|(lineage, id, s)| (label(&lineage, &s), Some((id, s))))
+            .map(|(lineage, id, s)| (lineage.label(), Some((id, s))))
             .collect()
     } else {
         newest(global, all, &args.sets)?
     };
     let records = audit::load(&repo)?;
-    let drills = audit::last_drills(&records);
+    let drills = audit::last_drills(&records, |id| lineages.get(id).cloned());
     // Asked of the store once a day from one machine: status stays a few requests.
     let lifecycle = match repo.lifecycle_dangers(Some(std::time::Duration::from_secs(86_400))) {
         Ok(d) => d.unwrap_or_default(),
@@ -316,7 +311,10 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         if stale {
             stale_sets.push(name.clone());
         }
-        let drill = pick.as_ref().and_then(|(_, s)| drills.get(&s.set)).cloned();
+        let drill = pick
+            .as_ref()
+            .and_then(|(_, s)| drills.get(&s.lineage()))
+            .cloned();
         rows.push((name.clone(), pick.clone(), age, max_age, stale, drill));
     }
     if global.json {

@@ -74,22 +74,58 @@ pub struct SnapshotFs {
     links: HashMap<(u64, u64, u64), u64>,
     /// Seconds of the newest snapshot: the time of the layout's own directories.
     epoch: SystemTime,
+    /// The inode of each layout path (`sets/<set>/latest`, `snapshots/<id>`, ...), kept
+    /// across refreshes.
+    stable: HashMap<Vec<u8>, u64>,
+    /// When the snapshots were last listed.
+    refreshed: std::time::Instant,
+}
+
+/// The `SystemTime` fuser turns into `t` for the kernel. fuser sends a time before 1970
+/// as minus the whole seconds before the epoch plus the fraction (`-1.5 s` as `-1` and
+/// `500000000`, which is -0.5 s): so such a time is handed over as `-sec` whole seconds and
+/// `nsec` before the epoch, which it turns into `sec` and `nsec`, the tree's own floored
+/// form. One no `SystemTime` holds (a crafted tree) is the epoch.
+fn fuse_time(t: &Timespec) -> SystemTime {
+    let at = if t.sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(t.sec as u64, 0))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(t.sec.unsigned_abs()))
+    };
+    let nanos = Duration::from_nanos(u64::from(t.nsec));
+    let at = match at {
+        Some(a) if t.sec >= 0 => a.checked_add(nanos),
+        Some(a) => a.checked_sub(nanos),
+        None => None,
+    };
+    at.unwrap_or(UNIX_EPOCH)
+}
+
+/// How often a mount lists the snapshots again, when asked for the layout.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// The directory node of a snapshot's top: its root tree, at the snapshot's time.
+fn top_node(id: &SnapshotId, snap: &Snapshot) -> Node {
+    let mut top = Node::new(id.to_hex().into_bytes(), NodeKind::Dir);
+    top.mode = 0o755;
+    top.subtree = Some(snap.tree);
+    if let Some(t) = snap.datetime() {
+        top.mtime = Timespec {
+            sec: t.timestamp(),
+            nsec: t.timestamp_subsec_nanos(),
+        };
+    }
+    top
 }
 
 impl SnapshotFs {
     /// The layout for the snapshots `filter` accepts.
     pub fn new(repo: Repository, filter: &SnapshotFilter) -> Result<Self> {
-        let mut snapshots: Vec<(SnapshotId, Snapshot)> = repo
-            .snapshots()?
-            .into_iter()
-            .filter(|(_, s)| filter.matches(s))
-            .collect();
-        snapshots.sort_by_key(|(_, s)| s.datetime());
         let repo = Arc::new(repo);
         let mut fs = SnapshotFs {
             reader: read::Reader::new(repo.clone())?,
             repo,
-            snapshots: snapshots.clone(),
+            snapshots: Vec::new(),
             filter: filter.clone(),
             now: crate::timespec::now(),
             inodes: Vec::new(),
@@ -98,78 +134,159 @@ impl SnapshotFs {
             children: HashMap::new(),
             links: HashMap::new(),
             epoch: UNIX_EPOCH,
+            stable: HashMap::new(),
+            refreshed: std::time::Instant::now(),
         };
         let root = fs.add(Inode::Dir(Vec::new()));
         debug_assert_eq!(root, fuser::FUSE_ROOT_ID);
+        fs.snapshots = fs.listed()?;
+        fs.lay_out();
+        Ok(fs)
+    }
+
+    /// The snapshots the filter accepts, oldest first.
+    fn listed(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut snapshots: Vec<(SnapshotId, Snapshot)> = self
+            .repo
+            .snapshots()?
+            .into_iter()
+            .filter(|(_, s)| self.filter.matches(s))
+            .collect();
+        snapshots.sort_by_key(|(_, s)| s.datetime());
+        Ok(snapshots)
+    }
+
+    /// Lists the snapshots again (at most every [`REFRESH`]) and, when they changed, lays
+    /// the layout out anew: backups made while mounted appear, forgotten ones go.
+    fn refresh(&mut self) {
+        if self.refreshed.elapsed() < REFRESH {
+            return;
+        }
+        self.refreshed = std::time::Instant::now();
+        match self.listed() {
+            Ok(now) => {
+                let ids =
+                    |v: &[(SnapshotId, Snapshot)]| v.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+                if ids(&now) != ids(&self.snapshots) {
+                    self.snapshots = now;
+                    self.at_lookups.clear();
+                    self.lay_out();
+                }
+            }
+            Err(e) => self.repo.warn(format!("listing the snapshots again: {e}")),
+        }
+    }
+
+    /// The inode a layout path keeps across refreshes (the kernel caches what a name
+    /// resolves to): its content replaced by `inode`.
+    fn place(&mut self, key: Vec<u8>, inode: Inode) -> u64 {
+        match self.stable.get(&key) {
+            Some(&ino) => {
+                self.inodes[ino as usize - 1] = inode;
+                ino
+            }
+            None => {
+                let ino = self.add(inode);
+                self.stable.insert(key, ino);
+                ino
+            }
+        }
+    }
+
+    /// The layout of `self.snapshots` (written over the previous one, inodes kept).
+    fn lay_out(&mut self) {
+        let snapshots = self.snapshots.clone();
         let mut by_id = Vec::new();
         let mut sets: BTreeMap<String, Entries> = BTreeMap::new();
         let mut hosts: BTreeMap<String, Entries> = BTreeMap::new();
         for (id, snap) in &snapshots {
-            let mut top = Node::new(id.to_hex().into_bytes(), NodeKind::Dir);
-            top.mode = 0o755;
-            top.subtree = Some(snap.tree);
+            let hex = id.to_hex();
+            let key = format!("snapshots/{hex}").into_bytes();
+            let ino = match self.stable.get(&key) {
+                // A snapshot's own directory never changes: its listed children stay.
+                Some(&ino) => ino,
+                None => {
+                    let ino = self.inodes.len() as u64 + 1;
+                    self.place(
+                        key,
+                        Inode::Node {
+                            node: Box::new(top_node(id, snap)),
+                            group: ino,
+                        },
+                    )
+                }
+            };
             if let Some(t) = snap.datetime() {
-                top.mtime = Timespec {
-                    sec: t.timestamp(),
-                    nsec: t.timestamp_subsec_nanos(),
-                };
-                fs.epoch = fs
+                self.epoch = self
                     .epoch
                     .max(UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64));
             }
-            let ino = fs.inodes.len() as u64 + 1;
-            fs.add(Inode::Node {
-                node: Box::new(top),
-                group: ino,
-            });
-            by_id.push((id.to_hex().into_bytes(), ino));
-            let target = format!("../../snapshots/{}", id.to_hex()).into_bytes();
+            by_id.push((hex.clone().into_bytes(), ino));
+            let target = format!("../../snapshots/{hex}").into_bytes();
             let name = snap
                 .datetime()
                 .map(instant_name)
                 .unwrap_or_else(|| snap.time.clone());
-            let (dir, key) = match &snap.set {
-                Some(set) => (&mut sets, set.clone()),
-                None => (&mut hosts, snap.host.clone()),
+            let (dir, top, key) = match &snap.set {
+                Some(set) => (&mut sets, "sets", entry_name(set)),
+                None => (&mut hosts, "hosts", entry_name(&snap.host)),
             };
-            let entries = dir.entry(key).or_default();
+            let entries = dir.entry(key.clone()).or_default();
             if snap.set.is_some() {
-                let link = fs.add(Inode::Link(target.clone()));
+                let link = self.place(
+                    format!("{top}/{key}/{name}").into_bytes(),
+                    Inode::Link(target.clone()),
+                );
                 entries.retain(|(n, _)| *n != name.as_bytes());
                 entries.push((name.into_bytes(), link));
             }
             // Oldest first: the last one written is the newest.
-            let latest = fs.add(Inode::Link(target));
+            let latest = self.place(
+                format!("{top}/{key}/latest").into_bytes(),
+                Inode::Link(target),
+            );
             entries.retain(|(n, _)| n != b"latest");
             entries.push((b"latest".to_vec(), latest));
         }
-        let snapshots_dir = fs.add(Inode::Dir(by_id));
-        let group = |fs: &mut SnapshotFs, dirs: BTreeMap<String, Entries>| {
-            let entries: Entries = dirs
-                .into_iter()
-                .map(|(name, entries)| {
-                    (entry_name(&name).into_bytes(), fs.add(Inode::Dir(entries)))
-                })
-                .collect();
-            fs.add(Inode::Dir(entries))
-        };
-        let sets_dir = group(&mut fs, sets);
-        let hosts_dir = group(&mut fs, hosts);
+        let snapshots_dir = self.place(b"snapshots".to_vec(), Inode::Dir(by_id));
+        let sets_dir = self.group("sets", sets);
+        let hosts_dir = self.group("hosts", hosts);
         let mut instants: Vec<DateTime<FixedOffset>> =
             snapshots.iter().filter_map(|(_, s)| s.datetime()).collect();
         instants.dedup_by_key(|t| t.timestamp());
-        let at_entries = instants
-            .into_iter()
-            .map(|t| (instant_name(t).into_bytes(), fs.at(t)))
-            .collect();
-        fs.at_dir = fs.add(Inode::Dir(at_entries));
-        fs.inodes[0] = Inode::Dir(vec![
+        let mut at_entries = Vec::new();
+        for t in instants {
+            let name = instant_name(t).into_bytes();
+            let key = [b"at/".as_slice(), &name].concat();
+            let ino = match self.stable.get(&key) {
+                Some(&ino) => ino,
+                None => {
+                    let ino = self.at(t);
+                    self.stable.insert(key, ino);
+                    ino
+                }
+            };
+            at_entries.push((name, ino));
+        }
+        self.at_dir = self.place(b"at".to_vec(), Inode::Dir(at_entries));
+        self.inodes[0] = Inode::Dir(vec![
             (b"snapshots".to_vec(), snapshots_dir),
             (b"sets".to_vec(), sets_dir),
             (b"hosts".to_vec(), hosts_dir),
-            (b"at".to_vec(), fs.at_dir),
+            (b"at".to_vec(), self.at_dir),
         ]);
-        Ok(fs)
+    }
+
+    /// `sets/` or `hosts/`: a directory per set (or host) of the links `dirs` gives.
+    fn group(&mut self, top: &str, dirs: BTreeMap<String, Entries>) -> u64 {
+        let entries: Entries = dirs
+            .into_iter()
+            .map(|(name, entries)| {
+                let ino = self.place(format!("{top}/{name}").into_bytes(), Inode::Dir(entries));
+                (name.into_bytes(), ino)
+            })
+            .collect();
+        self.place(top.as_bytes().to_vec(), Inode::Dir(entries))
     }
 
     /// A directory of links, one per lineage, to its newest snapshot at or before `t`.
@@ -305,7 +422,7 @@ impl SnapshotFs {
                     NodeKind::Symlink => n.target.as_ref().map_or(0, |t| t.len() as u64),
                     _ => n.size,
                 };
-                let time = |t: &Timespec| UNIX_EPOCH + Duration::new(t.sec.max(0) as u64, t.nsec);
+                let time = fuse_time;
                 FileAttr {
                     mtime: time(&n.mtime),
                     ctime: time(&n.ctime),
@@ -333,15 +450,22 @@ impl SnapshotFs {
     }
 }
 
+/// A path that is not there is ENOENT; anything else that fails, a pack or tree lost
+/// included, is an I/O error: the file exists, its data cannot be had.
 fn errno(e: &crate::error::Error) -> i32 {
     match e {
-        crate::error::Error::NotFound { .. } => libc::ENOENT,
+        crate::error::Error::NotFound {
+            what: crate::error::Missing::Path(_),
+        } => libc::ENOENT,
         _ => libc::EIO,
     }
 }
 
 impl Filesystem for SnapshotFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if matches!(self.get(parent), Some(Inode::Dir(_))) {
+            self.refresh();
+        }
         match self.entries(parent) {
             Ok(Some(entries)) => {
                 let found = entries
@@ -421,6 +545,9 @@ impl Filesystem for SnapshotFs {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
+        if offset == 0 && matches!(self.get(ino), Some(Inode::Dir(_))) {
+            self.refresh();
+        }
         let entries = match self.entries(ino) {
             Ok(Some(e)) => e,
             Ok(None) => return reply.error(libc::ENOTDIR),
@@ -513,6 +640,38 @@ fn entry_name(name: &str) -> String {
 
 #[cfg(test)]
 mod names {
+    use super::*;
+
+    #[test]
+    fn times_reach_the_kernel_as_the_tree_has_them() {
+        // As fuser converts (ll/reply.rs, time_from_system_time).
+        let sent = |t: SystemTime| match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
+            Err(e) => (
+                -(e.duration().as_secs() as i64),
+                e.duration().subsec_nanos(),
+            ),
+        };
+        for (sec, nsec) in [
+            (-301_233_601, 500_000_000),
+            (-1, 1),
+            (-2, 0),
+            (0, 7),
+            (5, 999_999_999),
+        ] {
+            assert_eq!(sent(fuse_time(&Timespec { sec, nsec })), (sec, nsec));
+        }
+        // Beyond what a SystemTime holds: no panic.
+        let _ = fuse_time(&Timespec {
+            sec: i64::MAX,
+            nsec: 999_999_999,
+        });
+        let _ = fuse_time(&Timespec {
+            sec: i64::MIN,
+            nsec: 999_999_999,
+        });
+    }
+
     #[test]
     fn every_name_is_one_entry() {
         for (name, shown) in [

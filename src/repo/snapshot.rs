@@ -130,6 +130,15 @@ impl Lineage {
         }
     }
 
+    /// The name metrics, status and drills give it: the set's name, else
+    /// `host:<host>:<path>,<path>…` (several lineages may share a host).
+    pub fn label(&self) -> String {
+        match self {
+            Lineage::Set(set) => set.clone(),
+            Lineage::HostPaths { host, paths } => format!("host:{host}:{}", paths.join(",")),
+        }
+    }
+
     /// The key the local cache keeps this lineage's state under (its file cache and last
     /// snapshot); caches written before keep working.
     pub fn cache_key(&self) -> String {
@@ -405,6 +414,8 @@ mod lineage_tests {
         // every host re-read every file once.
         assert_eq!(set.cache_key(), "set:critical");
         assert_eq!(hp.cache_key(), "host:db1\0/srv/a\0/srv/b");
+        assert_eq!(hp.label(), "host:db1:/srv/a,/srv/b");
+        assert_eq!(Lineage::Set("critical".into()).label(), "critical");
         assert_eq!(set.to_string(), "set critical");
         assert_eq!(hp.to_string(), "host db1, paths /srv/a /srv/b");
         // Paths are a list, not a joined string: ["/a b"] and ["/a", "b"] differ.

@@ -45,6 +45,18 @@ impl Timespec {
     pub fn as_nanos(&self) -> i128 {
         self.sec as i128 * 1_000_000_000 + self.nsec as i128
     }
+
+    /// The decimal number of seconds a PAX `mtime` record holds: `-1.5` is 1.5 s before
+    /// the epoch, which is `sec` -2 and `nsec` 500000000.
+    pub fn pax_decimal(&self) -> String {
+        let nanos = self.as_nanos();
+        let (sign, abs) = if nanos < 0 {
+            ("-", -nanos)
+        } else {
+            ("", nanos)
+        };
+        format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+    }
 }
 
 /// An extended attribute.
@@ -198,6 +210,18 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_before_1970_keep_their_fraction() {
+        let t = |sec, nsec| Timespec { sec, nsec };
+        assert_eq!(
+            t(-301233601, 500_000_000).pax_decimal(),
+            "-301233600.500000000"
+        );
+        assert_eq!(t(-1, 500_000_000).pax_decimal(), "-0.500000000");
+        assert_eq!(t(-2, 0).pax_decimal(), "-2.000000000");
+        assert_eq!(t(5, 7).pax_decimal(), "5.000000007");
+    }
     use proptest::prelude::*;
 
     fn arb_node() -> impl Strategy<Value = Node> {

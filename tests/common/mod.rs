@@ -374,6 +374,22 @@ pub fn make_rich_tree(root: &Path) {
     }
 }
 
+/// A file of `root` modified before 1970 with a fractional second (issue 25, item 18):
+/// 1960-06-15 12:00:00.5 UTC less one day's seconds, as `sec`/`nsec` (sec floored).
+pub fn add_file_from_1960(root: &Path) -> PathBuf {
+    let p = root.join("from-1960.txt");
+    fs::write(&p, "old").unwrap();
+    set_mtime(&p, -301_233_601, 500_000_000);
+    p
+}
+
+/// The modification time of `p` (not following a link) as seconds and nanoseconds.
+pub fn mtime_of(p: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
 /// Compares two trees with GNU tar (`--compare` of an archive of `src` against `dst`), and
 /// then what tar does not compare: directory and symlink mtimes in nanoseconds, xattrs,
 /// sparseness and hard links. Returns every difference found.
