@@ -177,7 +177,11 @@ fn a_second_prune_is_refused_and_stale_locks_are_reported(env: &Env) {
         "{}",
         stderr(&out)
     );
-    assert!(env.ok(&["unlock"]).contains("1 lock(s) removed"));
+    // With --json, JSON naming what went (issue 25, item 21).
+    let v = env.json(&["unlock"]);
+    let removed = v["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v}");
+    assert!(removed[0].as_str().unwrap().contains("crashed-host"), "{v}");
     env.ok(&["prune"]);
     assert!(env.objects("locks").is_empty(), "prune releases its lock");
 }

@@ -210,7 +210,9 @@ pub struct UnlockArgs {
 pub fn unlock(global: &Global, args: UnlockArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let removed = strata::lock::unlock(&repo, args.all)?;
-    if !global.quiet {
+    if global.json {
+        output::print_json(&serde_json::json!({ "removed": removed }));
+    } else if !global.quiet {
         for r in &removed {
             println!("removed lock: {r}");
         }
