@@ -418,13 +418,14 @@ fn wait_archived(
     progress: &dyn Progress,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut said = std::time::Instant::now();
+    // The archiver's state is asked every 2 s, not at every look at the archive.
+    let mut asked: Option<std::time::Instant> = None;
     let mut archiver = String::new();
     loop {
         if wal::record(repo, cluster, segment)?.is_some() {
             return Ok(());
         }
-        if said.elapsed() >= std::time::Duration::from_secs(2) || archiver.is_empty() {
+        if asked.is_none_or(|a| a.elapsed() >= std::time::Duration::from_secs(2)) {
             archiver = archiver_state(s)?;
             if started.elapsed() >= std::time::Duration::from_secs(2) {
                 progress.waiting(&format!(
@@ -434,7 +435,7 @@ fn wait_archived(
                     timeout.as_secs()
                 ));
             }
-            said = std::time::Instant::now();
+            asked = Some(std::time::Instant::now());
         }
         if started.elapsed() >= timeout {
             return Err(Error::Postgres {
