@@ -118,9 +118,12 @@ fn read_intact_index(
         };
         for p in file.packs {
             match stored.get(&p.id) {
-                Some((_, size)) if *size == p.size => {
-                    found.live.insert(p.id, p);
-                }
+                Some((_, size)) if *size == p.size => match found.live.get_mut(&p.id) {
+                    Some(listed) => listed.absorb(p),
+                    None => {
+                        found.live.insert(p.id, p);
+                    }
+                },
                 // Another size than indexed: read by its own header, as unnamed.
                 Some(_) => {}
                 None => {
@@ -130,7 +133,7 @@ fn read_intact_index(
         }
         for m in file.obsolete {
             if stored.contains_key(&m.id) {
-                found.marks.entry(m.id).or_insert(m);
+                crate::repo::index::add_mark(&mut found.marks, m);
             }
         }
     }

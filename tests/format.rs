@@ -223,3 +223,40 @@ fn a_build_refuses_a_format_version_it_does_not_know() {
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("version 4"), "{}", stderr(&out));
 }
+
+/// Issue 25 item 22: standard input follows §8 like any file: 1 to 128 bytes inline in a
+/// version 3 repository, more in blobs, and always blobs in version 2.
+#[test]
+fn standard_input_is_inlined_like_a_file() {
+    let limit = strata::INLINE_LIMIT;
+    for (version, n, inline) in [
+        (3, 19, true),
+        (3, limit, true),
+        (3, limit + 1, false),
+        (3, 0, true),
+        (2, 19, false),
+    ] {
+        let env = &Env::local();
+        if version == 3 {
+            env.init();
+        } else {
+            init_version(env, version);
+        }
+        let bytes = noise(n, n as u64);
+        let out = env
+            .cmd()
+            .args(["--json", "backup", "--stdin", "--stdin-filename", "in"])
+            .write_stdin(bytes.clone())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let expect = if inline { 0 } else { n as u64 };
+        assert_eq!(v["data_added"], expect, "v{version}, {n} bytes: {v}");
+        assert_eq!(v["bytes_read"], n as u64, "{v}");
+        let cat = env.cmd().args(["cat", "latest", "/in"]).output().unwrap();
+        assert!(cat.status.success(), "{}", stderr(&cat));
+        assert!(cat.stdout == bytes, "v{version}, {n} bytes read back");
+        env.assert_read_data_clean();
+    }
+}

@@ -540,8 +540,8 @@ impl Archiver<'_, '_, '_> {
             nsec: time.timestamp_subsec_nanos(),
         };
         node.ctime = node.mtime;
-        let (content, size) = self.store_content(reader, "standard input")?;
-        node.content = content;
+        let (content, size) = self.store_stream(reader, "standard input")?;
+        node.set_content(content);
         node.size = size;
         self.counters.files_new.fetch_add(1, Ordering::Relaxed);
         self.counters.total_bytes.fetch_add(size, Ordering::Relaxed);
@@ -978,24 +978,35 @@ impl Archiver<'_, '_, '_> {
     /// file turns out small, else as blobs.
     fn store_file_content(
         &self,
-        mut file: &File,
+        file: &File,
         stat: &FileStat,
         path: &Path,
     ) -> Result<(FileContent, u64)> {
         let what = path.display().to_string();
-        if !self.repo.config().inline() || stat.size > INLINE_LIMIT as u64 {
+        if stat.size > INLINE_LIMIT as u64 {
             let (ids, size) = self.store_content(file, &what)?;
             return Ok((FileContent::Blobs(ids), size));
         }
-        // One byte more than the limit tells a file that grew since its stat.
+        self.store_stream(file, &what)
+    }
+
+    /// Stores a stream of unknown length (standard input, or a file whose stat said small):
+    /// inline if the repository inlines and it ends within the limit, else as blobs.
+    fn store_stream(&self, mut reader: impl Read, what: &str) -> Result<(FileContent, u64)> {
+        if !self.repo.config().inline() {
+            let (ids, size) = self.store_content(reader, what)?;
+            return Ok((FileContent::Blobs(ids), size));
+        }
+        // One byte more than the limit tells a stream too long to inline (or a file that
+        // grew since its stat).
         let mut head = Vec::with_capacity(INLINE_LIMIT + 1);
-        (&mut file)
+        (&mut reader)
             .take(INLINE_LIMIT as u64 + 1)
             .read_to_end(&mut head)
-            .map_err(|e| Error::io(&what, e))?;
+            .map_err(|e| Error::io(what, e))?;
         if head.len() > INLINE_LIMIT {
-            let rest = std::io::Cursor::new(head).chain(file);
-            let (ids, size) = self.store_content(rest, &what)?;
+            let rest = std::io::Cursor::new(head).chain(reader);
+            let (ids, size) = self.store_content(rest, what)?;
             return Ok((FileContent::Blobs(ids), size));
         }
         let n = head.len() as u64;

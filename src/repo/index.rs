@@ -49,6 +49,43 @@ impl ObsoletePack {
             self.entries.iter().map(|e| e.id).collect()
         }
     }
+
+    /// Adds another mark of the same pack (§7.2): the latest `marked` time wins (one that
+    /// does not parse counts as now, as prune reads it) and readers keep the union of the
+    /// marks' blobs, so that no location is lost.
+    pub fn absorb(&mut self, other: ObsoletePack) {
+        let when = |m: &str| {
+            chrono::DateTime::parse_from_rfc3339(m)
+                .map(|t| t.to_utc())
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        };
+        if when(&other.marked) > when(&self.marked) {
+            self.marked = other.marked;
+        }
+        union(&mut self.entries, other.entries);
+        for id in other.blobs {
+            if !self.blobs.contains(&id) {
+                self.blobs.push(id);
+            }
+        }
+    }
+}
+
+/// Adds `more` to `entries`, each blob once, by offset.
+fn union(entries: &mut Vec<BlobEntry>, more: Vec<BlobEntry>) {
+    let have: std::collections::HashSet<_> = entries.iter().map(|e| e.id).collect();
+    entries.extend(more.into_iter().filter(|e| !have.contains(&e.id)));
+    entries.sort_by_key(|e| e.offset);
+}
+
+/// Puts `mark` into `marks`, merged with any earlier mark of the same pack.
+pub fn add_mark(marks: &mut std::collections::HashMap<PackId, ObsoletePack>, mark: ObsoletePack) {
+    match marks.entry(mark.id) {
+        std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().absorb(mark),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(mark);
+        }
+    }
 }
 
 /// The map form of format version 1, as read.
@@ -64,11 +101,12 @@ struct MapForm {
 
 /// The compact form (format-spec §7): `[version, supersedes, packs, obsolete]`, each pack
 /// `[id, kind, size, entries]` and each mark `[id, kind, marked, entries]`, with the
-/// entries in the column encoding of pack headers.
-#[derive(Serialize, Deserialize)]
+/// entries in the column encoding of pack headers. Readers take the first four elements of
+/// each array and skip any after them, which a later version may append (§7.1).
+#[derive(Serialize)]
 pub(crate) struct CompactIndex(u32, Vec<IndexId>, Vec<CompactPack>, Vec<CompactMark>);
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 pub(crate) struct CompactPack(
     PackId,
     BlobKind,
@@ -76,12 +114,88 @@ pub(crate) struct CompactPack(
     #[serde(with = "serde_bytes")] Vec<u8>,
 );
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 pub(crate) struct CompactMark(
     PackId,
     BlobKind,
     String,
     #[serde(with = "serde_bytes")] Vec<u8>,
+);
+
+/// Deserializes an array of at least four elements through `build`, ignoring the rest.
+macro_rules! four_or_more {
+    ($ty:ident, $what:literal, |$seq:ident, $w:ident| $build:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut $seq: A,
+                    ) -> Result<$ty, A::Error> {
+                        let $w = $what;
+                        let value = $build;
+                        while $seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        Ok(value)
+                    }
+                }
+                d.deserialize_seq(V)
+            }
+        }
+    };
+}
+
+/// The next of the four required elements.
+fn need<'de, T: Deserialize<'de>, A: serde::de::SeqAccess<'de>>(
+    seq: &mut A,
+    i: usize,
+    what: &'static str,
+) -> Result<T, A::Error> {
+    seq.next_element()?
+        .ok_or_else(|| serde::de::Error::invalid_length(i, &what))
+}
+
+four_or_more!(
+    CompactIndex,
+    "an index array of four or more elements",
+    |seq, what| {
+        CompactIndex(
+            need(&mut seq, 0, what)?,
+            need(&mut seq, 1, what)?,
+            need(&mut seq, 2, what)?,
+            need(&mut seq, 3, what)?,
+        )
+    }
+);
+
+four_or_more!(
+    CompactPack,
+    "a pack array of four or more elements",
+    |seq, what| {
+        CompactPack(
+            need(&mut seq, 0, what)?,
+            need(&mut seq, 1, what)?,
+            need(&mut seq, 2, what)?,
+            need::<serde_bytes::ByteBuf, _>(&mut seq, 3, what)?.into_vec(),
+        )
+    }
+);
+
+four_or_more!(
+    CompactMark,
+    "a mark array of four or more elements",
+    |seq, what| {
+        CompactMark(
+            need(&mut seq, 0, what)?,
+            need(&mut seq, 1, what)?,
+            need(&mut seq, 2, what)?,
+            need::<serde_bytes::ByteBuf, _>(&mut seq, 3, what)?.into_vec(),
+        )
+    }
 );
 
 impl From<&IndexFile> for CompactIndex {
@@ -183,6 +297,13 @@ pub struct IndexedPack {
     pub blobs: Vec<BlobEntry>,
 }
 
+impl IndexedPack {
+    /// Adds another listing of the same pack (§7.2): its entries are the union of both.
+    pub fn absorb(&mut self, other: IndexedPack) {
+        union(&mut self.blobs, other.blobs);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +391,97 @@ mod tests {
         ciborium::into_writer(&bad, &mut buf).unwrap();
         let err = ciborium::from_reader::<IndexFile, _>(&buf[..]).unwrap_err();
         assert!(err.to_string().contains("entries"), "{err}");
+    }
+
+    /// A compact index as a CBOR value, with `extra` appended to every array.
+    fn compact_value(f: &IndexFile, extra: &[ciborium::Value]) -> ciborium::Value {
+        use ciborium::Value;
+        let mut buf = Vec::new();
+        ciborium::into_writer(&CompactIndex::from(f), &mut buf).unwrap();
+        let mut v: Value = ciborium::from_reader(&buf[..]).unwrap();
+        let Value::Array(top) = &mut v else { panic!() };
+        for i in [2, 3] {
+            let Value::Array(items) = &mut top[i] else {
+                panic!()
+            };
+            for item in items {
+                let Value::Array(fields) = item else { panic!() };
+                fields.extend(extra.iter().cloned());
+            }
+        }
+        top.extend(extra.iter().cloned());
+        v
+    }
+
+    fn sample() -> IndexFile {
+        let ids = [[7; 32], [8; 32]];
+        IndexFile {
+            version: 1,
+            supersedes: vec![IndexId([3; 32])],
+            packs: vec![IndexedPack {
+                id: PackId([1; 32]),
+                kind: BlobKind::Data,
+                size: 300,
+                blobs: entries(&ids, BlobKind::Data),
+            }],
+            obsolete: vec![ObsoletePack {
+                id: PackId([2; 32]),
+                kind: BlobKind::Data,
+                marked: "2026-11-25T00:00:00Z".into(),
+                blobs: vec![],
+                entries: entries(&ids, BlobKind::Data),
+            }],
+        }
+    }
+
+    fn read(v: &ciborium::Value) -> Result<IndexFile, String> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(v, &mut buf).unwrap();
+        ciborium::from_reader::<IndexFile, _>(&buf[..]).map_err(|e| e.to_string())
+    }
+
+    /// §7.1: elements after the fourth, of any type, are skipped at every level.
+    #[test]
+    fn elements_after_the_fourth_are_ignored() {
+        use ciborium::Value;
+        let f = sample();
+        let extras = [
+            vec![Value::Null],
+            vec![Value::Bytes(vec![9; 40]), Value::Integer(5.into())],
+            vec![
+                Value::Array(vec![Value::Text("x".into())]),
+                Value::Map(vec![]),
+            ],
+        ];
+        for extra in extras {
+            assert_eq!(read(&compact_value(&f, &extra)).unwrap(), f, "{extra:?}");
+        }
+    }
+
+    /// Fewer than four elements, or null where an array belongs, is a damaged file.
+    #[test]
+    fn short_arrays_and_nulls_are_refused() {
+        use ciborium::Value;
+        let f = sample();
+        let whole = compact_value(&f, &[]);
+        let Value::Array(top) = &whole else { panic!() };
+        let mut short = top.clone();
+        short.pop();
+        assert!(read(&Value::Array(short)).is_err());
+        let mut null = top.clone();
+        null[3] = Value::Null;
+        assert!(read(&Value::Array(null)).is_err());
+        for (i, what) in [(2, "pack"), (3, "mark")] {
+            let mut top = top.clone();
+            let Value::Array(items) = &mut top[i] else {
+                panic!()
+            };
+            let Value::Array(fields) = &mut items[0] else {
+                panic!()
+            };
+            fields.pop();
+            let err = read(&Value::Array(top)).unwrap_err();
+            assert!(err.contains(what), "{err}");
+        }
     }
 }

@@ -982,7 +982,7 @@ impl Repository {
                             loader.add_file(&id, &file)?;
                         }
                         for m in file.obsolete {
-                            out.marks.entry(m.id).or_insert(m);
+                            index::add_mark(&mut out.marks, m);
                         }
                         out.read.push(id);
                     }
@@ -1719,6 +1719,100 @@ mod tests {
         ] {
             let err = sealed_in(&pack, &buf, at, &e).unwrap_err();
             assert!(err.to_string().contains("beyond the end"), "{err}");
+        }
+    }
+
+    /// A repository with one data pack of ten blobs, its index file replaced by `split`'s
+    /// files (each saved as an index file of its own).
+    fn split_index(
+        dir: &std::path::Path,
+        split: impl Fn(&IndexFile) -> Vec<IndexFile>,
+    ) -> Repository {
+        use crate::backup::{BlobSaver, SaverShared};
+        let store: BackendRef = std::sync::Arc::new(crate::backend::MemBackend::default());
+        let repo = for_tests(store, 0, dir);
+        let shared = SaverShared::default();
+        std::thread::scope(|scope| {
+            let saver = BlobSaver::new(&repo, &shared, scope, 1);
+            for i in 0..10 {
+                let b = crate::util::pseudo_random(1000, 2 * i + 1);
+                saver.save(BlobKind::Data, repo.blob_id(&b), &b).unwrap();
+            }
+            saver.finish().unwrap();
+        });
+        for f in repo.list_files(FileKind::Index).unwrap() {
+            let file: IndexFile = repo.load_file(FileKind::Index, &f.name).unwrap();
+            for part in split(&file) {
+                repo.save_index(&part).unwrap();
+            }
+            repo.backend.delete(FileKind::Index, &f.name).unwrap();
+        }
+        repo
+    }
+
+    /// §7.2: a pack listed in two files with different entries keeps the union of them
+    /// through `repair index`.
+    #[test]
+    fn repair_index_keeps_every_listing_of_a_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let halves = |f: &IndexFile| {
+            let p = &f.packs[0];
+            let (a, b) = p.blobs.split_at(p.blobs.len() / 2);
+            [a, b]
+                .map(|half| IndexFile {
+                    packs: vec![IndexedPack {
+                        blobs: half.to_vec(),
+                        ..p.clone()
+                    }],
+                    ..f.clone()
+                })
+                .to_vec()
+        };
+        let repo = split_index(dir.path(), halves);
+        crate::repair::repair_index(&repo, false, &crate::progress::NoProgress).unwrap();
+        let files = repo.list_files(FileKind::Index).unwrap();
+        assert_eq!(files.len(), 1);
+        let file: IndexFile = repo.load_file(FileKind::Index, &files[0].name).unwrap();
+        assert_eq!(file.packs.len(), 1);
+        assert_eq!(file.packs[0].blobs.len(), 10);
+        assert!(file.packs[0].blobs.is_sorted_by_key(|e| e.offset));
+    }
+
+    /// §7.2: marks of one pack in several files: the latest `marked` wins, whatever the
+    /// order the files are read in, and the entries are the union.
+    #[test]
+    fn the_latest_mark_of_a_pack_wins() {
+        for latest_first in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let marks = |f: &IndexFile| {
+                let p = &f.packs[0];
+                let (a, b) = p.blobs.split_at(3);
+                let times = if latest_first {
+                    ["2026-12-01T04:00:00Z", "2026-12-01T06:00:00+05:00"]
+                } else {
+                    ["2026-12-01T06:00:00+05:00", "2026-12-01T04:00:00Z"]
+                };
+                [(a, times[0]), (b, times[1])]
+                    .map(|(half, t)| IndexFile {
+                        packs: vec![],
+                        obsolete: vec![index::ObsoletePack {
+                            id: p.id,
+                            kind: p.kind,
+                            marked: t.into(),
+                            blobs: vec![],
+                            entries: half.to_vec(),
+                        }],
+                        ..f.clone()
+                    })
+                    .to_vec()
+            };
+            let repo = split_index(dir.path(), marks);
+            let read = repo.rebuild_index().unwrap();
+            assert_eq!(read.marks.len(), 1);
+            let mark = read.marks.values().next().unwrap();
+            // 06:00+05:00 is 01:00 UTC: earlier than 04:00Z though it sorts after it as text.
+            assert_eq!(mark.marked, "2026-12-01T04:00:00Z", "{latest_first}");
+            assert_eq!(mark.entries.len(), 10);
         }
     }
 }
