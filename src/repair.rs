@@ -201,6 +201,9 @@ pub struct SnapshotRepair {
     pub snapshots: usize,
     /// Snapshots rewritten without what was lost.
     pub repaired: Vec<RepairedSnapshot>,
+    /// Damaged snapshots an earlier run already rewrote (kept without `--forget`): not
+    /// rewritten again; `new` names the existing copy.
+    pub already_repaired: Vec<RepairedSnapshot>,
     /// Damaged snapshot files (removed with `forget`).
     pub damaged: Vec<String>,
     /// Snapshots removed (`--forget`): unreadable, or nothing left.
@@ -245,13 +248,31 @@ pub fn repair_snapshots(
             .is_some_and(|loc| stored.contains(&loc.pack)))
     };
 
+    // A damaged snapshot kept by an earlier run (no --forget) has its copy already.
+    let copies: HashMap<SnapshotId, (SnapshotId, &Repaired)> = snapshots
+        .iter()
+        .filter_map(|(id, s)| s.repaired.as_ref().map(|r| (r.from, (*id, r))))
+        .collect();
+    let (earlier, snapshots): (Vec<_>, Vec<_>) = snapshots
+        .iter()
+        .partition(|(id, _)| copies.contains_key(id));
+    report.already_repaired = earlier
+        .iter()
+        .map(|(id, snap)| RepairedSnapshot {
+            original: id.to_hex(),
+            new: Some(copies[id].0.to_hex()),
+            time: snap.time.clone(),
+            lost: copies[id].1.lost.clone(),
+        })
+        .collect();
+
     let tx = repo.transaction()?;
     let shared = SaverShared::default();
     let outcome = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
         let saver = BlobSaver::new(repo, &shared, scope, repo.upload_concurrency());
         let mut fixed = Vec::new();
         let mut done: HashMap<TreeId, Rewritten> = HashMap::new();
-        for (id, snap) in &snapshots {
+        for (id, snap) in snapshots {
             progress.message(&format!("snapshot {}", id.short()));
             let (new_root, lost) =
                 rewrite_tree(repo, &saver, &blob_ok, &snap.tree, &mut done, dry_run)?;
@@ -291,7 +312,12 @@ pub fn repair_snapshots(
         report.repaired.push(entry);
     }
     if forget && !dry_run {
-        for (id, _) in &damaged {
+        // Their copies are durable since the earlier run.
+        let ids = earlier
+            .iter()
+            .map(|(id, _)| id)
+            .chain(damaged.iter().map(|(id, _)| id));
+        for id in ids {
             repo.remove_snapshot(id)?;
             report.removed.push(id.to_hex());
         }

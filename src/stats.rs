@@ -15,6 +15,10 @@ use crate::repo::Repository;
 /// Snapshots per set the growth figures look back over.
 pub const GROWTH_WINDOW: usize = 14;
 
+/// The least time those snapshots must span for a daily rate: two snapshots a second
+/// apart say nothing about a day.
+pub const MIN_GROWTH_SPAN_SECS: i64 = 3600;
+
 /// What the repository holds.
 #[derive(Debug, Serialize)]
 pub struct Stats {
@@ -97,8 +101,9 @@ pub struct SetGrowth {
     pub snapshots: usize,
     /// Bytes of files in its newest snapshot.
     pub latest_bytes: u64,
-    /// Bytes its snapshots added per day, over the last [`GROWTH_WINDOW`] snapshots.
-    pub added_per_day: f64,
+    /// Bytes its snapshots added per day, over the last [`GROWTH_WINDOW`] snapshots;
+    /// `None` (too little history) when they span less than [`MIN_GROWTH_SPAN_SECS`].
+    pub added_per_day: Option<f64>,
     /// What its newest snapshot added.
     pub last_added: u64,
     /// The least and most the snapshots before it (in the window) added.
@@ -204,12 +209,12 @@ pub fn set_growth(label: &str, line: &[&(SnapshotId, Snapshot)]) -> SetGrowth {
     });
     let anomaly = recent_range
         .is_some_and(|(lo, hi)| last_added > hi + 2 * (hi - lo) && last_added - hi > 1 << 20);
-    let days = match (window.first(), window.last()) {
+    let span = match (window.first(), window.last()) {
         (Some((_, a)), Some((_, b))) => match (a.datetime(), b.datetime()) {
-            (Some(a), Some(b)) => (b - a).num_seconds() as f64 / 86_400.0,
-            _ => 0.0,
+            (Some(a), Some(b)) => (b - a).num_seconds(),
+            _ => 0,
         },
-        _ => 0.0,
+        _ => 0,
     };
     // The first snapshot's additions predate the window's span.
     let spread: u64 = added.iter().skip(1).sum();
@@ -217,11 +222,8 @@ pub fn set_growth(label: &str, line: &[&(SnapshotId, Snapshot)]) -> SetGrowth {
         set: label.to_string(),
         snapshots: line.len(),
         latest_bytes: 0,
-        added_per_day: if days > 0.0 {
-            spread as f64 / days
-        } else {
-            0.0
-        },
+        added_per_day: (span >= MIN_GROWTH_SPAN_SECS)
+            .then(|| spread as f64 * 86_400.0 / span as f64),
         last_added,
         recent_range,
         anomaly,
@@ -274,10 +276,8 @@ mod tests {
         assert!(!g.anomaly);
         assert_eq!(g.recent_range, Some((10 * mib, 14 * mib)));
         // 15 MiB per hour over 5 hours after the first: 24 hours' worth a day.
-        assert!(
-            (g.added_per_day - (11 + 12 + 13 + 14 + 15) as f64 * mib as f64 * 24.0 / 5.0).abs()
-                < 1.0
-        );
+        let expect = (11 + 12 + 13 + 14 + 15) as f64 * mib as f64 * 24.0 / 5.0;
+        assert!((g.added_per_day.unwrap() - expect).abs() < 1.0);
         let mut jump = steady.clone();
         jump.push(snap(6, 40 * mib));
         let refs: Vec<&(SnapshotId, Snapshot)> = jump.iter().collect();
@@ -289,5 +289,24 @@ mod tests {
             .collect();
         let refs: Vec<&(SnapshotId, Snapshot)> = quiet.iter().collect();
         assert!(!set_growth("s", &refs).anomaly);
+    }
+
+    /// Issue 25 item 21: no daily rate from snapshots less than an hour apart.
+    #[test]
+    fn a_rate_needs_an_hour_of_history() {
+        let mut two = vec![snap(0, 5), snap(0, 7 << 20)];
+        two[1].1.time = "2026-03-01T00:00:01Z".into();
+        let refs: Vec<&(SnapshotId, Snapshot)> = two.iter().collect();
+        assert_eq!(set_growth("s", &refs).added_per_day, None);
+        two[1].1.time = "2026-03-01T00:59:59Z".into();
+        let refs: Vec<&(SnapshotId, Snapshot)> = two.iter().collect();
+        assert_eq!(set_growth("s", &refs).added_per_day, None);
+        two[1].1.time = "2026-03-01T01:00:00Z".into();
+        let refs: Vec<&(SnapshotId, Snapshot)> = two.iter().collect();
+        let rate = set_growth("s", &refs).added_per_day.unwrap();
+        assert!((rate - (7 << 20) as f64 * 24.0).abs() < 1.0, "{rate}");
+        let one = [snap(3, 9)];
+        let refs: Vec<&(SnapshotId, Snapshot)> = one.iter().collect();
+        assert_eq!(set_growth("s", &refs).added_per_day, None);
     }
 }

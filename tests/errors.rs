@@ -230,3 +230,47 @@ fn unknown_sets_are_errors() {
     env.ok(&["--config", cfg, "status", "critical"]);
     env.ok(&["--config", cfg, "stats", "critical"]);
 }
+
+/// Issue 25 item 21: `help --help` helps; `man` onto a file names it; an I/O error's
+/// "(os error N)" is said once.
+#[test]
+fn small_messages_say_what_they_mean() {
+    let env = &Env::local();
+    for args in [&["help", "--help"][..], &["help", "backup", "-h"]] {
+        let out = env.cmd().args(args).output().unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {}", stderr(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage: strata"),
+            "{args:?}"
+        );
+    }
+    let file = env.path("a-file");
+    fs::write(&file, "x").unwrap();
+    let out = env.cmd().arg("man").arg(&file).output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env.run(&["backup", &format!("{}/gone", src.display())]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).matches("(os error 2)").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        &format!("{}/x", file.display()),
+    ]);
+    assert_ne!(code(&out), 0);
+    let err = stderr(&out);
+    assert!(err.matches("(os error").count() <= 1, "{err}");
+}

@@ -727,9 +727,20 @@ fn a_lost_pack_heals_through_repair(env: &Env) {
         1,
         "the snapshot with c.bin is broken"
     );
-    let r = env.json(&["repair", "snapshots", "--forget"]);
+    let r = env.json(&["repair", "snapshots"]);
     let repaired = r["repaired"].as_array().unwrap();
     assert_eq!(repaired.len(), 1, "{r}");
+    // Issue 25 item 21: run again, the damaged original (kept) is not copied a second time;
+    // --forget then removes it, its copy being durable.
+    let again = env.json(&["repair", "snapshots"]);
+    assert_eq!(again["repaired"].as_array().unwrap().len(), 0, "{again}");
+    let earlier = again["already_repaired"].as_array().unwrap();
+    assert_eq!(earlier.len(), 1, "{again}");
+    assert_eq!(earlier[0]["new"], repaired[0]["new"], "{again}");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 5);
+    let r = env.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(r["repaired"].as_array().unwrap().len(), 0, "{r}");
+    assert_eq!(r["removed"][0], repaired[0]["original"], "{r}");
     let lost_paths: Vec<&str> = repaired[0]["lost"]
         .as_array()
         .unwrap()

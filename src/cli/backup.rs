@@ -222,7 +222,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
                     duration_secs: 0.0,
                 };
                 run.tell(global, Some(&repo), c, None, Some(&e));
-                let msg = format!("{e:#}");
+                let msg = output::chain(&e);
                 eprintln!("error: set {label}: {}", output::plain_lines(&msg));
                 results.push(serde_json::json!({"set": label, "error": msg, "exit_code": c}));
                 code = exit::worse(code, c);
@@ -254,7 +254,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             // stops them all.
             Err(e) if several && exit::code_of_anyhow(&e) != exit::INTERRUPTED => {
                 let c = exit::code_of_anyhow(&e);
-                let msg = format!("{e:#}");
+                let msg = output::chain(&e);
                 eprintln!("error: set {label}: {}", output::plain_lines(&msg));
                 results.push(serde_json::json!({"set": label, "error": msg, "exit_code": c}));
                 code = exit::worse(code, c);
@@ -459,7 +459,7 @@ impl Run<'_> {
             _ => h.on_failure.as_deref().map(|c| ("on-failure", c)),
         });
         if let Some((what, cmd)) = hook {
-            let error = error.map(|e| format!("{e:#}"));
+            let error = error.map(|e| output::chain(&e));
             let env = monitor::backup_hook_env(
                 self.label,
                 code,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, CommandFactory};
 
 use super::{exit, Cli};
@@ -27,7 +28,32 @@ pub struct ManArgs {
 }
 
 pub fn man(args: ManArgs) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(&args.dir)?;
-    clap_mangen::generate_to(Cli::command(), &args.dir)?;
+    let dir = &args.dir;
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{}: not a directory (man writes one page per command into it)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
     Ok(exit::OK)
+}
+
+/// `strata help [COMMAND] --help` means `strata help [COMMAND]` (clap's `help` takes no
+/// options and would call `--help` an unknown command).
+pub fn help_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first_word = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'));
+    match first_word {
+        Some(i) if args[i + 1] == "help" => {
+            let (head, tail) = args.split_at(i + 2);
+            let tail = tail.iter().filter(|a| *a != "--help" && *a != "-h");
+            head.iter().chain(tail).cloned().collect()
+        }
+        _ => args,
+    }
 }

@@ -165,11 +165,11 @@ enum Command {
 }
 
 pub fn main() -> i32 {
-    let mut cli = Cli::parse();
+    let mut cli = Cli::parse_from(docs::help_args(std::env::args_os().collect()));
     match config::ConfigFile::load(cli.global.config.as_deref()) {
         Ok(f) => cli.global.file = f,
         Err(e) => {
-            eprintln!("error: {}", output::plain_lines(&format!("{e:#}")));
+            eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
             return exit::FAILURE;
         }
     }
@@ -202,7 +202,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", output::plain_lines(&format!("{e:#}")));
+            eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
             exit::code_of_anyhow(&e)
         }
     }
@@ -309,7 +309,7 @@ impl Global {
         let cache = self.cache_base()?;
         let mut password = || {
             self.password("repository password: ", false)
-                .map_err(|e| strata::Error::Password(format!("{e:#}")))
+                .map_err(|e| strata::Error::Password(output::chain(&e)))
         };
         let repo = open(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;

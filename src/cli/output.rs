@@ -192,6 +192,25 @@ pub fn plain(msg: &str) -> String {
 /// As [`plain`], but a message spanning lines (a config file's parse error shows the line
 /// at fault) keeps them, each continuation indented, so no line of it passes for one of
 /// strata's own.
+/// An error and its causes, `a: b: c`, leaving out a cause whose text the error before it
+/// already shows (library errors print their source themselves: "x: No such file or
+/// directory (os error 2)" once, not twice).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut shown = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        shown = text;
+    }
+    out
+}
+
 pub fn plain_lines(msg: &str) -> String {
     msg.split('\n').map(plain).collect::<Vec<_>>().join("\n  ")
 }

@@ -90,6 +90,15 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
                         println!("  lost {}", output::plain(l));
                     }
                 }
+                for s in &r.already_repaired {
+                    println!(
+                        "snapshot {} ({}): repaired before, by {} ({} path(s) lost)",
+                        &s.original[..12],
+                        output::when(&s.time),
+                        s.new.as_deref().map_or("", |n| &n[..12]),
+                        s.lost.len()
+                    );
+                }
                 for d in &r.damaged {
                     println!("damaged snapshot file: {d}");
                 }

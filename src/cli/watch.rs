@@ -521,11 +521,14 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
     }
     for g in &st.sets {
         println!(
-            "{}: {} snapshots, newest {}, adds {}/day, last +{}{}{}",
+            "{}: {} snapshots, newest {}, {}, last +{}{}{}",
             g.set,
             g.snapshots,
             output::bytes(g.latest_bytes),
-            output::bytes(g.added_per_day as u64),
+            match g.added_per_day {
+                Some(rate) => format!("adds {}/day", output::bytes(rate as u64)),
+                None => "too little history for a daily rate".into(),
+            },
             output::bytes(g.last_added),
             match g.recent_range {
                 Some((lo, hi)) =>
