@@ -294,7 +294,7 @@ mod tests {
     /// Issue 25 item 21: no daily rate from snapshots less than an hour apart.
     #[test]
     fn a_rate_needs_an_hour_of_history() {
-        let mut two = vec![snap(0, 5), snap(0, 7 << 20)];
+        let mut two = [snap(0, 5), snap(0, 7 << 20)];
         two[1].1.time = "2026-03-01T00:00:01Z".into();
         let refs: Vec<&(SnapshotId, Snapshot)> = two.iter().collect();
         assert_eq!(set_growth("s", &refs).added_per_day, None);
