@@ -459,7 +459,7 @@ impl Run<'_> {
             _ => h.on_failure.as_deref().map(|c| ("on-failure", c)),
         });
         if let Some((what, cmd)) = hook {
-            let error = error.map(|e| output::chain(e));
+            let error = error.map(output::chain);
             let env = monitor::backup_hook_env(
                 self.label,
                 code,
