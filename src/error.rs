@@ -304,6 +304,16 @@ pub enum Error {
         bytes: u64,
     },
 
+    /// A restore stopped by a signal (or its caller): what was complete stays.
+    #[error(
+        "interrupted: the restore stopped; {removed} partly written file(s) were removed, the \
+         files restored completely stay; restore again to finish"
+    )]
+    RestoreInterrupted {
+        /// Files created but not complete, removed.
+        removed: usize,
+    },
+
     /// An object in an archive storage class (GLACIER, DEEP_ARCHIVE) cannot be read until a
     /// restore (thaw) of it has finished.
     #[error(

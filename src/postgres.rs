@@ -937,6 +937,7 @@ pub fn restore(
     target: &Path,
     restore_command: &str,
     keep_archiving: bool,
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     progress: &dyn Progress,
 ) -> Result<crate::restore::RestoreReport> {
     let bad = |reason: String| Error::Postgres {
@@ -992,6 +993,7 @@ pub fn restore(
             verify: false,
             dry_run: false,
             cold: None,
+            cancel,
         },
         progress,
     )?;

@@ -1,7 +1,6 @@
 use chrono::{DateTime, FixedOffset};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use super::exit;
 use anyhow::{anyhow, Context};
@@ -184,7 +183,7 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
             return Err(e);
         }
     };
-    let stop = stop_on_signals()?;
+    let stop = super::stop_on_signals()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
     if args.stdin {
@@ -285,20 +284,6 @@ fn job_label(job: &Job) -> String {
 /// The host a backup records: the one given, else this machine's name.
 fn host_of(given: &Option<String>) -> String {
     given.clone().unwrap_or_else(strata::internals::hostname)
-}
-
-/// A flag SIGINT and SIGTERM set: the backup then stops reading, saves and indexes what it
-/// uploaded, and exits 130 naming it. A second signal ends the process at once (what was
-/// indexed by then stays saved).
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
-    Ok(stop)
 }
 
 /// `--time`, refused in the future unless forced.

@@ -19,7 +19,7 @@ pub fn code_of(e: &Error) -> i32 {
         Error::NoRepository(_) => NO_REPOSITORY,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         Error::Locked(_) => LOCKED,
-        Error::Interrupted { .. } => INTERRUPTED,
+        Error::Interrupted { .. } | Error::RestoreInterrupted { .. } => INTERRUPTED,
         _ => FAILURE,
     }
 }

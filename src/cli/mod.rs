@@ -208,6 +208,20 @@ pub fn main() -> i32 {
     }
 }
 
+/// A flag SIGINT and SIGTERM set: a backup then stops reading, saves and indexes what it
+/// uploaded; a restore stops reading packs and removes its partly written files; both exit
+/// 130 saying so. A second signal ends the process at once.
+pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
 /// [`Repository::open_with`] or [`Repository::open_metadata`].
 type OpenFn = fn(
     backend::BackendRef,

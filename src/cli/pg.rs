@@ -135,6 +135,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 &target,
                 &restore_command(global, &name)?,
                 keep_archiving,
+                Some(super::stop_on_signals()?),
                 &bar,
             );
             bar.finish();

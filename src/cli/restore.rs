@@ -151,6 +151,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         verify: args.verify,
         dry_run: args.dry_run,
         cold: args.cold.wait(),
+        cancel: (!args.dry_run).then(super::stop_on_signals).transpose()?,
     };
     let packs = || {
         let mut packs = std::collections::BTreeSet::new();

@@ -60,6 +60,9 @@ pub struct RestoreOptions {
     /// run, which must not cost a thaw) their files are not restored: archived packs are
     /// counted, and their files named as errors unless it is a dry run.
     pub cold: Option<ThawWait>,
+    /// Set (by a signal handler) to stop: no more packs are read, files left partly
+    /// written are removed, and [`run`] returns [`Error::RestoreInterrupted`].
+    pub cancel: Option<std::sync::Arc<AtomicBool>>,
 }
 
 /// One thing that went wrong: where, and why. Causes repeat (a full disk fails every
@@ -213,6 +216,7 @@ pub fn run(
         written: &written,
         trouble: &trouble,
         archived: Some(&archived),
+        cancel: opts.cancel.as_deref(),
     };
     // Planning asks the index; creating directories asks the file system: both at once.
     let (plan, ()) = rayon::join(
@@ -262,6 +266,11 @@ pub fn run(
                 blob_lost(&ctx, p, f, &e);
             }
         }
+    }
+    if ctx.cancelled() {
+        return Err(Error::RestoreInterrupted {
+            removed: ctx.remove_partial(),
+        });
     }
     report.bytes = written.load(Ordering::Relaxed);
     ctx.damage_links();
@@ -524,9 +533,29 @@ struct Ctx<'a> {
     /// Where packs in archive storage are put aside, to be thawed (or counted), rather
     /// than lost; `None` once they are being thawed.
     archived: Option<&'a Mutex<Vec<PackId>>>,
+    cancel: Option<&'a AtomicBool>,
 }
 
 impl Ctx<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// After an interruption: files created but not complete must not pass for restored
+    /// (a sparse one already has its full size), so they go; returns how many.
+    fn remove_partial(&self) -> usize {
+        let Some(t) = self.target else {
+            return 0;
+        };
+        let mut removed = 0;
+        for (item, slot) in self.items.iter().zip(self.files) {
+            if slot.created() && !slot.finished() && t.remove_file(item.rel()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Directories, then symlinks, devices, empty files and files held inline in their
     /// tree node. Files with blobs are
     /// created when their first blob arrives, so that fetching does not wait for 10^4
@@ -678,6 +707,9 @@ impl Ctx<'_> {
 fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
     let mut i = 0;
     while i < fetches.len() {
+        if ctx.cancelled() {
+            return;
+        }
         // Coalesce neighbouring blobs into one range read.
         let start = fetches[i].entry.offset;
         let mut end = start + fetches[i].entry.length as u64;

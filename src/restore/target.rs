@@ -272,6 +272,12 @@ impl Target {
         apply_through(file.as_fd(), node, as_root)
     }
 
+    /// Removes a file (never a directory) the restore created.
+    pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
+        let (parent, name) = self.parent(rel)?;
+        rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)
+    }
+
     /// Renames a restored file that could not be restored exactly, so that no one takes it
     /// for the real thing; returns the new path (relative).
     pub fn mark_damaged(&self, rel: &Path) -> io::Result<PathBuf> {
