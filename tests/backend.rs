@@ -177,3 +177,34 @@ fn the_fault_injector_without_faults_conforms_and_counts() {
     assert!(counting.count(Op::Read, Some(FileKind::Data)) >= 6);
     assert_eq!(counting.count(Op::Delete, None), 2);
 }
+
+/// Hostile pass (issue 25): root backing up into another user's local repository (the
+/// postgres user's, say) gives what it writes to that user, who can still open, read and
+/// write it: the WAL archiving that user runs is not stopped.
+#[test]
+fn root_writing_into_a_users_repository_leaves_it_theirs() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (as CI runs it) to act as two users"
+    );
+    let user = Env::local().unprivileged();
+    user.init();
+    let src = user.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(3 << 20, 1)).unwrap();
+    let out = user
+        .own_cmd()
+        .args(["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for path in walk(std::path::Path::new(&user.repo)) {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(meta.uid(), NOBODY, "{} is not the owner's", path.display());
+    }
+    // The owner reads root's snapshot and writes after it.
+    user.ok(&["check", "--read-data"]);
+    user.ok(&["backup", src.to_str().unwrap()]);
+    assert_eq!(user.json(&["snapshots"]).as_array().unwrap().len(), 2);
+}

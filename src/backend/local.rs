@@ -11,12 +11,39 @@ use crate::error::{Error, Result};
 /// A repository in a local directory (format-spec §3 gives the layout).
 pub struct LocalBackend {
     root: PathBuf,
+    /// Whom new files and directories are given to: see [`LocalBackend::owner`].
+    owner: std::sync::OnceLock<Option<(u32, u32)>>,
 }
 
 impl LocalBackend {
     /// The repository at `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            owner: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The repository's owner, when root writes into another user's repository: what root
+    /// writes (0600, 0700) is given to that user, or the owner could no longer read its
+    /// own repository (a root `backup` into the postgres user's repository would stop its
+    /// WAL archiving). `None` when the writer is the owner, or is not root (and so cannot
+    /// give files away: the owner's 0700 directories keep it out anyway).
+    fn owner(&self) -> Option<(u32, u32)> {
+        *self.owner.get_or_init(|| {
+            use std::os::unix::fs::MetadataExt;
+            let me = nix::unistd::geteuid();
+            let meta = fs::metadata(&self.root).ok()?;
+            (me.is_root() && meta.uid() != me.as_raw()).then(|| (meta.uid(), meta.gid()))
+        })
+    }
+
+    /// Gives a new file or directory to the repository's owner (see [`Self::owner`]).
+    fn give(&self, path: &Path) -> io::Result<()> {
+        match self.owner() {
+            Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+            None => Ok(()),
+        }
     }
 
     fn file(&self, kind: FileKind, name: &str) -> PathBuf {
@@ -65,7 +92,7 @@ impl LocalBackend {
         let top = self.root.join(kind.dir());
         for d in [top.as_path(), dir] {
             match fs::DirBuilder::new().mode(0o700).create(d) {
-                Ok(()) => {}
+                Ok(()) => self.give(d).map_err(|e| Error::io(d, e))?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(Error::NoRepository(self.location()))
@@ -180,8 +207,9 @@ impl Backend for LocalBackend {
             // Write aside, fsync, then rename: a crash never leaves a half-written file
             // under a real name.
             let (tmp, mut file) = tempfile_in(dir, name)?;
-            let written = file
-                .write_all(data)
+            let written = self
+                .give(&tmp)
+                .and_then(|_| file.write_all(data))
                 .and_then(|_| file.sync_all())
                 .and_then(|_| fs::rename(&tmp, &path));
             if written.is_err() {

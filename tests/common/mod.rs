@@ -185,6 +185,21 @@ impl Env {
 
     /// The `strata` command with this environment, for tests that spawn it in the background.
     pub fn std_cmd(&self) -> std::process::Command {
+        let mut std_cmd = self.cmd_with_cache(&self.cache);
+        if let Some(uid) = self.run_as {
+            std_cmd.uid(uid).gid(uid);
+        }
+        std_cmd
+    }
+
+    /// The command as the test process's user (root in CI) with a cache of its own,
+    /// whoever this environment runs as: a second user of the same repository.
+    pub fn own_cmd(&self) -> assert_cmd::Command {
+        let cache = self.dir.path().join("own-cache");
+        assert_cmd::Command::from_std(self.cmd_with_cache(&cache))
+    }
+
+    fn cmd_with_cache(&self, cache: &Path) -> std::process::Command {
         let mut std_cmd = std::process::Command::new(self.binary());
         std_cmd
             .env_clear()
@@ -192,7 +207,7 @@ impl Env {
             .env("HOME", self.dir.path())
             .env("STRATA_REPOSITORY", &self.repo)
             .env("STRATA_PASSWORD", PASSWORD)
-            .env("STRATA_CACHE_DIR", &self.cache)
+            .env("STRATA_CACHE_DIR", cache)
             .env("STRATA_TEST_FAST_KDF", "1")
             .env("TZ", "UTC")
             .env("AWS_EC2_METADATA_DISABLED", "true");
@@ -200,9 +215,6 @@ impl Env {
             if k.to_string_lossy().starts_with("AWS_") {
                 std_cmd.env(k, v);
             }
-        }
-        if let Some(uid) = self.run_as {
-            std_cmd.uid(uid).gid(uid);
         }
         std_cmd
     }
