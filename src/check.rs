@@ -338,6 +338,10 @@ pub fn run_with(
         audit.walk_wal(&packs, &snapshots)?;
     }
     audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
+    // A repository that went away meanwhile is no repository, not a clean or damaged one.
+    if !repo.backend().exists()? {
+        return Err(Error::NoRepository(repo.backend().location()));
+    }
     audit.record(&packs);
     audit.finish(&snapshots)
 }

@@ -193,3 +193,33 @@ conformance!(
     a_tampered_snapshot_file_is_named,
     a_tampered_index_file_is_named
 );
+
+/// Hostile pass (issue 25): a repository moved away after it was opened is "no
+/// repository" (exit 10 in the CLI), never "no errors found" and never a list of lost
+/// packs; a restore into it stops without calling its files damaged.
+#[test]
+fn a_repository_gone_after_opening_is_no_repository() {
+    let env = &Env::local();
+    repo_with_data(env);
+    let repo = open_repo(env);
+    let away = env.path("away");
+    fs::rename(&env.repo, &away).unwrap();
+    let err =
+        strata::check::run(&repo, strata::check::ReadData::All, &strata::NoProgress).unwrap_err();
+    assert!(matches!(err, strata::Error::NoRepository(_)), "{err}");
+    fs::rename(&away, &env.repo).unwrap();
+    let (_, snap) = repo.find_snapshot("latest").unwrap();
+    fs::rename(&env.repo, &away).unwrap();
+    let target = env.path("target");
+    let opts = strata::restore::RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    let err = strata::restore::run(&repo, &snap, &opts, &strata::NoProgress).unwrap_err();
+    assert!(matches!(err, strata::Error::NoRepository(_)), "{err}");
+    let damaged = walk(&target)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".strata-damaged"))
+        .count();
+    assert_eq!(damaged, 0);
+}

@@ -50,8 +50,11 @@ impl LocalBackend {
         self.root.join(kind.path(name))
     }
 
-    fn err(kind: FileKind, name: &str, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound {
+    /// A file that is not there is missing, unless the whole repository went away.
+    fn err(&self, kind: FileKind, name: &str, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound && !self.root.join("config").is_file() {
+            Error::NoRepository(self.location())
+        } else if e.kind() == io::ErrorKind::NotFound {
             Error::no_file(kind, name)
         } else {
             Error::Backend {
@@ -172,21 +175,27 @@ impl Backend for LocalBackend {
                 }
             }
         }
+        // An empty listing of a repository moved away meanwhile is not an empty repository
+        // (check would find "no errors" in it). The directory, not the config: `init`
+        // lists before it writes the config.
+        if !self.root.is_dir() {
+            return Err(Error::NoRepository(self.location()));
+        }
         Ok(out)
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        fs::read(self.file(kind, name)).map_err(|e| Self::err(kind, name, e))
+        fs::read(self.file(kind, name)).map_err(|e| self.err(kind, name, e))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut f = File::open(self.file(kind, name)).map_err(|e| Self::err(kind, name, e))?;
+        let mut f = File::open(self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
         f.seek(SeekFrom::Start(offset))
-            .map_err(|e| Self::err(kind, name, e))?;
+            .map_err(|e| self.err(kind, name, e))?;
         let mut buf = Vec::with_capacity(len as usize);
         f.take(len)
             .read_to_end(&mut buf)
-            .map_err(|e| Self::err(kind, name, e))?;
+            .map_err(|e| self.err(kind, name, e))?;
         if buf.len() as u64 != len {
             return Err(Error::corrupt(
                 format!("{kind} {name}"),
@@ -224,7 +233,7 @@ impl Backend for LocalBackend {
             io::ErrorKind::NotFound if !self.exists().unwrap_or(false) => {
                 Error::NoRepository(self.location())
             }
-            _ => Self::err(kind, name, e),
+            _ => self.err(kind, name, e),
         })
     }
 
@@ -232,7 +241,7 @@ impl Backend for LocalBackend {
         match fs::remove_file(self.file(kind, name)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Self::err(kind, name, e)),
+            Err(e) => Err(self.err(kind, name, e)),
         }
     }
 
@@ -358,5 +367,31 @@ mod tests {
         let e = b.write(FileKind::Data, "ffeedd", b"x").unwrap_err();
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
         assert!(!root.join("data/ff").exists());
+    }
+
+    /// Hostile pass (issue 25): a repository moved away after it was opened is no
+    /// repository to listings and reads, not an empty one or one with missing files.
+    #[test]
+    fn a_vanished_repository_is_said_to_be_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        b.write(FileKind::Snapshot, "ab", b"s").unwrap();
+        assert_eq!(b.list(FileKind::Snapshot).unwrap().len(), 1);
+        assert!(matches!(
+            b.read(FileKind::Snapshot, "cd"),
+            Err(Error::NotFound { .. })
+        ));
+        fs::rename(&root, dir.path().join("away")).unwrap();
+        for kind in [FileKind::Snapshot, FileKind::Data, FileKind::Key] {
+            let e = b.list(kind).unwrap_err();
+            assert!(matches!(e, Error::NoRepository(_)), "{kind}: {e}");
+        }
+        let e = b.read(FileKind::Snapshot, "ab").unwrap_err();
+        assert!(matches!(e, Error::NoRepository(_)), "{e}");
+        let e = b.read_range(FileKind::Snapshot, "ab", 0, 1).unwrap_err();
+        assert!(matches!(e, Error::NoRepository(_)), "{e}");
     }
 }

@@ -217,6 +217,7 @@ pub fn run(
         trouble: &trouble,
         archived: Some(&archived),
         cancel: opts.cancel.as_deref(),
+        gone: OnceLock::new(),
     };
     // Planning asks the index; creating directories asks the file system: both at once.
     let (plan, ()) = rayon::join(
@@ -268,8 +269,10 @@ pub fn run(
         }
     }
     if ctx.cancelled() {
-        return Err(Error::RestoreInterrupted {
-            removed: ctx.remove_partial(),
+        let removed = ctx.remove_partial();
+        return Err(match ctx.gone.take() {
+            Some(at) => Error::NoRepository(at),
+            None => Error::RestoreInterrupted { removed },
         });
     }
     report.bytes = written.load(Ordering::Relaxed);
@@ -298,11 +301,14 @@ fn select(
     // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
     let mut all: Vec<(Item, bool)> = Vec::new();
     let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-    let mut on_error = |tree: &TreeId, dir: &Path, e: Error| {
-        trouble.error(
+    // A repository gone meanwhile loses no subtree: the restore stops.
+    let mut gone = None;
+    let mut on_error = |tree: &TreeId, dir: &Path, e: Error| match e {
+        Error::NoRepository(at) => gone = Some(at),
+        e => trouble.error(
             Some(&Path::new("/").join(dir)),
             format!("not restored: tree {tree}: {e}"),
-        );
+        ),
     };
     walk::walk_tolerant(
         repo,
@@ -332,6 +338,9 @@ fn select(
         },
         &mut on_error,
     )?;
+    if let Some(at) = gone {
+        return Err(Error::NoRepository(at));
+    }
     // Pass 2, bottom-up: keep matches and the directories leading to them.
     let mut needed: HashSet<PathBuf> = Default::default();
     let mut keep = vec![false; all.len()];
@@ -534,11 +543,13 @@ struct Ctx<'a> {
     /// than lost; `None` once they are being thawed.
     archived: Option<&'a Mutex<Vec<PackId>>>,
     cancel: Option<&'a AtomicBool>,
+    /// The repository's location, once it was found gone mid-restore.
+    gone: OnceLock<String>,
 }
 
 impl Ctx<'_> {
     fn cancelled(&self) -> bool {
-        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || self.gone.get().is_some()
     }
 
     /// After an interruption: files created but not complete must not pass for restored
@@ -724,6 +735,11 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
         }
         let kind = fetches[i].entry.kind;
         match ctx.repo.read_pack_range(kind, pack, start, end - start) {
+            // The repository went away: no pack can be read, and no file is damaged.
+            Err(Error::NoRepository(at)) => {
+                let _ = ctx.gone.set(at);
+                return;
+            }
             // A pack in archive storage is all or nothing: put aside before any blob of it
             // was written, it can be restored whole once thawed.
             Err(Error::Archived { .. }) if i == 0 && ctx.archived.is_some() => {
