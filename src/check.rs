@@ -616,6 +616,16 @@ impl Audit<'_> {
                     ),
                 ));
             }
+            if !crate::wal::plausible_size(&rec.name, rec.size) {
+                self.problems.push(problem(
+                    object.clone(),
+                    format!(
+                        "segment {} holds {} bytes, not a WAL segment's size: `wal fetch` would \
+                         hand PostgreSQL a truncated file",
+                        rec.name, rec.size
+                    ),
+                ));
+            }
             for id in &rec.content {
                 self.check_blob(id, packs)?;
             }

@@ -686,10 +686,17 @@ pub struct WalExpiry {
 /// files stay, whatever their age: recovery reads them to pick its timeline. Without any
 /// base backup nothing is removed: the archive may be all there is. Their blobs go with
 /// the next prune.
-pub fn expire_wal(repo: &Repository, cluster: &str, dry_run: bool) -> Result<WalExpiry> {
+pub fn expire_wal(
+    repo: &Repository,
+    cluster: &str,
+    dry_run: bool,
+    forgotten: &std::collections::HashSet<SnapshotId>,
+) -> Result<WalExpiry> {
     let bases = base_backups(repo, cluster)?;
+    // A dry run's forget removed nothing: its base backups count as gone all the same.
     let oldest = bases
         .iter()
+        .filter(|(id, _)| !forgotten.contains(id))
         .filter_map(|(_, s)| s.postgres.as_ref())
         .filter_map(|b| Segment::parse(&b.start_wal, b.segment_size).map(|s| (s.no, b)))
         .min_by_key(|(no, _)| *no);

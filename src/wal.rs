@@ -70,6 +70,13 @@ pub fn valid_name(name: &str) -> bool {
     hex(name, 24)
 }
 
+/// Whether a file of `size` bytes can be the WAL file `name`: a segment is a power of two
+/// from 1 MiB to 1 GiB (PostgreSQL's `wal_segment_size`); other files may have any size.
+pub fn plausible_size(name: &str, size: u64) -> bool {
+    let segment = name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    !segment || (size.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&size))
+}
+
 fn check_name(cluster: &str, name: &str) -> Result<()> {
     check_cluster(cluster)?;
     check_file_name(name)
@@ -258,6 +265,19 @@ fn archive_one(
         Ok(b) => b,
         Err(e) => return settled(Err(Error::io(path, e))),
     };
+    // A truncated copy archived under a segment's name would be the one `wal fetch` hands
+    // back, and the real segment could never be archived after it.
+    if !plausible_size(name, bytes.len() as u64) {
+        return settled(Err(Error::BadInput {
+            what: "WAL file",
+            reason: format!(
+                "{} holds {} bytes: a WAL segment holds a power of two from 1 MiB to 1 GiB; \
+                 not archived",
+                path.display(),
+                bytes.len()
+            ),
+        }));
+    }
     let chunks = chunk(repo, &bytes);
     let content: Vec<BlobId> = chunks.iter().map(|(id, _)| *id).collect();
     if let Some(old) = old {

@@ -436,7 +436,9 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
     );
 
     // Retention: the policy keeps the newest base backup; the WAL only the first one
-    // needed goes with it, and prune reclaims it. The second one still restores.
+    // needed goes with it, and prune reclaims it. The second one still restores. The dry
+    // run says exactly what the real one removes (it counted the forgotten base backup).
+    let dry = env.json(&["--config", &cfg, "forget", "postgres.main", "--dry-run"]);
     let out = env.json(&[
         "--config",
         &cfg,
@@ -445,6 +447,11 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
         "--prune",
         "--instant-delete",
     ]);
+    assert_eq!(dry["wal"][0]["removed"], out["wal"][0]["removed"], "{dry}");
+    assert_eq!(
+        dry["wal"][0]["kept_from"], out["wal"][0]["kept_from"],
+        "{dry}"
+    );
     let removed: Vec<String> = out["wal"][0]["removed"]
         .as_array()
         .unwrap()

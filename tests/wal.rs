@@ -154,6 +154,18 @@ fn refuses_what_is_not_a_wal_file(env: &Env) {
         stderr(&out)
     );
     assert!(env.objects("wal").is_empty());
+    // Hostile pass (issue 25): a truncated segment is not archived (it would be what fetch
+    // hands back, and the real one could never follow); the real one then is.
+    let junk = env.path("junk").join(SEG);
+    fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    for size in [4, (1 << 20) - 1, 3 << 20] {
+        fs::write(&junk, noise(size, 4)).unwrap();
+        let out = wal_run(env, &cfg, &["push", "main", junk.to_str().unwrap()]);
+        assert_eq!(code(&out), 1, "{size}: {}", stderr(&out));
+        assert!(stderr(&out).contains("not archived"), "{}", stderr(&out));
+    }
+    assert!(env.objects("wal").is_empty());
+    wal_ok(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
 }
 
 fn a_push_that_cannot_reach_the_repository_fails(env: &Env) {

@@ -90,11 +90,20 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let plans = retention::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
     // The WAL that only base backups forgotten just now needed goes with them.
+    let forgotten: std::collections::HashSet<strata::SnapshotId> = plans
+        .iter()
+        .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
+        .collect();
     let mut wal = Vec::new();
     for job in &jobs {
         if let Some(cluster) = job.set.as_deref().and_then(|s| s.strip_prefix("postgres.")) {
             if global.file.postgres.contains_key(cluster) {
-                wal.push(strata::postgres::expire_wal(&repo, cluster, args.dry_run)?);
+                wal.push(strata::postgres::expire_wal(
+                    &repo,
+                    cluster,
+                    args.dry_run,
+                    &forgotten,
+                )?);
             }
         }
     }
