@@ -618,7 +618,7 @@ impl Audit<'_> {
             }
             if !crate::wal::plausible_size(&rec.name, rec.size) {
                 self.problems.push(problem(
-                    object.clone(),
+                    object,
                     format!(
                         "segment {} holds {} bytes, not a WAL segment's size: `wal fetch` would \
                          hand PostgreSQL a truncated file",
