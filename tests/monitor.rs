@@ -779,3 +779,41 @@ fn lineages_sharing_a_host_keep_their_own_drills() {
     assert_eq!(bytes(&lb), Some(5000.0));
     promtool_accepts(&prom);
 }
+
+/// Hostile pass (issue 25): a backup interrupted by SIGTERM still runs its on-failure
+/// hook (given a short while), which sees exit code 130: the alert is not lost.
+#[test]
+fn an_interrupted_backup_still_runs_its_failure_hook() {
+    let env = Env::local();
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(&env, &app, &metrics, "last = 5");
+    let said = env.path("hook.said");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "[sets.critical]\n",
+        &format!(
+            "[sets.critical]\non-failure = 'sleep 0.5; echo $STRATA_EXIT_CODE > {said:?}'\n"
+        ),
+    );
+    fs::write(&config, text).unwrap();
+    for i in 0..64 {
+        fs::write(app.join(format!("f{i}")), noise(4 << 20, i)).unwrap();
+    }
+    env.init();
+    let child = env
+        .std_cmd()
+        .args(["--config", &config, "backup", "critical"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while env.objects("data").is_empty() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let said = fs::read_to_string(&said).unwrap_or_else(|_| panic!("{}", stderr(&out)));
+    assert_eq!(said.trim(), "130");
+}

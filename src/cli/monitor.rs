@@ -12,6 +12,8 @@ use super::Waited;
 
 /// How long a hook may run before it is killed.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a hook may run once strata was interrupted (it reports the interruption).
+const HOOK_AFTER_SIGNAL: Duration = Duration::from_secs(30);
 
 impl Global {
     /// The metrics file, if one is configured.
@@ -57,13 +59,19 @@ pub fn run_hook(
         .stdout(stdout)
         .process_group(0)
         .spawn();
+    // An interrupted run still reports through its hook (its on-failure alert matters
+    // most then), for a short while; only a signal that comes while a hook runs ends it.
+    let (stop, timeout) = match stop {
+        Some(s) if s.load(std::sync::atomic::Ordering::Relaxed) => (None, HOOK_AFTER_SIGNAL),
+        stop => (stop, HOOK_TIMEOUT),
+    };
     let outcome = match child {
-        Ok(mut child) => match super::wait_or_kill(&mut child, HOOK_TIMEOUT, stop) {
+        Ok(mut child) => match super::wait_or_kill(&mut child, timeout, stop) {
             Ok(Waited::Exited(status)) if status.success() => return,
             Ok(Waited::Exited(status)) => format!("failed ({status})"),
             Ok(Waited::TimedOut) => format!(
                 "did not finish within {} and was killed",
-                humantime::format_duration(HOOK_TIMEOUT)
+                humantime::format_duration(timeout)
             ),
             Ok(Waited::Stopped) => "was ended: strata was interrupted (SIGINT or SIGTERM) \
                                     while it ran"
