@@ -91,7 +91,9 @@ pub fn divergence(
     let branch_no = branch.0 / segment_size;
     let (last, when) = segments
         .iter()
-        .filter(|(s, t)| s.tli == parent && s.no > branch_no && *t > child_began)
+        // The segment holding the branch point counts: archived whole (not as the child's
+        // `.partial`), the parent wrote past the branch in it.
+        .filter(|(s, t)| s.tli == parent && s.no >= branch_no && *t > child_began)
         .max_by_key(|(s, _)| s.no)?;
     Some(format!(
         "timeline {parent} goes on after timeline {child} branched off it at {}: {} was \
@@ -168,10 +170,19 @@ mod tests {
         // Timeline 1 archived its segment 5 (holding the branch point), and later ones
         // before timeline 2 began (a recovery to an earlier instant that carried on).
         let mut segs = vec![
-            seg(1, 5, "2026-12-05T10:00:01Z"),
+            seg(1, 5, "2026-12-05T09:59:30Z"),
             seg(1, 6, "2026-12-05T09:59:00Z"),
             seg(2, 9, "2026-12-05T10:05:00Z"),
         ];
+        assert_eq!(divergence(2, h2, began, &segs, size), None);
+        // Segment 5 archived whole after timeline 2 began: the parent wrote past the
+        // branch point (the first diverged segment, hostile pass).
+        segs[0].1 = t("2026-12-05T10:00:01Z");
+        let d = divergence(2, h2, began, &segs, size).unwrap();
+        assert!(d.contains("000000010000000000000005 was archived"), "{d}");
+        segs[0].1 = t("2026-12-05T09:59:30Z");
+        // Segment 4, before the branch, is no sign whenever it is archived.
+        segs.push(seg(1, 4, "2026-12-05T11:00:00Z"));
         assert_eq!(divergence(2, h2, began, &segs, size), None);
         segs.push(seg(1, 0x40, "2026-12-05T10:06:00Z"));
         segs.push(seg(1, 0x3F, "2026-12-05T10:05:00Z"));
