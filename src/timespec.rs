@@ -20,6 +20,10 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%dT%H:%M",
     ] {
+        // chrono takes "08:3" for 08:03: a digit lost in typing must not pick another time.
+        if !local_shape(s) {
+            break;
+        }
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
             return from_local(&Local, naive).ok_or_else(|| {
                 bad(
@@ -42,6 +46,31 @@ pub fn parse_instant(s: &str, now: DateTime<FixedOffset>) -> Result<DateTime<Fix
              \"YYYY-MM-DD HH:MM[:SS]\" in local time, or a duration ago such as 90m, 2h or 3d"
         ),
     ))
+}
+
+/// Whether `s` has the digits of `YYYY-MM-DD HH:MM[:SS[.f]]` (or with `T`), each field in
+/// full.
+fn local_shape(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        !r.is_empty() && b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit))
+    };
+    let date_time = b.len() >= 16
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b' ' | b'T')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16);
+    date_time
+        && match b.len() {
+            16 => true,
+            19 => b[16] == b':' && digits(17..19),
+            n => b[16] == b':' && digits(17..19) && b[19] == b'.' && digits(20..n),
+        }
 }
 
 /// The instant a wall-clock time in `tz` names; in a DST fold (the hour that happens twice
@@ -84,6 +113,34 @@ pub fn now() -> DateTime<FixedOffset> {
 
 #[cfg(test)]
 mod tests {
+    /// Hostile pass (issue 25): a time with a digit missing is refused, never read as
+    /// another time ("08:3" was 08:03).
+    #[test]
+    fn local_times_need_every_digit() {
+        let now = super::now();
+        for ok in [
+            "2026-12-05 08:30",
+            "2026-12-05T08:30",
+            "2026-12-05 08:30:03",
+            "2026-12-05 08:30:03.25",
+            "2026-12-05T08:30:03Z",
+        ] {
+            assert!(super::parse_instant(ok, now).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2026-12-05 08:3",
+            "2026-12-5 8:3",
+            "2026-12-05 8:30",
+            "2026-12-05 08:35:3",
+            "2026-12-05 08:35:03.",
+            "2026-12-05 08:35:03x",
+            "26-12-05 08:35",
+        ] {
+            let e = super::parse_instant(bad, now).unwrap_err();
+            assert!(e.to_string().contains("cannot read"), "{bad}: {e}");
+        }
+    }
+
     #[test]
     fn a_repeated_local_hour_means_its_first_occurrence_and_a_skipped_one_none() {
         use chrono_tz::Europe::Berlin;
