@@ -220,7 +220,8 @@ fn unknown_sets_are_errors() {
         let mut all = vec!["--config", cfg];
         all.extend(&args);
         let out = env.run(&all);
-        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        // 2, a usage error: status's 1 means a stale set.
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("no set named") && stderr(&out).contains("critical"),
             "{args:?}: {}",
@@ -273,4 +274,42 @@ fn small_messages_say_what_they_mean() {
     assert_ne!(code(&out), 0);
     let err = stderr(&out);
     assert!(err.matches("(os error").count() <= 1, "{err}");
+}
+
+/// Hostile pass (issue 25): a malformed value exits 2 as the README's table says, not 1
+/// (which `status` uses for a stale set), and names the flag.
+#[test]
+fn malformed_values_are_usage_errors() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "f").unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    let t = env.path("t");
+    let t = t.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["restore", "--at", "yesterday", "--target", t], "--at"),
+        (
+            vec!["restore", "--at", "2026-12-05 08:3", "--target", t],
+            "--at",
+        ),
+        (vec!["backup", "--time", "garbage", s], "--time"),
+        (vec!["drill", "--sample", "abc"], "--sample"),
+        (vec!["drill", "--sample", "0%"], "--sample"),
+        (vec!["find", "["], "["),
+        (vec!["status", "--max-age", "bogus"], "--max-age"),
+        (vec!["forget", "--keep-within", "soon"], "--keep-within"),
+        (
+            vec!["restore", "latest", "--include", "[", "--target", t],
+            "[",
+        ),
+        (vec!["check", "--read-data-subset", "9/4"], "9/4"),
+    ] {
+        let out = env.run(&args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }

@@ -209,7 +209,7 @@ fn find_keeps_lineages_apart(env: &Env) {
     );
     // An empty pattern is refused, not a match for everything.
     let out = env.run(&["find", ""]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("empty pattern"), "{}", stderr(&out));
 }
 

@@ -790,9 +790,7 @@ fn an_interrupted_backup_still_runs_its_failure_hook() {
     let said = env.path("hook.said");
     let text = fs::read_to_string(&config).unwrap().replace(
         "[sets.critical]\n",
-        &format!(
-            "[sets.critical]\non-failure = 'sleep 0.5; echo $STRATA_EXIT_CODE > {said:?}'\n"
-        ),
+        &format!("[sets.critical]\non-failure = 'sleep 0.5; echo $STRATA_EXIT_CODE > {said:?}'\n"),
     );
     fs::write(&config, text).unwrap();
     for i in 0..64 {

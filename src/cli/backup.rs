@@ -293,7 +293,7 @@ fn backup_time(args: &BackupArgs) -> anyhow::Result<Option<DateTime<FixedOffset>
         .as_deref()
         .map(|t| timespec::parse_instant(t, timespec::now()))
         .transpose()
-        .map_err(|e| anyhow!("--time: {e}"))?;
+        .map_err(|e| exit::usage(format!("--time: {e}")))?;
     if let Some(t) = time {
         if t > timespec::now() + MAX_FUTURE && !args.force {
             return Err(anyhow!(

@@ -34,8 +34,8 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
         &args.read_data_budget,
     ) {
         (true, _, _) => ReadData::All,
-        (false, Some(s), _) => ReadData::parse_subset(s)?,
-        (false, None, Some(b)) => ReadData::Budget(check::Budget::parse(b)?),
+        (false, Some(s), _) => ReadData::parse_subset(s).map_err(exit::usage)?,
+        (false, None, Some(b)) => ReadData::Budget(check::Budget::parse(b).map_err(exit::usage)?),
         (false, None, None) => ReadData::None,
     };
     let repo = global.open()?;

@@ -24,8 +24,25 @@ pub fn code_of(e: &Error) -> i32 {
     }
 }
 
+/// A malformed argument found after clap's parsing (a time, a duration, a pattern, a set
+/// name): exit 2, as clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A [`Usage`] error saying `what`.
+pub fn usage(what: impl std::fmt::Display) -> anyhow::Error {
+    Usage(what.to_string()).into()
+}
+
+/// Exit code of a malformed argument.
+pub const USAGE: i32 = 2;
+
 /// The exit code of an error from anywhere in a command: its library error's, else 1.
 pub fn code_of_anyhow(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| c.is::<Usage>()) {
+        return USAGE;
+    }
     e.chain()
         .find_map(|c| c.downcast_ref::<Error>())
         .map(code_of)

@@ -59,7 +59,10 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     let within = args
         .keep_within
         .as_deref()
-        .map(|d| strata::timespec::parse_duration(d).map_err(|e| anyhow!("--keep-within {d}: {e}")))
+        .map(|d| {
+            strata::timespec::parse_duration(d)
+                .map_err(|e| exit::usage(format!("--keep-within {d}: {e}")))
+        })
         .transpose()?;
     let flags = Policy {
         last: args.keep_last,

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use clap::Args;
 use strata::history::{self, ChangeKind, FindOptions};
 use strata::patterns::Patterns;
@@ -37,17 +36,15 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
         v.as_deref()
             .map(|t| timespec::parse_instant(t, timespec::now()))
             .transpose()
-            .map_err(|e| anyhow!("--{flag}: {e}"))
+            .map_err(|e| exit::usage(format!("--{flag}: {e}")))
     };
     if args.patterns.iter().any(|p| p.trim().is_empty()) {
-        return Err(strata::Error::BadInput {
-            what: "pattern",
-            reason: "an empty pattern would match every path: give a name or a glob".into(),
-        }
-        .into());
+        return Err(exit::usage(
+            "pattern: an empty pattern would match every path: give a name or a glob",
+        ));
     }
     let opts = FindOptions {
-        patterns: Patterns::new(&args.patterns)?,
+        patterns: Patterns::new(&args.patterns).map_err(exit::usage)?,
         filter: args.filter.filter(),
         since: instant("since", &args.since)?,
         until: instant("until", &args.until)?,

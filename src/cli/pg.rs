@@ -115,7 +115,8 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
         } => {
             let at = at
                 .map(|t| timespec::parse_instant(&t, timespec::now()))
-                .transpose()?;
+                .transpose()
+                .map_err(|e| exit::usage(format!("--at: {e}")))?;
             let repo = global.open()?;
             let plan =
                 postgres::plan_restore(&repo, &name, postgres::RestoreTarget { at, timeline })?;

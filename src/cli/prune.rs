@@ -48,7 +48,7 @@ impl PruneOpts {
             ));
         }
         let grace = strata::timespec::parse_duration(&self.grace)
-            .map_err(|e| anyhow!("--grace {}: {e}", self.grace))?;
+            .map_err(|e| exit::usage(format!("--grace {}: {e}", self.grace)))?;
         let mut min_storage = PruneOptions::default().min_storage;
         for m in &self.min_storage {
             let (class, d) = m.split_once('=').ok_or_else(|| {

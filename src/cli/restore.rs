@@ -126,7 +126,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         .as_deref()
         .map(|at| timespec::parse_instant(at, timespec::now()))
         .transpose()
-        .map_err(|e| anyhow!("--at: {e}"))?;
+        .map_err(|e| exit::usage(format!("--at: {e}")))?;
     let picks = match (&args.snapshot, args.all_sets) {
         (Some(s), true) if s != "latest" => {
             return Err(anyhow!(
@@ -146,8 +146,8 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     };
     let opts = RestoreOptions {
         target: args.target.clone(),
-        includes: Patterns::new(&args.includes)?,
-        excludes: Patterns::new(&args.excludes)?,
+        includes: Patterns::new(&args.includes).map_err(exit::usage)?,
+        excludes: Patterns::new(&args.excludes).map_err(exit::usage)?,
         verify: args.verify,
         dry_run: args.dry_run,
         cold: args.cold.wait(),
@@ -366,11 +366,11 @@ pub fn warm_up(global: &Global, args: WarmUpArgs) -> anyhow::Result<i32> {
                 .as_deref()
                 .map(|at| timespec::parse_instant(at, timespec::now()))
                 .transpose()
-                .map_err(|e| anyhow!("--at: {e}"))?;
+                .map_err(|e| exit::usage(format!("--at: {e}")))?;
             select_at(repo.snapshots()?, at, &filter)?
         }
     };
-    let includes = Patterns::new(&args.includes)?;
+    let includes = Patterns::new(&args.includes).map_err(exit::usage)?;
     let packs = strata::thaw::packs_needed(&repo, &snap, includes.as_ref())?;
     let opts = strata::thaw::WarmUpOptions {
         tier: args.tier.into(),

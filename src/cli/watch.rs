@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::anyhow;
 use clap::Args;
 use serde_json::json;
 use strata::audit::{self, Coverage, Drill};
@@ -87,19 +86,15 @@ fn check_known(
         return Ok(());
     }
     let list = |v: Vec<&String>| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-    Err(strata::Error::BadInput {
-        what: "set",
-        reason: format!(
-            "no set named {} in the config file or in any snapshot (known: {})",
-            list(unknown),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                list(known.iter().collect())
-            }
-        ),
-    }
-    .into())
+    Err(exit::usage(format!(
+        "set: no set named {} in the config file or in any snapshot (known: {})",
+        list(unknown),
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            list(known.iter().collect())
+        }
+    )))
 }
 
 pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
@@ -109,7 +104,11 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
                 .strip_suffix('%')
                 .and_then(|p| p.trim().parse().ok())
                 .filter(|p| *p > 0.0 && *p <= 100.0)
-                .ok_or_else(|| anyhow!("--sample {s:?}: give a percentage in (0, 100], e.g. 2%"))?;
+                .ok_or_else(|| {
+                    exit::usage(format!(
+                        "--sample {s:?}: give a percentage in (0, 100], e.g. 2%"
+                    ))
+                })?;
             p / 100.0
         }
         None => 1.0,
@@ -257,7 +256,10 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     let given_max = args
         .max_age
         .as_deref()
-        .map(|d| strata::timespec::parse_duration(d).map_err(|e| anyhow!("--max-age {d}: {e}")))
+        .map(|d| {
+            strata::timespec::parse_duration(d)
+                .map_err(|e| exit::usage(format!("--max-age {d}: {e}")))
+        })
         .transpose()?;
     let repo = global.open_metadata()?;
     let all = repo.snapshots()?;
