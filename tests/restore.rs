@@ -2,6 +2,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::*;
@@ -196,6 +197,28 @@ fn restore_into_a_missing_nested_target_and_over_existing_files(env: &Env) {
     env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "new content");
     assert!(Path::new(&root).is_dir());
+
+    // Hostile pass (issue 25): a directory of the operator's where the snapshot has a file
+    // is an error for that file; the directory keeps its name, mode and content (its mode
+    // was set to the file's 0644, and it was renamed .strata-damaged).
+    fs::write(src.join("small"), "s").unwrap();
+    fs::write(src.join("big"), noise(5000, 3)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    for name in ["small", "big"] {
+        fs::create_dir_all(root.join(name)).unwrap();
+        fs::write(root.join(name).join("notes"), "mine").unwrap();
+        fs::set_permissions(root.join(name), fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for name in ["small", "big"] {
+        let dir = root.join(name);
+        assert!(stderr(&out).contains(name), "{}", stderr(&out));
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o750, "{name}");
+        assert_eq!(fs::read_to_string(dir.join("notes")).unwrap(), "mine");
+        assert!(!root.join(format!("{name}.strata-damaged")).exists());
+    }
 }
 
 conformance!(

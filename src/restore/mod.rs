@@ -511,6 +511,12 @@ impl FileSlot {
         self.created.get().is_some()
     }
 
+    /// The file could not be created: whatever holds its name in the target (a directory
+    /// of the operator's, say) is not ours to chmod or rename.
+    fn failed(&self) -> bool {
+        matches!(self.created.get(), Some(Err(_)))
+    }
+
     fn finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
     }
@@ -662,6 +668,7 @@ impl Ctx<'_> {
             .par_iter()
             .enumerate()
             .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
+            .filter(|(idx, _)| !files[*idx].failed())
             .for_each(|(_, item)| apply(item));
         // Deepest first, so that a directory that loses its owner's search permission
         // already holds what it should; one level in parallel.
@@ -705,6 +712,9 @@ impl Ctx<'_> {
         damaged.sort_unstable();
         for idx in &damaged {
             let item = &self.items[*idx];
+            if self.files[*idx].failed() {
+                continue;
+            }
             if let Err(e) = t.mark_damaged(item.rel()) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     self.trouble
