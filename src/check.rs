@@ -230,6 +230,12 @@ fn fix_for(p: &Problem) -> String {
             "if a second read finds the same damage, move the pack out of the repository \
              (keep a copy), then {LOST}"
         ),
+        Object::Blob(_) | Object::Tree(_) if p.reason.contains(NOT_INDEXED) => {
+            "run `strata repair index` unless you did since the loss (it indexes packs that no \
+             index file names); what stays lost is stored again by a backup of the same files, \
+             and `strata repair snapshots` writes snapshots without what cannot come back"
+                .to_string()
+        }
         Object::Blob(_) | Object::Tree(_) => LOST.to_string(),
         Object::Wal(_) if p.reason.contains("two servers archive") => {
             "stop the server that should not archive as this cluster (a restored copy: \
@@ -242,6 +248,9 @@ fn fix_for(p: &Problem) -> String {
             .to_string(),
     }
 }
+
+/// Why a blob or tree is reported: no index file places it.
+const NOT_INDEXED: &str = "not in any index file";
 
 /// Why an indexed pack is reported: it is not on the backend.
 const MISSING: &str = "missing from the backend";
@@ -699,7 +708,7 @@ impl Audit<'_> {
             return Ok(());
         }
         let reason = match self.repo.index().lookup(id)? {
-            None => "not in any index file".to_string(),
+            None => NOT_INDEXED.to_string(),
             Some(loc) if packs.marked_gone.contains(&loc.pack) => format!(
                 "only in pack {}, which prune marked unused and which is gone",
                 loc.pack
@@ -918,7 +927,9 @@ impl Audit<'_> {
             let hits = find_hits(self.repo, snapshots, &self.damaged)?;
             for p in &mut self.problems {
                 if let Some(h) = hits.get(&p.object) {
+                    // A blob a file holds twice hits it once.
                     p.hits = h.clone();
+                    p.hits.dedup();
                 }
             }
         }

@@ -223,3 +223,37 @@ fn a_repository_gone_after_opening_is_no_repository() {
         .count();
     assert_eq!(damaged, 0);
 }
+
+/// Issue 25 item 19: after `repair index`, a lost pack's blobs are said once per file
+/// they hit (with their count), not once per blob each with the same fix; `--json` still
+/// lists each.
+#[test]
+fn a_lost_file_is_one_error_not_one_per_blob() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), noise(40 << 20, 1)).unwrap();
+    fs::write(src.join("small"), "s").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let (pack, _) = env.objects("data")[0].clone();
+    env.backend()
+        .delete(strata::backend::FileKind::Data, &pack)
+        .unwrap();
+    env.ok(&["repair", "index"]);
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(" blobs (") && errors[0].contains("not in any index file"));
+    assert_eq!(text.matches("  fix:").count(), 1, "{text}");
+    assert_eq!(text.matches("  hits").count(), 1, "{text}");
+    assert!(
+        text.contains("big") && text.contains("unless you did"),
+        "{text}"
+    );
+    let out = env.run(&["--json", "check"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["problems"].as_array().unwrap().len() > 10, "{v}");
+}

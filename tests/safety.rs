@@ -501,7 +501,8 @@ fn out_of_range_times_are_clear_errors() {
         vec!["prune", "--grace", "99999999d"],
     ] {
         let out = env.run(&args);
-        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        // A usage error (issue 25's hostile pass: exit 2 for a malformed value).
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     }
 }

@@ -65,15 +65,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     if global.json {
         output::print_json(&serde_json::to_value(&report)?);
     } else {
-        for p in &report.problems {
-            println!("error: {}: {}", p.object, output::plain(&p.reason));
-            for h in &p.hits {
-                println!("  hits {}", output::plain(h));
-            }
-            if let Some(f) = &p.fix {
-                println!("  fix: {f}");
-            }
-        }
+        print_problems(&report.problems);
         if !global.quiet {
             println!(
                 "{} snapshots, {} trees, {} packs; {} packs read ({}){}",
@@ -136,4 +128,42 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     } else {
         exit::FAILURE
     })
+}
+
+/// Problems alike (the same kind of object, reason, hits and fix: the blobs of one lost
+/// file) are said once, with their count; `--json` lists each.
+fn print_problems(problems: &[strata::check::Problem]) {
+    let mut groups: Vec<(String, &strata::check::Problem, Vec<String>)> = Vec::new();
+    for p in problems {
+        let object = p.object.to_string();
+        let (kind, id) = object.split_once(' ').unwrap_or(("object", &object));
+        let same = |(k, q, _): &&mut (String, &strata::check::Problem, Vec<String>)| {
+            k == kind && q.reason == p.reason && q.hits == p.hits && q.fix == p.fix
+        };
+        match groups.iter_mut().find(same) {
+            Some((_, _, ids)) => ids.push(id.to_string()),
+            None => groups.push((kind.to_string(), p, vec![id.to_string()])),
+        }
+    }
+    for (kind, p, ids) in groups {
+        match ids.as_slice() {
+            [id] => println!("error: {kind} {id}: {}", output::plain(&p.reason)),
+            _ => println!(
+                "error: {} {kind}s ({}, ...): {}",
+                ids.len(),
+                ids.iter()
+                    .take(3)
+                    .map(|i| &i[..i.len().min(12)])
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                output::plain(&p.reason)
+            ),
+        }
+        for h in &p.hits {
+            println!("  hits {}", output::plain(h));
+        }
+        if let Some(f) = &p.fix {
+            println!("  fix: {f}");
+        }
+    }
 }
