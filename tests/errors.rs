@@ -313,3 +313,23 @@ fn malformed_values_are_usage_errors() {
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
+
+/// Hostile pass (issue 25): "latest" that nothing matches says whether the repository is
+/// empty or the filter (a mistyped set) matched none of its snapshots.
+#[test]
+fn no_matching_snapshot_says_why() {
+    let env = &Env::local();
+    env.init();
+    let t = env.path("t");
+    let t = t.to_str().unwrap();
+    let out = env.run(&["restore", "latest", "--target", t]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("the repository has none"), "{}", stderr(&out));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env.run(&["restore", "latest", "--set", "oen", "--target", t]);
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("--set \"oen\"") && err.contains("1 snapshot(s)"), "{err}");
+}

@@ -116,7 +116,13 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     let link = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-    for (what, uid) in [("symlink", link.uid()), ("directory", meta.uid())] {
+    // A plain directory is said to be one (its lstat and stat are the same inode).
+    let first = if link.file_type().is_symlink() {
+        ("symlink", link.uid())
+    } else {
+        ("directory", link.uid())
+    };
+    for (what, uid) in [first, ("directory", meta.uid())] {
         if uid != me {
             return Err(Error::BadInput {
                 what: "cache directory",

@@ -174,6 +174,20 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// What it asks for, as the flags say it (`--set web --host a`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (flag, values) in [
+            ("--set", &self.sets),
+            ("--host", &self.hosts),
+            ("--tag", &self.tags),
+            ("--path", &self.paths),
+        ] {
+            parts.extend(values.iter().map(|v| format!("{flag} {v:?}")));
+        }
+        parts.join(" ")
+    }
+
     /// Whether it accepts every snapshot.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
@@ -233,6 +247,7 @@ pub fn select_at(
     at: Option<DateTime<FixedOffset>>,
     filter: &SnapshotFilter,
 ) -> crate::error::Result<(SnapshotId, Snapshot)> {
+    let snapshots_given = snapshots.len();
     let oldest = snapshots
         .iter()
         .filter(|(_, s)| filter.matches(s))
@@ -249,8 +264,17 @@ pub fn select_at(
                 at: at.to_rfc3339(),
                 oldest: oldest.map(|(t, id)| (id.short(), t.to_rfc3339())),
             }),
+            // Say whether the repository is empty or the filter (a mistyped set) matched
+            // nothing.
+            None if snapshots_given == 0 => Err(crate::error::Error::not_found(
+                crate::error::Missing::Object("any snapshot (the repository has none)".into()),
+            )),
             None => Err(crate::error::Error::not_found(
-                crate::error::Missing::Snapshot("latest".into()),
+                crate::error::Missing::Object(format!(
+                    "a snapshot matching {} (the repository has {snapshots_given} \
+                     snapshot(s), none of them matches)",
+                    filter.describe()
+                )),
             )),
         },
         _ => Err(crate::error::Error::SeveralLineages {
