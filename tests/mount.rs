@@ -294,6 +294,20 @@ fn a_mount_survives_what_operators_do_to_it() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}");
+
+    // Killed with SIGKILL: the dead mount stays (nothing can help that), and the next
+    // mount says how to remove it (hostile pass).
+    let mut child = mount(&env, &mp, &["--config", c]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = env.run(&["--config", c, "mount", mp.to_str().unwrap()]);
+    let cleared = std::process::Command::new(bin)
+        .args(["-u", "-z"])
+        .arg(&mp)
+        .status();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("-u"), "{}", stderr(&out));
+    assert!(cleared.unwrap().success());
 }
 
 fn which(bin: &str) -> bool {

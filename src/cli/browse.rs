@@ -310,7 +310,15 @@ pub struct MountArgs {
 
 pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     let mp = &args.mountpoint;
-    let meta = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    let meta = std::fs::metadata(mp).map_err(|e| match e.raw_os_error() {
+        // A mount whose process was killed (kill -9) is left behind, dead.
+        Some(libc::ENOTCONN) => anyhow::anyhow!(
+            "mountpoint {}: {e}: a dead mount of a killed process is left there; \
+             `fusermount3 -u {0}` (or `umount -l {0}`) removes it",
+            mp.display()
+        ),
+        _ => anyhow::anyhow!("mountpoint {}: {e}", mp.display()),
+    })?;
     if !meta.is_dir() {
         anyhow::bail!("mountpoint {} is not a directory", mp.display());
     }
