@@ -196,6 +196,12 @@ fn host_and_set_names_are_checked() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("set name"), "{}", stderr(&out));
     assert!(env.objects("snapshots").is_empty());
+    // Refused when the config is read, by every command: a name with a newline would
+    // forge a line of `status` (hostile pass).
+    std::fs::write(&cfg, format!("[sets.\"ok\\nSTALE\"]\npaths = [{src:?}]\n")).unwrap();
+    let out = env.run(&["--config", cfg.to_str().unwrap(), "status"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("set name"), "{}", stderr(&out));
     env.ok(&["backup", "--host", "vm-1.example", src.to_str().unwrap()]);
 }
 
@@ -324,12 +330,43 @@ fn no_matching_snapshot_says_why() {
     let t = t.to_str().unwrap();
     let out = env.run(&["restore", "latest", "--target", t]);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("the repository has none"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the repository has none"),
+        "{}",
+        stderr(&out)
+    );
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     let out = env.run(&["restore", "latest", "--set", "oen", "--target", t]);
     assert_eq!(code(&out), 1);
     let err = stderr(&out);
-    assert!(err.contains("--set \"oen\"") && err.contains("1 snapshot(s)"), "{err}");
+    assert!(
+        err.contains("--set \"oen\"") && err.contains("1 snapshot(s)"),
+        "{err}"
+    );
+}
+
+/// Hostile pass (issue 25): a default config path this user cannot read (another user's
+/// HOME, as `setpriv` leaves it) is a warning, not a failure of a command that did not ask
+/// for it; one given with --config still fails.
+#[test]
+fn an_unreadable_default_config_is_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        common::is_root(),
+        "this test needs root to play a second user"
+    );
+    let env = &Env::local().unprivileged();
+    env.init();
+    let dir = env.path("").join(".config/strata");
+    fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    fs::write(&cfg, "").unwrap();
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be read"), "{}", stderr(&out));
+    let out = env.run(&["--config", cfg.to_str().unwrap(), "snapshots"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
 }

@@ -571,7 +571,11 @@ fn a_cache_directory_of_another_user_is_refused() {
     assert_ne!(code(&out), 0);
     assert!(stderr(&out).contains("owned by uid"), "{}", stderr(&out));
     // A plain directory is called one, not a symlink (hostile pass).
-    assert!(stderr(&out).contains("is a directory owned"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a directory owned"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A socket in the agent's place served by another user (the directory is ours, yet the

@@ -153,6 +153,16 @@ impl ConfigFile {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self::default())
             }
+            // The default path of another user's HOME (run with setpriv, say): not asked
+            // for, so not fatal, but said.
+            Err(e) if !required && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                eprintln!(
+                    "warning: config {} cannot be read ({e}); going on without it (--config \
+                     names one)",
+                    path.display()
+                );
+                return Ok(Self::default());
+            }
             Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
         };
         Self::parse(&text, &path)
@@ -162,6 +172,9 @@ impl ConfigFile {
         let cfg: ConfigFile =
             toml::from_str(text).map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
         for (name, set) in &cfg.sets {
+            // A name that could forge a line of output or a directory of `mount`.
+            strata::check_name("set name", name)
+                .map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
             if set.paths.is_empty() {
                 return Err(anyhow!(
                     "invalid config {}: set {name:?} has no paths",
