@@ -299,6 +299,7 @@ pub fn basebackup(
     repo: &Repository,
     cluster: &Cluster,
     wal_timeout: std::time::Duration,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let mut s = Session::connect(cluster)?;
@@ -371,7 +372,7 @@ pub fn basebackup(
         )?;
         // The backup is over in the server; its WAL must be archived before the snapshot
         // may say it restores (write order: the WAL, then the snapshot).
-        wait_archived(repo, &mut s, &name, &r[1], wal_timeout, progress)?;
+        wait_archived(repo, &mut s, &name, &r[1], (wal_timeout, cancel), progress)?;
         let map = unhex(&name, &r[3])?;
         let backup_label = unhex(&name, &r[2])?;
         snap.postgres = Some(BaseBackup {
@@ -399,6 +400,7 @@ pub fn basebackup(
             excludes: Some(excludes(&data_dir)?),
             tolerate_changes: true,
             before_snapshot: Some(Box::new(stop)),
+            cancel,
             ..Default::default()
         },
         progress,
@@ -414,7 +416,7 @@ fn wait_archived(
     s: &mut Session,
     cluster: &str,
     segment: &str,
-    timeout: std::time::Duration,
+    (timeout, cancel): (std::time::Duration, Option<&std::sync::atomic::AtomicBool>),
     progress: &dyn Progress,
 ) -> Result<()> {
     let started = std::time::Instant::now();
@@ -436,6 +438,9 @@ fn wait_archived(
                 ));
             }
             asked = Some(std::time::Instant::now());
+        }
+        if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(Error::Interrupted { packs: 0, bytes: 0 });
         }
         if started.elapsed() >= timeout {
             return Err(Error::Postgres {

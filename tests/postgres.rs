@@ -821,6 +821,33 @@ fn a_base_backup_waits_for_archiving_and_gives_up(env: &Env) {
          AND pid <> pg_backend_pid()",
     );
     assert_eq!(stuck, "0");
+    // SIGTERM while it waits: exit 130 with a message, no snapshot (hostile pass: it was
+    // killed with 143 and said nothing).
+    let child = env
+        .std_cmd()
+        .args([
+            "--config",
+            &cfg,
+            "pg",
+            "basebackup",
+            "main",
+            "--wal-timeout",
+            "60s",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert_eq!(env.json(&["snapshots"]).as_array().map(Vec::len), Some(0));
     // Archiving repaired: the next one succeeds.
     fs::remove_file(&flag).unwrap();
     env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);

@@ -81,7 +81,8 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             };
             let repo = global.open()?;
             let bar = Bar::new(global.show_progress(), true, "base backup").quiet(global.quiet);
-            let report = postgres::basebackup(&repo, &cluster, wal_timeout, &bar);
+            let stop = super::stop_on_signals()?;
+            let report = postgres::basebackup(&repo, &cluster, wal_timeout, Some(&stop), &bar);
             bar.finish();
             let report = report?;
             let pg = report.snapshot.postgres.as_ref().expect("recorded");
