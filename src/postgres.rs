@@ -1032,12 +1032,18 @@ pub fn restore(
     use std::os::unix::fs::OpenOptionsExt;
     let write = |name: &str, text: &str, append: bool| -> Result<()> {
         let path = target.join(name);
+        // A restored symlink in its place (planted in the primary's data directory, say)
+        // must not carry these writes, nor the chown, out of the target.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(append)
             .write(true)
             .truncate(!append)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         f.write_all(text.as_bytes())
@@ -1045,11 +1051,12 @@ pub fn restore(
             .map_err(|e| Error::io(&path, e))?;
         // The server reads them as the data directory's owner.
         if crate::util::is_root() {
-            std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1))
+            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
                 .map_err(|e| Error::io(&path, e))?;
         }
         Ok(())
     };
+    own_wal_directory(target, owner, progress)?;
     write("backup_label", &plan.base.backup_label, false)?;
     if let Some(map) = &plan.base.tablespace_map {
         write("tablespace_map", map, false)?;
@@ -1078,6 +1085,44 @@ pub fn restore(
     write("postgresql.auto.conf", &conf, true)?;
     write("recovery.signal", "", false)?;
     Ok(report)
+}
+
+/// A restored `pg_wal` that is a symlink (the primary's WAL on another disk) would have
+/// the copy write into the live primary's WAL: it becomes a directory of the copy's own,
+/// as `pg_basebackup` makes it. Tablespace links in `pg_tblspc` point at the primary's
+/// tablespaces just as well: they are removed, with a warning (the copy then lacks those
+/// tablespaces rather than writing into the primary's).
+fn own_wal_directory(target: &Path, owner: (u32, u32), progress: &dyn Progress) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let wal = target.join("pg_wal");
+    if std::fs::symlink_metadata(&wal).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(&wal).map_err(|e| Error::io(&wal, e))?;
+    }
+    for dir in [wal.clone(), wal.join("archive_status")] {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) if crate::util::is_root() => {
+                std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
+                    .map_err(|e| Error::io(&dir, e))?
+            }
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    let tblspc = target.join("pg_tblspc");
+    if let Ok(entries) = std::fs::read_dir(&tblspc) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_symlink()) {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+                progress.warning(&format!(
+                    "tablespace link {} removed: it pointed at the primary's tablespace; \
+                     strata does not restore tablespaces yet",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

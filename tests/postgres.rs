@@ -937,7 +937,55 @@ fn a_base_backup_needs_archiving(env: &Env) {
     db.stop();
 }
 
+/// Hostile pass (issue 25): links in the primary's data directory (a `pg_wal` on another
+/// disk, a `postgresql.auto.conf` pointing at a file outside) are not followed by `pg
+/// restore`: the recovery settings go into a file of the target's own, the outside file
+/// keeps its bytes and owner, and the copy gets a `pg_wal` of its own instead of writing
+/// into the primary's.
+fn a_restore_writes_nothing_through_links(env: &Env) {
+    use std::os::unix::fs::MetadataExt;
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let mut db = archiving_primary(&env, &cfg);
+    db.stop();
+    let real_wal = env.path("real-wal");
+    fs::rename(db.data.join("pg_wal"), &real_wal).unwrap();
+    std::os::unix::fs::symlink(&real_wal, db.data.join("pg_wal")).unwrap();
+    let victim = env.path("victim.conf");
+    fs::write(&victim, "# not postgres's\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::remove_file(db.data.join("postgresql.auto.conf")).unwrap();
+    std::os::unix::fs::symlink(&victim, db.data.join("postgresql.auto.conf")).unwrap();
+    db.start("");
+    insert(&db, 1);
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    insert(&db, 2);
+    db.switch_and_archive();
+    db.stop();
+    let primary_wal: Vec<_> = common::walk(&real_wal);
+    let (rows, _) = restore_and_read(&env, &cfg, None, "r1");
+    assert_eq!(rows, vec![1, 2]);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "# not postgres's\n");
+    assert_eq!(
+        fs::metadata(&victim).unwrap().uid(),
+        nix::unistd::getuid().as_raw()
+    );
+    let copy = env.path("r1");
+    assert!(fs::symlink_metadata(copy.join("pg_wal")).unwrap().is_dir());
+    let conf = fs::symlink_metadata(copy.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.is_file());
+    assert!(fs::read_to_string(copy.join("postgresql.auto.conf"))
+        .unwrap()
+        .contains("restore_command"));
+    assert_eq!(
+        common::walk(&real_wal),
+        primary_wal,
+        "the copy wrote into the primary's pg_wal"
+    );
+}
+
 conformance!(
+    a_restore_writes_nothing_through_links,
     a_restored_copy_never_takes_over_the_archive,
     an_instant_after_the_last_commit_still_restores,
     a_base_backup_waits_for_archiving_and_gives_up,

@@ -800,6 +800,9 @@ fn a_damaged_snapshot_is_skipped_not_fatal(env: &Env) {
     let out = env.run(&["prune"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains(&ids[1]), "{}", stderr(&out));
+    // forget --snapshot takes a damaged snapshot by its id too (hostile pass: "not found").
+    let r = env.json(&["forget", "--snapshot", &ids[1][..12], "--dry-run"]);
+    assert_eq!(r["removed"][0], ids[1].as_str(), "{r}");
     let r = env.json(&["repair", "snapshots", "--forget"]);
     assert_eq!(r["removed"].as_array().unwrap().len(), 1, "{r}");
     env.ok(&["prune"]);

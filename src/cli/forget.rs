@@ -181,7 +181,24 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     let filter = args.filter.filter();
     let mut found = Vec::new();
     for s in &args.snapshots {
-        found.push(repo.find_snapshot_in(s, &filter)?);
+        match repo.find_snapshot_in(s, &filter) {
+            Ok((id, snap)) => found.push((id, output::when(&snap.time))),
+            // A snapshot file that cannot be read is removed by its id all the same.
+            Err(e @ strata::Error::NotFound { .. }) => {
+                let prefix = s.to_ascii_lowercase();
+                let damaged: Vec<strata::SnapshotId> = repo
+                    .damaged_snapshots()?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .filter(|id| id.to_hex().starts_with(&prefix))
+                    .collect();
+                match damaged.as_slice() {
+                    [id] if filter.is_empty() => found.push((*id, "(damaged)".to_string())),
+                    _ => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     found.sort_by_key(|(id, _)| *id);
     found.dedup_by_key(|(id, _)| *id);
@@ -195,7 +212,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
         let removed: Vec<String> = found.iter().map(|(id, _)| id.to_hex()).collect();
         output::print_json(&json!({"dry_run": args.dry_run, "removed": removed, "prune": pruned}));
     } else if !global.quiet {
-        for (id, snap) in &found {
+        for (id, when) in &found {
             println!(
                 "  {}  {}  {}",
                 if args.dry_run {
@@ -204,7 +221,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
                     "removed"
                 },
                 id.short(),
-                output::when(&snap.time)
+                when
             );
         }
     }
