@@ -1326,14 +1326,14 @@ impl Repository {
         }
     }
 
-    /// Every readable snapshot, and the damaged ones with their errors.
-    #[allow(clippy::type_complexity)]
     /// The snapshot files that cannot be read, with why (`forget --snapshot` removes them
     /// by id like any other).
     pub fn damaged_snapshots(&self) -> Result<Vec<(SnapshotId, Error)>> {
         Ok(self.snapshots_and_damage()?.1)
     }
 
+    /// Every readable snapshot, and the damaged ones with their errors.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn snapshots_and_damage(
         &self,
     ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
