@@ -911,7 +911,7 @@ impl Archiver<'_, '_, '_> {
     fn read_stable(&self, path: &Path) -> Result<Option<ReadContent>> {
         let mut attempt = 0;
         loop {
-            let file = match File::open(path) {
+            let file = match open_regular(path) {
                 Ok(f) => f,
                 Err(e) if self.tolerate_changes && e.kind() == std::io::ErrorKind::NotFound => {
                     return Ok(None);
@@ -1052,6 +1052,27 @@ impl Archiver<'_, '_, '_> {
     }
 }
 
+/// Opens a source file that the walk saw as a regular file, refusing whatever another
+/// user swapped in since: a FIFO would block the open (and the backup, past SIGTERM) for
+/// ever, a symlink would read what it points at. O_NONBLOCK for the open only.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "no longer a regular file (replaced since the directory was read); not read",
+        ));
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+    Ok(file)
+}
+
 fn read_xattrs(path: &Path) -> Vec<Xattr> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
@@ -1067,4 +1088,36 @@ fn read_xattrs(path: &Path) -> Vec<Xattr> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_regular;
+
+    /// Attacker pass (issue 25): what another user swaps in for a file between the walk
+    /// and the read is refused at once: a FIFO with no writer (the open blocked for ever)
+    /// and a symlink; a regular file opens, blocking as usual.
+    #[test]
+    fn only_a_regular_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_regular(&link).is_err());
+        let f = open_regular(&file).unwrap();
+        let flags = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::fcntl::FcntlArg::F_GETFL,
+        )
+        .unwrap();
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+        assert_eq!(std::io::read_to_string(f).unwrap(), "x");
+    }
 }
