@@ -420,6 +420,27 @@ fn restore_does_not_follow_symlinks_in_the_target() {
         fs::read_to_string(root.join("tmp/payload")).unwrap(),
         "payload"
     );
+
+    // Attacker pass (issue 25): --target a symlink another user planted is not followed;
+    // one of this user's is.
+    let planted = env.path("planted");
+    std::os::unix::fs::symlink(&outside, &planted).unwrap();
+    nix::unistd::fchownat(
+        None,
+        &planted,
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let out = env.run(&["restore", "latest", "--target", planted.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("symlink owned by uid"), "{}", stderr(&out));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    let mine = env.path("mine");
+    std::os::unix::fs::symlink(&outside, &mine).unwrap();
+    env.ok(&["restore", "latest", "--target", mine.to_str().unwrap()]);
+    assert!(fs::read_dir(&outside).unwrap().count() > 0);
 }
 
 #[test]

@@ -30,8 +30,21 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 
 impl Target {
     /// Creates the target directory if needed and holds it open. The target path itself is
-    /// the operator's choice and is resolved as given.
+    /// the operator's choice and is resolved as given, except that a symlink there is
+    /// followed only if this user or root made it: one planted by another user (in /tmp,
+    /// say) would take a root restore wherever it points.
     pub fn open(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            let me = nix::unistd::geteuid().as_raw();
+            if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 {
+                return Err(io::Error::other(format!(
+                    "the target is a symlink owned by uid {}, not by this user (uid {me}) \
+                     or root: not followed; give the directory it points at, if you mean it",
+                    meta.uid()
+                )));
+            }
+        }
         std::fs::create_dir_all(path)?;
         let dir = rfs::open(
             path,
