@@ -577,6 +577,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Hostile pass (issue 25): a segment's size is a power of two from 1 MiB to 1 GiB;
+    /// history, backup history and partial files may have any size.
+    #[test]
+    fn only_segment_sizes_pass_for_segments() {
+        let seg = "000000010000000000000009";
+        for size in [1 << 20, 16 << 20, 1 << 30] {
+            assert!(plausible_size(seg, size), "{size}");
+        }
+        for size in [
+            0,
+            4,
+            (1 << 20) - 1,
+            512 << 10,
+            3 << 20,
+            (16 << 20) + 1,
+            2 << 30,
+        ] {
+            assert!(!plausible_size(seg, size), "{size}");
+        }
+        for name in [
+            "00000002.history",
+            "000000010000000000000009.partial",
+            "000000010000000000000009.00000028.backup",
+        ] {
+            assert!(plausible_size(name, 4), "{name}");
+        }
+    }
+
     proptest! {
         #[test]
         fn records_round_trip(cluster in "[a-z]{1,12}", seg in "[0-9A-F]{24}", size in any::<u64>(),

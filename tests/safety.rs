@@ -435,7 +435,11 @@ fn restore_does_not_follow_symlinks_in_the_target() {
     .unwrap();
     let out = env.run(&["restore", "latest", "--target", planted.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("symlink owned by uid"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("symlink owned by uid"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     let mine = env.path("mine");
     std::os::unix::fs::symlink(&outside, &mine).unwrap();

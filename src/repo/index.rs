@@ -484,4 +484,37 @@ mod tests {
             assert!(err.contains(what), "{err}");
         }
     }
+
+    /// Marks absorbed: the later instant wins (an unparseable one counts as latest), the
+    /// earlier one never replaces it, and blob lists join without duplicates.
+    #[test]
+    fn absorbing_marks_keeps_the_latest_time_and_every_blob() {
+        let mark = |marked: &str, blobs: Vec<BlobId>| ObsoletePack {
+            id: PackId([1; 32]),
+            kind: BlobKind::Data,
+            marked: marked.into(),
+            blobs,
+            entries: vec![],
+        };
+        let mut m = mark(
+            "2026-12-01T05:00:00Z",
+            vec![BlobId([1; 32]), BlobId([2; 32])],
+        );
+        m.absorb(mark(
+            "2026-12-01T04:00:00Z",
+            vec![BlobId([2; 32]), BlobId([3; 32])],
+        ));
+        assert_eq!(m.marked, "2026-12-01T05:00:00Z");
+        assert_eq!(
+            m.blobs,
+            vec![BlobId([1; 32]), BlobId([2; 32]), BlobId([3; 32])]
+        );
+        // The same instant written otherwise is no later.
+        m.absorb(mark("2026-12-01T10:00:00+05:00", vec![]));
+        assert_eq!(m.marked, "2026-12-01T05:00:00Z");
+        m.absorb(mark("not a time", vec![]));
+        assert_eq!(m.marked, "not a time");
+        m.absorb(mark("2026-12-09T00:00:00Z", vec![]));
+        assert_eq!(m.marked, "not a time");
+    }
 }
