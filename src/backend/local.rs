@@ -52,7 +52,7 @@ impl LocalBackend {
 
     /// A file that is not there is missing, unless the whole repository went away.
     fn err(&self, kind: FileKind, name: &str, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound && !self.root.join("config").is_file() {
+        if e.kind() == io::ErrorKind::NotFound && !self.exists().unwrap_or(false) {
             Error::NoRepository(self.location())
         } else if e.kind() == io::ErrorKind::NotFound {
             Error::no_file(kind, name)
@@ -228,13 +228,9 @@ impl Backend for LocalBackend {
             written?;
             sync_dir(dir)
         })();
-        result.map_err(|e| match e.kind() {
-            // The directory was there a moment ago: the repository went away meanwhile.
-            io::ErrorKind::NotFound if !self.exists().unwrap_or(false) => {
-                Error::NoRepository(self.location())
-            }
-            _ => self.err(kind, name, e),
-        })
+        // A directory that was there a moment ago and is gone: `err` says the repository
+        // went away meanwhile.
+        result.map_err(|e| self.err(kind, name, e))
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
