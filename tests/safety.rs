@@ -196,6 +196,10 @@ fn restore_names_and_marks_what_damage_costs(env: &Env) {
         marked >= 1 && intact >= 1,
         "marked {marked}, intact {intact}"
     );
+    // The summary counts the files restored exactly, not the ones named above.
+    let summary = format!("restored {} files", intact + 20);
+    let out_text = String::from_utf8_lossy(&out.stdout);
+    assert!(out_text.contains(&summary), "{summary}: {out_text}");
     // Intact blobs of the truncated pack were used: fewer files lost than the pack touches.
     assert!(err.contains("file(s) not restored exactly"), "{err}");
     for i in 0..20 {

@@ -197,6 +197,27 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         err.contains("does not exist in the snapshot") && err.contains("set metrics"),
         "{err}"
     );
+    // A backup of the app's tasks outside any set: --all-sets would restore it and set
+    // critical into the same place, one over the other; refused, nothing written.
+    let tasks = env.path("app").join("tasks");
+    env.ok(&["backup", tasks.to_str().unwrap()]);
+    let over = env.path("over");
+    let out = env.run(&[
+        "--config",
+        &c,
+        "restore",
+        "--all-sets",
+        "latest",
+        "--target",
+        over.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("critical") && err.contains("would overwrite each other"),
+        "{err}"
+    );
+    assert!(!over.exists(), "nothing restored");
 }
 
 /// `strata ls … | head -c 1`: the reader goes away, strata ends by SIGPIPE as filters do,

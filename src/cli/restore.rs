@@ -139,7 +139,9 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
                 // The same error a single pick gives: what is missing, and the oldest.
                 select_at(repo.snapshots()?, at, &filter)?;
             }
-            picks.into_iter().map(|(_, id, s)| (id, s)).collect()
+            let picks: Vec<_> = picks.into_iter().map(|(_, id, s)| (id, s)).collect();
+            refuse_overlap(&picks)?;
+            picks
         }
         (Some(s), false) if at.is_none() => vec![repo.find_snapshot_in(s, &filter)?],
         _ => vec![select_at(repo.snapshots()?, at, &filter)?],
@@ -183,6 +185,35 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// `--all-sets` restores every pick into one target: two picks that hold the same path
+/// (two sets, or two hosts, backing up one directory) would overwrite each other there.
+fn refuse_overlap(picks: &[(strata::SnapshotId, strata::Snapshot)]) -> anyhow::Result<()> {
+    use std::path::Path;
+    for (i, (a_id, a)) in picks.iter().enumerate() {
+        for (b_id, b) in &picks[i + 1..] {
+            let shared = a.paths.iter().find_map(|p| {
+                b.paths.iter().find_map(|q| {
+                    let (p, q) = (Path::new(p), Path::new(q));
+                    (p.starts_with(q) || q.starts_with(p)).then(|| p.min(q))
+                })
+            });
+            if let Some(path) = shared {
+                return Err(exit::usage(format!(
+                    "--all-sets: {} ({}) and {} ({}) both hold {}, and would overwrite each \
+                     other in one target; restore each with --set (or --host) into its own \
+                     --target",
+                    a.lineage().label(),
+                    a_id.short(),
+                    b.lineage().label(),
+                    b_id.short(),
+                    output::plain(&path.display().to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Restores one snapshot and reports it; returns the exit code and the JSON report.

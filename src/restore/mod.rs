@@ -98,11 +98,11 @@ impl fmt::Display for RestoreError {
 /// What a restore did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RestoreReport {
-    /// Files restored.
+    /// Files restored exactly: without an error (in `errors`) on their path.
     pub files: u64,
-    /// Directories restored.
+    /// Directories restored without an error.
     pub dirs: u64,
-    /// Symlinks, devices, fifos and sockets restored.
+    /// Symlinks, devices, fifos and sockets restored without an error.
     pub other: u64,
     /// Bytes of file content written.
     pub bytes: u64,
@@ -191,13 +191,6 @@ pub fn run(
     let trouble = Trouble::default();
     let items = select(repo, snapshot, opts, &trouble)?;
     let mut report = RestoreReport::default();
-    for item in &items {
-        match item.node.kind {
-            NodeKind::Dir => report.dirs += 1,
-            NodeKind::File => report.files += 1,
-            _ => report.other += 1,
-        }
-    }
     let target = if opts.dry_run {
         None
     } else {
@@ -286,7 +279,27 @@ pub fn run(
     damaged.sort_unstable();
     report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
     report.errors = trouble.errors.into_inner().unwrap();
+    report.count(&items);
     Ok(report)
+}
+
+impl RestoreReport {
+    /// Counts the items restored exactly: one with an error (not created, damaged, its
+    /// metadata not applied) must not pass for restored in the summary.
+    fn count(&mut self, items: &[Item]) {
+        let failed: HashSet<&Path> = self
+            .errors
+            .iter()
+            .filter_map(|e| e.path.as_deref())
+            .collect();
+        for item in items.iter().filter(|i| !failed.contains(i.path.as_path())) {
+            match item.node.kind {
+                NodeKind::Dir => self.dirs += 1,
+                NodeKind::File => self.files += 1,
+                _ => self.other += 1,
+            }
+        }
+    }
 }
 
 /// The snapshot's items that pass the include and exclude patterns, parents first. A tree
