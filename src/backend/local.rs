@@ -65,6 +65,48 @@ impl LocalBackend {
     }
 }
 
+/// Opens a repository file for reading: only a regular file, never through a symlink, and
+/// without blocking on a FIFO someone put in its place (it would hang the reader forever).
+fn open_object(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::FileTypeExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => io::Error::other("a symlink, not a repository file"),
+            _ => e,
+        })?;
+    let t = f.metadata()?.file_type();
+    if !t.is_file() {
+        let what = match () {
+            _ if t.is_fifo() => "a FIFO",
+            _ if t.is_dir() => "a directory",
+            _ if t.is_char_device() || t.is_block_device() => "a device",
+            _ => "not a regular file",
+        };
+        return Err(io::Error::other(format!("{what}, not a repository file")));
+    }
+    Ok(f)
+}
+
+/// A directory of the repository (a kind's, or a pack fan-out one) must not be a symlink:
+/// a write through it would land wherever someone with access to the repository pointed
+/// it. The repository's own path may be one (it is the operator's choice, not the
+/// repository's content).
+fn refuse_symlink(dir: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symlink: a repository's directories must be real directories (mount \
+             another disk at the repository's own path instead)",
+            dir.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -86,13 +128,16 @@ impl LocalBackend {
     /// Each level is made on its own, never recursively, so a repository that vanishes
     /// between the check and the mkdir is not re-created either.
     fn ensure_dir(&self, kind: FileKind, dir: &Path) -> Result<()> {
+        let top = self.root.join(kind.dir());
+        for d in [top.as_path(), dir] {
+            refuse_symlink(d).map_err(|e| Error::io(d, e))?;
+        }
         if dir.is_dir() {
             return Ok(());
         }
         if !self.exists()? {
             return Err(Error::NoRepository(self.location()));
         }
-        let top = self.root.join(kind.dir());
         for d in [top.as_path(), dir] {
             match fs::DirBuilder::new().mode(0o700).create(d) {
                 Ok(()) => self.give(d).map_err(|e| Error::io(d, e))?,
@@ -134,6 +179,7 @@ impl Backend for LocalBackend {
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
         let dir = self.root.join(kind.dir());
+        refuse_symlink(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut out = Vec::new();
         let mut dirs = vec![dir.clone()];
         if kind.fanned_out() {
@@ -185,11 +231,15 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        fs::read(self.file(kind, name)).map_err(|e| self.err(kind, name, e))
+        let mut buf = Vec::new();
+        open_object(&self.file(kind, name))
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(|e| self.err(kind, name, e))?;
+        Ok(buf)
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut f = File::open(self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
+        let mut f = open_object(&self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| self.err(kind, name, e))?;
         let mut buf = Vec::with_capacity(len as usize);
@@ -389,5 +439,52 @@ mod tests {
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
         let e = b.read_range(FileKind::Snapshot, "ab", 0, 1).unwrap_err();
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
+    }
+
+    /// Hostile pass (issue 25): a FIFO, a device or a symlink put in a pack's place is an
+    /// error at once (a FIFO hung restore forever), and a symlinked kind directory takes
+    /// no write and gives no listing.
+    #[test]
+    fn only_regular_files_are_read_and_no_symlinked_directory_is_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        b.write(FileKind::Data, "aa01", b"pack").unwrap();
+        nix::unistd::mkfifo(&root.join("data/aa/aa02"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink(root.join("data/aa/aa01"), root.join("data/aa/aa03")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", root.join("data/aa/aa04")).unwrap();
+        fs::create_dir(root.join("data/aa/aa05")).unwrap();
+        for (name, what) in [
+            ("aa02", "a FIFO"),
+            ("aa03", "a symlink"),
+            ("aa04", "a symlink"),
+            ("aa05", "a directory"),
+        ] {
+            let e = b.read(FileKind::Data, name).unwrap_err().to_string();
+            assert!(e.contains(what), "{name}: {e}");
+            let e = b.read_range(FileKind::Data, name, 0, 1).unwrap_err();
+            assert!(e.to_string().contains(what), "{name}: {e}");
+        }
+        assert_eq!(b.read(FileKind::Data, "aa01").unwrap(), b"pack");
+
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::remove_dir(root.join("snapshots")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("snapshots")).unwrap();
+        fs::remove_dir(root.join("data/bb")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("data/bb")).unwrap();
+        let e = b.write(FileKind::Snapshot, "s1", b"x").unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        let e = b.write(FileKind::Data, "bb01", b"x").unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        let e = b.list(FileKind::Snapshot).unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "written through"
+        );
     }
 }
