@@ -218,6 +218,25 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         "{err}"
     );
     assert!(!over.exists(), "nothing restored");
+
+    // A set name mistyped, or given among paths, is said as such; nothing is backed up.
+    let before = env.objects("snapshots").len();
+    for (args, says) in [
+        (
+            &["critcal"][..],
+            "no backup set of that name in the config file (sets: critical, metrics)",
+        ),
+        (
+            &["critical", "metrcs"][..],
+            "critical is a backup set, given among paths",
+        ),
+    ] {
+        let out = env.run(&[&["--config", &c, "backup"][..], args].concat());
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(says), "{err}");
+    }
+    assert_eq!(env.objects("snapshots").len(), before);
 }
 
 /// `strata ls … | head -c 1`: the reader goes away, strata ends by SIGPIPE as filters do,

@@ -101,6 +101,7 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
             .map(|p| p.to_string_lossy().into_owned())
             .collect()
     } else {
+        refuse_set_typos(global, &args.paths)?;
         return Ok(vec![Job {
             set: None,
             paths: args.paths.clone(),
@@ -303,6 +304,36 @@ fn backup_time(args: &BackupArgs) -> anyhow::Result<Option<DateTime<FixedOffset>
         }
     }
     Ok(time)
+}
+
+/// Arguments that are not all set names are paths; a bare name that is no path may be a
+/// set name mistyped (`backup critcal`), or a set given among paths: said as such, before
+/// the repository is opened, rather than as a missing source.
+fn refuse_set_typos(global: &Global, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let sets = &global.file.sets;
+    if sets.is_empty() {
+        return Ok(());
+    }
+    let missing = |p: &PathBuf| std::fs::symlink_metadata(p).is_err();
+    let known: Vec<&str> = sets.keys().map(String::as_str).collect();
+    for p in paths.iter().filter(|p| missing(p)) {
+        let name = p.to_string_lossy();
+        if sets.contains_key(&*name) {
+            return Err(exit::usage(format!(
+                "{name} is a backup set, given among paths: back up sets alone (or with \
+                 --all), paths in a run of their own"
+            )));
+        }
+        if p.components().count() == 1 {
+            return Err(exit::usage(format!(
+                "{}: no such file or directory, and no backup set of that name in the config \
+                 file (sets: {})",
+                output::plain(&name),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Each job's exclude patterns, compiled, and its sources, looked at before the
