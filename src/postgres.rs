@@ -931,6 +931,81 @@ fn unreachable_instant(
     )))
 }
 
+/// The staging directory of one `pg restore`, beside its target, locked (`flock` on the
+/// directory itself) while its run lives. A run killed with SIGKILL leaves a whole data
+/// directory there: the next run beside it removes every staging no live run holds.
+struct Staging {
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+impl Staging {
+    const PREFIX: &'static str = ".strata-pg-restore-";
+    /// A staging younger than this may be one a run has made and not locked yet.
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn new(parent: &Path, progress: &dyn Progress) -> Result<Self> {
+        Self::remove_abandoned(parent, progress);
+        let dir = tempfile::Builder::new()
+            .prefix(Self::PREFIX)
+            .tempdir_in(parent)
+            .map_err(|e| Error::io(parent, e))?;
+        let lock = std::fs::File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|e| Error::io(dir.path(), e.into()))?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Removes the stagings in `parent` that are this user's, real directories, older than
+    /// [`Self::GRACE`] and not locked; a failure to remove one is a warning, not this
+    /// restore's failure.
+    fn remove_abandoned(parent: &Path, progress: &dyn Progress) {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Ok(m) = e.metadata() else { continue };
+            let old = m.modified().ok().and_then(|t| t.elapsed().ok());
+            if !name.to_string_lossy().starts_with(Self::PREFIX)
+                || !m.is_dir()
+                || m.uid() != me
+                || old.is_none_or(|age| age < Self::GRACE)
+            {
+                continue;
+            }
+            let path = e.path();
+            let Ok(dir) = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&path)
+            else {
+                continue;
+            };
+            let free =
+                rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+            if free.is_ok() {
+                match std::fs::remove_dir_all(&path) {
+                    Ok(()) => progress.warning(&format!(
+                        "removed {}, left by a pg restore that was killed",
+                        path.display()
+                    )),
+                    Err(e) => progress.warning(&format!(
+                        "cannot remove {}, left by a pg restore that was killed: {e}",
+                        path.display()
+                    )),
+                }
+            }
+        }
+    }
+}
+
 /// A string as PostgreSQL's configuration files quote it.
 fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -990,10 +1065,7 @@ pub fn restore(
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     // The snapshot holds the data directory under its absolute path: restore into a
     // staging directory beside the target, then move the data directory into place.
-    let staging = tempfile::Builder::new()
-        .prefix(".strata-pg-restore-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
+    let staging = Staging::new(parent, progress)?;
     let snapshot = repo.snapshot(&plan.snapshot)?;
     let report = crate::restore::run(
         repo,

@@ -963,8 +963,34 @@ fn a_restore_writes_nothing_through_links(env: &Env) {
     db.switch_and_archive();
     db.stop();
     let primary_wal: Vec<_> = common::walk(&real_wal);
+    // What runs killed with SIGKILL left beside the target: removed when old and unlocked;
+    // a live run's (locked), a young one (perhaps not locked yet) and, with root running
+    // the tests, another user's are kept.
+    let stagings =
+        ["dead", "live", "young", "root"].map(|n| env.path(&format!(".strata-pg-restore-{n}")));
+    for s in &stagings {
+        fs::create_dir_all(s.join("var/lib/postgresql")).unwrap();
+        fs::write(s.join("var/lib/postgresql/PG_VERSION"), "15\n").unwrap();
+    }
+    for s in &stagings[..3] {
+        for p in common::walk(s) {
+            chown_to_pg(&p);
+        }
+    }
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for s in [&stagings[0], &stagings[1], &stagings[3]] {
+        fs::File::open(s).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let live = fs::File::open(&stagings[1]).unwrap();
+    rustix::fs::flock(&live, rustix::fs::FlockOperation::LockExclusive).unwrap();
     let (rows, _) = restore_and_read(&env, &cfg, None, "r1");
     assert_eq!(rows, vec![1, 2]);
+    assert!(!stagings[0].exists(), "the dead run's staging is left");
+    assert!(stagings[1].join("var/lib/postgresql/PG_VERSION").exists());
+    assert!(stagings[2].join("var/lib/postgresql/PG_VERSION").exists());
+    if pg_user().is_some() {
+        assert!(stagings[3].join("var/lib/postgresql/PG_VERSION").exists());
+    }
     assert_eq!(fs::read_to_string(&victim).unwrap(), "# not postgres's\n");
     assert_eq!(
         fs::metadata(&victim).unwrap().uid(),
