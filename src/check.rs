@@ -406,8 +406,13 @@ impl Audit<'_> {
         let repo = self.repo;
         let (bad_index, indexed, mut listed) = self.index_and_listing()?;
         for (id, e) in bad_index {
-            self.problems
-                .push(problem(Object::Index(id), e.to_string()));
+            // The reason without the object (the problem names it): alike damage to many
+            // files is then said once.
+            let reason = match e {
+                Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
+                e => e.to_string(),
+            };
+            self.problems.push(problem(Object::Index(id), reason));
         }
         self.report.packs = indexed.len();
         let mut missing = HashSet::new();

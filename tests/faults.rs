@@ -707,3 +707,46 @@ fn a_forget_that_fails_at_any_delete_leaves_the_rest_whole() {
         lab.assert_sound(&expected[3..]);
     }
 }
+
+/// Hostile pass (issue 25): every damaged index file made the opening host list every
+/// pack again (20,000 junk files in a local repository: a minute per fresh cache) and say a
+/// warning of its own. Now: one listing, one warning with the count, and every file
+/// remembered so that the next opening reads none of them again.
+#[test]
+fn many_damaged_index_files_cost_one_listing_and_one_warning() {
+    use strata::backend::Backend;
+    let lab = Lab::new();
+    let files = write_files(&lab.src(), 3);
+    let snap = lab.backup(&lab.open("a")).unwrap().snapshot;
+    for i in 0..40u64 {
+        let name = hex::encode(blake3::hash(&i.to_le_bytes()).as_bytes());
+        lab.backend.write(FileKind::Index, &name, b"junk").unwrap();
+    }
+    let (lists, reads) = (
+        lab.backend.count(Op::List, Some(FileKind::Data)),
+        lab.backend.count(Op::Read, Some(FileKind::Index)),
+    );
+    let repo = lab.fresh();
+    assert_eq!(lab.backend.count(Op::List, Some(FileKind::Data)) - lists, 1);
+    assert_eq!(
+        lab.backend.count(Op::Read, Some(FileKind::Index)) - reads,
+        41
+    );
+    let warnings = repo.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("40 index files are damaged"),
+        "{warnings:?}"
+    );
+    let (r, root) = lab.restore(&repo, &snap, "r");
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    for (name, content) in &files {
+        assert_eq!(&fs::read(root.join(name)).unwrap(), content);
+    }
+    // The same cache again: nothing read, nothing said.
+    drop(repo);
+    let reads = lab.backend.count(Op::Read, Some(FileKind::Index));
+    let repo = lab.open(&format!("fresh-{}", lab.hosts.get()));
+    assert_eq!(lab.backend.count(Op::Read, Some(FileKind::Index)), reads);
+    assert!(repo.take_warnings().is_empty());
+}

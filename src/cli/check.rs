@@ -132,6 +132,13 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
 
 /// Problems alike (the same kind of object, reason, hits and fix: the blobs of one lost
 /// file) are said once, with their count; `--json` lists each.
+fn plural(kind: &str) -> String {
+    match kind {
+        "index" => "index files".into(),
+        k => format!("{k}s"),
+    }
+}
+
 fn print_problems(problems: &[strata::check::Problem]) {
     let mut groups: Vec<(String, &strata::check::Problem, Vec<String>)> = Vec::new();
     for p in problems {
@@ -149,8 +156,9 @@ fn print_problems(problems: &[strata::check::Problem]) {
         match ids.as_slice() {
             [id] => println!("error: {kind} {id}: {}", output::plain(&p.reason)),
             _ => println!(
-                "error: {} {kind}s ({}, ...): {}",
+                "error: {} {} ({}, ...): {}",
                 ids.len(),
+                plural(&kind),
                 ids.iter()
                     .take(3)
                     .map(|i| &i[..i.len().min(12)])

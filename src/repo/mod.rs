@@ -826,12 +826,20 @@ impl Repository {
                 }
             }
             loader.finish()?;
-            for (id, e) in damaged {
-                let n = self.index_from_headers(&id)?;
-                self.warn(format!(
+            let ids: Vec<IndexId> = damaged.iter().map(|(id, _)| *id).collect();
+            let n = self.index_from_headers(&ids)?;
+            match damaged.as_slice() {
+                [] => {}
+                [(_, e)] => self.warn(format!(
                     "{e}; skipped it and read the headers of {n} pack(s) no intact index \
                      names instead (`strata repair index` writes a new index)"
-                ));
+                )),
+                [(_, e), ..] => self.warn(format!(
+                    "{} index files are damaged (the first: {e}); skipped them and read the \
+                     headers of {n} pack(s) no intact index names instead (`strata repair \
+                     index` writes a new index)",
+                    damaged.len()
+                )),
             }
             Ok(())
         })();
@@ -874,12 +882,17 @@ impl Repository {
         out
     }
 
-    /// Stands in for a damaged index file: every pack on the backend that no intact index
+    /// Stands in for damaged index files: every pack on the backend that no intact index
     /// file names (nor marks) is read by its header and made readable in the cache, under
-    /// the damaged file's id so that it is not read again. Readable, not live: like a
-    /// marked pack, backups do not deduplicate against it (nothing in the repository names
-    /// it yet). Returns the number of packs so found.
-    fn index_from_headers(&self, damaged: &IndexId) -> Result<usize> {
+    /// the first damaged file's id, and each damaged id is recorded so that it is not read
+    /// again. Once for all of them: a listing of every pack per damaged file made 20,000
+    /// junk files cost a minute. Readable, not live: like a marked pack, backups do not
+    /// deduplicate against it (nothing in the repository names it yet). Returns the number
+    /// of packs so found.
+    fn index_from_headers(&self, damaged: &[IndexId]) -> Result<usize> {
+        let Some((first, rest)) = damaged.split_first() else {
+            return Ok(0);
+        };
         let mut known: HashSet<PackId> = self
             .cache
             .index()
@@ -909,13 +922,16 @@ impl Repository {
             }
         }
         let n = found.len();
-        let stand_in = IndexFile {
+        let stand_in = |obsolete| IndexFile {
             version: FILE_VERSION,
             supersedes: Vec::new(),
             packs: Vec::new(),
-            obsolete: found,
+            obsolete,
         };
-        self.cache.index().add_file(damaged, &stand_in)?;
+        self.cache.index().add_file(first, &stand_in(found))?;
+        for id in rest {
+            self.cache.index().add_file(id, &stand_in(Vec::new()))?;
+        }
         Ok(n)
     }
 
@@ -992,11 +1008,11 @@ impl Repository {
             loader.finish()?;
             // As in sync_index: the packs a damaged file named are found by their headers,
             // so that what they hold is not also reported as lost.
-            for (id, e) in &out.damaged {
-                if matches!(e, Error::Corrupt { .. }) {
-                    self.index_from_headers(id)?;
-                }
-            }
+            let corrupt: Vec<IndexId> = (out.damaged.iter())
+                .filter(|(_, e)| matches!(e, Error::Corrupt { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            self.index_from_headers(&corrupt)?;
             Ok(())
         })();
         rebuilt?;
