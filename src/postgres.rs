@@ -793,12 +793,20 @@ pub fn plan_restore(
     };
     let base = snap.postgres.clone().expect("filtered");
     let mut notes = Vec::new();
-    let (line, other_timelines) =
-        choose_line(repo, &base, target.timeline, &mut notes).map_err(|e| match e {
+    let (line, other_timelines, mut whole) = choose_line(repo, &base, target.timeline, &mut notes)
+        .map_err(|e| match e {
             Error::Postgres { reason, .. } => err(format!("base backup {}: {reason}", id.short())),
             e => e,
         })?;
-    let mut wal = wal_chain(repo, &base, &line, at)?;
+    // The chain to the archive's end, walked once: choosing among timelines walked it.
+    let mut to_end = || match whole.take() {
+        Some(chain) => Ok(chain),
+        None => wal_chain(repo, &base, &line, None),
+    };
+    let mut wal = match at {
+        Some(_) => wal_chain(repo, &base, &line, at)?,
+        None => to_end()?,
+    };
     let mut target_time = at;
     if let Some(at) = at {
         if !wal.reaches_target {
@@ -814,7 +822,7 @@ pub fn plan_restore(
         if let Some(note) = unreachable_instant(repo, &base, &line, &wal, at)? {
             notes.push(note);
             target_time = None;
-            wal = wal_chain(repo, &base, &line, None)?;
+            wal = to_end()?;
         }
     }
     Ok(RestorePlan {
@@ -830,13 +838,15 @@ pub fn plan_restore(
 /// The line recovery from `base` follows: timeline `asked`, or else the one whose WAL was
 /// archived most recently. A restored copy or an old primary may have archived a line
 /// with a newer number that nobody writes any more; the newest number is not the
-/// primary's. Returns the other timelines too.
+/// primary's. Returns the other timelines too, and the chosen line's chain to the end of
+/// the archive when choosing walked it.
 fn choose_line(
     repo: &Repository,
     base: &BaseBackup,
     asked: Option<u32>,
     notes: &mut Vec<String>,
-) -> Result<(Line, Vec<u32>)> {
+) -> Result<(Line, Vec<u32>, Option<WalChain>)> {
+    let mut walked = Vec::new();
     let mut all = lines(repo, &base.cluster, base, asked)?;
     let numbers = |ls: &[Line]| ls.iter().map(Line::timeline).collect::<Vec<_>>();
     let chosen = match asked {
@@ -862,7 +872,8 @@ fn choose_line(
                         .last_archived
                         .as_deref()
                         .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-                    ends.push((t, i, c.last_archived));
+                    ends.push((t, i, c.last_archived.clone()));
+                    walked.push((i, c));
                 }
             }
             let Some((_, i, when)) = ends.into_iter().max() else {
@@ -881,10 +892,11 @@ fn choose_line(
             i
         }
     };
+    let chain = (walked.into_iter()).find_map(|(i, c)| (i == chosen).then_some(c));
     let line = all.swap_remove(chosen);
     let mut others = numbers(&all);
     others.sort_unstable();
-    Ok((line, others))
+    Ok((line, others, chain))
 }
 
 /// Recovery to an instant stops at the first transaction that ended after it; with none in
