@@ -362,8 +362,7 @@ fn interrupt_backup(
     while env.objects("data").len() < packs && started.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, signal).unwrap();
+    common::signal(&child, signal);
     let signalled = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(

@@ -606,11 +606,7 @@ fn a_drill_stopped_by_a_signal_leaves_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     assert!(restoring(), "the drill never started restoring");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert_eq!(
@@ -711,8 +707,7 @@ fn a_signal_during_a_hook_reaches_the_hook() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let signalled = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -808,8 +803,7 @@ fn an_interrupted_backup_still_runs_its_failure_hook() {
     while env.objects("data").is_empty() && started.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let said = fs::read_to_string(&said).unwrap_or_else(|_| panic!("{}", stderr(&out)));

@@ -31,11 +31,7 @@ fn mount(env: &Env, mp: &Path, args: &[&str]) -> std::process::Child {
 
 /// SIGINT, as Ctrl-C: the mount must go and the command end well.
 fn unmount(mut child: std::process::Child) -> std::process::ExitStatus {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    common::signal(&child, nix::sys::signal::Signal::SIGINT);
     child.wait().unwrap()
 }
 
@@ -248,11 +244,7 @@ fn a_mount_survives_what_operators_do_to_it() {
     // SIGTERM while a file is open there.
     let open = fs::File::open(in_set("metrics", &metrics).join("kept")).unwrap();
     let status = {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        common::signal(&child, nix::sys::signal::Signal::SIGTERM);
         let mut child = child;
         child.wait().unwrap()
     };

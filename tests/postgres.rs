@@ -839,11 +839,7 @@ fn a_base_backup_waits_for_archiving_and_gives_up(env: &Env) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), 130, "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));

@@ -267,7 +267,7 @@ fn an_interrupted_restore_leaves_only_complete_files() {
         {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        common::signal(&child, signal);
         let out = child.wait_with_output().unwrap();
         assert_eq!(code(&out), 130, "{signal}: {}", stderr(&out));
         assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));

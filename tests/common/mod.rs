@@ -826,3 +826,10 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+/// Sends `signal` to a spawned command (a strata being interrupted).
+#[allow(dead_code)]
+pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+}
