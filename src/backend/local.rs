@@ -50,9 +50,12 @@ impl LocalBackend {
         self.root.join(kind.path(name))
     }
 
-    /// A file that is not there is missing, unless the whole repository went away.
+    /// A file that is not there is missing, unless the whole repository went away; one
+    /// that is no regular file (see `open_object`) is damaged.
     fn err(&self, kind: FileKind, name: &str, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound && !self.exists().unwrap_or(false) {
+        if e.kind() == io::ErrorKind::InvalidData {
+            Error::corrupt(format!("{kind} {name}"), e.to_string())
+        } else if e.kind() == io::ErrorKind::NotFound && !self.exists().unwrap_or(false) {
             Error::NoRepository(self.location())
         } else if e.kind() == io::ErrorKind::NotFound {
             Error::no_file(kind, name)
@@ -74,7 +77,10 @@ fn open_object(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => io::Error::other("a symlink, not a repository file"),
+            Some(libc::ELOOP) => io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a symlink, not a repository file",
+            ),
             _ => e,
         })?;
     let t = f.metadata()?.file_type();
@@ -85,7 +91,10 @@ fn open_object(path: &Path) -> io::Result<File> {
             _ if t.is_char_device() || t.is_block_device() => "a device",
             _ => "not a regular file",
         };
-        return Err(io::Error::other(format!("{what}, not a repository file")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what}, not a repository file"),
+        ));
     }
     Ok(f)
 }
@@ -188,7 +197,13 @@ impl Backend for LocalBackend {
                 Ok(rd) => {
                     for e in rd {
                         let e = e.map_err(|e| Error::io(&dir, e))?;
-                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        let t = e.file_type().map_err(|err| Error::io(e.path(), err))?;
+                        // A symlinked fan-out directory would hide its packs (check called
+                        // them missing, and `repair index` dropped them): refused.
+                        if t.is_symlink() {
+                            refuse_symlink(&e.path()).map_err(|err| Error::io(e.path(), err))?;
+                        }
+                        if t.is_dir() {
                             dirs.push(e.path());
                         }
                     }
@@ -210,8 +225,11 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue;
                 }
+                // Not only regular files: a FIFO or symlink in a snapshot's place, left out,
+                // made that snapshot vanish without a word (and prune then freed its data).
+                // Listed, its read fails as damage, which check and prune act on.
                 let meta = e.metadata().map_err(|err| Error::io(e.path(), err))?;
-                if meta.is_file() {
+                if !meta.is_dir() || kind.fanned_out() {
                     out.push(FileInfo {
                         name,
                         size: meta.len(),
@@ -468,6 +486,16 @@ mod tests {
             assert!(e.to_string().contains(what), "{name}: {e}");
         }
         assert_eq!(b.read(FileKind::Data, "aa01").unwrap(), b"pack");
+        // Listed, so that what reads them finds the damage (left out, a snapshot vanished).
+        let mut listed: Vec<String> = (b.list(FileKind::Data).unwrap().into_iter())
+            .map(|f| f.name)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ["aa01", "aa02", "aa03", "aa04", "aa05"]);
+        assert!(matches!(
+            b.read(FileKind::Data, "aa02"),
+            Err(Error::Corrupt { .. })
+        ));
 
         let elsewhere = dir.path().join("elsewhere");
         fs::create_dir(&elsewhere).unwrap();
@@ -480,6 +508,8 @@ mod tests {
         let e = b.write(FileKind::Data, "bb01", b"x").unwrap_err();
         assert!(e.to_string().contains("is a symlink"), "{e}");
         let e = b.list(FileKind::Snapshot).unwrap_err();
+        assert!(e.to_string().contains("is a symlink"), "{e}");
+        let e = b.list(FileKind::Data).unwrap_err();
         assert!(e.to_string().contains("is a symlink"), "{e}");
         assert_eq!(
             fs::read_dir(&elsewhere).unwrap().count(),
