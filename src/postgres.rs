@@ -1105,19 +1105,45 @@ pub fn restore(
     let restored = staging
         .path()
         .join(plan.base.data_directory.trim_start_matches('/'));
+    // Everything is written while the data directory is still inside the private staging
+    // directory: once renamed into place it is the cluster owner's, who could swap it for
+    // a symlink between the rename and the writes (root then wrote backup_label and
+    // postgresql.auto.conf wherever it pointed).
+    prepare_recovery(&restored, plan, restore_command, keep_archiving, progress)?;
     if target.exists() {
         std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
     }
     std::fs::rename(&restored, target).map_err(|e| Error::io(target, e))?;
     drop(staging);
-    let meta = std::fs::metadata(target).map_err(|e| Error::io(target, e))?;
+    Ok(report)
+}
+
+/// Writes what makes the next start of PostgreSQL in `dir` a recovery to the plan's
+/// target (see [`restore`]), owned by the data directory's owner.
+fn prepare_recovery(
+    dir: &Path,
+    plan: &RestorePlan,
+    restore_command: &str,
+    keep_archiving: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Postgres {
+            cluster: plan.base.cluster.clone(),
+            reason: format!(
+                "the base backup's data directory {} is not a directory in it",
+                plan.base.data_directory
+            ),
+        });
+    }
     use std::os::unix::fs::MetadataExt;
     let owner = (meta.uid(), meta.gid());
     use std::os::unix::fs::OpenOptionsExt;
     let write = |name: &str, text: &str, append: bool| -> Result<()> {
-        let path = target.join(name);
+        let path = dir.join(name);
         // A restored symlink in its place (planted in the primary's data directory, say)
-        // must not carry these writes, nor the chown, out of the target.
+        // must not carry these writes, nor the chown, out of the data directory.
         if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
@@ -1140,7 +1166,7 @@ pub fn restore(
         }
         Ok(())
     };
-    own_wal_directory(target, owner, progress)?;
+    own_wal_directory(dir, owner, progress)?;
     write("backup_label", &plan.base.backup_label, false)?;
     if let Some(map) = &plan.base.tablespace_map {
         write("tablespace_map", map, false)?;
@@ -1168,7 +1194,7 @@ pub fn restore(
     }
     write("postgresql.auto.conf", &conf, true)?;
     write("recovery.signal", "", false)?;
-    Ok(report)
+    Ok(())
 }
 
 /// A restored `pg_wal` that is a symlink (the primary's WAL on another disk) would have
@@ -1199,9 +1225,9 @@ fn own_wal_directory(target: &Path, owner: (u32, u32), progress: &dyn Progress) 
             if e.file_type().is_ok_and(|t| t.is_symlink()) {
                 std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
                 progress.warning(&format!(
-                    "tablespace link {} removed: it pointed at the primary's tablespace; \
-                     strata does not restore tablespaces yet",
-                    e.path().display()
+                    "tablespace link pg_tblspc/{} removed: it pointed at the primary's \
+                     tablespace; strata does not restore tablespaces yet",
+                    e.file_name().to_string_lossy()
                 ));
             }
         }

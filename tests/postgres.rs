@@ -938,6 +938,39 @@ fn a_base_backup_needs_archiving(env: &Env) {
 /// restore`: the recovery settings go into a file of the target's own, the outside file
 /// keeps its bytes and owner, and the copy gets a `pg_wal` of its own instead of writing
 /// into the primary's.
+/// Watches `dir` and exchanges `name` with `with` as soon as something is renamed to
+/// `name` there; returns whether it did (not when the directory arrived without its
+/// `recovery.signal`: the restore would write after the rename, through the swap).
+fn swap_on_arrival(dir: &Path, name: &'static str, with: &Path) -> std::thread::JoinHandle<bool> {
+    use rustix::fs::inotify;
+    let fd = inotify::init(inotify::CreateFlags::empty()).unwrap();
+    inotify::add_watch(&fd, dir, inotify::WatchFlags::MOVED_TO).unwrap();
+    let (dir, with) = (dir.to_path_buf(), with.to_path_buf());
+    std::thread::spawn(move || {
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        let mut events = inotify::Reader::new(&fd, &mut buf);
+        while let Ok(e) = events.next() {
+            if e.file_name()
+                .is_some_and(|n| n.to_bytes() == name.as_bytes())
+            {
+                // What a restore writes must all be there when the directory arrives.
+                if !dir.join(name).join("recovery.signal").exists() {
+                    return false;
+                }
+                return rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    dir.join(name),
+                    rustix::fs::CWD,
+                    &with,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .is_ok();
+            }
+        }
+        false
+    })
+}
+
 fn a_restore_writes_nothing_through_links(env: &Env) {
     use std::os::unix::fs::MetadataExt;
     let (env, cfg) = pg_env(clone_env(env));
@@ -979,6 +1012,25 @@ fn a_restore_writes_nothing_through_links(env: &Env) {
     }
     let live = fs::File::open(&stagings[1]).unwrap();
     rustix::fs::flock(&live, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    // The data directory's owner swaps it for a symlink the moment it lands in place
+    // (attacker pass: root then wrote the recovery files wherever the link pointed).
+    let outside = env.path("outside");
+    fs::create_dir(&outside).unwrap();
+    let link = env.path("race.lnk");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let swapper = swap_on_arrival(env.dir.path(), "race", &link);
+    pg_restore(&env, &cfg, &[], "race");
+    assert!(
+        swapper.join().unwrap(),
+        "not swapped, or arrived without recovery.signal"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written through the swap"
+    );
+    assert!(link.join("recovery.signal").exists() && link.join("backup_label").exists());
+
     let (rows, _) = restore_and_read(&env, &cfg, None, "r1");
     assert_eq!(rows, vec![1, 2]);
     assert!(!stagings[0].exists(), "the dead run's staging is left");
