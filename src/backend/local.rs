@@ -2,6 +2,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,10 +39,10 @@ impl LocalBackend {
         })
     }
 
-    /// Gives a new file or directory to the repository's owner (see [`Self::owner`]).
-    fn give(&self, path: &Path) -> io::Result<()> {
+    /// Gives a new file to the repository's owner (see [`Self::owner`]).
+    fn give(&self, file: &File) -> io::Result<()> {
         match self.owner() {
-            Some((uid, gid)) => std::os::unix::fs::lchown(path, Some(uid), Some(gid)),
+            Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
             None => Ok(()),
         }
     }
@@ -116,10 +117,6 @@ fn refuse_symlink(dir: &Path) -> io::Result<()> {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// Repository directories are the owner's alone, whatever the umask: file names and sizes
 /// say something about the data too.
 fn create_dirs(dir: &Path) -> io::Result<()> {
@@ -130,34 +127,75 @@ fn create_dirs(dir: &Path) -> io::Result<()> {
 }
 
 impl LocalBackend {
-    /// The directory a file of `kind` goes in, created if missing, but only inside a
-    /// repository that is still there: nothing but `init` creates a repository, and a
-    /// write into one that was moved away must fail (PostgreSQL keeps a WAL segment whose
-    /// push failed; it deletes one whose push "succeeded" into a re-created skeleton).
-    /// Each level is made on its own, never recursively, so a repository that vanishes
-    /// between the check and the mkdir is not re-created either.
-    fn ensure_dir(&self, kind: FileKind, dir: &Path) -> Result<()> {
-        let top = self.root.join(kind.dir());
-        for d in [top.as_path(), dir] {
-            refuse_symlink(d).map_err(|e| Error::io(d, e))?;
+    /// The directory a file of `kind` named `name` goes in, as a handle opened without
+    /// following a symlink anywhere below the repository's own path: every write, rename
+    /// and unlink then happens relative to it, so that a directory swapped for a symlink
+    /// between a check and a use (the repository's owner racing root's backup) takes
+    /// nothing elsewhere. With `create`, a missing level is made (0700, given to the
+    /// owner), but only inside a repository that is still there: nothing but `init`
+    /// creates a repository, and a write into one moved away must fail (PostgreSQL keeps
+    /// a WAL segment whose push failed; it deletes one whose push "succeeded" into a
+    /// re-created skeleton). `None` when a level is missing and `create` is not asked.
+    fn open_dir(&self, kind: FileKind, name: &str, create: bool) -> Result<Option<OwnedFd>> {
+        use rustix::fs::{openat, Mode, OFlags, CWD};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let gone = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotFound => Error::NoRepository(self.location()),
+            _ => Error::io(&self.root, e),
+        };
+        let root = openat(CWD, &self.root, flags, Mode::empty()).map_err(|e| gone(e.into()))?;
+        let mut levels = vec![kind.dir()];
+        if kind.fanned_out() {
+            levels.push(&name[..2.min(name.len())]);
         }
-        if dir.is_dir() {
-            return Ok(());
+        let mut dir = root.try_clone().map_err(gone)?;
+        let mut path = self.root.clone();
+        for level in levels.into_iter().filter(|l| !l.is_empty()) {
+            path.push(level);
+            let open = |at: &OwnedFd| openat(at, level, flags | OFlags::NOFOLLOW, Mode::empty());
+            dir = match open(&dir) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) if create => {
+                    self.make_level(&root, &dir, level, &path)?;
+                    open(&dir).map_err(|e| Error::io(&path, e.into()))?
+                }
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
+                    return Err(Error::io(
+                        &path,
+                        refuse_symlink(&path)
+                            .err()
+                            .unwrap_or_else(|| io::Error::other("not a directory")),
+                    ))
+                }
+                Err(e) => return Err(Error::io(&path, e.into())),
+            };
         }
-        if !self.exists()? {
+        Ok(Some(dir))
+    }
+
+    /// Makes one missing directory level (see `open_dir`) while the config is there.
+    fn make_level(&self, root: &OwnedFd, at: &OwnedFd, level: &str, path: &Path) -> Result<()> {
+        use rustix::fs::{chownat, mkdirat, statat, AtFlags, Mode};
+        if statat(root, "config", AtFlags::SYMLINK_NOFOLLOW).is_err() {
             return Err(Error::NoRepository(self.location()));
         }
-        for d in [top.as_path(), dir] {
-            match fs::DirBuilder::new().mode(0o700).create(d) {
-                Ok(()) => self.give(d).map_err(|e| Error::io(d, e))?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(Error::NoRepository(self.location()))
+        match mkdirat(at, level, Mode::RWXU) {
+            Ok(()) => {
+                if let Some((uid, gid)) = self.owner() {
+                    let (uid, gid) = (
+                        rustix::fs::Uid::from_raw(uid),
+                        rustix::fs::Gid::from_raw(gid),
+                    );
+                    chownat(at, level, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(|e| Error::io(path, e.into()))?;
                 }
-                Err(e) => return Err(Error::io(d, e)),
+                Ok(())
             }
+            Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(rustix::io::Errno::NOENT) => Err(Error::NoRepository(self.location())),
+            Err(e) => Err(Error::io(path, e.into())),
         }
-        Ok(())
     }
 }
 
@@ -171,7 +209,7 @@ impl Backend for LocalBackend {
     }
 
     /// Every directory a file can go in, the packs' 256 fan-out directories included:
-    /// writes never create one while the config is missing (see `ensure_dir`).
+    /// writes never create one while the config is missing (see `open_dir`).
     fn create(&self) -> Result<()> {
         for kind in &FileKind::ALL[1..] {
             let dir = self.root.join(kind.dir());
@@ -277,24 +315,25 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        let path = self.file(kind, name);
-        let dir = path.parent().expect("repository files live in a directory");
-        self.ensure_dir(kind, dir)?;
+        let dir = self
+            .open_dir(kind, name, true)?
+            .expect("open_dir creates what is missing");
         let result = (|| -> io::Result<()> {
+            use rustix::fs::{renameat, unlinkat, AtFlags};
             // Write aside, fsync, then rename: a crash never leaves a half-written file
             // under a real name.
-            let (tmp, mut file) = tempfile_in(dir, name)?;
+            let (tmp, mut file) = tempfile_in(&dir, name)?;
             let written = self
-                .give(&tmp)
+                .give(&file)
                 .and_then(|_| file.write_all(data))
                 .and_then(|_| file.sync_all())
-                .and_then(|_| fs::rename(&tmp, &path));
+                .and_then(|_| Ok(renameat(&dir, &tmp, &dir, name)?));
             if written.is_err() {
                 // A full disk must not also keep the partial file: take it away now.
-                let _ = fs::remove_file(&tmp);
+                let _ = unlinkat(&dir, &tmp, AtFlags::empty());
             }
             written?;
-            sync_dir(dir)
+            Ok(rustix::fs::fsync(&dir)?)
         })();
         // A directory that was there a moment ago and is gone: `err` says the repository
         // went away meanwhile.
@@ -302,46 +341,42 @@ impl Backend for LocalBackend {
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
-        match fs::remove_file(self.file(kind, name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.err(kind, name, e)),
+        let Some(dir) = self.open_dir(kind, name, false)? else {
+            return Ok(());
+        };
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.err(kind, name, e.into())),
         }
     }
 
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
-        let mut dirs: Vec<PathBuf> = Vec::new();
-        // Temporaries lie beside the files whose writes they were.
+        use rustix::fs::{openat, Mode, OFlags};
+        // Temporaries lie beside the files whose writes they were; each directory is
+        // looked into and cleaned through a handle, never through a symlink.
+        let mut dirs: Vec<(OwnedFd, PathBuf)> = Vec::new();
         for kind in FileKind::ALL {
-            let dir = self.root.join(kind.dir());
+            let Some(dir) = self.open_dir(kind, "", false)? else {
+                continue;
+            };
+            let path = self.root.join(kind.dir());
             if kind.fanned_out() {
-                if let Ok(rd) = fs::read_dir(&dir) {
-                    dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                for sub in names_in(&dir, &path)? {
+                    if let Ok(fd) = openat(&dir, sub.as_str(), flags, Mode::empty()) {
+                        dirs.push((fd, path.join(&sub)));
+                    }
                 }
             }
-            dirs.push(dir);
+            dirs.push((dir, path));
         }
-        dirs.sort();
-        dirs.dedup();
         let mut removed = Vec::new();
-        for dir in dirs {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !(name.starts_with('.') && name.ends_with(".tmp")) {
-                    continue;
-                }
-                let Ok(meta) = e.metadata() else { continue };
-                let age = meta.modified().ok().and_then(|m| m.elapsed().ok());
-                // Younger ones may belong to a write in progress, here or on another host.
-                if meta.is_file() && age.is_some_and(|a| a >= older_than) {
-                    fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-                    removed.push(FileInfo {
-                        name,
-                        size: meta.len(),
-                        storage_class: None,
-                        modified: None,
-                    });
+        for (dir, path) in &dirs {
+            for name in names_in(dir, path)? {
+                if let Some(f) = remove_if_stale(dir, &name, older_than)
+                    .map_err(|e| Error::io(path.join(&name), e))?
+                {
+                    removed.push(f);
                 }
             }
         }
@@ -349,16 +384,58 @@ impl Backend for LocalBackend {
     }
 }
 
-fn tempfile_in(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
+/// The names in a directory (by its handle), `.` and `..` left out.
+fn names_in(dir: &OwnedFd, path: &Path) -> Result<Vec<String>> {
+    let entries = rustix::fs::Dir::read_from(dir).map_err(|e| Error::io(path, e.into()))?;
+    let mut names = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io(path, e.into()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` from `dir` if it is the temporary of a write (a regular file named
+/// `.….tmp`) at least `older_than` old: younger ones may belong to a write in progress,
+/// here or on another host.
+fn remove_if_stale(
+    dir: &OwnedFd,
+    name: &str,
+    older_than: std::time::Duration,
+) -> io::Result<Option<FileInfo>> {
+    use rustix::fs::{statat, unlinkat, AtFlags, FileType};
+    if !(name.starts_with('.') && name.ends_with(".tmp")) {
+        return Ok(None);
+    }
+    let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    let modified =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+    let old = modified.elapsed().is_ok_and(|age| age >= older_than);
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || !old {
+        return Ok(None);
+    }
+    unlinkat(dir, name, AtFlags::empty())?;
+    Ok(Some(FileInfo {
+        name: name.to_string(),
+        size: st.st_size as u64,
+        storage_class: None,
+        modified: None,
+    }))
+}
+
+/// A new temporary file beside `name` in `dir` (never through a symlink): its name and
+/// the open file.
+fn tempfile_in(dir: &OwnedFd, name: &str) -> io::Result<(String, File)> {
     use rand::Rng;
+    use rustix::fs::{openat, Mode, OFlags};
     let suffix: u64 = rand::thread_rng().gen();
-    let path = dir.join(format!(".{name}.{suffix:016x}.tmp"));
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    Ok((path, f))
+    let tmp = format!(".{name}.{suffix:016x}.tmp");
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = openat(dir, &tmp, flags, Mode::RUSR | Mode::WUSR)?;
+    Ok((tmp, File::from(fd)))
 }
 
 #[cfg(test)]
@@ -515,6 +592,54 @@ mod tests {
             fs::read_dir(&elsewhere).unwrap().count(),
             0,
             "written through"
+        );
+    }
+
+    /// Attacker pass (issue 25): the repository's owner swaps a kind directory with a
+    /// symlink again and again while root writes; root's check-then-write by path then
+    /// created files wherever the symlink pointed. Through directory handles, every write
+    /// lands in the repository (or fails), never outside.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_mid_write_takes_nothing_outside() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let link = root.join("snapshots.lnk");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, real) = (stop.clone(), root.join("snapshots"));
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let cwd = rustix::fs::CWD;
+                    let exchange = rustix::fs::RenameFlags::EXCHANGE;
+                    if rustix::fs::renameat_with(cwd, &real, cwd, &link, exchange).is_ok() {
+                        swaps += 1;
+                    }
+                }
+                swaps
+            })
+        };
+        for i in 0..400 {
+            let _ = b.write(FileKind::Snapshot, &format!("{i:064x}"), b"x");
+            let _ = b.delete(FileKind::Snapshot, &format!("{:064x}", i / 2));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(swapper.join().unwrap() > 100, "the race did not run");
+        let leaked: Vec<_> = fs::read_dir(&outside)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "written outside the repository: {leaked:?}"
         );
     }
 }
