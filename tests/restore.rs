@@ -22,6 +22,23 @@ fn round_trip_of_every_file_kind_compares_clean_with_tar(env: &Env) {
         "--verify",
     ]);
     assert!(out.contains("re-read and verified"), "{out}");
+    // The summary counts what the source holds, each kind apart.
+    let kinds: Vec<fs::FileType> = (common::walk(&src).iter())
+        .map(|p| fs::symlink_metadata(p).unwrap().file_type())
+        .collect();
+    let (files, dirs) = (
+        kinds.iter().filter(|t| t.is_file()).count(),
+        kinds.iter().filter(|t| t.is_dir()).count(),
+    );
+    let others = kinds.len() - files - dirs;
+    assert!(others > 0);
+    let counts: Vec<usize> = out
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(counts[0], files, "{out}");
+    assert!(counts[1] > dirs, "the source's and its parents': {out}");
+    assert_eq!(counts[2], others, "{out}");
     let diffs = compare_trees(&src, &restored(&target, &src));
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
 }

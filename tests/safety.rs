@@ -1196,6 +1196,17 @@ fn a_fifo_or_symlink_in_a_files_place_is_damage_that_is_named() {
     );
     let out = env.run(&["prune"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+    // Alike damage to several index files is said once by check.
+    let junk = ["ab", "cd"].map(|b| repo.join("index").join(b.repeat(32)));
+    for j in &junk {
+        fs::write(j, "junk").unwrap();
+    }
+    let out = env.run(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("error: 2 index files ("), "{text}");
+    for j in &junk {
+        fs::remove_file(j).unwrap();
+    }
     back();
     let key = env.objects("keys")[0].0.clone();
     let back = replace("keys", &key, true);

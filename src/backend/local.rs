@@ -563,6 +563,14 @@ mod tests {
             assert!(e.to_string().contains(what), "{name}: {e}");
         }
         assert_eq!(b.read(FileKind::Data, "aa01").unwrap(), b"pack");
+        if nix::unistd::geteuid().is_root() {
+            use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+            let dev = root.join("data/aa/aa06");
+            mknod(&dev, SFlag::S_IFCHR, Mode::S_IRUSR, makedev(1, 3)).unwrap();
+            let e = b.read(FileKind::Data, "aa06").unwrap_err().to_string();
+            assert!(e.contains("a device"), "{e}");
+            fs::remove_file(dev).unwrap();
+        }
         // Listed, so that what reads them finds the damage (left out, a snapshot vanished).
         let mut listed: Vec<String> = (b.list(FileKind::Data).unwrap().into_iter())
             .map(|f| f.name)
