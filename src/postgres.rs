@@ -956,8 +956,8 @@ impl Staging {
     /// A staging younger than this may be one a run has made and not locked yet.
     const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-    fn new(parent: &Path, progress: &dyn Progress) -> Result<Self> {
-        Self::remove_abandoned(parent, progress);
+    fn new(parent: &Path, target: &Path, progress: &dyn Progress) -> Result<Self> {
+        Self::remove_abandoned(parent, target, progress);
         let dir = tempfile::Builder::new()
             .prefix(Self::PREFIX)
             .tempdir_in(parent)
@@ -972,10 +972,11 @@ impl Staging {
         self.dir.path()
     }
 
-    /// Removes the stagings in `parent` that are this user's, real directories, older than
-    /// [`Self::GRACE`] and not locked; a failure to remove one is a warning, not this
+    /// Removes the stagings in `parent` that are this user's, real directories of mode
+    /// 0700 (as made), older than [`Self::GRACE`], not locked and not `target` itself (an
+    /// operator may name a target so); a failure to remove one is a warning, not this
     /// restore's failure.
-    fn remove_abandoned(parent: &Path, progress: &dyn Progress) {
+    fn remove_abandoned(parent: &Path, target: &Path, progress: &dyn Progress) {
         use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         let Ok(entries) = std::fs::read_dir(parent) else {
             return;
@@ -986,7 +987,9 @@ impl Staging {
             let Ok(m) = e.metadata() else { continue };
             let old = m.modified().ok().and_then(|t| t.elapsed().ok());
             if !name.to_string_lossy().starts_with(Self::PREFIX)
+                || target.file_name() == Some(&name)
                 || !m.is_dir()
+                || m.mode() & 0o7777 != 0o700
                 || m.uid() != me
                 || old.is_none_or(|age| age < Self::GRACE)
             {
@@ -1077,7 +1080,7 @@ pub fn restore(
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     // The snapshot holds the data directory under its absolute path: restore into a
     // staging directory beside the target, then move the data directory into place.
-    let staging = Staging::new(parent, progress)?;
+    let staging = Staging::new(parent, target, progress)?;
     let snapshot = repo.snapshot(&plan.snapshot)?;
     let report = crate::restore::run(
         repo,
