@@ -1197,13 +1197,19 @@ fn a_fifo_or_symlink_in_a_files_place_is_damage_that_is_named() {
     let out = env.run(&["prune"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     // Alike damage to several index files is said once by check.
-    let junk = ["ab", "cd"].map(|b| repo.join("index").join(b.repeat(32)));
+    let junk = ["ab", "cd", "ef"].map(|b| repo.join("index").join(b.repeat(32)));
     for j in &junk {
         fs::write(j, "junk").unwrap();
     }
     let out = env.run(&["check"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("error: 2 index files ("), "{text}");
+    assert!(text.contains("error: 3 index files ("), "{text}");
+    // repair index names a few and counts the rest; a dry run says it replaced nothing.
+    let text = env.ok(&["repair", "index", "--dry-run"]);
+    assert!(
+        text.contains("... and 1 more damaged index file(s) to be replaced"),
+        "{text}"
+    );
     for j in &junk {
         fs::remove_file(j).unwrap();
     }

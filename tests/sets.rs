@@ -214,7 +214,9 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("critical") && err.contains("would overwrite each other"),
+        err.contains("critical")
+            && err.contains("one inside the other")
+            && err.contains("would overwrite each other"),
         "{err}"
     );
     assert!(!over.exists(), "nothing restored");
@@ -237,6 +239,9 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         assert!(err.contains(says), "{err}");
     }
     assert_eq!(env.objects("snapshots").len(), before);
+    // A set named twice is backed up once.
+    env.ok(&["--config", &c, "backup", "metrics", "metrics"]);
+    assert_eq!(env.objects("snapshots").len(), before + 1);
 }
 
 /// `strata ls … | head -c 1`: the reader goes away, strata ends by SIGPIPE as filters do,

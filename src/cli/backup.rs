@@ -96,10 +96,15 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
             .iter()
             .all(|p| global.file.sets.contains_key(&*p.to_string_lossy()))
     {
-        args.paths
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect()
+        // `backup critical critical` backs the set up once.
+        let mut names: Vec<String> = Vec::new();
+        for p in &args.paths {
+            let name = p.to_string_lossy().into_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     } else {
         refuse_set_typos(global, &args.paths)?;
         return Ok(vec![Job {
@@ -316,6 +321,16 @@ fn refuse_set_typos(global: &Global, paths: &[PathBuf]) -> anyhow::Result<()> {
     }
     let missing = |p: &PathBuf| std::fs::symlink_metadata(p).is_err();
     let known: Vec<&str> = sets.keys().map(String::as_str).collect();
+    for p in paths.iter().filter(|p| !missing(p)) {
+        let name = p.to_string_lossy();
+        if sets.contains_key(&*name) {
+            eprintln!(
+                "warning: {} is both a backup set and a path here: backed up as the path, \
+                 with the other paths (give set names alone to back up sets)",
+                output::plain(&name)
+            );
+        }
+    }
     for p in paths.iter().filter(|p| missing(p)) {
         let name = p.to_string_lossy();
         if sets.contains_key(&*name) {

@@ -43,8 +43,20 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
             if global.json {
                 output::print_json(&serde_json::to_value(&r)?);
             } else if !global.quiet {
-                for e in &r.index_files_damaged {
-                    println!("damaged index file replaced: {e}");
+                // Thousands of junk files are one line of examples, not thousands.
+                let verb = if dry_run {
+                    "to be replaced"
+                } else {
+                    "replaced"
+                };
+                for e in r.index_files_damaged.iter().take(3) {
+                    println!("damaged index file {verb}: {e}");
+                }
+                if r.index_files_damaged.len() > 3 {
+                    println!(
+                        "... and {} more damaged index file(s) {verb}",
+                        r.index_files_damaged.len() - 3
+                    );
                 }
                 for p in &r.packs_missing {
                     println!("pack {p} is gone: its blobs leave the index");

@@ -195,20 +195,27 @@ fn refuse_overlap(picks: &[(strata::SnapshotId, strata::Snapshot)]) -> anyhow::R
         for (b_id, b) in &picks[i + 1..] {
             let shared = a.paths.iter().find_map(|p| {
                 b.paths.iter().find_map(|q| {
-                    let (p, q) = (Path::new(p), Path::new(q));
-                    (p.starts_with(q) || q.starts_with(p)).then(|| p.min(q))
+                    let (pp, qp) = (Path::new(p), Path::new(q));
+                    (pp.starts_with(qp) || qp.starts_with(pp)).then_some((p, q))
                 })
             });
-            if let Some(path) = shared {
+            if let Some((p, q)) = shared {
+                let holds = if p == q {
+                    format!("both hold {}", output::plain(p))
+                } else {
+                    format!(
+                        "hold {} and {}, one inside the other",
+                        output::plain(p),
+                        output::plain(q)
+                    )
+                };
                 return Err(exit::usage(format!(
-                    "--all-sets: {} ({}) and {} ({}) both hold {}, and would overwrite each \
-                     other in one target; restore each with --set (or --host) into its own \
-                     --target",
+                    "--all-sets: {} ({}) and {} ({}) {holds}, and would overwrite each other \
+                     in one target; restore each with --set (or --host) into its own --target",
                     a.lineage().label(),
                     a_id.short(),
                     b.lineage().label(),
                     b_id.short(),
-                    output::plain(&path.display().to_string())
                 )));
             }
         }
