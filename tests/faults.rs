@@ -263,6 +263,8 @@ fn reads_cut_off_are_retried_blob_by_blob_and_a_lasting_outage_fails_loudly() {
     assert_eq!(lab.backend.armed(), 0, "the cut happened");
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.files as usize, files.len(), "{r:?}");
+    let total: usize = files.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(r.bytes as usize, total, "{r:?}");
     for (name, content) in &files {
         assert_eq!(&fs::read(root.join(name)).unwrap(), content);
     }
@@ -273,7 +275,7 @@ fn reads_cut_off_are_retried_blob_by_blob_and_a_lasting_outage_fails_loudly() {
     let (r, root) = restore_into("outage");
     assert_eq!(r.damaged_files.len(), files.len(), "{r:?}");
     // The summary counts only what was restored exactly.
-    assert_eq!(r.files, 0, "{r:?}");
+    assert_eq!((r.files, r.bytes), (0, 0), "{r:?}");
     for (name, _) in &files {
         assert!(!root.join(name).exists(), "{name} left in place");
         let mut marked = root.join(name).into_os_string();

@@ -290,7 +290,7 @@ fn one(
             if report.damaged_files.is_empty() || args.dry_run {
                 ""
             } else {
-                " (renamed with the suffix .strata-damaged)"
+                " (those written are renamed with the suffix .strata-damaged)"
             }
         );
         return Ok((exit::FAILURE, json));

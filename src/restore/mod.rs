@@ -104,7 +104,7 @@ pub struct RestoreReport {
     pub dirs: u64,
     /// Symlinks, devices, fifos and sockets restored without an error.
     pub other: u64,
-    /// Bytes of file content written.
+    /// Bytes of content of the files restored exactly (a hard-linked file's once).
     pub bytes: u64,
     /// Files read back and found identical (with `verify`).
     pub verified_files: u64,
@@ -268,7 +268,6 @@ pub fn run(
             None => Error::RestoreInterrupted { removed },
         });
     }
-    report.bytes = written.load(Ordering::Relaxed);
     ctx.damage_links();
     ctx.finish_entries();
     if opts.verify {
@@ -297,6 +296,10 @@ impl RestoreReport {
                 NodeKind::Dir => self.dirs += 1,
                 NodeKind::File => self.files += 1,
                 _ => self.other += 1,
+            }
+            // The content of the files restored exactly, each once however many names.
+            if item.node.kind == NodeKind::File && item.link_to.is_none() {
+                self.bytes += item.node.size;
             }
         }
     }
@@ -792,15 +795,17 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
 
 /// Every file holding a blob that could not be had is damaged.
 fn blob_lost(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, cause: &dyn fmt::Display) {
+    let cause = cause.to_string();
+    // A cause that names the blob already is not prefixed with it again.
+    let what = match cause.contains(&f.entry.id.to_string()) {
+        true => format!("not restored exactly: {cause}"),
+        false => format!(
+            "not restored exactly: blob {} in pack {pack}: {cause}",
+            f.entry.id
+        ),
+    };
     for (idx, _) in &f.targets {
-        ctx.trouble.damaged(
-            ctx.items,
-            *idx,
-            format!(
-                "not restored exactly: blob {} in pack {pack}: {cause}",
-                f.entry.id
-            ),
-        );
+        ctx.trouble.damaged(ctx.items, *idx, &what);
     }
 }
 
