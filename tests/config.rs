@@ -139,8 +139,14 @@ fn sets_from_the_config_file_for_backup_and_forget(env: &Env) {
     let left: serde_json::Value =
         serde_json::from_str(&ok(with_config(env, &cfg, &["--json", "snapshots"]))).unwrap();
     assert_eq!(left.as_array().unwrap().len(), 2);
+    // Neither a set nor a path: a usage error that names the sets.
     let out = with_config(env, &cfg, &["backup", "nonexistent-set-or-path"]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no backup set of that name"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A set with a bad exclude pattern stops `backup --all` before any set is backed up, not
