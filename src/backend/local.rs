@@ -14,6 +14,8 @@ pub struct LocalBackend {
     root: PathBuf,
     /// Whom new files and directories are given to: see [`LocalBackend::owner`].
     owner: std::sync::OnceLock<Option<(u32, u32)>>,
+    /// The repository directory (device, inode) met first: see [`LocalBackend::pin`].
+    pinned: std::sync::OnceLock<(u64, u64)>,
 }
 
 impl LocalBackend {
@@ -22,6 +24,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             owner: std::sync::OnceLock::new(),
+            pinned: std::sync::OnceLock::new(),
         }
     }
 
@@ -44,6 +47,33 @@ impl LocalBackend {
         match self.owner() {
             Some((uid, gid)) => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
             None => Ok(()),
+        }
+    }
+
+    /// Holds the repository to the directory met first: whoever owns the directory above
+    /// it could swap the repository's path for a symlink mid-command, and root's writes
+    /// then went wherever it pointed. A path that leads elsewhere now is refused (a path
+    /// that leads nowhere is a repository moved away: `err` says so).
+    fn pin(&self, st: &rustix::fs::Stat) -> Result<()> {
+        let id = (st.st_dev, st.st_ino);
+        if *self.pinned.get_or_init(|| id) == id {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            object: "repository".into(),
+            source: io::Error::other(format!(
+                "{} is no longer the directory this command opened: it was moved or \
+                 replaced meanwhile",
+                self.root.display()
+            )),
+        })
+    }
+
+    /// Pins (see `pin`) the directory the repository's path leads to now, if any.
+    fn check_root(&self) -> Result<()> {
+        match rustix::fs::stat(&self.root) {
+            Ok(st) => self.pin(&st),
+            Err(_) => Ok(()),
         }
     }
 
@@ -144,6 +174,7 @@ impl LocalBackend {
             _ => Error::io(&self.root, e),
         };
         let root = openat(CWD, &self.root, flags, Mode::empty()).map_err(|e| gone(e.into()))?;
+        self.pin(&rustix::fs::fstat(&root).map_err(|e| gone(e.into()))?)?;
         let mut levels = vec![kind.dir()];
         if kind.fanned_out() {
             levels.push(&name[..2.min(name.len())]);
@@ -225,6 +256,7 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        self.check_root()?;
         let dir = self.root.join(kind.dir());
         refuse_symlink(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut out = Vec::new();
@@ -263,11 +295,12 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') {
                     continue;
                 }
-                // Not only regular files: a FIFO or symlink in a snapshot's place, left out,
-                // made that snapshot vanish without a word (and prune then freed its data).
-                // Listed, its read fails as damage, which check and prune act on.
+                // Not only regular files: a FIFO, symlink or directory in a snapshot's
+                // place, left out, made that snapshot vanish without a word (and prune
+                // then freed its data). Listed, its read fails as damage, which check and
+                // prune act on. (The config's "kind directory" is the repository's own.)
                 let meta = e.metadata().map_err(|err| Error::io(e.path(), err))?;
-                if !meta.is_dir() || kind.fanned_out() {
+                if kind != FileKind::Config || !meta.is_dir() {
                     out.push(FileInfo {
                         name,
                         size: meta.len(),
@@ -287,6 +320,7 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.check_root()?;
         let mut buf = Vec::new();
         open_object(&self.file(kind, name))
             .and_then(|mut f| f.read_to_end(&mut buf))
@@ -295,6 +329,7 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check_root()?;
         let mut f = open_object(&self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| self.err(kind, name, e))?;
@@ -649,5 +684,40 @@ mod tests {
             leaked.is_empty(),
             "written outside the repository: {leaked:?}"
         );
+    }
+
+    /// Attacker re-check (issue 25): the owner of the directory above the repository swaps
+    /// the repository's path for a symlink to a directory of root's mid-command; root's
+    /// writes and deletes followed it. Now they are refused, and a directory in a
+    /// snapshot's place is listed (and read as damage), not left out.
+    #[test]
+    fn a_repository_path_swapped_mid_command_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        fs::create_dir(root.join("snapshots/ab")).unwrap();
+        assert_eq!(b.list(FileKind::Snapshot).unwrap().len(), 1);
+        let e = b.read(FileKind::Snapshot, "ab").unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        fs::remove_dir(root.join("snapshots/ab")).unwrap();
+
+        let victim = dir.path().join("victim");
+        let other = LocalBackend::new(&victim);
+        other.create().unwrap();
+        fs::write(victim.join("config"), "c").unwrap();
+        fs::write(victim.join("index/.old.tmp"), "root's").unwrap();
+        fs::rename(&root, dir.path().join("away")).unwrap();
+        std::os::unix::fs::symlink(&victim, &root).unwrap();
+        let e = b.write(FileKind::Snapshot, "cd", b"x").unwrap_err();
+        assert!(e.to_string().contains("no longer the directory"), "{e}");
+        assert!(b.delete(FileKind::Snapshot, "cd").is_err());
+        assert!(b
+            .remove_stale_temporaries(std::time::Duration::ZERO)
+            .is_err());
+        assert!(b.list(FileKind::Snapshot).is_err());
+        assert!(!victim.join("snapshots/cd").exists());
+        assert!(victim.join("index/.old.tmp").exists());
     }
 }
