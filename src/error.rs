@@ -64,6 +64,18 @@ pub enum Error {
     #[error("no repository at {0} (create one with `strata init`)")]
     NoRepository(String),
 
+    /// A repository URL of a scheme no backend of this process opens (`gs://bucket`).
+    #[error(
+        "{url:?}: no backend for {scheme:?} URLs (s3:… or a directory; local:PATH for \
+             a directory whose name looks like a URL)"
+    )]
+    UnknownScheme {
+        /// The URL as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+
     /// `init` at a location that already holds a repository.
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),

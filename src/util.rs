@@ -53,7 +53,10 @@ pub fn with_read_pool<R: Send>(
     backend: &dyn crate::backend::Backend,
     f: impl FnOnce() -> R + Send,
 ) -> R {
-    let threads = backend.read_concurrency().max(rayon::current_num_threads());
+    let threads = backend
+        .capabilities()
+        .read_concurrency
+        .max(rayon::current_num_threads());
     match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(pool) => pool.install(f),
         Err(_) => f(),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::fs;
+use std::sync::Arc;
 
 use common::*;
 
@@ -127,17 +128,17 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     // Requests of a warm-up with nothing left to ask for, and of the restore after it,
     // counted by the S3 backend itself (moto keeps no metrics).
     let packs = strata::thaw::packs_needed(&lib, &snap, None).unwrap();
-    let before = backend.request_count().unwrap();
+    let before = backend.capabilities().request_count.unwrap();
     let opts = strata::thaw::WarmUpOptions {
         tier: strata::backend::ThawTier::Standard,
         days: 1,
     };
     let r = strata::thaw::warm_up(&lib, &packs, opts).unwrap();
-    let requests = backend.request_count().unwrap() - before;
+    let requests = backend.capabilities().request_count.unwrap() - before;
     eprintln!("warm-up of {} archived packs: {requests} requests", r.packs);
     // One listing, one HEAD per archived pack, no request for a thawed one.
     assert_eq!(requests, 1 + packs.len() as u64);
-    let before = backend.request_count().unwrap();
+    let before = backend.capabilities().request_count.unwrap();
     strata::restore::run(
         &lib,
         &snap,
@@ -148,7 +149,7 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
         &strata::NoProgress,
     )
     .unwrap();
-    let requests = backend.request_count().unwrap() - before;
+    let requests = backend.capabilities().request_count.unwrap() - before;
     eprintln!("restore of the thawed snapshot: {requests} requests");
     assert!(requests <= packs.len() as u64 + 2, "{requests} requests");
     let out = strata(&[
@@ -207,7 +208,7 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
     // restore: the hot part first, then each archived pack once it thaws; counted.
     let (lib, backend) = open_lib(&repo, &env.path("lib-cache"));
     let (_, snap) = lib.find_snapshot("latest").unwrap();
-    let before = backend.request_count().unwrap();
+    let before = backend.capabilities().request_count.unwrap();
     let r = strata::restore::run(
         &lib,
         &snap,
@@ -220,7 +221,7 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
         &strata::NoProgress,
     )
     .unwrap();
-    let requests = backend.request_count().unwrap() - before;
+    let requests = backend.capabilities().request_count.unwrap() - before;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.verified_files, 2);
     let t = r.thaw.expect("the restore waited");
@@ -419,4 +420,79 @@ fn prune_keeps_cold_packs_whole_and_unused_ones_until_their_minimum_duration() {
     let out = strata(&["prune", "--min-storage", "GLACIER"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("CLASS=DURATION"), "{}", stderr(&out));
+}
+
+/// A wrapper that passes on every file operation of the S3 backend but none of its
+/// capabilities: what a wrapper written against the narrow trait gets by forgetting them.
+struct FilesOnly(strata::backend::BackendRef);
+
+impl strata::backend::Backend for FilesOnly {
+    fn location(&self) -> String {
+        self.0.location()
+    }
+    fn create(&self) -> strata::Result<()> {
+        self.0.create()
+    }
+    fn list(
+        &self,
+        kind: strata::backend::FileKind,
+    ) -> strata::Result<Vec<strata::backend::FileInfo>> {
+        self.0.list(kind)
+    }
+    fn read(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        self.0.read(kind, name)
+    }
+    fn read_range(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> strata::Result<Vec<u8>> {
+        self.0.read_range(kind, name, offset, len)
+    }
+    fn put(
+        &self,
+        kind: strata::backend::FileKind,
+        name: &str,
+        data: &[u8],
+        how: &strata::backend::WriteOptions,
+    ) -> strata::Result<()> {
+        self.0.put(kind, name, data, how)
+    }
+    fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
+        self.0.delete(kind, name)
+    }
+    fn capabilities(&self) -> strata::backend::Capabilities<'_> {
+        strata::backend::Capabilities::plain()
+    }
+}
+
+#[test]
+fn a_wrapper_without_the_cold_storage_capability_cannot_make_archived_packs_hot() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("forgetful-{}", std::process::id());
+    let _client = moto_bucket(&endpoint, &bucket);
+    let env = &Env::local();
+    let repo = glacier_repo(env, &endpoint, &bucket);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), noise(400_000, 3)).unwrap();
+    let out = on_moto(env, &repo, &["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let warm_up = |backend: strata::backend::BackendRef, cache: &str| {
+        let lib = strata::Repository::open(backend, PASSWORD.as_bytes(), &env.path(cache))?;
+        let (_, snap) = lib.find_snapshot("latest")?;
+        let packs = strata::thaw::packs_needed(&lib, &snap, None)?;
+        strata::thaw::cost(&lib, &packs, strata::backend::ThawTier::Standard)
+    };
+    let s3 = strata::backend::open(&repo).unwrap();
+    // Through the wrapper the pack is neither called hot nor thawed: the survey is refused,
+    // naming what is missing.
+    let e = warm_up(Arc::new(FilesOnly(s3.clone())), "cache-a").unwrap_err();
+    assert!(e.to_string().contains("cold-storage capability"), "{e}");
+    // The backend itself knows the pack is archived.
+    let report = warm_up(s3, "cache-b").unwrap();
+    assert_eq!((report.packs, report.hot, report.requested), (1, 0, 1));
 }

@@ -312,12 +312,20 @@ fn malformed_values_are_usage_errors() {
             "[",
         ),
         (vec!["check", "--read-data-subset", "9/4"], "9/4"),
+        (vec!["-r", "gs://bucket/x", "init"], "\"gs\""),
+        (vec!["-r", "B2://bucket", "snapshots"], "\"B2\""),
     ] {
         let out = env.run(&args);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(flag), "{args:?}: {}", stderr(&out));
     }
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+    // A URL of a scheme no backend serves was a local directory named "gs:"; a directory
+    // that only looks like one is still reachable.
+    assert!(!std::path::Path::new("gs:").exists());
+    let odd = env.path("gs:");
+    let out = env.run(&["-r", &format!("local:{}//x", odd.display()), "init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Hostile pass (issue 25): "latest" that nothing matches says whether the repository is

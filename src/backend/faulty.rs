@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::{Backend, BackendRef, FileInfo, FileKind};
+use super::{Backend, BackendRef, Capabilities, FileInfo, FileKind, WriteOptions};
 use crate::error::{Error, Result};
 
 /// The operations a backend offers that the wrapper tells apart.
@@ -208,33 +208,11 @@ impl Backend for Faulty {
             self.inner.read_range(kind, name, offset, len)
         })
     }
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.write_in_class(kind, name, data, None)
-    }
-    fn write_in_class(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> Result<()> {
-        self.write_retained(kind, name, data, class, None)
-    }
-    fn write_retained(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-        retention: Option<super::Retention>,
-    ) -> Result<()> {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
         match self.fault(Op::Write, kind) {
-            None => self
-                .inner
-                .write_retained(kind, name, data, class, retention),
+            None => self.inner.put(kind, name, data, how),
             Some(Fault::FailAfterWrite) => {
-                self.inner
-                    .write_retained(kind, name, data, class, retention)?;
+                self.inner.put(kind, name, data, how)?;
                 Err(Self::failure(
                     kind,
                     name,
@@ -261,46 +239,8 @@ impl Backend for Faulty {
             )),
         }
     }
-    fn remove_stale_temporaries(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
-        self.inner.remove_stale_temporaries(older_than)
-    }
-    fn upload_concurrency(&self) -> usize {
-        self.inner.upload_concurrency()
-    }
-    fn read_concurrency(&self) -> usize {
-        self.inner.read_concurrency()
-    }
-    fn request_count(&self) -> Option<u64> {
-        self.inner.request_count()
-    }
-    fn thaw_state(&self, kind: FileKind, name: &str) -> crate::Result<super::ThawState> {
-        self.inner.thaw_state(kind, name)
-    }
-    fn thaw(
-        &self,
-        kind: FileKind,
-        name: &str,
-        days: u32,
-        tier: super::ThawTier,
-    ) -> crate::Result<()> {
-        self.inner.thaw(kind, name, days, tier)
-    }
-    fn lifecycle(&self) -> crate::Result<Option<(String, Vec<super::lifecycle::LifecycleRule>)>> {
-        self.inner.lifecycle()
-    }
-    fn object_lock_enabled(&self) -> Result<Option<bool>> {
-        self.inner.object_lock_enabled()
-    }
-    fn retain(&self, kind: FileKind, name: &str, retention: super::Retention) -> Result<()> {
-        self.inner.retain(kind, name, retention)
-    }
-    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
-        self.inner.retention(kind, name)
-    }
-    fn versions(&self, kind: FileKind) -> Result<Vec<super::ObjectVersion>> {
-        self.inner.versions(kind)
-    }
-    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<super::Purge> {
-        self.inner.purge_version(kind, name, version_id)
+    /// The store's own: faults hit files, not the extras.
+    fn capabilities(&self) -> Capabilities<'_> {
+        self.inner.capabilities()
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{Backend, FileInfo, FileKind};
+use super::{Backend, Capabilities, FileInfo, FileKind, Temporaries, WriteOptions};
 use crate::error::{Error, Result};
 
 /// A repository in a local directory (format-spec §3 gives the layout).
@@ -349,7 +349,11 @@ impl Backend for LocalBackend {
         Ok(buf)
     }
 
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+    /// A storage class means nothing to a directory; a retention cannot be kept here.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        if how.retention.is_some() {
+            return Err(super::no_object_lock(self.location()));
+        }
         let dir = self
             .open_dir(kind, name, true)?
             .expect("open_dir creates what is missing");
@@ -385,7 +389,16 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities {
+            temporaries: Some(self),
+            ..Capabilities::plain()
+        }
+    }
+}
+
+impl Temporaries for LocalBackend {
+    fn remove_stale(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
         use rustix::fs::{openat, Mode, OFlags};
         // Temporaries lie beside the files whose writes they were; each directory is
         // looked into and cleaned through a handle, never through a symlink.
@@ -713,9 +726,7 @@ mod tests {
         let e = b.write(FileKind::Snapshot, "cd", b"x").unwrap_err();
         assert!(e.to_string().contains("no longer the directory"), "{e}");
         assert!(b.delete(FileKind::Snapshot, "cd").is_err());
-        assert!(b
-            .remove_stale_temporaries(std::time::Duration::ZERO)
-            .is_err());
+        assert!(b.remove_stale(std::time::Duration::ZERO).is_err());
         assert!(b.list(FileKind::Snapshot).is_err());
         assert!(!victim.join("snapshots/cd").exists());
         assert!(victim.join("index/.old.tmp").exists());

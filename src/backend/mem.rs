@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Backend, FileInfo, FileKind};
+use super::{Backend, Capabilities, FileInfo, FileKind, WriteOptions};
 use crate::error::{Error, Result};
 
 /// Files by (directory of their kind, path), so that a kind's files list as one range.
@@ -86,7 +86,10 @@ impl Backend for MemBackend {
         Ok(data[offset as usize..end as usize].to_vec())
     }
 
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        if how.retention.is_some() {
+            return Err(super::no_object_lock(self.location()));
+        }
         self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -100,5 +103,9 @@ impl Backend for MemBackend {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&Self::key(kind, name));
         Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities::plain()
     }
 }

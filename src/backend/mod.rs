@@ -9,6 +9,7 @@ pub mod lifecycle;
 mod local;
 mod mem;
 pub(crate) mod retaining;
+mod retry;
 mod s3;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 pub use local::LocalBackend;
 pub use mem::MemBackend;
 pub use retaining::Retaining;
+pub use retry::Retrying;
 pub use s3::S3Backend;
 
 use crate::error::Result;
@@ -243,15 +245,39 @@ pub struct FileInfo {
     pub modified: Option<i64>,
 }
 
+/// How a file is written, beyond its bytes. Part of every write, never state of the backend:
+/// two backups sharing a backend (two sets of one `backup --all`) must not leak classes into
+/// each other, and a wrapper that forwards writes forwards these with them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions<'a> {
+    /// The object store's storage class (data packs only; others ignore it).
+    pub class: Option<&'a str>,
+    /// An Object Lock retention. A store without Object Lock refuses the write rather than
+    /// drop it.
+    pub retention: Option<Retention>,
+}
+
+impl<'a> WriteOptions<'a> {
+    /// A write in `class` (`None`: the store's default).
+    pub fn in_class(class: Option<&'a str>) -> Self {
+        WriteOptions {
+            class,
+            retention: None,
+        }
+    }
+}
+
 /// Where repository files are stored: a flat namespace per [`FileKind`]. Files are
-/// written whole and never changed; implementations retry what is worth retrying and
-/// report the rest as [`crate::Error::Backend`] or [`crate::Error::NotFound`].
+/// written whole and never changed; failures are [`crate::Error::Backend`] (retried by
+/// [`Retrying`] when [transient](crate::Error::is_transient)) or [`crate::Error::NotFound`].
+///
+/// The trait holds what every store does. What only some stores do (thaw archived files,
+/// lifecycle rules, Object Lock, versions) is a capability trait that
+/// [`Backend::capabilities`] hands out; that method has no default, so a wrapper either
+/// forwards its inner backend's capabilities or visibly offers none.
 pub trait Backend: Send + Sync {
     /// Human-readable location, used in messages.
     fn location(&self) -> String;
-
-    /// Whether a repository appears to exist here (its config is present).
-    fn exists(&self) -> Result<bool>;
 
     /// Prepares an empty location (directories, bucket check).
     fn create(&self) -> Result<()>;
@@ -265,113 +291,125 @@ pub trait Backend: Send + Sync {
     /// `len` bytes of a file from `offset` on; fewer only at its end.
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
 
-    /// Stores a file durably. Names are content addresses, so writing an existing name again
-    /// is harmless; implementations must never expose a partially written file.
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Stores a file durably, as `how` says. Names are content addresses, so writing an
+    /// existing name again is harmless; implementations must never expose a partially
+    /// written file.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()>;
 
     /// Removes a file; removing one that is gone is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
-    /// Removes temporaries of interrupted writes older than `older_than` (local directories
-    /// only: an object store's PUT leaves none); returns what it removed.
-    fn remove_stale_temporaries(&self, _older_than: std::time::Duration) -> Result<Vec<FileInfo>> {
-        Ok(Vec::new())
-    }
+    /// What this store offers beyond files. No default: see the trait's documentation.
+    fn capabilities(&self) -> Capabilities<'_>;
 
-    /// As [`Backend::write`], in a storage class (object stores; others ignore it). The
-    /// class is an argument of each write, never state of the backend: two backups sharing
-    /// a backend (two sets of one `backup --all`) must not leak classes into each other.
-    fn write_in_class(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        _class: Option<&str>,
-    ) -> Result<()> {
-        self.write(kind, name, data)
-    }
-
-    /// How many uploads to keep in flight.
-    fn upload_concurrency(&self) -> usize {
-        2
-    }
-
-    /// How many whole-pack or range reads to keep in flight (restore, check --read-data).
-    /// Local disks gain nothing past one per core; object stores hide latency with more.
-    fn read_concurrency(&self) -> usize {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    }
-
-    /// Requests made so far, where the backend counts them.
-    fn request_count(&self) -> Option<u64> {
-        None
-    }
-
-    /// Whether a file can be read now or must be thawed first (one HEAD on S3).
-    fn thaw_state(&self, _kind: FileKind, _name: &str) -> crate::Result<ThawState> {
-        Ok(ThawState::Hot)
-    }
-
-    /// Asks for a readable copy of an archived file for `days` days; a thaw already in
-    /// progress is not an error.
-    fn thaw(&self, _kind: FileKind, _name: &str, _days: u32, _tier: ThawTier) -> crate::Result<()> {
-        Ok(())
-    }
-
-    /// The bucket's lifecycle rules and the repository's key prefix in it; `None` where
-    /// the store has no lifecycle (a local directory).
-    fn lifecycle(&self) -> crate::Result<Option<(String, Vec<lifecycle::LifecycleRule>)>> {
-        Ok(None)
-    }
-
-    /// Whether the bucket has Object Lock enabled; `None` where the store has no such
-    /// thing (a local directory).
-    fn object_lock_enabled(&self) -> crate::Result<Option<bool>> {
-        Ok(None)
-    }
-
-    /// As [`Backend::write_in_class`], with an Object Lock retention. A store without
-    /// Object Lock refuses a retention rather than drop it.
-    fn write_retained(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-        retention: Option<Retention>,
-    ) -> Result<()> {
-        if retention.is_some() {
-            return Err(no_object_lock(self));
+    /// Whether a repository appears to exist here (its config is present). Stores answer
+    /// this more cheaply than the whole read this default makes.
+    fn exists(&self) -> Result<bool> {
+        match self.read(FileKind::Config, "config") {
+            Ok(_) => Ok(true),
+            Err(crate::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
-        self.write_in_class(kind, name, data, class)
     }
 
-    /// Sets a later retention on a file's current version.
-    fn retain(&self, _kind: FileKind, _name: &str, _retention: Retention) -> Result<()> {
-        Err(no_object_lock(self))
-    }
-
-    /// The retention date (Unix seconds) of a file's current version, if it has one.
-    fn retention(&self, _kind: FileKind, _name: &str) -> Result<Option<i64>> {
-        Ok(None)
-    }
-
-    /// Every version of the files of one kind, delete markers included (versioned
-    /// buckets); empty where the store keeps no versions.
-    fn versions(&self, _kind: FileKind) -> Result<Vec<ObjectVersion>> {
-        Ok(Vec::new())
-    }
-
-    /// Deletes one version for good (a delete marker included); Object Lock may refuse.
-    fn purge_version(&self, _kind: FileKind, _name: &str, _version_id: &str) -> Result<Purge> {
-        Err(no_object_lock(self))
+    /// [`Backend::put`] in the store's default class, without retention (shorthand: not
+    /// for wrappers to override).
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put(kind, name, data, &WriteOptions::default())
     }
 }
 
-fn no_object_lock<B: Backend + ?Sized>(b: &B) -> crate::Error {
+/// What a store offers beyond reading and writing files. A capability that is `None` is
+/// one the store does not have; the repository then refuses what needs it (thawing an
+/// archived pack, an Object Lock retention) instead of acting as if it were there.
+#[derive(Clone, Copy)]
+pub struct Capabilities<'a> {
+    /// How many uploads to keep in flight.
+    pub upload_concurrency: usize,
+    /// How many whole-pack or range reads to keep in flight (restore, check --read-data).
+    /// Local disks gain nothing past one per core; object stores hide latency with more.
+    pub read_concurrency: usize,
+    /// Requests made so far, where the store counts them.
+    pub request_count: Option<u64>,
+    /// Archive storage classes, and thawing files out of them.
+    pub cold_storage: Option<&'a dyn ColdStorage>,
+    /// The bucket's lifecycle rules.
+    pub lifecycle: Option<&'a dyn Lifecycle>,
+    /// Object Lock retention of what is written.
+    pub object_lock: Option<&'a dyn ObjectLock>,
+    /// Versions of files (a versioned bucket), and deleting them for good.
+    pub versions: Option<&'a dyn Versions>,
+    /// Leftovers of interrupted writes that the store keeps until they are removed
+    /// (temporary files, multipart uploads).
+    pub temporaries: Option<&'a dyn Temporaries>,
+}
+
+impl Capabilities<'_> {
+    /// A store of files and nothing more: two uploads, one read per core.
+    pub fn plain() -> Self {
+        Capabilities {
+            upload_concurrency: 2,
+            read_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            request_count: None,
+            cold_storage: None,
+            lifecycle: None,
+            object_lock: None,
+            versions: None,
+            temporaries: None,
+        }
+    }
+}
+
+/// Archive storage classes (S3 GLACIER, DEEP_ARCHIVE): files that must be thawed before
+/// they can be read.
+pub trait ColdStorage: Send + Sync {
+    /// Whether a file can be read now or must be thawed first (one HEAD on S3).
+    fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState>;
+
+    /// Asks for a readable copy of an archived file for `days` days; a thaw already in
+    /// progress is not an error.
+    fn thaw(&self, kind: FileKind, name: &str, days: u32, tier: ThawTier) -> Result<()>;
+}
+
+/// A bucket's lifecycle rules, which may delete or archive what the repository needs.
+pub trait Lifecycle: Send + Sync {
+    /// The rules, and the repository's key prefix in the bucket.
+    fn rules(&self) -> Result<(String, Vec<lifecycle::LifecycleRule>)>;
+}
+
+/// Object Lock: versions that cannot be deleted before a date. Retentions of new files go
+/// with their writes ([`WriteOptions::retention`]).
+pub trait ObjectLock: Send + Sync {
+    /// Whether the bucket has Object Lock enabled.
+    fn enabled(&self) -> Result<bool>;
+
+    /// Sets a later retention on a file's current version.
+    fn retain(&self, kind: FileKind, name: &str, retention: Retention) -> Result<()>;
+
+    /// The retention date (Unix seconds) of a file's current version, if it has one.
+    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>>;
+}
+
+/// A versioned bucket's old versions and delete markers.
+pub trait Versions: Send + Sync {
+    /// Every version of the files of one kind, delete markers included.
+    fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>>;
+
+    /// Deletes one version for good (a delete marker included); Object Lock may refuse.
+    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<Purge>;
+}
+
+/// Leftovers of interrupted writes.
+pub trait Temporaries: Send + Sync {
+    /// Removes those older than `older_than`; returns what it removed.
+    fn remove_stale(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>>;
+}
+
+/// The error of a retention asked of a store without Object Lock.
+pub(crate) fn no_object_lock(location: String) -> crate::Error {
     crate::Error::BadInput {
         what: "object lock",
-        reason: format!("{} has no Object Lock (S3 buckets only)", b.location()),
+        reason: format!("{location} has no Object Lock (S3 buckets only)"),
     }
 }
 
@@ -386,16 +424,82 @@ pub struct BackendOptions {
     pub s3_multipart_threshold: Option<u64>,
 }
 
+/// Opens a backend from a repository URL: what a [`Schemes`] entry registers.
+pub type Opener = fn(&str, &BackendOptions) -> Result<BackendRef>;
+
+/// The URL schemes this process can open, each with its opener; a URL with none of them
+/// is a local directory (`local:` forces one).
+#[derive(Clone)]
+pub struct Schemes {
+    entries: Vec<(&'static str, Opener)>,
+}
+
+impl Schemes {
+    /// Local directories only.
+    pub fn local() -> Self {
+        Schemes {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Local directories and S3.
+    pub fn standard() -> Self {
+        Self::local().with("s3", |url, opts| Ok(Arc::new(S3Backend::open(url, opts)?)))
+    }
+
+    /// Adds (or replaces) the opener of URLs that start with `scheme:`.
+    pub fn with(mut self, scheme: &'static str, open: Opener) -> Self {
+        self.entries.retain(|(s, _)| *s != scheme);
+        self.entries.push((scheme, open));
+        self
+    }
+
+    /// Opens the backend named by `url`, behind the retry layer. A URL that looks like
+    /// another scheme's (`gs://bucket`) is refused rather than made a local directory.
+    pub fn open(&self, url: &str, opts: &BackendOptions) -> Result<BackendRef> {
+        if let Some(scheme) = self.unknown_scheme(url) {
+            return Err(crate::Error::UnknownScheme {
+                url: url.to_string(),
+                scheme: scheme.to_string(),
+            });
+        }
+        let inner = match self.scheme_of(url) {
+            Some(open) => open(url, opts)?,
+            None => Arc::new(LocalBackend::new(url.strip_prefix("local:").unwrap_or(url))),
+        };
+        Ok(Arc::new(Retrying::new(inner)))
+    }
+
+    fn scheme_of(&self, url: &str) -> Option<Opener> {
+        let scheme = url.split_once(':').map(|(s, _)| s)?;
+        self.entries
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, open)| *open)
+    }
+
+    /// The scheme a URL names but this process cannot open: `gs` of `gs://bucket`.
+    fn unknown_scheme<'u>(&self, url: &'u str) -> Option<&'u str> {
+        let (scheme, rest) = url.split_once("://")?;
+        let plausible = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+        (plausible && !rest.is_empty() && self.scheme_of(url).is_none() && scheme != "local")
+            .then_some(scheme)
+    }
+}
+
 /// Opens the backend named by a repository URL, with default options.
 pub fn open(url: &str) -> Result<BackendRef> {
     open_with(url, &BackendOptions::default())
 }
 
-/// Opens the backend named by a repository URL.
+/// Opens the backend named by a repository URL with the [standard](Schemes::standard)
+/// schemes.
 pub fn open_with(url: &str, opts: &BackendOptions) -> Result<BackendRef> {
-    if url.starts_with("s3:") {
-        return Ok(Arc::new(s3::S3Backend::open(url, opts)?));
-    }
-    let path = url.strip_prefix("local:").unwrap_or(url);
-    Ok(Arc::new(LocalBackend::new(path)))
+    Schemes::standard().open(url, opts)
 }

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Backend, BackendRef, FileInfo, FileKind, LockMode, ObjectVersion, Purge, Retention};
-use super::{ThawState, ThawTier};
+use super::WriteOptions;
+use super::{Backend, BackendRef, Capabilities, FileInfo, FileKind, LockMode, Retention};
 use crate::error::Result;
 
 /// Retention dates this process gave, by file: a backup need not extend what it wrote.
@@ -47,13 +47,17 @@ impl Retaining {
         self.written.clone()
     }
 
-    fn retained(&self, kind: FileKind, name: &str, data: &[u8], class: Option<&str>) -> Result<()> {
-        if kind == FileKind::Lock {
-            return self.inner.write_in_class(kind, name, data, class);
+    fn retained(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        // Lock files are exempt (see above), and a retention asked for explicitly wins.
+        if kind == FileKind::Lock || how.retention.is_some() {
+            return self.inner.put(kind, name, data, how);
         }
         let r = self.retention_from_now();
-        self.inner
-            .write_retained(kind, name, data, class, Some(r))?;
+        let how = WriteOptions {
+            retention: Some(r),
+            ..*how
+        };
+        self.inner.put(kind, name, data, &how)?;
         self.written
             .lock()
             .unwrap()
@@ -81,68 +85,15 @@ impl Backend for Retaining {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(kind, name, offset, len)
     }
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.retained(kind, name, data, None)
-    }
-    fn write_in_class(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> Result<()> {
-        self.retained(kind, name, data, class)
-    }
-    fn write_retained(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-        retention: Option<Retention>,
-    ) -> Result<()> {
-        self.inner
-            .write_retained(kind, name, data, class, retention)
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        self.retained(kind, name, data, how)
     }
     /// In a versioned bucket this leaves a delete marker: the file leaves the repository
     /// at once, its locked version stays until prune purges it after its date.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.inner.delete(kind, name)
     }
-    fn remove_stale_temporaries(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
-        self.inner.remove_stale_temporaries(older_than)
-    }
-    fn upload_concurrency(&self) -> usize {
-        self.inner.upload_concurrency()
-    }
-    fn read_concurrency(&self) -> usize {
-        self.inner.read_concurrency()
-    }
-    fn request_count(&self) -> Option<u64> {
-        self.inner.request_count()
-    }
-    fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState> {
-        self.inner.thaw_state(kind, name)
-    }
-    fn thaw(&self, kind: FileKind, name: &str, days: u32, tier: ThawTier) -> Result<()> {
-        self.inner.thaw(kind, name, days, tier)
-    }
-    fn lifecycle(&self) -> Result<Option<(String, Vec<super::lifecycle::LifecycleRule>)>> {
-        self.inner.lifecycle()
-    }
-    fn object_lock_enabled(&self) -> Result<Option<bool>> {
-        self.inner.object_lock_enabled()
-    }
-    fn retain(&self, kind: FileKind, name: &str, retention: Retention) -> Result<()> {
-        self.inner.retain(kind, name, retention)
-    }
-    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
-        self.inner.retention(kind, name)
-    }
-    fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>> {
-        self.inner.versions(kind)
-    }
-    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<Purge> {
-        self.inner.purge_version(kind, name, version_id)
+    fn capabilities(&self) -> Capabilities<'_> {
+        self.inner.capabilities()
     }
 }

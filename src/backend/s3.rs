@@ -19,7 +19,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
 use aws_sdk_s3::Client;
 
 use super::lifecycle::{LifecycleRule, ARCHIVE_CLASSES};
-use super::{Backend, BackendOptions, FileInfo, FileKind};
+use super::{Backend, BackendOptions, Capabilities, FileInfo, FileKind, WriteOptions};
+use super::{ColdStorage, Lifecycle, ObjectLock, Temporaries, Versions};
 use super::{LockMode, ObjectVersion, Purge, Retention};
 use super::{ThawState, ThawTier};
 use crate::error::{Error, Missing, Result};
@@ -28,10 +29,6 @@ use crate::error::{Error, Missing, Result};
 const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
 const MIN_PART: usize = 5 << 20;
 const PART_SIZE: usize = 16 << 20;
-/// Attempts for a read whose response is cut off mid-body, and the first pause between
-/// them (doubling).
-const READ_ATTEMPTS: u32 = 6;
-const READ_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Where an S3 repository lives, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,7 +277,7 @@ impl S3Backend {
         }
     }
 
-    fn put(
+    fn put_object(
         &self,
         kind: FileKind,
         key: &str,
@@ -415,31 +412,10 @@ impl S3Backend {
         result
     }
 
-    /// Runs a read again when its response was cut off. The SDK retries a request until
-    /// its response headers arrive; a connection that drops while the body streams (or an
-    /// unreadable response) surfaces after that, as an [`ErrorKind::UnexpectedEof`] here.
-    ///
-    /// [`ErrorKind::UnexpectedEof`]: std::io::ErrorKind::UnexpectedEof
-    fn with_read_retries<T>(&self, mut read: impl FnMut() -> Result<T>) -> Result<T> {
-        let mut delay = READ_RETRY_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            match read() {
-                Err(e) if attempt < READ_ATTEMPTS && e.is_transient() => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                    attempt += 1;
-                }
-                r => return r,
-            }
-        }
-    }
-
+    /// A connection that drops while the body streams (the SDK retries a request only
+    /// until its headers arrive) is an [`std::io::ErrorKind::UnexpectedEof`]: transient, so
+    /// the retry layer tries again.
     fn get(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
-        self.with_read_retries(|| self.get_once(key, object, range))
-    }
-
-    fn get_once(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
         self.count(&self.requests.get);
         let mut req = self.client.get_object().bucket(&self.loc.bucket).key(key);
         if let Some((offset, len)) = range {
@@ -525,7 +501,7 @@ impl Backend for S3Backend {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let resp = self.with_read_retries(|| {
+            let resp = {
                 self.count(&self.requests.list);
                 self.rt
                     .block_on(
@@ -537,7 +513,7 @@ impl Backend for S3Backend {
                             .send(),
                     )
                     .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))
-            })?;
+            }?;
             for obj in resp.contents() {
                 let Some(key) = obj.key() else { continue };
                 let name = key.rsplit('/').next().unwrap_or(key);
@@ -584,29 +560,8 @@ impl Backend for S3Backend {
         Ok(bytes)
     }
 
-    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data, None, None)
-    }
-
-    fn write_in_class(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data, class, None)
-    }
-
-    fn write_retained(
-        &self,
-        kind: FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-        retention: Option<Retention>,
-    ) -> Result<()> {
-        self.put(kind, &self.key(kind, name), data, class, retention)
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        self.put_object(kind, &self.key(kind, name), data, how.class, how.retention)
     }
 
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
@@ -624,16 +579,33 @@ impl Backend for S3Backend {
             .map_err(|e| self.error(e, &Self::object(kind, name)))
     }
 
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities {
+            upload_concurrency: 4,
+            // Each read holds up to a pack (~17 MiB) while it is decrypted: 6 keeps that
+            // near 100 MiB and a link with 20-50 ms per request busy.
+            read_concurrency: 6,
+            request_count: Some(self.requests.total()),
+            cold_storage: Some(self),
+            lifecycle: Some(self),
+            object_lock: Some(self),
+            versions: Some(self),
+            temporaries: Some(self),
+        }
+    }
+}
+
+impl Temporaries for S3Backend {
     /// Multipart uploads that a killed or failed writer never completed: the store keeps
     /// (and bills) their parts until they are aborted.
-    fn remove_stale_temporaries(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
+    fn remove_stale(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(std::time::UNIX_EPOCH);
         let mut removed = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
-            let resp = self.with_read_retries(|| {
+            let resp = {
                 self.count(&self.requests.list);
                 self.rt
                     .block_on(
@@ -646,7 +618,7 @@ impl Backend for S3Backend {
                             .send(),
                     )
                     .map_err(|e| self.error(e, "listing multipart uploads"))
-            })?;
+            }?;
             for u in resp.uploads() {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
@@ -686,21 +658,9 @@ impl Backend for S3Backend {
         }
         Ok(removed)
     }
+}
 
-    fn upload_concurrency(&self) -> usize {
-        4
-    }
-
-    fn read_concurrency(&self) -> usize {
-        // Each read holds up to a pack (~17 MiB) while it is decrypted: 6 keeps that near
-        // 100 MiB and a link with 20-50 ms per request busy.
-        6
-    }
-
-    fn request_count(&self) -> Option<u64> {
-        Some(self.requests.total())
-    }
-
+impl ColdStorage for S3Backend {
     fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState> {
         self.count(&self.requests.head);
         let resp = self
@@ -759,8 +719,10 @@ impl Backend for S3Backend {
             )),
         }
     }
+}
 
-    fn object_lock_enabled(&self) -> Result<Option<bool>> {
+impl ObjectLock for S3Backend {
+    fn enabled(&self) -> Result<bool> {
         use aws_sdk_s3::types::ObjectLockEnabled;
         self.count(&self.requests.get);
         let resp = self.rt.block_on(
@@ -770,12 +732,11 @@ impl Backend for S3Backend {
                 .send(),
         );
         match resp {
-            Ok(r) => Ok(Some(
-                r.object_lock_configuration()
-                    .and_then(|c| c.object_lock_enabled())
-                    == Some(&ObjectLockEnabled::Enabled),
-            )),
-            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(Some(false)),
+            Ok(r) => Ok(r
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                == Some(&ObjectLockEnabled::Enabled)),
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
             Err(e) => Err(self.error(e, "the bucket's object lock configuration")),
         }
     }
@@ -810,7 +771,9 @@ impl Backend for S3Backend {
     fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
         self.head_retention(kind, name, None)
     }
+}
 
+impl Versions for S3Backend {
     fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>> {
         let prefix = match kind {
             FileKind::Config => self.key(kind, "config"),
@@ -820,7 +783,7 @@ impl Backend for S3Backend {
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
         loop {
-            let resp = self.with_read_retries(|| {
+            let resp = {
                 self.count(&self.requests.list);
                 self.rt
                     .block_on(
@@ -833,7 +796,7 @@ impl Backend for S3Backend {
                             .send(),
                     )
                     .map_err(|e| self.error(e, &format!("listing versions of {}", kind.dir())))
-            })?;
+            }?;
             for v in resp.versions() {
                 let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
                     continue;
@@ -901,8 +864,10 @@ impl Backend for S3Backend {
             }
         }
     }
+}
 
-    fn lifecycle(&self) -> Result<Option<(String, Vec<LifecycleRule>)>> {
+impl Lifecycle for S3Backend {
+    fn rules(&self) -> Result<(String, Vec<LifecycleRule>)> {
         self.count(&self.requests.get);
         let resp = self.rt.block_on(
             self.client
@@ -914,12 +879,12 @@ impl Backend for S3Backend {
             Ok(r) => r,
             // A bucket without rules answers 404 NoSuchLifecycleConfiguration.
             Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => {
-                return Ok(Some((self.loc.prefix.clone(), Vec::new())))
+                return Ok((self.loc.prefix.clone(), Vec::new()))
             }
             Err(e) => return Err(self.error(e, "the bucket's lifecycle configuration")),
         };
         let rules = resp.rules().iter().map(lifecycle_rule).collect();
-        Ok(Some((self.loc.prefix.clone(), rules)))
+        Ok((self.loc.prefix.clone(), rules))
     }
 }
 

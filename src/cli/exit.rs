@@ -19,6 +19,7 @@ pub fn code_of(e: &Error) -> i32 {
         Error::NoRepository(_) => NO_REPOSITORY,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         Error::Locked(_) => LOCKED,
+        Error::UnknownScheme { .. } => USAGE,
         Error::Interrupted { .. } | Error::RestoreInterrupted { .. } => INTERRUPTED,
         _ => FAILURE,
     }

@@ -77,7 +77,11 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
         })
         .transpose()?;
     // Before anyone types a password, as the lifecycle check; Repository::init checks again.
-    if object_lock.is_some() && backend.object_lock_enabled()? != Some(true) {
+    let lock_enabled = match backend.capabilities().object_lock {
+        Some(lock) if object_lock.is_some() => lock.enabled()?,
+        _ => false,
+    };
+    if object_lock.is_some() && !lock_enabled {
         anyhow::bail!(
             "--object-lock: the bucket of {} does not have Object Lock enabled (it can only \
              be turned on when the bucket is created: `aws s3api create-bucket \
@@ -121,9 +125,11 @@ pub fn run(global: &Global, args: InitArgs) -> anyhow::Result<i32> {
 /// read (credentials without s3:GetLifecycleConfiguration).
 fn lifecycle_allows_a_repository(backend: &dyn strata::backend::Backend) -> anyhow::Result<()> {
     use strata::backend::lifecycle;
-    let (prefix, rules) = match backend.lifecycle() {
-        Ok(Some(found)) => found,
-        Ok(None) => return Ok(()),
+    let Some(lifecycle) = backend.capabilities().lifecycle else {
+        return Ok(());
+    };
+    let (prefix, rules) = match lifecycle.rules() {
+        Ok(found) => found,
         Err(e) => {
             eprintln!(
                 "warning: could not read the bucket's lifecycle rules ({e}); make sure none \

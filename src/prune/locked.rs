@@ -62,7 +62,11 @@ pub(super) fn purge_hidden(
     };
     progress.message("purging deleted files whose retention has passed");
     let now = chrono::Utc::now().timestamp();
-    let backend = repo.backend();
+    let caps = repo.backend().capabilities();
+    let Some(backend) = caps.versions else {
+        // Object Lock without versions: nothing to purge but what deletes removed.
+        return Ok(report);
+    };
     for kind in FileKind::ALL {
         let mut by_name: BTreeMap<String, Vec<ObjectVersion>> = BTreeMap::new();
         for v in backend.versions(kind)? {

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{BackendRef, FileInfo, FileKind};
+use crate::backend::{BackendRef, FileInfo, FileKind, WriteOptions};
 use crate::cache::{BlobIndex, BlobLocation, Cache, SetState, Transaction, UsedBlobs};
 use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Missing, Result};
@@ -103,7 +103,12 @@ impl Repository {
         }
         backend.create()?;
         if config.object_lock.is_some() {
-            match backend.object_lock_enabled()? {
+            match backend
+                .capabilities()
+                .object_lock
+                .map(|l| l.enabled())
+                .transpose()?
+            {
                 Some(true) => {}
                 Some(false) => {
                     return Err(Error::BadInput {
@@ -361,18 +366,20 @@ impl Repository {
                 due.push((kind, name));
             }
         }
+        let caps = self.backend.capabilities();
+        let Some(locking) = caps.object_lock else {
+            return Err(crate::backend::no_object_lock(self.backend.location()));
+        };
         let extended: Vec<Result<(FileKind, String, i64)>> = self.with_read_pool(|| {
             due.into_par_iter()
-                .map(
-                    |(kind, name)| match self.backend.retain(kind, &name, target) {
-                        Ok(()) => Ok((kind, name, target.until)),
-                        // Compliance mode refuses to shorten: another host extended further.
-                        Err(e) => match self.backend.retention(kind, &name) {
-                            Ok(Some(u)) if u >= needed => Ok((kind, name, u)),
-                            _ => Err(e),
-                        },
+                .map(|(kind, name)| match locking.retain(kind, &name, target) {
+                    Ok(()) => Ok((kind, name, target.until)),
+                    // Compliance mode refuses to shorten: another host extended further.
+                    Err(e) => match locking.retention(kind, &name) {
+                        Ok(Some(u)) if u >= needed => Ok((kind, name, u)),
+                        _ => Err(e),
                     },
-                )
+                })
                 .collect()
         });
         let mut dates = Vec::new();
@@ -470,7 +477,7 @@ impl Repository {
 
     /// How many uploads to keep in flight on this backend.
     pub(crate) fn upload_concurrency(&self) -> usize {
-        self.backend.upload_concurrency()
+        self.backend.capabilities().upload_concurrency
     }
 
     /// Removes what interrupted writes left behind that is older than `older_than`;
@@ -479,7 +486,10 @@ impl Repository {
         &self,
         older_than: std::time::Duration,
     ) -> Result<Vec<FileInfo>> {
-        self.backend.remove_stale_temporaries(older_than)
+        match self.backend.capabilities().temporaries {
+            Some(t) => t.remove_stale(older_than),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// A handle that seals, stores and deletes repository files on its own, for work that
@@ -600,7 +610,7 @@ impl Repository {
         kind: FileKind,
         name: &str,
     ) -> Result<crate::backend::ThawState> {
-        self.backend.thaw_state(kind, name)
+        self.cold_storage()?.thaw_state(kind, name)
     }
 
     /// Asks the store for a readable copy of an archived file.
@@ -611,7 +621,23 @@ impl Repository {
         days: u32,
         tier: crate::backend::ThawTier,
     ) -> Result<()> {
-        self.backend.thaw(kind, name, days, tier)
+        self.cold_storage()?.thaw(kind, name, days, tier)
+    }
+
+    /// Thawing is asked of archived files only (their listing names an archive class): a
+    /// store that lists one but offers no way to thaw it is refused, never taken as hot.
+    fn cold_storage(&self) -> Result<&dyn crate::backend::ColdStorage> {
+        self.backend
+            .capabilities()
+            .cold_storage
+            .ok_or_else(|| Error::BadInput {
+                what: "cold storage",
+                reason: format!(
+                    "{} lists archived files but cannot thaw them (its backend offers no \
+                     cold-storage capability)",
+                    self.backend.location()
+                ),
+            })
     }
 
     /// Lifecycle rules of the bucket that would harm this repository (`None` where the
@@ -637,7 +663,10 @@ impl Repository {
         }
         let found = self
             .backend
-            .lifecycle()?
+            .capabilities()
+            .lifecycle
+            .map(|l| l.rules())
+            .transpose()?
             .map(|(prefix, rules)| crate::backend::lifecycle::dangers(&rules, &prefix));
         if let Ok(json) = serde_json::to_string(&found) {
             self.cache.meta_put(KEY, &format!("{now} {json}"))?;
@@ -648,7 +677,8 @@ impl Repository {
     /// How many reads to keep in flight on this backend (at least one per core).
     pub(crate) fn read_concurrency(&self) -> usize {
         self.backend
-            .read_concurrency()
+            .capabilities()
+            .read_concurrency
             .max(rayon::current_num_threads())
     }
 
@@ -853,7 +883,7 @@ impl Repository {
         &'a self,
         ids: &'a [IndexId],
     ) -> impl Iterator<Item = (IndexId, Result<IndexFile>)> + 'a {
-        let batch = self.backend.read_concurrency().max(1) * 4;
+        let batch = self.backend.capabilities().read_concurrency.max(1) * 4;
         ids.chunks(batch)
             .flat_map(move |chunk| self.load_many::<IndexFile, _>(FileKind::Index, chunk))
     }
@@ -867,7 +897,7 @@ impl Repository {
         I: Copy + Send + Sync + std::fmt::Display,
     {
         use rayon::prelude::*;
-        let batch = self.backend.read_concurrency().max(1) * 4;
+        let batch = self.backend.capabilities().read_concurrency.max(1) * 4;
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(batch) {
             let loaded: Vec<(I, Result<T>)> =
@@ -1127,8 +1157,12 @@ impl Repository {
             }
             _ => None,
         };
-        self.backend
-            .write_in_class(kind, &pack.id.to_hex(), &pack.bytes, class)?;
+        self.backend.put(
+            kind,
+            &pack.id.to_hex(),
+            &pack.bytes,
+            &WriteOptions::in_class(class),
+        )?;
         Ok(IndexedPack {
             id: pack.id,
             kind: pack.kind,
@@ -1541,7 +1575,7 @@ impl EarlyIndex {
             let first: Vec<IndexId> = listed
                 .iter()
                 .filter_map(|f| f.name.parse().ok())
-                .take(backend.read_concurrency().max(1) * 4)
+                .take(backend.capabilities().read_concurrency.max(1) * 4)
                 .collect();
             sealed = crate::util::with_read_pool(backend.as_ref(), || {
                 first

@@ -605,23 +605,18 @@ impl strata::backend::Backend for Intercept {
     ) -> strata::Result<Vec<u8>> {
         self.inner.read_range(kind, name, offset, len)
     }
-    fn write(
+    fn put(
         &self,
         kind: strata::backend::FileKind,
         name: &str,
         data: &[u8],
+        how: &strata::backend::WriteOptions,
     ) -> strata::Result<()> {
-        self.write_in_class(kind, name, data, None)
+        (self.observe)(Call::Write(kind, how.class));
+        self.inner.put(kind, name, data, how)
     }
-    fn write_in_class(
-        &self,
-        kind: strata::backend::FileKind,
-        name: &str,
-        data: &[u8],
-        class: Option<&str>,
-    ) -> strata::Result<()> {
-        (self.observe)(Call::Write(kind, class));
-        self.inner.write_in_class(kind, name, data, class)
+    fn capabilities(&self) -> strata::backend::Capabilities<'_> {
+        self.inner.capabilities()
     }
     fn delete(&self, kind: strata::backend::FileKind, name: &str) -> strata::Result<()> {
         self.inner.delete(kind, name)

@@ -1,0 +1,145 @@
+//! Retries as a layer: one policy for every store, instead of each backend its own.
+//!
+//! A store's client may retry a request itself (the S3 SDK does, until response headers
+//! arrive). What surfaces here as [transient](crate::Error::is_transient) — a connection
+//! cut while a body streamed, a time-out, an interrupted call — is tried again with
+//! backoff. Every operation retried is idempotent: reads and listings, and writes and
+//! deletes of content-addressed names (writing the same bytes again is harmless). The
+//! capabilities are forwarded as they are, without retries.
+
+use std::time::Duration;
+
+use super::{Backend, BackendRef, Capabilities, FileInfo, FileKind, WriteOptions};
+use crate::error::Result;
+
+/// Attempts in all, and the first pause between them (doubling).
+const ATTEMPTS: u32 = 6;
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// A backend whose transient failures are retried.
+pub struct Retrying {
+    inner: BackendRef,
+    attempts: u32,
+    first_pause: Duration,
+}
+
+impl Retrying {
+    /// Wraps `inner` with the default policy.
+    pub fn new(inner: BackendRef) -> Self {
+        Self::with_policy(inner, ATTEMPTS, FIRST_PAUSE)
+    }
+
+    /// Wraps `inner`: up to `attempts` in all, pausing `first_pause`, then twice that, ….
+    pub fn with_policy(inner: BackendRef, attempts: u32, first_pause: Duration) -> Self {
+        Retrying {
+            inner,
+            attempts: attempts.max(1),
+            first_pause,
+        }
+    }
+
+    fn retry<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut pause = self.first_pause;
+        let mut attempt = 1;
+        loop {
+            match op() {
+                Err(e) if attempt < self.attempts && e.is_transient() => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Backend for Retrying {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> Result<()> {
+        self.retry(|| self.inner.create())
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        self.retry(|| self.inner.list(kind))
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.retry(|| self.inner.read(kind, name))
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.retry(|| self.inner.read_range(kind, name, offset, len))
+    }
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        self.retry(|| self.inner.put(kind, name, data, how))
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.retry(|| self.inner.delete(kind, name))
+    }
+    fn capabilities(&self) -> Capabilities<'_> {
+        self.inner.capabilities()
+    }
+    fn exists(&self) -> Result<bool> {
+        self.retry(|| self.inner.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::faulty::{Fault, Faulty, Op};
+    use crate::backend::MemBackend;
+    use crate::Error;
+
+    fn cut() -> Error {
+        Error::Backend {
+            object: "x".into(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "cut"),
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retried_and_others_are_not() {
+        let calls = std::cell::Cell::new(0);
+        let r = Retrying::with_policy(Arc::new(MemBackend::new()), 3, Duration::ZERO);
+        let out = r.retry(|| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(cut())
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!((out.unwrap(), calls.get()), (7, 3));
+
+        calls.set(0);
+        let out: Result<()> = r.retry(|| {
+            calls.set(calls.get() + 1);
+            Err(cut())
+        });
+        assert!(out.unwrap_err().is_transient());
+        assert_eq!(calls.get(), 3, "gives up after its attempts");
+
+        calls.set(0);
+        let out: Result<()> = r.retry(|| {
+            calls.set(calls.get() + 1);
+            Err(Error::no_file(FileKind::Data, "ab"))
+        });
+        assert!(out.is_err());
+        assert_eq!(calls.get(), 1, "a missing file is not tried again");
+    }
+
+    #[test]
+    fn a_read_cut_off_once_arrives_whole() {
+        let mem: BackendRef = Arc::new(MemBackend::new());
+        mem.write(FileKind::Data, "ab01", b"pack bytes").unwrap();
+        let faulty = Arc::new(Faulty::new(mem));
+        faulty.inject(Op::Read, Some(FileKind::Data), 1, Fault::CutAfter(3));
+        let r = Retrying::with_policy(faulty.clone(), 3, Duration::ZERO);
+        assert_eq!(r.read(FileKind::Data, "ab01").unwrap(), b"pack bytes");
+        assert_eq!(faulty.count(Op::Read, None), 2);
+    }
+}
