@@ -1,0 +1,469 @@
+//! Command-line parsing and the global options every command shares.
+
+mod backup;
+mod browse;
+mod check;
+mod config;
+mod docs;
+mod exit;
+mod forget;
+mod history;
+mod init;
+mod key;
+mod monitor;
+mod output;
+mod pg;
+mod prune;
+mod repair;
+mod restore;
+mod wal;
+mod watch;
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+
+use strata::{backend, Repository};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Deduplicating, encrypted snapshots of your data"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The heading of the options every command takes, apart from its own.
+const GLOBAL: &str = "Global options";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Config file (repository, password source, backup sets).
+    #[arg(long, env = "STRATA_CONFIG", global = true, help_heading = GLOBAL)]
+    config: Option<PathBuf>,
+    #[arg(skip)]
+    file: config::ConfigFile,
+    /// Repository: a local directory, s3://bucket/prefix (AWS), or
+    /// s3:http(s)://host:port/bucket/prefix (any S3 server).
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "STRATA_REPOSITORY",
+        global = true,
+        help_heading = GLOBAL
+    )]
+    repo: Option<String>,
+    /// Read the password from this file (first line). The password is taken from
+    /// STRATA_PASSWORD if set, else from this file, else from --password-command, else
+    /// asked for on the terminal.
+    #[arg(long, env = "STRATA_PASSWORD_FILE", global = true, help_heading = GLOBAL)]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and take its first line of output as the password (a secret
+    /// store's client, say).
+    #[arg(
+        long,
+        env = "STRATA_PASSWORD_COMMAND",
+        global = true,
+        help_heading = GLOBAL
+    )]
+    password_command: Option<String>,
+    /// Cache directory (one sub-directory per repository id).
+    #[arg(long, env = "STRATA_CACHE_DIR", global = true, help_heading = GLOBAL)]
+    cache_dir: Option<PathBuf>,
+    /// S3: upload objects larger than this in parts (default 64MiB, at least 5MiB).
+    #[arg(
+        long,
+        env = "STRATA_S3_MULTIPART_THRESHOLD",
+        global = true,
+        value_name = "SIZE",
+        help_heading = GLOBAL
+    )]
+    s3_multipart_threshold: Option<String>,
+    /// Write Prometheus metrics to this file after every backup, forget, prune and check
+    /// (node_exporter's textfile collector; the other runs' series are kept).
+    #[arg(long, env = "STRATA_METRICS_FILE", global = true, help_heading = GLOBAL)]
+    metrics_file: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    quiet: bool,
+    /// More detail.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository.
+    Init(init::InitArgs),
+    /// Back up paths or standard input.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(browse::SnapshotsArgs),
+    /// List the contents of a snapshot.
+    Ls(browse::LsArgs),
+    /// Write a file from a snapshot to standard output.
+    Cat(browse::CatArgs),
+    /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
+    Dump(browse::DumpArgs),
+    /// Per set: the newest snapshot and its age, the last drill, and how much verification
+    /// covers; exits 1 when a set's newest snapshot is older than its max-age.
+    Status(watch::StatusArgs),
+    /// Restore drill: restore the newest snapshot of each set (or a sample of its files)
+    /// into a temporary directory, verify every byte, remove it, and record the speed and
+    /// the projected full-restore time in the repository.
+    Drill(watch::DrillArgs),
+    /// Sizes, deduplication and compression, bytes and estimated monthly cost by storage
+    /// class, and each set's growth with a size-anomaly flag.
+    Stats(watch::StatsArgs),
+    /// Request thaws of the archived (GLACIER, DEEP_ARCHIVE) data packs a snapshot needs;
+    /// exit 0 once all are readable, 4 while thaws are pending.
+    WarmUp(restore::WarmUpArgs),
+    /// Mount the snapshots as a read-only file system (FUSE) until interrupted.
+    ///
+    /// The layout: snapshots/<id>/, sets/<set>/<time> and sets/<set>/latest,
+    /// hosts/<host>/latest, and at/<time>/<set> (each set as of any time --at takes,
+    /// e.g. "at/2026-11-25 14:30").
+    Mount(browse::MountArgs),
+    /// Every version of the paths matching a pattern, across snapshots.
+    Find(history::FindArgs),
+    /// What changed between two snapshots.
+    Diff(history::DiffArgs),
+    /// Restore a snapshot, or the state at a point in time.
+    Restore(restore::RestoreArgs),
+    /// Verify the repository's integrity.
+    Check(check::CheckArgs),
+    /// Remove snapshots by a retention policy (data stays until prune).
+    Forget(forget::ForgetArgs),
+    /// Reclaim the space of data no snapshot references (safe while backups run).
+    Prune(prune::PruneArgs),
+    /// Remove stale maintenance locks (or all with --all).
+    Unlock(prune::UnlockArgs),
+    /// Repair after loss: rebuild the index, or rewrite snapshots without lost files.
+    Repair(repair::RepairArgs),
+    /// Manage the passwords that open the repository.
+    Key(key::KeyArgs),
+    /// PostgreSQL's WAL archive: `wal push` for archive_command, `wal fetch` for
+    /// restore_command.
+    Wal(wal::WalArgs),
+    /// PostgreSQL base backups and point-in-time restores (`pg basebackup`, `pg restore`).
+    Pg(pg::PgArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Write man pages (strata.1 and one per command) into a directory.
+    Man(docs::ManArgs),
+}
+
+pub fn main() -> i32 {
+    let mut cli = Cli::parse_from(docs::help_args(std::env::args_os().collect()));
+    match config::ConfigFile::load(cli.global.config.as_deref()) {
+        Ok(f) => cli.global.file = f,
+        Err(e) => {
+            eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
+            return exit::FAILURE;
+        }
+    }
+    let result = match cli.command {
+        Command::Init(args) => init::run(&cli.global, args),
+        Command::Backup(args) => backup::run(&cli.global, args),
+        Command::Snapshots(args) => browse::snapshots(&cli.global, args),
+        Command::Ls(args) => browse::ls(&cli.global, args),
+        Command::Cat(args) => browse::cat(&cli.global, args),
+        Command::Dump(args) => browse::dump(&cli.global, args),
+        Command::Mount(args) => browse::mount(&cli.global, args),
+        Command::Status(args) => watch::status(&cli.global, args),
+        Command::WarmUp(args) => restore::warm_up(&cli.global, args),
+        Command::Drill(args) => watch::drill(&cli.global, args),
+        Command::Stats(args) => watch::stats(&cli.global, args),
+        Command::Find(args) => history::find(&cli.global, args),
+        Command::Diff(args) => history::diff(&cli.global, args),
+        Command::Restore(args) => restore::run(&cli.global, args),
+        Command::Check(args) => check::run(&cli.global, args),
+        Command::Forget(args) => forget::run(&cli.global, args),
+        Command::Prune(args) => prune::run(&cli.global, args),
+        Command::Unlock(args) => prune::unlock(&cli.global, args),
+        Command::Repair(args) => repair::run(&cli.global, args),
+        Command::Key(args) => key::run(&cli.global, args),
+        Command::Wal(args) => wal::run(&cli.global, args),
+        Command::Pg(args) => pg::run(&cli.global, args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
+            exit::code_of_anyhow(&e)
+        }
+    }
+}
+
+/// A flag SIGINT and SIGTERM set: a backup then stops reading, saves and indexes what it
+/// uploaded; a restore stops reading packs and removes its partly written files; both exit
+/// 130 saying so. A second signal ends the process at once.
+pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // Registered first, so it sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
+}
+
+/// [`Repository::open_with`] or [`Repository::open_metadata`].
+type OpenFn = fn(
+    backend::BackendRef,
+    &mut dyn FnMut() -> strata::Result<Vec<u8>>,
+    &std::path::Path,
+) -> strata::Result<Repository>;
+
+impl Global {
+    fn repo_url(&self) -> anyhow::Result<&str> {
+        self.repo
+            .as_deref()
+            .or(self.file.repository.as_deref())
+            .ok_or_else(|| {
+                anyhow!("no repository given: use -r/--repo, STRATA_REPOSITORY or the config file")
+            })
+    }
+
+    fn backend(&self) -> anyhow::Result<backend::BackendRef> {
+        let threshold = self
+            .s3_multipart_threshold
+            .as_deref()
+            .or(self.file.s3_multipart_threshold.as_deref())
+            .map(|s| {
+                s.parse::<bytesize::ByteSize>()
+                    .map(|b| b.as_u64())
+                    .map_err(|e| anyhow!("s3-multipart-threshold {s:?}: {e}"))
+            })
+            .transpose()?;
+        let opts = backend::BackendOptions {
+            s3_multipart_threshold: threshold,
+        };
+        Ok(strata_s3::schemes().open(self.repo_url()?, &opts)?)
+    }
+
+    /// The password: `STRATA_PASSWORD`, then the password file, then the password command,
+    /// then a prompt on a terminal.
+    fn password(&self, prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
+        if let Some(p) = std::env::var_os("STRATA_PASSWORD") {
+            return Ok(p.into_encoded_bytes());
+        }
+        // What the command line (or environment) gives wins over the config file.
+        let file = self.password_file.as_ref();
+        let command = self.password_command.as_ref();
+        let (file, command) = match (file, command) {
+            (None, None) => (
+                self.file.password_file.as_ref(),
+                self.file.password_command.as_ref(),
+            ),
+            given => given,
+        };
+        if let Some(f) = file {
+            return read_password_file(f);
+        }
+        if let Some(cmd) = command {
+            let timeout = match &self.file.password_command_timeout {
+                Some(t) => strata::timespec::parse_duration(t)
+                    .map_err(|e| anyhow!("password-command-timeout: {e}"))?
+                    .to_std()?,
+                None => std::time::Duration::from_secs(60),
+            };
+            return run_password_command(cmd, timeout);
+        }
+        prompt_password(prompt, confirm)
+    }
+
+    fn cache_base(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = self.cache_dir.as_ref().or(self.file.cache_dir.as_ref()) {
+            return Ok(d.clone());
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| anyhow!("no cache directory: set STRATA_CACHE_DIR or HOME"))?;
+        Ok(base.join("strata"))
+    }
+
+    fn open(&self) -> anyhow::Result<Repository> {
+        self.open_how(Repository::open_with)
+    }
+
+    /// For commands that need snapshots and audit records only: no index listing.
+    fn open_metadata(&self) -> anyhow::Result<Repository> {
+        self.open_how(Repository::open_metadata)
+    }
+
+    /// [`Global::open`] with a password already read (the WAL agent keeps it to check
+    /// the pushes it serves).
+    fn open_with_password(&self, password: &[u8]) -> anyhow::Result<Repository> {
+        let backend = self.backend()?;
+        let repo = Repository::open(backend, password, &self.cache_base()?)
+            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
+        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
+        Ok(repo)
+    }
+
+    fn open_how(&self, open: OpenFn) -> anyhow::Result<Repository> {
+        let backend = self.backend()?;
+        let cache = self.cache_base()?;
+        let mut password = || {
+            self.password("repository password: ", false)
+                .map_err(|e| strata::Error::Password(output::chain(&e)))
+        };
+        let repo = open(backend, &mut password, &cache)
+            .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
+        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
+        Ok(repo)
+    }
+
+    /// The cost of new keys. `STRATA_TEST_FAST_KDF=1` makes them cheap for test suites: read
+    /// here, in the CLI, never by the library.
+    fn kdf_cost(&self) -> strata::KdfCost {
+        if std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1") {
+            strata::KdfCost::INSECURE_FOR_TESTS
+        } else {
+            strata::KdfCost::DEFAULT
+        }
+    }
+
+    /// Progress bars only for a person watching.
+    fn show_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+/// Runs `password-command`; its first output line is the password. A command still
+/// running after `timeout` is killed and reported.
+fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running password-command {cmd:?}"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let Waited::Exited(status) = wait_or_kill(&mut child, timeout, None)? else {
+        return Err(anyhow!(
+            "password-command {cmd:?} did not finish within {} (raise \
+             password-command-timeout if it needs longer)",
+            humantime::format_duration(timeout)
+        ));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(anyhow!("password-command {cmd:?} failed ({status})"));
+    }
+    let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(line.to_vec())
+}
+
+/// How a child waited for by [`wait_or_kill`] ended.
+enum Waited {
+    Exited(std::process::ExitStatus),
+    /// Killed after the timeout.
+    TimedOut,
+    /// This process was asked to stop (SIGINT, SIGTERM): the child's group was told too.
+    Stopped,
+}
+
+/// Waits for a child started in its own process group; after `timeout` kills the group
+/// (`sh -c` may have started the real command as a child). When `stop` is set (a signal
+/// to this process) the group gets SIGTERM, and SIGKILL if it outlives a short grace:
+/// a hook must neither hold up a stop nor outlive it.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Waited> {
+    use nix::sys::signal::{killpg, Signal};
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let started = std::time::Instant::now();
+    let mut stopping: Option<std::time::Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(match stopping {
+                Some(_) => Waited::Stopped,
+                None => Waited::Exited(status),
+            });
+        }
+        let asked = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+        if asked && stopping.is_none() {
+            let _ = killpg(group, Signal::SIGTERM);
+            stopping = Some(std::time::Instant::now());
+        }
+        let over = match stopping {
+            Some(at) => at.elapsed() >= GRACE,
+            None => started.elapsed() >= timeout,
+        };
+        if over {
+            let _ = killpg(group, Signal::SIGKILL);
+            let _ = child.wait();
+            return Ok(if stopping.is_some() {
+                Waited::Stopped
+            } else {
+                Waited::TimedOut
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let line = s.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+}
+
+pub fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        return Err(anyhow!(
+            "no password given: set STRATA_PASSWORD or STRATA_PASSWORD_FILE, or use --password-file or --password-command"
+        ));
+    }
+    let p = rpassword::prompt_password(prompt).context("reading password")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ").context("reading password")?;
+        if again != p {
+            return Err(anyhow!("the passwords differ"));
+        }
+    }
+    if p.is_empty() {
+        return Err(anyhow!("empty password"));
+    }
+    Ok(p.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every subcommand's arguments are consistent (unique names, valid relations): clap
+    /// checks only when a command is parsed, so a clash would otherwise first show in use.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,498 @@
+//! Storage backends: where repository files live.
+//!
+//! A backend moves opaque bytes under a (kind, name) pair. Encryption, compression and
+//! format all live above this trait, so a backend can be tested, wrapped (retries, fault
+//! injection, request counting) and swapped without touching the rest.
+
+pub mod faulty;
+pub mod lifecycle;
+mod local;
+mod mem;
+pub(crate) mod retaining;
+mod retry;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use local::LocalBackend;
+pub use mem::MemBackend;
+pub use retaining::Retaining;
+pub use retry::Retrying;
+
+use crate::error::Result;
+
+/// The kinds of files in a repository; each has its own directory or prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The one `config` file.
+    Config,
+    /// Key files, one per password.
+    Key,
+    /// Snapshot manifests.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Packs of data blobs.
+    Data,
+    /// Packs of tree blobs.
+    Tree,
+    /// Lock files.
+    Lock,
+    /// Audit records: what verification and restore drills found.
+    Audit,
+    /// PostgreSQL WAL archive records, one per archived file, named by what they archive.
+    Wal,
+}
+
+impl FileKind {
+    /// Every kind, `config` first.
+    pub const ALL: [FileKind; 9] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Lock,
+        FileKind::Audit,
+        FileKind::Wal,
+    ];
+
+    /// The directory (or key prefix) files of this kind live under.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Data => "data",
+            FileKind::Tree => "tree",
+            FileKind::Lock => "locks",
+            FileKind::Audit => "audit",
+            FileKind::Wal => "wal",
+        }
+    }
+
+    /// Packs are spread over 256 sub-directories by the first two hex digits of their name.
+    pub fn fanned_out(self) -> bool {
+        matches!(self, FileKind::Data | FileKind::Tree)
+    }
+
+    /// Relative path of a file of this kind, with `/` separators.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => "config".to_string(),
+            k if k.fanned_out() => format!("{}/{}/{}", k.dir(), &name[..2.min(name.len())], name),
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Config => "config",
+            FileKind::Key => "key",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Index => "index",
+            FileKind::Data => "data pack",
+            FileKind::Tree => "tree pack",
+            FileKind::Lock => "lock",
+            FileKind::Audit => "audit record",
+            FileKind::Wal => "WAL record",
+        })
+    }
+}
+
+/// Whether an object can be read now, as far as archive storage goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThawState {
+    /// In a class read at once.
+    Hot,
+    /// Archived, no restore asked for (or its copy expired).
+    Archived,
+    /// Archived, a restore is in progress.
+    Thawing,
+    /// Archived, with a restored copy that can be read until it expires.
+    Thawed,
+}
+
+/// How fast (and dear) a thaw is: S3's restore tiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThawTier {
+    /// Minutes (GLACIER only).
+    Expedited,
+    /// Hours.
+    Standard,
+    /// Many hours, cheapest.
+    Bulk,
+}
+
+impl ThawTier {
+    /// The wait S3 documents for this tier in `class`; `None` where it does not exist.
+    pub fn expected_wait(self, class: &str) -> Option<&'static str> {
+        match (class, self) {
+            ("DEEP_ARCHIVE", ThawTier::Expedited) => None,
+            ("DEEP_ARCHIVE", ThawTier::Standard) => Some("within 12 hours"),
+            ("DEEP_ARCHIVE", ThawTier::Bulk) => Some("within 48 hours"),
+            (_, ThawTier::Expedited) => Some("1-5 minutes"),
+            (_, ThawTier::Standard) => Some("3-5 hours"),
+            (_, ThawTier::Bulk) => Some("5-12 hours"),
+        }
+    }
+}
+
+/// S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Credentials with `s3:BypassGovernanceRetention` may still delete or shorten.
+    Governance,
+    /// No one, the account's root included, can delete a version before its date.
+    Compliance,
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        })
+    }
+}
+
+/// An Object Lock retention: the object's versions cannot be deleted before `until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// How strict.
+    pub mode: LockMode,
+    /// Unix seconds.
+    pub until: i64,
+}
+
+/// One version of an object in a versioned bucket, as a version listing gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The file's name.
+    pub name: String,
+    /// The store's version id.
+    pub version_id: String,
+    /// A delete marker (what a DELETE without version leaves in a versioned bucket).
+    pub delete_marker: bool,
+    /// The newest version of its key: a delete marker here hides the object.
+    pub latest: bool,
+    /// Its bytes (0 for a delete marker).
+    pub size: u64,
+    /// When it was written (Unix seconds).
+    pub modified: i64,
+}
+
+/// What deleting one version came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// Gone for good.
+    Deleted,
+    /// Refused by Object Lock: retained until then (Unix seconds), where the store says.
+    Held(Option<i64>),
+}
+
+/// The S3 storage classes a repository may put data packs in.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "REDUCED_REDUNDANCY",
+];
+
+/// Objects smaller than this go to the default class whatever the setting: the
+/// infrequent-access and archive classes bill each object as at least 128 KiB.
+pub const MIN_CLASSED_OBJECT: usize = 128 << 10;
+
+/// Refuses a storage class S3 does not have, naming those it does.
+pub fn check_storage_class(class: &str) -> crate::Result<()> {
+    if STORAGE_CLASSES.contains(&class) {
+        return Ok(());
+    }
+    Err(crate::Error::BadInput {
+        what: "storage class",
+        reason: format!(
+            "{class:?} is not an S3 storage class (one of {})",
+            STORAGE_CLASSES.join(", ")
+        ),
+    })
+}
+
+/// Listing entry: a file's name and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's name (a content address in hex, or `config`).
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its S3 storage class as the listing gives it; `None` where there are none (a
+    /// local directory).
+    pub storage_class: Option<String>,
+    /// When it was written (Unix seconds), where the listing says (object stores: the
+    /// minimum storage duration of a class runs from there).
+    pub modified: Option<i64>,
+}
+
+/// How a file is written, beyond its bytes. Part of every write, never state of the backend:
+/// two backups sharing a backend (two sets of one `backup --all`) must not leak classes into
+/// each other, and a wrapper that forwards writes forwards these with them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions<'a> {
+    /// The object store's storage class (data packs only; others ignore it).
+    pub class: Option<&'a str>,
+    /// An Object Lock retention. A store without Object Lock refuses the write rather than
+    /// drop it.
+    pub retention: Option<Retention>,
+}
+
+impl<'a> WriteOptions<'a> {
+    /// A write in `class` (`None`: the store's default).
+    pub fn in_class(class: Option<&'a str>) -> Self {
+        WriteOptions {
+            class,
+            retention: None,
+        }
+    }
+}
+
+/// Where repository files are stored: a flat namespace per [`FileKind`]. Files are
+/// written whole and never changed; failures are [`crate::Error::Backend`] (retried by
+/// [`Retrying`] when [transient](crate::Error::is_transient)) or [`crate::Error::NotFound`].
+///
+/// The trait holds what every store does. What only some stores do (thaw archived files,
+/// lifecycle rules, Object Lock, versions) is a capability trait that
+/// [`Backend::capabilities`] hands out; that method has no default, so a wrapper either
+/// forwards its inner backend's capabilities or visibly offers none.
+pub trait Backend: Send + Sync {
+    /// Human-readable location, used in messages.
+    fn location(&self) -> String;
+
+    /// Prepares an empty location (directories, bucket check).
+    fn create(&self) -> Result<()>;
+
+    /// The files of one kind, with sizes.
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
+
+    /// A whole file.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
+
+    /// `len` bytes of a file from `offset` on; fewer only at its end.
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// Stores a file durably, as `how` says. Names are content addresses, so writing an
+    /// existing name again is harmless; implementations must never expose a partially
+    /// written file.
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()>;
+
+    /// Removes a file; removing one that is gone is not an error.
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
+
+    /// What this store offers beyond files. No default: see the trait's documentation.
+    fn capabilities(&self) -> Capabilities<'_>;
+
+    /// Whether a repository appears to exist here (its config is present). Stores answer
+    /// this more cheaply than the whole read this default makes.
+    fn exists(&self) -> Result<bool> {
+        match self.read(FileKind::Config, "config") {
+            Ok(_) => Ok(true),
+            Err(crate::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Backend::put`] in the store's default class, without retention (shorthand: not
+    /// for wrappers to override).
+    fn write(&self, kind: FileKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put(kind, name, data, &WriteOptions::default())
+    }
+}
+
+/// What a store offers beyond reading and writing files. A capability that is `None` is
+/// one the store does not have; the repository then refuses what needs it (thawing an
+/// archived pack, an Object Lock retention) instead of acting as if it were there.
+#[derive(Clone, Copy)]
+pub struct Capabilities<'a> {
+    /// How many uploads to keep in flight.
+    pub upload_concurrency: usize,
+    /// How many whole-pack or range reads to keep in flight (restore, check --read-data).
+    /// Local disks gain nothing past one per core; object stores hide latency with more.
+    pub read_concurrency: usize,
+    /// Requests made so far, where the store counts them.
+    pub request_count: Option<u64>,
+    /// Archive storage classes, and thawing files out of them.
+    pub cold_storage: Option<&'a dyn ColdStorage>,
+    /// The bucket's lifecycle rules.
+    pub lifecycle: Option<&'a dyn Lifecycle>,
+    /// Object Lock retention of what is written.
+    pub object_lock: Option<&'a dyn ObjectLock>,
+    /// Versions of files (a versioned bucket), and deleting them for good.
+    pub versions: Option<&'a dyn Versions>,
+    /// Leftovers of interrupted writes that the store keeps until they are removed
+    /// (temporary files, multipart uploads).
+    pub temporaries: Option<&'a dyn Temporaries>,
+}
+
+impl Capabilities<'_> {
+    /// A store of files and nothing more: two uploads, one read per core.
+    pub fn plain() -> Self {
+        Capabilities {
+            upload_concurrency: 2,
+            read_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            request_count: None,
+            cold_storage: None,
+            lifecycle: None,
+            object_lock: None,
+            versions: None,
+            temporaries: None,
+        }
+    }
+}
+
+/// Archive storage classes (S3 GLACIER, DEEP_ARCHIVE): files that must be thawed before
+/// they can be read.
+pub trait ColdStorage: Send + Sync {
+    /// Whether a file can be read now or must be thawed first (one HEAD on S3).
+    fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState>;
+
+    /// Asks for a readable copy of an archived file for `days` days; a thaw already in
+    /// progress is not an error.
+    fn thaw(&self, kind: FileKind, name: &str, days: u32, tier: ThawTier) -> Result<()>;
+}
+
+/// A bucket's lifecycle rules, which may delete or archive what the repository needs.
+pub trait Lifecycle: Send + Sync {
+    /// The rules, and the repository's key prefix in the bucket.
+    fn rules(&self) -> Result<(String, Vec<lifecycle::LifecycleRule>)>;
+}
+
+/// Object Lock: versions that cannot be deleted before a date. Retentions of new files go
+/// with their writes ([`WriteOptions::retention`]).
+pub trait ObjectLock: Send + Sync {
+    /// Whether the bucket has Object Lock enabled.
+    fn enabled(&self) -> Result<bool>;
+
+    /// Sets a later retention on a file's current version.
+    fn retain(&self, kind: FileKind, name: &str, retention: Retention) -> Result<()>;
+
+    /// The retention date (Unix seconds) of a file's current version, if it has one.
+    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>>;
+}
+
+/// A versioned bucket's old versions and delete markers.
+pub trait Versions: Send + Sync {
+    /// Every version of the files of one kind, delete markers included.
+    fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>>;
+
+    /// Deletes one version for good (a delete marker included); Object Lock may refuse.
+    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<Purge>;
+}
+
+/// Leftovers of interrupted writes.
+pub trait Temporaries: Send + Sync {
+    /// Removes those older than `older_than`; returns what it removed.
+    fn remove_stale(&self, older_than: std::time::Duration) -> Result<Vec<FileInfo>>;
+}
+
+/// The error of a retention asked of a store without Object Lock.
+pub(crate) fn no_object_lock(location: String) -> crate::Error {
+    crate::Error::BadInput {
+        what: "object lock",
+        reason: format!("{location} has no Object Lock (S3 buckets only)"),
+    }
+}
+
+/// A shared backend.
+pub type BackendRef = Arc<dyn Backend>;
+
+/// How a backend is set up, beyond its URL. Options of one process, never read from the
+/// environment by the library.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOptions {
+    /// S3: objects larger than this go up in parts (default 64 MiB, at least 5 MiB).
+    pub s3_multipart_threshold: Option<u64>,
+}
+
+/// Opens a backend from a repository URL: what a [`Schemes`] entry registers.
+pub type Opener = fn(&str, &BackendOptions) -> Result<BackendRef>;
+
+/// The URL schemes this process can open, each with its opener; a URL with none of them
+/// is a local directory (`local:` forces one).
+#[derive(Clone)]
+pub struct Schemes {
+    entries: Vec<(&'static str, Opener)>,
+}
+
+impl Schemes {
+    /// Local directories only.
+    pub fn local() -> Self {
+        Schemes {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds (or replaces) the opener of URLs that start with `scheme:`.
+    pub fn with(mut self, scheme: &'static str, open: Opener) -> Self {
+        self.entries.retain(|(s, _)| *s != scheme);
+        self.entries.push((scheme, open));
+        self
+    }
+
+    /// Opens the backend named by `url`, behind the retry layer. A URL that looks like
+    /// another scheme's (`gs://bucket`) is refused rather than made a local directory.
+    pub fn open(&self, url: &str, opts: &BackendOptions) -> Result<BackendRef> {
+        if let Some(scheme) = self.unknown_scheme(url) {
+            return Err(crate::Error::UnknownScheme {
+                url: url.to_string(),
+                scheme: scheme.to_string(),
+            });
+        }
+        let inner = match self.scheme_of(url) {
+            Some(open) => open(url, opts)?,
+            None => Arc::new(LocalBackend::new(url.strip_prefix("local:").unwrap_or(url))),
+        };
+        Ok(Arc::new(Retrying::new(inner)))
+    }
+
+    fn scheme_of(&self, url: &str) -> Option<Opener> {
+        let scheme = url.split_once(':').map(|(s, _)| s)?;
+        self.entries
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, open)| *open)
+    }
+
+    /// The scheme a URL names but this process cannot open: `gs` of `gs://bucket`.
+    fn unknown_scheme<'u>(&self, url: &'u str) -> Option<&'u str> {
+        let (scheme, rest) = url.split_once("://")?;
+        let plausible = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c));
+        (plausible && !rest.is_empty() && self.scheme_of(url).is_none() && scheme != "local")
+            .then_some(scheme)
+    }
+}
+
+/// Opens the backend named by a repository URL, with default options.
+pub fn open(url: &str) -> Result<BackendRef> {
+    open_with(url, &BackendOptions::default())
+}
+
+/// Opens the backend named by a repository URL with this crate's schemes (local
+/// directories); a program that links other backends opens through its own [`Schemes`].
+pub fn open_with(url: &str, opts: &BackendOptions) -> Result<BackendRef> {
+    Schemes::local().open(url, opts)
+}

@@ -1,0 +1,977 @@
+//! A repository in an S3 bucket (AWS or any S3-compatible store).
+//!
+//! The backend owns one tokio runtime and offers the synchronous [`Backend`] API to the rest
+//! of Strata; the SDK's standard retry mode (exponential backoff with jitter on 5xx,
+//! throttling and dropped connections) and bounded time-outs keep a flaky network from
+//! hanging a backup.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::Client;
+
+use strata::backend::lifecycle::{LifecycleRule, ARCHIVE_CLASSES};
+use strata::backend::{Backend, BackendOptions, BackendRef, Capabilities, FileInfo, FileKind};
+use strata::backend::{ColdStorage, Lifecycle, ObjectLock, Temporaries, Versions, WriteOptions};
+use strata::backend::{LockMode, ObjectVersion, Purge, Retention};
+use strata::backend::{ThawState, ThawTier};
+use strata::{Error, Missing, Result};
+
+/// The scheme of S3 URLs: `s3://bucket/prefix`, `s3:http(s)://host:port/bucket/prefix`.
+pub const SCHEME: &str = "s3";
+
+/// Opens the S3 repository at `url`: the [`strata::backend::Opener`] of [`SCHEME`].
+pub fn open(url: &str, opts: &BackendOptions) -> Result<BackendRef> {
+    Ok(std::sync::Arc::new(S3Backend::open(url, opts)?))
+}
+
+/// The schemes a program with S3 opens: local directories and S3.
+pub fn schemes() -> strata::backend::Schemes {
+    strata::backend::Schemes::local().with(SCHEME, open)
+}
+
+/// Objects larger than this go up in parts.
+const DEFAULT_MULTIPART_THRESHOLD: usize = 64 << 20;
+const MIN_PART: usize = 5 << 20;
+const PART_SIZE: usize = 16 << 20;
+
+/// Where an S3 repository lives, parsed from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `None` for AWS's own endpoints (from the environment), else `http(s)://host:port`.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+}
+
+impl S3Location {
+    /// `s3://bucket/prefix` or `s3:http(s)://host:port/bucket/prefix`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |why: &str| Error::BadLocation {
+            url: url.to_string(),
+            reason: why.to_string(),
+        };
+        let (endpoint, rest) = if let Some(rest) = url.strip_prefix("s3://") {
+            (None, rest)
+        } else if let Some(rest) = url.strip_prefix("s3:") {
+            let scheme_end = rest.find("://").ok_or_else(|| bad("no endpoint scheme"))?;
+            let scheme = &rest[..scheme_end];
+            if scheme != "http" && scheme != "https" {
+                return Err(bad("the endpoint must be http:// or https://"));
+            }
+            let after = &rest[scheme_end + 3..];
+            let host_end = after.find('/').ok_or_else(|| bad("no bucket"))?;
+            (
+                Some(format!("{scheme}://{}", &after[..host_end])),
+                &after[host_end + 1..],
+            )
+        } else {
+            return Err(bad("not an S3 URL"));
+        };
+        let rest = rest.trim_matches('/');
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, format!("{}/", p.trim_matches('/'))),
+            None => (rest, String::new()),
+        };
+        if bucket.is_empty() {
+            return Err(bad("no bucket"));
+        }
+        Ok(S3Location {
+            endpoint,
+            bucket: bucket.to_string(),
+            prefix,
+        })
+    }
+}
+
+/// Requests made, by kind, for reports and tests of request economy.
+#[derive(Default, Debug)]
+pub struct RequestCounts {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        [&self.get, &self.put, &self.list, &self.head, &self.delete]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// A repository in an S3 bucket (any S3-compatible server).
+pub struct S3Backend {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    loc: S3Location,
+    url: String,
+    multipart_threshold: usize,
+    /// Requests sent so far, by kind.
+    pub requests: RequestCounts,
+}
+
+impl S3Backend {
+    /// The repository at `s3://bucket/prefix` or `s3:http(s)://host:port/bucket/prefix`;
+    /// credentials from the environment.
+    pub fn open(url: &str, opts: &BackendOptions) -> Result<Self> {
+        let loc = S3Location::parse(url)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend {
+                object: url.to_string(),
+                source: e,
+            })?;
+        let endpoint = loc.endpoint.clone();
+        let (client, creds) = rt.block_on(async move {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .region(RegionProviderChain::default_provider().or_else("us-east-1"))
+                .retry_config(
+                    RetryConfig::standard()
+                        .with_max_attempts(6)
+                        .with_initial_backoff(Duration::from_millis(200)),
+                )
+                .timeout_config(
+                    TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5))
+                        .read_timeout(Duration::from_secs(60))
+                        .operation_attempt_timeout(Duration::from_secs(300))
+                        .build(),
+                );
+            if let Some(ep) = &endpoint {
+                loader = loader.endpoint_url(ep);
+            }
+            let conf = loader.load().await;
+            let creds = match conf.credentials_provider() {
+                None => Err("no credentials provider".to_string()),
+                Some(p) => {
+                    use aws_sdk_s3::config::ProvideCredentials;
+                    p.provide_credentials()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| DisplayErrorContext(e).to_string())
+                }
+            };
+            let s3conf = aws_sdk_s3::config::Builder::from(&conf)
+                .force_path_style(endpoint.is_some())
+                .build();
+            (Client::from_conf(s3conf), creds)
+        });
+        if let Err(e) = creds {
+            return Err(Error::NoCredentials {
+                url: url.to_string(),
+                reason: e,
+            });
+        }
+        // S3 refuses parts under 5 MiB (but the last).
+        let multipart_threshold = opts
+            .s3_multipart_threshold
+            .map_or(DEFAULT_MULTIPART_THRESHOLD, |t| {
+                usize::try_from(t).unwrap_or(usize::MAX)
+            })
+            .max(MIN_PART);
+        Ok(S3Backend {
+            rt,
+            client,
+            loc,
+            url: url.to_string(),
+            multipart_threshold,
+            requests: RequestCounts::default(),
+        })
+    }
+
+    fn key(&self, kind: FileKind, name: &str) -> String {
+        format!("{}{}", self.loc.prefix, kind.path(name))
+    }
+
+    fn object(kind: FileKind, name: &str) -> String {
+        format!("{kind} {name}")
+    }
+
+    /// The retention date of a file's current version (or of `version`), by HEAD.
+    fn head_retention(
+        &self,
+        kind: FileKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<i64>> {
+        self.count(&self.requests.head);
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .set_version_id(version.map(String::from))
+                    .send(),
+            )
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+        Ok(resp.object_lock_retain_until_date().map(|t| t.secs()))
+    }
+
+    /// A 404 on a repository file says which file, typed.
+    fn as_file(e: Error, kind: FileKind, name: &str) -> Error {
+        match e {
+            Error::NotFound { .. } => Error::no_file(kind, name),
+            e => e,
+        }
+    }
+
+    fn count(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Translates an SDK error into one that says what to do.
+    fn error<E>(&self, e: SdkError<E, HttpResponse>, object: &str) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        use std::io::{Error as IoError, ErrorKind};
+        let status = match &e {
+            SdkError::ServiceError(se) => status_of(se.raw()),
+            SdkError::ResponseError(re) => status_of(re.raw()),
+            _ => None,
+        };
+        let code = e.code().unwrap_or("").to_string();
+        let endpoint = self.loc.endpoint.as_deref().unwrap_or("AWS S3");
+        let io = match (&e, status) {
+            (_, Some(403)) if code == "InvalidObjectState" => {
+                return Error::Archived {
+                    object: object.to_string(),
+                }
+            }
+            (_, Some(404)) if code == "NoSuchBucket" => {
+                return Error::NoRepository(format!(
+                    "{} (bucket {} does not exist)",
+                    self.url, self.loc.bucket
+                ))
+            }
+            (_, Some(404)) => return Error::not_found(Missing::Object(object.to_string())),
+            (_, Some(403)) | (_, Some(401)) => IoError::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "access denied by {endpoint} ({code}): check AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY and the key's rights on bucket {}",
+                    self.loc.bucket
+                ),
+            ),
+            // A response that arrived but could not be read whole: worth another try.
+            (SdkError::ResponseError(_), _) => IoError::new(
+                ErrorKind::UnexpectedEof,
+                format!("response cut off: {}", DisplayErrorContext(&e)),
+            ),
+            (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => IoError::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "cannot reach {endpoint} (after retries): {}",
+                    DisplayErrorContext(&e)
+                ),
+            ),
+            _ => IoError::other(format!("{}", DisplayErrorContext(&e))),
+        };
+        Error::Backend {
+            object: object.to_string(),
+            source: io,
+        }
+    }
+
+    fn put_object(
+        &self,
+        kind: FileKind,
+        key: &str,
+        data: &[u8],
+        class: Option<&str>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
+        let object = key.to_string();
+        // Only data packs leave the default class: everything else is read on every run.
+        let class = class
+            .filter(|_| kind == FileKind::Data)
+            .map(StorageClass::from);
+        if data.len() > self.multipart_threshold {
+            return self.put_multipart(key, data, class, retention);
+        }
+        self.count(&self.requests.put);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .body(ByteStream::from(data.to_vec()));
+        // Content-addressed objects are never overwritten where the store honours it; where
+        // it does not (Garage 2.5 ignores it) a repeated write stores the same bytes again.
+        if kind != FileKind::Lock {
+            req = req.if_none_match("*");
+        }
+        if let Some(c) = class {
+            req = req.storage_class(c);
+        }
+        if let Some(r) = retention {
+            req = req
+                .object_lock_mode(lock_mode(r.mode))
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(r.until));
+        }
+        match self.rt.block_on(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(&e, SdkError::ServiceError(se) if status_of(se.raw()) == Some(412)) => {
+                Ok(())
+            }
+            Err(e) => Err(self.error(e, &object)),
+        }
+    }
+
+    fn put_multipart(
+        &self,
+        key: &str,
+        data: &[u8],
+        class: Option<StorageClass>,
+        retention: Option<Retention>,
+    ) -> Result<()> {
+        let object = key.to_string();
+        self.count(&self.requests.put);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.loc.bucket)
+            .key(key);
+        if let Some(c) = class {
+            create = create.storage_class(c);
+        }
+        if let Some(r) = retention {
+            create = create
+                .object_lock_mode(lock_mode(r.mode))
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(r.until));
+        }
+        let upload = self
+            .rt
+            .block_on(create.send())
+            .map_err(|e| self.error(e, &object))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| Error::Backend {
+                object: object.clone(),
+                source: std::io::Error::other("the server gave no multipart upload id"),
+            })?
+            .to_string();
+        let result = (|| {
+            let mut parts = Vec::new();
+            for (i, part) in data.chunks(PART_SIZE).enumerate() {
+                let n = i as i32 + 1;
+                self.count(&self.requests.put);
+                let out = self
+                    .rt
+                    .block_on(
+                        self.client
+                            .upload_part()
+                            .bucket(&self.loc.bucket)
+                            .key(key)
+                            .upload_id(&upload_id)
+                            .part_number(n)
+                            .body(ByteStream::from(part.to_vec()))
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &object))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(out.e_tag().map(String::from))
+                        .build(),
+                );
+            }
+            self.count(&self.requests.put);
+            self.rt
+                .block_on(
+                    self.client
+                        .complete_multipart_upload()
+                        .bucket(&self.loc.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts))
+                                .build(),
+                        )
+                        .send(),
+                )
+                .map_err(|e| self.error(e, &object))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            self.count(&self.requests.delete);
+            let _ = self.rt.block_on(
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send(),
+            );
+        }
+        result
+    }
+
+    /// A connection that drops while the body streams (the SDK retries a request only
+    /// until its headers arrive) is an [`std::io::ErrorKind::UnexpectedEof`]: transient, so
+    /// the retry layer tries again.
+    fn get(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        self.count(&self.requests.get);
+        let mut req = self.client.get_object().bucket(&self.loc.bucket).key(key);
+        if let Some((offset, len)) = range {
+            req = req.range(format!("bytes={}-{}", offset, offset + len - 1));
+        }
+        let cut = |why: String| Error::Backend {
+            object: object.to_string(),
+            source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why),
+        };
+        self.rt.block_on(async {
+            let mut out = req.send().await.map_err(|e| self.error(e, object))?;
+            // Streamed into one buffer of the announced size: collecting the body first and
+            // then flattening it would hold the object two or three times over.
+            let announced = out.content_length().filter(|n| *n >= 0).map(|n| n as usize);
+            let mut data = Vec::with_capacity(announced.unwrap_or(0));
+            while let Some(piece) = out
+                .body
+                .try_next()
+                .await
+                .map_err(|e| cut(format!("response body cut off: {e}")))?
+            {
+                data.extend_from_slice(&piece);
+            }
+            match announced {
+                Some(n) if n != data.len() => Err(cut(format!(
+                    "response body cut off after {} of {n} bytes",
+                    data.len()
+                ))),
+                _ => Ok(data),
+            }
+        })
+    }
+}
+
+fn status_of(raw: &HttpResponse) -> Option<u16> {
+    Some(raw.status().as_u16())
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn exists(&self) -> Result<bool> {
+        self.count(&self.requests.head);
+        let key = self.key(FileKind::Config, "config");
+        match self.rt.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.loc.bucket)
+                .key(&key)
+                .send(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) => match self.error(e, "config") {
+                Error::NotFound { .. } => Ok(false),
+                e => Err(e),
+            },
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        self.count(&self.requests.head);
+        match self
+            .rt
+            .block_on(self.client.head_bucket().bucket(&self.loc.bucket).send())
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(e, &format!("bucket {}", self.loc.bucket)) {
+                Error::NotFound { .. } | Error::NoRepository(_) => {
+                    Err(Error::NoRepository(format!(
+                        "{} (bucket {} does not exist: create it first)",
+                        self.url, self.loc.bucket
+                    )))
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        let prefix = format!("{}{}/", self.loc.prefix, kind.dir());
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_objects_v2()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&prefix)
+                            .set_continuation_token(token.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))
+            }?;
+            for obj in resp.contents() {
+                let Some(key) = obj.key() else { continue };
+                let name = key.rsplit('/').next().unwrap_or(key);
+                if name.is_empty() || name.starts_with('.') {
+                    continue;
+                }
+                out.push(FileInfo {
+                    name: name.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+                    modified: obj.last_modified().map(|t| t.secs()),
+                });
+            }
+            match resp.next_continuation_token() {
+                Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+        self.get(&self.key(kind, name), &Self::object(kind, name), None)
+            .map_err(|e| Self::as_file(e, kind, name))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let object = Self::object(kind, name);
+        let bytes = self
+            .get(&self.key(kind, name), &object, Some((offset, len)))
+            .map_err(|e| Self::as_file(e, kind, name))?;
+        if bytes.len() as u64 != len {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "short read: wanted {len} bytes at {offset}, got {}",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+        self.put_object(kind, &self.key(kind, name), data, how.class, how.retention)
+    }
+
+    fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.count(&self.requests.delete);
+        let key = self.key(kind, name);
+        self.rt
+            .block_on(
+                self.client
+                    .delete_object()
+                    .bucket(&self.loc.bucket)
+                    .key(&key)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| self.error(e, &Self::object(kind, name)))
+    }
+
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities {
+            upload_concurrency: 4,
+            // Each read holds up to a pack (~17 MiB) while it is decrypted: 6 keeps that
+            // near 100 MiB and a link with 20-50 ms per request busy.
+            read_concurrency: 6,
+            request_count: Some(self.requests.total()),
+            cold_storage: Some(self),
+            lifecycle: Some(self),
+            object_lock: Some(self),
+            versions: Some(self),
+            temporaries: Some(self),
+        }
+    }
+}
+
+impl Temporaries for S3Backend {
+    /// Multipart uploads that a killed or failed writer never completed: the store keeps
+    /// (and bills) their parts until they are aborted.
+    fn remove_stale(&self, older_than: Duration) -> Result<Vec<FileInfo>> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let resp = {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_multipart_uploads()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&self.loc.prefix)
+                            .set_key_marker(key_marker.clone())
+                            .set_upload_id_marker(id_marker.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, "listing multipart uploads"))
+            }?;
+            for u in resp.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                let initiated = u
+                    .initiated()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
+                // Younger ones may be a backup's upload in progress, here or elsewhere.
+                if initiated.is_none_or(|t| t > cutoff) {
+                    continue;
+                }
+                self.count(&self.requests.delete);
+                self.rt
+                    .block_on(
+                        self.client
+                            .abort_multipart_upload()
+                            .bucket(&self.loc.bucket)
+                            .key(key)
+                            .upload_id(id)
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, key))?;
+                removed.push(FileInfo {
+                    name: key.to_string(),
+                    size: 0,
+                    storage_class: None,
+                    modified: None,
+                });
+            }
+            match (resp.is_truncated(), resp.next_key_marker()) {
+                (Some(true), Some(k)) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = resp.next_upload_id_marker().map(String::from);
+                }
+                _ => break,
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl ColdStorage for S3Backend {
+    fn thaw_state(&self, kind: FileKind, name: &str) -> Result<ThawState> {
+        self.count(&self.requests.head);
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .send(),
+            )
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+        let archived = resp
+            .storage_class()
+            .is_some_and(|c| ARCHIVE_CLASSES.contains(&c.as_str()));
+        Ok(match (archived, resp.restore()) {
+            (false, _) => ThawState::Hot,
+            (true, None) => ThawState::Archived,
+            (true, Some(r)) if r.contains("ongoing-request=\"true\"") => ThawState::Thawing,
+            (true, Some(_)) => ThawState::Thawed,
+        })
+    }
+
+    fn thaw(&self, kind: FileKind, name: &str, days: u32, tier: ThawTier) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let tier = match tier {
+            ThawTier::Expedited => Tier::Expedited,
+            ThawTier::Standard => Tier::Standard,
+            ThawTier::Bulk => Tier::Bulk,
+        };
+        let request = RestoreRequest::builder()
+            .days(days.min(i32::MAX as u32) as i32)
+            .glacier_job_parameters(
+                GlacierJobParameters::builder()
+                    .tier(tier)
+                    .build()
+                    .expect("tier is set"),
+            )
+            .build();
+        self.count(&self.requests.put);
+        match self.rt.block_on(
+            self.client
+                .restore_object()
+                .bucket(&self.loc.bucket)
+                .key(self.key(kind, name))
+                .restore_request(request)
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            // A thaw already under way.
+            Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(Self::as_file(
+                self.error(e, &Self::object(kind, name)),
+                kind,
+                name,
+            )),
+        }
+    }
+}
+
+impl ObjectLock for S3Backend {
+    fn enabled(&self) -> Result<bool> {
+        use aws_sdk_s3::types::ObjectLockEnabled;
+        self.count(&self.requests.get);
+        let resp = self.rt.block_on(
+            self.client
+                .get_object_lock_configuration()
+                .bucket(&self.loc.bucket)
+                .send(),
+        );
+        match resp {
+            Ok(r) => Ok(r
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                == Some(&ObjectLockEnabled::Enabled)),
+            Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
+            Err(e) => Err(self.error(e, "the bucket's object lock configuration")),
+        }
+    }
+
+    fn retain(&self, kind: FileKind, name: &str, retention: Retention) -> Result<()> {
+        use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+        let mode = match retention.mode {
+            LockMode::Governance => ObjectLockRetentionMode::Governance,
+            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        };
+        self.count(&self.requests.put);
+        self.rt
+            .block_on(
+                self.client
+                    .put_object_retention()
+                    .bucket(&self.loc.bucket)
+                    .key(self.key(kind, name))
+                    .retention(
+                        ObjectLockRetention::builder()
+                            .mode(mode)
+                            .retain_until_date(aws_smithy_types::DateTime::from_secs(
+                                retention.until,
+                            ))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))
+    }
+
+    fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
+        self.head_retention(kind, name, None)
+    }
+}
+
+impl Versions for S3Backend {
+    fn versions(&self, kind: FileKind) -> Result<Vec<ObjectVersion>> {
+        let prefix = match kind {
+            FileKind::Config => self.key(kind, "config"),
+            _ => format!("{}{}/", self.loc.prefix, kind.dir()),
+        };
+        let name_of = |key: &str| key.rsplit('/').next().unwrap_or(key).to_string();
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let resp = {
+                self.count(&self.requests.list);
+                self.rt
+                    .block_on(
+                        self.client
+                            .list_object_versions()
+                            .bucket(&self.loc.bucket)
+                            .prefix(&prefix)
+                            .set_key_marker(key_marker.clone())
+                            .set_version_id_marker(id_marker.clone())
+                            .send(),
+                    )
+                    .map_err(|e| self.error(e, &format!("listing versions of {}", kind.dir())))
+            }?;
+            for v in resp.versions() {
+                let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
+                    continue;
+                };
+                out.push(ObjectVersion {
+                    name: name_of(key),
+                    version_id: id.to_string(),
+                    delete_marker: false,
+                    latest: v.is_latest() == Some(true),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    modified: v.last_modified().map_or(0, |t| t.secs()),
+                });
+            }
+            for m in resp.delete_markers() {
+                let (Some(key), Some(id)) = (m.key(), m.version_id()) else {
+                    continue;
+                };
+                out.push(ObjectVersion {
+                    name: name_of(key),
+                    version_id: id.to_string(),
+                    delete_marker: true,
+                    latest: m.is_latest() == Some(true),
+                    size: 0,
+                    modified: m.last_modified().map_or(0, |t| t.secs()),
+                });
+            }
+            match (resp.is_truncated(), resp.next_key_marker()) {
+                (Some(true), Some(k)) => {
+                    key_marker = Some(k.to_string());
+                    id_marker = resp.next_version_id_marker().map(String::from);
+                }
+                _ => break,
+            }
+        }
+        out.retain(|v| !v.name.is_empty() && !v.name.starts_with('.'));
+        Ok(out)
+    }
+
+    fn purge_version(&self, kind: FileKind, name: &str, version_id: &str) -> Result<Purge> {
+        self.count(&self.requests.delete);
+        let resp = self.rt.block_on(
+            self.client
+                .delete_object()
+                .bucket(&self.loc.bucket)
+                .key(self.key(kind, name))
+                .version_id(version_id)
+                .send(),
+        );
+        match resp {
+            Ok(_) => Ok(Purge::Deleted),
+            Err(e) => {
+                let e = self.error(e, &Self::object(kind, name));
+                // Object Lock answers 403 as a missing permission does: the version's own
+                // retention date tells them apart.
+                if let Error::Backend { source, .. } = &e {
+                    if source.kind() == std::io::ErrorKind::PermissionDenied {
+                        let until = self.head_retention(kind, name, Some(version_id))?;
+                        let now = chrono::Utc::now().timestamp();
+                        if until.is_some_and(|u| u > now) {
+                            return Ok(Purge::Held(until));
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Lifecycle for S3Backend {
+    fn rules(&self) -> Result<(String, Vec<LifecycleRule>)> {
+        self.count(&self.requests.get);
+        let resp = self.rt.block_on(
+            self.client
+                .get_bucket_lifecycle_configuration()
+                .bucket(&self.loc.bucket)
+                .send(),
+        );
+        let resp = match resp {
+            Ok(r) => r,
+            // A bucket without rules answers 404 NoSuchLifecycleConfiguration.
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => {
+                return Ok((self.loc.prefix.clone(), Vec::new()))
+            }
+            Err(e) => return Err(self.error(e, "the bucket's lifecycle configuration")),
+        };
+        let rules = resp.rules().iter().map(lifecycle_rule).collect();
+        Ok((self.loc.prefix.clone(), rules))
+    }
+}
+
+/// A rule as the SDK gives it, reduced to what matters to a repository.
+fn lock_mode(m: LockMode) -> aws_sdk_s3::types::ObjectLockMode {
+    match m {
+        LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+        LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+    }
+}
+
+fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
+    use aws_sdk_s3::types::ExpirationStatus;
+    let filter = r.filter();
+    #[allow(deprecated)] // the rule-level prefix of older configurations
+    let prefix = filter
+        .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+        .or(r.prefix())
+        .unwrap_or("")
+        .to_string();
+    let tagged =
+        filter.is_some_and(|f| f.tag().is_some() || f.and().is_some_and(|a| !a.tags().is_empty()));
+    let when = |days: Option<i32>, date: Option<&aws_smithy_types::DateTime>| match (days, date) {
+        (Some(d), _) => Some(format!("after {d} days")),
+        (None, Some(t)) => Some(format!("on {t}")),
+        (None, None) => None,
+    };
+    LifecycleRule {
+        id: r.id().unwrap_or("").to_string(),
+        enabled: *r.status() == ExpirationStatus::Enabled,
+        prefix,
+        tagged,
+        expiration: r.expiration().and_then(|e| when(e.days(), e.date())),
+        transitions: r
+            .transitions()
+            .iter()
+            .filter_map(|t| {
+                let class = t.storage_class()?.as_str().to_string();
+                Some((when(t.days(), t.date())?, class))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            S3Location::parse("s3://bucket/some/prefix").unwrap(),
+            S3Location {
+                endpoint: None,
+                bucket: "bucket".into(),
+                prefix: "some/prefix/".into()
+            }
+        );
+        assert_eq!(
+            S3Location::parse("s3:http://127.0.0.1:3900/b").unwrap(),
+            S3Location {
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                bucket: "b".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            S3Location::parse("s3:https://s3.example.net/backups/cortex/")
+                .unwrap()
+                .prefix,
+            "cortex/"
+        );
+        assert!(S3Location::parse("s3:ftp://x/b").is_err());
+        assert!(S3Location::parse("s3://").is_err());
+        assert!(S3Location::parse("s3:http://host:1").is_err());
+    }
+}
