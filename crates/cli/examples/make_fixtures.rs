@@ -213,8 +213,7 @@ fn postgres(repo: &Repository, base: &Path) -> anyhow::Result<(Value, Value)> {
             set: Some(strata::postgres::set_of("main")),
             tags: vec!["postgres".into()],
             before_snapshot: Some(Box::new(move |s| {
-                s.postgres = Some(set_postgres);
-                Ok(())
+                s.set_extension(strata::postgres::EXTENSION, &set_postgres)
             })),
             ..Default::default()
         },

@@ -1,7 +1,8 @@
 //! Format versions: repositories of format version 1 (CBOR maps for every blob entry) and
 //! 2 (compact entries, format-spec §6.1) stay readable and are still written in their own
-//! encoding; new repositories get version 3, which keeps small files in their tree node
-//! (§8). A tiny-file tree shows each step.
+//! encoding; version 3 keeps small files in their tree node (§8); new repositories get
+//! version 4, whose applications keep root records (§15). A tiny-file tree shows each step,
+//! and fixture repositories written by earlier releases are read byte-exact.
 
 #[macro_use]
 mod common;
@@ -93,7 +94,7 @@ fn older_repositories_stay_readable_and_keep_their_encoding() {
     let (v1, v2, v3) = (&Env::local(), &Env::local(), &Env::local());
     init_version(v1, 1);
     init_version(v2, 2);
-    assert!(v3.cmd().arg("init").output().unwrap().status.success());
+    init_version(v3, 3);
     let src = v1.path("src");
     tiny_files(&src);
     let (i1, r1, b1) = round_trip(v1, &src);
@@ -220,10 +221,14 @@ fn small_files_live_in_their_tree_node_and_every_reader_finds_them() {
 #[test]
 fn a_build_refuses_a_format_version_it_does_not_know() {
     let env = &Env::local();
-    init_version(env, 4);
+    init_version(env, 5);
     let out = env.cmd().arg("snapshots").output().unwrap();
     assert_ne!(code(&out), 0);
-    assert!(stderr(&out).contains("version 4"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("version 5"), "{}", stderr(&out));
+    // `init` makes the newest version.
+    let env = &Env::local();
+    env.init();
+    assert_eq!(open_repo(env).config().version, 4);
 }
 
 /// Issue 25 item 22: standard input follows §8 like any file: 1 to 128 bytes inline in a
@@ -354,10 +359,25 @@ fn fixture_repositories_of_every_format_version_read_byte_exact() {
         let backups = strata::postgres::base_backups(&repo, "main").unwrap();
         assert_eq!(backups.len(), 1, "v{version}");
         assert_eq!(backups[0].0.to_hex(), bb["snapshot"].as_str().unwrap());
-        let pg = backups[0].1.postgres.as_ref().unwrap();
+        let pg = strata::postgres::base_backup(&backups[0].1).unwrap();
         assert_eq!(pg.start_wal, bb["start_wal"].as_str().unwrap());
         assert_eq!(pg.stop_time, bb["stop_time"].as_str().unwrap());
         wal_intact(&repo);
+        // WAL archived now goes where this format keeps it: `wal/`, no root records.
+        let seg = env.path("000000010000000000000003");
+        fs::write(&seg, noise(1 << 20, 9)).unwrap();
+        strata::wal::push(&repo, "main", &seg).unwrap();
+        let store = open_backend(&env.repo);
+        assert_eq!(store.list(strata::backend::FileKind::Wal).unwrap().len(), 4);
+        assert!(store
+            .list(strata::backend::FileKind::Root)
+            .unwrap()
+            .is_empty());
+        let rec = strata::wal::record(&repo, "main", "000000010000000000000003").unwrap();
+        assert_eq!(
+            strata::wal::content(&repo, &rec.unwrap()).unwrap(),
+            fs::read(&seg).unwrap()
+        );
 
         // Written to in its own format: a backup, a forget of the first snapshot, a prune.
         let src = env.path("new");

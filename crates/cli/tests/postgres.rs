@@ -524,7 +524,7 @@ fn point_in_time_recovery_to_three_instants(env: &Env) {
         "--target",
         env.path("r5").to_str().unwrap(),
     ]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
         err.contains("gap") && err.contains(&missing) && err.contains(&after),

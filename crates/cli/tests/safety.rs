@@ -1099,7 +1099,7 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         summary: Summary::default(),
         program: "crafted".into(),
         repaired: None,
-        postgres: None,
+        extensions: Default::default(),
     })
     .unwrap();
     drop(repo);

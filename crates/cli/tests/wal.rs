@@ -153,7 +153,7 @@ fn refuses_what_is_not_a_wal_file(env: &Env) {
         "{}",
         stderr(&out)
     );
-    assert!(env.objects("wal").is_empty());
+    assert!(env.objects("roots").is_empty());
     // Hostile pass (issue 25): a truncated segment is not archived (it would be what fetch
     // hands back, and the real one could never follow); the real one then is.
     let junk = env.path("junk").join(SEG);
@@ -164,7 +164,7 @@ fn refuses_what_is_not_a_wal_file(env: &Env) {
         assert_eq!(code(&out), 1, "{size}: {}", stderr(&out));
         assert!(stderr(&out).contains("not archived"), "{}", stderr(&out));
     }
-    assert!(env.objects("wal").is_empty());
+    assert!(env.objects("roots").is_empty());
     wal_ok(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
 }
 
@@ -282,7 +282,7 @@ fn pushes_go_through_an_agent_that_archives_ready_wal_along(env: &Env) {
     assert_eq!(push(1), "stored");
     done(1);
     // The rest went along.
-    assert_eq!(env.objects("wal").len(), 6);
+    assert_eq!(env.objects("roots").len(), 6);
     assert_eq!(push(2), "already_archived");
     // Other content under a name the agent archived: refused, the archive keeps the first.
     let first = fs::read(&paths[3]).unwrap();
@@ -370,7 +370,7 @@ fn a_killed_agent_loses_nothing(env: &Env) {
         });
     }
     assert!(killed > 0, "no agent was there to kill");
-    assert_eq!(env.objects("wal").len(), paths.len());
+    assert_eq!(env.objects("roots").len(), paths.len());
     for p in &paths {
         let n = p.file_name().unwrap().to_str().unwrap();
         let dest = env.path(&format!("back-{n}"));
@@ -411,7 +411,7 @@ fn a_push_through_the_agent_checks_the_password(env: &Env) {
     let out = wrong_password(env, &args);
     assert_eq!(code(&out), 12, "{}", stderr(&out));
     assert!(
-        !env.objects("wal").iter().any(|(n, _)| n.contains(SEG)),
+        !env.objects("roots").iter().any(|(n, _)| n.contains(SEG)),
         "a push with a wrong password archived {SEG}"
     );
     assert!(
@@ -492,7 +492,7 @@ fn a_vanished_repository_is_never_recreated() {
     assert!(!repo.exists());
     fs::rename(&away, &repo).unwrap();
     wal_ok(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
-    assert_eq!(env.objects("wal").len(), 2);
+    assert_eq!(env.objects("roots").len(), 2);
     env.assert_read_data_clean();
 
     // A backup from standard input: the repository goes away after its first pack.
@@ -558,7 +558,7 @@ fn a_cache_directory_of_another_user_is_refused() {
     let out = wal_run(&env, &cfg, &["push", "main", seg.to_str().unwrap()]);
     assert_ne!(code(&out), 0, "a push used another user's directory");
     assert!(stderr(&out).contains("owned by uid"), "{}", stderr(&out));
-    assert!(env.objects("wal").is_empty());
+    assert!(env.objects("roots").is_empty());
     // The cache itself owned by someone else: every command refuses it.
     fs::remove_dir(&agent_dir).unwrap();
     nix::unistd::chown(
@@ -635,5 +635,5 @@ fn an_agent_socket_served_by_another_user_is_refused() {
         "{}",
         stderr(&out)
     );
-    assert!(!env.objects("wal").iter().any(|(n, _)| n.contains(SEG)));
+    assert!(!env.objects("roots").iter().any(|(n, _)| n.contains(SEG)));
 }

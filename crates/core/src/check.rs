@@ -170,8 +170,10 @@ pub enum Object {
     Tree(TreeId),
     /// A snapshot manifest.
     Snapshot(SnapshotId),
-    /// A PostgreSQL WAL record (by its file name).
+    /// A PostgreSQL WAL record of format 1-3 (by its file name).
     Wal([u8; 32]),
+    /// An application's root record (by its file name).
+    Root([u8; 32]),
 }
 
 impl std::fmt::Display for Object {
@@ -183,6 +185,7 @@ impl std::fmt::Display for Object {
             Object::Tree(id) => write!(f, "tree {id}"),
             Object::Snapshot(id) => write!(f, "snapshot {id}"),
             Object::Wal(name) => write!(f, "WAL record {}", hex::encode(name)),
+            Object::Root(name) => write!(f, "root record {}", hex::encode(name)),
         }
     }
 }
@@ -237,7 +240,7 @@ fn fix_for(p: &Problem) -> String {
                 .to_string()
         }
         Object::Blob(_) | Object::Tree(_) => LOST.to_string(),
-        Object::Wal(_) if p.reason.contains("two servers archive") => {
+        Object::Wal(_) | Object::Root(_) if p.reason.contains("two servers archive") => {
             "stop the server that should not archive as this cluster (a restored copy: \
              archive_mode = off there); `strata pg restore --timeline N` chooses the line to \
              recover, and a new base backup starts a clean one"
@@ -245,6 +248,10 @@ fn fix_for(p: &Problem) -> String {
         }
         Object::Wal(_) => "the archived WAL file cannot be read: take a new base backup of \
                            the cluster, so that recovery no longer needs it"
+            .to_string(),
+        Object::Root(_) => "an application's record cannot be read or names data that is \
+                            gone: store it again from its source (the WAL archive: take a new \
+                            base backup of the cluster, so that recovery no longer needs it)"
             .to_string(),
     }
 }
@@ -262,6 +269,8 @@ pub struct CheckReport {
     pub snapshots: usize,
     /// Distinct trees walked.
     pub trees: usize,
+    /// Applications' root records checked (format-spec §15).
+    pub roots: usize,
     /// PostgreSQL WAL records checked (format-spec §14).
     pub wal_records: usize,
     /// Packs the index names.
@@ -595,41 +604,109 @@ impl Audit<'_> {
         Ok(())
     }
 
-    /// Every WAL record opens, is filed under the name its content gives, and names blobs
-    /// that resolve to packs that are there; every base backup's WAL is archived without a
-    /// gap (format-spec §14).
+    /// Every root record opens, is filed under its name and names blobs that resolve to
+    /// packs that are there (format-spec §15); so does every WAL record of format 1-3
+    /// (§14.1). Returns the WAL records among them, for [`Audit::walk_wal`].
+    fn walk_roots(&mut self, packs: &Packs) -> Result<Vec<(Object, crate::wal::WalRecord)>> {
+        let mut wal = Vec::new();
+        // Each format has one of the two (version 4 never writes `wal/`): one listing.
+        let kinds: &[FileKind] = if self.repo.has_roots() {
+            &[FileKind::Root]
+        } else {
+            &[FileKind::Wal]
+        };
+        for &kind in kinds {
+            for f in self.repo.list_files(kind)? {
+                let mut name = [0u8; 32];
+                if hex::decode_to_slice(&f.name, &mut name).is_err() {
+                    continue;
+                }
+                let found = match kind {
+                    FileKind::Root => self.root_record(name, packs),
+                    _ => self.legacy_wal_record(name, &f.name, packs),
+                };
+                if let Some(found) = found? {
+                    wal.push(found);
+                }
+            }
+        }
+        Ok(wal)
+    }
+
+    /// One root record checked; a WAL record if it is one.
+    fn root_record(
+        &mut self,
+        name: [u8; 32],
+        packs: &Packs,
+    ) -> Result<Option<(Object, crate::wal::WalRecord)>> {
+        let object = Object::Root(name);
+        let root = match self.repo.checked_root(&hex::encode(name)) {
+            Ok(Some(root)) => root,
+            // Deleted since the listing.
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.problems.push(problem(object, e.to_string()));
+                return Ok(None);
+            }
+        };
+        self.report.roots += 1;
+        for id in &root.blobs {
+            self.check_blob(id, packs)?;
+        }
+        if root.namespace != crate::wal::NAMESPACE {
+            return Ok(None);
+        }
+        match crate::wal::WalRecord::from_root(root) {
+            Ok(rec) => Ok(Some((object, rec))),
+            Err(e) => {
+                self.problems.push(problem(object, e.to_string()));
+                Ok(None)
+            }
+        }
+    }
+
+    /// One WAL record of format 1-3 checked.
+    fn legacy_wal_record(
+        &mut self,
+        name: [u8; 32],
+        file: &str,
+        packs: &Packs,
+    ) -> Result<Option<(Object, crate::wal::WalRecord)>> {
+        let object = Object::Wal(name);
+        let rec = match self
+            .repo
+            .load_named::<crate::wal::WalRecord>(FileKind::Wal, file)
+        {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.problems.push(problem(object, e.to_string()));
+                return Ok(None);
+            }
+        };
+        if self.repo.wal_name(&rec.cluster, &rec.name) != file {
+            self.problems.push(problem(
+                object,
+                format!(
+                    "holds {}/{}, which is filed elsewhere",
+                    rec.cluster, rec.name
+                ),
+            ));
+        }
+        for id in &rec.content {
+            self.check_blob(id, packs)?;
+        }
+        Ok(Some((object, rec)))
+    }
+
+    /// Every WAL record is of a plausible size, and every base backup's WAL is archived
+    /// without a gap (format-spec §14).
     fn walk_wal(&mut self, packs: &Packs, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
         let mut names: HashMap<String, Vec<String>> = HashMap::new();
         let mut histories = Vec::new();
         let mut times: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for f in self.repo.list_files(crate::backend::FileKind::Wal)? {
-            let mut name = [0u8; 32];
-            if hex::decode_to_slice(&f.name, &mut name).is_err() {
-                continue;
-            }
-            let object = Object::Wal(name);
-            let loaded = self
-                .repo
-                .load_named::<crate::wal::WalRecord>(crate::backend::FileKind::Wal, &f.name);
-            let rec = match loaded {
-                Ok(Some(rec)) => rec,
-                // Deleted since the listing.
-                Ok(None) => continue,
-                Err(e) => {
-                    self.problems.push(problem(object, e.to_string()));
-                    continue;
-                }
-            };
+        for (object, rec) in self.walk_roots(packs)? {
             self.report.wal_records += 1;
-            if self.repo.wal_name(&rec.cluster, &rec.name) != f.name {
-                self.problems.push(problem(
-                    object,
-                    format!(
-                        "holds {}/{}, which is filed elsewhere",
-                        rec.cluster, rec.name
-                    ),
-                ));
-            }
             if !crate::wal::plausible_size(&rec.name, rec.size) {
                 self.problems.push(problem(
                     object,
@@ -639,9 +716,6 @@ impl Audit<'_> {
                         rec.name, rec.size
                     ),
                 ));
-            }
-            for id in &rec.content {
-                self.check_blob(id, packs)?;
             }
             if rec.name.ends_with(".history") {
                 histories.push((object, rec.clone()));
@@ -654,7 +728,7 @@ impl Audit<'_> {
         }
         let mut sizes = HashMap::new();
         for (id, snap) in snapshots {
-            let Some(base) = &snap.postgres else {
+            let Some(base) = &crate::postgres::base_backup(snap) else {
                 continue;
             };
             sizes.insert(base.cluster.clone(), base.segment_size);

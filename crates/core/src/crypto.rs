@@ -24,6 +24,7 @@ const CTX_ENCRYPTION: &str = "strata v1 2026-11 encryption key";
 const CTX_BLOB_ID: &str = "strata v1 2026-11 blob id key";
 const CTX_CHUNKER: &str = "strata v1 2026-11 chunker seed";
 const CTX_WAL_NAME: &str = "strata v1 2026-11 wal record name";
+const CTX_ROOT_NAME: &str = "strata v4 2026-12 root record name";
 
 /// The repository's master secret and the keys derived from it.
 #[derive(Clone)]
@@ -69,6 +70,17 @@ impl MasterKey {
         h.update(cluster.as_bytes())
             .update(&[0])
             .update(name.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// The name of the root record `key` of `namespace`: a keyed BLAKE3, so that an
+    /// application finds a record with one request and names reveal nothing.
+    pub fn root_name(&self, namespace: &str, key: &str) -> [u8; 32] {
+        let k = blake3::derive_key(CTX_ROOT_NAME, &self.secret);
+        let mut h = blake3::Hasher::new_keyed(&k);
+        h.update(namespace.as_bytes())
+            .update(&[0])
+            .update(key.as_bytes());
         *h.finalize().as_bytes()
     }
 

@@ -375,20 +375,23 @@ pub fn basebackup(
         wait_archived(repo, &mut s, &name, &r[1], (wal_timeout, cancel), progress)?;
         let map = unhex(&name, &r[3])?;
         let backup_label = unhex(&name, &r[2])?;
-        snap.postgres = Some(BaseBackup {
-            cluster: name,
-            data_directory: dd_text,
-            server_version: version,
-            timeline,
-            segment_size,
-            start_lsn,
-            stop_lsn: r[0].clone(),
-            start_wal,
-            stop_wal: r[1].clone(),
-            stop_time: crate::timespec::now().to_rfc3339(),
-            backup_label,
-            tablespace_map: (!map.is_empty()).then_some(map),
-        });
+        snap.set_extension(
+            EXTENSION,
+            &BaseBackup {
+                cluster: name,
+                data_directory: dd_text,
+                server_version: version,
+                timeline,
+                segment_size,
+                start_lsn,
+                stop_lsn: r[0].clone(),
+                start_wal,
+                stop_wal: r[1].clone(),
+                stop_time: crate::timespec::now().to_rfc3339(),
+                backup_label,
+                tablespace_map: (!map.is_empty()).then_some(map),
+            },
+        )?;
         Ok(())
     };
     backup::run(
@@ -477,13 +480,22 @@ fn archiver_state(s: &mut Session) -> Result<String> {
     })
 }
 
+/// The snapshot extension a base backup records itself in (format-spec §14.2).
+pub const EXTENSION: &str = "postgres";
+
+/// The base backup a snapshot records, if it is one (one whose record does not decode is
+/// not: check reports it).
+pub fn base_backup(snap: &Snapshot) -> Option<BaseBackup> {
+    snap.extension(EXTENSION).ok().flatten()
+}
+
 /// The base backups of `cluster`, oldest first.
 pub fn base_backups(repo: &Repository, cluster: &str) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(repo
         .snapshots()?
         .into_iter()
         .filter(|(_, s)| {
-            s.postgres.as_ref().is_some_and(|p| p.cluster == cluster)
+            base_backup(s).is_some_and(|p| p.cluster == cluster)
                 && s.set.as_deref() == Some(set_of(cluster).as_str())
         })
         .collect())
@@ -702,18 +714,18 @@ pub fn expire_wal(
     let oldest = bases
         .iter()
         .filter(|(id, _)| !forgotten.contains(id))
-        .filter_map(|(_, s)| s.postgres.as_ref())
+        .filter_map(|(_, s)| base_backup(s))
         .filter_map(|b| Segment::parse(&b.start_wal, b.segment_size).map(|s| (s.no, b)))
         .min_by_key(|(no, _)| *no);
     let mut out = WalExpiry {
         cluster: cluster.to_string(),
-        kept_from: oldest.map(|(_, b)| b.start_wal.clone()),
+        kept_from: oldest.as_ref().map(|(_, b)| b.start_wal.clone()),
         removed: Vec::new(),
     };
     let Some((first, base)) = oldest else {
         return Ok(out);
     };
-    for (file, rec) in wal::all_records(repo)? {
+    for rec in wal::all_records(repo)? {
         if rec.cluster != cluster || rec.name.ends_with(".history") {
             continue;
         }
@@ -724,7 +736,7 @@ pub fn expire_wal(
             .is_some_and(|s| s.no < first);
         if old {
             if !dry_run {
-                repo.remove_named(crate::backend::FileKind::Wal, &file)?;
+                wal::remove(repo, &rec)?;
             }
             out.removed.push(rec.name);
         }
@@ -780,18 +792,18 @@ pub fn plan_restore(
         )));
     }
     let fits = |s: &Snapshot| {
-        let p = s.postgres.as_ref().expect("filtered");
+        let p = base_backup(s).expect("filtered");
         at.is_none_or(|at| p.consistent_at().is_some_and(|t| t <= at))
     };
     let Some((id, snap)) = all.iter().rev().find(|(_, s)| fits(s)) else {
-        let first = all[0].1.postgres.as_ref().expect("filtered");
+        let first = base_backup(&all[0].1).expect("filtered");
         return Err(err(format!(
             "no base backup is consistent at {}: the earliest one is consistent from {} on",
             at.map(|t| t.to_rfc3339()).unwrap_or_default(),
             first.stop_time
         )));
     };
-    let base = snap.postgres.clone().expect("filtered");
+    let base = base_backup(snap).expect("filtered");
     let mut notes = Vec::new();
     let (line, other_timelines, mut whole) = choose_line(repo, &base, target.timeline, &mut notes)
         .map_err(|e| match e {

@@ -174,6 +174,7 @@ pub fn usage_by_class(repo: &Repository) -> Result<Vec<ClassUsage>> {
         FileKind::Snapshot,
         FileKind::Key,
         FileKind::Audit,
+        FileKind::Root,
         FileKind::Wal,
     ] {
         for f in repo.list_files(kind)? {

@@ -2,9 +2,10 @@
 //! each file PostgreSQL hands it, `restore_command` fetches them back.
 //!
 //! A file's bytes are stored as data blobs, like a backed-up file's (deduplicated,
-//! compressed, encrypted, packed); a WAL record names them. The record's name is a keyed
-//! hash of the cluster and the file's name, so a fetch costs one request and a probe for a
-//! file never archived one failed request: no listing.
+//! compressed, encrypted, packed); a WAL record names them. From format version 4 a record
+//! is a root record of namespace [`NAMESPACE`] (format-spec §15), before it a `wal/` file
+//! of its own; either is named by a keyed hash of the cluster and the file's name, so a
+//! fetch costs one request and a probe for a file never archived one failed request.
 
 use std::fs::File;
 use std::io::Read;
@@ -37,6 +38,84 @@ pub struct WalRecord {
     pub time: String,
     /// The host that pushed it.
     pub host: String,
+}
+
+/// The root namespace of WAL records (format version 4 on).
+pub const NAMESPACE: &str = "postgres.wal";
+
+/// What a WAL record's root carries beside its blobs (its `content`) and the root's own
+/// `time` and `host`.
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    version: u32,
+    cluster: String,
+    name: String,
+    size: u64,
+}
+
+fn root_key(cluster: &str, name: &str) -> String {
+    format!("{cluster}/{name}")
+}
+
+impl WalRecord {
+    /// The record as a root record.
+    fn to_root(&self) -> Result<crate::Root> {
+        let payload = Payload {
+            version: self.version,
+            cluster: self.cluster.clone(),
+            name: self.name.clone(),
+            size: self.size,
+        };
+        let mut buf = Vec::new();
+        ciborium::into_writer(&payload, &mut buf).expect("CBOR into memory");
+        let mut root = crate::Root::new(
+            NAMESPACE,
+            &root_key(&self.cluster, &self.name),
+            self.content.clone(),
+            buf,
+        )?;
+        root.time = self.time.clone();
+        root.host = self.host.clone();
+        Ok(root)
+    }
+
+    /// The record a root record of [`NAMESPACE`] holds.
+    pub(crate) fn from_root(root: crate::Root) -> Result<WalRecord> {
+        let object = || format!("root record {}/{}", root.namespace, root.key);
+        let p: Payload = ciborium::from_reader(&root.payload[..])
+            .map_err(|e| Error::corrupt(object(), format!("WAL payload: {e}")))?;
+        if root_key(&p.cluster, &p.name) != root.key {
+            return Err(Error::corrupt(
+                object(),
+                format!("holds {}/{} under another key", p.cluster, p.name),
+            ));
+        }
+        Ok(WalRecord {
+            version: p.version,
+            cluster: p.cluster,
+            name: p.name,
+            size: p.size,
+            content: root.blobs,
+            time: root.time,
+            host: root.host,
+        })
+    }
+}
+
+/// Stores a record where the repository's format keeps them.
+fn save(repo: &Repository, rec: &WalRecord) -> Result<()> {
+    if repo.has_roots() {
+        return repo.write_root(&rec.to_root()?);
+    }
+    repo.save_named(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name), rec)
+}
+
+/// Removes a record (expiry: its blobs go at the next prune).
+pub fn remove(repo: &Repository, rec: &WalRecord) -> Result<()> {
+    if repo.has_roots() {
+        return repo.remove_root(NAMESPACE, &root_key(&rec.cluster, &rec.name));
+    }
+    repo.remove_named(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name))
 }
 
 /// What a push did.
@@ -108,7 +187,14 @@ fn check_file_name(name: &str) -> Result<()> {
 pub fn record(repo: &Repository, cluster: &str, name: &str) -> Result<Option<WalRecord>> {
     check_name(cluster, name)?;
     let file = repo.wal_name(cluster, name);
-    let Some(rec) = repo.load_named::<WalRecord>(FileKind::Wal, &file)? else {
+    let found = if repo.has_roots() {
+        repo.root(NAMESPACE, &root_key(cluster, name))?
+            .map(WalRecord::from_root)
+            .transpose()?
+    } else {
+        repo.load_named::<WalRecord>(FileKind::Wal, &file)?
+    };
+    let Some(rec) = found else {
         return Ok(None);
     };
     if rec.cluster != cluster || rec.name != name {
@@ -216,10 +302,7 @@ pub fn push_many(repo: &Repository, cluster: &str, paths: &[&Path]) -> Result<Ve
             .iter()
             .map(|(i, rec)| {
                 let i = *i;
-                scope.spawn(move || {
-                    let file = repo.wal_name(&rec.cluster, &rec.name);
-                    (i, repo.save_named(FileKind::Wal, &file, rec))
-                })
+                scope.spawn(move || (i, save(repo, rec)))
             })
             .collect();
         handles
@@ -561,12 +644,19 @@ impl Spool {
     }
 }
 
-/// Every WAL record in the repository (prune and check: their blobs are in use).
-pub fn all_records(repo: &Repository) -> Result<Vec<(String, WalRecord)>> {
+/// Every WAL record in the repository.
+pub fn all_records(repo: &Repository) -> Result<Vec<WalRecord>> {
+    if repo.has_roots() {
+        return repo
+            .roots(Some(NAMESPACE))?
+            .into_iter()
+            .map(WalRecord::from_root)
+            .collect();
+    }
     let mut out = Vec::new();
     for f in repo.list_files(FileKind::Wal)? {
         if let Some(rec) = repo.load_named::<WalRecord>(FileKind::Wal, &f.name)? {
-            out.push((f.name, rec));
+            out.push(rec);
         }
     }
     Ok(out)

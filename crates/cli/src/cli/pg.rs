@@ -85,7 +85,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             let report = postgres::basebackup(&repo, &cluster, wal_timeout, Some(&stop), &bar);
             bar.finish();
             let report = report?;
-            let pg = report.snapshot.postgres.as_ref().expect("recorded");
+            let pg = postgres::base_backup(&report.snapshot).expect("recorded");
             if global.json {
                 output::print_json(&json!({
                     "snapshot_id": report.snapshot_id.to_hex(),

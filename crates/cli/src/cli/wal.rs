@@ -108,7 +108,7 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             // without one).
             let size = strata::postgres::base_backups(&repo, &name)?
                 .last()
-                .and_then(|(_, s)| s.postgres.as_ref().map(|p| p.segment_size))
+                .and_then(|(_, s)| strata::postgres::base_backup(s).map(|p| p.segment_size))
                 .unwrap_or(16 << 20);
             spool.fill(&repo, &name, &file, size, PREFETCH)?;
             Ok(exit::OK)

@@ -277,6 +277,7 @@ pub fn file_kind(kind: &str) -> strata::backend::FileKind {
         "keys" => FileKind::Key,
         "locks" => FileKind::Lock,
         "wal" => FileKind::Wal,
+        "roots" => FileKind::Root,
         other => panic!("unknown kind {other}"),
     }
 }

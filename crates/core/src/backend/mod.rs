@@ -40,13 +40,16 @@ pub enum FileKind {
     Lock,
     /// Audit records: what verification and restore drills found.
     Audit,
-    /// PostgreSQL WAL archive records, one per archived file, named by what they archive.
+    /// Root records of applications (format version 4 on), named by what they record.
+    Root,
+    /// WAL records of format versions 1-3, one per archived PostgreSQL file (read as
+    /// roots; version 4 keeps them as root records).
     Wal,
 }
 
 impl FileKind {
     /// Every kind, `config` first.
-    pub const ALL: [FileKind; 9] = [
+    pub const ALL: [FileKind; 10] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -55,6 +58,7 @@ impl FileKind {
         FileKind::Tree,
         FileKind::Lock,
         FileKind::Audit,
+        FileKind::Root,
         FileKind::Wal,
     ];
 
@@ -69,6 +73,7 @@ impl FileKind {
             FileKind::Tree => "tree",
             FileKind::Lock => "locks",
             FileKind::Audit => "audit",
+            FileKind::Root => "roots",
             FileKind::Wal => "wal",
         }
     }
@@ -99,6 +104,7 @@ impl fmt::Display for FileKind {
             FileKind::Tree => "tree pack",
             FileKind::Lock => "lock",
             FileKind::Audit => "audit record",
+            FileKind::Root => "root record",
             FileKind::Wal => "WAL record",
         })
     }

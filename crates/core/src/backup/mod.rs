@@ -291,7 +291,7 @@ pub fn run(
         summary,
         program: concat!("strata ", env!("CARGO_PKG_VERSION")).into(),
         repaired: None,
-        postgres: None,
+        extensions: Default::default(),
     };
     let tx = match opts.before_snapshot {
         Some(hook) => {

@@ -272,13 +272,11 @@ fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result
             }
         }
     }
-    // The PostgreSQL WAL archive is a root of its own (format-spec §14): a record written
-    // after this listing deduplicated against packs in the index, which the deletion
-    // protocol revives as it does for a snapshot written meanwhile.
-    for (_, rec) in crate::wal::all_records(repo)? {
-        for id in &rec.content {
-            used.add(id)?;
-        }
+    // Applications' root records keep their blobs as snapshots do (format-spec §15): a
+    // record written after this listing deduplicated against packs in the index, which
+    // the deletion protocol revives as it does for a snapshot written meanwhile.
+    for id in repo.root_blobs()? {
+        used.add(&id)?;
     }
     Ok(())
 }

@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
-/// The format version new repositories get: 3, files of at most [`INLINE_LIMIT`] bytes
-/// inside their tree node (format-spec §8), on top of version 2's compact metadata (§6.1).
-pub const FORMAT_VERSION: u32 = 3;
+/// The format version new repositories get: 4, root records of applications (format-spec
+/// §15) and snapshot extensions (§9), on top of version 3's files inside their tree node
+/// (§8) and version 2's compact metadata (§6.1).
+pub const FORMAT_VERSION: u32 = 4;
 /// The largest file a version 3 writer stores in its tree node rather than as a blob.
 ///
 /// A blob costs about 140 bytes once (seal, pack header and index entries, its id in the
@@ -71,6 +72,12 @@ impl Config {
     /// Whether files of at most [`INLINE_LIMIT`] bytes are written into their tree node.
     pub fn inline(&self) -> bool {
         self.version >= 3
+    }
+
+    /// Whether applications keep root records (`roots/`) and snapshots carry their
+    /// extensions in `extensions`.
+    pub fn roots(&self) -> bool {
+        self.version >= 4
     }
 
     /// A config for a new repository, with a fresh id.

@@ -6,6 +6,7 @@ pub mod config;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod root;
 pub mod snapshot;
 pub mod tree;
 
@@ -80,6 +81,7 @@ fn aad(kind: FileKind) -> &'static [u8] {
         FileKind::Lock => b"strata/lock/v1",
         FileKind::Audit => b"strata/audit/v1",
         FileKind::Wal => b"strata/wal/v1",
+        FileKind::Root => b"strata/root/v1",
         FileKind::Key | FileKind::Data | FileKind::Tree => b"",
     }
 }
@@ -1330,7 +1332,8 @@ impl Repository {
     /// Stores a snapshot manifest (after its packs and index are durable: write order,
     /// format-spec §7).
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let id = SnapshotId(self.save_file(FileKind::Snapshot, snap)?);
+        let wire = snapshot::SnapshotWire::for_format(snap, self.config.version);
+        let id = SnapshotId(self.save_file(FileKind::Snapshot, &wire)?);
         self.cache.snapshots().put(&id, &encode(snap))?;
         Ok(id)
     }

@@ -1,13 +1,16 @@
 //! Snapshot manifests.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::id::{SnapshotId, TreeId};
 
-/// A snapshot manifest (format-spec §8): what was backed up, when, from where, and the
+/// A snapshot manifest (format-spec §9): what was backed up, when, from where, and the
 /// root tree.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(from = "SnapshotWire", into = "SnapshotWire")]
 pub struct Snapshot {
     /// Manifest version (1).
     pub version: u32,
@@ -40,9 +43,127 @@ pub struct Snapshot {
     /// Written by `repair snapshots`: the snapshot this one replaces and what it lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired: Option<Repaired>,
-    /// Written by `pg basebackup`: the PostgreSQL base backup this snapshot holds.
+    /// What applications add to their snapshots, by name (format-spec §9): each is the
+    /// application's own CBOR value, kept and copied as it is.
+    pub extensions: BTreeMap<String, ciborium::Value>,
+}
+
+/// A snapshot as stored: [`Snapshot`] with its extensions where a format version puts
+/// them. Versions 1-3 had one application's field, `postgres`, at the top level; it is
+/// read as the extension of that name, and written there into repositories of those
+/// versions (see [`SnapshotWire::for_format`]), which their readers expect.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SnapshotWire {
+    version: u32,
+    time: String,
+    host: String,
+    user: String,
+    paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<crate::postgres::BaseBackup>,
+    set: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<SnapshotId>,
+    tree: TreeId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    excludes: Vec<String>,
+    summary: Summary,
+    program: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    repaired: Option<Repaired>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    postgres: Option<ciborium::Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    extensions: BTreeMap<String, ciborium::Value>,
+}
+
+/// The extension versions 1-3 kept as a top-level key of its own.
+const LEGACY_EXTENSION: &str = "postgres";
+
+impl SnapshotWire {
+    /// How a repository of format `version` stores `snap`.
+    pub(crate) fn for_format(snap: &Snapshot, version: u32) -> Self {
+        let mut wire = SnapshotWire::from(snap.clone());
+        if version < 4 {
+            wire.postgres = wire.extensions.remove(LEGACY_EXTENSION);
+        }
+        wire
+    }
+}
+
+impl From<SnapshotWire> for Snapshot {
+    fn from(w: SnapshotWire) -> Self {
+        let mut extensions = w.extensions;
+        if let Some(v) = w.postgres {
+            extensions.entry(LEGACY_EXTENSION.to_string()).or_insert(v);
+        }
+        Snapshot {
+            version: w.version,
+            time: w.time,
+            host: w.host,
+            user: w.user,
+            paths: w.paths,
+            tags: w.tags,
+            set: w.set,
+            parent: w.parent,
+            tree: w.tree,
+            excludes: w.excludes,
+            summary: w.summary,
+            program: w.program,
+            repaired: w.repaired,
+            extensions,
+        }
+    }
+}
+
+impl From<Snapshot> for SnapshotWire {
+    fn from(s: Snapshot) -> Self {
+        SnapshotWire {
+            version: s.version,
+            time: s.time,
+            host: s.host,
+            user: s.user,
+            paths: s.paths,
+            tags: s.tags,
+            set: s.set,
+            parent: s.parent,
+            tree: s.tree,
+            excludes: s.excludes,
+            summary: s.summary,
+            program: s.program,
+            repaired: s.repaired,
+            postgres: None,
+            extensions: s.extensions,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The extension `name`, decoded; `None` where the snapshot has none. An extension
+    /// that does not decode as `T` is damage (a key holder's crafted snapshot, say).
+    pub fn extension<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> crate::Result<Option<T>> {
+        let Some(v) = self.extensions.get(name) else {
+            return Ok(None);
+        };
+        v.deserialized()
+            .map(Some)
+            .map_err(|e| crate::Error::Corrupt {
+                object: format!("snapshot of {} (extension {name})", self.time),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sets the extension `name` to `value`.
+    pub fn set_extension<T: Serialize>(&mut self, name: &str, value: &T) -> crate::Result<()> {
+        let v = ciborium::Value::serialized(value)
+            .map_err(|e| crate::Error::Internal(format!("extension {name}: {e}")))?;
+        self.extensions.insert(name.to_string(), v);
+        Ok(())
+    }
 }
 
 /// What `repair snapshots` records in a snapshot it rewrote.
@@ -329,7 +450,7 @@ mod tests {
             summary: Summary::default(),
             program: String::new(),
             repaired: None,
-            postgres: None,
+            extensions: BTreeMap::new(),
         }
     }
 
@@ -400,21 +521,30 @@ mod tests {
                 summary: Summary { files_new: files, duration_secs: 1.5, ..Default::default() },
                 program: "strata 0.1.0".into(),
                 repaired: parent.map(|p| Repaired { from: SnapshotId(p), lost: vec!["/srv/a b".into()] }),
-                postgres: parent.map(|_| crate::postgres::BaseBackup {
-                    cluster: "main".into(),
-                    data_directory: "/var/lib/postgresql/15/main".into(),
-                    server_version: 150018,
-                    timeline: (files % 7) as u32 + 1,
-                    segment_size: 16 << 20,
-                    start_lsn: "0/2000028".into(),
-                    stop_lsn: "0/2000100".into(),
-                    start_wal: "000000010000000000000002".into(),
-                    stop_wal: "000000010000000000000002".into(),
-                    stop_time: "2026-11-25T18:00:01Z".into(),
-                    backup_label: "START WAL LOCATION: 0/2000028\n".into(),
-                    tablespace_map: (files % 2 == 0).then(|| "16384 /x\n".into()),
-                }),
+                extensions: BTreeMap::new(),
             };
+            let mut s = s;
+            if parent.is_some() {
+                let pg = ciborium::Value::Map(vec![(
+                    ciborium::Value::Text("timeline".into()),
+                    ciborium::Value::Integer(((files % 7) + 1).into()),
+                )]);
+                s.extensions.insert("postgres".into(), pg);
+                s.set_extension("toy.app", &vec![files, 1, 2]).unwrap();
+                prop_assert_eq!(s.extension::<Vec<u64>>("toy.app").unwrap(), Some(vec![files, 1, 2]));
+            }
+            // Every format version's encoding reads back as the same snapshot.
+            for version in [3, 4] {
+                let mut buf = Vec::new();
+                ciborium::into_writer(&SnapshotWire::for_format(&s, version), &mut buf).unwrap();
+                let back: Snapshot = ciborium::from_reader(&buf[..]).unwrap();
+                prop_assert_eq!(&back, &s);
+                let raw: ciborium::Value = ciborium::from_reader(&buf[..]).unwrap();
+                let top: Vec<String> = raw.as_map().unwrap().iter().filter_map(|(k, _)| k.as_text().map(String::from)).collect();
+                // Versions 1-3 keep the legacy extension at the top, version 4 in the map.
+                prop_assert_eq!(top.contains(&"postgres".to_string()), parent.is_some() && version == 3);
+                prop_assert_eq!(top.contains(&"extensions".to_string()), parent.is_some());
+            }
             let mut buf = Vec::new();
             ciborium::into_writer(&s, &mut buf).unwrap();
             let back: Snapshot = ciborium::from_reader(&buf[..]).unwrap();
