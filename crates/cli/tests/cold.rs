@@ -496,3 +496,66 @@ fn a_wrapper_without_the_cold_storage_capability_cannot_make_archived_packs_hot(
     let report = warm_up(s3, "cache-b").unwrap();
     assert_eq!((report.packs, report.hot, report.requested), (1, 0, 1));
 }
+
+/// Prune's repack writes the blobs it keeps in the storage class of the pack they come
+/// from: a set backed up to STANDARD_IA stays there, in a repository whose own class is
+/// the default (repacked packs went to the repository's class before).
+#[test]
+fn a_repack_keeps_the_class_of_the_packs_it_copies() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("repack-{}", std::process::id());
+    let (rt, s3) = moto_bucket(&endpoint, &bucket);
+    let env = &Env::local();
+    let repo = format!("s3:{endpoint}/{bucket}/strata");
+    let strata = |args: &[&str]| on_moto(env, &repo, args);
+    let out = strata(&["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Two files in one pack; the second goes, and with it the first snapshot.
+    fs::write(src.join("kept"), noise(400_000, 5)).unwrap();
+    fs::write(src.join("gone"), noise(400_000, 6)).unwrap();
+    let s = src.to_str().unwrap();
+    let ia = ["--data-storage-class", "STANDARD_IA"];
+    let out = strata(&[&["backup", s][..], &ia].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    fs::remove_file(src.join("gone")).unwrap();
+    let out = strata(&[&["backup", s][..], &ia].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = strata(&["forget", "--keep-last", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let classes = || -> Vec<(String, String)> {
+        let listed = rt
+            .block_on(
+                s3.list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix("strata/data/")
+                    .send(),
+            )
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .map(|o| {
+                let class = o.storage_class().map_or("STANDARD", |c| c.as_str());
+                (o.key().unwrap().to_string(), class.to_string())
+            })
+            .collect()
+    };
+    let before = classes();
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].1, "STANDARD_IA");
+    let out = strata(&["--json", "prune", "--max-unused", "0%", "--instant-delete"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packs_repacked"], 1, "{v}");
+    let after = classes();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].0, before[0].0, "a new pack");
+    assert_eq!(
+        after[0].1, "STANDARD_IA",
+        "the class of the pack it came from"
+    );
+    let out = strata(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

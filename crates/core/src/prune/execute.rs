@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::progress::Progress;
 use crate::repo::index::{IndexedPack, ObsoletePack};
-use crate::repo::pack::{BlobKind, PackBuilder, SealedBlob};
+use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder, SealedBlob};
 use crate::repo::{sealed_in, Repository};
 
 /// What the plan was made from, and what executing it needs besides.
@@ -21,6 +21,8 @@ pub(super) struct Inputs<'a> {
     pub repo: &'a Repository,
     pub usage: &'a [PackUsage],
     pub stored: &'a HashMap<PackId, (BlobKind, u64)>,
+    /// Storage classes of the packs not in the store's default one.
+    pub classes: &'a HashMap<PackId, String>,
     /// The index files read; the new index replaces them.
     pub superseded: &'a [IndexId],
     pub now: DateTime<FixedOffset>,
@@ -34,7 +36,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
     let mut delete = plan.delete;
     // 1. Repack: the used blobs of wasteful packs into new packs, uploaded first.
     inp.progress.message("repacking");
-    let (new_packs, repacked) = repack(repo, &plan.repack)?;
+    let (new_packs, repacked) = repack(repo, &plan.repack, inp.classes)?;
     let bytes_added: u64 = new_packs.iter().map(|p| p.size).sum();
     let mut obsolete: Vec<ObsoletePack> = plan.carry;
     for (id, kind, entries) in repacked {
@@ -102,50 +104,79 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
 type Repacked = (PackId, BlobKind, Vec<crate::repo::pack::BlobEntry>);
 
 /// Copies the used blobs of `packs` into new packs, each verified before it is copied
-/// (prune never spreads damage). Returns the new packs and, per repacked pack, its
-/// entries (for its mark).
+/// (prune never spreads damage), in the storage class of the pack it comes from (a set's
+/// class stays its own). New packs go up while the next fill, several at once. Returns the
+/// new packs and, per repacked pack, its entries (for its mark).
 fn repack(
     repo: &Repository,
     packs: &[(PackId, BlobKind)],
+    classes: &HashMap<PackId, String>,
 ) -> Result<(Vec<IndexedPack>, Vec<Repacked>)> {
     let used = repo.used_blobs();
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
-    let mut builders: HashMap<BlobKind, PackBuilder> = HashMap::new();
-    let mut copied: HashSet<BlobId> = HashSet::new();
+    let written = std::sync::Mutex::new(Vec::new());
+    let failed = std::sync::Mutex::new(None);
     let mut repacked = Vec::new();
-    for (id, kind) in packs {
-        let bytes = repo.read_pack(*kind, id)?;
-        let entries = repo.index().pack_blobs(id)?;
-        for e in entries.iter().copied() {
-            if !used.contains(&e.id)? || !copied.insert(e.id) {
-                continue;
-            }
-            // Verified before it is copied: prune never spreads damage.
-            repo.open_blob_in(id, &bytes, 0, &e)?;
-            let sealed = sealed_in(id, &bytes, 0, &e)?;
-            let b = builders
-                .entry(*kind)
-                .or_insert_with(|| PackBuilder::new(*kind));
-            b.add(SealedBlob {
-                id: e.id,
-                kind: e.kind,
-                raw_length: e.raw_length,
-                compression: e.compression,
-                bytes: sealed.to_vec(),
+    std::thread::scope(|scope| -> Result<()> {
+        // A filled pack waits for an idle uploader: memory stays one pack per uploader.
+        let (tx, rx) = crossbeam_channel::bounded::<(FinishedPack, Option<String>)>(0);
+        for _ in 0..repo.upload_concurrency().max(1) {
+            let rx = rx.clone();
+            let (written, failed) = (&written, &failed);
+            scope.spawn(move || {
+                for (pack, class) in rx {
+                    match repo.write_pack(&pack, class.as_deref()) {
+                        Ok(p) => written.lock().unwrap().push(p),
+                        Err(e) => {
+                            failed.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
             });
-            if b.len() >= DATA_PACK_SIZE {
-                let full = std::mem::replace(b, PackBuilder::new(*kind));
-                new_packs.push(repo.write_pack(&repo.finish_pack(full), None)?);
+        }
+        let mut builders: HashMap<(BlobKind, Option<String>), PackBuilder> = HashMap::new();
+        let mut copied: HashSet<BlobId> = HashSet::new();
+        let send = |b: PackBuilder, class: Option<String>| {
+            tx.send((repo.finish_pack(b), class))
+                .map_err(|_| crate::Error::Internal("repack uploaders gone".into()))
+        };
+        for (id, kind) in packs {
+            let bytes = repo.read_pack(*kind, id)?;
+            let entries = repo.index().pack_blobs(id)?;
+            let class = classes.get(id).cloned();
+            for e in entries.iter().copied() {
+                if !used.contains(&e.id)? || !copied.insert(e.id) {
+                    continue;
+                }
+                repo.open_blob_in(id, &bytes, 0, &e)?;
+                let sealed = sealed_in(id, &bytes, 0, &e)?;
+                let key = (*kind, class.clone());
+                let b = builders
+                    .entry(key)
+                    .or_insert_with(|| PackBuilder::new(*kind));
+                b.add(SealedBlob {
+                    id: e.id,
+                    kind: e.kind,
+                    raw_length: e.raw_length,
+                    compression: e.compression,
+                    bytes: sealed.to_vec(),
+                });
+                if b.len() >= DATA_PACK_SIZE {
+                    send(std::mem::replace(b, PackBuilder::new(*kind)), class.clone())?;
+                }
+            }
+            repacked.push((*id, *kind, entries));
+        }
+        for ((_, class), b) in builders {
+            if !b.is_empty() {
+                send(b, class)?;
             }
         }
-        repacked.push((*id, *kind, entries));
+        Ok(())
+    })?;
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
     }
-    for (_, b) in builders {
-        if !b.is_empty() {
-            new_packs.push(repo.write_pack(&repo.finish_pack(b), None)?);
-        }
-    }
-    Ok((new_packs, repacked))
+    Ok((written.into_inner().unwrap(), repacked))
 }
 
 /// Marked packs a snapshot needs again, by their own headers.

@@ -122,6 +122,10 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
 
     let usage = repo.used_blobs().pack_usage()?;
     let (stored, classed) = repo.stored_packs_classed()?;
+    let classes: HashMap<PackId, String> = classed
+        .iter()
+        .map(|(id, class, _)| (*id, class.clone()))
+        .collect();
     let classed = classed_packs(classed, &opts.min_storage, now);
     let rules = Rules {
         max_unused: opts.max_unused,
@@ -174,6 +178,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
                 repo,
                 usage: &usage,
                 stored: &stored,
+                classes: &classes,
                 superseded: &superseded,
                 now,
                 rules: &rules,
