@@ -446,11 +446,7 @@ fn check_and_prune_on_damaged_repositories() {
         "no file named: {:?}",
         p.hits
     );
-    assert!(
-        p.fix.as_deref().unwrap().contains("second read"),
-        "{:?}",
-        p.fix
-    );
+    assert_eq!(p.remedy, strata::Remedy::RereadPack);
 
     // The pack gone altogether: a structure check already says so, and how to go on.
     lab.backend.delete(FileKind::Data, &pack).unwrap();
@@ -465,7 +461,7 @@ fn check_and_prune_on_damaged_repositories() {
         "{}",
         p.reason
     );
-    assert!(p.fix.as_deref().unwrap().contains("strata repair index"));
+    assert_eq!(p.remedy, strata::Remedy::RepairIndexThenSnapshots);
     lab.backend.write(FileKind::Data, &pack, &original).unwrap();
 
     // A damaged index file: prune stops before it rewrites anything.
@@ -476,7 +472,11 @@ fn check_and_prune_on_damaged_repositories() {
     bytes[last] ^= 1;
     lab.backend.write(FileKind::Index, name, &bytes).unwrap();
     let err = prune::run(&lab.fresh(), &PruneOptions::default(), &NoProgress).unwrap_err();
-    assert!(err.to_string().contains("strata repair index"), "{err}");
+    assert!(
+        err.to_string().contains("until the index is repaired"),
+        "{err}"
+    );
+    assert_eq!(err.remedy(), Some(strata::Remedy::RepairIndex));
     assert_eq!(
         lab.backend.read(FileKind::Index, name).unwrap(),
         bytes,

@@ -15,6 +15,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
+use crate::remedy::Remedy;
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use crate::repo::Repository;
@@ -206,54 +207,7 @@ pub struct Problem {
     /// `snapshot <id> <time>: <path>` for everything the damage reaches.
     pub hits: Vec<String>,
     /// What to do about it.
-    pub fix: Option<String>,
-}
-
-/// The remedy for a kind of problem, by the object it names.
-fn fix_for(p: &Problem) -> String {
-    const LOST: &str = "run `strata repair index` (the index then matches the packs that \
-                        exist, and the next backup stores lost data again), then `strata repair \
-                        snapshots` (new snapshots without the files that are lost)";
-    match p.object {
-        Object::Index(_) => {
-            "run `strata repair index`: it indexes the packs this file named from their headers"
-                .to_string()
-        }
-        Object::Snapshot(_) if p.reason.contains("WAL") => {
-            "the missing WAL cannot be made again: see that archiving works \
-             (pg_stat_archiver), then take a new base backup (`strata pg basebackup`), from \
-             which recovery no longer needs it"
-                .to_string()
-        }
-        Object::Snapshot(_) => {
-            "the snapshot cannot be read; `strata repair snapshots --forget` removes it".to_string()
-        }
-        Object::Pack(_) if p.reason.contains(MISSING) => LOST.to_string(),
-        Object::Pack(_) => format!(
-            "if a second read finds the same damage, move the pack out of the repository \
-             (keep a copy), then {LOST}"
-        ),
-        Object::Blob(_) | Object::Tree(_) if p.reason.contains(NOT_INDEXED) => {
-            "run `strata repair index` unless you did since the loss (it indexes packs that no \
-             index file names); what stays lost is stored again by a backup of the same files, \
-             and `strata repair snapshots` writes snapshots without what cannot come back"
-                .to_string()
-        }
-        Object::Blob(_) | Object::Tree(_) => LOST.to_string(),
-        Object::Wal(_) | Object::Root(_) if p.reason.contains("two servers archive") => {
-            "stop the server that should not archive as this cluster (a restored copy: \
-             archive_mode = off there); `strata pg restore --timeline N` chooses the line to \
-             recover, and a new base backup starts a clean one"
-                .to_string()
-        }
-        Object::Wal(_) => "the archived WAL file cannot be read: take a new base backup of \
-                           the cluster, so that recovery no longer needs it"
-            .to_string(),
-        Object::Root(_) => "an application's record cannot be read or names data that is \
-                            gone: store it again from its source (the WAL archive: take a new \
-                            base backup of the cluster, so that recovery no longer needs it)"
-            .to_string(),
-    }
+    pub remedy: Remedy,
 }
 
 /// Why a blob or tree is reported: no index file places it.
@@ -399,12 +353,20 @@ type IndexAndListing = (
     HashMap<String, u64>,
 );
 
-fn problem(object: Object, reason: String) -> Problem {
+fn problem(object: Object, reason: String, remedy: Remedy) -> Problem {
     Problem {
         object,
         reason,
         hits: Vec::new(),
-        fix: None,
+        remedy,
+    }
+}
+
+/// The remedy of a pack that could not be read: gone, or damaged.
+fn pack_remedy(e: &Error) -> Remedy {
+    match e {
+        Error::NotFound { .. } => Remedy::RepairIndexThenSnapshots,
+        _ => Remedy::RereadPack,
     }
 }
 
@@ -421,22 +383,27 @@ impl Audit<'_> {
                 Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
                 e => e.to_string(),
             };
-            self.problems.push(problem(Object::Index(id), reason));
+            self.problems
+                .push(problem(Object::Index(id), reason, Remedy::RepairIndex));
         }
         self.report.packs = indexed.len();
         let mut missing = HashSet::new();
         for (id, _, size) in &indexed {
             let reason = match listed.remove(&id.to_hex()) {
-                None => Some(MISSING.to_string()),
-                Some(s) if s != *size => Some(format!("size {s} but the index says {size}")),
+                None => Some((MISSING.to_string(), Remedy::RepairIndexThenSnapshots)),
+                Some(s) if s != *size => Some((
+                    format!("size {s} but the index says {size}"),
+                    Remedy::RereadPack,
+                )),
                 Some(_) => None,
             };
-            if let Some(reason) = reason {
+            if let Some((reason, remedy)) = reason {
                 missing.insert(*id);
                 for b in repo.index().pack_blobs(id)? {
                     self.damaged.insert(b.id, Object::Pack(*id));
                 }
-                self.problems.push(problem(Object::Pack(*id), reason));
+                self.problems
+                    .push(problem(Object::Pack(*id), reason, remedy));
             }
         }
         // Packs prune marked stay readable until deleted: blobs resolve through them (§7).
@@ -553,9 +520,11 @@ impl Audit<'_> {
                 Err(Error::NotFound { .. }) => {}
                 Ok(s) if !filter.matches(&s) => {}
                 Ok(s) => snapshots.push((id, s)),
-                Err(e) => self
-                    .problems
-                    .push(problem(Object::Snapshot(id), e.to_string())),
+                Err(e) => self.problems.push(problem(
+                    Object::Snapshot(id),
+                    e.to_string(),
+                    Remedy::ForgetSnapshot,
+                )),
             }
         }
         snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
@@ -580,18 +549,28 @@ impl Audit<'_> {
                     Ok(t) => t,
                     Err(e) => {
                         self.damaged.insert(tid, Object::Tree(tid));
-                        self.problems
-                            .push(problem(Object::Tree(tid), e.to_string()));
+                        self.problems.push(problem(
+                            Object::Tree(tid),
+                            e.to_string(),
+                            Remedy::RepairIndexThenSnapshots,
+                        ));
                         continue;
                     }
                 };
                 for node in &tree.entries {
                     if let Err(e) = safe_name(node, &tid) {
-                        self.problems
-                            .push(problem(Object::Tree(tid), e.to_string()));
+                        self.problems.push(problem(
+                            Object::Tree(tid),
+                            e.to_string(),
+                            Remedy::RepairIndexThenSnapshots,
+                        ));
                     }
                     if let Some(e) = inline_mismatch(node) {
-                        self.problems.push(problem(Object::Tree(tid), e));
+                        self.problems.push(problem(
+                            Object::Tree(tid),
+                            e,
+                            Remedy::RepairIndexThenSnapshots,
+                        ));
                     }
                     stack.extend(node.subtree);
                     for id in &node.content {
@@ -644,8 +623,10 @@ impl Audit<'_> {
             Ok(Some(root)) => root,
             // Deleted since the listing.
             Ok(None) => return Ok(None),
+            // Of an application unknown, since it does not open.
             Err(e) => {
-                self.problems.push(problem(object, e.to_string()));
+                self.problems
+                    .push(problem(object, e.to_string(), Remedy::StoreRecordAgain));
                 return Ok(None);
             }
         };
@@ -659,7 +640,8 @@ impl Audit<'_> {
         match crate::wal::WalRecord::from_root(root) {
             Ok(rec) => Ok(Some((object, rec))),
             Err(e) => {
-                self.problems.push(problem(object, e.to_string()));
+                self.problems
+                    .push(problem(object, e.to_string(), Remedy::NewBaseBackup));
                 Ok(None)
             }
         }
@@ -680,7 +662,8 @@ impl Audit<'_> {
             Ok(Some(rec)) => rec,
             Ok(None) => return Ok(None),
             Err(e) => {
-                self.problems.push(problem(object, e.to_string()));
+                self.problems
+                    .push(problem(object, e.to_string(), Remedy::NewBaseBackup));
                 return Ok(None);
             }
         };
@@ -691,6 +674,7 @@ impl Audit<'_> {
                     "holds {}/{}, which is filed elsewhere",
                     rec.cluster, rec.name
                 ),
+                Remedy::NewBaseBackup,
             ));
         }
         for id in &rec.content {
@@ -711,10 +695,11 @@ impl Audit<'_> {
                 self.problems.push(problem(
                     object,
                     format!(
-                        "segment {} holds {} bytes, not a WAL segment's size: `wal fetch` would \
+                        "segment {} holds {} bytes, not a WAL segment's size: a fetch would \
                          hand PostgreSQL a truncated file",
                         rec.name, rec.size
                     ),
+                    Remedy::NewBaseBackup,
                 ));
             }
             if rec.name.ends_with(".history") {
@@ -734,7 +719,11 @@ impl Audit<'_> {
             sizes.insert(base.cluster.clone(), base.segment_size);
             let archived = names.get(&base.cluster).map(Vec::as_slice).unwrap_or(&[]);
             if let Some(reason) = crate::postgres::chain_gap(base, archived) {
-                self.problems.push(problem(Object::Snapshot(*id), reason));
+                self.problems.push(problem(
+                    Object::Snapshot(*id),
+                    reason,
+                    Remedy::FixArchivingThenBaseBackup,
+                ));
             }
         }
         self.diverged_timelines(&histories, &times, &sizes);
@@ -775,8 +764,11 @@ impl Audit<'_> {
             let text = String::from_utf8_lossy(&text);
             if let Some(reason) = crate::postgres::divergence(child, &text, began, &segments, size)
             {
-                self.problems
-                    .push(problem(*object, format!("{}: {reason}", rec.cluster)));
+                self.problems.push(problem(
+                    *object,
+                    format!("{}: {reason}", rec.cluster),
+                    Remedy::StopSecondArchiver,
+                ));
             }
         }
     }
@@ -786,11 +778,14 @@ impl Audit<'_> {
         if self.damaged.contains_key(id) {
             return Ok(());
         }
-        let reason = match self.repo.index().lookup(id)? {
-            None => NOT_INDEXED.to_string(),
-            Some(loc) if packs.marked_gone.contains(&loc.pack) => format!(
-                "only in pack {}, which prune marked unused and which is gone",
-                loc.pack
+        let (reason, remedy) = match self.repo.index().lookup(id)? {
+            None => (NOT_INDEXED.to_string(), Remedy::IndexUnindexedPacks),
+            Some(loc) if packs.marked_gone.contains(&loc.pack) => (
+                format!(
+                    "only in pack {}, which prune marked unused and which is gone",
+                    loc.pack
+                ),
+                Remedy::RepairIndexThenSnapshots,
             ),
             Some(loc) => {
                 if let Some(used) = &mut self.used_packs {
@@ -800,7 +795,8 @@ impl Audit<'_> {
             }
         };
         self.damaged.insert(*id, Object::Blob(*id));
-        self.problems.push(problem(Object::Blob(*id), reason));
+        self.problems
+            .push(problem(Object::Blob(*id), reason, remedy));
         Ok(())
     }
 
@@ -887,6 +883,7 @@ impl Audit<'_> {
                         self.problems.push(problem(
                             Object::Pack(*p),
                             format!("not read: thawing it failed: {e}"),
+                            Remedy::WarmUp,
                         ));
                     }
                 }
@@ -990,6 +987,7 @@ impl Audit<'_> {
             self.problems.push(problem(
                 Object::Pack(*pack),
                 "found damaged by an earlier check and not read again by this one".into(),
+                Remedy::RereadPack,
             ));
             // Its blobs, for the snapshots and paths it hits.
             if let Ok(entries) = self.repo.index().pack_blobs(pack) {
@@ -1011,9 +1009,6 @@ impl Audit<'_> {
                     p.hits.dedup();
                 }
             }
-        }
-        for p in &mut self.problems {
-            p.fix = Some(fix_for(p));
         }
         self.report.problems = self.problems;
         Ok(self.report)
@@ -1059,7 +1054,7 @@ fn read_pack(
     let entries = match repo.index().pack_blobs(id) {
         Ok(e) => e,
         Err(e) => {
-            problems.push(problem(object, e.to_string()));
+            problems.push(problem(object, e.to_string(), Remedy::RereadPack));
             return (problems, bad, 0);
         }
     };
@@ -1072,7 +1067,7 @@ fn read_pack(
         }
         Err(e) => {
             bad.extend(entries.iter().map(|e| (e.id, *id)));
-            problems.push(problem(object, e.to_string()));
+            problems.push(problem(object, e.to_string(), pack_remedy(&e)));
             return (problems, bad, 0);
         }
     };
@@ -1111,7 +1106,7 @@ fn read_pack(
         reasons.push(e.to_string());
     }
     if !reasons.is_empty() {
-        problems.push(problem(object, reasons.join("; ")));
+        problems.push(problem(object, reasons.join("; "), Remedy::RereadPack));
     }
     (problems, bad, bytes.len() as u64)
 }

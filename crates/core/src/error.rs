@@ -61,7 +61,7 @@ impl fmt::Display for Missing {
 #[non_exhaustive]
 pub enum Error {
     /// No repository (no config file) at the location given.
-    #[error("no repository at {0} (create one with `strata init`)")]
+    #[error("no repository at {0}")]
     NoRepository(String),
 
     /// A repository URL of a scheme no backend of this process opens (`gs://bucket`).
@@ -103,13 +103,32 @@ pub enum Error {
         found: String,
     },
 
-    /// Another process holds a lock that this operation cannot share; the text describes
-    /// the holders.
-    #[error("repository is locked: {0}")]
-    Locked(String),
+    /// An error with what fixes it (a damaged index file stops a prune until the index
+    /// is repaired).
+    #[error("{error}")]
+    WithRemedy {
+        /// What went wrong.
+        error: Box<Error>,
+        /// What fixes it.
+        remedy: crate::Remedy,
+    },
+
+    /// Another process holds a lock that this operation cannot share.
+    #[error("repository is locked: {holders}")]
+    Locked {
+        /// The holders, described.
+        holders: String,
+        /// Whether one of them is stale (its process gone, or not refreshed in time).
+        stale: bool,
+    },
 
     /// A repository written in a format version this build does not read.
-    #[error("unsupported repository format version {0} (this strata reads version 1)")]
+    #[error(
+        "unsupported repository format version {0} (this strata reads versions {oldest} to \
+         {newest})",
+        oldest = crate::repo::config::OLDEST_VERSION,
+        newest = crate::repo::config::FORMAT_VERSION
+    )]
     UnsupportedVersion(u32),
 
     /// Something asked for is not in the repository.
@@ -247,7 +266,7 @@ pub enum Error {
 
     /// The index names a pack that is gone; a repair that rewrites snapshots must not
     /// deduplicate against it.
-    #[error("the index names pack {0}, which is gone: run `strata repair index` first")]
+    #[error("the index names pack {0}, which is gone: the index must be repaired first")]
     RepairIndexFirst(crate::id::PackId),
 
     /// A value given by the caller (a time, a duration, a subset, chunker parameters) that
@@ -329,8 +348,8 @@ pub enum Error {
     /// An object in an archive storage class (GLACIER, DEEP_ARCHIVE) cannot be read until a
     /// restore (thaw) of it has finished.
     #[error(
-        "{object} is in archive storage: thaw what you need with `strata warm-up` (it \
-         requests the packs a snapshot needs), then read it once the thaw is done"
+        "{object} is in archive storage: it can be read once a thaw of the packs a snapshot \
+         needs is done"
     )]
     Archived {
         /// The object.
@@ -379,6 +398,27 @@ impl Error {
                 UnexpectedEof | TimedOut | ConnectionReset | ConnectionAborted | Interrupted
             )
         )
+    }
+
+    /// This error, with what fixes it.
+    pub fn with_remedy(self, remedy: crate::Remedy) -> Self {
+        Error::WithRemedy {
+            error: Box::new(self),
+            remedy,
+        }
+    }
+
+    /// What fixes this error, where something does.
+    pub fn remedy(&self) -> Option<crate::Remedy> {
+        use crate::Remedy;
+        match self {
+            Error::NoRepository(_) => Some(Remedy::Init),
+            Error::Locked { stale: true, .. } => Some(Remedy::Unlock),
+            Error::RepairIndexFirst(_) => Some(Remedy::RepairIndex),
+            Error::Archived { .. } => Some(Remedy::WarmUp),
+            Error::WithRemedy { remedy, .. } => Some(*remedy),
+            _ => None,
+        }
     }
 
     /// [`Error::NotFound`] of `what`.

@@ -86,6 +86,7 @@ mod error;
 mod fuzz;
 mod id;
 mod progress;
+mod remedy;
 mod repo;
 mod util;
 
@@ -96,6 +97,7 @@ pub use error::{Error, Missing, Result};
 pub use id::{AuditId, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
+pub use remedy::Remedy;
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;

@@ -77,9 +77,9 @@ impl LockFile {
             self.created,
             age.num_minutes(),
             if self.owner_gone() {
-                " — its process is gone: run `strata unlock`"
+                " — its process is gone"
             } else if self.is_stale() {
-                " — stale: if that process is gone, run `strata unlock`"
+                " — stale"
             } else {
                 ""
             }
@@ -125,17 +125,27 @@ pub fn acquire<'r>(repo: &'r Repository, operation: &str) -> Result<LockGuard<'r
     let store = repo.file_store();
     let name = store.save(FileKind::Lock, &mine)?;
     // Write, then list: whoever else wrote before our listing is seen.
+    let mut stale = false;
     let others: Vec<String> = list(repo)?
         .into_iter()
         .filter(|(n, _)| *n != name)
         .map(|(n, l)| match l {
-            Ok(l) => l.describe(),
-            Err(e) => format!("unreadable lock {n}: {e}"),
+            Ok(l) => {
+                stale |= l.is_stale() || l.owner_gone();
+                l.describe()
+            }
+            Err(e) => {
+                stale = true;
+                format!("unreadable lock {n}: {e}")
+            }
         })
         .collect();
     if !others.is_empty() {
         repo.delete_file(FileKind::Lock, &name)?;
-        return Err(Error::Locked(others.join("; ")));
+        return Err(Error::Locked {
+            holders: others.join("; "),
+            stale,
+        });
     }
     let name = Arc::new(Mutex::new(name));
     let stop = Arc::new(AtomicBool::new(false));

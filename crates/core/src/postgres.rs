@@ -323,7 +323,8 @@ pub fn basebackup(
     if info[2] == "off" {
         return Err(cluster.err(
             "archive_mode is off: without the WAL archive a base backup cannot be \
-             restored; set archive_mode = on and archive_command to `strata wal push`",
+             restored; set archive_mode = on and an archive_command that pushes WAL into \
+             this repository",
         ));
     }
     if info[3] == "true" {
@@ -787,9 +788,8 @@ pub fn plan_restore(
     let at = target.at;
     let all = base_backups(repo, cluster)?;
     if all.is_empty() {
-        return Err(err(format!(
-            "no base backup in the repository (take one with `strata pg basebackup {cluster}`)"
-        )));
+        return Err(err("no base backup in the repository".to_string())
+            .with_remedy(crate::Remedy::TakeBaseBackup));
     }
     let fits = |s: &Snapshot| {
         let p = base_backup(s).expect("filtered");

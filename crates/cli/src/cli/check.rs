@@ -63,7 +63,14 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
     }
     if global.json {
-        output::print_json(&serde_json::to_value(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        // Beside each problem's remedy, the CLI's words for it.
+        if let Some(problems) = json["problems"].as_array_mut() {
+            for (j, p) in problems.iter_mut().zip(&report.problems) {
+                j["fix"] = output::remedy(p.remedy).into();
+            }
+        }
+        output::print_json(&json);
     } else {
         print_problems(&report.problems);
         if !global.quiet {
@@ -145,7 +152,7 @@ fn print_problems(problems: &[strata::check::Problem]) {
         let object = p.object.to_string();
         let (kind, id) = object.split_once(' ').unwrap_or(("object", &object));
         let same = |(k, q, _): &&mut (String, &strata::check::Problem, Vec<String>)| {
-            k == kind && q.reason == p.reason && q.hits == p.hits && q.fix == p.fix
+            k == kind && q.reason == p.reason && q.hits == p.hits && q.remedy == p.remedy
         };
         match groups.iter_mut().find(same) {
             Some((_, _, ids)) => ids.push(id.to_string()),
@@ -170,8 +177,6 @@ fn print_problems(problems: &[strata::check::Problem]) {
         for h in &p.hits {
             println!("  hits {}", output::plain(h));
         }
-        if let Some(f) = &p.fix {
-            println!("  fix: {f}");
-        }
+        println!("  fix: {}", output::remedy(p.remedy));
     }
 }

@@ -18,7 +18,8 @@ pub fn code_of(e: &Error) -> i32 {
     match e {
         Error::NoRepository(_) => NO_REPOSITORY,
         Error::WrongPassword { .. } => WRONG_PASSWORD,
-        Error::Locked(_) => LOCKED,
+        Error::Locked { .. } => LOCKED,
+        Error::WithRemedy { error, .. } => code_of(error),
         Error::UnknownScheme { .. } => USAGE,
         Error::Interrupted { .. } | Error::RestoreInterrupted { .. } => INTERRUPTED,
         _ => FAILURE,

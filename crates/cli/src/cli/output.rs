@@ -208,6 +208,14 @@ pub fn chain(e: &anyhow::Error) -> String {
         }
         shown = text;
     }
+    // The library says what fixes an error as a value; here it gets its words.
+    let remedy = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<strata::Error>())
+        .and_then(strata::Error::remedy);
+    if let Some(r) = remedy {
+        out.push_str(&format!(" ({})", self::remedy(r)));
+    }
     out
 }
 
@@ -249,5 +257,52 @@ pub fn age(secs: f64) -> String {
         format!("{s}s")
     } else {
         "under 1s".into()
+    }
+}
+
+/// What the CLI says a remedy is: its commands by name.
+pub fn remedy(r: strata::Remedy) -> String {
+    use strata::Remedy::*;
+    const LOST: &str = "run `strata repair index` (the index then matches the packs that \
+                        exist, and the next backup stores lost data again), then `strata repair \
+                        snapshots` (new snapshots without the files that are lost)";
+    match r {
+        Init => "create one with `strata init`".into(),
+        Unlock => "if that process is gone, run `strata unlock`".into(),
+        WarmUp => "thaw what you need with `strata warm-up`".into(),
+        RepairIndex => {
+            "run `strata repair index`: it indexes the packs this file named from their headers"
+                .into()
+        }
+        RepairIndexThenSnapshots => LOST.into(),
+        IndexUnindexedPacks => "run `strata repair index` unless you did since the loss (it \
+                                indexes packs that no index file names); what stays lost is \
+                                stored again by a backup of the same files, and `strata repair \
+                                snapshots` writes snapshots without what cannot come back"
+            .into(),
+        RereadPack => format!(
+            "if a second read finds the same damage, move the pack out of the repository \
+             (keep a copy), then {LOST}"
+        ),
+        ForgetSnapshot => {
+            "the snapshot cannot be read; `strata repair snapshots --forget` removes it".into()
+        }
+        FixArchivingThenBaseBackup => "the missing WAL cannot be made again: see that \
+                                       archiving works (pg_stat_archiver), then take a new base \
+                                       backup (`strata pg basebackup`), from which recovery no \
+                                       longer needs it"
+            .into(),
+        TakeBaseBackup => "take one with `strata pg basebackup`".into(),
+        NewBaseBackup => "the archived WAL file cannot be read: take a new base backup of the \
+                          cluster (`strata pg basebackup`), so that recovery no longer needs it"
+            .into(),
+        StopSecondArchiver => "stop the server that should not archive as this cluster (a \
+                               restored copy: archive_mode = off there); `strata pg restore \
+                               --timeline N` chooses the line to recover, and a new base backup \
+                               starts a clean one"
+            .into(),
+        StoreRecordAgain => "an application's record cannot be read or names data that is \
+                             gone: store it again from its source"
+            .into(),
     }
 }

@@ -241,8 +241,9 @@ fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, Obsole
         return Err(match e {
             Error::Corrupt { object, reason } => Error::Corrupt {
                 object,
-                reason: format!("{reason}; run `strata repair index` before pruning"),
-            },
+                reason: format!("{reason}; prune waits until the index is repaired"),
+            }
+            .with_remedy(crate::Remedy::RepairIndex),
             e => e,
         });
     }

@@ -864,12 +864,12 @@ impl Repository {
                 [] => {}
                 [(_, e)] => self.warn(format!(
                     "{e}; skipped it and read the headers of {n} pack(s) no intact index \
-                     names instead (`strata repair index` writes a new index)"
+                     names instead (a repair of the index writes a new one)"
                 )),
                 [(_, e), ..] => self.warn(format!(
                     "{} index files are damaged (the first: {e}); skipped them and read the \
-                     headers of {n} pack(s) no intact index names instead (`strata repair \
-                     index` writes a new index)",
+                     headers of {n} pack(s) no intact index names instead (a repair of the \
+                     index writes a new one)",
                     damaged.len()
                 )),
             }
@@ -1371,11 +1371,9 @@ impl Repository {
             None => Ok(snaps),
             Some((id, e)) => Err(Error::corrupt(
                 format!("snapshot {id}"),
-                format!(
-                    "{e}; stopping, since what it references cannot be known (remove it with \
-                     `strata repair snapshots --forget` once you have a copy)"
-                ),
-            )),
+                format!("{e}; stopping, since what it references cannot be known"),
+            )
+            .with_remedy(crate::Remedy::ForgetSnapshot)),
         }
     }
 

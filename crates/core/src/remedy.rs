@@ -1,0 +1,91 @@
+//! Remedies as values: what fixes a problem that `check` found or an error said. The
+//! library names no command; a program words each remedy its own way (the `strata` CLI
+//! names its commands), and a library caller may act on it.
+
+/// What to do about a problem or an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Remedy {
+    /// Create a repository at the location.
+    Init,
+    /// Remove the maintenance lock: its process is gone.
+    Unlock,
+    /// Thaw the archived packs before reading them.
+    WarmUp,
+    /// Rebuild the index from the headers of the packs that exist.
+    RepairIndex,
+    /// Data is gone: rebuild the index (so that the next backup stores what is lost
+    /// again), then write snapshots without the files that cannot come back.
+    RepairIndexThenSnapshots,
+    /// No index places a blob: rebuild the index unless that was done since the loss;
+    /// what stays lost is stored again by a backup of the same files, and snapshots can
+    /// be written without what cannot come back.
+    IndexUnindexedPacks,
+    /// A pack read damaged: read it again; if the damage stays, move it out of the
+    /// repository (keep a copy), then as [`Remedy::RepairIndexThenSnapshots`].
+    RereadPack,
+    /// A snapshot cannot be read: remove it (once a copy is kept).
+    ForgetSnapshot,
+    /// WAL a base backup needs is missing and cannot be made again: make sure archiving
+    /// works, then take a new base backup, from which recovery no longer needs it.
+    FixArchivingThenBaseBackup,
+    /// A cluster has no base backup yet: take one.
+    TakeBaseBackup,
+    /// An archived WAL file cannot be read: take a new base backup of the cluster.
+    NewBaseBackup,
+    /// Two servers archive as one cluster: stop the one that should not, choose the
+    /// timeline to recover, and take a new base backup for a clean line.
+    StopSecondArchiver,
+    /// An application's record cannot be read or names data that is gone: store it again
+    /// from its source.
+    StoreRecordAgain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn errors_carry_their_remedy() {
+        let locked = |stale| Error::Locked {
+            holders: "prune by a@b".into(),
+            stale,
+        };
+        assert_eq!(Error::NoRepository("x".into()).remedy(), Some(Remedy::Init));
+        assert_eq!(locked(true).remedy(), Some(Remedy::Unlock));
+        // A live lock is waited for, never removed.
+        assert_eq!(locked(false).remedy(), None);
+        let e = Error::corrupt("index 01", "bad").with_remedy(Remedy::RepairIndex);
+        assert_eq!(e.remedy(), Some(Remedy::RepairIndex));
+        assert_eq!(e.to_string(), Error::corrupt("index 01", "bad").to_string());
+        assert_eq!(Error::Internal("x".into()).remedy(), None);
+    }
+
+    /// The library's messages name no command of any program that uses it: remedies are
+    /// values the program words (issue 26).
+    #[test]
+    fn no_library_message_names_a_command() {
+        let mut offenders = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Up to the unit tests: what they assert is not a message.
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (i, line) in code.lines().enumerate() {
+                    let line = line.trim_start();
+                    if !line.starts_with("//") && line.contains("`strata ") {
+                        offenders.push(format!("{}:{}: {line}", path.display(), i + 1));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:#?}");
+    }
+}
