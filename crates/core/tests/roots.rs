@@ -82,6 +82,13 @@ fn a_toy_application_keeps_its_blobs_through_prune_and_check_verifies_them() {
     save_note(&repo, "kept", &[&a, b"a small piece"]);
     save_note(&repo, "dropped", &[&b]);
     assert_eq!(repo.roots(Some(NAMESPACE)).unwrap().len(), 2);
+    assert!(repo.roots(Some("toy.other")).unwrap().is_empty());
+    let found: Vec<Option<String>> = repo
+        .roots_of(NAMESPACE, &["dropped", "never", "kept"])
+        .into_iter()
+        .map(|r| r.unwrap().map(|root| root.key))
+        .collect();
+    assert_eq!(found, [Some("dropped".into()), None, Some("kept".into())]);
 
     // No snapshot names any of it: only the records keep it.
     prune_now(&repo);

@@ -502,3 +502,47 @@ pub fn open(url: &str) -> Result<BackendRef> {
 pub fn open_with(url: &str, opts: &BackendOptions) -> Result<BackendRef> {
     Schemes::local().open(url, opts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(_: &str, _: &BackendOptions) -> Result<BackendRef> {
+        Ok(Arc::new(MemBackend::new()))
+    }
+
+    #[test]
+    fn schemes_open_what_they_register_and_refuse_what_they_do_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let schemes = Schemes::local().with("mem", fake);
+        let opts = BackendOptions::default();
+        assert_eq!(schemes.open("mem:x", &opts).unwrap().location(), "memory");
+        // Registered again: the later opener wins.
+        let again = schemes
+            .clone()
+            .with("mem", |_, _| Err(crate::Error::Internal("second".into())));
+        assert!(again.open("mem:x", &opts).is_err());
+        let local = dir.path().join("a:b");
+        let opened = schemes.open(local.to_str().unwrap(), &opts).unwrap();
+        assert_eq!(opened.location(), local.display().to_string());
+        let forced = format!("local:{}", dir.path().join("gs://x").display());
+        assert!(schemes.open(&forced, &opts).is_ok());
+        for url in ["gs://bucket/x", "B2://b", "file:///tmp/x"] {
+            match schemes.open(url, &opts) {
+                Err(crate::Error::UnknownScheme { scheme, .. }) => {
+                    assert_eq!(scheme, url.split("://").next().unwrap())
+                }
+                other => panic!("{url}: {:?}", other.map(|b| b.location())),
+            }
+        }
+        // Not a scheme: a path with "://" further on, or one that starts with a digit.
+        for path in ["./x://y", "9p://z"] {
+            assert!(schemes.open(path, &opts).is_ok(), "{path}");
+        }
+        assert!(Schemes::local()
+            .open("mem:x", &opts)
+            .unwrap()
+            .location()
+            .ends_with("mem:x"));
+    }
+}

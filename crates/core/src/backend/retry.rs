@@ -133,6 +133,34 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_reaches_the_backend_below() {
+        let mem: BackendRef = Arc::new(MemBackend::new());
+        let r = Retrying::new(mem.clone());
+        assert_eq!(r.location(), "memory");
+        r.create().unwrap();
+        assert!(!r.exists().unwrap());
+        r.write(FileKind::Config, "config", b"c").unwrap();
+        assert!(r.exists().unwrap());
+        r.put(
+            FileKind::Data,
+            "ab01",
+            b"0123456789",
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(mem.read(FileKind::Data, "ab01").unwrap(), b"0123456789");
+        assert_eq!(r.read(FileKind::Data, "ab01").unwrap(), b"0123456789");
+        assert_eq!(r.read_range(FileKind::Data, "ab01", 2, 3).unwrap(), b"234");
+        let listed = r.list(FileKind::Data).unwrap();
+        assert_eq!((listed.len(), listed[0].size), (1, 10));
+        r.delete(FileKind::Data, "ab01").unwrap();
+        assert!(mem.list(FileKind::Data).unwrap().is_empty());
+        let (caps, below) = (r.capabilities(), mem.capabilities());
+        assert_eq!(caps.upload_concurrency, below.upload_concurrency);
+        assert_eq!(caps.read_concurrency, below.read_concurrency);
+    }
+
+    #[test]
     fn a_read_cut_off_once_arrives_whole() {
         let mem: BackendRef = Arc::new(MemBackend::new());
         mem.write(FileKind::Data, "ab01", b"pack bytes").unwrap();
