@@ -545,4 +545,63 @@ mod tests {
             .location()
             .ends_with("mem:x"));
     }
+
+    /// Only the required methods: what the trait's defaults give a wrapper.
+    struct Plain(MemBackend);
+
+    impl Backend for Plain {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn create(&self) -> Result<()> {
+            self.0.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+            self.0.list(kind)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
+            self.0.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+            self.0.read_range(kind, name, o, l)
+        }
+        fn put(&self, kind: FileKind, name: &str, data: &[u8], how: &WriteOptions) -> Result<()> {
+            self.0.put(kind, name, data, how)
+        }
+        fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.0.delete(kind, name)
+        }
+        fn capabilities(&self) -> Capabilities<'_> {
+            Capabilities::plain()
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_generic_and_values_say_what_they_are() {
+        let b = Plain(MemBackend::new());
+        assert!(!b.exists().unwrap());
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        assert!(b.exists().unwrap());
+        let retained = WriteOptions {
+            retention: Some(Retention {
+                mode: LockMode::Compliance,
+                until: 1,
+            }),
+            ..WriteOptions::default()
+        };
+        assert!(
+            b.put(FileKind::Data, "ab", b"x", &retained).is_err(),
+            "no Object Lock here"
+        );
+        assert_eq!(
+            WriteOptions::in_class(Some("GLACIER")).class,
+            Some("GLACIER")
+        );
+        check_storage_class("STANDARD_IA").unwrap();
+        assert!(check_storage_class("GLACIAR").is_err());
+        assert_eq!(MIN_CLASSED_OBJECT, 131_072);
+        assert_eq!(FileKind::Root.to_string(), "root record");
+        assert_eq!(FileKind::Data.to_string(), "data pack");
+        assert_eq!(LockMode::Compliance.to_string(), "COMPLIANCE");
+    }
 }
