@@ -326,6 +326,25 @@ fn malformed_values_are_usage_errors() {
     let odd = env.path("gs:");
     let out = env.run(&["-r", &format!("local:{}//x", odd.display()), "init"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // Hostile pass (issue 26): an empty location (an unset variable in a script) made the
+    // working directory a repository's layout, then said there was no repository.
+    let cwd = env.path("cwd");
+    fs::create_dir_all(&cwd).unwrap();
+    for url in ["", "local:"] {
+        let out = env
+            .cmd()
+            .current_dir(&cwd)
+            .args(["-r", url, "init"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{url:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("names no repository location"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(fs::read_dir(&cwd).unwrap().count(), 0, "nothing written");
 }
 
 /// Hostile pass (issue 25): "latest" that nothing matches says whether the repository is

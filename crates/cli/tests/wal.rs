@@ -637,3 +637,65 @@ fn an_agent_socket_served_by_another_user_is_refused() {
     );
     assert!(!env.objects("roots").iter().any(|(n, _)| n.contains(SEG)));
 }
+
+/// Hostile pass (issue 26): a damaged record (flipped by whoever holds the bucket, or
+/// another record copied over its name) no longer blocks its segment for good: pushed
+/// again, the file takes its place, and fetch gives it back byte-exact.
+#[test]
+fn a_damaged_record_is_replaced_by_the_segment_pushed_again() {
+    let env = &Env::local();
+    env.init();
+    let cfg = config(env);
+    let seg = segment(env, SEG, 7);
+    let other = segment(env, "000000010000000000000004", 8);
+    let p = seg.to_str().unwrap();
+    wal_ok(env, &cfg, &["push", "main", p]);
+    wal_ok(env, &cfg, &["push", "main", other.to_str().unwrap()]);
+    let roots = std::path::Path::new(&env.repo).join("roots");
+    let names: Vec<_> = fs::read_dir(&roots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 2);
+    for damage in ["flip", "copy"] {
+        // Which of the two is SEG's does not matter: both are pushed again.
+        match damage {
+            "flip" => {
+                let mut b = fs::read(&names[0]).unwrap();
+                b[40] ^= 1;
+                fs::write(&names[0], b).unwrap();
+            }
+            _ => {
+                fs::copy(&names[1], &names[0]).unwrap();
+            }
+        }
+        let out = env.run(&["check"]);
+        assert_eq!(
+            code(&out),
+            1,
+            "{damage}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Without the agent: one that archived a file answers its re-push from memory.
+        for s in [&seg, &other] {
+            let out = env
+                .cmd()
+                .env("STRATA_WAL_AGENT", "off")
+                .args(["--config", &cfg, "wal", "push", "main", s.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{damage}: {}", stderr(&out));
+        }
+        env.assert_read_data_clean();
+        for s in [&seg, &other] {
+            let name = s.file_name().unwrap().to_str().unwrap();
+            let dest = env.path(&format!("fetched-{damage}-{name}"));
+            wal_ok(env, &cfg, &["fetch", "main", name, dest.to_str().unwrap()]);
+            assert_eq!(
+                fs::read(&dest).unwrap(),
+                fs::read(s).unwrap(),
+                "{damage} {name}"
+            );
+        }
+    }
+}

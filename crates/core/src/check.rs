@@ -600,6 +600,14 @@ impl Audit<'_> {
                 if hex::decode_to_slice(&f.name, &mut name).is_err() {
                     continue;
                 }
+                if kind == FileKind::Root && f.size > crate::repo::root::MAX_ROOT_FILE {
+                    self.problems.push(problem(
+                        Object::Root(name),
+                        format!("{} bytes: more than a root record can be", f.size),
+                        Remedy::StoreRecordAgain,
+                    ));
+                    continue;
+                }
                 let found = match kind {
                     FileKind::Root => self.root_record(name, packs),
                     _ => self.legacy_wal_record(name, &f.name, packs),

@@ -76,6 +76,10 @@ pub enum Error {
         scheme: String,
     },
 
+    /// A repository URL naming no location (`""`, `local:`).
+    #[error("{0:?} names no repository location")]
+    EmptyLocation(String),
+
     /// `init` at a location that already holds a repository.
     #[error("a repository already exists at {0}")]
     RepositoryExists(String),

@@ -101,7 +101,7 @@ pub use remedy::Remedy;
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;
-pub use repo::root::{check_namespace, Root, ROOT_VERSION};
+pub use repo::root::{check_namespace, Root, MAX_ROOT_FILE, ROOT_VERSION};
 pub use repo::snapshot::check_name;
 pub use repo::snapshot::{
     select_at, select_per_lineage, Lineage, Repaired, Snapshot, SnapshotFilter, Summary,

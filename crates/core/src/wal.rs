@@ -342,6 +342,10 @@ fn archive_one(
     };
     let old = match old {
         Ok(o) => o,
+        // A record that does not open or is filed under another's name holds nothing
+        // the archive can use: the file pushed again takes its place (otherwise every
+        // retry of PostgreSQL's would fail on it, and its WAL pile up on the server).
+        Err(Error::Corrupt { .. }) => None,
         Err(e) => return settled(Err(e)),
     };
     let bytes = match std::fs::read(path) {

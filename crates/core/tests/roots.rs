@@ -153,6 +153,34 @@ fn a_record_under_another_records_name_is_damage() {
         "{:?}",
         checked.problems
     );
+    // Hostile pass (issue 26): a file that is no repository file (its name is not 64 hex
+    // digits) neither blocks prune nor counts; an oversized one is damage, not read.
+    store.delete(FileKind::Root, x).unwrap();
+    store.delete(FileKind::Root, y).unwrap();
+    save_note(&repo, "three", &[b"third"]);
+    store.write(FileKind::Root, "notahash", b"junk").unwrap();
+    prune_now(&repo);
+    assert_eq!(read_note(&repo, "three").unwrap(), b"third");
+    let big = format!("{:064x}", 7);
+    store
+        .write(
+            FileKind::Root,
+            &big,
+            &vec![0; strata::MAX_ROOT_FILE as usize + 1],
+        )
+        .unwrap();
+    let checked = check::run(&repo, ReadData::None, &NoProgress).unwrap();
+    assert!(
+        checked
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("more than a root record")),
+        "{:?}",
+        checked.problems
+    );
+    let e = prune::run(&repo, &PruneOptions::default(), &NoProgress).unwrap_err();
+    assert!(e.to_string().contains("more than a root record"), "{e}");
+
     // The library refuses a namespace of the wrong shape, and root records in a repository
     // of an older format.
     assert!(Root::new("Toy/Notes", "k", vec![], vec![]).is_err());

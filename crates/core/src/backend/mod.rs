@@ -464,7 +464,15 @@ impl Schemes {
         }
         let inner = match self.scheme_of(url) {
             Some(open) => open(url, opts)?,
-            None => Arc::new(LocalBackend::new(url.strip_prefix("local:").unwrap_or(url))),
+            None => {
+                let path = url.strip_prefix("local:").unwrap_or(url);
+                // An unset variable in a script (`-r "$REPO"`) must not make the working
+                // directory a repository.
+                if path.is_empty() {
+                    return Err(crate::Error::EmptyLocation(url.to_string()));
+                }
+                Arc::new(LocalBackend::new(path))
+            }
         };
         Ok(Arc::new(Retrying::new(inner)))
     }

@@ -16,6 +16,11 @@ use crate::id::BlobId;
 /// Root record version.
 pub const ROOT_VERSION: u32 = 1;
 
+/// The largest root record file read: about a million blobs. A WAL record is a few hundred
+/// bytes; a bigger file is damage (whoever holds the bucket could otherwise make every
+/// check and prune read gigabytes into memory).
+pub const MAX_ROOT_FILE: u64 = 64 << 20;
+
 /// A root record: an application's record that keeps `blobs` alive.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Root {
@@ -159,11 +164,22 @@ impl Repository {
         if !self.has_roots() {
             return Ok(Vec::new());
         }
-        let files = self.list_files(FileKind::Root)?;
+        // Names that are not 64 hex digits are no repository files (format-spec §1).
+        let files: Vec<_> = self
+            .list_files(FileKind::Root)?
+            .into_iter()
+            .filter(|f| f.name.len() == 64 && f.name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .collect();
         let read: Vec<Result<Option<Root>>> = self.with_read_pool(|| {
             files
                 .par_iter()
-                .map(|f| self.checked_root(&f.name))
+                .map(|f| match f.size > MAX_ROOT_FILE {
+                    true => Err(Error::corrupt(
+                        format!("root record {}", f.name),
+                        format!("{} bytes: more than a root record can be", f.size),
+                    )),
+                    false => self.checked_root(&f.name),
+                })
                 .collect()
         });
         let mut out = Vec::new();
