@@ -161,7 +161,9 @@ fn s3() {
     let opts = backend::BackendOptions {
         s3_multipart_threshold: Some(5 << 20),
     };
-    let b: BackendRef = backend::open_with(&env.repo, &opts).unwrap();
+    let b: BackendRef = strata_s3::schemes().open(&env.repo, &opts).unwrap();
+    // The S3 backend itself (the core alone would not know the scheme).
+    assert!(b.capabilities().cold_storage.is_some(), "{}", b.location());
     conformance(b.as_ref());
 }
 
