@@ -314,6 +314,8 @@ fn malformed_values_are_usage_errors() {
         (vec!["check", "--read-data-subset", "9/4"], "9/4"),
         (vec!["-r", "gs://bucket/x", "init"], "\"gs\""),
         (vec!["-r", "B2://bucket", "snapshots"], "\"B2\""),
+        (vec!["-r", "s3://", "snapshots"], "no bucket"),
+        (vec!["-r", "s3:", "snapshots"], "s3:"),
     ] {
         let out = env.run(&args);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));

@@ -20,7 +20,7 @@ pub fn code_of(e: &Error) -> i32 {
         Error::WrongPassword { .. } => WRONG_PASSWORD,
         Error::Locked { .. } => LOCKED,
         Error::WithRemedy { error, .. } => code_of(error),
-        Error::UnknownScheme { .. } | Error::EmptyLocation(_) => USAGE,
+        Error::UnknownScheme { .. } | Error::EmptyLocation(_) | Error::BadLocation { .. } => USAGE,
         Error::Interrupted { .. } | Error::RestoreInterrupted { .. } => INTERRUPTED,
         _ => FAILURE,
     }

@@ -38,14 +38,18 @@ impl Retrying {
         }
     }
 
+    /// The pause after failed attempt `attempt` (1-based): the first pause, doubling.
+    fn pause(&self, attempt: u32) -> Duration {
+        self.first_pause
+            .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16))
+    }
+
     fn retry<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
-        let mut pause = self.first_pause;
         let mut attempt = 1;
         loop {
             match op() {
                 Err(e) if attempt < self.attempts && e.is_transient() => {
-                    std::thread::sleep(pause);
-                    pause *= 2;
+                    std::thread::sleep(self.pause(attempt));
                     attempt += 1;
                 }
                 r => return r,
@@ -130,6 +134,13 @@ mod tests {
         });
         assert!(out.is_err());
         assert_eq!(calls.get(), 1, "a missing file is not tried again");
+    }
+
+    #[test]
+    fn pauses_double_from_the_first() {
+        let r = Retrying::new(Arc::new(MemBackend::new()));
+        let pauses: Vec<u128> = (1..=6).map(|a| r.pause(a).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200]);
     }
 
     #[test]
