@@ -189,7 +189,7 @@ fn postgres(repo: &Repository, base: &Path) -> anyhow::Result<(Value, Value)> {
                  CHECKPOINT LOCATION: 0/1000060\nBACKUP METHOD: streamed\n\
                  BACKUP FROM: primary\nSTART TIME: 2026-12-03 00:00:00 UTC\n\
                  LABEL: strata\nSTART TIMELINE: 1\n";
-    let bb = strata::postgres::BaseBackup {
+    let bb = strata_pg::BaseBackup {
         cluster: "main".into(),
         data_directory: data.to_str().unwrap().into(),
         server_version: 150010,
@@ -210,10 +210,10 @@ fn postgres(repo: &Repository, base: &Path) -> anyhow::Result<(Value, Value)> {
             source: Source::Paths(vec![data.clone()]),
             host: Some("fixture-host".into()),
             time: at("2026-12-03T00:00:00Z"),
-            set: Some(strata::postgres::set_of("main")),
+            set: Some(strata_pg::set_of("main")),
             tags: vec!["postgres".into()],
             before_snapshot: Some(Box::new(move |s| {
-                s.set_extension(strata::postgres::EXTENSION, &set_postgres)
+                s.set_extension(strata_pg::EXTENSION, &set_postgres)
             })),
             ..Default::default()
         },
@@ -233,7 +233,7 @@ fn postgres(repo: &Repository, base: &Path) -> anyhow::Result<(Value, Value)> {
     ] {
         let path = wal_dir.join(name);
         fs::write(&path, &data)?;
-        strata::wal::push(repo, "main", &path)?;
+        strata_pg::wal::push(repo, "main", &path)?;
         wal.push(json!({"name": name, "size": data.len(), "blake3": blake3::hash(&data).to_hex().to_string()}));
     }
     let base_backup = json!({

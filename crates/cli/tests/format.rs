@@ -338,10 +338,10 @@ fn fixture_repositories_of_every_format_version_read_byte_exact() {
         let wal_intact = |repo: &strata::Repository| {
             for w in manifest["wal"].as_array().unwrap() {
                 let name = w["name"].as_str().unwrap();
-                let rec = strata::wal::record(repo, "main", name)
+                let rec = strata_pg::wal::record(repo, "main", name)
                     .unwrap()
                     .expect(name);
-                let bytes = strata::wal::content(repo, &rec).unwrap();
+                let bytes = strata_pg::wal::content(repo, &rec).unwrap();
                 assert_eq!(
                     bytes.len() as u64,
                     w["size"].as_u64().unwrap(),
@@ -356,26 +356,26 @@ fn fixture_repositories_of_every_format_version_read_byte_exact() {
         };
         let repo = lib("lib-cache");
         let bb = &manifest["base_backup"];
-        let backups = strata::postgres::base_backups(&repo, "main").unwrap();
+        let backups = strata_pg::base_backups(&repo, "main").unwrap();
         assert_eq!(backups.len(), 1, "v{version}");
         assert_eq!(backups[0].0.to_hex(), bb["snapshot"].as_str().unwrap());
-        let pg = strata::postgres::base_backup(&backups[0].1).unwrap();
+        let pg = strata_pg::base_backup(&backups[0].1).unwrap();
         assert_eq!(pg.start_wal, bb["start_wal"].as_str().unwrap());
         assert_eq!(pg.stop_time, bb["stop_time"].as_str().unwrap());
         wal_intact(&repo);
         // WAL archived now goes where this format keeps it: `wal/`, no root records.
         let seg = env.path("000000010000000000000003");
         fs::write(&seg, noise(1 << 20, 9)).unwrap();
-        strata::wal::push(&repo, "main", &seg).unwrap();
+        strata_pg::wal::push(&repo, "main", &seg).unwrap();
         let store = open_backend(&env.repo);
         assert_eq!(store.list(strata::backend::FileKind::Wal).unwrap().len(), 4);
         assert!(store
             .list(strata::backend::FileKind::Root)
             .unwrap()
             .is_empty());
-        let rec = strata::wal::record(&repo, "main", "000000010000000000000003").unwrap();
+        let rec = strata_pg::wal::record(&repo, "main", "000000010000000000000003").unwrap();
         assert_eq!(
-            strata::wal::content(&repo, &rec.unwrap()).unwrap(),
+            strata_pg::wal::content(&repo, &rec.unwrap()).unwrap(),
             fs::read(&seg).unwrap()
         );
 

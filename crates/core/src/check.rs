@@ -4,9 +4,9 @@
 //! A problem names the damaged object and then every snapshot and path it hits, so an
 //! operator knows what a damaged pack costs before deciding what to do.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rand::Rng;
 use rayon::prelude::*;
@@ -17,6 +17,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::remedy::Remedy;
 use crate::repo::pack::BlobKind;
+use crate::repo::root::Root;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use crate::repo::Repository;
 use crate::walk::{safe_name, TreeWalk, Visit};
@@ -225,8 +226,9 @@ pub struct CheckReport {
     pub trees: usize,
     /// Applications' root records checked (format-spec §15).
     pub roots: usize,
-    /// PostgreSQL WAL records checked (format-spec §14).
-    pub wal_records: usize,
+    /// Records each application's check read, by what it calls them (`wal_records`).
+    #[serde(flatten)]
+    pub records: BTreeMap<String, usize>,
     /// Packs the index names.
     pub packs: usize,
     /// Packs read whole: every tree pack (the structure check reads them), and the data
@@ -279,6 +281,45 @@ pub struct CheckOptions {
     pub filter: SnapshotFilter,
     /// How data packs in archive storage are thawed for reading (not for a budget).
     pub cold: Option<crate::thaw::ThawWait>,
+    /// The applications whose records are audited beside the repository's (when the
+    /// check covers every snapshot).
+    pub apps: Vec<Arc<dyn AppCheck>>,
+}
+
+/// An application's own audit of its root records, run after the repository verified that
+/// every root opens and names blobs that are there: the PostgreSQL application checks
+/// that its WAL archive has no gap, and the core needs no change for the next one.
+pub trait AppCheck: Send + Sync {
+    /// The root namespace whose records this check is given.
+    fn namespace(&self) -> &str;
+
+    /// What the report calls the records it read (`wal_records`).
+    fn counted(&self) -> &str;
+
+    /// Audits `roots` (the namespace's root records, with the object a problem names;
+    /// none in a repository of format 1-3, whose records the application reads itself)
+    /// against the snapshots checked.
+    fn check(
+        &self,
+        repo: &Repository,
+        roots: Vec<(Object, Root)>,
+        snapshots: &[(SnapshotId, Snapshot)],
+    ) -> Result<AppFindings>;
+}
+
+impl std::fmt::Debug for dyn AppCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AppCheck({})", self.namespace())
+    }
+}
+
+/// What an application's check found.
+#[derive(Debug, Default)]
+pub struct AppFindings {
+    /// Records it read.
+    pub records: usize,
+    /// The damage it found.
+    pub problems: Vec<Problem>,
 }
 
 /// As [`run`], for the snapshots `opts.filter` accepts (say, one backup set's).
@@ -307,7 +348,7 @@ pub fn run_with(
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
     if !narrowed {
-        audit.walk_wal(&packs, &snapshots)?;
+        audit.applications(&opts.apps, &packs, &snapshots)?;
     }
     audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
     // A repository that went away meanwhile is no repository, not a clean or damaged one.
@@ -353,7 +394,8 @@ type IndexAndListing = (
     HashMap<String, u64>,
 );
 
-fn problem(object: Object, reason: String, remedy: Remedy) -> Problem {
+/// A problem with no snapshot hit yet (the check adds what it reaches).
+pub fn problem(object: Object, reason: String, remedy: Remedy) -> Problem {
     Problem {
         object,
         reason,
@@ -585,56 +627,51 @@ impl Audit<'_> {
 
     /// Every root record opens, is filed under its name and names blobs that resolve to
     /// packs that are there (format-spec §15); so does every WAL record of format 1-3
-    /// (§14.1). Returns the WAL records among them, for [`Audit::walk_wal`].
-    fn walk_roots(&mut self, packs: &Packs) -> Result<Vec<(Object, crate::wal::WalRecord)>> {
-        let mut wal = Vec::new();
+    /// (§14.1). Returns the root records that opened, for the applications' own checks.
+    fn walk_roots(&mut self, packs: &Packs) -> Result<Vec<(Object, Root)>> {
+        let mut roots = Vec::new();
         // Each format has one of the two (version 4 never writes `wal/`): one listing.
-        let kinds: &[FileKind] = if self.repo.has_roots() {
-            &[FileKind::Root]
-        } else {
-            &[FileKind::Wal]
+        let kind = match self.repo.has_roots() {
+            true => FileKind::Root,
+            false => FileKind::Wal,
         };
-        for &kind in kinds {
-            for f in self.repo.list_files(kind)? {
-                let mut name = [0u8; 32];
-                if hex::decode_to_slice(&f.name, &mut name).is_err() {
-                    continue;
-                }
-                if kind == FileKind::Root && f.size > crate::repo::root::MAX_ROOT_FILE {
-                    self.problems.push(problem(
-                        Object::Root(name),
-                        format!("{} bytes: more than a root record can be", f.size),
-                        Remedy::StoreRecordAgain,
-                    ));
-                    continue;
-                }
-                let found = match kind {
-                    FileKind::Root => self.root_record(name, packs),
-                    _ => self.legacy_wal_record(name, &f.name, packs),
-                };
-                if let Some(found) = found? {
-                    wal.push(found);
-                }
+        for f in self.repo.list_files(kind)? {
+            let mut name = [0u8; 32];
+            if hex::decode_to_slice(&f.name, &mut name).is_err() {
+                continue;
+            }
+            if kind == FileKind::Wal {
+                self.legacy_wal_record(name, &f.name, packs)?;
+                continue;
+            }
+            if f.size > crate::repo::root::MAX_ROOT_FILE {
+                self.problems.push(problem(
+                    Object::Root(name),
+                    format!("{} bytes: more than a root record can be", f.size),
+                    Remedy::StoreRecordAgain,
+                ));
+                continue;
+            }
+            if let Some(root) = self.root_record(name, packs)? {
+                roots.push((Object::Root(name), root));
             }
         }
-        Ok(wal)
+        Ok(roots)
     }
 
-    /// One root record checked; a WAL record if it is one.
-    fn root_record(
-        &mut self,
-        name: [u8; 32],
-        packs: &Packs,
-    ) -> Result<Option<(Object, crate::wal::WalRecord)>> {
-        let object = Object::Root(name);
+    /// One root record checked.
+    fn root_record(&mut self, name: [u8; 32], packs: &Packs) -> Result<Option<Root>> {
         let root = match self.repo.checked_root(&hex::encode(name)) {
             Ok(Some(root)) => root,
             // Deleted since the listing.
             Ok(None) => return Ok(None),
             // Of an application unknown, since it does not open.
             Err(e) => {
-                self.problems
-                    .push(problem(object, e.to_string(), Remedy::StoreRecordAgain));
+                self.problems.push(problem(
+                    Object::Root(name),
+                    e.to_string(),
+                    Remedy::StoreRecordAgain,
+                ));
                 return Ok(None);
             }
         };
@@ -642,37 +679,23 @@ impl Audit<'_> {
         for id in &root.blobs {
             self.check_blob(id, packs)?;
         }
-        if root.namespace != crate::wal::NAMESPACE {
-            return Ok(None);
-        }
-        match crate::wal::WalRecord::from_root(root) {
-            Ok(rec) => Ok(Some((object, rec))),
-            Err(e) => {
-                self.problems
-                    .push(problem(object, e.to_string(), Remedy::NewBaseBackup));
-                Ok(None)
-            }
-        }
+        Ok(Some(root))
     }
 
-    /// One WAL record of format 1-3 checked.
-    fn legacy_wal_record(
-        &mut self,
-        name: [u8; 32],
-        file: &str,
-        packs: &Packs,
-    ) -> Result<Option<(Object, crate::wal::WalRecord)>> {
+    /// One WAL record of format 1-3 checked: it opens, is filed under its name, and its
+    /// blobs resolve (what it means is the PostgreSQL application's check).
+    fn legacy_wal_record(&mut self, name: [u8; 32], file: &str, packs: &Packs) -> Result<()> {
         let object = Object::Wal(name);
         let rec = match self
             .repo
-            .load_named::<crate::wal::WalRecord>(FileKind::Wal, file)
+            .load_named::<crate::repo::root::LegacyWal>(FileKind::Wal, file)
         {
             Ok(Some(rec)) => rec,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(()),
             Err(e) => {
                 self.problems
-                    .push(problem(object, e.to_string(), Remedy::NewBaseBackup));
-                return Ok(None);
+                    .push(problem(object, e.to_string(), Remedy::StoreRecordAgain));
+                return Ok(());
             }
         };
         if self.repo.wal_name(&rec.cluster, &rec.name) != file {
@@ -682,103 +705,38 @@ impl Audit<'_> {
                     "holds {}/{}, which is filed elsewhere",
                     rec.cluster, rec.name
                 ),
-                Remedy::NewBaseBackup,
+                Remedy::StoreRecordAgain,
             ));
         }
         for id in &rec.content {
             self.check_blob(id, packs)?;
         }
-        Ok(Some((object, rec)))
-    }
-
-    /// Every WAL record is of a plausible size, and every base backup's WAL is archived
-    /// without a gap (format-spec §14).
-    fn walk_wal(&mut self, packs: &Packs, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
-        let mut names: HashMap<String, Vec<String>> = HashMap::new();
-        let mut histories = Vec::new();
-        let mut times: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (object, rec) in self.walk_roots(packs)? {
-            self.report.wal_records += 1;
-            if !crate::wal::plausible_size(&rec.name, rec.size) {
-                self.problems.push(problem(
-                    object,
-                    format!(
-                        "segment {} holds {} bytes, not a WAL segment's size: a fetch would \
-                         hand PostgreSQL a truncated file",
-                        rec.name, rec.size
-                    ),
-                    Remedy::NewBaseBackup,
-                ));
-            }
-            if rec.name.ends_with(".history") {
-                histories.push((object, rec.clone()));
-            }
-            times
-                .entry(rec.cluster.clone())
-                .or_default()
-                .push((rec.name.clone(), rec.time.clone()));
-            names.entry(rec.cluster).or_default().push(rec.name);
-        }
-        let mut sizes = HashMap::new();
-        for (id, snap) in snapshots {
-            let Some(base) = &crate::postgres::base_backup(snap) else {
-                continue;
-            };
-            sizes.insert(base.cluster.clone(), base.segment_size);
-            let archived = names.get(&base.cluster).map(Vec::as_slice).unwrap_or(&[]);
-            if let Some(reason) = crate::postgres::chain_gap(base, archived) {
-                self.problems.push(problem(
-                    Object::Snapshot(*id),
-                    reason,
-                    Remedy::FixArchivingThenBaseBackup,
-                ));
-            }
-        }
-        self.diverged_timelines(&histories, &times, &sizes);
         Ok(())
     }
 
-    /// A parent timeline archived past the point where a child branched off it, after
-    /// the child began: a restored copy (or an old primary) archived under the cluster's
-    /// name beside the primary.
-    fn diverged_timelines(
+    /// The applications' own checks of their records (the WAL chain of a PostgreSQL
+    /// archive), each given the root records of its namespace.
+    fn applications(
         &mut self,
-        histories: &[(Object, crate::wal::WalRecord)],
-        times: &HashMap<String, Vec<(String, String)>>,
-        sizes: &HashMap<String, u64>,
-    ) {
-        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-        for (object, rec) in histories {
-            let (Some(&size), Some(began)) = (sizes.get(&rec.cluster), parse(&rec.time)) else {
-                continue;
-            };
-            let Some(child) = rec
-                .name
-                .get(..8)
-                .and_then(|t| u32::from_str_radix(t, 16).ok())
-            else {
-                continue;
-            };
-            // Its blobs were checked above: a read error is reported there.
-            let Ok(text) = crate::wal::content(self.repo, rec) else {
-                continue;
-            };
-            let segments: Vec<_> = times
-                .get(&rec.cluster)
+        apps: &[Arc<dyn AppCheck>],
+        packs: &Packs,
+        snapshots: &[(SnapshotId, Snapshot)],
+    ) -> Result<()> {
+        let mut roots = self.walk_roots(packs)?;
+        for app in apps {
+            let (mine, rest) = roots
                 .into_iter()
-                .flatten()
-                .filter_map(|(n, t)| Some((crate::postgres::Segment::parse(n, size)?, parse(t)?)))
-                .collect();
-            let text = String::from_utf8_lossy(&text);
-            if let Some(reason) = crate::postgres::divergence(child, &text, began, &segments, size)
-            {
-                self.problems.push(problem(
-                    *object,
-                    format!("{}: {reason}", rec.cluster),
-                    Remedy::StopSecondArchiver,
-                ));
-            }
+                .partition(|(_, r)| r.namespace == app.namespace());
+            roots = rest;
+            let found = app.check(self.repo, mine, snapshots)?;
+            *self
+                .report
+                .records
+                .entry(app.counted().to_string())
+                .or_default() += found.records;
+            self.problems.extend(found.problems);
         }
+        Ok(())
     }
 
     /// A blob a tree names must resolve to a pack that is there.

@@ -360,30 +360,10 @@ pub enum Error {
         object: String,
     },
 
-    /// A PostgreSQL cluster refused or cannot serve what was asked (a base backup, a
-    /// point-in-time restore): psql failed, archiving is off, no base backup fits.
-    #[error("postgres cluster {cluster}: {reason}")]
-    Postgres {
-        /// The cluster's name in the config (`[postgres.NAME]`).
-        cluster: String,
-        /// What is wrong.
-        reason: String,
-    },
-
-    /// The WAL archive lacks a file that a recovery needs: PostgreSQL could not replay
-    /// past it.
-    #[error(
-        "postgres cluster {cluster}: the WAL archive has a gap: {missing} is missing, \
-         {needed}"
-    )]
-    WalGap {
-        /// The cluster's name in the config.
-        cluster: String,
-        /// The WAL file that is not archived.
-        missing: String,
-        /// Why it is needed, and what was archived after it.
-        needed: String,
-    },
+    /// A caller's callback (a backup's `before_snapshot`) failed with the caller's own
+    /// error, passed back unchanged.
+    #[error("{0}")]
+    Caller(Box<dyn std::error::Error + Send + Sync>),
 
     /// A bug or a broken invariant inside strata, never the user's doing.
     #[error("internal error: {0}")]

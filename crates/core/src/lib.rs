@@ -68,7 +68,6 @@ pub mod lock;
 pub mod metrics;
 pub mod mount;
 pub mod patterns;
-pub mod postgres;
 pub mod prune;
 pub mod repair;
 pub mod restore;
@@ -76,7 +75,6 @@ pub mod retention;
 pub mod stats;
 pub mod thaw;
 pub mod timespec;
-pub mod wal;
 pub mod walk;
 
 mod cache;
@@ -108,6 +106,7 @@ pub use repo::snapshot::{
 };
 pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 pub use repo::{Repository, WarningSink};
+pub use util::{hostname, is_root};
 
 /// Engine internals for this crate's own benchmarks, examples and tests (which build
 /// repositories by hand, damage them, or time one layer alone). Not part of the API: no

@@ -43,6 +43,7 @@ pub fn group_name(gid: u32) -> Option<String> {
         .clone()
 }
 
+/// Whether this process runs as root (and so may give files away to their owners).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

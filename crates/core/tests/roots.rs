@@ -194,3 +194,83 @@ fn a_record_under_another_records_name_is_damage() {
         .unwrap_err();
     assert!(e.to_string().contains("version 4"), "{e}");
 }
+
+/// The toy application's own check: a note must hold as many pieces as its record says.
+struct NoteCheck;
+
+impl check::AppCheck for NoteCheck {
+    fn namespace(&self) -> &str {
+        NAMESPACE
+    }
+
+    fn counted(&self) -> &str {
+        "notes"
+    }
+
+    fn check(
+        &self,
+        _repo: &Repository,
+        roots: Vec<(Object, Root)>,
+        _snapshots: &[(strata::SnapshotId, strata::Snapshot)],
+    ) -> strata::Result<check::AppFindings> {
+        let mut found = check::AppFindings::default();
+        for (object, root) in roots {
+            assert_eq!(root.namespace, NAMESPACE, "given only its own namespace");
+            found.records += 1;
+            let note: Note = ciborium::from_reader(&root.payload[..]).unwrap();
+            if note.pieces != root.blobs.len() {
+                found.problems.push(check::problem(
+                    object,
+                    format!("{} says {} pieces", note.title, note.pieces),
+                    strata::Remedy::StoreRecordAgain,
+                ));
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[test]
+fn an_application_registers_its_own_check_of_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: BackendRef = Arc::new(MemBackend::new());
+    let config = Config::new(ChunkerParams::default(), 3);
+    Repository::init(store.clone(), b"pw", config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+    let repo = repo(&store, &dir.path().join("cache"));
+    save_note(&repo, "good", &[b"one", b"two"]);
+    // A record of another application, which this check never sees.
+    repo.write_root(&Root::new("toy.other", "x", vec![], vec![]).unwrap())
+        .unwrap();
+    // A record whose payload disagrees with its blobs.
+    let ids = repo.store_blobs(&[b"lonely"]).unwrap();
+    let mut payload = Vec::new();
+    let lie = Note {
+        title: "bad".into(),
+        pieces: 3,
+    };
+    ciborium::into_writer(&lie, &mut payload).unwrap();
+    repo.write_root(&Root::new(NAMESPACE, "bad", ids, payload).unwrap())
+        .unwrap();
+
+    let opts = check::CheckOptions {
+        apps: vec![Arc::new(NoteCheck)],
+        ..Default::default()
+    };
+    let report = check::run_with(&repo, &opts, &NoProgress).unwrap();
+    assert_eq!(report.roots, 3);
+    assert_eq!(
+        report.records.get("notes"),
+        Some(&2),
+        "{:?}",
+        report.records
+    );
+    let reasons: Vec<_> = report.problems.iter().map(|p| &p.reason).collect();
+    assert_eq!(reasons, ["bad says 3 pieces"], "{:?}", report.problems);
+    assert!(matches!(report.problems[0].object, Object::Root(_)));
+    // Without the application's check, the repository sees nothing wrong.
+    let plain = check::run(&repo, ReadData::None, &NoProgress).unwrap();
+    assert!(
+        plain.problems.is_empty() && plain.records.is_empty(),
+        "{plain:?}"
+    );
+}

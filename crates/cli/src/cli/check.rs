@@ -44,6 +44,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
         read_data: mode,
         filter: args.filter.filter(),
         cold: args.cold.wait(),
+        apps: vec![std::sync::Arc::new(strata_pg::WalCheck)],
     };
     let report = check::run_with(&repo, &opts, &bar)?;
     bar.finish();

@@ -45,8 +45,14 @@ pub fn code_of_anyhow(e: &anyhow::Error) -> i32 {
     if e.chain().any(|c| c.is::<Usage>()) {
         return USAGE;
     }
+    // An error of the PostgreSQL crate that wraps the repository's has the repository's code.
     e.chain()
-        .find_map(|c| c.downcast_ref::<Error>())
+        .find_map(|c| {
+            c.downcast_ref::<Error>().or_else(|| {
+                c.downcast_ref::<strata_pg::Error>()
+                    .and_then(strata_pg::Error::repository)
+            })
+        })
         .map(code_of)
         .unwrap_or(FAILURE)
 }

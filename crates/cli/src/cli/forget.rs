@@ -91,25 +91,9 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
         .into());
     }
     let repo = global.open()?;
-    let plans = retention::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
-    // The WAL that only base backups forgotten just now needed goes with them.
-    let forgotten: std::collections::HashSet<strata::SnapshotId> = plans
-        .iter()
-        .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
-        .collect();
-    let mut wal = Vec::new();
-    for job in &jobs {
-        if let Some(cluster) = job.set.as_deref().and_then(|s| s.strip_prefix("postgres.")) {
-            if global.file.postgres.contains_key(cluster) {
-                wal.push(strata::postgres::expire_wal(
-                    &repo,
-                    cluster,
-                    args.dry_run,
-                    &forgotten,
-                )?);
-            }
-        }
-    }
+    // Base backups forgotten take the WAL only they needed with them.
+    let strata_pg::Forgotten { plans, wal } =
+        strata_pg::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
     let removed = plans.iter().map(|p| p.remove.len()).sum();
     let pruned = prune_after(global, &repo, &args, removed)?;
     if global.json {
@@ -235,11 +219,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
 /// override it; without sets, one job for the flags alone.
 fn jobs(global: &Global, args: &ForgetArgs, flags: Policy) -> anyhow::Result<Vec<ForgetJob>> {
     let names: Vec<String> = if args.all {
-        let pg = global
-            .file
-            .postgres
-            .keys()
-            .map(|c| strata::postgres::set_of(c));
+        let pg = global.file.postgres.keys().map(|c| strata_pg::set_of(c));
         global.file.sets.keys().cloned().chain(pg).collect()
     } else {
         args.sets.clone()

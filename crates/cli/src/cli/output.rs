@@ -209,10 +209,11 @@ pub fn chain(e: &anyhow::Error) -> String {
         shown = text;
     }
     // The library says what fixes an error as a value; here it gets its words.
-    let remedy = e
-        .chain()
-        .find_map(|c| c.downcast_ref::<strata::Error>())
-        .and_then(strata::Error::remedy);
+    let remedy = e.chain().find_map(|c| {
+        c.downcast_ref::<strata_pg::Error>()
+            .and_then(strata_pg::Error::remedy)
+            .or_else(|| c.downcast_ref::<strata::Error>()?.remedy())
+    });
     if let Some(r) = remedy {
         out.push_str(&format!(" ({})", self::remedy(r)));
     }

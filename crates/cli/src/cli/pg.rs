@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use strata::postgres::{self, Cluster};
 use strata::timespec;
+use strata_pg::{self as postgres, Cluster};
 
 use super::output::{self, Bar};
 use super::{exit, Global};

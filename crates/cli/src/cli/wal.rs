@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use strata::wal::{Pushed, Spool, PREFETCH};
+use strata_pg::wal::{Pushed, Spool, PREFETCH};
 
 use super::{exit, output, Global};
 
@@ -84,14 +84,14 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     match args.cmd {
         WalCmd::Push { name, path } => {
-            let pushed = strata::wal::push(&repo, &name, &path)?;
+            let pushed = strata_pg::wal::push(&repo, &name, &path)?;
             // The next pushes go to an agent that keeps the repository open.
             agent::spawn(global, &name);
             print_pushed(global, &name, &path, pushed);
             Ok(exit::OK)
         }
         WalCmd::Fetch { name, file, dest } => {
-            if strata::wal::fetch(&repo, &name, &file, &dest)? {
+            if strata_pg::wal::fetch(&repo, &name, &file, &dest)? {
                 prefetch(global, &name, &file);
                 Ok(exit::OK)
             } else {
@@ -106,9 +106,9 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             let spool = Spool::new(&global.cache_base()?, global.repo_url()?, &name)?;
             // The segment size the cluster's base backups record (PostgreSQL's default
             // without one).
-            let size = strata::postgres::base_backups(&repo, &name)?
+            let size = strata_pg::base_backups(&repo, &name)?
                 .last()
-                .and_then(|(_, s)| strata::postgres::base_backup(s).map(|p| p.segment_size))
+                .and_then(|(_, s)| strata_pg::base_backup(s).map(|p| p.segment_size))
                 .unwrap_or(16 << 20);
             spool.fill(&repo, &name, &file, size, PREFETCH)?;
             Ok(exit::OK)
@@ -173,8 +173,8 @@ mod agent {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use strata::wal::Pushed;
     use strata::Repository;
+    use strata_pg::wal::Pushed;
 
     use super::super::{exit, Global};
 
@@ -387,7 +387,7 @@ mod agent {
         }
         let mut batch = vec![path.clone()];
         batch.extend(
-            strata::wal::ready_after(&path, READ_AHEAD)
+            strata_pg::wal::ready_after(&path, READ_AHEAD)
                 .into_iter()
                 .filter(|p| file(p).is_some_and(|f| !done.contains_key(&f))),
         );
@@ -400,7 +400,7 @@ mod agent {
         if let Err(e) = repo.ensure_present() {
             return format!("error {}", one_line(&e.to_string()));
         }
-        let outcomes = match strata::wal::push_many(repo, name, &refs) {
+        let outcomes = match strata_pg::wal::push_many(repo, name, &refs) {
             Ok(o) => o,
             Err(e) => return format!("error {}", one_line(&e.to_string())),
         };

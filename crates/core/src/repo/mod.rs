@@ -468,7 +468,7 @@ impl Repository {
     // ---- files on the backend ----
 
     /// The files of one kind on the backend, with their sizes.
-    pub(crate) fn list_files(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+    pub fn list_files(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
         self.backend.list(kind)
     }
 
@@ -685,7 +685,7 @@ impl Repository {
     }
 
     /// Runs `f` on a pool sized for this backend's reads (several in flight on S3).
-    pub(crate) fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub fn with_read_pool<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         crate::util::with_read_pool(self.backend.as_ref(), f)
     }
 
@@ -702,23 +702,14 @@ impl Repository {
     /// Seals and stores a file under a name of the caller's choosing rather than its
     /// content address (WAL records, format-spec §14): the name must say what the file is,
     /// and readers check the decrypted content against it.
-    pub(crate) fn save_named<T: Serialize>(
-        &self,
-        kind: FileKind,
-        name: &str,
-        value: &T,
-    ) -> Result<()> {
+    pub fn save_named<T: Serialize>(&self, kind: FileKind, name: &str, value: &T) -> Result<()> {
         let sealed = self.key.seal(&encode(value), aad(kind));
         self.backend.write(kind, name, &sealed)
     }
 
     /// A file [`Repository::save_named`] stored, decrypted and decoded; `None` if there is
     /// none by that name (one request either way).
-    pub(crate) fn load_named<T: DeserializeOwned>(
-        &self,
-        kind: FileKind,
-        name: &str,
-    ) -> Result<Option<T>> {
+    pub fn load_named<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<Option<T>> {
         let sealed = match self.backend.read(kind, name) {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => return Ok(None),
@@ -735,12 +726,13 @@ impl Repository {
     }
 
     /// Deletes a file [`Repository::save_named`] stored.
-    pub(crate) fn remove_named(&self, kind: FileKind, name: &str) -> Result<()> {
+    pub fn remove_named(&self, kind: FileKind, name: &str) -> Result<()> {
         self.backend.delete(kind, name)
     }
 
-    /// The name [`crate::wal`] files a PostgreSQL cluster's archived file under.
-    pub(crate) fn wal_name(&self, cluster: &str, name: &str) -> String {
+    /// The name format 1-3 files a PostgreSQL cluster's WAL record under (`wal/`, format-spec
+    /// §14.1); version 4 keeps them as root records.
+    pub fn wal_name(&self, cluster: &str, name: &str) -> String {
         hex::encode(self.key.wal_name(cluster, name))
     }
 

@@ -80,8 +80,10 @@ pub fn check_namespace(namespace: &str) -> Result<()> {
 /// A WAL record of format versions 1-3 (`wal/`, format-spec §14.1) as far as the
 /// repository reads it: the blobs it keeps alive.
 #[derive(Deserialize)]
-struct LegacyRoot {
-    content: Vec<BlobId>,
+pub(crate) struct LegacyWal {
+    pub cluster: String,
+    pub name: String,
+    pub content: Vec<BlobId>,
 }
 
 impl Repository {
@@ -227,7 +229,7 @@ impl Repository {
         }
         let mut out = Vec::new();
         for f in self.list_files(FileKind::Wal)? {
-            if let Some(legacy) = self.load_named::<LegacyRoot>(FileKind::Wal, &f.name)? {
+            if let Some(legacy) = self.load_named::<LegacyWal>(FileKind::Wal, &f.name)? {
                 out.extend(legacy.content);
             }
         }

@@ -905,6 +905,23 @@ pub fn cat_file(
     })
 }
 
+/// Writes the plaintext of `blobs`, in order, to `out` (named `out_name` in errors): the
+/// content an application's root record keeps (a WAL file, say). Returns the bytes written.
+pub fn copy_blobs(
+    repo: &Repository,
+    blobs: &[crate::BlobId],
+    out: &mut impl std::io::Write,
+    out_name: impl Into<std::path::PathBuf>,
+) -> Result<u64> {
+    let mut node = Node::new(Vec::new(), crate::NodeKind::File);
+    node.content = blobs.to_vec();
+    let mut reader = ContentReader::new(repo, &node)?;
+    std::io::copy(&mut reader, out).map_err(|e| match reader.error.take() {
+        Some(e) => e,
+        None => Error::io(out_name, e),
+    })
+}
+
 /// A file's content as a reader, blob after blob, in order. Consecutive chunks stored in
 /// the same pack come in one range read (a backup seals a file's chunks in parallel, so
 /// they lie near each other but not in order), so a large file costs about a request per

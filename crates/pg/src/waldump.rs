@@ -8,7 +8,7 @@ use std::process::Command;
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// `pg_waldump` of the server's major version (it reads no other version's WAL): from
 /// `STRATA_PG_WALDUMP`, Debian's `/usr/lib/postgresql/<major>/bin`, or `PATH`.

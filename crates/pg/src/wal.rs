@@ -8,18 +8,14 @@
 //! fetch costs one request and a probe for a file never archived one failed request.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::FileKind;
-use crate::backup::saver::{BlobSaver, SaverShared};
-use crate::error::{Error, Result};
-use crate::id::BlobId;
-use crate::repo::pack::BlobKind;
-use crate::repo::Repository;
+use strata::backend::FileKind;
+use strata::internals::{BlobSaver, SaverShared};
+use strata::{BlobId, BlobKind, Error, Repository, Result};
 
 /// One archived file (format-spec §14).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,7 +55,7 @@ fn root_key(cluster: &str, name: &str) -> String {
 
 impl WalRecord {
     /// The record as a root record.
-    fn to_root(&self) -> Result<crate::Root> {
+    fn to_root(&self) -> Result<strata::Root> {
         let payload = Payload {
             version: self.version,
             cluster: self.cluster.clone(),
@@ -68,7 +64,7 @@ impl WalRecord {
         };
         let mut buf = Vec::new();
         ciborium::into_writer(&payload, &mut buf).expect("CBOR into memory");
-        let mut root = crate::Root::new(
+        let mut root = strata::Root::new(
             NAMESPACE,
             &root_key(&self.cluster, &self.name),
             self.content.clone(),
@@ -80,7 +76,7 @@ impl WalRecord {
     }
 
     /// The record a root record of [`NAMESPACE`] holds.
-    pub(crate) fn from_root(root: crate::Root) -> Result<WalRecord> {
+    pub(crate) fn from_root(root: strata::Root) -> Result<WalRecord> {
         let object = || format!("root record {}/{}", root.namespace, root.key);
         let p: Payload = ciborium::from_reader(&root.payload[..])
             .map_err(|e| Error::corrupt(object(), format!("WAL payload: {e}")))?;
@@ -394,8 +390,8 @@ fn archive_one(
             name: name.clone(),
             size: bytes.len() as u64,
             content,
-            time: crate::timespec::now().to_rfc3339(),
-            host: crate::util::hostname(),
+            time: strata::timespec::now().to_rfc3339(),
+            host: strata::hostname(),
         }),
     ))
 }
@@ -463,15 +459,12 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
     let Some(rec) = record(repo, cluster, name)? else {
         return Ok(false);
     };
-    let node = node_of(&rec);
     let dir = dest
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    let mut reader = crate::restore::ContentReader::new(repo, &node)?;
-    let copied = std::io::copy(&mut reader, tmp.as_file_mut())
-        .map_err(|e| reader.error.take().unwrap_or_else(|| Error::io(dest, e)))?;
+    let copied = strata::restore::copy_blobs(repo, &rec.content, tmp.as_file_mut(), dest)?;
     if copied != rec.size {
         return Err(Error::corrupt(
             format!("WAL record of {cluster}/{name}"),
@@ -483,28 +476,10 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
     Ok(true)
 }
 
-/// A file node standing for the record's content, for the readers of file content.
-fn node_of(rec: &WalRecord) -> crate::repo::tree::Node {
-    let mut node = crate::repo::tree::Node::new(
-        rec.name.as_bytes().to_vec(),
-        crate::repo::tree::NodeKind::File,
-    );
-    node.content = rec.content.clone();
-    node.size = rec.size;
-    node
-}
-
 /// The archived file's bytes (a timeline history file, say: small).
 pub fn content(repo: &Repository, rec: &WalRecord) -> Result<Vec<u8>> {
-    let node = node_of(rec);
-    let mut reader = crate::restore::ContentReader::new(repo, &node)?;
     let mut out = Vec::new();
-    reader.read_to_end(&mut out).map_err(|e| {
-        reader
-            .error
-            .take()
-            .unwrap_or_else(|| Error::io(&rec.name, e))
-    })?;
+    strata::restore::copy_blobs(repo, &rec.content, &mut out, &rec.name)?;
     if out.len() as u64 != rec.size {
         return Err(Error::corrupt(
             format!("WAL record of {}/{}", rec.cluster, rec.name),
@@ -539,7 +514,7 @@ impl Spool {
             .join("wal-spool")
             .join(&key[..32])
             .join(hex::encode(cluster.as_bytes()));
-        crate::cache::private_dirs(cache_base, &dir)?;
+        strata::private_dirs(cache_base, &dir)?;
         Ok(Spool { dir })
     }
 
@@ -626,8 +601,7 @@ impl Spool {
                 }
             }
         }
-        let Some(mut seg) =
-            crate::postgres::Segment::parse(after.get(..24).unwrap_or(""), segment_size)
+        let Some(mut seg) = crate::Segment::parse(after.get(..24).unwrap_or(""), segment_size)
         else {
             return Ok(0);
         };
@@ -722,9 +696,12 @@ mod tests {
     #[test]
     fn wal_files_are_cut_in_fixed_pieces() {
         let dir = tempfile::tempdir().unwrap();
-        let store: crate::backend::BackendRef =
-            std::sync::Arc::new(crate::backend::MemBackend::default());
-        let repo = crate::repo::for_tests(store, 0, dir.path());
+        let store: strata::backend::BackendRef =
+            std::sync::Arc::new(strata::backend::MemBackend::default());
+        let config = strata::Config::new(strata::ChunkerParams::with_average(64 << 10), 0);
+        let cost = strata::KdfCost::INSECURE_FOR_TESTS;
+        Repository::init(store.clone(), b"pw", config, &cost).unwrap();
+        let repo = Repository::open(store, b"pw", &dir.path().join("cache")).unwrap();
         let bytes: Vec<u8> = (0..PIECE * 5 / 2).map(|i| (i % 251) as u8).collect();
         let pieces = chunk(&repo, &bytes);
         let ranges: Vec<_> = pieces.iter().map(|(_, r)| r.clone()).collect();

@@ -14,16 +14,16 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{self, BackupOptions, BackupReport, Source};
-use crate::error::{Error, Result};
-use crate::id::SnapshotId;
-use crate::patterns::Patterns;
-use crate::progress::Progress;
-use crate::repo::snapshot::Snapshot;
-use crate::repo::Repository;
-use crate::wal;
+use strata::backup::{self, BackupOptions, BackupReport, Source};
+use strata::{Patterns, Progress, Repository, Snapshot, SnapshotId};
 
+pub use check::WalCheck;
+pub use error::{Error, Result};
+
+mod check;
+mod error;
 mod timeline;
+pub mod wal;
 mod waldump;
 
 pub use timeline::{divergence, Line};
@@ -388,7 +388,7 @@ pub fn basebackup(
                 stop_lsn: r[0].clone(),
                 start_wal,
                 stop_wal: r[1].clone(),
-                stop_time: crate::timespec::now().to_rfc3339(),
+                stop_time: strata::timespec::now().to_rfc3339(),
                 backup_label,
                 tablespace_map: (!map.is_empty()).then_some(map),
             },
@@ -403,12 +403,15 @@ pub fn basebackup(
             tags: vec!["postgres".into()],
             excludes: Some(excludes(&data_dir)?),
             tolerate_changes: true,
-            before_snapshot: Some(Box::new(stop)),
+            before_snapshot: Some(Box::new(move |snap: &mut Snapshot| {
+                stop(snap).map_err(Error::into_repository)
+            })),
             cancel,
             ..Default::default()
         },
         progress,
     )
+    .map_err(Error::from)
 }
 
 /// Waits until `segment`, the last WAL a base backup needs, is in the archive, saying what
@@ -444,7 +447,7 @@ fn wait_archived(
             asked = Some(std::time::Instant::now());
         }
         if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
-            return Err(Error::Interrupted { packs: 0, bytes: 0 });
+            return Err(strata::Error::Interrupted { packs: 0, bytes: 0 }.into());
         }
         if started.elapsed() >= timeout {
             return Err(Error::Postgres {
@@ -588,7 +591,7 @@ pub fn wal_chain(
         let names: Vec<String> = (no..no + PROBE_BATCH).map(name_of).collect();
         let found = wal::records(repo, cluster, &names)
             .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<strata::Result<Vec<_>>>()?;
         for (i, rec) in found.iter().enumerate() {
             let Some(rec) = rec else {
                 let missing = &names[i];
@@ -612,7 +615,7 @@ pub fn wal_chain(
                     Some((_, n)) => Some(n.clone()),
                     None => wal::records(repo, cluster, &more)
                         .into_iter()
-                        .collect::<Result<Vec<_>>>()?
+                        .collect::<strata::Result<Vec<_>>>()?
                         .into_iter()
                         .zip(more)
                         .find_map(|(r, n)| r.map(|_| n)),
@@ -685,6 +688,44 @@ pub fn chain_gap(base: &BaseBackup, archived: &[String]) -> Option<String> {
             }
         )
     })
+}
+
+/// What [`forget`] did: the snapshots each job removed, and the WAL that only the base
+/// backups removed now needed.
+#[derive(Debug)]
+pub struct Forgotten {
+    /// The snapshots each job kept and removed.
+    pub plans: Vec<strata::retention::GroupPlan>,
+    /// The WAL expired, per cluster whose base backups a job covered.
+    pub wal: Vec<WalExpiry>,
+}
+
+/// The cluster a backup set holds the base backups of (`postgres.NAME`), if it is one.
+pub fn cluster_of(set: &str) -> Option<&str> {
+    set.strip_prefix("postgres.").filter(|c| !c.is_empty())
+}
+
+/// Forgets snapshots as [`strata::retention::forget`] does, then expires the archived WAL
+/// of each PostgreSQL set a job names that only base backups forgotten now needed (a
+/// library caller's forget leaves no expired WAL behind).
+pub fn forget(
+    repo: &Repository,
+    jobs: &[strata::retention::ForgetJob],
+    filter: &strata::SnapshotFilter,
+    dry_run: bool,
+) -> Result<Forgotten> {
+    let plans = strata::retention::forget(repo, jobs, filter, dry_run)?;
+    let forgotten: std::collections::HashSet<SnapshotId> = plans
+        .iter()
+        .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
+        .collect();
+    let mut wal = Vec::new();
+    for cluster in jobs.iter().filter_map(|j| cluster_of(j.set.as_deref()?)) {
+        if wal.iter().all(|w: &WalExpiry| w.cluster != cluster) {
+            wal.push(expire_wal(repo, cluster, dry_run, &forgotten)?);
+        }
+    }
+    Ok(Forgotten { plans, wal })
 }
 
 /// What [`expire_wal`] removed.
@@ -789,7 +830,7 @@ pub fn plan_restore(
     let all = base_backups(repo, cluster)?;
     if all.is_empty() {
         return Err(err("no base backup in the repository".to_string())
-            .with_remedy(crate::Remedy::TakeBaseBackup));
+            .with_remedy(strata::Remedy::TakeBaseBackup));
     }
     let fits = |s: &Snapshot| {
         let p = base_backup(s).expect("filtered");
@@ -1053,7 +1094,7 @@ pub fn restore(
     keep_archiving: bool,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     progress: &dyn Progress,
-) -> Result<crate::restore::RestoreReport> {
+) -> Result<strata::restore::RestoreReport> {
     let bad = |reason: String| Error::Postgres {
         cluster: plan.base.cluster.clone(),
         reason,
@@ -1094,10 +1135,10 @@ pub fn restore(
     // staging directory beside the target, then move the data directory into place.
     let staging = Staging::new(parent, target, progress)?;
     let snapshot = repo.snapshot(&plan.snapshot)?;
-    let report = crate::restore::run(
+    let report = strata::restore::run(
         repo,
         &snapshot,
-        &crate::restore::RestoreOptions {
+        &strata::restore::RestoreOptions {
             target: staging.path().to_path_buf(),
             includes: None,
             excludes: None,
@@ -1175,7 +1216,7 @@ fn prepare_recovery(
             .and_then(|_| f.sync_all())
             .map_err(|e| Error::io(&path, e))?;
         // The server reads them as the data directory's owner.
-        if crate::util::is_root() {
+        if strata::is_root() {
             std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
                 .map_err(|e| Error::io(&path, e))?;
         }
@@ -1189,7 +1230,7 @@ fn prepare_recovery(
     let mut conf = format!(
         "\n# strata pg restore, {}: recovery of {} from base backup {}\n\
          restore_command = {}\n",
-        crate::timespec::now().to_rfc3339(),
+        strata::timespec::now().to_rfc3339(),
         plan.base.cluster,
         plan.snapshot.to_hex(),
         conf_quote(restore_command)
@@ -1225,7 +1266,7 @@ fn own_wal_directory(target: &Path, owner: (u32, u32), progress: &dyn Progress) 
     }
     for dir in [wal.clone(), wal.join("archive_status")] {
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) if crate::util::is_root() => {
+            Ok(()) if strata::is_root() => {
                 std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
                     .map_err(|e| Error::io(&dir, e))?
             }
