@@ -99,7 +99,9 @@ pub use remedy::Remedy;
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;
+pub use repo::packer::{Packer, DATA_PACK_SIZE, TREE_PACK_SIZE};
 pub use repo::root::{check_namespace, Root, MAX_ROOT_FILE, ROOT_VERSION};
+pub use repo::saver::{BlobSaver, SaverShared, SaverStats};
 pub use repo::snapshot::check_name;
 pub use repo::snapshot::{
     select_at, select_per_lineage, Lineage, Repaired, Snapshot, SnapshotFilter, Summary,
@@ -113,12 +115,12 @@ pub use util::{hostname, is_root};
 /// documentation, no stability.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::backup::saver::{BlobSaver, SaverShared};
     pub use crate::cache::{BlobLocation, Cache};
     pub use crate::chunker::Chunker;
     pub use crate::crypto::MasterKey;
     pub use crate::fuzz::{target as fuzz_target, TARGETS as FUZZ_TARGETS};
     pub use crate::repo::index::{IndexFile, IndexedPack};
     pub use crate::repo::pack::{open_blob, BlobEntry, Compression, PackBuilder, SealedBlob};
+    pub use crate::repo::saver::{BlobSaver, SaverShared};
     pub use crate::util::hostname;
 }

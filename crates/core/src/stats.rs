@@ -61,7 +61,7 @@ fn requests_since(
     snapshots: &[(SnapshotId, Snapshot)],
     since: chrono::DateTime<chrono::FixedOffset>,
 ) -> RequestEstimate {
-    let pack = crate::backup::saver::DATA_PACK_SIZE as u64;
+    let pack = crate::repo::packer::DATA_PACK_SIZE as u64;
     let mut e = RequestEstimate::default();
     for (_, s) in snapshots {
         if s.datetime().is_none_or(|t| t < since) {

@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use strata::backend::FileKind;
-use strata::internals::{BlobSaver, SaverShared};
 use strata::{BlobId, BlobKind, Error, Repository, Result};
+use strata::{BlobSaver, SaverShared};
 
 /// One archived file (format-spec §14).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 //! batch, so both many small files and one huge file keep every core busy while memory
 //! stays bounded by the batch and pack sizes (never by the file or repository size).
 
-pub(crate) mod saver;
 mod scan;
 
 use std::ffi::OsStr;
@@ -20,7 +19,7 @@ use std::time::Instant;
 use chrono::{DateTime, FixedOffset};
 use rayon::prelude::*;
 
-pub(crate) use saver::{BlobSaver, SaverShared, DATA_PACK_SIZE};
+pub(crate) use crate::repo::saver::{BlobSaver, SaverShared};
 
 use crate::cache::FileStat;
 use crate::error::{Error, Result};

@@ -7,13 +7,13 @@ use chrono::{DateTime, FixedOffset};
 
 use super::plan::{PrunePlan, Rules};
 use super::PruneReport;
-use crate::backup::DATA_PACK_SIZE;
 use crate::cache::PackUsage;
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::progress::Progress;
 use crate::repo::index::{IndexedPack, ObsoletePack};
-use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder, SealedBlob};
+use crate::repo::pack::{BlobKind, SealedBlob};
+use crate::repo::packer::Packer;
 use crate::repo::{sealed_in, Repository};
 
 /// What the plan was made from, and what executing it needs besides.
@@ -114,69 +114,54 @@ fn repack(
 ) -> Result<(Vec<IndexedPack>, Vec<Repacked>)> {
     let used = repo.used_blobs();
     let written = std::sync::Mutex::new(Vec::new());
-    let failed = std::sync::Mutex::new(None);
     let mut repacked = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
-        // A filled pack waits for an idle uploader: memory stays one pack per uploader.
-        let (tx, rx) = crossbeam_channel::bounded::<(FinishedPack, Option<String>)>(0);
-        for _ in 0..repo.upload_concurrency().max(1) {
-            let rx = rx.clone();
-            let (written, failed) = (&written, &failed);
-            scope.spawn(move || {
-                for (pack, class) in rx {
-                    match repo.write_pack(&pack, class.as_deref()) {
-                        Ok(p) => written.lock().unwrap().push(p),
-                        Err(e) => {
-                            failed.lock().unwrap().get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-        let mut builders: HashMap<(BlobKind, Option<String>), PackBuilder> = HashMap::new();
-        let mut copied: HashSet<BlobId> = HashSet::new();
-        let send = |b: PackBuilder, class: Option<String>| {
-            tx.send((repo.finish_pack(b), class))
-                .map_err(|_| crate::Error::Internal("repack uploaders gone".into()))
-        };
-        for (id, kind) in packs {
-            let bytes = repo.read_pack(*kind, id)?;
-            let entries = repo.index().pack_blobs(id)?;
-            let class = classes.get(id).cloned();
-            for e in entries.iter().copied() {
-                if !used.contains(&e.id)? || !copied.insert(e.id) {
-                    continue;
-                }
-                repo.open_blob_in(id, &bytes, 0, &e)?;
-                let sealed = sealed_in(id, &bytes, 0, &e)?;
-                let key = (*kind, class.clone());
-                let b = builders
-                    .entry(key)
-                    .or_insert_with(|| PackBuilder::new(*kind));
-                b.add(SealedBlob {
-                    id: e.id,
-                    kind: e.kind,
-                    raw_length: e.raw_length,
-                    compression: e.compression,
-                    bytes: sealed.to_vec(),
-                });
-                if b.len() >= DATA_PACK_SIZE {
-                    send(std::mem::replace(b, PackBuilder::new(*kind)), class.clone())?;
-                }
-            }
-            repacked.push((*id, *kind, entries));
-        }
-        for ((_, class), b) in builders {
-            if !b.is_empty() {
-                send(b, class)?;
-            }
-        }
-        Ok(())
+        // The new packs are collected here, not indexed: prune's new index names them.
+        let packer = Packer::new(repo, scope, 0, |pack, _| {
+            written.lock().unwrap().push(pack);
+            Ok(())
+        });
+        let copied = copy_used(repo, packs, classes, &used, &packer, &mut repacked);
+        // Every upload waited for, on an error too (their packs go at the next prune).
+        let finished = packer.finish();
+        copied?;
+        finished
     })?;
-    if let Some(e) = failed.into_inner().unwrap() {
-        return Err(e);
-    }
     Ok((written.into_inner().unwrap(), repacked))
+}
+
+/// Adds the used blobs of `packs` to the packer, each verified first and once only.
+fn copy_used(
+    repo: &Repository,
+    packs: &[(PackId, BlobKind)],
+    classes: &HashMap<PackId, String>,
+    used: &crate::cache::UsedBlobs<'_>,
+    packer: &Packer<'_, '_>,
+    repacked: &mut Vec<Repacked>,
+) -> Result<()> {
+    let mut copied: HashSet<BlobId> = HashSet::new();
+    for (id, kind) in packs {
+        let bytes = repo.read_pack(*kind, id)?;
+        let entries = repo.index().pack_blobs(id)?;
+        let class = classes.get(id).map(String::as_str);
+        for e in entries.iter().copied() {
+            if !used.contains(&e.id)? || !copied.insert(e.id) {
+                continue;
+            }
+            repo.open_blob_in(id, &bytes, 0, &e)?;
+            let sealed = sealed_in(id, &bytes, 0, &e)?;
+            let blob = SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                raw_length: e.raw_length,
+                compression: e.compression,
+                bytes: sealed.to_vec(),
+            };
+            packer.add(blob, class)?;
+        }
+        repacked.push((*id, *kind, entries));
+    }
+    Ok(())
 }
 
 /// Marked packs a snapshot needs again, by their own headers.

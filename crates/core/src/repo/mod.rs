@@ -6,7 +6,9 @@ pub mod config;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod packer;
 pub mod root;
+pub mod saver;
 pub mod snapshot;
 pub mod tree;
 

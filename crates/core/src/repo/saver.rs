@@ -1,4 +1,5 @@
-//! Turns blobs into packs on the backend: dedup, compress, encrypt, pack, upload, index.
+//! Turns blobs into indexed packs on the backend: dedup, compress, encrypt, then the
+//! [`Packer`] packs and uploads, and this indexes each pack once it is up.
 //!
 //! Write order is the repository's law and this module enforces it: a pack is uploaded
 //! before any index file names it, and the index file is written before the caller may write
@@ -7,20 +8,15 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::thread::{Scope, ScopedJoinHandle};
-
-use crossbeam_channel::{bounded, Receiver, Sender};
+use std::thread::Scope;
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, PackId};
 use crate::repo::index::IndexedPack;
-use crate::repo::pack::{BlobKind, FinishedPack, PackBuilder};
+use crate::repo::pack::BlobKind;
+use crate::repo::packer::Packer;
 use crate::repo::Repository;
 
-/// Packs are closed at about this size: big enough for few objects and requests, small
-/// enough that a restore's range reads and a prune's repacking stay cheap.
-pub const DATA_PACK_SIZE: usize = 16 << 20;
-pub const TREE_PACK_SIZE: usize = 4 << 20;
 // Every pack is indexed as soon as it is uploaded (a checkpoint index file), so that a
 // backup killed at any moment loses at most the packs whose index write was still under way,
 // one per uploader: the next run, from any host, finds the rest in the index and does not
@@ -34,28 +30,26 @@ const PACKS_PER_MERGE: usize = 256;
 /// in memory until the merge.
 const BLOBS_PER_MERGE: usize = 1 << 16;
 
+/// What a saver stored (blobs the repository had already are not counted).
 #[derive(Default)]
 pub struct SaverStats {
+    /// Blobs stored.
     pub blobs_added: AtomicU64,
+    /// Their plaintext bytes.
     pub bytes_added: AtomicU64,
+    /// Their bytes sealed (compressed and encrypted), as packed.
     pub bytes_stored: AtomicU64,
-    /// Of those, file content.
+    /// Of the plaintext, file content (data blobs).
     pub data_added: AtomicU64,
+    /// Of the sealed bytes, file content's.
     pub data_stored: AtomicU64,
 }
 
-/// Deduplicates, seals and packs blobs, uploading full packs on a pool of threads.
+/// Deduplicates and seals blobs for the packer, and indexes its packs.
 pub struct BlobSaver<'s, 'r> {
     repo: &'r Repository,
     level: i32,
-    data: Mutex<PackBuilder>,
-    tree: Mutex<PackBuilder>,
-    /// Packs for the uploaders, with whether to index each at once (all but the last ones,
-    /// which [`BlobSaver::finish`] indexes together).
-    tx: Option<Sender<(FinishedPack, bool)>>,
-    /// Buffers of uploaded data packs, for the next ones.
-    spare: Receiver<Vec<u8>>,
-    uploaders: Vec<ScopedJoinHandle<'s, ()>>,
+    packer: Packer<'s, 'r>,
     shared: &'r SaverShared,
     /// Counters of what was saved.
     pub stats: SaverStats,
@@ -76,7 +70,6 @@ pub struct SaverShared {
     /// Packs and bytes of this run that an index file names: what an interrupted run saved.
     saved_packs: AtomicU64,
     saved_bytes: AtomicU64,
-    error: Mutex<Option<Error>>,
     /// Storage class of this run's data packs (else the repository's).
     data_class: Option<String>,
     /// Under Object Lock: the packs this run deduplicated against, whose retention must
@@ -92,7 +85,6 @@ impl Default for SaverShared {
             checkpoints: Mutex::default(),
             saved_packs: AtomicU64::new(0),
             saved_bytes: AtomicU64::new(0),
-            error: Mutex::default(),
             data_class: None,
             reused: Mutex::default(),
         }
@@ -207,52 +199,23 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     where
         'r: 'e,
     {
-        let uploaders = match uploaders {
-            0 => repo.upload_concurrency(),
-            n => n,
+        // Every pack is indexed once it is up (a checkpoint), except the last ones of a
+        // short run, which `finish` indexes together (an hourly backup's one or two packs
+        // cost one index file, not two).
+        let on_uploaded = move |pack: IndexedPack, last: bool| {
+            let long_run = !shared.checkpoints.lock().unwrap().0.is_empty();
+            match !last || long_run {
+                true => shared.uploaded(repo, pack),
+                false => {
+                    shared.unindexed.lock().unwrap().push(pack);
+                    Ok(())
+                }
+            }
         };
-        // A finished pack is handed straight to an idle uploader (or its sender waits): peak
-        // memory is the open pack plus one per uploader. Filling packs is slower than writing
-        // them, so a queue would only hold memory.
-        let (tx, rx) = bounded::<(FinishedPack, bool)>(0);
-        let (spare_tx, spare_rx) = bounded::<Vec<u8>>(uploaders.max(1) + 2);
-        let handles = (0..uploaders.max(1))
-            .map(|_| {
-                let rx = rx.clone();
-                let spare_tx = spare_tx.clone();
-                scope.spawn(move || {
-                    for (pack, checkpoint) in rx {
-                        let result = repo.write_pack(&pack, shared.data_class.as_deref());
-                        if pack.kind == BlobKind::Data {
-                            // Full means enough spares already: then this one is freed.
-                            let _ = spare_tx.try_send(pack.bytes);
-                        }
-                        // Only a pack that is on the backend is ever named by an index file.
-                        let result = result.and_then(|indexed| match checkpoint {
-                            true => shared.uploaded(repo, indexed),
-                            false => {
-                                shared.unindexed.lock().unwrap().push(indexed);
-                                Ok(())
-                            }
-                        });
-                        if let Err(e) = result {
-                            shared.error.lock().unwrap().get_or_insert(e);
-                        }
-                    }
-                })
-            })
-            .collect();
         BlobSaver {
             repo,
             level: repo.config().compression_level,
-            data: Mutex::new(PackBuilder::with_capacity(
-                BlobKind::Data,
-                DATA_PACK_SIZE + (1 << 20),
-            )),
-            tree: Mutex::new(PackBuilder::new(BlobKind::Tree)),
-            tx: Some(tx),
-            spare: spare_rx,
-            uploaders: handles,
+            packer: Packer::new(repo, scope, uploaders, on_uploaded),
             shared,
             stats: SaverStats::default(),
         }
@@ -302,87 +265,41 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Stores a blob unless the repository has it; returns whether it was new.
     pub fn save(&self, kind: BlobKind, id: BlobId, plain: &[u8]) -> Result<bool> {
-        if let Some(e) = self.shared.error.lock().unwrap().take() {
+        if let Some(e) = self.packer.failed() {
             return Err(e);
         }
         if !self.claim(&id)? {
             return Ok(false);
         }
         let sealed = self.repo.seal_blob(id, kind, plain, self.level);
-        self.stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .bytes_added
-            .fetch_add(plain.len() as u64, Ordering::Relaxed);
-        self.stats
-            .bytes_stored
-            .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
-        if kind == BlobKind::Data {
-            self.stats
-                .data_added
-                .fetch_add(plain.len() as u64, Ordering::Relaxed);
-            self.stats
-                .data_stored
-                .fetch_add(sealed.bytes.len() as u64, Ordering::Relaxed);
-        }
-        let (builder, limit) = match kind {
-            BlobKind::Data => (&self.data, DATA_PACK_SIZE),
-            BlobKind::Tree => (&self.tree, TREE_PACK_SIZE),
+        self.count(kind, plain.len(), sealed.bytes.len());
+        let class = match kind {
+            BlobKind::Data => self.shared.data_class.as_deref(),
+            BlobKind::Tree => None,
         };
-        let full = {
-            let mut b = builder.lock().unwrap();
-            b.add(sealed);
-            (b.len() >= limit).then(|| {
-                let next = match (kind, self.spare.try_recv()) {
-                    (BlobKind::Data, Ok(buf)) => PackBuilder::with_buffer(kind, buf),
-                    _ => PackBuilder::with_capacity(kind, limit + (1 << 20)),
-                };
-                std::mem::replace(&mut *b, next)
-            })
-        };
-        if let Some(b) = full {
-            self.send(b, true)?;
-        }
+        self.packer.add(sealed, class)?;
         Ok(true)
     }
 
-    fn send(&self, builder: PackBuilder, checkpoint: bool) -> Result<()> {
-        let pack = self.repo.finish_pack(builder);
-        self.tx
-            .as_ref()
-            .expect("sender lives until finish")
-            .send((pack, checkpoint))
-            .map_err(|_| Error::Internal("pack uploader stopped".into()))
+    fn count(&self, kind: BlobKind, plain: usize, sealed: usize) {
+        let add = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
+        add(&self.stats.blobs_added, 1);
+        add(&self.stats.bytes_added, plain);
+        add(&self.stats.bytes_stored, sealed);
+        if kind == BlobKind::Data {
+            add(&self.stats.data_added, plain);
+            add(&self.stats.data_stored, sealed);
+        }
     }
 
     /// Flushes partial packs, waits for every upload, and writes the last index file,
     /// merging this run's checkpoints into it. After this returns Ok, every blob saved is on
     /// the backend and in an index file. On an error, what did reach the backend is still
     /// indexed, so that the next run does not upload it again.
-    pub fn finish(mut self) -> Result<()> {
-        let mut first_error = None;
-        // The last packs of a long run are indexed at once too, like every pack before them
-        // (a kill now would lose them); those of a short run (an hourly backup's one or two)
-        // only in the run's one index file, saving requests where little is at stake.
-        let long_run = !self.shared.checkpoints.lock().unwrap().0.is_empty();
-        for (b, kind) in [(&self.data, BlobKind::Data), (&self.tree, BlobKind::Tree)] {
-            let builder = std::mem::replace(&mut *b.lock().unwrap(), PackBuilder::new(kind));
-            if !builder.is_empty() {
-                if let Err(e) = self.send(builder, long_run) {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        drop(self.tx.take());
-        for h in self.uploaders.drain(..) {
-            if h.join().is_err() {
-                first_error.get_or_insert(Error::Internal("a pack uploader panicked".into()));
-            }
-        }
-        if let Some(e) = self.shared.error.lock().unwrap().take() {
-            first_error.get_or_insert(e);
-        }
+    pub fn finish(self) -> Result<()> {
+        let uploaded = self.packer.finish();
         let rest = std::mem::take(&mut *self.shared.unindexed.lock().unwrap());
-        if let Some(e) = first_error {
+        if let Err(e) = uploaded {
             if !rest.is_empty() {
                 let _ = self.shared.index(self.repo, rest);
             }
@@ -467,7 +384,7 @@ mod tests {
         // The checkpointed packs' blobs went; only the last pack's, indexed at the end with
         // no checkpoint, may stay.
         let pending = shared.pending.lock().unwrap().len();
-        let per_pack = DATA_PACK_SIZE / (64 << 10);
+        let per_pack = crate::DATA_PACK_SIZE / (64 << 10);
         assert!(
             pending <= per_pack,
             "{pending} of {} blobs pending",
