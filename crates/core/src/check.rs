@@ -774,42 +774,13 @@ impl Audit<'_> {
         read_data: ReadData,
         cold: Option<&crate::thaw::ThawWait>,
     ) {
-        let candidates: Vec<(PackId, u64)> = packs
-            .indexed
-            .iter()
-            .filter(|(id, kind, _)| {
-                *kind == BlobKind::Data
-                    && !packs.missing.contains(id)
-                    && self.used_packs.as_ref().is_none_or(|u| u.contains(id))
-            })
-            .map(|(id, _, size)| (*id, *size))
-            .collect();
-        let chosen: Vec<PackId> = match read_data {
-            ReadData::Budget(budget) => {
-                let records = match crate::audit::load(self.repo) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // Without the state every pack counts as never verified.
-                        self.repo
-                            .warn(format!("reading the verification state: {e}"));
-                        Vec::new()
-                    }
-                };
-                let state = crate::audit::verification_state(&records);
-                self.records = Some(records);
-                budgeted(&candidates, &state, budget)
-            }
-            other => candidates
-                .iter()
-                .map(|(id, _)| *id)
-                .filter(|id| other.selects(id))
-                .collect(),
-        };
+        let chosen = self.choose(packs, read_data);
         if chosen.is_empty() {
             return;
         }
         self.progress.message("reading data");
-        let cold = cold.filter(|_| !matches!(read_data, ReadData::Budget(_)));
+        let budgeted = matches!(read_data, ReadData::Budget(_));
+        let cold = cold.filter(|_| !budgeted);
         let archived = Mutex::new(Vec::new());
         let findings = read_packs(
             self.repo,
@@ -827,39 +798,13 @@ impl Audit<'_> {
         let mut archived: Vec<PackId> = archived.into_iter().collect();
         archived.sort_unstable();
         if let (Some(wait), false) = (cold, archived.is_empty()) {
-            let mut found = Vec::new();
-            let waited =
-                crate::thaw::thaw_then_read(self.repo, &archived, wait, self.progress, |batch| {
-                    found.push(read_packs(
-                        self.repo,
-                        batch,
-                        BlobKind::Data,
-                        self.progress,
-                        None,
-                    ));
-                    read.extend_from_slice(batch);
-                });
-            for f in found {
-                self.add_findings(f);
-            }
-            match waited {
-                Ok(w) => self.report.thaw = Some(w),
-                Err((e, left)) => {
-                    for p in &left {
-                        self.problems.push(problem(
-                            Object::Pack(*p),
-                            format!("not read: thawing it failed: {e}"),
-                            Remedy::WarmUp,
-                        ));
-                    }
-                }
-            }
+            read.extend(self.thaw_and_read(&archived, wait));
         } else if !archived.is_empty() {
             self.report.archived_not_read = archived.len();
             self.repo.warn(format!(
                 "{} data pack(s) chosen for reading are in archive storage and were not read{}",
                 archived.len(),
-                if cold.is_none() && !matches!(read_data, ReadData::Budget(_)) {
+                if cold.is_none() && !budgeted {
                     ""
                 } else {
                     " (a budgeted check never pays for a thaw)"
@@ -869,6 +814,72 @@ impl Audit<'_> {
         self.report.packs_read += read.len();
         self.report.data_packs_read = read.len();
         self.read.extend(read);
+    }
+
+    /// The data packs `read_data` selects among those the check covers.
+    fn choose(&mut self, packs: &Packs, read_data: ReadData) -> Vec<PackId> {
+        let candidates: Vec<(PackId, u64)> = packs
+            .indexed
+            .iter()
+            .filter(|(id, kind, _)| {
+                *kind == BlobKind::Data
+                    && !packs.missing.contains(id)
+                    && self.used_packs.as_ref().is_none_or(|u| u.contains(id))
+            })
+            .map(|(id, _, size)| (*id, *size))
+            .collect();
+        let ReadData::Budget(budget) = read_data else {
+            return candidates
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| read_data.selects(id))
+                .collect();
+        };
+        let records = match crate::audit::load(self.repo) {
+            Ok(r) => r,
+            Err(e) => {
+                // Without the state every pack counts as never verified.
+                self.repo
+                    .warn(format!("reading the verification state: {e}"));
+                Vec::new()
+            }
+        };
+        let state = crate::audit::verification_state(&records);
+        self.records = Some(records);
+        budgeted(&candidates, &state, budget)
+    }
+
+    /// Thaws `archived` packs and reads each batch as it thaws; returns the packs read.
+    /// Those a failed thaw left are problems.
+    fn thaw_and_read(&mut self, archived: &[PackId], wait: &crate::thaw::ThawWait) -> Vec<PackId> {
+        let (mut found, mut read) = (Vec::new(), Vec::new());
+        let waited =
+            crate::thaw::thaw_then_read(self.repo, archived, wait, self.progress, |batch| {
+                found.push(read_packs(
+                    self.repo,
+                    batch,
+                    BlobKind::Data,
+                    self.progress,
+                    None,
+                ));
+                read.extend_from_slice(batch);
+            });
+        for f in found {
+            self.add_findings(f);
+        }
+        match waited {
+            Ok(w) => self.report.thaw = Some(w),
+            Err((e, left)) => {
+                for p in &left {
+                    self.problems.push(problem(
+                        Object::Pack(*p),
+                        format!("not read: thawing it failed: {e}"),
+                        Remedy::WarmUp,
+                    ));
+                }
+            }
+        }
+        read
     }
 
     /// Records in the repository which packs this check read and whether each was whole.

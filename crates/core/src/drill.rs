@@ -44,6 +44,22 @@ pub struct DrillReport {
     pub errors: Vec<String>,
 }
 
+/// The paths a drill restores (`None`: all) and the snapshot's size. A sample needs the
+/// file list; a full drill only the total, which snapshots written since it was recorded
+/// carry in their summary.
+fn scope(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    share: f64,
+) -> Result<(Option<crate::Patterns>, u64)> {
+    if share >= 1.0 && snapshot.summary.total_bytes != 0 {
+        return Ok((None, snapshot.summary.total_bytes));
+    }
+    let (files, bytes) = files_of(repo, snapshot);
+    let includes = (share < 1.0).then(|| sample(&files, share)).transpose()?;
+    Ok((includes.flatten(), bytes))
+}
+
 /// Restores `snapshot` (or a sample of its files) below `opts.scratch`, verifies every
 /// byte, removes it again and records the drill in the repository.
 pub fn run(
@@ -59,17 +75,7 @@ pub fn run(
             reason: format!("{} is not a share in (0, 1]", opts.sample),
         });
     }
-    // A sample needs the file list; a full drill only the total, which snapshots written
-    // since it was recorded carry in their summary.
-    let (includes, snapshot_bytes) = if opts.sample < 1.0 || snapshot.summary.total_bytes == 0 {
-        let (files, bytes) = files_of(repo, snapshot);
-        let includes = (opts.sample < 1.0)
-            .then(|| sample(&files, opts.sample))
-            .transpose()?;
-        (includes, bytes)
-    } else {
-        (None, snapshot.summary.total_bytes)
-    };
+    let (includes, snapshot_bytes) = scope(repo, snapshot, opts.sample)?;
     let dir = tempfile::Builder::new()
         .prefix(&scratch_prefix())
         .tempdir_in(&opts.scratch)
@@ -80,7 +86,7 @@ pub fn run(
         snapshot,
         &RestoreOptions {
             target: dir.path().to_path_buf(),
-            includes: includes.flatten(),
+            includes,
             verify: true,
             cold: opts.cold,
             ..Default::default()

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::backend::FileKind;
+use crate::files::FileKind;
 use crate::id::{BlobId, TreeId};
 
 /// What a [`Error::NotFound`] did not find.
@@ -128,12 +128,17 @@ pub enum Error {
 
     /// A repository written in a format version this build does not read.
     #[error(
-        "unsupported repository format version {0} (this strata reads versions {oldest} to \
-         {newest})",
-        oldest = crate::repo::config::OLDEST_VERSION,
-        newest = crate::repo::config::FORMAT_VERSION
+        "unsupported repository format version {found} (this strata reads versions {oldest} \
+         to {newest})"
     )]
-    UnsupportedVersion(u32),
+    UnsupportedVersion {
+        /// The repository's version.
+        found: u32,
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest.
+        newest: u32,
+    },
 
     /// Something asked for is not in the repository.
     #[error("{}", match what {

@@ -73,14 +73,15 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod stats;
+pub mod status;
 pub mod thaw;
 pub mod timespec;
 pub mod walk;
 
-mod cache;
 mod chunker;
 mod crypto;
 mod error;
+mod files;
 mod fuzz;
 mod id;
 mod progress;
@@ -88,7 +89,6 @@ mod remedy;
 mod repo;
 mod util;
 
-pub use cache::{private_dir, private_dirs};
 pub use chunker::ChunkerParams;
 pub use crypto::{KdfCost, KdfParams};
 pub use error::{Error, Missing, Result};
@@ -96,6 +96,7 @@ pub use id::{AuditId, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
 pub use remedy::Remedy;
+pub use repo::cache::{private_dir, private_dirs};
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::pack::BlobKind;
@@ -115,10 +116,10 @@ pub use util::{hostname, is_root};
 /// documentation, no stability.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::cache::{BlobLocation, Cache};
     pub use crate::chunker::Chunker;
     pub use crate::crypto::MasterKey;
     pub use crate::fuzz::{target as fuzz_target, TARGETS as FUZZ_TARGETS};
+    pub use crate::repo::cache::{BlobLocation, Cache};
     pub use crate::repo::index::{IndexFile, IndexedPack};
     pub use crate::repo::pack::{open_blob, BlobEntry, Compression, PackBuilder, SealedBlob};
     pub use crate::repo::saver::{BlobSaver, SaverShared};

@@ -215,8 +215,7 @@ pub struct SnapshotRepair {
 /// Writes, for each snapshot that references data the repository no longer has, a new
 /// snapshot without those files (the list of what was left out is in it). The originals
 /// stay unless `forget`, which also removes snapshot files that cannot be read at all.
-/// Long on purpose: the write order (trees, their index, then snapshots, then removals)
-/// reads best as one sequence.
+/// Write order: trees, their index, then snapshots, then removals.
 pub fn repair_snapshots(
     repo: &Repository,
     forget: bool,
@@ -266,50 +265,14 @@ pub fn repair_snapshots(
         })
         .collect();
 
-    let tx = repo.transaction()?;
-    let shared = SaverShared::default();
-    let outcome = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
-        let saver = BlobSaver::new(repo, &shared, scope, repo.upload_concurrency());
-        let mut fixed = Vec::new();
-        let mut done: HashMap<TreeId, Rewritten> = HashMap::new();
-        for (id, snap) in snapshots {
-            progress.message(&format!("snapshot {}", id.short()));
-            let (new_root, lost) =
-                rewrite_tree(repo, &saver, &blob_ok, &snap.tree, &mut done, dry_run)?;
-            if let Some(root) = new_root {
-                fixed.push((*id, snap.clone(), lost, root));
-            }
+    let fixed = rewrite_trees(repo, &snapshots, &blob_ok, dry_run, progress)?;
+    for (id, snap, lost, root) in fixed {
+        report
+            .repaired
+            .push(replace(repo, id, snap, lost, root, forget, dry_run)?);
+        if forget && !dry_run {
+            report.removed.push(id.to_hex());
         }
-        if !dry_run {
-            // Trees first, then their index: the snapshots below may only name durable data.
-            saver.finish()?;
-        }
-        Ok(fixed)
-    });
-    let fixed = outcome?;
-    tx.commit()?;
-    for (id, mut snap, lost, root) in fixed {
-        let mut entry = RepairedSnapshot {
-            original: id.to_hex(),
-            new: None,
-            time: snap.time.clone(),
-            lost: lost.clone(),
-        };
-        if !dry_run {
-            snap.tree = root;
-            snap.repaired = Some(Repaired { from: id, lost });
-            if !snap.tags.iter().any(|t| t == "repaired") {
-                snap.tags.push("repaired".into());
-            }
-            let new = repo.write_snapshot(&snap)?;
-            entry.new = Some(new.to_hex());
-            // Only once the replacement is durable.
-            if forget {
-                repo.remove_snapshot(&id)?;
-                report.removed.push(id.to_hex());
-            }
-        }
-        report.repaired.push(entry);
     }
     if forget && !dry_run {
         // Their copies are durable since the earlier run.
@@ -323,6 +286,73 @@ pub fn repair_snapshots(
         }
     }
     Ok(report)
+}
+
+/// New trees without what is lost, for each snapshot that lost something; durable and
+/// indexed when this returns (unless a dry run, which writes nothing).
+fn rewrite_trees(
+    repo: &Repository,
+    snapshots: &[&(SnapshotId, Snapshot)],
+    blob_ok: &dyn Fn(&BlobId) -> Result<bool>,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<Fixed>> {
+    let tx = repo.transaction()?;
+    let shared = SaverShared::default();
+    let fixed = std::thread::scope(|scope| -> Result<Vec<Fixed>> {
+        let saver = BlobSaver::new(repo, &shared, scope, repo.upload_concurrency());
+        let mut fixed = Vec::new();
+        let mut done: HashMap<TreeId, Rewritten> = HashMap::new();
+        for (id, snap) in snapshots.iter().copied() {
+            progress.message(&format!("snapshot {}", id.short()));
+            let (new_root, lost) =
+                rewrite_tree(repo, &saver, blob_ok, &snap.tree, &mut done, dry_run)?;
+            if let Some(root) = new_root {
+                fixed.push((*id, snap.clone(), lost, root));
+            }
+        }
+        if !dry_run {
+            // Trees first, then their index: the snapshots below may only name durable data.
+            saver.finish()?;
+        }
+        Ok(fixed)
+    })?;
+    tx.commit()?;
+    Ok(fixed)
+}
+
+/// Writes the replacement of snapshot `id` (its trees are durable) and, with `forget`,
+/// removes the original once the replacement is.
+fn replace(
+    repo: &Repository,
+    id: SnapshotId,
+    mut snap: Snapshot,
+    lost: Vec<String>,
+    root: TreeId,
+    forget: bool,
+    dry_run: bool,
+) -> Result<RepairedSnapshot> {
+    let mut entry = RepairedSnapshot {
+        original: id.to_hex(),
+        new: None,
+        time: snap.time.clone(),
+        lost: lost.clone(),
+    };
+    if dry_run {
+        return Ok(entry);
+    }
+    snap.tree = root;
+    snap.repaired = Some(Repaired { from: id, lost });
+    if !snap.tags.iter().any(|t| t == "repaired") {
+        snap.tags.push("repaired".into());
+    }
+    let new = repo.write_snapshot(&snap)?;
+    entry.new = Some(new.to_hex());
+    // Only once the replacement is durable.
+    if forget {
+        repo.remove_snapshot(&id)?;
+    }
+    Ok(entry)
 }
 
 /// A snapshot to replace: its id and manifest, the paths it lost, its new root tree.

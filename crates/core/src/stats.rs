@@ -131,7 +131,7 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
     let stored_bytes = classes.iter().map(|c| c.bytes).sum();
     let mut growth = Vec::new();
     for (_, _, latest) in &newest {
-        let label = crate::metrics::set_label(latest);
+        let label = latest.lineage().label();
         if !sets.is_empty() && !sets.contains(&label) {
             continue;
         }

@@ -303,48 +303,8 @@ pub fn basebackup(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let mut s = Session::connect(cluster)?;
-    let info = s.row(
-        "SELECT current_setting('data_directory'), current_setting('server_version_num'), \
-         current_setting('archive_mode'), pg_is_in_recovery()::text, \
-         (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
-        5,
-    )?;
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let data_dir = canon(&cluster.data_directory);
-    if canon(Path::new(&info[0])) != data_dir {
-        return Err(cluster.err(format!(
-            "the connection reaches the server of {}, not the data-directory {} of the \
-             config",
-            info[0],
-            cluster.data_directory.display()
-        )));
-    }
-    let version: u32 = info[1].parse().unwrap_or(0);
-    if info[2] == "off" {
-        return Err(cluster.err(
-            "archive_mode is off: without the WAL archive a base backup cannot be \
-             restored; set archive_mode = on and an archive_command that pushes WAL into \
-             this repository",
-        ));
-    }
-    if info[3] == "true" {
-        return Err(cluster.err("the server is a standby: take base backups on the primary"));
-    }
-    let segment_size: u64 = info[4].parse().unwrap_or(0);
-    if !segment_size.is_power_of_two() || segment_size < (1 << 20) {
-        return Err(cluster.err(format!("unexpected wal_segment_size {}", info[4])));
-    }
-    let tblspc = data_dir.join("pg_tblspc");
-    if std::fs::read_dir(&tblspc)
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        return Err(cluster.err(
-            "the cluster has tablespaces outside its data directory (pg_tblspc), which \
-             base backups do not cover yet",
-        ));
-    }
-    let (start_fn, stop_fn) = if version >= 150000 {
+    let server = Server::query(&mut s, cluster)?;
+    let (start_fn, stop_fn) = if server.version >= 150000 {
         ("pg_backup_start('strata', true)", "pg_backup_stop(false)")
     } else {
         (
@@ -359,8 +319,8 @@ pub fn basebackup(
     let (start_lsn, start_wal) = (start[0].clone(), start[1].clone());
     let timeline = u32::from_str_radix(start_wal.get(..8).unwrap_or(""), 16)
         .map_err(|_| cluster.err(format!("unexpected WAL file name {start_wal}")))?;
+    let data_dir = server.data_dir.clone();
     let name = cluster.name.clone();
-    let dd_text = data_dir.to_string_lossy().into_owned();
     let stop = move |snap: &mut Snapshot| -> Result<()> {
         let r = s.row(
             &format!(
@@ -376,24 +336,21 @@ pub fn basebackup(
         wait_archived(repo, &mut s, &name, &r[1], (wal_timeout, cancel), progress)?;
         let map = unhex(&name, &r[3])?;
         let backup_label = unhex(&name, &r[2])?;
-        snap.set_extension(
-            EXTENSION,
-            &BaseBackup {
-                cluster: name,
-                data_directory: dd_text,
-                server_version: version,
-                timeline,
-                segment_size,
-                start_lsn,
-                stop_lsn: r[0].clone(),
-                start_wal,
-                stop_wal: r[1].clone(),
-                stop_time: strata::timespec::now().to_rfc3339(),
-                backup_label,
-                tablespace_map: (!map.is_empty()).then_some(map),
-            },
-        )?;
-        Ok(())
+        let base = BaseBackup {
+            cluster: name,
+            data_directory: server.data_dir.to_string_lossy().into_owned(),
+            server_version: server.version,
+            timeline,
+            segment_size: server.segment_size,
+            start_lsn,
+            stop_lsn: r[0].clone(),
+            start_wal,
+            stop_wal: r[1].clone(),
+            stop_time: strata::timespec::now().to_rfc3339(),
+            backup_label,
+            tablespace_map: (!map.is_empty()).then_some(map),
+        };
+        Ok(snap.set_extension(EXTENSION, &base)?)
     };
     backup::run(
         repo,
@@ -412,6 +369,65 @@ pub fn basebackup(
         progress,
     )
     .map_err(Error::from)
+}
+
+/// What a base backup needs to know of the server, checked before it starts.
+struct Server {
+    data_dir: PathBuf,
+    version: u32,
+    segment_size: u64,
+}
+
+impl Server {
+    /// Asks the server, and refuses what a base backup cannot serve: another server than
+    /// the config's, archiving off, a standby, tablespaces.
+    fn query(s: &mut Session, cluster: &Cluster) -> Result<Server> {
+        let info = s.row(
+            "SELECT current_setting('data_directory'), current_setting('server_version_num'), \
+             current_setting('archive_mode'), pg_is_in_recovery()::text, \
+             (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')",
+            5,
+        )?;
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let data_dir = canon(&cluster.data_directory);
+        if canon(Path::new(&info[0])) != data_dir {
+            return Err(cluster.err(format!(
+                "the connection reaches the server of {}, not the data-directory {} of the \
+                 config",
+                info[0],
+                cluster.data_directory.display()
+            )));
+        }
+        if info[2] == "off" {
+            return Err(cluster.err(
+                "archive_mode is off: without the WAL archive a base backup cannot be \
+                 restored; set archive_mode = on and an archive_command that pushes WAL into \
+                 this repository",
+            ));
+        }
+        if info[3] == "true" {
+            return Err(cluster.err("the server is a standby: take base backups on the primary"));
+        }
+        let segment_size: u64 = info[4].parse().unwrap_or(0);
+        if !segment_size.is_power_of_two() || segment_size < (1 << 20) {
+            return Err(cluster.err(format!("unexpected wal_segment_size {}", info[4])));
+        }
+        let tblspc = data_dir.join("pg_tblspc");
+        if std::fs::read_dir(&tblspc)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+        {
+            return Err(cluster.err(
+                "the cluster has tablespaces outside its data directory (pg_tblspc), which \
+                 base backups do not cover yet",
+            ));
+        }
+        Ok(Server {
+            data_dir,
+            version: info[1].parse().unwrap_or(0),
+            segment_size,
+        })
+    }
 }
 
 /// Waits until `segment`, the last WAL a base backup needs, is in the archive, saying what
@@ -1079,26 +1095,8 @@ fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Restores `plan`'s base backup as the data directory `target` (absent or empty), then
-/// writes what makes the next start of PostgreSQL a recovery to the plan's target:
-/// `backup_label`, `recovery.signal` and, appended to `postgresql.auto.conf`,
-/// `restore_command` (which the caller gives: `strata wal fetch` with its config),
-/// `recovery_target_timeline`, `recovery_target_time` and `recovery_target_action =
-/// 'promote'`, and `archive_mode = off` unless `keep_archiving` (a failover that replaces
-/// the primary).
-pub fn restore(
-    repo: &Repository,
-    plan: &RestorePlan,
-    target: &Path,
-    restore_command: &str,
-    keep_archiving: bool,
-    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    progress: &dyn Progress,
-) -> Result<strata::restore::RestoreReport> {
-    let bad = |reason: String| Error::Postgres {
-        cluster: plan.base.cluster.clone(),
-        reason,
-    };
+/// A restore target must be a new or empty real directory; `bad` makes the error.
+fn check_target(target: &Path, bad: impl Fn(String) -> Error) -> Result<()> {
     // A symlink (or a file) where the data directory goes is refused before anything is
     // restored: the restored directory is moved into place by rename, which cannot
     // replace one, and following it would put the cluster somewhere else.
@@ -1126,6 +1124,30 @@ pub fn restore(
             target.display()
         )));
     }
+    Ok(())
+}
+
+/// Restores `plan`'s base backup as the data directory `target` (absent or empty), then
+/// writes what makes the next start of PostgreSQL a recovery to the plan's target:
+/// `backup_label`, `recovery.signal` and, appended to `postgresql.auto.conf`,
+/// `restore_command` (which the caller gives: `strata wal fetch` with its config),
+/// `recovery_target_timeline`, `recovery_target_time` and `recovery_target_action =
+/// 'promote'`, and `archive_mode = off` unless `keep_archiving` (a failover that replaces
+/// the primary).
+pub fn restore(
+    repo: &Repository,
+    plan: &RestorePlan,
+    target: &Path,
+    restore_command: &str,
+    keep_archiving: bool,
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    progress: &dyn Progress,
+) -> Result<strata::restore::RestoreReport> {
+    let bad = |reason: String| Error::Postgres {
+        cluster: plan.base.cluster.clone(),
+        reason,
+    };
+    check_target(target, bad)?;
     let parent = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -368,49 +368,7 @@ impl S3Backend {
                 source: std::io::Error::other("the server gave no multipart upload id"),
             })?
             .to_string();
-        let result = (|| {
-            let mut parts = Vec::new();
-            for (i, part) in data.chunks(PART_SIZE).enumerate() {
-                let n = i as i32 + 1;
-                self.count(&self.requests.put);
-                let out = self
-                    .rt
-                    .block_on(
-                        self.client
-                            .upload_part()
-                            .bucket(&self.loc.bucket)
-                            .key(key)
-                            .upload_id(&upload_id)
-                            .part_number(n)
-                            .body(ByteStream::from(part.to_vec()))
-                            .send(),
-                    )
-                    .map_err(|e| self.error(e, &object))?;
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(n)
-                        .set_e_tag(out.e_tag().map(String::from))
-                        .build(),
-                );
-            }
-            self.count(&self.requests.put);
-            self.rt
-                .block_on(
-                    self.client
-                        .complete_multipart_upload()
-                        .bucket(&self.loc.bucket)
-                        .key(key)
-                        .upload_id(&upload_id)
-                        .multipart_upload(
-                            CompletedMultipartUpload::builder()
-                                .set_parts(Some(parts))
-                                .build(),
-                        )
-                        .send(),
-                )
-                .map_err(|e| self.error(e, &object))?;
-            Ok(())
-        })();
+        let result = self.upload_parts(key, &upload_id, data);
         if result.is_err() {
             self.count(&self.requests.delete);
             let _ = self.rt.block_on(
@@ -423,6 +381,51 @@ impl S3Backend {
             );
         }
         result
+    }
+
+    /// The parts of multipart upload `upload_id`, then its completion.
+    fn upload_parts(&self, key: &str, upload_id: &str, data: &[u8]) -> Result<()> {
+        let object = key.to_string();
+        let mut parts = Vec::new();
+        for (i, part) in data.chunks(PART_SIZE).enumerate() {
+            let n = i as i32 + 1;
+            self.count(&self.requests.put);
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .upload_part()
+                        .bucket(&self.loc.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(n)
+                        .body(ByteStream::from(part.to_vec()))
+                        .send(),
+                )
+                .map_err(|e| self.error(e, &object))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(n)
+                    .set_e_tag(out.e_tag().map(String::from))
+                    .build(),
+            );
+        }
+        self.count(&self.requests.put);
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(parts))
+            .build();
+        self.rt
+            .block_on(
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.loc.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .multipart_upload(done)
+                    .send(),
+            )
+            .map_err(|e| self.error(e, &object))?;
+        Ok(())
     }
 
     /// A connection that drops while the body streams (the SDK retries a request only

@@ -83,6 +83,31 @@ struct Job {
     one_file_system: bool,
 }
 
+impl Job {
+    /// The library's options for this job's backup.
+    fn options<'a>(
+        &self,
+        excludes: Option<Patterns>,
+        args: &BackupArgs,
+        time: Option<DateTime<FixedOffset>>,
+        stop: &'a AtomicBool,
+    ) -> BackupOptions<'a> {
+        BackupOptions {
+            source: Source::Paths(self.paths.clone()),
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            set: self.set.clone(),
+            excludes,
+            one_file_system: self.one_file_system,
+            time,
+            uploaders: args.uploads,
+            data_storage_class: self.class.clone(),
+            cancel: Some(stop),
+            ..Default::default()
+        }
+    }
+}
+
 fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
     let cli_patterns = read_patterns(&args.excludes, &args.exclude_files)?;
     let names: Vec<String> = if args.all {
@@ -144,6 +169,52 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
         .collect()
 }
 
+/// The repository; a run that cannot open it (wrong password, unreachable) is a failed
+/// backup of every set it was to back up, told as such.
+fn open_or_tell(global: &Global, jobs: &[Job]) -> anyhow::Result<strata::Repository> {
+    let started = timespec::now();
+    global.open().inspect_err(|e| {
+        let code = exit::code_of_anyhow(e);
+        for job in jobs {
+            let label = job_label(job);
+            let run = Run {
+                label: &label,
+                hooks: job.set.as_ref().and_then(|s| global.file.sets.get(s)),
+                stop: None,
+                started,
+                duration_secs: 0.0,
+            };
+            run.tell(global, None, code, None, Some(e));
+        }
+    })
+}
+
+/// A backup of standard input.
+fn backup_stdin(
+    global: &Global,
+    repo: &strata::Repository,
+    args: &BackupArgs,
+    time: Option<DateTime<FixedOffset>>,
+    stop: &AtomicBool,
+) -> anyhow::Result<(serde_json::Value, i32)> {
+    let source = Source::Stdin {
+        reader: Box::new(std::io::stdin()),
+        name: args.stdin_filename.clone(),
+    };
+    let label = strata::backup::lineage_of(None, &host_of(&args.host), &source).label();
+    let opts = BackupOptions {
+        source,
+        host: args.host.clone(),
+        tags: args.tags.clone(),
+        time,
+        uploaders: args.uploads,
+        data_storage_class: args.data_storage_class.clone(),
+        cancel: Some(stop),
+        ..Default::default()
+    };
+    observed(global, repo, &label, None, opts)
+}
+
 /// One backup per job (a set, or the paths given), every job's sources checked before the
 /// repository is touched.
 pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
@@ -168,89 +239,37 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     if !several && excludes.first().is_some_and(|x| x.is_err()) {
         return Err(excludes.remove(0).unwrap_err());
     }
-    let started = timespec::now();
-    let repo = match global.open() {
-        Ok(r) => r,
-        Err(e) => {
-            // A run that cannot open the repository (wrong password, unreachable) is a
-            // failed backup of every set it was to back up.
-            let code = exit::code_of_anyhow(&e);
-            for job in &jobs {
-                let label = job_label(job);
-                let run = Run {
-                    label: &label,
-                    hooks: job.set.as_ref().and_then(|s| global.file.sets.get(s)),
-                    stop: None,
-                    started,
-                    duration_secs: 0.0,
-                };
-                run.tell(global, None, code, None, Some(&e));
-            }
-            return Err(e);
-        }
-    };
+    let repo = open_or_tell(global, &jobs)?;
     let stop = super::stop_on_signals()?;
     let mut results = Vec::new();
     let mut code = exit::OK;
     if args.stdin {
-        let source = Source::Stdin {
-            reader: Box::new(std::io::stdin()),
-            name: args.stdin_filename.clone(),
-        };
-        let label = strata::backup::lineage_of(None, &host_of(&args.host), &source).label();
-        let opts = BackupOptions {
-            source,
-            host: args.host.clone(),
-            tags: args.tags.clone(),
-            time,
-            uploaders: args.uploads,
-            data_storage_class: args.data_storage_class.clone(),
-            cancel: Some(&stop),
-            ..Default::default()
-        };
-        let (v, c) = observed(global, &repo, &label, None, opts)?;
+        let (v, c) = backup_stdin(global, &repo, &args, time, &stop)?;
         results.push(v);
         code = c;
     }
     for (job, excludes) in jobs.into_iter().zip(excludes) {
         let label = job_label(&job);
         let hooks = job.set.as_ref().and_then(|s| global.file.sets.get(s));
-        let excludes = match excludes {
-            Ok(x) => x,
-            Err(e) => {
-                let c = exit::code_of_anyhow(&e);
-                let run = Run {
-                    label: &label,
-                    hooks,
-                    stop: Some(&stop),
-                    started: timespec::now(),
-                    duration_secs: 0.0,
-                };
-                run.tell(global, Some(&repo), c, None, Some(&e));
-                let msg = output::chain(&e);
-                eprintln!("error: set {label}: {}", output::plain_lines(&msg));
-                results.push(serde_json::json!({"set": label, "error": msg, "exit_code": c}));
-                code = exit::worse(code, c);
-                continue;
+        let outcome = excludes.inspect_err(|e| {
+            // A set that failed its checks is a failed backup to its hooks and metrics.
+            let run = Run {
+                label: &label,
+                hooks,
+                stop: Some(&stop),
+                started: timespec::now(),
+                duration_secs: 0.0,
+            };
+            run.tell(global, Some(&repo), exit::code_of_anyhow(e), None, Some(e));
+        });
+        let outcome = outcome.and_then(|excludes| {
+            if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
+                println!("== set {set}");
             }
-        };
-        let opts = BackupOptions {
-            source: Source::Paths(job.paths),
-            host: job.host,
-            tags: job.tags,
-            set: job.set.clone(),
-            excludes,
-            one_file_system: job.one_file_system,
-            time,
-            uploaders: args.uploads,
-            data_storage_class: job.class,
-            cancel: Some(&stop),
-            ..Default::default()
-        };
-        if let (Some(set), false, false) = (&job.set, global.json, global.quiet) {
-            println!("== set {set}");
-        }
-        match observed(global, &repo, &label, hooks, opts) {
+            let opts = job.options(excludes, &args, time, &stop);
+            observed(global, &repo, &label, hooks, opts)
+        });
+        match outcome {
             Ok((v, c)) => {
                 results.push(v);
                 code = exit::worse(code, c);

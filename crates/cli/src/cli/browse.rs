@@ -9,38 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use strata::walk;
+use strata::Snapshot;
 use strata::{Node, NodeKind};
-use strata::{Snapshot, SnapshotFilter};
+
+pub use super::args::{in_snapshot, FilterArgs};
 
 use super::output::{self, Bar};
 use super::Global;
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct FilterArgs {
-    /// Only snapshots of this host (repeatable).
-    #[arg(long = "host")]
-    pub hosts: Vec<String>,
-    /// Only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
-    pub tags: Vec<String>,
-    /// Only snapshots that include this path (repeatable).
-    #[arg(long = "path")]
-    pub paths: Vec<String>,
-    /// Only snapshots of this backup set (repeatable).
-    #[arg(long = "set", id = "filter_set", value_name = "SET")]
-    pub sets: Vec<String>,
-}
-
-impl FilterArgs {
-    pub fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter {
-            hosts: self.hosts.clone(),
-            tags: self.tags.clone(),
-            paths: self.paths.clone(),
-            sets: self.sets.clone(),
-        }
-    }
-}
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
@@ -49,19 +24,6 @@ pub struct SnapshotsArgs {
     /// Only the newest N of each lineage (set, else host and paths).
     #[arg(long, value_name = "N")]
     latest: Option<usize>,
-}
-
-/// Which snapshot a command looked in, for its errors: id, time and set.
-pub fn in_snapshot(id: &strata::SnapshotId, s: &Snapshot) -> String {
-    format!(
-        "in snapshot {} ({}{})",
-        id.short(),
-        output::when(&s.time),
-        s.set
-            .as_ref()
-            .map(|set| format!(", set {set}"))
-            .unwrap_or_default()
-    )
 }
 
 pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {

@@ -2,7 +2,7 @@ use super::exit;
 use clap::Args;
 use strata::check::{self, ReadData};
 
-use super::browse::FilterArgs;
+use super::args::FilterArgs;
 use super::output::{self, Bar};
 use super::Global;
 
@@ -48,87 +48,16 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     };
     let report = check::run_with(&repo, &opts, &bar)?;
     bar.finish();
-    if global.metrics().is_some() {
-        let sizes = {
-            let mut s = strata::metrics::Samples::default();
-            strata::metrics::record_repository(&mut s, &repo).map(|()| s)
-        };
-        global.update_metrics(|s| {
-            strata::metrics::record_check(s, &report);
-            if let Ok(sizes) = sizes {
-                s.merge(sizes);
-            }
-        });
-    }
+    record_metrics(global, &repo, &report);
     for d in &report.lifecycle {
         eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
     }
     if global.json {
-        let mut json = serde_json::to_value(&report)?;
-        // Beside each problem's remedy, the CLI's words for it.
-        if let Some(problems) = json["problems"].as_array_mut() {
-            for (j, p) in problems.iter_mut().zip(&report.problems) {
-                j["fix"] = output::remedy(p.remedy).into();
-            }
-        }
-        output::print_json(&json);
+        print_json(&report)?;
     } else {
         print_problems(&report.problems);
         if !global.quiet {
-            println!(
-                "{} snapshots, {} trees, {} packs; {} packs read ({}){}",
-                report.snapshots,
-                report.trees,
-                report.packs,
-                report.packs_read,
-                output::bytes(report.bytes_read),
-                if report.unreferenced_packs > 0 {
-                    format!(
-                        "; {} unreferenced packs (left by interrupted backups; prune removes them)",
-                        report.unreferenced_packs
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            if report.marked_and_live_packs > 0 {
-                println!(
-                    "note: {} pack(s) marked unused by prune are still named by a live index \
-                     (a prune or backup in progress, or one that raced the other): the next \
-                     prune settles them",
-                    report.marked_and_live_packs
-                );
-            }
-            if let Some(t) = &report.thaw {
-                println!(
-                    "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) \
-                     while waiting",
-                    t.packs, t.requested, t.polls
-                );
-            }
-            if let Some(v) = &report.verification {
-                println!(
-                    "verified in the last {} days: {:.1}% of {} packs ({} never verified{}{})",
-                    strata::audit::RECENT_DAYS,
-                    100.0 * v.fraction_recent(),
-                    v.packs,
-                    v.never_verified,
-                    match v.oldest_verification_secs {
-                        Some(s) => format!(", oldest verification {} ago", output::age(s)),
-                        None => String::new(),
-                    },
-                    if v.damaged.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} found damaged", v.damaged.len())
-                    }
-                );
-            }
-            if report.problems.is_empty() {
-                println!("no errors found");
-            } else {
-                println!("{} problem(s) found", report.problems.len());
-            }
+            print_summary(&report);
         }
     }
     Ok(if report.problems.is_empty() {
@@ -136,6 +65,93 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     } else {
         exit::FAILURE
     })
+}
+
+/// The check's and the repository's figures into the metrics file, when there is one.
+fn record_metrics(global: &Global, repo: &strata::Repository, report: &check::CheckReport) {
+    if global.metrics().is_some() {
+        let sizes = {
+            let mut s = strata::metrics::Samples::default();
+            strata::metrics::record_repository(&mut s, repo).map(|()| s)
+        };
+        global.update_metrics(|s| {
+            strata::metrics::record_check(s, report);
+            if let Ok(sizes) = sizes {
+                s.merge(sizes);
+            }
+        });
+    }
+}
+
+/// The report as JSON, each problem's remedy with the CLI's words for it.
+fn print_json(report: &check::CheckReport) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(report)?;
+    // Beside each problem's remedy, the CLI's words for it.
+    if let Some(problems) = json["problems"].as_array_mut() {
+        for (j, p) in problems.iter_mut().zip(&report.problems) {
+            j["fix"] = output::remedy(p.remedy).into();
+        }
+    }
+    output::print_json(&json);
+    Ok(())
+}
+
+/// What was checked and found, in words.
+fn print_summary(report: &check::CheckReport) {
+    println!(
+        "{} snapshots, {} trees, {} packs; {} packs read ({}){}",
+        report.snapshots,
+        report.trees,
+        report.packs,
+        report.packs_read,
+        output::bytes(report.bytes_read),
+        if report.unreferenced_packs > 0 {
+            format!(
+                "; {} unreferenced packs (left by interrupted backups; prune removes them)",
+                report.unreferenced_packs
+            )
+        } else {
+            String::new()
+        }
+    );
+    if report.marked_and_live_packs > 0 {
+        println!(
+            "note: {} pack(s) marked unused by prune are still named by a live index \
+             (a prune or backup in progress, or one that raced the other): the next \
+             prune settles them",
+            report.marked_and_live_packs
+        );
+    }
+    if let Some(t) = &report.thaw {
+        println!(
+            "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) \
+             while waiting",
+            t.packs, t.requested, t.polls
+        );
+    }
+    if let Some(v) = &report.verification {
+        println!(
+            "verified in the last {} days: {:.1}% of {} packs ({} never verified{}{})",
+            strata::audit::RECENT_DAYS,
+            100.0 * v.fraction_recent(),
+            v.packs,
+            v.never_verified,
+            match v.oldest_verification_secs {
+                Some(s) => format!(", oldest verification {} ago", output::age(s)),
+                None => String::new(),
+            },
+            if v.damaged.is_empty() {
+                String::new()
+            } else {
+                format!(", {} found damaged", v.damaged.len())
+            }
+        );
+    }
+    if report.problems.is_empty() {
+        println!("no errors found");
+    } else {
+        println!("{} problem(s) found", report.problems.len());
+    }
 }
 
 /// Problems alike (the same kind of object, reason, hits and fix: the blobs of one lost

@@ -5,7 +5,7 @@ use serde_json::json;
 use strata::metrics;
 use strata::retention::{self, ForgetJob, Policy};
 
-use super::browse::FilterArgs;
+use super::args::FilterArgs;
 use super::output;
 use super::Global;
 

@@ -9,7 +9,8 @@ use strata::history::{self, ChangeKind, FindOptions};
 use strata::patterns::Patterns;
 use strata::timespec;
 
-use super::browse::{escape_into, FilterArgs};
+use super::args::FilterArgs;
+use super::browse::escape_into;
 use super::exit;
 use super::output;
 use super::Global;

@@ -1,5 +1,6 @@
 //! Command-line parsing and the global options every command shares.
 
+mod args;
 mod backup;
 mod browse;
 mod check;

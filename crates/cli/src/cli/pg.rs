@@ -69,43 +69,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
         return Err(anyhow!("no [postgres.{name}] in the config file"));
     };
     match args.cmd {
-        PgCmd::Basebackup { wal_timeout, .. } => {
-            let data_directory = section
-                .data_directory
-                .clone()
-                .ok_or_else(|| anyhow!("[postgres.{name}] has no data-directory"))?;
-            let cluster = Cluster {
-                name: name.clone(),
-                data_directory,
-                connection: section.connection.clone().unwrap_or_default(),
-            };
-            let repo = global.open()?;
-            let bar = Bar::new(global.show_progress(), true, "base backup").quiet(global.quiet);
-            let stop = super::stop_on_signals()?;
-            let report = postgres::basebackup(&repo, &cluster, wal_timeout, Some(&stop), &bar);
-            bar.finish();
-            let report = report?;
-            let pg = postgres::base_backup(&report.snapshot).expect("recorded");
-            if global.json {
-                output::print_json(&json!({
-                    "snapshot_id": report.snapshot_id.to_hex(),
-                    "set": cluster.set(),
-                    "postgres": pg,
-                    "summary": report.snapshot.summary,
-                }));
-            } else if !global.quiet {
-                println!(
-                    "base backup of {name}: snapshot {} in set {}, WAL {} to {}, consistent \
-                     from {} on",
-                    report.snapshot_id.short(),
-                    cluster.set(),
-                    pg.start_wal,
-                    pg.stop_wal,
-                    output::when(&pg.stop_time)
-                );
-            }
-            Ok(exit::OK)
-        }
+        PgCmd::Basebackup { wal_timeout, .. } => basebackup(global, &name, section, wal_timeout),
         PgCmd::Restore {
             at,
             target,
@@ -118,49 +82,105 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 .map(|t| timespec::parse_instant(&t, timespec::now()))
                 .transpose()
                 .map_err(|e| exit::usage(format!("--at: {e}")))?;
-            let repo = global.open()?;
-            let plan =
-                postgres::plan_restore(&repo, &name, postgres::RestoreTarget { at, timeline })?;
-            let target = std::path::absolute(&target)?;
-            if dry_run {
-                if global.json {
-                    output::print_json(&plan);
-                } else {
-                    describe(&name, &plan);
-                }
-                return Ok(exit::OK);
-            }
-            let bar = Bar::new(global.show_progress(), true, "restore").quiet(global.quiet);
-            let report = postgres::restore(
-                &repo,
-                &plan,
-                &target,
-                &restore_command(global, &name)?,
-                keep_archiving,
-                Some(super::stop_on_signals()?),
-                &bar,
-            );
-            bar.finish();
-            let report = report?;
-            if global.json {
-                output::print_json(&json!({"plan": plan, "target": target, "restore": report}));
-            } else if !global.quiet {
-                describe(&name, &plan);
-                println!(
-                    "restored {} files ({}) to {}; start PostgreSQL there to recover{}",
-                    report.files,
-                    output::bytes(report.bytes),
-                    target.display(),
-                    if keep_archiving {
-                        " (it archives as the cluster once promoted: stop the old primary first)"
-                    } else {
-                        " (archive_mode is off there: it archives nothing as the cluster)"
-                    }
-                );
-            }
-            Ok(exit::OK)
+            let asked = postgres::RestoreTarget { at, timeline };
+            restore(global, &name, asked, &target, keep_archiving, dry_run)
         }
     }
+}
+
+/// `pg basebackup NAME`.
+fn basebackup(
+    global: &Global,
+    name: &str,
+    section: &super::config::PostgresConfig,
+    wal_timeout: std::time::Duration,
+) -> anyhow::Result<i32> {
+    let data_directory = section
+        .data_directory
+        .clone()
+        .ok_or_else(|| anyhow!("[postgres.{name}] has no data-directory"))?;
+    let cluster = Cluster {
+        name: name.to_string(),
+        data_directory,
+        connection: section.connection.clone().unwrap_or_default(),
+    };
+    let repo = global.open()?;
+    let bar = Bar::new(global.show_progress(), true, "base backup").quiet(global.quiet);
+    let stop = super::stop_on_signals()?;
+    let report = postgres::basebackup(&repo, &cluster, wal_timeout, Some(&stop), &bar);
+    bar.finish();
+    let report = report?;
+    let pg = postgres::base_backup(&report.snapshot).expect("recorded");
+    if global.json {
+        output::print_json(&json!({
+            "snapshot_id": report.snapshot_id.to_hex(),
+            "set": cluster.set(),
+            "postgres": pg,
+            "summary": report.snapshot.summary,
+        }));
+    } else if !global.quiet {
+        println!(
+            "base backup of {name}: snapshot {} in set {}, WAL {} to {}, consistent \
+             from {} on",
+            report.snapshot_id.short(),
+            cluster.set(),
+            pg.start_wal,
+            pg.stop_wal,
+            output::when(&pg.stop_time)
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `pg restore NAME`.
+fn restore(
+    global: &Global,
+    name: &str,
+    asked: postgres::RestoreTarget,
+    target: &std::path::Path,
+    keep_archiving: bool,
+    dry_run: bool,
+) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    let plan = postgres::plan_restore(&repo, name, asked)?;
+    let target = std::path::absolute(target)?;
+    if dry_run {
+        if global.json {
+            output::print_json(&plan);
+        } else {
+            describe(name, &plan);
+        }
+        return Ok(exit::OK);
+    }
+    let bar = Bar::new(global.show_progress(), true, "restore").quiet(global.quiet);
+    let report = postgres::restore(
+        &repo,
+        &plan,
+        &target,
+        &restore_command(global, name)?,
+        keep_archiving,
+        Some(super::stop_on_signals()?),
+        &bar,
+    );
+    bar.finish();
+    let report = report?;
+    if global.json {
+        output::print_json(&json!({"plan": plan, "target": target, "restore": report}));
+    } else if !global.quiet {
+        describe(name, &plan);
+        println!(
+            "restored {} files ({}) to {}; start PostgreSQL there to recover{}",
+            report.files,
+            output::bytes(report.bytes),
+            target.display(),
+            if keep_archiving {
+                " (it archives as the cluster once promoted: stop the old primary first)"
+            } else {
+                " (archive_mode is off there: it archives nothing as the cluster)"
+            }
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn describe(name: &str, plan: &postgres::RestorePlan) {

@@ -143,6 +143,24 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
             r.packs_resurrected
         );
     }
+    print_held(r, dry_run);
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} temporary file(s) of interrupted writes ({})",
+            r.temporaries_removed,
+            output::bytes(r.temporaries_bytes)
+        );
+    }
+    println!(
+        "{} {} in {:.2}s",
+        if dry_run { "would free now" } else { "freed" },
+        output::bytes(r.bytes_freed),
+        r.duration_secs
+    );
+}
+
+/// What prune kept because a storage class or Object Lock would not let it go yet.
+fn print_held(r: &prune::PruneReport, dry_run: bool) {
     if r.packs_cold_not_repacked > 0 {
         println!(
             "{} partly used pack(s) in archive storage kept whole (repacking needs a thaw)",
@@ -185,19 +203,6 @@ pub fn print(global: &Global, r: &prune::PruneReport, dry_run: bool) {
             );
         }
     }
-    if r.temporaries_removed > 0 {
-        println!(
-            "removed {} temporary file(s) of interrupted writes ({})",
-            r.temporaries_removed,
-            output::bytes(r.temporaries_bytes)
-        );
-    }
-    println!(
-        "{} {} in {:.2}s",
-        if dry_run { "would free now" } else { "freed" },
-        output::bytes(r.bytes_freed),
-        r.duration_secs
-    );
 }
 
 #[derive(Args, Debug)]

@@ -43,42 +43,7 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
             if global.json {
                 output::print_json(&serde_json::to_value(&r)?);
             } else if !global.quiet {
-                // Thousands of junk files are one line of examples, not thousands.
-                let verb = if dry_run {
-                    "to be replaced"
-                } else {
-                    "replaced"
-                };
-                for e in r.index_files_damaged.iter().take(3) {
-                    println!("damaged index file {verb}: {e}");
-                }
-                if r.index_files_damaged.len() > 3 {
-                    println!(
-                        "... and {} more damaged index file(s) {verb}",
-                        r.index_files_damaged.len() - 3
-                    );
-                }
-                for p in &r.packs_missing {
-                    println!("pack {p} is gone: its blobs leave the index");
-                }
-                for p in &r.packs_unreadable {
-                    println!("unreadable pack left out: {p}");
-                }
-                println!(
-                    "{}{} packs indexed ({} from their headers); {} missing pack(s), {} blob(s) dropped; {} index file(s) replaced",
-                    if dry_run { "dry run: " } else { "" },
-                    r.packs,
-                    r.packs_from_headers,
-                    r.packs_missing.len(),
-                    r.blobs_dropped,
-                    r.index_files_replaced
-                );
-                if r.blobs_dropped > 0 && !dry_run {
-                    println!(
-                        "the next backup stores dropped data again if the source still has it; \
-                         `strata repair snapshots` writes snapshots without what is lost"
-                    );
-                }
+                print_index(&r, dry_run);
             }
         }
         RepairCmd::Snapshots { forget, dry_run } => {
@@ -87,44 +52,89 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
             if global.json {
                 output::print_json(&serde_json::to_value(&r)?);
             } else if !global.quiet {
-                for s in &r.repaired {
-                    println!(
-                        "snapshot {} ({}): {} path(s) lost{}",
-                        &s.original[..12],
-                        output::when(&s.time),
-                        s.lost.len(),
-                        match &s.new {
-                            Some(n) => format!(", replaced by {}", &n[..12]),
-                            None => String::new(),
-                        }
-                    );
-                    for l in &s.lost {
-                        println!("  lost {}", output::plain(l));
-                    }
-                }
-                for s in &r.already_repaired {
-                    println!(
-                        "snapshot {} ({}): repaired before, by {} ({} path(s) lost)",
-                        &s.original[..12],
-                        output::when(&s.time),
-                        s.new.as_deref().map_or("", |n| &n[..12]),
-                        s.lost.len()
-                    );
-                }
-                for d in &r.damaged {
-                    println!("damaged snapshot file: {d}");
-                }
-                for id in &r.removed {
-                    println!("removed snapshot {}", &id[..12]);
-                }
-                println!(
-                    "{}{} snapshot(s) checked, {} repaired",
-                    if dry_run { "dry run: " } else { "" },
-                    r.snapshots,
-                    r.repaired.len()
-                );
+                print_snapshots(&r, dry_run);
             }
         }
     }
     Ok(exit::OK)
+}
+
+/// `repair index` in words.
+fn print_index(r: &repair::IndexRepair, dry_run: bool) {
+    // Thousands of junk files are one line of examples, not thousands.
+    let verb = if dry_run {
+        "to be replaced"
+    } else {
+        "replaced"
+    };
+    for e in r.index_files_damaged.iter().take(3) {
+        println!("damaged index file {verb}: {e}");
+    }
+    if r.index_files_damaged.len() > 3 {
+        println!(
+            "... and {} more damaged index file(s) {verb}",
+            r.index_files_damaged.len() - 3
+        );
+    }
+    for p in &r.packs_missing {
+        println!("pack {p} is gone: its blobs leave the index");
+    }
+    for p in &r.packs_unreadable {
+        println!("unreadable pack left out: {p}");
+    }
+    println!(
+        "{}{} packs indexed ({} from their headers); {} missing pack(s), {} blob(s) dropped; {} index file(s) replaced",
+        if dry_run { "dry run: " } else { "" },
+        r.packs,
+        r.packs_from_headers,
+        r.packs_missing.len(),
+        r.blobs_dropped,
+        r.index_files_replaced
+    );
+    if r.blobs_dropped > 0 && !dry_run {
+        println!(
+            "the next backup stores dropped data again if the source still has it; \
+             `strata repair snapshots` writes snapshots without what is lost"
+        );
+    }
+}
+
+/// `repair snapshots` in words.
+fn print_snapshots(r: &repair::SnapshotRepair, dry_run: bool) {
+    for s in &r.repaired {
+        println!(
+            "snapshot {} ({}): {} path(s) lost{}",
+            &s.original[..12],
+            output::when(&s.time),
+            s.lost.len(),
+            match &s.new {
+                Some(n) => format!(", replaced by {}", &n[..12]),
+                None => String::new(),
+            }
+        );
+        for l in &s.lost {
+            println!("  lost {}", output::plain(l));
+        }
+    }
+    for s in &r.already_repaired {
+        println!(
+            "snapshot {} ({}): repaired before, by {} ({} path(s) lost)",
+            &s.original[..12],
+            output::when(&s.time),
+            s.new.as_deref().map_or("", |n| &n[..12]),
+            s.lost.len()
+        );
+    }
+    for d in &r.damaged {
+        println!("damaged snapshot file: {d}");
+    }
+    for id in &r.removed {
+        println!("removed snapshot {}", &id[..12]);
+    }
+    println!(
+        "{}{} snapshot(s) checked, {} repaired",
+        if dry_run { "dry run: " } else { "" },
+        r.snapshots,
+        r.repaired.len()
+    );
 }

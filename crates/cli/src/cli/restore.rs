@@ -8,7 +8,7 @@ use strata::restore::{self, RestoreOptions};
 use strata::timespec;
 use strata::{select_at, select_per_lineage};
 
-use super::browse::{in_snapshot, FilterArgs};
+use super::args::{in_snapshot, FilterArgs};
 use super::output::{self, Bar};
 use super::Global;
 
@@ -246,22 +246,7 @@ fn one(
     let bar = Bar::new(global.show_progress(), true, "restore").quiet(global.quiet);
     let report = restore::run(repo, snap, opts, &bar)?;
     bar.finish();
-    if let (Some(t), false) = (&report.thaw, global.quiet || global.json) {
-        eprintln!(
-            "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) while \
-             waiting, {} waited",
-            t.packs,
-            t.requested,
-            t.polls,
-            humantime::format_duration(std::time::Duration::from_secs(t.waited_seconds as u64))
-        );
-    }
-    if args.dry_run && report.archived_packs > 0 && !global.quiet {
-        eprintln!(
-            "{} data pack(s) are in archive storage and were not read (a dry run thaws nothing)",
-            report.archived_packs
-        );
-    }
+    tell_cold(global, &report, args.dry_run);
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {
@@ -305,6 +290,26 @@ fn one(
         return Ok((exit::FAILURE, json));
     }
     Ok((exit::OK, json))
+}
+
+/// What the restore did about archived packs.
+fn tell_cold(global: &Global, report: &restore::RestoreReport, dry_run: bool) {
+    if let (Some(t), false) = (&report.thaw, global.quiet || global.json) {
+        eprintln!(
+            "{} data pack(s) were in archive storage: {} thaw(s) requested, {} look(s) while \
+             waiting, {} waited",
+            t.packs,
+            t.requested,
+            t.polls,
+            humantime::format_duration(std::time::Duration::from_secs(t.waited_seconds as u64))
+        );
+    }
+    if dry_run && report.archived_packs > 0 && !global.quiet {
+        eprintln!(
+            "{} data pack(s) are in archive storage and were not read (a dry run thaws nothing)",
+            report.archived_packs
+        );
+    }
 }
 
 fn print_summary(report: &restore::RestoreReport, args: &RestoreArgs) {

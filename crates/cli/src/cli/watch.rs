@@ -7,6 +7,7 @@ use serde_json::json;
 use strata::audit::{self, Coverage, Drill};
 use strata::drill::{self, DrillOptions};
 use strata::metrics;
+use strata::status;
 use strata::{Lineage, Snapshot, SnapshotFilter, SnapshotId};
 
 use super::exit;
@@ -288,66 +289,28 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     }
     let now = strata::timespec::now();
     let coverage = audit::repository_coverage(&repo, &records, now)?;
-    let mut stale_sets = Vec::new();
-    let mut rows = Vec::new();
-    for (name, pick) in &picks {
-        let max_age = match given_max {
-            Some(d) => Some(d),
-            None => global
-                .file
-                .sets
-                .get(name)
-                .map(|c| c.max_age())
-                .transpose()?
-                .flatten(),
+    let mut freshness = std::collections::HashMap::new();
+    for (name, _) in &picks {
+        let config = global.file.sets.get(name);
+        let max_age = match (given_max, config) {
+            (Some(d), _) => Some(d),
+            (None, Some(c)) => c.max_age()?,
+            (None, None) => None,
         };
-        let age = pick
-            .as_ref()
-            .and_then(|(_, s)| s.datetime())
-            .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
-        let stale = match (age, max_age) {
-            (None, _) => global.file.sets.contains_key(name),
-            (Some(a), Some(m)) => a > m.num_seconds() as f64,
-            (Some(_), None) => false,
-        };
-        if stale {
-            stale_sets.push(name.clone());
-        }
-        let drill = pick
-            .as_ref()
-            .and_then(|(_, s)| drills.get(&s.lineage()))
-            .cloned();
-        rows.push((name.clone(), pick.clone(), age, max_age, stale, drill));
+        let required = config.is_some();
+        freshness.insert(name.clone(), status::Freshness { max_age, required });
     }
+    let rows = status::assess(picks, &freshness, &drills, now);
     if global.json {
-        let sets: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(name, pick, age, max_age, stale, drill)| {
-                json!({
-                    "set": name,
-                    "snapshot": pick.as_ref().map(|(id, s)| json!({
-                        "id": id.to_hex(),
-                        "time": s.time,
-                        "age_secs": age,
-                        "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
-                        "total_bytes": s.summary.total_bytes,
-                        "bytes_added": s.summary.bytes_added,
-                        "bytes_stored": s.summary.bytes_stored,
-                    })),
-                    "max_age_secs": max_age.map(|m| m.num_seconds()),
-                    "stale": stale,
-                    "last_drill": drill,
-                })
-            })
-            .collect();
-        output::print_json(&json!({
-            "sets": sets,
-            "verification": coverage_json(&coverage),
-            "lifecycle": lifecycle,
-        }));
+        output::print_json(&status_json(&rows, &coverage, &lifecycle));
     } else {
         print_status(&rows, &coverage);
     }
+    let stale_sets: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.stale)
+        .map(|r| r.set.as_str())
+        .collect();
     if !stale_sets.is_empty() {
         eprintln!(
             "stale: {} (newest snapshot older than its max-age, or none)",
@@ -358,14 +321,38 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-type Row = (
-    String,
-    Option<(SnapshotId, Snapshot)>,
-    Option<f64>,
-    Option<chrono::Duration>,
-    bool,
-    Option<Drill>,
-);
+/// `status --json`.
+fn status_json(
+    rows: &[status::SetStatus],
+    coverage: &Coverage,
+    lifecycle: &[strata::backend::lifecycle::Danger],
+) -> serde_json::Value {
+    let sets: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "set": r.set,
+                "snapshot": r.snapshot.as_ref().map(|(id, s)| json!({
+                    "id": id.to_hex(),
+                    "time": s.time,
+                    "age_secs": r.age_secs,
+                    "files": s.summary.files_new + s.summary.files_changed + s.summary.files_unchanged,
+                    "total_bytes": s.summary.total_bytes,
+                    "bytes_added": s.summary.bytes_added,
+                    "bytes_stored": s.summary.bytes_stored,
+                })),
+                "max_age_secs": r.max_age.map(|m| m.num_seconds()),
+                "stale": r.stale,
+                "last_drill": r.last_drill,
+            })
+        })
+        .collect();
+    json!({
+        "sets": sets,
+        "verification": coverage_json(coverage),
+        "lifecycle": lifecycle,
+    })
+}
 
 fn coverage_json(c: &Coverage) -> serde_json::Value {
     let mut v = serde_json::to_value(c).unwrap_or_default();
@@ -373,8 +360,16 @@ fn coverage_json(c: &Coverage) -> serde_json::Value {
     v
 }
 
-fn print_status(rows: &[Row], coverage: &Coverage) {
-    for (name, pick, age, max_age, stale, drill) in rows {
+fn print_status(rows: &[status::SetStatus], coverage: &Coverage) {
+    for r in rows {
+        let (name, pick, age, max_age, stale, drill) = (
+            &r.set,
+            &r.snapshot,
+            &r.age_secs,
+            &r.max_age,
+            &r.stale,
+            &r.last_drill,
+        );
         match pick {
             None => println!("{name}: no snapshot{}", if *stale { "  STALE" } else { "" }),
             Some((id, s)) => println!(
@@ -437,15 +432,12 @@ pub struct StatsArgs {
     sets: Vec<String>,
 }
 
-/// `stats`: sizes, savings, storage classes with an estimated monthly cost (from the
-/// config's `[prices]`), and each set's growth with the size-anomaly flag.
-pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
-    let repo = global.open()?;
-    if !args.sets.is_empty() {
-        check_known(global, &repo.snapshots()?, &args.sets)?;
-    }
-    let st = strata::stats::run(&repo, &args.sets)?;
-    let prices = &global.file.prices;
+/// The estimated monthly cost per storage class and request kind (GB-month, 10^9 bytes,
+/// as providers bill), and the classes `prices` has no price for.
+fn monthly_cost<'a>(
+    st: &'a strata::stats::Stats,
+    prices: &std::collections::BTreeMap<String, f64>,
+) -> (std::collections::BTreeMap<&'a str, f64>, Vec<&'a str>) {
     // Per class, GB-month (10^9 bytes) as providers bill.
     let mut cost: std::collections::BTreeMap<&str, f64> = Default::default();
     for c in &st.classes {
@@ -469,23 +461,16 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
         .filter(|c| !prices.is_empty() && !prices.contains_key(*c))
         .collect();
     unpriced.dedup();
-    global.update_metrics(|s| {
-        metrics::record_usage(s, &st.classes);
-        for g in &st.sets {
-            let flag = if g.anomaly { 1.0 } else { 0.0 };
-            s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);
-        }
-        s.clear("strata_repository_monthly_cost");
-        for (item, c) in &cost {
-            s.set("strata_repository_monthly_cost", &[("item", item)], *c);
-        }
-    });
-    if global.json {
-        let mut v = serde_json::to_value(&st)?;
-        v["monthly_cost"] = json!(cost);
-        output::print_json(&v);
-        return Ok(exit::OK);
-    }
+    (cost, unpriced)
+}
+
+/// `stats` in words.
+fn print_stats(
+    st: &strata::stats::Stats,
+    cost: &std::collections::BTreeMap<&str, f64>,
+    unpriced: &[&str],
+) {
+    let r = &st.requests_30d;
     println!(
         "newest snapshot of each set: {}; all {} snapshots: {}",
         output::bytes(st.restore_bytes),
@@ -540,5 +525,34 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
             if g.anomaly { "  ANOMALY" } else { "" }
         );
     }
+}
+
+/// `stats`: sizes, savings, storage classes with an estimated monthly cost (from the
+/// config's `[prices]`), and each set's growth with the size-anomaly flag.
+pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
+    let repo = global.open()?;
+    if !args.sets.is_empty() {
+        check_known(global, &repo.snapshots()?, &args.sets)?;
+    }
+    let st = strata::stats::run(&repo, &args.sets)?;
+    let (cost, unpriced) = monthly_cost(&st, &global.file.prices);
+    global.update_metrics(|s| {
+        metrics::record_usage(s, &st.classes);
+        for g in &st.sets {
+            let flag = if g.anomaly { 1.0 } else { 0.0 };
+            s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);
+        }
+        s.clear("strata_repository_monthly_cost");
+        for (item, c) in &cost {
+            s.set("strata_repository_monthly_cost", &[("item", item)], *c);
+        }
+    });
+    if global.json {
+        let mut v = serde_json::to_value(&st)?;
+        v["monthly_cost"] = json!(cost);
+        output::print_json(&v);
+        return Ok(exit::OK);
+    }
+    print_stats(&st, &cost, &unpriced);
     Ok(exit::OK)
 }

@@ -21,11 +21,11 @@ use rayon::prelude::*;
 
 pub(crate) use crate::repo::saver::{BlobSaver, SaverShared};
 
-use crate::cache::FileStat;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, SnapshotId, TreeId};
 use crate::patterns::Patterns;
 use crate::progress::Progress;
+use crate::repo::cache::FileStat;
 use crate::repo::config::{FILE_VERSION, INLINE_LIMIT};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Lineage, Snapshot, Summary};

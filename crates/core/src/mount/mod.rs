@@ -251,6 +251,18 @@ impl SnapshotFs {
         let snapshots_dir = self.place(b"snapshots".to_vec(), Inode::Dir(by_id));
         let sets_dir = self.group("sets", sets);
         let hosts_dir = self.group("hosts", hosts);
+        let at_entries = self.at_entries(&snapshots);
+        self.at_dir = self.place(b"at".to_vec(), Inode::Dir(at_entries));
+        self.inodes[0] = Inode::Dir(vec![
+            (b"snapshots".to_vec(), snapshots_dir),
+            (b"sets".to_vec(), sets_dir),
+            (b"hosts".to_vec(), hosts_dir),
+            (b"at".to_vec(), self.at_dir),
+        ]);
+    }
+
+    /// The entries of `at/`: one per distinct snapshot instant, each keeping its inode.
+    fn at_entries(&mut self, snapshots: &[(SnapshotId, Snapshot)]) -> Entries {
         let mut instants: Vec<DateTime<FixedOffset>> =
             snapshots.iter().filter_map(|(_, s)| s.datetime()).collect();
         instants.dedup_by_key(|t| t.timestamp());
@@ -268,13 +280,7 @@ impl SnapshotFs {
             };
             at_entries.push((name, ino));
         }
-        self.at_dir = self.place(b"at".to_vec(), Inode::Dir(at_entries));
-        self.inodes[0] = Inode::Dir(vec![
-            (b"snapshots".to_vec(), snapshots_dir),
-            (b"sets".to_vec(), sets_dir),
-            (b"hosts".to_vec(), hosts_dir),
-            (b"at".to_vec(), self.at_dir),
-        ]);
+        at_entries
     }
 
     /// `sets/` or `hosts/`: a directory per set (or host) of the links `dirs` gives.

@@ -8,9 +8,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::cache::BlobLocation;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
+use crate::repo::cache::BlobLocation;
 use crate::repo::tree::Node;
 use crate::repo::Repository;
 use crate::restore::MAX_RANGE;

@@ -7,10 +7,10 @@ use chrono::{DateTime, FixedOffset};
 
 use super::plan::{PrunePlan, Rules};
 use super::PruneReport;
-use crate::cache::PackUsage;
 use crate::error::Result;
 use crate::id::{BlobId, IndexId, PackId};
 use crate::progress::Progress;
+use crate::repo::cache::PackUsage;
 use crate::repo::index::{IndexedPack, ObsoletePack};
 use crate::repo::pack::{BlobKind, SealedBlob};
 use crate::repo::packer::Packer;
@@ -135,7 +135,7 @@ fn copy_used(
     repo: &Repository,
     packs: &[(PackId, BlobKind)],
     classes: &HashMap<PackId, String>,
-    used: &crate::cache::UsedBlobs<'_>,
+    used: &crate::repo::cache::UsedBlobs<'_>,
     packer: &Packer<'_, '_>,
     repacked: &mut Vec<Repacked>,
 ) -> Result<()> {

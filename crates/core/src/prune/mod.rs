@@ -104,6 +104,33 @@ pub struct PruneReport {
     pub duration_secs: f64,
 }
 
+impl PruneReport {
+    /// What `plan` will do, before it is carried out.
+    fn planned(plan: &PrunePlan, packs: usize, stored: &HashMap<PackId, (BlobKind, u64)>) -> Self {
+        PruneReport {
+            packs,
+            packs_marked: plan.mark.len(),
+            packs_resurrected: plan.revive.len(),
+            packs_waiting: plan.carry.len() + plan.mark.len(),
+            packs_repacked: plan.repack.len(),
+            bytes_marked: plan.bytes_marked,
+            bytes_repacked: plan.bytes_repacked,
+            packs_cold_not_repacked: plan.cold_not_repacked.len(),
+            bytes_held: plan
+                .held
+                .iter()
+                .map(|(id, _, _)| stored.get(id).map_or(0, |s| s.1))
+                .sum(),
+            packs_held: plan
+                .held
+                .iter()
+                .map(|(id, class, until)| (*id, class.clone(), until.to_rfc3339()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 /// Reclaims space: marks packs no snapshot uses, repacks partly used ones, deletes marked
 /// packs once their grace period is over. Takes the exclusive lock; backups may run
 /// meanwhile on other hosts only with a grace period (see format-spec §7).
@@ -143,27 +170,7 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
         &SnapshotUse { repo },
     )?;
 
-    let mut report = PruneReport {
-        packs: usage.len(),
-        packs_marked: plan.mark.len(),
-        packs_resurrected: plan.revive.len(),
-        packs_waiting: plan.carry.len() + plan.mark.len(),
-        packs_repacked: plan.repack.len(),
-        bytes_marked: plan.bytes_marked,
-        bytes_repacked: plan.bytes_repacked,
-        packs_cold_not_repacked: plan.cold_not_repacked.len(),
-        bytes_held: plan
-            .held
-            .iter()
-            .map(|(id, _, _)| stored.get(id).map_or(0, |s| s.1))
-            .sum(),
-        packs_held: plan
-            .held
-            .iter()
-            .map(|(id, class, until)| (*id, class.clone(), until.to_rfc3339()))
-            .collect(),
-        ..Default::default()
-    };
+    let mut report = PruneReport::planned(&plan, usage.len(), &stored);
     if opts.dry_run {
         let gone: Vec<&(PackId, BlobKind)> = plan.gone(&rules).collect();
         report.packs_deleted = gone.len();

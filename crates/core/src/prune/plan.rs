@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, FixedOffset};
 
-use crate::cache::PackUsage;
 use crate::error::Result;
 use crate::id::{BlobId, PackId};
+use crate::repo::cache::PackUsage;
 use crate::repo::index::ObsoletePack;
 use crate::repo::pack::BlobKind;
 

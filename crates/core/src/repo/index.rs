@@ -200,7 +200,7 @@ four_or_more!(
 
 impl From<&IndexFile> for CompactIndex {
     fn from(f: &IndexFile) -> Self {
-        use super::compact::encode_entries;
+        use super::pack::compact::encode_entries;
         CompactIndex(
             f.version,
             f.supersedes.clone(),
@@ -245,7 +245,7 @@ impl<'de> Deserialize<'de> for IndexForm {
 impl TryFrom<IndexForm> for IndexFile {
     type Error = String;
     fn try_from(form: IndexForm) -> Result<Self, String> {
-        use super::compact::decode_entries;
+        use super::pack::compact::decode_entries;
         Ok(match form {
             IndexForm::Map(m) => IndexFile {
                 version: m.version,

@@ -1,7 +1,7 @@
 //! The repository: objects on a backend, encrypted and named by content, plus the local
 //! cache that mirrors them.
 
-mod compact;
+pub(crate) mod cache;
 pub mod config;
 pub mod index;
 pub mod keys;
@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{BackendRef, FileInfo, FileKind, WriteOptions};
-use crate::cache::{BlobIndex, BlobLocation, Cache, SetState, Transaction, UsedBlobs};
 use crate::crypto::{KdfCost, MasterKey};
 use crate::error::{Error, Missing, Result};
 use crate::id::{content_address, BlobId, IndexId, KeyId, PackId, SnapshotId, TreeId};
+use crate::repo::cache::{BlobIndex, BlobLocation, Cache, SetState, Transaction, UsedBlobs};
 use config::{Config, FILE_VERSION, FORMAT_VERSION, OLDEST_VERSION};
 use index::{IndexFile, IndexedPack, ObsoletePack};
 use keys::KeyFile;
@@ -209,7 +209,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         // Ours before anything is kept there (see `private_dir`).
-        crate::cache::private_dir(cache_base)?;
+        crate::repo::cache::private_dir(cache_base)?;
         let key_cache = key_cache_path(cache_base, &backend.location());
         // The index listing needs no key, nor (on a machine that never opened this
         // repository: no key is cached for it) do the first index files: they are fetched
@@ -251,7 +251,11 @@ impl Repository {
         cache_base: &Path,
     ) -> Result<Self> {
         if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&config.version) {
-            return Err(Error::UnsupportedVersion(config.version));
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                oldest: config::OLDEST_VERSION,
+                newest: config::FORMAT_VERSION,
+            });
         }
         config
             .chunker
@@ -260,7 +264,7 @@ impl Repository {
         let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
         // Trees are cached as they are read; bounded here, once per process, so that the
         // cache of a long-lived repository does not grow without end.
-        cache.trees().bound(crate::cache::TREE_CACHE_BYTES)?;
+        cache.trees().bound(crate::repo::cache::TREE_CACHE_BYTES)?;
         let (backend, written) = lock_layer(backend, &config);
         Ok(Repository {
             backend,
@@ -545,7 +549,7 @@ impl Repository {
     }
 
     /// Prune's set of used blobs.
-    pub(crate) fn audit_cache(&self) -> crate::cache::AuditCache<'_> {
+    pub(crate) fn audit_cache(&self) -> crate::repo::cache::AuditCache<'_> {
         self.cache.audits()
     }
 
@@ -743,7 +747,7 @@ impl Repository {
         if !self.config.compact() {
             return self.save_file(FileKind::Index, file);
         }
-        let plain = compact::compress(&encode(&index::CompactIndex::from(file)));
+        let plain = pack::compact::compress(&encode(&index::CompactIndex::from(file)));
         let sealed = self.key.seal(&plain, aad(FileKind::Index));
         let id = content_address(&sealed);
         self.backend
@@ -765,8 +769,8 @@ impl Repository {
         sealed: &[u8],
     ) -> Result<T> {
         let mut plain = self.open_sealed(kind, name, sealed)?;
-        if plain.starts_with(&compact::ZSTD_MAGIC) {
-            plain = compact::decompress(&plain)
+        if plain.starts_with(&pack::compact::ZSTD_MAGIC) {
+            plain = pack::compact::decompress(&plain)
                 .map_err(|e| Error::corrupt(format!("{kind} {name}"), e))?;
         }
         ciborium::from_reader(&plain[..])
@@ -1647,9 +1651,9 @@ fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>) {
     )
     .expect("CBOR into memory");
     if let Some(dir) = key_cache.parent() {
-        let _ = crate::cache::private_dir(dir).and_then(|_| {
+        let _ = crate::repo::cache::private_dir(dir).and_then(|_| {
             use std::io::Write;
-            let mut f = crate::cache::private_file(key_cache)?;
+            let mut f = crate::repo::cache::private_file(key_cache)?;
             f.set_len(0)
                 .and_then(|_| f.write_all(&buf))
                 .map_err(|e| Error::io(key_cache, e))

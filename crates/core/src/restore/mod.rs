@@ -225,41 +225,9 @@ pub fn run(
     });
     let archived = std::mem::take(&mut *archived.lock().unwrap());
     report.archived_packs = archived.len();
-    let fetches: HashMap<PackId, &Vec<Fetch>> = match archived.is_empty() {
-        true => HashMap::new(),
-        false => plan.packs.iter().map(|(p, f)| (*p, f)).collect(),
-    };
-    if let (Some(wait), false, false) = (&opts.cold, opts.dry_run, archived.is_empty()) {
-        // Hot packs are restored; the archived ones follow each as soon as it thaws. A
-        // pack that is archived again by then is lost like any unreadable one.
+    if !archived.is_empty() && !opts.dry_run {
         ctx.archived = None;
-        let restore_batch = |batch: &[PackId]| {
-            repo.with_read_pool(|| {
-                batch
-                    .par_iter()
-                    .for_each(|p| restore_pack(&ctx, p, fetches[p]))
-            })
-        };
-        match crate::thaw::thaw_then_read(repo, &archived, wait, progress, restore_batch) {
-            Ok(w) => report.thaw = Some(w),
-            Err((e, left)) => {
-                for p in &left {
-                    for f in fetches[p] {
-                        blob_lost(&ctx, p, f, &e);
-                    }
-                }
-            }
-        }
-    } else if !opts.dry_run {
-        // No thawing asked for: the archived packs' files are not restored.
-        for p in &archived {
-            for f in fetches[p] {
-                let e = Error::Archived {
-                    object: format!("data pack {p}"),
-                };
-                blob_lost(&ctx, p, f, &e);
-            }
-        }
+        report.thaw = restore_archived(&ctx, &plan, &archived, opts.cold.as_ref());
     }
     if ctx.cancelled() {
         let removed = ctx.remove_partial();
@@ -280,6 +248,50 @@ pub fn run(
     report.errors = trouble.errors.into_inner().unwrap();
     report.count(&items);
     Ok(report)
+}
+
+/// The files of archived packs: restored as each thaws when `cold` says how to wait, else
+/// (and where a thaw failed) lost. A pack archived again by the time it is read is lost
+/// like any unreadable one.
+fn restore_archived(
+    ctx: &Ctx<'_>,
+    plan: &ContentPlan,
+    archived: &[PackId],
+    cold: Option<&crate::thaw::ThawWait>,
+) -> Option<crate::thaw::WaitReport> {
+    let fetches: HashMap<PackId, &Vec<Fetch>> = plan.packs.iter().map(|(p, f)| (*p, f)).collect();
+    let lose = |packs: &[PackId], e: &Error| {
+        for p in packs {
+            for f in fetches[p] {
+                blob_lost(ctx, p, f, e);
+            }
+        }
+    };
+    let Some(wait) = cold else {
+        // No thawing asked for: the archived packs' files are not restored.
+        for p in archived {
+            let e = Error::Archived {
+                object: format!("data pack {p}"),
+            };
+            lose(std::slice::from_ref(p), &e);
+        }
+        return None;
+    };
+    // Hot packs are restored; the archived ones follow each as soon as it thaws.
+    let restore_batch = |batch: &[PackId]| {
+        ctx.repo.with_read_pool(|| {
+            batch
+                .par_iter()
+                .for_each(|p| restore_pack(ctx, p, fetches[p]))
+        })
+    };
+    match crate::thaw::thaw_then_read(ctx.repo, archived, wait, ctx.progress, restore_batch) {
+        Ok(w) => Some(w),
+        Err((e, left)) => {
+            lose(&left, &e);
+            None
+        }
+    }
 }
 
 impl RestoreReport {
@@ -929,7 +941,7 @@ pub fn copy_blobs(
 /// reader returns only says that one happened).
 pub(crate) struct ContentReader<'r> {
     repo: &'r Repository,
-    locations: Vec<crate::cache::BlobLocation>,
+    locations: Vec<crate::repo::cache::BlobLocation>,
     next: usize,
     ready: std::collections::VecDeque<Vec<u8>>,
     at: usize,

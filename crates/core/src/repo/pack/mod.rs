@@ -15,6 +15,8 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{content_address, BlobId, PackId};
 
+pub(crate) mod compact;
+
 const HEADER_AAD: &[u8] = b"strata/pack-header/v1";
 pub const TRAILER_LEN: usize = 4;
 
@@ -329,7 +331,7 @@ impl PackBuilder {
     /// The pack's bytes: the blobs, then the sealed header and its length.
     pub fn finish(self, key: &MasterKey, compact: bool) -> FinishedPack {
         let header = if compact {
-            super::compact::encode_header(self.kind, &self.entries)
+            compact::encode_header(self.kind, &self.entries)
         } else {
             let mut header = Vec::new();
             ciborium::into_writer(&self.entries, &mut header).expect("CBOR into memory");
@@ -363,8 +365,8 @@ pub fn read_header(key: &MasterKey, id: &PackId, bytes: &[u8]) -> Result<Vec<Blo
     let header = key
         .open(sealed, HEADER_AAD)
         .ok_or_else(|| bad("header authentication failed".into()))?;
-    if header.starts_with(&super::compact::ZSTD_MAGIC) {
-        return super::compact::decode_header(&header).map_err(|e| bad(format!("header: {e}")));
+    if header.starts_with(&compact::ZSTD_MAGIC) {
+        return compact::decode_header(&header).map_err(|e| bad(format!("header: {e}")));
     }
     ciborium::from_reader(&header[..]).map_err(|e| bad(format!("header: {e}")))
 }

@@ -3,7 +3,7 @@
 //! headers zstd-compressed before they are sealed. A repository of tiny files has as many
 //! entries as files; in version 1 each cost two ~86-byte maps, more than the file itself.
 
-use super::pack::{BlobEntry, BlobKind, Compression};
+use super::{BlobEntry, BlobKind, Compression};
 use crate::id::BlobId;
 
 /// The first bytes of a zstd frame: a sealed file or pack header whose plaintext starts

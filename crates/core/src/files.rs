@@ -1,0 +1,93 @@
+//! The kinds of files a repository holds (format-spec §1): the vocabulary of its layout,
+//! below both the backends that store them and the errors that name them.
+
+use std::fmt;
+
+/// The kinds of files in a repository; each has its own directory or prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The one `config` file.
+    Config,
+    /// Key files, one per password.
+    Key,
+    /// Snapshot manifests.
+    Snapshot,
+    /// Index files.
+    Index,
+    /// Packs of data blobs.
+    Data,
+    /// Packs of tree blobs.
+    Tree,
+    /// Lock files.
+    Lock,
+    /// Audit records: what verification and restore drills found.
+    Audit,
+    /// Root records of applications (format version 4 on), named by what they record.
+    Root,
+    /// WAL records of format versions 1-3, one per archived PostgreSQL file (read as
+    /// roots; version 4 keeps them as root records).
+    Wal,
+}
+
+impl FileKind {
+    /// Every kind, `config` first.
+    pub const ALL: [FileKind; 10] = [
+        FileKind::Config,
+        FileKind::Key,
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Lock,
+        FileKind::Audit,
+        FileKind::Root,
+        FileKind::Wal,
+    ];
+
+    /// The directory (or key prefix) files of this kind live under.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Index => "index",
+            FileKind::Data => "data",
+            FileKind::Tree => "tree",
+            FileKind::Lock => "locks",
+            FileKind::Audit => "audit",
+            FileKind::Root => "roots",
+            FileKind::Wal => "wal",
+        }
+    }
+
+    /// Packs are spread over 256 sub-directories by the first two hex digits of their name.
+    pub fn fanned_out(self) -> bool {
+        matches!(self, FileKind::Data | FileKind::Tree)
+    }
+
+    /// Relative path of a file of this kind, with `/` separators.
+    pub fn path(self, name: &str) -> String {
+        match self {
+            FileKind::Config => "config".to_string(),
+            k if k.fanned_out() => format!("{}/{}/{}", k.dir(), &name[..2.min(name.len())], name),
+            k => format!("{}/{}", k.dir(), name),
+        }
+    }
+}
+
+impl fmt::Display for FileKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileKind::Config => "config",
+            FileKind::Key => "key",
+            FileKind::Snapshot => "snapshot",
+            FileKind::Index => "index",
+            FileKind::Data => "data pack",
+            FileKind::Tree => "tree pack",
+            FileKind::Lock => "lock",
+            FileKind::Audit => "audit record",
+            FileKind::Root => "root record",
+            FileKind::Wal => "WAL record",
+        })
+    }
+}

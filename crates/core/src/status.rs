@@ -1,0 +1,167 @@
+//! Freshness of backup sets: whether each set's newest snapshot is within the age its
+//! policy allows (its RPO), and how its last restore drill went. A pure function over
+//! what the repository holds; the program says it in its words.
+
+use std::collections::HashMap;
+
+use crate::audit::Drill;
+use crate::id::SnapshotId;
+use crate::repo::snapshot::{Lineage, Snapshot};
+
+/// How fresh a set must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Freshness {
+    /// The oldest its newest snapshot may be; none: no bound.
+    pub max_age: Option<chrono::Duration>,
+    /// A set that must have a snapshot (one the configuration defines): none is stale.
+    pub required: bool,
+}
+
+/// One set's state at an instant.
+#[derive(Clone, Debug)]
+pub struct SetStatus {
+    /// The set (or lineage) name.
+    pub set: String,
+    /// Its newest snapshot.
+    pub snapshot: Option<(SnapshotId, Snapshot)>,
+    /// That snapshot's age in seconds.
+    pub age_secs: Option<f64>,
+    /// The bound it is held against.
+    pub max_age: Option<chrono::Duration>,
+    /// Older than the bound, or missing where one is required.
+    pub stale: bool,
+    /// The last restore drill of its lineage.
+    pub last_drill: Option<Drill>,
+}
+
+/// Each set's status at `now`, from its newest snapshot (`picks`), its freshness bound
+/// (sets without one have none and are not required) and the last drills per lineage.
+pub fn assess(
+    picks: Vec<(String, Option<(SnapshotId, Snapshot)>)>,
+    freshness: &HashMap<String, Freshness>,
+    drills: &HashMap<Lineage, Drill>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> Vec<SetStatus> {
+    picks
+        .into_iter()
+        .map(|(set, snapshot)| {
+            let f = freshness.get(&set).copied().unwrap_or_default();
+            let age_secs = snapshot
+                .as_ref()
+                .and_then(|(_, s)| s.datetime())
+                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
+            let stale = match (age_secs, f.max_age) {
+                (None, _) => f.required,
+                (Some(a), Some(m)) => a > m.num_seconds() as f64,
+                (Some(_), None) => false,
+            };
+            let last_drill = snapshot
+                .as_ref()
+                .and_then(|(_, s)| drills.get(&s.lineage()))
+                .cloned();
+            SetStatus {
+                set,
+                snapshot,
+                age_secs,
+                max_age: f.max_age,
+                stale,
+                last_drill,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(time: &str, set: &str) -> (SnapshotId, Snapshot) {
+        let s = Snapshot {
+            version: 1,
+            time: time.into(),
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec!["/d".into()],
+            tags: vec![],
+            set: Some(set.into()),
+            parent: None,
+            tree: crate::id::BlobId([0; 32]),
+            excludes: vec![],
+            summary: Default::default(),
+            program: String::new(),
+            repaired: None,
+            extensions: Default::default(),
+        };
+        (SnapshotId([7; 32]), s)
+    }
+
+    #[test]
+    fn a_set_is_stale_past_its_bound_or_when_a_required_one_has_none() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").unwrap();
+        let hour = Some(chrono::Duration::hours(1));
+        let freshness = HashMap::from([
+            (
+                "fresh".to_string(),
+                Freshness {
+                    max_age: hour,
+                    required: true,
+                },
+            ),
+            (
+                "old".to_string(),
+                Freshness {
+                    max_age: hour,
+                    required: true,
+                },
+            ),
+            (
+                "edge".to_string(),
+                Freshness {
+                    max_age: hour,
+                    required: true,
+                },
+            ),
+            (
+                "none".to_string(),
+                Freshness {
+                    max_age: hour,
+                    required: true,
+                },
+            ),
+        ]);
+        let picks = vec![
+            (
+                "fresh".to_string(),
+                Some(snap("2026-12-05T11:30:00Z", "fresh")),
+            ),
+            ("old".to_string(), Some(snap("2026-12-05T10:59:59Z", "old"))),
+            (
+                "edge".to_string(),
+                Some(snap("2026-12-05T11:00:00Z", "edge")),
+            ),
+            ("none".to_string(), None),
+            (
+                "unbounded".to_string(),
+                Some(snap("2020-01-01T00:00:00Z", "u")),
+            ),
+            ("optional".to_string(), None),
+        ];
+        let out = assess(picks, &freshness, &HashMap::new(), now);
+        let stale: Vec<(&str, bool)> = out.iter().map(|s| (s.set.as_str(), s.stale)).collect();
+        assert_eq!(
+            stale,
+            [
+                ("fresh", false),
+                ("old", true),
+                ("edge", false),
+                ("none", true),
+                ("unbounded", false),
+                ("optional", false)
+            ]
+        );
+        assert_eq!(out[0].age_secs, Some(1800.0));
+        assert_eq!(out[0].max_age, hour);
+        assert_eq!(out[3].age_secs, None);
+        assert!(out.iter().all(|s| s.last_drill.is_none()));
+    }
+}
