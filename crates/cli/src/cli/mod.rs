@@ -224,11 +224,16 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atom
 }
 
 /// [`Repository::open_with`] or [`Repository::open_metadata`].
-type OpenFn = fn(
+type OpenFn<R> = fn(
     backend::BackendRef,
     &mut dyn FnMut() -> strata::Result<Vec<u8>>,
     &std::path::Path,
-) -> strata::Result<Repository>;
+) -> strata::Result<R>;
+
+/// Warnings about damage an operation skipped, on standard error.
+fn warning_sink() -> strata::WarningSink {
+    Box::new(|msg| eprintln!("warning: {}", output::plain(msg)))
+}
 
 impl Global {
     fn repo_url(&self) -> anyhow::Result<&str> {
@@ -301,12 +306,16 @@ impl Global {
     }
 
     fn open(&self) -> anyhow::Result<Repository> {
-        self.open_how(Repository::open_with)
+        let repo = self.open_how(Repository::open_with)?;
+        repo.set_warning_sink(warning_sink());
+        Ok(repo)
     }
 
     /// For commands that need snapshots and audit records only: no index listing.
-    fn open_metadata(&self) -> anyhow::Result<Repository> {
-        self.open_how(Repository::open_metadata)
+    fn open_metadata(&self) -> anyhow::Result<strata::MetadataRepository> {
+        let repo = self.open_how(Repository::open_metadata)?;
+        repo.set_warning_sink(warning_sink());
+        Ok(repo)
     }
 
     /// [`Global::open`] with a password already read (the WAL agent keeps it to check
@@ -315,11 +324,10 @@ impl Global {
         let backend = self.backend()?;
         let repo = Repository::open(backend, password, &self.cache_base()?)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
-        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
         Ok(repo)
     }
 
-    fn open_how(&self, open: OpenFn) -> anyhow::Result<Repository> {
+    fn open_how<R>(&self, open: OpenFn<R>) -> anyhow::Result<R> {
         let backend = self.backend()?;
         let cache = self.cache_base()?;
         let mut password = || {
@@ -328,7 +336,6 @@ impl Global {
         };
         let repo = open(backend, &mut password, &cache)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
-        repo.set_warning_sink(Box::new(|msg| eprintln!("warning: {}", output::plain(msg))));
         Ok(repo)
     }
 

@@ -274,7 +274,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     } else {
         newest(global, all, &args.sets)?
     };
-    let records = audit::load(&repo)?;
+    let records = repo.audit_records()?;
     let drills = audit::last_drills(&records, |id| lineages.get(id).cloned());
     // Asked of the store once a day from one machine: status stays a few requests.
     let lifecycle = match repo.lifecycle_dangers(Some(std::time::Duration::from_secs(86_400))) {
@@ -288,7 +288,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
     }
     let now = strata::timespec::now();
-    let coverage = audit::repository_coverage(&repo, &records, now)?;
+    let coverage = repo.coverage(&records, now)?;
     let mut freshness = std::collections::HashMap::new();
     for (name, _) in &picks {
         let config = global.file.sets.get(name);

@@ -5,6 +5,7 @@ pub(crate) mod cache;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod metadata;
 pub mod pack;
 pub mod packer;
 pub mod root;
@@ -186,14 +187,15 @@ impl Repository {
     }
 
     /// As [`Repository::open_with`] for commands that read snapshots and audit records
-    /// only (`status`): the index is not brought up to date (no listing), so what the
-    /// cache says about blobs and packs may lag behind the repository.
+    /// only (`status`): the index is not brought up to date (no listing), so the handle is
+    /// a [`metadata::MetadataRepository`], which offers no blob or pack lookup.
     pub fn open_metadata(
         backend: BackendRef,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
-    ) -> Result<Self> {
+    ) -> Result<metadata::MetadataRepository> {
         Self::open_inner(backend, password, cache_base, false)
+            .map(metadata::MetadataRepository::new)
     }
 
     fn open_inner(

@@ -1,0 +1,78 @@
+//! A repository opened for its metadata only (`status`): snapshots, audit records, the
+//! bucket's lifecycle rules. Its index is not brought up to date on opening (no listing of
+//! index files), so it offers no blob or pack lookup: the compiler rejects one, where a
+//! flag on [`Repository`] would have let it answer from a stale index.
+
+use chrono::{DateTime, FixedOffset};
+
+use super::snapshot::Snapshot;
+use super::Repository;
+use crate::audit::{self, Audit, Coverage};
+use crate::error::Result;
+use crate::id::{AuditId, SnapshotId};
+
+/// A repository open for its metadata only; see [`Repository::open_metadata`].
+///
+/// A blob lookup does not compile on it (the index behind it may be stale):
+///
+/// ```compile_fail
+/// fn size(repo: &strata::MetadataRepository, id: &strata::BlobId) -> u32 {
+///     repo.lookup_blob(id).unwrap().entry.raw_length
+/// }
+/// ```
+///
+/// whereas on a [`Repository`] it does:
+///
+/// ```
+/// fn size(repo: &strata::Repository, id: &strata::BlobId) -> u32 {
+///     repo.lookup_blob(id).unwrap().entry.raw_length
+/// }
+/// ```
+pub struct MetadataRepository {
+    repo: Repository,
+}
+
+impl MetadataRepository {
+    pub(super) fn new(repo: Repository) -> Self {
+        MetadataRepository { repo }
+    }
+
+    /// Every snapshot that reads (damaged ones are warned about).
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        self.repo.snapshots()
+    }
+
+    /// The audit records (checks, drills), oldest first.
+    pub fn audit_records(&self) -> Result<Vec<(AuditId, Audit)>> {
+        audit::load(&self.repo)
+    }
+
+    /// How much of the repository verification covers at `now`, over the packs the cache
+    /// last knew of (the index is not synced for metadata: it may lag behind).
+    pub fn coverage(
+        &self,
+        records: &[(AuditId, Audit)],
+        now: DateTime<FixedOffset>,
+    ) -> Result<Coverage> {
+        audit::repository_coverage(&self.repo, records, now)
+    }
+
+    /// The bucket's lifecycle rules that would harm the repository, asked of the store at
+    /// most once per `fresh_for` (as [`Repository::lifecycle_dangers`]).
+    pub fn lifecycle_dangers(
+        &self,
+        fresh_for: Option<std::time::Duration>,
+    ) -> Result<Option<Vec<crate::backend::lifecycle::Danger>>> {
+        self.repo.lifecycle_dangers(fresh_for)
+    }
+
+    /// Sends the warnings about damage skipped to `sink` (as [`Repository::set_warning_sink`]).
+    pub fn set_warning_sink(&self, sink: super::WarningSink) {
+        self.repo.set_warning_sink(sink)
+    }
+
+    /// The repository's config.
+    pub fn config(&self) -> &crate::Config {
+        self.repo.config()
+    }
+}
