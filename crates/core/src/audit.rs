@@ -100,6 +100,24 @@ impl Drill {
     }
 }
 
+/// What `status` reads of a repository opened for metadata only.
+impl crate::MetadataRepository {
+    /// The audit records (checks, drills), oldest first.
+    pub fn audit_records(&self) -> Result<Vec<(AuditId, Audit)>> {
+        load(self.repository())
+    }
+
+    /// How much of the repository verification covers at `now`, over the packs the cache
+    /// last knew of (the index is not synced for metadata: it may lag behind).
+    pub fn coverage(
+        &self,
+        records: &[(AuditId, Audit)],
+        now: DateTime<FixedOffset>,
+    ) -> Result<Coverage> {
+        repository_coverage(self.repository(), records, now)
+    }
+}
+
 /// Every audit record, from the cache where it has them (one listing).
 pub fn load(repo: &Repository) -> Result<Vec<(AuditId, Audit)>> {
     let listed: Vec<AuditId> = repo

@@ -3,13 +3,10 @@
 //! index files), so it offers no blob or pack lookup: the compiler rejects one, where a
 //! flag on [`Repository`] would have let it answer from a stale index.
 
-use chrono::{DateTime, FixedOffset};
-
 use super::snapshot::Snapshot;
 use super::Repository;
-use crate::audit::{self, Audit, Coverage};
 use crate::error::Result;
-use crate::id::{AuditId, SnapshotId};
+use crate::id::SnapshotId;
 
 /// A repository open for its metadata only; see [`Repository::open_metadata`].
 ///
@@ -42,19 +39,10 @@ impl MetadataRepository {
         self.repo.snapshots()
     }
 
-    /// The audit records (checks, drills), oldest first.
-    pub fn audit_records(&self) -> Result<Vec<(AuditId, Audit)>> {
-        audit::load(&self.repo)
-    }
-
-    /// How much of the repository verification covers at `now`, over the packs the cache
-    /// last knew of (the index is not synced for metadata: it may lag behind).
-    pub fn coverage(
-        &self,
-        records: &[(AuditId, Audit)],
-        now: DateTime<FixedOffset>,
-    ) -> Result<Coverage> {
-        audit::repository_coverage(&self.repo, records, now)
+    /// The repository underneath, for the crate's own reads of metadata (the audit
+    /// records: `audit.rs`).
+    pub(crate) fn repository(&self) -> &Repository {
+        &self.repo
     }
 
     /// The bucket's lifecycle rules that would harm the repository, asked of the store at

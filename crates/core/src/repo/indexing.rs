@@ -1,0 +1,468 @@
+//! The index: the cache brought up to date with the index files, rebuilt from pack headers,
+//! replaced; packs written and blobs looked up through it.
+
+use super::*;
+
+impl Repository {
+    /// Brings the cached blob index in line with the repository's index files: reads new
+    /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
+    pub(crate) fn sync_index(&self) -> Result<()> {
+        self.sync_index_from(None)
+    }
+
+    /// As [`Repository::sync_index`], starting from what `open` fetched early.
+    pub(super) fn sync_index_from(&self, mut early: Option<EarlyIndex>) -> Result<()> {
+        // A prune running meanwhile deletes index files between our listing and reading
+        // (after writing the ones that replace them): list again and read what is there now.
+        for _ in 0..3 {
+            match self.sync_index_once(early.take()) {
+                Err(Error::NotFound {
+                    what:
+                        Missing::File {
+                            kind: FileKind::Index,
+                            ..
+                        },
+                }) => continue,
+                r => return r,
+            }
+        }
+        self.sync_index_once(None)
+    }
+
+    pub(super) fn sync_index_once(&self, early: Option<EarlyIndex>) -> Result<()> {
+        let (listed, mut sealed) = match early {
+            Some(e) => (e.listed, e.sealed),
+            None => (self.backend.list(FileKind::Index)?, HashMap::new()),
+        };
+        let listed: HashSet<IndexId> = listed
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let known: HashSet<IndexId> = self.cache.index().files()?.into_iter().collect();
+        let stale = known.iter().any(|id| !listed.contains(id));
+        let tx = self.cache.transaction()?;
+        let result = (|| {
+            if stale {
+                self.cache.index().clear()?;
+            }
+            let mut damaged = Vec::new();
+            let new: Vec<IndexId> = listed
+                .iter()
+                .filter(|id| stale || !known.contains(id))
+                .copied()
+                .collect();
+            let (ready, to_load): (Vec<IndexId>, Vec<IndexId>) =
+                new.iter().partition(|id| sealed.contains_key(id));
+            let ready = ready.into_iter().map(|id| {
+                let bytes = sealed.remove(&id).unwrap_or_default();
+                (
+                    id,
+                    self.open_file::<IndexFile>(FileKind::Index, &id.to_hex(), &bytes),
+                )
+            });
+            let loader = self.cache.index().loader()?;
+            for (id, loaded) in ready.chain(self.load_index_files(&to_load)) {
+                match loaded {
+                    Ok(file) => loader.add_file(&id, &file)?,
+                    // One damaged index file must not stop every operation: its packs are
+                    // found from their own headers once the intact ones are known.
+                    Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            loader.finish()?;
+            let ids: Vec<IndexId> = damaged.iter().map(|(id, _)| *id).collect();
+            let n = self.index_from_headers(&ids)?;
+            match damaged.as_slice() {
+                [] => {}
+                [(_, e)] => self.warn(format!(
+                    "{e}; skipped it and read the headers of {n} pack(s) no intact index \
+                     names instead (a repair of the index writes a new one)"
+                )),
+                [(_, e), ..] => self.warn(format!(
+                    "{} index files are damaged (the first: {e}); skipped them and read the \
+                     headers of {n} pack(s) no intact index names instead (a repair of the \
+                     index writes a new one)",
+                    damaged.len()
+                )),
+            }
+            Ok(())
+        })();
+        result?;
+        tx.commit()
+    }
+
+    /// Index files, decoded a batch at a time as the caller consumes them: a rebuild holds
+    /// one batch of decoded entries, not the whole index (10^6 blobs are ~64 MB decoded).
+    pub(super) fn load_index_files<'a>(
+        &'a self,
+        ids: &'a [IndexId],
+    ) -> impl Iterator<Item = (IndexId, Result<IndexFile>)> + 'a {
+        let batch = self.backend.capabilities().read_concurrency.max(1) * 4;
+        ids.chunks(batch)
+            .flat_map(move |chunk| self.load_many::<IndexFile, _>(FileKind::Index, chunk))
+    }
+
+    /// Loads sealed files of one kind, several requests in flight (a bare machine reads
+    /// every index file and snapshot manifest: one round trip each, one after the other,
+    /// would dominate its time on an object store). Batches keep memory bounded.
+    pub(crate) fn load_many<T, I>(&self, kind: FileKind, ids: &[I]) -> Vec<(I, Result<T>)>
+    where
+        T: DeserializeOwned + Send,
+        I: Copy + Send + Sync + std::fmt::Display,
+    {
+        use rayon::prelude::*;
+        let batch = self.backend.capabilities().read_concurrency.max(1) * 4;
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(batch) {
+            let loaded: Vec<(I, Result<T>)> =
+                crate::util::with_read_pool(self.backend.as_ref(), || {
+                    chunk
+                        .par_iter()
+                        .map(|id| (*id, self.load_file::<T>(kind, &id.to_string())))
+                        .collect()
+                });
+            out.extend(loaded);
+        }
+        out
+    }
+
+    /// Stands in for damaged index files: every pack on the backend that no intact index
+    /// file names (nor marks) is read by its header and made readable in the cache, under
+    /// the first damaged file's id, and each damaged id is recorded so that it is not read
+    /// again. Once for all of them: a listing of every pack per damaged file made 20,000
+    /// junk files cost a minute. Readable, not live: like a marked pack, backups do not
+    /// deduplicate against it (nothing in the repository names it yet). Returns the number
+    /// of packs so found.
+    pub(super) fn index_from_headers(&self, damaged: &[IndexId]) -> Result<usize> {
+        let Some((first, rest)) = damaged.split_first() else {
+            return Ok(0);
+        };
+        let mut known: HashSet<PackId> = self
+            .cache
+            .index()
+            .packs()?
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        known.extend(self.cache.index().marked_packs()?.into_iter().map(|p| p.0));
+        let now = crate::timespec::now().to_rfc3339();
+        let mut unknown: Vec<(PackId, (pack::BlobKind, u64))> = self
+            .stored_packs()?
+            .into_iter()
+            .filter(|(id, _)| !known.contains(id))
+            .collect();
+        unknown.sort_by_key(|u| u.0);
+        let mut found = Vec::new();
+        for (id, (kind, size)) in unknown {
+            match self.read_pack_header(kind, &id, size) {
+                Ok(entries) => found.push(ObsoletePack {
+                    id,
+                    kind,
+                    marked: now.clone(),
+                    blobs: Vec::new(),
+                    entries,
+                }),
+                Err(e) => self.warn(format!("{e} (its blobs cannot be found)")),
+            }
+        }
+        let n = found.len();
+        let stand_in = |obsolete| IndexFile {
+            version: FILE_VERSION,
+            supersedes: Vec::new(),
+            packs: Vec::new(),
+            obsolete,
+        };
+        self.cache.index().add_file(first, &stand_in(found))?;
+        for id in rest {
+            self.cache.index().add_file(id, &stand_in(Vec::new()))?;
+        }
+        Ok(n)
+    }
+
+    /// A pack's header, read from its end (one range read for any usual header size).
+    pub(crate) fn read_pack_header(
+        &self,
+        kind: pack::BlobKind,
+        id: &PackId,
+        size: u64,
+    ) -> Result<Vec<pack::BlobEntry>> {
+        const TAIL: u64 = 64 << 10;
+        let take = size.min(TAIL);
+        let mut tail = self.read_pack_range(kind, id, size - take, take)?;
+        if tail.len() >= pack::TRAILER_LEN {
+            let t = &tail[tail.len() - pack::TRAILER_LEN..];
+            let hlen = u32::from_le_bytes(t.try_into().expect("4 bytes")) as u64;
+            let need = hlen + pack::TRAILER_LEN as u64;
+            if need > take && need <= size {
+                tail = self.read_pack_range(kind, id, size - need, need)?;
+            }
+        }
+        pack::read_header(&self.key, id, &tail)
+    }
+
+    /// Reads every index file, verifying each, and rebuilds the cached blob index from them
+    /// unless it holds exactly these files already (its rows came from the same immutable
+    /// files: re-inserting 10^6 of them was most of a prune's time); returns what was read,
+    /// the files that could not be (their packs are then found by their headers) and the
+    /// marks of earlier prunes.
+    pub(crate) fn rebuild_index(&self) -> Result<IndexRead> {
+        let read = self.rebuild_index_once()?;
+        // A prune running meanwhile replaces index files between our listing and reading:
+        // a file that vanished is no damage, so list again and read what is there now.
+        if read
+            .damaged
+            .iter()
+            .any(|(_, e)| matches!(e, Error::NotFound { .. }))
+        {
+            return self.rebuild_index_once();
+        }
+        Ok(read)
+    }
+
+    pub(super) fn rebuild_index_once(&self) -> Result<IndexRead> {
+        let listed: Vec<IndexId> = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let mut out = IndexRead::default();
+        let known: HashSet<IndexId> = self.cache.index().files()?.into_iter().collect();
+        let in_sync = known == listed.iter().copied().collect::<HashSet<_>>();
+        let tx = self.cache.transaction()?;
+        let rebuilt = (|| {
+            if !in_sync {
+                self.cache.index().clear()?;
+            }
+            let loader = self.cache.index().loader()?;
+            for (id, loaded) in self.load_index_files(&listed) {
+                match loaded {
+                    Ok(file) => {
+                        if !in_sync {
+                            loader.add_file(&id, &file)?;
+                        }
+                        for m in file.obsolete {
+                            index::add_mark(&mut out.marks, m);
+                        }
+                        out.read.push(id);
+                    }
+                    Err(e) => out.damaged.push((id, e)),
+                }
+            }
+            loader.finish()?;
+            // As in sync_index: the packs a damaged file named are found by their headers,
+            // so that what they hold is not also reported as lost.
+            let corrupt: Vec<IndexId> = (out.damaged.iter())
+                .filter(|(_, e)| matches!(e, Error::Corrupt { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            self.index_from_headers(&corrupt)?;
+            Ok(())
+        })();
+        rebuilt?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Every pack file the backend holds, with its kind and size.
+    pub(crate) fn stored_packs(&self) -> Result<HashMap<PackId, (pack::BlobKind, u64)>> {
+        Ok(self.stored_packs_classed()?.0)
+    }
+
+    /// As [`Repository::stored_packs`], with the storage class and write time of each
+    /// pack the listing gives a class other than STANDARD.
+    pub(crate) fn stored_packs_classed(&self) -> Result<StoredPacks> {
+        let mut stored = HashMap::new();
+        let mut classed = Vec::new();
+        for kind in [pack::BlobKind::Data, pack::BlobKind::Tree] {
+            for f in self.backend.list(pack_file_kind(kind))? {
+                if let Ok(id) = f.name.parse::<PackId>() {
+                    stored.insert(id, (kind, f.size));
+                    if let Some(class) = f.storage_class.filter(|c| c != "STANDARD") {
+                        classed.push((id, class, f.modified));
+                    }
+                }
+            }
+        }
+        Ok((stored, classed))
+    }
+
+    /// Writes a new index that replaces `supersedes`: files of at most
+    /// [`PACKS_PER_INDEX_FILE`] packs, the first also carrying the marks (at least one file
+    /// is written). The replaced files are deleted only after every new one is durable.
+    /// Returns the number of files written.
+    pub(crate) fn replace_index(
+        &self,
+        packs: &mut dyn Iterator<Item = Result<IndexedPack>>,
+        obsolete: Vec<ObsoletePack>,
+        supersedes: &[IndexId],
+    ) -> Result<usize> {
+        let mut first = Some((obsolete, supersedes.to_vec()));
+        let mut written = 0;
+        loop {
+            let pending = (&mut *packs)
+                .take(PACKS_PER_INDEX_FILE)
+                .collect::<Result<Vec<IndexedPack>>>()?;
+            if pending.is_empty() && first.is_none() {
+                break;
+            }
+            let (obsolete, supersedes) = first.take().unwrap_or_default();
+            let file = IndexFile {
+                version: FILE_VERSION,
+                supersedes,
+                packs: pending,
+                obsolete,
+            };
+            self.save_index(&file)?;
+            written += 1;
+        }
+        for id in supersedes {
+            self.backend.delete(FileKind::Index, &id.to_hex())?;
+        }
+        Ok(written)
+    }
+
+    pub(crate) fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
+        self.write_index_superseding(packs, &[])
+    }
+
+    /// An index file naming `packs` that includes, and so may replace, the index files
+    /// `supersedes` (format-spec §7).
+    pub(crate) fn write_index_superseding(
+        &self,
+        packs: Vec<IndexedPack>,
+        supersedes: &[IndexId],
+    ) -> Result<IndexId> {
+        let file = IndexFile {
+            version: FILE_VERSION,
+            supersedes: supersedes.to_vec(),
+            packs,
+            obsolete: Vec::new(),
+        };
+        let id = IndexId(self.save_index(&file)?);
+        self.cache.index().add_file(&id, &file)?;
+        Ok(id)
+    }
+
+    /// Deletes an index file that a durable one supersedes. The cache forgets the file but
+    /// keeps its entries (the superseding file has them), so the next open does not take
+    /// the deletion for a prune's and rebuild the whole index.
+    pub(crate) fn delete_index_file(&self, id: &IndexId) -> Result<()> {
+        self.backend.delete(FileKind::Index, &id.to_hex())?;
+        self.cache.index().forget_file(id)
+    }
+
+    /// Uploads a finished pack; the caller must get it into an index file afterwards.
+    /// Data packs go to `class`, else to the repository's data storage class.
+    pub(crate) fn write_pack(
+        &self,
+        pack: &FinishedPack,
+        class: Option<&str>,
+    ) -> Result<IndexedPack> {
+        let kind = match pack.kind {
+            pack::BlobKind::Data => FileKind::Data,
+            pack::BlobKind::Tree => FileKind::Tree,
+        };
+        // Only data packs go cold (trees are read by every listing and restore), and only
+        // those big enough not to be billed as 128 KiB each.
+        let class = match pack.kind {
+            pack::BlobKind::Data if pack.bytes.len() >= crate::backend::MIN_CLASSED_OBJECT => {
+                class.or(self.config.data_storage_class.as_deref())
+            }
+            _ => None,
+        };
+        self.backend.put(
+            kind,
+            &pack.id.to_hex(),
+            &pack.bytes,
+            &WriteOptions::in_class(class),
+        )?;
+        Ok(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            blobs: pack.entries.clone(),
+        })
+    }
+
+    /// Where a blob is stored; not found if the index does not name it.
+    #[doc(hidden)]
+    pub fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.cache
+            .index()
+            .lookup(id)?
+            .ok_or_else(|| Error::not_found(Missing::Blob(*id)))
+    }
+
+    /// Reads, decrypts and verifies one blob with a range read.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.lookup_blob(id)?;
+        let sealed = self.read_pack_range(
+            loc.entry.kind,
+            &loc.pack,
+            loc.entry.offset,
+            loc.entry.length as u64,
+        )?;
+        self.open_blob_in(&loc.pack, &sealed, loc.entry.offset, &loc.entry)
+    }
+
+    /// A blob's plaintext from `buf`, bytes of pack `pack` from offset `at` on (the whole
+    /// pack, or one range read of it): cut out, decrypted, decompressed and checked against
+    /// its id. Restore, check, prune and tree fetches all open blobs here; errors name the
+    /// blob and its pack.
+    pub(crate) fn open_blob_in(
+        &self,
+        pack: &PackId,
+        buf: &[u8],
+        at: u64,
+        entry: &pack::BlobEntry,
+    ) -> Result<Vec<u8>> {
+        let sealed = sealed_in(pack, buf, at, entry)?;
+        open_blob(&self.key, entry, sealed).map_err(|e| in_pack(e, pack))
+    }
+}
+
+/// What [`Repository::rebuild_index`] read.
+#[derive(Debug, Default)]
+pub(crate) struct IndexRead {
+    /// The index files read.
+    pub read: Vec<IndexId>,
+    /// Index files that could not be read, and why.
+    pub damaged: Vec<(IndexId, Error)>,
+    /// The marks of earlier prunes, one per pack.
+    pub marks: HashMap<PackId, index::ObsoletePack>,
+}
+
+/// The index listing, and some index files still sealed, fetched before the key is known.
+pub(super) struct EarlyIndex {
+    listed: Vec<FileInfo>,
+    sealed: HashMap<IndexId, Vec<u8>>,
+}
+
+impl EarlyIndex {
+    /// The listing; with `files`, also the first batch of index files (memory stays
+    /// bounded: the rest are read as usual, once the key is known).
+    pub(super) fn fetch(backend: &BackendRef, files: bool) -> Result<Self> {
+        use rayon::prelude::*;
+        let listed = backend.list(FileKind::Index)?;
+        let mut sealed = HashMap::new();
+        if files {
+            let first: Vec<IndexId> = listed
+                .iter()
+                .filter_map(|f| f.name.parse().ok())
+                .take(backend.capabilities().read_concurrency.max(1) * 4)
+                .collect();
+            sealed = crate::util::with_read_pool(backend.as_ref(), || {
+                first
+                    .par_iter()
+                    .filter_map(|id| {
+                        let bytes = backend.read(FileKind::Index, &id.to_hex()).ok()?;
+                        Some((*id, bytes))
+                    })
+                    .collect()
+            });
+        }
+        Ok(EarlyIndex { listed, sealed })
+    }
+}

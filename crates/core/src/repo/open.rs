@@ -1,0 +1,294 @@
+//! Opening a repository: init, the password, the key file (and the one cached from last
+//! time), the config, the cache.
+
+use super::indexing::EarlyIndex;
+use super::*;
+
+impl Repository {
+    /// Creates a repository; refuses a location that already holds one. `cost` is the
+    /// first key's Argon2id cost ([`KdfCost::DEFAULT`] outside tests).
+    pub fn init(
+        backend: BackendRef,
+        password: &[u8],
+        config: Config,
+        cost: &KdfCost,
+    ) -> Result<Config> {
+        // What `open` would call a damaged config is never written.
+        config.chunker.validate()?;
+        if let Some(class) = &config.data_storage_class {
+            crate::backend::check_storage_class(class)?;
+        }
+        if backend.exists()? {
+            return Err(Error::RepositoryExists(backend.location()));
+        }
+        backend.create()?;
+        if config.object_lock.is_some() {
+            match backend
+                .capabilities()
+                .object_lock
+                .map(|l| l.enabled())
+                .transpose()?
+            {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(Error::BadInput {
+                        what: "object lock",
+                        reason: format!(
+                            "the bucket of {} does not have Object Lock enabled (it can only \
+                             be turned on when a bucket is created: `aws s3api create-bucket \
+                             --object-lock-enabled-for-bucket`)",
+                            backend.location()
+                        ),
+                    })
+                }
+                None => {
+                    return Err(Error::BadInput {
+                        what: "object lock",
+                        reason: format!(
+                            "{} is not an S3 bucket: Object Lock needs one",
+                            backend.location()
+                        ),
+                    })
+                }
+            }
+        }
+        let backend = lock_layer(backend, &config).0;
+        // A location with repository files but no config is a repository that lost its
+        // config, not an empty one: a second master key there would hide the first.
+        let mut found = Vec::new();
+        for kind in FileKind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, FileKind::Config | FileKind::Lock))
+        {
+            let n = backend.list(kind)?.len();
+            if n > 0 {
+                found.push(format!("{n} file(s) under {}/", kind.dir()));
+            }
+        }
+        if !found.is_empty() {
+            return Err(Error::NotEmpty {
+                location: backend.location(),
+                found: found.join(", "),
+            });
+        }
+        let key = MasterKey::generate();
+        let keyfile = KeyFile::create(&key, password, cost)?.encode();
+        backend.write(
+            FileKind::Key,
+            &hex::encode(content_address(&keyfile)),
+            &keyfile,
+        )?;
+        // The config comes last: its presence is what makes the location a repository.
+        let sealed = key.seal(&encode(&config), aad(FileKind::Config));
+        backend.write(FileKind::Config, "config", &sealed)?;
+        Ok(config)
+    }
+
+    /// Opens a repository with a password; `cache_base` holds one cache per repository id.
+    pub fn open(backend: BackendRef, password: &[u8], cache_base: &Path) -> Result<Self> {
+        Self::open_with(backend, &mut || Ok(password.to_vec()), cache_base)
+    }
+
+    /// As [`Repository::open`], asking for the password only once the repository is known
+    /// to exist (so a wrong URL is reported before anyone types a password).
+    /// Long on purpose: the order of opening (config, password, key, cache, index) with
+    /// the index listing fetched alongside is easier to check in one place.
+    pub fn open_with(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        Self::open_inner(backend, password, cache_base, true)
+    }
+
+    /// As [`Repository::open_with`] for commands that read snapshots and audit records
+    /// only (`status`): the index is not brought up to date (no listing), so the handle is
+    /// a [`metadata::MetadataRepository`], which offers no blob or pack lookup.
+    pub fn open_metadata(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<metadata::MetadataRepository> {
+        Self::open_inner(backend, password, cache_base, false)
+            .map(metadata::MetadataRepository::new)
+    }
+
+    pub(super) fn open_inner(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+        sync_index: bool,
+    ) -> Result<Self> {
+        // Reading the config doubles as the existence check: one request, not two.
+        let sealed = match backend.read(FileKind::Config, "config") {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
+        };
+        // Ours before anything is kept there (see `private_dir`).
+        crate::repo::cache::private_dir(cache_base)?;
+        let key_cache = key_cache_path(cache_base, &backend.location());
+        // The index listing needs no key, nor (on a machine that never opened this
+        // repository: no key is cached for it) do the first index files: they are fetched
+        // while the password is asked for and the key derived, instead of one round trip
+        // after the other.
+        let bare = !key_cache.exists();
+        let (opened, early) = std::thread::scope(|s| {
+            let early = s.spawn(|| sync_index.then(|| EarlyIndex::fetch(&backend, bare)));
+            let opened = (|| -> Result<Repository> {
+                let password = password()?;
+                let (key, key_id, config) =
+                    match cached_key(&backend, &key_cache, &password, &sealed)? {
+                        Some(c) => c,
+                        None => {
+                            let (key, key_id, file) = Self::unlock(&backend, &password)?;
+                            let config = open_config(&key, &sealed)
+                                .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
+                            remember_key(&key_cache, &key_id, file);
+                            (key, key_id, config)
+                        }
+                    };
+                Self::with_key(backend.clone(), key, key_id, config, cache_base)
+            })();
+            (opened, early.join().expect("index prefetch thread"))
+        });
+        let repo = opened?;
+        if let Some(early) = early {
+            repo.sync_index_from(early.ok())?;
+        }
+        Ok(repo)
+    }
+
+    /// The repository open with `key`, once its config is one this build can work with.
+    pub(super) fn with_key(
+        backend: BackendRef,
+        key: MasterKey,
+        key_id: KeyId,
+        config: Config,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&config.version) {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                oldest: config::OLDEST_VERSION,
+                newest: config::FORMAT_VERSION,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+        // Trees are cached as they are read; bounded here, once per process, so that the
+        // cache of a long-lived repository does not grow without end.
+        cache.trees().bound(crate::repo::cache::TREE_CACHE_BYTES)?;
+        let (backend, written) = lock_layer(backend, &config);
+        Ok(Repository {
+            backend,
+            written,
+            key,
+            key_id,
+            config,
+            cache,
+            warnings: Default::default(),
+        })
+    }
+
+    pub(super) fn unlock(
+        backend: &BackendRef,
+        password: &[u8],
+    ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
+        let mut keys = backend.list(FileKind::Key)?;
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        // A damaged key file is named as damaged, never mistaken for a wrong password.
+        let mut damaged = Vec::new();
+        let mut intact = 0usize;
+        for info in keys {
+            let Ok(id) = info.name.parse::<KeyId>() else {
+                continue; // not a key file name: ignored, as the format says
+            };
+            let bytes = backend.read(FileKind::Key, &info.name)?;
+            if content_address(&bytes) != id.0 {
+                damaged.push(format!(
+                    "key {}: content does not match its name",
+                    info.name
+                ));
+                continue;
+            }
+            let kf = match KeyFile::decode(&bytes, &info.name) {
+                Ok(kf) => kf,
+                Err(e) => {
+                    damaged.push(e.to_string());
+                    continue;
+                }
+            };
+            match kf.open(password) {
+                Ok(Some(key)) => return Ok((key, id, bytes)),
+                Ok(None) => intact += 1,
+                Err(e) => damaged.push(format!("key {}: {e}", info.name)),
+            }
+        }
+        if intact == 0 && !damaged.is_empty() {
+            return Err(Error::corrupt(
+                "every key file",
+                format!("none is intact: {}", damaged.join("; ")),
+            ));
+        }
+        Err(Error::WrongPassword { damaged })
+    }
+}
+
+/// The config, decrypted with `key`; `None` if the key does not open it.
+pub(super) fn open_config(key: &MasterKey, sealed: &[u8]) -> Option<Config> {
+    let plain = key.open(sealed, aad(FileKind::Config))?;
+    ciborium::from_reader(&plain[..]).ok()
+}
+
+/// The key file that opened this repository last time, if the password still opens it and
+/// the repository still has it (a key removed there must stop working here too: one
+/// listing checks). Saves listing and reading every key file.
+pub(super) fn cached_key(
+    backend: &BackendRef,
+    key_cache: &Path,
+    password: &[u8],
+    sealed_config: &[u8],
+) -> Result<Option<(MasterKey, KeyId, Config)>> {
+    let cached = std::fs::read(key_cache).ok().and_then(|bytes| {
+        let (name, file): (String, serde_bytes::ByteBuf) =
+            ciborium::from_reader(&bytes[..]).ok()?;
+        let kf = KeyFile::decode(&file, &name).ok()?;
+        let key = kf.open(password).ok()??;
+        let config = open_config(&key, sealed_config)?;
+        Some((key, name.parse::<KeyId>().ok()?, config))
+    });
+    let Some(c) = cached else { return Ok(None) };
+    let listed = backend.list(FileKind::Key)?;
+    Ok(listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c))
+}
+
+/// Keeps the key file that opened the repository for next time. Only a speed-up: failing
+/// to write it changes nothing. Private, like the rest of the cache (a key file is only as
+/// strong as its password).
+pub(super) fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>) {
+    let mut buf = Vec::new();
+    ciborium::into_writer(
+        &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
+        &mut buf,
+    )
+    .expect("CBOR into memory");
+    if let Some(dir) = key_cache.parent() {
+        let _ = crate::repo::cache::private_dir(dir).and_then(|_| {
+            use std::io::Write;
+            let mut f = crate::repo::cache::private_file(key_cache)?;
+            f.set_len(0)
+                .and_then(|_| f.write_all(&buf))
+                .map_err(|e| Error::io(key_cache, e))
+        });
+    }
+}
+
+/// Where the key file that last opened a repository is kept, by repository location.
+pub(super) fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
+    let h = blake3::hash(location.as_bytes());
+    cache_base.join("keys").join(&h.to_hex()[..32])
+}

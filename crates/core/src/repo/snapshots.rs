@@ -1,0 +1,148 @@
+//! Snapshots: written, listed (damage reported, not fatal), found by id, prefix or instant.
+
+use super::*;
+
+impl Repository {
+    /// Stores a snapshot manifest (after its packs and index are durable: write order,
+    /// format-spec §7).
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let wire = snapshot::SnapshotWire::for_format(snap, self.config.version);
+        let id = SnapshotId(self.save_file(FileKind::Snapshot, &wire)?);
+        self.cache.snapshots().put(&id, &encode(snap))?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first; manifests come from the cache when it has them. A
+    /// damaged snapshot file is skipped with a warning (`check` reports it).
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.snapshots_and_damage()?;
+        for (id, e) in damaged {
+            self.warn(format!("skipped snapshot {id}: {e}"));
+        }
+        Ok(snaps)
+    }
+
+    /// One snapshot's manifest by id: from the cache, else one read (no listing).
+    pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        if let Some(s) = self
+            .cache
+            .snapshots()
+            .get(id)?
+            .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok())
+        {
+            return Ok(s);
+        }
+        let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
+        self.cache.snapshots().put(id, &encode(&s))?;
+        Ok(s)
+    }
+
+    /// Every snapshot, or an error naming the first damaged one: for operations that must
+    /// see all of them (prune would otherwise delete what a damaged one references).
+    pub(crate) fn all_snapshots_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.snapshots_and_damage()?;
+        match damaged.into_iter().next() {
+            None => Ok(snaps),
+            Some((id, e)) => Err(Error::corrupt(
+                format!("snapshot {id}"),
+                format!("{e}; stopping, since what it references cannot be known"),
+            )
+            .with_remedy(crate::Remedy::ForgetSnapshot)),
+        }
+    }
+
+    /// The snapshot files that cannot be read, with why (`forget --snapshot` removes them
+    /// by id like any other).
+    pub fn damaged_snapshots(&self) -> Result<Vec<(SnapshotId, Error)>> {
+        Ok(self.snapshots_and_damage()?.1)
+    }
+
+    /// Every readable snapshot, and the damaged ones with their errors.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn snapshots_and_damage(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+        let listed: HashSet<SnapshotId> = self
+            .backend
+            .list(FileKind::Snapshot)?
+            .into_iter()
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        for id in self.cache.snapshots().ids()? {
+            if !listed.contains(&id) {
+                self.cache.snapshots().remove(&id)?;
+            }
+        }
+        let mut out = Vec::with_capacity(listed.len());
+        let mut damaged = Vec::new();
+        let mut missing = Vec::new();
+        for id in listed {
+            let cached = self
+                .cache
+                .snapshots()
+                .get(&id)?
+                .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok());
+            match cached {
+                Some(s) => out.push((id, s)),
+                None => missing.push(id),
+            }
+        }
+        for (id, loaded) in self.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {
+            match loaded {
+                Ok(s) => {
+                    self.cache.snapshots().put(&id, &encode(&s))?;
+                    out.push((id, s));
+                }
+                Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
+                // Forgotten since the listing: not there, not damaged.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| {
+            a.1.datetime()
+                .cmp(&b.1.datetime())
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        damaged.sort_by_key(|d| d.0);
+        Ok((out, damaged))
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.find_snapshot_in(spec, &snapshot::SnapshotFilter::default())
+    }
+
+    /// As [`Repository::find_snapshot`]; `latest` means the newest that passes the filter,
+    /// which must leave one lineage (see [`snapshot::select_at`]).
+    pub fn find_snapshot_in(
+        &self,
+        spec: &str,
+        filter: &snapshot::SnapshotFilter,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return snapshot::select_at(all, None, filter);
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut hits: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits.pop().unwrap()),
+            0 => Err(Error::not_found(Missing::Snapshot(spec.to_string()))),
+            n => Err(Error::Ambiguous {
+                what: "snapshot",
+                prefix: spec.to_string(),
+                matches: n,
+            }),
+        }
+    }
+
+    /// Deletes a snapshot manifest. The data it referenced stays until prune.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.delete(FileKind::Snapshot, &id.to_hex())?;
+        self.cache.snapshots().remove(id)
+    }
+}
