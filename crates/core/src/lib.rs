@@ -72,6 +72,7 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod sets;
 pub mod stats;
 pub mod status;
 pub mod thaw;

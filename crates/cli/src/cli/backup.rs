@@ -10,10 +10,10 @@ use strata::metrics;
 use strata::patterns::{self, Patterns};
 use strata::timespec;
 
-use super::config::SetConfig;
 use super::monitor;
 use super::output::{self, Bar};
 use super::Global;
+use strata::sets::BackupSet;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -458,7 +458,7 @@ fn one(
 /// A backup run of one set (or of paths), for the metrics and the hooks.
 struct Run<'a> {
     label: &'a str,
-    hooks: Option<&'a SetConfig>,
+    hooks: Option<&'a BackupSet>,
     /// Set by SIGINT/SIGTERM: a running hook is told to end too.
     stop: Option<&'a AtomicBool>,
     started: DateTime<FixedOffset>,
@@ -510,7 +510,7 @@ impl Run<'_> {
         });
         if let Some((what, cmd)) = hook {
             let error = error.map(output::chain);
-            let env = monitor::backup_hook_env(
+            let env = strata::sets::hook_env(
                 self.label,
                 code,
                 self.duration_secs,
@@ -528,7 +528,7 @@ fn observed(
     global: &Global,
     repo: &strata::Repository,
     label: &str,
-    hooks: Option<&SetConfig>,
+    hooks: Option<&BackupSet>,
     opts: BackupOptions<'_>,
 ) -> anyhow::Result<(serde_json::Value, i32)> {
     let started = timespec::now();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use serde::Deserialize;
-use strata::retention::Policy;
+pub use strata::sets::{BackupSet, Keep};
 
 #[derive(Debug, Default, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -26,7 +26,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub prices: BTreeMap<String, f64>,
     #[serde(default)]
-    pub sets: BTreeMap<String, SetConfig>,
+    pub sets: BTreeMap<String, BackupSet>,
     /// PostgreSQL clusters whose WAL the repository archives (`strata wal`).
     #[serde(default)]
     pub postgres: BTreeMap<String, PostgresConfig>,
@@ -44,98 +44,6 @@ pub struct PostgresConfig {
     /// Base backups kept; the WAL they need follows them.
     #[serde(default)]
     pub keep: Keep,
-}
-
-#[derive(Debug, Default, Deserialize, Clone)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SetConfig {
-    pub paths: Vec<PathBuf>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    #[serde(default)]
-    pub exclude_file: Vec<PathBuf>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub keep: Keep,
-    pub data_storage_class: Option<String>,
-    pub host: Option<String>,
-    #[serde(default)]
-    pub one_file_system: bool,
-    /// `status` calls the set stale when its newest snapshot is older than this (default:
-    /// twice its smallest keep interval).
-    pub max_age: Option<String>,
-    /// Run (`sh -c`) after a backup of the set that exits 0, with its summary in the
-    /// environment (STRATA_SET, STRATA_SNAPSHOT_ID, STRATA_EXIT_CODE, ...).
-    pub on_success: Option<String>,
-    /// Run after a backup of the set that does not exit 0 (3 included).
-    pub on_failure: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Keep {
-    #[serde(default)]
-    pub last: u32,
-    #[serde(default)]
-    pub hourly: u32,
-    #[serde(default)]
-    pub daily: u32,
-    #[serde(default)]
-    pub weekly: u32,
-    #[serde(default)]
-    pub monthly: u32,
-    #[serde(default)]
-    pub yearly: u32,
-    pub within: Option<String>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-}
-
-impl Keep {
-    pub fn policy(&self) -> anyhow::Result<Policy> {
-        let within = self
-            .within
-            .as_deref()
-            .map(|d| {
-                strata::timespec::parse_duration(d).map_err(|e| anyhow!("keep.within {d}: {e}"))
-            })
-            .transpose()?;
-        Ok(Policy {
-            last: self.last,
-            hourly: self.hourly,
-            daily: self.daily,
-            weekly: self.weekly,
-            monthly: self.monthly,
-            yearly: self.yearly,
-            within,
-            tags: self.tags.clone(),
-        })
-    }
-}
-
-impl SetConfig {
-    /// How old the set's newest snapshot may be: `max-age`, else twice the smallest keep
-    /// interval (hourly: 2h, daily: 2d, weekly: 14d, monthly: 62d, yearly: 732d), else none.
-    pub fn max_age(&self) -> anyhow::Result<Option<chrono::Duration>> {
-        if let Some(d) = &self.max_age {
-            return strata::timespec::parse_duration(d)
-                .map(Some)
-                .map_err(|e| anyhow!("max-age {d}: {e}"));
-        }
-        let k = &self.keep;
-        let hours = [
-            (k.hourly, 1),
-            (k.daily, 24),
-            (k.weekly, 24 * 7),
-            (k.monthly, 24 * 31),
-            (k.yearly, 24 * 366),
-        ]
-        .into_iter()
-        .find(|(n, _)| *n > 0)
-        .map(|(_, h)| h);
-        Ok(hours.map(|h| chrono::Duration::hours(2 * h)))
-    }
 }
 
 impl ConfigFile {
@@ -172,24 +80,8 @@ impl ConfigFile {
         let cfg: ConfigFile =
             toml::from_str(text).map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
         for (name, set) in &cfg.sets {
-            // A name that could forge a line of output or a directory of `mount`.
-            strata::check_name("set name", name)
+            set.validate(name)
                 .map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
-            if set.paths.is_empty() {
-                return Err(anyhow!(
-                    "invalid config {}: set {name:?} has no paths",
-                    path.display()
-                ));
-            }
-            set.keep
-                .policy()
-                .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
-            set.max_age()
-                .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
-            if let Some(class) = &set.data_storage_class {
-                strata::backend::check_storage_class(class)
-                    .map_err(|e| anyhow!("invalid config {}: set {name:?}: {e}", path.display()))?;
-            }
         }
         if cfg.password_file.is_some() && cfg.password_command.is_some() {
             return Err(anyhow!(
@@ -212,7 +104,7 @@ impl ConfigFile {
         Ok(&self.set(name)?.keep)
     }
 
-    pub fn set(&self, name: &str) -> anyhow::Result<&SetConfig> {
+    pub fn set(&self, name: &str) -> anyhow::Result<&BackupSet> {
         self.sets.get(name).ok_or_else(|| {
             anyhow!(
                 "no backup set {name:?} in the config (sets: {})",

@@ -83,38 +83,6 @@ pub fn run_hook(
     eprintln!("warning: {what} hook {cmd:?} {outcome}");
 }
 
-/// The environment a backup hook sees.
-pub fn backup_hook_env(
-    set: &str,
-    code: i32,
-    duration: f64,
-    report: Option<&strata::backup::BackupReport>,
-    error: Option<&str>,
-) -> Vec<(&'static str, String)> {
-    let mut env = vec![
-        ("STRATA_SET", set.to_string()),
-        ("STRATA_EXIT_CODE", code.to_string()),
-        ("STRATA_DURATION_SECONDS", format!("{duration:.3}")),
-    ];
-    if let Some(r) = report {
-        let s = &r.snapshot.summary;
-        env.extend([
-            ("STRATA_SNAPSHOT_ID", r.snapshot_id.to_hex()),
-            ("STRATA_FILES_NEW", s.files_new.to_string()),
-            ("STRATA_FILES_CHANGED", s.files_changed.to_string()),
-            ("STRATA_FILES_UNCHANGED", s.files_unchanged.to_string()),
-            ("STRATA_FILES_ERRORS", r.warnings.len().to_string()),
-            ("STRATA_BYTES_READ", s.bytes_read.to_string()),
-            ("STRATA_BYTES_ADDED", s.bytes_added.to_string()),
-            ("STRATA_BYTES_STORED", s.bytes_stored.to_string()),
-        ]);
-    }
-    if let Some(e) = error {
-        env.push(("STRATA_ERROR", e.to_string()));
-    }
-    env
-}
-
 /// Records a backup run in the metrics file.
 pub fn record_backup(global: &Global, run: &metrics::BackupRun<'_>) {
     global.update_metrics(|s| metrics::record_backup(s, run));

@@ -291,14 +291,15 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     let coverage = repo.coverage(&records, now)?;
     let mut freshness = std::collections::HashMap::new();
     for (name, _) in &picks {
-        let config = global.file.sets.get(name);
-        let max_age = match (given_max, config) {
-            (Some(d), _) => Some(d),
-            (None, Some(c)) => c.max_age()?,
-            (None, None) => None,
+        let f = match global.file.sets.get(name) {
+            Some(set) => set.freshness(given_max)?,
+            // A lineage without a set: held to the bound given, never required.
+            None => status::Freshness {
+                max_age: given_max,
+                required: false,
+            },
         };
-        let required = config.is_some();
-        freshness.insert(name.clone(), status::Freshness { max_age, required });
+        freshness.insert(name.clone(), f);
     }
     let rows = status::assess(picks, &freshness, &drills, now);
     if global.json {

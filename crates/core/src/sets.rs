@@ -1,0 +1,304 @@
+//! Backup sets: named collections of paths, each with its exclusions, retention policy,
+//! storage class, freshness bound and hooks. What an operator's configuration declares
+//! (the `strata` CLI reads them from `[sets.NAME]` in its TOML file), as library types: a
+//! set's policy, freshness and the environment of its hooks are decided here.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::backup::BackupReport;
+use crate::error::{Error, Result};
+use crate::retention::Policy;
+use crate::status::Freshness;
+
+/// A backup set.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BackupSet {
+    /// What it backs up.
+    pub paths: Vec<PathBuf>,
+    /// Exclude patterns (gitignore-like).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Files of exclude patterns.
+    #[serde(default)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Tags of its snapshots.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What `forget` keeps.
+    #[serde(default)]
+    pub keep: Keep,
+    /// The storage class of its data packs (else the repository's).
+    pub data_storage_class: Option<String>,
+    /// The host name its snapshots carry (else this machine's).
+    pub host: Option<String>,
+    /// Stay on the file system of each path.
+    #[serde(default)]
+    pub one_file_system: bool,
+    /// The set is stale when its newest snapshot is older than this (default: twice its
+    /// smallest keep interval).
+    pub max_age: Option<String>,
+    /// Run (`sh -c`) after a backup of the set that exits 0, with [`hook_env`] in the
+    /// environment.
+    pub on_success: Option<String>,
+    /// Run after a backup of the set that does not exit 0 (3 included).
+    pub on_failure: Option<String>,
+}
+
+/// What `forget` keeps of a set: `keep-*` rules.
+#[derive(Debug, Default, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    /// The newest this many.
+    #[serde(default)]
+    pub last: u32,
+    /// The newest of each of this many hours.
+    #[serde(default)]
+    pub hourly: u32,
+    /// The newest of each of this many days.
+    #[serde(default)]
+    pub daily: u32,
+    /// The newest of each of this many weeks.
+    #[serde(default)]
+    pub weekly: u32,
+    /// The newest of each of this many months.
+    #[serde(default)]
+    pub monthly: u32,
+    /// The newest of each of this many years.
+    #[serde(default)]
+    pub yearly: u32,
+    /// Everything younger than this (`7d`), counted back from the newest.
+    pub within: Option<String>,
+    /// Snapshots with any of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Keep {
+    /// The rules as a retention policy.
+    pub fn policy(&self) -> Result<Policy> {
+        let within = self
+            .within
+            .as_deref()
+            .map(|d| {
+                crate::timespec::parse_duration(d).map_err(|e| Error::BadInput {
+                    what: "keep.within",
+                    reason: format!("keep.within {d}: {e}"),
+                })
+            })
+            .transpose()?;
+        Ok(Policy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within,
+            tags: self.tags.clone(),
+        })
+    }
+}
+
+impl BackupSet {
+    /// How old the set's newest snapshot may be: `max-age`, else twice the smallest keep
+    /// interval (hourly: 2h, daily: 2d, weekly: 14d, monthly: 62d, yearly: 732d), else none.
+    pub fn max_age(&self) -> Result<Option<chrono::Duration>> {
+        if let Some(d) = &self.max_age {
+            return crate::timespec::parse_duration(d)
+                .map(Some)
+                .map_err(|e| Error::BadInput {
+                    what: "max-age",
+                    reason: format!("max-age {d}: {e}"),
+                });
+        }
+        let k = &self.keep;
+        let hours = [
+            (k.hourly, 1),
+            (k.daily, 24),
+            (k.weekly, 24 * 7),
+            (k.monthly, 24 * 31),
+            (k.yearly, 24 * 366),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, h)| h);
+        Ok(hours.map(|h| chrono::Duration::hours(2 * h)))
+    }
+
+    /// How fresh the set must be: `given` (a caller's override) or its own bound; a set
+    /// declared must have a snapshot.
+    pub fn freshness(&self, given: Option<chrono::Duration>) -> Result<Freshness> {
+        Ok(Freshness {
+            max_age: match given {
+                Some(d) => Some(d),
+                None => self.max_age()?,
+            },
+            required: true,
+        })
+    }
+
+    /// Refuses a set that could not be backed up or kept as declared: a name that could
+    /// forge a line of output or a directory of `mount`, no paths, a keep rule, bound or
+    /// storage class that does not parse.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        crate::check_name("set name", name)?;
+        let bad = |reason: String| Error::BadInput {
+            what: "backup set",
+            reason: format!("set {name:?}: {reason}"),
+        };
+        if self.paths.is_empty() {
+            return Err(bad("no paths".into()));
+        }
+        self.keep.policy().map_err(|e| bad(e.to_string()))?;
+        self.max_age().map_err(|e| bad(e.to_string()))?;
+        if let Some(class) = &self.data_storage_class {
+            crate::backend::check_storage_class(class).map_err(|e| bad(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// The environment a set's hook sees after a backup that exited with `code` after
+/// `duration` seconds: the snapshot's summary when one was written, the error when there
+/// was one.
+pub fn hook_env(
+    set: &str,
+    code: i32,
+    duration: f64,
+    report: Option<&BackupReport>,
+    error: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("STRATA_SET", set.to_string()),
+        ("STRATA_EXIT_CODE", code.to_string()),
+        ("STRATA_DURATION_SECONDS", format!("{duration:.3}")),
+    ];
+    if let Some(r) = report {
+        let s = &r.snapshot.summary;
+        env.extend([
+            ("STRATA_SNAPSHOT_ID", r.snapshot_id.to_hex()),
+            ("STRATA_FILES_NEW", s.files_new.to_string()),
+            ("STRATA_FILES_CHANGED", s.files_changed.to_string()),
+            ("STRATA_FILES_UNCHANGED", s.files_unchanged.to_string()),
+            ("STRATA_FILES_ERRORS", r.warnings.len().to_string()),
+            ("STRATA_BYTES_READ", s.bytes_read.to_string()),
+            ("STRATA_BYTES_ADDED", s.bytes_added.to_string()),
+            ("STRATA_BYTES_STORED", s.bytes_stored.to_string()),
+        ]);
+    }
+    if let Some(e) = error {
+        env.push(("STRATA_ERROR", e.to_string()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(keep: Keep, max_age: Option<&str>) -> BackupSet {
+        BackupSet {
+            paths: vec!["/srv".into()],
+            keep,
+            max_age: max_age.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_bound_is_max_age_else_twice_the_smallest_keep_interval() {
+        let hours = |s: &BackupSet| s.max_age().unwrap().map(|d| d.num_hours());
+        let keep = |hourly, daily, weekly| Keep {
+            hourly,
+            daily,
+            weekly,
+            ..Default::default()
+        };
+        assert_eq!(hours(&set(keep(24, 7, 0), None)), Some(2));
+        assert_eq!(hours(&set(keep(0, 7, 4), None)), Some(48));
+        assert_eq!(hours(&set(keep(0, 0, 4), None)), Some(336));
+        assert_eq!(
+            hours(&set(
+                Keep {
+                    yearly: 1,
+                    ..Default::default()
+                },
+                None
+            )),
+            Some(2 * 24 * 366)
+        );
+        assert_eq!(hours(&set(keep(0, 0, 0), None)), None);
+        assert_eq!(hours(&set(keep(24, 0, 0), Some("90m"))), Some(1));
+        assert!(set(keep(0, 0, 0), Some("soon")).max_age().is_err());
+        // A caller's bound wins; a declared set is required either way.
+        let f = set(keep(24, 0, 0), None)
+            .freshness(Some(chrono::Duration::hours(5)))
+            .unwrap();
+        assert_eq!(
+            (f.max_age.map(|d| d.num_hours()), f.required),
+            (Some(5), true)
+        );
+        let f = set(keep(24, 0, 0), None).freshness(None).unwrap();
+        assert_eq!(f.max_age.map(|d| d.num_hours()), Some(2));
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_kept_as_declared_is_refused() {
+        let ok = set(
+            Keep {
+                daily: 7,
+                ..Default::default()
+            },
+            None,
+        );
+        ok.validate("docs").unwrap();
+        assert!(ok.validate("a\nb").is_err());
+        let empty = BackupSet::default();
+        assert!(empty
+            .validate("e")
+            .unwrap_err()
+            .to_string()
+            .contains("no paths"));
+        let within = set(
+            Keep {
+                within: Some("a while".into()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(within
+            .validate("w")
+            .unwrap_err()
+            .to_string()
+            .contains("keep.within"));
+        assert!(set(Keep::default(), Some("x")).validate("m").is_err());
+        let mut class = ok.clone();
+        class.data_storage_class = Some("glacier ir".into());
+        assert!(class.validate("c").is_err());
+        let policy = Keep {
+            hourly: 3,
+            within: Some("2d".into()),
+            ..Default::default()
+        }
+        .policy()
+        .unwrap();
+        assert_eq!(
+            (policy.hourly, policy.within.map(|d| d.num_hours())),
+            (3, Some(48))
+        );
+    }
+
+    #[test]
+    fn hooks_see_the_run_and_its_error() {
+        let env = hook_env("docs", 1, 2.5, None, Some("disk full"));
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("STRATA_SET"), Some("docs"));
+        assert_eq!(get("STRATA_EXIT_CODE"), Some("1"));
+        assert_eq!(get("STRATA_DURATION_SECONDS"), Some("2.500"));
+        assert_eq!(get("STRATA_ERROR"), Some("disk full"));
+        assert_eq!(get("STRATA_SNAPSHOT_ID"), None);
+    }
+}
