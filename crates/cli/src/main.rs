@@ -17,7 +17,7 @@ fn main() {
         .name("main".into())
         .stack_size(STACK_SIZE)
         .spawn(cli::main)
-        .map(|t| t.join().unwrap_or(101))
+        .map(|t| t.join().unwrap_or_else(|_| cli::panic_code()))
         .unwrap_or_else(|e| {
             eprintln!("error: cannot start: {e}");
             1

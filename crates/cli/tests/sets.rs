@@ -238,6 +238,16 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         let err = stderr(&out);
         assert!(err.contains(says), "{err}");
     }
+    // Forget of a set the config lacks: a usage error naming the sets (hostile pass,
+    // issue 26), nothing removed.
+    let out = env.run(&["--config", &c, "forget", "critcal", "--keep-last", "1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sets: critical, metrics"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.objects("snapshots").len(), before);
     assert_eq!(env.objects("snapshots").len(), before);
     // A set named twice is backed up once.
     env.ok(&["--config", &c, "backup", "metrics", "metrics"]);

@@ -236,7 +236,9 @@ fn a_fetch_prefetches_the_next_segments(env: &Env) {
         env,
         &["--config", &cfg, "wal", "fetch", "main", next, &d("x")],
     );
-    assert_eq!(code(&out), 12, "{}", stderr(&out));
+    // (126, not 12: any failure of a fetch must stop recovery.)
+    assert_eq!(code(&out), 126, "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
 }
 
 /// The first push starts an agent that keeps the repository open; the next push hands it
@@ -706,4 +708,196 @@ fn a_damaged_record_is_replaced_by_the_segment_pushed_again() {
             );
         }
     }
+}
+
+/// Hostile pass (issue 26): PostgreSQL takes any exit code up to 125 from restore_command
+/// for "not in the archive" and ends recovery there, promoting a copy without the commits
+/// after it. Only a file never archived exits 1; every other failure exits 126, which
+/// stops recovery instead.
+#[test]
+fn a_fetch_fails_other_than_not_archived_with_126() {
+    let env = &Env::local();
+    let cfg = config(env);
+    let dest = env.path("dest");
+    let d = dest.to_str().unwrap();
+    let fetch = |extra: &[&str], password: &str| {
+        let mut args = vec!["--config", cfg.as_str()];
+        args.extend_from_slice(extra);
+        let out = env
+            .cmd()
+            .env("STRATA_PASSWORD", password)
+            .env("STRATA_WAL_AGENT", "off")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!dest.exists(), "{extra:?}: wrote {d}");
+        out
+    };
+    let pw = common::PASSWORD.to_string();
+    let no_repo = fetch(&["wal", "fetch", "main", SEG, d], &pw);
+    assert_eq!(code(&no_repo), 126, "{}", stderr(&no_repo));
+    env.init();
+    let seg = segment(env, SEG, 9);
+    wal_ok(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    for (what, args, password) in [
+        (
+            "wrong password",
+            vec!["wal", "fetch", "main", SEG, d],
+            "wrong",
+        ),
+        (
+            "cluster typo",
+            vec!["wal", "fetch", "mian", SEG, d],
+            pw.as_str(),
+        ),
+        ("missing argument", vec!["wal", "fetch", "main", SEG], &pw),
+        (
+            "unknown option",
+            vec!["wal", "fetch", "--bogus", "main", SEG, d],
+            &pw,
+        ),
+    ] {
+        let out = fetch(&args, password);
+        assert_eq!(code(&out), 126, "{what}: {}", stderr(&out));
+    }
+    // A config file that does not parse.
+    let bad = env.path("bad.toml");
+    fs::write(&bad, "[postgres.main\n").unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            bad.to_str().unwrap(),
+            "wal",
+            "fetch",
+            "main",
+            SEG,
+            d,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 126, "{}", stderr(&out));
+    // The record damaged by whoever holds the bucket.
+    let roots: Vec<_> = fs::read_dir(std::path::Path::new(&env.repo).join("roots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(roots.len(), 1);
+    let mut b = fs::read(&roots[0]).unwrap();
+    b[40] ^= 1;
+    fs::write(&roots[0], b).unwrap();
+    let out = fetch(&["wal", "fetch", "main", SEG, d], &pw);
+    assert_eq!(code(&out), 126, "{}", stderr(&out));
+    // Still exit 1 for a file never archived: the end of the archive.
+    let out = fetch(
+        &["wal", "fetch", "main", "000000010000000000000009", d],
+        &pw,
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+}
+
+/// Hostile pass (issue 26): the agent remembers what it archived, but a record gone since
+/// (removed, damaged, or the repository replaced by an older copy) must not be answered
+/// "archived" from memory: PostgreSQL would delete a segment the archive lacks. The
+/// re-push stores it again.
+#[test]
+fn the_agent_answers_a_re_push_only_while_the_record_is_there() {
+    let env = &Env::local();
+    env.init();
+    let cfg = config(env);
+    start_agent(env, &cfg);
+    let roots = std::path::Path::new(&env.repo).join("roots");
+    let listing = || -> std::collections::BTreeSet<_> {
+        fs::read_dir(&roots)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let before = listing();
+    let seg = segment(env, SEG, 63);
+    let push = || wal_json(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    assert_eq!(push()["result"], "stored");
+    let agents = agents_of(env);
+    assert!(!agents.is_empty(), "no agent: nothing was tested");
+    let new: Vec<_> = listing().difference(&before).cloned().collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    // Served from memory, with the record there.
+    assert_eq!(push()["result"], "already_archived");
+    for damage in ["removed", "flipped"] {
+        match damage {
+            "removed" => fs::remove_file(&new[0]).unwrap(),
+            _ => {
+                let mut b = fs::read(&new[0]).unwrap();
+                b[40] ^= 1;
+                fs::write(&new[0], b).unwrap();
+            }
+        }
+        let out = push();
+        assert_eq!(out["result"], "stored", "{damage}: {out}");
+        assert_eq!(agents_of(env), agents, "{damage}: not the same agent");
+        let dest = env.path(&format!("back-{damage}"));
+        wal_ok(env, &cfg, &["fetch", "main", SEG, dest.to_str().unwrap()]);
+        assert!(
+            fs::read(&dest).unwrap() == fs::read(&seg).unwrap(),
+            "{damage}"
+        );
+    }
+    env.assert_read_data_clean();
+}
+
+/// Hostile pass (issue 26): a WAL record damaged for good (PostgreSQL deleted the segment,
+/// so it cannot be pushed again) blocked prune forever. The error says what to do;
+/// `repair roots` removes what cannot be read, and only that.
+#[test]
+fn repair_roots_removes_a_record_that_cannot_be_read() {
+    let env = &Env::local();
+    env.init();
+    let cfg = config(env);
+    let seg = segment(env, SEG, 70);
+    let other = segment(env, "000000010000000000000004", 71);
+    wal_ok(env, &cfg, &["push", "main", seg.to_str().unwrap()]);
+    let roots = std::path::Path::new(&env.repo).join("roots");
+    let damaged = fs::read_dir(&roots)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    wal_ok(env, &cfg, &["push", "main", other.to_str().unwrap()]);
+    let mut b = fs::read(&damaged).unwrap();
+    b[40] ^= 1;
+    fs::write(&damaged, &b).unwrap();
+
+    let out = env.run(&["prune"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("repair roots"), "{err}");
+    let name = damaged.file_name().unwrap().to_str().unwrap();
+    assert_eq!(err.matches(name).count(), 1, "{err}");
+
+    let dry = env.json(&["repair", "roots", "--dry-run"]);
+    assert_eq!(dry["records"], 2, "{dry}");
+    assert_eq!(dry["damaged"][0]["file"], name, "{dry}");
+    assert!(damaged.exists());
+    let done = env.json(&["repair", "roots"]);
+    assert_eq!(done["damaged"].as_array().unwrap().len(), 1, "{done}");
+    assert!(!damaged.exists());
+    let again = env.json(&["repair", "roots"]);
+    assert_eq!(again["records"], 1, "{again}");
+    assert!(again["damaged"].as_array().unwrap().is_empty(), "{again}");
+
+    env.ok(&["prune"]);
+    env.assert_read_data_clean();
+    let dest = env.path("back");
+    wal_ok(
+        env,
+        &cfg,
+        &[
+            "fetch",
+            "main",
+            "000000010000000000000004",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(fs::read(&dest).unwrap() == fs::read(&other).unwrap());
 }

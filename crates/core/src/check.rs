@@ -396,6 +396,16 @@ type IndexAndListing = (
 
 /// A problem with no snapshot hit yet (the check adds what it reaches).
 pub fn problem(object: Object, reason: String, remedy: Remedy) -> Problem {
+    // An error's message names its object already; the problem names it once.
+    let reason = match reason.strip_prefix(&object.to_string()) {
+        Some(rest) => rest
+            .strip_prefix(" is ")
+            .or_else(|| rest.strip_prefix(": "))
+            .unwrap_or(rest)
+            .trim_start()
+            .to_string(),
+        None => reason,
+    };
     Problem {
         object,
         reason,
@@ -637,7 +647,9 @@ impl Audit<'_> {
         };
         for f in self.repo.list_files(kind)? {
             let mut name = [0u8; 32];
-            if hex::decode_to_slice(&f.name, &mut name).is_err() {
+            if !crate::files::is_file_name(&f.name)
+                || hex::decode_to_slice(&f.name, &mut name).is_err()
+            {
                 continue;
             }
             if kind == FileKind::Wal {
@@ -1151,6 +1163,20 @@ fn inline_mismatch(node: &crate::repo::tree::Node) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile pass (issue 26): "root record X: root record X is damaged: …" said its
+    /// object twice.
+    #[test]
+    fn a_problem_names_its_object_once() {
+        let object = Object::Root([7; 32]);
+        let e = Error::corrupt(object.to_string(), "authentication failed");
+        let p = problem(object, e.to_string(), Remedy::StoreRecordAgain);
+        assert_eq!(p.reason, "damaged: authentication failed");
+        let p = problem(object, "gone".into(), Remedy::StoreRecordAgain);
+        assert_eq!(p.reason, "gone");
+        let p = problem(object, format!("{object}: gone"), Remedy::StoreRecordAgain);
+        assert_eq!(p.reason, "gone");
+    }
 
     #[test]
     fn subsets_cover_every_pack_once() {

@@ -3,6 +3,13 @@
 
 use std::fmt;
 
+/// Whether `name` can name a repository file: 64 lower-case hex digits (format-spec §1).
+/// Readers ignore every other name, all of them alike: one that check skipped but prune
+/// read would block prune for good.
+pub fn is_file_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The kinds of files in a repository; each has its own directory or prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {
@@ -57,6 +64,19 @@ impl FileKind {
             FileKind::Audit => "audit",
             FileKind::Root => "roots",
             FileKind::Wal => "wal",
+        }
+    }
+
+    /// The largest file of this kind a reader accepts (format-spec §1): a backend's `read`
+    /// refuses a bigger one before holding it, so that whoever can write to the storage
+    /// cannot make a reader allocate what it likes. Far above what any writer makes.
+    pub const fn max_size(self) -> u64 {
+        const MIB: u64 = 1 << 20;
+        match self {
+            FileKind::Config | FileKind::Key | FileKind::Lock => MIB,
+            FileKind::Snapshot | FileKind::Audit | FileKind::Root | FileKind::Wal => 64 * MIB,
+            FileKind::Index => 1024 * MIB,
+            FileKind::Data | FileKind::Tree => 2048 * MIB,
         }
     }
 

@@ -55,7 +55,12 @@ macro_rules! typed_id {
 
         impl FromStr for $name {
             type Err = hex::FromHexError;
+            /// Lower-case hex only, as ids name files (format-spec §1): another
+            /// spelling of a file's name must not be read as the same id.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if let Some((index, c)) = s.char_indices().find(|(_, c)| c.is_ascii_uppercase()) {
+                    return Err(hex::FromHexError::InvalidHexCharacter { c, index });
+                }
                 let mut out = [0u8; ID_LEN];
                 hex::decode_to_slice(s, &mut out)?;
                 Ok(Self(out))
@@ -136,6 +141,7 @@ mod tests {
         fn hex_round_trip(bytes in proptest::array::uniform32(any::<u8>())) {
             let id = PackId(bytes);
             prop_assert_eq!(id.to_hex().parse::<PackId>().unwrap(), id);
+            prop_assert!(id.to_hex().to_ascii_uppercase().parse::<PackId>().is_err() || id.to_hex().bytes().all(|b| b.is_ascii_digit()));
         }
 
         #[test]

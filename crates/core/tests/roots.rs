@@ -159,6 +159,17 @@ fn a_record_under_another_records_name_is_damage() {
     store.delete(FileKind::Root, y).unwrap();
     save_note(&repo, "three", &[b"third"]);
     store.write(FileKind::Root, "notahash", b"junk").unwrap();
+    // Nor does another spelling of a real record's name (upper-case hex): check skipped
+    // it, and prune read it and failed for good.
+    let three = store.list(FileKind::Root).unwrap();
+    let three = three.iter().find(|f| f.name != "notahash").unwrap();
+    let upper = three.name.to_ascii_uppercase();
+    store
+        .write(FileKind::Root, &upper, b"not the record")
+        .unwrap();
+    let checked = check::run(&repo, ReadData::None, &NoProgress).unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(repo.roots(Some(NAMESPACE)).unwrap().len(), 1);
     prune_now(&repo);
     assert_eq!(read_note(&repo, "three").unwrap(), b"third");
     let big = format!("{:064x}", 7);

@@ -730,15 +730,33 @@ pub fn forget(
     filter: &strata::SnapshotFilter,
     dry_run: bool,
 ) -> Result<Forgotten> {
+    // A job of a cluster's set, or of every set (which includes the clusters').
+    let touches_wal = jobs
+        .iter()
+        .any(|j| j.set.as_deref().is_none_or(|s| cluster_of(s).is_some()));
+    // Read before any snapshot goes: a record that cannot be read fails the forget
+    // before it removed anything, not after, unreported.
+    let records = match touches_wal {
+        true => wal::all_records(repo)?,
+        false => Vec::new(),
+    };
     let plans = strata::retention::forget(repo, jobs, filter, dry_run)?;
     let forgotten: std::collections::HashSet<SnapshotId> = plans
         .iter()
         .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
         .collect();
+    let mut clusters: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| cluster_of(j.set.as_deref()?))
+        .collect();
+    clusters.extend(plans.iter().filter_map(|p| match &p.group {
+        strata::Lineage::Set(s) if touches_wal => cluster_of(s),
+        _ => None,
+    }));
     let mut wal = Vec::new();
-    for cluster in jobs.iter().filter_map(|j| cluster_of(j.set.as_deref()?)) {
+    for cluster in clusters {
         if wal.iter().all(|w: &WalExpiry| w.cluster != cluster) {
-            wal.push(expire_wal(repo, cluster, dry_run, &forgotten)?);
+            wal.push(expire(repo, cluster, dry_run, &forgotten, &records)?);
         }
     }
     Ok(Forgotten { plans, wal })
@@ -767,6 +785,17 @@ pub fn expire_wal(
     dry_run: bool,
     forgotten: &std::collections::HashSet<SnapshotId>,
 ) -> Result<WalExpiry> {
+    expire(repo, cluster, dry_run, forgotten, &wal::all_records(repo)?)
+}
+
+/// [`expire_wal`] among `records`, the archive's WAL records.
+fn expire(
+    repo: &Repository,
+    cluster: &str,
+    dry_run: bool,
+    forgotten: &std::collections::HashSet<SnapshotId>,
+    records: &[wal::WalRecord],
+) -> Result<WalExpiry> {
     let bases = base_backups(repo, cluster)?;
     // A dry run's forget removed nothing: its base backups count as gone all the same.
     let oldest = bases
@@ -783,7 +812,7 @@ pub fn expire_wal(
     let Some((first, base)) = oldest else {
         return Ok(out);
     };
-    for rec in wal::all_records(repo)? {
+    for rec in records {
         if rec.cluster != cluster || rec.name.ends_with(".history") {
             continue;
         }
@@ -794,9 +823,9 @@ pub fn expire_wal(
             .is_some_and(|s| s.no < first);
         if old {
             if !dry_run {
-                wal::remove(repo, &rec)?;
+                wal::remove(repo, rec)?;
             }
-            out.removed.push(rec.name);
+            out.removed.push(rec.name.clone());
         }
     }
     out.removed.sort();
@@ -843,25 +872,16 @@ pub fn plan_restore(
         reason,
     };
     let at = target.at;
-    let all = base_backups(repo, cluster)?;
-    if all.is_empty() {
-        return Err(err("no base backup in the repository".to_string())
-            .with_remedy(strata::Remedy::TakeBaseBackup));
-    }
-    let fits = |s: &Snapshot| {
-        let p = base_backup(s).expect("filtered");
-        at.is_none_or(|at| p.consistent_at().is_some_and(|t| t <= at))
-    };
-    let Some((id, snap)) = all.iter().rev().find(|(_, s)| fits(s)) else {
-        let first = base_backup(&all[0].1).expect("filtered");
-        return Err(err(format!(
-            "no base backup is consistent at {}: the earliest one is consistent from {} on",
-            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            first.stop_time
-        )));
-    };
-    let base = base_backup(snap).expect("filtered");
     let mut notes = Vec::new();
+    let (id, snap) =
+        choose_base(base_backups(repo, cluster)?, at, &mut notes).map_err(|(reason, remedy)| {
+            match remedy {
+                Some(r) => err(reason).with_remedy(r),
+                None => err(reason),
+            }
+        })?;
+    let (id, snap) = (&id, &snap);
+    let base = base_backup(snap).expect("filtered");
     let (line, other_timelines, mut whole) = choose_line(repo, &base, target.timeline, &mut notes)
         .map_err(|e| match e {
             Error::Postgres { reason, .. } => err(format!("base backup {}: {reason}", id.short())),
@@ -902,6 +922,62 @@ pub fn plan_restore(
         other_timelines,
         notes,
     })
+}
+
+/// The newest of `all` (a cluster's base backups, oldest first) consistent at `at`, or
+/// why there is none. One that `repair snapshots` rewrote without the files it lost is
+/// passed over with a note: PostgreSQL cannot start from a data directory missing files.
+fn choose_base(
+    all: Vec<(SnapshotId, Snapshot)>,
+    at: Option<DateTime<FixedOffset>>,
+    notes: &mut Vec<String>,
+) -> std::result::Result<(SnapshotId, Snapshot), (String, Option<strata::Remedy>)> {
+    let Some(first) = all.first().and_then(|(_, s)| base_backup(s)) else {
+        return Err((
+            "no base backup in the repository".to_string(),
+            Some(strata::Remedy::TakeBaseBackup),
+        ));
+    };
+    let fits = |s: &Snapshot| {
+        let p = base_backup(s).expect("filtered");
+        at.is_none_or(|at| p.consistent_at().is_some_and(|t| t <= at))
+    };
+    let mut repaired = 0;
+    for (id, snap) in all.into_iter().rev().filter(|(_, s)| fits(s)) {
+        match &snap.repaired {
+            None => return Ok((id, snap)),
+            Some(r) => {
+                repaired += 1;
+                notes.push(format!(
+                    "base backup {} passed over: it lost {} file(s) to damage (rewritten \
+                     from {}), and PostgreSQL cannot start without them",
+                    id.short(),
+                    r.lost.len(),
+                    r.from.short()
+                ));
+            }
+        }
+    }
+    if repaired > 0 {
+        let when = at
+            .map(|t| format!(" at {}", t.to_rfc3339()))
+            .unwrap_or_default();
+        return Err((
+            format!(
+                "no intact base backup is consistent{when}: {repaired} lost files to damage \
+                 and cannot start"
+            ),
+            Some(strata::Remedy::TakeBaseBackup),
+        ));
+    }
+    Err((
+        format!(
+            "no base backup is consistent at {}: the earliest one is consistent from {} on",
+            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            first.stop_time
+        ),
+        None,
+    ))
 }
 
 /// The line recovery from `base` follows: timeline `asked`, or else the one whose WAL was

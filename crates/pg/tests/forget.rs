@@ -15,8 +15,7 @@ use strata_pg::{wal, BaseBackup, WalCheck};
 
 const MIB: u64 = 1 << 20;
 
-fn repo(version: u32, dir: &Path) -> Repository {
-    let store: BackendRef = Arc::new(MemBackend::new());
+fn repo_on(store: BackendRef, version: u32, dir: &Path) -> Repository {
     let mut config = Config::new(ChunkerParams::default(), 1);
     config.version = version;
     Repository::init(store.clone(), b"pw", config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
@@ -97,7 +96,11 @@ fn keep_last(set: &str, n: u32) -> ForgetJob {
 
 /// Two base backups (segments 1 and 3) and WAL 1-4 of `main`, WAL 1 of `other`.
 fn archive(version: u32, dir: &Path) -> Repository {
-    let repo = repo(version, dir);
+    archive_on(Arc::new(MemBackend::new()), version, dir)
+}
+
+fn archive_on(store: BackendRef, version: u32, dir: &Path) -> Repository {
+    let repo = repo_on(store, version, dir);
     for no in 1..=4 {
         push(&repo, dir, "main", &name(no), &segment(no as u8));
     }
@@ -141,6 +144,20 @@ fn forget_expires_the_wal_only_forgotten_base_backups_needed() {
             [name(3), name(4), "00000002.history".to_string()]
         );
         assert_eq!(archived(&repo, "other"), [name(1)]);
+
+        // A forget of every set expires the clusters' WAL too.
+        let again = archive(version, &dir.path().join("again"));
+        let every = ForgetJob {
+            set: None,
+            policy: Policy {
+                last: 1,
+                ..Default::default()
+            },
+        };
+        let done = strata_pg::forget(&again, &[every], &SnapshotFilter::default(), false).unwrap();
+        assert_eq!(done.wal.len(), 2, "v{version}: {:?}", done.wal);
+        assert_eq!(done.wal[0].removed, [name(1), name(2)], "v{version}");
+        assert_eq!(archived(&again, "other"), [name(1)]);
 
         // A set that holds no base backups expires no WAL.
         let plain = strata_pg::forget(
@@ -198,5 +215,80 @@ fn the_registered_check_finds_a_gap_in_what_a_base_backup_needs() {
         // The repository's own check, without the application, sees no gap.
         let plain = check::run(&repo, ReadData::None, &NoProgress).unwrap();
         assert!(plain.problems.is_empty(), "{:?}", plain.problems);
+    }
+}
+
+/// Hostile pass (issue 26): `repair snapshots` rewrites a damaged base backup without the
+/// files it lost, extension and all; PostgreSQL cannot start from what is left. A restore
+/// passes over it, says so, and with nothing intact left fails naming the remedy.
+#[test]
+fn a_restore_passes_over_a_base_backup_repair_rewrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = archive(4, dir.path());
+    let plan = |repo: &Repository| {
+        // Timeline 1 named: the archive's history file would add a note of its own.
+        let target = strata_pg::RestoreTarget {
+            timeline: Some(1),
+            ..Default::default()
+        };
+        strata_pg::plan_restore(repo, "main", target)
+    };
+    let newest = plan(&repo).unwrap();
+    assert_eq!(newest.base.start_wal, name(3));
+    assert!(newest.notes.is_empty(), "{:?}", newest.notes);
+    let mark_repaired = |id: strata::SnapshotId| {
+        let mut snap = repo.snapshot(&id).unwrap();
+        snap.repaired = Some(strata::Repaired {
+            from: id,
+            lost: vec!["/base/1/1259".into()],
+        });
+        let new = repo.write_snapshot(&snap).unwrap();
+        repo.remove_snapshot(&id).unwrap();
+        new
+    };
+    let repaired = mark_repaired(newest.snapshot);
+    let older = plan(&repo).unwrap();
+    assert_eq!(older.base.start_wal, name(1));
+    assert_ne!(older.snapshot, repaired);
+    assert_eq!(older.notes.len(), 1, "{:?}", older.notes);
+    assert!(
+        older.notes[0].contains(&repaired.short()),
+        "{:?}",
+        older.notes
+    );
+    assert!(older.notes[0].contains("1 file(s)"), "{:?}", older.notes);
+
+    mark_repaired(older.snapshot);
+    let e = plan(&repo).unwrap_err();
+    assert_eq!(e.remedy(), Some(Remedy::TakeBaseBackup), "{e}");
+    assert!(e.to_string().contains("no intact base backup"), "{e}");
+}
+
+/// Hostile pass (issue 26): a WAL record that cannot be read failed the forget only after
+/// it had removed snapshots, which it then did not report. It fails first now.
+#[test]
+fn a_record_that_cannot_be_read_fails_the_forget_before_it_removes_anything() {
+    for version in [3, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = Arc::new(MemBackend::new());
+        let repo = archive_on(store.clone(), version, dir.path());
+        let kind = match version {
+            4 => strata::backend::FileKind::Root,
+            _ => strata::backend::FileKind::Wal,
+        };
+        let victim = store.list(kind).unwrap()[0].name.clone();
+        store.write(kind, &victim, b"damaged").unwrap();
+        let jobs = [keep_last("postgres.main", 1)];
+        let e = strata_pg::forget(&repo, &jobs, &SnapshotFilter::default(), false).unwrap_err();
+        assert!(e.to_string().contains("damaged"), "v{version}: {e}");
+        assert_eq!(repo.snapshots().unwrap().len(), 3, "v{version}");
+        // A forget of another set does not read WAL records at all.
+        strata_pg::forget(
+            &repo,
+            &[keep_last("documents", 1)],
+            &SnapshotFilter::default(),
+            false,
+        )
+        .unwrap();
     }
 }

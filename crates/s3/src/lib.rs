@@ -431,7 +431,16 @@ impl S3Backend {
     /// A connection that drops while the body streams (the SDK retries a request only
     /// until its headers arrive) is an [`std::io::ErrorKind::UnexpectedEof`]: transient, so
     /// the retry layer tries again.
-    fn get(&self, key: &str, object: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+    /// The object at `key`, or `range` (offset, length) of it; more than `max` bytes, even
+    /// announced, fail with `too_large` before they are held.
+    fn get(
+        &self,
+        key: &str,
+        object: &str,
+        range: Option<(u64, u64)>,
+        max: u64,
+        too_large: impl Fn(u64) -> Error,
+    ) -> Result<Vec<u8>> {
         self.count(&self.requests.get);
         let mut req = self.client.get_object().bucket(&self.loc.bucket).key(key);
         if let Some((offset, len)) = range {
@@ -446,6 +455,9 @@ impl S3Backend {
             // Streamed into one buffer of the announced size: collecting the body first and
             // then flattening it would hold the object two or three times over.
             let announced = out.content_length().filter(|n| *n >= 0).map(|n| n as usize);
+            if let Some(n) = announced.filter(|n| *n as u64 > max) {
+                return Err(too_large(n as u64));
+            }
             let mut data = Vec::with_capacity(announced.unwrap_or(0));
             while let Some(piece) = out
                 .body
@@ -453,6 +465,10 @@ impl S3Backend {
                 .await
                 .map_err(|e| cut(format!("response body cut off: {e}")))?
             {
+                // An endpoint may send more than it announced, or announce nothing.
+                if (data.len() + piece.len()) as u64 > max {
+                    return Err(too_large((data.len() + piece.len()) as u64));
+                }
                 data.extend_from_slice(&piece);
             }
             match announced {
@@ -552,8 +568,15 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.get(&self.key(kind, name), &Self::object(kind, name), None)
-            .map_err(|e| Self::as_file(e, kind, name))
+        let too_large = |n| strata::backend::too_large(kind, name, n);
+        self.get(
+            &self.key(kind, name),
+            &Self::object(kind, name),
+            None,
+            kind.max_size(),
+            too_large,
+        )
+        .map_err(|e| Self::as_file(e, kind, name))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -562,7 +585,18 @@ impl Backend for S3Backend {
         }
         let object = Self::object(kind, name);
         let bytes = self
-            .get(&self.key(kind, name), &object, Some((offset, len)))
+            .get(
+                &self.key(kind, name),
+                &object,
+                Some((offset, len)),
+                len,
+                |n| {
+                    Error::corrupt(
+                        object.clone(),
+                        format!("{n} bytes or more sent where {len} were asked for"),
+                    )
+                },
+            )
             .map_err(|e| Self::as_file(e, kind, name))?;
         if bytes.len() as u64 != len {
             return Err(Error::corrupt(
@@ -948,6 +982,61 @@ fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint that answers every request with `head` and then `body`.
+    fn hostile_endpoint(head: &'static str, body: Vec<u8>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut req = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !req.ends_with(b"\r\n\r\n") && conn.read(&mut b).is_ok_and(|n| n == 1) {
+                        req.push(b[0]);
+                    }
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&body);
+                });
+            }
+        });
+        format!("s3:http://{addr}/bucket/repo")
+    }
+
+    /// Hostile pass (issue 26): a hostile endpoint announcing a huge object, or sending
+    /// more than it announced or than a file of its kind can be, gets an error, not an
+    /// allocation of its choosing.
+    #[test]
+    fn a_read_holds_no_more_than_its_kind_allows_whatever_the_endpoint_says() {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        let opts = BackendOptions::default();
+        // One TiB announced: refused before a byte of it is held.
+        let url = hostile_endpoint(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n",
+            vec![0; 4096],
+        );
+        let b = S3Backend::open(&url, &opts).unwrap();
+        let e = b.read(FileKind::Lock, "ab").unwrap_err().to_string();
+        assert!(e.contains("larger than a lock file can be"), "{e}");
+        // Nothing announced, more sent than a lock can be.
+        let url = hostile_endpoint(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+            vec![0; (FileKind::Lock.max_size() + 10) as usize],
+        );
+        let b = S3Backend::open(&url, &opts).unwrap();
+        let e = b.read(FileKind::Lock, "ab").unwrap_err().to_string();
+        assert!(e.contains("larger than a lock file can be"), "{e}");
+        // A range read gets no more than it asked for.
+        let e = b
+            .read_range(FileKind::Data, "ab", 0, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("where 100 were asked for"), "{e}");
+    }
 
     #[test]
     fn urls() {

@@ -104,12 +104,20 @@ impl ConfigFile {
         Ok(&self.set(name)?.keep)
     }
 
+    /// Set `name`; one the config does not define is a usage error (exit 2) naming those
+    /// it does.
     pub fn set(&self, name: &str) -> anyhow::Result<&BackupSet> {
         self.sets.get(name).ok_or_else(|| {
-            anyhow!(
-                "no backup set {name:?} in the config (sets: {})",
-                self.sets.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            let known: Vec<String> = (self.sets.keys().cloned())
+                .chain(self.postgres.keys().map(|c| format!("postgres.{c}")))
+                .collect();
+            super::exit::usage(format!(
+                "no backup set {name:?} in the config ({})",
+                match known.is_empty() {
+                    true => "it defines none".to_string(),
+                    false => format!("sets: {}", known.join(", ")),
+                }
+            ))
         })
     }
 }

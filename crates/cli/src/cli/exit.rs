@@ -13,6 +13,24 @@ pub const WRONG_PASSWORD: i32 = 12;
 pub const PENDING: i32 = 4;
 /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 pub const INTERRUPTED: i32 = 130;
+/// `wal fetch` failed for any reason but "never archived" (an unreadable record, a wrong
+/// password, a vanished repository, a bad config, a crash). PostgreSQL reads every exit
+/// code up to 125 as "not in the archive" and would end recovery there, promoting a copy
+/// that lacks the commits after it; above 125 it stops recovery instead, to be run again.
+pub const FETCH_FAILED: i32 = 126;
+
+/// The code a panic ends the process with: 101 as Rust's, or [`FETCH_FAILED`] while
+/// serving `wal fetch` (see there).
+static PANIC_CODE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(101);
+
+pub fn panic_code() -> i32 {
+    PANIC_CODE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// From here on, every failure of this process is [`FETCH_FAILED`].
+pub fn serving_fetch() {
+    PANIC_CODE.store(FETCH_FAILED, std::sync::atomic::Ordering::Relaxed);
+}
 
 pub fn code_of(e: &Error) -> i32 {
     match e {

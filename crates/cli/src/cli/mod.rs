@@ -165,13 +165,28 @@ enum Command {
     Man(docs::ManArgs),
 }
 
+pub use exit::panic_code;
+
 pub fn main() -> i32 {
-    let mut cli = Cli::parse_from(docs::help_args(std::env::args_os().collect()));
+    let args = docs::help_args(std::env::args_os().collect());
+    let fetch = wal::is_fetch(&args);
+    if fetch {
+        exit::serving_fetch();
+    }
+    let failed = |code| if fetch { exit::FETCH_FAILED } else { code };
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return failed(e.exit_code());
+        }
+        Err(e) => e.exit(),
+    };
     match config::ConfigFile::load(cli.global.config.as_deref()) {
         Ok(f) => cli.global.file = f,
         Err(e) => {
             eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
-            return exit::FAILURE;
+            return failed(exit::FAILURE);
         }
     }
     let result = match cli.command {
@@ -204,7 +219,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", output::plain_lines(&output::chain(&e)));
-            exit::code_of_anyhow(&e)
+            failed(exit::code_of_anyhow(&e))
         }
     }
 }

@@ -302,8 +302,11 @@ pub fn remedy(r: strata::Remedy) -> String {
                                --timeline N` chooses the line to recover, and a new base backup \
                                starts a clean one"
             .into(),
-        StoreRecordAgain => "an application's record cannot be read or names data that is \
-                             gone: store it again from its source"
+        StoreRecordAgain => "a record cannot be read or names data that is gone: store it \
+                             again from its source (a WAL file: `strata wal push` it again while \
+                             PostgreSQL still has it); if that cannot be done, `strata repair \
+                             roots` removes the records that cannot be read, and a new base \
+                             backup (`strata pg basebackup`) replaces the WAL they held"
             .into(),
     }
 }

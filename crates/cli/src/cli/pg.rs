@@ -205,23 +205,22 @@ fn describe(name: &str, plan: &postgres::RestorePlan) {
 /// config and repository, so that it finds the archive and its password without this
 /// process's environment.
 fn restore_command(global: &Global, name: &str) -> anyhow::Result<String> {
-    let exe = std::env::current_exe()?;
-    let mut words = vec![exe.to_string_lossy().into_owned()];
+    let utf8 = |p: std::path::PathBuf| {
+        p.into_os_string()
+            .into_string()
+            .map_err(|p| anyhow::anyhow!("{p:?}: PostgreSQL's restore_command needs a UTF-8 path"))
+    };
+    let mut words = vec![utf8(std::env::current_exe()?)?];
     if let Some(c) = &global.config {
         words.push("--config".into());
-        words.push(std::path::absolute(c)?.to_string_lossy().into_owned());
+        words.push(utf8(std::path::absolute(c)?)?);
     }
     if let Some(r) = &global.repo {
         words.push("--repo".into());
         words.push(r.clone());
     }
     words.extend(["wal".into(), "fetch".into(), name.to_string()]);
-    let mut cmd = words
-        .iter()
-        .map(|w| sh_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ");
-    cmd.push_str(" %f %p");
+    let cmd = command_line(&words);
     if global.file.password_file.is_none() && global.file.password_command.is_none() {
         eprintln!(
             "warning: the config names no password-file or password-command: PostgreSQL's \
@@ -231,7 +230,24 @@ fn restore_command(global: &Global, name: &str) -> anyhow::Result<String> {
     Ok(cmd)
 }
 
-/// A word for `sh -c`, single-quoted.
-fn sh_quote(w: &str) -> String {
-    format!("'{}'", w.replace('\'', r"'\''"))
+/// `words` as a restore_command: each word single-quoted for `sh -c`, with PostgreSQL's
+/// own escape for `%` (which it would otherwise expand), then `%f %p`.
+fn command_line(words: &[String]) -> String {
+    let quoted = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', r"'\''").replace('%', "%%")))
+        .collect::<Vec<_>>();
+    format!("{} %f %p", quoted.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_restore_command_quotes_for_the_shell_and_for_postgresql() {
+        let words = ["/opt/my strata".to_string(), "it's 100%d".to_string()];
+        assert_eq!(
+            super::command_line(&words),
+            r"'/opt/my strata' 'it'\''s 100%%d' %f %p"
+        );
+    }
 }

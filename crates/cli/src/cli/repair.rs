@@ -31,6 +31,13 @@ enum RepairCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Remove the root records (WAL records) that cannot be read: they block prune and
+    /// forget. Store them again instead when their source still has them.
+    Roots {
+        /// Show what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
@@ -55,8 +62,30 @@ pub fn run(global: &Global, args: RepairArgs) -> anyhow::Result<i32> {
                 print_snapshots(&r, dry_run);
             }
         }
+        RepairCmd::Roots { dry_run } => {
+            let r = repair::repair_roots(&repo, dry_run)?;
+            bar.finish();
+            if global.json {
+                output::print_json(&serde_json::to_value(&r)?);
+            } else if !global.quiet {
+                print_roots(&r);
+            }
+        }
     }
     Ok(exit::OK)
+}
+
+/// `repair roots` in words.
+fn print_roots(r: &repair::RootRepair) {
+    let verb = if r.dry_run {
+        "to be removed"
+    } else {
+        "removed"
+    };
+    for d in &r.damaged {
+        println!("{} {} {verb}: {}", d.kind, d.file, output::plain(&d.reason));
+    }
+    println!("{} record(s) read, {} {verb}", r.records, r.damaged.len());
 }
 
 /// `repair index` in words.

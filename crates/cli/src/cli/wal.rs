@@ -28,7 +28,8 @@ enum WalCmd {
         path: PathBuf,
     },
     /// Write an archived WAL file to DEST (restore_command = 'strata --config FILE wal
-    /// fetch NAME %f %p'). Exit 1, without writing anything, when it was never archived.
+    /// fetch NAME %f %p'). Exit 1, without writing anything, when it was never archived;
+    /// any other failure exits 126, which stops PostgreSQL's recovery instead of ending it.
     /// The next segments are fetched ahead in the background, into the cache.
     Fetch {
         /// The cluster, as `[postgres.NAME]` in the config file.
@@ -44,6 +45,18 @@ enum WalCmd {
     /// Keep the repository open and serve `wal push` (started by it): see `agent`.
     #[command(hide = true)]
     Agent { name: String },
+}
+
+/// Whether the command line is `wal fetch`, read before parsing: its failures must all
+/// exit [`exit::FETCH_FAILED`], a malformed command line's included.
+pub fn is_fetch(args: &[std::ffi::OsString]) -> bool {
+    let Some(wal) = args.iter().position(|a| a == "wal") else {
+        return false;
+    };
+    args[wal + 1..]
+        .iter()
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| a == "fetch")
 }
 
 pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
@@ -379,10 +392,19 @@ mod agent {
         }
         let path = PathBuf::from(path);
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-        // Archived by this agent already: the same bytes need no request.
-        if let Some(known) = file(&path).and_then(|f| done.get(&f)) {
-            if fingerprint(&path).as_ref() == Some(known) {
-                return "already_archived".into();
+        // Archived by this agent already, the same bytes: one request makes sure the
+        // record is still there (the repository may have been replaced by an older copy,
+        // or the record damaged or removed since), or PostgreSQL would delete a segment
+        // the archive lacks. Otherwise it is pushed again.
+        if let Some(f) = file(&path) {
+            if done
+                .get(&f)
+                .is_some_and(|k| fingerprint(&path).as_ref() == Some(k))
+            {
+                if let Ok(Some(_)) = strata_pg::wal::record(repo, name, &f) {
+                    return "already_archived".into();
+                }
+                done.remove(&f);
             }
         }
         let mut batch = vec![path.clone()];

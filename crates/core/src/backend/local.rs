@@ -321,10 +321,20 @@ impl Backend for LocalBackend {
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
         self.check_root()?;
-        let mut buf = Vec::new();
-        open_object(&self.file(kind, name))
-            .and_then(|mut f| f.read_to_end(&mut buf))
+        let f = open_object(&self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
+        let max = kind.max_size();
+        let size = f.metadata().map_err(|e| self.err(kind, name, e))?.len();
+        if size > max {
+            return Err(super::too_large(kind, name, size));
+        }
+        // Bounded again while reading: the file may grow after the size was taken.
+        let mut buf = Vec::with_capacity(size as usize);
+        f.take(max + 1)
+            .read_to_end(&mut buf)
             .map_err(|e| self.err(kind, name, e))?;
+        if buf.len() as u64 > max {
+            return Err(super::too_large(kind, name, buf.len() as u64));
+        }
         Ok(buf)
     }
 
@@ -582,6 +592,55 @@ mod tests {
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
         let e = b.read_range(FileKind::Snapshot, "ab", 0, 1).unwrap_err();
         assert!(matches!(e, Error::NoRepository(_)), "{e}");
+    }
+
+    /// Hostile pass (issue 26): a file over its kind's size bound (a sparse one here) is
+    /// refused before it is read, so whoever can write to the storage cannot make every
+    /// reader allocate what it likes; one at the bound reads.
+    #[test]
+    fn a_file_larger_than_its_kind_can_be_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "config", b"c").unwrap();
+        for kind in [
+            FileKind::Lock,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Root,
+        ] {
+            b.write(kind, "ab", b"x").unwrap();
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(root.join(kind.path("ab")))
+                .unwrap();
+            f.set_len(kind.max_size() + 1).unwrap();
+            let e = b.read(kind, "ab").unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{kind}: {e}");
+            assert!(e.to_string().contains("larger than"), "{kind}: {e}");
+        }
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("locks/ab"))
+            .unwrap();
+        f.set_len(FileKind::Lock.max_size()).unwrap();
+        assert_eq!(
+            b.read(FileKind::Lock, "ab").unwrap().len() as u64,
+            FileKind::Lock.max_size()
+        );
+        let mem = crate::backend::MemBackend::new();
+        mem.write(
+            FileKind::Key,
+            "k",
+            &vec![0; FileKind::Key.max_size() as usize + 1],
+        )
+        .unwrap();
+        assert!(mem
+            .read(FileKind::Key, "k")
+            .unwrap_err()
+            .to_string()
+            .contains("larger than"));
     }
 
     /// Hostile pass (issue 25): a FIFO, a device or a symlink put in a pack's place is an

@@ -68,7 +68,11 @@ impl Backend for MemBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>> {
-        self.get(kind, name).map(|d| d.to_vec())
+        let data = self.get(kind, name)?;
+        if data.len() as u64 > kind.max_size() {
+            return Err(super::too_large(kind, name, data.len() as u64));
+        }
+        Ok(data.to_vec())
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {

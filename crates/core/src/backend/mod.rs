@@ -184,6 +184,18 @@ impl<'a> WriteOptions<'a> {
     }
 }
 
+/// The error of a file over its kind's [`FileKind::max_size`]: damage, or someone with
+/// write access to the storage trying to make readers allocate without bound.
+pub fn too_large(kind: FileKind, name: &str, size: u64) -> crate::Error {
+    crate::Error::corrupt(
+        format!("{kind} {name}"),
+        format!(
+            "{size} bytes or more: larger than a {kind} file can be ({} bytes)",
+            kind.max_size()
+        ),
+    )
+}
+
 /// Where repository files are stored: a flat namespace per [`FileKind`]. Files are
 /// written whole and never changed; failures are [`crate::Error::Backend`] (retried by
 /// [`Retrying`] when [transient](crate::Error::is_transient)) or [`crate::Error::NotFound`].
@@ -202,7 +214,8 @@ pub trait Backend: Send + Sync {
     /// The files of one kind, with sizes.
     fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>>;
 
-    /// A whole file.
+    /// A whole file. One over [`FileKind::max_size`] fails ([`too_large`]) before more
+    /// than that is held in memory.
     fn read(&self, kind: FileKind, name: &str) -> Result<Vec<u8>>;
 
     /// `len` bytes of a file from `offset` on; fewer only at its end.

@@ -19,7 +19,7 @@ pub const ROOT_VERSION: u32 = 1;
 /// The largest root record file read: about a million blobs. A WAL record is a few hundred
 /// bytes; a bigger file is damage (whoever holds the bucket could otherwise make every
 /// check and prune read gigabytes into memory).
-pub const MAX_ROOT_FILE: u64 = 64 << 20;
+pub const MAX_ROOT_FILE: u64 = FileKind::Root.max_size();
 
 /// A root record: an application's record that keeps `blobs` alive.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl Repository {
         let files: Vec<_> = self
             .list_files(FileKind::Root)?
             .into_iter()
-            .filter(|f| f.name.len() == 64 && f.name.bytes().all(|b| b.is_ascii_hexdigit()))
+            .filter(|f| crate::files::is_file_name(&f.name))
             .collect();
         let read: Vec<Result<Option<Root>>> = self.with_read_pool(|| {
             files
@@ -186,6 +186,10 @@ impl Repository {
         });
         let mut out = Vec::new();
         for r in read {
+            let r = r.map_err(|e| match e {
+                Error::Corrupt { .. } => e.with_remedy(crate::Remedy::StoreRecordAgain),
+                e => e,
+            });
             if let Some(root) = r? {
                 if namespace.is_none_or(|n| n == root.namespace) {
                     out.push(root);

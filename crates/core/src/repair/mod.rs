@@ -1,5 +1,5 @@
-//! Repairs after loss: an index that matches the packs that exist, and snapshots without
-//! the files that cannot be restored.
+//! Repairs after loss: an index that matches the packs that exist, snapshots without
+//! the files that cannot be restored, and no root record that cannot be read.
 //!
 //! Both write new state first and remove the old only once the new is durable, like prune
 //! (format-spec §10). `repair index` takes the maintenance lock, since it rewrites the index
@@ -20,6 +20,9 @@ use crate::repo::snapshot::{Repaired, Snapshot};
 use crate::repo::tree::{NodeKind, Tree};
 use crate::repo::Repository;
 use crate::walk::safe_name;
+
+mod roots;
+pub use roots::{repair_roots, DamagedRecord, RootRepair};
 
 /// What `repair index` did (or, dry, would do).
 #[derive(Debug, Default, serde::Serialize)]
