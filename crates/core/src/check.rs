@@ -1178,6 +1178,33 @@ mod tests {
         assert_eq!(p.reason, "gone");
     }
 
+    /// Options print the applications they carry (the CLI's debug output shows them).
+    #[test]
+    fn options_name_their_applications() {
+        struct Notes;
+        impl AppCheck for Notes {
+            fn namespace(&self) -> &str {
+                "toy.notes"
+            }
+            fn counted(&self) -> &str {
+                "notes"
+            }
+            fn check(
+                &self,
+                _: &Repository,
+                _: Vec<(Object, Root)>,
+                _: &[(SnapshotId, Snapshot)],
+            ) -> Result<AppFindings> {
+                Ok(AppFindings::default())
+            }
+        }
+        let opts = CheckOptions {
+            apps: vec![std::sync::Arc::new(Notes)],
+            ..Default::default()
+        };
+        assert!(format!("{opts:?}").contains("AppCheck(toy.notes)"));
+    }
+
     #[test]
     fn subsets_cover_every_pack_once() {
         for m in [1u32, 3, 7] {

@@ -220,6 +220,11 @@ mod tests {
         assert_eq!(hours(&set(keep(24, 7, 0), None)), Some(2));
         assert_eq!(hours(&set(keep(0, 7, 4), None)), Some(48));
         assert_eq!(hours(&set(keep(0, 0, 4), None)), Some(336));
+        let monthly = Keep {
+            monthly: 12,
+            ..Default::default()
+        };
+        assert_eq!(hours(&set(monthly, None)), Some(2 * 24 * 31));
         assert_eq!(
             hours(&set(
                 Keep {

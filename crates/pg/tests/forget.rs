@@ -144,6 +144,13 @@ fn forget_expires_the_wal_only_forgotten_base_backups_needed() {
             [name(3), name(4), "00000002.history".to_string()]
         );
         assert_eq!(archived(&repo, "other"), [name(1)]);
+        // What is kept fetches byte-exact; what went is not archived.
+        let dest = dir.path().join("fetched");
+        assert!(wal::fetch(&repo, "main", &name(3), &dest).unwrap());
+        assert!(std::fs::read(&dest).unwrap() == segment(3));
+        std::fs::remove_file(&dest).unwrap();
+        assert!(!wal::fetch(&repo, "main", &name(1), &dest).unwrap());
+        assert!(!dest.exists());
 
         // A forget of every set expires the clusters' WAL too.
         let again = archive(version, &dir.path().join("again"));
@@ -281,6 +288,15 @@ fn a_record_that_cannot_be_read_fails_the_forget_before_it_removes_anything() {
         let jobs = [keep_last("postgres.main", 1)];
         let e = strata_pg::forget(&repo, &jobs, &SnapshotFilter::default(), false).unwrap_err();
         assert!(e.to_string().contains("damaged"), "v{version}: {e}");
+        // The repository's own check finds it, in either format, with no application.
+        let plain = check::run(&repo, ReadData::None, &NoProgress).unwrap();
+        let found: Vec<_> = plain
+            .problems
+            .iter()
+            .filter(|p| p.object.to_string().ends_with(&victim))
+            .collect();
+        assert_eq!(found.len(), 1, "v{version}: {:?}", plain.problems);
+        assert_eq!(found[0].remedy, Remedy::StoreRecordAgain);
         assert_eq!(repo.snapshots().unwrap().len(), 3, "v{version}");
         // A forget of another set does not read WAL records at all.
         strata_pg::forget(

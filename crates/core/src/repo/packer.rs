@@ -245,6 +245,25 @@ mod tests {
         assert!(packs.iter().any(|(p, _)| p.blobs.len() == 2));
     }
 
+    /// Tree blobs share packs up to the tree pack size (4 MiB), not one pack each.
+    #[test]
+    fn small_tree_blobs_share_a_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = Arc::new(MemBackend::default());
+        let repo = super::super::for_tests(store, 0, dir.path());
+        let blobs = (0..50)
+            .map(|seed| {
+                let plain = crate::util::pseudo_random(20_000, seed);
+                let id = repo.blob_id(&plain);
+                (repo.seal_blob(id, BlobKind::Tree, &plain, 0), None)
+            })
+            .collect();
+        let (packs, result) = pack(&repo, blobs);
+        result.unwrap();
+        assert_eq!(packs.len(), 1);
+        assert_eq!(packs[0].0.blobs.len(), 50);
+    }
+
     #[test]
     fn an_upload_that_fails_fails_the_next_add_and_finish() {
         let dir = tempfile::tempdir().unwrap();
