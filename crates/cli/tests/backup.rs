@@ -36,7 +36,8 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks(env: &Env) {
     let tree_of = |snap: &serde_json::Value| {
         let repo = open_repo(env);
         let (_, snap) = repo
-            .find_snapshot(snap["snapshot_id"].as_str().unwrap())
+            .snapshots()
+            .find(snap["snapshot_id"].as_str().unwrap())
             .unwrap();
         strata::walk::lookup(&repo, &snap.tree, &src)
             .unwrap()

@@ -208,7 +208,7 @@ fn a_repository_gone_after_opening_is_no_repository() {
         strata::check::run(&repo, strata::check::ReadData::All, &strata::NoProgress).unwrap_err();
     assert!(matches!(err, strata::Error::NoRepository(_)), "{err}");
     fs::rename(&away, &env.repo).unwrap();
-    let (_, snap) = repo.find_snapshot("latest").unwrap();
+    let (_, snap) = repo.snapshots().find("latest").unwrap();
     fs::rename(&env.repo, &away).unwrap();
     let target = env.path("target");
     let opts = strata::restore::RestoreOptions {

@@ -81,7 +81,7 @@ fn archived_data_packs_are_thawed_by_warm_up_then_restored() {
     let lib =
         strata::Repository::open(backend.clone(), PASSWORD.as_bytes(), &env.path("lib-cache"))
             .unwrap();
-    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let (_, snap) = lib.snapshots().find("latest").unwrap();
     let r = strata::restore::run(
         &lib,
         &snap,
@@ -207,7 +207,7 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
 
     // restore: the hot part first, then each archived pack once it thaws; counted.
     let (lib, backend) = open_lib(&repo, &env.path("lib-cache"));
-    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let (_, snap) = lib.snapshots().find("latest").unwrap();
     let before = backend.capabilities().request_count.unwrap();
     let r = strata::restore::run(
         &lib,
@@ -249,11 +249,11 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
         .unwrap();
     let pack_c = {
         let (lib, _) = open_lib(&repo, &env.path("lib-cache-pack"));
-        let (_, snap) = lib.find_snapshot("latest").unwrap();
+        let (_, snap) = lib.snapshots().find("latest").unwrap();
         let node = strata::walk::lookup(&lib, &snap.tree, &src.join("c"))
             .unwrap()
             .unwrap();
-        lib.lookup_blob(&node.content[0]).unwrap().pack.to_hex()
+        lib.index().lookup(&node.content[0]).unwrap().pack.to_hex()
     };
     let key = format!("strata/data/{}/{pack_c}", &pack_c[..2]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -270,7 +270,7 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (lib, _) = open_lib(&repo, &env.path("lib-cache-2"));
-    let (_, snap) = lib.find_snapshot("latest").unwrap();
+    let (_, snap) = lib.snapshots().find("latest").unwrap();
     let r = strata::restore::run(
         &lib,
         &snap,
@@ -483,7 +483,7 @@ fn a_wrapper_without_the_cold_storage_capability_cannot_make_archived_packs_hot(
 
     let warm_up = |backend: strata::backend::BackendRef, cache: &str| {
         let lib = strata::Repository::open(backend, PASSWORD.as_bytes(), &env.path(cache))?;
-        let (_, snap) = lib.find_snapshot("latest")?;
+        let (_, snap) = lib.snapshots().find("latest")?;
         let packs = strata::thaw::packs_needed(&lib, &snap, None)?;
         strata::thaw::cost(&lib, &packs, strata::backend::ThawTier::Standard)
     };

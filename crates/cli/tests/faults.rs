@@ -111,7 +111,7 @@ impl Lab {
         let repo = self.fresh();
         let report = strata::check::run(&repo, strata::check::ReadData::All, &NoProgress).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
-        let snapshots = repo.snapshots().unwrap();
+        let snapshots = repo.snapshots().list().unwrap();
         for (id, snap) in &snapshots {
             let Some((_, files)) = expected.iter().find(|(t, _)| *t == snap.time) else {
                 panic!("snapshot {id} at {} is none the test wrote", snap.time);
@@ -183,6 +183,7 @@ fn a_backup_that_fails_at_any_write_leaves_the_repository_sound() {
                 }
                 if let Some((_, s)) = repo
                     .snapshots()
+                    .list()
                     .unwrap()
                     .into_iter()
                     .find(|(_, s)| s.time != t1)
@@ -217,7 +218,7 @@ fn a_prune_that_fails_at_any_write_or_delete_loses_nothing() {
                 let old = lab.backup(&repo).unwrap();
                 let files = write_files(&lab.src(), 2);
                 let kept = lab.backup(&repo).unwrap();
-                repo.remove_snapshot(&old.snapshot_id).unwrap();
+                repo.snapshots().remove(&old.snapshot_id).unwrap();
                 drop(repo);
                 // Repack everything partly used, and delete at once: the most writes and
                 // deletes a prune makes.
@@ -600,7 +601,7 @@ fn a_backup_asked_to_stop_saves_what_it_uploaded() {
         other => panic!("{other:?}"),
     };
     assert!(packs >= 2, "{packs} packs saved");
-    assert!(repo.snapshots().unwrap().is_empty(), "no snapshot");
+    assert!(repo.snapshots().list().unwrap().is_empty(), "no snapshot");
     let uploaded = data_bytes(&lab);
     assert!(
         bytes >= uploaded,
@@ -636,7 +637,8 @@ fn a_password_change_that_fails_anywhere_locks_nobody_out() {
         lab.backend
             .inject(op, Some(FileKind::Key), 1, fault.clone());
         assert!(
-            repo.change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
+            repo.keys()
+                .change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
                 .is_err(),
             "{op:?} {fault:?}"
         );
@@ -656,7 +658,8 @@ fn a_password_change_that_fails_anywhere_locks_nobody_out() {
         };
         let repo = Repository::open(lab.backend.clone(), pw, &lab.dir.path().join("c3")).unwrap();
         if again {
-            repo.change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
+            repo.keys()
+                .change_password(b"new", &KdfCost::INSECURE_FOR_TESTS)
                 .unwrap();
         }
         assert!(opens(b"new"));
@@ -691,6 +694,7 @@ fn a_forget_that_fails_at_any_delete_leaves_the_rest_whole() {
         let left: Vec<String> = lab
             .fresh()
             .snapshots()
+            .list()
             .unwrap()
             .into_iter()
             .map(|(_, s)| s.time)
@@ -705,7 +709,7 @@ fn a_forget_that_fails_at_any_delete_leaves_the_rest_whole() {
         );
         let repo = lab.fresh();
         retention::forget(&repo, &[job], &filter, false).unwrap();
-        assert_eq!(repo.snapshots().unwrap().len(), 1);
+        assert_eq!(repo.snapshots().list().unwrap().len(), 1);
         lab.assert_sound(&expected[3..]);
     }
 }

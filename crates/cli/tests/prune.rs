@@ -215,13 +215,14 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
     let first = env.backup(&[src.to_str().unwrap(), "--time", "2026-01-01T00:00:00Z"]);
     let repo = open_repo(env);
     let (_, template) = repo
-        .find_snapshot(first["snapshot_id"].as_str().unwrap())
+        .snapshots()
+        .find(first["snapshot_id"].as_str().unwrap())
         .unwrap();
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap();
     (1..365 * 24).into_par_iter().for_each(|h| {
         let mut s = template.clone();
         s.time = (start + chrono::Duration::hours(h)).to_rfc3339();
-        repo.write_snapshot(&s).unwrap();
+        repo.snapshots().write(&s).unwrap();
     });
     assert_eq!(env.objects("snapshots").len(), 365 * 24);
     // The runbook's policy: a week of hourlies, a month of dailies, a year of weeklies.

@@ -243,10 +243,10 @@ fn a_damaged_tree_costs_only_its_subtree() {
     env.backup(&[src.to_str().unwrap()]);
     // Damage the tree blob of directory `a` in its pack: find it through the library.
     let repo = open_repo(env);
-    let (_, snap) = repo.find_snapshot("latest").unwrap();
+    let (_, snap) = repo.snapshots().find("latest").unwrap();
     let mut tree_id = snap.tree;
     for comp in src.join("a").strip_prefix("/").unwrap().components() {
-        let t = repo.load_tree(&tree_id).unwrap();
+        let t = repo.trees().load(&tree_id).unwrap();
         let n = t
             .entries
             .iter()
@@ -254,7 +254,7 @@ fn a_damaged_tree_costs_only_its_subtree() {
             .unwrap();
         tree_id = n.subtree.unwrap();
     }
-    let loc = repo.lookup_blob(&tree_id).unwrap();
+    let loc = repo.index().lookup(&tree_id).unwrap();
     drop(repo);
     env.flip_byte("tree", &loc.pack.to_hex(), loc.entry.offset as usize + 30);
     fs::remove_dir_all(&env.cache).unwrap();
@@ -711,11 +711,11 @@ fn a_lost_pack_heals_through_repair(env: &Env) {
     env.backup(&[s]);
     let lose_pack_of = |file: &str| -> String {
         let repo = open_repo(env);
-        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        let (_, snap) = repo.snapshots().find("latest").unwrap();
         let node = strata::walk::lookup(&repo, &snap.tree, &src.join(file))
             .unwrap()
             .unwrap();
-        let pack = repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex();
+        let pack = repo.index().lookup(&node.content[0]).unwrap().pack.to_hex();
         env.backend()
             .delete(strata::backend::FileKind::Data, &pack)
             .unwrap();
@@ -1085,23 +1085,24 @@ fn hostile_entry_names_in_a_tree_stay_inside_the_target() {
         root
     });
     tx.commit().unwrap();
-    repo.write_snapshot(&Snapshot {
-        version: 1,
-        time: "2026-01-01T00:00:00Z".into(),
-        host: "h".into(),
-        user: "u".into(),
-        paths: vec!["/".into()],
-        tags: vec![],
-        set: None,
-        parent: None,
-        tree: root,
-        excludes: vec![],
-        summary: Summary::default(),
-        program: "crafted".into(),
-        repaired: None,
-        extensions: Default::default(),
-    })
-    .unwrap();
+    repo.snapshots()
+        .write(&Snapshot {
+            version: 1,
+            time: "2026-01-01T00:00:00Z".into(),
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec!["/".into()],
+            tags: vec![],
+            set: None,
+            parent: None,
+            tree: root,
+            excludes: vec![],
+            summary: Summary::default(),
+            program: "crafted".into(),
+            repaired: None,
+            extensions: Default::default(),
+        })
+        .unwrap();
     drop(repo);
     let target = env.path("deep/t");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);

@@ -121,7 +121,8 @@ impl crate::MetadataRepository {
 /// Every audit record, from the cache where it has them (one listing).
 pub fn load(repo: &Repository) -> Result<Vec<(AuditId, Audit)>> {
     let listed: Vec<AuditId> = repo
-        .list_files(FileKind::Audit)?
+        .files()
+        .list(FileKind::Audit)?
         .into_iter()
         .filter_map(|f| f.name.parse().ok())
         .collect();
@@ -248,7 +249,7 @@ pub fn repository_coverage(
     now: DateTime<FixedOffset>,
 ) -> Result<Coverage> {
     let mut packs: HashSet<PackId> = repo
-        .index()
+        .blob_index()
         .packs()?
         .into_iter()
         .map(|(id, _, _)| id)

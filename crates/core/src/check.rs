@@ -451,7 +451,7 @@ impl Audit<'_> {
             };
             if let Some((reason, remedy)) = reason {
                 missing.insert(*id);
-                for b in repo.index().pack_blobs(id)? {
+                for b in repo.blob_index().pack_blobs(id)? {
                     self.damaged.insert(b.id, Object::Pack(*id));
                 }
                 self.problems
@@ -464,7 +464,7 @@ impl Audit<'_> {
         // the next prune lets the mark lapse.
         let live: HashSet<PackId> = indexed.iter().map(|(id, _, _)| *id).collect();
         let mut marked_gone = HashSet::new();
-        for (id, _) in repo.index().marked_packs()? {
+        for (id, _) in repo.blob_index().marked_packs()? {
             if live.contains(&id) {
                 self.report.marked_and_live_packs += 1;
             } else if listed.remove(&id.to_hex()).is_none() {
@@ -491,13 +491,13 @@ impl Audit<'_> {
                 || repo.rebuild_index(),
                 || {
                     rayon::join(
-                        || repo.list_files(FileKind::Data),
-                        || repo.list_files(FileKind::Tree),
+                        || repo.files().list(FileKind::Data),
+                        || repo.files().list(FileKind::Tree),
                     )
                 },
             );
             let bad = bad?.damaged;
-            let indexed = repo.index().packs()?;
+            let indexed = repo.blob_index().packs()?;
             let mut listed: HashMap<String, u64> = HashMap::new();
             for f in data?.into_iter().chain(tree?) {
                 listed.insert(f.name, f.size);
@@ -508,9 +508,10 @@ impl Audit<'_> {
             if all_there || attempt == 1 {
                 return Ok((bad, indexed, listed));
             }
-            let read: HashSet<IndexId> = repo.index().files()?.into_iter().collect();
+            let read: HashSet<IndexId> = repo.blob_index().files()?.into_iter().collect();
             let now: HashSet<IndexId> = repo
-                .list_files(FileKind::Index)?
+                .files()
+                .list(FileKind::Index)?
                 .into_iter()
                 .filter_map(|f| f.name.parse().ok())
                 .collect();
@@ -537,7 +538,8 @@ impl Audit<'_> {
             || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress, None),
             || -> Result<SnapshotFiles> {
                 let ids: Vec<SnapshotId> = repo
-                    .list_files(FileKind::Snapshot)?
+                    .files()
+                    .list(FileKind::Snapshot)?
                     .into_iter()
                     .filter_map(|f| f.name.parse().ok())
                     .collect();
@@ -597,7 +599,7 @@ impl Audit<'_> {
                 if !seen.insert(tid) || self.damaged.contains_key(&tid) {
                     continue;
                 }
-                let tree = match self.repo.load_tree(&tid) {
+                let tree = match self.repo.trees().load(&tid) {
                     Ok(t) => t,
                     Err(e) => {
                         self.damaged.insert(tid, Object::Tree(tid));
@@ -645,7 +647,7 @@ impl Audit<'_> {
             true => FileKind::Root,
             false => FileKind::Wal,
         };
-        for f in self.repo.list_files(kind)? {
+        for f in self.repo.files().list(kind)? {
             let mut name = [0u8; 32];
             if !crate::files::is_file_name(&f.name)
                 || hex::decode_to_slice(&f.name, &mut name).is_err()
@@ -700,7 +702,8 @@ impl Audit<'_> {
         let object = Object::Wal(name);
         let rec = match self
             .repo
-            .load_named::<crate::repo::root::LegacyWal>(FileKind::Wal, file)
+            .files()
+            .load::<crate::repo::root::LegacyWal>(FileKind::Wal, file)
         {
             Ok(Some(rec)) => rec,
             Ok(None) => return Ok(()),
@@ -756,7 +759,7 @@ impl Audit<'_> {
         if self.damaged.contains_key(id) {
             return Ok(());
         }
-        let (reason, remedy) = match self.repo.index().lookup(id)? {
+        let (reason, remedy) = match self.repo.blob_index().lookup(id)? {
             None => (NOT_INDEXED.to_string(), Remedy::IndexUnindexedPacks),
             Some(loc) if packs.marked_gone.contains(&loc.pack) => (
                 format!(
@@ -979,7 +982,7 @@ impl Audit<'_> {
                 Remedy::RereadPack,
             ));
             // Its blobs, for the snapshots and paths it hits.
-            if let Ok(entries) = self.repo.index().pack_blobs(pack) {
+            if let Ok(entries) = self.repo.blob_index().pack_blobs(pack) {
                 for e in entries {
                     self.damaged.entry(e.id).or_insert(Object::Pack(*pack));
                 }
@@ -1040,7 +1043,7 @@ fn read_pack(
     let object = Object::Pack(*id);
     let mut problems = Vec::new();
     let mut bad = Vec::new();
-    let entries = match repo.index().pack_blobs(id) {
+    let entries = match repo.blob_index().pack_blobs(id) {
         Ok(e) => e,
         Err(e) => {
             problems.push(problem(object, e.to_string(), Remedy::RereadPack));

@@ -124,7 +124,8 @@ type Matches = Rc<Vec<Rc<Match>>>;
 /// matches are shared, not copied.
 pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     let mut snapshots: Vec<(DateTime<FixedOffset>, SnapshotId, Snapshot)> = repo
-        .snapshots()?
+        .snapshots()
+        .list()?
         .into_iter()
         .filter(|(_, s)| opts.filter.matches(s))
         .filter_map(|(id, s)| Some((s.datetime()?, id, s)))
@@ -186,7 +187,7 @@ fn search(
         return Ok(m.clone());
     }
     let mut out = Vec::new();
-    for node in repo.load_tree(tree)?.entries {
+    for node in repo.trees().load(tree)?.entries {
         // A name that could escape its directory names no path: skipped, as restore does.
         let Ok(name) = safe_name(&node, tree) else {
             continue;
@@ -342,7 +343,8 @@ fn entries(repo: &Repository, n: &Node) -> Result<BTreeMap<Vec<u8>, Node>> {
         return Ok(BTreeMap::new());
     };
     Ok(repo
-        .load_tree(&tree)?
+        .trees()
+        .load(&tree)?
         .entries
         .into_iter()
         .filter(|e| safe_name(e, &tree).is_ok())

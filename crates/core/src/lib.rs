@@ -110,7 +110,7 @@ pub use repo::snapshot::{
     select_at, select_per_lineage, Lineage, Repaired, Snapshot, SnapshotFilter, Summary,
 };
 pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
-pub use repo::{Repository, WarningSink};
+pub use repo::{Files, Index, Keys, Repository, Snapshots, Trees, WarningSink};
 pub use util::{hostname, is_root};
 
 /// Engine internals for this crate's own benchmarks, examples and tests (which build

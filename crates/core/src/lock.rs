@@ -90,7 +90,7 @@ impl LockFile {
 /// All locks in the repository with their names (unreadable ones are reported as such).
 pub fn list(repo: &Repository) -> Result<Vec<(String, Result<LockFile>)>> {
     let mut out = Vec::new();
-    for f in repo.list_files(FileKind::Lock)? {
+    for f in repo.files().list(FileKind::Lock)? {
         let lock = repo.load_file::<LockFile>(FileKind::Lock, &f.name);
         out.push((f.name, lock));
     }

@@ -500,7 +500,7 @@ pub fn record_coverage(s: &mut Samples, v: &crate::audit::Coverage) {
 pub fn record_repository(s: &mut Samples, repo: &Repository) -> Result<()> {
     record_usage(s, &crate::stats::usage_by_class(repo)?);
     s.clear("strata_repository_blobs");
-    for (kind, n) in repo.index().blob_counts()? {
+    for (kind, n) in repo.blob_index().blob_counts()? {
         let kind = match kind {
             BlobKind::Data => "data",
             BlobKind::Tree => "tree",

@@ -497,7 +497,7 @@ pub fn forget(
             set: job.set.clone(),
         });
     }
-    let all = repo.snapshots()?;
+    let all = repo.snapshots().list()?;
     let mut plans = Vec::new();
     for job in jobs {
         let mut f = filter.clone();
@@ -510,7 +510,7 @@ pub fn forget(
     if !dry_run {
         for p in &plans {
             for (id, _) in &p.remove {
-                repo.remove_snapshot(id)?;
+                repo.snapshots().remove(id)?;
             }
         }
     }

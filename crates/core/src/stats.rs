@@ -115,7 +115,7 @@ pub struct SetGrowth {
 
 /// The repository's statistics; `sets` narrows the growth section (empty: every set).
 pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
-    let snapshots = repo.snapshots()?;
+    let snapshots = repo.snapshots().list()?;
     let mut sizes: HashMap<TreeId, u64> = HashMap::new();
     let mut logical = 0;
     for (_, s) in &snapshots {
@@ -126,7 +126,7 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
     for (_, _, s) in &newest {
         restore_bytes += tree_bytes(repo, &s.tree, &mut sizes)?;
     }
-    let (unique, unique_stored) = repo.index().byte_totals(BlobKind::Data)?;
+    let (unique, unique_stored) = repo.blob_index().byte_totals(BlobKind::Data)?;
     let classes = usage_by_class(repo)?;
     let stored_bytes = classes.iter().map(|c| c.bytes).sum();
     let mut growth = Vec::new();
@@ -177,7 +177,7 @@ pub fn usage_by_class(repo: &Repository) -> Result<Vec<ClassUsage>> {
         FileKind::Root,
         FileKind::Wal,
     ] {
-        for f in repo.list_files(kind)? {
+        for f in repo.files().list(kind)? {
             let class = f.storage_class.unwrap_or_else(|| "STANDARD".into());
             let e = classes.entry((kind.dir(), class)).or_default();
             e.0 += 1;
@@ -237,7 +237,7 @@ fn tree_bytes(repo: &Repository, id: &TreeId, memo: &mut HashMap<TreeId, u64>) -
         return Ok(*n);
     }
     let mut n = 0;
-    for node in repo.load_tree(id)?.entries {
+    for node in repo.trees().load(id)?.entries {
         match (node.kind, node.subtree) {
             (NodeKind::File, _) => n += node.size,
             (NodeKind::Dir, Some(sub)) => n += tree_bytes(repo, &sub, memo)?,

@@ -261,7 +261,8 @@ pub fn cost(repo: &Repository, packs: &BTreeSet<PackId>, tier: ThawTier) -> Resu
 /// Every data pack's size and storage class, by name: one listing.
 fn listed_data(repo: &Repository) -> Result<HashMap<String, (u64, Option<String>)>> {
     Ok(repo
-        .list_files(FileKind::Data)?
+        .files()
+        .list(FileKind::Data)?
         .into_iter()
         .map(|f| (f.name, (f.size, f.storage_class)))
         .collect())

@@ -21,7 +21,7 @@ pub fn safe_name<'n>(node: &'n Node, tree: &TreeId) -> Result<&'n OsStr> {
     Ok(OsStr::from_bytes(n))
 }
 
-/// Loads a tree by id: [`Repository::load_tree`], or a caller's own (prune also reads
+/// Loads a tree by id: [`Trees::load`](crate::Trees::load), or a caller's own (prune also reads
 /// trees from packs an earlier prune marked).
 pub type TreeLoader<'a> = Box<dyn FnMut(&TreeId) -> Result<Tree> + 'a>;
 
@@ -67,7 +67,7 @@ struct Frame {
 impl<'a> TreeWalk<'a> {
     /// A walk of the tree `root` of `repo`.
     pub fn new(repo: &'a Repository, root: &TreeId) -> Self {
-        Self::with_loader(Box::new(move |id| repo.load_tree(id)), root)
+        Self::with_loader(Box::new(move |id| repo.trees().load(id)), root)
     }
 
     /// A walk that loads trees through `load` (tests damage them on the way).
@@ -192,7 +192,7 @@ pub fn lookup(repo: &Repository, root: &TreeId, path: &Path) -> Result<Option<No
                 .subtree
                 .ok_or_else(|| Error::not_found(Missing::Path(path.to_path_buf())))?;
         }
-        let tree = repo.load_tree(&tree_id)?;
+        let tree = repo.trees().load(&tree_id)?;
         found = Some(
             tree.entries
                 .into_iter()

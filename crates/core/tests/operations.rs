@@ -106,7 +106,7 @@ fn prune_repacks_what_is_still_used_and_reports_it() {
     let (_, second) = f.backup("src", &[("kept", 1, 300_000)]);
     assert_eq!(f.packs().len(), 1, "both files in one pack");
     let old = f.packs();
-    f.repo.remove_snapshot(&first).unwrap();
+    f.repo.snapshots().remove(&first).unwrap();
 
     let dry = PruneOptions {
         max_unused: 0.0,
@@ -175,7 +175,7 @@ fn repairs_after_a_lost_pack_keep_what_is_left() {
     let dry = repair::repair_snapshots(&f.repo, false, true, &NoProgress).unwrap();
     assert_eq!(dry.repaired.len(), 1);
     assert!(dry.repaired[0].new.is_none());
-    assert_eq!(f.repo.snapshots().unwrap().len(), 2);
+    assert_eq!(f.repo.snapshots().list().unwrap().len(), 2);
 
     let done = repair::repair_snapshots(&f.repo, true, false, &NoProgress).unwrap();
     assert_eq!(done.snapshots, 2);
@@ -188,7 +188,7 @@ fn repairs_after_a_lost_pack_keep_what_is_left() {
         r.lost
     );
     assert_eq!(done.removed, [damaged.to_hex()]);
-    let snaps = f.repo.snapshots().unwrap();
+    let snaps = f.repo.snapshots().list().unwrap();
     assert_eq!(snaps.len(), 2);
     let (_, fixed) = snaps
         .iter()
@@ -341,7 +341,7 @@ fn a_metadata_reader_hears_of_a_damaged_snapshot() {
     let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
     let h = heard.clone();
     meta.set_warning_sink(Box::new(move |m| h.lock().unwrap().push(m.to_string())));
-    assert_eq!(meta.snapshots().unwrap().len(), 1);
+    assert_eq!(meta.snapshots().list().unwrap().len(), 1);
     let heard = heard.lock().unwrap();
     assert!(
         heard.iter().any(|m| m.contains(&bad.to_hex()[..8])),

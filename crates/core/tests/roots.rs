@@ -43,7 +43,7 @@ fn read_note(repo: &Repository, title: &str) -> Option<Vec<u8>> {
     Some(
         root.blobs
             .iter()
-            .flat_map(|id| repo.read_blob(id).unwrap())
+            .flat_map(|id| repo.index().read(id).unwrap())
             .collect(),
     )
 }
@@ -106,7 +106,7 @@ fn a_toy_application_keeps_its_blobs_through_prune_and_check_verifies_them() {
         "{report:?}"
     );
     let repo = self::repo(&store, &dir.path().join("cache-2"));
-    assert!(repo.read_blob(&gone[0]).is_err(), "freed");
+    assert!(repo.index().read(&gone[0]).is_err(), "freed");
     assert_eq!(read_note(&repo, "kept").unwrap(), want);
     assert_eq!(read_note(&repo, "dropped"), None);
     let checked = check::run(&repo, ReadData::All, &NoProgress).unwrap();

@@ -64,12 +64,12 @@ fn from_roots(roots: Vec<(Object, Root)>, problems: &mut Vec<Problem>) -> Vec<(O
 /// the ones that do not open.
 fn legacy_records(repo: &Repository) -> strata::Result<Vec<(Object, WalRecord)>> {
     let mut out = Vec::new();
-    for f in repo.list_files(FileKind::Wal)? {
+    for f in repo.files().list(FileKind::Wal)? {
         let mut name = [0u8; 32];
         if hex::decode_to_slice(&f.name, &mut name).is_err() {
             continue;
         }
-        if let Ok(Some(rec)) = repo.load_named::<WalRecord>(FileKind::Wal, &f.name) {
+        if let Ok(Some(rec)) = repo.files().load::<WalRecord>(FileKind::Wal, &f.name) {
             out.push((Object::Wal(name), rec));
         }
     }

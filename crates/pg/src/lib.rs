@@ -512,7 +512,8 @@ pub fn base_backup(snap: &Snapshot) -> Option<BaseBackup> {
 /// The base backups of `cluster`, oldest first.
 pub fn base_backups(repo: &Repository, cluster: &str) -> Result<Vec<(SnapshotId, Snapshot)>> {
     Ok(repo
-        .snapshots()?
+        .snapshots()
+        .list()?
         .into_iter()
         .filter(|(_, s)| {
             base_backup(s).is_some_and(|p| p.cluster == cluster)
@@ -1232,7 +1233,7 @@ pub fn restore(
     // The snapshot holds the data directory under its absolute path: restore into a
     // staging directory beside the target, then move the data directory into place.
     let staging = Staging::new(parent, target, progress)?;
-    let snapshot = repo.snapshot(&plan.snapshot)?;
+    let snapshot = repo.snapshots().get(&plan.snapshot)?;
     let report = strata::restore::run(
         repo,
         &snapshot,

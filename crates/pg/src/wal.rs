@@ -103,7 +103,8 @@ fn save(repo: &Repository, rec: &WalRecord) -> Result<()> {
     if repo.has_roots() {
         return repo.write_root(&rec.to_root()?);
     }
-    repo.save_named(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name), rec)
+    repo.files()
+        .save_as(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name), rec)
 }
 
 /// Removes a record (expiry: its blobs go at the next prune).
@@ -111,7 +112,8 @@ pub fn remove(repo: &Repository, rec: &WalRecord) -> Result<()> {
     if repo.has_roots() {
         return repo.remove_root(NAMESPACE, &root_key(&rec.cluster, &rec.name));
     }
-    repo.remove_named(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name))
+    repo.files()
+        .remove(FileKind::Wal, &repo.wal_name(&rec.cluster, &rec.name))
 }
 
 /// What a push did.
@@ -188,7 +190,7 @@ pub fn record(repo: &Repository, cluster: &str, name: &str) -> Result<Option<Wal
             .map(WalRecord::from_root)
             .transpose()?
     } else {
-        repo.load_named::<WalRecord>(FileKind::Wal, &file)?
+        repo.files().load::<WalRecord>(FileKind::Wal, &file)?
     };
     let Some(rec) = found else {
         return Ok(None);
@@ -632,8 +634,8 @@ pub fn all_records(repo: &Repository) -> Result<Vec<WalRecord>> {
             .collect();
     }
     let mut out = Vec::new();
-    for f in repo.list_files(FileKind::Wal)? {
-        if let Some(rec) = repo.load_named::<WalRecord>(FileKind::Wal, &f.name)? {
+    for f in repo.files().list(FileKind::Wal)? {
+        if let Some(rec) = repo.files().load::<WalRecord>(FileKind::Wal, &f.name)? {
             out.push(rec);
         }
     }

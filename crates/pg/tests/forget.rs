@@ -133,7 +133,7 @@ fn forget_expires_the_wal_only_forgotten_base_backups_needed() {
         assert_eq!(dry.wal[0].removed, [name(1), name(2)], "v{version}");
         assert_eq!(dry.wal[0].kept_from.as_deref(), Some(name(3).as_str()));
         assert_eq!(archived(&repo, "main"), all);
-        assert_eq!(repo.snapshots().unwrap().len(), 3);
+        assert_eq!(repo.snapshots().list().unwrap().len(), 3);
 
         let done = strata_pg::forget(&repo, &jobs, &SnapshotFilter::default(), false).unwrap();
         assert_eq!(done.plans.iter().map(|p| p.remove.len()).sum::<usize>(), 1);
@@ -244,13 +244,13 @@ fn a_restore_passes_over_a_base_backup_repair_rewrote() {
     assert_eq!(newest.base.start_wal, name(3));
     assert!(newest.notes.is_empty(), "{:?}", newest.notes);
     let mark_repaired = |id: strata::SnapshotId| {
-        let mut snap = repo.snapshot(&id).unwrap();
+        let mut snap = repo.snapshots().get(&id).unwrap();
         snap.repaired = Some(strata::Repaired {
             from: id,
             lost: vec!["/base/1/1259".into()],
         });
-        let new = repo.write_snapshot(&snap).unwrap();
-        repo.remove_snapshot(&id).unwrap();
+        let new = repo.snapshots().write(&snap).unwrap();
+        repo.snapshots().remove(&id).unwrap();
         new
     };
     let repaired = mark_repaired(newest.snapshot);
@@ -297,7 +297,7 @@ fn a_record_that_cannot_be_read_fails_the_forget_before_it_removes_anything() {
             .collect();
         assert_eq!(found.len(), 1, "v{version}: {:?}", plain.problems);
         assert_eq!(found[0].remedy, Remedy::StoreRecordAgain);
-        assert_eq!(repo.snapshots().unwrap().len(), 3, "v{version}");
+        assert_eq!(repo.snapshots().list().unwrap().len(), 3, "v{version}");
         // A forget of another set does not read WAL records at all.
         strata_pg::forget(
             &repo,

@@ -478,7 +478,7 @@ impl Run<'_> {
         if global.metrics().is_some() {
             // The set's snapshots: a listing (cached snapshots are not fetched again).
             let line: Option<Vec<(strata::SnapshotId, strata::Snapshot)>> =
-                repo.and_then(|r| r.snapshots().ok()).map(|all| {
+                repo.and_then(|r| r.snapshots().list().ok()).map(|all| {
                     let mut line: Vec<_> = all
                         .into_iter()
                         .filter(|(_, s)| metrics::set_label(s) == self.label)

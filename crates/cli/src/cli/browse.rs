@@ -45,7 +45,8 @@ pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let f = args.filter.filter();
     let mut list: Vec<_> = repo
-        .snapshots()?
+        .snapshots()
+        .list()?
         .into_iter()
         .filter(|(_, s)| f.matches(s))
         .collect();
@@ -143,7 +144,9 @@ pub fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
 
 pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
+    let (id, snap) = repo
+        .snapshots()
+        .find_in(&args.snapshot, &args.filter.filter())?;
     let base = args.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut json_items = Vec::new();
@@ -210,7 +213,9 @@ pub struct CatArgs {
 
 pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
+    let (id, snap) = repo
+        .snapshots()
+        .find_in(&args.snapshot, &args.filter.filter())?;
     let mut out = std::io::stdout().lock();
     strata::restore::cat_file(&repo, &snap, &args.path, &mut out)
         .with_context(|| in_snapshot(&id, &snap))?;
@@ -234,7 +239,9 @@ pub struct DumpArgs {
 
 pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let (id, snap) = repo.find_snapshot_in(&args.snapshot, &args.filter.filter())?;
+    let (id, snap) = repo
+        .snapshots()
+        .find_in(&args.snapshot, &args.filter.filter())?;
     let node =
         walk::lookup(&repo, &snap.tree, &args.path).with_context(|| in_snapshot(&id, &snap))?;
     // A tar stream cannot wait for one pack midway: every archived pack it needs is thawed

@@ -145,7 +145,7 @@ fn prune_after(
         false => None,
     };
     if global.metrics().is_some() {
-        let left = repo.snapshots();
+        let left = repo.snapshots().list();
         global.update_metrics(|s| {
             if let Ok(left) = &left {
                 metrics::record_forget(s, removed, left);
@@ -165,13 +165,14 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     let filter = args.filter.filter();
     let mut found = Vec::new();
     for s in &args.snapshots {
-        match repo.find_snapshot_in(s, &filter) {
+        match repo.snapshots().find_in(s, &filter) {
             Ok((id, snap)) => found.push((id, output::when(&snap.time))),
             // A snapshot file that cannot be read is removed by its id all the same.
             Err(e @ strata::Error::NotFound { .. }) => {
                 let prefix = s.to_ascii_lowercase();
                 let damaged: Vec<strata::SnapshotId> = repo
-                    .damaged_snapshots()?
+                    .snapshots()
+                    .damaged()?
                     .into_iter()
                     .map(|(id, _)| id)
                     .filter(|id| id.to_hex().starts_with(&prefix))
@@ -188,7 +189,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     found.dedup_by_key(|(id, _)| *id);
     if !args.dry_run {
         for (id, _) in &found {
-            repo.remove_snapshot(id)?;
+            repo.snapshots().remove(id)?;
         }
     }
     let pruned = prune_after(global, &repo, args, found.len())?;

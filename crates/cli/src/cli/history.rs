@@ -103,8 +103,8 @@ pub struct DiffArgs {
 pub fn diff(global: &Global, args: DiffArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let f = args.filter.filter();
-    let (_, a) = repo.find_snapshot_in(&args.first, &f)?;
-    let (_, b) = repo.find_snapshot_in(&args.second, &f)?;
+    let (_, a) = repo.snapshots().find_in(&args.first, &f)?;
+    let (_, b) = repo.snapshots().find_in(&args.second, &f)?;
     let report = history::diff(&repo, &a, &b, args.path.as_deref())?;
     if global.json {
         output::print_json(&report);

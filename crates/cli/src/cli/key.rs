@@ -47,7 +47,7 @@ pub fn run(global: &Global, args: KeyArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     match args.cmd {
         KeyCmd::List => {
-            let keys = repo.list_keys()?;
+            let keys = repo.keys().list()?;
             if global.json {
                 let v: Vec<_> = keys
                     .iter()
@@ -62,20 +62,20 @@ pub fn run(global: &Global, args: KeyArgs) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Add(p) => {
-            let id = repo.add_key(&p.get()?, &global.kdf_cost())?;
+            let id = repo.keys().add(&p.get()?, &global.kdf_cost())?;
             if !global.quiet {
                 println!("added key {}", id.to_hex());
             }
         }
         KeyCmd::Remove { id } => {
-            let target = repo.find_key(&id)?;
-            repo.remove_key(&target)?;
+            let target = repo.keys().find(&id)?;
+            repo.keys().remove(&target)?;
             if !global.quiet {
                 println!("removed key {}", target.to_hex());
             }
         }
         KeyCmd::Passwd(p) => {
-            let new = repo.change_password(&p.get()?, &global.kdf_cost())?;
+            let new = repo.keys().change_password(&p.get()?, &global.kdf_cost())?;
             if !global.quiet {
                 println!(
                     "password changed: key {} replaces {}",

@@ -134,17 +134,17 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
             ))
         }
         (_, true) => {
-            let picks = select_per_lineage(repo.snapshots()?, at, &filter);
+            let picks = select_per_lineage(repo.snapshots().list()?, at, &filter);
             if picks.is_empty() {
                 // The same error a single pick gives: what is missing, and the oldest.
-                select_at(repo.snapshots()?, at, &filter)?;
+                select_at(repo.snapshots().list()?, at, &filter)?;
             }
             let picks: Vec<_> = picks.into_iter().map(|(_, id, s)| (id, s)).collect();
             refuse_overlap(&picks)?;
             picks
         }
-        (Some(s), false) if at.is_none() => vec![repo.find_snapshot_in(s, &filter)?],
-        _ => vec![select_at(repo.snapshots()?, at, &filter)?],
+        (Some(s), false) if at.is_none() => vec![repo.snapshots().find_in(s, &filter)?],
+        _ => vec![select_at(repo.snapshots().list()?, at, &filter)?],
     };
     let opts = RestoreOptions {
         target: args.target.clone(),
@@ -403,14 +403,14 @@ pub fn warm_up(global: &Global, args: WarmUpArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let filter = args.filter.filter();
     let (id, snap) = match (&args.snapshot, &args.at) {
-        (Some(s), _) => repo.find_snapshot_in(s, &filter)?,
+        (Some(s), _) => repo.snapshots().find_in(s, &filter)?,
         (None, at) => {
             let at = at
                 .as_deref()
                 .map(|at| timespec::parse_instant(at, timespec::now()))
                 .transpose()
                 .map_err(|e| exit::usage(format!("--at: {e}")))?;
-            select_at(repo.snapshots()?, at, &filter)?
+            select_at(repo.snapshots().list()?, at, &filter)?
         }
     };
     let includes = Patterns::new(&args.includes).map_err(exit::usage)?;

@@ -117,7 +117,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     let scratch = args.target.clone().unwrap_or_else(std::env::temp_dir);
     remove_scratch_on_signals(&scratch)?;
     let repo = global.open()?;
-    let picks = newest(global, repo.snapshots()?, &args.sets)?;
+    let picks = newest(global, repo.snapshots().list()?, &args.sets)?;
     let mut code = exit::OK;
     let mut reports = Vec::new();
     for (name, pick) in picks {
@@ -263,7 +263,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         })
         .transpose()?;
     let repo = global.open_metadata()?;
-    let all = repo.snapshots()?;
+    let all = repo.snapshots().list()?;
     let lineages: std::collections::HashMap<SnapshotId, Lineage> =
         all.iter().map(|(id, s)| (*id, s.lineage())).collect();
     let picks = if args.all {
@@ -533,7 +533,7 @@ fn print_stats(
 pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     if !args.sets.is_empty() {
-        check_known(global, &repo.snapshots()?, &args.sets)?;
+        check_known(global, &repo.snapshots().list()?, &args.sets)?;
     }
     let st = strata::stats::run(&repo, &args.sets)?;
     let (cost, unpriced) = monthly_cost(&st, &global.file.prices);

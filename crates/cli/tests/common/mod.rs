@@ -689,7 +689,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub fn pack_of_file_in_set(env: &Env, set: &str, file: &Path) -> String {
     let repo = open_repo(env);
     let (_, snap) = repo
-        .find_snapshot_in(
+        .snapshots()
+        .find_in(
             "latest",
             &strata::SnapshotFilter {
                 sets: vec![set.into()],
@@ -700,7 +701,7 @@ pub fn pack_of_file_in_set(env: &Env, set: &str, file: &Path) -> String {
     let node = strata::walk::lookup(&repo, &snap.tree, file)
         .unwrap()
         .unwrap();
-    repo.lookup_blob(&node.content[0]).unwrap().pack.to_hex()
+    repo.index().lookup(&node.content[0]).unwrap().pack.to_hex()
 }
 
 /// The moto endpoint, when tools/test started one (required when the S3 tests are).

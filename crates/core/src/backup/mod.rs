@@ -303,7 +303,7 @@ pub fn run(
         }
         None => tx,
     };
-    let snapshot_id = repo.write_snapshot(&snapshot)?;
+    let snapshot_id = repo.snapshots().write(&snapshot)?;
     remember(repo, &set_key, &snapshot_id, mark, warnings.is_empty())?;
     tx.commit()?;
     Ok(BackupReport {
@@ -324,7 +324,7 @@ fn parent_root(
 ) -> Result<Option<TreeId>> {
     Ok(match parent {
         Some(pid) if !repo.set_state(set_key).has_files()? => {
-            repo.snapshot(&pid).ok().map(|s| s.tree)
+            repo.snapshots().get(&pid).ok().map(|s| s.tree)
         }
         _ => None,
     })
@@ -451,7 +451,8 @@ fn find_parent(repo: &Repository, lineage: &Lineage) -> Result<Option<SnapshotId
         return Ok(Some(id));
     }
     Ok(repo
-        .snapshots()?
+        .snapshots()
+        .list()?
         .into_iter()
         .rev()
         .find(|(_, s)| s.lineage() == *lineage)
@@ -602,7 +603,7 @@ impl Archiver<'_, '_, '_> {
             return Default::default();
         };
         // A parent tree that cannot be read only costs re-reading the files.
-        match self.repo.load_tree(&id) {
+        match self.repo.trees().load(&id) {
             Ok(t) => t.entries.into_iter().map(|n| (n.name.clone(), n)).collect(),
             Err(_) => Default::default(),
         }
@@ -709,7 +710,7 @@ impl Archiver<'_, '_, '_> {
 
     /// Files below a parent tree (a tree that cannot be read counts none).
     fn files_below(&self, tree: &TreeId) -> u64 {
-        let Ok(t) = self.repo.load_tree(tree) else {
+        let Ok(t) = self.repo.trees().load(tree) else {
             return 0;
         };
         t.entries

@@ -148,7 +148,8 @@ impl SnapshotFs {
     fn listed(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut snapshots: Vec<(SnapshotId, Snapshot)> = self
             .repo
-            .snapshots()?
+            .snapshots()
+            .list()?
             .into_iter()
             .filter(|(_, s)| self.filter.matches(s))
             .collect();
@@ -361,7 +362,7 @@ impl SnapshotFs {
         }
         let mut out = Vec::new();
         if let Some(tree) = tree {
-            for node in self.repo.load_tree(&tree)?.entries {
+            for node in self.repo.trees().load(&tree)?.entries {
                 // Names that could escape their directory are not shown, as restore
                 // does not write them.
                 if safe_name(&node, &tree).is_err() {

@@ -63,7 +63,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
             marked: marked.clone(),
             blobs: Vec::new(),
             entries: if m.indexed {
-                repo.index().pack_blobs(&m.id)?
+                repo.blob_index().pack_blobs(&m.id)?
             } else {
                 Vec::new()
             },
@@ -142,7 +142,7 @@ fn copy_used(
     let mut copied: HashSet<BlobId> = HashSet::new();
     for (id, kind) in packs {
         let bytes = repo.read_pack(*kind, id)?;
-        let entries = repo.index().pack_blobs(id)?;
+        let entries = repo.blob_index().pack_blobs(id)?;
         let class = classes.get(id).map(String::as_str);
         for e in entries.iter().copied() {
             if !used.contains(&e.id)? || !copied.insert(e.id) {
@@ -197,7 +197,7 @@ fn write_index(
             id: *id,
             kind,
             size,
-            blobs: repo.index().pack_blobs(id)?,
+            blobs: repo.blob_index().pack_blobs(id)?,
         })
     });
     let mut all = packs.into_iter().rev().map(Ok).chain(kept);

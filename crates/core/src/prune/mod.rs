@@ -263,13 +263,13 @@ fn read_index(repo: &Repository) -> Result<(Vec<IndexId>, HashMap<PackId, Obsole
 fn mark_used(repo: &Repository, marks: &HashMap<PackId, ObsoletePack>) -> Result<()> {
     let used = repo.used_blobs();
     used.reset()?;
-    for (_, snap) in repo.all_snapshots_intact()? {
+    for (_, snap) in repo.snapshots().all_intact()? {
         let mut stack = vec![snap.tree];
         while let Some(tid) = stack.pop() {
             if !used.add(&tid)? {
                 continue;
             }
-            let tree = match repo.load_tree(&tid) {
+            let tree = match repo.trees().load(&tid) {
                 Ok(t) => t,
                 // A tree a running backup deduplicated against a pack an earlier prune marked.
                 Err(Error::NotFound { .. }) => load_marked_tree(repo, marks, &tid)?,
@@ -301,7 +301,7 @@ struct SnapshotUse<'a> {
 
 impl BlobUse for SnapshotUse<'_> {
     fn needed(&self, blob: &BlobId) -> Result<bool> {
-        Ok(self.repo.used_blobs().contains(blob)? && !self.repo.index().contains(blob)?)
+        Ok(self.repo.used_blobs().contains(blob)? && !self.repo.blob_index().contains(blob)?)
     }
 
     fn blobs_of(&self, mark: &ObsoletePack) -> Result<Vec<BlobId>> {

@@ -106,7 +106,7 @@ fn read_intact_index(
     };
     // Packs an index names but the backend lacks, with their blob counts.
     let mut missing: HashMap<PackId, usize> = HashMap::new();
-    for f in repo.list_files(FileKind::Index)? {
+    for f in repo.files().list(FileKind::Index)? {
         let Ok(id) = f.name.parse::<IndexId>() else {
             continue;
         };
@@ -229,14 +229,14 @@ pub fn repair_snapshots(
     // A blob the index places in a pack that is gone would be deduplicated against by the
     // rewrite and stay lost: the index must match the packs first.
     if let Some((p, _, _)) = repo
-        .index()
+        .blob_index()
         .packs()?
         .into_iter()
         .find(|(p, _, _)| !stored.contains(p))
     {
         return Err(Error::RepairIndexFirst(p));
     }
-    let (snapshots, damaged) = repo.snapshots_and_damage()?;
+    let (snapshots, damaged) = repo.snapshots().with_damage()?;
     let mut report = SnapshotRepair {
         snapshots: snapshots.len(),
         dry_run,
@@ -245,7 +245,7 @@ pub fn repair_snapshots(
     };
     let blob_ok = |id: &BlobId| -> Result<bool> {
         Ok(repo
-            .index()
+            .blob_index()
             .lookup(id)?
             .is_some_and(|loc| stored.contains(&loc.pack)))
     };
@@ -284,7 +284,7 @@ pub fn repair_snapshots(
             .map(|(id, _)| id)
             .chain(damaged.iter().map(|(id, _)| id));
         for id in ids {
-            repo.remove_snapshot(id)?;
+            repo.snapshots().remove(id)?;
             report.removed.push(id.to_hex());
         }
     }
@@ -349,11 +349,11 @@ fn replace(
     if !snap.tags.iter().any(|t| t == "repaired") {
         snap.tags.push("repaired".into());
     }
-    let new = repo.write_snapshot(&snap)?;
+    let new = repo.snapshots().write(&snap)?;
     entry.new = Some(new.to_hex());
     // Only once the replacement is durable.
     if forget {
-        repo.remove_snapshot(&id)?;
+        repo.snapshots().remove(&id)?;
     }
     Ok(entry)
 }
@@ -380,7 +380,7 @@ fn rewrite_tree(
         return Ok(r.clone());
     }
     let tree = if blob_ok(id)? {
-        repo.load_tree(id).ok()
+        repo.trees().load(id).ok()
     } else {
         None
     };

@@ -43,7 +43,7 @@ pub fn repair_roots(repo: &Repository, dry_run: bool) -> Result<RootRepair> {
         dry_run,
         ..Default::default()
     };
-    for f in repo.list_files(kind)? {
+    for f in repo.files().list(kind)? {
         if !is_file_name(&f.name) {
             continue;
         }
@@ -55,7 +55,7 @@ pub fn repair_roots(repo: &Repository, dry_run: bool) -> Result<RootRepair> {
             if damage(repo, kind, &f.name)?.is_none() {
                 continue;
             }
-            repo.remove_named(kind, &f.name)?;
+            repo.files().remove(kind, &f.name)?;
         }
         report.damaged.push(DamagedRecord {
             kind: kind.to_string(),
@@ -72,7 +72,8 @@ fn damage(repo: &Repository, kind: FileKind, file: &str) -> Result<Option<String
     let read = match kind {
         FileKind::Root => repo.checked_root(file).map(|_| ()),
         _ => repo
-            .load_named::<LegacyWal>(FileKind::Wal, file)
+            .files()
+            .load::<LegacyWal>(FileKind::Wal, file)
             .map(|_| ()),
     };
     match read {

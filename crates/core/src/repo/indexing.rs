@@ -387,24 +387,11 @@ impl Repository {
     }
 
     /// Where a blob is stored; not found if the index does not name it.
-    #[doc(hidden)]
-    pub fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
+    pub(crate) fn lookup_blob(&self, id: &BlobId) -> Result<BlobLocation> {
         self.cache
             .index()
             .lookup(id)?
             .ok_or_else(|| Error::not_found(Missing::Blob(*id)))
-    }
-
-    /// Reads, decrypts and verifies one blob with a range read.
-    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.lookup_blob(id)?;
-        let sealed = self.read_pack_range(
-            loc.entry.kind,
-            &loc.pack,
-            loc.entry.offset,
-            loc.entry.length as u64,
-        )?;
-        self.open_blob_in(&loc.pack, &sealed, loc.entry.offset, &loc.entry)
     }
 
     /// A blob's plaintext from `buf`, bytes of pack `pack` from offset `at` on (the whole
@@ -464,5 +451,26 @@ impl EarlyIndex {
             });
         }
         Ok(EarlyIndex { listed, sealed })
+    }
+}
+
+impl super::Index<'_> {
+    /// Where a blob is stored; not found if the index does not name it.
+    #[doc(hidden)]
+    pub fn lookup(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.0.lookup_blob(id)
+    }
+
+    /// Reads, decrypts and verifies one blob with a range read.
+    pub fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let repo = self.0;
+        let loc = repo.lookup_blob(id)?;
+        let sealed = repo.read_pack_range(
+            loc.entry.kind,
+            &loc.pack,
+            loc.entry.offset,
+            loc.entry.length as u64,
+        )?;
+        repo.open_blob_in(&loc.pack, &sealed, loc.entry.offset, &loc.entry)
     }
 }

@@ -2,12 +2,23 @@
 
 use super::*;
 
+/// The repository's key files (format-spec §3.1), one per password: `repo.keys()`.
+pub struct Keys<'r>(&'r Repository);
+
 impl Repository {
+    /// The key files.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys(self)
+    }
+}
+
+impl Keys<'_> {
     /// Every key file, unreadable ones left out.
-    pub fn list_keys(&self) -> Result<Vec<(KeyId, KeyFile)>> {
+    pub fn list(&self) -> Result<Vec<(KeyId, KeyFile)>> {
+        let backend = &self.0.backend;
         let mut out = Vec::new();
-        for info in self.backend.list(FileKind::Key)? {
-            let bytes = self.backend.read(FileKind::Key, &info.name)?;
+        for info in backend.list(FileKind::Key)? {
+            let bytes = backend.read(FileKind::Key, &info.name)?;
             let id = info
                 .name
                 .parse()
@@ -19,18 +30,18 @@ impl Repository {
     }
 
     /// Adds a key file for `password` to the repository's master key.
-    pub fn add_key(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
-        let bytes = KeyFile::create(&self.key, password, cost)?.encode();
+    pub fn add(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
+        let bytes = KeyFile::create(&self.0.key, password, cost)?.encode();
         let id = KeyId(content_address(&bytes));
-        self.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
+        self.0.backend.write(FileKind::Key, &id.to_hex(), &bytes)?;
         Ok(id)
     }
 
     /// The key whose id starts with `prefix` (hex, any case).
-    pub fn find_key(&self, prefix: &str) -> Result<KeyId> {
+    pub fn find(&self, prefix: &str) -> Result<KeyId> {
         let prefix = prefix.to_ascii_lowercase();
         let hits: Vec<KeyId> = self
-            .list_keys()?
+            .list()?
             .into_iter()
             .map(|(k, _)| k)
             .filter(|k| k.to_hex().starts_with(&prefix))
@@ -47,29 +58,29 @@ impl Repository {
     }
 
     /// Removes another password's key; never the one in use, never the last.
-    pub fn remove_key(&self, id: &KeyId) -> Result<()> {
-        if *id == self.key_id {
+    pub fn remove(&self, id: &KeyId) -> Result<()> {
+        if *id == self.0.key_id {
             return Err(Error::KeyInUse);
         }
-        self.remove_key_file(id)
+        self.remove_file(id)
     }
 
     /// Replaces the password in use: the new key is durable before the old one goes.
     /// Returns the new key's id.
     pub fn change_password(&self, password: &[u8], cost: &KdfCost) -> Result<KeyId> {
-        let new = self.add_key(password, cost)?;
-        self.remove_key_file(&self.key_id)?;
+        let new = self.add(password, cost)?;
+        self.remove_file(&self.0.key_id)?;
         Ok(new)
     }
 
-    pub(super) fn remove_key_file(&self, id: &KeyId) -> Result<()> {
-        let keys = self.list_keys()?;
+    fn remove_file(&self, id: &KeyId) -> Result<()> {
+        let keys = self.list()?;
         if !keys.iter().any(|(k, _)| k == id) {
             return Err(Error::not_found(Missing::Key(id.to_hex())));
         }
         if keys.len() == 1 {
             return Err(Error::LastKey);
         }
-        self.backend.delete(FileKind::Key, &id.to_hex())
+        self.0.backend.delete(FileKind::Key, &id.to_hex())
     }
 }

@@ -3,10 +3,8 @@
 //! index files), so it offers no blob or pack lookup: the compiler rejects one, where a
 //! flag on [`Repository`] would have let it answer from a stale index.
 
-use super::snapshot::Snapshot;
 use super::Repository;
 use crate::error::Result;
-use crate::id::SnapshotId;
 
 /// A repository open for its metadata only; see [`Repository::open_metadata`].
 ///
@@ -14,7 +12,7 @@ use crate::id::SnapshotId;
 ///
 /// ```compile_fail
 /// fn size(repo: &strata::MetadataRepository, id: &strata::BlobId) -> u32 {
-///     repo.lookup_blob(id).unwrap().entry.raw_length
+///     repo.index().lookup(id).unwrap().entry.raw_length
 /// }
 /// ```
 ///
@@ -22,7 +20,7 @@ use crate::id::SnapshotId;
 ///
 /// ```
 /// fn size(repo: &strata::Repository, id: &strata::BlobId) -> u32 {
-///     repo.lookup_blob(id).unwrap().entry.raw_length
+///     repo.index().lookup(id).unwrap().entry.raw_length
 /// }
 /// ```
 pub struct MetadataRepository {
@@ -34,8 +32,8 @@ impl MetadataRepository {
         MetadataRepository { repo }
     }
 
-    /// Every snapshot that reads (damaged ones are warned about).
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    /// The snapshots (their manifests need no index).
+    pub fn snapshots(&self) -> super::Snapshots<'_> {
         self.repo.snapshots()
     }
 

@@ -21,6 +21,10 @@ mod retention;
 mod snapshots;
 mod trees;
 
+pub use keyring::Keys;
+pub use snapshots::Snapshots;
+pub use trees::Trees;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -169,9 +173,9 @@ impl Repository {
 
     // ---- files on the backend ----
 
-    /// The files of one kind on the backend, with their sizes.
-    pub fn list_files(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
-        self.backend.list(kind)
+    /// The repository's files, by kind and name.
+    pub fn files(&self) -> Files<'_> {
+        Files(self)
     }
 
     /// Deletes one file from the backend.
@@ -235,8 +239,13 @@ impl Repository {
     // ---- the local cache, by part ----
 
     /// The cached blob index.
-    pub(crate) fn index(&self) -> BlobIndex<'_> {
+    pub(crate) fn blob_index(&self) -> BlobIndex<'_> {
         self.cache.index()
+    }
+
+    /// The index: where each blob is stored.
+    pub fn index(&self) -> Index<'_> {
+        Index(self)
     }
 
     /// The cached state of one lineage (its last snapshot and file cache).
@@ -329,37 +338,6 @@ impl Repository {
         let (id, sealed) = seal_file(&self.key, kind, value);
         self.backend.write(kind, &hex::encode(id), &sealed)?;
         Ok(id)
-    }
-
-    /// Seals and stores a file under a name of the caller's choosing rather than its
-    /// content address (WAL records, format-spec §14): the name must say what the file is,
-    /// and readers check the decrypted content against it.
-    pub fn save_named<T: Serialize>(&self, kind: FileKind, name: &str, value: &T) -> Result<()> {
-        let sealed = self.key.seal(&encode(value), aad(kind));
-        self.backend.write(kind, name, &sealed)
-    }
-
-    /// A file [`Repository::save_named`] stored, decrypted and decoded; `None` if there is
-    /// none by that name (one request either way).
-    pub fn load_named<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<Option<T>> {
-        let sealed = match self.backend.read(kind, name) {
-            Ok(b) => b,
-            Err(Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let object = || format!("{kind} {name}");
-        let plain = self
-            .key
-            .open(&sealed, aad(kind))
-            .ok_or_else(|| Error::corrupt(object(), "authentication failed"))?;
-        ciborium::from_reader(&plain[..])
-            .map(Some)
-            .map_err(|e| Error::corrupt(object(), format!("CBOR: {e}")))
-    }
-
-    /// Deletes a file [`Repository::save_named`] stored.
-    pub fn remove_named(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.backend.delete(kind, name)
     }
 
     /// The name format 1-3 files a PostgreSQL cluster's WAL record under (`wal/`, format-spec
@@ -504,6 +482,50 @@ pub(crate) fn for_tests(store: BackendRef, level: i32, dir: &std::path::Path) ->
     Repository::open(store, b"pw", &dir.join("cache")).unwrap()
 }
 
+/// The repository's files by kind and name (`repo.files()`): listed, and sealed files an
+/// application names itself.
+pub struct Files<'r>(&'r Repository);
+
+impl Files<'_> {
+    /// The files of one kind on the backend, with their sizes.
+    pub fn list(&self, kind: FileKind) -> Result<Vec<FileInfo>> {
+        self.0.backend.list(kind)
+    }
+
+    /// Seals and stores a file under a name of the caller's choosing rather than its
+    /// content address (WAL records, format-spec §14): the name must say what the file is,
+    /// and readers check the decrypted content against it.
+    pub fn save_as<T: Serialize>(&self, kind: FileKind, name: &str, value: &T) -> Result<()> {
+        let sealed = self.0.key.seal(&encode(value), aad(kind));
+        self.0.backend.write(kind, name, &sealed)
+    }
+
+    /// A file [`Files::save_as`] stored, decrypted and decoded; `None` if there is
+    /// none by that name (one request either way).
+    pub fn load<T: DeserializeOwned>(&self, kind: FileKind, name: &str) -> Result<Option<T>> {
+        let sealed = match self.0.backend.read(kind, name) {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let object = || format!("{kind} {name}");
+        let plain = (self.0.key)
+            .open(&sealed, aad(kind))
+            .ok_or_else(|| Error::corrupt(object(), "authentication failed"))?;
+        ciborium::from_reader(&plain[..])
+            .map(Some)
+            .map_err(|e| Error::corrupt(object(), format!("CBOR: {e}")))
+    }
+
+    /// Deletes a file [`Files::save_as`] stored.
+    pub fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.0.backend.delete(kind, name)
+    }
+}
+
+/// The index (`repo.index()`): where each blob is stored, and its bytes.
+pub struct Index<'r>(&'r Repository);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,7 +589,7 @@ mod tests {
             }
             saver.finish().unwrap();
         });
-        for f in repo.list_files(FileKind::Index).unwrap() {
+        for f in repo.files().list(FileKind::Index).unwrap() {
             let file: IndexFile = repo.load_file(FileKind::Index, &f.name).unwrap();
             for part in split(&file) {
                 repo.save_index(&part).unwrap();
@@ -597,7 +619,7 @@ mod tests {
         };
         let repo = split_index(dir.path(), halves);
         crate::repair::repair_index(&repo, false, &crate::progress::NoProgress).unwrap();
-        let files = repo.list_files(FileKind::Index).unwrap();
+        let files = repo.files().list(FileKind::Index).unwrap();
         assert_eq!(files.len(), 1);
         let file: IndexFile = repo.load_file(FileKind::Index, &files[0].name).unwrap();
         assert_eq!(file.packs.len(), 1);

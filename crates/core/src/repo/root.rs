@@ -120,7 +120,7 @@ impl Repository {
             self.lookup_blob(id)?;
         }
         let file = self.root_file(&root.namespace, &root.key);
-        self.save_named(FileKind::Root, &file, root)
+        self.files().save_as(FileKind::Root, &file, root)
     }
 
     /// The root record of `namespace`/`key`, if there is one (one request).
@@ -129,7 +129,7 @@ impl Repository {
             return Ok(None);
         }
         let file = self.root_file(namespace, key);
-        let Some(root) = self.load_named::<Root>(FileKind::Root, &file)? else {
+        let Some(root) = self.files().load::<Root>(FileKind::Root, &file)? else {
             return Ok(None);
         };
         // A record copied under another record's name (by whoever holds the bucket) must
@@ -168,7 +168,8 @@ impl Repository {
         }
         // Names that are not 64 hex digits are no repository files (format-spec §1).
         let files: Vec<_> = self
-            .list_files(FileKind::Root)?
+            .files()
+            .list(FileKind::Root)?
             .into_iter()
             .filter(|f| crate::files::is_file_name(&f.name))
             .collect();
@@ -201,7 +202,7 @@ impl Repository {
 
     /// The root record stored under `file`, checked against its name.
     pub(crate) fn checked_root(&self, file: &str) -> Result<Option<Root>> {
-        let Some(root) = self.load_named::<Root>(FileKind::Root, file)? else {
+        let Some(root) = self.files().load::<Root>(FileKind::Root, file)? else {
             return Ok(None);
         };
         if self.root_file(&root.namespace, &root.key) != file {
@@ -217,7 +218,8 @@ impl Repository {
     /// something else keeps them.
     pub fn remove_root(&self, namespace: &str, key: &str) -> Result<()> {
         self.need_roots()?;
-        self.remove_named(FileKind::Root, &self.root_file(namespace, key))
+        self.files()
+            .remove(FileKind::Root, &self.root_file(namespace, key))
     }
 
     /// The blobs every root keeps alive (prune): root records, or in repositories of
@@ -232,8 +234,8 @@ impl Repository {
                 .collect());
         }
         let mut out = Vec::new();
-        for f in self.list_files(FileKind::Wal)? {
-            if let Some(legacy) = self.load_named::<LegacyWal>(FileKind::Wal, &f.name)? {
+        for f in self.files().list(FileKind::Wal)? {
+            if let Some(legacy) = self.files().load::<LegacyWal>(FileKind::Wal, &f.name)? {
                 out.extend(legacy.content);
             }
         }

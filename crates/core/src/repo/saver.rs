@@ -232,9 +232,9 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     /// Whether a live pack holds the blob; under Object Lock, which pack is remembered.
     fn stored(&self, id: &BlobId) -> Result<bool> {
         if self.repo.object_lock().is_none() {
-            return self.repo.index().contains(id);
+            return self.repo.blob_index().contains(id);
         }
-        Ok(match self.repo.index().lookup_live(id)? {
+        Ok(match self.repo.blob_index().lookup_live(id)? {
             Some(loc) => {
                 self.shared
                     .reused
@@ -379,7 +379,7 @@ mod tests {
             saver.finish().unwrap();
         });
         for id in &ids {
-            assert!(repo.index().contains(id).unwrap());
+            assert!(repo.blob_index().contains(id).unwrap());
         }
         // The checkpointed packs' blobs went; only the last pack's, indexed at the end with
         // no checkpoint, may stay.

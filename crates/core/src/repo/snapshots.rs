@@ -2,29 +2,41 @@
 
 use super::*;
 
+/// The repository's snapshot manifests: `repo.snapshots()`.
+pub struct Snapshots<'r>(&'r Repository);
+
 impl Repository {
+    /// The snapshots.
+    pub fn snapshots(&self) -> Snapshots<'_> {
+        Snapshots(self)
+    }
+}
+
+impl Snapshots<'_> {
     /// Stores a snapshot manifest (after its packs and index are durable: write order,
     /// format-spec §7).
-    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
-        let wire = snapshot::SnapshotWire::for_format(snap, self.config.version);
-        let id = SnapshotId(self.save_file(FileKind::Snapshot, &wire)?);
-        self.cache.snapshots().put(&id, &encode(snap))?;
+    pub fn write(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let repo = self.0;
+        let wire = snapshot::SnapshotWire::for_format(snap, repo.config.version);
+        let id = SnapshotId(repo.save_file(FileKind::Snapshot, &wire)?);
+        repo.cache.snapshots().put(&id, &encode(snap))?;
         Ok(id)
     }
 
     /// All snapshots, oldest first; manifests come from the cache when it has them. A
     /// damaged snapshot file is skipped with a warning (`check` reports it).
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let (snaps, damaged) = self.snapshots_and_damage()?;
+    pub fn list(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.with_damage()?;
         for (id, e) in damaged {
-            self.warn(format!("skipped snapshot {id}: {e}"));
+            self.0.warn(format!("skipped snapshot {id}: {e}"));
         }
         Ok(snaps)
     }
 
     /// One snapshot's manifest by id: from the cache, else one read (no listing).
-    pub fn snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        if let Some(s) = self
+    pub fn get(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let repo = self.0;
+        if let Some(s) = repo
             .cache
             .snapshots()
             .get(id)?
@@ -32,15 +44,15 @@ impl Repository {
         {
             return Ok(s);
         }
-        let s: Snapshot = self.load_file(FileKind::Snapshot, &id.to_hex())?;
-        self.cache.snapshots().put(id, &encode(&s))?;
+        let s: Snapshot = repo.load_file(FileKind::Snapshot, &id.to_hex())?;
+        repo.cache.snapshots().put(id, &encode(&s))?;
         Ok(s)
     }
 
     /// Every snapshot, or an error naming the first damaged one: for operations that must
     /// see all of them (prune would otherwise delete what a damaged one references).
-    pub(crate) fn all_snapshots_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let (snaps, damaged) = self.snapshots_and_damage()?;
+    pub(crate) fn all_intact(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let (snaps, damaged) = self.with_damage()?;
         match damaged.into_iter().next() {
             None => Ok(snaps),
             Some((id, e)) => Err(Error::corrupt(
@@ -53,31 +65,32 @@ impl Repository {
 
     /// The snapshot files that cannot be read, with why (`forget --snapshot` removes them
     /// by id like any other).
-    pub fn damaged_snapshots(&self) -> Result<Vec<(SnapshotId, Error)>> {
-        Ok(self.snapshots_and_damage()?.1)
+    pub fn damaged(&self) -> Result<Vec<(SnapshotId, Error)>> {
+        Ok(self.with_damage()?.1)
     }
 
     /// Every readable snapshot, and the damaged ones with their errors.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn snapshots_and_damage(
+    pub(crate) fn with_damage(
         &self,
     ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
-        let listed: HashSet<SnapshotId> = self
+        let repo = self.0;
+        let listed: HashSet<SnapshotId> = repo
             .backend
             .list(FileKind::Snapshot)?
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        for id in self.cache.snapshots().ids()? {
+        for id in repo.cache.snapshots().ids()? {
             if !listed.contains(&id) {
-                self.cache.snapshots().remove(&id)?;
+                repo.cache.snapshots().remove(&id)?;
             }
         }
         let mut out = Vec::with_capacity(listed.len());
         let mut damaged = Vec::new();
         let mut missing = Vec::new();
         for id in listed {
-            let cached = self
+            let cached = repo
                 .cache
                 .snapshots()
                 .get(&id)?
@@ -87,10 +100,10 @@ impl Repository {
                 None => missing.push(id),
             }
         }
-        for (id, loaded) in self.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {
+        for (id, loaded) in repo.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {
             match loaded {
                 Ok(s) => {
-                    self.cache.snapshots().put(&id, &encode(&s))?;
+                    repo.cache.snapshots().put(&id, &encode(&s))?;
                     out.push((id, s));
                 }
                 Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
@@ -109,18 +122,18 @@ impl Repository {
     }
 
     /// Resolves `latest`, a full id or a unique prefix.
-    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        self.find_snapshot_in(spec, &snapshot::SnapshotFilter::default())
+    pub fn find(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.find_in(spec, &snapshot::SnapshotFilter::default())
     }
 
-    /// As [`Repository::find_snapshot`]; `latest` means the newest that passes the filter,
+    /// As [`Snapshots::find`]; `latest` means the newest that passes the filter,
     /// which must leave one lineage (see [`snapshot::select_at`]).
-    pub fn find_snapshot_in(
+    pub fn find_in(
         &self,
         spec: &str,
         filter: &snapshot::SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.snapshots()?;
+        let all = self.list()?;
         if spec == "latest" {
             return snapshot::select_at(all, None, filter);
         }
@@ -141,8 +154,8 @@ impl Repository {
     }
 
     /// Deletes a snapshot manifest. The data it referenced stays until prune.
-    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        self.backend.delete(FileKind::Snapshot, &id.to_hex())?;
-        self.cache.snapshots().remove(id)
+    pub fn remove(&self, id: &SnapshotId) -> Result<()> {
+        self.0.backend.delete(FileKind::Snapshot, &id.to_hex())?;
+        self.0.cache.snapshots().remove(id)
     }
 }

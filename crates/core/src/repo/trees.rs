@@ -2,19 +2,30 @@
 
 use super::*;
 
+/// The repository's trees (directories), read through the cache: `repo.trees()`.
+pub struct Trees<'r>(&'r Repository);
+
 impl Repository {
+    /// The trees.
+    pub fn trees(&self) -> Trees<'_> {
+        Trees(self)
+    }
+}
+
+impl Trees<'_> {
     /// A tree, from the cache or else from the repository.
     ///
     /// A miss never fetches one tree blob: it fetches whole tree packs, several in flight,
     /// level by level down the missing tree's subtree (breadth first), and caches every tree
     /// in them. A walk of a snapshot on an empty cache (a bare machine) thus costs about one
     /// request per tree pack instead of one round trip per directory.
-    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
-        let bytes = match self.cache.trees().get(id)? {
+    pub fn load(&self, id: &TreeId) -> Result<Tree> {
+        let repo = self.0;
+        let bytes = match repo.cache.trees().get(id)? {
             Some(b) => b,
             None => {
-                self.fetch_trees_below(id)?;
-                self.cache.trees().get(id)?.ok_or_else(|| {
+                repo.fetch_trees_below(id)?;
+                repo.cache.trees().get(id)?.ok_or_else(|| {
                     Error::not_found(Missing::Tree {
                         id: *id,
                         in_pack: true,
@@ -24,10 +35,12 @@ impl Repository {
         };
         Tree::decode(&bytes, id)
     }
+}
 
+impl Repository {
     /// Caches `root` and the trees below it that are not cached yet, by whole tree packs.
     /// Only the root's own failure is an error: a tree below that cannot be had is left for
-    /// its own `load_tree` to report.
+    /// its own `Trees::load` to report.
     pub(super) fn fetch_trees_below(&self, root: &TreeId) -> Result<()> {
         let mut fresh: HashSet<TreeId> = HashSet::new();
         let mut seen: HashSet<TreeId> = HashSet::from([*root]);
