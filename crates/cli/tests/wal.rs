@@ -901,3 +901,73 @@ fn repair_roots_removes_a_record_that_cannot_be_read() {
     );
     assert!(fs::read(&dest).unwrap() == fs::read(&other).unwrap());
 }
+
+/// Hostile pass (issue 26): the spool of fetched-ahead WAL belonged to a location, not to
+/// a repository, and handed over whatever it held. A new repository at the same path got
+/// the old one's segments (PostgreSQL then ended recovery, promoting a copy without the
+/// new cluster's commits), and a damaged spooled file went to PostgreSQL as it was.
+#[test]
+fn the_spool_hands_over_only_intact_files_of_this_repository() {
+    let env = &Env::local();
+    env.init();
+    let cfg = config(env);
+    let names: Vec<String> = (1..=5)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    let push_all = |seed: u64| -> Vec<Vec<u8>> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let p = segment(env, n, seed + i as u64);
+                wal_ok(env, &cfg, &["push", "main", p.to_str().unwrap()]);
+                fs::read(&p).unwrap()
+            })
+            .collect()
+    };
+    let first = push_all(100);
+    let dest = env.path("restored");
+    fs::create_dir_all(&dest).unwrap();
+    let fetch = |n: &str| {
+        let d = dest.join(n);
+        let _ = fs::remove_file(&d);
+        wal_ok(env, &cfg, &["fetch", "main", n, d.to_str().unwrap()]);
+        fs::read(&d).unwrap()
+    };
+    let spooled = |n: &str| {
+        common::walk(&env.cache)
+            .into_iter()
+            .find(|p| p.ends_with(n))
+    };
+    let wait_for = |n: &str| {
+        let t = std::time::Instant::now();
+        while spooled(n).is_none() && t.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        spooled(n).unwrap_or_else(|| panic!("{n} was not fetched ahead"))
+    };
+    assert!(fetch(&names[0]) == first[0]);
+    wait_for(&names[4]);
+    // Damaged in the spool: fetched from the repository instead.
+    let third = wait_for(&names[2]);
+    let mut b = fs::read(&third).unwrap();
+    b[10] ^= 1;
+    fs::write(&third, b).unwrap();
+    assert!(
+        fetch(&names[2]) == first[2],
+        "the damaged spooled copy was handed over"
+    );
+    assert!(spooled(&names[2]).is_none());
+
+    // Another repository at the same path, other WAL under the same names.
+    fs::remove_dir_all(&env.repo).unwrap();
+    env.init();
+    let second = push_all(200);
+    for i in [1, 3, 4] {
+        assert!(
+            fetch(&names[i]) == second[i],
+            "{}: the old repository's spooled copy was handed over",
+            names[i]
+        );
+    }
+}

@@ -7,7 +7,7 @@
 //! of its own; either is named by a keyed hash of the cluster and the file's name, so a
 //! fetch costs one request and a probe for a file never archived one failed request.
 
-use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -501,17 +501,26 @@ const SPOOL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// cache (0700). Recovery asks for one file per `restore_command`, each a process that
 /// would otherwise open the repository and wait for its requests in turn; a prefetch in
 /// the background fetches the next ones while PostgreSQL replays. A spooled file is moved
-/// out when PostgreSQL asks for it; records are never rewritten with other content, so
-/// whatever the spool holds under a name is that name's archived file.
+/// out when PostgreSQL asks for it.
+///
+/// A spool belongs to one repository, not to a location: its directory is named by the
+/// location and the bytes of the repository's `config` file, which a new repository at the
+/// same location does not share (the spool of the old one would hand over another
+/// cluster's WAL, and PostgreSQL would end recovery there). Each file is handed over only
+/// if it still has the hash taken when it was fetched (`NAME.b3` beside it); a damaged or
+/// unhashed one is dropped and fetched from the repository.
 pub struct Spool {
     dir: std::path::PathBuf,
 }
 
 impl Spool {
-    /// The spool of `cluster` in the repository at `url`, under the cache base directory.
-    pub fn new(cache_base: &Path, url: &str, cluster: &str) -> Result<Spool> {
+    /// The spool of `cluster` in the repository at `url` whose `config` file holds
+    /// `config`, under the cache base directory.
+    pub fn new(cache_base: &Path, url: &str, config: &[u8], cluster: &str) -> Result<Spool> {
         check_cluster(cluster)?;
-        let key = blake3::hash(url.as_bytes()).to_hex();
+        let mut key = blake3::Hasher::new();
+        key.update(url.as_bytes()).update(&[0]).update(config);
+        let key = key.finalize().to_hex();
         let dir = cache_base
             .join("wal-spool")
             .join(&key[..32])
@@ -520,35 +529,44 @@ impl Spool {
         Ok(Spool { dir })
     }
 
-    /// Moves the spooled file `name` to `dest`, complete or not at all; false if the
-    /// spool does not hold it.
+    fn hash_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.b3"))
+    }
+
+    /// Writes the spooled file `name` to `dest`, complete or not at all, and drops it
+    /// from the spool; false if the spool does not hold it intact.
     pub fn take(&self, name: &str, dest: &Path) -> Result<bool> {
         check_file_name(name)?;
         let src = self.dir.join(name);
-        if !src.exists() {
+        let (Ok(bytes), Ok(want)) = (std::fs::read(&src), std::fs::read(self.hash_file(name)))
+        else {
             return Ok(false);
-        }
-        match std::fs::rename(&src, dest) {
-            Ok(()) => return Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            // Another file system (pg_wal elsewhere than the cache): copy, then rename.
-            Err(_) => {}
+        };
+        if blake3::hash(&bytes).to_hex().as_bytes() != want.as_slice() {
+            self.discard(name);
+            return Ok(false);
         }
         let dir = dest
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        // Written from the bytes checked, not moved: what lands at `dest` is what matched.
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-        let mut from = match File::open(&src) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(Error::io(&src, e)),
-        };
-        std::io::copy(&mut from, tmp.as_file_mut()).map_err(|e| Error::io(dest, e))?;
+        tmp.as_file_mut()
+            .write_all(&bytes)
+            .map_err(|e| Error::io(dest, e))?;
         tmp.as_file().sync_all().map_err(|e| Error::io(dest, e))?;
         tmp.persist(dest).map_err(|e| Error::io(dest, e.error))?;
-        let _ = std::fs::remove_file(&src);
+        self.discard(name);
         Ok(true)
+    }
+
+    /// Drops the spooled file `name`, if any (fetched from the repository meanwhile).
+    pub fn discard(&self, name: &str) {
+        if check_file_name(name).is_ok() {
+            let _ = std::fs::remove_file(self.dir.join(name));
+            let _ = std::fs::remove_file(self.hash_file(name));
+        }
     }
 
     /// How many spooled files come after `name` (a prefetch is due when few do).
@@ -568,7 +586,8 @@ impl Spool {
 
     /// Fetches up to `count` segments following `after` (on its timeline) into the spool,
     /// stopping at the first one not archived. One prefetch at a time: a second one finds
-    /// the spool locked and returns at once. Stale files (older than an hour) go first.
+    /// the spool locked and returns at once. Stale files (older than an hour) go first,
+    /// in every spool of the cache (a recovery long over, or another repository's).
     pub fn fill(
         &self,
         repo: &Repository,
@@ -590,18 +609,8 @@ impl Spool {
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Ok(0);
         }
-        if let Ok(d) = std::fs::read_dir(&self.dir) {
-            for e in d.filter_map(|e| e.ok()) {
-                let stale = e
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|m| m.elapsed().ok())
-                    .is_some_and(|age| age > SPOOL_MAX_AGE);
-                if stale && e.file_name() != ".lock" {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+        if let Some(all) = self.dir.parent().and_then(Path::parent) {
+            remove_stale(all, 2);
         }
         let Some(mut seg) = crate::Segment::parse(after.get(..24).unwrap_or(""), segment_size)
         else {
@@ -612,15 +621,56 @@ impl Spool {
             seg.no += 1;
             let name = seg.name(segment_size);
             let path = self.dir.join(&name);
-            if path.exists() {
+            if path.exists() && self.hash_file(&name).exists() {
                 continue;
             }
             if !fetch(repo, cluster, &name, &path)? {
                 break;
             }
+            self.hash(&name, &path)?;
             fetched += 1;
         }
         Ok(fetched)
+    }
+
+    /// Records the hash of the whole spooled file at `path`; `take` hands over nothing
+    /// unhashed.
+    fn hash(&self, name: &str, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let hash = self.hash_file(name);
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        tmp.as_file_mut()
+            .write_all(blake3::hash(&bytes).to_hex().as_bytes())
+            .map_err(|e| Error::io(&hash, e))?;
+        tmp.persist(&hash).map_err(|e| Error::io(&hash, e.error))?;
+        Ok(())
+    }
+}
+
+/// Removes the files older than [`SPOOL_MAX_AGE`] up to `depth` directory levels below
+/// `dir` (and directories left empty), never following a symlink.
+fn remove_stale(dir: &Path, depth: u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Ok(m) = e.path().symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() && depth > 0 {
+            remove_stale(&e.path(), depth - 1);
+            let _ = std::fs::remove_dir(e.path());
+            continue;
+        }
+        let stale = m
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > SPOOL_MAX_AGE);
+        if m.is_file() && stale && e.file_name() != ".lock" {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

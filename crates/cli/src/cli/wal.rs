@@ -83,7 +83,7 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
     }
     if let WalCmd::Fetch { name, file, dest } = &args.cmd {
         // Fetched ahead: no need to open the repository at all.
-        let spool = Spool::new(&global.cache_base()?, global.repo_url()?, name)?;
+        let spool = spool(global, name)?;
         if spool.take(file, dest)? {
             if spool.ahead(file) < PREFETCH / 2 {
                 prefetch(global, name, file);
@@ -105,18 +105,23 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
         }
         WalCmd::Fetch { name, file, dest } => {
             if strata_pg::wal::fetch(&repo, &name, &file, &dest)? {
+                // A copy a prefetch spooled meanwhile would only linger.
+                spool(global, &name)?.discard(&file);
                 prefetch(global, &name, &file);
                 Ok(exit::OK)
             } else {
                 if !global.quiet {
-                    eprintln!("{file} is not archived for {name}");
+                    // Not `eprintln!`: a standard error that cannot be written (a full
+                    // disk) must not turn "not archived" into a failure.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "{file} is not archived for {name}");
                 }
                 Ok(exit::FAILURE)
             }
         }
         WalCmd::Agent { .. } => unreachable!("served before the repository is opened"),
         WalCmd::Prefetch { name, file } => {
-            let spool = Spool::new(&global.cache_base()?, global.repo_url()?, &name)?;
+            let spool = spool(global, &name)?;
             // The segment size the cluster's base backups record (PostgreSQL's default
             // without one).
             let size = strata_pg::base_backups(&repo, &name)?
@@ -127,6 +132,20 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// The spool of cluster `name` in this command's repository: the one whose `config`
+/// file the location holds now (one request, no password).
+fn spool(global: &Global, name: &str) -> anyhow::Result<Spool> {
+    let config = global
+        .backend()?
+        .read(strata::backend::FileKind::Config, "config")?;
+    Ok(Spool::new(
+        &global.cache_base()?,
+        global.repo_url()?,
+        &config,
+        name,
+    )?)
 }
 
 fn print_pushed(global: &Global, name: &str, path: &std::path::Path, pushed: Pushed) {
@@ -268,6 +287,8 @@ mod agent {
             "wrong_password" => {
                 return Err(strata::Error::WrongPassword { damaged: vec![] }.into());
             }
+            // Its repository went or was replaced: this push opens what is there now.
+            GONE => return Ok(None),
             other => {
                 let msg = other.strip_prefix("error ").unwrap_or(other);
                 return Err(anyhow::anyhow!("{msg}"));
@@ -350,6 +371,13 @@ mod agent {
             state.lock().unwrap().busy = true;
             let answer = handle(repo, name, &proof, &conn, &mut done);
             let _ = writeln!(conn, "{answer}");
+            if answer == GONE {
+                // The repository it opened is no longer there: the push that asked does
+                // the work itself, and so do the next ones, until one starts an agent on
+                // what is there now.
+                let _ = std::fs::remove_file(&sock);
+                std::process::exit(exit::OK);
+            }
             let mut st = state.lock().unwrap();
             st.busy = false;
             st.last = Instant::now();
@@ -419,8 +447,8 @@ mod agent {
         let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
         // The agent may have opened the repository minutes ago: it must still be there,
         // or PostgreSQL would delete segments archived into nothing.
-        if let Err(e) = repo.ensure_present() {
-            return format!("error {}", one_line(&e.to_string()));
+        if repo.ensure_present().is_err() {
+            return GONE.into();
         }
         let outcomes = match strata_pg::wal::push_many(repo, name, &refs) {
             Ok(o) => o,
@@ -443,6 +471,9 @@ mod agent {
         }
         answer
     }
+
+    /// The agent's answer when the repository it opened is gone or replaced.
+    const GONE: &str = "repository_gone";
 
     fn one_line(s: &str) -> String {
         s.replace('\n', " ")
