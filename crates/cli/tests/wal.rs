@@ -756,6 +756,7 @@ fn a_fetch_fails_other_than_not_archived_with_126() {
             vec!["wal", "fetch", "--bogus", "main", SEG, d],
             &pw,
         ),
+        ("misspelt command", vec!["wal", "fech", "main", SEG, d], &pw),
     ] {
         let out = fetch(&args, password);
         assert_eq!(code(&out), 126, "{what}: {}", stderr(&out));
@@ -970,4 +971,43 @@ fn the_spool_hands_over_only_intact_files_of_this_repository() {
             names[i]
         );
     }
+}
+
+/// Hostile pass (issue 26): a push of a file archived already said "archived" even when
+/// its data was gone (PostgreSQL then deletes the segment). Now it fails while the index
+/// names data that does not read, saying to repair the index; after that the push
+/// stores the file again.
+#[test]
+fn a_re_push_stores_again_what_lost_its_data() {
+    let env = &Env::local();
+    env.init();
+    let cfg = config(env);
+    let seg = segment(env, SEG, 80);
+    let p = seg.to_str().unwrap();
+    let push = || {
+        env.cmd()
+            .env("STRATA_WAL_AGENT", "off")
+            .args(["--config", &cfg, "--json", "wal", "push", "main", p])
+            .output()
+            .unwrap()
+    };
+    assert!(push().status.success());
+    for (pack, _) in env.objects("data") {
+        let dir = std::path::Path::new(&env.repo)
+            .join("data")
+            .join(&pack[..2]);
+        fs::remove_file(dir.join(&pack)).unwrap();
+    }
+    let out = push();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("repair index"), "{}", stderr(&out));
+    env.ok(&["repair", "index"]);
+    let out = push();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["result"], "stored", "{said}");
+    let dest = env.path("back");
+    wal_ok(env, &cfg, &["fetch", "main", SEG, dest.to_str().unwrap()]);
+    assert!(fs::read(&dest).unwrap() == fs::read(&seg).unwrap());
+    env.assert_read_data_clean();
 }

@@ -741,7 +741,16 @@ pub fn forget(
         true => wal::all_records(repo)?,
         false => Vec::new(),
     };
-    let plans = strata::retention::forget(repo, jobs, filter, dry_run)?;
+    // Planned first, and carried out here: a cluster's plan may need mending.
+    let mut plans = strata::retention::forget(repo, jobs, filter, true)?;
+    for plan in &mut plans {
+        keep_an_intact_base_backup(plan);
+    }
+    if !dry_run {
+        for (id, _) in plans.iter().flat_map(|p| &p.remove) {
+            repo.snapshots().remove(id)?;
+        }
+    }
     let forgotten: std::collections::HashSet<SnapshotId> = plans
         .iter()
         .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
@@ -761,6 +770,27 @@ pub fn forget(
         }
     }
     Ok(Forgotten { plans, wal })
+}
+
+/// A policy counts a base backup that `repair snapshots` rewrote (it lost files, and
+/// PostgreSQL cannot start from it) like any other: keeping only such ones would forget
+/// the last base backup a restore can use. The newest intact one the plan removes is kept
+/// then.
+fn keep_an_intact_base_backup(plan: &mut strata::retention::GroupPlan) {
+    let intact = |s: &Snapshot| base_backup(s).is_some() && s.repaired.is_none();
+    let is_cluster = matches!(&plan.group, strata::Lineage::Set(s) if cluster_of(s).is_some());
+    if !is_cluster || plan.keep.iter().any(|(_, s, _)| intact(s)) {
+        return;
+    }
+    let newest = (plan.remove.iter().enumerate())
+        .filter(|(_, (_, s))| intact(s))
+        .max_by_key(|(_, (_, s))| s.datetime())
+        .map(|(i, _)| i);
+    if let Some(i) = newest {
+        let (id, snap) = plan.remove.remove(i);
+        plan.keep
+            .push((id, snap, vec!["the newest intact base backup".to_string()]));
+    }
 }
 
 /// What [`expire_wal`] removed.
@@ -1167,9 +1197,11 @@ impl Staging {
     }
 }
 
-/// A string as PostgreSQL's configuration files quote it.
+/// A string as PostgreSQL's configuration files quote it: quotes doubled, and
+/// backslashes too, since its parser reads C-like escapes inside quotes (a shell's `'\''`
+/// would otherwise end the string early, and `\t` would be a tab).
 fn conf_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("'{}'", s.replace('\\', r"\\").replace('\'', "''"))
 }
 
 /// A restore target must be a new or empty real directory; `bad` makes the error.
@@ -1476,5 +1508,8 @@ mod tests {
     #[test]
     fn conf_strings_double_quotes() {
         assert_eq!(conf_quote("a 'b' c"), "'a ''b'' c'");
+        // A shell-quoted quote and a backslash in a path survive PostgreSQL's parser
+        // (hostile pass, issue 26).
+        assert_eq!(conf_quote(r"'it'\''s' C:\x"), r"'''it''\\''''s'' C:\\x'");
     }
 }

@@ -365,21 +365,27 @@ fn archive_one(
     }
     let chunks = chunk(repo, &bytes);
     let content: Vec<BlobId> = chunks.iter().map(|(id, _)| *id).collect();
+    let same = |old: &WalRecord| old.content == content && old.size == bytes.len() as u64;
+    // Archived already: only if its data still reads, since PostgreSQL deletes the file
+    // on success. Blobs the index no longer names (gone, and the index repaired since)
+    // are stored again below.
+    let old = match old {
+        Some(o) if same(&o) => match readable(repo, &o, name) {
+            Ok(true) => return settled(Ok(Pushed::AlreadyArchived)),
+            Ok(false) => None,
+            Err(e) => return settled(Err(e)),
+        },
+        o => o,
+    };
     if let Some(old) = old {
-        return settled(
-            if old.content == content && old.size == bytes.len() as u64 {
-                Ok(Pushed::AlreadyArchived)
-            } else {
-                Err(Error::BadInput {
-                    what: "WAL file",
-                    reason: format!(
-                        "{name} is archived for {cluster} already, with other content ({} bytes \
-                     pushed {} by {}); the archive keeps it",
-                        old.size, old.time, old.host
-                    ),
-                })
-            },
-        );
+        return settled(Err(Error::BadInput {
+            what: "WAL file",
+            reason: format!(
+                "{name} is archived for {cluster} already, with other content ({} bytes \
+                 pushed {} by {}); the archive keeps it",
+                old.size, old.time, old.host
+            ),
+        }));
     }
     for (id, range) in &chunks {
         saver.save(BlobKind::Data, *id, &bytes[range.clone()])?;
@@ -399,6 +405,30 @@ fn archive_one(
 }
 
 /// A name error again, for its file's outcome (errors are not Clone).
+/// Whether the data of `rec`, archived already, still reads whole: `false` when the
+/// index no longer names some of it (a lost pack, the index repaired since), so that it
+/// is stored again; an error when the index names data that does not read (a pack gone
+/// or damaged under an index not yet repaired), which storing again cannot mend.
+fn readable(repo: &Repository, rec: &WalRecord, name: &str) -> Result<bool> {
+    for id in &rec.content {
+        match repo.index().read(id) {
+            Ok(_) => {}
+            Err(Error::NotFound {
+                what: strata::Missing::Blob(_),
+                ..
+            }) => return Ok(false),
+            Err(e) => {
+                return Err(Error::corrupt(
+                    format!("WAL record of {}/{name}", rec.cluster),
+                    format!("archived, but its data does not read: {e}"),
+                )
+                .with_remedy(strata::Remedy::RepairIndex))
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn clone_err(e: &Error) -> Error {
     match e {
         Error::BadInput { what, reason } => Error::BadInput {

@@ -308,3 +308,45 @@ fn a_record_that_cannot_be_read_fails_the_forget_before_it_removes_anything() {
         .unwrap();
     }
 }
+
+/// Hostile pass (issue 26): with `keep last 1`, a base backup that `repair snapshots`
+/// rewrote (newest) was kept and the only intact one forgotten, its WAL with it; a
+/// restore then had nothing to start from. The newest intact one is kept too.
+#[test]
+fn forget_keeps_the_newest_intact_base_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = archive_on(Arc::new(MemBackend::new()), 4, dir.path());
+    let target = strata_pg::RestoreTarget {
+        timeline: Some(1),
+        ..Default::default()
+    };
+    let newest = strata_pg::plan_restore(&repo, "main", target)
+        .unwrap()
+        .snapshot;
+    let mut snap = repo.snapshots().get(&newest).unwrap();
+    snap.repaired = Some(strata::Repaired {
+        from: newest,
+        lost: vec!["/base/1/1259".into()],
+    });
+    repo.snapshots().write(&snap).unwrap();
+    repo.snapshots().remove(&newest).unwrap();
+
+    let jobs = [keep_last("postgres.main", 1)];
+    let done = strata_pg::forget(&repo, &jobs, &SnapshotFilter::default(), false).unwrap();
+    let main = done
+        .plans
+        .iter()
+        .find(|p| p.group == strata::Lineage::Set("postgres.main".into()))
+        .unwrap();
+    assert!(main.remove.is_empty(), "{:?}", main.remove);
+    assert_eq!(main.keep.len(), 2);
+    assert!(main
+        .keep
+        .iter()
+        .any(|(_, _, why)| why.iter().any(|w| w.contains("intact"))));
+    // The WAL the intact one needs stays, and a restore can use it.
+    assert_eq!(done.wal[0].kept_from.as_deref(), Some(name(1).as_str()));
+    assert!(done.wal[0].removed.is_empty());
+    let plan = strata_pg::plan_restore(&repo, "main", target).unwrap();
+    assert_eq!(plan.base.start_wal, name(1));
+}

@@ -174,11 +174,18 @@ pub fn main() -> i32 {
         exit::serving_fetch();
     }
     let failed = |code| if fetch { exit::FETCH_FAILED } else { code };
+    // A misspelt `wal` command may be a restore_command (`wal fech`): PostgreSQL must not
+    // read its usage error as the end of the archive.
+    let wal = args.iter().any(|a| a == "wal");
     let mut cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return failed(e.exit_code());
+            return if wal {
+                exit::FETCH_FAILED
+            } else {
+                e.exit_code()
+            };
         }
         Err(e) => e.exit(),
     };
