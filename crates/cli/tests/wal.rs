@@ -193,7 +193,7 @@ fn a_push_that_cannot_reach_the_repository_fails(env: &Env) {
 }
 
 /// Recovery fetches one file per command: after a fetch, the next segments come ahead in
-/// the background, and fetching them then needs no request (nor even the password).
+/// the background, and fetching them then needs one request (the config, no password).
 fn a_fetch_prefetches_the_next_segments(env: &Env) {
     env.init();
     let cfg = config(env);

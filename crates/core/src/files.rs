@@ -111,3 +111,35 @@ impl fmt::Display for FileKind {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bounds format-spec §1 gives; a reader's allocation rests on them.
+    #[test]
+    fn size_bounds_are_the_specified_ones() {
+        const MIB: u64 = 1 << 20;
+        let bounds: Vec<u64> = FileKind::ALL.iter().map(|k| k.max_size()).collect();
+        // config, key, snapshot, index, data, tree, lock, audit, root, wal
+        assert_eq!(
+            bounds,
+            [
+                MIB,
+                MIB,
+                64 * MIB,
+                1024 * MIB,
+                2048 * MIB,
+                2048 * MIB,
+                MIB,
+                64 * MIB,
+                64 * MIB,
+                64 * MIB
+            ]
+        );
+        assert!(is_file_name(&"ab".repeat(32)));
+        assert!(!is_file_name(&"AB".repeat(32)));
+        assert!(!is_file_name(&"ab".repeat(31)));
+        assert!(!is_file_name(&format!("{}g", "a".repeat(63))));
+    }
+}

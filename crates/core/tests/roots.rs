@@ -285,3 +285,79 @@ fn an_application_registers_its_own_check_of_its_records() {
         "{plain:?}"
     );
 }
+
+/// `repair_roots` removes what cannot be read (damaged, oversized, filed under another
+/// record's name) and nothing else; a dry run removes nothing; prune then runs.
+#[test]
+fn repair_roots_removes_only_the_records_that_cannot_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: BackendRef = Arc::new(MemBackend::new());
+    Repository::init(
+        store.clone(),
+        b"pw",
+        Config::new(ChunkerParams::default(), 3),
+        &KdfCost::INSECURE_FOR_TESTS,
+    )
+    .unwrap();
+    let repo = repo(&store, &dir.path().join("cache"));
+    for title in ["good", "flipped", "copied"] {
+        save_note(&repo, title, &[title.as_bytes()]);
+    }
+    let name = |title: &str| {
+        let before: Vec<_> = store.list(FileKind::Root).unwrap();
+        repo.remove_root(NAMESPACE, title).unwrap();
+        let after: Vec<String> = store
+            .list(FileKind::Root)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        let gone = before
+            .into_iter()
+            .find(|f| !after.contains(&f.name))
+            .unwrap()
+            .name;
+        save_note(&repo, title, &[title.as_bytes()]);
+        gone
+    };
+    let (good, flipped, copied) = (name("good"), name("flipped"), name("copied"));
+    let mut b = store.read(FileKind::Root, &flipped).unwrap();
+    b[40] ^= 1;
+    store.write(FileKind::Root, &flipped, &b).unwrap();
+    let other = store.read(FileKind::Root, &good).unwrap();
+    store.write(FileKind::Root, &copied, &other).unwrap();
+    assert!(prune::run(&repo, &PruneOptions::default(), &NoProgress).is_err());
+
+    let dry = strata::repair::repair_roots(&repo, true).unwrap();
+    assert!(dry.dry_run);
+    assert_eq!(dry.records, 3);
+    let mut found: Vec<_> = dry.damaged.iter().map(|d| d.file.clone()).collect();
+    found.sort();
+    let mut want = vec![flipped.clone(), copied.clone()];
+    want.sort();
+    assert_eq!(found, want);
+    assert!(dry
+        .damaged
+        .iter()
+        .all(|d| d.kind == "root record" && !d.reason.is_empty()));
+    assert_eq!(
+        store.list(FileKind::Root).unwrap().len(),
+        3,
+        "a dry run removed"
+    );
+
+    let done = strata::repair::repair_roots(&repo, false).unwrap();
+    assert!(!done.dry_run);
+    assert_eq!(done.damaged.len(), 2);
+    let left: Vec<String> = store
+        .list(FileKind::Root)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(left, [good]);
+    assert_eq!(read_note(&repo, "good").unwrap(), b"good");
+    prune_now(&repo);
+    let again = strata::repair::repair_roots(&repo, false).unwrap();
+    assert_eq!((again.records, again.damaged.len()), (1, 0));
+}

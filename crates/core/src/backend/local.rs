@@ -641,6 +641,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("larger than"));
+        let at_bound = vec![0; FileKind::Key.max_size() as usize];
+        mem.write(FileKind::Key, "k", &at_bound).unwrap();
+        assert!(mem.read(FileKind::Key, "k").is_ok());
     }
 
     /// Hostile pass (issue 25): a FIFO, a device or a symlink put in a pack's place is an
