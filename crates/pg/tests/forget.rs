@@ -350,3 +350,22 @@ fn forget_keeps_the_newest_intact_base_backup() {
     let plan = strata_pg::plan_restore(&repo, "main", target).unwrap();
     assert_eq!(plan.base.start_wal, name(1));
 }
+
+/// An instant before the first base backup is consistent: no base backup fits, and the
+/// error says from when one does (no repaired one is involved, so no remedy).
+#[test]
+fn a_restore_before_the_first_base_backup_says_when_one_begins() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = archive_on(Arc::new(MemBackend::new()), 4, dir.path());
+    let target = strata_pg::RestoreTarget {
+        at: Some(chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00+00:00").unwrap()),
+        timeline: Some(1),
+    };
+    let e = strata_pg::plan_restore(&repo, "main", target).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("the earliest one is consistent from"),
+        "{e}"
+    );
+    assert_eq!(e.remedy(), None);
+}
