@@ -717,7 +717,7 @@ fn a_signal_during_a_hook_reaches_the_hook() {
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("was ended: strata was interrupted"), "{err}");
+    assert!(err.contains("was ended: the run was interrupted"), "{err}");
     // Neither the hook's shell nor its sleep survives.
     let hook = nix::unistd::Pid::from_raw(hook_pid);
     assert!(

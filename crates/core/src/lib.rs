@@ -64,6 +64,7 @@ pub mod check;
 pub mod drill;
 pub mod dump;
 pub mod history;
+pub mod hooks;
 pub mod lock;
 pub mod metrics;
 pub mod mount;

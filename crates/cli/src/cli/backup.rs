@@ -504,10 +504,7 @@ impl Run<'_> {
                 },
             );
         }
-        let hook = self.hooks.and_then(|h| match code {
-            exit::OK => h.on_success.as_deref().map(|c| ("on-success", c)),
-            _ => h.on_failure.as_deref().map(|c| ("on-failure", c)),
-        });
+        let hook = self.hooks.and_then(|h| h.hook_for(code == exit::OK));
         if let Some((what, cmd)) = hook {
             let error = error.map(output::chain);
             let env = strata::sets::hook_env(

@@ -395,7 +395,9 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
         let _ = stdout.read_to_end(&mut out);
         out
     });
-    let Waited::Exited(status) = wait_or_kill(&mut child, timeout, None)? else {
+    let strata::hooks::Waited::Exited(status) =
+        strata::hooks::wait_or_kill(&mut child, timeout, None)?
+    else {
         return Err(anyhow!(
             "password-command {cmd:?} did not finish within {} (raise \
              password-command-timeout if it needs longer)",
@@ -408,58 +410,6 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
     }
     let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(line.to_vec())
-}
-
-/// How a child waited for by [`wait_or_kill`] ended.
-enum Waited {
-    Exited(std::process::ExitStatus),
-    /// Killed after the timeout.
-    TimedOut,
-    /// This process was asked to stop (SIGINT, SIGTERM): the child's group was told too.
-    Stopped,
-}
-
-/// Waits for a child started in its own process group; after `timeout` kills the group
-/// (`sh -c` may have started the real command as a child). When `stop` is set (a signal
-/// to this process) the group gets SIGTERM, and SIGKILL if it outlives a short grace:
-/// a hook must neither hold up a stop nor outlive it.
-fn wait_or_kill(
-    child: &mut std::process::Child,
-    timeout: std::time::Duration,
-    stop: Option<&std::sync::atomic::AtomicBool>,
-) -> std::io::Result<Waited> {
-    use nix::sys::signal::{killpg, Signal};
-    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
-    let started = std::time::Instant::now();
-    let mut stopping: Option<std::time::Instant> = None;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(match stopping {
-                Some(_) => Waited::Stopped,
-                None => Waited::Exited(status),
-            });
-        }
-        let asked = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-        if asked && stopping.is_none() {
-            let _ = killpg(group, Signal::SIGTERM);
-            stopping = Some(std::time::Instant::now());
-        }
-        let over = match stopping {
-            Some(at) => at.elapsed() >= GRACE,
-            None => started.elapsed() >= timeout,
-        };
-        if over {
-            let _ = killpg(group, Signal::SIGKILL);
-            let _ = child.wait();
-            return Ok(if stopping.is_some() {
-                Waited::Stopped
-            } else {
-                Waited::TimedOut
-            });
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
