@@ -904,14 +904,7 @@ pub fn plan_restore(
     };
     let at = target.at;
     let mut notes = Vec::new();
-    let (id, snap) =
-        choose_base(base_backups(repo, cluster)?, at, &mut notes).map_err(|(reason, remedy)| {
-            match remedy {
-                Some(r) => err(reason).with_remedy(r),
-                None => err(reason),
-            }
-        })?;
-    let (id, snap) = (&id, &snap);
+    let (id, snap) = &choose_base(cluster, base_backups(repo, cluster)?, at, &mut notes)?;
     let base = base_backup(snap).expect("filtered");
     let (line, other_timelines, mut whole) = choose_line(repo, &base, target.timeline, &mut notes)
         .map_err(|e| match e {
@@ -959,15 +952,18 @@ pub fn plan_restore(
 /// why there is none. One that `repair snapshots` rewrote without the files it lost is
 /// passed over with a note: PostgreSQL cannot start from a data directory missing files.
 fn choose_base(
+    cluster: &str,
     all: Vec<(SnapshotId, Snapshot)>,
     at: Option<DateTime<FixedOffset>>,
     notes: &mut Vec<String>,
-) -> std::result::Result<(SnapshotId, Snapshot), (String, Option<strata::Remedy>)> {
+) -> Result<(SnapshotId, Snapshot)> {
+    let err = |reason: String| Error::Postgres {
+        cluster: cluster.to_string(),
+        reason,
+    };
     let Some(first) = all.first().and_then(|(_, s)| base_backup(s)) else {
-        return Err((
-            "no base backup in the repository".to_string(),
-            Some(strata::Remedy::TakeBaseBackup),
-        ));
+        return Err(err("no base backup in the repository".to_string())
+            .with_remedy(strata::Remedy::TakeBaseBackup));
     };
     let fits = |s: &Snapshot| {
         let p = base_backup(s).expect("filtered");
@@ -993,22 +989,17 @@ fn choose_base(
         let when = at
             .map(|t| format!(" at {}", t.to_rfc3339()))
             .unwrap_or_default();
-        return Err((
-            format!(
-                "no intact base backup is consistent{when}: {repaired} lost files to damage \
-                 and cannot start"
-            ),
-            Some(strata::Remedy::TakeBaseBackup),
-        ));
+        return Err(err(format!(
+            "no intact base backup is consistent{when}: {repaired} lost files to damage and \
+             cannot start"
+        ))
+        .with_remedy(strata::Remedy::TakeBaseBackup));
     }
-    Err((
-        format!(
-            "no base backup is consistent at {}: the earliest one is consistent from {} on",
-            at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            first.stop_time
-        ),
-        None,
-    ))
+    Err(err(format!(
+        "no base backup is consistent at {}: the earliest one is consistent from {} on",
+        at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        first.stop_time
+    )))
 }
 
 /// The line recovery from `base` follows: timeline `asked`, or else the one whose WAL was

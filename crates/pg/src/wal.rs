@@ -404,7 +404,6 @@ fn archive_one(
     ))
 }
 
-/// A name error again, for its file's outcome (errors are not Clone).
 /// Whether the data of `rec`, archived already, still reads whole: `false` when the
 /// index no longer names some of it (a lost pack, the index repaired since), so that it
 /// is stored again; an error when the index names data that does not read (a pack gone
@@ -429,6 +428,7 @@ fn readable(repo: &Repository, rec: &WalRecord, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// A name error again, for its file's outcome (errors are not Clone).
 fn clone_err(e: &Error) -> Error {
     match e {
         Error::BadInput { what, reason } => Error::BadInput {

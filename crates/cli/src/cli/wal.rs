@@ -81,8 +81,9 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             return Ok(code);
         }
     }
+    // Fetched ahead: no need to open the repository at all.
+    let mut fetch_spool = None;
     if let WalCmd::Fetch { name, file, dest } = &args.cmd {
-        // Fetched ahead: no need to open the repository at all.
         let spool = spool(global, name)?;
         if spool.take(file, dest)? {
             if spool.ahead(file) < PREFETCH / 2 {
@@ -90,6 +91,7 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
             }
             return Ok(exit::OK);
         }
+        fetch_spool = Some(spool);
     }
     if let WalCmd::Agent { name } = &args.cmd {
         return agent::serve(global, name);
@@ -106,7 +108,9 @@ pub fn run(global: &Global, args: WalArgs) -> anyhow::Result<i32> {
         WalCmd::Fetch { name, file, dest } => {
             if strata_pg::wal::fetch(&repo, &name, &file, &dest)? {
                 // A copy a prefetch spooled meanwhile would only linger.
-                spool(global, &name)?.discard(&file);
+                if let Some(spool) = &fetch_spool {
+                    spool.discard(&file);
+                }
                 prefetch(global, &name, &file);
                 Ok(exit::OK)
             } else {
