@@ -576,11 +576,22 @@ impl Spool {
             self.discard(name);
             return Ok(false);
         }
+        // Moved when it can be (the spool's files were synced when fetched): a copy and
+        // its fsync cost more than the replay of a segment.
+        match std::fs::rename(&src, dest) {
+            Ok(()) => {
+                self.discard(name);
+                return Ok(true);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            // Another file system (pg_wal elsewhere than the cache): written from the
+            // bytes checked.
+            Err(_) => {}
+        }
         let dir = dest
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        // Written from the bytes checked, not moved: what lands at `dest` is what matched.
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
         tmp.as_file_mut()
             .write_all(&bytes)
