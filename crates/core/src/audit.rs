@@ -86,6 +86,53 @@ pub struct Drill {
     pub projected_secs: f64,
     /// Files that could not be restored or did not verify.
     pub errors: u64,
+    /// The set's verify command run in the restored copy, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyRun>,
+    /// Bytes of the index files when it ran: what a bare machine reads before restoring.
+    #[serde(default)]
+    pub index_bytes: u64,
+    /// The storage classes of the data packs the snapshot needs.
+    #[serde(default)]
+    pub data_classes: Vec<ClassBytes>,
+}
+
+/// A drill's verify command (`drill-verify`): the operator's own check of the restored
+/// copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerifyRun {
+    /// The command (`sh -c`).
+    pub command: String,
+    /// Its exit code; none when it was killed (timeout, signal) or could not start.
+    pub exit_code: Option<i32>,
+    /// How it ended, in words.
+    pub outcome: String,
+    /// The last lines of its output (standard output and error), at most
+    /// [`VerifyRun::TAIL`] bytes.
+    pub output_tail: String,
+    /// How long it ran.
+    pub duration_secs: f64,
+}
+
+impl VerifyRun {
+    /// The most output a record keeps.
+    pub const TAIL: usize = 4096;
+
+    /// Whether it exited 0.
+    pub fn passed(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// Data packs of one storage class that a drilled snapshot needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassBytes {
+    /// The storage class (`STANDARD` where the store names none).
+    pub class: String,
+    /// Packs of the class.
+    pub packs: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 impl Drill {
@@ -97,6 +144,23 @@ impl Drill {
         } else {
             0.0
         }
+    }
+
+    /// Whether every file restored and verified and the verify command (if any) passed.
+    pub fn passed(&self) -> bool {
+        self.errors == 0 && self.verify.as_ref().is_none_or(VerifyRun::passed)
+    }
+
+    /// Why it failed, in words (empty for a drill that passed).
+    pub fn failure(&self) -> String {
+        let mut why = Vec::new();
+        if self.errors > 0 {
+            why.push(format!("{} file(s) did not restore or verify", self.errors));
+        }
+        if let Some(v) = self.verify.as_ref().filter(|v| !v.passed()) {
+            why.push(format!("its verify command {}", v.outcome));
+        }
+        why.join("; ")
     }
 }
 
@@ -305,23 +369,53 @@ pub fn record_verification(
 
 /// Records a drill; the set's drills beyond the newest twelve are deleted.
 pub fn record_drill(repo: &Repository, drill: Drill) -> Result<AuditId> {
-    let set = drill.set.clone();
+    let (set, passed) = (drill.set.clone(), drill.passed());
     let id = save(repo, &Audit::Drill(drill))?;
-    let mut older: Vec<(DateTime<FixedOffset>, AuditId)> = load(repo)?
+    let mut older: Vec<(DateTime<FixedOffset>, AuditId, bool)> = load(repo)?
         .into_iter()
         .filter_map(|(i, a)| match a {
             Audit::Drill(d) if d.set == set && i != id => {
-                Some((DateTime::parse_from_rfc3339(&d.time).ok()?, i))
+                Some((DateTime::parse_from_rfc3339(&d.time).ok()?, i, d.passed()))
             }
             _ => None,
         })
         .collect();
     older.sort();
-    let excess = (older.len() + 1).saturating_sub(DRILLS_KEPT);
-    for (_, old) in older.into_iter().take(excess) {
+    // The newest passing drill stays whatever follows it: the drill interval and the RTO
+    // projection are judged by it, and a run of failures must not erase the evidence.
+    let keep = match passed {
+        true => None,
+        false => older.iter().rev().find(|(_, _, p)| *p).map(|(_, i, _)| *i),
+    };
+    older.retain(|(_, i, _)| Some(*i) != keep);
+    let excess = (older.len() + 1 + usize::from(keep.is_some())).saturating_sub(DRILLS_KEPT);
+    for (_, old, _) in older.into_iter().take(excess) {
         delete(repo, &old)?;
     }
     Ok(id)
+}
+
+/// Every lineage's drills, oldest first: a set's by its name, another lineage's by the
+/// snapshot drilled (`lineage_of` says whose it is; a drill of a snapshot it does not know
+/// counts for no lineage).
+pub fn drills_by_lineage(
+    records: &[(AuditId, Audit)],
+    lineage_of: impl Fn(&SnapshotId) -> Option<Lineage>,
+) -> HashMap<Lineage, Vec<Drill>> {
+    let mut out: HashMap<Lineage, Vec<Drill>> = HashMap::new();
+    for (_, a) in records {
+        let Audit::Drill(d) = a else {
+            continue;
+        };
+        let lineage = d.set.clone().map(Lineage::Set);
+        if let Some(lineage) = lineage.or_else(|| lineage_of(&d.snapshot)) {
+            out.entry(lineage).or_default().push(d.clone());
+        }
+    }
+    for drills in out.values_mut() {
+        drills.sort_by_key(|d| DateTime::parse_from_rfc3339(&d.time).ok());
+    }
+    out
 }
 
 /// The newest drill of each lineage: a set's by its name, another lineage's by the
@@ -429,6 +523,9 @@ mod tests {
             marks in proptest::collection::vec((any::<[u8; 32]>(), any::<i64>(), any::<bool>()), 0..20),
             files in any::<u64>(),
             set in proptest::option::of("[a-z]{1,8}"),
+            verify in proptest::option::of((proptest::option::of(any::<i32>()), "[ -~]{0,40}", 0.0f64..1e6)),
+            classes in proptest::collection::vec(("[A-Z_]{1,12}", any::<u64>(), any::<u64>()), 0..3),
+            index_bytes in any::<u64>(),
         ) {
             let v = Audit::Verification(Verification {
                 version: 1,
@@ -453,6 +550,18 @@ mod tests {
                 snapshot_bytes: 100,
                 projected_secs: 30.0,
                 errors: 0,
+                verify: verify.map(|(exit_code, tail, duration_secs)| VerifyRun {
+                    command: "jq empty *.json".into(),
+                    exit_code,
+                    outcome: "exited".into(),
+                    output_tail: tail,
+                    duration_secs,
+                }),
+                index_bytes,
+                data_classes: classes
+                    .into_iter()
+                    .map(|(class, packs, bytes)| ClassBytes { class, packs, bytes })
+                    .collect(),
             });
             for a in [v, d] {
                 let mut buf = Vec::new();

@@ -6,11 +6,11 @@
 //! at that speed: the recovery-time estimate the runbook asks operators to keep current.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
-use crate::audit::{self, Drill};
+use crate::audit::{self, ClassBytes, Drill};
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::patterns::Patterns;
@@ -31,7 +31,21 @@ pub struct DrillOptions {
     /// How data packs in archive storage are thawed (as a real restore would); without
     /// it their files count as errors.
     pub cold: Option<crate::thaw::ThawWait>,
+    /// The operator's check of the restored copy, run in it once every byte verified.
+    pub verify: Option<VerifyCommand>,
 }
+
+/// A set's `drill-verify`: a shell command run in the restored copy.
+#[derive(Clone, Debug)]
+pub struct VerifyCommand {
+    /// The command (`sh -c`).
+    pub command: String,
+    /// How long it may run before it is killed.
+    pub timeout: Duration,
+}
+
+/// How long a verify command may run unless the set says otherwise.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What a drill found, with the record it wrote.
 #[derive(Debug, serde::Serialize)]
@@ -94,6 +108,14 @@ pub fn run(
         progress,
     )?;
     let duration_secs = started.elapsed().as_secs_f64();
+    // The operator's check runs on a copy that verified byte by byte; on one that did not,
+    // the drill has failed already.
+    let verify = match &opts.verify {
+        Some(v) if restored.errors.is_empty() && restored.damaged_files.is_empty() => {
+            Some(verify::run(v, dir.path(), id, snapshot))
+        }
+        _ => None,
+    };
     // Removed before the record is written: a drill leaves nothing behind.
     dir.close().map_err(|e| Error::io(&opts.scratch, e))?;
     let mut errors: Vec<String> = restored.errors.iter().map(|e| e.to_string()).collect();
@@ -116,6 +138,9 @@ pub fn run(
         snapshot_bytes,
         projected_secs: 0.0,
         errors: errors.len() as u64,
+        verify,
+        index_bytes: index_bytes(repo)?,
+        data_classes: data_classes(repo, snapshot)?,
     };
     // A failed drill measured nothing but its failure: no speed, no restore time (a
     // restore into a full disk is fast and worthless).
@@ -135,6 +160,26 @@ pub fn run(
     })
 }
 
+/// Bytes of the index files: what a bare machine reads before it can restore.
+fn index_bytes(repo: &Repository) -> Result<u64> {
+    let listed = repo.files().list(crate::backend::FileKind::Index)?;
+    Ok(listed.iter().map(|f| f.size).sum())
+}
+
+/// The storage classes of the data packs `snapshot` needs: what a bare-machine restore
+/// would have to thaw (one listing; the trees and index are cached by the restore).
+fn data_classes(repo: &Repository, snapshot: &Snapshot) -> Result<Vec<ClassBytes>> {
+    let packs = crate::thaw::packs_needed(repo, snapshot, None)?;
+    Ok(crate::thaw::classes_of(repo, &packs)?
+        .into_iter()
+        .map(|(class, (packs, bytes))| ClassBytes {
+            class,
+            packs,
+            bytes,
+        })
+        .collect())
+}
+
 /// How this process names its drills' temporary directories: `.strata-drill-<pid>-`, so
 /// that whoever stops it (a signal handler) can find and remove what it restored.
 pub fn scratch_prefix() -> String {
@@ -145,6 +190,7 @@ pub fn scratch_prefix() -> String {
 /// for a drill stopped by a signal: decrypted data must not outlive it. Returns the
 /// directories removed.
 pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
+    verify::stop();
     let prefix = scratch_prefix();
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(scratch) else {
@@ -197,3 +243,5 @@ fn sample(files: &[PathBuf], share: f64) -> Result<Option<Patterns>> {
     }
     Patterns::new(&patterns)
 }
+
+mod verify;

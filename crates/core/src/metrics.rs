@@ -54,6 +54,16 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ("strata_drill_last_throughput_bytes_per_second", "gauge", "Restore-and-verify speed of the set's last drill."),
     ("strata_drill_last_projected_restore_seconds", "gauge", "Restore time of the set's whole newest snapshot at the last drill's speed (RTO estimate)."),
     ("strata_drill_last_errors", "gauge", "Files the set's last drill could not restore or verify."),
+    ("strata_drill_last_passed", "gauge", "1 when the set's last drill restored and verified every file and its verify command exited 0, else 0."),
+    ("strata_drill_last_success_timestamp_seconds", "gauge", "When the set's last passing drill ran."),
+    ("strata_drill_last_verify_exit_code", "gauge", "Exit code of the last drill's verify command (-1: killed or not started)."),
+    ("strata_drill_last_verify_duration_seconds", "gauge", "How long the last drill's verify command ran."),
+    ("strata_objective_rpo_seconds", "gauge", "The set's recovery point objective: the oldest its newest snapshot may be."),
+    ("strata_objective_rto_seconds", "gauge", "The set's recovery time objective: the longest a bare-machine restore may take."),
+    ("strata_objective_drill_interval_seconds", "gauge", "The longest the set may go without a passing drill."),
+    ("strata_objective_met", "gauge", "1 when the set's objective (rpo, rto, drill) held when last judged (status, drill); 0 when it did not or could not be judged."),
+    ("strata_rto_projected_seconds", "gauge", "Projected bare-machine restore time of the set: restore and index at the last passing drill's speed, thaw, verify."),
+    ("strata_metrics_written_timestamp_seconds", "gauge", "When a Strata run last wrote this file (a stale value: the host stopped reporting)."),
     ("strata_backup_size_anomaly", "gauge", "1 when the set's newest snapshot added far more than its recent range (stats), else 0."),
     ("strata_repository_monthly_cost", "gauge", "Estimated monthly cost from the config's prices, by item: a storage class, or PUT or GET requests."),
     ("strata_verification_recent_ratio", "gauge", "Share of the packs verified byte by byte in the last 30 days."),
@@ -271,6 +281,11 @@ impl MetricsFile {
             .map_err(|e| io(e.into()))?;
         let mut samples = self.read()?;
         f(&mut samples);
+        samples.set(
+            "strata_metrics_written_timestamp_seconds",
+            &[],
+            seconds(crate::timespec::now()),
+        );
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .tempfile_in(&dir)
@@ -508,6 +523,97 @@ pub fn record_repository(s: &mut Samples, repo: &Repository) -> Result<()> {
         s.set("strata_repository_blobs", &[("kind", kind)], n as f64);
     }
     Ok(())
+}
+
+/// A set's last drill: when, what it restored, whether it passed, its verify command.
+pub fn record_drill(s: &mut Samples, set: &str, d: &crate::audit::Drill) {
+    let set = [("set", set)];
+    let when = DateTime::parse_from_rfc3339(&d.time)
+        .map(seconds)
+        .unwrap_or_default();
+    s.set("strata_drill_last_timestamp_seconds", &set, when);
+    s.set("strata_drill_last_bytes", &set, d.bytes as f64);
+    s.set("strata_drill_last_errors", &set, d.errors as f64);
+    s.set(
+        "strata_drill_last_passed",
+        &set,
+        f64::from(u8::from(d.passed())),
+    );
+    if d.passed() {
+        s.set("strata_drill_last_success_timestamp_seconds", &set, when);
+    }
+    match &d.verify {
+        Some(v) => {
+            let code = v.exit_code.map_or(-1.0, f64::from);
+            s.set("strata_drill_last_verify_exit_code", &set, code);
+            s.set(
+                "strata_drill_last_verify_duration_seconds",
+                &set,
+                v.duration_secs,
+            );
+        }
+        None => {
+            s.remove("strata_drill_last_verify_exit_code", &set);
+            s.remove("strata_drill_last_verify_duration_seconds", &set);
+        }
+    }
+    // A failed drill measured no speed: an earlier drill's must not stand for it either.
+    let speed = [
+        (
+            "strata_drill_last_throughput_bytes_per_second",
+            d.throughput(),
+        ),
+        (
+            "strata_drill_last_projected_restore_seconds",
+            d.projected_secs,
+        ),
+    ];
+    for (name, value) in speed {
+        if d.errors == 0 {
+            s.set(name, &set, value);
+        } else {
+            s.remove(name, &set);
+        }
+    }
+}
+
+/// A set's objectives (what backups write: the alert rules compare ages with them).
+pub fn record_objectives(s: &mut Samples, set: &str, o: &crate::objectives::Objectives) {
+    let label = [("set", set)];
+    for (name, value) in [
+        ("strata_objective_rpo_seconds", o.rpo),
+        ("strata_objective_rto_seconds", o.rto),
+        ("strata_objective_drill_interval_seconds", o.drill_interval),
+    ] {
+        match value {
+            Some(d) => s.set(name, &label, d.num_seconds() as f64),
+            None => s.remove(name, &label),
+        }
+    }
+}
+
+/// A set's objectives judged (by `status`, `drill`): whether each holds and the projected
+/// restore time. An objective the set no longer has loses its series.
+pub fn record_assessment(s: &mut Samples, set: &str, a: &crate::objectives::Assessment) {
+    for (objective, verdict) in [("rpo", &a.rpo), ("rto", &a.rto), ("drill", &a.drill)] {
+        let labels = [("set", set), ("objective", objective)];
+        match verdict {
+            Some(v) => s.set(
+                "strata_objective_met",
+                &labels,
+                f64::from(u8::from(v.holds())),
+            ),
+            None => s.remove("strata_objective_met", &labels),
+        }
+    }
+    match &a.projection {
+        Some(p) => s.set(
+            "strata_rto_projected_seconds",
+            &[("set", set)],
+            p.total_secs(),
+        ),
+        None => s.remove("strata_rto_projected_seconds", &[("set", set)]),
+    }
 }
 
 #[cfg(test)]

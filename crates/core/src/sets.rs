@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::backup::BackupReport;
 use crate::error::{Error, Result};
+use crate::objectives::Objectives;
 use crate::retention::Policy;
-use crate::status::Freshness;
 
 /// A backup set.
 #[derive(Debug, Default, Deserialize, Clone)]
@@ -37,9 +37,24 @@ pub struct BackupSet {
     /// Stay on the file system of each path.
     #[serde(default)]
     pub one_file_system: bool,
-    /// The set is stale when its newest snapshot is older than this (default: twice its
-    /// smallest keep interval).
-    pub max_age: Option<String>,
+    /// The recovery point objective: the set is stale when its newest snapshot is older
+    /// than this (default: twice its smallest keep interval). `max-age` is its old name.
+    #[serde(alias = "max-age")]
+    pub rpo: Option<String>,
+    /// The recovery time objective: the longest a bare-machine restore of its newest
+    /// snapshot may take.
+    pub rto: Option<String>,
+    /// The longest since its last passing drill (default 31 days when it has an `rto` or
+    /// a `drill-verify`; else drills are not required).
+    pub drill_interval: Option<String>,
+    /// Run (`sh -c`) in the restored copy by each drill of the set; a failure fails the
+    /// drill.
+    pub drill_verify: Option<String>,
+    /// How long `drill-verify` may run (default 1h).
+    pub drill_verify_timeout: Option<String>,
+    /// The thaw tier a restore of its archived data would use (for the RTO projection;
+    /// default standard).
+    pub thaw_tier: Option<crate::backend::ThawTier>,
     /// Run (`sh -c`) after a backup of the set that exits 0, with [`hook_env`] in the
     /// environment.
     pub on_success: Option<String>,
@@ -103,16 +118,12 @@ impl Keep {
 }
 
 impl BackupSet {
-    /// How old the set's newest snapshot may be: `max-age`, else twice the smallest keep
-    /// interval (hourly: 2h, daily: 2d, weekly: 14d, monthly: 62d, yearly: 732d), else none.
+    /// How old the set's newest snapshot may be: `rpo` (or `max-age`), else twice the
+    /// smallest keep interval (hourly: 2h, daily: 2d, weekly: 14d, monthly: 62d, yearly:
+    /// 732d), else none.
     pub fn max_age(&self) -> Result<Option<chrono::Duration>> {
-        if let Some(d) = &self.max_age {
-            return crate::timespec::parse_duration(d)
-                .map(Some)
-                .map_err(|e| Error::BadInput {
-                    what: "max-age",
-                    reason: format!("max-age {d}: {e}"),
-                });
+        if let Some(d) = &self.rpo {
+            return duration("rpo", d).map(Some);
         }
         let k = &self.keep;
         let hours = [
@@ -128,16 +139,72 @@ impl BackupSet {
         Ok(hours.map(|h| chrono::Duration::hours(2 * h)))
     }
 
-    /// How fresh the set must be: `given` (a caller's override) or its own bound; a set
-    /// declared must have a snapshot.
-    pub fn freshness(&self, given: Option<chrono::Duration>) -> Result<Freshness> {
-        Ok(Freshness {
-            max_age: match given {
+    /// The set's objectives: its RPO (`given`, a caller's override, else its own bound),
+    /// RTO and drill interval; `classes` are the storage classes its data packs are
+    /// written in or moved to besides its own `data-storage-class`. A set declared must
+    /// have a snapshot.
+    pub fn objectives(
+        &self,
+        given: Option<chrono::Duration>,
+        classes: &[String],
+    ) -> Result<Objectives> {
+        let rto = self
+            .rto
+            .as_deref()
+            .map(|d| duration("rto", d))
+            .transpose()?;
+        let drill_interval = match &self.drill_interval {
+            Some(d) => Some(duration("drill-interval", d)?),
+            None if rto.is_some() || self.drill_verify.is_some() => {
+                Some(crate::objectives::DEFAULT_DRILL_INTERVAL)
+            }
+            None => None,
+        };
+        let mut all: Vec<String> = self.data_storage_class.iter().cloned().collect();
+        all.extend(
+            classes
+                .iter()
+                .filter(|c| !all.contains(c))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        Ok(Objectives {
+            rpo: match given {
                 Some(d) => Some(d),
                 None => self.max_age()?,
             },
+            rto,
+            drill_interval,
+            thaw_tier: self.thaw_tier.unwrap_or_default(),
+            classes: all,
             required: true,
         })
+    }
+
+    /// The set's verify command for drills, with its timeout.
+    pub fn drill_verify(&self) -> Result<Option<crate::drill::VerifyCommand>> {
+        let timeout = match &self.drill_verify_timeout {
+            Some(d) => duration("drill-verify-timeout", d)?
+                .to_std()
+                .unwrap_or(crate::drill::VERIFY_TIMEOUT),
+            None => crate::drill::VERIFY_TIMEOUT,
+        };
+        let Some(command) = &self.drill_verify else {
+            return Ok(None);
+        };
+        Ok(Some(crate::drill::VerifyCommand {
+            command: command.clone(),
+            timeout,
+        }))
+    }
+
+    /// Why the set's RTO cannot hold whatever a drill measures (its data's storage class
+    /// thaws too slowly), with the fix; `classes` as for [`BackupSet::objectives`].
+    pub fn unreachable_rto(&self, classes: &[String]) -> Result<Option<String>> {
+        let obj = self.objectives(None, classes)?;
+        Ok(obj
+            .rto
+            .and_then(|rto| crate::objectives::unreachable_rto(&obj, rto, None)))
     }
 
     /// Refuses a set that could not be backed up or kept as declared: a name that could
@@ -153,12 +220,20 @@ impl BackupSet {
             return Err(bad("no paths".into()));
         }
         self.keep.policy().map_err(|e| bad(e.to_string()))?;
-        self.max_age().map_err(|e| bad(e.to_string()))?;
+        self.objectives(None, &[]).map_err(|e| bad(e.to_string()))?;
+        self.drill_verify().map_err(|e| bad(e.to_string()))?;
         if let Some(class) = &self.data_storage_class {
             crate::backend::check_storage_class(class).map_err(|e| bad(e.to_string()))?;
         }
         Ok(())
     }
+}
+
+fn duration(what: &'static str, d: &str) -> Result<chrono::Duration> {
+    crate::timespec::parse_duration(d).map_err(|e| Error::BadInput {
+        what,
+        reason: format!("{what} {d}: {e}"),
+    })
 }
 
 /// The environment a set's hook sees after a backup that exited with `code` after
@@ -172,6 +247,7 @@ pub fn hook_env(
     error: Option<&str>,
 ) -> Vec<(&'static str, String)> {
     let mut env = vec![
+        ("STRATA_OPERATION", "backup".to_string()),
         ("STRATA_SET", set.to_string()),
         ("STRATA_EXIT_CODE", code.to_string()),
         ("STRATA_DURATION_SECONDS", format!("{duration:.3}")),
@@ -195,6 +271,26 @@ pub fn hook_env(
     env
 }
 
+/// The environment a set's `on-failure` hook sees after a drill that failed: the drill's
+/// snapshot, why it failed and its verify command's exit code.
+pub fn drill_hook_env(set: &str, drill: &crate::audit::Drill) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("STRATA_OPERATION", "drill".to_string()),
+        ("STRATA_SET", set.to_string()),
+        ("STRATA_EXIT_CODE", "1".to_string()),
+        (
+            "STRATA_DURATION_SECONDS",
+            format!("{:.3}", drill.duration_secs),
+        ),
+        ("STRATA_SNAPSHOT_ID", drill.snapshot.to_hex()),
+        ("STRATA_ERROR", format!("drill failed: {}", drill.failure())),
+    ];
+    if let Some(code) = drill.verify.as_ref().and_then(|v| v.exit_code) {
+        env.push(("STRATA_DRILL_VERIFY_EXIT_CODE", code.to_string()));
+    }
+    env
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +299,7 @@ mod tests {
         BackupSet {
             paths: vec!["/srv".into()],
             keep,
-            max_age: max_age.map(str::to_string),
+            rpo: max_age.map(str::to_string),
             ..Default::default()
         }
     }
@@ -240,14 +336,13 @@ mod tests {
         assert!(set(keep(0, 0, 0), Some("soon")).max_age().is_err());
         // A caller's bound wins; a declared set is required either way.
         let f = set(keep(24, 0, 0), None)
-            .freshness(Some(chrono::Duration::hours(5)))
+            .objectives(Some(chrono::Duration::hours(5)), &[])
             .unwrap();
-        assert_eq!(
-            (f.max_age.map(|d| d.num_hours()), f.required),
-            (Some(5), true)
-        );
-        let f = set(keep(24, 0, 0), None).freshness(None).unwrap();
-        assert_eq!(f.max_age.map(|d| d.num_hours()), Some(2));
+        assert_eq!((f.rpo.map(|d| d.num_hours()), f.required), (Some(5), true));
+        let f = set(keep(24, 0, 0), None).objectives(None, &[]).unwrap();
+        assert_eq!(f.rpo.map(|d| d.num_hours()), Some(2));
+        // No objective but freshness: no drills required.
+        assert_eq!((f.rto, f.drill_interval), (None, None));
     }
 
     #[test]

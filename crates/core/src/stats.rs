@@ -57,6 +57,61 @@ pub struct RequestEstimate {
     pub reads: u64,
 }
 
+/// The requests of the last 30 days of backups (as of `now`), estimated.
+pub fn requests_30d(
+    snapshots: &[(SnapshotId, Snapshot)],
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> RequestEstimate {
+    requests_since(snapshots, now - chrono::Duration::days(30))
+}
+
+/// The estimated monthly cost of storage and requests.
+#[derive(Debug, Default, Serialize)]
+pub struct MonthlyCost {
+    /// By item: a storage class, `PUT requests` or `GET requests`.
+    pub items: BTreeMap<String, f64>,
+    /// Storage classes used that `prices` has no price for.
+    pub unpriced: Vec<String>,
+}
+
+impl MonthlyCost {
+    /// The whole.
+    pub fn total(&self) -> f64 {
+        self.items.values().sum()
+    }
+}
+
+/// The monthly cost of `classes` and `requests` at `prices`: per GB-month (10^9 bytes, as
+/// providers bill) by storage class, and per thousand requests (`put-per-1000`,
+/// `get-per-1000`).
+pub fn monthly_cost(
+    classes: &[ClassUsage],
+    requests: &RequestEstimate,
+    prices: &BTreeMap<String, f64>,
+) -> MonthlyCost {
+    let mut cost = MonthlyCost::default();
+    for c in classes {
+        match prices.get(&c.storage_class) {
+            Some(p) => {
+                *cost.items.entry(c.storage_class.clone()).or_default() += c.bytes as f64 / 1e9 * p
+            }
+            None if !prices.is_empty() && !cost.unpriced.contains(&c.storage_class) => {
+                cost.unpriced.push(c.storage_class.clone())
+            }
+            None => {}
+        }
+    }
+    for (key, n, label) in [
+        ("put-per-1000", requests.writes, "PUT requests"),
+        ("get-per-1000", requests.reads, "GET requests"),
+    ] {
+        if let Some(p) = prices.get(key) {
+            *cost.items.entry(label.into()).or_default() += n as f64 / 1000.0 * p;
+        }
+    }
+    cost
+}
+
 fn requests_since(
     snapshots: &[(SnapshotId, Snapshot)],
     since: chrono::DateTime<chrono::FixedOffset>,
@@ -146,10 +201,7 @@ pub fn run(repo: &Repository, sets: &[String]) -> Result<Stats> {
         growth.push(g);
     }
     let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-    let requests_30d = requests_since(
-        &snapshots,
-        crate::timespec::now() - chrono::Duration::days(30),
-    );
+    let requests_30d = requests_30d(&snapshots, crate::timespec::now());
     Ok(Stats {
         restore_bytes,
         logical_bytes: logical,

@@ -6,16 +6,8 @@ use std::collections::HashMap;
 
 use crate::audit::Drill;
 use crate::id::SnapshotId;
+use crate::objectives::{self, Assessment, Evidence, Objectives};
 use crate::repo::snapshot::{Lineage, Snapshot};
-
-/// How fresh a set must be.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Freshness {
-    /// The oldest its newest snapshot may be; none: no bound.
-    pub max_age: Option<chrono::Duration>,
-    /// A set that must have a snapshot (one the configuration defines): none is stale.
-    pub required: bool,
-}
 
 /// One set's state at an instant.
 #[derive(Clone, Debug)]
@@ -26,46 +18,54 @@ pub struct SetStatus {
     pub snapshot: Option<(SnapshotId, Snapshot)>,
     /// That snapshot's age in seconds.
     pub age_secs: Option<f64>,
-    /// The bound it is held against.
+    /// The bound it is held against (its RPO).
     pub max_age: Option<chrono::Duration>,
     /// Older than the bound, or missing where one is required.
     pub stale: bool,
     /// The last restore drill of its lineage.
     pub last_drill: Option<Drill>,
+    /// Its objectives, judged.
+    pub objectives: Assessment,
 }
 
-/// Each set's status at `now`, from its newest snapshot (`picks`), its freshness bound
-/// (sets without one have none and are not required) and the last drills per lineage.
+/// Each set's status at `now`, from its newest snapshot (`picks`), its objectives (sets
+/// without have none and are not required) and the drills per lineage (oldest first).
 pub fn assess(
     picks: Vec<(String, Option<(SnapshotId, Snapshot)>)>,
-    freshness: &HashMap<String, Freshness>,
-    drills: &HashMap<Lineage, Drill>,
+    objectives: &HashMap<String, Objectives>,
+    drills: &HashMap<Lineage, Vec<Drill>>,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> Vec<SetStatus> {
     picks
         .into_iter()
         .map(|(set, snapshot)| {
-            let f = freshness.get(&set).copied().unwrap_or_default();
+            let obj = objectives.get(&set).cloned().unwrap_or_default();
             let age_secs = snapshot
                 .as_ref()
                 .and_then(|(_, s)| s.datetime())
                 .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
-            let stale = match (age_secs, f.max_age) {
-                (None, _) => f.required,
-                (Some(a), Some(m)) => a > m.num_seconds() as f64,
-                (Some(_), None) => false,
-            };
-            let last_drill = snapshot
+            let history: &[Drill] = snapshot
                 .as_ref()
                 .and_then(|(_, s)| drills.get(&s.lineage()))
-                .cloned();
+                .or_else(|| drills.get(&Lineage::Set(set.clone())))
+                .map_or(&[], Vec::as_slice);
+            let judged = objectives::assess(
+                &obj,
+                &Evidence {
+                    newest: snapshot.as_ref().map(|(_, s)| s),
+                    age_secs,
+                    drills: history,
+                    now,
+                },
+            );
             SetStatus {
                 set,
-                snapshot,
                 age_secs,
-                max_age: f.max_age,
-                stale,
-                last_drill,
+                max_age: obj.rpo,
+                stale: judged.rpo.as_ref().is_some_and(|v| !v.holds()),
+                last_drill: history.last().cloned(),
+                snapshot,
+                objectives: judged,
             }
         })
         .collect()
@@ -99,36 +99,15 @@ mod tests {
     fn a_set_is_stale_past_its_bound_or_when_a_required_one_has_none() {
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T12:00:00Z").unwrap();
         let hour = Some(chrono::Duration::hours(1));
-        let freshness = HashMap::from([
-            (
-                "fresh".to_string(),
-                Freshness {
-                    max_age: hour,
-                    required: true,
-                },
-            ),
-            (
-                "old".to_string(),
-                Freshness {
-                    max_age: hour,
-                    required: true,
-                },
-            ),
-            (
-                "edge".to_string(),
-                Freshness {
-                    max_age: hour,
-                    required: true,
-                },
-            ),
-            (
-                "none".to_string(),
-                Freshness {
-                    max_age: hour,
-                    required: true,
-                },
-            ),
-        ]);
+        let bound = Objectives {
+            rpo: hour,
+            required: true,
+            ..Default::default()
+        };
+        let freshness: HashMap<String, Objectives> = ["fresh", "old", "edge", "none"]
+            .into_iter()
+            .map(|s| (s.to_string(), bound.clone()))
+            .collect();
         let picks = vec![
             (
                 "fresh".to_string(),

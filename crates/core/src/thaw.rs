@@ -268,6 +268,25 @@ fn listed_data(repo: &Repository) -> Result<HashMap<String, (u64, Option<String>
         .collect())
 }
 
+/// Packs and bytes of `packs` per storage class (`STANDARD` where the store names none):
+/// one listing.
+pub fn classes_of(
+    repo: &Repository,
+    packs: &BTreeSet<PackId>,
+) -> Result<std::collections::BTreeMap<String, (u64, u64)>> {
+    let listed = listed_data(repo)?;
+    let mut out: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for pack in packs {
+        let (size, class) = listed.get(&pack.to_hex()).cloned().unwrap_or_default();
+        let e = out
+            .entry(class.unwrap_or_else(|| "STANDARD".into()))
+            .or_default();
+        e.0 += 1;
+        e.1 += size;
+    }
+    Ok(out)
+}
+
 fn archived_class(class: &Option<String>) -> bool {
     class
         .as_deref()

@@ -259,16 +259,40 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
     let (id, snap) = f.backup("src", &refs);
     let scratch = f.path("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let run = |sample| {
+    let run_verified = |sample, verify: Option<&str>| {
         let opts = DrillOptions {
             sample,
             scratch: scratch.clone(),
             cold: None,
+            verify: verify.map(|c| drill::VerifyCommand {
+                command: c.into(),
+                timeout: std::time::Duration::from_secs(60),
+            }),
         };
         drill::run(&f.repo, &id, &snap, &opts, &NoProgress).unwrap()
     };
+    let run = |sample| run_verified(sample, None);
     let full = run(1.0);
     assert!(full.errors.is_empty(), "{:?}", full.errors);
+    assert!(full.drill.passed() && full.drill.verify.is_none());
+    // What a bare machine reads first, and the classes of the packs it needs.
+    assert!(full.drill.index_bytes > 0);
+    let classes = &full.drill.data_classes;
+    assert_eq!(classes.len(), 1, "{classes:?}");
+    assert_eq!(classes[0].class, "STANDARD");
+    assert!(
+        classes[0].packs > 0 && classes[0].bytes > 100_000,
+        "{classes:?}"
+    );
+    // The operator's check runs in the restored copy; its failure fails the drill.
+    let ok = run_verified(1.0, Some("find . -name f39 | grep -q ."));
+    let v = ok.drill.verify.as_ref().unwrap();
+    assert_eq!((v.exit_code, ok.drill.passed()), (Some(0), true), "{v:?}");
+    let bad = run_verified(1.0, Some("echo missing >&2; exit 7"));
+    let v = bad.drill.verify.as_ref().unwrap();
+    assert_eq!((v.exit_code, bad.drill.passed()), (Some(7), false));
+    assert_eq!(v.output_tail, "missing\n");
+    assert_eq!(bad.drill.errors, 0, "the bytes were fine");
     assert_eq!(full.drill.files, 40);
     assert_eq!(full.drill.bytes, 200_000);
     assert_eq!(full.drill.snapshot_bytes, 200_000);
@@ -292,7 +316,8 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
         &DrillOptions {
             sample: 0.0,
             scratch: scratch.clone(),
-            cold: None
+            cold: None,
+            verify: None,
         },
         &NoProgress
     )

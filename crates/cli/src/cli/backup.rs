@@ -146,6 +146,9 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
         .into_iter()
         .map(|name| {
             let set = global.file.set(&name)?;
+            if let Ok(Some(why)) = set.unreachable_rto(&[]) {
+                eprintln!("warning: set {name}: {}", output::plain(&why));
+            }
             // The set's excludes plus the command line's; other flags replace the set's.
             let mut patterns = read_patterns(&set.exclude, &set.exclude_file)?;
             patterns.extend(cli_patterns.iter().cloned());
@@ -237,7 +240,21 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
     // One set alone (or paths): its error is the run's, before the repository is opened.
     // Of several, a set that fails its checks fails alone, told like any failed set.
     if !several && excludes.first().is_some_and(|x| x.is_err()) {
-        return Err(excludes.remove(0).unwrap_err());
+        let e = excludes.remove(0).unwrap_err();
+        // Still a failed backup of the set to its metrics and on-failure hook: cron's
+        // mail is not the only alert (a missing source path, say).
+        if let Some(job) = jobs.first().filter(|j| j.set.is_some()) {
+            let label = job_label(job);
+            let run = Run {
+                label: &label,
+                hooks: job.set.as_ref().and_then(|s| global.file.sets.get(s)),
+                stop: None,
+                started: timespec::now(),
+                duration_secs: 0.0,
+            };
+            run.tell(global, None, exit::code_of_anyhow(&e), None, Some(&e));
+        }
+        return Err(e);
     }
     let repo = open_or_tell(global, &jobs)?;
     let stop = super::stop_on_signals()?;
@@ -491,18 +508,23 @@ impl Run<'_> {
                 let refs: Vec<_> = l.iter().collect();
                 strata::stats::set_growth(self.label, &refs).anomaly
             });
-            monitor::record_backup(
-                global,
-                &metrics::BackupRun {
-                    set: self.label,
-                    started: self.started,
-                    duration_secs: self.duration_secs,
-                    exit_code: code,
-                    report,
-                    snapshots,
-                    anomaly,
-                },
-            );
+            let run = metrics::BackupRun {
+                set: self.label,
+                started: self.started,
+                duration_secs: self.duration_secs,
+                exit_code: code,
+                report,
+                snapshots,
+                anomaly,
+            };
+            // The set's objectives beside its times: the alert rules compare the two.
+            let objectives = self.hooks.and_then(|set| set.objectives(None, &[]).ok());
+            global.update_metrics(|s| {
+                metrics::record_backup(s, &run);
+                if let Some(o) = &objectives {
+                    metrics::record_objectives(s, self.label, o);
+                }
+            });
         }
         let hook = self.hooks.and_then(|h| h.hook_for(code == exit::OK));
         if let Some((what, cmd)) = hook {

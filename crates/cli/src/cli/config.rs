@@ -92,6 +92,18 @@ impl ConfigFile {
         Ok(cfg)
     }
 
+    /// Each set whose RTO its data's storage class cannot meet, whatever a drill measures
+    /// (an archive class whose thaw alone is longer), with the fix.
+    pub fn objective_warnings(&self) -> Vec<String> {
+        self.sets
+            .iter()
+            .filter_map(|(name, set)| {
+                let why = set.unreachable_rto(&[]).ok().flatten()?;
+                Some(format!("set {name}: {why}"))
+            })
+            .collect()
+    }
+
     /// The keep policy of set `name`: a `[sets.NAME]`, or `postgres.CLUSTER` for the base
     /// backups of a `[postgres.CLUSTER]`.
     pub fn keep_of(&self, name: &str) -> anyhow::Result<&Keep> {
@@ -145,6 +157,24 @@ mod tests {
             cfg.sets["metrics"].data_storage_class.as_deref(),
             Some("STANDARD_IA")
         );
+        // The runbook's tiers, every one reachable from its storage class.
+        let rto = |s: &str| cfg.sets[s].objectives(None, &[]).unwrap().rto.unwrap();
+        assert_eq!(rto("critical").num_hours(), 1);
+        assert_eq!(rto("full").num_hours(), 4);
+        assert!(
+            cfg.objective_warnings().is_empty(),
+            "{:?}",
+            cfg.objective_warnings()
+        );
+        // With the runbook's literal "S3 Glacier", the full set's 4 hours cannot hold.
+        let glacier = text.replace(
+            "\"GLACIER_IR\"\none-file-system",
+            "\"GLACIER\"\none-file-system",
+        );
+        let cfg = ConfigFile::parse(&glacier, Path::new("example")).unwrap();
+        let warnings = cfg.objective_warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("set full: data in GLACIER takes up to 5h"));
     }
 
     #[test]

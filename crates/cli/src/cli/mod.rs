@@ -16,6 +16,7 @@ mod output;
 mod pg;
 mod prune;
 mod repair;
+mod report;
 mod restore;
 mod wal;
 mod watch;
@@ -117,13 +118,18 @@ enum Command {
     Cat(browse::CatArgs),
     /// Write a file, or a directory as a tar archive, from a snapshot to standard output.
     Dump(browse::DumpArgs),
-    /// Per set: the newest snapshot and its age, the last drill, and how much verification
-    /// covers; exits 1 when a set's newest snapshot is older than its max-age.
+    /// Per set: the newest snapshot and its age, the last drill, its recovery objectives
+    /// (rpo, rto, drill interval) judged, and how much verification covers; exits 1 when
+    /// an objective does not hold or cannot be judged.
     Status(watch::StatusArgs),
     /// Restore drill: restore the newest snapshot of each set (or a sample of its files)
-    /// into a temporary directory, verify every byte, remove it, and record the speed and
-    /// the projected full-restore time in the repository.
+    /// into a temporary directory, verify every byte, run the set's drill-verify command
+    /// in it, remove it, and record the outcome, the speed and the projected full-restore
+    /// time in the repository.
     Drill(watch::DrillArgs),
+    /// A report of each set's objectives, backups, drills, verification and storage: a
+    /// self-contained HTML page (--html FILE) or JSON.
+    Report(report::ReportArgs),
     /// Sizes, deduplication and compression, bytes and estimated monthly cost by storage
     /// class, and each set's growth with a size-anomaly flag.
     Stats(watch::StatsArgs),
@@ -196,6 +202,13 @@ pub fn main() -> i32 {
             return failed(exit::FAILURE);
         }
     }
+    // Said where the sets are set up and proven (a backup says it of the sets it backs
+    // up; status judges it): an RTO its storage class cannot meet.
+    if matches!(cli.command, Command::Init(_) | Command::Drill(_)) {
+        for w in cli.global.file.objective_warnings() {
+            eprintln!("warning: {}", output::plain(&w));
+        }
+    }
     let result = match cli.command {
         Command::Init(args) => init::run(&cli.global, args),
         Command::Backup(args) => backup::run(&cli.global, args),
@@ -208,6 +221,7 @@ pub fn main() -> i32 {
         Command::WarmUp(args) => restore::warm_up(&cli.global, args),
         Command::Drill(args) => watch::drill(&cli.global, args),
         Command::Stats(args) => watch::stats(&cli.global, args),
+        Command::Report(args) => report::run(&cli.global, args),
         Command::Find(args) => history::find(&cli.global, args),
         Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),

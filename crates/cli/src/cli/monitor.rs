@@ -2,7 +2,7 @@
 
 use std::os::fd::AsFd;
 
-use strata::metrics::{self, MetricsFile, Samples};
+use strata::metrics::{MetricsFile, Samples};
 
 use super::output;
 use super::Global;
@@ -48,9 +48,4 @@ pub fn run_hook(
         strata::hooks::HookOutcome::Succeeded => {}
         outcome => eprintln!("warning: {what} hook {cmd:?} {outcome}"),
     }
-}
-
-/// Records a backup run in the metrics file.
-pub fn record_backup(global: &Global, run: &metrics::BackupRun<'_>) {
-    global.update_metrics(|s| metrics::record_backup(s, run));
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
-use strata::audit::{self, Coverage, Drill};
+use strata::audit::{self, Coverage};
 use strata::drill::{self, DrillOptions};
 use strata::metrics;
 use strata::status;
@@ -29,16 +29,20 @@ pub struct DrillArgs {
     /// the system's temporary directory). Give one on the disk a real restore would use.
     #[arg(long)]
     target: Option<PathBuf>,
+    /// Only the sets whose drill is due: no passing drill within their drill interval, or
+    /// a last drill that failed (for a daily timer: each set is drilled on its schedule).
+    #[arg(long)]
+    due: bool,
     #[command(flatten)]
     cold: super::restore::ColdArgs,
 }
 
 /// A set's (or lineage's) name and its newest snapshot, if it has one.
-type Pick = (String, Option<(SnapshotId, Snapshot)>);
+pub(super) type Pick = (String, Option<(SnapshotId, Snapshot)>);
 
 /// The snapshots to look at: the newest of each set named, else of each configured set,
 /// else of every lineage.
-fn newest(
+pub(super) fn newest(
     global: &Global,
     all: Vec<(SnapshotId, Snapshot)>,
     names: &[String],
@@ -99,54 +103,140 @@ fn check_known(
 }
 
 pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
-    let sample = match &args.sample {
-        Some(s) => {
-            let p: f64 = s
-                .strip_suffix('%')
-                .and_then(|p| p.trim().parse().ok())
-                .filter(|p| *p > 0.0 && *p <= 100.0)
-                .ok_or_else(|| {
-                    exit::usage(format!(
-                        "--sample {s:?}: give a percentage in (0, 100], e.g. 2%"
-                    ))
-                })?;
-            p / 100.0
-        }
-        None => 1.0,
-    };
+    let sample = parse_sample(args.sample.as_deref())?;
     let scratch = args.target.clone().unwrap_or_else(std::env::temp_dir);
     remove_scratch_on_signals(&scratch)?;
     let repo = global.open()?;
-    let picks = newest(global, repo.snapshots().list()?, &args.sets)?;
+    let all = repo.snapshots().list()?;
+    let mut picks = newest(global, all.clone(), &args.sets)?;
+    let classes = data_classes(repo.config().data_storage_class.as_deref(), &[]);
+    if args.due {
+        let records = audit::load(&repo)?;
+        let judged = judge(global, picks.clone(), &all, &records, &classes, None)?.rows;
+        picks.retain(|(name, _)| {
+            let row = judged.iter().find(|r| &r.set == name);
+            row.is_some_and(|r| r.objectives.drill.as_ref().is_some_and(|v| !v.holds()))
+        });
+        if picks.is_empty() && !global.quiet && !global.json {
+            println!("no drill is due");
+        }
+    }
     let mut code = exit::OK;
     let mut reports = Vec::new();
-    for (name, pick) in picks {
+    for (name, pick) in picks.clone() {
         let Some((id, snap)) = pick else {
             eprintln!("error: set {name}: no snapshot to drill");
             code = exit::FAILURE;
             continue;
         };
+        let set = global.file.sets.get(&name);
         let bar = Bar::new(global.show_progress(), false, "drill").quiet(global.quiet);
         let opts = DrillOptions {
             sample,
             scratch: scratch.clone(),
             cold: args.cold.wait(),
+            verify: set.map(|s| s.drill_verify()).transpose()?.flatten(),
         };
         let report = drill::run(&repo, &id, &snap, &opts, &bar)?;
         bar.finish();
-        global.update_metrics(|s| record_drill(s, &name, &report.drill));
-        if !report.errors.is_empty() {
+        global.update_metrics(|s| metrics::record_drill(s, &name, &report.drill));
+        if !report.drill.passed() {
             code = exit::FAILURE;
+            if let Some(cmd) = set.and_then(|s| s.on_failure.as_deref()) {
+                let env = strata::sets::drill_hook_env(&name, &report.drill);
+                super::monitor::run_hook(&format!("set {name}: on-failure"), cmd, &env, None);
+            }
         }
         if !global.json {
             print_drill(&name, &report, global.quiet);
         }
         reports.push(json!({"set": name, "report": report}));
     }
+    // The objectives as the drills leave them, for the metrics file.
+    if global.metrics().is_some() && !reports.is_empty() {
+        let records = audit::load(&repo)?;
+        let judged = judge(global, picks, &all, &records, &classes, None)?.rows;
+        global.update_metrics(|s| {
+            for r in &judged {
+                metrics::record_assessment(s, &r.set, &r.objectives);
+            }
+        });
+    }
     if global.json {
         output::print_json(&serde_json::Value::Array(reports));
     }
     Ok(code)
+}
+
+/// `--sample P%` as a share in (0, 1]; none: 1.
+fn parse_sample(sample: Option<&str>) -> anyhow::Result<f64> {
+    let Some(s) = sample else {
+        return Ok(1.0);
+    };
+    let p: f64 = s
+        .strip_suffix('%')
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|p| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| {
+            exit::usage(format!(
+                "--sample {s:?}: give a percentage in (0, 100], e.g. 2%"
+            ))
+        })?;
+    Ok(p / 100.0)
+}
+
+/// The storage classes data packs are written in (the repository's default) or moved to
+/// (by lifecycle rules): what the sets' RTOs must allow for besides their own class.
+pub(super) fn data_classes(
+    repository_class: Option<&str>,
+    lifecycle: &[strata::backend::lifecycle::Danger],
+) -> Vec<String> {
+    let mut classes: Vec<String> = repository_class.into_iter().map(str::to_string).collect();
+    classes.extend(lifecycle.iter().filter_map(|d| d.archives_data_to.clone()));
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
+/// The sets judged: each pick's state, the objectives it was held to, and every
+/// lineage's drills (oldest first).
+pub(super) struct Judged {
+    pub rows: Vec<status::SetStatus>,
+    pub objectives: std::collections::HashMap<String, strata::objectives::Objectives>,
+    pub drills: std::collections::HashMap<Lineage, Vec<audit::Drill>>,
+}
+
+/// Each pick's state and objectives, judged now: configured sets by their objectives
+/// (`given_rpo` overriding their RPO), other lineages by `given_rpo` alone.
+pub(super) fn judge(
+    global: &Global,
+    picks: Vec<Pick>,
+    all: &[(SnapshotId, Snapshot)],
+    records: &[(strata::AuditId, audit::Audit)],
+    classes: &[String],
+    given_rpo: Option<chrono::Duration>,
+) -> anyhow::Result<Judged> {
+    let lineages: std::collections::HashMap<SnapshotId, Lineage> =
+        all.iter().map(|(id, s)| (*id, s.lineage())).collect();
+    let drills = audit::drills_by_lineage(records, |id| lineages.get(id).cloned());
+    let mut objectives = std::collections::HashMap::new();
+    for (name, _) in &picks {
+        let o = match global.file.sets.get(name) {
+            Some(set) => set.objectives(given_rpo, classes)?,
+            // A lineage without a set: held to the bound given, never required.
+            None => strata::objectives::Objectives {
+                rpo: given_rpo,
+                ..Default::default()
+            },
+        };
+        objectives.insert(name.clone(), o);
+    }
+    let rows = status::assess(picks, &objectives, &drills, strata::timespec::now());
+    Ok(Judged {
+        rows,
+        objectives,
+        drills,
+    })
 }
 
 /// SIGINT or SIGTERM during a drill: what it restored is decrypted data, which must not
@@ -170,10 +260,25 @@ fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
     for e in &r.errors {
         eprintln!("error: set {name}: {}", output::plain(e));
     }
+    let d = &r.drill;
+    if let Some(v) = d.verify.as_ref().filter(|v| !v.passed()) {
+        eprintln!(
+            "error: set {name}: drill verify {:?} {} after {:.1}s; its output ended:\n{}",
+            v.command,
+            v.outcome,
+            v.duration_secs,
+            output::plain(v.output_tail.trim_end())
+        );
+    }
     if quiet {
         return;
     }
-    let d = &r.drill;
+    if let Some(v) = d.verify.as_ref().filter(|v| v.passed()) {
+        println!(
+            "set {name}: drill verify {:?} passed in {:.1}s",
+            v.command, v.duration_secs
+        );
+    }
     if d.errors > 0 {
         println!(
             "set {name}: drill of snapshot {} FAILED: {} error(s) in {} files; no restore time \
@@ -207,33 +312,8 @@ fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
         output::bytes(d.snapshot_bytes),
         output::age(d.projected_secs)
     );
-}
-
-fn record_drill(s: &mut metrics::Samples, set: &str, d: &Drill) {
-    let set = [("set", set)];
-    let when = chrono::DateTime::parse_from_rfc3339(&d.time)
-        .map(metrics::seconds)
-        .unwrap_or_default();
-    s.set("strata_drill_last_timestamp_seconds", &set, when);
-    s.set("strata_drill_last_bytes", &set, d.bytes as f64);
-    s.set("strata_drill_last_errors", &set, d.errors as f64);
-    // A failed drill measured no speed: an earlier drill's must not stand for it either.
-    let speed = [
-        (
-            "strata_drill_last_throughput_bytes_per_second",
-            d.throughput(),
-        ),
-        (
-            "strata_drill_last_projected_restore_seconds",
-            d.projected_secs,
-        ),
-    ];
-    for (name, value) in speed {
-        if d.errors == 0 {
-            s.set(name, &set, value);
-        } else {
-            s.remove(name, &set);
-        }
+    if !d.passed() {
+        println!("set {name}: drill FAILED: {}", output::plain(&d.failure()));
     }
 }
 
@@ -250,9 +330,10 @@ pub struct StatusArgs {
     max_age: Option<String>,
 }
 
-/// `status`: per set the newest snapshot and its age, the last drill, and the repository's
-/// verification; exit 1 when a set is stale. Cheap: the index is not synced, and a warm
-/// cache leaves four requests (config, keys, snapshots and audit listings).
+/// `status`: per set the newest snapshot and its age, the last drill, its objectives
+/// judged, and the repository's verification; exit 1 when an objective of a set does not
+/// hold (or cannot be judged). Cheap: the index is not synced, and a warm cache leaves
+/// four requests (config, keys, snapshots and audit listings).
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     let given_max = args
         .max_age
@@ -264,18 +345,15 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let repo = global.open_metadata()?;
     let all = repo.snapshots().list()?;
-    let lineages: std::collections::HashMap<SnapshotId, Lineage> =
-        all.iter().map(|(id, s)| (*id, s.lineage())).collect();
     let picks = if args.all {
-        strata::select_per_lineage(all, None, &SnapshotFilter::default())
+        strata::select_per_lineage(all.clone(), None, &SnapshotFilter::default())
             .into_iter()
             .map(|(lineage, id, s)| (lineage.label(), Some((id, s))))
             .collect()
     } else {
-        newest(global, all, &args.sets)?
+        newest(global, all.clone(), &args.sets)?
     };
     let records = repo.audit_records()?;
-    let drills = audit::last_drills(&records, |id| lineages.get(id).cloned());
     // Asked of the store once a day from one machine: status stays a few requests.
     let lifecycle = match repo.lifecycle_dangers(Some(std::time::Duration::from_secs(86_400))) {
         Ok(d) => d.unwrap_or_default(),
@@ -287,36 +365,41 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     for d in &lifecycle {
         eprintln!("warning: {d}; {}", strata::backend::lifecycle::FIX);
     }
-    let now = strata::timespec::now();
-    let coverage = repo.coverage(&records, now)?;
-    let mut freshness = std::collections::HashMap::new();
-    for (name, _) in &picks {
-        let f = match global.file.sets.get(name) {
-            Some(set) => set.freshness(given_max)?,
-            // A lineage without a set: held to the bound given, never required.
-            None => status::Freshness {
-                max_age: given_max,
-                required: false,
-            },
-        };
-        freshness.insert(name.clone(), f);
-    }
-    let rows = status::assess(picks, &freshness, &drills, now);
+    let coverage = repo.coverage(&records, strata::timespec::now())?;
+    let classes = data_classes(repo.config().data_storage_class.as_deref(), &lifecycle);
+    let rows = judge(global, picks, &all, &records, &classes, given_max)?.rows;
+    global.update_metrics(|s| {
+        for r in &rows {
+            metrics::record_assessment(s, &r.set, &r.objectives);
+        }
+    });
     if global.json {
         output::print_json(&status_json(&rows, &coverage, &lifecycle));
     } else {
         print_status(&rows, &coverage);
     }
-    let stale_sets: Vec<&str> = rows
+    let failing: Vec<String> = rows
+        .iter()
+        .flat_map(|r| {
+            r.objectives
+                .verdicts()
+                .filter(|(_, v)| !v.holds())
+                .map(|(what, v)| format!("{} {what} {}", r.set, v.state()))
+        })
+        .collect();
+    let stale: Vec<&str> = rows
         .iter()
         .filter(|r| r.stale)
         .map(|r| r.set.as_str())
         .collect();
-    if !stale_sets.is_empty() {
+    if !stale.is_empty() {
         eprintln!(
-            "stale: {} (newest snapshot older than its max-age, or none)",
-            stale_sets.join(", ")
+            "stale: {} (newest snapshot older than its rpo, or none)",
+            stale.join(", ")
         );
+    }
+    if !failing.is_empty() {
+        eprintln!("objectives not met: {}", failing.join(", "));
         return Ok(exit::FAILURE);
     }
     Ok(exit::OK)
@@ -345,6 +428,8 @@ fn status_json(
                 "max_age_secs": r.max_age.map(|m| m.num_seconds()),
                 "stale": r.stale,
                 "last_drill": r.last_drill,
+                "objectives": r.objectives,
+                "objectives_hold": r.objectives.holds(),
             })
         })
         .collect();
@@ -408,6 +493,13 @@ fn print_status(rows: &[status::SetStatus], coverage: &Coverage) {
             ),
             None => println!("  no drill yet"),
         }
+        for (what, v) in r.objectives.verdicts() {
+            let state = match v.holds() {
+                true => "holds",
+                false => &v.state().to_uppercase(),
+            };
+            println!("  {what}: {state}: {}", output::plain(v.reason()));
+        }
     }
     match &coverage.last_check {
         Some(t) => println!(
@@ -433,44 +525,8 @@ pub struct StatsArgs {
     sets: Vec<String>,
 }
 
-/// The estimated monthly cost per storage class and request kind (GB-month, 10^9 bytes,
-/// as providers bill), and the classes `prices` has no price for.
-fn monthly_cost<'a>(
-    st: &'a strata::stats::Stats,
-    prices: &std::collections::BTreeMap<String, f64>,
-) -> (std::collections::BTreeMap<&'a str, f64>, Vec<&'a str>) {
-    // Per class, GB-month (10^9 bytes) as providers bill.
-    let mut cost: std::collections::BTreeMap<&str, f64> = Default::default();
-    for c in &st.classes {
-        if let Some(p) = prices.get(&c.storage_class) {
-            *cost.entry(c.storage_class.as_str()).or_default() += c.bytes as f64 / 1e9 * p;
-        }
-    }
-    let r = &st.requests_30d;
-    for (key, n, label) in [
-        ("put-per-1000", r.writes, "PUT requests"),
-        ("get-per-1000", r.reads, "GET requests"),
-    ] {
-        if let Some(p) = prices.get(key) {
-            *cost.entry(label).or_default() += n as f64 / 1000.0 * p;
-        }
-    }
-    let mut unpriced: Vec<&str> = st
-        .classes
-        .iter()
-        .map(|c| c.storage_class.as_str())
-        .filter(|c| !prices.is_empty() && !prices.contains_key(*c))
-        .collect();
-    unpriced.dedup();
-    (cost, unpriced)
-}
-
 /// `stats` in words.
-fn print_stats(
-    st: &strata::stats::Stats,
-    cost: &std::collections::BTreeMap<&str, f64>,
-    unpriced: &[&str],
-) {
+fn print_stats(st: &strata::stats::Stats, cost: &strata::stats::MonthlyCost) {
     let r = &st.requests_30d;
     println!(
         "newest snapshot of each set: {}; all {} snapshots: {}",
@@ -495,17 +551,18 @@ fn print_stats(
             output::bytes(c.bytes)
         );
     }
-    if !cost.is_empty() {
-        let total: f64 = cost.values().sum();
-        let parts: Vec<String> = cost.iter().map(|(c, v)| format!("{c} {v:.2}")).collect();
-        println!("monthly cost: {total:.2} ({})", parts.join(", "));
+    if !cost.items.is_empty() {
+        let parts: Vec<String> = (cost.items.iter())
+            .map(|(c, v)| format!("{c} {v:.2}"))
+            .collect();
+        println!("monthly cost: {:.2} ({})", cost.total(), parts.join(", "));
         println!(
             "  requests: {} writes and {} reads by {} backups in the last 30 days (estimated)",
             r.writes, r.reads, r.backups
         );
     }
-    if !unpriced.is_empty() {
-        println!("no price for: {}", unpriced.join(", "));
+    if !cost.unpriced.is_empty() {
+        println!("no price for: {}", cost.unpriced.join(", "));
     }
     for g in &st.sets {
         println!(
@@ -536,7 +593,7 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
         check_known(global, &repo.snapshots().list()?, &args.sets)?;
     }
     let st = strata::stats::run(&repo, &args.sets)?;
-    let (cost, unpriced) = monthly_cost(&st, &global.file.prices);
+    let cost = strata::stats::monthly_cost(&st.classes, &st.requests_30d, &global.file.prices);
     global.update_metrics(|s| {
         metrics::record_usage(s, &st.classes);
         for g in &st.sets {
@@ -544,16 +601,16 @@ pub fn stats(global: &Global, args: StatsArgs) -> anyhow::Result<i32> {
             s.set("strata_backup_size_anomaly", &[("set", &g.set)], flag);
         }
         s.clear("strata_repository_monthly_cost");
-        for (item, c) in &cost {
+        for (item, c) in &cost.items {
             s.set("strata_repository_monthly_cost", &[("item", item)], *c);
         }
     });
     if global.json {
         let mut v = serde_json::to_value(&st)?;
-        v["monthly_cost"] = json!(cost);
+        v["monthly_cost"] = json!(cost.items);
         output::print_json(&v);
         return Ok(exit::OK);
     }
-    print_stats(&st, &cost, &unpriced);
+    print_stats(&st, &cost);
     Ok(exit::OK)
 }

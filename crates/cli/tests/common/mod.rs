@@ -278,6 +278,7 @@ pub fn file_kind(kind: &str) -> strata::backend::FileKind {
         "locks" => FileKind::Lock,
         "wal" => FileKind::Wal,
         "roots" => FileKind::Root,
+        "audit" => FileKind::Audit,
         other => panic!("unknown kind {other}"),
     }
 }

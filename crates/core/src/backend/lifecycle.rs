@@ -39,6 +39,9 @@ pub struct Danger {
     /// Whether it destroys data or blocks reads of metadata (refused by `init`), rather
     /// than only making data packs need a thaw before a restore.
     pub severe: bool,
+    /// The archive class it moves data packs to (what a restore must then thaw).
+    #[serde(default)]
+    pub archives_data_to: Option<String>,
 }
 
 impl std::fmt::Display for Danger {
@@ -78,6 +81,7 @@ pub fn dangers(rules: &[LifecycleRule], prefix: &str) -> Vec<Danger> {
                      would go with them"
                 ),
                 severe: true,
+                archives_data_to: None,
             });
         }
         for (when, class) in &r.transitions {
@@ -98,6 +102,7 @@ pub fn dangers(rules: &[LifecycleRule], prefix: &str) -> Vec<Danger> {
                         hit.join(", ")
                     ),
                     severe: true,
+                    archives_data_to: None,
                 });
             } else if overlaps(&r.prefix, &data) {
                 out.push(Danger {
@@ -107,6 +112,7 @@ pub fn dangers(rules: &[LifecycleRule], prefix: &str) -> Vec<Danger> {
                          restore can read them"
                     ),
                     severe: false,
+                    archives_data_to: Some(class.clone()),
                 });
             }
         }

@@ -38,12 +38,13 @@ pub enum ThawState {
 }
 
 /// How fast (and dear) a thaw is: S3's restore tiers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ThawTier {
     /// Minutes (GLACIER only).
     Expedited,
     /// Hours.
+    #[default]
     Standard,
     /// Many hours, cheapest.
     Bulk,
@@ -60,6 +61,25 @@ impl ThawTier {
             (_, ThawTier::Standard) => Some("3-5 hours"),
             (_, ThawTier::Bulk) => Some("5-12 hours"),
         }
+    }
+
+    /// The longest wait S3 documents before an object of `class` can be read at this
+    /// tier (the end of [`ThawTier::expected_wait`]'s range): zero for classes read at
+    /// once, `None` where the tier does not exist. What a recovery objective must allow.
+    pub fn longest_wait(self, class: &str) -> Option<std::time::Duration> {
+        const HOUR: u64 = 3600;
+        if !lifecycle::ARCHIVE_CLASSES.contains(&class) {
+            return Some(std::time::Duration::ZERO);
+        }
+        let secs = match (class, self) {
+            ("DEEP_ARCHIVE", ThawTier::Expedited) => return None,
+            ("DEEP_ARCHIVE", ThawTier::Standard) => 12 * HOUR,
+            ("DEEP_ARCHIVE", ThawTier::Bulk) => 48 * HOUR,
+            (_, ThawTier::Expedited) => 5 * 60,
+            (_, ThawTier::Standard) => 5 * HOUR,
+            (_, ThawTier::Bulk) => 12 * HOUR,
+        };
+        Some(std::time::Duration::from_secs(secs))
     }
 }
 

@@ -1,0 +1,196 @@
+//! A drill's verify command: the operator's own check (`jq empty`, a smoke test against a
+//! staging start) run in the restored copy, its exit code, output tail and time recorded.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Instant;
+
+use super::VerifyCommand;
+use crate::audit::VerifyRun;
+use crate::hooks::{wait_or_kill, Waited};
+use crate::id::SnapshotId;
+use crate::repo::snapshot::Snapshot;
+
+/// The process group of the verify command running now (0: none), for [`stop`].
+static GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Variables the command must not see: the repository's password and the cloud's secrets
+/// (the restored copy is the operator's data, not a key to the repository).
+const SECRETS: &[&str] = &[
+    "STRATA_PASSWORD",
+    "STRATA_PASSWORD_FILE",
+    "STRATA_PASSWORD_COMMAND",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+];
+
+/// Runs `v` in `dir` (the restored copy: the snapshot's absolute paths below it), told
+/// where it is and what it checks through `STRATA_DRILL_DIR`, `STRATA_SET`,
+/// `STRATA_SNAPSHOT_ID` and `STRATA_SNAPSHOT_TIME`.
+pub(super) fn run(v: &VerifyCommand, dir: &Path, id: &SnapshotId, snap: &Snapshot) -> VerifyRun {
+    let started = Instant::now();
+    let mut record = VerifyRun {
+        command: v.command.clone(),
+        exit_code: None,
+        outcome: String::new(),
+        output_tail: String::new(),
+        duration_secs: 0.0,
+    };
+    let ended = output_file().and_then(|mut out| {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &v.command])
+            .current_dir(dir)
+            .env("STRATA_DRILL_DIR", dir)
+            .env("STRATA_SET", snap.set.as_deref().unwrap_or(""))
+            .env("STRATA_SNAPSHOT_ID", id.to_hex())
+            .env("STRATA_SNAPSHOT_TIME", &snap.time)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out.try_clone()?);
+        for s in SECRETS {
+            cmd.env_remove(s);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn()?;
+        GROUP.store(child.id() as i32, Ordering::SeqCst);
+        let waited = wait_or_kill(&mut child, v.timeout, None);
+        GROUP.store(0, Ordering::SeqCst);
+        record.output_tail = tail(&mut out, VerifyRun::TAIL);
+        waited
+    });
+    record.duration_secs = started.elapsed().as_secs_f64();
+    (record.exit_code, record.outcome) = match ended {
+        Ok(Waited::Exited(status)) => match status.code() {
+            Some(c) => (Some(c), format!("exited {c}")),
+            None => (None, format!("was killed ({status})")),
+        },
+        Ok(Waited::TimedOut) => (
+            None,
+            format!(
+                "did not finish within {} and was killed",
+                humantime::format_duration(v.timeout)
+            ),
+        ),
+        Ok(Waited::Stopped) => (None, "was stopped".into()),
+        Err(e) => (None, format!("could not be run: {e}")),
+    };
+    record
+}
+
+/// Ends the verify command running now, if any (the drill was interrupted): it must not
+/// outlive the copy it checks.
+pub(super) fn stop() {
+    let group = GROUP.swap(0, Ordering::SeqCst);
+    if group > 0 {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(group),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// An unnamed file for the command's output: outside the restored copy, gone with it.
+fn output_file() -> std::io::Result<std::fs::File> {
+    tempfile::tempfile()
+}
+
+/// The last `max` bytes of `out` (from a line's start where one is in them), as text.
+fn tail(out: &mut std::fs::File, max: usize) -> String {
+    let len = out.seek(SeekFrom::End(0)).unwrap_or(0);
+    let from = len.saturating_sub(max as u64);
+    let mut buf = Vec::new();
+    if out.seek(SeekFrom::Start(from)).is_err()
+        || out.take(max as u64).read_to_end(&mut buf).is_err()
+    {
+        return String::new();
+    }
+    let mut text = String::from_utf8_lossy(&buf).into_owned();
+    if from > 0 {
+        if let Some(nl) = text.find('\n') {
+            text.drain(..=nl);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: "2026-12-06T10:00:00Z".into(),
+            host: "h".into(),
+            user: "u".into(),
+            paths: vec![],
+            tags: vec![],
+            set: Some("kb".into()),
+            parent: None,
+            tree: crate::id::BlobId([0; 32]),
+            excludes: vec![],
+            summary: Default::default(),
+            program: String::new(),
+            repaired: None,
+            extensions: Default::default(),
+        }
+    }
+
+    fn cmd(c: &str, timeout_ms: u64) -> VerifyCommand {
+        VerifyCommand {
+            command: c.into(),
+            timeout: std::time::Duration::from_millis(timeout_ms),
+        }
+    }
+
+    #[test]
+    fn the_command_runs_in_the_copy_without_the_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{}").unwrap();
+        std::env::set_var("STRATA_PASSWORD", "hunter2");
+        let c = "test -f a.json && test \"$STRATA_DRILL_DIR\" = \"$PWD\" && \
+                 echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset} t=$STRATA_SNAPSHOT_TIME\"";
+        let r = run(&cmd(c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
+        assert_eq!(r.exit_code, Some(0), "{r:?}");
+        assert!(r.passed());
+        assert_eq!(
+            r.output_tail, "set=kb pw=unset t=2026-12-06T10:00:00Z\n",
+            "{r:?}"
+        );
+        assert_eq!(r.outcome, "exited 0");
+    }
+
+    #[test]
+    fn a_failing_or_hanging_command_fails_with_its_output_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let c =
+            "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; echo bad >&2; exit 3";
+        let r = run(&cmd(c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
+        assert_eq!((r.exit_code, r.passed()), (Some(3), false));
+        assert!(
+            r.output_tail.len() <= VerifyRun::TAIL,
+            "{}",
+            r.output_tail.len()
+        );
+        assert!(
+            r.output_tail.ends_with("line 1999\nbad\n"),
+            "{}",
+            r.output_tail
+        );
+        assert!(r.output_tail.starts_with("line "), "starts at a line");
+        let t = Instant::now();
+        let r = run(
+            &cmd("sleep 30", 300),
+            dir.path(),
+            &SnapshotId([1; 32]),
+            &snap(),
+        );
+        assert!(t.elapsed().as_secs() < 10);
+        assert_eq!(r.exit_code, None);
+        assert!(!r.passed());
+        assert!(r.outcome.contains("did not finish"), "{}", r.outcome);
+    }
+}

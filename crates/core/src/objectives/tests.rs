@@ -1,0 +1,248 @@
+use super::*;
+use crate::audit::{ClassBytes, VerifyRun};
+use crate::id::SnapshotId;
+
+fn now() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339("2026-12-06T12:00:00Z").unwrap()
+}
+
+fn snapshot(total_bytes: u64) -> Snapshot {
+    let mut s = crate::repo::snapshot::Snapshot {
+        version: 1,
+        time: "2026-12-06T11:30:00Z".into(),
+        host: "h".into(),
+        user: "u".into(),
+        paths: vec![],
+        tags: vec![],
+        set: Some("kb".into()),
+        parent: None,
+        tree: crate::id::BlobId([0; 32]),
+        excludes: vec![],
+        summary: Default::default(),
+        program: String::new(),
+        repaired: None,
+        extensions: Default::default(),
+    };
+    s.summary.total_bytes = total_bytes;
+    s
+}
+
+/// A drill `days_ago` that restored `bytes` in `secs` (and read an index of a tenth of
+/// them), with a verify that exited `verify`.
+fn drill(days_ago: i64, bytes: u64, secs: f64, verify: Option<i32>) -> Drill {
+    Drill {
+        version: 1,
+        time: (now() - Duration::days(days_ago)).to_rfc3339(),
+        host: "h".into(),
+        set: Some("kb".into()),
+        snapshot: SnapshotId([1; 32]),
+        sample: 1.0,
+        files: 10,
+        bytes,
+        duration_secs: secs,
+        snapshot_bytes: bytes,
+        projected_secs: secs,
+        errors: 0,
+        verify: verify.map(|c| VerifyRun {
+            command: "jq empty *.json".into(),
+            exit_code: Some(c),
+            outcome: format!("exited {c}"),
+            output_tail: String::new(),
+            duration_secs: 30.0,
+        }),
+        index_bytes: bytes / 10,
+        data_classes: vec![],
+    }
+}
+
+fn objectives(rto_hours: i64, class: &str) -> Objectives {
+    Objectives {
+        rpo: Some(Duration::hours(2)),
+        rto: Some(Duration::hours(rto_hours)),
+        drill_interval: Some(DEFAULT_DRILL_INTERVAL),
+        thaw_tier: ThawTier::Standard,
+        classes: vec![class.into()],
+        required: true,
+    }
+}
+
+fn judge(obj: &Objectives, newest: Option<&Snapshot>, drills: &[Drill]) -> Assessment {
+    assess(
+        obj,
+        &Evidence {
+            newest,
+            age_secs: newest.map(|_| 1800.0),
+            drills,
+            now: now(),
+        },
+    )
+}
+
+#[test]
+fn the_projection_adds_restore_index_thaw_and_verify() {
+    // 1 MB/s; 3,600 MB now, 100 MB of index, a 30 s verify: 3,730 s.
+    let mut d = drill(3, 1_000_000_000, 1000.0, Some(0));
+    d.index_bytes = 100_000_000;
+    let s = snapshot(3_600_000_000);
+    let a = judge(&objectives(1, "STANDARD"), Some(&s), &[d.clone()]);
+    let p = a.projection.clone().unwrap();
+    assert_eq!(
+        (p.restore_secs, p.index_secs, p.thaw_secs, p.verify_secs),
+        (3600.0, 100.0, 0.0, 30.0)
+    );
+    assert_eq!(p.total_secs(), 3730.0);
+    let rto = a.rto.unwrap();
+    assert!(!rto.holds());
+    assert!(
+        rto.reason()
+            .starts_with("projected restore 1h 2m over the RTO 1h"),
+        "{}",
+        rto.reason()
+    );
+    let a = judge(&objectives(2, "STANDARD"), Some(&s), &[d]);
+    assert!(a.holds(), "{a:?}");
+    assert!(a.rto.unwrap().reason().contains("within the RTO 2h"));
+}
+
+#[test]
+fn glacier_data_cannot_meet_a_four_hour_rto_drill_or_none() {
+    let obj = objectives(4, "GLACIER");
+    for drills in [vec![], vec![drill(1, 1000, 1.0, None)]] {
+        let a = judge(&obj, Some(&snapshot(1000)), &drills);
+        let rto = a.rto.unwrap();
+        assert_eq!(rto.state(), "fails", "{rto:?}");
+        assert!(rto.reason().contains("GLACIER takes up to 5h"), "{rto:?}");
+        assert!(rto.reason().contains("GLACIER_IR"), "the fix: {rto:?}");
+    }
+    // Expedited thaws meet it (5 minutes); GLACIER_IR needs none.
+    let mut fast = obj.clone();
+    fast.thaw_tier = ThawTier::Expedited;
+    let a = judge(&fast, Some(&snapshot(1000)), &[drill(1, 1000, 1.0, None)]);
+    assert!(a.holds(), "{a:?}");
+    assert_eq!(a.projection.unwrap().thaw_secs, 300.0);
+    assert_eq!(
+        unreachable_rto(&objectives(4, "GLACIER_IR"), Duration::hours(4), None),
+        None
+    );
+    // DEEP_ARCHIVE has no expedited tier at all.
+    let mut deep = fast.clone();
+    deep.classes = vec!["DEEP_ARCHIVE".into()];
+    let why = unreachable_rto(&deep, Duration::hours(100), None).unwrap();
+    assert!(
+        why.contains("cannot be thawed at the expedited tier"),
+        "{why}"
+    );
+    // A bulk thaw of GLACIER (12 h) fits a day.
+    let mut bulk = obj.clone();
+    bulk.thaw_tier = ThawTier::Bulk;
+    assert!(unreachable_rto(&bulk, Duration::hours(24), None).is_none());
+    assert!(unreachable_rto(&bulk, Duration::hours(11), None).is_some());
+}
+
+#[test]
+fn classes_the_last_drill_found_count_though_the_config_says_standard() {
+    let mut d = drill(1, 1000, 1.0, None);
+    d.data_classes = vec![ClassBytes {
+        class: "DEEP_ARCHIVE".into(),
+        packs: 1,
+        bytes: 10,
+    }];
+    let a = judge(&objectives(24, "STANDARD"), Some(&snapshot(1000)), &[d]);
+    let rto = a.rto.unwrap();
+    assert!(rto.reason().contains("thaw of DEEP_ARCHIVE 12h"), "{rto:?}");
+    assert!(rto.holds(), "12h of thaw fits 24h: {rto:?}");
+    let a = judge(
+        &objectives(6, "STANDARD"),
+        Some(&snapshot(1000)),
+        &[{
+            let mut d = drill(1, 1000, 1.0, None);
+            d.data_classes = vec![ClassBytes {
+                class: "GLACIER".into(),
+                packs: 1,
+                bytes: 10,
+            }];
+            d
+        }],
+    );
+    assert!(a.rto.unwrap().holds(), "5h fits 6h");
+}
+
+#[test]
+fn without_a_drill_the_rto_is_unknown_and_the_drill_overdue() {
+    let a = judge(&objectives(4, "STANDARD"), Some(&snapshot(1000)), &[]);
+    let rto = a.rto.clone().unwrap();
+    assert_eq!(rto.state(), "unknown");
+    assert!(rto.reason().contains("no drill"), "{rto:?}");
+    assert!(!a.holds(), "unknown is never assumed met");
+    assert_eq!(a.drill.unwrap().state(), "fails");
+    assert!(a.projection.is_none());
+    assert!(a.rpo.unwrap().holds());
+}
+
+#[test]
+fn a_failed_verify_fails_the_drill_and_the_rto() {
+    let passed = drill(5, 1000, 1.0, Some(0));
+    let failed = drill(1, 1000, 1.0, Some(4));
+    let a = judge(
+        &objectives(4, "STANDARD"),
+        Some(&snapshot(1000)),
+        &[passed.clone(), failed],
+    );
+    for v in [a.rto.as_ref().unwrap(), a.drill.as_ref().unwrap()] {
+        assert_eq!(v.state(), "fails");
+        assert!(v.reason().contains("its verify command exited 4"), "{v:?}");
+    }
+    // The projection still comes from the last passing drill.
+    assert_eq!(a.projection.unwrap().drill_time, passed.time);
+    // Files that did not verify fail it too.
+    let mut bad = drill(0, 1000, 1.0, None);
+    bad.errors = 2;
+    let a = judge(
+        &objectives(4, "STANDARD"),
+        Some(&snapshot(1000)),
+        &[passed, bad],
+    );
+    assert!(a.drill.unwrap().reason().contains("2 file(s)"));
+}
+
+#[test]
+fn the_last_passing_drill_must_be_within_the_interval() {
+    let obj = objectives(4, "STANDARD");
+    let a = judge(&obj, Some(&snapshot(1000)), &[drill(40, 1000, 1.0, None)]);
+    let d = a.drill.unwrap();
+    assert_eq!(d.state(), "fails");
+    assert!(d.reason().contains("over the interval 31d"), "{d:?}");
+    let a = judge(&obj, Some(&snapshot(1000)), &[drill(30, 1000, 1.0, None)]);
+    assert!(a.drill.unwrap().holds());
+    let mut none = obj.clone();
+    none.drill_interval = None;
+    none.rto = None;
+    let a = judge(&none, Some(&snapshot(1000)), &[]);
+    assert!(a.holds());
+    assert_eq!((a.drill, a.rto), (None, None));
+}
+
+#[test]
+fn the_rpo_holds_to_its_bound_and_a_required_set_needs_a_snapshot() {
+    let obj = objectives(4, "STANDARD");
+    let at = |age: f64| {
+        assess(
+            &obj,
+            &Evidence {
+                newest: None,
+                age_secs: Some(age),
+                drills: &[],
+                now: now(),
+            },
+        )
+        .rpo
+        .unwrap()
+    };
+    assert!(at(7200.0).holds());
+    assert!(!at(7201.0).holds());
+    let none = judge(&obj, None, &[]);
+    assert_eq!(none.rpo.unwrap(), Verdict::Fails("no snapshot".into()));
+    let mut optional = obj.clone();
+    optional.required = false;
+    assert_eq!(judge(&optional, None, &[]).rpo.unwrap().state(), "unknown");
+}
