@@ -264,6 +264,29 @@ fn status_judges_each_objective_and_drills_run_the_verify_command() {
     );
     let drills = env.objects("audit").len();
     assert!(drills <= 2 * 12 + 1, "drills are still pruned: {drills}");
+
+    // A set taken out of the config, with no snapshot, leaves the metrics file (its
+    // failed-backup alert would fire forever); the rpo of a set never drilled is there.
+    let m = |prom: &Path| strata::metrics::Samples::parse(&fs::read_to_string(prom).unwrap());
+    let failed = |s: &strata::metrics::Samples, set: &str| {
+        s.get("strata_backup_last_exit_code", &[("set", set)])
+    };
+    assert!(failed(&m(&s.prom), "broken").unwrap() > 0.0);
+    let text = fs::read_to_string(&s.config).unwrap();
+    let cut = text.find("[sets.broken]").unwrap();
+    fs::write(&s.config, &text[..cut]).unwrap();
+    env.run(&["--config", c, "status"]);
+    let after = m(&s.prom);
+    assert_eq!(
+        failed(&after, "broken"),
+        None,
+        "the removed set's series stayed"
+    );
+    assert_eq!(failed(&after, "critical"), Some(0.0));
+    assert_eq!(
+        after.get("strata_objective_rpo_seconds", &[("set", "stale")]),
+        Some(3600.0)
+    );
 }
 
 #[test]

@@ -116,9 +116,11 @@ pub fn run(
         }
         _ => None,
     };
-    // Removed before the record is written: a drill leaves nothing behind.
-    dir.close().map_err(|e| Error::io(&opts.scratch, e))?;
+    // Removed before the record is written: a drill leaves nothing behind. A copy that
+    // cannot be removed (an immutable file, a verify's child still writing) fails the drill.
+    let kept = remove_copy(dir.keep()).err();
     let mut errors: Vec<String> = restored.errors.iter().map(|e| e.to_string()).collect();
+    errors.extend(kept);
     errors.extend(
         restored
             .damaged_files
@@ -160,6 +162,42 @@ pub fn run(
     })
 }
 
+/// Removes a drill's restored copy, whatever the snapshot's modes (a directory restored
+/// 0555 is made writable first) and whatever a verify command did (a copy it removed
+/// already is gone). Symlinks are never followed. An error names what is left.
+fn remove_copy(dir: PathBuf) -> std::result::Result<(), String> {
+    let mut last = None;
+    // Twice: a verify's child may still be creating files as the first pass ends.
+    for _ in 0..2 {
+        make_removable(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(format!(
+        "the restored copy {} could not be removed: {}",
+        dir.display(),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// Makes `dir` and the directories below it (not through symlinks) the owner's to list
+/// and empty: a snapshot's 0555 directory restored as it was.
+fn make_removable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(e.path());
+            }
+        }
+    }
+}
+
 /// Bytes of the index files: what a bare machine reads before it can restore.
 fn index_bytes(repo: &Repository) -> Result<u64> {
     let listed = repo.files().list(crate::backend::FileKind::Index)?;
@@ -188,7 +226,7 @@ pub fn scratch_prefix() -> String {
 
 /// Removes what this process's drills left in `scratch` (their temporary directories),
 /// for a drill stopped by a signal: decrypted data must not outlive it. Returns the
-/// directories removed.
+/// directories removed (not those that could not be).
 pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
     verify::stop();
     let prefix = scratch_prefix();
@@ -202,13 +240,9 @@ pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
         }
         // The restore may still be creating files in it: again until it is gone (once
         // the directory itself is unlinked nothing can be created below it).
-        for _ in 0..20 {
-            match std::fs::remove_dir_all(e.path()) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound => continue,
-                _ => break,
-            }
+        if (0..10).any(|_| remove_copy(e.path()).is_ok()) {
+            removed.push(e.path());
         }
-        removed.push(e.path());
     }
     removed
 }

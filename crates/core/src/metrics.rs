@@ -116,6 +116,17 @@ impl Samples {
         self.0.retain(|(n, _), _| n != name);
     }
 
+    /// Removes every series of a set that `known` does not know (one the config no longer
+    /// has and no snapshot names): its alerts would otherwise fire forever.
+    pub fn forget_sets(&mut self, known: impl Fn(&str) -> bool) {
+        self.0.retain(|(_, labels), _| {
+            labels
+                .iter()
+                .find(|(k, _)| k == "set")
+                .is_none_or(|(_, v)| known(v))
+        });
+    }
+
     /// Takes every metric `other` has, replacing all series of that metric here.
     pub fn merge(&mut self, other: Samples) {
         for (name, _) in other.0.keys() {
@@ -250,7 +261,11 @@ impl MetricsFile {
 
     /// The samples the file holds now (none if it does not exist).
     pub fn read(&self) -> Result<Samples> {
-        match std::fs::read_to_string(&self.path) {
+        let text = open_plain(std::fs::OpenOptions::new().read(true), &self.path).and_then(|f| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut &f, &mut text).map(|_| text)
+        });
+        match text {
             Ok(text) => Ok(Samples::parse(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Samples::default()),
             Err(e) => Err(Error::io(&self.path, e)),
@@ -271,12 +286,14 @@ impl MetricsFile {
             .to_string_lossy()
             .into_owned();
         // A dot file: the collector only reads `*.prom`.
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(format!(".{name}.lock")))
-            .map_err(io)?;
+        let lock = open_plain(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &dir.join(format!(".{name}.lock")),
+        )
+        .map_err(io)?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
         let mut samples = self.read()?;
@@ -300,6 +317,20 @@ impl MetricsFile {
         tmp.persist(&self.path).map_err(|e| io(e.error))?;
         Ok(())
     }
+}
+
+/// Opens `path` as `opts` say, refusing what is not a regular file of its own: the
+/// metrics directory may belong to another user (node_exporter's), who could plant a
+/// symlink (root would create or read what it names) or a FIFO (the run would hang).
+fn open_plain(opts: &mut std::fs::OpenOptions, path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = opts
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
 }
 
 /// Seconds since the epoch of a time, as the timestamps are written.
@@ -619,6 +650,38 @@ pub fn record_assessment(s: &mut Samples, set: &str, a: &crate::objectives::Asse
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user who owns the metrics directory cannot make a run create, read or hang on
+    /// another file through the lock or the file itself.
+    #[test]
+    fn planted_symlinks_and_fifos_are_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        let file = MetricsFile::new(dir.path().join("m.prom"));
+        std::os::unix::fs::symlink(&victim, dir.path().join(".m.prom.lock")).unwrap();
+        assert!(file.update(|_| {}).is_err());
+        assert!(!victim.exists(), "the lock's target was created");
+        std::fs::remove_file(dir.path().join(".m.prom.lock")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join(".m.prom.lock"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        assert!(file.update(|_| {}).is_err());
+        assert!(t.elapsed().as_secs() < 5, "hung on a FIFO");
+        std::fs::remove_file(dir.path().join(".m.prom.lock")).unwrap();
+        std::fs::write(&victim, "strata_check_last_errors 7\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("m.prom")).unwrap();
+        assert!(file.read().is_err(), "read through a symlink");
+        std::fs::remove_file(dir.path().join("m.prom")).unwrap();
+        file.update(|s| s.set("strata_check_last_errors", &[], 0.0))
+            .unwrap();
+        assert_eq!(
+            file.read().unwrap().get("strata_check_last_errors", &[]),
+            Some(0.0)
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

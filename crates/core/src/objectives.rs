@@ -23,6 +23,10 @@ use crate::repo::snapshot::Snapshot;
 /// the runbook's monthly recovery test.
 pub const DEFAULT_DRILL_INTERVAL: Duration = Duration::days(31);
 
+/// How far ahead of now a snapshot may be dated (clocks differ a little) before its age
+/// stops counting for the RPO.
+const FUTURE_SLACK_SECS: f64 = 300.0;
+
 /// A set's objectives.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Objectives {
@@ -151,7 +155,9 @@ pub struct Evidence<'a> {
 /// Judges each objective of `obj` on `ev`.
 pub fn assess(obj: &Objectives, ev: &Evidence) -> Assessment {
     let last_passed = ev.drills.iter().rev().find(|d| d.passed());
-    let projection = last_passed.and_then(|d| project(obj, ev.newest, d).ok());
+    let projection = last_passed
+        .filter(|d| d.throughput() > 0.0)
+        .and_then(|d| project(obj, ev.newest, d).ok());
     Assessment {
         rpo: rpo(obj, ev),
         rto: obj.rto.map(|rto| rto_verdict(obj, rto, ev, last_passed)),
@@ -166,8 +172,14 @@ fn rpo(obj: &Objectives, ev: &Evidence) -> Option<Verdict> {
     match (ev.age_secs, obj.rpo) {
         (None, _) if obj.required => Some(Verdict::Fails("no snapshot".into())),
         (None, Some(_)) => Some(Verdict::Unknown("no snapshot".into())),
+        // A clock ahead (another host's, or a --time in the future) must not make the
+        // set look fresh for as long as the skew lasts.
+        (Some(age), Some(_)) if age < -FUTURE_SLACK_SECS => Some(Verdict::Fails(format!(
+            "newest snapshot dated {} in the future: a clock is wrong; its age says nothing",
+            secs(-age)
+        ))),
         (Some(age), Some(rpo)) => {
-            let words = format!("newest snapshot {} old", secs(age));
+            let words = format!("newest snapshot {} old", secs(age.max(0.0)));
             Some(if age > rpo.num_seconds() as f64 {
                 Verdict::Fails(format!("{words}, over the RPO {}", dur(rpo)))
             } else {
@@ -199,6 +211,14 @@ fn rto_verdict(
             "the last drill ({}) failed: {}",
             at(&last.time),
             last.failure()
+        ));
+    }
+    if last.throughput() <= 0.0 {
+        return Verdict::Unknown(format!(
+            "the last drill ({}) restored {} bytes: too little to measure a speed; drill a \
+             larger sample",
+            at(&last.time),
+            last.bytes
         ));
     }
     match project(obj, ev.newest, last) {
@@ -278,22 +298,14 @@ pub fn project(
         .filter(|b| *b > 0)
         .unwrap_or(drill.snapshot_bytes);
     let throughput = drill.throughput();
-    let at_speed = |b: u64| {
-        if throughput > 0.0 {
-            b as f64 / throughput
-        } else {
-            // A drill too quick to time restored nearly nothing: its own time stands.
-            drill.duration_secs
-        }
-    };
+    if throughput <= 0.0 {
+        return Err("the drill measured no speed".into());
+    }
+    let at_speed = |b: u64| b as f64 / throughput;
     let (thaw_secs, thaw_class) = thaw(obj, Some(drill))?;
     Ok(Projection {
         restore_secs: at_speed(bytes),
-        index_secs: if drill.index_bytes > 0 {
-            at_speed(drill.index_bytes)
-        } else {
-            0.0
-        },
+        index_secs: at_speed(drill.index_bytes),
         thaw_secs: thaw_secs.as_secs_f64(),
         verify_secs: drill.verify.as_ref().map_or(0.0, |v| v.duration_secs),
         bytes,

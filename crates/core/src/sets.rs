@@ -229,11 +229,18 @@ impl BackupSet {
     }
 }
 
+/// A bound of the config: a duration over zero (a zero RPO, RTO, interval or timeout
+/// could never hold).
 fn duration(what: &'static str, d: &str) -> Result<chrono::Duration> {
-    crate::timespec::parse_duration(d).map_err(|e| Error::BadInput {
+    let bad = |reason: String| Error::BadInput {
         what,
-        reason: format!("{what} {d}: {e}"),
-    })
+        reason: format!("{what} {d}: {reason}"),
+    };
+    let parsed = crate::timespec::parse_duration(d).map_err(|e| bad(e.to_string()))?;
+    if parsed <= chrono::Duration::zero() {
+        return Err(bad("must be longer than zero".into()));
+    }
+    Ok(parsed)
 }
 
 /// The environment a set's hook sees after a backup that exited with `code` after
@@ -375,6 +382,16 @@ mod tests {
             .to_string()
             .contains("keep.within"));
         assert!(set(Keep::default(), Some("x")).validate("m").is_err());
+        // A zero bound could never hold.
+        let zero = |f: fn(&mut BackupSet)| {
+            let mut s = ok.clone();
+            f(&mut s);
+            s.validate("z").unwrap_err().to_string()
+        };
+        assert!(zero(|s| s.rpo = Some("0s".into())).contains("longer than zero"));
+        assert!(zero(|s| s.rto = Some("0m".into())).contains("rto 0m"));
+        assert!(zero(|s| s.drill_interval = Some("0d".into())).contains("drill-interval"));
+        assert!(zero(|s| s.drill_verify_timeout = Some("0s".into())).contains("timeout"));
         let mut class = ok.clone();
         class.data_storage_class = Some("glacier ir".into());
         assert!(class.validate("c").is_err());

@@ -348,6 +348,72 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
     assert!(meta.lifecycle_dangers(None).unwrap().is_none());
 }
 
+/// A set keeps its last 12 drills, and always its last passing one: a run of failures
+/// must not erase the evidence its drill interval and RTO are judged by. Other sets' drills
+/// are neither counted nor touched.
+#[test]
+fn drill_records_keep_the_last_passing_one() {
+    use strata::audit::{self, Audit, Drill, VerifyRun};
+    let f = Fixture::new();
+    let drill = |set: &str, minute: u32, passed: bool| Drill {
+        version: 1,
+        time: format!("2026-12-06T10:{minute:02}:00Z"),
+        host: "h".into(),
+        set: Some(set.into()),
+        snapshot: strata::SnapshotId([1; 32]),
+        sample: 1.0,
+        files: 1,
+        bytes: 1,
+        duration_secs: 1.0,
+        snapshot_bytes: 1,
+        projected_secs: 1.0,
+        errors: 0,
+        verify: Some(VerifyRun {
+            command: "smoke".into(),
+            exit_code: Some(if passed { 0 } else { 1 }),
+            outcome: String::new(),
+            output_tail: String::new(),
+            duration_secs: 0.5,
+        }),
+        index_bytes: 0,
+        data_classes: vec![],
+    };
+    audit::record_drill(&f.repo, drill("other", 0, true)).unwrap();
+    audit::record_drill(&f.repo, drill("kb", 1, true)).unwrap();
+    for minute in 2..20 {
+        audit::record_drill(&f.repo, drill("kb", minute, false)).unwrap();
+    }
+    let kb: Vec<Drill> = audit::load(&f.repo)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, a)| match a {
+            Audit::Drill(d) if d.set.as_deref() == Some("kb") => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kb.len(), 12, "{kb:?}");
+    assert_eq!(kb.iter().filter(|d| d.passed()).count(), 1);
+    assert!(
+        kb.iter().any(|d| d.time.ends_with("10:19:00Z")),
+        "the newest stays"
+    );
+    assert!(
+        !kb.iter().any(|d| d.time.ends_with("10:08:00Z")),
+        "old failures go"
+    );
+    let by = audit::drills_by_lineage(&audit::load(&f.repo).unwrap(), |_| None);
+    assert_eq!(by.len(), 2, "the other set's drill stays");
+    let line = &by[&strata::Lineage::Set("kb".into())];
+    assert!(line.first().unwrap().passed(), "oldest first");
+    assert!(line.windows(2).all(|w| w[0].time <= w[1].time));
+    // A new passing drill no longer needs the old one kept.
+    audit::record_drill(&f.repo, drill("kb", 30, true)).unwrap();
+    let records = audit::load(&f.repo).unwrap();
+    let line = &audit::drills_by_lineage(&records, |_| None)[&strata::Lineage::Set("kb".into())];
+    assert_eq!(line.len(), 12);
+    assert_eq!(line.iter().filter(|d| d.passed()).count(), 1, "{line:?}");
+}
+
 /// The warnings about damage skipped go where the metadata reader says.
 #[test]
 fn a_metadata_reader_hears_of_a_damaged_snapshot() {

@@ -39,10 +39,12 @@ pub fn run(global: &Global, args: ReportArgs) -> anyhow::Result<i32> {
         .unwrap_or_default();
     let classes = watch::data_classes(repo.config().data_storage_class.as_deref(), &lifecycle);
     let judged = watch::judge(global, picks, &all, &records, &classes, None)?;
-    let metrics = match global.metrics() {
-        Some(m) => Some(m.read()?),
-        None => None,
-    };
+    // The runs are extra: a metrics file that cannot be read leaves them out, said.
+    let metrics = global.metrics().and_then(|m| {
+        m.read()
+            .inspect_err(|e| eprintln!("warning: report without the runs: {e}"))
+            .ok()
+    });
     let coverage = audit::repository_coverage(&repo, &records, strata::timespec::now())?;
     let report = strata::report::build(
         &repo,

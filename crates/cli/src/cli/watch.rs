@@ -125,7 +125,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     let mut reports = Vec::new();
     for (name, pick) in picks.clone() {
         let Some((id, snap)) = pick else {
-            eprintln!("error: set {name}: no snapshot to drill");
+            eprintln!("error: set {}: no snapshot to drill", output::plain(&name));
             code = exit::FAILURE;
             continue;
         };
@@ -156,16 +156,33 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     if global.metrics().is_some() && !reports.is_empty() {
         let records = audit::load(&repo)?;
         let judged = judge(global, picks, &all, &records, &classes, None)?.rows;
-        global.update_metrics(|s| {
-            for r in &judged {
-                metrics::record_assessment(s, &r.set, &r.objectives);
-            }
-        });
+        record_judged(global, &judged, &all);
     }
     if global.json {
         output::print_json(&serde_json::Value::Array(reports));
     }
     Ok(code)
+}
+
+/// The verdicts into the metrics file, with every configured set's objectives (what the
+/// alert rules compare ages with, changed in the config since its last backup); the
+/// series of sets that neither the config nor a snapshot knows any more are dropped.
+fn record_judged(global: &Global, rows: &[status::SetStatus], all: &[(SnapshotId, Snapshot)]) {
+    let sets = &global.file.sets;
+    let known: std::collections::HashSet<String> = (sets.keys().cloned())
+        .chain(all.iter().map(|(_, s)| metrics::set_label(s)))
+        .collect();
+    global.update_metrics(|s| {
+        for r in rows {
+            metrics::record_assessment(s, &r.set, &r.objectives);
+        }
+        for (name, set) in sets {
+            if let Ok(o) = set.objectives(None, &[]) {
+                metrics::record_objectives(s, name, &o);
+            }
+        }
+        s.forget_sets(|set| known.contains(set));
+    });
 }
 
 /// `--sample P%` as a share in (0, 1]; none: 1.
@@ -257,6 +274,8 @@ fn remove_scratch_on_signals(scratch: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
+    // A lineage's label holds its host and paths: anybody's with the password.
+    let name = &output::plain(name);
     for e in &r.errors {
         eprintln!("error: set {name}: {}", output::plain(e));
     }
@@ -368,11 +387,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     let coverage = repo.coverage(&records, strata::timespec::now())?;
     let classes = data_classes(repo.config().data_storage_class.as_deref(), &lifecycle);
     let rows = judge(global, picks, &all, &records, &classes, given_max)?.rows;
-    global.update_metrics(|s| {
-        for r in &rows {
-            metrics::record_assessment(s, &r.set, &r.objectives);
-        }
-    });
+    record_judged(global, &rows, &all);
     if global.json {
         output::print_json(&status_json(&rows, &coverage, &lifecycle));
     } else {
@@ -384,7 +399,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
             r.objectives
                 .verdicts()
                 .filter(|(_, v)| !v.holds())
-                .map(|(what, v)| format!("{} {what} {}", r.set, v.state()))
+                .map(|(what, v)| format!("{} {what} {}", output::plain(&r.set), v.state()))
         })
         .collect();
     let stale: Vec<&str> = rows
@@ -395,7 +410,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     if !stale.is_empty() {
         eprintln!(
             "stale: {} (newest snapshot older than its rpo, or none)",
-            stale.join(", ")
+            output::plain(&stale.join(", "))
         );
     }
     if !failing.is_empty() {
@@ -449,7 +464,7 @@ fn coverage_json(c: &Coverage) -> serde_json::Value {
 fn print_status(rows: &[status::SetStatus], coverage: &Coverage) {
     for r in rows {
         let (name, pick, age, max_age, stale, drill) = (
-            &r.set,
+            &output::plain(&r.set),
             &r.snapshot,
             &r.age_secs,
             &r.max_age,
@@ -567,7 +582,7 @@ fn print_stats(st: &strata::stats::Stats, cost: &strata::stats::MonthlyCost) {
     for g in &st.sets {
         println!(
             "{}: {} snapshots, newest {}, {}, last +{}{}{}",
-            g.set,
+            output::plain(&g.set),
             g.snapshots,
             output::bytes(g.latest_bytes),
             match g.added_per_day {

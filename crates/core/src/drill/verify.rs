@@ -16,16 +16,14 @@ use crate::repo::snapshot::Snapshot;
 /// The process group of the verify command running now (0: none), for [`stop`].
 static GROUP: AtomicI32 = AtomicI32::new(0);
 
-/// Variables the command must not see: the repository's password and the cloud's secrets
-/// (the restored copy is the operator's data, not a key to the repository).
-const SECRETS: &[&str] = &[
-    "STRATA_PASSWORD",
-    "STRATA_PASSWORD_FILE",
-    "STRATA_PASSWORD_COMMAND",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-];
+/// Whether the command must not see variable `name`: the repository's password and every
+/// AWS variable (keys, tokens, and the files, URLs and profiles that lead to them). The
+/// restored copy is the operator's data, not a key to the repository, and the command's
+/// output is kept in the repository and shown in reports.
+fn secret(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with("STRATA_PASSWORD") || name.starts_with("AWS_")
+}
 
 /// Runs `v` in `dir` (the restored copy: the snapshot's absolute paths below it), told
 /// where it is and what it checks through `STRATA_DRILL_DIR`, `STRATA_SET`,
@@ -50,14 +48,18 @@ pub(super) fn run(v: &VerifyCommand, dir: &Path, id: &SnapshotId, snap: &Snapsho
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out.try_clone()?);
-        for s in SECRETS {
-            cmd.env_remove(s);
+        for (name, _) in std::env::vars_os().filter(|(n, _)| secret(n)) {
+            cmd.env_remove(name);
         }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
-        GROUP.store(child.id() as i32, Ordering::SeqCst);
+        let group = child.id() as i32;
+        GROUP.store(group, Ordering::SeqCst);
         let waited = wait_or_kill(&mut child, v.timeout, None);
-        GROUP.store(0, Ordering::SeqCst);
+        // What it left running in its group (a staging server, a writer into the copy)
+        // ends with it: the copy is about to be removed.
+        let _ = GROUP.compare_exchange(group, 0, Ordering::SeqCst, Ordering::SeqCst);
+        kill_group(group);
         record.output_tail = tail(&mut out, VerifyRun::TAIL);
         waited
     });
@@ -83,7 +85,10 @@ pub(super) fn run(v: &VerifyCommand, dir: &Path, id: &SnapshotId, snap: &Snapsho
 /// Ends the verify command running now, if any (the drill was interrupted): it must not
 /// outlive the copy it checks.
 pub(super) fn stop() {
-    let group = GROUP.swap(0, Ordering::SeqCst);
+    kill_group(GROUP.swap(0, Ordering::SeqCst));
+}
+
+fn kill_group(group: i32) {
     if group > 0 {
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(group),
@@ -151,8 +156,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), "{}").unwrap();
         std::env::set_var("STRATA_PASSWORD", "hunter2");
+        std::env::set_var("AWS_WEB_IDENTITY_TOKEN_FILE", "/secret");
         let c = "test -f a.json && test \"$STRATA_DRILL_DIR\" = \"$PWD\" && \
-                 echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset} t=$STRATA_SNAPSHOT_TIME\"";
+                 echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset}${AWS_WEB_IDENTITY_TOKEN_FILE-} \
+                 t=$STRATA_SNAPSHOT_TIME\"";
         let r = run(&cmd(c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
         assert_eq!(r.exit_code, Some(0), "{r:?}");
         assert!(r.passed());
@@ -161,6 +168,17 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r.outcome, "exited 0");
+    }
+
+    #[test]
+    fn what_the_command_leaves_running_ends_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("late");
+        let c = format!("(sleep 2; touch '{}') & echo started", marker.display());
+        let r = run(&cmd(&c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
+        assert!(r.passed(), "{r:?}");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert!(!marker.exists(), "the background child outlived the verify");
     }
 
     #[test]

@@ -119,7 +119,10 @@ fn glacier_data_cannot_meet_a_four_hour_rto_drill_or_none() {
     fast.thaw_tier = ThawTier::Expedited;
     let a = judge(&fast, Some(&snapshot(1000)), &[drill(1, 1000, 1.0, None)]);
     assert!(a.holds(), "{a:?}");
-    assert_eq!(a.projection.unwrap().thaw_secs, 300.0);
+    let p = a.projection.unwrap();
+    assert_eq!(p.thaw_secs, 300.0);
+    // 1 s of restore, 0.1 s of index, 5 minutes of thaw.
+    assert!((p.total_secs() - 301.1).abs() < 1e-9, "{p:?}");
     assert_eq!(
         unreachable_rto(&objectives(4, "GLACIER_IR"), Duration::hours(4), None),
         None
@@ -190,7 +193,11 @@ fn a_failed_verify_fails_the_drill_and_the_rto() {
     );
     for v in [a.rto.as_ref().unwrap(), a.drill.as_ref().unwrap()] {
         assert_eq!(v.state(), "fails");
-        assert!(v.reason().contains("its verify command exited 4"), "{v:?}");
+        assert!(
+            v.reason()
+                .ends_with(") failed: its verify command exited 4"),
+            "{v:?}"
+        );
     }
     // The projection still comes from the last passing drill.
     assert_eq!(a.projection.unwrap().drill_time, passed.time);
@@ -245,4 +252,41 @@ fn the_rpo_holds_to_its_bound_and_a_required_set_needs_a_snapshot() {
     let mut optional = obj.clone();
     optional.required = false;
     assert_eq!(judge(&optional, None, &[]).rpo.unwrap().state(), "unknown");
+}
+
+#[test]
+fn a_drill_that_restored_nothing_measured_no_speed() {
+    let mut d = drill(1, 0, 0.01, Some(0));
+    d.snapshot_bytes = 2_000_000;
+    let a = judge(&objectives(1, "STANDARD"), Some(&snapshot(2_000_000)), &[d]);
+    let rto = a.rto.unwrap();
+    assert_eq!(rto.state(), "unknown", "{rto:?}");
+    assert!(rto.reason().contains("restored 0 bytes"), "{rto:?}");
+    assert!(a.projection.is_none());
+}
+
+#[test]
+fn a_snapshot_from_the_future_does_not_hold_the_rpo() {
+    let obj = objectives(4, "STANDARD");
+    let at = |age: f64| {
+        assess(
+            &obj,
+            &Evidence {
+                newest: None,
+                age_secs: Some(age),
+                drills: &[],
+                now: now(),
+            },
+        )
+        .rpo
+        .unwrap()
+    };
+    let v = at(-86_400.0 * 30.0);
+    assert_eq!(v.state(), "fails");
+    assert!(v.reason().contains("30d in the future"), "{v:?}");
+    // A little skew is tolerated, and read as no age at all.
+    let v = at(-60.0);
+    assert!(v.holds(), "{v:?}");
+    assert!(v.reason().starts_with("newest snapshot 0s old"), "{v:?}");
+    assert!(!at(-301.0).holds());
 }
