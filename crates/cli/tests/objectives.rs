@@ -275,7 +275,19 @@ fn status_judges_each_objective_and_drills_run_the_verify_command() {
     let text = fs::read_to_string(&s.config).unwrap();
     let cut = text.find("[sets.broken]").unwrap();
     fs::write(&s.config, &text[..cut]).unwrap();
-    env.run(&["--config", c, "status"]);
+    // Quiet: no table, only what does not hold.
+    let out = env.run(&["--config", c, "-q", "status"]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr(&out).contains("objectives not met:"),
+        "{}",
+        stderr(&out)
+    );
     let after = m(&s.prom);
     assert_eq!(
         failed(&after, "broken"),
@@ -434,7 +446,12 @@ fn alert_rules_fire_on_metrics_files_strata_wrote() {
             vec![alert(&[("severity", "page")])],
         ),
         ("30m", "StrataBackupFailed", vec![alert(&ticket("broken"))]),
-        ("30m", "StrataDrillFailed", vec![alert(&page("full"))]),
+        // broken has no snapshot: its drill failed before it began.
+        (
+            "30m",
+            "StrataDrillFailed",
+            vec![alert(&page("broken")), alert(&page("full"))],
+        ),
         ("30m", "StrataDrillOverdue", vec![]),
         ("90m", "StrataDrillOverdue", vec![alert(&ticket("full"))]),
         (
@@ -670,4 +687,113 @@ fn the_report_renders_in_chromium_and_fetches_nothing() {
     assert_eq!(sets.len(), 2);
     assert_eq!(sets[0]["backups"].as_array().unwrap().len(), 48);
     assert_eq!(sets[1]["drills"][0]["verify"]["exit_code"], 1);
+
+    // `--html -` is standard output (the same page), and not beside --json.
+    let out = env.run(&["--config", c, "report", "--html", "-"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains("id=\"cost\""));
+    assert!(!d.join("-").exists());
+    let out = env.run(&["--config", c, "--json", "report", "--html", "-"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+/// A drill that fails before it restores anything (no snapshot, a target that is a file,
+/// a wrong password) is a failed drill for the metrics and the hook; SIGTERM while the
+/// on-failure hook runs ends the hook with strata, after the failure was printed.
+#[test]
+fn drills_that_cannot_start_or_are_stopped_in_their_hook_are_told() {
+    let env = Env::local();
+    env.init();
+    let d = env.path("");
+    let (kb, prom, hooks) = (d.join("kb"), d.join("m.prom"), d.join("hooks.log"));
+    fs::create_dir_all(&kb).unwrap();
+    fs::write(kb.join("a.json"), "{}").unwrap();
+    let (slow, pid, late) = (d.join("slow"), d.join("hook.pid"), d.join("late"));
+    let config = d.join("strata.toml");
+    fs::write(
+        &config,
+        format!(
+            "metrics-file = {prom:?}\n[sets.kb]\npaths = [{kb:?}]\nkeep = {{ daily = 7 }}\n\
+             drill-verify = 'echo verify says no; exit 5'\n\
+             on-failure = 'echo \"$STRATA_SET $STRATA_EXIT_CODE $STRATA_ERROR\" >> {hooks:?}; \
+             if [ -f {slow:?} ]; then echo $$ > {pid:?}; sleep 20; touch {late:?}; fi'\n"
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let passed = || {
+        strata::metrics::Samples::parse(&fs::read_to_string(&prom).unwrap())
+            .get("strata_drill_last_passed", &[("set", "kb")])
+    };
+    let last_hook = || {
+        let log = fs::read_to_string(&hooks).unwrap_or_default();
+        log.lines().last().unwrap_or_default().to_string()
+    };
+
+    assert_eq!(code(&env.run(&["--config", c, "drill", "kb"])), 1);
+    assert_eq!(last_hook(), "kb 1 drill failed: no snapshot to drill");
+    assert_eq!(passed(), Some(0.0));
+
+    env.ok(&["--config", c, "backup", "kb", "-q"]);
+    fs::write(&prom, "").unwrap();
+    let file = d.join("not-a-dir");
+    fs::write(&file, "").unwrap();
+    let out = env.run(&[
+        "--config",
+        c,
+        "drill",
+        "kb",
+        "--target",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        last_hook().starts_with("kb 1 drill failed: "),
+        "{}",
+        last_hook()
+    );
+    assert_eq!(passed(), Some(0.0));
+
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "wrong")
+        .args(["--config", c, "drill"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    let hook = last_hook();
+    assert!(
+        hook.starts_with(&format!("kb {} drill failed: ", code(&out))),
+        "{hook}"
+    );
+
+    // SIGTERM while the hook runs: strata and the hook end together, soon.
+    fs::write(&slow, "").unwrap();
+    let child = env
+        .std_cmd()
+        .args(["--config", c, "drill", "kb"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !pid.exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let hook_pid: i32 = fs::read_to_string(&pid).unwrap().trim().parse().unwrap();
+    let stopped = std::time::Instant::now();
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert!(stopped.elapsed().as_secs() < 10, "{:?}", stopped.elapsed());
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verify says no"),
+        "the failure was not printed: {}",
+        stderr(&out)
+    );
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(hook_pid), None).is_ok();
+    assert!(!alive, "the hook outlived strata");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(!late.exists());
 }

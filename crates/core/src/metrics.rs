@@ -556,6 +556,24 @@ pub fn record_repository(s: &mut Samples, repo: &Repository) -> Result<()> {
     Ok(())
 }
 
+/// A drill of `set` that failed before it restored anything: it passed nothing and
+/// measured nothing (the last passing drill's time stays).
+pub fn record_drill_error(s: &mut Samples, set: &str, when: DateTime<FixedOffset>) {
+    let set = [("set", set)];
+    s.set("strata_drill_last_timestamp_seconds", &set, seconds(when));
+    s.set("strata_drill_last_passed", &set, 0.0);
+    s.set("strata_drill_last_errors", &set, 1.0);
+    for name in [
+        "strata_drill_last_bytes",
+        "strata_drill_last_verify_exit_code",
+        "strata_drill_last_verify_duration_seconds",
+        "strata_drill_last_throughput_bytes_per_second",
+        "strata_drill_last_projected_restore_seconds",
+    ] {
+        s.remove(name, &set);
+    }
+}
+
 /// A set's last drill: when, what it restored, whether it passed, its verify command.
 pub fn record_drill(s: &mut Samples, set: &str, d: &crate::audit::Drill) {
     let set = [("set", set)];

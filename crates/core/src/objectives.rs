@@ -43,6 +43,20 @@ pub struct Objectives {
     pub classes: Vec<String>,
     /// A set that must have a snapshot (one the configuration defines): none fails the RPO.
     pub required: bool,
+    /// The set's drill-verify command: only a drill that ran it (and passed) proves the
+    /// set restores, whatever another host's config or an older one drilled.
+    pub verify_command: Option<String>,
+}
+
+impl Objectives {
+    /// Whether `d` proves the set restores: it passed, running the set's verify command.
+    pub fn proven_by(&self, d: &Drill) -> bool {
+        d.passed()
+            && self
+                .verify_command
+                .as_ref()
+                .is_none_or(|c| d.verify.as_ref().is_some_and(|v| &v.command == c))
+    }
 }
 
 /// Whether an objective holds now, and why (or why not) in words.
@@ -161,9 +175,7 @@ pub fn assess(obj: &Objectives, ev: &Evidence) -> Assessment {
     Assessment {
         rpo: rpo(obj, ev),
         rto: obj.rto.map(|rto| rto_verdict(obj, rto, ev, last_passed)),
-        drill: obj
-            .drill_interval
-            .map(|i| drill_verdict(i, ev, last_passed)),
+        drill: obj.drill_interval.map(|i| drill_verdict(i, obj, ev)),
         projection,
     }
 }
@@ -254,7 +266,7 @@ fn parts(p: &Projection) -> String {
     out
 }
 
-fn drill_verdict(interval: Duration, ev: &Evidence, last_passed: Option<&Drill>) -> Verdict {
+fn drill_verdict(interval: Duration, obj: &Objectives, ev: &Evidence) -> Verdict {
     if let Some(last) = ev.drills.last().filter(|d| !d.passed()) {
         return Verdict::Fails(format!(
             "the last drill ({}) failed: {}",
@@ -262,11 +274,17 @@ fn drill_verdict(interval: Duration, ev: &Evidence, last_passed: Option<&Drill>)
             last.failure()
         ));
     }
-    let Some(d) = last_passed else {
-        return Verdict::Fails(format!(
-            "no drill has passed yet (one is due every {})",
-            dur(interval)
-        ));
+    let Some(d) = ev.drills.iter().rev().find(|d| obj.proven_by(d)) else {
+        return Verdict::Fails(match (&obj.verify_command, ev.drills.is_empty()) {
+            (Some(c), false) => format!(
+                "no passing drill has run the set's drill-verify {c:?} (one is due every {})",
+                dur(interval)
+            ),
+            _ => format!(
+                "no drill has passed yet (one is due every {})",
+                dur(interval)
+            ),
+        });
     };
     let age = chrono::DateTime::parse_from_rfc3339(&d.time)
         .map(|t| (ev.now - t).num_seconds() as f64)

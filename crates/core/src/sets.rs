@@ -178,6 +178,7 @@ impl BackupSet {
             thaw_tier: self.thaw_tier.unwrap_or_default(),
             classes: all,
             required: true,
+            verify_command: self.drill_verify.clone(),
         })
     }
 
@@ -296,6 +297,17 @@ pub fn drill_hook_env(set: &str, drill: &crate::audit::Drill) -> Vec<(&'static s
         env.push(("STRATA_DRILL_VERIFY_EXIT_CODE", code.to_string()));
     }
     env
+}
+
+/// The environment of the on-failure hook after a drill that failed before it restored
+/// anything (the repository unreachable, no snapshot, a target it cannot write).
+pub fn drill_error_env(set: &str, code: i32, error: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("STRATA_OPERATION", "drill".to_string()),
+        ("STRATA_SET", set.to_string()),
+        ("STRATA_EXIT_CODE", code.to_string()),
+        ("STRATA_ERROR", format!("drill failed: {error}")),
+    ]
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use super::Global;
 pub struct ReportArgs {
     /// Sets to report (default: every set of the config file, else every lineage).
     sets: Vec<String>,
-    /// Write the page to FILE (replaced whole, mode 0644: it holds no secret).
+    /// Write the page to FILE (replaced whole, mode 0644: it holds no secret); `-`:
+    /// standard output.
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
 }
@@ -28,6 +29,12 @@ pub struct ReportArgs {
 pub fn run(global: &Global, args: ReportArgs) -> anyhow::Result<i32> {
     if args.html.is_none() && !global.json {
         return Err(exit::usage("report: give --html FILE, or --json"));
+    }
+    let to_stdout = args.html.as_deref() == Some(Path::new("-"));
+    if to_stdout && global.json {
+        return Err(exit::usage(
+            "report: --html - and --json both write to standard output; give --html a file",
+        ));
     }
     let repo = global.open()?;
     let all = repo.snapshots().list()?;
@@ -58,7 +65,9 @@ pub fn run(global: &Global, args: ReportArgs) -> anyhow::Result<i32> {
             coverage,
         },
     )?;
-    if let Some(path) = &args.html {
+    if to_stdout {
+        std::io::stdout().write_all(page(&report).as_bytes())?;
+    } else if let Some(path) = &args.html {
         write_page(path, &page(&report))?;
         if !global.quiet && !global.json {
             println!(

@@ -106,7 +106,16 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     let sample = parse_sample(args.sample.as_deref())?;
     let scratch = args.target.clone().unwrap_or_else(std::env::temp_dir);
     remove_scratch_on_signals(&scratch)?;
-    let repo = global.open()?;
+    let repo = global.open().inspect_err(|e| {
+        // A drill that cannot reach the repository failed: its sets are told so.
+        let names: Vec<&String> = match args.sets.is_empty() {
+            true => global.file.sets.keys().collect(),
+            false => args.sets.iter().collect(),
+        };
+        for name in names {
+            tell_failed_drill(global, name, exit::code_of_anyhow(e), &output::chain(e));
+        }
+    })?;
     let all = repo.snapshots().list()?;
     let mut picks = newest(global, all.clone(), &args.sets)?;
     let classes = data_classes(repo.config().data_storage_class.as_deref(), &[]);
@@ -126,6 +135,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
     for (name, pick) in picks.clone() {
         let Some((id, snap)) = pick else {
             eprintln!("error: set {}: no snapshot to drill", output::plain(&name));
+            tell_failed_drill(global, &name, exit::FAILURE, "no snapshot to drill");
             code = exit::FAILURE;
             continue;
         };
@@ -137,18 +147,28 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
             cold: args.cold.wait(),
             verify: set.map(|s| s.drill_verify()).transpose()?.flatten(),
         };
-        let report = drill::run(&repo, &id, &snap, &opts, &bar)?;
+        let report = match drill::run(&repo, &id, &snap, &opts, &bar) {
+            Ok(report) => report,
+            // Before anything was restored (the target, the snapshot's tree): this set's
+            // drill failed; the others are still drilled.
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                eprintln!("error: set {}: {}", output::plain(&name), output::chain(&e));
+                tell_failed_drill(global, &name, exit::code_of_anyhow(&e), &output::chain(&e));
+                code = exit::FAILURE;
+                continue;
+            }
+        };
         bar.finish();
         global.update_metrics(|s| metrics::record_drill(s, &name, &report.drill));
-        if !report.drill.passed() {
-            code = exit::FAILURE;
-            if let Some(cmd) = set.and_then(|s| s.on_failure.as_deref()) {
-                let env = strata::sets::drill_hook_env(&name, &report.drill);
-                super::monitor::run_hook(&format!("set {name}: on-failure"), cmd, &env, None);
-            }
-        }
+        // Said before the hook runs: a signal during the hook must not swallow it.
         if !global.json {
             print_drill(&name, &report, global.quiet);
+        }
+        if !report.drill.passed() {
+            code = exit::FAILURE;
+            let env = strata::sets::drill_hook_env(&name, &report.drill);
+            failure_hook(global, &name, &env);
         }
         reports.push(json!({"set": name, "report": report}));
     }
@@ -256,21 +276,52 @@ pub(super) fn judge(
     })
 }
 
+/// Set by SIGINT or SIGTERM during a drill: a running hook is told to end.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Held while a hook runs: the process exits only once the hook has ended.
+static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// SIGINT or SIGTERM during a drill: what it restored is decrypted data, which must not
-/// outlive it. The drill's directories are removed, then the process exits 130.
+/// outlive it, and neither may a hook. The drill's directories are removed, a running
+/// hook is stopped (SIGTERM, then SIGKILL after a grace), then the process exits 130.
 fn remove_scratch_on_signals(scratch: &std::path::Path) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let scratch = scratch.to_path_buf();
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
-            for dir in drill::remove_scratch(&scratch) {
-                eprintln!("drill interrupted: removed {}", dir.display());
-            }
+            STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+            let remove = || {
+                for dir in drill::remove_scratch(&scratch) {
+                    eprintln!("drill interrupted: removed {}", dir.display());
+                }
+            };
+            remove();
+            let _hook = HOOK.lock();
+            // The next set's drill may have begun while the hook ended.
+            remove();
             std::process::exit(exit::INTERRUPTED);
         }
     });
     Ok(())
+}
+
+/// Runs the set's on-failure hook (if it has one) after a failed drill; a signal stops it.
+fn failure_hook(global: &Global, name: &str, env: &[(&str, String)]) {
+    let Some(cmd) = (global.file.sets.get(name)).and_then(|s| s.on_failure.as_deref()) else {
+        return;
+    };
+    let _running = HOOK.lock();
+    let what = format!("set {}: on-failure", output::plain(name));
+    super::monitor::run_hook(&what, cmd, env, Some(&STOP));
+}
+
+/// A drill that failed before it restored anything (no repository, no snapshot, no
+/// target): the metrics file and the on-failure hook hear of it as of any failed drill.
+fn tell_failed_drill(global: &Global, name: &str, code: i32, error: &str) {
+    global.update_metrics(|s| metrics::record_drill_error(s, name, strata::timespec::now()));
+    let env = strata::sets::drill_error_env(name, code, error);
+    failure_hook(global, name, &env);
 }
 
 fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
@@ -390,7 +441,8 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<i32> {
     record_judged(global, &rows, &all);
     if global.json {
         output::print_json(&status_json(&rows, &coverage, &lifecycle));
-    } else {
+    } else if !global.quiet {
+        // Quiet: only what does not hold (below) and the exit code, for cron mail.
         print_status(&rows, &coverage);
     }
     let failing: Vec<String> = rows

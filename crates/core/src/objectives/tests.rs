@@ -63,6 +63,7 @@ fn objectives(rto_hours: i64, class: &str) -> Objectives {
         thaw_tier: ThawTier::Standard,
         classes: vec![class.into()],
         required: true,
+        verify_command: None,
     }
 }
 
@@ -289,4 +290,29 @@ fn a_snapshot_from_the_future_does_not_hold_the_rpo() {
     assert!(v.holds(), "{v:?}");
     assert!(v.reason().starts_with("newest snapshot 0s old"), "{v:?}");
     assert!(!at(-301.0).holds());
+}
+
+#[test]
+fn with_a_verify_command_only_drills_that_ran_it_prove_the_set() {
+    let mut obj = objectives(4, "STANDARD");
+    obj.verify_command = Some("jq empty *.json".into());
+    let a = judge(
+        &obj,
+        Some(&snapshot(1 << 30)),
+        &[drill(3, 1 << 30, 60.0, None)],
+    );
+    let v = a.drill.unwrap();
+    assert!(!v.holds(), "{v:?}");
+    assert!(
+        v.reason().contains("drill-verify \"jq empty *.json\""),
+        "{v:?}"
+    );
+    // Its speed still counts for the RTO.
+    assert!(a.rto.unwrap().holds());
+    // A drill that ran another command proves nothing either; one that ran it does.
+    let mut other = drill(2, 1 << 30, 60.0, Some(0));
+    other.verify.as_mut().unwrap().command = "true".into();
+    assert!(!judge(&obj, None, &[other.clone()]).drill.unwrap().holds());
+    let ran = drill(20, 1 << 30, 60.0, Some(0));
+    assert!(judge(&obj, None, &[ran, other]).drill.unwrap().holds());
 }
