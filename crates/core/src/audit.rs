@@ -371,28 +371,39 @@ pub fn record_verification(
 pub fn record_drill(repo: &Repository, drill: Drill) -> Result<AuditId> {
     let (set, passed) = (drill.set.clone(), drill.passed());
     let id = save(repo, &Audit::Drill(drill))?;
-    let mut older: Vec<(DateTime<FixedOffset>, AuditId, bool)> = load(repo)?
-        .into_iter()
+    for old in drills_beyond_kept(&load(repo)?, &set, &id, passed) {
+        delete(repo, &old)?;
+    }
+    Ok(id)
+}
+
+/// The drill records of `set` to delete once drill `id` (which `passed` or not) is
+/// recorded: all but the newest [`DRILLS_KEPT`], the new one counted in. The newest
+/// passing drill stays whatever follows it: the drill interval and the RTO projection are
+/// judged by it, and a run of failures must not erase the evidence.
+fn drills_beyond_kept(
+    records: &[(AuditId, Audit)],
+    set: &Option<String>,
+    id: &AuditId,
+    passed: bool,
+) -> Vec<AuditId> {
+    let mut older: Vec<(DateTime<FixedOffset>, AuditId, bool)> = records
+        .iter()
         .filter_map(|(i, a)| match a {
-            Audit::Drill(d) if d.set == set && i != id => {
-                Some((DateTime::parse_from_rfc3339(&d.time).ok()?, i, d.passed()))
+            Audit::Drill(d) if d.set == *set && i != id => {
+                Some((DateTime::parse_from_rfc3339(&d.time).ok()?, *i, d.passed()))
             }
             _ => None,
         })
         .collect();
     older.sort();
-    // The newest passing drill stays whatever follows it: the drill interval and the RTO
-    // projection are judged by it, and a run of failures must not erase the evidence.
     let keep = match passed {
         true => None,
         false => older.iter().rev().find(|(_, _, p)| *p).map(|(_, i, _)| *i),
     };
     older.retain(|(_, i, _)| Some(*i) != keep);
     let excess = (older.len() + 1 + usize::from(keep.is_some())).saturating_sub(DRILLS_KEPT);
-    for (_, old, _) in older.into_iter().take(excess) {
-        delete(repo, &old)?;
-    }
-    Ok(id)
+    older.into_iter().take(excess).map(|(_, i, _)| i).collect()
 }
 
 /// Every lineage's drills, oldest first: a set's by its name, another lineage's by the
@@ -468,6 +479,79 @@ fn delete(repo: &Repository, id: &AuditId) -> Result<()> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn drill_record(set: &str, hour: u32, passed: bool) -> Audit {
+        Audit::Drill(Drill {
+            version: 1,
+            time: format!("2026-12-01T{hour:02}:00:00Z"),
+            host: "h".into(),
+            set: Some(set.into()),
+            snapshot: SnapshotId([0; 32]),
+            sample: 1.0,
+            files: 1,
+            bytes: 1,
+            duration_secs: 1.0,
+            snapshot_bytes: 1,
+            projected_secs: 1.0,
+            errors: u64::from(!passed),
+            verify: None,
+            index_bytes: 0,
+            data_classes: vec![],
+        })
+    }
+
+    /// Twelve drills of a set are kept, the new one counted, and always its newest
+    /// passing one; other sets' drills and the new record itself are never deleted.
+    #[test]
+    fn drills_beyond_twelve_go_but_the_last_passing_one_stays() {
+        let id = |n: u8| AuditId([n; 32]);
+        let mut records: Vec<(AuditId, Audit)> = (0..14u8)
+            .map(|n| (id(n), drill_record("kb", u32::from(n), n == 1)))
+            .collect();
+        records.push((id(100), drill_record("other", 0, false)));
+        // The new, failing drill (id 14) is in the listing too.
+        records.push((id(14), drill_record("kb", 20, false)));
+        let set = Some("kb".to_string());
+        let mut gone = drills_beyond_kept(&records, &set, &id(14), false);
+        gone.sort();
+        // 14 older + the new = 15; 12 kept: the new, the passing 1 and the newest ten.
+        assert_eq!(gone, vec![id(0), id(2), id(3)]);
+        // A passing new drill protects nothing older.
+        let mut gone = drills_beyond_kept(&records, &set, &id(14), true);
+        gone.sort();
+        assert_eq!(gone, vec![id(0), id(1), id(2)]);
+        // Few drills: nothing goes.
+        assert!(drills_beyond_kept(&records[..3], &set, &id(14), false).is_empty());
+    }
+
+    /// Drills are grouped by set, set-less ones by the lineage of their snapshot (none for
+    /// a snapshot nobody knows), each group oldest first.
+    #[test]
+    fn drills_are_grouped_by_lineage_oldest_first() {
+        let mut late = drill_record("kb", 9, true);
+        let mut orphan = drill_record("kb", 3, true);
+        if let (Audit::Drill(l), Audit::Drill(o)) = (&mut late, &mut orphan) {
+            l.set = None;
+            l.snapshot = SnapshotId([7; 32]);
+            o.set = None;
+            o.snapshot = SnapshotId([8; 32]);
+        }
+        let records = vec![
+            (AuditId([1; 32]), drill_record("kb", 5, false)),
+            (AuditId([2; 32]), drill_record("kb", 2, true)),
+            (AuditId([3; 32]), late),
+            (AuditId([4; 32]), orphan),
+        ];
+        let host = Lineage::Set("host".into());
+        let by = drills_by_lineage(&records, |id| (id.0[0] == 7).then(|| host.clone()));
+        assert_eq!(by.len(), 2);
+        let kb: Vec<bool> = by[&Lineage::Set("kb".into())]
+            .iter()
+            .map(|d| d.passed())
+            .collect();
+        assert_eq!(kb, vec![true, false], "oldest first");
+        assert_eq!(by[&host].len(), 1);
+    }
 
     fn pack(n: u8) -> PackId {
         PackId([n; 32])
