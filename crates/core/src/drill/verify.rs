@@ -125,6 +125,13 @@ fn tail(out: &mut std::fs::File, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// One verify at a time: `GROUP` is the process's, and `stop` ends whatever is in it.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn snap() -> Snapshot {
         Snapshot {
             version: 1,
@@ -153,25 +160,55 @@ mod tests {
 
     #[test]
     fn the_command_runs_in_the_copy_without_the_secrets() {
+        let _serial = serial();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), "{}").unwrap();
         std::env::set_var("STRATA_PASSWORD", "hunter2");
         std::env::set_var("AWS_WEB_IDENTITY_TOKEN_FILE", "/secret");
         let c = "test -f a.json && test \"$STRATA_DRILL_DIR\" = \"$PWD\" && \
                  echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset}${AWS_WEB_IDENTITY_TOKEN_FILE-} \
-                 t=$STRATA_SNAPSHOT_TIME\"";
+                 t=$STRATA_SNAPSHOT_TIME path=${PATH:+kept}\"";
         let r = run(&cmd(c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
         assert_eq!(r.exit_code, Some(0), "{r:?}");
         assert!(r.passed());
         assert_eq!(
-            r.output_tail, "set=kb pw=unset t=2026-12-06T10:00:00Z\n",
+            r.output_tail, "set=kb pw=unset t=2026-12-06T10:00:00Z path=kept\n",
             "{r:?}"
         );
         assert_eq!(r.outcome, "exited 0");
     }
 
+    /// A signal's `stop` ends the verify running now, and with none running touches
+    /// nothing (this process's own group included).
+    #[test]
+    fn stop_ends_the_running_command_and_nothing_else() {
+        let _serial = serial();
+        stop();
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let running = std::thread::scope(|s| {
+            let run = s.spawn(|| {
+                run(
+                    &cmd("sleep 30", 60_000),
+                    dir.path(),
+                    &SnapshotId([1; 32]),
+                    &snap(),
+                )
+            });
+            while GROUP.load(Ordering::SeqCst) == 0 && t.elapsed().as_secs() < 20 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            stop();
+            run.join().unwrap()
+        });
+        assert!(t.elapsed().as_secs() < 20, "{:?}", t.elapsed());
+        assert!(!running.passed());
+        assert!(running.outcome.contains("killed"), "{running:?}");
+    }
+
     #[test]
     fn what_the_command_leaves_running_ends_with_it() {
+        let _serial = serial();
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("late");
         let c = format!("(sleep 2; touch '{}') & echo started", marker.display());
@@ -183,6 +220,7 @@ mod tests {
 
     #[test]
     fn a_failing_or_hanging_command_fails_with_its_output_tail() {
+        let _serial = serial();
         let dir = tempfile::tempdir().unwrap();
         let c =
             "i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done; echo bad >&2; exit 3";

@@ -316,3 +316,74 @@ fn with_a_verify_command_only_drills_that_ran_it_prove_the_set() {
     let ran = drill(20, 1 << 30, 60.0, Some(0));
     assert!(judge(&obj, None, &[ran, other]).drill.unwrap().holds());
 }
+
+/// The bounds themselves hold: a projection of exactly the RTO, a drill exactly the
+/// interval old, a thaw exactly the RTO, a snapshot exactly the tolerated skew ahead.
+#[test]
+fn each_objective_holds_at_its_bound() {
+    // 1024 B/s; an index of 102 bytes (0.099609375 s): 3600 s in all, exactly.
+    let d = drill(1, 1024, 1.0, None);
+    let a = judge(
+        &objectives(1, "STANDARD"),
+        Some(&snapshot(3600 * 1024 - 102)),
+        &[d],
+    );
+    assert_eq!(a.projection.as_ref().unwrap().total_secs(), 3600.0);
+    assert!(a.rto.as_ref().unwrap().holds(), "{:?}", a.rto);
+    let interval = judge(
+        &objectives(4, "STANDARD"),
+        None,
+        &[drill(31, 1 << 30, 60.0, None)],
+    );
+    assert!(interval.drill.unwrap().holds());
+    let mut glacier = objectives(5, "GLACIER");
+    assert_eq!(unreachable_rto(&glacier, Duration::hours(5), None), None);
+    glacier.rto = Some(Duration::hours(5) - Duration::seconds(1));
+    assert!(unreachable_rto(&glacier, glacier.rto.unwrap(), None).is_some());
+    let rpo = assess(
+        &objectives(4, "STANDARD"),
+        &Evidence {
+            newest: None,
+            age_secs: Some(-FUTURE_SLACK_SECS),
+            drills: &[],
+            now: now(),
+        },
+    );
+    assert!(rpo.rpo.unwrap().holds());
+}
+
+/// What the reasons say: the verify's time only when there was one, a thaw only for a
+/// class that waits, the snapshot's size when the newest has one (else the drill's), and
+/// the failed drill's time.
+#[test]
+fn reasons_name_only_what_counts() {
+    let obj = objectives(4, "STANDARD");
+    let with = judge(
+        &obj,
+        Some(&snapshot(1 << 30)),
+        &[drill(1, 1 << 30, 60.0, Some(0))],
+    );
+    assert!(with.rto.unwrap().reason().contains(", verify 30s"));
+    let without = judge(
+        &obj,
+        Some(&snapshot(1 << 30)),
+        &[drill(1, 1 << 30, 60.0, None)],
+    );
+    let reason = without.rto.unwrap().reason().to_string();
+    assert!(
+        !reason.contains("verify") && !reason.contains("thaw"),
+        "{reason}"
+    );
+    assert_eq!(without.projection.as_ref().unwrap().thaw_class, None);
+    let mut d = drill(1, 1 << 20, 1.0, None);
+    d.snapshot_bytes = 7 << 20;
+    let p = project(&obj, Some(&snapshot(0)), &d).unwrap();
+    assert_eq!(
+        p.bytes,
+        7 << 20,
+        "an empty newest snapshot says nothing of the size"
+    );
+    let failed = judge(&obj, None, &[drill(2, 1 << 30, 60.0, Some(1))]);
+    let reason = failed.drill.unwrap().reason().to_string();
+    assert!(reason.contains("(2026-12-04 12:00:00 +00:00)"), "{reason}");
+}
