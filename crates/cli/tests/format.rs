@@ -1,7 +1,8 @@
 //! Format versions: repositories of format version 1 (CBOR maps for every blob entry) and
 //! 2 (compact entries, format-spec §6.1) stay readable and are still written in their own
-//! encoding; version 3 keeps small files in their tree node (§8); new repositories get
-//! version 4, whose applications keep root records (§15). A tiny-file tree shows each step,
+//! encoding; version 3 keeps small files in their tree node (§8); version 4's applications
+//! keep root records (§15); new repositories get version 5, whose prunes write mark records
+//! (§7.3). A tiny-file tree shows each step,
 //! and fixture repositories written by earlier releases are read byte-exact.
 
 #[macro_use]
@@ -221,14 +222,14 @@ fn small_files_live_in_their_tree_node_and_every_reader_finds_them() {
 #[test]
 fn a_build_refuses_a_format_version_it_does_not_know() {
     let env = &Env::local();
-    init_version(env, 5);
+    init_version(env, 6);
     let out = env.cmd().arg("snapshots").output().unwrap();
     assert_ne!(code(&out), 0);
-    assert!(stderr(&out).contains("version 5"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("version 6"), "{}", stderr(&out));
     // `init` makes the newest version.
     let env = &Env::local();
     env.init();
-    assert_eq!(open_repo(env).config().version, 4);
+    assert_eq!(open_repo(env).config().version, 5);
 }
 
 /// Issue 25 item 22: standard input follows §8 like any file: 1 to 128 bytes inline in a

@@ -853,3 +853,95 @@ fn the_wal_archive_costs_few_requests_per_segment() {
     assert!(listed <= 2, "a probe listed {listed} times");
     assert!(probe <= 5, "a probe made {probe} requests");
 }
+
+/// Requests of one host's hourly backup (one changed file) after `hosts` hosts, each its
+/// own machine (cache) and a tree 90% like the others', backed up once and then hourly.
+/// (The hour after a prune adds one GET per mark record it wrote.)
+fn hourly_requests_with(hosts: usize) -> (u64, Vec<(String, u64)>) {
+    let env = Env::s3().unwrap();
+    env.init();
+    let shared = env.path("shared");
+    fs::create_dir_all(&shared).unwrap();
+    for i in 0..9 {
+        fs::write(shared.join(format!("s{i}")), noise(100_000, i)).unwrap();
+    }
+    let host = |h: usize, args: &[&str]| {
+        let src = env.path(&format!("src{h}"));
+        let out = env
+            .cmd()
+            .env("STRATA_CACHE_DIR", env.path(&format!("cache{h}")))
+            .args(["backup", "--host", &format!("h{h}"), "--json", "-q"])
+            .args([shared.to_str().unwrap(), src.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    };
+    let own = |h: usize, hour: u64| {
+        let src = env.path(&format!("src{h}"));
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("own"), noise(100_000, 1000 * h as u64 + hour)).unwrap();
+    };
+    for h in 0..hosts {
+        own(h, 0);
+        host(h, &[]);
+    }
+    for hour in 1..3 {
+        for h in 1..hosts {
+            own(h, hour);
+            host(h, &[]);
+        }
+    }
+    own(0, 3);
+    let before = garage_by_operation();
+    host(0, &[]);
+    let after = garage_by_operation();
+    let ops: Vec<(String, u64)> = after
+        .iter()
+        .filter_map(|(op, n)| {
+            let d = n - before.iter().find(|(o, _)| o == op).map_or(0, |(_, b)| *b);
+            (d > 0).then(|| (op.clone(), d))
+        })
+        .collect();
+    (ops.iter().map(|(_, n)| n).sum(), ops)
+}
+
+/// Garage's request counts by S3 operation.
+fn garage_by_operation() -> Vec<(String, u64)> {
+    let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
+    let addr = admin.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for l in body
+        .lines()
+        .filter(|l| l.starts_with("api_s3_request_counter{"))
+    {
+        let op = l
+            .split("api_endpoint=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string();
+        let n = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        match out.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, m)) => *m += n.unwrap_or(0.0) as u64,
+            None => out.push((op, n.unwrap_or(0.0) as u64)),
+        }
+    }
+    out
+}
+
+#[test]
+fn an_hourly_backup_costs_the_same_requests_whatever_the_fleet() {
+    let Some((_, _serial)) = s3_env() else {
+        return;
+    };
+    let (one, ops1) = hourly_requests_with(1);
+    let (eight, ops8) = hourly_requests_with(8);
+    eprintln!("hourly requests: 1 host {one} {ops1:?}; 8 hosts {eight} {ops8:?}");
+    assert_eq!(one, eight, "1 host: {ops1:?}; 8 hosts: {ops8:?}");
+    assert!(eight <= 6, "{ops8:?}");
+}

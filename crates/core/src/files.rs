@@ -34,11 +34,14 @@ pub enum FileKind {
     /// WAL records of format versions 1-3, one per archived PostgreSQL file (read as
     /// roots; version 4 keeps them as root records).
     Wal,
+    /// Mark records (format version 5 on): the packs an operation took out of the live
+    /// set, read by backups instead of every other writer's index file.
+    Marks,
 }
 
 impl FileKind {
     /// Every kind, `config` first.
-    pub const ALL: [FileKind; 10] = [
+    pub const ALL: [FileKind; 11] = [
         FileKind::Config,
         FileKind::Key,
         FileKind::Snapshot,
@@ -49,6 +52,7 @@ impl FileKind {
         FileKind::Audit,
         FileKind::Root,
         FileKind::Wal,
+        FileKind::Marks,
     ];
 
     /// The directory (or key prefix) files of this kind live under.
@@ -64,6 +68,7 @@ impl FileKind {
             FileKind::Audit => "audit",
             FileKind::Root => "roots",
             FileKind::Wal => "wal",
+            FileKind::Marks => "marks",
         }
     }
 
@@ -74,7 +79,11 @@ impl FileKind {
         const MIB: u64 = 1 << 20;
         match self {
             FileKind::Config | FileKind::Key | FileKind::Lock => MIB,
-            FileKind::Snapshot | FileKind::Audit | FileKind::Root | FileKind::Wal => 64 * MIB,
+            FileKind::Snapshot
+            | FileKind::Audit
+            | FileKind::Root
+            | FileKind::Wal
+            | FileKind::Marks => 64 * MIB,
             FileKind::Index => 1024 * MIB,
             FileKind::Data | FileKind::Tree => 2048 * MIB,
         }
@@ -108,6 +117,7 @@ impl fmt::Display for FileKind {
             FileKind::Audit => "audit record",
             FileKind::Root => "root record",
             FileKind::Wal => "WAL record",
+            FileKind::Marks => "mark record",
         })
     }
 }
@@ -121,7 +131,7 @@ mod tests {
     fn size_bounds_are_the_specified_ones() {
         const MIB: u64 = 1 << 20;
         let bounds: Vec<u64> = FileKind::ALL.iter().map(|k| k.max_size()).collect();
-        // config, key, snapshot, index, data, tree, lock, audit, root, wal
+        // config, key, snapshot, index, data, tree, lock, audit, root, wal, marks
         assert_eq!(
             bounds,
             [
@@ -132,6 +142,7 @@ mod tests {
                 2048 * MIB,
                 2048 * MIB,
                 MIB,
+                64 * MIB,
                 64 * MIB,
                 64 * MIB,
                 64 * MIB

@@ -122,6 +122,10 @@ typed_id!(
     /// BLAKE3 of an audit record's bytes.
     AuditId
 );
+typed_id!(
+    /// BLAKE3 of a mark record's bytes.
+    MarkId
+);
 
 /// A tree is a blob; the alias documents intent where a tree is expected.
 pub type TreeId = BlobId;

@@ -176,7 +176,7 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
 /// backup of every set it was to back up, told as such.
 fn open_or_tell(global: &Global, jobs: &[Job]) -> anyhow::Result<strata::Repository> {
     let started = timespec::now();
-    global.open().inspect_err(|e| {
+    global.open_for_backup().inspect_err(|e| {
         let code = exit::code_of_anyhow(e);
         for job in jobs {
             let label = job_label(job);

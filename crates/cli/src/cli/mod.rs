@@ -347,6 +347,14 @@ impl Global {
         Ok(repo)
     }
 
+    /// For a backup: a partial view of the index where the repository allows one
+    /// (format-spec §7.3), so that its cost does not grow with the hosts sharing it.
+    fn open_for_backup(&self) -> anyhow::Result<Repository> {
+        let repo = self.open_how(Repository::open_for_backup)?;
+        repo.set_warning_sink(warning_sink());
+        Ok(repo)
+    }
+
     /// For commands that need snapshots and audit records only: no index listing.
     fn open_metadata(&self) -> anyhow::Result<strata::MetadataRepository> {
         let repo = self.open_how(Repository::open_metadata)?;

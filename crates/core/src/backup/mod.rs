@@ -85,7 +85,16 @@ pub struct BackupOptions<'a> {
     /// may add to the snapshot (`pg basebackup` records `pg_backup_stop`'s answer) or fail
     /// the backup, which then writes no snapshot.
     pub before_snapshot: Option<BeforeSnapshot<'a>>,
+    /// On a partial view of the index (format-spec §7.3): once the run has found this many
+    /// bytes of file data new to it, it reads the index files other hosts wrote since its
+    /// last full read, which may hold the rest (a file deployed on every host). Default
+    /// [`EXTEND_VIEW_AFTER`].
+    pub extend_view_after: u64,
 }
+
+/// See [`BackupOptions::extend_view_after`]: past 64 MiB of new data, reading a few
+/// hundred index files costs less than storing what they may name a second time.
+pub const EXTEND_VIEW_AFTER: u64 = 64 << 20;
 
 /// See [`BackupOptions::before_snapshot`].
 pub type BeforeSnapshot<'a> = Box<dyn FnOnce(&mut Snapshot) -> Result<()> + 'a>;
@@ -105,6 +114,7 @@ impl Default for BackupOptions<'_> {
             cancel: None,
             tolerate_changes: false,
             before_snapshot: None,
+            extend_view_after: EXTEND_VIEW_AFTER,
         }
     }
 }
@@ -213,7 +223,8 @@ pub fn run(
     let parent_root = parent_root(repo, parent, &set_key)?;
     // Start time in ns: distinct from every earlier run's mark.
     let mark = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-    let shared = SaverShared::with_data_class(opts.data_storage_class.clone());
+    let shared = SaverShared::with_data_class(opts.data_storage_class.clone())
+        .extending_view_after(opts.extend_view_after);
     // Dropped on any error below, it rolls back: what packs and index files the failed run
     // wrote is in the repository, and the next open reads it into the cache from there.
     let tx = repo.transaction()?;

@@ -38,6 +38,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
     inp.progress.message("repacking");
     let (new_packs, repacked) = repack(repo, &plan.repack, inp.classes)?;
     let bytes_added: u64 = new_packs.iter().map(|p| p.size).sum();
+    let carried: Vec<PackId> = plan.carry.iter().map(|m| m.id).collect();
     let mut obsolete: Vec<ObsoletePack> = plan.carry;
     for (id, kind, entries) in repacked {
         // Its used blobs now live in new packs, but a running backup may still reference
@@ -72,9 +73,18 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
     let mut packs = revive(repo, &plan.revive)?;
     packs.extend(new_packs);
 
-    // 2. The new index: revived, new and kept packs, and the marks. Written before
-    //    anything is deleted.
+    // 2. The mark record naming every pack leaving the live set (format-spec §7.3), then
+    //    the new index: revived, new and kept packs, and the marks. The record comes
+    //    first so that a backup which lists mark records after the new index files exist
+    //    finds it; both are written before anything is deleted.
     inp.progress.message("writing index");
+    // Marks carried from earlier runs were named by their records then.
+    let carried: HashSet<PackId> = carried.into_iter().collect();
+    let leaving: Vec<PackId> = (obsolete.iter().map(|m| m.id))
+        .chain(delete.iter().map(|(id, _)| *id))
+        .filter(|id| !carried.contains(id))
+        .collect();
+    repo.write_mark_record(&leaving, false)?;
     write_index(inp, packs, &plan.keep, obsolete)?;
     // 3. The new index is durable and the files it replaces are gone: now the packs.
     report.index_files_replaced = inp.superseded.len();
@@ -98,7 +108,10 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
         report.temporaries_bytes += t.size;
     }
     report.bytes_freed += report.temporaries_bytes;
-    repo.sync_index()
+    repo.sync_index()?;
+    // The index that settled their marks is durable: records past their retention go.
+    repo.delete_old_mark_records()?;
+    Ok(())
 }
 
 type Repacked = (PackId, BlobKind, Vec<crate::repo::pack::BlobEntry>);

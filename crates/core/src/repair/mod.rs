@@ -78,6 +78,12 @@ pub fn repair_index(
     packs.sort_by_key(|p| p.id);
     let mut obsolete: Vec<ObsoletePack> = found.marks.into_values().collect();
     obsolete.sort_by_key(|m| m.id);
+    // Backups on a partial view must learn which packs left (format-spec §7.3); those
+    // of index files it could not read it cannot name, so they read everything again.
+    let lost: Vec<PackId> = (report.packs_missing.iter())
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    repo.write_mark_record(&lost, true)?;
     repo.replace_index(&mut packs.into_iter().map(Ok), obsolete, &found.read)?;
     report.index_files_replaced = found.read.len();
     repo.sync_index()?;

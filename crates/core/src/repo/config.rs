@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
-/// The format version new repositories get: 4, root records of applications (format-spec
-/// §15) and snapshot extensions (§9), on top of version 3's files inside their tree node
-/// (§8) and version 2's compact metadata (§6.1).
-pub const FORMAT_VERSION: u32 = 4;
+/// The format version new repositories get: 5, mark records (format-spec §7.3) that let
+/// backups deduplicate without reading every host's index files, on top of version 4's root
+/// records of applications (§15) and snapshot extensions (§9), version 3's files inside
+/// their tree node (§8) and version 2's compact metadata (§6.1).
+pub const FORMAT_VERSION: u32 = 5;
 /// The largest file a version 3 writer stores in its tree node rather than as a blob.
 ///
 /// A blob costs about 140 bytes once (seal, pack header and index entries, its id in the
@@ -78,6 +79,12 @@ impl Config {
     /// extensions in `extensions`.
     pub fn roots(&self) -> bool {
         self.version >= 4
+    }
+
+    /// Whether operations that take packs out of the live set write mark records
+    /// (format-spec §7.3), so that backups may deduplicate from a partial view.
+    pub fn partial_views(&self) -> bool {
+        self.version >= 5
     }
 
     /// A config for a new repository, with a fresh id.

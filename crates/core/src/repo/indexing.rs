@@ -10,10 +10,13 @@ impl Repository {
         self.sync_index_from(None)
     }
 
-    /// As [`Repository::sync_index`], starting from what `open` fetched early.
+    /// As [`Repository::sync_index`], starting from what `open` fetched early. A full
+    /// view needs no mark records (format-spec §10.1 holds for it as it is); a rebuild
+    /// forgets those read, so that the next partial view reads them all again.
     pub(super) fn sync_index_from(&self, mut early: Option<EarlyIndex>) -> Result<()> {
         // A prune running meanwhile deletes index files between our listing and reading
         // (after writing the ones that replace them): list again and read what is there now.
+        let mut synced = None;
         for _ in 0..3 {
             match self.sync_index_once(early.take()) {
                 Err(Error::NotFound {
@@ -23,10 +26,49 @@ impl Repository {
                             ..
                         },
                 }) => continue,
-                r => return r,
+                r => {
+                    synced = Some(r);
+                    break;
+                }
             }
         }
-        self.sync_index_once(None)
+        synced.unwrap_or_else(|| self.sync_index_once(None))?;
+        self.partial
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Adds to a partial view the index files listed now that it has not read (none is
+    /// dropped: a file gone was superseded by one that is listed), then the mark records
+    /// listed after them. What a backup does once it has found enough new data that other
+    /// hosts may have stored it: its cost then pays for itself. Runs inside the backup's
+    /// cache transaction.
+    pub(crate) fn extend_view(&self) -> Result<()> {
+        let listed: Vec<IndexId> = (self.backend.list(FileKind::Index)?.into_iter())
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let known: HashSet<IndexId> = self.cache.index().files()?.into_iter().collect();
+        let new: Vec<IndexId> = listed
+            .into_iter()
+            .filter(|id| !known.contains(id))
+            .collect();
+        let index = self.cache.index();
+        for (id, loaded) in self.load_index_files(&new) {
+            match loaded {
+                Ok(file) => index.add_file(&id, &file)?,
+                // Gone since the listing (a prune superseded it) or damaged: its packs are
+                // simply not deduplicated against.
+                Err(Error::NotFound { .. } | Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.apply_mark_records()?;
+        Ok(())
+    }
+
+    /// Whether the blob index is a partial view (see [`Repository::extend_view`]).
+    pub(crate) fn partial_view(&self) -> bool {
+        self.partial.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn sync_index_once(&self, early: Option<EarlyIndex>) -> Result<()> {

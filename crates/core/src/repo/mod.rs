@@ -16,6 +16,7 @@ pub mod tree;
 mod cold;
 mod indexing;
 mod keyring;
+pub mod marks;
 mod open;
 mod retention;
 mod snapshots;
@@ -66,6 +67,9 @@ pub struct Repository {
     cache: Cache,
     /// Warnings not yet handed to a sink, and the sink once there is one.
     warnings: std::sync::Mutex<(Vec<String>, Option<WarningSink>, HashSet<String>)>,
+    /// Whether the blob index is a partial view (format-spec §7.3): the index files of
+    /// other writers since the last full read are not in it.
+    partial: std::sync::atomic::AtomicBool,
 }
 
 /// The backend with the Object Lock layer the config asks for (every write retained).
@@ -98,6 +102,7 @@ fn aad(kind: FileKind) -> &'static [u8] {
         FileKind::Audit => b"strata/audit/v1",
         FileKind::Wal => b"strata/wal/v1",
         FileKind::Root => b"strata/root/v1",
+        FileKind::Marks => b"strata/marks/v1",
         FileKind::Key | FileKind::Data | FileKind::Tree => b"",
     }
 }

@@ -2,6 +2,7 @@
 //! time), the config, the cache.
 
 use super::indexing::EarlyIndex;
+use super::marks::IndexView;
 use super::*;
 
 impl Repository {
@@ -98,7 +99,18 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, true)
+        Self::open_inner(backend, password, cache_base, IndexView::Full)
+    }
+
+    /// As [`Repository::open_with`] for a backup: where the format and the cache allow,
+    /// the index is a partial view (format-spec §7.3), brought up to date by listing mark
+    /// records instead of reading every index file other hosts wrote since the last run.
+    pub fn open_for_backup(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<Self> {
+        Self::open_inner(backend, password, cache_base, IndexView::Partial)
     }
 
     /// As [`Repository::open_with`] for commands that read snapshots and audit records
@@ -109,7 +121,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<metadata::MetadataRepository> {
-        Self::open_inner(backend, password, cache_base, false)
+        Self::open_inner(backend, password, cache_base, IndexView::None)
             .map(metadata::MetadataRepository::new)
     }
 
@@ -117,7 +129,7 @@ impl Repository {
         backend: BackendRef,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
-        sync_index: bool,
+        view: IndexView,
     ) -> Result<Self> {
         // Reading the config doubles as the existence check: one request, not two.
         let sealed = match backend.read(FileKind::Config, "config") {
@@ -133,8 +145,11 @@ impl Repository {
         // while the password is asked for and the key derived, instead of one round trip
         // after the other.
         let bare = !key_cache.exists();
+        // A partial view lists no index files unless the cache turns out too old for it,
+        // which is known only once it is open.
+        let early_listing = view == IndexView::Full || (view == IndexView::Partial && bare);
         let (opened, early) = std::thread::scope(|s| {
-            let early = s.spawn(|| sync_index.then(|| EarlyIndex::fetch(&backend, bare)));
+            let early = s.spawn(|| early_listing.then(|| EarlyIndex::fetch(&backend, bare)));
             let opened = (|| -> Result<Repository> {
                 let password = password()?;
                 let (key, key_id, config) =
@@ -153,8 +168,23 @@ impl Repository {
             (opened, early.join().expect("index prefetch thread"))
         });
         let repo = opened?;
-        if let Some(early) = early {
-            repo.sync_index_from(early.ok())?;
+        match view {
+            IndexView::None => {}
+            IndexView::Partial if early.is_none() && repo.partial_view_fresh()? => {
+                // A record of a repair asks for every index file to be read again.
+                if repo.apply_mark_records()? {
+                    repo.sync_index()?;
+                } else {
+                    repo.partial
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            IndexView::Partial => {
+                // A full view now, and the listing the next run's partial view starts from.
+                repo.sync_index_from(early.and_then(|e| e.ok()))?;
+                repo.apply_mark_records()?;
+            }
+            IndexView::Full => repo.sync_index_from(early.and_then(|e| e.ok()))?,
         }
         Ok(repo)
     }
@@ -191,6 +221,7 @@ impl Repository {
             config,
             cache,
             warnings: Default::default(),
+            partial: Default::default(),
         })
     }
 

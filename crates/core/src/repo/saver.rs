@@ -75,6 +75,11 @@ pub struct SaverShared {
     /// Under Object Lock: the packs this run deduplicated against, whose retention must
     /// cover the snapshot's before it is written.
     pub reused: Mutex<HashSet<(BlobKind, PackId)>>,
+    /// File data this run found new, and past how much of it a partial view of the index
+    /// is extended by the index files other hosts wrote (once: `extended`).
+    new_data: AtomicU64,
+    extend_after: u64,
+    extended: Mutex<bool>,
 }
 
 impl Default for SaverShared {
@@ -87,6 +92,9 @@ impl Default for SaverShared {
             saved_bytes: AtomicU64::new(0),
             data_class: None,
             reused: Mutex::default(),
+            new_data: AtomicU64::new(0),
+            extend_after: u64::MAX,
+            extended: Default::default(),
         }
     }
 }
@@ -98,6 +106,13 @@ impl SaverShared {
             data_class: class,
             ..Default::default()
         }
+    }
+
+    /// Extends a partial view of the index once the run has found `bytes` of new file
+    /// data (see [`crate::backup::BackupOptions::extend_view_after`]).
+    pub fn extending_view_after(mut self, bytes: u64) -> Self {
+        self.extend_after = bytes;
+        self
     }
 
     /// An interruption, with what this run saved (once the saver has finished).
@@ -232,9 +247,9 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
     /// Whether a live pack holds the blob; under Object Lock, which pack is remembered.
     fn stored(&self, id: &BlobId) -> Result<bool> {
         if self.repo.object_lock().is_none() {
-            return self.repo.blob_index().contains(id);
+            return self.repo.blob_index().dedupable(id);
         }
-        Ok(match self.repo.blob_index().lookup_live(id)? {
+        Ok(match self.repo.blob_index().lookup_dedupable(id)? {
             Some(loc) => {
                 self.shared
                     .reused
@@ -268,8 +283,14 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         if let Some(e) = self.packer.failed() {
             return Err(e);
         }
+        self.extend_view_if_due()?;
         if !self.claim(&id)? {
             return Ok(false);
+        }
+        if kind == BlobKind::Data {
+            self.shared
+                .new_data
+                .fetch_add(plain.len() as u64, Ordering::Relaxed);
         }
         let sealed = self.repo.seal_blob(id, kind, plain, self.level);
         self.count(kind, plain.len(), sealed.bytes.len());
@@ -279,6 +300,28 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         };
         self.packer.add(sealed, class)?;
         Ok(true)
+    }
+
+    /// On a partial view, once the run's new data passes its bound: the index files other
+    /// hosts wrote since may hold the rest of it, and reading them now costs less than
+    /// storing it again. The other threads wait for it rather than store more meanwhile.
+    fn extend_view_if_due(&self) -> Result<()> {
+        let shared = &self.shared;
+        if shared.new_data.load(Ordering::Relaxed) < shared.extend_after
+            || !self.repo.partial_view()
+        {
+            return Ok(());
+        }
+        let mut extended = shared.extended.lock().unwrap_or_else(|p| p.into_inner());
+        if !*extended {
+            *extended = true;
+            // On a thread of its own: a rayon worker that waits inside the read pool
+            // steals this run's other chunks, which would wait on `extended`, held here.
+            let repo = self.repo;
+            std::thread::scope(|s| s.spawn(|| repo.extend_view()).join())
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+        }
+        Ok(())
     }
 
     fn count(&self, kind: BlobKind, plain: usize, sealed: usize) {

@@ -1,14 +1,18 @@
 //! The blob index (from the repository's index files, with prune's marked packs) and
 //! prune's set of used blobs.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, FixedOffset};
 
 use rusqlite::{params, OptionalExtension};
 
 use super::{BlobLocation, Cache, PackUsage};
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IndexId, PackId};
+use crate::id::{BlobId, IndexId, MarkId, PackId};
 use crate::repo::index::IndexFile;
+use crate::repo::marks::MarkRecord;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
 /// The cached blob index: where each blob is, which packs and index files exist.
@@ -91,7 +95,8 @@ impl<'c> BlobIndex<'c> {
             .lock()
             .execute_batch(
                 "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
-                 DELETE FROM marked_packs; DELETE FROM marked_blobs;",
+                 DELETE FROM marked_packs; DELETE FROM marked_blobs; DELETE FROM dropped_packs;
+                 DELETE FROM mark_records;",
             )
             .map_err(|e| self.0.err(e))
     }
@@ -215,11 +220,6 @@ impl<'c> BlobIndex<'c> {
         }
     }
 
-    /// Where a blob is in a live pack only (what a backup may deduplicate against).
-    pub fn lookup_live(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        self.lookup_in("blobs", id)
-    }
-
     fn lookup_in(&self, table: &str, id: &BlobId) -> Result<Option<BlobLocation>> {
         let conn = self.0.lock();
         let mut st = conn
@@ -261,6 +261,30 @@ impl<'c> BlobIndex<'c> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a backup may deduplicate against the blob: it is in a live pack that no
+    /// mark record read names (format-spec §7.3; a partial view does not know every mark
+    /// an index file carries).
+    pub fn dedupable(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.lookup_dedupable(id)?.is_some())
+    }
+
+    /// Where a blob is that a backup may deduplicate against (see [`Self::dedupable`]).
+    pub fn lookup_dedupable(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let loc = self.lookup_in("blobs", id)?;
+        match loc {
+            Some(l) if self.dropped(&l.pack)? => Ok(None),
+            loc => Ok(loc),
+        }
+    }
+
+    fn dropped(&self, pack: &PackId) -> Result<bool> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM dropped_packs WHERE id = ?1")
+            .map_err(|e| self.0.err(e))?;
+        st.exists([&pack.0[..]]).map_err(|e| self.0.err(e))
     }
 
     /// Whether a blob is in a live pack: backups deduplicate only against these, so that
@@ -458,5 +482,106 @@ impl EntryRow {
             raw_length: self.raw_length,
             compression: Compression::try_from(self.compression).map_err(bad)?,
         })
+    }
+}
+
+/// Mark records (format-spec §7.3) and the packs they take out of what backups
+/// deduplicate against.
+impl BlobIndex<'_> {
+    /// The mark records read.
+    pub fn mark_records(&self) -> Result<HashSet<MarkId>> {
+        Ok((self.0.ids("SELECT id FROM mark_records")?.into_iter())
+            .map(MarkId)
+            .collect())
+    }
+
+    /// Remembers a mark record read or written.
+    pub fn add_mark_record(&self, id: &MarkId, record: &MarkRecord) -> Result<()> {
+        let packs: Vec<u8> = record.packs.iter().flat_map(|p| p.0).collect();
+        self.0
+            .lock()
+            .execute(
+                "INSERT OR REPLACE INTO mark_records (id, time, packs) VALUES (?1, ?2, ?3)",
+                params![&id.0[..], record.time, packs],
+            )
+            .map(|_| ())
+            .map_err(|e| self.0.err(e))
+    }
+
+    /// Forgets the records `listed` does not have (prune deleted them).
+    pub fn keep_mark_records(&self, listed: &[MarkId]) -> Result<()> {
+        let listed: HashSet<MarkId> = listed.iter().copied().collect();
+        for id in self.mark_records()? {
+            if !listed.contains(&id) {
+                self.forget_mark_record(&id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets one record.
+    pub fn forget_mark_record(&self, id: &MarkId) -> Result<()> {
+        self.0
+            .lock()
+            .execute("DELETE FROM mark_records WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.0.err(e))
+    }
+
+    /// Each record read, with the time it says it was written.
+    pub fn mark_record_times(&self) -> Result<Vec<(MarkId, String)>> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached("SELECT id, time FROM mark_records")
+            .map_err(|e| self.0.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.0.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, time) = r.map_err(|e| self.0.err(e))?;
+            if let Ok(id) = <[u8; 32]>::try_from(id) {
+                out.push((MarkId(id), time));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the packs of the records `only` names out of what backups deduplicate against.
+    pub fn drop_marked(&self, only: &[MarkId]) -> Result<()> {
+        let conn = self.0.lock();
+        let run = || -> rusqlite::Result<()> {
+            let mut read = conn.prepare_cached("SELECT id, packs FROM mark_records")?;
+            let mut insert =
+                conn.prepare_cached("INSERT OR IGNORE INTO dropped_packs (id) VALUES (?1)")?;
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = read
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, packs) in rows {
+                let wanted = only.iter().any(|m| m.0[..] == id[..]);
+                if wanted {
+                    for pack in packs.chunks_exact(32) {
+                        insert.execute([pack])?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        run().map_err(|e| self.0.err(e))
+    }
+
+    /// When `marks/` was last listed (the listing's start), if ever.
+    pub fn marks_listed(&self) -> Result<Option<DateTime<FixedOffset>>> {
+        Ok(self
+            .0
+            .meta_get("marks_listed")?
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))
+    }
+
+    /// Remembers when `marks/` was listed.
+    pub fn set_marks_listed(&self, at: DateTime<FixedOffset>) -> Result<()> {
+        self.0.meta_put("marks_listed", &at.to_rfc3339())
     }
 }

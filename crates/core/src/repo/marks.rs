@@ -1,0 +1,184 @@
+//! Mark records (format-spec §7.3): the packs an operation took out of the live set. A
+//! backup on a warm cache reads these instead of every other writer's index file, so that
+//! its cost does not grow with the number of hosts sharing the repository.
+
+use chrono::{DateTime, Duration, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::id::MarkId;
+
+/// The oldest the last listing of `marks/` may be for a backup to go on from a partial
+/// view; older, it reads every index file again (format-spec §7.3).
+pub const PARTIAL_VIEW_MAX_AGE: Duration = Duration::days(6);
+
+/// How long prune keeps a mark record: a day beyond [`PARTIAL_VIEW_MAX_AGE`], for clocks
+/// that disagree.
+pub const RECORD_RETENTION: Duration = Duration::days(7);
+
+/// One mark record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarkRecord {
+    /// Always 1.
+    pub version: u32,
+    /// When it was written (RFC 3339).
+    pub time: String,
+    /// The host that wrote it.
+    pub host: String,
+    /// The packs the operation takes out of the live set.
+    pub packs: Vec<PackId>,
+    /// Readers with a partial view must read every index file again (a repair of the
+    /// index, which cannot name the packs of index files it could not read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reread: bool,
+}
+
+impl MarkRecord {
+    /// When it was written; one whose time does not parse counts as written now (it is
+    /// kept, and its packs avoided, the longest).
+    pub fn written(&self, now: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(&self.time).unwrap_or(now)
+    }
+}
+
+/// How a run sees the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexView {
+    /// Not at all (`status`: snapshots and audit records only).
+    None,
+    /// Every index file read: what restores, checks and prunes need.
+    Full,
+    /// Where the format allows (version 5, a warm cache listed recently): the index files
+    /// read before and written since, less the packs of every mark record. What a backup
+    /// needs to deduplicate safely.
+    Partial,
+}
+
+impl Repository {
+    /// Writes a mark record naming `packs`, durably, before the index files that mark or
+    /// drop them (format-spec §7.3: a reader listing `marks/` after those files exist must
+    /// find it). Nothing in repositories before version 5, nor when `packs` is empty.
+    pub(crate) fn write_mark_record(
+        &self,
+        packs: &[PackId],
+        reread: bool,
+    ) -> Result<Option<MarkId>> {
+        if !self.config.partial_views() || (packs.is_empty() && !reread) {
+            return Ok(None);
+        }
+        let mut packs = packs.to_vec();
+        packs.sort();
+        packs.dedup();
+        let record = MarkRecord {
+            version: 1,
+            time: crate::timespec::now().to_rfc3339(),
+            host: crate::util::hostname(),
+            packs,
+            reread,
+        };
+        let id = MarkId(self.save_file(FileKind::Marks, &record)?);
+        self.cache.index().add_mark_record(&id, &record)?;
+        Ok(Some(id))
+    }
+
+    /// Lists `marks/`, reads the records the cache has not (all of them after the blob
+    /// index was rebuilt), and takes their packs out of what backups deduplicate against.
+    /// Records the listing no longer has are forgotten; the packs they named stay out (a
+    /// view read before their prune may still name them) until the next rebuild.
+    /// Remembers when it listed: the start of the listing, so that a record written during
+    /// it counts as unread next time. True if a new record asks partial views to read
+    /// every index file again.
+    pub(crate) fn apply_mark_records(&self) -> Result<bool> {
+        if !self.config.partial_views() {
+            return Ok(false);
+        }
+        let listed_at = crate::timespec::now();
+        let listed: Vec<MarkId> = (self.backend.list(FileKind::Marks)?.into_iter())
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        let index = self.cache.index();
+        let known = index.mark_records()?;
+        let new: Vec<MarkId> = listed
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        let mut reread = false;
+        for (id, loaded) in self.load_many::<MarkRecord, _>(FileKind::Marks, &new) {
+            match loaded {
+                Ok(record) => {
+                    reread |= record.reread;
+                    index.add_mark_record(&id, &record)?;
+                }
+                // A record that cannot be read names packs we cannot know: only a view of
+                // every index file is safe then. Not remembered, so read again next time
+                // (prune deletes it once past the retention).
+                Err(e @ Error::Corrupt { .. }) => {
+                    self.warn(format!(
+                        "{e}; every index file is read instead of the mark records"
+                    ));
+                    reread = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        index.keep_mark_records(&listed)?;
+        index.drop_marked(&new)?;
+        index.set_marks_listed(listed_at)?;
+        Ok(reread)
+    }
+
+    /// Whether this run may go on from a partial view: the format has mark records, the
+    /// cache has read index files before and listed `marks/` less than
+    /// [`PARTIAL_VIEW_MAX_AGE`] ago.
+    pub(crate) fn partial_view_fresh(&self) -> Result<bool> {
+        if !self.config.partial_views() {
+            return Ok(false);
+        }
+        let index = self.cache.index();
+        let Some(listed) = index.marks_listed()? else {
+            return Ok(false);
+        };
+        let age = crate::timespec::now() - listed;
+        Ok(!index.files()?.is_empty() && age < PARTIAL_VIEW_MAX_AGE && age > -Duration::days(1))
+    }
+
+    /// Deletes the mark records older than [`RECORD_RETENTION`] (prune, once its index
+    /// files are durable); a record that could not be read goes by the listing's time.
+    /// Returns how many went.
+    pub(crate) fn delete_old_mark_records(&self) -> Result<usize> {
+        if !self.config.partial_views() {
+            return Ok(0);
+        }
+        let now = crate::timespec::now();
+        let index = self.cache.index();
+        let read: HashMap<MarkId, String> = index.mark_record_times()?.into_iter().collect();
+        let mut deleted = 0;
+        for f in self.backend.list(FileKind::Marks)? {
+            let Ok(id) = f.name.parse::<MarkId>() else {
+                continue;
+            };
+            // Not remembered (the cache was rebuilt since): read for its time only, not
+            // taken as applied.
+            let written = match read.get(&id) {
+                Some(t) => DateTime::parse_from_rfc3339(t).ok(),
+                None => match self.load_file::<MarkRecord>(FileKind::Marks, &f.name) {
+                    Ok(r) => Some(r.written(now)),
+                    Err(Error::Corrupt { .. }) => (f.modified)
+                        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                        .map(|t| t.fixed_offset()),
+                    Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            if written.is_some_and(|w| now - w > RECORD_RETENTION) {
+                match self.delete_file(FileKind::Marks, &f.name) {
+                    Ok(()) | Err(Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(e),
+                }
+                index.forget_mark_record(&id)?;
+            }
+        }
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,303 @@
+//! Many hosts on one repository (format-spec §7.3): a backup on a warm cache lists mark
+//! records instead of reading the index files other hosts wrote, so its cost does not
+//! grow with the fleet; it never deduplicates against a pack a prune took out of the live
+//! set; past its bound of new data it reads the others' files and finds what they stored;
+//! a view too old, a repair, or a repository before version 5 make it read everything.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata::backend::faulty::{Faulty, Op};
+use strata::backend::{Backend, BackendRef, FileKind, MemBackend};
+use strata::backup::{self, BackupOptions, Source};
+use strata::check::{self, ReadData};
+use strata::prune::{self, PruneOptions};
+use strata::{ChunkerParams, Config, KdfCost, NoProgress, Repository, Snapshot, SnapshotId};
+
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect()
+}
+
+/// One repository in memory, counted, and hosts each with a cache and a source of its own.
+struct Fleet {
+    dir: tempfile::TempDir,
+    store: Arc<Faulty>,
+}
+
+impl Fleet {
+    fn new(version: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Faulty::new(Arc::new(MemBackend::new())));
+        let mut config = Config::new(ChunkerParams::default(), 3);
+        config.version = version;
+        let backend: BackendRef = store.clone();
+        Repository::init(backend, b"pw", config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+        Fleet { dir, store }
+    }
+
+    fn cache(&self, host: &str) -> PathBuf {
+        self.dir.path().join("caches").join(host)
+    }
+
+    /// The repository as `host`'s backup opens it, as a cron run would.
+    fn open(&self, host: &str) -> Repository {
+        let backend: BackendRef = self.store.clone();
+        Repository::open_for_backup(backend, &mut || Ok(b"pw".to_vec()), &self.cache(host)).unwrap()
+    }
+
+    /// The repository with every index file read (an operator's prune or restore).
+    fn open_full(&self, host: &str) -> Repository {
+        let backend: BackendRef = self.store.clone();
+        Repository::open(backend, b"pw", &self.cache(host)).unwrap()
+    }
+
+    /// `host` backs up its source holding `files` (name, seed, size); files it held
+    /// before and does not name now are gone.
+    fn backup(&self, host: &str, files: &[(&str, u64, usize)]) -> (SnapshotId, Snapshot) {
+        self.backup_with(host, files, backup::EXTEND_VIEW_AFTER)
+    }
+
+    fn backup_with(
+        &self,
+        host: &str,
+        files: &[(&str, u64, usize)],
+        extend_view_after: u64,
+    ) -> (SnapshotId, Snapshot) {
+        let src = self.dir.path().join("src").join(host);
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).unwrap();
+        for (name, seed, size) in files {
+            std::fs::write(src.join(name), noise(*size, *seed)).unwrap();
+        }
+        let repo = self.open(host);
+        let opts = BackupOptions {
+            source: Source::Paths(vec![src]),
+            host: Some(host.into()),
+            extend_view_after,
+            ..Default::default()
+        };
+        let r = backup::run(&repo, opts, &NoProgress).unwrap();
+        (r.snapshot_id, r.snapshot)
+    }
+
+    fn count(&self, op: Op, kind: FileKind) -> u64 {
+        self.store.count(op, Some(kind))
+    }
+
+    /// Index reads and listings, and mark listings, that `f` made.
+    fn cost(&self, f: impl FnOnce()) -> (u64, u64, u64) {
+        let before = (
+            self.count(Op::Read, FileKind::Index),
+            self.count(Op::List, FileKind::Index),
+            self.count(Op::List, FileKind::Marks),
+        );
+        f();
+        (
+            self.count(Op::Read, FileKind::Index) - before.0,
+            self.count(Op::List, FileKind::Index) - before.1,
+            self.count(Op::List, FileKind::Marks) - before.2,
+        )
+    }
+}
+
+/// Sets when `host`'s cache last listed the mark records.
+fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
+    let db = std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("cache.sqlite"))
+        .find(|p| p.exists())
+        .expect("a repository cache");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'marks_listed'",
+            [when.to_rfc3339()],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the cache never listed mark records");
+}
+
+#[test]
+fn a_warm_backup_reads_no_index_file_of_other_hosts() {
+    let fleet = Fleet::new(5);
+    let hosts: Vec<String> = (0..6).map(|h| format!("host{h}")).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        fleet.backup(h, &[("shared", 1, 200_000), ("own", 10 + i as u64, 50_000)]);
+    }
+    // An hour later: each host changed one file; the others' new index files stay unread.
+    for (i, h) in hosts.iter().enumerate() {
+        let cost = fleet.cost(|| {
+            fleet.backup(
+                h,
+                &[("shared", 1, 200_000), ("own", 100 + i as u64, 50_000)],
+            );
+        });
+        assert_eq!(
+            cost,
+            (0, 0, 1),
+            "{h}: (index reads, index lists, mark lists)"
+        );
+    }
+    // Its snapshots restore and check clean from a full view.
+    let repo = fleet.open_full("admin");
+    let report = check::run(&repo, ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn before_version_5_every_backup_reads_the_others_index_files() {
+    let fleet = Fleet::new(4);
+    for h in ["a", "b", "c"] {
+        fleet.backup(h, &[("f", 1, 10_000)]);
+    }
+    fleet.backup("b", &[("f", 2, 10_000)]);
+    fleet.backup("c", &[("f", 3, 10_000)]);
+    let (reads, lists, marks) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 4, 10_000)]);
+    });
+    assert_eq!(
+        (reads, lists, marks),
+        (4, 1, 0),
+        "all b and c wrote since a's last run"
+    );
+    assert!(fleet.store.list(FileKind::Marks).unwrap().is_empty());
+}
+
+/// The hole a partial view would open without mark records: a pack this host knows, that a
+/// prune elsewhere marked, must be stored afresh, not deduplicated against.
+#[test]
+fn a_pack_another_host_pruned_is_not_deduplicated_against() {
+    let fleet = Fleet::new(5);
+    let (first, _) = fleet.backup("a", &[("y", 7, 300_000)]);
+    fleet.backup("a", &[("z", 8, 1_000)]);
+    // The admin host forgets a's first snapshot and prunes: y's pack is marked.
+    let admin = fleet.open_full("admin");
+    admin.snapshots().remove(&first).unwrap();
+    let marked = prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(marked.packs_marked >= 1, "{marked:?}");
+    assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 1);
+
+    let (_, snap) = fleet.backup("a", &[("y", 7, 300_000)]);
+    assert_eq!(
+        snap.summary.data_added, 300_000,
+        "deduplicated against a marked pack"
+    );
+    // The mark settles (the pack deleted): the new snapshot does not need it.
+    let now = PruneOptions {
+        instant_delete: true,
+        ..Default::default()
+    };
+    let done = prune::run(&admin, &now, &NoProgress).unwrap();
+    assert!(done.packs_deleted >= 1, "{done:?}");
+    let report = check::run(&fleet.open_full("admin"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn past_its_bound_a_backup_finds_what_other_hosts_stored() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("small", 1, 1_000)]);
+    fleet.backup("b", &[("m1", 21, 3_000_000), ("m2", 22, 3_000_000)]);
+    // Within the default bound: stored again, nothing of b's read.
+    let (reads, _, _) = fleet.cost(|| {
+        let (_, s) = fleet.backup("a", &[("small", 1, 1_000), ("m1", 21, 3_000_000)]);
+        assert_eq!(s.summary.data_added, 3_000_000);
+    });
+    assert_eq!(reads, 0);
+    // Past a 1 MB bound: b's index files are read and the rest of m2 found there.
+    let (reads, lists, _) = fleet.cost(|| {
+        let (_, s) = fleet.backup_with("a", &[("m2", 22, 3_000_000)], 1_000_000);
+        assert!(s.summary.data_added < 1_500_000, "{:?}", s.summary);
+    });
+    assert_eq!((reads, lists), (1, 1), "b's one index file, one listing");
+}
+
+#[test]
+fn an_old_view_or_a_repair_makes_a_backup_read_everything() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("b", &[("g", 2, 10_000)]);
+    // Listed marks 6 days ago and more: the records since may be gone.
+    set_marks_listed(
+        &fleet.cache("a"),
+        chrono::Utc::now() - chrono::Duration::days(6) - chrono::Duration::minutes(1),
+    );
+    let (reads, lists, marks) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 3, 10_000)]);
+    });
+    assert_eq!((reads, lists, marks), (1, 1, 1), "b's file read");
+    // Younger: partial again.
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 4, 10_000)]);
+    });
+    assert_eq!((reads, lists), (0, 0));
+
+    // A repair of the index cannot name what it could not read: everything again.
+    fleet.backup("b", &[("g", 5, 10_000)]);
+    let admin = fleet.open_full("admin");
+    strata::repair::repair_index(&admin, false, &NoProgress).unwrap();
+    let records = fleet.store.list(FileKind::Marks).unwrap().len();
+    assert_eq!(records, 1);
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 6, 10_000)]);
+    });
+    assert!(reads >= 1 && lists == 1, "({reads}, {lists})");
+}
+
+#[test]
+fn prune_deletes_mark_records_past_their_retention() {
+    let fleet = Fleet::new(5);
+    let (first, _) = fleet.backup("a", &[("y", 1, 100_000)]);
+    fleet.backup("a", &[("z", 2, 100_000)]);
+    let admin = fleet.open_full("admin");
+    admin.snapshots().remove(&first).unwrap();
+    prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    let young = fleet.store.list(FileKind::Marks).unwrap();
+    assert_eq!(young.len(), 1);
+    // A record a week and an hour old, as an earlier prune would have left it.
+    let old = strata::MarkRecord {
+        version: 1,
+        time: (chrono::Utc::now() - strata::RECORD_RETENTION - chrono::Duration::hours(1))
+            .to_rfc3339(),
+        host: "elsewhere".into(),
+        packs: vec![strata::PackId([9; 32])],
+        reread: false,
+    };
+    admin.save_file(FileKind::Marks, &old).unwrap();
+    assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 2);
+    let report = prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    // The old one went; the young one stays; nothing new left the live set, so no new
+    // record (carried marks were named by their own run's).
+    let left: Vec<String> = (fleet.store.list(FileKind::Marks).unwrap().into_iter())
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(left, vec![young[0].name.clone()], "{report:?}");
+}
+
+/// Whoever holds the bucket cannot stop backups with a record that does not open: the
+/// backup reads every index file instead, and says so.
+#[test]
+fn a_damaged_mark_record_costs_a_full_read_not_the_backup() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("b", &[("g", 2, 10_000)]);
+    let junk = b"not a sealed record".to_vec();
+    let name = hex::encode(blake3::hash(&junk).as_bytes());
+    fleet.store.write(FileKind::Marks, &name, &junk).unwrap();
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 3, 10_000)]);
+    });
+    assert_eq!(
+        (reads, lists),
+        (1, 1),
+        "b's file read, as without a partial view"
+    );
+}
