@@ -301,3 +301,29 @@ fn a_damaged_mark_record_costs_a_full_read_not_the_backup() {
         "b's file read, as without a partial view"
     );
 }
+
+/// A record is remembered only with its packs dropped: a run that fails while reading the
+/// records (a dropped connection) leaves none counted as read whose packs are still used.
+#[test]
+fn a_run_that_fails_among_the_records_leaves_no_record_half_applied() {
+    use strata::backend::faulty::Fault;
+    let fleet = Fleet::new(5);
+    let (s1, _) = fleet.backup("a", &[("y", 7, 200_000)]);
+    let (s2, _) = fleet.backup("a", &[("z", 8, 200_000)]);
+    fleet.backup("a", &[("w", 9, 1_000)]);
+    let admin = fleet.open_full("admin");
+    for s in [s1, s2] {
+        admin.snapshots().remove(&s).unwrap();
+        prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    }
+    assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 2);
+    fleet
+        .store
+        .inject(Op::Read, Some(FileKind::Marks), 2, Fault::Fail);
+    let backend: BackendRef = fleet.store.clone();
+    let opened =
+        Repository::open_for_backup(backend, &mut || Ok(b"pw".to_vec()), &fleet.cache("a"));
+    assert!(opened.is_err(), "the second record's read failed");
+    let (_, snap) = fleet.backup("a", &[("y", 7, 200_000), ("z", 8, 200_000)]);
+    assert_eq!(snap.summary.data_added, 400_000, "{:?}", snap.summary);
+}

@@ -219,6 +219,7 @@ pub fn run(
 
     let lineage = Lineage::of(opts.set.as_deref(), &host, &display_paths);
     let set_key = lineage.cache_key();
+    repo.refresh_partial_view()?;
     let parent = find_parent(repo, &lineage)?;
     let parent_root = parent_root(repo, parent, &set_key)?;
     // Start time in ns: distinct from every earlier run's mark.

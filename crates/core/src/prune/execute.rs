@@ -85,6 +85,13 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
         .filter(|id| !carried.contains(id))
         .collect();
     repo.write_mark_record(&leaving, false)?;
+    // The marks date from now, not from the start of the run: a backup that listed the
+    // records before this one was durable may run a grace period from here, and the
+    // grace must be counted from after it (format-spec §10.1).
+    let marked_now = crate::timespec::now().to_rfc3339();
+    for m in obsolete.iter_mut().filter(|m| !carried.contains(&m.id)) {
+        m.marked = marked_now.clone();
+    }
     write_index(inp, packs, &plan.keep, obsolete)?;
     // 3. The new index is durable and the files it replaces are gone: now the packs.
     report.index_files_replaced = inp.superseded.len();

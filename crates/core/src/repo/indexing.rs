@@ -62,8 +62,19 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        self.apply_mark_records()?;
+        if self.apply_mark_records()? {
+            // A repair dropped packs no record can name: nothing more is deduplicated in
+            // this run, and the next one reads every index file.
+            self.dedupe_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.cache.index().forget_marks_listed()?;
+        }
         Ok(())
+    }
+
+    /// Whether this run may still deduplicate (see [`Repository::extend_view`]).
+    pub(crate) fn may_dedupe(&self) -> bool {
+        !self.dedupe_off.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the blob index is a partial view (see [`Repository::extend_view`]).

@@ -119,11 +119,14 @@ impl Repository {
                     ));
                     reread = true;
                 }
+                // Deleted since the listing: past its retention, its packs long settled.
+                Err(Error::NotFound { .. }) => {}
+                // Each record read so far is remembered with its packs dropped; the rest
+                // are read next time.
                 Err(e) => return Err(e),
             }
         }
         index.keep_mark_records(&listed)?;
-        index.drop_marked(&new)?;
         index.set_marks_listed(listed_at)?;
         Ok(reread)
     }
@@ -143,6 +146,23 @@ impl Repository {
         Ok(!index.files()?.is_empty() && age < PARTIAL_VIEW_MAX_AGE && age > -Duration::days(1))
     }
 
+    /// Before each backup job on a partial view: the mark records are listed again when
+    /// the last listing is over an hour old (one process backing up several sets in turn
+    /// can run for longer than a prune's grace period, §10.1).
+    pub(crate) fn refresh_partial_view(&self) -> Result<()> {
+        if !self.partial_view() {
+            return Ok(());
+        }
+        let listed = self.cache.index().marks_listed()?;
+        let stale = listed.is_none_or(|t| crate::timespec::now() - t > Duration::hours(1));
+        if stale && self.apply_mark_records()? {
+            self.dedupe_off
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.cache.index().forget_marks_listed()?;
+        }
+        Ok(())
+    }
+
     /// Deletes the mark records older than [`RECORD_RETENTION`] (prune, once its index
     /// files are durable); a record that could not be read goes by the listing's time.
     /// Returns how many went.
@@ -160,13 +180,14 @@ impl Repository {
             };
             // Not remembered (the cache was rebuilt since): read for its time only, not
             // taken as applied.
+            let listed = (f.modified)
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .map(|t| t.fixed_offset());
             let written = match read.get(&id) {
-                Some(t) => DateTime::parse_from_rfc3339(t).ok(),
+                Some(t) => DateTime::parse_from_rfc3339(t).ok().or(listed),
                 None => match self.load_file::<MarkRecord>(FileKind::Marks, &f.name) {
-                    Ok(r) => Some(r.written(now)),
-                    Err(Error::Corrupt { .. }) => (f.modified)
-                        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-                        .map(|t| t.fixed_offset()),
+                    Ok(r) => DateTime::parse_from_rfc3339(&r.time).ok().or(listed),
+                    Err(Error::Corrupt { .. }) => listed,
                     Err(Error::NotFound { .. }) => continue,
                     Err(e) => return Err(e),
                 },

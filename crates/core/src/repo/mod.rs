@@ -70,6 +70,9 @@ pub struct Repository {
     /// Whether the blob index is a partial view (format-spec §7.3): the index files of
     /// other writers since the last full read are not in it.
     partial: std::sync::atomic::AtomicBool,
+    /// Set when a mark record asked for every index file to be read again in the middle
+    /// of a run: nothing more is deduplicated (see [`Repository::extend_view`]).
+    dedupe_off: std::sync::atomic::AtomicBool,
 }
 
 /// The backend with the Object Lock layer the config asks for (every write retained).

@@ -222,6 +222,7 @@ impl Repository {
             cache,
             warnings: Default::default(),
             partial: Default::default(),
+            dedupe_off: Default::default(),
         })
     }
 

@@ -246,6 +246,9 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
 
     /// Whether a live pack holds the blob; under Object Lock, which pack is remembered.
     fn stored(&self, id: &BlobId) -> Result<bool> {
+        if !self.repo.may_dedupe() {
+            return Ok(false);
+        }
         if self.repo.object_lock().is_none() {
             return self.repo.blob_index().dedupable(id);
         }

@@ -496,14 +496,42 @@ impl BlobIndex<'_> {
     }
 
     /// Remembers a mark record read or written.
+    /// Remembers a mark record read or written and takes its packs out of what backups
+    /// deduplicate against, both or neither: a record counted as read whose packs were not
+    /// dropped would never be applied again (format-spec §7.3).
     pub fn add_mark_record(&self, id: &MarkId, record: &MarkRecord) -> Result<()> {
         let packs: Vec<u8> = record.packs.iter().flat_map(|p| p.0).collect();
+        let conn = self.0.lock();
+        let run = || -> rusqlite::Result<()> {
+            conn.execute_batch("SAVEPOINT mark_record")?;
+            let added = (|| {
+                let mut insert =
+                    conn.prepare_cached("INSERT OR IGNORE INTO dropped_packs (id) VALUES (?1)")?;
+                for pack in packs.chunks_exact(32) {
+                    insert.execute([pack])?;
+                }
+                conn.execute(
+                    "INSERT OR REPLACE INTO mark_records (id, time, packs) VALUES (?1, ?2, ?3)",
+                    params![&id.0[..], record.time, packs],
+                )
+            })();
+            match added {
+                Ok(_) => conn.execute_batch("RELEASE mark_record"),
+                Err(e) => {
+                    conn.execute_batch("ROLLBACK TO mark_record; RELEASE mark_record")?;
+                    Err(e)
+                }
+            }
+        };
+        run().map_err(|e| self.0.err(e))
+    }
+
+    /// Makes the next listing of `marks/` happen before anything is deduplicated from a
+    /// partial view again: the next run reads every index file.
+    pub fn forget_marks_listed(&self) -> Result<()> {
         self.0
             .lock()
-            .execute(
-                "INSERT OR REPLACE INTO mark_records (id, time, packs) VALUES (?1, ?2, ?3)",
-                params![&id.0[..], record.time, packs],
-            )
+            .execute("DELETE FROM meta WHERE key = 'marks_listed'", [])
             .map(|_| ())
             .map_err(|e| self.0.err(e))
     }
@@ -547,29 +575,6 @@ impl BlobIndex<'_> {
             }
         }
         Ok(out)
-    }
-
-    /// Takes the packs of the records `only` names out of what backups deduplicate against.
-    pub fn drop_marked(&self, only: &[MarkId]) -> Result<()> {
-        let conn = self.0.lock();
-        let run = || -> rusqlite::Result<()> {
-            let mut read = conn.prepare_cached("SELECT id, packs FROM mark_records")?;
-            let mut insert =
-                conn.prepare_cached("INSERT OR IGNORE INTO dropped_packs (id) VALUES (?1)")?;
-            let rows: Vec<(Vec<u8>, Vec<u8>)> = read
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            for (id, packs) in rows {
-                let wanted = only.iter().any(|m| m.0[..] == id[..]);
-                if wanted {
-                    for pack in packs.chunks_exact(32) {
-                        insert.execute([pack])?;
-                    }
-                }
-            }
-            Ok(())
-        };
-        run().map_err(|e| self.0.err(e))
     }
 
     /// When `marks/` was last listed (the listing's start), if ever.
