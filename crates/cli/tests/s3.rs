@@ -16,17 +16,11 @@ fn garage_requests() -> u64 {
 
 /// Garage's request count for one S3 operation (e.g. "CreateMultipartUpload"), or all ("").
 fn garage_requests_of(operation: &str) -> u64 {
-    let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
-    let addr = admin.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with("api_s3_request_counter{"))
-        .filter(|l| operation.is_empty() || l.contains(&format!("api_endpoint=\"{operation}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    garage_by_operation()
+        .into_iter()
+        .filter(|(op, _)| operation.is_empty() || op == operation)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Garage's request counters are server-wide: the tests of this file run one at a time so

@@ -77,20 +77,8 @@ mod tests {
 
     fn snap(time: &str, set: &str) -> (SnapshotId, Snapshot) {
         let s = Snapshot {
-            version: 1,
-            time: time.into(),
-            host: "h".into(),
-            user: "u".into(),
-            paths: vec!["/d".into()],
-            tags: vec![],
             set: Some(set.into()),
-            parent: None,
-            tree: crate::id::BlobId([0; 32]),
-            excludes: vec![],
-            summary: Default::default(),
-            program: String::new(),
-            repaired: None,
-            extensions: Default::default(),
+            ..Snapshot::sample(time)
         };
         (SnapshotId([7; 32]), s)
     }

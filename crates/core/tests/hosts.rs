@@ -14,16 +14,8 @@ use strata::check::{self, ReadData};
 use strata::prune::{self, PruneOptions};
 use strata::{ChunkerParams, Config, KdfCost, NoProgress, Repository, Snapshot, SnapshotId};
 
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
+mod common;
+use common::noise;
 
 /// One repository in memory, counted, and hosts each with a cache and a source of its own.
 struct Fleet {

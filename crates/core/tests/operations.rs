@@ -15,16 +15,8 @@ use strata::repair;
 use strata::restore::{self, RestoreOptions};
 use strata::{ChunkerParams, Config, KdfCost, NoProgress, Repository, Snapshot, SnapshotId};
 
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    (0..len)
-        .map(|_| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        })
-        .collect()
-}
+mod common;
+use common::noise;
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -134,20 +134,9 @@ mod tests {
 
     fn snap() -> Snapshot {
         Snapshot {
-            version: 1,
-            time: "2026-12-06T10:00:00Z".into(),
-            host: "h".into(),
-            user: "u".into(),
             paths: vec![],
-            tags: vec![],
             set: Some("kb".into()),
-            parent: None,
-            tree: crate::id::BlobId([0; 32]),
-            excludes: vec![],
-            summary: Default::default(),
-            program: String::new(),
-            repaired: None,
-            extensions: Default::default(),
+            ..Snapshot::sample("2026-12-06T10:00:00Z")
         }
     }
 

@@ -7,21 +7,10 @@ fn now() -> chrono::DateTime<chrono::FixedOffset> {
 }
 
 fn snapshot(total_bytes: u64) -> Snapshot {
-    let mut s = crate::repo::snapshot::Snapshot {
-        version: 1,
-        time: "2026-12-06T11:30:00Z".into(),
-        host: "h".into(),
-        user: "u".into(),
+    let mut s = Snapshot {
         paths: vec![],
-        tags: vec![],
         set: Some("kb".into()),
-        parent: None,
-        tree: crate::id::BlobId([0; 32]),
-        excludes: vec![],
-        summary: Default::default(),
-        program: String::new(),
-        repaired: None,
-        extensions: Default::default(),
+        ..Snapshot::sample("2026-12-06T11:30:00Z")
     };
     s.summary.total_bytes = total_bytes;
     s
@@ -65,6 +54,21 @@ fn objectives(rto_hours: i64, class: &str) -> Objectives {
         required: true,
         verify_command: None,
     }
+}
+
+/// The RPO verdict for a newest snapshot `age` seconds old (negative: in the future).
+fn rpo_at(obj: &Objectives, age: f64) -> Verdict {
+    assess(
+        obj,
+        &Evidence {
+            newest: None,
+            age_secs: Some(age),
+            drills: &[],
+            now: now(),
+        },
+    )
+    .rpo
+    .unwrap()
 }
 
 fn judge(obj: &Objectives, newest: Option<&Snapshot>, drills: &[Drill]) -> Assessment {
@@ -233,19 +237,7 @@ fn the_last_passing_drill_must_be_within_the_interval() {
 #[test]
 fn the_rpo_holds_to_its_bound_and_a_required_set_needs_a_snapshot() {
     let obj = objectives(4, "STANDARD");
-    let at = |age: f64| {
-        assess(
-            &obj,
-            &Evidence {
-                newest: None,
-                age_secs: Some(age),
-                drills: &[],
-                now: now(),
-            },
-        )
-        .rpo
-        .unwrap()
-    };
+    let at = |age: f64| rpo_at(&obj, age);
     assert!(at(7200.0).holds());
     assert!(!at(7201.0).holds());
     let none = judge(&obj, None, &[]);
@@ -269,19 +261,7 @@ fn a_drill_that_restored_nothing_measured_no_speed() {
 #[test]
 fn a_snapshot_from_the_future_does_not_hold_the_rpo() {
     let obj = objectives(4, "STANDARD");
-    let at = |age: f64| {
-        assess(
-            &obj,
-            &Evidence {
-                newest: None,
-                age_secs: Some(age),
-                drills: &[],
-                now: now(),
-            },
-        )
-        .rpo
-        .unwrap()
-    };
+    let at = |age: f64| rpo_at(&obj, age);
     let v = at(-86_400.0 * 30.0);
     assert_eq!(v.state(), "fails");
     assert!(v.reason().contains("30d in the future"), "{v:?}");
@@ -340,16 +320,7 @@ fn each_objective_holds_at_its_bound() {
     assert_eq!(unreachable_rto(&glacier, Duration::hours(5), None), None);
     glacier.rto = Some(Duration::hours(5) - Duration::seconds(1));
     assert!(unreachable_rto(&glacier, glacier.rto.unwrap(), None).is_some());
-    let rpo = assess(
-        &objectives(4, "STANDARD"),
-        &Evidence {
-            newest: None,
-            age_secs: Some(-FUTURE_SLACK_SECS),
-            drills: &[],
-            now: now(),
-        },
-    );
-    assert!(rpo.rpo.unwrap().holds());
+    assert!(rpo_at(&objectives(4, "STANDARD"), -FUTURE_SLACK_SECS).holds());
 }
 
 /// What the reasons say: the verify's time only when there was one, a thaw only for a

@@ -63,11 +63,7 @@ impl Repository {
             }
         }
         if self.apply_mark_records()? {
-            // A repair dropped packs no record can name: nothing more is deduplicated in
-            // this run, and the next one reads every index file.
-            self.dedupe_off
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.cache.index().forget_marks_listed()?;
+            self.stop_deduplicating()?;
         }
         Ok(())
     }

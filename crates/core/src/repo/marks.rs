@@ -156,11 +156,18 @@ impl Repository {
         let listed = self.cache.index().marks_listed()?;
         let stale = listed.is_none_or(|t| crate::timespec::now() - t > Duration::hours(1));
         if stale && self.apply_mark_records()? {
-            self.dedupe_off
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            self.cache.index().forget_marks_listed()?;
+            self.stop_deduplicating()?;
         }
         Ok(())
+    }
+
+    /// A record asked for every index file to be read again in the middle of a run (a
+    /// repair dropped packs no record can name): nothing more is deduplicated in this run,
+    /// and the next one reads every index file.
+    pub(crate) fn stop_deduplicating(&self) -> Result<()> {
+        self.dedupe_off
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cache.index().forget_marks_listed()
     }
 
     /// Deletes the mark records older than [`RECORD_RETENTION`] (prune, once its index

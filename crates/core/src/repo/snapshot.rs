@@ -431,15 +431,13 @@ pub fn check_name(what: &'static str, name: &str) -> crate::error::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn snap(time: &str, host: &str) -> Snapshot {
+impl Snapshot {
+    /// A snapshot of `/d` by `u` on `h` at `time`, of no set, for unit tests to adjust.
+    pub(crate) fn sample(time: &str) -> Snapshot {
         Snapshot {
             version: 1,
             time: time.into(),
-            host: host.into(),
+            host: "h".into(),
             user: "u".into(),
             paths: vec!["/d".into()],
             tags: vec![],
@@ -451,6 +449,19 @@ mod tests {
             program: String::new(),
             repaired: None,
             extensions: BTreeMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn snap(time: &str, host: &str) -> Snapshot {
+        Snapshot {
+            host: host.into(),
+            ..Snapshot::sample(time)
         }
     }
 
