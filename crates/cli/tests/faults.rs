@@ -741,7 +741,7 @@ fn many_damaged_index_files_cost_one_listing_and_one_warning() {
     let warnings = repo.take_warnings();
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert!(
-        warnings[0].starts_with("40 index files are damaged"),
+        warnings[0].starts_with("40 index files cannot be read"),
         "{warnings:?}"
     );
     let (r, root) = lab.restore(&repo, &snap, "r");

@@ -61,6 +61,7 @@ pub mod audit;
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod drill;
 pub mod dump;
 pub mod history;

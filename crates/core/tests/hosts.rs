@@ -132,9 +132,10 @@ fn a_warm_backup_reads_no_index_file_of_other_hosts() {
                 &[("shared", 1, 200_000), ("own", 100 + i as u64, 50_000)],
             );
         });
+        // One ranged read of an index file: that its own last one is still there.
         assert_eq!(
             cost,
-            (0, 0, 1),
+            (1, 0, 1),
             "{h}: (index reads, index lists, mark lists)"
         );
     }
@@ -203,13 +204,17 @@ fn past_its_bound_a_backup_finds_what_other_hosts_stored() {
         let (_, s) = fleet.backup("a", &[("small", 1, 1_000), ("m1", 21, 3_000_000)]);
         assert_eq!(s.summary.data_added, 3_000_000);
     });
-    assert_eq!(reads, 0);
+    assert_eq!(reads, 1, "its sentinel's check only");
     // Past a 1 MB bound: b's index files are read and the rest of m2 found there.
     let (reads, lists, _) = fleet.cost(|| {
         let (_, s) = fleet.backup_with("a", &[("m2", 22, 3_000_000)], 1_000_000);
         assert!(s.summary.data_added < 1_500_000, "{:?}", s.summary);
     });
-    assert_eq!((reads, lists), (1, 1), "b's one index file, one listing");
+    assert_eq!(
+        (reads, lists),
+        (2, 1),
+        "the sentinel, b's one index file, one listing"
+    );
 }
 
 #[test]
@@ -226,11 +231,11 @@ fn an_old_view_or_a_repair_makes_a_backup_read_everything() {
         fleet.backup("a", &[("f", 3, 10_000)]);
     });
     assert_eq!((reads, lists, marks), (1, 1, 1), "b's file read");
-    // Younger: partial again.
+    // Younger: partial again (the sentinel's check only).
     let (reads, lists, _) = fleet.cost(|| {
         fleet.backup("a", &[("f", 4, 10_000)]);
     });
-    assert_eq!((reads, lists), (0, 0));
+    assert_eq!((reads, lists), (1, 0));
 
     // A repair of the index cannot name what it could not read: everything again.
     fleet.backup("b", &[("g", 5, 10_000)]);
@@ -262,16 +267,25 @@ fn prune_deletes_mark_records_past_their_retention() {
         host: "elsewhere".into(),
         packs: vec![strata::PackId([9; 32])],
         reread: false,
+        superseded: Vec::new(),
     };
     admin.save_file(FileKind::Marks, &old).unwrap();
     assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 2);
     let report = prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
-    // The old one went; the young one stays; nothing new left the live set, so no new
-    // record (carried marks were named by their own run's).
+    // The old one went; the young one stays, beside this run's record: nothing new left
+    // the live set (carried marks were named by their own run's), but its index replaced
+    // the files the first run wrote, and the record says so.
     let left: Vec<String> = (fleet.store.list(FileKind::Marks).unwrap().into_iter())
         .map(|f| f.name)
         .collect();
-    assert_eq!(left, vec![young[0].name.clone()], "{report:?}");
+    assert_eq!(left.len(), 2, "{report:?}");
+    assert!(left.contains(&young[0].name), "{report:?}");
+    let new = left.iter().find(|n| **n != young[0].name).unwrap();
+    let record: strata::MarkRecord = admin.files().load(FileKind::Marks, new).unwrap().unwrap();
+    assert!(
+        record.packs.is_empty() && !record.superseded.is_empty(),
+        "{record:?}"
+    );
 }
 
 /// Whoever holds the bucket cannot stop backups with a record that does not open: the
@@ -318,4 +332,86 @@ fn a_run_that_fails_among_the_records_leaves_no_record_half_applied() {
     assert!(opened.is_err(), "the second record's read failed");
     let (_, snap) = fleet.backup("a", &[("y", 7, 200_000), ("z", 8, 200_000)]);
     assert_eq!(snap.summary.data_added, 400_000, "{:?}", snap.summary);
+}
+
+/// A storage-only attacker deletes the prune's mark record before the host lists it: the
+/// host's sentinel index file is gone with no record saying why, so it reads every index
+/// file and stores the data again rather than trusting a pack the prune marked.
+#[test]
+fn a_deleted_mark_record_costs_a_full_read_not_the_data() {
+    let fleet = Fleet::new(5);
+    let (first, _) = fleet.backup("a", &[("y", 7, 300_000)]);
+    fleet.backup("a", &[("z", 8, 1_000)]);
+    let admin = fleet.open_full("admin");
+    admin.snapshots().remove(&first).unwrap();
+    let marked = prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    assert!(marked.packs_marked >= 1, "{marked:?}");
+    for f in fleet.store.list(FileKind::Marks).unwrap() {
+        fleet.store.delete(FileKind::Marks, &f.name).unwrap();
+    }
+    let (reads, _, _) = fleet.cost(|| {
+        let (_, snap) = fleet.backup("a", &[("y", 7, 300_000)]);
+        assert_eq!(
+            snap.summary.data_added, 300_000,
+            "deduplicated against a marked pack"
+        );
+    });
+    assert!(
+        reads >= 2,
+        "the sentinel's check and the prune's index file: {reads}"
+    );
+    let now = PruneOptions {
+        instant_delete: true,
+        ..Default::default()
+    };
+    prune::run(&admin, &now, &NoProgress).unwrap();
+    let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// The repository rolled back (a bucket restored from an older copy, a replayed disk
+/// snapshot): what the host stored since is gone, its newest index file with it. The host
+/// notices and stores that data again instead of writing a snapshot that needs it.
+#[test]
+fn a_rolled_back_repository_is_read_again() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("x", 1, 50_000)]);
+    let before: std::collections::HashSet<(FileKind, String)> = [
+        FileKind::Index,
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Snapshot,
+    ]
+    .into_iter()
+    .flat_map(|k| {
+        let names: Vec<String> = fleet
+            .store
+            .list(k)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        names.into_iter().map(move |n| (k, n))
+    })
+    .collect();
+    fleet.backup("a", &[("x", 1, 50_000), ("y", 2, 200_000)]);
+    for kind in [
+        FileKind::Index,
+        FileKind::Data,
+        FileKind::Tree,
+        FileKind::Snapshot,
+    ] {
+        for f in fleet.store.list(kind).unwrap() {
+            if !before.contains(&(kind, f.name.clone())) {
+                fleet.store.delete(kind, &f.name).unwrap();
+            }
+        }
+    }
+    let (_, snap) = fleet.backup("a", &[("x", 1, 50_000), ("y", 2, 200_000)]);
+    assert_eq!(
+        snap.summary.data_added, 200_000,
+        "deduplicated against rolled-back data"
+    );
+    let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

@@ -5,6 +5,7 @@ mod backup;
 mod browse;
 mod check;
 mod config;
+mod copy;
 mod docs;
 mod exit;
 mod forget;
@@ -53,6 +54,9 @@ pub struct Global {
     config: Option<PathBuf>,
     #[arg(skip)]
     file: config::ConfigFile,
+    /// The environment variable holding the password (the destination of `copy` has its own).
+    #[arg(skip = "STRATA_PASSWORD")]
+    password_var: &'static str,
     /// Repository: a local directory, s3://bucket/prefix (AWS), or
     /// s3:http(s)://host:port/bucket/prefix (any S3 server).
     #[arg(
@@ -148,6 +152,9 @@ enum Command {
     Diff(history::DiffArgs),
     /// Restore a snapshot, or the state at a point in time.
     Restore(restore::RestoreArgs),
+    /// Copy snapshots into another repository (a second site), incrementally: what the
+    /// destination has is not sent again, and snapshots copied before are skipped.
+    Copy(copy::CopyArgs),
     /// Verify the repository's integrity.
     Check(check::CheckArgs),
     /// Remove snapshots by a retention policy (data stays until prune).
@@ -225,6 +232,7 @@ pub fn main() -> i32 {
         Command::Find(args) => history::find(&cli.global, args),
         Command::Diff(args) => history::diff(&cli.global, args),
         Command::Restore(args) => restore::run(&cli.global, args),
+        Command::Copy(args) => copy::run(&cli.global, args),
         Command::Check(args) => check::run(&cli.global, args),
         Command::Forget(args) => forget::run(&cli.global, args),
         Command::Prune(args) => prune::run(&cli.global, args),
@@ -301,7 +309,7 @@ impl Global {
     /// The password: `STRATA_PASSWORD`, then the password file, then the password command,
     /// then a prompt on a terminal.
     fn password(&self, prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
-        if let Some(p) = std::env::var_os("STRATA_PASSWORD") {
+        if let Some(p) = std::env::var_os(self.password_var) {
             return Ok(p.into_encoded_bytes());
         }
         // What the command line (or environment) gives wins over the config file.
@@ -325,6 +333,13 @@ impl Global {
                 None => std::time::Duration::from_secs(60),
             };
             return run_password_command(cmd, timeout);
+        }
+        if self.password_var != "STRATA_PASSWORD" && !std::io::stdin().is_terminal() {
+            return Err(anyhow!(
+                "no password given for the destination: set {} or STRATA_TO_PASSWORD_FILE, or \
+                 use --to-password-file or --to-password-command",
+                self.password_var
+            ));
         }
         prompt_password(prompt, confirm)
     }
@@ -374,8 +389,12 @@ impl Global {
     fn open_how<R>(&self, open: OpenFn<R>) -> anyhow::Result<R> {
         let backend = self.backend()?;
         let cache = self.cache_base()?;
+        let prompt = match self.password_var {
+            "STRATA_PASSWORD" => "repository password: ",
+            _ => "destination repository password: ",
+        };
         let mut password = || {
-            self.password("repository password: ", false)
+            self.password(prompt, false)
                 .map_err(|e| strata::Error::Password(output::chain(&e)))
         };
         let repo = open(backend, &mut password, &cache)

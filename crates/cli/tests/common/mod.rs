@@ -27,6 +27,8 @@ pub struct Env {
     /// Run the binary as this uid/gid (set only when the suite runs as root and asks).
     pub run_as: Option<u32>,
     pub s3: bool,
+    /// Environment variables every command gets on top (a second server's credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 /// Generates one test per backend for each scenario function `fn(&Env)`.
@@ -55,6 +57,7 @@ impl Env {
             cache,
             run_as: None,
             s3: false,
+            vars: Vec::new(),
         }
     }
 
@@ -216,6 +219,7 @@ impl Env {
                 std_cmd.env(k, v);
             }
         }
+        std_cmd.envs(self.vars.iter().map(|(k, v)| (k, v)));
         std_cmd
     }
 

@@ -16,13 +16,15 @@ use crate::repo::snapshot::Snapshot;
 /// The process group of the verify command running now (0: none), for [`stop`].
 static GROUP: AtomicI32 = AtomicI32::new(0);
 
-/// Whether the command must not see variable `name`: the repository's password and every
-/// AWS variable (keys, tokens, and the files, URLs and profiles that lead to them). The
+/// Whether the command must not see variable `name`: the repository's password, a copy
+/// destination's (`STRATA_TO_PASSWORD*`), and every AWS variable (keys, tokens, and the files, URLs and profiles that lead to them). The
 /// restored copy is the operator's data, not a key to the repository, and the command's
 /// output is kept in the repository and shown in reports.
 fn secret(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy();
-    name.starts_with("STRATA_PASSWORD") || name.starts_with("AWS_")
+    ["STRATA_PASSWORD", "STRATA_TO_PASSWORD", "AWS_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Runs `v` in `dir` (the restored copy: the snapshot's absolute paths below it), told
@@ -153,9 +155,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), "{}").unwrap();
         std::env::set_var("STRATA_PASSWORD", "hunter2");
+        std::env::set_var("STRATA_TO_PASSWORD_FILE", "/second-site");
         std::env::set_var("AWS_WEB_IDENTITY_TOKEN_FILE", "/secret");
         let c = "test -f a.json && test \"$STRATA_DRILL_DIR\" = \"$PWD\" && \
-                 echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset}${AWS_WEB_IDENTITY_TOKEN_FILE-} \
+                 echo \"set=$STRATA_SET pw=${STRATA_PASSWORD-unset}${AWS_WEB_IDENTITY_TOKEN_FILE-}${STRATA_TO_PASSWORD_FILE-} \
                  t=$STRATA_SNAPSHOT_TIME path=${PATH:+kept}\"";
         let r = run(&cmd(c, 20_000), dir.path(), &SnapshotId([1; 32]), &snap());
         assert_eq!(r.exit_code, Some(0), "{r:?}");

@@ -84,7 +84,7 @@ pub(super) fn execute(inp: &Inputs<'_>, plan: PrunePlan, report: &mut PruneRepor
         .chain(delete.iter().map(|(id, _)| *id))
         .filter(|id| !carried.contains(id))
         .collect();
-    repo.write_mark_record(&leaving, false)?;
+    repo.write_mark_record(&leaving, false, inp.superseded)?;
     // The marks date from now, not from the start of the run: a backup that listed the
     // records before this one was durable may run a grace period from here, and the
     // grace must be counted from after it (format-spec §10.1).

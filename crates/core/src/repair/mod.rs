@@ -83,7 +83,7 @@ pub fn repair_index(
     let lost: Vec<PackId> = (report.packs_missing.iter())
         .filter_map(|p| p.parse().ok())
         .collect();
-    repo.write_mark_record(&lost, true)?;
+    repo.write_mark_record(&lost, true, &found.read)?;
     repo.replace_index(&mut packs.into_iter().map(Ok), obsolete, &found.read)?;
     report.index_files_replaced = found.read.len();
     repo.sync_index()?;

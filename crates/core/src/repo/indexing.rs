@@ -32,9 +32,13 @@ impl Repository {
                 }
             }
         }
-        synced.unwrap_or_else(|| self.sync_index_once(None))?;
+        // Still listed and not there after three listings: a listing that lags deletions (a
+        // node of a cluster back from an outage lists what was deleted meanwhile). Read as
+        // a damaged file: its packs are found from their headers, if they are still there.
+        synced.unwrap_or_else(|| self.sync_index_tolerant(None, true))?;
         self.partial
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.synced.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -79,10 +83,23 @@ impl Repository {
     }
 
     pub(super) fn sync_index_once(&self, early: Option<EarlyIndex>) -> Result<()> {
+        self.sync_index_tolerant(early, false)
+    }
+
+    fn sync_index_tolerant(&self, early: Option<EarlyIndex>, missing_ok: bool) -> Result<()> {
         let (listed, mut sealed) = match early {
             Some(e) => (e.listed, e.sealed),
             None => (self.backend.list(FileKind::Index)?, HashMap::new()),
         };
+        // The newest file listed is what the next partial view checks (format-spec §7.3).
+        if self.config.partial_views() {
+            let newest = (listed.iter())
+                .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?)))
+                .max();
+            self.cache
+                .index()
+                .set_sentinel(newest.map(|(_, id)| id).as_ref())?;
+        }
         let listed: HashSet<IndexId> = listed
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
@@ -116,6 +133,7 @@ impl Repository {
                     // One damaged index file must not stop every operation: its packs are
                     // found from their own headers once the intact ones are known.
                     Err(e @ Error::Corrupt { .. }) => damaged.push((id, e)),
+                    Err(e @ Error::NotFound { .. }) if missing_ok => damaged.push((id, e)),
                     Err(e) => return Err(e),
                 }
             }
@@ -129,9 +147,9 @@ impl Repository {
                      names instead (a repair of the index writes a new one)"
                 )),
                 [(_, e), ..] => self.warn(format!(
-                    "{} index files are damaged (the first: {e}); skipped them and read the \
-                     headers of {n} pack(s) no intact index names instead (a repair of the \
-                     index writes a new one)",
+                    "{} index files cannot be read (the first: {e}); skipped them and read \
+                     the headers of {n} pack(s) no intact index names instead (a repair of \
+                     the index writes a new one)",
                     damaged.len()
                 )),
             }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::id::MarkId;
+use crate::id::{IndexId, MarkId};
 
 /// The oldest the last listing of `marks/` may be for a backup to go on from a partial
 /// view; older, it reads every index file again (format-spec §7.3).
@@ -31,6 +31,11 @@ pub struct MarkRecord {
     /// index, which cannot name the packs of index files it could not read).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reread: bool,
+    /// The index files the operation replaces (it deletes them once its own are
+    /// durable): a partial view whose sentinel file vanished finds it here, or else reads
+    /// every index file (format-spec §7.3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<IndexId>,
 }
 
 impl MarkRecord {
@@ -62,8 +67,9 @@ impl Repository {
         &self,
         packs: &[PackId],
         reread: bool,
+        superseded: &[IndexId],
     ) -> Result<Option<MarkId>> {
-        if !self.config.partial_views() || (packs.is_empty() && !reread) {
+        if !self.config.partial_views() || (packs.is_empty() && !reread && superseded.is_empty()) {
             return Ok(None);
         }
         let mut packs = packs.to_vec();
@@ -75,6 +81,7 @@ impl Repository {
             host: crate::util::hostname(),
             packs,
             reread,
+            superseded: superseded.to_vec(),
         };
         let id = MarkId(self.save_file(FileKind::Marks, &record)?);
         self.cache.index().add_mark_record(&id, &record)?;
@@ -146,6 +153,42 @@ impl Repository {
         Ok(!index.files()?.is_empty() && age < PARTIAL_VIEW_MAX_AGE && age > -Duration::days(1))
     }
 
+    /// Whether a partial view may go on after its mark records were read: the sentinel,
+    /// the index file this cache wrote or listed last, is still there, or a record read
+    /// says which operation superseded it (then the newest index file listed now takes its
+    /// place). A sentinel gone with no record for it means a record was deleted or the
+    /// repository rolled back: only every index file tells then. One ranged read, one more
+    /// listing after a prune.
+    pub(crate) fn sentinel_holds(&self) -> Result<bool> {
+        let index = self.cache.index();
+        if let Some(s) = index.sentinel()? {
+            match self.backend.read_range(FileKind::Index, &s.to_hex(), 0, 1) {
+                Ok(_) => return Ok(true),
+                Err(Error::NotFound { .. }) if index.superseded(&s)? => {}
+                Err(Error::NotFound { .. }) => {
+                    self.warn(format!(
+                        "index file {} is gone and no mark record says which prune replaced \
+                         it (a record deleted, or the repository rolled back): every index \
+                         file is read",
+                        s.short()
+                    ));
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let newest = self
+            .backend
+            .list(FileKind::Index)?
+            .into_iter()
+            .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?)))
+            .max();
+        match newest {
+            Some((_, id)) => index.set_sentinel(Some(&id)).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
     /// Before each backup job on a partial view: the mark records are listed again when
     /// the last listing is over an hour old (one process backing up several sets in turn
     /// can run for longer than a prune's grace period, §10.1).
@@ -155,7 +198,7 @@ impl Repository {
         }
         let listed = self.cache.index().marks_listed()?;
         let stale = listed.is_none_or(|t| crate::timespec::now() - t > Duration::hours(1));
-        if stale && self.apply_mark_records()? {
+        if stale && (self.apply_mark_records()? || !self.sentinel_holds()?) {
             self.stop_deduplicating()?;
         }
         Ok(())

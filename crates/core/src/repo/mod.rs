@@ -73,6 +73,9 @@ pub struct Repository {
     /// Set when a mark record asked for every index file to be read again in the middle
     /// of a run: nothing more is deduplicated (see [`Repository::extend_view`]).
     dedupe_off: std::sync::atomic::AtomicBool,
+    /// Set once every index file listed has been read: snapshots listed after that may
+    /// name index files written since, which the listing then reads too.
+    synced: std::sync::atomic::AtomicBool,
 }
 
 /// The backend with the Object Lock layer the config asks for (every write retained).
@@ -271,6 +274,24 @@ impl Repository {
     }
 
     /// Caches trees already read and verified.
+    /// The ids `copy` found here for blobs of repository `source` (kept in the cache).
+    pub(crate) fn copied_ids(
+        &self,
+        source: &crate::id::RepoId,
+        ids: &[BlobId],
+    ) -> Result<Vec<Option<BlobId>>> {
+        self.cache.copied_ids(source, ids)
+    }
+
+    /// Remembers ids `copy` found here for blobs of repository `source`.
+    pub(crate) fn put_copied_ids(
+        &self,
+        source: &crate::id::RepoId,
+        pairs: &[(BlobId, BlobId)],
+    ) -> Result<()> {
+        self.cache.put_copied_ids(source, pairs)
+    }
+
     pub(crate) fn cache_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
         self.cache.trees().put(trees)
     }
@@ -364,6 +385,10 @@ impl Repository {
         let id = content_address(&sealed);
         self.backend
             .write(FileKind::Index, &hex::encode(id), &sealed)?;
+        // The newest file this cache knows to exist: what its next partial view checks.
+        if self.config.partial_views() {
+            self.cache.index().set_sentinel(Some(&IndexId(id)))?;
+        }
         Ok(id)
     }
 

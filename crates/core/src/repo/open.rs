@@ -171,8 +171,9 @@ impl Repository {
         match view {
             IndexView::None => {}
             IndexView::Partial if early.is_none() && repo.partial_view_fresh()? => {
-                // A record of a repair asks for every index file to be read again.
-                if repo.apply_mark_records()? {
+                // A record of a repair asks for every index file to be read again, as does
+                // a vanished sentinel no record explains.
+                if repo.apply_mark_records()? || !repo.sentinel_holds()? {
                     repo.sync_index()?;
                 } else {
                     repo.partial
@@ -223,6 +224,7 @@ impl Repository {
             warnings: Default::default(),
             partial: Default::default(),
             dedupe_off: Default::default(),
+            synced: Default::default(),
         })
     }
 

@@ -69,11 +69,10 @@ impl Snapshots<'_> {
         Ok(self.with_damage()?.1)
     }
 
-    /// Every readable snapshot, and the damaged ones with their errors.
+    /// Every readable snapshot, and the damaged ones with their errors (not warned about:
+    /// the caller says what they cost it).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn with_damage(
-        &self,
-    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
+    pub fn with_damage(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let repo = self.0;
         let listed: HashSet<SnapshotId> = repo
             .backend
@@ -111,6 +110,12 @@ impl Snapshots<'_> {
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // A snapshot new to this listing may have been written after the index was read
+        // (a backup finishing meanwhile): its index files are written before it, so
+        // reading the index files new since then makes every listed snapshot whole.
+        if !missing.is_empty() && repo.synced.load(std::sync::atomic::Ordering::SeqCst) {
+            repo.sync_index()?;
         }
         out.sort_by(|a, b| {
             a.1.datetime()

@@ -38,7 +38,7 @@ use crate::walk;
 pub(crate) use target::Target;
 
 /// Blobs of one pack closer than this are fetched in one range read.
-const MAX_GAP: u64 = 256 << 10;
+pub(crate) const MAX_GAP: u64 = 256 << 10;
 /// Largest single range read: a whole data pack (16 MiB of blobs plus its header) fits, so a
 /// pack costs one request, and each reader thread holds at most this much.
 pub(crate) const MAX_RANGE: u64 = 17 << 20;

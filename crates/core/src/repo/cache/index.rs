@@ -96,7 +96,7 @@ impl<'c> BlobIndex<'c> {
             .execute_batch(
                 "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
                  DELETE FROM marked_packs; DELETE FROM marked_blobs; DELETE FROM dropped_packs;
-                 DELETE FROM mark_records;",
+                 DELETE FROM mark_records; DELETE FROM superseded_files;",
             )
             .map_err(|e| self.0.err(e))
     }
@@ -510,6 +510,11 @@ impl BlobIndex<'_> {
                 for pack in packs.chunks_exact(32) {
                     insert.execute([pack])?;
                 }
+                let mut superseded =
+                    conn.prepare_cached("INSERT OR IGNORE INTO superseded_files (id) VALUES (?1)")?;
+                for file in &record.superseded {
+                    superseded.execute([&file.0[..]])?;
+                }
                 conn.execute(
                     "INSERT OR REPLACE INTO mark_records (id, time, packs) VALUES (?1, ?2, ?3)",
                     params![&id.0[..], record.time, packs],
@@ -583,6 +588,34 @@ impl BlobIndex<'_> {
             .0
             .meta_get("marks_listed")?
             .and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))
+    }
+
+    /// Whether a mark record read says an operation superseded index file `id`.
+    pub fn superseded(&self, id: &IndexId) -> Result<bool> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached("SELECT 1 FROM superseded_files WHERE id = ?1")
+            .map_err(|e| self.0.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.0.err(e))
+    }
+
+    /// The index file a partial view checks is still there (see
+    /// [`crate::Repository::sentinel_holds`]).
+    pub fn sentinel(&self) -> Result<Option<IndexId>> {
+        Ok(self.0.meta_get("sentinel")?.and_then(|s| s.parse().ok()))
+    }
+
+    /// Sets (or with `None` forgets) the sentinel index file.
+    pub fn set_sentinel(&self, id: Option<&IndexId>) -> Result<()> {
+        match id {
+            Some(id) => self.0.meta_put("sentinel", &id.to_hex()),
+            None => self
+                .0
+                .lock()
+                .execute("DELETE FROM meta WHERE key = 'sentinel'", [])
+                .map(|_| ())
+                .map_err(|e| self.0.err(e)),
+        }
     }
 
     /// Remembers when `marks/` was listed.

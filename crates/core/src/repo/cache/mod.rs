@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
-use crate::id::PackId;
+use crate::id::{BlobId, PackId, RepoId};
 use crate::repo::pack::{BlobEntry, BlobKind};
 
 const SCHEMA_VERSION: i64 = 5;
@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS mark_records (
     id BLOB PRIMARY KEY, time TEXT NOT NULL, packs BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dropped_packs (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS superseded_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS copied_ids (
+    source BLOB NOT NULL, id BLOB NOT NULL, dest BLOB NOT NULL, PRIMARY KEY (source, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audits (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trees (
     id BLOB PRIMARY KEY, data BLOB NOT NULL, added INTEGER NOT NULL
@@ -230,6 +234,39 @@ impl Cache {
             .map_err(|e| self.err(e))?;
         for (kind, name, until) in dates {
             st.execute(rusqlite::params![kind, name, until])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The ids `copy` found in this repository for blobs of repository `source` (the same
+    /// plaintext under this repository's key), where it has found one.
+    pub fn copied_ids(&self, source: &RepoId, ids: &[BlobId]) -> Result<Vec<Option<BlobId>>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT dest FROM copied_ids WHERE source = ?1 AND id = ?2")
+            .map_err(|e| self.err(e))?;
+        ids.iter()
+            .map(|id| {
+                let dest: Option<Vec<u8>> = st
+                    .query_row([&source.0[..], &id.0[..]], |r| r.get(0))
+                    .optional()
+                    .map_err(|e| self.err(e))?;
+                Ok(dest.and_then(|d| Some(BlobId(d.try_into().ok()?))))
+            })
+            .collect()
+    }
+
+    /// Remembers ids `copy` found (source blob, this repository's blob).
+    pub fn put_copied_ids(&self, source: &RepoId, pairs: &[(BlobId, BlobId)]) -> Result<()> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO copied_ids (source, id, dest) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(|e| self.err(e))?;
+        for (id, dest) in pairs {
+            st.execute([&source.0[..], &id.0[..], &dest.0[..]])
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
