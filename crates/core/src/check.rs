@@ -176,6 +176,8 @@ pub enum Object {
     Wal([u8; 32]),
     /// An application's root record (by its file name).
     Root([u8; 32]),
+    /// A mark record (format-spec §7.3).
+    Mark(crate::id::MarkId),
 }
 
 impl std::fmt::Display for Object {
@@ -188,6 +190,7 @@ impl std::fmt::Display for Object {
             Object::Snapshot(id) => write!(f, "snapshot {id}"),
             Object::Wal(name) => write!(f, "WAL record {}", hex::encode(name)),
             Object::Root(name) => write!(f, "root record {}", hex::encode(name)),
+            Object::Mark(id) => write!(f, "mark record {id}"),
         }
     }
 }
@@ -226,6 +229,8 @@ pub struct CheckReport {
     pub trees: usize,
     /// Applications' root records checked (format-spec §15).
     pub roots: usize,
+    /// Mark records checked (format-spec §7.3).
+    pub mark_records: usize,
     /// Records each application's check read, by what it calls them (`wal_records`).
     #[serde(flatten)]
     pub records: BTreeMap<String, usize>,
@@ -343,12 +348,18 @@ pub fn run_with(
         Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
         Err(e) => repo.warn(format!("could not read the bucket's lifecycle rules: {e}")),
     }
+    // Snapshots listed before the index is read: the index files of each are durable
+    // before it (write order), so a backup finishing meanwhile is no false damage.
+    let listed: Vec<SnapshotId> = (repo.files().list(FileKind::Snapshot)?.into_iter())
+        .filter_map(|f| f.name.parse().ok())
+        .collect();
     let packs = audit.index_and_packs()?;
-    let snapshot_files = audit.tree_packs(&packs)?;
+    let snapshot_files = audit.tree_packs(&packs, &listed)?;
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
     if !narrowed {
         audit.applications(&opts.apps, &packs, &snapshots)?;
+        audit.mark_records()?;
     }
     audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
     // A repository that went away meanwhile is no repository, not a clean or damaged one.
@@ -525,7 +536,7 @@ impl Audit<'_> {
     /// Tree packs: each read whole, once, concurrently; every tree in it is verified
     /// (content against the index, each blob against its id) and cached, so the walk
     /// makes no requests. The snapshot manifests come meanwhile.
-    fn tree_packs(&mut self, packs: &Packs) -> Result<SnapshotFiles> {
+    fn tree_packs(&mut self, packs: &Packs, snapshots: &[SnapshotId]) -> Result<SnapshotFiles> {
         let repo = self.repo;
         self.progress.message("tree packs");
         let tree_packs: Vec<PackId> = packs
@@ -537,13 +548,7 @@ impl Audit<'_> {
         let (findings, snapshot_files) = rayon::join(
             || read_packs(repo, &tree_packs, BlobKind::Tree, self.progress, None),
             || -> Result<SnapshotFiles> {
-                let ids: Vec<SnapshotId> = repo
-                    .files()
-                    .list(FileKind::Snapshot)?
-                    .into_iter()
-                    .filter_map(|f| f.name.parse().ok())
-                    .collect();
-                Ok(repo.load_many::<Snapshot, _>(FileKind::Snapshot, &ids))
+                Ok(repo.load_many::<Snapshot, _>(FileKind::Snapshot, snapshots))
             },
         );
         self.add_findings(findings);
@@ -671,6 +676,33 @@ impl Audit<'_> {
             }
         }
         Ok(roots)
+    }
+
+    /// Every mark record opens (format-spec §7.3): one that does not makes each backup on
+    /// a partial view read the whole index, run after run, until it is removed.
+    fn mark_records(&mut self) -> Result<()> {
+        if !self.repo.config().partial_views() {
+            return Ok(());
+        }
+        for f in self.repo.files().list(FileKind::Marks)? {
+            let Ok(id) = f.name.parse::<crate::id::MarkId>() else {
+                continue;
+            };
+            match self
+                .repo
+                .load_file::<crate::MarkRecord>(FileKind::Marks, &f.name)
+            {
+                Ok(_) => self.report.mark_records += 1,
+                // Deleted since the listing (past its retention).
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => self.problems.push(problem(
+                    Object::Mark(id),
+                    e.to_string(),
+                    Remedy::RemoveMarkRecord,
+                )),
+            }
+        }
+        Ok(())
     }
 
     /// One root record checked.

@@ -39,6 +39,9 @@ pub enum Remedy {
     /// An application's record cannot be read or names data that is gone: store it again
     /// from its source.
     StoreRecordAgain,
+    /// A mark record cannot be read: move it out of the repository (keep a copy). Until
+    /// then every backup reads the whole index instead of trusting its partial view.
+    RemoveMarkRecord,
 }
 
 #[cfg(test)]

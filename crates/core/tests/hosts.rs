@@ -306,6 +306,104 @@ fn a_damaged_mark_record_costs_a_full_read_not_the_backup() {
         (1, 1),
         "b's file read, as without a partial view"
     );
+    // `check` names it, with what to do; the record of a real prune passes.
+    let admin = fleet.open_full("admin");
+    prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    let report = check::run(&admin, ReadData::None, &NoProgress).unwrap();
+    assert_eq!(report.mark_records, 1, "{report:?}");
+    let problems: Vec<String> = (report.problems.iter())
+        .map(|p| format!("{}: {}", p.object, p.reason))
+        .collect();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains(&format!("mark record {name}")),
+        "{problems:?}"
+    );
+    assert_eq!(report.problems[0].remedy, strata::Remedy::RemoveMarkRecord);
+}
+
+/// A store that runs `hook` (another host's backup finishing) just before its first
+/// listing of snapshots, the moment a reader's view of the index is most likely older
+/// than the snapshots it is about to see.
+struct BackupBeforeListing {
+    inner: BackendRef,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Backend for BackupBeforeListing {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn create(&self) -> strata::Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, kind: FileKind) -> strata::Result<Vec<strata::backend::FileInfo>> {
+        if kind == FileKind::Snapshot {
+            if let Some(hook) = self.hook.lock().unwrap().take() {
+                hook();
+            }
+        }
+        self.inner.list(kind)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> strata::Result<Vec<u8>> {
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, at: u64, len: u64) -> strata::Result<Vec<u8>> {
+        self.inner.read_range(kind, name, at, len)
+    }
+    fn put(
+        &self,
+        kind: FileKind,
+        name: &str,
+        data: &[u8],
+        how: &strata::backend::WriteOptions,
+    ) -> strata::Result<()> {
+        self.inner.put(kind, name, data, how)
+    }
+    fn delete(&self, kind: FileKind, name: &str) -> strata::Result<()> {
+        self.inner.delete(kind, name)
+    }
+    fn capabilities(&self) -> strata::backend::Capabilities<'_> {
+        self.inner.capabilities()
+    }
+}
+
+/// A check whose index was read before another host's backup finished reports no damage
+/// for that backup's snapshot (it was listed before the index was read, or not at all).
+#[test]
+fn a_check_beside_a_finishing_backup_reports_no_damage() {
+    let fleet = std::sync::Arc::new(Fleet::new(5));
+    fleet.backup("a", &[("x", 1, 10_000)]);
+    let checker = fleet.open_full("checker");
+    let other = fleet.clone();
+    let racing: BackendRef = Arc::new(BackupBeforeListing {
+        inner: fleet.store.clone(),
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            other.backup("b", &[("y", 2, 50_000)]);
+        }))),
+    });
+    drop(checker);
+    let checker =
+        Repository::open(racing, b"pw", &fleet.cache("checker")).expect("open beside the race");
+    let report = check::run(&checker, ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // A restore likewise: the newest snapshot, listed after the index was read, opens.
+    let other = fleet.clone();
+    let racing: BackendRef = Arc::new(BackupBeforeListing {
+        inner: fleet.store.clone(),
+        hook: std::sync::Mutex::new(Some(Box::new(move || {
+            other.backup("c", &[("z", 3, 50_000)]);
+        }))),
+    });
+    let reader = Repository::open(racing, b"pw", &fleet.cache("reader")).unwrap();
+    let (_, newest) = reader.snapshots().list().unwrap().pop().unwrap();
+    assert_eq!(newest.host, "c");
+    let tree = reader
+        .trees()
+        .load(&newest.tree)
+        .expect("the newest snapshot's tree");
+    assert!(!tree.entries.is_empty());
 }
 
 /// A record is remembered only with its packs dropped: a run that fails while reading the

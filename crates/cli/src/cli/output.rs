@@ -308,5 +308,8 @@ pub fn remedy(r: strata::Remedy) -> String {
                              roots` removes the records that cannot be read, and a new base \
                              backup (`strata pg basebackup`) replaces the WAL they held"
             .into(),
+        RemoveMarkRecord => "move the mark record out of the repository's marks/ (keep a \
+                             copy); until then every backup reads the whole index"
+            .into(),
     }
 }
