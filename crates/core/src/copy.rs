@@ -135,6 +135,9 @@ pub struct CopyReport {
     pub bytes_added: u64,
     /// Their bytes as stored (compressed and sealed).
     pub bytes_stored: u64,
+    /// Snapshots not copied because the source could not give all of them (a missing or
+    /// damaged pack or tree), with why: the others are copied all the same.
+    pub failed: Vec<(SnapshotId, String)>,
 }
 
 /// Copies the plan's snapshots from `src` into `dst` (opened for writing as a backup
@@ -179,8 +182,13 @@ pub fn run(
         ..Default::default()
     };
     for ((id, snap), root) in plan.copy.into_iter().zip(roots) {
-        let copy = copied_snapshot(src.config().id, id, snap, root)?;
-        report.copied.push((id, dst.snapshots().write(&copy)?));
+        match root {
+            Ok(root) => {
+                let copy = copied_snapshot(src.config().id, id, snap, root)?;
+                report.copied.push((id, dst.snapshots().write(&copy)?));
+            }
+            Err(e) => report.failed.push((id, e.to_string())),
+        }
     }
     Ok(report)
 }
@@ -212,7 +220,8 @@ struct Counter {
 }
 
 /// The three passes: what the destination lacks, that data, then the trees above it.
-/// Returns each snapshot's new root, in the plan's order.
+/// Returns each snapshot's new root, in the plan's order, or why the source could not
+/// give it whole; an error of the destination (or a stop) ends the run.
 fn copy_all(
     src: &Repository,
     plan: &CopyPlan,
@@ -221,60 +230,81 @@ fn copy_all(
     read: &Counter,
     progress: &dyn Progress,
     stop: &AtomicBool,
-) -> Result<Vec<TreeId>> {
+) -> Result<Vec<Result<TreeId>>> {
     let roots: Vec<TreeId> = plan.copy.iter().map(|(_, s)| s.tree).collect();
     progress.message("finding what the destination lacks");
-    let lacking = lacking_blobs(src, &roots, ids, saver)?;
+    let (lacking, unreadable) = lacking_blobs(src, &roots, ids, saver)?;
     progress.message("copying data");
-    copy_blobs(src, lacking, ids, saver, read, progress, stop)?;
+    let lost = copy_blobs(src, lacking, ids, saver, read, progress, stop)?;
     progress.message("writing trees");
     let mut done = HashMap::new();
-    roots
-        .iter()
-        .map(|root| copy_tree(src, *root, ids, saver, &mut done))
-        .collect()
+    let mut out = Vec::with_capacity(roots.len());
+    for (root, unreadable) in roots.iter().zip(unreadable) {
+        out.push(match unreadable {
+            Some(e) => Err(e),
+            None => copy_tree(src, *root, ids, saver, &lost, &mut done)?,
+        });
+    }
+    Ok(out)
 }
 
 /// The source's data blobs under `roots` that the destination lacks (or whose id there
-/// is not known yet). The walk keeps its own stack: a tree's depth comes from outside.
+/// is not known yet), and for each root the source's error that keeps it from being
+/// walked. The walk keeps its own stack: a tree's depth comes from outside.
+#[allow(clippy::type_complexity)]
 fn lacking_blobs(
     src: &Repository,
     roots: &[TreeId],
     ids: &IdMap<'_>,
     saver: &BlobSaver<'_, '_>,
-) -> Result<Vec<BlobId>> {
+) -> Result<(Vec<BlobId>, Vec<Option<Error>>)> {
     let mut seen: HashSet<TreeId> = HashSet::new();
-    let mut stack: Vec<TreeId> = roots.to_vec();
     let mut wanted: HashSet<BlobId> = HashSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        let tree = src.trees().load(&id)?;
-        let mut content = Vec::new();
-        for node in tree.entries {
-            match (node.kind, node.subtree) {
-                (NodeKind::Dir, Some(sub)) => stack.push(sub),
-                (NodeKind::File, _) => content.extend(node.content),
-                _ => {}
+    let mut unreadable = Vec::with_capacity(roots.len());
+    for root in roots {
+        let mut stack = vec![*root];
+        let mut failed = None;
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
             }
-        }
-        content.retain(|b| !wanted.contains(b));
-        for (b, dest) in content.iter().zip(ids.get(&content)?) {
-            let present = match dest {
-                Some(d) => saver.is_known(&d)?,
-                None => false,
+            let tree = match src.trees().load(&id) {
+                Ok(t) => t,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
-            if !present {
-                wanted.insert(*b);
+            let mut content = Vec::new();
+            for node in tree.entries {
+                match (node.kind, node.subtree) {
+                    (NodeKind::Dir, Some(sub)) => stack.push(sub),
+                    (NodeKind::File, _) => content.extend(node.content),
+                    _ => {}
+                }
+            }
+            content.retain(|b| !wanted.contains(b));
+            for (b, dest) in content.iter().zip(ids.get(&content)?) {
+                let present = match dest {
+                    Some(d) => saver.is_known(&d)?,
+                    None => false,
+                };
+                if !present {
+                    wanted.insert(*b);
+                }
             }
         }
+        unreadable.push(failed);
     }
-    Ok(wanted.into_iter().collect())
+    Ok((wanted.into_iter().collect(), unreadable))
 }
 
+/// Source blobs that could not be read, with why.
+type Lost = HashMap<BlobId, String>;
+
 /// Reads `blobs` from the source a pack at a time (neighbours in one range read, packs in
-/// parallel), names each under the destination's key and stores what it lacks.
+/// parallel), names each under the destination's key and stores what it lacks. Returns
+/// the blobs the source could not give: the snapshots needing them are not copied.
 fn copy_blobs(
     src: &Repository,
     blobs: Vec<BlobId>,
@@ -283,11 +313,16 @@ fn copy_blobs(
     read: &Counter,
     progress: &dyn Progress,
     stop: &AtomicBool,
-) -> Result<()> {
+) -> Result<Lost> {
+    let mut lost = Lost::new();
     let mut by_pack: HashMap<PackId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
     for id in blobs {
-        let loc = src.lookup_blob(&id)?;
-        by_pack.entry(loc.pack).or_default().push((id, loc));
+        match src.lookup_blob(&id) {
+            Ok(loc) => by_pack.entry(loc.pack).or_default().push((id, loc)),
+            Err(e) => {
+                lost.insert(id, e.to_string());
+            }
+        }
     }
     progress.set_total(
         by_pack
@@ -297,16 +332,21 @@ fn copy_blobs(
             .sum(),
     );
     let packs: Vec<_> = by_pack.into_iter().collect();
+    let lost = Mutex::new(lost);
     src.with_read_pool(|| {
         packs.par_iter().try_for_each(|(pack, blobs)| {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted { packs: 0, bytes: 0 });
             }
-            copy_pack(src, pack, blobs, ids, saver, read, progress)
+            copy_pack(src, pack, blobs, ids, saver, read, progress, &lost)
         })
-    })
+    })?;
+    Ok(lost.into_inner().unwrap())
 }
 
+/// One pack's blobs copied; what the source cannot give is added to `lost` (an error of
+/// the destination ends the run).
+#[allow(clippy::too_many_arguments)]
 fn copy_pack(
     src: &Repository,
     pack: &PackId,
@@ -315,6 +355,7 @@ fn copy_pack(
     saver: &BlobSaver<'_, '_>,
     read: &Counter,
     progress: &dyn Progress,
+    lost: &Mutex<Lost>,
 ) -> Result<()> {
     let mut blobs: Vec<_> = blobs.iter().collect();
     blobs.sort_by_key(|(_, l)| l.entry.offset);
@@ -326,10 +367,24 @@ fn copy_pack(
             .map(|(_, l)| l.entry.offset + l.entry.length as u64)
             .max()
             .expect("a run has a blob");
-        let bytes = src.read_pack_range(run[0].1.entry.kind, pack, start, end - start)?;
+        let bytes = match src.read_pack_range(run[0].1.entry.kind, pack, start, end - start) {
+            Ok(b) => b,
+            Err(e @ Error::NoRepository(_)) => return Err(e),
+            Err(e) => {
+                let mut lost = lost.lock().unwrap();
+                lost.extend(run.iter().map(|(id, _)| (*id, e.to_string())));
+                continue;
+            }
+        };
         for (id, loc) in run {
             // Opening checks the plaintext against its id in the source.
-            let plain = src.open_blob_in(pack, &bytes, start, &loc.entry)?;
+            let plain = match src.open_blob_in(pack, &bytes, start, &loc.entry) {
+                Ok(p) => p,
+                Err(e) => {
+                    lost.lock().unwrap().insert(*id, e.to_string());
+                    continue;
+                }
+            };
             read.blobs.fetch_add(1, Ordering::Relaxed);
             read.bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
             let dest = ids.name(&plain);
@@ -368,20 +423,26 @@ fn ranges<'a, 'b>(
 /// The destination's tree for the source's tree `root`, saved with every tree below it,
 /// children first (no recursion: the depth comes from outside). Every data blob below must
 /// have its destination id known by now.
+/// The outer result is the destination's error (ending the run), the inner the source's
+/// (this snapshot is not copied).
 fn copy_tree(
     src: &Repository,
     root: TreeId,
     ids: &IdMap<'_>,
     saver: &BlobSaver<'_, '_>,
+    lost: &Lost,
     done: &mut HashMap<TreeId, TreeId>,
-) -> Result<TreeId> {
+) -> Result<Result<TreeId>> {
     // (tree, whether its subtrees are done)
     let mut stack = vec![(root, false)];
     while let Some((id, children_done)) = stack.pop() {
         if done.contains_key(&id) {
             continue;
         }
-        let mut tree = src.trees().load(&id)?;
+        let mut tree = match src.trees().load(&id) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
         if !children_done {
             stack.push((id, true));
             stack.extend(tree.entries.iter().filter_map(|n| {
@@ -405,23 +466,35 @@ fn copy_tree(
                     }
                 }
                 NodeKind::File if !node.content.is_empty() => {
-                    node.content = ids
-                        .get(&node.content)?
-                        .into_iter()
-                        .zip(&node.content)
-                        .map(|(d, s)| {
-                            d.ok_or_else(|| Error::Internal(format!("blob {s} was not copied")))
-                        })
-                        .collect::<Result<_>>()?;
+                    let mapped = ids.get(&node.content)?;
+                    let mut content = Vec::with_capacity(mapped.len());
+                    for (d, s) in mapped.into_iter().zip(&node.content) {
+                        match (d, lost.get(s)) {
+                            (Some(d), _) => content.push(d),
+                            (None, Some(why)) => {
+                                return Ok(Err(Error::corrupt(
+                                    format!(
+                                        "{} in the source",
+                                        String::from_utf8_lossy(&node.name)
+                                    ),
+                                    why.clone(),
+                                )))
+                            }
+                            (None, None) => {
+                                return Err(Error::Internal(format!("blob {s} was not copied")))
+                            }
+                        }
+                    }
+                    node.content = content;
                 }
                 _ => {}
             }
         }
         done.insert(id, save_tree(ids.dst, saver, tree)?);
     }
-    done.get(&root)
-        .copied()
-        .ok_or_else(|| Error::Internal(format!("tree {root} was not copied")))
+    Ok(Ok(done.get(&root).copied().ok_or_else(|| {
+        Error::Internal(format!("tree {root} was not copied"))
+    })?))
 }
 
 fn save_tree(dst: &Repository, saver: &BlobSaver<'_, '_>, mut tree: Tree) -> Result<TreeId> {

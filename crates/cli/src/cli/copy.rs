@@ -126,6 +126,21 @@ pub fn run(global: &Global, args: CopyArgs) -> anyhow::Result<i32> {
         );
     }
     // The second site lacks what could not be read here: said, and not a success.
+    for (id, why) in &report.failed {
+        eprintln!(
+            "error: snapshot {} not copied: {}",
+            id.short(),
+            output::plain(why)
+        );
+    }
+    if !report.failed.is_empty() {
+        eprintln!(
+            "{} snapshot(s) not copied: the source could not give all of their data (the \
+             others were copied)",
+            report.failed.len()
+        );
+        return Ok(exit::FAILURE);
+    }
     if !damaged.is_empty() {
         for (id, e) in &damaged {
             eprintln!(

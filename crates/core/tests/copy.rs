@@ -1,0 +1,247 @@
+//! `copy` through the library: two repositories of their own keys in memory; what is read
+//! and what is stored, run after run.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use strata::backend::{BackendRef, MemBackend};
+use strata::backup::{self, BackupOptions, Source};
+use strata::check::{self, ReadData};
+use strata::copy::{self, CopiedFrom, CopyReport, Selection};
+use strata::{ChunkerParams, Config, KdfCost, NoProgress, Repository, Snapshot, SnapshotId};
+
+mod common;
+use common::noise;
+
+struct Sites {
+    dir: tempfile::TempDir,
+    src: BackendRef,
+    dst: BackendRef,
+}
+
+impl Sites {
+    fn new() -> Self {
+        let make = |pw: &[u8]| -> BackendRef {
+            let b: BackendRef = Arc::new(MemBackend::new());
+            let config = Config::new(ChunkerParams::default(), 3);
+            Repository::init(b.clone(), pw, config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+            b
+        };
+        Sites {
+            dir: tempfile::tempdir().unwrap(),
+            src: make(b"one"),
+            dst: make(b"two"),
+        }
+    }
+
+    fn open(&self, site: &BackendRef, pw: &[u8]) -> Repository {
+        Repository::open(site.clone(), pw, &self.dir.path().join("cache")).unwrap()
+    }
+
+    fn src(&self) -> Repository {
+        self.open(&self.src, b"one")
+    }
+
+    fn dst(&self) -> Repository {
+        let backend = self.dst.clone();
+        let cache = self.dir.path().join("cache");
+        Repository::open_for_backup(backend, &mut || Ok(b"two".to_vec()), &cache).unwrap()
+    }
+
+    /// Backs up files (name, seed, size) into the source.
+    fn backup(&self, host: &str, files: &[(&str, u64, usize)]) -> (SnapshotId, Snapshot) {
+        let src = self.source_dir(host);
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).unwrap();
+        for (name, seed, size) in files {
+            std::fs::write(src.join(name), noise(*size, *seed)).unwrap();
+        }
+        let opts = BackupOptions {
+            source: Source::Paths(vec![src]),
+            host: Some(host.into()),
+            ..Default::default()
+        };
+        let r = backup::run(&self.src(), opts, &NoProgress).unwrap();
+        (r.snapshot_id, r.snapshot)
+    }
+
+    fn source_dir(&self, host: &str) -> PathBuf {
+        self.dir.path().join("src").join(host)
+    }
+
+    fn copy(&self, selection: Selection) -> CopyReport {
+        let (src, dst) = (self.src(), self.dst());
+        let plan = copy::plan(&src, &dst, src.snapshots().list().unwrap(), selection).unwrap();
+        copy::run(&src, &dst, plan, &NoProgress, &AtomicBool::new(false)).unwrap()
+    }
+
+    /// The file's content in the destination's newest snapshot of `host`.
+    fn restored(&self, host: &str, name: &str) -> Vec<u8> {
+        let dst = self.open(&self.dst, b"two");
+        let (_, snap) = (dst.snapshots().list().unwrap().into_iter())
+            .rfind(|(_, s)| s.host == host)
+            .expect("a copy of the host's snapshot");
+        let path = self.source_dir(host).join(name);
+        let mut out = Vec::new();
+        strata::restore::cat_file(&dst, &snap, &path, &mut out).unwrap();
+        out
+    }
+}
+
+#[test]
+fn a_copy_reads_only_what_the_destination_lacks() {
+    let sites = Sites::new();
+    let (first, _) = sites.backup("a", &[("f", 1, 300_000), ("g", 2, 100_000)]);
+    let r = sites.copy(Selection::SinceLast);
+    assert_eq!(r.copied.len(), 1);
+    assert_eq!(r.bytes_read, 400_000, "{r:?}");
+    assert!(r.bytes_added >= 400_000, "the data and its trees: {r:?}");
+    assert_eq!(sites.restored("a", "f"), noise(300_000, 1));
+
+    // The copy names its source, keeps its time and host, and has no parent there.
+    let dst = sites.open(&sites.dst, b"two");
+    let (_, copy) = dst.snapshots().list().unwrap().pop().unwrap();
+    let from: CopiedFrom = copy.extension(copy::EXTENSION).unwrap().unwrap();
+    assert_eq!(from.snapshot, first);
+    assert_eq!(from.repository, sites.src().config().id.to_hex());
+    assert_eq!(copy.parent, None);
+
+    // Nothing new: nothing read. One file changed: its bytes only.
+    let again = sites.copy(Selection::SinceLast);
+    assert_eq!(
+        (again.copied.len(), again.present, again.blobs_read),
+        (0, 1, 0)
+    );
+    sites.backup("a", &[("f", 1, 300_000), ("g", 3, 100_000)]);
+    let hourly = sites.copy(Selection::SinceLast);
+    assert_eq!(hourly.copied.len(), 1);
+    assert_eq!(hourly.bytes_read, 100_000, "{hourly:?}");
+    assert_eq!(sites.restored("a", "g"), noise(100_000, 3));
+
+    let report = check::run(&dst, ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.snapshots, 2);
+}
+
+#[test]
+fn the_destinations_ids_are_remembered_between_runs() {
+    let sites = Sites::new();
+    sites.backup("a", &[("f", 1, 200_000)]);
+    sites.copy(Selection::SinceLast);
+    // Another host stores the same file: known at the destination by the ids found in
+    // the first run, so nothing is read.
+    sites.backup("b", &[("f", 1, 200_000)]);
+    let r = sites.copy(Selection::SinceLast);
+    assert_eq!(r.copied.len(), 1);
+    assert_eq!(r.bytes_read, 0, "{r:?}");
+    assert_eq!(sites.restored("b", "f"), noise(200_000, 1));
+
+    // A destination that lost the data (its index rebuilt without a pack) is sent it
+    // again: the id is remembered, but what exists is always asked of the index.
+    let dst = sites.open(&sites.dst, b"two");
+    for f in sites.dst.list(strata::backend::FileKind::Data).unwrap() {
+        sites
+            .dst
+            .delete(strata::backend::FileKind::Data, &f.name)
+            .unwrap();
+    }
+    strata::repair::repair_index(&dst, false, &NoProgress).unwrap();
+    sites.backup("c", &[("f", 1, 200_000)]);
+    let r = sites.copy(Selection::SinceLast);
+    assert_eq!(r.bytes_read, 200_000, "{r:?}");
+    assert_eq!(sites.restored("c", "f"), noise(200_000, 1));
+}
+
+#[test]
+fn since_the_last_copy_leaves_out_what_the_destination_forgot() {
+    let sites = Sites::new();
+    sites.backup("a", &[("f", 1, 10_000)]);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    sites.backup("a", &[("f", 2, 10_000)]);
+    assert_eq!(sites.copy(Selection::SinceLast).copied.len(), 2);
+    // The destination's retention forgets the older copy.
+    let dst = sites.open(&sites.dst, b"two");
+    let (older, _) = dst.snapshots().list().unwrap().remove(0);
+    dst.snapshots().remove(&older).unwrap();
+    let since = sites.copy(Selection::SinceLast);
+    assert_eq!((since.copied.len(), since.older, since.present), (0, 1, 1));
+    let all = sites.copy(Selection::Missing);
+    assert_eq!((all.copied.len(), all.older), (1, 0));
+}
+
+#[test]
+fn copying_back_copies_nothing_twice() {
+    let sites = Sites::new();
+    sites.backup("a", &[("f", 1, 10_000)]);
+    sites.copy(Selection::Missing);
+    let (src, dst) = (sites.src(), sites.dst());
+    // From the destination back to the source: the originals are there.
+    let back = copy::plan(
+        &dst,
+        &src,
+        dst.snapshots().list().unwrap(),
+        Selection::Missing,
+    )
+    .unwrap();
+    assert_eq!((back.copy.len(), back.present.len()), (0, 1));
+}
+
+#[test]
+fn a_stopped_copy_writes_no_snapshot_and_the_rerun_resumes() {
+    let sites = Sites::new();
+    sites.backup("a", &[("f", 1, 300_000)]);
+    let (src, dst) = (sites.src(), sites.dst());
+    let plan = copy::plan(
+        &src,
+        &dst,
+        src.snapshots().list().unwrap(),
+        Selection::Missing,
+    )
+    .unwrap();
+    let stopped = copy::run(&src, &dst, plan, &NoProgress, &AtomicBool::new(true));
+    assert!(
+        matches!(stopped, Err(strata::Error::Interrupted { .. })),
+        "{stopped:?}"
+    );
+    assert!(sites
+        .open(&sites.dst, b"two")
+        .snapshots()
+        .list()
+        .unwrap()
+        .is_empty());
+    let r = sites.copy(Selection::Missing);
+    assert_eq!(r.copied.len(), 1);
+    assert_eq!(sites.restored("a", "f"), noise(300_000, 1));
+}
+
+/// A pack the source lost costs the snapshots that need it, not the copy: the others are
+/// copied, and the report names what was not.
+#[test]
+fn a_lost_source_pack_costs_only_the_snapshots_it_holds() {
+    let sites = Sites::new();
+    let (first, _) = sites.backup("a", &[("f", 1, 200_000)]);
+    let src = sites.src();
+    let node_pack = {
+        let snap = src.snapshots().get(&first).unwrap();
+        let path = sites.source_dir("a").join("f");
+        let node = strata::walk::lookup(&src, &snap.tree, &path)
+            .unwrap()
+            .unwrap();
+        src.index().lookup(&node.content[0]).unwrap().pack
+    };
+    let (second, _) = sites.backup("b", &[("g", 2, 100_000)]);
+    sites
+        .src
+        .delete(strata::backend::FileKind::Data, &node_pack.to_hex())
+        .unwrap();
+    let r = sites.copy(Selection::Missing);
+    assert_eq!(r.copied.len(), 1, "{r:?}");
+    assert_eq!(r.copied[0].0, second);
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert_eq!(r.failed[0].0, first);
+    assert_eq!(sites.restored("b", "g"), noise(100_000, 2));
+    let dst = sites.open(&sites.dst, b"two");
+    let report = check::run(&dst, ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
