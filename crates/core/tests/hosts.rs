@@ -513,3 +513,26 @@ fn a_rolled_back_repository_is_read_again() {
     let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A long backup merges its checkpoint index files into one: a record names them before
+/// they go, so that a host keeping one as its sentinel is not alarmed into a full read.
+#[test]
+fn merged_checkpoints_are_named_by_a_record() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("big", 1, 40 << 20)]);
+    let records = fleet.store.list(FileKind::Marks).unwrap();
+    assert_eq!(records.len(), 1, "one record for the merge");
+    let admin = fleet.open_full("admin");
+    let record: strata::MarkRecord = (admin.files())
+        .load(FileKind::Marks, &records[0].name)
+        .unwrap()
+        .unwrap();
+    assert!(record.packs.is_empty());
+    assert!(!record.superseded.is_empty());
+    let listed: Vec<String> = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .map(|f| f.name)
+        .collect();
+    for gone in &record.superseded {
+        assert!(!listed.contains(&gone.to_hex()), "{gone} still there");
+    }
+}

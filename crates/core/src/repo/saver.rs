@@ -189,6 +189,14 @@ impl Saved {
 /// it is durable (write order: the merged file first, deletions after).
 fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<()> {
     repo.write_index_superseding(packs, &files)?;
+    // Another host may keep one of these checkpoints as its sentinel (format-spec §7.3):
+    // a record names them before they go, or they stay for prune.
+    if let Err(e) = repo.write_mark_record(&[], false, &files) {
+        repo.warn(format!(
+            "superseded checkpoint index files left for prune to delete: {e}"
+        ));
+        return Ok(());
+    }
     // A superseded file left behind costs nothing but a listing entry (readers skip it,
     // prune deletes it): credentials without the right to delete (append-only backup
     // hosts) must not fail the backup over it.
