@@ -621,9 +621,11 @@ fn restore_and_check_fetch_trees_by_the_pack() {
     let v = env.json(&["check"]);
     let check_requests = garage_requests() - before;
     assert_eq!(v["tree_packs_read"].as_u64().unwrap(), tree_packs);
-    // + the verification record: its listing, its write, an older one's deletion.
+    // + the verification record: its listing, its write, an older one's deletion; + the
+    // mark records (format-spec §7.3): their listing, and each one's read.
+    let records = env.objects("marks").len() as u64;
     assert!(
-        check_requests <= tree_packs + metadata + 2 + 3,
+        check_requests <= tree_packs + metadata + 2 + 3 + 1 + records,
         "check made {check_requests} requests for {tree_packs} tree packs"
     );
 }

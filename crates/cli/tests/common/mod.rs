@@ -283,6 +283,7 @@ pub fn file_kind(kind: &str) -> strata::backend::FileKind {
         "wal" => FileKind::Wal,
         "roots" => FileKind::Root,
         "audit" => FileKind::Audit,
+        "marks" => FileKind::Marks,
         other => panic!("unknown kind {other}"),
     }
 }
