@@ -102,8 +102,9 @@ pub fn plan(
     let (present, missing): (Vec<_>, Vec<_>) = selected
         .into_iter()
         .partition(|(id, _)| copies.contains_key(id));
+    // Older than the last copy, strictly: one taken at the same instant is not older.
     let newer = |s: &Snapshot| match (last.get(&s.lineage()), s.datetime()) {
-        (Some(l), Some(t)) => t > *l,
+        (Some(l), Some(t)) => t >= *l,
         _ => true,
     };
     let (copy, older): (Vec<_>, Vec<_>) = missing
@@ -543,5 +544,59 @@ impl<'r> IdMap<'r> {
     fn remember(&self, pairs: &[(BlobId, BlobId)]) -> Result<()> {
         self.fresh.lock().unwrap().extend(pairs.iter().copied());
         self.dst.put_copied_ids(&self.source, pairs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::{BlobEntry, Compression};
+
+    fn at(offset: u64, length: u32) -> (BlobId, BlobLocation) {
+        let entry = BlobEntry {
+            id: BlobId([offset as u8; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: length,
+            compression: Compression::None,
+        };
+        (
+            entry.id,
+            BlobLocation {
+                pack: PackId([1; 32]),
+                entry,
+            },
+        )
+    }
+
+    fn runs(blobs: &[(BlobId, BlobLocation)]) -> Vec<Vec<u64>> {
+        let refs: Vec<&(BlobId, BlobLocation)> = blobs.iter().collect();
+        (ranges(&refs).into_iter())
+            .map(|r| r.iter().map(|(_, l)| l.entry.offset).collect())
+            .collect()
+    }
+
+    /// Neighbours come in one read; a gap past MAX_GAP, or a span past MAX_RANGE, starts
+    /// another (a pack's blobs cost a request per run, not per blob).
+    #[test]
+    fn neighbouring_blobs_are_read_together_and_far_ones_apart() {
+        let near = [at(0, 100), at(100, 100), at(200 + MAX_GAP, 100)];
+        assert_eq!(runs(&near), vec![vec![0, 100, 200 + MAX_GAP]]);
+        let gap = [at(0, 100), at(101 + MAX_GAP, 100)];
+        assert_eq!(runs(&gap), vec![vec![0], vec![101 + MAX_GAP]]);
+        let grown = [at(0, 100), at(100, 100), at(201 + MAX_GAP, 100)];
+        assert_eq!(runs(&grown), vec![vec![0, 100], vec![201 + MAX_GAP]]);
+        let later = [at(1000, 100), at(1101 + MAX_GAP, 100)];
+        assert_eq!(runs(&later), vec![vec![1000], vec![1101 + MAX_GAP]]);
+        let half = (MAX_RANGE / 2) as u32;
+        let h = half as u64;
+        let long = [at(1000, half), at(1000 + h, half), at(1000 + 2 * h, 2)];
+        assert_eq!(runs(&long), vec![vec![1000, 1000 + h], vec![1000 + 2 * h]]);
+        let exact = [
+            at(0, half),
+            at(half as u64, (MAX_RANGE - half as u64) as u32),
+        ];
+        assert_eq!(runs(&exact).len(), 1);
     }
 }

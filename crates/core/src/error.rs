@@ -330,11 +330,11 @@ pub enum Error {
         set: Option<String>,
     },
 
-    /// A backup stopped on request before its snapshot. What it uploaded is indexed, so the
-    /// next backup does not upload it again.
+    /// A backup (or copy) stopped on request before its snapshot. What it uploaded is
+    /// indexed, so the next run does not upload it again.
     #[error(
         "interrupted: no snapshot written; {packs} packs ({}) of this run are saved and \
-         indexed, and the next backup continues from there without uploading them again",
+         indexed, and the next run continues from there without uploading them again",
         bytesize::ByteSize(*bytes)
     )]
     Interrupted {

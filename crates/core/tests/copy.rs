@@ -97,6 +97,14 @@ fn a_copy_reads_only_what_the_destination_lacks() {
     assert_eq!(r.copied.len(), 1);
     assert_eq!(r.bytes_read, 400_000, "{r:?}");
     assert!(r.bytes_added >= 400_000, "the data and its trees: {r:?}");
+    assert!(
+        r.blobs_read >= 2 && r.blobs_added > r.blobs_read,
+        "data, then trees: {r:?}"
+    );
+    assert!(
+        r.bytes_stored > 0 && r.bytes_stored < r.bytes_added + 4096,
+        "{r:?}"
+    );
     assert_eq!(sites.restored("a", "f"), noise(300_000, 1));
 
     // The copy names its source, keeps its time and host, and has no parent there.
@@ -168,6 +176,19 @@ fn since_the_last_copy_leaves_out_what_the_destination_forgot() {
     assert_eq!((since.copied.len(), since.older, since.present), (0, 1, 1));
     let all = sites.copy(Selection::Missing);
     assert_eq!((all.copied.len(), all.older), (1, 0));
+
+    // A snapshot of the same lineage taken at the same instant as the last copy is not
+    // older: it is copied.
+    let src = sites.src();
+    let (_, mut twin) = src.snapshots().list().unwrap().pop().unwrap();
+    twin.tags.push("twin".into());
+    src.snapshots().write(&twin).unwrap();
+    let tie = sites.copy(Selection::SinceLast);
+    assert_eq!(
+        (tie.copied.len(), tie.older, tie.present),
+        (1, 0, 2),
+        "{tie:?}"
+    );
 }
 
 #[test]
@@ -185,6 +206,12 @@ fn copying_back_copies_nothing_twice() {
     )
     .unwrap();
     assert_eq!((back.copy.len(), back.present.len()), (0, 1));
+    // Once the original is gone from the source, copying back restores it.
+    let (original, _) = src.snapshots().list().unwrap().pop().unwrap();
+    src.snapshots().remove(&original).unwrap();
+    let listed = dst.snapshots().list().unwrap();
+    let back = copy::plan(&dst, &src, listed, Selection::Missing).unwrap();
+    assert_eq!((back.copy.len(), back.present.len()), (1, 0));
 }
 
 #[test]
