@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +117,7 @@ impl Cluster {
     /// S3 requests each node has answered so far (0 for a node that is down).
     fn requests(&self) -> Vec<u64> {
         (self.admins.iter())
-            .map(|a| node_requests(a).values().sum())
+            .map(|a| garage_by_operation_at(a).values().sum())
             .collect()
     }
 
@@ -126,7 +125,7 @@ impl Cluster {
     fn operations(&self) -> BTreeMap<String, u64> {
         let mut all = BTreeMap::new();
         for a in &self.admins {
-            for (op, n) in node_requests(a) {
+            for (op, n) in garage_by_operation_at(a) {
                 *all.entry(op).or_default() += n;
             }
         }
@@ -144,32 +143,6 @@ impl Cluster {
         after.retain(|_, n| *n > 0);
         after
     }
-}
-
-/// One Garage node's S3 request counters, by operation (none for a node that is down).
-fn node_requests(admin: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let addr = admin.trim_start_matches("http://");
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return out;
-    };
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    for l in body
-        .lines()
-        .filter(|l| l.starts_with("api_s3_request_counter{"))
-    {
-        let op = l
-            .split("api_endpoint=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next());
-        let n = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-        if let (Some(op), Some(n)) = (op, n) {
-            *out.entry(op.to_string()).or_default() += n as u64;
-        }
-    }
-    out
 }
 
 /// One host of the fleet: its own cache and its own directory next to the shared one.

@@ -450,15 +450,6 @@ fn proxy_requests(proxy: &Proxy) -> u64 {
 
 /// Every S3 request the test Garage has answered.
 fn garage_requests() -> u64 {
-    use std::io::{Read, Write};
     let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
-    let addr = admin.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with("api_s3_request_counter{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    garage_by_operation_at(&admin).values().sum()
 }

@@ -905,29 +905,7 @@ fn hourly_requests_with(hosts: usize) -> (u64, Vec<(String, u64)>) {
 /// Garage's request counts by S3 operation.
 fn garage_by_operation() -> Vec<(String, u64)> {
     let admin = std::env::var("STRATA_TEST_GARAGE_ADMIN").expect("STRATA_TEST_GARAGE_ADMIN");
-    let addr = admin.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    let mut out: Vec<(String, u64)> = Vec::new();
-    for l in body
-        .lines()
-        .filter(|l| l.starts_with("api_s3_request_counter{"))
-    {
-        let op = l
-            .split("api_endpoint=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or("")
-            .to_string();
-        let n = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-        match out.iter_mut().find(|(o, _)| *o == op) {
-            Some((_, m)) => *m += n.unwrap_or(0.0) as u64,
-            None => out.push((op, n.unwrap_or(0.0) as u64)),
-        }
-    }
-    out
+    garage_by_operation_at(&admin).into_iter().collect()
 }
 
 #[test]

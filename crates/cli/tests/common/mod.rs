@@ -846,3 +846,31 @@ pub fn open_backend(url: &str) -> strata::backend::BackendRef {
         .open(url, &strata::backend::BackendOptions::default())
         .unwrap()
 }
+
+/// One Garage node's S3 request counters by operation, from its admin endpoint
+/// (`http://HOST:PORT`); none for a node that does not answer (down).
+pub fn garage_by_operation_at(admin: &str) -> std::collections::BTreeMap<String, u64> {
+    use std::io::{Read, Write};
+    let mut out = std::collections::BTreeMap::new();
+    let addr = admin.trim_start_matches("http://");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return out;
+    };
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    for l in body
+        .lines()
+        .filter(|l| l.starts_with("api_s3_request_counter{"))
+    {
+        let op = l
+            .split("api_endpoint=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next());
+        let n = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        if let (Some(op), Some(n)) = (op, n) {
+            *out.entry(op.to_string()).or_default() += n as u64;
+        }
+    }
+    out
+}
