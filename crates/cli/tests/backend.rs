@@ -130,6 +130,17 @@ fn conformance(b: &dyn Backend) {
     let locks = names(b, FileKind::Lock);
     assert_eq!(locks.len(), 1_050);
     assert!(locks.iter().all(|(_, size)| *size == 4));
+    // Deleting many at once (S3: a thousand per request) takes exactly those named, of
+    // that kind; a name that is gone is no error.
+    let doomed: Vec<String> = (0..1_020u32)
+        .map(|i| format!("{i:08x}"))
+        .chain(["gone".to_string()])
+        .collect();
+    b.delete_many(FileKind::Lock, &doomed).unwrap();
+    let left = names(b, FileKind::Lock);
+    assert_eq!(left.len(), 30);
+    assert!(left.iter().all(|(n, _)| !doomed.contains(n)));
+    assert_eq!(b.read(FileKind::Tree, &pack).unwrap(), b"tree");
 
     // A large file (over S3's multipart threshold below) round-trips.
     let big = noise(7 << 20, 9);
@@ -173,11 +184,13 @@ fn the_fault_injector_without_faults_conforms_and_counts() {
     use strata::backend::faulty::{Faulty, Op};
     let counting = Faulty::new(Arc::new(MemBackend::new()));
     conformance(&counting);
-    // Once empty, once with 1,050 locks.
-    assert_eq!(counting.count(Op::List, Some(FileKind::Lock)), 2);
+    // Once empty, once with 1,050 locks, once after deleting 1,020 of them.
+    assert_eq!(counting.count(Op::List, Some(FileKind::Lock)), 3);
     assert!(counting.count(Op::Write, None) > 1_050);
     assert!(counting.count(Op::Read, Some(FileKind::Data)) >= 6);
-    assert_eq!(counting.count(Op::Delete, None), 2);
+    // Two deletes, then one each for the 1,021 names of `delete_many` (a store without a
+    // batch delete).
+    assert_eq!(counting.count(Op::Delete, None), 2 + 1_021);
 }
 
 /// Hostile pass (issue 25): root backing up into another user's local repository (the

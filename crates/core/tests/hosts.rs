@@ -117,6 +117,21 @@ fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
     assert_eq!(n, 1, "the cache never listed mark records");
 }
 
+/// Makes `id` the sentinel of `host`'s cache, as a full read that listed it newest would.
+fn set_sentinel(cache: &Path, id: &str) {
+    let db = std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("cache.sqlite"))
+        .find(|p| p.exists())
+        .expect("a repository cache");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let n = conn
+        .execute("UPDATE meta SET value = ?1 WHERE key = 'sentinel'", [id])
+        .unwrap();
+    assert_eq!(n, 1, "the cache has no sentinel");
+}
+
 #[test]
 fn a_warm_backup_reads_no_index_file_of_other_hosts() {
     let fleet = Fleet::new(5);
@@ -268,6 +283,7 @@ fn prune_deletes_mark_records_past_their_retention() {
         packs: vec![strata::PackId([9; 32])],
         reread: false,
         superseded: Vec::new(),
+        keys: Vec::new(),
     };
     admin.save_file(FileKind::Marks, &old).unwrap();
     assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 2);
@@ -303,8 +319,9 @@ fn a_damaged_mark_record_costs_a_full_read_not_the_backup() {
     });
     assert_eq!(
         (reads, lists),
-        (1, 1),
-        "b's file read, as without a partial view"
+        (2, 1),
+        "b's file read, as without a partial view (and the sentinel's ranged read, in \
+         flight beside the listing of the records)"
     );
     // `check` names it, with what to do; the record of a real prune passes.
     let admin = fleet.open_full("admin");
@@ -535,4 +552,222 @@ fn merged_checkpoints_are_named_by_a_record() {
     for gone in &record.superseded {
         assert!(!listed.contains(&gone.to_hex()), "{gone} still there");
     }
+}
+
+/// Every request of `f`, by operation and kind of file.
+fn requests(fleet: &Fleet, f: impl FnOnce()) -> Vec<(Op, FileKind, u64)> {
+    let all = |fleet: &Fleet| -> Vec<(Op, FileKind, u64)> {
+        let ops = [Op::List, Op::Read, Op::Write, Op::Delete];
+        (ops.into_iter())
+            .flat_map(|op| FileKind::ALL.into_iter().map(move |k| (op, k)))
+            .map(|(op, k)| (op, k, fleet.store.count(op, Some(k))))
+            .collect()
+    };
+    let before = all(fleet);
+    f();
+    (all(fleet).into_iter().zip(before))
+        .map(|((op, k, n), (_, _, m))| (op, k, n - m))
+        .filter(|(_, _, n)| *n > 0)
+        .collect()
+}
+
+/// An hourly backup on a warm cache reads neither the config nor the key files (both
+/// are in its cache: the config never changes, and a removed key file is named by a
+/// record): the listing of the records and the sentinel's ranged read, then the packs,
+/// the index file and the snapshot. Six requests, however many hosts.
+#[test]
+fn an_hourly_backup_costs_six_requests() {
+    let fleet = Fleet::new(5);
+    for host in ["a", "b", "c"] {
+        fleet.backup(host, &[("f", 1, 10_000), (host, 2, 10_000)]);
+    }
+    fleet.backup("a", &[("f", 1, 10_000), ("a", 3, 10_000)]);
+    for host in ["b", "c"] {
+        fleet.backup(host, &[("f", 1, 10_000), (host, 4, 10_000)]);
+    }
+    let seen = requests(&fleet, || {
+        fleet.backup("a", &[("f", 1, 10_000), ("a", 5, 10_000)]);
+    });
+    let expected = vec![
+        (Op::List, FileKind::Marks, 1),
+        (Op::Read, FileKind::Index, 1),
+        (Op::Write, FileKind::Data, 1),
+        (Op::Write, FileKind::Tree, 1),
+        (Op::Write, FileKind::Index, 1),
+        (Op::Write, FileKind::Snapshot, 1),
+    ];
+    let mut seen = seen;
+    seen.sort_by_key(|(op, k, _)| (format!("{op:?}"), k.dir()));
+    let mut expected = expected;
+    expected.sort_by_key(|(op, k, _)| (format!("{op:?}"), k.dir()));
+    assert_eq!(seen, expected);
+}
+
+/// A key file removed on one host stops working on another that opens the repository
+/// from its cached copy: the removal's record says so, and the key files are listed.
+#[test]
+fn a_removed_key_stops_working_where_it_is_cached() {
+    let fleet = Fleet::new(5);
+    let admin = fleet.open_full("admin");
+    let second = admin
+        .keys()
+        .add(b"second", &KdfCost::INSECURE_FOR_TESTS)
+        .unwrap();
+    let open_with = |pw: &'static [u8]| {
+        let backend: BackendRef = fleet.store.clone();
+        Repository::open_for_backup(backend, &mut || Ok(pw.to_vec()), &fleet.cache("h"))
+    };
+    // Twice: the second run opens from the cache, warm.
+    for _ in 0..2 {
+        let repo = open_with(b"second").unwrap();
+        backup::run(
+            &repo,
+            BackupOptions {
+                source: Source::Paths(vec![fleet.dir.path().join("caches")]),
+                host: Some("h".into()),
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    }
+    let warm = requests(&fleet, || drop(open_with(b"second").unwrap()));
+    assert!(
+        !warm.iter().any(|(_, k, _)| *k == FileKind::Key),
+        "{warm:?}"
+    );
+    admin.keys().remove(&second).unwrap();
+    assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 1);
+    match open_with(b"second") {
+        Err(strata::Error::WrongPassword { .. }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a removed key still opens the repository"),
+    }
+    // The other password, cached nowhere here, still opens it.
+    open_with(b"pw").unwrap();
+}
+
+/// A repository deleted since the cache last opened it is reported as gone, whether its
+/// files vanished all at once or its config alone is left out; nothing is written.
+#[test]
+fn a_vanished_repository_is_no_repository_to_a_warm_cache() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    for kind in FileKind::ALL {
+        for f in fleet.store.list(kind).unwrap() {
+            fleet.store.delete(kind, &f.name).unwrap();
+        }
+    }
+    let backend: BackendRef = fleet.store.clone();
+    let writes = fleet.store.count(Op::Write, None);
+    match Repository::open_for_backup(backend, &mut || Ok(b"pw".to_vec()), &fleet.cache("a")) {
+        Err(strata::Error::NoRepository(_)) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened a repository that is gone"),
+    }
+    assert_eq!(fleet.store.count(Op::Write, None), writes);
+}
+
+/// Another repository created where the cached one was (deleted, `init` again) is not
+/// taken for it: the cached config does not match, and the opening starts afresh.
+#[test]
+fn a_repository_created_again_in_place_is_opened_afresh() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    for kind in FileKind::ALL {
+        for f in fleet.store.list(kind).unwrap() {
+            fleet.store.delete(kind, &f.name).unwrap();
+        }
+    }
+    let backend: BackendRef = fleet.store.clone();
+    let config = Config::new(ChunkerParams::default(), 3);
+    Repository::init(backend, b"pw", config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+    let (_, snap) = fleet.backup("a", &[("f", 2, 10_000)]);
+    assert_eq!(snap.summary.data_added, 10_000, "nothing deduplicated");
+    let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Hourly backups of a host merge the small index files its earlier runs wrote once there
+/// would be eight: between prunes a bare machine reads a few files per host, not one per
+/// backup. The merge costs the record naming the files it replaces and one deletion; a
+/// host whose sentinel was one of them reads no index file for it.
+#[test]
+fn a_host_merges_its_own_small_index_files() {
+    let fleet = Fleet::new(5);
+    fleet.backup("b", &[("g", 100, 10_000)]);
+    let names = |fleet: &Fleet| -> Vec<String> {
+        (fleet.store.list(FileKind::Index).unwrap().into_iter())
+            .map(|f| f.name)
+            .collect()
+    };
+    let b_file = names(&fleet);
+    for hour in 0..7 {
+        fleet.backup("a", &[("f", hour, 10_000)]);
+    }
+    let before = names(&fleet);
+    assert_eq!(before.len(), 8);
+    // b's sentinel is one of a's files, as after a full read that listed it newest.
+    let a_file = before.iter().find(|n| !b_file.contains(n)).unwrap();
+    set_sentinel(&fleet.cache("b"), a_file);
+    let merge = requests(&fleet, || {
+        fleet.backup("a", &[("f", 7, 10_000)]);
+    });
+    let after = names(&fleet);
+    assert_eq!(after.len(), 2, "b's file and a's merged one: {after:?}");
+    assert!(after.contains(&b_file[0]));
+    assert!(
+        merge.contains(&(Op::Write, FileKind::Marks, 1)),
+        "a record names the merged files: {merge:?}"
+    );
+    // b, warm, takes the record instead of reading every index file: the sentinel's read
+    // and one listing for the new sentinel.
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("b", &[("g", 101, 10_000)]);
+    });
+    assert_eq!((reads, lists), (1, 1));
+    // Every snapshot restores from the merged index: check reads all of it.
+    let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.snapshots, 10);
+    // Sixteen more runs: still no more than eight small files of a's.
+    for hour in 8..24 {
+        fleet.backup("a", &[("f", hour, 10_000)]);
+    }
+    let listed = names(&fleet).len();
+    assert!((2..=9).contains(&listed), "{listed} index files");
+}
+
+/// Index files a prune replaced are not merged again by a host that read its record:
+/// the prune's marks stand, and what the prune deleted is named by no index file.
+#[test]
+fn a_host_merges_none_of_the_files_a_prune_replaced() {
+    let fleet = Fleet::new(5);
+    let mut first = None;
+    for hour in 0..5 {
+        let (id, _) = fleet.backup("a", &[(format!("f{hour}").as_str(), hour, 10_000)]);
+        first.get_or_insert(id);
+    }
+    let admin = fleet.open_full("admin");
+    admin.snapshots().remove(&first.unwrap()).unwrap();
+    prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    let pruned: Vec<String> = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(pruned.len(), 1);
+    for hour in 5..13 {
+        fleet.backup("a", &[(format!("f{hour}").as_str(), hour, 10_000)]);
+    }
+    let listed: Vec<String> = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        listed.contains(&pruned[0]),
+        "the prune's file stays: {listed:?}"
+    );
+    assert!(listed.len() <= 8, "{listed:?}");
+    let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }

@@ -629,6 +629,54 @@ impl Backend for S3Backend {
             .map_err(|e| self.error(e, &Self::object(kind, name)))
     }
 
+    /// One `DeleteObjects` per thousand names (S3's bound), quiet: only failures come back.
+    fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in names.chunks(1000) {
+            let objects = (batch.iter())
+                .map(|name| {
+                    ObjectIdentifier::builder()
+                        .key(self.key(kind, name))
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Backend {
+                    object: kind.dir().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::Backend {
+                    object: kind.dir().to_string(),
+                    source: std::io::Error::other(e),
+                })?;
+            self.count(&self.requests.delete);
+            let out = self
+                .rt
+                .block_on(
+                    self.client
+                        .delete_objects()
+                        .bucket(&self.loc.bucket)
+                        .delete(delete)
+                        .send(),
+                )
+                .map_err(|e| self.error(e, &format!("{}/", kind.dir())))?;
+            if let Some(failed) = out.errors().first() {
+                return Err(Error::Backend {
+                    object: failed.key().unwrap_or_default().to_string(),
+                    source: std::io::Error::other(format!(
+                        "{}: {}",
+                        failed.code().unwrap_or("error"),
+                        failed.message().unwrap_or("the store did not delete it")
+                    )),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities {
             upload_concurrency: 4,

@@ -249,6 +249,13 @@ pub trait Backend: Send + Sync {
     /// Removes a file; removing one that is gone is not an error.
     fn delete(&self, kind: FileKind, name: &str) -> Result<()>;
 
+    /// Removes several files, as [`Backend::delete`] does each; stores that can (S3's
+    /// `DeleteObjects`) in one request per thousand. Stops at the first failure; some of
+    /// the others may be gone by then.
+    fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        names.iter().try_for_each(|name| self.delete(kind, name))
+    }
+
     /// What this store offers beyond files. No default: see the trait's documentation.
     fn capabilities(&self) -> Capabilities<'_>;
 

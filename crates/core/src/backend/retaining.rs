@@ -93,6 +93,9 @@ impl Backend for Retaining {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.inner.delete(kind, name)
     }
+    fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        self.inner.delete_many(kind, names)
+    }
     fn capabilities(&self) -> Capabilities<'_> {
         self.inner.capabilities()
     }

@@ -80,6 +80,9 @@ impl Backend for Retrying {
     fn delete(&self, kind: FileKind, name: &str) -> Result<()> {
         self.retry(|| self.inner.delete(kind, name))
     }
+    fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
+        self.retry(|| self.inner.delete_many(kind, names))
+    }
     fn capabilities(&self) -> Capabilities<'_> {
         self.inner.capabilities()
     }

@@ -66,7 +66,7 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        if self.apply_mark_records()? {
+        if self.apply_mark_records()?.reread {
             self.stop_deduplicating()?;
         }
         Ok(())
@@ -412,12 +412,15 @@ impl Repository {
         Ok(id)
     }
 
-    /// Deletes an index file that a durable one supersedes. The cache forgets the file but
-    /// keeps its entries (the superseding file has them), so the next open does not take
-    /// the deletion for a prune's and rebuild the whole index.
-    pub(crate) fn delete_index_file(&self, id: &IndexId) -> Result<()> {
-        self.backend.delete(FileKind::Index, &id.to_hex())?;
-        self.cache.index().forget_file(id)
+    /// Deletes index files that a durable one supersedes, in one request where the store
+    /// allows. The cache forgets the files but keeps their entries (the superseding file
+    /// has them), so the next open does not take the deletion for a prune's and rebuild
+    /// the whole index.
+    pub(crate) fn delete_index_files(&self, ids: &[IndexId]) -> Result<()> {
+        let names: Vec<String> = ids.iter().map(|id| id.to_hex()).collect();
+        self.backend.delete_many(FileKind::Index, &names)?;
+        let index = self.cache.index();
+        ids.iter().try_for_each(|id| index.forget_file(id))
     }
 
     /// Uploads a finished pack; the caller must get it into an index file afterwards.

@@ -81,6 +81,10 @@ impl Keys<'_> {
         if keys.len() == 1 {
             return Err(Error::LastKey);
         }
+        // The record first: a host holding a cached copy of this key file learns from it
+        // that the key is gone (format-spec §3.1); one left by a failed deletion only makes
+        // such hosts list the key files once.
+        self.0.write_key_record(&[*id])?;
         self.0.backend.delete(FileKind::Key, &id.to_hex())
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::id::{IndexId, MarkId};
+use crate::id::{IndexId, KeyId, MarkId};
 
 /// The oldest the last listing of `marks/` may be for a backup to go on from a partial
 /// view; older, it reads every index file again (format-spec §7.3).
@@ -36,9 +36,36 @@ pub struct MarkRecord {
     /// every index file (format-spec §7.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<IndexId>,
+    /// Key files removed (`key remove`, `key passwd`): a reader that opened the repository
+    /// with a cached copy of one of them lists the key files before it goes on
+    /// (format-spec §3.1, §12).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyId>,
+}
+
+/// What the mark records one listing found new ask of the run that read them.
+#[derive(Debug, Default)]
+pub(crate) struct RecordsRead {
+    /// Read every index file again (a repair of the index, or a record that did not open).
+    pub reread: bool,
+    /// Key files removed since the last listing.
+    pub removed_keys: Vec<KeyId>,
 }
 
 impl MarkRecord {
+    /// A record written now by this host, naming nothing yet.
+    fn empty() -> Self {
+        MarkRecord {
+            version: 1,
+            time: crate::timespec::now().to_rfc3339(),
+            host: crate::util::hostname(),
+            packs: Vec::new(),
+            reread: false,
+            superseded: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
     /// When it was written; one whose time does not parse counts as written now (it is
     /// kept, and its packs avoided, the longest).
     pub fn written(&self, now: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
@@ -69,20 +96,34 @@ impl Repository {
         reread: bool,
         superseded: &[IndexId],
     ) -> Result<Option<MarkId>> {
-        if !self.config.partial_views() || (packs.is_empty() && !reread && superseded.is_empty()) {
+        if packs.is_empty() && !reread && superseded.is_empty() {
             return Ok(None);
         }
         let mut packs = packs.to_vec();
         packs.sort();
         packs.dedup();
-        let record = MarkRecord {
-            version: 1,
-            time: crate::timespec::now().to_rfc3339(),
-            host: crate::util::hostname(),
+        self.save_mark_record(MarkRecord {
             packs,
             reread,
             superseded: superseded.to_vec(),
-        };
+            ..MarkRecord::empty()
+        })
+    }
+
+    /// Writes a record naming key files about to be removed, durably, before they go: a
+    /// host that opens the repository with a cached copy of one learns it from the listing
+    /// of `marks/` it makes anyway, instead of listing `keys/` every run (format-spec §3.1).
+    pub(crate) fn write_key_record(&self, removed: &[KeyId]) -> Result<Option<MarkId>> {
+        self.save_mark_record(MarkRecord {
+            keys: removed.to_vec(),
+            ..MarkRecord::empty()
+        })
+    }
+
+    fn save_mark_record(&self, record: MarkRecord) -> Result<Option<MarkId>> {
+        if !self.config.partial_views() {
+            return Ok(None);
+        }
         let id = MarkId(self.save_file(FileKind::Marks, &record)?);
         self.cache.index().add_mark_record(&id, &record)?;
         Ok(Some(id))
@@ -93,11 +134,11 @@ impl Repository {
     /// Records the listing no longer has are forgotten; the packs they named stay out (a
     /// view read before their prune may still name them) until the next rebuild.
     /// Remembers when it listed: the start of the listing, so that a record written during
-    /// it counts as unread next time. True if a new record asks partial views to read
-    /// every index file again.
-    pub(crate) fn apply_mark_records(&self) -> Result<bool> {
+    /// it counts as unread next time.
+    pub(crate) fn apply_mark_records(&self) -> Result<RecordsRead> {
+        let mut read = RecordsRead::default();
         if !self.config.partial_views() {
-            return Ok(false);
+            return Ok(read);
         }
         let listed_at = crate::timespec::now();
         let listed: Vec<MarkId> = (self.backend.list(FileKind::Marks)?.into_iter())
@@ -110,11 +151,11 @@ impl Repository {
             .filter(|id| !known.contains(id))
             .copied()
             .collect();
-        let mut reread = false;
         for (id, loaded) in self.load_many::<MarkRecord, _>(FileKind::Marks, &new) {
             match loaded {
                 Ok(record) => {
-                    reread |= record.reread;
+                    read.reread |= record.reread;
+                    read.removed_keys.extend_from_slice(&record.keys);
                     index.add_mark_record(&id, &record)?;
                 }
                 // A record that cannot be read names packs we cannot know: only a view of
@@ -124,7 +165,7 @@ impl Repository {
                     self.warn(format!(
                         "{e}; every index file is read instead of the mark records"
                     ));
-                    reread = true;
+                    read.reread = true;
                 }
                 // Deleted since the listing: past its retention, its packs long settled.
                 Err(Error::NotFound { .. }) => {}
@@ -135,7 +176,7 @@ impl Repository {
         }
         index.keep_mark_records(&listed)?;
         index.set_marks_listed(listed_at)?;
-        Ok(reread)
+        Ok(read)
     }
 
     /// Whether this run may go on from a partial view: the format has mark records, the
@@ -160,22 +201,39 @@ impl Repository {
     /// repository rolled back: only every index file tells then. One ranged read, one more
     /// listing after a prune.
     pub(crate) fn sentinel_holds(&self) -> Result<bool> {
+        let probe = self.probe_sentinel()?;
+        self.sentinel_verdict(probe)
+    }
+
+    /// The sentinel's ranged read alone (it needs no mark record read, so it can be in
+    /// flight beside the listing of `marks/`): `None` when there is no sentinel yet, else
+    /// whether the file is there.
+    pub(crate) fn probe_sentinel(&self) -> Result<Option<(IndexId, bool)>> {
+        let Some(s) = self.cache.index().sentinel()? else {
+            return Ok(None);
+        };
+        match self.backend.read_range(FileKind::Index, &s.to_hex(), 0, 1) {
+            Ok(_) => Ok(Some((s, true))),
+            Err(Error::NotFound { .. }) => Ok(Some((s, false))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Repository::sentinel_holds`] once the probe is back and the records are read.
+    pub(crate) fn sentinel_verdict(&self, probe: Option<(IndexId, bool)>) -> Result<bool> {
         let index = self.cache.index();
-        if let Some(s) = index.sentinel()? {
-            match self.backend.read_range(FileKind::Index, &s.to_hex(), 0, 1) {
-                Ok(_) => return Ok(true),
-                Err(Error::NotFound { .. }) if index.superseded(&s)? => {}
-                Err(Error::NotFound { .. }) => {
-                    self.warn(format!(
-                        "index file {} is gone and no mark record says which prune replaced \
-                         it (a record deleted, or the repository rolled back): every index \
-                         file is read",
-                        s.short()
-                    ));
-                    return Ok(false);
-                }
-                Err(e) => return Err(e),
+        match probe {
+            Some((_, true)) => return Ok(true),
+            Some((s, false)) if !index.superseded(&s)? => {
+                self.warn(format!(
+                    "index file {} is gone and no mark record says which prune replaced \
+                     it (a record deleted, or the repository rolled back): every index \
+                     file is read",
+                    s.short()
+                ));
+                return Ok(false);
             }
+            _ => {}
         }
         let newest = self
             .backend
@@ -198,7 +256,7 @@ impl Repository {
         }
         let listed = self.cache.index().marks_listed()?;
         let stale = listed.is_none_or(|t| crate::timespec::now() - t > Duration::hours(1));
-        if stale && (self.apply_mark_records()? || !self.sentinel_holds()?) {
+        if stale && (self.apply_mark_records()?.reread || !self.sentinel_holds()?) {
             self.stop_deduplicating()?;
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! time), the config, the cache.
 
 use super::indexing::EarlyIndex;
+use serde::{Deserialize, Serialize};
+
 use super::marks::IndexView;
 use super::*;
 
@@ -131,6 +133,87 @@ impl Repository {
         cache_base: &Path,
         view: IndexView,
     ) -> Result<Self> {
+        // Asked once, whichever way the repository is opened in the end.
+        let mut asked: Option<Vec<u8>> = None;
+        let mut password = || -> Result<Vec<u8>> {
+            if asked.is_none() {
+                asked = Some(password()?);
+            }
+            Ok(asked.clone().expect("asked above"))
+        };
+        if view == IndexView::Partial {
+            if let Some(repo) = Self::open_warm(&backend, &mut password, cache_base)? {
+                return Ok(repo);
+            }
+        }
+        Self::open_cold(backend, &mut password, cache_base, view)
+    }
+
+    /// An hourly backup's opening (format-spec §7.3, §12): the key file and the config come
+    /// from the cache, and the run costs two requests in flight together, the listing of
+    /// `marks/` and the sentinel's ranged read. `None` where the cache cannot vouch for
+    /// what it holds (no copy, another password, a view too old, a key file a record says
+    /// was removed, a config that changed): then [`Repository::open_cold`] reads it all.
+    fn open_warm(
+        backend: &BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+    ) -> Result<Option<Self>> {
+        let key_cache = key_cache_path(cache_base, &backend.location());
+        let Some(cached) = CachedOpening::load(&key_cache) else {
+            return Ok(None);
+        };
+        crate::repo::cache::private_dir(cache_base)?;
+        let Some((key, key_id, config)) = cached.open(&password()?, &cached.2) else {
+            return Ok(None);
+        };
+        let repo = Self::with_key(backend.clone(), key, key_id, config, cache_base)?;
+        if !repo.partial_view_fresh()? {
+            return Ok(None);
+        }
+        // Neither needs the other: one round trip for both.
+        let (records, probe) = std::thread::scope(|s| {
+            let probe = s.spawn(|| repo.probe_sentinel());
+            let records = repo.apply_mark_records();
+            (records, probe.join().expect("sentinel probe thread"))
+        });
+        let (records, probe) = (records?, probe?);
+        if records.removed_keys.contains(&repo.key_id) {
+            // Whether this password still opens some key file is for the key files to say.
+            let _ = std::fs::remove_file(&key_cache);
+            return Ok(None);
+        }
+        if !records.reread && matches!(probe, Some((_, true))) {
+            repo.partial
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Ok(Some(repo));
+        }
+        // The sentinel gone (after every prune, or with the whole repository) or a repair
+        // asking for every index file: first make sure this is still the repository the
+        // cache knows.
+        match backend.read(FileKind::Config, "config") {
+            Ok(sealed) if sealed == cached.2.as_slice() => {}
+            Ok(_) => return Ok(None),
+            Err(Error::NotFound { .. }) => return Err(Error::NoRepository(backend.location())),
+            Err(e) => return Err(e),
+        }
+        if records.reread || !repo.sentinel_verdict(probe)? {
+            repo.sync_index()?;
+        } else {
+            repo.partial
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(Some(repo))
+    }
+
+    /// Opening that reads the config and checks the key files: what every command but an
+    /// hourly backup on a warm cache does.
+    fn open_cold(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+        view: IndexView,
+    ) -> Result<Self> {
         // Reading the config doubles as the existence check: one request, not two.
         let sealed = match backend.read(FileKind::Config, "config") {
             Ok(b) => b,
@@ -159,7 +242,7 @@ impl Repository {
                             let (key, key_id, file) = Self::unlock(&backend, &password)?;
                             let config = open_config(&key, &sealed)
                                 .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
-                            remember_key(&key_cache, &key_id, file);
+                            remember_key(&key_cache, &key_id, file, &sealed);
                             (key, key_id, config)
                         }
                     };
@@ -173,7 +256,7 @@ impl Repository {
             IndexView::Partial if early.is_none() && repo.partial_view_fresh()? => {
                 // A record of a repair asks for every index file to be read again, as does
                 // a vanished sentinel no record explains.
-                if repo.apply_mark_records()? || !repo.sentinel_holds()? {
+                if repo.apply_mark_records()?.reread || !repo.sentinel_holds()? {
                     repo.sync_index()?;
                 } else {
                     repo.partial
@@ -278,6 +361,27 @@ pub(super) fn open_config(key: &MasterKey, sealed: &[u8]) -> Option<Config> {
     ciborium::from_reader(&plain[..]).ok()
 }
 
+/// What the cache keeps of the last opening of a repository (format-spec §12): the key file
+/// that opened it and its sealed config (written once, at `init`), so that a warm run needs
+/// neither. Private, like the rest of the cache: a key file is only as strong as its
+/// password.
+#[derive(Serialize, Deserialize)]
+struct CachedOpening(String, serde_bytes::ByteBuf, serde_bytes::ByteBuf);
+
+impl CachedOpening {
+    fn load(path: &Path) -> Option<Self> {
+        ciborium::from_reader(&std::fs::read(path).ok()?[..]).ok()
+    }
+
+    /// The key, its id and the config `sealed_config` holds, if `password` opens the key.
+    fn open(&self, password: &[u8], sealed_config: &[u8]) -> Option<(MasterKey, KeyId, Config)> {
+        let kf = KeyFile::decode(&self.1, &self.0).ok()?;
+        let key = kf.open(password).ok()??;
+        let config = open_config(&key, sealed_config)?;
+        Some((key, self.0.parse::<KeyId>().ok()?, config))
+    }
+}
+
 /// The key file that opened this repository last time, if the password still opens it and
 /// the repository still has it (a key removed there must stop working here too: one
 /// listing checks). Saves listing and reading every key file.
@@ -287,29 +391,22 @@ pub(super) fn cached_key(
     password: &[u8],
     sealed_config: &[u8],
 ) -> Result<Option<(MasterKey, KeyId, Config)>> {
-    let cached = std::fs::read(key_cache).ok().and_then(|bytes| {
-        let (name, file): (String, serde_bytes::ByteBuf) =
-            ciborium::from_reader(&bytes[..]).ok()?;
-        let kf = KeyFile::decode(&file, &name).ok()?;
-        let key = kf.open(password).ok()??;
-        let config = open_config(&key, sealed_config)?;
-        Some((key, name.parse::<KeyId>().ok()?, config))
-    });
+    let cached = CachedOpening::load(key_cache).and_then(|c| c.open(password, sealed_config));
     let Some(c) = cached else { return Ok(None) };
     let listed = backend.list(FileKind::Key)?;
     Ok(listed.iter().any(|f| f.name == c.1.to_hex()).then_some(c))
 }
 
-/// Keeps the key file that opened the repository for next time. Only a speed-up: failing
-/// to write it changes nothing. Private, like the rest of the cache (a key file is only as
-/// strong as its password).
-pub(super) fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>) {
+/// Keeps the key file that opened the repository, and its config, for next time. Only a
+/// speed-up: failing to write it changes nothing.
+pub(super) fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>, sealed_config: &[u8]) {
     let mut buf = Vec::new();
-    ciborium::into_writer(
-        &(key_id.to_hex(), serde_bytes::ByteBuf::from(file)),
-        &mut buf,
-    )
-    .expect("CBOR into memory");
+    let cached = CachedOpening(
+        key_id.to_hex(),
+        serde_bytes::ByteBuf::from(file),
+        serde_bytes::ByteBuf::from(sealed_config.to_vec()),
+    );
+    ciborium::into_writer(&cached, &mut buf).expect("CBOR into memory");
     if let Some(dir) = key_cache.parent() {
         let _ = crate::repo::cache::private_dir(dir).and_then(|_| {
             use std::io::Write;

@@ -29,6 +29,13 @@ const PACKS_PER_MERGE: usize = 256;
 /// files holds 16,000 of them, and 256 such packs would hold 4 million entries (~600 MB)
 /// in memory until the merge.
 const BLOBS_PER_MERGE: usize = 1 << 16;
+/// A backup merges the small index files earlier runs of its cache wrote into its own
+/// once there would be this many (format-spec §10): between prunes a host leaves a few
+/// index files, not one per run, for a bare machine or a new host to read.
+const OWN_FILES_MERGED_AT: usize = 8;
+/// Index files with more blob entries than this are left for prune to merge: rewriting
+/// them every few runs would cost more than reading them does.
+const OWN_FILE_MAX_BLOBS: usize = 1 << 14;
 
 /// What a saver stored (blobs the repository had already are not counted).
 #[derive(Default)]
@@ -185,29 +192,75 @@ impl Saved {
     }
 }
 
-/// One index file for the packs of checkpoint files, which it supersedes and which go once
-/// it is durable (write order: the merged file first, deletions after).
-fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<()> {
-    repo.write_index_superseding(packs, &files)?;
-    // Another host may keep one of these checkpoints as its sentinel (format-spec §7.3):
-    // a record names them before they go, or they stay for prune.
+/// One index file for `packs`, superseding `files` (checkpoints of this run, small files of
+/// earlier runs), which go once it is durable (write order: the merged file first, then
+/// the record naming what it replaces, deletions last).
+fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<IndexId> {
+    let id = repo.write_index_superseding(packs, &files)?;
+    // Another host may keep one of these as its sentinel (format-spec §7.3): a record
+    // names them before they go, or they stay for prune.
     if let Err(e) = repo.write_mark_record(&[], false, &files) {
         repo.warn(format!(
-            "superseded checkpoint index files left for prune to delete: {e}"
+            "superseded index files left for prune to delete: {e}"
         ));
-        return Ok(());
+        return Ok(id);
     }
     // A superseded file left behind costs nothing but a listing entry (readers skip it,
     // prune deletes it): credentials without the right to delete (append-only backup
     // hosts) must not fail the backup over it.
-    for id in &files {
-        if let Err(e) = repo.delete_index_file(id) {
-            repo.warn(format!(
-                "superseded checkpoint index {id} left for prune to delete: {e}"
-            ));
+    if let Err(e) = repo.delete_index_files(&files) {
+        repo.warn(format!(
+            "superseded index files left for prune to delete: {e}"
+        ));
+    }
+    repo.cache.index().forget_own_files(&files)?;
+    Ok(id)
+}
+
+/// The run's last index file, naming `packs` and superseding `checkpoints`; once this
+/// cache's earlier runs have left enough small index files, it takes in theirs too
+/// (read from the cache, not the store) and supersedes them. Returns its id.
+fn write_last_index(
+    repo: &Repository,
+    checkpoints: Vec<IndexId>,
+    packs: Vec<IndexedPack>,
+) -> Result<IndexId> {
+    let own = repo.cache.index().own_files()?;
+    let mut files = checkpoints;
+    let mut packs = packs;
+    if own.len() + 1 >= OWN_FILES_MERGED_AT {
+        for (id, listed) in own {
+            files.push(id);
+            packs.extend(listed);
         }
     }
-    Ok(())
+    // A pack listed in two of them (a crash between a merge and its deletions) once,
+    // with the union of its entries (format-spec §7.2).
+    let mut by_id: std::collections::BTreeMap<PackId, IndexedPack> = Default::default();
+    for p in packs {
+        match by_id.entry(p.id) {
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().absorb(p),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(p);
+            }
+        }
+    }
+    let packs: Vec<IndexedPack> = by_id.into_values().collect();
+    let id = match files.is_empty() {
+        true => repo.write_index(packs.clone())?,
+        false => merge(repo, files, packs.clone())?,
+    };
+    remember_if_small(repo, &id, &packs)?;
+    Ok(id)
+}
+
+/// Remembers an index file this run wrote for later runs to merge, if it is small.
+fn remember_if_small(repo: &Repository, id: &IndexId, packs: &[IndexedPack]) -> Result<()> {
+    let blobs: usize = packs.iter().map(|p| p.blobs.len()).sum();
+    match blobs <= OWN_FILE_MAX_BLOBS {
+        true => repo.cache.index().add_own_file(id, packs),
+        false => Ok(()),
+    }
 }
 
 impl<'s, 'r: 's> BlobSaver<'s, 'r> {
@@ -360,19 +413,17 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
             return Err(e);
         }
         let (files, mut packs) = std::mem::take(&mut *self.shared.checkpoints.lock().unwrap());
-        if rest.is_empty() {
-            return match files.len() {
-                0 | 1 => Ok(()),
-                _ => merge(self.repo, files, packs),
+        if rest.is_empty() && files.len() <= 1 {
+            // Nothing written, or one checkpoint that is the run's index file as it is.
+            return match files.first() {
+                Some(id) => remember_if_small(self.repo, id, &packs),
+                None => Ok(()),
             };
         }
-        if files.is_empty() {
-            return self.shared.index(self.repo, rest).map(|_| ());
-        }
-        // The last packs go into the merged file with the checkpoints' packs.
+        // The last packs go into the last file with the checkpoints' packs.
         let counted = Saved::of(&rest);
         packs.extend(rest);
-        merge(self.repo, files, packs)?;
+        write_last_index(self.repo, files, packs)?;
         self.shared.add_saved(counted);
         Ok(())
     }

@@ -11,7 +11,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{BlobLocation, Cache, PackUsage};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IndexId, MarkId, PackId};
-use crate::repo::index::IndexFile;
+use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::marks::MarkRecord;
 use crate::repo::pack::{BlobEntry, BlobKind, Compression};
 
@@ -87,6 +87,64 @@ impl<'c> BlobIndex<'c> {
             .execute("DELETE FROM index_files WHERE id = ?1", [&id.0[..]])
             .map(|_| ())
             .map_err(|e| self.0.err(e))
+    }
+
+    /// Remembers an index file this cache's backups wrote, with its packs, so that a later
+    /// backup can merge it without reading it (format-spec §10).
+    pub fn add_own_file(&self, id: &IndexId, packs: &[IndexedPack]) -> Result<()> {
+        let mut buf = Vec::new();
+        ciborium::into_writer(packs, &mut buf).expect("CBOR into memory");
+        self.0
+            .lock()
+            .execute(
+                "INSERT OR REPLACE INTO own_files (id, packs) VALUES (?1, ?2)",
+                params![&id.0[..], buf],
+            )
+            .map(|_| ())
+            .map_err(|e| self.0.err(e))
+    }
+
+    /// The index files this cache's backups wrote that are still in its view (listed at
+    /// the last full read or written since, and superseded by no record read), with their
+    /// packs. The others are forgotten.
+    pub fn own_files(&self) -> Result<Vec<(IndexId, Vec<IndexedPack>)>> {
+        let rows: Vec<([u8; 32], Vec<u8>, bool)> = {
+            let conn = self.0.lock();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT o.id, o.packs,
+                            o.id IN (SELECT id FROM index_files)
+                            AND o.id NOT IN (SELECT id FROM superseded_files)
+                     FROM own_files o",
+                )
+                .map_err(|e| self.0.err(e))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.0.err(e))?;
+            rows
+        };
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, packs, in_view) in rows {
+            let packs = ciborium::from_reader::<Vec<IndexedPack>, _>(&packs[..]);
+            match (in_view, packs) {
+                (true, Ok(packs)) => live.push((IndexId(id), packs)),
+                _ => gone.push(IndexId(id)),
+            }
+        }
+        self.forget_own_files(&gone)?;
+        Ok(live)
+    }
+
+    /// Forgets index files of this cache's backups (merged, or gone).
+    pub fn forget_own_files(&self, ids: &[IndexId]) -> Result<()> {
+        let conn = self.0.lock();
+        for id in ids {
+            conn.execute("DELETE FROM own_files WHERE id = ?1", [&id.0[..]])
+                .map_err(|e| self.0.err(e))?;
+        }
+        Ok(())
     }
 
     /// Forgets the whole blob index (before a rebuild).
