@@ -187,7 +187,8 @@ fn copying_into_the_source_itself_is_refused() {
             .unwrap();
         assert_eq!(code(&out), 2, "{}", stderr(&out));
         assert!(
-            stderr(&out).contains("source repository itself"),
+            stderr(&out).contains("the source's repository id")
+                && stderr(&out).contains("a copy of its files"),
             "{}",
             stderr(&out)
         );

@@ -809,3 +809,66 @@ fn an_interrupted_backup_still_runs_its_failure_hook() {
     let said = fs::read_to_string(&said).unwrap_or_else(|_| panic!("{}", stderr(&out)));
     assert_eq!(said.trim(), "130");
 }
+
+/// Hostile pass (issue 28): SIGTERM while the backup is still opening the repository (a
+/// slow password command) is an interrupted run like any other: exit 130, the on-failure
+/// hook told so, nothing written; and one at the very start of any command exits 130, not
+/// the signal's 143.
+#[test]
+fn a_backup_stopped_while_opening_is_an_interrupted_run() {
+    let env = Env::local();
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(&env, &app, &metrics, "last = 5");
+    let said = env.path("hook.said");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "[sets.critical]\n",
+        &format!("[sets.critical]\non-failure = 'echo $STRATA_EXIT_CODE > {said:?}'\n"),
+    );
+    let pw = env.path("pw");
+    fs::write(&pw, format!("{}\n", common::PASSWORD)).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "password-command = \"sleep 2; cat {}\"\n{text}",
+            pw.display()
+        ),
+    )
+    .unwrap();
+    fs::write(app.join("f"), "x").unwrap();
+    env.init();
+    let snapshots = env.objects("snapshots").len();
+    let child = env
+        .std_cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--config", &config, "backup", "critical"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let said = fs::read_to_string(&said).unwrap_or_else(|_| panic!("{}", stderr(&out)));
+    assert_eq!(said.trim(), "130");
+    assert_eq!(env.objects("snapshots").len(), snapshots);
+    // Early, before the command has done anything (but past the exec and the loader,
+    // which no handler can cover): 130 too, or done already.
+    for _ in 0..5 {
+        let child = env
+            .std_cmd()
+            .args(["snapshots"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(130) | Some(0)),
+            "{:?}",
+            out.status
+        );
+    }
+}

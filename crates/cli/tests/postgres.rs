@@ -1060,7 +1060,63 @@ fn a_restore_writes_nothing_through_links(env: &Env) {
     );
 }
 
+/// Issue 28: `strata copy` takes the WAL archive (root records) with the base backups, so
+/// a second site of its own keys and password recovers the database to an instant once
+/// the first is gone; the next hourly copy sends only the WAL archived since.
+fn a_second_site_recovers_to_an_instant(env: &Env) {
+    const OTHER: &str = "the second site's own password";
+    let (mut env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let site2 = format!("{}-site2", env.repo);
+    let out = (env.cmd())
+        .env("STRATA_REPOSITORY", &site2)
+        .env("STRATA_PASSWORD", OTHER)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let copy = |env: &Env| -> serde_json::Value {
+        let out = (env.cmd())
+            .env("STRATA_TO_PASSWORD", OTHER)
+            .args(["--config", &cfg, "--json", "copy", "--to", &site2])
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mut db = archiving_primary(&env, &cfg);
+    env.ok(&["--config", &cfg, "pg", "basebackup", "main"]);
+    insert(&db, 1);
+    db.switch_and_archive();
+    let first = copy(&env);
+    assert_eq!(first["copied"].as_array().unwrap().len(), 1, "{first}");
+    let archived = first["roots_copied"].as_u64().unwrap();
+    assert!(archived >= 2, "{first}");
+    let between = instant_between();
+    insert(&db, 2);
+    db.switch_and_archive();
+    db.stop();
+    drop(db);
+    let hourly = copy(&env);
+    assert_eq!(hourly["copied"].as_array().unwrap().len(), 0, "{hourly}");
+    assert_eq!(
+        hourly["roots_present"].as_u64().unwrap(),
+        archived,
+        "{hourly}"
+    );
+    assert!(hourly["roots_copied"].as_u64().unwrap() >= 1, "{hourly}");
+    // The first site is gone: from here on, only the second, on a bare machine.
+    env.repo = site2.clone();
+    env.vars.push(("STRATA_PASSWORD".into(), OTHER.into()));
+    env.cache = env.path("site2-cache");
+    let (rows, _) = restore_and_read(&env, &cfg, Some(&between), "r1");
+    assert_eq!(rows, vec![1]);
+    let (rows, _) = restore_and_read(&env, &cfg, None, "r2");
+    assert_eq!(rows, vec![1, 2]);
+}
+
 conformance!(
+    a_second_site_recovers_to_an_instant,
     a_restore_writes_nothing_through_links,
     a_restored_copy_never_takes_over_the_archive,
     an_instant_after_the_last_commit_still_restores,

@@ -1224,3 +1224,92 @@ fn a_fifo_or_symlink_in_a_files_place_is_damage_that_is_named() {
     back();
     env.ok(&["check"]);
 }
+
+/// Hostile pass (issue 28): the cache's copy of the key file (what a warm backup opens the
+/// repository with) is read only as a regular file of this user's of a sane size: a FIFO,
+/// a link to /dev/zero or a huge file in its place is passed over (the key files are read
+/// from the repository instead) and replaced, never followed; a cache directory writable
+/// by every user (/tmp) is refused rather than narrowed; a file given as the cache
+/// directory is said to be one.
+#[test]
+fn the_cached_key_is_read_only_from_a_private_regular_file() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "x").unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    let keys = env.cache.join("keys");
+    let copies: Vec<_> = fs::read_dir(&keys)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy = &copies[0];
+    let huge = env.path("huge");
+    fs::File::create(&huge).unwrap().set_len(4 << 30).unwrap();
+    for plant in ["fifo", "zero", "huge"] {
+        fs::remove_file(copy).unwrap();
+        match plant {
+            "fifo" => {
+                nix::unistd::mkfifo(copy, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }
+            "zero" => std::os::unix::fs::symlink("/dev/zero", copy).unwrap(),
+            _ => std::os::unix::fs::symlink(&huge, copy).unwrap(),
+        }
+        let started = std::time::Instant::now();
+        let out = env
+            .cmd()
+            .args(["backup", s])
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{plant}: {}", stderr(&out));
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "{plant}: {:?}",
+            started.elapsed()
+        );
+        let m = fs::symlink_metadata(copy).unwrap();
+        assert!(m.is_file() && m.len() < 1 << 20, "{plant}: not replaced");
+        assert_eq!(m.mode() & 0o777, 0o600);
+    }
+    assert_eq!(
+        fs::metadata(&huge).unwrap().len(),
+        4 << 30,
+        "followed the link"
+    );
+    // A directory every user may write to is not taken over.
+    let shared = env.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_CACHE_DIR", &shared)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("writable by every user"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777);
+    let file = env.path("a-file");
+    fs::write(&file, "").unwrap();
+    let out = env
+        .cmd()
+        .env("STRATA_CACHE_DIR", &file)
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("is not a directory"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -272,3 +272,96 @@ fn a_lost_source_pack_costs_only_the_snapshots_it_holds() {
     let report = check::run(&dst, ReadData::All, &NoProgress).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+impl Sites {
+    /// A copy that takes root records too, as the hourly `strata copy` does.
+    fn copy_with_roots(&self, selection: Selection) -> CopyReport {
+        let (src, dst) = (self.src(), self.dst());
+        let mut plan = copy::plan(&src, &dst, src.snapshots().list().unwrap(), selection).unwrap();
+        plan.roots = copy::plan_roots(&src, &dst, selection).unwrap();
+        copy::run(&src, &dst, plan, &NoProgress, &AtomicBool::new(false)).unwrap()
+    }
+
+    /// Stores a root record of `key` holding `blobs` (seeds) in the source.
+    fn root(&self, key: &str, seeds: &[u64]) {
+        let src = self.src();
+        let data: Vec<Vec<u8>> = seeds.iter().map(|s| noise(50_000, *s)).collect();
+        let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+        let ids = src.store_blobs(&refs).unwrap();
+        let root = strata::Root::new("test.ns", key, ids, key.as_bytes().to_vec()).unwrap();
+        src.write_root(&root).unwrap();
+    }
+}
+
+/// Root records (the WAL archive's) go with the snapshots: their blobs under the
+/// destination's key, the record under the destination's name for it, readable there with
+/// the same content. An hourly copy reads only the new ones; one the destination removed
+/// is not copied back unless asked (`--all`); one the source cannot give is named.
+#[test]
+fn root_records_are_copied_once_and_read_back_whole() {
+    let sites = Sites::new();
+    sites.backup("a", &[("f", 1, 10_000)]);
+    sites.root("seg1", &[11, 12]);
+    sites.root("seg2", &[12, 13]);
+    let r = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!((r.roots_copied, r.roots_present), (2, 0), "{r:?}");
+    assert!(r.roots_failed.is_empty());
+    assert_eq!(
+        r.bytes_read,
+        10_000 + 3 * 50_000,
+        "blob 12 read once: {r:?}"
+    );
+    let dst = sites.open(&sites.dst, b"two");
+    for (key, seeds) in [("seg1", [11, 12]), ("seg2", [12, 13])] {
+        let root = dst
+            .root("test.ns", key)
+            .unwrap()
+            .expect("the copied record");
+        assert_eq!(root.payload, key.as_bytes());
+        let content: Vec<Vec<u8>> = (root.blobs.iter())
+            .map(|b| dst.index().read(b).unwrap())
+            .collect();
+        assert_eq!(content, seeds.map(|s| noise(50_000, s)));
+    }
+    // Nothing new: no record read, nothing copied. A new one: that one.
+    let again = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!(
+        (again.roots_copied, again.roots_present, again.bytes_read),
+        (0, 2, 0)
+    );
+    sites.root("seg3", &[14]);
+    let hourly = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!((hourly.roots_copied, hourly.roots_present), (1, 2));
+    assert_eq!(hourly.bytes_read, 50_000);
+    // Removed at the destination (its own retention): not copied back, but by --all.
+    dst.remove_root("test.ns", "seg1").unwrap();
+    let kept = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!(kept.roots_copied, 0);
+    assert!(sites.dst().root("test.ns", "seg1").unwrap().is_none());
+    let all = sites.copy_with_roots(Selection::Missing);
+    assert_eq!((all.roots_copied, all.roots_present), (1, 2), "{all:?}");
+    assert!(sites.dst().root("test.ns", "seg1").unwrap().is_some());
+    let report = check::run(&sites.open(&sites.dst, b"two"), ReadData::All, &NoProgress).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// A root record whose data the source lost is not copied, and said; the others are.
+#[test]
+fn a_root_record_the_source_cannot_give_is_named() {
+    let sites = Sites::new();
+    sites.root("whole", &[21]);
+    sites.root("broken", &[22]);
+    let src = sites.src();
+    let broken = src.root("test.ns", "broken").unwrap().unwrap();
+    let pack = src.index().lookup(&broken.blobs[0]).unwrap().pack;
+    sites
+        .src
+        .delete(strata::backend::FileKind::Data, &pack.to_hex())
+        .unwrap();
+    let r = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!(r.roots_copied, 1, "{r:?}");
+    assert_eq!(r.roots_failed.len(), 1, "{r:?}");
+    assert!(r.roots_failed[0].0.contains("broken"), "{r:?}");
+    assert!(sites.dst().root("test.ns", "whole").unwrap().is_some());
+    assert!(sites.dst().root("test.ns", "broken").unwrap().is_none());
+}

@@ -198,6 +198,12 @@ fn a_pack_another_host_pruned_is_not_deduplicated_against() {
         snap.summary.data_added, 300_000,
         "deduplicated against a marked pack"
     );
+    // Stored again once, then found in its new pack: not stored on every run after.
+    let (_, snap) = fleet.backup("a", &[("y", 7, 300_000), ("w", 9, 1_000)]);
+    assert_eq!(
+        snap.summary.data_added, 1_000,
+        "stored again on the next run"
+    );
     // The mark settles (the pack deleted): the new snapshot does not need it.
     let now = PruneOptions {
         instant_delete: true,
@@ -770,4 +776,109 @@ fn a_host_merges_none_of_the_files_a_prune_replaced() {
     assert!(listed.len() <= 8, "{listed:?}");
     let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// Sets a value of `host`'s cache bookkeeping, as time passing would have.
+fn set_meta(cache: &Path, key: &str, value: &str) {
+    let db = std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("cache.sqlite"))
+        .find(|p| p.exists())
+        .expect("a repository cache");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+        [key, value],
+    )
+    .unwrap();
+}
+
+/// A key removal whose record was lost still stops the key: at once when the record was
+/// damaged (it may have named the key), within a day when it was deleted (the warm
+/// opening lists the key files once a day).
+#[test]
+fn a_removed_key_stops_working_even_without_its_record() {
+    for damaged in [true, false] {
+        let fleet = Fleet::new(5);
+        let admin = fleet.open_full("admin");
+        let second = admin
+            .keys()
+            .add(b"second", &KdfCost::INSECURE_FOR_TESTS)
+            .unwrap();
+        let open_with = |pw: &'static [u8]| {
+            let backend: BackendRef = fleet.store.clone();
+            Repository::open_for_backup(backend, &mut || Ok(pw.to_vec()), &fleet.cache("h"))
+        };
+        let src = fleet.dir.path().join("src-h");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), noise(1_000, 1)).unwrap();
+        for _ in 0..2 {
+            let opts = BackupOptions {
+                source: Source::Paths(vec![src.clone()]),
+                host: Some("h".into()),
+                ..Default::default()
+            };
+            backup::run(&open_with(b"second").unwrap(), opts, &NoProgress).unwrap();
+        }
+        admin.keys().remove(&second).unwrap();
+        let record = fleet.store.list(FileKind::Marks).unwrap().remove(0).name;
+        match damaged {
+            true => fleet
+                .store
+                .write(FileKind::Marks, &record, b"junk")
+                .unwrap(),
+            false => fleet.store.delete(FileKind::Marks, &record).unwrap(),
+        }
+        if !damaged {
+            // Within the day: the warm opening does not know yet.
+            let warm = requests(&fleet, || drop(open_with(b"second").unwrap()));
+            assert!(
+                !warm.iter().any(|(_, k, _)| *k == FileKind::Key),
+                "{warm:?}"
+            );
+            let yesterday = chrono::Utc::now() - chrono::Duration::hours(25);
+            set_meta(&fleet.cache("h"), "keys_listed", &yesterday.to_rfc3339());
+        }
+        match open_with(b"second") {
+            Err(strata::Error::WrongPassword { .. }) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a removed key still opens the repository (damaged: {damaged})"),
+        }
+    }
+}
+
+/// Junk written under the sentinel's name (by whoever holds the bucket, after rolling
+/// it back) does not pass for it: the check compares its last bytes, and the backup reads
+/// every index file instead of trusting its view.
+#[test]
+fn junk_under_the_sentinels_name_costs_a_full_read() {
+    let fleet = Fleet::new(5);
+    fleet.backup("b", &[("g", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    let before: Vec<String> = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .map(|f| f.name)
+        .collect();
+    fleet.backup("a", &[("f", 3, 10_000)]);
+    let sentinel = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .map(|f| f.name)
+        .find(|n| !before.contains(n))
+        .expect("the index file a wrote last");
+    let junk = vec![7u8; 300];
+    fleet
+        .store
+        .write(FileKind::Index, &sentinel, &junk)
+        .unwrap();
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 4, 10_000)]);
+    });
+    assert!(
+        lists >= 1 && reads >= 2,
+        "no full read: {reads} reads, {lists} listings"
+    );
+    // An unchanged sentinel costs its one ranged read.
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("a", &[("f", 5, 10_000)]);
+    });
+    assert_eq!((reads, lists), (1, 0));
 }

@@ -174,9 +174,21 @@ fn jobs(global: &Global, args: &BackupArgs) -> anyhow::Result<Vec<Job>> {
 
 /// The repository; a run that cannot open it (wrong password, unreachable) is a failed
 /// backup of every set it was to back up, told as such.
-fn open_or_tell(global: &Global, jobs: &[Job]) -> anyhow::Result<strata::Repository> {
+fn open_or_tell(
+    global: &Global,
+    jobs: &[Job],
+    stop: &AtomicBool,
+) -> anyhow::Result<strata::Repository> {
     let started = timespec::now();
-    global.open_for_backup().inspect_err(|e| {
+    // Stopped while opening (a slow password command, a slow store): nothing written yet,
+    // and an interrupted run all the same to the hooks and metrics.
+    let opened = global.open_for_backup().and_then(|repo| {
+        match stop.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(strata::Error::Interrupted { packs: 0, bytes: 0 }.into()),
+            false => Ok(repo),
+        }
+    });
+    opened.inspect_err(|e| {
         let code = exit::code_of_anyhow(e);
         for job in jobs {
             let label = job_label(job);
@@ -256,8 +268,8 @@ pub fn run(global: &Global, args: BackupArgs) -> anyhow::Result<i32> {
         }
         return Err(e);
     }
-    let repo = open_or_tell(global, &jobs)?;
     let stop = super::stop_on_signals()?;
+    let repo = open_or_tell(global, &jobs, &stop)?;
     let mut results = Vec::new();
     let mut code = exit::OK;
     if args.stdin {

@@ -32,6 +32,12 @@ pub struct CopyArgs {
     /// Per set (or host and paths), the snapshot that was newest at this time.
     #[arg(long, conflicts_with = "snapshots")]
     at: Option<String>,
+    /// Copy snapshots only. Without it, a copy that names no snapshot and filters none
+    /// (the hourly copy, or --all) also copies the root records (the PostgreSQL WAL
+    /// archive) written since the last copy: a second site can then recover a database
+    /// to any instant.
+    #[arg(long)]
+    no_roots: bool,
     /// Say what would be copied; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -90,15 +96,21 @@ pub fn run(global: &Global, args: CopyArgs) -> anyhow::Result<i32> {
         .open_for_backup()
         .context("opening the destination")?;
     if dst.config().id == src.config().id {
-        return Err(exit::usage(
-            "the destination is the source repository itself".to_string(),
-        ));
+        return Err(exit::usage(format!(
+            "the destination has the source's repository id {}: it is the source itself, or \
+             a copy of its files (cp, rsync); strata copy needs a repository that `strata \
+             init` created",
+            src.config().id.to_hex()
+        )));
     }
     let selection = match args.all || at.is_some() || !args.snapshots.is_empty() {
         true => copy::Selection::Missing,
         false => copy::Selection::SinceLast,
     };
-    let plan = copy::plan(&src, &dst, selected, selection)?;
+    let mut plan = copy::plan(&src, &dst, selected, selection)?;
+    if !args.no_roots && args.snapshots.is_empty() && at.is_none() && filter.is_empty() {
+        plan.roots = copy::plan_roots(&src, &dst, selection)?;
+    }
     if args.dry_run {
         print_plan(global, &plan);
         return Ok(exit::OK);
@@ -124,6 +136,26 @@ pub fn run(global: &Global, args: CopyArgs) -> anyhow::Result<i32> {
             output::bytes(report.bytes_added),
             output::bytes(report.bytes_stored)
         );
+        if report.roots_copied + report.roots_present + report.roots_failed.len() > 0 {
+            println!(
+                "{} root record(s) copied, {} copied before",
+                report.roots_copied, report.roots_present
+            );
+        }
+    }
+    for (what, why) in &report.roots_failed {
+        eprintln!(
+            "error: root record {} not copied: {}",
+            output::plain(what),
+            output::plain(why)
+        );
+    }
+    if !report.roots_failed.is_empty() {
+        eprintln!(
+            "{} root record(s) not copied (the others were)",
+            report.roots_failed.len()
+        );
+        return Ok(exit::FAILURE);
     }
     // The second site lacks what could not be read here: said, and not a success.
     for (id, why) in &report.failed {
@@ -164,8 +196,17 @@ fn print_plan(global: &Global, plan: &CopyPlan) {
             "copy": plan.copy.iter().map(|(id, _)| id.to_hex()).collect::<Vec<_>>(),
             "present": plan.present.iter().map(|(s, d)| (s.to_hex(), d.to_hex())).collect::<Vec<_>>(),
             "older": plan.older,
+            "roots": plan.roots.copy.iter().map(|r| format!("{}/{}", r.root.namespace, r.root.key)).collect::<Vec<_>>(),
+            "roots_present": plan.roots.present,
         }));
         return;
+    }
+    for r in &plan.roots.copy {
+        println!(
+            "would copy root record {}/{}",
+            output::plain(&r.root.namespace),
+            output::plain(&r.root.key)
+        );
     }
     for (id, snap) in &plan.copy {
         println!(
@@ -179,6 +220,13 @@ fn print_plan(global: &Global, plan: &CopyPlan) {
         plan.present.len(),
         older(plan.older)
     );
+    if !plan.roots.copy.is_empty() || plan.roots.present > 0 {
+        println!(
+            "{} root record(s) to copy, {} copied before",
+            plan.roots.copy.len(),
+            plan.roots.present
+        );
+    }
 }
 
 fn older(n: usize) -> String {

@@ -182,6 +182,9 @@ pub use exit::panic_code;
 
 pub fn main() -> i32 {
     let args = docs::help_args(std::env::args_os().collect());
+    if !args.iter().any(|a| a == "wal") {
+        exit_on_signals_at_once();
+    }
     let fetch = wal::is_fetch(&args);
     if fetch {
         exit::serving_fetch();
@@ -258,6 +261,9 @@ pub fn main() -> i32 {
 /// 130 saying so. A second signal ends the process at once.
 pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    if let Some(at_once) = AT_ONCE.get() {
+        at_once.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as the previous signal left it.
@@ -265,6 +271,27 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atom
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
+}
+
+/// While set, SIGINT and SIGTERM end the process at once with [`exit::INTERRUPTED`]
+/// (instead of the signal's own 130/143 and no word); cleared once a command takes them
+/// over ([`stop_on_signals`]) to stop cleanly.
+static AT_ONCE: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// From the process's start: a signal before a command stops cleanly exits 130, as the
+/// README's table says of an interrupted run. Not for `wal`, whose exit codes PostgreSQL
+/// reads (a restore_command killed by SIGTERM must look killed, not failed).
+fn exit_on_signals_at_once() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let at_once = AT_ONCE.get_or_init(|| std::sync::Arc::new(true.into()));
+    for sig in [SIGINT, SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(
+            sig,
+            exit::INTERRUPTED,
+            at_once.clone(),
+        );
+    }
 }
 
 /// [`Repository::open_with`] or [`Repository::open_metadata`].
@@ -406,6 +433,15 @@ impl Global {
     /// here, in the CLI, never by the library.
     fn kdf_cost(&self) -> strata::KdfCost {
         if std::env::var_os("STRATA_TEST_FAST_KDF").is_some_and(|v| v == "1") {
+            // A release build is what operators run: a stray variable must not make their
+            // key files cheap to guess without a word.
+            if !cfg!(debug_assertions) {
+                eprintln!(
+                    "warning: STRATA_TEST_FAST_KDF=1 is set: the new key file's password is \
+                     derived at a test's cost and is cheap to guess; unset it and add a key \
+                     again (`strata key passwd`) for real use"
+                );
+            }
             strata::KdfCost::INSECURE_FOR_TESTS
         } else {
             strata::KdfCost::DEFAULT

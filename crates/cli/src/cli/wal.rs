@@ -418,9 +418,11 @@ mod agent {
         else {
             return "error unknown request".into();
         };
-        // blake3::Hash compares in constant time.
+        // blake3::Hash compares in constant time. Another password than the agent's may
+        // be the new one (`key passwd`): the push opens the repository itself, which
+        // tells, and this agent, whose password may be the old one, goes.
         if blake3::Hash::from_hex(given).ok().as_ref() != Some(proof) {
-            return "wrong_password".into();
+            return GONE.into();
         }
         let path = PathBuf::from(path);
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -450,7 +452,8 @@ mod agent {
         let prints: Vec<_> = batch.iter().map(|p| fingerprint(p)).collect();
         let refs: Vec<&Path> = batch.iter().map(PathBuf::as_path).collect();
         // The agent may have opened the repository minutes ago: it must still be there,
-        // or PostgreSQL would delete segments archived into nothing.
+        // or PostgreSQL would delete segments archived into nothing, and still have the
+        // key file of the agent's password (removed, the push tries its own password).
         if repo.ensure_present().is_err() {
             return GONE.into();
         }
@@ -476,7 +479,9 @@ mod agent {
         answer
     }
 
-    /// The agent's answer when the repository it opened is gone or replaced.
+    /// The agent's answer when the repository it opened is gone or replaced, its key file
+    /// removed, or the push's password another: the push does the work itself, and the
+    /// agent exits.
     const GONE: &str = "repository_gone";
 
     fn one_line(s: &str) -> String {

@@ -301,11 +301,14 @@ impl Backend for LocalBackend {
                 // prune act on. (The config's "kind directory" is the repository's own.)
                 let meta = e.metadata().map_err(|err| Error::io(e.path(), err))?;
                 if kind != FileKind::Config || !meta.is_dir() {
+                    let modified = (meta.modified().ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64);
                     out.push(FileInfo {
                         name,
                         size: meta.len(),
                         storage_class: None,
-                        modified: None,
+                        modified,
                     });
                 }
             }
@@ -516,13 +519,19 @@ mod tests {
         assert!(b.read_range(FileKind::Data, "abcdef", 8, 3).is_err());
         assert!(dir.path().join("data/ab/abcdef").is_file());
         let list = b.list(FileKind::Data).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let modified = list[0].modified.expect("the file's time");
+        assert!((now - 60..=now).contains(&modified), "{modified} vs {now}");
         assert_eq!(
             list,
             vec![FileInfo {
                 name: "abcdef".into(),
                 size: 10,
                 storage_class: None,
-                modified: None,
+                modified: Some(modified),
             }]
         );
         b.delete(FileKind::Data, "abcdef").unwrap();

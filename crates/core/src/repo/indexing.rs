@@ -93,12 +93,7 @@ impl Repository {
         };
         // The newest file listed is what the next partial view checks (format-spec §7.3).
         if self.config.partial_views() {
-            let newest = (listed.iter())
-                .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?)))
-                .max();
-            self.cache
-                .index()
-                .set_sentinel(newest.map(|(_, id)| id).as_ref())?;
+            self.choose_sentinel(&listed)?;
         }
         let listed: HashSet<IndexId> = listed
             .into_iter()

@@ -8,6 +8,22 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::id::{IndexId, KeyId, MarkId};
 
+/// How many of the sentinel's last bytes its check compares: its authentication tag.
+pub(crate) const SENTINEL_PRINT: usize = 16;
+
+/// What the sentinel's check found (format-spec §7.3).
+#[derive(Debug)]
+pub(crate) enum Sentinel {
+    /// No sentinel yet.
+    None,
+    /// There, with the bytes it had.
+    Holds,
+    /// Not there.
+    Gone(IndexId),
+    /// There, with other bytes: junk under its name, or another file.
+    Altered(IndexId),
+}
+
 /// The oldest the last listing of `marks/` may be for a backup to go on from a partial
 /// view; older, it reads every index file again (format-spec §7.3).
 pub const PARTIAL_VIEW_MAX_AGE: Duration = Duration::days(6);
@@ -206,45 +222,91 @@ impl Repository {
     }
 
     /// The sentinel's ranged read alone (it needs no mark record read, so it can be in
-    /// flight beside the listing of `marks/`): `None` when there is no sentinel yet, else
-    /// whether the file is there.
-    pub(crate) fn probe_sentinel(&self) -> Result<Option<(IndexId, bool)>> {
-        let Some(s) = self.cache.index().sentinel()? else {
-            return Ok(None);
+    /// flight beside the listing of `marks/`): its last bytes, compared with those it had.
+    pub(crate) fn probe_sentinel(&self) -> Result<Sentinel> {
+        let index = self.cache.index();
+        let Some(s) = index.sentinel()? else {
+            return Ok(Sentinel::None);
         };
-        match self.backend.read_range(FileKind::Index, &s.to_hex(), 0, 1) {
-            Ok(_) => Ok(Some((s, true))),
-            Err(Error::NotFound { .. }) => Ok(Some((s, false))),
+        let name = s.to_hex();
+        let read = match index.sentinel_print()? {
+            // Its bytes not known yet (chosen from a listing): the first check learns them.
+            Some((size, tail)) if tail.is_empty() => {
+                let at = size.saturating_sub(SENTINEL_PRINT as u64);
+                (self
+                    .backend
+                    .read_range(FileKind::Index, &name, at, size - at))
+                .and_then(|b| {
+                    let whole = b.len() as u64 == size - at;
+                    if whole {
+                        index.set_sentinel_print(size, &b)?;
+                    }
+                    Ok(whole)
+                })
+            }
+            Some((size, tail)) => {
+                let at = size.saturating_sub(tail.len() as u64);
+                (self
+                    .backend
+                    .read_range(FileKind::Index, &name, at, size - at))
+                .map(|b| b == tail)
+            }
+            // Chosen by a cache of an earlier version: there or not, no more.
+            None => (self.backend.read_range(FileKind::Index, &name, 0, 1)).map(|_| true),
+        };
+        match read {
+            Ok(true) => Ok(Sentinel::Holds),
+            // Shorter than it was: a short read.
+            Ok(false) | Err(Error::Corrupt { .. }) => Ok(Sentinel::Altered(s)),
+            Err(Error::NotFound { .. }) => Ok(Sentinel::Gone(s)),
             Err(e) => Err(e),
         }
     }
 
     /// [`Repository::sentinel_holds`] once the probe is back and the records are read.
-    pub(crate) fn sentinel_verdict(&self, probe: Option<(IndexId, bool)>) -> Result<bool> {
+    pub(crate) fn sentinel_verdict(&self, probe: Sentinel) -> Result<bool> {
         let index = self.cache.index();
-        match probe {
-            Some((_, true)) => return Ok(true),
-            Some((s, false)) if !index.superseded(&s)? => {
-                self.warn(format!(
-                    "index file {} is gone and no mark record says which prune replaced \
-                     it (a record deleted, or the repository rolled back): every index \
-                     file is read",
-                    s.short()
-                ));
-                return Ok(false);
-            }
-            _ => {}
+        let why = match probe {
+            Sentinel::Holds => return Ok(true),
+            Sentinel::None => None,
+            Sentinel::Gone(s) if index.superseded(&s)? => None,
+            Sentinel::Gone(s) => Some(format!(
+                "index file {} is gone and no mark record says which prune replaced it (a \
+                 record deleted, or the repository rolled back)",
+                s.short()
+            )),
+            Sentinel::Altered(s) => Some(format!(
+                "index file {} no longer holds what it held (rewritten by whoever holds the \
+                 bucket, or the repository rolled back)",
+                s.short()
+            )),
+        };
+        if let Some(why) = why {
+            self.warn(format!("{why}: every index file is read"));
+            // From scratch: files under names the cache knows may hold other bytes now,
+            // and what it read from them before may name packs that are gone.
+            index.clear()?;
+            return Ok(false);
         }
-        let newest = self
-            .backend
-            .list(FileKind::Index)?
-            .into_iter()
-            .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?)))
+        let listed = self.backend.list(FileKind::Index)?;
+        self.choose_sentinel(&listed)
+    }
+
+    /// Makes the newest index file of `listed` the sentinel, with its listed size (its last
+    /// bytes are learnt at its first check: no request here, where a restore may be all
+    /// the cache ever does); false if there is none.
+    pub(crate) fn choose_sentinel(&self, listed: &[crate::backend::FileInfo]) -> Result<bool> {
+        let index = self.cache.index();
+        let newest = (listed.iter())
+            .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?, f.size)))
             .max();
-        match newest {
-            Some((_, id)) => index.set_sentinel(Some(&id)).map(|_| true),
-            None => Ok(false),
-        }
+        let Some((_, id, size)) = newest else {
+            index.set_sentinel(None)?;
+            return Ok(false);
+        };
+        index.set_sentinel(Some(&id))?;
+        index.set_sentinel_print(size, &[])?;
+        Ok(true)
     }
 
     /// Before each backup job on a partial view: the mark records are listed again when

@@ -124,11 +124,27 @@ impl Repository {
         &self.config
     }
 
-    /// Fails unless the repository this handle opened is still where it was: its config
-    /// there, and the same repository's. A long-lived handle (the WAL archive agent)
+    /// Fails unless the repository this handle opened is still where it was, the same
+    /// repository, with the key file it was opened with ([`Error::WrongPassword`] when
+    /// that was removed since). A long-lived handle (the WAL archive agent)
     /// calls this before each batch of writes: a repository moved away, or replaced by
     /// another, must make the write fail rather than land where nobody will look.
     pub fn ensure_present(&self) -> Result<()> {
+        // The key file it was opened with: one request that tells both a repository gone
+        // or replaced (another repository has other key files) and a key removed since
+        // (`key remove`, `key passwd`), after which a long-lived process (the WAL agent)
+        // must not go on serving that password.
+        match self.backend.read(FileKind::Key, &self.key_id.to_hex()) {
+            Ok(bytes) if content_address(&bytes) == self.key_id.0 => return Ok(()),
+            Ok(_) => {
+                return Err(Error::corrupt(
+                    format!("key {}", self.key_id),
+                    "does not match its name",
+                ))
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
         let sealed = match self.backend.read(FileKind::Config, "config") {
             Ok(b) => b,
             Err(Error::NotFound { .. }) | Err(Error::NoRepository(_)) => {
@@ -137,7 +153,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         match open_config(&self.key, &sealed) {
-            Some(c) if c.id == self.config.id => Ok(()),
+            Some(c) if c.id == self.config.id => Err(Error::WrongPassword { damaged: vec![] }),
             _ => Err(Error::BadInput {
                 what: "repository",
                 reason: format!(
@@ -292,6 +308,25 @@ impl Repository {
         self.cache.put_copied_ids(source, pairs)
     }
 
+    /// Root records of repository `source` that `copy` copied here (see
+    /// [`crate::repo::cache::Cache::copied_roots`]).
+    pub(crate) fn copied_roots(
+        &self,
+        source: &crate::id::RepoId,
+    ) -> Result<HashSet<(String, i64)>> {
+        self.cache.copied_roots(source)
+    }
+
+    /// Remembers a root record of `source` as copied here.
+    pub(crate) fn put_copied_root(
+        &self,
+        source: &crate::id::RepoId,
+        name: &str,
+        stamp: i64,
+    ) -> Result<()> {
+        self.cache.put_copied_root(source, name, stamp)
+    }
+
     pub(crate) fn cache_trees(&self, trees: &[(BlobId, Vec<u8>)]) -> Result<()> {
         self.cache.trees().put(trees)
     }
@@ -387,7 +422,10 @@ impl Repository {
             .write(FileKind::Index, &hex::encode(id), &sealed)?;
         // The newest file this cache knows to exist: what its next partial view checks.
         if self.config.partial_views() {
-            self.cache.index().set_sentinel(Some(&IndexId(id)))?;
+            let index = self.cache.index();
+            index.set_sentinel(Some(&IndexId(id)))?;
+            let tail = &sealed[sealed.len().saturating_sub(marks::SENTINEL_PRINT)..];
+            index.set_sentinel_print(sealed.len() as u64, tail)?;
         }
         Ok(id)
     }

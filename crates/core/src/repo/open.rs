@@ -160,10 +160,14 @@ impl Repository {
         cache_base: &Path,
     ) -> Result<Option<Self>> {
         let key_cache = key_cache_path(cache_base, &backend.location());
+        // What opens the repository is taken from here unchecked by the store: only from
+        // directories that are this user's alone.
+        if let Some(keys) = key_cache.parent() {
+            crate::repo::cache::private_dirs(cache_base, keys)?;
+        }
         let Some(cached) = CachedOpening::load(&key_cache) else {
             return Ok(None);
         };
-        crate::repo::cache::private_dir(cache_base)?;
         let Some((key, key_id, config)) = cached.open(&password()?, &cached.2) else {
             return Ok(None);
         };
@@ -171,19 +175,35 @@ impl Repository {
         if !repo.partial_view_fresh()? {
             return Ok(None);
         }
-        // Neither needs the other: one round trip for both.
-        let (records, probe) = std::thread::scope(|s| {
+        let keys_due = repo.key_listing_due()?;
+        // None needs another: one round trip for all.
+        let (records, probe, keys) = std::thread::scope(|s| {
             let probe = s.spawn(|| repo.probe_sentinel());
+            let keys = keys_due.then(|| s.spawn(|| backend.list(FileKind::Key)));
             let records = repo.apply_mark_records();
-            (records, probe.join().expect("sentinel probe thread"))
+            let keys = keys.map(|k| k.join().expect("key listing thread"));
+            (records, probe.join().expect("sentinel probe thread"), keys)
         });
         let (records, probe) = (records?, probe?);
-        if records.removed_keys.contains(&repo.key_id) {
-            // Whether this password still opens some key file is for the key files to say.
-            let _ = std::fs::remove_file(&key_cache);
-            return Ok(None);
+        // The key files say whether this password's is still there: when a record names
+        // it, when one did not open (it may have), and once a day whatever the records
+        // say, so that a removal whose record was lost (deleted by whoever holds the
+        // bucket, or pruned early by a clock ahead) stops working within the day.
+        let keys = match keys {
+            Some(listed) => Some(listed?),
+            None if records.reread || records.removed_keys.contains(&repo.key_id) => {
+                Some(backend.list(FileKind::Key)?)
+            }
+            None => None,
+        };
+        if let Some(keys) = keys {
+            if !keys.iter().any(|f| f.name == repo.key_id.to_hex()) {
+                let _ = std::fs::remove_file(&key_cache);
+                return Ok(None);
+            }
+            repo.keys_listed()?;
         }
-        if !records.reread && matches!(probe, Some((_, true))) {
+        if !records.reread && matches!(probe, super::marks::Sentinel::Holds) {
             repo.partial
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return Ok(Some(repo));
@@ -223,6 +243,9 @@ impl Repository {
         // Ours before anything is kept there (see `private_dir`).
         crate::repo::cache::private_dir(cache_base)?;
         let key_cache = key_cache_path(cache_base, &backend.location());
+        if let Some(keys) = key_cache.parent() {
+            crate::repo::cache::private_dirs(cache_base, keys)?;
+        }
         // The index listing needs no key, nor (on a machine that never opened this
         // repository: no key is cached for it) do the first index files: they are fetched
         // while the password is asked for and the key derived, instead of one round trip
@@ -246,7 +269,9 @@ impl Repository {
                             (key, key_id, config)
                         }
                     };
-                Self::with_key(backend.clone(), key, key_id, config, cache_base)
+                let repo = Self::with_key(backend.clone(), key, key_id, config, cache_base)?;
+                repo.keys_listed()?;
+                Ok(repo)
             })();
             (opened, early.join().expect("index prefetch thread"))
         });
@@ -271,6 +296,20 @@ impl Repository {
             IndexView::Full => repo.sync_index_from(early.and_then(|e| e.ok()))?,
         }
         Ok(repo)
+    }
+
+    /// Whether a warm opening lists the key files this time: a day after the last.
+    fn key_listing_due(&self) -> Result<bool> {
+        let last = (self.cache.meta_get("keys_listed")?)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+        let now = crate::timespec::now();
+        Ok(last
+            .is_none_or(|t| now - t > KEY_LISTING_INTERVAL || t - now > chrono::Duration::days(1)))
+    }
+
+    /// Remembers that the key files were listed and this key file was among them.
+    fn keys_listed(&self) -> Result<()> {
+        (self.cache).meta_put("keys_listed", &crate::timespec::now().to_rfc3339())
     }
 
     /// The repository open with `key`, once its config is one this build can work with.
@@ -368,9 +407,33 @@ pub(super) fn open_config(key: &MasterKey, sealed: &[u8]) -> Option<Config> {
 #[derive(Serialize, Deserialize)]
 struct CachedOpening(String, serde_bytes::ByteBuf, serde_bytes::ByteBuf);
 
+/// How often a warm opening lists the key files although no record names its own: the
+/// longest a removed key keeps working where its removal's record was lost.
+const KEY_LISTING_INTERVAL: chrono::Duration = chrono::Duration::hours(24);
+
+/// A cached opening is a key file and a config: a few KB. Anything bigger is not ours.
+const CACHED_OPENING_MAX: u64 = 1 << 20;
+
 impl CachedOpening {
+    /// The cached opening at `path`, if it is a regular file of this user's of a sane size:
+    /// a symlink, a FIFO or a huge file planted there (by whoever could write the directory
+    /// before it was made private) is not read.
     fn load(path: &Path) -> Option<Self> {
-        ciborium::from_reader(&std::fs::read(path).ok()?[..]).ok()
+        use std::io::Read;
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        let mine = meta.uid() == nix::unistd::geteuid().as_raw();
+        if !meta.is_file() || !mine || meta.len() > CACHED_OPENING_MAX {
+            return None;
+        }
+        let mut bytes = Vec::new();
+        file.take(CACHED_OPENING_MAX).read_to_end(&mut bytes).ok()?;
+        ciborium::from_reader(&bytes[..]).ok()
     }
 
     /// The key, its id and the config `sealed_config` holds, if `password` opens the key.
@@ -408,14 +471,32 @@ pub(super) fn remember_key(key_cache: &Path, key_id: &KeyId, file: Vec<u8>, seal
     );
     ciborium::into_writer(&cached, &mut buf).expect("CBOR into memory");
     if let Some(dir) = key_cache.parent() {
-        let _ = crate::repo::cache::private_dir(dir).and_then(|_| {
-            use std::io::Write;
-            let mut f = crate::repo::cache::private_file(key_cache)?;
-            f.set_len(0)
-                .and_then(|_| f.write_all(&buf))
-                .map_err(|e| Error::io(key_cache, e))
-        });
+        let _ = crate::repo::cache::private_dir(dir).and_then(|_| replace_private(key_cache, &buf));
     }
+}
+
+/// Writes `path` whole as a new 0600 file renamed into place: whatever was there (a
+/// symlink, a FIFO) is replaced, never followed or opened.
+fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| Error::io(path, e))
 }
 
 /// Where the key file that last opened a repository is kept, by repository location.

@@ -92,7 +92,7 @@ impl Repository {
         self.config().roots()
     }
 
-    fn root_file(&self, namespace: &str, key: &str) -> String {
+    pub(crate) fn root_file(&self, namespace: &str, key: &str) -> String {
         hex::encode(self.key.root_name(namespace, key))
     }
 

@@ -215,11 +215,28 @@ impl<'c> BlobIndex<'c> {
     fn insert_file(&self, id: &IndexId, file: &IndexFile, table: &str) -> Result<()> {
         let conn = self.0.lock();
         let run = || -> rusqlite::Result<()> {
-            let mut blob = conn.prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table}
-                 (id, kind, pack, offset, length, raw_length, compression)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-            ))?;
+            // A blob listed twice keeps its first location, unless that one is in a pack
+            // a mark record took out (a partial view does not read the prune's own index
+            // file, so a copy stored again since is the only one it can deduplicate
+            // against: kept on the first, it would be stored again on every run).
+            let sql = match table {
+                "blobs" => "INSERT INTO blobs
+                     (id, kind, pack, offset, length, raw_length, compression)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind,
+                         pack = excluded.pack, offset = excluded.offset,
+                         length = excluded.length, raw_length = excluded.raw_length,
+                         compression = excluded.compression
+                     WHERE blobs.pack IN (SELECT id FROM dropped_packs)
+                         AND excluded.pack NOT IN (SELECT id FROM dropped_packs)"
+                    .to_string(),
+                _ => format!(
+                    "INSERT OR IGNORE INTO {table}
+                     (id, kind, pack, offset, length, raw_length, compression)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+            };
+            let mut blob = conn.prepare_cached(&sql)?;
             let mut pack = conn.prepare_cached(
                 "INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)",
             )?;
@@ -663,17 +680,35 @@ impl BlobIndex<'_> {
         Ok(self.0.meta_get("sentinel")?.and_then(|s| s.parse().ok()))
     }
 
-    /// Sets (or with `None` forgets) the sentinel index file.
+    /// Sets (or with `None` forgets) the sentinel index file, forgetting its fingerprint.
     pub fn set_sentinel(&self, id: Option<&IndexId>) -> Result<()> {
+        self.0
+            .lock()
+            .execute(
+                "DELETE FROM meta WHERE key IN ('sentinel', 'sentinel_print')",
+                [],
+            )
+            .map_err(|e| self.0.err(e))?;
         match id {
             Some(id) => self.0.meta_put("sentinel", &id.to_hex()),
-            None => self
-                .0
-                .lock()
-                .execute("DELETE FROM meta WHERE key = 'sentinel'", [])
-                .map(|_| ())
-                .map_err(|e| self.0.err(e)),
+            None => Ok(()),
         }
+    }
+
+    /// The sentinel's size and last bytes (its authentication tag; empty until its first
+    /// check), where known: what its check compares, so that junk written under its name
+    /// does not pass for it.
+    pub fn sentinel_print(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        Ok(self.0.meta_get("sentinel_print")?.and_then(|v| {
+            let (size, tail) = v.split_once(':')?;
+            Some((size.parse().ok()?, hex::decode(tail).ok()?))
+        }))
+    }
+
+    /// Remembers the sentinel's size and last bytes.
+    pub fn set_sentinel_print(&self, size: u64, tail: &[u8]) -> Result<()> {
+        self.0
+            .meta_put("sentinel_print", &format!("{size}:{}", hex::encode(tail)))
     }
 
     /// Remembers when `marks/` was listed.

@@ -12,6 +12,7 @@ pub use files::SetState;
 pub use index::{BlobIndex, UsedBlobs};
 pub use trees::AuditCache;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -52,6 +53,10 @@ CREATE TABLE IF NOT EXISTS own_files (id BLOB PRIMARY KEY, packs BLOB NOT NULL) 
 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS copied_ids (
     source BLOB NOT NULL, id BLOB NOT NULL, dest BLOB NOT NULL, PRIMARY KEY (source, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS copied_roots (
+    source BLOB NOT NULL, name TEXT NOT NULL, stamp INTEGER NOT NULL,
+    PRIMARY KEY (source, name, stamp)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audits (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trees (
@@ -117,6 +122,15 @@ pub struct Cache {
 /// is followed only if this user made it.
 pub fn private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::BadInput {
+            what: "cache directory",
+            reason: format!(
+                "{} is not a directory: choose a directory for the cache (--cache-dir)",
+                dir.display()
+            ),
+        });
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -143,6 +157,19 @@ pub fn private_dir(dir: &Path) -> Result<()> {
                 ),
             });
         }
+    }
+    // Writable by every user (/tmp, a shared drop directory): others may have put things
+    // in it already, and narrowing it would break it for them. Not ours to take over.
+    if meta.mode() & 0o002 != 0 {
+        return Err(Error::BadInput {
+            what: "cache directory",
+            reason: format!(
+                "{} is writable by every user (mode {:o}); refusing to keep private data \
+                 there: choose a directory of its own (--cache-dir)",
+                dir.display(),
+                meta.mode() & 0o7777
+            ),
+        });
     }
     if meta.mode() & 0o777 != 0o700 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -271,6 +298,31 @@ impl Cache {
                 .map_err(|e| self.err(e))?;
         }
         Ok(())
+    }
+
+    /// The root records of repository `source` copied here before: file name and listing
+    /// time (a record rewritten there since is listed with another time).
+    pub fn copied_roots(&self, source: &RepoId) -> Result<HashSet<(String, i64)>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT name, stamp FROM copied_roots WHERE source = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&source.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<HashSet<_>>>())
+            .map_err(|e| self.err(e))?;
+        Ok(rows)
+    }
+
+    /// Remembers a root record of `source` as copied (or found here already).
+    pub fn put_copied_root(&self, source: &RepoId, name: &str, stamp: i64) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO copied_roots (source, name, stamp) VALUES (?1, ?2, ?3)",
+                rusqlite::params![&source.0[..], name, stamp],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// A value of the cache's own bookkeeping.

@@ -29,6 +29,9 @@ use crate::repo::Repository;
 use crate::restore::{MAX_GAP, MAX_RANGE};
 use crate::{Lineage, Progress, Snapshot};
 
+mod roots;
+pub use roots::{plan_roots, RootPlan, RootToCopy};
+
 /// The snapshot extension naming where a copied snapshot came from.
 pub const EXTENSION: &str = "copy";
 
@@ -52,6 +55,9 @@ pub struct CopyPlan {
     pub present: Vec<(SnapshotId, SnapshotId)>,
     /// Left out as older than their lineage's last copy (see [`Selection::SinceLast`]).
     pub older: usize,
+    /// Root records (format-spec §15) to copy beside them: none unless the caller plans
+    /// them ([`plan_roots`]).
+    pub roots: RootPlan,
 }
 
 /// Which of the selected snapshots a copy takes.
@@ -114,6 +120,7 @@ pub fn plan(
         present: present.iter().map(|(id, _)| (*id, copies[id])).collect(),
         older: older.len(),
         copy,
+        roots: RootPlan::default(),
     })
 }
 
@@ -139,6 +146,13 @@ pub struct CopyReport {
     /// Snapshots not copied because the source could not give all of them (a missing or
     /// damaged pack or tree), with why: the others are copied all the same.
     pub failed: Vec<(SnapshotId, String)>,
+    /// Root records copied.
+    pub roots_copied: usize,
+    /// Root records copied before, or there already.
+    pub roots_present: usize,
+    /// Root records not copied (namespace/key, or file name where it could not be read),
+    /// with why.
+    pub roots_failed: Vec<(String, String)>,
 }
 
 /// Copies the plan's snapshots from `src` into `dst` (opened for writing as a backup
@@ -154,7 +168,7 @@ pub fn run(
     let ids = IdMap::new(src, dst);
     let shared = SaverShared::default();
     let read = Counter::default();
-    let (roots, stats) = std::thread::scope(|scope| -> Result<_> {
+    let (outcome, stats) = std::thread::scope(|scope| -> Result<_> {
         let saver = BlobSaver::new(dst, &shared, scope, dst.upload_concurrency());
         let outcome = copy_all(src, &plan, &ids, &saver, &read, progress, stop);
         let stats = (
@@ -165,16 +179,18 @@ pub fn run(
         // Packs, then their index: on an error too, what reached the destination is
         // indexed, and the rerun does not send it again.
         let finished = saver.finish();
-        let roots = outcome.map_err(|e| shared.account(e))?;
+        let outcome = outcome.map_err(|e| shared.account(e))?;
         finished?;
-        Ok((roots, stats))
+        Ok((outcome, stats))
     })?;
+    let (trees, lost) = outcome;
     // Under Object Lock, what the copies reuse is retained as long as they are, before
     // they name it (write order: packs, index, retention, snapshot).
     dst.extend_retention(&shared.reused.lock().unwrap())?;
     let mut report = CopyReport {
         present: plan.present.len(),
         older: plan.older,
+        roots_present: plan.roots.present,
         blobs_read: read.blobs.load(Ordering::Relaxed),
         bytes_read: read.bytes.load(Ordering::Relaxed),
         blobs_added: stats.0,
@@ -182,7 +198,7 @@ pub fn run(
         bytes_stored: stats.2,
         ..Default::default()
     };
-    for ((id, snap), root) in plan.copy.into_iter().zip(roots) {
+    for ((id, snap), root) in plan.copy.into_iter().zip(trees) {
         match root {
             Ok(root) => {
                 let copy = copied_snapshot(src.config().id, id, snap, root)?;
@@ -191,6 +207,8 @@ pub fn run(
             Err(e) => report.failed.push((id, e.to_string())),
         }
     }
+    (report.roots_copied, report.roots_failed) =
+        roots::write_roots(src, dst, plan.roots, &ids, &lost)?;
     Ok(report)
 }
 
@@ -222,7 +240,8 @@ struct Counter {
 
 /// The three passes: what the destination lacks, that data, then the trees above it.
 /// Returns each snapshot's new root, in the plan's order, or why the source could not
-/// give it whole; an error of the destination (or a stop) ends the run.
+/// give it whole, and the blobs the source could not give; an error of the destination
+/// (or a stop) ends the run.
 fn copy_all(
     src: &Repository,
     plan: &CopyPlan,
@@ -231,10 +250,13 @@ fn copy_all(
     read: &Counter,
     progress: &dyn Progress,
     stop: &AtomicBool,
-) -> Result<Vec<Result<TreeId>>> {
+) -> Result<(Vec<Result<TreeId>>, Lost)> {
     let roots: Vec<TreeId> = plan.copy.iter().map(|(_, s)| s.tree).collect();
     progress.message("finding what the destination lacks");
-    let (lacking, unreadable) = lacking_blobs(src, &roots, ids, saver)?;
+    let (mut lacking, unreadable) = lacking_blobs(src, &roots, ids, saver)?;
+    lacking.extend(not_there(&roots::root_blobs(&plan.roots), ids, saver)?);
+    lacking.sort();
+    lacking.dedup();
     progress.message("copying data");
     let lost = copy_blobs(src, lacking, ids, saver, read, progress, stop)?;
     progress.message("writing trees");
@@ -245,6 +267,21 @@ fn copy_all(
             Some(e) => Err(e),
             None => copy_tree(src, *root, ids, saver, &lost, &mut done)?,
         });
+    }
+    Ok((out, lost))
+}
+
+/// Of `blobs` (source ids), those the destination lacks or whose id there is not known.
+fn not_there(blobs: &[BlobId], ids: &IdMap<'_>, saver: &BlobSaver<'_, '_>) -> Result<Vec<BlobId>> {
+    let mut out = Vec::new();
+    for (b, dest) in blobs.iter().zip(ids.get(blobs)?) {
+        let present = match dest {
+            Some(d) => saver.is_known(&d)?,
+            None => false,
+        };
+        if !present {
+            out.push(*b);
+        }
     }
     Ok(out)
 }
@@ -285,15 +322,7 @@ fn lacking_blobs(
                 }
             }
             content.retain(|b| !wanted.contains(b));
-            for (b, dest) in content.iter().zip(ids.get(&content)?) {
-                let present = match dest {
-                    Some(d) => saver.is_known(&d)?,
-                    None => false,
-                };
-                if !present {
-                    wanted.insert(*b);
-                }
-            }
+            wanted.extend(not_there(&content, ids, saver)?);
         }
         unreadable.push(failed);
     }
