@@ -189,6 +189,16 @@ fn since_the_last_copy_leaves_out_what_the_destination_forgot() {
         (1, 0, 2),
         "{tie:?}"
     );
+
+    // Every copy of the lineage forgotten there: the older one is still not copied back
+    // (the cache remembers the newest copied); those of the last copy's instant are, as
+    // any snapshot taken at that instant would be.
+    let dst = sites.open(&sites.dst, b"two");
+    for (id, _) in dst.snapshots().list().unwrap() {
+        dst.snapshots().remove(&id).unwrap();
+    }
+    let none = sites.copy(Selection::SinceLast);
+    assert_eq!((none.copied.len(), none.older), (2, 1), "{none:?}");
 }
 
 #[test]

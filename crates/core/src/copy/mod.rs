@@ -83,7 +83,16 @@ pub fn plan(
     let dst_snapshots = dst.snapshots().list()?;
     let dst_ids: HashSet<SnapshotId> = dst_snapshots.iter().map(|(id, _)| *id).collect();
     let mut copies: HashMap<SnapshotId, SnapshotId> = HashMap::new();
+    // Per lineage, the newest copied: remembered by the destination's cache too, so that
+    // a lineage whose copies its own retention all forgot is not copied back whole.
     let mut last: HashMap<Lineage, DateTime<FixedOffset>> = HashMap::new();
+    for (_, snap) in &selected {
+        let lineage = snap.lineage();
+        if let Some(t) = remembered_last(dst, &source, &lineage)? {
+            let newest = last.entry(lineage).or_insert(t);
+            *newest = (*newest).max(t);
+        }
+    }
     for (id, snap) in &dst_snapshots {
         // A copy's extension that does not decode is another tool's business: not ours.
         if let Ok(Some(from)) = snap.extension::<CopiedFrom>(EXTENSION) {
@@ -203,6 +212,7 @@ pub fn run(
             Ok(root) => {
                 let copy = copied_snapshot(src.config().id, id, snap, root)?;
                 report.copied.push((id, dst.snapshots().write(&copy)?));
+                remember_last(dst, &src.config().id.to_hex(), &copy)?;
             }
             Err(e) => report.failed.push((id, e.to_string())),
         }
@@ -210,6 +220,32 @@ pub fn run(
     (report.roots_copied, report.roots_failed) =
         roots::write_roots(src, dst, plan.roots, &ids, &lost)?;
     Ok(report)
+}
+
+/// The cache's key for the newest copy of `lineage` from `source`.
+fn last_key(source: &str, lineage: &Lineage) -> String {
+    format!("copied_last/{source}/{}", lineage.label())
+}
+
+/// The newest snapshot time copied from `source` for `lineage`, as the cache remembers it.
+fn remembered_last(
+    dst: &Repository,
+    source: &str,
+    lineage: &Lineage,
+) -> Result<Option<DateTime<FixedOffset>>> {
+    Ok((dst.cache_meta(&last_key(source, lineage))?)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok()))
+}
+
+/// Remembers `copy` as copied, if it is the newest of its lineage so far.
+fn remember_last(dst: &Repository, source: &str, copy: &Snapshot) -> Result<()> {
+    let (lineage, Some(t)) = (copy.lineage(), copy.datetime()) else {
+        return Ok(());
+    };
+    if remembered_last(dst, source, &lineage)?.is_some_and(|l| l >= t) {
+        return Ok(());
+    }
+    dst.set_cache_meta(&last_key(source, &lineage), &t.to_rfc3339())
 }
 
 /// The destination's snapshot: the source's, on the rewritten tree, naming its source. Its

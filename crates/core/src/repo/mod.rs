@@ -308,6 +308,16 @@ impl Repository {
         self.cache.put_copied_ids(source, pairs)
     }
 
+    /// A value of the cache's own bookkeeping (`copy` keeps what it copied last there).
+    pub(crate) fn cache_meta(&self, key: &str) -> Result<Option<String>> {
+        self.cache.meta_get(key)
+    }
+
+    /// Sets a value of the cache's own bookkeeping.
+    pub(crate) fn set_cache_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.cache.meta_put(key, value)
+    }
+
     /// Root records of repository `source` that `copy` copied here (see
     /// [`crate::repo::cache::Cache::copied_roots`]).
     pub(crate) fn copied_roots(
