@@ -375,3 +375,22 @@ fn a_root_record_the_source_cannot_give_is_named() {
     assert!(sites.dst().root("test.ns", "whole").unwrap().is_some());
     assert!(sites.dst().root("test.ns", "broken").unwrap().is_none());
 }
+
+/// What is remembered of the last copy is per lineage: a lineage never copied is copied
+/// whole, however recent another lineage's last copy.
+#[test]
+fn the_last_copy_is_remembered_per_lineage() {
+    let sites = Sites::new();
+    let (b, _) = sites.backup("b", &[("g", 1, 1_000)]);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    sites.backup("a", &[("f", 2, 1_000)]);
+    let (src, dst) = (sites.src(), sites.dst());
+    let only_a: Vec<_> = (src.snapshots().list().unwrap().into_iter())
+        .filter(|(_, s)| s.host == "a")
+        .collect();
+    let plan = copy::plan(&src, &dst, only_a, Selection::SinceLast).unwrap();
+    copy::run(&src, &dst, plan, &NoProgress, &AtomicBool::new(false)).unwrap();
+    let rest = sites.copy(Selection::SinceLast);
+    assert_eq!(rest.copied.len(), 1, "{rest:?}");
+    assert_eq!(rest.copied[0].0, b);
+}

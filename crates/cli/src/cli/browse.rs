@@ -300,6 +300,7 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let fs = strata::mount::SnapshotFs::new(repo, &args.filter.filter())?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::signals_taken_over();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }

@@ -261,9 +261,7 @@ pub fn main() -> i32 {
 /// 130 saying so. A second signal ends the process at once.
 pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    if let Some(at_once) = AT_ONCE.get() {
-        at_once.store(false, std::sync::atomic::Ordering::SeqCst);
-    }
+    signals_taken_over();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as the previous signal left it.
@@ -278,6 +276,14 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atom
 /// over ([`stop_on_signals`]) to stop cleanly.
 static AT_ONCE: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
     std::sync::OnceLock::new();
+
+/// A command handles SIGINT and SIGTERM itself from now on (it must say so before it
+/// registers its own handlers, or the first signal would still end the process at once).
+pub(crate) fn signals_taken_over() {
+    if let Some(at_once) = AT_ONCE.get() {
+        at_once.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// From the process's start: a signal before a command stops cleanly exits 130, as the
 /// README's table says of an interrupted run. Not for `wal`, whose exit codes PostgreSQL

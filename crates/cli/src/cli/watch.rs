@@ -286,6 +286,7 @@ static HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// hook is stopped (SIGTERM, then SIGKILL after a grace), then the process exits 130.
 fn remove_scratch_on_signals(scratch: &std::path::Path) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    super::signals_taken_over();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     let scratch = scratch.to_path_buf();
     std::thread::spawn(move || {
