@@ -394,3 +394,66 @@ fn the_last_copy_is_remembered_per_lineage() {
     assert_eq!(rest.copied.len(), 1, "{rest:?}");
     assert_eq!(rest.copied[0].0, b);
 }
+
+/// A destination of a format before root records cannot take them: each is named, the
+/// snapshots are copied all the same.
+#[test]
+fn root_records_into_a_destination_without_them_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |pw: &[u8], version: u32| -> BackendRef {
+        let b: BackendRef = Arc::new(MemBackend::new());
+        let mut config = Config::new(ChunkerParams::default(), 3);
+        config.version = version;
+        Repository::init(b.clone(), pw, config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+        b
+    };
+    let sites = Sites {
+        dir,
+        src: make(b"one", 5),
+        dst: make(b"two", 3),
+    };
+    sites.backup("a", &[("f", 1, 1_000)]);
+    sites.root("seg", &[31]);
+    let r = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!((r.copied.len(), r.roots_copied), (1, 0), "{r:?}");
+    assert_eq!(r.roots_failed.len(), 1, "{r:?}");
+    assert!(r.roots_failed[0].1.contains("format version 3"), "{r:?}");
+}
+
+/// A record the destination has but the cache forgot it copied (its bookkeeping lost) is
+/// found there, not copied again.
+#[test]
+fn a_root_record_the_cache_forgot_is_found_at_the_destination() {
+    let sites = Sites::new();
+    sites.root("one", &[41]);
+    sites.root("two", &[42]);
+    assert_eq!(sites.copy_with_roots(Selection::SinceLast).roots_copied, 2);
+    // The cache forgets one of the two.
+    let db = std::fs::read_dir(sites.dir.path().join("cache"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("cache.sqlite"))
+        .filter(|p| p.exists())
+        .find(|p| {
+            let conn = rusqlite::Connection::open(p).unwrap();
+            conn.query_row("SELECT count(*) FROM copied_roots", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap()
+                > 0
+        })
+        .expect("the destination's cache");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let forgotten: String = conn
+        .query_row("SELECT name FROM copied_roots LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    conn.execute("DELETE FROM copied_roots WHERE name = ?1", [&forgotten])
+        .unwrap();
+    let again = sites.copy_with_roots(Selection::SinceLast);
+    assert_eq!(
+        (again.roots_copied, again.roots_present),
+        (0, 2),
+        "{again:?}"
+    );
+    assert_eq!(again.bytes_read, 0);
+}

@@ -882,3 +882,54 @@ fn junk_under_the_sentinels_name_costs_a_full_read() {
     });
     assert_eq!((reads, lists), (1, 0));
 }
+
+/// A long-lived handle (the WAL agent's) checks before each write that its repository is
+/// still there, the same one, and still has the key file it was opened with.
+#[test]
+fn a_long_lived_handle_notices_a_removed_key_and_a_replaced_repository() {
+    let fleet = Fleet::new(5);
+    let admin = fleet.open_full("admin");
+    let second = admin
+        .keys()
+        .add(b"second", &KdfCost::INSECURE_FOR_TESTS)
+        .unwrap();
+    let backend: BackendRef = fleet.store.clone();
+    let held = Repository::open(backend, b"second", &fleet.cache("held")).unwrap();
+    held.ensure_present().unwrap();
+    // Its key file damaged: said so.
+    fleet
+        .store
+        .write(FileKind::Key, &second.to_hex(), b"junk")
+        .unwrap();
+    assert!(matches!(
+        held.ensure_present(),
+        Err(strata::Error::Corrupt { .. })
+    ));
+    // Removed: the password no longer opens it.
+    fleet.store.delete(FileKind::Key, &second.to_hex()).unwrap();
+    match held.ensure_present() {
+        Err(strata::Error::WrongPassword { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Another repository in its place (deleted, created again): not this one.
+    for kind in FileKind::ALL {
+        for f in fleet.store.list(kind).unwrap() {
+            fleet.store.delete(kind, &f.name).unwrap();
+        }
+    }
+    assert!(matches!(
+        held.ensure_present(),
+        Err(strata::Error::NoRepository(_))
+    ));
+    let backend: BackendRef = fleet.store.clone();
+    let config = Config::new(ChunkerParams::default(), 3);
+    Repository::init(backend, b"second", config, &KdfCost::INSECURE_FOR_TESTS).unwrap();
+    match held.ensure_present() {
+        Err(strata::Error::BadInput { reason, .. }) => {
+            assert!(reason.contains("another repository"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // The admin's handle, whose key file is still there, goes on.
+    drop(admin);
+}

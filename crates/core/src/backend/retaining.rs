@@ -100,3 +100,22 @@ impl Backend for Retaining {
         self.inner.capabilities()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    #[test]
+    fn deletions_reach_the_backend_below() {
+        let mem: BackendRef = Arc::new(MemBackend::new());
+        for name in ["i1", "i2", "i3"] {
+            mem.write(FileKind::Index, name, b"x").unwrap();
+        }
+        let r = Retaining::new(mem.clone(), LockMode::Governance, Duration::from_secs(60));
+        r.delete(FileKind::Index, "i2").unwrap();
+        r.delete_many(FileKind::Index, &["i1".into(), "i3".into()])
+            .unwrap();
+        assert!(mem.list(FileKind::Index).unwrap().is_empty());
+    }
+}

@@ -169,6 +169,13 @@ mod tests {
         assert_eq!((listed.len(), listed[0].size), (1, 10));
         r.delete(FileKind::Data, "ab01").unwrap();
         assert!(mem.list(FileKind::Data).unwrap().is_empty());
+        for name in ["i1", "i2", "i3"] {
+            mem.write(FileKind::Index, name, b"x").unwrap();
+        }
+        r.delete_many(FileKind::Index, &["i1".into(), "i3".into()])
+            .unwrap();
+        let left = mem.list(FileKind::Index).unwrap();
+        assert_eq!((left.len(), left[0].name.as_str()), (1, "i2"));
         let (caps, below) = (r.capabilities(), mem.capabilities());
         assert_eq!(caps.upload_concurrency, below.upload_concurrency);
         assert_eq!(caps.read_concurrency, below.read_concurrency);
