@@ -117,8 +117,9 @@ fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
     assert_eq!(n, 1, "the cache never listed mark records");
 }
 
-/// Makes `id` the sentinel of `host`'s cache, as a full read that listed it newest would.
-fn set_sentinel(cache: &Path, id: &str) {
+/// Makes `id` (of `size` bytes) the sentinel of `host`'s cache, as a full read that listed
+/// it largest would.
+fn set_sentinel(cache: &Path, id: &str, size: u64) {
     let db = std::fs::read_dir(cache)
         .unwrap()
         .flatten()
@@ -130,6 +131,11 @@ fn set_sentinel(cache: &Path, id: &str) {
         .execute("UPDATE meta SET value = ?1 WHERE key = 'sentinel'", [id])
         .unwrap();
     assert_eq!(n, 1, "the cache has no sentinel");
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('sentinel_print', ?1)",
+        [format!("{size}:")],
+    )
+    .unwrap();
 }
 
 #[test]
@@ -698,15 +704,16 @@ fn a_repository_created_again_in_place_is_opened_afresh() {
 
 /// Hourly backups of a host merge the small index files its earlier runs wrote once there
 /// would be eight: between prunes a bare machine reads a few files per host, not one per
-/// backup. The merge costs the record naming the files it replaces and one deletion; a
-/// host whose sentinel was one of them reads no index file for it.
+/// backup. The merge writes no record (every other host would have to read it): one
+/// deletion, no more. A host whose sentinel was one of them (a small file, chosen when no
+/// larger one was listed) reads every index file again, and nothing is lost.
 #[test]
 fn a_host_merges_its_own_small_index_files() {
     let fleet = Fleet::new(5);
     fleet.backup("b", &[("g", 100, 10_000)]);
-    let names = |fleet: &Fleet| -> Vec<String> {
+    let names = |fleet: &Fleet| -> Vec<(String, u64)> {
         (fleet.store.list(FileKind::Index).unwrap().into_iter())
-            .map(|f| f.name)
+            .map(|f| (f.name, f.size))
             .collect()
     };
     let b_file = names(&fleet);
@@ -715,9 +722,9 @@ fn a_host_merges_its_own_small_index_files() {
     }
     let before = names(&fleet);
     assert_eq!(before.len(), 8);
-    // b's sentinel is one of a's files, as after a full read that listed it newest.
-    let a_file = before.iter().find(|n| !b_file.contains(n)).unwrap();
-    set_sentinel(&fleet.cache("b"), a_file);
+    // b's sentinel is one of a's files.
+    let (a_file, size) = before.iter().find(|n| !b_file.contains(n)).unwrap();
+    set_sentinel(&fleet.cache("b"), a_file, *size);
     let merge = requests(&fleet, || {
         fleet.backup("a", &[("f", 7, 10_000)]);
     });
@@ -725,15 +732,20 @@ fn a_host_merges_its_own_small_index_files() {
     assert_eq!(after.len(), 2, "b's file and a's merged one: {after:?}");
     assert!(after.contains(&b_file[0]));
     assert!(
-        merge.contains(&(Op::Write, FileKind::Marks, 1)),
-        "a record names the merged files: {merge:?}"
+        !merge
+            .iter()
+            .any(|(op, k, _)| *op == Op::Write && *k == FileKind::Marks),
+        "no record: {merge:?}"
     );
-    // b, warm, takes the record instead of reading every index file: the sentinel's read
-    // and one listing for the new sentinel.
+    assert!(
+        merge.contains(&(Op::Delete, FileKind::Index, 7)),
+        "{merge:?}"
+    );
+    // b reads every index file again: the sentinel's check, a listing, both files.
     let (reads, lists, _) = fleet.cost(|| {
         fleet.backup("b", &[("g", 101, 10_000)]);
     });
-    assert_eq!((reads, lists), (1, 1));
+    assert_eq!((reads, lists), (3, 1));
     // Every snapshot restores from the merged index: check reads all of it.
     let report = check::run(&fleet.open_full("check"), ReadData::All, &NoProgress).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -744,6 +756,35 @@ fn a_host_merges_its_own_small_index_files() {
     }
     let listed = names(&fleet).len();
     assert!((2..=9).contains(&listed), "{listed} index files");
+}
+
+/// After a full read a host keeps the largest index file listed as its sentinel, not a
+/// small one its writer may merge away.
+#[test]
+fn the_sentinel_chosen_from_a_listing_is_the_largest_file() {
+    let fleet = Fleet::new(5);
+    fleet.backup("big", &[("f", 1, 3_000_000)]);
+    for hour in 0..3 {
+        fleet.backup("small", &[("g", 10 + hour, 1_000)]);
+    }
+    let largest = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .max_by_key(|f| f.size)
+        .unwrap();
+    // A host's first (bare) backup that stores nothing new: its sentinel is chosen from
+    // the listing, and survives the small host's merges.
+    fleet.backup("c", &[("f", 1, 3_000_000)]);
+    for hour in 3..12 {
+        fleet.backup("small", &[("g", 10 + hour, 1_000)]);
+    }
+    let (reads, lists, _) = fleet.cost(|| {
+        fleet.backup("c", &[("f", 1, 3_000_000)]);
+    });
+    assert_eq!(
+        (reads, lists),
+        (1, 0),
+        "the largest file, {}, still checks",
+        largest.name
+    );
 }
 
 /// Index files a prune replaced are not merged again by a host that read its record:

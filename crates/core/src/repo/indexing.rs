@@ -385,26 +385,28 @@ impl Repository {
         Ok(written)
     }
 
-    pub(crate) fn write_index(&self, packs: Vec<IndexedPack>) -> Result<IndexId> {
+    /// An index file naming `packs`: its name and stored size.
+    pub(crate) fn write_index(&self, packs: Vec<IndexedPack>) -> Result<(IndexId, u64)> {
         self.write_index_superseding(packs, &[])
     }
 
     /// An index file naming `packs` that includes, and so may replace, the index files
-    /// `supersedes` (format-spec §7).
+    /// `supersedes` (format-spec §7): its name and stored size.
     pub(crate) fn write_index_superseding(
         &self,
         packs: Vec<IndexedPack>,
         supersedes: &[IndexId],
-    ) -> Result<IndexId> {
+    ) -> Result<(IndexId, u64)> {
         let file = IndexFile {
             version: FILE_VERSION,
             supersedes: supersedes.to_vec(),
             packs,
             obsolete: Vec::new(),
         };
-        let id = IndexId(self.save_index(&file)?);
+        let (id, size) = self.save_index(&file)?;
+        let id = IndexId(id);
         self.cache.index().add_file(&id, &file)?;
-        Ok(id)
+        Ok((id, size))
     }
 
     /// Deletes index files that a durable one supersedes, in one request where the store

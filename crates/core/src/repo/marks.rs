@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::id::{IndexId, KeyId, MarkId};
 
+/// Index files of at most this many bytes (as stored) a backup may merge into a later
+/// one of its own and delete without a mark record (format-spec §10); readers choose a
+/// larger file as their sentinel where one is listed (§7.3).
+pub(crate) const MERGEABLE_INDEX_BYTES: u64 = 256 << 10;
+
 /// How many of the sentinel's last bytes its check compares: its authentication tag.
 pub(crate) const SENTINEL_PRINT: usize = 16;
 
@@ -270,6 +275,16 @@ impl Repository {
             Sentinel::Holds => return Ok(true),
             Sentinel::None => None,
             Sentinel::Gone(s) if index.superseded(&s)? => None,
+            // Small: its writer may have merged it into a later file of its own, which
+            // needs no record. Read every index file again, without alarm.
+            Sentinel::Gone(_)
+                if index
+                    .sentinel_print()?
+                    .is_some_and(|(size, _)| size <= MERGEABLE_INDEX_BYTES) =>
+            {
+                index.clear()?;
+                return Ok(false);
+            }
             Sentinel::Gone(s) => Some(format!(
                 "index file {} is gone and no mark record says which prune replaced it (a \
                  record deleted, or the repository rolled back)",
@@ -292,15 +307,17 @@ impl Repository {
         self.choose_sentinel(&listed)
     }
 
-    /// Makes the newest index file of `listed` the sentinel, with its listed size (its last
+    /// Makes the largest index file of `listed` the sentinel, with its listed size (its last
     /// bytes are learnt at its first check: no request here, where a restore may be all
     /// the cache ever does); false if there is none.
     pub(crate) fn choose_sentinel(&self, listed: &[crate::backend::FileInfo]) -> Result<bool> {
         let index = self.cache.index();
-        let newest = (listed.iter())
-            .filter_map(|f| Some((f.modified, f.name.parse::<IndexId>().ok()?, f.size)))
+        // The largest: small files may be merged away by the host that wrote them
+        // without a record (format-spec §10); the newest among equals.
+        let chosen = (listed.iter())
+            .filter_map(|f| Some((f.size, f.modified, f.name.parse::<IndexId>().ok()?)))
             .max();
-        let Some((_, id, size)) = newest else {
+        let Some((size, _, id)) = chosen else {
             index.set_sentinel(None)?;
             return Ok(false);
         };

@@ -421,9 +421,13 @@ impl Repository {
     }
 
     /// Seals and stores an index file, in the compact encoding where the format has it.
-    fn save_index(&self, file: &IndexFile) -> Result<[u8; 32]> {
+    /// Returns its name and its size as stored.
+    fn save_index(&self, file: &IndexFile) -> Result<([u8; 32], u64)> {
         if !self.config.compact() {
-            return self.save_file(FileKind::Index, file);
+            let (id, sealed) = seal_file(&self.key, FileKind::Index, file);
+            self.backend
+                .write(FileKind::Index, &hex::encode(id), &sealed)?;
+            return Ok((id, sealed.len() as u64));
         }
         let plain = pack::compact::compress(&encode(&index::CompactIndex::from(file)));
         let sealed = self.key.seal(&plain, aad(FileKind::Index));
@@ -437,7 +441,7 @@ impl Repository {
             let tail = &sealed[sealed.len().saturating_sub(marks::SENTINEL_PRINT)..];
             index.set_sentinel_print(sealed.len() as u64, tail)?;
         }
-        Ok(id)
+        Ok((id, sealed.len() as u64))
     }
 
     /// Reads a file, checks it against its name, decrypts and decodes it.

@@ -33,9 +33,6 @@ const BLOBS_PER_MERGE: usize = 1 << 16;
 /// once there would be this many (format-spec §10): between prunes a host leaves a few
 /// index files, not one per run, for a bare machine or a new host to read.
 const OWN_FILES_MERGED_AT: usize = 8;
-/// Index files with more blob entries than this are left for prune to merge: rewriting
-/// them every few runs would cost more than reading them does.
-const OWN_FILE_MAX_BLOBS: usize = 1 << 14;
 
 /// What a saver stored (blobs the repository had already are not counted).
 #[derive(Default)]
@@ -158,14 +155,14 @@ impl SaverShared {
         let blobs: usize = c.1.iter().map(|p| p.blobs.len()).sum();
         if (c.1.len() >= PACKS_PER_MERGE || blobs >= BLOBS_PER_MERGE) && c.0.len() > 1 {
             let (files, packs) = std::mem::take(&mut *c);
-            merge(repo, files, packs)?;
+            merge(repo, files, packs, true)?;
         }
         Ok(())
     }
 
     fn index(&self, repo: &Repository, packs: Vec<IndexedPack>) -> Result<IndexId> {
         let counted = Saved::of(&packs);
-        let id = repo.write_index(packs)?;
+        let (id, _) = repo.write_index(packs)?;
         self.add_saved(counted);
         Ok(id)
     }
@@ -194,16 +191,27 @@ impl Saved {
 
 /// One index file for `packs`, superseding `files` (checkpoints of this run, small files of
 /// earlier runs), which go once it is durable (write order: the merged file first, then
-/// the record naming what it replaces, deletions last).
-fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Result<IndexId> {
-    let id = repo.write_index_superseding(packs, &files)?;
-    // Another host may keep one of these as its sentinel (format-spec §7.3): a record
-    // names them before they go, or they stay for prune.
-    if let Err(e) = repo.write_mark_record(&[], false, &files) {
-        repo.warn(format!(
-            "superseded index files left for prune to delete: {e}"
-        ));
-        return Ok(id);
+/// the record naming what it replaces when `record`, deletions last). Returns its name
+/// and stored size.
+fn merge(
+    repo: &Repository,
+    files: Vec<IndexId>,
+    packs: Vec<IndexedPack>,
+    record: bool,
+) -> Result<(IndexId, u64)> {
+    let written = repo.write_index_superseding(packs, &files)?;
+    // Another host may keep a checkpoint as its sentinel (format-spec §7.3): a record
+    // names them before they go, or they stay for prune. No host keeps another's small
+    // file as its sentinel when a larger one is listed, and where none is, one that
+    // vanishes costs a quiet full read: merging its own small files needs no record,
+    // which every other host would have to read.
+    if record {
+        if let Err(e) = repo.write_mark_record(&[], false, &files) {
+            repo.warn(format!(
+                "superseded index files left for prune to delete: {e}"
+            ));
+            return Ok(written);
+        }
     }
     // A superseded file left behind costs nothing but a listing entry (readers skip it,
     // prune deletes it): credentials without the right to delete (append-only backup
@@ -214,18 +222,19 @@ fn merge(repo: &Repository, files: Vec<IndexId>, packs: Vec<IndexedPack>) -> Res
         ));
     }
     repo.cache.index().forget_own_files(&files)?;
-    Ok(id)
+    Ok(written)
 }
 
 /// The run's last index file, naming `packs` and superseding `checkpoints`; once this
 /// cache's earlier runs have left enough small index files, it takes in theirs too
-/// (read from the cache, not the store) and supersedes them. Returns its id.
+/// (read from the cache, not the store) and supersedes them.
 fn write_last_index(
     repo: &Repository,
     checkpoints: Vec<IndexId>,
     packs: Vec<IndexedPack>,
-) -> Result<IndexId> {
+) -> Result<()> {
     let own = repo.cache.index().own_files()?;
+    let record = !checkpoints.is_empty();
     let mut files = checkpoints;
     let mut packs = packs;
     if own.len() + 1 >= OWN_FILES_MERGED_AT {
@@ -246,19 +255,13 @@ fn write_last_index(
         }
     }
     let packs: Vec<IndexedPack> = by_id.into_values().collect();
-    let id = match files.is_empty() {
+    let (id, size) = match files.is_empty() {
         true => repo.write_index(packs.clone())?,
-        false => merge(repo, files, packs.clone())?,
+        false => merge(repo, files, packs.clone(), record)?,
     };
-    remember_if_small(repo, &id, &packs)?;
-    Ok(id)
-}
-
-/// Remembers an index file this run wrote for later runs to merge, if it is small.
-fn remember_if_small(repo: &Repository, id: &IndexId, packs: &[IndexedPack]) -> Result<()> {
-    let blobs: usize = packs.iter().map(|p| p.blobs.len()).sum();
-    match blobs <= OWN_FILE_MAX_BLOBS {
-        true => repo.cache.index().add_own_file(id, packs),
+    // Small enough to merge later (format-spec §10): else it stays for prune.
+    match size <= crate::repo::marks::MERGEABLE_INDEX_BYTES {
+        true => repo.cache.index().add_own_file(&id, &packs),
         false => Ok(()),
     }
 }
@@ -415,10 +418,7 @@ impl<'s, 'r: 's> BlobSaver<'s, 'r> {
         let (files, mut packs) = std::mem::take(&mut *self.shared.checkpoints.lock().unwrap());
         if rest.is_empty() && files.len() <= 1 {
             // Nothing written, or one checkpoint that is the run's index file as it is.
-            return match files.first() {
-                Some(id) => remember_if_small(self.repo, id, &packs),
-                None => Ok(()),
-            };
+            return Ok(());
         }
         // The last packs go into the last file with the checkpoints' packs.
         let counted = Saved::of(&rest);
