@@ -905,7 +905,9 @@ fn junk_under_the_sentinels_name_costs_a_full_read() {
         .map(|f| f.name)
         .find(|n| !before.contains(n))
         .expect("the index file a wrote last");
-    let junk = vec![7u8; 300];
+    // As long as the real file: only its bytes can tell.
+    let size = fleet.store.read(FileKind::Index, &sentinel).unwrap().len();
+    let junk = vec![7u8; size];
     fleet
         .store
         .write(FileKind::Index, &sentinel, &junk)
@@ -973,4 +975,33 @@ fn a_long_lived_handle_notices_a_removed_key_and_a_replaced_repository() {
     }
     // The admin's handle, whose key file is still there, goes on.
     drop(admin);
+}
+
+/// A sentinel chosen from a listing (after a full read that wrote nothing) has its last
+/// bytes learnt at its first check; junk of the same size under its name is caught after.
+#[test]
+fn a_sentinel_chosen_from_a_listing_is_checked_by_its_bytes_too() {
+    let fleet = Fleet::new(5);
+    fleet.backup("big", &[("f", 1, 3_000_000)]);
+    fleet.backup("c", &[("g", 2, 1_000)]);
+    let largest = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .max_by_key(|f| f.size)
+        .unwrap();
+    // As a full read that wrote nothing leaves it: the largest file, its bytes unknown.
+    set_sentinel(&fleet.cache("c"), &largest.name, largest.size);
+    // Its first check learns its bytes; the second compares them.
+    for _ in 0..2 {
+        let (reads, lists, _) = fleet.cost(|| drop(fleet.open("c")));
+        assert_eq!((reads, lists), (1, 0));
+    }
+    let junk = vec![7u8; largest.size as usize];
+    fleet
+        .store
+        .write(FileKind::Index, &largest.name, &junk)
+        .unwrap();
+    let (reads, lists, _) = fleet.cost(|| drop(fleet.open("c")));
+    assert!(
+        lists >= 1 && reads >= 2,
+        "no full read: {reads} reads, {lists} listings"
+    );
 }
