@@ -1005,3 +1005,45 @@ fn a_sentinel_chosen_from_a_listing_is_checked_by_its_bytes_too() {
         "no full read: {reads} reads, {lists} listings"
     );
 }
+
+/// A record asking for every index file to be read again (a repair's) is obeyed although
+/// the sentinel still stands.
+#[test]
+fn a_record_asking_for_a_full_read_gets_one() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    let admin = fleet.open_full("admin");
+    let record = strata::MarkRecord {
+        version: 1,
+        time: chrono::Utc::now().to_rfc3339(),
+        host: "repair".into(),
+        packs: Vec::new(),
+        reread: true,
+        superseded: Vec::new(),
+        keys: Vec::new(),
+    };
+    admin.save_file(FileKind::Marks, &record).unwrap();
+    let (_, lists, _) = fleet.cost(|| drop(fleet.open("a")));
+    assert_eq!(lists, 1, "every index file listed and read");
+}
+
+/// A warm index whose key copy does not open (written by an earlier version, or damaged):
+/// the opening reads the key files, and the partial view still stands on its sentinel's
+/// check.
+#[test]
+fn a_warm_index_without_its_key_copy_keeps_its_partial_view() {
+    let fleet = Fleet::new(5);
+    fleet.backup("b", &[("g", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    fleet.backup("a", &[("f", 3, 10_000)]);
+    for copy in std::fs::read_dir(fleet.cache("a").join("keys")).unwrap() {
+        std::fs::write(copy.unwrap().path(), b"an older cache's format").unwrap();
+    }
+    let (reads, lists, _) = fleet.cost(|| drop(fleet.open("a")));
+    assert_eq!(
+        (reads, lists),
+        (1, 0),
+        "the sentinel's check, no index listing"
+    );
+}
