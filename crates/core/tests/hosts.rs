@@ -1047,3 +1047,51 @@ fn a_warm_index_without_its_key_copy_keeps_its_partial_view() {
         "the sentinel's check, no index listing"
     );
 }
+
+/// A sentinel a prune replaced moves to the largest file listed, with no alarm and no
+/// full read; a small one gone with no record (its writer may have merged it) costs a
+/// quiet full read; a large one gone so is an alarm.
+#[test]
+fn a_vanished_sentinel_alarms_only_when_nothing_explains_it() {
+    let fleet = Fleet::new(5);
+    fleet.backup("a", &[("f", 1, 10_000)]);
+    fleet.backup("a", &[("f", 2, 10_000)]);
+    let admin = fleet.open_full("admin");
+    prune::run(&admin, &PruneOptions::default(), &NoProgress).unwrap();
+    let mut warnings = Vec::new();
+    let (reads, lists, _) = fleet.cost(|| warnings = fleet.open("a").take_warnings());
+    assert_eq!(
+        (reads, lists),
+        (1, 1),
+        "the sentinel's check, one listing for the next"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // The prune's file (small) deleted with no record.
+    let pruned = fleet.store.list(FileKind::Index).unwrap().remove(0);
+    fleet.store.delete(FileKind::Index, &pruned.name).unwrap();
+    fleet.backup("a", &[("f", 3, 10_000)]);
+    let (_, lists, _) = fleet.cost(|| warnings = fleet.open("a").take_warnings());
+    assert_eq!(lists, 0, "its own new file is its sentinel again");
+    let own = fleet.store.list(FileKind::Index).unwrap().remove(0);
+    // Said to be large (1 MiB) and gone with no record: an alarm, and a full read.
+    set_sentinel(&fleet.cache("a"), &own.name, 1 << 20);
+    fleet.store.delete(FileKind::Index, &own.name).unwrap();
+    let (_, lists, _) = fleet.cost(|| warnings = fleet.open("a").take_warnings());
+    assert_eq!(lists, 1);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("is gone and no mark record")),
+        "{warnings:?}"
+    );
+    // Small and gone so: the same full read, without the alarm.
+    fleet.backup("a", &[("f", 4, 10_000)]);
+    let own = (fleet.store.list(FileKind::Index).unwrap().into_iter())
+        .find(|f| f.size <= 256 << 10)
+        .unwrap();
+    set_sentinel(&fleet.cache("a"), &own.name, own.size);
+    fleet.store.delete(FileKind::Index, &own.name).unwrap();
+    let (_, lists, _) = fleet.cost(|| warnings = fleet.open("a").take_warnings());
+    assert_eq!(lists, 1);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
