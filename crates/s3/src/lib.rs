@@ -632,6 +632,10 @@ impl Backend for S3Backend {
     /// One `DeleteObjects` per thousand names (S3's bound), quiet: only failures come back.
     fn delete_many(&self, kind: FileKind, names: &[String]) -> Result<()> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let unbuilt = |e: aws_sdk_s3::error::BuildError| Error::Backend {
+            object: kind.dir().to_string(),
+            source: std::io::Error::other(e),
+        };
         for batch in names.chunks(1000) {
             let objects = (batch.iter())
                 .map(|name| {
@@ -640,18 +644,12 @@ impl Backend for S3Backend {
                         .build()
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| Error::Backend {
-                    object: kind.dir().to_string(),
-                    source: std::io::Error::other(e),
-                })?;
+                .map_err(unbuilt)?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| Error::Backend {
-                    object: kind.dir().to_string(),
-                    source: std::io::Error::other(e),
-                })?;
+                .map_err(unbuilt)?;
             self.count(&self.requests.delete);
             let out = self
                 .rt

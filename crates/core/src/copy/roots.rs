@@ -44,12 +44,10 @@ pub fn plan_roots(src: &Repository, dst: &Repository, selection: Selection) -> R
     }
     let source = src.config().id;
     let copied = dst.copied_roots(&source)?;
-    let there: HashSet<String> = match dst.has_roots() {
-        true => (dst.files().list(FileKind::Root)?.into_iter())
-            .map(|f| f.name)
-            .collect(),
-        false => HashSet::new(),
-    };
+    let copied_names: HashSet<&str> = copied.iter().map(|(n, _)| n.as_str()).collect();
+    // The destination's records, listed only once one is needed (an hourly copy with
+    // nothing new needs none).
+    let mut there: Option<HashSet<String>> = None;
     let listed = src.files().list(FileKind::Root)?;
     for f in listed {
         if !crate::files::is_file_name(&f.name) {
@@ -69,8 +67,16 @@ pub fn plan_roots(src: &Repository, dst: &Repository, selection: Selection) -> R
         };
         match read {
             Ok(Some(root)) if dst.has_roots() => {
+                let there = match &mut there {
+                    Some(t) => t,
+                    None => there.insert(
+                        (dst.files().list(FileKind::Root)?.into_iter())
+                            .map(|f| f.name)
+                            .collect(),
+                    ),
+                };
                 if there.contains(&dst.root_file(&root.namespace, &root.key))
-                    && (selection == Selection::Missing || copied.iter().all(|(n, _)| *n != f.name))
+                    && (selection == Selection::Missing || !copied_names.contains(f.name.as_str()))
                 {
                     // There already (a copy whose record the cache forgot, or --all).
                     dst.put_copied_root(&source, &f.name, stamp)?;

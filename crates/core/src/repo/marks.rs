@@ -235,26 +235,24 @@ impl Repository {
         };
         let name = s.to_hex();
         let read = match index.sentinel_print()? {
-            // Its bytes not known yet (chosen from a listing): the first check learns them.
-            Some((size, tail)) if tail.is_empty() => {
-                let at = size.saturating_sub(SENTINEL_PRINT as u64);
+            // An empty tail: chosen from a listing, its bytes are learnt at this first check.
+            Some((size, tail)) => {
+                let learn = tail.is_empty();
+                let len = if learn { SENTINEL_PRINT } else { tail.len() } as u64;
+                let at = size.saturating_sub(len);
                 (self
                     .backend
                     .read_range(FileKind::Index, &name, at, size - at))
                 .and_then(|b| {
+                    if !learn {
+                        return Ok(b == tail);
+                    }
                     let whole = b.len() as u64 == size - at;
                     if whole {
                         index.set_sentinel_print(size, &b)?;
                     }
                     Ok(whole)
                 })
-            }
-            Some((size, tail)) => {
-                let at = size.saturating_sub(tail.len() as u64);
-                (self
-                    .backend
-                    .read_range(FileKind::Index, &name, at, size - at))
-                .map(|b| b == tail)
             }
             // Chosen by a cache of an earlier version: there or not, no more.
             None => (self.backend.read_range(FileKind::Index, &name, 0, 1)).map(|_| true),
