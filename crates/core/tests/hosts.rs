@@ -99,15 +99,20 @@ impl Fleet {
     }
 }
 
-/// Sets when `host`'s cache last listed the mark records.
-fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
+/// The SQLite database of the one repository cache under `cache`.
+fn cache_db(cache: &Path) -> rusqlite::Connection {
     let db = std::fs::read_dir(cache)
         .unwrap()
         .flatten()
         .map(|e| e.path().join("cache.sqlite"))
         .find(|p| p.exists())
         .expect("a repository cache");
-    let conn = rusqlite::Connection::open(db).unwrap();
+    rusqlite::Connection::open(db).unwrap()
+}
+
+/// Sets when `host`'s cache last listed the mark records.
+fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
+    let conn = cache_db(cache);
     let n = conn
         .execute(
             "UPDATE meta SET value = ?1 WHERE key = 'marks_listed'",
@@ -120,13 +125,7 @@ fn set_marks_listed(cache: &Path, when: chrono::DateTime<chrono::Utc>) {
 /// Makes `id` (of `size` bytes) the sentinel of `host`'s cache, as a full read that listed
 /// it largest would.
 fn set_sentinel(cache: &Path, id: &str, size: u64) {
-    let db = std::fs::read_dir(cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("cache.sqlite"))
-        .find(|p| p.exists())
-        .expect("a repository cache");
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = cache_db(cache);
     let n = conn
         .execute("UPDATE meta SET value = ?1 WHERE key = 'sentinel'", [id])
         .unwrap();
@@ -821,13 +820,7 @@ fn a_host_merges_none_of_the_files_a_prune_replaced() {
 
 /// Sets a value of `host`'s cache bookkeeping, as time passing would have.
 fn set_meta(cache: &Path, key: &str, value: &str) {
-    let db = std::fs::read_dir(cache)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("cache.sqlite"))
-        .find(|p| p.exists())
-        .expect("a repository cache");
-    let conn = rusqlite::Connection::open(db).unwrap();
+    let conn = cache_db(cache);
     conn.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
         [key, value],
