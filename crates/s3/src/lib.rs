@@ -458,7 +458,9 @@ impl S3Backend {
             if let Some(n) = announced.filter(|n| *n as u64 > max) {
                 return Err(too_large(n as u64));
             }
-            let mut data = Vec::with_capacity(announced.unwrap_or(0));
+            // Never more than PREALLOCATE_MAX up front: a hostile endpoint may announce up to
+            // `max` (2 GiB for a pack) and send a few bytes; the buffer grows by what arrives.
+            let mut data = Vec::with_capacity(announced.unwrap_or(0).min(PREALLOCATE_MAX));
             while let Some(piece) = out
                 .body
                 .try_next()
@@ -481,6 +483,10 @@ impl S3Backend {
         })
     }
 }
+
+/// The most a read reserves before the bytes arrive (one read of a pack's range is ~16 MiB
+/// at most; a larger object grows its buffer as it streams).
+const PREALLOCATE_MAX: usize = 16 << 20;
 
 fn status_of(raw: &HttpResponse) -> Option<u16> {
     Some(raw.status().as_u16())

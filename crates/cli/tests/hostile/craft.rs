@@ -1,6 +1,9 @@
 //! A key holder's tools: trees and snapshots written through the library, as another host
 //! of the same repository could, and a runner that bounds a command's time and memory.
 
+// Each module of the suite uses some of these.
+#![allow(dead_code)]
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Output, Stdio};

@@ -1,4 +1,136 @@
-//! See main.rs.
+//! Crafted indexes, key files, responses and vanished snapshots: a storage-only attacker
+//! (no password), a hostile S3 endpoint, and a key holder's index files.
 
-#[allow(unused_imports)]
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
 use crate::common::*;
+use crate::craft::run_bounded;
+
+/// An S3 "endpoint" on loopback that answers every request with `head` and then `body`,
+/// whatever was asked; returns its URL.
+fn hostile_endpoint(head: &'static str, body: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                // The request's headers, up to the blank line.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                stream.write_all(head.as_bytes()).ok();
+                stream.write_all(body).ok();
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+fn on_endpoint(url: &str) -> Env {
+    let mut env = Env::local();
+    env.repo = format!("s3:{url}/bucket/prefix");
+    env.vars = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "k".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
+        ("AWS_REGION".into(), "garage".into()),
+    ];
+    env
+}
+
+/// Item 10: an endpoint announcing a terabyte for `config` gets a clear error, not an
+/// allocation of that size (once: SIGABRT, exit 134).
+#[test]
+fn an_endpoint_announcing_a_terabyte_is_refused_without_allocating_it() {
+    let url = hostile_endpoint(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\nContent-Type: application/octet-stream\r\n\r\n",
+        &[0u8; 4096],
+    );
+    let env = on_endpoint(&url);
+    let run = run_bounded(&env, &["snapshots"], 512, 60);
+    assert!(!run.timed_out, "still running after {:?}", run.elapsed);
+    let err = stderr(&run.out);
+    assert_eq!(code(&run.out), 1, "{err}");
+    assert!(err.contains("larger than a config file can be"), "{err}");
+}
+
+/// Item 10, the packs: an endpoint announcing 1.9 GB for a tree pack of a few KB (within
+/// the largest a pack may be) gets the pack's bytes read and refused as cut off, not 1.9 GB
+/// allocated up front, under a 1 GiB address-space limit.
+#[test]
+fn an_endpoint_inflating_a_pack_is_refused_without_allocating_it() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("inflate-{}", std::process::id());
+    let (_rt, _s3) = moto_bucket(&endpoint, &bucket);
+    let mut env = Env::local();
+    env.repo = format!("s3:{endpoint}/{bucket}/r");
+    env.vars = vec![("AWS_REGION".into(), "us-east-1".into())];
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), noise(10_000, 1)).unwrap();
+    env.init();
+    env.backup(&[src.to_str().unwrap()]);
+    let proxy = Proxy::start("s3-proxy", &endpoint, &["--inflate-packs", "1900000000"]);
+    let mut bare = Env::local();
+    bare.repo = format!("s3:{}/{bucket}/r", proxy.url_base);
+    bare.vars = env.vars.clone();
+    let run = run_bounded(&bare, &["ls", "latest"], 1024, 120);
+    assert!(!run.timed_out, "still running after {:?}", run.elapsed);
+    let err = stderr(&run.out);
+    assert_eq!(code(&run.out), 1, "{err}");
+    assert!(err.contains("cut off"), "{err}");
+}
+
+/// A zstd frame of 32 KiB or so that expands to `len` zero bytes.
+fn zstd_bomb(len: usize) -> Vec<u8> {
+    zstd::bulk::compress(&vec![0u8; len], 1).unwrap()
+}
+
+/// Item 8: four small index files whose frames expand to 1 GiB each (a key holder's) cost
+/// `check` and a bare `snapshots` an error naming each, not gigabytes.
+#[test]
+fn index_files_that_expand_a_thousandfold_are_refused_small() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), noise(5_000, 2)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let repo = open_repo(&env);
+    let bomb = zstd_bomb(1 << 30);
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let names: Vec<String> = (0..4u8)
+        .map(|i| {
+            let mut frame = bomb.clone();
+            // Four distinct files: a skippable frame after the bomb changes the bytes only.
+            frame.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 1, 0, 0, 0, i]);
+            repo.save_raw(strata::backend::FileKind::Index, &frame)
+                .unwrap()
+        })
+        .collect();
+    drop(repo);
+    let fresh = env.path("fresh-cache");
+    let mut bare = Env::local();
+    bare.repo = env.repo.clone();
+    bare.cache = fresh;
+    for args in [&["check"][..], &["snapshots"][..]] {
+        let run = run_bounded(&bare, args, 1536, 60);
+        assert!(
+            !run.timed_out,
+            "{args:?} still running after {:?}",
+            run.elapsed
+        );
+        let err = stderr(&run.out);
+        assert!(!err.contains("out of memory"), "{args:?}: {err}");
+        assert!(!err.contains("memory allocation"), "{args:?}: {err}");
+        if args[0] == "check" {
+            let out = format!("{}{err}", String::from_utf8_lossy(&run.out.stdout));
+            assert_eq!(code(&run.out), 1, "{out}");
+            assert!(out.contains("expands past"), "{out}");
+            assert!(names.iter().any(|n| out.contains(n.as_str())), "{out}");
+        }
+    }
+}

@@ -414,6 +414,16 @@ impl Repository {
         Ok(id)
     }
 
+    /// Seals `plain` as a file of `kind` as it stands (no encoding) and stores it under its
+    /// content address: what any key holder can write, for tests that craft hostile files.
+    #[doc(hidden)]
+    pub fn save_raw(&self, kind: FileKind, plain: &[u8]) -> Result<String> {
+        let sealed = self.key.seal(plain, aad(kind));
+        let name = hex::encode(content_address(&sealed));
+        self.backend.write(kind, &name, &sealed)?;
+        Ok(name)
+    }
+
     /// The name format 1-3 files a PostgreSQL cluster's WAL record under (`wal/`, format-spec
     /// §14.1); version 4 keeps them as root records.
     pub fn wal_name(&self, cluster: &str, name: &str) -> String {

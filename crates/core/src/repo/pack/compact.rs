@@ -80,17 +80,36 @@ pub fn compress(plain: &[u8]) -> Vec<u8> {
     zstd::bulk::compress(plain, 3).expect("zstd into memory")
 }
 
-/// The plaintext of a compact frame, refusing one that would grow past [`MAX_PLAIN`].
+/// How many times its frame a compact plaintext may be. Its columns are mostly random ids
+/// (32 of every 49 bytes), so an honest frame shrinks them by 1.5× at most; a forged one of
+/// 32 KiB could otherwise claim a gigabyte, and a batch of index files decoded at once
+/// (`read_concurrency × 4`) many gigabytes (format-spec §15).
+pub const MAX_EXPANSION: usize = 16;
+
+/// The most a frame of `frame_len` bytes may decompress to.
+pub fn expansion_limit(frame_len: usize) -> usize {
+    frame_len
+        .saturating_mul(MAX_EXPANSION)
+        .saturating_add(64 << 10)
+        .min(MAX_PLAIN)
+}
+
+/// The plaintext of a compact frame, refusing one that would grow past
+/// [`expansion_limit`] of its size (and [`MAX_PLAIN`]) before it is held.
 pub fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
+    let limit = expansion_limit(frame.len());
     let mut out = Vec::new();
     zstd::stream::read::Decoder::new(frame)
         .map_err(|e| format!("zstd: {e}"))?
-        .take(MAX_PLAIN as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| format!("zstd: {e}"))?;
-    if out.len() > MAX_PLAIN {
-        return Err(format!("zstd: more than {MAX_PLAIN} bytes"));
+    if out.len() > limit {
+        return Err(format!(
+            "zstd: expands past {limit} bytes ({MAX_EXPANSION}× its {} plus 64 KiB)",
+            frame.len()
+        ));
     }
     Ok(out)
 }
@@ -199,5 +218,36 @@ mod tests {
             .unwrap_err()
             .contains("compression"));
         assert!(decompress(b"not zstd").is_err());
+    }
+
+    #[test]
+    fn a_frame_expands_to_sixteen_times_its_size_and_64_kib_at_most() {
+        assert_eq!(expansion_limit(1000), 16_000 + 65_536);
+        assert_eq!(expansion_limit(0), 65_536);
+        assert_eq!(expansion_limit(usize::MAX), MAX_PLAIN);
+        assert_eq!(expansion_limit(MAX_PLAIN / 16), MAX_PLAIN);
+        // Zeros shrink a thousandfold: 64 KiB fits the slack, 10 MiB does not.
+        assert_eq!(
+            decompress(&compress(&[0; 64 << 10])).unwrap().len(),
+            64 << 10
+        );
+        let bomb = compress(&vec![0; 10 << 20]);
+        let err = decompress(&bomb).unwrap_err();
+        assert!(err.contains("expands past"), "{err}");
+        // An honest header (random ids) is far inside the limit.
+        let entries: Vec<BlobEntry> = (0..5000u32)
+            .map(|i| BlobEntry {
+                id: BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
+                kind: BlobKind::Tree,
+                offset: u64::from(i) * 40,
+                length: 40,
+                raw_length: 0,
+                compression: Compression::None,
+            })
+            .collect();
+        assert_eq!(
+            decode_header(&encode_header(BlobKind::Tree, &entries)).unwrap(),
+            entries
+        );
     }
 }
