@@ -196,26 +196,46 @@ impl KdfParams {
         }
     }
 
-    /// Refuses parameters beyond any strata writes: anyone who can add a file to the
-    /// repository can add a key file, and opening tries every key file, so a crafted one
-    /// must not make it allocate gigabytes or derive for hours.
+    /// The key-file policy (format-spec §3, §16): the most Argon2id work one key file may
+    /// ask for. Strata writes 46 MiB × 1 pass; anyone who can add a file to the repository
+    /// can add a key file, and opening tries key files, so a crafted one must not make it
+    /// allocate gigabytes or derive for minutes.
+    pub const MAX_MEMORY_KIB: u32 = 256 << 10;
+    /// Passes, at most.
+    pub const MAX_ITERATIONS: u32 = 10;
+    /// Lanes, at most.
+    pub const MAX_PARALLELISM: u32 = 16;
+    /// Memory × passes, at most (KiB·passes): 512 MiB once, or 51 MiB ten times.
+    pub const MAX_WORK: u64 = 512 << 10;
+
+    /// Memory × passes in KiB: what trying this key costs, roughly.
+    pub fn work(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// Refuses parameters beyond the policy above, naming them.
     pub(crate) fn check_bounds(&self) -> Result<()> {
-        const MAX_MEMORY_KIB: u32 = 4 << 20;
-        const MAX_ITERATIONS: u32 = 100;
-        const MAX_PARALLELISM: u32 = 64;
         if self.algorithm != "argon2id" {
             return Err(Error::UnsupportedKdf(self.algorithm.clone()));
         }
-        if self.memory_kib > MAX_MEMORY_KIB
-            || self.iterations > MAX_ITERATIONS
-            || self.parallelism > MAX_PARALLELISM
+        if self.memory_kib > Self::MAX_MEMORY_KIB
+            || self.iterations > Self::MAX_ITERATIONS
+            || self.parallelism > Self::MAX_PARALLELISM
+            || self.work() > Self::MAX_WORK
             || self.salt.len() > 1024
         {
             return Err(Error::corrupt(
                 "key file",
                 format!(
-                    "Argon2id parameters beyond any strata writes (m={} KiB, t={}, p={})",
-                    self.memory_kib, self.iterations, self.parallelism
+                    "Argon2id parameters beyond the key-file policy (m={} KiB, t={}, p={}; at \
+                     most m={} KiB, t={}, p={}, m×t={})",
+                    self.memory_kib,
+                    self.iterations,
+                    self.parallelism,
+                    Self::MAX_MEMORY_KIB,
+                    Self::MAX_ITERATIONS,
+                    Self::MAX_PARALLELISM,
+                    Self::MAX_WORK
                 ),
             ));
         }
@@ -282,6 +302,29 @@ mod tests {
         kdf.iterations = u32::MAX;
         assert!(matches!(kdf.derive(b"pw"), Err(Error::Corrupt { .. })));
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_key_file_policy_admits_its_limits_and_nothing_past_them() {
+        let at = |m: u32, t: u32, p: u32| {
+            let mut kdf = KdfParams::generate(&KdfCost::DEFAULT);
+            (kdf.memory_kib, kdf.iterations, kdf.parallelism) = (m, t, p);
+            kdf.check_bounds().is_ok()
+        };
+        assert!(at(46 * 1024, 1, 1), "the default");
+        assert!(at(KdfParams::MAX_MEMORY_KIB, 2, KdfParams::MAX_PARALLELISM));
+        assert!(!at(KdfParams::MAX_MEMORY_KIB + 1, 1, 1));
+        assert!(!at(KdfParams::MAX_MEMORY_KIB, 3, 1), "work past the limit");
+        assert!(at(1024, KdfParams::MAX_ITERATIONS, 1));
+        assert!(!at(1024, KdfParams::MAX_ITERATIONS + 1, 1));
+        assert!(!at(1024, 1, KdfParams::MAX_PARALLELISM + 1));
+        let mut kdf = KdfParams::generate(&KdfCost::DEFAULT);
+        kdf.memory_kib = 52_428;
+        kdf.iterations = 10;
+        assert_eq!(kdf.work(), 524_280);
+        assert!(kdf.check_bounds().is_ok());
+        kdf.memory_kib = 52_429;
+        assert!(kdf.check_bounds().is_err(), "m×t = {}", kdf.work());
     }
 
     #[test]

@@ -134,3 +134,65 @@ fn index_files_that_expand_a_thousandfold_are_refused_small() {
         }
     }
 }
+
+/// A key file as a storage-only attacker writes it (no password): plain CBOR under its
+/// content address, with Argon2id parameters of their choosing.
+fn plant_key_file(env: &Env, memory_kib: u32, iterations: u32, salt: u8) -> String {
+    let mut kdf = strata::KdfParams::generate(&strata::KdfCost::INSECURE_FOR_TESTS);
+    kdf.memory_kib = memory_kib;
+    kdf.iterations = iterations;
+    kdf.salt = vec![salt; 16];
+    let kf = strata::KeyFile {
+        version: 1,
+        created: "2026-01-01T00:00:00Z".into(),
+        host: "h".into(),
+        user: "u".into(),
+        kdf,
+        wrapped: vec![0; 72],
+    };
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&kf, &mut bytes).unwrap();
+    let name = hex::encode(blake3::hash(&bytes).as_bytes());
+    env.backend()
+        .write(strata::backend::FileKind::Key, &name, &bytes)
+        .unwrap();
+    name
+}
+
+/// Item 9: junk key files at and past the policy's limits (4 GiB × 100 passes was once
+/// accepted and tried in name order) cost a bare machine's opening neither seconds nor
+/// gigabytes; those past the policy are named.
+#[test]
+fn junk_key_files_cost_a_bare_opening_little_and_are_named() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let huge = plant_key_file(&env, 4 << 20, 100, 1);
+    for salt in 2..8 {
+        plant_key_file(&env, 256 << 10, 2, salt);
+    }
+    let mut bare = Env::local();
+    bare.repo = env.repo.clone();
+    let run = run_bounded(&bare, &["snapshots"], 1024, 60);
+    assert_eq!(code(&run.out), 0, "{}", stderr(&run.out));
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(5),
+        "{:?}",
+        run.elapsed
+    );
+    // A wrong password tries what the budget allows and names what it refused.
+    bare.vars = vec![("STRATA_PASSWORD".into(), "wrong".into())];
+    let mut bare2 = Env::local();
+    bare2.repo = env.repo.clone();
+    bare2.vars = bare.vars.clone();
+    let run = run_bounded(&bare2, &["snapshots"], 1024, 60);
+    let err = stderr(&run.out);
+    assert!(!run.timed_out, "{:?}", run.elapsed);
+    assert!(
+        err.contains(&huge) && err.contains("key-file policy"),
+        "{err}"
+    );
+}

@@ -350,38 +350,41 @@ impl Repository {
         })
     }
 
+    /// The master key from the key file `password` opens. Key files are tried cheapest
+    /// first and within [`UNLOCK_WORK_BUDGET`] in all: junk key files planted by whoever can
+    /// write the store (no password needed) cost a bare machine seconds, not minutes.
     pub(super) fn unlock(
         backend: &BackendRef,
         password: &[u8],
     ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
-        let mut keys = backend.list(FileKind::Key)?;
-        keys.sort_by(|a, b| a.name.cmp(&b.name));
-        // A damaged key file is named as damaged, never mistaken for a wrong password.
-        let mut damaged = Vec::new();
+        Self::unlock_within(backend, password, UNLOCK_WORK_BUDGET)
+    }
+
+    fn unlock_within(
+        backend: &BackendRef,
+        password: &[u8],
+        budget: u64,
+    ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
+        let (mut candidates, mut damaged) = read_key_files(backend)?;
+        candidates.sort_by(|a, b| (a.2.kdf.work(), &a.0).cmp(&(b.2.kdf.work(), &b.0)));
         let mut intact = 0usize;
-        for info in keys {
-            let Ok(id) = info.name.parse::<KeyId>() else {
-                continue; // not a key file name: ignored, as the format says
-            };
-            let bytes = backend.read(FileKind::Key, &info.name)?;
-            if content_address(&bytes) != id.0 {
+        let mut spent = 0u64;
+        let total = candidates.len();
+        for (tried, (id, bytes, kf)) in candidates.into_iter().enumerate() {
+            spent += kf.kdf.work();
+            if spent > budget {
                 damaged.push(format!(
-                    "key {}: content does not match its name",
-                    info.name
+                    "{} key file(s) not tried: trying key files stops at {} MiB·passes of \
+                     Argon2id work (remove the key files you do not know)",
+                    total - tried,
+                    budget >> 10
                 ));
-                continue;
+                break;
             }
-            let kf = match KeyFile::decode(&bytes, &info.name) {
-                Ok(kf) => kf,
-                Err(e) => {
-                    damaged.push(e.to_string());
-                    continue;
-                }
-            };
             match kf.open(password) {
                 Ok(Some(key)) => return Ok((key, id, bytes)),
                 Ok(None) => intact += 1,
-                Err(e) => damaged.push(format!("key {}: {e}", info.name)),
+                Err(e) => damaged.push(format!("key {id}: {e}")),
             }
         }
         if intact == 0 && !damaged.is_empty() {
@@ -392,6 +395,51 @@ impl Repository {
         }
         Err(Error::WrongPassword { damaged })
     }
+}
+
+/// The Argon2id work (KiB·passes) opening may spend trying key files: 4 GiB·passes, ~90
+/// key files of the default cost, a few seconds.
+pub const UNLOCK_WORK_BUDGET: u64 = 4 << 20;
+
+/// A key file is a few hundred bytes; anything much bigger is not one.
+const KEY_FILE_MAX: usize = 16 << 10;
+
+/// The key files worth trying (id, bytes, decoded), and why the others are not.
+#[allow(clippy::type_complexity)]
+fn read_key_files(backend: &BackendRef) -> Result<(Vec<(KeyId, Vec<u8>, KeyFile)>, Vec<String>)> {
+    let mut keys = backend.list(FileKind::Key)?;
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    // A damaged key file is named as damaged, never mistaken for a wrong password.
+    let mut damaged = Vec::new();
+    let mut candidates = Vec::new();
+    for info in keys {
+        let Ok(id) = info.name.parse::<KeyId>() else {
+            continue; // not a key file name: ignored, as the format says
+        };
+        if info.size > KEY_FILE_MAX as u64 {
+            damaged.push(format!(
+                "key {}: {} bytes, not a key file",
+                info.name, info.size
+            ));
+            continue;
+        }
+        let bytes = backend.read(FileKind::Key, &info.name)?;
+        if content_address(&bytes) != id.0 {
+            damaged.push(format!(
+                "key {}: content does not match its name",
+                info.name
+            ));
+            continue;
+        }
+        match KeyFile::decode(&bytes, &info.name) {
+            Ok(kf) => match kf.kdf.check_bounds() {
+                Ok(()) => candidates.push((id, bytes, kf)),
+                Err(e) => damaged.push(format!("key {}: {e}", info.name)),
+            },
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    Ok((candidates, damaged))
 }
 
 /// The config, decrypted with `key`; `None` if the key does not open it.
@@ -503,4 +551,45 @@ fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
 pub(super) fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
     let h = blake3::hash(location.as_bytes());
     cache_base.join("keys").join(&h.to_hex()[..32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    #[test]
+    fn key_files_are_tried_cheapest_first_and_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
+        // Two more passwords: one at 128 KiB (twice the first's work), one at 64 KiB.
+        let dear = KdfCost {
+            memory_kib: 128,
+            ..KdfCost::INSECURE_FOR_TESTS
+        };
+        repo.keys().add(b"dear", &dear).unwrap();
+        repo.keys()
+            .add(b"cheap", &KdfCost::INSECURE_FOR_TESTS)
+            .unwrap();
+        // 64 + 64 KiB·passes: the two cheap keys fit, the dear one does not.
+        let opened = |pw: &[u8], budget| Repository::unlock_within(&store, pw, budget);
+        assert!(opened(b"cheap", 128).is_ok());
+        assert!(opened(b"pw", 128).is_ok());
+        match opened(b"dear", 128) {
+            Err(Error::WrongPassword { damaged }) => {
+                assert_eq!(damaged.len(), 1, "{damaged:?}");
+                assert!(
+                    damaged[0].starts_with("1 key file(s) not tried"),
+                    "{damaged:?}"
+                );
+            }
+            other => panic!("{:?}", other.map(|k| k.1)),
+        }
+        assert!(opened(b"dear", 256).is_ok());
+        assert!(matches!(
+            opened(b"none", 256),
+            Err(Error::WrongPassword { damaged }) if damaged.is_empty()
+        ));
+    }
 }

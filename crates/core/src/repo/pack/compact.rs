@@ -83,7 +83,7 @@ pub fn compress(plain: &[u8]) -> Vec<u8> {
 /// How many times its frame a compact plaintext may be. Its columns are mostly random ids
 /// (32 of every 49 bytes), so an honest frame shrinks them by 1.5× at most; a forged one of
 /// 32 KiB could otherwise claim a gigabyte, and a batch of index files decoded at once
-/// (`read_concurrency × 4`) many gigabytes (format-spec §15).
+/// (`read_concurrency × 4`) many gigabytes (format-spec §16).
 pub const MAX_EXPANSION: usize = 16;
 
 /// The most a frame of `frame_len` bytes may decompress to.
