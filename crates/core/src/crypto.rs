@@ -26,12 +26,20 @@ const CTX_CHUNKER: &str = "strata v1 2026-11 chunker seed";
 const CTX_WAL_NAME: &str = "strata v1 2026-11 wal record name";
 const CTX_ROOT_NAME: &str = "strata v4 2026-12 root record name";
 
-/// The repository's master secret and the keys derived from it.
-#[derive(Clone)]
+/// The repository's master secret and the keys derived from it: not `Clone` (share it by
+/// reference or `Arc`), and wiped from memory when dropped (the cipher wipes its own key).
 pub struct MasterKey {
     secret: [u8; 32],
     aead: XChaCha20Poly1305,
     id_key: [u8; 32],
+}
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret.zeroize();
+        self.id_key.zeroize();
+    }
 }
 
 impl MasterKey {
@@ -44,11 +52,11 @@ impl MasterKey {
 
     /// The key with this secret.
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let enc = blake3::derive_key(CTX_ENCRYPTION, &secret);
+        let enc = zeroize::Zeroizing::new(blake3::derive_key(CTX_ENCRYPTION, &secret));
         Self {
-            secret,
-            aead: XChaCha20Poly1305::new(&enc.into()),
+            aead: XChaCha20Poly1305::new(&(*enc).into()),
             id_key: blake3::derive_key(CTX_BLOB_ID, &secret),
+            secret,
         }
     }
 

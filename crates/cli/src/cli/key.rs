@@ -4,7 +4,7 @@ use super::exit;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{output, prompt_password, read_password_file, Global};
+use super::{non_empty, output, prompt_password, read_password_file, Global};
 
 #[derive(Args, Debug)]
 pub struct KeyArgs {
@@ -34,10 +34,10 @@ struct NewPassword {
 impl NewPassword {
     fn get(&self) -> anyhow::Result<Vec<u8>> {
         if let Some(f) = &self.new_password_file {
-            return read_password_file(f);
+            return non_empty(read_password_file(f)?, "the new password file");
         }
         if let Some(p) = std::env::var_os("STRATA_NEW_PASSWORD") {
-            return Ok(p.into_encoded_bytes());
+            return non_empty(p.into_encoded_bytes(), "STRATA_NEW_PASSWORD");
         }
         prompt_password("new password: ", true)
     }
@@ -51,13 +51,29 @@ pub fn run(global: &Global, args: KeyArgs) -> anyhow::Result<i32> {
             if global.json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|(id, k)| json!({"id": id.to_hex(), "created": k.created, "host": k.host, "user": k.user, "current": *id == repo.key_id()}))
+                    .map(|(id, k)| json!({"id": id.to_hex(), "created": k.created, "host": k.host, "user": k.user, "current": *id == repo.key_id(),
+                        "kdf": {"algorithm": k.kdf.algorithm, "memory_kib": k.kdf.memory_kib, "iterations": k.kdf.iterations, "parallelism": k.kdf.parallelism}}))
                     .collect();
                 output::print_json(&serde_json::Value::Array(v));
             } else {
                 for (id, k) in keys {
                     let cur = if id == repo.key_id() { "*" } else { " " };
-                    println!("{cur} {}  {}  {}@{}", id.short(), k.created, k.user, k.host);
+                    // The cost shows a key made cheap (STRATA_TEST_FAST_KDF: 64 KiB, 1 pass).
+                    let weak = if k.kdf.memory_kib < strata::KdfCost::DEFAULT.memory_kib {
+                        "  WEAK"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{cur} {}  {}  {}@{}  argon2id m={} KiB t={} p={}{weak}",
+                        id.short(),
+                        k.created,
+                        k.user,
+                        k.host,
+                        k.kdf.memory_kib,
+                        k.kdf.iterations,
+                        k.kdf.parallelism
+                    );
                 }
             }
         }

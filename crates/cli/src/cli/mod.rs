@@ -343,7 +343,7 @@ impl Global {
     /// then a prompt on a terminal.
     fn password(&self, prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
         if let Some(p) = std::env::var_os(self.password_var) {
-            return Ok(p.into_encoded_bytes());
+            return non_empty(p.into_encoded_bytes(), self.password_var);
         }
         // What the command line (or environment) gives wins over the config file.
         let file = self.password_file.as_ref();
@@ -356,7 +356,7 @@ impl Global {
             given => given,
         };
         if let Some(f) = file {
-            return read_password_file(f);
+            return non_empty(read_password_file(f)?, "the password file");
         }
         if let Some(cmd) = command {
             let timeout = match &self.file.password_command_timeout {
@@ -365,7 +365,7 @@ impl Global {
                     .to_std()?,
                 None => std::time::Duration::from_secs(60),
             };
-            return run_password_command(cmd, timeout);
+            return non_empty(run_password_command(cmd, timeout)?, "the password command");
         }
         if self.password_var != "STRATA_PASSWORD" && !std::io::stdin().is_terminal() {
             return Err(anyhow!(
@@ -493,6 +493,19 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
     }
     let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(line.to_vec())
+}
+
+/// `password`, unless it is empty: an empty password (an unset variable's `X=`, an empty
+/// file, `/dev/null`) protects nothing, and is refused wherever it comes from.
+pub fn non_empty(password: Vec<u8>, source: &str) -> anyhow::Result<Vec<u8>> {
+    if password.is_empty() {
+        return Err(strata::Error::BadInput {
+            what: "password",
+            reason: format!("the password from {source} is empty: refusing it"),
+        }
+        .into());
+    }
+    Ok(password)
 }
 
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {

@@ -196,3 +196,61 @@ fn junk_key_files_cost_a_bare_opening_little_and_are_named() {
         "{err}"
     );
 }
+
+/// Item 13: an empty password, from wherever it comes, creates nothing and opens nothing;
+/// `key list` shows each key's Argon2id cost, and a test-cheap key as weak.
+#[test]
+fn an_empty_password_is_refused_everywhere_and_key_costs_are_shown() {
+    let env = Env::local();
+    let empty = env.path("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let repo_dir = std::path::PathBuf::from(&env.repo);
+    let out = env
+        .cmd()
+        .env("STRATA_PASSWORD", "")
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(
+        stderr(&out).contains("STRATA_PASSWORD is empty"),
+        "{}",
+        stderr(&out)
+    );
+    for file in [empty.to_str().unwrap(), "/dev/null"] {
+        let out = env
+            .cmd()
+            .env_remove("STRATA_PASSWORD")
+            .args(["init", "--password-file", file])
+            .output()
+            .unwrap();
+        assert_ne!(code(&out), 0);
+        assert!(
+            stderr(&out).contains("password file is empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!repo_dir.exists(), "a repository was created");
+    env.init();
+    let out = env
+        .cmd()
+        .env("STRATA_NEW_PASSWORD", "")
+        .args(["key", "add"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    let out = env
+        .cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["snapshots", "--password-file", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+    let keys = env.json(&["key", "list"]);
+    assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
+    assert_eq!(keys[0]["kdf"]["memory_kib"], 64, "{keys}");
+    let listed = env.ok(&["key", "list"]);
+    assert!(listed.contains("m=64 KiB t=1 p=1  WEAK"), "{listed}");
+}

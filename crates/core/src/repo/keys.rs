@@ -27,8 +27,14 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub(crate) fn create(master: &MasterKey, password: &[u8], cost: &KdfCost) -> Result<Self> {
+        if password.is_empty() {
+            return Err(Error::BadInput {
+                what: "password",
+                reason: "an empty password protects nothing: refusing it".into(),
+            });
+        }
         let kdf = KdfParams::generate(cost);
-        let kek = kdf.derive(password)?;
+        let kek = zeroize::Zeroizing::new(kdf.derive(password)?);
         Ok(KeyFile {
             version: 1,
             created: chrono::Local::now().to_rfc3339(),
@@ -41,7 +47,7 @@ impl KeyFile {
 
     /// The master key, if `password` is this key's password.
     pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
-        let kek = self.kdf.derive(password)?;
+        let kek = zeroize::Zeroizing::new(self.kdf.derive(password)?);
         Ok(crypto::unwrap_secret(&kek, &self.wrapped, WRAP_AAD).map(MasterKey::from_secret))
     }
 

@@ -61,7 +61,7 @@ pub struct Repository {
     backend: BackendRef,
     /// Under Object Lock: the retention dates this process's writes got.
     written: Option<crate::backend::retaining::Written>,
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
     key_id: KeyId,
     config: Config,
     cache: Cache,
@@ -495,7 +495,7 @@ pub const PACKS_PER_INDEX_FILE: usize = 4096;
 #[derive(Clone)]
 pub(crate) struct FileStore {
     backend: BackendRef,
-    key: MasterKey,
+    key: std::sync::Arc<MasterKey>,
 }
 
 impl FileStore {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::marks::IndexView;
 use super::*;
+use zeroize::Zeroizing;
 
 impl Repository {
     /// Creates a repository; refuses a location that already holds one. `cost` is the
@@ -16,6 +17,13 @@ impl Repository {
         config: Config,
         cost: &KdfCost,
     ) -> Result<Config> {
+        // Before anything is created: a repository no password protects is never made.
+        if password.is_empty() {
+            return Err(Error::BadInput {
+                what: "password",
+                reason: "an empty password protects nothing: refusing it".into(),
+            });
+        }
         // What `open` would call a damaged config is never written.
         config.chunker.validate()?;
         if let Some(class) = &config.data_storage_class {
@@ -133,11 +141,12 @@ impl Repository {
         cache_base: &Path,
         view: IndexView,
     ) -> Result<Self> {
-        // Asked once, whichever way the repository is opened in the end.
-        let mut asked: Option<Vec<u8>> = None;
-        let mut password = || -> Result<Vec<u8>> {
+        // Asked once, whichever way the repository is opened in the end; every copy is
+        // wiped when dropped.
+        let mut asked: Option<Zeroizing<Vec<u8>>> = None;
+        let mut password = || -> Result<Zeroizing<Vec<u8>>> {
             if asked.is_none() {
-                asked = Some(password()?);
+                asked = Some(Zeroizing::new(password()?));
             }
             Ok(asked.clone().expect("asked above"))
         };
@@ -156,7 +165,7 @@ impl Repository {
     /// was removed, a config that changed): then [`Repository::open_cold`] reads it all.
     fn open_warm(
         backend: &BackendRef,
-        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        password: &mut dyn FnMut() -> Result<Zeroizing<Vec<u8>>>,
         cache_base: &Path,
     ) -> Result<Option<Self>> {
         let key_cache = key_cache_path(cache_base, &backend.location());
@@ -230,7 +239,7 @@ impl Repository {
     /// hourly backup on a warm cache does.
     fn open_cold(
         backend: BackendRef,
-        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        password: &mut dyn FnMut() -> Result<Zeroizing<Vec<u8>>>,
         cache_base: &Path,
         view: IndexView,
     ) -> Result<Self> {
@@ -339,7 +348,7 @@ impl Repository {
         Ok(Repository {
             backend,
             written,
-            key,
+            key: std::sync::Arc::new(key),
             key_id,
             config,
             cache,
