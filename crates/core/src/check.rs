@@ -572,23 +572,52 @@ impl Audit<'_> {
         files: SnapshotFiles,
         filter: &SnapshotFilter,
     ) -> Vec<(SnapshotId, Snapshot)> {
-        let mut snapshots = Vec::new();
+        let mut readable = Vec::new();
+        let mut listed = HashSet::new();
         for (id, loaded) in files {
             match loaded {
                 // Forgotten since the listing: not damage.
-                Err(Error::NotFound { .. }) => {}
-                Ok(s) if !filter.matches(&s) => {}
-                Ok(s) => snapshots.push((id, s)),
+                Err(Error::NotFound { .. }) => continue,
+                Ok(s) => readable.push((id, s)),
                 Err(e) => self.problems.push(problem(
                     Object::Snapshot(id),
                     e.to_string(),
                     Remedy::ForgetSnapshot,
                 )),
             }
+            listed.insert(id);
         }
+        self.rollback_alarms(&listed, &readable);
+        let mut snapshots: Vec<_> = (readable.into_iter())
+            .filter(|(_, s)| filter.matches(s))
+            .collect();
         snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
         self.report.snapshots = snapshots.len();
         snapshots
+    }
+
+    /// A newest snapshot gone without a recorded forget is a problem of the repository
+    /// (format-spec §9.2), whatever the filter.
+    fn rollback_alarms(
+        &mut self,
+        listed: &HashSet<SnapshotId>,
+        readable: &[(SnapshotId, Snapshot)],
+    ) {
+        match self.repo.watch_for_rollback(listed, readable) {
+            Ok(alarms) => self.problems.extend(alarms.into_iter().map(|v| {
+                problem(
+                    Object::Snapshot(v.id),
+                    format!(
+                        "the newest snapshot of {} ({}) vanished without a forget recorded",
+                        v.lineage, v.time
+                    ),
+                    Remedy::InvestigateRollback,
+                )
+            })),
+            Err(e) => self.repo.warn(format!(
+                "could not compare with the snapshots seen before: {e}"
+            )),
+        }
     }
 
     /// Every tree the snapshots reach, and every blob they name is indexed. By tree, not by

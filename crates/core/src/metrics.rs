@@ -37,6 +37,7 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ("strata_backup_last_stored_bytes", "gauge", "What the set's last backup added to the repository, after compression and encryption."),
     ("strata_backup_runs_total", "counter", "Backups of the set run, by result (success, partial, failure)."),
     ("strata_snapshots", "gauge", "Snapshots of the set in the repository."),
+    ("strata_snapshots_vanished", "gauge", "Snapshots of the set, the newest this host had seen, that vanished with no forget recorded (a possible rollback)."),
     ("strata_forget_last_timestamp_seconds", "gauge", "When forget last ran."),
     ("strata_forget_last_removed_snapshots", "gauge", "Snapshots the last forget removed."),
     ("strata_prune_last_timestamp_seconds", "gauge", "When prune last ran."),
@@ -448,6 +449,19 @@ pub fn record_snapshot_counts(s: &mut Samples, snapshots: &[(SnapshotId, Snapsho
     }
     for (set, n) in counts {
         s.set("strata_snapshots", &[("set", &set)], n as f64);
+    }
+}
+
+/// The rollback alarms standing (format-spec §9.2), counted per set; sets without one
+/// have no sample.
+pub fn record_vanished(s: &mut Samples, vanished: &[crate::repo::rollback::Vanished]) {
+    s.clear("strata_snapshots_vanished");
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in vanished {
+        *counts.entry(&v.set).or_default() += 1;
+    }
+    for (set, n) in counts {
+        s.set("strata_snapshots_vanished", &[("set", set)], n as f64);
     }
 }
 

@@ -42,6 +42,10 @@ pub enum Remedy {
     /// A mark record cannot be read: move it out of the repository (keep a copy). Until
     /// then every backup reads the whole index instead of trusting its partial view.
     RemoveMarkRecord,
+    /// The newest snapshot of a lineage vanished with no forget recorded: whoever can write
+    /// the storage may have rolled the repository back. Find out who removed it (the
+    /// bucket's access logs, another host's cache) before trusting `latest`.
+    InvestigateRollback,
 }
 
 #[cfg(test)]

@@ -508,11 +508,11 @@ pub fn forget(
         plans.extend(plan(snaps, &job.policy));
     }
     if !dry_run {
-        for p in &plans {
-            for (id, _) in &p.remove {
-                repo.snapshots().remove(id)?;
-            }
-        }
+        let ids: Vec<_> = plans
+            .iter()
+            .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
+            .collect();
+        repo.snapshots().forget(&ids)?;
     }
     Ok(plans)
 }

@@ -295,6 +295,7 @@ fn prune_deletes_mark_records_past_their_retention() {
         reread: false,
         superseded: Vec::new(),
         keys: Vec::new(),
+        forgotten: Vec::new(),
     };
     admin.save_file(FileKind::Marks, &old).unwrap();
     assert_eq!(fleet.store.list(FileKind::Marks).unwrap().len(), 2);
@@ -1015,6 +1016,7 @@ fn a_record_asking_for_a_full_read_gets_one() {
         reread: true,
         superseded: Vec::new(),
         keys: Vec::new(),
+        forgotten: Vec::new(),
     };
     admin.save_file(FileKind::Marks, &record).unwrap();
     let (_, lists, _) = fleet.cost(|| drop(fleet.open("a")));

@@ -747,9 +747,11 @@ pub fn forget(
         keep_an_intact_base_backup(plan);
     }
     if !dry_run {
-        for (id, _) in plans.iter().flat_map(|p| &p.remove) {
-            repo.snapshots().remove(id)?;
-        }
+        let ids: Vec<_> = plans
+            .iter()
+            .flat_map(|p| p.remove.iter().map(|(id, _)| *id))
+            .collect();
+        repo.snapshots().forget(&ids)?;
     }
     let forgotten: std::collections::HashSet<SnapshotId> = plans
         .iter()

@@ -531,8 +531,12 @@ impl Run<'_> {
             };
             // The set's objectives beside its times: the alert rules compare the two.
             let objectives = self.hooks.and_then(|set| set.objectives(None, &[]).ok());
+            let vanished = repo.and_then(|r| r.snapshots().vanished().ok());
             global.update_metrics(|s| {
                 metrics::record_backup(s, &run);
+                if let Some(v) = &vanished {
+                    metrics::record_vanished(s, v);
+                }
                 if let Some(o) = &objectives {
                     metrics::record_objectives(s, self.label, o);
                 }

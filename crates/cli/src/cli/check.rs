@@ -74,8 +74,10 @@ fn record_metrics(global: &Global, repo: &strata::Repository, report: &check::Ch
             let mut s = strata::metrics::Samples::default();
             strata::metrics::record_repository(&mut s, repo).map(|()| s)
         };
+        let vanished = repo.snapshots().vanished().unwrap_or_default();
         global.update_metrics(|s| {
             strata::metrics::record_check(s, report);
+            strata::metrics::record_vanished(s, &vanished);
             if let Ok(sizes) = sizes {
                 s.merge(sizes);
             }

@@ -188,9 +188,8 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     found.sort_by_key(|(id, _)| *id);
     found.dedup_by_key(|(id, _)| *id);
     if !args.dry_run {
-        for (id, _) in &found {
-            repo.snapshots().remove(id)?;
-        }
+        let ids: Vec<_> = found.iter().map(|(id, _)| *id).collect();
+        repo.snapshots().forget(&ids)?;
     }
     let pruned = prune_after(global, &repo, args, found.len())?;
     if global.json {

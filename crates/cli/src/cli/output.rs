@@ -288,6 +288,11 @@ pub fn remedy(r: strata::Remedy) -> String {
         ForgetSnapshot => {
             "the snapshot cannot be read; `strata repair snapshots --forget` removes it".into()
         }
+        InvestigateRollback => "no forget removed it: someone who can write the storage may \
+                                have rolled the repository back; find out who removed it (the \
+                                bucket's access logs, this host's cache) before trusting \
+                                `latest`, and back up again"
+            .into(),
         FixArchivingThenBaseBackup => "the missing WAL cannot be made again: see that \
                                        archiving works (pg_stat_archiver), then take a new base \
                                        backup (`strata pg basebackup`), from which recovery no \

@@ -254,3 +254,68 @@ fn an_empty_password_is_refused_everywhere_and_key_costs_are_shown() {
     let listed = env.ok(&["key", "list"]);
     assert!(listed.contains("m=64 KiB t=1 p=1  WEAK"), "{listed}");
 }
+
+/// Item 11: a storage-only attacker moves the newest snapshot file out of `snapshots/`.
+/// Every host that saw it says so on `snapshots`, `restore latest`, `status` and `check`
+/// (a problem, exit 1) and in the metrics, until a newer snapshot of the set exists; a
+/// forget of the newest, on this host or another, raises nothing.
+#[test]
+fn a_rolled_back_set_is_noticed_by_the_hosts_that_saw_it() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let backup = |seed: u64| {
+        std::fs::write(src.join("f"), noise(1000, seed)).unwrap();
+        env.backup(&[src.to_str().unwrap()])["snapshot_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (_old, newest) = (backup(1), backup(2));
+    let snapshots_dir = std::path::Path::new(&env.repo).join("snapshots");
+    std::fs::rename(snapshots_dir.join(&newest), env.path("stolen")).unwrap();
+    let alarm = "vanished from the repository without a forget recorded";
+    for args in [
+        &["snapshots"][..],
+        &["status"][..],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            env.path("t").to_str().unwrap(),
+        ][..],
+    ] {
+        let out = env.run(args);
+        assert!(stderr(&out).contains(alarm), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&newest), "{args:?}: {}", stderr(&out));
+    }
+    let metrics = env.path("strata.prom");
+    let out = env.run(&["--metrics-file", metrics.to_str().unwrap(), "check"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains(&format!("snapshot {newest}")), "{said}");
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("strata_snapshots_vanished{set=\"host:"),
+        "{prom}"
+    );
+    // Put back, the alarm ends; a newer snapshot would end it too.
+    std::fs::rename(env.path("stolen"), snapshots_dir.join(&newest)).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert!(!stderr(&out).contains(alarm), "{}", stderr(&out));
+    // Forgets of the newest, here or by another host, raise nothing.
+    let third = backup(3);
+    env.ok(&["forget", "--snapshot", &third]);
+    assert!(!stderr(&env.run(&["snapshots"])).contains(alarm));
+    let fourth = backup(4);
+    let out = env
+        .own_cmd()
+        .args(["forget", "--snapshot", &fourth])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains(alarm), "{}", stderr(&out));
+}

@@ -285,14 +285,11 @@ pub fn repair_snapshots(
     }
     if forget && !dry_run {
         // Their copies are durable since the earlier run.
-        let ids = earlier
-            .iter()
-            .map(|(id, _)| id)
-            .chain(damaged.iter().map(|(id, _)| id));
-        for id in ids {
-            repo.snapshots().remove(id)?;
-            report.removed.push(id.to_hex());
-        }
+        let ids: Vec<_> = (earlier.iter().map(|(id, _)| *id))
+            .chain(damaged.iter().map(|(id, _)| *id))
+            .collect();
+        repo.snapshots().forget(&ids)?;
+        report.removed.extend(ids.iter().map(|id| id.to_hex()));
     }
     Ok(report)
 }

@@ -62,6 +62,10 @@ pub struct MarkRecord {
     /// (format-spec §3.1, §12).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyId>,
+    /// Snapshots a forget removed that were the newest of their lineage: hosts that saw
+    /// them do not take their absence for a rollback (format-spec §9.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forgotten: Vec<crate::id::SnapshotId>,
 }
 
 /// What the mark records one listing found new ask of the run that read them.
@@ -84,6 +88,7 @@ impl MarkRecord {
             reread: false,
             superseded: Vec::new(),
             keys: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -137,6 +142,17 @@ impl Repository {
     pub(crate) fn write_key_record(&self, removed: &[KeyId]) -> Result<Option<MarkId>> {
         self.save_mark_record(MarkRecord {
             keys: removed.to_vec(),
+            ..MarkRecord::empty()
+        })
+    }
+
+    /// Writes a record naming snapshots about to be forgotten, durably, before they go.
+    pub(crate) fn write_forget_record(
+        &self,
+        forgotten: &[crate::id::SnapshotId],
+    ) -> Result<Option<MarkId>> {
+        self.save_mark_record(MarkRecord {
+            forgotten: forgotten.to_vec(),
             ..MarkRecord::empty()
         })
     }

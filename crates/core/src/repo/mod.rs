@@ -19,6 +19,7 @@ mod keyring;
 pub mod marks;
 mod open;
 mod retention;
+pub mod rollback;
 mod snapshots;
 mod trees;
 

@@ -80,15 +80,10 @@ impl Snapshots<'_> {
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        for id in repo.cache.snapshots().ids()? {
-            if !listed.contains(&id) {
-                repo.cache.snapshots().remove(&id)?;
-            }
-        }
         let mut out = Vec::with_capacity(listed.len());
         let mut damaged = Vec::new();
         let mut missing = Vec::new();
-        for id in listed {
+        for id in listed.iter().copied() {
             let cached = repo
                 .cache
                 .snapshots()
@@ -123,6 +118,7 @@ impl Snapshots<'_> {
                 .then_with(|| a.0.cmp(&b.0))
         });
         damaged.sort_by_key(|d| d.0);
+        repo.watch_for_rollback(&listed, &out)?;
         Ok((out, damaged))
     }
 
@@ -158,9 +154,34 @@ impl Snapshots<'_> {
         }
     }
 
-    /// Deletes a snapshot manifest. The data it referenced stays until prune.
+    /// Deletes a snapshot manifest. The data it referenced stays until prune. Out of the
+    /// cache first: a manifest the cache still holds once its file is gone is one this host
+    /// did not forget (a rollback alarm, format-spec §9.2).
     pub fn remove(&self, id: &SnapshotId) -> Result<()> {
-        self.0.backend.delete(FileKind::Snapshot, &id.to_hex())?;
-        self.0.cache.snapshots().remove(id)
+        self.0.cache.snapshots().remove(id)?;
+        self.0.backend.delete(FileKind::Snapshot, &id.to_hex())
+    }
+
+    /// Forgets `ids`: those that are the newest of their lineage are first named in a
+    /// mark record, durably, so that other hosts that saw them do not take their absence
+    /// for a rollback; then each manifest is deleted.
+    pub fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let all = self.with_damage()?.0;
+        let newest = super::rollback::newest_among(&all, ids);
+        if !newest.is_empty() {
+            self.0.write_forget_record(&newest)?;
+        }
+        for id in ids {
+            self.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// The rollback alarms standing after the last listing (format-spec §9.2).
+    pub fn vanished(&self) -> Result<Vec<super::rollback::Vanished>> {
+        self.0.vanished_snapshots()
     }
 }
