@@ -104,7 +104,7 @@ pub use remedy::Remedy;
 pub use repo::cache::{private_dir, private_dirs};
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
-pub use repo::marks::{MarkRecord, PARTIAL_VIEW_MAX_AGE, RECORD_RETENTION};
+pub use repo::marks::{IndexView, MarkRecord, PARTIAL_VIEW_MAX_AGE, RECORD_RETENTION};
 pub use repo::metadata::MetadataRepository;
 pub use repo::pack::BlobKind;
 pub use repo::packer::{Packer, DATA_PACK_SIZE, TREE_PACK_SIZE};

@@ -97,6 +97,10 @@ pub struct Global {
     /// (node_exporter's textfile collector; the other runs' series are kept).
     #[arg(long, env = "STRATA_METRICS_FILE", global = true, help_heading = GLOBAL)]
     metrics_file: Option<PathBuf>,
+    /// Try first the key file whose id starts with this (`strata key list` shows ids): on
+    /// a bare machine, opening otherwise tries key files cheapest first, within a budget.
+    #[arg(long, env = "STRATA_KEY_HINT", global = true, help_heading = GLOBAL)]
+    key_hint: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -300,13 +304,6 @@ fn exit_on_signals_at_once() {
     }
 }
 
-/// [`Repository::open_with`] or [`Repository::open_metadata`].
-type OpenFn<R> = fn(
-    backend::BackendRef,
-    &mut dyn FnMut() -> strata::Result<Vec<u8>>,
-    &std::path::Path,
-) -> strata::Result<R>;
-
 /// Warnings about damage an operation skipped, on standard error.
 fn warning_sink() -> strata::WarningSink {
     Box::new(|msg| eprintln!("warning: {}", output::plain(msg)))
@@ -390,7 +387,7 @@ impl Global {
     }
 
     fn open(&self) -> anyhow::Result<Repository> {
-        let repo = self.open_how(Repository::open_with)?;
+        let repo = self.open_how(strata::IndexView::Full)?;
         repo.set_warning_sink(warning_sink());
         Ok(repo)
     }
@@ -398,14 +395,14 @@ impl Global {
     /// For a backup: a partial view of the index where the repository allows one
     /// (format-spec §7.3), so that its cost does not grow with the hosts sharing it.
     fn open_for_backup(&self) -> anyhow::Result<Repository> {
-        let repo = self.open_how(Repository::open_for_backup)?;
+        let repo = self.open_how(strata::IndexView::Partial)?;
         repo.set_warning_sink(warning_sink());
         Ok(repo)
     }
 
     /// For commands that need snapshots and audit records only: no index listing.
     fn open_metadata(&self) -> anyhow::Result<strata::MetadataRepository> {
-        let repo = self.open_how(Repository::open_metadata)?;
+        let repo = strata::MetadataRepository::new(self.open_how(strata::IndexView::None)?);
         repo.set_warning_sink(warning_sink());
         Ok(repo)
     }
@@ -419,7 +416,7 @@ impl Global {
         Ok(repo)
     }
 
-    fn open_how<R>(&self, open: OpenFn<R>) -> anyhow::Result<R> {
+    fn open_how(&self, view: strata::IndexView) -> anyhow::Result<Repository> {
         let backend = self.backend()?;
         let cache = self.cache_base()?;
         let prompt = match self.password_var {
@@ -430,7 +427,8 @@ impl Global {
             self.password(prompt, false)
                 .map_err(|e| strata::Error::Password(output::chain(&e)))
         };
-        let repo = open(backend, &mut password, &cache)
+        let hint = self.key_hint.as_deref();
+        let repo = Repository::open_hinted(backend, &mut password, &cache, view, hint)
             .with_context(|| format!("opening repository {}", self.repo_url().unwrap_or("")))?;
         Ok(repo)
     }

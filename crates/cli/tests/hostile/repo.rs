@@ -319,3 +319,24 @@ fn a_rolled_back_set_is_noticed_by_the_hosts_that_saw_it() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(!stderr(&out).contains(alarm), "{}", stderr(&out));
 }
+
+/// Item 9, the hint: `--key-hint` (or STRATA_KEY_HINT) tries the named key file first; a
+/// hint that matches nothing changes nothing.
+#[test]
+fn a_key_hint_opens_with_the_named_key_first() {
+    let env = Env::local();
+    env.init();
+    let keys = env.json(&["key", "list"]);
+    let id = keys[0]["id"].as_str().unwrap().to_string();
+    let mut bare = Env::local();
+    bare.repo = env.repo.clone();
+    let out = bare.run(&["--key-hint", &id[..10], "snapshots"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = bare
+        .cmd()
+        .env("STRATA_KEY_HINT", "ffff")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}

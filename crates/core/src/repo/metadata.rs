@@ -28,7 +28,8 @@ pub struct MetadataRepository {
 }
 
 impl MetadataRepository {
-    pub(super) fn new(repo: Repository) -> Self {
+    /// The metadata view of a repository opened with [`IndexView::None`](crate::IndexView).
+    pub fn new(repo: Repository) -> Self {
         MetadataRepository { repo }
     }
 

@@ -109,7 +109,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, IndexView::Full)
+        Self::open_inner(backend, password, cache_base, IndexView::Full, None)
     }
 
     /// As [`Repository::open_with`] for a backup: where the format and the cache allow,
@@ -120,7 +120,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, IndexView::Partial)
+        Self::open_inner(backend, password, cache_base, IndexView::Partial, None)
     }
 
     /// As [`Repository::open_with`] for commands that read snapshots and audit records
@@ -131,8 +131,22 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<metadata::MetadataRepository> {
-        Self::open_inner(backend, password, cache_base, IndexView::None)
+        Self::open_inner(backend, password, cache_base, IndexView::None, None)
             .map(metadata::MetadataRepository::new)
+    }
+
+    /// As [`Repository::open_with`] (`view` full), [`Repository::open_for_backup`]
+    /// (partial) or [`Repository::open_metadata`] (none, then wrapped by
+    /// [`metadata::MetadataRepository::new`]), trying first the key files whose id starts
+    /// with `key_hint`: a bare machine facing many key files, some of them junk.
+    pub fn open_hinted(
+        backend: BackendRef,
+        password: &mut dyn FnMut() -> Result<Vec<u8>>,
+        cache_base: &Path,
+        view: IndexView,
+        key_hint: Option<&str>,
+    ) -> Result<Self> {
+        Self::open_inner(backend, password, cache_base, view, key_hint)
     }
 
     pub(super) fn open_inner(
@@ -140,6 +154,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
         view: IndexView,
+        key_hint: Option<&str>,
     ) -> Result<Self> {
         // Asked once, whichever way the repository is opened in the end; every copy is
         // wiped when dropped.
@@ -155,7 +170,7 @@ impl Repository {
                 return Ok(repo);
             }
         }
-        Self::open_cold(backend, &mut password, cache_base, view)
+        Self::open_cold(backend, &mut password, cache_base, view, key_hint)
     }
 
     /// An hourly backup's opening (format-spec §7.3, §12): the key file and the config come
@@ -242,6 +257,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Zeroizing<Vec<u8>>>,
         cache_base: &Path,
         view: IndexView,
+        key_hint: Option<&str>,
     ) -> Result<Self> {
         // Reading the config doubles as the existence check: one request, not two.
         let sealed = match backend.read(FileKind::Config, "config") {
@@ -271,7 +287,7 @@ impl Repository {
                     match cached_key(&backend, &key_cache, &password, &sealed)? {
                         Some(c) => c,
                         None => {
-                            let (key, key_id, file) = Self::unlock(&backend, &password)?;
+                            let (key, key_id, file) = Self::unlock(&backend, &password, key_hint)?;
                             let config = open_config(&key, &sealed)
                                 .ok_or_else(|| Error::corrupt("config", "authentication failed"))?;
                             remember_key(&key_cache, &key_id, file, &sealed);
@@ -365,17 +381,22 @@ impl Repository {
     pub(super) fn unlock(
         backend: &BackendRef,
         password: &[u8],
+        hint: Option<&str>,
     ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
-        Self::unlock_within(backend, password, UNLOCK_WORK_BUDGET)
+        Self::unlock_within(backend, password, hint, UNLOCK_WORK_BUDGET)
     }
 
     fn unlock_within(
         backend: &BackendRef,
         password: &[u8],
+        hint: Option<&str>,
         budget: u64,
     ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
         let (mut candidates, mut damaged) = read_key_files(backend)?;
-        candidates.sort_by(|a, b| (a.2.kdf.work(), &a.0).cmp(&(b.2.kdf.work(), &b.0)));
+        // The hinted key files first, then the cheapest.
+        let hint = hint.map(str::to_ascii_lowercase);
+        let unhinted = |id: &KeyId| !hint.as_ref().is_some_and(|h| id.to_hex().starts_with(h));
+        candidates.sort_by_key(|(id, _, kf)| (unhinted(id), kf.kdf.work(), *id));
         let mut intact = 0usize;
         let mut spent = 0u64;
         let total = candidates.len();
@@ -577,12 +598,12 @@ mod tests {
             memory_kib: 128,
             ..KdfCost::INSECURE_FOR_TESTS
         };
-        repo.keys().add(b"dear", &dear).unwrap();
+        let dear_id = repo.keys().add(b"dear", &dear).unwrap();
         repo.keys()
             .add(b"cheap", &KdfCost::INSECURE_FOR_TESTS)
             .unwrap();
         // 64 + 64 KiB·passes: the two cheap keys fit, the dear one does not.
-        let opened = |pw: &[u8], budget| Repository::unlock_within(&store, pw, budget);
+        let opened = |pw: &[u8], budget| Repository::unlock_within(&store, pw, None, budget);
         assert!(opened(b"cheap", 128).is_ok());
         assert!(opened(b"pw", 128).is_ok());
         match opened(b"dear", 128) {
@@ -596,6 +617,10 @@ mod tests {
             other => panic!("{:?}", other.map(|k| k.1)),
         }
         assert!(opened(b"dear", 256).is_ok());
+        // Hinted, the dear key goes first and fits the budget alone.
+        let hint = dear_id.to_hex()[..8].to_ascii_uppercase();
+        let hinted = Repository::unlock_within(&store, b"dear", Some(&hint), 128);
+        assert_eq!(hinted.unwrap().1, dear_id);
         assert!(matches!(
             opened(b"none", 256),
             Err(Error::WrongPassword { damaged }) if damaged.is_empty()
