@@ -1280,14 +1280,19 @@ pub fn restore(
             target.display()
         )));
     }
-    let restored = staging
-        .path()
-        .join(plan.base.data_directory.trim_start_matches('/'));
+    let (restored, dir) = staged_data_directory(staging.path(), plan)?;
     // Everything is written while the data directory is still inside the private staging
     // directory: once renamed into place it is the cluster owner's, who could swap it for
     // a symlink between the rename and the writes (root then wrote backup_label and
     // postgresql.auto.conf wherever it pointed).
-    prepare_recovery(&restored, plan, restore_command, keep_archiving, progress)?;
+    prepare_recovery(
+        &restored,
+        &dir,
+        plan,
+        restore_command,
+        keep_archiving,
+        progress,
+    )?;
     if target.exists() {
         std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
     }
@@ -1296,55 +1301,71 @@ pub fn restore(
     Ok(report)
 }
 
-/// Writes what makes the next start of PostgreSQL in `dir` a recovery to the plan's
-/// target (see [`restore`]), owned by the data directory's owner.
+/// The components of `data_directory` when it is an absolute path in normal form: no
+/// empty, `.` or `..` component, not the root itself.
+fn normal_components(data_directory: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = data_directory.strip_prefix('/')?.split('/').collect();
+    let normal = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\0');
+    parts.iter().all(normal).then_some(parts)
+}
+
+/// The base backup's data directory as restored into `staging`: its path and the
+/// directory, opened. The snapshot's record says where it is, and a key holder writes
+/// that record: a `..` would lead out of the staging area (a directory of the host moved
+/// into the target), a symlink node on the way anywhere (root writing backup_label into
+/// it). Only a normal absolute path is taken, each component opened without following
+/// a link, so the directory found is a real one inside the staging area.
+fn staged_data_directory(
+    staging: &Path,
+    plan: &RestorePlan,
+) -> Result<(PathBuf, std::os::fd::OwnedFd)> {
+    use rustix::fs::{Mode, OFlags};
+    let refuse = |reason: &str| {
+        Error::UnsafeDataDirectory {
+            cluster: plan.base.cluster.clone(),
+            snapshot: plan.snapshot.short(),
+            data_directory: plan.base.data_directory.clone(),
+            reason: reason.into(),
+        }
+        .with_remedy(strata::Remedy::ForgetSnapshot)
+    };
+    let parts = normal_components(&plan.base.data_directory).ok_or_else(|| {
+        refuse("is not an absolute path in normal form (no `.`, `..` or empty component)")
+    })?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut path = staging.to_path_buf();
+    let mut dir = rustix::fs::open(staging, flags, Mode::empty())
+        .map_err(|e| Error::io(staging, e.into()))?;
+    for part in parts {
+        path.push(part);
+        dir = rustix::fs::openat(&dir, part, flags, Mode::empty()).map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => refuse(&format!(
+                "is no real directory in the backup ({} is a symlink or not a directory)",
+                path.strip_prefix(staging).unwrap_or(&path).display()
+            )),
+            rustix::io::Errno::NOENT => refuse("is not in the backup"),
+            e => Error::io(&path, e.into()),
+        })?;
+    }
+    Ok((path, dir))
+}
+
+/// Writes what makes the next start of PostgreSQL in `dir` (at `path`) a recovery to the
+/// plan's target (see [`restore`]), owned by the data directory's owner.
 fn prepare_recovery(
-    dir: &Path,
+    path: &Path,
+    dir: &std::os::fd::OwnedFd,
     plan: &RestorePlan,
     restore_command: &str,
     keep_archiving: bool,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Postgres {
-            cluster: plan.base.cluster.clone(),
-            reason: format!(
-                "the base backup's data directory {} is not a directory in it",
-                plan.base.data_directory
-            ),
-        });
-    }
-    use std::os::unix::fs::MetadataExt;
-    let owner = (meta.uid(), meta.gid());
-    use std::os::unix::fs::OpenOptionsExt;
-    let write = |name: &str, text: &str, append: bool| -> Result<()> {
-        let path = dir.join(name);
-        // A restored symlink in its place (planted in the primary's data directory, say)
-        // must not carry these writes, nor the chown, out of the data directory.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&path, e))?;
-        // The server reads them as the data directory's owner.
-        if strata::is_root() {
-            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
-                .map_err(|e| Error::io(&path, e))?;
-        }
-        Ok(())
+    let meta = rustix::fs::fstat(dir).map_err(|e| Error::io(path, e.into()))?;
+    let owner = (meta.st_uid, meta.st_gid);
+    let write = |name: &str, text: &str, append: bool| {
+        write_recovery_file(dir, &path.join(name), (text, append), owner)
     };
-    own_wal_directory(dir, owner, progress)?;
+    own_wal_directory(path, owner, progress)?;
     write("backup_label", &plan.base.backup_label, false)?;
     if let Some(map) = &plan.base.tablespace_map {
         write("tablespace_map", map, false)?;
@@ -1372,6 +1393,43 @@ fn prepare_recovery(
     }
     write("postgresql.auto.conf", &conf, true)?;
     write("recovery.signal", "", false)?;
+    Ok(())
+}
+
+/// Writes (or, with `append`, appends) `text` to the file `path` names in `dir`, relative
+/// to the directory's descriptor and without following a link, and gives it to `owner`
+/// (the server reads it as the data directory's owner).
+fn write_recovery_file(
+    dir: &std::os::fd::OwnedFd,
+    path: &Path,
+    (text, append): (&str, bool),
+    owner: (u32, u32),
+) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let io = |e: rustix::io::Errno| Error::io(path, e.into());
+    let name = path.file_name().expect("a file name");
+    // A restored symlink in its place (planted in the primary's data directory, say)
+    // must not carry these writes, nor the chown, out of the data directory.
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+    if st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(io)?;
+    }
+    let how = if append {
+        OFlags::APPEND
+    } else {
+        OFlags::TRUNC
+    };
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | how;
+    let mut f = std::fs::File::from(
+        rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(io)?,
+    );
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    if strata::is_root() {
+        std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
+            .map_err(|e| Error::io(path, e))?;
+    }
     Ok(())
 }
 
@@ -1494,6 +1552,30 @@ mod tests {
         assert_eq!(Lsn::parse("0/2000028"), Some(Lsn(0x2000028)));
         assert_eq!(Lsn::parse("A/FF"), Some(Lsn((0xA << 32) | 0xFF)));
         assert_eq!(Lsn::parse("x"), None);
+    }
+
+    /// Only a normal absolute path names a data directory in a base backup (issue 31).
+    #[test]
+    fn data_directories_in_normal_form_only() {
+        assert_eq!(
+            normal_components("/var/lib/postgresql/15/main"),
+            Some(vec!["var", "lib", "postgresql", "15", "main"])
+        );
+        for bad in [
+            "",
+            "/",
+            "//d",
+            "/d/",
+            "/d/./e",
+            "/d/../e",
+            "/..",
+            "/../srv/other",
+            "d",
+            "./d",
+            "/d\0",
+        ] {
+            assert_eq!(normal_components(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
