@@ -164,7 +164,9 @@ impl Session {
     fn connect(cluster: &Cluster) -> Result<Session> {
         let stderr = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
         let err_file = stderr.reopen().map_err(|e| Error::io(stderr.path(), e))?;
-        let mut child = Command::new("psql")
+        // psql needs libpq's own variables (PGPASSWORD, PGSSLMODE), not the
+        // repository's password nor the cloud's keys.
+        let mut child = strata::hooks::without_secrets(&mut Command::new("psql"))
             .args([
                 "-X",
                 "-q",

@@ -140,3 +140,78 @@ fn a_data_directory_that_climbs_out_is_refused() {
         untouched(&other);
     }
 }
+
+/// What a secret looks like in these tests' environments: none may reach a child.
+const SECRET: &str = "s3cret-that-no-child-sees";
+
+/// The repository's password variables and the cloud's secrets, as a host's environment
+/// may hold them beside the password the tests open the repository with.
+fn secret_vars() -> Vec<(&'static str, String)> {
+    [
+        "STRATA_PASSWORD_COMMAND",
+        "STRATA_NEW_PASSWORD",
+        "STRATA_TO_PASSWORD",
+        "STRATA_TO_PASSWORD_FILE",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .into_iter()
+    .map(|k| (k, format!("{SECRET}-{k}")))
+    .collect()
+}
+
+/// `env` as a child wrote it holds none of the secrets, nor the repository's password.
+fn no_secret_in(seen: &str) {
+    assert!(
+        !seen.contains(SECRET),
+        "a secret reached the child:\n{seen}"
+    );
+    assert!(
+        !seen.contains(PASSWORD),
+        "the password reached the child:\n{seen}"
+    );
+    for line in seen.lines() {
+        let name = line.split('=').next().unwrap_or_default();
+        assert!(
+            !name.starts_with("STRATA_PASSWORD") && !name.starts_with("AWS_"),
+            "{line}"
+        );
+    }
+}
+
+/// Item 2: an `on-success` hook (`env > file`) sees the run it follows (what the README
+/// says hooks get, and PATH), not the repository's password nor the cloud's secrets.
+#[test]
+fn a_hook_sees_no_secret() {
+    let env = Env::local();
+    env.init();
+    let app = env.path("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("a.txt"), "alpha\n").unwrap();
+    let seen = env.path("hook.env");
+    let cfg = env.path("hooks.toml");
+    fs::write(
+        &cfg,
+        format!("[sets.docs]\npaths = [{app:?}]\non-success = 'env > {seen:?}'\n"),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .envs(secret_vars())
+        .args(["--config", cfg.to_str().unwrap(), "backup", "docs"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let seen = fs::read_to_string(&seen).expect("the hook did not run");
+    no_secret_in(&seen);
+    for kept in [
+        "STRATA_SET=docs",
+        "STRATA_EXIT_CODE=0",
+        "STRATA_SNAPSHOT_ID=",
+        "PATH=",
+    ] {
+        assert!(seen.contains(kept), "{kept} missing:\n{seen}");
+    }
+}
