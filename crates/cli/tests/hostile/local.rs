@@ -2,6 +2,7 @@
 //! record names a data directory that leads out of the restore's staging area.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[allow(unused_imports)]
@@ -214,4 +215,119 @@ fn a_hook_sees_no_secret() {
     ] {
         assert!(seen.contains(kept), "{kept} missing:\n{seen}");
     }
+}
+
+/// A WAL segment of the smallest size PostgreSQL makes, named `name`, in `pg_wal`.
+fn wal_segment(env: &Env, name: &str, seed: u64) -> PathBuf {
+    let dir = env.path("pg_wal");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    fs::write(&path, noise(1 << 20, seed)).unwrap();
+    path
+}
+
+/// Where the WAL agent of cluster `main` listens for this environment's repository.
+fn agent_socket(env: &Env) -> PathBuf {
+    let key = blake3::hash(env.repo.as_bytes()).to_hex();
+    let name = format!("{}-{}", &key[..16], hex::encode("main"));
+    env.cache.join("wal-agent").join(name)
+}
+
+/// A listener of uid `nobody` bound at `socket` that answers "stored" to every push,
+/// killed on drop.
+struct Impostor(std::process::Child);
+
+impl Impostor {
+    fn listen(socket: &Path) -> Self {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let script = "import socket, os, sys\n\
+            s = socket.socket(socket.AF_UNIX)\n\
+            s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()\n\
+            print('ready', flush=True)\n\
+            while True:\n    c, _ = s.accept(); c.recv(4096); c.sendall(b'stored\\n'); c.close()\n";
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script, socket.to_str().unwrap()])
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready.trim(), "ready", "the impostor did not listen");
+        Impostor(child)
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `wal push` of `seg` exits 0, warns about `why`, and the archive really holds the file.
+fn pushed_past_the_impostor(env: &Env, cfg: &str, seg: &Path, why: &str) {
+    let out = env.run(&[
+        "--config",
+        cfg,
+        "wal",
+        "push",
+        "main",
+        seg.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "the push failed instead of archiving: {err}");
+    assert!(err.contains(why), "no clear warning: {err}");
+    let name = seg.file_name().unwrap().to_str().unwrap();
+    let back = env.path(&format!("fetched-{name}"));
+    env.ok(&[
+        "--config",
+        cfg,
+        "wal",
+        "fetch",
+        "main",
+        name,
+        back.to_str().unwrap(),
+    ]);
+    assert!(
+        fs::read(&back).unwrap() == fs::read(seg).unwrap(),
+        "exit 0 on the impostor's word: {name} is not archived"
+    );
+}
+
+/// Item 5: the WAL agent's directory made by another user (nobody), with a listener of
+/// theirs in the socket's place answering "stored" to anything; then the directory ours
+/// again but their listener still bound there. The push refuses both (a warning saying
+/// why) and archives the file itself: PostgreSQL deletes a segment only once it is in
+/// the archive.
+#[test]
+fn a_wal_agent_of_another_user_is_not_believed() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    let cfg = pg_config(&env);
+    let socket = agent_socket(&env);
+    let agent_dir = socket.parent().unwrap();
+    fs::create_dir_all(agent_dir).unwrap();
+    // nobody reaches its directory through ours (as through a shared parent).
+    for d in [env.dir.path(), env.cache.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
+    nix::unistd::chown(agent_dir, nobody, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
+    let _impostor = Impostor::listen(&socket);
+    let first = wal_segment(&env, "000000010000000000000002", 1);
+    pushed_past_the_impostor(&env, &cfg, &first, "owned by uid 65534");
+    // The directory ours again (0700), the impostor's socket still in it.
+    nix::unistd::chown(agent_dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    fs::set_permissions(agent_dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let second = wal_segment(&env, "000000010000000000000003", 2);
+    pushed_past_the_impostor(&env, &cfg, &second, "not by this user");
 }
