@@ -245,7 +245,8 @@ impl Impostor {
             s = socket.socket(socket.AF_UNIX)\n\
             s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen()\n\
             print('ready', flush=True)\n\
-            while True:\n    c, _ = s.accept(); c.recv(4096); c.sendall(b'stored\\n'); c.close()\n";
+            while True:\n    c, _ = s.accept()\n    try: c.recv(4096); c.sendall(b'stored\\n')\n    \
+            except OSError: pass\n    c.close()\n";
         let mut child = std::process::Command::new("/usr/bin/python3")
             .args(["-c", script, socket.to_str().unwrap()])
             .uid(NOBODY)
@@ -330,4 +331,44 @@ fn a_wal_agent_of_another_user_is_not_believed() {
     fs::set_permissions(agent_dir, fs::Permissions::from_mode(0o700)).unwrap();
     let second = wal_segment(&env, "000000010000000000000003", 2);
     pushed_past_the_impostor(&env, &cfg, &second, "not by this user");
+}
+
+/// Item 6: node_exporter's textfile directory is another user's (nobody's), who plants
+/// symlinks as the metrics lock file and as the metrics file, pointing into a directory
+/// of root's: a backup as root creates and changes nothing there.
+#[test]
+fn metrics_written_into_another_users_directory_follow_no_link() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    let app = env.path("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("a.txt"), "alpha\n").unwrap();
+    let textfile = env.path("textfile");
+    fs::create_dir_all(&textfile).unwrap();
+    let nobody = nix::unistd::Uid::from_raw(NOBODY);
+    nix::unistd::chown(&textfile, Some(nobody), None).unwrap();
+    let cron = bystander(env.path("cron.d"));
+    std::os::unix::fs::symlink(cron.join("planted"), textfile.join(".strata.prom.lock")).unwrap();
+    std::os::unix::fs::symlink(cron.join("keep"), textfile.join("strata.prom")).unwrap();
+    let cfg = env.path("metrics.toml");
+    let prom = textfile.join("strata.prom");
+    fs::write(
+        &cfg,
+        format!("metrics-file = {prom:?}\n[sets.docs]\npaths = [{app:?}]\n"),
+    )
+    .unwrap();
+    let out = env.run(&["--config", cfg.to_str().unwrap(), "backup", "docs"]);
+    assert!(stderr(&out).contains("strata.prom"), "{}", stderr(&out));
+    untouched(&cron);
+    // The lock planted no more: the link in the metrics file's place is replaced, not
+    // followed.
+    fs::remove_file(textfile.join(".strata.prom.lock")).unwrap();
+    fs::remove_file(&prom).unwrap();
+    std::os::unix::fs::symlink(cron.join("keep"), &prom).unwrap();
+    env.run(&["--config", cfg.to_str().unwrap(), "backup", "docs"]);
+    untouched(&cron);
 }
