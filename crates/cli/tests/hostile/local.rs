@@ -372,3 +372,57 @@ fn metrics_written_into_another_users_directory_follow_no_link() {
     env.run(&["--config", cfg.to_str().unwrap(), "backup", "docs"]);
     untouched(&cron);
 }
+
+/// Item 5, the tree cache: the cache database is another user's (planted while the
+/// directory was open to their group, say) and holds a forged tree under the id of the
+/// snapshot's root: its trees are used without their ids checked, so the cache must not
+/// be. `ls` lists what the repository holds.
+#[test]
+fn a_cache_database_of_another_user_is_not_trusted() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    let app = env.path("app");
+    fs::create_dir_all(&app).unwrap();
+    fs::write(app.join("real.txt"), "real\n").unwrap();
+    env.ok(&["backup", app.to_str().unwrap()]);
+    assert!(env.ok(&["ls", "latest"]).contains("real.txt"));
+    let (_, snap) = open_repo(&env).snapshots().find("latest").unwrap();
+    let forged = strata::Tree {
+        entries: vec![symlink("forged-entry", "anywhere")],
+    }
+    .encode();
+    let db = walk(&env.cache)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "cache.sqlite"))
+        .expect("no cache database");
+    let script = "import sqlite3, sys\n\
+        c = sqlite3.connect(sys.argv[1])\n\
+        n = c.execute('UPDATE trees SET data = ? WHERE id = ?', \
+            (bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3]))).rowcount\n\
+        c.commit(); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); c.close()\n\
+        sys.exit(0 if n == 1 else 1)\n";
+    let st = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, db.to_str().unwrap()])
+        .args([hex::encode(&forged), hex::encode(snap.tree.0)])
+        .status()
+        .unwrap();
+    assert!(st.success(), "the root tree is not in the cache to forge");
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
+    for f in walk(db.parent().unwrap()) {
+        if f.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("cache.sqlite"))
+        {
+            nix::unistd::chown(&f, nobody, None).unwrap();
+        }
+    }
+    let listed = env.ok(&["ls", "latest"]);
+    assert!(
+        !listed.contains("forged-entry"),
+        "the planted cache was trusted: {listed}"
+    );
+    assert!(listed.contains("real.txt"), "{listed}");
+}
