@@ -426,3 +426,55 @@ fn a_cache_database_of_another_user_is_not_trusted() {
     );
     assert!(listed.contains("real.txt"), "{listed}");
 }
+
+/// Item 2: `pg basebackup` runs psql without the repository's password variables and the
+/// cloud's secrets; libpq's own (PGPASSWORD) and PATH stay. psql is the real one, behind
+/// a shim first on PATH that writes down the environment it was started with (no server
+/// need answer for that).
+#[test]
+fn psql_sees_no_secret() {
+    let env = Env::local();
+    env.init();
+    let shims = env.path("shims");
+    fs::create_dir_all(&shims).unwrap();
+    let seen = env.path("psql.env");
+    fs::write(
+        shims.join("psql"),
+        format!("#!/bin/sh\nenv > {seen:?}\nexec /usr/bin/psql \"$@\"\n"),
+    )
+    .unwrap();
+    fs::set_permissions(shims.join("psql"), fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = env.path("pg.toml");
+    let (data, sock) = (env.path("data"), env.path("sock"));
+    fs::create_dir_all(&data).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            "[postgres.main]\ndata-directory = {data:?}\nconnection = \"host={} port=5432 \
+             user=postgres dbname=postgres\"\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
+    let out = env
+        .cmd()
+        .envs(secret_vars())
+        .env("PATH", path)
+        .env("PGPASSWORD", "libpq-keeps-this")
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "pg",
+            "basebackup",
+            "main",
+        ])
+        .output()
+        .unwrap();
+    let seen =
+        fs::read_to_string(&seen).unwrap_or_else(|_| panic!("psql did not run: {}", stderr(&out)));
+    no_secret_in(&seen);
+    for kept in ["PGPASSWORD=libpq-keeps-this", "PATH="] {
+        assert!(seen.contains(kept), "{kept} missing:\n{seen}");
+    }
+}
