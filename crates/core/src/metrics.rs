@@ -307,12 +307,9 @@ impl MetricsFile {
         let (dir, name) = self.dir_and_name()?;
         let dir = open_dir(&dir).map_err(io)?;
         // A dot file: the collector only reads `*.prom`.
-        let lock = open_plain(
-            &dir,
-            &format!(".{name}.lock"),
-            OFlags::WRONLY | OFlags::CREATE,
-        )
-        .map_err(io)?;
+        let lock_name = format!(".{name}.lock");
+        let lock = open_plain(&dir, &lock_name, OFlags::WRONLY | OFlags::CREATE)
+            .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
         let mut samples = self.read_in(&dir, &name)?;

@@ -42,6 +42,10 @@ pub enum Remedy {
     /// A mark record cannot be read: move it out of the repository (keep a copy). Until
     /// then every backup reads the whole index instead of trusting its partial view.
     RemoveMarkRecord,
+    /// A snapshot reads, but what it records is unsafe to act on (a base backup whose data
+    /// directory leads out of the restore): only a key holder writes that. Remove the
+    /// snapshot and find the host that wrote it; other snapshots restore as usual.
+    RemoveCraftedSnapshot,
 }
 
 #[cfg(test)]

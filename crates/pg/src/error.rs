@@ -110,8 +110,8 @@ impl Error {
         match self {
             Error::Repository(e) => e.remedy(),
             Error::WithRemedy { remedy, .. } => Some(*remedy),
-            // Crafted or damaged: the snapshot is no base backup to restore from.
-            Error::UnsafeDataDirectory { .. } => Some(Remedy::ForgetSnapshot),
+            // Only a key holder writes such a record.
+            Error::UnsafeDataDirectory { .. } => Some(Remedy::RemoveCraftedSnapshot),
             Error::Postgres { .. } | Error::WalGap { .. } => None,
         }
     }
@@ -172,5 +172,13 @@ mod tests {
         assert!(Error::io("/x", std::io::ErrorKind::NotFound.into())
             .repository()
             .is_some());
+        let crafted = Error::UnsafeDataDirectory {
+            cluster: "main".into(),
+            snapshot: "0123abcd".into(),
+            data_directory: "/../srv".into(),
+            reason: "is not an absolute path in normal form".into(),
+        };
+        assert_eq!(crafted.remedy(), Some(Remedy::RemoveCraftedSnapshot));
+        assert!(crafted.to_string().contains("\"/../srv\""), "{crafted}");
     }
 }

@@ -1329,7 +1329,7 @@ fn staged_data_directory(
             data_directory: plan.base.data_directory.clone(),
             reason: reason.into(),
         }
-        .with_remedy(strata::Remedy::ForgetSnapshot)
+        .with_remedy(strata::Remedy::RemoveCraftedSnapshot)
     };
     let parts = normal_components(&plan.base.data_directory).ok_or_else(|| {
         refuse("is not an absolute path in normal form (no `.`, `..` or empty component)")

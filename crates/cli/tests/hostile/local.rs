@@ -63,7 +63,9 @@ fn refused(run: &craft::Bounded, target: &Path, data_directory: &str) {
         "pg restore took the crafted data directory {data_directory}: {err}"
     );
     assert!(
-        err.contains("data directory") && err.contains(data_directory),
+        err.contains("data directory")
+            && err.contains(data_directory)
+            && err.contains("strata forget --snapshot"),
         "no clear error: {err}"
     );
     match fs::symlink_metadata(target) {
@@ -362,7 +364,11 @@ fn metrics_written_into_another_users_directory_follow_no_link() {
     )
     .unwrap();
     let out = env.run(&["--config", cfg.to_str().unwrap(), "backup", "docs"]);
-    assert!(stderr(&out).contains("strata.prom"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".strata.prom.lock"),
+        "{}",
+        stderr(&out)
+    );
     untouched(&cron);
     // The lock planted no more: the link in the metrics file's place is replaced, not
     // followed.
