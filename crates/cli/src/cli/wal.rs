@@ -335,8 +335,11 @@ mod agent {
     /// starting more agents, each opening the repository in vain.
     pub fn serve(global: &Global, name: &str) -> anyhow::Result<i32> {
         let sock = socket(global, name)?;
-        if UnixStream::connect(&sock).is_ok() {
-            return Ok(exit::OK); // Another agent serves already.
+        // Another agent of this user's serves already. Another user's listener there
+        // (bound while the directory was open to them) is replaced: the directory is
+        // ours, and pushes would otherwise archive by themselves for ever.
+        if UnixStream::connect(&sock).is_ok_and(|conn| same_user(&conn).is_ok()) {
+            return Ok(exit::OK);
         }
         let _ = std::fs::remove_file(&sock);
         let Ok(listener) = UnixListener::bind(&sock) else {

@@ -333,6 +333,28 @@ fn a_wal_agent_of_another_user_is_not_believed() {
     fs::set_permissions(agent_dir, fs::Permissions::from_mode(0o700)).unwrap();
     let second = wal_segment(&env, "000000010000000000000003", 2);
     pushed_past_the_impostor(&env, &cfg, &second, "not by this user");
+    // The agent that push started takes the name back (the directory is ours): the
+    // next push goes through an agent of ours, without a warning.
+    let ours = || {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(&socket).is_ok_and(|m| m.uid() == 0)
+    };
+    let t = std::time::Instant::now();
+    while !ours() && t.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(ours(), "the impostor still holds the agent's socket");
+    let third = wal_segment(&env, "000000010000000000000004", 3);
+    pushed_past_the_impostor(&env, &cfg, &third, "");
+    let out = env.run(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        third.to_str().unwrap(),
+    ]);
+    assert_eq!(stderr(&out), "", "warned with an agent of ours");
 }
 
 /// Item 6: node_exporter's textfile directory is another user's (nobody's), who plants
