@@ -506,3 +506,66 @@ fn psql_sees_no_secret() {
         assert!(seen.contains(kept), "{kept} missing:\n{seen}");
     }
 }
+
+/// Swaps the staging directory beside the target for a link to `to` the first time the
+/// restore warns of a tablespace link it removed: a moment after the data directory was
+/// found and checked, before it is moved into place.
+struct SwapStaging {
+    parent: PathBuf,
+    to: PathBuf,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl strata::Progress for SwapStaging {
+    fn warning(&self, msg: &str) {
+        use std::sync::atomic::Ordering;
+        if !msg.contains("tablespace link") || self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let staging = fs::read_dir(&self.parent)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains(".strata-pg-restore-"))
+            .expect("no staging");
+        fs::rename(&staging, self.parent.join("moved-staging")).unwrap();
+        std::os::unix::fs::symlink(&self.to, &staging).unwrap();
+    }
+}
+
+/// Item 1, the last step: whoever owns the target's parent (the cluster's owner, for a
+/// target in /var/lib/postgresql) may swap the staging directory for a link while the
+/// restore finishes. What is moved into the target must be the directory found and
+/// checked, not what the path leads to then. The swap is made from the restore's own
+/// warning (a tablespace link the backup holds is removed), so it falls between the
+/// check and the move every time.
+#[test]
+fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
+    let env = Env::local();
+    env.init();
+    let decoy = env.path("decoy");
+    let victim = bystander(decoy.join("data"));
+    pg_base_backup(&env, "/data", |c| {
+        let tblspc = c.tree(vec![symlink("16384", "/srv/tablespace")]);
+        let data = c.tree(vec![
+            file(c, "PG_VERSION", b"15\n"),
+            dir("pg_tblspc", tblspc),
+        ]);
+        c.tree(vec![dir("data", data)])
+    });
+    let repo = open_repo(&env);
+    let plan = strata_pg::plan_restore(&repo, "main", Default::default()).unwrap();
+    let target = env.path("target");
+    let swap = SwapStaging {
+        parent: env.dir.path().to_path_buf(),
+        to: decoy,
+        done: false.into(),
+    };
+    strata_pg::restore(&repo, &plan, &target, "false", false, None, &swap).unwrap();
+    assert!(swap.done.into_inner(), "no tablespace link was removed");
+    untouched(&victim);
+    assert_eq!(
+        fs::read_to_string(target.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
+    assert!(target.join("recovery.signal").is_file());
+}
