@@ -569,3 +569,62 @@ fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
     );
     assert!(target.join("recovery.signal").is_file());
 }
+
+/// Item 5, the WAL spool: `wal fetch` hands PostgreSQL a segment prefetched into the
+/// cache if its hash beside it matches. A segment and hash another user planted there
+/// (owned by them: the directory was open to their group before it was narrowed) are
+/// not handed over: the fetch gives what the archive holds.
+#[test]
+fn a_spooled_segment_of_another_user_is_not_handed_over() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    let cfg = pg_config(&env);
+    let name = "000000010000000000000002";
+    let real = wal_segment(&env, name, 7);
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "push",
+        "main",
+        real.to_str().unwrap(),
+    ]);
+    let mut key = blake3::Hasher::new();
+    key.update(env.repo.as_bytes())
+        .update(&[0])
+        .update(&env.read_object_config());
+    let spool = env
+        .cache
+        .join("wal-spool")
+        .join(&key.finalize().to_hex()[..32])
+        .join(hex::encode("main"));
+    fs::create_dir_all(&spool).unwrap();
+    let forged = noise(1 << 20, 666);
+    fs::write(spool.join(name), &forged).unwrap();
+    let hash = spool.join(format!("{name}.b3"));
+    fs::write(&hash, blake3::hash(&forged).to_hex().as_bytes()).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
+    for f in [spool.join(name), hash] {
+        nix::unistd::chown(&f, nobody, None).unwrap();
+    }
+    let dest = env.path("fetched");
+    env.ok(&[
+        "--config",
+        &cfg,
+        "wal",
+        "fetch",
+        "main",
+        name,
+        dest.to_str().unwrap(),
+    ]);
+    let got = fs::read(&dest).unwrap();
+    assert!(
+        got != forged,
+        "the planted segment was handed to PostgreSQL"
+    );
+    assert!(got == fs::read(&real).unwrap(), "not the archived segment");
+}
