@@ -1,11 +1,16 @@
-//! See main.rs. The local user and PostgreSQL restore: a key holder's base backup whose
-//! record names a data directory that leads out of the restore's staging area.
+//! See main.rs. The local user and PostgreSQL restore (issue 31, items 1, 2, 5 and 6):
+//! - a key holder's base backup whose record names a data directory leading out of the
+//!   restore's staging area, and a staging swapped for a link before the move;
+//! - secrets in the environment of hooks and psql;
+//! - another user's WAL agent directory, listener, cache database and spooled WAL;
+//! - links planted in another user's metrics directory.
+//!
+//! Tests that play a second Unix user (`NOBODY`) need root, as the suite runs.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-#[allow(unused_imports)]
 use crate::common::*;
 use crate::craft::{self, dir, file, pg_base_backup, symlink};
 
