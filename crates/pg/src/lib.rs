@@ -1466,10 +1466,11 @@ fn write_recovery_file(
 
 /// A restored `pg_wal` that is a symlink (the primary's WAL on another disk) would have
 /// the copy write into the live primary's WAL: it becomes a directory of the copy's own,
-/// as `pg_basebackup` makes it. Tablespace links in `pg_tblspc` point at the primary's
-/// tablespaces just as well: they are removed, with a warning (the copy then lacks those
-/// tablespaces rather than writing into the primary's). All relative to the data
-/// directory's descriptor `dir` (at `path`), never through a link.
+/// as `pg_basebackup` makes it; so does a `pg_tblspc` that is no directory. Tablespace
+/// links in `pg_tblspc` point at the primary's tablespaces just as well: they are
+/// removed, with a warning (the copy then lacks those tablespaces rather than writing
+/// into the primary's). All relative to the data directory's descriptor `dir` (at
+/// `path`), never through a link.
 fn own_wal_directory(
     dir: &std::os::fd::OwnedFd,
     path: &Path,
@@ -1477,32 +1478,40 @@ fn own_wal_directory(
     progress: &dyn Progress,
 ) -> Result<()> {
     use rustix::fs::{AtFlags, FileType};
-    let io = |p: PathBuf| move |e: rustix::io::Errno| Error::io(p, e.into());
-    let wal = rustix::fs::statat(dir, "pg_wal", AtFlags::SYMLINK_NOFOLLOW);
-    if wal.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::Directory) {
-        rustix::fs::unlinkat(dir, "pg_wal", AtFlags::empty()).map_err(io(path.join("pg_wal")))?;
-    }
-    let wal = owned_directory(dir, &path.join("pg_wal"), owner)?;
+    let wal = real_directory(dir, &path.join("pg_wal"), owner)?;
     owned_directory(&wal, &path.join("pg_wal/archive_status"), owner)?;
-    let Ok(tblspc) = rustix::fs::openat(dir, "pg_tblspc", DIR_FLAGS, rustix::fs::Mode::empty())
-    else {
-        return Ok(());
-    };
-    let mut entries = rustix::fs::Dir::read_from(&tblspc).map_err(io(path.join("pg_tblspc")))?;
+    let tblspc = real_directory(dir, &path.join("pg_tblspc"), owner)?;
+    let io = |e: rustix::io::Errno| Error::io(path.join("pg_tblspc"), e.into());
+    let mut entries = rustix::fs::Dir::read_from(&tblspc).map_err(io)?;
     while let Some(e) = entries.read() {
-        let e = e.map_err(io(path.join("pg_tblspc")))?;
+        let e = e.map_err(io)?;
         if e.file_type() != FileType::Symlink {
             continue;
         }
-        let name = e.file_name().to_string_lossy().into_owned();
-        rustix::fs::unlinkat(&tblspc, e.file_name(), AtFlags::empty())
-            .map_err(io(path.join("pg_tblspc").join(&name)))?;
+        rustix::fs::unlinkat(&tblspc, e.file_name(), AtFlags::empty()).map_err(io)?;
         progress.warning(&format!(
-            "tablespace link pg_tblspc/{name} removed: it pointed at the primary's \
-             tablespace; strata does not restore tablespaces yet"
+            "tablespace link pg_tblspc/{} removed: it pointed at the primary's tablespace; \
+             strata does not restore tablespaces yet",
+            e.file_name().to_string_lossy()
         ));
     }
     Ok(())
+}
+
+/// [`owned_directory`], after removing what stands in its place and is no directory (a
+/// link to somewhere else).
+fn real_directory(
+    at: &std::os::fd::OwnedFd,
+    path: &Path,
+    owner: (u32, u32),
+) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{AtFlags, FileType};
+    let name = path.file_name().expect("a directory name");
+    let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW);
+    if st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::Directory) {
+        rustix::fs::unlinkat(at, name, AtFlags::empty()).map_err(|e| Error::io(path, e.into()))?;
+    }
+    owned_directory(at, path, owner)
 }
 
 /// How directories of a data directory being prepared are opened: never through a link.

@@ -633,3 +633,33 @@ fn a_spooled_segment_of_another_user_is_not_handed_over() {
     );
     assert!(got == fs::read(&real).unwrap(), "not the archived segment");
 }
+
+/// Item 1: a base backup whose `pg_tblspc` is a symlink node to a directory of the host
+/// holding links of its own. The restore removes tablespace links; it must not do so
+/// through the link (root removed the host's links), and the copy gets a real, empty
+/// `pg_tblspc` of its own, as it gets its own `pg_wal`.
+#[test]
+fn a_pg_tblspc_symlink_node_leads_nowhere() {
+    let env = Env::local();
+    env.init();
+    let elsewhere = env.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink("/srv/tablespace", elsewhere.join("16384")).unwrap();
+    pg_base_backup(&env, "/data", |c| {
+        let data = c.tree(vec![
+            file(c, "PG_VERSION", b"15\n"),
+            symlink("pg_tblspc", elsewhere.to_str().unwrap()),
+        ]);
+        c.tree(vec![dir("data", data)])
+    });
+    let target = env.path("target");
+    let run = pg_restore(&env, &target);
+    assert_eq!(code(&run.out), 0, "{}", stderr(&run.out));
+    assert!(
+        fs::symlink_metadata(elsewhere.join("16384")).is_ok(),
+        "the host's link was removed through pg_tblspc"
+    );
+    let tblspc = fs::symlink_metadata(target.join("pg_tblspc")).unwrap();
+    assert!(tblspc.is_dir(), "pg_tblspc is still a link");
+    assert_eq!(fs::read_dir(target.join("pg_tblspc")).unwrap().count(), 0);
+}
