@@ -58,7 +58,35 @@ impl std::fmt::Display for HookOutcome {
     }
 }
 
-/// Runs hook `cmd` (`sh -c`, its own process group) with `env`, its output to `output`.
+/// Whether a command this program starts (a hook, a drill's verify command, `psql`) must
+/// not see variable `name`: the repository's password and how to get it
+/// (`STRATA_PASSWORD*`), a new key's (`STRATA_NEW_PASSWORD`), a copy destination's
+/// (`STRATA_TO_PASSWORD*`), and every AWS variable (keys, tokens, and the files, URLs and
+/// profiles that lead to them). Such a command needs none of them, and its output may be
+/// kept, shown in reports or sent to others.
+pub fn is_secret(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    [
+        "STRATA_PASSWORD",
+        "STRATA_NEW_PASSWORD",
+        "STRATA_TO_PASSWORD",
+        "AWS_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// `cmd` with this process's secret variables (see [`is_secret`]) left out of the
+/// environment it inherits.
+pub fn without_secrets(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os().filter(|(n, _)| is_secret(n)) {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// Runs hook `cmd` (`sh -c`, its own process group) with `env`, its output to `output`,
+/// without this process's secrets (see [`is_secret`]).
 /// `stop` set (the run was interrupted) ends it; already set when it starts, it still
 /// runs, for [`AFTER_SIGNAL`] (an on-failure alert matters most then).
 pub fn run(
@@ -67,7 +95,7 @@ pub fn run(
     output: Stdio,
     stop: Option<&AtomicBool>,
 ) -> HookOutcome {
-    let child = Command::new("sh")
+    let child = without_secrets(&mut Command::new("sh"))
         .args(["-c", cmd])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -147,6 +175,33 @@ pub fn wait_or_kill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hooks, verify commands and psql get neither the repository's password variables
+    /// nor the cloud's (issue 31); what they are told, and libpq's own, they keep.
+    #[test]
+    fn secrets_are_told_from_what_children_need() {
+        for name in [
+            "STRATA_PASSWORD",
+            "STRATA_PASSWORD_FILE",
+            "STRATA_PASSWORD_COMMAND",
+            "STRATA_NEW_PASSWORD",
+            "STRATA_TO_PASSWORD_FILE",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            assert!(is_secret(name.as_ref()), "{name}");
+        }
+        for name in [
+            "STRATA_SET",
+            "STRATA_ERROR",
+            "PATH",
+            "HOME",
+            "PGPASSWORD",
+            "TZ",
+        ] {
+            assert!(!is_secret(name.as_ref()), "{name}");
+        }
+    }
 
     #[test]
     fn a_hook_is_told_the_run_and_its_end_is_reported() {

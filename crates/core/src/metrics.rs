@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
 
 use chrono::{DateTime, FixedOffset};
 
@@ -262,7 +265,17 @@ impl MetricsFile {
 
     /// The samples the file holds now (none if it does not exist).
     pub fn read(&self) -> Result<Samples> {
-        let text = open_plain(std::fs::OpenOptions::new().read(true), &self.path).and_then(|f| {
+        let (dir, name) = self.dir_and_name()?;
+        match open_dir(&dir) {
+            Ok(dir) => self.read_in(&dir, &name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Samples::default()),
+            Err(e) => Err(Error::io(&self.path, e)),
+        }
+    }
+
+    /// The samples of the file `name` in `dir`.
+    fn read_in(&self, dir: &OwnedFd, name: &str) -> Result<Samples> {
+        let text = open_plain(dir, name, OFlags::RDONLY).and_then(|f| {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut &f, &mut text).map(|_| text)
         });
@@ -273,65 +286,89 @@ impl MetricsFile {
         }
     }
 
-    /// Changes the file's samples with `f`, atomically and serialized with other runs.
-    pub fn update(&self, f: impl FnOnce(&mut Samples)) -> Result<()> {
-        let io = |e| Error::io(&self.path, e);
+    /// The file's directory and its name in it.
+    fn dir_and_name(&self) -> Result<(PathBuf, String)> {
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| io(std::io::Error::other("not a file name")))?
+        let name = (self.path.file_name())
+            .ok_or_else(|| Error::io(&self.path, std::io::Error::other("not a file name")))?
             .to_string_lossy()
             .into_owned();
+        Ok((dir, name))
+    }
+
+    /// Changes the file's samples with `f`, atomically and serialized with other runs.
+    /// The lock, the temporary file and the rename all go through one descriptor of the
+    /// directory, never through a link: whoever owns the directory, or its parent
+    /// (node_exporter's), may plant links in it or swap it for one meanwhile.
+    pub fn update(&self, f: impl FnOnce(&mut Samples)) -> Result<()> {
+        let io = |e| Error::io(&self.path, e);
+        let (dir, name) = self.dir_and_name()?;
+        let dir = open_dir(&dir).map_err(io)?;
         // A dot file: the collector only reads `*.prom`.
-        let lock = open_plain(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-            &dir.join(format!(".{name}.lock")),
-        )
-        .map_err(io)?;
+        let lock_name = format!(".{name}.lock");
+        let lock = open_plain(&dir, &lock_name, OFlags::WRONLY | OFlags::CREATE)
+            .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
-        let mut samples = self.read()?;
+        let mut samples = self.read_in(&dir, &name)?;
         f(&mut samples);
         samples.set(
             "strata_metrics_written_timestamp_seconds",
             &[],
             seconds(crate::timespec::now()),
         );
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        tmp.write_all(samples.render().as_bytes()).map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        // Readable by the collector (tempfile creates 0600); nothing in it is secret.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
-        tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        Ok(())
+        let (tmp, mut file) = temp_file_in(&dir, &name).map_err(io)?;
+        let written = (|| {
+            file.write_all(samples.render().as_bytes())?;
+            file.sync_all()?;
+            // Readable by the collector; nothing in it is secret.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            rustix::fs::renameat(&dir, &tmp, &dir, &name).map_err(std::io::Error::from)
+        })();
+        if written.is_err() {
+            let _ = rustix::fs::unlinkat(&dir, &tmp, rustix::fs::AtFlags::empty());
+        }
+        written.map_err(io)
     }
 }
 
-/// Opens `path` as `opts` say, refusing what is not a regular file of its own: the
-/// metrics directory may belong to another user (node_exporter's), who could plant a
+/// The directory at `path`, opened for the `*at` calls.
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+}
+
+/// Opens `name` in `dir` with `flags`, refusing what is not a regular file of its own:
+/// the metrics directory may belong to another user (node_exporter's), who could plant a
 /// symlink (root would create or read what it names) or a FIFO (the run would hang).
-fn open_plain(opts: &mut std::fs::OpenOptions, path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = opts
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+fn open_plain(dir: &OwnedFd, name: &str, flags: OFlags) -> std::io::Result<std::fs::File> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o644);
+    let f = std::fs::File::from(rustix::fs::openat(dir, name, flags, mode)?);
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
     Ok(f)
+}
+
+/// A new temporary file beside `name` in `dir`, made with O_EXCL and never through a
+/// link: its name and the open file.
+fn temp_file_in(dir: &OwnedFd, name: &str) -> std::io::Result<(String, std::fs::File)> {
+    use rand::Rng;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    loop {
+        let tmp = format!(".{name}.{:016x}", rand::thread_rng().gen::<u64>());
+        match rustix::fs::openat(dir, &tmp, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => return Ok((tmp, std::fs::File::from(fd))),
+            // Taken (planted, or another run's): another name.
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Seconds since the epoch of a time, as the timestamps are written.
@@ -714,6 +751,32 @@ mod tests {
             Some(0.0)
         );
     }
+    /// The textfile directory's path swapped for a link while a run holds the lock (its
+    /// parent is another user's, node_exporter's home): the new file still lands in the
+    /// directory the lock was taken in, and nothing is created where the link points.
+    #[test]
+    fn a_directory_swapped_for_a_link_mid_update_takes_nothing_elsewhere() {
+        let base = tempfile::tempdir().unwrap();
+        let (textfile, moved, victim) = (
+            base.path().join("textfile"),
+            base.path().join("moved"),
+            base.path().join("victim"),
+        );
+        std::fs::create_dir(&textfile).unwrap();
+        std::fs::create_dir(&victim).unwrap();
+        let file = MetricsFile::new(textfile.join("m.prom"));
+        file.update(|s| {
+            std::fs::rename(&textfile, &moved).unwrap();
+            std::os::unix::fs::symlink(&victim, &textfile).unwrap();
+            s.set("strata_check_last_errors", &[], 1.0);
+        })
+        .unwrap();
+        let left: Vec<_> = std::fs::read_dir(&victim).unwrap().collect();
+        assert!(left.is_empty(), "written where the link points: {left:?}");
+        let text = std::fs::read_to_string(moved.join("m.prom")).unwrap();
+        assert!(text.contains("strata_check_last_errors 1"), "{text}");
+    }
+
     use proptest::prelude::*;
 
     #[test]

@@ -36,6 +36,25 @@ pub enum Error {
         needed: String,
     },
 
+    /// A base backup's record names a data directory that a restore cannot take: not an
+    /// absolute path in normal form, or not a real directory inside the restored backup
+    /// (a symlink or a file on the way). Only a key holder writes such a record, so the
+    /// restore stops before anything reaches the target.
+    #[error(
+        "postgres cluster {cluster}: base backup {snapshot} names the data directory \
+         {data_directory:?}, which {reason}; nothing was written to the target"
+    )]
+    UnsafeDataDirectory {
+        /// The cluster's name in the config.
+        cluster: String,
+        /// The base backup's snapshot (short id).
+        snapshot: String,
+        /// The data directory its record names, as written there.
+        data_directory: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// An error with the remedy that fixes it.
     #[error("{error}")]
     WithRemedy {
@@ -91,6 +110,8 @@ impl Error {
         match self {
             Error::Repository(e) => e.remedy(),
             Error::WithRemedy { remedy, .. } => Some(*remedy),
+            // Only a key holder writes such a record.
+            Error::UnsafeDataDirectory { .. } => Some(Remedy::RemoveCraftedSnapshot),
             Error::Postgres { .. } | Error::WalGap { .. } => None,
         }
     }
@@ -151,5 +172,13 @@ mod tests {
         assert!(Error::io("/x", std::io::ErrorKind::NotFound.into())
             .repository()
             .is_some());
+        let crafted = Error::UnsafeDataDirectory {
+            cluster: "main".into(),
+            snapshot: "0123abcd".into(),
+            data_directory: "/../srv".into(),
+            reason: "is not an absolute path in normal form".into(),
+        };
+        assert_eq!(crafted.remedy(), Some(Remedy::RemoveCraftedSnapshot));
+        assert!(crafted.to_string().contains("\"/../srv\""), "{crafted}");
     }
 }

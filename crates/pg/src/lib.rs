@@ -164,7 +164,9 @@ impl Session {
     fn connect(cluster: &Cluster) -> Result<Session> {
         let stderr = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
         let err_file = stderr.reopen().map_err(|e| Error::io(stderr.path(), e))?;
-        let mut child = Command::new("psql")
+        // psql needs libpq's own variables (PGPASSWORD, PGSSLMODE), not the
+        // repository's password nor the cloud's keys.
+        let mut child = strata::hooks::without_secrets(&mut Command::new("psql"))
             .args([
                 "-X",
                 "-q",
@@ -1282,71 +1284,121 @@ pub fn restore(
             target.display()
         )));
     }
-    let restored = staging
-        .path()
-        .join(plan.base.data_directory.trim_start_matches('/'));
+    let staged = staged_data_directory(staging.path(), plan)?;
     // Everything is written while the data directory is still inside the private staging
     // directory: once renamed into place it is the cluster owner's, who could swap it for
     // a symlink between the rename and the writes (root then wrote backup_label and
     // postgresql.auto.conf wherever it pointed).
-    prepare_recovery(&restored, plan, restore_command, keep_archiving, progress)?;
+    prepare_recovery(&staged, plan, restore_command, keep_archiving, progress)?;
     if target.exists() {
         std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
     }
-    std::fs::rename(&restored, target).map_err(|e| Error::io(target, e))?;
+    staged.move_to(parent, target)?;
     drop(staging);
     Ok(report)
 }
 
-/// Writes what makes the next start of PostgreSQL in `dir` a recovery to the plan's
-/// target (see [`restore`]), owned by the data directory's owner.
+/// The components of `data_directory` when it is an absolute path in normal form: no
+/// empty, `.` or `..` component, not the root itself.
+fn normal_components(data_directory: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = data_directory.strip_prefix('/')?.split('/').collect();
+    let normal = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\0');
+    parts.iter().all(normal).then_some(parts)
+}
+
+/// The base backup's data directory in the staging area, held open: the directory found
+/// and checked is the one written to and moved into place, whatever its path leads to
+/// meanwhile (the target's parent may be the cluster owner's, who can swap the staging
+/// directory for a link).
+struct Staged {
+    /// Where it was found, for messages.
+    path: PathBuf,
+    /// The directory itself.
+    dir: std::os::fd::OwnedFd,
+    /// The directory holding it, and its name there.
+    parent: std::os::fd::OwnedFd,
+    name: String,
+}
+
+impl Staged {
+    /// Moves the directory to `target` (absent now), a name in `parent`.
+    fn move_to(&self, parent: &Path, target: &Path) -> Result<()> {
+        use rustix::fs::{Mode, OFlags};
+        let io = |e: rustix::io::Errno| Error::io(target, e.into());
+        let name = target
+            .file_name()
+            .ok_or_else(|| io(rustix::io::Errno::INVAL))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let into = rustix::fs::open(parent, flags, Mode::empty()).map_err(io)?;
+        rustix::fs::renameat(&self.parent, &self.name, &into, name).map_err(io)
+    }
+}
+
+/// The base backup's data directory as restored into `staging`, opened. The snapshot's
+/// record says where it is, and a key holder writes that record: a `..` would lead out
+/// of the staging area (a directory of the host moved into the target), a symlink node
+/// on the way anywhere (root writing backup_label into it). Only a normal absolute path
+/// is taken, each component opened without following a link, so the directory found is
+/// a real one inside the staging area.
+fn staged_data_directory(staging: &Path, plan: &RestorePlan) -> Result<Staged> {
+    use rustix::fs::Mode;
+    let refuse = |reason: &str| {
+        Error::UnsafeDataDirectory {
+            cluster: plan.base.cluster.clone(),
+            snapshot: plan.snapshot.short(),
+            data_directory: plan.base.data_directory.clone(),
+            reason: reason.into(),
+        }
+        .with_remedy(strata::Remedy::RemoveCraftedSnapshot)
+    };
+    let parts = normal_components(&plan.base.data_directory).ok_or_else(|| {
+        refuse("is not an absolute path in normal form (no `.`, `..` or empty component)")
+    })?;
+    let mut path = staging.to_path_buf();
+    let mut dir = rustix::fs::open(staging, DIR_FLAGS, Mode::empty())
+        .map_err(|e| Error::io(staging, e.into()))?;
+    let mut parent = rustix::io::dup(&dir).map_err(|e| Error::io(staging, e.into()))?;
+    for part in &parts {
+        path.push(part);
+        let next =
+            rustix::fs::openat(&dir, *part, DIR_FLAGS, Mode::empty()).map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => refuse(&format!(
+                    "is no real directory in the backup ({} is a symlink or not a directory)",
+                    path.strip_prefix(staging).unwrap_or(&path).display()
+                )),
+                rustix::io::Errno::NOENT => refuse("is not in the backup"),
+                e => Error::io(&path, e.into()),
+            })?;
+        parent = std::mem::replace(&mut dir, next);
+    }
+    let name = parts
+        .last()
+        .expect("normal form has a component")
+        .to_string();
+    Ok(Staged {
+        path,
+        dir,
+        parent,
+        name,
+    })
+}
+
+/// Writes what makes the next start of PostgreSQL in the staged data directory a
+/// recovery to the plan's target (see [`restore`]), owned by the data directory's owner.
 fn prepare_recovery(
-    dir: &Path,
+    staged: &Staged,
     plan: &RestorePlan,
     restore_command: &str,
     keep_archiving: bool,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
-    if !meta.is_dir() {
-        return Err(Error::Postgres {
-            cluster: plan.base.cluster.clone(),
-            reason: format!(
-                "the base backup's data directory {} is not a directory in it",
-                plan.base.data_directory
-            ),
-        });
-    }
-    use std::os::unix::fs::MetadataExt;
-    let owner = (meta.uid(), meta.gid());
-    use std::os::unix::fs::OpenOptionsExt;
-    let write = |name: &str, text: &str, append: bool| -> Result<()> {
-        let path = dir.join(name);
-        // A restored symlink in its place (planted in the primary's data directory, say)
-        // must not carry these writes, nor the chown, out of the data directory.
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(append)
-            .write(true)
-            .truncate(!append)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&path, e))?;
-        // The server reads them as the data directory's owner.
-        if strata::is_root() {
-            std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
-                .map_err(|e| Error::io(&path, e))?;
-        }
-        Ok(())
+    let (path, dir) = (&staged.path, &staged.dir);
+    let meta = rustix::fs::fstat(dir).map_err(|e| Error::io(path, e.into()))?;
+    let owner = (meta.st_uid, meta.st_gid);
+    let write = |name: &str, text: &str, append: bool| {
+        write_recovery_file(dir, &path.join(name), (text, append), owner)
     };
-    own_wal_directory(dir, owner, progress)?;
+    own_wal_directory(dir, path, owner, progress)?;
     write("backup_label", &plan.base.backup_label, false)?;
     if let Some(map) = &plan.base.tablespace_map {
         write("tablespace_map", map, false)?;
@@ -1377,42 +1429,120 @@ fn prepare_recovery(
     Ok(())
 }
 
-/// A restored `pg_wal` that is a symlink (the primary's WAL on another disk) would have
-/// the copy write into the live primary's WAL: it becomes a directory of the copy's own,
-/// as `pg_basebackup` makes it. Tablespace links in `pg_tblspc` point at the primary's
-/// tablespaces just as well: they are removed, with a warning (the copy then lacks those
-/// tablespaces rather than writing into the primary's).
-fn own_wal_directory(target: &Path, owner: (u32, u32), progress: &dyn Progress) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let wal = target.join("pg_wal");
-    if std::fs::symlink_metadata(&wal).is_ok_and(|m| !m.is_dir()) {
-        std::fs::remove_file(&wal).map_err(|e| Error::io(&wal, e))?;
+/// Writes (or, with `append`, appends) `text` to the file `path` names in `dir`, relative
+/// to the directory's descriptor and without following a link, and gives it to `owner`
+/// (the server reads it as the data directory's owner).
+fn write_recovery_file(
+    dir: &std::os::fd::OwnedFd,
+    path: &Path,
+    (text, append): (&str, bool),
+    owner: (u32, u32),
+) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let io = |e: rustix::io::Errno| Error::io(path, e.into());
+    let name = path.file_name().expect("a file name");
+    // A restored symlink in its place (planted in the primary's data directory, say)
+    // must not carry these writes, nor the chown, out of the data directory.
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW);
+    if st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::RegularFile) {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty()).map_err(io)?;
     }
-    for dir in [wal.clone(), wal.join("archive_status")] {
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) if strata::is_root() => {
-                std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
-                    .map_err(|e| Error::io(&dir, e))?
-            }
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
-    }
-    let tblspc = target.join("pg_tblspc");
-    if let Ok(entries) = std::fs::read_dir(&tblspc) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_symlink()) {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-                progress.warning(&format!(
-                    "tablespace link pg_tblspc/{} removed: it pointed at the primary's \
-                     tablespace; strata does not restore tablespaces yet",
-                    e.file_name().to_string_lossy()
-                ));
-            }
-        }
+    let how = if append {
+        OFlags::APPEND
+    } else {
+        OFlags::TRUNC
+    };
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC | how;
+    let mut f = std::fs::File::from(
+        rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(io)?,
+    );
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    if strata::is_root() {
+        std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))
+            .map_err(|e| Error::io(path, e))?;
     }
     Ok(())
+}
+
+/// A restored `pg_wal` that is a symlink (the primary's WAL on another disk) would have
+/// the copy write into the live primary's WAL: it becomes a directory of the copy's own,
+/// as `pg_basebackup` makes it; so does a `pg_tblspc` that is no directory. Tablespace
+/// links in `pg_tblspc` point at the primary's tablespaces just as well: they are
+/// removed, with a warning (the copy then lacks those tablespaces rather than writing
+/// into the primary's). All relative to the data directory's descriptor `dir` (at
+/// `path`), never through a link.
+fn own_wal_directory(
+    dir: &std::os::fd::OwnedFd,
+    path: &Path,
+    owner: (u32, u32),
+    progress: &dyn Progress,
+) -> Result<()> {
+    use rustix::fs::{AtFlags, FileType};
+    let wal = real_directory(dir, &path.join("pg_wal"), owner)?;
+    owned_directory(&wal, &path.join("pg_wal/archive_status"), owner)?;
+    let tblspc = real_directory(dir, &path.join("pg_tblspc"), owner)?;
+    let io = |e: rustix::io::Errno| Error::io(path.join("pg_tblspc"), e.into());
+    let mut entries = rustix::fs::Dir::read_from(&tblspc).map_err(io)?;
+    while let Some(e) = entries.read() {
+        let e = e.map_err(io)?;
+        if e.file_type() != FileType::Symlink {
+            continue;
+        }
+        rustix::fs::unlinkat(&tblspc, e.file_name(), AtFlags::empty()).map_err(io)?;
+        progress.warning(&format!(
+            "tablespace link pg_tblspc/{} removed: it pointed at the primary's tablespace; \
+             strata does not restore tablespaces yet",
+            e.file_name().to_string_lossy()
+        ));
+    }
+    Ok(())
+}
+
+/// [`owned_directory`], after removing what stands in its place and is no directory (a
+/// link to somewhere else).
+fn real_directory(
+    at: &std::os::fd::OwnedFd,
+    path: &Path,
+    owner: (u32, u32),
+) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{AtFlags, FileType};
+    let name = path.file_name().expect("a directory name");
+    let st = rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW);
+    if st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) != FileType::Directory) {
+        rustix::fs::unlinkat(at, name, AtFlags::empty()).map_err(|e| Error::io(path, e.into()))?;
+    }
+    owned_directory(at, path, owner)
+}
+
+/// How directories of a data directory being prepared are opened: never through a link.
+const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+/// The directory `path` names in `at` (its last component), opened; made (0700, given to
+/// `owner`) when missing.
+fn owned_directory(
+    at: &std::os::fd::OwnedFd,
+    path: &Path,
+    owner: (u32, u32),
+) -> Result<std::os::fd::OwnedFd> {
+    use rustix::fs::Mode;
+    let io = |e: rustix::io::Errno| Error::io(path, e.into());
+    let name = path.file_name().expect("a directory name");
+    let made = match rustix::fs::mkdirat(at, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::EXIST) => false,
+        Err(e) => return Err(io(e)),
+    };
+    let dir = rustix::fs::openat(at, name, DIR_FLAGS, Mode::empty()).map_err(io)?;
+    if made && strata::is_root() {
+        std::os::unix::fs::fchown(&dir, Some(owner.0), Some(owner.1))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -1496,6 +1626,30 @@ mod tests {
         assert_eq!(Lsn::parse("0/2000028"), Some(Lsn(0x2000028)));
         assert_eq!(Lsn::parse("A/FF"), Some(Lsn((0xA << 32) | 0xFF)));
         assert_eq!(Lsn::parse("x"), None);
+    }
+
+    /// Only a normal absolute path names a data directory in a base backup (issue 31).
+    #[test]
+    fn data_directories_in_normal_form_only() {
+        assert_eq!(
+            normal_components("/var/lib/postgresql/15/main"),
+            Some(vec!["var", "lib", "postgresql", "15", "main"])
+        );
+        for bad in [
+            "",
+            "/",
+            "//d",
+            "/d/",
+            "/d/./e",
+            "/d/../e",
+            "/..",
+            "/../srv/other",
+            "d",
+            "./d",
+            "/d\0",
+        ] {
+            assert_eq!(normal_components(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -568,8 +568,8 @@ impl Spool {
     pub fn take(&self, name: &str, dest: &Path) -> Result<bool> {
         check_file_name(name)?;
         let src = self.dir.join(name);
-        let (Ok(bytes), Ok(want)) = (std::fs::read(&src), std::fs::read(self.hash_file(name)))
-        else {
+        let (Some(bytes), Some(want)) = (read_own(&src), read_own(&self.hash_file(name))) else {
+            // Missing, or not this user's own: fetched from the repository instead.
             return Ok(false);
         };
         if blake3::hash(&bytes).to_hex().as_bytes() != want.as_slice() {
@@ -687,6 +687,27 @@ impl Spool {
         tmp.persist(&hash).map_err(|e| Error::io(&hash, e.error))?;
         Ok(())
     }
+}
+
+/// The bytes of `path` if it is a regular file of this user's, read without following a
+/// link. The spool's files are handed to PostgreSQL on their hash alone, which another
+/// user who could write the directory once (before it was narrowed) could have planted
+/// with them.
+fn read_own(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// Removes the files older than [`SPOOL_MAX_AGE`] up to `depth` directory levels below

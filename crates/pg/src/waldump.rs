@@ -42,7 +42,8 @@ pub fn find(cluster: &str, server_version: u32) -> Result<PathBuf> {
 /// at) in the segment file `segment`, oldest first. The file must bear its segment name;
 /// a record running on into the next segment, which is not there, ends the dump.
 pub fn commit_times(tool: &Path, segment: &Path) -> Result<Vec<DateTime<FixedOffset>>> {
-    let out = Command::new(tool)
+    // The tool STRATA_PG_WALDUMP names needs no secret of this process (see psql).
+    let out = strata::hooks::without_secrets(&mut Command::new(tool))
         .args(["--rmgr", "Transaction"])
         .arg(segment)
         // The times are printed in the local zone, named by its abbreviation: UTC is the

@@ -316,5 +316,10 @@ pub fn remedy(r: strata::Remedy) -> String {
         RemoveMarkRecord => "move the mark record out of the repository's marks/ (keep a \
                              copy); until then every backup reads the whole index"
             .into(),
+        RemoveCraftedSnapshot => "only a host holding a key writes such a snapshot: remove \
+                                  it (`strata forget --snapshot ID`), find the host that wrote \
+                                  it (`strata snapshots`), and change its keys; the other \
+                                  snapshots restore as usual"
+            .into(),
     }
 }

@@ -273,10 +273,20 @@ mod agent {
         let Some(text) = path.to_str().filter(|t| !t.contains('\n')) else {
             return Ok(None);
         };
-        let Ok(mut conn) = UnixStream::connect(socket(global, name)?) else {
-            return Ok(None);
+        // Another user's directory or listener is no agent of ours: its "stored" would
+        // have PostgreSQL delete a segment the archive lacks. This push archives instead.
+        let conn = socket(global, name).and_then(|sock| match UnixStream::connect(sock) {
+            Ok(conn) => same_user(&conn).map(|_| Some(conn)),
+            Err(_) => Ok(None),
+        });
+        let mut conn = match conn {
+            Ok(Some(conn)) => conn,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                eprintln!("warning: {e:#}; archiving without the WAL agent");
+                return Ok(None);
+            }
         };
-        same_user(&conn)?;
         let password = global.password("repository password: ", false)?;
         if writeln!(conn, "push {} {text}", proof(global, &password)?.to_hex()).is_err() {
             return Ok(None);
@@ -325,8 +335,11 @@ mod agent {
     /// starting more agents, each opening the repository in vain.
     pub fn serve(global: &Global, name: &str) -> anyhow::Result<i32> {
         let sock = socket(global, name)?;
-        if UnixStream::connect(&sock).is_ok() {
-            return Ok(exit::OK); // Another agent serves already.
+        // Another agent of this user's serves already. Another user's listener there
+        // (bound while the directory was open to them) is replaced: the directory is
+        // ours, and pushes would otherwise archive by themselves for ever.
+        if UnixStream::connect(&sock).is_ok_and(|conn| same_user(&conn).is_ok()) {
+            return Ok(exit::OK);
         }
         let _ = std::fs::remove_file(&sock);
         let Ok(listener) = UnixListener::bind(&sock) else {

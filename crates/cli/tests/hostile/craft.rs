@@ -174,3 +174,56 @@ pub fn run_bounded(env: &Env, args: &[&str], mem_mib: u64, secs: u64) -> Bounded
         elapsed: start.elapsed(),
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL base backups a key holder crafts (local.rs: `pg restore` against them).
+// ---------------------------------------------------------------------------------------
+
+/// A symlink node `name` → `target` (mode 0777).
+pub fn symlink(name: &str, target: &str) -> Node {
+    let mut n = Node::new(name.as_bytes().to_vec(), NodeKind::Symlink);
+    n.mode = 0o777;
+    n.target = Some(target.as_bytes().to_vec());
+    n
+}
+
+/// The WAL segment size crafted base backups claim (PostgreSQL's smallest).
+pub const PG_SEGMENT: u64 = 1 << 20;
+
+/// Writes a base backup of cluster `main` (set `postgres.main`) whose record names
+/// `data_directory` and whose root tree `build` returns, and archives the one WAL segment
+/// it claims to need: all `pg restore main` plans from.
+pub fn pg_base_backup(
+    env: &Env,
+    data_directory: &str,
+    build: impl for<'s, 'r> FnOnce(&Crafter<'s, 'r>) -> TreeId,
+) -> strata::SnapshotId {
+    const SEG: &str = "000000010000000000000002";
+    let first = snapshot(env, build);
+    let repo = open_repo(env);
+    let mut snap = repo.snapshots().get(&first).unwrap();
+    snap.set = Some(strata_pg::set_of("main"));
+    snap.tags = vec!["postgres".into()];
+    let base = strata_pg::BaseBackup {
+        cluster: "main".into(),
+        data_directory: data_directory.into(),
+        server_version: 150000,
+        timeline: 1,
+        segment_size: PG_SEGMENT,
+        start_lsn: "0/200028".into(),
+        stop_lsn: "0/200100".into(),
+        start_wal: SEG.into(),
+        stop_wal: SEG.into(),
+        stop_time: "2026-01-01T00:00:00Z".into(),
+        backup_label: "START WAL LOCATION: 0/200028 (file 000000010000000000000002)\n".into(),
+        tablespace_map: None,
+    };
+    snap.set_extension(strata_pg::EXTENSION, &base).unwrap();
+    let id = repo.snapshots().write(&snap).unwrap();
+    repo.snapshots().remove(&first).unwrap();
+    let wal = env.path("crafted-wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::write(wal.join(SEG), vec![0u8; PG_SEGMENT as usize]).unwrap();
+    strata_pg::wal::push(&repo, "main", &wal.join(SEG)).unwrap();
+    id
+}

@@ -9,23 +9,12 @@ use std::time::Instant;
 
 use super::VerifyCommand;
 use crate::audit::VerifyRun;
-use crate::hooks::{wait_or_kill, Waited};
+use crate::hooks::{wait_or_kill, without_secrets, Waited};
 use crate::id::SnapshotId;
 use crate::repo::snapshot::Snapshot;
 
 /// The process group of the verify command running now (0: none), for [`stop`].
 static GROUP: AtomicI32 = AtomicI32::new(0);
-
-/// Whether the command must not see variable `name`: the repository's password, a copy
-/// destination's (`STRATA_TO_PASSWORD*`), and every AWS variable (keys, tokens, and the files, URLs and profiles that lead to them). The
-/// restored copy is the operator's data, not a key to the repository, and the command's
-/// output is kept in the repository and shown in reports.
-fn secret(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    ["STRATA_PASSWORD", "STRATA_TO_PASSWORD", "AWS_"]
-        .iter()
-        .any(|p| name.starts_with(p))
-}
 
 /// Runs `v` in `dir` (the restored copy: the snapshot's absolute paths below it), told
 /// where it is and what it checks through `STRATA_DRILL_DIR`, `STRATA_SET`,
@@ -50,9 +39,9 @@ pub(super) fn run(v: &VerifyCommand, dir: &Path, id: &SnapshotId, snap: &Snapsho
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out.try_clone()?);
-        for (name, _) in std::env::vars_os().filter(|(n, _)| secret(n)) {
-            cmd.env_remove(name);
-        }
+        // The restored copy is the operator's data, not a key to the repository, and
+        // the command's output is kept in the repository and shown in reports.
+        without_secrets(&mut cmd);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn()?;
         let group = child.id() as i32;

@@ -190,17 +190,45 @@ pub fn private_dirs(base: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Creates a file readable by its owner only if it is missing, and narrows it if not.
+/// One that is not a regular file of this user's (planted while its directory was open
+/// to others, or a link) is refused, never followed: what the cache holds (trees, say)
+/// is used without being checked against the repository.
 pub fn private_file(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
+    owned_file(path, &f.metadata().map_err(|e| Error::io(path, e))?)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|e| Error::io(path, e))?;
     Ok(f)
+}
+
+/// Refuses `meta` (of `path`) unless it is a regular file of this user's.
+fn owned_file(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.is_file() && meta.uid() == me {
+        return Ok(());
+    }
+    Err(Error::BadInput {
+        what: "cache file",
+        reason: format!(
+            "{} is {} owned by uid {}, not a file of this user's (uid {me}); refusing to \
+             trust what it holds",
+            path.display(),
+            if meta.is_file() {
+                "a file"
+            } else {
+                "no regular file"
+            },
+            meta.uid()
+        ),
+    })
 }
 
 /// How many bytes of decrypted trees the cache keeps (oldest evicted first).
@@ -354,7 +382,8 @@ impl Cache {
         let cache = match Self::open_file(&path) {
             Ok(c) => c,
             Err(_) => {
-                // A damaged cache is rebuilt, not repaired: drop it and start afresh.
+                // A damaged cache is rebuilt, not repaired: drop it and start afresh. So
+                // is one not this user's (see `private_file`): nothing of it is read.
                 for suffix in ["", "-wal", "-shm"] {
                     let f = dir.join(format!("cache.sqlite{suffix}"));
                     match std::fs::remove_file(&f) {
@@ -404,8 +433,17 @@ impl Cache {
             source: e,
         };
         // Created (or narrowed) to 0600 before SQLite opens it: SQLite gives its -wal and
-        // -shm files the database file's mode.
+        // -shm files the database file's mode. Those must be this user's too: SQLite
+        // reads pages from the -wal as the database's own.
         private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let side = PathBuf::from(side);
+            if let Ok(meta) = std::fs::symlink_metadata(&side) {
+                owned_file(&side, &meta)?;
+            }
+        }
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(60))
             .map_err(err)?;
@@ -614,6 +652,22 @@ mod tests {
             loader.finish().unwrap();
         }
         assert!(cache.index().lookup(&BlobId([9; 32])).unwrap().is_none());
+    }
+
+    /// A link planted as the cache database is neither followed nor trusted: the
+    /// cache is rebuilt in its place (issue 31).
+    #[test]
+    fn a_planted_link_as_the_database_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("c");
+        std::fs::create_dir(&cache_dir).unwrap();
+        let victim = dir.path().join("victim.sqlite");
+        std::os::unix::fs::symlink(&victim, cache_dir.join("cache.sqlite")).unwrap();
+        let cache = Cache::open(&cache_dir).unwrap();
+        cache.meta_put("k", "v").unwrap();
+        assert!(!victim.exists(), "the link was followed");
+        let meta = std::fs::symlink_metadata(cache_dir.join("cache.sqlite")).unwrap();
+        assert!(meta.is_file());
     }
 
     #[test]
