@@ -597,7 +597,7 @@ impl Audit<'_> {
     }
 
     /// A newest snapshot gone without a recorded forget is a problem of the repository
-    /// (format-spec §9.2), whatever the filter.
+    /// (format-spec §16.3), whatever the filter.
     fn rollback_alarms(
         &mut self,
         listed: &HashSet<SnapshotId>,

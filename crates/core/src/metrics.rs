@@ -489,7 +489,7 @@ pub fn record_snapshot_counts(s: &mut Samples, snapshots: &[(SnapshotId, Snapsho
     }
 }
 
-/// The rollback alarms standing (format-spec §9.2), counted per set; sets without one
+/// The rollback alarms standing (format-spec §16.3), counted per set; sets without one
 /// have no sample.
 pub fn record_vanished(s: &mut Samples, vanished: &[crate::repo::rollback::Vanished]) {
     s.clear("strata_snapshots_vanished");

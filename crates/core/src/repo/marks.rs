@@ -63,7 +63,7 @@ pub struct MarkRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyId>,
     /// Snapshots a forget removed that were the newest of their lineage: hosts that saw
-    /// them do not take their absence for a rollback (format-spec §9.2).
+    /// them do not take their absence for a rollback (format-spec §16.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forgotten: Vec<crate::id::SnapshotId>,
 }

@@ -1,4 +1,4 @@
-//! Rollback watch (format-spec §9.2): each host remembers the snapshots it has seen (the
+//! Rollback watch (format-spec §16.3): each host remembers the snapshots it has seen (the
 //! cache's manifests) and raises an alarm when the newest of a lineage vanishes with no
 //! forget recorded, by this host (its forgets leave the cache first) or by any other (a
 //! mark record names the snapshot). A storage-only attacker can delete a snapshot file

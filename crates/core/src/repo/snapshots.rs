@@ -156,7 +156,7 @@ impl Snapshots<'_> {
 
     /// Deletes a snapshot manifest. The data it referenced stays until prune. Out of the
     /// cache first: a manifest the cache still holds once its file is gone is one this host
-    /// did not forget (a rollback alarm, format-spec §9.2).
+    /// did not forget (a rollback alarm, format-spec §16.3).
     pub fn remove(&self, id: &SnapshotId) -> Result<()> {
         self.0.cache.snapshots().remove(id)?;
         self.0.backend.delete(FileKind::Snapshot, &id.to_hex())
@@ -180,7 +180,7 @@ impl Snapshots<'_> {
         Ok(())
     }
 
-    /// The rollback alarms standing after the last listing (format-spec §9.2).
+    /// The rollback alarms standing after the last listing (format-spec §16.3).
     pub fn vanished(&self) -> Result<Vec<super::rollback::Vanished>> {
         self.0.vanished_snapshots()
     }
