@@ -162,3 +162,78 @@ pub(crate) fn newest_among(all: &[(SnapshotId, Snapshot)], ids: &[SnapshotId]) -
         .copied()
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemBackend;
+
+    fn at(time: &str, set: Option<&str>) -> Snapshot {
+        Snapshot {
+            set: set.map(Into::into),
+            ..Snapshot::sample(time)
+        }
+    }
+
+    /// The alarms one listing leaves, by id.
+    fn alarms(repo: &Repository) -> Vec<SnapshotId> {
+        repo.snapshots().list().unwrap();
+        let v = repo.snapshots().vanished().unwrap();
+        v.iter().map(|v| v.id).collect()
+    }
+
+    #[test]
+    fn only_a_lineages_newest_gone_unforgotten_raises_an_alarm_until_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
+        let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
+        let old = w(at("2026-01-01T10:00:00Z", Some("a")));
+        w(at("2026-01-01T12:00:00Z", Some("a")));
+        // 12:30Z: newer, though it sorts before `mid` as text.
+        let newest = w(at("2026-01-01T11:30:00-01:00", Some("a")));
+        let b = w(at("2026-01-01T09:00:00Z", Some("b")));
+        assert!(alarms(&repo).is_empty());
+        // An older one gone (another host's retention): nothing.
+        store.delete(FileKind::Snapshot, &old.to_hex()).unwrap();
+        assert!(alarms(&repo).is_empty());
+        store.delete(FileKind::Snapshot, &newest.to_hex()).unwrap();
+        assert_eq!(alarms(&repo), vec![newest]);
+        // It stays, listing after listing.
+        assert_eq!(alarms(&repo), vec![newest]);
+        let v = &repo.snapshots().vanished().unwrap()[0];
+        assert_eq!((v.lineage.as_str(), v.set.as_str()), ("a", "a"));
+        // The other set's newest, forgotten here: nothing.
+        repo.snapshots().forget(&[b]).unwrap();
+        assert_eq!(alarms(&repo), vec![newest]);
+        // A newer snapshot of the set ends it.
+        w(at("2026-01-01T13:00:00Z", Some("a")));
+        assert!(alarms(&repo).is_empty());
+    }
+
+    #[test]
+    fn a_forget_recorded_by_another_host_raises_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
+        let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
+        w(at("2026-01-01T10:00:00Z", None));
+        let newest = w(at("2026-01-01T11:00:00Z", None));
+        assert!(alarms(&repo).is_empty());
+        let other = Repository::open(store.clone(), b"pw", &dir.path().join("other")).unwrap();
+        other.snapshots().forget(&[newest]).unwrap();
+        let records = store.list(FileKind::Marks).unwrap();
+        assert_eq!(records.len(), 1, "one record names the newest");
+        assert!(alarms(&repo).is_empty());
+        // Without the record, the same loss is an alarm.
+        let again = w(at("2026-01-01T12:00:00Z", None));
+        assert!(alarms(&repo).is_empty());
+        store.delete(FileKind::Snapshot, &again.to_hex()).unwrap();
+        assert_eq!(alarms(&repo), vec![again]);
+        // A forget of an older snapshot writes no record.
+        let older = w(at("2026-01-01T13:00:00Z", None));
+        w(at("2026-01-01T14:00:00Z", None));
+        other.snapshots().forget(&[older]).unwrap();
+        assert_eq!(store.list(FileKind::Marks).unwrap().len(), 1);
+    }
+}
