@@ -41,6 +41,8 @@ pub fn tar(
     builder.follow_symlinks(false);
     let mut dump = Dump {
         repo,
+        // Archive names start at the dumped entry's own name.
+        base: path.parent().unwrap_or(Path::new("/")).to_path_buf(),
         links: HashMap::new(),
         report: DumpReport::default(),
     };
@@ -70,6 +72,8 @@ pub fn tar(
 
 struct Dump<'r> {
     repo: &'r Repository,
+    /// What archive names are relative to in the snapshot, for messages.
+    base: PathBuf,
     /// The first path of each multiply linked file, by (device, inode).
     links: HashMap<(u64, u64), PathBuf>,
     report: DumpReport,
@@ -152,16 +156,7 @@ impl Dump<'_> {
         let mut content = ContentReader::new(self.repo, n)?;
         // Exactly the size the header states, or the dump fails: content of another length
         // (damage) would shift every entry after it.
-        if content.len() != n.size {
-            return Err(Error::corrupt(
-                format!("{} in the snapshot", path.display()),
-                format!(
-                    "content of {} bytes for a size of {}",
-                    content.len(),
-                    n.size
-                ),
-            ));
-        }
+        n.check_size(&self.base.join(path), content.len())?;
         let mut exact = std::io::Read::take(&mut content, n.size);
         let appended = b.append_data(&mut h, path, &mut exact);
         if let Some(e) = content.error.take() {

@@ -167,9 +167,15 @@ struct Trouble {
 
 impl Trouble {
     fn error(&self, path: Option<&Path>, cause: impl fmt::Display) {
+        let mut cause = cause.to_string();
+        // The report puts the path first: a cause that starts with it already (a library
+        // error naming its file) does not say it twice.
+        if let Some(named) = path.and_then(|p| cause.strip_prefix(&format!("{}: ", p.display()))) {
+            cause = named.to_string();
+        }
         self.errors.lock().unwrap().push(RestoreError {
             path: path.map(Path::to_path_buf),
-            cause: cause.to_string(),
+            cause,
         });
     }
 
@@ -419,15 +425,35 @@ impl ContentPlan {
             if item.node.kind != NodeKind::File || item.link_to.is_some() {
                 continue;
             }
+            // Files without blobs are written (and their size checked) with the entries.
+            if item.node.content.is_empty() {
+                continue;
+            }
+            // Nothing is fetched for a file whose blobs are not all indexed, or do not add
+            // up to its size: what is written must be the file the listing shows.
+            let locs = match (item.node.content.iter())
+                .map(|id| repo.lookup_blob(id))
+                .collect::<Result<Vec<_>>>()
+            {
+                Ok(locs) => locs,
+                Err(e) => {
+                    trouble.damaged(items, idx, e);
+                    continue;
+                }
+            };
+            // Inline bytes beside blobs are a lie too: they count, and are never written.
+            let inline = item.node.data.as_ref().map_or(0, |d| d.len() as u64);
+            let len = inline
+                + locs
+                    .iter()
+                    .map(|l| u64::from(l.entry.raw_length))
+                    .sum::<u64>();
+            if let Err(e) = item.node.check_size(&item.path, len) {
+                trouble.damaged(items, idx, e);
+                continue;
+            }
             let mut offset = 0u64;
-            for id in &item.node.content {
-                let loc = match repo.lookup_blob(id) {
-                    Ok(loc) => loc,
-                    Err(e) => {
-                        trouble.damaged(items, idx, e);
-                        break;
-                    }
-                };
+            for (id, loc) in item.node.content.iter().zip(locs) {
                 by_pack
                     .entry(loc.pack)
                     .or_default()
@@ -624,6 +650,11 @@ impl Ctx<'_> {
             .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
             .for_each(|(idx, item)| {
                 let made = if item.node.kind == NodeKind::File {
+                    let inline = item.node.data.as_ref().map_or(0, |d| d.len() as u64);
+                    if let Err(e) = item.node.check_size(&item.path, inline) {
+                        // Created empty and marked damaged with the files that lost blobs.
+                        return self.trouble.damaged(self.items, idx, e);
+                    }
                     let slot = &self.files[idx];
                     slot.open(t, item).and_then(|f| {
                         if let Some(data) = &item.node.data {
@@ -911,6 +942,7 @@ pub fn cat_file(
         }
     };
     let mut reader = ContentReader::new(repo, &node)?;
+    node.check_size(path, reader.len())?;
     std::io::copy(&mut reader, out).map_err(|e| match reader.error.take() {
         Some(e) => e,
         None => Error::io("standard output", e),
@@ -1058,6 +1090,9 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
             ));
         }
     }
+    // The node's size, which the listing shows, is what the file must hold.
+    let len = f.metadata().map_err(|e| Error::io(&dest, e))?.len();
+    item.node.check_size(&item.path, len)?;
     let mut rest = [0u8; 1];
     if f.read(&mut rest).map_err(|e| Error::io(&dest, e))? != 0 {
         return Err(Error::corrupt(
