@@ -88,3 +88,34 @@ fn check_reports_a_lying_size() {
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("\"f\"") && all.contains("size"), "{all}");
 }
+
+// ---- Item 4: what the restore writes, links and chmods is the inode it created.
+
+/// A second name is linked through a descriptor of the first's inode: without privileges
+/// too (no `AT_EMPTY_PATH`, the descriptor's /proc link).
+#[test]
+fn hard_links_restore_as_root_and_as_another_user() {
+    for env in [Env::local(), Env::local().unprivileged()] {
+        env.init();
+        craft::snapshot(&env, |c| {
+            let (mut a, mut b) = (file(c, "a", b"shared"), file(c, "b", b"shared"));
+            for n in [&mut a, &mut b] {
+                (n.device, n.inode, n.nlink) = (1, 7, 2);
+            }
+            c.tree(vec![a, b])
+        });
+        let target = env.path("t");
+        env.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--verify",
+        ]);
+        let (a, b) = (target.join("a"), target.join("b"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::read(&b).unwrap(), b"shared");
+        let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&a), ino(&b), "run as {:?}", env.run_as);
+    }
+}

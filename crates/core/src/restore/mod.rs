@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -35,6 +35,7 @@ use crate::thaw::{ThawWait, WaitReport};
 use crate::util;
 use crate::walk;
 
+use target::Ident;
 pub(crate) use target::Target;
 
 /// Blobs of one pack closer than this are fetched in one range read.
@@ -529,20 +530,31 @@ fn create(t: &Target, item: &Item) -> std::io::Result<()> {
     }
 }
 
+/// Descriptors of files still being written that are kept open for their later packs,
+/// process-wide (the usual soft limit is 1024 descriptors). A file beyond it is opened by
+/// path again for each pack, and used only if it is still the inode it was created as.
+const HELD_FILES: usize = 256;
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// A regular file's progress through the content phase, shared by the threads writing
 /// its blobs.
 #[derive(Default)]
 struct FileSlot {
-    /// Set once the file was created (or could not be: the error, for every later writer).
-    created: OnceLock<std::result::Result<(), String>>,
+    /// Set once the file was created, to its inode (or the error, for every later writer).
+    created: OnceLock<std::result::Result<Ident, String>>,
+    /// The descriptor it was created with, while it is being written and [`HELD_FILES`]
+    /// allows: no lookup by path, which another user could redirect, between two packs.
+    held: Mutex<Option<Arc<fs::File>>>,
     /// Blobs still to be written; whoever writes the last one applies the metadata.
     remaining: AtomicUsize,
     finished: AtomicBool,
 }
 
 impl FileSlot {
-    /// The file open for writing: created by the first caller, opened again by later ones.
-    fn open(&self, t: &Target, item: &Item) -> std::io::Result<fs::File> {
+    /// The file open for writing: created by the first caller; later ones get the same
+    /// descriptor, or the same inode opened again, or an error if its name now holds
+    /// another (issue 31, item 4).
+    fn open(&self, t: &Target, item: &Item) -> std::io::Result<Arc<fs::File>> {
         let mut fresh = None;
         let created = self.created.get_or_init(|| {
             let file = t.create_file(item.rel()).and_then(|f| {
@@ -550,15 +562,45 @@ impl FileSlot {
                 if item.node.sparse {
                     f.set_len(item.node.size)?;
                 }
-                Ok(f)
+                Ok((Ident::of(&f)?, f))
             });
-            file.map(|f| fresh = Some(f)).map_err(|e| e.to_string())
+            file.map(|(id, f)| {
+                fresh = Some(Arc::new(f));
+                id
+            })
+            .map_err(|e| e.to_string())
         });
         match (fresh, created) {
-            (Some(f), _) => Ok(f),
-            (None, Ok(())) => t.open_write(item.rel()),
+            (Some(f), _) => {
+                self.hold(&f);
+                Ok(f)
+            }
+            (None, Ok(id)) => match self.held.lock().unwrap().clone() {
+                Some(f) => Ok(f),
+                None => t.open_write(item.rel(), *id).map(Arc::new),
+            },
             (None, Err(e)) => Err(std::io::Error::other(e.clone())),
         }
+    }
+
+    fn hold(&self, f: &Arc<fs::File>) {
+        if HELD.fetch_add(1, Ordering::Relaxed) < HELD_FILES {
+            *self.held.lock().unwrap() = Some(f.clone());
+        } else {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes the held descriptor (once the file is finished).
+    fn release(&self) {
+        if self.held.lock().unwrap().take().is_some() {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The inode the file was created as.
+    fn ident(&self) -> Option<Ident> {
+        self.created.get().and_then(|c| c.as_ref().ok().copied())
     }
 
     fn created(&self) -> bool {
@@ -576,6 +618,12 @@ impl FileSlot {
     }
 }
 
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Applies a complete file's metadata through the descriptor that wrote it.
 fn finish_file(
     t: &Target,
@@ -586,6 +634,7 @@ fn finish_file(
 ) -> std::io::Result<()> {
     // Finished even if this fails: the error is reported once, here.
     slot.finished.store(true, Ordering::Release);
+    slot.release();
     t.set_metadata_of(file, &item.node, as_root)
 }
 
@@ -658,7 +707,7 @@ impl Ctx<'_> {
                     let slot = &self.files[idx];
                     slot.open(t, item).and_then(|f| {
                         if let Some(data) = &item.node.data {
-                            (&f).write_all(data)?;
+                            (&*f).write_all(data)?;
                             self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
                             self.progress.advance(data.len() as u64);
                         }
@@ -671,6 +720,13 @@ impl Ctx<'_> {
                     self.trouble.error(Some(&item.path), e);
                 }
             });
+    }
+
+    /// The inode item `idx`'s file was created as.
+    fn ident_of(&self, idx: usize) -> std::io::Result<Ident> {
+        self.files[idx]
+            .ident()
+            .ok_or_else(|| std::io::Error::other("the file could not be created"))
     }
 
     /// Second and later names of a damaged file are damaged too.
@@ -695,7 +751,9 @@ impl Ctx<'_> {
         let (items, files) = (self.items, self.files);
         let make = |(idx, item): (usize, &Item)| {
             let made = match item.link_to {
-                Some(first) => t.hard_link(items[first].rel(), item.rel()),
+                Some(first) => self
+                    .ident_of(first)
+                    .and_then(|id| t.hard_link(items[first].rel(), id, item.rel())),
                 None => files[idx].open(t, item).map(drop),
             };
             if let Err(e) = made {
@@ -715,8 +773,17 @@ impl Ctx<'_> {
             .enumerate()
             .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
             .for_each(make);
-        let apply = |item: &Item| {
-            if let Err(e) = t.set_metadata(item.rel(), &item.node, self.as_root) {
+        let apply = |idx: usize, item: &Item| {
+            let applied = match item.node.kind {
+                // Through the inode created (a hard link's: its first name's), never
+                // whatever holds the name now.
+                NodeKind::File => self
+                    .ident_of(item.link_to.unwrap_or(idx))
+                    .and_then(|id| t.open_meta(item.rel(), id))
+                    .and_then(|f| t.set_metadata_of(&f, &item.node, self.as_root)),
+                _ => t.set_metadata(item.rel(), &item.node, self.as_root),
+            };
+            if let Err(e) = applied {
                 self.trouble.error(Some(&item.path), e);
             }
         };
@@ -728,11 +795,11 @@ impl Ctx<'_> {
             .enumerate()
             .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
             .filter(|(idx, _)| !files[*idx].failed())
-            .for_each(|(_, item)| apply(item));
+            .for_each(|(idx, item)| apply(idx, item));
         // Deepest first, so that a directory that loses its owner's search permission
         // already holds what it should; one level in parallel.
         for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|item| apply(item));
+            level.par_iter().for_each(|item| apply(usize::MAX, item));
         }
     }
 
@@ -746,7 +813,8 @@ impl Ctx<'_> {
         for (idx, item) in self.items.iter().enumerate() {
             if item.node.kind == NodeKind::File && item.link_to.is_none() && !damaged.contains(&idx)
             {
-                match verify_file(self.repo, t, item) {
+                let id = self.ident_of(idx).map_err(|e| Error::io(item.rel(), e));
+                match id.and_then(|id| verify_file(self.repo, t, item, id)) {
                     Ok(()) => verified += 1,
                     Err(e) => self.trouble.damaged(self.items, idx, e),
                 }
@@ -1064,10 +1132,12 @@ impl std::io::Read for ContentReader<'_> {
     }
 }
 
-/// Re-reads a restored file and checks every chunk against its id.
-fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
+/// Re-reads a restored file (inode `id`) and checks every chunk against its id.
+fn verify_file(repo: &Repository, t: &Target, item: &Item, id: Ident) -> Result<()> {
     let dest = t.display(item.rel());
-    let mut f = t.open_read(item.rel()).map_err(|e| Error::io(&dest, e))?;
+    let mut f = t
+        .open_read(item.rel(), id)
+        .map_err(|e| Error::io(&dest, e))?;
     let mut buf = Vec::new();
     if let Some(data) = &item.node.data {
         buf.resize(data.len(), 0);
@@ -1107,6 +1177,84 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Another user's doing (issue 31, item 4): the restore's file at `at` moved away, a
+    /// file of theirs (owned by nobody) in its place.
+    fn swap_in_theirs(at: &Path) {
+        fs::rename(at, at.with_extension("moved")).unwrap();
+        fs::write(at, "theirs").unwrap();
+        std::os::unix::fs::chown(at, Some(65534), Some(65534)).unwrap();
+        fs::set_permissions(at, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    fn file_item(path: &str, size: u64) -> Item {
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        (node.size, node.mode, node.uid, node.gid) = (size, 0o4755, 0, 0);
+        Item {
+            path: PathBuf::from(path),
+            node,
+            link_to: None,
+        }
+    }
+
+    /// Issue 31, item 4: a file is written pack by pack; one swapped for another user's
+    /// between two packs gets none of the rest, and not the owner and mode.
+    /// Both ways: with the descriptor held, and opened again by path (past
+    /// [`HELD_FILES`]).
+    #[test]
+    fn a_file_swapped_between_two_packs_is_not_written_through() {
+        for held in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = Target::open(&dir.path().join("t")).unwrap();
+            t.make_dir(Path::new("d")).unwrap();
+            let item = file_item("/d/f", 10);
+            let slot = FileSlot::default();
+            slot.open(&t, &item)
+                .unwrap()
+                .write_all_at(b"12345", 0)
+                .unwrap();
+            if !held {
+                slot.release();
+            }
+            let at = dir.path().join("t/d/f");
+            swap_in_theirs(&at);
+            if let Ok(f) = slot.open(&t, &item) {
+                let _ = f.write_all_at(b"67890", 5);
+                let _ = finish_file(&t, &f, &item, &slot, true);
+            }
+            assert_eq!(fs::read(&at).unwrap(), b"theirs", "held {held}");
+            let meta = fs::metadata(&at).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644));
+            // The restore's own file got all its content, through the held descriptor.
+            let moved = fs::read(at.with_extension("moved")).unwrap();
+            assert_eq!(moved.starts_with(b"1234567890"), held, "held {held}");
+        }
+    }
+
+    /// Issue 31, item 4: metadata applied by path after the content phase (a fifo, a
+    /// device, a file none of whose content arrived) goes only to what the restore made.
+    #[test]
+    fn metadata_is_not_applied_to_an_entry_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        for (name, kind) in [("fifo", NodeKind::Fifo), ("file", NodeKind::File)] {
+            let mut node = Node::new(name.as_bytes().to_vec(), kind);
+            (node.mode, node.uid, node.gid) = (0o4755, 0, 0);
+            match kind {
+                NodeKind::Fifo => t.special(Path::new(name), &node).unwrap(),
+                _ => drop(t.create_file(Path::new(name)).unwrap()),
+            }
+            let at = dir.path().join("t").join(name);
+            swap_in_theirs(&at);
+            assert!(
+                t.set_metadata(Path::new(name), &node, true).is_err(),
+                "{name}"
+            );
+            let meta = fs::metadata(&at).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644), "{name}");
+        }
+    }
 
     #[test]
     fn a_report_naming_files_that_are_not_utf8_still_serializes() {
