@@ -235,6 +235,8 @@ pub struct DumpArgs {
     filter: FilterArgs,
     #[command(flatten)]
     cold: super::restore::ColdArgs,
+    #[command(flatten)]
+    recreate: super::restore::RecreateArgs,
 }
 
 pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
@@ -262,7 +264,9 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
             strata::restore::cat_file(&repo, &snap, &args.path, &mut out)?;
         }
         _ => {
-            strata::dump::tar(&repo, &snap, &args.path, &mut out)?;
+            let recreate = args.recreate.recreate();
+            let report = strata::dump::tar(&repo, &snap, &args.path, recreate, &mut out)?;
+            super::restore::warn_skipped(global, &report.skipped_devices);
         }
     }
     out.flush()?;

@@ -1,5 +1,8 @@
 //! See main.rs.
 
+use std::fs;
+use std::process::Output;
+
 use crate::common::*;
 use crate::craft::{self, file};
 
@@ -117,5 +120,191 @@ fn hard_links_restore_as_root_and_as_another_user() {
         assert_eq!(std::fs::read(&b).unwrap(), b"shared");
         let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
         assert_eq!(ino(&a), ino(&b), "run as {:?}", env.run_as);
+    }
+}
+
+// ---- Item 3: owners, set-id bits, attributes and devices, as `tar` and `rsync` users
+// know them.
+
+/// `security.capability` v2 granting CAP_NET_RAW: as good as setuid root.
+const CAP_NET_RAW: [u8; 20] = [
+    0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// What a key holder puts in a snapshot for a root restore: a setuid and setgid root
+/// program with a file capability and a user attribute, a file of another user's, and
+/// (`device`) a world-writable disk owned by that user.
+fn privileged_entries(env: &Env, device: bool) {
+    env.init();
+    craft::snapshot(env, |c| {
+        let mut su = file(c, "su", b"#!/bin/sh\nid\n");
+        (su.mode, su.uid, su.gid) = (0o6755, 0, 0);
+        su.xattrs = vec![
+            strata::Xattr {
+                name: b"security.capability".to_vec(),
+                value: CAP_NET_RAW.to_vec(),
+            },
+            strata::Xattr {
+                name: b"user.note".to_vec(),
+                value: b"x".to_vec(),
+            },
+        ];
+        let mut theirs = file(c, "theirs", b"x");
+        (theirs.uid, theirs.gid) = (1234, 1234);
+        let mut entries = vec![su, theirs];
+        if device {
+            let mut disk = strata::Node::new(b"disk".to_vec(), strata::NodeKind::Blockdev);
+            (disk.mode, disk.uid, disk.gid) = (0o666, 1234, 1234);
+            disk.rdev = libc::makedev(7, 0);
+            entries.push(disk);
+        }
+        c.tree(entries)
+    });
+}
+
+fn owner_and_mode(p: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+fn restore_into(env: &Env, extra: &[&str]) -> (std::path::PathBuf, Output) {
+    let target = env.path("t");
+    let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = env.run(&args);
+    (target, out)
+}
+
+/// The default as root stays what it was: owners, set-id bits, capabilities, devices.
+#[test]
+fn a_root_restore_recreates_owners_setid_bits_and_devices_by_default() {
+    if !is_root() {
+        return eprintln!("NOT RUN: needs root");
+    }
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let (t, out) = restore_into(env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&t.join("su")), (0, 0, 0o6755));
+    assert_eq!(owner_and_mode(&t.join("theirs")), (1234, 1234, 0o644));
+    assert_eq!(owner_and_mode(&t.join("disk")), (1234, 1234, 0o666));
+    let cap = xattr::get(t.join("su"), "security.capability").unwrap();
+    assert_eq!(cap.as_deref(), Some(&CAP_NET_RAW[..]));
+}
+
+#[test]
+fn no_owner_leaves_everything_the_restoring_users_without_setid_bits_or_capabilities() {
+    if !is_root() {
+        return eprintln!("NOT RUN: needs root");
+    }
+    let env = &Env::local();
+    privileged_entries(env, false);
+    let (t, out) = restore_into(env, &["--no-owner", "--verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&t.join("su")), (0, 0, 0o755));
+    assert_eq!(owner_and_mode(&t.join("theirs")), (0, 0, 0o644));
+    assert_eq!(
+        xattr::get(t.join("su"), "security.capability").unwrap(),
+        None
+    );
+    assert_eq!(
+        xattr::get(t.join("su"), "user.note").unwrap().unwrap(),
+        b"x"
+    );
+}
+
+#[test]
+fn an_unprivileged_restore_drops_setid_bits() {
+    let env = &Env::local().unprivileged();
+    privileged_entries(env, false);
+    let (t, out) = restore_into(env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let me = env
+        .run_as
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let (uid, _, mode) = owner_and_mode(&t.join("su"));
+    assert_eq!((uid, mode), (me, 0o755));
+}
+
+#[test]
+fn no_devices_skips_device_nodes_with_a_warning_and_no_xattrs_sets_none() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let (t, out) = restore_into(env, &["--no-devices", "--no-xattrs"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning") && err.contains("/disk"), "{err}");
+    assert!(std::fs::symlink_metadata(t.join("disk")).is_err(), "{err}");
+    assert_eq!(std::fs::read(t.join("theirs")).unwrap(), b"x");
+    assert_eq!(xattr::list(t.join("su")).unwrap().count(), 0);
+}
+
+/// `dump` takes the same options; its default archive keeps everything (whoever extracts
+/// it decides, as with tar).
+#[test]
+fn dump_leaves_out_owners_setid_bits_attributes_and_devices_when_asked() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let list = |extra: &[&str]| {
+        let mut args = vec!["dump", "latest", "/"];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let tarball = env.path("dump.tar");
+        fs::write(&tarball, &out.stdout).unwrap();
+        let listing = std::process::Command::new("tar")
+            .args(["-tvf", tarball.to_str().unwrap(), "--numeric-owner"])
+            .output()
+            .unwrap();
+        let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            String::from_utf8_lossy(&listing.stdout).into_owned(),
+            raw,
+            stderr(&out),
+        )
+    };
+    let (all, raw, _) = list(&[]);
+    assert!(
+        all.contains("-rwsr-sr-x 0/0") && all.contains("1234/1234"),
+        "{all}"
+    );
+    assert!(
+        all.contains("disk") && raw.contains("SCHILY.xattr.user.note"),
+        "{all}"
+    );
+    let (bare, raw, err) = list(&["--no-owner", "--no-xattrs", "--no-devices"]);
+    let me = nix::unistd::geteuid().as_raw();
+    assert!(bare.contains(&format!("-rwxr-xr-x {me}/")), "{bare}");
+    assert!(!bare.contains("1234") && !bare.contains("disk"), "{bare}");
+    assert!(!raw.contains("SCHILY.xattr"), "{bare}");
+    assert!(err.contains("warning") && err.contains("disk"), "{err}");
+}
+
+#[test]
+fn drill_takes_the_same_options() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let out = env.run(&[
+        "drill",
+        "--target",
+        scratch.to_str().unwrap(),
+        "--no-owner",
+        "--no-xattrs",
+        "--no-devices",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning") && err.contains("disk"), "{err}");
+}
+
+#[test]
+fn pg_restore_takes_the_same_options() {
+    let env = &Env::local();
+    let help = env.ok(&["pg", "restore", "--help"]);
+    for opt in ["--no-owner", "--no-xattrs", "--no-devices"] {
+        assert!(help.contains(opt), "{help}");
     }
 }

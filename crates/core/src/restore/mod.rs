@@ -35,8 +35,8 @@ use crate::thaw::{ThawWait, WaitReport};
 use crate::util;
 use crate::walk;
 
-use target::Ident;
 pub(crate) use target::Target;
+use target::{Apply, Ident};
 
 /// Blobs of one pack closer than this are fetched in one range read.
 pub(crate) const MAX_GAP: u64 = 256 << 10;
@@ -64,6 +64,36 @@ pub struct RestoreOptions {
     /// Set (by a signal handler) to stop: no more packs are read, files left partly
     /// written are removed, and [`run`] returns [`Error::RestoreInterrupted`].
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
+    /// What of owners, attributes and devices is recreated.
+    pub recreate: Recreate,
+}
+
+/// What of a snapshot's owners, extended attributes and devices a restore (or a dump)
+/// recreates, with the options `tar` and `rsync` users know. By default everything the
+/// restoring user may: owners only as root. Set-id bits and file capabilities go only
+/// with the snapshot's owners (issue 31, item 3): a restore as another user, or with
+/// `no_owner`, drops them (a directory's setgid stays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recreate {
+    /// Everything is owned by the restoring user (`--no-owner`).
+    pub no_owner: bool,
+    /// No extended attributes are set (`--no-xattrs`).
+    pub no_xattrs: bool,
+    /// Block and character devices are skipped, each named in the report
+    /// (`--no-devices`): a snapshot can hold a world-writable disk.
+    pub no_devices: bool,
+}
+
+impl Recreate {
+    /// Whether entries get the snapshot's owners: as root, unless `no_owner`.
+    pub fn owners(&self) -> bool {
+        !self.no_owner && util::is_root()
+    }
+
+    /// Whether `node` is a device this restore skips.
+    pub fn skips(&self, node: &Node) -> bool {
+        self.no_devices && matches!(node.kind, NodeKind::Chardev | NodeKind::Blockdev)
+    }
 }
 
 /// One thing that went wrong: where, and why. Causes repeat (a full disk fails every
@@ -116,6 +146,9 @@ pub struct RestoreReport {
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
+    /// Devices not restored (`no_devices`), snapshot paths (serialized lossily).
+    #[serde(serialize_with = "lossy_paths")]
+    pub skipped_devices: Vec<PathBuf>,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
     /// What thawing them cost, when the restore waited for them.
@@ -196,8 +229,8 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let trouble = Trouble::default();
-    let items = select(repo, snapshot, opts, &trouble)?;
     let mut report = RestoreReport::default();
+    let items = select(repo, snapshot, opts, &trouble, &mut report.skipped_devices)?;
     let target = if opts.dry_run {
         None
     } else {
@@ -210,7 +243,10 @@ pub fn run(
         repo,
         items: &items,
         files: &files,
-        as_root: util::is_root(),
+        how: Apply {
+            owners: opts.recreate.owners(),
+            xattrs: !opts.recreate.no_xattrs,
+        },
         target: target.as_ref(),
         progress,
         written: &written,
@@ -324,14 +360,15 @@ impl RestoreReport {
     }
 }
 
-/// The snapshot's items that pass the include and exclude patterns, parents first. A tree
-/// that cannot be read, or an entry with a name that could escape its directory, is an
-/// error for that subtree only.
+/// The snapshot's items that pass the include and exclude patterns, parents first, less
+/// the devices `opts` skips (put in `skipped`). A tree that cannot be read, or an entry
+/// with a name that could escape its directory, is an error for that subtree only.
 fn select(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
     trouble: &Trouble,
+    skipped: &mut Vec<PathBuf>,
 ) -> Result<Vec<Item>> {
     // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
     let mut all: Vec<(Item, bool)> = Vec::new();
@@ -392,6 +429,10 @@ fn select(
     let mut out = Vec::new();
     for ((mut item, _), k) in all.into_iter().zip(keep) {
         if !k {
+            continue;
+        }
+        if opts.recreate.skips(&item.node) {
+            skipped.push(item.path);
             continue;
         }
         let n = &item.node;
@@ -630,12 +671,12 @@ fn finish_file(
     file: &fs::File,
     item: &Item,
     slot: &FileSlot,
-    as_root: bool,
+    how: Apply,
 ) -> std::io::Result<()> {
     // Finished even if this fails: the error is reported once, here.
     slot.finished.store(true, Ordering::Release);
     slot.release();
-    t.set_metadata_of(file, &item.node, as_root)
+    t.set_metadata_of(file, &item.node, how)
 }
 
 /// What the parallel content phase shares.
@@ -643,7 +684,7 @@ struct Ctx<'a> {
     repo: &'a Repository,
     items: &'a [Item],
     files: &'a [FileSlot],
-    as_root: bool,
+    how: Apply,
     target: Option<&'a Target>,
     progress: &'a dyn Progress,
     written: &'a AtomicU64,
@@ -711,7 +752,7 @@ impl Ctx<'_> {
                             self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
                             self.progress.advance(data.len() as u64);
                         }
-                        finish_file(t, &f, item, slot, self.as_root)
+                        finish_file(t, &f, item, slot, self.how)
                     })
                 } else {
                     create(t, item)
@@ -780,8 +821,8 @@ impl Ctx<'_> {
                 NodeKind::File => self
                     .ident_of(item.link_to.unwrap_or(idx))
                     .and_then(|id| t.open_meta(item.rel(), id))
-                    .and_then(|f| t.set_metadata_of(&f, &item.node, self.as_root)),
-                _ => t.set_metadata(item.rel(), &item.node, self.as_root),
+                    .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
+                _ => t.set_metadata(item.rel(), &item.node, self.how),
             };
             if let Err(e) = applied {
                 self.trouble.error(Some(&item.path), e);
@@ -973,7 +1014,7 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
             // The last writer sees every other write done (AcqRel), so the times it sets
             // stay set.
             if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                if let Err(e) = finish_file(t, &file, item, slot, ctx.as_root) {
+                if let Err(e) = finish_file(t, &file, item, slot, ctx.how) {
                     ctx.trouble.error(Some(&item.path), e);
                 }
             }
@@ -1188,6 +1229,12 @@ mod tests {
         fs::set_permissions(at, fs::Permissions::from_mode(0o644)).unwrap();
     }
 
+    /// Owners and attributes as a root restore applies them by default.
+    const ROOT: Apply = Apply {
+        owners: true,
+        xattrs: true,
+    };
+
     fn file_item(path: &str, size: u64) -> Item {
         let mut node = Node::new(b"f".to_vec(), NodeKind::File);
         (node.size, node.mode, node.uid, node.gid) = (size, 0o4755, 0, 0);
@@ -1221,7 +1268,7 @@ mod tests {
             swap_in_theirs(&at);
             if let Ok(f) = slot.open(&t, &item) {
                 let _ = f.write_all_at(b"67890", 5);
-                let _ = finish_file(&t, &f, &item, &slot, true);
+                let _ = finish_file(&t, &f, &item, &slot, ROOT);
             }
             assert_eq!(fs::read(&at).unwrap(), b"theirs", "held {held}");
             let meta = fs::metadata(&at).unwrap();
@@ -1248,7 +1295,7 @@ mod tests {
             let at = dir.path().join("t").join(name);
             swap_in_theirs(&at);
             assert!(
-                t.set_metadata(Path::new(name), &node, true).is_err(),
+                t.set_metadata(Path::new(name), &node, ROOT).is_err(),
                 "{name}"
             );
             let meta = fs::metadata(&at).unwrap();

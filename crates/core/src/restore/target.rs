@@ -42,6 +42,36 @@ impl Ident {
     }
 }
 
+/// How metadata is applied (issue 31, item 3).
+#[derive(Clone, Copy, Debug)]
+pub struct Apply {
+    /// Entries get the snapshot's owners (root, without `--no-owner`).
+    pub owners: bool,
+    /// Extended attributes are set (without `--no-xattrs`).
+    pub xattrs: bool,
+}
+
+/// Setuid and setgid.
+const SET_ID: u32 = 0o6000;
+
+impl Apply {
+    /// The mode to set. Set-id bits only where the snapshot's owner is restored: on a file
+    /// the restoring user owns instead they would hand that user's rights to whoever the
+    /// snapshot says. A directory's setgid only passes its group on, and stays.
+    fn mode(&self, node: &Node) -> u32 {
+        match self.owners || node.kind == NodeKind::Dir {
+            true => node.mode,
+            false => node.mode & !SET_ID,
+        }
+    }
+
+    /// Whether attribute `name` is set: a file capability is privilege as setuid is, and
+    /// follows the same rule.
+    fn xattr(&self, name: &[u8]) -> bool {
+        self.xattrs && (self.owners || name != b"security.capability")
+    }
+}
+
 /// The error for an entry that is no longer the one the restore made.
 fn replaced(rel: &Path) -> io::Error {
     io::Error::other(format!(
@@ -303,9 +333,9 @@ impl Target {
         .map_err(to_io)
     }
 
-    /// Owner (when root), mode, user xattrs and times of a restored entry, applied to the
-    /// entry itself: never through a symlink.
-    pub fn set_metadata(&self, rel: &Path, node: &Node, as_root: bool) -> io::Result<()> {
+    /// Owner (when `how` says so), mode, user xattrs and times of a restored entry, applied
+    /// to the entry itself: never through a symlink.
+    pub fn set_metadata(&self, rel: &Path, node: &Node, how: Apply) -> io::Result<()> {
         let times = timestamps(node);
         let owner = || {
             (
@@ -319,7 +349,7 @@ impl Target {
                 // Pinned and checked first: chown goes through the descriptor.
                 let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
                 made_here(fd.as_fd(), rel, node)?;
-                if as_root {
+                if how.owners {
                     let (u, g) = owner();
                     let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
                     rfs::chownat(&fd, "", u, g, flags).map_err(to_io)?;
@@ -335,14 +365,14 @@ impl Target {
                 };
                 let fd = self.open_beneath(rel, flags, Mode::empty())?;
                 made_here(fd.as_fd(), rel, node)?;
-                apply_through(fd.as_fd(), node, as_root)
+                apply_through(fd.as_fd(), node, how)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                 // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
                 // pins the entry, and its /proc magic link reaches it for chmod and times.
                 let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
                 made_here(fd.as_fd(), rel, node)?;
-                if as_root {
+                if how.owners {
                     let (u, g) = owner();
                     rfs::chownat(&fd, "", u, g, AtFlags::EMPTY_PATH).map_err(to_io)?;
                 }
@@ -350,7 +380,7 @@ impl Target {
                 rfs::chmodat(
                     rfs::CWD,
                     proc.as_str(),
-                    Mode::from_raw_mode(node.mode),
+                    Mode::from_raw_mode(how.mode(node)),
                     AtFlags::empty(),
                 )
                 .map_err(to_io)?;
@@ -361,8 +391,8 @@ impl Target {
 
     /// As [`Target::set_metadata`], for a regular file or directory already open (a file
     /// just written needs no second lookup of its path).
-    pub fn set_metadata_of(&self, file: &File, node: &Node, as_root: bool) -> io::Result<()> {
-        apply_through(file.as_fd(), node, as_root)
+    pub fn set_metadata_of(&self, file: &File, node: &Node, how: Apply) -> io::Result<()> {
+        apply_through(file.as_fd(), node, how)
     }
 
     /// Removes a file (never a directory) the restore created.
@@ -394,9 +424,10 @@ fn timestamps(node: &Node) -> Timestamps {
     }
 }
 
-/// Owner (when root), mode, user xattrs and times through a descriptor of the entry itself.
-fn apply_through(fd: BorrowedFd<'_>, node: &Node, as_root: bool) -> io::Result<()> {
-    if as_root {
+/// Owner (when `how` says so), mode, user xattrs and times through a descriptor of the
+/// entry itself.
+fn apply_through(fd: BorrowedFd<'_>, node: &Node, how: Apply) -> io::Result<()> {
+    if how.owners {
         let (u, g) = (
             Some(rfs::Uid::from_raw(node.uid)),
             Some(rfs::Gid::from_raw(node.gid)),
@@ -404,8 +435,8 @@ fn apply_through(fd: BorrowedFd<'_>, node: &Node, as_root: bool) -> io::Result<(
         rfs::fchown(fd, u, g).map_err(to_io)?;
     }
     // After chown, which clears set-id bits.
-    rfs::fchmod(fd, Mode::from_raw_mode(node.mode)).map_err(to_io)?;
-    for x in &node.xattrs {
+    rfs::fchmod(fd, Mode::from_raw_mode(how.mode(node))).map_err(to_io)?;
+    for x in node.xattrs.iter().filter(|x| how.xattr(&x.name)) {
         let set = rfs::fsetxattr(
             fd,
             OsStr::from_bytes(&x.name),
