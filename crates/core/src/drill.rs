@@ -19,7 +19,7 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 use crate::restore::{self, RestoreOptions};
-use crate::walk::{TreeWalk, Visit};
+use crate::walk::{Limits, TreeWalk, Visit};
 
 /// How a drill runs.
 #[derive(Clone, Debug)]
@@ -261,7 +261,7 @@ pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
 fn files_of(repo: &Repository, snapshot: &Snapshot) -> (Vec<PathBuf>, u64) {
     let mut files = Vec::new();
     let mut bytes = 0;
-    for visit in TreeWalk::new(repo, &snapshot.tree) {
+    for visit in TreeWalk::new(repo, &snapshot.tree).limited(Limits::of(snapshot)) {
         if let Visit::Node { path, node, .. } = visit {
             if node.kind == NodeKind::File {
                 bytes += node.size;

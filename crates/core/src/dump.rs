@@ -57,10 +57,11 @@ pub fn tar(
         report: DumpReport::default(),
     };
     let io = |e| Error::io("the archive", e);
+    let limits = walk::Limits::of(snapshot);
     match walk::lookup(repo, &snapshot.tree, path)? {
         // The whole snapshot: its top-level entries and everything below.
         None => {
-            walk::walk(repo, &snapshot.tree, &mut |rel, node| {
+            walk::walk(repo, &snapshot.tree, limits, &mut |rel, node| {
                 dump.entry(&mut builder, rel, node)?;
                 Ok(true)
             })?;
@@ -69,7 +70,7 @@ pub fn tar(
             let name = PathBuf::from(std::ffi::OsStr::from_bytes(&node.name));
             dump.entry(&mut builder, &name, &node)?;
             if let Some(tree) = node.subtree {
-                walk::walk(repo, &tree, &mut |rel, n| {
+                walk::walk(repo, &tree, limits, &mut |rel, n| {
                     dump.entry(&mut builder, &name.join(rel), n)?;
                     Ok(true)
                 })?;

@@ -184,6 +184,24 @@ pub enum Error {
         content: u64,
     },
 
+    /// A snapshot's tree expands past the files or directories its own summary records:
+    /// shared subtrees multiplying without end (a tree bomb). Nothing more of it is read.
+    #[error(
+        "the snapshot of tree {tree} is damaged: its tree holds more than {limit} {what}, \
+         where its summary records {recorded}; refused (a tree bomb: shared subtrees \
+         multiplying); `strata forget --snapshot` with its id removes it"
+    )]
+    TreeExpands {
+        /// The snapshot's root tree.
+        tree: TreeId,
+        /// `files` or `directories`.
+        what: &'static str,
+        /// What the summary records.
+        recorded: u64,
+        /// What the walk allowed (the record and a margin).
+        limit: u64,
+    },
+
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

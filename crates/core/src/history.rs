@@ -139,7 +139,12 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     for (_, id, snap) in &snapshots {
         let here = SnapshotRef::of(id, snap);
         let lineage = snap.lineage();
-        let matches = search(repo, opts, &snap.tree, Path::new("/"), &mut memo)?;
+        let mut budget = Budget {
+            limits: crate::walk::Limits::of(snap),
+            seen: (0, 0),
+        };
+        let root = (&snap.tree, Path::new("/"), 0);
+        let matches = search(repo, opts, root, &mut memo, &mut budget)?;
         for m in matches.iter() {
             let list = versions
                 .entry((lineage.clone(), m.path.clone()))
@@ -176,14 +181,26 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     Ok(versions)
 }
 
+/// What one snapshot's search may still meet (issue 31, item 7): the files and
+/// directories its summary records, met so far.
+struct Budget {
+    limits: crate::walk::Limits,
+    seen: (u64, u64),
+}
+
+/// The matches below `dir` (tree `tree`, `depth` levels down). A subtree met again (the
+/// memo) counts again: a tree bomb multiplies matches without new trees.
 fn search(
     repo: &Repository,
     opts: &FindOptions,
-    tree: &TreeId,
-    dir: &Path,
+    (tree, dir, depth): (&TreeId, &Path, usize),
     memo: &mut HashMap<(TreeId, PathBuf), Matches>,
+    budget: &mut Budget,
 ) -> Result<Matches> {
     if let Some(m) = memo.get(&(*tree, dir.to_path_buf())) {
+        for hit in m.iter() {
+            budget.limits.count(hit.kind, &mut budget.seen)?;
+        }
         return Ok(m.clone());
     }
     let mut out = Vec::new();
@@ -193,6 +210,9 @@ fn search(
             continue;
         };
         let path = dir.join(name);
+        // Deeper than a path can be: an error, not a stack overflow.
+        crate::walk::check_depth(tree, &path, &node, depth)?;
+        budget.limits.count(node.kind, &mut budget.seen)?;
         if opts.patterns.as_ref().is_none_or(|p| p.is_match(&path)) {
             out.push(Rc::new(Match {
                 path: Rc::from(path.as_path()),
@@ -203,7 +223,8 @@ fn search(
             }));
         }
         if let Some(sub) = node.subtree {
-            out.extend(search(repo, opts, &sub, &path, memo)?.iter().cloned());
+            let below = search(repo, opts, (&sub, &path, depth + 1), memo, budget)?;
+            out.extend(below.iter().cloned());
         }
     }
     let out = Rc::new(out);

@@ -66,6 +66,32 @@ fn restore_refuses_inline_data_of_another_length() {
     restore_refuses_a_lying_size(5, &noise(200, 3), true);
 }
 
+/// The size right, the content not what its id says (a lie only a key holder can tell):
+/// restore does not pass it off as the file either.
+#[test]
+fn restore_refuses_content_that_is_not_its_id() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        // Sized by another blob: the claimed one must be stored only as the lie.
+        let mut n = file(c, "f", b"other");
+        n.content = vec![c.data_as(b"hello", b"HELLO")];
+        c.tree(vec![n])
+    });
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("/f"), "{err}");
+    assert!(!target.join("f").exists(), "{err}");
+}
+
 #[test]
 fn dump_refuses_a_lying_size() {
     let env = &Env::local();
@@ -307,4 +333,126 @@ fn pg_restore_takes_the_same_options() {
     for opt in ["--no-owner", "--no-xattrs", "--no-devices"] {
         assert!(help.contains(opt), "{help}");
     }
+}
+
+// ---- Item 7: tree bombs. Shared subtrees are legitimate (identical directories dedupe
+// to one tree); a tree that expands past what its snapshot's summary records, or deeper or
+// longer than a path can be, is refused in bounded time and memory.
+
+/// `levels` levels, each a directory whose two entries name the same subtree: 2^levels
+/// paths from a repository of a few KB.
+fn sharing_bomb(c: &craft::Crafter, levels: usize) -> strata::TreeId {
+    let mut t = c.tree(vec![file(c, "f", b"x")]);
+    for _ in 0..levels {
+        t = c.tree(vec![craft::dir("a", t), craft::dir("b", t)]);
+    }
+    t
+}
+
+/// A chain of `depth` directories, one inside the other.
+fn chain(c: &craft::Crafter, depth: usize) -> strata::TreeId {
+    let mut t = c.tree(vec![file(c, "f", b"x")]);
+    for _ in 0..depth {
+        t = c.tree(vec![craft::dir("d", t)]);
+    }
+    t
+}
+
+/// Each command stops within `secs` and 1 GiB of address space, fails, and says why in
+/// words containing one of `why`.
+fn refused_in_bounds(env: &Env, commands: &[&[&str]], why: &[&str], secs: u64) {
+    for args in commands {
+        let b = craft::run_bounded(env, args, 1024, secs);
+        let err = stderr(&b.out);
+        assert!(!b.timed_out, "{args:?} still running after {:?}", b.elapsed);
+        eprintln!(
+            "{args:?}: {:?}: {}",
+            b.elapsed,
+            err.chars().take(400).collect::<String>()
+        );
+        assert!(!b.out.status.success(), "{args:?} succeeded: {err}");
+        assert!(why.iter().any(|w| err.contains(w)), "{args:?}: {err}");
+        // Said once, not once per entry.
+        assert!(err.len() < 16_000, "{args:?}: {} bytes: {err}", err.len());
+    }
+}
+
+fn browsing_commands(env: &Env) -> Vec<Vec<String>> {
+    let t = env.path("t").display().to_string();
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let s = scratch.display().to_string();
+    [
+        vec!["restore", "latest", "--target", &t],
+        vec!["restore", "latest", "--target", &t, "--dry-run"],
+        vec!["ls", "latest"],
+        vec!["find", "f"],
+        vec!["dump", "latest", "/"],
+        vec!["drill", "--target", &s],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect()
+}
+
+fn as_args(cmds: &[Vec<String>]) -> Vec<Vec<&str>> {
+    cmds.iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect()
+}
+
+#[test]
+fn a_sharing_bomb_is_refused_as_expanding_past_its_summary() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| sharing_bomb(c, 40));
+    let cmds = browsing_commands(env);
+    let args = as_args(&cmds);
+    let args: Vec<&[&str]> = args.iter().map(Vec::as_slice).collect();
+    refused_in_bounds(env, &args, &["summary"], 20);
+}
+
+#[test]
+fn a_chain_deeper_than_a_path_can_be_is_refused() {
+    let env = &Env::local();
+    env.init();
+    // The summary does not give it away: the depth must.
+    let summary = strata::Summary {
+        files_new: 1,
+        dirs: 60_000,
+        ..Default::default()
+    };
+    craft::snapshot_with(env, summary, |c| chain(c, 50_000));
+    let cmds = browsing_commands(env);
+    let args = as_args(&cmds);
+    let args: Vec<&[&str]> = args.iter().map(Vec::as_slice).collect();
+    refused_in_bounds(env, &args, &["deeper", "longer"], 30);
+}
+
+/// A legitimate snapshot shares subtrees too: it restores and lists whole.
+#[test]
+fn shared_subtrees_within_the_summary_restore_whole() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    for d in ["a", "b", "c/a", "c/b"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        fs::write(src.join(d).join("same"), "same content").unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    let restored = restored(&target, &src);
+    assert_eq!(
+        fs::read(restored.join("c/b/same")).unwrap(),
+        b"same content"
+    );
+    let ls = env.ok(&["ls", "latest"]);
+    assert_eq!(ls.matches("/same").count(), 4, "{ls}");
 }

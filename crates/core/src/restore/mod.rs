@@ -373,10 +373,11 @@ fn select(
     // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
     let mut all: Vec<(Item, bool)> = Vec::new();
     let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-    // A repository gone meanwhile loses no subtree: the restore stops.
+    // A repository gone meanwhile loses no subtree: the restore stops; so does a tree
+    // that expands past its snapshot's counts (nothing of it is restored).
     let mut gone = None;
     let mut on_error = |tree: &TreeId, dir: &Path, e: Error| match e {
-        Error::NoRepository(at) => gone = Some(at),
+        Error::NoRepository(_) | Error::TreeExpands { .. } => gone = Some(e),
         e => trouble.error(
             Some(&Path::new("/").join(dir)),
             format!("not restored: tree {tree}: {e}"),
@@ -385,6 +386,7 @@ fn select(
     walk::walk_tolerant(
         repo,
         &snapshot.tree,
+        walk::Limits::of(snapshot),
         &mut |rel, node| {
             let path = Path::new("/").join(rel);
             while stack.last().is_some_and(|(dir, _)| !path.starts_with(dir)) {
@@ -410,8 +412,8 @@ fn select(
         },
         &mut on_error,
     )?;
-    if let Some(at) = gone {
-        return Err(Error::NoRepository(at));
+    if let Some(e) = gone {
+        return Err(e);
     }
     // Pass 2, bottom-up: keep matches and the directories leading to them.
     let mut needed: HashSet<PathBuf> = Default::default();
