@@ -469,3 +469,61 @@ fn shared_subtrees_within_the_summary_restore_whole() {
     let ls = env.ok(&["ls", "latest"]);
     assert_eq!(ls.matches("/same").count(), 4, "{ls}");
 }
+
+/// Through `mount`, a walk of the bomb (`find`) ends with an I/O error once the snapshot
+/// expands past its summary, instead of listing 2^40 paths into the mount's memory.
+#[test]
+fn a_sharing_bomb_under_mount_ends_in_an_error() {
+    use std::time::{Duration, Instant};
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return eprintln!("NOT RUN: no /dev/fuse");
+    }
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
+    let mp = env.path("mp");
+    fs::create_dir_all(&mp).unwrap();
+    let mut mount = env
+        .std_cmd()
+        .args(["mount", mp.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !mp.join("snapshots").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Into files: a pipe nobody reads yet would stop find once full.
+    let (listed, errors) = (env.path("listed"), env.path("errors"));
+    let mut find = std::process::Command::new("find")
+        .arg(mp.join("snapshots").join(bomb.to_hex()))
+        .stdout(fs::File::create(&listed).unwrap())
+        .stderr(fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = find.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            find.kill().unwrap();
+            find.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    signal(&mount, nix::sys::signal::Signal::SIGINT);
+    let unmounted = mount.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(mount.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let listed = fs::metadata(&listed).unwrap().len();
+    let status = status.unwrap_or_else(|| panic!("find still running after 60 s: {listed} B"));
+    let err = fs::read_to_string(&errors).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert!(log.contains("summary"), "{log}");
+    assert!(listed < 4 << 20, "{listed} bytes listed");
+    assert!(unmounted.success(), "{log}");
+}
