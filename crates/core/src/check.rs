@@ -1160,7 +1160,8 @@ fn find_hits(
             hits.entry(*obj).or_default().push(format!("{label}: /"));
             continue;
         }
-        let mut walk = TreeWalk::new(repo, &snap.tree);
+        // A tree bomb ends its own walk (past its summary), not the listing.
+        let mut walk = TreeWalk::new(repo, &snap.tree).limited(crate::walk::Limits::of(snap));
         while let Some(visit) = walk.next() {
             // Unreadable trees and bad names are problems of their own already.
             let Visit::Node { path, node, .. } = visit else {

@@ -527,3 +527,24 @@ fn a_sharing_bomb_under_mount_ends_in_an_error() {
     assert!(listed < 4 << 20, "{listed} bytes listed");
     assert!(unmounted.success(), "{log}");
 }
+
+/// `check` walks each snapshot again to name the paths a damaged blob costs: over a bomb,
+/// that listing ends at the summary too.
+#[test]
+fn check_names_the_paths_of_damage_in_a_sharing_bomb_in_bounds() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| sharing_bomb(c, 40));
+    for (name, _) in env.objects("data") {
+        env.flip_byte("data", &name, 20);
+    }
+    let b = craft::run_bounded(env, &["check", "--read-data"], 1024, 30);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&b.out.stdout),
+        stderr(&b.out)
+    );
+    assert!(!b.timed_out, "still running after {:?}", b.elapsed);
+    assert!(!b.out.status.success(), "{all}");
+    assert!(all.len() < 1 << 20, "{} bytes of report", all.len());
+}
