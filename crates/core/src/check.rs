@@ -661,8 +661,19 @@ impl Audit<'_> {
                         ));
                     }
                     stack.extend(node.subtree);
+                    let mut len = Some(0u64);
                     for id in &node.content {
-                        self.check_blob(id, packs)?;
+                        let raw = self.check_blob(id, packs)?;
+                        len = len.zip(raw).map(|(a, b)| a + b);
+                    }
+                    // A blob not indexed is a problem of its own; the size is judged only
+                    // when every length is known.
+                    if let Some(e) = len.and_then(|len| size_mismatch(node, len)) {
+                        self.problems.push(problem(
+                            Object::Tree(tid),
+                            e,
+                            Remedy::RepairIndexThenSnapshots,
+                        ));
                     }
                 }
             }
@@ -816,9 +827,10 @@ impl Audit<'_> {
     }
 
     /// A blob a tree names must resolve to a pack that is there.
-    fn check_blob(&mut self, id: &BlobId, packs: &Packs) -> Result<()> {
+    /// Returns the blob's plaintext length when the index names a pack that is there.
+    fn check_blob(&mut self, id: &BlobId, packs: &Packs) -> Result<Option<u64>> {
         if self.damaged.contains_key(id) {
-            return Ok(());
+            return Ok(None);
         }
         let (reason, remedy) = match self.repo.blob_index().lookup(id)? {
             None => (NOT_INDEXED.to_string(), Remedy::IndexUnindexedPacks),
@@ -833,13 +845,13 @@ impl Audit<'_> {
                 if let Some(used) = &mut self.used_packs {
                     used.insert(loc.pack);
                 }
-                return Ok(());
+                return Ok(Some(u64::from(loc.entry.raw_length)));
             }
         };
         self.damaged.insert(*id, Object::Blob(*id));
         self.problems
             .push(problem(Object::Blob(*id), reason, remedy));
-        Ok(())
+        Ok(None)
     }
 
     /// Re-reads, decrypts and re-hashes the chosen data packs (tree packs were read whole
@@ -1177,7 +1189,8 @@ fn find_hits(
             hits.entry(*obj).or_default().push(format!("{label}: /"));
             continue;
         }
-        let mut walk = TreeWalk::new(repo, &snap.tree);
+        // A tree bomb ends its own walk (past its summary), not the listing.
+        let mut walk = TreeWalk::new(repo, &snap.tree).limited(crate::walk::Limits::of(snap));
         while let Some(visit) = walk.next() {
             // Unreadable trees and bad names are problems of their own already.
             let Visit::Node { path, node, .. } = visit else {
@@ -1203,6 +1216,18 @@ fn find_hits(
         }
     }
     Ok(hits)
+}
+
+/// A file whose blobs (`len` bytes by the index) do not add up to its size (format-spec §8).
+fn size_mismatch(node: &crate::repo::tree::Node, len: u64) -> Option<String> {
+    let file = node.kind == crate::repo::tree::NodeKind::File && node.data.is_none();
+    (file && len != node.size).then(|| {
+        format!(
+            "entry {:?}: content of {len} bytes for a size of {}",
+            String::from_utf8_lossy(&node.name),
+            node.size
+        )
+    })
 }
 
 /// What is wrong with a node's inline bytes (format-spec §8), if anything.

@@ -19,7 +19,7 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 use crate::restore::{self, RestoreOptions};
-use crate::walk::{TreeWalk, Visit};
+use crate::walk::{Limits, TreeWalk, Visit};
 
 /// How a drill runs.
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct DrillOptions {
     pub cold: Option<crate::thaw::ThawWait>,
     /// The operator's check of the restored copy, run in it once every byte verified.
     pub verify: Option<VerifyCommand>,
+    /// What of owners, attributes and devices the restore recreates, as a real one would.
+    pub recreate: restore::Recreate,
 }
 
 /// A set's `drill-verify`: a shell command run in the restored copy.
@@ -56,6 +58,8 @@ pub struct DrillReport {
     pub throughput: f64,
     /// What went wrong, file by file.
     pub errors: Vec<String>,
+    /// What was left out as asked (devices), which does not fail the drill.
+    pub warnings: Vec<String>,
 }
 
 /// The paths a drill restores (`None`: all) and the snapshot's size. A sample needs the
@@ -103,6 +107,7 @@ pub fn run(
             includes,
             verify: true,
             cold: opts.cold,
+            recreate: opts.recreate,
             ..Default::default()
         },
         progress,
@@ -155,10 +160,14 @@ pub fn run(
         0.0
     };
     audit::record_drill(repo, drill.clone())?;
+    let warnings = (restored.skipped_devices.iter())
+        .map(|p| format!("{}: device not restored (no_devices)", p.display()))
+        .collect();
     Ok(DrillReport {
         drill,
         throughput,
         errors,
+        warnings,
     })
 }
 
@@ -252,7 +261,7 @@ pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
 fn files_of(repo: &Repository, snapshot: &Snapshot) -> (Vec<PathBuf>, u64) {
     let mut files = Vec::new();
     let mut bytes = 0;
-    for visit in TreeWalk::new(repo, &snapshot.tree) {
+    for visit in TreeWalk::new(repo, &snapshot.tree).limited(Limits::of(snapshot)) {
         if let Visit::Node { path, node, .. } = visit {
             if node.kind == NodeKind::File {
                 bytes += node.size;

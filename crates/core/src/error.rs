@@ -169,6 +169,39 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file's content is not as long as its node's `size` (format-spec §8: it MUST be):
+    /// a snapshot written by a faulty or hostile client. Its content is not used.
+    #[error(
+        "{file}: content of {content} bytes for a size of {size}: the snapshot is damaged \
+         (written by a faulty or hostile client); its content is not used"
+    )]
+    SizeMismatch {
+        /// The file, as the snapshot names it.
+        file: String,
+        /// What its node says.
+        size: u64,
+        /// What its content (inline bytes, or blobs by the index's lengths) gives.
+        content: u64,
+    },
+
+    /// A snapshot's tree expands past the files or directories its own summary records:
+    /// shared subtrees multiplying without end (a tree bomb). Nothing more of it is read.
+    #[error(
+        "the snapshot of tree {tree} is damaged: its tree holds more than {limit} {what}, \
+         where its summary records {recorded}; refused (a tree bomb: shared subtrees \
+         multiplying); `strata forget --snapshot` with its id removes it"
+    )]
+    TreeExpands {
+        /// The snapshot's root tree.
+        tree: TreeId,
+        /// `files` or `directories`.
+        what: &'static str,
+        /// What the summary records.
+        recorded: u64,
+        /// What the walk allowed (the record and a margin).
+        limit: u64,
+    },
+
     /// A local file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -139,7 +139,9 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     for (_, id, snap) in &snapshots {
         let here = SnapshotRef::of(id, snap);
         let lineage = snap.lineage();
-        let matches = search(repo, opts, &snap.tree, Path::new("/"), &mut memo)?;
+        let mut budget = Budget::of(snap);
+        let root = (&snap.tree, Path::new("/"), 1);
+        let matches = search(repo, opts, root, &mut memo, &mut budget)?;
         for m in matches.iter() {
             let list = versions
                 .entry((lineage.clone(), m.path.clone()))
@@ -176,14 +178,42 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     Ok(versions)
 }
 
+/// What one snapshot's walk may still meet (issue 31, item 7): the files and directories
+/// its summary records, met so far.
+struct Budget {
+    limits: crate::walk::Limits,
+    seen: (u64, u64),
+}
+
+impl Budget {
+    fn of(snapshot: &Snapshot) -> Self {
+        Budget {
+            limits: crate::walk::Limits::of(snapshot),
+            seen: (0, 0),
+        }
+    }
+
+    /// Counts `node`, at `path` `depth` levels down in `tree`: an error once the snapshot
+    /// expands past its summary, or the entry lies deeper than a path can.
+    fn meet(&mut self, tree: &TreeId, path: &Path, node: &Node, depth: usize) -> Result<()> {
+        crate::walk::check_depth(tree, path, node, depth)?;
+        self.limits.count(node.kind, &mut self.seen)
+    }
+}
+
+/// The matches below `dir` (tree `tree`, whose entries lie `depth` levels down). A subtree met again (the
+/// memo) counts again: a tree bomb multiplies matches without new trees.
 fn search(
     repo: &Repository,
     opts: &FindOptions,
-    tree: &TreeId,
-    dir: &Path,
+    (tree, dir, depth): (&TreeId, &Path, usize),
     memo: &mut HashMap<(TreeId, PathBuf), Matches>,
+    budget: &mut Budget,
 ) -> Result<Matches> {
     if let Some(m) = memo.get(&(*tree, dir.to_path_buf())) {
+        for hit in m.iter() {
+            budget.limits.count(hit.kind, &mut budget.seen)?;
+        }
         return Ok(m.clone());
     }
     let mut out = Vec::new();
@@ -193,6 +223,8 @@ fn search(
             continue;
         };
         let path = dir.join(name);
+        // Deeper than a path can be: an error, not a stack overflow.
+        budget.meet(tree, &path, &node, depth)?;
         if opts.patterns.as_ref().is_none_or(|p| p.is_match(&path)) {
             out.push(Rc::new(Match {
                 path: Rc::from(path.as_path()),
@@ -203,7 +235,8 @@ fn search(
             }));
         }
         if let Some(sub) = node.subtree {
-            out.extend(search(repo, opts, &sub, &path, memo)?.iter().cloned());
+            let below = search(repo, opts, (&sub, &path, depth + 1), memo, budget)?;
+            out.extend(below.iter().cloned());
         }
     }
     let out = Rc::new(out);
@@ -289,8 +322,14 @@ pub fn diff(
     let is_root = base
         .components()
         .all(|c| matches!(c, Component::RootDir | Component::CurDir));
-    let mut report = DiffReport::default();
-    compare(repo, &base, na.as_ref(), nb.as_ref(), &mut report, is_root)?;
+    let mut differ = Differ {
+        repo,
+        report: DiffReport::default(),
+        budgets: [Budget::of(a), Budget::of(b)],
+    };
+    let depth = base.components().count().saturating_sub(1);
+    differ.compare(&base, (na.as_ref(), nb.as_ref()), is_root, depth)?;
+    let mut report = differ.report;
     report.changes.sort_by(|x, y| {
         x.path
             .as_os_str()
@@ -300,79 +339,113 @@ pub fn diff(
     Ok(report)
 }
 
-fn compare(
-    repo: &Repository,
-    path: &Path,
-    a: Option<&Node>,
-    b: Option<&Node>,
-    report: &mut DiffReport,
-    is_base: bool,
-) -> Result<()> {
-    match (a, b) {
-        (None, None) => {}
-        (Some(n), None) => whole(repo, path, n, ChangeKind::Removed, report, is_base)?,
-        (None, Some(n)) => whole(repo, path, n, ChangeKind::Added, report, is_base)?,
-        (Some(x), Some(y)) if x.kind != y.kind => {
-            whole(repo, path, x, ChangeKind::Removed, report, false)?;
-            whole(repo, path, y, ChangeKind::Added, report, false)?;
-        }
-        (Some(x), Some(y)) => {
-            let what = differences(x, y);
-            if !what.is_empty() && !is_base {
-                record(report, path, ChangeKind::Changed, what, x.size, y.size);
+/// A diff's walk of two trees at once, each counted against its own snapshot's limits.
+struct Differ<'r> {
+    repo: &'r Repository,
+    report: DiffReport,
+    /// The first snapshot's, then the second's.
+    budgets: [Budget; 2],
+}
+
+/// Which snapshot a node is of, as an index into [`Differ::budgets`].
+const FIRST: usize = 0;
+const SECOND: usize = 1;
+
+impl Differ<'_> {
+    fn compare(
+        &mut self,
+        path: &Path,
+        (a, b): (Option<&Node>, Option<&Node>),
+        is_base: bool,
+        depth: usize,
+    ) -> Result<()> {
+        match (a, b) {
+            (None, None) => {}
+            (Some(n), None) => self.whole(path, n, ChangeKind::Removed, is_base, depth)?,
+            (None, Some(n)) => self.whole(path, n, ChangeKind::Added, is_base, depth)?,
+            (Some(x), Some(y)) if x.kind != y.kind => {
+                self.whole(path, x, ChangeKind::Removed, false, depth)?;
+                self.whole(path, y, ChangeKind::Added, false, depth)?;
             }
-            if x.subtree != y.subtree {
-                let (ea, eb) = (entries(repo, x)?, entries(repo, y)?);
-                let mut names: Vec<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
-                names.sort();
-                names.dedup();
-                for name in names {
-                    let child = path.join(std::ffi::OsStr::from_bytes(name));
-                    compare(repo, &child, ea.get(name), eb.get(name), report, false)?;
+            (Some(x), Some(y)) => {
+                let what = differences(x, y);
+                if !what.is_empty() && !is_base {
+                    record(
+                        &mut self.report,
+                        path,
+                        ChangeKind::Changed,
+                        what,
+                        x.size,
+                        y.size,
+                    );
+                }
+                if x.subtree != y.subtree {
+                    let ea = self.entries(x, path, FIRST, depth)?;
+                    let eb = self.entries(y, path, SECOND, depth)?;
+                    let mut names: Vec<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
+                    names.sort();
+                    names.dedup();
+                    for name in names {
+                        let child = path.join(std::ffi::OsStr::from_bytes(name));
+                        let pair = (ea.get(name), eb.get(name));
+                        self.compare(&child, pair, false, depth + 1)?;
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// A directory's entries by name (none for anything else); names that could escape their
-/// directory are left out, as restore leaves them out.
-fn entries(repo: &Repository, n: &Node) -> Result<BTreeMap<Vec<u8>, Node>> {
-    let Some(tree) = n.subtree else {
-        return Ok(BTreeMap::new());
-    };
-    Ok(repo
-        .trees()
-        .load(&tree)?
-        .entries
-        .into_iter()
-        .filter(|e| safe_name(e, &tree).is_ok())
-        .map(|e| (e.name.clone(), e))
-        .collect())
-}
-
-/// A node added or removed, with everything below it.
-fn whole(
-    repo: &Repository,
-    path: &Path,
-    n: &Node,
-    change: ChangeKind,
-    report: &mut DiffReport,
-    is_base: bool,
-) -> Result<()> {
-    if !is_base {
-        let (before, after) = match change {
-            ChangeKind::Removed => (n.size, 0),
-            _ => (0, n.size),
+    /// A directory's entries by name (none for anything else), each counted against
+    /// snapshot `side`'s limits; names that could escape their directory are left out, as
+    /// restore leaves them out.
+    fn entries(
+        &mut self,
+        n: &Node,
+        dir: &Path,
+        side: usize,
+        depth: usize,
+    ) -> Result<BTreeMap<Vec<u8>, Node>> {
+        let Some(tree) = n.subtree else {
+            return Ok(BTreeMap::new());
         };
-        record(report, path, change, Vec::new(), before, after);
+        let mut out = BTreeMap::new();
+        for e in self.repo.trees().load(&tree)?.entries {
+            let Ok(name) = safe_name(&e, &tree) else {
+                continue;
+            };
+            self.budgets[side].meet(&tree, &dir.join(name), &e, depth + 1)?;
+            out.insert(e.name.clone(), e);
+        }
+        Ok(out)
     }
-    for (name, child) in entries(repo, n)? {
-        let p = path.join(std::ffi::OsStr::from_bytes(&name));
-        whole(repo, &p, &child, change, report, false)?;
+
+    /// A node added or removed, with everything below it.
+    fn whole(
+        &mut self,
+        path: &Path,
+        n: &Node,
+        change: ChangeKind,
+        is_base: bool,
+        depth: usize,
+    ) -> Result<()> {
+        if !is_base {
+            let (before, after) = match change {
+                ChangeKind::Removed => (n.size, 0),
+                _ => (0, n.size),
+            };
+            record(&mut self.report, path, change, Vec::new(), before, after);
+        }
+        let side = match change {
+            ChangeKind::Removed => FIRST,
+            _ => SECOND,
+        };
+        for (name, child) in self.entries(n, path, side, depth)? {
+            let p = path.join(std::ffi::OsStr::from_bytes(&name));
+            self.whole(&p, &child, change, false, depth + 1)?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn record(

@@ -13,14 +13,14 @@ use serde::Serialize;
 
 use crate::backend::lifecycle::ARCHIVE_CLASSES;
 use crate::backend::{FileKind, ThawState, ThawTier};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{PackId, TreeId};
 use crate::patterns::Patterns;
 use crate::progress::Progress;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind};
 use crate::repo::Repository;
-use crate::walk::{TreeWalk, Visit};
+use crate::walk::{Limits, TreeWalk, Visit};
 
 /// How a warm-up asks.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +65,7 @@ pub fn packs_needed(
     snapshot: &Snapshot,
     includes: Option<&Patterns>,
 ) -> Result<BTreeSet<PackId>> {
-    packs_of_tree(repo, &snapshot.tree, includes)
+    packs_of_tree(repo, &snapshot.tree, Limits::of(snapshot), includes)
 }
 
 /// The data packs of what `dump` of `node` reads: a file's, or those of a directory and
@@ -76,28 +76,36 @@ pub fn packs_below(
     node: Option<&Node>,
 ) -> Result<BTreeSet<PackId>> {
     match node {
-        None => packs_of_tree(repo, &snapshot.tree, None),
+        None => packs_of_tree(repo, &snapshot.tree, Limits::of(snapshot), None),
         Some(n) if n.kind == NodeKind::File => n
             .content
             .iter()
             .map(|id| Ok(repo.lookup_blob(id)?.pack))
             .collect(),
         Some(n) => match &n.subtree {
-            Some(tree) => packs_of_tree(repo, tree, None),
+            Some(tree) => packs_of_tree(repo, tree, Limits::of(snapshot), None),
             None => Ok(BTreeSet::new()),
         },
     }
 }
 
+/// Damage is the reading command's to report, except a tree that expands past its
+/// snapshot's counts: nothing is read of that one.
 fn packs_of_tree(
     repo: &Repository,
     tree: &TreeId,
+    limits: Limits,
     includes: Option<&Patterns>,
 ) -> Result<BTreeSet<PackId>> {
     let mut packs = BTreeSet::new();
-    for visit in TreeWalk::new(repo, tree) {
-        let Visit::Node { path, node, .. } = visit else {
-            continue;
+    for visit in TreeWalk::new(repo, tree).limited(limits) {
+        let (path, node) = match visit {
+            Visit::Node { path, node, .. } => (path, node),
+            Visit::Damaged {
+                error: e @ Error::TreeExpands { .. },
+                ..
+            } => return Err(e),
+            Visit::Damaged { .. } => continue,
         };
         if node.kind != NodeKind::File {
             continue;

@@ -6,8 +6,84 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Missing, Result};
 use crate::id::TreeId;
+use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
+
+/// Longest path a walk yields, in bytes: Linux's PATH_MAX less its NUL. No backup stores
+/// a longer one (the kernel refuses it to the walker), and each level keeps its path:
+/// capped, a crafted chain costs at most `MAX_DEPTH` × `MAX_PATH` bytes, not its depth
+/// squared.
+pub const MAX_PATH: usize = 4095;
+/// Deepest directory level a walk enters: as deep as a path of `MAX_PATH` bytes goes
+/// ("a/a/…"). A deeper entry is damage in its tree, skipped with its subtree.
+pub const MAX_DEPTH: usize = 2048;
+/// What a snapshot's walk may meet beyond its summary's counts: directories leading to
+/// the backed-up paths are not counted there (nor a standard-input backup's).
+const MARGIN: u64 = 4096;
+
+/// How many files and directories a snapshot's walk may meet: what its summary records,
+/// and [`MARGIN`]. Shared subtrees are legitimate (identical directories dedupe to one
+/// tree), but a tree that expands past its own snapshot's counts is a tree bomb (2^40
+/// paths from a repository of 68 KB): refused with [`Error::TreeExpands`], after at most
+/// that many entries, whatever the walk builds per entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    tree: TreeId,
+    files: (u64, u64),
+    dirs: (u64, u64),
+}
+
+impl Limits {
+    /// The limits of `snapshot`'s tree: (recorded, allowed) for files and directories.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let s = &snapshot.summary;
+        let files = (s.files_new)
+            .saturating_add(s.files_changed)
+            .saturating_add(s.files_unchanged);
+        let allow = |n: u64| (n, n.saturating_add(MARGIN));
+        Limits {
+            tree: snapshot.tree,
+            files: allow(files),
+            dirs: allow(s.dirs),
+        }
+    }
+
+    /// Counts `kind` against the limits: `seen` holds the files and directories met.
+    pub fn count(&self, kind: NodeKind, seen: &mut (u64, u64)) -> Result<()> {
+        let (n, (recorded, limit), what) = match kind {
+            NodeKind::File => (&mut seen.0, self.files, "files"),
+            NodeKind::Dir => (&mut seen.1, self.dirs, "directories"),
+            _ => return Ok(()),
+        };
+        *n += 1;
+        match *n > limit {
+            true => Err(Error::TreeExpands {
+                tree: self.tree,
+                what,
+                recorded,
+                limit,
+            }),
+            false => Ok(()),
+        }
+    }
+}
+
+/// Refuses an entry at `path`, `depth` levels down, that no file system could hold.
+pub fn check_depth(tree: &TreeId, path: &Path, node: &Node, depth: usize) -> Result<()> {
+    let reason = if path.as_os_str().len() > MAX_PATH {
+        format!("a path longer than {MAX_PATH} bytes (PATH_MAX)")
+    } else if node.kind == NodeKind::Dir && depth >= MAX_DEPTH {
+        format!("a directory deeper than {MAX_DEPTH} levels")
+    } else {
+        return Ok(());
+    };
+    let shown: String = path.to_string_lossy().chars().take(64).collect();
+    Err(Error::corrupt(
+        format!("tree {tree}"),
+        format!("entry {shown}…: {reason}: skipped with what it holds"),
+    ))
+}
 
 /// A name from a tree, refused if it could escape its directory.
 pub fn safe_name<'n>(node: &'n Node, tree: &TreeId) -> Result<&'n OsStr> {
@@ -56,6 +132,8 @@ pub struct TreeWalk<'a> {
     stack: Vec<Frame>,
     /// The directory just yielded, entered on the next step.
     enter: Option<(PathBuf, TreeId)>,
+    /// The snapshot's counts, and the files and directories met so far.
+    limits: Option<(Limits, (u64, u64))>,
 }
 
 struct Frame {
@@ -76,7 +154,15 @@ impl<'a> TreeWalk<'a> {
             load,
             stack: Vec::new(),
             enter: Some((PathBuf::new(), *root)),
+            limits: None,
         }
+    }
+
+    /// Ends the walk with [`Error::TreeExpands`] (as damage of the tree holding the entry
+    /// too many) once it meets more than `limits` allow.
+    pub fn limited(mut self, limits: Limits) -> Self {
+        self.limits = Some((limits, (0, 0)));
+        self
     }
 
     /// Does not go into the directory whose node was yielded last.
@@ -106,14 +192,18 @@ impl Iterator for TreeWalk<'_> {
             }
         }
         loop {
+            let depth = self.stack.len();
             let frame = self.stack.last_mut()?;
             let Some(node) = frame.entries.next() else {
                 self.stack.pop();
                 continue;
             };
             let tree = frame.tree;
-            let path = match safe_name(&node, &tree) {
-                Ok(name) => frame.dir.join(name),
+            let checked = safe_name(&node, &tree)
+                .map(|name| frame.dir.join(name))
+                .and_then(|path| check_depth(&tree, &path, &node, depth).map(|()| path));
+            let path = match checked {
+                Ok(path) => path,
                 Err(error) => {
                     return Some(Visit::Damaged {
                         tree,
@@ -122,6 +212,14 @@ impl Iterator for TreeWalk<'_> {
                     })
                 }
             };
+            if let Some((limits, seen)) = &mut self.limits {
+                if let Err(error) = limits.count(node.kind, seen) {
+                    // The whole snapshot is refused: nothing more of it is walked.
+                    let dir = self.stack.pop().map(|f| f.dir).unwrap_or_default();
+                    self.stack.clear();
+                    return Some(Visit::Damaged { tree, dir, error });
+                }
+            }
             if node.kind == NodeKind::Dir {
                 self.enter = node.subtree.map(|sub| (path.clone(), sub));
             }
@@ -136,21 +234,29 @@ impl Iterator for TreeWalk<'_> {
 pub fn walk(
     repo: &Repository,
     root: &TreeId,
+    limits: Limits,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    drive(repo, root, visit, &mut |_, _, e| Err(e))
+    drive(
+        TreeWalk::new(repo, root).limited(limits),
+        visit,
+        &mut |_, _, e| Err(e),
+    )
 }
 
 /// As [`walk`], but a tree that cannot be read, or an entry whose name could escape its
-/// directory, is reported to `on_error(tree, directory, error)` and skipped, so damage costs
-/// only its own subtree. Errors from `visit` still end the walk.
+/// directory (or lies too deep), is reported to `on_error(tree, directory, error)` and
+/// skipped, so damage costs only its own subtree. Errors from `visit` still end the walk,
+/// and so does [`Error::TreeExpands`] (after its `on_error`).
 pub fn walk_tolerant(
     repo: &Repository,
     root: &TreeId,
+    limits: Limits,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
     on_error: &mut dyn FnMut(&TreeId, &Path, Error),
 ) -> Result<()> {
-    drive(repo, root, visit, &mut |tree, dir, e| {
+    let walk = TreeWalk::new(repo, root).limited(limits);
+    drive(walk, visit, &mut |tree, dir, e| {
         on_error(tree, dir, e);
         Ok(())
     })
@@ -158,12 +264,10 @@ pub fn walk_tolerant(
 
 /// A [`TreeWalk`] with callbacks; `on_damage` ends the walk by returning an error.
 fn drive(
-    repo: &Repository,
-    root: &TreeId,
+    mut walk: TreeWalk<'_>,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
     on_damage: &mut dyn FnMut(&TreeId, &Path, Error) -> Result<()>,
 ) -> Result<()> {
-    let mut walk = TreeWalk::new(repo, root);
     while let Some(v) = walk.next() {
         match v {
             Visit::Node { path, node, .. } => {

@@ -260,6 +260,7 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
                 command: c.into(),
                 timeout: std::time::Duration::from_secs(60),
             }),
+            recreate: Default::default(),
         };
         drill::run(&f.repo, &id, &snap, &opts, &NoProgress).unwrap()
     };
@@ -310,6 +311,7 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
             scratch: scratch.clone(),
             cold: None,
             verify: None,
+            recreate: Default::default(),
         },
         &NoProgress
     )

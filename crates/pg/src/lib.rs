@@ -1237,7 +1237,9 @@ fn check_target(target: &Path, bad: impl Fn(String) -> Error) -> Result<()> {
 /// `restore_command` (which the caller gives: `strata wal fetch` with its config),
 /// `recovery_target_timeline`, `recovery_target_time` and `recovery_target_action =
 /// 'promote'`, and `archive_mode = off` unless `keep_archiving` (a failover that replaces
-/// the primary).
+/// the primary). `recreate` says what of owners, attributes and devices the restore
+/// recreates.
+#[allow(clippy::too_many_arguments)]
 pub fn restore(
     repo: &Repository,
     plan: &RestorePlan,
@@ -1245,6 +1247,7 @@ pub fn restore(
     restore_command: &str,
     keep_archiving: bool,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    recreate: strata::restore::Recreate,
     progress: &dyn Progress,
 ) -> Result<strata::restore::RestoreReport> {
     let bad = |reason: String| Error::Postgres {
@@ -1272,6 +1275,7 @@ pub fn restore(
             dry_run: false,
             cold: None,
             cancel,
+            recreate,
         },
         progress,
     )?;

@@ -183,12 +183,13 @@ pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
     };
     if let Some(root) = root {
         let mut err = None;
-        walk::walk(&repo, &root, &mut |rel, n| {
+        walk::walk(&repo, &root, walk::Limits::of(&snap), &mut |rel, n| {
             if let Err(e) = emit(&base.join(rel), n, &mut out) {
                 err.get_or_insert(e);
             }
             Ok(true)
-        })?;
+        })
+        .with_context(|| in_snapshot(&id, &snap))?;
         if let Some(e) = err {
             return Err(e);
         }
@@ -235,6 +236,8 @@ pub struct DumpArgs {
     filter: FilterArgs,
     #[command(flatten)]
     cold: super::restore::ColdArgs,
+    #[command(flatten)]
+    recreate: super::restore::RecreateArgs,
 }
 
 pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
@@ -251,7 +254,7 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
         return Ok(code);
     }
     if let Some(wait) = args.cold.wait() {
-        let packs = packs()?;
+        let packs = packs().with_context(|| in_snapshot(&id, &snap))?;
         let bar = Bar::new(global.show_progress(), false, "thaw").quiet(global.quiet);
         strata::thaw::wait_until_readable(&repo, &packs, &wait, &bar)?;
         bar.finish();
@@ -262,7 +265,10 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
             strata::restore::cat_file(&repo, &snap, &args.path, &mut out)?;
         }
         _ => {
-            strata::dump::tar(&repo, &snap, &args.path, &mut out)?;
+            let recreate = args.recreate.recreate();
+            let report = strata::dump::tar(&repo, &snap, &args.path, recreate, &mut out)
+                .with_context(|| in_snapshot(&id, &snap))?;
+            super::restore::warn_skipped(global, &report.skipped_devices);
         }
     }
     out.flush()?;

@@ -58,6 +58,8 @@ enum PgCmd {
         /// Say which base backup and WAL would be used; write nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        recreate: super::restore::RecreateArgs,
     },
 }
 
@@ -76,6 +78,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             timeline,
             keep_archiving,
             dry_run,
+            recreate,
             ..
         } => {
             let at = at
@@ -83,7 +86,16 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 .transpose()
                 .map_err(|e| exit::usage(format!("--at: {e}")))?;
             let asked = postgres::RestoreTarget { at, timeline };
-            restore(global, &name, asked, &target, keep_archiving, dry_run)
+            let recreate = recreate.recreate();
+            restore(
+                global,
+                &name,
+                asked,
+                &target,
+                keep_archiving,
+                recreate,
+                dry_run,
+            )
         }
     }
 }
@@ -139,6 +151,7 @@ fn restore(
     asked: postgres::RestoreTarget,
     target: &std::path::Path,
     keep_archiving: bool,
+    recreate: strata::restore::Recreate,
     dry_run: bool,
 ) -> anyhow::Result<i32> {
     let repo = global.open()?;
@@ -160,10 +173,12 @@ fn restore(
         &restore_command(global, name)?,
         keep_archiving,
         Some(super::stop_on_signals()?),
+        recreate,
         &bar,
     );
     bar.finish();
     let report = report?;
+    super::restore::warn_skipped(global, &report.skipped_devices);
     if global.json {
         output::print_json(&json!({"plan": plan, "target": target, "restore": report}));
     } else if !global.quiet {

@@ -46,6 +46,52 @@ pub struct RestoreArgs {
     filter: FilterArgs,
     #[command(flatten)]
     cold: ColdArgs,
+    #[command(flatten)]
+    recreate: RecreateArgs,
+}
+
+/// What of owners, attributes and devices `restore`, `dump`, `drill` and `pg restore`
+/// recreate: by default everything the user running them may (owners only as root).
+/// Set-id bits and file capabilities (`security.capability`) are kept only where owners
+/// are restored: as root without --no-owner.
+#[derive(Args, Debug, Clone, Copy)]
+#[command(next_help_heading = "Owners, attributes and devices")]
+pub struct RecreateArgs {
+    /// Leave every entry owned by the user running the command, not the snapshot's
+    /// owners (the default as root); drops setuid and setgid bits and file capabilities.
+    #[arg(long)]
+    no_owner: bool,
+    /// Set no extended attributes (by default user.* attributes, and as root the others
+    /// the file system takes).
+    #[arg(long)]
+    no_xattrs: bool,
+    /// Skip block and character devices, each named in a warning (by default root
+    /// recreates them with the snapshot's owner and mode).
+    #[arg(long)]
+    no_devices: bool,
+}
+
+impl RecreateArgs {
+    pub fn recreate(&self) -> restore::Recreate {
+        restore::Recreate {
+            no_owner: self.no_owner,
+            no_xattrs: self.no_xattrs,
+            no_devices: self.no_devices,
+        }
+    }
+}
+
+/// Says which devices a command left out as asked.
+pub fn warn_skipped(global: &Global, skipped: &[PathBuf]) {
+    if global.quiet {
+        return;
+    }
+    for p in skipped {
+        eprintln!(
+            "warning: {}: device not restored (--no-devices)",
+            output::plain(&p.to_string_lossy())
+        );
+    }
 }
 
 /// What a command that reads file contents does about data packs in archive storage.
@@ -154,6 +200,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         dry_run: args.dry_run,
         cold: args.cold.wait(),
         cancel: (!args.dry_run).then(super::stop_on_signals).transpose()?,
+        recreate: args.recreate.recreate(),
     };
     let packs = || {
         let mut packs = std::collections::BTreeSet::new();
@@ -247,6 +294,7 @@ fn one(
     let report = restore::run(repo, snap, opts, &bar)?;
     bar.finish();
     tell_cold(global, &report, args.dry_run);
+    warn_skipped(global, &report.skipped_devices);
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {

@@ -35,6 +35,8 @@ pub struct DrillArgs {
     due: bool,
     #[command(flatten)]
     cold: super::restore::ColdArgs,
+    #[command(flatten)]
+    recreate: super::restore::RecreateArgs,
 }
 
 /// A set's (or lineage's) name and its newest snapshot, if it has one.
@@ -146,6 +148,7 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
             scratch: scratch.clone(),
             cold: args.cold.wait(),
             verify: set.map(|s| s.drill_verify()).transpose()?.flatten(),
+            recreate: args.recreate.recreate(),
         };
         let report = match drill::run(&repo, &id, &snap, &opts, &bar) {
             Ok(report) => report,
@@ -330,6 +333,9 @@ fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
     let name = &output::plain(name);
     for e in &r.errors {
         eprintln!("error: set {name}: {}", output::plain(e));
+    }
+    for w in r.warnings.iter().filter(|_| !quiet) {
+        eprintln!("warning: set {name}: {}", output::plain(w));
     }
     let d = &r.drill;
     if let Some(v) = d.verify.as_ref().filter(|v| !v.passed()) {

@@ -1,4 +1,550 @@
 //! See main.rs.
 
-#[allow(unused_imports)]
+use std::fs;
+use std::process::Output;
+
 use crate::common::*;
+use crate::craft::{self, file};
+
+// ---- Item 12: a node's `size` is the length of its content, or the snapshot is damaged.
+
+/// A snapshot whose one file `f` says `size` bytes: its content blobs hold `content`, or
+/// (`inline`) its node does.
+fn lying_size(env: &Env, size: u64, content: &[u8], inline: bool) {
+    env.init();
+    craft::snapshot(env, |c| {
+        let mut n = file(c, "f", content);
+        if inline {
+            n.content.clear();
+            n.data = Some(content.to_vec());
+        }
+        n.size = size;
+        c.tree(vec![n])
+    });
+}
+
+/// The restore fails naming the file and the lie, and leaves nothing under its name that
+/// passes for the file.
+fn restore_refuses_a_lying_size(size: u64, content: &[u8], inline: bool) {
+    let env = &Env::local();
+    lying_size(env, size, content, inline);
+    let target = env.path("t");
+    let b = craft::run_bounded(
+        env,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--verify",
+        ],
+        1024,
+        60,
+    );
+    let err = stderr(&b.out);
+    assert!(!b.timed_out, "{err}");
+    assert!(
+        !b.out.status.success(),
+        "restored a file of the wrong size: {err}"
+    );
+    assert!(err.contains("/f") && err.contains("size"), "{err}");
+    assert!(!target.join("f").exists(), "left as if restored: {err}");
+}
+
+#[test]
+fn restore_refuses_content_longer_than_the_size() {
+    restore_refuses_a_lying_size(5, &noise(200, 1), false);
+}
+
+#[test]
+fn restore_refuses_content_shorter_than_the_size() {
+    restore_refuses_a_lying_size(200, &noise(5, 2), false);
+}
+
+#[test]
+fn restore_refuses_inline_data_of_another_length() {
+    restore_refuses_a_lying_size(5, &noise(200, 3), true);
+}
+
+/// The size right, the content not what its id says (a lie only a key holder can tell):
+/// restore does not pass it off as the file either.
+#[test]
+fn restore_refuses_content_that_is_not_its_id() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        // Sized by another blob: the claimed one must be stored only as the lie.
+        let mut n = file(c, "f", b"other");
+        n.content = vec![c.data_as(b"hello", b"HELLO")];
+        c.tree(vec![n])
+    });
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("/f"), "{err}");
+    assert!(!target.join("f").exists(), "{err}");
+}
+
+#[test]
+fn dump_refuses_a_lying_size() {
+    let env = &Env::local();
+    lying_size(env, 5, &noise(200, 4), false);
+    for args in [&["dump", "latest", "/"][..], &["dump", "latest", "/f"]] {
+        let out = env.run(args);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains("/f") || err.contains("f in"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("size"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn check_reports_a_lying_size() {
+    let env = &Env::local();
+    lying_size(env, 5, &noise(200, 5), false);
+    let out = env.run(&["check"]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("\"f\"") && all.contains("size"), "{all}");
+}
+
+// ---- Item 4: what the restore writes, links and chmods is the inode it created.
+
+/// A second name is linked through a descriptor of the first's inode: without privileges
+/// too (no `AT_EMPTY_PATH`, the descriptor's /proc link).
+#[test]
+fn hard_links_restore_as_root_and_as_another_user() {
+    for env in [Env::local(), Env::local().unprivileged()] {
+        env.init();
+        craft::snapshot(&env, |c| {
+            let (mut a, mut b) = (file(c, "a", b"shared"), file(c, "b", b"shared"));
+            for n in [&mut a, &mut b] {
+                (n.device, n.inode, n.nlink) = (1, 7, 2);
+            }
+            c.tree(vec![a, b])
+        });
+        let target = env.path("t");
+        env.ok(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--verify",
+        ]);
+        let (a, b) = (target.join("a"), target.join("b"));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::read(&b).unwrap(), b"shared");
+        let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&a), ino(&b), "run as {:?}", env.run_as);
+    }
+}
+
+// ---- Item 3: owners, set-id bits, attributes and devices, as `tar` and `rsync` users
+// know them.
+
+/// `security.capability` v2 granting CAP_NET_RAW: as good as setuid root.
+const CAP_NET_RAW: [u8; 20] = [
+    0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// What a key holder puts in a snapshot for a root restore: a setuid and setgid root
+/// program with a file capability and a user attribute, a file of another user's, and
+/// (`device`) a world-writable disk owned by that user.
+fn privileged_entries(env: &Env, device: bool) {
+    env.init();
+    craft::snapshot(env, |c| {
+        let mut su = file(c, "su", b"#!/bin/sh\nid\n");
+        (su.mode, su.uid, su.gid) = (0o6755, 0, 0);
+        su.xattrs = vec![
+            strata::Xattr {
+                name: b"security.capability".to_vec(),
+                value: CAP_NET_RAW.to_vec(),
+            },
+            strata::Xattr {
+                name: b"user.note".to_vec(),
+                value: b"x".to_vec(),
+            },
+        ];
+        let mut theirs = file(c, "theirs", b"x");
+        (theirs.uid, theirs.gid) = (1234, 1234);
+        let mut entries = vec![su, theirs];
+        if device {
+            let mut disk = strata::Node::new(b"disk".to_vec(), strata::NodeKind::Blockdev);
+            (disk.mode, disk.uid, disk.gid) = (0o666, 1234, 1234);
+            disk.rdev = libc::makedev(7, 0);
+            entries.push(disk);
+        }
+        c.tree(entries)
+    });
+}
+
+fn owner_and_mode(p: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+fn restore_into(env: &Env, extra: &[&str]) -> (std::path::PathBuf, Output) {
+    let target = env.path("t");
+    let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = env.run(&args);
+    (target, out)
+}
+
+/// The default as root stays what it was: owners, set-id bits, capabilities, devices.
+#[test]
+fn a_root_restore_recreates_owners_setid_bits_and_devices_by_default() {
+    if !is_root() {
+        return eprintln!("NOT RUN: needs root");
+    }
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let (t, out) = restore_into(env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&t.join("su")), (0, 0, 0o6755));
+    assert_eq!(owner_and_mode(&t.join("theirs")), (1234, 1234, 0o644));
+    assert_eq!(owner_and_mode(&t.join("disk")), (1234, 1234, 0o666));
+    let cap = xattr::get(t.join("su"), "security.capability").unwrap();
+    assert_eq!(cap.as_deref(), Some(&CAP_NET_RAW[..]));
+}
+
+#[test]
+fn no_owner_leaves_everything_the_restoring_users_without_setid_bits_or_capabilities() {
+    if !is_root() {
+        return eprintln!("NOT RUN: needs root");
+    }
+    let env = &Env::local();
+    privileged_entries(env, false);
+    let (t, out) = restore_into(env, &["--no-owner", "--verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(owner_and_mode(&t.join("su")), (0, 0, 0o755));
+    assert_eq!(owner_and_mode(&t.join("theirs")), (0, 0, 0o644));
+    assert_eq!(
+        xattr::get(t.join("su"), "security.capability").unwrap(),
+        None
+    );
+    assert_eq!(
+        xattr::get(t.join("su"), "user.note").unwrap().unwrap(),
+        b"x"
+    );
+}
+
+#[test]
+fn an_unprivileged_restore_drops_setid_bits() {
+    let env = &Env::local().unprivileged();
+    privileged_entries(env, false);
+    let (t, out) = restore_into(env, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let me = env
+        .run_as
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let (uid, _, mode) = owner_and_mode(&t.join("su"));
+    assert_eq!((uid, mode), (me, 0o755));
+}
+
+#[test]
+fn no_devices_skips_device_nodes_with_a_warning_and_no_xattrs_sets_none() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let (t, out) = restore_into(env, &["--no-devices", "--no-xattrs"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning") && err.contains("/disk"), "{err}");
+    assert!(std::fs::symlink_metadata(t.join("disk")).is_err(), "{err}");
+    assert_eq!(std::fs::read(t.join("theirs")).unwrap(), b"x");
+    assert_eq!(xattr::list(t.join("su")).unwrap().count(), 0);
+}
+
+/// `dump` takes the same options; its default archive keeps everything (whoever extracts
+/// it decides, as with tar).
+#[test]
+fn dump_leaves_out_owners_setid_bits_attributes_and_devices_when_asked() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let list = |extra: &[&str]| {
+        let mut args = vec!["dump", "latest", "/"];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let tarball = env.path("dump.tar");
+        fs::write(&tarball, &out.stdout).unwrap();
+        let listing = std::process::Command::new("tar")
+            .args(["-tvf", tarball.to_str().unwrap(), "--numeric-owner"])
+            .output()
+            .unwrap();
+        let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+        (
+            String::from_utf8_lossy(&listing.stdout).into_owned(),
+            raw,
+            stderr(&out),
+        )
+    };
+    let (all, raw, _) = list(&[]);
+    assert!(
+        all.contains("-rwsr-sr-x 0/0") && all.contains("1234/1234"),
+        "{all}"
+    );
+    assert!(
+        all.contains("disk") && raw.contains("SCHILY.xattr.user.note"),
+        "{all}"
+    );
+    let (bare, raw, err) = list(&["--no-owner", "--no-xattrs", "--no-devices"]);
+    let me = nix::unistd::geteuid().as_raw();
+    assert!(bare.contains(&format!("-rwxr-xr-x {me}/")), "{bare}");
+    assert!(!bare.contains("1234") && !bare.contains("disk"), "{bare}");
+    assert!(!raw.contains("SCHILY.xattr"), "{bare}");
+    assert!(err.contains("warning") && err.contains("disk"), "{err}");
+}
+
+#[test]
+fn drill_takes_the_same_options() {
+    let env = &Env::local();
+    privileged_entries(env, true);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let out = env.run(&[
+        "drill",
+        "--target",
+        scratch.to_str().unwrap(),
+        "--no-owner",
+        "--no-xattrs",
+        "--no-devices",
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning") && err.contains("disk"), "{err}");
+}
+
+#[test]
+fn pg_restore_takes_the_same_options() {
+    let env = &Env::local();
+    let help = env.ok(&["pg", "restore", "--help"]);
+    for opt in ["--no-owner", "--no-xattrs", "--no-devices"] {
+        assert!(help.contains(opt), "{help}");
+    }
+}
+
+// ---- Item 7: tree bombs. Shared subtrees are legitimate (identical directories dedupe
+// to one tree); a tree that expands past what its snapshot's summary records, or deeper or
+// longer than a path can be, is refused in bounded time and memory.
+
+/// `levels` levels, each a directory whose two entries name the same subtree: 2^levels
+/// paths from a repository of a few KB.
+fn sharing_bomb(c: &craft::Crafter, levels: usize) -> strata::TreeId {
+    let mut t = c.tree(vec![file(c, "f", b"x")]);
+    for _ in 0..levels {
+        t = c.tree(vec![craft::dir("a", t), craft::dir("b", t)]);
+    }
+    t
+}
+
+/// A chain of `depth` directories, one inside the other.
+fn chain(c: &craft::Crafter, depth: usize) -> strata::TreeId {
+    let mut t = c.tree(vec![file(c, "f", b"x")]);
+    for _ in 0..depth {
+        t = c.tree(vec![craft::dir("d", t)]);
+    }
+    t
+}
+
+/// Each command stops within `secs` and 1 GiB of address space, fails, and says why in
+/// words containing one of `why`.
+fn refused_in_bounds(env: &Env, commands: &[&[&str]], why: &[&str], secs: u64) {
+    for args in commands {
+        let b = craft::run_bounded(env, args, 1024, secs);
+        let err = stderr(&b.out);
+        assert!(!b.timed_out, "{args:?} still running after {:?}", b.elapsed);
+        eprintln!(
+            "{args:?}: {:?}: {}",
+            b.elapsed,
+            err.chars().take(400).collect::<String>()
+        );
+        assert!(!b.out.status.success(), "{args:?} succeeded: {err}");
+        assert!(why.iter().any(|w| err.contains(w)), "{args:?}: {err}");
+        // Said once, not once per entry.
+        assert!(err.len() < 16_000, "{args:?}: {} bytes: {err}", err.len());
+    }
+}
+
+/// `diff` from an empty snapshot to `crafted` and back: all of it added, then removed.
+fn diff_commands(env: &Env, crafted: strata::SnapshotId) -> Vec<Vec<String>> {
+    let empty = craft::snapshot(env, |c| c.tree(vec![])).to_hex();
+    let crafted = crafted.to_hex();
+    vec![
+        vec!["diff".into(), empty.clone(), crafted.clone()],
+        vec!["diff".into(), crafted, empty],
+    ]
+}
+
+fn browsing_commands(env: &Env) -> Vec<Vec<String>> {
+    let t = env.path("t").display().to_string();
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let s = scratch.display().to_string();
+    [
+        vec!["restore", "latest", "--target", &t],
+        vec!["restore", "latest", "--target", &t, "--dry-run"],
+        vec!["ls", "latest"],
+        vec!["find", "f"],
+        vec!["dump", "latest", "/"],
+        vec!["drill", "--target", &s],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(String::from).collect())
+    .collect()
+}
+
+/// Every reading command on the crafted snapshot, the only one, then `diff` with an empty
+/// one (written only then: `latest` must be the crafted one before).
+fn refused_all(env: &Env, crafted: strata::SnapshotId, why: &[&str], secs: u64) {
+    let run = |cmds: Vec<Vec<String>>| {
+        let args: Vec<Vec<&str>> = (cmds.iter())
+            .map(|c| c.iter().map(String::as_str).collect())
+            .collect();
+        let args: Vec<&[&str]> = args.iter().map(Vec::as_slice).collect();
+        refused_in_bounds(env, &args, why, secs);
+    };
+    run(browsing_commands(env));
+    run(diff_commands(env, crafted));
+}
+
+#[test]
+fn a_sharing_bomb_is_refused_as_expanding_past_its_summary() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
+    refused_all(env, bomb, &["summary"], 20);
+}
+
+#[test]
+fn a_chain_deeper_than_a_path_can_be_is_refused() {
+    let env = &Env::local();
+    env.init();
+    // The summary does not give it away: the depth must.
+    let summary = strata::Summary {
+        files_new: 1,
+        dirs: 60_000,
+        ..Default::default()
+    };
+    let deep = craft::snapshot_with(env, summary, |c| chain(c, 50_000));
+    // Restoring the 2047 levels kept costs the kernel depth² lookups: seconds, not more.
+    refused_all(env, deep, &["deeper", "longer"], 60);
+}
+
+/// A legitimate snapshot shares subtrees too: it restores and lists whole.
+#[test]
+fn shared_subtrees_within_the_summary_restore_whole() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    for d in ["a", "b", "c/a", "c/b"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        fs::write(src.join(d).join("same"), "same content").unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    let restored = restored(&target, &src);
+    assert_eq!(
+        fs::read(restored.join("c/b/same")).unwrap(),
+        b"same content"
+    );
+    let ls = env.ok(&["ls", "latest"]);
+    assert_eq!(ls.matches("/same").count(), 4, "{ls}");
+}
+
+/// Through `mount`, a walk of the bomb (`find`) ends with an I/O error once the snapshot
+/// expands past its summary, instead of listing 2^40 paths into the mount's memory.
+#[test]
+fn a_sharing_bomb_under_mount_ends_in_an_error() {
+    use std::time::{Duration, Instant};
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return eprintln!("NOT RUN: no /dev/fuse");
+    }
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
+    let mp = env.path("mp");
+    fs::create_dir_all(&mp).unwrap();
+    let mut mount = env
+        .std_cmd()
+        .args(["mount", mp.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !mp.join("snapshots").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Into files: a pipe nobody reads yet would stop find once full.
+    let (listed, errors) = (env.path("listed"), env.path("errors"));
+    let mut find = std::process::Command::new("find")
+        .arg(mp.join("snapshots").join(bomb.to_hex()))
+        .stdout(fs::File::create(&listed).unwrap())
+        .stderr(fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = find.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            find.kill().unwrap();
+            find.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    signal(&mount, nix::sys::signal::Signal::SIGINT);
+    let unmounted = mount.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(mount.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let listed = fs::metadata(&listed).unwrap().len();
+    let status = status.unwrap_or_else(|| panic!("find still running after 60 s: {listed} B"));
+    let err = fs::read_to_string(&errors).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert!(log.contains("summary"), "{log}");
+    assert!(listed < 4 << 20, "{listed} bytes listed");
+    assert!(unmounted.success(), "{log}");
+}
+
+/// `check` walks each snapshot again to name the paths a damaged blob costs: over a bomb,
+/// that listing ends at the summary too.
+#[test]
+fn check_names_the_paths_of_damage_in_a_sharing_bomb_in_bounds() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| sharing_bomb(c, 40));
+    for (name, _) in env.objects("data") {
+        env.flip_byte("data", &name, 20);
+    }
+    let b = craft::run_bounded(env, &["check", "--read-data"], 1024, 30);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&b.out.stdout),
+        stderr(&b.out)
+    );
+    assert!(!b.timed_out, "still running after {:?}", b.elapsed);
+    assert!(!b.out.status.success(), "{all}");
+    assert!(all.len() < 1 << 20, "{} bytes of report", all.len());
+}

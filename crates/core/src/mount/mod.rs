@@ -72,6 +72,9 @@ pub struct SnapshotFs {
     children: HashMap<u64, Entries>,
     /// The inode of each multiply linked file, by (snapshot, device, inode).
     links: HashMap<(u64, u64, u64), u64>,
+    /// Per snapshot (its top inode): what its summary allows, and the files and
+    /// directories listed so far. A tree bomb ends in EIO, not in an inode table of 2^40.
+    budgets: HashMap<u64, Budget>,
     /// Seconds of the newest snapshot: the time of the layout's own directories.
     epoch: SystemTime,
     /// The inode of each layout path (`sets/<set>/latest`, `snapshots/<id>`, ...), kept
@@ -99,6 +102,27 @@ fn fuse_time(t: &Timespec) -> SystemTime {
         None => None,
     };
     at.unwrap_or(UNIX_EPOCH)
+}
+
+/// What one snapshot's listings may still add (issue 31, item 7).
+struct Budget {
+    limits: crate::walk::Limits,
+    /// Files and directories listed so far.
+    seen: (u64, u64),
+    /// Whether the refusal was said (once: every later listing fails too).
+    told: bool,
+}
+
+impl Budget {
+    fn count(&mut self, repo: &Repository, node: &Node) -> Result<()> {
+        let counted = self.limits.count(node.kind, &mut self.seen);
+        if let Err(e) = &counted {
+            if !std::mem::replace(&mut self.told, true) {
+                repo.warn(e.to_string());
+            }
+        }
+        counted
+    }
 }
 
 /// How often a mount lists the snapshots again, when asked for the layout.
@@ -133,6 +157,7 @@ impl SnapshotFs {
             at_lookups: HashMap::new(),
             children: HashMap::new(),
             links: HashMap::new(),
+            budgets: HashMap::new(),
             epoch: UNIX_EPOCH,
             stable: HashMap::new(),
             refreshed: std::time::Instant::now(),
@@ -208,6 +233,13 @@ impl SnapshotFs {
                 Some(&ino) => ino,
                 None => {
                     let ino = self.inodes.len() as u64 + 1;
+                    let limits = crate::walk::Limits::of(snap);
+                    let budget = Budget {
+                        limits,
+                        seen: (0, 0),
+                        told: false,
+                    };
+                    self.budgets.insert(ino, budget);
                     self.place(
                         key,
                         Inode::Node {
@@ -367,6 +399,9 @@ impl SnapshotFs {
                 // does not write them.
                 if safe_name(&node, &tree).is_err() {
                     continue;
+                }
+                if let Some(budget) = self.budgets.get_mut(&group) {
+                    budget.count(&self.repo, &node)?;
                 }
                 let name = node.name.clone();
                 let key = (group, node.device, node.inode);

@@ -58,6 +58,8 @@ impl File {
                 start
             })
             .collect();
+        // The size shown by `stat` is the size read: a longer content is not served.
+        node.check_size(&name_of(node), len)?;
         Ok(File {
             locations,
             starts,
@@ -79,6 +81,12 @@ impl File {
     fn start(&self, chunk: usize) -> u64 {
         self.starts.get(chunk).copied().unwrap_or(self.len)
     }
+}
+
+/// A node's name as a path, for messages (the reader knows files by inode).
+fn name_of(node: &Node) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(&node.name).into()
 }
 
 /// Decoded chunks shared with the fetching threads.
@@ -160,6 +168,7 @@ impl Reader {
         size: usize,
     ) -> Result<Vec<u8>> {
         if let Some(data) = &node.data {
+            node.check_size(&name_of(node), data.len() as u64)?;
             let from = (offset.min(data.len() as u64)) as usize;
             let to = from.saturating_add(size).min(data.len());
             return Ok(data[from..to].to_vec());
@@ -376,6 +385,20 @@ mod tests {
         let before = data_reads(&f);
         reader.read(1, &f.node, 5 << 20, 1 << 20).unwrap();
         assert_eq!(data_reads(&f), before, "cached chunks fetched again");
+    }
+
+    /// Issue 31, item 12: content of another length than the node's size is not served,
+    /// whether in blobs or inline.
+    #[test]
+    fn content_of_another_length_than_the_size_is_refused() {
+        for len in [100, 300 << 10] {
+            let mut f = repo_with_file(len);
+            f.node.size -= 1;
+            let mut reader = Reader::new(f.repo.clone()).unwrap();
+            let err = reader.read(1, &f.node, 0, 4096).unwrap_err();
+            assert!(matches!(err, Error::SizeMismatch { .. }), "{len}: {err}");
+            assert!(err.to_string().contains("says"), "{err}");
+        }
     }
 
     #[test]

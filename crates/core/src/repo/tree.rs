@@ -155,6 +155,20 @@ impl Node {
         }
     }
 
+    /// Refuses content of another length than `size` (`content_len`: the inline bytes, or
+    /// the blobs' lengths): a writer could otherwise make the bytes restored, dumped or
+    /// mounted differ from what the listing and the verification promise.
+    pub fn check_size(&self, file: &std::path::Path, content_len: u64) -> crate::Result<()> {
+        if content_len == self.size {
+            return Ok(());
+        }
+        Err(crate::Error::SizeMismatch {
+            file: file.display().to_string(),
+            size: self.size,
+            content: content_len,
+        })
+    }
+
     /// Sets a file's content: `data` or `content`, never both.
     pub fn set_content(&mut self, content: FileContent) {
         (self.content, self.data) = match content {

@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 
@@ -36,6 +36,7 @@ use crate::util;
 use crate::walk;
 
 pub(crate) use target::Target;
+use target::{Apply, Ident};
 
 /// Blobs of one pack closer than this are fetched in one range read.
 pub(crate) const MAX_GAP: u64 = 256 << 10;
@@ -63,6 +64,36 @@ pub struct RestoreOptions {
     /// Set (by a signal handler) to stop: no more packs are read, files left partly
     /// written are removed, and [`run`] returns [`Error::RestoreInterrupted`].
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
+    /// What of owners, attributes and devices is recreated.
+    pub recreate: Recreate,
+}
+
+/// What of a snapshot's owners, extended attributes and devices a restore (or a dump)
+/// recreates, with the options `tar` and `rsync` users know. By default everything the
+/// restoring user may: owners only as root. Set-id bits and file capabilities go only
+/// with the snapshot's owners (issue 31, item 3): a restore as another user, or with
+/// `no_owner`, drops them (a directory's setgid stays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recreate {
+    /// Everything is owned by the restoring user (`--no-owner`).
+    pub no_owner: bool,
+    /// No extended attributes are set (`--no-xattrs`).
+    pub no_xattrs: bool,
+    /// Block and character devices are skipped, each named in the report
+    /// (`--no-devices`): a snapshot can hold a world-writable disk.
+    pub no_devices: bool,
+}
+
+impl Recreate {
+    /// Whether entries get the snapshot's owners: as root, unless `no_owner`.
+    pub fn owners(&self) -> bool {
+        !self.no_owner && util::is_root()
+    }
+
+    /// Whether `node` is a device this restore skips.
+    pub fn skips(&self, node: &Node) -> bool {
+        self.no_devices && matches!(node.kind, NodeKind::Chardev | NodeKind::Blockdev)
+    }
 }
 
 /// One thing that went wrong: where, and why. Causes repeat (a full disk fails every
@@ -115,6 +146,9 @@ pub struct RestoreReport {
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
+    /// Devices not restored (`no_devices`), snapshot paths (serialized lossily).
+    #[serde(serialize_with = "lossy_paths")]
+    pub skipped_devices: Vec<PathBuf>,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
     /// What thawing them cost, when the restore waited for them.
@@ -167,9 +201,15 @@ struct Trouble {
 
 impl Trouble {
     fn error(&self, path: Option<&Path>, cause: impl fmt::Display) {
+        let mut cause = cause.to_string();
+        // The report puts the path first: a cause that starts with it already (a library
+        // error naming its file) does not say it twice.
+        if let Some(named) = path.and_then(|p| cause.strip_prefix(&format!("{}: ", p.display()))) {
+            cause = named.to_string();
+        }
         self.errors.lock().unwrap().push(RestoreError {
             path: path.map(Path::to_path_buf),
-            cause: cause.to_string(),
+            cause,
         });
     }
 
@@ -189,8 +229,8 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let trouble = Trouble::default();
-    let items = select(repo, snapshot, opts, &trouble)?;
     let mut report = RestoreReport::default();
+    let items = select(repo, snapshot, opts, &trouble, &mut report.skipped_devices)?;
     let target = if opts.dry_run {
         None
     } else {
@@ -203,7 +243,10 @@ pub fn run(
         repo,
         items: &items,
         files: &files,
-        as_root: util::is_root(),
+        how: Apply {
+            owners: opts.recreate.owners(),
+            xattrs: !opts.recreate.no_xattrs,
+        },
         target: target.as_ref(),
         progress,
         written: &written,
@@ -317,22 +360,24 @@ impl RestoreReport {
     }
 }
 
-/// The snapshot's items that pass the include and exclude patterns, parents first. A tree
-/// that cannot be read, or an entry with a name that could escape its directory, is an
-/// error for that subtree only.
+/// The snapshot's items that pass the include and exclude patterns, parents first, less
+/// the devices `opts` skips (put in `skipped`). A tree that cannot be read, or an entry
+/// with a name that could escape its directory, is an error for that subtree only.
 fn select(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
     trouble: &Trouble,
+    skipped: &mut Vec<PathBuf>,
 ) -> Result<Vec<Item>> {
     // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
     let mut all: Vec<(Item, bool)> = Vec::new();
     let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-    // A repository gone meanwhile loses no subtree: the restore stops.
+    // A repository gone meanwhile loses no subtree: the restore stops; so does a tree
+    // that expands past its snapshot's counts (nothing of it is restored).
     let mut gone = None;
     let mut on_error = |tree: &TreeId, dir: &Path, e: Error| match e {
-        Error::NoRepository(at) => gone = Some(at),
+        Error::NoRepository(_) | Error::TreeExpands { .. } => gone = Some(e),
         e => trouble.error(
             Some(&Path::new("/").join(dir)),
             format!("not restored: tree {tree}: {e}"),
@@ -341,6 +386,7 @@ fn select(
     walk::walk_tolerant(
         repo,
         &snapshot.tree,
+        walk::Limits::of(snapshot),
         &mut |rel, node| {
             let path = Path::new("/").join(rel);
             while stack.last().is_some_and(|(dir, _)| !path.starts_with(dir)) {
@@ -366,8 +412,8 @@ fn select(
         },
         &mut on_error,
     )?;
-    if let Some(at) = gone {
-        return Err(Error::NoRepository(at));
+    if let Some(e) = gone {
+        return Err(e);
     }
     // Pass 2, bottom-up: keep matches and the directories leading to them.
     let mut needed: HashSet<PathBuf> = Default::default();
@@ -385,6 +431,10 @@ fn select(
     let mut out = Vec::new();
     for ((mut item, _), k) in all.into_iter().zip(keep) {
         if !k {
+            continue;
+        }
+        if opts.recreate.skips(&item.node) {
+            skipped.push(item.path);
             continue;
         }
         let n = &item.node;
@@ -419,15 +469,35 @@ impl ContentPlan {
             if item.node.kind != NodeKind::File || item.link_to.is_some() {
                 continue;
             }
+            // Files without blobs are written (and their size checked) with the entries.
+            if item.node.content.is_empty() {
+                continue;
+            }
+            // Nothing is fetched for a file whose blobs are not all indexed, or do not add
+            // up to its size: what is written must be the file the listing shows.
+            let locs = match (item.node.content.iter())
+                .map(|id| repo.lookup_blob(id))
+                .collect::<Result<Vec<_>>>()
+            {
+                Ok(locs) => locs,
+                Err(e) => {
+                    trouble.damaged(items, idx, e);
+                    continue;
+                }
+            };
+            // Inline bytes beside blobs are a lie too: they count, and are never written.
+            let inline = item.node.data.as_ref().map_or(0, |d| d.len() as u64);
+            let len = inline
+                + locs
+                    .iter()
+                    .map(|l| u64::from(l.entry.raw_length))
+                    .sum::<u64>();
+            if let Err(e) = item.node.check_size(&item.path, len) {
+                trouble.damaged(items, idx, e);
+                continue;
+            }
             let mut offset = 0u64;
-            for id in &item.node.content {
-                let loc = match repo.lookup_blob(id) {
-                    Ok(loc) => loc,
-                    Err(e) => {
-                        trouble.damaged(items, idx, e);
-                        break;
-                    }
-                };
+            for (id, loc) in item.node.content.iter().zip(locs) {
                 by_pack
                     .entry(loc.pack)
                     .or_default()
@@ -503,20 +573,31 @@ fn create(t: &Target, item: &Item) -> std::io::Result<()> {
     }
 }
 
+/// Descriptors of files still being written that are kept open for their later packs,
+/// process-wide (the usual soft limit is 1024 descriptors). A file beyond it is opened by
+/// path again for each pack, and used only if it is still the inode it was created as.
+const HELD_FILES: usize = 256;
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// A regular file's progress through the content phase, shared by the threads writing
 /// its blobs.
 #[derive(Default)]
 struct FileSlot {
-    /// Set once the file was created (or could not be: the error, for every later writer).
-    created: OnceLock<std::result::Result<(), String>>,
+    /// Set once the file was created, to its inode (or the error, for every later writer).
+    created: OnceLock<std::result::Result<Ident, String>>,
+    /// The descriptor it was created with, while it is being written and [`HELD_FILES`]
+    /// allows: no lookup by path, which another user could redirect, between two packs.
+    held: Mutex<Option<Arc<fs::File>>>,
     /// Blobs still to be written; whoever writes the last one applies the metadata.
     remaining: AtomicUsize,
     finished: AtomicBool,
 }
 
 impl FileSlot {
-    /// The file open for writing: created by the first caller, opened again by later ones.
-    fn open(&self, t: &Target, item: &Item) -> std::io::Result<fs::File> {
+    /// The file open for writing: created by the first caller; later ones get the same
+    /// descriptor, or the same inode opened again, or an error if its name now holds
+    /// another (issue 31, item 4).
+    fn open(&self, t: &Target, item: &Item) -> std::io::Result<Arc<fs::File>> {
         let mut fresh = None;
         let created = self.created.get_or_init(|| {
             let file = t.create_file(item.rel()).and_then(|f| {
@@ -524,15 +605,45 @@ impl FileSlot {
                 if item.node.sparse {
                     f.set_len(item.node.size)?;
                 }
-                Ok(f)
+                Ok((Ident::of(&f)?, f))
             });
-            file.map(|f| fresh = Some(f)).map_err(|e| e.to_string())
+            file.map(|(id, f)| {
+                fresh = Some(Arc::new(f));
+                id
+            })
+            .map_err(|e| e.to_string())
         });
         match (fresh, created) {
-            (Some(f), _) => Ok(f),
-            (None, Ok(())) => t.open_write(item.rel()),
+            (Some(f), _) => {
+                self.hold(&f);
+                Ok(f)
+            }
+            (None, Ok(id)) => match self.held.lock().unwrap().clone() {
+                Some(f) => Ok(f),
+                None => t.open_write(item.rel(), *id).map(Arc::new),
+            },
             (None, Err(e)) => Err(std::io::Error::other(e.clone())),
         }
+    }
+
+    fn hold(&self, f: &Arc<fs::File>) {
+        if HELD.fetch_add(1, Ordering::Relaxed) < HELD_FILES {
+            *self.held.lock().unwrap() = Some(f.clone());
+        } else {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Closes the held descriptor (once the file is finished).
+    fn release(&self) {
+        if self.held.lock().unwrap().take().is_some() {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The inode the file was created as.
+    fn ident(&self) -> Option<Ident> {
+        self.created.get().and_then(|c| c.as_ref().ok().copied())
     }
 
     fn created(&self) -> bool {
@@ -550,17 +661,24 @@ impl FileSlot {
     }
 }
 
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// Applies a complete file's metadata through the descriptor that wrote it.
 fn finish_file(
     t: &Target,
     file: &fs::File,
     item: &Item,
     slot: &FileSlot,
-    as_root: bool,
+    how: Apply,
 ) -> std::io::Result<()> {
     // Finished even if this fails: the error is reported once, here.
     slot.finished.store(true, Ordering::Release);
-    t.set_metadata_of(file, &item.node, as_root)
+    slot.release();
+    t.set_metadata_of(file, &item.node, how)
 }
 
 /// What the parallel content phase shares.
@@ -568,7 +686,7 @@ struct Ctx<'a> {
     repo: &'a Repository,
     items: &'a [Item],
     files: &'a [FileSlot],
-    as_root: bool,
+    how: Apply,
     target: Option<&'a Target>,
     progress: &'a dyn Progress,
     written: &'a AtomicU64,
@@ -624,14 +742,19 @@ impl Ctx<'_> {
             .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
             .for_each(|(idx, item)| {
                 let made = if item.node.kind == NodeKind::File {
+                    let inline = item.node.data.as_ref().map_or(0, |d| d.len() as u64);
+                    if let Err(e) = item.node.check_size(&item.path, inline) {
+                        // Created empty and marked damaged with the files that lost blobs.
+                        return self.trouble.damaged(self.items, idx, e);
+                    }
                     let slot = &self.files[idx];
                     slot.open(t, item).and_then(|f| {
                         if let Some(data) = &item.node.data {
-                            (&f).write_all(data)?;
+                            (&*f).write_all(data)?;
                             self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
                             self.progress.advance(data.len() as u64);
                         }
-                        finish_file(t, &f, item, slot, self.as_root)
+                        finish_file(t, &f, item, slot, self.how)
                     })
                 } else {
                     create(t, item)
@@ -640,6 +763,13 @@ impl Ctx<'_> {
                     self.trouble.error(Some(&item.path), e);
                 }
             });
+    }
+
+    /// The inode item `idx`'s file was created as.
+    fn ident_of(&self, idx: usize) -> std::io::Result<Ident> {
+        self.files[idx]
+            .ident()
+            .ok_or_else(|| std::io::Error::other("the file could not be created"))
     }
 
     /// Second and later names of a damaged file are damaged too.
@@ -664,7 +794,9 @@ impl Ctx<'_> {
         let (items, files) = (self.items, self.files);
         let make = |(idx, item): (usize, &Item)| {
             let made = match item.link_to {
-                Some(first) => t.hard_link(items[first].rel(), item.rel()),
+                Some(first) => self
+                    .ident_of(first)
+                    .and_then(|id| t.hard_link(items[first].rel(), id, item.rel())),
                 None => files[idx].open(t, item).map(drop),
             };
             if let Err(e) = made {
@@ -684,8 +816,17 @@ impl Ctx<'_> {
             .enumerate()
             .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
             .for_each(make);
-        let apply = |item: &Item| {
-            if let Err(e) = t.set_metadata(item.rel(), &item.node, self.as_root) {
+        let apply = |idx: usize, item: &Item| {
+            let applied = match item.node.kind {
+                // Through the inode created (a hard link's: its first name's), never
+                // whatever holds the name now.
+                NodeKind::File => self
+                    .ident_of(item.link_to.unwrap_or(idx))
+                    .and_then(|id| t.open_meta(item.rel(), id))
+                    .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
+                _ => t.set_metadata(item.rel(), &item.node, self.how),
+            };
+            if let Err(e) = applied {
                 self.trouble.error(Some(&item.path), e);
             }
         };
@@ -697,11 +838,11 @@ impl Ctx<'_> {
             .enumerate()
             .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
             .filter(|(idx, _)| !files[*idx].failed())
-            .for_each(|(_, item)| apply(item));
+            .for_each(|(idx, item)| apply(idx, item));
         // Deepest first, so that a directory that loses its owner's search permission
         // already holds what it should; one level in parallel.
         for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|item| apply(item));
+            level.par_iter().for_each(|item| apply(usize::MAX, item));
         }
     }
 
@@ -715,7 +856,8 @@ impl Ctx<'_> {
         for (idx, item) in self.items.iter().enumerate() {
             if item.node.kind == NodeKind::File && item.link_to.is_none() && !damaged.contains(&idx)
             {
-                match verify_file(self.repo, t, item) {
+                let id = self.ident_of(idx).map_err(|e| Error::io(item.rel(), e));
+                match id.and_then(|id| verify_file(self.repo, t, item, id)) {
                     Ok(()) => verified += 1,
                     Err(e) => self.trouble.damaged(self.items, idx, e),
                 }
@@ -874,7 +1016,7 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
             // The last writer sees every other write done (AcqRel), so the times it sets
             // stay set.
             if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                if let Err(e) = finish_file(t, &file, item, slot, ctx.as_root) {
+                if let Err(e) = finish_file(t, &file, item, slot, ctx.how) {
                     ctx.trouble.error(Some(&item.path), e);
                 }
             }
@@ -911,6 +1053,7 @@ pub fn cat_file(
         }
     };
     let mut reader = ContentReader::new(repo, &node)?;
+    node.check_size(path, reader.len())?;
     std::io::copy(&mut reader, out).map_err(|e| match reader.error.take() {
         Some(e) => e,
         None => Error::io("standard output", e),
@@ -1032,10 +1175,12 @@ impl std::io::Read for ContentReader<'_> {
     }
 }
 
-/// Re-reads a restored file and checks every chunk against its id.
-fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
+/// Re-reads a restored file (inode `id`) and checks every chunk against its id.
+fn verify_file(repo: &Repository, t: &Target, item: &Item, id: Ident) -> Result<()> {
     let dest = t.display(item.rel());
-    let mut f = t.open_read(item.rel()).map_err(|e| Error::io(&dest, e))?;
+    let mut f = t
+        .open_read(item.rel(), id)
+        .map_err(|e| Error::io(&dest, e))?;
     let mut buf = Vec::new();
     if let Some(data) = &item.node.data {
         buf.resize(data.len(), 0);
@@ -1058,6 +1203,9 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
             ));
         }
     }
+    // The node's size, which the listing shows, is what the file must hold.
+    let len = f.metadata().map_err(|e| Error::io(&dest, e))?.len();
+    item.node.check_size(&item.path, len)?;
     let mut rest = [0u8; 1];
     if f.read(&mut rest).map_err(|e| Error::io(&dest, e))? != 0 {
         return Err(Error::corrupt(
@@ -1072,6 +1220,90 @@ fn verify_file(repo: &Repository, t: &Target, item: &Item) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Another user's doing (issue 31, item 4): the restore's file at `at` moved away, a
+    /// file of theirs (owned by nobody) in its place.
+    fn swap_in_theirs(at: &Path) {
+        fs::rename(at, at.with_extension("moved")).unwrap();
+        fs::write(at, "theirs").unwrap();
+        std::os::unix::fs::chown(at, Some(65534), Some(65534)).unwrap();
+        fs::set_permissions(at, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+
+    /// Owners and attributes as a root restore applies them by default.
+    const ROOT: Apply = Apply {
+        owners: true,
+        xattrs: true,
+    };
+
+    fn file_item(path: &str, size: u64) -> Item {
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        (node.size, node.mode, node.uid, node.gid) = (size, 0o4755, 0, 0);
+        Item {
+            path: PathBuf::from(path),
+            node,
+            link_to: None,
+        }
+    }
+
+    /// Issue 31, item 4: a file is written pack by pack; one swapped for another user's
+    /// between two packs gets none of the rest, and not the owner and mode.
+    /// Both ways: with the descriptor held, and opened again by path (past
+    /// [`HELD_FILES`]).
+    #[test]
+    fn a_file_swapped_between_two_packs_is_not_written_through() {
+        for held in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = Target::open(&dir.path().join("t")).unwrap();
+            t.make_dir(Path::new("d")).unwrap();
+            let item = file_item("/d/f", 10);
+            let slot = FileSlot::default();
+            slot.open(&t, &item)
+                .unwrap()
+                .write_all_at(b"12345", 0)
+                .unwrap();
+            if !held {
+                slot.release();
+            }
+            let at = dir.path().join("t/d/f");
+            swap_in_theirs(&at);
+            if let Ok(f) = slot.open(&t, &item) {
+                let _ = f.write_all_at(b"67890", 5);
+                let _ = finish_file(&t, &f, &item, &slot, ROOT);
+            }
+            assert_eq!(fs::read(&at).unwrap(), b"theirs", "held {held}");
+            let meta = fs::metadata(&at).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644));
+            // The restore's own file got all its content, through the held descriptor.
+            let moved = fs::read(at.with_extension("moved")).unwrap();
+            assert_eq!(moved.starts_with(b"1234567890"), held, "held {held}");
+        }
+    }
+
+    /// Issue 31, item 4: metadata applied by path after the content phase (a fifo, a
+    /// device, a file none of whose content arrived) goes only to what the restore made.
+    #[test]
+    fn metadata_is_not_applied_to_an_entry_swapped_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        for (name, kind) in [("fifo", NodeKind::Fifo), ("file", NodeKind::File)] {
+            let mut node = Node::new(name.as_bytes().to_vec(), kind);
+            (node.mode, node.uid, node.gid) = (0o4755, 0, 0);
+            match kind {
+                NodeKind::Fifo => t.special(Path::new(name), &node).unwrap(),
+                _ => drop(t.create_file(Path::new(name)).unwrap()),
+            }
+            let at = dir.path().join("t").join(name);
+            swap_in_theirs(&at);
+            assert!(
+                t.set_metadata(Path::new(name), &node, ROOT).is_err(),
+                "{name}"
+            );
+            let meta = fs::metadata(&at).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644), "{name}");
+        }
+    }
 
     #[test]
     fn a_report_naming_files_that_are_not_utf8_still_serializes() {

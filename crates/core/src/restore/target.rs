@@ -24,6 +24,83 @@ pub struct Target {
     path: PathBuf,
 }
 
+/// Which inode an entry the restore created is: a name in a directory another user can
+/// write may be made to point at another inode at any time (issue 31, item 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ident {
+    dev: u64,
+    ino: u64,
+}
+
+impl Ident {
+    pub fn of(fd: impl AsFd) -> io::Result<Self> {
+        let st = rfs::fstat(fd).map_err(to_io)?;
+        Ok(Ident {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+        })
+    }
+}
+
+/// How metadata is applied (issue 31, item 3).
+#[derive(Clone, Copy, Debug)]
+pub struct Apply {
+    /// Entries get the snapshot's owners (root, without `--no-owner`).
+    pub owners: bool,
+    /// Extended attributes are set (without `--no-xattrs`).
+    pub xattrs: bool,
+}
+
+/// Setuid and setgid.
+const SET_ID: u32 = 0o6000;
+
+impl Apply {
+    /// The mode to set. Set-id bits only where the snapshot's owner is restored: on a file
+    /// the restoring user owns instead they would hand that user's rights to whoever the
+    /// snapshot says. A directory's setgid only passes its group on, and stays.
+    fn mode(&self, node: &Node) -> u32 {
+        match self.owners || node.kind == NodeKind::Dir {
+            true => node.mode,
+            false => node.mode & !SET_ID,
+        }
+    }
+
+    /// Whether attribute `name` is set: a file capability is privilege as setuid is, and
+    /// follows the same rule.
+    fn xattr(&self, name: &[u8]) -> bool {
+        self.xattrs && (self.owners || name != b"security.capability")
+    }
+}
+
+/// The error for an entry that is no longer the one the restore made.
+fn replaced(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} was replaced during the restore (by another user with write access to its \
+         directory?): nothing written to it, no owner or mode set",
+        rel.display()
+    ))
+}
+
+/// Refuses an entry the restore did not make: one of another kind than `node`'s, or owned
+/// by another user (this restore creates every non-directory entry afresh, as itself), so
+/// that no owner, mode or set-id bit reaches a file swapped in by another user.
+fn made_here(fd: BorrowedFd<'_>, rel: &Path, node: &Node) -> io::Result<()> {
+    let st = rfs::fstat(fd).map_err(to_io)?;
+    let want = match node.kind {
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::Fifo,
+        NodeKind::Chardev => FileType::CharacterDevice,
+        NodeKind::Blockdev => FileType::BlockDevice,
+        NodeKind::Dir | NodeKind::Socket => return Ok(()),
+    };
+    let mine = st.st_uid == nix::unistd::geteuid().as_raw();
+    match FileType::from_raw_mode(st.st_mode) == want && mine {
+        true => Ok(()),
+        false => Err(replaced(rel)),
+    }
+}
+
 fn to_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
@@ -187,23 +264,50 @@ impl Target {
         .map(File::from)
     }
 
-    /// Opens a restored regular file for writing its content.
-    pub fn open_write(&self, rel: &Path) -> io::Result<File> {
-        self.open_beneath(rel, OFlags::WRONLY, Mode::empty())
-            .map(File::from)
+    /// Opens the restored regular file `rel` again, only if it still is inode `id`.
+    fn open_same(&self, rel: &Path, flags: OFlags, id: Ident) -> io::Result<File> {
+        let fd = self.open_beneath(rel, flags, Mode::empty())?;
+        match Ident::of(&fd)? == id {
+            true => Ok(File::from(fd)),
+            false => Err(replaced(rel)),
+        }
     }
 
-    /// Opens a restored regular file for reading (verification).
-    pub fn open_read(&self, rel: &Path) -> io::Result<File> {
-        self.open_beneath(rel, OFlags::RDONLY, Mode::empty())
-            .map(File::from)
+    /// Opens a restored regular file, still inode `id`, for writing its content.
+    pub fn open_write(&self, rel: &Path, id: Ident) -> io::Result<File> {
+        self.open_same(rel, OFlags::WRONLY, id)
     }
 
-    pub fn hard_link(&self, existing: &Path, rel: &Path) -> io::Result<()> {
-        let (from_dir, from_name) = self.parent(existing)?;
+    /// Opens a restored regular file, still inode `id`, for reading (verification).
+    pub fn open_read(&self, rel: &Path, id: Ident) -> io::Result<File> {
+        self.open_same(rel, OFlags::RDONLY, id)
+    }
+
+    /// Opens a restored regular file, still inode `id`, to apply its metadata.
+    pub fn open_meta(&self, rel: &Path, id: Ident) -> io::Result<File> {
+        self.open_same(rel, OFlags::RDONLY | OFlags::NONBLOCK, id)
+    }
+
+    /// Links inode `id`, restored at `existing`, at `rel` too: through a descriptor of
+    /// that inode, so another user's file put at `existing` is never linked.
+    pub fn hard_link(&self, existing: &Path, id: Ident, rel: &Path) -> io::Result<()> {
+        let from = self.open_same(existing, OFlags::PATH, id)?;
         let (to_dir, to_name) = self.clear(rel)?;
-        // Flags 0: a symlink at `existing` is linked itself, never followed.
-        rfs::linkat(&from_dir, from_name, &to_dir, to_name, AtFlags::empty()).map_err(to_io)
+        // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the descriptor's /proc link does not.
+        match rfs::linkat(&from, "", &to_dir, to_name, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM) => {
+                let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&from));
+                rfs::linkat(
+                    rfs::CWD,
+                    proc.as_str(),
+                    &to_dir,
+                    to_name,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+            }
+            r => r,
+        }
+        .map_err(to_io)
     }
 
     pub fn symlink(&self, rel: &Path, target: &[u8]) -> io::Result<()> {
@@ -229,9 +333,9 @@ impl Target {
         .map_err(to_io)
     }
 
-    /// Owner (when root), mode, user xattrs and times of a restored entry, applied to the
-    /// entry itself: never through a symlink.
-    pub fn set_metadata(&self, rel: &Path, node: &Node, as_root: bool) -> io::Result<()> {
+    /// Owner (when `how` says so), mode, user xattrs and times of a restored entry, applied
+    /// to the entry itself: never through a symlink.
+    pub fn set_metadata(&self, rel: &Path, node: &Node, how: Apply) -> io::Result<()> {
         let times = timestamps(node);
         let owner = || {
             (
@@ -242,11 +346,15 @@ impl Target {
         match node.kind {
             NodeKind::Socket => Ok(()),
             NodeKind::Symlink => {
-                let (parent, name) = self.parent(rel)?;
-                if as_root {
+                // Pinned and checked first: chown goes through the descriptor.
+                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                made_here(fd.as_fd(), rel, node)?;
+                if how.owners {
                     let (u, g) = owner();
-                    rfs::chownat(&parent, name, u, g, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+                    let flags = AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW;
+                    rfs::chownat(&fd, "", u, g, flags).map_err(to_io)?;
                 }
+                let (parent, name) = self.parent(rel)?;
                 rfs::utimensat(&parent, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)
             }
             NodeKind::File | NodeKind::Dir => {
@@ -256,13 +364,15 @@ impl Target {
                     OFlags::RDONLY | OFlags::NONBLOCK
                 };
                 let fd = self.open_beneath(rel, flags, Mode::empty())?;
-                apply_through(fd.as_fd(), node, as_root)
+                made_here(fd.as_fd(), rel, node)?;
+                apply_through(fd.as_fd(), node, how)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                 // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
                 // pins the entry, and its /proc magic link reaches it for chmod and times.
                 let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
-                if as_root {
+                made_here(fd.as_fd(), rel, node)?;
+                if how.owners {
                     let (u, g) = owner();
                     rfs::chownat(&fd, "", u, g, AtFlags::EMPTY_PATH).map_err(to_io)?;
                 }
@@ -270,7 +380,7 @@ impl Target {
                 rfs::chmodat(
                     rfs::CWD,
                     proc.as_str(),
-                    Mode::from_raw_mode(node.mode),
+                    Mode::from_raw_mode(how.mode(node)),
                     AtFlags::empty(),
                 )
                 .map_err(to_io)?;
@@ -281,8 +391,8 @@ impl Target {
 
     /// As [`Target::set_metadata`], for a regular file or directory already open (a file
     /// just written needs no second lookup of its path).
-    pub fn set_metadata_of(&self, file: &File, node: &Node, as_root: bool) -> io::Result<()> {
-        apply_through(file.as_fd(), node, as_root)
+    pub fn set_metadata_of(&self, file: &File, node: &Node, how: Apply) -> io::Result<()> {
+        apply_through(file.as_fd(), node, how)
     }
 
     /// Removes a file (never a directory) the restore created.
@@ -314,9 +424,10 @@ fn timestamps(node: &Node) -> Timestamps {
     }
 }
 
-/// Owner (when root), mode, user xattrs and times through a descriptor of the entry itself.
-fn apply_through(fd: BorrowedFd<'_>, node: &Node, as_root: bool) -> io::Result<()> {
-    if as_root {
+/// Owner (when `how` says so), mode, user xattrs and times through a descriptor of the
+/// entry itself.
+fn apply_through(fd: BorrowedFd<'_>, node: &Node, how: Apply) -> io::Result<()> {
+    if how.owners {
         let (u, g) = (
             Some(rfs::Uid::from_raw(node.uid)),
             Some(rfs::Gid::from_raw(node.gid)),
@@ -324,8 +435,8 @@ fn apply_through(fd: BorrowedFd<'_>, node: &Node, as_root: bool) -> io::Result<(
         rfs::fchown(fd, u, g).map_err(to_io)?;
     }
     // After chown, which clears set-id bits.
-    rfs::fchmod(fd, Mode::from_raw_mode(node.mode)).map_err(to_io)?;
-    for x in &node.xattrs {
+    rfs::fchmod(fd, Mode::from_raw_mode(how.mode(node))).map_err(to_io)?;
+    for x in node.xattrs.iter().filter(|x| how.xattr(&x.name)) {
         let set = rfs::fsetxattr(
             fd,
             OsStr::from_bytes(&x.name),
