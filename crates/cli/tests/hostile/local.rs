@@ -565,7 +565,7 @@ fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
         to: decoy,
         done: false.into(),
     };
-    strata_pg::restore(&repo, &plan, &target, "false", false, None, &swap).unwrap();
+    strata_pg::restore(&repo, &plan, &target, "false", false, None, Default::default(), &swap).unwrap();
     assert!(swap.done.into_inner(), "no tablespace link was removed");
     untouched(&victim);
     assert_eq!(
