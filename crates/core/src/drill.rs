@@ -96,6 +96,7 @@ pub fn run(
     let (includes, snapshot_bytes) = scope(repo, snapshot, opts.sample)?;
     let dir = tempfile::Builder::new()
         .prefix(&scratch_prefix())
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&opts.scratch)
         .map_err(|e| Error::io(&opts.scratch, e))?;
     let started = Instant::now();
@@ -108,6 +109,7 @@ pub fn run(
             verify: true,
             cold: opts.cold,
             recreate: opts.recreate,
+            private: true,
             ..Default::default()
         },
         progress,

@@ -276,8 +276,16 @@ impl MetricsFile {
     /// The samples of the file `name` in `dir`.
     fn read_in(&self, dir: &OwnedFd, name: &str) -> Result<Samples> {
         let text = open_plain(dir, name, OFlags::RDONLY).and_then(|f| {
+            // Another user's directory may hold a huge file under the name: a metrics file
+            // is a few KB, and past this it is not ours to read.
+            if f.metadata()?.len() > METRICS_FILE_MAX {
+                return Err(std::io::Error::other(format!(
+                    "larger than a metrics file can be ({METRICS_FILE_MAX} bytes)"
+                )));
+            }
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut &f, &mut text).map(|_| text)
+            std::io::Read::read_to_string(&mut std::io::Read::take(&f, METRICS_FILE_MAX), &mut text)
+                .map(|_| text)
         });
         match text {
             Ok(text) => Ok(Samples::parse(&text)),
@@ -311,8 +319,8 @@ impl MetricsFile {
         let lock_name = format!(".{name}.lock");
         let lock = open_plain(&dir, &lock_name, OFlags::WRONLY | OFlags::CREATE)
             .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io(e.into()))?;
+        lock_within(&lock, LOCK_WAIT)
+            .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
         let mut samples = self.read_in(&dir, &name)?;
         f(&mut samples);
         samples.set(
@@ -333,6 +341,34 @@ impl MetricsFile {
             let _ = rustix::fs::unlinkat(&dir, &tmp, rustix::fs::AtFlags::empty());
         }
         written.map_err(io)
+    }
+}
+
+/// A metrics file larger than this is not read (nor replaced).
+const METRICS_FILE_MAX: u64 = 16 << 20;
+
+/// The longest a run waits for another's lock on the metrics file: runs hold it for
+/// milliseconds, so a longer hold is a hung run or another user's doing (the directory may
+/// be theirs), and the run goes on without its metrics rather than hang.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes `lock` exclusively, trying for `wait` at most.
+fn lock_within(lock: &std::fs::File, wait: std::time::Duration) -> std::io::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) if start.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(std::io::Error::other(format!(
+                    "held by another process for {} s: the metrics were not written",
+                    wait.as_secs()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -778,6 +814,38 @@ mod tests {
     }
 
     use proptest::prelude::*;
+
+    #[test]
+    fn a_held_lock_or_a_huge_file_costs_a_bounded_wait_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock_path = dir.path().join(".m.prom.lock");
+        let holder = std::fs::File::create(&lock_path).unwrap();
+        rustix::fs::flock(&holder, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let other = std::fs::File::open(&lock_path).unwrap();
+        let started = std::time::Instant::now();
+        let wait = std::time::Duration::from_millis(300);
+        let err = lock_within(&other, wait).unwrap_err();
+        assert!(err.to_string().contains("held by another process"), "{err}");
+        assert!(started.elapsed() >= wait);
+        drop(holder);
+        lock_within(&other, wait).unwrap();
+        drop(other);
+        // A sparse file past the bound under the metrics file's name is not read.
+        let path = dir.path().join("m.prom");
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(METRICS_FILE_MAX + 1)
+            .unwrap();
+        let err = MetricsFile::new(path.clone()).update(|_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than a metrics file"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            METRICS_FILE_MAX + 1
+        );
+    }
 
     #[test]
     fn updates_keep_the_other_series_and_counters_count() {

@@ -1129,8 +1129,10 @@ impl Staging {
 
     fn new(parent: &Path, target: &Path, progress: &dyn Progress) -> Result<Self> {
         Self::remove_abandoned(parent, target, progress);
+        // 0700 whatever the umask: nobody else may plant files in a data directory.
         let dir = tempfile::Builder::new()
             .prefix(Self::PREFIX)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(parent)
             .map_err(|e| Error::io(parent, e))?;
         let lock = std::fs::File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
@@ -1276,6 +1278,7 @@ pub fn restore(
             cold: None,
             cancel,
             recreate,
+            private: true,
         },
         progress,
     )?;

@@ -43,8 +43,9 @@ pub struct BackupArgs {
     /// Back up standard input as one file.
     #[arg(long, conflicts_with = "paths")]
     stdin: bool,
-    /// Uploads in flight (default: 4 for S3, 2 for a local directory).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    /// Uploads in flight (default: 4 for S3, 2 for a local directory; at most 64).
+    #[arg(long, default_value_t = 0, hide_default_value = true,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=64))]
     uploads: usize,
     /// Storage class for this backup's data packs (S3), overriding the repository's.
     #[arg(long)]

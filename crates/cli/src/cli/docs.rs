@@ -36,8 +36,19 @@ pub fn man(args: ManArgs) -> anyhow::Result<i32> {
         );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    // Written into a private directory of their own, then renamed into place: a link
+    // planted under a page's name (the directory may be shared) is replaced, not followed.
+    let fresh = tempfile::Builder::new()
+        .prefix(".strata-man-")
+        .tempdir_in(dir)
         .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), fresh.path())
+        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    for page in std::fs::read_dir(fresh.path())? {
+        let page = page?;
+        std::fs::rename(page.path(), dir.join(page.file_name()))
+            .with_context(|| format!("writing {}", dir.join(page.file_name()).display()))?;
+    }
     Ok(exit::OK)
 }
 

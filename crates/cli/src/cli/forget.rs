@@ -177,8 +177,16 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
                     .map(|(id, _)| id)
                     .filter(|id| id.to_hex().starts_with(&prefix))
                     .collect();
-                match damaged.as_slice() {
-                    [id] if filter.is_empty() => found.push((*id, "(damaged)".to_string())),
+                // One the rollback watch says vanished: forgetting it records that its
+                // absence is the operator's doing, for every host (format-spec §16.3).
+                let vanished: Vec<strata::SnapshotId> = (repo.snapshots().vanished()?)
+                    .into_iter()
+                    .map(|v| v.id)
+                    .filter(|id| id.to_hex().starts_with(&prefix))
+                    .collect();
+                match (damaged.as_slice(), vanished.as_slice()) {
+                    ([id], []) if filter.is_empty() => found.push((*id, "(damaged)".into())),
+                    ([], [id]) if filter.is_empty() => found.push((*id, "(vanished)".into())),
                     _ => return Err(e.into()),
                 }
             }

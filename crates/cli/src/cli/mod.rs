@@ -496,7 +496,8 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
 /// `password`, unless it is empty: an empty password (an unset variable's `X=`, an empty
 /// file, `/dev/null`) protects nothing, and is refused wherever it comes from.
 pub fn non_empty(password: Vec<u8>, source: &str) -> anyhow::Result<Vec<u8>> {
-    if password.is_empty() {
+    // Spaces alone are no password either (a file of one blank line with a space).
+    if password.iter().all(u8::is_ascii_whitespace) {
         return Err(strata::Error::BadInput {
             what: "password",
             reason: format!("the password from {source} is empty: refusing it"),

@@ -290,8 +290,8 @@ pub fn remedy(r: strata::Remedy) -> String {
         }
         InvestigateRollback => "no forget removed it: someone who can write the storage may \
                                 have rolled the repository back; find out who removed it (the \
-                                bucket's access logs, this host's cache) before trusting \
-                                `latest`, and back up again"
+                                bucket's access logs) before trusting `latest`; if the removal \
+                                was yours, `strata forget --snapshot ID` records it"
             .into(),
         FixArchivingThenBaseBackup => "the missing WAL cannot be made again: see that \
                                        archiving works (pg_stat_archiver), then take a new base \

@@ -201,6 +201,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         cold: args.cold.wait(),
         cancel: (!args.dry_run).then(super::stop_on_signals).transpose()?,
         recreate: args.recreate.recreate(),
+        private: false,
     };
     let packs = || {
         let mut packs = std::collections::BTreeSet::new();

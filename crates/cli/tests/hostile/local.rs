@@ -565,7 +565,17 @@ fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
         to: decoy,
         done: false.into(),
     };
-    strata_pg::restore(&repo, &plan, &target, "false", false, None, Default::default(), &swap).unwrap();
+    strata_pg::restore(
+        &repo,
+        &plan,
+        &target,
+        "false",
+        false,
+        None,
+        Default::default(),
+        &swap,
+    )
+    .unwrap();
     assert!(swap.done.into_inner(), "no tablespace link was removed");
     untouched(&victim);
     assert_eq!(
@@ -662,4 +672,82 @@ fn a_pg_tblspc_symlink_node_leads_nowhere() {
     let tblspc = fs::symlink_metadata(target.join("pg_tblspc")).unwrap();
     assert!(tblspc.is_dir(), "pg_tblspc is still a link");
     assert_eq!(fs::read_dir(target.join("pg_tblspc")).unwrap().count(), 0);
+}
+
+/// `path` made a symlink to `to` owned by `NOBODY` (as another user would plant it).
+fn nobodys_link(to: &Path, path: &Path) {
+    std::os::unix::fs::symlink(to, path).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(NOBODY));
+    nix::unistd::fchownat(
+        None,
+        path,
+        nobody,
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Hostile pass: a restore target reached through another user's link, in the middle of
+/// the path or at the end of a chain that starts with root's, is refused (only a link at
+/// the very end was); nothing lands where it points.
+#[test]
+fn a_target_through_another_users_link_anywhere_is_refused() {
+    assert!(is_root(), "the suite runs as root (tools/test)");
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"secret").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let victim = env.path("victim");
+    fs::create_dir(&victim).unwrap();
+    let theirs = env.path("nob");
+    fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    nobodys_link(&victim, &theirs.join("x"));
+    nobodys_link(&victim, &theirs.join("y"));
+    std::os::unix::fs::symlink(theirs.join("y"), env.path("rl")).unwrap();
+    for target in [theirs.join("x/restore"), env.path("rl"), env.path("rl/sub")] {
+        let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_ne!(code(&out), 0, "{}", target.display());
+        assert!(
+            stderr(&out).contains("owned by uid 65534"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        fs::read_dir(&victim).unwrap().count(),
+        0,
+        "written through a link"
+    );
+    // A link of root's own is the operator's: followed.
+    std::os::unix::fs::symlink(&victim, env.path("mine")).unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("mine/r").to_str().unwrap(),
+    ]);
+    assert!(victim.join("r").is_dir());
+}
+
+/// Hostile pass: `strata man DIR` into a directory another user can write replaces a
+/// link planted under a page's name instead of writing through it.
+#[test]
+fn man_pages_replace_a_planted_link() {
+    assert!(is_root(), "the suite runs as root (tools/test)");
+    let env = Env::local();
+    let victim = env.path("victim");
+    fs::write(&victim, b"ORIGINAL").unwrap();
+    let man = env.path("man");
+    fs::create_dir(&man).unwrap();
+    std::os::unix::fs::chown(&man, Some(NOBODY), Some(NOBODY)).unwrap();
+    nobodys_link(&victim, &man.join("strata.1"));
+    env.ok(&["man", man.to_str().unwrap()]);
+    assert_eq!(fs::read(&victim).unwrap(), b"ORIGINAL");
+    let page = fs::symlink_metadata(man.join("strata.1")).unwrap();
+    assert!(page.is_file(), "strata.1 is still a link");
+    assert!(man.join("strata-backup.1").is_file());
 }

@@ -27,7 +27,7 @@ pub struct KeyFile {
 
 impl KeyFile {
     pub(crate) fn create(master: &MasterKey, password: &[u8], cost: &KdfCost) -> Result<Self> {
-        if password.is_empty() {
+        if password.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::BadInput {
                 what: "password",
                 reason: "an empty password protects nothing: refusing it".into(),

@@ -62,8 +62,8 @@ pub struct MarkRecord {
     /// (format-spec §3.1, §12).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyId>,
-    /// Snapshots a forget removed that were the newest of their lineage: hosts that saw
-    /// them do not take their absence for a rollback (format-spec §16.3).
+    /// The snapshots a forget removed: hosts that saw them do not take their absence for
+    /// a rollback (format-spec §16.3).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forgotten: Vec<crate::id::SnapshotId>,
 }

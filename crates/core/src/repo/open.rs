@@ -18,7 +18,7 @@ impl Repository {
         cost: &KdfCost,
     ) -> Result<Config> {
         // Before anything is created: a repository no password protects is never made.
-        if password.is_empty() {
+        if password.iter().all(u8::is_ascii_whitespace) {
             return Err(Error::BadInput {
                 what: "password",
                 reason: "an empty password protects nothing: refusing it".into(),
@@ -396,11 +396,14 @@ impl Repository {
         // The hinted key files first, then the cheapest.
         let hint = hint.map(str::to_ascii_lowercase);
         let unhinted = |id: &KeyId| !hint.as_ref().is_some_and(|h| id.to_hex().starts_with(h));
-        candidates.sort_by_key(|(id, _, kf)| (unhinted(id), kf.kdf.work(), *id));
+        // Among keys of one cost, the oldest stored first: `init`'s key predates any junk
+        // an attacker plants (an object store's times are its own), whose names they can
+        // grind to sort first.
+        candidates.sort_by_key(|c| (unhinted(&c.0), c.2.kdf.work(), c.3.unwrap_or(i64::MAX), c.0));
         let mut intact = 0usize;
         let mut spent = 0u64;
         let total = candidates.len();
-        for (tried, (id, bytes, kf)) in candidates.into_iter().enumerate() {
+        for (tried, (id, bytes, kf, _)) in candidates.into_iter().enumerate() {
             spent += kf.kdf.work();
             if spent > budget {
                 damaged.push(format!(
@@ -434,9 +437,11 @@ pub const UNLOCK_WORK_BUDGET: u64 = 4 << 20;
 /// A key file is a few hundred bytes; anything much bigger is not one.
 const KEY_FILE_MAX: usize = 16 << 10;
 
-/// The key files worth trying (id, bytes, decoded), and why the others are not.
-#[allow(clippy::type_complexity)]
-fn read_key_files(backend: &BackendRef) -> Result<(Vec<(KeyId, Vec<u8>, KeyFile)>, Vec<String>)> {
+/// A key file worth trying: its id, bytes, decoding and when it was stored.
+type Candidate = (KeyId, Vec<u8>, KeyFile, Option<i64>);
+
+/// The key files worth trying, and why the others are not.
+fn read_key_files(backend: &BackendRef) -> Result<(Vec<Candidate>, Vec<String>)> {
     let mut keys = backend.list(FileKind::Key)?;
     keys.sort_by(|a, b| a.name.cmp(&b.name));
     // A damaged key file is named as damaged, never mistaken for a wrong password.
@@ -463,7 +468,7 @@ fn read_key_files(backend: &BackendRef) -> Result<(Vec<(KeyId, Vec<u8>, KeyFile)
         }
         match KeyFile::decode(&bytes, &info.name) {
             Ok(kf) => match kf.kdf.check_bounds() {
-                Ok(()) => candidates.push((id, bytes, kf)),
+                Ok(()) => candidates.push((id, bytes, kf, info.modified)),
                 Err(e) => damaged.push(format!("key {}: {e}", info.name)),
             },
             Err(e) => damaged.push(e.to_string()),
@@ -625,5 +630,51 @@ mod tests {
             opened(b"none", 256),
             Err(Error::WrongPassword { damaged }) if damaged.is_empty()
         ));
+    }
+
+    /// Junk key files of the same cost as the real one, named to sort before it and
+    /// enough to use up the budget, do not lock it out: the oldest stored goes first.
+    #[test]
+    fn among_keys_of_one_cost_the_oldest_stored_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef =
+            std::sync::Arc::new(crate::backend::LocalBackend::new(dir.path().join("r")));
+        let _repo = crate::repo::for_tests(store.clone(), 0, dir.path());
+        let real = store.list(FileKind::Key).unwrap()[0].name.clone();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let keys_dir = dir.path().join("r/keys");
+        std::fs::File::options()
+            .write(true)
+            .open(keys_dir.join(&real))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let mut junk = 0;
+        for salt in 0u8..=255 {
+            let kf = KeyFile {
+                version: 1,
+                created: "x".into(),
+                host: "h".into(),
+                user: "u".into(),
+                kdf: crate::KdfParams {
+                    salt: vec![salt; 16],
+                    ..crate::KdfParams::generate(&KdfCost::INSECURE_FOR_TESTS)
+                },
+                wrapped: vec![0; 72],
+            };
+            let bytes = kf.encode();
+            let name = hex::encode(content_address(&bytes));
+            if name < real {
+                store.write(FileKind::Key, &name, &bytes).unwrap();
+                junk += 1;
+            }
+            if junk == 3 {
+                break;
+            }
+        }
+        assert_eq!(junk, 3);
+        // A budget for two: the real key must be among them.
+        let opened = Repository::unlock_within(&store, b"pw", None, 128).unwrap();
+        assert_eq!(opened.1.to_hex(), real);
     }
 }

@@ -1,8 +1,8 @@
 //! Rollback watch (format-spec §16.3): each host remembers the snapshots it has seen (the
-//! cache's manifests) and raises an alarm when the newest of a lineage vanishes with no
-//! forget recorded, by this host (its forgets leave the cache first) or by any other (a
-//! mark record names the snapshot). A storage-only attacker can delete a snapshot file
-//! but cannot forge a record, so a rolled-back set is noticed by every host that saw it.
+//! cache's manifests) and raises an alarm when one vanishes with no forget recorded, by
+//! this host (its forgets leave the cache first) or by any other (a mark record names the
+//! snapshot). A storage-only attacker can delete a snapshot file but cannot forge a record,
+//! so a rolled-back set is noticed by every host that saw what was removed.
 
 use std::collections::{HashMap, HashSet};
 
@@ -47,15 +47,39 @@ impl Repository {
     }
 
     /// After a listing (`listed`: every id it found, `readable`: their manifests): drops
-    /// the cached manifests of snapshots no longer listed, raises an alarm for any that was
-    /// the newest of its lineage, unless a mark record names it as forgotten, and keeps
-    /// alarms until a newer snapshot of the lineage (or the snapshot itself) is listed.
-    /// Each standing alarm is a warning of this run.
+    /// the cached manifests of snapshots no longer listed and raises an alarm for each that
+    /// no forget explains (format-spec §16.3), which stands until the snapshot is listed
+    /// again or a mark record names it. Each standing alarm is a warning of this run.
     pub(crate) fn watch_for_rollback(
         &self,
         listed: &HashSet<SnapshotId>,
         readable: &[(SnapshotId, Snapshot)],
     ) -> Result<Vec<Vanished>> {
+        let gone = self.drop_unlisted(listed)?;
+        let mut alarms: Vec<Vanished> = (self.vanished_snapshots()?.into_iter())
+            .filter(|v| !listed.contains(&v.id))
+            .collect();
+        for v in self.suspects(gone, readable) {
+            if !alarms.iter().any(|a| a.id == v.id) {
+                alarms.push(v);
+            }
+        }
+        if !alarms.is_empty() {
+            let forgotten = self.forgotten_by_records()?;
+            alarms.retain(|v| !forgotten.contains(&v.id));
+        }
+        if alarms != self.vanished_snapshots()? {
+            let json = serde_json::to_string(&alarms).expect("alarms encode");
+            self.cache.meta_put(META_KEY, &json)?;
+        }
+        for v in &alarms {
+            self.warn(v.to_string());
+        }
+        Ok(alarms)
+    }
+
+    /// The cached manifests of snapshots `listed` no longer has, taken out of the cache.
+    fn drop_unlisted(&self, listed: &HashSet<SnapshotId>) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut gone = Vec::new();
         for id in self.cache.snapshots().ids()? {
             if listed.contains(&id) {
@@ -66,43 +90,59 @@ impl Repository {
             gone.extend(manifest.map(|s| (id, s)));
             self.cache.snapshots().remove(&id)?;
         }
-        let newest = newest_per_lineage(readable.iter());
-        let standing = |v: &Vanished| {
-            let time = chrono::DateTime::parse_from_rfc3339(&v.time).ok();
-            !listed.contains(&v.id) && newest.get(&v.lineage).is_none_or(|(_, _, t)| *t < time)
-        };
-        let sets: HashMap<SnapshotId, String> = (gone.iter())
-            .map(|(id, s)| (*id, crate::metrics::set_label(s)))
+        Ok(gone)
+    }
+
+    /// Of the snapshots gone, those whose removal would have left a record still there:
+    /// with mark records (version 5) every forget names what it removes, and a record
+    /// outlives [`marks::RECORD_RETENTION`], so a snapshot younger than that (less a day of
+    /// clock skew) can only have gone by a forget that left one. Without records, only the
+    /// newest of a lineage, with nothing as new listed, is suspect.
+    fn suspects(
+        &self,
+        gone: Vec<(SnapshotId, Snapshot)>,
+        readable: &[(SnapshotId, Snapshot)],
+    ) -> Vec<Vanished> {
+        if self.config.partial_views() {
+            let young =
+                crate::timespec::now() - marks::RECORD_RETENTION + chrono::Duration::days(1);
+            return (gone.iter())
+                .filter(|(_, s)| s.datetime().is_some_and(|t| t > young))
+                .map(vanished_of)
+                .collect();
+        }
+        self.suspects_without_records(gone, readable)
+    }
+
+    /// [`Repository::suspects`] in versions without mark records.
+    fn suspects_without_records(
+        &self,
+        gone: Vec<(SnapshotId, Snapshot)>,
+        readable: &[(SnapshotId, Snapshot)],
+    ) -> Vec<Vanished> {
+        let newest_listed = newest_per_lineage(readable.iter());
+        let newest_gone: HashSet<SnapshotId> = (newest_per_lineage(gone.iter()).into_values())
+            .map(|(id, _, _)| id)
             .collect();
-        let mut fresh: Vec<Vanished> = newest_per_lineage(gone.iter())
-            .into_iter()
-            .map(|(lineage, (id, time, _))| Vanished {
-                id,
-                lineage,
-                time,
-                set: sets[&id].clone(),
+        (gone.iter())
+            .filter(|(id, s)| {
+                newest_gone.contains(id)
+                    && (newest_listed.get(&s.lineage().label()))
+                        .is_none_or(|(_, _, t)| *t < s.datetime())
             })
-            .filter(|v| standing(v))
-            .collect();
-        if !fresh.is_empty() {
-            let forgotten = self.forgotten_by_records()?;
-            fresh.retain(|v| !forgotten.contains(&v.id));
-        }
+            .map(vanished_of)
+            .collect()
+    }
+
+    /// Ends the alarms of `ids` (forgotten now, their record written).
+    pub(crate) fn dismiss_vanished(&self, ids: &[SnapshotId]) -> Result<()> {
         let before = self.vanished_snapshots()?;
-        let mut alarms: Vec<Vanished> = before.iter().filter(|v| standing(v)).cloned().collect();
-        for v in fresh {
-            if !alarms.contains(&v) {
-                alarms.push(v);
-            }
-        }
-        if alarms != before {
-            let json = serde_json::to_string(&alarms).expect("alarms encode");
+        let left: Vec<&Vanished> = before.iter().filter(|v| !ids.contains(&v.id)).collect();
+        if left.len() != before.len() {
+            let json = serde_json::to_string(&left).expect("alarms encode");
             self.cache.meta_put(META_KEY, &json)?;
         }
-        for v in &alarms {
-            self.warn(v.to_string());
-        }
-        Ok(alarms)
+        Ok(())
     }
 
     /// Every snapshot a mark record names as forgotten (a listing of `marks/` and a read
@@ -122,6 +162,15 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+}
+
+fn vanished_of((id, s): &(SnapshotId, Snapshot)) -> Vanished {
+    Vanished {
+        id: *id,
+        lineage: s.lineage().label(),
+        time: s.time.clone(),
+        set: crate::metrics::set_label(s),
     }
 }
 
@@ -149,29 +198,17 @@ fn newest_per_lineage<'a>(
     out
 }
 
-/// The snapshots of `ids` that are the newest of their lineage among `all`, or not among
-/// them (damaged: their lineage cannot be known).
-pub(crate) fn newest_among(all: &[(SnapshotId, Snapshot)], ids: &[SnapshotId]) -> Vec<SnapshotId> {
-    let readable: HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
-    let newest: HashSet<SnapshotId> = newest_per_lineage(all.iter())
-        .into_values()
-        .map(|(id, _, _)| id)
-        .collect();
-    (ids.iter())
-        .filter(|id| newest.contains(id) || !readable.contains(id))
-        .copied()
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::MemBackend;
 
-    fn at(time: &str, set: Option<&str>) -> Snapshot {
+    /// A snapshot of set `set` taken `hours` ago.
+    fn ago(hours: i64, set: &str) -> Snapshot {
+        let time = crate::timespec::now() - chrono::Duration::hours(hours);
         Snapshot {
-            set: set.map(Into::into),
-            ..Snapshot::sample(time)
+            set: Some(set.into()),
+            ..Snapshot::sample(&time.to_rfc3339())
         }
     }
 
@@ -183,57 +220,68 @@ mod tests {
     }
 
     #[test]
-    fn only_a_lineages_newest_gone_unforgotten_raises_an_alarm_until_superseded() {
+    fn a_young_snapshot_gone_without_a_record_is_an_alarm_until_accounted_for() {
         let dir = tempfile::tempdir().unwrap();
         let store: BackendRef = std::sync::Arc::new(MemBackend::default());
         let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
         let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
-        let old = w(at("2026-01-01T10:00:00Z", Some("a")));
-        w(at("2026-01-01T12:00:00Z", Some("a")));
-        // 12:30Z: newer, though it sorts before `mid` as text.
-        let newest = w(at("2026-01-01T11:30:00-01:00", Some("a")));
-        let b = w(at("2026-01-01T09:00:00Z", Some("b")));
+        let ancient = w(ago(24 * 10, "a"));
+        let first = w(ago(3, "a"));
+        let second = w(ago(2, "a"));
+        w(ago(1, "a"));
         assert!(alarms(&repo).is_empty());
-        // An older one gone (another host's retention): nothing.
-        store.delete(FileKind::Snapshot, &old.to_hex()).unwrap();
+        // Older than a record lives: its loss proves nothing.
+        store.delete(FileKind::Snapshot, &ancient.to_hex()).unwrap();
         assert!(alarms(&repo).is_empty());
-        store.delete(FileKind::Snapshot, &newest.to_hex()).unwrap();
-        assert_eq!(alarms(&repo), vec![newest]);
-        // It stays, listing after listing.
-        assert_eq!(alarms(&repo), vec![newest]);
+        store.delete(FileKind::Snapshot, &first.to_hex()).unwrap();
+        assert_eq!(alarms(&repo), vec![first]);
         let v = &repo.snapshots().vanished().unwrap()[0];
         assert_eq!((v.lineage.as_str(), v.set.as_str()), ("a", "a"));
-        // The other set's newest, forgotten here: nothing.
-        repo.snapshots().forget(&[b]).unwrap();
-        assert_eq!(alarms(&repo), vec![newest]);
-        // A newer snapshot of the set ends it.
-        w(at("2026-01-01T13:00:00Z", Some("a")));
+        // Another host's forget leaves a record: nothing for `second`.
+        let other = Repository::open(store.clone(), b"pw", &dir.path().join("other")).unwrap();
+        other.snapshots().forget(&[second]).unwrap();
+        assert_eq!(alarms(&repo), vec![first]);
+        // A newer snapshot does not end it (a rollback, then the next hourly backup).
+        w(ago(0, "a"));
+        assert_eq!(alarms(&repo), vec![first]);
+        // Accounted for by a forget of its id: a record, and no alarm anywhere.
+        repo.snapshots().forget(&[first]).unwrap();
         assert!(alarms(&repo).is_empty());
+        assert!(other.forgotten_by_records().unwrap().contains(&first));
     }
 
     #[test]
-    fn a_forget_recorded_by_another_host_raises_nothing() {
+    fn without_records_only_a_lineages_newest_with_nothing_as_new_listed_is_suspect() {
         let dir = tempfile::tempdir().unwrap();
         let store: BackendRef = std::sync::Arc::new(MemBackend::default());
         let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
-        let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
-        w(at("2026-01-01T10:00:00Z", None));
-        let newest = w(at("2026-01-01T11:00:00Z", None));
-        assert!(alarms(&repo).is_empty());
-        let other = Repository::open(store.clone(), b"pw", &dir.path().join("other")).unwrap();
-        other.snapshots().forget(&[newest]).unwrap();
-        let records = store.list(FileKind::Marks).unwrap();
-        assert_eq!(records.len(), 1, "one record names the newest");
-        assert!(alarms(&repo).is_empty());
-        // Without the record, the same loss is an alarm.
-        let again = w(at("2026-01-01T12:00:00Z", None));
-        assert!(alarms(&repo).is_empty());
-        store.delete(FileKind::Snapshot, &again.to_hex()).unwrap();
-        assert_eq!(alarms(&repo), vec![again]);
-        // A forget of an older snapshot writes no record.
-        let older = w(at("2026-01-01T13:00:00Z", None));
-        w(at("2026-01-01T14:00:00Z", None));
-        other.snapshots().forget(&[older]).unwrap();
-        assert_eq!(store.list(FileKind::Marks).unwrap().len(), 1);
+        let gone = |ids: &[&(SnapshotId, Snapshot)]| ids.iter().map(|&p| p.clone()).collect();
+        let a1 = (SnapshotId([1; 32]), ago(3, "a"));
+        let a2 = (SnapshotId([2; 32]), ago(2, "a"));
+        let b1 = (SnapshotId([3; 32]), ago(5, "b"));
+        let b2 = (SnapshotId([4; 32]), ago(4, "b"));
+        // Offsets compare as instants: 12:30Z is newer than 12:00Z though it sorts first.
+        let mut c1 = (SnapshotId([5; 32]), ago(1, "c"));
+        c1.1.time = "2026-01-01T12:00:00Z".into();
+        let mut c2 = (SnapshotId([6; 32]), ago(1, "c"));
+        c2.1.time = "2026-01-01T11:30:00-01:00".into();
+        let suspects = |gone, readable: &[(SnapshotId, Snapshot)]| -> Vec<SnapshotId> {
+            repo.suspects_without_records(gone, readable)
+                .into_iter()
+                .map(|v| v.id)
+                .collect()
+        };
+        assert_eq!(suspects(gone(&[&a1, &a2]), &[]), vec![a2.0]);
+        assert_eq!(
+            suspects(gone(&[&a2]), std::slice::from_ref(&a1)),
+            vec![a2.0]
+        );
+        assert!(suspects(gone(&[&a1]), std::slice::from_ref(&a2)).is_empty());
+        assert!(suspects(gone(&[&b1]), &[b2.clone(), a1.clone()]).is_empty());
+        assert_eq!(
+            suspects(gone(&[&c2]), std::slice::from_ref(&c1)),
+            vec![c2.0]
+        );
+        assert!(suspects(gone(&[&c1]), std::slice::from_ref(&c2)).is_empty());
     }
 }

@@ -162,22 +162,22 @@ impl Snapshots<'_> {
         self.0.backend.delete(FileKind::Snapshot, &id.to_hex())
     }
 
-    /// Forgets `ids`: those that are the newest of their lineage are first named in a
-    /// mark record, durably, so that other hosts that saw them do not take their absence
-    /// for a rollback; then each manifest is deleted.
+    /// Forgets `ids`: they are first named in a mark record, durably, so that other hosts
+    /// that saw them do not take their absence for a rollback (format-spec §16.3); then
+    /// each manifest is deleted.
     pub fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let all = self.with_damage()?.0;
-        let newest = super::rollback::newest_among(&all, ids);
-        if !newest.is_empty() {
-            self.0.write_forget_record(&newest)?;
-        }
+        self.0.write_forget_record(ids)?;
         for id in ids {
-            self.remove(id)?;
+            match self.remove(id) {
+                // Gone already (a vanished snapshot the operator accounts for).
+                Ok(()) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        self.0.dismiss_vanished(ids)
     }
 
     /// The rollback alarms standing after the last listing (format-spec §16.3).

@@ -66,6 +66,10 @@ pub struct RestoreOptions {
     pub cancel: Option<std::sync::Arc<AtomicBool>>,
     /// What of owners, attributes and devices is recreated.
     pub recreate: Recreate,
+    /// The target is a scratch or staging directory this run made (a drill's, `pg
+    /// restore`'s): it must be this user's, mode 0700, once opened. One swapped for another
+    /// user's directory would hand them the decrypted copy.
+    pub private: bool,
 }
 
 /// What of a snapshot's owners, extended attributes and devices a restore (or a dump)
@@ -234,7 +238,11 @@ pub fn run(
     let target = if opts.dry_run {
         None
     } else {
-        Some(Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?)
+        let open = match opts.private {
+            true => Target::open_private(&opts.target),
+            false => Target::open(&opts.target),
+        };
+        Some(open.map_err(|e| Error::io(&opts.target, e))?)
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
     let written = AtomicU64::new(0);

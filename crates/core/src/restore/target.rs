@@ -105,34 +105,120 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
 }
 
-impl Target {
-    /// Creates the target directory if needed and holds it open. The target path itself is
-    /// the operator's choice and is resolved as given, except that a symlink there is
-    /// followed only if this user or root made it: one planted by another user (in /tmp,
-    /// say) would take a root restore wherever it points.
-    pub fn open(path: &Path) -> io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            let me = nix::unistd::geteuid().as_raw();
-            if meta.file_type().is_symlink() && meta.uid() != me && meta.uid() != 0 {
-                return Err(io::Error::other(format!(
-                    "the target is a symlink owned by uid {}, not by this user (uid {me}) \
-                     or root: not followed; give the directory it points at, if you mean it",
-                    meta.uid()
-                )));
-            }
-        }
-        std::fs::create_dir_all(path)?;
-        let dir = rfs::open(
-            path,
+/// Symlinks followed while resolving one path, at most (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// The directory at `path`, created (with `mode`, less the umask) where missing, resolved
+/// component by component: see [`Target::open`]. A directory it creates must still be this
+/// user's once opened (a swap for another user's directory is refused).
+pub fn open_trusted_dir(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let me = nix::unistd::geteuid().as_raw();
+    let absolute = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir()?.join(path),
+    };
+    let root = || {
+        rfs::open(
+            "/",
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(to_io)?;
+    };
+    let mut cur = root().map_err(to_io)?;
+    let mut todo: std::collections::VecDeque<std::ffi::OsString> = comps(&absolute);
+    let mut links = 0;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    while let Some(name) = todo.pop_front() {
+        let st = match rfs::statat(&cur, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => {
+                match rfs::mkdirat(&cur, &name, Mode::from_raw_mode(mode)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(to_io(e)),
+                }
+                let made = rfs::openat(&cur, &name, dir_flags, Mode::empty()).map_err(to_io)?;
+                if rfs::fstat(&made).map_err(to_io)?.st_uid != me {
+                    return Err(io::Error::other(format!(
+                        "{}: the directory made there was replaced by another user's",
+                        absolute.display()
+                    )));
+                }
+                cur = made;
+                continue;
+            }
+            r => r.map_err(to_io)?,
+        };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(to_io(rustix::io::Errno::LOOP));
+            }
+            if st.st_uid != me && st.st_uid != 0 {
+                return Err(io::Error::other(format!(
+                    "{}: the symlink {} on the way is owned by uid {}, not by this user (uid \
+                     {me}) or root: not followed; give the directory it points at, if you \
+                     mean it",
+                    absolute.display(),
+                    name.to_string_lossy(),
+                    st.st_uid
+                )));
+            }
+            let to = rfs::readlinkat(&cur, &name, Vec::new()).map_err(to_io)?;
+            let to = PathBuf::from(std::ffi::OsStr::from_bytes(to.as_bytes()));
+            if to.is_absolute() {
+                cur = root().map_err(to_io)?;
+            }
+            for c in comps(&to).into_iter().rev() {
+                todo.push_front(c);
+            }
+            continue;
+        }
+        cur = rfs::openat(&cur, &name, dir_flags, Mode::empty()).map_err(to_io)?;
+    }
+    Ok(cur)
+}
+
+/// `path`'s components to open one by one: names and `..` (`/` and `.` drop out).
+fn comps(path: &Path) -> std::collections::VecDeque<std::ffi::OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Target {
+    /// Creates the target directory if needed and holds it open. The target path itself is
+    /// the operator's choice and is resolved as given, one component at a time from `/`
+    /// with `O_NOFOLLOW`: a symlink on the way (or at the end, or in a chain) is followed
+    /// only if this user or root made it, since one planted by another user (in /tmp, or a
+    /// directory of theirs) would take a root restore wherever it points; a directory this
+    /// makes is created at most 0755 whatever the umask and opened by the descriptor of its
+    /// parent, so nobody can swap it for a link between its creation and its use.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let dir = open_trusted_dir(path, 0o755)?;
         Ok(Target {
             dir,
             path: path.to_path_buf(),
         })
+    }
+
+    /// As [`Target::open`] for a directory this run made (a scratch or staging directory):
+    /// it must be this user's and 0700, whoever may write its parent.
+    pub fn open_private(path: &Path) -> io::Result<Self> {
+        let target = Self::open(path)?;
+        let st = rfs::fstat(&target.dir).map_err(to_io)?;
+        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+            return Err(io::Error::other(format!(
+                "{}: not this user's private directory (uid {}, mode {:o}): replaced by \
+                 another user's?",
+                path.display(),
+                st.st_uid,
+                st.st_mode & 0o7777
+            )));
+        }
+        Ok(target)
     }
 
     /// Where a snapshot path lands, for messages.
@@ -487,5 +573,72 @@ mod tests {
         assert!(std::fs::symlink_metadata(dir.path().join("t/link"))
             .unwrap()
             .is_dir());
+    }
+
+    /// A symlink of another user's anywhere on the way to a target (at the end, in the
+    /// middle, at the end of a chain that starts with one of root's) is not followed; this
+    /// user's are; a directory made on the way is at most 0755 whatever the umask.
+    #[test]
+    fn a_target_path_follows_only_its_users_or_roots_links() {
+        use std::os::unix::fs::{symlink, MetadataExt};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("victim")).unwrap();
+        let theirs = |link: &str, to: &Path| {
+            symlink(to, d.join(link)).unwrap();
+            if nix::unistd::geteuid().is_root() {
+                let nobody = Some(nix::unistd::Uid::from_raw(65534));
+                nix::unistd::fchownat(
+                    None,
+                    &d.join(link),
+                    nobody,
+                    None,
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .unwrap();
+            }
+        };
+        symlink(d.join("victim"), d.join("mine")).unwrap();
+        let t = open_trusted_dir(&d.join("mine/new/deeper"), 0o755).unwrap();
+        assert!(d.join("victim/new/deeper").is_dir());
+        let mode = std::fs::metadata(d.join("victim/new")).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o022, 0, "{mode:o}");
+        drop(t);
+        if !nix::unistd::geteuid().is_root() {
+            return; // links of another user need root to make
+        }
+        theirs("x", &d.join("victim"));
+        symlink(d.join("x"), d.join("chain")).unwrap();
+        for through in ["x/restore", "x", "chain", "chain/sub"] {
+            let err = open_trusted_dir(&d.join(through), 0o755).unwrap_err();
+            assert!(
+                err.to_string().contains("owned by uid 65534"),
+                "{through}: {err}"
+            );
+        }
+        assert!(!d.join("victim/restore").exists() && !d.join("victim/sub").exists());
+        // A loop ends.
+        symlink(d.join("l2"), d.join("l1")).unwrap();
+        symlink(d.join("l1"), d.join("l2")).unwrap();
+        assert!(open_trusted_dir(&d.join("l1"), 0o755).is_err());
+    }
+
+    #[test]
+    fn a_private_target_is_this_users_and_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scratch");
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(Target::open_private(&p).is_ok());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(Target::open_private(&p).is_err(), "group may read");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let nobody = Some(nix::unistd::Uid::from_raw(65534));
+            nix::unistd::chown(&p, nobody, None).unwrap();
+            let err = Target::open_private(&p).err().unwrap();
+            assert!(err.to_string().contains("uid 65534"), "{err}");
+        }
     }
 }
