@@ -42,6 +42,9 @@ pub enum Remedy {
     /// A mark record cannot be read: move it out of the repository (keep a copy). Until
     /// then every backup reads the whole index instead of trusting its partial view.
     RemoveMarkRecord,
+    /// A snapshot's tree expands past what its own summary records (a tree bomb, written
+    /// by a faulty or hostile client): forget it by its id; no command reads it.
+    ForgetExpandingSnapshot,
 }
 
 #[cfg(test)]
