@@ -19,6 +19,7 @@ use crate::remedy::Remedy;
 use crate::repo::pack::BlobKind;
 use crate::repo::root::Root;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
+use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 use crate::walk::{safe_name, TreeWalk, Visit};
 
@@ -626,6 +627,7 @@ impl Audit<'_> {
     fn walk(&mut self, snapshots: &[(SnapshotId, Snapshot)], packs: &Packs) -> Result<()> {
         self.progress.message("snapshots and trees");
         let mut seen: HashSet<TreeId> = HashSet::new();
+        let mut shapes: HashMap<TreeId, Shape> = HashMap::new();
         for (_, snap) in snapshots {
             let mut stack = vec![snap.tree];
             while let Some(tid) = stack.pop() {
@@ -645,6 +647,7 @@ impl Audit<'_> {
                         continue;
                     }
                 };
+                shapes.insert(tid, Shape::of(&tree));
                 for node in &tree.entries {
                     if let Err(e) = safe_name(node, &tid) {
                         self.problems.push(problem(
@@ -679,7 +682,27 @@ impl Audit<'_> {
             }
         }
         self.report.trees = seen.len();
+        self.expanding(snapshots, &shapes);
         Ok(())
+    }
+
+    /// Snapshots whose tree expands past what their summary records (issue 31, item 7):
+    /// counted per tree from the shapes the walk kept, never path by path.
+    fn expanding(&mut self, snapshots: &[(SnapshotId, Snapshot)], shapes: &HashMap<TreeId, Shape>) {
+        let mut totals = HashMap::new();
+        for (id, snap) in snapshots {
+            let (files, dirs) = expanded(shapes, snap.tree, &mut totals);
+            let over = crate::walk::Limits::of(snap)
+                .check_totals(files, dirs)
+                .err();
+            if let Some(e) = over {
+                self.problems.push(problem(
+                    Object::Snapshot(*id),
+                    e.to_string(),
+                    Remedy::ForgetExpandingSnapshot,
+                ));
+            }
+        }
     }
 
     /// Every root record opens, is filed under its name and names blobs that resolve to
@@ -1216,6 +1239,63 @@ fn find_hits(
         }
     }
     Ok(hits)
+}
+
+/// A tree's own entries, as far as expansion goes: its files, its directories and their
+/// subtrees.
+struct Shape {
+    files: u64,
+    dirs: u64,
+    subtrees: Box<[TreeId]>,
+}
+
+impl Shape {
+    fn of(tree: &crate::repo::tree::Tree) -> Self {
+        let count = |k| tree.entries.iter().filter(|n| n.kind == k).count() as u64;
+        Shape {
+            files: count(NodeKind::File),
+            dirs: count(NodeKind::Dir),
+            subtrees: tree.entries.iter().filter_map(|n| n.subtree).collect(),
+        }
+    }
+}
+
+/// The files and directories below `root` with every shared subtree counted each time it
+/// is met (saturating), from `shapes` (a tree not there counts nothing), memoized in
+/// `totals`. Post-order on an explicit stack: a 50,000-deep chain needs no deep recursion.
+fn expanded(
+    shapes: &HashMap<TreeId, Shape>,
+    root: TreeId,
+    totals: &mut HashMap<TreeId, (u64, u64)>,
+) -> (u64, u64) {
+    let mut stack = vec![(root, false)];
+    // A tree on the current path (a cycle, which only a forged id could make) counts
+    // nothing the second time.
+    let mut open: HashSet<TreeId> = HashSet::new();
+    while let Some((t, children_done)) = stack.pop() {
+        if totals.contains_key(&t) {
+            continue;
+        }
+        let Some(shape) = shapes.get(&t) else {
+            totals.insert(t, (0, 0));
+            continue;
+        };
+        if !children_done {
+            if open.insert(t) {
+                stack.push((t, true));
+                stack.extend(shape.subtrees.iter().map(|s| (*s, false)));
+            }
+            continue;
+        }
+        let mut total = (shape.files, shape.dirs);
+        for s in shape.subtrees.iter() {
+            let (f, d) = totals.get(s).copied().unwrap_or((0, 0));
+            total = (total.0.saturating_add(f), total.1.saturating_add(d));
+        }
+        open.remove(&t);
+        totals.insert(t, total);
+    }
+    totals.get(&root).copied().unwrap_or((0, 0))
 }
 
 /// A file whose blobs (`len` bytes by the index) do not add up to its size (format-spec §8).

@@ -189,7 +189,7 @@ pub enum Error {
     #[error(
         "the snapshot of tree {tree} is damaged: its tree holds more than {limit} {what}, \
          where its summary records {recorded}; refused (a tree bomb: shared subtrees \
-         multiplying); `strata forget --snapshot` with its id removes it"
+         multiplying)"
     )]
     TreeExpands {
         /// The snapshot's root tree.
@@ -438,6 +438,7 @@ impl Error {
             Error::Locked { stale: true, .. } => Some(Remedy::Unlock),
             Error::RepairIndexFirst(_) => Some(Remedy::RepairIndex),
             Error::Archived { .. } => Some(Remedy::WarmUp),
+            Error::TreeExpands { .. } => Some(Remedy::ForgetExpandingSnapshot),
             Error::WithRemedy { remedy, .. } => Some(*remedy),
             _ => None,
         }

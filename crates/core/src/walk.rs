@@ -51,20 +51,28 @@ impl Limits {
 
     /// Counts `kind` against the limits: `seen` holds the files and directories met.
     pub fn count(&self, kind: NodeKind, seen: &mut (u64, u64)) -> Result<()> {
-        let (n, (recorded, limit), what) = match kind {
-            NodeKind::File => (&mut seen.0, self.files, "files"),
-            NodeKind::Dir => (&mut seen.1, self.dirs, "directories"),
+        match kind {
+            NodeKind::File => seen.0 += 1,
+            NodeKind::Dir => seen.1 += 1,
             _ => return Ok(()),
-        };
-        *n += 1;
-        match *n > limit {
-            true => Err(Error::TreeExpands {
+        }
+        self.check_totals(seen.0, seen.1)
+    }
+
+    /// Refuses `files` and `dirs` (counted already) past the limits.
+    pub fn check_totals(&self, files: u64, dirs: u64) -> Result<()> {
+        let sides = [
+            (files, self.files, "files"),
+            (dirs, self.dirs, "directories"),
+        ];
+        match sides.into_iter().find(|(n, (_, limit), _)| n > limit) {
+            Some((_, (recorded, limit), what)) => Err(Error::TreeExpands {
                 tree: self.tree,
                 what,
                 recorded,
                 limit,
             }),
-            false => Ok(()),
+            None => Ok(()),
         }
     }
 }

@@ -313,6 +313,9 @@ pub fn remedy(r: strata::Remedy) -> String {
                              roots` removes the records that cannot be read, and a new base \
                              backup (`strata pg basebackup`) replaces the WAL they held"
             .into(),
+        ForgetExpandingSnapshot => "no command reads it: remove it with `strata forget \
+                                    --snapshot` and its id"
+            .into(),
         RemoveMarkRecord => "move the mark record out of the repository's marks/ (keep a \
                              copy); until then every backup reads the whole index"
             .into(),

@@ -548,3 +548,34 @@ fn check_names_the_paths_of_damage_in_a_sharing_bomb_in_bounds() {
     assert!(!b.out.status.success(), "{all}");
     assert!(all.len() < 1 << 20, "{} bytes of report", all.len());
 }
+
+/// `check` finds the bomb itself: each tree is read once, and its expansion computed per
+/// tree, not walked path by path.
+#[test]
+fn check_reports_a_snapshot_that_expands_past_its_summary() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
+    let deep = strata::Summary {
+        files_new: 1,
+        dirs: 60_000,
+        ..Default::default()
+    };
+    craft::snapshot_with(env, deep, |c| chain(c, 50_000));
+    let b = craft::run_bounded(env, &["check"], 1024, 60);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&b.out.stdout),
+        stderr(&b.out)
+    );
+    assert!(!b.timed_out, "still running after {:?}", b.elapsed);
+    assert!(!b.out.status.success(), "{all}");
+    assert!(
+        all.contains(&bomb.short()) && all.contains("summary"),
+        "{all}"
+    );
+    assert!(all.contains("forget --snapshot"), "{all}");
+    // The chain is as long as its summary says: only its depth is wrong, which check
+    // leaves to the readers (they skip what lies too deep, naming it).
+    assert_eq!(all.matches("summary records").count(), 1, "{all}");
+}

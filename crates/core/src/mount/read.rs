@@ -397,7 +397,7 @@ mod tests {
             let mut reader = Reader::new(f.repo.clone()).unwrap();
             let err = reader.read(1, &f.node, 0, 4096).unwrap_err();
             assert!(matches!(err, Error::SizeMismatch { .. }), "{len}: {err}");
-            assert!(err.to_string().contains("says"), "{err}");
+            assert!(err.to_string().contains("for a size of"), "{err}");
         }
     }
 
