@@ -23,7 +23,7 @@ pub const MAX_DEPTH: usize = 2048;
 const MARGIN: u64 = 4096;
 
 /// How many files and directories a snapshot's walk may meet: what its summary records,
-/// and [`MARGIN`]. Shared subtrees are legitimate (identical directories dedupe to one
+/// and `MARGIN`. Shared subtrees are legitimate (identical directories dedupe to one
 /// tree), but a tree that expands past its own snapshot's counts is a tree bomb (2^40
 /// paths from a repository of 68 KB): refused with [`Error::TreeExpands`], after at most
 /// that many entries, whatever the walk builds per entry.
