@@ -484,6 +484,9 @@ impl S3Backend {
     }
 }
 
+/// Names one listing page may hold: S3 sends 1,000 at most (MaxKeys).
+const MAX_PAGE_KEYS: usize = 1000;
+
 /// The most a read reserves before the bytes arrive (one read of a pack's range is ~16 MiB
 /// at most; a larger object grows its buffer as it streams).
 const PREALLOCATE_MAX: usize = 16 << 20;
@@ -552,6 +555,16 @@ impl Backend for S3Backend {
                     )
                     .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))
             }?;
+            // A page holds 1,000 names at most; more is not a listing of ours.
+            if resp.contents().len() > MAX_PAGE_KEYS {
+                return Err(Error::corrupt(
+                    format!("listing {}", kind.dir()),
+                    format!(
+                        "a page of {} names (S3 sends 1,000 at most)",
+                        resp.contents().len()
+                    ),
+                ));
+            }
             for obj in resp.contents() {
                 let Some(key) = obj.key() else { continue };
                 let name = key.rsplit('/').next().unwrap_or(key);
@@ -566,6 +579,14 @@ impl Backend for S3Backend {
                 });
             }
             match resp.next_continuation_token() {
+                // A token handed back again would page for ever (a hostile or broken
+                // endpoint): a listing that does not move on is damage, not a loop.
+                Some(t) if token.as_deref() == Some(t) => {
+                    return Err(Error::corrupt(
+                        format!("listing {}", kind.dir()),
+                        "the endpoint returned the same continuation token twice",
+                    ))
+                }
                 Some(t) if resp.is_truncated() == Some(true) => token = Some(t.to_string()),
                 _ => break,
             }

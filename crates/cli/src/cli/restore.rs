@@ -296,6 +296,14 @@ fn one(
     bar.finish();
     tell_cold(global, &report, args.dry_run);
     warn_skipped(global, &report.skipped_devices);
+    if !global.quiet {
+        for p in &report.skipped_sockets {
+            eprintln!(
+                "warning: {}: a socket, not restored (the program that listens on it makes it)",
+                output::plain(&p.to_string_lossy())
+            );
+        }
+    }
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {

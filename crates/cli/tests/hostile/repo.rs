@@ -357,3 +357,25 @@ fn a_key_hint_opens_with_the_named_key_first() {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// Hostile pass: an endpoint whose listings never end (the same continuation token, page
+/// after page) gets a clear error, not requests for ever.
+#[test]
+fn an_endpoint_paging_for_ever_is_refused() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("loop-{}", std::process::id());
+    let (_rt, _s3) = moto_bucket(&endpoint, &bucket);
+    let mut env = Env::local();
+    env.repo = format!("s3:{endpoint}/{bucket}/r");
+    env.vars = vec![("AWS_REGION".into(), "us-east-1".into())];
+    env.init();
+    let proxy = Proxy::start("s3-proxy", &endpoint, &["--loop-listings"]);
+    let mut bare = Env::local();
+    bare.repo = format!("s3:{}/{bucket}/r", proxy.url_base);
+    bare.vars = env.vars.clone();
+    let run = run_bounded(&bare, &["snapshots"], 1024, 60);
+    assert!(!run.timed_out, "still running after {:?}", run.elapsed);
+    let err = stderr(&run.out);
+    assert_eq!(code(&run.out), 1, "{err}");
+    assert!(err.contains("same continuation token"), "{err}");
+}

@@ -579,3 +579,32 @@ fn check_reports_a_snapshot_that_expands_past_its_summary() {
     // leaves to the readers (they skip what lies too deep, naming it).
     assert_eq!(all.matches("summary records").count(), 1, "{all}");
 }
+
+/// Hostile pass: a Unix socket in a snapshot is named as not restored (it was counted as
+/// restored, and `--verify` passed, with nothing there).
+#[test]
+fn a_socket_is_named_as_not_restored() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"x").unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    let out = env.run(&[
+        "restore",
+        "latest",
+        "--verify",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sock: a socket, not restored"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(restored(&target, &src).join("f").is_file());
+    assert!(fs::symlink_metadata(restored(&target, &src).join("sock")).is_err());
+}

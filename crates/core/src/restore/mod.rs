@@ -153,6 +153,10 @@ pub struct RestoreReport {
     /// Devices not restored (`no_devices`), snapshot paths (serialized lossily).
     #[serde(serialize_with = "lossy_paths")]
     pub skipped_devices: Vec<PathBuf>,
+    /// Unix sockets, which no restore can recreate (the program that listens on one makes
+    /// it), as tar skips them: snapshot paths (serialized lossily).
+    #[serde(serialize_with = "lossy_paths")]
+    pub skipped_sockets: Vec<PathBuf>,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
     /// What thawing them cost, when the restore waited for them.
@@ -234,7 +238,8 @@ pub fn run(
 ) -> Result<RestoreReport> {
     let trouble = Trouble::default();
     let mut report = RestoreReport::default();
-    let items = select(repo, snapshot, opts, &trouble, &mut report.skipped_devices)?;
+    let skipped = (&mut report.skipped_devices, &mut report.skipped_sockets);
+    let items = select(repo, snapshot, opts, &trouble, skipped)?;
     let target = if opts.dry_run {
         None
     } else {
@@ -376,7 +381,7 @@ fn select(
     snapshot: &Snapshot,
     opts: &RestoreOptions,
     trouble: &Trouble,
-    skipped: &mut Vec<PathBuf>,
+    (skipped, sockets): (&mut Vec<PathBuf>, &mut Vec<PathBuf>),
 ) -> Result<Vec<Item>> {
     // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
     let mut all: Vec<(Item, bool)> = Vec::new();
@@ -443,6 +448,10 @@ fn select(
         }
         if opts.recreate.skips(&item.node) {
             skipped.push(item.path);
+            continue;
+        }
+        if item.node.kind == NodeKind::Socket {
+            sockets.push(item.path);
             continue;
         }
         let n = &item.node;
