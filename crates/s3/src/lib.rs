@@ -5,6 +5,8 @@
 //! throttling and dropped connections) and bounded time-outs keep a flaky network from
 //! hanging a backup.
 
+mod capped;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -168,6 +170,7 @@ impl S3Backend {
             };
             let s3conf = aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(endpoint.is_some())
+                .interceptor(capped::CapBodies)
                 .build();
             (Client::from_conf(s3conf), creds)
         });

@@ -379,3 +379,61 @@ fn an_endpoint_paging_for_ever_is_refused() {
     assert_eq!(code(&run.out), 1, "{err}");
     assert!(err.contains("same continuation token"), "{err}");
 }
+
+/// An S3 "endpoint" that answers every request with `status` and a chunked body that
+/// never ends (a megabyte of XML-ish bytes per chunk, until the client hangs up).
+fn endless_endpoint(status: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n"
+                );
+                stream.write_all(head.as_bytes()).ok();
+                stream.write_all(b"10\r\n<Error><Code>X</C\r\n").ok();
+                let chunk = vec![b'x'; 1 << 20];
+                loop {
+                    let ok = stream
+                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .is_ok()
+                        && stream.write_all(&chunk).is_ok()
+                        && stream.write_all(b"\r\n").is_ok();
+                    if !ok {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Hostile pass: an endless error body, or an endless 200 reply to a listing, is cut at a
+/// sane size (it grew a process to 12 GB, then SIGABRT): a clear error, small and soon.
+#[test]
+fn endless_replies_the_sdk_reads_whole_are_cut_short() {
+    for status in ["404 Not Found", "500 Internal Server Error", "200 OK"] {
+        let env = on_endpoint(&endless_endpoint(status));
+        let run = run_bounded(&env, &["snapshots"], 1024, 120);
+        let err = stderr(&run.out);
+        assert!(
+            !run.timed_out,
+            "{status}: still running after {:?}",
+            run.elapsed
+        );
+        assert!(
+            matches!(code(&run.out), 1 | 10),
+            "{status}: exit {}: {err}",
+            code(&run.out)
+        );
+        assert!(!err.contains("memory allocation"), "{status}: {err}");
+    }
+}
