@@ -31,6 +31,7 @@ pub const TARGETS: &[Target] = &[
     ("lock", lock),
     ("blob", blob),
     ("zstd_blob", zstd_blob),
+    ("tree_walk", tree_walk),
 ];
 
 /// One target by name.
@@ -135,10 +136,68 @@ fn zstd_blob(data: &[u8]) {
     let _ = pack::decompress_checked(&data[4..], raw);
 }
 
+/// A limited tree walk over crafted shapes: the input describes up to 32 trees, each of up
+/// to 8 entries naming later trees (any DAG: chains, diamonds, 8^31 paths from 32 trees)
+/// or files, and the counts a snapshot's summary records. Whatever the shape, the walk
+/// ends, having yielded no more than the counts allow (issue 31, item 7).
+fn tree_walk(data: &[u8]) {
+    use crate::repo::tree::{Node, NodeKind};
+    use crate::walk::{Limits, TreeWalk};
+    let mut bytes = data.iter().copied();
+    let mut next = || bytes.next().unwrap_or(0);
+    let n = usize::from(next() % 32) + 1;
+    let id = |i: usize| BlobId([i as u8; 32]);
+    let mut trees = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut entries = Vec::new();
+        for k in 0..next() % 9 {
+            let b = next();
+            let name = vec![b'a' + k];
+            entries.push(if b & 1 == 1 && i + 1 < n {
+                let mut dir = Node::new(name, NodeKind::Dir);
+                dir.subtree = Some(id(i + 1 + usize::from(b >> 1) % (n - i - 1)));
+                dir
+            } else {
+                Node::new(name, NodeKind::File)
+            });
+        }
+        trees.push(Tree { entries });
+    }
+    let (files, dirs) = (u64::from(next()) * 16, u64::from(next()) * 16);
+    let limits = Limits::recorded(id(0), files, dirs);
+    let load = Box::new(move |t: &BlobId| {
+        (trees.get(usize::from(t.0[0])).cloned())
+            .ok_or_else(|| crate::Error::corrupt("tree", "no such tree"))
+    });
+    // Every node counts against the limits; the last visit may be the refusal.
+    let bound = files + dirs + 2 * 4096 + 1;
+    let visits = TreeWalk::with_loader(load, &id(0)).limited(limits).count() as u64;
+    assert!(visits <= bound, "{visits} visits for limits {files}/{dirs}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// 32 trees of 8 directories each naming the next: 8^31 paths, refused after the
+    /// summary's counts and the margin.
+    fn bomb() -> Vec<u8> {
+        let mut bomb = vec![31u8];
+        for _ in 0..32 {
+            bomb.push(8);
+            bomb.extend([1u8; 8]);
+        }
+        bomb.extend([0, 0]);
+        bomb
+    }
+
+    #[test]
+    fn the_tree_walk_target_ends_on_a_bomb() {
+        let started = std::time::Instant::now();
+        tree_walk(&bomb());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     /// Valid encodings to mutate: what strata itself writes.
     fn seeds() -> Vec<Vec<u8>> {
@@ -157,7 +216,7 @@ mod tests {
             b"a".to_vec(),
             crate::repo::tree::NodeKind::File,
         ));
-        vec![kf, cfg, tree.encode()]
+        vec![kf, cfg, tree.encode(), bomb()]
     }
 
     proptest! {

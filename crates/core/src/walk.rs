@@ -41,11 +41,17 @@ impl Limits {
         let files = (s.files_new)
             .saturating_add(s.files_changed)
             .saturating_add(s.files_unchanged);
+        Self::recorded(snapshot.tree, files, s.dirs)
+    }
+
+    /// The limits of a tree whose snapshot records `files` and `dirs` (the fuzz target's
+    /// way in, without a snapshot).
+    pub(crate) fn recorded(tree: TreeId, files: u64, dirs: u64) -> Self {
         let allow = |n: u64| (n, n.saturating_add(MARGIN));
         Limits {
-            tree: snapshot.tree,
+            tree,
             files: allow(files),
-            dirs: allow(s.dirs),
+            dirs: allow(dirs),
         }
     }
 
