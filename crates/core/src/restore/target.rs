@@ -154,7 +154,7 @@ pub fn open_trusted_dir(path: &Path, mode: u32) -> io::Result<OwnedFd> {
             }
             if st.st_uid != me && st.st_uid != 0 {
                 return Err(io::Error::other(format!(
-                    "{}: the symlink {} on the way is owned by uid {}, not by this user (uid \
+                    "{}: {} on the way is a symlink owned by uid {}, not by this user (uid \
                      {me}) or root: not followed; give the directory it points at, if you \
                      mean it",
                     absolute.display(),
