@@ -677,4 +677,27 @@ mod tests {
         let opened = Repository::unlock_within(&store, b"pw", None, 128).unwrap();
         assert_eq!(opened.1.to_hex(), real);
     }
+
+    /// A key file is a few hundred bytes: one past 16 KiB is named and never read; one of
+    /// exactly 16 KiB is read (and named for what it holds).
+    #[test]
+    fn a_key_file_past_16_kib_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        crate::repo::for_tests(store.clone(), 0, dir.path());
+        for len in [KEY_FILE_MAX, KEY_FILE_MAX + 1] {
+            let junk = vec![0xff; len];
+            let name = hex::encode(content_address(&junk));
+            store.write(FileKind::Key, &name, &junk).unwrap();
+        }
+        let (candidates, damaged) = read_key_files(&store).unwrap();
+        assert_eq!(candidates.len(), 1, "the real key");
+        assert_eq!(damaged.len(), 2, "{damaged:?}");
+        let too_big = format!("{} bytes, not a key file", KEY_FILE_MAX + 1);
+        assert_eq!(
+            damaged.iter().filter(|d| d.ends_with(&too_big)).count(),
+            1,
+            "{damaged:?}"
+        );
+    }
 }

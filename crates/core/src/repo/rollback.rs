@@ -237,6 +237,15 @@ mod tests {
         assert_eq!(alarms(&repo), vec![first]);
         let v = &repo.snapshots().vanished().unwrap()[0];
         assert_eq!((v.lineage.as_str(), v.set.as_str()), ("a", "a"));
+        let said = v.to_string();
+        assert!(
+            said.starts_with(&format!("snapshot {first} of a (")),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("the repository may have been rolled back"),
+            "{said}"
+        );
         // Another host's forget leaves a record: nothing for `second`.
         let other = Repository::open(store.clone(), b"pw", &dir.path().join("other")).unwrap();
         other.snapshots().forget(&[second]).unwrap();
