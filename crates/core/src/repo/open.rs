@@ -699,5 +699,10 @@ mod tests {
             1,
             "{damaged:?}"
         );
+        let unread = damaged
+            .iter()
+            .filter(|d| d.contains("not a key file"))
+            .count();
+        assert_eq!(unread, 1, "{damaged:?}");
     }
 }
