@@ -257,6 +257,16 @@ mod tests {
         repo.snapshots().forget(&[first]).unwrap();
         assert!(alarms(&repo).is_empty());
         assert!(other.forgotten_by_records().unwrap().contains(&first));
+        // Two gone at once: two alarms.
+        let (x, y) = (w(ago(0, "b")), w(ago(0, "c")));
+        assert!(alarms(&repo).is_empty());
+        store.delete(FileKind::Snapshot, &x.to_hex()).unwrap();
+        store.delete(FileKind::Snapshot, &y.to_hex()).unwrap();
+        let mut both = alarms(&repo);
+        both.sort();
+        let mut want = vec![x, y];
+        want.sort();
+        assert_eq!(both, want);
     }
 
     #[test]
