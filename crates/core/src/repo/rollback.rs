@@ -226,12 +226,15 @@ mod tests {
         let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
         let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
         let ancient = w(ago(24 * 10, "a"));
+        // A week old: its record may be gone already (a day's margin for clocks).
+        let week = w(ago(24 * 7, "a"));
         let first = w(ago(3, "a"));
         let second = w(ago(2, "a"));
         w(ago(1, "a"));
         assert!(alarms(&repo).is_empty());
         // Older than a record lives: its loss proves nothing.
         store.delete(FileKind::Snapshot, &ancient.to_hex()).unwrap();
+        store.delete(FileKind::Snapshot, &week.to_hex()).unwrap();
         assert!(alarms(&repo).is_empty());
         store.delete(FileKind::Snapshot, &first.to_hex()).unwrap();
         assert_eq!(alarms(&repo), vec![first]);
