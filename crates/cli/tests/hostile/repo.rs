@@ -7,9 +7,9 @@ use std::net::TcpListener;
 use crate::common::*;
 use crate::craft::run_bounded;
 
-/// An S3 "endpoint" on loopback that answers every request with `head` and then `body`,
-/// whatever was asked; returns its URL.
-fn hostile_endpoint(head: &'static str, body: &'static [u8]) -> String {
+/// An S3 "endpoint" on loopback whose every connection gets `answer` once the request's
+/// headers are read, whatever was asked; returns its URL.
+fn endpoint(answer: impl Fn(&mut std::net::TcpStream) + Copy + Send + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -22,12 +22,19 @@ fn hostile_endpoint(head: &'static str, body: &'static [u8]) -> String {
                 while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                     line.clear();
                 }
-                stream.write_all(head.as_bytes()).ok();
-                stream.write_all(body).ok();
+                answer(&mut stream);
             });
         }
     });
     format!("http://127.0.0.1:{port}")
+}
+
+/// An endpoint that answers every request with `head` and then `body`.
+fn hostile_endpoint(head: &'static str, body: &'static [u8]) -> String {
+    endpoint(move |stream| {
+        stream.write_all(head.as_bytes()).ok();
+        stream.write_all(body).ok();
+    })
 }
 
 fn on_endpoint(url: &str) -> Env {
@@ -383,37 +390,24 @@ fn an_endpoint_paging_for_ever_is_refused() {
 /// An S3 "endpoint" that answers every request with `status` and a chunked body that
 /// never ends (a megabyte of XML-ish bytes per chunk, until the client hangs up).
 fn endless_endpoint(status: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n"
-                );
-                stream.write_all(head.as_bytes()).ok();
-                stream.write_all(b"10\r\n<Error><Code>X</C\r\n").ok();
-                let chunk = vec![b'x'; 1 << 20];
-                loop {
-                    let ok = stream
-                        .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-                        .is_ok()
-                        && stream.write_all(&chunk).is_ok()
-                        && stream.write_all(b"\r\n").is_ok();
-                    if !ok {
-                        break;
-                    }
-                }
-            });
+    endpoint(move |stream| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).ok();
+        stream.write_all(b"10\r\n<Error><Code>X</C\r\n").ok();
+        let chunk = vec![b'x'; 1 << 20];
+        loop {
+            let ok = stream
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .is_ok()
+                && stream.write_all(&chunk).is_ok()
+                && stream.write_all(b"\r\n").is_ok();
+            if !ok {
+                break;
+            }
         }
-    });
-    format!("http://127.0.0.1:{port}")
+    })
 }
 
 /// Hostile pass: an endless error body, or an endless 200 reply to a listing, is cut at a

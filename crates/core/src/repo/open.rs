@@ -109,7 +109,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, IndexView::Full, None)
+        Self::open_hinted(backend, password, cache_base, IndexView::Full, None)
     }
 
     /// As [`Repository::open_with`] for a backup: where the format and the cache allow,
@@ -120,7 +120,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, IndexView::Partial, None)
+        Self::open_hinted(backend, password, cache_base, IndexView::Partial, None)
     }
 
     /// As [`Repository::open_with`] for commands that read snapshots and audit records
@@ -131,7 +131,7 @@ impl Repository {
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
     ) -> Result<metadata::MetadataRepository> {
-        Self::open_inner(backend, password, cache_base, IndexView::None, None)
+        Self::open_hinted(backend, password, cache_base, IndexView::None, None)
             .map(metadata::MetadataRepository::new)
     }
 
@@ -140,16 +140,6 @@ impl Repository {
     /// [`metadata::MetadataRepository::new`]), trying first the key files whose id starts
     /// with `key_hint`: a bare machine facing many key files, some of them junk.
     pub fn open_hinted(
-        backend: BackendRef,
-        password: &mut dyn FnMut() -> Result<Vec<u8>>,
-        cache_base: &Path,
-        view: IndexView,
-        key_hint: Option<&str>,
-    ) -> Result<Self> {
-        Self::open_inner(backend, password, cache_base, view, key_hint)
-    }
-
-    pub(super) fn open_inner(
         backend: BackendRef,
         password: &mut dyn FnMut() -> Result<Vec<u8>>,
         cache_base: &Path,
