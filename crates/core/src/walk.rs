@@ -99,6 +99,22 @@ pub fn check_depth(tree: &TreeId, path: &Path, node: &Node, depth: usize) -> Res
     ))
 }
 
+/// Inline bytes only on a file, and never beside content blobs (format-spec §8: such a
+/// node is corrupt, whatever a reader would make of it).
+fn check_inline(tree: &TreeId, node: &Node) -> Result<()> {
+    if node.data.is_none() || (node.kind == NodeKind::File && node.content.is_empty()) {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        format!("tree {tree}"),
+        format!(
+            "entry {:?}: inline data on a {:?} node or beside content blobs",
+            String::from_utf8_lossy(&node.name),
+            node.kind
+        ),
+    ))
+}
+
 /// A name from a tree, refused if it could escape its directory.
 pub fn safe_name<'n>(node: &'n Node, tree: &TreeId) -> Result<&'n OsStr> {
     let n = &node.name;
@@ -215,7 +231,8 @@ impl Iterator for TreeWalk<'_> {
             let tree = frame.tree;
             let checked = safe_name(&node, &tree)
                 .map(|name| frame.dir.join(name))
-                .and_then(|path| check_depth(&tree, &path, &node, depth).map(|()| path));
+                .and_then(|path| check_depth(&tree, &path, &node, depth).map(|()| path))
+                .and_then(|path| check_inline(&tree, &node).map(|()| path));
             let path = match checked {
                 Ok(path) => path,
                 Err(error) => {

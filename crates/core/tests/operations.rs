@@ -433,3 +433,18 @@ fn a_metadata_reader_hears_of_a_damaged_snapshot() {
         "{heard:?}"
     );
 }
+
+/// Issue 31 (hostile pass): an object store takes writes into a prefix whose repository
+/// was deleted mid-backup; the backup then reported a snapshot nobody could read, exit 0.
+/// Now the snapshot's write is followed by a look at the config: gone means no repository.
+#[test]
+fn a_backup_into_a_repository_deleted_meanwhile_fails_as_no_repository() {
+    let f = Fixture::new();
+    let (_, snap) = f.backup("src", &[("a", 1, 10_000)]);
+    f.store.delete(FileKind::Config, "config").unwrap();
+    let e = f.repo.snapshots().write(&snap).unwrap_err();
+    assert!(
+        matches!(e, strata::Error::NoRepository(_)),
+        "{e} should say there is no repository"
+    );
+}

@@ -92,6 +92,29 @@ fn restore_refuses_content_that_is_not_its_id() {
     assert!(!target.join("f").exists(), "{err}");
 }
 
+/// Hostile pass: a directory node carrying inline bytes restored with exit 0, though
+/// format-spec §8 calls it corrupt (and `check` did); so did inline bytes beside blobs.
+#[test]
+fn restore_refuses_inline_data_where_the_spec_forbids_it() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        let mut d = craft::dir("d", c.tree(vec![file(c, "inner", b"x")]));
+        d.data = Some(b"smuggled".to_vec());
+        let mut both = file(c, "both", b"hello");
+        both.data = Some(b"hello".to_vec());
+        c.tree(vec![d, both, file(c, "ok", b"fine")])
+    });
+    let target = env.path("t");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("inline data on a Dir node"), "{err}");
+    assert!(err.contains("\"both\""), "{err}");
+    assert_eq!(fs::read(target.join("ok")).unwrap(), b"fine");
+    assert!(!target.join("both").exists(), "{err}");
+}
+
 #[test]
 fn dump_refuses_a_lying_size() {
     let env = &Env::local();
@@ -425,6 +448,26 @@ fn a_sharing_bomb_is_refused_as_expanding_past_its_summary() {
     env.init();
     let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
     refused_all(env, bomb, &["summary"], 20);
+}
+
+/// A path given below the root (`ls latest /a`, `--include`) walks only that subtree, and a
+/// bomb there is refused in bounds too.
+#[test]
+fn a_sharing_bomb_below_a_given_path_is_refused_too() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| sharing_bomb(c, 40));
+    let t = env.path("t").display().to_string();
+    refused_in_bounds(
+        env,
+        &[
+            &["ls", "latest", "/a"],
+            &["dump", "latest", "/a/b"],
+            &["restore", "latest", "--include", "/a/b", "--target", &t],
+        ],
+        &["summary"],
+        20,
+    );
 }
 
 #[test]

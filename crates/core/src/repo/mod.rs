@@ -415,6 +415,17 @@ impl Repository {
         Ok(id)
     }
 
+    /// After a snapshot or root record is written: the repository is still where it was.
+    /// An object store takes writes into a prefix whose repository was deleted (a local
+    /// directory refuses them): without this, a backup into a deleted bucket prefix would
+    /// report a snapshot no one can ever read (exit 0 where the README promises 10).
+    pub(crate) fn still_there(&self) -> Result<()> {
+        match self.backend.exists()? {
+            true => Ok(()),
+            false => Err(Error::NoRepository(self.backend.location())),
+        }
+    }
+
     /// Seals `plain` as a file of `kind` as it stands (no encoding) and stores it under its
     /// content address: what any key holder can write, for tests that craft hostile files.
     #[doc(hidden)]

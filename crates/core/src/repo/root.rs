@@ -120,7 +120,9 @@ impl Repository {
             self.lookup_blob(id)?;
         }
         let file = self.root_file(&root.namespace, &root.key);
-        self.files().save_as(FileKind::Root, &file, root)
+        self.files().save_as(FileKind::Root, &file, root)?;
+        // PostgreSQL deletes a segment whose push succeeded.
+        self.still_there()
     }
 
     /// The root record of `namespace`/`key`, if there is one (one request).

@@ -19,6 +19,7 @@ impl Snapshots<'_> {
         let repo = self.0;
         let wire = snapshot::SnapshotWire::for_format(snap, repo.config.version);
         let id = SnapshotId(repo.save_file(FileKind::Snapshot, &wire)?);
+        repo.still_there()?;
         repo.cache.snapshots().put(&id, &encode(snap))?;
         Ok(id)
     }
