@@ -187,9 +187,21 @@ fn host_and_set_names_are_checked() {
     std::fs::write(src.join("f"), "x").unwrap();
     for bad in ["evil/../../x", "", "..", ".", "a\nb"] {
         let out = env.run(&["backup", "--host", bad, src.to_str().unwrap()]);
-        assert_eq!(code(&out), 1, "--host {bad:?}: {}", stderr(&out));
+        assert_eq!(code(&out), 2, "--host {bad:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("host name"), "{}", stderr(&out));
     }
+    // Issue 31: malformed arguments are usage errors (2), as the README's table says.
+    let s = src.to_str().unwrap();
+    for args in [
+        &["backup", "--exclude", "[", s][..],
+        &["prune", "--max-unused", "abc"],
+        &["prune", "--max-unused", "110%"],
+        &["prune", "--min-storage", "GLACIER"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+    }
+    assert!(env.objects("snapshots").is_empty());
     let cfg = env.path("strata.toml");
     std::fs::write(&cfg, format!("[sets.\"a/b\"]\npaths = [{src:?}]\n")).unwrap();
     let out = env.run(&["--config", cfg.to_str().unwrap(), "backup", "--all"]);
@@ -218,10 +230,21 @@ fn unknown_sets_are_errors() {
     std::fs::write(&cfg, format!("[sets.critical]\npaths = [{app:?}]\n")).unwrap();
     let cfg = cfg.to_str().unwrap();
     env.ok(&["--config", cfg, "backup", "critical"]);
+    let target = env.path("r");
+    let target = target.to_str().unwrap();
     for args in [
         vec!["status", "critcal", "--max-age", "1s"],
         vec!["stats", "nosuchset"],
         vec!["drill", "critcal"],
+        // Issue 31: `--set` of every command that picks snapshots once read a typo as a
+        // set without snapshots (exit 0 with an empty list, or 1 "no snapshot").
+        vec!["snapshots", "--set", "critcal"],
+        vec!["restore", "latest", "--set", "critcal", "--target", target],
+        vec!["ls", "latest", "--set", "critcal"],
+        vec!["find", "f", "--set", "critcal"],
+        vec!["forget", "--keep-last", "1", "--set", "critcal"],
+        vec!["check", "--set", "critcal"],
+        vec!["diff", "latest", "latest", "--set", "critcal"],
     ] {
         let mut all = vec!["--config", cfg];
         all.extend(&args);
@@ -236,6 +259,15 @@ fn unknown_sets_are_errors() {
     }
     env.ok(&["--config", cfg, "status", "critical"]);
     env.ok(&["--config", cfg, "stats", "critical"]);
+    env.ok(&["--config", cfg, "snapshots", "--set", "critical"]);
+    env.ok(&["--config", cfg, "ls", "latest", "--set", "critical"]);
+    // A set the config names but no snapshot has yet is known: an empty list.
+    std::fs::write(
+        cfg,
+        format!("[sets.critical]\npaths = [{app:?}]\n[sets.new]\npaths = [{app:?}]\n"),
+    )
+    .unwrap();
+    env.ok(&["--config", cfg, "snapshots", "--set", "new"]);
 }
 
 /// Issue 25 item 21: `help --help` helps; `man` onto a file names it; an I/O error's

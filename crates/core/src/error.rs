@@ -298,7 +298,7 @@ pub enum Error {
     /// A name for data from standard input that is not a relative path of normal parts.
     #[error(
         "invalid --stdin-filename {0:?}: give a name such as db.sql or pg/db.sql (no empty \
-         name, no '.' or '..' components, no NUL)"
+         name, no '.' or '..' components, no NUL, no part over 255 bytes)"
     )]
     InvalidStdinName(String),
 

@@ -22,13 +22,22 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    pub fn filter(&self) -> SnapshotFilter {
-        SnapshotFilter {
+    /// The filter, once every `--set` is known to the config file or to a snapshot: a
+    /// misspelled set must not read as a set without snapshots (exit 2, as `status`).
+    pub fn filter(
+        &self,
+        global: &super::Global,
+        repo: &strata::Repository,
+    ) -> anyhow::Result<SnapshotFilter> {
+        if self.sets.iter().any(|s| !global.file.sets.contains_key(s)) {
+            super::watch::check_known(global, &repo.snapshots().list()?, &self.sets)?;
+        }
+        Ok(SnapshotFilter {
             hosts: self.hosts.clone(),
             tags: self.tags.clone(),
             paths: self.paths.clone(),
             sets: self.sets.clone(),
-        }
+        })
     }
 }
 

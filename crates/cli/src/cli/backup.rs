@@ -477,7 +477,8 @@ fn one(
     }
     if !report.warnings.is_empty() {
         eprintln!(
-            "warning: {} path(s) could not be read; the snapshot was saved without them",
+            "warning: {} path(s) named above could not be read (left out) or changed while \
+             read (stored as read); the snapshot was saved",
             report.warnings.len()
         );
         return Ok((report, exit::PARTIAL));

@@ -43,7 +43,7 @@ pub fn snapshot_json(id: &str, s: &Snapshot) -> serde_json::Value {
 
 pub fn snapshots(global: &Global, args: SnapshotsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let f = args.filter.filter();
+    let f = args.filter.filter(global, &repo)?;
     let mut list: Vec<_> = repo
         .snapshots()
         .list()?
@@ -146,7 +146,7 @@ pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let (id, snap) = repo
         .snapshots()
-        .find_in(&args.snapshot, &args.filter.filter())?;
+        .find_in(&args.snapshot, &args.filter.filter(global, &repo)?)?;
     let base = args.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut json_items = Vec::new();
@@ -216,7 +216,7 @@ pub fn cat(global: &Global, args: CatArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let (id, snap) = repo
         .snapshots()
-        .find_in(&args.snapshot, &args.filter.filter())?;
+        .find_in(&args.snapshot, &args.filter.filter(global, &repo)?)?;
     let mut out = std::io::stdout().lock();
     strata::restore::cat_file(&repo, &snap, &args.path, &mut out)
         .with_context(|| in_snapshot(&id, &snap))?;
@@ -244,7 +244,7 @@ pub fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let (id, snap) = repo
         .snapshots()
-        .find_in(&args.snapshot, &args.filter.filter())?;
+        .find_in(&args.snapshot, &args.filter.filter(global, &repo)?)?;
     let node =
         walk::lookup(&repo, &snap.tree, &args.path).with_context(|| in_snapshot(&id, &snap))?;
     // A tar stream cannot wait for one pack midway: every archived pack it needs is thawed
@@ -304,7 +304,8 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
         );
     }
     let repo = global.open()?;
-    let fs = strata::mount::SnapshotFs::new(repo, &args.filter.filter())?;
+    let filter = args.filter.filter(global, &repo)?;
+    let fs = strata::mount::SnapshotFs::new(repo, &filter)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     super::signals_taken_over();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -42,7 +42,7 @@ pub fn run(global: &Global, args: CheckArgs) -> anyhow::Result<i32> {
     let bar = Bar::new(global.show_progress(), false, "check").quiet(global.quiet);
     let opts = check::CheckOptions {
         read_data: mode,
-        filter: args.filter.filter(),
+        filter: args.filter.filter(global, &repo)?,
         cold: args.cold.wait(),
         apps: vec![std::sync::Arc::new(strata_pg::WalCheck)],
     };

@@ -59,7 +59,7 @@ fn destination(global: &Global, args: &CopyArgs) -> Global {
 
 pub fn run(global: &Global, args: CopyArgs) -> anyhow::Result<i32> {
     let src = global.open()?;
-    let filter = args.filter.filter();
+    let filter = args.filter.filter(global, &src)?;
     let at = args
         .at
         .as_deref()

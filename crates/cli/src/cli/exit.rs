@@ -32,6 +32,18 @@ pub fn serving_fetch() {
     PANIC_CODE.store(FETCH_FAILED, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// What [`Error::BadInput`] calls the inputs that are command-line arguments (or the
+/// config file's equivalents): a malformed one is a usage error, as clap's own.
+const ARGUMENTS: &[&str] = &[
+    "pattern",
+    "host name",
+    "storage class",
+    "drill sample",
+    "check budget",
+    "check subset",
+    "keep.within",
+];
+
 pub fn code_of(e: &Error) -> i32 {
     match e {
         Error::NoRepository(_) => NO_REPOSITORY,
@@ -39,6 +51,8 @@ pub fn code_of(e: &Error) -> i32 {
         Error::Locked { .. } => LOCKED,
         Error::WithRemedy { error, .. } => code_of(error),
         Error::UnknownScheme { .. } | Error::EmptyLocation(_) | Error::BadLocation { .. } => USAGE,
+        Error::InvalidStdinName(_) => USAGE,
+        Error::BadInput { what, .. } if ARGUMENTS.contains(what) => USAGE,
         Error::Interrupted { .. } | Error::RestoreInterrupted { .. } => INTERRUPTED,
         _ => FAILURE,
     }

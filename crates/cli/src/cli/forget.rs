@@ -92,8 +92,12 @@ pub fn run(global: &Global, args: ForgetArgs) -> anyhow::Result<i32> {
     }
     let repo = global.open()?;
     // Base backups forgotten take the WAL only they needed with them.
-    let strata_pg::Forgotten { plans, wal } =
-        strata_pg::forget(&repo, &jobs, &args.filter.filter(), args.dry_run)?;
+    let strata_pg::Forgotten { plans, wal } = strata_pg::forget(
+        &repo,
+        &jobs,
+        &args.filter.filter(global, &repo)?,
+        args.dry_run,
+    )?;
     let removed = plans.iter().map(|p| p.remove.len()).sum();
     let pruned = prune_after(global, &repo, &args, removed)?;
     if global.json {
@@ -162,7 +166,7 @@ fn prune_after(
 /// removed; `--prune` and `--dry-run` as with a policy.
 fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let filter = args.filter.filter();
+    let filter = args.filter.filter(global, &repo)?;
     let mut found = Vec::new();
     for s in &args.snapshots {
         match repo.snapshots().find_in(s, &filter) {

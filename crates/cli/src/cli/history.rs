@@ -46,7 +46,7 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
     }
     let opts = FindOptions {
         patterns: Patterns::new(&args.patterns).map_err(exit::usage)?,
-        filter: args.filter.filter(),
+        filter: args.filter.filter(global, &repo)?,
         since: instant("since", &args.since)?,
         until: instant("until", &args.until)?,
     };
@@ -102,7 +102,7 @@ pub struct DiffArgs {
 
 pub fn diff(global: &Global, args: DiffArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let f = args.filter.filter();
+    let f = args.filter.filter(global, &repo)?;
     let (_, a) = repo.snapshots().find_in(&args.first, &f)?;
     let (_, b) = repo.snapshots().find_in(&args.second, &f)?;
     let report = history::diff(&repo, &a, &b, args.path.as_deref())?;

@@ -459,9 +459,11 @@ impl Global {
 }
 
 /// Runs `password-command`; its first output line is the password. A command still
-/// running after `timeout` is killed and reported.
+/// running after `timeout` is killed and reported, and so is one that exits but leaves a
+/// process (`cmd &`) holding its output open: the password is read to the end of that
+/// output, which would otherwise never come.
 fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read;
+    let started = std::time::Instant::now();
     let mut child = std::process::Command::new("sh")
         .args(["-c", cmd])
         .stdin(std::process::Stdio::null())
@@ -470,12 +472,8 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
         .process_group(0)
         .spawn()
         .with_context(|| format!("running password-command {cmd:?}"))?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout.read_to_end(&mut out);
-        out
-    });
+    let output = read_bounded(child.stdout.take().expect("piped"));
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let strata::hooks::Waited::Exited(status) =
         strata::hooks::wait_or_kill(&mut child, timeout, None)?
     else {
@@ -485,12 +483,41 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
             humantime::format_duration(timeout)
         ));
     };
-    let out = reader.join().unwrap_or_default();
+    let left = timeout.saturating_sub(started.elapsed());
+    let out = output.recv_timeout(left).or_else(|_| {
+        // Whatever still holds the pipe is the command's own leftover: end it.
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        output
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .map_err(|_| {
+                anyhow!(
+                    "password-command {cmd:?} exited but left a process holding its output \
+                     open for more than {}: let the command end with its output",
+                    humantime::format_duration(timeout)
+                )
+            })
+    })?;
     if !status.success() {
         return Err(anyhow!("password-command {cmd:?} failed ({status})"));
     }
     let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(line.to_vec())
+}
+
+/// Reads `pipe` to its end on a thread of its own, keeping at most 64 KiB (a password is
+/// one line) and draining the rest so that the writer is never blocked by a full pipe.
+fn read_bounded(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    use std::io::Read;
+    const KEEP: u64 = 64 << 10;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut pipe = pipe;
+        let mut out = Vec::new();
+        let _ = pipe.by_ref().take(KEEP).read_to_end(&mut out);
+        let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        let _ = tx.send(out);
+    });
+    rx
 }
 
 /// `password`, unless it is empty: an empty password (an unset variable's `X=`, an empty
@@ -507,10 +534,31 @@ pub fn non_empty(password: Vec<u8>, source: &str) -> anyhow::Result<Vec<u8>> {
     Ok(password)
 }
 
+/// The first line of `f`, read no further than its end: the file may be a pipe whose
+/// writer stays open (`--password-file /dev/stdin`) or a device without end (`/dev/zero`).
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-    let line = s.split(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(line.strip_suffix(b"\r").unwrap_or(line).to_vec())
+    let what = || format!("reading password file {}", f.display());
+    let file = std::fs::File::open(f).with_context(what)?;
+    let line = first_line(file, 64 << 10).with_context(what)?;
+    Ok(line.strip_suffix(b"\r").unwrap_or(&line).to_vec())
+}
+
+/// Bytes of `r` up to the first newline or its end, refusing a line past `max` bytes.
+fn first_line(r: impl std::io::Read, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::{BufRead, Read};
+    let mut line = Vec::new();
+    let mut r = std::io::BufReader::new(r).take(max as u64 + 1);
+    r.read_until(b'\n', &mut line)?;
+    if line.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("its first line is longer than {max} bytes: not a password file"),
+        ));
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(line)
 }
 
 pub fn prompt_password(prompt: &str, confirm: bool) -> anyhow::Result<Vec<u8>> {
@@ -540,5 +588,23 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Issue 31: a password file was read to its end: `/dev/zero` grew without bound and a
+    /// pipe whose writer stayed open (`/dev/stdin`) hung after the line had come.
+    #[test]
+    fn a_password_file_is_read_to_its_first_line_only() {
+        use super::first_line;
+        assert_eq!(first_line(&b"pw\nrest"[..], 16).unwrap(), b"pw");
+        assert_eq!(first_line(&b"pw"[..], 16).unwrap(), b"pw");
+        assert_eq!(first_line(&[b'x'; 16][..], 16).unwrap(), [b'x'; 16]);
+        let endless = std::io::repeat(0);
+        let e = first_line(endless, 16).unwrap_err();
+        assert!(e.to_string().contains("longer than 16 bytes"), "{e}");
+        let (rx, mut tx) = std::io::pipe().unwrap();
+        std::io::Write::write_all(&mut tx, b"secret\n").unwrap();
+        // The writer is still open: the line is enough.
+        assert_eq!(first_line(rx, 16).unwrap(), b"secret");
+        drop(tx);
     }
 }

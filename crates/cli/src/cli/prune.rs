@@ -37,22 +37,26 @@ pub struct PruneOpts {
 impl PruneOpts {
     pub fn options(&self, dry_run: bool) -> anyhow::Result<PruneOptions> {
         let share = self.max_unused.trim_end_matches('%').trim();
-        let max_unused: f64 = share
-            .parse::<f64>()
-            .map_err(|_| anyhow!("--max-unused {}: give a percentage", self.max_unused))?
-            / 100.0;
+        let max_unused: f64 = share.parse::<f64>().map_err(|_| {
+            exit::usage(format!(
+                "--max-unused {}: give a percentage",
+                self.max_unused
+            ))
+        })? / 100.0;
         if !(0.0..=1.0).contains(&max_unused) {
-            return Err(anyhow!(
+            return Err(exit::usage(format!(
                 "--max-unused {} is not between 0% and 100%",
                 self.max_unused
-            ));
+            )));
         }
         let grace = strata::timespec::parse_duration(&self.grace)
             .map_err(|e| exit::usage(format!("--grace {}: {e}", self.grace)))?;
         let mut min_storage = PruneOptions::default().min_storage;
         for m in &self.min_storage {
             let (class, d) = m.split_once('=').ok_or_else(|| {
-                anyhow!("--min-storage {m}: give CLASS=DURATION, e.g. GLACIER=90d")
+                exit::usage(format!(
+                    "--min-storage {m}: give CLASS=DURATION, e.g. GLACIER=90d"
+                ))
             })?;
             strata::backend::check_storage_class(class)?;
             let d = strata::timespec::parse_duration(d)

@@ -166,7 +166,7 @@ impl ColdArgs {
 
 pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let filter = args.filter.filter();
+    let filter = args.filter.filter(global, &repo)?;
     let at = args
         .at
         .as_deref()
@@ -458,7 +458,7 @@ impl From<Tier> for strata::backend::ThawTier {
 /// what was requested and how long S3 says the wait is.
 pub fn warm_up(global: &Global, args: WarmUpArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
-    let filter = args.filter.filter();
+    let filter = args.filter.filter(global, &repo)?;
     let (id, snap) = match (&args.snapshot, &args.at) {
         (Some(s), _) => repo.snapshots().find_in(s, &filter)?,
         (None, at) => {

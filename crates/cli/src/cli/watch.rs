@@ -81,7 +81,7 @@ pub(super) fn newest(
 /// Refuses a set name that neither the config file nor any snapshot knows: a misspelled
 /// set must not read as a set with no snapshot (`status` exits 0 on that, when nothing
 /// configures a max-age for it).
-fn check_known(
+pub(super) fn check_known(
     global: &Global,
     all: &[(SnapshotId, Snapshot)],
     names: &[String],

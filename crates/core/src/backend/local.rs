@@ -77,6 +77,42 @@ impl LocalBackend {
         }
     }
 
+    /// `init` makes a repository in a new or empty directory only (or one where a killed
+    /// `init` left the repository's own directories): spreading `keys/`, `data/` ... among
+    /// someone's files, or beside a directory of that name, mixes the two for good.
+    /// A file system's own `lost+found` is no one's data.
+    fn refuse_foreign_entries(&self) -> Result<()> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        let ours =
+            |name: &str| name == "lost+found" || FileKind::ALL[1..].iter().any(|k| k.dir() == name);
+        let mut foreign: Vec<String> = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(|e| Error::io(&self.root, e))?.file_name();
+            let name = name.to_string_lossy();
+            if !ours(&name) {
+                foreign.push(format!("{name:?}"));
+            }
+        }
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        foreign.sort();
+        let more = foreign.len().saturating_sub(5);
+        foreign.truncate(5);
+        let mut found = format!("{} (not a repository's)", foreign.join(", "));
+        if more > 0 {
+            found += &format!(" and {more} more");
+        }
+        Err(Error::NotEmpty {
+            location: self.location(),
+            found,
+        })
+    }
+
     fn file(&self, kind: FileKind, name: &str) -> PathBuf {
         self.root.join(kind.path(name))
     }
@@ -242,6 +278,7 @@ impl Backend for LocalBackend {
     /// Every directory a file can go in, the packs' 256 fan-out directories included:
     /// writes never create one while the config is missing (see `open_dir`).
     fn create(&self) -> Result<()> {
+        self.refuse_foreign_entries()?;
         for kind in &FileKind::ALL[1..] {
             let dir = self.root.join(kind.dir());
             create_dirs(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -502,6 +539,26 @@ fn tempfile_in(dir: &OwnedFd, name: &str) -> io::Result<(String, File)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 31: `init` once spread a repository among the files of any directory.
+    #[test]
+    fn create_refuses_a_directory_with_foreign_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        let b = LocalBackend::new(dir.path());
+        let e = b.create().unwrap_err();
+        assert!(
+            matches!(&e, Error::NotEmpty { found, .. } if found.contains("notes.txt")),
+            "{e}"
+        );
+        assert!(!dir.path().join("keys").exists(), "nothing made");
+        fs::remove_file(dir.path().join("notes.txt")).unwrap();
+        // What a killed init left, and a file system's lost+found, are no obstacle.
+        fs::create_dir(dir.path().join("keys")).unwrap();
+        b.create().unwrap();
+        assert!(dir.path().join("data/ff").is_dir());
+    }
 
     #[test]
     fn write_read_list_delete() {

@@ -478,7 +478,9 @@ pub fn stdin_path(name: &str) -> Result<Vec<&str>> {
     if parts.is_empty()
         || parts
             .iter()
-            .any(|p| *p == "." || *p == ".." || p.contains('\0'))
+            .any(|p| *p == "." || *p == ".." || p.contains('\0') || p.len() > 255)
+    // A part past NAME_MAX (255 bytes on every Linux file system) backs up but never
+    // restores to a file.
     {
         return Err(Error::InvalidStdinName(name.to_string()));
     }
