@@ -179,6 +179,23 @@ pub enum Object {
     Root([u8; 32]),
     /// A mark record (format-spec §7.3).
     Mark(crate::id::MarkId),
+    /// A file of a kind by its name, where no other object fits: a symlink, FIFO,
+    /// directory or device in a repository file's place that no index or listing reads.
+    File(FileKind, [u8; 32]),
+}
+
+impl Object {
+    /// The name of the repository file this object is, if it is one.
+    fn file_name(&self) -> Option<[u8; 32]> {
+        match *self {
+            Object::Index(id) => Some(id.0),
+            Object::Pack(id) => Some(id.0),
+            Object::Snapshot(id) => Some(id.0),
+            Object::Mark(id) => Some(id.0),
+            Object::Wal(name) | Object::Root(name) | Object::File(_, name) => Some(name),
+            Object::Blob(_) | Object::Tree(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Object {
@@ -192,6 +209,7 @@ impl std::fmt::Display for Object {
             Object::Wal(name) => write!(f, "WAL record {}", hex::encode(name)),
             Object::Root(name) => write!(f, "root record {}", hex::encode(name)),
             Object::Mark(id) => write!(f, "mark record {id}"),
+            Object::File(kind, name) => write!(f, "file {}", kind.path(&hex::encode(name))),
         }
     }
 }
@@ -351,11 +369,21 @@ pub fn run_with(
     }
     // Snapshots listed before the index is read: the index files of each are durable
     // before it (write order), so a backup finishing meanwhile is no false damage.
-    let listed: Vec<SnapshotId> = (repo.files().list(FileKind::Snapshot)?.into_iter())
-        .filter_map(|f| f.name.parse().ok())
-        .collect();
+    // One too large to be a snapshot is damage from its listed size, never read.
+    let (mut listed, mut oversized) = (Vec::new(), Vec::new());
+    for f in repo.files().list(FileKind::Snapshot)? {
+        match (
+            f.name.parse::<SnapshotId>(),
+            f.oversized(FileKind::Snapshot),
+        ) {
+            (Ok(id), None) => listed.push(id),
+            (Ok(id), Some(e)) => oversized.push((id, Err(e))),
+            (Err(_), _) => {}
+        }
+    }
     let packs = audit.index_and_packs()?;
-    let snapshot_files = audit.tree_packs(&packs, &listed)?;
+    let mut snapshot_files = audit.tree_packs(&packs, &listed)?;
+    snapshot_files.extend(oversized);
     let snapshots = audit.snapshots(snapshot_files, &opts.filter);
     audit.walk(&snapshots, &packs)?;
     if !narrowed {
@@ -363,6 +391,7 @@ pub fn run_with(
         audit.mark_records()?;
     }
     audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
+    audit.stray_files()?;
     // A repository that went away meanwhile is no repository, not a clean or damaged one.
     if !repo.backend().exists()? {
         return Err(Error::NoRepository(repo.backend().location()));
@@ -399,11 +428,13 @@ struct Packs {
 
 type SnapshotFiles = Vec<(SnapshotId, Result<Snapshot>)>;
 
-/// Damaged index files, the packs the index names, and the pack files listed (by name).
+/// Damaged index files, the packs the index names, the pack files listed (by name), and
+/// those of them that are no regular file (with what they are).
 type IndexAndListing = (
     Vec<(IndexId, Error)>,
     Vec<(PackId, BlobKind, u64)>,
     HashMap<String, u64>,
+    Vec<(FileKind, String, &'static str)>,
 );
 
 /// A problem with no snapshot hit yet (the check adds what it reaches).
@@ -426,6 +457,15 @@ pub fn problem(object: Object, reason: String, remedy: Remedy) -> Problem {
     }
 }
 
+/// The problem of a file that is no regular file (`what` says what it is).
+fn stray(kind: FileKind, name: [u8; 32], what: &str) -> Problem {
+    problem(
+        Object::File(kind, name),
+        format!("{what}, not a repository file"),
+        Remedy::RemoveStrayFile,
+    )
+}
+
 /// The remedy of a pack that could not be read: gone, or damaged.
 fn pack_remedy(e: &Error) -> Remedy {
     match e {
@@ -439,7 +479,10 @@ impl Audit<'_> {
     /// index names present with the right size.
     fn index_and_packs(&mut self) -> Result<Packs> {
         let repo = self.repo;
-        let (bad_index, indexed, mut listed) = self.index_and_listing()?;
+        let (bad_index, indexed, mut listed, strays) = self.index_and_listing()?;
+        let strays: HashMap<String, (FileKind, &str)> = (strays.into_iter())
+            .map(|(kind, name, what)| (name, (kind, what)))
+            .collect();
         for (id, e) in bad_index {
             // The reason without the object (the problem names it): alike damage to many
             // files is then said once.
@@ -453,8 +496,13 @@ impl Audit<'_> {
         self.report.packs = indexed.len();
         let mut missing = HashSet::new();
         for (id, _, size) in &indexed {
-            let reason = match listed.remove(&id.to_hex()) {
+            let name = id.to_hex();
+            let reason = match listed.remove(&name) {
                 None => Some((MISSING.to_string(), Remedy::RepairIndexThenSnapshots)),
+                Some(_) if strays.contains_key(&name) => Some((
+                    format!("{}, not a repository file", strays[&name].1),
+                    Remedy::RereadPack,
+                )),
                 Some(s) if s != *size => Some((
                     format!("size {s} but the index says {size}"),
                     Remedy::RereadPack,
@@ -481,6 +529,14 @@ impl Audit<'_> {
                 self.report.marked_and_live_packs += 1;
             } else if listed.remove(&id.to_hex()).is_none() {
                 marked_gone.insert(id);
+            }
+        }
+        // A pack no index names (an interrupted backup's) is harmless, one that is no file
+        // at all is damage (a marked one's place included: prune reads those).
+        for (name, &(kind, what)) in &strays {
+            match name.parse::<PackId>() {
+                Ok(id) if !live.contains(&id) => self.problems.push(stray(kind, id.0, what)),
+                _ => {}
             }
         }
         self.report.unreferenced_packs = listed.len();
@@ -511,14 +567,20 @@ impl Audit<'_> {
             let bad = bad?.damaged;
             let indexed = repo.blob_index().packs()?;
             let mut listed: HashMap<String, u64> = HashMap::new();
-            for f in data?.into_iter().chain(tree?) {
+            let mut strays = Vec::new();
+            let files = (data?.into_iter().map(|f| (FileKind::Data, f)))
+                .chain(tree?.into_iter().map(|f| (FileKind::Tree, f)));
+            for (kind, f) in files {
+                if let Some(what) = f.not_regular {
+                    strays.push((kind, f.name.clone(), what));
+                }
                 listed.insert(f.name, f.size);
             }
             let all_there = indexed
                 .iter()
                 .all(|(id, _, _)| listed.contains_key(&id.to_hex()));
             if all_there || attempt == 1 {
-                return Ok((bad, indexed, listed));
+                return Ok((bad, indexed, listed, strays));
             }
             let read: HashSet<IndexId> = repo.blob_index().files()?.into_iter().collect();
             let now: HashSet<IndexId> = repo
@@ -528,7 +590,7 @@ impl Audit<'_> {
                 .filter_map(|f| f.name.parse().ok())
                 .collect();
             if read == now {
-                return Ok((bad, indexed, listed));
+                return Ok((bad, indexed, listed, strays));
             }
             attempt += 1;
         }
@@ -557,6 +619,39 @@ impl Audit<'_> {
         self.report.tree_packs_read = tree_packs.len();
         self.read.extend(&tree_packs);
         snapshot_files
+    }
+
+    /// A symlink, FIFO, directory or device in the place of a file of the other kinds is
+    /// damage too, named here unless a read of it named it already (a snapshot, an index
+    /// file). Listings say what each is without opening it: a FIFO never blocks a check.
+    fn stray_files(&mut self) -> Result<()> {
+        const KINDS: [FileKind; 8] = [
+            FileKind::Key,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Lock,
+            FileKind::Audit,
+            FileKind::Root,
+            FileKind::Wal,
+            FileKind::Marks,
+        ];
+        let named: HashSet<[u8; 32]> = (self.problems.iter())
+            .filter_map(|p| p.object.file_name())
+            .collect();
+        for kind in KINDS {
+            for f in self.repo.files().list(kind)? {
+                let (Some(what), Ok(name)) = (f.not_regular, hex::decode(&f.name)) else {
+                    continue;
+                };
+                match <[u8; 32]>::try_from(name) {
+                    Ok(name) if !named.contains(&name) => {
+                        self.problems.push(stray(kind, name, what));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn add_findings(&mut self, (problems, bad, bytes): PackFindings) {

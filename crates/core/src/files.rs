@@ -73,18 +73,19 @@ impl FileKind {
     }
 
     /// The largest file of this kind a reader accepts (format-spec §1): a backend's `read`
-    /// refuses a bigger one before holding it, so that whoever can write to the storage
-    /// cannot make a reader allocate what it likes. Far above what any writer makes.
+    /// refuses a bigger one from its size before holding it, so that whoever can write to
+    /// the storage cannot make a reader allocate (or read) what it likes; writers refuse
+    /// to store one. Well above what writers make: a snapshot is a few KiB (its paths,
+    /// excludes and a repair's list of what it lost, cut at 1 MiB); an index file a backup
+    /// writes holds at most 65,536 entries of 50-100 bytes, one prune and repair write at
+    /// most about 2^20 (`ENTRIES_PER_INDEX_FILE` in `repo`, ~105 MB).
     pub const fn max_size(self) -> u64 {
         const MIB: u64 = 1 << 20;
         match self {
             FileKind::Config | FileKind::Key | FileKind::Lock => MIB,
-            FileKind::Snapshot
-            | FileKind::Audit
-            | FileKind::Root
-            | FileKind::Wal
-            | FileKind::Marks => 64 * MIB,
-            FileKind::Index => 1024 * MIB,
+            FileKind::Snapshot => 8 * MIB,
+            FileKind::Audit | FileKind::Root | FileKind::Wal | FileKind::Marks => 64 * MIB,
+            FileKind::Index => 256 * MIB,
             FileKind::Data | FileKind::Tree => 2048 * MIB,
         }
     }
@@ -137,8 +138,8 @@ mod tests {
             [
                 MIB,
                 MIB,
-                64 * MIB,
-                1024 * MIB,
+                8 * MIB,
+                256 * MIB,
                 2048 * MIB,
                 2048 * MIB,
                 MIB,

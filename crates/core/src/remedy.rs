@@ -53,6 +53,10 @@ pub enum Remedy {
     /// A snapshot's tree expands past what its own summary records (a tree bomb, written
     /// by a faulty or hostile client): forget it by its id; no command reads it.
     ForgetExpandingSnapshot,
+    /// A symlink, FIFO, directory or device sits where a repository file belongs (only
+    /// someone with access to the storage puts one there): readers refuse it. Move it out
+    /// of the repository; what it pointed to, and who made it, may be worth knowing.
+    RemoveStrayFile,
 }
 
 #[cfg(test)]

@@ -579,6 +579,7 @@ impl Backend for S3Backend {
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
                     modified: obj.last_modified().map(|t| t.secs()),
+                    not_regular: None,
                 });
             }
             match resp.next_continuation_token() {
@@ -772,6 +773,7 @@ impl Temporaries for S3Backend {
                     size: 0,
                     storage_class: None,
                     modified: None,
+                    not_regular: None,
                 });
             }
             match (resp.is_truncated(), resp.next_key_marker()) {

@@ -288,6 +288,10 @@ pub fn remedy(r: strata::Remedy) -> String {
         ForgetSnapshot => {
             "the snapshot cannot be read; `strata repair snapshots --forget` removes it".into()
         }
+        RemoveStrayFile => "it is no file strata wrote (someone who can write the repository's \
+                            directory put it there) and no command reads it: move it out of \
+                            the repository, and find out who made it"
+            .into(),
         InvestigateRollback => "no forget removed it: someone who can write the storage may \
                                 have rolled the repository back; find out who removed it (the \
                                 bucket's access logs) before trusting `latest`; if the removal \

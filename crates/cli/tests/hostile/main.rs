@@ -15,5 +15,6 @@ mod common;
 
 mod craft;
 mod local;
+mod planted;
 mod repo;
 mod restore;

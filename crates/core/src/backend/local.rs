@@ -138,7 +138,6 @@ impl LocalBackend {
 /// Opens a repository file for reading: only a regular file, never through a symlink, and
 /// without blocking on a FIFO someone put in its place (it would hang the reader forever).
 fn open_object(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::FileTypeExt;
     let f = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -150,20 +149,26 @@ fn open_object(path: &Path) -> io::Result<File> {
             ),
             _ => e,
         })?;
-    let t = f.metadata()?.file_type();
-    if !t.is_file() {
-        let what = match () {
-            _ if t.is_fifo() => "a FIFO",
-            _ if t.is_dir() => "a directory",
-            _ if t.is_char_device() || t.is_block_device() => "a device",
-            _ => "not a regular file",
-        };
+    if let Some(what) = not_regular(f.metadata()?.file_type()) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{what}, not a repository file"),
         ));
     }
     Ok(f)
+}
+
+/// What a file of type `t` is instead of a regular file (`None` for a regular one).
+fn not_regular(t: fs::FileType) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    match () {
+        _ if t.is_file() => None,
+        _ if t.is_symlink() => Some("a symlink"),
+        _ if t.is_fifo() => Some("a FIFO"),
+        _ if t.is_dir() => Some("a directory"),
+        _ if t.is_char_device() || t.is_block_device() => Some("a device"),
+        _ => Some("not a regular file"),
+    }
 }
 
 /// A directory of the repository (a kind's, or a pack fan-out one) must not be a symlink:
@@ -335,7 +340,9 @@ impl Backend for LocalBackend {
                 // Not only regular files: a FIFO, symlink or directory in a snapshot's
                 // place, left out, made that snapshot vanish without a word (and prune
                 // then freed its data). Listed, its read fails as damage, which check and
-                // prune act on. (The config's "kind directory" is the repository's own.)
+                // prune act on, and the listing says what it is (check names one no index
+                // names). `metadata` is an lstat: a FIFO is never opened, a symlink never
+                // followed. (The config's "kind directory" is the repository's own.)
                 let meta = e.metadata().map_err(|err| Error::io(e.path(), err))?;
                 if kind != FileKind::Config || !meta.is_dir() {
                     let modified = (meta.modified().ok())
@@ -346,6 +353,7 @@ impl Backend for LocalBackend {
                         size: meta.len(),
                         storage_class: None,
                         modified,
+                        not_regular: not_regular(meta.file_type()),
                     });
                 }
             }
@@ -521,6 +529,7 @@ fn remove_if_stale(
         size: st.st_size as u64,
         storage_class: None,
         modified: None,
+        not_regular: None,
     }))
 }
 
@@ -589,6 +598,7 @@ mod tests {
                 size: 10,
                 storage_class: None,
                 modified: Some(modified),
+                not_regular: None,
             }]
         );
         b.delete(FileKind::Data, "abcdef").unwrap();
@@ -753,6 +763,21 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(listed, ["aa01", "aa02", "aa03", "aa04", "aa05"]);
+        let mut kinds: Vec<(String, Option<&str>)> = (b.list(FileKind::Data).unwrap())
+            .into_iter()
+            .map(|f| (f.name, f.not_regular))
+            .collect();
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            [
+                ("aa01".into(), None),
+                ("aa02".into(), Some("a FIFO")),
+                ("aa03".into(), Some("a symlink")),
+                ("aa04".into(), Some("a symlink")),
+                ("aa05".into(), Some("a directory")),
+            ]
+        );
         assert!(matches!(
             b.read(FileKind::Data, "aa02"),
             Err(Error::Corrupt { .. })

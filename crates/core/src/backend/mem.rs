@@ -61,6 +61,7 @@ impl Backend for MemBackend {
                 size: data.len() as u64,
                 storage_class: None,
                 modified: None,
+                not_regular: None,
             })
             // The config is the only file of its kind, under the empty directory name.
             .filter(|f| kind != FileKind::Config || f.name == "config")

@@ -180,6 +180,10 @@ pub struct FileInfo {
     /// When it was written (Unix seconds), where the listing says (object stores: the
     /// minimum storage duration of a class runs from there).
     pub modified: Option<i64>,
+    /// What it is instead of a regular file, where a store can hold other things (a local
+    /// directory: "a symlink", "a FIFO", "a directory", "a device"); `None` for a file.
+    /// Listed all the same: reading it fails as damage, and `check` names it.
+    pub not_regular: Option<&'static str>,
 }
 
 /// How a file is written, beyond its bytes. Part of every write, never state of the backend:
@@ -214,6 +218,14 @@ pub fn too_large(kind: FileKind, name: &str, size: u64) -> crate::Error {
             kind.max_size()
         ),
     )
+}
+
+impl FileInfo {
+    /// The error of a file listed larger than its kind can be ([`too_large`]): refused from
+    /// the listing, without a request for its bytes.
+    pub fn oversized(&self, kind: FileKind) -> Option<crate::Error> {
+        (self.size > kind.max_size()).then(|| too_large(kind, &self.name, self.size))
+    }
 }
 
 /// Where repository files are stored: a flat namespace per [`FileKind`]. Files are

@@ -327,6 +327,28 @@ fn rewrite_trees(
     Ok(fixed)
 }
 
+/// The bytes of lost paths a repaired snapshot records: the snapshot must stay far below
+/// its kind's bound (format-spec §1), however much was lost. The report lists them all.
+const LOST_RECORDED_BYTES: usize = 1 << 20;
+
+/// `lost` as a repaired snapshot records it: the first paths up to
+/// [`LOST_RECORDED_BYTES`], then a line saying how many more there were.
+fn recorded_lost(mut lost: Vec<String>) -> Vec<String> {
+    let mut bytes = 0;
+    let Some(cut) = lost.iter().position(|p| {
+        bytes += p.len();
+        bytes > LOST_RECORDED_BYTES
+    }) else {
+        return lost;
+    };
+    let more = lost.len() - cut;
+    lost.truncate(cut);
+    lost.push(format!(
+        "… and {more} more (not recorded: see the repair's report)"
+    ));
+    lost
+}
+
 /// Writes the replacement of snapshot `id` (its trees are durable) and, with `forget`,
 /// removes the original once the replacement is.
 fn replace(
@@ -348,7 +370,10 @@ fn replace(
         return Ok(entry);
     }
     snap.tree = root;
-    snap.repaired = Some(Repaired { from: id, lost });
+    snap.repaired = Some(Repaired {
+        from: id,
+        lost: recorded_lost(lost),
+    });
     if !snap.tags.iter().any(|t| t == "repaired") {
         snap.tags.push("repaired".into());
     }
@@ -460,4 +485,32 @@ fn save_tree(
         saver.save(BlobKind::Tree, id, &bytes)?;
     }
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repair that lost more than the snapshot can hold records the first paths and how
+    /// many more; one that lost little records them all.
+    #[test]
+    fn the_lost_paths_a_snapshot_records_are_bounded() {
+        let few: Vec<String> = (0..3).map(|i| format!("/f{i}")).collect();
+        assert_eq!(recorded_lost(few.clone()), few);
+        let path = format!("/{}", "x".repeat(999));
+        let many = vec![path.clone(); 5000];
+        let kept = recorded_lost(many);
+        let listed = LOST_RECORDED_BYTES / 1000;
+        assert_eq!(kept.len(), listed + 1);
+        assert!(kept[..listed].iter().all(|p| *p == path));
+        assert_eq!(
+            kept[listed],
+            format!(
+                "… and {} more (not recorded: see the repair's report)",
+                5000 - listed
+            )
+        );
+        let bytes: usize = kept.iter().map(String::len).sum();
+        assert!(bytes <= LOST_RECORDED_BYTES + 100, "{bytes}");
+    }
 }

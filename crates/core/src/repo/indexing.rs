@@ -95,6 +95,10 @@ impl Repository {
         if self.config.partial_views() {
             self.choose_sentinel(&listed)?;
         }
+        // One too large to be an index file is damaged from its listed size, never read.
+        let mut oversized: Vec<(IndexId, Error)> = (listed.iter())
+            .filter_map(|f| Some((f.name.parse().ok()?, f.oversized(FileKind::Index)?)))
+            .collect();
         let listed: HashSet<IndexId> = listed
             .into_iter()
             .filter_map(|f| f.name.parse().ok())
@@ -106,12 +110,17 @@ impl Repository {
             if stale {
                 self.cache.index().clear()?;
             }
-            let mut damaged = Vec::new();
             let new: Vec<IndexId> = listed
                 .iter()
                 .filter(|id| stale || !known.contains(id))
                 .copied()
                 .collect();
+            oversized.retain(|(id, _)| stale || !known.contains(id));
+            let refused: HashSet<IndexId> = oversized.iter().map(|(id, _)| *id).collect();
+            let new: Vec<IndexId> = (new.into_iter())
+                .filter(|id| !refused.contains(id))
+                .collect();
+            let mut damaged = std::mem::take(&mut oversized);
             let (ready, to_load): (Vec<IndexId>, Vec<IndexId>) =
                 new.iter().partition(|id| sealed.contains_key(id));
             let ready = ready.into_iter().map(|id| {
@@ -351,8 +360,9 @@ impl Repository {
     }
 
     /// Writes a new index that replaces `supersedes`: files of at most
-    /// [`PACKS_PER_INDEX_FILE`] packs, the first also carrying the marks (at least one file
-    /// is written). The replaced files are deleted only after every new one is durable.
+    /// [`PACKS_PER_INDEX_FILE`] packs and about [`ENTRIES_PER_INDEX_FILE`] blob entries,
+    /// the marks first, the first file naming what it supersedes (at least one file is
+    /// written). The replaced files are deleted only after every new one is durable.
     /// Returns the number of files written.
     pub(crate) fn replace_index(
         &self,
@@ -360,22 +370,20 @@ impl Repository {
         obsolete: Vec<ObsoletePack>,
         supersedes: &[IndexId],
     ) -> Result<usize> {
-        let mut first = Some((obsolete, supersedes.to_vec()));
+        let mut marks = obsolete.into_iter();
+        let mut supersedes_first = Some(supersedes.to_vec());
         let mut written = 0;
         loop {
-            let pending = (&mut *packs)
-                .take(PACKS_PER_INDEX_FILE)
-                .collect::<Result<Vec<IndexedPack>>>()?;
-            if pending.is_empty() && first.is_none() {
+            let mut file = IndexFile {
+                version: FILE_VERSION,
+                supersedes: supersedes_first.take().unwrap_or_default(),
+                packs: Vec::new(),
+                obsolete: Vec::new(),
+            };
+            fill_index_file(&mut file, &mut marks, packs, ENTRIES_PER_INDEX_FILE)?;
+            if file.packs.is_empty() && file.obsolete.is_empty() && written > 0 {
                 break;
             }
-            let (obsolete, supersedes) = first.take().unwrap_or_default();
-            let file = IndexFile {
-                version: FILE_VERSION,
-                supersedes,
-                packs: pending,
-                obsolete,
-            };
             self.save_index(&file)?;
             written += 1;
         }
@@ -539,5 +547,127 @@ impl super::Index<'_> {
             loc.entry.length as u64,
         )?;
         repo.open_blob_in(&loc.pack, &sealed, loc.entry.offset, &loc.entry)
+    }
+}
+
+/// Fills one index file of [`Repository::replace_index`]: marks, then packs, until it
+/// holds [`PACKS_PER_INDEX_FILE`] packs or `limit` entries (a mark without entries counts
+/// as one).
+fn fill_index_file(
+    file: &mut IndexFile,
+    marks: &mut impl Iterator<Item = ObsoletePack>,
+    packs: &mut dyn Iterator<Item = Result<IndexedPack>>,
+    limit: usize,
+) -> Result<()> {
+    let mut entries = 0;
+    while entries < limit {
+        let Some(m) = marks.next() else { break };
+        entries += (m.entries.len() + m.blobs.len()).max(1);
+        file.obsolete.push(m);
+    }
+    while entries < limit && file.packs.len() < PACKS_PER_INDEX_FILE {
+        let Some(p) = packs.next() else { break };
+        let p = p?;
+        entries += p.blobs.len();
+        file.packs.push(p);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pack::{BlobEntry, BlobKind, Compression};
+
+    /// Worst-case entries for the size of an index file: random ids, large numbers.
+    fn entries(n: usize, seed: u64) -> Vec<BlobEntry> {
+        let ids = crate::util::pseudo_random(32 * n, seed);
+        (0..n)
+            .map(|i| BlobEntry {
+                id: BlobId(ids[32 * i..32 * (i + 1)].try_into().unwrap()),
+                kind: BlobKind::Data,
+                offset: (2 << 30) - i as u64,
+                length: u32::MAX - i as u32,
+                raw_length: u32::MAX - 2 * i as u32,
+                compression: Compression::Zstd,
+            })
+            .collect()
+    }
+
+    fn pack(n: usize, seed: u64) -> IndexedPack {
+        IndexedPack {
+            id: PackId([seed as u8; 32]),
+            kind: BlobKind::Data,
+            size: 2 << 30,
+            blobs: entries(n, seed),
+        }
+    }
+
+    fn mark(n: usize) -> ObsoletePack {
+        ObsoletePack {
+            id: PackId([9; 32]),
+            kind: BlobKind::Data,
+            marked: "2026-01-01T00:00:00+00:00".into(),
+            blobs: Vec::new(),
+            entries: entries(n, 99),
+        }
+    }
+
+    fn file(packs: Vec<IndexedPack>) -> IndexFile {
+        IndexFile {
+            version: FILE_VERSION,
+            supersedes: Vec::new(),
+            packs,
+            obsolete: Vec::new(),
+        }
+    }
+
+    /// A file closes at the entry limit as well as at the pack limit: marks first (one
+    /// without entries counting as one), then packs, the last taking it past.
+    #[test]
+    fn index_files_that_replace_others_close_at_the_entry_limit() {
+        let mut marks = vec![mark(3), mark(0)].into_iter();
+        let mut packs = (0..5).map(|i| Ok(pack(4, i)));
+        let mut first = file(Vec::new());
+        fill_index_file(&mut first, &mut marks, &mut packs, 10).unwrap();
+        assert_eq!((first.obsolete.len(), first.packs.len()), (2, 2));
+        let mut second = file(Vec::new());
+        fill_index_file(&mut second, &mut marks, &mut packs, 10).unwrap();
+        assert_eq!((second.obsolete.len(), second.packs.len()), (0, 3));
+        let mut last = file(Vec::new());
+        fill_index_file(&mut last, &mut marks, &mut packs, 10).unwrap();
+        assert!(last.packs.is_empty() && last.obsolete.is_empty());
+        // Many packs without entries: the pack limit.
+        let mut empty = (0..5000).map(|i| Ok(pack(0, i)));
+        let mut full = file(Vec::new());
+        fill_index_file(&mut full, &mut marks, &mut empty, 10).unwrap();
+        assert_eq!(full.packs.len(), PACKS_PER_INDEX_FILE);
+    }
+
+    /// What prune and repair write stays far below the index bound (format-spec §1), in
+    /// either form: the limits times the measured bytes per entry and per pack.
+    #[test]
+    fn the_largest_index_file_written_is_far_below_the_bound() {
+        const N: usize = 10_000;
+        let sizes = |f: &IndexFile| {
+            let map = encode(f).len();
+            let compact = pack::compact::compress(&encode(&index::CompactIndex::from(f)));
+            (map, compact.len())
+        };
+        let (map_entries, compact_entries) = sizes(&file(vec![pack(N, 1)]));
+        let many: Vec<IndexedPack> = (0..PACKS_PER_INDEX_FILE)
+            .map(|i| pack(0, i as u64))
+            .collect();
+        let (map_packs, compact_packs) = sizes(&file(many));
+        for (per_n_entries, packs) in [(map_entries, map_packs), (compact_entries, compact_packs)] {
+            let largest = per_n_entries * (ENTRIES_PER_INDEX_FILE / N + 1) + packs;
+            assert!(
+                (largest as u64) < FileKind::Index.max_size() / 2,
+                "{largest} bytes"
+            );
+        }
+        // The measure: about 100 bytes an entry in the map form, fewer in the compact one.
+        assert!((90 * N..120 * N).contains(&map_entries), "{map_entries}");
+        assert!(compact_entries < map_entries, "{compact_entries}");
     }
 }

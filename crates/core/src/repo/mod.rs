@@ -361,9 +361,20 @@ impl Repository {
 
     // ---- packs ----
 
-    /// A whole pack file.
+    /// A whole pack, as far as the index says it reaches: a reader needs no more, and a
+    /// file grown past that (a storage attacker's sparse 2 GiB in its place) is not read
+    /// beyond it (`check` names the size mismatch). A pack the index does not size (marked
+    /// or unnamed) is read whole, within its kind's bound.
     pub(crate) fn read_pack(&self, kind: pack::BlobKind, id: &PackId) -> Result<Vec<u8>> {
-        self.backend.read(pack_file_kind(kind), &id.to_hex())
+        let file_kind = pack_file_kind(kind);
+        match self.cache.index().pack_size(id)? {
+            // A key holder's claim: bounded like the file it claims to describe.
+            Some(size) if size > file_kind.max_size() => {
+                Err(crate::backend::too_large(file_kind, &id.to_hex(), size))
+            }
+            Some(size) => self.read_pack_range(kind, id, 0, size),
+            None => self.backend.read(file_kind, &id.to_hex()),
+        }
     }
 
     /// `len` bytes of a pack file from `offset` on.
@@ -411,6 +422,7 @@ impl Repository {
     #[doc(hidden)]
     pub fn save_file<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<[u8; 32]> {
         let (id, sealed) = seal_file(&self.key, kind, value);
+        within_bound(kind, &sealed)?;
         self.backend.write(kind, &hex::encode(id), &sealed)?;
         Ok(id)
     }
@@ -447,12 +459,14 @@ impl Repository {
     fn save_index(&self, file: &IndexFile) -> Result<([u8; 32], u64)> {
         if !self.config.compact() {
             let (id, sealed) = seal_file(&self.key, FileKind::Index, file);
+            within_bound(FileKind::Index, &sealed)?;
             self.backend
                 .write(FileKind::Index, &hex::encode(id), &sealed)?;
             return Ok((id, sealed.len() as u64));
         }
         let plain = pack::compact::compress(&encode(&index::CompactIndex::from(file)));
         let sealed = self.key.seal(&plain, aad(FileKind::Index));
+        within_bound(FileKind::Index, &sealed)?;
         let id = content_address(&sealed);
         self.backend
             .write(FileKind::Index, &hex::encode(id), &sealed)?;
@@ -502,6 +516,12 @@ impl Repository {
 /// Packs named per index file that replaces others (prune, repair).
 pub const PACKS_PER_INDEX_FILE: usize = 4096;
 
+/// Blob entries (of packs and marks) per index file that replaces others: such a file
+/// closes once it holds this many, so that a pack of tiny files, times 4096, does not
+/// make a file past the index bound (format-spec §1). About 100 bytes each in the map
+/// form, 50 in the compact one: ~105 MB at most, well below 256 MiB.
+pub const ENTRIES_PER_INDEX_FILE: usize = 1 << 20;
+
 /// Seals, stores and deletes repository files with its own handles on the backend and
 /// key; see [`Repository::file_store`].
 #[derive(Clone)]
@@ -514,6 +534,7 @@ impl FileStore {
     /// Seals and stores a CBOR value; returns its name.
     pub fn save<T: Serialize>(&self, kind: FileKind, value: &T) -> Result<String> {
         let (id, sealed) = seal_file(&self.key, kind, value);
+        within_bound(kind, &sealed)?;
         let name = hex::encode(id);
         self.backend.write(kind, &name, &sealed)?;
         Ok(name)
@@ -534,6 +555,22 @@ pub(crate) fn pack_file_kind(kind: pack::BlobKind) -> FileKind {
 /// A repository file's sealed bytes and the content address that names it: the one way
 /// config, snapshots, index and lock files are sealed (a lock's refresher, on a thread of
 /// its own, seals through [`FileStore`]).
+/// A writer never stores what its readers would refuse as damage (format-spec §1): a file
+/// past its kind's bound fails here, before anything is written.
+fn within_bound(kind: FileKind, sealed: &[u8]) -> Result<()> {
+    if sealed.len() as u64 <= kind.max_size() {
+        return Ok(());
+    }
+    Err(Error::BadInput {
+        what: "repository file",
+        reason: format!(
+            "a {kind} of {} bytes would be larger than readers accept ({} bytes)",
+            sealed.len(),
+            kind.max_size()
+        ),
+    })
+}
+
 pub(crate) fn seal_file<T: Serialize>(
     key: &MasterKey,
     kind: FileKind,
@@ -604,6 +641,7 @@ impl Files<'_> {
     /// and readers check the decrypted content against it.
     pub fn save_as<T: Serialize>(&self, kind: FileKind, name: &str, value: &T) -> Result<()> {
         let sealed = self.0.key.seal(&encode(value), aad(kind));
+        within_bound(kind, &sealed)?;
         self.0.backend.write(kind, name, &sealed)
     }
 
@@ -676,6 +714,39 @@ mod tests {
             let err = sealed_in(&pack, &buf, at, &e).unwrap_err();
             assert!(err.to_string().contains("beyond the end"), "{err}");
         }
+    }
+
+    /// Defect 1 of the planted-file pass: a pack grown (sparse) to its kind's bound is read
+    /// only as far as the index says it reaches; one cut short fails as damage.
+    #[test]
+    fn a_pack_is_read_as_far_as_the_index_says_it_reaches() {
+        use crate::backup::{BlobSaver, SaverShared};
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef =
+            std::sync::Arc::new(crate::backend::LocalBackend::new(dir.path().join("repo")));
+        let repo = for_tests(store, 0, dir.path());
+        let shared = SaverShared::default();
+        std::thread::scope(|scope| {
+            let saver = BlobSaver::new(&repo, &shared, scope, 1);
+            let tree = crate::util::pseudo_random(3000, 5);
+            saver
+                .save(BlobKind::Tree, repo.blob_id(&tree), &tree)
+                .unwrap();
+            saver.finish().unwrap();
+        });
+        let (id, _, size) = repo.blob_index().packs().unwrap()[0];
+        let whole = repo.read_pack(BlobKind::Tree, &id).unwrap();
+        assert_eq!(whole.len() as u64, size);
+        let path = dir
+            .path()
+            .join("repo")
+            .join(FileKind::Tree.path(&id.to_hex()));
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(FileKind::Tree.max_size()).unwrap();
+        assert_eq!(repo.read_pack(BlobKind::Tree, &id).unwrap(), whole);
+        file.set_len(size - 1).unwrap();
+        let e = repo.read_pack(BlobKind::Tree, &id).unwrap_err();
+        assert!(e.to_string().contains("short read"), "{e}");
     }
 
     /// A repository with one data pack of ten blobs, its index file replaced by `split`'s

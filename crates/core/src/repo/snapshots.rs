@@ -75,24 +75,26 @@ impl Snapshots<'_> {
     #[allow(clippy::type_complexity)]
     pub fn with_damage(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let repo = self.0;
-        let listed: HashSet<SnapshotId> = repo
-            .backend
-            .list(FileKind::Snapshot)?
-            .into_iter()
-            .filter_map(|f| f.name.parse().ok())
-            .collect();
+        let files = repo.backend.list(FileKind::Snapshot)?;
+        let listed: HashSet<SnapshotId> =
+            (files.iter()).filter_map(|f| f.name.parse().ok()).collect();
         let mut out = Vec::with_capacity(listed.len());
         let mut damaged = Vec::new();
         let mut missing = Vec::new();
+        // Too large to be one: damaged from its listed size, never read (format-spec §1).
+        let mut oversized: HashMap<SnapshotId, Error> = (files.iter())
+            .filter_map(|f| Some((f.name.parse().ok()?, f.oversized(FileKind::Snapshot)?)))
+            .collect();
         for id in listed.iter().copied() {
             let cached = repo
                 .cache
                 .snapshots()
                 .get(&id)?
                 .and_then(|bytes| ciborium::from_reader::<Snapshot, _>(&bytes[..]).ok());
-            match cached {
-                Some(s) => out.push((id, s)),
-                None => missing.push(id),
+            match (cached, oversized.remove(&id)) {
+                (Some(s), _) => out.push((id, s)),
+                (None, Some(e)) => damaged.push((id, e)),
+                (None, None) => missing.push(id),
             }
         }
         for (id, loaded) in repo.load_many::<Snapshot, _>(FileKind::Snapshot, &missing) {

@@ -431,6 +431,18 @@ impl<'c> BlobIndex<'c> {
         Ok(out)
     }
 
+    /// The size the index gives a live pack (`None` for one it does not name).
+    pub fn pack_size(&self, pack: &PackId) -> Result<Option<u64>> {
+        let conn = self.0.lock();
+        let mut st = conn
+            .prepare_cached("SELECT size FROM packs WHERE id = ?1")
+            .map_err(|e| self.0.err(e))?;
+        st.query_row([&pack.0[..]], |r| r.get::<_, i64>(0))
+            .optional()
+            .map(|s| s.map(|s| s as u64))
+            .map_err(|e| self.0.err(e))
+    }
+
     /// The blobs the index places in one pack, by offset.
     pub fn pack_blobs(&self, pack: &PackId) -> Result<Vec<BlobEntry>> {
         self.by_pack()?;
