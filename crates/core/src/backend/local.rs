@@ -190,6 +190,20 @@ fn refuse_symlink(dir: &Path) -> io::Result<()> {
 
 /// Repository directories are the owner's alone, whatever the umask: file names and sizes
 /// say something about the data too.
+/// An empty buffer for `len` bytes, or an error where the memory is not there: a file
+/// within its kind's bound may still be more than this process may hold (several read at
+/// once under a memory limit), and that is an error to report, not an abort.
+fn buffer(len: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!("cannot hold {len} bytes to read it"),
+        )
+    })?;
+    Ok(buf)
+}
+
 fn create_dirs(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
@@ -376,7 +390,7 @@ impl Backend for LocalBackend {
             return Err(super::too_large(kind, name, size));
         }
         // Bounded again while reading: the file may grow after the size was taken.
-        let mut buf = Vec::with_capacity(size as usize);
+        let mut buf = buffer(size).map_err(|e| self.err(kind, name, e))?;
         f.take(max + 1)
             .read_to_end(&mut buf)
             .map_err(|e| self.err(kind, name, e))?;
@@ -391,7 +405,7 @@ impl Backend for LocalBackend {
         let mut f = open_object(&self.file(kind, name)).map_err(|e| self.err(kind, name, e))?;
         f.seek(SeekFrom::Start(offset))
             .map_err(|e| self.err(kind, name, e))?;
-        let mut buf = Vec::with_capacity(len as usize);
+        let mut buf = buffer(len).map_err(|e| self.err(kind, name, e))?;
         f.take(len)
             .read_to_end(&mut buf)
             .map_err(|e| self.err(kind, name, e))?;
@@ -548,6 +562,16 @@ fn tempfile_in(dir: &OwnedFd, name: &str) -> io::Result<(String, File)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile pass: planted index files within their bound were allocated whole, several
+    /// at once, and under a memory limit the process aborted instead of failing.
+    #[test]
+    fn a_buffer_that_cannot_be_held_is_an_error_not_an_abort() {
+        let e = buffer(u64::MAX / 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
+        assert!(e.to_string().contains("cannot hold"), "{e}");
+        assert!(buffer(1 << 20).unwrap().capacity() >= 1 << 20);
+    }
 
     /// Issue 31: `init` once spread a repository among the files of any directory.
     #[test]

@@ -214,7 +214,7 @@ pub fn too_large(kind: FileKind, name: &str, size: u64) -> crate::Error {
     crate::Error::corrupt(
         format!("{kind} {name}"),
         format!(
-            "{size} bytes or more: larger than a {kind} file can be ({} bytes)",
+            "{size} bytes or more: larger than any {kind} file can be ({} bytes)",
             kind.max_size()
         ),
     )
