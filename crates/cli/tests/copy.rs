@@ -246,9 +246,10 @@ fn chooses_snapshots_by_id_host_and_time() {
     );
 
     // Typos: an id or a set that names nothing fails and copies nothing.
-    for args in [&["deadbeef"][..], &["--set", "nosuchset"][..]] {
+    // (An unknown set is a usage error, 2, as the README's table says.)
+    for (args, want) in [(&["deadbeef"][..], 1), (&["--set", "nosuchset"][..], 2)] {
         let out = copy(&env, &dst, args);
-        assert_eq!(code(&out), 1, "{args:?}: {}", stderr(&out));
+        assert_eq!(code(&out), want, "{args:?}: {}", stderr(&out));
         assert!(!stderr(&out).is_empty());
     }
     assert_eq!(dst_snapshots(&env, &dst).len(), 3);

@@ -124,7 +124,10 @@ fn giant_index_files_and_snapshots_are_refused_from_their_size() {
     let err = stderr(&run.out);
     assert!(!run.timed_out, "{:?}", run.elapsed);
     assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
-    assert!(err.contains("larger than any snapshot file can be"), "{err}");
+    assert!(
+        err.contains("larger than any snapshot file can be"),
+        "{err}"
+    );
     assert!(err.contains("larger than any index file can be"), "{err}");
     let (problems, run) = check_problems(&bare);
     assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
