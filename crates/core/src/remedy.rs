@@ -53,6 +53,10 @@ pub enum Remedy {
     /// A snapshot's tree expands past what its own summary records (a tree bomb, written
     /// by a faulty or hostile client): forget it by its id; no command reads it.
     ForgetExpandingSnapshot,
+    /// The store did not answer in time, or could not be reached, after its client's own
+    /// tries: see that the endpoint is up and reachable (its address, the region, the
+    /// network), or give it longer, then run the command again.
+    CheckEndpoint,
 }
 
 #[cfg(test)]
