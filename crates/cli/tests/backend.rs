@@ -171,6 +171,7 @@ fn s3() {
     };
     let opts = backend::BackendOptions {
         s3_multipart_threshold: Some(5 << 20),
+        ..Default::default()
     };
     let b: BackendRef = strata_s3::schemes().open(&env.repo, &opts).unwrap();
     // The S3 backend itself (the core alone would not know the scheme).

@@ -410,14 +410,16 @@ pub enum Error {
 
 impl Error {
     /// Worth another try: the backend may well answer the next attempt (a connection cut
-    /// mid-response, a timeout). Everything else is permanent.
+    /// mid-response). Everything else is permanent, a time-out too: the backend's client
+    /// has waited its limit and tried again already (S3), and trying that again multiplied
+    /// a hung endpoint's cost.
     pub fn is_transient(&self) -> bool {
         use io::ErrorKind::*;
         matches!(
             self,
             Error::Backend { source, .. } if matches!(
                 source.kind(),
-                UnexpectedEof | TimedOut | ConnectionReset | ConnectionAborted | Interrupted
+                UnexpectedEof | ConnectionReset | ConnectionAborted | Interrupted
             )
         )
     }

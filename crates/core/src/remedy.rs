@@ -57,6 +57,10 @@ pub enum Remedy {
     /// someone with access to the storage puts one there): readers refuse it. Move it out
     /// of the repository; what it pointed to, and who made it, may be worth knowing.
     RemoveStrayFile,
+    /// The store did not answer in time, or could not be reached, after its client's own
+    /// tries: see that the endpoint is up and reachable (its address, the region, the
+    /// network), or give it longer, then run the command again.
+    CheckEndpoint,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, StorageClass};
@@ -121,6 +122,10 @@ pub struct S3Backend {
     loc: S3Location,
     url: String,
     multipart_threshold: usize,
+    /// How long a request waits on the endpoint (see [`DEFAULT_TIMEOUT`]).
+    timeout: Duration,
+    /// The region requests are signed for, as messages name it.
+    region: String,
     /// Requests sent so far, by kind.
     pub requests: RequestCounts,
 }
@@ -139,7 +144,8 @@ impl S3Backend {
                 source: e,
             })?;
         let endpoint = loc.endpoint.clone();
-        let (client, creds) = rt.block_on(async move {
+        let timeout = opts.s3_timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let (client, creds, region) = rt.block_on(async move {
             let mut loader = aws_config::defaults(BehaviorVersion::latest())
                 .region(RegionProviderChain::default_provider().or_else("us-east-1"))
                 .retry_config(
@@ -147,11 +153,19 @@ impl S3Backend {
                         .with_max_attempts(6)
                         .with_initial_backoff(Duration::from_millis(200)),
                 )
+                // Each try waits `timeout` for its reply (a PUT's includes sending its
+                // body); all of a request's tries, and a reply parsed whole, end after
+                // REQUEST_WINDOWS of it. A streamed body is paced instead (capped.rs).
                 .timeout_config(
                     TimeoutConfig::builder()
-                        .connect_timeout(Duration::from_secs(5))
-                        .read_timeout(Duration::from_secs(60))
-                        .operation_attempt_timeout(Duration::from_secs(300))
+                        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+                        .read_timeout(timeout)
+                        .operation_timeout(timeout * REQUEST_WINDOWS)
+                        .build(),
+                )
+                .stalled_stream_protection(
+                    StalledStreamProtectionConfig::enabled()
+                        .grace_period(timeout)
                         .build(),
                 );
             if let Some(ep) = &endpoint {
@@ -168,11 +182,12 @@ impl S3Backend {
                         .map_err(|e| DisplayErrorContext(e).to_string())
                 }
             };
+            let region = conf.region().map_or("us-east-1".into(), |r| r.to_string());
             let s3conf = aws_sdk_s3::config::Builder::from(&conf)
                 .force_path_style(endpoint.is_some())
-                .interceptor(capped::CapBodies)
+                .interceptor(capped::GuardBodies { window: timeout })
                 .build();
-            (Client::from_conf(s3conf), creds)
+            (Client::from_conf(s3conf), creds, region)
         });
         if let Err(e) = creds {
             return Err(Error::NoCredentials {
@@ -193,6 +208,8 @@ impl S3Backend {
             loc,
             url: url.to_string(),
             multipart_threshold,
+            timeout,
+            region,
             requests: RequestCounts::default(),
         })
     }
@@ -223,7 +240,13 @@ impl S3Backend {
                     .set_version_id(version.map(String::from))
                     .send(),
             )
-            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+            .map_err(|e| {
+                Self::as_file(
+                    self.error(e, "HeadObject", &Self::object(kind, name)),
+                    kind,
+                    name,
+                )
+            })?;
         Ok(resp.object_lock_retain_until_date().map(|t| t.secs()))
     }
 
@@ -239,19 +262,31 @@ impl S3Backend {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Translates an SDK error into one that says what to do.
-    fn error<E>(&self, e: SdkError<E, HttpResponse>, object: &str) -> Error
+    /// Translates an SDK error (the SDK has retried what it retries) into a few lines
+    /// naming the operation, the endpoint and the HTTP status or the cause; never the
+    /// SDK's own dump, whose size and text the endpoint chooses.
+    fn error<E>(&self, e: SdkError<E, HttpResponse>, op: &str, object: &str) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         use std::io::{Error as IoError, ErrorKind};
-        let status = match &e {
-            SdkError::ServiceError(se) => status_of(se.raw()),
-            SdkError::ResponseError(re) => status_of(re.raw()),
-            _ => None,
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let code = clean(e.code().unwrap_or(""), 64);
+        let endpoint = self.endpoint();
+        let backend = |kind, msg: String| Error::Backend {
+            object: object.to_string(),
+            source: IoError::new(kind, msg),
         };
-        let code = e.code().unwrap_or("").to_string();
-        let endpoint = self.loc.endpoint.as_deref().unwrap_or("AWS S3");
+        let unreachable = |why: String| {
+            backend(
+                ErrorKind::TimedOut,
+                format!("{op} timed out: {endpoint} {why}"),
+            )
+            .with_remedy(strata::Remedy::CheckEndpoint)
+        };
+        if let Some(stalled) = find_cause::<capped::Stalled>(&e) {
+            return unreachable(format!("{stalled}"));
+        }
         let io = match (&e, status) {
             (_, Some(403)) if code == "InvalidObjectState" => {
                 return Error::Archived {
@@ -264,32 +299,87 @@ impl S3Backend {
                     self.url, self.loc.bucket
                 ))
             }
-            (_, Some(404)) => return Error::not_found(Missing::Object(object.to_string())),
+            (SdkError::ServiceError(_), Some(404)) => {
+                return Error::not_found(Missing::Object(object.to_string()))
+            }
             (_, Some(403)) | (_, Some(401)) => IoError::new(
                 ErrorKind::PermissionDenied,
                 format!(
-                    "access denied by {endpoint} ({code}): check AWS_ACCESS_KEY_ID, \
+                    "{op}: access denied by {endpoint} (HTTP {}{}): check AWS_ACCESS_KEY_ID, \
                      AWS_SECRET_ACCESS_KEY and the key's rights on bucket {}",
+                    status.unwrap_or(403),
+                    paren(&code),
                     self.loc.bucket
                 ),
             ),
-            // A response that arrived but could not be read whole: worth another try.
-            (SdkError::ResponseError(_), _) => IoError::new(
-                ErrorKind::UnexpectedEof,
-                format!("response cut off: {}", DisplayErrorContext(&e)),
-            ),
-            (SdkError::DispatchFailure(_), _) | (SdkError::TimeoutError(_), _) => IoError::new(
-                ErrorKind::TimedOut,
+            (_, Some(300..=399)) => {
+                let reply = e.raw_response().expect("a status comes with a reply");
+                return backend(ErrorKind::Other, self.redirected(op, &code, reply));
+            }
+            (SdkError::TimeoutError(_), _) => {
+                return unreachable(format!(
+                    "gave no whole reply within {}s in all (each try waits {}s)",
+                    self.timeout.as_secs_f64() * REQUEST_WINDOWS as f64,
+                    self.timeout.as_secs_f64()
+                ))
+            }
+            (SdkError::DispatchFailure(d), _) if d.is_timeout() => {
+                return unreachable(format!(
+                    "sent no reply within {}s, tried again and gave up",
+                    self.timeout.as_secs_f64()
+                ))
+            }
+            (SdkError::DispatchFailure(_), _) => {
+                return backend(
+                    ErrorKind::NotConnected,
+                    format!("{op}: cannot reach {endpoint}: {}", root_cause(&e)),
+                )
+                .with_remedy(strata::Remedy::CheckEndpoint)
+            }
+            // A reply that arrived but does not parse, or was cut off, after the SDK's tries.
+            (SdkError::ResponseError(_), _) | (_, Some(200..=299)) => IoError::new(
+                ErrorKind::InvalidData,
                 format!(
-                    "cannot reach {endpoint} (after retries): {}",
-                    DisplayErrorContext(&e)
+                    "{op}: {endpoint} answered HTTP {} with a reply that cannot be read: {}",
+                    status.map_or("?".into(), |s| s.to_string()),
+                    root_cause(&e)
                 ),
             ),
-            _ => IoError::other(format!("{}", DisplayErrorContext(&e))),
+            (SdkError::ServiceError(_), Some(s)) => IoError::other(format!(
+                "{op}: {endpoint} answered HTTP {s}{}{}",
+                paren(&code),
+                e.message()
+                    .map_or(String::new(), |m| format!(": {}", clean(m, 160)))
+            )),
+            _ => IoError::other(format!("{op} at {endpoint}: {}", root_cause(&e))),
         };
         Error::Backend {
             object: object.to_string(),
             source: io,
+        }
+    }
+
+    /// A 3xx: S3 redirects a request for a bucket in another region (301 PermanentRedirect)
+    /// or one still being set up (307); the SDK does not follow redirects.
+    fn redirected(&self, op: &str, code: &str, reply: &HttpResponse) -> String {
+        let region = (reply.headers().get("x-amz-bucket-region"))
+            .map_or(String::new(), |r| format!(" (it says {})", clean(r, 32)));
+        format!(
+            "{op}: {} answered HTTP {}{}, a redirect: bucket {} is in another region or \
+             behind another endpoint; set AWS_REGION to the bucket's region{region}, or give \
+             its endpoint in the repository URL (s3:https://HOST/BUCKET/PREFIX)",
+            self.endpoint(),
+            reply.status().as_u16(),
+            paren(code),
+            self.loc.bucket
+        )
+    }
+
+    /// The endpoint, as the messages name it.
+    fn endpoint(&self) -> String {
+        match &self.loc.endpoint {
+            Some(e) => e.clone(),
+            None => format!("AWS S3 ({})", self.region),
         }
     }
 
@@ -334,7 +424,7 @@ impl S3Backend {
             Err(e) if matches!(&e, SdkError::ServiceError(se) if status_of(se.raw()) == Some(412)) => {
                 Ok(())
             }
-            Err(e) => Err(self.error(e, &object)),
+            Err(e) => Err(self.error(e, "PutObject", &object)),
         }
     }
 
@@ -363,7 +453,7 @@ impl S3Backend {
         let upload = self
             .rt
             .block_on(create.send())
-            .map_err(|e| self.error(e, &object))?;
+            .map_err(|e| self.error(e, "CreateMultipartUpload", &object))?;
         let upload_id = upload
             .upload_id()
             .ok_or_else(|| Error::Backend {
@@ -405,7 +495,7 @@ impl S3Backend {
                         .body(ByteStream::from(part.to_vec()))
                         .send(),
                 )
-                .map_err(|e| self.error(e, &object))?;
+                .map_err(|e| self.error(e, "UploadPart", &object))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(n)
@@ -427,8 +517,35 @@ impl S3Backend {
                     .multipart_upload(done)
                     .send(),
             )
-            .map_err(|e| self.error(e, &object))?;
+            .map_err(|e| self.error(e, "CompleteMultipartUpload", &object))?;
         Ok(())
+    }
+
+    /// A streamed body that failed: cut off (transient: the SDK does not retry a body, the
+    /// retry layer does), or paced out (a time-out, final).
+    fn body_failed(&self, e: aws_sdk_s3::primitives::ByteStreamError, object: &str) -> Error {
+        let (kind, why) = match find_cause::<capped::Stalled>(&e) {
+            Some(s) => (
+                std::io::ErrorKind::TimedOut,
+                format!("GetObject timed out: {} {s}", self.endpoint()),
+            ),
+            None => (
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "GetObject: reply cut off by {}: {}",
+                    self.endpoint(),
+                    root_cause(&e)
+                ),
+            ),
+        };
+        let e = Error::Backend {
+            object: object.to_string(),
+            source: std::io::Error::new(kind, why),
+        };
+        match kind {
+            std::io::ErrorKind::TimedOut => e.with_remedy(strata::Remedy::CheckEndpoint),
+            _ => e,
+        }
     }
 
     /// A connection that drops while the body streams (the SDK retries a request only
@@ -454,7 +571,10 @@ impl S3Backend {
             source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why),
         };
         self.rt.block_on(async {
-            let mut out = req.send().await.map_err(|e| self.error(e, object))?;
+            let mut out = req
+                .send()
+                .await
+                .map_err(|e| self.error(e, "GetObject", object))?;
             // Streamed into one buffer of the announced size: collecting the body first and
             // then flattening it would hold the object two or three times over.
             let announced = out.content_length().filter(|n| *n >= 0).map(|n| n as usize);
@@ -468,7 +588,7 @@ impl S3Backend {
                 .body
                 .try_next()
                 .await
-                .map_err(|e| cut(format!("response body cut off: {e}")))?
+                .map_err(|e| self.body_failed(e, object))?
             {
                 // An endpoint may send more than it announced, or announce nothing.
                 if (data.len() + piece.len()) as u64 > max {
@@ -494,6 +614,72 @@ const MAX_PAGE_KEYS: usize = 1000;
 /// at most; a larger object grows its buffer as it streams).
 const PREALLOCATE_MAX: usize = 16 << 20;
 
+/// The file name of `key` from a listing of `prefix`: its last part. S3 lists only keys
+/// under the prefix asked for, and Strata writes no name with a control character or a
+/// `.`/`..` part: a listing with such a key is not the store's (never trusted as a name).
+fn listed_name<'a>(key: &'a str, prefix: &str) -> std::result::Result<&'a str, String> {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return Err(format!("listed {:?}, not under {prefix}", clean(key, 80)));
+    };
+    let odd = |part: &str| part == "." || part == ".." || part.chars().any(char::is_control);
+    if rest.split('/').any(odd) {
+        return Err(format!("listed {:?}, not a file name", clean(key, 80)));
+    }
+    Ok(rest.rsplit('/').next().unwrap_or(rest))
+}
+
+/// How long a request waits on the endpoint by default: for a reply, and for each KiB/s
+/// of a body's flow (see [`capped::FLOOR_PER_SEC`]).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request's tries (the SDK's, with backoff) together end after this many time-outs: one
+/// that failed fast (a 503, a reset) is tried up to 6 times, one that waited 3 times.
+const REQUEST_WINDOWS: u32 = 3;
+/// A connection is made within this (or the time-out, if shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `text` as a message may hold what an endpoint sent: one line, at most `max` chars.
+fn clean(text: &str, max: usize) -> String {
+    let one_line: String = (text.chars())
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let words = one_line.split_whitespace().collect::<Vec<_>>().join(" ");
+    match words.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &words[..at]),
+        None => words,
+    }
+}
+
+/// ` (code)`, or nothing for no code.
+fn paren(code: &str) -> String {
+    match code {
+        "" => String::new(),
+        c => format!(" ({c})"),
+    }
+}
+
+/// The innermost cause of `e`, cleaned: what the SDK's layers wrapped.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    clean(&cause.to_string(), 200)
+}
+
+/// The first cause of `e` of type `T`.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(t) = c.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 fn status_of(raw: &HttpResponse) -> Option<u16> {
     Some(raw.status().as_u16())
 }
@@ -514,7 +700,7 @@ impl Backend for S3Backend {
                 .send(),
         ) {
             Ok(_) => Ok(true),
-            Err(e) => match self.error(e, "config") {
+            Err(e) => match self.error(e, "HeadObject", "config") {
                 Error::NotFound { .. } => Ok(false),
                 e => Err(e),
             },
@@ -528,7 +714,7 @@ impl Backend for S3Backend {
             .block_on(self.client.head_bucket().bucket(&self.loc.bucket).send())
         {
             Ok(_) => Ok(()),
-            Err(e) => match self.error(e, &format!("bucket {}", self.loc.bucket)) {
+            Err(e) => match self.error(e, "HeadBucket", &format!("bucket {}", self.loc.bucket)) {
                 Error::NotFound { .. } | Error::NoRepository(_) => {
                     Err(Error::NoRepository(format!(
                         "{} (bucket {} does not exist: create it first)",
@@ -556,7 +742,7 @@ impl Backend for S3Backend {
                             .set_continuation_token(token.clone())
                             .send(),
                     )
-                    .map_err(|e| self.error(e, &format!("listing {}", kind.dir())))
+                    .map_err(|e| self.error(e, "ListObjectsV2", &format!("listing {}", kind.dir())))
             }?;
             // A page holds 1,000 names at most; more is not a listing of ours.
             if resp.contents().len() > MAX_PAGE_KEYS {
@@ -570,7 +756,10 @@ impl Backend for S3Backend {
             }
             for obj in resp.contents() {
                 let Some(key) = obj.key() else { continue };
-                let name = key.rsplit('/').next().unwrap_or(key);
+                let name = listed_name(key, &prefix).map_err(|why| {
+                    let what = format!("listing {}", kind.dir());
+                    Error::corrupt(what, format!("{} {why}", self.endpoint()))
+                })?;
                 if name.is_empty() || name.starts_with('.') {
                     continue;
                 }
@@ -657,7 +846,7 @@ impl Backend for S3Backend {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| self.error(e, &Self::object(kind, name)))
+            .map_err(|e| self.error(e, "DeleteObject", &Self::object(kind, name)))
     }
 
     /// One `DeleteObjects` per thousand names (S3's bound), quiet: only failures come back.
@@ -691,7 +880,7 @@ impl Backend for S3Backend {
                         .delete(delete)
                         .send(),
                 )
-                .map_err(|e| self.error(e, &format!("{}/", kind.dir())))?;
+                .map_err(|e| self.error(e, "DeleteObjects", &format!("{}/", kind.dir())))?;
             if let Some(failed) = out.errors().first() {
                 return Err(Error::Backend {
                     object: failed.key().unwrap_or_default().to_string(),
@@ -744,7 +933,7 @@ impl Temporaries for S3Backend {
                             .set_upload_id_marker(id_marker.clone())
                             .send(),
                     )
-                    .map_err(|e| self.error(e, "listing multipart uploads"))
+                    .map_err(|e| self.error(e, "ListMultipartUploads", "listing multipart uploads"))
             }?;
             for u in resp.uploads() {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
@@ -767,7 +956,7 @@ impl Temporaries for S3Backend {
                             .upload_id(id)
                             .send(),
                     )
-                    .map_err(|e| self.error(e, key))?;
+                    .map_err(|e| self.error(e, "AbortMultipartUpload", key))?;
                 removed.push(FileInfo {
                     name: key.to_string(),
                     size: 0,
@@ -800,7 +989,13 @@ impl ColdStorage for S3Backend {
                     .key(self.key(kind, name))
                     .send(),
             )
-            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))?;
+            .map_err(|e| {
+                Self::as_file(
+                    self.error(e, "HeadObject", &Self::object(kind, name)),
+                    kind,
+                    name,
+                )
+            })?;
         let archived = resp
             .storage_class()
             .is_some_and(|c| ARCHIVE_CLASSES.contains(&c.as_str()));
@@ -841,7 +1036,7 @@ impl ColdStorage for S3Backend {
             // A thaw already under way.
             Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(()),
             Err(e) => Err(Self::as_file(
-                self.error(e, &Self::object(kind, name)),
+                self.error(e, "RestoreObject", &Self::object(kind, name)),
                 kind,
                 name,
             )),
@@ -865,7 +1060,11 @@ impl ObjectLock for S3Backend {
                 .and_then(|c| c.object_lock_enabled())
                 == Some(&ObjectLockEnabled::Enabled)),
             Err(e) if e.code() == Some("ObjectLockConfigurationNotFoundError") => Ok(false),
-            Err(e) => Err(self.error(e, "the bucket's object lock configuration")),
+            Err(e) => Err(self.error(
+                e,
+                "GetObjectLockConfiguration",
+                "the bucket's object lock configuration",
+            )),
         }
     }
 
@@ -893,7 +1092,13 @@ impl ObjectLock for S3Backend {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| Self::as_file(self.error(e, &Self::object(kind, name)), kind, name))
+            .map_err(|e| {
+                Self::as_file(
+                    self.error(e, "PutObjectRetention", &Self::object(kind, name)),
+                    kind,
+                    name,
+                )
+            })
     }
 
     fn retention(&self, kind: FileKind, name: &str) -> Result<Option<i64>> {
@@ -923,7 +1128,13 @@ impl Versions for S3Backend {
                             .set_version_id_marker(id_marker.clone())
                             .send(),
                     )
-                    .map_err(|e| self.error(e, &format!("listing versions of {}", kind.dir())))
+                    .map_err(|e| {
+                        self.error(
+                            e,
+                            "ListObjectVersions",
+                            &format!("listing versions of {}", kind.dir()),
+                        )
+                    })
             }?;
             for v in resp.versions() {
                 let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
@@ -976,7 +1187,7 @@ impl Versions for S3Backend {
         match resp {
             Ok(_) => Ok(Purge::Deleted),
             Err(e) => {
-                let e = self.error(e, &Self::object(kind, name));
+                let e = self.error(e, "DeleteObject", &Self::object(kind, name));
                 // Object Lock answers 403 as a missing permission does: the version's own
                 // retention date tells them apart.
                 if let Error::Backend { source, .. } = &e {
@@ -1009,7 +1220,13 @@ impl Lifecycle for S3Backend {
             Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => {
                 return Ok((self.loc.prefix.clone(), Vec::new()))
             }
-            Err(e) => return Err(self.error(e, "the bucket's lifecycle configuration")),
+            Err(e) => {
+                return Err(self.error(
+                    e,
+                    "GetBucketLifecycleConfiguration",
+                    "the bucket's lifecycle configuration",
+                ))
+            }
         };
         let rules = resp.rules().iter().map(lifecycle_rule).collect();
         Ok((self.loc.prefix.clone(), rules))
@@ -1061,27 +1278,186 @@ fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
 mod tests {
     use super::*;
 
-    /// An endpoint that answers every request with `head` and then `body`.
-    fn hostile_endpoint(head: &'static str, body: Vec<u8>) -> String {
-        use std::io::{Read, Write};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    /// An endpoint whose every connection gets `answer` once the request's headers are
+    /// read; its repository URL.
+    fn endpoint(answer: impl Fn(&mut TcpStream) + Clone + Send + 'static) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let body = body.clone();
+                let answer = answer.clone();
                 std::thread::spawn(move || {
                     let mut req = Vec::new();
                     let mut b = [0u8; 1];
                     while !req.ends_with(b"\r\n\r\n") && conn.read(&mut b).is_ok_and(|n| n == 1) {
                         req.push(b[0]);
                     }
-                    let _ = conn.write_all(head.as_bytes());
-                    let _ = conn.write_all(&body);
+                    answer(&mut conn);
                 });
             }
         });
         format!("s3:http://{addr}/bucket/repo")
+    }
+
+    /// An endpoint that answers every request with `head` and then `body`.
+    fn hostile_endpoint(head: &'static str, body: Vec<u8>) -> String {
+        endpoint(move |conn| {
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+        })
+    }
+
+    /// The backend at `url` with a time-out of `secs`.
+    fn open_with_timeout(url: &str, secs: u64) -> S3Backend {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+        let opts = BackendOptions {
+            s3_timeout: Some(Duration::from_secs(secs)),
+            ..Default::default()
+        };
+        S3Backend::open(url, &opts).unwrap()
+    }
+
+    /// Hostile pass 2: no reply, or a body trickling a byte now and then (GetObject
+    /// streamed, a listing parsed whole), times out within a bounded time, as a final error
+    /// that names the endpoint and has a remedy.
+    #[test]
+    fn a_hung_or_trickling_endpoint_times_out_soon() {
+        let hung = endpoint(|_| std::thread::sleep(Duration::from_secs(3600)));
+        let trickle = |head: &'static str| {
+            endpoint(move |conn| {
+                let _ = conn.write_all(head.as_bytes());
+                while conn.write_all(b"x").is_ok() {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        };
+        let object = trickle("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        let listing = trickle(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 100000\r\n\r\n",
+        );
+        for (what, url, list) in [
+            ("hung read", &hung, false),
+            ("hung listing", &hung, true),
+            ("trickled read", &object, false),
+            ("trickled listing", &listing, true),
+        ] {
+            let b = open_with_timeout(url, 1);
+            let start = Instant::now();
+            let e = match list {
+                true => b.list(FileKind::Snapshot).map(|_| ()).unwrap_err(),
+                false => b.read(FileKind::Data, "ab").map(|_| ()).unwrap_err(),
+            };
+            let took = start.elapsed();
+            // 3 time-outs for the tries, and the runtime's slack.
+            assert!(took < Duration::from_secs(5), "{what}: {took:?}");
+            let msg = e.to_string();
+            assert!(msg.contains("timed out"), "{what}: {msg}");
+            assert!(
+                msg.contains(
+                    url.trim_start_matches("s3:")
+                        .trim_end_matches("/bucket/repo")
+                ),
+                "{what}: {msg}"
+            );
+            assert!(msg.len() < 300, "{what}: {msg}");
+            assert!(!e.is_transient(), "{what}: {msg}");
+            assert_eq!(e.remedy(), Some(strata::Remedy::CheckEndpoint), "{what}");
+        }
+    }
+
+    /// A slow link is not a hung one: a body flowing at 64 KiB/s with pauses shorter than
+    /// the time-out arrives whole, although it takes 4 time-outs.
+    #[test]
+    fn a_slow_body_that_keeps_flowing_is_read_whole() {
+        let len = 256 << 10;
+        let url = endpoint(move |conn| {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            let _ = conn.write_all(head.as_bytes());
+            for chunk in vec![7u8; len].chunks(32 << 10) {
+                std::thread::sleep(Duration::from_millis(500));
+                if conn.write_all(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let b = open_with_timeout(&url, 1);
+        let start = Instant::now();
+        let data = b.read(FileKind::Data, "ab").unwrap();
+        assert_eq!(data, vec![7u8; len]);
+        assert!(
+            start.elapsed() > Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// The first error of `run` against an endpoint answering `head` and `body`.
+    fn error_of(head: &'static str, body: &str, run: fn(&S3Backend) -> Result<()>) -> Error {
+        let url = hostile_endpoint(head, body.as_bytes().to_vec());
+        match run(&open_with_timeout(&url, 5)) {
+            Ok(()) => panic!("{head}{body}: accepted"),
+            Err(e) => e,
+        }
+    }
+
+    /// Hostile pass 2: replies the SDK cannot use (a redirect, XML that does not parse, a
+    /// header that does not) are a line naming the operation, the endpoint and the status,
+    /// not the SDK's dump of the reply.
+    #[test]
+    fn replies_that_cannot_be_used_are_short_errors() {
+        let list: fn(&S3Backend) -> Result<()> = |b| b.list(FileKind::Snapshot).map(|_| ());
+        let read: fn(&S3Backend) -> Result<()> = |b| b.read(FileKind::Lock, "ab").map(|_| ());
+        let xml = "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nConnection: close\r\n\r\n";
+        let cases = [
+            (error_of(xml, "<ListBucketResult><Contents><Key>a</Ke", list), "listing snapshots", "not under"),
+            (error_of(xml, "<ListBucketResult><KeyCount>many</KeyCount></ListBucketResult>", list), "ListObjectsV2", "HTTP 200"),
+            (
+                error_of(
+                    "HTTP/1.1 200 OK\r\nLast-Modified: yesterday\r\nx-amz-mp-parts-count: lots\r\nConnection: close\r\n\r\n",
+                    "abc",
+                    read,
+                ),
+                "GetObject",
+                "HTTP 200",
+            ),
+            (
+                error_of(
+                    "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-1\r\nConnection: close\r\n\r\n",
+                    "<Error><Code>PermanentRedirect</Code></Error>",
+                    list,
+                ),
+                "ListObjectsV2",
+                "AWS_REGION",
+            ),
+        ];
+        // Keys a listing must not hand over as names: outside the prefix, `..`, escapes.
+        let listing = |key: &str| {
+            format!("<ListBucketResult><Contents><Key>{key}</Key><Size>1</Size></Contents></ListBucketResult>")
+        };
+        let keys = [
+            ("a", "not under repo/snapshots/"),
+            ("repo/snapshots/../../etc/passwd", "not a file name"),
+            ("repo/snapshots/ab&#27;[2Jcd", "not a file name"),
+        ];
+        for (key, said) in keys {
+            let e = error_of(xml, &listing(key), list);
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains(said) && msg.len() < 300, "{msg}");
+            assert!(!msg.contains('\x1b'), "{msg}");
+        }
+        for (e, op, said) in cases {
+            let msg = e.to_string();
+            assert!(msg.len() < 400, "{} bytes: {msg}", msg.len());
+            assert!(msg.contains(op) && msg.contains(said), "{msg}");
+            assert!(msg.contains("127.0.0.1"), "{msg}");
+        }
     }
 
     /// Hostile pass (issue 26): a hostile endpoint announcing a huge object, or sending

@@ -20,6 +20,8 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     /// S3: objects larger than this go up in parts, e.g. "64MiB".
     pub s3_multipart_threshold: Option<String>,
+    /// S3: how long a request waits on the endpoint, e.g. "2m" (default 60s).
+    pub s3_timeout: Option<String>,
     /// Prometheus metrics, rewritten after every run (node_exporter's textfile directory).
     pub metrics_file: Option<PathBuf>,
     /// Storage prices per GB-month by storage class, for `stats`' cost estimate.

@@ -93,6 +93,16 @@ pub struct Global {
         help_heading = GLOBAL
     )]
     s3_multipart_threshold: Option<String>,
+    /// S3: how long a request waits on the endpoint (default 60s): for its reply, and for
+    /// each 1 KiB/s of a body's flow. A request's tries end after 3 times this.
+    #[arg(
+        long,
+        env = "STRATA_S3_TIMEOUT",
+        global = true,
+        value_name = "DURATION",
+        help_heading = GLOBAL
+    )]
+    s3_timeout: Option<String>,
     /// Write Prometheus metrics to this file after every backup, forget, prune and check
     /// (node_exporter's textfile collector; the other runs' series are kept).
     #[arg(long, env = "STRATA_METRICS_FILE", global = true, help_heading = GLOBAL)]
@@ -332,8 +342,23 @@ impl Global {
             .transpose()?;
         let opts = backend::BackendOptions {
             s3_multipart_threshold: threshold,
+            s3_timeout: self.s3_timeout()?,
         };
         Ok(strata_s3::schemes().open(self.repo_url()?, &opts)?)
+    }
+
+    /// `--s3-timeout`, else the config file's: a second at least (a hung endpoint costs a
+    /// request 3 times this, a command one request in flight).
+    fn s3_timeout(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        let given = self.s3_timeout.as_deref();
+        let Some(s) = given.or(self.file.s3_timeout.as_deref()) else {
+            return Ok(None);
+        };
+        match humantime::parse_duration(s) {
+            Ok(t) if t >= std::time::Duration::from_secs(1) => Ok(Some(t)),
+            Ok(_) => Err(exit::usage(format!("s3-timeout {s:?}: 1s at least"))),
+            Err(e) => Err(exit::usage(format!("s3-timeout {s:?}: {e}"))),
+        }
     }
 
     /// The password: `STRATA_PASSWORD`, then the password file, then the password command,

@@ -323,6 +323,11 @@ pub fn remedy(r: strata::Remedy) -> String {
         RemoveMarkRecord => "move the mark record out of the repository's marks/ (keep a \
                              copy); until then every backup reads the whole index"
             .into(),
+        CheckEndpoint => "see that the S3 endpoint is up and reachable from here (the \
+                           repository URL, AWS_ENDPOINT_URL, AWS_REGION, the network), then run \
+                           the command again; --s3-timeout (default 60s) sets how long a \
+                           request waits"
+            .into(),
         RemoveCraftedSnapshot => "only a host holding a key writes such a snapshot: remove \
                                   it (`strata forget --snapshot ID`), find the host that wrote \
                                   it (`strata snapshots`), and change its keys; the other \

@@ -431,3 +431,121 @@ fn endless_replies_the_sdk_reads_whole_are_cut_short() {
         assert!(!err.contains("memory allocation"), "{status}: {err}");
     }
 }
+
+/// An endpoint that takes each request and never answers (the connection stays open).
+fn hung_endpoint() -> String {
+    endpoint(|_| std::thread::sleep(std::time::Duration::from_secs(3600)))
+}
+
+/// An endpoint that answers 200 with a megabyte announced, then trickles a byte every
+/// half second.
+fn trickling_endpoint() -> String {
+    endpoint(|stream| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\
+                    Content-Type: application/octet-stream\r\n\r\n";
+        stream.write_all(head.as_bytes()).ok();
+        while stream.write_all(b"x").is_ok() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    })
+}
+
+/// The `host:port` of an endpoint's URL, as an error names it.
+fn host_of(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// Hostile pass 2: an endpoint that takes the request and never answers, or answers and
+/// then trickles a byte now and then, ends `snapshots`, `check` and `restore` with a short
+/// error naming it and saying it timed out, soon: a request waits 3 × --s3-timeout in all
+/// (here 1s), and nothing tries a time-out again (the SDK's 6 tries inside strata's 6 once
+/// kept a command going for over 15 minutes).
+#[test]
+fn a_hung_or_trickling_endpoint_ends_the_command_soon_and_says_so() {
+    for (what, url) in [
+        ("hung", hung_endpoint()),
+        ("trickling", trickling_endpoint()),
+    ] {
+        let mut env = on_endpoint(&url);
+        env.vars.push(("STRATA_S3_TIMEOUT".into(), "1s".into()));
+        let target = env.path("target");
+        let restore = ["restore", "latest", "--target", target.to_str().unwrap()];
+        for args in [&["snapshots"][..], &["check"][..], &restore[..]] {
+            let run = run_bounded(&env, args, 1024, 40);
+            let err = stderr(&run.out);
+            assert!(!run.timed_out, "{what} {args:?}: still running: {err}");
+            assert!(
+                run.elapsed.as_secs() < 10,
+                "{what} {args:?}: {:?}",
+                run.elapsed
+            );
+            assert_eq!(code(&run.out), 1, "{what} {args:?}: {err}");
+            assert!(err.contains("timed out"), "{what} {args:?}: {err}");
+            assert!(err.contains(host_of(&url)), "{what} {args:?}: {err}");
+            assert!(err.contains("--s3-timeout"), "{what} {args:?}: {err}");
+            assert!(
+                err.len() < 600,
+                "{what} {args:?}: {} bytes: {err}",
+                err.len()
+            );
+        }
+    }
+}
+
+/// Hostile pass 2: a redirect to another host (S3's answer for a bucket in another
+/// region), or an error reply with a huge message and markup, is a message of a few
+/// lines naming the operation, the endpoint and the status (once: the SDK's debug dump of
+/// the whole reply), with the fix where there is one; exit 1.
+#[test]
+fn odd_replies_are_short_clear_errors() {
+    let redirect = "<Error><Code>PermanentRedirect</Code><Message>The bucket you are \
+                    attempting to access must be addressed using the specified \
+                    endpoint.</Message><Endpoint>s3.eu-west-1.amazonaws.com</Endpoint></Error>";
+    let cases: [(&str, String, &[&str]); 4] = [
+        (
+            "HTTP/1.1 301 Moved Permanently\r\nx-amz-bucket-region: eu-west-1\r\n\
+             Content-Type: application/xml\r\nConnection: close\r\n\r\n",
+            redirect.to_string(),
+            &["HTTP 301", "redirect", "AWS_REGION", "eu-west-1"],
+        ),
+        (
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.example/\r\n\
+             Content-Type: application/xml\r\nConnection: close\r\n\r\n",
+            redirect.replace("PermanentRedirect", "TemporaryRedirect"),
+            &["HTTP 307", "redirect", "AWS_REGION"],
+        ),
+        (
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+             Connection: close\r\n\r\n",
+            format!(
+                "<Error><Code>InternalError</Code><Message>{}\x1b[2J</Message></Error>",
+                "sorry ".repeat(5000)
+            ),
+            &["HTTP 500"],
+        ),
+        (
+            "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n\
+             Connection: close\r\n\r\n",
+            format!(
+                "<Error><Code>SlowDown</Code><Message>{}</Message></Error>",
+                "slower ".repeat(5000)
+            ),
+            &["HTTP 503", "SlowDown", "slower slower"],
+        ),
+    ];
+    for (head, body, says) in cases {
+        let body: &'static [u8] = Box::leak(body.into_bytes().into_boxed_slice());
+        let url = hostile_endpoint(head, body);
+        let env = on_endpoint(&url);
+        let run = run_bounded(&env, &["snapshots"], 1024, 60);
+        let err = stderr(&run.out);
+        assert!(!run.timed_out, "{head}: still running: {err}");
+        assert_eq!(code(&run.out), 1, "{head}: {err}");
+        assert!(err.len() < 600, "{head}: {} bytes: {err}", err.len());
+        assert!(err.contains(host_of(&url)), "{head}: {err}");
+        for said in says {
+            assert!(err.contains(said), "{head}: no {said:?} in {err}");
+        }
+        assert!(!err.contains("\x1b") && !err.contains("\\x1b"), "{err}");
+    }
+}

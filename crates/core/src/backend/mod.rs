@@ -391,6 +391,9 @@ pub type BackendRef = Arc<dyn Backend>;
 pub struct BackendOptions {
     /// S3: objects larger than this go up in parts (default 64 MiB, at least 5 MiB).
     pub s3_multipart_threshold: Option<u64>,
+    /// S3: how long a request waits on the endpoint, for a reply and for each window of a
+    /// body's flow (default 60 s).
+    pub s3_timeout: Option<std::time::Duration>,
 }
 
 /// Opens a backend from a repository URL: what a [`Schemes`] entry registers.

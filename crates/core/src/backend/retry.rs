@@ -2,8 +2,9 @@
 //!
 //! A store's client may retry a request itself (the S3 SDK does, until response headers
 //! arrive). What surfaces here as [transient](crate::Error::is_transient) — a connection
-//! cut while a body streamed, a time-out, an interrupted call — is tried again with
-//! backoff. Every operation retried is idempotent: reads and listings, and writes and
+//! cut while a body streamed, an interrupted call — is tried again with backoff. A
+//! time-out is not: the client below waited and retried already, and retrying its retries
+//! made a hung endpoint cost 36 waits. Every operation retried is idempotent: reads and listings, and writes and
 //! deletes of content-addressed names (writing the same bytes again is harmless). The
 //! capabilities are forwarded as they are, without retries.
 
