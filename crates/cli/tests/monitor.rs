@@ -714,6 +714,72 @@ fn a_drill_killed_outright_leaves_its_copy_to_the_next() {
     assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "kept");
 }
 
+/// Hostile pass (r23): in a shared (1777) metrics directory another user creates the lock
+/// file first and holds it. Root replaces it and writes its metrics at once; a user who
+/// cannot remove another's lock file is told at once whose it is, and waits for nothing.
+#[test]
+fn another_users_lock_file_does_not_stop_the_metrics() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOT RUN: another user's lock file needs root to plant (run tools/test)");
+        return;
+    }
+    let env = Env::local();
+    env.init();
+    let nobody = env.unprivileged();
+    nobody.init();
+    let src = nobody.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "data").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = nobody.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let prom = shared.join("strata.prom");
+    let lock = shared.join(".strata.prom.lock");
+    fs::write(&lock, "").unwrap();
+    std::os::unix::fs::lchown(&lock, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Held on nobody's behalf: a lock belongs to the open file, not to a user.
+    let held = fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let backup = |env: &Env| {
+        let started = std::time::Instant::now();
+        let out = env.run(&[
+            "--metrics-file",
+            prom.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        (stderr(&out), started.elapsed())
+    };
+    let (err, took) = backup(&env);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "waited {took:?}: {err}"
+    );
+    assert!(!err.contains("metrics"), "{err}");
+    assert!(fs::read_to_string(&prom)
+        .unwrap()
+        .contains("strata_backup_last_exit_code"));
+    let m = fs::symlink_metadata(&lock).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    drop(held);
+
+    // Root's lock file is not nobody's to use or remove: refused, naming its owner.
+    let (err, took) = backup(&nobody);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "waited {took:?}: {err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: metrics file") && l.contains("owned by root")),
+        "{err}"
+    );
+    assert_eq!(fs::symlink_metadata(&lock).unwrap().uid(), 0);
+}
+
 /// A drill onto a full disk fails: exit 1, and what it records (in the repository and the
 /// metrics) is a failure, never a speed or a restore time.
 #[test]
