@@ -618,6 +618,168 @@ fn a_drill_stopped_by_a_signal_leaves_nothing() {
     assert!(v["sets"][0]["last_drill"].is_null(), "{v}");
 }
 
+/// Hostile pass (r09): a drill killed outright (SIGKILL) leaves its decrypted copy; the next
+/// drill on that disk removes it once it is a minute old and no live drill holds it, and
+/// says so. A live drill's (locked, or its pid running), a young one, another user's and a
+/// symlink by the name are kept.
+#[test]
+fn a_drill_killed_outright_leaves_its_copy_to_the_next() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..64 {
+        fs::write(src.join(format!("f{i}")), noise(1 << 20, i)).unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let child = env
+        .std_cmd()
+        .args(["drill", "--target", scratch.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dead = child.id();
+    let copies = || -> Vec<std::path::PathBuf> {
+        (fs::read_dir(&scratch).unwrap().flatten())
+            .filter(|e| fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()))
+            .map(|e| e.path())
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while copies().is_empty() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    common::signal(&child, nix::sys::signal::Signal::SIGKILL);
+    child.wait_with_output().unwrap();
+    let left = copies();
+    assert_eq!(left.len(), 1, "the killed drill left no copy: {left:?}");
+    let left = &left[0];
+    assert!(!common::walk(left).is_empty());
+    let planted = |what: &str, pid: u32| {
+        let p = scratch.join(format!(".strata-drill-{pid}-{what}"));
+        fs::create_dir_all(p.join("sub")).unwrap();
+        fs::write(p.join("sub/secret"), "plaintext").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
+        p
+    };
+    let me = std::process::id();
+    let (young, held, running) = (
+        planted("young", dead),
+        planted("held", dead),
+        planted("running", me),
+    );
+    let other = planted("other", dead);
+    if is_root() {
+        for p in common::walk(&other).iter().chain([&other]) {
+            std::os::unix::fs::lchown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+    }
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("keep"), "kept").unwrap();
+    let link = scratch.join(format!(".strata-drill-{dead}-link"));
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in [left, &held, &running, &other] {
+        fs::File::open(p).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let lock = fs::File::open(&held).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+
+    let out = env.run(&["drill", "--target", scratch.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!left.exists(), "the killed drill's copy is still there");
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&left.display().to_string()) && l.contains("removed")),
+        "{err}"
+    );
+    // One too young to judge is named, not kept silently.
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&young.display().to_string())),
+        "{err}"
+    );
+    for p in [&young, &held, &running] {
+        assert!(p.join("sub/secret").exists(), "{} removed", p.display());
+    }
+    if is_root() {
+        assert!(other.join("sub/secret").exists(), "another user's removed");
+    }
+    assert!(fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "kept");
+}
+
+/// Hostile pass (r23): in a shared (1777) metrics directory another user creates the lock
+/// file first and holds it. Root replaces it and writes its metrics at once; a user who
+/// cannot remove another's lock file is told at once whose it is, and waits for nothing.
+#[test]
+fn another_users_lock_file_does_not_stop_the_metrics() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOT RUN: another user's lock file needs root to plant (run tools/test)");
+        return;
+    }
+    let env = Env::local();
+    env.init();
+    let nobody = env.unprivileged();
+    nobody.init();
+    let src = nobody.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "data").unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = nobody.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    let prom = shared.join("strata.prom");
+    let lock = shared.join(".strata.prom.lock");
+    fs::write(&lock, "").unwrap();
+    std::os::unix::fs::lchown(&lock, Some(NOBODY), Some(NOBODY)).unwrap();
+    // Held on nobody's behalf: a lock belongs to the open file, not to a user.
+    let held = fs::File::open(&lock).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let backup = |env: &Env| {
+        let started = std::time::Instant::now();
+        let out = env.run(&[
+            "--metrics-file",
+            prom.to_str().unwrap(),
+            "backup",
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        (stderr(&out), started.elapsed())
+    };
+    let (err, took) = backup(&env);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "waited {took:?}: {err}"
+    );
+    assert!(!err.contains("metrics"), "{err}");
+    assert!(fs::read_to_string(&prom)
+        .unwrap()
+        .contains("strata_backup_last_exit_code"));
+    let m = fs::symlink_metadata(&lock).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o600));
+    drop(held);
+
+    // Root's lock file is not nobody's to use or remove: refused, naming its owner.
+    let (err, took) = backup(&nobody);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "waited {took:?}: {err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("warning: metrics file") && l.contains("owned by root")),
+        "{err}"
+    );
+    assert_eq!(fs::symlink_metadata(&lock).unwrap().uid(), 0);
+}
+
 /// A drill onto a full disk fails: exit 1, and what it records (in the repository and the
 /// metrics) is a failure, never a speed or a restore time.
 #[test]

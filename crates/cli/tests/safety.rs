@@ -982,11 +982,84 @@ fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
 /// Work a test puts between two steps of the engine.
 type Hook = Box<dyn FnOnce() + Send>;
 
+/// When a test's work runs inside a check: just before its first listing of data packs, its
+/// first read of an index file, or its first read of a data pack (`--read-data`).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum During {
+    DataListing,
+    IndexRead,
+    DataRead,
+}
+
+/// A check of a repository opened through `env`'s backend (with the cache `cache`) with
+/// `work` run (once) at `at` once armed (`during_open`: before the repository is opened).
+/// With [`During::DataRead`] every other data read waits for it: the packs it deletes are
+/// read after it.
+fn check_with_work_during(
+    env: &Env,
+    (at, during_open, cache): (During, bool, &Path),
+    work: Hook,
+) -> strata::check::CheckReport {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let armed: std::sync::Arc<std::sync::Mutex<Option<Hook>>> = Default::default();
+    let done: std::sync::Arc<AtomicBool> = Default::default();
+    let (slot, finished) = (armed.clone(), done.clone());
+    let hooked = Intercept {
+        inner: open_backend(&env.repo),
+        observe: Box::new(move |call| {
+            let due = match call {
+                Call::List(strata::backend::FileKind::Data) => at == During::DataListing,
+                Call::Read(strata::backend::FileKind::Index) => at == During::IndexRead,
+                Call::Read(strata::backend::FileKind::Data) => at == During::DataRead,
+                _ => false,
+            };
+            let hook = if due {
+                slot.lock().unwrap().take()
+            } else {
+                None
+            };
+            if let Some(hook) = hook {
+                hook();
+                finished.store(true, Ordering::SeqCst);
+            }
+            while due && at == During::DataRead && !finished.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }),
+    };
+    let mut work = Some(work);
+    if during_open {
+        *armed.lock().unwrap() = work.take();
+    }
+    let repo =
+        strata::Repository::open(std::sync::Arc::new(hooked), PASSWORD.as_bytes(), cache).unwrap();
+    if let Some(w) = work.take() {
+        *armed.lock().unwrap() = Some(w);
+    }
+    let read_data = match at {
+        During::DataRead => strata::check::ReadData::All,
+        _ => strata::check::ReadData::None,
+    };
+    let report = strata::check::run(&repo, read_data, &NoProgress).unwrap();
+    assert!(armed.lock().unwrap().is_none(), "the work ran");
+    assert!(done.load(Ordering::SeqCst));
+    report
+}
+
 /// Item 15: a check that reads the index before a prune and lists packs after it, or lists
-/// index files before a prune and reads them after it, reports nothing false.
+/// index files before a prune and reads them after it, reports nothing false; nor does
+/// `check --read-data` reading packs a `prune --instant-delete` deletes meanwhile (hostile
+/// pass r05: "data pack ... not found", exit 1). A pack lost meanwhile is still reported.
 fn check_during_a_prune_reports_nothing_false(env: &Env) {
-    // (hook on the first index read instead of the first pack listing, armed before open)
-    for (on_index_read, during_open) in [(false, false), (true, false), (true, true)] {
+    // (the last: the check shares its cache with the prune, which brings it up to date)
+    let cases = [
+        (During::DataListing, false, false),
+        (During::IndexRead, false, false),
+        (During::IndexRead, true, false),
+        (During::DataRead, false, false),
+        (During::DataRead, false, true),
+    ];
+    for (at, during_open, shared) in cases {
         let env = &if env.s3 {
             Env::s3().unwrap()
         } else {
@@ -1012,50 +1085,49 @@ fn check_during_a_prune_reports_nothing_false(env: &Env) {
                 String::from_utf8_lossy(&out.stderr)
             );
         });
-        // The prune runs (once) just before the first listing of data packs, or the first
-        // read of an index file, once the hook is armed.
-        let armed: std::sync::Arc<std::sync::Mutex<Option<Hook>>> = Default::default();
-        let slot = armed.clone();
-        let hooked = Intercept {
-            inner: open_backend(&env.repo),
-            observe: Box::new(move |call| {
-                let due = match call {
-                    Call::List(strata::backend::FileKind::Data) => !on_index_read,
-                    Call::Read(strata::backend::FileKind::Index) => on_index_read,
-                    _ => false,
-                };
-                let hook = if due {
-                    slot.lock().unwrap().take()
-                } else {
-                    None
-                };
-                if let Some(hook) = hook {
-                    hook();
-                }
-            }),
+        let cache = if shared {
+            env.cache.clone()
+        } else {
+            env.path("lib-cache")
         };
-        let mut hook = Some(hook);
-        if during_open {
-            *armed.lock().unwrap() = hook.take();
-        }
-        let repo = strata::Repository::open(
-            std::sync::Arc::new(hooked),
-            PASSWORD.as_bytes(),
-            &env.path("lib-cache"),
-        )
-        .unwrap();
-        if let Some(h) = hook.take() {
-            *armed.lock().unwrap() = Some(h);
-        }
-        let report = strata::check::run(&repo, strata::check::ReadData::None, &NoProgress).unwrap();
-        assert!(armed.lock().unwrap().is_none(), "the prune ran");
+        let report = check_with_work_during(env, (at, during_open, &cache), hook);
         assert!(
             report.problems.is_empty(),
-            "hook on index read {on_index_read}, during open {during_open}: {:?}",
+            "during {at:?}, open {during_open}, shared cache {shared}: {:?}",
             report.problems
         );
         assert_eq!(report.snapshots, 1);
+        assert_eq!(
+            env.objects("data").len(),
+            1,
+            "the prune deleted the old pack"
+        );
     }
+
+    // A pack the snapshot needs, deleted while `--read-data` runs: still a loss.
+    let env = &if env.s3 {
+        Env::s3().unwrap()
+    } else {
+        Env::local()
+    };
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("new.bin"), noise(500_000, 2)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let packs = env.objects("data");
+    let (lost, backend) = (packs[0].0.clone(), env.backend());
+    let gone = lost.clone();
+    let hook: Hook = Box::new(move || {
+        backend
+            .delete(strata::backend::FileKind::Data, &gone)
+            .unwrap()
+    });
+    let cache = env.path("lib-cache");
+    let report = check_with_work_during(env, (During::DataRead, false, &cache), hook);
+    let text = format!("{:?}", report.problems);
+    assert_eq!(report.problems.len(), 1, "{text}");
+    assert!(text.contains(&lost) && text.contains("not found"), "{text}");
 }
 
 /// Item 10: a tree (written by anyone holding the key) with entry names `..`, `.`, empty or

@@ -362,6 +362,7 @@ pub fn run_with(
         used_packs: narrowed.then(HashSet::new),
         read: Vec::new(),
         records: None,
+        pruned: HashSet::new(),
     };
     match repo.lifecycle_dangers(None) {
         Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
@@ -415,6 +416,9 @@ struct Audit<'a> {
     read: Vec<PackId>,
     /// The audit records, once read (a budget reads them to choose packs).
     records: Option<Vec<(crate::id::AuditId, crate::audit::Audit)>>,
+    /// Packs not found when read that the index, re-read, no longer names: a prune
+    /// deleted them meanwhile. Neither lost nor verified.
+    pruned: HashSet<PackId>,
 }
 
 /// The packs as the index and the backend see them.
@@ -615,9 +619,12 @@ impl Audit<'_> {
             },
         );
         self.add_findings(findings);
-        self.report.packs_read += tree_packs.len();
-        self.report.tree_packs_read = tree_packs.len();
-        self.read.extend(&tree_packs);
+        let read: Vec<PackId> = (tree_packs.into_iter())
+            .filter(|id| !self.pruned.contains(id))
+            .collect();
+        self.report.packs_read += read.len();
+        self.report.tree_packs_read = read.len();
+        self.read.extend(read);
         snapshot_files
     }
 
@@ -654,12 +661,47 @@ impl Audit<'_> {
         Ok(())
     }
 
-    fn add_findings(&mut self, (problems, bad, bytes): PackFindings) {
-        self.problems.extend(problems);
-        for (blob, pack) in bad {
+    fn add_findings(&mut self, found: PackFindings) {
+        self.problems.extend(found.problems);
+        for (blob, pack) in found.bad {
             self.damaged.entry(blob).or_insert(Object::Pack(pack));
         }
-        self.report.bytes_read += bytes;
+        self.report.bytes_read += found.bytes;
+        if found.gone.is_empty() {
+            return;
+        }
+        let lost = self.still_indexed(found.gone.iter().map(|(id, _)| *id).collect());
+        for (id, p) in found.gone {
+            if !lost.contains(&id) {
+                self.pruned.insert(id);
+                continue;
+            }
+            for b in self.repo.blob_index().pack_blobs(&id).unwrap_or_default() {
+                self.damaged.entry(b.id).or_insert(Object::Pack(id));
+            }
+            self.problems.push(p);
+        }
+    }
+
+    /// Of packs not found when read, those the index as it is now still names: lost. A
+    /// prune writes its new index (and marks) before it deletes packs, so one it deleted
+    /// since this check read the index is gone from the index re-read (check during a
+    /// prune reports nothing false). If the index cannot be re-read, all count as lost.
+    fn still_indexed(&self, gone: HashSet<PackId>) -> HashSet<PackId> {
+        let repo = self.repo;
+        // Synced, not compared with the files this check read: another process sharing
+        // the cache (the prune itself) may have brought it up to date already.
+        let now = repo.sync_index().and_then(|()| repo.blob_index().packs());
+        match now {
+            Ok(packs) => {
+                let live: HashSet<PackId> = packs.into_iter().map(|(id, _, _)| id).collect();
+                gone.into_iter().filter(|id| live.contains(id)).collect()
+            }
+            Err(e) => {
+                repo.warn(format!("re-reading the index for packs not found: {e}"));
+                gone
+            }
+        }
     }
 
     /// The snapshots that could be read, oldest first.
@@ -1017,6 +1059,7 @@ impl Audit<'_> {
                 }
             ));
         }
+        read.retain(|p| !self.pruned.contains(p));
         self.report.packs_read += read.len();
         self.report.data_packs_read = read.len();
         self.read.extend(read);
@@ -1113,7 +1156,7 @@ impl Audit<'_> {
             .indexed
             .iter()
             .map(|(id, _, _)| *id)
-            .filter(|id| !packs.missing.contains(id))
+            .filter(|id| !packs.missing.contains(id) && !self.pruned.contains(id))
             .collect();
         let recorded = (|| -> Result<crate::audit::Coverage> {
             // The state a budget was chosen by, else read now.
@@ -1198,8 +1241,16 @@ impl Audit<'_> {
     }
 }
 
-/// What reading packs found: problems, damaged blobs (with their packs), bytes read.
-type PackFindings = (Vec<Problem>, Vec<(BlobId, PackId)>, u64);
+/// What reading packs found.
+#[derive(Default)]
+struct PackFindings {
+    problems: Vec<Problem>,
+    /// Damaged blobs, with their packs.
+    bad: Vec<(BlobId, PackId)>,
+    bytes: u64,
+    /// Packs not found, each with its problem: lost, unless a prune deleted them meanwhile.
+    gone: Vec<(PackId, Problem)>,
+}
 
 /// Reads packs whole, several in flight; tree packs' verified trees go into the cache.
 fn read_packs(
@@ -1210,35 +1261,35 @@ fn read_packs(
     archived: Option<&Mutex<Vec<PackId>>>,
 ) -> PackFindings {
     progress.set_total(packs.len() as u64);
-    let found = Mutex::new((Vec::new(), Vec::new(), 0u64));
+    let found = Mutex::new(PackFindings::default());
     repo.with_read_pool(|| {
         packs.par_iter().for_each(|id| {
-            let (probs, bad, bytes) = read_pack(repo, id, kind, archived);
+            let one = read_pack(repo, id, kind, archived);
             let mut f = found.lock().unwrap();
-            f.0.extend(probs);
-            f.1.extend(bad);
-            f.2 += bytes;
+            f.problems.extend(one.problems);
+            f.bad.extend(one.bad);
+            f.bytes += one.bytes;
+            f.gone.extend(one.gone);
             progress.advance(1);
         })
     });
     found.into_inner().unwrap()
 }
 
-/// Reads one pack whole; returns problems, damaged blobs and bytes read.
+/// Reads one pack whole: what it found.
 fn read_pack(
     repo: &Repository,
     id: &PackId,
     kind: BlobKind,
     archived: Option<&Mutex<Vec<PackId>>>,
-) -> (Vec<Problem>, Vec<(BlobId, PackId)>, u64) {
+) -> PackFindings {
     let object = Object::Pack(*id);
-    let mut problems = Vec::new();
-    let mut bad = Vec::new();
+    let mut found = PackFindings::default();
     let entries = match repo.blob_index().pack_blobs(id) {
         Ok(e) => e,
         Err(e) => {
-            problems.push(problem(object, e.to_string(), Remedy::RereadPack));
-            return (problems, bad, 0);
+            (found.problems).push(problem(object, e.to_string(), Remedy::RereadPack));
+            return found;
         }
     };
     let bytes = match repo.read_pack(kind, id) {
@@ -1246,12 +1297,19 @@ fn read_pack(
         // In archive storage: not damage, only not readable yet.
         Err(Error::Archived { .. }) if archived.is_some() => {
             archived.unwrap().lock().unwrap().push(*id);
-            return (problems, bad, 0);
+            return found;
+        }
+        // Lost, or deleted by a prune since the index was read: judged by the caller.
+        Err(e @ Error::NotFound { .. }) => {
+            found
+                .gone
+                .push((*id, problem(object, e.to_string(), pack_remedy(&e))));
+            return found;
         }
         Err(e) => {
-            bad.extend(entries.iter().map(|e| (e.id, *id)));
-            problems.push(problem(object, e.to_string(), pack_remedy(&e)));
-            return (problems, bad, 0);
+            found.bad.extend(entries.iter().map(|e| (e.id, *id)));
+            (found.problems).push(problem(object, e.to_string(), pack_remedy(&e)));
+            return found;
         }
     };
     let mut reasons = Vec::new();
@@ -1281,7 +1339,7 @@ fn read_pack(
             Ok(_) => {}
             Err(err) => {
                 reasons.push(err.to_string());
-                bad.push((e.id, *id));
+                found.bad.push((e.id, *id));
             }
         }
     }
@@ -1289,9 +1347,10 @@ fn read_pack(
         reasons.push(e.to_string());
     }
     if !reasons.is_empty() {
-        problems.push(problem(object, reasons.join("; "), Remedy::RereadPack));
+        (found.problems).push(problem(object, reasons.join("; "), Remedy::RereadPack));
     }
-    (problems, bad, bytes.len() as u64)
+    found.bytes = bytes.len() as u64;
+    found
 }
 
 /// Maps each damaged object (as named in problems) to the snapshot paths it hits.

@@ -94,11 +94,14 @@ pub fn run(
         });
     }
     let (includes, snapshot_bytes) = scope(repo, snapshot, opts.sample)?;
+    scratch::remove_abandoned(&opts.scratch, progress);
     let dir = tempfile::Builder::new()
         .prefix(&scratch_prefix())
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir_in(&opts.scratch)
         .map_err(|e| Error::io(&opts.scratch, e))?;
+    // Held until the copy is removed: a killed drill's lock goes with it.
+    let _held = scratch::lock(dir.path())?;
     let started = Instant::now();
     let restored = restore::run(
         repo,
@@ -232,7 +235,7 @@ fn data_classes(repo: &Repository, snapshot: &Snapshot) -> Result<Vec<ClassBytes
 /// How this process names its drills' temporary directories: `.strata-drill-<pid>-`, so
 /// that whoever stops it (a signal handler) can find and remove what it restored.
 pub fn scratch_prefix() -> String {
-    format!(".strata-drill-{}-", std::process::id())
+    format!("{}{}-", scratch::PREFIX, std::process::id())
 }
 
 /// Removes what this process's drills left in `scratch` (their temporary directories),
@@ -289,4 +292,5 @@ fn sample(files: &[PathBuf], share: f64) -> Result<Option<Patterns>> {
     Patterns::new(&patterns)
 }
 
+mod scratch;
 mod verify;

@@ -317,9 +317,7 @@ impl MetricsFile {
         let dir = open_dir(&dir).map_err(io)?;
         // A dot file: the collector only reads `*.prom`.
         let lock_name = format!(".{name}.lock");
-        let lock = open_plain(&dir, &lock_name, OFlags::WRONLY | OFlags::CREATE)
-            .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
-        lock_within(&lock, LOCK_WAIT)
+        let _lock = take_lock(&dir, &lock_name, LOCK_WAIT)
             .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
         let mut samples = self.read_in(&dir, &name)?;
         f(&mut samples);
@@ -351,6 +349,103 @@ const METRICS_FILE_MAX: u64 = 16 << 20;
 /// milliseconds, so a longer hold is a hung run or another user's doing (the directory may
 /// be theirs), and the run goes on without its metrics rather than hang.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the lock file `name` in `dir` exclusively, waiting `wait` at most, and returns it
+/// (the lock lasts as long as it is open). Only this user's own file will do: in a shared
+/// (1777) directory another user could create it first and hold it for as long as she
+/// likes, and no run would write its metrics.
+fn take_lock(
+    dir: &OwnedFd,
+    name: &str,
+    wait: std::time::Duration,
+) -> std::io::Result<std::fs::File> {
+    // Another run may replace an unusable file between this run's open and its lock.
+    for _ in 0..3 {
+        let lock = own_lock_file(dir, name)?;
+        lock_within(&lock, wait)?;
+        let held = rustix::fs::fstat(&lock)?;
+        let now = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        if now.is_ok_and(|n| (n.st_dev, n.st_ino) == (held.st_dev, held.st_ino)) {
+            return Ok(lock);
+        }
+    }
+    Err(std::io::Error::other(
+        "replaced by another process again and again: the metrics were not written",
+    ))
+}
+
+/// The lock file `name` in `dir` as this user's own regular file of mode 0600 with one
+/// link: made so if absent, made 0600 if this user's of another mode (an older version's
+/// 0644), and replaced if it is another user's (or has another name too) and this user may
+/// remove it (root, the directory's owner); refused, naming its owner, if not.
+fn own_lock_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let me = nix::unistd::geteuid().as_raw();
+    let only_mine = || std::fs::Permissions::from_mode(0o600);
+    for _ in 0..3 {
+        match open_plain(dir, name, OFlags::RDONLY) {
+            Ok(f) => {
+                let m = f.metadata()?;
+                if m.uid() == me && m.nlink() == 1 {
+                    if m.mode() & 0o7777 != 0o600 {
+                        f.set_permissions(only_mine())?;
+                    }
+                    return Ok(f);
+                }
+                remove_unusable(dir, name, m.uid())?;
+            }
+            // Another user's that this user cannot even open.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+                remove_unusable(dir, name, st.st_uid)?;
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        match rustix::fs::openat(
+            dir,
+            name,
+            flags | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => {
+                let f = std::fs::File::from(fd);
+                // Whatever the umask.
+                f.set_permissions(only_mine())?;
+                return Ok(f);
+            }
+            // Another run made it meanwhile: judged again.
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other(
+        "replaced by another process again and again: the metrics were not written",
+    ))
+}
+
+/// Removes the lock file `name` (owned by `uid`) that this user may not use; where it may
+/// not remove it either (a sticky directory, another user's file), says whose it is.
+fn remove_unusable(dir: &OwnedFd, name: &str, uid: u32) -> std::io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS) => {
+            let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(
+                    || format!("uid {uid}"),
+                    |u| format!("{} (uid {uid})", u.name),
+                );
+            Err(std::io::Error::other(format!(
+                "owned by {owner}, not by this user, who may not remove it: the metrics were \
+                 not written (remove it, or give this user a metrics directory of its own)"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// Takes `lock` exclusively, trying for `wait` at most.
 fn lock_within(lock: &std::fs::File, wait: std::time::Duration) -> std::io::Result<()> {
@@ -811,6 +906,32 @@ mod tests {
         assert!(left.is_empty(), "written where the link points: {left:?}");
         let text = std::fs::read_to_string(moved.join("m.prom")).unwrap();
         assert!(text.contains("strata_check_last_errors 1"), "{text}");
+    }
+
+    /// The lock is used only as this user's own 0600 file with one link: an own one of
+    /// another mode (an older version's 0644) is made 0600, and one with a second link is
+    /// replaced (changing its mode would change the other name's file).
+    #[test]
+    fn the_lock_is_this_users_own_0600_file() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(".m.prom.lock");
+        let file = MetricsFile::new(dir.path().join("m.prom"));
+        std::fs::write(&lock, "").unwrap();
+        std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let ino = std::fs::metadata(&lock).unwrap().ino();
+        file.update(|_| {}).unwrap();
+        let m = std::fs::symlink_metadata(&lock).unwrap();
+        assert_eq!((m.ino(), m.mode() & 0o7777), (ino, 0o600));
+        let other = dir.path().join("other");
+        std::fs::write(&other, "").unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::hard_link(&other, &lock).unwrap();
+        file.update(|_| {}).unwrap();
+        assert_eq!(std::fs::metadata(&other).unwrap().mode() & 0o7777, 0o644);
+        let m = std::fs::symlink_metadata(&lock).unwrap();
+        assert_eq!((m.nlink(), m.mode() & 0o7777), (1, 0o600));
     }
 
     use proptest::prelude::*;
