@@ -46,6 +46,10 @@ pub enum Remedy {
     /// the storage may have rolled the repository back. Find out who removed it (the
     /// bucket's access logs, another host's cache) before trusting `latest`.
     InvestigateRollback,
+    /// Trying key files spent its budget on others (planted ones, most likely): name the
+    /// key file to try first (its id, shown by a host that opens the repository; else
+    /// the oldest key file the storage lists), then remove the key files nobody knows.
+    HintKey,
     /// A snapshot reads, but what it records is unsafe to act on (a base backup whose data
     /// directory leads out of the restore): only a key holder writes that. Remove the
     /// snapshot and find the host that wrote it; other snapshots restore as usual.

@@ -293,6 +293,13 @@ pub fn remedy(r: strata::Remedy) -> String {
                                 bucket's access logs) before trusting `latest`; if the removal \
                                 was yours, `strata forget --snapshot ID` records it"
             .into(),
+        HintKey => "name the key to try first with `--key-hint ID` (or STRATA_KEY_HINT=ID): \
+                    `strata key list` on a host that opens the repository shows the ids, and \
+                    otherwise the oldest file in the repository's keys/ (by the storage's \
+                    time: S3's LastModified cannot be set back, a directory's mtimes can) is \
+                    most likely the one `strata init` wrote; then remove the key files nobody \
+                    knows"
+            .into(),
         FixArchivingThenBaseBackup => "the missing WAL cannot be made again: see that \
                                        archiving works (pg_stat_archiver), then take a new base \
                                        backup (`strata pg basebackup`), from which recovery no \
