@@ -116,6 +116,19 @@ pub enum Error {
         damaged: Vec<String>,
     },
 
+    /// Prune while snapshots this host had seen are gone with no forget recorded (format-spec
+    /// §16.3): their data may be all that is left of them.
+    #[error(
+        "refusing to prune: {} snapshot(s) this host had seen vanished from the repository \
+         without a forget recorded ({}): their data may be all that is left of them, and \
+         prune deletes nothing while that stands",
+        ids.len(), ids.join(", ")
+    )]
+    SnapshotsVanished {
+        /// The vanished snapshots' ids (hex).
+        ids: Vec<String>,
+    },
+
     /// `init` at a location that holds files but no config.
     #[error(
         "{location} is not empty: it holds {found} but no config; refusing to create a \
@@ -462,6 +475,7 @@ impl Error {
             Error::Archived { .. } => Some(Remedy::WarmUp),
             Error::TreeExpands { .. } => Some(Remedy::ForgetExpandingSnapshot),
             Error::KeyBudgetSpent { .. } => Some(Remedy::HintKey),
+            Error::SnapshotsVanished { .. } => Some(Remedy::InvestigateRollback),
             Error::WithRemedy { remedy, .. } => Some(*remedy),
             _ => None,
         }

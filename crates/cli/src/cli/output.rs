@@ -290,8 +290,10 @@ pub fn remedy(r: strata::Remedy) -> String {
         }
         InvestigateRollback => "no forget removed it: someone who can write the storage may \
                                 have rolled the repository back; find out who removed it (the \
-                                bucket's access logs) before trusting `latest`; if the removal \
-                                was yours, `strata forget --snapshot ID` records it"
+                                bucket's access logs) before trusting `latest`; put the file \
+                                back if a copy has it, or accept the loss (or record a removal \
+                                of yours) with `strata forget --snapshot ID`; prune waits until \
+                                then"
             .into(),
         HintKey => "name the key to try first with `--key-hint ID` (or STRATA_KEY_HINT=ID): \
                     `strata key list` on a host that opens the repository shows the ids, and \

@@ -8,8 +8,8 @@
 //! - `restore`: crafted trees against restore, dump, ls, find, diff, drill and mount;
 //! - `local`: the local user and PostgreSQL restore (hooks, sockets, lock files, targets);
 //! - `repo`: crafted indexes, key files, responses and vanished snapshots;
-//! - `storage`: key files planted to spend the opening's budget, and key files that are no
-//!   regular files (second hostile pass).
+//! - `storage`: old snapshots deleted, key files planted to spend the opening's budget, and
+//!   key files that are no regular files (second hostile pass).
 
 #[macro_use]
 #[path = "../common/mod.rs"]

@@ -1,12 +1,67 @@
-//! A storage-only attacker's key files, second hostile pass: key files planted to spend the
-//! opening's budget (once reported as a wrong password), and a FIFO, directory or symlink
-//! among the key files (once fatal to every command).
+//! A storage-only attacker's deletions and key files, second hostile pass: old snapshots
+//! deleted (once watched only when younger than 6 days, and prune then freed their data),
+//! key files planted to spend the opening's budget (once reported as a wrong password),
+//! and a FIFO, directory or symlink among the key files (once fatal to every command).
 
 use std::path::Path;
 
 use crate::common::*;
 use crate::craft::run_bounded;
 use crate::repo::plant_key_file;
+
+/// Backs up `src` (its file `f` holding `seed`'s noise) as of `time`; returns the id.
+fn backup_at(env: &Env, src: &Path, seed: u64, time: &str) -> String {
+    std::fs::write(src.join("f"), noise(20_000, seed)).unwrap();
+    let s = env.backup(&["--time", time, src.to_str().unwrap()]);
+    s["snapshot_id"].as_str().unwrap().to_string()
+}
+
+/// Three snapshots 8 to 10 days old, seen here, moved out of `snapshots/`: the alarm on
+/// every listing and in `check`; prune refuses, naming them, and deletes nothing. One put
+/// back ends its alarm, the others forgotten by id end theirs, and prune proceeds.
+#[test]
+fn old_snapshots_deleted_behind_the_repositorys_back_stop_prune() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let old: Vec<String> = (8..=10)
+        .map(|d| backup_at(&env, &src, d, &format!("{d}d")))
+        .collect();
+    backup_at(&env, &src, 1, "1m");
+    env.ok(&["snapshots"]);
+    let dir = Path::new(&env.repo).join("snapshots");
+    for id in &old {
+        std::fs::rename(dir.join(id), env.path(id)).unwrap();
+    }
+    let alarm = "vanished from the repository without a forget recorded";
+    let target = env.path("t");
+    let restore = ["restore", "latest", "--target", target.to_str().unwrap()];
+    for args in [&["snapshots"][..], &["status"][..], &restore[..]] {
+        let err = stderr(&env.run(args));
+        assert!(err.contains(alarm), "{args:?}: {err}");
+        assert!(old.iter().all(|id| err.contains(id)), "{args:?}: {err}");
+    }
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let packs = env.objects("data");
+    let out = env.run(&["prune", "--instant-delete"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("refusing to prune"), "{err}");
+    assert!(old.iter().all(|id| err.contains(id)), "{err}");
+    assert!(err.contains("strata forget --snapshot"), "{err}");
+    assert_eq!(env.objects("data"), packs, "prune deleted data");
+    // One back, two accepted as lost: nothing stands, and prune frees their data.
+    std::fs::rename(env.path(&old[0]), dir.join(&old[0])).unwrap();
+    env.ok(&["forget", "--snapshot", &old[1], "--snapshot", &old[2][..12]]);
+    let out = env.run(&["snapshots"]);
+    assert!(!stderr(&out).contains(alarm), "{}", stderr(&out));
+    let out = env.run(&["prune", "--instant-delete"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(env.objects("data").len() < packs.len());
+    env.assert_read_data_clean();
+}
 
 /// Sets the stored time (mtime) of key file `name` in the local repository of `env` to
 /// 2020: a storage-only attacker who writes the directory can set it back.
