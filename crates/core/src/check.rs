@@ -734,7 +734,7 @@ impl Audit<'_> {
         snapshots
     }
 
-    /// A newest snapshot gone without a recorded forget is a problem of the repository
+    /// A snapshot seen here gone without a recorded forget is a problem of the repository
     /// (format-spec §16.3), whatever the filter.
     fn rollback_alarms(
         &mut self,
@@ -746,7 +746,8 @@ impl Audit<'_> {
                 problem(
                     Object::Snapshot(v.id),
                     format!(
-                        "the newest snapshot of {} ({}) vanished without a forget recorded",
+                        "a snapshot of {} ({}) this host had seen vanished without a forget \
+                         recorded",
                         v.lineage, v.time
                     ),
                     Remedy::InvestigateRollback,

@@ -94,6 +94,41 @@ pub enum Error {
         damaged: Vec<String>,
     },
 
+    /// Trying key files stopped at the work budget (format-spec §3.1) with some not tried:
+    /// none of those tried opens with the password, which says nothing of the rest. So
+    /// many key files are most likely planted by whoever can write the storage.
+    #[error(
+        "no key file opened within the {budget_mib} MiB·passes of Argon2id work that trying \
+         key files may spend: {tried} tried, {untried} not tried; the password may well be \
+         right: that many key files were most likely planted by whoever can write the \
+         storage{}",
+        if damaged.is_empty() { String::new() }
+        else { format!(" (damaged key files that could not be tried: {})", damaged.join("; ")) }
+    )]
+    KeyBudgetSpent {
+        /// Key files tried.
+        tried: usize,
+        /// Key files left untried.
+        untried: usize,
+        /// The budget, in MiB·passes.
+        budget_mib: u64,
+        /// Key files that could not be read or decoded, with why.
+        damaged: Vec<String>,
+    },
+
+    /// Prune while snapshots this host had seen are gone with no forget recorded (format-spec
+    /// §16.3): their data may be all that is left of them.
+    #[error(
+        "refusing to prune: {} snapshot(s) this host had seen vanished from the repository \
+         without a forget recorded ({}): their data may be all that is left of them, and \
+         prune deletes nothing while that stands",
+        ids.len(), ids.join(", ")
+    )]
+    SnapshotsVanished {
+        /// The vanished snapshots' ids (hex).
+        ids: Vec<String>,
+    },
+
     /// `init` at a location that holds files but no config.
     #[error(
         "{location} is not empty: it holds {found} but no config; refusing to create a \
@@ -441,6 +476,8 @@ impl Error {
             Error::RepairIndexFirst(_) => Some(Remedy::RepairIndex),
             Error::Archived { .. } => Some(Remedy::WarmUp),
             Error::TreeExpands { .. } => Some(Remedy::ForgetExpandingSnapshot),
+            Error::KeyBudgetSpent { .. } => Some(Remedy::HintKey),
+            Error::SnapshotsVanished { .. } => Some(Remedy::InvestigateRollback),
             Error::WithRemedy { remedy, .. } => Some(*remedy),
             _ => None,
         }

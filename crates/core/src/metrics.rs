@@ -40,7 +40,7 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ("strata_backup_last_stored_bytes", "gauge", "What the set's last backup added to the repository, after compression and encryption."),
     ("strata_backup_runs_total", "counter", "Backups of the set run, by result (success, partial, failure)."),
     ("strata_snapshots", "gauge", "Snapshots of the set in the repository."),
-    ("strata_snapshots_vanished", "gauge", "Snapshots of the set, the newest this host had seen, that vanished with no forget recorded (a possible rollback)."),
+    ("strata_snapshots_vanished", "gauge", "Snapshots of the set this host had seen that vanished with no forget recorded (a possible rollback; prune waits)."),
     ("strata_forget_last_timestamp_seconds", "gauge", "When forget last ran."),
     ("strata_forget_last_removed_snapshots", "gauge", "Snapshots the last forget removed."),
     ("strata_prune_last_timestamp_seconds", "gauge", "When prune last ran."),

@@ -42,10 +42,16 @@ pub enum Remedy {
     /// A mark record cannot be read: move it out of the repository (keep a copy). Until
     /// then every backup reads the whole index instead of trusting its partial view.
     RemoveMarkRecord,
-    /// The newest snapshot of a lineage vanished with no forget recorded: whoever can write
+    /// A snapshot this host had seen vanished with no forget recorded: whoever can write
     /// the storage may have rolled the repository back. Find out who removed it (the
-    /// bucket's access logs, another host's cache) before trusting `latest`.
+    /// bucket's access logs, another host's cache) before trusting `latest`; put the file
+    /// back from a copy, or accept the loss by forgetting the snapshot by id (prune waits
+    /// until one or the other).
     InvestigateRollback,
+    /// Trying key files spent its budget on others (planted ones, most likely): name the
+    /// key file to try first (its id, shown by a host that opens the repository; else
+    /// the oldest key file the storage lists), then remove the key files nobody knows.
+    HintKey,
     /// A snapshot reads, but what it records is unsafe to act on (a base backup whose data
     /// directory leads out of the restore): only a key holder writes that. Remove the
     /// snapshot and find the host that wrote it; other snapshots restore as usual.

@@ -162,6 +162,10 @@ fn repairs_after_a_lost_pack_keep_what_is_left() {
     assert_eq!(lost.len(), 1);
     f.store.delete(FileKind::Data, &lost[0]).unwrap();
 
+    // Another host that saw the damaged snapshot takes its replacement for no rollback.
+    let other = Repository::open(f.store.clone(), b"pw", &f.path("other-cache")).unwrap();
+    assert_eq!(other.snapshots().list().unwrap().len(), 2);
+
     let index = repair::repair_index(&f.repo, false, &NoProgress).unwrap();
     assert_eq!(index.packs_missing, lost);
     let dry = repair::repair_snapshots(&f.repo, false, true, &NoProgress).unwrap();
@@ -180,6 +184,8 @@ fn repairs_after_a_lost_pack_keep_what_is_left() {
         r.lost
     );
     assert_eq!(done.removed, [damaged.to_hex()]);
+    assert_eq!(other.snapshots().list().unwrap().len(), 2);
+    assert_eq!(other.snapshots().vanished().unwrap(), []);
     let snaps = f.repo.snapshots().list().unwrap();
     assert_eq!(snaps.len(), 2);
     let (_, fixed) = snaps

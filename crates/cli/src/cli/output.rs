@@ -294,8 +294,17 @@ pub fn remedy(r: strata::Remedy) -> String {
             .into(),
         InvestigateRollback => "no forget removed it: someone who can write the storage may \
                                 have rolled the repository back; find out who removed it (the \
-                                bucket's access logs) before trusting `latest`; if the removal \
-                                was yours, `strata forget --snapshot ID` records it"
+                                bucket's access logs) before trusting `latest`; put the file \
+                                back if a copy has it, or accept the loss (or record a removal \
+                                of yours) with `strata forget --snapshot ID`; prune waits until \
+                                then"
+            .into(),
+        HintKey => "name the key to try first with `--key-hint ID` (or STRATA_KEY_HINT=ID): \
+                    `strata key list` on a host that opens the repository shows the ids, and \
+                    otherwise the oldest file in the repository's keys/ (by the storage's \
+                    time: S3's LastModified cannot be set back, a directory's mtimes can) is \
+                    most likely the one `strata init` wrote; then remove the key files nobody \
+                    knows"
             .into(),
         FixArchivingThenBaseBackup => "the missing WAL cannot be made again: see that \
                                        archiving works (pg_stat_archiver), then take a new base \

@@ -7,7 +7,9 @@
 //!   the bounded runner;
 //! - `restore`: crafted trees against restore, dump, ls, find, diff, drill and mount;
 //! - `local`: the local user and PostgreSQL restore (hooks, sockets, lock files, targets);
-//! - `repo`: crafted indexes, key files, responses and vanished snapshots.
+//! - `repo`: crafted indexes, key files, responses and vanished snapshots;
+//! - `storage`: old snapshots deleted, key files planted to spend the opening's budget, and
+//!   key files that are no regular files (second hostile pass).
 
 #[macro_use]
 #[path = "../common/mod.rs"]
@@ -18,3 +20,4 @@ mod local;
 mod planted;
 mod repo;
 mod restore;
+mod storage;

@@ -144,7 +144,7 @@ fn index_files_that_expand_a_thousandfold_are_refused_small() {
 
 /// A key file as a storage-only attacker writes it (no password): plain CBOR under its
 /// content address, with Argon2id parameters of their choosing.
-fn plant_key_file(env: &Env, memory_kib: u32, iterations: u32, salt: u8) -> String {
+pub fn plant_key_file(env: &Env, memory_kib: u32, iterations: u32, salt: u8) -> String {
     let mut kdf = strata::KdfParams::generate(&strata::KdfCost::INSECURE_FOR_TESTS);
     kdf.memory_kib = memory_kib;
     kdf.iterations = iterations;

@@ -146,6 +146,9 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     let (superseded, marks) = read_index(repo)?;
     progress.message("marking used blobs");
     mark_used(repo, &marks)?;
+    if !opts.dry_run {
+        refuse_if_vanished(repo)?;
+    }
 
     let usage = repo.used_blobs().pack_usage()?;
     let (stored, classed) = repo.stored_packs_classed()?;
@@ -201,6 +204,19 @@ pub fn run(repo: &Repository, opts: &PruneOptions, progress: &dyn Progress) -> R
     }
     report.duration_secs = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Refuses while a snapshot this host had seen stands vanished with no forget recorded
+/// (format-spec §16.3, after the listing `mark_used` made): its data, which no snapshot
+/// listed references any more, may be all that is left of it.
+fn refuse_if_vanished(repo: &Repository) -> Result<()> {
+    let vanished = repo.snapshots().vanished()?;
+    if vanished.is_empty() {
+        return Ok(());
+    }
+    Err(Error::SnapshotsVanished {
+        ids: vanished.iter().map(|v| v.id.to_hex()).collect(),
+    })
 }
 
 /// The packs whose class bills a minimum storage duration (or that are archived), with

@@ -275,17 +275,19 @@ pub fn repair_snapshots(
         .collect();
 
     let fixed = rewrite_trees(repo, &snapshots, &blob_ok, dry_run, progress)?;
+    let mut replaced = Vec::new();
     for (id, snap, lost, root) in fixed {
         report
             .repaired
-            .push(replace(repo, id, snap, lost, root, forget, dry_run)?);
-        if forget && !dry_run {
-            report.removed.push(id.to_hex());
-        }
+            .push(replace(repo, id, snap, lost, root, dry_run)?);
+        replaced.push(id);
     }
     if forget && !dry_run {
-        // Their copies are durable since the earlier run.
-        let ids: Vec<_> = (earlier.iter().map(|(id, _)| *id))
+        // Each replacement is durable (above, or since the earlier run): the originals go
+        // by a forget, whose record tells the other hosts that saw them it was no
+        // rollback (format-spec §16.3).
+        let ids: Vec<_> = (replaced.into_iter())
+            .chain(earlier.iter().map(|(id, _)| *id))
             .chain(damaged.iter().map(|(id, _)| *id))
             .collect();
         repo.snapshots().forget(&ids)?;
@@ -349,15 +351,13 @@ fn recorded_lost(mut lost: Vec<String>) -> Vec<String> {
     lost
 }
 
-/// Writes the replacement of snapshot `id` (its trees are durable) and, with `forget`,
-/// removes the original once the replacement is.
+/// Writes the replacement of snapshot `id` (its trees are durable).
 fn replace(
     repo: &Repository,
     id: SnapshotId,
     mut snap: Snapshot,
     lost: Vec<String>,
     root: TreeId,
-    forget: bool,
     dry_run: bool,
 ) -> Result<RepairedSnapshot> {
     let mut entry = RepairedSnapshot {
@@ -379,10 +379,6 @@ fn replace(
     }
     let new = repo.snapshots().write(&snap)?;
     entry.new = Some(new.to_hex());
-    // Only once the replacement is durable.
-    if forget {
-        repo.snapshots().remove(&id)?;
-    }
     Ok(entry)
 }
 

@@ -13,17 +13,21 @@ impl Repository {
 }
 
 impl Keys<'_> {
-    /// Every key file, unreadable ones left out.
+    /// Every key file, unreadable ones left out (junk, or a FIFO or directory in a key
+    /// file's place: whoever can write the storage can plant them).
     pub fn list(&self) -> Result<Vec<(KeyId, KeyFile)>> {
         let backend = &self.0.backend;
         let mut out = Vec::new();
         for info in backend.list(FileKind::Key)? {
-            let bytes = backend.read(FileKind::Key, &info.name)?;
-            let id = info
-                .name
-                .parse()
-                .map_err(|_| Error::corrupt(format!("key {}", info.name), "bad name"))?;
-            out.push((id, KeyFile::decode(&bytes, &info.name)?));
+            let Ok(id) = info.name.parse() else { continue };
+            let bytes = match backend.read(FileKind::Key, &info.name) {
+                Ok(bytes) => bytes,
+                Err(Error::Corrupt { .. } | Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Ok(kf) = KeyFile::decode(&bytes, &info.name) {
+                out.push((id, kf));
+            }
         }
         out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
         Ok(out)

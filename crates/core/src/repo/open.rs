@@ -365,9 +365,10 @@ impl Repository {
         })
     }
 
-    /// The master key from the key file `password` opens. Key files are tried cheapest
-    /// first and within [`UNLOCK_WORK_BUDGET`] in all: junk key files planted by whoever can
-    /// write the store (no password needed) cost a bare machine seconds, not minutes.
+    /// The master key from the key file `password` opens. Key files are tried oldest
+    /// stored first and within [`UNLOCK_WORK_BUDGET`] in all: junk key files planted by
+    /// whoever can write the store (no password needed) cost a bare machine seconds, not
+    /// minutes, and a budget they spend is said as such, not as a wrong password.
     pub(super) fn unlock(
         backend: &BackendRef,
         password: &[u8],
@@ -383,26 +384,25 @@ impl Repository {
         budget: u64,
     ) -> Result<(MasterKey, KeyId, Vec<u8>)> {
         let (mut candidates, mut damaged) = read_key_files(backend)?;
-        // The hinted key files first, then the cheapest.
+        // The hinted key files first, then the oldest stored (format-spec §3.1): the key
+        // files there were when junk was planted go before it, as an object store's times
+        // are its own. Not the cheapest: junk a little cheaper than the real key went
+        // first, enough of it to spend the budget. Then the cheapest, then by name.
         let hint = hint.map(str::to_ascii_lowercase);
         let unhinted = |id: &KeyId| !hint.as_ref().is_some_and(|h| id.to_hex().starts_with(h));
-        // Among keys of one cost, the oldest stored first: `init`'s key predates any junk
-        // an attacker plants (an object store's times are its own), whose names they can
-        // grind to sort first.
-        candidates.sort_by_key(|c| (unhinted(&c.0), c.2.kdf.work(), c.3.unwrap_or(i64::MAX), c.0));
+        candidates.sort_by_key(|c| (unhinted(&c.0), c.3.unwrap_or(i64::MAX), c.2.kdf.work(), c.0));
         let mut intact = 0usize;
         let mut spent = 0u64;
         let total = candidates.len();
         for (tried, (id, bytes, kf, _)) in candidates.into_iter().enumerate() {
             spent += kf.kdf.work();
             if spent > budget {
-                damaged.push(format!(
-                    "{} key file(s) not tried: trying key files stops at {} MiB·passes of \
-                     Argon2id work (remove the key files you do not know)",
-                    total - tried,
-                    budget >> 10
-                ));
-                break;
+                return Err(Error::KeyBudgetSpent {
+                    tried,
+                    untried: total - tried,
+                    budget_mib: budget >> 10,
+                    damaged,
+                });
             }
             match kf.open(password) {
                 Ok(Some(key)) => return Ok((key, id, bytes)),
@@ -448,7 +448,17 @@ fn read_key_files(backend: &BackendRef) -> Result<(Vec<Candidate>, Vec<String>)>
             ));
             continue;
         }
-        let bytes = backend.read(FileKind::Key, &info.name)?;
+        let bytes = match backend.read(FileKind::Key, &info.name) {
+            Ok(bytes) => bytes,
+            // A FIFO, directory or symlink in its place is damage, as junk bytes are.
+            Err(e @ Error::Corrupt { .. }) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+            // Removed since the listing (a password changed meanwhile).
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
         if content_address(&bytes) != id.0 {
             damaged.push(format!(
                 "key {}: content does not match its name",
@@ -602,13 +612,12 @@ mod tests {
         assert!(opened(b"cheap", 128).is_ok());
         assert!(opened(b"pw", 128).is_ok());
         match opened(b"dear", 128) {
-            Err(Error::WrongPassword { damaged }) => {
-                assert_eq!(damaged.len(), 1, "{damaged:?}");
-                assert!(
-                    damaged[0].starts_with("1 key file(s) not tried"),
-                    "{damaged:?}"
-                );
-            }
+            Err(Error::KeyBudgetSpent {
+                tried: 2,
+                untried: 1,
+                budget_mib: 0,
+                damaged,
+            }) => assert!(damaged.is_empty(), "{damaged:?}"),
             other => panic!("{:?}", other.map(|k| k.1)),
         }
         assert!(opened(b"dear", 256).is_ok());
@@ -665,6 +674,108 @@ mod tests {
         assert_eq!(junk, 3);
         // A budget for two: the real key must be among them.
         let opened = Repository::unlock_within(&store, b"pw", None, 128).unwrap();
+        assert_eq!(opened.1.to_hex(), real);
+    }
+
+    /// A key file as a storage-only attacker plants it (no password) at `memory_kib`,
+    /// stored `age` ago; returns its name.
+    fn plant(store: &BackendRef, dir: &Path, memory_kib: u32, salt: u8, age: u64) -> String {
+        let kf = KeyFile {
+            version: 1,
+            created: "x".into(),
+            host: "h".into(),
+            user: "u".into(),
+            kdf: crate::KdfParams {
+                memory_kib,
+                salt: vec![salt; 16],
+                ..crate::KdfParams::generate(&KdfCost::INSECURE_FOR_TESTS)
+            },
+            wrapped: vec![0; 72],
+        };
+        let bytes = kf.encode();
+        let name = hex::encode(content_address(&bytes));
+        store.write(FileKind::Key, &name, &bytes).unwrap();
+        stored_ago(dir, &name, age);
+        name
+    }
+
+    /// Sets the stored time of key file `name` under `dir`/keys to `secs` ago.
+    fn stored_ago(dir: &Path, name: &str, secs: u64) {
+        let at = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+        let path = dir.join("keys").join(name);
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(at).unwrap();
+    }
+
+    /// Hostile pass: key files cheaper than the real one (m=47000 against 47104 KiB) went
+    /// first and spent the budget, and the error blamed the password. The oldest stored
+    /// goes first (on S3 a writer cannot set that time); where junk is older still (a
+    /// directory's mtimes can be set back), the spent budget is said, not a wrong password.
+    #[test]
+    fn planted_cheaper_key_files_neither_go_first_nor_pass_for_a_wrong_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let store: BackendRef = std::sync::Arc::new(crate::backend::LocalBackend::new(&root));
+        crate::repo::for_tests(store.clone(), 0, dir.path());
+        let real = store.list(FileKind::Key).unwrap()[0].name.clone();
+        stored_ago(&root, &real, 3600);
+        let junk: Vec<String> = (1..=3).map(|i| plant(&store, &root, 32, i, 0)).collect();
+        // A budget for the real key (64 KiB) and one of the junk (32 KiB) only.
+        let opened = Repository::unlock_within(&store, b"pw", None, 96);
+        assert_eq!(opened.map(|k| k.1.to_hex()).ok(), Some(real.clone()));
+        for name in &junk {
+            stored_ago(&root, name, 7200);
+        }
+        let err = Repository::unlock_within(&store, b"pw", None, 96)
+            .map(|k| k.1)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::KeyBudgetSpent {
+                    tried: 3,
+                    untried: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.remedy(), Some(crate::Remedy::HintKey));
+        let said = err.to_string();
+        assert!(
+            said.contains("3 tried, 1 not tried") && said.contains("planted"),
+            "{said}"
+        );
+        // Tried in full, the same key files say: wrong password.
+        assert!(matches!(
+            Repository::unlock_within(&store, b"nope", None, 1 << 20),
+            Err(Error::WrongPassword { .. })
+        ));
+    }
+
+    /// Hostile pass: a FIFO, a directory or a symlink in a key file's place made every
+    /// opening fail; like junk bytes, each is named and skipped (the FIFO not waited on).
+    #[test]
+    fn a_key_file_that_is_no_regular_file_is_named_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let store: BackendRef = std::sync::Arc::new(crate::backend::LocalBackend::new(&root));
+        crate::repo::for_tests(store.clone(), 0, dir.path());
+        let real = store.list(FileKind::Key).unwrap()[0].name.clone();
+        let keys = root.join("keys");
+        let name = |i: u8| hex::encode([i; 32]);
+        nix::unistd::mkfifo(&keys.join(name(1)), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::create_dir(keys.join(name(2))).unwrap();
+        std::os::unix::fs::symlink(keys.join(&real), keys.join(name(3))).unwrap();
+        let (candidates, damaged) = read_key_files(&store).unwrap();
+        assert_eq!(candidates.len(), 1, "the real key");
+        for (i, what) in [(1, "a FIFO"), (2, "a directory"), (3, "a symlink")] {
+            assert!(
+                (damaged.iter()).any(|d| d.contains(&name(i)) && d.contains(what)),
+                "{what}: {damaged:?}"
+            );
+        }
+        let opened = Repository::unlock(&store, b"pw", None).unwrap();
         assert_eq!(opened.1.to_hex(), real);
     }
 

@@ -2,7 +2,9 @@
 //! cache's manifests) and raises an alarm when one vanishes with no forget recorded, by
 //! this host (its forgets leave the cache first) or by any other (a mark record names the
 //! snapshot). A storage-only attacker can delete a snapshot file but cannot forge a record,
-//! so a rolled-back set is noticed by every host that saw what was removed.
+//! so a rolled-back set is noticed by every host that saw what was removed, whatever the
+//! snapshots' times, as long as the host lists the snapshots more often than records are
+//! kept.
 
 use std::collections::{HashMap, HashSet};
 
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 use crate::repo::snapshot::Snapshot;
 
-/// A snapshot that was the newest of its lineage here and vanished without a forget.
+/// A snapshot this host had seen that vanished without a forget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vanished {
     /// The snapshot's id.
@@ -29,14 +31,17 @@ impl std::fmt::Display for Vanished {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "snapshot {} of {} ({}), the newest this host had seen of it, vanished from the \
-             repository without a forget recorded: the repository may have been rolled back",
+            "snapshot {} of {} ({}), which this host had seen, vanished from the repository \
+             without a forget recorded: the repository may have been rolled back",
             self.id, self.lineage, self.time
         )
     }
 }
 
 const META_KEY: &str = "vanished_snapshots";
+
+/// When the snapshots were last listed (and compared), RFC 3339.
+const LISTED_KEY: &str = "snapshots_listed";
 
 impl Repository {
     /// The alarms still standing, as the last listing left them.
@@ -55,11 +60,13 @@ impl Repository {
         listed: &HashSet<SnapshotId>,
         readable: &[(SnapshotId, Snapshot)],
     ) -> Result<Vec<Vanished>> {
+        let now = crate::timespec::now();
+        let seen_lately = self.listed_lately(now)?;
         let gone = self.drop_unlisted(listed)?;
         let mut alarms: Vec<Vanished> = (self.vanished_snapshots()?.into_iter())
             .filter(|v| !listed.contains(&v.id))
             .collect();
-        for v in self.suspects(gone, readable) {
+        for v in self.suspects(gone, readable, seen_lately, now) {
             if !alarms.iter().any(|a| a.id == v.id) {
                 alarms.push(v);
             }
@@ -72,10 +79,24 @@ impl Repository {
             let json = serde_json::to_string(&alarms).expect("alarms encode");
             self.cache.meta_put(META_KEY, &json)?;
         }
+        // The listing began moments before `now`: well within the day of margin below.
+        self.cache.meta_put(LISTED_KEY, &now.to_rfc3339())?;
         for v in &alarms {
             self.warn(v.to_string());
         }
         Ok(alarms)
+    }
+
+    /// Whether this host's last listing of the snapshots is recent enough that every
+    /// record a forget wrote since is still kept: less than [`marks::PARTIAL_VIEW_MAX_AGE`]
+    /// ago, a day short of [`marks::RECORD_RETENTION`] for clocks that disagree (and not
+    /// more than a day ahead, a clock set back).
+    fn listed_lately(&self, now: chrono::DateTime<chrono::FixedOffset>) -> Result<bool> {
+        let last = (self.cache.meta_get(LISTED_KEY)?)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
+        Ok(last.is_some_and(|t| {
+            now - t < marks::PARTIAL_VIEW_MAX_AGE && t - now < chrono::Duration::days(1)
+        }))
     }
 
     /// The cached manifests of snapshots `listed` no longer has, taken out of the cache.
@@ -93,21 +114,25 @@ impl Repository {
         Ok(gone)
     }
 
-    /// Of the snapshots gone, those whose removal would have left a record still there:
-    /// with mark records (version 5) every forget names what it removes, and a record
-    /// outlives [`marks::RECORD_RETENTION`], so a snapshot younger than that (less a day of
-    /// clock skew) can only have gone by a forget that left one. Without records, only the
-    /// newest of a lineage, with nothing as new listed, is suspect.
+    /// Of the snapshots gone, those whose removal would have left a record still there.
+    /// With mark records (version 5) every forget names what it removes before it deletes
+    /// it, and a record is kept [`marks::RECORD_RETENTION`]. Every manifest in the cache
+    /// was there at this host's last listing or later, so when that listing is recent
+    /// (`seen_lately`) any forget since left a record still kept: every snapshot gone is
+    /// suspect, whatever its time. Otherwise only one younger than the records' retention
+    /// (less a day for clocks) is: no record of its forget can have been deleted yet.
+    /// Without records, only the newest of a lineage, with nothing as new listed, is.
     fn suspects(
         &self,
         gone: Vec<(SnapshotId, Snapshot)>,
         readable: &[(SnapshotId, Snapshot)],
+        seen_lately: bool,
+        now: chrono::DateTime<chrono::FixedOffset>,
     ) -> Vec<Vanished> {
         if self.config.partial_views() {
-            let young =
-                crate::timespec::now() - marks::RECORD_RETENTION + chrono::Duration::days(1);
+            let young = now - marks::PARTIAL_VIEW_MAX_AGE;
             return (gone.iter())
-                .filter(|(_, s)| s.datetime().is_some_and(|t| t > young))
+                .filter(|(_, s)| seen_lately || s.datetime().is_some_and(|t| t > young))
                 .map(vanished_of)
                 .collect();
         }
@@ -219,22 +244,31 @@ mod tests {
         v.iter().map(|v| v.id).collect()
     }
 
+    /// `ids`, sorted.
+    fn sorted(mut ids: Vec<SnapshotId>) -> Vec<SnapshotId> {
+        ids.sort();
+        ids
+    }
+
     #[test]
-    fn a_young_snapshot_gone_without_a_record_is_an_alarm_until_accounted_for() {
+    fn a_snapshot_gone_without_a_record_is_an_alarm_until_accounted_for() {
         let dir = tempfile::tempdir().unwrap();
         let store: BackendRef = std::sync::Arc::new(MemBackend::default());
         let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
         let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
         let ancient = w(ago(24 * 10, "a"));
-        // A week old: its record may be gone already (a day's margin for clocks).
         let week = w(ago(24 * 7, "a"));
         let first = w(ago(3, "a"));
         let second = w(ago(2, "a"));
         w(ago(1, "a"));
         assert!(alarms(&repo).is_empty());
-        // Older than a record lives: its loss proves nothing.
+        // Older than a record lives, but listed here moments ago: a forget since would
+        // have left a record still kept (hostile pass: snapshots past 6 days were not
+        // watched, and prune then deleted their data).
         store.delete(FileKind::Snapshot, &ancient.to_hex()).unwrap();
         store.delete(FileKind::Snapshot, &week.to_hex()).unwrap();
+        assert_eq!(sorted(alarms(&repo)), sorted(vec![ancient, week]));
+        repo.snapshots().forget(&[ancient, week]).unwrap();
         assert!(alarms(&repo).is_empty());
         store.delete(FileKind::Snapshot, &first.to_hex()).unwrap();
         assert_eq!(alarms(&repo), vec![first]);
@@ -265,11 +299,45 @@ mod tests {
         assert!(alarms(&repo).is_empty());
         store.delete(FileKind::Snapshot, &x.to_hex()).unwrap();
         store.delete(FileKind::Snapshot, &y.to_hex()).unwrap();
-        let mut both = alarms(&repo);
-        both.sort();
-        let mut want = vec![x, y];
-        want.sort();
-        assert_eq!(both, want);
+        assert_eq!(sorted(alarms(&repo)), sorted(vec![x, y]));
+    }
+
+    /// A host whose last listing is older than the records' retention (less a day) cannot
+    /// tell an old snapshot forgotten meanwhile, its record pruned since, from one deleted
+    /// behind its back: it watches only the young ones then, and all once it lists again.
+    #[test]
+    fn after_a_week_without_listing_only_young_snapshots_are_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        let repo = crate::repo::for_tests(store.clone(), 0, dir.path());
+        let w = |s: Snapshot| repo.snapshots().write(&s).unwrap();
+        let (ancient, week, young) = (w(ago(24 * 10, "a")), w(ago(24 * 7, "a")), w(ago(3, "a")));
+        assert!(alarms(&repo).is_empty());
+        let listed_at = |days: i64| {
+            let t = crate::timespec::now() - chrono::Duration::days(days);
+            repo.cache.meta_put(LISTED_KEY, &t.to_rfc3339()).unwrap();
+        };
+        listed_at(6);
+        for id in [ancient, young] {
+            store.delete(FileKind::Snapshot, &id.to_hex()).unwrap();
+        }
+        assert_eq!(alarms(&repo), vec![young]);
+        // Listed just now: the week-old one is watched again.
+        store.delete(FileKind::Snapshot, &week.to_hex()).unwrap();
+        assert_eq!(sorted(alarms(&repo)), sorted(vec![young, week]));
+        // A last listing more than a day ahead of the clock vouches for nothing.
+        let later = w(ago(24 * 8, "b"));
+        assert_eq!(alarms(&repo).len(), 2);
+        let ahead = crate::timespec::now() + chrono::Duration::hours(25);
+        repo.cache
+            .meta_put(LISTED_KEY, &ahead.to_rfc3339())
+            .unwrap();
+        store.delete(FileKind::Snapshot, &later.to_hex()).unwrap();
+        assert_eq!(alarms(&repo).len(), 2);
+        listed_at(5);
+        let last = w(ago(24 * 8, "c"));
+        store.delete(FileKind::Snapshot, &last.to_hex()).unwrap();
+        assert!(alarms(&repo).contains(&last));
     }
 
     #[test]
