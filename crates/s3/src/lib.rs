@@ -621,11 +621,66 @@ fn listed_name<'a>(key: &'a str, prefix: &str) -> std::result::Result<&'a str, S
     let Some(rest) = key.strip_prefix(prefix) else {
         return Err(format!("listed {:?}, not under {prefix}", clean(key, 80)));
     };
-    let odd = |part: &str| part == "." || part == ".." || part.chars().any(char::is_control);
-    if rest.split('/').any(odd) {
+    // A folder marker (`data/`, `data/00/`) that a console made holds nothing: skipped.
+    if rest.is_empty() || rest.ends_with('/') {
+        return Ok("");
+    }
+    let odd = |part: &str| {
+        part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control)
+    };
+    // `name` or, for packs, `xx/name`: nothing else is a file of ours (`a//b`, `a/b/c`
+    // would be taken for files they are not).
+    if rest.split('/').any(odd) || rest.split('/').count() > 2 {
         return Err(format!("listed {:?}, not a file name", clean(key, 80)));
     }
     Ok(rest.rsplit('/').next().unwrap_or(rest))
+}
+
+/// The most names one listing may hold (4 million packs are 64 TB at 16 MiB each): past
+/// it, an endpoint inventing pages would have the reader hold names without end.
+const MAX_LISTED: usize = 4_000_000;
+/// Pages in a row with no name that still say "more to come": real S3 sends none without
+/// a delimiter; an endpoint doing so could page for ever without repeating a token.
+const MAX_EMPTY_PAGES: usize = 16;
+
+/// What a listing's pages so far said, to see that the listing moves on: S3 lists keys in
+/// ascending order, so each key must sort after the last, and it must end.
+#[derive(Default)]
+struct Paging {
+    last: Option<String>,
+    names: usize,
+    empty_in_a_row: usize,
+}
+
+impl Paging {
+    fn page<'k>(&mut self, keys: impl Iterator<Item = &'k str>) -> std::result::Result<(), String> {
+        let mut any = false;
+        for key in keys {
+            any = true;
+            if self.last.as_deref().is_some_and(|last| key <= last) {
+                return Err(format!(
+                    "the endpoint listed {:?} after {:?}: not in order, or again",
+                    clean(key, 80),
+                    clean(self.last.as_deref().unwrap_or_default(), 80)
+                ));
+            }
+            self.last = Some(key.to_string());
+            self.names += 1;
+            if self.names > MAX_LISTED {
+                return Err(format!(
+                    "more than {MAX_LISTED} names: not a listing of ours"
+                ));
+            }
+        }
+        self.empty_in_a_row = if any { 0 } else { self.empty_in_a_row + 1 };
+        if self.empty_in_a_row > MAX_EMPTY_PAGES {
+            return Err(format!(
+                "{} empty pages in a row, each saying more was to come",
+                self.empty_in_a_row
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How long a request waits on the endpoint by default: for a reply, and for each KiB/s
@@ -730,6 +785,7 @@ impl Backend for S3Backend {
         let prefix = format!("{}{}/", self.loc.prefix, kind.dir());
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut pages = Paging::default();
         loop {
             let resp = {
                 self.count(&self.requests.list);
@@ -754,6 +810,9 @@ impl Backend for S3Backend {
                     ),
                 ));
             }
+            pages
+                .page(resp.contents().iter().filter_map(|o| o.key()))
+                .map_err(|why| Error::corrupt(format!("listing {}", kind.dir()), why))?;
             for obj in resp.contents() {
                 let Some(key) = obj.key() else { continue };
                 let name = listed_name(key, &prefix).map_err(|why| {
@@ -1277,6 +1336,57 @@ fn lifecycle_rule(r: &aws_sdk_s3::types::LifecycleRule) -> LifecycleRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile pass: keys such as `index/../x`, `index//x` or `data/ab/../../x` were taken
+    /// for files named `x`.
+    #[test]
+    fn only_canonical_keys_are_file_names() {
+        let p = "repo/data/";
+        assert_eq!(listed_name("repo/data/ab/abcd", p), Ok("abcd"));
+        assert_eq!(listed_name("repo/data/abcd", p), Ok("abcd"));
+        assert_eq!(listed_name("repo/data/ab/", p), Ok(""));
+        for bad in [
+            "repo/data//abcd",
+            "repo/data/ab/../../abcd",
+            "repo/data/../abcd",
+            "repo/data/a/b/abcd",
+            "repo/data/ab/x\ny",
+            "other/abcd",
+        ] {
+            assert!(listed_name(bad, p).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Hostile pass: an endpoint paging for ever with a fresh token each time (empty
+    /// pages, or invented names) kept a listing going without end, its memory growing.
+    #[test]
+    fn a_listing_must_move_on_and_end() {
+        let mut p = Paging::default();
+        p.page(["a", "b"].into_iter()).unwrap();
+        p.page(["c"].into_iter()).unwrap();
+        let e = p.page(["c"].into_iter()).unwrap_err();
+        assert!(e.contains("not in order, or again"), "{e}");
+        let mut p = Paging::default();
+        p.page(["b"].into_iter()).unwrap();
+        assert!(p.page(["a"].into_iter()).is_err(), "backwards");
+        let mut p = Paging::default();
+        for _ in 0..MAX_EMPTY_PAGES {
+            p.page(std::iter::empty()).unwrap();
+        }
+        p.page(["x"].into_iter()).unwrap();
+        for _ in 0..MAX_EMPTY_PAGES {
+            p.page(std::iter::empty()).unwrap();
+        }
+        let e = p.page(std::iter::empty()).unwrap_err();
+        assert!(e.contains("empty pages in a row"), "{e}");
+        let mut p = Paging {
+            names: MAX_LISTED - 1,
+            ..Default::default()
+        };
+        p.page(["k1"].into_iter()).unwrap();
+        let e = p.page(["k2"].into_iter()).unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+    }
 
     use std::io::{Read, Write};
     use std::net::TcpStream;
