@@ -304,6 +304,13 @@ fn one(
             );
         }
     }
+    if report.stale_removed > 0 && !global.quiet {
+        eprintln!(
+            "removed {} half-written file(s) ({}*) that a killed restore had left",
+            report.stale_removed,
+            restore::STAGED
+        );
+    }
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {

@@ -149,6 +149,29 @@ fn hard_links_restore_as_root_and_as_another_user() {
     }
 }
 
+/// A damaged file's other names are damaged too: each is marked, none left staged or under
+/// its own name.
+#[test]
+fn hard_links_of_a_damaged_file_are_marked_damaged() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        let (mut a, mut b) = (file(c, "a", b"short"), file(c, "b", b"short"));
+        for n in [&mut a, &mut b] {
+            (n.device, n.inode, n.nlink, n.size) = (1, 7, 2, 500);
+        }
+        c.tree(vec![a, b])
+    });
+    let (target, out) = restore_into(env, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let mut names: Vec<String> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.strata-damaged", "b.strata-damaged"]);
+}
+
 // ---- Item 3: owners, set-id bits, attributes and devices, as `tar` and `rsync` users
 // know them.
 
