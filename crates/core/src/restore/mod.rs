@@ -159,6 +159,9 @@ pub struct RestoreReport {
     /// it), as tar skips them: snapshot paths (serialized lossily).
     #[serde(serialize_with = "lossy_paths")]
     pub skipped_sockets: Vec<PathBuf>,
+    /// Directories the target held already: they keep their owner, mode, attributes and
+    /// times (the snapshot's go only to directories the restore makes).
+    pub kept_dirs: u64,
     /// Staged files a restore killed outright had left in the target, removed.
     pub stale_removed: usize,
     /// Data packs met in archive storage.
@@ -254,6 +257,7 @@ pub fn run(
         Some(open.map_err(|e| Error::io(&opts.target, e))?)
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
+    let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
     let written = AtomicU64::new(0);
     let archived = Mutex::new(Vec::new());
     let mut ctx = Ctx {
@@ -270,6 +274,8 @@ pub fn run(
         trouble: &trouble,
         archived: Some(&archived),
         cancel: opts.cancel.as_deref(),
+        own_dirs: &own_dirs,
+        kept_dirs: AtomicU64::new(0),
         gone: OnceLock::new(),
     };
     // Planning asks the index; creating directories asks the file system: both at once.
@@ -302,6 +308,7 @@ pub fn run(
         report.verified_files = ctx.verify();
     }
     ctx.mark_damaged();
+    report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
     report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
@@ -560,26 +567,35 @@ impl ContentPlan {
     }
 }
 
-/// Directories, parents first: one level of depth at a time, each level in parallel.
-fn make_dirs(t: &Target, items: &[Item], trouble: &Trouble) {
+/// Directories, parents first: one level of depth at a time, each level in parallel. The
+/// inode of each the restore is to give the snapshot's metadata goes in `own`; returns how
+/// many were there already (they keep theirs).
+fn make_dirs(t: &Target, items: &[Item], own: &[OnceLock<Ident>], trouble: &Trouble) -> u64 {
+    let kept = AtomicU64::new(0);
     for level in dir_levels(items) {
-        level.par_iter().for_each(|item| {
-            if let Err(e) = t.make_dir(item.rel()) {
-                trouble.error(Some(&item.path), e);
-            }
-        });
+        level
+            .par_iter()
+            .for_each(|&(idx, item)| match t.make_dir(item.rel()) {
+                Ok(Some(id)) => drop(own[idx].set(id)),
+                Ok(None) => drop(kept.fetch_add(1, Ordering::Relaxed)),
+                Err(e) => trouble.error(Some(&item.path), e),
+            });
     }
+    kept.into_inner()
 }
 
-/// Directories by depth, the target's own entries first.
-fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
-    let mut levels: Vec<Vec<&Item>> = Vec::new();
-    for item in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
+/// Directories (with their index) by depth, the target's own entries first.
+fn dir_levels(items: &[Item]) -> Vec<Vec<(usize, &Item)>> {
+    let mut levels: Vec<Vec<(usize, &Item)>> = Vec::new();
+    for (idx, item) in items.iter().enumerate() {
+        if item.node.kind != NodeKind::Dir {
+            continue;
+        }
         let depth = item.rel().components().count();
         if levels.len() <= depth {
             levels.resize_with(depth + 1, Vec::new);
         }
-        levels[depth].push(item);
+        levels[depth].push((idx, item));
     }
     levels
 }
@@ -777,6 +793,10 @@ struct Ctx<'a> {
     /// than lost; `None` once they are being thawed.
     archived: Option<&'a Mutex<Vec<PackId>>>,
     cancel: Option<&'a AtomicBool>,
+    /// Per item: the inode of a directory the restore is to give the snapshot's metadata.
+    own_dirs: &'a [OnceLock<Ident>],
+    /// Directories that were there already, and kept their metadata.
+    kept_dirs: AtomicU64,
     /// The repository's location, once it was found gone mid-restore.
     gone: OnceLock<String>,
 }
@@ -820,7 +840,8 @@ impl Ctx<'_> {
             self.written.fetch_add(inline, Ordering::Relaxed);
             return;
         };
-        make_dirs(t, self.items, self.trouble);
+        let kept = make_dirs(t, self.items, self.own_dirs, self.trouble);
+        self.kept_dirs.store(kept, Ordering::Relaxed);
         t.settled();
         self.items
             .par_iter()
@@ -918,6 +939,11 @@ impl Ctx<'_> {
                     .ident_of(item.link_to.unwrap_or(idx))
                     .and_then(|id| t.open_meta(&files[idx].name(item.rel()), id))
                     .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
+                // Only a directory the restore made: one that was there keeps its own.
+                NodeKind::Dir => match self.own_dirs[idx].get() {
+                    Some(id) => t.set_dir_metadata(item.rel(), &item.node, self.how, *id),
+                    None => Ok(()),
+                },
                 _ => t.set_metadata(item.rel(), &item.node, self.how),
             };
             if let Err(e) = applied {
@@ -936,7 +962,7 @@ impl Ctx<'_> {
         // Deepest first, so that a directory that loses its owner's search permission
         // already holds what it should; one level in parallel.
         for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|item| apply(usize::MAX, item));
+            level.par_iter().for_each(|&(idx, item)| apply(idx, item));
         }
     }
 

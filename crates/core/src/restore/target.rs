@@ -56,13 +56,24 @@ pub struct Ident {
 
 impl Ident {
     pub fn of(fd: impl AsFd) -> io::Result<Self> {
-        let st = rfs::fstat(fd).map_err(to_io)?;
-        Ok(Ident {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-        })
+        Ok(ident_of(&rfs::fstat(fd).map_err(to_io)?))
     }
 }
+
+// `st_dev` and `st_ino` are not u64 on every target.
+#[allow(clippy::unnecessary_cast)]
+fn ident_of(st: &rfs::Stat) -> Ident {
+    Ident {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    }
+}
+
+/// The mode of a directory the restore made and has not given the snapshot's metadata yet
+/// (it does so last): private, and sticky so that a later restore knows it for one a
+/// killed restore left (no one makes a private directory sticky) and finishes it. Any
+/// umask that leaves the owner's bits alone keeps it.
+pub const UNFINISHED: u32 = 0o1700;
 
 /// How metadata is applied (issue 31, item 3).
 #[derive(Clone, Copy, Debug)]
@@ -352,22 +363,47 @@ impl Target {
     }
 
     /// Makes `rel` a directory: an existing one is kept, anything else in the way (a
-    /// symlink above all) is removed first.
-    pub fn make_dir(&self, rel: &Path) -> io::Result<()> {
+    /// symlink above all) is removed first. Returns the directory's inode when it is the
+    /// restore's to give the snapshot's metadata: made now, or made by a restore that did
+    /// not finish (this user's, mode [`UNFINISHED`]); `None` for one that was there.
+    pub fn make_dir(&self, rel: &Path) -> io::Result<Option<Ident>> {
         if rel.as_os_str().is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let me = nix::unistd::geteuid().as_raw();
         let (parent, name) = self.parent(rel)?;
         match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 self.sweep_existing(rel);
-                return Ok(());
+                let unfinished = st.st_uid == me && st.st_mode & 0o7777 == UNFINISHED;
+                return Ok(unfinished.then(|| ident_of(&st)));
             }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(to_io(e)),
         }
-        rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(to_io)
+        rfs::mkdirat(&parent, name, Mode::from_raw_mode(UNFINISHED)).map_err(to_io)?;
+        let st = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+        match FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_uid == me {
+            true => Ok(Some(ident_of(&st))),
+            false => Err(replaced(rel)),
+        }
+    }
+
+    /// Owner (when `how` says so), mode, attributes and times of the directory `rel`, which
+    /// the restore made as inode `id` (never one that was there, or was swapped in).
+    pub fn set_dir_metadata(
+        &self,
+        rel: &Path,
+        node: &Node,
+        how: Apply,
+        id: Ident,
+    ) -> io::Result<()> {
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        match Ident::of(&fd)? == id {
+            true => apply_through(fd.as_fd(), node, how),
+            false => Err(replaced(rel)),
+        }
     }
 
     /// Removes whatever is at `rel` (an empty directory too, never one with contents) and
@@ -446,7 +482,7 @@ impl Target {
             }
         };
         let st = rfs::statat(parent, staged, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
-        if (st.st_dev as u64, st.st_ino as u64) != (id.dev, id.ino) {
+        if ident_of(&st) != id {
             return Err(replaced(&rel.with_file_name(staged)));
         }
         rfs::renameat(parent, staged, parent, name).map_err(to_io)
