@@ -307,3 +307,92 @@ fn an_interrupted_restore_leaves_only_complete_files() {
         assert!(compare_trees(&src, &dir).is_empty());
     }
 }
+
+/// Where a restore writes a regular file until it is complete (README, "Restore never
+/// writes ...").
+const STAGED: &str = ".strata-restore-";
+
+/// Whether a file in `dir` is not yet what the snapshot holds: a staged one, or one under
+/// its own name whose content differs from `src`'s.
+fn caught_mid_file(dir: &Path, src: &Path) -> bool {
+    fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let name = e.file_name();
+        name.to_string_lossy().starts_with(STAGED)
+            || fs::read(e.path()).ok() != fs::read(src.join(&name)).ok()
+    })
+}
+
+/// Hostile pass: a restore killed outright (SIGKILL, the OOM killer, a power cut of the
+/// process) leaves no file under its own name that is not whole: each is written under a
+/// staged name and renamed once complete. The leftovers are recognisable by their name, and
+/// the next restore into the target removes them and completes.
+#[test]
+fn a_killed_restore_leaves_no_partial_file_under_its_name() {
+    use nix::sys::signal::{SIGCONT, SIGKILL, SIGSTOP};
+    use std::os::unix::fs::MetadataExt;
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        fs::write(src.join(format!("f{i}")), noise(16 << 20, 70 + i)).unwrap();
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    let mut child = env
+        .std_cmd()
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = restored(&target, &src);
+    // Stopped, looked at, and killed only while a file is being written.
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before it was caught mid-file"
+        );
+        if fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+            common::signal(&child, SIGSTOP);
+            if caught_mid_file(&dir, &src) {
+                common::signal(&child, SIGKILL);
+                break;
+            }
+            common::signal(&child, SIGCONT);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    child.wait().unwrap();
+    let mut staged = 0;
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with(STAGED) {
+            let meta = e.metadata().unwrap();
+            assert!(meta.is_file(), "{name:?}");
+            assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{name:?}");
+            staged += 1;
+            continue;
+        }
+        assert!(
+            fs::read(e.path()).unwrap() == fs::read(src.join(&name)).unwrap(),
+            "{name:?} is under its own name but not what was backed up"
+        );
+    }
+    assert!(
+        staged > 0,
+        "the file being written left nothing recognisable"
+    );
+    // Run again, it completes and leaves nothing staged.
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(
+        compare_trees(&src, &dir).is_empty(),
+        "{:?}",
+        compare_trees(&src, &dir)
+    );
+    let left: Vec<_> = common::walk(&target)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(STAGED))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -304,6 +304,30 @@ fn one(
             );
         }
     }
+    if report.stale_removed > 0 && !global.quiet {
+        eprintln!(
+            "removed {} half-written file(s) ({}*) that a killed restore had left",
+            report.stale_removed,
+            restore::STAGED
+        );
+    }
+    if report.kept_dirs > 0 && !global.quiet && !global.json {
+        eprintln!(
+            "{} existing {} kept {} owner, mode and times (the snapshot's go only to \
+             directories the restore creates)",
+            report.kept_dirs,
+            if report.kept_dirs == 1 {
+                "directory"
+            } else {
+                "directories"
+            },
+            if report.kept_dirs == 1 {
+                "its"
+            } else {
+                "their"
+            },
+        );
+    }
     print_errors(&report.errors);
     #[derive(serde::Serialize)]
     struct Restored<'a> {

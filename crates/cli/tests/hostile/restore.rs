@@ -172,6 +172,70 @@ fn hard_links_restore_as_root_and_as_another_user() {
     }
 }
 
+/// Hostile pass: a directory the target already holds keeps its owner, mode and times (as
+/// with tar's `--no-overwrite-dir`); only directories the restore creates get the
+/// snapshot's. A key holder's snapshot that says 0777 cannot open a root restore's existing
+/// directories (or the target) to everyone, and the restore says what it kept.
+#[test]
+fn existing_directories_keep_their_owner_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        let inner = c.tree(vec![file(c, "f", b"x")]);
+        let (mut old, mut new) = (craft::dir("old", inner), craft::dir("new", inner));
+        for d in [&mut old, &mut new] {
+            (d.mode, d.uid, d.gid) = (0o777, 1234, 1234);
+        }
+        c.tree(vec![old, new])
+    });
+    let target = env.path("t");
+    fs::create_dir_all(target.join("old")).unwrap();
+    for d in [&target, &target.join("old")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let before = (owner_and_mode(&target), owner_and_mode(&target.join("old")));
+    assert_eq!(before.1 .2, 0o755);
+    let (_, out) = restore_into(env, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(owner_and_mode(&target), before.0, "{err}");
+    assert_eq!(owner_and_mode(&target.join("old")), before.1, "{err}");
+    assert!(err.contains("1 existing directory kept"), "{err}");
+    let (uid, gid, _) = before.1;
+    let owner = if is_root() { (1234, 1234) } else { (uid, gid) };
+    assert_eq!(
+        owner_and_mode(&target.join("new")),
+        (owner.0, owner.1, 0o777)
+    );
+    for d in ["old", "new"] {
+        assert_eq!(fs::read(target.join(d).join("f")).unwrap(), b"x", "{d}");
+    }
+}
+
+/// A damaged file's other names are damaged too: each is marked, none left staged or under
+/// its own name.
+#[test]
+fn hard_links_of_a_damaged_file_are_marked_damaged() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot(env, |c| {
+        let (mut a, mut b) = (file(c, "a", b"short"), file(c, "b", b"short"));
+        for n in [&mut a, &mut b] {
+            (n.device, n.inode, n.nlink, n.size) = (1, 7, 2, 500);
+        }
+        c.tree(vec![a, b])
+    });
+    let (target, out) = restore_into(env, &[]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let mut names: Vec<String> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.strata-damaged", "b.strata-damaged"]);
+}
+
 // ---- Item 3: owners, set-id bits, attributes and devices, as `tar` and `rsync` users
 // know them.
 

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ use crate::util;
 use crate::walk;
 
 pub(crate) use target::Target;
+pub use target::STAGED;
 use target::{Apply, Ident};
 
 /// Blobs of one pack closer than this are fetched in one range read.
@@ -157,6 +159,11 @@ pub struct RestoreReport {
     /// it), as tar skips them: snapshot paths (serialized lossily).
     #[serde(serialize_with = "lossy_paths")]
     pub skipped_sockets: Vec<PathBuf>,
+    /// Directories the target held already: they keep their owner, mode, attributes and
+    /// times (the snapshot's go only to directories the restore makes).
+    pub kept_dirs: u64,
+    /// Staged files a restore killed outright had left in the target, removed.
+    pub stale_removed: usize,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
     /// What thawing them cost, when the restore waited for them.
@@ -250,6 +257,7 @@ pub fn run(
         Some(open.map_err(|e| Error::io(&opts.target, e))?)
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
+    let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
     let written = AtomicU64::new(0);
     let archived = Mutex::new(Vec::new());
     let mut ctx = Ctx {
@@ -266,6 +274,8 @@ pub fn run(
         trouble: &trouble,
         archived: Some(&archived),
         cancel: opts.cancel.as_deref(),
+        own_dirs: &own_dirs,
+        kept_dirs: AtomicU64::new(0),
         gone: OnceLock::new(),
     };
     // Planning asks the index; creating directories asks the file system: both at once.
@@ -298,10 +308,12 @@ pub fn run(
         report.verified_files = ctx.verify();
     }
     ctx.mark_damaged();
+    report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
     report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
     report.errors = trouble.errors.into_inner().unwrap();
+    report.stale_removed = target.as_ref().map_or(0, Target::swept);
     report.count(&items);
     Ok(report)
 }
@@ -555,26 +567,35 @@ impl ContentPlan {
     }
 }
 
-/// Directories, parents first: one level of depth at a time, each level in parallel.
-fn make_dirs(t: &Target, items: &[Item], trouble: &Trouble) {
+/// Directories, parents first: one level of depth at a time, each level in parallel. The
+/// inode of each the restore is to give the snapshot's metadata goes in `own`; returns how
+/// many were there already (they keep theirs).
+fn make_dirs(t: &Target, items: &[Item], own: &[OnceLock<Ident>], trouble: &Trouble) -> u64 {
+    let kept = AtomicU64::new(0);
     for level in dir_levels(items) {
-        level.par_iter().for_each(|item| {
-            if let Err(e) = t.make_dir(item.rel()) {
-                trouble.error(Some(&item.path), e);
-            }
-        });
+        level
+            .par_iter()
+            .for_each(|&(idx, item)| match t.make_dir(item.rel()) {
+                Ok(Some(id)) => drop(own[idx].set(id)),
+                Ok(None) => drop(kept.fetch_add(1, Ordering::Relaxed)),
+                Err(e) => trouble.error(Some(&item.path), e),
+            });
     }
+    kept.into_inner()
 }
 
-/// Directories by depth, the target's own entries first.
-fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
-    let mut levels: Vec<Vec<&Item>> = Vec::new();
-    for item in items.iter().filter(|i| i.node.kind == NodeKind::Dir) {
+/// Directories (with their index) by depth, the target's own entries first.
+fn dir_levels(items: &[Item]) -> Vec<Vec<(usize, &Item)>> {
+    let mut levels: Vec<Vec<(usize, &Item)>> = Vec::new();
+    for (idx, item) in items.iter().enumerate() {
+        if item.node.kind != NodeKind::Dir {
+            continue;
+        }
         let depth = item.rel().components().count();
         if levels.len() <= depth {
             levels.resize_with(depth + 1, Vec::new);
         }
-        levels[depth].push(item);
+        levels[depth].push((idx, item));
     }
     levels
 }
@@ -596,48 +617,69 @@ fn create(t: &Target, item: &Item) -> std::io::Result<()> {
 const HELD_FILES: usize = 256;
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// A regular file the restore created: its inode, and the staged name beside its own that
+/// it is written under until complete (a killed restore leaves no partial file under a
+/// real name).
+struct Made {
+    id: Ident,
+    staged: std::ffi::OsString,
+}
+
 /// A regular file's progress through the content phase, shared by the threads writing
 /// its blobs.
 #[derive(Default)]
 struct FileSlot {
-    /// Set once the file was created, to its inode (or the error, for every later writer).
-    created: OnceLock<std::result::Result<Ident, String>>,
+    /// Set once the file was created (or the error, for every later writer).
+    created: OnceLock<std::result::Result<Made, String>>,
     /// The descriptor it was created with, while it is being written and [`HELD_FILES`]
     /// allows: no lookup by path, which another user could redirect, between two packs.
     held: Mutex<Option<Arc<fs::File>>>,
     /// Blobs still to be written; whoever writes the last one applies the metadata.
     remaining: AtomicUsize,
     finished: AtomicBool,
+    /// Renamed from its staged name onto its own.
+    placed: AtomicBool,
 }
 
 impl FileSlot {
-    /// The file open for writing: created by the first caller; later ones get the same
-    /// descriptor, or the same inode opened again, or an error if its name now holds
+    /// The file open for writing: created by the first caller (which also gets its
+    /// directory, to put it in place without looking it up again); later ones get the
+    /// same descriptor, or the same inode opened again, or an error if its name now holds
     /// another (issue 31, item 4).
-    fn open(&self, t: &Target, item: &Item) -> std::io::Result<Arc<fs::File>> {
+    fn open(&self, t: &Target, item: &Item) -> std::io::Result<(Arc<fs::File>, Option<OwnedFd>)> {
         let mut fresh = None;
         let created = self.created.get_or_init(|| {
-            let file = t.create_file(item.rel()).and_then(|f| {
+            let file = t.create_staged(item.rel()).and_then(|new| {
                 // Sized up front: unwritten (zero) ranges of sparse files stay holes.
                 if item.node.sparse {
-                    f.set_len(item.node.size)?;
+                    new.file.set_len(item.node.size)?;
                 }
-                Ok((Ident::of(&f)?, f))
+                let id = Ident::of(&new.file)?;
+                Ok((
+                    Made {
+                        id,
+                        staged: new.name,
+                    },
+                    new.file,
+                    new.dir,
+                ))
             });
-            file.map(|(id, f)| {
-                fresh = Some(Arc::new(f));
-                id
+            file.map(|(made, f, dir)| {
+                fresh = Some((Arc::new(f), dir));
+                made
             })
             .map_err(|e| e.to_string())
         });
         match (fresh, created) {
-            (Some(f), _) => {
+            (Some((f, dir)), _) => {
                 self.hold(&f);
-                Ok(f)
+                Ok((f, Some(dir)))
             }
-            (None, Ok(id)) => match self.held.lock().unwrap().clone() {
-                Some(f) => Ok(f),
-                None => t.open_write(item.rel(), *id).map(Arc::new),
+            (None, Ok(made)) => match self.held.lock().unwrap().clone() {
+                Some(f) => Ok((f, None)),
+                None => {
+                    (t.open_write(&self.name(item.rel()), made.id)).map(|f| (Arc::new(f), None))
+                }
             },
             (None, Err(e)) => Err(std::io::Error::other(e.clone())),
         }
@@ -660,7 +702,34 @@ impl FileSlot {
 
     /// The inode the file was created as.
     fn ident(&self) -> Option<Ident> {
-        self.created.get().and_then(|c| c.as_ref().ok().copied())
+        self.made().map(|m| m.id)
+    }
+
+    fn made(&self) -> Option<&Made> {
+        self.created.get().and_then(|c| c.as_ref().ok())
+    }
+
+    /// Where the file is while not in place: its staged name beside `rel`.
+    fn staged(&self, rel: &Path) -> Option<PathBuf> {
+        match self.placed.load(Ordering::Acquire) {
+            true => None,
+            false => self.made().map(|m| rel.with_file_name(&m.staged)),
+        }
+    }
+
+    /// Where the file is now: staged, or in place at `rel`.
+    fn name(&self, rel: &Path) -> PathBuf {
+        self.staged(rel).unwrap_or_else(|| rel.to_path_buf())
+    }
+
+    /// Renames the complete file from its staged name onto `rel` (in `dir`, if open).
+    fn place(&self, t: &Target, rel: &Path, dir: Option<&OwnedFd>) -> std::io::Result<()> {
+        let made = self
+            .made()
+            .ok_or_else(|| std::io::Error::other("the file could not be created"))?;
+        t.place(rel, &made.staged, made.id, dir.map(|d| d.as_fd()))?;
+        self.placed.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn created(&self) -> bool {
@@ -684,18 +753,30 @@ impl Drop for FileSlot {
     }
 }
 
-/// Applies a complete file's metadata through the descriptor that wrote it.
+/// Why a file whose content is complete is not restored exactly.
+enum Unfinished {
+    /// Its metadata could not be applied; it is in place (its content is whole).
+    Metadata(std::io::Error),
+    /// It could not be put under its own name: it stays staged, to be marked damaged.
+    Unplaced(std::io::Error),
+}
+
+/// Applies a complete file's metadata through the descriptor that wrote it, then renames it
+/// onto its own name; `file` and its directory `dir` (if open) as [`FileSlot::open`] gave.
 fn finish_file(
     t: &Target,
-    file: &fs::File,
+    (file, dir): (&fs::File, Option<&OwnedFd>),
     item: &Item,
     slot: &FileSlot,
     how: Apply,
-) -> std::io::Result<()> {
+) -> std::result::Result<(), Unfinished> {
     // Finished even if this fails: the error is reported once, here.
     slot.finished.store(true, Ordering::Release);
     slot.release();
-    t.set_metadata_of(file, &item.node, how)
+    let meta = t.set_metadata_of(file, &item.node, how);
+    slot.place(t, item.rel(), dir)
+        .map_err(Unfinished::Unplaced)?;
+    meta.map_err(Unfinished::Metadata)
 }
 
 /// What the parallel content phase shares.
@@ -712,6 +793,10 @@ struct Ctx<'a> {
     /// than lost; `None` once they are being thawed.
     archived: Option<&'a Mutex<Vec<PackId>>>,
     cancel: Option<&'a AtomicBool>,
+    /// Per item: the inode of a directory the restore is to give the snapshot's metadata.
+    own_dirs: &'a [OnceLock<Ident>],
+    /// Directories that were there already, and kept their metadata.
+    kept_dirs: AtomicU64,
     /// The repository's location, once it was found gone mid-restore.
     gone: OnceLock<String>,
 }
@@ -721,19 +806,23 @@ impl Ctx<'_> {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) || self.gone.get().is_some()
     }
 
+    /// Reports what [`finish_file`] could not do for item `idx`.
+    fn finished(&self, idx: usize, done: std::result::Result<(), Unfinished>) {
+        match done {
+            Ok(()) => {}
+            Err(Unfinished::Metadata(e)) => self.trouble.error(Some(&self.items[idx].path), e),
+            Err(Unfinished::Unplaced(e)) => self.trouble.damaged(self.items, idx, e),
+        }
+    }
+
     /// After an interruption: files created but not complete must not pass for restored
-    /// (a sparse one already has its full size), so they go; returns how many.
+    /// (a sparse one already has its full size): their staged names go; returns how many.
     fn remove_partial(&self) -> usize {
         let Some(t) = self.target else {
             return 0;
         };
-        let mut removed = 0;
-        for (item, slot) in self.items.iter().zip(self.files) {
-            if slot.created() && !slot.finished() && t.remove_file(item.rel()).is_ok() {
-                removed += 1;
-            }
-        }
-        removed
+        let staged = (self.items.iter().zip(self.files)).filter_map(|(i, s)| s.staged(i.rel()));
+        staged.filter(|at| t.remove_file(at).is_ok()).count()
     }
 
     /// Directories, then symlinks, devices, empty files and files held inline in their
@@ -751,7 +840,9 @@ impl Ctx<'_> {
             self.written.fetch_add(inline, Ordering::Relaxed);
             return;
         };
-        make_dirs(t, self.items, self.trouble);
+        let kept = make_dirs(t, self.items, self.own_dirs, self.trouble);
+        self.kept_dirs.store(kept, Ordering::Relaxed);
+        t.settled();
         self.items
             .par_iter()
             .enumerate()
@@ -765,14 +856,21 @@ impl Ctx<'_> {
                         return self.trouble.damaged(self.items, idx, e);
                     }
                     let slot = &self.files[idx];
-                    slot.open(t, item).and_then(|f| {
+                    let written = slot.open(t, item).and_then(|(f, dir)| {
                         if let Some(data) = &item.node.data {
                             (&*f).write_all(data)?;
                             self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
                             self.progress.advance(data.len() as u64);
                         }
-                        finish_file(t, &f, item, slot, self.how)
-                    })
+                        Ok((f, dir))
+                    });
+                    return match written {
+                        Ok((f, dir)) => {
+                            let done = finish_file(t, (&f, dir.as_ref()), item, slot, self.how);
+                            self.finished(idx, done)
+                        }
+                        Err(e) => self.trouble.damaged(self.items, idx, e),
+                    };
                 } else {
                     create(t, item)
                 };
@@ -813,7 +911,7 @@ impl Ctx<'_> {
             let made = match item.link_to {
                 Some(first) => self
                     .ident_of(first)
-                    .and_then(|id| t.hard_link(items[first].rel(), id, item.rel())),
+                    .and_then(|id| self.link(t, idx, first, id)),
                 None => files[idx].open(t, item).map(drop),
             };
             if let Err(e) = made {
@@ -839,8 +937,13 @@ impl Ctx<'_> {
                 // whatever holds the name now.
                 NodeKind::File => self
                     .ident_of(item.link_to.unwrap_or(idx))
-                    .and_then(|id| t.open_meta(item.rel(), id))
+                    .and_then(|id| t.open_meta(&files[idx].name(item.rel()), id))
                     .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
+                // Only a directory the restore made: one that was there keeps its own.
+                NodeKind::Dir => match self.own_dirs[idx].get() {
+                    Some(id) => t.set_dir_metadata(item.rel(), &item.node, self.how, *id),
+                    None => Ok(()),
+                },
                 _ => t.set_metadata(item.rel(), &item.node, self.how),
             };
             if let Err(e) = applied {
@@ -859,8 +962,23 @@ impl Ctx<'_> {
         // Deepest first, so that a directory that loses its owner's search permission
         // already holds what it should; one level in parallel.
         for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|item| apply(usize::MAX, item));
+            level.par_iter().for_each(|&(idx, item)| apply(idx, item));
         }
+    }
+
+    /// Makes item `idx` a hard link of item `first` (inode `id`). A link of a file that is
+    /// not in place (a damaged one: so are its links) is staged too, to be marked damaged
+    /// and never found under its own name.
+    fn link(&self, t: &Target, idx: usize, first: usize, id: Ident) -> std::io::Result<()> {
+        let (items, files) = (self.items, self.files);
+        let from = files[first].name(items[first].rel());
+        if files[first].staged(items[first].rel()).is_none() {
+            return t.hard_link(&from, id, items[idx].rel());
+        }
+        let staged = target::staged_name();
+        t.hard_link(&from, id, &items[idx].rel().with_file_name(&staged))?;
+        let _ = files[idx].created.set(Ok(Made { id, staged }));
+        Ok(())
     }
 
     /// Re-reads every restored file that is not known damaged; returns how many passed.
@@ -902,7 +1020,9 @@ impl Ctx<'_> {
             if self.files[*idx].failed() {
                 continue;
             }
-            if let Err(e) = t.mark_damaged(item.rel()) {
+            let now = self.files[*idx].name(item.rel());
+            let from = now.file_name().unwrap_or_default();
+            if let Err(e) = t.mark_damaged(item.rel(), from) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     self.trouble
                         .error(Some(&item.path), format!("cannot mark as damaged: {e}"));
@@ -1024,23 +1144,22 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
             continue;
         };
         let slot = &ctx.files[*idx];
-        let result = slot.open(t, item).and_then(|file| {
-            if item.node.sparse {
-                write_sparse(&file, &plain, *offset)?;
-            } else {
-                file.write_all_at(&plain, *offset)?;
+        let written = slot.open(t, item).and_then(|(file, dir)| {
+            match item.node.sparse {
+                true => write_sparse(&file, &plain, *offset)?,
+                false => file.write_all_at(&plain, *offset)?,
             }
+            Ok((file, dir))
+        });
+        match written {
             // The last writer sees every other write done (AcqRel), so the times it sets
             // stay set.
-            if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                if let Err(e) = finish_file(t, &file, item, slot, ctx.how) {
-                    ctx.trouble.error(Some(&item.path), e);
-                }
+            Ok((file, dir)) if slot.remaining.fetch_sub(1, Ordering::AcqRel) == 1 => {
+                let done = finish_file(t, (&file, dir.as_ref()), item, slot, ctx.how);
+                ctx.finished(*idx, done)
             }
-            Ok(())
-        });
-        if let Err(e) = result {
-            ctx.trouble.damaged(ctx.items, *idx, e);
+            Ok(_) => {}
+            Err(e) => ctx.trouble.damaged(ctx.items, *idx, e),
         }
     }
 }
@@ -1278,20 +1397,25 @@ mod tests {
             let slot = FileSlot::default();
             slot.open(&t, &item)
                 .unwrap()
+                .0
                 .write_all_at(b"12345", 0)
                 .unwrap();
             if !held {
                 slot.release();
             }
-            let at = dir.path().join("t/d/f");
+            // Written under its staged name until complete.
+            let at = dir.path().join("t").join(slot.name(item.rel()));
+            assert!(!dir.path().join("t/d/f").exists());
             swap_in_theirs(&at);
-            if let Ok(f) = slot.open(&t, &item) {
+            if let Ok((f, dir)) = slot.open(&t, &item) {
                 let _ = f.write_all_at(b"67890", 5);
-                let _ = finish_file(&t, &f, &item, &slot, ROOT);
+                let _ = finish_file(&t, (&f, dir.as_ref()), &item, &slot, ROOT);
             }
             assert_eq!(fs::read(&at).unwrap(), b"theirs", "held {held}");
             let meta = fs::metadata(&at).unwrap();
             assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644));
+            // Not put in place as the restored file either.
+            assert!(!dir.path().join("t/d/f").exists(), "held {held}");
             // The restore's own file got all its content, through the held descriptor.
             let moved = fs::read(at.with_extension("moved")).unwrap();
             assert_eq!(moved.starts_with(b"1234567890"), held, "held {held}");
@@ -1307,16 +1431,14 @@ mod tests {
         for (name, kind) in [("fifo", NodeKind::Fifo), ("file", NodeKind::File)] {
             let mut node = Node::new(name.as_bytes().to_vec(), kind);
             (node.mode, node.uid, node.gid) = (0o4755, 0, 0);
-            match kind {
-                NodeKind::Fifo => t.special(Path::new(name), &node).unwrap(),
-                _ => drop(t.create_file(Path::new(name)).unwrap()),
-            }
-            let at = dir.path().join("t").join(name);
+            let rel = match kind {
+                NodeKind::Fifo => t.special(Path::new(name), &node).map(|()| name.into()),
+                _ => t.create_staged(Path::new(name)).map(|new| new.name),
+            };
+            let rel = PathBuf::from(rel.unwrap());
+            let at = dir.path().join("t").join(&rel);
             swap_in_theirs(&at);
-            assert!(
-                t.set_metadata(Path::new(name), &node, ROOT).is_err(),
-                "{name}"
-            );
+            assert!(t.set_metadata(&rel, &node, ROOT).is_err(), "{name}");
             let meta = fs::metadata(&at).unwrap();
             assert_eq!((meta.uid(), meta.mode() & 0o7777), (65534, 0o644), "{name}");
         }

@@ -8,20 +8,42 @@
 //! object itself, or `*at` calls that do not follow a final symlink. An entry of the wrong
 //! kind in the way (a symlink where a directory goes) is replaced, never followed.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 
 use crate::repo::tree::{Node, NodeKind};
 
 pub struct Target {
+    /// Locked (`flock`) while a restore into it runs: exclusively while its directories
+    /// are made and stale staged files removed, shared after.
     dir: OwnedFd,
     path: PathBuf,
+    /// No other restore holds the target: staged files in it are stale, and go.
+    alone: bool,
+    /// Stale staged files removed.
+    swept: AtomicUsize,
+}
+
+/// A regular file just created under a staged name, open for writing, and its directory.
+pub struct Staged {
+    pub file: File,
+    pub name: OsString,
+    pub dir: OwnedFd,
+}
+
+/// The name a regular file is written under, beside its own, until it is complete.
+pub const STAGED: &str = ".strata-restore-";
+
+/// A fresh staged name: [`STAGED`] and 64 random bits in hex.
+pub fn staged_name() -> OsString {
+    OsString::from(format!("{STAGED}{:016x}", rand::random::<u64>()))
 }
 
 /// Which inode an entry the restore created is: a name in a directory another user can
@@ -34,13 +56,24 @@ pub struct Ident {
 
 impl Ident {
     pub fn of(fd: impl AsFd) -> io::Result<Self> {
-        let st = rfs::fstat(fd).map_err(to_io)?;
-        Ok(Ident {
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-        })
+        Ok(ident_of(&rfs::fstat(fd).map_err(to_io)?))
     }
 }
+
+// `st_dev` and `st_ino` are not u64 on every target.
+#[allow(clippy::unnecessary_cast)]
+fn ident_of(st: &rfs::Stat) -> Ident {
+    Ident {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+    }
+}
+
+/// The mode of a directory the restore made and has not given the snapshot's metadata yet
+/// (it does so last): private, and sticky so that a later restore knows it for one a
+/// killed restore left (no one makes a private directory sticky) and finishes it. Any
+/// umask that leaves the owner's bits alone keeps it.
+pub const UNFINISHED: u32 = 0o1700;
 
 /// How metadata is applied (issue 31, item 3).
 #[derive(Clone, Copy, Debug)]
@@ -197,17 +230,52 @@ impl Target {
     /// makes is created at most 0755 whatever the umask and opened by the descriptor of its
     /// parent, so nobody can swap it for a link between its creation and its use.
     pub fn open(path: &Path) -> io::Result<Self> {
+        let target = Self::open_unswept(path)?;
+        target.sweep_existing(Path::new(""));
+        Ok(target)
+    }
+
+    fn open_unswept(path: &Path) -> io::Result<Self> {
         let dir = open_trusted_dir(path, 0o755)?;
+        let alone = rfs::flock(&dir, rfs::FlockOperation::NonBlockingLockExclusive).is_ok();
+        if !alone {
+            // Another restore is running here: whatever it stages is not stale.
+            let _ = rfs::flock(&dir, rfs::FlockOperation::NonBlockingLockShared);
+        }
         Ok(Target {
             dir,
             path: path.to_path_buf(),
+            alone,
+            swept: AtomicUsize::new(0),
         })
+    }
+
+    /// Once its directories are made: other restores may start here, without removing
+    /// what this one stages.
+    pub fn settled(&self) {
+        if self.alone {
+            let _ = rfs::flock(&self.dir, rfs::FlockOperation::LockShared);
+        }
+    }
+
+    /// Stale staged files removed so far.
+    pub fn swept(&self) -> usize {
+        self.swept.load(Ordering::Relaxed)
+    }
+
+    /// Removes the stale staged files of the existing directory `rel`, when no other
+    /// restore runs here; one that cannot be listed keeps them (they are ignored).
+    fn sweep_existing(&self, rel: &Path) {
+        if self.alone {
+            let n = self.sweep(rel).unwrap_or(0);
+            self.swept.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// As [`Target::open`] for a directory this run made (a scratch or staging directory):
     /// it must be this user's and 0700, whoever may write its parent.
     pub fn open_private(path: &Path) -> io::Result<Self> {
-        let target = Self::open(path)?;
+        let target = Self::open_unswept(path)?;
         let st = rfs::fstat(&target.dir).map_err(to_io)?;
         if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
             return Err(io::Error::other(format!(
@@ -218,6 +286,7 @@ impl Target {
                 st.st_mode & 0o7777
             )));
         }
+        target.sweep_existing(Path::new(""));
         Ok(target)
     }
 
@@ -294,19 +363,47 @@ impl Target {
     }
 
     /// Makes `rel` a directory: an existing one is kept, anything else in the way (a
-    /// symlink above all) is removed first.
-    pub fn make_dir(&self, rel: &Path) -> io::Result<()> {
+    /// symlink above all) is removed first. Returns the directory's inode when it is the
+    /// restore's to give the snapshot's metadata: made now, or made by a restore that did
+    /// not finish (this user's, mode [`UNFINISHED`]); `None` for one that was there.
+    pub fn make_dir(&self, rel: &Path) -> io::Result<Option<Ident>> {
         if rel.as_os_str().is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let me = nix::unistd::geteuid().as_raw();
         let (parent, name) = self.parent(rel)?;
         match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => return Ok(()),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                self.sweep_existing(rel);
+                let unfinished = st.st_uid == me && st.st_mode & 0o7777 == UNFINISHED;
+                return Ok(unfinished.then(|| ident_of(&st)));
+            }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(to_io(e)),
         }
-        rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)).map_err(to_io)
+        rfs::mkdirat(&parent, name, Mode::from_raw_mode(UNFINISHED)).map_err(to_io)?;
+        let st = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+        match FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_uid == me {
+            true => Ok(Some(ident_of(&st))),
+            false => Err(replaced(rel)),
+        }
+    }
+
+    /// Owner (when `how` says so), mode, attributes and times of the directory `rel`, which
+    /// the restore made as inode `id` (never one that was there, or was swapped in).
+    pub fn set_dir_metadata(
+        &self,
+        rel: &Path,
+        node: &Node,
+        how: Apply,
+        id: Ident,
+    ) -> io::Result<()> {
+        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        match Ident::of(&fd)? == id {
+            true => apply_through(fd.as_fd(), node, how),
+            false => Err(replaced(rel)),
+        }
     }
 
     /// Removes whatever is at `rel` (an empty directory too, never one with contents) and
@@ -328,26 +425,89 @@ impl Target {
         Ok((parent, name))
     }
 
-    /// Creates an empty regular file and returns it open for writing. Whatever is in the
-    /// way is removed first; a fresh target (the common case) costs one `openat2`.
-    pub fn create_file(&self, rel: &Path) -> io::Result<File> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
-        let mode = Mode::from_raw_mode(0o600);
-        match self.open_beneath(rel, flags, mode) {
-            // O_EXCL fails on any entry, a symlink included (it is never followed).
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let (parent, name) = self.clear(rel)?;
-                rfs::openat(
-                    &parent,
-                    name,
-                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    mode,
-                )
-                .map_err(to_io)
+    /// Creates an empty regular file under a staged name ([`STAGED`] and a random part)
+    /// beside `rel`, and returns it open for writing, with that name and its directory:
+    /// [`Target::place`] renames it onto `rel` once complete, so that a restore killed
+    /// meanwhile leaves no partial file under `rel`. A directory in the way (an empty one)
+    /// is removed first, since no rename replaces it; anything else stays until the rename
+    /// replaces it.
+    pub fn create_staged(&self, rel: &Path) -> io::Result<Staged> {
+        let (parent, name) = self.parent(rel)?;
+        match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                rfs::unlinkat(&parent, name, AtFlags::REMOVEDIR).map_err(to_io)?
             }
-            r => r,
+            Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(to_io(e)),
         }
-        .map(File::from)
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        loop {
+            let staged = staged_name();
+            let made = rfs::openat(
+                &parent,
+                staged.as_os_str(),
+                flags | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            );
+            match made {
+                Err(rustix::io::Errno::EXIST) => continue,
+                r => {
+                    let file = File::from(r.map_err(to_io)?);
+                    return Ok(Staged {
+                        file,
+                        name: staged,
+                        dir: parent,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Renames the staged file `staged` beside `rel` (inode `id`) onto `rel`, replacing
+    /// what is there, only if the staged name still holds that inode. `dir` is `rel`'s
+    /// directory when the caller has it open already.
+    pub fn place(
+        &self,
+        rel: &Path,
+        staged: &OsStr,
+        id: Ident,
+        dir: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        let opened;
+        let (parent, name) = match dir {
+            Some(fd) => (fd, rel.file_name().unwrap_or_default()),
+            None => {
+                opened = self.parent(rel)?;
+                (opened.0.as_fd(), opened.1)
+            }
+        };
+        let st = rfs::statat(parent, staged, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+        if ident_of(&st) != id {
+            return Err(replaced(&rel.with_file_name(staged)));
+        }
+        rfs::renameat(parent, staged, parent, name).map_err(to_io)
+    }
+
+    /// Removes the restore's stale staged files in the directory `dir` (beneath the
+    /// target): those a restore killed outright left, regular files of this user's only.
+    /// Returns how many went.
+    fn sweep(&self, dir: &Path) -> io::Result<usize> {
+        let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        let me = nix::unistd::geteuid().as_raw();
+        let mut removed = 0;
+        for entry in rfs::Dir::read_from(&fd).map_err(to_io)? {
+            let entry = entry.map_err(to_io)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if !name.as_bytes().starts_with(STAGED.as_bytes()) {
+                continue;
+            }
+            let st = rfs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
+            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_uid == me {
+                rfs::unlinkat(&fd, name, AtFlags::empty()).map_err(to_io)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Opens the restored regular file `rel` again, only if it still is inode `id`.
@@ -481,20 +641,22 @@ impl Target {
         apply_through(file.as_fd(), node, how)
     }
 
-    /// Removes a file (never a directory) the restore created.
+    /// Removes a file (never a directory) the restore created: `rel` is its staged name.
     pub fn remove_file(&self, rel: &Path) -> io::Result<()> {
         let (parent, name) = self.parent(rel)?;
         rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)
     }
 
-    /// Renames a restored file that could not be restored exactly, so that no one takes it
-    /// for the real thing; returns the new path (relative).
-    pub fn mark_damaged(&self, rel: &Path) -> io::Result<PathBuf> {
+    /// Renames a restored file that could not be restored exactly (`from` is its name
+    /// now in `rel`'s directory: staged, or `rel`'s own) to `rel` with the suffix
+    /// `.strata-damaged`, so that no one takes it for the real thing; returns the new path
+    /// (relative).
+    pub fn mark_damaged(&self, rel: &Path, from: &OsStr) -> io::Result<PathBuf> {
         let (parent, name) = self.parent(rel)?;
         let mut marked = name.to_os_string();
         marked.push(".strata-damaged");
         let _ = rfs::unlinkat(&parent, marked.as_os_str(), AtFlags::empty());
-        rfs::renameat(&parent, name, &parent, marked.as_os_str()).map_err(to_io)?;
+        rfs::renameat(&parent, from, &parent, marked.as_os_str()).map_err(to_io)?;
         Ok(rel.with_file_name(marked))
     }
 }
@@ -621,6 +783,54 @@ mod tests {
         symlink(d.join("l2"), d.join("l1")).unwrap();
         symlink(d.join("l1"), d.join("l2")).unwrap();
         assert!(open_trusted_dir(&d.join("l1"), 0o755).is_err());
+    }
+
+    /// A staged file replaces what holds its name only while it is still the inode made;
+    /// a later restore removes only this user's staged regular files.
+    #[test]
+    fn staged_files_are_placed_and_stale_ones_swept() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        std::fs::write(p("f"), "old").unwrap();
+        let mut new = t.create_staged(Path::new("f")).unwrap();
+        std::io::Write::write_all(&mut new.file, b"new").unwrap();
+        assert_eq!(
+            std::fs::read(p("f")).unwrap(),
+            b"old",
+            "in place before complete"
+        );
+        let id = Ident::of(&new.file).unwrap();
+        let other = t.create_staged(Path::new("g")).unwrap().name;
+        assert!(
+            t.place(Path::new("f"), &other, id, None).is_err(),
+            "another inode"
+        );
+        t.place(Path::new("f"), &new.name, id, None).unwrap();
+        assert_eq!(std::fs::read(p("f")).unwrap(), b"new");
+        // `other` is stale now; a directory and another name are not staged files.
+        std::fs::create_dir(p(&format!("{STAGED}dir"))).unwrap();
+        std::fs::write(p("keep"), "").unwrap();
+        let theirs = p(&format!("{STAGED}theirs"));
+        std::fs::write(&theirs, "").unwrap();
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        }
+        drop(t);
+        let again = Target::open(&dir.path().join("t")).unwrap();
+        assert_eq!(again.swept(), if root { 1 } else { 2 });
+        assert!(!p(other.to_str().unwrap()).exists());
+        assert!(p(&format!("{STAGED}dir")).is_dir() && p("keep").exists());
+        if root {
+            assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
+        }
+        // While another restore holds the target, nothing it stages is stale.
+        let live = again.create_staged(Path::new("h")).unwrap().name;
+        let third = Target::open(&dir.path().join("t")).unwrap();
+        assert_eq!(third.swept(), 0);
+        assert!(p(live.to_str().unwrap()).exists());
     }
 
     #[test]
