@@ -684,7 +684,7 @@ impl Paging {
 }
 
 /// How long a request waits on the endpoint by default: for a reply, and for each KiB/s
-/// of a body's flow (see [`capped::FLOOR_PER_SEC`]).
+/// of a body's flow (see `capped::FLOOR_PER_SEC`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request's tries (the SDK's, with backoff) together end after this many time-outs: one
 /// that failed fast (a 503, a reset) is tried up to 6 times, one that waited 3 times.
