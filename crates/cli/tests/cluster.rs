@@ -376,7 +376,8 @@ fn a_node_killed_mid_backup_loses_nothing() {
     let after = cluster.requests();
     let by_node: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
     eprintln!("hourly backup's requests by node: {by_node:?}");
-    assert!(by_node.iter().sum::<u64>() <= 6, "{by_node:?}");
+    // + the config's HEAD after the snapshot (a repository deleted meanwhile: issue 31).
+    assert!(by_node.iter().sum::<u64>() <= 7, "{by_node:?}");
     assert_eq!(
         by_node[1] + by_node[2],
         0,
@@ -450,6 +451,7 @@ fn sixteen_hosts_at_once_none_waiting_on_another() {
     });
     eprintln!("one host of sixteen, hourly: {ops:?}");
     // The config, the sentinel's ranged read, the key and mark listings; a data pack, a
-    // tree pack, an index file and the snapshot: none of it grows with the fleet.
-    assert!(ops.values().sum::<u64>() <= 6, "{ops:?}");
+    // tree pack, an index file and the snapshot, then the config's HEAD (a repository
+    // deleted meanwhile fails the backup: issue 31): none of it grows with the fleet.
+    assert!(ops.values().sum::<u64>() <= 7, "{ops:?}");
 }

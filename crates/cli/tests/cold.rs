@@ -418,7 +418,7 @@ fn prune_keeps_cold_packs_whole_and_unused_ones_until_their_minimum_duration() {
     let out = strata(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = strata(&["prune", "--min-storage", "GLACIER"]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2, "a bad argument");
     assert!(stderr(&out).contains("CLASS=DURATION"), "{}", stderr(&out));
 }
 

@@ -161,7 +161,8 @@ fn a_bad_pattern_in_any_set_is_refused_before_anything_is_written(env: &Env) {
     )
     .unwrap();
     let out = with_config(env, &cfg, &["backup", "--all"]);
-    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    // A bad pattern is a bad argument (README, exit codes).
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("excludes of set zz"),
         "{}",

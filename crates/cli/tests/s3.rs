@@ -123,9 +123,10 @@ fn an_unchanged_hourly_backup_costs_at_most_three_requests() {
     let unchanged = garage_requests() - before;
     assert_eq!(v["bytes_added"], 0, "{v}");
     eprintln!("S3 requests: initial backup {initial}, unchanged backup {unchanged}");
-    // The listing of the mark records, the sentinel's ranged read, the snapshot.
+    // The listing of the mark records, the sentinel's ranged read, the snapshot, and the
+    // config's HEAD after it (a repository deleted meanwhile fails the backup: issue 31).
     assert!(
-        unchanged <= 3,
+        unchanged <= 4,
         "an unchanged backup made {unchanged} requests"
     );
 }
@@ -623,10 +624,11 @@ fn restore_and_check_fetch_trees_by_the_pack() {
     let check_requests = garage_requests() - before;
     assert_eq!(v["tree_packs_read"].as_u64().unwrap(), tree_packs);
     // + the verification record: its listing, its write, an older one's deletion; + the
-    // mark records (format-spec §7.3): their listing, and each one's read.
+    // mark records (format-spec §7.3): their listing, and each one's read; + the config's
+    // HEAD after the record is written (issue 31).
     let records = env.objects("marks").len() as u64;
     assert!(
-        check_requests <= tree_packs + metadata + 2 + 3 + 1 + records,
+        check_requests <= tree_packs + metadata + 2 + 3 + 1 + records + 1,
         "check made {check_requests} requests for {tree_packs} tree packs"
     );
 }
@@ -822,7 +824,9 @@ fn the_wal_archive_costs_few_requests_per_segment() {
     let pushes = garage_requests() - before;
     eprintln!("S3 requests: {pushes} for {} WAL pushes", names.len());
     assert!(
-        pushes <= 4 * names.len() as u64,
+        // + the config's HEAD after each record (a repository deleted meanwhile fails the
+        // push, and PostgreSQL keeps the segment: issue 31).
+        pushes <= 5 * names.len() as u64,
         "{pushes} requests for {} pushes",
         names.len()
     );

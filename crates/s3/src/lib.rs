@@ -966,6 +966,7 @@ impl Backend for S3Backend {
             object_lock: Some(self),
             versions: Some(self),
             temporaries: Some(self),
+            special_files: false,
         }
     }
 }

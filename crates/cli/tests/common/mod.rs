@@ -575,7 +575,7 @@ pub enum Call<'a> {
     Write(strata::backend::FileKind, Option<&'a str>),
 }
 
-/// A real backend with an observer called before each listing, whole read and write: for
+/// A real backend with an observer called before each listing, read (whole or by range) and write: for
 /// tests that record what the engine asks for or put another process's work in between.
 pub struct Intercept {
     pub inner: strata::backend::BackendRef,
@@ -610,6 +610,8 @@ impl strata::backend::Backend for Intercept {
         offset: u64,
         len: u64,
     ) -> strata::Result<Vec<u8>> {
+        // Packs are read by the index's extent: for the observer, a read like any other.
+        (self.observe)(Call::Read(kind));
         self.inner.read_range(kind, name, offset, len)
     }
     fn put(

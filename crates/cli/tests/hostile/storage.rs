@@ -97,7 +97,8 @@ fn key_files_planted_to_spend_the_budget_are_not_blamed_on_the_password() {
 }
 
 /// A FIFO, a directory and a symlink under a key file's name in `keys/`: every command
-/// of a bare machine opens (the FIFO not waited on), and a wrong password names each as
+/// of a bare machine opens (the FIFO not waited on), `check` names each as a stray file,
+/// and a wrong password names each as
 /// damaged, as a junk file is.
 #[test]
 fn a_fifo_directory_or_symlink_among_the_key_files_is_skipped_and_named() {
@@ -117,19 +118,28 @@ fn a_fifo_directory_or_symlink_among_the_key_files_is_skipped_and_named() {
     let target = env.path("t");
     let restore = ["restore", "latest", "--target", target.to_str().unwrap()];
     let backup = ["backup", src.to_str().unwrap()];
-    for args in [
-        &["snapshots"][..],
-        &restore,
-        &backup,
-        &["check"],
-        &["key", "list"],
-    ] {
+    for args in [&["snapshots"][..], &restore, &backup, &["key", "list"]] {
         let mut bare = Env::local();
         bare.repo = env.repo.clone();
         let run = run_bounded(&bare, args, 1024, 60);
         assert!(!run.timed_out, "{args:?}: {:?}", run.elapsed);
         assert_eq!(code(&run.out), 0, "{args:?}: {}", stderr(&run.out));
     }
+    // `check` reports each as a problem of its own (exit 1), with the remedy.
+    let mut bare = Env::local();
+    bare.repo = env.repo.clone();
+    let run = run_bounded(&bare, &["check"], 1024, 60);
+    assert!(!run.timed_out, "check: {:?}", run.elapsed);
+    // The report's problems go to stdout, its remedies with them.
+    let err = String::from_utf8_lossy(&run.out.stdout).to_string() + &stderr(&run.out);
+    assert_eq!(code(&run.out), 1, "{err}");
+    for (name, what) in names.iter().zip(["a FIFO", "a directory", "a symlink"]) {
+        assert!(
+            err.contains(&format!("keys/{name}: {what}, not a repository file")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("move it out of the repository"), "{err}");
     let mut wrong = Env::local();
     wrong.repo = env.repo.clone();
     wrong.vars = vec![("STRATA_PASSWORD".into(), "wrong".into())];

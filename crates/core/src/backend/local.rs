@@ -464,6 +464,7 @@ impl Backend for LocalBackend {
     fn capabilities(&self) -> Capabilities<'_> {
         Capabilities {
             temporaries: Some(self),
+            special_files: true,
             ..Capabilities::plain()
         }
     }

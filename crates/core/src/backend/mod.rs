@@ -311,6 +311,10 @@ pub struct Capabilities<'a> {
     /// Leftovers of interrupted writes that the store keeps until they are removed
     /// (temporary files, multipart uploads).
     pub temporaries: Option<&'a dyn Temporaries>,
+    /// Whether a listing may name entries that are no regular files (symlinks, FIFOs,
+    /// directories: a local directory). An object store holds objects only, and `check`
+    /// spends no listings looking for them there.
+    pub special_files: bool,
 }
 
 impl Capabilities<'_> {
@@ -325,6 +329,7 @@ impl Capabilities<'_> {
             object_lock: None,
             versions: None,
             temporaries: None,
+            special_files: false,
         }
     }
 }
