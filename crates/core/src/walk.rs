@@ -337,3 +337,33 @@ pub fn lookup(repo: &Repository, root: &TreeId, path: &Path) -> Result<Option<No
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+
+    fn node(kind: NodeKind, data: Option<&[u8]>, blobs: usize) -> Node {
+        let mut n = Node::new(b"n".to_vec(), kind);
+        n.data = data.map(<[u8]>::to_vec);
+        n.content = vec![BlobId([7; 32]); blobs];
+        n
+    }
+
+    /// Inline bytes belong to a file without blobs only (a key holder's tree may put
+    /// them anywhere).
+    #[test]
+    fn inline_data_is_refused_off_a_plain_file() {
+        let tree: TreeId = BlobId([1; 32]);
+        let ok = |n: &Node| check_inline(&tree, n).is_ok();
+        assert!(ok(&node(NodeKind::File, Some(b"x"), 0)));
+        assert!(ok(&node(NodeKind::File, None, 2)));
+        assert!(ok(&node(NodeKind::Dir, None, 0)));
+        assert!(!ok(&node(NodeKind::File, Some(b"x"), 1)), "beside blobs");
+        for kind in [NodeKind::Dir, NodeKind::Symlink, NodeKind::Fifo] {
+            assert!(!ok(&node(kind, Some(b"x"), 0)), "{kind:?}");
+        }
+        let e = check_inline(&tree, &node(NodeKind::Dir, Some(b""), 0)).unwrap_err();
+        assert!(e.to_string().contains("inline data on a Dir node"), "{e}");
+    }
+}

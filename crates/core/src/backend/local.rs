@@ -594,6 +594,31 @@ mod tests {
         assert!(dir.path().join("data/ff").is_dir());
     }
 
+    /// The refusal names five foreign entries and counts the rest.
+    #[test]
+    fn the_refusal_names_five_entries_and_counts_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path());
+        let found = |b: &LocalBackend| match b.create().unwrap_err() {
+            Error::NotEmpty { found, .. } => found,
+            e => panic!("{e}"),
+        };
+        for i in 0..5 {
+            fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+        }
+        let five = found(&b);
+        assert!(five.contains("\"f4\"") && !five.contains("more"), "{five}");
+        for i in 5..7 {
+            fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+        }
+        let seven = found(&b);
+        assert!(seven.ends_with(" and 2 more"), "{seven}");
+        assert!(
+            seven.contains("\"f4\"") && !seven.contains("\"f5\""),
+            "{seven}"
+        );
+    }
+
     #[test]
     fn write_read_list_delete() {
         let dir = tempfile::tempdir().unwrap();
