@@ -197,6 +197,14 @@ fn host_and_set_names_are_checked() {
         &["prune", "--max-unused", "abc"],
         &["prune", "--max-unused", "110%"],
         &["prune", "--min-storage", "GLACIER"],
+        // Hostile pass 3: these exited 1, and a huge timeout panicked (101).
+        &["prune", "--min-storage", "GLACIER=abc"],
+        &["prune", "--min-storage", "GLACIER=-1d"],
+        &["prune", "--min-storage", "FOO=1d"],
+        &["backup", "--data-storage-class", "FOO", s],
+        &["--s3-timeout", "99999999999999d", "snapshots"],
+        &["--s3-timeout", "2days", "snapshots"],
+        &["backup", "--exclude", "", s],
     ] {
         let out = env.run(args);
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
@@ -215,6 +223,18 @@ fn host_and_set_names_are_checked() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("set name"), "{}", stderr(&out));
     env.ok(&["backup", "--host", "vm-1.example", src.to_str().unwrap()]);
+    // `--include "$UNSET"` restored a whole snapshot in place (hostile pass 3).
+    let target = env.path("in-place");
+    std::fs::create_dir_all(&target).unwrap();
+    let t = target.to_str().unwrap();
+    let out = env.run(&["restore", "latest", "--target", t, "--include", ""]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty pattern"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "nothing restored"
+    );
 }
 
 /// A set name that neither the config file nor any snapshot knows is an error, not a set

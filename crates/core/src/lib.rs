@@ -116,6 +116,7 @@ pub use repo::snapshot::{
 };
 pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 pub use repo::{Files, Index, Keys, Repository, Snapshots, Trees, WarningSink};
+pub use util::printable;
 pub use util::{hostname, is_root};
 
 /// Engine internals for this crate's own benchmarks, examples and tests (which build

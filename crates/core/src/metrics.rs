@@ -294,6 +294,23 @@ impl MetricsFile {
         }
     }
 
+    /// The samples of `name` in `dir` when it is this user's own regular file; none when
+    /// it is another's or no regular file, which the rename then replaces: in a shared
+    /// (1777) directory another user could plant series (a last success in the future, no
+    /// errors) that would silence the alerts, or a FIFO that would stop every update.
+    fn read_own(&self, dir: &OwnedFd, name: &str) -> Result<Samples> {
+        let stat = match rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => stat,
+            Err(rustix::io::Errno::NOENT) => return Ok(Samples::default()),
+            Err(e) => return Err(Error::io(&self.path, e.into())),
+        };
+        let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+        if !regular || stat.st_uid != nix::unistd::geteuid().as_raw() {
+            return Ok(Samples::default());
+        }
+        self.read_in(dir, name)
+    }
+
     /// The file's directory and its name in it.
     fn dir_and_name(&self) -> Result<(PathBuf, String)> {
         let dir = match self.path.parent() {
@@ -319,7 +336,7 @@ impl MetricsFile {
         let lock_name = format!(".{name}.lock");
         let _lock = take_lock(&dir, &lock_name, LOCK_WAIT)
             .map_err(|e| Error::io(self.path.with_file_name(&lock_name), e))?;
-        let mut samples = self.read_in(&dir, &name)?;
+        let mut samples = self.read_own(&dir, &name)?;
         f(&mut samples);
         samples.set(
             "strata_metrics_written_timestamp_seconds",
@@ -882,6 +899,52 @@ mod tests {
             Some(0.0)
         );
     }
+    /// Hostile pass 3: another user's `m.prom` in a shared directory was merged into this
+    /// user's (forged series silence alerts), and a symlink or FIFO under the name stopped
+    /// every update. Each is replaced, and nothing of it kept.
+    #[test]
+    fn another_users_file_or_a_planted_entry_is_replaced_not_merged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let path = dir.path().join("m.prom");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "strata_check_last_errors 7\n").unwrap();
+        let file = MetricsFile::new(&path);
+        let forged = "strata_backup_last_success_timestamp_seconds{set=\"c\"} 9999999999\n";
+        let plant: [&dyn Fn(); 3] = [
+            &|| {
+                std::fs::write(&path, forged).unwrap();
+                // Another user's file (uid 65534), as in a 1777 textfile directory.
+                nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            },
+            &|| std::os::unix::fs::symlink(&victim, &path).unwrap(),
+            &|| nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap(),
+        ];
+        for (i, plant) in plant.iter().enumerate() {
+            let _ = std::fs::remove_file(&path);
+            plant();
+            file.update(|s| s.set("strata_check_last_errors", &[], 0.0))
+                .unwrap_or_else(|e| panic!("case {i}: {e}"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("9999999999"), "case {i}: merged: {text}");
+            assert!(
+                text.contains("strata_check_last_errors 0"),
+                "case {i}: {text}"
+            );
+            assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+            assert_eq!(
+                std::fs::read_to_string(&victim).unwrap(),
+                "strata_check_last_errors 7\n"
+            );
+        }
+        // This user's own file is kept and updated.
+        file.update(|s| s.set("strata_check_last_read_bytes", &[], 1.0))
+            .unwrap();
+        let own = std::fs::read_to_string(&path).unwrap();
+        assert!(own.contains("strata_check_last_errors 0"), "{own}");
+    }
+
     /// The textfile directory's path swapped for a link while a run holds the lock (its
     /// parent is another user's, node_exporter's home): the new file still lands in the
     /// directory the lock was taken in, and nothing is created where the link points.

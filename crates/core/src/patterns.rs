@@ -26,6 +26,14 @@ impl Patterns {
         };
         let mut b = GlobSetBuilder::new();
         for p in patterns {
+            // `--include "$UNSET"` once matched everything (as `**/`): an in-place
+            // restore of a whole snapshot over live files.
+            if p.trim().is_empty() {
+                return Err(Error::BadInput {
+                    what: "pattern",
+                    reason: format!("an empty pattern ({p:?}) matches nothing sensible"),
+                });
+            }
             b.add(Glob::new(p).map_err(|e| bad(p, e))?);
             if !p.contains('/') {
                 b.add(Glob::new(&format!("**/{p}")).map_err(|e| bad(p, e))?);
@@ -64,6 +72,25 @@ pub fn read_file(path: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile pass: `--include ""` (an unset variable) restored a whole snapshot.
+    #[test]
+    fn an_empty_pattern_is_refused() {
+        for p in ["", " ", "\t"] {
+            let e = Patterns::new(&["a".into(), p.into()]).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::BadInput {
+                        what: "pattern",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        assert!(Patterns::new(&[]).unwrap().is_none());
+    }
 
     #[test]
     fn names_match_at_any_depth_paths_only_where_they_say() {

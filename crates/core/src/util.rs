@@ -43,6 +43,22 @@ pub fn group_name(gid: u32) -> Option<String> {
         .clone()
 }
 
+/// `text` with control characters escaped (`\n`, `\x1b`, ...): names from snapshots and
+/// sources, shown to a terminal or a log, neither forge lines nor drive the terminal.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether this process runs as root (and so may give files away to their owners).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -160,7 +160,7 @@ impl S3Backend {
                     TimeoutConfig::builder()
                         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
                         .read_timeout(timeout)
-                        .operation_timeout(timeout * REQUEST_WINDOWS)
+                        .operation_timeout(timeout.saturating_mul(REQUEST_WINDOWS))
                         .build(),
                 )
                 .stalled_stream_protection(
@@ -614,9 +614,10 @@ const MAX_PAGE_KEYS: usize = 1000;
 /// at most; a larger object grows its buffer as it streams).
 const PREALLOCATE_MAX: usize = 16 << 20;
 
-/// The file name of `key` from a listing of `prefix`: its last part. S3 lists only keys
-/// under the prefix asked for, and Strata writes no name with a control character or a
-/// `.`/`..` part: a listing with such a key is not the store's (never trusted as a name).
+/// The file name of `key` from a listing of `prefix`: its last part, or `""` for a key
+/// that is no file of ours (skipped). S3 lists only keys under the prefix asked for: a
+/// listing with another is not the store's. Strata writes no name with a control
+/// character or a `.`/`..` part, so such a key is never trusted as a name.
 fn listed_name<'a>(key: &'a str, prefix: &str) -> std::result::Result<&'a str, String> {
     let Some(rest) = key.strip_prefix(prefix) else {
         return Err(format!("listed {:?}, not under {prefix}", clean(key, 80)));
@@ -629,9 +630,10 @@ fn listed_name<'a>(key: &'a str, prefix: &str) -> std::result::Result<&'a str, S
         part.is_empty() || part == "." || part == ".." || part.chars().any(char::is_control)
     };
     // `name` or, for packs, `xx/name`: nothing else is a file of ours (`a//b`, `a/b/c`
-    // would be taken for files they are not).
+    // would be taken for files they are not). Such a key is skipped, not an error: one
+    // object anyone with write access to the bucket can add must not stop every listing.
     if rest.split('/').any(odd) || rest.split('/').count() > 2 {
-        return Err(format!("listed {:?}, not a file name", clean(key, 80)));
+        return Ok("");
     }
     Ok(rest.rsplit('/').next().unwrap_or(rest))
 }
@@ -1339,7 +1341,8 @@ mod tests {
     use super::*;
 
     /// Hostile pass: keys such as `index/../x`, `index//x` or `data/ab/../../x` were taken
-    /// for files named `x`.
+    /// for files named `x`; then (hostile pass 3) one such key stopped every listing. They
+    /// are skipped; only a key outside the prefix makes the listing damaged.
     #[test]
     fn only_canonical_keys_are_file_names() {
         let p = "repo/data/";
@@ -1352,10 +1355,12 @@ mod tests {
             "repo/data/../abcd",
             "repo/data/a/b/abcd",
             "repo/data/ab/x\ny",
-            "other/abcd",
+            "repo/data/..",
+            "repo/data/.",
         ] {
-            assert!(listed_name(bad, p).is_err(), "{bad:?}");
+            assert_eq!(listed_name(bad, p), Ok(""), "{bad:?}");
         }
+        assert!(listed_name("other/abcd", p).is_err());
     }
 
     /// Hostile pass: an endpoint paging for ever with a fresh token each time (empty
@@ -1547,21 +1552,20 @@ mod tests {
                 "AWS_REGION",
             ),
         ];
-        // Keys a listing must not hand over as names: outside the prefix, `..`, escapes.
+        // Keys a listing must not hand over as names: outside the prefix (the listing is
+        // not the store's), `..` and escapes (skipped: no file of ours).
         let listing = |key: &str| {
             format!("<ListBucketResult><Contents><Key>{key}</Key><Size>1</Size></Contents></ListBucketResult>")
         };
-        let keys = [
-            ("a", "not under repo/snapshots/"),
-            ("repo/snapshots/../../etc/passwd", "not a file name"),
-            ("repo/snapshots/ab&#27;[2Jcd", "not a file name"),
-        ];
-        for (key, said) in keys {
-            let e = error_of(xml, &listing(key), list);
-            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
-            let msg = e.to_string();
-            assert!(msg.contains(said) && msg.len() < 300, "{msg}");
-            assert!(!msg.contains('\x1b'), "{msg}");
+        let e = error_of(xml, &listing("a"), list);
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains("not under repo/snapshots/") && msg.len() < 300, "{msg}");
+        assert!(!msg.contains('\x1b'), "{msg}");
+        for key in ["repo/snapshots/../../etc/passwd", "repo/snapshots/ab&#27;[2Jcd"] {
+            let url = hostile_endpoint(xml, listing(key).into_bytes());
+            let names = open_with_timeout(&url, 5).list(FileKind::Snapshot).unwrap();
+            assert!(names.is_empty(), "{key}: {names:?}");
         }
         for (e, op, said) in cases {
             let msg = e.to_string();

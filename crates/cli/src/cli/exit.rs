@@ -34,7 +34,7 @@ pub fn serving_fetch() {
 
 /// What [`Error::BadInput`] calls the inputs that are command-line arguments (or the
 /// config file's equivalents): a malformed one is a usage error, as clap's own.
-const ARGUMENTS: &[&str] = &["pattern", "host name"];
+const ARGUMENTS: &[&str] = &["pattern", "host name", "storage class"];
 
 pub fn code_of(e: &Error) -> i32 {
     match e {

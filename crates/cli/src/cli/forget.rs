@@ -275,7 +275,7 @@ fn print_plans(plans: &[retention::GroupPlan], dry_run: bool, verbose: bool) {
         let rules: Vec<String> = rules.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!(
             "{}: keep {} ({}), {} {}",
-            p.group,
+            output::plain(&p.group.to_string()),
             p.keep.len(),
             if rules.is_empty() {
                 "no rule".to_string()

@@ -71,7 +71,7 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
                 v.last.id.short(),
                 output::when(&v.last.time),
                 match &v.first.set {
-                    Some(s) => format!(", set {s}"),
+                    Some(s) => format!(", set {}", output::plain(s)),
                     None => format!(", {}", output::plain(&v.lineage)),
                 }
             )?;

@@ -354,9 +354,13 @@ impl Global {
         let Some(s) = given.or(self.file.s3_timeout.as_deref()) else {
             return Ok(None);
         };
+        // A day at most: a request may take three times it, and no endpoint answers later.
+        let range = std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(86_400);
         match humantime::parse_duration(s) {
-            Ok(t) if t >= std::time::Duration::from_secs(1) => Ok(Some(t)),
-            Ok(_) => Err(exit::usage(format!("s3-timeout {s:?}: 1s at least"))),
+            Ok(t) if range.contains(&t) => Ok(Some(t)),
+            Ok(_) => Err(exit::usage(format!(
+                "s3-timeout {s:?}: between 1s and 1day"
+            ))),
             Err(e) => Err(exit::usage(format!("s3-timeout {s:?}: {e}"))),
         }
     }

@@ -176,17 +176,7 @@ impl Progress for Bar {
 /// names come from sources and snapshots, and a hostile one must neither forge lines nor
 /// drive the terminal.
 pub fn plain(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    for c in msg.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+    strata::printable(msg)
 }
 
 /// As [`plain`], but a message spanning lines (a config file's parse error shows the line

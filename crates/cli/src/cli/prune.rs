@@ -1,5 +1,4 @@
 use super::exit;
-use anyhow::anyhow;
 use clap::Args;
 use strata::prune::{self, PruneOptions};
 
@@ -60,7 +59,7 @@ impl PruneOpts {
             })?;
             strata::backend::check_storage_class(class)?;
             let d = strata::timespec::parse_duration(d)
-                .map_err(|e| anyhow!("--min-storage {m}: {e}"))?;
+                .map_err(|e| exit::usage(format!("--min-storage {m}: {e}")))?;
             min_storage.retain(|(c, _)| c != class);
             min_storage.push((class.to_string(), d));
         }

@@ -270,14 +270,15 @@ impl Lineage {
     }
 }
 
+/// Set, host and path names come from snapshots (a key holder's): shown with control
+/// characters escaped, so that one in an error or a report forges no line.
 impl std::fmt::Display for Lineage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Lineage::Set(set) => write!(f, "set {set}"),
-            Lineage::HostPaths { host, paths } => {
-                write!(f, "host {host}, paths {}", paths.join(" "))
-            }
-        }
+        let text = match self {
+            Lineage::Set(set) => format!("set {set}"),
+            Lineage::HostPaths { host, paths } => format!("host {host}, paths {}", paths.join(" ")),
+        };
+        f.write_str(&crate::util::printable(&text))
     }
 }
 
