@@ -1560,9 +1560,15 @@ mod tests {
         let e = error_of(xml, &listing("a"), list);
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("not under repo/snapshots/") && msg.len() < 300, "{msg}");
+        assert!(
+            msg.contains("not under repo/snapshots/") && msg.len() < 300,
+            "{msg}"
+        );
         assert!(!msg.contains('\x1b'), "{msg}");
-        for key in ["repo/snapshots/../../etc/passwd", "repo/snapshots/ab&#27;[2Jcd"] {
+        for key in [
+            "repo/snapshots/../../etc/passwd",
+            "repo/snapshots/ab&#27;[2Jcd",
+        ] {
             let url = hostile_endpoint(xml, listing(key).into_bytes());
             let names = open_with_timeout(&url, 5).list(FileKind::Snapshot).unwrap();
             assert!(names.is_empty(), "{key}: {names:?}");

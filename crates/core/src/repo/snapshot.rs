@@ -459,6 +459,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Hostile pass 3: a key holder's set or host name with a newline or an escape forged
+    /// lines of the "several lineages" error and of `forget`'s report.
+    #[test]
+    fn a_lineage_shows_control_characters_escaped() {
+        let set = Lineage::of(Some("evil\nstrata_check_last_errors 0"), "h", &[]);
+        assert_eq!(set.to_string(), "set evil\\nstrata_check_last_errors 0");
+        let host = Lineage::of(None, "h\x1b[31m", &["/y\r".into()]);
+        assert_eq!(host.to_string(), "host h\\x1b[31m, paths /y\\r");
+    }
+
     fn snap(time: &str, host: &str) -> Snapshot {
         Snapshot {
             host: host.into(),
