@@ -1279,6 +1279,7 @@ pub fn restore(
             cancel,
             recreate,
             private: true,
+            provided: Default::default(),
         },
         progress,
     )?;
