@@ -96,11 +96,17 @@ pub struct DeltaPlan {
 /// What a delta restore did, for the report.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct DeltaSummary {
+    /// Files kept (moved, not fetched).
     pub kept_files: u64,
+    /// Their bytes.
     pub kept_bytes: u64,
+    /// The backup's files fetched instead of kept.
     pub rewritten_files: u64,
+    /// Their bytes.
     pub rewritten_bytes: u64,
+    /// Entries other than directories removed (the backup does not hold them).
     pub removed_files: u64,
+    /// Their bytes (a symlink's: its own).
     pub removed_bytes: u64,
     /// Content bytes restored from the repository (files rewritten).
     pub bytes_fetched: u64,
