@@ -164,8 +164,13 @@ impl DeltaPlan {
         if NEVER_KEPT.iter().any(|n| rel == Path::new(n)) {
             return None;
         }
-        let dir = self.dirs.get(rel.parent()?)?;
-        let file = open_file(dir, rel.file_name()?).ok()?;
+        let (dir, name) = (self.dirs.get(rel.parent()?)?, rel.file_name()?);
+        // Nothing but a regular file is opened: opening a device node can act on it.
+        let st = rustix::fs::statat(&**dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return None;
+        }
+        let file = open_file(dir, name).ok()?;
         let seen = unchanged(&file, node)?;
         same_content(repo, file, node).then(|| Kept {
             path: rel.to_path_buf(),
