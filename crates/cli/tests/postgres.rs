@@ -1115,7 +1115,185 @@ fn a_second_site_recovers_to_an_instant(env: &Env) {
     assert_eq!(rows, vec![1, 2]);
 }
 
+/// `pg restore main --delta --target DIR` (JSON), as the test process's user (root in CI:
+/// the one who could be made to chown a file outside); the output.
+fn delta_restore(env: &Env, cfg: &str, target: &Path) -> serde_json::Value {
+    let t = target.to_str().unwrap();
+    let args = [
+        "--config", cfg, "--json", "pg", "restore", "main", "--delta", "--target", t,
+    ];
+    let out = env.own_cmd().args(args).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A primary with the table `t` (rows 1, 2: one before the base backup, one after) and a
+/// 20,000-row table `big`, stopped; returns it, the backup's total bytes and its data
+/// directory's relation files of `t` and `big`.
+fn backed_up_and_stopped<'e>(env: &'e Env, cfg: &str) -> (Cluster<'e>, u64, [String; 2]) {
+    let mut db = archiving_primary(env, cfg);
+    db.sql("CREATE TABLE big AS SELECT g, md5(g::text) AS m FROM generate_series(1, 20000) g");
+    insert(&db, 1);
+    let b = env.json(&["--config", cfg, "pg", "basebackup", "main"]);
+    let total = b["summary"]["total_bytes"].as_u64().unwrap();
+    insert(&db, 2);
+    db.switch_and_archive();
+    let files = ["t", "big"].map(|t| db.sql(&format!("SELECT pg_relation_filepath('{t}')")));
+    db.stop();
+    (db, total, files)
+}
+
+/// Starts the data directory `name` (restored, recovering), waits for its promotion and
+/// returns t's rows and big's count.
+fn rows_after_recovery(env: &Env, name: &str) -> (Vec<i32>, String) {
+    let c = start_copy(env, name);
+    let rows = (c.rows(), c.sql("SELECT count(*) FROM big"));
+    drop(c);
+    rows
+}
+
+/// Issue 29, item 1: `pg restore --delta` into the stopped cluster's own data directory
+/// keeps the files that are the backup's, fetches the few that differ, removes what the
+/// backup does not hold, replaces links rather than writing through them, never reuses
+/// a file linked from elsewhere; a running cluster is refused untouched.
+fn a_delta_restore_fetches_only_what_differs(env: &Env) {
+    use std::os::unix::fs::MetadataExt;
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let (mut db, total, [t_file, big_file]) = backed_up_and_stopped(&env, &cfg);
+    db.start("");
+    let data = db.data.to_str().unwrap().to_string();
+    refused(
+        &env,
+        &cfg,
+        &["pg", "restore", "main", "--delta", "--target", &data],
+        "is in use: its postmaster (pid",
+    );
+    assert!(!db.data.join("recovery.signal").exists());
+    assert_eq!(db.rows(), vec![1, 2]);
+    db.stop();
+    pg_restore(&env, &cfg, &[], "full");
+    let full = rows_after_recovery(&env, "full");
+    assert_eq!(full, (vec![1, 2], "20000".to_string()));
+
+    // Lost, changed, planted: big's file gone, t's changed, a stray file, a relation
+    // file turned into a link to a file outside, another hard-linked from outside.
+    fs::remove_file(db.data.join(&big_file)).unwrap();
+    let mut t_bytes = fs::read(db.data.join(&t_file)).unwrap();
+    t_bytes[100] ^= 0xff;
+    fs::write(db.data.join(&t_file), &t_bytes).unwrap();
+    fs::write(db.data.join("base/stray"), "not postgres's").unwrap();
+    let relations: Vec<PathBuf> = common::walk(&db.data.join("global"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .parse::<u32>()
+                .is_ok()
+        })
+        .collect();
+    let (linked, hard) = (&relations[0], &relations[1]);
+    let victim = env.path("victim");
+    fs::write(&victim, "outside").unwrap();
+    fs::remove_file(linked).unwrap();
+    std::os::unix::fs::symlink(&victim, linked).unwrap();
+    let outside = env.path("second-name");
+    fs::hard_link(hard, &outside).unwrap();
+    let hard_mtime = fs::metadata(hard).unwrap().modified().unwrap();
+    fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&outside, Some(0), Some(0)).ok();
+    fs::File::open(&outside)
+        .unwrap()
+        .set_modified(hard_mtime)
+        .unwrap();
+    let outside_bytes = fs::read(&outside).unwrap();
+    let outside_owner = fs::metadata(&outside).unwrap().uid();
+
+    let out = delta_restore(&env, &cfg, &db.data);
+    let d = &out["delta"];
+    let n = |k: &str| d[k].as_u64().unwrap();
+    let all = n("kept_files") + n("rewritten_files");
+    assert!(n("kept_files") * 10 >= all * 9, "{d}");
+    assert!(n("rewritten_files") >= 5, "{d}");
+    assert!(n("removed_files") >= 1, "{d}");
+    assert!(n("bytes_fetched") < total / 4, "{d} of {total}");
+    assert_eq!(
+        n("bytes_fetched"),
+        out["restore"]["bytes"].as_u64().unwrap()
+    );
+    assert!(!db.data.join("base/stray").exists());
+    assert!(fs::symlink_metadata(linked).unwrap().is_file());
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "outside");
+    assert_eq!(fs::metadata(hard).unwrap().nlink(), 1);
+    assert_eq!(fs::read(&outside).unwrap(), outside_bytes);
+    let m = fs::metadata(&outside).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777, m.nlink()),
+        (outside_owner, 0o600, 1)
+    );
+    assert_eq!(rows_after_recovery(&env, "data"), full);
+}
+
+/// A `--delta` run killed with SIGKILL once it has begun moving files leaves a
+/// directory PostgreSQL refuses to start from (or the finished one); a rerun completes it.
+fn a_killed_delta_restore_is_completed_by_a_rerun(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let (db, _, [t_file, _]) = backed_up_and_stopped(&env, &cfg);
+    let pg_control = db.data.join("global/pg_control");
+    let data = db.data.to_str().unwrap().to_string();
+    let mut landed = false;
+    for _ in 0..10 {
+        fs::write(db.data.join(&t_file), b"changed").unwrap();
+        let mut child = env
+            .std_cmd()
+            .args([
+                "--config", &cfg, "pg", "restore", "main", "--delta", "--target", &data,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        while pg_control.exists() && child.try_wait().unwrap().is_none() {
+            std::thread::yield_now();
+        }
+        common::signal(&child, nix::sys::signal::Signal::SIGKILL);
+        let status = child.wait().unwrap();
+        if status.code().is_none() {
+            landed = true;
+            break;
+        }
+        assert!(status.success(), "{status:?}");
+    }
+    assert!(landed, "never killed while moving");
+    if !pg_control.exists() {
+        // Neither the old directory nor the new: PostgreSQL must refuse it.
+        let out = Cluster::command(&env, &pg_bin().join("pg_ctl"))
+            .args(["-D", &data, "-l", env.path("refused.log").to_str().unwrap()])
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "PostgreSQL started from a half-moved directory"
+        );
+        let log = fs::read_to_string(env.path("refused.log")).unwrap_or_default();
+        assert!(log.contains("pg_control"), "{log}");
+    } else {
+        assert!(db.data.join("recovery.signal").exists(), "a mix in place");
+    }
+    env.ok(&[
+        "--config", &cfg, "pg", "restore", "main", "--delta", "--target", &data,
+    ]);
+    let (rows, count) = rows_after_recovery(&env, "data");
+    assert_eq!((rows, count.as_str()), (vec![1, 2], "20000"));
+}
+
 conformance!(
+    a_delta_restore_fetches_only_what_differs,
+    a_killed_delta_restore_is_completed_by_a_rerun,
     a_second_site_recovers_to_an_instant,
     a_restore_writes_nothing_through_links,
     a_restored_copy_never_takes_over_the_archive,

@@ -21,6 +21,7 @@ pub use check::WalCheck;
 pub use error::{Error, Result};
 
 mod check;
+pub mod delta;
 mod error;
 mod timeline;
 pub mod wal;
@@ -1201,40 +1202,104 @@ fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', r"\\").replace('\'', "''"))
 }
 
-/// A restore target must be a new or empty real directory; `bad` makes the error.
-fn check_target(target: &Path, bad: impl Fn(String) -> Error) -> Result<()> {
+/// Refuses a `target` that is a symlink or no directory; its metadata, `None` when
+/// absent. `bad` makes the error.
+fn no_link(target: &Path, bad: impl Fn(String) -> Error) -> Result<Option<std::fs::Metadata>> {
     // A symlink (or a file) where the data directory goes is refused before anything is
     // restored: the restored directory is moved into place by rename, which cannot
     // replace one, and following it would put the cluster somewhere else.
-    if let Ok(m) = std::fs::symlink_metadata(target) {
-        if !m.is_dir() {
-            let kind = if m.file_type().is_symlink() {
-                "a symlink"
-            } else {
-                "not a directory"
-            };
-            return Err(bad(format!(
-                "{} is {kind}: give a new or empty directory (the real path, not a link)",
-                target.display()
-            )));
-        }
-    }
-    let occupied = match std::fs::read_dir(target) {
-        Ok(mut d) => d.next().is_some(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+    let m = match std::fs::symlink_metadata(target) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(target, e)),
     };
-    if occupied {
+    if !m.is_dir() {
+        let kind = if m.file_type().is_symlink() {
+            "a symlink"
+        } else {
+            "not a directory"
+        };
         return Err(bad(format!(
-            "{} is not empty: restore into a new or empty directory",
+            "{} is {kind}: give a new or empty directory (the real path, not a link)",
+            target.display()
+        )));
+    }
+    Ok(Some(m))
+}
+
+/// Whether the directory `target` holds anything.
+fn occupied(target: &Path) -> Result<bool> {
+    match std::fs::read_dir(target) {
+        Ok(mut d) => Ok(d.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+/// A restore target must be a new or empty real directory; `bad` makes the error.
+fn check_target(target: &Path, bad: impl Fn(String) -> Error) -> Result<()> {
+    no_link(target, &bad)?;
+    if occupied(target)? {
+        return Err(bad(format!(
+            "{} is not empty: restore into a new or empty directory, or give --delta to \
+             bring back the data directory of a stopped cluster",
             target.display()
         )));
     }
     Ok(())
 }
 
-/// Restores `plan`'s base backup as the data directory `target` (absent or empty), then
-/// writes what makes the next start of PostgreSQL a recovery to the plan's target:
+/// A `--delta` target: new, empty, or a PostgreSQL data directory (`PG_VERSION`: a wrong
+/// path would lose everything in it) that no server uses, on the file system of its
+/// parent (its files are moved into the staging directory beside it).
+fn check_delta_target(target: &Path, parent: &Path, bad: impl Fn(String) -> Error) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(meta) = no_link(target, &bad)? else {
+        return Ok(());
+    };
+    if !occupied(target)? {
+        return Ok(());
+    }
+    let version = std::fs::symlink_metadata(target.join("PG_VERSION"));
+    if !version.is_ok_and(|m| m.is_file()) {
+        return Err(bad(format!(
+            "{} holds no PG_VERSION: --delta only brings back a PostgreSQL data directory \
+             (it removes whatever the backup does not hold)",
+            target.display()
+        )));
+    }
+    if let Some(why) = delta::live_postmaster(target) {
+        return Err(bad(format!(
+            "{} is in use: {why}; stop the cluster first",
+            target.display()
+        )));
+    }
+    let parent_dev = std::fs::metadata(parent)
+        .map_err(|e| Error::io(parent, e))?
+        .dev();
+    if meta.dev() != parent_dev {
+        return Err(bad(format!(
+            "{} is a mount point: --delta moves its files into a staging directory beside \
+             it, which must be on the same file system; restore into a new directory",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// What [`restore`] did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The restore of the base backup (with `delta`: of the files not kept).
+    pub report: strata::restore::RestoreReport,
+    /// With `delta`: what was kept, fetched and removed.
+    pub delta: Option<delta::DeltaSummary>,
+}
+
+/// Restores `plan`'s base backup as the data directory `target` (absent or empty; with
+/// `delta`, also the data directory of a stopped cluster, of which only the files that
+/// differ from the backup's are fetched: see [`delta`]), then writes what makes the next
+/// start of PostgreSQL a recovery to the plan's target:
 /// `backup_label`, `recovery.signal` and, appended to `postgresql.auto.conf`,
 /// `restore_command` (which the caller gives: `strata wal fetch` with its config),
 /// `recovery_target_timeline`, `recovery_target_time` and `recovery_target_action =
@@ -1249,39 +1314,38 @@ pub fn restore(
     restore_command: &str,
     keep_archiving: bool,
     cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    recreate: strata::restore::Recreate,
+    (recreate, delta): (strata::restore::Recreate, bool),
     progress: &dyn Progress,
-) -> Result<strata::restore::RestoreReport> {
+) -> Result<Restored> {
     let bad = |reason: String| Error::Postgres {
         cluster: plan.base.cluster.clone(),
         reason,
     };
-    check_target(target, bad)?;
     let parent = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    match delta {
+        true => check_delta_target(target, parent, bad)?,
+        false => check_target(target, bad)?,
+    }
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     // The snapshot holds the data directory under its absolute path: restore into a
     // staging directory beside the target, then move the data directory into place.
     let staging = Staging::new(parent, target, progress)?;
     let snapshot = repo.snapshots().get(&plan.snapshot)?;
-    let report = strata::restore::run(
-        repo,
-        &snapshot,
-        &strata::restore::RestoreOptions {
-            target: staging.path().to_path_buf(),
-            includes: None,
-            excludes: None,
-            verify: false,
-            dry_run: false,
-            cold: None,
-            cancel,
-            recreate,
-            private: true,
-        },
-        progress,
-    )?;
+    let data_dir = Path::new(&plan.base.data_directory);
+    let delta = match delta {
+        true => {
+            let backup = delta::BackupFiles::of(repo, &snapshot, data_dir)?;
+            let d = delta::DeltaPlan::new(repo, target, &backup)?;
+            Some((backup, d))
+        }
+        false => None,
+    };
+    let provided = (delta.as_ref()).map_or_else(Default::default, |(_, d)| d.provided(data_dir));
+    let how = (cancel, recreate, provided);
+    let report = restore_base(repo, &snapshot, staging.path(), how, progress)?;
     if !report.errors.is_empty() {
         return Err(bad(format!(
             "the base backup did not restore cleanly ({} errors, the first: {}); nothing \
@@ -1292,17 +1356,58 @@ pub fn restore(
         )));
     }
     let staged = staged_data_directory(staging.path(), plan)?;
+    if let Some((backup, d)) = &delta {
+        d.move_kept(&staged.dir, backup, recreate.owners())?;
+    }
     // Everything is written while the data directory is still inside the private staging
     // directory: once renamed into place it is the cluster owner's, who could swap it for
     // a symlink between the rename and the writes (root then wrote backup_label and
     // postgresql.auto.conf wherever it pointed).
     prepare_recovery(&staged, plan, restore_command, keep_archiving, progress)?;
-    if target.exists() {
-        std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
+    match std::fs::symlink_metadata(target) {
+        Ok(_) if delta.is_some() => {
+            let planned = delta.as_ref().and_then(|(_, d)| d.root);
+            staged.exchange(parent, target, planned)?
+        }
+        Ok(_) => {
+            std::fs::remove_dir(target).map_err(|e| Error::io(target, e))?;
+            staged.move_to(parent, target)?;
+        }
+        Err(_) => staged.move_to(parent, target)?,
     }
-    staged.move_to(parent, target)?;
     drop(staging);
-    Ok(report)
+    let delta = delta.map(|(_, d)| delta::DeltaSummary {
+        bytes_fetched: report.bytes,
+        ..d.summary
+    });
+    Ok(Restored { report, delta })
+}
+
+/// Restores `snapshot` into the staging directory `into`, less the files `provided`.
+fn restore_base(
+    repo: &Repository,
+    snapshot: &Snapshot,
+    into: &Path,
+    (cancel, recreate, provided): (
+        Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+        strata::restore::Recreate,
+        std::collections::HashSet<PathBuf>,
+    ),
+    progress: &dyn Progress,
+) -> Result<strata::restore::RestoreReport> {
+    let options = strata::restore::RestoreOptions {
+        target: into.to_path_buf(),
+        includes: None,
+        excludes: None,
+        verify: false,
+        dry_run: false,
+        cold: None,
+        cancel,
+        recreate,
+        private: true,
+        provided,
+    };
+    Ok(strata::restore::run(repo, snapshot, &options, progress)?)
 }
 
 /// The components of `data_directory` when it is an absolute path in normal form: no
@@ -1338,6 +1443,48 @@ impl Staged {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let into = rustix::fs::open(parent, flags, Mode::empty()).map_err(io)?;
         rustix::fs::renameat(&self.parent, &self.name, &into, name).map_err(io)
+    }
+
+    /// Exchanges the directory with `target` (a directory in `parent`) in one step: a
+    /// kill leaves the one or the other. The old one is left in the staging area, which
+    /// removes it, once it is found to be the directory `planned` (device, inode): one the
+    /// parent's owner put in its place meanwhile goes back. Where the file system cannot
+    /// exchange, the old one is moved there first.
+    fn exchange(&self, parent: &Path, target: &Path, planned: Option<(u64, u64)>) -> Result<()> {
+        use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+        let io = |e: rustix::io::Errno| Error::io(target, e.into());
+        let name = target
+            .file_name()
+            .ok_or_else(|| io(rustix::io::Errno::INVAL))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let into = rustix::fs::open(parent, flags, Mode::empty()).map_err(io)?;
+        let swap = RenameFlags::EXCHANGE;
+        let aside = match rustix::fs::renameat_with(&self.parent, &self.name, &into, name, swap) {
+            Err(rustix::io::Errno::INVAL) => format!("{}.replaced", self.name),
+            done => {
+                done.map_err(io)?;
+                self.name.clone()
+            }
+        };
+        if aside != self.name {
+            rustix::fs::renameat(&into, name, &self.parent, &aside).map_err(io)?;
+        }
+        let st = rustix::fs::statat(&self.parent, &aside, AtFlags::SYMLINK_NOFOLLOW).map_err(io)?;
+        if planned != Some((st.st_dev, st.st_ino)) {
+            let back = match aside == self.name {
+                true => rustix::fs::renameat_with(&self.parent, &aside, &into, name, swap),
+                false => rustix::fs::renameat(&self.parent, &aside, &into, name),
+            };
+            back.map_err(io)?;
+            return Err(Error::io(
+                target,
+                std::io::Error::other("replaced by another directory while the restore ran"),
+            ));
+        }
+        if aside != self.name {
+            self.move_to(parent, target)?;
+        }
+        Ok(())
     }
 }
 

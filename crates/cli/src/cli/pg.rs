@@ -44,7 +44,7 @@ enum PgCmd {
         /// an age such as "2h" (ago).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        /// The new data directory (absent or empty).
+        /// The new data directory (absent or empty; with --delta, an existing one).
         #[arg(long)]
         target: PathBuf,
         /// The timeline to follow (default: the one archived most recently, which is the
@@ -55,6 +55,12 @@ enum PgCmd {
         /// the primary and goes on archiving as the cluster.
         #[arg(long)]
         keep_archiving: bool,
+        /// The target is the data directory of a stopped cluster (or a directory a killed
+        /// `--delta` run left): keep its files whose size, mtime and content match the base
+        /// backup's, fetch the rest, remove what the backup does not hold. Refused while a
+        /// server runs there (its postmaster.pid names a live process).
+        #[arg(long)]
+        delta: bool,
         /// Say which base backup and WAL would be used; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -77,6 +83,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
             target,
             timeline,
             keep_archiving,
+            delta,
             dry_run,
             recreate,
             ..
@@ -93,7 +100,7 @@ pub fn run(global: &Global, args: PgArgs) -> anyhow::Result<i32> {
                 asked,
                 &target,
                 keep_archiving,
-                recreate,
+                (recreate, delta),
                 dry_run,
             )
         }
@@ -151,7 +158,7 @@ fn restore(
     asked: postgres::RestoreTarget,
     target: &std::path::Path,
     keep_archiving: bool,
-    recreate: strata::restore::Recreate,
+    how: (strata::restore::Recreate, bool),
     dry_run: bool,
 ) -> anyhow::Result<i32> {
     let repo = global.open()?;
@@ -173,16 +180,29 @@ fn restore(
         &restore_command(global, name)?,
         keep_archiving,
         Some(super::stop_on_signals()?),
-        recreate,
+        how,
         &bar,
     );
     bar.finish();
-    let report = report?;
+    let postgres::Restored { report, delta } = report?;
     super::restore::warn_skipped(global, &report.skipped_devices);
     if global.json {
-        output::print_json(&json!({"plan": plan, "target": target, "restore": report}));
+        output::print_json(&json!({
+            "plan": plan, "target": target, "restore": report, "delta": delta,
+        }));
     } else if !global.quiet {
         describe(name, &plan);
+        if let Some(d) = &delta {
+            println!(
+                "delta: kept {} files ({}), rewrote {} ({} fetched), removed {} ({})",
+                d.kept_files,
+                output::bytes(d.kept_bytes),
+                d.rewritten_files,
+                output::bytes(d.bytes_fetched),
+                d.removed_files,
+                output::bytes(d.removed_bytes)
+            );
+        }
         println!(
             "restored {} files ({}) to {}; start PostgreSQL there to recover{}",
             report.files,

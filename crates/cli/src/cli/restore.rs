@@ -202,6 +202,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         cancel: (!args.dry_run).then(super::stop_on_signals).transpose()?,
         recreate: args.recreate.recreate(),
         private: false,
+        provided: Default::default(),
     };
     let packs = || {
         let mut packs = std::collections::BTreeSet::new();

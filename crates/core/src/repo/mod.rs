@@ -403,6 +403,17 @@ impl Repository {
         self.key.blob_id(plain)
     }
 
+    /// The ids of the blobs a backup would cut `reader`'s content into (without storing
+    /// any): what tells whether a file on disk is the one a tree node records.
+    pub fn content_ids(&self, reader: impl std::io::Read) -> std::io::Result<Vec<BlobId>> {
+        let mut chunker = self.chunker(reader, 1 << 20);
+        let mut ids = Vec::new();
+        while let Some(batch) = chunker.next_batch()? {
+            ids.extend((0..batch.chunks.len()).map(|i| self.blob_id(batch.chunk(i))));
+        }
+        Ok(ids)
+    }
+
     /// How many reads to keep in flight on this backend (at least one per core).
     pub(crate) fn read_concurrency(&self) -> usize {
         self.backend

@@ -72,6 +72,9 @@ pub struct RestoreOptions {
     /// restore`'s): it must be this user's, mode 0700, once opened. One swapped for another
     /// user's directory would hand them the decrypted copy.
     pub private: bool,
+    /// Regular files (snapshot paths) the caller puts in place itself (`pg restore
+    /// --delta` moves those a data directory holds already): not restored, not counted.
+    pub provided: HashSet<PathBuf>,
 }
 
 /// What of a snapshot's owners, extended attributes and devices a restore (or a dump)
@@ -464,6 +467,9 @@ fn select(
         }
         if item.node.kind == NodeKind::Socket {
             sockets.push(item.path);
+            continue;
+        }
+        if item.node.kind == NodeKind::File && opts.provided.contains(&item.path) {
             continue;
         }
         let n = &item.node;
