@@ -288,6 +288,19 @@ fn unknown_sets_are_errors() {
     )
     .unwrap();
     env.ok(&["--config", cfg, "snapshots", "--set", "new"]);
+
+    // A lineage without a set is named by its label, as "known:" lists it (hostile pass 3:
+    // offered, accepted, then matched nothing: status said "no snapshot", exit 0).
+    env.ok(&["backup", "--host", "vm", app.to_str().unwrap()]);
+    let label = format!("host:vm:{}", app.display());
+    let v = env.json(&["snapshots", "--set", &label]);
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    let out = env.run(&["status", &label, "--max-age", "1h"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("no snapshot"), "{said}");
+    env.ok(&["ls", "latest", "--set", &label]);
+    env.ok(&["drill", &label]);
 }
 
 /// Issue 25 item 21: `help --help` helps; `man` onto a file names it; an I/O error's

@@ -62,12 +62,11 @@ pub(super) fn newest(
             .map(|(lineage, id, s)| (lineage.label(), Some((id, s))))
             .collect());
     }
+    // By label: a set's name, or `host:<host>:<paths>` for a lineage without a set (the
+    // name the metrics and the "known" list give it).
     let by_set: std::collections::HashMap<String, (SnapshotId, Snapshot)> = newest
         .into_iter()
-        .filter_map(|(lineage, id, s)| match lineage {
-            Lineage::Set(set) => Some((set, (id, s))),
-            Lineage::HostPaths { .. } => None,
-        })
+        .map(|(lineage, id, s)| (lineage.label(), (id, s)))
         .collect();
     Ok(names
         .into_iter()

@@ -323,7 +323,9 @@ impl SnapshotFilter {
         (self.hosts.is_empty() || self.hosts.contains(&s.host))
             && self.tags.iter().all(|t| s.tags.contains(t))
             && self.paths.iter().all(|p| s.paths.contains(p))
-            && (self.sets.is_empty() || s.set.as_ref().is_some_and(|x| self.sets.contains(x)))
+            // A set's name, or a lineage's label (`host:<host>:<paths>`), as status,
+            // drill and the metrics name a lineage without a set.
+            && (self.sets.is_empty() || self.sets.contains(&s.lineage().label()))
     }
 }
 
