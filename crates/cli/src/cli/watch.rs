@@ -383,10 +383,14 @@ fn print_drill(name: &str, r: &drill::DrillReport, quiet: bool) {
             format!("{} error(s)", d.errors)
         }
     );
+    let took = output::age(d.projected_secs);
     println!(
-        "  a full restore of its {} would take about {}",
+        "  a full restore of its {} would take {}",
         output::bytes(d.snapshot_bytes),
-        output::age(d.projected_secs)
+        match took.as_str() {
+            "under 1s" => took,
+            _ => format!("about {took}"),
+        }
     );
     if !d.passed() {
         println!("set {name}: drill FAILED: {}", output::plain(&d.failure()));
