@@ -924,3 +924,28 @@ fn an_hourly_backup_costs_the_same_requests_whatever_the_fleet() {
     assert_eq!(one, eight, "1 host: {ops1:?}; 8 hosts: {ops8:?}");
     assert!(eight <= 6, "{ops8:?}");
 }
+
+/// Hostile pass 3: `init` took an S3 prefix holding someone's objects and spread a
+/// repository among them (a local directory with a foreign entry was already refused).
+#[test]
+fn init_refuses_a_prefix_holding_foreign_objects() {
+    let Some((env, _serial)) = s3_env() else {
+        return;
+    };
+    // Someone's object one level down (as `<prefix>/notes/config`), through a backend of
+    // the deeper prefix.
+    let theirs = open_backend(&format!("{}/notes", env.repo));
+    theirs
+        .write(strata::backend::FileKind::Config, "config", b"not ours")
+        .unwrap();
+    let out = env.run(&["init"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("notes/"), "{}", stderr(&out));
+    assert!(env.objects("keys").is_empty(), "nothing made");
+    theirs
+        .delete(strata::backend::FileKind::Config, "config")
+        .unwrap();
+    env.init();
+    env.ok(&["snapshots"]);
+}

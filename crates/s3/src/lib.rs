@@ -258,6 +258,47 @@ impl S3Backend {
         }
     }
 
+    /// `init` makes a repository under a new or empty prefix only (or one where a killed
+    /// `init` left the repository's own folders), as in a local directory: spreading
+    /// `keys/`, `data/` ... among someone's objects mixes the two for good. One listing
+    /// of the prefix's first level, a few names at most.
+    fn refuse_foreign_keys(&self) -> Result<()> {
+        let prefix = &self.loc.prefix;
+        self.count(&self.requests.list);
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.loc.bucket)
+                    .prefix(prefix)
+                    .delimiter("/")
+                    .max_keys(20)
+                    .send(),
+            )
+            .map_err(|e| self.error(e, "ListObjectsV2", &format!("listing {}", self.url)))?;
+        let ours = |key: &str| {
+            let rest = key.strip_prefix(prefix.as_str()).unwrap_or(key);
+            FileKind::ALL[1..]
+                .iter()
+                .any(|k| rest.strip_suffix('/') == Some(k.dir()))
+        };
+        let objects = resp.contents().iter().filter_map(|o| o.key());
+        let folders = resp.common_prefixes().iter().filter_map(|p| p.prefix());
+        let mut foreign: Vec<String> = (objects.chain(folders))
+            .filter(|k| !ours(k))
+            .map(|k| format!("{:?}", clean(k, 80)))
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        foreign.truncate(5);
+        Err(Error::NotEmpty {
+            location: self.url.clone(),
+            found: format!("{} (not a repository's)", foreign.join(", ")),
+        })
+    }
+
     fn count(&self, c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -770,7 +811,7 @@ impl Backend for S3Backend {
             .rt
             .block_on(self.client.head_bucket().bucket(&self.loc.bucket).send())
         {
-            Ok(_) => Ok(()),
+            Ok(_) => self.refuse_foreign_keys(),
             Err(e) => match self.error(e, "HeadBucket", &format!("bucket {}", self.loc.bucket)) {
                 Error::NotFound { .. } | Error::NoRepository(_) => {
                     Err(Error::NoRepository(format!(
