@@ -96,7 +96,7 @@ mod util;
 
 pub use chunker::ChunkerParams;
 pub use crypto::{KdfCost, KdfParams};
-pub use error::{Error, Missing, Result};
+pub use error::{Error, Expansion, Missing, Result};
 pub use id::{AuditId, BlobId, IndexId, KeyId, MarkId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
