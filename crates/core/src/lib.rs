@@ -76,6 +76,7 @@ pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod scratch;
 pub mod sets;
 pub mod stats;
 pub mod status;
