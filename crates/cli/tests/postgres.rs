@@ -995,11 +995,17 @@ fn a_restore_writes_nothing_through_links(env: &Env) {
     // What runs killed with SIGKILL left beside the target: removed when old and unlocked;
     // a live run's (locked), a young one (perhaps not locked yet) and, with root running
     // the tests, another user's are kept.
-    let stagings =
-        ["dead", "live", "young", "root"].map(|n| env.path(&format!(".strata-pg-restore-{n}")));
+    // Named and marked as a run names and marks them, by a process that is gone.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let dead = ended.id();
+    ended.wait().unwrap();
+    let stagings = ["dead", "live", "young", "root"]
+        .map(|n| env.path(&format!(".strata-pg-restore-{dead}-{n}")));
     for s in &stagings {
         fs::create_dir_all(s.join("var/lib/postgresql")).unwrap();
         fs::write(s.join("var/lib/postgresql/PG_VERSION"), "15\n").unwrap();
+        let name = s.file_name().unwrap().to_str().unwrap();
+        fs::write(s.join(strata::scratch::MARKER), format!("{name}\n")).unwrap();
     }
     for s in &stagings[..3] {
         for p in common::walk(s) {

@@ -19,6 +19,7 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
 use crate::restore::{self, RestoreOptions};
+use crate::scratch::Scratch;
 use crate::walk::{Limits, TreeWalk, Visit};
 
 /// How a drill runs.
@@ -94,14 +95,10 @@ pub fn run(
         });
     }
     let (includes, snapshot_bytes) = scope(repo, snapshot, opts.sample)?;
-    scratch::remove_abandoned(&opts.scratch, progress);
-    let dir = tempfile::Builder::new()
-        .prefix(&scratch_prefix())
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(&opts.scratch)
-        .map_err(|e| Error::io(&opts.scratch, e))?;
-    // Held until the copy is removed: a killed drill's lock goes with it.
-    let _held = scratch::lock(dir.path())?;
+    crate::scratch::remove_abandoned(&opts.scratch, PREFIX, None, KILLED_COPY, progress);
+    // Locked and marked while it lives: a killed drill's copy is told from a live one's,
+    // and from a directory merely named like one.
+    let dir = Scratch::new(&opts.scratch, PREFIX)?;
     let started = Instant::now();
     let restored = restore::run(
         repo,
@@ -120,16 +117,25 @@ pub fn run(
     let duration_secs = started.elapsed().as_secs_f64();
     // The operator's check runs on a copy that verified byte by byte; on one that did not,
     // the drill has failed already.
+    // A directory moved or replaced meanwhile is not the copy the restore verified.
+    let moved = dir.in_place().err();
     let verify = match &opts.verify {
-        Some(v) if restored.errors.is_empty() && restored.damaged_files.is_empty() => {
+        Some(v)
+            if restored.errors.is_empty()
+                && restored.damaged_files.is_empty()
+                && moved.is_none() =>
+        {
             Some(verify::run(v, dir.path(), id, snapshot))
         }
         _ => None,
     };
     // Removed before the record is written: a drill leaves nothing behind. A copy that
     // cannot be removed (an immutable file, a verify's child still writing) fails the drill.
-    let kept = remove_copy(dir.keep()).err();
+    // Moved or replaced: its content is removed through the descriptor all the same, and
+    // the drill fails naming where the directory went.
+    let kept = dir.remove().err();
     let mut errors: Vec<String> = restored.errors.iter().map(|e| e.to_string()).collect();
+    errors.extend(moved.filter(|_| kept.is_none()));
     errors.extend(kept);
     errors.extend(
         restored
@@ -176,42 +182,6 @@ pub fn run(
     })
 }
 
-/// Removes a drill's restored copy, whatever the snapshot's modes (a directory restored
-/// 0555 is made writable first) and whatever a verify command did (a copy it removed
-/// already is gone). Symlinks are never followed. An error names what is left.
-fn remove_copy(dir: PathBuf) -> std::result::Result<(), String> {
-    let mut last = None;
-    // Twice: a verify's child may still be creating files as the first pass ends.
-    for _ in 0..2 {
-        make_removable(&dir);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(format!(
-        "the restored copy {} could not be removed: {}",
-        dir.display(),
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
-}
-
-/// Makes `dir` and the directories below it (not through symlinks) the owner's to list
-/// and empty: a snapshot's 0555 directory restored as it was.
-fn make_removable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700));
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(e.path());
-            }
-        }
-    }
-}
-
 /// Bytes of the index files: what a bare machine reads before it can restore.
 fn index_bytes(repo: &Repository) -> Result<u64> {
     let listed = repo.files().list(crate::backend::FileKind::Index)?;
@@ -232,15 +202,21 @@ fn data_classes(repo: &Repository, snapshot: &Snapshot) -> Result<Vec<ClassBytes
         .collect())
 }
 
-/// How this process names its drills' temporary directories: `.strata-drill-<pid>-`, so
-/// that whoever stops it (a signal handler) can find and remove what it restored.
+/// How drills name their temporary directories: `.strata-drill-<pid>-<random>`, so that
+/// whoever stops one (a signal handler) can find and remove what it restored.
+pub const PREFIX: &str = ".strata-drill-";
+
+/// How the sweep names a killed drill's directory.
+const KILLED_COPY: &str = "the decrypted copy of a drill that was killed";
+
+/// This process's drills' directories' prefix.
 pub fn scratch_prefix() -> String {
-    format!("{}{}-", scratch::PREFIX, std::process::id())
+    format!("{PREFIX}{}-", std::process::id())
 }
 
 /// Removes what this process's drills left in `scratch` (their temporary directories),
-/// for a drill stopped by a signal: decrypted data must not outlive it. Returns the
-/// directories removed (not those that could not be).
+/// for a drill stopped by a signal: decrypted data must not outlive it. Only directories
+/// holding a drill's marker are removed. Returns the directories removed.
 pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
     verify::stop();
     let prefix = scratch_prefix();
@@ -254,7 +230,7 @@ pub fn remove_scratch(scratch: &Path) -> Vec<PathBuf> {
         }
         // The restore may still be creating files in it: again until it is gone (once
         // the directory itself is unlinked nothing can be created below it).
-        if (0..10).any(|_| remove_copy(e.path()).is_ok()) {
+        if (0..10).any(|_| crate::scratch::remove_own(scratch, &e.file_name()).is_ok()) {
             removed.push(e.path());
         }
     }
@@ -292,5 +268,4 @@ fn sample(files: &[PathBuf], share: f64) -> Result<Option<Patterns>> {
     Patterns::new(&patterns)
 }
 
-mod scratch;
 mod verify;

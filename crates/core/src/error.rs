@@ -55,6 +55,60 @@ impl fmt::Display for Missing {
     }
 }
 
+/// Which bound of a walk (format-spec §16.5) a snapshot's tree passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expansion {
+    /// More `what` (files or directories) than its summary records, and the margin.
+    PastSummary {
+        /// `files` or `directories`.
+        what: &'static str,
+        /// What the summary records.
+        recorded: u64,
+        /// What the walk allowed (the record and a margin).
+        limit: u64,
+    },
+    /// A summary recording more `what` than any snapshot holds.
+    Recorded {
+        /// `files` or `directories`.
+        what: &'static str,
+        /// What the summary records.
+        recorded: u64,
+    },
+    /// More files and directories than sharing honestly makes of the entries read.
+    Sharing {
+        /// The entries of the distinct trees read.
+        entries: u64,
+        /// The files and directories allowed from them.
+        limit: u64,
+    },
+}
+
+impl fmt::Display for Expansion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expansion::PastSummary {
+                what,
+                recorded,
+                limit,
+            } => write!(
+                f,
+                "its tree holds more than {limit} {what}, where its summary records {recorded}"
+            ),
+            Expansion::Recorded { what, recorded } => write!(
+                f,
+                "its summary records {recorded} {what}, more than any snapshot holds ({})",
+                crate::walk::MAX_RECORDED
+            ),
+            Expansion::Sharing { entries, limit } => write!(
+                f,
+                "its tree repeats the {entries} entries read into more than {limit} files and \
+                 directories ({} times over, more than sharing identical directories gives)",
+                crate::walk::SHARING
+            ),
+        }
+    }
+}
+
 /// What went wrong, by kind, so that callers can match what happened (the CLI maps kinds to
 /// exit codes). New kinds may come: match with a catch-all arm.
 #[derive(Debug, thiserror::Error)]
@@ -219,22 +273,19 @@ pub enum Error {
         content: u64,
     },
 
-    /// A snapshot's tree expands past the files or directories its own summary records:
-    /// shared subtrees multiplying without end (a tree bomb). Nothing more of it is read.
+    /// A snapshot's tree expands past the files or directories its own summary records,
+    /// or past what sharing honestly gives, or its summary records more than any snapshot
+    /// holds: shared subtrees multiplying without end (a tree bomb). Nothing more of it is
+    /// read.
     #[error(
-        "the snapshot of tree {tree} is damaged: its tree holds more than {limit} {what}, \
-         where its summary records {recorded}; refused (a tree bomb: shared subtrees \
-         multiplying)"
+        "the snapshot of tree {tree} is damaged: {why}; refused (a tree bomb: shared \
+         subtrees multiplying)"
     )]
     TreeExpands {
         /// The snapshot's root tree.
         tree: TreeId,
-        /// `files` or `directories`.
-        what: &'static str,
-        /// What the summary records.
-        recorded: u64,
-        /// What the walk allowed (the record and a margin).
-        limit: u64,
+        /// Which bound it passed.
+        why: Expansion,
     },
 
     /// A local file could not be read or written.

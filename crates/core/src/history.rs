@@ -182,14 +182,14 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
 /// its summary records, met so far.
 struct Budget {
     limits: crate::walk::Limits,
-    seen: (u64, u64),
+    seen: crate::walk::Seen,
 }
 
 impl Budget {
     fn of(snapshot: &Snapshot) -> Self {
         Budget {
             limits: crate::walk::Limits::of(snapshot),
-            seen: (0, 0),
+            seen: Default::default(),
         }
     }
 
@@ -217,7 +217,9 @@ fn search(
         return Ok(m.clone());
     }
     let mut out = Vec::new();
-    for node in repo.trees().load(tree)?.entries {
+    let entries = repo.trees().load(tree)?.entries;
+    budget.seen.read(tree, entries.len());
+    for node in entries {
         // A name that could escape its directory names no path: skipped, as restore does.
         let Ok(name) = safe_name(&node, tree) else {
             continue;
@@ -410,7 +412,9 @@ impl Differ<'_> {
             return Ok(BTreeMap::new());
         };
         let mut out = BTreeMap::new();
-        for e in self.repo.trees().load(&tree)?.entries {
+        let entries = self.repo.trees().load(&tree)?.entries;
+        self.budgets[side].seen.read(&tree, entries.len());
+        for e in entries {
             let Ok(name) = safe_name(&e, &tree) else {
                 continue;
             };

@@ -76,6 +76,7 @@ pub mod repair;
 pub mod report;
 pub mod restore;
 pub mod retention;
+pub mod scratch;
 pub mod sets;
 pub mod stats;
 pub mod status;
@@ -96,7 +97,7 @@ mod util;
 
 pub use chunker::ChunkerParams;
 pub use crypto::{KdfCost, KdfParams};
-pub use error::{Error, Missing, Result};
+pub use error::{Error, Expansion, Missing, Result};
 pub use id::{AuditId, BlobId, IndexId, KeyId, MarkId, PackId, SnapshotId, TreeId};
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};

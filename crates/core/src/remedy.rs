@@ -56,7 +56,8 @@ pub enum Remedy {
     /// directory leads out of the restore): only a key holder writes that. Remove the
     /// snapshot and find the host that wrote it; other snapshots restore as usual.
     RemoveCraftedSnapshot,
-    /// A snapshot's tree expands past what its own summary records (a tree bomb, written
+    /// A snapshot's tree expands past what its own summary records, or past what sharing
+    /// gives, or the summary records more than any snapshot holds (a tree bomb, written
     /// by a faulty or hostile client): forget it by its id; no command reads it.
     ForgetExpandingSnapshot,
     /// A symlink, FIFO, directory or device sits where a repository file belongs (only

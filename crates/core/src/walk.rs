@@ -1,10 +1,11 @@
 //! Reading snapshot trees: the one depth-first traversal ([`TreeWalk`]) and path look-ups.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, Missing, Result};
+use crate::error::{Error, Expansion, Missing, Result};
 use crate::id::TreeId;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind, Tree};
@@ -21,17 +22,50 @@ pub const MAX_DEPTH: usize = 2048;
 /// What a snapshot's walk may meet beyond its summary's counts: directories leading to
 /// the backed-up paths are not counted there (nor a standard-input backup's).
 const MARGIN: u64 = 4096;
+/// Most files, and most directories, a snapshot's summary may record: 2^32, the most
+/// inodes an ext4 file system has. Restoring it would take one item per entry (2^32 of
+/// them: hundreds of GB of memory); a summary recording more is damage, not a backup.
+pub const MAX_RECORDED: u64 = 1 << 32;
+/// Files and directories any walk may meet, however few entries its trees hold.
+pub const SHARING_FLOOR: u64 = 1 << 16;
+/// How many times over a walk may meet the entries of the distinct trees it has read
+/// (past `SHARING_FLOOR`): identical directories share one tree, but a backup holding a
+/// directory 256 times over is rare, and a bomb repeats its few entries millions of times.
+/// The bound holds whatever the summary claims: the writer cannot lie past the trees
+/// the walk actually read.
+pub const SHARING: u64 = 256;
 
-/// How many files and directories a snapshot's walk may meet: what its summary records,
-/// and `MARGIN`. Shared subtrees are legitimate (identical directories dedupe to one
-/// tree), but a tree that expands past its own snapshot's counts is a tree bomb (2^40
-/// paths from a repository of 68 KB): refused with [`Error::TreeExpands`], after at most
-/// that many entries, whatever the walk builds per entry.
+/// How many files and directories a snapshot's walk may meet: what its summary records
+/// (at most `MAX_RECORDED`), and `MARGIN`, and at most `SHARING` times the entries of
+/// the distinct trees read so far (`SHARING_FLOOR` at least). Shared subtrees are
+/// legitimate (identical directories dedupe to one tree), but a tree that expands past
+/// these is a tree bomb (2^40 paths from a repository of 68 KB): refused with
+/// [`Error::TreeExpands`], after at most that many entries, whatever the walk builds per
+/// entry.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     tree: TreeId,
     files: (u64, u64),
     dirs: (u64, u64),
+}
+
+/// What a walk has met so far: files, directories, and the distinct trees read with the
+/// entries they hold.
+#[derive(Debug, Default)]
+pub struct Seen {
+    files: u64,
+    dirs: u64,
+    trees: HashSet<TreeId>,
+    entries: u64,
+}
+
+impl Seen {
+    /// Notes that the walk read `tree`, holding `entries` entries (once per tree).
+    pub fn read(&mut self, tree: &TreeId, entries: usize) {
+        if self.trees.insert(*tree) {
+            self.entries = self.entries.saturating_add(entries as u64);
+        }
+    }
 }
 
 impl Limits {
@@ -55,30 +89,52 @@ impl Limits {
         }
     }
 
-    /// Counts `kind` against the limits: `seen` holds the files and directories met.
-    pub fn count(&self, kind: NodeKind, seen: &mut (u64, u64)) -> Result<()> {
+    /// Counts `kind` against the limits, and `seen`'s distinct entries.
+    pub fn count(&self, kind: NodeKind, seen: &mut Seen) -> Result<()> {
         match kind {
-            NodeKind::File => seen.0 += 1,
-            NodeKind::Dir => seen.1 += 1,
+            NodeKind::File => seen.files += 1,
+            NodeKind::Dir => seen.dirs += 1,
             _ => return Ok(()),
         }
-        self.check_totals(seen.0, seen.1)
+        self.check_totals(seen.files, seen.dirs)?;
+        let met = seen.files + seen.dirs;
+        let limit = SHARING_FLOOR.max(seen.entries.saturating_mul(SHARING));
+        if met > limit {
+            return Err(self.refused(Expansion::Sharing {
+                entries: seen.entries,
+                limit,
+            }));
+        }
+        Ok(())
     }
 
-    /// Refuses `files` and `dirs` (counted already) past the limits.
+    /// Refuses `files` and `dirs` (counted already) past the summary's counts, and a
+    /// summary recording more than `MAX_RECORDED`.
     pub fn check_totals(&self, files: u64, dirs: u64) -> Result<()> {
         let sides = [
             (files, self.files, "files"),
             (dirs, self.dirs, "directories"),
         ];
+        if let Some((_, (recorded, _), what)) = sides.iter().find(|s| s.1 .0 > MAX_RECORDED) {
+            return Err(self.refused(Expansion::Recorded {
+                what,
+                recorded: *recorded,
+            }));
+        }
         match sides.into_iter().find(|(n, (_, limit), _)| n > limit) {
-            Some((_, (recorded, limit), what)) => Err(Error::TreeExpands {
-                tree: self.tree,
+            Some((_, (recorded, limit), what)) => Err(self.refused(Expansion::PastSummary {
                 what,
                 recorded,
                 limit,
-            }),
+            })),
             None => Ok(()),
+        }
+    }
+
+    fn refused(&self, why: Expansion) -> Error {
+        Error::TreeExpands {
+            tree: self.tree,
+            why,
         }
     }
 }
@@ -163,7 +219,7 @@ pub struct TreeWalk<'a> {
     /// The directory just yielded, entered on the next step.
     enter: Option<(PathBuf, TreeId)>,
     /// The snapshot's counts, and the files and directories met so far.
-    limits: Option<(Limits, (u64, u64))>,
+    limits: Option<(Limits, Seen)>,
 }
 
 struct Frame {
@@ -191,7 +247,7 @@ impl<'a> TreeWalk<'a> {
     /// Ends the walk with [`Error::TreeExpands`] (as damage of the tree holding the entry
     /// too many) once it meets more than `limits` allow.
     pub fn limited(mut self, limits: Limits) -> Self {
-        self.limits = Some((limits, (0, 0)));
+        self.limits = Some((limits, Seen::default()));
         self
     }
 
@@ -207,11 +263,16 @@ impl Iterator for TreeWalk<'_> {
     fn next(&mut self) -> Option<Visit> {
         if let Some((dir, id)) = self.enter.take() {
             match (self.load)(&id) {
-                Ok(tree) => self.stack.push(Frame {
-                    tree: id,
-                    dir,
-                    entries: tree.entries.into_iter(),
-                }),
+                Ok(tree) => {
+                    if let Some((_, seen)) = &mut self.limits {
+                        seen.read(&id, tree.entries.len());
+                    }
+                    self.stack.push(Frame {
+                        tree: id,
+                        dir,
+                        entries: tree.entries.into_iter(),
+                    })
+                }
                 Err(error) => {
                     return Some(Visit::Damaged {
                         tree: id,
@@ -348,6 +409,82 @@ mod tests {
         n.data = data.map(<[u8]>::to_vec);
         n.content = vec![BlobId([7; 32]); blobs];
         n
+    }
+
+    fn tid(i: u32) -> TreeId {
+        let mut b = [0; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        BlobId(b)
+    }
+
+    /// Walks a root of `dirs` directories, each over a tree of 1000 files: its own tree
+    /// each (`shared` false) or all the same one. Returns the nodes met and the error.
+    fn walk_dirs(dirs: u32, shared: bool) -> (u64, Option<Error>) {
+        let sub = |i: u32| tid(if shared { 1 } else { i + 1 });
+        let load = Box::new(move |t: &TreeId| {
+            let entries = if *t == tid(0) {
+                (0..dirs)
+                    .map(|i| {
+                        let mut d = Node::new(format!("d{i}").into_bytes(), NodeKind::Dir);
+                        d.subtree = Some(sub(i));
+                        d
+                    })
+                    .collect()
+            } else {
+                let file = |i: u32| Node::new(format!("f{i}").into_bytes(), NodeKind::File);
+                (0..1000).map(file).collect()
+            };
+            Ok(Tree { entries })
+        });
+        let limits = Limits::recorded(tid(0), u64::from(dirs) * 1000, u64::from(dirs));
+        let (mut nodes, mut error) = (0, None);
+        for v in TreeWalk::with_loader(load, &tid(0)).limited(limits) {
+            match v {
+                Visit::Node { .. } => nodes += 1,
+                Visit::Damaged { error: e, .. } => error = Some(e),
+            }
+        }
+        (nodes, error)
+    }
+
+    /// An honest snapshot of a million distinct files walks whole; so does one sharing a
+    /// directory 250 times.
+    #[test]
+    fn a_million_files_or_honest_sharing_walk_whole() {
+        let (nodes, error) = walk_dirs(1000, false);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(nodes, 1_001_000);
+        let (nodes, error) = walk_dirs(250, true);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(nodes, 250_250);
+    }
+
+    /// Past 256 times over the entries read, the walk ends, whatever the summary says.
+    #[test]
+    fn sharing_past_256_times_is_refused() {
+        let (nodes, error) = walk_dirs(400, true);
+        let Some(Error::TreeExpands { why, .. }) = error else {
+            panic!("{error:?}");
+        };
+        let entries = 400 + 1000;
+        let limit = entries * SHARING;
+        assert_eq!(why, Expansion::Sharing { entries, limit });
+        assert_eq!(nodes, limit);
+    }
+
+    /// A summary recording more than any snapshot holds is refused at its first entry.
+    #[test]
+    fn a_summary_past_the_maximum_is_refused() {
+        let limits = Limits::recorded(tid(0), 1, MAX_RECORDED + 1);
+        let e = limits
+            .count(NodeKind::File, &mut Seen::default())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("more than any snapshot holds"),
+            "{e}"
+        );
+        let at_max = Limits::recorded(tid(0), MAX_RECORDED, MAX_RECORDED);
+        assert!(at_max.count(NodeKind::File, &mut Seen::default()).is_ok());
     }
 
     /// Inline bytes belong to a file without blobs only (a key holder's tree may put

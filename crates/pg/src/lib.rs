@@ -1115,83 +1115,32 @@ fn unreachable_instant(
     )))
 }
 
-/// The staging directory of one `pg restore`, beside its target, locked (`flock` on the
-/// directory itself) while its run lives. A run killed with SIGKILL leaves a whole data
-/// directory there: the next run beside it removes every staging no live run holds.
-struct Staging {
-    dir: tempfile::TempDir,
-    _lock: std::fs::File,
-}
+/// The staging directory of one `pg restore`, beside its target: locked and marked while
+/// its run lives (strata::scratch). A run killed with SIGKILL leaves a whole data directory
+/// there: the next run beside it removes what provably is such a leftover.
+struct Staging(strata::scratch::Scratch);
 
 impl Staging {
     const PREFIX: &'static str = ".strata-pg-restore-";
-    /// A staging younger than this may be one a run has made and not locked yet.
-    const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn new(parent: &Path, target: &Path, progress: &dyn Progress) -> Result<Self> {
-        Self::remove_abandoned(parent, target, progress);
-        // 0700 whatever the umask: nobody else may plant files in a data directory.
-        let dir = tempfile::Builder::new()
-            .prefix(Self::PREFIX)
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
-        let lock = std::fs::File::open(dir.path()).map_err(|e| Error::io(dir.path(), e))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| Error::io(dir.path(), e.into()))?;
-        Ok(Staging { dir, _lock: lock })
+        let killed = "left by a pg restore that was killed";
+        strata::scratch::remove_abandoned(
+            parent,
+            Self::PREFIX,
+            target.file_name(),
+            killed,
+            progress,
+        );
+        // 0700: nobody else may plant files in a data directory.
+        Ok(Staging(strata::scratch::Scratch::new(
+            parent,
+            Self::PREFIX,
+        )?))
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Removes the stagings in `parent` that are this user's, real directories of mode
-    /// 0700 (as made), older than [`Self::GRACE`], not locked and not `target` itself (an
-    /// operator may name a target so); a failure to remove one is a warning, not this
-    /// restore's failure.
-    fn remove_abandoned(parent: &Path, target: &Path, progress: &dyn Progress) {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            return;
-        };
-        let me = nix::unistd::geteuid().as_raw();
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Ok(m) = e.metadata() else { continue };
-            let old = m.modified().ok().and_then(|t| t.elapsed().ok());
-            if !name.to_string_lossy().starts_with(Self::PREFIX)
-                || target.file_name() == Some(&name)
-                || !m.is_dir()
-                || m.mode() & 0o7777 != 0o700
-                || m.uid() != me
-                || old.is_none_or(|age| age < Self::GRACE)
-            {
-                continue;
-            }
-            let path = e.path();
-            let Ok(dir) = std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .open(&path)
-            else {
-                continue;
-            };
-            let free =
-                rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive);
-            if free.is_ok() {
-                match std::fs::remove_dir_all(&path) {
-                    Ok(()) => progress.warning(&format!(
-                        "removed {}, left by a pg restore that was killed",
-                        path.display()
-                    )),
-                    Err(e) => progress.warning(&format!(
-                        "cannot remove {}, left by a pg restore that was killed: {e}",
-                        path.display()
-                    )),
-                }
-            }
-        }
+        self.0.path()
     }
 }
 
@@ -1375,7 +1324,13 @@ pub fn restore(
         }
         Err(_) => staged.move_to(parent, target)?,
     }
-    drop(staging);
+    // Moved or replaced meanwhile: the restore is in place, but the run says so.
+    staging.0.remove().map_err(|e| {
+        bad(format!(
+            "the data directory was restored to {}, but {e}",
+            target.display()
+        ))
+    })?;
     let delta = delta.map(|(_, d)| delta::DeltaSummary {
         bytes_fetched: report.bytes,
         ..d.summary

@@ -565,7 +565,7 @@ fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
         to: decoy,
         done: false.into(),
     };
-    strata_pg::restore(
+    let err = strata_pg::restore(
         &repo,
         &plan,
         &target,
@@ -575,9 +575,14 @@ fn a_staging_swapped_for_a_link_moves_nothing_else_into_the_target() {
         Default::default(),
         &swap,
     )
-    .unwrap();
+    .unwrap_err()
+    .to_string();
     assert!(swap.done.into_inner(), "no tablespace link was removed");
     untouched(&victim);
+    // Hostile pass 3, item 3: the run fails, naming where its staging went, emptied.
+    assert!(err.contains("moved-staging"), "{err}");
+    let moved = env.dir.path().join("moved-staging");
+    assert_eq!(fs::read_dir(&moved).unwrap().count(), 0, "{err}");
     assert_eq!(
         fs::read_to_string(target.join("PG_VERSION")).unwrap(),
         "15\n"
@@ -750,4 +755,131 @@ fn man_pages_replace_a_planted_link() {
     let page = fs::symlink_metadata(man.join("strata.1")).unwrap();
     assert!(page.is_file(), "strata.1 is still a link");
     assert!(man.join("strata-backup.1").is_file());
+}
+
+// ---- Hostile pass 3, item 3: the sweeps of killed runs' directories (drill,
+// `pg restore`) removed any 0700 directory of the running user with the right name, and
+// a drill whose directory was moved away exited 0, leaving the decrypted copy.
+
+/// A pid no process has (one that just ended).
+fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// `parent` made another user's (as a cluster owner's /var/lib/postgresql/15 is), holding
+/// root's private directory renamed by that user to `name`, an hour old.
+fn renamed_root_dir(parent: &Path, name: &str) -> PathBuf {
+    fs::create_dir_all(parent).unwrap();
+    std::os::unix::fs::chown(parent, Some(NOBODY), Some(NOBODY)).unwrap();
+    let victim = parent.join(name);
+    fs::create_dir_all(victim.join("sub")).unwrap();
+    fs::write(victim.join("sub/precious"), "root's own\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o700)).unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::open(&victim)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    victim
+}
+
+#[test]
+fn the_drill_sweep_leaves_a_directory_merely_named_like_a_copy() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "data").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let scratch = env.path("evetarget");
+    let victim = renamed_root_dir(&scratch, &format!(".strata-drill-{}-AAAAAA", dead_pid()));
+    let out = env.run(&["drill", "--target", scratch.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        fs::read_to_string(victim.join("sub/precious")).unwrap_or_default(),
+        "root's own\n",
+        "the sweep removed root's directory: {}",
+        stderr(&out)
+    );
+    // Named, not kept silently.
+    assert!(stderr(&out).contains("no marker"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_pg_restore_sweep_leaves_a_directory_merely_named_like_a_staging() {
+    assert!(
+        is_root(),
+        "this test plays a second Unix user: run it as root"
+    );
+    let env = Env::local();
+    env.init();
+    pg_base_backup(&env, "/data", |c| {
+        let data = c.tree(vec![file(c, "PG_VERSION", b"15\n")]);
+        c.tree(vec![dir("data", data)])
+    });
+    let parent = env.path("pg15");
+    let name = format!(".strata-pg-restore-{}-xyz", dead_pid());
+    let victim = renamed_root_dir(&parent, &name);
+    let run = pg_restore(&env, &parent.join("main"));
+    assert_eq!(code(&run.out), 0, "{}", stderr(&run.out));
+    assert_eq!(
+        fs::read_to_string(victim.join("sub/precious")).unwrap_or_default(),
+        "root's own\n",
+        "the sweep removed root's directory: {}",
+        stderr(&run.out)
+    );
+}
+
+/// The other user moves the running drill's directory away and plants a symlink at its
+/// name (here the set's verify command does it, at a known moment). The drill fails,
+/// naming where the directory went, and removes the decrypted copy there all the same.
+#[test]
+fn a_drill_whose_directory_is_moved_away_fails_and_leaves_no_copy() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("secret"), "plaintext").unwrap();
+    let scratch = env.path("scratch");
+    let elsewhere = bystander(env.path("elsewhere"));
+    let cfg = env.path("strata.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[sets.s]\npaths = [{src:?}]\nkeep = {{ daily = 7 }}\n\
+             drill-verify = 'mv \"$STRATA_DRILL_DIR\" {moved:?} && ln -s {elsewhere:?} \
+             \"$STRATA_DRILL_DIR\"'\n",
+            moved = scratch.join("moved-by-eve"),
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    env.ok(&["--config", c, "backup", "s"]);
+    fs::create_dir_all(&scratch).unwrap();
+    let out = env.run(&[
+        "--config",
+        c,
+        "drill",
+        "s",
+        "--target",
+        scratch.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("moved-by-eve"), "{err}");
+    let left = common_files(&scratch.join("moved-by-eve"));
+    assert!(left.is_empty(), "the decrypted copy is left: {left:?}");
+    untouched(&elsewhere);
+}
+
+/// The regular files below `dir` (none if it is gone).
+fn common_files(dir: &Path) -> Vec<PathBuf> {
+    walk(dir).into_iter().filter(|p| p.is_file()).collect()
 }

@@ -581,13 +581,28 @@ fn shared_subtrees_within_the_summary_restore_whole() {
 /// expands past its summary, instead of listing 2^40 paths into the mount's memory.
 #[test]
 fn a_sharing_bomb_under_mount_ends_in_an_error() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
+    bomb_under_mount(env, bomb, "summary");
+}
+
+/// The same with a summary recording 2^32 files: the mount's listings end at the sharing
+/// bound.
+#[test]
+fn a_bomb_recording_its_expansion_under_mount_ends_in_an_error() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot_with(env, claiming(1 << 32), wide_bomb);
+    bomb_under_mount(env, bomb, "sharing");
+}
+
+/// `find` over the mounted `bomb` fails with EIO in bounds, the mount's log saying `why`.
+fn bomb_under_mount(env: &Env, bomb: strata::SnapshotId, why: &str) {
     use std::time::{Duration, Instant};
     if !std::path::Path::new("/dev/fuse").exists() {
         return eprintln!("NOT RUN: no /dev/fuse");
     }
-    let env = &Env::local();
-    env.init();
-    let bomb = craft::snapshot(env, |c| sharing_bomb(c, 40));
     let mp = env.path("mp");
     fs::create_dir_all(&mp).unwrap();
     let mut mount = env
@@ -630,8 +645,9 @@ fn a_sharing_bomb_under_mount_ends_in_an_error() {
     let err = fs::read_to_string(&errors).unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("Input/output error"), "{err}");
-    assert!(log.contains("summary"), "{log}");
-    assert!(listed < 4 << 20, "{listed} bytes listed");
+    assert!(log.contains(why), "{log}");
+    // 82,432 paths at most (the sharing bound), each under the mount point.
+    assert!(listed < 16 << 20, "{listed} bytes listed");
     assert!(unmounted.success(), "{log}");
 }
 
@@ -685,6 +701,103 @@ fn check_reports_a_snapshot_that_expands_past_its_summary() {
     // The chain is as long as its summary says: only its depth is wrong, which check
     // leaves to the readers (they skip what lies too deep, naming it).
     assert_eq!(all.matches("summary records").count(), 1, "{all}");
+}
+
+// Issue 31, hostile pass 3, item 2: the summary is the writer's claim. A bomb whose summary
+// records what it expands to (or more) must still end in bounds.
+
+/// 64 directories per level over the same subtree, 5 levels, under `/a`: 64^5 paths from
+/// 7 trees (the hostile pass's bomb).
+fn wide_bomb(c: &craft::Crafter) -> strata::TreeId {
+    let mut t = c.tree(vec![file(c, "f", b"x")]);
+    for _ in 0..5 {
+        t = c.tree(
+            (0..64)
+                .map(|i| craft::dir(&format!("d{i:02}"), t))
+                .collect(),
+        );
+    }
+    c.tree(vec![craft::dir("a", t)])
+}
+
+fn claiming(n: u64) -> strata::Summary {
+    strata::Summary {
+        files_new: n,
+        dirs: n,
+        ..Default::default()
+    }
+}
+
+/// Every reader of the bomb, and a restore of one file of it and a find of no name.
+fn refused_with_any_summary(env: &Env, bomb: strata::SnapshotId, why: &[&str]) {
+    refused_all(env, bomb, why, 30);
+    let t = env.path("t").display().to_string();
+    let one = "/a/d00/d00/d00/d00/d00/f";
+    refused_in_bounds(
+        env,
+        &[
+            &["restore", &bomb.to_hex(), "--target", &t, "--include", one],
+            &["find", "nosuchname"],
+            &["ls", &bomb.to_hex(), "/a/d01"],
+        ],
+        why,
+        30,
+    );
+}
+
+/// Counts past what any snapshot holds (10^15) are damage at once.
+#[test]
+fn a_bomb_whose_summary_records_absurd_counts_is_refused() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot_with(env, claiming(10u64.pow(15)), wide_bomb);
+    refused_with_any_summary(env, bomb, &["more than any snapshot"]);
+    // `check` names it too.
+    let b = craft::run_bounded(env, &["check"], 1024, 30);
+    let err = stderr(&b.out);
+    assert!(!b.out.status.success() && !b.timed_out, "{err}");
+    let all = String::from_utf8_lossy(&b.out.stdout) + err.as_str();
+    assert!(all.contains("more than any snapshot holds"), "{all}");
+}
+
+/// Counts within that maximum (2^32) but past the bomb's 64^5: the walk ends once it
+/// repeats the few entries it read more often than sharing honestly does.
+#[test]
+fn a_bomb_whose_summary_records_its_expansion_is_refused() {
+    let env = &Env::local();
+    env.init();
+    let bomb = craft::snapshot_with(env, claiming(1 << 32), wide_bomb);
+    refused_with_any_summary(env, bomb, &["sharing"]);
+}
+
+/// Honest sharing, 200 copies of a directory of 1000 distinct files (200,200 paths from
+/// 1,200 entries), restores and lists whole.
+#[test]
+fn a_snapshot_sharing_a_directory_200_times_reads_whole() {
+    let env = &Env::local();
+    env.init();
+    let summary = strata::Summary {
+        files_new: 200_000,
+        dirs: 200,
+        ..Default::default()
+    };
+    craft::snapshot_with(env, summary, |c| {
+        let files = (0..1000).map(|i| {
+            let mut n = strata::Node::new(format!("f{i}").into_bytes(), strata::NodeKind::File);
+            n.mode = 0o644;
+            n
+        });
+        let t = c.tree(files.collect());
+        c.tree((0..200).map(|i| craft::dir(&format!("d{i}"), t)).collect())
+    });
+    let b = craft::run_bounded(env, &["ls", "latest"], 1024, 60);
+    assert!(b.out.status.success(), "{}", stderr(&b.out));
+    let listed = String::from_utf8_lossy(&b.out.stdout).lines().count();
+    assert!(listed >= 200_200, "{listed} lines");
+    let t = env.path("t").display().to_string();
+    let args = ["restore", "latest", "--target", &t, "--dry-run"];
+    let b = craft::run_bounded(env, &args, 1024, 60);
+    assert!(b.out.status.success(), "{}", stderr(&b.out));
 }
 
 /// Hostile pass: a Unix socket in a snapshot is named as not restored (it was counted as

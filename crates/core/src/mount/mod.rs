@@ -107,8 +107,8 @@ fn fuse_time(t: &Timespec) -> SystemTime {
 /// What one snapshot's listings may still add (issue 31, item 7).
 struct Budget {
     limits: crate::walk::Limits,
-    /// Files and directories listed so far.
-    seen: (u64, u64),
+    /// Files and directories listed so far, and the trees listed.
+    seen: crate::walk::Seen,
     /// Whether the refusal was said (once: every later listing fails too).
     told: bool,
 }
@@ -236,7 +236,7 @@ impl SnapshotFs {
                     let limits = crate::walk::Limits::of(snap);
                     let budget = Budget {
                         limits,
-                        seen: (0, 0),
+                        seen: Default::default(),
                         told: false,
                     };
                     self.budgets.insert(ino, budget);
@@ -394,7 +394,11 @@ impl SnapshotFs {
         }
         let mut out = Vec::new();
         if let Some(tree) = tree {
-            for node in self.repo.trees().load(&tree)?.entries {
+            let entries = self.repo.trees().load(&tree)?.entries;
+            if let Some(budget) = self.budgets.get_mut(&group) {
+                budget.seen.read(&tree, entries.len());
+            }
+            for node in entries {
                 // Names that could escape their directory are not shown, as restore
                 // does not write them.
                 if safe_name(&node, &tree).is_err() {
