@@ -308,6 +308,9 @@ pub fn run(
         report.verified_files = ctx.verify();
     }
     ctx.mark_damaged();
+    // Last: a directory's mode may shut out what came before (its owner's writes, too),
+    // and one changed is no longer the directory checked (see `Target::make_dir`).
+    ctx.finish_dirs();
     report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
@@ -575,7 +578,7 @@ fn make_dirs(t: &Target, items: &[Item], own: &[OnceLock<Ident>], trouble: &Trou
     for level in dir_levels(items) {
         level
             .par_iter()
-            .for_each(|&(idx, item)| match t.make_dir(item.rel()) {
+            .for_each(|&(idx, item)| match t.make_dir(item.rel(), &item.node) {
                 Ok(Some(id)) => drop(own[idx].set(id)),
                 Ok(None) => drop(kept.fetch_add(1, Ordering::Relaxed)),
                 Err(e) => trouble.error(Some(&item.path), e),
@@ -901,7 +904,8 @@ impl Ctx<'_> {
     }
 
     /// After the contents: files none of whose content arrived (they are marked damaged
-    /// later), hard links, and the metadata not applied yet, directories last.
+    /// later), hard links, and the metadata not applied yet (directories' comes last, in
+    /// [`Ctx::finish_dirs`]).
     fn finish_entries(&self) {
         let Some(t) = self.target else {
             return;
@@ -939,11 +943,7 @@ impl Ctx<'_> {
                     .ident_of(item.link_to.unwrap_or(idx))
                     .and_then(|id| t.open_meta(&files[idx].name(item.rel()), id))
                     .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
-                // Only a directory the restore made: one that was there keeps its own.
-                NodeKind::Dir => match self.own_dirs[idx].get() {
-                    Some(id) => t.set_dir_metadata(item.rel(), &item.node, self.how, *id),
-                    None => Ok(()),
-                },
+                NodeKind::Dir => Ok(()),
                 _ => t.set_metadata(item.rel(), &item.node, self.how),
             };
             if let Err(e) = applied {
@@ -959,10 +959,24 @@ impl Ctx<'_> {
             .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
             .filter(|(idx, _)| !files[*idx].failed())
             .for_each(|(idx, item)| apply(idx, item));
-        // Deepest first, so that a directory that loses its owner's search permission
-        // already holds what it should; one level in parallel.
-        for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|&(idx, item)| apply(idx, item));
+    }
+
+    /// The metadata of the directories the restore made, deepest first, so that one that
+    /// loses its owner's search permission already holds what it should; one level in
+    /// parallel.
+    fn finish_dirs(&self) {
+        let Some(t) = self.target else {
+            return;
+        };
+        for level in dir_levels(self.items).iter().rev() {
+            level.par_iter().for_each(|&(idx, item)| {
+                // Only a directory the restore made: one that was there keeps its own.
+                if let Some(id) = self.own_dirs[idx].get() {
+                    if let Err(e) = t.set_dir_metadata(item.rel(), &item.node, self.how, *id) {
+                        self.trouble.error(Some(&item.path), e);
+                    }
+                }
+            });
         }
     }
 
@@ -1392,7 +1406,8 @@ mod tests {
         for held in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let t = Target::open(&dir.path().join("t")).unwrap();
-            t.make_dir(Path::new("d")).unwrap();
+            t.make_dir(Path::new("d"), &Node::new(b"d".to_vec(), NodeKind::Dir))
+                .unwrap();
             let item = file_item("/d/f", 10);
             let slot = FileSlot::default();
             slot.open(&t, &item)

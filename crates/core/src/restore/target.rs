@@ -8,6 +8,7 @@
 //! object itself, or `*at` calls that do not follow a final symlink. An entry of the wrong
 //! kind in the way (a symlink where a directory goes) is replaced, never followed.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -15,6 +16,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 
@@ -25,6 +27,10 @@ pub struct Target {
     /// are made and stale staged files removed, shared after.
     dir: OwnedFd,
     path: PathBuf,
+    /// The directories entries may be created in (the target and those [`Target::make_dir`]
+    /// made or checked), by path beneath the target, as they were then: every entry goes
+    /// into a directory opened again only if it is still that one (hostile pass 3, item 1).
+    dirs: RwLock<HashMap<PathBuf, Checked>>,
     /// No other restore holds the target: staged files in it are stale, and go.
     alone: bool,
     /// Stale staged files removed.
@@ -66,6 +72,26 @@ fn ident_of(st: &rfs::Stat) -> Ident {
     Ident {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
+    }
+}
+
+/// A directory as [`Target::make_dir`] checked it: the same inode, owner and mode, or
+/// another user changed it (an inode number freed can come back as another user's
+/// directory; the owner and mode tell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checked {
+    id: Ident,
+    uid: u32,
+    mode: u32,
+}
+
+impl Checked {
+    fn of(st: &rfs::Stat) -> Self {
+        Checked {
+            id: ident_of(st),
+            uid: st.st_uid,
+            mode: st.st_mode & 0o7777,
+        }
     }
 }
 
@@ -112,6 +138,70 @@ fn replaced(rel: &Path) -> io::Error {
          directory?): nothing written to it, no owner or mode set",
         rel.display()
     ))
+}
+
+/// The error for a directory that changed after it was checked: nothing goes below it.
+fn dir_changed(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{}: the directory restored there was moved away or changed during the restore (by \
+         another user with write access to its parent?): nothing written below it",
+        display_rel(rel)
+    ))
+}
+
+/// The error for a directory the restore made and wrote into, no longer under its name
+/// at the end: what it holds is elsewhere, and what holds the name now got nothing.
+fn moved_away(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} was moved away during the restore (by another user with write access to its \
+         parent?): the entries restored into it are no longer at this path, and the \
+         directory now there got nothing from the restore, no owner or mode",
+        display_rel(rel)
+    ))
+}
+
+/// `rel` as the snapshot's path, as the restore's other errors name it.
+fn display_rel(rel: &Path) -> String {
+    Path::new("/").join(rel).display().to_string()
+}
+
+/// Refuses an existing directory that would give the entries restored into it to someone
+/// the snapshot's directory `node` did not: one owned by another user than this one, root
+/// and the snapshot's owner, or that lets group or others in where `node`'s mode does not.
+/// Such a directory is refused rather than tightened: it is someone's, and its owner and
+/// mode are kept (as with tar's `--no-overwrite-dir`).
+fn open_enough(st: &rfs::Stat, node: &Node) -> io::Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if ![me, 0, node.uid].contains(&st.st_uid) {
+        return Err(io::Error::other(format!(
+            "the existing directory there is owned by uid {}, not by this user (uid {me}), \
+             root or the snapshot's owner (uid {}): nothing restored into it; restore into \
+             a new target, or give it to one of them first",
+            st.st_uid, node.uid
+        )));
+    }
+    let more = st.st_mode & 0o077 & !node.mode;
+    if more != 0 {
+        return Err(io::Error::other(format!(
+            "the existing directory there (mode {:o}) lets group or others in where the \
+             snapshot's (mode {:o}) does not: nothing restored into it; restore into a new \
+             target, or `chmod go-{}` it first",
+            st.st_mode & 0o7777,
+            node.mode & 0o7777,
+            rwx(more)
+        )));
+    }
+    Ok(())
+}
+
+/// The letters of the group and other permission bits in `bits`.
+fn rwx(bits: u32) -> String {
+    let bits = bits | bits >> 3;
+    [(0o4, 'r'), (0o2, 'w'), (0o1, 'x')]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// Refuses an entry the restore did not make: one of another kind than `node`'s, or owned
@@ -242,9 +332,11 @@ impl Target {
             // Another restore is running here: whatever it stages is not stale.
             let _ = rfs::flock(&dir, rfs::FlockOperation::NonBlockingLockShared);
         }
+        let root = Checked::of(&rfs::fstat(&dir).map_err(to_io)?);
         Ok(Target {
             dir,
             path: path.to_path_buf(),
+            dirs: RwLock::new(HashMap::from([(PathBuf::new(), root)])),
             alone,
             swept: AtomicUsize::new(0),
         })
@@ -352,30 +444,62 @@ impl Target {
         rfs::openat(parent, *last, flags, mode).map_err(to_io)
     }
 
-    /// The directory holding `rel` (opened beneath the target) and `rel`'s last name.
+    /// The directory holding `rel` and `rel`'s last name: a directory the restore made or
+    /// checked, opened beneath the target only if it still is that one, so that every entry
+    /// is created in it through its descriptor.
     fn parent<'p>(&self, rel: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
         let name = rel
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let fd = self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
-        Ok((fd, name))
+        Ok((self.checked_dir(parent)?, name))
     }
 
-    /// Makes `rel` a directory: an existing one is kept, anything else in the way (a
-    /// symlink above all) is removed first. Returns the directory's inode when it is the
-    /// restore's to give the snapshot's metadata: made now, or made by a restore that did
-    /// not finish (this user's, mode [`UNFINISHED`]); `None` for one that was there.
-    pub fn make_dir(&self, rel: &Path) -> io::Result<Option<Ident>> {
+    /// The directory `rel`, opened only if it is still the one [`Target::make_dir`] made or
+    /// checked: the same inode, owner and mode.
+    fn checked_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let want = self.dirs.read().unwrap().get(rel).copied();
+        let want = want.ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: its directory was not restored (see its error): nothing written below it",
+                display_rel(rel)
+            ))
+        })?;
+        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        match Checked::of(&rfs::fstat(&fd).map_err(to_io)?) == want {
+            true => Ok(fd),
+            false => Err(dir_changed(rel)),
+        }
+    }
+
+    /// Opens the entry `rel` (not following it, if a symlink) in its checked directory.
+    fn open_in(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let (parent, name) = self.parent(rel)?;
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(&parent, name, flags, Mode::empty()).map_err(to_io)
+    }
+
+    /// Makes `rel` the directory `node`: an existing one is kept if it gives no one more
+    /// access than `node` does (see [`open_enough`]), anything else in the way (a symlink
+    /// above all) is removed first. Returns the directory's inode when it is the restore's
+    /// to give the snapshot's metadata: made now, or made by a restore that did not finish
+    /// (this user's, mode [`UNFINISHED`]); `None` for one that was there. Entries go into
+    /// it only while it is still the one checked here.
+    pub fn make_dir(&self, rel: &Path, node: &Node) -> io::Result<Option<Ident>> {
         if rel.as_os_str().is_empty() {
             return Ok(None);
         }
         let me = nix::unistd::geteuid().as_raw();
         let (parent, name) = self.parent(rel)?;
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                self.sweep_existing(rel);
+                let fd = rfs::openat(&parent, name, dir_flags, Mode::empty()).map_err(to_io)?;
+                let st = rfs::fstat(&fd).map_err(to_io)?;
+                open_enough(&st, node)?;
                 let unfinished = st.st_uid == me && st.st_mode & 0o7777 == UNFINISHED;
+                self.checked(rel, &st);
+                self.sweep_existing(rel);
                 return Ok(unfinished.then(|| ident_of(&st)));
             }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
@@ -383,11 +507,22 @@ impl Target {
             Err(e) => return Err(to_io(e)),
         }
         rfs::mkdirat(&parent, name, Mode::from_raw_mode(UNFINISHED)).map_err(to_io)?;
-        let st = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
-        match FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_uid == me {
-            true => Ok(Some(ident_of(&st))),
+        // Through a descriptor: what is checked is what entries go into.
+        let fd = rfs::openat(&parent, name, dir_flags, Mode::empty()).map_err(to_io)?;
+        let st = rfs::fstat(&fd).map_err(to_io)?;
+        match st.st_uid == me && st.st_mode & 0o077 == 0 {
+            true => {
+                self.checked(rel, &st);
+                Ok(Some(ident_of(&st)))
+            }
             false => Err(replaced(rel)),
         }
+    }
+
+    /// Records the directory `rel` as checked: entries may go into it while it stays so.
+    fn checked(&self, rel: &Path, st: &rfs::Stat) {
+        let mut dirs = self.dirs.write().unwrap();
+        dirs.insert(rel.to_path_buf(), Checked::of(st));
     }
 
     /// Owner (when `how` says so), mode, attributes and times of the directory `rel`, which
@@ -399,10 +534,23 @@ impl Target {
         how: Apply,
         id: Ident,
     ) -> io::Result<()> {
-        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        use rustix::io::Errno;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let fd = match self.open_beneath(rel, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // Nothing, or no directory, at its name now.
+            Err(e)
+                if [Errno::NOENT, Errno::LOOP, Errno::NOTDIR, Errno::XDEV]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                return Err(moved_away(rel))
+            }
+            Err(e) => return Err(e),
+        };
         match Ident::of(&fd)? == id {
             true => apply_through(fd.as_fd(), node, how),
-            false => Err(replaced(rel)),
+            false => Err(moved_away(rel)),
         }
     }
 
@@ -512,7 +660,7 @@ impl Target {
 
     /// Opens the restored regular file `rel` again, only if it still is inode `id`.
     fn open_same(&self, rel: &Path, flags: OFlags, id: Ident) -> io::Result<File> {
-        let fd = self.open_beneath(rel, flags, Mode::empty())?;
+        let fd = self.open_in(rel, flags)?;
         match Ident::of(&fd)? == id {
             true => Ok(File::from(fd)),
             false => Err(replaced(rel)),
@@ -593,7 +741,7 @@ impl Target {
             NodeKind::Socket => Ok(()),
             NodeKind::Symlink => {
                 // Pinned and checked first: chown goes through the descriptor.
-                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                let fd = self.open_in(rel, OFlags::PATH)?;
                 made_here(fd.as_fd(), rel, node)?;
                 if how.owners {
                     let (u, g) = owner();
@@ -609,14 +757,14 @@ impl Target {
                 } else {
                     OFlags::RDONLY | OFlags::NONBLOCK
                 };
-                let fd = self.open_beneath(rel, flags, Mode::empty())?;
+                let fd = self.open_in(rel, flags)?;
                 made_here(fd.as_fd(), rel, node)?;
                 apply_through(fd.as_fd(), node, how)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                 // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
                 // pins the entry, and its /proc magic link reaches it for chmod and times.
-                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                let fd = self.open_in(rel, OFlags::PATH)?;
                 made_here(fd.as_fd(), rel, node)?;
                 if how.owners {
                     let (u, g) = owner();
@@ -714,7 +862,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("t/link")).unwrap();
         std::fs::write(outside.path().join("file"), "x").unwrap();
         std::os::unix::fs::symlink(outside.path().join("file"), dir.path().join("t/lf")).unwrap();
-        t.make_dir(Path::new("real")).unwrap();
+        t.make_dir(Path::new("real"), &dir_node(0o755, 0)).unwrap();
         let create = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(0o600);
         for walking in [false, true] {
@@ -731,7 +879,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
         // A symlink where a directory goes is replaced, not followed.
-        t.make_dir(Path::new("link")).unwrap();
+        t.make_dir(Path::new("link"), &dir_node(0o755, 0)).unwrap();
         assert!(std::fs::symlink_metadata(dir.path().join("t/link"))
             .unwrap()
             .is_dir());
@@ -850,5 +998,87 @@ mod tests {
             let err = Target::open_private(&p).err().unwrap();
             assert!(err.to_string().contains("uid 65534"), "{err}");
         }
+    }
+
+    fn dir_node(mode: u32, uid: u32) -> Node {
+        let mut node = Node::new(b"d".to_vec(), NodeKind::Dir);
+        (node.mode, node.uid, node.gid) = (mode, uid, uid);
+        node
+    }
+
+    fn entries(p: &Path) -> usize {
+        std::fs::read_dir(p).unwrap().count()
+    }
+
+    /// Hostile pass 3, item 1: an existing directory of another user's, or one that lets
+    /// group or others in where the snapshot's did not, receives nothing (root's 0644
+    /// secrets and setuid programs went into a 0777 directory another user made).
+    #[test]
+    fn nothing_goes_into_an_existing_directory_more_open_than_the_snapshots() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return eprintln!("NOT RUN: needs root");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let private = dir_node(0o700, 0);
+        for (name, uid, mode) in [("theirs", 65534, 0o700), ("open", 0, 0o777)] {
+            std::fs::create_dir(p(name)).unwrap();
+            std::os::unix::fs::chown(p(name), Some(uid), None).unwrap();
+            std::fs::set_permissions(p(name), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = t.make_dir(Path::new(name), &private).unwrap_err();
+            let why = if uid == 0 { "777" } else { "uid 65534" };
+            assert!(err.to_string().contains(why), "{name}: {err}");
+            assert!(
+                t.create_staged(&Path::new(name).join("f")).is_err(),
+                "{name}"
+            );
+            assert!(
+                t.symlink(&Path::new(name).join("l"), b"x").is_err(),
+                "{name}"
+            );
+            assert_eq!(entries(&p(name)), 0, "{name}");
+        }
+        // The snapshot's owner's, or as open as the snapshot says: written into.
+        let theirs = dir_node(0o777, 65534);
+        for name in ["theirs", "open"] {
+            assert!(t.make_dir(Path::new(name), &theirs).unwrap().is_none());
+            t.create_staged(&Path::new(name).join("f")).unwrap();
+            assert_eq!(entries(&p(name)), 1, "{name}");
+        }
+    }
+
+    /// Hostile pass 3, item 1 (the race): a directory the restore made, renamed away and
+    /// replaced by another user's between its creation and the first write, receives
+    /// nothing, and the end of the restore says where the written entries went.
+    #[test]
+    fn a_directory_swapped_after_its_creation_receives_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let node = dir_node(0o700, nix::unistd::geteuid().as_raw());
+        let id = t.make_dir(Path::new("d"), &node).unwrap().unwrap();
+        t.create_staged(Path::new("d/before")).unwrap();
+        std::fs::rename(p("d"), p("moved")).unwrap();
+        std::fs::create_dir(p("d")).unwrap();
+        std::fs::set_permissions(p("d"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(p("d"), Some(65534), None).unwrap();
+        }
+        assert!(t.create_staged(Path::new("d/f")).is_err());
+        assert!(t.make_dir(Path::new("d/sub"), &node).is_err());
+        assert!(t.symlink(Path::new("d/l"), b"x").is_err());
+        assert_eq!(entries(&p("d")), 0);
+        let how = Apply {
+            owners: nix::unistd::geteuid().is_root(),
+            xattrs: false,
+        };
+        let err = t
+            .set_dir_metadata(Path::new("d"), &node, how, id)
+            .unwrap_err();
+        assert!(err.to_string().contains("moved away"), "{err}");
+        assert_eq!(entries(&p("moved")), 1);
     }
 }
