@@ -254,7 +254,10 @@ pub fn run(
             true => Target::open_private(&opts.target),
             false => Target::open(&opts.target),
         };
-        Some(open.map_err(|e| Error::io(&opts.target, e))?)
+        Some(open.map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::RestoreRunning(e.to_string()),
+            _ => Error::io(&opts.target, e),
+        })?)
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
     let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
@@ -311,6 +314,9 @@ pub fn run(
     // Last: a directory's mode may shut out what came before (its owner's writes, too),
     // and one changed is no longer the directory checked (see `Target::make_dir`).
     ctx.finish_dirs();
+    if let Some(t) = &target {
+        t.done();
+    }
     report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
@@ -845,7 +851,6 @@ impl Ctx<'_> {
         };
         let kept = make_dirs(t, self.items, self.own_dirs, self.trouble);
         self.kept_dirs.store(kept, Ordering::Relaxed);
-        t.settled();
         self.items
             .par_iter()
             .enumerate()
@@ -989,8 +994,9 @@ impl Ctx<'_> {
         if files[first].staged(items[first].rel()).is_none() {
             return t.hard_link(&from, id, items[idx].rel());
         }
-        let staged = target::staged_name();
-        t.hard_link(&from, id, &items[idx].rel().with_file_name(&staged))?;
+        let rel = items[idx].rel();
+        let staged = t.staged_name(rel.parent().unwrap_or(Path::new("")))?;
+        t.hard_link(&from, id, &rel.with_file_name(&staged))?;
         let _ = files[idx].created.set(Ok(Made { id, staged }));
         Ok(())
     }
