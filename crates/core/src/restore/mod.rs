@@ -149,6 +149,8 @@ pub struct RestoreReport {
     /// Serialized lossily: a name that is not UTF-8 must not make the report unprintable.
     #[serde(serialize_with = "lossy_paths")]
     pub damaged_files: Vec<PathBuf>,
+    /// Of those, the ones written and renamed with the suffix `.strata-damaged`.
+    pub marked_damaged: u64,
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
@@ -310,7 +312,7 @@ pub fn run(
     if opts.verify {
         report.verified_files = ctx.verify();
     }
-    ctx.mark_damaged();
+    report.marked_damaged = ctx.mark_damaged();
     // Last: a directory's mode may shut out what came before (its owner's writes, too),
     // and one changed is no longer the directory checked (see `Target::make_dir`).
     ctx.finish_dirs();
@@ -1021,11 +1023,13 @@ impl Ctx<'_> {
         verified
     }
 
-    /// A file that is not what the snapshot holds must not pass for it: renamed.
-    fn mark_damaged(&self) {
+    /// A file that is not what the snapshot holds must not pass for it: renamed. Returns
+    /// how many were.
+    fn mark_damaged(&self) -> u64 {
         let Some(t) = self.target else {
-            return;
+            return 0;
         };
+        let mut marked = 0;
         let mut damaged: Vec<usize> = self
             .trouble
             .damaged
@@ -1042,13 +1046,23 @@ impl Ctx<'_> {
             }
             let now = self.files[*idx].name(item.rel());
             let from = now.file_name().unwrap_or_default();
-            if let Err(e) = t.mark_damaged(item.rel(), from) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    self.trouble
-                        .error(Some(&item.path), format!("cannot mark as damaged: {e}"));
+            match t.mark_damaged(item.rel(), from) {
+                Ok(to) => {
+                    marked += 1;
+                    // A name too long for the suffix was shortened: said, or it is lost.
+                    if to.file_name() != Some(&*marked_name_of(item.rel())) {
+                        let to = to.file_name().unwrap_or_default().to_string_lossy();
+                        let cause = format!("renamed {to} (its name with the suffix was too long)");
+                        self.trouble.error(Some(&item.path), cause);
+                    }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self
+                    .trouble
+                    .error(Some(&item.path), format!("cannot mark as damaged: {e}")),
             }
         }
+        marked
     }
 }
 
@@ -1102,6 +1116,13 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
         }
         i = j;
     }
+}
+
+/// `rel`'s name with the suffix of a damaged file, unshortened.
+fn marked_name_of(rel: &Path) -> std::ffi::OsString {
+    let mut name = rel.file_name().unwrap_or_default().to_os_string();
+    name.push(target::DAMAGED);
+    name
 }
 
 /// Every file holding a blob that could not be had is damaged.
