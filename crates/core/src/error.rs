@@ -463,6 +463,11 @@ pub enum Error {
         bytes: u64,
     },
 
+    /// Another restore into the same target runs (it holds its journal there): the message
+    /// names it and says to wait for it.
+    #[error("{0}")]
+    RestoreRunning(String),
+
     /// A restore stopped by a signal (or its caller): what was complete stays.
     #[error(
         "interrupted: the restore stopped; {removed} partly written file(s) were removed, the \

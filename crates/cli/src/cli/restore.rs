@@ -354,10 +354,9 @@ fn one(
             "restore incomplete: {} error(s); {} file(s) not restored exactly{}",
             report.errors.len(),
             report.damaged_files.len(),
-            if report.damaged_files.is_empty() || args.dry_run {
-                ""
-            } else {
-                " (those written are renamed with the suffix .strata-damaged)"
+            match report.marked_damaged {
+                0 => String::new(),
+                n => format!(" ({n} written, and renamed with the suffix .strata-damaged)"),
             }
         );
         return Ok((exit::FAILURE, json));

@@ -152,6 +152,8 @@ pub struct RestoreReport {
     /// Serialized lossily: a name that is not UTF-8 must not make the report unprintable.
     #[serde(serialize_with = "lossy_paths")]
     pub damaged_files: Vec<PathBuf>,
+    /// Of those, the ones written and renamed with the suffix `.strata-damaged`.
+    pub marked_damaged: u64,
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
@@ -257,7 +259,10 @@ pub fn run(
             true => Target::open_private(&opts.target),
             false => Target::open(&opts.target),
         };
-        Some(open.map_err(|e| Error::io(&opts.target, e))?)
+        Some(open.map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => Error::RestoreRunning(e.to_string()),
+            _ => Error::io(&opts.target, e),
+        })?)
     };
     let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
     let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
@@ -310,7 +315,13 @@ pub fn run(
     if opts.verify {
         report.verified_files = ctx.verify();
     }
-    ctx.mark_damaged();
+    report.marked_damaged = ctx.mark_damaged();
+    // Last: a directory's mode may shut out what came before (its owner's writes, too),
+    // and one changed is no longer the directory checked (see `Target::make_dir`).
+    ctx.finish_dirs();
+    if let Some(t) = &target {
+        t.done();
+    }
     report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
     let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
     damaged.sort_unstable();
@@ -581,7 +592,7 @@ fn make_dirs(t: &Target, items: &[Item], own: &[OnceLock<Ident>], trouble: &Trou
     for level in dir_levels(items) {
         level
             .par_iter()
-            .for_each(|&(idx, item)| match t.make_dir(item.rel()) {
+            .for_each(|&(idx, item)| match t.make_dir(item.rel(), &item.node) {
                 Ok(Some(id)) => drop(own[idx].set(id)),
                 Ok(None) => drop(kept.fetch_add(1, Ordering::Relaxed)),
                 Err(e) => trouble.error(Some(&item.path), e),
@@ -848,7 +859,6 @@ impl Ctx<'_> {
         };
         let kept = make_dirs(t, self.items, self.own_dirs, self.trouble);
         self.kept_dirs.store(kept, Ordering::Relaxed);
-        t.settled();
         self.items
             .par_iter()
             .enumerate()
@@ -907,7 +917,8 @@ impl Ctx<'_> {
     }
 
     /// After the contents: files none of whose content arrived (they are marked damaged
-    /// later), hard links, and the metadata not applied yet, directories last.
+    /// later), hard links, and the metadata not applied yet (directories' comes last, in
+    /// [`Ctx::finish_dirs`]).
     fn finish_entries(&self) {
         let Some(t) = self.target else {
             return;
@@ -945,11 +956,7 @@ impl Ctx<'_> {
                     .ident_of(item.link_to.unwrap_or(idx))
                     .and_then(|id| t.open_meta(&files[idx].name(item.rel()), id))
                     .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
-                // Only a directory the restore made: one that was there keeps its own.
-                NodeKind::Dir => match self.own_dirs[idx].get() {
-                    Some(id) => t.set_dir_metadata(item.rel(), &item.node, self.how, *id),
-                    None => Ok(()),
-                },
+                NodeKind::Dir => Ok(()),
                 _ => t.set_metadata(item.rel(), &item.node, self.how),
             };
             if let Err(e) = applied {
@@ -965,10 +972,24 @@ impl Ctx<'_> {
             .filter(|(idx, i)| i.node.kind != NodeKind::Dir && !files[*idx].finished())
             .filter(|(idx, _)| !files[*idx].failed())
             .for_each(|(idx, item)| apply(idx, item));
-        // Deepest first, so that a directory that loses its owner's search permission
-        // already holds what it should; one level in parallel.
-        for level in dir_levels(items).iter().rev() {
-            level.par_iter().for_each(|&(idx, item)| apply(idx, item));
+    }
+
+    /// The metadata of the directories the restore made, deepest first, so that one that
+    /// loses its owner's search permission already holds what it should; one level in
+    /// parallel.
+    fn finish_dirs(&self) {
+        let Some(t) = self.target else {
+            return;
+        };
+        for level in dir_levels(self.items).iter().rev() {
+            level.par_iter().for_each(|&(idx, item)| {
+                // Only a directory the restore made: one that was there keeps its own.
+                if let Some(id) = self.own_dirs[idx].get() {
+                    if let Err(e) = t.set_dir_metadata(item.rel(), &item.node, self.how, *id) {
+                        self.trouble.error(Some(&item.path), e);
+                    }
+                }
+            });
         }
     }
 
@@ -981,8 +1002,9 @@ impl Ctx<'_> {
         if files[first].staged(items[first].rel()).is_none() {
             return t.hard_link(&from, id, items[idx].rel());
         }
-        let staged = target::staged_name();
-        t.hard_link(&from, id, &items[idx].rel().with_file_name(&staged))?;
+        let rel = items[idx].rel();
+        let staged = t.staged_name(rel.parent().unwrap_or(Path::new("")))?;
+        t.hard_link(&from, id, &rel.with_file_name(&staged))?;
         let _ = files[idx].created.set(Ok(Made { id, staged }));
         Ok(())
     }
@@ -1007,11 +1029,13 @@ impl Ctx<'_> {
         verified
     }
 
-    /// A file that is not what the snapshot holds must not pass for it: renamed.
-    fn mark_damaged(&self) {
+    /// A file that is not what the snapshot holds must not pass for it: renamed. Returns
+    /// how many were.
+    fn mark_damaged(&self) -> u64 {
         let Some(t) = self.target else {
-            return;
+            return 0;
         };
+        let mut marked = 0;
         let mut damaged: Vec<usize> = self
             .trouble
             .damaged
@@ -1028,13 +1052,23 @@ impl Ctx<'_> {
             }
             let now = self.files[*idx].name(item.rel());
             let from = now.file_name().unwrap_or_default();
-            if let Err(e) = t.mark_damaged(item.rel(), from) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    self.trouble
-                        .error(Some(&item.path), format!("cannot mark as damaged: {e}"));
+            match t.mark_damaged(item.rel(), from) {
+                Ok(to) => {
+                    marked += 1;
+                    // A name too long for the suffix was shortened: said, or it is lost.
+                    if to.file_name() != Some(&*marked_name_of(item.rel())) {
+                        let to = to.file_name().unwrap_or_default().to_string_lossy();
+                        let cause = format!("renamed {to} (its name with the suffix was too long)");
+                        self.trouble.error(Some(&item.path), cause);
+                    }
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self
+                    .trouble
+                    .error(Some(&item.path), format!("cannot mark as damaged: {e}")),
             }
         }
+        marked
     }
 }
 
@@ -1088,6 +1122,13 @@ fn restore_pack(ctx: &Ctx<'_>, pack: &PackId, fetches: &[Fetch]) {
         }
         i = j;
     }
+}
+
+/// `rel`'s name with the suffix of a damaged file, unshortened.
+fn marked_name_of(rel: &Path) -> std::ffi::OsString {
+    let mut name = rel.file_name().unwrap_or_default().to_os_string();
+    name.push(target::DAMAGED);
+    name
 }
 
 /// Every file holding a blob that could not be had is damaged.
@@ -1398,7 +1439,8 @@ mod tests {
         for held in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let t = Target::open(&dir.path().join("t")).unwrap();
-            t.make_dir(Path::new("d")).unwrap();
+            t.make_dir(Path::new("d"), &Node::new(b"d".to_vec(), NodeKind::Dir))
+                .unwrap();
             let item = file_item("/d/f", 10);
             let slot = FileSlot::default();
             slot.open(&t, &item)

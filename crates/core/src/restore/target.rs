@@ -8,27 +8,37 @@
 //! object itself, or `*at` calls that do not follow a final symlink. An entry of the wrong
 //! kind in the way (a symlink where a directory goes) is replaced, never followed.
 
+use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 
 use crate::repo::tree::{Node, NodeKind};
 
 pub struct Target {
-    /// Locked (`flock`) while a restore into it runs: exclusively while its directories
-    /// are made and stale staged files removed, shared after.
     dir: OwnedFd,
     path: PathBuf,
-    /// No other restore holds the target: staged files in it are stale, and go.
-    alone: bool,
-    /// Stale staged files removed.
-    swept: AtomicUsize,
+    /// The directories entries may be created in (the target and those [`Target::make_dir`]
+    /// made or checked), by path beneath the target, as they were then: every entry goes
+    /// into a directory opened again only if it is still that one (hostile pass 3, item 1).
+    dirs: RwLock<HashMap<PathBuf, Checked>>,
+    /// What this restore made, for a later one should it be killed; `None` where the
+    /// target's own directory cannot take it (a read-only one, another user's).
+    journal: Option<Journal>,
+    /// Staged names are [`STAGED`], this and 64 random bits, in hex.
+    id: u64,
+    /// Directories a killed restore into this target made and did not finish: this one
+    /// finishes those it meets again.
+    inherited: HashSet<Ident>,
+    /// A killed restore's staged files removed.
+    swept: usize,
 }
 
 /// A regular file just created under a staged name, open for writing, and its directory.
@@ -41,14 +51,156 @@ pub struct Staged {
 /// The name a regular file is written under, beside its own, until it is complete.
 pub const STAGED: &str = ".strata-restore-";
 
-/// A fresh staged name: [`STAGED`] and 64 random bits in hex.
-pub fn staged_name() -> OsString {
-    OsString::from(format!("{STAGED}{:016x}", rand::random::<u64>()))
+/// A restore's journal: `.strata-restore-ID.lock` in the target's own directory, this
+/// user's (0600), `flock`ed while the restore runs, removed when it ends. It lists, each
+/// entry ended by a NUL, the restore's pid (`P`), each directory it made (`D`, device,
+/// inode and path) and each directory it staged files in (`S` and path). The staged names
+/// carry its ID. So a later restore into the same target knows a killed one's leftovers for
+/// its own: a journal it can lock is a killed restore's, whose staged files (in the
+/// directories listed, with its ID) it removes and whose directories (still this user's,
+/// mode [`UNFINISHED`], the same inode) it finishes; a journal it cannot lock is a running
+/// restore's, and it stops (hostile pass 3, items 4, 6, 7 and 12). Nothing else is swept.
+struct Journal {
+    file: File,
+    name: OsString,
+    staged_in: Mutex<HashSet<PathBuf>>,
+}
+
+/// Largest journal read: a killed restore's past it is read that far.
+const MAX_JOURNAL: u64 = 256 << 20;
+
+fn journal_name(id: u64) -> OsString {
+    OsString::from(format!("{STAGED}{id:016x}.lock"))
+}
+
+/// The ID of a journal's name.
+fn journal_id(name: &[u8]) -> Option<u64> {
+    let hex = name
+        .strip_prefix(STAGED.as_bytes())?
+        .strip_suffix(b".lock")?;
+    let hex = std::str::from_utf8(hex).ok().filter(|h| h.len() == 16)?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+impl Journal {
+    /// A new journal in `dir`, locked, and its ID.
+    fn create(dir: &OwnedFd) -> io::Result<(Journal, u64)> {
+        let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL;
+        loop {
+            let id = rand::random::<u64>();
+            let name = journal_name(id);
+            let fd = match rfs::openat(
+                dir,
+                name.as_os_str(),
+                flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Err(rustix::io::Errno::EXIST) => continue,
+                r => r.map_err(to_io)?,
+            };
+            rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive).map_err(to_io)?;
+            let journal = Journal {
+                file: File::from(fd),
+                name,
+                staged_in: Mutex::default(),
+            };
+            journal.record(format!("P{}", std::process::id()).as_bytes())?;
+            return Ok((journal, id));
+        }
+    }
+
+    /// Appends one entry, in one write.
+    fn record(&self, entry: &[u8]) -> io::Result<()> {
+        let mut line = entry.to_vec();
+        line.push(0);
+        std::io::Write::write_all(&mut &self.file, &line)
+    }
+
+    fn made_dir(&self, rel: &Path, id: Ident) -> io::Result<()> {
+        let mut entry = format!("D{} {} ", id.dev, id.ino).into_bytes();
+        entry.extend_from_slice(rel.as_os_str().as_bytes());
+        self.record(&entry)
+    }
+
+    fn stages_in(&self, dir: &Path) -> io::Result<()> {
+        if !self.staged_in.lock().unwrap().insert(dir.to_path_buf()) {
+            return Ok(());
+        }
+        let mut entry = b"S".to_vec();
+        entry.extend_from_slice(dir.as_os_str().as_bytes());
+        self.record(&entry)
+    }
+}
+
+/// A journal of another restore into the same target, locked: it was killed.
+struct Killed {
+    id: u64,
+    name: OsString,
+    /// Held until its leftovers are dealt with.
+    _lock: OwnedFd,
+    entries: Vec<u8>,
+}
+
+/// A relative path of a journal's, if it is one that stays beneath the target.
+fn journal_path(bytes: &[u8]) -> Option<PathBuf> {
+    let p = PathBuf::from(OsStr::from_bytes(bytes));
+    let beneath = p.components().all(|c| matches!(c, Component::Normal(_)));
+    beneath.then_some(p)
+}
+
+/// The journals of other restores in the target's directory `dir`: those of restores
+/// killed, locked; an error naming a running one.
+fn other_journals(dir: &OwnedFd, own: u64, path: &Path) -> io::Result<Vec<Killed>> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut killed = Vec::new();
+    for entry in rfs::Dir::read_from(dir).map_err(to_io)? {
+        let entry = entry.map_err(to_io)?;
+        let name = OsStr::from_bytes(entry.file_name().to_bytes());
+        let Some(id) = journal_id(name.as_bytes()).filter(|id| *id != own) else {
+            continue;
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let Ok(fd) = rfs::openat(dir, name, flags, Mode::empty()) else {
+            continue;
+        };
+        // Only this user's: no one else can make a staged file of this user's.
+        let st = rfs::fstat(&fd).map_err(to_io)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_uid != me {
+            continue;
+        }
+        let mut entries = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&File::from(fd.try_clone()?), MAX_JOURNAL),
+            &mut entries,
+        )?;
+        if rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            let pid = entries
+                .split(|b| *b == 0)
+                .find_map(|e| e.strip_prefix(b"P"));
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another restore into {} is running (pid {}, holding {}): wait for it \
+                     to end; two restores into one target would replace each other's files",
+                    path.display(),
+                    String::from_utf8_lossy(pid.unwrap_or(b"?")),
+                    path.join(name).display()
+                ),
+            ));
+        }
+        killed.push(Killed {
+            id,
+            name: name.to_os_string(),
+            _lock: fd,
+            entries,
+        });
+    }
+    Ok(killed)
 }
 
 /// Which inode an entry the restore created is: a name in a directory another user can
 /// write may be made to point at another inode at any time (issue 31, item 4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ident {
     dev: u64,
     ino: u64,
@@ -66,6 +218,26 @@ fn ident_of(st: &rfs::Stat) -> Ident {
     Ident {
         dev: st.st_dev as u64,
         ino: st.st_ino as u64,
+    }
+}
+
+/// A directory as [`Target::make_dir`] checked it: the same inode, owner and mode, or
+/// another user changed it (an inode number freed can come back as another user's
+/// directory; the owner and mode tell).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checked {
+    id: Ident,
+    uid: u32,
+    mode: u32,
+}
+
+impl Checked {
+    fn of(st: &rfs::Stat) -> Self {
+        Checked {
+            id: ident_of(st),
+            uid: st.st_uid,
+            mode: st.st_mode & 0o7777,
+        }
     }
 }
 
@@ -112,6 +284,70 @@ fn replaced(rel: &Path) -> io::Error {
          directory?): nothing written to it, no owner or mode set",
         rel.display()
     ))
+}
+
+/// The error for a directory that changed after it was checked: nothing goes below it.
+fn dir_changed(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{}: the directory restored there was moved away or changed during the restore (by \
+         another user with write access to its parent?): nothing written below it",
+        display_rel(rel)
+    ))
+}
+
+/// The error for a directory the restore made and wrote into, no longer under its name
+/// at the end: what it holds is elsewhere, and what holds the name now got nothing.
+fn moved_away(rel: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} was moved away during the restore (by another user with write access to its \
+         parent?): the entries restored into it are no longer at this path, and the \
+         directory now there got nothing from the restore, no owner or mode",
+        display_rel(rel)
+    ))
+}
+
+/// `rel` as the snapshot's path, as the restore's other errors name it.
+fn display_rel(rel: &Path) -> String {
+    Path::new("/").join(rel).display().to_string()
+}
+
+/// Refuses an existing directory that would give the entries restored into it to someone
+/// the snapshot's directory `node` did not: one owned by another user than this one, root
+/// and the snapshot's owner, or that lets group or others in where `node`'s mode does not.
+/// Such a directory is refused rather than tightened: it is someone's, and its owner and
+/// mode are kept (as with tar's `--no-overwrite-dir`).
+fn open_enough(st: &rfs::Stat, node: &Node) -> io::Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if ![me, 0, node.uid].contains(&st.st_uid) {
+        return Err(io::Error::other(format!(
+            "the existing directory there is owned by uid {}, not by this user (uid {me}), \
+             root or the snapshot's owner (uid {}): nothing restored into it; restore into \
+             a new target, or give it to one of them first",
+            st.st_uid, node.uid
+        )));
+    }
+    let more = st.st_mode & 0o077 & !node.mode;
+    if more != 0 {
+        return Err(io::Error::other(format!(
+            "the existing directory there (mode {:o}) lets group or others in where the \
+             snapshot's (mode {:o}) does not: nothing restored into it; restore into a new \
+             target, or `chmod go-{}` it first",
+            st.st_mode & 0o7777,
+            node.mode & 0o7777,
+            rwx(more)
+        )));
+    }
+    Ok(())
+}
+
+/// The letters of the group and other permission bits in `bits`.
+fn rwx(bits: u32) -> String {
+    let bits = bits | bits >> 3;
+    [(0o4, 'r'), (0o2, 'w'), (0o1, 'x')]
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// Refuses an entry the restore did not make: one of another kind than `node`'s, or owned
@@ -229,55 +465,23 @@ impl Target {
     /// directory of theirs) would take a root restore wherever it points; a directory this
     /// makes is created at most 0755 whatever the umask and opened by the descriptor of its
     /// parent, so nobody can swap it for a link between its creation and its use.
+    ///
+    /// A restore into a target where another runs stops with an error of kind
+    /// `WouldBlock`; a killed one's leftovers are dealt with first (see [`Journal`]).
     pub fn open(path: &Path) -> io::Result<Self> {
-        let target = Self::open_unswept(path)?;
-        target.sweep_existing(Path::new(""));
-        Ok(target)
-    }
-
-    fn open_unswept(path: &Path) -> io::Result<Self> {
-        let dir = open_trusted_dir(path, 0o755)?;
-        let alone = rfs::flock(&dir, rfs::FlockOperation::NonBlockingLockExclusive).is_ok();
-        if !alone {
-            // Another restore is running here: whatever it stages is not stale.
-            let _ = rfs::flock(&dir, rfs::FlockOperation::NonBlockingLockShared);
-        }
-        Ok(Target {
-            dir,
-            path: path.to_path_buf(),
-            alone,
-            swept: AtomicUsize::new(0),
-        })
-    }
-
-    /// Once its directories are made: other restores may start here, without removing
-    /// what this one stages.
-    pub fn settled(&self) {
-        if self.alone {
-            let _ = rfs::flock(&self.dir, rfs::FlockOperation::LockShared);
-        }
-    }
-
-    /// Stale staged files removed so far.
-    pub fn swept(&self) -> usize {
-        self.swept.load(Ordering::Relaxed)
-    }
-
-    /// Removes the stale staged files of the existing directory `rel`, when no other
-    /// restore runs here; one that cannot be listed keeps them (they are ignored).
-    fn sweep_existing(&self, rel: &Path) {
-        if self.alone {
-            let n = self.sweep(rel).unwrap_or(0);
-            self.swept.fetch_add(n, Ordering::Relaxed);
-        }
+        Self::open_checked(path, false)
     }
 
     /// As [`Target::open`] for a directory this run made (a scratch or staging directory):
     /// it must be this user's and 0700, whoever may write its parent.
     pub fn open_private(path: &Path) -> io::Result<Self> {
-        let target = Self::open_unswept(path)?;
-        let st = rfs::fstat(&target.dir).map_err(to_io)?;
-        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+        Self::open_checked(path, true)
+    }
+
+    fn open_checked(path: &Path, private: bool) -> io::Result<Self> {
+        let dir = open_trusted_dir(path, 0o755)?;
+        let st = rfs::fstat(&dir).map_err(to_io)?;
+        if private && (st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0) {
             return Err(io::Error::other(format!(
                 "{}: not this user's private directory (uid {}, mode {:o}): replaced by \
                  another user's?",
@@ -286,8 +490,88 @@ impl Target {
                 st.st_mode & 0o7777
             )));
         }
-        target.sweep_existing(Path::new(""));
+        // A target root this user cannot write (`--target /` as a user) takes no journal:
+        // such a restore can be neither told from a killed one nor finished by another.
+        let (journal, id) = match Journal::create(&dir) {
+            Ok((j, id)) => (Some(j), id),
+            Err(_) => (None, rand::random()),
+        };
+        let mut target = Target {
+            dir,
+            path: path.to_path_buf(),
+            dirs: RwLock::new(HashMap::from([(PathBuf::new(), Checked::of(&st))])),
+            journal,
+            id,
+            inherited: HashSet::new(),
+            swept: 0,
+        };
+        match other_journals(&target.dir, id, path) {
+            Ok(killed) => killed.into_iter().try_for_each(|k| target.take_over(k))?,
+            Err(e) => {
+                target.done();
+                return Err(e);
+            }
+        }
         Ok(target)
+    }
+
+    /// Deals with a killed restore's leftovers: its staged files go, its unfinished
+    /// directories are this restore's to finish (in its journal too, should it be killed
+    /// as well), and then its journal goes.
+    fn take_over(&mut self, killed: Killed) -> io::Result<()> {
+        let prefix = format!("{STAGED}{:016x}-", killed.id);
+        for entry in killed.entries.split(|b| *b == 0) {
+            match entry.split_first() {
+                Some((b'S', dir)) => {
+                    if let Some(dir) = journal_path(dir) {
+                        // One gone or unreadable keeps its files (unused names).
+                        self.swept += self.sweep(&dir, prefix.as_bytes()).unwrap_or(0);
+                    }
+                }
+                Some((b'D', made)) => {
+                    let mut f = made.splitn(3, |b| *b == b' ');
+                    let num = |f: Option<&[u8]>| {
+                        std::str::from_utf8(f?)
+                            .ok()
+                            .and_then(|s| s.parse::<u64>().ok())
+                    };
+                    let (dev, ino, rel) = (num(f.next()), num(f.next()), f.next());
+                    if let (Some(dev), Some(ino), Some(rel)) =
+                        (dev, ino, rel.and_then(journal_path))
+                    {
+                        let id = Ident { dev, ino };
+                        if let Some(j) = &self.journal {
+                            j.made_dir(&rel, id)?;
+                        }
+                        self.inherited.insert(id);
+                    }
+                }
+                _ => {}
+            }
+        }
+        rfs::unlinkat(&self.dir, killed.name.as_os_str(), AtFlags::empty()).map_err(to_io)
+    }
+
+    /// The restore ended (not killed, not interrupted: then its journal stays, for the
+    /// next restore to finish its directories): its journal goes.
+    pub fn done(&self) {
+        if let Some(j) = &self.journal {
+            let _ = rfs::unlinkat(&self.dir, j.name.as_os_str(), AtFlags::empty());
+        }
+    }
+
+    /// A killed restore's staged files removed.
+    pub fn swept(&self) -> usize {
+        self.swept
+    }
+
+    /// A fresh staged name for an entry of the directory `dir`, recorded in the journal.
+    pub fn staged_name(&self, dir: &Path) -> io::Result<OsString> {
+        if let Some(j) = &self.journal {
+            j.stages_in(dir)?;
+        }
+        let name = format!("{STAGED}{:016x}-{:016x}", self.id, rand::random::<u64>());
+        Ok(OsString::from(name))
     }
 
     /// Where a snapshot path lands, for messages.
@@ -352,42 +636,91 @@ impl Target {
         rfs::openat(parent, *last, flags, mode).map_err(to_io)
     }
 
-    /// The directory holding `rel` (opened beneath the target) and `rel`'s last name.
+    /// The directory holding `rel` and `rel`'s last name: a directory the restore made or
+    /// checked, opened beneath the target only if it still is that one, so that every entry
+    /// is created in it through its descriptor.
     fn parent<'p>(&self, rel: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
         let name = rel
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let fd = self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
-        Ok((fd, name))
+        Ok((self.checked_dir(parent)?, name))
     }
 
-    /// Makes `rel` a directory: an existing one is kept, anything else in the way (a
-    /// symlink above all) is removed first. Returns the directory's inode when it is the
-    /// restore's to give the snapshot's metadata: made now, or made by a restore that did
-    /// not finish (this user's, mode [`UNFINISHED`]); `None` for one that was there.
-    pub fn make_dir(&self, rel: &Path) -> io::Result<Option<Ident>> {
+    /// The directory `rel`, opened only if it is still the one [`Target::make_dir`] made or
+    /// checked: the same inode, owner and mode.
+    fn checked_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let want = self.dirs.read().unwrap().get(rel).copied();
+        let want = want.ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: its directory was not restored (see its error): nothing written below it",
+                display_rel(rel)
+            ))
+        })?;
+        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        match Checked::of(&rfs::fstat(&fd).map_err(to_io)?) == want {
+            true => Ok(fd),
+            false => Err(dir_changed(rel)),
+        }
+    }
+
+    /// Opens the entry `rel` (not following it, if a symlink) in its checked directory.
+    fn open_in(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let (parent, name) = self.parent(rel)?;
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rfs::openat(&parent, name, flags, Mode::empty()).map_err(to_io)
+    }
+
+    /// Makes `rel` the directory `node`: an existing one is kept if it gives no one more
+    /// access than `node` does (see [`open_enough`]), anything else in the way (a symlink
+    /// above all) is removed first. Returns the directory's inode when it is the restore's
+    /// to give the snapshot's metadata: made now, or made by a restore that did not finish
+    /// (this user's, mode [`UNFINISHED`]); `None` for one that was there. Entries go into
+    /// it only while it is still the one checked here.
+    pub fn make_dir(&self, rel: &Path, node: &Node) -> io::Result<Option<Ident>> {
         if rel.as_os_str().is_empty() {
             return Ok(None);
         }
         let me = nix::unistd::geteuid().as_raw();
         let (parent, name) = self.parent(rel)?;
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                self.sweep_existing(rel);
-                let unfinished = st.st_uid == me && st.st_mode & 0o7777 == UNFINISHED;
-                return Ok(unfinished.then(|| ident_of(&st)));
+                let fd = rfs::openat(&parent, name, dir_flags, Mode::empty()).map_err(to_io)?;
+                let st = rfs::fstat(&fd).map_err(to_io)?;
+                open_enough(&st, node)?;
+                // Only one a killed restore made: 1700 is a mode anyone may choose.
+                let id = ident_of(&st);
+                let unfinished = st.st_uid == me
+                    && st.st_mode & 0o7777 == UNFINISHED
+                    && self.inherited.contains(&id);
+                self.checked(rel, &st);
+                return Ok(unfinished.then_some(id));
             }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(to_io(e)),
         }
         rfs::mkdirat(&parent, name, Mode::from_raw_mode(UNFINISHED)).map_err(to_io)?;
-        let st = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
-        match FileType::from_raw_mode(st.st_mode) == FileType::Directory && st.st_uid == me {
-            true => Ok(Some(ident_of(&st))),
+        // Through a descriptor: what is checked is what entries go into.
+        let fd = rfs::openat(&parent, name, dir_flags, Mode::empty()).map_err(to_io)?;
+        let st = rfs::fstat(&fd).map_err(to_io)?;
+        match st.st_uid == me && st.st_mode & 0o077 == 0 {
+            true => {
+                if let Some(j) = &self.journal {
+                    j.made_dir(rel, ident_of(&st))?;
+                }
+                self.checked(rel, &st);
+                Ok(Some(ident_of(&st)))
+            }
             false => Err(replaced(rel)),
         }
+    }
+
+    /// Records the directory `rel` as checked: entries may go into it while it stays so.
+    fn checked(&self, rel: &Path, st: &rfs::Stat) {
+        let mut dirs = self.dirs.write().unwrap();
+        dirs.insert(rel.to_path_buf(), Checked::of(st));
     }
 
     /// Owner (when `how` says so), mode, attributes and times of the directory `rel`, which
@@ -399,10 +732,23 @@ impl Target {
         how: Apply,
         id: Ident,
     ) -> io::Result<()> {
-        let fd = self.open_beneath(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+        use rustix::io::Errno;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let fd = match self.open_beneath(rel, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // Nothing, or no directory, at its name now.
+            Err(e)
+                if [Errno::NOENT, Errno::LOOP, Errno::NOTDIR, Errno::XDEV]
+                    .iter()
+                    .any(|n| e.raw_os_error() == Some(n.raw_os_error())) =>
+            {
+                return Err(moved_away(rel))
+            }
+            Err(e) => return Err(e),
+        };
         match Ident::of(&fd)? == id {
             true => apply_through(fd.as_fd(), node, how),
-            false => Err(replaced(rel)),
+            false => Err(moved_away(rel)),
         }
     }
 
@@ -442,7 +788,7 @@ impl Target {
         }
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         loop {
-            let staged = staged_name();
+            let staged = self.staged_name(rel.parent().unwrap_or(Path::new("")))?;
             let made = rfs::openat(
                 &parent,
                 staged.as_os_str(),
@@ -488,17 +834,17 @@ impl Target {
         rfs::renameat(parent, staged, parent, name).map_err(to_io)
     }
 
-    /// Removes the restore's stale staged files in the directory `dir` (beneath the
-    /// target): those a restore killed outright left, regular files of this user's only.
+    /// Removes a killed restore's staged files in the directory `dir` (beneath the
+    /// target): regular files of this user's whose names start with `prefix` (its ID).
     /// Returns how many went.
-    fn sweep(&self, dir: &Path) -> io::Result<usize> {
+    fn sweep(&self, dir: &Path, prefix: &[u8]) -> io::Result<usize> {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         let me = nix::unistd::geteuid().as_raw();
         let mut removed = 0;
         for entry in rfs::Dir::read_from(&fd).map_err(to_io)? {
             let entry = entry.map_err(to_io)?;
             let name = OsStr::from_bytes(entry.file_name().to_bytes());
-            if !name.as_bytes().starts_with(STAGED.as_bytes()) {
+            if !name.as_bytes().starts_with(prefix) {
                 continue;
             }
             let st = rfs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
@@ -512,7 +858,7 @@ impl Target {
 
     /// Opens the restored regular file `rel` again, only if it still is inode `id`.
     fn open_same(&self, rel: &Path, flags: OFlags, id: Ident) -> io::Result<File> {
-        let fd = self.open_beneath(rel, flags, Mode::empty())?;
+        let fd = self.open_in(rel, flags)?;
         match Ident::of(&fd)? == id {
             true => Ok(File::from(fd)),
             false => Err(replaced(rel)),
@@ -593,7 +939,7 @@ impl Target {
             NodeKind::Socket => Ok(()),
             NodeKind::Symlink => {
                 // Pinned and checked first: chown goes through the descriptor.
-                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                let fd = self.open_in(rel, OFlags::PATH)?;
                 made_here(fd.as_fd(), rel, node)?;
                 if how.owners {
                     let (u, g) = owner();
@@ -609,14 +955,14 @@ impl Target {
                 } else {
                     OFlags::RDONLY | OFlags::NONBLOCK
                 };
-                let fd = self.open_beneath(rel, flags, Mode::empty())?;
+                let fd = self.open_in(rel, flags)?;
                 made_here(fd.as_fd(), rel, node)?;
                 apply_through(fd.as_fd(), node, how)
             }
             NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev => {
                 // Opening a device or fifo for I/O could block or act: an O_PATH descriptor
                 // pins the entry, and its /proc magic link reaches it for chmod and times.
-                let fd = self.open_beneath(rel, OFlags::PATH, Mode::empty())?;
+                let fd = self.open_in(rel, OFlags::PATH)?;
                 made_here(fd.as_fd(), rel, node)?;
                 if how.owners {
                     let (u, g) = owner();
@@ -650,15 +996,33 @@ impl Target {
     /// Renames a restored file that could not be restored exactly (`from` is its name
     /// now in `rel`'s directory: staged, or `rel`'s own) to `rel` with the suffix
     /// `.strata-damaged`, so that no one takes it for the real thing; returns the new path
-    /// (relative).
+    /// (relative). A name too long for the suffix is shortened first (see [`marked_name`]).
     pub fn mark_damaged(&self, rel: &Path, from: &OsStr) -> io::Result<PathBuf> {
         let (parent, name) = self.parent(rel)?;
-        let mut marked = name.to_os_string();
-        marked.push(".strata-damaged");
+        let marked = marked_name(name);
         let _ = rfs::unlinkat(&parent, marked.as_os_str(), AtFlags::empty());
         rfs::renameat(&parent, from, &parent, marked.as_os_str()).map_err(to_io)?;
         Ok(rel.with_file_name(marked))
     }
+}
+
+/// The suffix of a file not restored exactly.
+pub const DAMAGED: &str = ".strata-damaged";
+
+/// `name` with [`DAMAGED`]: the name cut (at a character, if it is UTF-8) where the whole
+/// would pass 255 bytes, the longest a file name can be, rather than left staged.
+fn marked_name(name: &OsStr) -> OsString {
+    const NAME_MAX: usize = 255;
+    let bytes = name.as_bytes();
+    let mut keep = bytes.len().min(NAME_MAX - DAMAGED.len());
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        while !text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+    }
+    let mut marked = OsStr::from_bytes(&bytes[..keep]).to_os_string();
+    marked.push(DAMAGED);
+    marked
 }
 
 fn timestamps(node: &Node) -> Timestamps {
@@ -714,7 +1078,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("t/link")).unwrap();
         std::fs::write(outside.path().join("file"), "x").unwrap();
         std::os::unix::fs::symlink(outside.path().join("file"), dir.path().join("t/lf")).unwrap();
-        t.make_dir(Path::new("real")).unwrap();
+        t.make_dir(Path::new("real"), &dir_node(0o755, 0)).unwrap();
         let create = OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(0o600);
         for walking in [false, true] {
@@ -731,7 +1095,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
         // A symlink where a directory goes is replaced, not followed.
-        t.make_dir(Path::new("link")).unwrap();
+        t.make_dir(Path::new("link"), &dir_node(0o755, 0)).unwrap();
         assert!(std::fs::symlink_metadata(dir.path().join("t/link"))
             .unwrap()
             .is_dir());
@@ -785,11 +1149,9 @@ mod tests {
         assert!(open_trusted_dir(&d.join("l1"), 0o755).is_err());
     }
 
-    /// A staged file replaces what holds its name only while it is still the inode made;
-    /// a later restore removes only this user's staged regular files.
+    /// A staged file replaces what holds its name only while it is still the inode made.
     #[test]
-    fn staged_files_are_placed_and_stale_ones_swept() {
-        use std::os::unix::fs::MetadataExt;
+    fn staged_files_are_placed_only_while_the_inode_made() {
         let dir = tempfile::tempdir().unwrap();
         let t = Target::open(&dir.path().join("t")).unwrap();
         let p = |n: &str| dir.path().join("t").join(n);
@@ -809,28 +1171,6 @@ mod tests {
         );
         t.place(Path::new("f"), &new.name, id, None).unwrap();
         assert_eq!(std::fs::read(p("f")).unwrap(), b"new");
-        // `other` is stale now; a directory and another name are not staged files.
-        std::fs::create_dir(p(&format!("{STAGED}dir"))).unwrap();
-        std::fs::write(p("keep"), "").unwrap();
-        let theirs = p(&format!("{STAGED}theirs"));
-        std::fs::write(&theirs, "").unwrap();
-        let root = nix::unistd::geteuid().is_root();
-        if root {
-            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
-        }
-        drop(t);
-        let again = Target::open(&dir.path().join("t")).unwrap();
-        assert_eq!(again.swept(), if root { 1 } else { 2 });
-        assert!(!p(other.to_str().unwrap()).exists());
-        assert!(p(&format!("{STAGED}dir")).is_dir() && p("keep").exists());
-        if root {
-            assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
-        }
-        // While another restore holds the target, nothing it stages is stale.
-        let live = again.create_staged(Path::new("h")).unwrap().name;
-        let third = Target::open(&dir.path().join("t")).unwrap();
-        assert_eq!(third.swept(), 0);
-        assert!(p(live.to_str().unwrap()).exists());
     }
 
     #[test]
@@ -850,5 +1190,180 @@ mod tests {
             let err = Target::open_private(&p).err().unwrap();
             assert!(err.to_string().contains("uid 65534"), "{err}");
         }
+    }
+
+    fn dir_node(mode: u32, uid: u32) -> Node {
+        let mut node = Node::new(b"d".to_vec(), NodeKind::Dir);
+        (node.mode, node.uid, node.gid) = (mode, uid, uid);
+        node
+    }
+
+    fn entries(p: &Path) -> usize {
+        std::fs::read_dir(p).unwrap().count()
+    }
+
+    /// Hostile pass 3, item 1: an existing directory of another user's, or one that lets
+    /// group or others in where the snapshot's did not, receives nothing (root's 0644
+    /// secrets and setuid programs went into a 0777 directory another user made).
+    #[test]
+    fn nothing_goes_into_an_existing_directory_more_open_than_the_snapshots() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            return eprintln!("NOT RUN: needs root");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let private = dir_node(0o700, 0);
+        for (name, uid, mode) in [("theirs", 65534, 0o700), ("open", 0, 0o777)] {
+            std::fs::create_dir(p(name)).unwrap();
+            std::os::unix::fs::chown(p(name), Some(uid), None).unwrap();
+            std::fs::set_permissions(p(name), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = t.make_dir(Path::new(name), &private).unwrap_err();
+            let why = if uid == 0 { "777" } else { "uid 65534" };
+            assert!(err.to_string().contains(why), "{name}: {err}");
+            assert!(
+                t.create_staged(&Path::new(name).join("f")).is_err(),
+                "{name}"
+            );
+            assert!(
+                t.symlink(&Path::new(name).join("l"), b"x").is_err(),
+                "{name}"
+            );
+            assert_eq!(entries(&p(name)), 0, "{name}");
+        }
+        // The snapshot's owner's, or as open as the snapshot says: written into.
+        let theirs = dir_node(0o777, 65534);
+        for name in ["theirs", "open"] {
+            assert!(t.make_dir(Path::new(name), &theirs).unwrap().is_none());
+            t.create_staged(&Path::new(name).join("f")).unwrap();
+            assert_eq!(entries(&p(name)), 1, "{name}");
+        }
+    }
+
+    /// Hostile pass 3, item 1 (the race): a directory the restore made, renamed away and
+    /// replaced by another user's between its creation and the first write, receives
+    /// nothing, and the end of the restore says where the written entries went.
+    #[test]
+    fn a_directory_swapped_after_its_creation_receives_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let node = dir_node(0o700, nix::unistd::geteuid().as_raw());
+        let id = t.make_dir(Path::new("d"), &node).unwrap().unwrap();
+        t.create_staged(Path::new("d/before")).unwrap();
+        std::fs::rename(p("d"), p("moved")).unwrap();
+        std::fs::create_dir(p("d")).unwrap();
+        std::fs::set_permissions(p("d"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(p("d"), Some(65534), None).unwrap();
+        }
+        assert!(t.create_staged(Path::new("d/f")).is_err());
+        assert!(t.make_dir(Path::new("d/sub"), &node).is_err());
+        assert!(t.symlink(Path::new("d/l"), b"x").is_err());
+        assert_eq!(entries(&p("d")), 0);
+        let how = Apply {
+            owners: nix::unistd::geteuid().is_root(),
+            xattrs: false,
+        };
+        let err = t
+            .set_dir_metadata(Path::new("d"), &node, how, id)
+            .unwrap_err();
+        assert!(err.to_string().contains("moved away"), "{err}");
+        assert_eq!(entries(&p("moved")), 1);
+    }
+
+    /// A restore killed outright: its target dropped without [`Target::done`].
+    fn killed(t: Target) {
+        drop(t);
+    }
+
+    /// Hostile pass 3, items 2 and 12: a restore into a directory inside a running
+    /// restore's target swept the running one's staged files as a killed restore's; a
+    /// second restore into the same target went ahead; another user's `flock` on the
+    /// target switched the sweep off without a word.
+    #[test]
+    fn only_a_killed_restores_staged_files_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let me = nix::unistd::geteuid().as_raw();
+        let outer = Target::open(&p("")).unwrap();
+        outer
+            .make_dir(Path::new("in"), &dir_node(0o755, me))
+            .unwrap();
+        let live = outer.create_staged(Path::new("in/f")).unwrap().name;
+        let nested = Target::open(&p("in")).unwrap();
+        assert_eq!(nested.swept(), 0);
+        assert!(
+            p("in").join(&live).exists(),
+            "the running restore's file went"
+        );
+        assert!(
+            Target::open(&p("")).is_err(),
+            "two restores into one target"
+        );
+        drop(nested);
+        // Killed: its staged file goes with the next restore of its target, whoever
+        // holds a lock on the target directory itself.
+        killed(outer);
+        let holder = File::open(p("")).unwrap();
+        rfs::flock(&holder, rfs::FlockOperation::LockExclusive).unwrap();
+        let again = Target::open(&p("")).unwrap();
+        assert_eq!(again.swept(), 1);
+        assert!(!p("in").join(&live).exists());
+    }
+
+    /// Hostile pass 3, items 6 and 7: an existing 1700 directory of this user's was taken
+    /// for one a killed restore made (given the snapshot's owner and mode), and a real file
+    /// with a staged-looking name was swept.
+    #[test]
+    fn what_no_killed_restore_made_is_neither_finished_nor_swept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let me = nix::unistd::geteuid().as_raw();
+        std::fs::create_dir_all(p("opt")).unwrap();
+        std::fs::set_permissions(p("opt"), std::fs::Permissions::from_mode(0o1700)).unwrap();
+        let real = format!("{STAGED}0123456789abcdef");
+        for d in ["", "opt"] {
+            std::fs::write(p(d).join(&real), "data").unwrap();
+            std::fs::set_permissions(p(d).join(&real), std::fs::Permissions::from_mode(0o600))
+                .unwrap();
+        }
+        let node = dir_node(0o777, me);
+        let t = Target::open(&p("")).unwrap();
+        assert_eq!(t.make_dir(Path::new("opt"), &node).unwrap(), None);
+        assert_eq!(t.swept(), 0);
+        assert!(p("").join(&real).exists() && p("opt").join(&real).exists());
+        // One a killed restore made is finished by the next.
+        let made = t.make_dir(Path::new("new"), &node).unwrap();
+        killed(t);
+        let again = Target::open(&p("")).unwrap();
+        assert_eq!(again.make_dir(Path::new("new"), &node).unwrap(), made);
+        assert_eq!(again.make_dir(Path::new("opt"), &node).unwrap(), None);
+    }
+
+    /// Hostile pass 3, item 14: a damaged file whose name is 255 bytes could not take the
+    /// suffix, stayed under its staged name and went with the next restore's sweep.
+    #[test]
+    fn a_damaged_file_with_a_long_name_is_marked_under_a_shortened_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let long = format!("{}é", "L".repeat(253));
+        let staged = t.create_staged(Path::new(&long)).unwrap().name;
+        let marked = t.mark_damaged(Path::new(&long), &staged).unwrap();
+        let name = marked
+            .file_name()
+            .unwrap()
+            .to_str()
+            .expect("cut at a character");
+        assert!(
+            name.len() <= 255 && name.ends_with(".strata-damaged"),
+            "{name}"
+        );
+        assert!(name.starts_with("LLL"), "{name}");
+        assert!(dir.path().join("t").join(&marked).is_file());
+        assert!(!dir.path().join("t").join(&staged).exists());
     }
 }
