@@ -673,12 +673,13 @@ fn a_sets_storage_class_does_not_leak_into_the_next_set() {
 }
 
 /// Storage classes S3 does not have are refused before anything is written, naming the
-/// valid ones: on init, on backup, and in a set of the config file.
+/// valid ones: on init, on backup (a bad argument, exit 2, as the README's table says),
+/// and in a set of the config file.
 #[test]
 fn unknown_storage_classes_are_refused() {
     let env = &Env::local();
     let out = env.run(&["init", "--data-storage-class", "GLACIER_DEEP"]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("DEEP_ARCHIVE"), "{}", stderr(&out));
     assert!(!std::path::Path::new(&env.repo).join("config").exists());
     env.init();
@@ -690,7 +691,7 @@ fn unknown_storage_classes_are_refused() {
         "--data-storage-class",
         "BOGUS",
     ]);
-    assert_eq!(code(&out), 1);
+    assert_eq!(code(&out), 2);
     assert!(
         stderr(&out).contains("\"BOGUS\" is not an S3 storage class"),
         "{}",
@@ -702,6 +703,7 @@ fn unknown_storage_classes_are_refused() {
         format!("[sets.a]\npaths = [{src:?}]\ndata-storage-class = \"cold\"\n"),
     )
     .unwrap();
+    // A set of the config file fails as a set does (1), its metrics and hooks told.
     let out = env.run(&["--config", config.to_str().unwrap(), "backup", "a"]);
     assert_eq!(code(&out), 1);
     assert!(
