@@ -102,8 +102,9 @@ impl fmt::Display for Expansion {
             Expansion::Sharing { entries, limit } => write!(
                 f,
                 "its tree repeats the {entries} entries read into more than {limit} files and \
-                 directories ({} times over, more than sharing identical directories gives)",
-                crate::walk::SHARING
+                 directories ({} times over, more than sharing identical directories usually \
+                 gives)",
+                crate::walk::sharing()
             ),
         }
     }
@@ -531,6 +532,10 @@ impl Error {
             Error::Locked { stale: true, .. } => Some(Remedy::Unlock),
             Error::RepairIndexFirst(_) => Some(Remedy::RepairIndex),
             Error::Archived { .. } => Some(Remedy::WarmUp),
+            Error::TreeExpands {
+                why: Expansion::Sharing { .. },
+                ..
+            } => Some(Remedy::RaiseTreeSharing),
             Error::TreeExpands { .. } => Some(Remedy::ForgetExpandingSnapshot),
             Error::KeyBudgetSpent { .. } => Some(Remedy::HintKey),
             Error::SnapshotsVanished { .. } => Some(Remedy::InvestigateRollback),

@@ -56,10 +56,15 @@ pub enum Remedy {
     /// directory leads out of the restore): only a key holder writes that. Remove the
     /// snapshot and find the host that wrote it; other snapshots restore as usual.
     RemoveCraftedSnapshot,
-    /// A snapshot's tree expands past what its own summary records, or past what sharing
-    /// gives, or the summary records more than any snapshot holds (a tree bomb, written
-    /// by a faulty or hostile client): forget it by its id; no command reads it.
+    /// A snapshot's tree expands past what its own summary records, or the summary
+    /// records more than any snapshot holds (a tree bomb, written by a faulty or hostile
+    /// client): forget it by its id; restore and the listings refuse it.
     ForgetExpandingSnapshot,
+    /// A snapshot's tree repeats the entries it holds more times over than the sharing
+    /// bound allows: honest where one directory is held many times (hard-linked
+    /// generations, rsnapshot), a tree bomb where another host wrote it. Rerun with a
+    /// larger `--tree-sharing` if the snapshot is this site's own.
+    RaiseTreeSharing,
     /// A symlink, FIFO, directory or device sits where a repository file belongs (only
     /// someone with access to the storage puts one there): readers refuse it. Move it out
     /// of the repository; what it pointed to, and who made it, may be worth knowing.

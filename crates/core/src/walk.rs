@@ -32,8 +32,22 @@ pub const SHARING_FLOOR: u64 = 1 << 16;
 /// (past `SHARING_FLOOR`): identical directories share one tree, but a backup holding a
 /// directory 256 times over is rare, and a bomb repeats its few entries millions of times.
 /// The bound holds whatever the summary claims: the writer cannot lie past the trees
-/// the walk actually read.
+/// the walk actually read. [`set_sharing`] raises it for a repository whose snapshots
+/// honestly hold one directory many times over (hard-linked generations).
 pub const SHARING: u64 = 256;
+
+static SHARING_NOW: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(SHARING);
+
+/// Sets how many times over a walk of this process may meet the entries it read (the
+/// CLI's `--tree-sharing`); at least [`SHARING`]. Memory and time of a walk grow with it.
+pub fn set_sharing(times: u64) {
+    SHARING_NOW.store(times.max(SHARING), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The sharing bound in force: [`SHARING`] unless [`set_sharing`] raised it.
+pub fn sharing() -> u64 {
+    SHARING_NOW.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// How many files and directories a snapshot's walk may meet: what its summary records
 /// (at most `MAX_RECORDED`), and `MARGIN`, and at most `SHARING` times the entries of
@@ -98,7 +112,7 @@ impl Limits {
         }
         self.check_totals(seen.files, seen.dirs)?;
         let met = seen.files + seen.dirs;
-        let limit = SHARING_FLOOR.max(seen.entries.saturating_mul(SHARING));
+        let limit = SHARING_FLOOR.max(seen.entries.saturating_mul(sharing()));
         if met > limit {
             return Err(self.refused(Expansion::Sharing {
                 entries: seen.entries,
@@ -459,9 +473,13 @@ mod tests {
         assert_eq!(nodes, 250_250);
     }
 
+    /// The tests that depend on the process-wide sharing bound, one at a time.
+    static SHARING_SET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Past 256 times over the entries read, the walk ends, whatever the summary says.
     #[test]
     fn sharing_past_256_times_is_refused() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
         let (nodes, error) = walk_dirs(400, true);
         let Some(Error::TreeExpands { why, .. }) = error else {
             panic!("{error:?}");
@@ -470,6 +488,20 @@ mod tests {
         let limit = entries * SHARING;
         assert_eq!(why, Expansion::Sharing { entries, limit });
         assert_eq!(nodes, limit);
+    }
+
+    /// Hostile pass 4: 600 hard-linked generations of one directory (rsnapshot) are one
+    /// shared tree, honestly; `--tree-sharing` raises the bound for such a repository, and
+    /// never below the default.
+    #[test]
+    fn a_raised_sharing_bound_walks_honest_generations() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
+        set_sharing(1024);
+        let (nodes, error) = walk_dirs(400, true);
+        set_sharing(1);
+        assert_eq!(sharing(), SHARING, "never below the default");
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(nodes, 400 * 1000 + 400);
     }
 
     /// A summary recording more than any snapshot holds is refused at its first entry.

@@ -111,6 +111,17 @@ pub struct Global {
     /// a bare machine, opening otherwise tries key files cheapest first, within a budget.
     #[arg(long, env = "STRATA_KEY_HINT", global = true, help_heading = GLOBAL)]
     key_hint: Option<String>,
+    /// How many times over a walk of a snapshot may meet the entries its trees hold
+    /// (default 256): raise it for snapshots that honestly hold one directory many times
+    /// over (hard-linked generations); a tree bomb repeats a few entries millions of times.
+    #[arg(
+        long,
+        env = "STRATA_TREE_SHARING",
+        global = true,
+        value_name = "N",
+        help_heading = GLOBAL
+    )]
+    tree_sharing: Option<u64>,
     /// Machine-readable JSON output.
     #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
@@ -219,6 +230,9 @@ pub fn main() -> i32 {
         }
         Err(e) => e.exit(),
     };
+    if let Some(n) = cli.global.tree_sharing {
+        strata::walk::set_sharing(n);
+    }
     match config::ConfigFile::load(cli.global.config.as_deref()) {
         Ok(f) => cli.global.file = f,
         Err(e) => {

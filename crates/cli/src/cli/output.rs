@@ -316,9 +316,16 @@ pub fn remedy(r: strata::Remedy) -> String {
                              roots` removes the records that cannot be read, and a new base \
                              backup (`strata pg basebackup`) replaces the WAL they held"
             .into(),
-        ForgetExpandingSnapshot => "no command reads it: remove it with `strata forget \
-                                    --snapshot` and its id"
+        ForgetExpandingSnapshot => "restore and the listings refuse it: if no host of yours \
+                                    wrote it, remove it with `strata forget --snapshot` and \
+                                    its id"
             .into(),
+        RaiseTreeSharing => format!(
+            "if this snapshot is your own (one directory held many times, as hard-linked \
+             generations are), run again with --tree-sharing N above {} (memory and time grow \
+             with it); if another host wrote it, it may be a tree bomb: do not raise it",
+            strata::walk::sharing()
+        ),
         RemoveMarkRecord => "move the mark record out of the repository's marks/ (keep a \
                              copy); until then every backup reads the whole index"
             .into(),
