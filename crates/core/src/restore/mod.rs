@@ -255,10 +255,8 @@ pub fn run(
     let target = if opts.dry_run {
         None
     } else {
-        let open = match opts.private {
-            true => Target::open_private(&opts.target),
-            false => Target::open(&opts.target),
-        };
+        let tree = snapshot.tree.to_hex();
+        let open = Target::open_restoring(&opts.target, opts.private, &tree);
         Some(open.map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => Error::RestoreRunning(e.to_string()),
             _ => Error::io(&opts.target, e),

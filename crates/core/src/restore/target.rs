@@ -84,7 +84,7 @@ fn journal_id(name: &[u8]) -> Option<u64> {
 
 impl Journal {
     /// A new journal in `dir`, locked, and its ID.
-    fn create(dir: &OwnedFd) -> io::Result<(Journal, u64)> {
+    fn create(dir: &OwnedFd, restoring: &str) -> io::Result<(Journal, u64)> {
         let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL;
         loop {
             let id = rand::random::<u64>();
@@ -105,6 +105,7 @@ impl Journal {
                 staged_in: Mutex::default(),
             };
             journal.record(format!("P{}", std::process::id()).as_bytes())?;
+            journal.record(format!("T{restoring}").as_bytes())?;
             return Ok((journal, id));
         }
     }
@@ -468,17 +469,27 @@ impl Target {
     ///
     /// A restore into a target where another runs stops with an error of kind
     /// `WouldBlock`; a killed one's leftovers are dealt with first (see [`Journal`]).
+    #[cfg(test)]
     pub fn open(path: &Path) -> io::Result<Self> {
-        Self::open_checked(path, false)
+        Self::open_checked(path, false, "")
     }
 
     /// As [`Target::open`] for a directory this run made (a scratch or staging directory):
     /// it must be this user's and 0700, whoever may write its parent.
+    #[cfg(test)]
     pub fn open_private(path: &Path) -> io::Result<Self> {
-        Self::open_checked(path, true)
+        Self::open_checked(path, true, "")
     }
 
-    fn open_checked(path: &Path, private: bool) -> io::Result<Self> {
+    /// As [`Target::open`] (or [`Target::open_private`]) for a restore of the snapshot
+    /// whose tree is `restoring`: a killed restore's unfinished directories are finished
+    /// only by a restore of the same tree. Another snapshot's metadata would open a
+    /// directory that holds the killed one's private files (hostile pass 4).
+    pub fn open_restoring(path: &Path, private: bool, restoring: &str) -> io::Result<Self> {
+        Self::open_checked(path, private, restoring)
+    }
+
+    fn open_checked(path: &Path, private: bool, restoring: &str) -> io::Result<Self> {
         let dir = open_trusted_dir(path, 0o755)?;
         let st = rfs::fstat(&dir).map_err(to_io)?;
         if private && (st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o077 != 0) {
@@ -492,7 +503,7 @@ impl Target {
         }
         // A target root this user cannot write (`--target /` as a user) takes no journal:
         // such a restore can be neither told from a killed one nor finished by another.
-        let (journal, id) = match Journal::create(&dir) {
+        let (journal, id) = match Journal::create(&dir, restoring) {
             Ok((j, id)) => (Some(j), id),
             Err(_) => (None, rand::random()),
         };
@@ -506,7 +517,7 @@ impl Target {
             swept: 0,
         };
         match other_journals(&target.dir, id, path) {
-            Ok(killed) => killed.into_iter().try_for_each(|k| target.take_over(k))?,
+            Ok(killed) => (killed.into_iter()).try_for_each(|k| target.take_over(k, restoring))?,
             Err(e) => {
                 target.done();
                 return Err(e);
@@ -518,8 +529,15 @@ impl Target {
     /// Deals with a killed restore's leftovers: its staged files go, its unfinished
     /// directories are this restore's to finish (in its journal too, should it be killed
     /// as well), and then its journal goes.
-    fn take_over(&mut self, killed: Killed) -> io::Result<()> {
+    fn take_over(&mut self, killed: Killed, restoring: &str) -> io::Result<()> {
         let prefix = format!("{STAGED}{:016x}-", killed.id);
+        // Its directories stay private (this user's, 1700) unless this restore is of the
+        // same snapshot: one kept that way is an existing directory to the restore.
+        let same = format!("T{restoring}").into_bytes();
+        let same = killed
+            .entries
+            .split(|b| *b == 0)
+            .any(|e| e == same.as_slice());
         for entry in killed.entries.split(|b| *b == 0) {
             match entry.split_first() {
                 Some((b'S', dir)) => {
@@ -536,8 +554,8 @@ impl Target {
                             .and_then(|s| s.parse::<u64>().ok())
                     };
                     let (dev, ino, rel) = (num(f.next()), num(f.next()), f.next());
-                    if let (Some(dev), Some(ino), Some(rel)) =
-                        (dev, ino, rel.and_then(journal_path))
+                    if let (Some(dev), Some(ino), Some(rel), true) =
+                        (dev, ino, rel.and_then(journal_path), same)
                     {
                         let id = Ident { dev, ino };
                         if let Some(j) = &self.journal {
@@ -1342,6 +1360,31 @@ mod tests {
         let again = Target::open(&p("")).unwrap();
         assert_eq!(again.make_dir(Path::new("new"), &node).unwrap(), made);
         assert_eq!(again.make_dir(Path::new("opt"), &node).unwrap(), None);
+    }
+
+    /// Hostile pass 4: a restore of snapshot A killed after writing a private directory's
+    /// files, then a restore of snapshot B (where that directory is another user's 0755)
+    /// into the same target: B "finished" A's directory with B's owner and mode, opening
+    /// A's files. Only a restore of the same tree finishes it; another keeps it private.
+    #[test]
+    fn only_a_restore_of_the_same_tree_finishes_a_killed_ones_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::create_dir_all(&p).unwrap();
+        let node = dir_node(0o755, nix::unistd::geteuid().as_raw());
+        let a = Target::open_restoring(&p, false, "aaaa").unwrap();
+        let made = a.make_dir(Path::new("private"), &node).unwrap();
+        assert!(made.is_some());
+        killed(a);
+        let b = Target::open_restoring(&p, false, "bbbb").unwrap();
+        assert_eq!(
+            b.make_dir(Path::new("private"), &node).unwrap(),
+            None,
+            "kept private"
+        );
+        killed(b);
+        let a2 = Target::open_restoring(&p, false, "aaaa").unwrap();
+        assert_eq!(a2.make_dir(Path::new("private"), &node).unwrap(), None);
     }
 
     /// Hostile pass 3, item 14: a damaged file whose name is 255 bytes could not take the
