@@ -53,6 +53,14 @@ pub fn printable(text: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            // Line and paragraph separators end a line for some terminals and viewers;
+            // bidirectional overrides reorder what follows them.
+            '\u{2028}'
+            | '\u{2029}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -92,4 +100,14 @@ pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Hostile pass 4: U+2028 passed raw (a line break for some viewers).
+    #[test]
+    fn separators_and_bidi_overrides_are_escaped() {
+        let shown = super::printable("a\u{2028}b\u{202e}c\nd\x1be é");
+        assert_eq!(shown, "a\\u{2028}b\\u{202e}c\\nd\\x1be é");
+    }
 }
