@@ -644,7 +644,11 @@ fn a_drill_killed_outright_leaves_its_copy_to_the_next() {
     let dead = child.id();
     let copies = || -> Vec<std::path::PathBuf> {
         (fs::read_dir(&scratch).unwrap().flatten())
-            .filter(|e| fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some()))
+            // Restored data, not just the marker a drill writes first.
+            .filter(|e| {
+                fs::read_dir(e.path())
+                    .is_ok_and(|d| d.flatten().any(|f| f.file_name() != ".strata-scratch"))
+            })
             .map(|e| e.path())
             .collect()
     };

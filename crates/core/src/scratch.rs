@@ -263,14 +263,21 @@ fn remove_if_abandoned(parent: &OwnedFd, name: &CStr) -> std::io::Result<Leftove
     if !ours || rfs::flock(&dir, FlockOperation::NonBlockingLockExclusive).is_err() {
         return Ok(Leftover::NotOurs);
     }
-    if !marked(&dir, name) {
-        return Ok(Leftover::Unmarked);
-    }
+    let marked = match marker_of(&dir, name) {
+        Marker::Whole => true,
+        // A run killed before its marker was whole had not restored anything yet.
+        Marker::Partial if holds_only_marker(&dir)? => false,
+        _ => return Ok(Leftover::Unmarked),
+    };
     let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
     if modified.elapsed().map_or(true, |age| age < GRACE) {
         return Ok(Leftover::Young);
     }
-    empty(&dir)?;
+    if marked {
+        empty(&dir)?;
+    } else {
+        unlink_marker(&dir)?;
+    }
     // Emptied through its descriptor; its name is removed only if it still leads to it.
     if same_inode(parent, name, &dir) {
         rfs::unlinkat(parent, name, AtFlags::REMOVEDIR)?;
@@ -281,31 +288,73 @@ fn remove_if_abandoned(parent: &OwnedFd, name: &CStr) -> std::io::Result<Leftove
 /// Whether `dir` holds the marker a run writes: the user's own regular file, one link,
 /// holding `name` and a newline.
 fn marked(dir: &OwnedFd, name: &CStr) -> bool {
+    marker_of(dir, name) == Marker::Whole
+}
+
+/// What a directory's marker says of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Marker {
+    /// The user's own regular file, one link, holding the directory's name and a newline.
+    Whole,
+    /// No marker yet, or such a file holding less of that (a run killed while marking).
+    Partial,
+    /// Anything else.
+    Foreign,
+}
+
+fn marker_of(dir: &OwnedFd, name: &CStr) -> Marker {
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let Ok(fd) = rfs::openat(dir, MARKER, flags, Mode::empty()) else {
-        return false;
+    let fd = match rfs::openat(dir, MARKER, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Marker::Partial,
+        Err(_) => return Marker::Foreign,
     };
     let Ok(st) = rfs::fstat(&fd) else {
-        return false;
+        return Marker::Foreign;
     };
     let me = nix::unistd::geteuid().as_raw();
     let regular = rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::RegularFile;
     if !regular || st.st_uid != me || st.st_nlink != 1 || st.st_size > 512 {
-        return false;
+        return Marker::Foreign;
     }
     let mut text = Vec::new();
-    let read = std::fs::File::from(fd).take(512).read_to_end(&mut text);
-    read.is_ok() && text.strip_suffix(b"\n") == Some(name.to_bytes())
+    if std::fs::File::from(fd).take(512).read_to_end(&mut text).is_err() {
+        return Marker::Foreign;
+    }
+    let whole = [name.to_bytes(), b"\n"].concat();
+    if text == whole {
+        Marker::Whole
+    } else if whole.starts_with(&text) {
+        Marker::Partial
+    } else {
+        Marker::Foreign
+    }
+}
+
+/// Whether `dir` holds nothing but (perhaps) its marker: a run killed before it wrote
+/// anything else, so removing it loses nothing.
+fn holds_only_marker(dir: &OwnedFd) -> std::io::Result<bool> {
+    let mut entries = rfs::Dir::read_from(dir)?;
+    let mut only = true;
+    for entry in entries.by_ref() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        only &= matches!(&name[..], b"." | b"..") || name == MARKER.as_bytes();
+    }
+    Ok(only)
+}
+
+fn unlink_marker(dir: &OwnedFd) -> std::io::Result<()> {
+    match rfs::unlinkat(dir, MARKER, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Removes everything in a scratch directory through its descriptor, the marker last: a
 /// removal that fails halfway can be tried again (the marker still says what it is).
 fn empty(dir: &OwnedFd) -> std::io::Result<()> {
     empty_but(dir, Some(MARKER))?;
-    match rfs::unlinkat(dir, MARKER, AtFlags::empty()) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    unlink_marker(dir)
 }
 
 /// Removes everything below `dir` but `keep` through descriptors, making each directory
@@ -346,5 +395,66 @@ fn open_subdir(dir: &impl AsFd, name: &CStr) -> rustix::io::Result<OwnedFd> {
             rfs::openat(dir, name, DIR_FLAGS, Mode::empty())
         }
         opened => opened,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A directory as a killed run (pid 999999999, long gone) left it, an hour old.
+    fn left(parent: &Path, marker: Option<&[u8]>, data: bool) -> PathBuf {
+        let dir = parent.join("x-999999999-00aa");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        if let Some(text) = marker {
+            std::fs::write(dir.join(MARKER), text).unwrap();
+        }
+        if data {
+            std::fs::write(dir.join("secret"), "plaintext").unwrap();
+        }
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+        dir
+    }
+
+    fn sweep(parent: &Path) {
+        remove_abandoned(parent, "x-", None, "a test's", &crate::progress::NoProgress);
+    }
+
+    #[test]
+    fn a_marked_leftover_is_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = left(parent.path(), Some(b"x-999999999-00aa\n"), true);
+        sweep(parent.path());
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_run_killed_while_marking_leaves_nothing_behind() {
+        for marker in [None, Some(&b""[..]), Some(&b"x-9999"[..])] {
+            let parent = tempfile::tempdir().unwrap();
+            let dir = left(parent.path(), marker, false);
+            sweep(parent.path());
+            assert!(!dir.exists(), "{marker:?}");
+        }
+    }
+
+    #[test]
+    fn an_unmarked_or_foreign_marked_directory_with_content_is_left() {
+        for marker in [None, Some(&b"x-9999"[..]), Some(&b"other\n"[..])] {
+            let parent = tempfile::tempdir().unwrap();
+            let dir = left(parent.path(), marker, true);
+            sweep(parent.path());
+            assert!(dir.join("secret").exists(), "{marker:?}");
+        }
+        let parent = tempfile::tempdir().unwrap();
+        let dir = left(parent.path(), Some(b"other\n"), false);
+        sweep(parent.path());
+        assert!(dir.exists(), "a marker naming another directory");
     }
 }
