@@ -318,7 +318,11 @@ fn marker_of(dir: &OwnedFd, name: &CStr) -> Marker {
         return Marker::Foreign;
     }
     let mut text = Vec::new();
-    if std::fs::File::from(fd).take(512).read_to_end(&mut text).is_err() {
+    if std::fs::File::from(fd)
+        .take(512)
+        .read_to_end(&mut text)
+        .is_err()
+    {
         return Marker::Foreign;
     }
     let whole = [name.to_bytes(), b"\n"].concat();

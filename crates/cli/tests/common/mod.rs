@@ -215,7 +215,8 @@ impl Env {
             .env("TZ", "UTC")
             .env("AWS_EC2_METADATA_DISABLED", "true");
         for (k, v) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
+            // The batch size too: `tools/torture` runs the restore tests in batches of one.
+            if k.to_string_lossy().starts_with("AWS_") || k == "STRATA_RESTORE_BATCH_BYTES" {
                 std_cmd.env(k, v);
             }
         }

@@ -828,3 +828,49 @@ fn a_socket_is_named_as_not_restored() {
     assert!(restored(&target, &src).join("f").is_file());
     assert!(fs::symlink_metadata(restored(&target, &src).join("sock")).is_err());
 }
+
+// Issue 31, item 7 (hostile pass 4): within every bound (the summary, the sharing), 80 KB of
+// trees name two million entries. A restore holds one batch of them at a time, not all:
+// about 1 KB per entry made this one need two gigabytes.
+#[test]
+fn a_restore_of_two_million_entries_holds_a_batch_not_all() {
+    let env = &Env::local();
+    env.init();
+    let (files, dirs) = (8192u64, 256u64);
+    let summary = strata::Summary {
+        files_new: files * dirs,
+        dirs: dirs + 1,
+        ..Default::default()
+    };
+    let id = craft::snapshot_with(env, summary, |c| {
+        let empty = |i: u64| {
+            let mut n = strata::Node::new(
+                format!("an-empty-file-{i:05}").into_bytes(),
+                strata::NodeKind::File,
+            );
+            n.mode = 0o644;
+            n
+        };
+        let leaf = c.tree((0..files).map(empty).collect());
+        c.tree(
+            (0..dirs)
+                .map(|i| craft::dir(&format!("d{i:03}"), leaf))
+                .collect(),
+        )
+    });
+    let t = env.path("t").display().to_string();
+    let b = craft::run_bounded(
+        env,
+        &["restore", &id.to_hex(), "--target", &t, "--dry-run"],
+        1024,
+        120,
+    );
+    let err = stderr(&b.out);
+    assert!(
+        !b.timed_out && b.out.status.success(),
+        "{:?}: {err}",
+        b.elapsed
+    );
+    let out = String::from_utf8_lossy(&b.out.stdout);
+    assert!(out.contains(&(files * dirs).to_string()), "{out}");
+}

@@ -10,6 +10,7 @@
 //! `.strata-damaged` suffix rather than left looking complete), and a damaged pack only
 //! its damaged blobs.
 
+mod select;
 mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -171,6 +172,9 @@ pub struct RestoreReport {
     pub stale_removed: usize,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
+    /// Errors, damaged files and skipped entries beyond the first [`LISTED`] of each
+    /// list: counted, not listed.
+    pub unlisted: u64,
     /// What thawing them cost, when the restore waited for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thaw: Option<WaitReport>,
@@ -190,18 +194,27 @@ fn as_lines<S: serde::Serializer>(
     ser.collect_seq(errors.iter().map(|e| e.to_string()))
 }
 
+#[derive(Clone)]
 struct Item {
     /// Path in the snapshot, e.g. `/srv/data/a.json`.
     path: PathBuf,
     node: Node,
-    /// For the second and later names of a hard-linked file: the item holding the content.
+    /// For the second and later names of a hard-linked file: the item of this batch
+    /// holding the content,
     link_to: Option<usize>,
+    /// or the name an earlier batch restored it under.
+    earlier: Option<select::Earlier>,
 }
 
 impl Item {
     /// The path relative to the target.
     fn rel(&self) -> &Path {
         self.path.strip_prefix("/").unwrap_or(&self.path)
+    }
+
+    /// Not a later name of a hard-linked file: the item whose content is written.
+    fn holds_content(&self) -> bool {
+        self.link_to.is_none() && self.earlier.is_none()
     }
 }
 
@@ -240,18 +253,23 @@ impl Trouble {
     }
 }
 
+/// Errors, damaged files and skipped entries a report lists, each; more are counted in
+/// [`RestoreReport::unlisted`] (a crafted snapshot can damage every one of 10^7 files).
+const LISTED: usize = 10_000;
+
 /// Restores `snap` below `opts.target`. Never writes outside the target, never follows a
 /// symlink in it; errors on single files are collected in the report, not fatal.
+///
+/// The walk of the snapshot's trees streams into batches of bounded memory
+/// ([`select::BATCH_BYTES`], or `STRATA_RESTORE_BATCH_BYTES`), each written whole (its
+/// directories, then its packs' content, then its entries' metadata) before the walk goes
+/// on; a directory's metadata once the walk has left it.
 pub fn run(
     repo: &Repository,
     snapshot: &Snapshot,
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let trouble = Trouble::default();
-    let mut report = RestoreReport::default();
-    let skipped = (&mut report.skipped_devices, &mut report.skipped_sockets);
-    let items = select(repo, snapshot, opts, &trouble, skipped)?;
     let target = if opts.dry_run {
         None
     } else {
@@ -262,72 +280,207 @@ pub fn run(
             _ => Error::io(&opts.target, e),
         })?)
     };
-    let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
-    let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
-    let written = AtomicU64::new(0);
-    let archived = Mutex::new(Vec::new());
-    let mut ctx = Ctx {
+    let trouble = Trouble::default();
+    let mut run = Run {
         repo,
-        items: &items,
-        files: &files,
-        how: Apply {
-            owners: opts.recreate.owners(),
-            xattrs: !opts.recreate.no_xattrs,
-        },
-        target: target.as_ref(),
+        opts,
         progress,
-        written: &written,
+        target: target.as_ref(),
         trouble: &trouble,
-        archived: Some(&archived),
-        cancel: opts.cancel.as_deref(),
-        own_dirs: &own_dirs,
-        kept_dirs: AtomicU64::new(0),
-        gone: OnceLock::new(),
+        report: RestoreReport::default(),
+        planned: 0,
+        written: AtomicU64::new(0),
     };
-    // Planning asks the index; creating directories asks the file system: both at once.
-    let (plan, ()) = rayon::join(
-        || ContentPlan::new(repo, &items, &files, &trouble),
-        || ctx.create_entries(),
-    );
-    progress.set_total(plan.bytes);
-    repo.with_read_pool(|| {
-        plan.packs
-            .par_iter()
-            .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
-    });
-    let archived = std::mem::take(&mut *archived.lock().unwrap());
-    report.archived_packs = archived.len();
-    if !archived.is_empty() && !opts.dry_run {
-        ctx.archived = None;
-        report.thaw = restore_archived(&ctx, &plan, &archived, opts.cold.as_ref());
+    let mut sel = select::Selector::new(opts, batch_bytes());
+    // A repository gone meanwhile loses no subtree: the restore stops; so does a tree
+    // that expands past its snapshot's counts.
+    let gone = std::cell::RefCell::new(None);
+    let mut on_error = |tree: &TreeId, dir: &Path, e: Error| match e {
+        Error::NoRepository(_) | Error::TreeExpands { .. } => *gone.borrow_mut() = Some(e),
+        e => trouble.error(
+            Some(&Path::new("/").join(dir)),
+            format!("not restored: tree {tree}: {e}"),
+        ),
+    };
+    walk::walk_tolerant(
+        repo,
+        &snapshot.tree,
+        walk::Limits::of(snapshot),
+        &mut |rel, node| {
+            if opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                // Every earlier batch is whole: nothing partly written to remove.
+                return Err(Error::RestoreInterrupted { removed: 0 });
+            }
+            let descend = sel.visit(rel, node);
+            if sel.full() && gone.borrow().is_none() {
+                run.batch(&mut sel)?;
+            }
+            Ok(descend)
+        },
+        &mut on_error,
+    )?;
+    if let Some(e) = gone.into_inner() {
+        return Err(e);
     }
-    if ctx.cancelled() {
-        let removed = ctx.remove_partial();
-        return Err(match ctx.gone.take() {
-            Some(at) => Error::NoRepository(at),
-            None => Error::RestoreInterrupted { removed },
-        });
-    }
-    ctx.damage_links();
-    ctx.finish_entries();
-    if opts.verify {
-        report.verified_files = ctx.verify();
-    }
-    report.marked_damaged = ctx.mark_damaged();
-    // Last: a directory's mode may shut out what came before (its owner's writes, too),
-    // and one changed is no longer the directory checked (see `Target::make_dir`).
-    ctx.finish_dirs();
+    sel.end();
+    run.batch(&mut sel)?;
     if let Some(t) = &target {
         t.done();
     }
-    report.kept_dirs = ctx.kept_dirs.load(Ordering::Relaxed);
-    let mut damaged: Vec<usize> = trouble.damaged.into_inner().unwrap().into_iter().collect();
-    damaged.sort_unstable();
-    report.damaged_files = damaged.iter().map(|i| items[*i].path.clone()).collect();
-    report.errors = trouble.errors.into_inner().unwrap();
+    let mut report = run.report;
+    let (skipped, sockets) = (sel.skipped, sel.sockets);
+    report.unlisted += listed(&mut report.skipped_devices, skipped);
+    report.unlisted += listed(&mut report.skipped_sockets, sockets);
+    if sel.links_full {
+        progress.warning(&format!(
+            "more than {} hard-linked files: later names of the rest were restored as \
+             copies, not links",
+            select::LINKS_MAX
+        ));
+    }
+    if report.unlisted > 0 {
+        report.errors.push(RestoreError {
+            path: None,
+            cause: format!(
+                "{} more errors, damaged files or skipped entries are not listed",
+                report.unlisted
+            ),
+        });
+    }
     report.stale_removed = target.as_ref().map_or(0, Target::swept);
-    report.count(&items);
     Ok(report)
+}
+
+/// Appends `more` to `list` up to [`LISTED`]; returns how many did not fit.
+fn listed<T>(list: &mut Vec<T>, more: Vec<T>) -> u64 {
+    let room = LISTED.saturating_sub(list.len());
+    let over = more.len().saturating_sub(room) as u64;
+    list.extend(more.into_iter().take(room));
+    over
+}
+
+/// The batch budget: `STRATA_RESTORE_BATCH_BYTES` (tests make batches of a few entries
+/// with it), else [`select::BATCH_BYTES`].
+fn batch_bytes() -> usize {
+    std::env::var("STRATA_RESTORE_BATCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(select::BATCH_BYTES)
+}
+
+/// What a restore keeps from one batch to the next.
+struct Run<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn Progress,
+    target: Option<&'a Target>,
+    /// This batch's errors and damaged files (drained into the report after each).
+    trouble: &'a Trouble,
+    report: RestoreReport,
+    /// Plaintext bytes of the batches planned so far: the progress bar's total.
+    planned: u64,
+    written: AtomicU64,
+}
+
+impl Run<'_> {
+    /// Writes the selector's batch: directories, then symlinks, devices and inline files,
+    /// then the packs' content, then hard links and metadata, then the metadata of the
+    /// directories the walk has left. An interruption, or the repository gone, ends the
+    /// restore (files partly written removed).
+    fn batch(&mut self, sel: &mut select::Selector<'_>) -> Result<()> {
+        if sel.is_empty() {
+            return Ok(());
+        }
+        let select::Batch { items, closed } = sel.take_batch();
+        let files: Vec<FileSlot> = items.iter().map(|_| FileSlot::default()).collect();
+        let own_dirs: Vec<OnceLock<Ident>> = items.iter().map(|_| OnceLock::new()).collect();
+        let archived = Mutex::new(Vec::new());
+        let mut ctx = Ctx {
+            repo: self.repo,
+            items: &items,
+            files: &files,
+            how: Apply {
+                owners: self.opts.recreate.owners(),
+                xattrs: !self.opts.recreate.no_xattrs,
+            },
+            target: self.target,
+            progress: self.progress,
+            written: &self.written,
+            trouble: self.trouble,
+            archived: Some(&archived),
+            cancel: self.opts.cancel.as_deref(),
+            own_dirs: &own_dirs,
+            kept_dirs: AtomicU64::new(0),
+            gone: OnceLock::new(),
+        };
+        // Planning asks the index; creating directories asks the file system: both at once.
+        let (plan, ()) = rayon::join(
+            || ContentPlan::new(self.repo, &items, &files, self.trouble),
+            || ctx.create_entries(),
+        );
+        self.planned += plan.bytes;
+        self.progress.set_total(self.planned);
+        self.repo.with_read_pool(|| {
+            plan.packs
+                .par_iter()
+                .for_each(|(pack, fetches)| restore_pack(&ctx, pack, fetches))
+        });
+        let archived = std::mem::take(&mut *archived.lock().unwrap());
+        self.report.archived_packs += archived.len();
+        if !archived.is_empty() && !self.opts.dry_run {
+            ctx.archived = None;
+            let cold = self.opts.cold.as_ref();
+            let thaw = restore_archived(&ctx, &plan, &archived, cold);
+            self.report.thaw = thaw.or(self.report.thaw.take());
+        }
+        if ctx.cancelled() {
+            let removed = ctx.remove_partial();
+            return Err(match ctx.gone.take() {
+                Some(at) => Error::NoRepository(at),
+                None => Error::RestoreInterrupted { removed },
+            });
+        }
+        ctx.damage_links();
+        ctx.finish_entries();
+        if self.opts.verify {
+            self.report.verified_files += ctx.verify();
+        }
+        self.report.marked_damaged += ctx.mark_damaged();
+        // Last: a directory's mode may shut out what came before (its owner's writes, too),
+        // and one changed is no longer the directory checked (see `Target::make_dir`).
+        let dirs_failed = ctx.finish_dirs(&closed);
+        self.report.kept_dirs += ctx.kept_dirs.load(Ordering::Relaxed);
+        let damaged = self.trouble.damaged.lock().unwrap().clone();
+        sel.written(
+            &items,
+            |n| own_dirs[n].get().copied(),
+            |n| {
+                files[n]
+                    .ident()
+                    .filter(|_| !damaged.contains(&n) && files[n].staged(items[n].rel()).is_none())
+            },
+        );
+        self.drain(&items, dirs_failed);
+        Ok(())
+    }
+
+    /// Moves the batch's errors and damaged files into the report, counting what it
+    /// restored exactly; `dirs_failed` directories of earlier batches were counted there.
+    fn drain(&mut self, items: &[Item], dirs_failed: u64) {
+        let errors = std::mem::take(&mut *self.trouble.errors.lock().unwrap());
+        let damaged = std::mem::take(&mut *self.trouble.damaged.lock().unwrap());
+        let mut damaged: Vec<usize> = damaged.into_iter().collect();
+        damaged.sort_unstable();
+        self.report.count(items, &errors);
+        self.report.dirs = self.report.dirs.saturating_sub(dirs_failed);
+        let damaged = damaged.iter().map(|i| items[*i].path.clone()).collect();
+        self.report.unlisted += listed(&mut self.report.damaged_files, damaged);
+        self.report.unlisted += listed(&mut self.report.errors, errors);
+    }
 }
 
 /// The files of archived packs: restored as each thaws when `cold` says how to wait, else
@@ -377,12 +530,8 @@ fn restore_archived(
 impl RestoreReport {
     /// Counts the items restored exactly: one with an error (not created, damaged, its
     /// metadata not applied) must not pass for restored in the summary.
-    fn count(&mut self, items: &[Item]) {
-        let failed: HashSet<&Path> = self
-            .errors
-            .iter()
-            .filter_map(|e| e.path.as_deref())
-            .collect();
+    fn count(&mut self, items: &[Item], errors: &[RestoreError]) {
+        let failed: HashSet<&Path> = errors.iter().filter_map(|e| e.path.as_deref()).collect();
         for item in items.iter().filter(|i| !failed.contains(i.path.as_path())) {
             match item.node.kind {
                 NodeKind::Dir => self.dirs += 1,
@@ -390,109 +539,11 @@ impl RestoreReport {
                 _ => self.other += 1,
             }
             // The content of the files restored exactly, each once however many names.
-            if item.node.kind == NodeKind::File && item.link_to.is_none() {
+            if item.node.kind == NodeKind::File && item.holds_content() {
                 self.bytes += item.node.size;
             }
         }
     }
-}
-
-/// The snapshot's items that pass the include and exclude patterns, parents first, less
-/// the devices `opts` skips (put in `skipped`). A tree that cannot be read, or an entry
-/// with a name that could escape its directory, is an error for that subtree only.
-fn select(
-    repo: &Repository,
-    snapshot: &Snapshot,
-    opts: &RestoreOptions,
-    trouble: &Trouble,
-    (skipped, sockets): (&mut Vec<PathBuf>, &mut Vec<PathBuf>),
-) -> Result<Vec<Item>> {
-    // Pass 1: everything not excluded, with whether it (or a directory above it) matched.
-    let mut all: Vec<(Item, bool)> = Vec::new();
-    let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-    // A repository gone meanwhile loses no subtree: the restore stops; so does a tree
-    // that expands past its snapshot's counts (nothing of it is restored).
-    let mut gone = None;
-    let mut on_error = |tree: &TreeId, dir: &Path, e: Error| match e {
-        Error::NoRepository(_) | Error::TreeExpands { .. } => gone = Some(e),
-        e => trouble.error(
-            Some(&Path::new("/").join(dir)),
-            format!("not restored: tree {tree}: {e}"),
-        ),
-    };
-    walk::walk_tolerant(
-        repo,
-        &snapshot.tree,
-        walk::Limits::of(snapshot),
-        &mut |rel, node| {
-            let path = Path::new("/").join(rel);
-            while stack.last().is_some_and(|(dir, _)| !path.starts_with(dir)) {
-                stack.pop();
-            }
-            if opts.excludes.as_ref().is_some_and(|g| g.is_match(&path)) {
-                return Ok(false);
-            }
-            let matched = stack.last().is_some_and(|s| s.1)
-                || opts.includes.as_ref().is_none_or(|g| g.is_match(&path));
-            if node.kind == NodeKind::Dir {
-                stack.push((path.clone(), matched));
-            }
-            all.push((
-                Item {
-                    path,
-                    node: node.clone(),
-                    link_to: None,
-                },
-                matched,
-            ));
-            Ok(true)
-        },
-        &mut on_error,
-    )?;
-    if let Some(e) = gone {
-        return Err(e);
-    }
-    // Pass 2, bottom-up: keep matches and the directories leading to them.
-    let mut needed: HashSet<PathBuf> = Default::default();
-    let mut keep = vec![false; all.len()];
-    for (i, (item, matched)) in all.iter().enumerate().rev() {
-        if *matched || needed.contains(&item.path) {
-            keep[i] = true;
-            if let Some(parent) = item.path.parent() {
-                needed.insert(parent.to_path_buf());
-            }
-        }
-    }
-    // Pass 3: the first kept name of a hard-linked file holds the content.
-    let mut links: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut out = Vec::new();
-    for ((mut item, _), k) in all.into_iter().zip(keep) {
-        if !k {
-            continue;
-        }
-        if opts.recreate.skips(&item.node) {
-            skipped.push(item.path);
-            continue;
-        }
-        if item.node.kind == NodeKind::Socket {
-            sockets.push(item.path);
-            continue;
-        }
-        if item.node.kind == NodeKind::File && opts.provided.contains(&item.path) {
-            continue;
-        }
-        let n = &item.node;
-        if n.kind == NodeKind::File && n.nlink > 1 && n.inode != 0 {
-            match links.get(&(n.device, n.inode)) {
-                Some(first) => item.link_to = Some(*first),
-                None => {
-                    links.insert((n.device, n.inode), out.len());
-                }
-            }
-        }
-        out.push(item);
-    }
-    Ok(out)
 }
 
 /// What the content phase reads: packs in the order of the files they fill, each pack's
@@ -510,7 +561,7 @@ impl ContentPlan {
         let mut by_pack: HashMap<PackId, HashMap<BlobId, Fetch>> = HashMap::new();
         let mut bytes = 0u64;
         for (idx, item) in items.iter().enumerate() {
-            if item.node.kind != NodeKind::File || item.link_to.is_some() {
+            if item.node.kind != NodeKind::File || !item.holds_content() {
                 continue;
             }
             // Files without blobs are written (and their size checked) with the entries.
@@ -848,7 +899,7 @@ impl Ctx<'_> {
         let Some(t) = self.target else {
             // A dry run reports the inline bytes as it does blobs it would write.
             let inline = (self.items.iter())
-                .filter(|i| i.link_to.is_none())
+                .filter(|i| i.holds_content())
                 .filter_map(|i| i.node.data.as_ref())
                 .map(|d| d.len() as u64)
                 .sum();
@@ -860,7 +911,7 @@ impl Ctx<'_> {
         self.items
             .par_iter()
             .enumerate()
-            .filter(|(_, i)| i.node.kind != NodeKind::Dir && i.link_to.is_none())
+            .filter(|(_, i)| i.node.kind != NodeKind::Dir && i.holds_content())
             .filter(|(_, i)| i.node.kind != NodeKind::File || i.node.content.is_empty())
             .for_each(|(idx, item)| {
                 let made = if item.node.kind == NodeKind::File {
@@ -901,7 +952,20 @@ impl Ctx<'_> {
             .ok_or_else(|| std::io::Error::other("the file could not be created"))
     }
 
-    /// Second and later names of a damaged file are damaged too.
+    /// The inode holding item `idx`'s content: its own, or its first name's.
+    fn content_ident(&self, idx: usize) -> std::io::Result<Ident> {
+        let item = &self.items[idx];
+        match (item.link_to, &item.earlier) {
+            (Some(first), _) => self.ident_of(first),
+            (None, Some(e)) => {
+                e.id.ok_or_else(|| std::io::Error::other("its first name was not restored"))
+            }
+            (None, None) => self.ident_of(idx),
+        }
+    }
+
+    /// Second and later names of a damaged file are damaged too; so are those of a file
+    /// an earlier batch did not restore exactly (they are not made).
     fn damage_links(&self) {
         let mut damaged = self.trouble.damaged.lock().unwrap();
         let links: Vec<usize> = self
@@ -912,6 +976,15 @@ impl Ctx<'_> {
             .map(|(n, _)| n)
             .collect();
         damaged.extend(links);
+        drop(damaged);
+        // A dry run made no inodes to link.
+        let made = self.target.is_some();
+        for (n, item) in self.items.iter().enumerate().filter(|_| made) {
+            if let Some(e) = item.earlier.as_ref().filter(|e| e.id.is_none()) {
+                let cause = format!("a hard link of /{}, not restored exactly", e.rel.display());
+                self.trouble.damaged(self.items, n, cause);
+            }
+        }
     }
 
     /// After the contents: files none of whose content arrived (they are marked damaged
@@ -923,11 +996,16 @@ impl Ctx<'_> {
         };
         let (items, files) = (self.items, self.files);
         let make = |(idx, item): (usize, &Item)| {
-            let made = match item.link_to {
-                Some(first) => self
+            let made = match (item.link_to, &item.earlier) {
+                (Some(first), _) => self
                     .ident_of(first)
                     .and_then(|id| self.link(t, idx, first, id)),
-                None => files[idx].open(t, item).map(drop),
+                (None, Some(e)) => match e.id {
+                    Some(id) => t.hard_link(&e.rel, id, item.rel()),
+                    // Damaged with it (`damage_links`), and not made.
+                    None => return,
+                },
+                (None, None) => files[idx].open(t, item).map(drop),
             };
             if let Err(e) = made {
                 self.trouble.error(Some(&item.path), e);
@@ -937,21 +1015,21 @@ impl Ctx<'_> {
             .par_iter()
             .enumerate()
             .filter(|(idx, i)| {
-                i.node.kind == NodeKind::File && i.link_to.is_none() && !files[*idx].created()
+                i.node.kind == NodeKind::File && i.holds_content() && !files[*idx].created()
             })
             .for_each(make);
         // Hard links need their first name in place.
         items
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.node.kind == NodeKind::File && i.link_to.is_some())
+            .filter(|(_, i)| i.node.kind == NodeKind::File && !i.holds_content())
             .for_each(make);
         let apply = |idx: usize, item: &Item| {
             let applied = match item.node.kind {
                 // Through the inode created (a hard link's: its first name's), never
                 // whatever holds the name now.
                 NodeKind::File => self
-                    .ident_of(item.link_to.unwrap_or(idx))
+                    .content_ident(idx)
                     .and_then(|id| t.open_meta(&files[idx].name(item.rel()), id))
                     .and_then(|f| t.set_metadata_of(&f, &item.node, self.how)),
                 NodeKind::Dir => Ok(()),
@@ -972,23 +1050,42 @@ impl Ctx<'_> {
             .for_each(|(idx, item)| apply(idx, item));
     }
 
-    /// The metadata of the directories the restore made, deepest first, so that one that
-    /// loses its owner's search permission already holds what it should; one level in
-    /// parallel.
-    fn finish_dirs(&self) {
+    /// The metadata of the directories the walk has left (`closed`) that the restore made,
+    /// deepest first, so that one that loses its owner's search permission already holds
+    /// what it should; one level in parallel. Returns how many of those carried from an
+    /// earlier batch (and counted there) failed.
+    fn finish_dirs(&self, closed: &[select::Closed]) -> u64 {
         let Some(t) = self.target else {
-            return;
+            return 0;
         };
-        for level in dir_levels(self.items).iter().rev() {
-            level.par_iter().for_each(|&(idx, item)| {
+        let mut levels: Vec<Vec<(&Item, Option<Ident>, bool)>> = Vec::new();
+        for c in closed {
+            let (item, own, carried) = match c {
+                select::Closed::Batch(n) => {
+                    (&self.items[*n], self.own_dirs[*n].get().copied(), false)
+                }
+                select::Closed::Carried(c) => (&c.item, c.own, true),
+            };
+            let depth = item.rel().components().count();
+            if levels.len() <= depth {
+                levels.resize_with(depth + 1, Vec::new);
+            }
+            levels[depth].push((item, own, carried));
+        }
+        let failed = AtomicU64::new(0);
+        for level in levels.iter().rev() {
+            level.par_iter().for_each(|&(item, own, carried)| {
                 // Only a directory the restore made: one that was there keeps its own.
-                if let Some(id) = self.own_dirs[idx].get() {
-                    if let Err(e) = t.set_dir_metadata(item.rel(), &item.node, self.how, *id) {
+                if let Some(id) = own {
+                    if let Err(e) = t.set_dir_metadata(item.rel(), &item.node, self.how, id) {
                         self.trouble.error(Some(&item.path), e);
+                        failed.fetch_add(u64::from(carried), Ordering::Relaxed);
                     }
                 }
+                t.forget_dir(item.rel());
             });
         }
+        failed.into_inner()
     }
 
     /// Makes item `idx` a hard link of item `first` (inode `id`). A link of a file that is
@@ -1015,8 +1112,7 @@ impl Ctx<'_> {
         let damaged = self.trouble.damaged.lock().unwrap().clone();
         let mut verified = 0;
         for (idx, item) in self.items.iter().enumerate() {
-            if item.node.kind == NodeKind::File && item.link_to.is_none() && !damaged.contains(&idx)
-            {
+            if item.node.kind == NodeKind::File && item.holds_content() && !damaged.contains(&idx) {
                 let id = self.ident_of(idx).map_err(|e| Error::io(item.rel(), e));
                 match id.and_then(|id| verify_file(self.repo, t, item, id)) {
                     Ok(()) => verified += 1,
@@ -1425,6 +1521,7 @@ mod tests {
             path: PathBuf::from(path),
             node,
             link_to: None,
+            earlier: None,
         }
     }
 

@@ -735,6 +735,15 @@ impl Target {
         }
     }
 
+    /// Forgets the directory `rel` once everything below it is written and its metadata
+    /// applied: nothing more goes into it, and a restore remembers only the directories
+    /// it is still writing (a streamed restore's memory is bounded by depth and batch).
+    pub fn forget_dir(&self, rel: &Path) {
+        if !rel.as_os_str().is_empty() {
+            self.dirs.write().unwrap().remove(rel);
+        }
+    }
+
     /// Records the directory `rel` as checked: entries may go into it while it stays so.
     fn checked(&self, rel: &Path, st: &rfs::Stat) {
         let mut dirs = self.dirs.write().unwrap();
@@ -901,7 +910,12 @@ impl Target {
     /// Links inode `id`, restored at `existing`, at `rel` too: through a descriptor of
     /// that inode, so another user's file put at `existing` is never linked.
     pub fn hard_link(&self, existing: &Path, id: Ident, rel: &Path) -> io::Result<()> {
-        let from = self.open_same(existing, OFlags::PATH, id)?;
+        // Beneath the target, not through its checked directory: an earlier batch may have
+        // finished that (and forgotten it); the inode is what is checked.
+        let from = self.open_beneath(existing, OFlags::PATH, Mode::empty())?;
+        if Ident::of(&from)? != id {
+            return Err(replaced(existing));
+        }
         let (to_dir, to_name) = self.clear(rel)?;
         // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the descriptor's /proc link does not.
         match rfs::linkat(&from, "", &to_dir, to_name, AtFlags::EMPTY_PATH) {
