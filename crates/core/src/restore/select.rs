@@ -281,3 +281,171 @@ fn cost(item: &Item) -> usize {
         + n.group.as_ref().map_or(0, String::len)
         + xattrs
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patterns::Patterns;
+
+    fn node(name: &str, kind: NodeKind) -> Node {
+        Node::new(name.as_bytes().to_vec(), kind)
+    }
+
+    fn linked(name: &str, inode: u64) -> Node {
+        let mut n = node(name, NodeKind::File);
+        (n.nlink, n.inode, n.device) = (2, inode, 1);
+        n
+    }
+
+    /// Feeds `entries` (paths and nodes, depth first) to a selector with `budget`, writing
+    /// each batch as it fills; returns the batches as the paths they hold and close.
+    fn batches(
+        opts: &RestoreOptions,
+        budget: usize,
+        entries: &[(&str, Node)],
+    ) -> Vec<(Vec<String>, Vec<String>)> {
+        let mut sel = Selector::new(opts, budget);
+        let mut out = Vec::new();
+        let mut write = |sel: &mut Selector, out: &mut Vec<_>| {
+            let batch = sel.take_batch();
+            let name = |i: &Item| i.path.display().to_string();
+            let closed = (batch.closed.iter())
+                .map(|c| match c {
+                    Closed::Batch(n) => name(&batch.items[*n]),
+                    Closed::Carried(c) => format!("{} (carried)", name(&c.item)),
+                })
+                .collect();
+            let items = (batch.items.iter())
+                .map(|i| match (&i.link_to, &i.earlier) {
+                    (Some(n), _) => format!("{} -> {}", name(i), name(&batch.items[*n])),
+                    (_, Some(e)) => format!("{} => {}", name(i), e.rel.display()),
+                    _ => name(i),
+                })
+                .collect();
+            let id = |n: usize| Some(Ident::for_test(n as u64));
+            sel.written(&batch.items, id, id);
+            out.push((items, closed));
+        };
+        for (path, node) in entries {
+            sel.visit(Path::new(path), node);
+            if sel.full() {
+                write(&mut sel, &mut out);
+            }
+        }
+        sel.end();
+        if !sel.is_empty() {
+            write(&mut sel, &mut out);
+        }
+        out
+    }
+
+    fn tree() -> Vec<(&'static str, Node)> {
+        vec![
+            ("a", node("a", NodeKind::Dir)),
+            ("a/one", linked("one", 7)),
+            ("a/b", node("b", NodeKind::Dir)),
+            ("a/b/two", linked("two", 7)),
+            ("c", node("c", NodeKind::Dir)),
+            ("c/three", linked("three", 7)),
+        ]
+    }
+
+    #[test]
+    fn one_batch_closes_directories_deepest_first_and_links_by_index() {
+        let got = batches(&RestoreOptions::default(), usize::MAX, &tree());
+        assert_eq!(got.len(), 1);
+        let (items, closed) = &got[0];
+        assert_eq!(
+            items,
+            &[
+                "/a",
+                "/a/one",
+                "/a/b",
+                "/a/b/two -> /a/one",
+                "/c",
+                "/c/three -> /a/one"
+            ]
+        );
+        assert_eq!(closed, &["/a/b", "/a", "/c"]);
+    }
+
+    #[test]
+    fn batches_of_one_entry_carry_open_directories_and_link_to_earlier_names() {
+        let got = batches(&RestoreOptions::default(), 1, &tree());
+        let items: Vec<String> = got.iter().flat_map(|b| b.0.clone()).collect();
+        assert_eq!(
+            items,
+            &[
+                "/a",
+                "/a/one",
+                "/a/b",
+                "/a/b/two => a/one",
+                "/c",
+                "/c/three => a/one"
+            ]
+        );
+        assert!(got.iter().all(|b| b.0.len() <= 1), "{got:?}");
+        let closed: Vec<String> = got.iter().flat_map(|b| b.1.clone()).collect();
+        assert_eq!(closed, &["/a/b (carried)", "/a (carried)", "/c (carried)"]);
+    }
+
+    #[test]
+    fn an_include_deep_down_brings_its_parents_once_and_nothing_else() {
+        let opts = RestoreOptions {
+            includes: Patterns::new(&["/a/b/two".into()]).unwrap(),
+            ..Default::default()
+        };
+        for budget in [1, usize::MAX] {
+            let got = batches(&opts, budget, &tree());
+            let items: Vec<String> = got.iter().flat_map(|b| b.0.clone()).collect();
+            assert_eq!(items, &["/a", "/a/b", "/a/b/two"], "budget {budget}");
+            let closed: Vec<String> = (got.iter().flat_map(|b| b.1.clone()))
+                .map(|c| c.replace(" (carried)", ""))
+                .collect();
+            assert_eq!(closed, &["/a/b", "/a"], "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn excluded_subtrees_skipped_devices_and_sockets_are_not_written() {
+        let mut opts = RestoreOptions {
+            excludes: Patterns::new(&["/c".into()]).unwrap(),
+            ..Default::default()
+        };
+        opts.recreate.no_devices = true;
+        let mut entries = tree();
+        entries.push(("disk", node("disk", NodeKind::Blockdev)));
+        entries.push(("sock", node("sock", NodeKind::Socket)));
+        let mut sel = Selector::new(&opts, usize::MAX);
+        // The walk does not go below an entry whose visit says so.
+        for (path, node) in entries.iter().filter(|e| e.0 != "c/three") {
+            let descend = sel.visit(Path::new(path), node);
+            assert_eq!(descend, *path != "c", "{path}");
+        }
+        sel.end();
+        let batch = sel.take_batch();
+        let paths: Vec<_> = batch.items.iter().map(|i| i.path.clone()).collect();
+        assert!(!paths.iter().any(|p| p.starts_with("/c")), "{paths:?}");
+        assert_eq!(sel.skipped, [PathBuf::from("/disk")]);
+        assert_eq!(sel.sockets, [PathBuf::from("/sock")]);
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_budget() {
+        let opts = RestoreOptions::default();
+        let item = Item {
+            path: "/f".into(),
+            node: node("f", NodeKind::File),
+            link_to: None,
+            earlier: None,
+        };
+        let mut sel = Selector::new(&opts, 3 * cost(&item));
+        for i in 0..3 {
+            assert!(!sel.full(), "after {i}");
+            sel.visit(Path::new("f"), &node("f", NodeKind::File));
+        }
+        assert!(sel.full());
+        assert_eq!(sel.take_batch().items.len(), 3);
+        assert!(!sel.full() && sel.is_empty());
+    }
+}

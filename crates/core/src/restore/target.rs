@@ -211,6 +211,11 @@ impl Ident {
     pub fn of(fd: impl AsFd) -> io::Result<Self> {
         Ok(ident_of(&rfs::fstat(fd).map_err(to_io)?))
     }
+
+    #[cfg(test)]
+    pub fn for_test(ino: u64) -> Self {
+        Ident { dev: 1, ino }
+    }
 }
 
 // `st_dev` and `st_ino` are not u64 on every target.
