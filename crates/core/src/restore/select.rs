@@ -306,7 +306,7 @@ mod tests {
     ) -> Vec<(Vec<String>, Vec<String>)> {
         let mut sel = Selector::new(opts, budget);
         let mut out = Vec::new();
-        let mut write = |sel: &mut Selector, out: &mut Vec<_>| {
+        let write = |sel: &mut Selector, out: &mut Vec<_>| {
             let batch = sel.take_batch();
             let name = |i: &Item| i.path.display().to_string();
             let closed = (batch.closed.iter())
