@@ -323,6 +323,69 @@ fn restore_dump_check_and_drill_thaw_what_they_need_and_wait() {
 }
 
 /// The member names of a tar stream, by GNU tar.
+/// A restore in several batches (issue 31, item 7) requests every thaw it needs when its
+/// first batch meets an archived pack, not one batch's at a time: on S3 each wait is
+/// hours, so the restore waits about one thaw, not one per batch. None is requested twice.
+#[test]
+fn a_restore_in_batches_requests_all_its_thaws_at_once() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("thaw-batches-{}", std::process::id());
+    let (_rt, _s3) = moto_bucket(&endpoint, &bucket);
+    let proxy = Proxy::start("s3-proxy", &endpoint, &["--thaw-polls", "2"]);
+    let env = &Env::local();
+    let repo = glacier_repo(env, &proxy.url_base, &bucket);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (name, seed) in [("a", 1), ("b", 2), ("c", 3)] {
+        fs::write(src.join(name), noise(300_000, seed)).unwrap();
+        let out = on_moto(env, &repo, &["backup", src.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (lib, _) = open_lib(&repo, &env.path("lib-cache"));
+    let (_, snap) = lib.snapshots().find("latest").unwrap();
+    let r = strata::restore::run(
+        &lib,
+        &snap,
+        &strata::restore::RestoreOptions {
+            target: env.path("r"),
+            cold: Some(thaw_wait(10)),
+            verify: true,
+            batch_bytes: Some(1),
+            ..Default::default()
+        },
+        &strata::NoProgress,
+    )
+    .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.verified_files, 3);
+    let t = r.thaw.expect("the restore waited");
+    assert_eq!((t.packs, t.requested), (3, 3), "{t:?}");
+    // All three asked for before the first was read, not one batch's at a time.
+    let events = proxy_events(&proxy);
+    let events: Vec<&str> = events.lines().collect();
+    let first_read = events.iter().position(|e| e.starts_with("read "));
+    let thaws: Vec<usize> = (events.iter().enumerate())
+        .filter(|(_, e)| e.starts_with("thaw "))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(thaws.len(), 3, "{events:#?}");
+    assert!(thaws.iter().all(|t| Some(*t) < first_read), "{events:#?}");
+    let back = restored(&env.path("r"), &src);
+    assert!(fs::read(back.join("c")).unwrap() == noise(300_000, 3));
+}
+
+/// The proxy's thaw requests and reads of data packs, in order.
+fn proxy_events(proxy: &Proxy) -> String {
+    use std::io::{Read, Write};
+    let addr = proxy.url_base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /_proxy/events HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (_, body) = reply.split_once("\r\n\r\n").unwrap();
+    body.to_string()
+}
+
 fn tar_list(tar: &[u8]) -> Vec<String> {
     use std::io::Write;
     let mut child = std::process::Command::new("tar")

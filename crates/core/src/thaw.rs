@@ -159,6 +159,16 @@ pub struct WaitReport {
     pub waited_seconds: f64,
 }
 
+impl WaitReport {
+    /// Adds a later wait's counts (a restore waits once per batch that meets archived packs).
+    pub fn add(&mut self, later: &WaitReport) {
+        self.packs += later.packs;
+        self.requested += later.requested;
+        self.polls += later.polls;
+        self.waited_seconds += later.waited_seconds;
+    }
+}
+
 /// Thaws `packs` and hands them to `ready` in batches, each as soon as it can be read.
 /// A pack thawing already (an earlier, interrupted run) is not requested again. Returns
 /// when every pack was handed over; on an error, the packs not handed over are in it.

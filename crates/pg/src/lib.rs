@@ -1361,6 +1361,7 @@ fn restore_base(
         recreate,
         private: true,
         provided,
+        batch_bytes: None,
     };
     Ok(strata::restore::run(repo, snapshot, &options, progress)?)
 }

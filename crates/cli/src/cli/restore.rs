@@ -203,6 +203,7 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         recreate: args.recreate.recreate(),
         private: false,
         provided: Default::default(),
+        batch_bytes: None,
     };
     let packs = || {
         let mut packs = std::collections::BTreeSet::new();

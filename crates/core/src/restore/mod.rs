@@ -73,6 +73,9 @@ pub struct RestoreOptions {
     /// restore`'s): it must be this user's, mode 0700, once opened. One swapped for another
     /// user's directory would hand them the decrypted copy.
     pub private: bool,
+    /// The memory of one batch of entries, estimated; `None`: `STRATA_RESTORE_BATCH_BYTES`
+    /// or 64 MiB.
+    pub batch_bytes: Option<usize>,
     /// Regular files (snapshot paths) the caller puts in place itself (`pg restore
     /// --delta` moves those a data directory holds already): not restored, not counted.
     pub provided: HashSet<PathBuf>,
@@ -283,7 +286,9 @@ pub fn run(
     let trouble = Trouble::default();
     let mut run = Run {
         repo,
+        snapshot,
         opts,
+        warmed: Default::default(),
         progress,
         target: target.as_ref(),
         trouble: &trouble,
@@ -291,7 +296,7 @@ pub fn run(
         planned: 0,
         written: AtomicU64::new(0),
     };
-    let mut sel = select::Selector::new(opts, batch_bytes());
+    let mut sel = select::Selector::new(opts, opts.batch_bytes.unwrap_or_else(batch_bytes));
     // A repository gone meanwhile loses no subtree: the restore stops; so does a tree
     // that expands past its snapshot's counts.
     let gone = std::cell::RefCell::new(None);
@@ -317,7 +322,7 @@ pub fn run(
             }
             let descend = sel.visit(rel, node);
             if sel.full() && gone.borrow().is_none() {
-                run.batch(&mut sel)?;
+                run.batch(&mut sel, false)?;
             }
             Ok(descend)
         },
@@ -327,7 +332,7 @@ pub fn run(
         return Err(e);
     }
     sel.end();
-    run.batch(&mut sel)?;
+    run.batch(&mut sel, true)?;
     if let Some(t) = &target {
         t.done();
     }
@@ -375,7 +380,10 @@ fn batch_bytes() -> usize {
 /// What a restore keeps from one batch to the next.
 struct Run<'a> {
     repo: &'a Repository,
+    snapshot: &'a Snapshot,
     opts: &'a RestoreOptions,
+    /// Whether the thaws of every archived pack the restore needs were requested.
+    warmed: std::cell::Cell<bool>,
     progress: &'a dyn Progress,
     target: Option<&'a Target>,
     /// This batch's errors and damaged files (drained into the report after each).
@@ -391,7 +399,7 @@ impl Run<'_> {
     /// then the packs' content, then hard links and metadata, then the metadata of the
     /// directories the walk has left. An interruption, or the repository gone, ends the
     /// restore (files partly written removed).
-    fn batch(&mut self, sel: &mut select::Selector<'_>) -> Result<()> {
+    fn batch(&mut self, sel: &mut select::Selector<'_>, last: bool) -> Result<()> {
         if sel.is_empty() {
             return Ok(());
         }
@@ -432,10 +440,15 @@ impl Run<'_> {
         let archived = std::mem::take(&mut *archived.lock().unwrap());
         self.report.archived_packs += archived.len();
         if !archived.is_empty() && !self.opts.dry_run {
+            let asked = if last { 0 } else { self.warm_up() };
             ctx.archived = None;
             let cold = self.opts.cold.as_ref();
             let thaw = restore_archived(&ctx, &plan, &archived, cold);
-            self.report.thaw = thaw.or(self.report.thaw.take());
+            if asked > 0 || thaw.is_some() {
+                let total = self.report.thaw.get_or_insert_with(Default::default);
+                total.requested += asked;
+                total.add(&thaw.unwrap_or_default());
+            }
         }
         if ctx.cancelled() {
             let removed = ctx.remove_partial();
@@ -466,6 +479,34 @@ impl Run<'_> {
         );
         self.drain(&items, dirs_failed);
         Ok(())
+    }
+
+    /// Requests the thaws of every archived pack the restore needs, once, when a batch
+    /// that is not the last meets one: the later batches' packs thaw while this one waits,
+    /// so that a restore waits about one thaw, not one per batch.
+    /// Returns how many thaws it requested.
+    fn warm_up(&self) -> usize {
+        let Some(wait) = self
+            .opts
+            .cold
+            .as_ref()
+            .filter(|_| !self.warmed.replace(true))
+        else {
+            return 0;
+        };
+        let includes = self.opts.includes.as_ref();
+        let asked = crate::thaw::packs_needed(self.repo, self.snapshot, includes)
+            .and_then(|packs| crate::thaw::warm_up(self.repo, &packs, wait.request));
+        match asked {
+            Ok(w) => w.requested,
+            // Each batch still requests its own.
+            Err(e) => {
+                self.progress.warning(&format!(
+                    "could not request the thaws of the rest of the restore ahead: {e}"
+                ));
+                0
+            }
+        }
     }
 
     /// Moves the batch's errors and damaged files into the report, counting what it
