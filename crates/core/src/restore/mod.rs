@@ -175,7 +175,7 @@ pub struct RestoreReport {
     pub stale_removed: usize,
     /// Data packs met in archive storage.
     pub archived_packs: usize,
-    /// Errors, damaged files and skipped entries beyond the first [`LISTED`] of each
+    /// Errors, damaged files and skipped entries beyond the first 10,000 of each
     /// list: counted, not listed.
     pub unlisted: u64,
     /// What thawing them cost, when the restore waited for them.
@@ -264,7 +264,7 @@ const LISTED: usize = 10_000;
 /// symlink in it; errors on single files are collected in the report, not fatal.
 ///
 /// The walk of the snapshot's trees streams into batches of bounded memory
-/// ([`select::BATCH_BYTES`], or `STRATA_RESTORE_BATCH_BYTES`), each written whole (its
+/// (about 64 MiB of entries, or `STRATA_RESTORE_BATCH_BYTES`), each written whole (its
 /// directories, then its packs' content, then its entries' metadata) before the walk goes
 /// on; a directory's metadata once the walk has left it.
 pub fn run(
