@@ -36,6 +36,9 @@ pub struct DrillOptions {
     pub verify: Option<VerifyCommand>,
     /// What of owners, attributes and devices the restore recreates, as a real one would.
     pub recreate: restore::Recreate,
+    /// Set by a signal: the drill is being stopped (its copy removed by whoever caught
+    /// it), and records nothing.
+    pub stop: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 /// A set's `drill-verify`: a shell command run in the restored copy.
@@ -170,6 +173,13 @@ pub fn run(
     } else {
         0.0
     };
+    // A stopped drill measured nothing: no record, no failure to alert on.
+    if opts
+        .stop
+        .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        return Err(Error::RestoreInterrupted { removed: 0 });
+    }
     audit::record_drill(repo, drill.clone())?;
     let warnings = (restored.skipped_devices.iter())
         .map(|p| format!("{}: device not restored (no_devices)", p.display()))

@@ -115,10 +115,15 @@ impl Scratch {
         self.removed = true;
         // Twice: a verify's child may still be creating files as the first pass ends.
         let emptied = empty(&self.dir).or_else(|_| empty(&self.dir));
+        // Removed already (by a signal's handler, at the same time): done.
+        let gone = || rfs::fstat(&self.dir).is_ok_and(|st| st.st_nlink == 0);
         let placed = self.in_place();
         match (emptied, placed) {
-            (Ok(()), Ok(())) => rfs::unlinkat(&self.parent, &self.name, AtFlags::REMOVEDIR)
-                .map_err(|e| format!("{} could not be removed: {e}", self.path.display())),
+            (Ok(()), _) if gone() => Ok(()),
+            (Ok(()), Ok(())) => match rfs::unlinkat(&self.parent, &self.name, AtFlags::REMOVEDIR) {
+                Err(rustix::io::Errno::NOENT) if gone() => Ok(()),
+                r => r.map_err(|e| format!("{} could not be removed: {e}", self.path.display())),
+            },
             (Ok(()), Err(moved)) => Err(format!("{moved}; its content was removed")),
             (Err(e), Ok(())) => Err(format!(
                 "{} could not be removed: {e}; the decrypted data in it is left",
@@ -375,10 +380,17 @@ fn empty_but(dir: &OwnedFd, keep: Option<&str>) -> std::io::Result<()> {
         match open_subdir(dir, &name) {
             Ok(sub) => {
                 empty_but(&sub, None)?;
-                rfs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+                match rfs::unlinkat(dir, &name, AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                rfs::unlinkat(dir, &name, AtFlags::empty())?
+                match rfs::unlinkat(dir, &name, AtFlags::empty()) {
+                    // Removed meanwhile (a signal's handler empties it at once).
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(e.into()),
@@ -428,6 +440,43 @@ mod tests {
 
     fn sweep(parent: &Path) {
         remove_abandoned(parent, "x-", None, "a test's", &crate::progress::NoProgress);
+    }
+
+    /// A drill's signal handler removes the copy while the drill removes it too (hostile
+    /// pass 5: SIGTERM during the removal left 10,000 decrypted files and a failed drill).
+    #[test]
+    fn a_copy_removed_from_two_sides_at_once_is_removed_and_no_error() {
+        for _ in 0..5 {
+            let parent = tempfile::tempdir().unwrap();
+            let scratch = Scratch::new(parent.path(), "x-").unwrap();
+            for d in 0..20 {
+                let dir = scratch.path().join(format!("d{d}"));
+                std::fs::create_dir(&dir).unwrap();
+                for f in 0..100 {
+                    std::fs::write(dir.join(format!("f{f}")), "plaintext").unwrap();
+                }
+            }
+            let name = scratch.path().file_name().unwrap().to_owned();
+            let handler = std::thread::spawn({
+                let parent = parent.path().to_path_buf();
+                move || (0..10).any(|_| remove_own(&parent, &name).is_ok())
+            });
+            let removed = scratch.remove();
+            let _ = handler.join().unwrap();
+            assert_eq!(removed, Ok(()));
+            let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    #[test]
+    fn a_copy_the_handler_removed_first_is_no_error() {
+        let parent = tempfile::tempdir().unwrap();
+        let scratch = Scratch::new(parent.path(), "x-").unwrap();
+        std::fs::write(scratch.path().join("f"), "plaintext").unwrap();
+        let name = scratch.path().file_name().unwrap().to_owned();
+        remove_own(parent.path(), &name).unwrap();
+        assert_eq!(scratch.remove(), Ok(()));
     }
 
     #[test]

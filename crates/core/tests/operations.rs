@@ -267,6 +267,7 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
                 timeout: std::time::Duration::from_secs(60),
             }),
             recreate: Default::default(),
+            stop: None,
         };
         drill::run(&f.repo, &id, &snap, &opts, &NoProgress).unwrap()
     };
@@ -318,6 +319,7 @@ fn drills_restore_all_or_a_sample_and_leave_records() {
             cold: None,
             verify: None,
             recreate: Default::default(),
+            stop: None,
         },
         &NoProgress
     )

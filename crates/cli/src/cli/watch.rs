@@ -148,8 +148,17 @@ pub fn drill(global: &Global, args: DrillArgs) -> anyhow::Result<i32> {
             cold: args.cold.wait(),
             verify: set.map(|s| s.drill_verify()).transpose()?.flatten(),
             recreate: args.recreate.recreate(),
+            stop: Some(&STOP),
         };
-        let report = match drill::run(&repo, &id, &snap, &opts, &bar) {
+        let report = drill::run(&repo, &id, &snap, &opts, &bar);
+        // A signal came: its handler removes the copy and ends the process (130); this
+        // drill neither reports nor records anything meanwhile.
+        if STOP.load(std::sync::atomic::Ordering::SeqCst) {
+            loop {
+                std::thread::park();
+            }
+        }
+        let report = match report {
             Ok(report) => report,
             // Before anything was restored (the target, the snapshot's tree): this set's
             // drill failed; the others are still drilled.
