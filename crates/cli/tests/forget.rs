@@ -222,3 +222,33 @@ conformance!(
     forget_refuses_without_a_rule,
     forget_summarizes_per_group_and_prune_dry_run_says_what_it_would_do
 );
+
+/// Hostile pass 5 (F8): `--keep-tag critcal`, a typo, kept nothing and forgot every
+/// snapshot (exit 0), where `--keep-last 0` is refused. A rule set that keeps none of a
+/// lineage's snapshots is refused before anything goes, dry run or not.
+#[test]
+fn a_keep_tag_no_snapshot_carries_forgets_nothing() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join("f"), format!("v{i}")).unwrap();
+        env.backup(&["--tag", "critical", src.to_str().unwrap()]);
+    }
+    for dry in [true, false] {
+        let mut args = vec!["forget", "--keep-tag", "critcal", "--prune"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = env.run(&args);
+        assert_eq!(code(&out), 1, "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("keep none of the 3 snapshot(s)"), "{err}");
+    }
+    let listed = env.json(&["snapshots"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    // The right tag keeps them all.
+    env.ok(&["forget", "--keep-tag", "critical"]);
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
+}

@@ -442,6 +442,20 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A forget whose rules keep none of a lineage's snapshots (a `--keep-tag` that no
+    /// snapshot carries, mistyped) would remove them all.
+    #[error(
+        "the keep rules keep none of the {count} snapshot(s) of {lineage}: refusing to forget \
+         them all (a --keep-tag that no snapshot carries?); to remove them, name them with \
+         --snapshot"
+    )]
+    KeepsNothing {
+        /// The lineage, as shown.
+        lineage: String,
+        /// Its snapshots.
+        count: usize,
+    },
+
     /// A forget without any keep rule would remove every snapshot.
     #[error("no --keep-* rule given{}: refusing to forget every snapshot",
         set.as_ref().map(|n| format!(" and set {n} has no keep policy")).unwrap_or_default())]

@@ -507,6 +507,14 @@ pub fn forget(
         let snaps = all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
         plans.extend(plan(snaps, &job.policy));
     }
+    // A rule that matches nothing must not cost a lineage every restore point; refused
+    // before anything is removed.
+    if let Some(p) = plans.iter().find(|p| p.keep.is_empty() && !p.remove.is_empty()) {
+        return Err(crate::error::Error::KeepsNothing {
+            lineage: p.group.to_string(),
+            count: p.remove.len(),
+        });
+    }
     if !dry_run {
         let ids: Vec<_> = plans
             .iter()
