@@ -416,7 +416,16 @@ fn own_lock_file(dir: &OwnedFd, name: &str) -> std::io::Result<std::fs::File> {
                 let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
                 remove_unusable(dir, name, st.st_uid)?;
             }
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                // A symlink, FIFO or directory planted under the name would silence every
+                // run's metrics (hostile pass 5): removed, or a directory moved aside.
+                let st = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+                match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+                    rustix::fs::FileType::RegularFile => return Err(e),
+                    rustix::fs::FileType::Directory => move_aside(dir, name)?,
+                    _ => remove_unusable(dir, name, st.st_uid)?,
+                }
+            }
             Err(_) => {}
         }
         let flags = OFlags::RDONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
@@ -461,6 +470,20 @@ fn remove_unusable(dir: &OwnedFd, name: &str, uid: u32) -> std::io::Result<()> {
             )))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Moves the directory `name` (planted where a lock file goes) aside, to a name of its
+/// own beside it, where only its planter's files are.
+fn move_aside(dir: &OwnedFd, name: &str) -> std::io::Result<()> {
+    use rand::Rng;
+    let aside = format!("{name}.not-a-lock-{:016x}", rand::thread_rng().gen::<u64>());
+    match rustix::fs::renameat_with(dir, name, dir, &aside, rustix::fs::RenameFlags::NOREPLACE) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(std::io::Error::other(format!(
+            "a directory, not a lock file, and it cannot be moved aside ({e}): the metrics \
+             were not written (remove it)"
+        ))),
     }
 }
 
@@ -875,19 +898,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let victim = dir.path().join("victim");
         let file = MetricsFile::new(dir.path().join("m.prom"));
-        std::os::unix::fs::symlink(&victim, dir.path().join(".m.prom.lock")).unwrap();
-        assert!(file.update(|_| {}).is_err());
+        // Hostile pass 5: each planted entry silenced every run's metrics. Now a symlink
+        // or FIFO is removed and a directory moved aside, and the run writes its metrics.
+        let lock = dir.path().join(".m.prom.lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        file.update(|_| {}).unwrap();
         assert!(!victim.exists(), "the lock's target was created");
-        std::fs::remove_file(dir.path().join(".m.prom.lock")).unwrap();
-        nix::unistd::mkfifo(
-            &dir.path().join(".m.prom.lock"),
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
-        )
-        .unwrap();
+        assert!(lock.symlink_metadata().unwrap().is_file());
+        std::fs::remove_file(&lock).unwrap();
+        nix::unistd::mkfifo(&lock, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
         let t = std::time::Instant::now();
-        assert!(file.update(|_| {}).is_err());
+        file.update(|_| {}).unwrap();
         assert!(t.elapsed().as_secs() < 5, "hung on a FIFO");
-        std::fs::remove_file(dir.path().join(".m.prom.lock")).unwrap();
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::create_dir_all(lock.join("full")).unwrap();
+        file.update(|_| {}).unwrap();
+        assert!(lock.symlink_metadata().unwrap().is_file());
+        let aside = std::fs::read_dir(dir.path()).unwrap().flatten();
+        let aside: Vec<_> = (aside.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with(".m.prom.lock.not-a-lock-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::remove_file(dir.path().join("m.prom")).unwrap();
         std::fs::write(&victim, "strata_check_last_errors 7\n").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join("m.prom")).unwrap();
         assert!(file.read().is_err(), "read through a symlink");

@@ -509,7 +509,10 @@ pub fn forget(
     }
     // A rule that matches nothing must not cost a lineage every restore point; refused
     // before anything is removed.
-    if let Some(p) = plans.iter().find(|p| p.keep.is_empty() && !p.remove.is_empty()) {
+    if let Some(p) = plans
+        .iter()
+        .find(|p| p.keep.is_empty() && !p.remove.is_empty())
+    {
         return Err(crate::error::Error::KeepsNothing {
             lineage: p.group.to_string(),
             count: p.remove.len(),
