@@ -507,10 +507,11 @@ fn lock_within(lock: &std::fs::File, wait: std::time::Duration) -> std::io::Resu
     }
 }
 
-/// The directory at `path`, opened for the `*at` calls.
+/// The directory at `path`, opened for the `*at` calls: a symlink on the way only if this
+/// user or root made it (hostile pass 5: another user's link in a shared directory above
+/// made root replace a file of that name where it pointed).
 fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    Ok(rustix::fs::open(path, flags, Mode::empty())?)
+    crate::restore::open_trusted_existing(path)
 }
 
 /// Opens `name` in `dir` with `flags`, refusing what is not a regular file of its own:
@@ -932,6 +933,29 @@ mod tests {
             Some(0.0)
         );
     }
+    /// Hostile pass 5: another user's symlink as the metrics directory (planted in a 1777
+    /// directory above it) made root replace a file of that name where it pointed.
+    #[test]
+    fn another_users_symlink_above_the_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(victim.join("m.prom"), "mine\n").unwrap();
+        let link = dir.path().join("metrics");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        // Another user's (uid 65534) link: the suite runs as root, as CI does.
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        let file = MetricsFile::new(link.join("m.prom"));
+        let err = file.update(|s| s.set("strata_check_last_errors", &[], 0.0));
+        assert!(err.unwrap_err().to_string().contains("symlink owned by uid 65534"));
+        assert_eq!(std::fs::read(victim.join("m.prom")).unwrap(), b"mine\n");
+        assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+        // This user's own link is followed.
+        std::os::unix::fs::lchown(&link, Some(nix::unistd::geteuid().as_raw()), None).unwrap();
+        file.update(|s| s.set("strata_check_last_errors", &[], 0.0))
+            .unwrap();
+    }
+
     /// Hostile pass 3: another user's `m.prom` in a shared directory was merged into this
     /// user's (forged series silence alerts), and a symlink or FIFO under the name stopped
     /// every update. Each is replaced, and nothing of it kept.

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -91,16 +92,24 @@ fn write_page(path: &Path, html: &str) -> anyhow::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: no file name", path.display()))?;
+    // The directory resolved without another user's symlink on the way, then used through
+    // its descriptor: the page lands where the operator named, not where a link points.
+    let fd = strata::restore::open_trusted_existing(dir)
+        .with_context(|| format!("writing the report into {}", dir.display()))?;
+    let held = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     let mut tmp = tempfile::Builder::new()
         .prefix(".strata-report.")
-        .tempfile_in(dir)
+        .tempfile_in(&held)
         .with_context(|| format!("writing the report into {}", dir.display()))?;
     tmp.write_all(html.as_bytes())?;
     tmp.as_file().sync_all()?;
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(path)
+    tmp.persist(held.join(name))
         .with_context(|| format!("writing the report {}", path.display()))?;
     Ok(())
 }

@@ -387,6 +387,17 @@ const MAX_LINKS: usize = 40;
 /// component by component: see [`Target::open`]. A directory it creates must still be this
 /// user's once opened (a swap for another user's directory is refused).
 pub fn open_trusted_dir(path: &Path, mode: u32) -> io::Result<OwnedFd> {
+    resolve_trusted(path, Some(mode))
+}
+
+/// The existing directory at `path`, resolved as [`open_trusted_dir`] does (a symlink on
+/// the way only if this user or root made it), for a file written there (the metrics
+/// file, a report) that must not land where another user's link points.
+pub fn open_trusted_existing(path: &Path) -> io::Result<OwnedFd> {
+    resolve_trusted(path, None)
+}
+
+fn resolve_trusted(path: &Path, create: Option<u32>) -> io::Result<OwnedFd> {
     let me = nix::unistd::geteuid().as_raw();
     let absolute = match path.is_absolute() {
         true => path.to_path_buf(),
@@ -406,6 +417,9 @@ pub fn open_trusted_dir(path: &Path, mode: u32) -> io::Result<OwnedFd> {
     while let Some(name) = todo.pop_front() {
         let st = match rfs::statat(&cur, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => {
+                let Some(mode) = create else {
+                    return Err(to_io(rustix::io::Errno::NOENT));
+                };
                 match rfs::mkdirat(&cur, &name, Mode::from_raw_mode(mode)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(to_io(e)),
