@@ -947,7 +947,10 @@ mod tests {
         std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
         let file = MetricsFile::new(link.join("m.prom"));
         let err = file.update(|s| s.set("strata_check_last_errors", &[], 0.0));
-        assert!(err.unwrap_err().to_string().contains("symlink owned by uid 65534"));
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("symlink owned by uid 65534"));
         assert_eq!(std::fs::read(victim.join("m.prom")).unwrap(), b"mine\n");
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
         // This user's own link is followed.
