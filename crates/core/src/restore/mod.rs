@@ -1629,6 +1629,33 @@ mod tests {
         }
     }
 
+    /// A report lists 10,000 of each kind at most and counts the rest.
+    #[test]
+    fn lists_stop_at_their_bound_and_count_the_rest() {
+        let mut list: Vec<u32> = (0..9_998).collect();
+        assert_eq!(listed(&mut list, vec![1, 2]), 0);
+        assert_eq!(list.len(), LISTED);
+        assert_eq!(listed(&mut list, vec![3, 4, 5]), 3);
+        assert_eq!(list.len(), LISTED);
+        let mut short = vec![];
+        assert_eq!(listed(&mut short, vec![7; 3]), 0);
+        assert_eq!(short, [7, 7, 7]);
+    }
+
+    #[test]
+    fn only_a_first_name_holds_content() {
+        let mut item = file_item("a", 1);
+        assert!(item.holds_content());
+        item.link_to = Some(0);
+        assert!(!item.holds_content());
+        item.link_to = None;
+        item.earlier = Some(select::Earlier {
+            rel: "b".into(),
+            id: None,
+        });
+        assert!(!item.holds_content());
+    }
+
     #[test]
     fn a_report_naming_files_that_are_not_utf8_still_serializes() {
         let name = PathBuf::from(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9\nx"));
