@@ -390,7 +390,7 @@ pub fn open_trusted_dir(path: &Path, mode: u32) -> io::Result<OwnedFd> {
     resolve_trusted(path, Some(mode))
 }
 
-/// The existing directory at `path`, resolved as [`open_trusted_dir`] does (a symlink on
+/// The existing directory at `path`, resolved as a restore target is (a symlink on
 /// the way only if this user or root made it), for a file written there (the metrics
 /// file, a report) that must not land where another user's link points.
 pub fn open_trusted_existing(path: &Path) -> io::Result<OwnedFd> {
