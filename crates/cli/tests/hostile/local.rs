@@ -391,12 +391,16 @@ fn metrics_written_into_another_users_directory_follow_no_link() {
     )
     .unwrap();
     let out = env.run(&["--config", cfg.to_str().unwrap(), "backup", "docs"]);
+    untouched(&cron);
+    // Hostile pass 5: the planted lock is removed and made anew, not left to silence the
+    // metrics; the link in the file's place is replaced.
+    let lock = fs::symlink_metadata(textfile.join(".strata.prom.lock")).unwrap();
+    assert!(lock.is_file(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(".strata.prom.lock"),
+        fs::symlink_metadata(&prom).unwrap().is_file(),
         "{}",
         stderr(&out)
     );
-    untouched(&cron);
     // The lock planted no more: the link in the metrics file's place is replaced, not
     // followed.
     fs::remove_file(textfile.join(".strata.prom.lock")).unwrap();
