@@ -713,3 +713,41 @@ fn unknown_storage_classes_are_refused() {
     );
     assert!(env.json(&["snapshots"]).as_array().unwrap().is_empty());
 }
+
+/// Hostile pass 5: backing up `app/current/app.conf`, `current` a symlink (a deploy's
+/// layout), recorded `current` as a directory with the link's own mode (0777) and owner: a
+/// restore as root made a world-writable directory holding root's 0600 file. The directory
+/// the link leads to is recorded instead.
+#[test]
+fn a_symlink_on_the_way_to_a_source_path_is_recorded_as_its_directory() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::local();
+    env.init();
+    let app = env.path("app");
+    fs::create_dir_all(app.join("release-1")).unwrap();
+    fs::set_permissions(app.join("release-1"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(app.join("release-1/app.conf"), "secret").unwrap();
+    fs::set_permissions(
+        app.join("release-1/app.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("release-1", app.join("current")).unwrap();
+    if is_root() {
+        std::os::unix::fs::lchown(app.join("current"), Some(65534), Some(65534)).unwrap();
+    }
+    let conf = app.join("current/app.conf");
+    env.backup(&[conf.to_str().unwrap()]);
+    let target = env.path("t");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let current = restored(&target, &app).join("current");
+    let m = fs::symlink_metadata(&current).unwrap();
+    let real = fs::metadata(app.join("release-1")).unwrap();
+    assert!(m.is_dir());
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid()),
+        (0o750, real.uid()),
+        "the link's mode and owner, not its directory's"
+    );
+    assert_eq!(fs::read(current.join("app.conf")).unwrap(), b"secret");
+}

@@ -652,7 +652,13 @@ impl Archiver<'_, '_, '_> {
                     entries.push(node);
                 }
             } else {
-                let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+                let mut meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+                // A symlink on the way to a source path (a deploy's `current`) stands for the
+                // directory it leads to: its own mode (0777) and owner would give a restore a
+                // world-writable directory holding the files (hostile pass 5).
+                if meta.file_type().is_symlink() {
+                    meta = fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+                }
                 let mut node = self.base_node(&path, name, &meta, NodeKind::Dir);
                 let below: Vec<PathBuf> = targets
                     .iter()

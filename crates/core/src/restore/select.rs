@@ -23,6 +23,10 @@ pub(super) const BATCH_BYTES: usize = 64 << 20;
 /// restored as files of their own (with the same content), not linked.
 pub(super) const LINKS_MAX: usize = 1 << 20;
 
+/// And the bytes of their paths, at most: paths of 4 KB would make 2^20 of them 4 GB
+/// (hostile pass 5).
+const LINKS_BYTES: usize = 64 << 20;
+
 /// A directory the walk is in.
 struct OpenDir {
     path: PathBuf,
@@ -81,7 +85,9 @@ pub(super) struct Selector<'o> {
     opts: &'o RestoreOptions,
     stack: Vec<OpenDir>,
     links: HashMap<(u64, u64), First>,
-    /// Whether [`LINKS_MAX`] was met.
+    /// The bytes of the paths `links` holds, roughly.
+    links_bytes: usize,
+    /// Whether [`LINKS_MAX`] or [`LINKS_BYTES`] was met.
     pub links_full: bool,
     batch: Batch,
     bytes: usize,
@@ -97,6 +103,7 @@ impl<'o> Selector<'o> {
             opts,
             stack: Vec::new(),
             links: HashMap::new(),
+            links_bytes: 0,
             links_full: false,
             batch: Batch::default(),
             bytes: 0,
@@ -243,8 +250,9 @@ impl<'o> Selector<'o> {
             match self.links.get(&key) {
                 Some(First::Batch(first)) => item.link_to = Some(*first),
                 Some(First::Earlier(e)) => item.earlier = Some(e.clone()),
-                None if self.links.len() < LINKS_MAX => {
+                None if self.links.len() < LINKS_MAX && self.links_bytes < LINKS_BYTES => {
                     let n = self.batch.items.len();
+                    self.links_bytes += item.path.as_os_str().len() + 64;
                     self.links.insert(key, First::Batch(n));
                 }
                 None => self.links_full = true,
