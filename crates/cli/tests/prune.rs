@@ -95,14 +95,12 @@ fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
     fs::create_dir_all(&src).unwrap();
     let shared = noise(2 << 20, 77);
     fs::write(src.join("a-shared.bin"), &shared).unwrap();
-    env.backup(&[src.to_str().unwrap()]);
+    let first = env.backup(&[src.to_str().unwrap()]);
     // The only snapshot holding the shared data goes; its pack is now unused.
     env.ok(&[
         "forget",
-        "--keep-last",
-        "0",
-        "--keep-tag",
-        "nothing-has-this-tag",
+        "--snapshot",
+        first["snapshot_id"].as_str().unwrap(),
     ]);
     assert!(env.objects("snapshots").is_empty());
     // The slow backup: the shared file first (deduplicated), then lots of fresh data.

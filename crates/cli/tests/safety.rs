@@ -28,7 +28,11 @@ fn prune_racing_a_backup_leaves_its_snapshot_restorable(env: &Env) {
     // of the same data after the prune below marked them.
     let repo = open_repo(env);
     assert!(first["snapshot_id"].is_string());
-    env.ok(&["forget", "--keep-tag", "none-has-it"]);
+    env.ok(&[
+        "forget",
+        "--snapshot",
+        first["snapshot_id"].as_str().unwrap(),
+    ]);
     let pruned = env.json(&["prune"]);
     assert!(pruned["packs_marked"].as_u64().unwrap() >= 2, "{pruned}");
     let report = backup::run(

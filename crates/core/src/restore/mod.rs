@@ -75,7 +75,7 @@ pub struct RestoreOptions {
     /// user's directory would hand them the decrypted copy.
     pub private: bool,
     /// The memory of one batch of entries, estimated; `None`: `STRATA_RESTORE_BATCH_BYTES`
-    /// or 64 MiB.
+    /// or 16 MiB.
     pub batch_bytes: Option<usize>,
     /// Regular files (snapshot paths) the caller puts in place itself (`pg restore
     /// --delta` moves those a data directory holds already): not restored, not counted.
@@ -265,7 +265,7 @@ const LISTED: usize = 10_000;
 /// symlink in it; errors on single files are collected in the report, not fatal.
 ///
 /// The walk of the snapshot's trees streams into batches of bounded memory
-/// (about 64 MiB of entries, or `STRATA_RESTORE_BATCH_BYTES`), each written whole (its
+/// (about 16 MiB of entries, or `STRATA_RESTORE_BATCH_BYTES`), each written whole (its
 /// directories, then its packs' content, then its entries' metadata) before the walk goes
 /// on; a directory's metadata once the walk has left it.
 pub fn run(

@@ -17,7 +17,7 @@ use crate::id::BlobId;
 use crate::repo::tree::{Node, NodeKind};
 
 /// Estimated memory of the entries of one batch, by default.
-pub(super) const BATCH_BYTES: usize = 64 << 20;
+pub(super) const BATCH_BYTES: usize = 16 << 20;
 
 /// First names of hard-linked files remembered; later names of files beyond it are
 /// restored as files of their own (with the same content), not linked.
