@@ -108,20 +108,40 @@ pub fn run(
     // and from a directory merely named like one.
     let dir = Scratch::new(&opts.scratch, PREFIX)?;
     let started = Instant::now();
-    let restored = restore::run(
-        repo,
-        snapshot,
-        &RestoreOptions {
-            target: dir.path().to_path_buf(),
-            includes,
-            verify: true,
-            cold: opts.cold,
-            recreate: opts.recreate,
-            private: true,
-            ..Default::default()
-        },
-        progress,
-    )?;
+    // A signal stops the restore too: its handler removes the copy, which a restore still
+    // making directories (batch after batch) would fill again.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let restored = std::thread::scope(|s| {
+        if let Some(stop) = opts.stop {
+            s.spawn(|| {
+                use std::sync::atomic::Ordering::SeqCst;
+                while !finished.load(SeqCst) {
+                    if stop.load(SeqCst) {
+                        return cancel.store(true, SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+        let restored = restore::run(
+            repo,
+            snapshot,
+            &RestoreOptions {
+                target: dir.path().to_path_buf(),
+                includes,
+                verify: true,
+                cold: opts.cold,
+                recreate: opts.recreate,
+                private: true,
+                cancel: Some(cancel.clone()),
+                ..Default::default()
+            },
+            progress,
+        );
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        restored
+    })?;
     let duration_secs = started.elapsed().as_secs_f64();
     // The operator's check runs on a copy that verified byte by byte; on one that did not,
     // the drill has failed already.

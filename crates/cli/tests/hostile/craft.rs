@@ -120,6 +120,9 @@ pub struct Bounded {
 /// `secs` seconds: a crafted input must fail fast and small, not slowly and big.
 pub fn run_bounded(env: &Env, args: &[&str], mem_mib: u64, secs: u64) -> Bounded {
     let mut cmd = env.std_cmd();
+    // The limit is on address space: glibc's per-thread arenas reserve 64 MiB each, which
+    // a restore's read threads multiply without using; two arenas measure what is used.
+    cmd.env("MALLOC_ARENA_MAX", "2");
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
