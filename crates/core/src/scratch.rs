@@ -353,7 +353,17 @@ fn holds_only_marker(dir: &OwnedFd) -> std::io::Result<bool> {
 }
 
 fn unlink_marker(dir: &OwnedFd) -> std::io::Result<()> {
-    match rfs::unlinkat(dir, MARKER, AtFlags::empty()) {
+    unlink_unless_gone(dir, MARKER, AtFlags::empty())
+}
+
+/// Unlinks `name` in `dir`; one removed meanwhile (a signal's handler empties a scratch
+/// directory while the run does) is no error.
+fn unlink_unless_gone<P: rustix::path::Arg>(
+    dir: &OwnedFd,
+    name: P,
+    flags: AtFlags,
+) -> std::io::Result<()> {
+    match rfs::unlinkat(dir, name, flags) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -380,17 +390,10 @@ fn empty_but(dir: &OwnedFd, keep: Option<&str>) -> std::io::Result<()> {
         match open_subdir(dir, &name) {
             Ok(sub) => {
                 empty_but(&sub, None)?;
-                match rfs::unlinkat(dir, &name, AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                unlink_unless_gone(dir, &name, AtFlags::REMOVEDIR)?;
             }
             Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-                match rfs::unlinkat(dir, &name, AtFlags::empty()) {
-                    // Removed meanwhile (a signal's handler empties it at once).
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                unlink_unless_gone(dir, &name, AtFlags::empty())?;
             }
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(e.into()),
