@@ -361,7 +361,7 @@ fn a_restore_in_batches_requests_all_its_thaws_at_once() {
     let t = r.thaw.expect("the restore waited");
     assert_eq!((t.packs, t.requested), (3, 3), "{t:?}");
     // All three asked for before the first was read, not one batch's at a time.
-    let events = proxy_events(&proxy);
+    let events = proxy_get(&proxy, "/_proxy/events");
     let events: Vec<&str> = events.lines().collect();
     let first_read = events.iter().position(|e| e.starts_with("read "));
     let thaws: Vec<usize> = (events.iter().enumerate())
@@ -372,18 +372,6 @@ fn a_restore_in_batches_requests_all_its_thaws_at_once() {
     assert!(thaws.iter().all(|t| Some(*t) < first_read), "{events:#?}");
     let back = restored(&env.path("r"), &src);
     assert!(fs::read(back.join("c")).unwrap() == noise(300_000, 3));
-}
-
-/// The proxy's thaw requests and reads of data packs, in order.
-fn proxy_events(proxy: &Proxy) -> String {
-    use std::io::{Read, Write};
-    let addr = proxy.url_base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /_proxy/events HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    let (_, body) = reply.split_once("\r\n\r\n").unwrap();
-    body.to_string()
 }
 
 fn tar_list(tar: &[u8]) -> Vec<String> {

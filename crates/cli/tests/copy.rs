@@ -436,18 +436,7 @@ fn garage_to_moto_resumes_after_a_kill_and_an_unchanged_copy_costs_a_handful() {
 }
 
 fn proxy_requests(proxy: &Proxy) -> u64 {
-    use std::io::{Read, Write};
-    let addr = proxy.url_base.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /_proxy/requests HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.rsplit("\r\n\r\n")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    proxy_get(proxy, "/_proxy/requests").trim().parse().unwrap()
 }
 
 /// Every S3 request the test Garage has answered.

@@ -760,6 +760,18 @@ pub fn on_moto(env: &Env, repo: &str, args: &[&str]) -> Output {
 
 /// One of the proxies in tools/ (latency-proxy, s3-proxy) in front of the S3 server at
 /// `endpoint`, stopped on drop.
+/// The body of a GET of `path` that the proxy answers itself (`/_proxy/...`).
+pub fn proxy_get(proxy: &Proxy, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = proxy.url_base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (_, body) = reply.split_once("\r\n\r\n").unwrap();
+    body.to_string()
+}
+
 pub struct Proxy {
     child: std::process::Child,
     /// `http://HOST:PORT` of the proxy.
