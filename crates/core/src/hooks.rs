@@ -95,6 +95,12 @@ pub fn run(
     output: Stdio,
     stop: Option<&AtomicBool>,
 ) -> HookOutcome {
+    // Decided before the spawn: a signal that comes once the hook runs must end it, not
+    // be taken for one that came before (CI saw a hook outlive a SIGTERM by 30 s).
+    let (stop, timeout) = match stop {
+        Some(s) if s.load(Ordering::SeqCst) => (None, AFTER_SIGNAL),
+        stop => (stop, TIMEOUT),
+    };
     let child = without_secrets(&mut Command::new("sh"))
         .args(["-c", cmd])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -102,10 +108,6 @@ pub fn run(
         .stdout(output)
         .process_group(0)
         .spawn();
-    let (stop, timeout) = match stop {
-        Some(s) if s.load(Ordering::Relaxed) => (None, AFTER_SIGNAL),
-        stop => (stop, TIMEOUT),
-    };
     let mut child = match child {
         Ok(c) => c,
         Err(e) => return HookOutcome::Unstarted(e),
