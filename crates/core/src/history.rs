@@ -275,11 +275,10 @@ pub struct Change {
     pub size_after: u64,
 }
 
-/// What changed from one snapshot to another.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct DiffReport {
-    /// Every path that differs, in path order.
-    pub changes: Vec<Change>,
+/// What changed from one snapshot to another, in numbers (each change itself goes to
+/// the caller's sink as the walk meets it: a diff holds no list of them).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DiffTotals {
     /// Paths added, removed and changed.
     pub added: usize,
     /// See `added`.
@@ -292,14 +291,31 @@ pub struct DiffReport {
     pub bytes_removed: u64,
 }
 
+impl DiffTotals {
+    fn count(&mut self, c: &Change) {
+        match c.change {
+            ChangeKind::Added => self.added += 1,
+            ChangeKind::Removed => self.removed += 1,
+            ChangeKind::Changed => self.changed += 1,
+        }
+        self.bytes_added += c.size_after.saturating_sub(c.size_before);
+        self.bytes_removed += c.size_before.saturating_sub(c.size_after);
+    }
+}
+
 /// What differs between snapshot `a` and snapshot `b`, below `path` (the whole snapshots
-/// when `None`). Subtrees with equal ids are skipped without being read.
+/// when `None`), each change handed to `sink` as the walk meets it: a directory before
+/// its entries, the entries of a directory in byte order of their names. Subtrees with
+/// equal ids are skipped without being read. Memory stays that of the trees on the way
+/// down, whatever the number of changes (two crafted snapshots of 2M deep paths took
+/// 7.9 GB when the changes were collected; hostile pass 5). An error from `sink` ends
+/// the walk and is returned.
 pub fn diff(
     repo: &Repository,
-    a: &Snapshot,
-    b: &Snapshot,
+    (a, b): (&Snapshot, &Snapshot),
     path: Option<&Path>,
-) -> Result<DiffReport> {
+    sink: &mut dyn FnMut(Change) -> Result<()>,
+) -> Result<DiffTotals> {
     let base = path.unwrap_or(Path::new("/")).to_path_buf();
     // The node at `base` (`None` where a snapshot lacks it), or for `/` a directory node
     // holding the root tree.
@@ -326,25 +342,20 @@ pub fn diff(
         .all(|c| matches!(c, Component::RootDir | Component::CurDir));
     let mut differ = Differ {
         repo,
-        report: DiffReport::default(),
+        totals: DiffTotals::default(),
+        sink,
         budgets: [Budget::of(a), Budget::of(b)],
     };
     let depth = base.components().count().saturating_sub(1);
     differ.compare(&base, (na.as_ref(), nb.as_ref()), is_root, depth)?;
-    let mut report = differ.report;
-    report.changes.sort_by(|x, y| {
-        x.path
-            .as_os_str()
-            .as_bytes()
-            .cmp(y.path.as_os_str().as_bytes())
-    });
-    Ok(report)
+    Ok(differ.totals)
 }
 
 /// A diff's walk of two trees at once, each counted against its own snapshot's limits.
 struct Differ<'r> {
     repo: &'r Repository,
-    report: DiffReport,
+    totals: DiffTotals,
+    sink: &'r mut dyn FnMut(Change) -> Result<()>,
     /// The first snapshot's, then the second's.
     budgets: [Budget; 2],
 }
@@ -372,14 +383,7 @@ impl Differ<'_> {
             (Some(x), Some(y)) => {
                 let what = differences(x, y);
                 if !what.is_empty() && !is_base {
-                    record(
-                        &mut self.report,
-                        path,
-                        ChangeKind::Changed,
-                        what,
-                        x.size,
-                        y.size,
-                    );
+                    self.record(path, ChangeKind::Changed, what, (x.size, y.size))?;
                 }
                 if x.subtree != y.subtree {
                     let ea = self.entries(x, path, FIRST, depth)?;
@@ -424,6 +428,25 @@ impl Differ<'_> {
         Ok(out)
     }
 
+    /// Counts a change and hands it to the sink.
+    fn record(
+        &mut self,
+        path: &Path,
+        change: ChangeKind,
+        what: Vec<&'static str>,
+        (size_before, size_after): (u64, u64),
+    ) -> Result<()> {
+        let c = Change {
+            path: path.to_path_buf(),
+            change,
+            what,
+            size_before,
+            size_after,
+        };
+        self.totals.count(&c);
+        (self.sink)(c)
+    }
+
     /// A node added or removed, with everything below it.
     fn whole(
         &mut self,
@@ -438,7 +461,7 @@ impl Differ<'_> {
                 ChangeKind::Removed => (n.size, 0),
                 _ => (0, n.size),
             };
-            record(&mut self.report, path, change, Vec::new(), before, after);
+            self.record(path, change, Vec::new(), (before, after))?;
         }
         let side = match change {
             ChangeKind::Removed => FIRST,
@@ -450,30 +473,6 @@ impl Differ<'_> {
         }
         Ok(())
     }
-}
-
-fn record(
-    report: &mut DiffReport,
-    path: &Path,
-    change: ChangeKind,
-    what: Vec<&'static str>,
-    size_before: u64,
-    size_after: u64,
-) {
-    match change {
-        ChangeKind::Added => report.added += 1,
-        ChangeKind::Removed => report.removed += 1,
-        ChangeKind::Changed => report.changed += 1,
-    }
-    report.bytes_added += size_after.saturating_sub(size_before);
-    report.bytes_removed += size_before.saturating_sub(size_after);
-    report.changes.push(Change {
-        path: path.to_path_buf(),
-        change,
-        what,
-        size_before,
-        size_after,
-    });
 }
 
 /// What differs between two nodes of the same kind (a directory's entries are compared

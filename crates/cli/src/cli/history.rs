@@ -105,36 +105,76 @@ pub fn diff(global: &Global, args: DiffArgs) -> anyhow::Result<i32> {
     let f = args.filter.filter(global, &repo)?;
     let (_, a) = repo.snapshots().find_in(&args.first, &f)?;
     let (_, b) = repo.snapshots().find_in(&args.second, &f)?;
-    let report = history::diff(&repo, &a, &b, args.path.as_deref())?;
-    if global.json {
-        output::print_json(&report);
-        return Ok(exit::OK);
-    }
+    // Each change is printed as the walk meets it: a diff of millions of paths holds
+    // none of them.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for c in &report.changes {
-        let mut line = match c.change {
-            ChangeKind::Added => b"+ ".to_vec(),
-            ChangeKind::Removed => b"- ".to_vec(),
-            ChangeKind::Changed => b"M ".to_vec(),
-        };
-        escape_into(&mut line, c.path.as_os_str().as_bytes());
-        if !c.what.is_empty() {
-            line.extend_from_slice(format!("  ({})", c.what.join(", ")).as_bytes());
+    let mut walk = |sink: &mut dyn FnMut(history::Change) -> strata::Result<()>| {
+        history::diff(&repo, (&a, &b), args.path.as_deref(), sink)
+    };
+    if global.json {
+        diff_json(&mut out, &mut walk)?;
+    } else {
+        let totals = walk(&mut |c| out.write_all(&change_line(&c)).map_err(stdout))?;
+        if !global.quiet {
+            writeln!(
+                out,
+                "{} added, {} removed, {} changed; +{} -{}",
+                totals.added,
+                totals.removed,
+                totals.changed,
+                output::bytes(totals.bytes_added),
+                output::bytes(totals.bytes_removed)
+            )?;
         }
-        line.push(b'\n');
-        out.write_all(&line)?;
-    }
-    if !global.quiet {
-        writeln!(
-            out,
-            "{} added, {} removed, {} changed; +{} -{}",
-            report.added,
-            report.removed,
-            report.changed,
-            output::bytes(report.bytes_added),
-            output::bytes(report.bytes_removed)
-        )?;
     }
     out.flush()?;
     Ok(exit::OK)
+}
+
+type Sink<'a> = &'a mut dyn FnMut(history::Change) -> strata::Result<()>;
+
+/// A write to standard output that failed, as the diff's sink reports it.
+fn stdout(e: std::io::Error) -> strata::Error {
+    strata::Error::io("standard output", e)
+}
+
+/// `diff --json`: one object, `changes` then the totals, written piece by piece as
+/// `walk` hands each change over.
+fn diff_json(
+    out: &mut impl Write,
+    walk: &mut dyn FnMut(Sink) -> strata::Result<history::DiffTotals>,
+) -> anyhow::Result<()> {
+    out.write_all(b"{\n  \"changes\": [")?;
+    let mut first = true;
+    let totals = walk(&mut |c| {
+        let sep = if std::mem::take(&mut first) {
+            "\n"
+        } else {
+            ",\n"
+        };
+        let json = serde_json::to_string(&c).expect("JSON");
+        write!(out, "{sep}    {json}").map_err(stdout)
+    })?;
+    out.write_all(if first { b"]" } else { b"\n  ]" })?;
+    let totals = serde_json::to_value(totals).expect("JSON");
+    for (k, v) in totals.as_object().expect("an object") {
+        write!(out, ",\n  {}: {v}", serde_json::Value::from(k.as_str()))?;
+    }
+    out.write_all(b"\n}\n")?;
+    Ok(())
+}
+
+/// `diff`'s line for one change: `+`, `-` or `M`, the path escaped, what differs.
+fn change_line(c: &history::Change) -> Vec<u8> {
+    let mut line = match c.change {
+        ChangeKind::Added => b"+ ".to_vec(),
+        ChangeKind::Removed => b"- ".to_vec(),
+        ChangeKind::Changed => b"M ".to_vec(),
+    };
+    escape_into(&mut line, c.path.as_os_str().as_bytes());
+    if !c.what.is_empty() {
+        line.extend_from_slice(format!("  ({})", c.what.join(", ")).as_bytes());
+    }
+    line.push(b'\n');
+    line
 }

@@ -119,13 +119,24 @@ pub struct Bounded {
 /// Runs strata with `args` under an address-space limit of `mem_mib` MiB, killed after
 /// `secs` seconds: a crafted input must fail fast and small, not slowly and big.
 pub fn run_bounded(env: &Env, args: &[&str], mem_mib: u64, secs: u64) -> Bounded {
+    run_bounded_to(env, args, (mem_mib, secs), Stdio::piped())
+}
+
+/// [`run_bounded`] with standard output to `stdout` (a file, for output too large to hold
+/// in the test; then `out.stdout` is empty).
+pub fn run_bounded_to(
+    env: &Env,
+    args: &[&str],
+    (mem_mib, secs): (u64, u64),
+    stdout: Stdio,
+) -> Bounded {
     let mut cmd = env.std_cmd();
     // The limit is on address space: glibc's per-thread arenas reserve 64 MiB each, which
     // a restore's read threads multiply without using; two arenas measure what is used.
     cmd.env("MALLOC_ARENA_MAX", "2");
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped());
     let limit = mem_mib << 20;
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
@@ -143,10 +154,12 @@ pub fn run_bounded(env: &Env, args: &[&str], mem_mib: u64, secs: u64) -> Bounded
     }
     let start = Instant::now();
     let mut child = cmd.spawn().unwrap();
-    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (so, mut se) = (child.stdout.take(), child.stderr.take().unwrap());
     let out_t = std::thread::spawn(move || {
         let mut v = Vec::new();
-        so.read_to_end(&mut v).ok();
+        if let Some(mut so) = so {
+            so.read_to_end(&mut v).ok();
+        }
         v
     });
     let err_t = std::thread::spawn(move || {

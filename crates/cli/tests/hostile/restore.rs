@@ -832,15 +832,19 @@ fn a_socket_is_named_as_not_restored() {
 // Issue 31, item 7 (hostile pass 4): within every bound (the summary, the sharing), 80 KB of
 // trees name two million entries. A restore holds one batch of them at a time, not all:
 // about 1 KB per entry made this one need two gigabytes.
-#[test]
-fn a_restore_of_two_million_entries_holds_a_batch_not_all() {
-    let env = &Env::local();
-    env.init();
+/// 8192 files in each of 256 directories from a few trees, within every bound; with
+/// `long`, each directory's name is 250 bytes and the files lie one more such level down
+/// (paths of ~520 bytes). The snapshot's id, and how many files it holds.
+fn two_million_entries(env: &Env, long: bool) -> (strata::SnapshotId, u64) {
     let (files, dirs) = (8192u64, 256u64);
     let summary = strata::Summary {
         files_new: files * dirs,
-        dirs: dirs + 1,
+        dirs: if long { 2 * dirs + 1 } else { dirs + 1 },
         ..Default::default()
+    };
+    let pad = |s: String| match long {
+        true => format!("{s}{}", "x".repeat(250 - s.len())),
+        false => s,
     };
     let id = craft::snapshot_with(env, summary, |c| {
         let empty = |i: u64| {
@@ -851,13 +855,24 @@ fn a_restore_of_two_million_entries_holds_a_batch_not_all() {
             n.mode = 0o644;
             n
         };
-        let leaf = c.tree((0..files).map(empty).collect());
+        let mut leaf = c.tree((0..files).map(empty).collect());
+        if long {
+            leaf = c.tree(vec![craft::dir(&pad("e".into()), leaf)]);
+        }
         c.tree(
             (0..dirs)
-                .map(|i| craft::dir(&format!("d{i:03}"), leaf))
+                .map(|i| craft::dir(&pad(format!("d{i:03}")), leaf))
                 .collect(),
         )
     });
+    (id, files * dirs)
+}
+
+#[test]
+fn a_restore_of_two_million_entries_holds_a_batch_not_all() {
+    let env = &Env::local();
+    env.init();
+    let (id, files) = two_million_entries(env, false);
     let t = env.path("t").display().to_string();
     let b = craft::run_bounded(
         env,
@@ -872,5 +887,60 @@ fn a_restore_of_two_million_entries_holds_a_batch_not_all() {
         b.elapsed
     );
     let out = String::from_utf8_lossy(&b.out.stdout);
-    assert!(out.contains(&(files * dirs).to_string()), "{out}");
+    assert!(out.contains(&files.to_string()), "{out}");
+}
+
+// Hostile pass 5 (E3): `diff` collected every change before printing one; two crafted
+// snapshots of two million deep paths took 7.9 GB. Each change is printed as met now: the
+// diff's memory is that of the trees on the way down. (Collected, these 2M changes of
+// ~520-byte paths need over 1.2 GB: the limit below failed the old code.)
+#[test]
+fn a_diff_of_two_million_changes_prints_them_as_it_goes() {
+    let env = &Env::local();
+    env.init();
+    let empty = craft::snapshot(env, |c| c.tree(vec![]));
+    let (id, files) = two_million_entries(env, true);
+    for json in [false, true] {
+        let listing = env.path(if json { "diff.json" } else { "diff.txt" });
+        let mut args = vec!["diff", "--quiet"];
+        if json {
+            args[1] = "--json";
+        }
+        let (a, b) = (empty.to_hex(), id.to_hex());
+        args.extend([a.as_str(), b.as_str()]);
+        let to = std::fs::File::create(&listing).unwrap();
+        let run = craft::run_bounded_to(env, &args, (1024, 180), to.into());
+        let err = stderr(&run.out);
+        assert!(
+            !run.timed_out && run.out.status.success(),
+            "{:?}: {err}",
+            run.elapsed
+        );
+        let text = fs::read_to_string(&listing).unwrap();
+        if json {
+            // Parsed in pieces: as one value, 2M changes would weigh gigabytes here.
+            let (changes, totals) = text.rsplit_once("\n  ]").unwrap();
+            let totals: serde_json::Value =
+                serde_json::from_str(&format!("{{{}", &totals[1..])).unwrap();
+            assert_eq!(totals["added"], files + 512, "{totals}");
+            let mut lines = changes.lines();
+            assert_eq!(lines.next(), Some("{"));
+            assert_eq!(lines.next(), Some("  \"changes\": ["));
+            let mut n = 0u64;
+            for line in lines {
+                let c: serde_json::Value =
+                    serde_json::from_str(line.trim().trim_end_matches(',')).unwrap();
+                assert_eq!(c["change"], "added", "{c}");
+                n += 1;
+            }
+            assert_eq!(n, files + 512);
+        } else {
+            assert_eq!(text.lines().count() as u64, files + 512);
+            assert!(
+                text.lines().all(|l| l.starts_with("+ /d")),
+                "{}",
+                &text[..200]
+            );
+        }
+    }
 }
