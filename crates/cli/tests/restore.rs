@@ -449,3 +449,87 @@ fn a_restore_in_batches_of_one_entry_is_exact() {
         fs::set_permissions(src.join(dir), fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// Hostile pass 5 (E5, E6): a restore killed after some batches had finished their
+/// directories, then run again "to finish": those directories kept the second run's
+/// times (it rewrote their files), and a user's second run could not write into the
+/// read-only ones it had finished (every later run failed, Permission denied). The
+/// journal names them: the second run finishes them again, as one run would have.
+#[test]
+fn a_killed_restore_run_again_finishes_the_directories_its_batches_had_finished() {
+    use nix::sys::signal::Signal;
+    killed_and_finished(&Env::local(), Signal::SIGKILL);
+    killed_and_finished(&Env::local(), Signal::SIGTERM);
+    killed_and_finished(&Env::local().unprivileged(), Signal::SIGTERM);
+}
+
+fn killed_and_finished(env: &Env, sig: nix::sys::signal::Signal) {
+    env.init();
+    let src = env.path("src");
+    let dirs: Vec<String> = (0..20).map(|d| format!("d{d:02}")).collect();
+    for (n, d) in dirs.iter().enumerate() {
+        fs::create_dir_all(src.join(d)).unwrap();
+        for f in 0..100 {
+            fs::write(src.join(d).join(format!("f{f:03}")), format!("{d} {f}")).unwrap();
+        }
+        fs::set_permissions(src.join(d), fs::Permissions::from_mode(0o555)).unwrap();
+        set_mtime(&src.join(d), 1_500_000_000 + n as i64, 0);
+    }
+    // A user's restore makes everything that user's: so is the source.
+    if let Some(uid) = env.run_as {
+        let mut all = vec![src.clone()];
+        for d in &dirs {
+            all.push(src.join(d));
+            all.extend(
+                fs::read_dir(src.join(d))
+                    .unwrap()
+                    .map(|e| e.unwrap().path()),
+            );
+        }
+        for p in all {
+            std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+        }
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path(&format!("t-{sig}"));
+    let first = restored(&target, &src).join(&dirs[0]);
+    // One entry per batch: the first directory is finished long before the last.
+    let child = env
+        .std_cmd()
+        .env("STRATA_RESTORE_BATCH_BYTES", "1")
+        .args(["restore", "latest", "--target", target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished =
+        |p: &Path| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o555);
+    let started = std::time::Instant::now();
+    while !finished(&first) {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "{} never finished",
+            first.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    common::signal(&child, sig);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "finished before the {sig}: {}",
+        stderr(&out)
+    );
+    let last = restored(&target, &src).join(dirs.last().unwrap());
+    assert!(!finished(&last), "finished before the {sig}");
+    let again = env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let diffs = compare_trees(&src, &restored(&target, &src));
+    assert!(
+        diffs.is_empty(),
+        "after {sig}:\n{}\n{again}",
+        diffs.join("\n")
+    );
+    for d in &dirs {
+        fs::set_permissions(src.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}

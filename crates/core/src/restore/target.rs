@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -57,8 +57,8 @@ pub const STAGED: &str = ".strata-restore-";
 /// inode and path) and each directory it staged files in (`S` and path). The staged names
 /// carry its ID. So a later restore into the same target knows a killed one's leftovers for
 /// its own: a journal it can lock is a killed restore's, whose staged files (in the
-/// directories listed, with its ID) it removes and whose directories (still this user's,
-/// mode [`UNFINISHED`], the same inode) it finishes; a journal it cannot lock is a running
+/// directories listed, with its ID) it removes and whose directories (the same inode,
+/// see [`refinish`]) it finishes, those its earlier batches finished too; a journal it cannot lock is a running
 /// restore's, and it stops (hostile pass 3, items 4, 6, 7 and 12). Nothing else is swept.
 struct Journal {
     file: File,
@@ -344,6 +344,30 @@ fn open_enough(st: &rfs::Stat, node: &Node) -> io::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether the directory `fd` (stat `st`), which a killed restore of the same snapshot
+/// made (its journal names the inode), is this restore's to finish: unfinished still
+/// (this user's, [`UNFINISHED`]), or finished by one of the killed restore's earlier
+/// batches. Such a one gets its entries rewritten, so its times (and a read-only mode
+/// that stops a user's rewrite) must be given again at the end (hostile pass 5, E5/E6):
+/// this user's is made [`UNFINISHED`] again, through its descriptor. Root's, given to
+/// the snapshot's owner and group, keeps its mode (root writes anyway); re-giving it
+/// the snapshot's metadata grants that owner nothing they could not do themselves,
+/// should the inode number have come back as a directory of theirs.
+fn refinish(fd: &OwnedFd, st: &mut rfs::Stat, node: &Node) -> io::Result<bool> {
+    let me = nix::unistd::geteuid().as_raw();
+    if st.st_uid != me {
+        return Ok(me == 0 && (st.st_uid, st.st_gid) == (node.uid, node.gid));
+    }
+    if st.st_mode & 0o7777 != UNFINISHED {
+        // An O_PATH descriptor takes no fchmod; its /proc link is the same inode, and
+        // unlike a new open it needs no read permission on a directory finished 0311.
+        let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        rfs::chmod(link.as_str(), Mode::from_raw_mode(UNFINISHED)).map_err(to_io)?;
+        *st = rfs::fstat(fd).map_err(to_io)?;
+    }
+    Ok(st.st_mode & 0o7777 == UNFINISHED)
 }
 
 /// The letters of the group and other permission bits in `bits`.
@@ -711,8 +735,8 @@ impl Target {
     /// Makes `rel` the directory `node`: an existing one is kept if it gives no one more
     /// access than `node` does (see [`open_enough`]), anything else in the way (a symlink
     /// above all) is removed first. Returns the directory's inode when it is the restore's
-    /// to give the snapshot's metadata: made now, or made by a restore that did not finish
-    /// (this user's, mode [`UNFINISHED`]); `None` for one that was there. Entries go into
+    /// to give the snapshot's metadata: made now, or made by a killed restore of the same
+    /// snapshot (see [`refinish`]); `None` for one that was there. Entries go into
     /// it only while it is still the one checked here.
     pub fn make_dir(&self, rel: &Path, node: &Node) -> io::Result<Option<Ident>> {
         if rel.as_os_str().is_empty() {
@@ -724,13 +748,11 @@ impl Target {
         match rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                 let fd = rfs::openat(&parent, name, dir_flags, Mode::empty()).map_err(to_io)?;
-                let st = rfs::fstat(&fd).map_err(to_io)?;
+                let mut st = rfs::fstat(&fd).map_err(to_io)?;
                 open_enough(&st, node)?;
                 // Only one a killed restore made: 1700 is a mode anyone may choose.
                 let id = ident_of(&st);
-                let unfinished = st.st_uid == me
-                    && st.st_mode & 0o7777 == UNFINISHED
-                    && self.inherited.contains(&id);
+                let unfinished = self.inherited.contains(&id) && refinish(&fd, &mut st, node)?;
                 self.checked(rel, &st);
                 return Ok(unfinished.then_some(id));
             }
@@ -1418,6 +1440,51 @@ mod tests {
         killed(b);
         let a2 = Target::open_restoring(&p, false, "aaaa").unwrap();
         assert_eq!(a2.make_dir(Path::new("private"), &node).unwrap(), None);
+    }
+
+    /// Hostile pass 5 (E5, E6): a directory a killed restore had finished (its metadata
+    /// given, read-only) is the next restore's to finish again, writable meanwhile; as
+    /// root, one given to the snapshot's owner only while it is still theirs.
+    #[test]
+    fn a_directory_a_killed_restore_finished_is_finished_again() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        let root = nix::unistd::geteuid().is_root();
+        let owner = if root {
+            65534
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        let node = dir_node(0o555, owner);
+        let how = Apply {
+            owners: root,
+            xattrs: false,
+        };
+        let a = Target::open_restoring(&p, false, "aaaa").unwrap();
+        for d in ["ro", "theirs"] {
+            let made = a.make_dir(Path::new(d), &node).unwrap().unwrap();
+            a.set_dir_metadata(Path::new(d), &node, how, made).unwrap();
+        }
+        killed(a);
+        let mode = |d: &str| std::fs::metadata(p.join(d)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("ro"), 0o555);
+        if root {
+            // Not the snapshot's owner and group any more: not finished again.
+            std::os::unix::fs::chown(p.join("theirs"), None, Some(65533)).unwrap();
+        }
+        let again = Target::open_restoring(&p, false, "aaaa").unwrap();
+        let made = again.make_dir(Path::new("ro"), &node).unwrap();
+        assert!(made.is_some(), "not finished again");
+        assert_eq!(mode("ro"), if root { 0o555 } else { UNFINISHED });
+        again.create_staged(Path::new("ro/f")).unwrap();
+        if root {
+            assert_eq!(again.make_dir(Path::new("theirs"), &node).unwrap(), None);
+        }
+        again
+            .set_dir_metadata(Path::new("ro"), &node, how, made.unwrap())
+            .unwrap();
+        assert_eq!(mode("ro"), 0o555);
     }
 
     /// Hostile pass 3, item 14: a damaged file whose name is 255 bytes could not take the
