@@ -580,19 +580,43 @@ fn unlock_clears_a_lock_whose_process_is_gone() {
     env.ok(&["prune"]);
 }
 
-/// Item 15: `ls` escapes control characters in names.
+/// Item 15: `ls` escapes control characters in names; since hostile pass 5 (E7) also C1
+/// controls (U+009B is the 8-bit CSI to xterm), bidi overrides, line separators and bytes
+/// that are not UTF-8, in `ls`, `find` and `diff` alike.
 #[test]
-fn ls_escapes_control_characters() {
+fn ls_find_and_diff_escape_control_characters() {
+    use std::os::unix::ffi::OsStrExt;
     let env = &Env::local();
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
+    let first = env.backup(&[src.to_str().unwrap()]);
     fs::write(src.join("evil\nname\x1b[31m"), "x").unwrap();
-    env.backup(&[src.to_str().unwrap()]);
-    let out = env.ok(&["ls", "latest"]);
-    assert!(out.contains("evil\\nname\\x1b[31m"), "{out}");
-    assert!(!out.contains('\x1b'));
-    assert!(!out.lines().any(|l| l.starts_with("name")), "{out}");
+    fs::write(
+        src.join("c1\u{9b}31m bidi\u{202e}txt.exe sep\u{2028}end"),
+        "x",
+    )
+    .unwrap();
+    fs::write(src.join(std::ffi::OsStr::from_bytes(b"lone\x9b[2J")), "x").unwrap();
+    let second = env.backup(&[src.to_str().unwrap()]);
+    let id = |r: &serde_json::Value| r["snapshot_id"].as_str().unwrap().to_string();
+    for out in [
+        env.ok(&["ls", "latest"]),
+        env.ok(&["find", "*"]),
+        env.ok(&["diff", &id(&first), &id(&second)]),
+    ] {
+        assert!(out.contains("evil\\nname\\x1b[31m"), "{out}");
+        assert!(
+            out.contains("c1\\x9b31m bidi\\u{202e}txt.exe sep\\u{2028}end"),
+            "{out}"
+        );
+        assert!(out.contains("lone\\x9b[2J"), "{out}");
+        for raw in ["\x1b", "\u{9b}", "\u{202e}", "\u{2028}"] {
+            assert!(!out.contains(raw), "raw {raw:?} in {out}");
+        }
+        assert!(!out.as_bytes().contains(&0x9b), "a raw 0x9b byte in {out}");
+        assert!(!out.lines().any(|l| l.starts_with("name")), "{out}");
+    }
 }
 
 /// Item 15: a password command that hangs is stopped and named.

@@ -117,8 +117,8 @@ pub use repo::snapshot::{
 };
 pub use repo::tree::{Node, NodeKind, Timespec, Tree, Xattr};
 pub use repo::{Files, Index, Keys, Repository, Snapshots, Trees, WarningSink};
-pub use util::printable;
 pub use util::{hostname, is_root};
+pub use util::{printable, printable_name};
 
 /// Engine internals for this crate's own benchmarks, examples and tests (which build
 /// repositories by hand, damage them, or time one layer alone). Not part of the API: no

@@ -48,23 +48,47 @@ pub fn group_name(gid: u32) -> Option<String> {
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            // Line and paragraph separators end a line for some terminals and viewers;
-            // bidirectional overrides reorder what follows them.
-            '\u{2028}'
-            | '\u{2029}'
-            | '\u{200e}'
-            | '\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2066}'..='\u{2069}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
+        push_printable(&mut out, c);
+    }
+    out
+}
+
+/// `name` as [`printable`] shows it, a backslash doubled and each byte that is not UTF-8
+/// as `\xNN` (a lone 0x9b is the 8-bit CSI to some terminals): a listing's line that
+/// tells every name apart and cannot be taken for another.
+pub fn printable_name(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c => push_printable(&mut out, c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out
+}
+
+fn push_printable(out: &mut String, c: char) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        // C0, DEL and C1 (U+009B is the 8-bit CSI to xterm in UTF-8).
+        c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+        // Line and paragraph separators end a line for some terminals and viewers;
+        // bidirectional overrides reorder what follows them.
+        '\u{2028}'
+        | '\u{2029}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        c => out.push(c),
+    }
 }
 
 /// Whether this process runs as root (and so may give files away to their owners).
@@ -109,5 +133,13 @@ mod tests {
     fn separators_and_bidi_overrides_are_escaped() {
         let shown = super::printable("a\u{2028}b\u{202e}c\nd\x1be é");
         assert_eq!(shown, "a\\u{2028}b\\u{202e}c\\nd\\x1be é");
+    }
+
+    /// Hostile pass 5 (E7): C1 controls and bytes that are not UTF-8 passed raw in
+    /// listings; a backslash is doubled so that no name passes for another's escape.
+    #[test]
+    fn names_escape_c1_controls_stray_bytes_and_backslashes() {
+        let shown = super::printable_name(b"a\xc2\x9bb\x9b\\x9b\xff\xc3\xa9\n");
+        assert_eq!(shown, "a\\x9bb\\x9b\\\\x9b\\xffé\\n");
     }
 }

@@ -127,19 +127,10 @@ fn node_json(path: &Path, n: &Node) -> serde_json::Value {
     })
 }
 
-/// Appends a name with control characters and backslashes escaped (`\n`, `\x1b`, `\\`),
-/// so a hostile file name can neither forge lines nor drive the terminal.
+/// Appends a name as [`strata::printable_name`] shows it (`\n`, `\x1b`, `\x9b`, `\\`,
+/// `\u{202e}`), so a hostile file name can neither forge lines nor drive the terminal.
 pub fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
-    for &b in name {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
-            b => out.push(b),
-        }
-    }
+    out.extend_from_slice(strata::printable_name(name).as_bytes());
 }
 
 pub fn ls(global: &Global, args: LsArgs) -> anyhow::Result<i32> {
