@@ -1005,6 +1005,35 @@ fn a_full_disk_leaves_no_temporaries_and_one_line_per_cause() {
     assert!(err.contains("more path(s) with the same error"), "{err}");
     assert!(err.lines().count() < 20, "{err}");
     assert!(err.contains("not restored exactly"), "{err}");
+    // Hostile pass 5 (F4): what the full disk cut short was kept as `.strata-damaged`
+    // (a partial copy still filling the disk), and kept after a successful re-run.
+    assert!(err.contains("could not take, removed"), "{err}");
+    let junk: Vec<_> = walk(&env.path("t"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".strata-"))
+        .collect();
+    assert!(junk.is_empty(), "{junk:?}\n{err}");
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(env.path("t"))
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        env.path("t").to_str().unwrap(),
+    ]);
+    let diffs = compare_trees(&src, &restored(&env.path("t"), &src));
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let junk = walk(&env.path("t"));
+    assert!(
+        !junk
+            .iter()
+            .any(|p| p.to_string_lossy().contains(".strata-")),
+        "{junk:?}"
+    );
 }
 
 /// Work a test puts between two steps of the engine.

@@ -351,13 +351,27 @@ fn one(
         print_summary(&report, args);
     }
     if !report.errors.is_empty() {
+        let mut how = Vec::new();
+        if report.marked_damaged > 0 {
+            how.push(format!(
+                "{} written, and renamed with the suffix .strata-damaged",
+                report.marked_damaged
+            ));
+        }
+        if report.unwritten > 0 {
+            how.push(format!(
+                "{} the target could not take, removed: free space or fix the target, \
+                 and restore again",
+                report.unwritten
+            ));
+        }
         eprintln!(
             "restore incomplete: {} error(s); {} file(s) not restored exactly{}",
             report.errors.len(),
             report.damaged_files.len(),
-            match report.marked_damaged {
-                0 => String::new(),
-                n => format!(" ({n} written, and renamed with the suffix .strata-damaged)"),
+            match how.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", how.join("; ")),
             }
         );
         return Ok((exit::FAILURE, json));

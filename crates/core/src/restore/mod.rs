@@ -159,6 +159,10 @@ pub struct RestoreReport {
     pub damaged_files: Vec<PathBuf>,
     /// Of those, the ones written and renamed with the suffix `.strata-damaged`.
     pub marked_damaged: u64,
+    /// Of those, the ones the target could not take (a full disk, an I/O error): what
+    /// was written of them is removed, not kept as damaged (it is the snapshot's, not
+    /// damage, and a partial copy would keep the disk full).
+    pub unwritten: u64,
     /// Serialized as `path: cause` lines.
     #[serde(serialize_with = "as_lines")]
     pub errors: Vec<RestoreError>,
@@ -234,6 +238,9 @@ struct Trouble {
     errors: Mutex<Vec<RestoreError>>,
     /// Items (by index) whose content is not what the snapshot holds.
     damaged: Mutex<HashSet<usize>>,
+    /// Of those, the ones a write to the target failed for (see
+    /// [`RestoreReport::unwritten`]).
+    unwritten: Mutex<HashSet<usize>>,
 }
 
 impl Trouble {
@@ -254,6 +261,12 @@ impl Trouble {
         if self.damaged.lock().unwrap().insert(idx) {
             self.error(Some(&items[idx].path), cause);
         }
+    }
+
+    /// Item `idx`'s file could not be written to the target.
+    fn unwritten(&self, items: &[Item], idx: usize, cause: impl fmt::Display) {
+        self.unwritten.lock().unwrap().insert(idx);
+        self.damaged(items, idx, cause);
     }
 }
 
@@ -463,6 +476,7 @@ impl Run<'_> {
         if self.opts.verify {
             self.report.verified_files += ctx.verify();
         }
+        self.report.unwritten += ctx.remove_unwritten();
         self.report.marked_damaged += ctx.mark_damaged();
         // Last: a directory's mode may shut out what came before (its owner's writes, too),
         // and one changed is no longer the directory checked (see `Target::make_dir`).
@@ -747,6 +761,8 @@ struct FileSlot {
     finished: AtomicBool,
     /// Renamed from its staged name onto its own.
     placed: AtomicBool,
+    /// Removed: the target could not take it.
+    gone: AtomicBool,
 }
 
 impl FileSlot {
@@ -976,7 +992,7 @@ impl Ctx<'_> {
                             let done = finish_file(t, (&f, dir.as_ref()), item, slot, self.how);
                             self.finished(idx, done)
                         }
-                        Err(e) => self.trouble.damaged(self.items, idx, e),
+                        Err(e) => self.trouble.unwritten(self.items, idx, e),
                     };
                 } else {
                     create(t, item)
@@ -1167,6 +1183,33 @@ impl Ctx<'_> {
 
     /// A file that is not what the snapshot holds must not pass for it: renamed. Returns
     /// how many were.
+    /// Removes what was written of the files the target could not take, which are then
+    /// neither marked damaged nor (being neither placed nor staged) anything more.
+    fn remove_unwritten(&self) -> u64 {
+        let Some(t) = self.target else {
+            return 0;
+        };
+        let unwritten = std::mem::take(&mut *self.trouble.unwritten.lock().unwrap());
+        let mut removed = 0;
+        for idx in unwritten {
+            let (item, slot) = (&self.items[idx], &self.files[idx]);
+            if slot.failed() || !slot.created() {
+                continue;
+            }
+            match t.remove_file(&slot.name(item.rel())) {
+                Ok(()) => {
+                    slot.gone.store(true, Ordering::Release);
+                    removed += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => self
+                    .trouble
+                    .error(Some(&item.path), format!("cannot remove: {e}")),
+            }
+        }
+        removed
+    }
+
     fn mark_damaged(&self) -> u64 {
         let Some(t) = self.target else {
             return 0;
@@ -1183,7 +1226,7 @@ impl Ctx<'_> {
         damaged.sort_unstable();
         for idx in &damaged {
             let item = &self.items[*idx];
-            if self.files[*idx].failed() {
+            if self.files[*idx].failed() || self.files[*idx].gone.load(Ordering::Acquire) {
                 continue;
             }
             let now = self.files[*idx].name(item.rel());
@@ -1342,7 +1385,7 @@ fn restore_blob(ctx: &Ctx<'_>, pack: &PackId, f: &Fetch, buf: &[u8], at: u64) {
                 ctx.finished(*idx, done)
             }
             Ok(_) => {}
-            Err(e) => ctx.trouble.damaged(ctx.items, *idx, e),
+            Err(e) => ctx.trouble.unwritten(ctx.items, *idx, e),
         }
     }
 }
