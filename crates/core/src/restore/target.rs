@@ -718,7 +718,21 @@ impl Target {
                 display_rel(rel)
             ))
         })?;
-        let fd = self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?;
+        // It was there: gone now, or a link or no directory on the way, it was swapped
+        // (hostile pass 5, F2: thousands of bare ENOENT and ELOOP said nothing of that).
+        let fd = self
+            .open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+            .map_err(
+                |e| match e.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+                    Some(
+                        rustix::io::Errno::NOENT
+                        | rustix::io::Errno::LOOP
+                        | rustix::io::Errno::NOTDIR
+                        | rustix::io::Errno::XDEV,
+                    ) => dir_changed(rel),
+                    _ => e,
+                },
+            )?;
         match Checked::of(&rfs::fstat(&fd).map_err(to_io)?) == want {
             true => Ok(fd),
             false => Err(dir_changed(rel)),
@@ -1345,6 +1359,19 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("moved away"), "{err}");
         assert_eq!(entries(&p("moved")), 1);
+        // Below a swapped directory (nothing there now, or a link): said so, not a bare
+        // ENOENT or ELOOP per file (hostile pass 5, F2).
+        t.make_dir(Path::new("e"), &node).unwrap().unwrap();
+        t.make_dir(Path::new("e/sub"), &node).unwrap();
+        std::fs::rename(p("e"), p("e-moved")).unwrap();
+        std::fs::create_dir(p("e")).unwrap();
+        let err = t.create_staged(Path::new("e/sub/f")).err().unwrap();
+        assert!(err.to_string().contains("moved away or changed"), "{err}");
+        std::fs::remove_dir(p("e")).unwrap();
+        std::os::unix::fs::symlink(p("e-moved"), p("e")).unwrap();
+        let err = t.create_staged(Path::new("e/sub/f")).err().unwrap();
+        assert!(err.to_string().contains("moved away or changed"), "{err}");
+        assert_eq!(entries(&p("e-moved/sub")), 0);
     }
 
     /// A restore killed outright: its target dropped without [`Target::done`].
