@@ -533,3 +533,39 @@ fn killed_and_finished(env: &Env, sig: nix::sys::signal::Signal) {
         fs::set_permissions(src.join(d), fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// Hostile pass 5 (E8): a hard link that cannot be made (past ext4's link limit there; a
+/// directory of the operator's holding its name here) was two errors per name, the second
+/// a misleading "replaced during the restore" from giving it metadata. One error now.
+#[test]
+fn a_hard_link_not_made_is_one_error() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "linked").unwrap();
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    let held = restored(&target, &src).join("b/inner");
+    fs::create_dir_all(&held).unwrap();
+    fs::write(held.join("f"), "the operator's").unwrap();
+    for d in [held.as_path(), held.parent().unwrap()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let mut d = held.parent().unwrap().parent().unwrap();
+    while d.starts_with(&target) {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+        d = d.parent().unwrap();
+    }
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("1 error(s)"), "{err}");
+    assert!(!err.contains("replaced"), "{err}");
+    assert_eq!(fs::read(held.join("f")).unwrap(), b"the operator's");
+    assert_eq!(
+        fs::read(restored(&target, &src).join("a")).unwrap(),
+        b"linked"
+    );
+}

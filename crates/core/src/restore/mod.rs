@@ -1066,6 +1066,9 @@ impl Ctx<'_> {
                 (None, None) => files[idx].open(t, item).map(drop),
             };
             if let Err(e) = made {
+                // A link not made (past the file system's link limit, say) is no entry
+                // to give metadata: one error, not a second ENOENT (hostile pass 5, E8).
+                let _ = files[idx].created.set(Err(e.to_string()));
                 self.trouble.error(Some(&item.path), e);
             }
         };
@@ -1181,8 +1184,6 @@ impl Ctx<'_> {
         verified
     }
 
-    /// A file that is not what the snapshot holds must not pass for it: renamed. Returns
-    /// how many were.
     /// Removes what was written of the files the target could not take, which are then
     /// neither marked damaged nor (being neither placed nor staged) anything more.
     fn remove_unwritten(&self) -> u64 {
@@ -1210,6 +1211,8 @@ impl Ctx<'_> {
         removed
     }
 
+    /// A file that is not what the snapshot holds must not pass for it: renamed. Returns
+    /// how many were.
     fn mark_damaged(&self) -> u64 {
         let Some(t) = self.target else {
             return 0;
