@@ -181,6 +181,23 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         err.contains("nothing matched") && err.contains("set critical"),
         "{err}"
     );
+    // Hostile pass 5 (F9): nor is an empty target left behind; one that was there stays.
+    assert!(!t.exists(), "an empty target left");
+    fs::create_dir(&t).unwrap();
+    let out = env.run(&[
+        "--config",
+        &c,
+        "restore",
+        "latest",
+        "--set",
+        "critical",
+        "--include",
+        "*/nothing/*",
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(t.is_dir(), "the operator's target went");
     // A path not in the snapshot: the error says which snapshot was searched.
     let out = env.run(&[
         "--config",

@@ -221,12 +221,23 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
             return Ok(code);
         }
     }
+    let existed = std::fs::symlink_metadata(&args.target).is_ok();
     let mut code = exit::OK;
     let mut results = Vec::new();
+    let mut restored = 0;
     for (id, snap) in &picks {
         let (c, json) = one(global, &repo, (id, snap), &opts, &args)?;
         code = code.max(c);
+        restored += ["files", "dirs", "other"]
+            .iter()
+            .map(|k| json[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
         results.push(json);
+    }
+    // Nothing matched: the target this run made is left as it was, absent (an empty
+    // directory only; rmdir takes nothing else).
+    if !existed && restored == 0 && !args.dry_run {
+        let _ = std::fs::remove_dir(&args.target);
     }
     if global.json {
         match results.len() {
