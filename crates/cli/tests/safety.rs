@@ -1478,3 +1478,45 @@ fn the_cached_key_is_read_only_from_a_private_regular_file() {
         stderr(&out)
     );
 }
+
+/// Hostile pass 5: a cache path through another user's symlink (`/shared/eve/link/cache`,
+/// `link` theirs) put root's cache wherever they pointed; a restore target on that path
+/// was refused. Now the cache's path is resolved as a target's: refused, and one through
+/// this user's own link is followed.
+#[test]
+fn a_cache_path_through_another_users_symlink_is_refused() {
+    if !is_root() {
+        panic!("this test needs root to play a second Unix user (run it under tools/test)");
+    }
+    let env = Env::local();
+    env.init();
+    let victim = env.path("victim");
+    fs::create_dir(&victim).unwrap();
+    let theirs = env.path("theirs");
+    std::os::unix::fs::symlink(&victim, &theirs).unwrap();
+    nix::unistd::fchownat(
+        None,
+        &theirs,
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let cache = theirs.join("cache");
+    let out = env.run(&["--cache-dir", cache.to_str().unwrap(), "snapshots"]);
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("symlink owned by uid"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+    let mine = env.path("mine");
+    std::os::unix::fs::symlink(&victim, &mine).unwrap();
+    env.ok(&[
+        "--cache-dir",
+        mine.join("cache").to_str().unwrap(),
+        "snapshots",
+    ]);
+    assert!(victim.join("cache").is_dir());
+}

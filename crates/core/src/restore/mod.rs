@@ -37,6 +37,7 @@ use crate::thaw::{ThawWait, WaitReport};
 use crate::util;
 use crate::walk;
 
+pub(crate) use target::open_trusted_dir;
 pub use target::open_trusted_existing;
 pub(crate) use target::Target;
 pub use target::STAGED;

@@ -119,9 +119,10 @@ pub struct Cache {
 /// agent's socket. An existing directory must be this user's own: one that another user
 /// made first (a cache under a shared parent such as /tmp) is refused, not narrowed,
 /// since its owner could change it back or put a socket of their own in it. A symlink
-/// is followed only if this user made it.
+/// at its name is followed only if this user made it, one on the way to it only if this
+/// user or root did.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if std::fs::metadata(dir).is_ok_and(|m| !m.is_dir()) {
         return Err(Error::BadInput {
             what: "cache directory",
@@ -131,11 +132,13 @@ pub fn private_dir(dir: &Path) -> Result<()> {
             ),
         });
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    // Made (and its parents) as a restore target is: a symlink on the way followed only
+    // if this user or root made it (hostile pass 5: root's cache went into the directory
+    // another user's link pointed at).
+    crate::restore::open_trusted_dir(dir, 0o700).map_err(|e| Error::BadInput {
+        what: "cache directory",
+        reason: format!("{e}: choose another cache directory (--cache-dir)"),
+    })?;
     let me = nix::unistd::geteuid().as_raw();
     let link = std::fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
     let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
