@@ -43,7 +43,7 @@ fn cluster() -> Option<(Cluster, std::sync::MutexGuard<'static, ()>)> {
         if var("STRATA_TEST_S3_REQUIRED").is_some() {
             panic!("STRATA_TEST_S3_REQUIRED is set but no Garage cluster is (tools/garage-cluster start)");
         }
-        eprintln!("NOT RUN: needs a 3-node Garage cluster (run tools/test)");
+        not_run("needs a 3-node Garage cluster (run tools/test)");
         return None;
     };
     let list = |name: &str| -> Vec<String> {

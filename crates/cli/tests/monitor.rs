@@ -19,7 +19,7 @@ fn promtool_accepts(file: &Path) {
         .output()
     else {
         // tools/test installs it; a bare `cargo test` on a machine without it says so.
-        eprintln!("NOT RUN: promtool (Debian package prometheus) is missing");
+        not_run("promtool (Debian package prometheus) is missing");
         return;
     };
     assert!(
@@ -725,7 +725,7 @@ fn a_drill_killed_outright_leaves_its_copy_to_the_next() {
 fn another_users_lock_file_does_not_stop_the_metrics() {
     use std::os::unix::fs::MetadataExt;
     if !is_root() {
-        eprintln!("NOT RUN: another user's lock file needs root to plant (run tools/test)");
+        not_run("another user's lock file needs root to plant (run tools/test)");
         return;
     }
     let env = Env::local();

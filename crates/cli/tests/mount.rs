@@ -38,7 +38,7 @@ fn unmount(mut child: std::process::Child) -> std::process::ExitStatus {
 fn no_fuse() -> bool {
     let missing = !Path::new("/dev/fuse").exists();
     if missing {
-        eprintln!("NOT RUN: no /dev/fuse");
+        not_run("no /dev/fuse");
     }
     missing
 }

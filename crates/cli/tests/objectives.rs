@@ -25,7 +25,7 @@ fn tool(name: &str, package: &str) -> bool {
         if std::env::var_os("STRATA_TEST_S3_REQUIRED").is_some() {
             panic!("{name} (Debian package {package}) is missing; tools/test installs it");
         }
-        eprintln!("NOT RUN: {name} (Debian package {package}) is missing");
+        not_run(&format!("{name} (Debian package {package}) is missing"));
     }
     found
 }

@@ -71,7 +71,7 @@ impl Env {
             if std::env::var_os("STRATA_TEST_S3_REQUIRED").is_some() {
                 panic!("STRATA_TEST_S3_REQUIRED is set but the S3 endpoint is not");
             }
-            eprintln!("NOT RUN: S3 variant needs a Garage server (run tools/test)");
+            not_run("the S3 variant needs a Garage server (run tools/test)");
             return None;
         };
         let mut env = Self::local();
@@ -721,7 +721,7 @@ pub fn moto() -> Option<String> {
             panic!("STRATA_TEST_MOTO_ENDPOINT is not set: run the suite through tools/test")
         }
         Err(_) => {
-            eprintln!("NOT RUN: no moto server (tools/test starts one)");
+            not_run("no moto server (tools/test starts one)");
             None
         }
     }
@@ -821,7 +821,7 @@ impl SmallDisk {
     pub fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
         fs::create_dir_all(&path).unwrap();
         if !is_root() {
-            eprintln!("NOT RUN: a full-disk test needs root to mount a small tmpfs");
+            not_run("a full-disk test needs root to mount a small tmpfs");
             return None;
         }
         let st = std::process::Command::new("mount")
@@ -848,6 +848,26 @@ impl Drop for SmallDisk {
 pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, signal).unwrap();
+}
+
+/// Says that a test (or part of one) cannot run here for want of `what`. Under `tools/test`
+/// (`STRATA_TEST_REQUIRE_ALL`) that is a failure naming it: CI must never count a test
+/// that did not run as passed. Under a plain `cargo test` it is said on stderr and, when
+/// `STRATA_TEST_NOT_RUN_LOG` names a file, counted there.
+pub fn not_run(what: &str) {
+    if let Some(log) = std::env::var_os("STRATA_TEST_NOT_RUN_LOG") {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        writeln!(f, "{what}").unwrap();
+    }
+    if std::env::var_os("STRATA_TEST_REQUIRE_ALL").is_some() {
+        panic!("NOT RUN under tools/test, which requires every test to run: {what}");
+    }
+    eprintln!("NOT RUN: {what}");
 }
 
 /// The workspace's root directory (tools/, docs/, format-spec/).

@@ -293,7 +293,7 @@ fn restore_into(env: &Env, extra: &[&str]) -> (std::path::PathBuf, Output) {
 #[test]
 fn a_root_restore_recreates_owners_setid_bits_and_devices_by_default() {
     if !is_root() {
-        return eprintln!("NOT RUN: needs root");
+        return not_run("needs root");
     }
     let env = &Env::local();
     privileged_entries(env, true);
@@ -309,7 +309,7 @@ fn a_root_restore_recreates_owners_setid_bits_and_devices_by_default() {
 #[test]
 fn no_owner_leaves_everything_the_restoring_users_without_setid_bits_or_capabilities() {
     if !is_root() {
-        return eprintln!("NOT RUN: needs root");
+        return not_run("needs root");
     }
     let env = &Env::local();
     privileged_entries(env, false);
@@ -601,7 +601,7 @@ fn a_bomb_recording_its_expansion_under_mount_ends_in_an_error() {
 fn bomb_under_mount(env: &Env, bomb: strata::SnapshotId, why: &str) {
     use std::time::{Duration, Instant};
     if !std::path::Path::new("/dev/fuse").exists() {
-        return eprintln!("NOT RUN: no /dev/fuse");
+        return not_run("no /dev/fuse");
     }
     let mp = env.path("mp");
     fs::create_dir_all(&mp).unwrap();
