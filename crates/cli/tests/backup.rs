@@ -465,6 +465,18 @@ fn an_empty_cache_backup_skips_unchanged_files_by_the_parent_snapshot(env: &Env)
     assert_eq!(again["files_unchanged"].as_u64().unwrap(), files, "{again}");
     env.restore_latest_verified("r");
     assert!(compare_trees(&src, &restored(&env.path("r"), &src)).is_empty());
+    // Issue 32, mutant 6: the same number of bytes rewritten, the old mtime put back, the
+    // cache gone again: the change (its ctime) is still seen, not the parent's content kept.
+    let secret = src.join("secret");
+    let mtime = fs::symlink_metadata(&secret).unwrap().modified().unwrap();
+    fs::remove_dir_all(&env.cache).unwrap();
+    fs::write(&secret, b"S3CR3T").unwrap();
+    let since = mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+    set_mtime(&secret, since.as_secs() as i64, since.subsec_nanos() as i64);
+    let v = env.backup(&[s]);
+    assert_eq!(v["bytes_read"], 6, "read again: {v}");
+    let back = restored(&env.restore_latest_verified("r2"), &src);
+    assert_eq!(fs::read(back.join("secret")).unwrap(), b"S3CR3T");
 }
 
 /// The summary tells file data from metadata (trees), counts the files the parent had and

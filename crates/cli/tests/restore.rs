@@ -569,3 +569,71 @@ fn a_hard_link_not_made_is_one_error() {
         b"linked"
     );
 }
+
+/// Issue 32, mutant 4: `--dry-run` promises "read + verify all": a flipped byte in a pack
+/// makes it fail, naming the file, and still writes nothing.
+#[test]
+fn a_dry_run_decrypts_and_fails_on_a_flipped_byte() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(200_000, 7)).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("dry");
+    let args = [
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--dry-run",
+    ];
+    env.ok(&args);
+    let data = env.path("repo/data");
+    let pack = walk(&data).into_iter().find(|p| p.is_file()).unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&pack, bytes).unwrap();
+    let out = env.run(&args);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("/f"), "{}", stderr(&out));
+    assert!(!target.exists());
+}
+
+/// Issue 32, mutant 3: character and block devices come back with their device numbers
+/// (not 0), as root; a Unix socket is skipped and named, as tar skips it.
+#[test]
+fn devices_come_back_with_their_numbers_and_sockets_are_skipped() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !is_root() {
+        return not_run("device nodes need root to make");
+    }
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o640);
+    let char_dev = nix::sys::stat::makedev(1, 3);
+    let block_dev = nix::sys::stat::makedev(7, 201);
+    use nix::sys::stat::{mknod, SFlag};
+    mknod(&src.join("chr"), SFlag::S_IFCHR, mode, char_dev).unwrap();
+    mknod(&src.join("blk"), SFlag::S_IFBLK, mode, block_dev).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    let out = env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let back = restored(&target, &src);
+    let chr = fs::symlink_metadata(back.join("chr")).unwrap();
+    let blk = fs::symlink_metadata(back.join("blk")).unwrap();
+    assert!(
+        chr.file_type().is_char_device() && chr.rdev() == char_dev,
+        "{out}"
+    );
+    assert!(
+        blk.file_type().is_block_device() && blk.rdev() == block_dev,
+        "{out}"
+    );
+    assert_eq!(chr.mode() & 0o7777, 0o640);
+    assert!(fs::symlink_metadata(back.join("sock")).is_err());
+}
