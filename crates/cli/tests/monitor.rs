@@ -835,6 +835,63 @@ fn a_drill_onto_a_full_disk_records_a_failure_not_a_speed() {
     assert_eq!(fs::read_dir(&disk.0).unwrap().count(), 0);
 }
 
+/// Hostile pass 6: a second SIGTERM while a hook that ignores the first runs ended strata
+/// at once and left the hook's group running for ever. It ends the hook too now.
+#[test]
+fn a_second_signal_during_a_hook_ends_the_hook_too() {
+    let env = Env::local();
+    let (app, metrics) = (env.path("app"), env.path("metrics"));
+    let config = two_sets_config(&env, &app, &metrics, "last = 5");
+    let pid_file = env.path("hook.pid");
+    let hook = format!("trap '' TERM; echo $$ > {pid_file:?}; exec sleep 400");
+    let text = fs::read_to_string(&config).unwrap().replace(
+        "[sets.critical]\n",
+        &format!("[sets.critical]\non-success = {hook:?}\n"),
+    );
+    fs::write(&config, text).unwrap();
+    fs::write(app.join("a"), "data").unwrap();
+    env.init();
+    let child = env
+        .std_cmd()
+        .args(["--config", &config, "backup", "critical"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let hook_pid = loop {
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the hook never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    // Killed (a zombie until whoever adopted it reaps it), not running on.
+    let running = || {
+        fs::read_to_string(format!("/proc/{hook_pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let waited = std::time::Instant::now();
+    while running() && waited.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!running(), "the hook outlived strata");
+    assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
+}
+
 /// SIGTERM while a set's hook runs (issue 25, item 7): the hook's process group gets it
 /// too (no orphan, no five-minute wait), the saved snapshot stays, and the exit code and
 /// the metrics agree that the backup succeeded.

@@ -561,7 +561,10 @@ fn a_hard_link_not_made_is_one_error() {
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
-    assert!(err.contains("1 error(s)"), "{err}");
+    assert!(
+        err.contains("1 error(s); 1 file(s) not restored exactly"),
+        "{err}"
+    );
     assert!(!err.contains("replaced"), "{err}");
     assert_eq!(fs::read(held.join("f")).unwrap(), b"the operator's");
     assert_eq!(

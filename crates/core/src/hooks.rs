@@ -5,7 +5,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::sets::BackupSet;
@@ -14,6 +14,23 @@ use crate::sets::BackupSet;
 pub const TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a hook may run once the run was interrupted (it reports the interruption).
 pub const AFTER_SIGNAL: Duration = Duration::from_secs(30);
+
+/// The process group of the child [`wait_or_kill`] waits for now (0: none), for a second
+/// signal, which ends this process at once, to end it too ([`kill_running`]).
+static RUNNING: AtomicI32 = AtomicI32::new(0);
+
+/// Kills the process group of the hook (or other child in its own group) running now, if
+/// any. Async-signal-safe (an atomic load and `killpg`): a handler that ends the process
+/// at once calls it first, or the hook is orphaned and runs on (hostile pass 6).
+pub fn kill_running() {
+    let group = RUNNING.load(Ordering::SeqCst);
+    if group > 0 {
+        // SAFETY: killpg is async-signal-safe and takes no pointers.
+        unsafe {
+            libc::killpg(group, libc::SIGKILL);
+        }
+    }
+}
 
 impl BackupSet {
     /// The hook a run triggers, with its name: `on-success` or `on-failure`.
@@ -140,9 +157,21 @@ pub fn wait_or_kill(
     timeout: Duration,
     stop: Option<&AtomicBool>,
 ) -> std::io::Result<Waited> {
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    RUNNING.store(group.as_raw(), Ordering::SeqCst);
+    let waited = wait_for(child, group, timeout, stop);
+    RUNNING.store(0, Ordering::SeqCst);
+    waited
+}
+
+fn wait_for(
+    child: &mut Child,
+    group: nix::unistd::Pid,
+    timeout: Duration,
+    stop: Option<&AtomicBool>,
+) -> std::io::Result<Waited> {
     use nix::sys::signal::{killpg, Signal};
     const GRACE: Duration = Duration::from_secs(5);
-    let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let started = Instant::now();
     let mut stopping: Option<Instant> = None;
     loop {

@@ -286,14 +286,24 @@ pub fn main() -> i32 {
 
 /// A flag SIGINT and SIGTERM set: a backup then stops reading, saves and indexes what it
 /// uploaded; a restore stops reading packs and removes its partly written files; both exit
-/// 130 saying so. A second signal ends the process at once.
+/// 130 saying so. A second signal ends the process at once, and the hook running then.
 pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     signals_taken_over();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(sig, exit::INTERRUPTED, stop.clone())?;
+        let second = stop.clone();
+        // SAFETY: the handler only loads an atomic, calls killpg and exits, all
+        // async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                if second.load(std::sync::atomic::Ordering::SeqCst) {
+                    strata::hooks::kill_running();
+                    signal_hook::low_level::exit(exit::INTERRUPTED);
+                }
+            })?;
+        }
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)

@@ -258,7 +258,10 @@ pub fn remedy(r: strata::Remedy) -> String {
                         exist, and the next backup stores lost data again), then `strata repair \
                         snapshots` (new snapshots without the files that are lost)";
     match r {
-        Init => "create one with `strata init`".into(),
+        // Said at the start of a command and when a repository vanishes mid-way alike.
+        Init => "check the location: if it was there, it was moved or deleted; a new one \
+                 is made with `strata init`"
+            .into(),
         Unlock => "if that process is gone, run `strata unlock`".into(),
         WarmUp => "thaw what you need with `strata warm-up`".into(),
         RepairIndex => {

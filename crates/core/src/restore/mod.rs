@@ -1069,8 +1069,9 @@ impl Ctx<'_> {
             if let Err(e) = made {
                 // A link not made (past the file system's link limit, say) is no entry
                 // to give metadata: one error, not a second ENOENT (hostile pass 5, E8).
+                // And a file not restored: counted so (hostile pass 6).
                 let _ = files[idx].created.set(Err(e.to_string()));
-                self.trouble.error(Some(&item.path), e);
+                self.trouble.damaged(self.items, idx, e);
             }
         };
         items

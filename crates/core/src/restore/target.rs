@@ -54,7 +54,7 @@ pub const STAGED: &str = ".strata-restore-";
 /// A restore's journal: `.strata-restore-ID.lock` in the target's own directory, this
 /// user's (0600), `flock`ed while the restore runs, removed when it ends. It lists, each
 /// entry ended by a NUL, the restore's pid (`P`), each directory it made (`D`, device,
-/// inode and path) and each directory it staged files in (`S` and path). The staged names
+/// inode, birth time and path) and each directory it staged files in (`S` and path). The staged names
 /// carry its ID. So a later restore into the same target knows a killed one's leftovers for
 /// its own: a journal it can lock is a killed restore's, whose staged files (in the
 /// directories listed, with its ID) it removes and whose directories (the same inode,
@@ -118,7 +118,7 @@ impl Journal {
     }
 
     fn made_dir(&self, rel: &Path, id: Ident) -> io::Result<()> {
-        let mut entry = format!("D{} {} ", id.dev, id.ino).into_bytes();
+        let mut entry = format!("D{} {} {} ", id.dev, id.ino, id.born).into_bytes();
         entry.extend_from_slice(rel.as_os_str().as_bytes());
         self.record(&entry)
     }
@@ -200,30 +200,56 @@ fn other_journals(dir: &OwnedFd, own: u64, path: &Path) -> io::Result<Vec<Killed
 }
 
 /// Which inode an entry the restore created is: a name in a directory another user can
-/// write may be made to point at another inode at any time (issue 31, item 4).
+/// write may be made to point at another inode at any time (issue 31, item 4). The inode
+/// number alone does not tell: one freed comes back at once for the next file made (ext4),
+/// so another user who removes a restored file and makes one of theirs gets its number,
+/// and a hard link or chown by number went to theirs (hostile pass 6: a setuid root copy
+/// of their program). The birth time (statx) tells them apart where the file system keeps
+/// one (ext4, XFS, Btrfs, tmpfs); `born` is 0 where it does not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ident {
     dev: u64,
     ino: u64,
+    born: u64,
 }
 
 impl Ident {
+    /// The inode `fd` is (an `O_PATH` descriptor too).
     pub fn of(fd: impl AsFd) -> io::Result<Self> {
-        Ok(ident_of(&rfs::fstat(fd).map_err(to_io)?))
+        Self::at(fd, "", AtFlags::EMPTY_PATH)
+    }
+
+    /// The inode at `name` in the directory `dir`, not following a symlink.
+    fn at(dir: impl AsFd, name: impl rustix::path::Arg, flags: AtFlags) -> io::Result<Self> {
+        use rustix::fs::{statx, StatxFlags};
+        let flags = flags | AtFlags::SYMLINK_NOFOLLOW;
+        let x = statx(
+            dir,
+            name,
+            flags,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )
+        .map_err(to_io)?;
+        let born = match x.stx_mask & StatxFlags::BTIME.bits() != 0 {
+            true => (x.stx_btime.tv_sec as u64)
+                .wrapping_mul(1_000_000_000)
+                .wrapping_add(u64::from(x.stx_btime.tv_nsec)),
+            false => 0,
+        };
+        Ok(Ident {
+            dev: rfs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            born,
+        })
     }
 
     #[cfg(test)]
     pub fn for_test(ino: u64) -> Self {
-        Ident { dev: 1, ino }
-    }
-}
-
-// `st_dev` and `st_ino` are not u64 on every target.
-#[allow(clippy::unnecessary_cast)]
-fn ident_of(st: &rfs::Stat) -> Ident {
-    Ident {
-        dev: st.st_dev as u64,
-        ino: st.st_ino as u64,
+        Ident {
+            dev: 1,
+            ino,
+            born: 0,
+        }
     }
 }
 
@@ -238,12 +264,13 @@ struct Checked {
 }
 
 impl Checked {
-    fn of(st: &rfs::Stat) -> Self {
-        Checked {
-            id: ident_of(st),
+    /// The directory `fd`, whose stat is `st`.
+    fn of(fd: impl AsFd, st: &rfs::Stat) -> io::Result<Self> {
+        Ok(Checked {
+            id: Ident::of(fd)?,
             uid: st.st_uid,
             mode: st.st_mode & 0o7777,
-        }
+        })
     }
 }
 
@@ -550,10 +577,11 @@ impl Target {
             Ok((j, id)) => (Some(j), id),
             Err(_) => (None, rand::random()),
         };
+        let root = Checked::of(&dir, &st)?;
         let mut target = Target {
             dir,
             path: path.to_path_buf(),
-            dirs: RwLock::new(HashMap::from([(PathBuf::new(), Checked::of(&st))])),
+            dirs: RwLock::new(HashMap::from([(PathBuf::new(), root)])),
             journal,
             id,
             inherited: HashSet::new(),
@@ -590,17 +618,17 @@ impl Target {
                     }
                 }
                 Some((b'D', made)) => {
-                    let mut f = made.splitn(3, |b| *b == b' ');
+                    let mut f = made.splitn(4, |b| *b == b' ');
                     let num = |f: Option<&[u8]>| {
                         std::str::from_utf8(f?)
                             .ok()
                             .and_then(|s| s.parse::<u64>().ok())
                     };
-                    let (dev, ino, rel) = (num(f.next()), num(f.next()), f.next());
-                    if let (Some(dev), Some(ino), Some(rel), true) =
-                        (dev, ino, rel.and_then(journal_path), same)
+                    let (dev, ino, born) = (num(f.next()), num(f.next()), num(f.next()));
+                    if let (Some(dev), Some(ino), Some(born), Some(rel), true) =
+                        (dev, ino, born, f.next().and_then(journal_path), same)
                     {
-                        let id = Ident { dev, ino };
+                        let id = Ident { dev, ino, born };
                         if let Some(j) = &self.journal {
                             j.made_dir(&rel, id)?;
                         }
@@ -733,7 +761,7 @@ impl Target {
                     _ => e,
                 },
             )?;
-        match Checked::of(&rfs::fstat(&fd).map_err(to_io)?) == want {
+        match Checked::of(&fd, &rfs::fstat(&fd).map_err(to_io)?)? == want {
             true => Ok(fd),
             false => Err(dir_changed(rel)),
         }
@@ -765,9 +793,9 @@ impl Target {
                 let mut st = rfs::fstat(&fd).map_err(to_io)?;
                 open_enough(&st, node)?;
                 // Only one a killed restore made: 1700 is a mode anyone may choose.
-                let id = ident_of(&st);
+                let id = Ident::of(&fd)?;
                 let unfinished = self.inherited.contains(&id) && refinish(&fd, &mut st, node)?;
-                self.checked(rel, &st);
+                self.checked(rel, &fd, &st)?;
                 return Ok(unfinished.then_some(id));
             }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
@@ -780,11 +808,12 @@ impl Target {
         let st = rfs::fstat(&fd).map_err(to_io)?;
         match st.st_uid == me && st.st_mode & 0o077 == 0 {
             true => {
+                let id = Ident::of(&fd)?;
                 if let Some(j) = &self.journal {
-                    j.made_dir(rel, ident_of(&st))?;
+                    j.made_dir(rel, id)?;
                 }
-                self.checked(rel, &st);
-                Ok(Some(ident_of(&st)))
+                self.checked(rel, &fd, &st)?;
+                Ok(Some(id))
             }
             false => Err(replaced(rel)),
         }
@@ -800,9 +829,13 @@ impl Target {
     }
 
     /// Records the directory `rel` as checked: entries may go into it while it stays so.
-    fn checked(&self, rel: &Path, st: &rfs::Stat) {
-        let mut dirs = self.dirs.write().unwrap();
-        dirs.insert(rel.to_path_buf(), Checked::of(st));
+    fn checked(&self, rel: &Path, fd: &OwnedFd, st: &rfs::Stat) -> io::Result<()> {
+        let checked = Checked::of(fd, st)?;
+        self.dirs
+            .write()
+            .unwrap()
+            .insert(rel.to_path_buf(), checked);
+        Ok(())
     }
 
     /// Owner (when `how` says so), mode, attributes and times of the directory `rel`, which
@@ -909,19 +942,20 @@ impl Target {
                 (opened.0.as_fd(), opened.1)
             }
         };
-        let st = rfs::statat(parent, staged, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
-        if ident_of(&st) != id {
+        if Ident::at(parent, staged, AtFlags::empty())? != id {
             return Err(replaced(&rel.with_file_name(staged)));
         }
         rfs::renameat(parent, staged, parent, name).map_err(to_io)
     }
 
     /// Removes a killed restore's staged files in the directory `dir` (beneath the
-    /// target): regular files of this user's whose names start with `prefix` (its ID).
+    /// target): whatever is not a directory and has a name that starts with `prefix` (its
+    /// ID), whoever owns it now: root's restore gives a staged file its owner before the
+    /// rename, and one killed in between left a complete hidden copy of that user's file
+    /// (hostile pass 6). Removing a name takes nothing from anyone: no link is followed.
     /// Returns how many went.
     fn sweep(&self, dir: &Path, prefix: &[u8]) -> io::Result<usize> {
         let fd = self.open_beneath(dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-        let me = nix::unistd::geteuid().as_raw();
         let mut removed = 0;
         for entry in rfs::Dir::read_from(&fd).map_err(to_io)? {
             let entry = entry.map_err(to_io)?;
@@ -930,7 +964,7 @@ impl Target {
                 continue;
             }
             let st = rfs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(to_io)?;
-            if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_uid == me {
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
                 rfs::unlinkat(&fd, name, AtFlags::empty()).map_err(to_io)?;
                 removed += 1;
             }
@@ -1410,7 +1444,11 @@ mod tests {
         );
         drop(nested);
         // Killed: its staged file goes with the next restore of its target, whoever
-        // holds a lock on the target directory itself.
+        // holds a lock on the target directory itself, and (hostile pass 6) whoever a
+        // root restore had given it to already.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(p("in").join(&live), Some(65534), Some(65534)).unwrap();
+        }
         killed(outer);
         let holder = File::open(p("")).unwrap();
         rfs::flock(&holder, rfs::FlockOperation::LockExclusive).unwrap();
@@ -1517,6 +1555,40 @@ mod tests {
             .set_dir_metadata(Path::new("ro"), &node, how, made.unwrap())
             .unwrap();
         assert_eq!(mode("ro"), 0o555);
+    }
+
+    /// Hostile pass 6: a restored file removed by another user and made again as theirs
+    /// got the same inode number (ext4 hands a freed one out again at once), and a second
+    /// hard link, then root's chown and setuid bit, went to their file by that number.
+    /// The birth time tells the two apart: the link and the metadata are refused.
+    #[test]
+    fn an_inode_number_come_back_as_another_file_is_not_the_file_restored() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join("t").join(n);
+        let t = Target::open(&dir.path().join("t")).unwrap();
+        let staged = t.create_staged(Path::new("a")).unwrap();
+        let id = Ident::of(&staged.file).unwrap();
+        t.place(Path::new("a"), &staged.name, id, None).unwrap();
+        drop(staged);
+        // Made again until the number comes back (at once on ext4).
+        let reused = (0..1000).any(|_| {
+            std::fs::remove_file(p("a")).unwrap();
+            std::fs::write(p("a"), "theirs").unwrap();
+            std::fs::metadata(p("a")).unwrap().ino() == id.ino
+        });
+        assert!(
+            reused,
+            "the inode number never came back: this file system is no test of it"
+        );
+        let again = Ident::of(File::open(p("a")).unwrap()).unwrap();
+        assert_eq!((again.dev, again.ino), (id.dev, id.ino));
+        assert_ne!(again, id, "no birth time to tell them apart");
+        let err = t.hard_link(Path::new("a"), id, Path::new("b")).unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+        assert!(!p("b").exists());
+        assert!(t.open_meta(Path::new("a"), id).is_err());
+        assert!(t.open_write(Path::new("a"), id).is_err());
     }
 
     /// Hostile pass 3, item 14: a damaged file whose name is 255 bytes could not take the
