@@ -640,3 +640,53 @@ fn devices_come_back_with_their_numbers_and_sockets_are_skipped() {
     assert_eq!(chr.mode() & 0o7777, 0o640);
     assert!(fs::symlink_metadata(back.join("sock")).is_err());
 }
+
+/// Hostile pass 6: a snapshot holding a file under a restore journal's name put it at the
+/// target's top, where the next restore took it for a killed restore's journal (a key
+/// holder's way to have root re-own an existing private directory). Restore's own names
+/// are not restored, at any depth; the rest of the snapshot is.
+#[test]
+fn restores_own_names_are_never_restored() {
+    let env = Env::local();
+    env.init();
+    let journal = ".strata-restore-0123456789abcdef.lock";
+    let forged = format!("P1\0T{}\0D1 2 3 private\0", "0".repeat(64));
+    let out = env
+        .cmd()
+        .args(["backup", "--stdin", "--stdin-filename", journal])
+        .write_stdin(forged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = env.path("t");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(journal) && err.contains("restore's own"),
+        "{err}"
+    );
+    assert!(!target.join(journal).exists());
+    // Deeper down too, and the rest comes back.
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/.strata-restore-x"), "x").unwrap();
+    fs::write(src.join("d/kept"), "kept").unwrap();
+    let id = env.backup(&[src.to_str().unwrap()])["snapshot_id"].clone();
+    let t2 = env.path("t2");
+    let out = env.run(&[
+        "restore",
+        id.as_str().unwrap(),
+        "--target",
+        t2.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("d/.strata-restore-x"),
+        "{}",
+        stderr(&out)
+    );
+    let back = restored(&env.path("t2"), &src);
+    assert_eq!(fs::read(back.join("d/kept")).unwrap(), b"kept");
+    assert!(!back.join("d/.strata-restore-x").exists());
+}

@@ -335,6 +335,14 @@ pub fn run(
                 // Every earlier batch is whole: nothing partly written to remove.
                 return Err(Error::RestoreInterrupted { removed: 0 });
             }
+            // Restore's own names (its staged files, its journal): a snapshot's entry
+            // under one would pass for a killed restore's journal to the next restore
+            // (hostile pass 6: it re-owned an existing private directory), or be swept.
+            if node.name.starts_with(STAGED.as_bytes()) {
+                let cause = format!("not restored: {STAGED}* names are restore's own");
+                trouble.error(Some(&Path::new("/").join(rel)), cause);
+                return Ok(false);
+            }
             let descend = sel.visit(rel, node);
             if sel.full() && gone.borrow().is_none() {
                 run.batch(&mut sel, false)?;
@@ -416,6 +424,9 @@ impl Run<'_> {
     /// restore (files partly written removed).
     fn batch(&mut self, sel: &mut select::Selector<'_>, last: bool) -> Result<()> {
         if sel.is_empty() {
+            // Nothing to write, but the walk's own errors (a tree unread, a name refused)
+            // still go into the report.
+            self.drain(&[], 0);
             return Ok(());
         }
         let select::Batch { items, closed } = sel.take_batch();

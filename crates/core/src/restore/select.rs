@@ -127,8 +127,10 @@ impl<'o> Selector<'o> {
         if (self.opts.excludes.as_ref()).is_some_and(|g| g.is_match(&path)) {
             return false;
         }
+        // The root is no entry of its own: `--include /` matches all below it.
         let matched = self.stack.last().is_some_and(|d| d.matched)
-            || (self.opts.includes.as_ref()).is_none_or(|g| g.is_match(&path));
+            || (self.opts.includes.as_ref())
+                .is_none_or(|g| g.is_match(&path) || g.is_match(Path::new("/")));
         let item = Item {
             path: path.clone(),
             node: node.clone(),
@@ -412,6 +414,19 @@ mod tests {
                 .collect();
             assert_eq!(closed, &["/a/b", "/a"], "budget {budget}");
         }
+    }
+
+    /// Hostile pass 6 (nit): `--include /` matched nothing, the root being no entry.
+    #[test]
+    fn an_include_of_the_root_takes_everything() {
+        let all = batches(&RestoreOptions::default(), usize::MAX, &tree());
+        let opts = RestoreOptions {
+            includes: Patterns::new(&["/".into()]).unwrap(),
+            ..Default::default()
+        };
+        let got = batches(&opts, usize::MAX, &tree());
+        assert!(!got[0].0.is_empty());
+        assert_eq!(got[0].0, all[0].0);
     }
 
     #[test]

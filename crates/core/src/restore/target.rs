@@ -149,6 +149,15 @@ fn journal_path(bytes: &[u8]) -> Option<PathBuf> {
     beneath.then_some(p)
 }
 
+/// Whether `entries` begin as a journal does: the restore's pid, then its tree.
+fn is_journal(entries: &[u8]) -> bool {
+    let mut e = entries.split(|b| *b == 0);
+    let pid = e.next().and_then(|p| p.strip_prefix(b"P"));
+    let tree = e.next().and_then(|t| t.strip_prefix(b"T"));
+    pid.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+        && tree.is_some_and(|t| t.iter().all(u8::is_ascii_hexdigit))
+}
+
 /// The journals of other restores in the target's directory `dir`: those of restores
 /// killed, locked; an error naming a running one.
 fn other_journals(dir: &OwnedFd, own: u64, path: &Path) -> io::Result<Vec<Killed>> {
@@ -174,6 +183,10 @@ fn other_journals(dir: &OwnedFd, own: u64, path: &Path) -> io::Result<Vec<Killed
             &mut std::io::Read::take(&File::from(fd.try_clone()?), MAX_JOURNAL),
             &mut entries,
         )?;
+        // A file of another kind under a journal's name is no journal: left alone.
+        if !is_journal(&entries) {
+            continue;
+        }
         if rfs::flock(&fd, rfs::FlockOperation::NonBlockingLockExclusive).is_err() {
             let pid = entries
                 .split(|b| *b == 0)
@@ -638,7 +651,14 @@ impl Target {
                 _ => {}
             }
         }
-        rfs::unlinkat(&self.dir, killed.name.as_os_str(), AtFlags::empty()).map_err(to_io)
+        // Another snapshot's restore leaves it for a restore of the killed one's to finish
+        // its directories (hostile pass 6: they stayed 1700 for good).
+        match same {
+            true => {
+                rfs::unlinkat(&self.dir, killed.name.as_os_str(), AtFlags::empty()).map_err(to_io)
+            }
+            false => Ok(()),
+        }
     }
 
     /// The restore ended (not killed, not interrupted: then its journal stays, for the
@@ -1508,8 +1528,35 @@ mod tests {
             "kept private"
         );
         killed(b);
+        // Hostile pass 6: B's restore left A's journal, so A's run again finishes it.
         let a2 = Target::open_restoring(&p, false, "aaaa").unwrap();
-        assert_eq!(a2.make_dir(Path::new("private"), &node).unwrap(), None);
+        assert_eq!(a2.make_dir(Path::new("private"), &node).unwrap(), made);
+        a2.done();
+        drop(a2);
+        assert_eq!(journals(&p), 1, "B's, killed");
+    }
+
+    fn journals(p: &Path) -> usize {
+        std::fs::read_dir(p)
+            .unwrap()
+            .filter(|e| journal_id(e.as_ref().unwrap().file_name().as_bytes()).is_some())
+            .count()
+    }
+
+    /// Hostile pass 6: a file under a journal's name that is no journal (a user's, or one
+    /// a snapshot put there) was taken for a killed restore's, then deleted.
+    #[test]
+    fn a_file_under_a_journals_name_that_is_no_journal_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        std::fs::create_dir_all(&p).unwrap();
+        let name = p.join(journal_name(0x0123_4567_89ab_cdef));
+        std::fs::write(&name, b"D1 2 3 private\0").unwrap();
+        let t = Target::open_restoring(&p, false, "aaaa").unwrap();
+        t.done();
+        assert_eq!(std::fs::read(&name).unwrap(), b"D1 2 3 private\0");
+        assert!(is_journal(b"P12\0Taa00\0D1 2 3 x\0"));
+        assert!(!is_journal(b"P\0Taa\0") && !is_journal(b"P1\0Xaa\0"));
     }
 
     /// Hostile pass 5 (E5, E6): a directory a killed restore had finished (its metadata
