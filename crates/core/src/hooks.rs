@@ -207,6 +207,19 @@ fn wait_for(
 mod tests {
     use super::*;
 
+    /// A hook started once the run was stopped (an on-failure alert after SIGTERM) runs
+    /// to its end, within [`AFTER_SIGNAL`], rather than being stopped at once.
+    #[test]
+    fn a_hook_started_after_the_signal_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        let cmd = format!("sleep 0.3; echo ran > {}", done.display());
+        let stopped = AtomicBool::new(true);
+        let outcome = run(&cmd, &[], Stdio::null(), Some(&stopped));
+        assert!(matches!(outcome, HookOutcome::Succeeded));
+        assert!(done.exists());
+    }
+
     /// Hooks, verify commands and psql get neither the repository's password variables
     /// nor the cloud's (issue 31); what they are told, and libpq's own, they keep.
     #[test]

@@ -1578,10 +1578,12 @@ mod tests {
             owners: root,
             xattrs: false,
         };
+        // This user's own, finished read-only.
+        let mine = dir_node(0o555, nix::unistd::geteuid().as_raw());
         let a = Target::open_restoring(&p, false, "aaaa").unwrap();
-        for d in ["ro", "theirs"] {
-            let made = a.make_dir(Path::new(d), &node).unwrap().unwrap();
-            a.set_dir_metadata(Path::new(d), &node, how, made).unwrap();
+        for (d, n) in [("ro", &node), ("theirs", &node), ("mine", &mine)] {
+            let made = a.make_dir(Path::new(d), n).unwrap().unwrap();
+            a.set_dir_metadata(Path::new(d), n, how, made).unwrap();
         }
         killed(a);
         let mode = |d: &str| std::fs::metadata(p.join(d)).unwrap().mode() & 0o7777;
@@ -1602,6 +1604,9 @@ mod tests {
             .set_dir_metadata(Path::new("ro"), &node, how, made.unwrap())
             .unwrap();
         assert_eq!(mode("ro"), 0o555);
+        assert_eq!(mode("mine"), 0o555);
+        assert!(again.make_dir(Path::new("mine"), &mine).unwrap().is_some());
+        assert_eq!(mode("mine"), UNFINISHED, "made writable again");
     }
 
     /// Hostile pass 6: a restored file removed by another user and made again as theirs
