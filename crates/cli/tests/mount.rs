@@ -200,6 +200,81 @@ conformance!(
 /// Issue 25, item 20: what an unlucky operator meets with a mount. A file whose pack is lost
 /// reads as EIO (not "no such file"); a backup made while mounted appears; SIGTERM with a
 /// file open leaves no dead mount; `fusermount3 -u` from outside ends the process.
+/// Hostile pass 6: a mount kept every entry it had listed until unmounted (three crafted
+/// snapshots walked: 4 GB). A snapshot whose entries the kernel has all forgotten (here
+/// after `drop_caches`) is dropped: walking three snapshots one after another costs about
+/// what one does.
+#[test]
+fn a_mount_keeps_what_the_kernel_holds_not_every_walk() {
+    if no_fuse() {
+        return;
+    }
+    if !is_root() {
+        return not_run("dropping the kernel's caches needs root");
+    }
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for d in 0..50 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir(&dir).unwrap();
+        for f in 0..1000 {
+            fs::File::create(dir.join(format!("an-empty-file-{f:04}"))).unwrap();
+        }
+    }
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            env.backup(&[src.to_str().unwrap()])["snapshot_id"]
+                .as_str()
+                .unwrap()
+                .into()
+        })
+        .collect();
+    let mp = env.path("mnt");
+    let child = mount(env, &mp, &[]);
+    let rss = || -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let forget = || {
+        fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    };
+    let before = rss();
+    let mut after = Vec::new();
+    for id in &ids {
+        let mut n = 0;
+        for d in fs::read_dir(restored(&mp.join("snapshots").join(id), &src)).unwrap() {
+            for f in fs::read_dir(d.unwrap().path()).unwrap() {
+                fs::symlink_metadata(f.unwrap().path()).unwrap();
+                n += 1;
+            }
+        }
+        assert_eq!(n, 50_000);
+        forget();
+        after.push(rss());
+    }
+    let status = unmount(child);
+    assert!(status.success());
+    let one = after[0].saturating_sub(before);
+    let three = after[2].saturating_sub(before);
+    assert!(
+        one > 10 << 20,
+        "one walk cost {one} bytes: too little to tell"
+    );
+    assert!(
+        three < one * 2,
+        "one walk: +{one} bytes, three: +{three} ({after:?} from {before})"
+    );
+}
+
 #[test]
 fn a_mount_survives_what_operators_do_to_it() {
     if no_fuse() {

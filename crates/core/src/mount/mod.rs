@@ -53,6 +53,8 @@ enum Inode {
     Link(Vec<u8>),
     /// A node of a snapshot's tree; `group` is the snapshot's own inode (for hard links).
     Node { node: Box<Node>, group: u64 },
+    /// A tree node's number once its snapshot's nodes were all forgotten: free to take.
+    Gone,
 }
 
 /// The file system over one open repository.
@@ -75,6 +77,16 @@ pub struct SnapshotFs {
     /// Per snapshot (its top inode): what its summary allows, and the files and
     /// directories listed so far. A tree bomb ends in EIO, not in an inode table of 2^40.
     budgets: HashMap<u64, Budget>,
+    /// How many times the kernel was handed each tree node (by its inode) and has not
+    /// forgotten it yet, and per snapshot (its top inode) how many of its nodes it holds:
+    /// a snapshot none of whose nodes the kernel holds any more is dropped whole (see
+    /// [`SnapshotFs::evict`]), so what a mount keeps is what the kernel keeps, not every
+    /// entry ever listed (hostile pass 6: three crafted snapshots walked took 4 GB).
+    lookups: HashMap<u64, u64>,
+    held: HashMap<u64, u64>,
+    /// The tree nodes made for each snapshot, and the numbers of those dropped.
+    members: HashMap<u64, Vec<u64>>,
+    free: Vec<u64>,
     /// Seconds of the newest snapshot: the time of the layout's own directories.
     epoch: SystemTime,
     /// The inode of each layout path (`sets/<set>/latest`, `snapshots/<id>`, ...), kept
@@ -158,6 +170,10 @@ impl SnapshotFs {
             children: HashMap::new(),
             links: HashMap::new(),
             budgets: HashMap::new(),
+            lookups: HashMap::new(),
+            held: HashMap::new(),
+            members: HashMap::new(),
+            free: Vec::new(),
             epoch: UNIX_EPOCH,
             stable: HashMap::new(),
             refreshed: std::time::Instant::now(),
@@ -376,8 +392,84 @@ impl SnapshotFs {
         self.inodes.len() as u64
     }
 
+    /// A tree node of snapshot `group`: under a number dropped before, if there is one.
+    fn add_node(&mut self, node: Node, group: u64) -> u64 {
+        let inode = Inode::Node {
+            node: Box::new(node),
+            group,
+        };
+        let ino = match self.free.pop() {
+            Some(ino) => {
+                self.inodes[ino as usize - 1] = inode;
+                ino
+            }
+            None => self.add(inode),
+        };
+        self.members.entry(group).or_default().push(ino);
+        ino
+    }
+
+    /// The kernel was handed `ino` once more (a lookup's reply).
+    fn looked_up(&mut self, ino: u64) {
+        let Some(Inode::Node { group, .. }) = self.get(ino) else {
+            return;
+        };
+        // A snapshot's top is the layout's, kept.
+        let group = *group;
+        if group == ino {
+            return;
+        }
+        let n = self.lookups.entry(ino).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            *self.held.entry(group).or_insert(0) += 1;
+        }
+    }
+
+    /// The kernel forgot `ino` `times` times: once it holds none of a snapshot's nodes,
+    /// the snapshot's listed tree is dropped.
+    fn forgotten(&mut self, ino: u64, times: u64) {
+        let Some(n) = self.lookups.get_mut(&ino) else {
+            return;
+        };
+        *n = n.saturating_sub(times);
+        if *n > 0 {
+            return;
+        }
+        self.lookups.remove(&ino);
+        let Some(Inode::Node { group, .. }) = self.get(ino) else {
+            return;
+        };
+        let group = *group;
+        let held = self.held.entry(group).or_insert(1);
+        *held -= 1;
+        if *held == 0 {
+            self.evict(group);
+        }
+    }
+
+    /// Drops what was listed of snapshot `group` (the kernel holds none of it): its nodes,
+    /// their listings and open-file state, its hard links; its listings count afresh.
+    fn evict(&mut self, group: u64) {
+        self.held.remove(&group);
+        self.children.remove(&group);
+        for ino in self.members.remove(&group).unwrap_or_default() {
+            self.inodes[ino as usize - 1] = Inode::Gone;
+            self.children.remove(&ino);
+            self.lookups.remove(&ino);
+            self.reader.forget(ino);
+            self.free.push(ino);
+        }
+        self.links.retain(|(g, _, _), _| *g != group);
+        if let Some(b) = self.budgets.get_mut(&group) {
+            b.seen = Default::default();
+            b.told = false;
+        }
+    }
+
     fn get(&self, ino: u64) -> Option<&Inode> {
-        self.inodes.get(ino.checked_sub(1)? as usize)
+        let inode = self.inodes.get(ino.checked_sub(1)? as usize)?;
+        (!matches!(inode, Inode::Gone)).then_some(inode)
     }
 
     /// A directory's entries, listing a tree the first time.
@@ -416,10 +508,7 @@ impl SnapshotFs {
                     Some(i) => i,
                     None => {
                         let multi = node.kind == NodeKind::File && node.nlink > 1;
-                        let i = self.add(Inode::Node {
-                            node: Box::new(node),
-                            group,
-                        });
+                        let i = self.add_node(node, group);
                         if multi {
                             self.links.insert(key, i);
                         }
@@ -452,6 +541,7 @@ impl SnapshotFs {
             flags: 0,
         };
         Some(match self.get(ino)? {
+            Inode::Gone => return None,
             Inode::Dir(_) => base(FileType::Directory, 0o555, 0),
             Inode::Link(t) => base(FileType::Symlink, 0o777, t.len() as u64),
             Inode::Node { node: n, .. } => {
@@ -525,7 +615,10 @@ impl Filesystem for SnapshotFs {
                     });
                 match found {
                     Some(ino) => match self.attr(ino) {
-                        Some(a) => reply.entry(&TTL, &a, 0),
+                        Some(a) => {
+                            self.looked_up(ino);
+                            reply.entry(&TTL, &a, 0)
+                        }
                         None => reply.error(libc::ENOENT),
                     },
                     None => reply.error(libc::ENOENT),
@@ -537,6 +630,10 @@ impl Filesystem for SnapshotFs {
                 reply.error(errno(&e))
             }
         }
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.forgotten(ino, nlookup);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {

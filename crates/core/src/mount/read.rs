@@ -159,6 +159,11 @@ impl Reader {
         })
     }
 
+    /// Forgets what it keeps of file `ino` (whose number may next be another file's).
+    pub(super) fn forget(&mut self, ino: u64) {
+        self.files.remove(&ino);
+    }
+
     /// Up to `size` bytes of file `ino` (whose node is `node`) from `offset` on.
     pub(super) fn read(
         &mut self,
