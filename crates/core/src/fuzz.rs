@@ -192,6 +192,33 @@ mod tests {
         bomb
     }
 
+    /// Every input of the committed corpus (`fuzz/corpus/<target>/`, what the fuzzer
+    /// found worth keeping, crashes it once found included) goes through its target again
+    /// in every run: cheap, and a regression there is caught without a fuzzing session
+    /// (issue 32).
+    #[test]
+    fn the_fuzz_corpus_replays_cleanly() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let mut fed = 0;
+        for (name, run) in TARGETS {
+            let dir = corpus.join(name);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries {
+                let path = e.unwrap().path();
+                run(&std::fs::read(&path).unwrap());
+                fed += 1;
+            }
+        }
+        // The corpus holds thousands; none found means it moved.
+        assert!(
+            fed > 1000,
+            "only {fed} corpus inputs under {}",
+            corpus.display()
+        );
+    }
+
     #[test]
     fn the_tree_walk_target_ends_on_a_bomb() {
         let started = std::time::Instant::now();
