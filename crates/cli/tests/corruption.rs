@@ -291,11 +291,18 @@ fn matrix(make: &dyn Fn() -> Option<Env>) -> usize {
 fn every_kind_of_damage_is_found_named_and_repaired_local() {
     let cases = matrix(&|| Some(Env::local()));
     assert_eq!(cases, 21);
+    // Each case fails unless its damage was found and named: those run were detected.
     eprintln!("TORTURE corruption backend=local tried={cases} detected={cases}");
 }
 
 #[test]
 fn every_kind_of_damage_is_found_named_and_repaired_s3() {
     let cases = matrix(&Env::s3);
+    // No S3 server: every case said NOT RUN (a failure under tools/test); a matrix run
+    // partly would be a bug.
+    if cases == 0 {
+        return;
+    }
+    assert_eq!(cases, 21);
     eprintln!("TORTURE corruption backend=s3 tried={cases} detected={cases}");
 }
