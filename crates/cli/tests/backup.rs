@@ -20,6 +20,7 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks(env: &Env) {
     let db = src.join("db.pages");
     fs::write(&db, noise(8 << 20, 11)).unwrap();
     let s = src.to_str().unwrap();
+    let before = fs::read(&db).unwrap();
 
     let first = env.backup(&[s]);
     assert_eq!(first["files_new"], 51);
@@ -63,9 +64,25 @@ fn unchanged_rerun_adds_nothing_and_a_change_adds_only_its_chunks(env: &Env) {
     // two small trees: far below the file's 8 MiB.
     assert!((4096..600 << 10).contains(&added), "added {added} bytes");
 
-    // All three restore to what they were.
+    // All three restore to what they were: the first two the old database, the third the
+    // new one; the documents in each.
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 3);
+    let after = fs::read(&db).unwrap();
+    for (snap, want) in [(&first, &before), (&second, &before), (&third, &after)] {
+        let id = snap["snapshot_id"].as_str().unwrap();
+        let target = env.path(&format!("r-{}", &id[..8]));
+        env.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        let back = restored(&target, &src);
+        assert!(fs::read(back.join("db.pages")).unwrap() == *want, "{id}");
+        for i in [0, 49] {
+            let doc = format!("docs/{i}.json");
+            assert_eq!(
+                fs::read(back.join(&doc)).unwrap(),
+                fs::read(src.join(&doc)).unwrap()
+            );
+        }
+    }
 }
 
 fn identical_content_in_new_files_is_stored_once(env: &Env) {
