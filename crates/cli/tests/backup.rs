@@ -277,6 +277,7 @@ fn verbose_lists_new_and_changed_files(env: &Env) {
     fs::write(src.join("c"), "3").unwrap();
     let out = env.run(&["-v", "backup", src.to_str().unwrap()]);
     let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
     assert!(
         err.contains(&format!("changed  {}/a", src.display())),
         "{err}"

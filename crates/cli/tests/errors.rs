@@ -82,6 +82,7 @@ fn unknown_snapshots_and_paths_are_clear_errors(env: &Env) {
     fs::create_dir_all(&src).unwrap();
     env.backup(&[src.to_str().unwrap()]);
     let out = env.run(&["ls", "deadbeef"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("snapshot deadbeef not found"),
         "{}",
