@@ -129,27 +129,20 @@ fn a_backup_running_across_a_prune_stays_restorable(env: &Env) {
     assert!(warm.status.success());
     let child = backup.spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let p1 = env.json(&["prune", "--grace", "2s"]);
+    env.ok(&["prune", "--grace", "2s"]);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    eprintln!("prune during backup: {p1}\nbackup: {b}");
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let p2 = env.json(&["prune", "--grace", "2s"]);
-    eprintln!("prune after backup: {p2}");
+    env.ok(&["prune", "--grace", "2s"]);
     env.assert_read_data_clean();
     let target = env.restore_latest_verified("r");
     assert_eq!(
         fs::read(restored(&target, &other).join("a-shared.bin")).unwrap(),
         shared
     );
-    // When the backup did dedup against the marked pack, the second prune revived it.
-    if b["bytes_read"].as_u64().unwrap() > 0
-        && p1["packs_marked"].as_u64().unwrap() > 0
-        && b["bytes_added"].as_u64().unwrap() < (302 << 20)
-    {
-        assert!(p2["packs_resurrected"].as_u64().unwrap() >= 1, "{p2}");
-    }
+    // Whatever the interleaving, the above holds. That a prune revives a pack the racing
+    // snapshot uses is asserted where the race is made deterministic (safety.rs, the
+    // backup that saves across a prune's mark); here it depended on timing (issue 32).
 }
 
 fn a_second_prune_is_refused_and_stale_locks_are_reported(env: &Env) {
