@@ -362,13 +362,13 @@ fn big_source(env: &Env) -> std::path::PathBuf {
 }
 
 /// Starts a backup of `src` with two uploads in flight and sends it `signal` once `packs`
-/// data packs are in the repository; returns its output and how long it took to exit.
+/// data packs are in the repository; returns its output.
 fn interrupt_backup(
     env: &Env,
     src: &std::path::Path,
     packs: usize,
     signal: nix::sys::signal::Signal,
-) -> (std::process::Output, std::time::Duration) {
+) -> std::process::Output {
     let child = env
         .std_cmd()
         .args(["backup", "--uploads", "2", src.to_str().unwrap()])
@@ -382,13 +382,12 @@ fn interrupt_backup(
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     common::signal(&child, signal);
-    let signalled = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
         "the backup finished before it could be interrupted"
     );
-    (out, signalled.elapsed())
+    out
 }
 
 /// Packs on the backend that no index names (check counts them, as harmless leftovers).
@@ -402,7 +401,7 @@ fn unreferenced_packs(env: &Env) -> u64 {
 fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
     env.init();
     let src = big_source(env);
-    let (_, _) = interrupt_backup(env, &src, 4, nix::sys::signal::Signal::SIGKILL);
+    interrupt_backup(env, &src, 4, nix::sys::signal::Signal::SIGKILL);
     assert!(env.objects("snapshots").is_empty());
     // Only unreferenced leftovers: the repository checks clean and the rerun completes.
     assert!(env.ok(&["check"]).contains("no errors found"));
@@ -428,10 +427,9 @@ fn a_killed_backup_leaves_a_consistent_repository(env: &Env) {
 fn sigterm_saves_what_was_uploaded_and_the_rerun_goes_on_from_there(env: &Env) {
     env.init();
     let src = big_source(env);
-    let (out, took) = interrupt_backup(env, &src, 2, nix::sys::signal::Signal::SIGTERM);
+    let out = interrupt_backup(env, &src, 2, nix::sys::signal::Signal::SIGTERM);
     let err = stderr(&out);
     assert_eq!(code(&out), 130, "{err}");
-    assert!(took.as_secs() < 10, "took {took:?} to stop");
     assert!(
         err.contains("interrupted") && err.contains("saved and indexed"),
         "{err}"
@@ -439,8 +437,10 @@ fn sigterm_saves_what_was_uploaded_and_the_rerun_goes_on_from_there(env: &Env) {
     assert!(env.objects("snapshots").is_empty());
     assert_eq!(unreferenced_packs(env), 0, "every uploaded pack is indexed");
     let up: u64 = env.objects("data").iter().map(|(_, n)| n).sum();
-    let v = env.backup(&[src.to_str().unwrap()]);
     let total: u64 = 40 * (4 << 20);
+    // It stopped then, not once it had read everything (issue 32: behaviour, no clock).
+    assert!(up < total / 2, "{up} of {total} bytes up when it stopped");
+    let v = env.backup(&[src.to_str().unwrap()]);
     let added = v["bytes_added"].as_u64().unwrap();
     // Pack bytes carry a little overhead over the plaintext they hold.
     assert!(
