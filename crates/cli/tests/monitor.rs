@@ -873,7 +873,8 @@ fn a_second_signal_during_a_hook_ends_the_hook_too() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    // The snapshot was saved: the backup's own code, not 130 ("none written"; pass 7).
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // Killed (a zombie until whoever adopted it reaps it), not running on.
     let running = || {
         fs::read_to_string(format!("/proc/{hook_pid}/stat")).is_ok_and(|s| {

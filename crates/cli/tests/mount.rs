@@ -200,6 +200,49 @@ conformance!(
 /// Issue 25, item 20: what an unlucky operator meets with a mount. A file whose pack is lost
 /// reads as EIO (not "no such file"); a backup made while mounted appears; SIGTERM with a
 /// file open leaves no dead mount; `fusermount3 -u` from outside ends the process.
+/// Hostile pass 7: root's mount followed a mountpoint symlink another user planted, then on
+/// SIGTERM detached whatever that link pointed at by then. Refused now; one of this
+/// user's own is followed, and the real directory mounted and unmounted.
+#[test]
+fn a_mountpoint_through_another_users_symlink_is_refused() {
+    if no_fuse() {
+        return;
+    }
+    if !is_root() {
+        return not_run("another user's symlink needs root to plant");
+    }
+    let env = &Env::local();
+    env.init();
+    let real = env.path("real");
+    fs::create_dir(&real).unwrap();
+    let planted = env.path("planted");
+    std::os::unix::fs::symlink(&real, &planted).unwrap();
+    nix::unistd::fchownat(
+        None,
+        &planted,
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    let out = env.run(&["mount", planted.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("symlink owned by uid"),
+        "{}",
+        stderr(&out)
+    );
+    let mine = env.path("mine");
+    std::os::unix::fs::symlink(&real, &mine).unwrap();
+    let child = mount(env, &mine, &[]);
+    assert!(real.join("snapshots").exists());
+    // Re-pointed meanwhile: the unmount still takes the real directory's mount only.
+    fs::remove_file(&mine).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere"), &mine).unwrap();
+    assert!(unmount(child).success());
+    assert_eq!(fs::read_dir(&real).unwrap().count(), 0, "unmounted");
+}
+
 /// Hostile pass 6: a mount kept every entry it had listed until unmounted (three crafted
 /// snapshots walked: 4 GB). A snapshot whose entries the kernel has all forgotten (here
 /// after `drop_caches`) is dropped: walking three snapshots one after another costs about

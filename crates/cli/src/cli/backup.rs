@@ -545,6 +545,7 @@ impl Run<'_> {
             });
         }
         let hook = self.hooks.and_then(|h| h.hook_for(code == exit::OK));
+        super::result_known(code);
         if let Some((what, cmd)) = hook {
             let error = error.map(output::chain);
             let env = strata::sets::hook_env(

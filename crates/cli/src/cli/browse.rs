@@ -1,7 +1,9 @@
 //! Read-only commands: snapshots, ls, cat.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::exit;
@@ -275,7 +277,23 @@ pub struct MountArgs {
 }
 
 pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
-    let mp = &args.mountpoint;
+    let given = &args.mountpoint;
+    // Resolved as a restore target is: a symlink on the way followed only if this user or
+    // root made it, and from then on the real path, so that neither the mount nor the
+    // unmount goes where another user's link points (hostile pass 7: root mounted over,
+    // then detached, a mount of that user's choice).
+    let held =
+        strata::restore::open_trusted_existing(given).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTCONN) => anyhow::anyhow!(
+                "mountpoint {}: {e}: a dead mount of a killed process is left there; \
+             `fusermount3 -u {0}` (or `umount -l {0}`) removes it",
+                given.display()
+            ),
+            _ => anyhow::anyhow!("mountpoint {}: {e}", given.display()),
+        })?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd()))
+        .with_context(|| format!("mountpoint {}", given.display()))?;
+    let mp = &real;
     let meta = std::fs::metadata(mp).map_err(|e| match e.raw_os_error() {
         // A mount whose process was killed (kill -9) is left behind, dead.
         Some(libc::ENOTCONN) => anyhow::anyhow!(
@@ -309,6 +327,9 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     ];
     let session = fuser::spawn_mount2(fs, mp, &options)
         .with_context(|| format!("mounting on {}", mp.display()))?;
+    drop(held);
+    // What is mounted there now is this mount: the unmount checks it still is.
+    let mounted = std::fs::symlink_metadata(mp).map(|m| m.dev()).ok();
     if !global.quiet {
         eprintln!(
             "mounted on {} (read-only); Ctrl-C or SIGTERM unmounts",
@@ -325,7 +346,7 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let detached = outside || detach(mp);
+    let detached = outside || detach(mp, mounted);
     drop(session);
     if !global.quiet {
         if detached {
@@ -343,12 +364,19 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
 
 /// Unmounts `mp` lazily: a file still open there (a shell's cwd, a reader) must not leave
 /// a dead mount ("Transport endpoint is not connected") once this process is gone. The
-/// kernel's umount2 as root, else the setuid fusermount.
-fn detach(mp: &std::path::Path) -> bool {
+/// kernel's umount2 as root, else the setuid fusermount. Only this mount: what is at `mp`
+/// must still be a directory of the file system mounted (`mounted`, its device), and a
+/// symlink put there is not followed.
+fn detach(mp: &std::path::Path, mounted: Option<u64>) -> bool {
     use std::os::unix::ffi::OsStrExt;
+    let ours = std::fs::symlink_metadata(mp).is_ok_and(|m| m.is_dir() && Some(m.dev()) == mounted);
+    if !ours {
+        return false;
+    }
     if let Ok(c) = std::ffi::CString::new(mp.as_os_str().as_bytes()) {
         // SAFETY: a valid NUL-terminated path; umount2 reads it and nothing else.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        let flags = libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW;
+        if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
             return true;
         }
     }

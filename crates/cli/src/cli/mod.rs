@@ -300,13 +300,25 @@ pub(crate) fn stop_on_signals() -> anyhow::Result<std::sync::Arc<std::sync::atom
             signal_hook::low_level::register(sig, move || {
                 if second.load(std::sync::atomic::Ordering::SeqCst) {
                     strata::hooks::kill_running();
-                    signal_hook::low_level::exit(exit::INTERRUPTED);
+                    let code = AT_ONCE_CODE.load(std::sync::atomic::Ordering::SeqCst);
+                    signal_hook::low_level::exit(code);
                 }
             })?;
         }
         signal_hook::flag::register(sig, stop.clone())?;
     }
     Ok(stop)
+}
+
+/// The exit code a second signal ends the process with: [`exit::INTERRUPTED`] until the
+/// command's own result is known (a backup whose snapshot is saved, running its hook: the
+/// snapshot is there, and 130 says "none written"; hostile pass 7).
+static AT_ONCE_CODE: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(exit::INTERRUPTED);
+
+/// The command's result is `code` from now on, whatever a second signal interrupts.
+pub(crate) fn result_known(code: i32) {
+    AT_ONCE_CODE.store(code, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// While set, SIGINT and SIGTERM end the process at once with [`exit::INTERRUPTED`]

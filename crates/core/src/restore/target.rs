@@ -36,7 +36,10 @@ pub struct Target {
     id: u64,
     /// Directories a killed restore into this target made and did not finish: this one
     /// finishes those it meets again.
-    inherited: HashSet<Ident>,
+    /// Each with the path it was made at: one moved since to another name is not it
+    /// (hostile pass 7: another user renamed root's private directory onto the name of
+    /// theirs, and root's re-run gave it their owner and mode).
+    inherited: HashMap<Ident, PathBuf>,
     /// A killed restore's staged files removed.
     swept: usize,
 }
@@ -597,7 +600,7 @@ impl Target {
             dirs: RwLock::new(HashMap::from([(PathBuf::new(), root)])),
             journal,
             id,
-            inherited: HashSet::new(),
+            inherited: HashMap::new(),
             swept: 0,
         };
         match other_journals(&target.dir, id, path) {
@@ -645,7 +648,7 @@ impl Target {
                         if let Some(j) = &self.journal {
                             j.made_dir(&rel, id)?;
                         }
-                        self.inherited.insert(id);
+                        self.inherited.insert(id, rel);
                     }
                 }
                 _ => {}
@@ -814,7 +817,8 @@ impl Target {
                 open_enough(&st, node)?;
                 // Only one a killed restore made: 1700 is a mode anyone may choose.
                 let id = Ident::of(&fd)?;
-                let unfinished = self.inherited.contains(&id) && refinish(&fd, &mut st, node)?;
+                let unfinished = self.inherited.get(&id).is_some_and(|at| at == rel)
+                    && refinish(&fd, &mut st, node)?;
                 self.checked(rel, &fd, &st)?;
                 return Ok(unfinished.then_some(id));
             }
@@ -1581,11 +1585,18 @@ mod tests {
         // This user's own, finished read-only.
         let mine = dir_node(0o555, nix::unistd::geteuid().as_raw());
         let a = Target::open_restoring(&p, false, "aaaa").unwrap();
-        for (d, n) in [("ro", &node), ("theirs", &node), ("mine", &mine)] {
+        for (d, n) in [
+            ("ro", &node),
+            ("theirs", &node),
+            ("mine", &mine),
+            ("moved", &mine),
+        ] {
             let made = a.make_dir(Path::new(d), n).unwrap().unwrap();
             a.set_dir_metadata(Path::new(d), n, how, made).unwrap();
         }
         killed(a);
+        // Hostile pass 7: one moved to another name since is not finished under it.
+        std::fs::rename(p.join("moved"), p.join("renamed")).unwrap();
         let mode = |d: &str| std::fs::metadata(p.join(d)).unwrap().mode() & 0o7777;
         assert_eq!(mode("ro"), 0o555);
         if root {
@@ -1607,6 +1618,8 @@ mod tests {
         assert_eq!(mode("mine"), 0o555);
         assert!(again.make_dir(Path::new("mine"), &mine).unwrap().is_some());
         assert_eq!(mode("mine"), UNFINISHED, "made writable again");
+        assert_eq!(again.make_dir(Path::new("renamed"), &mine).unwrap(), None);
+        assert_eq!(mode("renamed"), 0o555);
     }
 
     /// Hostile pass 6: a restored file removed by another user and made again as theirs
