@@ -304,6 +304,16 @@ fn a_mount_keeps_what_the_kernel_holds_not_every_walk() {
         forget();
         after.push(rss());
     }
+    // Hostile pass 7: any number of `at/` names resolve (any instant), each was kept.
+    let mut at_rounds = Vec::new();
+    for round in 0..3u64 {
+        for n in 0..30_000u64 {
+            let name = format!("2099-01-01T00:00:00.{:09}Z", round * 100_000 + n);
+            assert!(mp.join("at").join(name).is_dir());
+        }
+        forget();
+        at_rounds.push(rss());
+    }
     let status = unmount(child);
     assert!(status.success());
     let one = after[0].saturating_sub(before);
@@ -315,6 +325,12 @@ fn a_mount_keeps_what_the_kernel_holds_not_every_walk() {
     assert!(
         three < one * 2,
         "one walk: +{one} bytes, three: +{three} ({after:?} from {before})"
+    );
+    let first = at_rounds[0].saturating_sub(after[2]);
+    let last = at_rounds[2].saturating_sub(after[2]);
+    assert!(
+        last < first.max(4 << 20) * 2,
+        "at/ names: +{first} bytes after one round, +{last} after three ({at_rounds:?})"
     );
 }
 

@@ -70,6 +70,10 @@ pub struct SnapshotFs {
     /// `at/`, and the instants looked up in it that it does not list.
     at_dir: u64,
     at_lookups: HashMap<Vec<u8>, u64>,
+    /// Those looked up (not listed), each with its name and the links it holds: dropped
+    /// once the kernel forgets it, or any number of time names would each cost an inode
+    /// for as long as the mount lasts (hostile pass 7).
+    at_made: HashMap<u64, (Vec<u8>, Vec<u64>)>,
     /// A tree directory's entries, once listed.
     children: HashMap<u64, Entries>,
     /// The inode of each multiply linked file, by (snapshot, device, inode).
@@ -167,6 +171,7 @@ impl SnapshotFs {
             inodes: Vec::new(),
             at_dir: 0,
             at_lookups: HashMap::new(),
+            at_made: HashMap::new(),
             children: HashMap::new(),
             links: HashMap::new(),
             budgets: HashMap::new(),
@@ -384,6 +389,11 @@ impl SnapshotFs {
         }
         let ino = self.at(t);
         self.at_lookups.insert(name.to_vec(), ino);
+        let links = match self.get(ino) {
+            Some(Inode::Dir(entries)) => entries.iter().map(|(_, i)| *i).collect(),
+            _ => Vec::new(),
+        };
+        self.at_made.insert(ino, (name.to_vec(), links));
         Some(ino)
     }
 
@@ -411,6 +421,10 @@ impl SnapshotFs {
 
     /// The kernel was handed `ino` once more (a lookup's reply).
     fn looked_up(&mut self, ino: u64) {
+        if self.at_made.contains_key(&ino) {
+            *self.lookups.entry(ino).or_insert(0) += 1;
+            return;
+        }
         let Some(Inode::Node { group, .. }) = self.get(ino) else {
             return;
         };
@@ -437,6 +451,17 @@ impl SnapshotFs {
             return;
         }
         self.lookups.remove(&ino);
+        if let Some((name, links)) = self.at_made.remove(&ino) {
+            if self.at_lookups.get(&name) == Some(&ino) {
+                self.at_lookups.remove(&name);
+            }
+            // Its links go with it: the kernel holds none of them without it.
+            for i in std::iter::once(ino).chain(links) {
+                self.inodes[i as usize - 1] = Inode::Gone;
+                self.free.push(i);
+            }
+            return;
+        }
         let Some(Inode::Node { group, .. }) = self.get(ino) else {
             return;
         };
