@@ -858,38 +858,19 @@ fn a_second_signal_during_a_hook_ends_the_hook_too() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let hook_pid = loop {
-        if let Some(pid) = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        assert!(started.elapsed().as_secs() < 60, "the hook never ran");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let hook_pid = wait_for_pid(&pid_file);
     common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(std::time::Duration::from_millis(300));
     common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     // The snapshot was saved: the backup's own code, not 130 ("none written"; pass 7).
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // Killed (a zombie until whoever adopted it reaps it), not running on.
-    let running = || {
-        fs::read_to_string(format!("/proc/{hook_pid}/stat")).is_ok_and(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-    };
+    // Killed, not running on.
     let waited = std::time::Instant::now();
-    while running() && waited.elapsed().as_secs() < 10 {
+    while running(hook_pid) && waited.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(!running(), "the hook outlived strata");
+    assert!(!running(hook_pid), "the hook outlived strata");
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 1);
 }
 
@@ -917,20 +898,7 @@ fn a_signal_during_a_hook_reaches_the_hook() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    let hook_pid = loop {
-        if let Some(pid) = fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        {
-            break pid;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "the hook never ran"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let hook_pid = wait_for_pid(&pid_file);
     common::signal(&child, nix::sys::signal::Signal::SIGTERM);
     let signalled = std::time::Instant::now();
     let out = child.wait_with_output().unwrap();

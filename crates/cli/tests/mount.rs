@@ -216,15 +216,7 @@ fn a_mountpoint_through_another_users_symlink_is_refused() {
     let real = env.path("real");
     fs::create_dir(&real).unwrap();
     let planted = env.path("planted");
-    std::os::unix::fs::symlink(&real, &planted).unwrap();
-    nix::unistd::fchownat(
-        None,
-        &planted,
-        Some(nix::unistd::Uid::from_raw(NOBODY)),
-        None,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    plant_symlink(&real, &planted, NOBODY);
     let out = env.run(&["mount", planted.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(

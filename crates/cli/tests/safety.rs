@@ -433,15 +433,7 @@ fn restore_does_not_follow_symlinks_in_the_target() {
     // Attacker pass (issue 25): --target a symlink another user planted is not followed;
     // one of this user's is.
     let planted = env.path("planted");
-    std::os::unix::fs::symlink(&outside, &planted).unwrap();
-    nix::unistd::fchownat(
-        None,
-        &planted,
-        Some(nix::unistd::Uid::from_raw(NOBODY)),
-        None,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    plant_symlink(&outside, &planted, NOBODY);
     let out = env.run(&["restore", "latest", "--target", planted.to_str().unwrap()]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
@@ -644,21 +636,10 @@ fn password_command_times_out() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains("did not finish"), "{}", stderr(&out));
     // Stopped by the time-out, not waited for: the command is gone (issue 32: no clock).
-    let pid: i32 = fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let alive = || {
-        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            !s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-    };
-    assert!(!alive(), "the password command outlived strata");
+    assert!(
+        !running(wait_for_pid(&pid_file)),
+        "the password command outlived strata"
+    );
     // A command given on the command line (or in STRATA_PASSWORD_COMMAND) wins over the
     // config file's, and opens the repository.
     let out = env
@@ -1509,15 +1490,7 @@ fn a_cache_path_through_another_users_symlink_is_refused() {
     let victim = env.path("victim");
     fs::create_dir(&victim).unwrap();
     let theirs = env.path("theirs");
-    std::os::unix::fs::symlink(&victim, &theirs).unwrap();
-    nix::unistd::fchownat(
-        None,
-        &theirs,
-        Some(nix::unistd::Uid::from_raw(NOBODY)),
-        None,
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    plant_symlink(&victim, &theirs, NOBODY);
     let cache = theirs.join("cache");
     let out = env.run(&["--cache-dir", cache.to_str().unwrap(), "snapshots"]);
     assert_ne!(code(&out), 0, "{}", stderr(&out));

@@ -163,7 +163,7 @@ fn sets_pick_per_set_and_refuse_to_guess(env: &Env) {
 fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
     let c = two_sets(env);
     let t = env.path("t");
-    let out = env.run(&[
+    let nothing = &[
         "--config",
         &c,
         "restore",
@@ -174,7 +174,8 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
         "*/nothing/*",
         "--target",
         t.to_str().unwrap(),
-    ]);
+    ];
+    let out = env.run(nothing);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -184,18 +185,7 @@ fn an_empty_restore_fails_and_errors_name_the_snapshot(env: &Env) {
     // Hostile pass 5 (F9): nor is an empty target left behind; one that was there stays.
     assert!(!t.exists(), "an empty target left");
     fs::create_dir(&t).unwrap();
-    let out = env.run(&[
-        "--config",
-        &c,
-        "restore",
-        "latest",
-        "--set",
-        "critical",
-        "--include",
-        "*/nothing/*",
-        "--target",
-        t.to_str().unwrap(),
-    ]);
+    let out = env.run(nothing);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(t.is_dir(), "the operator's target went");
     // A path not in the snapshot: the error says which snapshot was searched.

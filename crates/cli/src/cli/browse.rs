@@ -282,27 +282,11 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     // root made it, and from then on the real path, so that neither the mount nor the
     // unmount goes where another user's link points (hostile pass 7: root mounted over,
     // then detached, a mount of that user's choice).
-    let held =
-        strata::restore::open_trusted_existing(given).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOTCONN) => anyhow::anyhow!(
-                "mountpoint {}: {e}: a dead mount of a killed process is left there; \
-             `fusermount3 -u {0}` (or `umount -l {0}`) removes it",
-                given.display()
-            ),
-            _ => anyhow::anyhow!("mountpoint {}: {e}", given.display()),
-        })?;
+    let held = strata::restore::open_trusted_existing(given).map_err(|e| mountpoint(given, e))?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd()))
         .with_context(|| format!("mountpoint {}", given.display()))?;
     let mp = &real;
-    let meta = std::fs::metadata(mp).map_err(|e| match e.raw_os_error() {
-        // A mount whose process was killed (kill -9) is left behind, dead.
-        Some(libc::ENOTCONN) => anyhow::anyhow!(
-            "mountpoint {}: {e}: a dead mount of a killed process is left there; \
-             `fusermount3 -u {0}` (or `umount -l {0}`) removes it",
-            mp.display()
-        ),
-        _ => anyhow::anyhow!("mountpoint {}: {e}", mp.display()),
-    })?;
+    let meta = std::fs::metadata(mp).map_err(|e| mountpoint(mp, e))?;
     if !meta.is_dir() {
         anyhow::bail!("mountpoint {} is not a directory", mp.display());
     }
@@ -360,6 +344,19 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if detached { exit::OK } else { exit::FAILURE })
+}
+
+/// The error for a mountpoint that cannot be used: a dead mount of a killed process (kill
+/// -9) left there says how to remove it.
+fn mountpoint(mp: &Path, e: std::io::Error) -> anyhow::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOTCONN) => anyhow::anyhow!(
+            "mountpoint {}: {e}: a dead mount of a killed process is left there; \
+             `fusermount3 -u {0}` (or `umount -l {0}`) removes it",
+            mp.display()
+        ),
+        _ => anyhow::anyhow!("mountpoint {}: {e}", mp.display()),
+    }
 }
 
 /// Unmounts `mp` lazily: a file still open there (a shell's cwd, a reader) must not leave

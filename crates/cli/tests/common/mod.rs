@@ -870,6 +870,46 @@ pub fn not_run(what: &str) {
     eprintln!("NOT RUN: {what}");
 }
 
+/// The pid a hook or command wrote to `pid_file` (`echo $$ > FILE`), once it has.
+pub fn wait_for_pid(pid_file: &Path) -> i32 {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(pid) = fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            return pid;
+        }
+        assert!(started.elapsed().as_secs() < 60, "the command never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` runs (a zombie, killed and not yet reaped by whoever adopted it,
+/// does not).
+pub fn running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// A symlink `link` → `target` owned by `uid`, as another user plants one (root only).
+pub fn plant_symlink(target: &Path, link: &Path, uid: u32) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+    nix::unistd::fchownat(
+        None,
+        link,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
 /// The workspace's root directory (tools/, docs/, format-spec/).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

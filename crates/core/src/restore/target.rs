@@ -237,26 +237,22 @@ impl Ident {
 
     /// The inode at `name` in the directory `dir`, not following a symlink.
     fn at(dir: impl AsFd, name: impl rustix::path::Arg, flags: AtFlags) -> io::Result<Self> {
-        use rustix::fs::{statx, StatxFlags};
-        let flags = flags | AtFlags::SYMLINK_NOFOLLOW;
-        let x = statx(
-            dir,
-            name,
-            flags,
-            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-        )
-        .map_err(to_io)?;
+        Ok(Self::of_statx(&statx_at(dir, name, flags)?))
+    }
+
+    fn of_statx(x: &rfs::Statx) -> Self {
+        use rustix::fs::StatxFlags;
         let born = match x.stx_mask & StatxFlags::BTIME.bits() != 0 {
             true => (x.stx_btime.tv_sec as u64)
                 .wrapping_mul(1_000_000_000)
                 .wrapping_add(u64::from(x.stx_btime.tv_nsec)),
             false => 0,
         };
-        Ok(Ident {
+        Ident {
             dev: rfs::makedev(x.stx_dev_major, x.stx_dev_minor),
             ino: x.stx_ino,
             born,
-        })
+        }
     }
 
     #[cfg(test)]
@@ -280,14 +276,32 @@ struct Checked {
 }
 
 impl Checked {
-    /// The directory `fd`, whose stat is `st`.
-    fn of(fd: impl AsFd, st: &rfs::Stat) -> io::Result<Self> {
+    /// The directory `fd`, in one statx.
+    fn of(fd: impl AsFd) -> io::Result<Self> {
+        let x = statx_at(fd, "", AtFlags::EMPTY_PATH)?;
         Ok(Checked {
-            id: Ident::of(fd)?,
-            uid: st.st_uid,
-            mode: st.st_mode & 0o7777,
+            id: Ident::of_statx(&x),
+            uid: x.stx_uid,
+            mode: u32::from(x.stx_mode) & 0o7777,
         })
     }
+}
+
+/// `name` in `dir` (not following a symlink), with its birth time where there is one.
+fn statx_at(
+    dir: impl AsFd,
+    name: impl rustix::path::Arg,
+    flags: AtFlags,
+) -> io::Result<rfs::Statx> {
+    use rustix::fs::{statx, StatxFlags};
+    let flags = flags | AtFlags::SYMLINK_NOFOLLOW;
+    statx(
+        dir,
+        name,
+        flags,
+        StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+    )
+    .map_err(to_io)
 }
 
 /// The mode of a directory the restore made and has not given the snapshot's metadata yet
@@ -593,7 +607,7 @@ impl Target {
             Ok((j, id)) => (Some(j), id),
             Err(_) => (None, rand::random()),
         };
-        let root = Checked::of(&dir, &st)?;
+        let root = Checked::of(&dir)?;
         let mut target = Target {
             dir,
             path: path.to_path_buf(),
@@ -784,7 +798,7 @@ impl Target {
                     _ => e,
                 },
             )?;
-        match Checked::of(&fd, &rfs::fstat(&fd).map_err(to_io)?)? == want {
+        match Checked::of(&fd)? == want {
             true => Ok(fd),
             false => Err(dir_changed(rel)),
         }
@@ -819,7 +833,7 @@ impl Target {
                 let id = Ident::of(&fd)?;
                 let unfinished = self.inherited.get(&id).is_some_and(|at| at == rel)
                     && refinish(&fd, &mut st, node)?;
-                self.checked(rel, &fd, &st)?;
+                self.checked(rel, &fd)?;
                 return Ok(unfinished.then_some(id));
             }
             Ok(_) => rfs::unlinkat(&parent, name, AtFlags::empty()).map_err(to_io)?,
@@ -836,7 +850,7 @@ impl Target {
                 if let Some(j) = &self.journal {
                     j.made_dir(rel, id)?;
                 }
-                self.checked(rel, &fd, &st)?;
+                self.checked(rel, &fd)?;
                 Ok(Some(id))
             }
             false => Err(replaced(rel)),
@@ -853,8 +867,8 @@ impl Target {
     }
 
     /// Records the directory `rel` as checked: entries may go into it while it stays so.
-    fn checked(&self, rel: &Path, fd: &OwnedFd, st: &rfs::Stat) -> io::Result<()> {
-        let checked = Checked::of(fd, st)?;
+    fn checked(&self, rel: &Path, fd: &OwnedFd) -> io::Result<()> {
+        let checked = Checked::of(fd)?;
         self.dirs
             .write()
             .unwrap()
