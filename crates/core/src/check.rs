@@ -834,15 +834,19 @@ impl Audit<'_> {
         let mut totals = HashMap::new();
         for (id, snap) in snapshots {
             let (files, dirs) = expanded(shapes, snap.tree, &mut totals);
-            let over = crate::walk::Limits::of(snap)
-                .check_totals(files, dirs)
-                .err();
+            let limits = crate::walk::Limits::of(snap).named(*id);
+            // The sharing bound needs the snapshot's own distinct entries: counted only
+            // where it could matter (hostile pass 7: a bomb recording its expansion in
+            // its summary passed check).
+            let over = match files.saturating_add(dirs) > crate::walk::SHARING_FLOOR {
+                true => limits.check_expansion(files, dirs, distinct_entries(shapes, snap.tree)),
+                false => limits.check_totals(files, dirs),
+            }
+            .err();
             if let Some(e) = over {
-                self.problems.push(problem(
-                    Object::Snapshot(*id),
-                    e.to_string(),
-                    Remedy::ForgetExpandingSnapshot,
-                ));
+                let remedy = e.remedy().unwrap_or(Remedy::ForgetExpandingSnapshot);
+                self.problems
+                    .push(problem(Object::Snapshot(*id), e.to_string(), remedy));
             }
         }
     }
@@ -1123,7 +1127,8 @@ impl Audit<'_> {
         }
         match waited {
             Ok(w) => self.report.thaw = Some(w),
-            Err((e, left)) => {
+            Err(failed) => {
+                let (e, left) = *failed;
                 for p in &left {
                     self.problems.push(problem(
                         Object::Pack(*p),
@@ -1405,6 +1410,7 @@ fn find_hits(
 struct Shape {
     files: u64,
     dirs: u64,
+    entries: u64,
     subtrees: Box<[TreeId]>,
 }
 
@@ -1414,6 +1420,7 @@ impl Shape {
         Shape {
             files: count(NodeKind::File),
             dirs: count(NodeKind::Dir),
+            entries: tree.entries.len() as u64,
             subtrees: tree.entries.iter().filter_map(|n| n.subtree).collect(),
         }
     }
@@ -1455,6 +1462,22 @@ fn expanded(
         totals.insert(t, total);
     }
     totals.get(&root).copied().unwrap_or((0, 0))
+}
+
+/// The entries of the distinct trees below `root` (as the walk's sharing bound counts
+/// them), from `shapes`.
+fn distinct_entries(shapes: &HashMap<TreeId, Shape>, root: TreeId) -> u64 {
+    let mut seen = HashSet::from([root]);
+    let mut stack = vec![root];
+    let mut entries = 0u64;
+    while let Some(t) = stack.pop() {
+        let Some(shape) = shapes.get(&t) else {
+            continue;
+        };
+        entries = entries.saturating_add(shape.entries);
+        stack.extend(shape.subtrees.iter().filter(|s| seen.insert(**s)));
+    }
+    entries
 }
 
 /// A file whose blobs (`len` bytes by the index) do not add up to its size (format-spec §8).

@@ -279,10 +279,15 @@ pub enum Error {
     /// holds: shared subtrees multiplying without end (a tree bomb). Nothing more of it is
     /// read.
     #[error(
-        "the snapshot of tree {tree} is damaged: {why}; refused (a tree bomb: shared \
-         subtrees multiplying)"
+        "{} is damaged: {why}; refused (a tree bomb: shared subtrees multiplying)",
+        match snapshot {
+            Some(id) => format!("snapshot {} (tree {tree})", id.short()),
+            None => format!("the snapshot of tree {tree}"),
+        }
     )]
     TreeExpands {
+        /// The snapshot, where the walk knew it.
+        snapshot: Option<crate::id::SnapshotId>,
         /// The snapshot's root tree.
         tree: TreeId,
         /// Which bound it passed.

@@ -118,11 +118,21 @@ struct Match {
 /// The matches below one directory, shared by every snapshot whose tree there is the same.
 type Matches = Rc<Vec<Rc<Match>>>;
 
+/// What [`find`] found: the versions, and the snapshots it could not search.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Every version of every path that matched.
+    pub versions: Vec<Version>,
+    /// Each snapshot whose trees are damaged (or a tree bomb), with why: the others are
+    /// searched all the same.
+    pub refused: Vec<(SnapshotId, Error)>,
+}
+
 /// Every version of every path that matches, across the snapshots selected, oldest
 /// snapshot first; a version spans the snapshots in which its path is unchanged. A subtree
 /// unchanged between snapshots (same tree id at the same path) is searched once, and its
 /// matches are shared, not copied.
-pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
+pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Found> {
     let mut snapshots: Vec<(DateTime<FixedOffset>, SnapshotId, Snapshot)> = repo
         .snapshots()
         .list()?
@@ -136,12 +146,24 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
     snapshots.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut memo: HashMap<(TreeId, PathBuf), Matches> = HashMap::new();
     let mut versions: HashMap<(Lineage, Rc<Path>), Vec<Version>> = HashMap::new();
+    let mut refused = Vec::new();
     for (_, id, snap) in &snapshots {
         let here = SnapshotRef::of(id, snap);
         let lineage = snap.lineage();
-        let mut budget = Budget::of(snap);
+        let mut budget = Budget::of(crate::walk::Limits::of(snap).named(*id));
         let root = (&snap.tree, Path::new("/"), 1);
-        let matches = search(repo, opts, root, &mut memo, &mut budget)?;
+        // One damaged snapshot (a key holder's bomb, say) costs only its own versions
+        // (hostile pass 7: it failed the search of every lineage).
+        let matches = match search(repo, opts, root, &mut memo, &mut budget) {
+            Ok(m) => m,
+            Err(
+                e @ (Error::TreeExpands { .. } | Error::Corrupt { .. } | Error::NotFound { .. }),
+            ) => {
+                refused.push((*id, e));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for m in matches.iter() {
             let list = versions
                 .entry((lineage.clone(), m.path.clone()))
@@ -175,7 +197,7 @@ pub fn find(repo: &Repository, opts: &FindOptions) -> Result<Vec<Version>> {
             &b.first.time,
         ))
     });
-    Ok(versions)
+    Ok(Found { versions, refused })
 }
 
 /// What one snapshot's walk may still meet (issue 31, item 7): the files and directories
@@ -186,9 +208,9 @@ struct Budget {
 }
 
 impl Budget {
-    fn of(snapshot: &Snapshot) -> Self {
+    fn of(limits: crate::walk::Limits) -> Self {
         Budget {
-            limits: crate::walk::Limits::of(snapshot),
+            limits,
             seen: Default::default(),
         }
     }
@@ -344,7 +366,7 @@ pub fn diff(
         repo,
         totals: DiffTotals::default(),
         sink,
-        budgets: [Budget::of(a), Budget::of(b)],
+        budgets: [a, b].map(|s| Budget::of(crate::walk::Limits::of(s))),
     };
     let depth = base.components().count().saturating_sub(1);
     differ.compare(&base, (na.as_ref(), nb.as_ref()), is_root, depth)?;

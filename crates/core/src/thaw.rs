@@ -178,7 +178,7 @@ pub fn thaw_then_read(
     wait: &ThawWait,
     progress: &dyn Progress,
     mut ready: impl FnMut(&[PackId]),
-) -> std::result::Result<WaitReport, (crate::Error, Vec<PackId>)> {
+) -> std::result::Result<WaitReport, Box<(crate::Error, Vec<PackId>)>> {
     let started = Instant::now();
     let mut report = WaitReport {
         packs: packs.len(),
@@ -221,7 +221,7 @@ pub fn thaw_then_read(
                 Err(e) => {
                     ready(&now);
                     still.extend_from_slice(&pending[i..]);
-                    return Err((e, still));
+                    return Err(Box::new((e, still)));
                 }
             }
         }
@@ -258,7 +258,7 @@ pub fn wait_until_readable(
     }
     thaw_then_read(repo, &archived, wait, progress, |_| {})
         .map(Some)
-        .map_err(|(e, _)| e)
+        .map_err(|failed| failed.0)
 }
 
 /// Requests thaws of the archived ones among `packs`.

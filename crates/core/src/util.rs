@@ -106,10 +106,31 @@ pub fn with_read_pool<R: Send>(
         .capabilities()
         .read_concurrency
         .max(rayon::current_num_threads());
-    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-        Ok(pool) => pool.install(f),
-        Err(_) => f(),
+    match read_pool(threads) {
+        Some(pool) => pool.install(f),
+        None => f(),
     }
+}
+
+/// The process's read pool of `threads` threads, built once: a restore asks for it per
+/// batch and a tree walk per level of missing trees (hostile pass 7: a pool was built
+/// for each).
+fn read_pool(threads: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().ok()?;
+    if let Some(pool) = pools.get(&threads) {
+        return Some(pool.clone());
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .ok()?,
+    );
+    pools.insert(threads, pool.clone());
+    Some(pool)
 }
 
 /// Deterministic bytes that look random (xorshift64), for unit tests.

@@ -1,12 +1,12 @@
 //! Reading snapshot trees: the one depth-first traversal ([`TreeWalk`]) and path look-ups.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Expansion, Missing, Result};
-use crate::id::TreeId;
+use crate::id::{SnapshotId, TreeId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::Repository;
@@ -58,9 +58,13 @@ pub fn sharing() -> u64 {
 /// entry.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    snapshot: Option<SnapshotId>,
     tree: TreeId,
     files: (u64, u64),
     dirs: (u64, u64),
+    /// The whole tree's expansion passed the sharing bound already ([`expansion`]): the
+    /// walk need not judge it from the part read so far.
+    shared_ok: bool,
 }
 
 /// What a walk has met so far: files, directories, and the distinct trees read with the
@@ -97,9 +101,19 @@ impl Limits {
     pub(crate) fn recorded(tree: TreeId, files: u64, dirs: u64) -> Self {
         let allow = |n: u64| (n, n.saturating_add(MARGIN));
         Limits {
+            snapshot: None,
             tree,
             files: allow(files),
             dirs: allow(dirs),
+            shared_ok: false,
+        }
+    }
+
+    /// The same limits, naming `snapshot` when they refuse it.
+    pub fn named(self, snapshot: SnapshotId) -> Self {
+        Limits {
+            snapshot: Some(snapshot),
+            ..self
         }
     }
 
@@ -111,15 +125,27 @@ impl Limits {
             _ => return Ok(()),
         }
         self.check_totals(seen.files, seen.dirs)?;
-        let met = seen.files + seen.dirs;
-        let limit = SHARING_FLOOR.max(seen.entries.saturating_mul(sharing()));
-        if met > limit {
-            return Err(self.refused(Expansion::Sharing {
-                entries: seen.entries,
-                limit,
-            }));
+        match self.shared_ok {
+            true => Ok(()),
+            false => self.check_sharing(seen.files + seen.dirs, seen.entries),
         }
-        Ok(())
+    }
+
+    /// Refuses `met` files and directories from `entries` distinct entries read: more than
+    /// [`sharing`] times over (past [`SHARING_FLOOR`]).
+    fn check_sharing(&self, met: u64, entries: u64) -> Result<()> {
+        let limit = SHARING_FLOOR.max(entries.saturating_mul(sharing()));
+        match met > limit {
+            true => Err(self.refused(Expansion::Sharing { entries, limit })),
+            false => Ok(()),
+        }
+    }
+
+    /// Refuses a whole tree holding `files` and `dirs` (every shared subtree counted each
+    /// time) from `entries` distinct entries: past the summary, or past the sharing bound.
+    pub fn check_expansion(&self, files: u64, dirs: u64, entries: u64) -> Result<()> {
+        self.check_totals(files, dirs)?;
+        self.check_sharing(files.saturating_add(dirs), entries)
     }
 
     /// Refuses `files` and `dirs` (counted already) past the summary's counts, and a
@@ -147,10 +173,88 @@ impl Limits {
 
     fn refused(&self, why: Expansion) -> Error {
         Error::TreeExpands {
+            snapshot: self.snapshot,
             tree: self.tree,
             why,
         }
     }
+}
+
+/// Counts the whole tree below `limits`' root once per distinct tree (a shared subtree
+/// counted each time it is met, never path by path) and refuses it as its walk would,
+/// before anything is done with it: a restore refuses a bomb before writing its first
+/// batch (hostile pass 7). Returns the limits marked so that the walk no longer judges
+/// sharing by the part read so far. A tree that cannot be read counts nothing (its walk
+/// reports it), unless the repository is gone. Memory: one count per distinct tree, and
+/// the subtree ids of the trees on the current path.
+pub fn expansion(repo: &Repository, limits: Limits) -> Result<Limits> {
+    expansion_with(&mut |id| repo.trees().load(id), limits)
+}
+
+/// A tree being counted: its own files and directories, and its subtrees not yet entered.
+struct Counting {
+    tree: TreeId,
+    own: (u64, u64),
+    subtrees: Vec<TreeId>,
+    next: usize,
+}
+
+impl Counting {
+    fn of(tree: TreeId, t: &Tree) -> Self {
+        let count = |k| t.entries.iter().filter(|n| n.kind == k).count() as u64;
+        Counting {
+            tree,
+            own: (count(NodeKind::File), count(NodeKind::Dir)),
+            subtrees: t.entries.iter().filter_map(|n| n.subtree).collect(),
+            next: 0,
+        }
+    }
+}
+
+fn expansion_with(load: &mut dyn FnMut(&TreeId) -> Result<Tree>, limits: Limits) -> Result<Limits> {
+    let mut totals: HashMap<TreeId, (u64, u64)> = HashMap::new();
+    let mut on_path: HashSet<TreeId> = HashSet::new();
+    let mut entries = 0u64;
+    let mut stack: Vec<Counting> = Vec::new();
+    let mut enter =
+        |id: TreeId, stack: &mut Vec<Counting>, on_path: &mut HashSet<TreeId>| match load(&id) {
+            Ok(tree) => {
+                entries = entries.saturating_add(tree.entries.len() as u64);
+                on_path.insert(id);
+                stack.push(Counting::of(id, &tree));
+                Ok(())
+            }
+            Err(e @ Error::NoRepository(_)) => Err(e),
+            Err(_) => Ok(()),
+        };
+    enter(limits.tree, &mut stack, &mut on_path)?;
+    while let Some(top) = stack.last_mut() {
+        if let Some(&sub) = top.subtrees.get(top.next) {
+            top.next += 1;
+            // A tree on the current path (a cycle, which only a forged id could make)
+            // and a level deeper than the walk enters count nothing.
+            let deep = stack.len() >= MAX_DEPTH;
+            if !(totals.contains_key(&sub) || on_path.contains(&sub) || deep) {
+                enter(sub, &mut stack, &mut on_path)?;
+            }
+            continue;
+        }
+        let done = stack.pop().expect("the loop's top");
+        on_path.remove(&done.tree);
+        let total = done.subtrees.iter().fold(done.own, |(f, d), s| {
+            let (sf, sd) = totals.get(s).copied().unwrap_or((0, 0));
+            (f.saturating_add(sf), d.saturating_add(sd))
+        });
+        // A subtree holds no more than its snapshot: refused as soon as one is over.
+        limits.check_totals(total.0, total.1)?;
+        totals.insert(done.tree, total);
+    }
+    let (files, dirs) = totals.get(&limits.tree).copied().unwrap_or((0, 0));
+    limits.check_expansion(files, dirs, entries)?;
+    Ok(Limits {
+        shared_ok: true,
+        ..limits
+    })
 }
 
 /// Refuses an entry at `path`, `depth` levels down, that no file system could hold.
@@ -431,26 +535,37 @@ mod tests {
         BlobId(b)
     }
 
-    /// Walks a root of `dirs` directories, each over a tree of 1000 files: its own tree
-    /// each (`shared` false) or all the same one. Returns the nodes met and the error.
-    fn walk_dirs(dirs: u32, shared: bool) -> (u64, Option<Error>) {
-        let sub = |i: u32| tid(if shared { 1 } else { i + 1 });
-        let load = Box::new(move |t: &TreeId| {
+    /// A root (tree 0) of `shared` directories over one tree of 1000 files (tree 1), then
+    /// `distinct` directories over a tree of 1000 files each.
+    fn dirs(shared: u32, distinct: u32) -> impl FnMut(&TreeId) -> Result<Tree> + Clone {
+        move |t: &TreeId| {
+            let dir = |name: String, sub: u32| {
+                let mut d = Node::new(name.into_bytes(), NodeKind::Dir);
+                d.subtree = Some(tid(sub));
+                d
+            };
             let entries = if *t == tid(0) {
-                (0..dirs)
-                    .map(|i| {
-                        let mut d = Node::new(format!("d{i}").into_bytes(), NodeKind::Dir);
-                        d.subtree = Some(sub(i));
-                        d
-                    })
+                let shared = (0..shared).map(|i| dir(format!("s{i}"), 1));
+                shared
+                    .chain((0..distinct).map(|i| dir(format!("d{i}"), i + 2)))
                     .collect()
             } else {
                 let file = |i: u32| Node::new(format!("f{i}").into_bytes(), NodeKind::File);
                 (0..1000).map(file).collect()
             };
             Ok(Tree { entries })
-        });
+        }
+    }
+
+    /// Walks a root of `dirs` directories, each over a tree of 1000 files: its own tree
+    /// each (`shared` false) or all the same one. Returns the nodes met and the error.
+    fn walk_dirs(dirs: u32, shared: bool) -> (u64, Option<Error>) {
+        let (s, d) = if shared { (dirs, 0) } else { (0, dirs) };
         let limits = Limits::recorded(tid(0), u64::from(dirs) * 1000, u64::from(dirs));
+        walk_with(Box::new(self::dirs(s, d)), limits)
+    }
+
+    fn walk_with(load: TreeLoader<'static>, limits: Limits) -> (u64, Option<Error>) {
         let (mut nodes, mut error) = (0, None);
         for v in TreeWalk::with_loader(load, &tid(0)).limited(limits) {
             match v {
@@ -459,6 +574,94 @@ mod tests {
             }
         }
         (nodes, error)
+    }
+
+    /// The whole tree is judged before it is walked, each distinct tree read once: a
+    /// bomb is refused as the walk would refuse it, an honest tree passes.
+    #[test]
+    fn expansion_judges_the_whole_tree_reading_each_tree_once() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
+        let count = |shared: u32, recorded: u64| {
+            let mut load = dirs(shared, 0);
+            let mut loads = 0;
+            let mut counted = |t: &TreeId| {
+                loads += 1;
+                load(t)
+            };
+            let limits = Limits::recorded(tid(0), recorded, u64::from(shared));
+            let r = expansion_with(&mut counted, limits.named(SnapshotId([9; 32])));
+            (r, loads)
+        };
+        let (r, loads) = count(250, 250_000);
+        assert!(r.unwrap().shared_ok);
+        assert_eq!(loads, 2);
+        let (r, loads) = count(400, 400_000);
+        let e = r.unwrap_err();
+        let Error::TreeExpands { why, snapshot, .. } = &e else {
+            panic!("{e}")
+        };
+        let entries = 400 + 1000;
+        assert_eq!(
+            *why,
+            Expansion::Sharing {
+                entries,
+                limit: entries * SHARING
+            }
+        );
+        assert_eq!(*snapshot, Some(SnapshotId([9; 32])));
+        assert!(e.to_string().starts_with("snapshot 09090909 (tree "), "{e}");
+        assert_eq!(loads, 2);
+        let (r, _) = count(250, 1000);
+        let e = r.unwrap_err();
+        assert!(matches!(
+            e,
+            Error::TreeExpands {
+                why: Expansion::PastSummary { .. },
+                ..
+            }
+        ));
+    }
+
+    /// A chain of 64 levels, each tree naming the next twice: 2^64 paths from 128
+    /// entries, counted (saturating) in 64 loads and refused; a cycle counts nothing.
+    #[test]
+    fn expansion_of_a_bomb_or_a_cycle_ends() {
+        let mut loads = 0;
+        let mut load = |t: &TreeId| {
+            loads += 1;
+            let level = u32::from_le_bytes(t.0[..4].try_into().unwrap());
+            let next = |name: &[u8]| {
+                let mut d = Node::new(name.to_vec(), NodeKind::Dir);
+                // The last level names the root again: a cycle.
+                d.subtree = Some(tid((level + 1) % 64));
+                d
+            };
+            Ok(Tree {
+                entries: vec![next(b"a"), next(b"b")],
+            })
+        };
+        let limits = Limits::recorded(tid(0), MAX_RECORDED, MAX_RECORDED);
+        let e = expansion_with(&mut load, limits).unwrap_err();
+        assert!(matches!(e, Error::TreeExpands { .. }), "{e}");
+        assert_eq!(loads, 64);
+    }
+
+    /// A tree repeating one directory 700 times before its thousand distinct ones: the
+    /// walk alone refuses it at the repeats (judged by the part read so far); judged
+    /// whole first, it walks whole.
+    #[test]
+    fn a_tree_judged_whole_is_not_refused_by_its_first_part() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
+        let limits = Limits::recorded(tid(0), 1_700_000, 1700);
+        let (_, error) = walk_with(Box::new(dirs(700, 1000)), limits);
+        assert!(
+            matches!(error, Some(Error::TreeExpands { .. })),
+            "{error:?}"
+        );
+        let whole = expansion_with(&mut dirs(700, 1000), limits).unwrap();
+        let (nodes, error) = walk_with(Box::new(dirs(700, 1000)), whole);
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(nodes, 1_701_700);
     }
 
     /// An honest snapshot of a million distinct files walks whole; so does one sharing a

@@ -50,7 +50,8 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
         since: instant("since", &args.since)?,
         until: instant("until", &args.until)?,
     };
-    let versions = history::find(&repo, &opts)?;
+    let found = history::find(&repo, &opts)?;
+    let versions = found.versions;
     if global.json {
         output::print_json(&versions);
     } else {
@@ -78,14 +79,30 @@ pub fn find(global: &Global, args: FindArgs) -> anyhow::Result<i32> {
         }
         out.flush()?;
     }
+    for (id, e) in &found.refused {
+        let remedy = e.remedy().map(|r| format!(" ({})", output::remedy(r)));
+        eprintln!(
+            "error: snapshot {} not searched: {}{}",
+            id.short(),
+            output::plain(&e.to_string()),
+            remedy.unwrap_or_default()
+        );
+    }
     if versions.is_empty() {
         eprintln!(
-            "nothing matched {} in the snapshots selected",
-            output::plain(&args.patterns.join(" "))
+            "nothing matched {} in the snapshots {}",
+            output::plain(&args.patterns.join(" ")),
+            match found.refused.is_empty() {
+                true => "selected",
+                false => "searched",
+            }
         );
         return Ok(exit::FAILURE);
     }
-    Ok(exit::OK)
+    match found.refused.is_empty() {
+        true => Ok(exit::OK),
+        false => Ok(exit::FAILURE),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -154,9 +171,19 @@ fn diff_json(
         };
         let json = serde_json::to_string(&c).expect("JSON");
         write!(out, "{sep}    {json}").map_err(stdout)
-    })?;
+    });
     out.write_all(if first { b"]" } else { b"\n  ]" })?;
-    let totals = serde_json::to_value(totals).expect("JSON");
+    let totals = match totals {
+        Ok(totals) => serde_json::to_value(totals).expect("JSON"),
+        // What was written stays one JSON object, saying why it ends there (hostile
+        // pass 7: it ended mid-array).
+        Err(e) => {
+            let why = serde_json::Value::from(e.to_string());
+            write!(out, ",\n  \"error\": {why}\n}}\n")?;
+            out.flush()?;
+            return Err(e.into());
+        }
+    };
     for (k, v) in totals.as_object().expect("an object") {
         write!(out, ",\n  {}: {v}", serde_json::Value::from(k.as_str()))?;
     }

@@ -68,6 +68,16 @@ pub fn snapshot_with(
     summary: Summary,
     build: impl for<'s, 'r> FnOnce(&Crafter<'s, 'r>) -> TreeId,
 ) -> strata::SnapshotId {
+    snapshot_of(env, (None, "/"), summary, build)
+}
+
+/// [`snapshot_with`] in backup set `set`, of the source `path`.
+pub fn snapshot_of(
+    env: &Env,
+    (set, path): (Option<&str>, &str),
+    summary: Summary,
+    build: impl for<'s, 'r> FnOnce(&Crafter<'s, 'r>) -> TreeId,
+) -> strata::SnapshotId {
     let repo = open_repo(env);
     let shared = SaverShared::default();
     let tx = repo.transaction().unwrap();
@@ -87,9 +97,9 @@ pub fn snapshot_with(
             time: "2026-01-01T00:00:00Z".into(),
             host: "h".into(),
             user: "u".into(),
-            paths: vec!["/".into()],
+            paths: vec![path.into()],
             tags: vec![],
-            set: None,
+            set: set.map(String::from),
             parent: None,
             tree: root,
             excludes: vec![],

@@ -770,6 +770,91 @@ fn a_bomb_whose_summary_records_its_expansion_is_refused() {
     refused_with_any_summary(env, bomb, &["sharing"]);
 }
 
+/// One bomb costs only its own snapshot (hostile pass 7): `find` lists what the other
+/// lineages hold and names the bomb's snapshot; `restore --all-sets` restores the other
+/// sets and writes nothing of the bomb's (refused before its first batch, no journal
+/// left); `check` names the bomb even though its summary records what it expands to.
+#[test]
+fn a_bomb_costs_only_its_own_snapshot() {
+    let env = &Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.txt"), "kept").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let bad = (Some("bad"), "/bomb");
+    let bomb = craft::snapshot_of(env, bad, claiming(1 << 32), wide_bomb);
+    let says_bomb = |err: &str| err.contains(&bomb.short()) && err.contains("sharing");
+
+    let b = craft::run_bounded(env, &["find", "notes.txt"], 1024, 30);
+    let (out, err) = (String::from_utf8_lossy(&b.out.stdout), stderr(&b.out));
+    assert_eq!(b.out.status.code(), Some(1), "{err}");
+    assert!(out.contains("notes.txt"), "{out}");
+    assert!(says_bomb(&err), "{err}");
+
+    let t = env.path("t");
+    let args = [
+        "restore",
+        "latest",
+        "--all-sets",
+        "--target",
+        t.to_str().unwrap(),
+    ];
+    let b = craft::run_bounded(env, &args, 1024, 30);
+    let err = stderr(&b.out);
+    assert_eq!(b.out.status.code(), Some(1), "{err}");
+    assert!(says_bomb(&err), "{err}");
+    assert_eq!(
+        fs::read(restored(&t, &src).join("notes.txt")).unwrap(),
+        b"kept"
+    );
+    // Only the good set's path: no `a` of the bomb, no journal or staged file.
+    let top: Vec<_> = fs::read_dir(&t)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let first = src.components().nth(1).unwrap().as_os_str().to_owned();
+    assert_eq!(top, [first], "{top:?}");
+
+    // `diff --json` into the bomb ends in an error, its output still one JSON object.
+    let good = env.ok(&["snapshots", "--json"]);
+    let good: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let good = good
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|s| (s["set"].is_null()).then(|| s["id"].as_str().unwrap().to_string()))
+        .unwrap();
+    let b = craft::run_bounded(env, &["--json", "diff", &good, &bomb.to_hex()], 1024, 30);
+    assert_eq!(b.out.status.code(), Some(1), "{}", stderr(&b.out));
+    let v: serde_json::Value = serde_json::from_slice(&b.out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("sharing"), "{v}");
+    assert!(v["changes"].is_array(), "{v}");
+
+    let b = craft::run_bounded(env, &["check"], 1024, 30);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&b.out.stdout),
+        stderr(&b.out)
+    );
+    assert!(!b.out.status.success(), "{all}");
+    assert!(says_bomb(&all), "{all}");
+    assert!(all.contains("--tree-sharing"), "{all}");
+}
+
+/// A restore of a bomb alone writes nothing: refused before the target is made.
+#[test]
+fn a_refused_bomb_leaves_no_target() {
+    let env = &Env::local();
+    env.init();
+    craft::snapshot_with(env, claiming(1 << 32), wide_bomb);
+    let t = env.path("t");
+    let args = ["restore", "latest", "--target", t.to_str().unwrap()];
+    let b = craft::run_bounded(env, &args, 1024, 30);
+    assert_eq!(b.out.status.code(), Some(1), "{}", stderr(&b.out));
+    assert!(!t.exists(), "{:?}", fs::read_dir(&t).map(|d| d.count()));
+}
+
 /// Honest sharing, 200 copies of a directory of 1000 distinct files (200,200 paths from
 /// 1,200 entries), restores and lists whole.
 #[test]

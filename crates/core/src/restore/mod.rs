@@ -288,6 +288,9 @@ pub fn run(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    // A tree bomb is refused before the target is touched: judged by its first part
+    // only, it was refused after its first batch was written (hostile pass 7).
+    let limits = walk::expansion(repo, walk::Limits::of(snapshot))?;
     let target = if opts.dry_run {
         None
     } else {
@@ -325,7 +328,7 @@ pub fn run(
     walk::walk_tolerant(
         repo,
         &snapshot.tree,
-        walk::Limits::of(snapshot),
+        limits,
         &mut |rel, node| {
             if opts
                 .cancel
@@ -588,7 +591,8 @@ fn restore_archived(
     };
     match crate::thaw::thaw_then_read(ctx.repo, archived, wait, ctx.progress, restore_batch) {
         Ok(w) => Some(w),
-        Err((e, left)) => {
+        Err(failed) => {
+            let (e, left) = *failed;
             lose(&left, &e);
             None
         }
