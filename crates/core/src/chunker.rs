@@ -176,6 +176,29 @@ mod tests {
         out
     }
 
+    /// Format-spec §17: the cuts of 1 MiB of BLAKE3's output for "strata chunker vector"
+    /// at the default parameters and the vectors' chunker seed. Another cut makes every
+    /// backup store its data again, and other writers' data no longer dedupe.
+    #[test]
+    fn the_spec_chunker_vector_is_cut() {
+        let v = crate::util::spec_vectors();
+        let seed = u64::from_be_bytes(v["chunker_seed"][..].try_into().unwrap());
+        let mut data = vec![0u8; 1 << 20];
+        let mut h = blake3::Hasher::new();
+        h.update(b"strata chunker vector")
+            .finalize_xof()
+            .fill(&mut data);
+        let mut c = Chunker::new(&data[..], ChunkerParams::default(), seed, 1 << 18);
+        let mut ends = Vec::new();
+        while let Some(b) = c.next_batch().unwrap() {
+            let base = ends.last().copied().unwrap_or(0);
+            ends.extend(b.chunks.iter().map(|r| base + r.end as u32));
+        }
+        let ends: Vec<u8> = ends.iter().flat_map(|e| e.to_be_bytes()).collect();
+        let want = &v["chunker_cut_ends_u32be"];
+        assert_eq!(hex::encode(&ends), hex::encode(want));
+    }
+
     #[test]
     fn batches_cut_like_one_pass() {
         let data = pseudo_random(3 << 20, 7);

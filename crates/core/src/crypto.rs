@@ -277,6 +277,51 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Format-spec §17's vectors, computed there with independent libraries
+    /// (`tools/vectors.py`): a changed context string, AAD, nonce layout or KDF would make
+    /// every existing repository unreadable, and fails here.
+    #[test]
+    fn the_spec_vectors_are_computed() {
+        let v = crate::util::spec_vectors();
+        let secret: [u8; 32] = v["master_secret"].clone().try_into().unwrap();
+        let key = MasterKey::from_secret(secret);
+        assert_eq!(
+            blake3::derive_key(CTX_ENCRYPTION, &secret),
+            v["encryption_key"][..]
+        );
+        assert_eq!(key.id_key, v["blob_id_key"][..]);
+        assert_eq!(key.chunker_seed().to_be_bytes(), v["chunker_seed"][..]);
+        assert_eq!(
+            blake3::derive_key(CTX_WAL_NAME, &secret),
+            v["wal_name_key"][..]
+        );
+        assert_eq!(
+            blake3::derive_key(CTX_ROOT_NAME, &secret),
+            v["root_name_key"][..]
+        );
+        let plain = &v["blob_plaintext"];
+        let id = key.blob_id(plain);
+        assert_eq!(id.0, v["blob_id"][..]);
+        assert_eq!(key.blob_id(b"").0, v["blob_id_of_empty"][..]);
+        let wal = key.wal_name("main", "000000010000000000000001");
+        assert_eq!(wal, v["wal_name_main_000000010000000000000001"][..]);
+        let root = key.root_name("postgres.wal", "main");
+        assert_eq!(root, v["root_name_postgres.wal_main"][..]);
+        let aad = [&[0u8][..], &id.0].concat();
+        assert_eq!(key.open(&v["sealed_data_blob"], &aad).as_ref(), Some(plain));
+        let kdf = KdfParams {
+            algorithm: "argon2id".into(),
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            salt: v["argon2id_salt"].clone(),
+        };
+        let kek = kdf.derive(&v["password"]).unwrap();
+        assert_eq!(kek, v["argon2id_m64_t1_p1_kek"][..]);
+        let unwrapped = unwrap_secret(&kek, &v["wrapped_master_secret"], b"strata/key/v1");
+        assert_eq!(unwrapped, Some(secret));
+    }
+
     proptest! {
         #[test]
         fn seal_open_round_trip(data in proptest::collection::vec(any::<u8>(), 0..4096),

@@ -133,6 +133,22 @@ fn read_pool(threads: usize) -> Option<std::sync::Arc<rayon::ThreadPool>> {
     Some(pool)
 }
 
+/// The test vectors of format-spec §17 (its `vectors` block: one `name hex` per line), as
+/// the spec says them: the code must compute every one (issue 32, item 1).
+#[cfg(test)]
+pub(crate) fn spec_vectors() -> std::collections::HashMap<&'static str, Vec<u8>> {
+    let spec = include_str!("../../../format-spec/repository-v1.md");
+    let block = spec
+        .split("```vectors\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("format-spec has a vectors block");
+    (block.lines())
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k, hex::decode(v.trim()).expect("hex")))
+        .collect()
+}
+
 /// Deterministic bytes that look random (xorshift64), for unit tests.
 #[cfg(test)]
 pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
