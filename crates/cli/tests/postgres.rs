@@ -1297,7 +1297,37 @@ fn a_killed_delta_restore_is_completed_by_a_rerun(env: &Env) {
     assert_eq!((rows, count.as_str()), (vec![1, 2], "20000"));
 }
 
+/// Issue 32, mutant 7: a base backup's own segment missing from the archive (its stop
+/// segment, with nothing archived after it) is a gap, not the end of the archive: without
+/// it PostgreSQL never reaches a consistent state. Only a hole after the stop was tested.
+fn a_segment_missing_inside_a_base_backup_is_refused(env: &Env) {
+    let (env, cfg) = pg_env(clone_env(env));
+    env.init();
+    let mut db = archiving_primary(&env, &cfg);
+    insert(&db, 1);
+    let b = env.json(&["--config", &cfg, "pg", "basebackup", "main"]);
+    db.stop();
+    let stop_wal = b["postgres"]["stop_wal"].as_str().unwrap().to_string();
+    let restore = ["--config", &cfg, "pg", "restore", "main", "--dry-run", "--target"];
+    let target = env.path("r").display().to_string();
+    let args = [&restore[..], &[target.as_str()]].concat();
+    env.ok(&args);
+    // The stop segment and whatever was archived after it go.
+    let repo = common::open_repo(&env);
+    let no = u64::from_str_radix(&stop_wal[16..], 16).unwrap();
+    for n in no..no + 8 {
+        let name = format!("{}{n:08X}", &stop_wal[..16]);
+        let _ = repo.remove_root("postgres.wal", &format!("main/{name}"));
+    }
+    let out = env.run(&args);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("gap") || err.contains("missing"), "{err}");
+    assert!(err.contains(&stop_wal), "{err}");
+}
+
 conformance!(
+    a_segment_missing_inside_a_base_backup_is_refused,
     a_delta_restore_fetches_only_what_differs,
     a_killed_delta_restore_is_completed_by_a_rerun,
     a_second_site_recovers_to_an_instant,

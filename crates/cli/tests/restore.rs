@@ -604,6 +604,41 @@ fn a_dry_run_decrypts_and_fails_on_a_flipped_byte() {
     assert!(!target.exists());
 }
 
+/// Issue 32, mutant 2: offsets past 4 GiB. A sparse file of 5 GiB with data at its start
+/// and past 4 GiB (costing little disk) restores with each piece where it was: a 32-bit
+/// offset would put the second over the first.
+#[test]
+fn a_file_past_4_gib_restores_its_data_in_place() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let (first, far) = (noise(1 << 20, 41), noise(1 << 20, 42));
+    let at = (4u64 << 30) + 123;
+    let len = 5u64 << 30;
+    let mut f = fs::File::create(src.join("big")).unwrap();
+    f.write_all(&first).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&far).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("t");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let mut r = fs::File::open(restored(&target, &src).join("big")).unwrap();
+    assert_eq!(r.metadata().unwrap().len(), len);
+    let mut piece = |offset: u64| {
+        let mut buf = vec![0u8; 1 << 20];
+        r.seek(SeekFrom::Start(offset)).unwrap();
+        r.read_exact(&mut buf).unwrap();
+        buf
+    };
+    assert!(piece(0) == first, "the first MiB");
+    assert!(piece(at) == far, "the MiB past 4 GiB");
+    assert!(piece(2 << 30).iter().all(|b| *b == 0), "the hole between");
+}
+
 /// Issue 32, mutant 3: character and block devices come back with their device numbers
 /// (not 0), as root; a Unix socket is skipped and named, as tar skips it.
 #[test]
