@@ -1308,7 +1308,15 @@ fn a_segment_missing_inside_a_base_backup_is_refused(env: &Env) {
     let b = env.json(&["--config", &cfg, "pg", "basebackup", "main"]);
     db.stop();
     let stop_wal = b["postgres"]["stop_wal"].as_str().unwrap().to_string();
-    let restore = ["--config", &cfg, "pg", "restore", "main", "--dry-run", "--target"];
+    let restore = [
+        "--config",
+        &cfg,
+        "pg",
+        "restore",
+        "main",
+        "--dry-run",
+        "--target",
+    ];
     let target = env.path("r").display().to_string();
     let args = [&restore[..], &[target.as_str()]].concat();
     env.ok(&args);
