@@ -19,8 +19,8 @@ use crate::remedy::Remedy;
 use crate::repo::pack::BlobKind;
 use crate::repo::root::Root;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
-use crate::repo::tree::NodeKind;
 use crate::repo::Repository;
+use crate::walk::Expanded;
 use crate::walk::{safe_name, TreeWalk, Visit};
 
 /// Which data packs a check reads and verifies byte by byte (tree packs are always read).
@@ -833,14 +833,14 @@ impl Audit<'_> {
     fn expanding(&mut self, snapshots: &[(SnapshotId, Snapshot)], shapes: &HashMap<TreeId, Shape>) {
         let mut totals = HashMap::new();
         for (id, snap) in snapshots {
-            let (files, dirs) = expanded(shapes, snap.tree, &mut totals);
+            let e = expanded(shapes, snap.tree, &mut totals);
             let limits = crate::walk::Limits::of(snap).named(*id);
             // The sharing bound needs the snapshot's own distinct entries: counted only
             // where it could matter (hostile pass 7: a bomb recording its expansion in
             // its summary passed check).
-            let over = match files.saturating_add(dirs) > crate::walk::SHARING_FLOOR {
-                true => limits.check_expansion(files, dirs, distinct_entries(shapes, snap.tree)),
-                false => limits.check_totals(files, dirs),
+            let over = match e.all() > crate::walk::SHARING_FLOOR {
+                true => limits.check_expansion(e, distinct_entries(shapes, snap.tree)),
+                false => limits.check_totals(e.files, e.dirs),
             }
             .err();
             if let Some(e) = over {
@@ -1405,35 +1405,31 @@ fn find_hits(
     Ok(hits)
 }
 
-/// A tree's own entries, as far as expansion goes: its files, its directories and their
-/// subtrees.
+/// A tree's own entries, as far as expansion goes: by kind, and their subtrees.
 struct Shape {
-    files: u64,
-    dirs: u64,
+    own: Expanded,
     entries: u64,
     subtrees: Box<[TreeId]>,
 }
 
 impl Shape {
     fn of(tree: &crate::repo::tree::Tree) -> Self {
-        let count = |k| tree.entries.iter().filter(|n| n.kind == k).count() as u64;
         Shape {
-            files: count(NodeKind::File),
-            dirs: count(NodeKind::Dir),
+            own: Expanded::of(tree),
             entries: tree.entries.len() as u64,
             subtrees: tree.entries.iter().filter_map(|n| n.subtree).collect(),
         }
     }
 }
 
-/// The files and directories below `root` with every shared subtree counted each time it
-/// is met (saturating), from `shapes` (a tree not there counts nothing), memoized in
-/// `totals`. Post-order on an explicit stack: a 50,000-deep chain needs no deep recursion.
+/// The entries below `root` with every shared subtree counted each time it is met
+/// (saturating), from `shapes` (a tree not there counts nothing), memoized in `totals`.
+/// Post-order on an explicit stack: a 50,000-deep chain needs no deep recursion.
 fn expanded(
     shapes: &HashMap<TreeId, Shape>,
     root: TreeId,
-    totals: &mut HashMap<TreeId, (u64, u64)>,
-) -> (u64, u64) {
+    totals: &mut HashMap<TreeId, Expanded>,
+) -> Expanded {
     let mut stack = vec![(root, false)];
     // A tree on the current path (a cycle, which only a forged id could make) counts
     // nothing the second time.
@@ -1443,7 +1439,7 @@ fn expanded(
             continue;
         }
         let Some(shape) = shapes.get(&t) else {
-            totals.insert(t, (0, 0));
+            totals.insert(t, Expanded::default());
             continue;
         };
         if !children_done {
@@ -1453,15 +1449,13 @@ fn expanded(
             }
             continue;
         }
-        let mut total = (shape.files, shape.dirs);
-        for s in shape.subtrees.iter() {
-            let (f, d) = totals.get(s).copied().unwrap_or((0, 0));
-            total = (total.0.saturating_add(f), total.1.saturating_add(d));
-        }
+        let total = (shape.subtrees.iter()).fold(shape.own, |t, s| {
+            t.plus(totals.get(s).copied().unwrap_or_default())
+        });
         open.remove(&t);
         totals.insert(t, total);
     }
-    totals.get(&root).copied().unwrap_or((0, 0))
+    totals.get(&root).copied().unwrap_or_default()
 }
 
 /// The entries of the distinct trees below `root` (as the walk's sharing bound counts

@@ -71,10 +71,58 @@ pub struct Limits {
 /// entries they hold.
 #[derive(Debug, Default)]
 pub struct Seen {
-    files: u64,
-    dirs: u64,
+    met: Expanded,
     trees: HashSet<TreeId>,
     entries: u64,
+}
+
+/// Entries of a tree with every shared subtree counted each time it is met: its files and
+/// directories (which a summary records), and every other kind (symlinks, FIFOs, sockets,
+/// devices: no summary records them, but a bomb repeats them as well; hostile pass 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expanded {
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Every other kind.
+    pub others: u64,
+}
+
+impl Expanded {
+    /// The entries of one tree, its subtrees not counted.
+    pub fn of(tree: &Tree) -> Self {
+        tree.entries.iter().fold(Self::default(), |mut e, n| {
+            e.meet(n.kind);
+            e
+        })
+    }
+
+    /// Counts one entry of `kind`.
+    pub fn meet(&mut self, kind: NodeKind) {
+        let n = match kind {
+            NodeKind::File => &mut self.files,
+            NodeKind::Dir => &mut self.dirs,
+            _ => &mut self.others,
+        };
+        *n = n.saturating_add(1);
+    }
+
+    /// Both counts, added (saturating).
+    pub fn plus(self, o: Self) -> Self {
+        Expanded {
+            files: self.files.saturating_add(o.files),
+            dirs: self.dirs.saturating_add(o.dirs),
+            others: self.others.saturating_add(o.others),
+        }
+    }
+
+    /// Every entry.
+    pub fn all(&self) -> u64 {
+        self.files
+            .saturating_add(self.dirs)
+            .saturating_add(self.others)
+    }
 }
 
 impl Seen {
@@ -119,19 +167,15 @@ impl Limits {
 
     /// Counts `kind` against the limits, and `seen`'s distinct entries.
     pub fn count(&self, kind: NodeKind, seen: &mut Seen) -> Result<()> {
-        match kind {
-            NodeKind::File => seen.files += 1,
-            NodeKind::Dir => seen.dirs += 1,
-            _ => return Ok(()),
-        }
-        self.check_totals(seen.files, seen.dirs)?;
+        seen.met.meet(kind);
+        self.check_totals(seen.met.files, seen.met.dirs)?;
         match self.shared_ok {
             true => Ok(()),
-            false => self.check_sharing(seen.files + seen.dirs, seen.entries),
+            false => self.check_sharing(seen.met.all(), seen.entries),
         }
     }
 
-    /// Refuses `met` files and directories from `entries` distinct entries read: more than
+    /// Refuses `met` entries (of any kind) from `entries` distinct entries read: more than
     /// [`sharing`] times over (past [`SHARING_FLOOR`]).
     fn check_sharing(&self, met: u64, entries: u64) -> Result<()> {
         let limit = SHARING_FLOOR.max(entries.saturating_mul(sharing()));
@@ -141,11 +185,11 @@ impl Limits {
         }
     }
 
-    /// Refuses a whole tree holding `files` and `dirs` (every shared subtree counted each
-    /// time) from `entries` distinct entries: past the summary, or past the sharing bound.
-    pub fn check_expansion(&self, files: u64, dirs: u64, entries: u64) -> Result<()> {
-        self.check_totals(files, dirs)?;
-        self.check_sharing(files.saturating_add(dirs), entries)
+    /// Refuses a whole tree that expands to `e` from `entries` distinct entries: past the
+    /// summary, or past the sharing bound.
+    pub fn check_expansion(&self, e: Expanded, entries: u64) -> Result<()> {
+        self.check_totals(e.files, e.dirs)?;
+        self.check_sharing(e.all(), entries)
     }
 
     /// Refuses `files` and `dirs` (counted already) past the summary's counts, and a
@@ -194,17 +238,16 @@ pub fn expansion(repo: &Repository, limits: Limits) -> Result<Limits> {
 /// A tree being counted: its own files and directories, and its subtrees not yet entered.
 struct Counting {
     tree: TreeId,
-    own: (u64, u64),
+    own: Expanded,
     subtrees: Vec<TreeId>,
     next: usize,
 }
 
 impl Counting {
     fn of(tree: TreeId, t: &Tree) -> Self {
-        let count = |k| t.entries.iter().filter(|n| n.kind == k).count() as u64;
         Counting {
             tree,
-            own: (count(NodeKind::File), count(NodeKind::Dir)),
+            own: Expanded::of(t),
             subtrees: t.entries.iter().filter_map(|n| n.subtree).collect(),
             next: 0,
         }
@@ -212,9 +255,13 @@ impl Counting {
 }
 
 fn expansion_with(load: &mut dyn FnMut(&TreeId) -> Result<Tree>, limits: Limits) -> Result<Limits> {
-    let mut totals: HashMap<TreeId, (u64, u64)> = HashMap::new();
+    let mut totals: HashMap<TreeId, Expanded> = HashMap::new();
     let mut on_path: HashSet<TreeId> = HashSet::new();
     let mut entries = 0u64;
+    // A tree that could not be read is not counted: its walk keeps judging sharing by what
+    // it has read, should it be read then (hostile pass 8: a bomb below a tree that failed
+    // here, then loaded, met the summary's bound only).
+    let mut whole = true;
     let mut stack: Vec<Counting> = Vec::new();
     let mut enter =
         |id: TreeId, stack: &mut Vec<Counting>, on_path: &mut HashSet<TreeId>| match load(&id) {
@@ -225,7 +272,10 @@ fn expansion_with(load: &mut dyn FnMut(&TreeId) -> Result<Tree>, limits: Limits)
                 Ok(())
             }
             Err(e @ Error::NoRepository(_)) => Err(e),
-            Err(_) => Ok(()),
+            Err(_) => {
+                whole = false;
+                Ok(())
+            }
         };
     enter(limits.tree, &mut stack, &mut on_path)?;
     while let Some(top) = stack.last_mut() {
@@ -241,18 +291,17 @@ fn expansion_with(load: &mut dyn FnMut(&TreeId) -> Result<Tree>, limits: Limits)
         }
         let done = stack.pop().expect("the loop's top");
         on_path.remove(&done.tree);
-        let total = done.subtrees.iter().fold(done.own, |(f, d), s| {
-            let (sf, sd) = totals.get(s).copied().unwrap_or((0, 0));
-            (f.saturating_add(sf), d.saturating_add(sd))
+        let total = (done.subtrees.iter()).fold(done.own, |t, s| {
+            t.plus(totals.get(s).copied().unwrap_or_default())
         });
         // A subtree holds no more than its snapshot: refused as soon as one is over.
-        limits.check_totals(total.0, total.1)?;
+        limits.check_totals(total.files, total.dirs)?;
         totals.insert(done.tree, total);
     }
-    let (files, dirs) = totals.get(&limits.tree).copied().unwrap_or((0, 0));
-    limits.check_expansion(files, dirs, entries)?;
+    let total = totals.get(&limits.tree).copied().unwrap_or_default();
+    limits.check_expansion(total, entries)?;
     Ok(Limits {
-        shared_ok: true,
+        shared_ok: whole,
         ..limits
     })
 }
@@ -644,6 +693,70 @@ mod tests {
         let e = expansion_with(&mut load, limits).unwrap_err();
         assert!(matches!(e, Error::TreeExpands { .. }), "{e}");
         assert_eq!(loads, 64);
+    }
+
+    /// Hostile pass 8: a bomb of symlinks (no summary counts them) under 22 levels of two
+    /// directories naming the same subtree: every kind counts, so the count refuses it
+    /// from 23 trees, and so does the walk within the sharing bound.
+    #[test]
+    fn a_bomb_of_symlinks_is_refused() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
+        let mut load = |t: &TreeId| {
+            let level = u32::from_le_bytes(t.0[..4].try_into().unwrap());
+            let entries = match level {
+                22 => (0..60_000)
+                    .map(|i| Node::new(format!("l{i}").into_bytes(), NodeKind::Symlink))
+                    .collect(),
+                _ => [b"a", b"b"]
+                    .map(|name| {
+                        let mut d = Node::new(name.to_vec(), NodeKind::Dir);
+                        d.subtree = Some(tid(level + 1));
+                        d
+                    })
+                    .to_vec(),
+            };
+            Ok(Tree { entries })
+        };
+        // The summary records the directories honestly.
+        let limits = Limits::recorded(tid(0), 0, 1 << 23);
+        let e = expansion_with(&mut load, limits).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TreeExpands {
+                    why: Expansion::Sharing { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let (nodes, error) = walk_with(Box::new(load), limits);
+        assert!(
+            matches!(error, Some(Error::TreeExpands { .. })),
+            "{error:?}"
+        );
+        assert!(nodes <= 256 * 60_100, "{nodes} met");
+    }
+
+    /// Hostile pass 8: a tree the count could not read (a hostile endpoint failing it
+    /// once) leaves the walk judging sharing by what it has read, should it load then.
+    #[test]
+    fn a_tree_the_count_missed_leaves_the_walk_judging_sharing() {
+        let _one = SHARING_SET.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = dirs(700, 1000);
+        let mut failed = false;
+        let mut once = |t: &TreeId| match *t == tid(1) && !std::mem::replace(&mut failed, true) {
+            true => Err(Error::corrupt("tree", "not now")),
+            false => all(t),
+        };
+        let limits = Limits::recorded(tid(0), 1_700_000, 1700);
+        let counted = expansion_with(&mut once, limits).unwrap();
+        assert!(!counted.shared_ok);
+        let (_, error) = walk_with(Box::new(dirs(700, 1000)), counted);
+        assert!(
+            matches!(error, Some(Error::TreeExpands { .. })),
+            "{error:?}"
+        );
     }
 
     /// A tree repeating one directory 700 times before its thousand distinct ones: the

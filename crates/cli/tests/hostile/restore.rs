@@ -855,6 +855,67 @@ fn a_refused_bomb_leaves_no_target() {
     assert!(!t.exists(), "{:?}", fs::read_dir(&t).map(|d| d.count()));
 }
 
+/// Hostile pass 8: a bomb of symlinks (which no summary counts) under 28 levels of two
+/// directories over the same subtree, its summary recording the 2^29 directories
+/// honestly: 5·10^11 entries from 29 trees. `check` names it, every reader refuses it in
+/// bounds, and a restore writes nothing.
+#[test]
+fn a_bomb_of_symlinks_is_refused_and_checked() {
+    let env = &Env::local();
+    env.init();
+    let summary = strata::Summary {
+        dirs: 1 << 29,
+        ..Default::default()
+    };
+    let bomb = craft::snapshot_with(env, summary, |c| {
+        let links = (0..2_000).map(|i| craft::symlink(&format!("l{i}"), "x"));
+        let mut t = c.tree(links.collect());
+        for _ in 0..28 {
+            t = c.tree(vec![craft::dir("a", t), craft::dir("b", t)]);
+        }
+        t
+    });
+    let b = craft::run_bounded(env, &["check"], 1024, 60);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&b.out.stdout),
+        stderr(&b.out)
+    );
+    assert_eq!(b.out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&bomb.short()) && all.contains("sharing"),
+        "{all}"
+    );
+    refused_all(env, bomb, &["sharing"], 60);
+    assert!(!env.path("t").exists(), "the restore made its target");
+}
+
+/// Hostile pass 8: `cat` and `dump` of a file naming one 128 KiB blob 20,000 times (a
+/// file of zeros backs up so, honestly) hold one range at a time, not every repeat: 2.5
+/// GiB out under 1 GiB of address space.
+#[test]
+fn a_chunk_repeated_is_read_in_bounded_memory() {
+    let env = &Env::local();
+    env.init();
+    let chunk = noise(128 << 10, 5);
+    let repeats = 20_000u64;
+    craft::snapshot(env, |c| {
+        let mut n = file(c, "big", &chunk);
+        n.content = vec![n.content[0]; repeats as usize];
+        n.size = repeats * chunk.len() as u64;
+        c.tree(vec![n])
+    });
+    for args in [&["cat", "latest", "/big"][..], &["dump", "latest", "/"]] {
+        let out = env.path("out");
+        let to = std::process::Stdio::from(fs::File::create(&out).unwrap());
+        let b = craft::run_bounded_to(env, args, (1024, 120), to);
+        assert!(!b.timed_out, "{args:?}: {:?}", b.elapsed);
+        assert!(b.out.status.success(), "{args:?}: {}", stderr(&b.out));
+        let len = fs::metadata(&out).unwrap().len();
+        assert!(len >= repeats * chunk.len() as u64, "{args:?}: {len} bytes");
+    }
+}
+
 /// Honest sharing, 200 copies of a directory of 1000 distinct files (200,200 paths from
 /// 1,200 entries), restores and lists whole.
 #[test]
