@@ -161,10 +161,10 @@ fn a_pack_both_marked_and_live_is_no_damage(env: &Env) {
         env.ok(&["forget", "--snapshot", id]);
     }
     env.ok(&["prune", "--grace", "1h"]);
-    // The old index files and the snapshots back, as a racing backup or a check between
-    // a prune's two steps sees them.
+    // The old index files back, as a racing backup or a check between a prune's two
+    // steps sees them. (Not the snapshots: a forgotten snapshot put back is refused.)
     let b = env.backend();
-    for (kind, files) in [("index", &index), ("snapshots", &snapshots)] {
+    for (kind, files) in [("index", &index)] {
         for (name, bytes) in files {
             if env.objects(kind).iter().all(|(n, _)| n != name) {
                 b.write(file_kind(kind), name, bytes).unwrap();
@@ -256,4 +256,40 @@ fn a_lost_file_is_one_error_not_one_per_blob() {
     let out = env.run(&["--json", "check"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["problems"].as_array().unwrap().len() > 10, "{v}");
+}
+
+/// Hostile pass 8: the local cache filling up (its disk full) fails `check` as this host's
+/// trouble, naming the cache; it is never taken for a damaged pack, nor recorded in the
+/// repository for every host's `status` to see.
+#[test]
+fn a_full_cache_fails_check_without_a_verdict_on_the_repository() {
+    let mut env = Env::local();
+    env.init();
+    let src = env.path("src");
+    for d in 0..300 {
+        let dir = src.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("f{f}")), format!("{d}-{f}")).unwrap();
+        }
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let audits = env.objects("audit").len();
+    let small = env.path("small");
+    let Some(_disk) = SmallDisk::mount(small.clone(), "2m") else {
+        return;
+    };
+    env.cache = small.join("cache");
+    let out = env.run(&["check"]);
+    let (err, report) = (
+        stderr(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    );
+    assert_eq!(code(&out), 1, "{err}{report}");
+    assert!(err.contains("local cache"), "{err}");
+    assert!(
+        !report.contains("damaged") && !err.contains("move the pack"),
+        "{err}{report}"
+    );
+    assert_eq!(env.objects("audit").len(), audits, "a verdict was recorded");
 }

@@ -252,3 +252,51 @@ fn a_keep_tag_no_snapshot_carries_forgets_nothing() {
     env.ok(&["forget", "--keep-tag", "critical"]);
     assert_eq!(env.json(&["snapshots"]).as_array().unwrap().len(), 3);
 }
+
+/// Hostile pass 8: a forgotten snapshot's file put back by someone with access to the
+/// storage (before prune, its data is still there) is not `latest` again: the listing
+/// refuses it, naming why, and `check` reports it.
+#[test]
+fn a_forgotten_snapshot_put_back_is_refused() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("state"), "good").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("state"), "ENCRYPTED-BY-RANSOMWARE").unwrap();
+    let bad = env.backup(&[src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = env.path("repo/snapshots").join(&bad);
+    let saved = fs::read(&file).unwrap();
+    env.ok(&["forget", "--snapshot", &bad]);
+    fs::write(&file, saved).unwrap();
+    let out = env.run(&["snapshots", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains(&bad),
+        "listed again: {}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("its file is back"),
+        "{}",
+        stderr(&out)
+    );
+    let state = src.join("state");
+    let out = env.run(&["cat", "latest", state.to_str().unwrap()]);
+    assert_eq!(stdout(&out), "good", "{}", stderr(&out));
+    let out = env.run(&["check"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains(&bad[..8]) && all.contains("its file is back"),
+        "{all}"
+    );
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

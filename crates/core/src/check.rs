@@ -363,6 +363,7 @@ pub fn run_with(
         read: Vec::new(),
         records: None,
         pruned: HashSet::new(),
+        local: None,
     };
     match repo.lifecycle_dangers(None) {
         Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
@@ -392,6 +393,12 @@ pub fn run_with(
         audit.mark_records()?;
     }
     audit.read_data(&packs, opts.read_data, opts.cold.as_ref());
+    // The local cache failing (a full disk) is this host's trouble, not the repository's:
+    // the check fails, naming it, and records nothing (hostile pass 8: a healthy tree
+    // pack was recorded damaged for every host to see, with a fix that lost a snapshot).
+    if let Some(e) = audit.local.take() {
+        return Err(e);
+    }
     audit.stray_files()?;
     // A repository that went away meanwhile is no repository, not a clean or damaged one.
     if !repo.backend().exists()? {
@@ -419,6 +426,9 @@ struct Audit<'a> {
     /// Packs not found when read that the index, re-read, no longer names: a prune
     /// deleted them meanwhile. Neither lost nor verified.
     pruned: HashSet<PackId>,
+    /// A failure of this host met while reading packs (the local cache): the check ends
+    /// with it instead of a verdict.
+    local: Option<Error>,
 }
 
 /// The packs as the index and the backend see them.
@@ -666,6 +676,9 @@ impl Audit<'_> {
     }
 
     fn add_findings(&mut self, found: PackFindings) {
+        if self.local.is_none() {
+            self.local = found.local;
+        }
         self.problems.extend(found.problems);
         for (blob, pack) in found.bad {
             self.damaged.entry(blob).or_insert(Object::Pack(pack));
@@ -716,10 +729,20 @@ impl Audit<'_> {
     ) -> Vec<(SnapshotId, Snapshot)> {
         let mut readable = Vec::new();
         let mut listed = HashSet::new();
+        let forgotten = self.forgotten();
         for (id, loaded) in files {
             match loaded {
                 // Forgotten since the listing: not damage.
                 Err(Error::NotFound { .. }) => continue,
+                Ok(_) if forgotten.contains_key(&id) => self.problems.push(problem(
+                    Object::Snapshot(id),
+                    format!(
+                        "it was forgotten ({}) and its file is back: someone with access to \
+                         the storage put it there; it is not used",
+                        forgotten[&id]
+                    ),
+                    Remedy::ForgetSnapshot,
+                )),
                 Ok(s) => readable.push((id, s)),
                 Err(e) => self.problems.push(problem(
                     Object::Snapshot(id),
@@ -736,6 +759,24 @@ impl Audit<'_> {
         snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time));
         self.report.snapshots = snapshots.len();
         snapshots
+    }
+
+    /// The snapshots forgotten, with when as far as known: those this host saw forgotten,
+    /// and those a mark record written over an hour ago names (a host with a fresh cache
+    /// knows only these; a forget writes its record before it deletes, so a younger
+    /// record may be a forget under way).
+    fn forgotten(&self) -> HashMap<SnapshotId, String> {
+        let mut known = self.repo.known_forgotten().unwrap_or_default();
+        let settled = crate::timespec::now() - chrono::Duration::hours(1);
+        match self.repo.forgotten_by_records_with_time() {
+            Ok(ids) => (ids.into_iter().filter(|(_, t)| *t < settled)).for_each(|(id, t)| {
+                known.entry(id).or_insert_with(|| t.to_rfc3339());
+            }),
+            Err(e) => self
+                .repo
+                .warn(format!("could not read the mark records: {e}")),
+        }
+        known
     }
 
     /// A snapshot seen here gone without a recorded forget is a problem of the repository
@@ -1260,6 +1301,8 @@ struct PackFindings {
     bytes: u64,
     /// Packs not found, each with its problem: lost, unless a prune deleted them meanwhile.
     gone: Vec<(PackId, Problem)>,
+    /// A failure of this host (the local cache), not of the packs.
+    local: Option<Error>,
 }
 
 /// Reads packs whole, several in flight; tree packs' verified trees go into the cache.
@@ -1280,6 +1323,9 @@ fn read_packs(
             f.bad.extend(one.bad);
             f.bytes += one.bytes;
             f.gone.extend(one.gone);
+            if f.local.is_none() {
+                f.local = one.local;
+            }
             progress.advance(1);
         })
     });
@@ -1297,6 +1343,10 @@ fn read_pack(
     let mut found = PackFindings::default();
     let entries = match repo.blob_index().pack_blobs(id) {
         Ok(e) => e,
+        Err(e @ Error::Cache { .. }) => {
+            found.local = Some(e);
+            return found;
+        }
         Err(e) => {
             (found.problems).push(problem(object, e.to_string(), Remedy::RereadPack));
             return found;
@@ -1314,6 +1364,10 @@ fn read_pack(
             found
                 .gone
                 .push((*id, problem(object, e.to_string(), pack_remedy(&e))));
+            return found;
+        }
+        Err(e @ Error::Cache { .. }) => {
+            found.local = Some(e);
             return found;
         }
         Err(e) => {
@@ -1354,7 +1408,7 @@ fn read_pack(
         }
     }
     if let Err(e) = repo.cache_trees(&trees) {
-        reasons.push(e.to_string());
+        found.local = Some(e);
     }
     if !reasons.is_empty() {
         (found.problems).push(problem(object, reasons.join("; "), Remedy::RereadPack));

@@ -43,6 +43,14 @@ const META_KEY: &str = "vanished_snapshots";
 /// When the snapshots were last listed (and compared), RFC 3339.
 const LISTED_KEY: &str = "snapshots_listed";
 
+/// The snapshots this host knows were forgotten (its own forgets, and those mark records
+/// named when they vanished), with when: a JSON map of id to RFC 3339 time.
+const FORGOTTEN_KEY: &str = "forgotten_snapshots";
+
+/// How long this host remembers a forgotten snapshot: well past the prune that frees its
+/// data (which is what would make a copy put back restore something).
+const FORGOTTEN_KEPT_DAYS: i64 = 90;
+
 impl Repository {
     /// The alarms still standing, as the last listing left them.
     pub(crate) fn vanished_snapshots(&self) -> Result<Vec<Vanished>> {
@@ -63,6 +71,7 @@ impl Repository {
         let now = crate::timespec::now();
         let seen_lately = self.listed_lately(now)?;
         let gone = self.drop_unlisted(listed)?;
+        let gone_ids: Vec<SnapshotId> = gone.iter().map(|(id, _)| *id).collect();
         let mut alarms: Vec<Vanished> = (self.vanished_snapshots()?.into_iter())
             .filter(|v| !listed.contains(&v.id))
             .collect();
@@ -71,9 +80,13 @@ impl Repository {
                 alarms.push(v);
             }
         }
-        if !alarms.is_empty() {
+        if !alarms.is_empty() || !gone_ids.is_empty() {
             let forgotten = self.forgotten_by_records()?;
             alarms.retain(|v| !forgotten.contains(&v.id));
+            let named: Vec<SnapshotId> = (gone_ids.into_iter())
+                .filter(|id| forgotten.contains(id))
+                .collect();
+            self.remember_forgotten(&named)?;
         }
         if alarms != self.vanished_snapshots()? {
             let json = serde_json::to_string(&alarms).expect("alarms encode");
@@ -167,23 +180,62 @@ impl Repository {
             let json = serde_json::to_string(&left).expect("alarms encode");
             self.cache.meta_put(META_KEY, &json)?;
         }
-        Ok(())
+        self.remember_forgotten(ids)
+    }
+
+    /// The snapshots this host knows were forgotten, with when (for
+    /// [`FORGOTTEN_KEPT_DAYS`]). A listing that finds one again refuses it: its file was
+    /// put back by someone with access to the storage (hostile pass 8: a forgotten
+    /// snapshot copied back was `latest` again, and check passed it).
+    pub(crate) fn known_forgotten(&self) -> Result<HashMap<SnapshotId, String>> {
+        let map: HashMap<String, String> = (self.cache.meta_get(FORGOTTEN_KEY)?)
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        Ok((map.into_iter())
+            .filter_map(|(id, t)| Some((id.parse().ok()?, t)))
+            .collect())
+    }
+
+    fn remember_forgotten(&self, ids: &[SnapshotId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = crate::timespec::now();
+        let oldest = now - chrono::Duration::days(FORGOTTEN_KEPT_DAYS);
+        let mut known = self.known_forgotten()?;
+        known.retain(|_, t| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t > oldest));
+        for id in ids {
+            known.entry(*id).or_insert_with(|| now.to_rfc3339());
+        }
+        let map: HashMap<String, &String> = known.iter().map(|(id, t)| (id.to_hex(), t)).collect();
+        let json = serde_json::to_string(&map).expect("ids encode");
+        self.cache.meta_put(FORGOTTEN_KEY, &json)
     }
 
     /// Every snapshot a mark record names as forgotten (a listing of `marks/` and a read
     /// of each record: paid only when a newest snapshot vanished).
-    fn forgotten_by_records(&self) -> Result<HashSet<SnapshotId>> {
+    pub(crate) fn forgotten_by_records(&self) -> Result<HashSet<SnapshotId>> {
+        let all = self.forgotten_by_records_with_time()?;
+        Ok(all.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// [`Repository::forgotten_by_records`], each with when its record was written.
+    pub(crate) fn forgotten_by_records_with_time(
+        &self,
+    ) -> Result<Vec<(SnapshotId, chrono::DateTime<chrono::FixedOffset>)>> {
         if !self.config.partial_views() {
-            return Ok(HashSet::new());
+            return Ok(Vec::new());
         }
         let ids: Vec<crate::id::MarkId> = (self.backend.list(FileKind::Marks)?.into_iter())
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        let mut out = HashSet::new();
+        let now = crate::timespec::now();
+        let mut out = Vec::new();
         for (_, record) in self.load_many::<marks::MarkRecord, _>(FileKind::Marks, &ids) {
             // A record that cannot be read vouches for nothing.
             if let Ok(record) = record {
-                out.extend(record.forgotten);
+                let t = record.written(now);
+                out.extend(record.forgotten.into_iter().map(|id| (id, t)));
             }
         }
         Ok(out)

@@ -120,6 +120,14 @@ impl Snapshots<'_> {
                 .cmp(&b.1.datetime())
                 .then_with(|| a.0.cmp(&b.0))
         });
+        let forgotten = repo.known_forgotten()?;
+        out.retain(|(id, _)| match forgotten.get(id) {
+            None => true,
+            Some(when) => {
+                damaged.push((*id, put_back(id, when)));
+                false
+            }
+        });
         damaged.sort_by_key(|d| d.0);
         repo.watch_for_rollback(&listed, &out)?;
         Ok((out, damaged))
@@ -187,4 +195,15 @@ impl Snapshots<'_> {
     pub fn vanished(&self) -> Result<Vec<super::rollback::Vanished>> {
         self.0.vanished_snapshots()
     }
+}
+
+/// A snapshot this host saw forgotten (`when`), listed again: not a snapshot to restore.
+fn put_back(id: &SnapshotId, when: &str) -> Error {
+    Error::corrupt(
+        format!("snapshot {id}"),
+        format!(
+            "it was forgotten ({when}) and its file is back: someone with access to the \
+             storage put it there; it is not used (forget it again to remove the file)"
+        ),
+    )
 }

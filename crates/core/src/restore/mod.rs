@@ -1254,10 +1254,13 @@ impl Ctx<'_> {
             match t.mark_damaged(item.rel(), from) {
                 Ok(to) => {
                     marked += 1;
-                    // A name too long for the suffix was shortened: said, or it is lost.
+                    // A name too long for the suffix was shortened, or the name was taken
+                    // and numbered: said, or it is lost.
                     if to.file_name() != Some(&*marked_name_of(item.rel())) {
                         let to = to.file_name().unwrap_or_default().to_string_lossy();
-                        let cause = format!("renamed {to} (its name with the suffix was too long)");
+                        let cause = format!(
+                            "renamed {to} (its name with the suffix was too long or taken)"
+                        );
                         self.trouble.error(Some(&item.path), cause);
                     }
                 }

@@ -1156,31 +1156,64 @@ impl Target {
     /// now in `rel`'s directory: staged, or `rel`'s own) to `rel` with the suffix
     /// `.strata-damaged`, so that no one takes it for the real thing; returns the new path
     /// (relative). A name too long for the suffix is shortened first (see [`marked_name`]).
+    ///
+    /// A name taken (a file of the snapshot so named, another damaged file whose long name
+    /// was cut alike, an earlier restore's mark) is never replaced: `.1`, `.2`, … follow
+    /// the suffix (hostile pass 8: a good restored `report.strata-damaged` was replaced by
+    /// the damaged `report`'s).
     pub fn mark_damaged(&self, rel: &Path, from: &OsStr) -> io::Result<PathBuf> {
         let (parent, name) = self.parent(rel)?;
-        let marked = marked_name(name);
-        let _ = rfs::unlinkat(&parent, marked.as_os_str(), AtFlags::empty());
-        rfs::renameat(&parent, from, &parent, marked.as_os_str()).map_err(to_io)?;
-        Ok(rel.with_file_name(marked))
+        for n in 0..MARKS_MAX {
+            let marked = marked_name(name, n);
+            let to = marked.as_os_str();
+            let moved = match rfs::renameat_with(&parent, from, &parent, to, NOREPLACE) {
+                // A file system without RENAME_NOREPLACE: looked at first, then renamed.
+                Err(rustix::io::Errno::INVAL) => match rfs::statat(&parent, to, NOFOLLOW) {
+                    Ok(_) => Err(rustix::io::Errno::EXIST),
+                    Err(_) => rfs::renameat(&parent, from, &parent, to),
+                },
+                r => r,
+            };
+            match moved {
+                Ok(()) => return Ok(rel.with_file_name(marked)),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(to_io(e)),
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{MARKS_MAX} names with the suffix {DAMAGED} are taken"),
+        ))
     }
 }
+
+const NOREPLACE: rfs::RenameFlags = rfs::RenameFlags::NOREPLACE;
+const NOFOLLOW: AtFlags = AtFlags::SYMLINK_NOFOLLOW;
 
 /// The suffix of a file not restored exactly.
 pub const DAMAGED: &str = ".strata-damaged";
 
-/// `name` with [`DAMAGED`]: the name cut (at a character, if it is UTF-8) where the whole
-/// would pass 255 bytes, the longest a file name can be, rather than left staged.
-fn marked_name(name: &OsStr) -> OsString {
+/// How many numbered names a damaged file may try before it stays staged.
+const MARKS_MAX: u32 = 1000;
+
+/// `name` with [`DAMAGED`] (and `.n` past the first try): the name cut (at a character, if
+/// it is UTF-8) where the whole would pass 255 bytes, the longest a file name can be,
+/// rather than left staged.
+fn marked_name(name: &OsStr, n: u32) -> OsString {
     const NAME_MAX: usize = 255;
+    let suffix = match n {
+        0 => DAMAGED.to_string(),
+        n => format!("{DAMAGED}.{n}"),
+    };
     let bytes = name.as_bytes();
-    let mut keep = bytes.len().min(NAME_MAX - DAMAGED.len());
+    let mut keep = bytes.len().min(NAME_MAX - suffix.len());
     if let Ok(text) = std::str::from_utf8(bytes) {
         while !text.is_char_boundary(keep) {
             keep -= 1;
         }
     }
     let mut marked = OsStr::from_bytes(&bytes[..keep]).to_os_string();
-    marked.push(DAMAGED);
+    marked.push(suffix);
     marked
 }
 
@@ -1672,6 +1705,31 @@ mod tests {
 
     /// Hostile pass 3, item 14: a damaged file whose name is 255 bytes could not take the
     /// suffix, stayed under its staged name and went with the next restore's sweep.
+    /// Hostile pass 8: a name with the suffix that is taken (a good file of the snapshot,
+    /// or another damaged file whose long name was cut alike) is never replaced.
+    #[test]
+    fn a_damaged_file_never_replaces_a_file_of_its_marked_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        let t = Target::open(&root).unwrap();
+        std::fs::write(root.join("report.strata-damaged"), "good").unwrap();
+        let staged = t.create_staged(Path::new("report")).unwrap().name;
+        let marked = t.mark_damaged(Path::new("report"), &staged).unwrap();
+        assert_eq!(marked, Path::new("report.strata-damaged.1"));
+        assert_eq!(
+            std::fs::read(root.join("report.strata-damaged")).unwrap(),
+            b"good"
+        );
+        let long = |c: &str| format!("{}{c}", "x".repeat(250));
+        let mut names = HashSet::new();
+        for c in ["1", "2"] {
+            let staged = t.create_staged(Path::new(&long(c))).unwrap().name;
+            names.insert(t.mark_damaged(Path::new(&long(c)), &staged).unwrap());
+        }
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.iter().all(|n| root.join(n).is_file()), "{names:?}");
+    }
+
     #[test]
     fn a_damaged_file_with_a_long_name_is_marked_under_a_shortened_one() {
         let dir = tempfile::tempdir().unwrap();
