@@ -235,6 +235,55 @@ fn a_mountpoint_through_another_users_symlink_is_refused() {
     assert_eq!(fs::read_dir(&real).unwrap().count(), 0, "unmounted");
 }
 
+/// Hostile pass 8: a parent of the mountpoint swapped for a link to another directory
+/// while the repository opens (here by the password command, where another user would
+/// race it) does not move root's mount: the kernel mounts the directory resolved and
+/// held, and the unmount takes that mount.
+#[test]
+fn a_parent_swapped_while_the_repository_opens_does_not_move_the_mount() {
+    if no_fuse() {
+        return;
+    }
+    if !is_root() {
+        return not_run("mounting through the held directory is root's way");
+    }
+    let env = &Env::local();
+    env.init();
+    let (parent, moved, victim) = (env.path("d"), env.path("d.old"), env.path("rootonly"));
+    fs::create_dir_all(parent.join("mp")).unwrap();
+    fs::create_dir_all(victim.join("mp")).unwrap();
+    let swap = format!(
+        "mv {0} {1} && ln -s {2} {0} && echo '{PASSWORD}'",
+        parent.display(),
+        moved.display(),
+        victim.display()
+    );
+    let child = env
+        .std_cmd()
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-command", &swap, "mount"])
+        .arg(parent.join("mp"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !moved.join("mp/snapshots").exists() && !victim.join("mp/snapshots").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "not mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (wrong, right) = (victim.join("mp/snapshots"), moved.join("mp/snapshots"));
+    let (wrong, right) = (wrong.exists(), right.exists());
+    // Unmounted before any assertion, so that a failure leaves no mount behind.
+    let status = unmount(child);
+    assert!(!wrong, "mounted over the link's target");
+    assert!(right && status.success());
+    assert_eq!(
+        fs::read_dir(moved.join("mp")).unwrap().count(),
+        0,
+        "unmounted"
+    );
+}
+
 /// Hostile pass 6: a mount kept every entry it had listed until unmounted (three crafted
 /// snapshots walked: 4 GB). A snapshot whose entries the kernel has all forgotten (here
 /// after `drop_caches`) is dropped: walking three snapshots one after another costs about

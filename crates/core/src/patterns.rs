@@ -1,9 +1,11 @@
 //! Include and exclude patterns as operators write them: globs matched against absolute
-//! paths, and (as in `.gitignore`) a pattern without a `/` matches a name at any depth.
+//! paths; a pattern not starting with `/` matches at any depth; as in `.gitignore`, `*`
+//! and `?` never match a `/` (`**` does), and a trailing `/` is dropped (`cache/` is
+//! `cache`).
 
 use std::path::Path;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
@@ -34,9 +36,23 @@ impl Patterns {
                     reason: format!("an empty pattern ({p:?}) matches nothing sensible"),
                 });
             }
-            b.add(Glob::new(p).map_err(|e| bad(p, e))?);
-            if !p.contains('/') {
-                b.add(Glob::new(&format!("**/{p}")).map_err(|e| bad(p, e))?);
+            // Hostile pass 8: `*` crossed `/` (`/srv/*.log` left out `/srv/db/wal/1.log`),
+            // and `cache/` matched nothing.
+            let trimmed = match p.trim_end_matches('/') {
+                "" => "/",
+                t => t,
+            };
+            let glob = |g: &str| {
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| bad(p, e))
+            };
+            b.add(glob(trimmed)?);
+            // Paths are absolute: a pattern that does not start at the root matches at any
+            // depth (`tasks/*.json` is every `…/tasks/*.json`), as restic's do.
+            if !trimmed.starts_with('/') {
+                b.add(glob(&format!("**/{trimmed}"))?);
             }
         }
         let set = b.build().map_err(|e| bad(&patterns.join(" "), e))?;
@@ -106,6 +122,26 @@ mod tests {
         assert!(Patterns::new(&[]).unwrap().is_none());
         let err = Patterns::new(&["a[".into()]).unwrap_err();
         assert!(err.to_string().contains("bad pattern \"a[\""), "{err}");
+    }
+
+    /// Hostile pass 8: as in `.gitignore`, `*` stays within a name and a trailing `/`
+    /// names the directory.
+    #[test]
+    fn a_star_stays_within_a_name_and_a_trailing_slash_is_the_directory() {
+        let p = Patterns::new(&["/srv/*.log".into(), "cache/".into()])
+            .unwrap()
+            .unwrap();
+        assert!(p.is_match(Path::new("/srv/x.log")));
+        assert!(!p.is_match(Path::new("/srv/db/wal/0001.log")));
+        assert!(p.is_match(Path::new("/srv/app/cache")));
+        assert!(p.is_match(Path::new("/cache")));
+        let deep = Patterns::new(&["/srv/**/*.log".into()]).unwrap().unwrap();
+        assert!(deep.is_match(Path::new("/srv/db/wal/0001.log")));
+        let dir = Patterns::new(&["/srv/db/".into()]).unwrap().unwrap();
+        assert!(dir.is_match(Path::new("/srv/db")));
+        let rel = Patterns::new(&["tasks/*.json".into()]).unwrap().unwrap();
+        assert!(rel.is_match(Path::new("/srv/app/tasks/a.json")));
+        assert!(!rel.is_match(Path::new("/srv/app/tasks/old/a.json")));
     }
 
     #[test]

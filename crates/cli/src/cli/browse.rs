@@ -309,11 +309,30 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
         fuser::MountOption::FSName("strata".into()),
         fuser::MountOption::Subtype("strata".into()),
     ];
-    let session = fuser::spawn_mount2(fs, mp, &options)
+    // As root the kernel mounts on the directory held, through its descriptor, not on a
+    // path that another user could re-point by swapping a parent while the repository
+    // opens (hostile pass 8: root mounted over a directory of that user's choice).
+    let on = match strata::is_root() {
+        true => Path::new(&format!("/proc/self/fd/{}", held.as_raw_fd())).to_path_buf(),
+        false => mp.clone(),
+    };
+    let session = fuser::spawn_mount2(fs, &on, &options)
         .with_context(|| format!("mounting on {}", mp.display()))?;
-    drop(held);
-    // What is mounted there now is this mount: the unmount checks it still is.
-    let mounted = std::fs::symlink_metadata(mp).map(|m| m.dev()).ok();
+    // The held directory's path now (renamed meanwhile, perhaps), where the mount is:
+    // the unmount checks it still is this mount's.
+    let at = match strata::is_root() {
+        true => std::fs::read_link(&on).unwrap_or_else(|_| mp.clone()),
+        false => mp.clone(),
+    };
+    let mounted = std::fs::symlink_metadata(&at).map(|m| m.dev()).ok();
+    if mounted == Some(meta.dev()) {
+        drop(session);
+        anyhow::bail!(
+            "mountpoint {}: the mount is not where it was asked",
+            mp.display()
+        );
+    }
+    let mp = &at;
     if !global.quiet {
         eprintln!(
             "mounted on {} (read-only); Ctrl-C or SIGTERM unmounts",
@@ -332,6 +351,7 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     }
     let detached = outside || detach(mp, mounted);
     drop(session);
+    drop(held);
     if !global.quiet {
         if detached {
             eprintln!("unmounted {}", mp.display());
