@@ -273,12 +273,16 @@ fn a_parent_swapped_while_the_repository_opens_does_not_move_the_mount() {
     }
     let (wrong, right) = (victim.join("mp/snapshots"), moved.join("mp/snapshots"));
     let (wrong, right) = (wrong.exists(), right.exists());
+    // Renamed once more while mounted, a link in its place: the unmount still finds it.
+    let again = env.path("d.again");
+    fs::rename(&moved, &again).unwrap();
+    std::os::unix::fs::symlink(&victim, &moved).unwrap();
     // Unmounted before any assertion, so that a failure leaves no mount behind.
     let status = unmount(child);
     assert!(!wrong, "mounted over the link's target");
     assert!(right && status.success());
     assert_eq!(
-        fs::read_dir(moved.join("mp")).unwrap().count(),
+        fs::read_dir(again.join("mp")).unwrap().count(),
         0,
         "unmounted"
     );

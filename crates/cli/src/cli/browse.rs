@@ -349,6 +349,14 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The held directory's path again: renamed meanwhile, the mount is still there
+    // (hostile pass 8: a parent renamed left a dead mount, and a remedy through the link
+    // put in its place).
+    let now = match strata::is_root() {
+        true => std::fs::read_link(&on).unwrap_or_else(|_| mp.clone()),
+        false => mp.clone(),
+    };
+    let mp = &now;
     let detached = outside || detach(mp, mounted);
     drop(session);
     drop(held);
