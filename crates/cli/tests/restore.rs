@@ -725,3 +725,32 @@ fn restores_own_names_are_never_restored() {
     assert_eq!(fs::read(back.join("d/kept")).unwrap(), b"kept");
     assert!(!back.join("d/.strata-restore-x").exists());
 }
+
+/// Hostile pass 8: the newest snapshot of a lineage damaged (read on a host without its
+/// manifest cached): `restore latest` restores the newest readable one but says a newer
+/// one may have been skipped, and exits 1, not 0.
+#[test]
+fn a_latest_restore_past_a_damaged_snapshot_does_not_exit_0() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), "v1").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("f"), "v2").unwrap();
+    let newest = env.backup(&[src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.flip_byte("snapshots", &newest, 30);
+    let t = env.path("t");
+    let out = env
+        .own_cmd()
+        .args(["restore", "latest", "--target", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("could not be read"), "{err}");
+    assert_eq!(fs::read(restored(&t, &src).join("f")).unwrap(), b"v1");
+}

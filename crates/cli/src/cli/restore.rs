@@ -173,6 +173,21 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
         .map(|at| timespec::parse_instant(at, timespec::now()))
         .transpose()
         .map_err(|e| exit::usage(format!("--at: {e}")))?;
+    // Picked from the snapshots that can be read: one that cannot may have been a set's
+    // newest, so the restore says so and does not exit 0 (hostile pass 8: an older
+    // snapshot restored, or a set left out, silently).
+    let mut damaged = 0;
+    let mut readable = || -> anyhow::Result<Vec<(strata::SnapshotId, strata::Snapshot)>> {
+        let (snaps, bad) = repo.snapshots().with_damage()?;
+        for (id, e) in &bad {
+            eprintln!(
+                "warning: skipped snapshot {id}: {}",
+                output::plain(&e.to_string())
+            );
+        }
+        damaged = bad.len();
+        Ok(snaps)
+    };
     let picks = match (&args.snapshot, args.all_sets) {
         (Some(s), true) if s != "latest" => {
             return Err(anyhow!(
@@ -180,17 +195,20 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
             ))
         }
         (_, true) => {
-            let picks = select_per_lineage(repo.snapshots().list()?, at, &filter);
+            let all = readable()?;
+            let picks = select_per_lineage(all.clone(), at, &filter);
             if picks.is_empty() {
                 // The same error a single pick gives: what is missing, and the oldest.
-                select_at(repo.snapshots().list()?, at, &filter)?;
+                select_at(all, at, &filter)?;
             }
             let picks: Vec<_> = picks.into_iter().map(|(_, id, s)| (id, s)).collect();
             refuse_overlap(&picks)?;
             picks
         }
-        (Some(s), false) if at.is_none() => vec![repo.snapshots().find_in(s, &filter)?],
-        _ => vec![select_at(repo.snapshots().list()?, at, &filter)?],
+        (Some(s), false) if at.is_none() && s != "latest" => {
+            vec![repo.snapshots().find_in(s, &filter)?]
+        }
+        _ => vec![select_at(readable()?, at, &filter)?],
     };
     let opts = RestoreOptions {
         target: args.target.clone(),
@@ -250,6 +268,13 @@ pub fn run(global: &Global, args: RestoreArgs) -> anyhow::Result<i32> {
             .map(|k| json[k].as_u64().unwrap_or(0))
             .sum::<u64>();
         results.push(json);
+    }
+    if damaged > 0 {
+        eprintln!(
+            "error: {damaged} snapshot(s) could not be read: the newest of a set may be among \
+             them, and then an older one was restored, or the set left out; run `strata check`"
+        );
+        code = exit::worse(code, exit::FAILURE);
     }
     // Nothing matched: the target this run made is left as it was, absent (an empty
     // directory only; rmdir takes nothing else).
