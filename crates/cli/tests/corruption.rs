@@ -36,10 +36,6 @@ fn run(env: &Env, args: &[&str]) -> Output {
     out
 }
 
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Two snapshots of a small tree: the source's files (path -> content, for the latest).
 fn populate(env: &Env) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
     env.init();

@@ -296,7 +296,3 @@ fn a_forgotten_snapshot_put_back_is_refused() {
         "{all}"
     );
 }
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}

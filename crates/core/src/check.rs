@@ -364,6 +364,7 @@ pub fn run_with(
         records: None,
         pruned: HashSet::new(),
         local: None,
+        marks: None,
     };
     match repo.lifecycle_dangers(None) {
         Ok(d) => audit.report.lifecycle = d.unwrap_or_default(),
@@ -429,6 +430,8 @@ struct Audit<'a> {
     /// A failure of this host met while reading packs (the local cache): the check ends
     /// with it instead of a verdict.
     local: Option<Error>,
+    /// The mark records, once listed and read.
+    marks: Option<Vec<(crate::id::MarkId, Result<crate::MarkRecord>)>>,
 }
 
 /// The packs as the index and the backend see them.
@@ -765,13 +768,17 @@ impl Audit<'_> {
     /// and those a mark record written over an hour ago names (a host with a fresh cache
     /// knows only these; a forget writes its record before it deletes, so a younger
     /// record may be a forget under way).
-    fn forgotten(&self) -> HashMap<SnapshotId, String> {
+    fn forgotten(&mut self) -> HashMap<SnapshotId, String> {
         let mut known = self.repo.known_forgotten().unwrap_or_default();
         let settled = crate::timespec::now() - chrono::Duration::hours(1);
-        match self.repo.forgotten_by_records_with_time() {
-            Ok(ids) => (ids.into_iter().filter(|(_, t)| *t < settled)).for_each(|(id, t)| {
-                known.entry(id).or_insert_with(|| t.to_rfc3339());
-            }),
+        match self.read_marks() {
+            Ok(()) => {
+                let records = self.marks.as_deref().unwrap_or_default();
+                let named = crate::repo::rollback::forgotten_in(records);
+                for (id, t) in named.into_iter().filter(|(_, t)| *t < settled) {
+                    known.entry(id).or_insert_with(|| t.to_rfc3339());
+                }
+            }
             Err(e) => self
                 .repo
                 .warn(format!("could not read the mark records: {e}")),
@@ -931,27 +938,34 @@ impl Audit<'_> {
     /// Every mark record opens (format-spec §7.3): one that does not makes each backup on
     /// a partial view read the whole index, run after run, until it is removed.
     fn mark_records(&mut self) -> Result<()> {
-        if !self.repo.config().partial_views() {
-            return Ok(());
-        }
-        for f in self.repo.files().list(FileKind::Marks)? {
-            let Ok(id) = f.name.parse::<crate::id::MarkId>() else {
-                continue;
-            };
-            match self
-                .repo
-                .load_file::<crate::MarkRecord>(FileKind::Marks, &f.name)
-            {
+        self.read_marks()?;
+        let mut found = Vec::new();
+        for (id, record) in self.marks.as_deref().unwrap_or_default() {
+            match record {
                 Ok(_) => self.report.mark_records += 1,
                 // Deleted since the listing (past its retention).
                 Err(Error::NotFound { .. }) => {}
-                Err(e) => self.problems.push(problem(
-                    Object::Mark(id),
+                Err(e) => found.push(problem(
+                    Object::Mark(*id),
                     e.to_string(),
                     Remedy::RemoveMarkRecord,
                 )),
             }
         }
+        self.problems.extend(found);
+        Ok(())
+    }
+
+    /// Lists and reads the mark records once (several in flight): the snapshots they name
+    /// as forgotten and the records' own check both use them.
+    fn read_marks(&mut self) -> Result<()> {
+        if self.marks.is_some() || !self.repo.config().partial_views() {
+            return Ok(());
+        }
+        let ids: Vec<crate::id::MarkId> = (self.repo.files().list(FileKind::Marks)?.into_iter())
+            .filter_map(|f| f.name.parse().ok())
+            .collect();
+        self.marks = Some(self.repo.load_many(FileKind::Marks, &ids));
         Ok(())
     }
 

@@ -41,7 +41,6 @@ fn bare(env: &Env) -> Env {
     bare
 }
 
-/// Makes `path` a sparse file of `len` bytes (its bytes so far kept).
 /// `restore latest --verify`: whole and verified, but exit 1, since a snapshot that could
 /// not be read may have been the newest (hostile pass 8).
 fn restored_past_damage(env: &Env) -> std::path::PathBuf {
@@ -63,6 +62,7 @@ fn restored_past_damage(env: &Env) -> std::path::PathBuf {
     target
 }
 
+/// Makes `path` a sparse file of `len` bytes (its bytes so far kept).
 fn grow(path: &Path, len: u64) {
     let f = OpenOptions::new()
         .create(true)

@@ -229,17 +229,21 @@ impl Repository {
         let ids: Vec<crate::id::MarkId> = (self.backend.list(FileKind::Marks)?.into_iter())
             .filter_map(|f| f.name.parse().ok())
             .collect();
-        let now = crate::timespec::now();
-        let mut out = Vec::new();
-        for (_, record) in self.load_many::<marks::MarkRecord, _>(FileKind::Marks, &ids) {
-            // A record that cannot be read vouches for nothing.
-            if let Ok(record) = record {
-                let t = record.written(now);
-                out.extend(record.forgotten.into_iter().map(|id| (id, t)));
-            }
-        }
-        Ok(out)
+        let records = self.load_many::<marks::MarkRecord, _>(FileKind::Marks, &ids);
+        Ok(forgotten_in(&records))
     }
+}
+
+/// The snapshots `records` name as forgotten, each with when its record was written.
+pub(crate) fn forgotten_in<I>(
+    records: &[(I, Result<marks::MarkRecord>)],
+) -> Vec<(SnapshotId, chrono::DateTime<chrono::FixedOffset>)> {
+    let now = crate::timespec::now();
+    // A record that cannot be read vouches for nothing.
+    (records.iter())
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|r| r.forgotten.iter().map(move |id| (*id, r.written(now))))
+        .collect()
 }
 
 fn vanished_of((id, s): &(SnapshotId, Snapshot)) -> Vanished {
