@@ -76,3 +76,53 @@ conformance!(
     every_command_works_after_the_cache_is_deleted,
     a_corrupt_cache_file_is_replaced
 );
+
+/// Hostile pass 8: a `cp -a` copy of a repository has the same id, and with one cache for
+/// both each took the other's new snapshots for ones rolled back (check and prune failed).
+#[test]
+fn a_copy_of_the_repository_has_a_cache_of_its_own() {
+    let env = Env::local();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("x"), "x").unwrap();
+    let s = src.to_str().unwrap();
+    env.backup(&[s]);
+    let copy = env.path("copy");
+    let cp = std::process::Command::new("cp")
+        .args(["-a", &env.repo, copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    fs::write(src.join("y"), "y").unwrap();
+    let copy = copy.to_str().unwrap();
+    env.ok(&["-r", copy, "backup", s]);
+    env.backup(&[s]);
+    for repo in [env.repo.as_str(), copy] {
+        for cmd in [&["prune"][..], &["check"]] {
+            let out = env.run(&[&["-r", repo][..], cmd].concat());
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{repo} {cmd:?}: {err}");
+            assert!(!err.contains("vanished"), "{repo} {cmd:?}: {err}");
+        }
+        assert_eq!(
+            env.json(&["-r", repo, "snapshots"])
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+    // One cache per location, whatever the cwd the path is given from.
+    let rel = (env.std_cmd())
+        .current_dir(env.dir.path())
+        .args(["-r", "copy", "snapshots"])
+        .output()
+        .unwrap();
+    assert!(rel.status.success());
+    let caches = fs::read_dir(&env.cache).unwrap().flatten();
+    let named = caches
+        .filter(|e| e.path().join("cache.sqlite").exists())
+        .count();
+    assert_eq!(named, 2);
+}

@@ -174,6 +174,23 @@ fn a_bad_pattern_in_any_set_is_refused_before_anything_is_written(env: &Env) {
     );
 }
 
+/// Hostile pass 8: a relative set path named another tree from each cwd cron started in.
+fn a_relative_set_path_is_refused(env: &Env) {
+    env.init();
+    let cfg = write_config(env);
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, format!("{text}\n[sets.rel]\npaths = [\"src\"]\n")).unwrap();
+    let out = with_config(env, &cfg, &["backup", "rel"]);
+    // An invalid config file, as any other (README, exit codes).
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"src\" is relative"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.objects("snapshots").is_empty());
+}
+
 fn invalid_config_files_are_named_with_line_and_key(env: &Env) {
     let cfg = env.path("bad.toml");
     fs::write(
@@ -196,6 +213,7 @@ fn invalid_config_files_are_named_with_line_and_key(env: &Env) {
 
 conformance!(
     a_bad_pattern_in_any_set_is_refused_before_anything_is_written,
+    a_relative_set_path_is_refused,
     sets_from_the_config_file_for_backup_and_forget,
     invalid_config_files_are_named_with_line_and_key
 );

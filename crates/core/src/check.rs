@@ -739,11 +739,7 @@ impl Audit<'_> {
                 Err(Error::NotFound { .. }) => continue,
                 Ok(_) if forgotten.contains_key(&id) => self.problems.push(problem(
                     Object::Snapshot(id),
-                    format!(
-                        "it was forgotten ({}) and its file is back: someone with access to \
-                         the storage put it there; it is not used",
-                        forgotten[&id]
-                    ),
+                    crate::repo::snapshots::put_back_reason(&forgotten[&id]),
                     Remedy::ForgetSnapshot,
                 )),
                 Ok(s) => readable.push((id, s)),

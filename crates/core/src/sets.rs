@@ -220,6 +220,13 @@ impl BackupSet {
         if self.paths.is_empty() {
             return Err(bad("no paths".into()));
         }
+        // Relative ones would name another directory from each cwd cron starts in.
+        if let Some(p) = self.paths.iter().find(|p| !p.is_absolute()) {
+            return Err(bad(format!(
+                "path {p:?} is relative: give it from / (a run from another directory \
+                 would back up another tree)"
+            )));
+        }
         self.keep.policy().map_err(|e| bad(e.to_string()))?;
         self.objectives(None, &[]).map_err(|e| bad(e.to_string()))?;
         self.drill_verify().map_err(|e| bad(e.to_string()))?;
@@ -381,6 +388,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no paths"));
+        let relative = BackupSet {
+            paths: vec!["/srv".into(), "src".into()],
+            ..Default::default()
+        };
+        let e = relative.validate("r").unwrap_err().to_string();
+        assert!(e.contains("\"src\" is relative"), "{e}");
         let within = set(
             Keep {
                 within: Some("a while".into()),

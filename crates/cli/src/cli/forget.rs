@@ -172,7 +172,7 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
         match repo.snapshots().find_in(s, &filter) {
             Ok((id, snap)) => found.push((id, output::when(&snap.time))),
             // A snapshot file that cannot be read is removed by its id all the same.
-            Err(e @ strata::Error::NotFound { .. }) => {
+            Err(e @ (strata::Error::NotFound { .. } | strata::Error::Corrupt { .. })) => {
                 let prefix = s.to_ascii_lowercase();
                 let damaged: Vec<strata::SnapshotId> = repo
                     .snapshots()

@@ -537,11 +537,14 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
         .process_group(0)
         .spawn()
         .with_context(|| format!("running password-command {cmd:?}"))?;
-    let output = read_bounded(child.stdout.take().expect("piped"));
+    let stdout = child.stdout.take().expect("piped");
+    let pipe = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&stdout)).map(|s| s.st_ino);
+    let output = read_bounded(stdout);
     let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let strata::hooks::Waited::Exited(status) =
         strata::hooks::wait_or_kill(&mut child, timeout, None)?
     else {
+        pipe.map(kill_pipe_holders).ok();
         return Err(anyhow!(
             "password-command {cmd:?} did not finish within {} (raise \
              password-command-timeout if it needs longer)",
@@ -552,6 +555,7 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
     let out = output.recv_timeout(left).or_else(|_| {
         // Whatever still holds the pipe is the command's own leftover: end it.
         let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        pipe.map(kill_pipe_holders).ok();
         output
             .recv_timeout(std::time::Duration::from_secs(1))
             .map_err(|_| {
@@ -567,6 +571,29 @@ fn run_password_command(cmd: &str, timeout: std::time::Duration) -> anyhow::Resu
     }
     let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(line.to_vec())
+}
+
+/// Kills every other process that holds the pipe `ino` open: the password command's
+/// leftovers, including one that left its process group (`setsid cmd &`).
+fn kill_pipe_holders(ino: u64) {
+    let want = format!("pipe:[{ino}]");
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let holds = |fd: std::fs::DirEntry| std::fs::read_link(fd.path()).is_ok_and(|l| l == *want);
+        if pid != me && fds.flatten().any(holds) {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 /// Reads `pipe` to its end on a thread of its own, keeping at most 64 KiB (a password is

@@ -21,8 +21,10 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// The repository at `root` (not touched until used).
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
         LocalBackend {
-            root: root.into(),
+            // Absolute, so that its location (the caches' key) is the same from any cwd.
+            root: std::path::absolute(&root).unwrap_or(root),
             owner: std::sync::OnceLock::new(),
             pinned: std::sync::OnceLock::new(),
         }

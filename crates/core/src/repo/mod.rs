@@ -20,7 +20,7 @@ pub mod marks;
 mod open;
 mod retention;
 pub mod rollback;
-mod snapshots;
+pub(crate) mod snapshots;
 mod trees;
 
 pub use keyring::Keys;

@@ -346,7 +346,7 @@ impl Repository {
             .chunker
             .validate()
             .map_err(|e| Error::corrupt("config", e.to_string()))?;
-        let cache = Cache::open(&cache_base.join(config.id.to_hex()))?;
+        let cache = Cache::open(&cache_dir(cache_base, &config, &backend.location()))?;
         // Trees are cached as they are read; bounded here, once per process, so that the
         // cache of a long-lived repository does not grow without end.
         cache.trees().bound(crate::repo::cache::TREE_CACHE_BYTES)?;
@@ -582,6 +582,30 @@ fn replace_private(path: &Path, bytes: &[u8]) -> Result<()> {
     written.map_err(|e| Error::io(path, e))
 }
 
+/// A repository's cache directory, by id and location: a copy (`cp -a`, a synced bucket)
+/// has the same id and snapshots of its own, and a cache shared by the two took each
+/// one's snapshots for the other's rolled back (hostile pass 8). A cache made before the
+/// location counted is taken by the first location to open it; a repository moved to
+/// another location starts a cache afresh.
+fn cache_dir(cache_base: &Path, config: &Config, location: &str) -> std::path::PathBuf {
+    let id = config.id.to_hex();
+    let place = blake3::hash(location.as_bytes()).to_hex();
+    let dir = cache_base.join(format!("{id}-{}", &place[..16]));
+    let legacy = cache_base.join(&id);
+    let mine = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
+    };
+    if std::fs::symlink_metadata(&dir).is_err() && mine(&legacy) {
+        // Never over a cache another process made meanwhile; a failure leaves a cache
+        // to rebuild, nothing lost.
+        let flags = rustix::fs::RenameFlags::NOREPLACE;
+        let _ = rustix::fs::renameat_with(rustix::fs::CWD, &legacy, rustix::fs::CWD, &dir, flags);
+    }
+    dir
+}
+
 /// Where the key file that last opened a repository is kept, by repository location.
 pub(super) fn key_cache_path(cache_base: &Path, location: &str) -> std::path::PathBuf {
     let h = blake3::hash(location.as_bytes());
@@ -592,6 +616,29 @@ pub(super) fn key_cache_path(cache_base: &Path, location: &str) -> std::path::Pa
 mod tests {
     use super::*;
     use crate::backend::MemBackend;
+
+    #[test]
+    fn copies_at_two_locations_have_caches_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: BackendRef = std::sync::Arc::new(MemBackend::default());
+        let repo = crate::repo::for_tests(store, 0, dir.path());
+        let base = dir.path().join("base");
+        let legacy = base.join(repo.config.id.to_hex());
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join("cache.sqlite"), b"old").unwrap();
+        // The first location takes the cache made before locations counted.
+        let a = cache_dir(&base, &repo.config, "/srv/a");
+        assert_eq!(std::fs::read(a.join("cache.sqlite")).unwrap(), b"old");
+        assert!(!legacy.exists());
+        assert_eq!(cache_dir(&base, &repo.config, "/srv/a"), a);
+        let b = cache_dir(&base, &repo.config, "/srv/b");
+        assert_ne!(a, b);
+        assert!(!b.exists(), "a second location starts afresh");
+        // A legacy cache made again is never renamed over one in use.
+        std::fs::create_dir_all(&legacy).unwrap();
+        assert_eq!(cache_dir(&base, &repo.config, "/srv/a"), a);
+        assert!(legacy.exists() && a.join("cache.sqlite").exists());
+    }
 
     #[test]
     fn key_files_are_tried_cheapest_first_and_within_the_budget() {

@@ -145,22 +145,26 @@ impl Snapshots<'_> {
         spec: &str,
         filter: &snapshot::SnapshotFilter,
     ) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.list()?;
+        let (all, damaged) = self.with_damage()?;
+        let spec_l = spec.to_ascii_lowercase();
+        let named = |id: &SnapshotId| spec != "latest" && id.to_hex().starts_with(&spec_l);
+        let (mut asked, others): (Vec<_>, Vec<_>) = damaged.into_iter().partition(|d| named(&d.0));
+        for (id, e) in others {
+            self.0.warn(format!("skipped snapshot {id}: {e}"));
+        }
         if spec == "latest" {
             return snapshot::select_at(all, None, filter);
         }
-        let spec_l = spec.to_ascii_lowercase();
-        let mut hits: Vec<_> = all
-            .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec_l))
-            .collect();
-        match hits.len() {
-            1 => Ok(hits.pop().unwrap()),
-            0 => Err(Error::not_found(Missing::Snapshot(spec.to_string()))),
-            n => Err(Error::Ambiguous {
+        let mut hits: Vec<_> = all.into_iter().filter(|(id, _)| named(id)).collect();
+        match (hits.len(), asked.len()) {
+            (1, 0) => Ok(hits.pop().unwrap()),
+            // The one asked for is there but cannot be read: damaged, not missing.
+            (0, 1) => Err(asked.pop().unwrap().1),
+            (0, 0) => Err(Error::not_found(Missing::Snapshot(spec.to_string()))),
+            (n, m) => Err(Error::Ambiguous {
                 what: "snapshot",
                 prefix: spec.to_string(),
-                matches: n,
+                matches: n + m,
             }),
         }
     }
@@ -199,11 +203,14 @@ impl Snapshots<'_> {
 
 /// A snapshot this host saw forgotten (`when`), listed again: not a snapshot to restore.
 fn put_back(id: &SnapshotId, when: &str) -> Error {
-    Error::corrupt(
-        format!("snapshot {id}"),
-        format!(
-            "it was forgotten ({when}) and its file is back: someone with access to the \
-             storage put it there; it is not used (forget it again to remove the file)"
-        ),
+    Error::corrupt(format!("snapshot {id}"), put_back_reason(when))
+}
+
+/// Why a snapshot forgotten at `when` and listed again is not used.
+pub(crate) fn put_back_reason(when: &str) -> String {
+    format!(
+        "it was forgotten ({when}) and its file is back: a forget stopped before removing \
+         it, or someone with access to the storage put it there; it is not used (forget it \
+         again to remove the file)"
     )
 }

@@ -1211,7 +1211,9 @@ impl Ctx<'_> {
         let mut removed = 0;
         for idx in unwritten {
             let (item, slot) = (&self.items[idx], &self.files[idx]);
+            // Never made (no inode left, hostile pass 8): not taken all the same.
             if slot.failed() || !slot.created() {
+                removed += 1;
                 continue;
             }
             match t.remove_file(&slot.name(item.rel())) {
@@ -1219,7 +1221,7 @@ impl Ctx<'_> {
                     slot.gone.store(true, Ordering::Release);
                     removed += 1;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => removed += 1,
                 Err(e) => self
                     .trouble
                     .error(Some(&item.path), format!("cannot remove: {e}")),
