@@ -20,8 +20,8 @@ use crate::repo::pack::BlobKind;
 use crate::repo::root::Root;
 use crate::repo::snapshot::{Snapshot, SnapshotFilter};
 use crate::repo::Repository;
-use crate::walk::Expanded;
 use crate::walk::{safe_name, TreeWalk, Visit};
+use crate::walk::{Expansions, Shape};
 
 /// Which data packs a check reads and verifies byte by byte (tree packs are always read).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -875,9 +875,11 @@ impl Audit<'_> {
     /// Snapshots whose tree expands past what their summary records (issue 31, item 7):
     /// counted per tree from the shapes the walk kept, never path by path.
     fn expanding(&mut self, snapshots: &[(SnapshotId, Snapshot)], shapes: &HashMap<TreeId, Shape>) {
-        let mut totals = HashMap::new();
+        let mut expansions = Expansions::default();
+        let mut load = |t: &TreeId| Ok(shapes.get(t).cloned());
         for (id, snap) in snapshots {
-            let e = expanded(shapes, snap.tree, &mut totals);
+            let e = (expansions.of(snap.tree, &mut load, &mut |_| Ok(())))
+                .expect("shapes load without error");
             let limits = crate::walk::Limits::of(snap).named(*id);
             // The sharing bound needs the snapshot's own distinct entries: counted only
             // where it could matter (hostile pass 7: a bomb recording its expansion in
@@ -1467,59 +1469,6 @@ fn find_hits(
         }
     }
     Ok(hits)
-}
-
-/// A tree's own entries, as far as expansion goes: by kind, and their subtrees.
-struct Shape {
-    own: Expanded,
-    entries: u64,
-    subtrees: Box<[TreeId]>,
-}
-
-impl Shape {
-    fn of(tree: &crate::repo::tree::Tree) -> Self {
-        Shape {
-            own: Expanded::of(tree),
-            entries: tree.entries.len() as u64,
-            subtrees: tree.entries.iter().filter_map(|n| n.subtree).collect(),
-        }
-    }
-}
-
-/// The entries below `root` with every shared subtree counted each time it is met
-/// (saturating), from `shapes` (a tree not there counts nothing), memoized in `totals`.
-/// Post-order on an explicit stack: a 50,000-deep chain needs no deep recursion.
-fn expanded(
-    shapes: &HashMap<TreeId, Shape>,
-    root: TreeId,
-    totals: &mut HashMap<TreeId, Expanded>,
-) -> Expanded {
-    let mut stack = vec![(root, false)];
-    // A tree on the current path (a cycle, which only a forged id could make) counts
-    // nothing the second time.
-    let mut open: HashSet<TreeId> = HashSet::new();
-    while let Some((t, children_done)) = stack.pop() {
-        if totals.contains_key(&t) {
-            continue;
-        }
-        let Some(shape) = shapes.get(&t) else {
-            totals.insert(t, Expanded::default());
-            continue;
-        };
-        if !children_done {
-            if open.insert(t) {
-                stack.push((t, true));
-                stack.extend(shape.subtrees.iter().map(|s| (*s, false)));
-            }
-            continue;
-        }
-        let total = (shape.subtrees.iter()).fold(shape.own, |t, s| {
-            t.plus(totals.get(s).copied().unwrap_or_default())
-        });
-        open.remove(&t);
-        totals.insert(t, total);
-    }
-    totals.get(&root).copied().unwrap_or_default()
 }
 
 /// The entries of the distinct trees below `root` (as the walk's sharing bound counts

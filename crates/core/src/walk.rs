@@ -235,70 +235,122 @@ pub fn expansion(repo: &Repository, limits: Limits) -> Result<Limits> {
     expansion_with(&mut |id| repo.trees().load(id), limits)
 }
 
-/// A tree being counted: its own files and directories, and its subtrees not yet entered.
-struct Counting {
-    tree: TreeId,
-    own: Expanded,
-    subtrees: Vec<TreeId>,
-    next: usize,
+/// A tree as its expansion sees it: its own entries by kind, how many, and its subtrees.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// Its own entries, its subtrees' not counted.
+    pub own: Expanded,
+    /// How many entries it holds.
+    pub entries: u64,
+    /// The subtree of each directory entry, in order.
+    pub subtrees: Box<[TreeId]>,
 }
 
-impl Counting {
-    fn of(tree: TreeId, t: &Tree) -> Self {
-        Counting {
-            tree,
-            own: Expanded::of(t),
-            subtrees: t.entries.iter().filter_map(|n| n.subtree).collect(),
-            next: 0,
+impl Shape {
+    /// The shape of `tree`.
+    pub fn of(tree: &Tree) -> Self {
+        Shape {
+            own: Expanded::of(tree),
+            entries: tree.entries.len() as u64,
+            subtrees: tree.entries.iter().filter_map(|n| n.subtree).collect(),
         }
     }
 }
 
+/// The expansions of trees (every shared subtree counted each time it is met), one count
+/// per distinct tree, kept across roots: never path by path, whatever the sharing. The
+/// one count `restore`, the other walks and `check` share.
+#[derive(Default)]
+pub struct Expansions {
+    totals: HashMap<TreeId, Expanded>,
+}
+
+/// A tree being counted, with the next of its subtrees to enter.
+struct Open {
+    tree: TreeId,
+    shape: Shape,
+    next: usize,
+}
+
+impl Open {
+    /// Puts `tree` on the path, if it loads.
+    fn enter(
+        load: &mut dyn FnMut(&TreeId) -> Result<Option<Shape>>,
+        tree: TreeId,
+        stack: &mut Vec<Open>,
+        on_path: &mut HashSet<TreeId>,
+    ) -> Result<()> {
+        if let Some(shape) = load(&tree)? {
+            on_path.insert(tree);
+            stack.push(Open {
+                tree,
+                shape,
+                next: 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Expansions {
+    /// The expansion of `root`, saturating. `load` gives a tree's shape, or `None` for
+    /// one that counts nothing (it could not be read); `done` judges each tree's total as
+    /// it is complete, and its error ends the count. A tree on the current path (a cycle,
+    /// which only a forged id could make) and a level deeper than the walk enters count
+    /// nothing. Post-order on an explicit stack: a 50,000-deep chain needs no deep
+    /// recursion; memory is one count per tree and the subtree ids on the current path.
+    pub fn of(
+        &mut self,
+        root: TreeId,
+        load: &mut dyn FnMut(&TreeId) -> Result<Option<Shape>>,
+        done: &mut dyn FnMut(Expanded) -> Result<()>,
+    ) -> Result<Expanded> {
+        let mut stack: Vec<Open> = Vec::new();
+        let mut on_path: HashSet<TreeId> = HashSet::new();
+        if !self.totals.contains_key(&root) {
+            Open::enter(load, root, &mut stack, &mut on_path)?;
+        }
+        while let Some(top) = stack.last_mut() {
+            if let Some(&sub) = top.shape.subtrees.get(top.next) {
+                top.next += 1;
+                let deep = stack.len() >= MAX_DEPTH;
+                if !(self.totals.contains_key(&sub) || on_path.contains(&sub) || deep) {
+                    Open::enter(load, sub, &mut stack, &mut on_path)?;
+                }
+                continue;
+            }
+            let open = stack.pop().expect("the loop's top");
+            on_path.remove(&open.tree);
+            let total = (open.shape.subtrees.iter()).fold(open.shape.own, |t, s| {
+                t.plus(self.totals.get(s).copied().unwrap_or_default())
+            });
+            done(total)?;
+            self.totals.insert(open.tree, total);
+        }
+        Ok(self.totals.get(&root).copied().unwrap_or_default())
+    }
+}
+
 fn expansion_with(load: &mut dyn FnMut(&TreeId) -> Result<Tree>, limits: Limits) -> Result<Limits> {
-    let mut totals: HashMap<TreeId, Expanded> = HashMap::new();
-    let mut on_path: HashSet<TreeId> = HashSet::new();
     let mut entries = 0u64;
     // A tree that could not be read is not counted: its walk keeps judging sharing by what
     // it has read, should it be read then (hostile pass 8: a bomb below a tree that failed
     // here, then loaded, met the summary's bound only).
     let mut whole = true;
-    let mut stack: Vec<Counting> = Vec::new();
-    let mut enter =
-        |id: TreeId, stack: &mut Vec<Counting>, on_path: &mut HashSet<TreeId>| match load(&id) {
-            Ok(tree) => {
-                entries = entries.saturating_add(tree.entries.len() as u64);
-                on_path.insert(id);
-                stack.push(Counting::of(id, &tree));
-                Ok(())
-            }
-            Err(e @ Error::NoRepository(_)) => Err(e),
-            Err(_) => {
-                whole = false;
-                Ok(())
-            }
-        };
-    enter(limits.tree, &mut stack, &mut on_path)?;
-    while let Some(top) = stack.last_mut() {
-        if let Some(&sub) = top.subtrees.get(top.next) {
-            top.next += 1;
-            // A tree on the current path (a cycle, which only a forged id could make)
-            // and a level deeper than the walk enters count nothing.
-            let deep = stack.len() >= MAX_DEPTH;
-            if !(totals.contains_key(&sub) || on_path.contains(&sub) || deep) {
-                enter(sub, &mut stack, &mut on_path)?;
-            }
-            continue;
+    let mut shape = |id: &TreeId| match load(id) {
+        Ok(tree) => {
+            entries = entries.saturating_add(tree.entries.len() as u64);
+            Ok(Some(Shape::of(&tree)))
         }
-        let done = stack.pop().expect("the loop's top");
-        on_path.remove(&done.tree);
-        let total = (done.subtrees.iter()).fold(done.own, |t, s| {
-            t.plus(totals.get(s).copied().unwrap_or_default())
-        });
-        // A subtree holds no more than its snapshot: refused as soon as one is over.
-        limits.check_totals(total.files, total.dirs)?;
-        totals.insert(done.tree, total);
-    }
-    let total = totals.get(&limits.tree).copied().unwrap_or_default();
+        Err(e @ Error::NoRepository(_)) => Err(e),
+        Err(_) => {
+            whole = false;
+            Ok(None)
+        }
+    };
+    // A subtree holds no more than its snapshot: refused as soon as one is over.
+    let mut judge = |t: Expanded| limits.check_totals(t.files, t.dirs);
+    let total = Expansions::default().of(limits.tree, &mut shape, &mut judge)?;
     limits.check_expansion(total, entries)?;
     Ok(Limits {
         shared_ok: whole,
