@@ -152,9 +152,16 @@ impl Audit<'_> {
             else {
                 continue;
             };
-            // Its blobs were checked by the repository: a read error is reported there.
-            let Ok(text) = wal::content(self.repo, rec) else {
-                continue;
+            // A history that cannot be read whole (its blobs adding up to another size, or
+            // too large to be one) leaves the timelines unknown: said, never guessed.
+            let text = match wal::content(self.repo, rec) {
+                Ok(text) => text,
+                Err(e) => {
+                    let reason = format!("{}: timeline history: {e}", rec.cluster);
+                    self.problems
+                        .push(problem(*object, reason, Remedy::NewBaseBackup));
+                    continue;
+                }
             };
             let segments: Vec<_> = times
                 .get(rec.cluster.as_str())

@@ -496,7 +496,8 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    let copied = strata::restore::copy_blobs(repo, &rec.content, tmp.as_file_mut(), dest)?;
+    let copied =
+        strata::restore::copy_blobs(repo, &rec.content, rec.size, tmp.as_file_mut(), dest)?;
     if copied != rec.size {
         return Err(Error::corrupt(
             format!("WAL record of {cluster}/{name}"),
@@ -508,10 +509,23 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
     Ok(true)
 }
 
-/// The archived file's bytes (a timeline history file, say: small).
+/// The most [`content`] holds in memory: a timeline history file is a few lines.
+pub const MAX_CONTENT: u64 = 16 << 20;
+
+/// The archived file's bytes (a timeline history file, say: small, and refused past
+/// [`MAX_CONTENT`] before anything is read).
 pub fn content(repo: &Repository, rec: &WalRecord) -> Result<Vec<u8>> {
+    if rec.size > MAX_CONTENT {
+        return Err(Error::corrupt(
+            format!("WAL record of {}/{}", rec.cluster, rec.name),
+            format!(
+                "a size of {} bytes: more than a file read whole may be",
+                rec.size
+            ),
+        ));
+    }
     let mut out = Vec::new();
-    strata::restore::copy_blobs(repo, &rec.content, &mut out, &rec.name)?;
+    strata::restore::copy_blobs(repo, &rec.content, rec.size, &mut out, &rec.name)?;
     if out.len() as u64 != rec.size {
         return Err(Error::corrupt(
             format!("WAL record of {}/{}", rec.cluster, rec.name),

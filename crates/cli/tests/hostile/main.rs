@@ -21,3 +21,4 @@ mod planted;
 mod repo;
 mod restore;
 mod storage;
+mod wal;

@@ -1448,17 +1448,34 @@ pub fn cat_file(
 }
 
 /// Writes the plaintext of `blobs`, in order, to `out` (named `out_name` in errors): the
-/// content an application's root record keeps (a WAL file, say). Returns the bytes written.
+/// content an application's root record keeps (a WAL file, say), which records its `size`.
+/// Blobs that add up to another size (by the index) are refused before anything is
+/// written, and nothing past `size` is ever written: a key holder's record naming one
+/// blob 10^5 times filled memory or the disk (hostile pass 9). Returns the bytes written.
 pub fn copy_blobs(
     repo: &Repository,
     blobs: &[crate::BlobId],
+    size: u64,
     out: &mut impl std::io::Write,
     out_name: impl Into<std::path::PathBuf>,
 ) -> Result<u64> {
+    let out_name = out_name.into();
     let mut node = Node::new(Vec::new(), crate::NodeKind::File);
     node.content = blobs.to_vec();
     let mut reader = ContentReader::new(repo, &node)?;
-    std::io::copy(&mut reader, out).map_err(|e| match reader.error.take() {
+    if reader.len() != size {
+        return Err(Error::corrupt(
+            out_name.display().to_string(),
+            format!(
+                "content of {} bytes for a size of {size}: written by a faulty or hostile \
+                 client; not used",
+                reader.len()
+            ),
+        ));
+    }
+    let mut bounded = std::io::Read::take(&mut reader, size);
+    let copied = std::io::copy(&mut bounded, out);
+    copied.map_err(|e| match reader.error.take() {
         Some(e) => e,
         None => Error::io(out_name, e),
     })
