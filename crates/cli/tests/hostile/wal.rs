@@ -7,15 +7,19 @@ use std::fs;
 use crate::common::*;
 use crate::craft::{self, pg_base_backup, run_bounded};
 
-/// Writes the WAL record `name` of cluster `main` stating `size` bytes, its content one
-/// 1 MiB blob of zeros named `repeats` times (a few MB of repository).
-fn repeating_record(env: &Env, name: &str, size: u64, repeats: usize) {
-    let mut zero = None;
+/// Stores `pieces` as data blobs; returns their ids.
+fn store(env: &Env, pieces: &[Vec<u8>]) -> Vec<strata::BlobId> {
+    let mut ids = Vec::new();
     craft::snapshot(env, |c| {
-        zero = Some(c.data(&vec![0u8; 1 << 20]));
+        ids = pieces.iter().map(|p| c.data(p)).collect();
         c.tree(vec![])
     });
-    let zero = zero.expect("stored");
+    ids
+}
+
+/// Writes (or rewrites) the WAL record `name` of cluster `main` stating `size` bytes,
+/// its content `blobs`, as a key holder can.
+fn write_record(env: &Env, name: &str, size: u64, blobs: Vec<strata::BlobId>) {
     let payload = ciborium::Value::Map(vec![
         ("version".into(), 1.into()),
         ("cluster".into(), "main".into()),
@@ -25,11 +29,17 @@ fn repeating_record(env: &Env, name: &str, size: u64, repeats: usize) {
     let mut bytes = Vec::new();
     ciborium::into_writer(&payload, &mut bytes).unwrap();
     let key = format!("main/{name}");
-    let blobs = vec![zero; repeats];
     let mut root = strata::Root::new(strata_pg::wal::NAMESPACE, &key, blobs, bytes).unwrap();
     root.time = "2026-01-01T01:00:00Z".into();
     root.host = "keyholder".into();
     open_repo(env).write_root(&root).unwrap();
+}
+
+/// A record stating `size` bytes whose content is one 1 MiB blob of zeros named
+/// `repeats` times (a few MB of repository).
+fn repeating_record(env: &Env, name: &str, size: u64, repeats: usize) {
+    let zero = store(env, &[vec![0u8; 1 << 20]])[0];
+    write_record(env, name, size, vec![zero; repeats]);
 }
 
 fn pg_config(env: &Env) -> String {
@@ -122,4 +132,53 @@ fn a_segment_running_past_its_size_is_not_fetched() {
         dest.to_str().unwrap(),
     ]);
     assert_eq!(fs::read(&dest).unwrap(), vec![0u8; 1 << 20]);
+}
+
+/// A key holder of the source rewrote a record the second site had: the next hourly copy
+/// replaced it there, without the second site's password (hostile pass 9). The copy now
+/// keeps the destination's record, says so and exits 1.
+#[test]
+fn a_copy_never_replaces_a_record_at_the_second_site() {
+    let env = Env::local();
+    env.init();
+    let cfg = pg_config(&env);
+    let second = env.path("second");
+    let second = second.to_str().unwrap();
+    let other = "second site's own password";
+    let init = (env.cmd())
+        .env("STRATA_PASSWORD", other)
+        .args(["-r", second, "init"])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let copy = || {
+        (env.cmd())
+            .env("STRATA_TO_PASSWORD", other)
+            .args(["copy", "--to", second])
+            .output()
+            .unwrap()
+    };
+    const SEG: &str = "000000010000000000000002.partial";
+    let (a, b) = (noise(1 << 20, 1), noise(1 << 20, 2));
+    write_record(&env, SEG, 1 << 20, store(&env, std::slice::from_ref(&a)));
+    let first = copy();
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    // Rewritten a moment later (another listing time): content B under the same name.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write_record(&env, SEG, 1 << 20, store(&env, &[b]));
+    let again = copy();
+    assert_eq!(code(&again), 1, "{}", stderr(&again));
+    assert!(stderr(&again).contains("it is kept"), "{}", stderr(&again));
+    let out = env.path("fetched");
+    let fetched = (env.cmd())
+        .env("STRATA_PASSWORD", other)
+        .args(["--config", &cfg, "-r", second, "wal", "fetch", "main", SEG])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert!(
+        fs::read(&out).unwrap() == a,
+        "the second site's record was replaced"
+    );
 }

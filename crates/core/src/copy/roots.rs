@@ -148,7 +148,25 @@ pub(super) fn write_roots(
             failed.push((what, why));
             continue;
         }
-        dst.write_root(&Root { blobs, ..root })?;
+        let copy = Root { blobs, ..root };
+        // Never over other content: whoever holds the source (without the destination's
+        // password) would rewrite the second site's history (hostile pass 9). A record
+        // there that does not open holds nothing, and takes the copy.
+        let file = dst.root_file(&copy.namespace, &copy.key);
+        match dst.checked_root(&file) {
+            Ok(Some(there)) if (there.blobs != copy.blobs || there.payload != copy.payload) => {
+                let why = format!(
+                    "the destination holds another record under this name (written {} by \
+                     {}); it is kept: a copy never replaces one",
+                    there.time, there.host
+                );
+                failed.push((what, why));
+                continue;
+            }
+            Ok(_) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        dst.write_root(&copy)?;
         dst.put_copied_root(&source, &name, stamp)?;
         written += 1;
     }
