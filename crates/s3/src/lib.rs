@@ -676,8 +676,20 @@ fn listed_name<'a>(key: &'a str, prefix: &str) -> std::result::Result<&'a str, S
     if rest.split('/').any(odd) || rest.split('/').count() > 2 {
         return Ok("");
     }
-    Ok(rest.rsplit('/').next().unwrap_or(rest))
+    let name = rest.rsplit('/').next().unwrap_or(rest);
+    // Longer than any name of ours (readers take 64 hex digits only): never kept, so an
+    // endpoint paging through long keys holds no memory by them (hostile pass 9: 15 KB
+    // keys, 15 MB a page, without end).
+    if name.len() > MAX_NAME {
+        return Ok("");
+    }
+    Ok(name)
 }
+
+/// The longest file name a listing keeps (format-spec §1: 64 hex digits).
+const MAX_NAME: usize = 64;
+/// The longest storage class a listing keeps (S3's are short words).
+const MAX_CLASS: usize = 64;
 
 /// The most names one listing may hold (4 million packs are 64 TB at 16 MiB each): past
 /// it, an endpoint inventing pages would have the reader hold names without end.
@@ -868,7 +880,8 @@ impl Backend for S3Backend {
                 out.push(FileInfo {
                     name: name.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
-                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+                    storage_class: (obj.storage_class().map(|c| c.as_str()))
+                        .map(|c| clean(c, MAX_CLASS)),
                     modified: obj.last_modified().map(|t| t.secs()),
                     not_regular: None,
                 });
@@ -1402,6 +1415,11 @@ mod tests {
             assert_eq!(listed_name(bad, p), Ok(""), "{bad:?}");
         }
         assert!(listed_name("other/abcd", p).is_err());
+        // Hostile pass 9: keys longer than any name of ours are not kept.
+        let ours = "a".repeat(MAX_NAME);
+        assert_eq!(listed_name(&format!("{p}ab/{ours}"), p), Ok(ours.as_str()));
+        assert_eq!(listed_name(&format!("{p}{ours}b"), p), Ok(""));
+        assert_eq!(listed_name(&format!("{p}{}", "k".repeat(15_000)), p), Ok(""));
     }
 
     /// Hostile pass: an endpoint paging for ever with a fresh token each time (empty
