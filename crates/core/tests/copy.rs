@@ -457,3 +457,24 @@ fn a_root_record_the_cache_forgot_is_found_at_the_destination() {
     );
     assert_eq!(again.bytes_read, 0);
 }
+
+/// Hostile pass 9: one snapshot dated ahead (a clock ahead once, or a key holder's) was
+/// taken for the lineage's last copy, and every honest snapshot after it was left out as
+/// older, with the copy reporting success. A copy dated ahead of now is not the last.
+#[test]
+fn a_copy_dated_ahead_does_not_stop_its_lineage() {
+    let sites = Sites::new();
+    std::fs::create_dir_all(sites.source_dir("a")).unwrap();
+    let ahead = BackupOptions {
+        source: Source::Paths(vec![sites.source_dir("a")]),
+        host: Some("a".into()),
+        time: Some(chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z").unwrap()),
+        ..Default::default()
+    };
+    backup::run(&sites.src(), ahead, &NoProgress).unwrap();
+    assert_eq!(sites.copy(Selection::SinceLast).copied.len(), 1);
+    let (honest, _) = sites.backup("a", &[("f", 1, 1_000)]);
+    let r = sites.copy(Selection::SinceLast);
+    assert_eq!((r.copied.len(), r.older), (1, 0), "{r:?}");
+    assert_eq!(r.copied[0].0, honest);
+}

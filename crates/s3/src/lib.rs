@@ -1419,7 +1419,10 @@ mod tests {
         let ours = "a".repeat(MAX_NAME);
         assert_eq!(listed_name(&format!("{p}ab/{ours}"), p), Ok(ours.as_str()));
         assert_eq!(listed_name(&format!("{p}{ours}b"), p), Ok(""));
-        assert_eq!(listed_name(&format!("{p}{}", "k".repeat(15_000)), p), Ok(""));
+        assert_eq!(
+            listed_name(&format!("{p}{}", "k".repeat(15_000)), p),
+            Ok("")
+        );
     }
 
     /// Hostile pass: an endpoint paging for ever with a fresh token each time (empty

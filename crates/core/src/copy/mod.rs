@@ -86,9 +86,13 @@ pub fn plan(
     // Per lineage, the newest copied: remembered by the destination's cache too, so that
     // a lineage whose copies its own retention all forgot is not copied back whole.
     let mut last: HashMap<Lineage, DateTime<FixedOffset>> = HashMap::new();
+    // A copy dated ahead of now (a clock ahead once, or a key holder's) is not the last:
+    // it would leave out every honest snapshot until then, with exit 0 (hostile pass 9).
+    let ahead = crate::timespec::now() + chrono::Duration::minutes(5);
+    let past = |t: DateTime<FixedOffset>| (t <= ahead).then_some(t);
     for (_, snap) in &selected {
         let lineage = snap.lineage();
-        if let Some(t) = remembered_last(dst, &source, &lineage)? {
+        if let Some(t) = remembered_last(dst, &source, &lineage)?.and_then(past) {
             let newest = last.entry(lineage).or_insert(t);
             *newest = (*newest).max(t);
         }
@@ -98,7 +102,7 @@ pub fn plan(
         if let Ok(Some(from)) = snap.extension::<CopiedFrom>(EXTENSION) {
             if from.repository == source {
                 copies.insert(from.snapshot, *id);
-                if let Some(t) = snap.datetime() {
+                if let Some(t) = snap.datetime().and_then(past) {
                     let newest = last.entry(snap.lineage()).or_insert(t);
                     *newest = (*newest).max(t);
                 }
