@@ -610,3 +610,60 @@ fn a_repack_keeps_the_class_of_the_packs_it_copies() {
     let out = strata(&["check", "--read-data"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Hostile pass 9: an endpoint saying "thawing" for ever held a restore for ever, and its
+/// first SIGTERM went unheeded for minutes (the poll's sleep did not look at it). The wait
+/// ends at the first signal (exit 130) and past `--thaw-timeout` (exit 1, named).
+#[test]
+fn a_thaw_that_never_ends_gives_up_and_a_signal_stops_it() {
+    let Some(endpoint) = moto() else { return };
+    let bucket = format!("thaw-never-{}", std::process::id());
+    let (_rt, _s3) = moto_bucket(&endpoint, &bucket);
+    let proxy = Proxy::start("s3-proxy", &endpoint, &["--thaw-polls", "1000000"]);
+    let env = &Env::local();
+    let repo = glacier_repo(env, &proxy.url_base, &bucket);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), noise(300_000, 1)).unwrap();
+    let out = on_moto(env, &repo, &["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = env.path("r");
+    let restore = ["restore", "latest", "--thaw-poll", "1s", "--target"];
+    let restore = [&restore[..], &[target.to_str().unwrap()]].concat();
+    let started = std::time::Instant::now();
+    let out = on_moto(
+        env,
+        &repo,
+        &[&restore[..], &["--thaw-timeout", "3s"]].concat(),
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not thawed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--thaw-timeout"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    // Without a time-out: waiting, until SIGTERM.
+    let mut child = (env.std_cmd())
+        .env("STRATA_REPOSITORY", &repo)
+        .env("AWS_REGION", "us-east-1")
+        .args(&restore)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the restore did not wait"
+    );
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let signalled = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < std::time::Duration::from_secs(30),
+            "SIGTERM did not stop the wait"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+}

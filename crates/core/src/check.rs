@@ -1165,7 +1165,7 @@ impl Audit<'_> {
     fn thaw_and_read(&mut self, archived: &[PackId], wait: &crate::thaw::ThawWait) -> Vec<PackId> {
         let (mut found, mut read) = (Vec::new(), Vec::new());
         let waited =
-            crate::thaw::thaw_then_read(self.repo, archived, wait, self.progress, |batch| {
+            crate::thaw::thaw_then_read(self.repo, archived, wait, None, self.progress, |batch| {
                 found.push(read_packs(
                     self.repo,
                     batch,

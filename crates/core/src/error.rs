@@ -498,6 +498,16 @@ pub enum Error {
         removed: usize,
     },
 
+    /// A wait for thaws ended before they were done: stopped on request, or longer than S3
+    /// documents for any archive class at the tier (an endpoint saying "thawing" for ever).
+    #[error("{packs} archived pack(s) not thawed: {why}")]
+    ThawNotDone {
+        /// Packs still thawing.
+        packs: usize,
+        /// Why the wait ended.
+        why: String,
+    },
+
     /// An object in an archive storage class (GLACIER, DEEP_ARCHIVE) cannot be read until a
     /// restore (thaw) of it has finished.
     #[error(

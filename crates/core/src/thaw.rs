@@ -7,6 +7,7 @@
 //! requested: running warm-up again, or after an interruption, requests nothing twice.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -132,6 +133,8 @@ pub struct ThawWait {
     pub first_poll: Duration,
     /// The longest pause between polls.
     pub max_poll: Duration,
+    /// How long the wait goes on before it gives up with an error.
+    pub give_up: Duration,
 }
 
 impl ThawWait {
@@ -142,7 +145,32 @@ impl ThawWait {
             request,
             first_poll,
             max_poll: first_poll.max(Duration::from_secs(15 * 60)),
+            give_up: longest_wait(request.tier) * 2,
         }
+    }
+}
+
+/// The longest wait S3 documents for a thaw at `tier`, over every archive class: twice
+/// that, and an endpoint still saying "thawing" is not believed (hostile pass 9: a
+/// restore waited for ever).
+fn longest_wait(tier: ThawTier) -> Duration {
+    let classes = ARCHIVE_CLASSES.iter();
+    let waits = classes.filter_map(|c| tier.longest_wait(c));
+    waits.max().unwrap_or(Duration::from_secs(3600))
+}
+
+/// Sleeps `pause`, looking at `stop` each second; false if it was set.
+fn pause_unless_stopped(pause: Duration, stop: Option<&AtomicBool>) -> bool {
+    let until = Instant::now() + pause;
+    loop {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_secs(1)));
     }
 }
 
@@ -176,6 +204,7 @@ pub fn thaw_then_read(
     repo: &Repository,
     packs: &[PackId],
     wait: &ThawWait,
+    stop: Option<&AtomicBool>,
     progress: &dyn Progress,
     mut ready: impl FnMut(&[PackId]),
 ) -> std::result::Result<WaitReport, Box<(crate::Error, Vec<PackId>)>> {
@@ -208,7 +237,23 @@ pub fn thaw_then_read(
                 report.requested,
                 humantime::format_duration(Duration::from_secs(pause.as_secs().max(1)))
             ));
-            std::thread::sleep(pause);
+            let not_done = |why: String| Error::ThawNotDone {
+                packs: pending.len(),
+                why,
+            };
+            if !pause_unless_stopped(pause, stop) {
+                let e = not_done("the wait was stopped".into());
+                return Err(Box::new((e, pending)));
+            }
+            if started.elapsed() > wait.give_up {
+                let e = not_done(format!(
+                    "still thawing after {} (--thaw-timeout; by default twice the longest \
+                     S3 documents for the tier): the endpoint may be wrong, or the thaw \
+                     slow; run again to wait on",
+                    humantime::format_duration(Duration::from_secs(wait.give_up.as_secs()))
+                ));
+                return Err(Box::new((e, pending)));
+            }
             pause = (pause * 2).min(wait.max_poll);
         }
         let (mut now, mut still) = (Vec::new(), Vec::new());
@@ -256,7 +301,7 @@ pub fn wait_until_readable(
     if archived.is_empty() {
         return Ok(None);
     }
-    thaw_then_read(repo, &archived, wait, progress, |_| {})
+    thaw_then_read(repo, &archived, wait, None, progress, |_| {})
         .map(Some)
         .map_err(|failed| failed.0)
 }

@@ -112,19 +112,25 @@ pub struct ColdArgs {
     /// The first pause between looks at packs still thawing; it doubles up to 15 minutes.
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
     thaw_poll: std::time::Duration,
+    /// Give up waiting for thaws after this long [default: twice the longest wait S3
+    /// documents for the tier: 24h standard, 96h bulk, 10m expedited].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    thaw_timeout: Option<std::time::Duration>,
 }
 
 impl ColdArgs {
     /// How the library thaws and waits; `None` with `--no-warm-up`.
     pub fn wait(&self) -> Option<strata::thaw::ThawWait> {
         (!self.no_warm_up).then(|| {
-            strata::thaw::ThawWait::new(
-                strata::thaw::WarmUpOptions {
-                    tier: self.tier.into(),
-                    days: self.thaw_days,
-                },
-                self.thaw_poll,
-            )
+            let request = strata::thaw::WarmUpOptions {
+                tier: self.tier.into(),
+                days: self.thaw_days,
+            };
+            let wait = strata::thaw::ThawWait::new(request, self.thaw_poll);
+            strata::thaw::ThawWait {
+                give_up: self.thaw_timeout.unwrap_or(wait.give_up),
+                ..wait
+            }
         })
     }
 

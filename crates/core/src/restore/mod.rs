@@ -589,7 +589,15 @@ fn restore_archived(
                 .for_each(|p| restore_pack(ctx, p, fetches[p]))
         })
     };
-    match crate::thaw::thaw_then_read(ctx.repo, archived, wait, ctx.progress, restore_batch) {
+    let thawed = crate::thaw::thaw_then_read(
+        ctx.repo,
+        archived,
+        wait,
+        ctx.cancel,
+        ctx.progress,
+        restore_batch,
+    );
+    match thawed {
         Ok(w) => Some(w),
         Err(failed) => {
             let (e, left) = *failed;
