@@ -782,3 +782,33 @@ fn a_symlink_on_the_way_to_a_source_path_is_recorded_as_its_directory() {
     );
     assert_eq!(fs::read(current.join("app.conf")).unwrap(), b"secret");
 }
+
+/// Hostile pass 9: a backup that stores none of its source's files exited 0 and became
+/// `latest` (status green, forget dropping the real snapshots). A source that is a symlink
+/// is stored as the link with a warning, exit 3; excludes matching the source itself are
+/// refused before anything is written.
+#[test]
+fn a_backup_that_would_hold_nothing_of_its_source_is_not_a_success() {
+    let env = Env::local();
+    env.init();
+    let real = env.path("app-v2");
+    fs::create_dir_all(&real).unwrap();
+    fs::write(real.join("data"), "d").unwrap();
+    let link = env.path("app");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = env.run(&["backup", link.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("a symlink (to"), "{}", stderr(&out));
+    assert_eq!(
+        env.objects("snapshots").len(),
+        1,
+        "the link is stored all the same"
+    );
+    let real = real.to_str().unwrap();
+    let out = env.run(&["backup", real, "--exclude", real]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("itself"), "{}", stderr(&out));
+    assert_eq!(env.objects("snapshots").len(), 1);
+    // A pattern matching only what is below the source is an ordinary exclude.
+    env.ok(&["backup", real, "--exclude", "data"]);
+}

@@ -216,6 +216,18 @@ pub fn run(
     }
 
     let (paths, display_paths) = resolve_sources(&opts.source)?;
+    // A source its own excludes match would be an empty snapshot, `latest` every hour
+    // while forget drops the real ones (hostile pass 9).
+    let excluded = |p: &&PathBuf| opts.excludes.as_ref().is_some_and(|g| g.is_match(p));
+    if let Some(p) = paths.iter().find(excluded) {
+        return Err(Error::BadInput {
+            what: "pattern",
+            reason: format!(
+                "the excludes match the source {} itself: nothing of it would be backed up",
+                p.display()
+            ),
+        });
+    }
 
     let lineage = Lineage::of(opts.set.as_deref(), &host, &display_paths);
     let set_key = lineage.cache_key();
@@ -648,6 +660,7 @@ impl Archiver<'_, '_, '_> {
             let path = dir.join(name);
             let old = before.get(name.as_bytes());
             if targets.contains(&path) {
+                self.warn_if_link(&path);
                 if let Some(node) = self.archive_entry(&path, name, None, old)? {
                     entries.push(node);
                 }
@@ -749,6 +762,21 @@ impl Archiver<'_, '_, '_> {
             Some(c) if c.load(Ordering::Relaxed) => Err(Error::Interrupted { packs: 0, bytes: 0 }),
             _ => Ok(()),
         }
+    }
+
+    /// A source path that is a symlink is stored as the link (as tar and restic do), not
+    /// what it leads to: said, and the backup exits 3, since a snapshot of a link alone
+    /// (`/srv/app -> app-v2`) would be `latest` while holding nothing (hostile pass 9).
+    fn warn_if_link(&self, path: &Path) {
+        let Ok(to) = fs::read_link(path) else {
+            return;
+        };
+        self.warn(format!(
+            "{}: a symlink (to {}): stored as the link, not what it leads to; give that \
+             path to back up its contents",
+            path.display(),
+            to.display()
+        ));
     }
 
     fn excluded(&self, path: &Path) -> bool {
