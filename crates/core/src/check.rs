@@ -511,10 +511,36 @@ impl Audit<'_> {
                 .push(problem(Object::Index(id), reason, Remedy::RepairIndex));
         }
         self.report.packs = indexed.len();
+        // Not listed: lost, unless a prune deleted it after this check read the index (its
+        // new index, written first, no longer names it; hostile pass 9: a check racing
+        // prunes and backups called such packs missing).
+        let unlisted = (indexed.iter())
+            .filter(|(id, _, _)| !listed.contains_key(&id.to_hex()))
+            .map(|(id, _, _)| *id)
+            .collect::<HashSet<_>>();
+        let mut lost = match unlisted.is_empty() {
+            true => unlisted,
+            false => self.still_indexed(unlisted),
+        };
+        // Or one a backup wrote after the listing and before its index file was read
+        // (packs are durable before the index names them): listed again, it is there.
+        if !lost.is_empty() {
+            for kind in [FileKind::Data, FileKind::Tree] {
+                for f in repo.files().list(kind)? {
+                    if f.name.parse().is_ok_and(|id: PackId| lost.remove(&id)) {
+                        listed.insert(f.name, f.size);
+                    }
+                }
+            }
+        }
         let mut missing = HashSet::new();
         for (id, _, size) in &indexed {
             let name = id.to_hex();
             let reason = match listed.remove(&name) {
+                None if !lost.contains(id) => {
+                    self.pruned.insert(*id);
+                    None
+                }
                 None => Some((MISSING.to_string(), Remedy::RepairIndexThenSnapshots)),
                 Some(_) if strays.contains_key(&name) => Some((
                     format!("{}, not a repository file", strays[&name].1),

@@ -359,7 +359,13 @@ impl Backend for LocalBackend {
                 // prune act on, and the listing says what it is (check names one no index
                 // names). `metadata` is an lstat: a FIFO is never opened, a symlink never
                 // followed. (The config's "kind directory" is the repository's own.)
-                let meta = e.metadata().map_err(|err| Error::io(e.path(), err))?;
+                let meta = match e.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted since the directory was read (a prune, a merge): not listed
+                    // (hostile pass 9: check failed on an index file replaced meanwhile).
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(Error::io(e.path(), err)),
+                };
                 if kind != FileKind::Config || !meta.is_dir() {
                     let modified = (meta.modified().ok())
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -533,14 +539,23 @@ fn remove_if_stale(
     if !(name.starts_with('.') && name.ends_with(".tmp")) {
         return Ok(None);
     }
-    let st = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    // Gone since the directory was read: a write that finished (renamed) meanwhile, or
+    // another prune's removal (hostile pass 9: prune failed racing a backup).
+    let gone = |e: &rustix::io::Errno| *e == rustix::io::Errno::NOENT;
+    let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(e) if gone(&e) => return Ok(None),
+        st => st?,
+    };
     let modified =
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
     let old = modified.elapsed().is_ok_and(|age| age >= older_than);
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || !old {
         return Ok(None);
     }
-    unlinkat(dir, name, AtFlags::empty())?;
+    match unlinkat(dir, name, AtFlags::empty()) {
+        Err(e) if gone(&e) => return Ok(None),
+        r => r?,
+    }
     Ok(Some(FileInfo {
         name: name.to_string(),
         size: st.st_size as u64,

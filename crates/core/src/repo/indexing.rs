@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// Listings an index read makes at most while files it listed vanish before it reads
+/// them (replaced by a prune or a backup's merge meanwhile).
+const INDEX_READS: usize = 8;
+
 impl Repository {
     /// Brings the cached blob index in line with the repository's index files: reads new
     /// ones, and rebuilds from scratch if one the cache knows has gone (prune removed it).
@@ -17,7 +21,7 @@ impl Repository {
         // A prune running meanwhile deletes index files between our listing and reading
         // (after writing the ones that replace them): list again and read what is there now.
         let mut synced = None;
-        for _ in 0..3 {
+        for _ in 0..INDEX_READS {
             match self.sync_index_once(early.take()) {
                 Err(Error::NotFound {
                     what:
@@ -32,7 +36,7 @@ impl Repository {
                 }
             }
         }
-        // Still listed and not there after three listings: a listing that lags deletions (a
+        // Still listed and not there after every listing: a listing that lags deletions (a
         // node of a cluster back from an outage lists what was deleted meanwhile). Read as
         // a damaged file: its packs are found from their headers, if they are still there.
         synced.unwrap_or_else(|| self.sync_index_tolerant(None, true))?;
@@ -278,15 +282,18 @@ impl Repository {
     /// the files that could not be (their packs are then found by their headers) and the
     /// marks of earlier prunes.
     pub(crate) fn rebuild_index(&self) -> Result<IndexRead> {
-        let read = self.rebuild_index_once()?;
-        // A prune running meanwhile replaces index files between our listing and reading:
-        // a file that vanished is no damage, so list again and read what is there now.
-        if read
-            .damaged
-            .iter()
-            .any(|(_, e)| matches!(e, Error::NotFound { .. }))
-        {
-            return self.rebuild_index_once();
+        let mut read = self.rebuild_index_once()?;
+        // A prune or a backup's merge running meanwhile replaces index files between our
+        // listing and reading: a file that vanished is no damage, so list again and read
+        // what is there now; with backups every few seconds, more than once (hostile
+        // pass 9: check reported replaced files as missing, and prune stopped).
+        let vanished =
+            |r: &IndexRead| (r.damaged.iter()).any(|(_, e)| matches!(e, Error::NotFound { .. }));
+        for _ in 1..INDEX_READS {
+            if !vanished(&read) {
+                break;
+            }
+            read = self.rebuild_index_once()?;
         }
         Ok(read)
     }
