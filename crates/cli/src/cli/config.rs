@@ -85,6 +85,32 @@ impl ConfigFile {
             set.validate(name)
                 .map_err(|e| anyhow!("invalid config {}: {e}", path.display()))?;
         }
+        // Relative paths would name other files from each directory cron starts in: a
+        // password file another user planted in /tmp (hostile pass 9), another repository.
+        let local = cfg
+            .repository
+            .as_deref()
+            .filter(|r| !r.contains(':'))
+            .map(Path::new);
+        let paths = [
+            ("repository", local),
+            ("password-file", cfg.password_file.as_deref()),
+            ("cache-dir", cfg.cache_dir.as_deref()),
+            ("metrics-file", cfg.metrics_file.as_deref()),
+        ];
+        let pg = (cfg.postgres.values())
+            .filter_map(|c| Some(("postgres data-directory", c.data_directory.as_deref()?)));
+        let all = paths
+            .into_iter()
+            .filter_map(|(k, p)| Some((k, p?)))
+            .chain(pg);
+        if let Some((key, p)) = all.into_iter().find(|(_, p)| !p.is_absolute()) {
+            return Err(anyhow!(
+                "invalid config {}: {key} {p:?} is relative: give it from / (a run from \
+                 another directory would use another file)",
+                path.display()
+            ));
+        }
         if cfg.password_file.is_some() && cfg.password_command.is_some() {
             return Err(anyhow!(
                 "invalid config {}: give password-file or password-command, not both",
@@ -195,6 +221,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 3"), "{e}");
+        for relative in [
+            "repository = \"repo\"\n",
+            "password-file = \"pw\"\n",
+            "cache-dir = \"cache\"\n",
+            "metrics-file = \"m.prom\"\n",
+            "[postgres.main]\ndata-directory = \"data\"\n",
+        ] {
+            let e = ConfigFile::parse(relative, Path::new("c"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is relative"), "{relative}: {e}");
+        }
+        let fine = "repository = \"s3:https://h:1/b/p\"\npassword-file = \"/etc/pw\"\n";
+        ConfigFile::parse(fine, Path::new("c")).unwrap();
         let e = ConfigFile::parse("[sets.a]\npaths = []\n", Path::new("c"))
             .unwrap_err()
             .to_string();
