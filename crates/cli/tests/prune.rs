@@ -268,3 +268,40 @@ fn a_year_of_hourly_snapshots_under_the_runbook_policy() {
         env.path("r").to_str().unwrap(),
     ]);
 }
+
+/// Hostile pass 9: on a full repository disk, prune failed on its first repack write with
+/// only "No space left"; it now says that `--max-unused 100%` frees what no snapshot uses
+/// without writing a pack, and that works.
+#[test]
+fn prune_on_a_full_disk_says_how_to_free_space() {
+    let env = Env::local();
+    let Some(_disk) = SmallDisk::mount(env.path("repo"), "40m") else {
+        return;
+    };
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let s = src.to_str().unwrap();
+    // One pack mostly kept and partly unused (a repack candidate), then leftovers of a
+    // backup the full disk stopped.
+    fs::write(src.join("keep"), noise(9 << 20, 1)).unwrap();
+    fs::write(src.join("gone"), noise(6 << 20, 2)).unwrap();
+    env.backup(&[s]);
+    fs::remove_file(src.join("gone")).unwrap();
+    env.backup(&[s]);
+    env.ok(&["forget", "--keep-last", "1"]);
+    for i in 0..5 {
+        fs::write(src.join(format!("g{i}")), noise(5 << 20, 10 + i)).unwrap();
+    }
+    let out = env.run(&["backup", s]);
+    assert_eq!(code(&out), 1, "the disk did not fill: {}", stderr(&out));
+    let out = env.run(&["prune", "--instant-delete"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-unused 100%"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&["prune", "--instant-delete", "--max-unused", "100%"]);
+    env.assert_read_data_clean();
+}

@@ -262,7 +262,11 @@ pub fn remedy(r: strata::Remedy) -> String {
         Init => "check the location: if it was there, it was moved or deleted; a new one \
                  is made with `strata init`"
             .into(),
-        Unlock => "if that process is gone, run `strata unlock`".into(),
+        // Not taken over by itself: a host of the same name (a cloned machine) may be
+        // running it, and a lock records no boot id to tell.
+        Unlock => "once no strata of that host runs it (another machine of the same name \
+                   included), run `strata unlock`"
+            .into(),
         WarmUp => "thaw what you need with `strata warm-up`".into(),
         RepairIndex => {
             "run `strata repair index`: it indexes the packs this file named from their headers"

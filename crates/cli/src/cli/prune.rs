@@ -99,7 +99,24 @@ pub fn execute(
     opts: &PruneOptions,
 ) -> anyhow::Result<prune::PruneReport> {
     let bar = Bar::new(global.show_progress(), false, "prune");
-    let r = prune::run(repo, opts, &bar)?;
+    let r = prune::run(repo, opts, &bar).map_err(|e| {
+        // The moment prune is run for: say how to free space without writing a pack.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let full = std::iter::from_fn(|| {
+            let now = cause?;
+            cause = now.source();
+            Some(now)
+        })
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::StorageFull);
+        match full && opts.max_unused < 1.0 {
+            true => anyhow::Error::from(e).context(
+                "the repository's storage is full: `--max-unused 100%` deletes the packs no \
+                 snapshot uses without repacking (writing) any",
+            ),
+            false => e.into(),
+        }
+    })?;
     bar.finish();
     if !opts.dry_run && global.metrics().is_some() {
         let sizes = {
