@@ -91,7 +91,8 @@ impl Env {
         };
         if nix::unistd::geteuid().is_root() {
             env.run_as = Some(NOBODY);
-            fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+            // Sticky, as /tmp: a cache below a directory others may rename in is refused.
+            fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
         }
         env
     }

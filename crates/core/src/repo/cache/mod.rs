@@ -132,6 +132,7 @@ pub fn private_dir(dir: &Path) -> Result<()> {
             ),
         });
     }
+    safe_ancestors(dir)?;
     // Made (and its parents) as a restore target is: a symlink on the way followed only
     // if this user or root made it (hostile pass 5: root's cache went into the directory
     // another user's link pointed at).
@@ -177,6 +178,40 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     if meta.mode() & 0o777 != 0o700 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Refuses a cache below a directory another user could rename entries in: one of theirs,
+/// or one writable by others without the sticky bit (`/tmp` has it). SQLite opens the
+/// cache's files by path: swapping a parent between the checks and those opens put root's
+/// cache in another user's directory (hostile pass 9). As ssh's StrictModes, by the
+/// path as given and as resolved.
+fn safe_ancestors(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let real = std::fs::canonicalize(dir.parent().unwrap_or(dir)).ok();
+    let given = dir.ancestors().skip(1);
+    for a in given.chain(real.iter().flat_map(|r| r.ancestors())) {
+        let Ok(meta) = std::fs::symlink_metadata(a) else {
+            continue;
+        };
+        let others_write = !meta.file_type().is_symlink() && meta.mode() & 0o022 != 0;
+        let unsafe_dir = others_write && meta.mode() & 0o1000 == 0;
+        if (meta.uid() != me && meta.uid() != 0) || unsafe_dir {
+            return Err(Error::BadInput {
+                what: "cache directory",
+                reason: format!(
+                    "{} is below {}, which another user could change (owner uid {}, mode \
+                     {:o}): choose a cache directory whose parents are this user's or \
+                     root's and not writable by others (--cache-dir)",
+                    dir.display(),
+                    a.display(),
+                    meta.uid(),
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -558,6 +593,32 @@ impl Cache {
 mod tests {
     use super::*;
     use crate::id::{BlobId, SnapshotId};
+
+    /// Hostile pass 9: below a directory others may rename entries in, the cache could be
+    /// swapped between its checks and SQLite's opens by path.
+    #[test]
+    fn a_cache_below_a_directory_others_may_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let mode = |m| std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(m));
+        mode(0o777).unwrap();
+        let e = private_dir(&shared.join("cache")).unwrap_err().to_string();
+        assert!(e.contains("another user could change"), "{e}");
+        assert!(!shared.join("cache").exists());
+        // Sticky (as /tmp), or this user's alone: fine.
+        for m in [0o1777, 0o700] {
+            mode(m).unwrap();
+            private_dir(&shared.join("cache")).unwrap();
+        }
+        // Another user's, as a non-root user sees root's: refused only if not root's.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
+            let e = private_dir(&shared.join("cache")).unwrap_err().to_string();
+            assert!(e.contains("owner uid 65534"), "{e}");
+        }
+    }
 
     #[test]
     fn a_transaction_dropped_uncommitted_rolls_back_and_frees_the_cache() {
