@@ -468,3 +468,25 @@ fn an_unreadable_default_config_is_a_warning() {
     let out = env.run(&["--config", cfg.to_str().unwrap(), "snapshots"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
 }
+
+/// Hostile pass 9: a password file that is a FIFO nobody writes to held the command for
+/// ever; an empty `--snapshot` id was "ambiguous" (exit 1), not a usage error.
+#[test]
+fn a_fifo_password_file_and_an_empty_snapshot_id_end_at_once() {
+    let env = Env::local();
+    env.init();
+    let fifo = env.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let started = std::time::Instant::now();
+    let out = (env.cmd())
+        .env_remove("STRATA_PASSWORD")
+        .args(["--password-file", fifo.to_str().unwrap(), "snapshots"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let out = env.run(&["forget", "--snapshot", ""]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

@@ -168,6 +168,11 @@ fn forget_named(global: &Global, args: &ForgetArgs) -> anyhow::Result<i32> {
     let repo = global.open()?;
     let filter = args.filter.filter(global, &repo)?;
     let mut found = Vec::new();
+    if args.snapshots.iter().any(|s| s.is_empty()) {
+        return Err(super::exit::usage(
+            "--snapshot: an empty id names no snapshot",
+        ));
+    }
     for s in &args.snapshots {
         match repo.snapshots().find_in(s, &filter) {
             Ok((id, snap)) => found.push((id, output::when(&snap.time))),

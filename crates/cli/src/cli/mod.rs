@@ -629,8 +629,22 @@ pub fn non_empty(password: Vec<u8>, source: &str) -> anyhow::Result<Vec<u8>> {
 /// The first line of `f`, read no further than its end: the file may be a pipe whose
 /// writer stays open (`--password-file /dev/stdin`) or a device without end (`/dev/zero`).
 pub fn read_password_file(f: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let what = || format!("reading password file {}", f.display());
-    let file = std::fs::File::open(f).with_context(what)?;
+    // A FIFO nobody writes to must not hold the command for ever (hostile pass 9): opened
+    // without waiting for a writer, then read as usual (no writer reads as empty).
+    let file = (std::fs::OpenOptions::new().read(true))
+        .custom_flags(libc::O_NONBLOCK)
+        .open(f)
+        .with_context(what)?;
+    let flags = nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), nix::fcntl::F_GETFL)
+        .with_context(what)?;
+    let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::F_SETFL(blocking),
+    )
+    .with_context(what)?;
     let line = first_line(file, 64 << 10).with_context(what)?;
     Ok(line.strip_suffix(b"\r").unwrap_or(&line).to_vec())
 }
