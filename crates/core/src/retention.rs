@@ -201,7 +201,20 @@ mod tests {
     #[test]
     fn empty_policy_keeps_nothing_and_last_keeps_newest() {
         let t = hours("2026-01-01T00:00:00Z", 5);
+        assert!(Policy::default().is_empty());
         assert!(kept(&Policy::default(), &t).is_empty());
+        for rule in [
+            Policy {
+                last: 1,
+                ..Default::default()
+            },
+            Policy {
+                tags: vec!["keep".into()],
+                ..Default::default()
+            },
+        ] {
+            assert!(!rule.is_empty(), "{rule:?}");
+        }
         assert_eq!(
             kept(
                 &Policy {
