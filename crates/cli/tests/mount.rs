@@ -235,6 +235,29 @@ fn a_mountpoint_through_another_users_symlink_is_refused() {
     assert_eq!(fs::read_dir(&real).unwrap().count(), 0, "unmounted");
 }
 
+/// Hostile pass 10: below a directory another user owns, that user swapped the mountpoint
+/// for a link between root's checks and the kernel's mount by path (1 run in 40): root's
+/// mount landed, dead, on a root directory of their choice. Refused before anything.
+#[test]
+fn a_mountpoint_below_another_users_directory_is_refused_to_root() {
+    if !is_root() {
+        return not_run("another user's directory needs root to make");
+    }
+    let env = &Env::local();
+    env.init();
+    let theirs = env.path("theirs");
+    fs::create_dir_all(theirs.join("mp")).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), None).unwrap();
+    let out = env.run(&["mount", theirs.join("mp").to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("another user could change"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fs::read_dir(theirs.join("mp")).unwrap().count(), 0);
+}
+
 /// Hostile pass 8: a parent of the mountpoint swapped for a link to another directory
 /// while the repository opens (here by the password command, where another user would
 /// race it) does not move root's mount: the kernel mounts the directory resolved and

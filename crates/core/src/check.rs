@@ -355,6 +355,7 @@ pub fn run_with(
     let narrowed = !opts.filter.is_empty();
     let mut audit = Audit {
         repo,
+        listed_at: crate::timespec::now(),
         progress,
         report: CheckReport::default(),
         problems: Vec::new(),
@@ -374,6 +375,7 @@ pub fn run_with(
     // before it (write order), so a backup finishing meanwhile is no false damage.
     // One too large to be a snapshot is damage from its listed size, never read.
     let (mut listed, mut oversized) = (Vec::new(), Vec::new());
+    audit.listed_at = crate::timespec::now();
     for f in repo.files().list(FileKind::Snapshot)? {
         match (
             f.name.parse::<SnapshotId>(),
@@ -432,6 +434,9 @@ struct Audit<'a> {
     local: Option<Error>,
     /// The mark records, once listed and read.
     marks: Option<Vec<(crate::id::MarkId, Result<crate::MarkRecord>)>>,
+    /// Before the snapshots were listed: a forget this host saw done later may have
+    /// removed a file after the listing, which is not a file put back.
+    listed_at: chrono::DateTime<chrono::FixedOffset>,
 }
 
 /// The packs as the index and the backend see them.
@@ -792,6 +797,7 @@ impl Audit<'_> {
     /// record may be a forget under way).
     fn forgotten(&mut self) -> HashMap<SnapshotId, String> {
         let mut known = self.repo.known_forgotten().unwrap_or_default();
+        known.retain(|_, t| crate::repo::rollback::seen_gone_before(t, self.listed_at));
         let settled = crate::timespec::now() - chrono::Duration::hours(1);
         match self.read_marks() {
             Ok(()) => {

@@ -102,7 +102,7 @@ pub use id::{AuditId, BlobId, IndexId, KeyId, MarkId, PackId, SnapshotId, TreeId
 pub use patterns::Patterns;
 pub use progress::{NoProgress, Progress};
 pub use remedy::Remedy;
-pub use repo::cache::{private_dir, private_dirs};
+pub use repo::cache::{private_dir, private_dirs, safe_ancestors};
 pub use repo::config::{Config, ObjectLock, INLINE_LIMIT};
 pub use repo::keys::KeyFile;
 pub use repo::marks::{IndexView, MarkRecord, PARTIAL_VIEW_MAX_AGE, RECORD_RETENTION};

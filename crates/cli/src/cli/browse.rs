@@ -282,6 +282,12 @@ pub fn mount(global: &Global, args: MountArgs) -> anyhow::Result<i32> {
     // root made it, and from then on the real path, so that neither the mount nor the
     // unmount goes where another user's link points (hostile pass 7: root mounted over,
     // then detached, a mount of that user's choice).
+    // As root, nowhere another user could swap a parent between the checks and the
+    // kernel's mount by path (hostile pass 10: root mounted over, and left dead, a root
+    // directory that user picked).
+    if strata::is_root() {
+        strata::safe_ancestors(given).context("mountpoint")?;
+    }
     let held = strata::restore::open_trusted_existing(given).map_err(|e| mountpoint(given, e))?;
     let real = std::fs::read_link(format!("/proc/self/fd/{}", held.as_raw_fd()))
         .with_context(|| format!("mountpoint {}", given.display()))?;

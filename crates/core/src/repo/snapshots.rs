@@ -75,6 +75,7 @@ impl Snapshots<'_> {
     #[allow(clippy::type_complexity)]
     pub fn with_damage(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>)> {
         let repo = self.0;
+        let listed_at = crate::timespec::now();
         let files = repo.backend.list(FileKind::Snapshot)?;
         let listed: HashSet<SnapshotId> =
             (files.iter()).filter_map(|f| f.name.parse().ok()).collect();
@@ -122,6 +123,9 @@ impl Snapshots<'_> {
         });
         let forgotten = repo.known_forgotten()?;
         out.retain(|(id, _)| match forgotten.get(id) {
+            // Seen gone (by another process of this host) only after this listing began:
+            // a forget racing it, not a file put back (hostile pass 10).
+            Some(when) if !super::rollback::seen_gone_before(when, listed_at) => true,
             None => true,
             Some(when) => {
                 damaged.push((*id, put_back(id, when)));

@@ -182,12 +182,13 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a cache below a directory another user could rename entries in: one of theirs,
+/// Refuses a cache (or a mountpoint of root's) below a directory another user could rename
+/// entries in: one of theirs,
 /// or one writable by others without the sticky bit (`/tmp` has it). SQLite opens the
 /// cache's files by path: swapping a parent between the checks and those opens put root's
 /// cache in another user's directory (hostile pass 9). As ssh's StrictModes, by the
 /// path as given and as resolved.
-fn safe_ancestors(dir: &Path) -> Result<()> {
+pub fn safe_ancestors(dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
     let real = std::fs::canonicalize(dir.parent().unwrap_or(dir)).ok();
@@ -200,11 +201,11 @@ fn safe_ancestors(dir: &Path) -> Result<()> {
         let unsafe_dir = others_write && meta.mode() & 0o1000 == 0;
         if (meta.uid() != me && meta.uid() != 0) || unsafe_dir {
             return Err(Error::BadInput {
-                what: "cache directory",
+                what: "directory",
                 reason: format!(
                     "{} is below {}, which another user could change (owner uid {}, mode \
-                     {:o}): choose a cache directory whose parents are this user's or \
-                     root's and not writable by others (--cache-dir)",
+                     {:o}): choose a directory whose parents are this user's or root's and \
+                     not writable by others",
                     dir.display(),
                     a.display(),
                     meta.uid(),
