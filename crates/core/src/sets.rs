@@ -221,7 +221,8 @@ impl BackupSet {
             return Err(bad("no paths".into()));
         }
         // Relative ones would name another directory from each cwd cron starts in.
-        if let Some(p) = self.paths.iter().find(|p| !p.is_absolute()) {
+        let files = self.paths.iter().chain(&self.exclude_file);
+        if let Some(p) = files.into_iter().find(|p| !p.is_absolute()) {
             return Err(bad(format!(
                 "path {p:?} is relative: give it from / (a run from another directory \
                  would back up another tree)"

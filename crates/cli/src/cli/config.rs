@@ -87,11 +87,11 @@ impl ConfigFile {
         }
         // Relative paths would name other files from each directory cron starts in: a
         // password file another user planted in /tmp (hostile pass 9), another repository.
-        let local = cfg
+        let repo = cfg
             .repository
             .as_deref()
-            .filter(|r| !r.contains(':'))
-            .map(Path::new);
+            .map(|r| r.strip_prefix("local:").unwrap_or(r));
+        let local = repo.filter(|r| !r.contains(':')).map(Path::new);
         let paths = [
             ("repository", local),
             ("password-file", cfg.password_file.as_deref()),
@@ -223,6 +223,8 @@ mod tests {
         assert!(e.contains("line 3"), "{e}");
         for relative in [
             "repository = \"repo\"\n",
+            "repository = \"local:repo\"\n",
+            "[sets.a]\npaths = [\"/srv\"]\nexclude-file = [\"excludes.txt\"]\n",
             "password-file = \"pw\"\n",
             "cache-dir = \"cache\"\n",
             "metrics-file = \"m.prom\"\n",
