@@ -50,9 +50,12 @@ impl LockFile {
             .unwrap_or(chrono::Duration::MAX)
     }
 
-    /// Not refreshed for [`LOCK_EXPIRY`].
+    /// Not refreshed for [`LOCK_EXPIRY`], or refreshed further ahead of this clock than
+    /// that (hostile pass 10: a lock dated years ahead was never stale).
     pub fn is_stale(&self) -> bool {
-        self.age() > chrono::Duration::from_std(LOCK_EXPIRY).unwrap()
+        let expiry = chrono::Duration::from_std(LOCK_EXPIRY).unwrap();
+        let age = self.age();
+        age > expiry || age < -expiry
     }
 
     /// The lock was taken on this host by a process that no longer exists (killed, or the
@@ -202,4 +205,32 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hostile pass 10: a lock refreshed years ahead of this clock was never stale, and
+    /// prune stayed locked out until `unlock --all`.
+    #[test]
+    fn a_lock_far_from_now_either_way_is_stale() {
+        let at = |offset: chrono::Duration| LockFile {
+            version: 1,
+            operation: "prune".into(),
+            host: "h".into(),
+            user: "u".into(),
+            pid: 1,
+            created: now().to_rfc3339(),
+            refreshed: (now() + offset).to_rfc3339(),
+        };
+        let expiry = chrono::Duration::from_std(LOCK_EXPIRY).unwrap();
+        assert!(!at(chrono::Duration::zero()).is_stale());
+        assert!(at(-expiry * 2).is_stale());
+        assert!(at(chrono::Duration::days(365 * 10)).is_stale());
+        assert!(
+            !at(expiry / 2).is_stale(),
+            "a clock a little behind the writer's"
+        );
+    }
 }

@@ -239,7 +239,8 @@ pub fn unlock(global: &Global, args: UnlockArgs) -> anyhow::Result<i32> {
         output::print_json(&serde_json::json!({ "removed": removed }));
     } else if !global.quiet {
         for r in &removed {
-            println!("removed lock: {r}");
+            // A lock's fields are another host's (or a key holder's) text.
+            println!("removed lock: {}", output::plain(r));
         }
         println!("{} lock(s) removed", removed.len());
     }

@@ -338,6 +338,11 @@ fn draw(svg: &mut String, title: &str, series: &[Series], bytes: bool) -> Result
     let (Some(t0), Some(t1)) = (t0, t1) else {
         return Err("no points".into());
     };
+    // An infinite value (a crafted summary's duration) made the axis's ticks loop for
+    // ever (hostile pass 10): such a chart is not drawn, and says why.
+    if all.clone().any(|(_, v)| !v.is_finite()) {
+        return Err("a value that is not a finite number (a damaged snapshot summary)".into());
+    }
     let t1 = t1.max(t0 + chrono::Duration::seconds(1));
     let top = all.map(|(_, v)| *v).fold(0.0, f64::max).max(1.0) * 1.1;
     let root = SVGBackend::with_string(svg, (580, 260)).into_drawing_area();
@@ -525,5 +530,17 @@ mod tests {
             "&lt;script&gt;a&amp;b&quot;c&#39;d&lt;/script&gt;\\u{1b}"
         );
         assert_eq!(anchor("a b"), "612062");
+    }
+
+    /// Hostile pass 10: an infinite duration made the chart's axis loop for ever.
+    #[test]
+    fn a_chart_with_an_infinite_value_ends_without_drawing() {
+        let t = chrono::Utc::now();
+        let points = [(t, 1.0), (t + chrono::Duration::hours(1), f64::INFINITY)];
+        let mut svg = String::new();
+        let drawn = draw(&mut svg, "t", &[("time", &points[..], BLUE)], false);
+        assert!(drawn.unwrap_err().contains("not a finite number"));
+        let finite = [(t, 1.0), (t + chrono::Duration::hours(1), 2.0)];
+        draw(&mut svg, "t", &[("time", &finite[..], BLUE)], false).unwrap();
     }
 }
