@@ -700,14 +700,46 @@ const MAX_EMPTY_PAGES: usize = 16;
 
 /// What a listing's pages so far said, to see that the listing moves on: S3 lists keys in
 /// ascending order, so each key must sort after the last, and it must end.
-#[derive(Default)]
 struct Paging {
     last: Option<String>,
     names: usize,
     empty_in_a_row: usize,
+    /// When the listing began, and the endpoint's time-out: see [`Paging::too_slow`].
+    began: std::time::Instant,
+    timeout: Duration,
 }
 
+/// The fewest names a second a listing must average once it has taken longer than three
+/// time-outs: S3 sends 1,000 a page in well under a second; an endpoint dripping one
+/// name a page just inside the time-out would otherwise list for years (hostile pass 10).
+const MIN_NAMES_PER_SEC: f64 = 50.0;
+
 impl Paging {
+    fn new(timeout: Duration) -> Self {
+        Paging {
+            last: None,
+            names: 0,
+            empty_in_a_row: 0,
+            began: std::time::Instant::now(),
+            timeout,
+        }
+    }
+
+    /// Whether the listing, past three time-outs, brings fewer than
+    /// [`MIN_NAMES_PER_SEC`] names a second.
+    fn too_slow(&self) -> Option<String> {
+        let took = self.began.elapsed();
+        let rate = self.names as f64 / took.as_secs_f64().max(1e-3);
+        (took > self.timeout * REQUEST_WINDOWS && rate < MIN_NAMES_PER_SEC).then(|| {
+            format!(
+                "{} names in {:.0} s: a listing that slow is not one the endpoint is serving \
+                 (S3 sends 1,000 a page)",
+                self.names,
+                took.as_secs_f64()
+            )
+        })
+    }
+
     fn page<'k>(&mut self, keys: impl Iterator<Item = &'k str>) -> std::result::Result<(), String> {
         let mut any = false;
         for key in keys {
@@ -726,6 +758,9 @@ impl Paging {
                     "more than {MAX_LISTED} names: not a listing of ours"
                 ));
             }
+        }
+        if let Some(why) = self.too_slow() {
+            return Err(why);
         }
         self.empty_in_a_row = if any { 0 } else { self.empty_in_a_row + 1 };
         if self.empty_in_a_row > MAX_EMPTY_PAGES {
@@ -840,7 +875,7 @@ impl Backend for S3Backend {
         let prefix = format!("{}{}/", self.loc.prefix, kind.dir());
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        let mut pages = Paging::default();
+        let mut pages = Paging::new(self.timeout);
         loop {
             let resp = {
                 self.count(&self.requests.list);
@@ -1429,15 +1464,15 @@ mod tests {
     /// pages, or invented names) kept a listing going without end, its memory growing.
     #[test]
     fn a_listing_must_move_on_and_end() {
-        let mut p = Paging::default();
+        let mut p = Paging::new(DEFAULT_TIMEOUT);
         p.page(["a", "b"].into_iter()).unwrap();
         p.page(["c"].into_iter()).unwrap();
         let e = p.page(["c"].into_iter()).unwrap_err();
         assert!(e.contains("not in order, or again"), "{e}");
-        let mut p = Paging::default();
+        let mut p = Paging::new(DEFAULT_TIMEOUT);
         p.page(["b"].into_iter()).unwrap();
         assert!(p.page(["a"].into_iter()).is_err(), "backwards");
-        let mut p = Paging::default();
+        let mut p = Paging::new(DEFAULT_TIMEOUT);
         for _ in 0..MAX_EMPTY_PAGES {
             p.page(std::iter::empty()).unwrap();
         }
@@ -1449,11 +1484,22 @@ mod tests {
         assert!(e.contains("empty pages in a row"), "{e}");
         let mut p = Paging {
             names: MAX_LISTED - 1,
-            ..Default::default()
+            ..Paging::new(DEFAULT_TIMEOUT)
         };
         p.page(["k1"].into_iter()).unwrap();
         let e = p.page(["k2"].into_iter()).unwrap_err();
         assert!(e.contains("more than"), "{e}");
+        // Hostile pass 10: one name a page, each just inside the time-out.
+        let mut p = Paging::new(Duration::from_millis(10));
+        p.page(["a"].into_iter()).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        let e = p.page(["b"].into_iter()).unwrap_err();
+        assert!(e.contains("that slow"), "{e}");
+        // As fast as S3 pages, it goes on.
+        let mut p = Paging::new(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(40));
+        let page: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
+        p.page(page.iter().map(String::as_str)).unwrap();
     }
 
     use std::io::{Read, Write};
