@@ -46,6 +46,14 @@ macro_rules! conformance {
     };
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        for beside in ["own-cache", "lib-cache"] {
+            let _ = fs::remove_dir_all(self.dir.path().with_extension(beside));
+        }
+    }
+}
+
 impl Env {
     pub fn local() -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -199,7 +207,9 @@ impl Env {
     /// The command as the test process's user (root in CI) with a cache of its own,
     /// whoever this environment runs as: a second user of the same repository.
     pub fn own_cmd(&self) -> assert_cmd::Command {
-        let cache = self.dir.path().join("own-cache");
+        // Beside the test's directory, not in it: that directory may be another user's
+        // (postgres'), and a cache below it is refused.
+        let cache = self.dir.path().with_extension("own-cache");
         assert_cmd::Command::from_std(self.cmd_with_cache(&cache))
     }
 
@@ -560,7 +570,9 @@ pub fn restored(target: &Path, src: &Path) -> PathBuf {
 /// Opens the test repository through the library, as the binary would.
 pub fn open_repo(env: &Env) -> strata::Repository {
     let backend = open_backend(&env.repo);
-    strata::Repository::open(backend, PASSWORD.as_bytes(), &env.path("lib-cache")).unwrap()
+    // Beside the test's directory: it may be another user's (see `Env::own_cmd`).
+    let cache = env.dir.path().with_extension("lib-cache");
+    strata::Repository::open(backend, PASSWORD.as_bytes(), &cache).unwrap()
 }
 
 /// Peak resident set size of the largest child process waited for so far, in KiB.
