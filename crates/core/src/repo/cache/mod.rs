@@ -203,11 +203,15 @@ pub fn safe_ancestors(dir: &Path) -> Result<()> {
             return Err(Error::BadInput {
                 what: "directory",
                 reason: format!(
-                    "{} is below {}, which another user could change (owner uid {}, mode \
-                     {:o}): choose a directory whose parents are this user's or root's and \
-                     not writable by others",
+                    "{} is below {}, which another user could change (a {} owned by uid \
+                     {}, mode {:o}): choose a directory whose parents are this user's or \
+                     root's and not writable by others",
                     dir.display(),
                     a.display(),
+                    match meta.file_type().is_symlink() {
+                        true => "symlink",
+                        false => "directory",
+                    },
                     meta.uid(),
                     meta.mode() & 0o7777
                 ),
@@ -617,7 +621,7 @@ mod tests {
         if nix::unistd::geteuid().is_root() {
             std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
             let e = private_dir(&shared.join("cache")).unwrap_err().to_string();
-            assert!(e.contains("owner uid 65534"), "{e}");
+            assert!(e.contains("directory owned by uid 65534"), "{e}");
         }
     }
 
