@@ -213,6 +213,13 @@ pub fn symlink(name: &str, target: &str) -> Node {
     n
 }
 
+/// A config naming cluster `main`; returns its path.
+pub fn pg_config(env: &Env) -> String {
+    let path = env.path("strata.toml");
+    std::fs::write(&path, "[postgres.main]\n").unwrap();
+    path.display().to_string()
+}
+
 /// The WAL segment size crafted base backups claim (PostgreSQL's smallest).
 pub const PG_SEGMENT: u64 = 1 << 20;
 

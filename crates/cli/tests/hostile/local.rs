@@ -14,16 +14,9 @@ use std::path::{Path, PathBuf};
 use crate::common::*;
 use crate::craft::{self, dir, file, pg_base_backup, symlink};
 
-/// A config naming cluster `main`; returns its path.
-fn pg_config(env: &Env) -> String {
-    let path = env.path("strata.toml");
-    fs::write(&path, "[postgres.main]\n").unwrap();
-    path.display().to_string()
-}
-
 /// `pg restore main --target TARGET`, bounded in time and memory.
 fn pg_restore(env: &Env, target: &Path) -> craft::Bounded {
-    let cfg = pg_config(env);
+    let cfg = craft::pg_config(env);
     let args = [
         "--config",
         &cfg,
@@ -320,7 +313,7 @@ fn a_wal_agent_of_another_user_is_not_believed() {
     );
     let env = Env::local();
     env.init();
-    let cfg = pg_config(&env);
+    let cfg = craft::pg_config(&env);
     let socket = agent_socket(&env);
     let agent_dir = socket.parent().unwrap();
     fs::create_dir_all(agent_dir).unwrap();
@@ -606,7 +599,7 @@ fn a_spooled_segment_of_another_user_is_not_handed_over() {
     );
     let env = Env::local();
     env.init();
-    let cfg = pg_config(&env);
+    let cfg = craft::pg_config(&env);
     let name = "000000010000000000000002";
     let real = wal_segment(&env, name, 7);
     env.ok(&[

@@ -42,12 +42,6 @@ fn repeating_record(env: &Env, name: &str, size: u64, repeats: usize) {
     write_record(env, name, size, vec![zero; repeats]);
 }
 
-fn pg_config(env: &Env) -> String {
-    let path = env.path("strata.toml");
-    fs::write(&path, "[postgres.main]\n").unwrap();
-    path.display().to_string()
-}
-
 /// A history file stating 64 bytes whose blobs add up to 100 GiB: `check` grew to 9 GB in
 /// 25 s and `pg restore` until killed. Both now refuse it before reading, in bounds.
 #[test]
@@ -62,7 +56,7 @@ fn a_history_naming_one_blob_endlessly_is_refused_small() {
     let said = String::from_utf8_lossy(&run.out.stdout);
     assert!(said.contains("timeline history"), "{said}");
     assert!(said.contains("for a size of 64"), "{said}");
-    let cfg = pg_config(&env);
+    let cfg = craft::pg_config(&env);
     let target = env.path("target");
     let args = ["--config", &cfg, "pg", "restore", "main", "--dry-run"];
     let run = run_bounded(
@@ -95,7 +89,7 @@ fn a_segment_running_past_its_size_is_not_fetched() {
         return;
     };
     let dest = pg_wal.join("RECOVERYXLOG");
-    let cfg = pg_config(&env);
+    let cfg = craft::pg_config(&env);
     let args = [
         "--config",
         &cfg,
@@ -141,7 +135,7 @@ fn a_segment_running_past_its_size_is_not_fetched() {
 fn a_copy_never_replaces_a_record_at_the_second_site() {
     let env = Env::local();
     env.init();
-    let cfg = pg_config(&env);
+    let cfg = craft::pg_config(&env);
     let second = env.path("second");
     let second = second.to_str().unwrap();
     let other = "second site's own password";
